@@ -1,0 +1,66 @@
+/**
+ * What the decoders make of one captured packet. Addresses are in their usual
+ * text form (IPv4 dotted quad, IPv6 RFC 5952 compressed lower-case).
+ */
+export interface DecodedPacket {
+  /** 4 or 6; 0 when the packet carries no IP (ARP, LLDP, ...). */
+  ipVersion: 0 | 4 | 6;
+  src: string;
+  dst: string;
+  /** IP protocol number of the transport (after IPv6 extension headers): 6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6; 0 when none. */
+  proto: number;
+  /** Transport ports; 0 when the protocol has none or the packet is a non-first fragment. */
+  sport: number;
+  dport: number;
+  /** VLAN ids from outer to inner (802.1Q / QinQ), empty when untagged. */
+  vlans: number[];
+  /** Set when this packet is one fragment of an IP datagram. */
+  fragment: FragmentInfo | null;
+  /** Present on TCP packets. */
+  tcp: TcpInfo | null;
+  /** The transport payload (UDP data, TCP segment data), or for a fragment the fragment's IP payload. A view into the packet buffer. */
+  payload: Buffer;
+}
+
+export interface FragmentInfo {
+  /** IPv4 identification or IPv6 fragment header identification. */
+  id: number;
+  /** Byte offset of this fragment's data in the datagram's IP payload. */
+  offset: number;
+  /** More-fragments flag. */
+  more: boolean;
+  /** Transport protocol carried by the datagram. */
+  proto: number;
+}
+
+export interface TcpInfo {
+  seq: number;
+  ack: number;
+  /** TCP flag bits: FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10. */
+  flags: number;
+}
+
+/** Why a packet was not decoded; counted, never thrown. */
+export type DecodeFailure =
+  | 'truncated'
+  | 'unsupported-link'
+  | 'bad-ip-header'
+  | 'bad-transport-header';
+
+/**
+ * An application message (for now: one SIP message) rebuilt from one or more
+ * packets: a UDP datagram, a reassembled IP datagram, or a Content-Length
+ * framed message taken from a TCP stream.
+ */
+export interface TransportMessage {
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  /** 6 TCP or 17 UDP. */
+  proto: number;
+  /** The message bytes, exactly as they crossed the wire. */
+  bytes: Buffer;
+  /** Ordinals (as given to the dissector) of every packet that carried bytes of this message, ascending. */
+  packets: number[];
+}

@@ -1,0 +1,51 @@
+/** A parsed SIP message: what the index, the query and the ladder need. */
+export interface SipMessage {
+  /** Request method (upper case) or null for a response. */
+  method: string | null;
+  /** Request-URI, for requests. */
+  requestUri: string | null;
+  /** Status code, for responses. */
+  status: number | null;
+  reason: string | null;
+  callId: string | null;
+  cseq: { seq: number; method: string } | null;
+  from: NameAddr | null;
+  to: NameAddr | null;
+  /** P-Asserted-Identity entries, in order. */
+  pai: NameAddr[];
+  /** User part of the Request-URI (requests only). */
+  ruriUser: string | null;
+  /** Value of the configured correlation header (e.g. X-CID), or of an `xref` parameter, when present. */
+  correlation: string | null;
+  /** Every header in order: [lower-case long-form name, raw value]. Compact forms are expanded (i -> call-id). */
+  headers: Array<[string, string]>;
+  /** Byte length of the start line plus headers, including the blank line. */
+  headerLength: number;
+  /** Body bytes (Content-Length of them when given). */
+  body: Buffer;
+  /** Media endpoints of an SDP body, when there is one. */
+  sdp: SdpInfo | null;
+}
+
+export interface NameAddr {
+  uri: string;
+  /** User part of the URI (before '@'), unescaped, null when none. */
+  user: string | null;
+  tag: string | null;
+  display: string | null;
+}
+
+export interface SdpInfo {
+  /** Session-level connection address (c=), or null. */
+  connection: string | null;
+  media: SdpMedia[];
+}
+
+export interface SdpMedia {
+  /** audio, video, image, ... */
+  type: string;
+  port: number;
+  /** Media-level c= address, or the session-level one. */
+  addr: string | null;
+  proto: string;
+}

@@ -1,0 +1,317 @@
+import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { Dissector } from '../../shared/decode/dissector';
+import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, scanPcapRecords } from '../../shared/pcap/pcap';
+import { parseSip } from '../../shared/sip/parse';
+import { sipDigits } from '../../shared/sip/number';
+import type { PacketRecord } from '../../shared/pcap/types';
+import type { TransportMessage } from '../../shared/decode/types';
+import {
+  FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, MessageRecord,
+  NO_ADDRESS, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKey,
+} from './format';
+import { IndexState } from './state';
+
+export interface IndexerOptions {
+  /** Header carrying a correlation key (e.g. X-CID); an `xref` parameter is used when it is absent. */
+  correlationHeader?: string;
+}
+
+const READ_CHUNK = 4 * 1024 * 1024;
+
+export function recordBytes(type: number, body: Buffer): Buffer {
+  const prefix = Buffer.allocUnsafe(RECORD_PREFIX_LEN);
+  prefix.writeUInt32LE(body.length + 1, 0);
+  prefix[4] = type;
+  return Buffer.concat([prefix, body]);
+}
+
+/**
+ * Builds the index of one segment, incrementally: `catchUp()` indexes the
+ * whole records written since the last call and appends them to the journal,
+ * so the newest segment is queryable while the capture writes it. `seal()`
+ * adds the lookup sections once the segment is closed.
+ *
+ * Reassembly state (IP fragments, TCP streams) lives in this object; an
+ * indexer that restarts rebuilds the segment's index from its first byte.
+ */
+export class SegmentIndexer {
+  readonly state: IndexState = new IndexState();
+  private readonly dissector = new Dissector();
+  /** -1 when the index is kept in memory only (a query indexing a segment it may not write). */
+  private readonly idxFd: number;
+  private idxPos = 0;
+  private header: PcapHeader | null = null;
+  private readBuf = Buffer.allocUnsafe(READ_CHUNK);
+  private flushedPackets = 0;
+  private flushedAddresses = 0;
+  private flushedMessages = 0;
+  private sealed = false;
+  messagesWithoutCallId = 0;
+  corruptAt: number | null = null;
+
+  /**
+   * With `indexPath` null nothing is written. `resume` continues from a
+   * replayed journal: only the segment's bytes after it are indexed (IP and
+   * TCP reassembly across that boundary is not possible and is skipped).
+   */
+  constructor(
+    readonly segmentPath: string,
+    readonly indexPath: string | null,
+    private readonly opts: IndexerOptions = {},
+    resume?: { state: IndexState; segmentHeader: Buffer },
+  ) {
+    if (resume) {
+      this.state = resume.state;
+      this.header = parsePcapHeader(resume.segmentHeader, segmentPath);
+      this.flushedPackets = this.state.packetCount;
+      this.flushedAddresses = this.state.addresses.length;
+      this.flushedMessages = this.state.messages.length;
+    }
+    this.idxFd = indexPath === null ? -1 : openSync(indexPath, 'w');
+    const head = Buffer.alloc(INDEX_HEADER_LEN);
+    INDEX_MAGIC.copy(head, 0);
+    head.writeUInt32LE(INDEX_VERSION, 8);
+    this.write(head);
+  }
+
+  private write(buf: Buffer): void {
+    if (this.idxFd < 0) return;
+    let done = 0;
+    while (done < buf.length) done += writeSync(this.idxFd, buf, done, buf.length - done, this.idxPos + done);
+    this.idxPos += buf.length;
+  }
+
+  /** Indexes every whole record now in the segment; returns how many packets were added. */
+  catchUp(): number {
+    if (this.sealed) return 0;
+    const before = this.state.packetCount;
+    const fd = openSync(this.segmentPath, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      if (!this.header) {
+        if (size < PCAP_HEADER_LEN) return 0;
+        const hb = Buffer.alloc(PCAP_HEADER_LEN);
+        readSync(fd, hb, 0, PCAP_HEADER_LEN, 0);
+        this.header = parsePcapHeader(hb, this.segmentPath);
+        this.state.indexedBytes = PCAP_HEADER_LEN;
+        this.write(recordBytes(REC.SEGMENT, hb));
+      }
+      const header = this.header;
+      while (this.state.indexedBytes < size && this.corruptAt === null) {
+        const want = Math.min(READ_CHUNK, size - this.state.indexedBytes);
+        if (want > this.readBuf.length) this.readBuf = Buffer.allocUnsafe(want);
+        const got = readSync(fd, this.readBuf, 0, want, this.state.indexedBytes);
+        if (got <= 0) break;
+        const chunk = this.readBuf.subarray(0, got);
+        let used: number;
+        try {
+          used = scanPcapRecords(chunk, this.state.indexedBytes, header, (rec) => this.indexRecord(rec));
+        } catch {
+          // A corrupt record header (e.g. after a torn write that was later
+          // appended to) ends what can be indexed of this segment.
+          this.corruptAt = this.state.indexedBytes;
+          break;
+        }
+        if (used === 0) {
+          // Only a partial record is left: either still being written, or a
+          // record bigger than our buffer.
+          if (want === READ_CHUNK && got === want) this.readBuf = Buffer.allocUnsafe(this.readBuf.length * 2);
+          else break;
+        }
+        this.state.indexedBytes += used;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    this.flush();
+    return this.state.packetCount - before;
+  }
+
+  private indexRecord(rec: PacketRecord): void {
+    const st = this.state;
+    const ordinal = st.packetCount;
+    const r = this.dissector.push(ordinal, rec.linkType, rec.data, rec.tsSec);
+    const d = r.decoded;
+    let flags = 0;
+    let src = NO_ADDRESS;
+    let dst = NO_ADDRESS;
+    let sport = 0;
+    let dport = 0;
+    let proto = 0;
+    if (d) {
+      if (d.ipVersion !== 0) {
+        src = st.addressId(d.src);
+        dst = st.addressId(d.dst);
+      }
+      sport = d.sport;
+      dport = d.dport;
+      proto = d.proto;
+      if (d.fragment) flags |= PKT_FLAG.FRAGMENT;
+    } else {
+      flags |= PKT_FLAG.DECODE_FAILED;
+    }
+    if (r.messages.length > 0) flags |= PKT_FLAG.SIP;
+    st.addPacket(rec.fileOffset, rec.tsSec, rec.tsNsec, src, dst, sport, dport, proto, flags, rec.capLen);
+    for (const m of r.messages) this.indexMessage(m, rec);
+  }
+
+  private indexMessage(tm: TransportMessage, last: PacketRecord): void {
+    const sip = parseSip(tm.bytes, { correlationHeader: this.opts.correlationHeader });
+    if (!sip) return;
+    if (!sip.callId) {
+      this.messagesWithoutCallId++;
+      return;
+    }
+    const rec: MessageRecord = {
+      p: tm.packets,
+      t: [last.tsSec, last.tsNsec],
+      src: tm.src,
+      dst: tm.dst,
+      sp: tm.sport,
+      dp: tm.dport,
+      pr: tm.proto,
+      m: sip.method,
+      s: sip.status,
+      c: sip.callId,
+      q: sip.cseq ? `${sip.cseq.seq} ${sip.cseq.method}` : null,
+      ru: sip.ruriUser,
+      fu: sip.from?.user ?? null,
+      tu: sip.to?.user ?? null,
+      n: tm.bytes.length,
+    };
+    if (sip.reason) rec.r = sip.reason;
+    if (sip.pai.length > 0) rec.pu = sip.pai.map((p) => p.user).filter((u: string | null): u is string => !!u);
+    if (sip.correlation) rec.x = sip.correlation;
+    if (sip.sdp) {
+      const eps: Array<[string, number]> = [];
+      for (const m of sip.sdp.media) if (m.addr && m.port > 0) eps.push([m.addr, m.port]);
+      if (eps.length > 0) rec.sdp = eps;
+    }
+    this.state.messages.push(rec);
+  }
+
+  /** Appends what was indexed since the last flush to the journal. */
+  private flush(): void {
+    const st = this.state;
+    const parts: Buffer[] = [];
+    if (st.addresses.length > this.flushedAddresses) {
+      const first = Buffer.alloc(4);
+      first.writeUInt32LE(this.flushedAddresses, 0);
+      const names = Buffer.from(st.addresses.slice(this.flushedAddresses).join('\0'), 'latin1');
+      parts.push(recordBytes(REC.ADDRESSES, Buffer.concat([first, names])));
+      this.flushedAddresses = st.addresses.length;
+    }
+    if (st.packetCount > this.flushedPackets) {
+      parts.push(recordBytes(REC.PACKETS, Buffer.from(st.packetEntries(this.flushedPackets))));
+      this.flushedPackets = st.packetCount;
+    }
+    for (let i = this.flushedMessages; i < st.messages.length; i++) {
+      parts.push(recordBytes(REC.MESSAGE, Buffer.from(JSON.stringify(st.messages[i]), 'utf8')));
+    }
+    this.flushedMessages = st.messages.length;
+    if (parts.length === 0) return;
+    const cp = Buffer.alloc(8);
+    cp.writeDoubleLE(st.indexedBytes, 0);
+    parts.push(recordBytes(REC.CHECKPOINT, cp));
+    this.write(Buffer.concat(parts));
+  }
+
+  /** Writes the lookup sections and the footer; the segment must be complete. */
+  seal(): void {
+    if (this.sealed) return;
+    this.catchUp();
+    const st = this.state;
+    const dialogs = st.dialogs();
+
+    const keys: Array<[number, number]> = [];
+    const numbers: Array<[Buffer, number]> = [];
+    dialogs.forEach((d, i) => {
+      keys.push([keyHash('c', d.c), i]);
+      const xs = new Set<string>();
+      const users = new Set<string>();
+      for (const m of d.msgs) {
+        if (m.x) xs.add(m.x);
+        for (const u of [m.ru, m.fu, m.tu, ...(m.pu ?? [])]) {
+          const digits = sipDigits(u);
+          if (digits.length >= 4) users.add(digits);
+        }
+      }
+      for (const x of xs) keys.push([keyHash('x', x), i]);
+      for (const u of users) numbers.push([numberKey(u), i]);
+    });
+    keys.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    numbers.sort((a, b) => Buffer.compare(a[0], b[0]) || a[1] - b[1]);
+
+    const offsets: number[] = [];
+    const section = (type: number, body: Buffer) => {
+      offsets.push(this.idxPos + RECORD_PREFIX_LEN);
+      this.write(recordBytes(type, body));
+    };
+
+    section(REC.PACKET_TABLE, st.packetEntries());
+    const addrBody = Buffer.from(JSON.stringify(st.addresses), 'utf8');
+    section(REC.ADDRESS_TABLE, addrBody);
+    const keyBody = Buffer.alloc(keys.length * KEY_ENTRY_LEN);
+    keys.forEach(([h, i], k) => {
+      keyBody.writeUInt32LE(h, k * KEY_ENTRY_LEN);
+      keyBody.writeUInt32LE(i, k * KEY_ENTRY_LEN + 4);
+    });
+    section(REC.KEY_TABLE, keyBody);
+    const numBody = Buffer.alloc(numbers.length * NUMBER_ENTRY_LEN);
+    numbers.forEach(([key, i], k) => {
+      key.copy(numBody, k * NUMBER_ENTRY_LEN);
+      numBody.writeUInt32LE(i, k * NUMBER_ENTRY_LEN + NUMBER_KEY_LEN);
+    });
+    section(REC.NUMBER_TABLE, numBody);
+    const jsons = dialogs.map((d) => Buffer.from(JSON.stringify(d), 'utf8'));
+    const table = Buffer.alloc(4 + 4 * (jsons.length + 1));
+    table.writeUInt32LE(jsons.length, 0);
+    let at = table.length;
+    jsons.forEach((j, i) => {
+      table.writeUInt32LE(at, 4 + 4 * i);
+      at += j.length;
+    });
+    table.writeUInt32LE(at, 4 + 4 * jsons.length);
+    const dialogBody = Buffer.concat([table, ...jsons]);
+    section(REC.DIALOGS, dialogBody);
+
+    const f = Buffer.alloc(FOOTER_LEN);
+    FOOTER_MAGIC.copy(f, 0);
+    f.writeDoubleLE(st.indexedBytes, 8);
+    f.writeUInt32LE(st.packetCount, 16);
+    f.writeUInt32LE(st.messages.length, 20);
+    f.writeUInt32LE(dialogs.length, 24);
+    f.writeUInt32LE(st.firstSec, 28);
+    f.writeUInt32LE(st.firstNsec, 32);
+    f.writeUInt32LE(st.lastSec, 36);
+    f.writeUInt32LE(st.lastNsec, 40);
+    offsets.forEach((o, i) => f.writeDoubleLE(o, 44 + 8 * i));
+    f.writeUInt32LE(keys.length, 84);
+    f.writeUInt32LE(numbers.length, 88);
+    f.writeUInt32LE(addrBody.length, 92);
+    f.writeUInt32LE(dialogBody.length, 96);
+    this.write(f);
+    this.sealed = true;
+    if (this.idxFd >= 0) closeSync(this.idxFd);
+  }
+
+  /** Closes without sealing (the segment is still being written by someone else, or we are stopping). */
+  close(): void {
+    if (!this.sealed) {
+      this.sealed = true;
+      if (this.idxFd >= 0) closeSync(this.idxFd);
+    }
+  }
+
+  stats() {
+    return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId };
+  }
+}
+
+/** Builds and seals the index of a complete segment from its first byte. */
+export function indexSegment(segmentPath: string, indexPath: string, opts: IndexerOptions = {}): SegmentIndexer {
+  const ix = new SegmentIndexer(segmentPath, indexPath, opts);
+  ix.catchUp();
+  ix.seal();
+  return ix;
+}

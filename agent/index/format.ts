@@ -1,0 +1,139 @@
+/**
+ * On-disk layout of a segment's index file (`<segment>.idx`).
+ *
+ * While its segment is written the file is a journal: a header, then
+ * length-prefixed records appended as packets are indexed. When the segment
+ * is closed the indexer appends lookup sections (sorted key tables, a packet
+ * table, dialog records) and a fixed footer. A reader that finds the footer
+ * answers Call-ID and number queries with a few small preads; one that does
+ * not replays the journal. A torn last journal record (crash) is ignored.
+ *
+ *   header   : "TFIDX\0\0\x01" u32 version u32 reserved (16 bytes)
+ *   record   : u32 length (of type + body) | u8 type | body
+ *   footer   : see FOOTER_* below, the last FOOTER_LEN bytes
+ */
+export const INDEX_MAGIC = Buffer.from('TFIDX\0\0\x01', 'latin1');
+export const INDEX_VERSION = 1;
+export const INDEX_HEADER_LEN = 16;
+export const RECORD_PREFIX_LEN = 5;
+/** Sanity bound on one journal record; bigger means corruption. */
+export const MAX_RECORD_LEN = 64 * 1024 * 1024;
+
+export const REC = {
+  /** Segment identity: the PCAP global header of the segment (24 bytes). */
+  SEGMENT: 0x48, // 'H'
+  /** New address strings: u32 first id, then NUL-separated latin1 strings. */
+  ADDRESSES: 0x41, // 'A'
+  /** A batch of packet entries (PACKET_ENTRY_LEN each). */
+  PACKETS: 0x50, // 'P'
+  /** One SIP message, JSON (see MessageRecord). */
+  MESSAGE: 0x4d, // 'M'
+  /** Checkpoint: f64 number of segment bytes fully indexed so far. */
+  CHECKPOINT: 0x43, // 'C'
+  /** Sealed sections: */
+  PACKET_TABLE: 0x54, // 'T' all packet entries, contiguous
+  ADDRESS_TABLE: 0x53, // 'S' JSON array of all address strings
+  KEY_TABLE: 0x4b, // 'K' sorted (u32 hash, u32 dialog) pairs for Call-ID and correlation keys
+  NUMBER_TABLE: 0x4e, // 'N' sorted (reversed digits[NUMBER_KEY_LEN], u32 dialog)
+  DIALOGS: 0x44, // 'D' u32 count, u32 offsets[count+1], JSON records concatenated
+} as const;
+
+/**
+ * Packet entry, little-endian:
+ *   0 u32 record offset in the segment   4 u32 ts seconds   8 u32 ts nanoseconds
+ *  12 u32 src address id  16 u32 dst address id (NO_ADDRESS when none)
+ *  20 u16 sport  22 u16 dport  24 u8 ip protocol  25 u8 flags  26 u16 captured length / 0 when > 65535
+ */
+export const PACKET_ENTRY_LEN = 28;
+export const NO_ADDRESS = 0xffffffff;
+export const PKT_FLAG = {
+  DECODE_FAILED: 0x01,
+  FRAGMENT: 0x02,
+  SIP: 0x04,
+} as const;
+
+export const NUMBER_KEY_LEN = 24;
+export const NUMBER_ENTRY_LEN = NUMBER_KEY_LEN + 4;
+export const KEY_ENTRY_LEN = 8;
+
+/**
+ * Footer, little-endian, FOOTER_LEN bytes at the very end of a sealed index:
+ *   0  "TFIDXEND"
+ *   8  f64 segment bytes indexed    16 u32 packets   20 u32 messages   24 u32 dialogs
+ *  28  u32 first ts sec  32 u32 first ts nsec  36 u32 last ts sec  40 u32 last ts nsec
+ *  44  f64 offset of PACKET_TABLE body  52 f64 offset of ADDRESS_TABLE body
+ *  60  f64 offset of KEY_TABLE body     68 f64 offset of NUMBER_TABLE body
+ *  76  f64 offset of DIALOGS body       84 u32 key entries  88 u32 number entries
+ *  92  u32 address table length (bytes) 96 u32 dialogs section length (bytes)
+ * 100  reserved to 128
+ */
+export const FOOTER_MAGIC = Buffer.from('TFIDXEND', 'latin1');
+export const FOOTER_LEN = 128;
+
+/** What the journal keeps of one SIP message; short keys keep the index small. */
+export interface MessageRecord {
+  /** Packet ordinals (in this segment) carrying the message. */
+  p: number[];
+  /** Time of the last packet, [sec, nsec]. */
+  t: [number, number];
+  src: string;
+  dst: string;
+  sp: number;
+  dp: number;
+  /** 6 TCP, 17 UDP. */
+  pr: number;
+  /** Method (requests) or null. */
+  m: string | null;
+  /** Status (responses) or null. */
+  s: number | null;
+  /** Reason phrase (responses). */
+  r?: string;
+  /** Call-ID. */
+  c: string;
+  /** CSeq as "<n> <METHOD>". */
+  q: string | null;
+  /** User parts: R-URI, From, To, P-Asserted-Identity. */
+  ru: string | null;
+  fu: string | null;
+  tu: string | null;
+  pu?: string[];
+  /** Correlation key. */
+  x?: string;
+  /** SDP media endpoints [addr, port]. */
+  sdp?: Array<[string, number]>;
+  /** Message size in bytes. */
+  n: number;
+}
+
+/** A dialog's record in a sealed index: every message of one Call-ID in this segment. */
+export interface DialogRecord {
+  c: string;
+  msgs: MessageRecord[];
+}
+
+/** 32-bit FNV-1a over the UTF-8 bytes of a typed key ("c\0<call-id>" or "x\0<correlation>"). */
+export function keyHash(kind: 'c' | 'x', value: string): number {
+  let h = 0x811c9dc5;
+  const s = kind + '\0' + value;
+  const b = Buffer.from(s, 'utf8');
+  for (let i = 0; i < b.length; i++) {
+    h ^= b[i];
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** The number table key: a user part's digits, reversed, so that a suffix query becomes a prefix search. */
+export function numberKey(digits: string): Buffer {
+  const key = Buffer.alloc(NUMBER_KEY_LEN);
+  const n = Math.min(digits.length, NUMBER_KEY_LEN);
+  for (let i = 0; i < n; i++) key[i] = digits.charCodeAt(digits.length - 1 - i);
+  return key;
+}
+
+export class IndexCorruptError extends Error {
+  constructor(path: string, what: string) {
+    super(`index ${path} is corrupt (${what}); it will be rebuilt from its segment`);
+    this.name = 'IndexCorruptError';
+  }
+}

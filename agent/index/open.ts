@@ -1,0 +1,81 @@
+import { closeSync, openSync, readSync, renameSync } from 'node:fs';
+import { PCAP_HEADER_LEN, PcapHeader, parsePcapHeader } from '../../shared/pcap/pcap';
+import type { SegmentInfo } from '../ring/layout';
+import { IndexerOptions, SegmentIndexer } from './builder';
+import { IndexCorruptError } from './format';
+import { MemoryIndex, SealedIndex, SegmentIndex, replayJournal } from './reader';
+
+export interface OpenedSegment {
+  segment: SegmentInfo;
+  header: PcapHeader;
+  index: SegmentIndex;
+  /** What had to be done to get a usable index, for the caller to report. */
+  repair: 'none' | 'rebuilt' | 'in-memory';
+  note?: string;
+}
+
+function readSegmentHeader(seg: SegmentInfo): PcapHeader | null {
+  const fd = openSync(seg.path, 'r');
+  try {
+    const b = Buffer.alloc(PCAP_HEADER_LEN);
+    if (readSync(fd, b, 0, PCAP_HEADER_LEN, 0) < PCAP_HEADER_LEN) return null;
+    return parsePcapHeader(b, seg.path);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Rebuilds a segment's index on disk (written aside, then renamed, so readers never see half a file). */
+export function rebuildIndex(seg: SegmentInfo, opts: IndexerOptions = {}): SealedIndex {
+  const tmp = `${seg.indexPath}.tmp-${process.pid}`;
+  const ix = new SegmentIndexer(seg.path, tmp, opts);
+  ix.catchUp();
+  ix.seal();
+  renameSync(tmp, seg.indexPath);
+  const sealed = SealedIndex.open(seg.indexPath);
+  if (!sealed) throw new Error(`rebuilt index ${seg.indexPath} has no footer`);
+  return sealed;
+}
+
+/**
+ * Opens the index of a segment. `mayWrite` says whether this process may
+ * repair index files (nobody else owns the ring, so every segment is
+ * complete). Otherwise a missing, stale or unsealed index is completed in
+ * memory: the newest segment is queryable while it is written.
+ * Returns null for a segment too short to hold a PCAP header.
+ */
+export function openSegment(seg: SegmentInfo, mayWrite: boolean, opts: IndexerOptions = {}): OpenedSegment | null {
+  const header = readSegmentHeader(seg);
+  if (!header) return null;
+  let why = '';
+  try {
+    const sealed = SealedIndex.open(seg.indexPath);
+    if (sealed) {
+      if (sealed.indexedBytes === seg.bytes) return { segment: seg, header, index: sealed, repair: 'none' };
+      sealed.close();
+      why = `index covers ${sealed.indexedBytes} of ${seg.bytes} bytes`;
+    } else if (!mayWrite) {
+      // A journal: the segment is being written, or its writer died.
+      const { state, segmentHeader } = replayJournal(seg.indexPath);
+      if (segmentHeader) {
+        const ix = new SegmentIndexer(seg.path, null, opts, { state, segmentHeader });
+        ix.catchUp();
+        return { segment: seg, header, index: new MemoryIndex(ix.state), repair: 'none' };
+      }
+      why = 'journal has no segment header';
+    } else {
+      why = 'index was never sealed (its writer stopped)';
+    }
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') why = 'index missing';
+    else if (e instanceof IndexCorruptError) why = e.message;
+    else throw e;
+  }
+  if (mayWrite) {
+    return { segment: seg, header, index: rebuildIndex(seg, opts), repair: 'rebuilt', note: `${seg.indexPath}: ${why}; rebuilt` };
+  }
+  const ix = new SegmentIndexer(seg.path, null, opts);
+  ix.catchUp();
+  return { segment: seg, header, index: new MemoryIndex(ix.state), repair: 'in-memory', note: `${seg.indexPath}: ${why}; indexed in memory` };
+}

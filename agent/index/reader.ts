@@ -1,0 +1,343 @@
+import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import {
+  DialogRecord, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, IndexCorruptError, KEY_ENTRY_LEN,
+  MAX_RECORD_LEN, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PACKET_ENTRY_LEN, REC, RECORD_PREFIX_LEN,
+  keyHash, numberKey,
+} from './format';
+import { IndexState } from './state';
+
+/** What the query engine needs of one segment's index, sealed or not. */
+export interface SegmentIndex {
+  readonly sealed: boolean;
+  /** Segment bytes the index covers. */
+  readonly indexedBytes: number;
+  readonly packetCount: number;
+  readonly first: [number, number];
+  readonly last: [number, number];
+  dialogsByCallId(callId: string): DialogRecord[];
+  dialogsByCorrelation(x: string): DialogRecord[];
+  /** Dialogs with a user part whose digits end with `digits`. */
+  dialogsByNumber(digits: string): DialogRecord[];
+  allDialogs(): DialogRecord[];
+  /** All packet entries (PACKET_ENTRY_LEN each). */
+  packetTable(): Buffer;
+  addresses(): string[];
+  close(): void;
+}
+
+function readExactly(fd: number, len: number, pos: number): Buffer {
+  const b = Buffer.allocUnsafe(len);
+  let got = 0;
+  while (got < len) {
+    const n = readSync(fd, b, got, len - got, pos + got);
+    if (n <= 0) throw new Error(`short read at ${pos + got}`);
+    got += n;
+  }
+  return b;
+}
+
+function userDigitsEndWith(m: MessageRecord, digits: string): boolean {
+  for (const u of [m.ru, m.fu, m.tu, ...(m.pu ?? [])]) {
+    if (!u) continue;
+    const d = u.replace(/\D+/g, '');
+    if (d.length >= digits.length && d.endsWith(digits)) return true;
+  }
+  return false;
+}
+
+/** A sealed index, read lazily with small preads. */
+export class SealedIndex implements SegmentIndex {
+  readonly sealed = true;
+  readonly indexedBytes: number;
+  readonly packetCount: number;
+  readonly messageCount: number;
+  readonly dialogCount: number;
+  readonly first: [number, number];
+  readonly last: [number, number];
+  private readonly off: { packets: number; addresses: number; keys: number; numbers: number; dialogs: number };
+  private readonly nKeys: number;
+  private readonly nNumbers: number;
+  private readonly addrLen: number;
+  private readonly dialogsLen: number;
+  private keyTable: Buffer | null = null;
+  private numberTable: Buffer | null = null;
+  private dialogOffsets: Buffer | null = null;
+  private addressList: string[] | null = null;
+  private packetBuf: Buffer | null = null;
+  private readonly dialogCache = new Map<number, DialogRecord>();
+
+  private constructor(private readonly fd: number, private readonly path: string, footer: Buffer) {
+    this.indexedBytes = footer.readDoubleLE(8);
+    this.packetCount = footer.readUInt32LE(16);
+    this.messageCount = footer.readUInt32LE(20);
+    this.dialogCount = footer.readUInt32LE(24);
+    this.first = [footer.readUInt32LE(28), footer.readUInt32LE(32)];
+    this.last = [footer.readUInt32LE(36), footer.readUInt32LE(40)];
+    this.off = {
+      packets: footer.readDoubleLE(44),
+      addresses: footer.readDoubleLE(52),
+      keys: footer.readDoubleLE(60),
+      numbers: footer.readDoubleLE(68),
+      dialogs: footer.readDoubleLE(76),
+    };
+    this.nKeys = footer.readUInt32LE(84);
+    this.nNumbers = footer.readUInt32LE(88);
+    this.addrLen = footer.readUInt32LE(92);
+    this.dialogsLen = footer.readUInt32LE(96);
+  }
+
+  /** Opens a sealed index; null when the file has no footer (a journal); throws IndexCorruptError when it lies. */
+  static open(path: string): SealedIndex | null {
+    const fd = openSync(path, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      if (size < INDEX_HEADER_LEN) throw new IndexCorruptError(path, 'shorter than its header');
+      const head = readExactly(fd, INDEX_HEADER_LEN, 0);
+      if (!head.subarray(0, 8).equals(INDEX_MAGIC)) throw new IndexCorruptError(path, 'bad magic');
+      if (size < INDEX_HEADER_LEN + FOOTER_LEN) {
+        closeSync(fd);
+        return null;
+      }
+      const footer = readExactly(fd, FOOTER_LEN, size - FOOTER_LEN);
+      if (!footer.subarray(0, 8).equals(FOOTER_MAGIC)) {
+        closeSync(fd);
+        return null;
+      }
+      const ix = new SealedIndex(fd, path, footer);
+      const end = size - FOOTER_LEN;
+      const o = ix.off;
+      const ok =
+        o.packets + ix.packetCount * PACKET_ENTRY_LEN <= end &&
+        o.addresses + ix.addrLen <= end &&
+        o.keys + ix.nKeys * KEY_ENTRY_LEN <= end &&
+        o.numbers + ix.nNumbers * NUMBER_ENTRY_LEN <= end &&
+        o.dialogs + ix.dialogsLen <= end;
+      if (!ok) throw new IndexCorruptError(path, 'footer points outside the file');
+      return ix;
+    } catch (e) {
+      try { closeSync(fd); } catch { /* already closed */ }
+      throw e;
+    }
+  }
+
+  private keys(): Buffer {
+    return (this.keyTable ??= readExactly(this.fd, this.nKeys * KEY_ENTRY_LEN, this.off.keys));
+  }
+
+  private dialog(i: number): DialogRecord {
+    let d = this.dialogCache.get(i);
+    if (d) return d;
+    if (i >= this.dialogCount) throw new IndexCorruptError(this.path, `dialog ${i} out of range`);
+    this.dialogOffsets ??= readExactly(this.fd, 4 + 4 * (this.dialogCount + 1), this.off.dialogs);
+    const start = this.dialogOffsets.readUInt32LE(4 + 4 * i);
+    const end = this.dialogOffsets.readUInt32LE(8 + 4 * i);
+    try {
+      d = JSON.parse(readExactly(this.fd, end - start, this.off.dialogs + start).toString('utf8')) as DialogRecord;
+    } catch {
+      throw new IndexCorruptError(this.path, `dialog ${i} unreadable`);
+    }
+    this.dialogCache.set(i, d);
+    return d;
+  }
+
+  private byKey(kind: 'c' | 'x', value: string): DialogRecord[] {
+    const keys = this.keys();
+    const h = keyHash(kind, value);
+    let lo = 0;
+    let hi = this.nKeys;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (keys.readUInt32LE(mid * KEY_ENTRY_LEN) < h) lo = mid + 1;
+      else hi = mid;
+    }
+    const out: DialogRecord[] = [];
+    for (let k = lo; k < this.nKeys && keys.readUInt32LE(k * KEY_ENTRY_LEN) === h; k++) {
+      const d = this.dialog(keys.readUInt32LE(k * KEY_ENTRY_LEN + 4));
+      // The hash only narrows; the record decides.
+      if (kind === 'c' ? d.c === value : d.msgs.some((m) => m.x === value)) out.push(d);
+    }
+    return out;
+  }
+
+  dialogsByCallId(callId: string): DialogRecord[] {
+    return this.byKey('c', callId);
+  }
+
+  dialogsByCorrelation(x: string): DialogRecord[] {
+    return this.byKey('x', x);
+  }
+
+  dialogsByNumber(digits: string): DialogRecord[] {
+    this.numberTable ??= readExactly(this.fd, this.nNumbers * NUMBER_ENTRY_LEN, this.off.numbers);
+    const t = this.numberTable;
+    const prefix = numberKey(digits).subarray(0, Math.min(digits.length, NUMBER_KEY_LEN));
+    const cmp = (k: number) => Buffer.compare(t.subarray(k * NUMBER_ENTRY_LEN, k * NUMBER_ENTRY_LEN + prefix.length), prefix);
+    let lo = 0;
+    let hi = this.nNumbers;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (cmp(mid) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    const seen = new Set<number>();
+    const out: DialogRecord[] = [];
+    for (let k = lo; k < this.nNumbers && cmp(k) === 0; k++) {
+      const i = t.readUInt32LE(k * NUMBER_ENTRY_LEN + NUMBER_KEY_LEN);
+      if (seen.has(i)) continue;
+      seen.add(i);
+      const d = this.dialog(i);
+      if (d.msgs.some((m) => userDigitsEndWith(m, digits))) out.push(d);
+    }
+    return out;
+  }
+
+  allDialogs(): DialogRecord[] {
+    const out: DialogRecord[] = [];
+    for (let i = 0; i < this.dialogCount; i++) out.push(this.dialog(i));
+    return out;
+  }
+
+  packetTable(): Buffer {
+    return (this.packetBuf ??= readExactly(this.fd, this.packetCount * PACKET_ENTRY_LEN, this.off.packets));
+  }
+
+  addresses(): string[] {
+    if (!this.addressList) {
+      try {
+        this.addressList = JSON.parse(readExactly(this.fd, this.addrLen, this.off.addresses).toString('utf8')) as string[];
+      } catch {
+        throw new IndexCorruptError(this.path, 'address table unreadable');
+      }
+    }
+    return this.addressList;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/** An index held in memory: a replayed journal, possibly extended by indexing the segment's tail. */
+export class MemoryIndex implements SegmentIndex {
+  readonly sealed = false;
+  private byCallId: Map<string, DialogRecord> | null = null;
+
+  constructor(readonly state: IndexState) {}
+
+  get indexedBytes(): number { return this.state.indexedBytes; }
+  get packetCount(): number { return this.state.packetCount; }
+  get first(): [number, number] { return [this.state.firstSec, this.state.firstNsec]; }
+  get last(): [number, number] { return [this.state.lastSec, this.state.lastNsec]; }
+
+  private map(): Map<string, DialogRecord> {
+    if (!this.byCallId) {
+      this.byCallId = new Map();
+      for (const d of this.state.dialogs()) this.byCallId.set(d.c, d);
+    }
+    return this.byCallId;
+  }
+
+  dialogsByCallId(callId: string): DialogRecord[] {
+    const d = this.map().get(callId);
+    return d ? [d] : [];
+  }
+
+  dialogsByCorrelation(x: string): DialogRecord[] {
+    return [...this.map().values()].filter((d) => d.msgs.some((m) => m.x === x));
+  }
+
+  dialogsByNumber(digits: string): DialogRecord[] {
+    return [...this.map().values()].filter((d) => d.msgs.some((m) => userDigitsEndWith(m, digits)));
+  }
+
+  allDialogs(): DialogRecord[] {
+    return [...this.map().values()];
+  }
+
+  packetTable(): Buffer {
+    return this.state.packetEntries();
+  }
+
+  addresses(): string[] {
+    return this.state.addresses;
+  }
+
+  close(): void {}
+}
+
+/**
+ * Replays a journal into memory. Stops quietly at a torn last record (what a
+ * crash leaves); throws IndexCorruptError for anything else that is wrong.
+ * Returns the state and the PCAP global header recorded in the journal.
+ */
+export function replayJournal(path: string): { state: IndexState; segmentHeader: Buffer | null } {
+  if (!existsSync(path)) throw new IndexCorruptError(path, 'missing');
+  const fd = openSync(path, 'r');
+  let buf: Buffer;
+  try {
+    const size = fstatSync(fd).size;
+    buf = size > 0 ? readExactly(fd, size, 0) : Buffer.alloc(0);
+  } finally {
+    closeSync(fd);
+  }
+  if (buf.length < INDEX_HEADER_LEN || !buf.subarray(0, 8).equals(INDEX_MAGIC)) throw new IndexCorruptError(path, 'bad header');
+  const state = new IndexState();
+  let segmentHeader: Buffer | null = null;
+  let pos = INDEX_HEADER_LEN;
+  // Messages and packets are committed only at a checkpoint, so that a torn
+  // flush never leaves messages pointing at packets the replay lacks.
+  let pendingMessages: MessageRecord[] = [];
+  let pendingPackets: Buffer[] = [];
+  let pendingAddresses: string[] = [];
+  while (pos + RECORD_PREFIX_LEN <= buf.length) {
+    const len = buf.readUInt32LE(pos);
+    if (len < 1 || len > MAX_RECORD_LEN) throw new IndexCorruptError(path, `record length ${len} at ${pos}`);
+    if (pos + 4 + len > buf.length) break; // torn
+    const type = buf[pos + 4];
+    const body = buf.subarray(pos + RECORD_PREFIX_LEN, pos + 4 + len);
+    switch (type) {
+      case REC.SEGMENT:
+        segmentHeader = Buffer.from(body);
+        state.indexedBytes = body.length;
+        break;
+      case REC.ADDRESSES: {
+        const first = body.readUInt32LE(0);
+        if (first !== state.addresses.length + pendingAddresses.length) throw new IndexCorruptError(path, `address ids out of order at ${pos}`);
+        const names = body.subarray(4).toString('latin1');
+        if (names.length > 0) pendingAddresses.push(...names.split('\0'));
+        break;
+      }
+      case REC.PACKETS:
+        if (body.length % PACKET_ENTRY_LEN !== 0) throw new IndexCorruptError(path, `packet batch size at ${pos}`);
+        pendingPackets.push(body);
+        break;
+      case REC.MESSAGE:
+        try {
+          pendingMessages.push(JSON.parse(body.toString('utf8')) as MessageRecord);
+        } catch {
+          throw new IndexCorruptError(path, `message record at ${pos}`);
+        }
+        break;
+      case REC.CHECKPOINT:
+        for (const a of pendingAddresses) state.addressId(a);
+        for (const p of pendingPackets) state.addPacketEntries(p);
+        state.messages.push(...pendingMessages);
+        state.indexedBytes = body.readDoubleLE(0);
+        pendingAddresses = [];
+        pendingPackets = [];
+        pendingMessages = [];
+        break;
+      case REC.PACKET_TABLE:
+      case REC.ADDRESS_TABLE:
+      case REC.KEY_TABLE:
+      case REC.NUMBER_TABLE:
+      case REC.DIALOGS:
+        // Sealed sections of an index whose footer was lost: the journal before them is complete.
+        break;
+      default:
+        throw new IndexCorruptError(path, `unknown record type 0x${type.toString(16)} at ${pos}`);
+    }
+    pos += 4 + len;
+  }
+  return { state, segmentHeader };
+}

@@ -1,0 +1,101 @@
+import { DialogRecord, MessageRecord, NO_ADDRESS, PACKET_ENTRY_LEN } from './format';
+
+/**
+ * The index of one segment held in memory: what the indexer has built so far
+ * (and journals), or what a reader rebuilt by replaying a journal. Sealing
+ * and queries over unsealed segments both work from this.
+ */
+export class IndexState {
+  private entries = Buffer.alloc(PACKET_ENTRY_LEN * 4096);
+  packetCount = 0;
+  readonly addresses: string[] = [];
+  private readonly addressIds = new Map<string, number>();
+  readonly messages: MessageRecord[] = [];
+  /** Segment bytes (from the start of the file) fully indexed. */
+  indexedBytes = 0;
+  firstSec = 0;
+  firstNsec = 0;
+  lastSec = 0;
+  lastNsec = 0;
+
+  addressId(addr: string): number {
+    let id = this.addressIds.get(addr);
+    if (id === undefined) {
+      id = this.addresses.length;
+      this.addresses.push(addr);
+      this.addressIds.set(addr, id);
+    }
+    return id;
+  }
+
+  /** Looks an address up without adding it. */
+  findAddress(addr: string): number | undefined {
+    return this.addressIds.get(addr);
+  }
+
+  addPacket(offset: number, tsSec: number, tsNsec: number, src: number, dst: number, sport: number, dport: number, proto: number, flags: number, capLen: number): number {
+    const ord = this.packetCount;
+    let pos = ord * PACKET_ENTRY_LEN;
+    if (pos + PACKET_ENTRY_LEN > this.entries.length) {
+      const bigger = Buffer.alloc(this.entries.length * 2);
+      this.entries.copy(bigger, 0, 0, pos);
+      this.entries = bigger;
+    }
+    const e = this.entries;
+    e.writeUInt32LE(offset, pos);
+    e.writeUInt32LE(tsSec, pos + 4);
+    e.writeUInt32LE(tsNsec, pos + 8);
+    e.writeUInt32LE(src, pos + 12);
+    e.writeUInt32LE(dst, pos + 16);
+    e.writeUInt16LE(sport, pos + 20);
+    e.writeUInt16LE(dport, pos + 22);
+    e[pos + 24] = proto;
+    e[pos + 25] = flags;
+    e.writeUInt16LE(capLen > 0xffff ? 0 : capLen, pos + 26);
+    pos += PACKET_ENTRY_LEN;
+    if (ord === 0) {
+      this.firstSec = tsSec;
+      this.firstNsec = tsNsec;
+    }
+    if (tsSec > this.lastSec || (tsSec === this.lastSec && tsNsec > this.lastNsec)) {
+      this.lastSec = tsSec;
+      this.lastNsec = tsNsec;
+    }
+    this.packetCount++;
+    return ord;
+  }
+
+  /** Appends whole packet entries (journal replay). */
+  addPacketEntries(buf: Buffer): void {
+    const n = Math.floor(buf.length / PACKET_ENTRY_LEN);
+    for (let i = 0; i < n; i++) {
+      const p = i * PACKET_ENTRY_LEN;
+      this.addPacket(
+        buf.readUInt32LE(p), buf.readUInt32LE(p + 4), buf.readUInt32LE(p + 8),
+        buf.readUInt32LE(p + 12), buf.readUInt32LE(p + 16), buf.readUInt16LE(p + 20), buf.readUInt16LE(p + 22),
+        buf[p + 24], buf[p + 25], buf.readUInt16LE(p + 26),
+      );
+    }
+  }
+
+  /** Entries [from, to) as a view. */
+  packetEntries(from = 0, to = this.packetCount): Buffer {
+    return this.entries.subarray(from * PACKET_ENTRY_LEN, to * PACKET_ENTRY_LEN);
+  }
+
+  /** Messages grouped by Call-ID, in first-seen order. */
+  dialogs(): DialogRecord[] {
+    const byId = new Map<string, DialogRecord>();
+    for (const m of this.messages) {
+      let d = byId.get(m.c);
+      if (!d) {
+        d = { c: m.c, msgs: [] };
+        byId.set(m.c, d);
+      }
+      d.msgs.push(m);
+    }
+    return [...byId.values()];
+  }
+}
+
+export { NO_ADDRESS };

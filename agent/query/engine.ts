@@ -1,0 +1,310 @@
+import { closeSync, openSync } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { readPcapRecordsAt } from '../../shared/pcap/pcap';
+import { PcapWriter } from '../../shared/pcap/writer';
+import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN, PKT_FLAG, NO_ADDRESS } from '../index/format';
+import { OpenedSegment, openSegment } from '../index/open';
+import type { IndexerOptions } from '../index/builder';
+import { listSegments } from '../ring/layout';
+import { ringOwner } from '../ring/lock';
+import { QueryError, QuerySpec, Ts, cmpTs } from './spec';
+
+/** One packet of a result: where it is and when it was captured. */
+export interface PacketRef {
+  seg: number;
+  ord: number;
+  offset: number;
+  sec: number;
+  nsec: number;
+  /** Captured length; 0 when the index could not hold it (> 65535). */
+  capLen: number;
+}
+
+/** A SIP message as the ladder and the message table show it. */
+export interface MessageSummary {
+  /** Epoch seconds with nine decimals, exact. */
+  ts: string;
+  time: string;
+  src: string;
+  dst: string;
+  transport: 'udp' | 'tcp';
+  method: string | null;
+  status: number | null;
+  reason: string | null;
+  callId: string;
+  cseq: string | null;
+  from: string | null;
+  to: string | null;
+  ruri: string | null;
+  correlation: string | null;
+  bytes: number;
+  packets: number;
+}
+
+export interface QueryResult {
+  segments: OpenedSegment[];
+  refs: PacketRef[];
+  messages: MessageSummary[];
+  callIds: string[];
+  truncated: boolean;
+  /** Bytes of the PCAP records selected (16-byte headers included). */
+  bytes: number;
+  notes: string[];
+}
+
+export interface QueryOptions extends IndexerOptions {
+  /** Let this process repair index files; default: when no live agent owns the ring. */
+  mayWrite?: boolean;
+}
+
+function tsString(sec: number, nsec: number): string {
+  return `${sec}.${String(nsec).padStart(9, '0')}`;
+}
+
+function isoTime(sec: number, nsec: number): string {
+  return new Date(sec * 1000).toISOString().replace(/\.\d{3}Z$/, `.${String(nsec).padStart(9, '0')}Z`);
+}
+
+function userMatches(m: MessageRecord, numbers: string[]): boolean {
+  for (const u of [m.ru, m.fu, m.tu, ...(m.pu ?? [])]) {
+    if (!u) continue;
+    const d = u.replace(/\D+/g, '');
+    for (const n of numbers) if (d.length >= n.length && d.endsWith(n)) return true;
+  }
+  return false;
+}
+
+function addr(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function messageMatches(m: MessageRecord, q: QuerySpec): boolean {
+  if (q.callIds.length && !q.callIds.includes(m.c)) return false;
+  if (q.correlations.length && !(m.x && q.correlations.includes(m.x))) return false;
+  if (q.numbers.length && !userMatches(m, q.numbers)) return false;
+  if (q.ips.length && !q.ips.includes(m.src) && !q.ips.includes(m.dst)) return false;
+  if (q.ports.length && !q.ports.includes(m.sp) && !q.ports.includes(m.dp)) return false;
+  if (q.methods.length) {
+    const cseqMethod = m.q ? m.q.slice(m.q.indexOf(' ') + 1) : null;
+    if (!q.methods.includes(m.m ?? cseqMethod ?? '')) return false;
+  }
+  if (q.statuses.length) {
+    if (m.s === null) return false;
+    const s = m.s;
+    if (!q.statuses.some((x) => ('code' in x ? x.code === s : Math.floor(s / 100) === x.cls))) return false;
+  }
+  if (q.since && cmpTs(m.t, q.since) < 0) return false;
+  if (q.until && cmpTs(m.t, q.until) > 0) return false;
+  return true;
+}
+
+function overlaps(first: Ts, last: Ts, since: Ts | null, until: Ts | null): boolean {
+  if (since && cmpTs(last, since) < 0) return false;
+  if (until && cmpTs(first, until) > 0) return false;
+  return true;
+}
+
+/**
+ * Answers a query from a ring's indexes. A match on any SIP message selects
+ * its whole dialog: every packet of every message with that Call-ID in the
+ * ring. Packets are returned time-ordered; nothing is read from the segments
+ * here except what the indexes lack.
+ */
+export function runQuery(ringDir: string, q: QuerySpec, opts: QueryOptions = {}): QueryResult {
+  const mayWrite = opts.mayWrite ?? ringOwner(ringDir) === null;
+  const notes: string[] = [];
+  const segments: OpenedSegment[] = [];
+  for (const info of listSegments(ringDir)) {
+    const s = openSegment(info, mayWrite, opts);
+    if (!s) continue;
+    if (s.note) notes.push(s.note);
+    segments.push(s);
+  }
+
+  // Phase 1: which dialogs (Call-IDs) have a matching message.
+  const selected = new Set<string>();
+  for (const s of segments) {
+    const ix = s.index;
+    let candidates: DialogRecord[];
+    if (q.callIds.length) candidates = q.callIds.flatMap((c) => ix.dialogsByCallId(c));
+    else if (q.correlations.length) candidates = q.correlations.flatMap((x) => ix.dialogsByCorrelation(x));
+    else if (q.numbers.length) candidates = q.numbers.flatMap((n) => ix.dialogsByNumber(n));
+    else if (ix.packetCount > 0 && overlaps(ix.first, ix.last, q.since, q.until)) candidates = ix.allDialogs();
+    else candidates = [];
+    for (const d of candidates) if (!selected.has(d.c) && d.msgs.some((m) => messageMatches(m, q))) selected.add(d.c);
+  }
+
+  // Phase 2: every message of those dialogs, in every segment.
+  const chosen = new Map<number, Set<number>>(); // segment -> packet ordinals
+  const take = (seg: number, ord: number) => {
+    let set = chosen.get(seg);
+    if (!set) chosen.set(seg, (set = new Set()));
+    set.add(ord);
+  };
+  const messages: Array<{ m: MessageRecord; seg: number }> = [];
+  const dialogSpan = new Map<string, { first: Ts; last: Ts; media: Set<string> }>();
+  segments.forEach((s, si) => {
+    for (const c of selected) {
+      for (const d of s.index.dialogsByCallId(c)) {
+        for (const m of d.msgs) {
+          messages.push({ m, seg: si });
+          for (const p of m.p) take(si, p);
+          if (q.rtp) {
+            let span = dialogSpan.get(c);
+            if (!span) dialogSpan.set(c, (span = { first: m.t, last: m.t, media: new Set() }));
+            if (cmpTs(m.t, span.first) < 0) span.first = m.t;
+            if (cmpTs(m.t, span.last) > 0) span.last = m.t;
+            for (const [a, port] of m.sdp ?? []) {
+              span.media.add(`${a}|${port}`);
+              span.media.add(`${a}|${port + 1}`); // RTCP
+            }
+          }
+        }
+      }
+    }
+  });
+
+  // Packets that are not SIP, by address or port, when the query names no SIP-only key.
+  const sipOnly = q.callIds.length + q.numbers.length + q.correlations.length + q.methods.length + q.statuses.length > 0;
+  const rawByEndpoint = !sipOnly && (q.ips.length > 0 || q.ports.length > 0 || q.all);
+  const spans = [...dialogSpan.values()].filter((s) => s.media.size > 0);
+  if (rawByEndpoint || spans.length > 0) {
+    segments.forEach((s, si) => {
+      const ix = s.index;
+      if (ix.packetCount === 0) return;
+      const wantRaw = rawByEndpoint && overlaps(ix.first, ix.last, q.since, q.until);
+      const rtpSpans = spans.filter((sp) => overlaps(ix.first, ix.last, sp.first, sp.last));
+      if (!wantRaw && rtpSpans.length === 0) return;
+      const addrs = ix.addresses();
+      const ipIds = new Set<number>();
+      if (wantRaw) addrs.forEach((a, id) => q.ips.includes(a) && ipIds.add(id));
+      const t = ix.packetTable();
+      for (let ord = 0; ord < ix.packetCount; ord++) {
+        const p = ord * PACKET_ENTRY_LEN;
+        if (t[p + 25] & PKT_FLAG.SIP) continue;
+        const ts: Ts = [t.readUInt32LE(p + 4), t.readUInt32LE(p + 8)];
+        const src = t.readUInt32LE(p + 12);
+        const dst = t.readUInt32LE(p + 16);
+        const sport = t.readUInt16LE(p + 20);
+        const dport = t.readUInt16LE(p + 22);
+        if (wantRaw) {
+          let ok = true;
+          if (q.ips.length && !(ipIds.has(src) || ipIds.has(dst))) ok = false;
+          if (ok && q.ports.length && !(q.ports.includes(sport) || q.ports.includes(dport))) ok = false;
+          if (ok && q.since && cmpTs(ts, q.since) < 0) ok = false;
+          if (ok && q.until && cmpTs(ts, q.until) > 0) ok = false;
+          if (ok) {
+            take(si, ord);
+            continue;
+          }
+        }
+        if (rtpSpans.length && t[p + 24] === 17 && src !== NO_ADDRESS) {
+          const a = `${addrs[src]}|${sport}`;
+          const b = `${addrs[dst]}|${dport}`;
+          for (const sp of rtpSpans) {
+            if ((sp.media.has(a) || sp.media.has(b)) && cmpTs(ts, sp.first) >= 0 && cmpTs(ts, sp.last) <= 0) {
+              take(si, ord);
+              break;
+            }
+          }
+        }
+      }
+    });
+  }
+
+  // Time order across segments and streams; capture order breaks ties.
+  let refs: PacketRef[] = [];
+  for (const [si, ords] of chosen) {
+    const t = segments[si].index.packetTable();
+    for (const ord of ords) {
+      const p = ord * PACKET_ENTRY_LEN;
+      refs.push({ seg: si, ord, offset: t.readUInt32LE(p), sec: t.readUInt32LE(p + 4), nsec: t.readUInt32LE(p + 8), capLen: t.readUInt16LE(p + 26) });
+    }
+  }
+  refs.sort((a, b) => a.sec - b.sec || a.nsec - b.nsec || a.seg - b.seg || a.ord - b.ord);
+
+  let truncated = false;
+  let bytes = 0;
+  if (q.maxPackets !== null && refs.length > q.maxPackets) {
+    refs = refs.slice(0, q.maxPackets);
+    truncated = true;
+  }
+  for (let i = 0; i < refs.length; i++) {
+    const b = 16 + (refs[i].capLen || 65535);
+    if (q.maxBytes !== null && bytes + b > q.maxBytes) {
+      refs = refs.slice(0, i);
+      truncated = true;
+      break;
+    }
+    bytes += b;
+  }
+
+  messages.sort((a, b) => cmpTs(a.m.t, b.m.t) || a.seg - b.seg || a.m.p[0] - b.m.p[0]);
+  const summaries: MessageSummary[] = messages.map(({ m }) => ({
+    ts: tsString(m.t[0], m.t[1]),
+    time: isoTime(m.t[0], m.t[1]),
+    src: addr(m.src, m.sp),
+    dst: addr(m.dst, m.dp),
+    transport: m.pr === 6 ? 'tcp' : 'udp',
+    method: m.m,
+    status: m.s,
+    reason: m.r ?? null,
+    callId: m.c,
+    cseq: m.q,
+    from: m.fu,
+    to: m.tu,
+    ruri: m.ru,
+    correlation: m.x ?? null,
+    bytes: m.n,
+    packets: m.p.length,
+  }));
+  return { segments, refs, messages: summaries, callIds: [...selected], truncated, bytes, notes };
+}
+
+/**
+ * Writes a result's packets as one PCAP: original bytes and timestamps,
+ * nanosecond resolution when any source segment has it. Streams with
+ * backpressure; never holds the result in memory.
+ */
+export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ packets: number; bytes: number }> {
+  const used = new Set(r.refs.map((x) => x.seg));
+  const linkTypes = new Set([...used].map((si) => r.segments[si].header.linkType));
+  if (linkTypes.size > 1) {
+    throw new QueryError(
+      `the matching packets come from captures of different link types (${[...linkTypes].join(', ')}), which one PCAP cannot hold; narrow the query to one interface's segments`,
+    );
+  }
+  const linkType = linkTypes.size ? [...linkTypes][0] : r.segments[0]?.header.linkType ?? 1;
+  const nanos = [...used].some((si) => r.segments[si].header.nanos) || (used.size === 0 && r.segments.some((s) => s.header.nanos));
+  const w = new PcapWriter(out, { linkType, nanos });
+  const fds = new Map<number, number>();
+  let packets = 0;
+  let bytes = 0;
+  try {
+    let i = 0;
+    while (i < r.refs.length) {
+      // A run of refs from one segment is read with coalesced preads.
+      const si = r.refs[i].seg;
+      let j = i;
+      while (j < r.refs.length && r.refs[j].seg === si && (j === i || r.refs[j].offset > r.refs[j - 1].offset)) j++;
+      let fd = fds.get(si);
+      if (fd === undefined) fds.set(si, (fd = openSync(r.segments[si].segment.path, 'r')));
+      const offsets = r.refs.slice(i, j).map((x) => x.offset);
+      for (const rec of readPcapRecordsAt(fd, offsets, r.segments[si].header)) {
+        if (!w.write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data })) await w.waitDrain();
+        packets++;
+        bytes += rec.capLen;
+      }
+      i = j;
+    }
+    await w.end();
+  } finally {
+    for (const fd of fds.values()) closeSync(fd);
+  }
+  return { packets, bytes };
+}
+
+/** Releases the index files a result holds open. */
+export function closeResult(r: QueryResult): void {
+  for (const s of r.segments) s.index.close();
+}

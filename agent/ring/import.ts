@@ -1,0 +1,91 @@
+import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+import { parsePcapHeader } from '../../shared/pcap/pcap';
+import { detectCaptureFormat, readCaptureFile } from '../../shared/pcap/reader';
+import { notACaptureError } from '../../shared/pcap/errors';
+import { PcapFileWriterSync } from '../../shared/pcap/writer';
+import { IndexerOptions, indexSegment } from '../index/builder';
+import { INDEX_EXT, SEGMENT_EXT, segmentBaseName } from './layout';
+import { lockRing } from './lock';
+
+export interface ImportOptions extends IndexerOptions {
+  /** Segment size at which a new segment starts (default 64 MiB). */
+  maxSegmentBytes?: number;
+  /** Stream name of the imported segments (default "import"). */
+  stream?: string;
+}
+
+export interface ImportResult {
+  files: number;
+  packets: number;
+  segments: string[];
+  tornBytes: number;
+}
+
+function sourceIsNanos(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const head = Buffer.alloc(24);
+    const n = readSync(fd, head, 0, 24, 0);
+    const fmt = detectCaptureFormat(head.subarray(0, n));
+    if (fmt === null) throw notACaptureError(path, head.subarray(0, n));
+    // PCAPNG resolution is per interface and known only while reading; nanosecond segments hold any of them exactly.
+    return fmt === 'pcap' ? parsePcapHeader(head, path).nanos : true;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Builds ring segments (and their sealed indexes) from PCAP or PCAPNG files:
+ * how a capture taken elsewhere is loaded. Packets keep their bytes and
+ * timestamps; each link type gets its own stream, since a PCAP file holds one.
+ */
+export async function importCaptures(ringDir: string, files: string[], opts: ImportOptions = {}): Promise<ImportResult> {
+  const maxBytes = opts.maxSegmentBytes ?? 64 * 1024 * 1024;
+  mkdirSync(ringDir, { recursive: true });
+  const release = lockRing(ringDir);
+  const result: ImportResult = { files: 0, packets: 0, segments: [], tornBytes: 0 };
+  type Open = { fd: number; w: PcapFileWriterSync; path: string; nanos: boolean };
+  const open = new Map<number, Open>();
+  const finish = (o: Open) => {
+    o.w.flush();
+    closeSync(o.fd);
+    indexSegment(o.path, o.path.slice(0, -SEGMENT_EXT.length) + INDEX_EXT, opts);
+    result.segments.push(o.path);
+  };
+  try {
+    for (const file of files) {
+      const nanos = sourceIsNanos(file);
+      for await (const rec of readCaptureFile(file, { onTorn: (b) => (result.tornBytes += b) })) {
+        let o = open.get(rec.linkType);
+        if (o && (o.nanos !== nanos || o.w.position + 16 + rec.capLen > maxBytes)) {
+          finish(o);
+          open.delete(rec.linkType);
+          o = undefined;
+        }
+        if (!o) {
+          const stream = (opts.stream ?? 'import') + (rec.linkType === 1 ? '' : `_lt${rec.linkType}`);
+          let micros = rec.tsSec * 1_000_000 + Math.floor(rec.tsNsec / 1000);
+          let path: string;
+          // Two segments may open at the same microsecond; names must stay unique.
+          while (existsSync((path = join(ringDir, segmentBaseName(stream, micros) + SEGMENT_EXT)))) micros++;
+          const fd = openSync(path, 'wx');
+          o = { fd, path, nanos, w: new PcapFileWriterSync(fd, { linkType: rec.linkType, nanos, snaplen: 262144 }) };
+          open.set(rec.linkType, o);
+        }
+        o.w.write(rec);
+        result.packets++;
+      }
+      result.files++;
+    }
+    for (const o of open.values()) finish(o);
+    open.clear();
+  } finally {
+    for (const o of open.values()) {
+      try { closeSync(o.fd); } catch { /* closed */ }
+    }
+    release();
+  }
+  return result;
+}

@@ -1,0 +1,95 @@
+import { existsSync } from 'node:fs';
+import { IndexerOptions, SegmentIndexer } from './builder';
+import { rebuildIndex } from './open';
+import { SealedIndex } from './reader';
+import { indexPathFor, listSegments } from '../ring/layout';
+
+/**
+ * Keeps the indexes of a ring that this process's capture writes: a
+ * SegmentIndexer per open segment, fed as the capture reports flushed bytes,
+ * sealed when the capture closes the segment. Runs on the agent's main
+ * thread; the capture itself runs in worker threads and never waits for it.
+ */
+export class LiveIndexer {
+  private readonly open = new Map<string, SegmentIndexer>();
+  private readonly pending = new Set<string>();
+  private timer: NodeJS.Timeout | null = null;
+  errors = 0;
+  lastError: string | null = null;
+
+  constructor(private readonly ringDir: string, private readonly opts: IndexerOptions & { catchUpMs?: number } = {}) {}
+
+  /** Seals or rebuilds every segment left without a sound index (a previous run's, or a crash's). Call before capture starts. */
+  repairAll(): string[] {
+    const notes: string[] = [];
+    for (const seg of listSegments(this.ringDir)) {
+      if (seg.bytes < 24) continue;
+      let ok = false;
+      try {
+        const s = SealedIndex.open(seg.indexPath);
+        ok = !!s && s.indexedBytes === seg.bytes;
+        s?.close();
+      } catch {
+        ok = false;
+      }
+      if (!ok) {
+        try {
+          rebuildIndex(seg, this.opts).close();
+          notes.push(`rebuilt ${seg.indexPath}`);
+        } catch (e) {
+          notes.push(`could not rebuild ${seg.indexPath}: ${(e as Error).message}`);
+        }
+      }
+    }
+    return notes;
+  }
+
+  segmentOpened(path: string): void {
+    this.open.set(path, new SegmentIndexer(path, indexPathFor(path), this.opts));
+  }
+
+  /** Bytes reached the segment: index them soon (coalesced). */
+  flushed(path: string): void {
+    this.pending.add(path);
+    this.timer ??= setTimeout(() => this.drain(), this.opts.catchUpMs ?? 50);
+  }
+
+  private drain(): void {
+    this.timer = null;
+    for (const path of this.pending) this.guard(path, (ix) => ix.catchUp());
+    this.pending.clear();
+  }
+
+  segmentClosed(path: string): void {
+    this.pending.delete(path);
+    this.guard(path, (ix) => ix.seal());
+    this.open.delete(path);
+  }
+
+  segmentDeleted(path: string): void {
+    const ix = this.open.get(path);
+    if (ix) ix.close();
+    this.open.delete(path);
+    this.pending.delete(path);
+  }
+
+  private guard(path: string, fn: (ix: SegmentIndexer) => void): void {
+    let ix = this.open.get(path);
+    if (!ix && existsSync(path)) this.open.set(path, (ix = new SegmentIndexer(path, indexPathFor(path), this.opts)));
+    if (!ix) return;
+    try {
+      fn(ix);
+    } catch (e) {
+      // An index that cannot be written is rebuilt later from its segment; capture goes on.
+      this.errors++;
+      this.lastError = `${path}: ${(e as Error).message}`;
+    }
+  }
+
+  /** Indexes what is pending and seals every open segment (the capture has stopped). */
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    for (const path of [...this.open.keys()]) this.segmentClosed(path);
+  }
+}

@@ -1,0 +1,696 @@
+import type { NameAddr, SdpInfo, SipMessage } from './types';
+import { parseSdp } from './sdp';
+
+export { sipDigits } from './number';
+
+export interface ParseSipOptions {
+  /** Header whose value is the correlation id; case-insensitive. Default 'X-CID'. */
+  correlationHeader?: string;
+}
+
+/*
+ * The parser sees every SIP message a capture indexer reads, including
+ * truncated, corrupted and hostile ones, so it is written to be linear in the
+ * input and never to throw: the start line decides whether the bytes are SIP
+ * at all (null if not), and a header that cannot be understood only leaves its
+ * field null. Nothing here catches exceptions; the robustness test relies on
+ * that to find real crashes.
+ */
+
+const CR = 0x0d;
+const LF = 0x0a;
+const SP = 0x20;
+const HTAB = 0x09;
+
+const LF_CRLF = Buffer.from('\n\r\n', 'latin1');
+const LF_LF = Buffer.from('\n\n', 'latin1');
+
+/** RFC 3261 token characters. */
+const TOKEN = new Uint8Array(128);
+for (const ch of 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`\'~') {
+  TOKEN[ch.charCodeAt(0)] = 1;
+}
+function isToken(c: number): boolean {
+  return c < 128 && TOKEN[c] === 1;
+}
+function isAlpha(c: number): boolean {
+  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+}
+function isDigit(c: number): boolean {
+  return c >= 48 && c <= 57;
+}
+
+/** RFC 3261 §7.3.3 and the compact forms registered since (RFC 3265, 3515, 3892, 3841, 4028, 4474, 6086). */
+const COMPACT = new Map<string, string>([
+  ['i', 'call-id'],
+  ['f', 'from'],
+  ['t', 'to'],
+  ['v', 'via'],
+  ['m', 'contact'],
+  ['l', 'content-length'],
+  ['c', 'content-type'],
+  ['e', 'content-encoding'],
+  ['s', 'subject'],
+  ['k', 'supported'],
+  ['o', 'event'],
+  ['r', 'refer-to'],
+  ['b', 'referred-by'],
+  ['u', 'allow-events'],
+  ['x', 'session-expires'],
+  ['j', 'reject-contact'],
+  ['a', 'accept-contact'],
+  ['d', 'request-disposition'],
+  ['y', 'identity'],
+  ['n', 'identity-info'],
+]);
+
+/** Cheap pre-check so the exact per-header xref search runs only on the rare message that has one. */
+const XREF_HINT = /;\s*xref\s*=/i;
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/**
+ * Parses one SIP message. Returns null when the bytes do not begin with a SIP
+ * start line. CRLFs before it are skipped, as RFC 3261 §7.5 asks of stream
+ * transports, and counted in headerLength so the body always starts at
+ * bytes[headerLength]. `body` is a view into `bytes`, not a copy.
+ */
+export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | null {
+  const len = bytes.length;
+  let start = 0;
+  while (start < len && (bytes[start] === CR || bytes[start] === LF)) start++;
+  if (start >= len) return null;
+
+  const firstLf = bytes.indexOf(LF, start);
+  let lineEnd = firstLf < 0 ? len : firstLf;
+  if (lineEnd > start && bytes[lineEnd - 1] === CR) lineEnd--;
+  const kind = startLineKind(bytes, start, lineEnd);
+  if (kind === NOT_SIP) return null;
+
+  // The header block ends at the first empty line; bare LF is tolerated, so look
+  // for both LF CR LF and LF LF and take whichever comes first.
+  let headerLength = len;
+  let blockEnd = len;
+  if (firstLf >= 0) {
+    const a = bytes.indexOf(LF_CRLF, firstLf);
+    const b = bytes.indexOf(LF_LF, firstLf);
+    if (a >= 0 && (b < 0 || a < b)) {
+      blockEnd = a;
+      headerLength = a + 3;
+    } else if (b >= 0) {
+      blockEnd = b;
+      headerLength = b + 2;
+    }
+  }
+
+  const text = decodeText(bytes, start, blockEnd);
+  let nl = text.indexOf('\n');
+  if (nl < 0) nl = text.length;
+  const startLine = text.slice(0, nl > 0 && text.charCodeAt(nl - 1) === CR ? nl - 1 : nl);
+
+  let method: string | null = null;
+  let requestUri: string | null = null;
+  let status: number | null = null;
+  let reason: string | null = null;
+  if (kind === REQUEST) {
+    const sp1 = startLine.indexOf(' ');
+    const sp2 = startLine.indexOf(' ', sp1 + 1);
+    method = startLine.slice(0, sp1).toUpperCase();
+    requestUri = startLine.slice(sp1 + 1, sp2);
+  } else {
+    status = Number(startLine.slice(8, 11));
+    reason = startLine.length > 12 ? trimLws(startLine, 12, startLine.length) : '';
+  }
+
+  const headers = splitHeaders(text, nl + 1);
+
+  const corrName = (opts?.correlationHeader ?? 'X-CID').trim().toLowerCase();
+  let callId: string | null = null;
+  let cseq: SipMessage['cseq'] = null;
+  let from: NameAddr | null = null;
+  let to: NameAddr | null = null;
+  let seenFrom = false;
+  let seenTo = false;
+  const pai: NameAddr[] = [];
+  let contentLength = -1;
+  let seenContentLength = false;
+  let contentType: string | null = null;
+  let correlation: string | null = null;
+
+  for (let h = 0; h < headers.length; h++) {
+    const name = headers[h][0];
+    const value = headers[h][1];
+    if (correlation === null && name === corrName && value.length > 0) correlation = value;
+    // Single-valued headers: the first occurrence wins, as proxies do.
+    switch (name) {
+      case 'call-id':
+        if (callId === null && value.length > 0) callId = value;
+        break;
+      case 'cseq':
+        if (cseq === null) cseq = parseCSeq(value);
+        break;
+      case 'from':
+        if (!seenFrom) {
+          seenFrom = true;
+          from = parseNameAddr(value);
+        }
+        break;
+      case 'to':
+        if (!seenTo) {
+          seenTo = true;
+          to = parseNameAddr(value);
+        }
+        break;
+      case 'p-asserted-identity':
+        for (const entry of splitList(value)) {
+          const na = parseNameAddr(entry);
+          if (na !== null) pai.push(na);
+        }
+        break;
+      case 'content-length':
+        if (!seenContentLength) {
+          seenContentLength = true;
+          contentLength = parseUint(value);
+        }
+        break;
+      case 'content-type':
+        if (contentType === null) contentType = value;
+        break;
+      default:
+        break;
+    }
+  }
+
+  if (correlation === null && XREF_HINT.test(text)) correlation = findXref(requestUri, headers);
+
+  let bodyEnd = len;
+  if (contentLength >= 0 && headerLength + contentLength < len) bodyEnd = headerLength + contentLength;
+  const body = bytes.subarray(headerLength, bodyEnd);
+
+  let sdp: SdpInfo | null = null;
+  if (contentType !== null && body.length > 0) sdp = sdpFromBody(contentType, body);
+
+  return {
+    method,
+    requestUri,
+    status,
+    reason,
+    callId,
+    cseq,
+    from,
+    to,
+    pai,
+    ruriUser: requestUri === null ? null : uriUser(requestUri),
+    correlation,
+    headers,
+    headerLength,
+    body,
+    sdp,
+  };
+}
+
+const NOT_SIP = 0;
+const REQUEST = 1;
+const RESPONSE = 2;
+
+/** `SIP/2.0`, case-insensitively, at bytes[i..i+7). */
+function isVersionAt(b: Buffer, i: number): boolean {
+  return (
+    (b[i] | 0x20) === 0x73 &&
+    (b[i + 1] | 0x20) === 0x69 &&
+    (b[i + 2] | 0x20) === 0x70 &&
+    b[i + 3] === 0x2f &&
+    b[i + 4] === 0x32 &&
+    b[i + 5] === 0x2e &&
+    b[i + 6] === 0x30
+  );
+}
+
+/**
+ * Classifies the start line bytes [s, e) (line terminator excluded). Checked on
+ * the raw bytes so non-SIP payloads (RTP, TLS, HTTP) are rejected after a few
+ * byte comparisons and are never decoded.
+ */
+function startLineKind(b: Buffer, s: number, e: number): number {
+  // Status-Line: SIP/2.0 SP 3DIGIT SP Reason-Phrase. A missing reason phrase is
+  // accepted because some UAs send "SIP/2.0 200" and it is unambiguous.
+  if (e - s >= 11 && isVersionAt(b, s) && b[s + 7] === SP) {
+    const d0 = b[s + 8];
+    if (d0 < 0x31 || d0 > 0x36 || !isDigit(b[s + 9]) || !isDigit(b[s + 10])) return NOT_SIP;
+    if (e - s === 11 || b[s + 11] === SP) return RESPONSE;
+    return NOT_SIP;
+  }
+
+  // Request-Line: Method SP Request-URI SP SIP/2.0
+  let i = s;
+  while (i < e && isToken(b[i])) i++;
+  if (i === s || i >= e || b[i] !== SP) return NOT_SIP;
+  i++;
+  // The Request-URI needs a scheme (RFC 3986 §3.1) so "call +1 555 ..." is not a request.
+  const uriStart = i;
+  if (i >= e || !isAlpha(b[i])) return NOT_SIP;
+  i++;
+  while (i < e) {
+    const c = b[i];
+    if (isAlpha(c) || isDigit(c) || c === 0x2b || c === 0x2d || c === 0x2e) i++;
+    else break;
+  }
+  if (i >= e || b[i] !== 0x3a /* : */) return NOT_SIP;
+  i++;
+  while (i < e && b[i] > SP && b[i] !== 0x7f) i++;
+  if (i === uriStart || i >= e || b[i] !== SP) return NOT_SIP;
+  i++;
+  if (e - i !== 7 || !isVersionAt(b, i)) return NOT_SIP;
+  return REQUEST;
+}
+
+/**
+ * Header text is ASCII in practice and latin1 decoding is the fastest exact
+ * one; when there are non-ASCII bytes (UTF-8 display names) decode as UTF-8 so
+ * they come out right. Malformed UTF-8 becomes U+FFFD, never an exception.
+ */
+function decodeText(b: Buffer, s: number, e: number): string {
+  const t = b.toString('latin1', s, e);
+  return NON_ASCII.test(t) ? b.toString('utf8', s, e) : t;
+}
+
+function isLws(c: number): boolean {
+  return c === SP || c === HTAB;
+}
+
+function trimLws(s: string, from: number, to: number): string {
+  while (from < to && isLws(s.charCodeAt(from))) from++;
+  while (to > from && isLws(s.charCodeAt(to - 1))) to--;
+  return s.slice(from, to);
+}
+
+function skipLws(s: string, i: number): number {
+  while (i < s.length && isLws(s.charCodeAt(i))) i++;
+  return i;
+}
+
+/**
+ * Splits the header lines that follow the start line, joining folded
+ * continuation lines (RFC 3261 §7.3.1) with a single space. Lines that are not
+ * `token HCOLON value` are dropped, with any continuation of theirs.
+ */
+function splitHeaders(text: string, pos: number): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  const n = text.length;
+  let name: string | null = null;
+  let value = '';
+  while (pos < n) {
+    let nl = text.indexOf('\n', pos);
+    if (nl < 0) nl = n;
+    let end = nl;
+    if (end > pos && text.charCodeAt(end - 1) === CR) end--;
+    const c0 = text.charCodeAt(pos);
+    if (isLws(c0)) {
+      if (name !== null) {
+        const more = trimLws(text, pos, end);
+        if (more.length > 0) value = value.length > 0 ? value + ' ' + more : more;
+      }
+    } else {
+      if (name !== null) out.push([name, value]);
+      name = null;
+      let i = pos;
+      while (i < end && isToken(text.charCodeAt(i))) i++;
+      const nameEnd = i;
+      i = skipLws(text, i);
+      if (nameEnd > pos && i < end && text.charCodeAt(i) === 0x3a /* : */) {
+        let lower = text.slice(pos, nameEnd).toLowerCase();
+        if (lower.length === 1) lower = COMPACT.get(lower) ?? lower;
+        name = lower;
+        value = trimLws(text, i + 1, end);
+      }
+    }
+    pos = nl + 1;
+  }
+  if (name !== null) out.push([name, value]);
+  return out;
+}
+
+/** A non-negative decimal of at most 10 digits (with surrounding LWS); -1 otherwise. */
+function parseUint(value: string): number {
+  const n = value.length;
+  if (n === 0 || n > 10) return -1;
+  let v = 0;
+  for (let i = 0; i < n; i++) {
+    const d = value.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return -1;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+/** `CSeq: 1*DIGIT LWS Method`; null when malformed. */
+function parseCSeq(value: string): { seq: number; method: string } | null {
+  const n = value.length;
+  let i = 0;
+  while (i < n && isDigit(value.charCodeAt(i))) i++;
+  // RFC 3261 limits the number to 2**31; allow the full 32 bits some stacks use.
+  if (i === 0 || i > 10) return null;
+  const seq = Number(value.slice(0, i));
+  if (seq > 0xffffffff) return null;
+  const ms = skipLws(value, i);
+  if (ms === i) return null;
+  let j = ms;
+  while (j < n && isToken(value.charCodeAt(j))) j++;
+  if (j === ms || skipLws(value, j) !== n) return null;
+  return { seq, method: value.slice(ms, j).toUpperCase() };
+}
+
+/**
+ * Reads the quoted-string starting at s[i] === '"', undoing backslash escapes.
+ * Returns null when it is not terminated.
+ */
+function readQuoted(s: string, i: number): { value: string; end: number } | null {
+  const n = s.length;
+  let j = i + 1;
+  let escaped = false;
+  while (j < n) {
+    const c = s.charCodeAt(j);
+    if (c === 0x5c /* \ */) {
+      escaped = true;
+      j += 2;
+    } else if (c === 0x22 /* " */) {
+      break;
+    } else {
+      j++;
+    }
+  }
+  if (j >= n) return null;
+  const raw = s.slice(i + 1, j);
+  return { value: escaped ? raw.replace(/\\([\s\S])/g, '$1') : raw, end: j + 1 };
+}
+
+/** Index just past the quoted-string at s[i] === '"', or s.length when unterminated. */
+function skipQuoted(s: string, i: number): number {
+  const n = s.length;
+  let j = i + 1;
+  while (j < n) {
+    const c = s.charCodeAt(j);
+    if (c === 0x5c) j += 2;
+    else if (c === 0x22) return j + 1;
+    else j++;
+  }
+  return n;
+}
+
+/**
+ * Splits a header value into its comma-separated entries; commas inside
+ * quoted strings and <...> do not split.
+ */
+function splitList(value: string): string[] {
+  const out: string[] = [];
+  const n = value.length;
+  let start = 0;
+  let i = 0;
+  let inAngle = false;
+  while (i < n) {
+    const c = value.charCodeAt(i);
+    if (c === 0x22 && !inAngle) {
+      i = skipQuoted(value, i);
+      continue;
+    }
+    if (c === 0x3c /* < */) inAngle = true;
+    else if (c === 0x3e /* > */) inAngle = false;
+    else if (c === 0x2c /* , */ && !inAngle) {
+      out.push(value.slice(start, i));
+      start = i + 1;
+    }
+    i++;
+  }
+  out.push(value.slice(start));
+  return out;
+}
+
+/**
+ * Value of the first `;name=value` parameter at or after `from` (name
+ * case-insensitive, value unquoted). '' for a parameter without a value, null
+ * when absent. Quoted strings are skipped, so a ';' inside one is not a parameter.
+ */
+function findParam(s: string, from: number, name: string): string | null {
+  const n = s.length;
+  let i = from;
+  while (i < n) {
+    const c = s.charCodeAt(i);
+    if (c === 0x22) {
+      i = skipQuoted(s, i);
+      continue;
+    }
+    if (c !== 0x3b /* ; */) {
+      i++;
+      continue;
+    }
+    const ns = skipLws(s, i + 1);
+    let ne = ns;
+    while (ne < n && isToken(s.charCodeAt(ne))) ne++;
+    i = ne;
+    if (ne - ns !== name.length || s.slice(ns, ne).toLowerCase() !== name) continue;
+    let j = skipLws(s, ne);
+    if (j >= n || s.charCodeAt(j) !== 0x3d /* = */) return '';
+    j = skipLws(s, j + 1);
+    if (j < n && s.charCodeAt(j) === 0x22) {
+      const q = readQuoted(s, j);
+      return q === null ? s.slice(j + 1) : q.value;
+    }
+    let k = j;
+    while (k < n) {
+      const v = s.charCodeAt(k);
+      if (v === 0x3b || v === 0x2c || v === 0x3e || v === 0x3f /* ? */ || v === 0x26 /* & */ || isLws(v) || v === CR || v === LF) break;
+      k++;
+    }
+    return s.slice(j, k);
+  }
+  return null;
+}
+
+/** `scheme ":" 1*char` with an RFC 3986 scheme; the URI forms this parser accepts. */
+function hasScheme(uri: string): boolean {
+  const n = uri.length;
+  if (n < 3 || !isAlpha(uri.charCodeAt(0))) return false;
+  for (let i = 1; i < n; i++) {
+    const c = uri.charCodeAt(i);
+    if (c === 0x3a) return i + 1 < n;
+    if (!(isAlpha(c) || isDigit(c) || c === 0x2b || c === 0x2d || c === 0x2e)) return false;
+  }
+  return false;
+}
+
+/**
+ * From / To / P-Asserted-Identity value: name-addr (`[display] <uri>;params`)
+ * or addr-spec (`uri;params`). In the bracketed form, parameters inside <> are
+ * the URI's; in the bare form everything after the first ';' is a header
+ * parameter (RFC 3261 §20.10). Null when no URI can be found.
+ */
+export function parseNameAddr(value: string): NameAddr | null {
+  const n = value.length;
+  let i = skipLws(value, 0);
+  if (i >= n) return null;
+  let display: string | null = null;
+  let uri: string;
+  let paramsFrom: number;
+
+  let lt = -1;
+  if (value.charCodeAt(i) === 0x22) {
+    const q = readQuoted(value, i);
+    if (q === null) return null;
+    display = q.value.length > 0 ? q.value : null;
+    i = skipLws(value, q.end);
+    if (i >= n || value.charCodeAt(i) !== 0x3c) return null;
+    lt = i;
+  } else {
+    lt = value.indexOf('<', i);
+    if (lt >= 0) {
+      const d = trimLws(value, i, lt);
+      display = d.length > 0 ? d : null;
+    }
+  }
+
+  if (lt >= 0) {
+    const gt = value.indexOf('>', lt + 1);
+    if (gt < 0) return null;
+    uri = trimLws(value, lt + 1, gt);
+    paramsFrom = gt + 1;
+  } else {
+    let j = i;
+    while (j < n) {
+      const c = value.charCodeAt(j);
+      if (c === 0x3b || isLws(c)) break;
+      j++;
+    }
+    uri = value.slice(i, j);
+    paramsFrom = j;
+  }
+  if (!hasScheme(uri)) return null;
+  const tag = findParam(value, paramsFrom, 'tag');
+  return { uri, user: uriUser(uri), tag: tag === null || tag.length === 0 ? null : tag, display };
+}
+
+/**
+ * User part of a URI: for sip:/sips: the userinfo before '@' without user
+ * parameters or password, %-decoded; for tel: the number before its
+ * parameters. Null for other schemes or when there is none.
+ */
+export function uriUser(uri: string): string | null {
+  const colon = uri.indexOf(':');
+  if (colon < 3 || colon > 4) return null;
+  const scheme = uri.slice(0, colon).toLowerCase();
+  let user: string;
+  if (scheme === 'sip' || scheme === 'sips') {
+    const at = uri.indexOf('@', colon + 1);
+    if (at < 0) return null;
+    user = uri.slice(colon + 1, at);
+    const semi = user.indexOf(';');
+    if (semi >= 0) user = user.slice(0, semi);
+    const pw = user.indexOf(':');
+    if (pw >= 0) user = user.slice(0, pw);
+  } else if (scheme === 'tel') {
+    let end = uri.length;
+    for (let i = colon + 1; i < uri.length; i++) {
+      const c = uri.charCodeAt(i);
+      if (c === 0x3b || c === 0x3f) {
+        end = i;
+        break;
+      }
+    }
+    user = uri.slice(colon + 1, end);
+  } else {
+    return null;
+  }
+  if (user.length === 0) return null;
+  return percentDecode(user);
+}
+
+function hexVal(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  c |= 0x20;
+  if (c >= 97 && c <= 102) return c - 87;
+  return -1;
+}
+
+/**
+ * %XX decoding as UTF-8. Unlike decodeURIComponent it never throws: a '%' not
+ * followed by two hex digits stays as it is, invalid UTF-8 becomes U+FFFD.
+ */
+function percentDecode(s: string): string {
+  if (s.indexOf('%') < 0) return s;
+  const n = s.length;
+  let out = '';
+  let i = 0;
+  while (i < n) {
+    const c = s.charCodeAt(i);
+    if (c === 0x25 && i + 2 < n && hexVal(s.charCodeAt(i + 1)) >= 0 && hexVal(s.charCodeAt(i + 2)) >= 0) {
+      const bytes: number[] = [];
+      while (i + 2 < n && s.charCodeAt(i) === 0x25) {
+        const h = hexVal(s.charCodeAt(i + 1));
+        const l = hexVal(s.charCodeAt(i + 2));
+        if (h < 0 || l < 0) break;
+        bytes.push(h * 16 + l);
+        i += 3;
+      }
+      out += Buffer.from(bytes).toString('utf8');
+    } else {
+      out += s[i];
+      i++;
+    }
+  }
+  return out;
+}
+
+/** The first non-empty `xref` parameter in the Request-URI or any header value. */
+function findXref(requestUri: string | null, headers: Array<[string, string]>): string | null {
+  if (requestUri !== null) {
+    const v = findParam(requestUri, 0, 'xref');
+    if (v !== null && v.length > 0) return v;
+  }
+  for (let h = 0; h < headers.length; h++) {
+    const v = findParam(headers[h][1], 0, 'xref');
+    if (v !== null && v.length > 0) return v;
+  }
+  return null;
+}
+
+/** Lower-case `type/subtype` of a Content-Type value, without parameters. */
+function mediaType(contentType: string): string {
+  const semi = contentType.indexOf(';');
+  return trimLws(contentType, 0, semi < 0 ? contentType.length : semi).toLowerCase();
+}
+
+function sdpFromBody(contentType: string, body: Buffer): SdpInfo | null {
+  const type = mediaType(contentType);
+  if (type === 'application/sdp') return parseSdp(body);
+  if (type.startsWith('multipart/')) {
+    const boundary = findParam(contentType, 0, 'boundary');
+    if (boundary === null || boundary.length === 0) return null;
+    return sdpFromMultipart(body.toString('latin1'), boundary);
+  }
+  return null;
+}
+
+/**
+ * The first application/sdp part of a MIME multipart body (RFC 2046 §5.1.1),
+ * e.g. SDP beside ISUP or a PIDF-LO location. Nested multiparts are not
+ * descended into.
+ */
+function sdpFromMultipart(text: string, boundary: string): SdpInfo | null {
+  const delim = '--' + boundary;
+  let at = delimiterAt(text, delim, 0);
+  while (at >= 0) {
+    let p = at + delim.length;
+    if (text.startsWith('--', p)) return null;
+    const eol = text.indexOf('\n', p);
+    if (eol < 0) return null;
+    p = eol + 1;
+    const next = delimiterAt(text, delim, p);
+    // The line break before a delimiter belongs to the delimiter.
+    let partEnd = next < 0 ? text.length : next;
+    if (next >= 0) {
+      if (partEnd > p && text.charCodeAt(partEnd - 1) === LF) partEnd--;
+      if (partEnd > p && text.charCodeAt(partEnd - 1) === CR) partEnd--;
+    }
+    const part = text.slice(p, partEnd);
+    let blank: number;
+    let contentStart: number;
+    if (part.startsWith('\r\n') || part.startsWith('\n')) {
+      blank = 0;
+      contentStart = part.charCodeAt(0) === CR ? 2 : 1;
+    } else {
+      const a = part.indexOf('\n\r\n');
+      const b = part.indexOf('\n\n');
+      if (a >= 0 && (b < 0 || a < b)) {
+        blank = a;
+        contentStart = a + 3;
+      } else if (b >= 0) {
+        blank = b;
+        contentStart = b + 2;
+      } else {
+        blank = -1;
+        contentStart = -1;
+      }
+    }
+    if (blank >= 0) {
+      for (const [name, value] of splitHeaders(part.slice(0, blank), 0)) {
+        if (name === 'content-type') {
+          if (mediaType(value) === 'application/sdp') {
+            const sdp = parseSdp(part.slice(contentStart));
+            if (sdp !== null) return sdp;
+          }
+          break;
+        }
+      }
+    }
+    at = next;
+  }
+  return null;
+}
+
+/** Index of `delim` at the start of a line at or after `from`, or -1. */
+function delimiterAt(text: string, delim: string, from: number): number {
+  let i = text.indexOf(delim, from);
+  while (i >= 0) {
+    if (i === 0 || text.charCodeAt(i - 1) === LF) return i;
+    i = text.indexOf(delim, i + 1);
+  }
+  return -1;
+}

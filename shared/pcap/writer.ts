@@ -1,0 +1,217 @@
+import { writeSync } from 'node:fs';
+import { finished } from 'node:stream';
+import { pcapHeaderBytes, PCAP_DEFAULT_SNAPLEN, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, writePcapRecordHeader } from './pcap';
+
+/** What a writer needs of a packet; PacketRecord satisfies it. */
+export interface WritableRecord {
+  tsSec: number;
+  tsNsec: number;
+  origLen: number;
+  data: Buffer;
+}
+
+export interface PcapWriterOptions {
+  linkType: number;
+  /** Nanosecond timestamps (magic a1b23c4d) instead of microseconds. */
+  nanos: boolean;
+  snaplen?: number;
+}
+
+/**
+ * Rejects records that would make a file our own reader (or tshark) refuses,
+ * at write time, where the caller can still tell which packet was wrong.
+ */
+function checkRecord(rec: WritableRecord, snaplen: number): void {
+  const capLen = rec.data.length;
+  if (capLen > snaplen) throw new RangeError(`packet of ${capLen} bytes exceeds the file's snaplen ${snaplen}`);
+  if (capLen > rec.origLen) throw new RangeError(`packet of ${capLen} bytes exceeds its origLen ${rec.origLen}`);
+  if (!Number.isInteger(rec.tsNsec) || rec.tsNsec < 0 || rec.tsNsec > 999_999_999) {
+    throw new RangeError(`tsNsec ${rec.tsNsec} is not within 0..999999999`);
+  }
+  if (!Number.isInteger(rec.tsSec) || rec.tsSec < 0 || rec.tsSec > 0xffffffff) {
+    throw new RangeError(`tsSec ${rec.tsSec} does not fit PCAP's unsigned 32-bit seconds`);
+  }
+}
+
+/**
+ * The bytes of one record: [16-byte header, rec.data]. The data buffer is the
+ * caller's own (not copied), so it must stay unchanged until written. No
+ * snaplen check here; the caller knows its file's snaplen.
+ */
+export function encodePcapRecord(rec: WritableRecord, nanos: boolean): Buffer[] {
+  checkRecord(rec, Infinity);
+  const hdr = Buffer.allocUnsafe(PCAP_RECORD_HEADER_LEN);
+  writePcapRecordHeader(hdr, 0, rec.tsSec, rec.tsNsec, rec.data.length, rec.origLen, nanos);
+  return [hdr, rec.data];
+}
+
+/**
+ * Streaming PCAP writer over any writable stream. The global header is
+ * queued in the constructor. Each record is copied into one buffer before
+ * writing, so callers may reuse their data buffers as soon as write()
+ * returns.
+ *
+ * Stream errors are caught here (an unhandled 'error' event would kill the
+ * process) and surface as a rejection of waitDrain()/end() or a throw from
+ * the next write().
+ */
+export class PcapWriter {
+  private readonly out: NodeJS.WritableStream;
+  private readonly nanos: boolean;
+  private readonly snaplen: number;
+  private error: Error | null = null;
+  private blocked = false;
+  private ending: Promise<void> | null = null;
+  private recordsWritten = 0;
+
+  constructor(out: NodeJS.WritableStream, opts: PcapWriterOptions) {
+    this.out = out;
+    this.nanos = opts.nanos;
+    this.snaplen = opts.snaplen ?? PCAP_DEFAULT_SNAPLEN;
+    out.on('error', (err: Error) => {
+      this.error ??= err;
+    });
+    this.blocked = !out.write(pcapHeaderBytes({ linkType: opts.linkType, nanos: opts.nanos, snaplen: this.snaplen }));
+  }
+
+  /** Records accepted so far. */
+  get count(): number {
+    return this.recordsWritten;
+  }
+
+  /** Returns false when the stream wants the caller to wait for waitDrain(). */
+  write(rec: WritableRecord): boolean {
+    if (this.error) throw this.error;
+    if (this.ending) throw new Error('PcapWriter.write() after end()');
+    checkRecord(rec, this.snaplen);
+    const capLen = rec.data.length;
+    const b = Buffer.allocUnsafe(PCAP_RECORD_HEADER_LEN + capLen);
+    writePcapRecordHeader(b, 0, rec.tsSec, rec.tsNsec, capLen, rec.origLen, this.nanos);
+    rec.data.copy(b, PCAP_RECORD_HEADER_LEN);
+    this.recordsWritten++;
+    const ok = this.out.write(b);
+    this.blocked = !ok;
+    return ok;
+  }
+
+  waitDrain(): Promise<void> {
+    if (this.error) return Promise.reject(this.error);
+    if (!this.blocked) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = (err?: Error) => {
+        this.out.removeListener('drain', onDrain);
+        this.out.removeListener('error', onError);
+        this.out.removeListener('close', onClose);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onDrain = () => {
+        this.blocked = false;
+        done();
+      };
+      const onError = (err: Error) => done(err);
+      const onClose = () => done(this.error ?? new Error('stream closed before it drained'));
+      this.out.on('drain', onDrain);
+      this.out.on('error', onError);
+      this.out.on('close', onClose);
+    });
+  }
+
+  /** Ends the stream; resolves once all data is flushed, rejects on a stream error. */
+  end(): Promise<void> {
+    if (!this.ending) {
+      this.ending = new Promise<void>((resolve, reject) => {
+        if (this.error) {
+          reject(this.error);
+          return;
+        }
+        finished(this.out, (err) => {
+          const e = this.error ?? err;
+          if (e) reject(e);
+          else resolve();
+        });
+        this.out.end();
+      });
+    }
+    return this.ending;
+  }
+}
+
+export interface PcapFileWriterSyncOptions extends PcapWriterOptions {
+  /**
+   * File offset at which writing starts. At 0 (the default) the global header
+   * is written first; any other value means appending to a file that already
+   * has a header of the same format and whole records up to that offset.
+   */
+  position?: number;
+  /** Bytes gathered before a write(2); default 256 KiB. */
+  bufferSize?: number;
+}
+
+/**
+ * Synchronous PCAP writer for a file descriptor. Small records are gathered
+ * in a buffer and written with one pwrite at explicit positions, so the
+ * offsets write() returns are exact whatever else moved the fd's position.
+ * Call flush() before reading the file back or closing the fd; the fd stays
+ * the caller's.
+ */
+export class PcapFileWriterSync {
+  private readonly fd: number;
+  private readonly nanos: boolean;
+  private readonly snaplen: number;
+  private readonly buf: Buffer;
+  private used = 0;
+  /** File offset of buf[0]. */
+  private filePos: number;
+
+  constructor(fd: number, opts: PcapFileWriterSyncOptions) {
+    this.fd = fd;
+    this.nanos = opts.nanos;
+    this.snaplen = opts.snaplen ?? PCAP_DEFAULT_SNAPLEN;
+    this.buf = Buffer.allocUnsafe(Math.max(opts.bufferSize ?? 256 * 1024, PCAP_HEADER_LEN + PCAP_RECORD_HEADER_LEN));
+    this.filePos = opts.position ?? 0;
+    if (this.filePos === 0) {
+      pcapHeaderBytes({ linkType: opts.linkType, nanos: opts.nanos, snaplen: this.snaplen }).copy(this.buf, 0);
+      this.used = PCAP_HEADER_LEN;
+    }
+  }
+
+  /** File offset the next record's header will have (flushed or not). */
+  get position(): number {
+    return this.filePos + this.used;
+  }
+
+  /** Queues one record and returns the file offset of its header. */
+  write(rec: WritableRecord): number {
+    checkRecord(rec, this.snaplen);
+    const capLen = rec.data.length;
+    const size = PCAP_RECORD_HEADER_LEN + capLen;
+    if (this.used + size > this.buf.length) this.flush();
+    const at = this.position;
+    if (size > this.buf.length) {
+      // Too big to gather: write header then data straight from the caller's buffer.
+      writePcapRecordHeader(this.buf, 0, rec.tsSec, rec.tsNsec, capLen, rec.origLen, this.nanos);
+      this.writeAll(this.buf, PCAP_RECORD_HEADER_LEN);
+      this.writeAll(rec.data, capLen);
+      return at;
+    }
+    writePcapRecordHeader(this.buf, this.used, rec.tsSec, rec.tsNsec, capLen, rec.origLen, this.nanos);
+    rec.data.copy(this.buf, this.used + PCAP_RECORD_HEADER_LEN);
+    this.used += size;
+    return at;
+  }
+
+  flush(): void {
+    if (this.used === 0) return;
+    this.writeAll(this.buf, this.used);
+    this.used = 0;
+  }
+
+  private writeAll(b: Buffer, len: number): void {
+    let done = 0;
+    while (done < len) {
+      done += writeSync(this.fd, b, done, len - done, this.filePos + done);
+    }
+    this.filePos += len;
+  }
+}

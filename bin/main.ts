@@ -154,6 +154,8 @@ export function cli(argv: string[]) {
     .version();
 }
 
-if (require.main === module) {
+export function main(): void {
   void cli(hideBin(process.argv)).parseAsync();
 }
+
+if (require.main === module) main();

@@ -7,6 +7,9 @@ import { QueryError, RawQuery, buildQuerySpec } from '../agent/query/spec';
 import { importCaptures } from '../agent/ring/import';
 import { checkRing } from '../agent/ring/check';
 import { CaptureFormatError } from '../shared/pcap/errors';
+import { startAgent } from '../agent/daemon/run';
+import { defaultCaptureFilter } from '../agent/capture/filter';
+import { listInterfaces } from '../agent/capture/interfaces';
 
 /** Exit codes: 0 done, 1 failed while running, 2 bad input (usage, query, file). */
 export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
@@ -89,6 +92,63 @@ async function queryCommand(a: Record<string, unknown>): Promise<void> {
   if (r.truncated) process.stderr.write('tracefleet: result truncated by --max-packets/--max-bytes\n');
 }
 
+const SIZE_RE = /^(\d+(?:\.\d+)?)([kmgt]?)i?b?$/i;
+/** Sizes like 512M, 20G, 1.5T (powers of 1024). */
+export function parseSize(s: string, what: string): number {
+  const m = SIZE_RE.exec(String(s).trim());
+  if (!m) throw new UsageError(`bad ${what} '${s}': give bytes or a size like 512M, 20G`);
+  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.floor(Number(m[1]) * mult);
+}
+
+function parsePortRanges(list: string[] | undefined): Array<[number, number]> {
+  return (list ?? []).flatMap((s) => s.split(',')).filter(Boolean).map((r) => {
+    const m = /^(\d+)-(\d+)$/.exec(r.trim());
+    const lo = m ? Number(m[1]) : NaN;
+    const hi = m ? Number(m[2]) : NaN;
+    if (!m || lo < 1 || hi > 65535 || lo > hi) throw new UsageError(`bad RTP port range '${r}': give LOW-HIGH, e.g. 10000-20000`);
+    return [lo, hi] as [number, number];
+  });
+}
+
+async function agentCommand(a: Record<string, unknown>): Promise<void> {
+  if (a.listInterfaces) {
+    for (const i of listInterfaces()) process.stdout.write(`${i.name}${i.description ? `  (${i.description})` : ''}\n`);
+    return;
+  }
+  const ifaces = ((a.interface as string[] | undefined) ?? []).flatMap((s) => s.split(',')).filter(Boolean);
+  if (ifaces.length === 0) throw new UsageError('give at least one interface with -i (any, lo, eth0, ...); --list-interfaces shows them');
+  const filter = (a.filter as string | undefined) ?? defaultCaptureFilter({ rtpPortRanges: parsePortRanges(a.rtpPorts as string[] | undefined) });
+  const agent = await startAgent({
+    ringDir: a.ring as string,
+    interfaces: ifaces,
+    filter,
+    ringMaxBytes: parseSize(a.ringSize as string, '--ring-size'),
+    maxSegmentBytes: parseSize(a.segmentSize as string, '--segment-size'),
+    maxSegmentSeconds: a.segmentSeconds as number,
+    minFreeBytes: a.minFree === undefined ? undefined : parseSize(a.minFree as string, '--min-free'),
+    promisc: a.promisc as boolean,
+    correlationHeader: a.correlationHeader as string,
+  });
+  process.stderr.write(`tracefleet agent: capturing on ${ifaces.join(', ')} into ${a.ring as string} (filter: ${filter})\n`);
+  const statsEvery = (a.statsInterval as number) * 1000;
+  const timer = statsEvery > 0
+    ? setInterval(() => {
+        const st = agent.engine.stats();
+        const parts = Object.entries(st.interfaces).map(([n, s]) => `${n}: ${s.packets} pkts, ${s.dropped} dropped, ${s.ifDropped} if-dropped`);
+        process.stderr.write(`tracefleet agent: ${parts.join('; ')}${agent.indexer.errors ? `; index errors ${agent.indexer.errors}` : ''}\n`);
+      }, statsEvery)
+    : null;
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  if (timer) clearInterval(timer);
+  await agent.stop();
+  process.stderr.write('tracefleet agent: stopped; ring indexes sealed\n');
+}
+
 export function cli(argv: string[]) {
   return yargs(argv)
     .scriptName('tracefleet')
@@ -103,6 +163,25 @@ export function cli(argv: string[]) {
           .option('json', { type: 'boolean', default: false, describe: 'print the SIP message summaries as JSON' })
           .option('correlation-header', { type: 'string', default: 'X-CID', describe: 'header holding a correlation key' }),
       (a) => queryCommand(a as Record<string, unknown>).catch(fail),
+    )
+    .command(
+      'agent',
+      'capture into a ring with live indexing (root, or CAP_NET_RAW + CAP_NET_ADMIN)',
+      (y) =>
+        y
+          .option('ring', { type: 'string', default: '/var/lib/tracefleet/ring', describe: 'ring directory' })
+          .option('interface', { alias: 'i', type: 'string', array: true, describe: 'interface to capture on (repeat; any for all)' })
+          .option('list-interfaces', { type: 'boolean', default: false, describe: 'list capture interfaces and exit' })
+          .option('filter', { type: 'string', describe: 'BPF capture filter (default: SIP ports 5060-5299, 15060-15299, ICMP, IP fragments)' })
+          .option('rtp-ports', { type: 'string', array: true, describe: 'also capture these UDP port ranges (RTP), e.g. 10000-20000' })
+          .option('ring-size', { type: 'string', default: '10G', describe: 'most bytes the ring keeps (segments and indexes)' })
+          .option('segment-size', { type: 'string', default: '64M', describe: 'rotate segments at this size' })
+          .option('segment-seconds', { type: 'number', default: 300, describe: 'rotate segments at this age' })
+          .option('min-free', { type: 'string', describe: 'free disk space to keep (default 5% of the filesystem, at most 2G)' })
+          .option('promisc', { type: 'boolean', default: false, describe: 'promiscuous mode' })
+          .option('stats-interval', { type: 'number', default: 60, describe: 'seconds between stats lines (0: none)' })
+          .option('correlation-header', { type: 'string', default: 'X-CID' }),
+      (a) => agentCommand(a as Record<string, unknown>).catch(fail),
     )
     .command('ring', 'manage a ring directory', (y) =>
       y

@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
 import { Dissector } from '../../shared/decode/dissector';
 import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, scanPcapRecords } from '../../shared/pcap/pcap';
 import { parseSip } from '../../shared/sip/parse';
@@ -38,9 +38,10 @@ export class SegmentIndexer {
   readonly state: IndexState = new IndexState();
   private readonly dissector = new Dissector();
   /** -1 when the index is kept in memory only (a query indexing a segment it may not write). */
-  private readonly idxFd: number;
+  private idxFd: number;
   private idxPos = 0;
   private header: PcapHeader | null = null;
+  private headerBytes: Buffer | null = null;
   private readBuf = Buffer.allocUnsafe(READ_CHUNK);
   private flushedPackets = 0;
   private flushedAddresses = 0;
@@ -63,6 +64,7 @@ export class SegmentIndexer {
     if (resume) {
       this.state = resume.state;
       this.header = parsePcapHeader(resume.segmentHeader, segmentPath);
+      this.headerBytes = resume.segmentHeader;
       this.flushedPackets = this.state.packetCount;
       this.flushedAddresses = this.state.addresses.length;
       this.flushedMessages = this.state.messages.length;
@@ -93,6 +95,7 @@ export class SegmentIndexer {
         const hb = Buffer.alloc(PCAP_HEADER_LEN);
         readSync(fd, hb, 0, PCAP_HEADER_LEN, 0);
         this.header = parsePcapHeader(hb, this.segmentPath);
+        this.headerBytes = hb;
         this.state.indexedBytes = PCAP_HEADER_LEN;
         this.write(recordBytes(REC.SEGMENT, hb));
       }
@@ -222,6 +225,20 @@ export class SegmentIndexer {
     this.catchUp();
     const st = this.state;
     const dialogs = st.dialogs();
+    // The sealed file is written afresh beside the journal and renamed over
+    // it: the journal's messages would otherwise be stored twice. Readers
+    // holding the journal open keep reading their (unlinked) copy.
+    const tmpPath = this.indexPath === null ? null : `${this.indexPath}.seal-${process.pid}`;
+    if (tmpPath !== null) {
+      closeSync(this.idxFd);
+      this.idxFd = openSync(tmpPath, 'w');
+      this.idxPos = 0;
+      const head = Buffer.alloc(INDEX_HEADER_LEN);
+      INDEX_MAGIC.copy(head, 0);
+      head.writeUInt32LE(INDEX_VERSION, 8);
+      this.write(head);
+      if (this.headerBytes) this.write(recordBytes(REC.SEGMENT, this.headerBytes));
+    }
 
     const keys: Array<[number, number]> = [];
     const numbers: Array<[Buffer, number]> = [];
@@ -293,6 +310,7 @@ export class SegmentIndexer {
     this.write(f);
     this.sealed = true;
     if (this.idxFd >= 0) closeSync(this.idxFd);
+    if (tmpPath !== null && this.indexPath !== null) renameSync(tmpPath, this.indexPath);
   }
 
   /** Closes without sealing (the segment is still being written by someone else, or we are stopping). */

@@ -64,3 +64,46 @@ export interface TransportMessage {
   /** Ordinals (as given to the dissector) of every packet that carried bytes of this message, ascending. */
   packets: number[];
 }
+
+/** What the dissector makes of one packet (see Dissector.push). */
+export interface DissectResult {
+  /** The decoded packet, or null when decoding failed. */
+  decoded: DecodedPacket | null;
+  failure: DecodeFailure | null;
+  /**
+   * SIP messages completed by this packet, in stream order. A fresh array
+   * when non-empty; a shared frozen empty array otherwise. A message's
+   * `bytes` may be a view into the `data` passed to push (copy it to keep it
+   * past the caller's buffer).
+   */
+  messages: readonly TransportMessage[];
+}
+
+/** Counters of a Dissector; a snapshot, not live. */
+export interface DissectorStats {
+  packets: number;
+  decoded: number;
+  failures: Record<DecodeFailure, number>;
+  sipMessages: number;
+  /** CRLF keepalives (RFC 5626) seen in UDP datagrams. */
+  keepalives: number;
+  /** IP datagrams waiting for more fragments right now. */
+  fragmentsPending: number;
+  fragmentsReassembled: number;
+  /** Pending datagrams dropped because their fragments stopped coming (timeout). */
+  fragmentsExpired: number;
+  /** Pending datagrams dropped to stay within the pending caps. */
+  fragmentsEvicted: number;
+  /** Pending datagrams dropped as too large or inconsistent. */
+  fragmentsDropped: number;
+  /** Reassembled datagrams whose transport header did not decode. */
+  reassembledFailures: number;
+  /** Holes in TCP streams that were given up on (data dropped, stream resynced). */
+  tcpGaps: number;
+  /** SIP-framed TCP streams whose bytes stopped parsing as SIP (data dropped, stream resynced). */
+  tcpDesyncs: number;
+  /** TCP flows tracked right now. */
+  tcpFlows: number;
+  tcpFlowsEvicted: number;
+  tcpFlowsExpired: number;
+}

@@ -118,7 +118,11 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
   }
   const ifaces = ((a.interface as string[] | undefined) ?? []).flatMap((s) => s.split(',')).filter(Boolean);
   if (ifaces.length === 0) throw new UsageError('give at least one interface with -i (any, lo, eth0, ...); --list-interfaces shows them');
-  const filter = (a.filter as string | undefined) ?? defaultCaptureFilter({ rtpPortRanges: parsePortRanges(a.rtpPorts as string[] | undefined) });
+  const filter = (a.filter as string | undefined) ?? defaultCaptureFilter({
+    rtpPortRanges: parsePortRanges(a.rtpPorts as string[] | undefined),
+    // Linux cooked capture ("any") has no VLAN tags to match: the kernel strips them.
+    vlan: !ifaces.includes('any'),
+  });
   const agent = await startAgent({
     ringDir: a.ring as string,
     interfaces: ifaces,

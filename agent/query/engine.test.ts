@@ -1,0 +1,215 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, openSync, closeSync, rmSync, writeSync, readFileSync, createWriteStream, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PcapFileWriterSync } from '../../shared/pcap/writer';
+import { readCaptureFile } from '../../shared/pcap/reader';
+import { ethernet, ipv4, udp, ETH_IPV4, sipInvite, sipResponse } from '../../shared/decode/testing/build';
+import { importCaptures } from '../ring/import';
+import { SegmentIndexer } from '../index/builder';
+import { buildQuerySpec, QueryError, RawQuery } from './spec';
+import { closeResult, runQuery, writeResultPcap } from './engine';
+
+const T0 = 1_795_000_000;
+type Pkt = { sec: number; nsec: number; frame: Buffer };
+
+function udpFrame(src: string, dst: string, sport: number, dport: number, payload: Buffer): Buffer {
+  return ethernet(ETH_IPV4, ipv4({ src, dst, proto: 17 }, udp(sport, dport, payload)));
+}
+
+function icmpFrame(src: string, dst: string): Buffer {
+  return ethernet(ETH_IPV4, ipv4({ src, dst, proto: 1 }, Buffer.from([3, 3, 0, 0, 0, 0, 0, 0])));
+}
+
+function sip(text: string): Buffer {
+  return Buffer.from(text.replace(/\n/g, '\r\n'), 'latin1');
+}
+
+function bye(callId: string): Buffer {
+  return sip(`BYE sip:+15551234567@example.com SIP/2.0\nVia: SIP/2.0/UDP pc33.example.com;branch=z9hG4bKbye\nFrom: "Alice" <sip:alice@example.com>;tag=1928301774\nTo: <sip:+15551234567@example.com>;tag=a6c85cf\nCall-ID: ${callId}\nCSeq: 314160 BYE\nContent-Length: 0\n\n`);
+}
+
+function inviteB(): Buffer {
+  return sip(`INVITE sip:15559990000@example.net SIP/2.0\nVia: SIP/2.0/UDP gw.example.net;branch=z9hG4bKb\nFrom: <sip:bob@example.net>;tag=b1\nTo: <sip:15559990000@example.net>\nCall-ID: dialog-b@gw\nCSeq: 1 INVITE\nX-CID: corr-1\nContent-Length: 0\n\n`);
+}
+
+function writePcap(path: string, pkts: Pkt[]): void {
+  const fd = openSync(path, 'w');
+  const w = new PcapFileWriterSync(fd, { linkType: 1, nanos: true });
+  for (const p of pkts) w.write({ tsSec: p.sec, tsNsec: p.nsec, origLen: p.frame.length, data: p.frame });
+  w.flush();
+  closeSync(fd);
+}
+
+const A = 'dialog-a@pc33';
+const P = '192.0.2.1';
+const GW = '198.51.100.7';
+
+/** Two capture files: dialog A's INVITE/200 plus RTP and dialog B in the first, A's BYE in the second. */
+function fixture(dir: string): { files: string[]; all: Pkt[] } {
+  const first: Pkt[] = [
+    { sec: T0, nsec: 100, frame: udpFrame(P, GW, 5060, 5060, sipInvite(A)) },
+    { sec: T0, nsec: 200, frame: udpFrame(GW, P, 5060, 5060, sipResponse(200, 'OK', A)) },
+    // RTP to the INVITE's SDP endpoint 192.0.2.10:49170, inside the dialog's span, and RTCP on 49171.
+    { sec: T0 + 1, nsec: 0, frame: udpFrame('203.0.113.5', '192.0.2.10', 30000, 49170, Buffer.alloc(172, 0x80)) },
+    { sec: T0 + 1, nsec: 5, frame: udpFrame('203.0.113.5', '192.0.2.10', 30001, 49171, Buffer.alloc(60, 0x81)) },
+    { sec: T0 + 2, nsec: 0, frame: udpFrame(GW, '198.51.100.8', 5060, 5060, inviteB()) },
+    { sec: T0 + 2, nsec: 10, frame: icmpFrame('198.51.100.8', GW) },
+  ];
+  const second: Pkt[] = [
+    { sec: T0 + 3, nsec: 0, frame: udpFrame(P, GW, 5060, 5060, bye(A)) },
+    { sec: T0 + 3, nsec: 1, frame: udpFrame(GW, P, 5060, 5060, sipResponse(200, 'OK', A, '314160 BYE')) },
+    // RTP after the dialog ended: not the call's.
+    { sec: T0 + 9, nsec: 0, frame: udpFrame('203.0.113.5', '192.0.2.10', 30000, 49170, Buffer.alloc(172, 0x80)) },
+  ];
+  const f1 = join(dir, 'one.pcap');
+  const f2 = join(dir, 'two.pcap');
+  writePcap(f1, first);
+  writePcap(f2, second);
+  return { files: [f1, f2], all: [...first, ...second] };
+}
+
+async function withRing(fn: (ring: string, all: Pkt[], dir: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-query-'));
+  try {
+    const { files, all } = fixture(dir);
+    const ring = join(dir, 'ring');
+    const r = await importCaptures(ring, files);
+    assert.equal(r.packets, all.length);
+    assert.equal(r.segments.length, 1, 'both files continue one import stream');
+    await fn(ring, all, dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function select(ring: string, raw: RawQuery): Set<number> {
+  const r = runQuery(ring, buildQuerySpec(raw, new Date((T0 + 10) * 1000)));
+  closeResult(r);
+  // Identify packets by their timestamps, which are unique in the fixture.
+  return new Set(r.refs.map((x) => (x.sec - T0) * 1e9 + x.nsec));
+}
+
+const at = (s: number, ns: number) => s * 1e9 + ns;
+
+test('a Call-ID selects its whole dialog, and nothing else', async () => {
+  await withRing(async (ring) => {
+    assert.deepEqual(select(ring, { callId: A }), new Set([at(0, 100), at(0, 200), at(3, 0), at(3, 1)]));
+    assert.deepEqual(select(ring, { callId: 'no-such-call' }), new Set());
+  });
+});
+
+test('a number matches by trailing digits, whatever its punctuation', async () => {
+  await withRing(async (ring) => {
+    const a = new Set([at(0, 100), at(0, 200), at(3, 0), at(3, 1)]);
+    assert.deepEqual(select(ring, { number: '1234567' }), a);
+    assert.deepEqual(select(ring, { number: '+1 (555) 123-4567' }), a);
+    assert.deepEqual(select(ring, { number: '9990000' }), new Set([at(2, 0)]));
+    assert.deepEqual(select(ring, { number: '5551234560' }), new Set());
+  });
+});
+
+test('--rtp adds RTP and RTCP to the SDP endpoints within the dialog span only', async () => {
+  await withRing(async (ring) => {
+    const s = select(ring, { callId: A, rtp: true });
+    assert.ok(s.has(at(1, 0)) && s.has(at(1, 5)), 'RTP/RTCP inside the span missing');
+    assert.ok(!s.has(at(9, 0)), 'RTP after the dialog selected');
+  });
+});
+
+test('correlation key, IP with non-SIP packets, method/status narrowing, windows', async () => {
+  await withRing(async (ring) => {
+    assert.deepEqual(select(ring, { correlation: 'corr-1' }), new Set([at(2, 0)]));
+    // Only an address: the ICMP error to the gateway comes too.
+    const byIp = select(ring, { ip: '198.51.100.8' });
+    assert.ok(byIp.has(at(2, 0)) && byIp.has(at(2, 10)));
+    assert.equal(byIp.size, 2);
+    assert.deepEqual(select(ring, { callId: A, method: 'bye' }), new Set([at(0, 100), at(0, 200), at(3, 0), at(3, 1)]));
+    assert.deepEqual(select(ring, { ip: GW, method: 'INVITE', status: '4xx' }), new Set());
+    assert.deepEqual(select(ring, { all: true, method: 'BYE' }), new Set([at(0, 100), at(0, 200), at(3, 0), at(3, 1)]));
+    assert.deepEqual(select(ring, { ip: GW, since: String(T0 + 2), until: String(T0 + 2.5) }).has(at(2, 0)), true);
+    assert.equal(select(ring, { callId: A, since: String(T0 + 5) }).size, 0);
+  });
+});
+
+test('limits cut the time-ordered result and say so', async () => {
+  await withRing(async (ring) => {
+    const r = runQuery(ring, buildQuerySpec({ callId: A, maxPackets: 2 }));
+    closeResult(r);
+    assert.equal(r.truncated, true);
+    assert.deepEqual(r.refs.map((x) => x.nsec), [100, 200]);
+    const whole = runQuery(ring, buildQuerySpec({ callId: A, maxPackets: 4 }));
+    closeResult(whole);
+    assert.equal(whole.truncated, false);
+  });
+});
+
+test('the PCAP written holds the original bytes and nanosecond timestamps, in time order', async () => {
+  await withRing(async (ring, all, dir) => {
+    const r = runQuery(ring, buildQuerySpec({ callId: A, rtp: true }));
+    const out = join(dir, 'out.pcap');
+    await writeResultPcap(r, createWriteStream(out));
+    closeResult(r);
+    const got = [];
+    for await (const rec of readCaptureFile(out)) got.push(rec);
+    const want = all.filter((p) => [at(0, 100), at(0, 200), at(1, 0), at(1, 5), at(3, 0), at(3, 1)].includes(at(p.sec - T0, p.nsec)));
+    assert.equal(got.length, want.length);
+    got.forEach((rec, i) => {
+      assert.equal(rec.tsSec, want[i].sec);
+      assert.equal(rec.tsNsec, want[i].nsec);
+      assert.ok(rec.data.equals(want[i].frame));
+    });
+    assert.equal(readFileSync(out).readUInt32LE(0), 0xa1b23c4d, 'nanosecond PCAP magic');
+  });
+});
+
+test('summaries describe each SIP message of the selected dialogs', async () => {
+  await withRing(async (ring) => {
+    const r = runQuery(ring, buildQuerySpec({ number: '15551234567' }));
+    closeResult(r);
+    assert.deepEqual(r.callIds, [A]);
+    assert.deepEqual(r.messages.map((m) => m.method ?? m.status), ['INVITE', 200, 'BYE', 200]);
+    const inv = r.messages[0];
+    assert.equal(inv.src, `${P}:5060`);
+    assert.equal(inv.dst, `${GW}:5060`);
+    assert.equal(inv.cseq, '314159 INVITE');
+    assert.equal(inv.from, 'alice');
+    assert.equal(inv.ts, `${T0}.000000100`);
+  });
+});
+
+test('a journal (unsealed index) answers exactly like the sealed one; a corrupt index is rebuilt', async () => {
+  await withRing(async (ring) => {
+    const sealed = select(ring, { number: '1234567', rtp: true });
+    const seg = readdirSync(ring).find((n) => n.endsWith('.pcap'))!;
+    const segPath = join(ring, seg);
+    const idxPath = segPath.replace(/\.pcap$/, '.idx');
+    // Leave a journal only, as a live capture has it.
+    const ix = new SegmentIndexer(segPath, idxPath);
+    ix.catchUp();
+    ix.close();
+    const journal = runQuery(ring, buildQuerySpec({ number: '1234567', rtp: true }), { mayWrite: false });
+    closeResult(journal);
+    assert.deepEqual(new Set(journal.refs.map((x) => (x.sec - T0) * 1e9 + x.nsec)), sealed);
+    // Garbage over the index: rebuilt from the segment.
+    const fd = openSync(idxPath, 'r+');
+    writeSync(fd, Buffer.alloc(64, 0xee), 0, 64, 0);
+    closeSync(fd);
+    const r = runQuery(ring, buildQuerySpec({ number: '1234567', rtp: true }));
+    closeResult(r);
+    assert.ok(r.notes.some((n) => /corrupt/.test(n) && /rebuilt/.test(n)), r.notes.join('; '));
+    assert.deepEqual(new Set(r.refs.map((x) => (x.sec - T0) * 1e9 + x.nsec)), sealed);
+  });
+});
+
+test('queries without a selective key, and bad values, are refused with what to do', () => {
+  assert.throws(() => buildQuerySpec({}), (e: Error) => e instanceof QueryError && /--all/.test(e.message));
+  assert.throws(() => buildQuerySpec({ method: 'INVITE' }), /no selective key/);
+  assert.throws(() => buildQuerySpec({ ip: '300.1.1.1' }), /bad IP address/);
+  assert.throws(() => buildQuerySpec({ port: '70000' }), /bad port/);
+  assert.throws(() => buildQuerySpec({ number: '12' }), QueryError);
+  assert.throws(() => buildQuerySpec({ callId: 'x', status: '99' }), /bad status/);
+  assert.throws(() => buildQuerySpec({ callId: 'x', since: 'yesterday' }), /bad --since/);
+  assert.throws(() => buildQuerySpec({ callId: 'x', since: '1m', until: '2h' }), /--since is after --until/);
+});

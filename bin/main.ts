@@ -10,6 +10,7 @@ import { CaptureFormatError } from '../shared/pcap/errors';
 import { startAgent } from '../agent/daemon/run';
 import { defaultCaptureFilter } from '../agent/capture/filter';
 import { listInterfaces } from '../agent/capture/interfaces';
+import { DEMO_NUMBERS, startDemoTraffic } from '../agent/demo/traffic';
 
 /** Exit codes: 0 done, 1 failed while running, 2 bad input (usage, query, file). */
 export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
@@ -153,6 +154,27 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
   process.stderr.write('tracefleet agent: stopped; ring indexes sealed\n');
 }
 
+async function demoCommand(a: Record<string, unknown>): Promise<void> {
+  const ring = a.ring as string;
+  const agent = await startAgent({ ringDir: ring, interfaces: ['lo'], filter: 'udp port 5090 or udp port 5091', ringMaxBytes: 256 * 1024 * 1024, maxSegmentBytes: 8 * 1024 * 1024, maxSegmentSeconds: 60 });
+  const log = (l: string) => process.stderr.write(`${l}\n`);
+  const traffic = startDemoTraffic({ log });
+  const bin = 'bin/tracefleet';
+  log(`tracefleet demo: capturing on lo into ${ring}`);
+  log('tracefleet demo: DEMO TRAFFIC: sipp places a call every 2 s between made-up numbers (+1 555 0100 101..106) on 127.0.0.1:5090');
+  log('tracefleet demo: in another terminal, try:');
+  log(`  ${bin} query --ring ${ring} --number ${DEMO_NUMBERS[1].slice(-7)} --since 5m --json`);
+  log(`  ${bin} query --ring ${ring} --number ${DEMO_NUMBERS[0].slice(-7)} --since 5m -o demo-call.pcap && tshark -r demo-call.pcap`);
+  log('tracefleet demo: Ctrl-C stops everything it started');
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  traffic.stop();
+  await agent.stop();
+  log('tracefleet demo: stopped');
+}
+
 export function cli(argv: string[]) {
   return yargs(argv)
     .scriptName('tracefleet')
@@ -186,6 +208,12 @@ export function cli(argv: string[]) {
           .option('stats-interval', { type: 'number', default: 60, describe: 'seconds between stats lines (0: none)' })
           .option('correlation-header', { type: 'string', default: 'X-CID' }),
       (a) => agentCommand(a as Record<string, unknown>).catch(fail),
+    )
+    .command(
+      'demo',
+      'all-in-one demo: capture on loopback with demo SIP calls from sipp (what npm start runs)',
+      (y) => y.option('ring', { type: 'string', default: 'var/demo-ring', describe: 'ring directory' }),
+      (a) => demoCommand(a as Record<string, unknown>).catch(fail),
     )
     .command('ring', 'manage a ring directory', (y) =>
       y

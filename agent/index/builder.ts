@@ -1,4 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
+import { deflateRawSync } from 'node:zlib';
 import { Dissector } from '../../shared/decode/dissector';
 import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, scanPcapRecords } from '../../shared/pcap/pcap';
 import { parseSip } from '../../shared/sip/parse';
@@ -6,7 +7,7 @@ import { sipDigits } from '../../shared/sip/number';
 import type { PacketRecord } from '../../shared/pcap/types';
 import type { TransportMessage } from '../../shared/decode/types';
 import {
-  FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, MessageRecord,
+  FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, MessageRecord,
   NO_ADDRESS, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKey,
 } from './format';
 import { IndexState } from './state';
@@ -280,7 +281,8 @@ export class SegmentIndexer {
       numBody.writeUInt32LE(i, k * NUMBER_ENTRY_LEN + NUMBER_KEY_LEN);
     });
     section(REC.NUMBER_TABLE, numBody);
-    const jsons = dialogs.map((d) => Buffer.from(JSON.stringify(d), 'utf8'));
+    // Dialog records are most of an index; deflated they take about a third.
+    const jsons = dialogs.map((d) => deflateRawSync(Buffer.from(JSON.stringify(d), 'utf8'), { level: 1 }));
     const table = Buffer.alloc(4 + 4 * (jsons.length + 1));
     table.writeUInt32LE(jsons.length, 0);
     let at = table.length;
@@ -307,6 +309,7 @@ export class SegmentIndexer {
     f.writeUInt32LE(numbers.length, 88);
     f.writeUInt32LE(addrBody.length, 92);
     f.writeUInt32LE(dialogBody.length, 96);
+    f.writeUInt32LE(FOOTER_FLAG.DIALOGS_DEFLATED, 100);
     this.write(f);
     this.sealed = true;
     if (this.idxFd >= 0) closeSync(this.idxFd);

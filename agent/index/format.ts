@@ -65,8 +65,12 @@ export const KEY_ENTRY_LEN = 8;
  *  60  f64 offset of KEY_TABLE body     68 f64 offset of NUMBER_TABLE body
  *  76  f64 offset of DIALOGS body       84 u32 key entries  88 u32 number entries
  *  92  u32 address table length (bytes) 96 u32 dialogs section length (bytes)
- * 100  reserved to 128
+ * 100  u32 flags (FOOTER_FLAG)      104  reserved to 128
  */
+export const FOOTER_FLAG = {
+  /** Each dialog record is raw-deflated JSON. */
+  DIALOGS_DEFLATED: 0x1,
+} as const;
 export const FOOTER_MAGIC = Buffer.from('TFIDXEND', 'latin1');
 export const FOOTER_LEN = 128;
 

@@ -1,6 +1,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { inflateRawSync } from 'node:zlib';
 import {
-  DialogRecord, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, IndexCorruptError, KEY_ENTRY_LEN,
+  DialogRecord, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, IndexCorruptError, KEY_ENTRY_LEN,
   MAX_RECORD_LEN, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PACKET_ENTRY_LEN, REC, RECORD_PREFIX_LEN,
   keyHash, numberKey,
 } from './format';
@@ -59,6 +60,7 @@ export class SealedIndex implements SegmentIndex {
   private readonly nNumbers: number;
   private readonly addrLen: number;
   private readonly dialogsLen: number;
+  private readonly deflated: boolean;
   private keyTable: Buffer | null = null;
   private numberTable: Buffer | null = null;
   private dialogOffsets: Buffer | null = null;
@@ -84,6 +86,7 @@ export class SealedIndex implements SegmentIndex {
     this.nNumbers = footer.readUInt32LE(88);
     this.addrLen = footer.readUInt32LE(92);
     this.dialogsLen = footer.readUInt32LE(96);
+    this.deflated = (footer.readUInt32LE(100) & FOOTER_FLAG.DIALOGS_DEFLATED) !== 0;
   }
 
   /** Opens a sealed index; null when the file has no footer (a journal); throws IndexCorruptError when it lies. */
@@ -132,7 +135,8 @@ export class SealedIndex implements SegmentIndex {
     const start = this.dialogOffsets.readUInt32LE(4 + 4 * i);
     const end = this.dialogOffsets.readUInt32LE(8 + 4 * i);
     try {
-      d = JSON.parse(readExactly(this.fd, end - start, this.off.dialogs + start).toString('utf8')) as DialogRecord;
+      const raw = readExactly(this.fd, end - start, this.off.dialogs + start);
+      d = JSON.parse((this.deflated ? inflateRawSync(raw) : raw).toString('utf8')) as DialogRecord;
     } catch {
       throw new IndexCorruptError(this.path, `dialog ${i} unreadable`);
     }

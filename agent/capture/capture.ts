@@ -1,0 +1,418 @@
+import { EventEmitter } from 'node:events';
+import { mkdirSync, statSync, statfsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { enforceBudget } from '../ring/budget';
+import { sanitizeStream } from '../ring/layout';
+import { MIN_SEGMENT_BYTES } from '../ring/writer';
+import { loadNative } from './pcap-native';
+import type { WorkerCommand, WorkerConfig, WorkerMessage } from './worker';
+
+export interface CaptureEngineOptions {
+  ringDir: string;
+  interfaces: string[];
+  /** BPF filter for every interface; default: defaultCaptureFilter(). */
+  filter?: string;
+  snaplen?: number;
+  /** Kernel capture buffer per interface. */
+  bufferBytes?: number;
+  promisc?: boolean;
+  maxSegmentBytes?: number;
+  maxSegmentSeconds?: number;
+  /** Most bytes the ring (segments and indexes) may hold. */
+  ringMaxBytes: number;
+  /** Free space to leave on the ring's filesystem; default 5% of it, at most 2 GiB. */
+  minFreeBytes?: number;
+}
+
+export interface InterfaceStats {
+  stream: string;
+  running: boolean;
+  /** Totals over every worker this interface has had. */
+  received: number;
+  dropped: number;
+  ifDropped: number;
+  packets: number;
+  bytes: number;
+  lostPackets: number;
+  restarts: number;
+  /** Restarts ran out; the interface is no longer captured. */
+  gaveUp: boolean;
+  linkType?: number;
+  precision?: 'nano' | 'micro';
+  warnings: string[];
+}
+
+export interface CaptureEngineStats {
+  interfaces: Record<string, InterfaceStats>;
+  openSegments: string[];
+}
+
+/** Error the engine reports for a worker; `stream` names the interface's stream. */
+export interface CaptureError extends Error {
+  stream?: string;
+  code?: string;
+  fatal?: boolean;
+}
+
+type Counters = { received: number; dropped: number; ifDropped: number; packets: number; bytes: number; lostPackets: number };
+const ZERO: Counters = { received: 0, dropped: 0, ifDropped: 0, packets: 0, bytes: 0, lostPackets: 0 };
+
+interface IfaceState {
+  device: string;
+  stream: string;
+  worker: Worker | null;
+  ready: boolean;
+  openSegment: string | null;
+  /** Counters of the workers that came before the current one. */
+  base: Counters;
+  last: Counters;
+  restarts: number;
+  consecutiveFailures: number;
+  startedAt: number;
+  restartTimer: NodeJS.Timeout | null;
+  gaveUp: boolean;
+  linkType?: number;
+  precision?: 'nano' | 'micro';
+  warnings: string[];
+  onReady: ((err?: CaptureError) => void) | null;
+  onExit: (() => void) | null;
+}
+
+const MIB = 1024 * 1024;
+const START_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 5_000;
+const BUDGET_EVERY_MS = 5_000;
+const RESTART_BASE_MS = 500;
+const RESTART_MAX_MS = 30_000;
+/** Restarts in a row (without a worker staying up STABLE_MS) before giving up on an interface. */
+const MAX_CONSECUTIVE_RESTARTS = 10;
+const STABLE_MS = 60_000;
+
+/**
+ * Captures SIP traffic on several interfaces into one ring directory, one
+ * worker thread per interface, and keeps the ring within its byte budget.
+ *
+ * Events: every worker message under its own type ('ready', 'segment-open',
+ * 'flushed', 'segment-closed', 'stats'), plus 'segment-deleted' {type, path}
+ * and 'worker-exit' {type, stream, code}. Worker errors go to 'error' as
+ * CaptureError objects when someone listens, else to stderr: a capture agent
+ * must not crash its host process over an unhandled 'error' event.
+ */
+export class CaptureEngine extends EventEmitter {
+  private readonly opts: Required<Omit<CaptureEngineOptions, 'filter' | 'minFreeBytes'>> &
+    Pick<CaptureEngineOptions, 'filter' | 'minFreeBytes'>;
+  private readonly ringDir: string;
+  private readonly states: IfaceState[];
+  private minFreeBytes = 0;
+  private budgetTimer: NodeJS.Timeout | null = null;
+  private running = false;
+  /** Every interface came up once; from then on a dying worker is restarted. */
+  private started = false;
+  private stopping = false;
+
+  constructor(opts: CaptureEngineOptions) {
+    super();
+    const o = {
+      ...opts,
+      snaplen: opts.snaplen ?? 65535,
+      bufferBytes: opts.bufferBytes ?? 32 * MIB,
+      promisc: opts.promisc ?? false,
+      maxSegmentBytes: opts.maxSegmentBytes ?? 64 * MIB,
+      maxSegmentSeconds: opts.maxSegmentSeconds ?? 300,
+    };
+    if (!o.ringDir) throw new Error('ringDir is required');
+    if (!Array.isArray(o.interfaces) || o.interfaces.length === 0) throw new Error('give at least one interface to capture on');
+    if (new Set(o.interfaces).size !== o.interfaces.length) throw new Error(`interface listed twice: ${o.interfaces.join(', ')}`);
+    const streams = o.interfaces.map(sanitizeStream);
+    if (new Set(streams).size !== streams.length) {
+      throw new Error(`interfaces ${o.interfaces.join(', ')} map to clashing stream names ${streams.join(', ')}`);
+    }
+    if (!(o.maxSegmentBytes >= MIN_SEGMENT_BYTES)) throw new Error(`maxSegmentBytes must be at least ${MIN_SEGMENT_BYTES}`);
+    if (!(o.maxSegmentSeconds > 0)) throw new Error('maxSegmentSeconds must be positive');
+    // Each open segment may grow to maxSegmentBytes past the last budget
+    // check, so closed segments get what is left after that headroom.
+    const headroom = o.interfaces.length * o.maxSegmentBytes;
+    if (!(o.ringMaxBytes >= 2 * headroom)) {
+      throw new Error(
+        `ringMaxBytes (${o.ringMaxBytes}) must be at least 2 x maxSegmentBytes x interfaces (${2 * headroom}): ` +
+          'the open segments need room beside the closed ones; raise ringMaxBytes or lower maxSegmentBytes',
+      );
+    }
+    if (opts.minFreeBytes !== undefined && !(opts.minFreeBytes >= 0)) throw new Error('minFreeBytes must be >= 0');
+    this.opts = o;
+    this.ringDir = resolve(o.ringDir);
+    this.states = o.interfaces.map((device, i) => ({
+      device,
+      stream: streams[i],
+      worker: null,
+      ready: false,
+      openSegment: null,
+      base: { ...ZERO },
+      last: { ...ZERO },
+      restarts: 0,
+      consecutiveFailures: 0,
+      startedAt: 0,
+      restartTimer: null,
+      gaveUp: false,
+      warnings: [],
+      onReady: null,
+      onExit: null,
+    }));
+  }
+
+  /** Resolves once every interface is capturing; rejects with the first interface's error (the others are stopped). */
+  async start(): Promise<void> {
+    if (this.running || this.stopping) throw new Error('capture engine already started');
+    loadNative(); // a missing build is reported here, once, not per worker
+    try {
+      mkdirSync(this.ringDir, { recursive: true });
+    } catch (e) {
+      throw new Error(`cannot create ring directory ${this.ringDir}: ${(e as Error).message}`);
+    }
+    this.minFreeBytes = this.opts.minFreeBytes ?? defaultMinFree(this.ringDir);
+    this.running = true;
+    const results = await Promise.all(this.states.map((s) => this.spawn(s)));
+    const failed = results.find((r): r is CaptureError => r !== undefined);
+    if (failed) {
+      await this.stop();
+      throw failed;
+    }
+    this.started = true;
+    this.runBudget();
+    this.budgetTimer = setInterval(() => this.runBudget(), BUDGET_EVERY_MS);
+    this.budgetTimer.unref();
+  }
+
+  /** Stops every worker after it has written what it captured and closed its segment. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.stopping = true;
+    if (this.budgetTimer) clearInterval(this.budgetTimer);
+    this.budgetTimer = null;
+    await Promise.all(
+      this.states.map((s) => {
+        if (s.restartTimer) clearTimeout(s.restartTimer);
+        s.restartTimer = null;
+        const w = s.worker;
+        if (!w) return undefined;
+        return new Promise<void>((done) => {
+          s.onExit = done;
+          const cmd: WorkerCommand = { type: 'stop' };
+          w.postMessage(cmd);
+          const t = setTimeout(() => void w.terminate(), STOP_TIMEOUT_MS);
+          t.unref();
+        });
+      }),
+    );
+    this.runBudget();
+    this.running = false;
+    this.started = false;
+    this.stopping = false;
+  }
+
+  stats(): CaptureEngineStats {
+    const interfaces: Record<string, InterfaceStats> = {};
+    for (const s of this.states) {
+      const sum = (k: keyof Counters) => s.base[k] + s.last[k];
+      interfaces[s.device] = {
+        stream: s.stream,
+        running: s.worker !== null && s.ready,
+        received: sum('received'),
+        dropped: sum('dropped'),
+        ifDropped: sum('ifDropped'),
+        packets: sum('packets'),
+        bytes: sum('bytes'),
+        lostPackets: sum('lostPackets'),
+        restarts: s.restarts,
+        gaveUp: s.gaveUp,
+        linkType: s.linkType,
+        precision: s.precision,
+        warnings: [...s.warnings],
+      };
+    }
+    return { interfaces, openSegments: this.openSegments() };
+  }
+
+  openSegments(): string[] {
+    return this.states.map((s) => s.openSegment).filter((p): p is string => p !== null);
+  }
+
+  /** Deletes the oldest segments until the ring is within budget; returns what it deleted. */
+  enforceBudget(): string[] {
+    const deleted = enforceBudget(this.ringDir, {
+      maxBytes: this.opts.ringMaxBytes - this.opts.interfaces.length * this.opts.maxSegmentBytes,
+      minFreeBytes: this.minFreeBytes,
+      keep: new Set(this.openSegments()),
+      keepNewestOf: this.states.filter((s) => s.worker !== null).map((s) => s.stream),
+    });
+    for (const path of deleted) this.emit('segment-deleted', { type: 'segment-deleted', path });
+    return deleted;
+  }
+
+  private runBudget(): void {
+    try {
+      this.enforceBudget();
+    } catch (e) {
+      this.report(Object.assign(new Error(`ring budget: ${(e as Error).message}`), { fatal: false }));
+    }
+  }
+
+  private report(err: CaptureError): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+    else process.stderr.write(`tracefleet capture: ${err.message}\n`);
+  }
+
+  /** Starts the interface's worker; resolves when it is capturing (undefined) or has failed to (the error). */
+  private spawn(s: IfaceState): Promise<CaptureError | undefined> {
+    const cfg: WorkerConfig = {
+      ringDir: this.ringDir,
+      device: s.device,
+      stream: s.stream,
+      filter: this.opts.filter,
+      snaplen: this.opts.snaplen,
+      bufferBytes: this.opts.bufferBytes,
+      promisc: this.opts.promisc,
+      maxSegmentBytes: this.opts.maxSegmentBytes,
+      maxSegmentSeconds: this.opts.maxSegmentSeconds,
+    };
+    const w = new Worker(join(__dirname, 'worker.js'), { workerData: cfg });
+    s.worker = w;
+    s.ready = false;
+    s.startedAt = Date.now();
+    s.last = { ...ZERO };
+    let crash: Error | null = null;
+    return new Promise((settle) => {
+      const timer = setTimeout(() => {
+        s.onReady?.(Object.assign(new Error(`capture on ${s.device} did not start within ${START_TIMEOUT_MS} ms`), { stream: s.stream }));
+        void w.terminate();
+      }, START_TIMEOUT_MS);
+      s.onReady = (err) => {
+        clearTimeout(timer);
+        s.onReady = null;
+        settle(err);
+      };
+      w.on('message', (m: WorkerMessage) => this.onMessage(s, m));
+      w.on('error', (e) => {
+        crash = e;
+      });
+      w.on('exit', (code) => {
+        clearTimeout(timer);
+        this.onWorkerExit(s, w, code, crash);
+      });
+    });
+  }
+
+  private onMessage(s: IfaceState, m: WorkerMessage): void {
+    switch (m.type) {
+      case 'ready':
+        s.ready = true;
+        s.linkType = m.linkType;
+        s.precision = m.precision;
+        s.warnings = m.warnings;
+        for (const w of m.warnings) this.report(Object.assign(new Error(w), { stream: s.stream, fatal: false, code: 'WARNING' }));
+        s.onReady?.();
+        break;
+      case 'segment-open':
+        s.openSegment = m.path;
+        break;
+      case 'segment-closed':
+        if (s.openSegment === m.path) s.openSegment = null;
+        // Budget first, so a listener that looks at the ring sees it trimmed.
+        this.runBudget();
+        break;
+      case 'stats':
+        s.last = {
+          received: m.received,
+          dropped: m.dropped,
+          ifDropped: m.ifDropped,
+          packets: m.packets,
+          bytes: m.bytes,
+          lostPackets: m.lostPackets,
+        };
+        break;
+      case 'error': {
+        const err: CaptureError = Object.assign(new Error(m.message), { stream: s.stream, code: m.code, fatal: m.fatal });
+        if (m.fatal && s.onReady) {
+          s.onReady(err);
+          return;
+        }
+        this.report(err);
+        return;
+      }
+      case 'stopped':
+        break;
+    }
+    this.emit(m.type, m);
+  }
+
+  private onWorkerExit(s: IfaceState, w: Worker, code: number, crash: Error | null): void {
+    if (s.worker !== w) return;
+    const wasReady = s.ready;
+    s.worker = null;
+    s.ready = false;
+    s.base = {
+      received: s.base.received + s.last.received,
+      dropped: s.base.dropped + s.last.dropped,
+      ifDropped: s.base.ifDropped + s.last.ifDropped,
+      packets: s.base.packets + s.last.packets,
+      bytes: s.base.bytes + s.last.bytes,
+      lostPackets: s.base.lostPackets + s.last.lostPackets,
+    };
+    s.last = { ...ZERO };
+    if (s.openSegment) {
+      // The worker died with a segment open; it is final now, and whatever
+      // made it to disk is what readers get.
+      const path = s.openSegment;
+      s.openSegment = null;
+      let bytes = 0;
+      try {
+        bytes = statSync(path).size;
+      } catch {
+        // already deleted
+      }
+      this.emit('segment-closed', { type: 'segment-closed', stream: s.stream, path, bytes });
+    }
+    this.emit('worker-exit', { type: 'worker-exit', stream: s.stream, code });
+    const why = `capture worker for ${s.device} exited (code ${code})${crash ? `: ${crash.message}` : ''}`;
+    if (s.onReady) s.onReady(Object.assign(new Error(`${why} before it was ready`), { stream: s.stream }));
+    if (this.started && !this.stopping) {
+      // A worker that never got ready has had its error reported already.
+      if (wasReady) this.report(Object.assign(new Error(why), { stream: s.stream, fatal: true }));
+      this.scheduleRestart(s);
+    }
+    const done = s.onExit;
+    s.onExit = null;
+    done?.();
+  }
+
+  private scheduleRestart(s: IfaceState): void {
+    if (Date.now() - s.startedAt >= STABLE_MS) s.consecutiveFailures = 0;
+    if (s.consecutiveFailures >= MAX_CONSECUTIVE_RESTARTS) {
+      s.gaveUp = true;
+      this.report(
+        Object.assign(new Error(`giving up on ${s.device} after ${MAX_CONSECUTIVE_RESTARTS} failed restarts; restart the agent once it is fixed`), {
+          stream: s.stream,
+          fatal: true,
+        }),
+      );
+      return;
+    }
+    const delay = Math.min(RESTART_MAX_MS, RESTART_BASE_MS * 2 ** s.consecutiveFailures);
+    s.consecutiveFailures++;
+    s.restartTimer = setTimeout(() => {
+      s.restartTimer = null;
+      if (!this.running || this.stopping) return;
+      s.restarts++;
+      void this.spawn(s).then((err) => {
+        if (err) this.report(err); // its exit schedules the next try
+      });
+    }, delay);
+    s.restartTimer.unref();
+  }
+}
+
+function defaultMinFree(dir: string): number {
+  const s = statfsSync(dir);
+  return Math.min(2 * 1024 * MIB, Math.floor(s.blocks * s.bsize * 0.05));
+}

@@ -7,17 +7,29 @@ import { sipDigits } from '../../shared/sip/number';
 import type { PacketRecord } from '../../shared/pcap/types';
 import type { TransportMessage } from '../../shared/decode/types';
 import {
-  FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, MessageRecord,
+  DIALOGS_PER_BLOCK, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, MessageRecord,
   NO_ADDRESS, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKey,
 } from './format';
 import { IndexState } from './state';
 
 export interface IndexerOptions {
+  /**
+   * Journal as packets are indexed (default). Off for a segment indexed in
+   * one go (import, rebuild): nothing is written until seal().
+   */
+  journal?: boolean;
   /** Header carrying a correlation key (e.g. X-CID); an `xref` parameter is used when it is absent. */
   correlationHeader?: string;
 }
 
 const READ_CHUNK = 4 * 1024 * 1024;
+
+function indexHeader(): Buffer {
+  const head = Buffer.alloc(INDEX_HEADER_LEN);
+  INDEX_MAGIC.copy(head, 0);
+  head.writeUInt32LE(INDEX_VERSION, 8);
+  return head;
+}
 
 export function recordBytes(type: number, body: Buffer): Buffer {
   const prefix = Buffer.allocUnsafe(RECORD_PREFIX_LEN);
@@ -70,11 +82,8 @@ export class SegmentIndexer {
       this.flushedAddresses = this.state.addresses.length;
       this.flushedMessages = this.state.messages.length;
     }
-    this.idxFd = indexPath === null ? -1 : openSync(indexPath, 'w');
-    const head = Buffer.alloc(INDEX_HEADER_LEN);
-    INDEX_MAGIC.copy(head, 0);
-    head.writeUInt32LE(INDEX_VERSION, 8);
-    this.write(head);
+    this.idxFd = indexPath === null || opts.journal === false ? -1 : openSync(indexPath, 'w');
+    this.write(indexHeader());
   }
 
   private write(buf: Buffer): void {
@@ -196,6 +205,7 @@ export class SegmentIndexer {
 
   /** Appends what was indexed since the last flush to the journal. */
   private flush(): void {
+    if (this.idxFd < 0) return;
     const st = this.state;
     const parts: Buffer[] = [];
     if (st.addresses.length > this.flushedAddresses) {
@@ -231,13 +241,10 @@ export class SegmentIndexer {
     // holding the journal open keep reading their (unlinked) copy.
     const tmpPath = this.indexPath === null ? null : `${this.indexPath}.seal-${process.pid}`;
     if (tmpPath !== null) {
-      closeSync(this.idxFd);
+      if (this.idxFd >= 0) closeSync(this.idxFd);
       this.idxFd = openSync(tmpPath, 'w');
       this.idxPos = 0;
-      const head = Buffer.alloc(INDEX_HEADER_LEN);
-      INDEX_MAGIC.copy(head, 0);
-      head.writeUInt32LE(INDEX_VERSION, 8);
-      this.write(head);
+      this.write(indexHeader());
       if (this.headerBytes) this.write(recordBytes(REC.SEGMENT, this.headerBytes));
     }
 
@@ -281,17 +288,24 @@ export class SegmentIndexer {
       numBody.writeUInt32LE(i, k * NUMBER_ENTRY_LEN + NUMBER_KEY_LEN);
     });
     section(REC.NUMBER_TABLE, numBody);
-    // Dialog records are most of an index; deflated they take about a third.
-    const jsons = dialogs.map((d) => deflateRawSync(Buffer.from(JSON.stringify(d), 'utf8'), { level: 1 }));
-    const table = Buffer.alloc(4 + 4 * (jsons.length + 1));
-    table.writeUInt32LE(jsons.length, 0);
+    // Dialog records are most of an index. They are stored as deflated
+    // blocks of DIALOGS_PER_BLOCK JSON lines: about a third of the size, and
+    // one zlib call per block rather than per dialog.
+    const blocks: Buffer[] = [];
+    for (let i = 0; i < dialogs.length; i += DIALOGS_PER_BLOCK) {
+      const lines = dialogs.slice(i, i + DIALOGS_PER_BLOCK).map((d) => JSON.stringify(d)).join('\n');
+      blocks.push(deflateRawSync(Buffer.from(lines, 'utf8'), { level: 1 }));
+    }
+    const table = Buffer.alloc(8 + 4 * (blocks.length + 1));
+    table.writeUInt32LE(dialogs.length, 0);
+    table.writeUInt32LE(blocks.length, 4);
     let at = table.length;
-    jsons.forEach((j, i) => {
-      table.writeUInt32LE(at, 4 + 4 * i);
-      at += j.length;
+    blocks.forEach((b, i) => {
+      table.writeUInt32LE(at, 8 + 4 * i);
+      at += b.length;
     });
-    table.writeUInt32LE(at, 4 + 4 * jsons.length);
-    const dialogBody = Buffer.concat([table, ...jsons]);
+    table.writeUInt32LE(at, 8 + 4 * blocks.length);
+    const dialogBody = Buffer.concat([table, ...blocks]);
     section(REC.DIALOGS, dialogBody);
 
     const f = Buffer.alloc(FOOTER_LEN);
@@ -309,7 +323,7 @@ export class SegmentIndexer {
     f.writeUInt32LE(numbers.length, 88);
     f.writeUInt32LE(addrBody.length, 92);
     f.writeUInt32LE(dialogBody.length, 96);
-    f.writeUInt32LE(FOOTER_FLAG.DIALOGS_DEFLATED, 100);
+    f.writeUInt32LE(FOOTER_FLAG.DIALOG_BLOCKS, 100);
     this.write(f);
     this.sealed = true;
     if (this.idxFd >= 0) closeSync(this.idxFd);
@@ -331,7 +345,7 @@ export class SegmentIndexer {
 
 /** Builds and seals the index of a complete segment from its first byte. */
 export function indexSegment(segmentPath: string, indexPath: string, opts: IndexerOptions = {}): SegmentIndexer {
-  const ix = new SegmentIndexer(segmentPath, indexPath, opts);
+  const ix = new SegmentIndexer(segmentPath, indexPath, { ...opts, journal: false });
   ix.catchUp();
   ix.seal();
   return ix;

@@ -35,7 +35,7 @@ export const REC = {
   ADDRESS_TABLE: 0x53, // 'S' JSON array of all address strings
   KEY_TABLE: 0x4b, // 'K' sorted (u32 hash, u32 dialog) pairs for Call-ID and correlation keys
   NUMBER_TABLE: 0x4e, // 'N' sorted (reversed digits[NUMBER_KEY_LEN], u32 dialog)
-  DIALOGS: 0x44, // 'D' u32 count, u32 offsets[count+1], JSON records concatenated
+  DIALOGS: 0x44, // 'D' u32 dialogs, u32 blocks, u32 block offsets[blocks+1], deflated blocks of DIALOGS_PER_BLOCK JSON lines
 } as const;
 
 /**
@@ -68,9 +68,10 @@ export const KEY_ENTRY_LEN = 8;
  * 100  u32 flags (FOOTER_FLAG)      104  reserved to 128
  */
 export const FOOTER_FLAG = {
-  /** Each dialog record is raw-deflated JSON. */
-  DIALOGS_DEFLATED: 0x1,
+  /** DIALOGS holds raw-deflated blocks of newline-separated JSON records. */
+  DIALOG_BLOCKS: 0x1,
 } as const;
+export const DIALOGS_PER_BLOCK = 32;
 export const FOOTER_MAGIC = Buffer.from('TFIDXEND', 'latin1');
 export const FOOTER_LEN = 128;
 

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync, renameSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { PCAP_HEADER_LEN, PcapHeader, parsePcapHeader } from '../../shared/pcap/pcap';
 import type { SegmentInfo } from '../ring/layout';
 import { IndexerOptions, SegmentIndexer } from './builder';
@@ -27,11 +27,10 @@ function readSegmentHeader(seg: SegmentInfo): PcapHeader | null {
 
 /** Rebuilds a segment's index on disk (written aside, then renamed, so readers never see half a file). */
 export function rebuildIndex(seg: SegmentInfo, opts: IndexerOptions = {}): SealedIndex {
-  const tmp = `${seg.indexPath}.tmp-${process.pid}`;
-  const ix = new SegmentIndexer(seg.path, tmp, opts);
+  // Without a journal nothing is written until seal(), which writes aside and renames.
+  const ix = new SegmentIndexer(seg.path, seg.indexPath, { ...opts, journal: false });
   ix.catchUp();
   ix.seal();
-  renameSync(tmp, seg.indexPath);
   const sealed = SealedIndex.open(seg.indexPath);
   if (!sealed) throw new Error(`rebuilt index ${seg.indexPath} has no footer`);
   return sealed;

@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { inflateRawSync } from 'node:zlib';
 import {
-  DialogRecord, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, IndexCorruptError, KEY_ENTRY_LEN,
+  DIALOGS_PER_BLOCK, DialogRecord, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, IndexCorruptError, KEY_ENTRY_LEN,
   MAX_RECORD_LEN, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PACKET_ENTRY_LEN, REC, RECORD_PREFIX_LEN,
   keyHash, numberKey,
 } from './format';
@@ -60,7 +60,7 @@ export class SealedIndex implements SegmentIndex {
   private readonly nNumbers: number;
   private readonly addrLen: number;
   private readonly dialogsLen: number;
-  private readonly deflated: boolean;
+  private blockCache: { n: number; lines: string[] } | null = null;
   private keyTable: Buffer | null = null;
   private numberTable: Buffer | null = null;
   private dialogOffsets: Buffer | null = null;
@@ -86,7 +86,7 @@ export class SealedIndex implements SegmentIndex {
     this.nNumbers = footer.readUInt32LE(88);
     this.addrLen = footer.readUInt32LE(92);
     this.dialogsLen = footer.readUInt32LE(96);
-    this.deflated = (footer.readUInt32LE(100) & FOOTER_FLAG.DIALOGS_DEFLATED) !== 0;
+    if (!(footer.readUInt32LE(100) & FOOTER_FLAG.DIALOG_BLOCKS)) throw new IndexCorruptError(path, 'older index layout');
   }
 
   /** Opens a sealed index; null when the file has no footer (a journal); throws IndexCorruptError when it lies. */
@@ -131,12 +131,17 @@ export class SealedIndex implements SegmentIndex {
     let d = this.dialogCache.get(i);
     if (d) return d;
     if (i >= this.dialogCount) throw new IndexCorruptError(this.path, `dialog ${i} out of range`);
-    this.dialogOffsets ??= readExactly(this.fd, 4 + 4 * (this.dialogCount + 1), this.off.dialogs);
-    const start = this.dialogOffsets.readUInt32LE(4 + 4 * i);
-    const end = this.dialogOffsets.readUInt32LE(8 + 4 * i);
+    const nBlocks = Math.ceil(this.dialogCount / DIALOGS_PER_BLOCK);
+    this.dialogOffsets ??= readExactly(this.fd, 8 + 4 * (nBlocks + 1), this.off.dialogs);
+    const b = Math.floor(i / DIALOGS_PER_BLOCK);
     try {
-      const raw = readExactly(this.fd, end - start, this.off.dialogs + start);
-      d = JSON.parse((this.deflated ? inflateRawSync(raw) : raw).toString('utf8')) as DialogRecord;
+      if (this.blockCache?.n !== b) {
+        const start = this.dialogOffsets.readUInt32LE(8 + 4 * b);
+        const end = this.dialogOffsets.readUInt32LE(12 + 4 * b);
+        const raw = readExactly(this.fd, end - start, this.off.dialogs + start);
+        this.blockCache = { n: b, lines: inflateRawSync(raw).toString('utf8').split('\n') };
+      }
+      d = JSON.parse(this.blockCache.lines[i % DIALOGS_PER_BLOCK]) as DialogRecord;
     } catch {
       throw new IndexCorruptError(this.path, `dialog ${i} unreadable`);
     }

@@ -115,7 +115,14 @@ export function runQuery(ringDir: string, q: QuerySpec, opts: QueryOptions = {})
   const notes: string[] = [];
   const segments: OpenedSegment[] = [];
   for (const info of listSegments(ringDir)) {
-    const s = openSegment(info, mayWrite, opts);
+    let s: OpenedSegment | null;
+    try {
+      s = openSegment(info, mayWrite, opts);
+    } catch (e) {
+      // Rotation may delete the oldest segment between listing and opening it.
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw e;
+    }
     if (!s) continue;
     if (s.note) notes.push(s.note);
     segments.push(s);
@@ -288,7 +295,17 @@ export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ 
       let j = i;
       while (j < r.refs.length && r.refs[j].seg === si && (j === i || r.refs[j].offset > r.refs[j - 1].offset)) j++;
       let fd = fds.get(si);
-      if (fd === undefined) fds.set(si, (fd = openSync(r.segments[si].segment.path, 'r')));
+      if (fd === undefined) {
+        try {
+          fd = openSync(r.segments[si].segment.path, 'r');
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+            throw new Error(`segment ${r.segments[si].segment.path} was deleted by ring rotation while the query ran; query a narrower or more recent window, or give the ring more room`);
+          }
+          throw e;
+        }
+        fds.set(si, fd);
+      }
       const offsets = r.refs.slice(i, j).map((x) => x.offset);
       for (const rec of readPcapRecordsAt(fd, offsets, r.segments[si].header)) {
         if (!w.write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data })) await w.waitDrain();

@@ -258,7 +258,7 @@ export function cli(argv: string[]) {
     .strict()
     .fail((msg, err) => {
       if (err) fail(err);
-      process.stderr.write(`tracefleet: ${msg}\n(see tracefleet --help)\n`);
+      process.stderr.write(`tracefleet: ${msg} (see tracefleet --help)\n`);
       process.exit(EXIT.BAD_INPUT);
     })
     .help()

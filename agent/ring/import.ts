@@ -2,7 +2,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { parsePcapHeader } from '../../shared/pcap/pcap';
 import { detectCaptureFormat, readCaptureFile } from '../../shared/pcap/reader';
-import { notACaptureError } from '../../shared/pcap/errors';
+import { CaptureFormatError, notACaptureError } from '../../shared/pcap/errors';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { IndexerOptions, indexSegment } from '../index/builder';
 import { INDEX_EXT, SEGMENT_EXT, segmentBaseName } from './layout';
@@ -23,7 +23,14 @@ export interface ImportResult {
 }
 
 function sourceIsNanos(path: string): boolean {
-  const fd = openSync(path, 'r');
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : (e as Error).message;
+    throw new CaptureFormatError(`cannot read ${path}: ${why}; give the path of a PCAP or PCAPNG file`);
+  }
   try {
     const head = Buffer.alloc(24);
     const n = readSync(fd, head, 0, 24, 0);

@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { isRoot, run, startDaemon, DaemonHandle } from '../support/proc';
 import { TestNet } from '../support/netns';
 import { runSippCalls, SippCallsOptions, SippCallsResult } from '../support/sipp';
-import { sameRecords, tsharkPackets, tsharkSelect } from '../support/tshark';
+import { sameRecords, startCapture, tsharkPackets, tsharkSelect } from '../support/tshark';
 
 /*
  * End to end: our agent captures real sipp calls, then `tracefleet query`
@@ -161,4 +161,37 @@ test('a killed agent leaves a ring that still queries; a deleted index is rebuil
   const after = JSON.parse(q.stdout);
   assert.deepEqual(after.callIds.sort(), before.callIds.sort());
   assert.equal(after.packets, before.packets - 1, 'exactly the torn packet should be missing');
+});
+
+test('capture and query: 802.1Q-tagged SIP (real sipp calls, tagged by tcprewrite, replayed by tcpreplay)', { skip, timeout: 180_000 }, async (t) => {
+  // This kernel may lack 8021q, so the tags are put on by tcprewrite and the
+  // frames replayed across the test bridge, broadcast so the capture sees both directions.
+  const dir = mkdtempSync(join(tmpdir(), 'tf-e2e-'));
+  const net = await TestNet.create({ hosts: ['uac', 'uas'] });
+  let agent: DaemonHandle | null = null;
+  t.after(async () => {
+    await agent?.stop();
+    await net.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const plain = join(dir, 'plain.pcap');
+  const cap = await startCapture({ iface: 'eth0', file: plain, filter: 'udp port 5060', ns: net.ns('uas') });
+  const number = '15553337777';
+  const result = await runSippCalls({
+    uacNs: net.ns('uac'), uasNs: net.ns('uas'), transport: 'udp',
+    uasHost: { addr: net.addr('uas'), port: 5060 }, uacHost: { addr: net.addr('uac'), port: 5060 }, calls: 3, number,
+  });
+  await cap.stop();
+  const tagged = join(dir, 'tagged.pcap');
+  await run('tcprewrite', ['--infile', plain, '--outfile', tagged, '--enet-vlan=add', '--enet-vlan-tag=100', '--enet-vlan-cfi=0', '--enet-vlan-pri=0', '--enet-dmac=ff:ff:ff:ff:ff:ff']);
+  const ring = join(dir, 'ring');
+  agent = await startAgent(ring, 'eth0', net.ns('uas'));
+  await net.exec('uac', 'tcpreplay', ['-i', 'eth0', '--pps=200', tagged], { timeoutMs: 60_000 });
+  await agent.stop();
+  agent = null;
+  const pkts = await tsharkPackets(segments(ring)[0]);
+  assert.ok(pkts.length >= 21, `only ${pkts.length} tagged packets captured`);
+  const vlanFrames = await tsharkSelect(segments(ring), 'vlan.id == 100');
+  assert.equal(vlanFrames.length, pkts.length, 'every captured frame should carry the tag');
+  await checkCalls(ring, dir, result, number, 7);
 });

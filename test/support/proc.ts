@@ -217,25 +217,45 @@ export async function startDaemon(cmd: string, args: readonly string[], opts: Da
   });
   const describe = () => `${shown} (pid ${pid})`;
 
-  const waitForExit = (timeoutMs: number) =>
-    new Promise<ExitStatus>((resolve, reject) => {
-      const check = () => {
-        if (status) {
+  /**
+   * Settles once `check`, called now and after every output or the exit,
+   * returns a value (resolves) or throws (rejects); rejects with
+   * `timedOut()` after timeoutMs.
+   */
+  const waitUntil = <T>(timeoutMs: number, check: () => T | undefined, timedOut: () => Error) =>
+    new Promise<T>((resolve, reject) => {
+      const poll = () => {
+        let v: T | undefined;
+        try {
+          v = check();
+        } catch (e) {
           cleanup();
-          resolve(status);
+          reject(e);
+          return;
+        }
+        if (v !== undefined) {
+          cleanup();
+          resolve(v);
         }
       };
       const timer = setTimeout(() => {
         cleanup();
-        reject(new ProcError(`${describe()} still running after ${timeoutMs} ms; stderr: ${tail(err) || '(empty)'}`, shown));
+        reject(timedOut());
       }, timeoutMs);
       const cleanup = () => {
         clearTimeout(timer);
-        listeners.delete(check);
+        listeners.delete(poll);
       };
-      listeners.add(check);
-      check();
+      listeners.add(poll);
+      poll();
     });
+
+  const waitForExit = (timeoutMs: number) =>
+    waitUntil(
+      timeoutMs,
+      () => status ?? undefined,
+      () => new ProcError(`${describe()} still running after ${timeoutMs} ms; stderr: ${tail(err) || '(empty)'}`, shown),
+    );
 
   const handle: DaemonHandle = {
     pid,
@@ -244,29 +264,20 @@ export async function startDaemon(cmd: string, args: readonly string[], opts: Da
     stderr: () => err,
     exitStatus: () => status,
     waitForOutput(re, timeoutMs) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
+      const output = () => `stderr: ${tail(err) || '(empty)'}; stdout: ${tail(out, 500) || '(empty)'}`;
+      return waitUntil(
+        timeoutMs,
+        () => {
           const m = out.match(re) ?? err.match(re);
-          if (m) {
-            cleanup();
-            resolve(m);
-          } else if (status) {
-            cleanup();
+          if (m) return m;
+          if (status) {
             const how = status.code === null ? `was killed by ${status.signal}` : `exited with ${status.code}`;
-            reject(new ProcError(`${describe()} ${how} before printing ${re}; stderr: ${tail(err) || '(empty)'}; stdout: ${tail(out, 500) || '(empty)'}`, shown));
+            throw new ProcError(`${describe()} ${how} before printing ${re}; ${output()}`, shown);
           }
-        };
-        const timer = setTimeout(() => {
-          cleanup();
-          reject(new ProcError(`${describe()} did not print ${re} within ${timeoutMs} ms; stderr: ${tail(err) || '(empty)'}; stdout: ${tail(out, 500) || '(empty)'}`, shown));
-        }, timeoutMs);
-        const cleanup = () => {
-          clearTimeout(timer);
-          listeners.delete(check);
-        };
-        listeners.add(check);
-        check();
-      });
+          return undefined;
+        },
+        () => new ProcError(`${describe()} did not print ${re} within ${timeoutMs} ms; ${output()}`, shown),
+      );
     },
     waitForExit,
     async stop(graceMs = opts.stopGraceMs ?? 3000) {

@@ -1,4 +1,4 @@
-import { test, after } from 'node:test';
+import { test, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -96,80 +96,86 @@ for (const transport of ['udp', 'tcp'] as const) {
   });
 }
 
-test('sipp over UDP with MTU 576: the padded INVITE is IP-fragmented and its fragments are selected with the call', { skip, timeout: 90_000 }, async (t) => {
-  const net = await TestNet.create({ hosts: ['uac', 'uas'], mtu: 576 });
+/**
+ * Runs `calls` calls with a 1500-byte X-Pad between two namespaces on a bridge
+ * with a small MTU, so every INVITE travels in pieces (IP fragments or TCP
+ * segments, which tshark lists in `piecesField` of frames matching
+ * `piecesFilter`), and checks that every piece is selected with its call.
+ */
+async function paddedCallsOverSmallMtu(
+  t: TestContext,
+  o: {
+    name: string;
+    mtu: number;
+    transport: 'udp' | 'tcp';
+    ipv6?: boolean;
+    calls: number;
+    /** What a piece is called in assertion messages, and how many there must be at least. */
+    pieces: { what: string; filter: string; field: string; min: number };
+    minFramesPerCall: number;
+  },
+): Promise<{ file: string; selected: Set<number> }> {
+  const net = await TestNet.create({ hosts: ['uac', 'uas'], mtu: o.mtu });
   t.after(() => net.destroy());
+  const addr = (host: string) => (o.ipv6 ? net.addr6(host) : net.addr(host));
   const { file, result } = await callsCaptured(
-    'frag-udp',
+    o.name,
     { ns: net.bridgeNs, iface: net.bridgeIf },
     {
       uacNs: net.ns('uac'),
       uasNs: net.ns('uas'),
-      transport: 'udp',
-      uasHost: { addr: net.addr('uas'), port: 5060 },
-      uacHost: { addr: net.addr('uac'), port: 5060 },
-      calls: 3,
+      transport: o.transport,
+      uasHost: { addr: addr('uas'), port: 5060 },
+      uacHost: { addr: addr('uac'), port: 5060 },
+      calls: o.calls,
       padBytes: 1500,
     },
   );
-  assert.equal(result.successful, 3, result.errors);
-  const fragments = await fieldList(file, 'ip.fragments', 'ip.fragment');
-  // ~2 KB of INVITE in 552-byte pieces: at least four fragments per call.
-  assert.ok(fragments.length >= 12, `only ${fragments.length} fragment frames`);
-  const perCall = await assertPerCallSelection(file, result, [], 7 + 3);
+  assert.equal(result.successful, o.calls, result.errors);
+  const pieces = await fieldList(file, o.pieces.filter, o.pieces.field);
+  assert.ok(pieces.length >= o.pieces.min, `only ${pieces.length} ${o.pieces.what} frames`);
+  const perCall = await assertPerCallSelection(file, result, [], o.minFramesPerCall);
   const selected = new Set(perCall.flat());
-  for (const f of fragments) assert.ok(selected.has(f), `fragment frame ${f} not selected`);
+  for (const f of pieces) assert.ok(selected.has(f), `${o.pieces.what} frame ${f} not selected`);
+  return { file, selected };
+}
+
+test('sipp over UDP with MTU 576: the padded INVITE is IP-fragmented and its fragments are selected with the call', { skip, timeout: 90_000 }, async (t) => {
+  // ~2 KB of INVITE in 552-byte pieces: at least four fragments per call.
+  const { file, selected } = await paddedCallsOverSmallMtu(t, {
+    name: 'frag-udp',
+    mtu: 576,
+    transport: 'udp',
+    calls: 3,
+    pieces: { what: 'fragment', filter: 'ip.fragments', field: 'ip.fragment', min: 12 },
+    minFramesPerCall: 7 + 3,
+  });
   const nonFirst = await fieldList(file, 'ip.frag_offset > 0', 'frame.number');
   assert.ok(nonFirst.length >= 9);
   for (const f of nonFirst) assert.ok(selected.has(f), `fragment frame ${f} (no UDP header) not selected`);
 });
 
 test('sipp over TCP with MTU 576: the padded INVITE spans several segments, all selected', { skip, timeout: 90_000 }, async (t) => {
-  const net = await TestNet.create({ hosts: ['uac', 'uas'], mtu: 576 });
-  t.after(() => net.destroy());
-  const { file, result } = await callsCaptured(
-    'seg-tcp',
-    { ns: net.bridgeNs, iface: net.bridgeIf },
-    {
-      uacNs: net.ns('uac'),
-      uasNs: net.ns('uas'),
-      transport: 'tcp',
-      uasHost: { addr: net.addr('uas'), port: 5060 },
-      uacHost: { addr: net.addr('uac'), port: 5060 },
-      calls: 3,
-      padBytes: 1500,
-    },
-  );
-  assert.equal(result.successful, 3, result.errors);
-  const segments = await fieldList(file, 'tcp.segments', 'tcp.segment');
-  assert.ok(segments.length >= 12, `only ${segments.length} segment frames`);
-  const perCall = await assertPerCallSelection(file, result, [], 7 + 3);
-  const selected = new Set(perCall.flat());
-  for (const f of segments) assert.ok(selected.has(f), `segment frame ${f} not selected`);
+  await paddedCallsOverSmallMtu(t, {
+    name: 'seg-tcp',
+    mtu: 576,
+    transport: 'tcp',
+    calls: 3,
+    pieces: { what: 'segment', filter: 'tcp.segments', field: 'tcp.segment', min: 12 },
+    minFramesPerCall: 7 + 3,
+  });
 });
 
 test('sipp over UDP/IPv6 with MTU 1280: IPv6 fragments are selected with the call', { skip, timeout: 90_000 }, async (t) => {
-  const net = await TestNet.create({ hosts: ['uac', 'uas'], mtu: 1280 });
-  t.after(() => net.destroy());
-  const { file, result } = await callsCaptured(
-    'frag-udp6',
-    { ns: net.bridgeNs, iface: net.bridgeIf },
-    {
-      uacNs: net.ns('uac'),
-      uasNs: net.ns('uas'),
-      transport: 'udp',
-      uasHost: { addr: net.addr6('uas'), port: 5060 },
-      uacHost: { addr: net.addr6('uac'), port: 5060 },
-      calls: 2,
-      padBytes: 1500,
-    },
-  );
-  assert.equal(result.successful, 2, result.errors);
-  const fragments = await fieldList(file, 'ipv6.fragments', 'ipv6.fragment');
-  assert.ok(fragments.length >= 4, `only ${fragments.length} IPv6 fragment frames`);
-  const perCall = await assertPerCallSelection(file, result, [], 7 + 1);
-  const selected = new Set(perCall.flat());
-  for (const f of fragments) assert.ok(selected.has(f), `IPv6 fragment frame ${f} not selected`);
+  await paddedCallsOverSmallMtu(t, {
+    name: 'frag-udp6',
+    mtu: 1280,
+    transport: 'udp',
+    ipv6: true,
+    calls: 2,
+    pieces: { what: 'IPv6 fragment', filter: 'ipv6.fragments', field: 'ipv6.fragment', min: 4 },
+    minFramesPerCall: 7 + 1,
+  });
 });
 
 test('runSippCalls rejects option values that would corrupt the scenario', async () => {

@@ -77,9 +77,38 @@ function checkHeaderValue(name: string, v: string): void {
   if (/[\r\n]/.test(v) || v.includes(']]>')) throw new Error(`sipp: header ${name} value must not contain CR, LF or "]]>"`);
 }
 
+/** The SDP of the INVITE and of its 200: one PCMU stream. */
+const SDP = `      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+`;
+
+/** One `<send>` of a scenario; sipp strips the leading blank line and the indentation inside CDATA, as in its built-in scenarios. */
+function send(message: string, retrans = false): string {
+  return `  <send${retrans ? ' retrans="500"' : ''}>
+    <![CDATA[
+
+${message}
+    ]]>
+  </send>`;
+}
+
 function uacScenario(o: { fromUser: string; headers: Array<[string, string]>; callLengthMs: number }): string {
   const extra = o.headers.map(([k, v]) => `      ${k}: ${v}\n`).join('');
-  // Leading blank line and indentation inside CDATA are stripped by sipp, as in its built-in scenarios.
+  // The UAC's requests: INVITE, then ACK and BYE within the dialog (To with the UAS's tag).
+  const request = (method: string, cseq: number, toTag: string) => `      ${method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: ${o.fromUser} <sip:${o.fromUser}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: [service] <sip:[service]@[remote_ip]:[remote_port]>${toTag}
+      Call-ID: [call_id]
+      CSeq: ${cseq} ${method}
+      Contact: sip:${o.fromUser}@[local_ip]:[local_port]
+      Max-Forwards: 70
+`;
   return `<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="tracefleet uac">
@@ -88,66 +117,20 @@ function uacScenario(o: { fromUser: string; headers: Array<[string, string]>; ca
       <log message="START [call_id]"/>
     </action>
   </nop>
-  <send retrans="500">
-    <![CDATA[
-
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: ${o.fromUser} <sip:${o.fromUser}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: [service] <sip:[service]@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: sip:${o.fromUser}@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Subject: tracefleet test
+${send(`${request('INVITE', 1, '')}      Subject: tracefleet test
 ${extra}      Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-
-    ]]>
-  </send>
+${SDP}`, true)}
   <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
   <recv response="200" rtd="true"/>
-  <send>
-    <![CDATA[
-
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: ${o.fromUser} <sip:${o.fromUser}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Contact: sip:${o.fromUser}@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
+${send(`${request('ACK', 1, '[peer_tag_param]')}      Content-Length: 0
+`)}
   <pause milliseconds="${o.callLengthMs}"/>
-  <send retrans="500">
-    <![CDATA[
-
-      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: ${o.fromUser} <sip:${o.fromUser}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Contact: sip:${o.fromUser}@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
+${send(`${request('BYE', 2, '[peer_tag_param]')}      Content-Length: 0
+`, true)}
   <recv response="200" crlf="true">
     <action>
       <log message="DONE [call_id]"/>
@@ -157,76 +140,33 @@ ${extra}      Content-Type: application/sdp
 `;
 }
 
+/** Head of a UAS response to the last request, with the UAS's To tag and a Contact where asked (every response here but 100 has both; the 200 to BYE only the Contact). */
+function response(status: string, o: { toTag?: boolean; contact?: boolean } = {}): string {
+  return `      SIP/2.0 ${status}
+      [last_Via:]
+      [last_From:]
+      [last_To:]${o.toTag ? ';tag=[pid]SIPpTag01[call_number]' : ''}
+      [last_Call-ID:]
+      [last_CSeq:]
+${o.contact ? '      Contact: <sip:[local_ip]:[local_port];transport=[transport]>\n' : ''}`;
+}
+
 const UAS_SCENARIO = `<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="tracefleet uas">
   <recv request="INVITE" crlf="true"/>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 100 Trying
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
+${send(`${response('100 Trying')}      Content-Length: 0
+`)}
+${send(`${response('180 Ringing', { toTag: true, contact: true })}      Content-Length: 0
+`)}
+${send(`${response('200 OK', { toTag: true, contact: true })}      Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-
-    ]]>
-  </send>
+${SDP}`, true)}
   <recv request="ACK" optional="true" rtd="true" crlf="true"/>
   <recv request="BYE"/>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-
-    ]]>
-  </send>
+${send(`${response('200 OK', { contact: true })}      Content-Length: 0
+`)}
   <!-- Long enough to absorb a retransmitted BYE, short enough not to hold up the test. -->
   <timewait milliseconds="500"/>
 </scenario>

@@ -6,7 +6,7 @@ import { enforceBudget } from '../ring/budget';
 import { sanitizeStream } from '../ring/layout';
 import { MIN_SEGMENT_BYTES } from '../ring/writer';
 import { loadNative } from './pcap-native';
-import type { WorkerCommand, WorkerConfig, WorkerMessage } from './worker';
+import type { CaptureCounters, WorkerCommand, WorkerConfig, WorkerMessage } from './worker';
 
 export interface CaptureEngineOptions {
   ringDir: string;
@@ -25,16 +25,10 @@ export interface CaptureEngineOptions {
   minFreeBytes?: number;
 }
 
-export interface InterfaceStats {
+/** The counters are totals over every worker this interface has had. */
+export interface InterfaceStats extends CaptureCounters {
   stream: string;
   running: boolean;
-  /** Totals over every worker this interface has had. */
-  received: number;
-  dropped: number;
-  ifDropped: number;
-  packets: number;
-  bytes: number;
-  lostPackets: number;
   restarts: number;
   /** Restarts ran out; the interface is no longer captured. */
   gaveUp: boolean;
@@ -55,8 +49,19 @@ export interface CaptureError extends Error {
   fatal?: boolean;
 }
 
-type Counters = { received: number; dropped: number; ifDropped: number; packets: number; bytes: number; lostPackets: number };
-const ZERO: Counters = { received: 0, dropped: 0, ifDropped: 0, packets: 0, bytes: 0, lostPackets: 0 };
+const ZERO: CaptureCounters = { received: 0, dropped: 0, ifDropped: 0, packets: 0, bytes: 0, lostPackets: 0 };
+
+/** a + b, counter by counter; fields other than the counters are not copied. */
+function addCounters(a: CaptureCounters, b: CaptureCounters): CaptureCounters {
+  return {
+    received: a.received + b.received,
+    dropped: a.dropped + b.dropped,
+    ifDropped: a.ifDropped + b.ifDropped,
+    packets: a.packets + b.packets,
+    bytes: a.bytes + b.bytes,
+    lostPackets: a.lostPackets + b.lostPackets,
+  };
+}
 
 interface IfaceState {
   device: string;
@@ -65,8 +70,8 @@ interface IfaceState {
   ready: boolean;
   openSegment: string | null;
   /** Counters of the workers that came before the current one. */
-  base: Counters;
-  last: Counters;
+  base: CaptureCounters;
+  last: CaptureCounters;
   restarts: number;
   consecutiveFailures: number;
   startedAt: number;
@@ -214,16 +219,10 @@ export class CaptureEngine extends EventEmitter {
   stats(): CaptureEngineStats {
     const interfaces: Record<string, InterfaceStats> = {};
     for (const s of this.states) {
-      const sum = (k: keyof Counters) => s.base[k] + s.last[k];
       interfaces[s.device] = {
         stream: s.stream,
         running: s.worker !== null && s.ready,
-        received: sum('received'),
-        dropped: sum('dropped'),
-        ifDropped: sum('ifDropped'),
-        packets: sum('packets'),
-        bytes: sum('bytes'),
-        lostPackets: sum('lostPackets'),
+        ...addCounters(s.base, s.last),
         restarts: s.restarts,
         gaveUp: s.gaveUp,
         linkType: s.linkType,
@@ -322,14 +321,7 @@ export class CaptureEngine extends EventEmitter {
         this.runBudget();
         break;
       case 'stats':
-        s.last = {
-          received: m.received,
-          dropped: m.dropped,
-          ifDropped: m.ifDropped,
-          packets: m.packets,
-          bytes: m.bytes,
-          lostPackets: m.lostPackets,
-        };
+        s.last = addCounters(ZERO, m);
         break;
       case 'error': {
         const err: CaptureError = Object.assign(new Error(m.message), { stream: s.stream, code: m.code, fatal: m.fatal });
@@ -351,14 +343,7 @@ export class CaptureEngine extends EventEmitter {
     const wasReady = s.ready;
     s.worker = null;
     s.ready = false;
-    s.base = {
-      received: s.base.received + s.last.received,
-      dropped: s.base.dropped + s.last.dropped,
-      ifDropped: s.base.ifDropped + s.last.ifDropped,
-      packets: s.base.packets + s.last.packets,
-      bytes: s.base.bytes + s.last.bytes,
-      lostPackets: s.base.lostPackets + s.last.lostPackets,
-    };
+    s.base = addCounters(s.base, s.last);
     s.last = { ...ZERO };
     if (s.openSegment) {
       // The worker died with a segment open; it is final now, and whatever

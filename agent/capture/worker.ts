@@ -26,7 +26,19 @@ export interface WorkerConfig {
   readBufferBytes?: number;
 }
 
-/** Messages a capture worker posts to its parent. */
+/** What a capture worker counts: libpcap's pcap_stats, then its own. */
+export interface CaptureCounters {
+  received: number;
+  dropped: number;
+  ifDropped: number;
+  /** Packets and record bytes written to segments. */
+  packets: number;
+  bytes: number;
+  /** Packets captured but lost to segment write errors. */
+  lostPackets: number;
+}
+
+/** Messages a capture worker posts to its parent; 'stats' counts over this worker's life. */
 export type WorkerMessage =
   | {
       type: 'ready';
@@ -42,18 +54,7 @@ export type WorkerMessage =
   | { type: 'segment-open'; stream: string; path: string; linkType: number; nanos: boolean }
   | { type: 'flushed'; stream: string; path: string; bytes: number }
   | { type: 'segment-closed'; stream: string; path: string; bytes: number }
-  | {
-      type: 'stats';
-      stream: string;
-      received: number;
-      dropped: number;
-      ifDropped: number;
-      /** Packets and record bytes written to segments by this worker. */
-      packets: number;
-      bytes: number;
-      /** Packets captured but lost to segment write errors. */
-      lostPackets: number;
-    }
+  | ({ type: 'stats'; stream: string } & CaptureCounters)
   | { type: 'error'; stream: string; message: string; code?: string; fatal: boolean }
   | { type: 'stopped'; stream: string };
 

@@ -97,16 +97,11 @@ int LinktypeToDlt(int lt) {
 
 Capture* GetHandle(const Napi::CallbackInfo& info, bool mustBeOpen) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsExternal()) {
+  if (info.Length() < 1 || !info[0].IsExternal() || !info[0].As<Napi::External<Capture>>().CheckTypeTag(&kHandleTag)) {
     ThrowType(env, "expected a capture handle returned by open()");
     return nullptr;
   }
-  auto ext = info[0].As<Napi::External<Capture>>();
-  if (!ext.CheckTypeTag(&kHandleTag)) {
-    ThrowType(env, "expected a capture handle returned by open()");
-    return nullptr;
-  }
-  Capture* c = ext.Data();
+  Capture* c = info[0].As<Napi::External<Capture>>().Data();
   if (mustBeOpen && c->p == nullptr) {
     Throw(env, "capture on " + c->device + " is closed", "ECLOSED");
     return nullptr;
@@ -114,24 +109,30 @@ Capture* GetHandle(const Napi::CallbackInfo& info, bool mustBeOpen) {
   return c;
 }
 
-bool GetNumberOpt(Napi::Env env, Napi::Object o, const char* key, double* out) {
+// Option `key` of open()'s options if `isType` accepts it; otherwise an
+// empty Value with a JS exception pending (reading it threw, or a TypeError
+// saying it must be `typeName`).
+Napi::Value GetTypedOpt(Napi::Env env, Napi::Object o, const char* key, bool (Napi::Value::*isType)() const,
+                        const char* typeName) {
   Napi::Value v = o.Get(key);
-  if (env.IsExceptionPending()) return false;
-  if (!v.IsNumber()) {
-    ThrowType(env, std::string("open(): option ") + key + " must be a number");
-    return false;
+  if (env.IsExceptionPending()) return Napi::Value();
+  if (!(v.*isType)()) {
+    ThrowType(env, std::string("open(): option ") + key + " must be " + typeName);
+    return Napi::Value();
   }
+  return v;
+}
+
+bool GetNumberOpt(Napi::Env env, Napi::Object o, const char* key, double* out) {
+  Napi::Value v = GetTypedOpt(env, o, key, &Napi::Value::IsNumber, "a number");
+  if (v.IsEmpty()) return false;
   *out = v.As<Napi::Number>().DoubleValue();
   return true;
 }
 
 bool GetBoolOpt(Napi::Env env, Napi::Object o, const char* key, bool* out) {
-  Napi::Value v = o.Get(key);
-  if (env.IsExceptionPending()) return false;
-  if (!v.IsBoolean()) {
-    ThrowType(env, std::string("open(): option ") + key + " must be a boolean");
-    return false;
-  }
+  Napi::Value v = GetTypedOpt(env, o, key, &Napi::Value::IsBoolean, "a boolean");
+  if (v.IsEmpty()) return false;
   *out = v.As<Napi::Boolean>().Value();
   return true;
 }
@@ -420,6 +421,24 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Compiles `filter` for link type `lt` on a dead handle (no interface). On
+// success the caller owns both: pcap_freecode(prog), then pcap_close(). On
+// failure nullptr, with a JS exception pending and nothing left to free.
+pcap_t* CompileOffline(Napi::Env env, const std::string& filter, int lt, int snaplen, struct bpf_program* prog) {
+  pcap_t* p = pcap_open_dead(LinktypeToDlt(lt), snaplen);
+  if (p == nullptr) {
+    Throw(env, "libpcap cannot compile filters for link type " + std::to_string(lt), "EFILTER");
+    return nullptr;
+  }
+  if (pcap_compile(p, prog, filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
+    const std::string why = pcap_geterr(p);
+    pcap_close(p);
+    Throw(env, "invalid capture filter \"" + filter + "\": " + why, "EFILTER");
+    return nullptr;
+  }
+  return p;
+}
+
 // compileFilter(filter, linkType, snaplen) checks a filter without opening
 // an interface, so it needs no privileges.
 Napi::Value CompileFilter(const Napi::CallbackInfo& info) {
@@ -431,14 +450,9 @@ Napi::Value CompileFilter(const Napi::CallbackInfo& info) {
   const int lt = info[1].As<Napi::Number>().Int32Value();
   int snaplen = kMaxSnaplen;
   if (info.Length() >= 3 && info[2].IsNumber()) snaplen = info[2].As<Napi::Number>().Int32Value();
-  pcap_t* p = pcap_open_dead(LinktypeToDlt(lt), snaplen);
-  if (p == nullptr) return Throw(env, "libpcap cannot compile filters for link type " + std::to_string(lt), "EFILTER");
   struct bpf_program prog;
-  if (pcap_compile(p, &prog, filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
-    const std::string why = pcap_geterr(p);
-    pcap_close(p);
-    return Throw(env, "invalid capture filter \"" + filter + "\": " + why, "EFILTER");
-  }
+  pcap_t* p = CompileOffline(env, filter, lt, snaplen, &prog);
+  if (p == nullptr) return env.Undefined();
   const uint32_t insns = prog.bf_len;
   pcap_freecode(&prog);
   pcap_close(p);
@@ -456,14 +470,9 @@ Napi::Value FilterMatches(const Napi::CallbackInfo& info) {
   const std::string filter = info[0].As<Napi::String>().Utf8Value();
   const int lt = info[1].As<Napi::Number>().Int32Value();
   Napi::Array packets = info[2].As<Napi::Array>();
-  pcap_t* p = pcap_open_dead(LinktypeToDlt(lt), kMaxSnaplen);
-  if (p == nullptr) return Throw(env, "libpcap cannot compile filters for link type " + std::to_string(lt), "EFILTER");
   struct bpf_program prog;
-  if (pcap_compile(p, &prog, filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
-    const std::string why = pcap_geterr(p);
-    pcap_close(p);
-    return Throw(env, "invalid capture filter \"" + filter + "\": " + why, "EFILTER");
-  }
+  pcap_t* p = CompileOffline(env, filter, lt, kMaxSnaplen, &prog);
+  if (p == nullptr) return env.Undefined();
   Napi::Array out = Napi::Array::New(env, packets.Length());
   for (uint32_t i = 0; i < packets.Length(); i++) {
     Napi::Value v = packets.Get(i);

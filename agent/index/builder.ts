@@ -219,8 +219,24 @@ export class SegmentIndexer {
       parts.push(recordBytes(REC.PACKETS, Buffer.from(st.packetEntries(this.flushedPackets))));
       this.flushedPackets = st.packetCount;
     }
-    for (let i = this.flushedMessages; i < st.messages.length; i++) {
-      parts.push(recordBytes(REC.MESSAGE, Buffer.from(JSON.stringify(st.messages[i]), 'utf8')));
+    if (st.messages.length > this.flushedMessages) {
+      // One buffer for all new message records: they are many and small.
+      const jsons: string[] = [];
+      let total = 0;
+      for (let i = this.flushedMessages; i < st.messages.length; i++) {
+        const j = JSON.stringify(st.messages[i]);
+        jsons.push(j);
+        total += RECORD_PREFIX_LEN + Buffer.byteLength(j, 'utf8');
+      }
+      const out = Buffer.allocUnsafe(total);
+      let at = 0;
+      for (const j of jsons) {
+        const n = out.write(j, at + RECORD_PREFIX_LEN, 'utf8');
+        out.writeUInt32LE(n + 1, at);
+        out[at + 4] = REC.MESSAGE;
+        at += RECORD_PREFIX_LEN + n;
+      }
+      parts.push(out);
     }
     this.flushedMessages = st.messages.length;
     if (parts.length === 0) return;

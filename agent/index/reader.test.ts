@@ -1,0 +1,87 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PcapFileWriterSync } from '../../shared/pcap/writer';
+import { ethernet, ipv4, udp, ETH_IPV4, sipInvite, sipResponse } from '../../shared/decode/testing/build';
+import { SegmentIndexer } from './builder';
+import { IndexCorruptError, INDEX_HEADER_LEN } from './format';
+import { SealedIndex, replayJournal } from './reader';
+
+function segment(dir: string, calls: number): string {
+  const path = join(dir, 'seg.pcap');
+  const fd = openSync(path, 'w');
+  const w = new PcapFileWriterSync(fd, { linkType: 1, nanos: true });
+  for (let i = 0; i < calls; i++) {
+    for (const [k, msg] of [sipInvite(`c${i}@x`), sipResponse(200, 'OK', `c${i}@x`)].entries()) {
+      const f = ethernet(ETH_IPV4, ipv4({ src: '192.0.2.1', dst: '192.0.2.2', proto: 17 }, udp(5060, 5060, msg)));
+      w.write({ tsSec: 1_795_000_000 + i, tsNsec: k, origLen: f.length, data: f });
+    }
+  }
+  w.flush();
+  closeSync(fd);
+  return path;
+}
+
+test('a journal replays up to its last checkpoint; a torn tail is ignored, garbage is corruption', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-index-'));
+  try {
+    const seg = segment(dir, 20);
+    const idx = join(dir, 'seg.idx');
+    const ix = new SegmentIndexer(seg, idx);
+    ix.catchUp();
+    ix.close();
+    const full = replayJournal(idx);
+    assert.equal(full.state.packetCount, 40);
+    assert.equal(full.state.messages.length, 40);
+    assert.equal(full.state.indexedBytes, statSync(seg).size);
+
+    // Cut inside the last record (the checkpoint): the batch before it is not committed.
+    truncateSync(idx, statSync(idx).size - 3);
+    const torn = replayJournal(idx);
+    assert.ok(torn.state.packetCount <= 40);
+    assert.equal(torn.state.messages.every((m) => m.p.every((p) => p < torn.state.packetCount)), true);
+
+    // A record type no writer produces, right after the header: corrupt.
+    const fd = openSync(idx, 'r+');
+    writeSync(fd, Buffer.from([0x7f]), 0, 1, INDEX_HEADER_LEN + 4);
+    closeSync(fd);
+    assert.throws(() => replayJournal(idx), IndexCorruptError);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a sealed index finds dialogs by Call-ID and number with its lookup tables, and a lying footer is caught', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-index-'));
+  try {
+    const seg = segment(dir, 100);
+    const idx = join(dir, 'seg.idx');
+    const ix = new SegmentIndexer(seg, idx, { journal: false });
+    ix.catchUp();
+    ix.seal();
+    const s = SealedIndex.open(idx)!;
+    assert.ok(s, 'sealed');
+    assert.equal(s.packetCount, 200);
+    assert.equal(s.dialogCount, 100);
+    const d = s.dialogsByCallId('c57@x');
+    assert.equal(d.length, 1);
+    assert.deepEqual(d[0].msgs.map((m) => m.m ?? m.s), ['INVITE', 200]);
+    assert.equal(s.dialogsByCallId('c570@x').length, 0);
+    assert.equal(s.dialogsByNumber('1234567').length, 100);
+    assert.equal(s.dialogsByNumber('9234567').length, 0);
+    s.close();
+    // Point the footer's packet table past the end of the file.
+    const buf = readFileSync(idx);
+    const fd = openSync(idx, 'r+');
+    const at = buf.length - 128 + 44;
+    const b = Buffer.alloc(8);
+    b.writeDoubleLE(buf.length * 2, 0);
+    writeSync(fd, b, 0, 8, at);
+    closeSync(fd);
+    assert.throws(() => SealedIndex.open(idx), /footer points outside/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

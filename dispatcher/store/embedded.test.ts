@@ -1,0 +1,110 @@
+// The embedded server itself. These tests run whether or not COUCHDB_URL is
+// set: they are about the server the dispatcher starts when it is not.
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import nano from 'nano';
+import { startEmbeddedCouch } from './embedded';
+import { MERGED_ATTACHMENT, PCAP_CONTENT_TYPE } from './layout';
+import { StoreUnreachableError, TraceStore } from './store';
+
+describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
+  let dataDir: string;
+  before(() => {
+    dataDir = mkdtempSync(join(tmpdir(), 'tracefleet-embedded-'));
+  });
+  after(() => {
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('speaks enough CouchDB for nano, says where its data is, keeps it across restarts', async () => {
+    const lines: string[] = [];
+    const couch = await startEmbeddedCouch({ dataDir, log: (l) => lines.push(l) });
+    let traceId: string;
+    try {
+      assert.match(couch.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+      assert.equal(lines.length, 1);
+      assert.match(lines[0], /embedded/);
+      assert.ok(lines[0].includes(couch.url) && lines[0].includes(dataDir), lines[0]);
+
+      const server = nano(couch.url);
+      await server.db.create('plain');
+      const db = server.use<{ kind: string; n: number }>('plain');
+      const a = await db.insert({ _id: 'a', kind: 'x', n: 1 });
+      await db.insert({ _id: 'b', kind: 'y', n: 2 });
+      await assert.rejects(db.insert({ _id: 'a', kind: 'x', n: 9 }), (e: { statusCode?: number }) => e.statusCode === 409);
+      const a2 = await db.insert({ _id: 'a', _rev: a.rev, kind: 'x', n: 3 });
+      assert.ok(a2.rev.startsWith('2-'));
+      assert.deepEqual((await db.list()).rows.map((r) => r.id), ['a', 'b']);
+      assert.deepEqual((await db.find({ selector: { kind: 'y' } })).docs.map((d) => d._id), ['b']);
+      // Attachments: a stale rev conflicts, a missing database is a 404.
+      await assert.rejects(db.attachment.insert('a', 'x.bin', Buffer.from('x'), 'application/octet-stream', { rev: a.rev }), (e: { statusCode?: number }) => e.statusCode === 409);
+      const withAtt = await db.attachment.insert('a', 'x.bin', Buffer.from('xyz'), 'application/octet-stream', { rev: a2.rev });
+      assert.equal((await db.attachment.get('a', 'x.bin')).toString(), 'xyz');
+      assert.equal((await db.get('a'))._rev, (typeof withAtt === 'string' ? JSON.parse(withAtt) : withAtt).rev);
+      await assert.rejects(server.use('missing').attachment.insert('a', 'x.bin', Buffer.from('x'), 'application/octet-stream'), (e: { statusCode?: number }) => e.statusCode === 404);
+      await db.destroy('b', (await db.get('b'))._rev);
+      assert.deepEqual((await db.list()).rows.map((r) => r.id), ['a']);
+
+      const store = await TraceStore.open({ url: couch.url });
+      const trace = await store.createTrace({ request: { number: '5551234' }, user: 'ann', hosts: ['h'] });
+      traceId = trace.id;
+      await store.putAttachmentStream(trace._id, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([Buffer.from('abc')]));
+    } finally {
+      await couch.stop();
+      await couch.stop();
+    }
+
+    const again = await startEmbeddedCouch({ dataDir, log: () => {} });
+    try {
+      const store = await TraceStore.open({ url: again.url });
+      assert.deepEqual((await store.listTraces()).traces.map((t) => t.id), [traceId]);
+      const chunks: Buffer[] = [];
+      for await (const c of store.getAttachmentStream(`trace:${traceId}`, MERGED_ATTACHMENT)) chunks.push(c as Buffer);
+      assert.equal(Buffer.concat(chunks).toString(), 'abc');
+      assert.equal((await nano(again.url).use<{ n: number }>('plain').get('a')).n, 3);
+    } finally {
+      await again.stop();
+    }
+  });
+
+  test('a stopped server is unreachable; a second one on the same data refuses to start', async () => {
+    const couch = await startEmbeddedCouch({ dataDir, log: () => {} });
+    const store = await TraceStore.open({ url: couch.url, db: 'second' });
+    await assert.rejects(startEmbeddedCouch({ dataDir, log: () => {} }), /in use by another process/);
+    await couch.stop();
+    await assert.rejects(store.listTraces(), (e) => e instanceof StoreUnreachableError && e.message.includes(couch.url));
+  });
+
+  test('a server that dies is logged; only loopback addresses are accepted', async () => {
+    const lines: string[] = [];
+    const couch = await startEmbeddedCouch({ dataDir, log: (l) => lines.push(l) });
+    const died = new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        if (lines.length > 1) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 20);
+    });
+    process.kill(couch.pid, 'SIGKILL');
+    await died;
+    assert.match(lines[1], /exited unexpectedly/);
+    await couch.stop();
+
+    await assert.rejects(startEmbeddedCouch({ dataDir, host: '0.0.0.0', log: () => {} }), /loopback only/);
+    const v6 = await startEmbeddedCouch({ dataDir, host: '::1', log: () => {} }).catch((e: Error) => e);
+    if (v6 instanceof Error) {
+      // Hosts without IPv6 loopback cannot listen there; say so rather than pass silently.
+      assert.match(v6.message, /failed to start|cannot listen/);
+    } else {
+      assert.match(v6.url, /^http:\/\/\[::1\]:\d+$/);
+      assert.ok((await TraceStore.open({ url: v6.url, db: 'v6' })).dbName === 'v6');
+      await v6.stop();
+    }
+  });
+});

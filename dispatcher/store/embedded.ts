@@ -1,0 +1,119 @@
+/*
+ * The embedded store: when no COUCHDB_URL is given the dispatcher runs a
+ * CouchDB-compatible server (express-pouchdb over PouchDB's LevelDB adapter)
+ * on loopback and talks to it through the same nano code as to Apache
+ * CouchDB.
+ *
+ * It runs in a child process, not in the dispatcher's: express-pouchdb reads
+ * a whole attachment body into memory before storing it, and the dispatcher
+ * promises to stream a host's result into the store without its own memory
+ * growing by the result's size. In a child process that buffering is the
+ * store's cost, as it would be Apache CouchDB's, and a crash of either side
+ * does not take the other down.
+ */
+
+import { ChildProcess, fork } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
+import type { ChildMessage, EmbeddedServerArgs, ParentMessage } from './embedded-server';
+
+export interface EmbeddedCouchOptions {
+  dataDir: string;
+  host?: string;
+  port?: number;
+  /** Where the one-line notice goes; stderr by default. */
+  log?: (line: string) => void;
+  /** How long the server may take to come up (ms). */
+  startTimeoutMs?: number;
+}
+
+export interface EmbeddedCouch {
+  url: string;
+  dataDir: string;
+  /** Process id of the server, for logs and health checks. */
+  pid: number;
+  stop(): Promise<void>;
+}
+
+const LOOPBACK = /^(127(\.\d{1,3}){3}|::1|\[::1\]|localhost)$/;
+
+function urlHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<EmbeddedCouch> {
+  const host = opts.host ?? '127.0.0.1';
+  const port = opts.port ?? 0;
+  const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  // The embedded server has no authentication at all (anyone who reaches it
+  // may read and write), so it never listens beyond this machine.
+  if (!LOOPBACK.test(host)) {
+    throw new Error(`the embedded store listens on loopback only, not on ${host}: use 127.0.0.1 or ::1, or set COUCHDB_URL to a real CouchDB`);
+  }
+  const dataDir = resolvePath(opts.dataDir);
+  mkdirSync(dataDir, { recursive: true });
+
+  const args: EmbeddedServerArgs = { dataDir, host: host.replace(/^\[|\]$/g, ''), port };
+  const child = fork(require.resolve('./embedded-server'), [JSON.stringify(args)], {
+    // Not the parent's flags (node --test, --inspect...); the deprecation
+    // warnings are express-pouchdb's use of `new Buffer`, nothing we can fix.
+    execArgv: ['--no-deprecation'],
+    // fd 2 twice: the dispatcher's stdout may be a PCAP going to Wireshark.
+    stdio: ['ignore', 2, 2, 'ipc'],
+    cwd: dataDir,
+  });
+
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const readyPort = await waitReady(child, exited, opts.startTimeoutMs ?? 30_000);
+  const url = `http://${urlHost(args.host)}:${readyPort}`;
+
+  let stopping: Promise<void> | undefined;
+  void exited.then((code) => {
+    if (!stopping) log(`tracefleet store: the embedded store (pid ${child.pid}) exited unexpectedly with code ${code}; the store at ${url} is unreachable until the dispatcher restarts`);
+  });
+  log(`tracefleet store: embedded CouchDB-compatible server (express-pouchdb, LevelDB) at ${url}, data in ${dataDir} (set COUCHDB_URL to use Apache CouchDB)`);
+
+  return {
+    url,
+    dataDir,
+    pid: child.pid ?? -1,
+    stop(): Promise<void> {
+      stopping ??= stopChild(child, exited);
+      return stopping;
+    },
+  };
+}
+
+function waitReady(child: ChildProcess, exited: Promise<number | null>, timeoutMs: number): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`the embedded store did not start within ${timeoutMs} ms`));
+    }, timeoutMs);
+    let failure: string | undefined;
+    const onMessage = (msg: ChildMessage): void => {
+      if (msg.type === 'ready') {
+        clearTimeout(timer);
+        child.off('message', onMessage);
+        resolve(msg.port);
+      } else if (msg.type === 'error') {
+        failure = msg.message;
+      }
+    };
+    child.on('message', onMessage);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(failure ?? `the embedded store exited during start with code ${code}`));
+    });
+  });
+}
+
+async function stopChild(child: ChildProcess, exited: Promise<number | null>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const msg: ParentMessage = { type: 'stop' };
+  if (child.connected) child.send(msg);
+  else child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+}

@@ -1,0 +1,166 @@
+/*
+ * The dispatcher's CouchDB layout. One database (default `tracefleet`), three
+ * kinds of document, one design document. Everything is plain JSON so that a
+ * developer can script against CouchDB directly.
+ *
+ *   trace:<id>            type 'trace'
+ *     id, request (the trace's filters, as validated), user, createdAt (ISO),
+ *     hosts (agents expected to answer), state
+ *     ('running' | 'done' | 'partial' | 'failed' | 'cancelled' | 'interrupted'),
+ *     finishedAt? (ISO), merged? { packets, bytes }
+ *     attachment merged.pcap: every host's packets, time-ordered, de-duplicated
+ *
+ *   trace:<id>:<host>     type 'result', one per host asked
+ *     traceId, host, state
+ *     ('queued' | 'started' | 'done' | 'error' | 'unreachable' | 'lost' | 'cancelled'),
+ *     packets, bytes, truncated, error?, messages (SIP summaries for the
+ *     ladder), updatedAt (ISO)
+ *     attachment packets.pcap: that host's PCAP as the agent sent it
+ *
+ *   user:<name>           type 'user'
+ *     name, roles, passwordHash (salted scrypt, encoded by the auth code),
+ *     tokens [{ id, hash, createdAt }]
+ *
+ *   _design/tracefleet    views (keys end with the trace id so that every key
+ *                         is unique and a page boundary is just a key):
+ *     traces_by_time      [createdAt, id]             → null
+ *     traces_by_user      [user, createdAt, id]       → null
+ *     results_by_trace    [traceId, host]             → null
+ *     results_by_updated  updatedAt                   → traceId
+ *     users_by_token      token id                    → user name
+ *
+ * Trace ids are restricted to [A-Za-z0-9_-] so `trace:<id>:<host>` can never
+ * collide with another trace's id; hosts are free text (agent names).
+ * Map functions are ES5 strings: CouchDB 3.x may still run SpiderMonkey 1.8.5.
+ */
+
+import type { MessageSummary } from '../../agent/query/engine';
+
+export const TRACE_STATES = ['running', 'done', 'partial', 'failed', 'cancelled', 'interrupted'] as const;
+export type TraceState = (typeof TRACE_STATES)[number];
+
+export const RESULT_STATES = ['queued', 'started', 'done', 'error', 'unreachable', 'lost', 'cancelled'] as const;
+export type ResultState = (typeof RESULT_STATES)[number];
+
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** What CouchDB adds to every document it returns. */
+export interface CouchMeta {
+  _id: string;
+  _rev?: string;
+  _attachments?: Record<string, AttachmentStub>;
+}
+
+export interface AttachmentStub {
+  content_type: string;
+  length: number;
+  digest: string;
+  revpos?: number;
+  stub?: boolean;
+}
+
+export interface TraceDoc extends CouchMeta {
+  type: 'trace';
+  id: string;
+  request: { [key: string]: JsonValue };
+  user: string;
+  createdAt: string;
+  hosts: string[];
+  state: TraceState;
+  finishedAt?: string;
+  merged?: { packets: number; bytes: number };
+}
+
+export interface ResultDoc extends CouchMeta {
+  type: 'result';
+  traceId: string;
+  host: string;
+  state: ResultState;
+  packets: number;
+  bytes: number;
+  truncated: boolean;
+  error?: string;
+  messages: MessageSummary[];
+  updatedAt: string;
+}
+
+export interface UserToken {
+  id: string;
+  hash: string;
+  createdAt: string;
+}
+
+export interface UserDoc extends CouchMeta {
+  type: 'user';
+  name: string;
+  roles: string[];
+  passwordHash: string;
+  tokens: UserToken[];
+}
+
+export const MERGED_ATTACHMENT = 'merged.pcap';
+export const HOST_ATTACHMENT = 'packets.pcap';
+export const PCAP_CONTENT_TYPE = 'application/vnd.tcpdump.pcap';
+
+const TRACE_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+export function checkTraceId(id: string): string {
+  if (!TRACE_ID.test(id)) {
+    throw new Error(`trace id ${JSON.stringify(id)} is not valid: use 1-128 letters, digits, '-' or '_'`);
+  }
+  return id;
+}
+
+export function checkHost(host: string): string {
+  if (host.length === 0 || host.length > 253) {
+    throw new Error(`host name ${JSON.stringify(host)} is not valid: it must have 1-253 characters`);
+  }
+  return host;
+}
+
+export function traceDocId(id: string): string {
+  return `trace:${checkTraceId(id)}`;
+}
+
+export function resultDocId(traceId: string, host: string): string {
+  return `trace:${checkTraceId(traceId)}:${checkHost(host)}`;
+}
+
+export function userDocId(name: string): string {
+  if (name.length === 0 || name.length > 200) {
+    throw new Error(`user name ${JSON.stringify(name)} is not valid: it must have 1-200 characters`);
+  }
+  return `user:${name}`;
+}
+
+export const DESIGN_NAME = 'tracefleet';
+
+/**
+ * `version` lets a newer dispatcher replace the views of an older one on
+ * start; bump it whenever a map function changes.
+ */
+export const DESIGN_DOC = {
+  _id: `_design/${DESIGN_NAME}`,
+  language: 'javascript',
+  version: 1,
+  views: {
+    traces_by_time: {
+      map: "function (doc) { if (doc.type === 'trace') { emit([doc.createdAt, doc.id], null); } }",
+    },
+    traces_by_user: {
+      map: "function (doc) { if (doc.type === 'trace') { emit([doc.user, doc.createdAt, doc.id], null); } }",
+    },
+    results_by_trace: {
+      map: "function (doc) { if (doc.type === 'result') { emit([doc.traceId, doc.host], null); } }",
+    },
+    results_by_updated: {
+      map: "function (doc) { if (doc.type === 'result') { emit(doc.updatedAt, doc.traceId); } }",
+    },
+    users_by_token: {
+      map:
+        "function (doc) { if (doc.type === 'user' && doc.tokens) { for (var i = 0; i < doc.tokens.length; i++) { emit(doc.tokens[i].id, doc.name); } } }",
+    },
+  },
+} as const;
+
+export type ViewName = keyof typeof DESIGN_DOC.views;

@@ -137,13 +137,12 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
   });
   process.stderr.write(`tracefleet agent: capturing on ${ifaces.join(', ')} into ${a.ring as string} (filter: ${filter})\n`);
   const statsEvery = (a.statsInterval as number) * 1000;
-  const timer = statsEvery > 0
-    ? setInterval(() => {
-        const st = agent.engine.stats();
-        const parts = Object.entries(st.interfaces).map(([n, s]) => `${n}: ${s.packets} pkts, ${s.dropped} dropped, ${s.ifDropped} if-dropped`);
-        process.stderr.write(`tracefleet agent: ${parts.join('; ')}${agent.indexer.errors ? `; index errors ${agent.indexer.errors}` : ''}\n`);
-      }, statsEvery)
-    : null;
+  const statsLine = () => {
+    const st = agent.engine.stats();
+    const parts = Object.entries(st.interfaces).map(([n, s]) => `${n}: ${s.packets} pkts, ${s.dropped} dropped, ${s.ifDropped} if-dropped`);
+    process.stderr.write(`tracefleet agent: ${parts.join('; ')}${agent.indexer.errors ? `; index errors ${agent.indexer.errors}` : ''}\n`);
+  };
+  const timer = statsEvery > 0 ? setInterval(statsLine, statsEvery) : null;
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);
@@ -151,6 +150,7 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
   });
   if (timer) clearInterval(timer);
   await agent.stop();
+  statsLine();
   process.stderr.write('tracefleet agent: stopped; ring indexes sealed\n');
 }
 

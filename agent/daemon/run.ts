@@ -1,17 +1,27 @@
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { CaptureEngine, CaptureEngineOptions } from '../capture/capture';
 import { LiveIndexer } from '../index/live';
+import type { IndexerCommand, IndexerReport, IndexerWorkerData } from '../index/live-worker';
 import { lockRing } from '../ring/lock';
 
 export interface AgentOptions extends CaptureEngineOptions {
   correlationHeader?: string;
+  /** Nice value of the indexing thread (default 10): under CPU pressure indexing lags, capture does not drop. */
+  indexerNice?: number;
   /** Where progress lines go; default stderr. */
   log?: (line: string) => void;
 }
 
+export interface IndexerHandle {
+  errors: number;
+  lastError: string | null;
+}
+
 export interface RunningAgent {
   engine: CaptureEngine;
-  indexer: LiveIndexer;
+  indexer: IndexerHandle;
   stop(): Promise<void>;
 }
 
@@ -23,23 +33,42 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   mkdirSync(opts.ringDir, { recursive: true });
   const release = lockRing(opts.ringDir);
-  const indexer = new LiveIndexer(opts.ringDir, { correlationHeader: opts.correlationHeader });
   try {
-    for (const note of indexer.repairAll()) log(`tracefleet agent: ${note}`);
+    // Segments a previous run left without a sound index, before capture adds more.
+    for (const note of new LiveIndexer(opts.ringDir, { correlationHeader: opts.correlationHeader }).repairAll()) log(`tracefleet agent: ${note}`);
   } catch (e) {
     release();
     throw e;
   }
+  const indexer: IndexerHandle = { errors: 0, lastError: null };
+  const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10 };
+  const worker = new Worker(join(__dirname, '..', 'index', 'live-worker.js'), { workerData: data });
+  const stoppedIndexer = new Promise<void>((resolve) => {
+    worker.on('message', (m: IndexerReport) => {
+      if (m.type === 'status') {
+        if (m.errors > indexer.errors && m.lastError) log(`tracefleet agent: index error (rebuilt later from the segment): ${m.lastError}`);
+        indexer.errors = m.errors;
+        indexer.lastError = m.lastError;
+      } else if (m.type === 'stopped') resolve();
+    });
+    worker.on('error', (e) => {
+      log(`tracefleet agent: indexer thread failed: ${e.message}; segments will be indexed when next opened`);
+      resolve();
+    });
+    worker.on('exit', () => resolve());
+  });
+  const send = (c: IndexerCommand) => worker.postMessage(c);
   const engine = new CaptureEngine(opts);
-  engine.on('segment-open', (m: { path: string }) => indexer.segmentOpened(m.path));
-  engine.on('flushed', (m: { path: string }) => indexer.flushed(m.path));
-  engine.on('segment-closed', (m: { path: string }) => indexer.segmentClosed(m.path));
-  engine.on('segment-deleted', (m: { path: string }) => indexer.segmentDeleted(m.path));
+  engine.on('segment-open', (m: { path: string }) => send({ type: 'opened', path: m.path }));
+  engine.on('flushed', (m: { path: string }) => send({ type: 'flushed', path: m.path }));
+  engine.on('segment-closed', (m: { path: string }) => send({ type: 'closed', path: m.path }));
+  engine.on('segment-deleted', (m: { path: string }) => send({ type: 'deleted', path: m.path }));
   engine.on('error', (e: Error) => log(`tracefleet agent: ${e.message}`));
   try {
     await engine.start();
   } catch (e) {
-    indexer.stop();
+    send({ type: 'stop' });
+    await stoppedIndexer;
     release();
     throw e;
   }
@@ -51,7 +80,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       if (stopped) return;
       stopped = true;
       await engine.stop();
-      indexer.stop();
+      // The indexer finishes what capture wrote and seals every open segment.
+      send({ type: 'stop' });
+      await stoppedIndexer;
       release();
     },
   };

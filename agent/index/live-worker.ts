@@ -1,0 +1,52 @@
+import { setPriority } from 'node:os';
+import { parentPort, workerData } from 'node:worker_threads';
+import { LiveIndexer } from './live';
+
+/**
+ * The live indexer's thread. On Linux a nice value belongs to a thread, so
+ * raising this one's leaves the capture threads ahead of it when CPU is
+ * short: indexing may lag, capture must not drop.
+ */
+export type IndexerCommand =
+  | { type: 'opened' | 'flushed' | 'closed' | 'deleted'; path: string }
+  | { type: 'stop' };
+
+export type IndexerReport =
+  | { type: 'status'; errors: number; lastError: string | null; lagPaths: number }
+  | { type: 'stopped' };
+
+export interface IndexerWorkerData {
+  ringDir: string;
+  correlationHeader?: string;
+  nice: number;
+}
+
+if (parentPort) {
+  const port = parentPort;
+  const cfg = workerData as IndexerWorkerData;
+  try {
+    setPriority(0, cfg.nice);
+  } catch {
+    // Not permitted or not supported: index at normal priority.
+  }
+  const ix = new LiveIndexer(cfg.ringDir, { correlationHeader: cfg.correlationHeader });
+  let lastErrors = 0;
+  port.on('message', (m: IndexerCommand) => {
+    switch (m.type) {
+      case 'opened': ix.segmentOpened(m.path); break;
+      case 'flushed': ix.flushed(m.path); break;
+      case 'closed': ix.segmentClosed(m.path); break;
+      case 'deleted': ix.segmentDeleted(m.path); break;
+      case 'stop':
+        ix.stop();
+        port.postMessage({ type: 'status', errors: ix.errors, lastError: ix.lastError, lagPaths: 0 } satisfies IndexerReport);
+        port.postMessage({ type: 'stopped' } satisfies IndexerReport);
+        port.close();
+        return;
+    }
+    if (ix.errors !== lastErrors) {
+      lastErrors = ix.errors;
+      port.postMessage({ type: 'status', errors: ix.errors, lastError: ix.lastError, lagPaths: 0 } satisfies IndexerReport);
+    }
+  });
+}

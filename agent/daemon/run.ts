@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { CaptureEngine, CaptureEngineOptions } from '../capture/capture';
-import { LiveIndexer } from '../index/live';
+import { repairRing } from '../index/live';
 import type { IndexerCommand, IndexerReport, IndexerWorkerData } from '../index/live-worker';
 import { lockRing } from '../ring/lock';
 
@@ -35,7 +35,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const release = lockRing(opts.ringDir);
   try {
     // Segments a previous run left without a sound index, before capture adds more.
-    for (const note of new LiveIndexer(opts.ringDir, { correlationHeader: opts.correlationHeader }).repairAll()) log(`tracefleet agent: ${note}`);
+    for (const note of repairRing(opts.ringDir, { correlationHeader: opts.correlationHeader })) log(`tracefleet agent: ${note}`);
   } catch (e) {
     release();
     throw e;

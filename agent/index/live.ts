@@ -19,31 +19,6 @@ export class LiveIndexer {
 
   constructor(private readonly ringDir: string, private readonly opts: IndexerOptions & { catchUpMs?: number } = {}) {}
 
-  /** Seals or rebuilds every segment left without a sound index (a previous run's, or a crash's). Call before capture starts. */
-  repairAll(): string[] {
-    const notes: string[] = [];
-    for (const seg of listSegments(this.ringDir)) {
-      if (seg.bytes < 24) continue;
-      let ok = false;
-      try {
-        const s = SealedIndex.open(seg.indexPath);
-        ok = !!s && s.indexedBytes === seg.bytes;
-        s?.close();
-      } catch {
-        ok = false;
-      }
-      if (!ok) {
-        try {
-          rebuildIndex(seg, this.opts).close();
-          notes.push(`rebuilt ${seg.indexPath}`);
-        } catch (e) {
-          notes.push(`could not rebuild ${seg.indexPath}: ${(e as Error).message}`);
-        }
-      }
-    }
-    return notes;
-  }
-
   segmentOpened(path: string): void {
     this.open.set(path, new SegmentIndexer(path, indexPathFor(path), this.opts));
   }
@@ -92,4 +67,29 @@ export class LiveIndexer {
     this.timer = null;
     for (const path of [...this.open.keys()]) this.segmentClosed(path);
   }
+}
+
+/** Seals or rebuilds every segment of a ring left without a sound index (a previous run's, or a crash's). Call before capture starts. */
+export function repairRing(ringDir: string, opts: IndexerOptions = {}): string[] {
+  const notes: string[] = [];
+  for (const seg of listSegments(ringDir)) {
+    if (seg.bytes < 24) continue;
+    let ok = false;
+    try {
+      const s = SealedIndex.open(seg.indexPath);
+      ok = !!s && s.indexedBytes === seg.bytes;
+      s?.close();
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      try {
+        rebuildIndex(seg, opts).close();
+        notes.push(`rebuilt ${seg.indexPath}`);
+      } catch (e) {
+        notes.push(`could not rebuild ${seg.indexPath}: ${(e as Error).message}`);
+      }
+    }
+  }
+  return notes;
 }

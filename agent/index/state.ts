@@ -1,4 +1,4 @@
-import { DialogRecord, MessageRecord, NO_ADDRESS, PACKET_ENTRY_LEN } from './format';
+import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN } from './format';
 
 /**
  * The index of one segment held in memory: what the indexer has built so far
@@ -26,11 +26,6 @@ export class IndexState {
       this.addressIds.set(addr, id);
     }
     return id;
-  }
-
-  /** Looks an address up without adding it. */
-  findAddress(addr: string): number | undefined {
-    return this.addressIds.get(addr);
   }
 
   addPacket(offset: number, tsSec: number, tsNsec: number, src: number, dst: number, sport: number, dport: number, proto: number, flags: number, capLen: number): number {
@@ -98,4 +93,3 @@ export class IndexState {
   }
 }
 
-export { NO_ADDRESS };

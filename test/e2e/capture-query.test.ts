@@ -75,18 +75,36 @@ async function checkCalls(ring: string, dir: string, result: SippCallsResult, nu
   assert.ok(n >= perCallMin * result.callIds.length);
 }
 
+/** A two-host test network, a scratch directory and at most one agent, all torn down after the test. */
+async function testbed(t: { after(fn: () => Promise<void>): void }, mtu?: number) {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-e2e-'));
+  const net = await TestNet.create({ hosts: ['uac', 'uas'], mtu });
+  const bed = {
+    dir,
+    net,
+    ring: join(dir, 'ring'),
+    agent: null as DaemonHandle | null,
+    async startAgent(iface: string) {
+      bed.agent = await startAgent(bed.ring, iface, net.ns('uas'));
+      return bed.agent;
+    },
+    async stopAgent() {
+      await bed.agent?.stop();
+      bed.agent = null;
+    },
+  };
+  t.after(async () => {
+    await bed.stopAgent();
+    await net.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return bed;
+}
+
 function scenario(name: string, opts: { transport: 'udp' | 'tcp'; mtu: number; v6?: boolean; iface: string; pad: number; perCallMin: number }) {
   test(`capture and query: ${name}`, { skip, timeout: 180_000 }, async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'tf-e2e-'));
-    const net = await TestNet.create({ hosts: ['uac', 'uas'], mtu: opts.mtu });
-    let agent: DaemonHandle | null = null;
-    t.after(async () => {
-      await agent?.stop();
-      await net.destroy();
-      rmSync(dir, { recursive: true, force: true });
-    });
-    const ring = join(dir, 'ring');
-    agent = await startAgent(ring, opts.iface, net.ns('uas'));
+    const { dir, net, ring, ...bed } = await testbed(t, opts.mtu);
+    await bed.startAgent(opts.iface);
     const number = '15557654321';
     const sipp: SippCallsOptions = {
       uacNs: net.ns('uac'),
@@ -103,8 +121,7 @@ function scenario(name: string, opts: { transport: 'udp' | 'tcp'; mtu: number; v
     const live = await tracefleet(['query', '--ring', ring, '--number', number, '--json']);
     assert.equal(live.code, 0, live.stderr);
     assert.equal(JSON.parse(live.stdout).callIds.length, result.callIds.length, 'live query did not see every call');
-    await agent.stop();
-    agent = null;
+    await bed.stopAgent();
     await checkCalls(ring, dir, result, number, opts.perCallMin);
   });
 }
@@ -116,24 +133,15 @@ scenario('TCP, several messages per segment possible, MTU 1500', { transport: 't
 scenario('UDP over IPv6, fragmented at MTU 1280', { transport: 'udp', mtu: 1280, v6: true, iface: 'eth0', pad: 1500, perCallMin: 8 });
 
 test('a killed agent leaves a ring that still queries; a deleted index is rebuilt; a torn last record is tolerated', { skip, timeout: 120_000 }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'tf-e2e-'));
-  const net = await TestNet.create({ hosts: ['uac', 'uas'] });
-  let agent: DaemonHandle | null = null;
-  t.after(async () => {
-    await agent?.stop();
-    await net.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const ring = join(dir, 'ring');
-  agent = await startAgent(ring, 'eth0', net.ns('uas'));
+  const { dir, net, ring, ...bed } = await testbed(t);
+  const agent = await bed.startAgent('eth0');
   const number = '15550001111';
   const result = await runSippCalls({
     uacNs: net.ns('uac'), uasNs: net.ns('uas'), transport: 'udp',
     uasHost: { addr: net.addr('uas'), port: 5060 }, uacHost: { addr: net.addr('uac'), port: 5060 }, calls: 5, number,
   });
   process.kill(agent.pid, 'SIGKILL');
-  await agent.stop();
-  agent = null;
+  await bed.stopAgent();
 
   // The dead agent left an unsealed journal: the first query (nobody owns the
   // ring any more) rebuilds and seals it, and answers exactly.
@@ -166,14 +174,7 @@ test('a killed agent leaves a ring that still queries; a deleted index is rebuil
 test('capture and query: 802.1Q-tagged SIP (real sipp calls, tagged by tcprewrite, replayed by tcpreplay)', { skip, timeout: 180_000 }, async (t) => {
   // This kernel may lack 8021q, so the tags are put on by tcprewrite and the
   // frames replayed across the test bridge, broadcast so the capture sees both directions.
-  const dir = mkdtempSync(join(tmpdir(), 'tf-e2e-'));
-  const net = await TestNet.create({ hosts: ['uac', 'uas'] });
-  let agent: DaemonHandle | null = null;
-  t.after(async () => {
-    await agent?.stop();
-    await net.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { dir, net, ring, ...bed } = await testbed(t);
   const plain = join(dir, 'plain.pcap');
   const cap = await startCapture({ iface: 'eth0', file: plain, filter: 'udp port 5060', ns: net.ns('uas') });
   const number = '15553337777';
@@ -184,11 +185,9 @@ test('capture and query: 802.1Q-tagged SIP (real sipp calls, tagged by tcprewrit
   await cap.stop();
   const tagged = join(dir, 'tagged.pcap');
   await run('tcprewrite', ['--infile', plain, '--outfile', tagged, '--enet-vlan=add', '--enet-vlan-tag=100', '--enet-vlan-cfi=0', '--enet-vlan-pri=0', '--enet-dmac=ff:ff:ff:ff:ff:ff']);
-  const ring = join(dir, 'ring');
-  agent = await startAgent(ring, 'eth0', net.ns('uas'));
+  await bed.startAgent('eth0');
   await net.exec('uac', 'tcpreplay', ['-i', 'eth0', '--pps=200', tagged], { timeoutMs: 60_000 });
-  await agent.stop();
-  agent = null;
+  await bed.stopAgent();
   const pkts = await tsharkPackets(segments(ring)[0]);
   assert.ok(pkts.length >= 21, `only ${pkts.length} tagged packets captured`);
   const vlanFrames = await tsharkSelect(segments(ring), 'vlan.id == 100');

@@ -1,0 +1,31 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CHUNK_BYTES, PROTOCOL_VERSION, agentHello, parseMessage, traceChunk, traceDone, traceRun } from './wire';
+import type { MessageSummary } from '../../agent/query/engine';
+import type { z } from 'zod';
+
+test('valid messages pass; malformed ones name the field', () => {
+  const hello = {
+    protocol: PROTOCOL_VERSION, version: '0.1.0', hostname: 'sbc1', interfaces: ['any'],
+    ring: { oldest: null, newest: null, bytes: 0, segments: 0 }, capture: { any: { packets: 1, dropped: 0, ifDropped: 0, running: true } }, indexErrors: 0,
+  };
+  assert.equal(parseMessage(agentHello, 'agent:hello', hello).ok, true);
+  const bad = parseMessage(agentHello, 'agent:hello', { ...hello, ring: { ...hello.ring, bytes: -1 } });
+  assert.equal(bad.ok, false);
+  assert.match((bad as { error: string }).error, /bad agent:hello message: ring\.bytes/);
+  assert.match((parseMessage(traceRun, 'trace:run', { traceId: '../etc', query: {} }) as { error: string }).error, /traceId/);
+  assert.equal(parseMessage(traceRun, 'trace:run', { traceId: 't1', query: { number: ['5551234'], evil: 1 } }).ok, false);
+  assert.equal(parseMessage(traceChunk, 'trace:chunk', { traceId: 't1', seq: 0, data: Buffer.alloc(CHUNK_BYTES + 1) }).ok, false);
+  assert.equal(parseMessage(traceChunk, 'trace:chunk', { traceId: 't1', seq: 0, data: 'text' }).ok, false);
+  assert.equal(parseMessage(traceChunk, 'trace:chunk', { traceId: 't1', seq: 3, data: Buffer.alloc(10) }).ok, true);
+});
+
+test("the engine's message summary is what the wire carries", () => {
+  // A compile-time check: the engine's type must fit the schema's.
+  const s: MessageSummary = {
+    ts: '1.000000001', time: 'x', src: 'a:1', dst: 'b:2', transport: 'udp', method: 'INVITE', status: null, reason: null,
+    callId: 'c', cseq: '1 INVITE', from: null, to: null, ruri: null, correlation: null, bytes: 10, packets: 1,
+  };
+  const wire: z.infer<typeof traceDone>['messages'][number] = s;
+  assert.equal(parseMessage(traceDone, 'trace:done', { traceId: 't', packets: 1, bytes: 10, chunks: 1, truncated: false, messages: [wire], notes: [] }).ok, true);
+});

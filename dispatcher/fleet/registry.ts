@@ -1,0 +1,90 @@
+import type { AgentHello, AgentStatus, CaptureStatus, RingStatus } from '../../shared/protocol/wire';
+
+/** What the dispatcher knows of one agent. */
+export interface AgentEntry {
+  name: string;
+  connected: boolean;
+  /** ISO time of the current (or last) connection. */
+  connectedAt: string;
+  /** ISO time of the last message received (hello or heartbeat). */
+  lastSeen: string;
+  hostname: string | null;
+  version: string | null;
+  interfaces: string[];
+  ring: RingStatus | null;
+  capture: CaptureStatus;
+  indexErrors: number;
+}
+
+/**
+ * The agents seen since the dispatcher started. A disconnected agent stays
+ * listed (connected: false) with the time it was last heard from.
+ */
+export class AgentRegistry {
+  private readonly agents = new Map<string, AgentEntry & { socketId: string | null }>();
+
+  /** A socket authenticated as `name`; returns the previous live socket id, if any. */
+  connected(name: string, socketId: string, at = new Date()): string | null {
+    const prev = this.agents.get(name);
+    const previousSocket = prev?.connected ? prev.socketId : null;
+    const iso = at.toISOString();
+    if (prev) {
+      prev.connected = true;
+      prev.connectedAt = iso;
+      prev.lastSeen = iso;
+      prev.socketId = socketId;
+    } else {
+      this.agents.set(name, {
+        name, connected: true, connectedAt: iso, lastSeen: iso, hostname: null, version: null,
+        interfaces: [], ring: null, capture: {}, indexErrors: 0, socketId,
+      });
+    }
+    return previousSocket;
+  }
+
+  /** Only the agent's current socket marks it disconnected (a replaced one does not). */
+  disconnected(name: string, socketId: string, at = new Date()): void {
+    const a = this.agents.get(name);
+    if (!a || a.socketId !== socketId) return;
+    a.connected = false;
+    a.socketId = null;
+    a.lastSeen = at.toISOString();
+  }
+
+  /** True when `socketId` is the agent's current connection. */
+  isCurrent(name: string, socketId: string): boolean {
+    return this.agents.get(name)?.socketId === socketId;
+  }
+
+  hello(name: string, h: AgentHello, at = new Date()): void {
+    const a = this.agents.get(name);
+    if (!a) return;
+    a.hostname = h.hostname;
+    a.version = h.version;
+    a.interfaces = [...h.interfaces];
+    this.status(name, h, at);
+  }
+
+  status(name: string, s: AgentStatus, at = new Date()): void {
+    const a = this.agents.get(name);
+    if (!a) return;
+    a.ring = { ...s.ring };
+    a.capture = structuredClone(s.capture);
+    a.indexErrors = s.indexErrors;
+    a.lastSeen = at.toISOString();
+  }
+
+  get(name: string): AgentEntry | undefined {
+    const a = this.agents.get(name);
+    return a ? strip(a) : undefined;
+  }
+
+  list(): AgentEntry[] {
+    return [...this.agents.values()].map(strip).sort((x, y) => x.name.localeCompare(y.name));
+  }
+}
+
+function strip(a: AgentEntry & { socketId: string | null }): AgentEntry {
+  const { socketId: _s, ...rest } = a;
+  return structuredClone(rest);
+}

@@ -1,0 +1,155 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Namespace, Server, Socket } from 'socket.io';
+import { agentAuth, agentHello, agentStatus, HelloAck, parseMessage } from '../../shared/protocol/wire';
+import { AgentRegistry } from './registry';
+
+export interface FleetToken {
+  token: string;
+  /** The one agent name this token is good for; undefined: a shared token, any name. */
+  agent?: string;
+}
+
+export interface FleetOptions {
+  host?: string;
+  port?: number;
+  tokens: FleetToken[];
+  log?: (line: string) => void;
+}
+
+export interface Fleet {
+  /** http://host:port (the agents connect to url + '/agent'). */
+  url: string;
+  io: Server;
+  http: HttpServer;
+  agents: Namespace;
+  registry: AgentRegistry;
+  close(): Promise<void>;
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/** Printable, bounded rendering of an untrusted value for a log line. */
+function shown(v: unknown): string {
+  return JSON.stringify(typeof v === 'string' ? v.slice(0, 64) : typeof v) ?? 'undefined';
+}
+
+/**
+ * The dispatcher's side of the fleet: an http server carrying Socket.IO with
+ * the `/agent` namespace (shared/protocol/wire.ts). Agents authenticate with
+ * a token at connection; hello and heartbeats feed the registry. A malformed
+ * message is answered or logged, never fatal.
+ */
+export async function startFleet(opts: FleetOptions): Promise<Fleet> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const tokens = opts.tokens.map((t) => ({ digest: digest(t.token), agent: t.agent }));
+  const http = createServer();
+  const io = new Server(http, { serveClient: false, maxHttpBufferSize: 1e6 });
+  const registry = new AgentRegistry();
+  const nsp = io.of('/agent');
+
+  nsp.use((socket, next) => {
+    const addr = socket.handshake.address;
+    const auth = parseMessage(agentAuth, 'auth', socket.handshake.auth);
+    if (!auth.ok) {
+      const name = (socket.handshake.auth as { name?: unknown } | undefined)?.name;
+      // A bad name is worth telling the agent; anything wrong with the token is just an unknown token.
+      const reason = auth.error.startsWith('bad auth message: name:') ? auth.error : 'unknown token';
+      log(`tracefleet dispatcher: refused agent ${shown(name)} from ${addr}: ${reason}`);
+      return next(new Error(`unauthorized: ${reason}`));
+    }
+    const d = digest(auth.value.token);
+    const ok = tokens.some((t) => timingSafeEqual(t.digest, d) && (t.agent === undefined || t.agent === auth.value.name));
+    if (!ok) {
+      log(`tracefleet dispatcher: refused agent ${shown(auth.value.name)} from ${addr}: unknown token`);
+      return next(new Error('unauthorized: unknown token'));
+    }
+    socket.data.name = auth.value.name;
+    next();
+  });
+
+  nsp.on('connection', (socket: Socket) => {
+    const name = socket.data.name as string;
+    const addr = socket.handshake.address;
+    const previous = registry.connected(name, socket.id);
+    if (previous) {
+      log(`tracefleet dispatcher: agent ${name} connected again from ${addr}; replacing its previous connection`);
+      nsp.sockets.get(previous)?.disconnect(true);
+    } else log(`tracefleet dispatcher: agent ${name} connected from ${addr}`);
+
+    /** Registers a handler that no payload, missing ack or thrown error can turn into a crash. */
+    const on = (event: string, handler: (data: unknown, ack: (r: unknown) => void) => void) => {
+      socket.on(event, (...args: unknown[]) => {
+        const cb = typeof args[args.length - 1] === 'function' ? (args.pop() as (r: unknown) => void) : null;
+        const ack = (r: unknown) => {
+          if (!cb) return;
+          try {
+            cb(r);
+          } catch {
+            /* the peer is gone */
+          }
+        };
+        try {
+          handler(args[0], ack);
+        } catch (e) {
+          log(`tracefleet dispatcher: agent ${name}: ${event} handler failed: ${(e as Error).message}`);
+          ack({ ok: false, error: `${event} failed on the dispatcher` });
+        }
+      });
+    };
+
+    on('agent:hello', (data, ack) => {
+      const m = parseMessage(agentHello, 'agent:hello', data);
+      if (!m.ok) {
+        log(`tracefleet dispatcher: agent ${name}: ${m.error}`);
+        ack({ ok: false, error: m.error } satisfies HelloAck);
+        return;
+      }
+      if (!registry.isCurrent(name, socket.id)) return;
+      registry.hello(name, m.value);
+      ack({ ok: true } satisfies HelloAck);
+    });
+
+    on('agent:heartbeat', (data) => {
+      const m = parseMessage(agentStatus, 'agent:heartbeat', data);
+      if (!m.ok) {
+        log(`tracefleet dispatcher: agent ${name}: ${m.error}`);
+        return;
+      }
+      if (registry.isCurrent(name, socket.id)) registry.status(name, m.value);
+    });
+
+    socket.on('error', (e: Error) => log(`tracefleet dispatcher: agent ${name}: ${e.message}`));
+    socket.on('disconnect', (reason) => {
+      if (!registry.isCurrent(name, socket.id)) return;
+      registry.disconnected(name, socket.id);
+      log(`tracefleet dispatcher: agent ${name} disconnected (${reason})`);
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
+      http.off('error', reject);
+      resolve();
+    });
+  });
+  const a = http.address() as AddressInfo;
+  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+  let closing: Promise<void> | null = null;
+  return {
+    url: `http://${host}:${a.port}`,
+    io,
+    http,
+    agents: nsp,
+    registry,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        io.close(() => resolve());
+        http.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}

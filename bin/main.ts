@@ -11,11 +11,22 @@ import { startAgent } from '../agent/daemon/run';
 import { defaultCaptureFilter } from '../agent/capture/filter';
 import { listInterfaces } from '../agent/capture/interfaces';
 import { DEMO_NUMBERS, startDemoTraffic } from '../agent/demo/traffic';
+import { hostname } from 'node:os';
+import { agentStatusOf, connectDispatcher } from '../agent/link/client';
 
 /** Exit codes: 0 done, 1 failed while running, 2 bad input (usage, query, file). */
 export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
 
 class UsageError extends Error {}
+
+/** The version the agent reports to the dispatcher (from package.json beside dist/). */
+const AGENT_VERSION: string = (() => {
+  try {
+    return String((require('../../package.json') as { version: string }).version).slice(0, 64);
+  } catch {
+    return 'unknown';
+  }
+})();
 
 function fail(e: unknown): never {
   const err = e as Error;
@@ -119,6 +130,12 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
   }
   const ifaces = ((a.interface as string[] | undefined) ?? []).flatMap((s) => s.split(',')).filter(Boolean);
   if (ifaces.length === 0) throw new UsageError('give at least one interface with -i (any, lo, eth0, ...); --list-interfaces shows them');
+  const dispatcher = (a.dispatcher as string | undefined) ?? process.env.TRACEFLEET_DISPATCHER;
+  const token = (a.token as string | undefined) ?? process.env.TRACEFLEET_TOKEN;
+  const name = (a.name as string | undefined) ?? hostname();
+  if (dispatcher && !token) throw new UsageError('--dispatcher needs a token: --token T or TRACEFLEET_TOKEN');
+  if (dispatcher && !/^https?:\/\//.test(dispatcher)) throw new UsageError(`bad --dispatcher '${dispatcher}': give a URL like http://dispatcher:8060`);
+  if (dispatcher && !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new UsageError(`bad agent name '${name}': 1-64 letters, digits, _, . or - (give --name)`);
   const filter = (a.filter as string | undefined) ?? defaultCaptureFilter({
     rtpPortRanges: parsePortRanges(a.rtpPorts as string[] | undefined),
     // Linux cooked capture ("any") has no VLAN tags to match: the kernel strips them.
@@ -136,6 +153,17 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
     correlationHeader: a.correlationHeader as string,
   });
   process.stderr.write(`tracefleet agent: capturing on ${ifaces.join(', ')} into ${a.ring as string} (filter: ${filter})\n`);
+  const ringDir = a.ring as string;
+  // The link only reads the engine's counters and the ring's names and sizes; a dispatcher away never touches capture.
+  const link = dispatcher && token
+    ? connectDispatcher({
+        url: dispatcher,
+        token,
+        name,
+        hello: () => ({ version: AGENT_VERSION, hostname: hostname().slice(0, 255), interfaces: ifaces, ...agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors) }),
+        status: () => agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors),
+      })
+    : null;
   const statsEvery = (a.statsInterval as number) * 1000;
   const statsLine = () => {
     const st = agent.engine.stats();
@@ -149,6 +177,7 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
     process.once('SIGTERM', stop);
   });
   if (timer) clearInterval(timer);
+  link?.close();
   await agent.stop();
   statsLine();
   process.stderr.write('tracefleet agent: stopped; ring indexes sealed\n');
@@ -206,7 +235,10 @@ export function cli(argv: string[]) {
           .option('min-free', { type: 'string', describe: 'free disk space to keep (default 5% of the filesystem, at most 2G)' })
           .option('promisc', { type: 'boolean', default: false, describe: 'promiscuous mode' })
           .option('stats-interval', { type: 'number', default: 60, describe: 'seconds between stats lines (0: none)' })
-          .option('correlation-header', { type: 'string', default: 'X-CID' }),
+          .option('correlation-header', { type: 'string', default: 'X-CID' })
+          .option('dispatcher', { type: 'string', describe: 'dispatcher URL to report to, e.g. http://dispatcher:8060 (env TRACEFLEET_DISPATCHER)' })
+          .option('token', { type: 'string', describe: 'agent token for the dispatcher (env TRACEFLEET_TOKEN)' })
+          .option('name', { type: 'string', describe: 'agent name at the dispatcher (default: the host name)' }),
       (a) => agentCommand(a as Record<string, unknown>).catch(fail),
     )
     .command(

@@ -6,6 +6,7 @@ import { closeResult, runQuery, writeResultPcap } from '../agent/query/engine';
 import { QueryError, RawQuery, buildQuerySpec } from '../agent/query/spec';
 import { importCaptures } from '../agent/ring/import';
 import { checkRing } from '../agent/ring/check';
+import { RingDirError } from '../agent/ring/layout';
 import { CaptureFormatError } from '../shared/pcap/errors';
 import { startAgent } from '../agent/daemon/run';
 import { defaultCaptureFilter } from '../agent/capture/filter';
@@ -30,7 +31,7 @@ const AGENT_VERSION: string = (() => {
 
 function fail(e: unknown): never {
   const err = e as Error;
-  const bad = err instanceof QueryError || err instanceof UsageError || err instanceof CaptureFormatError || /ring directory|not a directory|no such file/i.test(err.message);
+  const bad = err instanceof QueryError || err instanceof UsageError || err instanceof CaptureFormatError || err instanceof RingDirError;
   process.stderr.write(`tracefleet: ${err.message}\n`);
   if (process.env.TRACEFLEET_DEBUG) process.stderr.write(`${err.stack}\n`);
   process.exit(bad ? EXIT.BAD_INPUT : EXIT.FAILED);

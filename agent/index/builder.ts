@@ -8,7 +8,7 @@ import type { PacketRecord } from '../../shared/pcap/types';
 import type { TransportMessage } from '../../shared/decode/types';
 import {
   DIALOGS_PER_BLOCK, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, MessageRecord,
-  NO_ADDRESS, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKey,
+  NO_ADDRESS, NUMBER_ENTRY_LEN, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKey,
 } from './format';
 import { IndexState } from './state';
 
@@ -272,7 +272,7 @@ export class SegmentIndexer {
       const users = new Set<string>();
       for (const m of d.msgs) {
         if (m.x) xs.add(m.x);
-        for (const u of [m.ru, m.fu, m.tu, ...(m.pu ?? [])]) {
+        for (const u of messageUsers(m)) {
           const digits = sipDigits(u);
           if (digits.length >= 4) users.add(digits);
         }

@@ -1,3 +1,5 @@
+import { numberMatches, sipDigits } from '../../shared/sip/number';
+
 /**
  * On-disk layout of a segment's index file (`<segment>.idx`).
  *
@@ -108,6 +110,16 @@ export interface MessageRecord {
   sdp?: Array<[string, number]>;
   /** Message size in bytes. */
   n: number;
+}
+
+/** The user parts a number query is matched against: R-URI, From, To, P-Asserted-Identity. */
+export function messageUsers(m: MessageRecord): Array<string | null> {
+  return [m.ru, m.fu, m.tu, ...(m.pu ?? [])];
+}
+
+/** Whether a user part of the message has digits ending with `digits` (a normalized number query). */
+export function messageHasNumber(m: MessageRecord, digits: string): boolean {
+  return messageUsers(m).some((u) => numberMatches(sipDigits(u), digits));
 }
 
 /** A dialog's record in a sealed index: every message of one Call-ID in this segment. */

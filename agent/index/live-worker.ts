@@ -12,7 +12,7 @@ export type IndexerCommand =
   | { type: 'stop' };
 
 export type IndexerReport =
-  | { type: 'status'; errors: number; lastError: string | null; lagPaths: number }
+  | { type: 'status'; errors: number; lastError: string | null }
   | { type: 'stopped' };
 
 export interface IndexerWorkerData {
@@ -39,14 +39,14 @@ if (parentPort) {
       case 'deleted': ix.segmentDeleted(m.path); break;
       case 'stop':
         ix.stop();
-        port.postMessage({ type: 'status', errors: ix.errors, lastError: ix.lastError, lagPaths: 0 } satisfies IndexerReport);
+        port.postMessage({ type: 'status', errors: ix.errors, lastError: ix.lastError } satisfies IndexerReport);
         port.postMessage({ type: 'stopped' } satisfies IndexerReport);
         port.close();
         return;
     }
     if (ix.errors !== lastErrors) {
       lastErrors = ix.errors;
-      port.postMessage({ type: 'status', errors: ix.errors, lastError: ix.lastError, lagPaths: 0 } satisfies IndexerReport);
+      port.postMessage({ type: 'status', errors: ix.errors, lastError: ix.lastError } satisfies IndexerReport);
     }
   });
 }

@@ -3,7 +3,7 @@ import { inflateRawSync } from 'node:zlib';
 import {
   DIALOGS_PER_BLOCK, DialogRecord, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, IndexCorruptError, KEY_ENTRY_LEN,
   MAX_RECORD_LEN, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PACKET_ENTRY_LEN, REC, RECORD_PREFIX_LEN,
-  keyHash, numberKey,
+  keyHash, messageHasNumber, numberKey,
 } from './format';
 import { IndexState } from './state';
 
@@ -13,6 +13,7 @@ export interface SegmentIndex {
   /** Segment bytes the index covers. */
   readonly indexedBytes: number;
   readonly packetCount: number;
+  readonly messageCount: number;
   readonly first: [number, number];
   readonly last: [number, number];
   dialogsByCallId(callId: string): DialogRecord[];
@@ -35,15 +36,6 @@ function readExactly(fd: number, len: number, pos: number): Buffer {
     got += n;
   }
   return b;
-}
-
-function userDigitsEndWith(m: MessageRecord, digits: string): boolean {
-  for (const u of [m.ru, m.fu, m.tu, ...(m.pu ?? [])]) {
-    if (!u) continue;
-    const d = u.replace(/\D+/g, '');
-    if (d.length >= digits.length && d.endsWith(digits)) return true;
-  }
-  return false;
 }
 
 /** A sealed index, read lazily with small preads. */
@@ -195,7 +187,7 @@ export class SealedIndex implements SegmentIndex {
       if (seen.has(i)) continue;
       seen.add(i);
       const d = this.dialog(i);
-      if (d.msgs.some((m) => userDigitsEndWith(m, digits))) out.push(d);
+      if (d.msgs.some((m) => messageHasNumber(m, digits))) out.push(d);
     }
     return out;
   }
@@ -235,6 +227,7 @@ export class MemoryIndex implements SegmentIndex {
 
   get indexedBytes(): number { return this.state.indexedBytes; }
   get packetCount(): number { return this.state.packetCount; }
+  get messageCount(): number { return this.state.messages.length; }
   get first(): [number, number] { return [this.state.firstSec, this.state.firstNsec]; }
   get last(): [number, number] { return [this.state.lastSec, this.state.lastNsec]; }
 
@@ -256,7 +249,7 @@ export class MemoryIndex implements SegmentIndex {
   }
 
   dialogsByNumber(digits: string): DialogRecord[] {
-    return [...this.map().values()].filter((d) => d.msgs.some((m) => userDigitsEndWith(m, digits)));
+    return [...this.map().values()].filter((d) => d.msgs.some((m) => messageHasNumber(m, digits)));
   }
 
   allDialogs(): DialogRecord[] {

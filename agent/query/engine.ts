@@ -2,7 +2,7 @@ import { closeSync, openSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { readPcapRecordsAt } from '../../shared/pcap/pcap';
 import { PcapWriter } from '../../shared/pcap/writer';
-import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN, PKT_FLAG, NO_ADDRESS } from '../index/format';
+import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN, PKT_FLAG, NO_ADDRESS, messageHasNumber } from '../index/format';
 import { OpenedSegment, openSegment } from '../index/open';
 import type { IndexerOptions } from '../index/builder';
 import { listSegments } from '../ring/layout';
@@ -65,15 +65,6 @@ function isoTime(sec: number, nsec: number): string {
   return new Date(sec * 1000).toISOString().replace(/\.\d{3}Z$/, `.${String(nsec).padStart(9, '0')}Z`);
 }
 
-function userMatches(m: MessageRecord, numbers: string[]): boolean {
-  for (const u of [m.ru, m.fu, m.tu, ...(m.pu ?? [])]) {
-    if (!u) continue;
-    const d = u.replace(/\D+/g, '');
-    for (const n of numbers) if (d.length >= n.length && d.endsWith(n)) return true;
-  }
-  return false;
-}
-
 function addr(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
@@ -81,7 +72,7 @@ function addr(host: string, port: number): string {
 function messageMatches(m: MessageRecord, q: QuerySpec): boolean {
   if (q.callIds.length && !q.callIds.includes(m.c)) return false;
   if (q.correlations.length && !(m.x && q.correlations.includes(m.x))) return false;
-  if (q.numbers.length && !userMatches(m, q.numbers)) return false;
+  if (q.numbers.length && !q.numbers.some((n) => messageHasNumber(m, n))) return false;
   if (q.ips.length && !q.ips.includes(m.src) && !q.ips.includes(m.dst)) return false;
   if (q.ports.length && !q.ports.includes(m.sp) && !q.ports.includes(m.dp)) return false;
   if (q.methods.length) {

@@ -30,7 +30,7 @@ export function checkRing(ringDir: string, opts: IndexerOptions = {}): RingRepor
     r.segments++;
     r.bytes += info.bytes;
     r.packets += s.index.packetCount;
-    r.messages += s.index.allDialogs().reduce((n, d) => n + d.msgs.length, 0);
+    r.messages += s.index.messageCount;
     if (s.repair === 'rebuilt') r.rebuilt++;
     if (s.note) r.notes.push(s.note);
     if (s.index.packetCount > 0) {

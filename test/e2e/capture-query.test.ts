@@ -71,8 +71,7 @@ async function checkCalls(ring: string, dir: string, result: SippCallsResult, nu
   for (const cid of result.callIds) {
     await assertSameAsTshark(ring, dir, `cid-${result.callIds.indexOf(cid)}`, ['--call-id', cid], `sip.Call-ID == "${cid}"`, perCallMin);
   }
-  const n = await assertSameAsTshark(ring, dir, 'number', ['--number', number], `sip.r-uri.user contains "${number}" || sip.to.user contains "${number}" || sip.from.user contains "${number}"`, perCallMin * result.callIds.length);
-  assert.ok(n >= perCallMin * result.callIds.length);
+  await assertSameAsTshark(ring, dir, 'number', ['--number', number], `sip.r-uri.user contains "${number}" || sip.to.user contains "${number}" || sip.from.user contains "${number}"`, perCallMin * result.callIds.length);
 }
 
 /** A two-host test network, a scratch directory and at most one agent, all torn down after the test. */

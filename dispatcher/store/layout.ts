@@ -36,10 +36,10 @@
 
 import type { MessageSummary } from '../../agent/query/engine';
 
-export const TRACE_STATES = ['running', 'done', 'partial', 'failed', 'cancelled', 'interrupted'] as const;
-export type TraceState = (typeof TRACE_STATES)[number];
+import { RESULT_STATES, TRACE_STATES } from '../../shared/protocol/wire';
 
-export const RESULT_STATES = ['queued', 'started', 'done', 'error', 'unreachable', 'lost', 'cancelled'] as const;
+export { RESULT_STATES, TRACE_STATES };
+export type TraceState = (typeof TRACE_STATES)[number];
 export type ResultState = (typeof RESULT_STATES)[number];
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };

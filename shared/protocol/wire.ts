@@ -150,3 +150,91 @@ export function parseMessage<T>(schema: z.ZodType<T>, event: string, data: unkno
   const i = r.error.issues[0];
   return { ok: false, error: `bad ${event} message: ${i.path.join('.') || 'body'}: ${i.message}` };
 }
+
+/* ------------------------------------------------------------------------
+ * The client side: Socket.IO namespace `/client` (web page, CLI, scripts)
+ * and the REST API on the same port. Both speak these shapes.
+ *
+ * Handshake: `io(url + '/client', { auth: ClientAuth })`: a session token
+ * (from POST /api/login), an API token, or a user name and password.
+ *
+ * client -> dispatcher
+ *   trace:start   TraceRequest, ack ClientAck<{ trace: TraceView }>   tracer/admin only; joins the trace's room
+ *   trace:watch   { traceId }, ack ClientAck<{ trace: TraceView }>   joins the room; the ack holds the state so far
+ *   trace:cancel  { traceId }, ack ClientAck<{ trace: TraceView }>   tracer/admin
+ *   agents:list   {}, ack ClientAck<{ agents: AgentView[] }>
+ * dispatcher -> client (to the trace's room `trace:<id>`)
+ *   trace:update  TraceUpdate                                         a host's or the whole trace's new state
+ * ---------------------------------------------------------------------- */
+
+export const ROLES = ['admin', 'tracer', 'viewer'] as const;
+export type Role = (typeof ROLES)[number];
+
+export const clientAuth = z.union([
+  z.object({ token: z.string().min(1).max(512) }).strict(),
+  z.object({ user: z.string().min(1).max(200), password: z.string().min(1).max(1024) }).strict(),
+]);
+export type ClientAuth = z.infer<typeof clientAuth>;
+
+const hostName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'host names are agent names: 1-64 letters, digits, _, . or -');
+
+/** A trace as asked for: the query filters, and the agents to ask (all connected ones when absent). */
+export const traceRequest = traceQuery.extend({ hosts: z.array(hostName).min(1).max(10_000).optional() }).strict();
+export type TraceRequest = z.infer<typeof traceRequest>;
+
+export const TRACE_STATES = ['running', 'done', 'partial', 'failed', 'cancelled', 'interrupted'] as const;
+export const RESULT_STATES = ['queued', 'started', 'done', 'error', 'unreachable', 'lost', 'cancelled'] as const;
+/** Host states after which nothing more comes from that host. */
+export const FINAL_RESULT_STATES = ['done', 'error', 'unreachable', 'lost', 'cancelled'] as const;
+
+export interface HostView {
+  host: string;
+  state: (typeof RESULT_STATES)[number];
+  packets: number;
+  bytes: number;
+  truncated: boolean;
+  error?: string;
+  /** True when the host's packets.pcap is stored. */
+  stored: boolean;
+  updatedAt: string;
+}
+
+export interface TraceView {
+  id: string;
+  request: TraceRequest;
+  user: string;
+  createdAt: string;
+  finishedAt?: string;
+  state: (typeof TRACE_STATES)[number];
+  hosts: HostView[];
+  /** Set once merged.pcap is stored. */
+  merged?: { packets: number; bytes: number; duplicates: number };
+}
+
+/** A change of one host's state (`host` set) or of the whole trace (`host` null). */
+export interface TraceUpdate {
+  traceId: string;
+  host: string | null;
+  state: string;
+  packets: number;
+  bytes: number;
+  truncated?: boolean;
+  error?: string;
+  merged?: { packets: number; bytes: number; duplicates: number };
+  at: string;
+}
+
+export interface AgentView {
+  name: string;
+  connected: boolean;
+  connectedAt: string;
+  lastSeen: string;
+  hostname: string | null;
+  version: string | null;
+  interfaces: string[];
+  ring: RingStatus | null;
+  capture: CaptureStatus;
+  indexErrors: number;
+}
+
+export type ClientAck<T> = ({ ok: true } & T) | { ok: false; error: string; code: 'bad_request' | 'unauthorized' | 'forbidden' | 'not_found' | 'unavailable' | 'failed' };

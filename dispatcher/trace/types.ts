@@ -1,0 +1,29 @@
+import type { AgentView, TraceRequest, TraceUpdate, TraceView } from '../../shared/protocol/wire';
+
+/** A request the dispatcher refuses as asked (bad filters, unknown trace): the client's to fix. */
+export class TraceRequestError extends Error {
+  constructor(
+    message: string,
+    readonly code: 'bad_request' | 'not_found' | 'conflict' = 'bad_request',
+  ) {
+    super(message);
+    this.name = 'TraceRequestError';
+  }
+}
+
+/**
+ * What the REST API and the /client namespace need of the trace machinery
+ * (dispatcher/trace/orchestrator.ts implements it).
+ */
+export interface Traces {
+  /** Validates, stores and sends a trace; resolves once it is stored and sent (not finished). */
+  start(req: TraceRequest, user: string): Promise<TraceView>;
+  /** Stops a running trace: hosts not finished become `cancelled`, with what they sent kept. */
+  cancel(id: string): Promise<TraceView>;
+  /** The trace with every host's state; null when unknown. */
+  view(id: string): Promise<TraceView | null>;
+  /** Every agent known to this dispatcher (and, with Redis, to its peers). */
+  agents(): Promise<AgentView[]>;
+  /** Called for every change of a host's or a trace's state. Returns an unsubscribe function. */
+  onUpdate(listener: (u: TraceUpdate) => void): () => void;
+}

@@ -74,6 +74,11 @@ export class AgentRegistry {
     a.lastSeen = at.toISOString();
   }
 
+  /** The current socket id of a connected agent. */
+  socketIdOf(name: string): string | null {
+    return this.agents.get(name)?.socketId ?? null;
+  }
+
   get(name: string): AgentEntry | undefined {
     const a = this.agents.get(name);
     return a ? strip(a) : undefined;

@@ -18,15 +18,31 @@ export interface FleetOptions {
   log?: (line: string) => void;
 }
 
-export interface Fleet {
+/** A trace:* message from an agent, validated later by whoever runs the trace. */
+export type TraceEventHandler = (agent: string, socketId: string, event: string, data: unknown, ack: (r: unknown) => void) => void;
+
+/** The `/agent` namespace on a Socket.IO server. */
+export interface AgentFleet {
+  agents: Namespace;
+  registry: AgentRegistry;
+  /** Where trace:* messages from agents go (set by the trace machinery). */
+  onTraceEvent(handler: TraceEventHandler): void;
+  /** Called when an agent's current connection ends. */
+  onAgentGone(listener: (agent: string, socketId: string) => void): void;
+  /** The current socket of a connected agent, on this dispatcher. */
+  socketOf(agent: string): Socket | undefined;
+}
+
+export interface Fleet extends AgentFleet {
   /** http://host:port (the agents connect to url + '/agent'). */
   url: string;
   io: Server;
   http: HttpServer;
-  agents: Namespace;
-  registry: AgentRegistry;
   close(): Promise<void>;
 }
+
+/** Agent → dispatcher events about a trace. */
+export const TRACE_EVENTS = ['trace:started', 'trace:progress', 'trace:chunk', 'trace:done', 'trace:error'] as const;
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -42,12 +58,46 @@ function shown(v: unknown): string {
  * message is answered or logged, never fatal.
  */
 export async function startFleet(opts: FleetOptions): Promise<Fleet> {
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const tokens = opts.tokens.map((t) => ({ digest: digest(t.token), agent: t.agent }));
   const http = createServer();
   const io = new Server(http, { serveClient: false, maxHttpBufferSize: 1e6 });
+  const fleet = attachFleet(io, opts);
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
+      http.off('error', reject);
+      resolve();
+    });
+  });
+  const a = http.address() as AddressInfo;
+  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+  let closing: Promise<void> | null = null;
+  return {
+    ...fleet,
+    url: `http://${host}:${a.port}`,
+    io,
+    http,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        io.close(() => resolve());
+        http.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}
+
+/**
+ * The `/agent` namespace on an existing Socket.IO server (the dispatcher's,
+ * which also carries `/client`). Socket.IO's maxHttpBufferSize must allow a
+ * trace:chunk (CHUNK_BYTES plus framing).
+ */
+export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'>): AgentFleet {
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const tokens = opts.tokens.map((t) => ({ digest: digest(t.token), agent: t.agent }));
   const registry = new AgentRegistry();
   const nsp = io.of('/agent');
+  let traceHandler: TraceEventHandler | null = null;
+  const goneListeners: Array<(agent: string, socketId: string) => void> = [];
 
   nsp.use((socket, next) => {
     const addr = socket.handshake.address;
@@ -77,6 +127,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
       log(`tracefleet dispatcher: agent ${name} connected again from ${addr}; replacing its previous connection`);
       nsp.sockets.get(previous)?.disconnect(true);
     } else log(`tracefleet dispatcher: agent ${name} connected from ${addr}`);
+    socket.data.view = registry.get(name);
 
     /** Registers a handler that no payload, missing ack or thrown error can turn into a crash. */
     const on = (event: string, handler: (data: unknown, ack: (r: unknown) => void) => void) => {
@@ -108,6 +159,8 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
       }
       if (!registry.isCurrent(name, socket.id)) return;
       registry.hello(name, m.value);
+      // Peers (Redis adapter) see agents through fetchSockets(), which carries socket.data.
+      socket.data.view = registry.get(name);
       ack({ ok: true } satisfies HelloAck);
     });
 
@@ -117,39 +170,43 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
         log(`tracefleet dispatcher: agent ${name}: ${m.error}`);
         return;
       }
-      if (registry.isCurrent(name, socket.id)) registry.status(name, m.value);
+      if (!registry.isCurrent(name, socket.id)) return;
+      registry.status(name, m.value);
+      socket.data.view = registry.get(name);
     });
+
+    for (const event of TRACE_EVENTS) {
+      on(event, (data, ack) => {
+        if (!traceHandler) {
+          ack({ ok: false, error: 'this dispatcher runs no traces' });
+          return;
+        }
+        traceHandler(name, socket.id, event, data, ack);
+      });
+    }
 
     socket.on('error', (e: Error) => log(`tracefleet dispatcher: agent ${name}: ${e.message}`));
     socket.on('disconnect', (reason) => {
+      // Traces on a replaced connection are lost too: the agent aborted them when it reconnected.
+      for (const l of goneListeners) l(name, socket.id);
       if (!registry.isCurrent(name, socket.id)) return;
       registry.disconnected(name, socket.id);
       log(`tracefleet dispatcher: agent ${name} disconnected (${reason})`);
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    http.once('error', reject);
-    http.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
-      http.off('error', reject);
-      resolve();
-    });
-  });
-  const a = http.address() as AddressInfo;
-  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-  let closing: Promise<void> | null = null;
   return {
-    url: `http://${host}:${a.port}`,
-    io,
-    http,
     agents: nsp,
     registry,
-    close() {
-      closing ??= new Promise<void>((resolve) => {
-        io.close(() => resolve());
-        http.closeAllConnections();
-      });
-      return closing;
+    onTraceEvent(h) {
+      traceHandler = h;
+    },
+    onAgentGone(l) {
+      goneListeners.push(l);
+    },
+    socketOf(agent) {
+      const id = registry.socketIdOf(agent);
+      return id ? nsp.sockets.get(id) : undefined;
     },
   };
 }

@@ -68,7 +68,7 @@ export interface TraceDoc extends CouchMeta {
   hosts: string[];
   state: TraceState;
   finishedAt?: string;
-  merged?: { packets: number; bytes: number };
+  merged?: { packets: number; bytes: number; duplicates: number };
 }
 
 export interface ResultDoc extends CouchMeta {

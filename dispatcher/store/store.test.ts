@@ -135,11 +135,11 @@ describe('TraceStore against a real CouchDB-compatible server', { timeout: 180_0
       const updated = await s.updateTrace('t3', (d) => {
         d.state = 'done';
         d.finishedAt = new Date(base + 4 * 60_000).toISOString();
-        d.merged = { packets: 12, bytes: 3400 };
+        d.merged = { packets: 12, bytes: 3400, duplicates: 1 };
       });
       assert.equal(updated.state, 'done');
       assert.ok(updated._rev?.startsWith('2-'));
-      assert.deepEqual((await s.getTrace('t3'))?.merged, { packets: 12, bytes: 3400 });
+      assert.deepEqual((await s.getTrace('t3'))?.merged, { packets: 12, bytes: 3400, duplicates: 1 });
       const untouched = await s.updateTrace('t3', () => null);
       assert.equal(untouched._rev, updated._rev);
       await rejectsWith(s.updateTrace('nope', (d) => d), (e) => e instanceof StoreError && e.statusCode === 404, 'update of missing');

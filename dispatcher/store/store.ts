@@ -531,6 +531,34 @@ export class TraceStore {
     return created ?? this.updateResult(input.traceId, input.host, (d) => ({ ...d, ...given }));
   }
 
+  /**
+   * Creates many hosts' results of one trace in one request (a fleet-wide
+   * trace asks hundreds of agents at once); results that already exist are
+   * left as they are.
+   */
+  async createResults(inputs: NewResult[]): Promise<void> {
+    const now = new Date().toISOString();
+    for (let i = 0; i < inputs.length; i += 1000) {
+      const docs: ResultDoc[] = inputs.slice(i, i + 1000).map((input) => ({
+        _id: resultDocId(input.traceId, input.host),
+        type: 'result',
+        traceId: input.traceId,
+        host: input.host,
+        state: input.state ?? 'queued',
+        packets: input.packets ?? 0,
+        bytes: input.bytes ?? 0,
+        truncated: input.truncated ?? false,
+        ...(input.error !== undefined ? { error: input.error } : {}),
+        messages: input.messages ?? [],
+        updatedAt: now,
+      }));
+      const res = await this.call(`creating ${docs.length} results`, () => this.db.bulk({ docs }));
+      for (const r of res) {
+        if (r.error && r.error !== 'conflict') throw new StoreError(`creating ${r.id}: the store at ${this.url} answered ${r.error} ${r.reason ?? ''}`, undefined, r.error);
+      }
+    }
+  }
+
   async getResult(traceId: string, host: string): Promise<ResultDoc | null> {
     return this.getRaw<ResultDoc>(resultDocId(traceId, host));
   }

@@ -18,6 +18,7 @@ have capinfos || need_apt+=(tshark)
 have make || need_apt+=(make)
 have g++ || need_apt+=(g++)
 have python3 || need_apt+=(python3)
+have redis-server || need_apt+=(redis-server)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! have apt-get; then

@@ -1,0 +1,131 @@
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, Server as HttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { Server } from 'socket.io';
+import { CHUNK_BYTES } from '../../shared/protocol/wire';
+import { attachClients } from '../clients/namespace';
+import { attachFleet, FleetToken } from '../fleet/server';
+import { Orchestrator } from '../trace/orchestrator';
+import type { HostRunTimeouts } from '../trace/host-run';
+import { Spool } from '../trace/spool';
+import { openStore, StoreAccess } from './store-access';
+import { Auth } from '../auth/auth';
+import { createApi } from '../api/api';
+import { Metrics } from '../api/metrics';
+import { connectRedis, RedisLink } from './redis';
+
+export interface DispatcherOptions {
+  host?: string;
+  port?: number;
+  /** Apache CouchDB (--couchdb, COUCHDB_URL); absent: the embedded store under dataDir. */
+  couchdbUrl?: string;
+  db?: string;
+  dataDir: string;
+  agentTokens: FleetToken[];
+  tls?: { cert: string; key: string };
+  /** Shares agents and clients with other dispatchers (REDIS_URL). */
+  redisUrl?: string;
+  retentionDays?: number;
+  timeouts?: Partial<HostRunTimeouts>;
+  retryMs?: number;
+  /** The web page's files, served at /. */
+  staticDir?: string;
+  log?: (line: string) => void;
+}
+
+export interface RunningDispatcher {
+  url: string;
+  store: StoreAccess;
+  orchestrator: Orchestrator;
+  http: HttpServer;
+  io: Server;
+  close(): Promise<void>;
+}
+
+const PURGE_EVERY_MS = 6 * 3600_000;
+
+/**
+ * The dispatcher: one http(s) port carrying the REST API, the web page and
+ * Socket.IO (`/agent` for agents, `/client` for people and scripts), a
+ * store (CouchDB or the embedded one), and the disk spool under dataDir.
+ */
+export async function startDispatcher(opts: DispatcherOptions): Promise<RunningDispatcher> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const store = await openStore({ couchdbUrl: opts.couchdbUrl, dataDir: opts.dataDir, db: opts.db, log, publish: true });
+  const cleanups: Array<() => Promise<void> | void> = [() => store.close()];
+  const cleanup = async () => {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
+  };
+  try {
+    const auth = await Auth.open(store.store);
+    const spool = new Spool(join(opts.dataDir, 'spool'));
+    const http = opts.tls
+      ? createHttpsServer({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) })
+      : createHttpServer();
+    // A chunk and its framing must fit in one Socket.IO message.
+    const io = new Server(http, { serveClient: false, maxHttpBufferSize: CHUNK_BYTES + 64 * 1024 });
+    let redis: RedisLink | null = null;
+    if (opts.redisUrl) {
+      redis = await connectRedis(io, opts.redisUrl, log);
+      cleanups.push(() => redis!.close());
+    }
+    const fleet = attachFleet(io, { tokens: opts.agentTokens, log });
+    const orchestrator = new Orchestrator({ store: store.store, fleet, spool, timeouts: opts.timeouts, retryMs: opts.retryMs, clustered: redis !== null, log });
+    cleanups.push(() => orchestrator.close());
+    attachClients(io, { traces: orchestrator, auth, log });
+    const metrics = new Metrics({ orchestrator, registry: fleet.registry, store: store.store });
+    const app = createApi({ store: store.store, traces: orchestrator, auth, metrics, log, staticDir: opts.staticDir });
+    http.on('request', app);
+    await orchestrator.recover();
+
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(opts.port ?? 8060, opts.host ?? '127.0.0.1', () => {
+        http.off('error', reject);
+        resolve();
+      });
+    });
+    const a = http.address() as AddressInfo;
+    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    const url = `${opts.tls ? 'https' : 'http'}://${host}:${a.port}`;
+    log(`tracefleet dispatcher: listening on ${url} (agents: ${url}/agent, web page and REST API: ${url}/)${redis ? `, sharing agents through Redis at ${redis.url}` : ''}`);
+
+    const days = opts.retentionDays ?? 30;
+    const purge = async () => {
+      try {
+        const n = await store.store.purgeOlderThan(days);
+        if (n > 0) log(`tracefleet dispatcher: purged ${n} trace(s) older than ${days} days`);
+      } catch (e) {
+        log(`tracefleet dispatcher: purging old traces failed: ${(e as Error).message}`);
+      }
+    };
+    void purge();
+    const purgeTimer = setInterval(() => void purge(), PURGE_EVERY_MS);
+    purgeTimer.unref();
+    cleanups.push(() => clearInterval(purgeTimer));
+
+    let closing: Promise<void> | null = null;
+    return {
+      url,
+      store,
+      orchestrator,
+      http,
+      io,
+      close() {
+        closing ??= (async () => {
+          await new Promise<void>((resolve) => {
+            io.close(() => resolve());
+            http.closeAllConnections();
+          });
+          await cleanup();
+        })();
+        return closing;
+      },
+    };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}

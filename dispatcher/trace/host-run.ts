@@ -1,0 +1,251 @@
+import type { WriteStream } from 'node:fs';
+import type { Socket } from 'socket.io';
+import {
+  ChunkAck,
+  parseMessage,
+  runAck,
+  traceChunk,
+  traceDone,
+  traceFailure,
+  traceProgress,
+  traceRef,
+  TraceQuery,
+  TraceUpdate,
+} from '../../shared/protocol/wire';
+import type { HostFinal, Spool } from './spool';
+
+export interface HostRunTimeouts {
+  /** How long an agent may take to accept a trace:run (ms). */
+  runAckMs: number;
+  /** How long an agent that accepted may stay silent (ms): it sends progress while it works. */
+  idleMs: number;
+}
+
+export interface HostRunContext {
+  traceId: string;
+  host: string;
+  query: TraceQuery;
+  socket: Socket;
+  spool: Spool;
+  timeouts: HostRunTimeouts;
+  /** Live state for clients (not stored). */
+  update(u: TraceUpdate): void;
+  /** The host is finished: its final state is in the spool, to be stored. Called once. */
+  finished(final: HostFinal): void;
+  /** Counters for /metrics. */
+  count(what: 'chunk' | 'protocol_error', bytes?: number): void;
+  log(line: string): void;
+}
+
+type Phase = 'asking' | 'accepted' | 'started' | 'final';
+
+/**
+ * One host's part of a trace, on the dispatcher the host's agent is
+ * connected to: asks the agent, writes each chunk to the spool before
+ * acknowledging it (so the agent's next chunk waits for the disk: neither
+ * side holds a result in memory), and ends in exactly one final state.
+ */
+export class HostRun {
+  private phase: Phase = 'asking';
+  private out: WriteStream | null = null;
+  private nextSeq = 0;
+  private received = 0;
+  private packets = 0;
+  private timer: NodeJS.Timeout | null = null;
+  /** Writes in flight to the spool: the final state waits for them. */
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly c: HostRunContext) {}
+
+  get isFinal(): boolean {
+    return this.phase === 'final';
+  }
+
+  get socketId(): string {
+    return this.c.socket.id;
+  }
+
+  start(): void {
+    const { traceId, query, host } = this.c;
+    this.emitUpdate('queued');
+    this.arm(this.c.timeouts.runAckMs, () => this.fail('unreachable', `agent ${host} did not answer the trace request within ${this.c.timeouts.runAckMs / 1000} s`));
+    this.c.socket.timeout(this.c.timeouts.runAckMs).emit('trace:run', { traceId, query }, (err: Error | null, ack: unknown) => {
+      if (this.phase !== 'asking') return;
+      if (err) return this.fail('unreachable', `agent ${host} did not answer the trace request within ${this.c.timeouts.runAckMs / 1000} s`);
+      const a = parseMessage(runAck, 'trace:run ack', ack);
+      if (!a.ok) return this.protocolError(a.error);
+      if (!a.value.accepted) return this.fail('error', `agent ${host} refused the trace: ${a.value.error ?? 'no reason given'}`);
+      this.phase = 'accepted';
+      this.arm(this.c.timeouts.idleMs, () => this.silent());
+    });
+  }
+
+  /** A trace:* message from this host's agent about this trace. */
+  handle(event: string, data: unknown, ack: (r: unknown) => void): void {
+    if (this.phase === 'final') {
+      if (event === 'trace:chunk') ack({ ok: false, error: `trace ${this.c.traceId} is over on the dispatcher` } satisfies ChunkAck);
+      return;
+    }
+    if (this.phase === 'asking') this.phase = 'accepted'; // the ack may arrive after the first message
+    this.arm(this.c.timeouts.idleMs, () => this.silent());
+    switch (event) {
+      case 'trace:started': {
+        const m = parseMessage(traceRef, event, data);
+        if (!m.ok) return this.protocolError(m.error);
+        this.markStarted();
+        return;
+      }
+      case 'trace:progress': {
+        const m = parseMessage(traceProgress, event, data);
+        if (!m.ok) return this.protocolError(m.error);
+        this.markStarted();
+        this.packets = m.value.packets;
+        this.emitUpdate('started', { packets: m.value.packets, bytes: m.value.bytes });
+        return;
+      }
+      case 'trace:chunk': {
+        const m = parseMessage(traceChunk, event, data);
+        if (!m.ok) {
+          ack({ ok: false, error: m.error } satisfies ChunkAck);
+          return this.protocolError(m.error);
+        }
+        if (m.value.seq !== this.nextSeq) {
+          const msg = `chunk ${m.value.seq} arrived where chunk ${this.nextSeq} was expected`;
+          ack({ ok: false, error: msg } satisfies ChunkAck);
+          return this.protocolError(msg);
+        }
+        this.markStarted();
+        this.nextSeq++;
+        const bytes = m.value.data;
+        this.out ??= this.c.spool.openPcap(this.c.traceId, this.c.host);
+        const out = this.out;
+        this.writing = this.writing.then(
+          () =>
+            new Promise<void>((resolve) => {
+              out.write(bytes, (err) => {
+                if (err) {
+                  ack({ ok: false, error: 'the dispatcher could not write the chunk to its disk' } satisfies ChunkAck);
+                  this.fail('error', `the dispatcher could not spool ${this.c.host}'s result: ${err.message} (check the dispatcher's --data-dir disk)`);
+                } else {
+                  this.received += bytes.length;
+                  this.c.count('chunk', bytes.length);
+                  ack({ ok: true } satisfies ChunkAck);
+                }
+                resolve();
+              });
+            }),
+        );
+        return;
+      }
+      case 'trace:done': {
+        const m = parseMessage(traceDone, event, data);
+        if (!m.ok) return this.protocolError(m.error);
+        const d = m.value;
+        void this.writing.then(() => {
+          if (this.phase === 'final') return;
+          if (d.chunks !== this.nextSeq) return this.protocolError(`the agent says it sent ${d.chunks} chunks, ${this.nextSeq} arrived`);
+          if (d.bytes !== this.received) return this.protocolError(`the agent says it sent ${d.bytes} bytes, ${this.received} arrived`);
+          this.finish({ state: 'done', packets: d.packets, bytes: d.bytes, truncated: d.truncated, messages: d.messages, hasPcap: this.received > 0 }, d.notes);
+        });
+        return;
+      }
+      case 'trace:error': {
+        const m = parseMessage(traceFailure, event, data);
+        if (!m.ok) return this.protocolError(m.error);
+        void this.writing.then(() => this.fail('error', `agent ${this.c.host}: ${m.value.message}`));
+        return;
+      }
+    }
+  }
+
+  /** The agent's connection ended. */
+  gone(): void {
+    if (this.phase === 'final') return;
+    if (this.phase === 'asking') this.fail('unreachable', `agent ${this.c.host} disconnected before answering the trace request`);
+    else void this.writing.then(() => this.fail('lost', `agent ${this.c.host} disconnected mid-trace; what it sent before is kept`));
+  }
+
+  cancel(): void {
+    if (this.phase === 'final') return;
+    this.c.socket.emit('trace:cancel', { traceId: this.c.traceId });
+    void this.writing.then(() => this.fail('cancelled', 'cancelled; what the host sent before is kept'));
+  }
+
+  /** The dispatcher is shutting down: what arrived stays in the spool, recovered on restart. */
+  abandon(): void {
+    this.disarm();
+    this.phase = 'final';
+    this.out?.end();
+  }
+
+  private markStarted(): void {
+    if (this.phase === 'started') return;
+    this.phase = 'started';
+    this.emitUpdate('started');
+  }
+
+  private silent(): void {
+    const s = this.c.timeouts.idleMs / 1000;
+    if (this.phase === 'started') void this.writing.then(() => this.fail('lost', `agent ${this.c.host} went silent for ${s} s mid-trace; what it sent before is kept`));
+    else this.fail('unreachable', `agent ${this.c.host} accepted the trace but did not start it within ${s} s`);
+  }
+
+  private protocolError(msg: string): void {
+    this.c.count('protocol_error');
+    this.c.log(`tracefleet dispatcher: agent ${this.c.host}, trace ${this.c.traceId}: ${msg}`);
+    void this.writing.then(() => this.fail('error', `agent ${this.c.host} broke the protocol: ${msg}`));
+  }
+
+  private fail(state: 'error' | 'unreachable' | 'lost' | 'cancelled', error: string): void {
+    if (this.phase === 'final') return;
+    this.finish({ state, packets: this.packets, bytes: this.received, truncated: false, error, messages: [], hasPcap: this.received > 0 }, []);
+  }
+
+  private finish(f: HostFinal, notes: string[]): void {
+    if (this.phase === 'final') return;
+    this.phase = 'final';
+    this.disarm();
+    const out = this.out;
+    const done = () => {
+      let final = f;
+      if (f.state !== 'done' && f.hasPcap) {
+        // A run cut short may end mid-record: keep the whole records.
+        const t = this.c.spool.trimPcap(this.c.traceId, this.c.host);
+        final = { ...f, packets: t.packets, bytes: t.bytes, hasPcap: t.bytes > 0 };
+      }
+      for (const n of notes) this.c.log(`tracefleet dispatcher: agent ${this.c.host}, trace ${this.c.traceId}: ${n}`);
+      try {
+        this.c.spool.writeFinal(this.c.traceId, this.c.host, final);
+      } catch (e) {
+        this.c.log(`tracefleet dispatcher: cannot write ${this.c.host}'s final state to the spool: ${(e as Error).message}`);
+      }
+      this.emitUpdate(final.state, { packets: final.packets, bytes: final.bytes, truncated: final.truncated, error: final.error });
+      this.c.finished(final);
+    };
+    if (out) out.end(done);
+    else done();
+  }
+
+  private emitUpdate(state: string, extra: Partial<TraceUpdate> = {}): void {
+    this.c.update({
+      traceId: this.c.traceId,
+      host: this.c.host,
+      state,
+      packets: this.packets,
+      bytes: this.received,
+      at: new Date().toISOString(),
+      ...extra,
+    });
+  }
+
+  private arm(ms: number, f: () => void): void {
+    this.disarm();
+    this.timer = setTimeout(f, ms);
+    this.timer.unref();
+  }
+
+  private disarm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}

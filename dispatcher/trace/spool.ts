@@ -1,0 +1,201 @@
+import { closeSync, createReadStream, createWriteStream, existsSync, openSync, readSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, WriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { CaptureStreamParser } from '../../shared/pcap/reader';
+import type { MessageSummary } from '../../agent/query/engine';
+import type { ResultState } from '../store/layout';
+
+/**
+ * The dispatcher's disk spool: every byte an agent sends is written here
+ * before it is acknowledged, and a host's final state is written here before
+ * the store is asked to keep it. So a CouchDB outage, or a dispatcher restart,
+ * loses nothing: whatever is in the spool is stored when the store answers
+ * again, and only then removed.
+ *
+ *   <dir>/<traceId>/trace.json            this dispatcher owns the trace (builds its merged PCAP)
+ *   <dir>/<traceId>/<host>.pcap           the host's PCAP as received
+ *   <dir>/<traceId>/<host>.final.json     the host's final state, not yet stored
+ *   <dir>/<traceId>/merged.pending        the merged PCAP is still to be built
+ *
+ * Host names are agent names ([A-Za-z0-9_.-]), so they are safe file names.
+ */
+
+export interface HostFinal {
+  state: Extract<ResultState, 'done' | 'error' | 'unreachable' | 'lost' | 'cancelled'>;
+  packets: number;
+  bytes: number;
+  truncated: boolean;
+  error?: string;
+  messages: MessageSummary[];
+  /** True when <host>.pcap holds bytes to store as packets.pcap. */
+  hasPcap: boolean;
+}
+
+export interface OwnedTraceRecord {
+  traceId: string;
+  hosts: string[];
+  createdAt: string;
+}
+
+const SAFE = /^[A-Za-z0-9_.-]{1,128}$/;
+
+function safe(name: string, what: string): string {
+  if (!SAFE.test(name) || name === '.' || name === '..') throw new Error(`${what} ${JSON.stringify(name)} cannot name a spool file`);
+  return name;
+}
+
+/** Writes a file so that a crash leaves either the old or the new content. */
+function writeAtomic(path: string, data: string): void {
+  writeFileSync(`${path}.tmp`, data);
+  renameSync(`${path}.tmp`, path);
+}
+
+export class Spool {
+  constructor(readonly dir: string) {
+    mkdirSync(dir, { recursive: true });
+  }
+
+  traceDir(traceId: string): string {
+    return join(this.dir, safe(traceId, 'trace id'));
+  }
+
+  pcapPath(traceId: string, host: string): string {
+    return join(this.traceDir(traceId), `${safe(host, 'host')}.pcap`);
+  }
+
+  /** A fresh file for a host's PCAP (an old one from an earlier attempt is replaced). */
+  openPcap(traceId: string, host: string): WriteStream {
+    mkdirSync(this.traceDir(traceId), { recursive: true });
+    return createWriteStream(this.pcapPath(traceId, host), { flags: 'w' });
+  }
+
+  pcapStream(traceId: string, host: string) {
+    return createReadStream(this.pcapPath(traceId, host));
+  }
+
+  /**
+   * Cuts a PCAP that stopped mid-record (a host lost mid-stream) back to its
+   * last whole record, so what is stored opens cleanly in Wireshark.
+   * Returns the bytes kept and the packets in them.
+   */
+  trimPcap(traceId: string, host: string): { bytes: number; packets: number; cut: number } {
+    const path = this.pcapPath(traceId, host);
+    if (!existsSync(path)) return { bytes: 0, packets: 0, cut: 0 };
+    const size = statSync(path).size;
+    const parser = new CaptureStreamParser(path);
+    let packets = 0;
+    let torn: number;
+    try {
+      readFileChunks(path, (chunk) => {
+        packets += parser.push(chunk).length;
+      });
+      torn = parser.end().tornBytes;
+    } catch {
+      // Not even a whole file header: nothing worth keeping.
+      truncateSync(path, 0);
+      return { bytes: 0, packets: 0, cut: size };
+    }
+    if (torn > 0) truncateSync(path, size - torn);
+    return { bytes: size - torn, packets, cut: torn };
+  }
+
+  writeFinal(traceId: string, host: string, f: HostFinal): void {
+    mkdirSync(this.traceDir(traceId), { recursive: true });
+    writeAtomic(join(this.traceDir(traceId), `${safe(host, 'host')}.final.json`), JSON.stringify(f));
+  }
+
+  /** Once the store holds the host's result: its spool files go. */
+  removeHost(traceId: string, host: string): void {
+    rmSync(this.pcapPath(traceId, host), { force: true });
+    rmSync(join(this.traceDir(traceId), `${safe(host, 'host')}.final.json`), { force: true });
+    this.removeIfEmpty(traceId);
+  }
+
+  markOwned(rec: OwnedTraceRecord): void {
+    mkdirSync(this.traceDir(rec.traceId), { recursive: true });
+    writeAtomic(join(this.traceDir(rec.traceId), 'trace.json'), JSON.stringify(rec));
+  }
+
+  markMergePending(traceId: string): void {
+    mkdirSync(this.traceDir(traceId), { recursive: true });
+    writeFileSync(join(this.traceDir(traceId), 'merged.pending'), '');
+  }
+
+  /** The trace is finished and stored: everything of it goes. */
+  removeTrace(traceId: string): void {
+    rmSync(this.traceDir(traceId), { recursive: true, force: true });
+  }
+
+  /** What an earlier run of this dispatcher left unfinished, for recovery. */
+  scan(): Array<{
+    traceId: string;
+    owned: OwnedTraceRecord | null;
+    mergePending: boolean;
+    finals: Array<{ host: string; final: HostFinal }>;
+    /** Hosts with bytes received but no final state: runs cut off by a restart. */
+    unfinished: string[];
+  }> {
+    const out = [];
+    for (const traceId of readdirSync(this.dir)) {
+      if (!SAFE.test(traceId)) continue;
+      const dir = join(this.dir, traceId);
+      let names: string[];
+      try {
+        names = readdirSync(dir);
+      } catch {
+        continue;
+      }
+      const finals: Array<{ host: string; final: HostFinal }> = [];
+      const pcaps = new Set<string>();
+      for (const n of names) {
+        if (n.endsWith('.final.json')) {
+          const host = n.slice(0, -'.final.json'.length);
+          try {
+            finals.push({ host, final: JSON.parse(readFileSync(join(dir, n), 'utf8')) as HostFinal });
+          } catch {
+            /* a torn write cannot happen (rename), but a foreign file may: skip it */
+          }
+        } else if (n.endsWith('.pcap')) pcaps.add(n.slice(0, -'.pcap'.length));
+      }
+      let owned: OwnedTraceRecord | null = null;
+      if (names.includes('trace.json')) {
+        try {
+          owned = JSON.parse(readFileSync(join(dir, 'trace.json'), 'utf8')) as OwnedTraceRecord;
+        } catch {
+          owned = null;
+        }
+      }
+      const finalHosts = new Set(finals.map((f) => f.host));
+      out.push({
+        traceId,
+        owned,
+        mergePending: names.includes('merged.pending'),
+        finals,
+        unfinished: [...pcaps].filter((h) => !finalHosts.has(h)),
+      });
+    }
+    return out;
+  }
+
+  private removeIfEmpty(traceId: string): void {
+    try {
+      if (readdirSync(this.traceDir(traceId)).length === 0) rmSync(this.traceDir(traceId), { recursive: true, force: true });
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** Reads a file in 1 MiB chunks, synchronously (the spool is local disk; used only on the finishing path). */
+function readFileChunks(path: string, each: (chunk: Buffer) => void): void {
+  const fd = openSync(path, 'r');
+  try {
+    for (;;) {
+      const buf = Buffer.allocUnsafe(1 << 20);
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      each(buf.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,269 @@
+import type { Socket } from 'socket.io-client';
+import { CaptureStreamParser } from '../../shared/pcap/reader';
+import { RunAck, TraceDone, TraceQuery, chunkAck, parseMessage, traceDone, traceRef, traceRun } from '../../shared/protocol/wire';
+import { QueryResult, closeResult, runQuery, writeResultPcap } from '../query/engine';
+import { QuerySpec, RawQuery, buildQuerySpec } from '../query/spec';
+import { ChunkWriter } from './chunks';
+
+export interface TraceServeOptions {
+  /** The ring the agent captures into; only read (the live agent owns its indexes). */
+  ringDir: string;
+  log?: (line: string) => void;
+  /** Traces running at once; more are refused (default 2). */
+  maxConcurrent?: number;
+  /** How long the dispatcher may take to acknowledge a chunk (default 30 s). */
+  chunkAckTimeoutMs?: number;
+  correlationHeader?: string;
+  /**
+   * Most bytes of JSON the message list of a trace:done may take (default
+   * 900 000). The dispatcher's Socket.IO server drops a connection that sends
+   * a message over its maxHttpBufferSize (1e6 in dispatcher/fleet/server.ts),
+   * which would lose the trace; the PCAP is chunked, the list is not.
+   */
+  maxDoneBytes?: number;
+}
+
+export interface TraceServer {
+  /** Stops serving: running traces end with trace:error "the agent is shutting down". */
+  close(): void;
+  /** Traces running now. */
+  active(): number;
+}
+
+const PROGRESS_MS = 500;
+const PROGRESS_EVERY_CHUNKS = 16;
+const MAX_ERROR_CHARS = 4096;
+// The schema's own limits, so that a trace:done is never refused by the dispatcher's parseMessage.
+const MAX_MESSAGES = traceDone.shape.messages._def.maxLength?.value ?? 100_000;
+const MAX_NOTES = traceDone.shape.notes._def.maxLength?.value ?? 1000;
+
+interface RunningTrace {
+  id: string;
+  /** Why the trace was stopped from outside (cancel, link lost, shutdown); null while it may go on. */
+  stopped: string | null;
+  /** Whether the dispatcher is told about that stop with trace:error. */
+  notify: boolean;
+  /** Fails the chunk waiting for its ack, so a stop does not wait for the ack timeout. */
+  abortAck: ((e: Error) => void) | null;
+  /** Rejects once the trace is stopped. */
+  aborted: Promise<never>;
+  abort: (e: Error) => void;
+}
+
+/** The wire's filters as the query validator takes them; listed one by one so a new field is a type error here, not silently dropped. */
+export function rawQueryOf(q: TraceQuery): RawQuery {
+  return {
+    callId: q.callId,
+    number: q.number,
+    ip: q.ip,
+    port: q.port,
+    correlation: q.correlation,
+    method: q.method,
+    status: q.status,
+    since: q.since,
+    until: q.until,
+    rtp: q.rtp,
+    maxPackets: q.maxPackets,
+    maxBytes: q.maxBytes,
+    all: q.all,
+  };
+}
+
+/**
+ * The agent's side of a fleet trace, on the dispatcher link's socket.
+ *
+ * trace:run is validated and its query checked before the ack; an accepted
+ * trace then sends trace:started, trace:progress (before the first chunk,
+ * then every 500 ms or 16 chunks), the result's PCAP as trace:chunk messages
+ * of CHUNK_BYTES each waiting for the previous one's ack, and trace:done.
+ * Every accepted trace ends with exactly one trace:done or trace:error while
+ * the link is up: a failure, a refused or unacknowledged chunk, a
+ * trace:cancel ("cancelled by the dispatcher") and close() each send
+ * trace:error. A lost link stops every trace silently (the dispatcher marks
+ * them lost). Nothing here throws into the socket or the capture.
+ */
+export function serveTraces(socket: Socket, opts: TraceServeOptions): TraceServer {
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const maxConcurrent = opts.maxConcurrent ?? 2;
+  const ackTimeoutMs = opts.chunkAckTimeoutMs ?? 30_000;
+  const maxDoneBytes = opts.maxDoneBytes ?? 900_000;
+  const running = new Map<string, RunningTrace>();
+
+  const emit = (event: string, payload: object): void => {
+    // Socket.IO would buffer it for the next connection, where it means nothing.
+    if (socket.connected) socket.emit(event, payload);
+  };
+
+  const stop = (t: RunningTrace, reason: string, notify: boolean): void => {
+    if (t.stopped) return;
+    t.stopped = reason;
+    t.notify = notify;
+    const e = new Error(reason);
+    t.abortAck?.(e);
+    t.abort(e);
+  };
+
+  const sendChunk = (t: RunningTrace, seq: number, data: Buffer): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      if (t.stopped) return reject(new Error(t.stopped));
+      if (!socket.connected) return reject(new Error('the dispatcher link was lost'));
+      let settled = false;
+      const settle = (e: Error | null) => {
+        if (settled) return;
+        settled = true;
+        t.abortAck = null;
+        if (e) reject(e);
+        else resolve();
+      };
+      t.abortAck = settle;
+      socket.timeout(ackTimeoutMs).emit('trace:chunk', { traceId: t.id, seq, data }, (err: Error | null, ack: unknown) => {
+        if (err) return settle(new Error(`the dispatcher did not acknowledge chunk ${seq} within ${ackTimeoutMs} ms`));
+        const a = parseMessage(chunkAck, 'trace:chunk ack', ack);
+        if (!a.ok) settle(new Error(a.error));
+        else if (!a.value.ok) settle(new Error(`the dispatcher refused chunk ${seq}: ${a.value.error ?? 'no reason given'}`));
+        else settle(null);
+      });
+    });
+
+  const runTrace = async (t: RunningTrace, spec: QuerySpec): Promise<void> => {
+    let result: QueryResult | null = null;
+    try {
+      emit('trace:started', { traceId: t.id });
+      // Let the ack and trace:started leave before the synchronous query holds the event loop.
+      await new Promise((r) => setImmediate(r));
+      if (t.stopped) throw new Error(t.stopped);
+      result = runQuery(opts.ringDir, spec, { mayWrite: false, correlationHeader: opts.correlationHeader });
+      if (t.stopped) throw new Error(t.stopped);
+
+      // Progress counts the packets in the chunks acknowledged so far, read back from the stream itself.
+      const counter = new CaptureStreamParser(`trace ${t.id} result`);
+      let counting = true;
+      let packets = 0;
+      let bytes = 0;
+      let lastProgress = 0;
+      const progress = () => {
+        lastProgress = Date.now();
+        emit('trace:progress', { traceId: t.id, packets, bytes });
+      };
+      progress();
+      const out = new ChunkWriter(async (seq, data) => {
+        await sendChunk(t, seq, data);
+        if (counting) {
+          try {
+            for (const rec of counter.push(data)) {
+              packets++;
+              bytes += rec.capLen;
+            }
+          } catch {
+            counting = false; // not a format the parser knows: progress stays at what it had
+          }
+        }
+        if ((seq + 1) % PROGRESS_EVERY_CHUNKS === 0 || Date.now() - lastProgress >= PROGRESS_MS) progress();
+      });
+      const writing = writeResultPcap(result, out);
+      writing.catch(() => {}); // its failure is handled below; a stop may win the race first
+      const written = await Promise.race([writing, t.aborted]);
+      if (t.stopped) throw new Error(t.stopped);
+      emit('trace:done', doneMessage(t.id, result, written, out.chunks, maxDoneBytes));
+      log(`tracefleet agent: trace ${t.id} done: ${written.packets} packets in ${out.chunks} chunks${result.truncated ? ' (truncated by a limit)' : ''}`);
+    } catch (e) {
+      const message = t.stopped ?? (e as Error).message ?? String(e);
+      if (!t.stopped || t.notify) emit('trace:error', { traceId: t.id, message: message.slice(0, MAX_ERROR_CHARS) });
+      log(`tracefleet agent: trace ${t.id} ${t.stopped ? 'stopped' : 'failed'}: ${message}`);
+    } finally {
+      if (result) closeResult(result);
+      running.delete(t.id);
+    }
+  };
+
+  const onRun = (...args: unknown[]): void => {
+    const last = args[args.length - 1];
+    const ack = typeof last === 'function' ? (last as (a: RunAck) => void) : null;
+    const reply = (a: RunAck) => {
+      if (!a.accepted) log(`tracefleet agent: refused a trace:run: ${a.error}`);
+      if (!ack) return;
+      try {
+        ack(a);
+      } catch (e) {
+        log(`tracefleet agent: trace:run ack failed: ${(e as Error).message}`);
+      }
+    };
+    try {
+      const m = parseMessage(traceRun, 'trace:run', args[0]);
+      if (!m.ok) return reply({ accepted: false, error: m.error });
+      const { traceId, query } = m.value;
+      if (!ack) return reply({ accepted: false, error: `trace:run for ${traceId} came without an ack callback; the dispatcher must ask for a RunAck` });
+      if (running.has(traceId)) return reply({ accepted: false, error: `trace ${traceId} is already running on this agent` });
+      if (running.size >= maxConcurrent) {
+        return reply({ accepted: false, error: `this agent is already running ${running.size} traces, its limit; retry ${traceId} when one ends` });
+      }
+      let spec: QuerySpec;
+      try {
+        spec = buildQuerySpec(rawQueryOf(query));
+      } catch (e) {
+        return reply({ accepted: false, error: (e as Error).message });
+      }
+      let abort: (e: Error) => void = () => {};
+      const aborted = new Promise<never>((_, reject) => (abort = reject));
+      aborted.catch(() => {}); // rejects on every stop, raced only while the PCAP is written
+      const t: RunningTrace = { id: traceId, stopped: null, notify: false, abortAck: null, aborted, abort };
+      running.set(traceId, t);
+      reply({ accepted: true });
+      void runTrace(t, spec);
+    } catch (e) {
+      log(`tracefleet agent: trace:run handler failed: ${(e as Error).message}`);
+      reply({ accepted: false, error: `the agent failed to start the trace: ${(e as Error).message}` });
+    }
+  };
+
+  const onCancel = (data: unknown): void => {
+    const m = parseMessage(traceRef, 'trace:cancel', data);
+    if (!m.ok) return log(`tracefleet agent: ${m.error}; ignored`);
+    const t = running.get(m.value.traceId);
+    if (!t) return log(`tracefleet agent: trace:cancel for ${m.value.traceId}, which is not running here; ignored`);
+    stop(t, 'cancelled by the dispatcher', true);
+  };
+
+  const onDisconnect = (): void => {
+    for (const t of running.values()) stop(t, 'the dispatcher link was lost', false);
+  };
+
+  socket.on('trace:run', onRun);
+  socket.on('trace:cancel', onCancel);
+  socket.on('disconnect', onDisconnect);
+
+  return {
+    close() {
+      socket.off('trace:run', onRun);
+      socket.off('trace:cancel', onCancel);
+      socket.off('disconnect', onDisconnect);
+      for (const t of running.values()) stop(t, 'the agent is shutting down', true);
+    },
+    active: () => running.size,
+  };
+}
+
+/** The final message, its lists cut to what the schema and the dispatcher's message size take, with a note saying so. */
+export function doneMessage(
+  traceId: string,
+  r: QueryResult,
+  written: { packets: number; bytes: number },
+  chunks: number,
+  maxDoneBytes: number,
+): TraceDone {
+  let notes = [...r.notes];
+  let messages = r.messages.slice(0, MAX_MESSAGES);
+  const budget = maxDoneBytes - Buffer.byteLength(JSON.stringify(notes)) - 1024;
+  let size = 0;
+  let n = 0;
+  for (; n < messages.length; n++) {
+    size += Buffer.byteLength(JSON.stringify(messages[n])) + 1;
+    if (size > budget) break;
+  }
+  messages = messages.slice(0, n);
+  if (messages.length < r.messages.length) {
+    notes.push(`only the first ${messages.length} of ${r.messages.length} SIP messages are listed (the trace:done size limit); the PCAP holds every packet of them`);
+  }
+  if (notes.length > MAX_NOTES) notes = [...notes.slice(0, MAX_NOTES - 1), `${notes.length - MAX_NOTES + 1} more notes left out`];
+  return { traceId, packets: written.packets, bytes: written.bytes, chunks, truncated: r.truncated, messages, notes };
+}

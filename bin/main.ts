@@ -14,6 +14,9 @@ import { listInterfaces } from '../agent/capture/interfaces';
 import { DEMO_NUMBERS, startDemoTraffic } from '../agent/demo/traffic';
 import { hostname } from 'node:os';
 import { agentStatusOf, connectDispatcher } from '../agent/link/client';
+import { join } from 'node:path';
+import type { FleetToken } from '../dispatcher/fleet/server';
+import { startDispatcher } from '../dispatcher/daemon/run';
 
 /** Exit codes: 0 done, 1 failed while running, 2 bad input (usage, query, file). */
 export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
@@ -184,6 +187,53 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
   process.stderr.write('tracefleet agent: stopped; ring indexes sealed\n');
 }
 
+/** `NAME=TOKEN` (good for that agent only) or `TOKEN` (shared by any agent). */
+export function parseAgentTokens(list: string[]): FleetToken[] {
+  return list.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean).map((s) => {
+    const m = /^([A-Za-z0-9_.-]{1,64})=(.+)$/.exec(s);
+    const t = m ? { agent: m[1], token: m[2] } : { token: s };
+    if (t.token.length < 16) throw new UsageError('agent tokens must have at least 16 characters: make one with `openssl rand -hex 24`');
+    return t;
+  });
+}
+
+function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d{1,5})$/.exec(s.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new UsageError(`bad --listen '${s}': give HOST:PORT, e.g. 127.0.0.1:8060 or [::1]:8060 or 0.0.0.0:8060`);
+  return { host: m[1] ?? m[2], port };
+}
+
+async function dispatcherCommand(a: Record<string, unknown>): Promise<void> {
+  const { host, port } = parseListen(a.listen as string);
+  const agentTokens = parseAgentTokens([...((a.agentToken as string[] | undefined) ?? []), ...(process.env.TRACEFLEET_AGENT_TOKENS ?? '').split(',')]);
+  if (agentTokens.length === 0) {
+    throw new UsageError('give the agents\' token(s): --agent-token TOKEN (shared) or --agent-token NAME=TOKEN (one agent), or TRACEFLEET_AGENT_TOKENS; make one with `openssl rand -hex 24`');
+  }
+  const cert = a.tlsCert as string | undefined;
+  const key = a.tlsKey as string | undefined;
+  if (Boolean(cert) !== Boolean(key)) throw new UsageError('HTTPS needs both --tls-cert and --tls-key');
+  const d = await startDispatcher({
+    host,
+    port,
+    couchdbUrl: (a.couchdb as string | undefined) || undefined,
+    db: a.db as string,
+    dataDir: a.dataDir as string,
+    agentTokens,
+    tls: cert && key ? { cert, key } : undefined,
+    redisUrl: (a.redis as string | undefined) || undefined,
+    retentionDays: a.retentionDays as number,
+    timeouts: { runAckMs: (a.runTimeout as number) * 1000, idleMs: (a.idleTimeout as number) * 1000 },
+    staticDir: join(__dirname, '..', '..', 'web'),
+  });
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  process.stderr.write('tracefleet dispatcher: stopping; unfinished results stay in the spool and are stored on the next start\n');
+  await d.close();
+}
+
 async function demoCommand(a: Record<string, unknown>): Promise<void> {
   const ring = a.ring as string;
   const agent = await startAgent({ ringDir: ring, interfaces: ['lo'], filter: 'udp port 5090 or udp port 5091', ringMaxBytes: 256 * 1024 * 1024, maxSegmentBytes: 8 * 1024 * 1024, maxSegmentSeconds: 60 });
@@ -241,6 +291,24 @@ export function cli(argv: string[]) {
           .option('token', { type: 'string', describe: 'agent token for the dispatcher (env TRACEFLEET_TOKEN)' })
           .option('name', { type: 'string', describe: 'agent name at the dispatcher (default: the host name)' }),
       (a) => agentCommand(a as Record<string, unknown>).catch(fail),
+    )
+    .command(
+      'dispatcher',
+      'run the dispatcher: agents connect to /agent, people and scripts use the web page, REST API and /client',
+      (y) =>
+        y
+          .option('listen', { type: 'string', default: process.env.TRACEFLEET_LISTEN ?? '127.0.0.1:8060', describe: 'HOST:PORT to listen on (env TRACEFLEET_LISTEN)' })
+          .option('couchdb', { type: 'string', default: process.env.COUCHDB_URL, describe: 'Apache CouchDB URL, http://user:password@host:5984 (env COUCHDB_URL); unset: the embedded store in --data-dir' })
+          .option('db', { type: 'string', default: 'tracefleet', describe: 'CouchDB database name' })
+          .option('data-dir', { type: 'string', default: process.env.TRACEFLEET_DATA_DIR ?? 'var/dispatcher', describe: 'spool and embedded store (env TRACEFLEET_DATA_DIR)' })
+          .option('agent-token', { type: 'string', array: true, describe: 'token agents present: TOKEN (any agent) or NAME=TOKEN (repeat; env TRACEFLEET_AGENT_TOKENS, comma-separated)' })
+          .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve HTTPS/WSS' })
+          .option('tls-key', { type: 'string', describe: 'PEM private key for --tls-cert' })
+          .option('redis', { type: 'string', default: process.env.REDIS_URL, describe: 'Redis URL shared by several dispatchers (env REDIS_URL)' })
+          .option('retention-days', { type: 'number', default: 30, describe: 'purge traces older than this' })
+          .option('run-timeout', { type: 'number', default: 10, describe: 'seconds an agent has to accept a trace before it is marked unreachable' })
+          .option('idle-timeout', { type: 'number', default: 30, describe: 'seconds an agent may stay silent mid-trace before it is marked lost' }),
+      (a) => dispatcherCommand(a as Record<string, unknown>).catch(fail),
     )
     .command(
       'demo',

@@ -14,6 +14,7 @@ import { listInterfaces } from '../agent/capture/interfaces';
 import { DEMO_NUMBERS, startDemoTraffic } from '../agent/demo/traffic';
 import { hostname } from 'node:os';
 import { agentStatusOf, connectDispatcher } from '../agent/link/client';
+import { serveTraces } from '../agent/trace/serve';
 import { join } from 'node:path';
 import type { FleetToken } from '../dispatcher/fleet/server';
 import { startDispatcher } from '../dispatcher/daemon/run';
@@ -168,6 +169,8 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
         status: () => agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors),
       })
     : null;
+  // Traces only read the ring (the indexer thread owns its indexes); a failing trace ends in trace:error, never in capture.
+  const traces = link ? serveTraces(link.socket, { ringDir, correlationHeader: a.correlationHeader as string | undefined }) : null;
   const statsEvery = (a.statsInterval as number) * 1000;
   const statsLine = () => {
     const st = agent.engine.stats();
@@ -181,6 +184,7 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
     process.once('SIGTERM', stop);
   });
   if (timer) clearInterval(timer);
+  traces?.close();
   link?.close();
   await agent.stop();
   statsLine();

@@ -17,6 +17,7 @@ export class ChunkWriter extends Writable {
   private buf: Buffer | null = null;
   private used = 0;
   private seq = 0;
+  private sent = 0;
   private failure: Error | null = null;
 
   constructor(send: SendChunk, chunkBytes: number = CHUNK_BYTES) {
@@ -32,6 +33,11 @@ export class ChunkWriter extends Writable {
   /** Chunks sent and acknowledged so far. */
   get chunks(): number {
     return this.seq;
+  }
+
+  /** Bytes of those chunks. */
+  get bytes(): number {
+    return this.sent;
   }
 
   override _write(data: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
@@ -68,5 +74,6 @@ export class ChunkWriter extends Writable {
       throw e;
     }
     this.seq++;
+    this.sent += data.length;
   }
 }

@@ -135,7 +135,7 @@ export function serveTraces(socket: Socket, opts: TraceServeOptions): TraceServe
       result = runQuery(opts.ringDir, spec, { mayWrite: false, correlationHeader: opts.correlationHeader });
       if (t.stopped) throw new Error(t.stopped);
 
-      // Progress counts the packets in the chunks acknowledged so far, read back from the stream itself.
+      // Progress: the PCAP bytes acknowledged so far, and the packets in them, read back from the stream itself.
       const counter = new CaptureStreamParser(`trace ${t.id} result`);
       let counting = true;
       let packets = 0;
@@ -148,14 +148,12 @@ export function serveTraces(socket: Socket, opts: TraceServeOptions): TraceServe
       progress();
       const out = new ChunkWriter(async (seq, data) => {
         await sendChunk(t, seq, data);
+        bytes += data.length;
         if (counting) {
           try {
-            for (const rec of counter.push(data)) {
-              packets++;
-              bytes += rec.capLen;
-            }
+            packets += counter.push(data).length;
           } catch {
-            counting = false; // not a format the parser knows: progress stays at what it had
+            counting = false; // not a format the parser knows: the packet count stays where it was
           }
         }
         if ((seq + 1) % PROGRESS_EVERY_CHUNKS === 0 || Date.now() - lastProgress >= PROGRESS_MS) progress();
@@ -164,7 +162,7 @@ export function serveTraces(socket: Socket, opts: TraceServeOptions): TraceServe
       writing.catch(() => {}); // its failure is handled below; a stop may win the race first
       const written = await Promise.race([writing, t.aborted]);
       if (t.stopped) throw new Error(t.stopped);
-      emit('trace:done', doneMessage(t.id, result, written, out.chunks, maxDoneBytes));
+      emit('trace:done', doneMessage(t.id, result, { packets: written.packets, bytes: out.bytes }, out.chunks, maxDoneBytes));
       log(`tracefleet agent: trace ${t.id} done: ${written.packets} packets in ${out.chunks} chunks${result.truncated ? ' (truncated by a limit)' : ''}`);
     } catch (e) {
       const message = t.stopped ?? (e as Error).message ?? String(e);
@@ -243,7 +241,11 @@ export function serveTraces(socket: Socket, opts: TraceServeOptions): TraceServe
   };
 }
 
-/** The final message, its lists cut to what the schema and the dispatcher's message size take, with a note saying so. */
+/**
+ * The final message, its lists cut to what the schema and the dispatcher's
+ * message size take, with a note saying so. `bytes` is what the chunks held
+ * (the PCAP's size): the dispatcher checks it against what it received.
+ */
 export function doneMessage(
   traceId: string,
   r: QueryResult,

@@ -21,7 +21,7 @@ export interface PcapWriterOptions {
  * Rejects records that would make a file our own reader (or tshark) refuses,
  * at write time, where the caller can still tell which packet was wrong.
  */
-function checkRecord(rec: WritableRecord, snaplen: number): void {
+export function checkRecord(rec: WritableRecord, snaplen: number): void {
   const capLen = rec.data.length;
   if (capLen > snaplen) throw new RangeError(`packet of ${capLen} bytes exceeds the file's snaplen ${snaplen}`);
   if (capLen > rec.origLen) throw new RangeError(`packet of ${capLen} bytes exceeds its origLen ${rec.origLen}`);

@@ -1,0 +1,241 @@
+import { finished } from 'node:stream';
+import { PCAP_DEFAULT_SNAPLEN } from './pcap';
+import { PCAPNG_BLOCK_EPB, PCAPNG_BLOCK_IDB, PCAPNG_BLOCK_SHB } from './pcapng';
+import { checkRecord, type WritableRecord } from './writer';
+
+/** What the PCAPNG writer needs of a packet; PacketRecord satisfies it. */
+export interface PcapngWritableRecord extends WritableRecord {
+  /** LINKTYPE_* of the interface the packet was captured on. */
+  linkType: number;
+}
+
+export interface PcapngWriterOptions {
+  /** Snaplen of every Interface Description Block; default 262144. */
+  snaplen?: number;
+  /** shb_userappl of the Section Header Block; default "tracefleet". */
+  application?: string;
+}
+
+const BYTE_ORDER_MAGIC = 0x1a2b3c4d;
+const OPT_ENDOFOPT = 0;
+const OPT_SHB_USERAPPL = 4;
+const OPT_IF_TSRESOL = 9;
+/** EPB without data: type, length, interface id, ts high, ts low, caplen, origlen, trailing length. */
+const EPB_FIXED = 32;
+const TWO32 = 2 ** 32;
+
+const pad4 = (n: number) => (n + 3) & ~3;
+
+/** Little-endian Section Header Block, one section of unknown length. */
+function shbBytes(application: string): Buffer {
+  const app = Buffer.from(application, 'utf8');
+  const optLen = app.length > 0 ? 4 + pad4(app.length) : 0;
+  const len = 28 + optLen + 4;
+  const b = Buffer.alloc(len);
+  b.writeUInt32LE(PCAPNG_BLOCK_SHB, 0);
+  b.writeUInt32LE(len, 4);
+  b.writeUInt32LE(BYTE_ORDER_MAGIC, 8);
+  b.writeUInt16LE(1, 12);
+  b.writeUInt16LE(0, 14);
+  // Section length -1: "not given", so the writer can stream without seeking back.
+  b.fill(0xff, 16, 24);
+  let p = 24;
+  if (app.length > 0) {
+    b.writeUInt16LE(OPT_SHB_USERAPPL, p);
+    b.writeUInt16LE(app.length, p + 2);
+    app.copy(b, p + 4);
+    p += 4 + pad4(app.length);
+  }
+  b.writeUInt16LE(OPT_ENDOFOPT, p);
+  b.writeUInt32LE(len, len - 4);
+  return b;
+}
+
+/** Interface Description Block with an explicit if_tsresol (10^-6 or 10^-9 s). */
+function idbBytes(linkType: number, snaplen: number, nanos: boolean): Buffer {
+  const len = 32;
+  const b = Buffer.alloc(len);
+  b.writeUInt32LE(PCAPNG_BLOCK_IDB, 0);
+  b.writeUInt32LE(len, 4);
+  b.writeUInt16LE(linkType, 8);
+  b.writeUInt32LE(snaplen, 12);
+  b.writeUInt16LE(OPT_IF_TSRESOL, 16);
+  b.writeUInt16LE(1, 18);
+  b[20] = nanos ? 9 : 6;
+  // bytes 21..23 pad the option, 24..27 are opt_endofopt (zeros).
+  b.writeUInt32LE(len, len - 4);
+  return b;
+}
+
+/**
+ * Writes a timestamp as PCAPNG's two 32-bit halves of sec * 10^9 + nsec (or
+ * sec * 10^6 + usec) without a double: the nanosecond count of today is
+ * about 1.8e18, far past 2^53. Every intermediate here stays below 2^47.
+ */
+function writeTimestamp(b: Buffer, at: number, tsSec: number, tsNsec: number, nanos: boolean): void {
+  let high: number;
+  let low: number;
+  if (nanos) {
+    // sec * 1e9 = (secHi * 2^16 + secLo) * 1e9, with secHi, secLo < 2^16.
+    const a = (tsSec >>> 16) * 1e9; // < 2^46; contributes a * 2^16
+    const bPart = (tsSec & 0xffff) * 1e9 + tsNsec; // < 2^46
+    const aHigh = Math.floor(a / 65536);
+    const t = (a - aHigh * 65536) * 65536 + bPart; // < 2^47
+    const carry = Math.floor(t / TWO32);
+    high = aHigh + carry;
+    low = t - carry * TWO32;
+  } else {
+    const v = tsSec * 1e6 + tsNsec / 1000; // < 2^52, exact: tsNsec is a whole number of µs here
+    high = Math.floor(v / TWO32);
+    low = v - high * TWO32;
+  }
+  b.writeUInt32LE(high, at);
+  b.writeUInt32LE(low, at + 4);
+}
+
+/**
+ * Streaming PCAPNG writer over any writable stream, for packets of several
+ * link types in one file (a classic PCAP holds one). One little-endian
+ * section; an Interface Description Block is added for each (link type,
+ * resolution) pair the first time it is needed, or up front through
+ * interfaceFor(). Packets go in Enhanced Packet Blocks with their exact
+ * timestamps, bytes and original length. Each block is copied into one
+ * buffer before writing, so callers may reuse their data buffers as soon as
+ * write() returns.
+ *
+ * Stream errors are caught here (an unhandled 'error' event would kill the
+ * process) and surface as a rejection of waitDrain()/end() or a throw from
+ * the next write(), as with PcapWriter.
+ */
+export class PcapngWriter {
+  private readonly out: NodeJS.WritableStream;
+  private readonly snaplen: number;
+  /** Interface id by `${linkType}/${nanos}`. */
+  private readonly ifaces = new Map<string, number>();
+  private error: Error | null = null;
+  private blocked = false;
+  private ending: Promise<void> | null = null;
+  private recordsWritten = 0;
+
+  constructor(out: NodeJS.WritableStream, opts: PcapngWriterOptions = {}) {
+    this.out = out;
+    this.snaplen = opts.snaplen ?? PCAP_DEFAULT_SNAPLEN;
+    out.on('error', (err: Error) => {
+      this.error ??= err;
+    });
+    this.put(shbBytes(opts.application ?? 'tracefleet'));
+  }
+
+  /** Records accepted so far. */
+  get count(): number {
+    return this.recordsWritten;
+  }
+
+  /** Interface Description Blocks written so far. */
+  get interfaceCount(): number {
+    return this.ifaces.size;
+  }
+
+  private put(b: Buffer): boolean {
+    const ok = this.out.write(b);
+    this.blocked = !ok;
+    return ok;
+  }
+
+  private check(): void {
+    if (this.error) throw this.error;
+    if (this.ending) throw new Error('PcapngWriter.write() after end()');
+  }
+
+  /**
+   * The interface id for packets of this link type and resolution, writing
+   * its IDB if it is new. Calling it before the first packet puts every IDB
+   * at the start of the file, where readers that scan only the head (and
+   * the dispatcher's merge) see all of a file's link types.
+   */
+  interfaceFor(linkType: number, nanos: boolean): number {
+    this.check();
+    if (!Number.isInteger(linkType) || linkType < 0 || linkType > 0xffff) {
+      throw new RangeError(`link type ${linkType} does not fit PCAPNG's 16-bit link type field`);
+    }
+    const key = `${linkType}/${nanos}`;
+    let id = this.ifaces.get(key);
+    if (id === undefined) {
+      id = this.ifaces.size;
+      this.ifaces.set(key, id);
+      this.put(idbBytes(linkType, this.snaplen, nanos));
+    }
+    return id;
+  }
+
+  /**
+   * Queues one packet. `nanos` says the source has nanosecond timestamps; a
+   * microsecond source's packets go to a 10^-6 interface, so a reader shows
+   * them as the source had them. Returns false when the stream wants the
+   * caller to wait for waitDrain().
+   */
+  write(rec: PcapngWritableRecord, nanos: boolean): boolean {
+    this.check();
+    checkRecord(rec, this.snaplen);
+    if (!nanos && rec.tsNsec % 1000 !== 0) {
+      throw new RangeError(`tsNsec ${rec.tsNsec} is not a whole number of microseconds; write it with nanos true`);
+    }
+    const ifId = this.interfaceFor(rec.linkType, nanos);
+    const capLen = rec.data.length;
+    const len = EPB_FIXED + pad4(capLen);
+    const b = Buffer.allocUnsafe(len);
+    b.writeUInt32LE(PCAPNG_BLOCK_EPB, 0);
+    b.writeUInt32LE(len, 4);
+    b.writeUInt32LE(ifId, 8);
+    writeTimestamp(b, 12, rec.tsSec, rec.tsNsec, nanos);
+    b.writeUInt32LE(capLen, 20);
+    b.writeUInt32LE(rec.origLen, 24);
+    rec.data.copy(b, 28);
+    b.fill(0, 28 + capLen, len - 4);
+    b.writeUInt32LE(len, len - 4);
+    this.recordsWritten++;
+    return this.put(b);
+  }
+
+  waitDrain(): Promise<void> {
+    if (this.error) return Promise.reject(this.error);
+    if (!this.blocked) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = (err?: Error) => {
+        this.out.removeListener('drain', onDrain);
+        this.out.removeListener('error', onError);
+        this.out.removeListener('close', onClose);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onDrain = () => {
+        this.blocked = false;
+        done();
+      };
+      const onError = (err: Error) => done(err);
+      const onClose = () => done(this.error ?? new Error('stream closed before it drained'));
+      this.out.on('drain', onDrain);
+      this.out.on('error', onError);
+      this.out.on('close', onClose);
+    });
+  }
+
+  /** Ends the stream; resolves once all data is flushed, rejects on a stream error. */
+  end(): Promise<void> {
+    if (!this.ending) {
+      this.ending = new Promise<void>((resolve, reject) => {
+        if (this.error) {
+          reject(this.error);
+          return;
+        }
+        finished(this.out, (err) => {
+          const e = this.error ?? err;
+          if (e) reject(e);
+          else resolve();
+        });
+        this.out.end();
+      });
+    }
+    return this.ending;
+  }
+}

@@ -1,0 +1,409 @@
+/*
+ * The dispatcher's REST API, /healthz, /metrics and (optionally) the web
+ * page's files: one express app, mounted as the request handler of the same
+ * http(s) server that Socket.IO is attached to. Routes and their answers are
+ * listed in docs/ARCHITECTURE.md ("REST API").
+ *
+ * /healthz and /metrics need no credentials: load balancers and Prometheus
+ * scrape them without any, and they tell only whether the store answers and
+ * aggregate counts (no trace, user or agent names). Where even that must stay
+ * private, keep the port off untrusted networks or block /metrics at the
+ * proxy in front.
+ */
+
+import express, { NextFunction, Request, RequestHandler, Response } from 'express';
+import { z } from 'zod';
+import { Role, traceRequest, TraceView } from '../../shared/protocol/wire';
+import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, TraceDoc, traceDocId } from '../store/layout';
+import type { TraceStore } from '../store/store';
+import type { Traces } from '../trace/types';
+import { isFinalResult, traceView } from '../trace/view';
+import { safeName, sendAttachment, sendTraceTar } from './download';
+import { HttpError, toHttp } from './errors';
+import { mergedMessages } from './messages';
+import { METRICS_CONTENT_TYPE, Metrics } from './metrics';
+
+export interface Principal {
+  name: string;
+  roles: Role[];
+  via: 'password' | 'session' | 'token';
+}
+
+/** The Authorization header's credentials: a session or API token, or the base64 of `user:password` as sent. */
+export type Credential = { bearer: string } | { basic: string };
+export type Action = 'trace' | 'read' | 'admin';
+
+/** What the API needs of dispatcher/auth (class Auth), typed by shape. */
+export interface ApiAuth {
+  authenticate(cred: Credential, ctx?: { address?: string }): Promise<Principal | null>;
+  login(user: string, password: string, ctx?: { address?: string }): Promise<{ token: string; user: string; roles: Role[]; expiresAt: string } | null>;
+  can(p: Principal, action: Action): boolean;
+}
+
+export interface ApiDeps {
+  store: TraceStore;
+  traces: Traces;
+  auth: ApiAuth;
+  metrics: Metrics;
+  log?: (line: string) => void;
+  /** The web page's files, served at / when given. */
+  staticDir?: string;
+}
+
+/** Largest request body accepted (a trace request is a handful of filters). */
+export const BODY_LIMIT = 64 * 1024;
+
+const REALM = 'realm="tracefleet"';
+const TRACE_ID = /^[A-Za-z0-9_-]{1,128}$/;
+const HOST = /^[^/\\\u0000-\u001f]{1,253}$/;
+
+const loginBody = z.object({ user: z.string().min(1).max(200), password: z.string().min(1).max(1024) }).strict();
+const listQuery = z.object({
+  limit: z
+    .string()
+    .regex(/^\d{1,4}$/, 'limit must be a whole number from 1 to 1000')
+    .transform(Number)
+    .refine((n) => n >= 1 && n <= 1000, 'limit must be a whole number from 1 to 1000')
+    .optional(),
+  bookmark: z.string().min(1).max(2048).optional(),
+  user: z.string().min(1).max(200).optional(),
+});
+
+const NEEDS: Record<Action, string> = {
+  read: 'the viewer, tracer or admin role',
+  trace: 'the tracer or admin role',
+  admin: 'the admin role',
+};
+
+function zodMessage(what: string, err: z.ZodError): string {
+  const i = err.issues[0];
+  return `bad ${what}: ${i.path.join('.') || 'body'}: ${i.message}`;
+}
+
+/** Express 4 does not catch a rejected promise: pass it on to the error handler. */
+function h(fn: (req: Request, res: Response) => Promise<void>): RequestHandler {
+  return (req, res, next) => {
+    fn(req, res).catch(next);
+  };
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+export function createApi(deps: ApiDeps): express.Express {
+  const { store, traces, auth, metrics } = deps;
+  const log = deps.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const app = express();
+  app.disable('x-powered-by');
+  // Plain strings (or arrays when repeated), which the zod schemas then refuse or accept.
+  app.set('query parser', 'simple');
+
+  app.use((req, res, next) => {
+    // Socket.IO answers these on the same server: a second answer would break its handshake.
+    if (req.url.startsWith('/socket.io/')) return;
+    res.once('finish', () => metrics.httpRequests.inc({ code: String(res.statusCode) }));
+    next();
+  });
+
+  const address = (req: Request) => ({ address: req.socket.remoteAddress });
+
+  const principal = (res: Response): Principal => res.locals.principal as Principal;
+
+  const need = (p: Principal, action: Action, what: string): void => {
+    if (!auth.can(p, action)) {
+      throw new HttpError(403, `user ${p.name} (roles: ${p.roles.join(', ') || 'none'}) may not ${what}: that needs ${NEEDS[action]}; ask an admin`);
+    }
+  };
+
+  const traceId = (req: Request): string => {
+    const id = req.params.id;
+    if (!TRACE_ID.test(id)) throw new HttpError(400, `${JSON.stringify(id.slice(0, 140))} is not a trace id: ids are 1-128 letters, digits, _ or -`);
+    return id;
+  };
+
+  const getTrace = async (id: string): Promise<TraceDoc> => {
+    const t = await store.getTrace(id);
+    if (!t) throw new HttpError(404, `no trace ${id}: list traces with GET /api/traces`);
+    return t;
+  };
+
+  /** The stored trace as clients see it; a running one from the orchestrator, which knows its hosts' live state. */
+  const viewOf = async (t: TraceDoc): Promise<TraceView> => {
+    if (t.state === 'running') {
+      const live = await traces.view(t.id);
+      if (live) return live;
+    }
+    return traceView(t, await store.listResults(t.id));
+  };
+
+  // ---- outside /api: health and metrics (no credentials, see above) -------
+
+  app.get('/healthz', async (_req, res) => {
+    let ping: Awaited<ReturnType<TraceStore['ping']>>;
+    try {
+      ping = await store.ping();
+    } catch (e) {
+      res.status(503).set('cache-control', 'no-store').json({ ok: false, error: (e as Error).message });
+      return;
+    }
+    let agents: { connected: number; known: number } | { error: string };
+    try {
+      const list = await traces.agents();
+      agents = { connected: list.filter((a) => a.connected).length, known: list.length };
+    } catch (e) {
+      agents = { error: (e as Error).message };
+    }
+    res.set('cache-control', 'no-store').json({ ok: true, store: ping, agents });
+  });
+
+  app.get(
+    '/metrics',
+    h(async (_req, res) => {
+      const text = await metrics.render();
+      res.status(200).set('content-type', METRICS_CONTENT_TYPE).set('cache-control', 'no-store').send(text);
+    }),
+  );
+
+  // ---- /api ------------------------------------------------------------------
+
+  const api = express.Router();
+  api.use((_req, res, next) => {
+    res.set('cache-control', 'no-store');
+    next();
+  });
+  api.use(express.json({ limit: BODY_LIMIT, strict: true, type: 'application/json' }));
+
+  /** JSON bodies only: a form or text/plain body is what a cross-site page can send without asking. */
+  const jsonBody = (req: Request): unknown => {
+    if (!req.is('application/json')) {
+      throw new HttpError(400, 'send the request body as JSON with the header Content-Type: application/json');
+    }
+    return req.body;
+  };
+
+  api.post(
+    '/login',
+    h(async (req, res) => {
+      const body = loginBody.safeParse(jsonBody(req));
+      if (!body.success) throw new HttpError(400, `${zodMessage('login', body.error)}; send {"user": "...", "password": "..."}`);
+      const session = await auth.login(body.data.user, body.data.password, address(req));
+      if (!session) throw new HttpError(401, 'wrong user name or password', { 'www-authenticate': `Bearer ${REALM}` });
+      res.json({ token: session.token, user: session.user, roles: session.roles, expiresAt: session.expiresAt });
+    }),
+  );
+
+  /** Who is asking, from the Authorization header; a refusal says how to log in. */
+  const authenticate = async (req: Request): Promise<Principal> => {
+    const header = req.headers.authorization;
+    let cred: Credential;
+    if (header !== undefined) {
+      const m = /^(Bearer|Basic)[ ]+([A-Za-z0-9._~+/=-]{1,2048})[ ]*$/i.exec(header);
+      if (!m) {
+        throw new HttpError(401, "the Authorization header must be 'Bearer <token>' or 'Basic <base64 of user:password>'", { 'www-authenticate': `Bearer ${REALM}` });
+      }
+      cred = m[1].toLowerCase() === 'bearer' ? { bearer: m[2] } : { basic: m[2] };
+    } else if ((req.method === 'GET' || req.method === 'HEAD') && /\.(pcap|tar)$/.test(req.path) && typeof req.query.access_token === 'string') {
+      // A browser link cannot carry a header; RFC 6750's query parameter lets the web page link downloads.
+      cred = { bearer: req.query.access_token };
+    } else {
+      throw new HttpError(401, 'log in first: send Authorization: Bearer <token> (from POST /api/login, or an API token) or Basic <base64 of user:password>', {
+        'www-authenticate': `Bearer ${REALM}`,
+      });
+    }
+    const p = await auth.authenticate(cred, address(req));
+    if (!p) {
+      // Only a client that tried Basic is challenged for Basic: a browser would otherwise pop up its own login box over the web page.
+      const challenge = 'basic' in cred ? `Basic ${REALM}, charset="UTF-8"` : `Bearer ${REALM}, error="invalid_token"`;
+      throw new HttpError(401, 'unknown user, wrong password, or unknown/expired token: log in again with POST /api/login', { 'www-authenticate': challenge });
+    }
+    return p;
+  };
+
+  // Every route below needs credentials.
+  api.use((req, res, next) => {
+    authenticate(req).then((p) => {
+      res.locals.principal = p;
+      next();
+    }, next);
+  });
+
+  api.get(
+    '/me',
+    h(async (_req, res) => {
+      const p = principal(res);
+      res.json({ user: p.name, roles: p.roles });
+    }),
+  );
+
+  api.post(
+    '/traces',
+    h(async (req, res) => {
+      const p = principal(res);
+      need(p, 'trace', 'start traces');
+      const body = traceRequest.safeParse(jsonBody(req));
+      if (!body.success) throw new HttpError(400, `${zodMessage('trace request', body.error)} (see the REST API in docs/ARCHITECTURE.md)`);
+      const trace = await traces.start(body.data, p.name);
+      res.status(201).location(`/api/traces/${encodeURIComponent(trace.id)}`).json({ trace });
+    }),
+  );
+
+  api.get(
+    '/traces',
+    h(async (req, res) => {
+      need(principal(res), 'read', 'list traces');
+      const q = listQuery.safeParse(req.query);
+      if (!q.success) throw new HttpError(400, zodMessage('query', q.error));
+      const page = await store.listTraces({ limit: q.data.limit ?? 50, bookmark: q.data.bookmark, user: q.data.user });
+      const views = await mapLimit(page.traces, 8, viewOf);
+      res.json({ traces: views, ...(page.bookmark ? { bookmark: page.bookmark } : {}) });
+    }),
+  );
+
+  api.get(
+    '/traces/:id',
+    h(async (req, res) => {
+      need(principal(res), 'read', 'read traces');
+      const id = traceId(req);
+      const trace = await traces.view(id);
+      if (!trace) throw new HttpError(404, `no trace ${id}: list traces with GET /api/traces`);
+      res.json({ trace });
+    }),
+  );
+
+  api.get(
+    '/traces/:id/messages',
+    h(async (req, res) => {
+      need(principal(res), 'read', 'read traces');
+      const id = traceId(req);
+      await getTrace(id);
+      res.json({ messages: mergedMessages(await store.listResults(id)) });
+    }),
+  );
+
+  api.post(
+    '/traces/:id/cancel',
+    h(async (req, res) => {
+      need(principal(res), 'trace', 'cancel traces');
+      const trace = await traces.cancel(traceId(req));
+      res.json({ trace });
+    }),
+  );
+
+  api.delete(
+    '/traces/:id',
+    h(async (req, res) => {
+      const p = principal(res);
+      const id = traceId(req);
+      need(p, 'read', 'delete traces');
+      const t = await getTrace(id);
+      if (!auth.can(p, 'admin') && !(t.user === p.name && auth.can(p, 'trace'))) {
+        throw new HttpError(403, `user ${p.name} may not delete trace ${id} of user ${t.user}: only its owner (with the tracer role) or an admin may`);
+      }
+      if (t.state === 'running') {
+        throw new HttpError(409, `trace ${id} is still running: cancel it first (POST /api/traces/${id}/cancel), then delete it`);
+      }
+      await store.deleteTrace(id);
+      res.status(204).end();
+    }),
+  );
+
+  api.get(
+    '/traces/:id/merged.pcap',
+    h(async (req, res) => {
+      need(principal(res), 'read', 'download traces');
+      const id = traceId(req);
+      const t = await getTrace(id);
+      const stub = t._attachments?.[MERGED_ATTACHMENT];
+      if (!stub) {
+        if (t.state === 'running') {
+          throw new HttpError(404, `merged.pcap of trace ${id} is not ready yet: it is built once every host has finished; watch GET /api/traces/${id}`);
+        }
+        throw new HttpError(404, `trace ${id} (${t.state}) has no merged.pcap: no host stored packets for it; see each host's state in GET /api/traces/${id}`);
+      }
+      await sendAttachment(req, res, { store, docId: traceDocId(id), name: MERGED_ATTACHMENT, stub, filename: `trace-${safeName(id)}.pcap`, log });
+    }),
+  );
+
+  api.get(
+    '/traces/:id/hosts/:host/packets.pcap',
+    h(async (req, res) => {
+      need(principal(res), 'read', 'download traces');
+      const id = traceId(req);
+      const host = req.params.host;
+      if (!HOST.test(host)) throw new HttpError(400, `${JSON.stringify(host.slice(0, 260))} is not a host name: use the agent's name as listed in the trace`);
+      const t = await getTrace(id);
+      if (!t.hosts.includes(host)) {
+        throw new HttpError(404, `trace ${id} did not ask host ${host}; its hosts: ${t.hosts.slice(0, 20).join(', ')}${t.hosts.length > 20 ? ', ...' : ''}`);
+      }
+      const r = await store.getResult(id, host);
+      const stub = r?._attachments?.[HOST_ATTACHMENT];
+      if (!stub) {
+        if (!r || !isFinalResult(r.state)) {
+          throw new HttpError(404, `the packets of host ${host} in trace ${id} are not ready yet (${r?.state ?? 'queued'}): watch GET /api/traces/${id}`);
+        }
+        throw new HttpError(404, `host ${host} stored no packets for trace ${id} (${r.state}${r.error ? `: ${r.error}` : ''})`);
+      }
+      await sendAttachment(req, res, {
+        store,
+        docId: resultDocId(id, host),
+        name: HOST_ATTACHMENT,
+        stub,
+        filename: `trace-${safeName(id)}-${safeName(host)}.pcap`,
+        log,
+      });
+    }),
+  );
+
+  api.get(
+    '/traces/:id/trace.tar',
+    h(async (req, res) => {
+      need(principal(res), 'read', 'download traces');
+      const id = traceId(req);
+      const trace = await getTrace(id);
+      const results = await store.listResults(id);
+      const view = trace.state === 'running' ? ((await traces.view(id)) ?? traceView(trace, results)) : traceView(trace, results);
+      await sendTraceTar(req, res, { store, trace, results, view, messages: mergedMessages(results), log });
+    }),
+  );
+
+  api.get(
+    '/agents',
+    h(async (_req, res) => {
+      need(principal(res), 'read', 'list agents');
+      res.json({ agents: await traces.agents() });
+    }),
+  );
+
+  api.use((req, _res, next) => next(new HttpError(404, `no route ${req.method} /api${req.path}: see the REST API in docs/ARCHITECTURE.md`)));
+  app.use('/api', api);
+
+  if (deps.staticDir) app.use(express.static(deps.staticDir, { index: 'index.html' }));
+
+  app.use((req, _res, next) => next(new HttpError(404, `nothing at ${req.method} ${req.path}: the REST API is under /api`)));
+
+  // Four arguments: express's error handler. Nothing thrown gets past it, so a bad request never harms the server.
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const out = toHttp(err, BODY_LIMIT);
+    if (out.internal) {
+      metrics.errors.inc({ kind: 'api' });
+      log(`tracefleet dispatcher: ${req.method} ${req.originalUrl.split('?')[0]} failed: ${(err as Error)?.stack ?? String(err)}`);
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.status(out.status).set(out.headers).json({ error: out.error });
+  });
+
+  return app;
+}

@@ -1,0 +1,154 @@
+/*
+ * Downloads: one stored attachment, or a whole trace as a tar archive. Both
+ * stream from the store as the client reads (backpressure end to end): a
+ * trace of a few GB never sits in the dispatcher's memory.
+ */
+
+import type { Request, Response } from 'express';
+import type { Readable } from 'node:stream';
+import * as tar from 'tar-stream';
+import type { TraceView } from '../../shared/protocol/wire';
+import { AttachmentStub, HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, TraceDoc, traceDocId } from '../store/layout';
+import type { TraceStore } from '../store/store';
+import type { HostMessage } from './messages';
+
+/** A name safe inside a Content-Disposition filename and a tar path. */
+export function safeName(s: string): string {
+  return s.replace(/[^A-Za-z0-9_.-]/g, '_').replace(/^\.+/, '_');
+}
+
+export interface AttachmentDownload {
+  store: Pick<TraceStore, 'getAttachmentStream'>;
+  docId: string;
+  name: string;
+  /** From the document just read (same facts as getAttachmentInfo, without a second request). */
+  stub: AttachmentStub;
+  filename: string;
+  log: (line: string) => void;
+}
+
+/**
+ * Sends one attachment with its length. Rejects (so the caller can answer in
+ * JSON) only while nothing has been sent; a failure after the first byte cuts
+ * the connection, which the client sees as a short download against
+ * Content-Length rather than as a complete file.
+ */
+export function sendAttachment(req: Request, res: Response, d: AttachmentDownload): Promise<void> {
+  res.status(200);
+  res.setHeader('content-type', d.stub.content_type || PCAP_CONTENT_TYPE);
+  res.setHeader('content-length', String(d.stub.length));
+  res.setHeader('content-disposition', `attachment; filename="${d.filename}"`);
+  if (req.method === 'HEAD') {
+    res.end();
+    return Promise.resolve();
+  }
+  const src = d.store.getAttachmentStream(d.docId, d.name);
+  return new Promise<void>((resolve, reject) => {
+    src.once('error', (err) => {
+      src.unpipe(res);
+      if (!res.headersSent) {
+        for (const h of ['content-type', 'content-length', 'content-disposition']) res.removeHeader(h);
+        reject(err);
+        return;
+      }
+      d.log(`tracefleet dispatcher: download of ${d.name} of ${d.docId} broke off: ${err.message}`);
+      res.destroy(err);
+      resolve();
+    });
+    // The client went away (or the download ended): stop reading from the store.
+    res.once('close', () => {
+      if (!src.destroyed) src.destroy();
+      resolve();
+    });
+    src.pipe(res);
+  });
+}
+
+export interface TarDownload {
+  store: Pick<TraceStore, 'getAttachmentStream'>;
+  trace: TraceDoc;
+  results: ResultDoc[];
+  view: TraceView;
+  messages: HostMessage[];
+  log: (line: string) => void;
+}
+
+interface TarPart {
+  path: string;
+  docId: string;
+  name: string;
+  size: number;
+}
+
+/** Pipes one attachment into one tar entry; the entry's size is the stored length, so a short read fails the entry. */
+function addStreamEntry(pack: tar.Pack, header: Partial<tar.Header> & { name: string }, src: Readable): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let failed = false;
+    const fail = (err: Error) => {
+      if (failed) return;
+      failed = true;
+      reject(err);
+    };
+    const entry = pack.entry(header, (err) => (err ? fail(err) : resolve()));
+    src.once('error', (err) => {
+      src.unpipe(entry);
+      fail(err);
+    });
+    src.pipe(entry);
+  });
+}
+
+/**
+ * trace-<id>/summary.json (the trace and its SIP messages), then
+ * trace-<id>/merged.pcap and trace-<id>/hosts/<host>.pcap for whatever is
+ * stored. Entries are written one after another, each read from the store
+ * only when the client has taken the previous one.
+ */
+export async function sendTraceTar(req: Request, res: Response, d: TarDownload): Promise<void> {
+  const id = d.trace.id;
+  const dir = `trace-${safeName(id)}`;
+  const mtime = new Date(d.trace.finishedAt ?? d.trace.createdAt);
+  res.status(200);
+  res.setHeader('content-type', 'application/x-tar');
+  res.setHeader('content-disposition', `attachment; filename="${dir}.tar"`);
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  const parts: TarPart[] = [];
+  const merged = d.trace._attachments?.[MERGED_ATTACHMENT];
+  if (merged) parts.push({ path: `${dir}/merged.pcap`, docId: traceDocId(id), name: MERGED_ATTACHMENT, size: merged.length });
+  for (const r of [...d.results].sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0))) {
+    const stub = r._attachments?.[HOST_ATTACHMENT];
+    if (stub) parts.push({ path: `${dir}/hosts/${safeName(r.host)}.pcap`, docId: resultDocId(id, r.host), name: HOST_ATTACHMENT, size: stub.length });
+  }
+
+  const pack = tar.pack();
+  let gone = false;
+  let current: Readable | null = null;
+  res.once('close', () => {
+    gone = true;
+    current?.destroy();
+    pack.destroy();
+  });
+  pack.on('error', () => {
+    /* reported where it happens; the response is cut below */
+  });
+  pack.pipe(res);
+  try {
+    const summary = Buffer.from(`${JSON.stringify({ trace: d.view, messages: d.messages }, null, 2)}\n`);
+    await new Promise<void>((resolve, reject) => pack.entry({ name: `${dir}/summary.json`, size: summary.length, mtime, mode: 0o644 }, summary, (err) => (err ? reject(err) : resolve())));
+    for (const p of parts) {
+      if (gone) return;
+      current = d.store.getAttachmentStream(p.docId, p.name);
+      await addStreamEntry(pack, { name: p.path, size: p.size, mtime, mode: 0o644 }, current);
+      current = null;
+    }
+    if (!gone) pack.finalize();
+  } catch (err) {
+    if (gone) return;
+    d.log(`tracefleet dispatcher: the tar of trace ${id} broke off: ${(err as Error).message}`);
+    // Headers are out: cutting the connection is the only way to say the archive is incomplete.
+    res.destroy(err as Error);
+  }
+}

@@ -14,6 +14,7 @@ import { listInterfaces } from '../agent/capture/interfaces';
 import { DEMO_NUMBERS, startDemoTraffic } from '../agent/demo/traffic';
 import { hostname } from 'node:os';
 import { agentStatusOf, connectDispatcher } from '../agent/link/client';
+import { userCommand } from './commands/user';
 import { serveTraces } from '../agent/trace/serve';
 import { join } from 'node:path';
 import type { FleetToken } from '../dispatcher/fleet/server';
@@ -320,6 +321,7 @@ export function cli(argv: string[]) {
       (y) => y.option('ring', { type: 'string', default: 'var/demo-ring', describe: 'ring directory' }),
       (a) => demoCommand(a as Record<string, unknown>).catch(fail),
     )
+    .command(userCommand)
     .command('ring', 'manage a ring directory', (y) =>
       y
         .command(

@@ -21,6 +21,11 @@
  *     name, roles, passwordHash (salted scrypt, encoded by the auth code),
  *     tokens [{ id, hash, createdAt }]
  *
+ *   config:<name>         type 'config', settings every dispatcher on the
+ *                         database shares; written once, first writer wins
+ *     name, data (config:secrets: sessionKey, the key session tokens are
+ *     signed with)
+ *
  *   _design/tracefleet    views (keys end with the trace id so that every key
  *                         is unique and a page boundary is just a key):
  *     traces_by_time      [createdAt, id]             → null
@@ -98,6 +103,12 @@ export interface UserDoc extends CouchMeta {
   tokens: UserToken[];
 }
 
+export interface ConfigDoc extends CouchMeta {
+  type: 'config';
+  name: string;
+  data: { [key: string]: JsonValue };
+}
+
 export const MERGED_ATTACHMENT = 'merged.pcap';
 export const HOST_ATTACHMENT = 'packets.pcap';
 export const PCAP_CONTENT_TYPE = 'application/vnd.tcpdump.pcap';
@@ -131,6 +142,13 @@ export function userDocId(name: string): string {
     throw new Error(`user name ${JSON.stringify(name)} is not valid: it must have 1-200 characters`);
   }
   return `user:${name}`;
+}
+
+export function configDocId(name: string): string {
+  if (!/^[a-z][a-z0-9_-]{0,63}$/.test(name)) {
+    throw new Error(`config name ${JSON.stringify(name)} is not valid: use 1-64 of a-z, 0-9, '_' or '-', starting with a letter`);
+  }
+  return `config:${name}`;
 }
 
 export const DESIGN_NAME = 'tracefleet';

@@ -10,6 +10,7 @@ import { PassThrough, Readable, Transform, TransformCallback, pipeline } from 'n
 import nano from 'nano';
 import {
   AttachmentStub,
+  ConfigDoc,
   DESIGN_DOC,
   DESIGN_NAME,
   JsonValue,
@@ -22,6 +23,7 @@ import {
   ViewName,
   checkHost,
   checkTraceId,
+  configDocId,
   resultDocId,
   traceDocId,
   userDocId,
@@ -107,7 +109,7 @@ export interface TracePage {
  */
 export type Mutation<T> = (doc: T) => T | void | null | Promise<T | void | null>;
 
-type Stored = TraceDoc | ResultDoc | UserDoc;
+type Stored = TraceDoc | ResultDoc | UserDoc | ConfigDoc;
 
 const DB_NAME = /^[a-z][a-z0-9_$()+/-]*$/;
 
@@ -710,6 +712,29 @@ export class TraceStore {
     return created ?? this.update<UserDoc>(id, (d) => ({ ...d, ...fields }));
   }
 
+  /** Creates the user; a StoreError 409 'conflict' when the name is taken. */
+  async createUser(user: NewUser): Promise<UserDoc> {
+    const fields = { name: user.name, roles: user.roles, passwordHash: user.passwordHash, tokens: user.tokens ?? [] };
+    try {
+      return await this.create<UserDoc>({ _id: userDocId(user.name), type: 'user', ...fields }, `creating user ${user.name}`);
+    } catch (err) {
+      if (isConflict(err)) throw new StoreError(`user ${user.name} already exists`, 409, 'conflict');
+      throw err;
+    }
+  }
+
+  /** Every user, by name. */
+  async listUsers(): Promise<UserDoc[]> {
+    // Document ids sort by name after the prefix; ';' is the character after ':'.
+    const res = await this.call('listing users', () => this.db.list({ startkey: 'user:', endkey: 'user;', inclusive_end: false, include_docs: true }));
+    return res.rows.filter((r) => r.doc && (r.doc as UserDoc).type === 'user').map((r) => r.doc as UserDoc);
+  }
+
+  /** True when the user existed and was deleted. */
+  async deleteUser(name: string): Promise<boolean> {
+    return (await this.deleteDocs([userDocId(name)])) === 1;
+  }
+
   async updateUser(name: string, mutate: Mutation<UserDoc>): Promise<UserDoc> {
     return this.update(userDocId(name), mutate);
   }
@@ -718,6 +743,29 @@ export class TraceStore {
   async findUserByTokenId(tokenId: string): Promise<UserDoc | null> {
     const res = await this.queryView('users_by_token', { key: tokenId, include_docs: true, limit: 1 });
     return (res.rows[0]?.doc as UserDoc | undefined) ?? null;
+  }
+
+  // ---- config --------------------------------------------------------------
+
+  /**
+   * The config document `name`, created with `initial` when missing. Several
+   * dispatchers starting at once all get the one stored first, so a value
+   * drawn at random (a signing key) ends up the same everywhere.
+   */
+  async ensureConfig(name: string, initial: { [key: string]: JsonValue }): Promise<ConfigDoc> {
+    const id = configDocId(name);
+    for (let attempt = 0; attempt < this.maxConflictRetries; attempt++) {
+      const current = await this.getRaw<ConfigDoc>(id);
+      if (current) return current;
+      try {
+        return await this.create<ConfigDoc>({ _id: id, type: 'config', name, data: initial }, `creating ${id}`);
+      } catch (err) {
+        // Someone else created it (or created and deleted it): read theirs.
+        if (!isConflict(err)) throw err;
+        this.stats.conflictRetries++;
+      }
+    }
+    throw new StoreError(`creating ${id}: still conflicting after ${this.maxConflictRetries} attempts`, 409, 'conflict');
   }
 
   // ---- health --------------------------------------------------------------

@@ -1,0 +1,332 @@
+/*
+ * Who may do what at the dispatcher: users with roles, passwords, API tokens
+ * and sessions, all kept in the store's user documents (layout.ts) so that
+ * every dispatcher on the same database agrees.
+ *
+ *   admin   everything, including managing users
+ *   tracer  start and cancel traces, read everything
+ *   viewer  read traces and agents
+ */
+
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { ClientAuth, ROLES, Role, clientAuth } from '../../shared/protocol/wire';
+import type { UserDoc } from '../store/layout';
+import { StoreError, TraceStore } from '../store/store';
+import { AuthError } from './errors';
+import { checkPasswordPolicy, hashPassword, verifyPassword } from './password';
+import { FailureLimitOptions, FailureLimiter } from './ratelimit';
+import { SESSION_PREFIX, SessionKeys } from './session';
+import { isApiTokenId, newApiToken, parseApiToken, secretMatches } from './tokens';
+
+export { AuthError } from './errors';
+
+export interface Principal {
+  name: string;
+  roles: Role[];
+  via: 'password' | 'session' | 'token';
+}
+
+export type Action = 'trace' | 'read' | 'admin';
+
+/** The socket handshake's auth, an HTTP `Authorization: Basic` value, or a `Bearer` one (session or API token). */
+export type Credentials = ClientAuth | { basic: string } | { bearer: string };
+
+export interface AuthContext {
+  /** The client's address: failed logins are counted per user and address. */
+  address?: string;
+}
+
+export interface LoginResult {
+  /** The session token (Bearer, or the handshake's `token`). */
+  token: string;
+  user: string;
+  roles: Role[];
+  /** ISO 8601. */
+  expiresAt: string;
+}
+
+export interface TokenInfo {
+  id: string;
+  createdAt: string;
+}
+
+export interface UserInfo {
+  name: string;
+  roles: Role[];
+  tokens: TokenInfo[];
+}
+
+export interface AuthOptions {
+  /** Session lifetime; default 12 h. */
+  sessionTtlMs?: number;
+  rateLimit?: FailureLimitOptions;
+}
+
+export const DEFAULT_SESSION_TTL_MS = 12 * 3600_000;
+/** Keeps a user document (and its view rows) small. */
+export const MAX_TOKENS_PER_USER = 100;
+
+const USER_NAME = /^[A-Za-z0-9_.@-]{1,64}$/;
+
+const credentials = z.union([
+  clientAuth,
+  z.object({ basic: z.string().max(4096) }).strict(),
+  z.object({ bearer: z.string().max(4096) }).strict(),
+]);
+
+export function isValidUserName(name: unknown): name is string {
+  return typeof name === 'string' && USER_NAME.test(name);
+}
+
+export function checkUserName(name: unknown): string {
+  if (!isValidUserName(name)) {
+    throw new AuthError('bad_request', `user name ${JSON.stringify(name)} is not valid: use 1-64 letters, digits, '_', '.', '@' or '-'`);
+  }
+  return name;
+}
+
+/** The roles, each once, in ROLES order; at least one. */
+export function checkRoles(roles: unknown): Role[] {
+  const list = Array.isArray(roles) ? roles : [roles];
+  for (const r of list) {
+    if (!(ROLES as readonly unknown[]).includes(r)) {
+      throw new AuthError('bad_request', `role ${JSON.stringify(r)} is not one of ${ROLES.join(', ')}`);
+    }
+  }
+  if (list.length === 0) throw new AuthError('bad_request', `give at least one role: ${ROLES.join(', ')}`);
+  return ROLES.filter((r) => list.includes(r));
+}
+
+/** What a stored document grants: unknown role names (a newer dispatcher's?) grant nothing. */
+function rolesOf(user: UserDoc): Role[] {
+  return ROLES.filter((r) => Array.isArray(user.roles) && user.roles.includes(r));
+}
+
+function infoOf(user: UserDoc): UserInfo {
+  return { name: user.name, roles: rolesOf(user), tokens: (user.tokens ?? []).map((t) => ({ id: t.id, createdAt: t.createdAt })) };
+}
+
+function decodeBasic(value: string): { user: string; password: string } | null {
+  const b64 = value.replace(/^Basic\s+/i, '').trim();
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) return null;
+  const text = Buffer.from(b64, 'base64').toString('utf8');
+  const colon = text.indexOf(':');
+  if (colon <= 0) return null;
+  return { user: text.slice(0, colon), password: text.slice(colon + 1) };
+}
+
+export class Auth {
+  readonly sessionTtlMs: number;
+  private readonly limiter: FailureLimiter;
+  private dummyHash: Promise<string> | null = null;
+
+  private constructor(
+    readonly store: TraceStore,
+    private readonly keys: SessionKeys,
+    opts: AuthOptions,
+  ) {
+    this.sessionTtlMs = opts.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
+    if (!(this.sessionTtlMs > 0)) throw new Error(`sessionTtlMs ${opts.sessionTtlMs} is not a positive number of milliseconds`);
+    this.limiter = new FailureLimiter(opts.rateLimit);
+  }
+
+  /** Reads (or makes, the first time on this database) the shared session key. */
+  static async open(store: TraceStore, opts: AuthOptions = {}): Promise<Auth> {
+    return new Auth(store, await SessionKeys.load(store), opts);
+  }
+
+  // ---- checking credentials ------------------------------------------------
+
+  /**
+   * Who these credentials belong to, or null when they are wrong, expired,
+   * malformed or of a user who no longer exists. Throws AuthError
+   * 'rate_limited' when this user and address failed too often of late, and
+   * StoreError when the store cannot be read.
+   */
+  async authenticate(cred: Credentials, ctx: AuthContext = {}): Promise<Principal | null> {
+    const parsed = credentials.safeParse(cred);
+    if (!parsed.success) return null;
+    const c = parsed.data;
+    if ('user' in c) return this.checkPassword(c.user, c.password, ctx);
+    if ('basic' in c) {
+      const b = decodeBasic(c.basic);
+      return b ? this.checkPassword(b.user, b.password, ctx) : null;
+    }
+    const token = ('token' in c ? c.token : c.bearer).replace(/^Bearer\s+/i, '').trim();
+    if (token.startsWith(SESSION_PREFIX)) return this.checkSession(token);
+    return this.checkApiToken(token);
+  }
+
+  /** A session for the user, or null when the password is wrong (rate limited like authenticate). */
+  async login(user: string, password: string, ctx: AuthContext = {}): Promise<LoginResult | null> {
+    const p = await this.checkPassword(user, password, ctx);
+    if (!p) return null;
+    // Signed over the document just read: the stamp is of the password checked.
+    const doc = await this.store.getUser(p.name);
+    if (!doc) return null;
+    const exp = Date.now() + this.sessionTtlMs;
+    const token = this.keys.sign({ u: p.name, exp, v: this.keys.passwordStamp(doc.passwordHash) });
+    return { token, user: p.name, roles: p.roles, expiresAt: new Date(exp).toISOString() };
+  }
+
+  can(p: Principal, action: Action): boolean {
+    switch (action) {
+      case 'admin':
+        return p.roles.includes('admin');
+      case 'trace':
+        return p.roles.includes('admin') || p.roles.includes('tracer');
+      case 'read':
+        return p.roles.length > 0;
+      default:
+        return false;
+    }
+  }
+
+  private principal(user: UserDoc, via: Principal['via']): Principal {
+    return { name: user.name, roles: rolesOf(user), via };
+  }
+
+  private async checkPassword(name: string, password: string, ctx: AuthContext): Promise<Principal | null> {
+    const key = `${name}\0${ctx.address ?? ''}`;
+    const wait = this.limiter.retryAfter(key);
+    if (wait > 0) {
+      throw new AuthError(
+        'rate_limited',
+        `too many failed logins for ${JSON.stringify(name)}${ctx.address ? ` from ${ctx.address}` : ''}: try again in ${Math.ceil(wait / 1000)} s`,
+        wait,
+      );
+    }
+    const user = isValidUserName(name) ? await this.store.getUser(name) : null;
+    let ok: boolean;
+    if (user) {
+      ok = await verifyPassword(password, user.passwordHash);
+    } else {
+      // As long as a wrong password for a real user: the answer's timing
+      // does not tell which user names exist.
+      await verifyPassword(password, await this.dummy());
+      ok = false;
+    }
+    if (!ok || !user) {
+      this.limiter.fail(key);
+      return null;
+    }
+    this.limiter.succeed(key);
+    return this.principal(user, 'password');
+  }
+
+  private dummy(): Promise<string> {
+    this.dummyHash ??= hashPassword(randomBytes(16).toString('base64'));
+    return this.dummyHash;
+  }
+
+  private async checkSession(token: string): Promise<Principal | null> {
+    const claims = this.keys.verify(token);
+    if (!claims || !isValidUserName(claims.u)) return null;
+    const user = await this.store.getUser(claims.u);
+    if (!user || this.keys.passwordStamp(user.passwordHash) !== claims.v) return null;
+    return this.principal(user, 'session');
+  }
+
+  private async checkApiToken(token: string): Promise<Principal | null> {
+    const t = parseApiToken(token);
+    if (!t) return null;
+    const user = await this.store.findUserByTokenId(t.id);
+    const stored = user?.tokens?.find((x) => x.id === t.id);
+    if (!user || !stored || !secretMatches(t.secret, stored.hash)) return null;
+    return this.principal(user, 'token');
+  }
+
+  // ---- managing users ------------------------------------------------------
+
+  private async mustGet(name: string): Promise<UserDoc> {
+    const user = await this.store.getUser(checkUserName(name));
+    if (!user) throw noSuchUser(name);
+    return user;
+  }
+
+  private async change(name: string, mutate: (d: UserDoc) => UserDoc | void | null): Promise<UserDoc> {
+    try {
+      return await this.store.updateUser(checkUserName(name), mutate);
+    } catch (err) {
+      if (err instanceof StoreError && err.statusCode === 404) throw noSuchUser(name);
+      throw err;
+    }
+  }
+
+  async addUser(name: string, password: string, roles: Role[] | string[]): Promise<UserInfo> {
+    checkUserName(name);
+    const granted = checkRoles(roles);
+    checkPasswordPolicy(password);
+    const passwordHash = await hashPassword(password);
+    try {
+      return infoOf(await this.store.createUser({ name, roles: granted, passwordHash }));
+    } catch (err) {
+      if (err instanceof StoreError && err.statusCode === 409) {
+        throw new AuthError('conflict', `user ${name} already exists: change it with \`tracefleet user passwd\` or \`tracefleet user role\``);
+      }
+      throw err;
+    }
+  }
+
+  /** Also ends every session of the user (their stamp no longer matches); API tokens stay. */
+  async setPassword(name: string, password: string): Promise<void> {
+    checkUserName(name);
+    checkPasswordPolicy(password);
+    const passwordHash = await hashPassword(password);
+    await this.change(name, (d) => {
+      d.passwordHash = passwordHash;
+    });
+  }
+
+  async setRoles(name: string, roles: Role[] | string[]): Promise<UserInfo> {
+    const granted = checkRoles(roles);
+    return infoOf(
+      await this.change(name, (d) => {
+        d.roles = granted;
+      }),
+    );
+  }
+
+  /** A new API token: the returned string is the only copy of it. */
+  async createToken(name: string): Promise<string> {
+    const t = newApiToken();
+    const createdAt = new Date().toISOString();
+    await this.change(name, (d) => {
+      d.tokens ??= [];
+      if (d.tokens.length >= MAX_TOKENS_PER_USER) {
+        throw new AuthError('bad_request', `user ${name} has ${d.tokens.length} API tokens already: revoke unused ones first`);
+      }
+      d.tokens.push({ id: t.id, hash: t.hash, createdAt });
+    });
+    return t.token;
+  }
+
+  async listTokens(name: string): Promise<TokenInfo[]> {
+    return infoOf(await this.mustGet(name)).tokens;
+  }
+
+  async revokeToken(name: string, id: string): Promise<void> {
+    if (!isApiTokenId(id)) throw new AuthError('bad_request', `${JSON.stringify(id)} is not an API token id: \`tracefleet user token ${name} --list\` shows them`);
+    let found = false;
+    await this.change(name, (d) => {
+      const kept = (d.tokens ?? []).filter((t) => t.id !== id);
+      found = kept.length !== (d.tokens ?? []).length;
+      if (!found) return null;
+      d.tokens = kept;
+    });
+    if (!found) throw new AuthError('not_found', `user ${name} has no API token ${id}`);
+  }
+
+  async listUsers(): Promise<UserInfo[]> {
+    return (await this.store.listUsers()).map(infoOf);
+  }
+
+  async removeUser(name: string): Promise<void> {
+    if (!(await this.store.deleteUser(checkUserName(name)))) throw noSuchUser(name);
+  }
+}
+
+function noSuchUser(name: string): AuthError {
+  return new AuthError('not_found', `no user named ${name}: \`tracefleet user list\` shows them`);
+}

@@ -170,7 +170,8 @@ export function createApi(deps: ApiDeps): express.Express {
     '/metrics',
     h(async (_req, res) => {
       const text = await metrics.render();
-      res.status(200).set('content-type', METRICS_CONTENT_TYPE).set('cache-control', 'no-store').send(text);
+      // end(), not send(): send() would rewrite the content type's parameters.
+      res.status(200).set('content-type', METRICS_CONTENT_TYPE).set('cache-control', 'no-store').end(text);
     }),
   );
 

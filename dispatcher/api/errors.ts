@@ -37,6 +37,16 @@ export function toHttp(err: unknown, bodyLimit: number): { status: number; error
   if (err instanceof StoreError && (err.statusCode === 400 || err.statusCode === 404 || err.statusCode === 409)) {
     return plain(err.statusCode, err.message);
   }
+  // dispatcher/auth's AuthError, known by shape so the API does not depend on that module.
+  const ae = err as { name?: string; code?: string; message?: string; retryAfterMs?: number };
+  if (err instanceof Error && ae.name === 'AuthError') {
+    if (ae.code === 'rate_limited') {
+      const secs = Math.max(1, Math.ceil((ae.retryAfterMs ?? 1000) / 1000));
+      return { status: 429, error: ae.message ?? 'too many failed logins: wait, then try again', headers: { 'retry-after': String(secs) }, internal: false };
+    }
+    const status = ae.code === 'not_found' ? 404 : ae.code === 'conflict' ? 409 : ae.code === 'bad_request' ? 400 : 0;
+    if (status) return plain(status, ae.message ?? 'refused');
+  }
   const bp = err as BodyParserError;
   switch (bp?.type) {
     case 'entity.too.large':

@@ -1,0 +1,699 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { Server as IoServer } from 'socket.io';
+import { io as ioClient } from 'socket.io-client';
+import * as tar from 'tar-stream';
+import type { MessageSummary } from '../../agent/query/engine';
+import type { AgentView, Role, TraceRequest, TraceUpdate, TraceView } from '../../shared/protocol/wire';
+import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId, traceDocId } from '../store/layout';
+import { TraceStore } from '../store/store';
+import { openTestStore, startRelay, startTestCouch, TestCouch } from '../store/testing';
+import { TraceRequestError, Traces } from '../trace/types';
+import { isFinalResult, traceView } from '../trace/view';
+import { ApiAuth, Credential, createApi, Principal } from './api';
+import { Metrics } from './metrics';
+
+/*
+ * The API over a real http server on loopback and a real store. `traces`
+ * and `auth` are small working implementations over that store, standing
+ * in until dispatcher/trace's Orchestrator and dispatcher/auth's Auth have
+ * landed; they follow the same contracts (errors, roles).
+ */
+
+class TestAuth implements ApiAuth {
+  private readonly users = new Map<string, { password: string; roles: Role[] }>();
+  private readonly sessions = new Map<string, string>();
+
+  add(name: string, password: string, roles: Role[]): void {
+    this.users.set(name, { password, roles });
+  }
+
+  async authenticate(cred: Credential): Promise<Principal | null> {
+    if ('bearer' in cred) {
+      const name = this.sessions.get(cred.bearer);
+      const u = name === undefined ? undefined : this.users.get(name);
+      return u && name !== undefined ? { name, roles: u.roles, via: 'session' } : null;
+    }
+    const text = Buffer.from(cred.basic, 'base64').toString();
+    const i = text.indexOf(':');
+    const name = text.slice(0, i);
+    const u = this.users.get(name);
+    return i > 0 && u && u.password === text.slice(i + 1) ? { name, roles: u.roles, via: 'password' } : null;
+  }
+
+  async login(user: string, password: string) {
+    const u = this.users.get(user);
+    if (!u || u.password !== password) return null;
+    const token = `s-${randomBytes(16).toString('hex')}`;
+    this.sessions.set(token, user);
+    return { token, user, roles: u.roles, expiresAt: new Date(Date.now() + 3600_000).toISOString() };
+  }
+
+  can(p: Principal, action: 'trace' | 'read' | 'admin'): boolean {
+    if (action === 'admin') return p.roles.includes('admin');
+    if (action === 'trace') return p.roles.includes('admin') || p.roles.includes('tracer');
+    return p.roles.length > 0;
+  }
+}
+
+class TestTraces implements Traces {
+  failNext: Error | null = null;
+  private readonly listeners = new Set<(u: TraceUpdate) => void>();
+
+  constructor(
+    private readonly store: TraceStore,
+    readonly agentList: AgentView[],
+  ) {}
+
+  async start(req: TraceRequest, user: string): Promise<TraceView> {
+    const known = new Set(this.agentList.map((a) => a.name));
+    const unknown = (req.hosts ?? []).filter((h) => !known.has(h));
+    if (unknown.length) throw new TraceRequestError(`unknown host ${unknown.join(', ')}`);
+    const hosts = req.hosts ?? this.agentList.filter((a) => a.connected).map((a) => a.name);
+    const t = await this.store.createTrace({ request: req as never, user, hosts });
+    await this.store.createResults(hosts.map((host) => ({ traceId: t.id, host })));
+    return traceView(t, await this.store.listResults(t.id));
+  }
+
+  async cancel(id: string): Promise<TraceView> {
+    const t = await this.store.getTrace(id);
+    if (!t) throw new TraceRequestError(`no trace ${id}`, 'not_found');
+    if (t.state !== 'running') throw new TraceRequestError(`trace ${id} is already ${t.state}`, 'conflict');
+    for (const r of await this.store.listResults(id)) {
+      if (!isFinalResult(r.state)) await this.store.updateResult(id, r.host, (d) => void (d.state = 'cancelled'));
+    }
+    await this.store.updateTrace(id, (d) => {
+      d.state = 'cancelled';
+      d.finishedAt = new Date().toISOString();
+    });
+    return (await this.view(id))!;
+  }
+
+  async view(id: string): Promise<TraceView | null> {
+    const t = await this.store.getTrace(id);
+    return t ? traceView(t, await this.store.listResults(id)) : null;
+  }
+
+  async agents(): Promise<AgentView[]> {
+    const e = this.failNext;
+    this.failNext = null;
+    if (e) throw e;
+    return this.agentList;
+  }
+
+  onUpdate(listener: (u: TraceUpdate) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}
+
+function agent(name: string, connected: boolean): AgentView {
+  const now = new Date().toISOString();
+  return { name, connected, connectedAt: now, lastSeen: now, hostname: name, version: '0.1.0', interfaces: ['lo'], ring: null, capture: {}, indexErrors: 0 };
+}
+
+function msg(ts: string, method: string): MessageSummary {
+  return {
+    ts,
+    time: new Date(Number(ts.split('.')[0]) * 1000).toISOString(),
+    src: '127.0.0.1:5060',
+    dst: '127.0.0.2:5060',
+    transport: 'udp',
+    method,
+    status: null,
+    reason: null,
+    callId: 'call-1@test',
+    cseq: `1 ${method}`,
+    from: null,
+    to: null,
+    ruri: null,
+    correlation: null,
+    bytes: 400,
+    packets: 1,
+  };
+}
+
+function basic(user: string, password: string): string {
+  return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+}
+
+async function listen(server: HttpServer): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+function close(server: HttpServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+/** Every entry of a tar archive, read back with tar-stream's extractor. */
+async function untar(bytes: Buffer): Promise<Map<string, { size: number; data: Buffer }>> {
+  const out = new Map<string, { size: number; data: Buffer }>();
+  const extract = tar.extract();
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on('entry', (header, stream, next) => {
+      const parts: Buffer[] = [];
+      stream.on('data', (c: unknown) => void parts.push(c as Buffer));
+      stream.on('end', () => {
+        out.set(header.name, { size: header.size, data: Buffer.concat(parts) });
+        next();
+      });
+      stream.resume();
+    });
+    extract.on('finish', () => resolve());
+    extract.on('error', reject);
+  });
+  extract.end(bytes);
+  await done;
+  return out;
+}
+
+describe('REST API over a real http server and store', { timeout: 180_000 }, () => {
+  let couch: TestCouch;
+  let store: TraceStore;
+  let drop: () => Promise<void>;
+  let server: HttpServer;
+  let base: string;
+  let traces: TestTraces;
+  const auth = new TestAuth();
+  const logged: string[] = [];
+  const stats = { tracesStarted: 3, tracesFinished: { done: 2 }, hostsFinished: { done: 4, error: 1 }, chunks: 17, bytesReceived: 9000, bytesStored: 8000, errors: { store: 1 }, pendingStores: 0 };
+  let metrics: Metrics;
+  const tokens: Record<string, string> = {};
+
+  const call = (path: string, init: RequestInit & { as?: string } = {}) => {
+    const headers = new Headers(init.headers);
+    if (init.as) headers.set('authorization', `Bearer ${tokens[init.as]}`);
+    return fetch(`${base}${path}`, { ...init, headers });
+  };
+  const json = async (res: Response) => (await res.json()) as Record<string, any>;
+  const post = (path: string, body: unknown, as: string) =>
+    call(path, { method: 'POST', as, headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+
+  before(async () => {
+    couch = await startTestCouch();
+    ({ store, drop } = await openTestStore(couch.url));
+    auth.add('root', 'root-pass', ['admin']);
+    auth.add('alice', 'alice-pass', ['tracer']);
+    auth.add('bob', 'bob-pass', ['tracer']);
+    auth.add('vic', 'vic-pass', ['viewer']);
+    auth.add('nobody', 'nobody-pass', []);
+    traces = new TestTraces(store, [agent('edge-1', true), agent('edge-2', true), agent('core-1', false)]);
+    metrics = new Metrics({ orchestrator: { stats }, registry: { list: () => traces.agentList }, store });
+    server = createServer(createApi({ store, traces, auth, metrics, log: (l) => logged.push(l) }));
+    base = await listen(server);
+    for (const u of ['root', 'alice', 'bob', 'vic', 'nobody']) {
+      const res = await fetch(`${base}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: u, password: `${u}-pass` }) });
+      assert.equal(res.status, 200);
+      tokens[u] = (await json(res)).token;
+    }
+  });
+  after(async () => {
+    if (server) await close(server);
+    await drop?.();
+    await couch?.stop();
+  });
+
+  test('login: a session for the right password, 401 for a wrong one, 400 for a malformed body', async () => {
+    const ok = await call('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'alice', password: 'alice-pass' }) });
+    assert.equal(ok.status, 200);
+    const s = await json(ok);
+    assert.equal(s.user, 'alice');
+    assert.deepEqual(s.roles, ['tracer']);
+    assert.ok(typeof s.token === 'string' && s.token.length > 10);
+    assert.ok(!Number.isNaN(Date.parse(s.expiresAt)));
+    const me = await call('/api/me', { headers: { authorization: `Bearer ${s.token}` } });
+    assert.deepEqual(await json(me), { user: 'alice', roles: ['tracer'] });
+
+    const bad = await call('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'alice', password: 'nope' }) });
+    assert.equal(bad.status, 401);
+    assert.match((await json(bad)).error, /wrong user name or password/);
+    assert.ok(bad.headers.get('www-authenticate'));
+
+    const missing = await call('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'alice' }) });
+    assert.equal(missing.status, 400);
+    assert.match((await json(missing)).error, /password/);
+    const notJson = await call('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"user": "alice",' });
+    assert.equal(notJson.status, 400);
+    assert.match((await json(notJson)).error, /not valid JSON/);
+    const form = await call('/api/login', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'user=alice&password=alice-pass' });
+    assert.equal(form.status, 400);
+    assert.match((await json(form)).error, /Content-Type: application\/json/);
+  });
+
+  test('401 without or with bad credentials, with a challenge; Basic works', async () => {
+    const none = await call('/api/traces');
+    assert.equal(none.status, 401);
+    assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer realm="tracefleet"/);
+    assert.match((await json(none)).error, /log in first/);
+
+    const unknown = await call('/api/me', { headers: { authorization: 'Bearer not-a-session' } });
+    assert.equal(unknown.status, 401);
+    assert.match(unknown.headers.get('www-authenticate') ?? '', /invalid_token/);
+
+    const garbage = await call('/api/me', { headers: { authorization: 'Digest whatever' } });
+    assert.equal(garbage.status, 401);
+    assert.match((await json(garbage)).error, /Bearer <token>/);
+
+    const good = await call('/api/me', { headers: { authorization: basic('vic', 'vic-pass') } });
+    assert.equal(good.status, 200);
+    assert.deepEqual(await json(good), { user: 'vic', roles: ['viewer'] });
+    const wrong = await call('/api/me', { headers: { authorization: basic('vic', 'bad') } });
+    assert.equal(wrong.status, 401);
+    assert.match(wrong.headers.get('www-authenticate') ?? '', /^Basic realm="tracefleet"/);
+  });
+
+  test('403 by role: viewers read but may not trace; no role may not read', async () => {
+    const start = await post('/api/traces', { callId: ['x@y'] }, 'vic');
+    assert.equal(start.status, 403);
+    assert.match((await json(start)).error, /vic.*may not start traces.*tracer or admin/);
+    assert.equal((await call('/api/traces', { as: 'vic' })).status, 200);
+    assert.equal((await call('/api/agents', { as: 'vic' })).status, 200);
+    const none = await call('/api/traces', { as: 'nobody' });
+    assert.equal(none.status, 403);
+    assert.match((await json(none)).error, /viewer, tracer or admin/);
+    // Authentication still works for them: /api/me needs no role.
+    assert.equal((await call('/api/me', { as: 'nobody' })).status, 200);
+  });
+
+  test('POST /api/traces: 201 with the trace; malformed JSON, oversized and invalid bodies refused', async () => {
+    const res = await post('/api/traces', { callId: ['abc@host'], hosts: ['edge-1', 'edge-2'] }, 'alice');
+    assert.equal(res.status, 201);
+    const { trace } = await json(res);
+    assert.equal(trace.user, 'alice');
+    assert.equal(trace.state, 'running');
+    assert.deepEqual(trace.request, { callId: ['abc@host'], hosts: ['edge-1', 'edge-2'] });
+    assert.deepEqual(
+      trace.hosts.map((h: { host: string; state: string }) => [h.host, h.state]),
+      [
+        ['edge-1', 'queued'],
+        ['edge-2', 'queued'],
+      ],
+    );
+    assert.equal(res.headers.get('location'), `/api/traces/${trace.id}`);
+    assert.ok(await store.getTrace(trace.id), 'stored');
+
+    const broken = await post('/api/traces', '{"callId": [', 'alice');
+    assert.equal(broken.status, 400);
+    assert.match((await json(broken)).error, /not valid JSON/);
+
+    const big = await post('/api/traces', { callId: ['x'.repeat(70 * 1024)] }, 'alice');
+    assert.equal(big.status, 413);
+    assert.match((await json(big)).error, /64 KiB/);
+
+    const unknownField = await post('/api/traces', { callId: ['a'], colour: 'red' }, 'alice');
+    assert.equal(unknownField.status, 400);
+    assert.match((await json(unknownField)).error, /bad trace request: .*colour/);
+    const wrongType = await post('/api/traces', { callId: 'not-a-list' }, 'alice');
+    assert.equal(wrongType.status, 400);
+    assert.match((await json(wrongType)).error, /callId: Expected array/);
+    const badHost = await post('/api/traces', { callId: ['a'], hosts: ['bad host!'] }, 'alice');
+    assert.equal(badHost.status, 400);
+    assert.match((await json(badHost)).error, /hosts\.0: host names are agent names/);
+    const array = await post('/api/traces', [1, 2], 'alice');
+    assert.equal(array.status, 400);
+    const noType = await call('/api/traces', { method: 'POST', as: 'alice', body: '{"callId":["a"]}', headers: { 'content-type': 'text/plain' } });
+    assert.equal(noType.status, 400);
+    assert.match((await json(noType)).error, /Content-Type: application\/json/);
+    // The trace machinery's own refusal (TraceRequestError) keeps its code.
+    const unknownHost = await post('/api/traces', { callId: ['a'], hosts: ['nowhere'] }, 'alice');
+    assert.equal(unknownHost.status, 400);
+    assert.match((await json(unknownHost)).error, /unknown host nowhere/);
+  });
+
+  test('GET /api/traces pages newest first with bookmarks; ?user filters; bad limits refused', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t = await store.createTrace({ id: `page-${i}`, request: { callId: [`p${i}`] }, user: i % 2 ? 'bob' : 'carol', hosts: ['edge-1'], createdAt: `2030-01-01T00:00:0${i}.000Z`, state: 'done' });
+      await store.putResult({ traceId: t.id, host: 'edge-1', state: 'done', packets: i, bytes: i * 100 });
+      ids.push(t.id);
+    }
+    const seen: string[] = [];
+    let bookmark: string | undefined;
+    for (let pages = 0; pages < 10; pages++) {
+      const q = new URLSearchParams({ limit: '2', ...(bookmark ? { bookmark } : {}) });
+      const res = await call(`/api/traces?${q}`, { as: 'vic' });
+      assert.equal(res.status, 200);
+      const body = await json(res);
+      assert.ok(body.traces.length <= 2);
+      seen.push(...body.traces.map((t: TraceView) => t.id));
+      bookmark = body.bookmark;
+      if (!bookmark) break;
+    }
+    // Newest first: the five 2030 traces lead, then the ones the other tests made.
+    assert.deepEqual(seen.slice(0, 5), [...ids].reverse());
+    assert.equal(new Set(seen).size, seen.length, 'no trace twice');
+    const first = (await json(await call('/api/traces?limit=1', { as: 'vic' }))).traces[0] as TraceView;
+    assert.equal(first.id, 'page-4');
+    assert.deepEqual(first.hosts.map((h) => [h.host, h.state, h.packets]), [['edge-1', 'done', 4]]);
+
+    const bobs = await json(await call('/api/traces?user=bob', { as: 'vic' }));
+    assert.deepEqual(
+      bobs.traces.map((t: TraceView) => t.id),
+      ['page-3', 'page-1'],
+    );
+    assert.equal(bobs.bookmark, undefined);
+
+    for (const bad of ['limit=0', 'limit=1001', 'limit=abc', 'limit=1&limit=2']) {
+      const res = await call(`/api/traces?${bad}`, { as: 'vic' });
+      assert.equal(res.status, 400, bad);
+      assert.match((await json(res)).error, /limit/, bad);
+    }
+    const badMark = await call('/api/traces?bookmark=xyz', { as: 'vic' });
+    assert.equal(badMark.status, 400);
+    assert.match((await json(badMark)).error, /bookmark/);
+  });
+
+  test('GET /api/traces/:id and /messages: every host, messages in exact time order; 404 and 400', async () => {
+    const t = await store.createTrace({ id: 'msgs', request: { callId: ['call-1@test'] }, user: 'alice', hosts: ['edge-1', 'edge-2'], state: 'done' });
+    // One nanosecond apart: as doubles these seconds are equal.
+    await store.putResult({ traceId: t.id, host: 'edge-1', state: 'done', messages: [msg('1718188953.000000002', 'ACK'), msg('1718188953.100000000', 'BYE')] });
+    await store.putResult({ traceId: t.id, host: 'edge-2', state: 'done', messages: [msg('1718188953.000000001', 'INVITE'), msg('999999999.5', 'OPTIONS')] });
+    assert.equal(Number('1718188953.000000002'), Number('1718188953.000000001'));
+    const view = await json(await call('/api/traces/msgs', { as: 'vic' }));
+    assert.equal(view.trace.id, 'msgs');
+    assert.deepEqual(view.trace.hosts.map((h: { host: string }) => h.host), ['edge-1', 'edge-2']);
+
+    const res = await call('/api/traces/msgs/messages', { as: 'vic' });
+    assert.equal(res.status, 200);
+    const { messages } = await json(res);
+    assert.deepEqual(
+      messages.map((m: { host: string; method: string }) => `${m.host} ${m.method}`),
+      ['edge-2 OPTIONS', 'edge-2 INVITE', 'edge-1 ACK', 'edge-1 BYE'],
+    );
+    assert.equal(messages[1].ts, '1718188953.000000001');
+
+    assert.equal((await call('/api/traces/nope', { as: 'vic' })).status, 404);
+    const missing = await call('/api/traces/nope/messages', { as: 'vic' });
+    assert.equal(missing.status, 404);
+    assert.match((await json(missing)).error, /no trace nope/);
+    const badId = await call('/api/traces/a.b', { as: 'vic' });
+    assert.equal(badId.status, 400);
+    assert.match((await json(badId)).error, /not a trace id/);
+  });
+
+  test('downloads: merged and host PCAPs byte-identical with Content-Length; tar holds summary and every PCAP', async () => {
+    const merged = randomBytes(700_000);
+    const h1 = randomBytes(300_001);
+    const h2 = randomBytes(1);
+    const t = await store.createTrace({ id: 'dl', request: { callId: ['c'] }, user: 'alice', hosts: ['edge-1', 'edge-2', 'core-1'], state: 'done' });
+    await store.putResult({ traceId: t.id, host: 'edge-1', state: 'done', packets: 3, bytes: h1.length, messages: [msg('1718188953.5', 'INVITE')] });
+    await store.putResult({ traceId: t.id, host: 'edge-2', state: 'done', packets: 1, bytes: 1 });
+    await store.putResult({ traceId: t.id, host: 'core-1', state: 'error', error: 'ring empty' });
+    await store.putAttachmentStream(resultDocId('dl', 'edge-1'), HOST_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([h1.subarray(0, 1000), h1.subarray(1000)]));
+    await store.putAttachmentStream(resultDocId('dl', 'edge-2'), HOST_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([h2]));
+    await store.putAttachmentStream(traceDocId('dl'), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([merged]));
+
+    const m = await call('/api/traces/dl/merged.pcap', { as: 'vic' });
+    assert.equal(m.status, 200);
+    assert.equal(m.headers.get('content-type'), 'application/vnd.tcpdump.pcap');
+    assert.equal(m.headers.get('content-length'), String(merged.length));
+    assert.equal(m.headers.get('content-disposition'), 'attachment; filename="trace-dl.pcap"');
+    assert.ok(Buffer.from(await m.arrayBuffer()).equals(merged));
+
+    const p = await call('/api/traces/dl/hosts/edge-1/packets.pcap', { as: 'vic' });
+    assert.equal(p.status, 200);
+    assert.equal(p.headers.get('content-length'), String(h1.length));
+    assert.equal(p.headers.get('content-disposition'), 'attachment; filename="trace-dl-edge-1.pcap"');
+    assert.ok(Buffer.from(await p.arrayBuffer()).equals(h1));
+
+    // A browser link carries the session as access_token.
+    const link = await fetch(`${base}/api/traces/dl/hosts/edge-2/packets.pcap?access_token=${encodeURIComponent(tokens.vic)}`);
+    assert.equal(link.status, 200);
+    assert.ok(Buffer.from(await link.arrayBuffer()).equals(h2));
+    assert.equal((await fetch(`${base}/api/traces/dl?access_token=${encodeURIComponent(tokens.vic)}`)).status, 401, 'only downloads take a query token');
+
+    const head = await call('/api/traces/dl/merged.pcap', { as: 'vic', method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('content-length'), String(merged.length));
+
+    const errored = await call('/api/traces/dl/hosts/core-1/packets.pcap', { as: 'vic' });
+    assert.equal(errored.status, 404);
+    assert.match((await json(errored)).error, /stored no packets.*error: ring empty/);
+    const notAsked = await call('/api/traces/dl/hosts/edge-9/packets.pcap', { as: 'vic' });
+    assert.equal(notAsked.status, 404);
+    assert.match((await json(notAsked)).error, /did not ask host edge-9/);
+
+    const tr = await call('/api/traces/dl/trace.tar', { as: 'vic' });
+    assert.equal(tr.status, 200);
+    assert.equal(tr.headers.get('content-type'), 'application/x-tar');
+    assert.equal(tr.headers.get('content-disposition'), 'attachment; filename="trace-dl.tar"');
+    const bytes = Buffer.from(await tr.arrayBuffer());
+    const entries = await untar(bytes);
+    // core-1 failed and stored nothing, so it has no entry.
+    assert.deepEqual([...entries.keys()], ['trace-dl/summary.json', 'trace-dl/merged.pcap', 'trace-dl/hosts/edge-1.pcap', 'trace-dl/hosts/edge-2.pcap']);
+    assert.ok(entries.get('trace-dl/merged.pcap')!.data.equals(merged));
+    assert.ok(entries.get('trace-dl/hosts/edge-1.pcap')!.data.equals(h1));
+    assert.ok(entries.get('trace-dl/hosts/edge-2.pcap')!.data.equals(h2));
+    const summary = JSON.parse(entries.get('trace-dl/summary.json')!.data.toString());
+    assert.equal(summary.trace.id, 'dl');
+    assert.equal(summary.trace.hosts.length, 3);
+    assert.deepEqual(summary.messages.map((x: { host: string; method: string }) => `${x.host} ${x.method}`), ['edge-1 INVITE']);
+
+    // And GNU tar reads it the same way.
+    const dir = mkdtempSync(join(tmpdir(), 'tracefleet-api-'));
+    try {
+      writeFileSync(join(dir, 't.tar'), bytes);
+      const listing = execFileSync('tar', ['-tvf', join(dir, 't.tar')], { encoding: 'utf8' });
+      assert.match(listing, new RegExp(`\\s${merged.length}\\s.*trace-dl/merged\\.pcap`));
+      assert.match(listing, new RegExp(`\\s${h1.length}\\s.*trace-dl/hosts/edge-1\\.pcap`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('downloads of a running trace: 404 saying it is not ready yet; unknown traces 404', async () => {
+    const t = await store.createTrace({ id: 'busy', request: { callId: ['c'] }, user: 'alice', hosts: ['edge-1'] });
+    await store.putResult({ traceId: t.id, host: 'edge-1', state: 'started' });
+    const m = await call('/api/traces/busy/merged.pcap', { as: 'vic' });
+    assert.equal(m.status, 404);
+    assert.match((await json(m)).error, /not ready yet/);
+    const h = await call('/api/traces/busy/hosts/edge-1/packets.pcap', { as: 'vic' });
+    assert.equal(h.status, 404);
+    assert.match((await json(h)).error, /not ready yet \(started\)/);
+    const done = await store.createTrace({ id: 'empty', request: { callId: ['c'] }, user: 'alice', hosts: ['edge-1'], state: 'failed' });
+    const e = await call(`/api/traces/${done.id}/merged.pcap`, { as: 'vic' });
+    assert.equal(e.status, 404);
+    assert.match((await json(e)).error, /has no merged\.pcap/);
+    for (const path of ['/api/traces/ghost/merged.pcap', '/api/traces/ghost/hosts/edge-1/packets.pcap', '/api/traces/ghost/trace.tar']) {
+      const r = await call(path, { as: 'vic' });
+      assert.equal(r.status, 404, path);
+      assert.match((await json(r)).error, /no trace ghost/, path);
+    }
+    // A tar of a running trace holds what is there so far: its summary.
+    const tr = await call('/api/traces/busy/trace.tar', { as: 'vic' });
+    assert.equal(tr.status, 200);
+    const entries = await untar(Buffer.from(await tr.arrayBuffer()));
+    assert.deepEqual([...entries.keys()], ['trace-busy/summary.json']);
+    assert.equal(JSON.parse(entries.get('trace-busy/summary.json')!.data.toString()).trace.state, 'running');
+  });
+
+  test('cancel and delete: by role and owner; running traces cannot be deleted', async () => {
+    const { trace } = await json(await post('/api/traces', { callId: ['c'] }, 'alice'));
+    assert.equal((await call(`/api/traces/${trace.id}/cancel`, { method: 'POST', as: 'vic' })).status, 403);
+    const running = await call(`/api/traces/${trace.id}`, { method: 'DELETE', as: 'alice' });
+    assert.equal(running.status, 409);
+    assert.match((await json(running)).error, /cancel it first/);
+
+    const c = await call(`/api/traces/${trace.id}/cancel`, { method: 'POST', as: 'bob' });
+    assert.equal(c.status, 200);
+    assert.equal((await json(c)).trace.state, 'cancelled');
+    const again = await call(`/api/traces/${trace.id}/cancel`, { method: 'POST', as: 'alice' });
+    assert.equal(again.status, 409);
+    assert.match((await json(again)).error, /already cancelled/);
+    assert.equal((await call('/api/traces/ghost/cancel', { method: 'POST', as: 'alice' })).status, 404);
+
+    const byViewer = await call(`/api/traces/${trace.id}`, { method: 'DELETE', as: 'vic' });
+    assert.equal(byViewer.status, 403);
+    const byOther = await call(`/api/traces/${trace.id}`, { method: 'DELETE', as: 'bob' });
+    assert.equal(byOther.status, 403);
+    assert.match((await json(byOther)).error, /only its owner/);
+    const byOwner = await call(`/api/traces/${trace.id}`, { method: 'DELETE', as: 'alice' });
+    assert.equal(byOwner.status, 204);
+    assert.equal(await byOwner.text(), '');
+    assert.equal((await call(`/api/traces/${trace.id}`, { as: 'alice' })).status, 404);
+    assert.equal(await store.getTrace(trace.id), null);
+    assert.deepEqual(await store.listResults(trace.id), []);
+
+    const other = await store.createTrace({ id: 'bobs', request: {}, user: 'bob', hosts: [], state: 'done' });
+    assert.equal((await call(`/api/traces/${other.id}`, { method: 'DELETE', as: 'root' })).status, 204);
+    assert.equal((await call(`/api/traces/${other.id}`, { method: 'DELETE', as: 'root' })).status, 404);
+  });
+
+  test('agents, unknown routes, and an internal failure answered in JSON without harming the server', async () => {
+    const a = await json(await call('/api/agents', { as: 'vic' }));
+    assert.deepEqual(
+      a.agents.map((x: AgentView) => [x.name, x.connected]),
+      [
+        ['edge-1', true],
+        ['edge-2', true],
+        ['core-1', false],
+      ],
+    );
+    const nothing = await call('/api/nothing-here', { as: 'vic' });
+    assert.equal(nothing.status, 404);
+    assert.match((await json(nothing)).error, /no route GET \/api\/nothing-here/);
+    const wrongMethod = await call('/api/agents', { method: 'PUT', as: 'vic' });
+    assert.equal(wrongMethod.status, 404);
+    assert.ok((await json(wrongMethod)).error);
+    const page = await call('/index.html');
+    assert.equal(page.status, 404);
+    assert.ok((await json(page)).error);
+
+    logged.length = 0;
+    traces.failNext = new Error('registry exploded');
+    const boom = await call('/api/agents', { as: 'vic' });
+    assert.equal(boom.status, 500);
+    assert.match((await json(boom)).error, /the dispatcher failed: registry exploded/);
+    assert.ok(logged.some((l) => l.includes('GET /api/agents failed') && l.includes('registry exploded')));
+    assert.equal((await call('/api/agents', { as: 'vic' })).status, 200, 'still serving');
+    assert.match(await metrics.render(), /^tracefleet_errors_total\{kind="api"\} 1$/m);
+  });
+
+  test('/healthz: the store and agents, no credentials', async () => {
+    const res = await call('/healthz');
+    assert.equal(res.status, 200);
+    const body = await json(res);
+    assert.equal(body.ok, true);
+    assert.equal(body.store.db, store.dbName);
+    assert.equal(typeof body.store.version, 'string');
+    assert.deepEqual(body.agents, { connected: 2, known: 3 });
+  });
+
+  test('/metrics: Prometheus text with the dispatcher counters, every line parses', async () => {
+    metrics.tracesStarted.inc();
+    const res = await call('/metrics');
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
+    const text = await res.text();
+    const values = new Map<string, number>();
+    const types = new Map<string, string>();
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      const t = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge)$/.exec(line);
+      if (t) {
+        types.set(t[1], t[2]);
+        continue;
+      }
+      if (/^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+$/.test(line)) continue;
+      const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*\})? (-?[0-9.e+]+|NaN|[+-]Inf)$/.exec(line);
+      assert.ok(m, `not an exposition line: ${JSON.stringify(line)}`);
+      assert.ok(types.has(m[1]), `${m[1]} has no TYPE line before it`);
+      values.set(`${m[1]}${m[2] ?? ''}`, Number(m[3]));
+    }
+    assert.equal(values.get('tracefleet_agents_connected'), 2);
+    assert.equal(values.get('tracefleet_traces_started_total'), 4, '3 from the orchestrator + 1 counted here');
+    assert.equal(values.get('tracefleet_traces_finished_total{state="done"}'), 2);
+    assert.equal(values.get('tracefleet_trace_hosts_total{state="error"}'), 1);
+    assert.equal(values.get('tracefleet_bytes_stored_total'), 8000);
+    assert.equal(values.get('tracefleet_chunks_received_total'), 17);
+    assert.equal(values.get('tracefleet_errors_total{kind="store"}'), 1);
+    assert.equal(values.get('tracefleet_store_up'), 1);
+    assert.ok((values.get('process_resident_memory_bytes') ?? 0) > 1e6);
+    assert.ok((values.get('tracefleet_http_requests_total{code="200"}') ?? 0) > 0);
+    assert.equal(types.get('tracefleet_agents_connected'), 'gauge');
+    assert.equal(types.get('tracefleet_traces_started_total'), 'counter');
+  });
+
+  test('with the store unreachable: /healthz 503, the API 503 with the reason, store_up 0; back when it returns', async () => {
+    const relay = await startRelay(couch.url);
+    const far = await TraceStore.open({ url: relay.url, db: store.dbName });
+    const m2 = new Metrics({ store: far, storeTimeoutMs: 1000 });
+    const s2 = createServer(createApi({ store: far, traces, auth, metrics: m2, log: () => {} }));
+    const url = await listen(s2);
+    try {
+      assert.equal((await fetch(`${url}/healthz`)).status, 200);
+      await relay.stop();
+      const h = await fetch(`${url}/healthz`);
+      assert.equal(h.status, 503);
+      const body = await json(h);
+      assert.equal(body.ok, false);
+      assert.match(body.error, /unreachable/);
+      const list = await fetch(`${url}/api/traces`, { headers: { authorization: `Bearer ${tokens.vic}` } });
+      assert.equal(list.status, 503);
+      assert.match((await json(list)).error, /the CouchDB store at .* is unreachable/);
+      assert.match(await (await fetch(`${url}/metrics`)).text(), /^tracefleet_store_up 0$/m);
+    } finally {
+      await close(s2);
+      await relay.stop();
+    }
+  });
+
+  test('a download cut off by the store going away ends short, and the server goes on', async () => {
+    const big = randomBytes(24 * 1024 * 1024);
+    const t = await store.createTrace({ id: 'cut', request: {}, user: 'alice', hosts: [], state: 'done' });
+    await store.putAttachmentStream(traceDocId(t.id), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([big]));
+    for (const path of ['/api/traces/cut/merged.pcap', '/api/traces/cut/trace.tar']) {
+      const relay = await startRelay(couch.url);
+      const far = await TraceStore.open({ url: relay.url, db: store.dbName });
+      const lines: string[] = [];
+      const s2 = createServer(createApi({ store: far, traces, auth, metrics: new Metrics(), log: (l) => lines.push(l) }));
+      const url = await listen(s2);
+      try {
+        const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${tokens.vic}` } });
+        assert.equal(res.status, 200, path);
+        const reader = res.body!.getReader();
+        const first = await reader.read();
+        assert.ok(first.value && first.value.length > 0);
+        await relay.stop();
+        let got = first.value.length;
+        let failed = false;
+        try {
+          for (let i = 0; i < 100_000; i++) {
+            const r = await reader.read();
+            if (r.done) break;
+            got += r.value.length;
+          }
+        } catch {
+          failed = true;
+        }
+        assert.ok(failed && got < big.length, `${path}: the client must see a broken download (got ${got} of ${big.length}, failed: ${failed})`);
+        assert.ok(lines.some((l) => /broke off/.test(l)), `${path}: logged: ${lines.join(' | ')}`);
+        const again = await fetch(`${url}/api/me`, { headers: { authorization: `Bearer ${tokens.vic}` } });
+        assert.equal(again.status, 200, 'the server still answers');
+      } finally {
+        await close(s2);
+        await relay.stop();
+      }
+    }
+  });
+
+  test('on one http server with Socket.IO, mounted as the lead does: both answer', async () => {
+    const http = createServer();
+    const io = new IoServer(http, { serveClient: false });
+    const lines: string[] = [];
+    http.on('request', createApi({ store, traces, auth, metrics: new Metrics(), log: (l) => lines.push(l) }));
+    const url = await listen(http);
+    const client = ioClient(url, { transports: ['polling', 'websocket'], reconnection: false });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no Socket.IO connection within 10 s')), 10_000);
+        client.once('connect', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        client.once('connect_error', (e) => {
+          clearTimeout(timer);
+          reject(e);
+        });
+      });
+      assert.equal((await fetch(`${url}/healthz`)).status, 200);
+      assert.deepEqual(lines, []);
+    } finally {
+      client.close();
+      await new Promise<void>((resolve) => io.close(() => resolve()));
+      await close(http).catch(() => {});
+    }
+  });
+});

@@ -1,0 +1,514 @@
+import { accessSync, constants, createWriteStream, statSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Writable } from 'node:stream';
+import type { Socket } from 'socket.io-client';
+import type { Argv, CommandModule } from 'yargs';
+import { QueryError, buildQuerySpec } from '../agent/query/spec';
+import { AgentView, TraceRequest, TraceView, traceRequest } from '../shared/protocol/wire';
+import { DispatcherClient, TraceMessage } from './api-client';
+import { Connection, ConnectionError, ConnectionFlags, normalizeUrl, readConfig, resolveConnection, saveSession } from './connection';
+import { CLI_EXIT, CliError, CliExit } from './errors';
+import { filterOptions, rawQuery } from './filters';
+import { humanBytes, safeText, shortTime, table } from './format';
+import { progressFor } from './progress';
+import { readFirstLine, readSecret } from './prompt';
+import { followTrace } from './trace-run';
+import { exitOfTrace } from './trace-state';
+
+/*
+ * The commands that talk to a dispatcher: trace, traces, show, download,
+ * agents, login. Each ends the process with one of the exit codes in
+ * errors.ts; an error is one stderr line `tracefleet: ...` saying what to do.
+ */
+
+type Args = Record<string, unknown>;
+
+const CONNECTION = 'Connection:';
+
+function connectionOptions<T>(y: Argv<T>) {
+  return y
+    .option('url', { type: 'string', group: CONNECTION, describe: 'dispatcher URL (env TRACEFLEET_URL, then the config file; default http://127.0.0.1:8060)' })
+    .option('token', { type: 'string', group: CONNECTION, describe: 'session or API token (env TRACEFLEET_TOKEN); tracefleet login saves one in the config file' })
+    .option('user', { type: 'string', group: CONNECTION, describe: 'user name (env TRACEFLEET_USER); the password is asked on the terminal, or taken from TRACEFLEET_PASSWORD' })
+    .option('password', {
+      type: 'string',
+      group: CONNECTION,
+      describe: 'password: AVOID, every user of this machine can read it in the process list; use tracefleet login, the prompt or TRACEFLEET_PASSWORD',
+    })
+    .option('config', { type: 'string', group: CONNECTION, describe: 'config file (env TRACEFLEET_CONFIG; default $XDG_CONFIG_HOME/tracefleet/config.json or ~/.config/tracefleet/config.json)' })
+    .option('insecure', { type: 'boolean', default: false, group: CONNECTION, describe: "accept the dispatcher's TLS certificate unchecked (self-signed): only on a network you trust" })
+    .option('ca', { type: 'string', group: CONNECTION, describe: "PEM file of the CA that signed the dispatcher's certificate" });
+}
+
+function flagsOf(a: Args): ConnectionFlags {
+  return {
+    url: a.url as string | undefined,
+    token: a.token as string | undefined,
+    user: a.user as string | undefined,
+    password: a.password as string | undefined,
+    config: a.config as string | undefined,
+    insecure: a.insecure as boolean | undefined,
+    ca: a.ca as string | undefined,
+  };
+}
+
+function say(line: string): void {
+  process.stderr.write(`tracefleet: ${safeText(line)}\n`);
+}
+
+/** The connection settings, with a password asked on the terminal when a user was given without one. */
+async function connect(a: Args): Promise<Connection> {
+  const conn = resolveConnection(flagsOf(a), process.env);
+  for (const n of conn.notes) say(`note: ${n}`);
+  const c = conn.credentials;
+  if (c && 'user' in c && c.password === undefined) {
+    if (!process.stdin.isTTY) {
+      throw new CliError(`no password for user ${c.user} and no terminal to ask it on: run tracefleet login --user ${c.user} --password-stdin, or set TRACEFLEET_PASSWORD`, CLI_EXIT.BAD_INPUT);
+    }
+    c.password = await readSecret(`password for ${c.user} at ${conn.url}: `);
+  }
+  return conn;
+}
+
+/** Ends the process with the command's exit code once stdout has taken everything. */
+function run(fn: (a: Args) => Promise<CliExit>): (a: Args) => Promise<void> {
+  return async (a) => {
+    let code: number;
+    try {
+      code = await fn(a);
+    } catch (e) {
+      code = report(e);
+    }
+    // Socket.IO's reconnection timers must not keep a finished command alive.
+    process.stdout.write('', () => process.exit(code));
+  };
+}
+
+function report(e: unknown): CliExit {
+  const err = e as Error;
+  let code: CliExit = CLI_EXIT.FAILED;
+  if (err instanceof CliError) code = err.exitCode;
+  else if (err instanceof ConnectionError || err instanceof QueryError) code = CLI_EXIT.BAD_INPUT;
+  if (code !== CLI_EXIT.INTERRUPTED || err.message !== 'interrupted') say(String(err?.message ?? err).replace(/\s*\n\s*/g, ' '));
+  if (process.env.TRACEFLEET_DEBUG) process.stderr.write(`${err?.stack}\n`);
+  return code;
+}
+
+function refuseTtyStdout(): void {
+  if (process.stdout.isTTY) throw new CliError('refusing to write a binary file to a terminal: pipe it (| wireshark -k -i -) or give -o FILE', CLI_EXIT.BAD_INPUT);
+}
+
+/** Fails early (before a trace runs) when -o FILE cannot be written. */
+function checkWritable(path: string): void {
+  try {
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (st?.isDirectory()) throw new CliError(`-o ${path} is a directory: give a file name`, CLI_EXIT.BAD_INPUT);
+    accessSync(st ? path : dirname(path) || '.', constants.W_OK);
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    throw new CliError(`cannot write -o ${path}: ${(e as Error).message}`, CLI_EXIT.BAD_INPUT);
+  }
+}
+
+/**
+ * Streams a download to -o: stdout as is, a file created only once the
+ * dispatcher said yes and removed again if the download breaks off.
+ */
+async function saveTo(client: DispatcherClient, path: string, out: string, signal?: AbortSignal): Promise<number> {
+  if (out === '-') return client.download(path, () => process.stdout as Writable, { end: false, signal });
+  let created = false;
+  try {
+    return await client.download(
+      path,
+      () => {
+        created = true;
+        return createWriteStream(out);
+      },
+      { signal },
+    );
+  } catch (e) {
+    if (created) {
+      try {
+        if (statSync(out).isFile()) unlinkSync(out);
+      } catch {
+        /* nothing to remove */
+      }
+    }
+    throw e;
+  }
+}
+
+function splitList(v: unknown): string[] | undefined {
+  if (v === undefined) return undefined;
+  const list = (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((x) => x.trim()).filter((x) => x !== '');
+  return list.length ? list : undefined;
+}
+
+/** The trace request from the filter flags, checked here first so bad input never reaches the dispatcher. */
+export function traceRequestOf(a: Args): TraceRequest {
+  const raw = rawQuery(a);
+  buildQuerySpec(raw);
+  const req: Record<string, unknown> = {
+    callId: splitList(raw.callId),
+    number: splitList(raw.number),
+    ip: splitList(raw.ip),
+    port: splitList(raw.port),
+    correlation: splitList(raw.correlation),
+    method: splitList(raw.method),
+    status: splitList(raw.status),
+    since: raw.since,
+    until: raw.until,
+    rtp: raw.rtp || undefined,
+    maxPackets: raw.maxPackets,
+    maxBytes: raw.maxBytes,
+    all: raw.all || undefined,
+    hosts: splitList(a.hosts),
+  };
+  for (const k of Object.keys(req)) if (req[k] === undefined) delete req[k];
+  const r = traceRequest.safeParse(req);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    const flag = i.path[0] === undefined ? 'the request' : `--${String(i.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    throw new CliError(`bad ${flag}: ${i.message}`, CLI_EXIT.BAD_INPUT);
+  }
+  return r.data;
+}
+
+/** A trace's filters as the flags that would ask for it again. */
+export function requestFlags(r: TraceRequest): string {
+  const q = (v: string) => (/^[\w@%+=:,./-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`);
+  const parts: string[] = [];
+  const lists: Array<[keyof TraceRequest, string]> = [
+    ['callId', 'call-id'],
+    ['number', 'number'],
+    ['ip', 'ip'],
+    ['port', 'port'],
+    ['correlation', 'correlation'],
+    ['method', 'method'],
+    ['status', 'status'],
+  ];
+  for (const [k, flag] of lists) for (const v of (r[k] as string[] | undefined) ?? []) parts.push(`--${flag} ${q(v)}`);
+  if (r.since) parts.push(`--since ${q(r.since)}`);
+  if (r.until) parts.push(`--until ${q(r.until)}`);
+  if (r.rtp) parts.push('--rtp');
+  if (r.maxPackets) parts.push(`--max-packets ${r.maxPackets}`);
+  if (r.maxBytes) parts.push(`--max-bytes ${r.maxBytes}`);
+  if (r.all) parts.push('--all');
+  if (r.hosts) parts.push(`--hosts ${q(r.hosts.join(','))}`);
+  return parts.join(' ') || '(none)';
+}
+
+function hostsTable(v: TraceView): string[] {
+  return table(
+    [{ title: 'HOST' }, { title: 'STATE' }, { title: 'PACKETS', right: true }, { title: 'BYTES', right: true }, { title: 'PCAP' }, { title: 'ERROR' }],
+    v.hosts.map((h) => [h.host, h.state + (h.truncated ? ' (truncated)' : ''), String(h.packets), humanBytes(h.bytes), h.stored ? 'yes' : 'no', h.error ?? '']),
+  );
+}
+
+/** A trace for people: what was asked, by whom, how it went, each host. */
+export function formatTrace(v: TraceView): string[] {
+  const done = v.hosts.filter((h) => h.state === 'done').length;
+  return [
+    `trace     ${v.id}`,
+    `state     ${v.state}${v.finishedAt ? ` (finished ${shortTime(v.finishedAt)})` : ''}`,
+    `user      ${v.user}`,
+    `created   ${shortTime(v.createdAt)}`,
+    `filters   ${requestFlags(v.request)}`,
+    `hosts     ${done}/${v.hosts.length} done`,
+    `merged    ${v.merged ? `${v.merged.packets} packets, ${humanBytes(v.merged.bytes)}${v.merged.duplicates ? `, ${v.merged.duplicates} duplicates dropped` : ''}` : 'no merged PCAP (yet)'}`,
+    '',
+    ...hostsTable(v),
+  ].map(safeText);
+}
+
+export function formatMessages(messages: TraceMessage[]): string[] {
+  if (messages.length === 0) return ['no SIP messages'];
+  return table(
+    [{ title: 'TIME' }, { title: 'HOST' }, { title: 'SRC' }, { title: '' }, { title: 'DST' }, { title: 'MESSAGE' }, { title: 'CALL-ID' }],
+    messages.map((m) => [
+      m.time,
+      m.host,
+      m.src,
+      '→',
+      m.dst,
+      m.method !== null && m.status === null ? m.method : `${m.status ?? ''}${m.reason ? ` ${m.reason}` : ''}${m.cseq ? ` (${m.cseq})` : ''}`,
+      m.callId,
+    ]),
+  );
+}
+
+function hostsSummary(v: TraceView): string {
+  const done = v.hosts.filter((h) => h.state === 'done').length;
+  return `${done}/${v.hosts.length}`;
+}
+
+function packetsOf(v: TraceView): number {
+  return v.merged ? v.merged.packets : v.hosts.reduce((n, h) => n + h.packets, 0);
+}
+
+export function formatTraces(traces: TraceView[]): string[] {
+  const rows = [...traces]
+    .sort((x, y) => (x.createdAt < y.createdAt ? 1 : x.createdAt > y.createdAt ? -1 : 0))
+    .map((t) => [t.id, shortTime(t.createdAt), t.user, t.state, hostsSummary(t), String(packetsOf(t))]);
+  return table([{ title: 'ID' }, { title: 'CREATED' }, { title: 'USER' }, { title: 'STATE' }, { title: 'HOSTS OK', right: true }, { title: 'PACKETS', right: true }], rows);
+}
+
+export function formatAgents(agents: AgentView[]): string[] {
+  const rows = [...agents]
+    .sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0))
+    .map((ag) => {
+      const span = ag.ring && (ag.ring.oldest || ag.ring.newest) ? `${shortTime(ag.ring.oldest)} .. ${shortTime(ag.ring.newest)}` : '-';
+      const capture = Object.entries(ag.capture)
+        .map(([i, c]) => `${i} ${c.packets}/${c.dropped + c.ifDropped}${c.running ? '' : ' (stopped)'}`)
+        .join(', ');
+      return [ag.name, ag.connected ? 'yes' : 'no', shortTime(ag.lastSeen), span, ag.ring ? humanBytes(ag.ring.bytes) : '-', capture || '-'];
+    });
+  return table(
+    [{ title: 'NAME' }, { title: 'CONNECTED' }, { title: 'LAST SEEN' }, { title: 'RING SPAN (oldest .. newest)' }, { title: 'RING', right: true }, { title: 'CAPTURE (packets/drops)' }],
+    rows,
+  );
+}
+
+function print(lines: string[]): void {
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+function printJson(v: unknown): void {
+  process.stdout.write(JSON.stringify(v, null, 2) + '\n');
+}
+
+// ---- trace ---------------------------------------------------------------
+
+const MAX_TIMEOUT_S = 7 * 24 * 3600;
+
+async function traceCmd(a: Args): Promise<CliExit> {
+  const out = a.o as string | undefined;
+  const json = a.json as boolean;
+  if (out === '-' && json) throw new CliError('-o - and --json would both write to stdout: give -o FILE with --json', CLI_EXIT.BAD_INPUT);
+  const timeoutS = a.timeout as number;
+  if (!Number.isFinite(timeoutS) || timeoutS <= 0 || timeoutS > MAX_TIMEOUT_S) throw new CliError(`bad --timeout ${String(a.timeout)}: give seconds, 1 to ${MAX_TIMEOUT_S}`, CLI_EXIT.BAD_INPUT);
+  const req = traceRequestOf(a);
+  if (out === '-') refuseTtyStdout();
+  else if (out) checkWritable(out);
+  const conn = await connect(a);
+  const client = new DispatcherClient(conn);
+  const progress = progressFor(process.stderr);
+  const abort = new AbortController();
+  const onSigint = () => {
+    if (abort.signal.aborted) process.exit(CLI_EXIT.INTERRUPTED);
+    abort.abort();
+    progress.note('interrupted: cancelling the trace (Ctrl-C again to quit at once)');
+  };
+  process.on('SIGINT', onSigint);
+  let socket: Socket | null = null;
+  try {
+    socket = await client.socket();
+    const r = await followTrace(client, socket, req, { progress, timeoutMs: timeoutS * 1000, signal: abort.signal });
+    socket.disconnect();
+    const v = r.trace;
+    progress.finish({ id: v.id, state: v.state, hosts: v.hosts.map((h) => ({ ...h, at: h.updatedAt })), ...(v.merged ? { merged: v.merged } : {}) });
+    if (r.outcome === 'interrupted') {
+      say(`interrupted: trace ${v.id} ${v.state === 'running' ? 'asked to cancel' : v.state}`);
+      return CLI_EXIT.INTERRUPTED;
+    }
+    if (out) {
+      if (v.merged) {
+        const bytes = await saveTo(client, DispatcherClient.pcapPath(v.id), out, abort.signal);
+        say(`trace ${v.id} ${v.state}: ${v.merged.packets} packets (${humanBytes(bytes)}) from ${hostsSummary(v)} hosts written to ${out === '-' ? 'stdout' : out}`);
+      } else {
+        say(`trace ${v.id} ${v.state}: no merged PCAP to write (no host stored packets); nothing written to ${out === '-' ? 'stdout' : out}`);
+      }
+    }
+    if (json) printJson(v);
+    else if (!out) {
+      print(formatTrace(v));
+      if (v.merged) say(`get the packets with: tracefleet download ${v.id} -o trace.pcap`);
+    }
+    if (r.outcome === 'timeout') {
+      say(`gave up after ${timeoutS} s (--timeout) and cancelled trace ${v.id}`);
+      return CLI_EXIT.FAILED;
+    }
+    return exitOfTrace(v);
+  } finally {
+    process.off('SIGINT', onSigint);
+    socket?.disconnect();
+    client.close();
+  }
+}
+
+export const traceCommand: CommandModule<object, Args> = {
+  command: 'trace',
+  describe: 'run a trace on the fleet through the dispatcher: live per-host progress, then the merged PCAP',
+  builder: (y) =>
+    connectionOptions(
+      filterOptions(y)
+        .option('hosts', { type: 'string', array: true, describe: 'agents to ask, comma-separated (default: every connected agent)' })
+        .option('timeout', { type: 'number', default: 600, describe: 'seconds to wait for the result; then the trace is cancelled (exit 1)' })
+        .option('o', { alias: 'output', type: 'string', describe: 'write the merged PCAP here (- for stdout); without it the result is only shown' })
+        .option('json', { type: 'boolean', default: false, describe: 'print the final trace as JSON on stdout' }),
+    ) as unknown as Argv<Args>,
+  handler: run(traceCmd),
+};
+
+// ---- traces --------------------------------------------------------------
+
+async function tracesCmd(a: Args): Promise<CliExit> {
+  const limit = a.limit as number;
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new CliError(`bad --limit ${String(a.limit)}: give 1 to 1000`, CLI_EXIT.BAD_INPUT);
+  const client = new DispatcherClient(await connect(a));
+  try {
+    const page = await client.traces({ limit, bookmark: a.page as string | undefined, user: a.owner as string | undefined });
+    if (a.json) printJson(page);
+    else if (page.traces.length === 0) say(a.page ? 'no more traces' : 'no traces yet');
+    else print(formatTraces(page.traces));
+    if (page.bookmark && !a.json && page.traces.length >= limit) {
+      say(`more: tracefleet traces --page ${page.bookmark}${limit !== 20 ? ` --limit ${limit}` : ''}${a.owner ? ` --owner ${String(a.owner)}` : ''}`);
+    }
+    return CLI_EXIT.OK;
+  } finally {
+    client.close();
+  }
+}
+
+export const tracesCommand: CommandModule<object, Args> = {
+  command: 'traces',
+  describe: "list traces on the dispatcher, newest first",
+  builder: (y) =>
+    connectionOptions(
+      y
+        .option('limit', { type: 'number', default: 20, describe: 'traces per page' })
+        .option('owner', { type: 'string', describe: "only this user's traces" })
+        .option('page', { type: 'string', describe: 'the next page: the token the previous page printed' })
+        .option('json', { type: 'boolean', default: false, describe: 'print {traces, bookmark} as JSON' }),
+    ) as unknown as Argv<Args>,
+  handler: run(tracesCmd),
+};
+
+// ---- show ----------------------------------------------------------------
+
+async function showCmd(a: Args): Promise<CliExit> {
+  const client = new DispatcherClient(await connect(a));
+  try {
+    const id = String(a.id);
+    const v = await client.trace(id);
+    const messages = a.messages ? await client.messages(id) : null;
+    if (a.json) printJson(messages ? { trace: v, messages } : { trace: v });
+    else {
+      print(formatTrace(v));
+      if (messages) print(['', ...formatMessages(messages)]);
+    }
+    return CLI_EXIT.OK;
+  } finally {
+    client.close();
+  }
+}
+
+export const showCommand: CommandModule<object, Args> = {
+  command: 'show <id>',
+  describe: 'one trace: its filters, state and hosts (--messages: its SIP messages)',
+  builder: (y) =>
+    connectionOptions(
+      y
+        .positional('id', { type: 'string', describe: 'trace id (tracefleet traces lists them)' })
+        .option('messages', { type: 'boolean', default: false, describe: 'also list the SIP messages: time, host, source → destination, method/status, Call-ID' })
+        .option('json', { type: 'boolean', default: false, describe: 'print {trace, messages?} as JSON' }),
+    ) as unknown as Argv<Args>,
+  handler: run(showCmd),
+};
+
+// ---- download ------------------------------------------------------------
+
+async function downloadCmd(a: Args): Promise<CliExit> {
+  const out = a.o as string;
+  if (out === '-') refuseTtyStdout();
+  else checkWritable(out);
+  const client = new DispatcherClient(await connect(a));
+  const abort = new AbortController();
+  const onSigint = () => abort.abort();
+  process.on('SIGINT', onSigint);
+  try {
+    const id = String(a.id);
+    const path = DispatcherClient.pcapPath(id, { host: a.host as string | undefined, tar: a.tar as boolean });
+    const bytes = await saveTo(client, path, out, abort.signal);
+    const what = a.tar ? 'trace archive' : a.host ? `packets of host ${String(a.host)}` : 'merged PCAP';
+    say(`${what} of trace ${id}: ${humanBytes(bytes)} written to ${out === '-' ? 'stdout' : out}`);
+    return CLI_EXIT.OK;
+  } finally {
+    process.off('SIGINT', onSigint);
+    client.close();
+  }
+}
+
+export const downloadCommand: CommandModule<object, Args> = {
+  command: 'download <id>',
+  describe: "a trace's merged PCAP, one host's PCAP (--host), or everything as a tar (--tar)",
+  builder: (y) =>
+    connectionOptions(
+      y
+        .positional('id', { type: 'string', describe: 'trace id' })
+        .option('host', { type: 'string', describe: "only this host's packets" })
+        .option('tar', { type: 'boolean', default: false, describe: 'the whole trace: merged PCAP, host PCAPs, trace and messages JSON' })
+        .conflicts('host', 'tar')
+        .option('o', { alias: 'output', type: 'string', demandOption: true, describe: 'where to write (- for stdout)' }),
+    ) as unknown as Argv<Args>,
+  handler: run(downloadCmd),
+};
+
+// ---- agents --------------------------------------------------------------
+
+async function agentsCmd(a: Args): Promise<CliExit> {
+  const client = new DispatcherClient(await connect(a));
+  try {
+    const agents = await client.agents();
+    if (a.json) printJson({ agents });
+    else if (agents.length === 0) say('no agent has connected to this dispatcher yet: start agents with --dispatcher');
+    else print(formatAgents(agents));
+    return CLI_EXIT.OK;
+  } finally {
+    client.close();
+  }
+}
+
+export const agentsCommand: CommandModule<object, Args> = {
+  command: 'agents',
+  describe: "the dispatcher's agents: connection, ring span and size, capture counters",
+  builder: (y) => connectionOptions(y.option('json', { type: 'boolean', default: false, describe: 'print {agents} as JSON' })) as unknown as Argv<Args>,
+  handler: run(agentsCmd),
+};
+
+// ---- login ---------------------------------------------------------------
+
+async function loginCmd(a: Args): Promise<CliExit> {
+  const flags = flagsOf(a);
+  const conn = resolveConnection({ ...flags, user: undefined, password: undefined, token: undefined }, process.env, { login: true });
+  for (const n of conn.notes) if (!/credentials in/.test(n)) say(`note: ${n}`);
+  const saved = readConfig(conn.configPath)?.config;
+  const cfgUser = saved && normalizeUrl(saved.url, 'url') === conn.url ? saved.user : undefined;
+  const user = flags.user ?? process.env.TRACEFLEET_USER ?? cfgUser;
+  if (!user) throw new CliError('say who logs in: tracefleet login --user NAME', CLI_EXIT.BAD_INPUT);
+  let password: string;
+  if (a.passwordStdin) password = await readFirstLine(process.stdin);
+  else if (flags.password) password = flags.password;
+  else if (process.env.TRACEFLEET_PASSWORD) password = process.env.TRACEFLEET_PASSWORD;
+  else if (process.stdin.isTTY) password = await readSecret(`password for ${user} at ${conn.url}: `);
+  else throw new CliError('no terminal to ask the password on: give --password-stdin and pipe it in', CLI_EXIT.BAD_INPUT);
+  const client = new DispatcherClient({ ...conn, credentials: null });
+  try {
+    const s = await client.login(user, password);
+    saveSession(conn.configPath, { url: conn.url, token: s.token, user: s.user, ca: flags.ca });
+    say(`logged in to ${conn.url} as ${s.user} (roles: ${s.roles.join(', ') || 'none'}); session saved in ${conn.configPath}, valid until ${shortTime(s.expiresAt)}`);
+    return CLI_EXIT.OK;
+  } finally {
+    client.close();
+  }
+}
+
+export const loginCommand: CommandModule<object, Args> = {
+  command: 'login',
+  describe: 'log in to the dispatcher and save the session token in the config file (mode 0600)',
+  builder: (y) =>
+    connectionOptions(y.option('password-stdin', { type: 'boolean', default: false, describe: 'read the password from the first line of stdin' })) as unknown as Argv<Args>,
+  handler: run(loginCmd),
+};
+
+export const dispatcherCommands = [traceCommand, tracesCommand, showCommand, downloadCommand, agentsCommand, loginCommand];

@@ -12,57 +12,23 @@ import { Server as IoServer } from 'socket.io';
 import { io as ioClient } from 'socket.io-client';
 import * as tar from 'tar-stream';
 import type { MessageSummary } from '../../agent/query/engine';
-import type { AgentView, Role, TraceRequest, TraceUpdate, TraceView } from '../../shared/protocol/wire';
+import type { AgentView, TraceRequest, TraceUpdate, TraceView } from '../../shared/protocol/wire';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId, traceDocId } from '../store/layout';
 import { TraceStore } from '../store/store';
 import { openTestStore, startRelay, startTestCouch, TestCouch } from '../store/testing';
 import { TraceRequestError, Traces } from '../trace/types';
 import { isFinalResult, traceView } from '../trace/view';
-import { ApiAuth, Credential, createApi, Principal } from './api';
+import { Auth } from '../auth/auth';
+import { hashPassword } from '../auth/password';
+import { createApi } from './api';
 import { Metrics } from './metrics';
 
 /*
- * The API over a real http server on loopback and a real store. `traces`
- * and `auth` are small working implementations over that store, standing
- * in until dispatcher/trace's Orchestrator and dispatcher/auth's Auth have
- * landed; they follow the same contracts (errors, roles).
+ * The API over a real http server on loopback, a real store and the real
+ * Auth. `traces` is a small working implementation over that store, standing
+ * in until dispatcher/trace's Orchestrator has landed; it follows the same
+ * contract (TraceRequestError codes).
  */
-
-class TestAuth implements ApiAuth {
-  private readonly users = new Map<string, { password: string; roles: Role[] }>();
-  private readonly sessions = new Map<string, string>();
-
-  add(name: string, password: string, roles: Role[]): void {
-    this.users.set(name, { password, roles });
-  }
-
-  async authenticate(cred: Credential): Promise<Principal | null> {
-    if ('bearer' in cred) {
-      const name = this.sessions.get(cred.bearer);
-      const u = name === undefined ? undefined : this.users.get(name);
-      return u && name !== undefined ? { name, roles: u.roles, via: 'session' } : null;
-    }
-    const text = Buffer.from(cred.basic, 'base64').toString();
-    const i = text.indexOf(':');
-    const name = text.slice(0, i);
-    const u = this.users.get(name);
-    return i > 0 && u && u.password === text.slice(i + 1) ? { name, roles: u.roles, via: 'password' } : null;
-  }
-
-  async login(user: string, password: string) {
-    const u = this.users.get(user);
-    if (!u || u.password !== password) return null;
-    const token = `s-${randomBytes(16).toString('hex')}`;
-    this.sessions.set(token, user);
-    return { token, user, roles: u.roles, expiresAt: new Date(Date.now() + 3600_000).toISOString() };
-  }
-
-  can(p: Principal, action: 'trace' | 'read' | 'admin'): boolean {
-    if (action === 'admin') return p.roles.includes('admin');
-    if (action === 'trace') return p.roles.includes('admin') || p.roles.includes('tracer');
-    return p.roles.length > 0;
-  }
-}
 
 class TestTraces implements Traces {
   failNext: Error | null = null;
@@ -186,7 +152,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
   let server: HttpServer;
   let base: string;
   let traces: TestTraces;
-  const auth = new TestAuth();
+  let auth: Auth;
   const logged: string[] = [];
   const stats = { tracesStarted: 3, tracesFinished: { done: 2 }, hostsFinished: { done: 4, error: 1 }, chunks: 17, bytesReceived: 9000, bytesStored: 8000, errors: { store: 1 }, pendingStores: 0 };
   let metrics: Metrics;
@@ -204,11 +170,13 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
   before(async () => {
     couch = await startTestCouch();
     ({ store, drop } = await openTestStore(couch.url));
-    auth.add('root', 'root-pass', ['admin']);
-    auth.add('alice', 'alice-pass', ['tracer']);
-    auth.add('bob', 'bob-pass', ['tracer']);
-    auth.add('vic', 'vic-pass', ['viewer']);
-    auth.add('nobody', 'nobody-pass', []);
+    auth = await Auth.open(store);
+    await auth.addUser('root', 'root-pass', ['admin']);
+    await auth.addUser('alice', 'alice-pass', ['tracer']);
+    await auth.addUser('bob', 'bob-pass', ['tracer']);
+    await auth.addUser('vic', 'vic-pass', ['viewer']);
+    // A role this dispatcher does not know (a newer one's?) grants nothing.
+    await store.putUser({ name: 'nobody', roles: ['auditor'], passwordHash: await hashPassword('nobody-pass') });
     traces = new TestTraces(store, [agent('edge-1', true), agent('edge-2', true), agent('core-1', false)]);
     metrics = new Metrics({ orchestrator: { stats }, registry: { list: () => traces.agentList }, store });
     server = createServer(createApi({ store, traces, auth, metrics, log: (l) => logged.push(l) }));
@@ -272,6 +240,32 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     const wrong = await call('/api/me', { headers: { authorization: basic('vic', 'bad') } });
     assert.equal(wrong.status, 401);
     assert.match(wrong.headers.get('www-authenticate') ?? '', /^Basic realm="tracefleet"/);
+  });
+
+  test('API tokens authenticate; too many failed logins answer 429 with Retry-After', async () => {
+    const token = await auth.createToken('alice');
+    const me = await call('/api/me', { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(me.status, 200);
+    assert.deepEqual(await json(me), { user: 'alice', roles: ['tracer'] });
+
+    const strict = await Auth.open(store, { rateLimit: { maxFailures: 2 } });
+    const s2 = createServer(createApi({ store, traces, auth: strict, metrics: new Metrics(), log: () => {} }));
+    const url = await listen(s2);
+    const login = (password: string) =>
+      fetch(`${url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'bob', password }) });
+    try {
+      for (let i = 0; i < 2; i++) assert.equal((await login('wrong-pass')).status, 401);
+      const limited = await login('bob-pass');
+      assert.equal(limited.status, 429);
+      assert.ok(Number(limited.headers.get('retry-after')) > 0);
+      assert.match((await json(limited)).error, /too many failed logins/);
+      const viaBasic = await fetch(`${url}/api/me`, { headers: { authorization: basic('bob', 'bob-pass') } });
+      assert.equal(viaBasic.status, 429);
+      // A session is not a password guess: it still works.
+      assert.equal((await fetch(`${url}/api/me`, { headers: { authorization: `Bearer ${tokens.bob}` } })).status, 200);
+    } finally {
+      await close(s2);
+    }
   });
 
   test('403 by role: viewers read but may not trace; no role may not read', async () => {

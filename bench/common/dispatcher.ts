@@ -1,0 +1,309 @@
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { io, Socket } from 'socket.io-client';
+import type { ClientAck, TraceRequest, TraceUpdate, TraceView } from '../../shared/protocol/wire';
+
+/*
+ * What the dispatcher benches share: the dispatcher as a process of its own
+ * (so its resident memory is its alone), a tracer user with an API token,
+ * the /client namespace to start traces and hear their updates, REST reads,
+ * and a sampler of /proc/<pid>/status.
+ */
+
+export const ROOT = resolve(__dirname, '..', '..', '..');
+const BIN = join(ROOT, 'bin', 'tracefleet');
+
+/**
+ * Wall-clock milliseconds with sub-millisecond resolution, comparable across
+ * processes of one machine (each process's timeOrigin is itself wall-clock).
+ */
+export function wallNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A TCP port free on loopback right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolvePort(port));
+    });
+  });
+}
+
+export function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  // Nearest rank: the p99 of 1000 values is the 990th, a value that was really seen.
+  const rank = Math.min(s.length, Math.max(1, Math.ceil((p / 100) * s.length)));
+  return s[rank - 1];
+}
+
+/** Resident memory of a process in bytes (VmRSS), or null once it is gone. */
+export function readRss(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Direct children of a process (Linux 3.5+ /proc/<pid>/task/<pid>/children). */
+export function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+let clkTck: number | null = null;
+
+/** CPU seconds (user + system) a process has used so far, or null once it is gone. */
+export function readCpuSeconds(pid: number): number | null {
+  try {
+    // The command name may hold spaces or parentheses: fields are counted after its closing ')'.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    clkTck ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    return (Number(f[11]) + Number(f[12])) / clkTck;
+  } catch {
+    return null;
+  }
+}
+
+export interface RssSample {
+  at: number;
+  rss: number;
+}
+
+/** Samples one process's VmRSS every `everyMs`; the samples of a window are read back afterwards. */
+export class RssSampler {
+  readonly samples: RssSample[] = [];
+  private timer: NodeJS.Timeout;
+  /** Keeps a long bench from growing this array without end. */
+  private static readonly MAX_SAMPLES = 200_000;
+
+  constructor(readonly pid: number, readonly everyMs = 50) {
+    this.take();
+    this.timer = setInterval(() => this.take(), everyMs);
+  }
+
+  take(): void {
+    const rss = readRss(this.pid);
+    if (rss !== null && this.samples.length < RssSampler.MAX_SAMPLES) this.samples.push({ at: wallNow(), rss });
+  }
+
+  /** Highest sample in [from, to]. */
+  peak(from = 0, to = Infinity): number {
+    let m = 0;
+    for (const s of this.samples) if (s.at >= from && s.at <= to && s.rss > m) m = s.rss;
+    return m;
+  }
+
+  /** The last sample at or before `at`. */
+  at(at: number): number {
+    let v = this.samples[0]?.rss ?? 0;
+    for (const s of this.samples) {
+      if (s.at > at) break;
+      v = s.rss;
+    }
+    return v;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
+export interface DispatcherProcess {
+  url: string;
+  pid: number;
+  dataDir: string;
+  agentToken: string;
+  logFile: string;
+  /** The embedded store's process (a child of the dispatcher), found after start. */
+  storePid: number | null;
+  exited: Promise<number | null>;
+  stop(): Promise<void>;
+}
+
+/**
+ * `tracefleet dispatcher` on 127.0.0.1 with the embedded store in dataDir,
+ * its log in logFile; resolves once /healthz answers (at most startMs).
+ */
+export async function startDispatcherProcess(opts: { dataDir: string; logFile: string; startMs?: number; extraArgs?: string[] }): Promise<DispatcherProcess> {
+  const port = await freePort();
+  const agentToken = randomBytes(24).toString('hex');
+  const log = openSync(opts.logFile, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, [BIN, 'dispatcher', '--listen', `127.0.0.1:${port}`, '--data-dir', opts.dataDir, '--agent-token', agentToken, ...(opts.extraArgs ?? [])], {
+      cwd: ROOT,
+      stdio: ['ignore', log, log],
+    });
+  } finally {
+    closeSync(log);
+  }
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  let gone = false;
+  // A bench that dies must not leave a dispatcher (and its store) behind.
+  const reap = () => {
+    if (!gone) child.kill('SIGKILL');
+  };
+  process.once('exit', reap);
+  void exited.then(() => {
+    gone = true;
+    process.off('exit', reap);
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + (opts.startMs ?? 60_000);
+  for (;;) {
+    if (gone) throw new Error(`the dispatcher exited during start-up; see ${opts.logFile}`);
+    try {
+      const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
+      if (r.ok) break;
+    } catch {
+      /* not listening yet */
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`the dispatcher did not answer /healthz within ${(opts.startMs ?? 60_000) / 1000} s; see ${opts.logFile}`);
+    }
+    await sleep(200);
+  }
+  const pid = child.pid!;
+  return {
+    url,
+    pid,
+    dataDir: opts.dataDir,
+    agentToken,
+    logFile: opts.logFile,
+    storePid: childPids(pid)[0] ?? null,
+    exited,
+    async stop() {
+      if (gone) return;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** A tracer user and an API token for it, made with the CLI against the running dispatcher's store. */
+export function makeTracerToken(dataDir: string, user = 'bench'): string {
+  const env = { ...process.env, TRACEFLEET_DEBUG: '' };
+  const add = spawnSync(process.execPath, [BIN, 'user', 'add', user, '--role', 'tracer', '--password-stdin', '--data-dir', dataDir], {
+    cwd: ROOT,
+    input: `${randomBytes(16).toString('hex')}\n`,
+    encoding: 'utf8',
+    env,
+    timeout: 60_000,
+  });
+  if (add.status !== 0) throw new Error(`tracefleet user add ${user} exited with ${add.status ?? add.signal}: ${add.stderr.trim()}`);
+  const tok = spawnSync(process.execPath, [BIN, 'user', 'token', user, '--data-dir', dataDir], { cwd: ROOT, encoding: 'utf8', env, timeout: 60_000 });
+  if (tok.status !== 0) throw new Error(`tracefleet user token ${user} exited with ${tok.status ?? tok.signal}: ${tok.stderr.trim()}`);
+  const token = tok.stdout.trim().split('\n').pop() ?? '';
+  if (!token) throw new Error('tracefleet user token printed no token');
+  return token;
+}
+
+export async function getJson<T>(url: string, token: string, timeoutMs = 30_000): Promise<T> {
+  const r = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(timeoutMs) });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`GET ${url}: ${r.status} ${text.slice(0, 300)}`);
+  return JSON.parse(text) as T;
+}
+
+/** Streams a download and counts its bytes (nothing is kept). */
+export async function countDownload(url: string, token: string, timeoutMs: number): Promise<{ status: number; bytes: number; ms: number }> {
+  const start = wallNow();
+  const r = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(timeoutMs) });
+  let bytes = 0;
+  if (r.body) for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) bytes += c.length;
+  return { status: r.status, bytes, ms: wallNow() - start };
+}
+
+export interface TimedUpdate {
+  u: TraceUpdate;
+  /** When this process received it (wallNow). */
+  at: number;
+}
+
+/** The whole trace's last update: it has `merged`, or (a trace that could not merge) a state other than running. */
+function isFinal(u: TraceUpdate): boolean {
+  return u.host === null && (u.merged !== undefined || u.state !== 'running');
+}
+
+/**
+ * The /client namespace as a tracer: starts traces and keeps every update
+ * it hears, by trace id, with the time it arrived.
+ */
+export class TraceClient {
+  readonly updates = new Map<string, TimedUpdate[]>();
+  private waiters: Array<() => void> = [];
+
+  private constructor(readonly socket: Socket) {
+    socket.on('trace:update', (u: TraceUpdate) => {
+      const at = wallNow();
+      let list = this.updates.get(u.traceId);
+      if (!list) this.updates.set(u.traceId, (list = []));
+      list.push({ u, at });
+      if (isFinal(u)) for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  static async connect(url: string, token: string, timeoutMs = 30_000): Promise<TraceClient> {
+    const socket = io(`${url}/client`, { auth: { token }, transports: ['websocket'], reconnection: false, timeout: timeoutMs });
+    await new Promise<void>((res, rej) => {
+      socket.once('connect', () => res());
+      socket.once('connect_error', (e: Error) => rej(new Error(`/client refused the bench: ${e.message}`)));
+    });
+    return new TraceClient(socket);
+  }
+
+  /** Sends trace:start; resolves with the ack's trace and the times it was sent and acknowledged. */
+  async start(req: TraceRequest, timeoutMs = 60_000): Promise<{ trace: TraceView; sentAt: number; ackAt: number }> {
+    const sentAt = wallNow();
+    const ack = (await this.socket.timeout(timeoutMs).emitWithAck('trace:start', req)) as ClientAck<{ trace: TraceView }>;
+    const ackAt = wallNow();
+    if (!ack.ok) throw new Error(`trace:start refused: ${ack.code}: ${ack.error}`);
+    return { trace: ack.trace, sentAt, ackAt };
+  }
+
+  /** The whole trace's last update, or null after timeoutMs. */
+  async waitFinal(traceId: string, timeoutMs: number): Promise<TimedUpdate | null> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const f = this.updates.get(traceId)?.find((x) => isFinal(x.u));
+      if (f) return f;
+      const left = deadline - Date.now();
+      if (left <= 0) return null;
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.min(left, 1000));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}

@@ -1,0 +1,368 @@
+import { ChildProcess, fork } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import type { HostView, TraceView } from '../../shared/protocol/wire';
+import {
+  getJson,
+  makeTracerToken,
+  percentile,
+  readCpuSeconds,
+  ROOT,
+  RssSampler,
+  sleep,
+  startDispatcherProcess,
+  TraceClient,
+  wallNow,
+} from '../common/dispatcher';
+import { Figures, median, progress } from '../common/report';
+import { AgentRecord, agentName, FromWorker, ToWorker } from './messages';
+import { RESULT_PACKETS } from './result';
+
+/*
+ * One dispatcher, N simulated agents (bench/fanout/worker.ts, in a few
+ * processes), one trace to all of them, R times. From the moment trace:start
+ * is sent on /client: when each agent got its trace:run (and sent
+ * trace:started), when the dispatcher had each host's result, when each
+ * result doc was written (its updatedAt), and when the trace's final update
+ * (merged.pcap stored) arrived; then the stored trace is read back over REST
+ * and every host must be done with its packets stored. The dispatcher runs
+ * as its own process, sampled for VmRSS every 50 ms; its embedded store is
+ * a child process of its own, sampled separately and not counted in it.
+ *
+ * Usage: npm run bench:fanout -- [--agents 1000] [--workers 4] [--runs 3]
+ */
+
+const OUT = join(ROOT, 'bench-output', 'fanout');
+const TARGET_STARTED_P99_MS = 1000;
+const TARGET_ALL_STORED_MS = 10_000;
+const RUN_TIMEOUT_MS = 180_000;
+const READY_TIMEOUT_MS = 180_000;
+
+interface Args {
+  agents: number;
+  workers: number;
+  runs: number;
+}
+
+function fail(msg: string): never {
+  process.stderr.write(`bench:fanout: ${msg}\n`);
+  process.exit(1);
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { agents: 1000, workers: Math.max(2, Math.min(8, 2 * cpus().length)), runs: 3 };
+  const limits: Record<keyof Args, [number, number]> = { agents: [1, 10_000], workers: [1, 32], runs: [1, 20] };
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--(agents|workers|runs)(?:=(.*))?$/.exec(argv[i]);
+    if (!m) fail(`unknown argument ${argv[i]}: use --agents N, --workers N, --runs N`);
+    const key = m[1] as keyof Args;
+    const v = Number(m[2] ?? argv[++i]);
+    const [lo, hi] = limits[key];
+    if (!Number.isInteger(v) || v < lo || v > hi) fail(`--${key} must be a whole number from ${lo} to ${hi}`);
+    a[key] = v;
+  }
+  a.workers = Math.min(a.workers, a.agents);
+  return a;
+}
+
+class Worker {
+  private readonly waiting: Array<{ pred: (m: FromWorker) => boolean; resolve: (m: FromWorker) => void }> = [];
+  readonly exited: Promise<number | null>;
+  error: string | null = null;
+
+  constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m: FromWorker) => {
+      if (m.type === 'error') {
+        this.error = m.message;
+        progress(`worker ${proc.pid}: ${m.message}`);
+      }
+      const w = this.waiting.findIndex((x) => x.pred(m));
+      if (w >= 0) this.waiting.splice(w, 1)[0].resolve(m);
+    });
+    this.exited = new Promise((r) => proc.once('exit', (code) => r(code)));
+  }
+
+  send(m: ToWorker): void {
+    this.proc.send(m);
+  }
+
+  next<T extends FromWorker>(pred: (m: FromWorker) => boolean, timeoutMs: number, what: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`worker ${this.proc.pid}: no ${what} within ${timeoutMs / 1000} s${this.error ? ` (${this.error})` : ''}`)), timeoutMs);
+      this.waiting.push({
+        pred: (m) => pred(m) || m.type === 'error',
+        resolve: (m) => {
+          clearTimeout(t);
+          if (m.type === 'error') reject(new Error(`worker ${this.proc.pid}: ${m.message}`));
+          else resolve(m as T);
+        },
+      });
+    });
+  }
+}
+
+interface Dist {
+  min: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+function dist(xs: number[]): Dist {
+  return { min: xs.length ? Math.min(...xs) : NaN, p50: percentile(xs, 50), p99: percentile(xs, 99), max: xs.length ? Math.max(...xs) : NaN };
+}
+
+interface RunFigures {
+  traceId: string;
+  /** trace:start sent → its ack (trace and result docs created, every trace:run emitted). */
+  ackMs: number;
+  /** trace:start sent → trace:run at each agent. */
+  run: Dist;
+  /** trace:start sent → each agent's trace:started emitted. */
+  started: Dist;
+  /** trace:started → the chunk's ack at the agent (the dispatcher spooled it). */
+  chunkAck: Dist;
+  /** trace:start sent → the dispatcher's "started" update for each host at the watcher. */
+  startedSeen: Dist;
+  /** trace:start sent → the dispatcher's "done" update for each host (all its bytes spooled). */
+  doneSeen: Dist;
+  /** trace:start sent → each result doc's updatedAt (its final state written; ms resolution). */
+  resultStored: Dist;
+  /** trace:start sent → the final update (every host stored, merged.pcap stored). */
+  allStoredMs: number;
+  /** Last result doc written → final update: the last attachments and the merge. */
+  tailMs: number;
+  peakRssMb: number;
+  storePeakRssMb: number;
+  dispatcherCpuS: number;
+  storeCpuS: number;
+  workerLagMaxMs: number;
+  hostsDone: number;
+  hostsStored: number;
+  merged: { packets: number; bytes: number; duplicates: number } | null;
+  problems: string[];
+}
+
+const MB = 1024 * 1024;
+
+async function oneRun(
+  n: number,
+  run: number,
+  ctx: { url: string; apiToken: string; client: TraceClient; workers: Worker[]; perWorker: number[]; rss: RssSampler; storeRss: RssSampler | null; pid: number; storePid: number | null },
+): Promise<RunFigures> {
+  const { client, workers } = ctx;
+  for (const w of workers) w.send({ type: 'arm' });
+  await sleep(200);
+  const cpu0 = readCpuSeconds(ctx.pid) ?? 0;
+  const scpu0 = ctx.storePid ? readCpuSeconds(ctx.storePid) ?? 0 : 0;
+  const { trace, sentAt, ackAt } = await client.start({ callId: [`bench-fanout-${run}`] });
+  if (trace.hosts.length !== n) progress(`WARNING: the trace asked ${trace.hosts.length} hosts, not ${n}`);
+  const final = await client.waitFinal(trace.id, RUN_TIMEOUT_MS);
+  const endAt = final?.at ?? wallNow();
+  const cpu1 = readCpuSeconds(ctx.pid) ?? 0;
+  const scpu1 = ctx.storePid ? readCpuSeconds(ctx.storePid) ?? 0 : 0;
+  const problems: string[] = [];
+  if (!final) problems.push(`no final update within ${RUN_TIMEOUT_MS / 1000} s`);
+
+  const replies = await Promise.all(
+    workers.map((w, i) => {
+      const p = w.next<Extract<FromWorker, { type: 'records' }>>((m) => m.type === 'records' && m.traceId === trace.id, 60_000, 'records');
+      w.send({ type: 'collect', traceId: trace.id, expect: ctx.perWorker[i], timeoutMs: 30_000 });
+      return p;
+    }),
+  );
+  const recs: AgentRecord[] = replies.flatMap((r) => r.records);
+  if (recs.length !== n) problems.push(`${recs.length} of ${n} agents got trace:run`);
+  const errs = recs.filter((r) => r.error);
+  if (errs.length) problems.push(`${errs.length} agents failed, e.g. ${errs[0].error}`);
+
+  const ups = client.updates.get(trace.id) ?? [];
+  const firstByState = (state: string) => {
+    const seen = new Map<string, number>();
+    for (const x of ups) if (x.u.host && x.u.state === state && !seen.has(x.u.host)) seen.set(x.u.host, x.at - sentAt);
+    return [...seen.values()];
+  };
+
+  // The stored trace, as any client would read it back.
+  const view = (await getJson<{ trace: TraceView }>(`${ctx.url}/api/traces/${encodeURIComponent(trace.id)}`, ctx.apiToken)).trace;
+  const hosts: HostView[] = view.hosts;
+  const done = hosts.filter((h) => h.state === 'done').length;
+  const stored = hosts.filter((h) => h.stored).length;
+  if (hosts.length !== n) problems.push(`the stored trace lists ${hosts.length} hosts, not ${n}`);
+  if (done !== n) problems.push(`${done} of ${n} hosts are done (${[...new Set(hosts.filter((h) => h.state !== 'done').map((h) => `${h.state}${h.error ? `: ${h.error}` : ''}`))].slice(0, 3).join('; ')})`);
+  if (stored !== n) problems.push(`${stored} of ${n} hosts have packets.pcap stored`);
+  if (!view.merged) problems.push('the stored trace has no merged.pcap');
+  else if (view.merged.packets !== n * RESULT_PACKETS) problems.push(`merged.pcap holds ${view.merged.packets} packets, not ${n * RESULT_PACKETS}`);
+  if (view.state !== 'done') problems.push(`the trace ended ${view.state}`);
+  const resultAt = hosts.map((h) => Date.parse(h.updatedAt) - sentAt);
+
+  return {
+    traceId: trace.id,
+    ackMs: ackAt - sentAt,
+    run: dist(recs.map((r) => r.runAt - sentAt)),
+    started: dist(recs.map((r) => r.startedAt - sentAt)),
+    chunkAck: dist(recs.filter((r) => r.chunkAckAt > 0).map((r) => r.chunkAckAt - r.startedAt)),
+    startedSeen: dist(firstByState('started')),
+    doneSeen: dist(firstByState('done')),
+    resultStored: dist(resultAt),
+    allStoredMs: endAt - sentAt,
+    tailMs: endAt - sentAt - Math.max(...resultAt),
+    peakRssMb: ctx.rss.peak(sentAt, endAt + 500) / MB,
+    storePeakRssMb: (ctx.storeRss?.peak(sentAt, endAt + 500) ?? 0) / MB,
+    dispatcherCpuS: cpu1 - cpu0,
+    storeCpuS: scpu1 - scpu0,
+    workerLagMaxMs: Math.max(...replies.map((r) => r.lagMaxMs)),
+    hostsDone: done,
+    hostsStored: stored,
+    merged: view.merged ?? null,
+    problems,
+  };
+}
+
+function describe(r: RunFigures): string {
+  const d = (x: Dist) => `p50 ${x.p50.toFixed(0)} / p99 ${x.p99.toFixed(0)} / max ${x.max.toFixed(0)} ms`;
+  return [
+    `  ack ${r.ackMs.toFixed(0)} ms; trace:run at agents ${d(r.run)}; started ${d(r.started)}`,
+    `  chunk ack ${d(r.chunkAck)}; host done seen ${d(r.doneSeen)}`,
+    `  result docs written ${d(r.resultStored)}; final update ${r.allStoredMs.toFixed(0)} ms (tail after last result doc ${r.tailMs.toFixed(0)} ms)`,
+    `  dispatcher peak RSS ${r.peakRssMb.toFixed(1)} MiB, CPU ${r.dispatcherCpuS.toFixed(2)} s; store CPU ${r.storeCpuS.toFixed(2)} s; worker max event-loop lag ${r.workerLagMaxMs.toFixed(0)} ms`,
+    ...r.problems.map((p) => `  PROBLEM: ${p}`),
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const { agents: n } = args;
+  rmSync(OUT, { recursive: true, force: true });
+  mkdirSync(OUT, { recursive: true });
+  const dataDir = join(OUT, 'data');
+  const logFile = join(OUT, 'dispatcher.log');
+
+  progress(`starting the dispatcher (data in ${dataDir}, log in ${logFile})`);
+  const d = await startDispatcherProcess({ dataDir, logFile });
+  const rss = new RssSampler(d.pid, 50);
+  const storeRss = d.storePid ? new RssSampler(d.storePid, 100) : null;
+  const workers: Worker[] = [];
+  let client: TraceClient | null = null;
+  try {
+    progress(`dispatcher pid ${d.pid} at ${d.url}; embedded store pid ${d.storePid ?? '?'}`);
+    const apiToken = makeTracerToken(d.dataDir);
+    progress('tracer user and API token made');
+
+    // Agents split evenly over the workers.
+    const perWorker = Array.from({ length: args.workers }, (_, i) => Math.floor(n / args.workers) + (i < n % args.workers ? 1 : 0));
+    let first = 0;
+    const connectStart = wallNow();
+    const ready: Array<Promise<unknown>> = [];
+    for (let i = 0; i < args.workers; i++) {
+      const w = new Worker(fork(join(__dirname, 'worker.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+      workers.push(w);
+      ready.push(w.next((m) => m.type === 'ready', READY_TIMEOUT_MS, 'ready'));
+      const names = Array.from({ length: perWorker[i] }, (_, k) => agentName(first + k));
+      w.send({ type: 'start', url: d.url, token: d.agentToken, names, firstIndex: first });
+      first += perWorker[i];
+    }
+    await Promise.all(ready);
+    const connectMs = wallNow() - connectStart;
+    progress(`${n} agents connected and said hello in ${(connectMs / 1000).toFixed(1)} s (${args.workers} worker processes)`);
+    const list = await getJson<{ agents: Array<{ connected: boolean }> }>(`${d.url}/api/agents`, apiToken);
+    const connected = list.agents.filter((a) => a.connected).length;
+    if (connected !== n) throw new Error(`the dispatcher lists ${connected} connected agents, not ${n}`);
+
+    client = await TraceClient.connect(d.url, apiToken);
+    await sleep(1000);
+    const idleRss = rss.at(wallNow()) / MB;
+    const baseRss = rss.samples[0].rss / MB;
+    progress(`dispatcher RSS: ${baseRss.toFixed(1)} MiB at start, ${idleRss.toFixed(1)} MiB with ${n} agents connected`);
+
+    const runs: RunFigures[] = [];
+    for (let r = 1; r <= args.runs; r++) {
+      progress(`run ${r}/${args.runs}: one trace to ${n} agents`);
+      const f = await oneRun(n, r, { url: d.url, apiToken, client, workers, perWorker, rss, storeRss, pid: d.pid, storePid: d.storePid });
+      runs.push(f);
+      process.stderr.write(`${describe(f)}\n`);
+      await sleep(1500);
+    }
+
+    // The median run by the time to all stored; its figures are the ones reported.
+    const order = runs.map((r, i) => ({ r, i })).sort((a, b) => a.r.allStoredMs - b.r.allStoredMs);
+    const med = order[(order.length - 1) >> 1].r;
+    const allOk = runs.every((r) => r.problems.length === 0);
+    const peakRss = Math.max(...runs.map((r) => r.peakRssMb));
+
+    const fig = new Figures(`bench:fanout (${n} simulated agents in ${args.workers} processes, one dispatcher, median of ${args.runs} runs)`);
+    fig.extra('agents', n);
+    fig.extra('workers', args.workers);
+    fig.extra('runs', args.runs);
+    fig.section('agents');
+    fig.add('connectS', `connect + hello of ${n} agents`, connectMs / 1000, 's', 1);
+    fig.section('from trace:start sent (median run)');
+    fig.add('ackMs', 'trace:start acked (trace + result docs created, trace:run sent to all)', med.ackMs, 'ms', 0);
+    fig.add('runP50Ms', 'trace:run at agent, p50', med.run.p50, 'ms', 0);
+    fig.add('startedP50Ms', 'agent sent trace:started, p50', med.started.p50, 'ms', 0);
+    fig.add('startedP99Ms', '  p99', med.started.p99, 'ms', 0);
+    fig.add('startedMaxMs', '  max', med.started.max, 'ms', 0);
+    fig.add('startedSeenP99Ms', '"started" update at the watcher, p99', med.startedSeen.p99, 'ms', 0);
+    fig.add('chunkAckP50Ms', 'chunk acked after trace:started, p50', med.chunkAck.p50, 'ms', 0);
+    fig.add('chunkAckP99Ms', '  p99', med.chunkAck.p99, 'ms', 0);
+    fig.add('doneSeenP50Ms', 'host "done" at the watcher, p50', med.doneSeen.p50, 'ms', 0);
+    fig.add('doneSeenMaxMs', '  max (all results spooled)', med.doneSeen.max, 'ms', 0);
+    fig.add('resultStoredP50Ms', 'result doc written (updatedAt), p50', med.resultStored.p50, 'ms', 0);
+    fig.add('resultStoredMaxMs', '  max', med.resultStored.max, 'ms', 0);
+    // From the first host the dispatcher had in full to the last result doc written: the store's pace.
+    fig.add('storeMsPerResult', 'store time per result (first host done → last result doc) / hosts', (med.resultStored.max - med.doneSeen.min) / n, 'ms', 2);
+    fig.add('allStoredMs', 'final update (all stored, merged.pcap attached)', med.allStoredMs, 'ms', 0);
+    fig.add('tailMs', '  of which after the last result doc', med.tailMs, 'ms', 0);
+    fig.section('resources');
+    fig.add('peakRssMb', 'dispatcher peak RSS (all runs; store not included)', peakRss, 'MiB', 1);
+    fig.add('idleRssMb', `dispatcher RSS idle with ${n} agents`, idleRss, 'MiB', 1);
+    fig.add('startRssMb', 'dispatcher RSS at start, no agents', baseRss, 'MiB', 1);
+    fig.add('storePeakRssMb', 'embedded store peak RSS (a separate process)', Math.max(...runs.map((r) => r.storePeakRssMb)), 'MiB', 1);
+    fig.add('dispatcherCpuS', 'dispatcher CPU in the median run', med.dispatcherCpuS, 's', 2);
+    fig.add('storeCpuS', 'embedded store CPU in the median run', med.storeCpuS, 's', 2);
+    fig.add('workerLagMaxMs', 'simulated agents: worst event-loop lag', med.workerLagMaxMs, 'ms', 0);
+    fig.add('cores', 'cores shared by dispatcher, store, agents and bench', cpus().length, '', 0);
+    fig.section(`targets: started p99 < ${TARGET_STARTED_P99_MS} ms, all stored < ${TARGET_ALL_STORED_MS / 1000} s`);
+    const startedOk = med.started.p99 < TARGET_STARTED_P99_MS;
+    const storedOk = med.allStoredMs < TARGET_ALL_STORED_MS;
+    fig.add('targetStartedOk', 'started p99', startedOk ? 'PASS' : 'MISS');
+    fig.add('targetStoredOk', 'all stored', storedOk ? 'PASS' : 'MISS');
+    fig.add('verified', `every run: ${n} hosts done, packets stored, merged.pcap of ${n * RESULT_PACKETS} packets`, allOk ? 'yes' : 'NO');
+    runs.forEach((r, i) => r.problems.forEach((p, k) => fig.add(`run${i + 1}Problem${k}`, `  run ${i + 1}`, p)));
+    fig.extra('rssNote', 'VmRSS of the dispatcher process alone, sampled every 50 ms; the embedded store is its child process, reported separately');
+    fig.extra(
+      'perRun',
+      runs.map((r) => ({
+        traceId: r.traceId,
+        ackMs: Math.round(r.ackMs),
+        startedP50Ms: Math.round(r.started.p50),
+        startedP99Ms: Math.round(r.started.p99),
+        startedMaxMs: Math.round(r.started.max),
+        doneSeenMaxMs: Math.round(r.doneSeen.max),
+        resultStoredMaxMs: Math.round(r.resultStored.max),
+        allStoredMs: Math.round(r.allStoredMs),
+        peakRssMb: Math.round(r.peakRssMb * 10) / 10,
+        dispatcherCpuS: Math.round(r.dispatcherCpuS * 100) / 100,
+        storeCpuS: Math.round(r.storeCpuS * 100) / 100,
+      })),
+    );
+    fig.extra('medianOfAllStoredMs', Math.round(median(runs.map((r) => r.allStoredMs))));
+    fig.extra('node', process.version);
+    fig.print();
+    if (!allOk) process.exitCode = 1;
+  } finally {
+    client?.close();
+    for (const w of workers) w.send({ type: 'stop' });
+    await Promise.race([Promise.all(workers.map((w) => w.exited)), sleep(5000)]);
+    for (const w of workers) if (w.proc.exitCode === null) w.proc.kill('SIGKILL');
+    rss.stop();
+    storeRss?.stop();
+    await d.stop();
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench:fanout: ${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,268 @@
+import { ChildProcess, fork, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TraceView } from '../../shared/protocol/wire';
+import {
+  countDownload,
+  getJson,
+  makeTracerToken,
+  readCpuSeconds,
+  ROOT,
+  RssSampler,
+  sleep,
+  startDispatcherProcess,
+  TraceClient,
+  wallNow,
+} from '../common/dispatcher';
+import { Figures, median, progress } from '../common/report';
+import { BulkCapture, CALL_ID, GEN_VERSION, generateBulkCapture, MEDIA_IP } from './gen';
+
+/*
+ * One large host result, agent → dispatcher → store: a ring of
+ * BENCH_STREAM_MB MiB (bench/stream/gen.ts, imported with `tracefleet ring
+ * import`) whose every packet involves MEDIA_IP, served by the agent's real
+ * trace code (bench/stream/agent.ts: agent/link/client.ts +
+ * agent/trace/serve.ts, no capture engine) in its own process, traced with
+ * --ip MEDIA_IP. Timed from trace:start to the trace's final update (the
+ * host's packets.pcap and merged.pcap stored); the dispatcher's VmRSS is
+ * sampled every 50 ms (its embedded store is a child process, sampled and
+ * reported apart). The stored packets.pcap is downloaded and must be as long
+ * as the generated capture.
+ *
+ * References, run after the trace so as not to disturb it: the query alone
+ * (`tracefleet query --ip ... -o /dev/null`), and the same bytes put into
+ * the same store directly with `curl -T` as an attachment.
+ *
+ * Knobs: BENCH_STREAM_MB (200), BENCH_STREAM_REFERENCE=0 skips the curl reference.
+ */
+
+const OUT = join(ROOT, 'bench-output', 'stream');
+const BIN = join(ROOT, 'bin', 'tracefleet');
+const STREAM_MB = Number(process.env.BENCH_STREAM_MB ?? 200);
+const REFERENCE = process.env.BENCH_STREAM_REFERENCE !== '0';
+const TARGET_GROWTH_MB = 64;
+const TRACE_TIMEOUT_MS = 15 * 60_000;
+const MB = 1024 * 1024;
+const AGENT = 'big';
+
+function fail(msg: string): never {
+  process.stderr.write(`bench:stream: ${msg}\n`);
+  process.exit(1);
+}
+
+interface RingMeta {
+  version: number;
+  mib: number;
+  capture: BulkCapture;
+  importS: number;
+}
+
+/** The generated capture and its ring, reused when made with the same parameters and still whole. */
+function ensureRing(ringDir: string): { meta: RingMeta; cached: boolean } {
+  const metaPath = join(OUT, 'ring-meta.json');
+  if (existsSync(metaPath) && existsSync(ringDir)) {
+    try {
+      const m = JSON.parse(readFileSync(metaPath, 'utf8')) as RingMeta;
+      if (m.version === GEN_VERSION && m.mib === STREAM_MB && existsSync(m.capture.path) && statSync(m.capture.path).size === m.capture.bytes) return { meta: m, cached: true };
+    } catch {
+      /* remade below */
+    }
+  }
+  rmSync(ringDir, { recursive: true, force: true });
+  const path = join(OUT, 'bulk.pcap');
+  progress(`generating ${STREAM_MB} MiB of RTP-like packets for ${MEDIA_IP} into ${path}`);
+  const capture = generateBulkCapture(path, STREAM_MB * MB);
+  progress(`importing into ${ringDir} with tracefleet ring import`);
+  const t = wallNow();
+  const r = spawnSync(process.execPath, [BIN, 'ring', 'import', path, '--ring', ringDir, '--json'], { cwd: ROOT, encoding: 'utf8', timeout: 20 * 60_000 });
+  if (r.status !== 0) fail(`tracefleet ring import exited with ${r.status ?? r.signal}: ${r.stderr}`);
+  const imp = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { packets?: number };
+  if (imp.packets !== capture.packets) fail(`ring import took ${imp.packets} packets, the capture has ${capture.packets}`);
+  const meta: RingMeta = { version: GEN_VERSION, mib: STREAM_MB, capture, importS: (wallNow() - t) / 1000 };
+  writeFileSync(metaPath, JSON.stringify(meta, null, 2));
+  return { meta, cached: false };
+}
+
+function startAgent(url: string, token: string, ringDir: string, logFile: string): ChildProcess {
+  const log = openSync(logFile, 'a');
+  try {
+    return fork(join(__dirname, 'agent.js'), [JSON.stringify({ url, token, name: AGENT, ringDir })], { cwd: ROOT, stdio: ['ignore', log, log, 'ipc'] });
+  } finally {
+    closeSync(log);
+  }
+}
+
+async function waitAgent(url: string, apiToken: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const list = await getJson<{ agents: Array<{ name: string; connected: boolean; ring: { bytes: number } | null }> }>(`${url}/api/agents`, apiToken);
+    if (list.agents.some((a) => a.name === AGENT && a.connected && a.ring)) return;
+    await sleep(200);
+  }
+  throw new Error(`agent ${AGENT} did not connect within ${timeoutMs / 1000} s`);
+}
+
+/** The host's `stored` flag, polled over REST while the trace runs: when its packets.pcap landed in the store. */
+function watchStored(url: string, apiToken: string, traceId: string): { stop(): void; storedAt: () => number | null } {
+  let storedAt: number | null = null;
+  let stopped = false;
+  void (async () => {
+    const deadline = Date.now() + TRACE_TIMEOUT_MS;
+    while (!stopped && storedAt === null && Date.now() < deadline) {
+      try {
+        const v = (await getJson<{ trace: TraceView }>(`${url}/api/traces/${traceId}`, apiToken)).trace;
+        if (v.hosts[0]?.stored) storedAt = wallNow();
+      } catch {
+        /* the next poll tells */
+      }
+      await sleep(250);
+    }
+  })();
+  return { stop: () => (stopped = true), storedAt: () => storedAt };
+}
+
+async function main(): Promise<void> {
+  if (!Number.isFinite(STREAM_MB) || STREAM_MB < 1 || STREAM_MB > 4096) fail(`BENCH_STREAM_MB=${process.env.BENCH_STREAM_MB}: give a size in MiB from 1 to 4096`);
+  mkdirSync(OUT, { recursive: true });
+  const ringDir = join(OUT, 'ring');
+  const { meta, cached } = ensureRing(ringDir);
+  const cap = meta.capture;
+  progress(`capture: ${(cap.bytes / MB).toFixed(1)} MiB, ${cap.packets} packets (${cap.rtpPackets} RTP-like in ${cap.streams} streams, ${cap.sipPackets} SIP)${cached ? ' (cached)' : ''}`);
+
+  const dataDir = join(OUT, 'data');
+  rmSync(dataDir, { recursive: true, force: true });
+  const logFile = join(OUT, 'dispatcher.log');
+  const agentLog = join(OUT, 'agent.log');
+  rmSync(logFile, { force: true });
+  rmSync(agentLog, { force: true });
+  progress('starting the dispatcher');
+  const d = await startDispatcherProcess({ dataDir, logFile });
+  const rss = new RssSampler(d.pid, 50);
+  const storeRss = d.storePid ? new RssSampler(d.storePid, 100) : null;
+  let agent: ChildProcess | null = null;
+  let client: TraceClient | null = null;
+  try {
+    const apiToken = makeTracerToken(d.dataDir);
+    agent = startAgent(d.url, d.agentToken, ringDir, agentLog);
+    await waitAgent(d.url, apiToken, 30_000);
+    client = await TraceClient.connect(d.url, apiToken);
+    progress(`dispatcher pid ${d.pid}, store pid ${d.storePid ?? '?'}, agent pid ${agent.pid} connected as ${AGENT}`);
+
+    // Warm-up: a small trace through every code path (the dialog's 5 SIP packets), then a quiet second.
+    const warm = await client.start({ callId: [CALL_ID], hosts: [AGENT] });
+    const warmFinal = await client.waitFinal(warm.trace.id, 60_000);
+    if (!warmFinal) throw new Error('the warm-up trace did not finish within 60 s');
+    await sleep(2000);
+    const before = wallNow();
+    const rssBefore = median(rss.samples.filter((s) => s.at >= before - 1000 && s.at <= before).map((s) => s.rss));
+    const storeBefore = storeRss ? storeRss.at(before) : 0;
+    progress(`warm-up trace done in ${(warmFinal.at - warm.sentAt).toFixed(0)} ms; dispatcher RSS ${(rssBefore / MB).toFixed(1)} MiB`);
+
+    const cpu0 = readCpuSeconds(d.pid) ?? 0;
+    const scpu0 = d.storePid ? readCpuSeconds(d.storePid) ?? 0 : 0;
+    const acpu0 = readCpuSeconds(agent.pid!) ?? 0;
+    progress(`tracing --ip ${MEDIA_IP} on ${AGENT}: ${(cap.bytes / MB).toFixed(0)} MiB expected`);
+    const { trace, sentAt } = await client.start({ ip: [MEDIA_IP], maxBytes: 2 * cap.bytes, hosts: [AGENT] });
+    const watch = watchStored(d.url, apiToken, trace.id);
+    const final = await client.waitFinal(trace.id, TRACE_TIMEOUT_MS);
+    watch.stop();
+    if (!final) throw new Error(`the trace did not finish within ${TRACE_TIMEOUT_MS / 1000} s`);
+    const endAt = final.at;
+    const cpu1 = readCpuSeconds(d.pid) ?? 0;
+    const scpu1 = d.storePid ? readCpuSeconds(d.storePid) ?? 0 : 0;
+    const acpu1 = readCpuSeconds(agent.pid!) ?? 0;
+    const ups = client.updates.get(trace.id) ?? [];
+    const doneAt = ups.find((x) => x.u.host === AGENT && x.u.state === 'done')?.at ?? NaN;
+    const startedAt = ups.find((x) => x.u.host === AGENT && x.u.state === 'started')?.at ?? NaN;
+    const storedAt = watch.storedAt() ?? NaN;
+    const rssPeak = rss.peak(sentAt, endAt + 500);
+    const storePeak = storeRss ? storeRss.peak(sentAt, endAt + 500) : 0;
+
+    // Check what was stored, as a client downloads it.
+    const problems: string[] = [];
+    const view = (await getJson<{ trace: TraceView }>(`${d.url}/api/traces/${trace.id}`, apiToken)).trace;
+    const host = view.hosts[0];
+    if (view.state !== 'done' || host?.state !== 'done') problems.push(`the trace ended ${view.state}, host ${host?.state}${host?.error ? `: ${host.error}` : ''}`);
+    if (host?.packets !== cap.packets) problems.push(`the host reports ${host?.packets} packets, the capture has ${cap.packets}`);
+    if (host?.truncated) problems.push('the result was truncated');
+    progress('downloading packets.pcap to count its bytes');
+    const dl = await countDownload(`${d.url}/api/traces/${trace.id}/hosts/${AGENT}/packets.pcap`, apiToken, 10 * 60_000);
+    if (dl.status !== 200) problems.push(`GET packets.pcap answered ${dl.status}`);
+    if (dl.bytes !== cap.bytes) problems.push(`packets.pcap holds ${dl.bytes} bytes, the capture ${cap.bytes}`);
+
+    // References, after the trace.
+    progress('reference: the query alone, to /dev/null');
+    const q0 = wallNow();
+    const q = spawnSync(process.execPath, [BIN, 'query', '--ring', ringDir, '--ip', MEDIA_IP, '-o', '/dev/null'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', timeout: 10 * 60_000 });
+    const queryS = (wallNow() - q0) / 1000;
+    if (q.status !== 0) problems.push(`tracefleet query exited with ${q.status ?? q.signal}: ${q.stderr.slice(0, 300)}`);
+    let curlS: number | null = null;
+    if (REFERENCE) {
+      progress('reference: curl -T of the same bytes into the store as an attachment');
+      const storeUrl = readFileSync(join(dataDir, 'store.url'), 'utf8').trim();
+      const db = `${storeUrl}/bench-stream-reference`;
+      spawnSync('curl', ['-sS', '-X', 'DELETE', db], { timeout: 60_000 });
+      const mk = spawnSync('curl', ['-sS', '-f', '-X', 'PUT', db], { encoding: 'utf8', timeout: 60_000 });
+      if (mk.status === 0) {
+        const c0 = wallNow();
+        const put = spawnSync('curl', ['-sS', '-f', '-o', '/dev/null', '-H', 'Content-Type: application/vnd.tcpdump.pcap', '-T', cap.path, `${db}/ref/packets.pcap`], { encoding: 'utf8', timeout: 15 * 60_000 });
+        if (put.status === 0) curlS = (wallNow() - c0) / 1000;
+        else problems.push(`reference curl -T failed (${put.status ?? put.signal}): ${put.stderr.slice(0, 300)}`);
+      } else problems.push(`reference: cannot create a database in the store (${mk.status}): ${mk.stderr.slice(0, 300)}`);
+      spawnSync('curl', ['-sS', '-o', '/dev/null', '-X', 'DELETE', db], { timeout: 60_000 });
+    }
+
+    const seconds = (endAt - sentAt) / 1000;
+    const f = new Figures(`bench:stream (one ${(cap.bytes / MB).toFixed(0)} MiB host result, agent → dispatcher → embedded store)`);
+    f.section('result');
+    f.add('bytes', 'bytes stored (packets.pcap, downloaded and counted)', dl.bytes, 'B', 0);
+    f.add('packets', 'packets', host?.packets ?? 0, '', 0);
+    f.add('seconds', 'trace:start → final update (host and merged.pcap stored)', seconds, 's', 2);
+    f.add('mbPerSec', 'end-to-end throughput', cap.bytes / 1e6 / seconds, 'MB/s', 1);
+    f.add('startedS', '  "started" seen', (startedAt - sentAt) / 1000, 's', 2);
+    f.add('receivedS', '  all bytes spooled at the dispatcher ("done" seen)', (doneAt - sentAt) / 1000, 's', 2);
+    f.add('receivedMbPerSec', '  agent → dispatcher throughput', cap.bytes / 1e6 / ((doneAt - sentAt) / 1000), 'MB/s', 1);
+    f.add('hostStoredS', '  packets.pcap in the store (REST poll, ±0.25 s)', (storedAt - sentAt) / 1000, 's', 2);
+    f.add('mergeS', '  merged.pcap after that', (endAt - storedAt) / 1000, 's', 2);
+    f.section('dispatcher memory (VmRSS of its process alone, every 50 ms)');
+    f.add('rssBeforeMb', 'before (after a warm-up trace)', rssBefore / MB, 'MiB', 1);
+    f.add('rssPeakMb', 'peak during the trace', rssPeak / MB, 'MiB', 1);
+    f.add('rssGrowthMb', 'growth', (rssPeak - rssBefore) / MB, 'MiB', 1);
+    f.add('storeRssGrowthMb', 'embedded store (separate process) growth', (storePeak - storeBefore) / MB, 'MiB', 1);
+    f.add('dispatcherCpuS', 'CPU: dispatcher', cpu1 - cpu0, 's', 2);
+    f.add('storeCpuS', '  embedded store', scpu1 - scpu0, 's', 2);
+    f.add('agentCpuS', '  agent', acpu1 - acpu0, 's', 2);
+    f.section('references (run after the trace)');
+    f.add('queryOnlyS', '`tracefleet query --ip` to /dev/null', queryS, 's', 2);
+    f.add('queryOnlyMbPerSec', '  throughput', cap.bytes / 1e6 / queryS, 'MB/s', 1);
+    if (curlS !== null) {
+      f.add('curlS', 'curl -T of the same file into the store', curlS, 's', 2);
+      f.add('curlMbPerSec', '  throughput', cap.bytes / 1e6 / curlS, 'MB/s', 1);
+      f.add('peerRatio', 'end-to-end time / curl time', seconds / curlS, '×', 2);
+    }
+    f.section(`target: dispatcher RSS growth < ${TARGET_GROWTH_MB} MiB`);
+    f.add('targetGrowth', 'verdict', (rssPeak - rssBefore) / MB < TARGET_GROWTH_MB ? 'PASS' : 'MISS');
+    f.add('verified', `packets.pcap is ${cap.bytes} bytes, ${cap.packets} packets, not truncated`, problems.length === 0 ? 'yes' : 'NO');
+    problems.forEach((p, i) => f.add(`problem${i}`, '  problem', p));
+    f.extra('captureCached', cached);
+    f.extra('rssNote', 'MiB of VmRSS of the dispatcher process alone; the embedded store is its child process, reported apart; MB/s are 10^6 bytes per second');
+    f.extra('node', process.version);
+    f.print();
+    if (problems.length) process.exitCode = 1;
+  } finally {
+    client?.close();
+    if (agent && agent.exitCode === null && agent.signalCode === null) {
+      agent.kill('SIGTERM');
+      await Promise.race([new Promise((r) => agent!.once('exit', r)), sleep(5000)]);
+      if (agent.exitCode === null && agent.signalCode === null) agent.kill('SIGKILL');
+    }
+    rss.stop();
+    storeRss?.stop();
+    await d.stop();
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench:stream: ${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});

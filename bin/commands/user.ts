@@ -79,10 +79,11 @@ function readStdinLine(): Promise<string> {
 /** Asks on the terminal with echo off; rejects on Ctrl-C or Ctrl-D. */
 function promptHidden(question: string): Promise<string> {
   const stdin = process.stdin;
+  // Raw before the question shows: whatever is typed after it is not echoed.
+  stdin.setRawMode(true);
   process.stderr.write(question);
   return new Promise((resolve, reject) => {
     let answer = '';
-    stdin.setRawMode(true);
     stdin.setEncoding('utf8');
     const finish = (err: Error | null): void => {
       stdin.off('data', onData);

@@ -8,13 +8,12 @@
  *   viewer  read traces and agents
  */
 
-import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { ClientAuth, ROLES, Role, clientAuth } from '../../shared/protocol/wire';
 import type { UserDoc } from '../store/layout';
 import { StoreError, TraceStore } from '../store/store';
 import { AuthError } from './errors';
-import { checkPasswordPolicy, hashPassword, verifyPassword } from './password';
+import { DUMMY_HASH, checkPasswordPolicy, hashPassword, verifyPassword } from './password';
 import { FailureLimitOptions, FailureLimiter } from './ratelimit';
 import { SESSION_PREFIX, SessionKeys } from './session';
 import { isApiTokenId, newApiToken, parseApiToken, secretMatches } from './tokens';
@@ -119,7 +118,6 @@ function decodeBasic(value: string): { user: string; password: string } | null {
 export class Auth {
   readonly sessionTtlMs: number;
   private readonly limiter: FailureLimiter;
-  private dummyHash: Promise<string> | null = null;
 
   private constructor(
     readonly store: TraceStore,
@@ -148,10 +146,10 @@ export class Auth {
     const parsed = credentials.safeParse(cred);
     if (!parsed.success) return null;
     const c = parsed.data;
-    if ('user' in c) return this.checkPassword(c.user, c.password, ctx);
+    if ('user' in c) return this.byPassword(c.user, c.password, ctx);
     if ('basic' in c) {
       const b = decodeBasic(c.basic);
-      return b ? this.checkPassword(b.user, b.password, ctx) : null;
+      return b ? this.byPassword(b.user, b.password, ctx) : null;
     }
     const token = ('token' in c ? c.token : c.bearer).replace(/^Bearer\s+/i, '').trim();
     if (token.startsWith(SESSION_PREFIX)) return this.checkSession(token);
@@ -160,14 +158,12 @@ export class Auth {
 
   /** A session for the user, or null when the password is wrong (rate limited like authenticate). */
   async login(user: string, password: string, ctx: AuthContext = {}): Promise<LoginResult | null> {
-    const p = await this.checkPassword(user, password, ctx);
-    if (!p) return null;
-    // Signed over the document just read: the stamp is of the password checked.
-    const doc = await this.store.getUser(p.name);
+    const doc = await this.checkPassword(user, password, ctx);
     if (!doc) return null;
+    // Stamped with the hash just checked: a password changed meanwhile ends this session too.
     const exp = Date.now() + this.sessionTtlMs;
-    const token = this.keys.sign({ u: p.name, exp, v: this.keys.passwordStamp(doc.passwordHash) });
-    return { token, user: p.name, roles: p.roles, expiresAt: new Date(exp).toISOString() };
+    const token = this.keys.sign({ u: doc.name, exp, v: this.keys.passwordStamp(doc.passwordHash) });
+    return { token, user: doc.name, roles: rolesOf(doc), expiresAt: new Date(exp).toISOString() };
   }
 
   can(p: Principal, action: Action): boolean {
@@ -187,13 +183,21 @@ export class Auth {
     return { name: user.name, roles: rolesOf(user), via };
   }
 
-  private async checkPassword(name: string, password: string, ctx: AuthContext): Promise<Principal | null> {
-    const key = `${name}\0${ctx.address ?? ''}`;
+  private async byPassword(name: string, password: string, ctx: AuthContext): Promise<Principal | null> {
+    const user = await this.checkPassword(name, password, ctx);
+    return user && this.principal(user, 'password');
+  }
+
+  /** The user document when the password is right. */
+  private async checkPassword(name: string, password: string, ctx: AuthContext): Promise<UserDoc | null> {
+    // Names no user can have share one count per address: a guesser cannot
+    // fill the limiter's memory with long made-up names.
+    const key = `${isValidUserName(name) ? name : '(invalid)'}\0${(ctx.address ?? '').slice(0, 100)}`;
     const wait = this.limiter.retryAfter(key);
     if (wait > 0) {
       throw new AuthError(
         'rate_limited',
-        `too many failed logins for ${JSON.stringify(name)}${ctx.address ? ` from ${ctx.address}` : ''}: try again in ${Math.ceil(wait / 1000)} s`,
+        `too many failed logins for ${JSON.stringify(name.slice(0, 64))}${ctx.address ? ` from ${ctx.address}` : ''}: try again in ${Math.ceil(wait / 1000)} s`,
         wait,
       );
     }
@@ -204,7 +208,7 @@ export class Auth {
     } else {
       // As long as a wrong password for a real user: the answer's timing
       // does not tell which user names exist.
-      await verifyPassword(password, await this.dummy());
+      await verifyPassword(password, DUMMY_HASH);
       ok = false;
     }
     if (!ok || !user) {
@@ -212,12 +216,7 @@ export class Auth {
       return null;
     }
     this.limiter.succeed(key);
-    return this.principal(user, 'password');
-  }
-
-  private dummy(): Promise<string> {
-    this.dummyHash ??= hashPassword(randomBytes(16).toString('base64'));
-    return this.dummyHash;
+    return user;
   }
 
   private async checkSession(token: string): Promise<Principal | null> {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { AuthError } from './errors';
-import { checkPasswordPolicy, hashPassword, verifyPassword } from './password';
+import { DUMMY_HASH, checkPasswordPolicy, hashPassword, verifyPassword } from './password';
 
 describe('password hashing', () => {
   test('scrypt with a fresh salt: the right password verifies, a wrong one does not', async () => {
@@ -53,6 +53,12 @@ describe('password hashing', () => {
       assert.equal(await verifyPassword('correct horse', bad), false, bad);
     }
     assert.ok(Date.now() - started < 2000, 'no hostile parameter was run');
+  });
+
+  test('the dummy hash for unknown users costs a real check and matches nothing', async () => {
+    const real = await hashPassword('correct horse');
+    assert.deepEqual(DUMMY_HASH.split('$').slice(0, 4), real.split('$').slice(0, 4), 'same parameters, same cost');
+    for (const pw of ['', 'correct horse', '\0'.repeat(8)]) assert.equal(await verifyPassword(pw, DUMMY_HASH), false);
   });
 
   test('policy: at least 8 characters, no surrounding white space, a clear error otherwise', () => {

@@ -65,6 +65,13 @@ export async function hashPassword(password: string): Promise<string> {
   return ['scrypt', COST.N, COST.r, COST.p, salt.toString('base64'), key.toString('base64')].join('$');
 }
 
+/**
+ * Checked when the user does not exist, so that the answer takes as long as
+ * for a wrong password (the cost depends only on the parameters). An all-zero
+ * key: no password derives it.
+ */
+export const DUMMY_HASH = ['scrypt', COST.N, COST.r, COST.p, Buffer.alloc(SALT_BYTES).toString('base64'), Buffer.alloc(KEY_BYTES).toString('base64')].join('$');
+
 interface Decoded extends ScryptParams {
   salt: Buffer;
   key: Buffer;

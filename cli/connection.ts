@@ -104,7 +104,7 @@ export function normalizeUrl(input: string, what: string): string {
   } catch {
     throw new ConnectionError(`bad ${what} '${input}': give the dispatcher's URL like http://dispatcher:8060`);
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConnectionError(`bad ${what} '${input}': the dispatcher speaks http:// or https://`);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConnectionError(`bad ${what} '${input}': the dispatcher speaks http:// or https://, give its URL like http://dispatcher:8060`);
   if (u.username || u.password) throw new ConnectionError(`bad ${what} '${input}': put credentials in --user/--token or the config file, not in the URL`);
   return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, '')}`;
 }
@@ -153,7 +153,8 @@ export function resolveConnection(flags: ConnectionFlags, env: NodeJS.ProcessEnv
       // A user given with a token in the same layer: the token wins (it is what login saved).
       if (l.token !== undefined) credentials = { token: l.token };
       else {
-        const password = layers.slice(layers.indexOf(l)).find((x) => x.password !== undefined && x.password !== '')?.password;
+        // A lower layer's password goes with this user only if that layer names no other user.
+        const password = layers.slice(layers.indexOf(l)).find((x) => x.password !== undefined && x.password !== '' && (x.user === undefined || x.user === l.user))?.password;
         credentials = password !== undefined ? { user: l.user, password } : { user: l.user };
       }
     } else if (l.token !== undefined) credentials = { token: l.token };

@@ -663,6 +663,26 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     }
   });
 
+  test('staticDir: the web page at /, the API still JSON', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tracefleet-web-'));
+    writeFileSync(join(dir, 'index.html'), '<!doctype html><title>tracefleet</title>');
+    const s2 = createServer(createApi({ store, traces, auth, metrics: new Metrics(), staticDir: dir, log: () => {} }));
+    const url = await listen(s2);
+    try {
+      const page = await fetch(`${url}/`);
+      assert.equal(page.status, 200);
+      assert.match(page.headers.get('content-type') ?? '', /text\/html/);
+      assert.equal(await page.text(), '<!doctype html><title>tracefleet</title>');
+      const missing = await fetch(`${url}/app.js`);
+      assert.equal(missing.status, 404);
+      assert.match((await json(missing)).error, /nothing at GET \/app\.js/);
+      assert.equal((await fetch(`${url}/api/me`)).status, 401);
+    } finally {
+      await close(s2);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('on one http server with Socket.IO, mounted as the lead does: both answer', async () => {
     const http = createServer();
     const io = new IoServer(http, { serveClient: false });

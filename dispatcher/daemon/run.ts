@@ -4,7 +4,6 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Server } from 'socket.io';
-import { CHUNK_BYTES } from '../../shared/protocol/wire';
 import { attachClients } from '../clients/namespace';
 import { attachFleet, FleetToken } from '../fleet/server';
 import { Orchestrator } from '../trace/orchestrator';
@@ -64,8 +63,8 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     const http = opts.tls
       ? createHttpsServer({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) })
       : createHttpServer();
-    // A chunk and its framing must fit in one Socket.IO message.
-    const io = new Server(http, { serveClient: false, maxHttpBufferSize: CHUNK_BYTES + 64 * 1024 });
+    // A trace:done with its SIP summaries (up to ~1 MB, agent/trace/serve.ts) must fit in one Socket.IO message.
+    const io = new Server(http, { serveClient: false, maxHttpBufferSize: 2 * 1024 * 1024 });
     let redis: RedisLink | null = null;
     if (opts.redisUrl) {
       redis = await connectRedis(io, opts.redisUrl, log);

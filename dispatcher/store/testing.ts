@@ -56,7 +56,7 @@ export async function openTestStore(url: string, db = uniqueDbName()): Promise<{
  * unreachable for whoever used the relay's URL, even when the server is a
  * CouchDB the tests must not stop.
  */
-export async function startRelay(targetUrl: string): Promise<{ url: string; stop(): Promise<void> }> {
+export async function startRelay(targetUrl: string, listenPort = 0): Promise<{ url: string; stop(): Promise<void> }> {
   const target = new URL(targetUrl);
   const port = Number(target.port || (target.protocol === 'https:' ? 443 : 80));
   const sockets = new Set<Socket>();
@@ -72,7 +72,7 @@ export async function startRelay(targetUrl: string): Promise<{ url: string; stop
     }
     client.pipe(upstream).pipe(client);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(listenPort, '127.0.0.1', resolve));
   const relayed = new URL(targetUrl);
   relayed.hostname = '127.0.0.1';
   relayed.port = String((server.address() as AddressInfo).port);

@@ -161,6 +161,7 @@ export function parseMessage<T>(schema: z.ZodType<T>, event: string, data: unkno
  * client -> dispatcher
  *   trace:start   TraceRequest, ack ClientAck<{ trace: TraceView }>   tracer/admin only; joins the trace's room
  *   trace:watch   { traceId }, ack ClientAck<{ trace: TraceView }>   joins the room; the ack holds the state so far
+ *   trace:unwatch { traceId }, ack ClientAck<{}>                      leaves the room
  *   trace:cancel  { traceId }, ack ClientAck<{ trace: TraceView }>   tracer/admin
  *   agents:list   {}, ack ClientAck<{ agents: AgentView[] }>
  * dispatcher -> client (to the trace's room `trace:<id>`)

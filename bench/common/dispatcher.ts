@@ -135,6 +135,8 @@ export interface DispatcherProcess {
   dataDir: string;
   agentToken: string;
   logFile: string;
+  /** wallNow() when the process was spawned. */
+  spawnedAt: number;
   /** The embedded store's process (a child of the dispatcher), found after start. */
   storePid: number | null;
   exited: Promise<number | null>;
@@ -145,13 +147,21 @@ export interface DispatcherProcess {
  * `tracefleet dispatcher` on 127.0.0.1 with the embedded store in dataDir,
  * its log in logFile; resolves once /healthz answers (at most startMs).
  */
-export async function startDispatcherProcess(opts: { dataDir: string; logFile: string; startMs?: number; extraArgs?: string[] }): Promise<DispatcherProcess> {
+export async function startDispatcherProcess(opts: {
+  dataDir: string;
+  logFile: string;
+  startMs?: number;
+  extraArgs?: string[];
+  /** Flags for node itself, e.g. --cpu-prof. */
+  nodeArgs?: string[];
+}): Promise<DispatcherProcess> {
   const port = await freePort();
   const agentToken = randomBytes(24).toString('hex');
   const log = openSync(opts.logFile, 'a');
   let child: ChildProcess;
+  const spawnedAt = wallNow();
   try {
-    child = spawn(process.execPath, [BIN, 'dispatcher', '--listen', `127.0.0.1:${port}`, '--data-dir', opts.dataDir, '--agent-token', agentToken, ...(opts.extraArgs ?? [])], {
+    child = spawn(process.execPath, [...(opts.nodeArgs ?? []), BIN, 'dispatcher', '--listen', `127.0.0.1:${port}`, '--data-dir', opts.dataDir, '--agent-token', agentToken, ...(opts.extraArgs ?? [])], {
       cwd: ROOT,
       stdio: ['ignore', log, log],
     });
@@ -192,6 +202,7 @@ export async function startDispatcherProcess(opts: { dataDir: string; logFile: s
     dataDir: opts.dataDir,
     agentToken,
     logFile: opts.logFile,
+    spawnedAt,
     storePid: childPids(pid)[0] ?? null,
     exited,
     async stop() {
@@ -305,5 +316,80 @@ export class TraceClient {
 
   close(): void {
     this.socket.close();
+  }
+}
+
+export interface StoreChange {
+  id: string;
+  /** The revision's generation (the N of N-hash): how many writes the doc has had. */
+  gen: number;
+  /** When the bench heard of it (wallNow). */
+  at: number;
+}
+
+/**
+ * The store's continuous _changes feed, read by the bench: when each
+ * document was written, without asking the dispatcher anything. A feed may
+ * skip a revision that was replaced before it was read; `firstAt` therefore
+ * asks for the first sighting of a generation at least as high.
+ */
+export class StoreChanges {
+  readonly changes: StoreChange[] = [];
+  private static readonly MAX = 1_000_000;
+
+  private constructor(private readonly abort: AbortController) {}
+
+  static async open(storeUrl: string, db = 'tracefleet'): Promise<StoreChanges> {
+    const abort = new AbortController();
+    const sc = new StoreChanges(abort);
+    // identity: a compressed feed is held back by the server's gzip until it has a block full.
+    // The headers come with the first line, at the latest the first heartbeat.
+    const r = await fetch(`${storeUrl.replace(/\/+$/, '')}/${db}/_changes?feed=continuous&since=now&heartbeat=1000`, {
+      signal: abort.signal,
+      headers: { 'accept-encoding': 'identity' },
+    });
+    if (!r.ok || !r.body) throw new Error(`the store's _changes feed answered ${r.status}`);
+    void (async () => {
+      let rest = '';
+      try {
+        for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
+          const at = wallNow();
+          rest += Buffer.from(chunk).toString('utf8');
+          let nl: number;
+          while ((nl = rest.indexOf('\n')) >= 0) {
+            const line = rest.slice(0, nl).trim();
+            rest = rest.slice(nl + 1);
+            if (!line) continue;
+            try {
+              const c = JSON.parse(line) as { id?: string; changes?: Array<{ rev: string }> };
+              const rev = c.changes?.[0]?.rev;
+              if (c.id && rev && sc.changes.length < StoreChanges.MAX) sc.changes.push({ id: c.id, gen: parseInt(rev, 10), at });
+            } catch {
+              /* a line that is not a change (the feed's last_seq) */
+            }
+          }
+        }
+      } catch {
+        /* closed */
+      }
+    })();
+    return sc;
+  }
+
+  /** First time `id` was seen at generation `gen` or later, or null. */
+  firstAt(id: string, gen: number): number | null {
+    for (const c of this.changes) if (c.id === id && c.gen >= gen) return c.at;
+    return null;
+  }
+
+  /** For every doc whose id starts with `prefix`: the first time it reached generation `gen`. */
+  firstByPrefix(prefix: string, gen: number): Map<string, number> {
+    const m = new Map<string, number>();
+    for (const c of this.changes) if (c.id.startsWith(prefix) && c.gen >= gen && !m.has(c.id)) m.set(c.id, c.at);
+    return m;
+  }
+
+  close(): void {
+    this.abort.abort();
   }
 }

@@ -1,5 +1,5 @@
 import { ChildProcess, fork } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import type { HostView, TraceView } from '../../shared/protocol/wire';
@@ -12,12 +12,14 @@ import {
   RssSampler,
   sleep,
   startDispatcherProcess,
+  StoreChanges,
   TraceClient,
   wallNow,
 } from '../common/dispatcher';
 import { Figures, median, progress } from '../common/report';
 import { AgentRecord, agentName, FromWorker, ToWorker } from './messages';
 import { RESULT_PACKETS } from './result';
+import { ProfileSummary, summarizeProfiles } from './profile';
 
 /*
  * One dispatcher, N simulated agents (bench/fanout/worker.ts, in a few
@@ -43,6 +45,8 @@ interface Args {
   agents: number;
   workers: number;
   runs: number;
+  /** Run the dispatcher under --cpu-prof and show where its CPU went during the runs. */
+  profile: boolean;
 }
 
 function fail(msg: string): never {
@@ -51,12 +55,16 @@ function fail(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { agents: 1000, workers: Math.max(2, Math.min(8, 2 * cpus().length)), runs: 3 };
-  const limits: Record<keyof Args, [number, number]> = { agents: [1, 10_000], workers: [1, 32], runs: [1, 20] };
+  const a: Args = { agents: 1000, workers: Math.max(2, Math.min(8, 2 * cpus().length)), runs: 3, profile: false };
+  const limits = { agents: [1, 10_000], workers: [1, 32], runs: [1, 20] } as const;
   for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--profile') {
+      a.profile = true;
+      continue;
+    }
     const m = /^--(agents|workers|runs)(?:=(.*))?$/.exec(argv[i]);
-    if (!m) fail(`unknown argument ${argv[i]}: use --agents N, --workers N, --runs N`);
-    const key = m[1] as keyof Args;
+    if (!m) fail(`unknown argument ${argv[i]}: use --agents N, --workers N, --runs N, --profile`);
+    const key = m[1] as keyof typeof limits;
     const v = Number(m[2] ?? argv[++i]);
     const [lo, hi] = limits[key];
     if (!Number.isInteger(v) || v < lo || v > hi) fail(`--${key} must be a whole number from ${lo} to ${hi}`);
@@ -133,6 +141,15 @@ interface RunFigures {
   allStoredMs: number;
   /** Last result doc written → final update: the last attachments and the merge. */
   tailMs: number;
+  /** From the store's _changes feed (null without it): each host's packets.pcap attached. */
+  attached: Dist | null;
+  /** The trace doc got merged.pcap, then its final state. */
+  mergedAttachedMs: number | null;
+  traceDocFinalMs: number | null;
+  /** Revision generations seen per kind of doc, to check the reading above. */
+  gens: string;
+  sentAt: number;
+  endAt: number;
   peakRssMb: number;
   storePeakRssMb: number;
   dispatcherCpuS: number;
@@ -149,7 +166,18 @@ const MB = 1024 * 1024;
 async function oneRun(
   n: number,
   run: number,
-  ctx: { url: string; apiToken: string; client: TraceClient; workers: Worker[]; perWorker: number[]; rss: RssSampler; storeRss: RssSampler | null; pid: number; storePid: number | null },
+  ctx: {
+    url: string;
+    apiToken: string;
+    client: TraceClient;
+    workers: Worker[];
+    perWorker: number[];
+    rss: RssSampler;
+    storeRss: RssSampler | null;
+    pid: number;
+    storePid: number | null;
+    changes: StoreChanges | null;
+  },
 ): Promise<RunFigures> {
   const { client, workers } = ctx;
   for (const w of workers) w.send({ type: 'arm' });
@@ -197,6 +225,21 @@ async function oneRun(
   if (view.state !== 'done') problems.push(`the trace ended ${view.state}`);
   const resultAt = hosts.map((h) => Date.parse(h.updatedAt) - sentAt);
 
+  // Result docs: 1 created with the trace, 2 final state, 3 packets.pcap attached; the trace doc: 2 merged.pcap, 3 final state.
+  const ch = ctx.changes;
+  const prefix = `trace:${trace.id}:`;
+  const attached = ch ? [...ch.firstByPrefix(prefix, 3).values()].map((at) => at - sentAt) : [];
+  const mergedAt = ch?.firstAt(`trace:${trace.id}`, 2) ?? null;
+  const traceFinalAt = ch?.firstAt(`trace:${trace.id}`, 3) ?? null;
+  const gens = new Map<string, Set<number>>();
+  for (const c of ch?.changes ?? []) {
+    const kind = c.id === `trace:${trace.id}` ? 'trace' : c.id.startsWith(prefix) ? 'result' : null;
+    if (!kind) continue;
+    if (!gens.has(kind)) gens.set(kind, new Set());
+    gens.get(kind)!.add(c.gen);
+  }
+  if (ch && attached.length !== n) problems.push(`the store's changes feed showed ${attached.length} of ${n} packets.pcap attached`);
+
   return {
     traceId: trace.id,
     ackMs: ackAt - sentAt,
@@ -208,6 +251,12 @@ async function oneRun(
     resultStored: dist(resultAt),
     allStoredMs: endAt - sentAt,
     tailMs: endAt - sentAt - Math.max(...resultAt),
+    attached: ch ? dist(attached) : null,
+    mergedAttachedMs: mergedAt === null ? null : mergedAt - sentAt,
+    traceDocFinalMs: traceFinalAt === null ? null : traceFinalAt - sentAt,
+    gens: [...gens.entries()].map(([k, v]) => `${k}: ${[...v].sort((a, b) => a - b).join(',')}`).join('; '),
+    sentAt,
+    endAt,
     peakRssMb: ctx.rss.peak(sentAt, endAt + 500) / MB,
     storePeakRssMb: (ctx.storeRss?.peak(sentAt, endAt + 500) ?? 0) / MB,
     dispatcherCpuS: cpu1 - cpu0,
@@ -226,6 +275,7 @@ function describe(r: RunFigures): string {
     `  ack ${r.ackMs.toFixed(0)} ms; trace:run at agents ${d(r.run)}; started ${d(r.started)}`,
     `  chunk ack ${d(r.chunkAck)}; host done seen ${d(r.doneSeen)}`,
     `  result docs written ${d(r.resultStored)}; final update ${r.allStoredMs.toFixed(0)} ms (tail after last result doc ${r.tailMs.toFixed(0)} ms)`,
+    ...(r.attached ? [`  store feed: packets.pcap attached ${d(r.attached)}; merged.pcap attached ${r.mergedAttachedMs?.toFixed(0)} ms; trace doc final ${r.traceDocFinalMs?.toFixed(0)} ms (${r.gens})`] : []),
     `  dispatcher peak RSS ${r.peakRssMb.toFixed(1)} MiB, CPU ${r.dispatcherCpuS.toFixed(2)} s; store CPU ${r.storeCpuS.toFixed(2)} s; worker max event-loop lag ${r.workerLagMaxMs.toFixed(0)} ms`,
     ...r.problems.map((p) => `  PROBLEM: ${p}`),
   ].join('\n');
@@ -240,13 +290,20 @@ async function main(): Promise<void> {
   const logFile = join(OUT, 'dispatcher.log');
 
   progress(`starting the dispatcher (data in ${dataDir}, log in ${logFile})`);
-  const d = await startDispatcherProcess({ dataDir, logFile });
+  const profileDir = join(OUT, 'profile');
+  const d = await startDispatcherProcess({ dataDir, logFile, nodeArgs: args.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [] });
   const rss = new RssSampler(d.pid, 50);
+  let changes: StoreChanges | null = null;
   const storeRss = d.storePid ? new RssSampler(d.storePid, 100) : null;
   const workers: Worker[] = [];
   let client: TraceClient | null = null;
   try {
-    progress(`dispatcher pid ${d.pid} at ${d.url}; embedded store pid ${d.storePid ?? '?'}`);
+    progress(`dispatcher pid ${d.pid} at ${d.url}; embedded store pid ${d.storePid ?? '?'}${args.profile ? ' (under --cpu-prof)' : ''}`);
+    try {
+      changes = await StoreChanges.open(readFileSync(join(dataDir, 'store.url'), 'utf8').trim());
+    } catch (e) {
+      progress(`WARNING: no store changes feed (${(e as Error).message}); the store-side timeline is left out`);
+    }
     const apiToken = makeTracerToken(d.dataDir);
     progress('tracer user and API token made');
 
@@ -279,7 +336,7 @@ async function main(): Promise<void> {
     const runs: RunFigures[] = [];
     for (let r = 1; r <= args.runs; r++) {
       progress(`run ${r}/${args.runs}: one trace to ${n} agents`);
-      const f = await oneRun(n, r, { url: d.url, apiToken, client, workers, perWorker, rss, storeRss, pid: d.pid, storePid: d.storePid });
+      const f = await oneRun(n, r, { url: d.url, apiToken, client, workers, perWorker, rss, storeRss, pid: d.pid, storePid: d.storePid, changes });
       runs.push(f);
       process.stderr.write(`${describe(f)}\n`);
       await sleep(1500);
@@ -314,6 +371,14 @@ async function main(): Promise<void> {
     fig.add('storeMsPerResult', 'store time per result (first host done → last result doc) / hosts', (med.resultStored.max - med.doneSeen.min) / n, 'ms', 2);
     fig.add('allStoredMs', 'final update (all stored, merged.pcap attached)', med.allStoredMs, 'ms', 0);
     fig.add('tailMs', '  of which after the last result doc', med.tailMs, 'ms', 0);
+    if (med.attached) {
+      fig.section('the store\'s side (its _changes feed, read by the bench; median run)');
+      fig.add('attachedP50Ms', 'packets.pcap attached, p50', med.attached.p50, 'ms', 0);
+      fig.add('attachedMaxMs', '  max (every host stored)', med.attached.max, 'ms', 0);
+      fig.add('mergedAttachedMs', 'merged.pcap attached', med.mergedAttachedMs ?? NaN, 'ms', 0);
+      fig.add('traceDocFinalMs', 'trace doc final', med.traceDocFinalMs ?? NaN, 'ms', 0);
+      fig.add('lastAttachToMergedMs', 'last packets.pcap → merged.pcap (merge, and any wait before it)', (med.mergedAttachedMs ?? NaN) - med.attached.max, 'ms', 0);
+    }
     fig.section('resources');
     fig.add('peakRssMb', 'dispatcher peak RSS (all runs; store not included)', peakRss, 'MiB', 1);
     fig.add('idleRssMb', `dispatcher RSS idle with ${n} agents`, idleRss, 'MiB', 1);
@@ -348,11 +413,22 @@ async function main(): Promise<void> {
       })),
     );
     fig.extra('medianOfAllStoredMs', Math.round(median(runs.map((r) => r.allStoredMs))));
+    if (args.profile) {
+      await d.stop();
+      const prof: ProfileSummary | null = summarizeProfiles(profileDir, d.spawnedAt, runs.map((r) => [r.sentAt, r.endAt]));
+      if (prof) {
+        const show = (xs: Array<{ name: string; ms: number }>) => xs.map((x) => `    ${String(x.ms).padStart(7)} ms  ${x.name}`).join('\n');
+        process.stderr.write(`dispatcher CPU profile during the runs (${prof.totalMs} ms sampled; --cpu-prof slows it, so timings above are not comparable):\n  self time by place:\n${show(prof.byPlace)}\n  self time by function:\n${show(prof.byFunction)}\n`);
+        fig.extra('profile', prof);
+      } else progress(`WARNING: no CPU profile found in ${profileDir}`);
+      fig.extra('profiled', true);
+    }
     fig.extra('node', process.version);
     fig.print();
     if (!allOk) process.exitCode = 1;
   } finally {
     client?.close();
+    changes?.close();
     for (const w of workers) w.send({ type: 'stop' });
     await Promise.race([Promise.all(workers.map((w) => w.exited)), sleep(5000)]);
     for (const w of workers) if (w.proc.exitCode === null) w.proc.kill('SIGKILL');

@@ -1,0 +1,86 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+/*
+ * Self time by function from V8 .cpuprofile files (node --cpu-prof): where a
+ * process spent its CPU, grouped by function and by where its code lives
+ * (our file, an npm package, node's internals, GC, idle).
+ */
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+  startTime: number;
+  endTime: number;
+}
+
+export interface SelfTime {
+  name: string;
+  ms: number;
+}
+
+export interface ProfileSummary {
+  totalMs: number;
+  byFunction: SelfTime[];
+  byPlace: SelfTime[];
+}
+
+/** Where code lives: "dispatcher/store/store.js", "npm:nano", "node:internal", or V8's own (GC, idle, program). */
+function place(url: string, fn: string): string {
+  if (!url) return `(${fn || 'anonymous'})`;
+  const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
+  if (nm) return `npm:${nm[1]}`;
+  if (url.startsWith('node:')) return 'node:internal';
+  const dist = /\/dist\/(.+)$/.exec(url);
+  return dist ? dist[1] : url.replace(/^file:\/\//, '');
+}
+
+/**
+ * Sums the samples of the profiles in `dir` that fall in one of `windows`
+ * (wall-clock ms). A profile's clock is V8's own: its startTime is taken as
+ * `startedAt`, the wall time the process was spawned (off by node's start-up,
+ * tens of ms).
+ */
+export function summarizeProfiles(dir: string, startedAt: number, windows: Array<[number, number]>, top = 15): ProfileSummary | null {
+  let files: string[];
+  try {
+    files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
+  } catch {
+    return null;
+  }
+  if (files.length === 0) return null;
+  const byFn = new Map<string, number>();
+  const byPlace = new Map<string, number>();
+  let total = 0;
+  for (const f of files) {
+    const p = JSON.parse(readFileSync(join(dir, f), 'utf8')) as CpuProfile;
+    const nodes = new Map(p.nodes.map((n) => [n.id, n]));
+    let t = p.startTime;
+    for (let i = 0; i < p.samples.length; i++) {
+      const n = nodes.get(p.samples[i]);
+      const ms = (p.timeDeltas[i] ?? 0) / 1000;
+      t += p.timeDeltas[i] ?? 0;
+      const wall = startedAt + (t - p.startTime) / 1000;
+      if (!n || ms <= 0 || !windows.some(([a, b]) => wall >= a && wall <= b)) continue;
+      total += ms;
+      const cf = n.callFrame;
+      const where = place(cf.url, cf.functionName);
+      const fn = `${cf.functionName || '(anonymous)'} ${cf.url ? `${where}:${cf.lineNumber + 1}` : ''}`.trim();
+      byFn.set(fn, (byFn.get(fn) ?? 0) + ms);
+      byPlace.set(where, (byPlace.get(where) ?? 0) + ms);
+    }
+  }
+  const sorted = (m: Map<string, number>) =>
+    [...m.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([name, ms]) => ({ name, ms: Math.round(ms) }));
+  return { totalMs: Math.round(total), byFunction: sorted(byFn), byPlace: sorted(byPlace) };
+}

@@ -78,21 +78,16 @@ function cmdline(pid: number): string {
   }
 }
 
-/** Polls `f` every `everyMs` until it returns a value other than undefined; throws `what` after timeoutMs. */
+/** Polls `f` every `everyMs` until it returns a value other than undefined; throws `what` after timeoutMs. An error from `f` ends the wait at once. */
 export async function waitFor<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined>, everyMs = 200): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  let last: unknown;
   for (let i = 0; i < 100_000; i++) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
+    const v = await f();
+    if (v !== undefined) return v;
     if (Date.now() >= deadline) break;
     await sleep(everyMs);
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
 export class FleetBed {

@@ -1,6 +1,6 @@
 import { ChildProcess, fork } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { HostView, TraceView } from '../../shared/protocol/wire';
 import {
@@ -418,12 +418,14 @@ async function main(): Promise<void> {
       const prof: ProfileSummary | null = summarizeProfiles(profileDir, d.spawnedAt, runs.map((r) => [r.sentAt, r.endAt]));
       if (prof) {
         const show = (xs: Array<{ name: string; ms: number }>) => xs.map((x) => `    ${String(x.ms).padStart(7)} ms  ${x.name}`).join('\n');
-        process.stderr.write(`dispatcher CPU profile during the runs (${prof.totalMs} ms sampled; --cpu-prof slows it, so timings above are not comparable):\n  self time by place:\n${show(prof.byPlace)}\n  self time by function:\n${show(prof.byFunction)}\n`);
+        process.stderr.write(`dispatcher CPU profile during the runs (${prof.totalMs} ms sampled; --cpu-prof slows it, so timings above are not comparable):\n  self time by place:\n${show(prof.byPlace)}\n  self time by function:\n${show(prof.byFunction)}\n  self time charged to the nearest caller in our code or a package:\n${show(prof.byCaller)}\n`);
         fig.extra('profile', prof);
       } else progress(`WARNING: no CPU profile found in ${profileDir}`);
       fig.extra('profiled', true);
     }
     fig.extra('node', process.version);
+    // Other work on the machine skews every figure here: say how busy it was.
+    fig.extra('loadavg1', loadavg()[0]);
     fig.print();
     if (!allOk) process.exitCode = 1;
   } finally {

@@ -30,14 +30,18 @@ export interface ProfileSummary {
   totalMs: number;
   byFunction: SelfTime[];
   byPlace: SelfTime[];
+  /** Self time charged to the nearest caller in our code or an npm package (native and node: frames walked up). */
+  byCaller: SelfTime[];
 }
+
+const V8_OWN = new Set(['(idle)', '(garbage collector)', '(program)', '(root)']);
 
 /** Where code lives: "dispatcher/store/store.js", "npm:nano", "node:internal", or V8's own (GC, idle, program). */
 function place(url: string, fn: string): string {
   if (!url) return `(${fn || 'anonymous'})`;
   const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (nm) return `npm:${nm[1]}`;
-  if (url.startsWith('node:')) return 'node:internal';
+  if (url.startsWith('node:')) return url;
   const dist = /\/dist\/(.+)$/.exec(url);
   return dist ? dist[1] : url.replace(/^file:\/\//, '');
 }
@@ -58,10 +62,25 @@ export function summarizeProfiles(dir: string, startedAt: number, windows: Array
   if (files.length === 0) return null;
   const byFn = new Map<string, number>();
   const byPlace = new Map<string, number>();
+  const byCaller = new Map<string, number>();
   let total = 0;
   for (const f of files) {
     const p = JSON.parse(readFileSync(join(dir, f), 'utf8')) as CpuProfile;
     const nodes = new Map(p.nodes.map((n) => [n.id, n]));
+    const parent = new Map<number, number>();
+    for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+    const callerOf = (n: ProfileNode): string => {
+      if (V8_OWN.has(n.callFrame.functionName)) return n.callFrame.functionName;
+      let cur: ProfileNode | undefined = n;
+      // Bounded by the tree's depth: each step goes to a parent.
+      for (let depth = 0; cur && depth < 10_000; depth++) {
+        const u = cur.callFrame.url;
+        if (u && !u.startsWith('node:')) return `${cur.callFrame.functionName || '(anonymous)'} ${place(u, '')}:${cur.callFrame.lineNumber + 1}`;
+        const up = parent.get(cur.id);
+        cur = up === undefined ? undefined : nodes.get(up);
+      }
+      return `${n.callFrame.functionName || '(anonymous)'} (no caller in our code or a package)`;
+    };
     let t = p.startTime;
     for (let i = 0; i < p.samples.length; i++) {
       const n = nodes.get(p.samples[i]);
@@ -75,6 +94,8 @@ export function summarizeProfiles(dir: string, startedAt: number, windows: Array
       const fn = `${cf.functionName || '(anonymous)'} ${cf.url ? `${where}:${cf.lineNumber + 1}` : ''}`.trim();
       byFn.set(fn, (byFn.get(fn) ?? 0) + ms);
       byPlace.set(where, (byPlace.get(where) ?? 0) + ms);
+      const caller = callerOf(n);
+      byCaller.set(caller, (byCaller.get(caller) ?? 0) + ms);
     }
   }
   const sorted = (m: Map<string, number>) =>
@@ -82,5 +103,5 @@ export function summarizeProfiles(dir: string, startedAt: number, windows: Array
       .sort((a, b) => b[1] - a[1])
       .slice(0, top)
       .map(([name, ms]) => ({ name, ms: Math.round(ms) }));
-  return { totalMs: Math.round(total), byFunction: sorted(byFn), byPlace: sorted(byPlace) };
+  return { totalMs: Math.round(total), byFunction: sorted(byFn), byPlace: sorted(byPlace), byCaller: sorted(byCaller) };
 }

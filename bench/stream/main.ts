@@ -1,5 +1,6 @@
 import { ChildProcess, fork, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { TraceView } from '../../shared/protocol/wire';
 import {
@@ -247,6 +248,8 @@ async function main(): Promise<void> {
     f.extra('captureCached', cached);
     f.extra('rssNote', 'MiB of VmRSS of the dispatcher process alone; the embedded store is its child process, reported apart; MB/s are 10^6 bytes per second');
     f.extra('node', process.version);
+    // Other work on the machine skews every figure here: say how busy it was.
+    f.extra('loadavg1', loadavg()[0]);
     f.print();
     if (problems.length) process.exitCode = 1;
   } finally {

@@ -112,6 +112,8 @@ export function createApi(deps: ApiDeps): express.Express {
     // Socket.IO answers these on the same server: a second answer would break its handshake.
     if (req.url.startsWith('/socket.io/')) return;
     res.once('finish', () => metrics.httpRequests.inc({ code: String(res.statusCode) }));
+    // Downloads hold captured traffic: never let a browser sniff one into a page.
+    res.setHeader('x-content-type-options', 'nosniff');
     next();
   });
 
@@ -148,23 +150,26 @@ export function createApi(deps: ApiDeps): express.Express {
 
   // ---- outside /api: health and metrics (no credentials, see above) -------
 
-  app.get('/healthz', async (_req, res) => {
-    let ping: Awaited<ReturnType<TraceStore['ping']>>;
-    try {
-      ping = await store.ping();
-    } catch (e) {
-      res.status(503).set('cache-control', 'no-store').json({ ok: false, error: (e as Error).message });
-      return;
-    }
-    let agents: { connected: number; known: number } | { error: string };
-    try {
-      const list = await traces.agents();
-      agents = { connected: list.filter((a) => a.connected).length, known: list.length };
-    } catch (e) {
-      agents = { error: (e as Error).message };
-    }
-    res.set('cache-control', 'no-store').json({ ok: true, store: ping, agents });
-  });
+  app.get(
+    '/healthz',
+    h(async (_req, res) => {
+      let ping: Awaited<ReturnType<TraceStore['ping']>>;
+      try {
+        ping = await store.ping();
+      } catch (e) {
+        res.status(503).set('cache-control', 'no-store').json({ ok: false, error: (e as Error).message });
+        return;
+      }
+      let agents: { connected: number; known: number } | { error: string };
+      try {
+        const list = await traces.agents();
+        agents = { connected: list.filter((a) => a.connected).length, known: list.length };
+      } catch (e) {
+        agents = { error: (e as Error).message };
+      }
+      res.set('cache-control', 'no-store').json({ ok: true, store: ping, agents });
+    }),
+  );
 
   app.get(
     '/metrics',

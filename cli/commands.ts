@@ -447,7 +447,7 @@ export const downloadCommand: CommandModule<object, Args> = {
       y
         .positional('id', { type: 'string', describe: 'trace id' })
         .option('host', { type: 'string', describe: "only this host's packets" })
-        .option('tar', { type: 'boolean', default: false, describe: 'the whole trace: merged PCAP, host PCAPs, trace and messages JSON' })
+        .option('tar', { type: 'boolean', describe: 'the whole trace: merged PCAP, host PCAPs, trace and messages JSON' })
         .conflicts('host', 'tar')
         .option('o', { alias: 'output', type: 'string', demandOption: true, describe: 'where to write (- for stdout)' }),
     ) as unknown as Argv<Args>,

@@ -1,79 +1,29 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
 import { io as connectIo, Socket as ClientSocket } from 'socket.io-client';
-import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from '../../shared/decode/testing/build';
-import { CaptureStreamParser } from '../../shared/pcap/reader';
-import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import type { TraceUpdate } from '../../shared/protocol/wire';
-import { connectDispatcher, DispatcherLink } from '../../agent/link/client';
-import { closeResult, runQuery, writeResultPcap } from '../../agent/query/engine';
-import { buildQuerySpec } from '../../agent/query/spec';
-import { importCaptures } from '../../agent/ring/import';
-import { serveTraces, TraceServer } from '../../agent/trace/serve';
 import { Fleet, startFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, traceDocId } from '../store/layout';
 import { TraceStore } from '../store/store';
 import { openTestStore, startRelay, startTestCouch, TestCouch } from '../store/testing';
 import { Orchestrator } from './orchestrator';
 import { Spool } from './spool';
+import { BULK, bytesOf, CALL, expectedPcap, makeTestRings, PROXY, records, sortedRecords, startTestAgent, TestAgent, TestHost, until } from './testing';
 import { TraceRequestError } from './types';
 
 const TOKEN = 'orchestrator-test-token-0123456789';
-const T0 = 1_795_100_000;
-const CALL = 'crossing-call@orch';
-const OTHER = 'other-call@orch';
-/** Host a's address: every packet of host a, and the call's packets on b, have it. */
-const PROXY = '192.0.2.1';
-/** Enough non-SIP bytes from the proxy to make host a's result many chunks long. */
-const BULK = 4000;
-
-type Pkt = { sec: number; nsec: number; frame: Buffer };
-
-const udpEth = (src: string, dst: string, sport: number, dport: number, payload: Buffer) =>
-  ethernet(ETH_IPV4, ipv4({ src, dst, proto: 17 }, udp(sport, dport, payload)));
-
-function writePcap(path: string, pkts: Pkt[]): void {
-  const fd = openSync(path, 'w');
-  const w = new PcapFileWriterSync(fd, { linkType: 1, nanos: true });
-  for (const p of pkts) w.write({ tsSec: p.sec, tsNsec: p.nsec, origLen: p.frame.length, data: p.frame });
-  w.flush();
-  closeSync(fd);
-}
 
 let dir = '';
 let couch: TestCouch;
-const rings: Record<string, string> = {};
+let rings: Record<TestHost, string>;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tf-orch-'));
   couch = await startTestCouch();
-  // The call crosses hosts a (proxy 192.0.2.1) and b (gateway 198.51.100.7): both see its signalling.
-  const inv = udpEth('192.0.2.1', '198.51.100.7', 5060, 5060, sipInvite(CALL));
-  const ok = udpEth('198.51.100.7', '192.0.2.1', 5060, 5060, sipResponse(200, 'OK', CALL));
-  const a: Pkt[] = [
-    { sec: T0, nsec: 1000, frame: inv },
-    { sec: T0, nsec: 9000, frame: ok },
-    { sec: T0 + 1, nsec: 0, frame: udpEth('192.0.2.1', '198.51.100.9', 5060, 5060, sipInvite(OTHER)) },
-  ];
-  for (let i = 0; i < BULK; i++) {
-    const payload = Buffer.alloc(1200, i & 0xff);
-    payload.writeUInt32BE(i, 0);
-    a.push({ sec: T0 + 2, nsec: i * 1000, frame: udpEth('192.0.2.1', '198.51.100.7', 40000, 40002, payload) });
-  }
-  const b: Pkt[] = [
-    { sec: T0, nsec: 4000, frame: inv },
-    { sec: T0, nsec: 6000, frame: ok },
-  ];
-  const c: Pkt[] = [{ sec: T0, nsec: 5000, frame: udpEth('203.0.113.5', '203.0.113.6', 5060, 5060, sipInvite(OTHER)) }];
-  for (const [name, pkts] of Object.entries({ a, b, c })) {
-    writePcap(join(dir, `${name}.pcap`), pkts);
-    rings[name] = join(dir, `ring-${name}`);
-    await importCaptures(rings[name], [join(dir, `${name}.pcap`)]);
-  }
+  rings = await makeTestRings(dir);
 });
 
 after(async () => {
@@ -86,7 +36,7 @@ interface Rig {
   store: TraceStore;
   orch: Orchestrator;
   spool: Spool;
-  agents: Array<{ link: DispatcherLink; server: TraceServer }>;
+  agents: TestAgent[];
   updates: TraceUpdate[];
   close(): Promise<void>;
 }
@@ -107,10 +57,7 @@ async function rig(opts: { storeUrl?: string; spoolDir?: string; db?: string; ti
     agents: [],
     updates,
     async close() {
-      for (const a of r.agents) {
-        a.server.close();
-        a.link.close();
-      }
+      for (const a of r.agents) a.close();
       orch.close();
       await fleet.close();
     },
@@ -119,53 +66,21 @@ async function rig(opts: { storeUrl?: string; spoolDir?: string; db?: string; ti
   return r;
 }
 
-async function addAgent(r: Rig, name: string): Promise<void> {
-  const status = { ring: { oldest: null, newest: null, bytes: 0, segments: 0 }, capture: {}, indexErrors: 0 };
-  const link = connectDispatcher({ url: r.fleet.url, token: TOKEN, name, hello: () => ({ version: 'test', hostname: name, interfaces: ['eth0'], ...status }), status: () => status, log: () => {} });
-  const server = serveTraces(link.socket, { ringDir: rings[name], log: () => {} });
-  r.agents.push({ link, server });
+async function addAgent(r: Rig, name: TestHost, opts: { stallAfterChunks?: number } = {}): Promise<TestAgent> {
+  const agent = startTestAgent({ url: r.fleet.url, token: TOKEN, name, ringDir: rings[name], ...opts });
+  r.agents.push(agent);
   await until(() => r.fleet.registry.get(name)?.connected === true && r.fleet.registry.get(name)?.hostname === name, `agent ${name} connected`);
-}
-
-async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((res) => setTimeout(res, 20));
-  }
+  return agent;
 }
 
 function finalOf(r: Rig, id: string): TraceUpdate | undefined {
   return r.updates.find((u) => u.traceId === id && u.host === null && u.state !== 'running');
 }
 
-async function bytesOf(s: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of s) parts.push(c as Buffer);
-  return Buffer.concat(parts);
-}
-
-async function expectedPcap(ring: string, q: Parameters<typeof buildQuerySpec>[0]): Promise<Buffer> {
-  const res = runQuery(ring, buildQuerySpec(q));
-  const out = new PassThrough();
-  const got = bytesOf(out);
-  await writeResultPcap(res, out);
-  out.end();
-  closeResult(res);
-  return got;
-}
-
-function records(buf: Buffer): Array<{ ts: string; data: string }> {
-  const p = new CaptureStreamParser('test');
-  const recs = p.push(buf).map((x) => ({ ts: `${x.tsSec}.${String(x.tsNsec).padStart(9, '0')}`, data: Buffer.from(x.data).toString('hex') }));
-  assert.equal(p.end().tornBytes, 0);
-  return recs;
-}
-
 test('a fleet trace: every host streams into the store, the merged PCAP is the time-ordered union', async () => {
   const r = await rig();
   try {
-    for (const n of ['a', 'b', 'c']) await addAgent(r, n);
+    for (const n of ['a', 'b', 'c'] as const) await addAgent(r, n);
     const q = { ip: [PROXY] };
     const view = await r.orch.start(q, 'alice');
     assert.deepEqual(view.hosts.map((h) => h.host), ['a', 'b', 'c']);
@@ -177,7 +92,7 @@ test('a fleet trace: every host streams into the store, the merged PCAP is the t
     assert.equal(trace?.state, 'done');
     assert.equal(trace?.user, 'alice');
     const perHost: Buffer[] = [];
-    for (const h of ['a', 'b', 'c']) {
+    for (const h of ['a', 'b', 'c'] as const) {
       const res = await r.store.getResult(view.id, h);
       assert.equal(res?.state, 'done', `host ${h}`);
       const stored = await bytesOf(r.store.getAttachmentStream(resultDocId(view.id, h), HOST_ATTACHMENT));
@@ -194,7 +109,7 @@ test('a fleet trace: every host streams into the store, the merged PCAP is the t
     const union = perHost.flatMap(records).sort((x, y) => (x.ts < y.ts ? -1 : x.ts > y.ts ? 1 : 0));
     assert.equal(merged.length, union.length);
     assert.deepEqual(merged.map((m) => m.ts), union.map((u) => u.ts), 'time-ordered');
-    assert.deepEqual([...merged].sort((x, y) => x.data.localeCompare(y.data) || x.ts.localeCompare(y.ts)), [...union].sort((x, y) => x.data.localeCompare(y.data) || x.ts.localeCompare(y.ts)), 'exactly the union');
+    assert.deepEqual(sortedRecords(merged), sortedRecords(union), 'exactly the union');
     assert.deepEqual(trace?.merged, { packets: union.length, bytes: final.merged!.bytes, duplicates: 0 });
     assert.deepEqual(readdirSync(r.spool.dir), [], 'the spool is emptied once the store has everything');
 
@@ -232,7 +147,7 @@ test('a host that never answers is unreachable after the timeout and holds nobod
     // A real connection that takes trace:run and never answers: a hung agent.
     mute = connectIo(`${r.fleet.url}/agent`, { auth: { token: TOKEN, name: 'mute' }, forceNew: true });
     await until(() => r.fleet.registry.get('mute')?.connected === true, 'mute agent');
-    r.agents.find((x) => x.link.socket.auth && (x.link.socket.auth as { name: string }).name === 'c')!.link.close();
+    r.agents.find((x) => x.name === 'c')!.close();
     await until(() => r.fleet.registry.get('c')?.connected === false, 'agent c gone');
 
     const started = Date.now();
@@ -295,16 +210,9 @@ test('a dispatcher restarted mid-trace: the trace is marked interrupted with wha
   const db = first.store.dbName;
   let view;
   try {
-    await addAgent(first, 'a');
-    await addAgent(first, 'b');
     // Agent a's link is held up after its first chunk so the restart lands mid-stream.
-    const a = first.agents[0];
-    let chunks = 0;
-    const origEmit = a.link.socket.emit.bind(a.link.socket);
-    (a.link.socket as unknown as { emit: (...args: unknown[]) => unknown }).emit = (...args: unknown[]) => {
-      if (args[0] === 'trace:chunk' && ++chunks > 1) return a.link.socket; // never sent: the stream stalls here
-      return origEmit(...(args as Parameters<typeof origEmit>));
-    };
+    await addAgent(first, 'a', { stallAfterChunks: 1 });
+    await addAgent(first, 'b');
     view = await first.orch.start({ ip: [PROXY] }, 'alice');
     await until(() => first.orch.stats.chunks >= 1 && first.updates.some((u) => u.host === 'b' && u.state === 'done'), 'a mid-stream, b done');
   } finally {
@@ -334,15 +242,8 @@ test('a dispatcher restarted mid-trace: the trace is marked interrupted with wha
 test('cancel stops the hosts still running and keeps what they sent', async () => {
   const r = await rig({ timeouts: { runAckMs: 3000, idleMs: 60_000 } });
   try {
-    await addAgent(r, 'a');
+    await addAgent(r, 'a', { stallAfterChunks: 2 });
     await addAgent(r, 'b');
-    const a = r.agents[0];
-    let chunks = 0;
-    const origEmit = a.link.socket.emit.bind(a.link.socket);
-    (a.link.socket as unknown as { emit: (...args: unknown[]) => unknown }).emit = (...args: unknown[]) => {
-      if (args[0] === 'trace:chunk' && ++chunks > 2) return a.link.socket;
-      return origEmit(...(args as Parameters<typeof origEmit>));
-    };
     const view = await r.orch.start({ ip: [PROXY] }, 'alice');
     await until(() => r.orch.stats.chunks >= 2 && r.updates.some((u) => u.host === 'b' && u.state === 'done'), 'a mid-stream');
     const v = await r.orch.cancel(view.id);

@@ -12,6 +12,7 @@ import {
   RssSampler,
   sleep,
   startDispatcherProcess,
+  StoreChanges,
   TraceClient,
   wallNow,
 } from '../common/dispatcher';
@@ -103,25 +104,6 @@ async function waitAgent(url: string, apiToken: string, timeoutMs: number): Prom
   throw new Error(`agent ${AGENT} did not connect within ${timeoutMs / 1000} s`);
 }
 
-/** The host's `stored` flag, polled over REST while the trace runs: when its packets.pcap landed in the store. */
-function watchStored(url: string, apiToken: string, traceId: string): { stop(): void; storedAt: () => number | null } {
-  let storedAt: number | null = null;
-  let stopped = false;
-  void (async () => {
-    const deadline = Date.now() + TRACE_TIMEOUT_MS;
-    while (!stopped && storedAt === null && Date.now() < deadline) {
-      try {
-        const v = (await getJson<{ trace: TraceView }>(`${url}/api/traces/${traceId}`, apiToken)).trace;
-        if (v.hosts[0]?.stored) storedAt = wallNow();
-      } catch {
-        /* the next poll tells */
-      }
-      await sleep(250);
-    }
-  })();
-  return { stop: () => (stopped = true), storedAt: () => storedAt };
-}
-
 async function main(): Promise<void> {
   if (!Number.isFinite(STREAM_MB) || STREAM_MB < 1 || STREAM_MB > 4096) fail(`BENCH_STREAM_MB=${process.env.BENCH_STREAM_MB}: give a size in MiB from 1 to 4096`);
   mkdirSync(OUT, { recursive: true });
@@ -142,7 +124,10 @@ async function main(): Promise<void> {
   const storeRss = d.storePid ? new RssSampler(d.storePid, 100) : null;
   let agent: ChildProcess | null = null;
   let client: TraceClient | null = null;
+  let changes: StoreChanges | null = null;
   try {
+    // The store's own record of when packets.pcap and merged.pcap were written.
+    changes = await StoreChanges.open(readFileSync(join(dataDir, 'store.url'), 'utf8').trim());
     const apiToken = makeTracerToken(d.dataDir);
     agent = startAgent(d.url, d.agentToken, ringDir, agentLog);
     await waitAgent(d.url, apiToken, 30_000);
@@ -164,9 +149,7 @@ async function main(): Promise<void> {
     const acpu0 = readCpuSeconds(agent.pid!) ?? 0;
     progress(`tracing --ip ${MEDIA_IP} on ${AGENT}: ${(cap.bytes / MB).toFixed(0)} MiB expected`);
     const { trace, sentAt } = await client.start({ ip: [MEDIA_IP], maxBytes: 2 * cap.bytes, hosts: [AGENT] });
-    const watch = watchStored(d.url, apiToken, trace.id);
     const final = await client.waitFinal(trace.id, TRACE_TIMEOUT_MS);
-    watch.stop();
     if (!final) throw new Error(`the trace did not finish within ${TRACE_TIMEOUT_MS / 1000} s`);
     const endAt = final.at;
     const cpu1 = readCpuSeconds(d.pid) ?? 0;
@@ -175,7 +158,9 @@ async function main(): Promise<void> {
     const ups = client.updates.get(trace.id) ?? [];
     const doneAt = ups.find((x) => x.u.host === AGENT && x.u.state === 'done')?.at ?? NaN;
     const startedAt = ups.find((x) => x.u.host === AGENT && x.u.state === 'started')?.at ?? NaN;
-    const storedAt = watch.storedAt() ?? NaN;
+    // Result doc generations: 1 created, 2 final state, 3 packets.pcap attached; the trace doc's 2 is merged.pcap.
+    const storedAt = changes.firstAt(`trace:${trace.id}:${AGENT}`, 3) ?? NaN;
+    const mergedAt = changes.firstAt(`trace:${trace.id}`, 2) ?? NaN;
     const rssPeak = rss.peak(sentAt, endAt + 500);
     const storePeak = storeRss ? storeRss.peak(sentAt, endAt + 500) : 0;
 
@@ -223,8 +208,8 @@ async function main(): Promise<void> {
     f.add('startedS', '  "started" seen', (startedAt - sentAt) / 1000, 's', 2);
     f.add('receivedS', '  all bytes spooled at the dispatcher ("done" seen)', (doneAt - sentAt) / 1000, 's', 2);
     f.add('receivedMbPerSec', '  agent → dispatcher throughput', cap.bytes / 1e6 / ((doneAt - sentAt) / 1000), 'MB/s', 1);
-    f.add('hostStoredS', '  packets.pcap in the store (REST poll, ±0.25 s)', (storedAt - sentAt) / 1000, 's', 2);
-    f.add('mergeS', '  merged.pcap after that', (endAt - storedAt) / 1000, 's', 2);
+    f.add('hostStoredS', '  packets.pcap in the store (its _changes feed)', (storedAt - sentAt) / 1000, 's', 2);
+    f.add('mergeS', '  merged.pcap in the store after that', (mergedAt - storedAt) / 1000, 's', 2);
     f.section('dispatcher memory (VmRSS of its process alone, every 50 ms)');
     f.add('rssBeforeMb', 'before (after a warm-up trace)', rssBefore / MB, 'MiB', 1);
     f.add('rssPeakMb', 'peak during the trace', rssPeak / MB, 'MiB', 1);
@@ -254,6 +239,7 @@ async function main(): Promise<void> {
     if (problems.length) process.exitCode = 1;
   } finally {
     client?.close();
+    changes?.close();
     if (agent && agent.exitCode === null && agent.signalCode === null) {
       agent.kill('SIGTERM');
       await Promise.race([new Promise((r) => agent!.once('exit', r)), sleep(5000)]);

@@ -22,6 +22,11 @@ export interface ClientNamespaceOptions {
 }
 
 const traceRef = z.object({ traceId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'trace ids are 1-128 letters, digits, _ or -') }).strict();
+/** agents:list takes `{}` or nothing. */
+const noArgs = z.object({}).strict().optional();
+/** Errors can quote what was sent (zod names unknown keys): a client gets back a sentence, not its own megabytes. */
+const MAX_ERROR_CHARS = 1000;
+const bounded = (s: string) => (s.length > MAX_ERROR_CHARS ? `${s.slice(0, MAX_ERROR_CHARS - 1)}…` : s);
 
 export const traceRoom = (id: string) => `trace:${id}`;
 
@@ -29,9 +34,9 @@ type Failure = Extract<ClientAck<object>, { ok: false }>;
 
 /** Turns what a handler threw into the answer a client can act on. */
 function failure(e: unknown): Failure {
-  if (e instanceof TraceRequestError) return { ok: false, error: e.message, code: e.code === 'not_found' ? 'not_found' : 'bad_request' };
-  if (e instanceof StoreUnreachableError) return { ok: false, error: e.message, code: 'unavailable' };
-  return { ok: false, error: `the dispatcher failed: ${(e as Error).message}`, code: 'failed' };
+  if (e instanceof TraceRequestError) return { ok: false, error: bounded(e.message), code: e.code === 'not_found' ? 'not_found' : 'bad_request' };
+  if (e instanceof StoreUnreachableError) return { ok: false, error: bounded(e.message), code: 'unavailable' };
+  return { ok: false, error: bounded(`the dispatcher failed: ${(e as Error).message}`), code: 'failed' };
 }
 
 /**
@@ -67,13 +72,24 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): Namespa
 
   nsp.on('connection', (socket: Socket) => {
     const p = socket.data.principal as ClientPrincipal;
+    /** Events this socket sent without an ack callback, logged once each. */
+    const noAck = new Set<string>();
 
-    const on = <T>(event: string, schema: z.ZodType<T> | null, need: 'trace' | 'read', handler: (data: T) => Promise<object>) => {
+    const on = <T>(event: string, schema: z.ZodType<T>, need: 'trace' | 'read', handler: (data: T) => Promise<object>) => {
       socket.on(event, (...args: unknown[]) => {
         const cb = typeof args[args.length - 1] === 'function' ? (args.pop() as (r: unknown) => void) : null;
+        if (!cb) {
+          // Every answer, success or refusal, is the ack: acting on a message nobody can hear the answer to
+          // (a trace started, or not, with no id to follow) only surprises the sender.
+          if (!noAck.has(event)) {
+            noAck.add(event);
+            log(`tracefleet dispatcher: client ${p.name}: ${event} without an acknowledgement callback: refused; emit it with a callback to get the answer`);
+          }
+          return;
+        }
         const reply = (r: object) => {
           try {
-            cb?.(r);
+            cb(r);
           } catch {
             /* the client is gone */
           }
@@ -82,16 +98,12 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): Namespa
           reply({ ok: false, error: `user ${p.name} (${p.roles.join(', ') || 'no role'}) may not ${need === 'trace' ? 'start or cancel traces: that needs the tracer or admin role' : 'read traces'}`, code: 'forbidden' } satisfies Failure);
           return;
         }
-        let data = args[0] as T;
-        if (schema) {
-          const m = parseMessage(schema, event, args[0]);
-          if (!m.ok) {
-            reply({ ok: false, error: m.error, code: 'bad_request' } satisfies Failure);
-            return;
-          }
-          data = m.value;
+        const m = parseMessage(schema, event, args[0]);
+        if (!m.ok) {
+          reply({ ok: false, error: bounded(m.error), code: 'bad_request' } satisfies Failure);
+          return;
         }
-        handler(data).then(
+        handler(m.value).then(
           (r) => reply({ ok: true, ...r }),
           (e) => {
             const f = failure(e);
@@ -121,7 +133,7 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): Namespa
       return {};
     });
     on('trace:cancel', traceRef, 'trace', async ({ traceId }) => ({ trace: await opts.traces.cancel(traceId) }));
-    on('agents:list', null, 'read', async () => ({ agents: await opts.traces.agents() }));
+    on('agents:list', noArgs, 'read', async () => ({ agents: await opts.traces.agents() }));
   });
   return nsp;
 }

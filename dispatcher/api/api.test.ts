@@ -339,10 +339,15 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     assert.equal(res.status, 201);
     const id = (await json(res)).trace.id as string;
     let view: TraceView | undefined;
-    await until(async () => {
-      view = (await json(await call(`/api/traces/${id}`, { as: 'vic' }))).trace;
-      return view!.state !== 'running' && view!.merged !== undefined;
-    }, 'the trace to finish');
+    try {
+      // Generous: other suites may share the machine's two cores.
+      await until(async () => {
+        view = (await json(await call(`/api/traces/${id}`, { as: 'vic' }))).trace;
+        return view!.state !== 'running' && view!.merged !== undefined;
+      }, 'the trace to finish', 60_000);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; last view: ${JSON.stringify(view)}; dispatcher log: ${logged.join(' | ')}`);
+    }
     assert.equal(view!.state, 'done');
     assert.deepEqual(view!.hosts.map((h) => [h.host, h.state, h.packets, h.stored]), [
       ['edge-1', 'done', 2, true],

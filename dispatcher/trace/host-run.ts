@@ -69,9 +69,9 @@ export class HostRun {
     const { traceId, query, host } = this.c;
     this.emitUpdate('queued');
     this.arm(this.c.timeouts.runAckMs, () => this.fail('unreachable', `agent ${host} did not answer the trace request within ${this.c.timeouts.runAckMs / 1000} s`));
-    this.c.socket.timeout(this.c.timeouts.runAckMs).emit('trace:run', { traceId, query }, (err: Error | null, ack: unknown) => {
+    // Our own (unref'd) timer, not socket.timeout(): Socket.IO keeps that one running after a disconnect or cancel.
+    this.c.socket.emit('trace:run', { traceId, query }, (ack: unknown) => {
       if (this.phase !== 'asking') return;
-      if (err) return this.fail('unreachable', `agent ${host} did not answer the trace request within ${this.c.timeouts.runAckMs / 1000} s`);
       const a = parseMessage(runAck, 'trace:run ack', ack);
       if (!a.ok) return this.protocolError(a.error);
       if (!a.value.accepted) return this.fail('error', `agent ${host} refused the trace: ${a.value.error ?? 'no reason given'}`);

@@ -43,8 +43,10 @@ interface Owned {
   hosts: string[];
   /** Hosts whose final result is in the store. */
   stored: Set<string>;
-  /** Hosts run by a peer dispatcher. */
-  remote: Set<string>;
+  /** Hosts run by a peer dispatcher, with the id of the agent's connection that was asked. */
+  remote: Map<string, string>;
+  /** Remote hosts the watchdog found without that connection (or final without their PCAP), and since when. */
+  missing: Map<string, number>;
   finalizing: boolean;
   interrupted: boolean;
 }
@@ -52,6 +54,8 @@ interface Owned {
 const peerRunHost = z.object({ traceId: z.string(), host: z.string(), query: traceQuery, owner: z.string() });
 const peerHostFinal = z.object({ traceId: z.string(), host: z.string(), owner: z.string() });
 const peerCancel = z.object({ traceId: z.string() });
+/** How long a peer's final result may wait for its PCAP once the agent's connection to that peer is gone. */
+const PEER_PCAP_GRACE_MS = 60_000;
 
 /**
  * Turns a trace request into a fleet-wide trace: stores it, asks every
@@ -81,7 +85,7 @@ export class Orchestrator implements Traces {
   private readonly ownerOf = new Map<string, string>();
   private readonly listeners = new Set<(u: TraceUpdate) => void>();
   /** Work the store refused for being away, by key; retried every retryMs. */
-  private readonly pending = new Map<string, () => Promise<void>>();
+  private readonly pending = new Map<string, Job>();
   private retryTimer: NodeJS.Timeout | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private closed = false;
@@ -135,7 +139,7 @@ export class Orchestrator implements Traces {
       if (t.owned) {
         // All hosts were stored and only the merge was left: finish normally. Otherwise the trace was cut off.
         const interrupted = !t.mergePending;
-        this.owned.set(t.traceId, { id: t.traceId, hosts: t.owned.hosts, stored: new Set(), remote: new Set(), finalizing: true, interrupted });
+        this.owned.set(t.traceId, { id: t.traceId, hosts: t.owned.hosts, stored: new Set(), remote: new Map(), missing: new Map(), finalizing: true, interrupted });
         if (interrupted) this.log(`tracefleet dispatcher: trace ${t.traceId} was running when the dispatcher stopped; marking it interrupted`);
       }
       // A peer's trace run here before the restart: the peer finds the result in the store.
@@ -159,7 +163,7 @@ export class Orchestrator implements Traces {
       if (e instanceof QueryError) throw new TraceRequestError(e.message);
       throw e;
     }
-    const agents = await this.agents();
+    const { agents, sockets } = await this.fleetView();
     const connected = new Map(agents.filter((a) => a.connected).map((a) => [a.name, a]));
     let hosts: string[];
     if (asked) {
@@ -178,7 +182,7 @@ export class Orchestrator implements Traces {
     const trace = await this.store.createTrace({ request: parsed.value as { [k: string]: never }, user, hosts });
     const id = trace.id;
     this.stats.tracesStarted++;
-    const o: Owned = { id, hosts, stored: new Set(), remote: new Set(), finalizing: false, interrupted: false };
+    const o: Owned = { id, hosts, stored: new Set(), remote: new Map(), missing: new Map(), finalizing: false, interrupted: false };
     this.owned.set(id, o);
     this.spool.markOwned({ traceId: id, hosts, createdAt: trace.createdAt });
     await this.store.createResults(hosts.map((host) => ({ traceId: id, host })));
@@ -188,7 +192,7 @@ export class Orchestrator implements Traces {
       const socket = this.fleet.socketOf(host);
       if (socket) this.runLocal(id, host, query, socket, this.id);
       else if (connected.has(host) && this.clustered) {
-        o.remote.add(host);
+        o.remote.set(host, sockets.get(host) ?? '');
         this.nsp.serverSideEmit('tf:run-host', { traceId: id, host, query, owner: this.id });
       } else {
         const final: HostFinal = { state: 'unreachable', packets: 0, bytes: 0, truncated: false, error: `agent ${host} is not connected to any dispatcher`, messages: [], hasPcap: false };
@@ -219,19 +223,27 @@ export class Orchestrator implements Traces {
   }
 
   async agents(): Promise<AgentView[]> {
+    return (await this.fleetView()).agents;
+  }
+
+  /** The agents here and on peers, and (clustered) the id of each connected agent's socket, wherever it is. */
+  private async fleetView(): Promise<{ agents: AgentView[]; sockets: Map<string, string> }> {
     const local = this.fleet.registry.list();
-    if (!this.clustered) return local;
+    const ids = new Map<string, string>();
+    if (!this.clustered) return { agents: local, sockets: ids };
     const byName = new Map<string, AgentView>(local.map((a) => [a.name, a]));
     try {
       const sockets = await this.nsp.fetchSockets();
       for (const s of sockets) {
         const v = (s.data as { view?: AgentView }).view;
         if (v && (!byName.get(v.name)?.connected || !byName.has(v.name))) byName.set(v.name, { ...v, connected: true });
+        const name = (s.data as { name?: string }).name;
+        if (name) ids.set(name, s.id);
       }
     } catch (e) {
       this.log(`tracefleet dispatcher: cannot list the agents of peer dispatchers: ${(e as Error).message}`);
     }
-    return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+    return { agents: [...byName.values()].sort((a, b) => a.name.localeCompare(b.name)), sockets: ids };
   }
 
   onUpdate(listener: (u: TraceUpdate) => void): () => void {
@@ -313,13 +325,19 @@ export class Orchestrator implements Traces {
     this.hostStored(m.value.traceId, m.value.host);
   }
 
-  /** Peers that died take their hosts' runs with them: a host whose agent is gone and whose result is not final is lost. */
+  /**
+   * Peers that died take their hosts' runs with them. A remote host's run
+   * is over when the agent's connection that took it is gone: closed, or
+   * replaced by a new one here or on any peer (an agent aborts its traces
+   * when it reconnects). Seen so on two passes, a watchdog period apart (a
+   * live peer has stored its own final state by then), the host is lost.
+   */
   private async checkRemoteHosts(): Promise<void> {
     const withRemote = [...this.owned.values()].filter((o) => o.remote.size > 0 && !o.finalizing);
     if (withRemote.length === 0) return;
-    let connected: Set<string>;
+    let connected: Map<string, string>;
     try {
-      connected = new Set((await this.nsp.fetchSockets()).map((s) => (s.data as { name?: string }).name ?? ''));
+      connected = new Map((await this.nsp.fetchSockets()).map((s) => [(s.data as { name?: string }).name ?? '', s.id]));
     } catch {
       return;
     }
@@ -331,13 +349,35 @@ export class Orchestrator implements Traces {
         return;
       }
       for (const r of results) {
-        if (!o.remote.has(r.host) || o.stored.has(r.host)) continue;
-        if (isFinalResult(r.state)) this.hostStored(o.id, r.host);
-        else if (!connected.has(r.host)) {
-          const final: HostFinal = { state: 'lost', packets: 0, bytes: 0, truncated: false, error: `agent ${r.host} (on a peer dispatcher) disconnected mid-trace`, messages: [], hasPcap: false };
-          this.spool.writeFinal(o.id, r.host, final);
-          this.storeFinal(o.id, r.host, final, this.id);
+        const socketId = o.remote.get(r.host);
+        if (socketId === undefined || o.stored.has(r.host) || this.pending.has(`host:${o.id}:${r.host}`)) continue;
+        const final = isFinalResult(r.state);
+        // The peer stores the result, then its PCAP, then says so (tf:host-final): a final state without its PCAP is still being stored.
+        if (final && (r.bytes === 0 || r._attachments?.[HOST_ATTACHMENT])) {
+          this.hostStored(o.id, r.host);
+          continue;
         }
+        if (connected.get(r.host) === socketId) {
+          o.missing.delete(r.host);
+          continue;
+        }
+        const since = o.missing.get(r.host);
+        if (since === undefined) {
+          o.missing.set(r.host, Date.now());
+          continue;
+        }
+        if (final) {
+          // The peer died between storing the result and its PCAP; its spool keeps the PCAP until it runs again.
+          if (Date.now() - since < PEER_PCAP_GRACE_MS) continue;
+          this.log(`tracefleet dispatcher: trace ${o.id}: host ${r.host}'s PCAP never reached the store (its dispatcher is gone); merging without it`);
+          this.hostStored(o.id, r.host);
+          continue;
+        }
+        const error = `agent ${r.host} (on a peer dispatcher) disconnected mid-trace, or its dispatcher stopped`;
+        const lost: HostFinal = { state: 'lost', packets: 0, bytes: 0, truncated: false, error, messages: [], hasPcap: false };
+        this.spool.writeFinal(o.id, r.host, lost);
+        this.publish({ traceId: o.id, host: r.host, state: 'lost', packets: 0, bytes: 0, error, at: new Date().toISOString() });
+        this.storeFinal(o.id, r.host, lost, this.id);
       }
     }
   }
@@ -374,6 +414,8 @@ export class Orchestrator implements Traces {
         this.stats.bytesStored += r.bytes;
       }
       this.spool.removeHost(traceId, host);
+    }, () => {
+      // After the job has left `pending`: the merge it may start waits for no stored host.
       if (owner === null || owner === this.id) this.hostStored(traceId, host);
       else if (this.clustered) this.nsp.serverSideEmit('tf:host-final', { traceId, host, owner });
     });
@@ -451,16 +493,19 @@ export class Orchestrator implements Traces {
   // ---- retries -------------------------------------------------------------
 
   /** Runs a store job now; if the store is away it stays pending and is tried again every retryMs. */
-  private enqueue(key: string, job: () => Promise<void>): void {
+  private enqueue(key: string, run: () => Promise<void>, after?: () => void): void {
+    const job: Job = { run, after };
     this.pending.set(key, job);
     this.stats.pendingStores = this.pending.size;
     void this.runJob(key, job);
   }
 
-  private async runJob(key: string, job: () => Promise<void>): Promise<void> {
+  private async runJob(key: string, job: Job): Promise<void> {
     try {
-      await job();
+      await job.run();
       if (this.pending.get(key) === job) this.pending.delete(key);
+      this.stats.pendingStores = this.pending.size;
+      job.after?.();
     } catch (e) {
       if (e instanceof RetryLater || e instanceof StoreUnreachableError || (e instanceof StoreError && e.statusCode !== undefined && e.statusCode >= 500)) {
         if (!(e instanceof RetryLater)) {
@@ -519,6 +564,12 @@ export class Orchestrator implements Traces {
       }
     }
   }
+}
+
+/** Store work; `after` runs once it succeeded and left the pending list. */
+interface Job {
+  run: () => Promise<void>;
+  after?: () => void;
 }
 
 /** A job that must wait for another (a merge for its hosts' results). */

@@ -1,4 +1,4 @@
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import yargs, { Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -107,6 +107,15 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
   if (dispatcher && !token) throw new UsageError('--dispatcher needs a token: --token T or TRACEFLEET_TOKEN');
   if (dispatcher && !/^https?:\/\//.test(dispatcher)) throw new UsageError(`bad --dispatcher '${dispatcher}': give a URL like http://dispatcher:8060`);
   if (dispatcher && !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new UsageError(`bad agent name '${name}': 1-64 letters, digits, _, . or - (give --name)`);
+  const caFile = (a.ca as string | undefined) ?? process.env.TRACEFLEET_CA;
+  let ca: string | undefined;
+  if (caFile) {
+    try {
+      ca = readFileSync(caFile, 'utf8');
+    } catch (e) {
+      throw new UsageError(`cannot read --ca ${caFile}: ${(e as Error).message}; give the PEM certificate of the CA (or the self-signed certificate) the dispatcher's --tls-cert is from`);
+    }
+  }
   const filter = (a.filter as string | undefined) ?? defaultCaptureFilter({
     rtpPortRanges: parsePortRanges(a.rtpPorts as string[] | undefined),
     // Linux cooked capture ("any") has no VLAN tags to match: the kernel strips them.
@@ -131,6 +140,7 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
         url: dispatcher,
         token,
         name,
+        ca,
         hello: () => ({ version: AGENT_VERSION, hostname: hostname().slice(0, 255), interfaces: ifaces, ...agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors) }),
         status: () => agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors),
       })
@@ -259,7 +269,8 @@ export function cli(argv: string[]) {
           .option('correlation-header', { type: 'string', default: 'X-CID' })
           .option('dispatcher', { type: 'string', describe: 'dispatcher URL to report to, e.g. http://dispatcher:8060 (env TRACEFLEET_DISPATCHER)' })
           .option('token', { type: 'string', describe: 'agent token for the dispatcher (env TRACEFLEET_TOKEN)' })
-          .option('name', { type: 'string', describe: 'agent name at the dispatcher (default: the host name)' }),
+          .option('name', { type: 'string', describe: 'agent name at the dispatcher (default: the host name)' })
+          .option('ca', { type: 'string', describe: 'PEM CA certificate to trust for an https dispatcher, e.g. its self-signed --tls-cert (env TRACEFLEET_CA)' }),
       (a) => agentCommand(a as Record<string, unknown>).catch(fail),
     )
     .command(

@@ -19,6 +19,7 @@ have make || need_apt+=(make)
 have g++ || need_apt+=(g++)
 have python3 || need_apt+=(python3)
 have redis-server || need_apt+=(redis-server)
+have openssl || need_apt+=(openssl)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! have apt-get; then

@@ -11,6 +11,8 @@ export interface DispatcherLinkOptions {
   name: string;
   hello: () => Omit<AgentHello, 'protocol'>;
   status: () => AgentStatus;
+  /** PEM CA certificate(s) to trust for an https dispatcher (a private CA or a self-signed certificate); replaces the system's CAs for this link. */
+  ca?: string;
   log?: (line: string) => void;
 }
 
@@ -43,6 +45,7 @@ export function connectDispatcher(opts: DispatcherLinkOptions): DispatcherLink {
     reconnectionDelayMax: RETRY_MAX_MS,
     randomizationFactor: 0.5,
     timeout: 10_000,
+    ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
   });
   let closed = false;
   let heartbeat: NodeJS.Timeout | null = null;

@@ -56,6 +56,15 @@ export class CaptureStreamParser {
     return this.pcap;
   }
 
+  /**
+   * The PCAPNG interfaces of the current section and the sections seen so
+   * far, once the input is known to be PCAPNG (null otherwise): how a
+   * caller learns each interface's resolution.
+   */
+  get pcapng(): Pick<PcapngParser, 'interfaces' | 'sectionCount'> | null {
+    return this.ng;
+  }
+
   /** Bytes pushed so far. */
   get bytesSeen(): number {
     return this.total;

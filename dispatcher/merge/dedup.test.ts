@@ -1,0 +1,56 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ethernet, ETH_IPV4, ipv4, sll, udp } from '../../shared/decode/testing/build';
+import { LINKTYPE } from '../../shared/pcap/types';
+import { DEDUP_MAX_ENTRIES, DEDUP_RING_BYTES, HostDedup } from './dedup';
+
+const T = 1_790_000_000;
+
+function ip(i: number, size = 100): Buffer {
+  const p = Buffer.alloc(size, i & 0xff);
+  p.writeUInt32BE(i, 0);
+  return ipv4({ src: '10.1.1.1', dst: '10.2.2.2', proto: 17 }, udp(1000, 2000, p));
+}
+
+test('HostDedup: the window bound is inclusive, across a second boundary and link types', () => {
+  const d = new HostDedup(1000);
+  assert.equal(d.isDuplicate(LINKTYPE.ETHERNET, ethernet(ETH_IPV4, ip(1)), T, 999_999_500), false);
+  assert.equal(d.isDuplicate(LINKTYPE.LINUX_SLL, sll(ETH_IPV4, ip(1)), T + 1, 500), true, '1000 ns later, over the second');
+  assert.equal(d.isDuplicate(LINKTYPE.RAW, ip(2), T + 1, 600), false);
+  assert.equal(d.isDuplicate(LINKTYPE.RAW, ip(2), T + 1, 1601), false, '1001 ns later: a packet of its own');
+  // The second ip(2) is remembered too: a third copy right after it is a duplicate of it.
+  assert.equal(d.isDuplicate(LINKTYPE.RAW, ip(2), T + 1, 1602), true);
+  // A copy that came earlier in time (an input gone backwards) still matches.
+  assert.equal(d.isDuplicate(LINKTYPE.RAW, ip(2), T + 1, 1000), true);
+  assert.equal(d.forgotten, 0);
+});
+
+test('HostDedup: same length and hash-sampled bytes but a different middle is not a duplicate', () => {
+  const d = new HostDedup(1_000_000);
+  const a = ip(5, 1000);
+  const b = Buffer.from(a);
+  b[600] ^= 1; // outside the first 64 and last 32 bytes the hash looks at
+  assert.equal(d.isDuplicate(LINKTYPE.RAW, a, T, 0), false);
+  assert.equal(d.isDuplicate(LINKTYPE.RAW, b, T, 10), false);
+  assert.equal(d.isDuplicate(LINKTYPE.RAW, Buffer.from(b), T, 20), true);
+});
+
+test('HostDedup: past its caps it forgets the oldest early and says so, and keeps working', () => {
+  const d = new HostDedup(1_000_000_000);
+  const n = DEDUP_MAX_ENTRIES + 100;
+  for (let i = 0; i < n; i++) assert.equal(d.isDuplicate(LINKTYPE.RAW, ip(i, 20), T, i), false);
+  assert.equal(d.forgotten, 100);
+  assert.equal(d.isDuplicate(LINKTYPE.RAW, ip(n - 1, 20), T, n), true, 'recent ones still known');
+  assert.equal(d.isDuplicate(LINKTYPE.RAW, ip(0, 20), T, n), false, 'the first was forgotten');
+
+  const big = new HostDedup(1_000_000_000);
+  const size = Math.floor(DEDUP_RING_BYTES / 8);
+  for (let i = 0; i < 20; i++) assert.equal(big.isDuplicate(LINKTYPE.RAW, ip(i, size), T, i), false);
+  assert.ok(big.forgotten >= 12 && big.forgotten <= 14, `${big.forgotten} forgotten for want of bytes`);
+  assert.equal(big.isDuplicate(LINKTYPE.RAW, ip(19, size), T, 30), true);
+  const huge = Buffer.alloc(DEDUP_RING_BYTES, 7); // an undecodable link type: compared whole
+  const before = big.forgotten;
+  assert.equal(big.isDuplicate(999, huge, T, 40), false);
+  assert.equal(big.isDuplicate(999, huge, T, 41), false, 'too big to remember: kept, and counted');
+  assert.equal(big.forgotten, before + 2);
+});

@@ -1,0 +1,164 @@
+import { decodeLink, ETHERTYPE, type LinkLayer } from '../../shared/decode/link';
+import { ringPlace } from './ring';
+
+/**
+ * Most packets one host can be asked to remember at once: 1 ms of 4 million
+ * packets a second. Beyond it (or beyond DEDUP_RING_BYTES) the oldest are
+ * forgotten early, and a duplicate of one of them would be kept.
+ */
+export const DEDUP_MAX_ENTRIES = 4096;
+/** Bytes of remembered packets per host: 1 ms of 2 Gbit/s. */
+export const DEDUP_RING_BYTES = 256 * 1024;
+const BUCKETS = 4096;
+
+// decodeLink and networkRange are synchronous, so one scratch each serves every call.
+const link: LinkLayer = { offset: 0, ethertype: 0, vlans: [] };
+const range = { start: 0, end: 0 };
+
+/**
+ * Where the bytes from the network layer up are in a frame: what two
+ * captures of one packet on different interfaces of a host share (an `any`
+ * capture has a cooked header where `eth0` has an Ethernet one). IP
+ * datagrams end at their own length so Ethernet padding does not tell
+ * copies apart. A frame whose link layer cannot be decoded is taken whole.
+ */
+function networkRange(linkType: number, data: Buffer): void {
+  range.start = 0;
+  range.end = data.length;
+  if (decodeLink(linkType, data, link) !== null) return;
+  const off = link.offset;
+  let end = data.length;
+  if (link.ethertype === ETHERTYPE.IPV4 && off + 4 <= end && data[off] >> 4 === 4) {
+    const total = data.readUInt16BE(off + 2);
+    if (total >= 20 && off + total < end) end = off + total;
+  } else if (link.ethertype === ETHERTYPE.IPV6 && off + 6 <= end && data[off] >> 4 === 6) {
+    const payload = data.readUInt16BE(off + 4);
+    // 0 is a jumbogram, whose length is in a hop-by-hop option: keep everything.
+    if (payload > 0 && off + 40 + payload < end) end = off + 40 + payload;
+  }
+  range.start = off;
+  range.end = end;
+}
+
+/** The network-layer bytes of a frame (see networkRange), as a view. */
+export function networkBytes(linkType: number, data: Buffer): Buffer {
+  networkRange(linkType, data);
+  return data.subarray(range.start, range.end);
+}
+
+/** FNV-1a over the length and up to 96 bytes: a bucket key; equality is decided by comparing bytes. */
+function sampleHash(b: Buffer, start: number, end: number): number {
+  let h = 0x811c9dc5 ^ (end - start);
+  const head = Math.min(end, start + 64);
+  for (let i = start; i < head; i++) h = Math.imul(h ^ b[i], 0x01000193);
+  for (let i = Math.max(head, end - 32); i < end; i++) h = Math.imul(h ^ b[i], 0x01000193);
+  return h | 0;
+}
+
+/**
+ * Remembers the packets one host kept in the last `windowNs` and recognises
+ * another capture of one of them: same bytes from the network layer up,
+ * timestamps at most windowNs apart. The bytes are copied (the caller may
+ * reuse its buffer) into a ring, and the bookkeeping lives in typed arrays:
+ * nothing is allocated per packet, which keeps a long merge from growing
+ * the process's heap.
+ */
+export class HostDedup {
+  private readonly windowNs: number;
+  // Entries in a circular queue, oldest at `first`; chained per bucket through `next`, newest first.
+  private readonly sec = new Float64Array(DEDUP_MAX_ENTRIES);
+  private readonly nsec = new Int32Array(DEDUP_MAX_ENTRIES);
+  private readonly hash = new Int32Array(DEDUP_MAX_ENTRIES);
+  private readonly off = new Int32Array(DEDUP_MAX_ENTRIES);
+  private readonly len = new Int32Array(DEDUP_MAX_ENTRIES);
+  private readonly next = new Int32Array(DEDUP_MAX_ENTRIES);
+  private readonly heads = new Int32Array(BUCKETS).fill(-1);
+  private first = 0;
+  private count = 0;
+  private readonly bytes = Buffer.allocUnsafeSlow(DEDUP_RING_BYTES);
+  private byteHead = 0;
+  private latestSec = -Infinity;
+  private latestNsec = 0;
+  /** Packets forgotten before their window passed, or too big to remember. */
+  forgotten = 0;
+
+  constructor(windowNs: number) {
+    this.windowNs = windowNs;
+  }
+
+  /** True when a copy of this packet was kept within the window; otherwise the packet is remembered as kept. */
+  isDuplicate(linkType: number, data: Buffer, sec: number, nsec: number): boolean {
+    if (sec > this.latestSec || (sec === this.latestSec && nsec > this.latestNsec)) {
+      this.latestSec = sec;
+      this.latestNsec = nsec;
+    }
+    this.evict();
+    networkRange(linkType, data);
+    const start = range.start;
+    const end = range.end;
+    const len = end - start;
+    const h = sampleHash(data, start, end);
+    const bucket = h & (BUCKETS - 1);
+    for (let e = this.heads[bucket]; e >= 0; e = this.next[e]) {
+      if (this.hash[e] !== h || this.len[e] !== len) continue;
+      if (Math.abs((sec - this.sec[e]) * 1e9 + (nsec - this.nsec[e])) > this.windowNs) continue;
+      const o = this.off[e];
+      if (this.bytes.compare(data, start, end, o, o + len) === 0) return true;
+    }
+    this.remember(sec, nsec, h, bucket, data, start, end);
+    return false;
+  }
+
+  private remember(sec: number, nsec: number, h: number, bucket: number, data: Buffer, start: number, end: number): void {
+    const len = end - start;
+    if (len > DEDUP_RING_BYTES / 2) {
+      this.forgotten++;
+      return;
+    }
+    if (this.count === DEDUP_MAX_ENTRIES) this.drop(true);
+    let o: number;
+    // Bounded: each turn forgets one entry, and an empty ring fits len.
+    while ((o = ringPlace(DEDUP_RING_BYTES, this.byteHead, this.count > 0 ? this.off[this.first] : -1, len)) < 0) this.drop(true);
+    data.copy(this.bytes, o, start, end);
+    this.byteHead = o + Math.max(len, 1);
+    const e = (this.first + this.count) % DEDUP_MAX_ENTRIES;
+    this.count++;
+    this.sec[e] = sec;
+    this.nsec[e] = nsec;
+    this.hash[e] = h;
+    this.off[e] = o;
+    this.len[e] = len;
+    this.next[e] = this.heads[bucket];
+    this.heads[bucket] = e;
+  }
+
+  /**
+   * Forgets packets older than the window before the latest time seen. The
+   * queue is in arrival order, which is time order but for inputs that went
+   * back in time; those entries just stay a little longer.
+   */
+  private evict(): void {
+    while (this.count > 0) {
+      const e = this.first;
+      if ((this.latestSec - this.sec[e]) * 1e9 + (this.latestNsec - this.nsec[e]) <= this.windowNs) break;
+      this.drop(false);
+    }
+  }
+
+  /** Forgets the oldest entry; `early` when its window had not passed. */
+  private drop(early: boolean): void {
+    const e = this.first;
+    if (early) this.forgotten++;
+    // Chains are newest first and entries go oldest first, so this one ends its chain.
+    const bucket = this.hash[e] & (BUCKETS - 1);
+    if (this.heads[bucket] === e) this.heads[bucket] = -1;
+    else {
+      let p = this.heads[bucket];
+      while (this.next[p] !== e) p = this.next[p];
+      this.next[p] = -1;
+    }
+    this.first = (this.first + 1) % DEDUP_MAX_ENTRIES;
+    this.count--;
+    if (this.count === 0) this.byteHead = 0;
+  }
+}

@@ -1,0 +1,456 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { ethernet, ETH_IPV4, ipv4, prng, sll, udp } from '../../shared/decode/testing/build';
+import { pcapHeaderBytes } from '../../shared/pcap/pcap';
+import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
+import { readCaptureFile } from '../../shared/pcap/reader';
+import { LINKTYPE, type PacketRecord } from '../../shared/pcap/types';
+import { encodePcapRecord, PcapFileWriterSync } from '../../shared/pcap/writer';
+import { networkBytes } from './dedup';
+import { mergeCaptures, REORDER_PACKETS, type MergeInput } from './merge';
+
+const T0 = 1_790_000_000;
+
+interface Pkt {
+  sec: number;
+  nsec: number;
+  data: Buffer;
+  linkType?: number;
+}
+
+/** A UDP packet from host h (source 10.0.h.1) whose payload names (h, i), so every packet differs. */
+function ipPacket(h: number, i: number, payloadLen = 60): Buffer {
+  const payload = Buffer.alloc(payloadLen, i & 0xff);
+  payload.writeUInt32BE(i, 0);
+  payload[4] = h;
+  return ipv4({ src: `10.0.${h}.1`, dst: '192.0.2.1', proto: 17, id: i & 0xffff }, udp(40000 + h, 5060, payload));
+}
+
+/** A classic PCAP file, in either byte order. */
+function pcapFile(pkts: Pkt[], linkType: number, nanos: boolean, bigEndian = false): Buffer {
+  const parts: Buffer[] = [pcapHeaderBytes({ linkType, nanos })];
+  for (const p of pkts) parts.push(...encodePcapRecord({ tsSec: p.sec, tsNsec: p.nsec, origLen: p.data.length, data: p.data }, nanos));
+  const b = Buffer.concat(parts);
+  if (!bigEndian) return b;
+  // Swap every 32-bit header field (and the two u16 version fields) to big-endian.
+  const swap32 = (o: number) => b.writeUInt32BE(b.readUInt32LE(o), o);
+  swap32(0);
+  b.writeUInt16BE(b.readUInt16LE(4), 4);
+  b.writeUInt16BE(b.readUInt16LE(6), 6);
+  for (const o of [8, 12, 16, 20]) swap32(o);
+  let off = 24;
+  while (off < b.length) {
+    const cap = b.readUInt32LE(off + 8);
+    for (const k of [0, 4, 8, 12]) swap32(off + k);
+    off += 16 + cap;
+  }
+  return b;
+}
+
+async function pcapngFile(pkts: Array<Pkt & { linkType: number; nanos: boolean }>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const w = new PcapngWriter(new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(c), cb()) }));
+  for (const p of pkts) w.write({ tsSec: p.sec, tsNsec: p.nsec, origLen: p.data.length, data: p.data, linkType: p.linkType }, p.nanos);
+  await w.end();
+  return Buffer.concat(chunks);
+}
+
+/** Feeds bytes in random-sized chunks, so records straddle chunk boundaries. */
+function chunked(buf: Buffer, seed: number): Readable {
+  const rnd = prng(seed);
+  const parts: Buffer[] = [];
+  for (let o = 0; o < buf.length; ) {
+    const n = 1 + Math.floor(rnd() * 3000);
+    parts.push(buf.subarray(o, o + n));
+    o += n;
+  }
+  return Readable.from(parts, { objectMode: false });
+}
+
+async function readAll(path: string): Promise<PacketRecord[]> {
+  const out: PacketRecord[] = [];
+  for await (const r of readCaptureFile(path)) out.push({ ...r, data: Buffer.from(r.data) });
+  return out;
+}
+
+function tsharkCount(path: string): number {
+  const out = execFileSync('tshark', ['-r', path, '-T', 'fields', '-e', 'frame.number'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return out.split('\n').filter((l) => l.length > 0).length;
+}
+
+function tsharkTimes(path: string): string[] {
+  const out = execFileSync('tshark', ['-r', path, '-T', 'fields', '-e', 'frame.time_epoch', '-e', 'frame.len'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  return out.split('\n').filter((l) => l.length > 0);
+}
+
+/** Which host a merged packet came from: the third octet of its IPv4 source. */
+function hostOf(r: { linkType: number; data: Buffer }): number {
+  return networkBytes(r.linkType, r.data)[14];
+}
+
+const key = (sec: number, nsec: number, net: Buffer) => `${sec}.${String(nsec).padStart(9, '0')}|${net.toString('hex')}`;
+
+function assertTimeOrdered(got: PacketRecord[]): void {
+  for (let i = 1; i < got.length; i++) {
+    const a = got[i - 1];
+    const b = got[i];
+    assert.ok(a.tsSec < b.tsSec || (a.tsSec === b.tsSec && a.tsNsec <= b.tsNsec), `packet ${i} goes back in time`);
+  }
+}
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-merge-'));
+  try {
+    await fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Increasing timestamps from a random walk, microsecond multiples when `micros`. */
+function times(n: number, seed: number, micros: boolean): Array<[number, number]> {
+  const rnd = prng(seed);
+  let ns = 0;
+  const out: Array<[number, number]> = [];
+  for (let i = 0; i < n; i++) {
+    ns += Math.floor(rnd() * 2_000_000);
+    if (micros) ns -= ns % 1000;
+    out.push([T0 + Math.floor(ns / 1e9), ns % 1e9]);
+  }
+  return out;
+}
+
+test('three hosts: one time-ordered PCAP, ties by host order, exactly the union of their packets; tshark agrees', async () => {
+  await withDir(async (dir) => {
+    const per: Pkt[][] = [0, 1, 2].map((h) =>
+      times(1500, 10 + h, true).map(([sec, nsec], i) => ({ sec, nsec, data: ethernet(ETH_IPV4, ipPacket(h, i, 20 + ((i * 37) % 1200))) })),
+    );
+    // The same instants on every host, to check how ties are ordered.
+    for (let i = 100; i < 1500; i += 100) for (const h of [1, 2]) Object.assign(per[h][i], { sec: per[0][i].sec, nsec: per[0][i].nsec });
+    for (const h of [1, 2]) per[h].sort((a, b) => a.sec - b.sec || a.nsec - b.nsec);
+    const inputs: MergeInput[] = [
+      { host: 'h0', stream: chunked(pcapFile(per[0], LINKTYPE.ETHERNET, false), 1) },
+      { host: 'h1', stream: chunked(pcapFile(per[1], LINKTYPE.ETHERNET, false, true), 2) },
+      { host: 'h2', stream: chunked(pcapFile(per[2], LINKTYPE.ETHERNET, false), 3) },
+    ];
+    const out = join(dir, 'merged.pcap');
+    const r = await mergeCaptures(inputs, createWriteStream(out));
+    assert.deepEqual(r.notes, []);
+    assert.equal(r.format, 'pcap');
+    assert.equal(r.packets, 4500);
+    assert.equal(r.duplicates, 0);
+    assert.equal(r.bytes, per.flat().reduce((n, p) => n + p.data.length, 0));
+    assert.equal(readFileSync(out).readUInt32LE(0), 0xa1b2c3d4, 'microsecond PCAP: every input is');
+
+    const got = await readAll(out);
+    assertTimeOrdered(got);
+    let ties = 0;
+    for (let i = 1; i < got.length; i++) {
+      if (got[i].tsSec === got[i - 1].tsSec && got[i].tsNsec === got[i - 1].tsNsec) {
+        ties++;
+        assert.ok(hostOf(got[i - 1]) <= hostOf(got[i]), `tie at packet ${i} not in host order`);
+      }
+    }
+    assert.ok(ties >= 14 * 2, `${ties} ties`);
+    for (const h of [0, 1, 2]) {
+      const want = per[h].map((p) => key(p.sec, p.nsec, p.data)).sort();
+      const have = got.filter((g) => hostOf(g) === h).map((g) => key(g.tsSec, g.tsNsec, g.data)).sort();
+      assert.deepEqual(have, want, `host ${h}`);
+    }
+    assert.equal(tsharkCount(out), 4500);
+  });
+});
+
+test('a packet seen on eth0 and on any of one host is kept once (the first); other hosts\' copies and copies > 1 ms apart stay', async () => {
+  await withDir(async (dir) => {
+    const a: Array<Pkt & { linkType: number; nanos: boolean }> = [];
+    const b: Pkt[] = [];
+    const firstSeen: string[] = [];
+    const N = 400;
+    for (let i = 0; i < N; i++) {
+      const ip = ipPacket(0, i, i % 3 === 0 ? 5 : 200); // every third one is short: the Ethernet copy gets padded
+      const sec = T0 + Math.floor(i / 100);
+      const nsec = (i % 100) * 5_000_000;
+      const eth = ethernet(ETH_IPV4, ip, i % 2 ? { vlans: [{ vid: 100 }], padTo: 60 } : { padTo: 60 });
+      const cooked = sll(ETH_IPV4, ip);
+      // eth0 first for odd i, any first for even i; the copies are 3 µs apart.
+      const [first, second] = i % 2 ? [eth, cooked] : [cooked, eth];
+      const lt = (f: Buffer) => (f === eth ? LINKTYPE.ETHERNET : LINKTYPE.LINUX_SLL);
+      a.push({ sec, nsec, data: first, linkType: lt(first), nanos: true });
+      a.push({ sec, nsec: nsec + 3000, data: second, linkType: lt(second), nanos: true });
+      firstSeen.push(key(sec, nsec, first));
+      // Host b captured the very same packet at the very same time: a capture of its own.
+      b.push({ sec, nsec, data: eth });
+    }
+    // Same bytes 2 ms apart on one host: a second packet, not a second capture.
+    const again = ethernet(ETH_IPV4, ipPacket(0, 9999));
+    a.push({ sec: T0 + 10, nsec: 0, data: again, linkType: LINKTYPE.ETHERNET, nanos: true });
+    a.push({ sec: T0 + 10, nsec: 2_000_000, data: again, linkType: LINKTYPE.ETHERNET, nanos: true });
+
+    const out = join(dir, 'merged.pcapng');
+    const r = await mergeCaptures(
+      [
+        { host: 'a', stream: chunked(await pcapngFile(a), 5) },
+        { host: 'b', stream: chunked(pcapFile(b, LINKTYPE.ETHERNET, true), 6) },
+      ],
+      createWriteStream(out),
+    );
+    assert.equal(r.duplicates, N);
+    assert.equal(r.packets, N + 2 + N);
+    assert.equal(r.format, 'pcapng', 'kept packets are Ethernet and cooked');
+    assert.ok(r.notes.some((n) => n === `a: ${N} packets captured twice within 1000000 ns (two interfaces) were kept once`), r.notes.join('; '));
+    assert.equal(r.notes.length, 1);
+
+    const got = await readAll(out);
+    assertTimeOrdered(got);
+    // Host a's first copies and every one of host b's (same packets, same times) are there, nothing else.
+    const kept = got.filter((g) => g.tsSec < T0 + 10).map((g) => key(g.tsSec, g.tsNsec, g.data));
+    assert.deepEqual(kept.sort(), [...firstSeen, ...b.map((p) => key(p.sec, p.nsec, p.data))].sort());
+    assert.equal(got.filter((g) => g.linkType === LINKTYPE.LINUX_SLL).length, N / 2);
+    assert.equal(got.filter((g) => g.tsSec === T0 + 10).length, 2);
+    assert.equal(tsharkCount(out), r.packets);
+    // tshark sees the same times and lengths as our reader.
+    assert.deepEqual(
+      tsharkTimes(out),
+      got.map((g) => `${g.tsSec}.${String(g.tsNsec).padStart(9, '0')}\t${g.origLen}`),
+    );
+  });
+});
+
+test('µs and ns inputs of one link type (PCAP and single-interface PCAPNG) give a nanosecond PCAP with exact times', async () => {
+  await withDir(async (dir) => {
+    const us: Pkt[] = times(300, 21, true).map(([sec, nsec], i) => ({ sec, nsec, data: ethernet(ETH_IPV4, ipPacket(0, i)) }));
+    const ns = times(300, 22, false).map(([sec, nsec], i) => ({ sec, nsec, data: ethernet(ETH_IPV4, ipPacket(1, i)), linkType: LINKTYPE.ETHERNET, nanos: true }));
+    const out = join(dir, 'merged.pcap');
+    const r = await mergeCaptures(
+      [
+        { host: 'us', stream: chunked(pcapFile(us, LINKTYPE.ETHERNET, false), 7) },
+        { host: 'ns', stream: chunked(await pcapngFile(ns), 8) },
+      ],
+      createWriteStream(out),
+    );
+    assert.equal(r.format, 'pcap');
+    assert.deepEqual(r.notes, []);
+    assert.equal(r.packets, 600);
+    assert.equal(readFileSync(out).readUInt32LE(0), 0xa1b23c4d, 'nanosecond magic');
+    const got = await readAll(out);
+    assertTimeOrdered(got);
+    const want = [...us, ...ns].map((p) => key(p.sec, p.nsec, p.data)).sort();
+    assert.deepEqual(got.map((g) => key(g.tsSec, g.tsNsec, g.data)).sort(), want);
+    assert.equal(tsharkCount(out), 600);
+  });
+});
+
+test('empty inputs and torn tails are tolerated and noted; complete packets all kept', async () => {
+  await withDir(async (dir) => {
+    const p1: Pkt[] = times(50, 31, true).map(([sec, nsec], i) => ({ sec, nsec, data: ethernet(ETH_IPV4, ipPacket(1, i)) }));
+    const p2 = times(50, 32, false).map(([sec, nsec], i) => ({ sec, nsec, data: ethernet(ETH_IPV4, ipPacket(2, i)), linkType: LINKTYPE.ETHERNET, nanos: true }));
+    const torn = pcapFile(p1, LINKTYPE.ETHERNET, false);
+    const tornNg = await pcapngFile(p2);
+    const out = join(dir, 'merged.pcap');
+    const r = await mergeCaptures(
+      [
+        { host: 'gone', stream: Readable.from([], { objectMode: false }) },
+        { host: 'lost', stream: chunked(torn.subarray(0, torn.length - 30), 9) },
+        { host: 'lostng', stream: chunked(tornNg.subarray(0, tornNg.length - 10), 10) },
+      ],
+      createWriteStream(out),
+    );
+    assert.equal(r.packets, 49 + 49);
+    assert.ok(r.notes.includes('gone: the capture is empty (0 bytes)'), r.notes.join('; '));
+    assert.ok(r.notes.some((n) => /^lost: the capture ends in a torn record \(\d+ bytes/.test(n)), r.notes.join('; '));
+    assert.ok(r.notes.some((n) => /^lostng: the capture ends in a torn record \(\d+ bytes/.test(n)), r.notes.join('; '));
+    assert.equal(r.notes.length, 3);
+    const got = await readAll(out);
+    assertTimeOrdered(got);
+    assert.deepEqual(
+      got.map((g) => key(g.tsSec, g.tsNsec, g.data)).sort(),
+      [...p1.slice(0, 49), ...p2.slice(0, 49)].map((p) => key(p.sec, p.nsec, p.data)).sort(),
+    );
+    assert.equal(tsharkCount(out), 98);
+  });
+});
+
+test('an empty merge is a valid empty PCAP of the first input header\'s link type, or Ethernet', async () => {
+  await withDir(async (dir) => {
+    const cases: Array<{ inputs: MergeInput[]; linkType: number }> = [
+      { inputs: [], linkType: LINKTYPE.ETHERNET },
+      { inputs: [{ host: 'a', stream: Readable.from([], { objectMode: false }) }], linkType: LINKTYPE.ETHERNET },
+      {
+        inputs: [
+          { host: 'a', stream: Readable.from([], { objectMode: false }) },
+          { host: 'b', stream: Readable.from([pcapHeaderBytes({ linkType: LINKTYPE.LINUX_SLL, nanos: true })], { objectMode: false }) },
+          { host: 'c', stream: Readable.from([pcapHeaderBytes({ linkType: LINKTYPE.RAW, nanos: false })], { objectMode: false }) },
+        ],
+        linkType: LINKTYPE.LINUX_SLL,
+      },
+    ];
+    for (const [i, c] of cases.entries()) {
+      const out = join(dir, `empty${i}.pcap`);
+      const r = await mergeCaptures(c.inputs, createWriteStream(out));
+      assert.equal(r.packets, 0);
+      assert.equal(r.format, 'pcap');
+      const bytes = readFileSync(out);
+      assert.equal(bytes.length, 24, 'header only');
+      assert.equal(bytes.readUInt32LE(20), c.linkType);
+      assert.deepEqual(await readAll(out), []);
+      assert.equal(tsharkCount(out), 0);
+    }
+  });
+});
+
+test('an input that goes back in time: small disorder is sorted, a reversed capture still gives every packet, noted', async () => {
+  await withDir(async (dir) => {
+    const n = 3 * REORDER_PACKETS;
+    const rev: Pkt[] = times(n, 41, false).map(([sec, nsec], i) => ({ sec, nsec, data: ethernet(ETH_IPV4, ipPacket(0, i)) })).reverse();
+    // Shuffled within blocks of 50: well inside the read-ahead.
+    const jitter: Pkt[] = times(2000, 42, false).map(([sec, nsec], i) => ({ sec, nsec, data: ethernet(ETH_IPV4, ipPacket(1, i)) }));
+    const rnd = prng(43);
+    for (let s = 0; s < jitter.length; s += 50) {
+      for (let i = Math.min(s + 49, jitter.length - 1); i > s; i--) {
+        const j = s + Math.floor(rnd() * (i - s + 1));
+        [jitter[i], jitter[j]] = [jitter[j], jitter[i]];
+      }
+    }
+    const out = join(dir, 'merged.pcap');
+    const r = await mergeCaptures(
+      [
+        { host: 'backwards', stream: chunked(pcapFile(rev, LINKTYPE.ETHERNET, true), 11) },
+        { host: 'jittery', stream: chunked(pcapFile(jitter, LINKTYPE.ETHERNET, true), 12) },
+      ],
+      createWriteStream(out),
+    );
+    assert.equal(r.packets, n + 2000);
+    assert.equal(r.notes.length, 1, r.notes.join('; '));
+    assert.match(r.notes[0], /^backwards: 2048 packets came later in the capture than the read-ahead \(1024 packets\) can sort; written where they were read, out of time order$/);
+    const got = await readAll(out);
+    for (const h of [0, 1]) {
+      const mine = got.filter((g) => hostOf(g) === h);
+      const src = h === 0 ? rev : jitter;
+      assert.deepEqual(mine.map((g) => key(g.tsSec, g.tsNsec, g.data)).sort(), src.map((p) => key(p.sec, p.nsec, p.data)).sort());
+      if (h === 1) assertTimeOrdered(mine);
+    }
+    // Each packet read from the reversed capture is its earliest yet, so out at once; the read-ahead's last ones come sorted.
+    const back = got.filter((g) => hostOf(g) === 0);
+    assertTimeOrdered(back.slice(-(REORDER_PACKETS - 1)));
+  });
+});
+
+test('bytes that stop being a capture keep the packets before and are noted; a failing stream rejects the merge', async () => {
+  await withDir(async (dir) => {
+    const good: Pkt[] = times(2000, 51, true).map(([sec, nsec], i) => ({ sec, nsec, data: ethernet(ETH_IPV4, ipPacket(0, i, 200)) }));
+    const file = pcapFile(good, LINKTYPE.ETHERNET, false);
+    const bad = Buffer.alloc(16);
+    bad.writeUInt32LE(T0 + 100, 0);
+    bad.writeUInt32LE(10_000_000, 8); // caplen far past any snaplen
+    bad.writeUInt32LE(10_000_000, 12);
+    const out = join(dir, 'merged.pcap');
+    const r = await mergeCaptures(
+      [
+        { host: 'corrupt', stream: chunked(Buffer.concat([file, bad, Buffer.alloc(100)]), 13) },
+        { host: 'text', stream: Readable.from([Buffer.from('hello, this is not a capture')], { objectMode: false }) },
+      ],
+      createWriteStream(out),
+    );
+    assert.ok(r.packets > 0 && r.packets <= 2000);
+    assert.equal(r.notes.length, 2, r.notes.join('; '));
+    assert.match(r.notes[0], /^corrupt: corrupt has a corrupt PCAP record header at offset \d+: caplen 10000000 exceeds the limit 262144.*packets from byte \d+ on are left out$/);
+    assert.match(r.notes[1], /^text: text is not a PCAP or PCAPNG file/);
+    assert.equal(tsharkCount(out), r.packets);
+
+    let sent = false;
+    const failing = new Readable({
+      read() {
+        if (!sent) {
+          sent = true;
+          this.push(file.subarray(0, 5000));
+        } else this.destroy(new Error('connection reset'));
+      },
+    });
+    const other = chunked(file, 14);
+    const sink = createWriteStream(join(dir, 'failed.pcap'));
+    await assert.rejects(
+      mergeCaptures([{ host: 'ok', stream: other }, { host: 'flaky', stream: failing }], sink),
+      /reading the capture of flaky failed: connection reset; nothing was merged, try again/,
+    );
+    assert.ok(other.destroyed, 'the other inputs are released');
+    sink.destroy();
+  });
+});
+
+test('options and inputs are checked', async () => {
+  const sink = () => new Writable({ write: (_c, _e, cb) => cb() });
+  await assert.rejects(mergeCaptures([], sink(), { dedupWindowNs: -1 }), /dedupWindowNs -1 must be a non-negative/);
+  await assert.rejects(mergeCaptures([], sink(), { dedupWindowNs: NaN }), RangeError);
+  await assert.rejects(mergeCaptures([{ host: 'x', stream: 'nope' as unknown as Readable }], sink()), /input 0 must be/);
+});
+
+test('network bytes: an Ethernet frame (padded, VLAN-tagged) and a cooked one of the same IP packet compare equal', () => {
+  const ip = ipPacket(3, 1, 5);
+  const a = networkBytes(LINKTYPE.ETHERNET, ethernet(ETH_IPV4, ip, { vlans: [{ vid: 7 }], padTo: 60 }));
+  const b = networkBytes(LINKTYPE.LINUX_SLL, sll(ETH_IPV4, ip));
+  assert.ok(a.equals(ip) && b.equals(ip));
+  const junk = Buffer.from([1, 2, 3]);
+  assert.ok(networkBytes(LINKTYPE.ETHERNET, junk).equals(junk), 'undecodable: the whole frame');
+  assert.ok(networkBytes(999, junk).equals(junk));
+});
+
+test('a 50 MB capture merges with bounded memory', { timeout: 120_000 }, async () => {
+  await withDir(async (dir) => {
+    const files: string[] = [];
+    const counts: number[] = [];
+    for (const [h, target] of [[0, 50 << 20], [1, 8 << 20], [2, 8 << 20]] as const) {
+      const path = join(dir, `h${h}.pcap`);
+      const fd = openSync(path, 'w');
+      const w = new PcapFileWriterSync(fd, { linkType: LINKTYPE.ETHERNET, nanos: true });
+      const rnd = prng(60 + h);
+      let ns = 0;
+      let i = 0;
+      while (w.position < target) {
+        ns += Math.floor(rnd() * 200_000);
+        const data = ethernet(ETH_IPV4, ipPacket(h, i, 100 + Math.floor(rnd() * 1300)));
+        w.write({ tsSec: T0 + Math.floor(ns / 1e9), tsNsec: ns % 1e9, origLen: data.length, data });
+        i++;
+      }
+      w.flush();
+      closeSync(fd);
+      files.push(path);
+      counts.push(i);
+    }
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, process.memoryUsage().rss);
+    }, 5);
+    const out = join(dir, 'merged.pcap');
+    let r;
+    try {
+      r = await mergeCaptures(files.map((f, h) => ({ host: `h${h}`, stream: createReadStream(f) })), createWriteStream(out));
+    } finally {
+      clearInterval(sampler);
+    }
+    peak = Math.max(peak, process.memoryUsage().rss);
+    const growth = peak - before;
+    if (process.env.TF_DEBUG) console.log(`RSS growth ${(growth / 2 ** 20).toFixed(1)} MiB`);
+    assert.ok(growth < 64 << 20, `RSS grew by ${(growth / 2 ** 20).toFixed(1)} MiB`);
+    assert.equal(r.packets, counts[0] + counts[1] + counts[2]);
+    assert.deepEqual(r.notes, []);
+    assert.equal(statSync(out).size, files.reduce((n, f) => n + statSync(f).size - 24, 24));
+    let n = 0;
+    let last = [0, 0];
+    for await (const rec of readCaptureFile(out)) {
+      assert.ok(rec.tsSec > last[0] || (rec.tsSec === last[0] && rec.tsNsec >= last[1]));
+      last = [rec.tsSec, rec.tsNsec];
+      n++;
+    }
+    assert.equal(n, r.packets);
+  });
+});

@@ -1,0 +1,385 @@
+import type { Readable, Writable } from 'node:stream';
+import { PCAP_DEFAULT_SNAPLEN } from '../../shared/pcap/pcap';
+import { PCAPNG_MAX_BLOCK_LEN } from '../../shared/pcap/pcapng';
+import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
+import { CaptureStreamReader } from '../../shared/pcap/stream-reader';
+import { LINKTYPE } from '../../shared/pcap/types';
+import { PcapWriter } from '../../shared/pcap/writer';
+import { HostDedup } from './dedup';
+import { MinHeap } from './heap';
+import { ByteRing, type RingItem } from './ring';
+
+export interface MergeInput {
+  host: string;
+  /** The host's capture as PCAP or PCAPNG bytes; may be empty or end in a torn record. */
+  stream: Readable;
+}
+
+export interface MergeOptions {
+  /** Two captures of one packet on one host are at most this far apart; default 1 ms. */
+  dedupWindowNs?: number;
+}
+
+export interface MergeResult {
+  /** Packets written. */
+  packets: number;
+  /** Captured bytes of the packets written (record headers not counted). */
+  bytes: number;
+  /** Second captures of a packet on the same host, left out. */
+  duplicates: number;
+  format: 'pcap' | 'pcapng';
+  /** What was tolerated: empty, torn or corrupt inputs, disorder, packets that could not be written. */
+  notes: string[];
+}
+
+/**
+ * Per input, the packets read ahead and sorted before the earliest is
+ * merged: an input that goes back in time by less than this comes out in
+ * order. The bytes bound keeps jumbo or 256 KiB packets from taking memory.
+ */
+export const REORDER_PACKETS = 1024;
+export const REORDER_BYTES = 1024 * 1024;
+/** Per input, the buffer the read-ahead packets are copied into (room for wrap-around and a few stuck packets). */
+const READ_AHEAD_RING = 2 * REORDER_BYTES;
+const DEFAULT_DEDUP_WINDOW_NS = 1_000_000;
+
+/** A packet read ahead; also what the writers take, so no object is made per write. */
+interface Held extends RingItem {
+  tsSec: number;
+  tsNsec: number;
+  /** Position in its input, for stable ties. */
+  seq: number;
+  /** In the input's ring while off >= 0, else a private copy. */
+  data: Buffer;
+  origLen: number;
+  linkType: number;
+  nanos: boolean;
+}
+
+const heldLess = (a: Held, b: Held) =>
+  a.tsSec < b.tsSec || (a.tsSec === b.tsSec && (a.tsNsec < b.tsNsec || (a.tsNsec === b.tsNsec && a.seq < b.seq)));
+
+class Source {
+  readonly index: number;
+  readonly host: string;
+  readonly reader: CaptureStreamReader;
+  private readonly ahead = new MinHeap<Held>(heldLess);
+  private aheadBytes = 0;
+  private ring: ByteRing<Held> | null = null;
+  private seq = 0;
+  exhausted = false;
+  private lastSec = -Infinity;
+  private lastNsec = 0;
+  /** Packets that came out earlier in time than one before them from this input. */
+  late = 0;
+  duplicates = 0;
+
+  constructor(index: number, input: MergeInput) {
+    this.index = index;
+    this.host = input.host;
+    this.reader = new CaptureStreamReader(input.stream, input.host);
+  }
+
+  head(): Held | undefined {
+    return this.ahead.peek();
+  }
+
+  private wantMore(): boolean {
+    return !this.exhausted && this.ahead.size < REORDER_PACKETS && this.aheadBytes < REORDER_BYTES;
+  }
+
+  /**
+   * Reads ahead from what the reader has parsed already; true when the
+   * read-ahead is full or the input exhausted, false when fill() must wait
+   * for the stream. Spares the merge a promise per packet.
+   */
+  fillSync(): boolean {
+    while (this.wantMore()) {
+      const r = this.reader.shift();
+      if (!r) return false;
+      const h: Held = {
+        tsSec: r.tsSec,
+        tsNsec: r.tsNsec,
+        seq: this.seq++,
+        data: r.data,
+        origLen: r.origLen,
+        linkType: r.linkType,
+        nanos: r.nanos,
+        off: -1,
+        len: r.data.length,
+        freed: false,
+      };
+      // Copied out of the stream's chunk, so the chunk is garbage at once.
+      if (this.place(h)) {
+        h.data = this.ring!.view(h);
+        r.data.copy(h.data);
+      } else h.data = Buffer.from(r.data);
+      this.ahead.push(h);
+      this.aheadBytes += h.data.length;
+    }
+    return true;
+  }
+
+  /**
+   * A slot in the ring, making room by moving the oldest packets (ones that
+   * stay long in the read-ahead while later ones flow) to private copies.
+   */
+  private place(h: Held): boolean {
+    this.ring ??= new ByteRing<Held>(READ_AHEAD_RING);
+    const ring = this.ring;
+    for (let guard = ring.size; guard >= 0; guard--) {
+      if (ring.alloc(h)) return true;
+      const old = ring.oldest();
+      if (!old) return false;
+      old.data = Buffer.from(old.data);
+      ring.free(old);
+    }
+    return false;
+  }
+
+  /** Reads ahead until the reorder window is full or the input is exhausted. */
+  async fill(): Promise<void> {
+    while (!this.fillSync()) {
+      let more: boolean;
+      try {
+        more = await this.reader.pull();
+      } catch (e) {
+        throw new Error(`reading the capture of ${this.host} failed: ${(e as Error).message}; nothing was merged, try again`);
+      }
+      if (!more && this.reader.done) this.exhausted = true;
+    }
+  }
+
+  /** Gives a taken packet's bytes back; call once it is written or dropped. */
+  release(h: Held): void {
+    if (h.off >= 0) this.ring!.free(h);
+  }
+
+  take(): Held {
+    const h = this.ahead.pop()!;
+    this.aheadBytes -= h.data.length;
+    if (h.tsSec < this.lastSec || (h.tsSec === this.lastSec && h.tsNsec < this.lastNsec)) this.late++;
+    else {
+      this.lastSec = h.tsSec;
+      this.lastNsec = h.tsNsec;
+    }
+    return h;
+  }
+
+  /** Link types, resolution and snaplens the input has declared so far. */
+  announced(): { linkTypes: number[]; nanos: boolean; snaplens: number[] } {
+    const h = this.reader.pcapHeader;
+    if (h) return { linkTypes: [h.linkType], nanos: h.nanos, snaplens: [h.snaplen] };
+    const ifs = this.reader.interfaces;
+    return {
+      linkTypes: ifs.map((i) => i.linkType),
+      nanos: ifs.some((i) => !(i.tsBase === 10 && i.tsExponent <= 6)),
+      snaplens: ifs.map((i) => i.snaplen),
+    };
+  }
+
+  /** Link types of the packets read ahead. */
+  heldLinkTypes(into: Set<number>): boolean {
+    let nanos = false;
+    for (const h of this.ahead.values()) {
+      into.add(h.linkType);
+      nanos ||= h.nanos;
+    }
+    return nanos;
+  }
+}
+
+const sourceLess = (a: Source, b: Source) => {
+  const x = a.head()!;
+  const y = b.head()!;
+  return x.tsSec < y.tsSec || (x.tsSec === y.tsSec && (x.tsNsec < y.tsNsec || (x.tsNsec === y.tsNsec && (a.index < b.index || (a.index === b.index && x.seq < y.seq)))));
+};
+
+/** The output, PCAP or PCAPNG, behind one face. */
+interface Output {
+  format: 'pcap' | 'pcapng';
+  /** Returns false when the packet is refused (counted in notes by the caller). */
+  accepts(h: Held): boolean;
+  write(h: Held): boolean;
+  waitDrain(): Promise<void>;
+  end(): Promise<void>;
+}
+
+interface Plan {
+  pcapLinkType: number | null;
+  nanos: boolean;
+  snaplen: number;
+}
+
+/**
+ * Chooses the output format before the first packet is written, since a
+ * stream cannot be rewritten. When every input was read to its end within
+ * the read-ahead, the link types of the packets themselves decide; otherwise
+ * those each input declared so far (PCAP headers, PCAPNG interfaces; our
+ * agents declare all of them up front). An empty merge is a PCAP of the
+ * first input's link type, or Ethernet.
+ */
+function plan(sources: Source[]): Plan {
+  const declared = new Set<number>();
+  const held = new Set<number>();
+  let nanos = false;
+  let snaplen = PCAP_DEFAULT_SNAPLEN;
+  let firstLinkType: number | null = null;
+  for (const s of sources) {
+    const a = s.announced();
+    for (const lt of a.linkTypes) declared.add(lt);
+    firstLinkType ??= a.linkTypes[0] ?? null;
+    nanos ||= a.nanos;
+    nanos = s.heldLinkTypes(held) || nanos;
+    for (const n of a.snaplens) if (n > snaplen) snaplen = n;
+  }
+  snaplen = Math.min(snaplen, PCAPNG_MAX_BLOCK_LEN);
+  const exact = sources.every((s) => s.exhausted);
+  const types = exact ? held : new Set([...declared, ...held]);
+  if (types.size === 0) return { pcapLinkType: firstLinkType ?? LINKTYPE.ETHERNET, nanos, snaplen };
+  if (types.size === 1) return { pcapLinkType: [...types][0], nanos, snaplen };
+  return { pcapLinkType: null, nanos, snaplen };
+}
+
+function openOutput(out: Writable, p: Plan): Output {
+  if (p.pcapLinkType !== null) {
+    const linkType = p.pcapLinkType;
+    const w = new PcapWriter(out, { linkType, nanos: p.nanos, snaplen: p.snaplen });
+    return {
+      format: 'pcap',
+      accepts: (h) => h.linkType === linkType,
+      write: (h) => w.write(h),
+      waitDrain: () => w.waitDrain(),
+      end: () => w.end(),
+    };
+  }
+  const w = new PcapngWriter(out, { snaplen: p.snaplen });
+  return {
+    format: 'pcapng',
+    accepts: () => true,
+    write: (h) => w.write(h, h.nanos),
+    waitDrain: () => w.waitDrain(),
+    end: () => w.end(),
+  };
+}
+
+function validate(inputs: MergeInput[], opts: MergeOptions): number {
+  if (!Array.isArray(inputs)) throw new TypeError('mergeCaptures: inputs must be an array of { host, stream }');
+  inputs.forEach((x, i) => {
+    if (typeof x?.host !== 'string' || typeof x?.stream?.read !== 'function') {
+      throw new TypeError(`mergeCaptures: input ${i} must be { host: string, stream: Readable }`);
+    }
+  });
+  const w = opts.dedupWindowNs ?? DEFAULT_DEDUP_WINDOW_NS;
+  if (!Number.isFinite(w) || w < 0) throw new RangeError(`mergeCaptures: dedupWindowNs ${w} must be a non-negative number of nanoseconds`);
+  return w;
+}
+
+/**
+ * Merges each host's capture into one time-ordered capture on `out`.
+ *
+ * - Streams: per input, memory is the stream's buffer plus a read-ahead of
+ *   at most REORDER_PACKETS / REORDER_BYTES, copied into a ring buffer of
+ *   its own; the dedup memory is the packets of the last dedupWindowNs per
+ *   host, in a ring buffer too.
+ * - Order: a k-way merge on exact timestamps; ties go by input order, then
+ *   by position within the input. An input that goes back in time is sorted
+ *   within its read-ahead; a packet further back than that is still
+ *   written, where it was read (so out of time order), and counted in notes.
+ * - Duplicates: a packet one host captured twice (on `any` and `eth0`, on
+ *   two ports of a bridge) is written once, the first seen: same host, same
+ *   bytes from the network layer up, at most dedupWindowNs apart. Packets of
+ *   different hosts are never duplicates of each other.
+ * - Format: classic PCAP when the packets have one link type (nanosecond
+ *   when any input is), PCAPNG with one interface per link type and
+ *   resolution otherwise; see plan() for when that is decided. A packet of a
+ *   link type first declared after a PCAP was chosen cannot be written in
+ *   it and is left out, with a note.
+ * - Tolerated, with a note each: empty inputs, a torn final record (a host
+ *   lost mid-stream), bytes that stop being a capture (the packets before
+ *   are kept). A stream that fails (an I/O error, closed early) rejects the
+ *   merge instead, since it may be retried; `out` is then left for the
+ *   caller to destroy. The input streams are destroyed when the merge stops.
+ */
+export async function mergeCaptures(inputs: MergeInput[], out: Writable, opts: MergeOptions = {}): Promise<MergeResult> {
+  const windowNs = validate(inputs, opts);
+  // Readers first, all at once: each listens for its stream's errors from here on.
+  const sources = inputs.map((x, i) => new Source(i, x));
+  const notes: string[] = [];
+  let packets = 0;
+  let bytes = 0;
+  let duplicates = 0;
+  try {
+    await Promise.all(sources.map((s) => s.fill()));
+    const p = plan(sources);
+    const output = openOutput(out, p);
+    const dedup = new Map<string, HostDedup>();
+    for (const s of sources) if (!dedup.has(s.host)) dedup.set(s.host, new HostDedup(windowNs));
+
+    const refused = new Map<number, number>();
+    let cutToMicros = 0;
+    let unwritable = 0;
+    let unwritableWhy = '';
+    const heap = new MinHeap<Source>(sourceLess);
+    for (const s of sources) if (s.head()) heap.push(s);
+    while (heap.size > 0) {
+      const s = heap.pop()!;
+      const h = s.take();
+      if (!s.fillSync()) await s.fill();
+      if (s.head()) heap.push(s);
+      let ok = true;
+      if (dedup.get(s.host)!.isDuplicate(h.linkType, h.data, h.tsSec, h.tsNsec)) {
+        duplicates++;
+        s.duplicates++;
+      } else if (!output.accepts(h)) {
+        refused.set(h.linkType, (refused.get(h.linkType) ?? 0) + 1);
+      } else {
+        try {
+          // Both writers copy the bytes before returning, so the slot can be reused after.
+          ok = output.write(h);
+          if (output.format === 'pcap' && !p.nanos && h.tsNsec % 1000 !== 0) cutToMicros++;
+          packets++;
+          bytes += h.data.length;
+        } catch (e) {
+          // The writers check a packet before queueing anything, so the file stays whole.
+          if (!(e instanceof RangeError)) throw e;
+          unwritable++;
+          unwritableWhy ||= e.message;
+        }
+      }
+      s.release(h);
+      if (!ok) await output.waitDrain();
+    }
+    await output.end();
+
+    for (const s of sources) notes.push(...sourceNotes(s, windowNs));
+    for (const [lt, n] of refused) {
+      notes.push(`${n} packets of link type ${lt} left out: that link type was first declared after the merged capture had started as a one-link-type PCAP`);
+    }
+    if (cutToMicros > 0) notes.push(`${cutToMicros} packets had nanosecond timestamps written at microsecond resolution`);
+    if (unwritable > 0) notes.push(`${unwritable} packets could not be written and were left out (${unwritableWhy})`);
+    for (const [host, d] of dedup) {
+      if (d.forgotten > 0) {
+        notes.push(`${host}: ${d.forgotten} packets were forgotten within their ${windowNs} ns window (too many packets in it); some duplicates may remain`);
+      }
+    }
+    return { packets, bytes, duplicates, format: output.format, notes };
+  } finally {
+    for (const s of sources) s.reader.release();
+  }
+}
+
+function sourceNotes(s: Source, windowNs: number): string[] {
+  const r = s.reader;
+  const n: string[] = [];
+  if (r.empty) n.push(`${s.host}: the capture is empty (0 bytes)`);
+  if (r.tornBytes > 0) n.push(`${s.host}: the capture ends in a torn record (${r.tornBytes} bytes, the host was likely lost mid-stream); left out`);
+  if (r.formatError) n.push(`${s.host}: ${r.formatError.message}`);
+  if (s.late > 0) {
+    n.push(
+      `${s.host}: ${s.late} packets came later in the capture than the read-ahead (${REORDER_PACKETS} packets) can sort; written where they were read, out of time order`,
+    );
+  }
+  if (s.duplicates > 0) n.push(`${s.host}: ${s.duplicates} packets captured twice within ${windowNs} ns (two interfaces) were kept once`);
+  return n;
+}

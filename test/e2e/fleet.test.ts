@@ -70,10 +70,9 @@ test('fleet: a trace by number across three agents, stored, merged and downloade
   phase('setup and calls done');
   const merged = join(dir, 'merged.pcap');
   const tr = await bed.tracefleet(['trace', '--number', TRACED, '-o', merged]);
-  assert.equal(tr.code, 0, `tracefleet trace exited ${tr.code}; stderr: ${tr.stderr}`);
+  assert.equal(tr.code, 0, `tracefleet trace exited ${tr.code}; stderr: ${tr.stderr}\n${bed.logs()}`);
 
   phase('trace done');
-  t.diagnostic(tr.stderr);
   const list = await bed.api<{ traces: Array<{ id: string }> }>('GET', '/api/traces?limit=10');
   assert.equal(list.status, 200, show(list.json));
   assert.equal(list.json.traces.length, 1, `expected one trace, got ${show(list.json)}`);
@@ -83,6 +82,7 @@ test('fleet: a trace by number across three agents, stored, merged and downloade
   const tdoc = await bed.storeDoc<TraceDoc>(`trace:${id}`);
   assert.ok(tdoc, `no trace:${id} in the store`);
   assert.equal(tdoc.state, 'done');
+  t.diagnostic(`trace ${id}: created ${tdoc.createdAt}, finished ${tdoc.finishedAt}`);
   assert.deepEqual([...tdoc.hosts].sort(), ['a', 'b', 'c']);
   assert.ok(tdoc._attachments?.['merged.pcap'], 'trace doc has no merged.pcap');
   assert.equal(tdoc.merged?.duplicates, 0, `merge dropped duplicates: ${show(tdoc.merged)}`);
@@ -173,7 +173,7 @@ test('fleet: a trace by number across three agents, stored, merged and downloade
   // ---- -o - into a pipe ---------------------------------------------------------
   const piped = join(dir, 'piped.pcapng');
   const p = await bed.shell(`$TF trace --number ${TRACED} -o - | tshark -r - -w ${piped}`);
-  assert.equal(p.code, 0, `pipeline exited ${p.code}; stderr: ${p.stderr}`);
+  assert.equal(p.code, 0, `pipeline exited ${p.code}; stderr: ${p.stderr}\n${bed.logs()}`);
   await assertSame('trace -o - | tshark -r - vs the first trace', piped, storedMerged, 'set');
 
   t.diagnostic(`fleet e2e took ${((Date.now() - started) / 1000).toFixed(1)} s; merged ${n} packets (a ${counts.a}, b ${counts.b})`);

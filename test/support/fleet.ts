@@ -207,6 +207,12 @@ export class FleetBed {
     return run(process.execPath, [CLI, ...args], { ns: this.net.ns(opts.host ?? 'disp'), env, input: opts.input, timeoutMs: opts.timeoutMs ?? 90_000, check: false });
   }
 
+  /** Starts the CLI inside `disp` in the background (stopped at teardown if still running): for faults injected while it waits. */
+  spawnCli(args: string[]): Promise<DaemonHandle> {
+    const env = cleanEnv({ TRACEFLEET_URL: this.url, TRACEFLEET_TOKEN: this.apiToken, XDG_CONFIG_HOME: join(this.dir, 'xdg') });
+    return this.net.spawn('disp', process.execPath, [CLI, ...args], { env });
+  }
+
   /** A shell pipeline inside `disp` with the CLI's environment; `$TF` runs the CLI. */
   shell(script: string, timeoutMs = 90_000): Promise<RunResult> {
     const env = cleanEnv({
@@ -271,6 +277,13 @@ export class FleetBed {
       const up = new Set(r.json.agents.filter((a) => a.connected).map((a) => a.name));
       return names.every((n) => up.has(n)) ? true : undefined;
     });
+  }
+
+  /** The last lines of the dispatcher's and agents' stderr, for failure messages. */
+  logs(chars = 3000): string {
+    const parts = [`dispatcher: ${tail(this.dispatcher?.stderr() ?? '(not running)', chars)}`];
+    for (const [h, a] of this.agents) parts.push(`agent ${h}: ${tail(a.stderr(), Math.floor(chars / 3))}`);
+    return parts.join('\n');
   }
 
   /** Kills the dispatcher with SIGKILL, as a crash would (its own process only, not the store it started). */

@@ -386,6 +386,24 @@ test('bytes that stop being a capture keep the packets before and are noted; a f
   });
 });
 
+test('a link type a PCAPNG input declares only after the read-ahead, when the output is already a PCAP, is left out with a note', async () => {
+  await withDir(async (dir) => {
+    const pkts = times(REORDER_PACKETS + 500, 71, false).map(([sec, nsec], i) => {
+      const late = i >= REORDER_PACKETS + 100;
+      const ip = ipPacket(0, i);
+      return { sec, nsec, data: late ? sll(ETH_IPV4, ip) : ethernet(ETH_IPV4, ip), linkType: late ? LINKTYPE.LINUX_SLL : LINKTYPE.ETHERNET, nanos: true };
+    });
+    const out = join(dir, 'merged.pcap');
+    const r = await mergeCaptures([{ host: 'a', stream: chunked(await pcapngFile(pkts), 15) }], createWriteStream(out));
+    assert.equal(r.format, 'pcap');
+    assert.equal(r.packets, REORDER_PACKETS + 100);
+    assert.deepEqual(r.notes, [
+      '400 packets of link type 113 left out: that link type was first declared after the merged capture had started as a one-link-type PCAP',
+    ]);
+    assert.equal(tsharkCount(out), r.packets);
+  });
+});
+
 test('options and inputs are checked', async () => {
   const sink = () => new Writable({ write: (_c, _e, cb) => cb() });
   await assert.rejects(mergeCaptures([], sink(), { dedupWindowNs: -1 }), /dedupWindowNs -1 must be a non-negative/);

@@ -196,6 +196,15 @@ function packets(pcap: Buffer): Buffer[] {
   return out;
 }
 
+function hasScript(): boolean {
+  try {
+    execFileSync('script', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function lastLine(s: string): string {
   const lines = s.trim().split('\n');
   return lines[lines.length - 1];
@@ -243,6 +252,23 @@ test('trace -o - streams the merged PCAP into a pipe; without -o the result is s
   assert.match(text, /^filters +--call-id cli-dialog-a@pc33 --hosts edge1$/m);
   assert.match(text, /^edge1 +done +2 /m);
   assert.match(shown.stderr, /tracefleet download \S+ -o trace\.pcap/);
+});
+
+test('on a terminal the progress is a table redrawn in place', { skip: !hasScript() && 'needs script(1) for a pseudo-terminal' }, async () => {
+  const out = join(dir, 'tty.pcap');
+  // script(1) gives the CLI a pseudo-terminal on stdin, stdout and stderr; -e passes its exit code on.
+  const child = spawn('script', ['-qec', `${process.execPath} ${CLI} trace --call-id ${A} --hosts edge1 -o ${out}`, '/dev/null'], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, ...asAlice(), COLUMNS: '100', LINES: '30' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const r = await collect(child, 60_000);
+  const text = r.stdout.toString();
+  assert.equal(r.code, 0, text + r.stderr);
+  assert.match(text, /\x1b\[3F\x1b\[J/, 'moves back over the 3-line table and clears it');
+  assert.match(text, /HOST +STATE +PACKETS +BYTES +ERROR\r?\nedge1 +done +2 /);
+  assert.match(text, /trace \S+ {2}done {2}\d+s {2}1\/1 hosts finished {2}merged: 2 packets/);
+  assert.doesNotMatch(text, /host edge1: done/, 'no plain lines on a terminal');
+  assert.equal(packets(readFileSync(out)).length, 2);
 });
 
 test('a known host that is not connected makes the trace partial: exit 3, the packets of the others written', async () => {

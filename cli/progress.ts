@@ -44,7 +44,9 @@ export function progressLines(v: TraceProgressView, o: { width?: number; maxRows
   const { finished, byState } = hostCounts(v);
   const elapsed = o.elapsedMs !== undefined ? `  ${Math.floor(o.elapsedMs / 1000)}s` : '';
   const merged = v.merged ? `  merged: ${v.merged.packets} packets, ${humanBytes(v.merged.bytes)}${v.merged.duplicates ? `, ${v.merged.duplicates} duplicates dropped` : ''}` : '';
-  const head = `trace ${v.id}  ${v.state}${elapsed}  ${finished}/${v.hosts.length} hosts finished${merged}`;
+  // Every host finished and the trace still running: the dispatcher is merging their PCAPs.
+  const state = v.state === 'running' && v.hosts.length > 0 && finished === v.hosts.length ? 'running (merging)' : v.state;
+  const head = `trace ${v.id}  ${state}${elapsed}  ${finished}/${v.hosts.length} hosts finished${merged}`;
   const maxRows = Math.max(1, o.maxRows ?? Infinity);
   const shown = v.hosts.length > maxRows ? v.hosts.slice(0, maxRows - 1) : v.hosts;
   const rows = shown.map((h) => [h.host, h.state + (h.truncated ? ' (truncated)' : ''), String(h.packets), humanBytes(h.bytes), h.error ?? '']);

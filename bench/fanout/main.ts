@@ -1,5 +1,5 @@
 import { ChildProcess, fork } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { HostView, TraceView } from '../../shared/protocol/wire';
@@ -148,6 +148,11 @@ interface RunFigures {
   traceDocFinalMs: number | null;
   /** Revision generations seen per kind of doc, to check the reading above. */
   gens: string;
+  /** Result docs written more than the 3 times one host needs (a job run twice). */
+  rewrites: number;
+  /** Dispatcher log lines of store work put off for a retry, and of work given up, during the run. */
+  storeRetries: number;
+  givenUp: string[];
   sentAt: number;
   endAt: number;
   peakRssMb: number;
@@ -177,9 +182,11 @@ async function oneRun(
     pid: number;
     storePid: number | null;
     changes: StoreChanges | null;
+    logFile: string;
   },
 ): Promise<RunFigures> {
   const { client, workers } = ctx;
+  const logFrom = statSync(ctx.logFile).size;
   for (const w of workers) w.send({ type: 'arm' });
   await sleep(200);
   const cpu0 = readCpuSeconds(ctx.pid) ?? 0;
@@ -238,6 +245,11 @@ async function oneRun(
     if (!gens.has(kind)) gens.set(kind, new Set());
     gens.get(kind)!.add(c.gen);
   }
+  const rewrites = ch ? ch.firstByPrefix(prefix, 4).size : 0;
+  const log = readFileSync(ctx.logFile).subarray(logFrom).toString('utf8').split('\n');
+  const storeRetries = log.filter((l) => l.includes('trying again every')).length;
+  const givenUp = log.filter((l) => l.includes('giving up on')).map((l) => l.slice(0, 300));
+  if (givenUp.length) problems.push(`the dispatcher gave up on ${givenUp.length} store job(s): ${givenUp[0]}`);
   if (ch && attached.length !== n) problems.push(`the store's changes feed showed ${attached.length} of ${n} packets.pcap attached`);
 
   return {
@@ -255,6 +267,9 @@ async function oneRun(
     mergedAttachedMs: mergedAt === null ? null : mergedAt - sentAt,
     traceDocFinalMs: traceFinalAt === null ? null : traceFinalAt - sentAt,
     gens: [...gens.entries()].map(([k, v]) => `${k}: ${[...v].sort((a, b) => a - b).join(',')}`).join('; '),
+    rewrites,
+    storeRetries,
+    givenUp,
     sentAt,
     endAt,
     peakRssMb: ctx.rss.peak(sentAt, endAt + 500) / MB,
@@ -276,6 +291,7 @@ function describe(r: RunFigures): string {
     `  chunk ack ${d(r.chunkAck)}; host done seen ${d(r.doneSeen)}`,
     `  result docs written ${d(r.resultStored)}; final update ${r.allStoredMs.toFixed(0)} ms (tail after last result doc ${r.tailMs.toFixed(0)} ms)`,
     ...(r.attached ? [`  store feed: packets.pcap attached ${d(r.attached)}; merged.pcap attached ${r.mergedAttachedMs?.toFixed(0)} ms; trace doc final ${r.traceDocFinalMs?.toFixed(0)} ms (${r.gens})`] : []),
+    `  store jobs put off for a retry ${r.storeRetries}; result docs written more than 3 times ${r.rewrites}`,
     `  dispatcher peak RSS ${r.peakRssMb.toFixed(1)} MiB, CPU ${r.dispatcherCpuS.toFixed(2)} s; store CPU ${r.storeCpuS.toFixed(2)} s; worker max event-loop lag ${r.workerLagMaxMs.toFixed(0)} ms`,
     ...r.problems.map((p) => `  PROBLEM: ${p}`),
   ].join('\n');
@@ -336,7 +352,7 @@ async function main(): Promise<void> {
     const runs: RunFigures[] = [];
     for (let r = 1; r <= args.runs; r++) {
       progress(`run ${r}/${args.runs}: one trace to ${n} agents`);
-      const f = await oneRun(n, r, { url: d.url, apiToken, client, workers, perWorker, rss, storeRss, pid: d.pid, storePid: d.storePid, changes });
+      const f = await oneRun(n, r, { url: d.url, apiToken, client, workers, perWorker, rss, storeRss, pid: d.pid, storePid: d.storePid, changes, logFile });
       runs.push(f);
       process.stderr.write(`${describe(f)}\n`);
       await sleep(1500);
@@ -379,6 +395,8 @@ async function main(): Promise<void> {
       fig.add('traceDocFinalMs', 'trace doc final', med.traceDocFinalMs ?? NaN, 'ms', 0);
       fig.add('lastAttachToMergedMs', 'last packets.pcap → merged.pcap (merge, and any wait before it)', (med.mergedAttachedMs ?? NaN) - med.attached.max, 'ms', 0);
     }
+    fig.add('storeRetries', 'store jobs put off for a retry (dispatcher log)', med.storeRetries, '', 0);
+    fig.add('resultRewrites', 'result docs written more than 3 times', med.rewrites, '', 0);
     fig.section('resources');
     fig.add('peakRssMb', 'dispatcher peak RSS (all runs; store not included)', peakRss, 'MiB', 1);
     fig.add('idleRssMb', `dispatcher RSS idle with ${n} agents`, idleRss, 'MiB', 1);
@@ -410,6 +428,9 @@ async function main(): Promise<void> {
         peakRssMb: Math.round(r.peakRssMb * 10) / 10,
         dispatcherCpuS: Math.round(r.dispatcherCpuS * 100) / 100,
         storeCpuS: Math.round(r.storeCpuS * 100) / 100,
+        storeRetries: r.storeRetries,
+        resultRewrites: r.rewrites,
+        ok: r.problems.length === 0,
       })),
     );
     fig.extra('medianOfAllStoredMs', Math.round(median(runs.map((r) => r.allStoredMs))));

@@ -3,9 +3,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, openSync, closeSync, rmSync, writeSync, readFileSync, createWriteStream, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PcapFileWriterSync } from '../../shared/pcap/writer';
+import { encodePcapRecord, PcapFileWriterSync } from '../../shared/pcap/writer';
 import { readCaptureFile } from '../../shared/pcap/reader';
-import { ethernet, ipv4, udp, ETH_IPV4, sipInvite, sipResponse } from '../../shared/decode/testing/build';
+import { execFileSync } from 'node:child_process';
+import { ethernet, ipv4, sll, udp, ETH_IPV4, sipInvite, sipResponse } from '../../shared/decode/testing/build';
+import { pcapHeaderBytes } from '../../shared/pcap/pcap';
+import { PcapngParser } from '../../shared/pcap/pcapng';
+import { LINKTYPE } from '../../shared/pcap/types';
 import { importCaptures } from '../ring/import';
 import { SegmentIndexer } from '../index/builder';
 import { buildQuerySpec, QueryError, RawQuery } from './spec';
@@ -34,9 +38,9 @@ function inviteB(): Buffer {
   return sip(`INVITE sip:15559990000@example.net SIP/2.0\nVia: SIP/2.0/UDP gw.example.net;branch=z9hG4bKb\nFrom: <sip:bob@example.net>;tag=b1\nTo: <sip:15559990000@example.net>\nCall-ID: dialog-b@gw\nCSeq: 1 INVITE\nX-CID: corr-1\nContent-Length: 0\n\n`);
 }
 
-function writePcap(path: string, pkts: Pkt[]): void {
+function writePcap(path: string, pkts: Pkt[], linkType: number = LINKTYPE.ETHERNET): void {
   const fd = openSync(path, 'w');
-  const w = new PcapFileWriterSync(fd, { linkType: 1, nanos: true });
+  const w = new PcapFileWriterSync(fd, { linkType, nanos: true });
   for (const p of pkts) w.write({ tsSec: p.sec, tsNsec: p.nsec, origLen: p.frame.length, data: p.frame });
   w.flush();
   closeSync(fd);
@@ -161,7 +165,70 @@ test('the PCAP written holds the original bytes and nanosecond timestamps, in ti
       assert.ok(rec.data.equals(want[i].frame));
     });
     assert.equal(readFileSync(out).readUInt32LE(0), 0xa1b23c4d, 'nanosecond PCAP magic');
+    // One link type: exactly the classic PCAP a PcapWriter makes of these packets.
+    const expected = Buffer.concat([
+      pcapHeaderBytes({ linkType: LINKTYPE.ETHERNET, nanos: true }),
+      ...want.flatMap((p) => encodePcapRecord({ tsSec: p.sec, tsNsec: p.nsec, origLen: p.frame.length, data: p.frame }, true)),
+    ]);
+    assert.ok(readFileSync(out).equals(expected));
   });
+});
+
+test('a result from segments of two link types (eth0 and any) is written as PCAPNG, one interface per link type', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-query-'));
+  try {
+    // eth0 saw the INVITE and its 200; the `any` capture (cooked) saw the BYE and its 200.
+    const eth: Pkt[] = [
+      { sec: T0, nsec: 100, frame: udpFrame(P, GW, 5060, 5060, sipInvite(A)) },
+      { sec: T0, nsec: 200, frame: udpFrame(GW, P, 5060, 5060, sipResponse(200, 'OK', A)) },
+    ];
+    const cookedIp = (src: string, dst: string, payload: Buffer) => sll(ETH_IPV4, ipv4({ src, dst, proto: 17 }, udp(5060, 5060, payload)));
+    const any: Pkt[] = [
+      { sec: T0 + 3, nsec: 0, frame: cookedIp(P, GW, bye(A)) },
+      { sec: T0 + 3, nsec: 1, frame: cookedIp(GW, P, sipResponse(200, 'OK', A, '314160 BYE')) },
+    ];
+    const f1 = join(dir, 'eth0.pcap');
+    const f2 = join(dir, 'any.pcap');
+    writePcap(f1, eth);
+    writePcap(f2, any, LINKTYPE.LINUX_SLL);
+    const ring = join(dir, 'ring');
+    const imported = await importCaptures(ring, [f1, f2]);
+    assert.equal(imported.segments.length, 2, 'a segment stream per link type');
+
+    const r = runQuery(ring, buildQuerySpec({ callId: A }));
+    const out = join(dir, 'out.pcapng');
+    const w = await writeResultPcap(r, createWriteStream(out));
+    closeResult(r);
+    assert.deepEqual(w, { packets: 4, bytes: [...eth, ...any].reduce((n, p) => n + p.frame.length, 0), format: 'pcapng' });
+
+    const got = [];
+    for await (const rec of readCaptureFile(out)) got.push({ ...rec, data: Buffer.from(rec.data) });
+    const want = [...eth.map((p) => ({ ...p, lt: LINKTYPE.ETHERNET })), ...any.map((p) => ({ ...p, lt: LINKTYPE.LINUX_SLL }))];
+    assert.equal(got.length, want.length);
+    got.forEach((rec, i) => {
+      assert.equal(rec.tsSec, want[i].sec);
+      assert.equal(rec.tsNsec, want[i].nsec);
+      assert.equal(rec.linkType, want[i].lt);
+      assert.ok(rec.data.equals(want[i].frame));
+    });
+    const bytes = readFileSync(out);
+    const parser = new PcapngParser();
+    parser.scan(bytes, 0, () => undefined);
+    assert.deepEqual(
+      parser.interfaces.map((i) => [i.linkType, i.tsExponent]),
+      [[LINKTYPE.ETHERNET, 9], [LINKTYPE.LINUX_SLL, 9]],
+    );
+    const shark = execFileSync('tshark', ['-r', out, '-T', 'fields', '-e', 'frame.time_epoch', '-e', 'frame.len', '-e', 'sip.Call-ID'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    assert.deepEqual(
+      shark.split('\n').filter(Boolean),
+      want.map((p) => `${p.sec}.${String(p.nsec).padStart(9, '0')}\t${p.frame.length}\t${A}`),
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('summaries describe each SIP message of the selected dialogs', async () => {

@@ -1,13 +1,14 @@
 import { closeSync, openSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { readPcapRecordsAt } from '../../shared/pcap/pcap';
-import { PcapWriter } from '../../shared/pcap/writer';
+import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
+import { PcapWriter, type WritableRecord } from '../../shared/pcap/writer';
 import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN, PKT_FLAG, NO_ADDRESS, messageHasNumber } from '../index/format';
 import { OpenedSegment, openSegment } from '../index/open';
 import type { IndexerOptions } from '../index/builder';
 import { listSegments } from '../ring/layout';
 import { ringOwner } from '../ring/lock';
-import { QueryError, QuerySpec, Ts, cmpTs } from './spec';
+import { QuerySpec, Ts, cmpTs } from './spec';
 
 /** One packet of a result: where it is and when it was captured. */
 export interface PacketRef {
@@ -260,21 +261,30 @@ export function runQuery(ringDir: string, q: QuerySpec, opts: QueryOptions = {})
 }
 
 /**
- * Writes a result's packets as one PCAP: original bytes and timestamps,
- * nanosecond resolution when any source segment has it. Streams with
- * backpressure; never holds the result in memory.
+ * Writes a result's packets as one capture: original bytes and timestamps,
+ * nanosecond resolution when any source segment has it. A classic PCAP when
+ * the packets have one link type; PCAPNG, with one interface per link type,
+ * when they mix (segments of `any` and `eth0`, say), since a PCAP holds one.
+ * Streams with backpressure; never holds the result in memory.
  */
-export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ packets: number; bytes: number }> {
+export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ packets: number; bytes: number; format: 'pcap' | 'pcapng' }> {
   const used = new Set(r.refs.map((x) => x.seg));
-  const linkTypes = new Set([...used].map((si) => r.segments[si].header.linkType));
-  if (linkTypes.size > 1) {
-    throw new QueryError(
-      `the matching packets come from captures of different link types (${[...linkTypes].join(', ')}), which one PCAP cannot hold; narrow the query to one interface's segments`,
-    );
-  }
-  const linkType = linkTypes.size ? [...linkTypes][0] : r.segments[0]?.header.linkType ?? 1;
+  // In the order of first use, so the interfaces come in time order too.
+  const linkTypes = [...new Set(r.refs.map((x) => r.segments[x.seg].header.linkType))];
   const nanos = [...used].some((si) => r.segments[si].header.nanos) || (used.size === 0 && r.segments.some((s) => s.header.nanos));
-  const w = new PcapWriter(out, { linkType, nanos });
+  let w: PcapWriter | PcapngWriter;
+  let write: (rec: WritableRecord, linkType: number) => boolean;
+  if (linkTypes.length > 1) {
+    const ng = new PcapngWriter(out);
+    // Every interface up front: a reader of the head (the dispatcher's merge) sees all of them.
+    for (const lt of linkTypes) ng.interfaceFor(lt, nanos);
+    write = (rec, linkType) => ng.write({ ...rec, linkType }, nanos);
+    w = ng;
+  } else {
+    const pcap = new PcapWriter(out, { linkType: linkTypes[0] ?? r.segments[0]?.header.linkType ?? 1, nanos });
+    write = (rec) => pcap.write(rec);
+    w = pcap;
+  }
   const fds = new Map<number, number>();
   let packets = 0;
   let bytes = 0;
@@ -298,8 +308,9 @@ export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ 
         fds.set(si, fd);
       }
       const offsets = r.refs.slice(i, j).map((x) => x.offset);
-      for (const rec of readPcapRecordsAt(fd, offsets, r.segments[si].header)) {
-        if (!w.write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data })) await w.waitDrain();
+      const header = r.segments[si].header;
+      for (const rec of readPcapRecordsAt(fd, offsets, header)) {
+        if (!write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, header.linkType)) await w.waitDrain();
         packets++;
         bytes += rec.capLen;
       }
@@ -309,7 +320,7 @@ export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ 
   } finally {
     for (const fd of fds.values()) closeSync(fd);
   }
-  return { packets, bytes };
+  return { packets, bytes, format: linkTypes.length > 1 ? 'pcapng' : 'pcap' };
 }
 
 /** Releases the index files a result holds open. */

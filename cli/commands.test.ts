@@ -149,7 +149,8 @@ function spawnTf(args: string[], env: Record<string, string> = {}): ChildProcess
   });
 }
 
-function collect(child: ChildProcess, timeoutMs: number, input?: string): Promise<Run> {
+/** `input` null: stdin stays open for the test to write to. */
+function collect(child: ChildProcess, timeoutMs: number, input?: string | null): Promise<Run> {
   return new Promise<Run>((resolve, reject) => {
     const out: Buffer[] = [];
     let err = '';
@@ -164,7 +165,7 @@ function collect(child: ChildProcess, timeoutMs: number, input?: string): Promis
       clearTimeout(timer);
       resolve({ code, signal, stdout: Buffer.concat(out), stderr: err });
     });
-    child.stdin!.end(input);
+    if (input !== null) child.stdin!.end(input);
   });
 }
 
@@ -411,6 +412,25 @@ test('login saves a session token (mode 0600) that later commands use', async ()
   assert.match(noTty.stderr, /no terminal to ask the password on: give --password-stdin/);
   const empty = await tf(['login', '--user', 'alice', '--password-stdin', '--config', join(dir, 'login', 'x.json')], { TRACEFLEET_URL: url }, { input: '' });
   assert.equal(empty.code, 2, empty.stderr);
+});
+
+test('login on a terminal asks the password without echoing it', { skip: !hasScript() && 'needs script(1) for a pseudo-terminal' }, async () => {
+  const cfg = join(dir, 'login-tty', 'config.json');
+  const child = spawn('script', ['-qec', `${process.execPath} ${CLI} login --user alice --config ${cfg}`, '/dev/null'], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, TRACEFLEET_URL: url },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let seen = '';
+  child.stdout!.on('data', (c: Buffer) => (seen += c.toString()));
+  const done = collect(child, 60_000, null);
+  // Typed only once the prompt is up: before it, the terminal is still in echo mode.
+  await waitFor('the password prompt', () => seen.includes(`password for alice at ${url}: `));
+  child.stdin!.write(`${PW}\r`);
+  const r = await done;
+  assert.equal(r.code, 0, seen);
+  assert.ok(!seen.includes(PW), `the password was echoed: ${JSON.stringify(seen)}`);
+  assert.match(seen, /logged in to .* as alice/);
+  assert.equal(statSync(cfg).mode & 0o777, 0o600);
 });
 
 test('traces, show, download, agents', async () => {

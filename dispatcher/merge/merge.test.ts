@@ -457,7 +457,6 @@ test('a 50 MB capture merges with bounded memory', { timeout: 120_000 }, async (
     }
     peak = Math.max(peak, process.memoryUsage().rss);
     const growth = peak - before;
-    if (process.env.TF_DEBUG) console.log(`RSS growth ${(growth / 2 ** 20).toFixed(1)} MiB`);
     assert.ok(growth < 64 << 20, `RSS grew by ${(growth / 2 ** 20).toFixed(1)} MiB`);
     assert.equal(r.packets, counts[0] + counts[1] + counts[2]);
     assert.deepEqual(r.notes, []);

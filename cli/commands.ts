@@ -73,6 +73,8 @@ async function connect(a: Args): Promise<Connection> {
 /** Ends the process with the command's exit code once stdout has taken everything. */
 function run(fn: (a: Args) => Promise<CliExit>): (a: Args) => Promise<void> {
   return async (a) => {
+    // A reader that went away (| head): downloads report it themselves; a table or JSON just stops.
+    process.stdout.on('error', () => {});
     let code: number;
     try {
       code = await fn(a);
@@ -89,7 +91,7 @@ function report(e: unknown): CliExit {
   let code: CliExit = CLI_EXIT.FAILED;
   if (err instanceof CliError) code = err.exitCode;
   else if (err instanceof ConnectionError || err instanceof QueryError) code = CLI_EXIT.BAD_INPUT;
-  if (code !== CLI_EXIT.INTERRUPTED || err.message !== 'interrupted') say(String(err?.message ?? err).replace(/\s*\n\s*/g, ' '));
+  say(String(err?.message ?? err).replace(/\s*\n\s*/g, ' '));
   if (process.env.TRACEFLEET_DEBUG) process.stderr.write(`${err?.stack}\n`);
   return code;
 }
@@ -302,7 +304,11 @@ async function traceCmd(a: Args): Promise<CliExit> {
   process.on('SIGINT', onSigint);
   let socket: Socket | null = null;
   try {
-    socket = await client.socket();
+    // Ctrl-C while connecting: no trace is started.
+    const aborted = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(new CliError('interrupted before the trace started', CLI_EXIT.INTERRUPTED)), { once: true }));
+    aborted.catch(() => {});
+    socket = await Promise.race([client.socket(), aborted]);
+    if (abort.signal.aborted) throw new CliError('interrupted before the trace started', CLI_EXIT.INTERRUPTED);
     const r = await followTrace(client, socket, req, { progress, timeoutMs: timeoutS * 1000, signal: abort.signal });
     socket.disconnect();
     const v = r.trace;

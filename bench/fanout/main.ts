@@ -441,6 +441,13 @@ async function main(): Promise<void> {
         const show = (xs: Array<{ name: string; ms: number }>) => xs.map((x) => `    ${String(x.ms).padStart(7)} ms  ${x.name}`).join('\n');
         process.stderr.write(`dispatcher CPU profile during the runs (${prof.totalMs} ms sampled; --cpu-prof slows it, so timings above are not comparable):\n  self time by place:\n${show(prof.byPlace)}\n  self time by function:\n${show(prof.byFunction)}\n  self time charged to the nearest caller in our code or a package:\n${show(prof.byCaller)}\n`);
         fig.extra('profile', prof);
+        // The merge alone: from the last packets.pcap attached to merged.pcap attached.
+        const mergeWindows = runs.filter((r) => r.attached && r.mergedAttachedMs !== null).map((r): [number, number] => [r.sentAt + r.attached!.max, r.sentAt + r.mergedAttachedMs!]);
+        const merge = mergeWindows.length ? summarizeProfiles(profileDir, d.spawnedAt, mergeWindows, 10) : null;
+        if (merge) {
+          process.stderr.write(`  the merge windows alone (${merge.totalMs} ms sampled), by place:\n${show(merge.byPlace)}\n  by caller:\n${show(merge.byCaller)}\n`);
+          fig.extra('profileMerge', merge);
+        }
       } else progress(`WARNING: no CPU profile found in ${profileDir}`);
       fig.extra('profiled', true);
     }

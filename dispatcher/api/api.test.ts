@@ -459,7 +459,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     const merged = randomBytes(700_000);
     const h1 = randomBytes(300_001);
     const h2 = randomBytes(1);
-    const t = await store.createTrace({ id: 'dl', request: { callId: ['c'] }, user: 'alice', hosts: ['edge-1', 'edge-2', 'core-1'], state: 'done' });
+    const t = await store.createTrace({ id: 'dl', request: { callId: ['c'] }, user: 'alice', hosts: ['edge-1', 'edge-2', 'core-1'], state: 'done', createdAt: '2024-06-12T10:42:33Z' });
     await store.putResult({ traceId: t.id, host: 'edge-1', state: 'done', packets: 3, bytes: h1.length, messages: [msg('1718188953.5', 'INVITE')] });
     await store.putResult({ traceId: t.id, host: 'edge-2', state: 'done', packets: 1, bytes: 1 });
     await store.putResult({ traceId: t.id, host: 'core-1', state: 'error', error: 'ring empty' });
@@ -471,13 +471,13 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     assert.equal(m.status, 200);
     assert.equal(m.headers.get('content-type'), 'application/vnd.tcpdump.pcap');
     assert.equal(m.headers.get('content-length'), String(merged.length));
-    assert.equal(m.headers.get('content-disposition'), 'attachment; filename="trace-dl.pcap"');
+    assert.equal(m.headers.get('content-disposition'), 'attachment; filename="trace-dl-callid-c-20240612T1042.pcap"');
     assert.ok(Buffer.from(await m.arrayBuffer()).equals(merged));
 
     const p = await call('/api/traces/dl/hosts/edge-1/packets.pcap', { as: 'vic' });
     assert.equal(p.status, 200);
     assert.equal(p.headers.get('content-length'), String(h1.length));
-    assert.equal(p.headers.get('content-disposition'), 'attachment; filename="trace-dl-edge-1.pcap"');
+    assert.equal(p.headers.get('content-disposition'), 'attachment; filename="trace-dl-callid-c-20240612T1042-edge-1.pcap"');
     assert.ok(Buffer.from(await p.arrayBuffer()).equals(h1));
 
     // A browser link carries the session as access_token.
@@ -500,7 +500,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     const tr = await call('/api/traces/dl/trace.tar', { as: 'vic' });
     assert.equal(tr.status, 200);
     assert.equal(tr.headers.get('content-type'), 'application/x-tar');
-    assert.equal(tr.headers.get('content-disposition'), 'attachment; filename="trace-dl.tar"');
+    assert.equal(tr.headers.get('content-disposition'), 'attachment; filename="trace-dl-callid-c-20240612T1042.tar"');
     const bytes = Buffer.from(await tr.arrayBuffer());
     const entries = await untar(bytes);
     // core-1 failed and stored nothing, so it has no entry.

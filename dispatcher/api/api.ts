@@ -18,7 +18,7 @@ import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, TraceDoc, traceDocId }
 import type { TraceStore } from '../store/store';
 import type { Traces } from '../trace/types';
 import { isFinalResult, traceView } from '../trace/view';
-import { safeName, sendAttachment, sendTraceTar } from './download';
+import { downloadName, sendAttachment, sendTraceTar } from './download';
 import { HttpError, toHttp } from './errors';
 import { mergedMessages } from './messages';
 import { METRICS_CONTENT_TYPE, Metrics } from './metrics';
@@ -336,7 +336,7 @@ export function createApi(deps: ApiDeps): express.Express {
         }
         throw new HttpError(404, `trace ${id} (${t.state}) has no merged.pcap: no host stored packets for it; see each host's state in GET /api/traces/${id}`);
       }
-      await sendAttachment(req, res, { store, docId: traceDocId(id), name: MERGED_ATTACHMENT, stub, filename: `trace-${safeName(id)}.pcap`, log });
+      await sendAttachment(req, res, { store, docId: traceDocId(id), name: MERGED_ATTACHMENT, stub, filename: downloadName(t, 'pcap'), log });
     }),
   );
 
@@ -364,7 +364,7 @@ export function createApi(deps: ApiDeps): express.Express {
         docId: resultDocId(id, host),
         name: HOST_ATTACHMENT,
         stub,
-        filename: `trace-${safeName(id)}-${safeName(host)}.pcap`,
+        filename: downloadName(t, 'pcap', host),
         log,
       });
     }),

@@ -17,6 +17,40 @@ export function safeName(s: string): string {
   return s.replace(/[^A-Za-z0-9_.-]/g, '_').replace(/^\.+/, '_');
 }
 
+/** The selective filter a download's file name says it holds, in the order people search by. */
+const NAMED_FILTERS: Array<[key: 'number' | 'callId' | 'ip' | 'port' | 'correlation', label: string]> = [
+  ['number', 'number'],
+  ['callId', 'callid'],
+  ['ip', 'ip'],
+  ['port', 'port'],
+  ['correlation', 'corr'],
+];
+
+/**
+ * A download's file name that says what it is: `trace-<id>-<filter>[-<host>].<ext>`,
+ * e.g. trace-20240612T104233-3f9a1c-number-5550100123.pcap. Generated ids
+ * start with the creation time; any other id gets it appended (YYYYMMDDTHHMM, UTC).
+ */
+export function downloadName(trace: { id: string; request: unknown; createdAt: string }, ext: 'pcap' | 'tar', host?: string): string {
+  const req = (trace.request ?? {}) as Record<string, unknown>;
+  let filter = req.all === true ? 'all' : '';
+  for (const [key, label] of NAMED_FILTERS) {
+    const v = req[key];
+    if (Array.isArray(v) && v.length > 0) {
+      filter = `${label}-${String(v[0]).slice(0, 40)}${v.length > 1 ? '-etc' : ''}`;
+      break;
+    }
+  }
+  const parts = [`trace-${trace.id}`];
+  if (filter) parts.push(filter);
+  if (!/^\d{8}T\d{4}/.test(trace.id)) {
+    const t = new Date(trace.createdAt);
+    if (!Number.isNaN(t.getTime())) parts.push(t.toISOString().replace(/[-:]/g, '').slice(0, 13));
+  }
+  if (host !== undefined) parts.push(host);
+  return `${parts.map(safeName).join('-')}.${ext}`;
+}
+
 export interface AttachmentDownload {
   store: Pick<TraceStore, 'getAttachmentStream'>;
   docId: string;
@@ -110,7 +144,7 @@ export async function sendTraceTar(req: Request, res: Response, d: TarDownload):
   const mtime = new Date(d.trace.finishedAt ?? d.trace.createdAt);
   res.status(200);
   res.setHeader('content-type', 'application/x-tar');
-  res.setHeader('content-disposition', `attachment; filename="${dir}.tar"`);
+  res.setHeader('content-disposition', `attachment; filename="${downloadName(d.trace, 'tar')}"`);
   if (req.method === 'HEAD') {
     res.end();
     return;

@@ -64,7 +64,8 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
       ? createHttpsServer({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) })
       : createHttpServer();
     // A trace:done with its SIP summaries (up to ~1 MB, agent/trace/serve.ts) must fit in one Socket.IO message.
-    const io = new Server(http, { serveClient: false, maxHttpBufferSize: 2 * 1024 * 1024 });
+    // serveClient: the web page imports the browser client from /socket.io/socket.io.esm.min.js (the server's own version).
+    const io = new Server(http, { serveClient: true, maxHttpBufferSize: 2 * 1024 * 1024 });
     let redis: RedisLink | null = null;
     if (opts.redisUrl) {
       redis = await connectRedis(io, opts.redisUrl, log);

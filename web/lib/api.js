@@ -1,0 +1,155 @@
+/*
+ * The dispatcher, as the page reaches it: the REST API (fetch with the
+ * session token as a Bearer token) and the `/client` Socket.IO namespace,
+ * the same two the CLI uses. The session lives in sessionStorage: it ends
+ * with the tab, and a reload keeps you logged in.
+ */
+
+import { io } from '/socket.io/socket.io.esm.min.js';
+
+const KEY = 'tracefleet.session';
+
+/** A refusal from the dispatcher: the HTTP status (0 for a network failure) and its sentence. */
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+  }
+}
+
+/** { token, user, roles, expiresAt } or null. */
+export function loadSession() {
+  try {
+    const s = JSON.parse(sessionStorage.getItem(KEY) ?? 'null');
+    if (s && typeof s.token === 'string' && typeof s.user === 'string' && Array.isArray(s.roles)) return s;
+  } catch {
+    /* a damaged entry is no session */
+  }
+  return null;
+}
+
+export function saveSession(s) {
+  sessionStorage.setItem(KEY, JSON.stringify(s));
+}
+
+export function clearSession() {
+  sessionStorage.removeItem(KEY);
+}
+
+export function canTrace(session) {
+  return Boolean(session && (session.roles.includes('tracer') || session.roles.includes('admin')));
+}
+
+async function request(method, path, { token, body } = {}) {
+  const headers = { accept: 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
+  } catch (e) {
+    throw new ApiError(0, `the dispatcher did not answer (${e.message}): is it running, and is the network up?`);
+  }
+  let data = null;
+  const text = await res.text();
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      throw new ApiError(res.status, `the dispatcher answered ${res.status} with something that is not JSON`);
+    }
+  }
+  if (!res.ok) throw new ApiError(res.status, (data && typeof data.error === 'string' && data.error) || `the dispatcher answered ${res.status}`);
+  return data;
+}
+
+/** POST /api/login: the session to keep. */
+export function login(user, password) {
+  return request('POST', '/api/login', { body: { user, password } });
+}
+
+/** REST with the session; a 401 calls onUnauthorized (the session expired or was revoked). */
+export function makeApi(session, onUnauthorized) {
+  const call = async (method, path, body) => {
+    try {
+      return await request(method, path, { token: session.token, body });
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) onUnauthorized(e.message);
+      throw e;
+    }
+  };
+  const enc = encodeURIComponent;
+  return {
+    me: () => call('GET', '/api/me'),
+    traces: ({ limit = 20, bookmark } = {}) => call('GET', `/api/traces?limit=${limit}${bookmark ? `&bookmark=${enc(bookmark)}` : ''}`),
+    trace: (id) => call('GET', `/api/traces/${enc(id)}`),
+    messages: (id) => call('GET', `/api/traces/${enc(id)}/messages`),
+    agents: () => call('GET', '/api/agents'),
+    /** A link a browser can follow: downloads take the session as access_token (a link carries no header). */
+    downloadUrl(id, what) {
+      const base = `/api/traces/${enc(id)}`;
+      const path = what === 'merged' ? `${base}/merged.pcap` : what === 'tar' ? `${base}/trace.tar` : `${base}/hosts/${enc(what.host)}/packets.pcap`;
+      return `${path}?access_token=${enc(session.token)}`;
+    },
+  };
+}
+
+/**
+ * The `/client` socket. handlers: onStatus('connected' | 'reconnecting' | 'offline', detail),
+ * onUnauthorized(message), onUpdate(TraceUpdate), onReconnect().
+ */
+export function connectClient(session, handlers) {
+  const socket = io('/client', {
+    auth: { token: session.token },
+    reconnectionDelay: 500,
+    reconnectionDelayMax: 5000,
+    timeout: 10_000,
+  });
+  let everConnected = false;
+  socket.on('connect', () => {
+    handlers.onStatus('connected');
+    if (everConnected) handlers.onReconnect();
+    everConnected = true;
+  });
+  socket.on('disconnect', (reason) => handlers.onStatus('reconnecting', reason));
+  socket.on('connect_error', (err) => {
+    if (/^unauthorized/.test(err.message)) {
+      socket.close();
+      handlers.onUnauthorized(err.message);
+      return;
+    }
+    handlers.onStatus('reconnecting', err.message);
+  });
+  socket.on('trace:update', (u) => handlers.onUpdate(u));
+
+  /** Emits with an acknowledgement; resolves to the ack ({ ok: true, ... } or { ok: false, error, code }). */
+  const connected = (waitMs) =>
+    socket.connected
+      ? Promise.resolve(true)
+      : new Promise((resolve) => {
+          const on = () => {
+            clearTimeout(timer);
+            resolve(true);
+          };
+          const timer = setTimeout(() => {
+            socket.off('connect', on);
+            resolve(false);
+          }, waitMs);
+          socket.once('connect', on);
+        });
+  const ask = async (event, payload, timeoutMs = 15_000) => {
+    // Right after login (or a reload) the socket may still be connecting.
+    if (!(await connected(10_000))) return { ok: false, error: 'not connected to the dispatcher: waiting to reconnect, try again in a moment', code: 'unavailable' };
+    try {
+      return await socket.timeout(timeoutMs).emitWithAck(event, payload);
+    } catch {
+      return { ok: false, error: `the dispatcher did not answer ${event} within ${timeoutMs / 1000} s`, code: 'unavailable' };
+    }
+  };
+  return {
+    socket,
+    ask,
+    close: () => socket.close(),
+  };
+}

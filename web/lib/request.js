@@ -1,0 +1,145 @@
+/*
+ * The trace form's values to a TraceRequest (shared/protocol/wire.ts),
+ * checked here first with the dispatcher's own rules (agent/query/spec.ts),
+ * and the dispatcher's refusals mapped back to the field they concern.
+ */
+
+export const WINDOWS = [
+  { value: '5m', label: 'Last 5 min', ms: 5 * 60_000 },
+  { value: '15m', label: 'Last 15 min', ms: 15 * 60_000 },
+  { value: '1h', label: 'Last 1 hour', ms: 3_600_000 },
+  { value: 'custom', label: 'Custom (from – to)', ms: null },
+];
+
+/** Form fields that take several values, comma-separated. */
+const splitList = (s) =>
+  String(s ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+function isIp(s) {
+  if (IPV4.test(s)) return true;
+  if (!s.includes(':') || !/^[0-9A-Fa-f:.]+$/.test(s)) return false;
+  try {
+    // The URL parser is the browser's own IPv6 validator.
+    new URL(`http://[${s}]/`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** 'YYYY-MM-DDTHH:MM[:SS]' from a datetime-local input, read as UTC, to ISO; null when empty or not a time. */
+export function utcInput(v) {
+  if (!v) return null;
+  const t = Date.parse(`${v}${v.length === 16 ? ':00' : ''}Z`);
+  return Number.isNaN(t) ? null : new Date(t).toISOString();
+}
+
+/** The start of the requested window as epoch ms, or null (custom without a from). */
+export function windowStart(win, now = Date.now()) {
+  if (!win) return null;
+  if (win.window === 'custom') {
+    const f = utcInput(win.from);
+    return f ? Date.parse(f) : null;
+  }
+  const w = WINDOWS.find((x) => x.value === win.window);
+  return w && w.ms ? now - w.ms : null;
+}
+
+/**
+ * { request } or { errors: { field: message } } (field '' is the whole form).
+ * values: { number, callId, ip, port, window, from, to, filter, hostsMode, hosts, rtp }
+ */
+export function buildRequest(values) {
+  const errors = {};
+  const req = {};
+  const numbers = splitList(values.number);
+  for (const n of numbers) {
+    if (!/^[0-9+\s\-.()]+$/.test(n)) {
+      errors.number = `"${n}" is not a phone number: use digits, with '+', spaces, '-', '.', '(' or ')' if you like`;
+      break;
+    }
+    if (n.replace(/\D/g, '').length < 4) {
+      errors.number = `"${n}" has fewer than 4 digits: give at least the last 4 digits of the number`;
+      break;
+    }
+  }
+  if (numbers.length) req.number = numbers;
+
+  const callIds = splitList(values.callId);
+  if (callIds.some((c) => c.length > 1024)) errors.callId = 'a Call-ID is at most 1024 characters';
+  if (callIds.length) req.callId = callIds;
+
+  const ips = splitList(values.ip);
+  const badIp = ips.find((i) => !isIp(i));
+  if (badIp !== undefined) errors.ip = `"${badIp}" is not an IP address: give an IPv4 (192.0.2.10) or IPv6 (2001:db8::10) address`;
+  if (ips.length) req.ip = ips;
+
+  const ports = splitList(values.port);
+  const badPort = ports.find((p) => !/^\d{1,5}$/.test(p) || Number(p) < 1 || Number(p) > 65535);
+  if (badPort !== undefined) errors.port = `"${badPort}" is not a port: give a number from 1 to 65535`;
+  if (ports.length) req.port = ports;
+
+  if (!numbers.length && !callIds.length && !ips.length && !ports.length && !errors.number) {
+    errors.number = 'give at least one of: number, Call-ID, IP or port (time, method and status only narrow a trace)';
+  }
+
+  const methods = [];
+  const statuses = [];
+  for (const f of splitList(values.filter)) {
+    if (/^[A-Za-z]+$/.test(f)) methods.push(f.toUpperCase());
+    else if (/^[1-6](\d\d|xx)$/i.test(f)) statuses.push(f.toLowerCase());
+    else {
+      errors.filter = `"${f}" is neither a SIP method (INVITE, BYE) nor a status (486) or class (4xx)`;
+      break;
+    }
+  }
+  if (methods.length) req.method = methods;
+  if (statuses.length) req.status = statuses;
+
+  if (values.window === 'custom') {
+    const from = utcInput(values.from);
+    const to = utcInput(values.to);
+    if (!from) errors.from = 'give the start of the window (UTC)';
+    else req.since = from;
+    if (values.to && !to) errors.to = 'not a time: use the date and time picker (UTC)';
+    else if (to) req.until = to;
+    if (from && to && Date.parse(from) > Date.parse(to)) errors.to = 'the end of the window is before its start';
+  } else if (WINDOWS.some((w) => w.value === values.window)) {
+    req.since = values.window;
+  } else {
+    errors.window = 'pick a time window';
+  }
+
+  if (values.rtp) req.rtp = true;
+
+  if (values.hostsMode === 'pick') {
+    if (!values.hosts || values.hosts.length === 0) errors.hosts = 'pick at least one host, or choose all connected agents';
+    else req.hosts = [...values.hosts];
+  }
+  return Object.keys(errors).length ? { errors } : { request: req };
+}
+
+/**
+ * Which form field a dispatcher's refusal is about, from its wording
+ * (agent/query/spec.ts, wire.ts's zod paths, the orchestrator's host checks);
+ * '' when it is about the request as a whole.
+ */
+export function fieldForError(message) {
+  const m = String(message ?? '');
+  if (/no selective key/i.test(m)) return 'number';
+  if (/--until|\buntil\b/i.test(m)) return 'to';
+  if (/--since|\bsince\b/i.test(m)) return 'from';
+  if (/\bnumber\b/i.test(m)) return 'number';
+  if (/call-?id/i.test(m)) return 'callId';
+  if (/\bIP\b|\bip(\.\d+)?:/.test(m) || /\bIP address\b/i.test(m)) return 'ip';
+  if (/\bport\b/i.test(m)) return 'port';
+  if (/\bmethod\b|\bstatus\b/i.test(m)) return 'filter';
+  if (/\bhosts?\b/i.test(m)) return 'hosts';
+  if (/\brtp\b/i.test(m)) return 'rtp';
+  return '';
+}

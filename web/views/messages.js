@@ -1,0 +1,145 @@
+/*
+ * The SIP message table: one row per message as each host captured it,
+ * filtered by a text box (any column) and sorted by clicking a column's
+ * header (again: the other way). Time order is exact (`ts` compared as
+ * seconds and nanoseconds), not the rounded clock shown.
+ */
+
+import { h, replace } from '../lib/dom.js';
+import { fmtClock, fmtMethodStatus } from '../lib/format.js';
+
+/** ts ('<seconds>.<nanoseconds>') as a sortable string: zero-padded seconds and nine decimals. */
+function tsKey(ts) {
+  const m = /^(\d{1,20})(?:\.(\d{1,9}))?$/.exec(String(ts ?? ''));
+  return m ? `${m[1].padStart(20, '0')}.${(m[2] ?? '').padEnd(9, '0')}` : `~${ts}`;
+}
+
+const COLUMNS = [
+  { key: 'time', label: 'Time (UTC)', value: (m) => fmtClock(m.time), sort: (m) => tsKey(m.ts) },
+  { key: 'host', label: 'Host', value: (m) => m.host ?? '' },
+  { key: 'flow', label: 'Source → Destination', value: (m) => `${m.src} → ${m.dst}` },
+  { key: 'what', label: 'Method / status', value: (m) => fmtMethodStatus(m), sort: (m) => (m.method ? `0${m.method}` : `1${String(m.status).padStart(3, '0')}`) },
+  { key: 'callId', label: 'Call-ID', value: (m) => m.callId ?? '' },
+  { key: 'cseq', label: 'CSeq', value: (m) => m.cseq ?? '', sort: (m) => String(m.cseq ?? '').replace(/^\d+/, (d) => d.padStart(10, '0')) },
+  { key: 'fromTo', label: 'From / To', value: (m) => `${m.from ?? '–'} / ${m.to ?? '–'}` },
+];
+
+function kind(m) {
+  if (m.method) return 'request';
+  if (typeof m.status === 'number') return m.status < 200 ? 'provisional' : m.status < 300 ? 'success' : 'failure';
+  return 'other';
+}
+
+/**
+ * Renders into container; returns { highlight(msg) } to mark the row of a
+ * message chosen elsewhere (the ladder). onSelect(msg) when a row is chosen.
+ */
+export function renderMessages(container, messages, { onSelect } = {}) {
+  const rows = messages.map((m, i) => ({ m, i, text: COLUMNS.map((c) => c.value(m)).join('\u0001').toLowerCase() }));
+  let sortKey = 'time';
+  let dir = 1;
+  let query = '';
+  let selected = null;
+
+  const filter = h('input', { type: 'search', id: 'msg-filter', placeholder: 'e.g. INVITE, 486, 198.18.0.2, a Call-ID', autocomplete: 'off', spellcheck: 'false', 'aria-controls': 'msg-table' });
+  const count = h('span', { class: 'hint', id: 'msg-count', role: 'status', 'aria-live': 'polite' });
+  const tbody = h('tbody');
+  const headers = COLUMNS.map((c) => {
+    const button = h('button', { type: 'button', class: 'sort', dataset: { key: c.key } }, c.label);
+    button.addEventListener('click', () => {
+      if (sortKey === c.key) dir = -dir;
+      else {
+        sortKey = c.key;
+        dir = 1;
+      }
+      draw();
+    });
+    return h('th', { scope: 'col', dataset: { key: c.key } }, button);
+  });
+  const table = h('table', { class: 'messages', id: 'msg-table' }, h('caption', { class: 'visually-hidden' }, 'SIP messages; choose a column header to sort'), h('thead', {}, h('tr', {}, headers)), tbody);
+
+  function draw() {
+    const col = COLUMNS.find((c) => c.key === sortKey);
+    const key = col.sort ?? col.value;
+    const shown = rows.filter((r) => !query || r.text.includes(query));
+    shown.sort((a, b) => {
+      const x = key(a.m);
+      const y = key(b.m);
+      return (x < y ? -1 : x > y ? 1 : 0) * dir || a.i - b.i;
+    });
+    for (const [i, c] of COLUMNS.entries()) headers[i].setAttribute('aria-sort', c.key === sortKey ? (dir > 0 ? 'ascending' : 'descending') : 'none');
+    replace(
+      tbody,
+      shown.map((r) => {
+        const tr = h(
+          'tr',
+          { class: `kind-${kind(r.m)}${selected === r.m ? ' selected' : ''}`, dataset: { index: r.i }, tabindex: 0, 'aria-selected': selected === r.m ? 'true' : 'false' },
+          COLUMNS.map((c) => h('td', { class: `col-${c.key}` }, c.value(r.m))),
+        );
+        const choose = () => {
+          selected = r.m;
+          for (const other of tbody.querySelectorAll('tr.selected')) {
+            other.classList.remove('selected');
+            other.setAttribute('aria-selected', 'false');
+          }
+          tr.classList.add('selected');
+          tr.setAttribute('aria-selected', 'true');
+          onSelect?.(r.m);
+        };
+        tr.addEventListener('click', choose);
+        tr.addEventListener('keydown', (ev) => {
+          if (ev.key === 'Enter' || ev.key === ' ') {
+            ev.preventDefault();
+            choose();
+          }
+        });
+        return tr;
+      }),
+    );
+    count.textContent = query ? `${shown.length} of ${rows.length} messages` : `${rows.length} messages`;
+  }
+
+  filter.addEventListener('input', () => {
+    query = filter.value.trim().toLowerCase();
+    draw();
+  });
+
+  replace(
+    container,
+    h('div', { class: 'table-tools' }, h('label', { for: 'msg-filter' }, 'Filter'), filter, count),
+    messages.length ? h('div', { class: 'table-scroll' }, table) : h('p', { class: 'hint' }, 'No SIP messages were captured for this trace.'),
+  );
+  draw();
+  return {
+    highlight(msg) {
+      selected = msg;
+      draw();
+      tbody.querySelector('tr.selected')?.scrollIntoView({ block: 'nearest' });
+    },
+  };
+}
+
+/** The chosen message's fields, as a definition list. */
+export function messageDetails(m) {
+  const rows = [
+    ['Time (UTC)', m.time],
+    ['Epoch', m.ts],
+    ['Captured on', m.host],
+    ['Transport', m.transport],
+    ['Source', m.src],
+    ['Destination', m.dst],
+    [m.method ? 'Method' : 'Status', fmtMethodStatus(m)],
+    ['Request-URI', m.ruri],
+    ['Call-ID', m.callId],
+    ['CSeq', m.cseq],
+    ['From', m.from],
+    ['To', m.to],
+    ['Correlation', m.correlation],
+    ['Size', `${m.bytes} bytes in ${m.packets} packet${m.packets === 1 ? '' : 's'}`],
+  ];
+  return h(
+    'dl',
+    { class: 'details' },
+    rows.filter(([, v]) => v !== null && v !== undefined && v !== '').map(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))]),
+  );
+}

@@ -11,14 +11,15 @@ import { CaptureFormatError } from '../shared/pcap/errors';
 import { startAgent } from '../agent/daemon/run';
 import { defaultCaptureFilter } from '../agent/capture/filter';
 import { listInterfaces } from '../agent/capture/interfaces';
-import { DEMO_NUMBERS, startDemoTraffic } from '../agent/demo/traffic';
+import { DEMO_NUMBERS } from '../agent/demo/traffic';
+import { DEMO_AGENT, demoBanner, startDemo } from '../agent/demo/allinone';
 import { hostname } from 'node:os';
 import { agentStatusOf, connectDispatcher } from '../agent/link/client';
 import { userCommand } from './commands/user';
 import { dispatcherCommands } from '../cli/commands';
 import { filterOptions, rawQuery } from '../cli/filters';
 import { serveTraces } from '../agent/trace/serve';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import type { FleetToken } from '../dispatcher/fleet/server';
 import { startDispatcher } from '../dispatcher/daemon/run';
 
@@ -215,23 +216,42 @@ async function dispatcherCommand(a: Record<string, unknown>): Promise<void> {
 }
 
 async function demoCommand(a: Record<string, unknown>): Promise<void> {
-  const ring = a.ring as string;
-  const agent = await startAgent({ ringDir: ring, interfaces: ['lo'], filter: 'udp port 5090 or udp port 5091', ringMaxBytes: 256 * 1024 * 1024, maxSegmentBytes: 8 * 1024 * 1024, maxSegmentSeconds: 60 });
+  const { host, port } = parseListen(a.listen as string);
+  const sipPort = a.sipPort as number;
+  if (!Number.isInteger(sipPort) || sipPort < 1024 || sipPort > 65534) throw new UsageError(`bad --sip-port ${String(a.sipPort)}: give a UDP port from 1024 to 65534 (the demo caller takes the next one)`);
   const log = (l: string) => process.stderr.write(`${l}\n`);
-  const traffic = startDemoTraffic({ log });
-  const bin = 'bin/tracefleet';
-  log(`tracefleet demo: capturing on lo into ${ring}`);
-  log('tracefleet demo: DEMO TRAFFIC: sipp places a call every 2 s between made-up numbers (+1 555 0100 101..106) on 127.0.0.1:5090');
-  log('tracefleet demo: in another terminal, try:');
-  log(`  ${bin} query --ring ${ring} --number ${DEMO_NUMBERS[1].slice(-7)} --since 5m --json`);
-  log(`  ${bin} query --ring ${ring} --number ${DEMO_NUMBERS[0].slice(-7)} --since 5m -o demo-call.pcap && tshark -r demo-call.pcap`);
-  log('tracefleet demo: Ctrl-C stops everything it started');
+  let first = true;
+  const demo = await startDemo({
+    host,
+    port,
+    dataDir: a.dataDir as string,
+    sipPort,
+    resetAdmin: a.resetAdmin as boolean,
+    staticDir: join(__dirname, '..', '..', 'web'),
+    version: AGENT_VERSION,
+    log,
+    onCall: (c) => {
+      if (!first) return;
+      first = false;
+      log(`tracefleet demo: DEMO TRAFFIC: first demo call finished: ${c.from} -> ${c.to}, Call-ID ${c.callId}; it can be traced now`);
+    },
+  });
+  // The examples run from wherever this was started: the path to bin/tracefleet from here.
+  let cli = relative(process.cwd(), join(__dirname, '..', '..', 'bin', 'tracefleet'));
+  if (!cli.includes('/')) cli = `./${cli}`;
+  process.stdout.write(demoBanner(demo, { cli, number: DEMO_NUMBERS[1], numbers: DEMO_NUMBERS }) + '\n');
+  log(`tracefleet demo: DEMO TRAFFIC: sipp on 127.0.0.1:${sipPort} (callee) and :${sipPort + 1} (caller), Subject "tracefleet demo traffic"`);
+  const every = setInterval(() => {
+    const s = demo.agent.engine.stats().interfaces.lo;
+    log(`tracefleet demo: DEMO TRAFFIC: ${demo.traffic.calls()} demo calls so far; ${DEMO_AGENT} captured ${s?.packets ?? 0} packets on lo (${s?.dropped ?? 0} dropped)`);
+  }, 60_000);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
-  traffic.stop();
-  await agent.stop();
+  clearInterval(every);
+  log('tracefleet demo: stopping sipp, the agent, the dispatcher and its store');
+  await demo.stop();
   log('tracefleet demo: stopped');
 }
 
@@ -293,8 +313,13 @@ export function cli(argv: string[]) {
     )
     .command(
       'demo',
-      'all-in-one demo: capture on loopback with demo SIP calls from sipp (what npm start runs)',
-      (y) => y.option('ring', { type: 'string', default: 'var/demo-ring', describe: 'ring directory' }),
+      'all-in-one demo (what npm start runs): dispatcher with its embedded store, an agent on lo, demo SIP calls from sipp, a first admin',
+      (y) =>
+        y
+          .option('listen', { type: 'string', default: '127.0.0.1:8060', describe: "HOST:PORT of the demo's dispatcher (web page, REST API, agents)" })
+          .option('data-dir', { type: 'string', default: 'var/demo', describe: 'where the demo keeps its ring, store, spool and admin.txt' })
+          .option('sip-port', { type: 'number', default: 5090, describe: 'UDP port of the demo SIP callee on 127.0.0.1 (the caller takes the next one)' })
+          .option('reset-admin', { type: 'boolean', default: false, describe: 'give the existing admin a new generated password' }),
       (a) => demoCommand(a as Record<string, unknown>).catch(fail),
     )
     .command(userCommand)

@@ -114,6 +114,19 @@ export class RssSampler {
     return m;
   }
 
+  /** When the highest sample in [from, to] was taken (NaN without samples there). */
+  peakAt(from = 0, to = Infinity): number {
+    let m = 0;
+    let at = NaN;
+    for (const s of this.samples) {
+      if (s.at >= from && s.at <= to && s.rss > m) {
+        m = s.rss;
+        at = s.at;
+      }
+    }
+    return at;
+  }
+
   /** The last sample at or before `at`. */
   at(at: number): number {
     let v = this.samples[0]?.rss ?? 0;

@@ -162,6 +162,8 @@ async function main(): Promise<void> {
     const storedAt = changes.firstAt(`trace:${trace.id}:${AGENT}`, 3) ?? NaN;
     const mergedAt = changes.firstAt(`trace:${trace.id}`, 2) ?? NaN;
     const rssPeak = rss.peak(sentAt, endAt + 500);
+    const peakAt = rss.peakAt(sentAt, endAt + 500);
+    const peakPhase = peakAt <= doneAt ? 'receiving from the agent' : peakAt <= storedAt ? 'storing packets.pcap' : 'merging';
     const storePeak = storeRss ? storeRss.peak(sentAt, endAt + 500) : 0;
 
     // Check what was stored, as a client downloads it.
@@ -214,6 +216,12 @@ async function main(): Promise<void> {
     f.add('rssBeforeMb', 'before (after a warm-up trace)', rssBefore / MB, 'MiB', 1);
     f.add('rssPeakMb', 'peak during the trace', rssPeak / MB, 'MiB', 1);
     f.add('rssGrowthMb', 'growth', (rssPeak - rssBefore) / MB, 'MiB', 1);
+    f.add('rssPeakAtS', `peak reached at (while ${peakPhase})`, (peakAt - sentAt) / 1000, 's', 2);
+    f.extra('rssPeakPhase', peakPhase);
+    // The dispatcher's RSS through the trace, one point a second: [s since trace:start, MiB].
+    const timeline: Array<[number, number]> = [];
+    for (let t = sentAt; t <= endAt + 500; t += 1000) timeline.push([Math.round((t - sentAt) / 100) / 10, Math.round(rss.peak(t, t + 1000) / MB)]);
+    f.extra('rssTimeline', timeline);
     f.add('storeRssGrowthMb', 'embedded store (separate process) growth', (storePeak - storeBefore) / MB, 'MiB', 1);
     f.add('dispatcherCpuS', 'CPU: dispatcher', cpu1 - cpu0, 's', 2);
     f.add('storeCpuS', '  embedded store', scpu1 - scpu0, 's', 2);

@@ -136,7 +136,7 @@ export function renderLadder(container, messages, opts = {}) {
   /** @type {Entry[]} */
   let shown = [];
 
-  const root = h(doc, 'div', 'ladder');
+  const root = h(doc, 'div', 'ladder-view');
   const toolbar = h(doc, 'div', 'ladder-toolbar');
   const dialogLegend = h(doc, 'div', 'ladder-dialog-legend');
   const notes = h(doc, 'p', 'ladder-note');
@@ -432,10 +432,15 @@ function pad(n) {
   return String(n).padStart(2, '0');
 }
 
-/** "+1.503 s" after `first`. @param {Entry} e @param {Entry} first */
+/**
+ * "+1.503 s" after `first`, truncated to the millisecond like the clock
+ * column (rounding would put +0.004 beside a clock reading .003).
+ * @param {Entry} e @param {Entry} first
+ */
 function delta(e, first) {
-  if (e.ns === null || first.ns === null) return '';
-  return `+${(Number(e.ns - first.ns) / 1e9).toFixed(3)} s`;
+  if (e.ns === null || first.ns === null || e.ns < first.ns) return '';
+  const ms = (e.ns - first.ns) / 1_000_000n;
+  return `+${ms / 1000n}.${String(ms % 1000n).padStart(3, '0')} s`;
 }
 
 /** What the arrow says: the method, or status and reason. @param {LadderMessage} m */

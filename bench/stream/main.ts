@@ -178,12 +178,13 @@ async function main(): Promise<void> {
     if (dl.status !== 200) problems.push(`GET packets.pcap answered ${dl.status}`);
     if (dl.bytes !== cap.bytes) problems.push(`packets.pcap holds ${dl.bytes} bytes, the capture ${cap.bytes}`);
 
-    // References, after the trace.
+    // References, after the trace; their failures say nothing about what was stored.
+    const refProblems: string[] = [];
     progress('reference: the query alone, to /dev/null');
     const q0 = wallNow();
     const q = spawnSync(process.execPath, [BIN, 'query', '--ring', ringDir, '--ip', MEDIA_IP, '-o', '/dev/null'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', timeout: 10 * 60_000 });
     const queryS = (wallNow() - q0) / 1000;
-    if (q.status !== 0) problems.push(`tracefleet query exited with ${q.status ?? q.signal}: ${q.stderr.slice(0, 300)}`);
+    if (q.status !== 0) refProblems.push(`tracefleet query exited with ${q.status ?? q.signal}: ${q.stderr.trim().split("\n").filter((l) => /error/i.test(l))[0]?.slice(0, 300) ?? q.stderr.slice(0, 300)}`);
     let curlS: number | null = null;
     if (REFERENCE) {
       progress('reference: curl -T of the same bytes into the store as an attachment');
@@ -195,8 +196,8 @@ async function main(): Promise<void> {
         const c0 = wallNow();
         const put = spawnSync('curl', ['-sS', '-f', '-o', '/dev/null', '-H', 'Content-Type: application/vnd.tcpdump.pcap', '-T', cap.path, `${db}/ref/packets.pcap`], { encoding: 'utf8', timeout: 15 * 60_000 });
         if (put.status === 0) curlS = (wallNow() - c0) / 1000;
-        else problems.push(`reference curl -T failed (${put.status ?? put.signal}): ${put.stderr.slice(0, 300)}`);
-      } else problems.push(`reference: cannot create a database in the store (${mk.status}): ${mk.stderr.slice(0, 300)}`);
+        else refProblems.push(`reference curl -T failed (${put.status ?? put.signal}): ${put.stderr.slice(0, 300)}`);
+      } else refProblems.push(`reference: cannot create a database in the store (${mk.status}): ${mk.stderr.slice(0, 300)}`);
       spawnSync('curl', ['-sS', '-o', '/dev/null', '-X', 'DELETE', db], { timeout: 60_000 });
     }
 
@@ -227,8 +228,11 @@ async function main(): Promise<void> {
     f.add('storeCpuS', '  embedded store', scpu1 - scpu0, 's', 2);
     f.add('agentCpuS', '  agent', acpu1 - acpu0, 's', 2);
     f.section('references (run after the trace)');
-    f.add('queryOnlyS', '`tracefleet query --ip` to /dev/null', queryS, 's', 2);
-    f.add('queryOnlyMbPerSec', '  throughput', cap.bytes / 1e6 / queryS, 'MB/s', 1);
+    if (q.status === 0) {
+      f.add('queryOnlyS', '`tracefleet query --ip` to /dev/null', queryS, 's', 2);
+      f.add('queryOnlyMbPerSec', '  throughput', cap.bytes / 1e6 / queryS, 'MB/s', 1);
+    }
+    refProblems.forEach((p, i) => f.add(`referenceProblem${i}`, '  reference failed', p));
     if (curlS !== null) {
       f.add('curlS', 'curl -T of the same file into the store', curlS, 's', 2);
       f.add('curlMbPerSec', '  throughput', cap.bytes / 1e6 / curlS, 'MB/s', 1);
@@ -244,7 +248,7 @@ async function main(): Promise<void> {
     // Other work on the machine skews every figure here: say how busy it was.
     f.extra('loadavg1', loadavg()[0]);
     f.print();
-    if (problems.length) process.exitCode = 1;
+    if (problems.length || refProblems.length) process.exitCode = 1;
   } finally {
     client?.close();
     changes?.close();

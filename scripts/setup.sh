@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "tracefleet setup: Node.js 20 or later is needed (found: $(node --version 2>/dev/null || echo none)); install it (Debian 13: apt-get install nodejs npm; older: the NodeSource packages) and run again" >&2
+  exit 1
+fi
+
 need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 [ -f /usr/include/pcap/pcap.h ] || need_apt+=(libpcap-dev)
@@ -21,10 +27,19 @@ have python3 || need_apt+=(python3)
 have redis-server || need_apt+=(redis-server)
 have openssl || need_apt+=(openssl)
 
+# Each package once (tshark provides several of the commands).
+uniq=()
+for p in "${need_apt[@]}"; do [[ " ${uniq[*]} " == *" $p "* ]] || uniq+=("$p"); done
+need_apt=("${uniq[@]}")
+
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! have apt-get; then
     echo "tracefleet setup: missing system packages: ${need_apt[*]}" >&2
-    echo "Install them as root (apt-get install ${need_apt[*]}) or run this as root on Debian." >&2
+    if have apt-get; then
+      echo "Install them as root: sudo apt-get install --no-install-recommends ${need_apt[*]}  (or run this as root), then run it again." >&2
+    else
+      echo "No apt-get here: install your system's packages of these (Debian names) and run this again." >&2
+    fi
     exit 1
   fi
   echo "tracefleet setup: installing ${need_apt[*]} (apt-get)" >&2
@@ -42,4 +57,20 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   cp package-lock.json "$stamp"
 fi
 
-npm run --silent build >&2
+# Build only what changed since the last build (same steps as `npm run build`),
+# so that a second `npm start` is up in seconds.
+addon=agent/capture/native/build/Release/tfcapture.node
+if [ ! -f "$addon" ] || [ "$stamp" -nt "$addon" ] \
+   || [ -n "$(find agent/capture/native -maxdepth 1 -type f -newer "$addon" -print -quit)" ]; then
+  # Through npm: node-gyp then gets npm's settings (nodedir, proxy) as under `npm run build`.
+  npm exec --no -- node-gyp rebuild --silent --directory agent/capture/native >&2
+fi
+built=dist/.tracefleet-built
+if [ ! -f "$built" ] || [ "$stamp" -nt "$built" ] || [ tsconfig.json -nt "$built" ] \
+   || [ -n "$(find agent cli shared dispatcher bin test bench -name '*.ts' -newer "$built" -print -quit 2>/dev/null)" ]; then
+  mkdir -p dist
+  # Stamped before compiling: a file edited meanwhile is compiled next time.
+  touch "$built.new"
+  node_modules/.bin/tsc -p tsconfig.json >&2
+  mv "$built.new" "$built"
+fi

@@ -1,4 +1,4 @@
-import { finished } from 'node:stream';
+import { StreamSink } from './sink';
 import { PCAP_DEFAULT_SNAPLEN } from './pcap';
 import { PCAPNG_BLOCK_EPB, PCAPNG_BLOCK_IDB, PCAPNG_BLOCK_SHB } from './pcapng';
 import { checkRecord, type WritableRecord } from './writer';
@@ -107,22 +107,15 @@ function writeTimestamp(b: Buffer, at: number, tsSec: number, tsNsec: number, na
  * process) and surface as a rejection of waitDrain()/end() or a throw from
  * the next write(), as with PcapWriter.
  */
-export class PcapngWriter {
-  private readonly out: NodeJS.WritableStream;
+export class PcapngWriter extends StreamSink {
   private readonly snaplen: number;
   /** Interface id by `${linkType}/${nanos}`. */
   private readonly ifaces = new Map<string, number>();
-  private error: Error | null = null;
-  private blocked = false;
-  private ending: Promise<void> | null = null;
   private recordsWritten = 0;
 
   constructor(out: NodeJS.WritableStream, opts: PcapngWriterOptions = {}) {
-    this.out = out;
+    super(out, 'PcapngWriter');
     this.snaplen = opts.snaplen ?? PCAP_DEFAULT_SNAPLEN;
-    out.on('error', (err: Error) => {
-      this.error ??= err;
-    });
     this.put(shbBytes(opts.application ?? 'tracefleet'));
   }
 
@@ -136,16 +129,6 @@ export class PcapngWriter {
     return this.ifaces.size;
   }
 
-  private put(b: Buffer): boolean {
-    const ok = this.out.write(b);
-    this.blocked = !ok;
-    return ok;
-  }
-
-  private check(): void {
-    if (this.error) throw this.error;
-    if (this.ending) throw new Error('PcapngWriter.write() after end()');
-  }
 
   /**
    * The interface id for packets of this link type and resolution, writing
@@ -195,47 +178,5 @@ export class PcapngWriter {
     b.writeUInt32LE(len, len - 4);
     this.recordsWritten++;
     return this.put(b);
-  }
-
-  waitDrain(): Promise<void> {
-    if (this.error) return Promise.reject(this.error);
-    if (!this.blocked) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const done = (err?: Error) => {
-        this.out.removeListener('drain', onDrain);
-        this.out.removeListener('error', onError);
-        this.out.removeListener('close', onClose);
-        if (err) reject(err);
-        else resolve();
-      };
-      const onDrain = () => {
-        this.blocked = false;
-        done();
-      };
-      const onError = (err: Error) => done(err);
-      const onClose = () => done(this.error ?? new Error('stream closed before it drained'));
-      this.out.on('drain', onDrain);
-      this.out.on('error', onError);
-      this.out.on('close', onClose);
-    });
-  }
-
-  /** Ends the stream; resolves once all data is flushed, rejects on a stream error. */
-  end(): Promise<void> {
-    if (!this.ending) {
-      this.ending = new Promise<void>((resolve, reject) => {
-        if (this.error) {
-          reject(this.error);
-          return;
-        }
-        finished(this.out, (err) => {
-          const e = this.error ?? err;
-          if (e) reject(e);
-          else resolve();
-        });
-        this.out.end();
-      });
-    }
-    return this.ending;
   }
 }

@@ -1,5 +1,5 @@
 import { writeSync } from 'node:fs';
-import { finished } from 'node:stream';
+import { StreamSink } from './sink';
 import { pcapHeaderBytes, PCAP_DEFAULT_SNAPLEN, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, writePcapRecordHeader } from './pcap';
 
 /** What a writer needs of a packet; PacketRecord satisfies it. */
@@ -55,23 +55,16 @@ export function encodePcapRecord(rec: WritableRecord, nanos: boolean): Buffer[] 
  * process) and surface as a rejection of waitDrain()/end() or a throw from
  * the next write().
  */
-export class PcapWriter {
-  private readonly out: NodeJS.WritableStream;
+export class PcapWriter extends StreamSink {
   private readonly nanos: boolean;
   private readonly snaplen: number;
-  private error: Error | null = null;
-  private blocked = false;
-  private ending: Promise<void> | null = null;
   private recordsWritten = 0;
 
   constructor(out: NodeJS.WritableStream, opts: PcapWriterOptions) {
-    this.out = out;
+    super(out, 'PcapWriter');
     this.nanos = opts.nanos;
     this.snaplen = opts.snaplen ?? PCAP_DEFAULT_SNAPLEN;
-    out.on('error', (err: Error) => {
-      this.error ??= err;
-    });
-    this.blocked = !out.write(pcapHeaderBytes({ linkType: opts.linkType, nanos: opts.nanos, snaplen: this.snaplen }));
+    this.put(pcapHeaderBytes({ linkType: opts.linkType, nanos: opts.nanos, snaplen: this.snaplen }));
   }
 
   /** Records accepted so far. */
@@ -81,59 +74,14 @@ export class PcapWriter {
 
   /** Returns false when the stream wants the caller to wait for waitDrain(). */
   write(rec: WritableRecord): boolean {
-    if (this.error) throw this.error;
-    if (this.ending) throw new Error('PcapWriter.write() after end()');
+    this.check();
     checkRecord(rec, this.snaplen);
     const capLen = rec.data.length;
     const b = Buffer.allocUnsafe(PCAP_RECORD_HEADER_LEN + capLen);
     writePcapRecordHeader(b, 0, rec.tsSec, rec.tsNsec, capLen, rec.origLen, this.nanos);
     rec.data.copy(b, PCAP_RECORD_HEADER_LEN);
     this.recordsWritten++;
-    const ok = this.out.write(b);
-    this.blocked = !ok;
-    return ok;
-  }
-
-  waitDrain(): Promise<void> {
-    if (this.error) return Promise.reject(this.error);
-    if (!this.blocked) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const done = (err?: Error) => {
-        this.out.removeListener('drain', onDrain);
-        this.out.removeListener('error', onError);
-        this.out.removeListener('close', onClose);
-        if (err) reject(err);
-        else resolve();
-      };
-      const onDrain = () => {
-        this.blocked = false;
-        done();
-      };
-      const onError = (err: Error) => done(err);
-      const onClose = () => done(this.error ?? new Error('stream closed before it drained'));
-      this.out.on('drain', onDrain);
-      this.out.on('error', onError);
-      this.out.on('close', onClose);
-    });
-  }
-
-  /** Ends the stream; resolves once all data is flushed, rejects on a stream error. */
-  end(): Promise<void> {
-    if (!this.ending) {
-      this.ending = new Promise<void>((resolve, reject) => {
-        if (this.error) {
-          reject(this.error);
-          return;
-        }
-        finished(this.out, (err) => {
-          const e = this.error ?? err;
-          if (e) reject(e);
-          else resolve();
-        });
-        this.out.end();
-      });
-    }
-    return this.ending;
+    return this.put(b);
   }
 }
 

@@ -1,20 +1,7 @@
-import type { AgentHello, AgentStatus, CaptureStatus, RingStatus } from '../../shared/protocol/wire';
+import type { AgentHello, AgentStatus, AgentView } from '../../shared/protocol/wire';
 
-/** What the dispatcher knows of one agent. */
-export interface AgentEntry {
-  name: string;
-  connected: boolean;
-  /** ISO time of the current (or last) connection. */
-  connectedAt: string;
-  /** ISO time of the last message received (hello or heartbeat). */
-  lastSeen: string;
-  hostname: string | null;
-  version: string | null;
-  interfaces: string[];
-  ring: RingStatus | null;
-  capture: CaptureStatus;
-  indexErrors: number;
-}
+/** What the dispatcher knows of one agent: what clients are shown (shared/protocol/wire.ts). */
+export type AgentEntry = AgentView;
 
 /**
  * The agents seen since the dispatcher started. A disconnected agent stays

@@ -225,10 +225,13 @@ export interface TraceUpdate {
   at: string;
 }
 
+/** An agent as the dispatcher knows it; a disconnected one stays listed with connected false. */
 export interface AgentView {
   name: string;
   connected: boolean;
+  /** ISO time of the current (or last) connection. */
   connectedAt: string;
+  /** ISO time of the last message received (hello or heartbeat). */
   lastSeen: string;
   hostname: string | null;
   version: string | null;

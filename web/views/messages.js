@@ -17,11 +17,11 @@ function tsKey(ts) {
 const COLUMNS = [
   { key: 'time', label: 'Time (UTC)', value: (m) => fmtClock(m.time), sort: (m) => tsKey(m.ts) },
   { key: 'host', label: 'Host', value: (m) => m.host ?? '' },
-  { key: 'flow', label: 'Source → Destination', value: (m) => `${m.src} → ${m.dst}` },
+  { key: 'flow', label: 'Source → Destination', value: (m) => `${m.src} → ${m.dst}`, cell: (m) => [m.src, ' →', h('br'), m.dst] },
   { key: 'what', label: 'Method / status', value: (m) => fmtMethodStatus(m), sort: (m) => (m.method ? `0${m.method}` : `1${String(m.status).padStart(3, '0')}`) },
   { key: 'callId', label: 'Call-ID', value: (m) => m.callId ?? '' },
   { key: 'cseq', label: 'CSeq', value: (m) => m.cseq ?? '', sort: (m) => String(m.cseq ?? '').replace(/^\d+/, (d) => d.padStart(10, '0')) },
-  { key: 'fromTo', label: 'From / To', value: (m) => `${m.from ?? '–'} / ${m.to ?? '–'}` },
+  { key: 'fromTo', label: 'From / To', value: (m) => `${m.from ?? '–'} / ${m.to ?? '–'}`, cell: (m) => [m.from ?? '–', ' /', h('br'), m.to ?? '–'] },
 ];
 
 function kind(m) {
@@ -74,7 +74,7 @@ export function renderMessages(container, messages, { onSelect } = {}) {
         const tr = h(
           'tr',
           { class: `kind-${kind(r.m)}${selected === r.m ? ' selected' : ''}`, dataset: { index: r.i }, tabindex: 0, 'aria-selected': selected === r.m ? 'true' : 'false' },
-          COLUMNS.map((c) => h('td', { class: `col-${c.key}` }, c.value(r.m))),
+          COLUMNS.map((c) => h('td', { class: `col-${c.key}` }, c.cell ? c.cell(r.m) : c.value(r.m))),
         );
         const choose = () => {
           selected = r.m;

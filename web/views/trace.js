@@ -161,7 +161,7 @@ export function renderTrace(main, ctx, id) {
     }
     if (left) return;
     const details = h('div', { class: 'message-details', id: 'message-details', 'aria-live': 'polite' }, h('p', { class: 'hint' }, 'Choose a message in the table or an arrow in the ladder to see it here.'));
-    const ladder = h('div', { class: 'ladder', id: 'ladder' });
+    const ladder = h('div', { class: 'ladder-box', id: 'ladder' });
     const tableBox = h('div', { class: 'message-table', id: 'message-table' });
     const show = (m) => replace(details, h('h3', {}, 'Message'), messageDetails(m));
     replace(

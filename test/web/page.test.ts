@@ -130,7 +130,11 @@ describe('web page (in-process dispatcher and agents)', { skip }, () => {
     const arrows = await page.locator('#ladder .ladder-arrow').evaluateAll((gs: any[]) => gs.map((g) => `${g.dataset.src}>${g.dataset.dst} ${g.querySelector('.ladder-label').textContent}`));
     assert.deepEqual(arrows, [`${PROXY}:5060>198.51.100.7:5060 INVITE`, `198.51.100.7:5060>${PROXY}:5060 ✓ 200 OK`]);
     await page.locator('#ladder .ladder-arrow').nth(1).click();
-    assert.match((await page.locator('#message-details').textContent()) ?? '', /200 OK/);
+    assert.match((await page.locator('#ladder .ladder-details').textContent()) ?? '', /200 OK/);
+    assert.match((await page.locator('#msg-table tr.selected').textContent()) ?? '', /200 OK/);
+    // A row of the table shows its message beside it.
+    await page.locator('#msg-table tbody tr').first().click();
+    assert.match((await page.locator('#message-details').textContent()) ?? '', /INVITE/);
 
     // Downloads: the merged PCAP as the store holds it, under a name that says what it is.
     const [download] = await Promise.all([page.waitForEvent('download'), page.locator('a.download[data-what="merged"]').click()]);

@@ -114,7 +114,13 @@ export function renderMessages(container, messages, { onSelect } = {}) {
     highlight(msg) {
       selected = msg;
       draw();
-      tbody.querySelector('tr.selected')?.scrollIntoView({ block: 'nearest' });
+      // Scroll the table's own box only: the page stays where the reader is (at the ladder).
+      const row = tbody.querySelector('tr.selected');
+      const box = row?.closest('.table-scroll');
+      if (row && box) {
+        const top = row.offsetTop - box.clientHeight / 2;
+        box.scrollTop = Math.max(0, top);
+      }
     },
   };
 }

@@ -160,7 +160,7 @@ export function renderTrace(main, ctx, id) {
       return;
     }
     if (left) return;
-    const details = h('div', { class: 'message-details', id: 'message-details', 'aria-live': 'polite' }, h('p', { class: 'hint' }, 'Choose a message in the table or an arrow in the ladder to see it here.'));
+    const details = h('div', { class: 'message-details', id: 'message-details', 'aria-live': 'polite' }, h('p', { class: 'hint' }, 'Choose a message in the table to see it here.'));
     const ladder = h('div', { class: 'ladder-box', id: 'ladder' });
     const tableBox = h('div', { class: 'message-table', id: 'message-table' });
     const show = (m) => replace(details, h('h3', {}, 'Message'), messageDetails(m));
@@ -175,12 +175,8 @@ export function renderTrace(main, ctx, id) {
       // Loaded on demand: the page works (table, downloads) even if the ladder cannot load.
       const { renderLadder } = await import('../ladder.js');
       if (left) return;
-      renderLadder(ladder, messages, {
-        onSelect(m) {
-          show(m);
-          table.highlight(m);
-        },
-      });
+      // The ladder shows the chosen arrow's message itself; the table marks the same message.
+      renderLadder(ladder, messages, { onSelect: (m) => table.highlight(m) });
     } catch (e) {
       replace(ladder, h('p', { class: 'form-error' }, `the call-flow ladder could not be drawn: ${e.message}`));
     }

@@ -26,6 +26,8 @@ have g++ || need_apt+=(g++)
 have python3 || need_apt+=(python3)
 have redis-server || need_apt+=(redis-server)
 have openssl || need_apt+=(openssl)
+# The web page's browser tests drive Debian's Chromium (playwright-core never downloads a browser here).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 
 # Each package once (tshark provides several of the commands).
 uniq=()

@@ -78,7 +78,9 @@ export function startDemoTraffic(opts: DemoTrafficOptions = {}): DemoTraffic {
   const startSipp = (role: string, args: string[]): ChildProcess => {
     const errFile = join(dir, `${role}-errors.log`);
     const [cmd, ...pre] = prefix.length ? prefix : ['sipp'];
-    const p = spawn(cmd, [...pre, ...(prefix.length ? ['sipp'] : []), ...args, ...common, '-error_file', errFile], { stdio: 'ignore' });
+    // A process group of its own: a terminal's Ctrl-C reaches only the demo, which stops sipp itself
+    // (sipp ending on the same SIGINT would look like a failure of the demo traffic).
+    const p = spawn(cmd, [...pre, ...(prefix.length ? ['sipp'] : []), ...args, ...common, '-error_file', errFile], { stdio: 'ignore', detached: true });
     procs.push(p);
     p.on('error', (e) => log(`tracefleet demo: cannot run sipp (${role}): ${e.message}; install it: apt-get install sip-tester`));
     p.on('exit', (code, signal) => {

@@ -280,6 +280,31 @@ describe('web page (in-process dispatcher and agents)', { skip }, () => {
     await page.close();
   });
 
+  test('History pages through traces, newest first, 20 at a time', async () => {
+    // Stored traces of another user, made directly in the store: the list is the store's, not the orchestrator's.
+    const base = Date.parse('2026-01-02T03:04:05Z');
+    for (let i = 0; i < 23; i++) {
+      await d.store.store.createTrace({ id: `paged-${String(i).padStart(2, '0')}`, request: { number: [`55501${String(i).padStart(2, '0')}`] }, user: 'pat', hosts: ['a'], state: 'done', createdAt: new Date(base + i * 1000).toISOString() });
+    }
+    const { page, errors } = await browser.newPage();
+    await logIn(page, d.url, VIEWER.name, VIEWER.password);
+    await page.locator('#history-table tbody tr').first().waitFor();
+    const ids = () => page.locator('#history-table tbody tr').evaluateAll((rs: any[]) => rs.map((r) => r.dataset.id));
+    const first = await ids();
+    assert.equal(first.length, 20);
+    const all = (await d.store.store.listTraces({ limit: 1000 })).traces.map((t) => t.id);
+    assert.deepEqual(first, all.slice(0, 20), 'the first page is the store\'s newest 20');
+    assert.equal(await page.locator('#history-newer').isDisabled(), true);
+    await page.getByRole('button', { name: 'Older →' }).click();
+    await page.locator(`#history-table tbody tr[data-id="${all[20]}"]`).waitFor();
+    assert.deepEqual(await ids(), all.slice(20, 40));
+    await page.getByRole('button', { name: '← Newer' }).click();
+    await page.locator(`#history-table tbody tr[data-id="${all[0]}"]`).waitFor();
+    assert.deepEqual(await ids(), first);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
   test('log in and out: a wrong password is refused on the form; log out and an expired session end at the login form', async () => {
     const { page } = await browser.newPage();
     await page.goto(`${d.url}/`);

@@ -7,8 +7,8 @@ const PAGE = 20;
 
 export function renderHistory(main, ctx) {
   ctx.setTitle('History');
-  // Bookmarks of the pages before this one (the first page has none): Newer goes back through them.
-  const paging = (ctx.shared.history ??= { stack: [], bookmark: undefined });
+  // Every visit starts at the newest page. stack: the bookmarks of the pages before this one (the first has none).
+  const paging = { stack: [], bookmark: undefined };
   const status = h('p', { class: 'status-line', role: 'status', 'aria-live': 'polite' }, 'loading…');
   const body = h('tbody');
   const table = h(

@@ -4,7 +4,7 @@
 # come after the ones made here (set a setting once: by variable or by flag).
 #
 #   TRACEFLEET_RING               ring directory                    /var/lib/tracefleet/ring
-#   TRACEFLEET_INTERFACES         interfaces, comma-separated       any
+#   TRACEFLEET_INTERFACES         interfaces, comma-separated       any (unless -i is given)
 #   TRACEFLEET_RING_SIZE          --ring-size                       10G
 #   TRACEFLEET_SEGMENT_SIZE       --segment-size                    64M
 #   TRACEFLEET_SEGMENT_SECONDS    --segment-seconds                 300
@@ -21,15 +21,23 @@ set -eu
 here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 home=${TRACEFLEET_HOME:-$(dirname -- "$here")}
 
+# Interfaces given as arguments (-i) replace TRACEFLEET_INTERFACES.
+given_iface=0
+for a in "$@"; do
+  case $a in -i | -i=* | --interface | --interface=*) given_iface=1 ;; esac
+done
+
 # The caller's arguments are moved behind ours: count them, append ours, rotate.
 n=$#
 set -- "$@" --ring "${TRACEFLEET_RING:-/var/lib/tracefleet/ring}"
-old_ifs=$IFS
-IFS=,
-for i in ${TRACEFLEET_INTERFACES:-any}; do
-  [ -n "$i" ] && set -- "$@" -i "$i"
-done
-IFS=$old_ifs
+if [ "$given_iface" = 0 ]; then
+  old_ifs=$IFS
+  IFS=,
+  for i in ${TRACEFLEET_INTERFACES:-any}; do
+    [ -n "$i" ] && set -- "$@" -i "$i"
+  done
+  IFS=$old_ifs
+fi
 [ -n "${TRACEFLEET_RING_SIZE:-}" ] && set -- "$@" --ring-size "$TRACEFLEET_RING_SIZE"
 [ -n "${TRACEFLEET_SEGMENT_SIZE:-}" ] && set -- "$@" --segment-size "$TRACEFLEET_SEGMENT_SIZE"
 [ -n "${TRACEFLEET_SEGMENT_SECONDS:-}" ] && set -- "$@" --segment-seconds "$TRACEFLEET_SEGMENT_SECONDS"

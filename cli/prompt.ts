@@ -39,8 +39,9 @@ export function readSecret(prompt: string, input: NodeJS.ReadStream = process.st
         }
       }
     };
-    output.write(prompt);
+    // Raw before the question shows: whatever is typed after it is not echoed.
     input.setRawMode(true);
+    output.write(prompt);
     input.resume();
     input.on('data', onData);
   });
@@ -59,6 +60,6 @@ export async function readFirstLine(input: NodeJS.ReadableStream = process.stdin
   const text = Buffer.concat(parts).toString('utf8');
   const line = text.split(/\r?\n/)[0];
   if (line.length > MAX_SECRET) throw new CliError(`the password on stdin is over ${MAX_SECRET} characters`, CLI_EXIT.BAD_INPUT);
-  if (line === '') throw new CliError('--password-stdin read an empty password: pipe the password in, e.g. pass show tracefleet | tracefleet login --user U --password-stdin', CLI_EXIT.BAD_INPUT);
+  if (line === '') throw new CliError('--password-stdin read an empty password: pipe the password in on one line, e.g. pass show tracefleet | tracefleet login --user U --password-stdin', CLI_EXIT.BAD_INPUT);
   return line;
 }

@@ -77,7 +77,7 @@ describe('tracefleet user (the real CLI on a temp data dir)', () => {
     badInput(await tracefleet(['user', 'add', 'bob', '--role', 'boss', '--password-stdin', ...dir], { input: `${PW}\n` }), /role "boss" is not one of admin, tracer, viewer/);
     badInput(await tracefleet(['user', 'add', 'bad name!', '--role', 'viewer', '--password-stdin', ...dir], { input: `${PW}\n` }), /user name "bad name!" is not valid/);
     badInput(await tracefleet(['user', 'add', 'bob', '--role', 'viewer', ...dir]), /no password given: use --password-stdin/);
-    badInput(await tracefleet(['user', 'add', 'bob', '--role', 'viewer', '--password-stdin', ...dir]), /stdin was empty/);
+    badInput(await tracefleet(['user', 'add', 'bob', '--role', 'viewer', '--password-stdin', ...dir]), /read an empty password/);
     badInput(await tracefleet(['user', 'add', 'bob', '--role', 'viewer', ...dir], { env: { TRACEFLEET_NEW_PASSWORD: 'short' } }), /too short \(5 characters\)/);
     badInput(await tracefleet(['user', 'token', 'nobody', ...dir]), /no user named nobody/);
 

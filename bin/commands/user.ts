@@ -14,10 +14,10 @@ import type { Argv, CommandModule } from 'yargs';
 import { Auth, AuthError, UserInfo, checkPasswordPolicy, checkRoles, checkUserName, parseApiToken } from '../../dispatcher/auth';
 import { StoreAccess, embeddedUrlFile, openStore } from '../../dispatcher/daemon/store-access';
 import { ROLES } from '../../shared/protocol/wire';
+import { CliError } from '../../cli/errors';
+import { readFirstLine, readSecret } from '../../cli/prompt';
 
 const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
-/** Longest line --password-stdin reads (the login handshake allows 1024 characters). */
-const MAX_STDIN_LINE = 4096;
 
 class UsageError extends Error {}
 
@@ -45,79 +45,17 @@ function note(line: string): void {
 
 // ---- passwords -------------------------------------------------------------
 
-/** One line from stdin (without its line end); stops reading there. */
-function readStdinLine(): Promise<string> {
-  const stdin = process.stdin;
-  return new Promise((resolve, reject) => {
-    let buf = Buffer.alloc(0);
-    const done = (err: Error | null, line?: string): void => {
-      stdin.off('data', onData);
-      stdin.off('end', onEnd);
-      stdin.off('error', onError);
-      stdin.pause();
-      if (err) reject(err);
-      else resolve(line ?? '');
-    };
-    const onData = (chunk: Buffer): void => {
-      buf = Buffer.concat([buf, chunk]);
-      const nl = buf.indexOf(0x0a);
-      if (nl >= 0) return done(null, buf.subarray(0, nl).toString('utf8').replace(/\r$/, ''));
-      if (buf.length > MAX_STDIN_LINE) done(new UsageError(`--password-stdin: no line end in the first ${MAX_STDIN_LINE} bytes of stdin`));
-    };
-    const onEnd = (): void => {
-      if (buf.length === 0) done(new UsageError('--password-stdin: stdin was empty: pipe the password in, e.g. `printf "%s\\n" "$PW" | tracefleet user ...`'));
-      else done(null, buf.toString('utf8').replace(/\r?\n?$/, ''));
-    };
-    const onError = (err: Error): void => done(err);
-    stdin.on('data', onData);
-    stdin.once('end', onEnd);
-    stdin.once('error', onError);
-    stdin.resume();
-  });
-}
-
-/** Asks on the terminal with echo off; rejects on Ctrl-C or Ctrl-D. */
-function promptHidden(question: string): Promise<string> {
-  const stdin = process.stdin;
-  // Raw before the question shows: whatever is typed after it is not echoed.
-  stdin.setRawMode(true);
-  process.stderr.write(question);
-  return new Promise((resolve, reject) => {
-    let answer = '';
-    stdin.setEncoding('utf8');
-    const finish = (err: Error | null): void => {
-      stdin.off('data', onData);
-      stdin.setRawMode(false);
-      stdin.pause();
-      process.stderr.write('\n');
-      if (err) reject(err);
-      else resolve(answer);
-    };
-    const onData = (text: string): void => {
-      for (const ch of text) {
-        if (ch === '\r' || ch === '\n') return finish(null);
-        if (ch === '\u0003' || (ch === '\u0004' && answer === '')) return finish(new Error('cancelled'));
-        if (ch === '\u007f' || ch === '\b') answer = [...answer].slice(0, -1).join('');
-        else if (ch >= ' ') answer += ch;
-        if (answer.length > MAX_STDIN_LINE) return finish(new UsageError('the password is too long'));
-      }
-    };
-    stdin.on('data', onData);
-    stdin.resume();
-  });
-}
-
 /** From --password-stdin, else TRACEFLEET_NEW_PASSWORD, else asked twice on a terminal; checked against the policy. */
 async function newPassword(a: PasswordArgs): Promise<string> {
   let password: string;
   if (a['password-stdin']) {
-    password = await readStdinLine();
+    password = await readFirstLine();
   } else if (process.env.TRACEFLEET_NEW_PASSWORD) {
     password = process.env.TRACEFLEET_NEW_PASSWORD;
   } else if (process.stdin.isTTY) {
-    password = await promptHidden(`new password for ${a.name}: `);
+    password = await readSecret(`new password for ${a.name}: `);
     checkPasswordPolicy(password);
-    if ((await promptHidden('again: ')) !== password) throw new UsageError('the two passwords differ: nothing changed, try again');
+    if ((await readSecret('again: ')) !== password) throw new UsageError('the two passwords differ: nothing changed, try again');
   } else {
     throw new UsageError('no password given: use --password-stdin (one line on stdin), set TRACEFLEET_NEW_PASSWORD, or run on a terminal to be asked');
   }
@@ -164,6 +102,7 @@ function usersTable(users: UserInfo[]): string {
 
 function exitCodeOf(err: unknown): number {
   if (err instanceof UsageError) return EXIT.BAD_INPUT;
+  if (err instanceof CliError) return err.exitCode;
   if (err instanceof AuthError) return err.code === 'rate_limited' ? EXIT.FAILED : EXIT.BAD_INPUT;
   return EXIT.FAILED;
 }

@@ -13,7 +13,9 @@ import {
   ConfigDoc,
   DESIGN_DOC,
   DESIGN_NAME,
+  HOST_ATTACHMENT,
   JsonValue,
+  PCAP_CONTENT_TYPE,
   ResultDoc,
   ResultState,
   TraceDoc,
@@ -559,6 +561,53 @@ export class TraceStore {
         if (r.error && r.error !== 'conflict') throw new StoreError(`creating ${r.id}: the store at ${this.url} answered ${r.error} ${r.reason ?? ''}`, undefined, r.error);
       }
     }
+  }
+
+  /**
+   * Writes many hosts' final results in two requests (their current
+   * revisions, then one _bulk_docs), each with its PCAP inline: for the
+   * small results of a fleet-wide trace, where a request per host would
+   * swamp the store. The caller bounds the inline bytes (they are in
+   * memory); large results go through putResult + putAttachmentStream.
+   * Returns, per input, null or the error for that document (a conflict is
+   * StoreError 409: try it again).
+   */
+  async writeResults(items: Array<{ result: NewResult; pcap?: Buffer }>): Promise<Array<StoreError | null>> {
+    if (items.length === 0) return [];
+    const ids = items.map((i) => resultDocId(i.result.traceId, i.result.host));
+    const revs = await this.call('reading revisions', () => this.db.fetchRevs({ keys: ids }));
+    const revOf = new Map<string, string>();
+    for (const row of revs.rows as { id?: string; key?: string; value?: { rev: string; deleted?: boolean } }[]) {
+      if (row.id && row.value && !row.value.deleted) revOf.set(row.id, row.value.rev);
+    }
+    const now = new Date().toISOString();
+    const docs = items.map(({ result: r, pcap }, n) => {
+      const doc: ResultDoc & { _rev?: string } = {
+        _id: ids[n],
+        type: 'result',
+        traceId: r.traceId,
+        host: r.host,
+        state: r.state ?? 'queued',
+        packets: r.packets ?? 0,
+        bytes: r.bytes ?? 0,
+        truncated: r.truncated ?? false,
+        ...(r.error !== undefined ? { error: r.error } : {}),
+        messages: r.messages ?? [],
+        updatedAt: now,
+      };
+      const rev = revOf.get(ids[n]);
+      if (rev) doc._rev = rev;
+      if (pcap) (doc as unknown as { _attachments: object })._attachments = { [HOST_ATTACHMENT]: { content_type: PCAP_CONTENT_TYPE, data: pcap.toString('base64') } };
+      return doc;
+    });
+    const res = await this.call(`writing ${docs.length} results`, () => this.db.bulk({ docs: docs as nano.MaybeDocument[] }));
+    const byId = new Map(res.map((r) => [r.id, r]));
+    return ids.map((id) => {
+      const r = byId.get(id);
+      if (!r) return new StoreError(`writing ${id}: the store at ${this.url} did not answer for it`);
+      if (!r.error) return null;
+      return new StoreError(`writing ${id}: the store at ${this.url} answered ${r.error} ${r.reason ?? ''}`, r.error === 'conflict' ? 409 : undefined, r.error);
+    });
   }
 
   async getResult(traceId: string, host: string): Promise<ResultDoc | null> {

@@ -30,7 +30,7 @@ export interface HostRunContext {
   timeouts: HostRunTimeouts;
   /** Live state for clients (not stored). */
   update(u: TraceUpdate): void;
-  /** The host is finished: its final state is in the spool, to be stored. Called once. */
+  /** The host is finished: its final state is to be spooled and stored. Called once. */
   finished(final: HostFinal): void;
   /** Counters for /metrics. */
   count(what: 'chunk' | 'protocol_error', bytes?: number): void;
@@ -214,11 +214,6 @@ export class HostRun {
         final = { ...f, packets: t.packets, bytes: t.bytes, hasPcap: t.bytes > 0 };
       }
       for (const n of notes) this.c.log(`tracefleet dispatcher: agent ${this.c.host}, trace ${this.c.traceId}: ${n}`);
-      try {
-        this.c.spool.writeFinal(this.c.traceId, this.c.host, final);
-      } catch (e) {
-        this.c.log(`tracefleet dispatcher: cannot write ${this.c.host}'s final state to the spool: ${(e as Error).message}`);
-      }
       this.emitUpdate(final.state, { packets: final.packets, bytes: final.bytes, truncated: final.truncated, error: final.error });
       this.c.finished(final);
     };

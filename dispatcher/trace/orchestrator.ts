@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import type { Namespace } from 'socket.io';
 import { z } from 'zod';
@@ -7,7 +8,7 @@ import { AgentView, HostView, parseMessage, traceQuery, TraceQuery, TraceRequest
 import type { AgentFleet } from '../fleet/server';
 import { mergeCaptures } from '../merge/merge';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId, traceDocId } from '../store/layout';
-import { StoreError, StoreUnreachableError, TraceStore } from '../store/store';
+import { NewResult, StoreError, StoreUnreachableError, TraceStore } from '../store/store';
 import { HostRun, HostRunTimeouts } from './host-run';
 import { HostFinal, Spool } from './spool';
 import { TraceRequestError, Traces } from './types';
@@ -86,6 +87,9 @@ export class Orchestrator implements Traces {
   private readonly listeners = new Set<(u: TraceUpdate) => void>();
   /** Work the store refused for being away, by key; retried every retryMs. */
   private readonly pending = new Map<string, Job>();
+  /** Jobs being tried now: the retry loop leaves them be. */
+  private readonly inFlight = new Set<Job>();
+  private readonly batch: ResultBatch;
   private retryTimer: NodeJS.Timeout | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private closed = false;
@@ -99,6 +103,7 @@ export class Orchestrator implements Traces {
     this.nsp = opts.fleet.agents;
     this.clustered = opts.clustered ?? false;
     this.retryMs = opts.retryMs ?? 5_000;
+    this.batch = new ResultBatch(this.store);
 
     this.fleet.onTraceEvent((agent, socketId, event, data, ack) => this.onAgentEvent(agent, socketId, event, data, ack));
     this.fleet.onAgentGone((agent, socketId) => {
@@ -133,7 +138,6 @@ export class Orchestrator implements Traces {
           messages: [],
           hasPcap: cut.bytes > 0,
         };
-        this.spool.writeFinal(t.traceId, host, final);
         t.finals.push({ host, final });
       }
       if (t.owned) {
@@ -196,7 +200,6 @@ export class Orchestrator implements Traces {
         this.nsp.serverSideEmit('tf:run-host', { traceId: id, host, query, owner: this.id });
       } else {
         const final: HostFinal = { state: 'unreachable', packets: 0, bytes: 0, truncated: false, error: `agent ${host} is not connected to any dispatcher`, messages: [], hasPcap: false };
-        this.spool.writeFinal(id, host, final);
         this.publish({ traceId: id, host, state: 'unreachable', packets: 0, bytes: 0, error: final.error, at: new Date().toISOString() });
         this.storeFinal(id, host, final, this.id);
       }
@@ -375,7 +378,6 @@ export class Orchestrator implements Traces {
         }
         const error = `agent ${r.host} (on a peer dispatcher) disconnected mid-trace, or its dispatcher stopped`;
         const lost: HostFinal = { state: 'lost', packets: 0, bytes: 0, truncated: false, error, messages: [], hasPcap: false };
-        this.spool.writeFinal(o.id, r.host, lost);
         this.publish({ traceId: o.id, host: r.host, state: 'lost', packets: 0, bytes: 0, error, at: new Date().toISOString() });
         this.storeFinal(o.id, r.host, lost, this.id);
       }
@@ -398,22 +400,33 @@ export class Orchestrator implements Traces {
       stored: false,
       updatedAt: new Date().toISOString(),
     });
+    const result: NewResult = {
+      traceId,
+      host,
+      state: final.state,
+      packets: final.packets,
+      bytes: final.bytes,
+      truncated: final.truncated,
+      ...(final.error !== undefined ? { error: final.error } : {}),
+      messages: final.messages,
+    };
+    let spooled = false;
     this.enqueue(`host:${traceId}:${host}`, async () => {
-      await this.store.putResult({
-        traceId,
-        host,
-        state: final.state,
-        packets: final.packets,
-        bytes: final.bytes,
-        truncated: final.truncated,
-        ...(final.error !== undefined ? { error: final.error } : {}),
-        messages: final.messages,
-      });
-      if (final.hasPcap) {
+      if (!spooled) {
+        // On disk before the store is asked, so a restart can still store it; a full disk must not stop the store from getting it.
+        await this.spool.writeFinal(traceId, host, final).catch((e: Error) => this.log(`tracefleet dispatcher: cannot spool ${host}'s final state: ${e.message}`));
+        spooled = true;
+      }
+      const size = final.hasPcap ? this.spool.pcapSize(traceId, host) : 0;
+      if (size <= INLINE_MAX) {
+        await this.batch.write(result, final.hasPcap ? () => this.spool.readPcap(traceId, host) : null);
+        this.stats.bytesStored += size;
+      } else {
+        await this.store.putResult(result);
         const r = await this.store.putAttachmentStream(resultDocId(traceId, host), HOST_ATTACHMENT, PCAP_CONTENT_TYPE, this.spool.pcapStream(traceId, host));
         this.stats.bytesStored += r.bytes;
       }
-      this.spool.removeHost(traceId, host);
+      await this.spool.markStored(traceId, host, owner === this.id);
     }, () => {
       // After the job has left `pending`: the merge it may start waits for no stored host.
       if (owner === null || owner === this.id) this.hostStored(traceId, host);
@@ -466,15 +479,31 @@ export class Orchestrator implements Traces {
       return;
     }
     const results = await this.store.listResults(traceId);
+    // The hosts this dispatcher ran are read from its spool; only peers' hosts come back from the store.
+    let storeFailed: Error | null = null;
     const inputs = results
       .filter((r) => r._attachments?.[HOST_ATTACHMENT])
-      .map((r) => ({ host: r.host, stream: this.store.getAttachmentStream(resultDocId(traceId, r.host), HOST_ATTACHMENT) }));
+      .map((r) => {
+        const local = this.spool.storedPcap(traceId, r.host);
+        const stream = local ? createReadStream(local) : this.store.getAttachmentStream(resultDocId(traceId, r.host), HOST_ATTACHMENT);
+        stream.once('error', (e: Error) => {
+          if (e instanceof StoreError) storeFailed ??= e;
+        });
+        return { host: r.host, stream };
+      });
     const merged = new PassThrough();
     const merging = mergeCaptures(inputs, merged).catch((e: Error) => {
       merged.destroy(e);
       throw e;
     });
-    const [m] = await Promise.all([merging, this.store.putAttachmentStream(traceDocId(traceId), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, merged)]);
+    let m: Awaited<typeof merging>;
+    try {
+      [m] = await Promise.all([merging, this.store.putAttachmentStream(traceDocId(traceId), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, merged)]);
+    } catch (e) {
+      // An input read back from a store that went away is the store's failure: try the merge again later.
+      if (storeFailed) throw storeFailed;
+      throw e;
+    }
     for (const n of m.notes) this.log(`tracefleet dispatcher: trace ${traceId}: ${n}`);
     const state = forced ?? traceOutcome(trace.hosts.map((h) => results.find((r) => r.host === h)?.state ?? 'lost'));
     const finishedAt = new Date().toISOString();
@@ -501,13 +530,15 @@ export class Orchestrator implements Traces {
   }
 
   private async runJob(key: string, job: Job): Promise<void> {
+    if (this.inFlight.has(job)) return;
+    this.inFlight.add(job);
     try {
       await job.run();
       if (this.pending.get(key) === job) this.pending.delete(key);
       this.stats.pendingStores = this.pending.size;
       job.after?.();
     } catch (e) {
-      if (e instanceof RetryLater || e instanceof StoreUnreachableError || (e instanceof StoreError && e.statusCode !== undefined && e.statusCode >= 500)) {
+      if (e instanceof RetryLater || e instanceof StoreUnreachableError || (e instanceof StoreError && e.statusCode !== undefined && (e.statusCode >= 500 || e.statusCode === 409))) {
         if (!(e instanceof RetryLater)) {
           this.countError('store');
           this.log(`tracefleet dispatcher: ${(e as Error).message}; kept in the spool, trying again every ${this.retryMs / 1000} s`);
@@ -518,6 +549,8 @@ export class Orchestrator implements Traces {
         this.log(`tracefleet dispatcher: giving up on ${key}: ${(e as Error).message}`);
         if (this.pending.get(key) === job) this.pending.delete(key);
       }
+    } finally {
+      this.inFlight.delete(job);
     }
     this.stats.pendingStores = this.pending.size;
   }
@@ -562,6 +595,57 @@ export class Orchestrator implements Traces {
       } catch (e) {
         this.log(`tracefleet dispatcher: an update listener failed: ${(e as Error).message}`);
       }
+    }
+  }
+}
+
+/** Host PCAPs up to this size go to the store inline, in a batch (bounded: at most BATCH_BYTES in memory). */
+const INLINE_MAX = 256 * 1024;
+const BATCH_ITEMS = 200;
+const BATCH_BYTES = 8 * 1024 * 1024;
+const BATCH_WAIT_MS = 20;
+
+/**
+ * Final results of many hosts gathered for BATCH_WAIT_MS and written in two
+ * requests (store.writeResults): a fleet-wide trace finishes a thousand
+ * hosts within a second, and a request or four per host swamps the store.
+ */
+class ResultBatch {
+  private queue: Array<{ result: NewResult; read: (() => Promise<Buffer>) | null; resolve: () => void; reject: (e: Error) => void }> = [];
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly store: TraceStore) {}
+
+  write(result: NewResult, read: (() => Promise<Buffer>) | null): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ result, read, resolve, reject });
+      this.timer ??= setTimeout(() => void this.flush(), BATCH_WAIT_MS);
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.timer = null;
+    const items: typeof this.queue = [];
+    const pcaps: Array<Buffer | undefined> = [];
+    let bytes = 0;
+    while (this.queue.length && items.length < BATCH_ITEMS && bytes < BATCH_BYTES) {
+      const it = this.queue.shift()!;
+      try {
+        const pcap = it.read ? await it.read() : undefined;
+        bytes += pcap?.length ?? 0;
+        items.push(it);
+        pcaps.push(pcap);
+      } catch (e) {
+        it.reject(e as Error);
+      }
+    }
+    if (this.queue.length) this.timer ??= setTimeout(() => void this.flush(), 0);
+    if (!items.length) return;
+    try {
+      const errors = await this.store.writeResults(items.map((it, n) => ({ result: it.result, pcap: pcaps[n] })));
+      errors.forEach((err, n) => (err ? items[n].reject(err) : items[n].resolve()));
+    } catch (e) {
+      for (const it of items) it.reject(e as Error);
     }
   }
 }

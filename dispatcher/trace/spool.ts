@@ -1,4 +1,5 @@
 import { closeSync, createReadStream, createWriteStream, existsSync, openSync, readSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, WriteStream } from 'node:fs';
+import { mkdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import type { MessageSummary } from '../../agent/query/engine';
@@ -14,6 +15,8 @@ import type { ResultState } from '../store/layout';
  *   <dir>/<traceId>/trace.json            this dispatcher owns the trace (builds its merged PCAP)
  *   <dir>/<traceId>/<host>.pcap           the host's PCAP as received
  *   <dir>/<traceId>/<host>.final.json     the host's final state, not yet stored
+ *   <dir>/<traceId>/<host>.stored         the store has the host's result (its .pcap stays,
+ *                                         on the owner, as the merge's local input)
  *   <dir>/<traceId>/merged.pending        the merged PCAP is still to be built
  *
  * Host names are agent names ([A-Za-z0-9_.-]), so they are safe file names.
@@ -49,6 +52,12 @@ function writeAtomic(path: string, data: string): void {
   renameSync(`${path}.tmp`, path);
 }
 
+/** The same off the event loop: a fleet-wide trace writes a thousand of these at once. */
+async function writeAtomicAsync(path: string, data: string): Promise<void> {
+  await writeFile(`${path}.tmp`, data);
+  await rename(`${path}.tmp`, path);
+}
+
 export class Spool {
   constructor(readonly dir: string) {
     mkdirSync(dir, { recursive: true });
@@ -66,6 +75,20 @@ export class Spool {
   openPcap(traceId: string, host: string): WriteStream {
     mkdirSync(this.traceDir(traceId), { recursive: true });
     return createWriteStream(this.pcapPath(traceId, host), { flags: 'w' });
+  }
+
+  /** Bytes of the host's PCAP so far (0 when there is none). */
+  pcapSize(traceId: string, host: string): number {
+    try {
+      return statSync(this.pcapPath(traceId, host)).size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** A small PCAP, whole (for an inline upload). */
+  readPcap(traceId: string, host: string): Promise<Buffer> {
+    return readFile(this.pcapPath(traceId, host));
   }
 
   pcapStream(traceId: string, host: string) {
@@ -98,16 +121,29 @@ export class Spool {
     return { bytes: size - torn, packets, cut: torn };
   }
 
-  writeFinal(traceId: string, host: string, f: HostFinal): void {
-    mkdirSync(this.traceDir(traceId), { recursive: true });
-    writeAtomic(join(this.traceDir(traceId), `${safe(host, 'host')}.final.json`), JSON.stringify(f));
+  async writeFinal(traceId: string, host: string, f: HostFinal): Promise<void> {
+    await mkdir(this.traceDir(traceId), { recursive: true });
+    await writeAtomicAsync(join(this.traceDir(traceId), `${safe(host, 'host')}.final.json`), JSON.stringify(f));
   }
 
-  /** Once the store holds the host's result: its spool files go. */
-  removeHost(traceId: string, host: string): void {
-    rmSync(this.pcapPath(traceId, host), { force: true });
-    rmSync(join(this.traceDir(traceId), `${safe(host, 'host')}.final.json`), { force: true });
-    this.removeIfEmpty(traceId);
+  /**
+   * Once the store holds the host's result. The owner of the trace keeps the
+   * PCAP as the merge's input (read locally rather than back from the
+   * store); a dispatcher running a peer's host keeps nothing.
+   */
+  async markStored(traceId: string, host: string, keepPcap: boolean): Promise<void> {
+    const base = join(this.traceDir(traceId), safe(host, 'host'));
+    if (keepPcap && existsSync(`${base}.pcap`)) await writeFile(`${base}.stored`, '');
+    else await rm(`${base}.pcap`, { force: true });
+    await rm(`${base}.final.json`, { force: true });
+    // Only an empty directory goes: no listing per host (a thousand hosts would make that quadratic).
+    await rmdir(this.traceDir(traceId)).catch(() => {});
+  }
+
+  /** The host's PCAP when this dispatcher still holds it and the store has it too. */
+  storedPcap(traceId: string, host: string): string | null {
+    const base = join(this.traceDir(traceId), safe(host, 'host'));
+    return existsSync(`${base}.stored`) && existsSync(`${base}.pcap`) ? `${base}.pcap` : null;
   }
 
   markOwned(rec: OwnedTraceRecord): void {
@@ -144,8 +180,13 @@ export class Spool {
       } catch {
         continue;
       }
+      if (names.length === 0) {
+        rmSync(dir, { recursive: true, force: true });
+        continue;
+      }
       const finals: Array<{ host: string; final: HostFinal }> = [];
       const pcaps = new Set<string>();
+      const stored = new Set(names.filter((n) => n.endsWith('.stored')).map((n) => n.slice(0, -'.stored'.length)));
       for (const n of names) {
         if (n.endsWith('.final.json')) {
           const host = n.slice(0, -'.final.json'.length);
@@ -170,18 +211,10 @@ export class Spool {
         owned,
         mergePending: names.includes('merged.pending'),
         finals,
-        unfinished: [...pcaps].filter((h) => !finalHosts.has(h)),
+        unfinished: [...pcaps].filter((h) => !finalHosts.has(h) && !stored.has(h)),
       });
     }
     return out;
-  }
-
-  private removeIfEmpty(traceId: string): void {
-    try {
-      if (readdirSync(this.traceDir(traceId)).length === 0) rmSync(this.traceDir(traceId), { recursive: true, force: true });
-    } catch {
-      /* already gone */
-    }
   }
 }
 

@@ -151,26 +151,22 @@ export async function startDemo(opts: DemoOptions): Promise<RunningDemo> {
   const agentToken = randomBytes(24).toString('hex');
   const filter = `udp port ${opts.sipPort} or udp port ${opts.sipPort + 1}`;
 
-  // Capture and the dispatcher (whose store is a child process) start side by side.
-  const [agentR, dispR] = await Promise.allSettled([
-    startAgent({ ringDir, interfaces: ['lo'], filter, ringMaxBytes: 256 * 1024 * 1024, maxSegmentBytes: 8 * 1024 * 1024, maxSegmentSeconds: 60, log }),
-    startDispatcher({
+  // Capture first: when it cannot start (not root) nothing else is started for nothing.
+  const agent = await startAgent({ ringDir, interfaces: ['lo'], filter, ringMaxBytes: 256 * 1024 * 1024, maxSegmentBytes: 8 * 1024 * 1024, maxSegmentSeconds: 60, log });
+  let dispatcher: RunningDispatcher;
+  try {
+    dispatcher = await startDispatcher({
       host: opts.host,
       port: opts.port,
       dataDir: dispatcherDir,
       agentTokens: [{ agent: DEMO_AGENT, token: agentToken }],
       staticDir: opts.staticDir,
       log,
-    }),
-  ]);
-  if (agentR.status === 'rejected' || dispR.status === 'rejected') {
-    if (agentR.status === 'fulfilled') await agentR.value.stop();
-    if (dispR.status === 'fulfilled') await dispR.value.close();
-    if (dispR.status === 'rejected') throw explainListenError(dispR.reason, opts.host, opts.port);
-    throw (agentR as PromiseRejectedResult).reason;
+    });
+  } catch (e) {
+    await agent.stop();
+    throw explainListenError(e, opts.host, opts.port);
   }
-  const agent = agentR.value;
-  const dispatcher: RunningDispatcher = dispR.value;
 
   let link: DispatcherLink | null = null;
   let traces: TraceServer | null = null;

@@ -1,9 +1,9 @@
 import { createWriteStream, readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
-import yargs, { Argv } from 'yargs';
+import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { closeResult, runQuery, writeResultPcap } from '../agent/query/engine';
-import { QueryError, RawQuery, buildQuerySpec } from '../agent/query/spec';
+import { QueryError, buildQuerySpec } from '../agent/query/spec';
 import { importCaptures } from '../agent/ring/import';
 import { checkRing } from '../agent/ring/check';
 import { RingDirError } from '../agent/ring/layout';

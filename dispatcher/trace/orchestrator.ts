@@ -189,7 +189,11 @@ export class Orchestrator implements Traces {
     const o: Owned = { id, hosts, stored: new Set(), remote: new Map(), missing: new Map(), finalizing: false, interrupted: false };
     this.owned.set(id, o);
     this.spool.markOwned({ traceId: id, hosts, createdAt: trace.createdAt });
-    await this.store.createResults(hosts.map((host) => ({ traceId: id, host })));
+    // Written while the agents are already asked: a thousand result docs take the store a while, and a
+    // host's final write creates its doc if it gets there first (the bulk create then leaves it alone).
+    const created = this.store.createResults(hosts.map((host) => ({ traceId: id, host }))).catch((e: Error) => {
+      this.log(`tracefleet dispatcher: trace ${id}: the queued results were not written (${e.message}); each host's result is written when it finishes`);
+    });
     const live = new Map<string, HostView>();
     this.live.set(id, live);
     for (const host of hosts) {
@@ -205,6 +209,7 @@ export class Orchestrator implements Traces {
       }
     }
     this.publish({ traceId: id, host: null, state: 'running', packets: 0, bytes: 0, at: trace.createdAt });
+    await created;
     return traceView(trace, [], live);
   }
 
@@ -611,7 +616,7 @@ const BATCH_WAIT_MS = 20;
  * hosts within a second, and a request or four per host swamps the store.
  */
 class ResultBatch {
-  private queue: Array<{ result: NewResult; read: (() => Promise<Buffer>) | null; resolve: () => void; reject: (e: Error) => void }> = [];
+  private queue: Array<{ result: NewResult; read: (() => Promise<Buffer>) | null; resolve: () => void; reject: (e: Error) => void; conflicts?: number }> = [];
   private timer: NodeJS.Timeout | null = null;
 
   constructor(private readonly store: TraceStore) {}
@@ -643,7 +648,15 @@ class ResultBatch {
     if (!items.length) return;
     try {
       const errors = await this.store.writeResults(items.map((it, n) => ({ result: it.result, pcap: pcaps[n] })));
-      errors.forEach((err, n) => (err ? items[n].reject(err) : items[n].resolve()));
+      errors.forEach((err, n) => {
+        const it = items[n];
+        // A conflict is the doc's creation racing this write (or a peer's update): read its revision again, soon.
+        if (err?.statusCode === 409 && (it.conflicts = (it.conflicts ?? 0) + 1) <= 5) {
+          this.queue.push(it);
+          this.timer ??= setTimeout(() => void this.flush(), BATCH_WAIT_MS);
+        } else if (err) it.reject(err);
+        else it.resolve();
+      });
     } catch (e) {
       for (const it of items) it.reject(e as Error);
     }

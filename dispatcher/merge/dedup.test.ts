@@ -54,3 +54,26 @@ test('HostDedup: past its caps it forgets the oldest early and says so, and keep
   assert.equal(big.isDuplicate(999, huge, T, 41), false, 'too big to remember: kept, and counted');
   assert.equal(big.forgotten, before + 2);
 });
+
+test('HostDedup: starts small and grows to its caps as a window fills, knowing every packet across each growth', () => {
+  const d = new HostDedup(10_000);
+  // A steady trickle first: entries leave the window, so the queue and its byte ring wrap before growing.
+  for (let i = 0; i < 40; i++) {
+    assert.equal(d.isDuplicate(LINKTYPE.RAW, ip(i, 100), T, i * 1000), false);
+    if (i > 0) assert.equal(d.isDuplicate(LINKTYPE.LINUX_SLL, sll(ETH_IPV4, ip(i - 1, 100)), T, i * 1000 + 1), true);
+  }
+  // Then a burst within one window: 3000 packets (about 180 KB) need the arrays and the ring at nearly their caps.
+  const at = (i: number) => 50_000 + i;
+  const n = 3000;
+  for (let i = 0; i < n; i++) {
+    assert.equal(d.isDuplicate(LINKTYPE.RAW, ip(1000 + i, 20 + (i % 50)), T, at(i)), false);
+    // Now and then, a copy of an older one of the burst: remembered across every growth since.
+    if (i % 97 === 0) {
+      const j = Math.floor(i / 2);
+      assert.equal(d.isDuplicate(LINKTYPE.ETHERNET, ethernet(ETH_IPV4, ip(1000 + j, 20 + (j % 50))), T, at(i)), true, `packet ${j} at ${i}`);
+    }
+  }
+  for (let i = 0; i < n; i += 7) assert.equal(d.isDuplicate(LINKTYPE.LINUX_SLL, sll(ETH_IPV4, ip(1000 + i, 20 + (i % 50))), T, at(n)), true, `packet ${i}`);
+  assert.equal(d.forgotten, 0, 'below the caps nothing is forgotten');
+  assert.ok(n < DEDUP_MAX_ENTRIES && n * 70 < DEDUP_RING_BYTES);
+});

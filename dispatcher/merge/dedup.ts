@@ -1,5 +1,5 @@
 import { decodeLink, ETHERTYPE, type LinkLayer } from '../../shared/decode/link';
-import { ringPlace } from './ring';
+import { ringPlace, smallOrSlow } from './ring';
 
 /**
  * Most packets one host can be asked to remember at once: 1 ms of 4 million
@@ -9,7 +9,13 @@ import { ringPlace } from './ring';
 export const DEDUP_MAX_ENTRIES = 4096;
 /** Bytes of remembered packets per host: 1 ms of 2 Gbit/s. */
 export const DEDUP_RING_BYTES = 256 * 1024;
-const BUCKETS = 4096;
+/**
+ * What a host's memory starts at; it doubles up to the caps above only when
+ * the packets of one window need it, so a host that sent a few packets
+ * costs a few KiB (a fleet trace merges a thousand of those).
+ */
+export const DEDUP_INITIAL_ENTRIES = 32;
+export const DEDUP_INITIAL_BYTES = 2048;
 
 // decodeLink and networkRange are synchronous, so one scratch each serves every call.
 const link: LinkLayer = { offset: 0, ethertype: 0, vlans: [] };
@@ -61,21 +67,25 @@ function sampleHash(b: Buffer, start: number, end: number): number {
  * timestamps at most windowNs apart. The bytes are copied (the caller may
  * reuse its buffer) into a ring, and the bookkeeping lives in typed arrays:
  * nothing is allocated per packet, which keeps a long merge from growing
- * the process's heap.
+ * the process's heap. Both start small and double (see DEDUP_INITIAL_*)
+ * when a window holds more than they do, up to DEDUP_MAX_ENTRIES and
+ * DEDUP_RING_BYTES.
  */
 export class HostDedup {
   private readonly windowNs: number;
-  // Entries in a circular queue, oldest at `first`; chained per bucket through `next`, newest first.
-  private readonly sec = new Float64Array(DEDUP_MAX_ENTRIES);
-  private readonly nsec = new Int32Array(DEDUP_MAX_ENTRIES);
-  private readonly hash = new Int32Array(DEDUP_MAX_ENTRIES);
-  private readonly off = new Int32Array(DEDUP_MAX_ENTRIES);
-  private readonly len = new Int32Array(DEDUP_MAX_ENTRIES);
-  private readonly next = new Int32Array(DEDUP_MAX_ENTRIES);
-  private readonly heads = new Int32Array(BUCKETS).fill(-1);
+  // Entries in a circular queue of `cap` slots, oldest at `first`; chained
+  // per bucket (`cap` buckets) through `next`, newest first.
+  private cap = 0;
+  private sec!: Float64Array;
+  private nsec!: Int32Array;
+  private hash!: Int32Array;
+  private off!: Int32Array;
+  private len!: Int32Array;
+  private next!: Int32Array;
+  private heads!: Int32Array;
   private first = 0;
   private count = 0;
-  private readonly bytes = Buffer.allocUnsafeSlow(DEDUP_RING_BYTES);
+  private bytes = smallOrSlow(DEDUP_INITIAL_BYTES);
   private byteHead = 0;
   private latestSec = -Infinity;
   private latestNsec = 0;
@@ -84,6 +94,7 @@ export class HostDedup {
 
   constructor(windowNs: number) {
     this.windowNs = windowNs;
+    this.resize(DEDUP_INITIAL_ENTRIES, DEDUP_INITIAL_BYTES);
   }
 
   /** True when a copy of this packet was kept within the window; otherwise the packet is remembered as kept. */
@@ -98,31 +109,38 @@ export class HostDedup {
     const end = range.end;
     const len = end - start;
     const h = sampleHash(data, start, end);
-    const bucket = h & (BUCKETS - 1);
-    for (let e = this.heads[bucket]; e >= 0; e = this.next[e]) {
+    for (let e = this.heads[h & (this.cap - 1)]; e >= 0; e = this.next[e]) {
       if (this.hash[e] !== h || this.len[e] !== len) continue;
       if (Math.abs((sec - this.sec[e]) * 1e9 + (nsec - this.nsec[e])) > this.windowNs) continue;
       const o = this.off[e];
       if (this.bytes.compare(data, start, end, o, o + len) === 0) return true;
     }
-    this.remember(sec, nsec, h, bucket, data, start, end);
+    this.remember(sec, nsec, h, data, start, end);
     return false;
   }
 
-  private remember(sec: number, nsec: number, h: number, bucket: number, data: Buffer, start: number, end: number): void {
+  private remember(sec: number, nsec: number, h: number, data: Buffer, start: number, end: number): void {
     const len = end - start;
     if (len > DEDUP_RING_BYTES / 2) {
       this.forgotten++;
       return;
     }
-    if (this.count === DEDUP_MAX_ENTRIES) this.drop(true);
+    if (this.count === this.cap) {
+      if (this.cap < DEDUP_MAX_ENTRIES) this.resize(this.cap * 2, this.bytes.length);
+      else this.drop(true);
+    }
     let o: number;
-    // Bounded: each turn forgets one entry, and an empty ring fits len.
-    while ((o = ringPlace(DEDUP_RING_BYTES, this.byteHead, this.count > 0 ? this.off[this.first] : -1, len)) < 0) this.drop(true);
+    // Bounded: each turn doubles the ring (at most log2 of the cap times) or
+    // forgets one entry, and an empty ring fits len.
+    while ((o = ringPlace(this.bytes.length, this.byteHead, this.count > 0 ? this.off[this.first] : -1, len)) < 0) {
+      if (this.bytes.length < DEDUP_RING_BYTES) this.resize(this.cap, this.bytes.length * 2);
+      else this.drop(true);
+    }
     data.copy(this.bytes, o, start, end);
     this.byteHead = o + Math.max(len, 1);
-    const e = (this.first + this.count) % DEDUP_MAX_ENTRIES;
+    const e = (this.first + this.count) % this.cap;
     this.count++;
+    const bucket = h & (this.cap - 1);
     this.sec[e] = sec;
     this.nsec[e] = nsec;
     this.hash[e] = h;
@@ -130,6 +148,57 @@ export class HostDedup {
     this.len[e] = len;
     this.next[e] = this.heads[bucket];
     this.heads[bucket] = e;
+  }
+
+  /**
+   * Moves the entries to arrays of `cap` slots, oldest first from slot 0,
+   * and rebuilds the chains (oldest first, so each stays newest first). A
+   * new `byteCap` moves their bytes to a ring of that size, packed from
+   * byte 0. Rare: only when either doubles.
+   */
+  private resize(cap: number, byteCap: number): void {
+    // One allocation for the seven arrays: a host of a few packets is a thousandth of a fleet trace.
+    const ab = new ArrayBuffer(cap * (8 + 6 * 4));
+    const i32 = (k: number) => new Int32Array(ab, cap * (8 + 4 * k), cap);
+    const sec = new Float64Array(ab, 0, cap);
+    const nsec = i32(0);
+    const hash = i32(1);
+    const off = i32(2);
+    const len = i32(3);
+    const next = i32(4);
+    const heads = i32(5).fill(-1);
+    const pack = byteCap !== this.bytes.length;
+    const bytes = pack ? smallOrSlow(byteCap) : this.bytes;
+    let o = 0;
+    for (let i = 0; i < this.count; i++) {
+      const e = (this.first + i) % this.cap;
+      const n = this.len[e];
+      sec[i] = this.sec[e];
+      nsec[i] = this.nsec[e];
+      hash[i] = this.hash[e];
+      len[i] = n;
+      if (pack) {
+        this.bytes.copy(bytes, o, this.off[e], this.off[e] + n);
+        off[i] = o;
+        o += Math.max(n, 1);
+      } else off[i] = this.off[e];
+      const bucket = hash[i] & (cap - 1);
+      next[i] = heads[bucket];
+      heads[bucket] = i;
+    }
+    this.cap = cap;
+    this.sec = sec;
+    this.nsec = nsec;
+    this.hash = hash;
+    this.off = off;
+    this.len = len;
+    this.next = next;
+    this.heads = heads;
+    this.first = 0;
+    if (pack) {
+      this.bytes = bytes;
+      this.byteHead = o;
+    }
   }
 
   /**
@@ -150,14 +219,15 @@ export class HostDedup {
     const e = this.first;
     if (early) this.forgotten++;
     // Chains are newest first and entries go oldest first, so this one ends its chain.
-    const bucket = this.hash[e] & (BUCKETS - 1);
+    const bucket = this.hash[e] & (this.cap - 1);
     if (this.heads[bucket] === e) this.heads[bucket] = -1;
     else {
       let p = this.heads[bucket];
-      while (this.next[p] !== e) p = this.next[p];
-      this.next[p] = -1;
+      // Bounded by the chain's length (it ends at -1).
+      while (p >= 0 && this.next[p] !== e) p = this.next[p];
+      if (p >= 0) this.next[p] = -1;
     }
-    this.first = (this.first + 1) % DEDUP_MAX_ENTRIES;
+    this.first = (this.first + 1) % this.cap;
     this.count--;
     if (this.count === 0) this.byteHead = 0;
   }

@@ -1,10 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { performance, PerformanceObserver } from 'node:perf_hooks';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { ethernet, ETH_IPV4, ipv4, prng, sll, udp } from '../../shared/decode/testing/build';
 import { pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
@@ -382,7 +386,10 @@ test('bytes that stop being a capture keep the packets before and are noted; a f
       /reading the capture of flaky failed: connection reset; nothing was merged, try again/,
     );
     assert.ok(other.destroyed, 'the other inputs are released');
+    // The merge may reject before the file is even open: let it open and close before the directory goes.
+    const closed = once(sink, 'close');
     sink.destroy();
+    await closed;
   });
 });
 
@@ -469,5 +476,88 @@ test('a 50 MB capture merges with bounded memory', { timeout: 120_000 }, async (
       n++;
     }
     assert.equal(n, r.packets);
+  });
+});
+
+test('a fleet of 1000 tiny captures: the exact union in time order, with small memory (per input, what it holds)', { timeout: 120_000 }, async () => {
+  await withDir(async (dir) => {
+    const N = 1000;
+    // Host i sends from 10.<i/256>.<i%256>.1, so each merged packet names its input.
+    const pkt = (h: number, k: number) =>
+      ethernet(ETH_IPV4, ipv4({ src: `10.${h >> 8}.${h & 255}.1`, dst: '192.0.2.1', proto: 17, id: k }, udp(5060, 5060, Buffer.alloc(40 + ((h * 7 + k) % 60), k))));
+    const indexOf = (r: { linkType: number; data: Buffer }) => {
+      const net = networkBytes(r.linkType, r.data);
+      return net[13] * 256 + net[14];
+    };
+    const rnd = prng(1000);
+    const per: Pkt[][] = [];
+    const inputs: MergeInput[] = [];
+    for (let h = 0; h < N; h++) {
+      const pkts: Pkt[] = [0, 1, 2].map((k) => ({ sec: T0 + k, nsec: Math.floor(rnd() * 1e6) * 1000, data: pkt(h, k) }));
+      // Every 10th host ties with host 0, instant for instant: ties go by input order.
+      if (h % 10 === 0) pkts.forEach((p, k) => Object.assign(p, { sec: per[0]?.[k].sec ?? p.sec, nsec: per[0]?.[k].nsec ?? p.nsec }));
+      per.push(pkts);
+      // Mostly µs PCAP as our agents write; every 7th a ns PCAPNG; every 3rd arrives in small pieces.
+      const bytes = h % 7 === 3 ? await pcapngFile(pkts.map((p) => ({ ...p, linkType: LINKTYPE.ETHERNET, nanos: true }))) : pcapFile(pkts, LINKTYPE.ETHERNET, false);
+      inputs.push({ host: `agent-${h}`, stream: h % 3 === 1 ? chunked(bytes, h).pipe(new PassThrough()) : Readable.from([bytes], { objectMode: false }) });
+    }
+
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    let gcMs = 0;
+    let gcs = 0;
+    const obs = new PerformanceObserver((l) => {
+      for (const e of l.getEntries()) {
+        gcMs += e.duration;
+        gcs++;
+      }
+    });
+    gc();
+    const used = () => {
+      const m = process.memoryUsage();
+      return m.heapUsed + m.arrayBuffers;
+    };
+    const before = used();
+    let peak = before;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, used());
+    }, 1);
+    obs.observe({ entryTypes: ['gc'] });
+    const out = join(dir, 'merged.pcap');
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    let r;
+    try {
+      r = await mergeCaptures(inputs, createWriteStream(out));
+    } finally {
+      clearInterval(sampler);
+    }
+    const wallMs = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    peak = Math.max(peak, used());
+    obs.disconnect();
+    const growth = peak - before;
+    console.log(
+      `# 1000-input merge: ${wallMs.toFixed(0)} ms wall, ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms CPU, ` +
+        `peak heap+arrayBuffers growth ${(growth / 2 ** 20).toFixed(1)} MiB, ${gcs} GCs ${gcMs.toFixed(0)} ms`,
+    );
+    assert.ok(growth < 64 << 20, `heap + array buffers grew by ${(growth / 2 ** 20).toFixed(1)} MiB`);
+
+    assert.equal(r.packets, 3 * N);
+    assert.equal(r.duplicates, 0);
+    assert.deepEqual(r.notes, []);
+    assert.equal(r.format, 'pcap');
+    assert.equal(readFileSync(out).readUInt32LE(0), 0xa1b23c4d, 'nanosecond PCAP: some inputs are');
+    const got = await readAll(out);
+    assertTimeOrdered(got);
+    for (let i = 1; i < got.length; i++) {
+      if (got[i].tsSec === got[i - 1].tsSec && got[i].tsNsec === got[i - 1].tsNsec) {
+        assert.ok(indexOf(got[i - 1]) < indexOf(got[i]), `tie at packet ${i} not in input order`);
+      }
+    }
+    const want = per.flatMap((ps) => ps.map((p) => key(p.sec, p.nsec, p.data))).sort();
+    assert.deepEqual(got.map((g) => key(g.tsSec, g.tsNsec, g.data)).sort(), want);
+    assert.equal(new Set(got.map(indexOf)).size, N);
+    assert.equal(tsharkCount(out), 3 * N);
   });
 });

@@ -41,6 +41,12 @@ export const REORDER_PACKETS = 1024;
 export const REORDER_BYTES = 1024 * 1024;
 /** Per input, the buffer the read-ahead packets are copied into (room for wrap-around and a few stuck packets). */
 const READ_AHEAD_RING = 2 * REORDER_BYTES;
+/**
+ * What that buffer starts at; it doubles up to READ_AHEAD_RING as the
+ * read-ahead needs, so an input of a few packets (a fleet trace merges a
+ * thousand of those) costs a few KiB rather than megabytes.
+ */
+const READ_AHEAD_RING_INITIAL = 2048;
 const DEFAULT_DEDUP_WINDOW_NS = 1_000_000;
 
 /** A packet read ahead; also what the writers take, so no object is made per write. */
@@ -121,11 +127,12 @@ class Source {
   }
 
   /**
-   * A slot in the ring, making room by moving the oldest packets (ones that
-   * stay long in the read-ahead while later ones flow) to private copies.
+   * A slot in the ring, making room once it is at its full size by moving
+   * the oldest packets (ones that stay long in the read-ahead while later
+   * ones flow) to private copies.
    */
   private place(h: Held): boolean {
-    this.ring ??= new ByteRing<Held>(READ_AHEAD_RING);
+    this.ring ??= new ByteRing<Held>(READ_AHEAD_RING_INITIAL, READ_AHEAD_RING);
     const ring = this.ring;
     for (let guard = ring.size; guard >= 0; guard--) {
       if (ring.alloc(h)) return true;
@@ -150,7 +157,7 @@ class Source {
     }
   }
 
-  /** Gives a taken packet's bytes back; call once it is written or dropped. */
+  /** Gives a taken packet's bytes back; call once it is written or dropped. A packet the ring let go of when it grew keeps its old buffer alive until then. */
   release(h: Held): void {
     if (h.off >= 0) this.ring!.free(h);
   }
@@ -281,7 +288,8 @@ function validate(inputs: MergeInput[], opts: MergeOptions): number {
  * - Streams: per input, memory is the stream's buffer plus a read-ahead of
  *   at most REORDER_PACKETS / REORDER_BYTES, copied into a ring buffer of
  *   its own; the dedup memory is the packets of the last dedupWindowNs per
- *   host, in a ring buffer too.
+ *   host, in a ring buffer too. Both start at a few KiB and double as far as
+ *   an input needs, so many small inputs cost little.
  * - Order: a k-way merge on exact timestamps; ties go by input order, then
  *   by position within the input. An input that goes back in time is sorted
  *   within its read-ahead; a packet further back than that is still
@@ -313,8 +321,8 @@ export async function mergeCaptures(inputs: MergeInput[], out: Writable, opts: M
     await Promise.all(sources.map((s) => s.fill()));
     const p = plan(sources);
     const output = openOutput(out, p);
+    // Per host (one host may give several inputs), made at its first packet.
     const dedup = new Map<string, HostDedup>();
-    for (const s of sources) if (!dedup.has(s.host)) dedup.set(s.host, new HostDedup(windowNs));
 
     const refused = new Map<number, number>();
     let cutToMicros = 0;
@@ -328,7 +336,9 @@ export async function mergeCaptures(inputs: MergeInput[], out: Writable, opts: M
       if (!s.fillSync()) await s.fill();
       if (s.head()) heap.push(s);
       let ok = true;
-      if (dedup.get(s.host)!.isDuplicate(h.linkType, h.data, h.tsSec, h.tsNsec)) {
+      let d = dedup.get(s.host);
+      if (!d) dedup.set(s.host, (d = new HostDedup(windowNs)));
+      if (d.isDuplicate(h.linkType, h.data, h.tsSec, h.tsNsec)) {
         duplicates++;
         s.duplicates++;
       } else if (!output.accepts(h)) {
@@ -358,8 +368,9 @@ export async function mergeCaptures(inputs: MergeInput[], out: Writable, opts: M
     }
     if (cutToMicros > 0) notes.push(`${cutToMicros} packets had nanosecond timestamps written at microsecond resolution`);
     if (unwritable > 0) notes.push(`${unwritable} packets could not be written and were left out (${unwritableWhy})`);
-    for (const [host, d] of dedup) {
-      if (d.forgotten > 0) {
+    for (const host of new Set(sources.map((x) => x.host))) {
+      const d = dedup.get(host);
+      if (d && d.forgotten > 0) {
         notes.push(`${host}: ${d.forgotten} packets were forgotten within their ${windowNs} ns window (too many packets in it); some duplicates may remain`);
       }
     }

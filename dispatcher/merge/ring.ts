@@ -18,6 +18,16 @@ export function ringPlace(size: number, head: number, tail: number, len: number)
 }
 
 /**
+ * A buffer for a ring: small ones from Node's shared pool (a thousand inputs
+ * of a few packets then make a few hundred allocations, not thousands),
+ * others a buffer of their own, never a slice of a pool another holder
+ * could keep alive.
+ */
+export function smallOrSlow(size: number): Buffer {
+  return size < Buffer.poolSize >>> 1 ? Buffer.allocUnsafe(size) : Buffer.allocUnsafeSlow(size);
+}
+
+/**
  * What a ByteRing allocation is recorded in: the holder's own object (no
  * separate slot object per packet). `off` is -1 while it holds no ring bytes.
  */
@@ -28,21 +38,36 @@ export interface RingItem {
 }
 
 /**
- * A fixed buffer handed out as a ring: allocations come from the head,
- * space comes back when the oldest allocation is freed (a newer one freed
- * first waits for it). Packets read ahead or remembered for a while live
- * here instead of in a fresh Buffer each: a merge of gigabytes then makes
- * little garbage of its own, which matters because Node collects external
- * memory lazily and its RSS would grow by tens of MiB.
+ * A buffer handed out as a ring: allocations come from the head, space
+ * comes back when the oldest allocation is freed (a newer one freed first
+ * waits for it). Packets read ahead or remembered for a while live here
+ * instead of in a fresh Buffer each: a merge of gigabytes then makes little
+ * garbage of its own, which matters because Node collects external memory
+ * lazily and its RSS would grow by tens of MiB.
+ *
+ * The buffer starts at `initialSize` and doubles, up to `maxSize`, when an
+ * allocation does not fit: a merge of a thousand captures of a few packets
+ * each then takes a few KiB per capture, not the megabytes a busy one needs.
+ * Growing leaves the live allocations where they are: they leave the ring
+ * (off becomes -1, as if never in it) and their holders' views keep the old
+ * buffer alive until the last of them is dropped.
  */
 export class ByteRing<T extends RingItem> {
-  readonly buf: Buffer;
+  private bufRef: Buffer;
+  readonly maxSize: number;
   private items: T[] = [];
   private first = 0;
   private head = 0;
 
-  constructor(size: number) {
-    this.buf = Buffer.allocUnsafeSlow(size);
+  constructor(initialSize: number, maxSize = initialSize) {
+    if (!(initialSize > 0 && maxSize >= initialSize)) throw new RangeError(`ByteRing: sizes ${initialSize}..${maxSize} must be 0 < initial <= max`);
+    this.bufRef = smallOrSlow(initialSize);
+    this.maxSize = maxSize;
+  }
+
+  /** The current buffer (replaced when the ring grows). */
+  get buf(): Buffer {
+    return this.bufRef;
   }
 
   /** Allocations not given back (including freed ones waiting behind an older one). */
@@ -55,10 +80,27 @@ export class ByteRing<T extends RingItem> {
     return this.items[this.first];
   }
 
-  /** Records room for `item.len` bytes in item.off; false when there is none now. */
+  /**
+   * Records room for `item.len` bytes in item.off, growing the buffer if it
+   * may; false when there is no room now (the buffer is at maxSize, or the
+   * item is bigger than maxSize). Growing takes every live allocation out
+   * of the ring (see the class comment), so their holders must not call
+   * view() on them again.
+   */
   alloc(item: T): boolean {
+    if (this.place(item)) return true;
+    const need = Math.max(item.len, 1);
+    if (this.bufRef.length >= this.maxSize || need > this.maxSize) return false;
+    let size = this.bufRef.length * 2;
+    while (size < need) size *= 2;
+    this.detachAll();
+    this.bufRef = smallOrSlow(Math.min(size, this.maxSize));
+    return this.place(item);
+  }
+
+  private place(item: T): boolean {
     const tail = this.items[this.first];
-    const off = ringPlace(this.buf.length, this.head, tail ? tail.off : -1, item.len);
+    const off = ringPlace(this.bufRef.length, this.head, tail ? tail.off : -1, item.len);
     if (off < 0) return false;
     item.off = off;
     item.freed = false;
@@ -67,8 +109,15 @@ export class ByteRing<T extends RingItem> {
     return true;
   }
 
+  private detachAll(): void {
+    for (let i = this.first; i < this.items.length; i++) this.items[i].off = -1;
+    this.items = [];
+    this.first = 0;
+    this.head = 0;
+  }
+
   view(item: T): Buffer {
-    return this.buf.subarray(item.off, item.off + item.len);
+    return this.bufRef.subarray(item.off, item.off + item.len);
   }
 
   /** Gives the bytes back; the space is reused once every older allocation is given back too. */

@@ -36,6 +36,7 @@ const TEST_PAGE = `<!doctype html>
 <div id="c"></div>
 <script type="module">
 import { renderLadder } from '/ladder.js';
+import type { MessageSummary } from '../../agent/query/engine';
 window.__selected = [];
 window.__render = async (messages, dialog) => {
   if (window.__ladder) window.__ladder.destroy();
@@ -76,25 +77,8 @@ function startStatic(): Promise<Server> {
   });
 }
 
-interface Msg {
-  host?: string;
-  ts: string;
-  time: string;
-  src: string;
-  dst: string;
-  transport: 'udp' | 'tcp';
-  method: string | null;
-  status: number | null;
-  reason: string | null;
-  callId: string;
-  cseq: string | null;
-  from: string | null;
-  to: string | null;
-  ruri: string | null;
-  correlation: string | null;
-  bytes: number;
-  packets: number;
-}
+/** A SIP summary as the page gets it from /api/traces/:id/messages. */
+type Msg = MessageSummary & { host?: string };
 
 /** A summary at `base` + `offset` seconds ("s.nnnnnnnnn" of the offset), as the engine writes it. */
 function msg(base: number, offset: string, host: string, src: string, dst: string, what: string | number, reason: string | null, callId: string, cseq: string, from: string, to: string): Msg {

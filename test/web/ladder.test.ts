@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, extname, join, resolve, sep } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import type { MessageSummary } from '../../agent/query/engine';
 
 // Browser-side globals, used only inside page.evaluate callbacks.
 declare const document: any;
@@ -36,7 +37,6 @@ const TEST_PAGE = `<!doctype html>
 <div id="c"></div>
 <script type="module">
 import { renderLadder } from '/ladder.js';
-import type { MessageSummary } from '../../agent/query/engine';
 window.__selected = [];
 window.__render = async (messages, dialog) => {
   if (window.__ladder) window.__ladder.destroy();

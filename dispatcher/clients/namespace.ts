@@ -115,8 +115,8 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): Namespa
     };
 
     on('trace:start', traceRequest, 'trace', async (req) => {
-      const trace = await opts.traces.start(req, p.name);
-      await socket.join(traceRoom(trace.id));
+      // In the room before any agent is asked: the first updates can come before start() returns.
+      const trace = await opts.traces.start(req, p.name, (id) => socket.join(traceRoom(id)));
       return { trace };
     });
     on('trace:watch', traceRef, 'read', async ({ traceId }) => {

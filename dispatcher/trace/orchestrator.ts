@@ -157,7 +157,7 @@ export class Orchestrator implements Traces {
 
   // ---- Traces --------------------------------------------------------------
 
-  async start(req: TraceRequest, user: string): Promise<TraceView> {
+  async start(req: TraceRequest, user: string, created?: (id: string) => void | Promise<void>): Promise<TraceView> {
     const parsed = parseMessage(traceRequest, 'trace request', req);
     if (!parsed.ok) throw new TraceRequestError(parsed.error);
     const { hosts: asked, ...query } = parsed.value;
@@ -189,9 +189,10 @@ export class Orchestrator implements Traces {
     const o: Owned = { id, hosts, stored: new Set(), remote: new Map(), missing: new Map(), finalizing: false, interrupted: false };
     this.owned.set(id, o);
     this.spool.markOwned({ traceId: id, hosts, createdAt: trace.createdAt });
+    await created?.(id);
     // Written while the agents are already asked: a thousand result docs take the store a while, and a
     // host's final write creates its doc if it gets there first (the bulk create then leaves it alone).
-    const created = this.store.createResults(hosts.map((host) => ({ traceId: id, host }))).catch((e: Error) => {
+    const queued = this.store.createResults(hosts.map((host) => ({ traceId: id, host }))).catch((e: Error) => {
       this.log(`tracefleet dispatcher: trace ${id}: the queued results were not written (${e.message}); each host's result is written when it finishes`);
     });
     const live = new Map<string, HostView>();
@@ -209,7 +210,7 @@ export class Orchestrator implements Traces {
       }
     }
     this.publish({ traceId: id, host: null, state: 'running', packets: 0, bytes: 0, at: trace.createdAt });
-    await created;
+    await queued;
     return traceView(trace, [], live);
   }
 

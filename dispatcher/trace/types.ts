@@ -16,8 +16,12 @@ export class TraceRequestError extends Error {
  * (dispatcher/trace/orchestrator.ts implements it).
  */
 export interface Traces {
-  /** Validates, stores and sends a trace; resolves once it is stored and sent (not finished). */
-  start(req: TraceRequest, user: string): Promise<TraceView>;
+  /**
+   * Validates, stores and sends a trace; resolves once it is stored and sent (not finished).
+   * `created` runs once the trace has its id, before any agent is asked: a client joins the
+   * trace's room there so that it misses none of its updates.
+   */
+  start(req: TraceRequest, user: string, created?: (id: string) => void | Promise<void>): Promise<TraceView>;
   /** Stops a running trace: hosts not finished become `cancelled`, with what they sent kept. */
   cancel(id: string): Promise<TraceView>;
   /** The trace with every host's state; null when unknown. */

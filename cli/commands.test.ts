@@ -256,20 +256,19 @@ test('trace -o - streams the merged PCAP into a pipe; without -o the result is s
 });
 
 test('on a terminal the progress is a table redrawn in place', { skip: !hasScript() && 'needs script(1) for a pseudo-terminal' }, async () => {
-  const out = join(dir, 'tty.pcap');
-  // script(1) gives the CLI a pseudo-terminal on stdin, stdout and stderr; -e passes its exit code on.
-  const child = spawn('script', ['-qec', `${process.execPath} ${CLI} trace --call-id ${A} --hosts edge1 -o ${out}`, '/dev/null'], {
+  // edge1 answers at once, mute never: the table is drawn while the trace runs and redrawn when --timeout ends it
+  // (a trace that is done before its first frame is drawn once, and there would be nothing to redraw).
+  const child = spawn('script', ['-qec', `${process.execPath} ${CLI} trace --call-id ${A} --hosts edge1,mute --timeout 3`, '/dev/null'], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, ...asAlice(), COLUMNS: '100', LINES: '30' },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   const r = await collect(child, 60_000);
   const text = r.stdout.toString();
-  assert.equal(r.code, 0, text + r.stderr);
-  assert.match(text, /\x1b\[3F\x1b\[J/, 'moves back over the 3-line table and clears it');
+  assert.equal(r.code, 1, text + r.stderr);
+  assert.match(text, /\x1b\[5F\x1b\[J/, "moves back over the 5-line table (title, header, two hosts, summary) and clears it");
   assert.match(text, /HOST +STATE +PACKETS +BYTES +ERROR\r?\nedge1 +done +2 /);
-  assert.match(text, /trace \S+ {2}done {2}\d+s {2}1\/1 hosts finished {2}merged: 2 packets/);
+  assert.match(text, /\nmute +\w+/);
   assert.doesNotMatch(text, /host edge1: done/, 'no plain lines on a terminal');
-  assert.equal(packets(readFileSync(out)).length, 2);
 });
 
 test('a known host that is not connected makes the trace partial: exit 3, the packets of the others written', async () => {

@@ -94,6 +94,9 @@ const RESTART_MAX_MS = 30_000;
 const MAX_CONSECUTIVE_RESTARTS = 10;
 const STABLE_MS = 60_000;
 
+/** The share of an open segment's size its index file may take, reserved beside it in the budget. */
+const OPEN_INDEX_SHARE = 0.2;
+
 /**
  * Captures SIP traffic on several interfaces into one ring directory, one
  * worker thread per interface, and keeps the ring within its byte budget.
@@ -240,7 +243,9 @@ export class CaptureEngine extends EventEmitter {
   /** Deletes the oldest segments until the ring is within budget; returns what it deleted. */
   enforceBudget(): string[] {
     const deleted = enforceBudget(this.ringDir, {
-      maxBytes: this.opts.ringMaxBytes - this.opts.interfaces.length * this.opts.maxSegmentBytes,
+      // Room for each open segment and its index file, which the live indexer grows beside it (about 14% of
+      // the segment's bytes in bench:query's ring): without the index's share the ring overran by it.
+      maxBytes: this.opts.ringMaxBytes - this.opts.interfaces.length * Math.ceil(this.opts.maxSegmentBytes * (1 + OPEN_INDEX_SHARE)),
       minFreeBytes: this.minFreeBytes,
       keep: new Set(this.openSegments()),
       keepNewestOf: this.states.filter((s) => s.worker !== null).map((s) => s.stream),

@@ -192,6 +192,11 @@ test('web page end to end: trace a real sipp call by number, watch hosts finish,
     await page.getByRole('link', { name: 'Fleet' }).click();
     await page.locator('#fleet-table tbody tr[data-agent="b"]').waitFor();
     assert.equal(await page.locator('#fleet-window').inputValue(), 'custom');
+    // An agent's ring span reaches the dispatcher with its heartbeats (every 5 s): one that had just started
+    // may still look empty, so wait for the page's own refresh rather than read the first frame.
+    await page
+      .waitForFunction(() => [...document.querySelectorAll('#fleet-table tbody tr')].map((r) => (r as unknown as { dataset: { short?: string } }).dataset.short).join() === 'false,false', null, { timeout: 15_000 })
+      .catch(() => {});
     assert.deepEqual(await page.locator('#fleet-table tbody tr').evaluateAll((rs: any[]) => rs.map((r) => r.dataset.short)), ['false', 'false']);
     await page.locator('#fleet-window').selectOption('1h');
     assert.deepEqual(await page.locator('#fleet-table tbody tr').evaluateAll((rs: any[]) => rs.map((r) => r.dataset.short)), ['true', 'true']);

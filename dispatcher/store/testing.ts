@@ -7,7 +7,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { AddressInfo, createServer, Socket, connect } from 'node:net';
+import { AddressInfo, createServer, Server, Socket, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nano from 'nano';
@@ -52,16 +52,13 @@ export async function openTestStore(url: string, db = uniqueDbName()): Promise<{
 }
 
 /**
- * A loopback TCP relay in front of a server: stopping it makes the server
- * unreachable for whoever used the relay's URL, even when the server is a
- * CouchDB the tests must not stop.
+ * A server that pipes every connection to host:port; `sockets` holds both
+ * ends of each, so that closing the relay can cut them all at once.
  */
-export async function startRelay(targetUrl: string, listenPort = 0): Promise<{ url: string; stop(): Promise<void> }> {
-  const target = new URL(targetUrl);
-  const port = Number(target.port || (target.protocol === 'https:' ? 443 : 80));
+export function relayServer(port: number, host: string): { server: Server; sockets: Set<Socket> } {
   const sockets = new Set<Socket>();
   const server = createServer((client) => {
-    const upstream = connect(port, target.hostname.replace(/^\[|\]$/g, ''));
+    const upstream = connect(port, host);
     for (const s of [client, upstream]) {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
@@ -72,6 +69,18 @@ export async function startRelay(targetUrl: string, listenPort = 0): Promise<{ u
     }
     client.pipe(upstream).pipe(client);
   });
+  return { server, sockets };
+}
+
+/**
+ * A loopback TCP relay in front of a server: stopping it makes the server
+ * unreachable for whoever used the relay's URL, even when the server is a
+ * CouchDB the tests must not stop.
+ */
+export async function startRelay(targetUrl: string, listenPort = 0): Promise<{ url: string; stop(): Promise<void> }> {
+  const target = new URL(targetUrl);
+  const port = Number(target.port || (target.protocol === 'https:' ? 443 : 80));
+  const { server, sockets } = relayServer(port, target.hostname.replace(/^\[|\]$/g, ''));
   await new Promise<void>((resolve) => server.listen(listenPort, '127.0.0.1', resolve));
   const relayed = new URL(targetUrl);
   relayed.hostname = '127.0.0.1';

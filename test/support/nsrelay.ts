@@ -1,4 +1,4 @@
-import { createServer, connect, Server, Socket } from 'node:net';
+import { relayServer } from '../../dispatcher/store/testing';
 import { rmSync } from 'node:fs';
 import { startDaemon, DaemonHandle } from './proc';
 
@@ -32,20 +32,8 @@ process.on('SIGTERM', () => process.exit(0));
 `;
 
 export async function startNsRelay(opts: { ns: string; socketPath: string; target: { host: string; port: number }; port: number }): Promise<NsRelay> {
-  const sockets = new Set<Socket>();
   rmSync(opts.socketPath, { force: true });
-  const server: Server = createServer((client) => {
-    const upstream = connect(opts.target.port, opts.target.host);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => {
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.pipe(upstream).pipe(client);
-  });
+  const { server, sockets } = relayServer(opts.target.port, opts.target.host);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.socketPath, () => resolve());

@@ -240,12 +240,15 @@ export class CaptureEngine extends EventEmitter {
     return this.states.map((s) => s.openSegment).filter((p): p is string => p !== null);
   }
 
+  /** The budget for closed segments: room is kept for each open segment and its growing index file. */
+  private closedBudget(): number {
+    return this.opts.ringMaxBytes - this.opts.interfaces.length * Math.ceil(this.opts.maxSegmentBytes * (1 + OPEN_INDEX_SHARE));
+  }
+
   /** Deletes the oldest segments until the ring is within budget; returns what it deleted. */
   enforceBudget(): string[] {
     const deleted = enforceBudget(this.ringDir, {
-      // Room for each open segment and its index file, which the live indexer grows beside it (about 14% of
-      // the segment's bytes in bench:query's ring): without the index's share the ring overran by it.
-      maxBytes: this.opts.ringMaxBytes - this.opts.interfaces.length * Math.ceil(this.opts.maxSegmentBytes * (1 + OPEN_INDEX_SHARE)),
+      maxBytes: this.closedBudget(),
       minFreeBytes: this.minFreeBytes,
       keep: new Set(this.openSegments()),
       keepNewestOf: this.states.filter((s) => s.worker !== null).map((s) => s.stream),
@@ -279,6 +282,7 @@ export class CaptureEngine extends EventEmitter {
       promisc: this.opts.promisc,
       maxSegmentBytes: this.opts.maxSegmentBytes,
       maxSegmentSeconds: this.opts.maxSegmentSeconds,
+      budget: { maxBytes: this.closedBudget(), minFreeBytes: this.minFreeBytes, streams: this.states.map((x) => x.stream) },
     };
     const w = new Worker(join(__dirname, 'worker.js'), { workerData: cfg });
     s.worker = w;
@@ -319,6 +323,9 @@ export class CaptureEngine extends EventEmitter {
         break;
       case 'segment-open':
         s.openSegment = m.path;
+        break;
+      case 'segment-deleted':
+        this.emit('segment-deleted', { type: 'segment-deleted', path: m.path });
         break;
       case 'segment-closed':
         if (s.openSegment === m.path) s.openSegment = null;

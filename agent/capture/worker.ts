@@ -8,6 +8,7 @@ import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { SegmentWriter } from '../ring/writer';
 import { defaultCaptureFilter } from './filter';
 import { PcapCapture, type OpenOptions } from './pcap-native';
+import { enforceBudget } from '../ring/budget';
 
 export interface WorkerConfig {
   ringDir: string;
@@ -24,6 +25,13 @@ export interface WorkerConfig {
   maxSegmentSeconds: number;
   /** Size of the batch buffer, 1..4 MiB. */
   readBufferBytes?: number;
+  /**
+   * The ring budget, enforced here at every rotation: the engine's own runs
+   * come after a message round trip, and a busy main thread let the worker
+   * close the next segment first, over budget. `streams`: every interface's,
+   * whose newest segment (open) is never deleted.
+   */
+  budget?: { maxBytes: number; minFreeBytes: number; streams: string[] };
 }
 
 /** What a capture worker counts: libpcap's pcap_stats, then its own. */
@@ -54,6 +62,7 @@ export type WorkerMessage =
   | { type: 'segment-open'; stream: string; path: string; linkType: number; nanos: boolean }
   | { type: 'flushed'; stream: string; path: string; bytes: number }
   | { type: 'segment-closed'; stream: string; path: string; bytes: number }
+  | { type: 'segment-deleted'; stream: string; path: string }
   | ({ type: 'stats'; stream: string } & CaptureCounters)
   | { type: 'error'; stream: string; message: string; code?: string; fatal: boolean }
   | { type: 'stopped'; stream: string };
@@ -138,6 +147,15 @@ function run(cfg: WorkerConfig): void {
         // have its final size before they hear it is closed.
         postFlushed(s.path, s.bytes);
         post({ type: 'segment-closed', stream, path: s.path, bytes: s.bytes });
+        if (cfg.budget) {
+          try {
+            const deleted = enforceBudget(cfg.ringDir, { maxBytes: cfg.budget.maxBytes, minFreeBytes: cfg.budget.minFreeBytes, keep: new Set(), keepNewestOf: cfg.budget.streams });
+            for (const path of deleted) post({ type: 'segment-deleted', stream, path });
+          } catch (e) {
+            // The engine's own budget runs will try again; capture goes on.
+            post({ type: 'error', stream, message: `ring budget: ${(e as Error).message}`, fatal: false });
+          }
+        }
       },
     });
   } catch (e) {

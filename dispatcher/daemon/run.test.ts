@@ -153,7 +153,8 @@ test('HTTPS: agents and clients that trust the CA connect over WSS and a trace w
     await assert.rejects(fetch(`${d.url}/healthz`), 'fetch without the CA fails');
 
     agents = await withAgents(d, ['a', 'b'], tls.pem);
-    for (const a of agents) assert.equal(a.link.socket.io.engine.transport.name, 'websocket', `agent ${a.name} upgraded to WSS`);
+    // Agents start on polling and upgrade once the probe succeeds, which can come after the connect.
+    for (const a of agents) await until(() => a.link.socket.io.engine.transport.name === 'websocket', `agent ${a.name} to upgrade to WSS`, 10_000);
     const health = await httpsGet(`${d.url}/healthz`, tls.pem);
     assert.equal(health.status, 200);
     assert.deepEqual(JSON.parse(health.body).agents, { connected: 2, known: 2 });

@@ -13,7 +13,7 @@ import { LINKTYPE } from '../../shared/pcap/types';
 import { importCaptures } from '../ring/import';
 import { SegmentIndexer } from '../index/builder';
 import { buildQuerySpec, QueryError, RawQuery } from './spec';
-import { closeResult, runQuery, writeResultPcap } from './engine';
+import { closeResult, runQuery, runQueryYielding, writeResultPcap } from './engine';
 
 const T0 = 1_795_000_000;
 type Pkt = { sec: number; nsec: number; frame: Buffer };
@@ -147,6 +147,43 @@ test('limits cut the time-ordered result and say so', async () => {
     closeResult(whole);
     assert.equal(whole.truncated, false);
   });
+});
+
+test('runQueryYielding answers as runQuery does, lets the event loop run between segments, and a stop releases what it opened', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-query-'));
+  try {
+    const { files, all } = fixture(dir);
+    const ring = join(dir, 'ring');
+    const imported = await importCaptures(ring, files, { maxSegmentBytes: 1200 });
+    assert.equal(imported.packets, all.length);
+    assert.ok(imported.segments.length >= 3, `the fixture spans ${imported.segments.length} segments; the test needs several`);
+    const spec = buildQuerySpec({ ip: GW, rtp: true }, new Date((T0 + 10) * 1000));
+    const expected = runQuery(ring, spec);
+    closeResult(expected);
+
+    let steps = 0;
+    let otherWork = 0;
+    const timer = setInterval(() => otherWork++, 0);
+    let answered;
+    try {
+      answered = await runQueryYielding(ring, spec, { onStep: () => steps++ });
+    } finally {
+      clearInterval(timer);
+    }
+    closeResult(answered);
+    assert.deepEqual(answered.refs, expected.refs);
+    assert.deepEqual(answered.messages, expected.messages);
+    assert.ok(steps >= imported.segments.length, `${steps} steps for ${imported.segments.length} segments`);
+    assert.ok(otherWork > 0, 'a timer ran while the query did');
+
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    let seen = 0;
+    await assert.rejects(runQueryYielding(ring, spec, { stopped: () => (++seen >= 2 ? 'cancelled by the test' : null) }), /cancelled by the test/);
+    assert.equal(fds(), before, 'the index files opened before the stop are closed');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('the PCAP written holds the original bytes and nanosecond timestamps, in time order', async () => {

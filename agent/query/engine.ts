@@ -103,9 +103,54 @@ function overlaps(first: Ts, last: Ts, since: Ts | null, until: Ts | null): bool
  * here except what the indexes lack.
  */
 export function runQuery(ringDir: string, q: QuerySpec, opts: QueryOptions = {}): QueryResult {
+  const steps = querySteps(ringDir, q, opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * runQuery for a process with other work on its event loop (the agent
+ * daemon: heartbeats, cancels, other traces): it yields to the loop after
+ * every segment it opens or scans, calls `onStep` there, and stops, releasing
+ * what it opened, when `stopped` returns a reason.
+ */
+export async function runQueryYielding(
+  ringDir: string,
+  q: QuerySpec,
+  opts: QueryOptions & { onStep?: () => void; stopped?: () => string | null } = {},
+): Promise<QueryResult> {
+  const steps = querySteps(ringDir, q, opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    await new Promise((resolve) => setImmediate(resolve));
+    opts.onStep?.();
+    const why = opts.stopped?.();
+    if (why) {
+      steps.return(undefined as never); // runs its finally: the segments opened so far are closed
+      throw new Error(why);
+    }
+  }
+}
+
+/** The query, one segment's work per step; the segments stay open only in a result that is returned. */
+function* querySteps(ringDir: string, q: QuerySpec, opts: QueryOptions): Generator<void, QueryResult, void> {
   const mayWrite = opts.mayWrite ?? ringOwner(ringDir) === null;
   const notes: string[] = [];
   const segments: OpenedSegment[] = [];
+  let returned = false;
+  try {
+    const result = yield* selectPackets(ringDir, q, opts, mayWrite, segments, notes);
+    returned = true;
+    return result;
+  } finally {
+    if (!returned) for (const s of segments) s.index.close();
+  }
+}
+
+function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWrite: boolean, segments: OpenedSegment[], notes: string[]): Generator<void, QueryResult, void> {
   for (const info of listSegments(ringDir)) {
     let s: OpenedSegment | null;
     try {
@@ -118,6 +163,7 @@ export function runQuery(ringDir: string, q: QuerySpec, opts: QueryOptions = {})
     if (!s) continue;
     if (s.note) notes.push(s.note);
     segments.push(s);
+    yield;
   }
 
   // Phase 1: which dialogs (Call-IDs) have a matching message.
@@ -131,6 +177,7 @@ export function runQuery(ringDir: string, q: QuerySpec, opts: QueryOptions = {})
     else if (ix.packetCount > 0 && overlaps(ix.first, ix.last, q.since, q.until)) candidates = ix.allDialogs();
     else candidates = [];
     for (const d of candidates) if (!selected.has(d.c) && d.msgs.some((m) => messageMatches(m, q))) selected.add(d.c);
+    yield;
   }
 
   // Phase 2: every message of those dialogs, in every segment.
@@ -142,7 +189,7 @@ export function runQuery(ringDir: string, q: QuerySpec, opts: QueryOptions = {})
   };
   const messages: Array<{ m: MessageRecord; seg: number }> = [];
   const dialogSpan = new Map<string, { first: Ts; last: Ts; media: Set<string> }>();
-  segments.forEach((s, si) => {
+  for (const [si, s] of segments.entries()) {
     for (const c of selected) {
       for (const d of s.index.dialogsByCallId(c)) {
         for (const m of d.msgs) {
@@ -161,19 +208,20 @@ export function runQuery(ringDir: string, q: QuerySpec, opts: QueryOptions = {})
         }
       }
     }
-  });
+    yield;
+  }
 
   // Packets that are not SIP, by address or port, when the query names no SIP-only key.
   const sipOnly = q.callIds.length + q.numbers.length + q.correlations.length + q.methods.length + q.statuses.length > 0;
   const rawByEndpoint = !sipOnly && (q.ips.length > 0 || q.ports.length > 0 || q.all);
   const spans = [...dialogSpan.values()].filter((s) => s.media.size > 0);
   if (rawByEndpoint || spans.length > 0) {
-    segments.forEach((s, si) => {
+    for (const [si, s] of segments.entries()) {
       const ix = s.index;
-      if (ix.packetCount === 0) return;
+      if (ix.packetCount === 0) continue;
       const wantRaw = rawByEndpoint && overlaps(ix.first, ix.last, q.since, q.until);
       const rtpSpans = spans.filter((sp) => overlaps(ix.first, ix.last, sp.first, sp.last));
-      if (!wantRaw && rtpSpans.length === 0) return;
+      if (!wantRaw && rtpSpans.length === 0) continue;
       const addrs = ix.addresses();
       const ipIds = new Set<number>();
       if (wantRaw) addrs.forEach((a, id) => q.ips.includes(a) && ipIds.add(id));
@@ -208,7 +256,8 @@ export function runQuery(ringDir: string, q: QuerySpec, opts: QueryOptions = {})
           }
         }
       }
-    });
+      yield;
+    }
   }
 
   // Time order across segments and streams; capture order breaks ties.

@@ -1,7 +1,7 @@
 import type { Socket } from 'socket.io-client';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { RunAck, TraceDone, TraceQuery, chunkAck, parseMessage, traceDone, traceRef, traceRun } from '../../shared/protocol/wire';
-import { QueryResult, closeResult, runQuery, writeResultPcap } from '../query/engine';
+import { QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../query/engine';
 import { QuerySpec, RawQuery, buildQuerySpec } from '../query/spec';
 import { ChunkWriter } from './chunks';
 
@@ -129,10 +129,19 @@ export function serveTraces(socket: Socket, opts: TraceServeOptions): TraceServe
     let result: QueryResult | null = null;
     try {
       emit('trace:started', { traceId: t.id });
-      // Let the ack and trace:started leave before the synchronous query holds the event loop.
-      await new Promise((r) => setImmediate(r));
-      if (t.stopped) throw new Error(t.stopped);
-      result = runQuery(opts.ringDir, spec, { mayWrite: false, correlationHeader: opts.correlationHeader });
+      // A search of a big ring can take seconds: it yields between segments, so heartbeats, cancels and
+      // other traces go on, and an empty progress now and then tells the dispatcher this host is not silent.
+      let searchBeat = Date.now();
+      result = await runQueryYielding(opts.ringDir, spec, {
+        mayWrite: false,
+        correlationHeader: opts.correlationHeader,
+        stopped: () => t.stopped,
+        onStep: () => {
+          if (Date.now() - searchBeat < PROGRESS_MS) return;
+          searchBeat = Date.now();
+          emit('trace:progress', { traceId: t.id, packets: 0, bytes: 0 });
+        },
+      });
       if (t.stopped) throw new Error(t.stopped);
 
       // Progress: the PCAP bytes acknowledged so far, and the packets in them, read back from the stream itself.

@@ -138,6 +138,9 @@ describe('tracefleet user (the real CLI on a temp data dir)', () => {
       ok(await tracefleet(['user', 'remove', 'bob', ...dir]));
       assert.equal(await auth.authenticate({ user: 'bob', password: 'battery staple' }), null);
       badInput(await tracefleet(['user', 'remove', 'bob', ...dir]), /no user named bob/);
+      badInput(await tracefleet(['user', 'remove', 'alice', ...dir]), /alice is the only admin/);
+      badInput(await tracefleet(['user', 'role', 'alice', '--role', 'viewer', ...dir]), /alice is the only admin/);
+      assert.deepEqual((await auth.authenticate({ user: 'alice', password: 'new password 2' }))?.roles, ['admin'], 'the last admin stays');
     } finally {
       await access.close();
     }

@@ -200,6 +200,25 @@ describe('auth against a real store', () => {
     await refused(auth.removeUser('dave'), 'not_found', /no user named dave/);
   });
 
+  test('the only admin can be neither removed nor demoted; with a second admin, either can', async () => {
+    const own = await Auth.open(await freshStore());
+    await own.addUser('boss', PW, ['admin']);
+    await own.addUser('pat', PW, ['tracer']);
+    await refused(own.removeUser('boss'), 'conflict', /boss is the only admin.*tracefleet user role OTHER --role admin/);
+    await refused(own.setRoles('boss', ['tracer', 'viewer']), 'conflict', /boss is the only admin/);
+    assert.deepEqual((await own.listUsers()).find((u) => u.name === 'boss')?.roles, ['admin'], 'nothing changed');
+    await own.setRoles('boss', ['admin', 'viewer']);
+    await own.removeUser('pat');
+
+    await own.addUser('deputy', PW, ['admin']);
+    await own.setRoles('boss', ['viewer']);
+    await refused(own.removeUser('deputy'), 'conflict', /deputy is the only admin/);
+    await own.setRoles('boss', ['admin']);
+    await own.removeUser('deputy');
+    assert.deepEqual((await own.listUsers()).map((u) => u.name), ['boss']);
+    await refused(own.removeUser('nobody'), 'not_found', /no user named nobody/);
+  });
+
   test('roles decide what a principal can do', async () => {
     const admin = await auth.authenticate({ user: 'root@ops', password: PW });
     const tracer = await auth.authenticate({ user: 'alice', password: PW });

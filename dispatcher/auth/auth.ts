@@ -280,6 +280,7 @@ export class Auth {
 
   async setRoles(name: string, roles: Role[] | string[]): Promise<UserInfo> {
     const granted = checkRoles(roles);
+    if (!granted.includes('admin')) await this.refuseLastAdmin(name, `taking admin from ${name}`);
     return infoOf(
       await this.change(name, (d) => {
         d.roles = granted;
@@ -322,7 +323,21 @@ export class Auth {
   }
 
   async removeUser(name: string): Promise<void> {
-    if (!(await this.store.deleteUser(checkUserName(name)))) throw noSuchUser(name);
+    checkUserName(name);
+    await this.refuseLastAdmin(name, `removing ${name}`);
+    if (!(await this.store.deleteUser(name))) throw noSuchUser(name);
+  }
+
+  /**
+   * Nobody could manage users any more without an admin, short of the store
+   * itself. Two admins demoting each other at the same moment can still both
+   * pass; that takes two admins acting together.
+   */
+  private async refuseLastAdmin(name: string, what: string): Promise<void> {
+    const admins = (await this.store.listUsers()).filter((u) => rolesOf(u).includes('admin'));
+    if (admins.length === 1 && admins[0].name === name) {
+      throw new AuthError('conflict', `${name} is the only admin, and ${what} would leave no one to manage users: make another user admin first (\`tracefleet user role OTHER --role admin\`)`);
+    }
   }
 }
 

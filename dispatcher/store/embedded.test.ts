@@ -2,7 +2,7 @@
 // set: they are about the server the dispatcher starts when it is not.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -78,6 +78,29 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
     await assert.rejects(startEmbeddedCouch({ dataDir, log: () => {} }), /in use by another process/);
     await couch.stop();
     await assert.rejects(store.listTraces(), (e) => e instanceof StoreUnreachableError && e.message.includes(couch.url));
+  });
+
+  test('stop() when the server died a moment ago (a Ctrl-C to the process group) ends cleanly, with no EPIPE crash', async () => {
+    const couch = await startEmbeddedCouch({ dataDir, log: () => {} });
+    process.kill(couch.pid, 'SIGKILL');
+    // Wait, without yielding, until the child is a zombie with no thread left (the last one out closes its
+    // files, the IPC pipe among them) but not yet reaped, so the parent still believes it is connected and
+    // sends into a closed pipe.
+    const until = Date.now() + 10_000;
+    const zombie = () => / Z /.test(readFileSync(`/proc/${couch.pid}/stat`, 'utf8').replace(/^.*\)/, '')) && readdirSync(`/proc/${couch.pid}/task`).length === 1;
+    while (!zombie()) {
+      if (Date.now() > until) assert.fail(`the embedded store (pid ${couch.pid}) did not die within 10 s of SIGKILL`);
+    }
+    const crashes: Error[] = [];
+    const onUncaught = (e: Error) => crashes.push(e);
+    process.on('uncaughtException', onUncaught);
+    try {
+      await couch.stop();
+      await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+    assert.deepEqual(crashes.map((e) => e.message), []);
   });
 
   test('a server that dies is logged; only loopback addresses are accepted', async () => {

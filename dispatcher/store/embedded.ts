@@ -64,6 +64,8 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
   });
 
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // Failures to signal the child are handled where it is signalled; an 'error' with no listener would throw.
+  child.on('error', (e) => log(`tracefleet store: the embedded store (pid ${child.pid}): ${e.message}`));
   const readyPort = await waitReady(child, exited, opts.startTimeoutMs ?? 30_000);
   const url = `http://${urlHost(args.host)}:${readyPort}`;
 
@@ -111,7 +113,9 @@ function waitReady(child: ChildProcess, exited: Promise<number | null>, timeoutM
 async function stopChild(child: ChildProcess, exited: Promise<number | null>): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const msg: ParentMessage = { type: 'stop' };
-  if (child.connected) child.send(msg);
+  // The child may be exiting already (a Ctrl-C reaches the whole process group): a send then fails
+  // with EPIPE, which without this callback is an 'error' event that would crash the dispatcher.
+  if (child.connected) child.send(msg, (err) => err && child.exitCode === null && child.signalCode === null && child.kill('SIGTERM'));
   else child.kill('SIGTERM');
   const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
   await exited;

@@ -206,19 +206,23 @@ export class HostRun {
     this.phase = 'final';
     this.disarm();
     const out = this.out;
-    const done = () => {
+    const done = async () => {
       let final = f;
       if (f.state !== 'done' && f.hasPcap) {
         // A run cut short may end mid-record: keep the whole records.
-        const t = this.c.spool.trimPcap(this.c.traceId, this.c.host);
-        final = { ...f, packets: t.packets, bytes: t.bytes, hasPcap: t.bytes > 0 };
+        try {
+          const t = await this.c.spool.trimPcap(this.c.traceId, this.c.host);
+          final = { ...f, packets: t.packets, bytes: t.bytes, hasPcap: t.bytes > 0 };
+        } catch (e) {
+          notes.push(`could not cut its spooled PCAP back to whole records (${(e as Error).message}); it is stored as received`);
+        }
       }
       for (const n of notes) this.c.log(`tracefleet dispatcher: agent ${this.c.host}, trace ${this.c.traceId}: ${n}`);
       this.emitUpdate(final.state, { packets: final.packets, bytes: final.bytes, truncated: final.truncated, error: final.error });
       this.c.finished(final);
     };
-    if (out) out.end(done);
-    else done();
+    if (out) out.end(() => void done());
+    else void done();
   }
 
   private emitUpdate(state: string, extra: Partial<TraceUpdate> = {}): void {

@@ -128,7 +128,7 @@ export class Orchestrator implements Traces {
   async recover(): Promise<void> {
     for (const t of this.spool.scan()) {
       for (const host of t.unfinished) {
-        const cut = this.spool.trimPcap(t.traceId, host);
+        const cut = await this.spool.trimPcap(t.traceId, host);
         const final: HostFinal = {
           state: 'lost',
           packets: cut.packets,

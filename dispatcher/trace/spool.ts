@@ -1,5 +1,5 @@
-import { closeSync, createReadStream, createWriteStream, existsSync, openSync, readSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, WriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, WriteStream } from 'node:fs';
+import { mkdir, readFile, rename, rm, rmdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import type { MessageSummary } from '../../agent/query/engine';
@@ -100,24 +100,24 @@ export class Spool {
    * last whole record, so what is stored opens cleanly in Wireshark.
    * Returns the bytes kept and the packets in them.
    */
-  trimPcap(traceId: string, host: string): { bytes: number; packets: number; cut: number } {
+  async trimPcap(traceId: string, host: string): Promise<{ bytes: number; packets: number; cut: number }> {
     const path = this.pcapPath(traceId, host);
     if (!existsSync(path)) return { bytes: 0, packets: 0, cut: 0 };
-    const size = statSync(path).size;
+    const size = (await stat(path)).size;
+    if (size === 0) return { bytes: 0, packets: 0, cut: 0 };
     const parser = new CaptureStreamParser(path);
     let packets = 0;
     let torn: number;
     try {
-      readFileChunks(path, (chunk) => {
-        packets += parser.push(chunk).length;
-      });
+      // Streamed: a big partial result must not hold the event loop (other traces, agents' chunks).
+      for await (const chunk of createReadStream(path, { end: size - 1, highWaterMark: 1 << 20 })) packets += parser.push(chunk as Buffer).length;
       torn = parser.end().tornBytes;
     } catch {
       // Not even a whole file header: nothing worth keeping.
-      truncateSync(path, 0);
+      await truncate(path, 0);
       return { bytes: 0, packets: 0, cut: size };
     }
-    if (torn > 0) truncateSync(path, size - torn);
+    if (torn > 0) await truncate(path, size - torn);
     return { bytes: size - torn, packets, cut: torn };
   }
 
@@ -218,17 +218,3 @@ export class Spool {
   }
 }
 
-/** Reads a file in 1 MiB chunks, synchronously (the spool is local disk; used only on the finishing path). */
-function readFileChunks(path: string, each: (chunk: Buffer) => void): void {
-  const fd = openSync(path, 'r');
-  try {
-    for (;;) {
-      const buf = Buffer.allocUnsafe(1 << 20);
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      each(buf.subarray(0, n));
-    }
-  } finally {
-    closeSync(fd);
-  }
-}

@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, test } from 'node:test';
+import { pcapHeaderBytes } from '../../shared/pcap/pcap';
+import { encodePcapRecord } from '../../shared/pcap/writer';
+import { Spool } from './spool';
+
+const dir = mkdtempSync(join(tmpdir(), 'tf-spool-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function put(spool: Spool, host: string, bytes: Buffer): string {
+  const path = spool.pcapPath('20261123T000000-abcdef', host);
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, bytes);
+  return path;
+}
+
+test('trimPcap keeps the whole records of a cut-short PCAP and says what it cut', async () => {
+  const spool = new Spool(dir);
+  const records = [1, 2, 3].map((i) => Buffer.concat(encodePcapRecord({ tsSec: 1_795_000_000 + i, tsNsec: i, origLen: 100 * i, data: Buffer.alloc(100 * i, i) }, true)));
+  const whole = Buffer.concat([pcapHeaderBytes({ linkType: 1, nanos: true }), ...records]);
+  const torn = records[2].length - 7;
+
+  const path = put(spool, 'a', whole.subarray(0, whole.length - 7));
+  assert.deepEqual(await spool.trimPcap('20261123T000000-abcdef', 'a'), { bytes: whole.length - records[2].length, packets: 2, cut: torn });
+  assert.deepEqual(readFileSync(path), whole.subarray(0, whole.length - records[2].length), 'cut back to the end of the second record');
+
+  put(spool, 'b', whole);
+  assert.deepEqual(await spool.trimPcap('20261123T000000-abcdef', 'b'), { bytes: whole.length, packets: 3, cut: 0 }, 'a whole file is left alone');
+
+  const headerOnly = put(spool, 'c', whole.subarray(0, 10));
+  assert.deepEqual(await spool.trimPcap('20261123T000000-abcdef', 'c'), { bytes: 0, packets: 0, cut: 10 }, 'not even a file header: emptied');
+  assert.equal(statSync(headerOnly).size, 0);
+
+  put(spool, 'd', Buffer.alloc(0));
+  assert.deepEqual(await spool.trimPcap('20261123T000000-abcdef', 'd'), { bytes: 0, packets: 0, cut: 0 });
+  assert.deepEqual(await spool.trimPcap('20261123T000000-abcdef', 'never-sent'), { bytes: 0, packets: 0, cut: 0 });
+});

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Installs what is missing (system packages, npm packages) and builds.
 # Idempotent: a second run on a ready machine does no installs.
+# --test: also the browsers the web page's tests drive (npm test passes it;
+# npm start and the benchmarks need no browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+for_tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) for_tests=1 ;;
+    *) echo "tracefleet setup: unknown option $arg (known: --test)" >&2; exit 2 ;;
+  esac
+done
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then
@@ -26,8 +36,12 @@ have g++ || need_apt+=(g++)
 have python3 || need_apt+=(python3)
 have redis-server || need_apt+=(redis-server)
 have openssl || need_apt+=(openssl)
-# The web page's browser tests drive Debian's Chromium (playwright-core never downloads a browser here).
-[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# The web page's browser tests drive Debian's Chromium (playwright-core) and Firefox ESR (puppeteer-core,
+# over WebDriver BiDi); neither library downloads a browser here.
+if [ "$for_tests" = 1 ]; then
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  [ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
+fi
 
 # Each package once (tshark provides several of the commands).
 uniq=()

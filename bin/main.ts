@@ -61,6 +61,9 @@ async function queryCommand(a: Record<string, unknown>): Promise<void> {
   const spec = buildQuerySpec(rawQuery(a));
   const r = runQuery(a.ring as string, spec, { correlationHeader: a.correlationHeader as string | undefined });
   for (const n of r.notes) process.stderr.write(`tracefleet: note: ${n}\n`);
+  if (r.messagesMatched > r.messages.length) {
+    process.stderr.write(`tracefleet: note: ${r.messagesMatched} SIP messages matched; the summaries list the first ${r.messages.length} by time (the capture has every packet)\n`);
+  }
   try {
     if (out) await writeResultPcap(r, openOutput(out));
   } finally {
@@ -68,7 +71,7 @@ async function queryCommand(a: Record<string, unknown>): Promise<void> {
   }
   if (json) {
     process.stdout.write(
-      JSON.stringify({ callIds: r.callIds, packets: r.refs.length, truncated: r.truncated, messages: r.messages, notes: r.notes }, null, 2) + '\n',
+      JSON.stringify({ callIds: r.callIds, packets: r.refs.length, truncated: r.truncated, messagesMatched: r.messagesMatched, messages: r.messages, notes: r.notes }, null, 2) + '\n',
     );
   } else if (out !== '-') {
     process.stderr.write(`tracefleet: ${r.refs.length} packets of ${r.callIds.length} dialogs written to ${out}${r.truncated ? ' (truncated by a limit)' : ''}\n`);

@@ -7,6 +7,9 @@ import {
 } from './format';
 import { IndexState } from './state';
 
+/** Decoded dialogs a sealed index keeps: the few a targeted query reads twice (select, then collect) stay decoded. */
+const DIALOG_CACHE_MAX = 256;
+
 /** What the query engine needs of one segment's index, sealed or not. */
 export interface SegmentIndex {
   readonly sealed: boolean;
@@ -137,6 +140,9 @@ export class SealedIndex implements SegmentIndex {
     } catch {
       throw new IndexCorruptError(this.path, `dialog ${i} unreadable`);
     }
+    // Bounded: a query touching every dialog of a big segment (a bare --port 5060) would otherwise hold them all
+    // decoded, hundreds of MiB, for as long as its result is open. Oldest first out.
+    if (this.dialogCache.size >= DIALOG_CACHE_MAX) this.dialogCache.delete(this.dialogCache.keys().next().value as number);
     this.dialogCache.set(i, d);
     return d;
   }

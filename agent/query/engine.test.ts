@@ -186,6 +186,52 @@ test('runQueryYielding answers as runQuery does, lets the event loop run between
   }
 });
 
+test('summaries are cut to the earliest maxMessages, counted in messagesMatched; the packets are never cut by it', async () => {
+  await withRing(async (ring) => {
+    const spec = buildQuerySpec({ callId: A });
+    const whole = runQuery(ring, spec);
+    closeResult(whole);
+    assert.equal(whole.messagesMatched, 4);
+    assert.equal(whole.messages.length, 4);
+    const cut = runQuery(ring, spec, { maxMessages: 3 });
+    closeResult(cut);
+    assert.equal(cut.messagesMatched, 4);
+    assert.deepEqual(cut.messages, whole.messages.slice(0, 3), 'the earliest three, in time order');
+    assert.deepEqual(cut.refs, whole.refs);
+    const none = runQuery(ring, spec, { maxMessages: 0 });
+    closeResult(none);
+    assert.deepEqual([none.messages.length, none.messagesMatched, none.refs.length], [0, 4, whole.refs.length]);
+  });
+});
+
+test('a query over more dialogs than a sealed index keeps decoded answers every one of them (collecting reads them again after the cache let them go)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-query-'));
+  try {
+    const n = 700;
+    const pkts: Pkt[] = Array.from({ length: n }, (_, i) => ({ sec: T0 + i, nsec: 0, frame: udpFrame(P, GW, 5060, 5060, sipInvite(`many-${i}@pc33`)) }));
+    const file = join(dir, 'many.pcap');
+    writePcap(file, pkts);
+    const ring = join(dir, 'ring');
+    await importCaptures(ring, [file]);
+    const all = runQuery(ring, buildQuerySpec({ all: true, method: 'INVITE' }));
+    try {
+      assert.equal(all.callIds.length, n);
+      assert.deepEqual(all.refs.map((r) => r.sec - T0), pkts.map((_, i) => i));
+      // And each one alone, from a fresh index.
+      for (const i of [0, 1, 350, n - 1]) {
+        const one = runQuery(ring, buildQuerySpec({ callId: `many-${i}@pc33` }));
+        closeResult(one);
+        assert.deepEqual(one.refs.map((r) => r.sec - T0), [i]);
+        assert.equal(one.messages[0].callId, `many-${i}@pc33`);
+      }
+    } finally {
+      closeResult(all);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('the PCAP written holds the original bytes and nanosecond timestamps, in time order', async () => {
   await withRing(async (ring, all, dir) => {
     const r = runQuery(ring, buildQuerySpec({ callId: A, rtp: true }));

@@ -45,7 +45,10 @@ export interface MessageSummary {
 export interface QueryResult {
   segments: OpenedSegment[];
   refs: PacketRef[];
+  /** The first `maxMessages` SIP messages by time. */
   messages: MessageSummary[];
+  /** How many SIP messages the selected dialogs have; more than `messages` holds when they were cut. */
+  messagesMatched: number;
   callIds: string[];
   truncated: boolean;
   /** Bytes of the PCAP records selected (16-byte headers included). */
@@ -56,7 +59,17 @@ export interface QueryResult {
 export interface QueryOptions extends IndexerOptions {
   /** Let this process repair index files; default: when no live agent owns the ring. */
   mayWrite?: boolean;
+  /** Summaries kept, the earliest first; default MAX_SUMMARIES. The packets are never cut by this. */
+  maxMessages?: number;
 }
+
+/**
+ * Each message kept costs about 1 KiB while a result lives (its decoded index
+ * record, then its summary): a query matching every SIP packet of a big ring
+ * (`--port 5060`) would otherwise hold gigabytes on the call server. The
+ * trace wire carries at most this many anyway.
+ */
+export const MAX_SUMMARIES = 100_000;
 
 function tsString(sec: number, nsec: number): string {
   return `${sec}.${String(nsec).padStart(9, '0')}`;
@@ -181,19 +194,32 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   }
 
   // Phase 2: every message of those dialogs, in every segment.
-  const chosen = new Map<number, Set<number>>(); // segment -> packet ordinals
+  // Per segment, a byte per packet: a set of ordinals costs ~50 bytes each, and broad queries take millions.
+  const chosen: (Uint8Array | undefined)[] = [];
   const take = (seg: number, ord: number) => {
-    let set = chosen.get(seg);
-    if (!set) chosen.set(seg, (set = new Set()));
-    set.add(ord);
+    const marks = (chosen[seg] ??= new Uint8Array(segments[seg].index.packetCount));
+    if (ord >= marks.length) throw new Error(`${segments[seg].segment.indexPath}: a message names packet ${ord} of ${marks.length}; the index is inconsistent, delete it to have it rebuilt`);
+    marks[ord] = 1;
   };
-  const messages: Array<{ m: MessageRecord; seg: number }> = [];
+  const maxMessages = opts.maxMessages ?? MAX_SUMMARIES;
+  let messages: Array<{ m: MessageRecord; seg: number }> = [];
+  let messagesMatched = 0;
+  const byTime = (a: { m: MessageRecord; seg: number }, b: { m: MessageRecord; seg: number }) => cmpTs(a.m.t, b.m.t) || a.seg - b.seg || a.m.p[0] - b.m.p[0];
+  // The earliest maxMessages, kept by sorting and cutting whenever twice as many have gathered: memory stays bounded.
+  const keepEarliest = () => {
+    messages.sort(byTime);
+    if (messages.length > maxMessages) messages = messages.slice(0, maxMessages);
+  };
   const dialogSpan = new Map<string, { first: Ts; last: Ts; media: Set<string> }>();
   for (const [si, s] of segments.entries()) {
     for (const c of selected) {
       for (const d of s.index.dialogsByCallId(c)) {
         for (const m of d.msgs) {
-          messages.push({ m, seg: si });
+          messagesMatched++;
+          if (maxMessages > 0) {
+            messages.push({ m, seg: si });
+            if (messages.length >= 2 * maxMessages) keepEarliest();
+          }
           for (const p of m.p) take(si, p);
           if (q.rtp) {
             let span = dialogSpan.get(c);
@@ -262,9 +288,10 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
 
   // Time order across segments and streams; capture order breaks ties.
   let refs: PacketRef[] = [];
-  for (const [si, ords] of chosen) {
+  for (const [si, marks] of chosen.entries()) {
+    if (!marks) continue;
     const t = segments[si].index.packetTable();
-    for (const ord of ords) {
+    for (let ord = marks.indexOf(1); ord !== -1; ord = marks.indexOf(1, ord + 1)) {
       const p = ord * PACKET_ENTRY_LEN;
       refs.push({ seg: si, ord, offset: t.readUInt32LE(p), sec: t.readUInt32LE(p + 4), nsec: t.readUInt32LE(p + 8), capLen: t.readUInt16LE(p + 26) });
     }
@@ -287,7 +314,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     bytes += b;
   }
 
-  messages.sort((a, b) => cmpTs(a.m.t, b.m.t) || a.seg - b.seg || a.m.p[0] - b.m.p[0]);
+  keepEarliest();
   const summaries: MessageSummary[] = messages.map(({ m }) => ({
     ts: tsString(m.t[0], m.t[1]),
     time: isoTime(m.t[0], m.t[1]),
@@ -306,7 +333,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     bytes: m.n,
     packets: m.p.length,
   }));
-  return { segments, refs, messages: summaries, callIds: [...selected], truncated, bytes, notes };
+  return { segments, refs, messages: summaries, messagesMatched, callIds: [...selected], truncated, bytes, notes };
 }
 
 /**

@@ -516,7 +516,7 @@ test('close() ends running traces with trace:error and stops serving', { timeout
 test('trace:done lists at most what the schema and the message size limit take, with a note saying so', () => {
   const r = runQuery(ring, buildQuerySpec({ callId: [A] }), { mayWrite: false });
   try {
-    const many = { ...r, messages: Array.from({ length: 120_000 }, (_, i) => ({ ...r.messages[i % r.messages.length] })) };
+    const many = { ...r, messagesMatched: 120_000, messages: Array.from({ length: 120_000 }, (_, i) => ({ ...r.messages[i % r.messages.length] })) };
     const bySize = doneMessage('t', many, { packets: 3, bytes: 100 }, 1, 900_000);
     assert.ok(parseMessage(traceDone, 'trace:done', bySize).ok);
     assert.ok(Buffer.byteLength(JSON.stringify(bySize)) <= 900_000, 'fits the dispatcher\'s message size');

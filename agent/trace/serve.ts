@@ -31,6 +31,8 @@ export interface TraceServer {
 }
 
 const PROGRESS_MS = 500;
+/** trace:done lists about 3,000 summaries within its size limit; keeping more would only cost the call server memory. */
+const SUMMARIES_KEPT = 10_000;
 const PROGRESS_EVERY_CHUNKS = 16;
 const MAX_ERROR_CHARS = 4096;
 // The schema's own limits, so that a trace:done is never refused by the dispatcher's parseMessage.
@@ -135,6 +137,7 @@ export function serveTraces(socket: Socket, opts: TraceServeOptions): TraceServe
       result = await runQueryYielding(opts.ringDir, spec, {
         mayWrite: false,
         correlationHeader: opts.correlationHeader,
+        maxMessages: SUMMARIES_KEPT,
         stopped: () => t.stopped,
         onStep: () => {
           if (Date.now() - searchBeat < PROGRESS_MS) return;
@@ -272,8 +275,8 @@ export function doneMessage(
     if (size > budget) break;
   }
   messages = messages.slice(0, n);
-  if (messages.length < r.messages.length) {
-    notes.push(`only the first ${messages.length} of ${r.messages.length} SIP messages are listed (the trace:done size limit); the PCAP holds every packet of them`);
+  if (messages.length < r.messagesMatched) {
+    notes.push(`only the first ${messages.length} of ${r.messagesMatched} SIP messages are listed (the trace:done size limit); the PCAP holds every packet of them`);
   }
   if (notes.length > MAX_NOTES) notes = [...notes.slice(0, MAX_NOTES - 1), `${notes.length - MAX_NOTES + 1} more notes left out`];
   return { traceId, packets: written.packets, bytes: written.bytes, chunks, truncated: r.truncated, messages, notes };

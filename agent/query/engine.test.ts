@@ -92,7 +92,7 @@ function select(ring: string, raw: RawQuery): Set<number> {
   const r = runQuery(ring, buildQuerySpec(raw, new Date((T0 + 10) * 1000)));
   closeResult(r);
   // Identify packets by their timestamps, which are unique in the fixture.
-  return new Set(r.refs.map((x) => (x.sec - T0) * 1e9 + x.nsec));
+  return new Set(r.refs.toArray().map((x) => (x.sec - T0) * 1e9 + x.nsec));
 }
 
 const at = (s: number, ns: number) => s * 1e9 + ns;
@@ -142,7 +142,7 @@ test('limits cut the time-ordered result and say so', async () => {
     const r = runQuery(ring, buildQuerySpec({ callId: A, maxPackets: 2 }));
     closeResult(r);
     assert.equal(r.truncated, true);
-    assert.deepEqual(r.refs.map((x) => x.nsec), [100, 200]);
+    assert.deepEqual(r.refs.toArray().map((x) => x.nsec), [100, 200]);
     const whole = runQuery(ring, buildQuerySpec({ callId: A, maxPackets: 4 }));
     closeResult(whole);
     assert.equal(whole.truncated, false);
@@ -171,7 +171,7 @@ test('runQueryYielding answers as runQuery does, lets the event loop run between
       clearInterval(timer);
     }
     closeResult(answered);
-    assert.deepEqual(answered.refs, expected.refs);
+    assert.deepEqual(answered.refs.toArray(), expected.refs.toArray());
     assert.deepEqual(answered.messages, expected.messages);
     assert.ok(steps >= imported.segments.length, `${steps} steps for ${imported.segments.length} segments`);
     assert.ok(otherWork > 0, 'a timer ran while the query did');
@@ -197,7 +197,7 @@ test('summaries are cut to the earliest maxMessages, counted in messagesMatched;
     closeResult(cut);
     assert.equal(cut.messagesMatched, 4);
     assert.deepEqual(cut.messages, whole.messages.slice(0, 3), 'the earliest three, in time order');
-    assert.deepEqual(cut.refs, whole.refs);
+    assert.deepEqual(cut.refs.toArray(), whole.refs.toArray());
     const none = runQuery(ring, spec, { maxMessages: 0 });
     closeResult(none);
     assert.deepEqual([none.messages.length, none.messagesMatched, none.refs.length], [0, 4, whole.refs.length]);
@@ -216,12 +216,12 @@ test('a query over more dialogs than a sealed index keeps decoded answers every 
     const all = runQuery(ring, buildQuerySpec({ all: true, method: 'INVITE' }));
     try {
       assert.equal(all.callIds.length, n);
-      assert.deepEqual(all.refs.map((r) => r.sec - T0), pkts.map((_, i) => i));
+      assert.deepEqual(all.refs.toArray().map((r) => r.sec - T0), pkts.map((_, i) => i));
       // And each one alone, from a fresh index.
       for (const i of [0, 1, 350, n - 1]) {
         const one = runQuery(ring, buildQuerySpec({ callId: `many-${i}@pc33` }));
         closeResult(one);
-        assert.deepEqual(one.refs.map((r) => r.sec - T0), [i]);
+        assert.deepEqual(one.refs.toArray().map((r) => r.sec - T0), [i]);
         assert.equal(one.messages[0].callId, `many-${i}@pc33`);
       }
     } finally {
@@ -341,7 +341,7 @@ test('a journal (unsealed index) answers exactly like the sealed one; a corrupt 
     ix.close();
     const journal = runQuery(ring, buildQuerySpec({ number: '1234567', rtp: true }), { mayWrite: false });
     closeResult(journal);
-    assert.deepEqual(new Set(journal.refs.map((x) => (x.sec - T0) * 1e9 + x.nsec)), sealed);
+    assert.deepEqual(new Set(journal.refs.toArray().map((x) => (x.sec - T0) * 1e9 + x.nsec)), sealed);
     // Garbage over the index: rebuilt from the segment.
     const fd = openSync(idxPath, 'r+');
     writeSync(fd, Buffer.alloc(64, 0xee), 0, 64, 0);
@@ -349,7 +349,7 @@ test('a journal (unsealed index) answers exactly like the sealed one; a corrupt 
     const r = runQuery(ring, buildQuerySpec({ number: '1234567', rtp: true }));
     closeResult(r);
     assert.ok(r.notes.some((n) => /corrupt/.test(n) && /rebuilt/.test(n)), r.notes.join('; '));
-    assert.deepEqual(new Set(r.refs.map((x) => (x.sec - T0) * 1e9 + x.nsec)), sealed);
+    assert.deepEqual(new Set(r.refs.toArray().map((x) => (x.sec - T0) * 1e9 + x.nsec)), sealed);
   });
 });
 

@@ -21,6 +21,50 @@ export interface PacketRef {
   capLen: number;
 }
 
+interface RefColumns {
+  seg: Uint32Array;
+  ord: Uint32Array;
+  offset: Uint32Array;
+  sec: Uint32Array;
+  nsec: Uint32Array;
+  capLen: Uint16Array;
+}
+
+function refColumns(n: number): RefColumns {
+  return { seg: new Uint32Array(n), ord: new Uint32Array(n), offset: new Uint32Array(n), sec: new Uint32Array(n), nsec: new Uint32Array(n), capLen: new Uint16Array(n) };
+}
+
+/**
+ * A result's packets in time order, packed in columns: 22 bytes a packet,
+ * where an object each took about 80, since a broad query selects millions.
+ */
+export class PacketRefs {
+  constructor(private readonly c: RefColumns, readonly length: number) {}
+
+  seg(i: number): number {
+    return this.c.seg[i];
+  }
+
+  offset(i: number): number {
+    return this.c.offset[i];
+  }
+
+  at(i: number): PacketRef {
+    const c = this.c;
+    return { seg: c.seg[i], ord: c.ord[i], offset: c.offset[i], sec: c.sec[i], nsec: c.nsec[i], capLen: c.capLen[i] };
+  }
+
+  toArray(): PacketRef[] {
+    return Array.from({ length: this.length }, (_, i) => this.at(i));
+  }
+
+  /** The first n (n <= length); the columns are shared, not copied. */
+  head(n: number): PacketRefs {
+    const c = this.c;
+    return new PacketRefs({ seg: c.seg.subarray(0, n), ord: c.ord.subarray(0, n), offset: c.offset.subarray(0, n), sec: c.sec.subarray(0, n), nsec: c.nsec.subarray(0, n), capLen: c.capLen.subarray(0, n) }, n);
+  }
+}
+
 /** A SIP message as the ladder and the message table show it. */
 export interface MessageSummary {
   /** Epoch seconds with nine decimals, exact. */
@@ -44,7 +88,7 @@ export interface MessageSummary {
 
 export interface QueryResult {
   segments: OpenedSegment[];
-  refs: PacketRef[];
+  refs: PacketRefs;
   /** The first `maxMessages` SIP messages by time. */
   messages: MessageSummary[];
   /** How many SIP messages the selected dialogs have; more than `messages` holds when they were cut. */
@@ -287,27 +331,37 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   }
 
   // Time order across segments and streams; capture order breaks ties.
-  let refs: PacketRef[] = [];
+  let total = 0;
+  for (const marks of chosen) if (marks) for (let ord = marks.indexOf(1); ord !== -1; ord = marks.indexOf(1, ord + 1)) total++;
+  const found = refColumns(total);
+  let k = 0;
   for (const [si, marks] of chosen.entries()) {
     if (!marks) continue;
     const t = segments[si].index.packetTable();
     for (let ord = marks.indexOf(1); ord !== -1; ord = marks.indexOf(1, ord + 1)) {
       const p = ord * PACKET_ENTRY_LEN;
-      refs.push({ seg: si, ord, offset: t.readUInt32LE(p), sec: t.readUInt32LE(p + 4), nsec: t.readUInt32LE(p + 8), capLen: t.readUInt16LE(p + 26) });
+      found.seg[k] = si;
+      found.ord[k] = ord;
+      found.offset[k] = t.readUInt32LE(p);
+      found.sec[k] = t.readUInt32LE(p + 4);
+      found.nsec[k] = t.readUInt32LE(p + 8);
+      found.capLen[k] = t.readUInt16LE(p + 26);
+      k++;
     }
   }
-  refs.sort((a, b) => a.sec - b.sec || a.nsec - b.nsec || a.seg - b.seg || a.ord - b.ord);
+  chosen.length = 0;
+  let refs = new PacketRefs(timeOrdered(found, total), total);
 
   let truncated = false;
   let bytes = 0;
   if (q.maxPackets !== null && refs.length > q.maxPackets) {
-    refs = refs.slice(0, q.maxPackets);
+    refs = refs.head(q.maxPackets);
     truncated = true;
   }
   for (let i = 0; i < refs.length; i++) {
-    const b = 16 + (refs[i].capLen || 65535);
+    const b = 16 + (refs.at(i).capLen || 65535);
     if (q.maxBytes !== null && bytes + b > q.maxBytes) {
-      refs = refs.slice(0, i);
+      refs = refs.head(i);
       truncated = true;
       break;
     }
@@ -337,6 +391,31 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
 }
 
 /**
+ * The columns in time order; they are filled segment by segment, ordinal by
+ * ordinal, so the fill order breaks ties (segment, then capture order). A
+ * ring of one interface is in order already and is returned as it is.
+ */
+function timeOrdered(c: RefColumns, n: number): RefColumns {
+  let sorted = true;
+  for (let i = 1; i < n && sorted; i++) sorted = c.sec[i - 1] < c.sec[i] || (c.sec[i - 1] === c.sec[i] && c.nsec[i - 1] <= c.nsec[i]);
+  if (sorted) return c;
+  const order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  order.sort((a, b) => c.sec[a] - c.sec[b] || c.nsec[a] - c.nsec[b] || a - b);
+  const out = refColumns(n);
+  for (let i = 0; i < n; i++) {
+    const j = order[i];
+    out.seg[i] = c.seg[j];
+    out.ord[i] = c.ord[j];
+    out.offset[i] = c.offset[j];
+    out.sec[i] = c.sec[j];
+    out.nsec[i] = c.nsec[j];
+    out.capLen[i] = c.capLen[j];
+  }
+  return out;
+}
+
+/**
  * Writes a result's packets as one capture: original bytes and timestamps,
  * nanosecond resolution when any source segment has it. A classic PCAP when
  * the packets have one link type; PCAPNG, with one interface per link type,
@@ -344,9 +423,14 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
  * Streams with backpressure; never holds the result in memory.
  */
 export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ packets: number; bytes: number; format: 'pcap' | 'pcapng' }> {
-  const used = new Set(r.refs.map((x) => x.seg));
+  const used = new Set<number>();
   // In the order of first use, so the interfaces come in time order too.
-  const linkTypes = [...new Set(r.refs.map((x) => r.segments[x.seg].header.linkType))];
+  const linkTypeSet = new Set<number>();
+  for (let i = 0; i < r.refs.length; i++) {
+    used.add(r.refs.seg(i));
+    linkTypeSet.add(r.segments[r.refs.seg(i)].header.linkType);
+  }
+  const linkTypes = [...linkTypeSet];
   const nanos = [...used].some((si) => r.segments[si].header.nanos) || (used.size === 0 && r.segments.some((s) => s.header.nanos));
   let w: PcapWriter | PcapngWriter;
   let write: (rec: WritableRecord, linkType: number) => boolean;
@@ -368,9 +452,9 @@ export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ 
     let i = 0;
     while (i < r.refs.length) {
       // A run of refs from one segment is read with coalesced preads.
-      const si = r.refs[i].seg;
+      const si = r.refs.seg(i);
       let j = i;
-      while (j < r.refs.length && r.refs[j].seg === si && (j === i || r.refs[j].offset > r.refs[j - 1].offset)) j++;
+      while (j < r.refs.length && r.refs.seg(j) === si && (j === i || r.refs.offset(j) > r.refs.offset(j - 1))) j++;
       let fd = fds.get(si);
       if (fd === undefined) {
         try {
@@ -383,7 +467,7 @@ export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ 
         }
         fds.set(si, fd);
       }
-      const offsets = r.refs.slice(i, j).map((x) => x.offset);
+      const offsets = Array.from({ length: j - i }, (_, n) => r.refs.offset(i + n));
       const header = r.segments[si].header;
       for (const rec of readPcapRecordsAt(fd, offsets, header)) {
         if (!write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, header.linkType)) await w.waitDrain();

@@ -234,7 +234,7 @@ export const userCommand: CommandModule<object, StoreArgs> = {
         (y2) =>
           nameArg(y2)
             .option('list', { type: 'boolean', default: false, describe: "list the user's token ids" })
-            .option('revoke', { type: 'string', describe: 'revoke the token with this id' })
+            .option('revoke', { type: 'string', describe: 'revoke the token with this id (an older id starting with "-": --revoke=ID)' })
             .option('json', { type: 'boolean', default: false, describe: 'with --list: as JSON' }),
         run(token),
       )

@@ -7,8 +7,10 @@
  * random bits, so nobody holding the stored hash can search for it, and a
  * slow hash would only make every API request cost scrypt's 50-100 ms.
  *
- * The id may itself contain '_' or '-' (base64url), so tokens are split by
- * position, not by separator.
+ * New ids are letters and digits only: an id starting with '-' was taken for
+ * options by the command line (`tracefleet user token NAME --revoke ID`).
+ * Ids made before may hold '_' or '-' (base64url) and are still accepted, so
+ * tokens are split by position, not by separator.
  */
 
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -34,8 +36,21 @@ export function hashSecret(secret: string): string {
   return createHash('sha256').update(secret, 'utf8').digest('base64url');
 }
 
+const ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+function newTokenId(): string {
+  let id = '';
+  while (id.length < ID_CHARS) {
+    for (const b of randomBytes(ID_CHARS * 2)) {
+      // 248 = 4 × 62: bytes above it are dropped so every character is equally likely.
+      if (b < 248 && id.length < ID_CHARS) id += ID_ALPHABET[b % ID_ALPHABET.length];
+    }
+  }
+  return id;
+}
+
 export function newApiToken(): NewApiToken {
-  const id = randomBytes((ID_CHARS * 3) / 4).toString('base64url');
+  const id = newTokenId();
   const secret = randomBytes(SECRET_BYTES).toString('base64url');
   return { token: `${PREFIX}${id}_${secret}`, id, hash: hashSecret(secret) };
 }

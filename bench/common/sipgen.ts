@@ -1,6 +1,7 @@
 import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
+import { MinHeap } from '../../shared/heap/min-heap';
 
 /**
  * Synthetic SIP-over-UDP traffic for benchmarks: many interleaved INVITE
@@ -307,47 +308,6 @@ interface Dialog {
   target: 'callid' | 'number' | null;
 }
 
-/** Min-heap of dialogs on their next event time: the ~100 live dialogs interleave exactly in time order. */
-class DialogHeap {
-  private h: Dialog[] = [];
-  get size(): number {
-    return this.h.length;
-  }
-  peek(): Dialog | undefined {
-    return this.h[0];
-  }
-  push(d: Dialog): void {
-    const h = this.h;
-    h.push(d);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (h[p].next <= d.next) break;
-      h[i] = h[p];
-      i = p;
-    }
-    h[i] = d;
-  }
-  pop(): Dialog | undefined {
-    const h = this.h;
-    const top = h[0];
-    const last = h.pop();
-    if (h.length > 0 && last) {
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= h.length) break;
-        const r = l + 1;
-        const c = r < h.length && h[r].next < h[l].next ? r : l;
-        if (h[c].next >= last.next) break;
-        h[i] = h[c];
-        i = c;
-      }
-      h[i] = last;
-    }
-    return top;
-  }
-}
 
 const MS = 1_000_000;
 const S = 1_000_000_000;
@@ -491,7 +451,8 @@ export function generateSipCapture(opts: SipGenOptions): SipGenResult {
   openNext();
 
   const frame = Buffer.alloc(65536);
-  const heap = new DialogHeap();
+  // The ~100 live dialogs on their next event time: they interleave exactly in time order.
+  const heap = new MinHeap<Dialog>((a, b) => a.next < b.next);
   let nextArrival = 0;
   let lastT = -1;
   let ipId = 1;

@@ -6,7 +6,7 @@ import { CaptureStreamReader } from '../../shared/pcap/stream-reader';
 import { LINKTYPE } from '../../shared/pcap/types';
 import { PcapWriter } from '../../shared/pcap/writer';
 import { HostDedup } from './dedup';
-import { MinHeap } from './heap';
+import { MinHeap } from '../../shared/heap/min-heap';
 import { ByteRing, type RingItem } from './ring';
 
 export interface MergeInput {

@@ -1,11 +1,12 @@
-/** Binary min-heap; `less` must be a strict weak order (ties broken by the caller for stability). */
+/**
+ * Binary min-heap; `less` must be a strict weak order (ties broken by the
+ * caller for stability). Items move into a hole rather than by swaps: it sits
+ * on per-packet paths (the dispatcher's merge, the bench's traffic generator).
+ */
 export class MinHeap<T> {
   private readonly items: T[] = [];
-  private readonly less: (a: T, b: T) => boolean;
 
-  constructor(less: (a: T, b: T) => boolean) {
-    this.less = less;
-  }
+  constructor(private readonly less: (a: T, b: T) => boolean) {}
 
   get size(): number {
     return this.items.length;
@@ -22,14 +23,15 @@ export class MinHeap<T> {
 
   push(x: T): void {
     const a = this.items;
+    let i = a.length;
     a.push(x);
-    let i = a.length - 1;
     while (i > 0) {
       const p = (i - 1) >> 1;
-      if (!this.less(a[i], a[p])) break;
-      [a[i], a[p]] = [a[p], a[i]];
+      if (!this.less(x, a[p])) break;
+      a[i] = a[p];
       i = p;
     }
+    a[i] = x;
   }
 
   pop(): T | undefined {
@@ -38,18 +40,17 @@ export class MinHeap<T> {
     const top = a[0];
     const last = a.pop()!;
     if (a.length > 0) {
-      a[0] = last;
       let i = 0;
       for (;;) {
         const l = 2 * i + 1;
+        if (l >= a.length) break;
         const r = l + 1;
-        let m = i;
-        if (l < a.length && this.less(a[l], a[m])) m = l;
-        if (r < a.length && this.less(a[r], a[m])) m = r;
-        if (m === i) break;
-        [a[i], a[m]] = [a[m], a[i]];
-        i = m;
+        const c = r < a.length && this.less(a[r], a[l]) ? r : l;
+        if (!this.less(a[c], last)) break;
+        a[i] = a[c];
+        i = c;
       }
+      a[i] = last;
     }
     return top;
   }

@@ -146,6 +146,13 @@ test('limits cut the time-ordered result and say so', async () => {
     const whole = runQuery(ring, buildQuerySpec({ callId: A, maxPackets: 4 }));
     closeResult(whole);
     assert.equal(whole.truncated, false);
+    // A byte limit that holds the first two records (16-byte headers included) and not the third.
+    const [p0, p1] = whole.refs.toArray();
+    const byBytes = runQuery(ring, buildQuerySpec({ callId: A, maxBytes: 32 + p0.capLen + p1.capLen }));
+    closeResult(byBytes);
+    assert.equal(byBytes.truncated, true);
+    assert.deepEqual(byBytes.refs.toArray(), [p0, p1]);
+    assert.equal(byBytes.bytes, 32 + p0.capLen + p1.capLen);
   });
 });
 

@@ -49,6 +49,10 @@ export class PacketRefs {
     return this.c.offset[i];
   }
 
+  capLen(i: number): number {
+    return this.c.capLen[i];
+  }
+
   at(i: number): PacketRef {
     const c = this.c;
     return { seg: c.seg[i], ord: c.ord[i], offset: c.offset[i], sec: c.sec[i], nsec: c.nsec[i], capLen: c.capLen[i] };
@@ -240,10 +244,13 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   // Phase 2: every message of those dialogs, in every segment.
   // Per segment, a byte per packet: a set of ordinals costs ~50 bytes each, and broad queries take millions.
   const chosen: (Uint8Array | undefined)[] = [];
+  let total = 0;
   const take = (seg: number, ord: number) => {
     const marks = (chosen[seg] ??= new Uint8Array(segments[seg].index.packetCount));
     if (ord >= marks.length) throw new Error(`${segments[seg].segment.indexPath}: a message names packet ${ord} of ${marks.length}; the index is inconsistent, delete it to have it rebuilt`);
+    if (marks[ord]) return;
     marks[ord] = 1;
+    total++;
   };
   const maxMessages = opts.maxMessages ?? MAX_SUMMARIES;
   let messages: Array<{ m: MessageRecord; seg: number }> = [];
@@ -331,8 +338,6 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   }
 
   // Time order across segments and streams; capture order breaks ties.
-  let total = 0;
-  for (const marks of chosen) if (marks) for (let ord = marks.indexOf(1); ord !== -1; ord = marks.indexOf(1, ord + 1)) total++;
   const found = refColumns(total);
   let k = 0;
   for (const [si, marks] of chosen.entries()) {
@@ -359,7 +364,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     truncated = true;
   }
   for (let i = 0; i < refs.length; i++) {
-    const b = 16 + (refs.at(i).capLen || 65535);
+    const b = 16 + (refs.capLen(i) || 65535);
     if (q.maxBytes !== null && bytes + b > q.maxBytes) {
       refs = refs.head(i);
       truncated = true;

@@ -1,7 +1,8 @@
 /**
  * A strict reader of Prometheus text exposition 0.0.4, for tests: every line
  * must be HELP, TYPE, or a sample of a family whose TYPE came before it.
- * Throws on the first line that is none of these.
+ * Throws on the first line that is none of these. prom-client writes NaN as
+ * `Nan`; Prometheus reads numbers with Go's ParseFloat, which takes either.
  */
 export interface Exposition {
   /** By `name{labels}` as written (labels in the order printed). */
@@ -27,7 +28,7 @@ export function parseExposition(text: string): Exposition {
       out.help.set(h[1], h[2]);
       continue;
     }
-    const m = new RegExp(`^(${NAME})(\\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\\\\n]|\\\\.)*",?)*\\})? (-?[0-9.e+-]+|NaN|[+-]Inf)$`).exec(line);
+    const m = new RegExp(`^(${NAME})(\\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\\\\n]|\\\\.)*",?)*\\})? (-?[0-9.e+-]+|NaN|Nan|[+-]Inf)$`).exec(line);
     if (!m) throw new Error(`not an exposition line: ${JSON.stringify(line)}`);
     // A histogram's or summary's samples carry suffixes on the family's name.
     const family = [m[1], m[1].replace(/_(bucket|sum|count)$/, '')].find((n) => out.types.has(n));

@@ -361,14 +361,14 @@ describe('TraceStore against a real CouchDB-compatible server', { timeout: 180_0
 
     // A conflict for certain: A's mutation waits for B's whole update.
     const [a, b] = [stores[1], stores[2]];
-    const retriesBefore = a.stats.conflictRetries;
+    const retriesBefore = (await a.metrics.conflictRetries.get()).values[0]?.value ?? 0;
     let calls = 0;
     await a.updateTrace(t.id, async (d) => {
       if (calls++ === 0) await b.updateTrace(t.id, (x) => bump(x, 'b'));
       bump(d, 'a');
     });
     assert.equal(calls, 2);
-    assert.ok(a.stats.conflictRetries > retriesBefore);
+    assert.ok(((await a.metrics.conflictRetries.get()).values[0]?.value ?? 0) > retriesBefore);
     const final = await store.getTrace(t.id);
     assert.equal(final?.request.a, 1);
     assert.equal(final?.request.b, 1);

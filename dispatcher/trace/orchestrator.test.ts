@@ -9,6 +9,7 @@ import { Fleet, startFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, traceDocId } from '../store/layout';
 import { TraceStore } from '../store/store';
 import { openTestStore, startRelay, startTestCouch, TestCouch } from '../store/testing';
+import { metricValue } from './metrics';
 import { Orchestrator } from './orchestrator';
 import { Spool } from './spool';
 import { BULK, bytesOf, CALL, expectedPcap, makeTestRings, PROXY, records, sortedRecords, startTestAgent, TestAgent, TestHost, until } from './testing';
@@ -188,7 +189,7 @@ test('CouchDB away during a trace: the result waits in the spool and is stored w
     });
     const q = { ip: [PROXY] };
     const view = await r.orch.start(q, 'alice');
-    await until(() => cut && r.orch.stats.pendingStores > 0 && (r.orch.stats.errors.store ?? 0) > 0, 'a store failure while CouchDB is away');
+    await until(async () => cut && (await metricValue(r.orch.metrics.pendingStores)) > 0 && (await metricValue(r.orch.metrics.errors, { kind: 'store' })) > 0, 'a store failure while CouchDB is away');
     await until(() => readdirSync(r.spool.dir).length > 0, 'the result kept in the spool');
     assert.equal(finalOf(r, view.id), undefined, 'the trace cannot finish while the store is away');
     relay = await startRelay(couch.url, port);
@@ -214,7 +215,7 @@ test('a dispatcher restarted mid-trace: the trace is marked interrupted with wha
     await addAgent(first, 'a', { stallAfterChunks: 1 });
     await addAgent(first, 'b');
     view = await first.orch.start({ ip: [PROXY] }, 'alice');
-    await until(() => first.orch.stats.chunks >= 1 && first.updates.some((u) => u.host === 'b' && u.state === 'done'), 'a mid-stream, b done');
+    await until(async () => (await metricValue(first.orch.metrics.chunksReceived)) >= 1 && first.updates.some((u) => u.host === 'b' && u.state === 'done'), 'a mid-stream, b done');
   } finally {
     await first.close();
   }
@@ -245,7 +246,7 @@ test('cancel stops the hosts still running and keeps what they sent', async () =
     await addAgent(r, 'a', { stallAfterChunks: 2 });
     await addAgent(r, 'b');
     const view = await r.orch.start({ ip: [PROXY] }, 'alice');
-    await until(() => r.orch.stats.chunks >= 2 && r.updates.some((u) => u.host === 'b' && u.state === 'done'), 'a mid-stream');
+    await until(async () => (await metricValue(r.orch.metrics.chunksReceived)) >= 2 && r.updates.some((u) => u.host === 'b' && u.state === 'done'), 'a mid-stream');
     const v = await r.orch.cancel(view.id);
     assert.equal(v.id, view.id);
     await until(() => finalOf(r, view.id) !== undefined, 'the trace to close');

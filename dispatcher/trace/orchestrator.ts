@@ -1,18 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { PassThrough } from 'node:stream';
-import type { Namespace } from 'socket.io';
-import { z } from 'zod';
 import { buildQuerySpec, QueryError } from '../../agent/query/spec';
-import { AgentView, HostView, parseMessage, traceQuery, TraceQuery, TraceRequest, traceRequest, TraceUpdate, TraceView } from '../../shared/protocol/wire';
+import { AgentView, HostView, parseMessage, TraceQuery, TraceRequest, traceRequest, TraceUpdate, TraceView } from '../../shared/protocol/wire';
 import type { AgentFleet } from '../fleet/server';
-import { mergeCaptures } from '../merge/merge';
-import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId, traceDocId } from '../store/layout';
-import { NewResult, StoreError, StoreUnreachableError, TraceStore } from '../store/store';
+import { HOST_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId } from '../store/layout';
+import { NewResult, TraceStore } from '../store/store';
 import { HostRun, HostRunTimeouts } from './host-run';
+import { mergeTrace } from './merge-trace';
+import { TraceMetrics } from './metrics';
+import { PeerLink } from './peers';
+import { INLINE_MAX, ResultBatch } from './result-batch';
 import { HostFinal, Spool } from './spool';
-import { TraceRequestError, Traces } from './types';
+import { RetryLater, StoreJobs } from './store-jobs';
+import { Owned, TraceRequestError, Traces } from './types';
 import { isFinalResult, traceOutcome, traceView } from './view';
+import { checkRemoteHosts } from './watchdog';
 
 export interface OrchestratorOptions {
   store: TraceStore;
@@ -26,38 +27,6 @@ export interface OrchestratorOptions {
   log?: (line: string) => void;
 }
 
-/** Counters for /metrics. */
-export interface TraceStats {
-  tracesStarted: number;
-  tracesFinished: Record<string, number>;
-  hostsFinished: Record<string, number>;
-  chunks: number;
-  bytesReceived: number;
-  bytesStored: number;
-  errors: Record<string, number>;
-  pendingStores: number;
-}
-
-/** What a dispatcher owning a trace keeps until it is finished. */
-interface Owned {
-  id: string;
-  hosts: string[];
-  /** Hosts whose final result is in the store. */
-  stored: Set<string>;
-  /** Hosts run by a peer dispatcher, with the id of the agent's connection that was asked. */
-  remote: Map<string, string>;
-  /** Remote hosts the watchdog found without that connection (or final without their PCAP), and since when. */
-  missing: Map<string, number>;
-  finalizing: boolean;
-  interrupted: boolean;
-}
-
-const peerRunHost = z.object({ traceId: z.string(), host: z.string(), query: traceQuery, owner: z.string() });
-const peerHostFinal = z.object({ traceId: z.string(), host: z.string(), owner: z.string() });
-const peerCancel = z.object({ traceId: z.string() });
-/** How long a peer's final result may wait for its PCAP once the agent's connection to that peer is gone. */
-const PEER_PCAP_GRACE_MS = 60_000;
-
 /**
  * Turns a trace request into a fleet-wide trace: stores it, asks every
  * chosen agent (on this dispatcher, or through a peer with Redis), keeps
@@ -67,7 +36,8 @@ const PEER_PCAP_GRACE_MS = 60_000;
  * cancelled).
  */
 export class Orchestrator implements Traces {
-  readonly stats: TraceStats = { tracesStarted: 0, tracesFinished: {}, hostsFinished: {}, chunks: 0, bytesReceived: 0, bytesStored: 0, errors: {}, pendingStores: 0 };
+  /** Registered by the dispatcher's /metrics. */
+  readonly metrics = new TraceMetrics();
   /** Identifies this dispatcher among peers. */
   readonly id = randomBytes(6).toString('hex');
   private readonly store: TraceStore;
@@ -75,9 +45,8 @@ export class Orchestrator implements Traces {
   private readonly spool: Spool;
   private readonly timeouts: HostRunTimeouts;
   private readonly log: (line: string) => void;
-  private readonly nsp: Namespace;
-  private readonly clustered: boolean;
-  private readonly retryMs: number;
+  /** Set when clustered: peers share agents through the Socket.IO adapter (Redis). */
+  private readonly peers: PeerLink | null = null;
   /** Runs on this dispatcher's agents, by trace then host. */
   private readonly runs = new Map<string, Map<string, HostRun>>();
   private readonly live = new Map<string, Map<string, HostView>>();
@@ -85,14 +54,9 @@ export class Orchestrator implements Traces {
   /** Who owns a trace whose hosts run here for a peer. */
   private readonly ownerOf = new Map<string, string>();
   private readonly listeners = new Set<(u: TraceUpdate) => void>();
-  /** Work the store refused for being away, by key; retried every retryMs. */
-  private readonly pending = new Map<string, Job>();
-  /** Jobs being tried now: the retry loop leaves them be. */
-  private readonly inFlight = new Set<Job>();
+  private readonly jobs: StoreJobs;
   private readonly batch: ResultBatch;
-  private retryTimer: NodeJS.Timeout | null = null;
   private watchdog: NodeJS.Timeout | null = null;
-  private closed = false;
 
   constructor(opts: OrchestratorOptions) {
     this.store = opts.store;
@@ -100,9 +64,7 @@ export class Orchestrator implements Traces {
     this.spool = opts.spool;
     this.timeouts = { runAckMs: 10_000, idleMs: 30_000, ...opts.timeouts };
     this.log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
-    this.nsp = opts.fleet.agents;
-    this.clustered = opts.clustered ?? false;
-    this.retryMs = opts.retryMs ?? 5_000;
+    this.jobs = new StoreJobs({ retryMs: opts.retryMs ?? 5_000, log: this.log, errors: this.metrics.errors, pending: this.metrics.pendingStores });
     this.batch = new ResultBatch(this.store);
 
     this.fleet.onTraceEvent((agent, socketId, event, data, ack) => this.onAgentEvent(agent, socketId, event, data, ack));
@@ -112,12 +74,17 @@ export class Orchestrator implements Traces {
         if (run && run.socketId === socketId) run.gone();
       }
     });
-    if (this.clustered) {
-      this.nsp.on('tf:run-host', (data: unknown) => this.onPeerRunHost(data));
-      this.nsp.on('tf:host-final', (data: unknown) => this.onPeerHostFinal(data));
-      this.nsp.on('tf:cancel', (data: unknown) => {
-        const m = parseMessage(peerCancel, 'tf:cancel', data);
-        if (m.ok) this.cancelLocal(m.value.traceId);
+    if (opts.clustered) {
+      this.peers = new PeerLink(opts.fleet.agents, {
+        runHost: (m) => {
+          const socket = this.fleet.socketOf(m.host);
+          if (socket) this.runLocal(m.traceId, m.host, m.query, socket, m.owner);
+        },
+        hostFinal: (m) => {
+          if (m.owner === this.id) this.hostStored(m.traceId, m.host);
+        },
+        cancel: (traceId) => this.cancelLocal(traceId),
+        log: this.log,
       });
       this.watchdog = setInterval(() => void this.checkRemoteHosts(), 5_000);
       this.watchdog.unref();
@@ -150,7 +117,7 @@ export class Orchestrator implements Traces {
       for (const f of t.finals) this.storeFinal(t.traceId, f.host, f.final, t.owned ? this.id : null);
       if (t.owned) {
         const interrupted = this.owned.get(t.traceId)!.interrupted;
-        this.enqueue(`merge:${t.traceId}`, interrupted ? () => this.closeInterrupted(t.traceId) : () => this.finalize(t.traceId, null));
+        this.jobs.enqueue(`merge:${t.traceId}`, interrupted ? () => this.closeInterrupted(t.traceId) : () => this.finalize(t.traceId, null));
       }
     }
   }
@@ -185,7 +152,7 @@ export class Orchestrator implements Traces {
     }
     const trace = await this.store.createTrace({ request: parsed.value as { [k: string]: never }, user, hosts });
     const id = trace.id;
-    this.stats.tracesStarted++;
+    this.metrics.tracesStarted.inc();
     const o: Owned = { id, hosts, stored: new Set(), remote: new Map(), missing: new Map(), finalizing: false, interrupted: false };
     this.owned.set(id, o);
     this.spool.markOwned({ traceId: id, hosts, createdAt: trace.createdAt });
@@ -200,9 +167,9 @@ export class Orchestrator implements Traces {
     for (const host of hosts) {
       const socket = this.fleet.socketOf(host);
       if (socket) this.runLocal(id, host, query, socket, this.id);
-      else if (connected.has(host) && this.clustered) {
+      else if (connected.has(host) && this.peers) {
         o.remote.set(host, sockets.get(host) ?? '');
-        this.nsp.serverSideEmit('tf:run-host', { traceId: id, host, query, owner: this.id });
+        this.peers.runHost({ traceId: id, host, query, owner: this.id });
       } else {
         const final: HostFinal = { state: 'unreachable', packets: 0, bytes: 0, truncated: false, error: `agent ${host} is not connected to any dispatcher`, messages: [], hasPcap: false };
         this.publish({ traceId: id, host, state: 'unreachable', packets: 0, bytes: 0, error: final.error, at: new Date().toISOString() });
@@ -219,7 +186,7 @@ export class Orchestrator implements Traces {
     if (!trace) throw new TraceRequestError(`no trace ${id}`, 'not_found');
     if (trace.state !== 'running') throw new TraceRequestError(`trace ${id} is already ${trace.state}`, 'conflict');
     this.cancelLocal(id);
-    if (this.clustered) this.nsp.serverSideEmit('tf:cancel', { traceId: id });
+    this.peers?.cancel(id);
     const v = await this.view(id);
     return v as TraceView;
   }
@@ -239,15 +206,12 @@ export class Orchestrator implements Traces {
   private async fleetView(): Promise<{ agents: AgentView[]; sockets: Map<string, string> }> {
     const local = this.fleet.registry.list();
     const ids = new Map<string, string>();
-    if (!this.clustered) return { agents: local, sockets: ids };
+    if (!this.peers) return { agents: local, sockets: ids };
     const byName = new Map<string, AgentView>(local.map((a) => [a.name, a]));
     try {
-      const sockets = await this.nsp.fetchSockets();
-      for (const s of sockets) {
-        const v = (s.data as { view?: AgentView }).view;
+      for (const { view: v, name, socketId } of await this.peers.agents()) {
         if (v && (!byName.get(v.name)?.connected || !byName.has(v.name))) byName.set(v.name, { ...v, connected: true });
-        const name = (s.data as { name?: string }).name;
-        if (name) ids.set(name, s.id);
+        if (name) ids.set(name, socketId);
       }
     } catch (e) {
       this.log(`tracefleet dispatcher: cannot list the agents of peer dispatchers: ${(e as Error).message}`);
@@ -262,8 +226,7 @@ export class Orchestrator implements Traces {
 
   /** Stops timers; running host runs keep their spool files for the next start. */
   close(): void {
-    this.closed = true;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.jobs.close();
     if (this.watchdog) clearInterval(this.watchdog);
     for (const hosts of this.runs.values()) for (const r of hosts.values()) r.abandon();
     this.runs.clear();
@@ -296,9 +259,9 @@ export class Orchestrator implements Traces {
       },
       count: (what, bytes) => {
         if (what === 'chunk') {
-          this.stats.chunks++;
-          this.stats.bytesReceived += bytes ?? 0;
-        } else this.countError('protocol');
+          this.metrics.chunksReceived.inc();
+          this.metrics.bytesReceived.inc(bytes ?? 0);
+        } else this.metrics.errors.inc({ kind: 'protocol' });
       },
       log: this.log,
     });
@@ -321,80 +284,27 @@ export class Orchestrator implements Traces {
     if (hosts) for (const r of [...hosts.values()]) r.cancel();
   }
 
-  private onPeerRunHost(data: unknown): void {
-    const m = parseMessage(peerRunHost, 'tf:run-host', data);
-    if (!m.ok) return this.log(`tracefleet dispatcher: from a peer: ${m.error}`);
-    const socket = this.fleet.socketOf(m.value.host);
-    if (socket) this.runLocal(m.value.traceId, m.value.host, m.value.query, socket, m.value.owner);
-  }
-
-  private onPeerHostFinal(data: unknown): void {
-    const m = parseMessage(peerHostFinal, 'tf:host-final', data);
-    if (!m.ok || m.value.owner !== this.id) return;
-    this.hostStored(m.value.traceId, m.value.host);
-  }
-
-  /**
-   * Peers that died take their hosts' runs with them. A remote host's run
-   * is over when the agent's connection that took it is gone: closed, or
-   * replaced by a new one here or on any peer (an agent aborts its traces
-   * when it reconnects). Seen so on two passes, a watchdog period apart (a
-   * live peer has stored its own final state by then), the host is lost.
-   */
-  private async checkRemoteHosts(): Promise<void> {
-    const withRemote = [...this.owned.values()].filter((o) => o.remote.size > 0 && !o.finalizing);
-    if (withRemote.length === 0) return;
-    let connected: Map<string, string>;
-    try {
-      connected = new Map((await this.nsp.fetchSockets()).map((s) => [(s.data as { name?: string }).name ?? '', s.id]));
-    } catch {
-      return;
-    }
-    for (const o of withRemote) {
-      let results;
-      try {
-        results = await this.store.listResults(o.id);
-      } catch {
-        return;
-      }
-      for (const r of results) {
-        const socketId = o.remote.get(r.host);
-        if (socketId === undefined || o.stored.has(r.host) || this.pending.has(`host:${o.id}:${r.host}`)) continue;
-        const final = isFinalResult(r.state);
-        // The peer stores the result, then its PCAP, then says so (tf:host-final): a final state without its PCAP is still being stored.
-        if (final && (r.bytes === 0 || r._attachments?.[HOST_ATTACHMENT])) {
-          this.hostStored(o.id, r.host);
-          continue;
-        }
-        if (connected.get(r.host) === socketId) {
-          o.missing.delete(r.host);
-          continue;
-        }
-        const since = o.missing.get(r.host);
-        if (since === undefined) {
-          o.missing.set(r.host, Date.now());
-          continue;
-        }
-        if (final) {
-          // The peer died between storing the result and its PCAP; its spool keeps the PCAP until it runs again.
-          if (Date.now() - since < PEER_PCAP_GRACE_MS) continue;
-          this.log(`tracefleet dispatcher: trace ${o.id}: host ${r.host}'s PCAP never reached the store (its dispatcher is gone); merging without it`);
-          this.hostStored(o.id, r.host);
-          continue;
-        }
-        const error = `agent ${r.host} (on a peer dispatcher) disconnected mid-trace, or its dispatcher stopped`;
+  private checkRemoteHosts(): Promise<void> {
+    return checkRemoteHosts({
+      owned: this.owned.values(),
+      store: this.store,
+      peers: this.peers!,
+      pendingHere: (traceId, host) => this.jobs.has(`host:${traceId}:${host}`),
+      hostStored: (traceId, host) => this.hostStored(traceId, host),
+      hostLost: (traceId, host, error) => {
         const lost: HostFinal = { state: 'lost', packets: 0, bytes: 0, truncated: false, error, messages: [], hasPcap: false };
-        this.publish({ traceId: o.id, host: r.host, state: 'lost', packets: 0, bytes: 0, error, at: new Date().toISOString() });
-        this.storeFinal(o.id, r.host, lost, this.id);
-      }
-    }
+        this.publish({ traceId, host, state: 'lost', packets: 0, bytes: 0, error, at: new Date().toISOString() });
+        this.storeFinal(traceId, host, lost, this.id);
+      },
+      log: this.log,
+    });
   }
 
   // ---- storing -------------------------------------------------------------
 
   /** Stores a host's final state and PCAP from the spool, now or when the store is back. */
   private storeFinal(traceId: string, host: string, final: HostFinal, owner: string | null): void {
-    this.stats.hostsFinished[final.state] = (this.stats.hostsFinished[final.state] ?? 0) + 1;
+    this.metrics.hostsFinished.inc({ state: final.state });
     const live = this.live.get(traceId);
     live?.set(host, {
       host,
@@ -417,7 +327,7 @@ export class Orchestrator implements Traces {
       messages: final.messages,
     };
     let spooled = false;
-    this.enqueue(`host:${traceId}:${host}`, async () => {
+    this.jobs.enqueue(`host:${traceId}:${host}`, async () => {
       if (!spooled) {
         // On disk before the store is asked, so a restart can still store it; a full disk must not stop the store from getting it.
         await this.spool.writeFinal(traceId, host, final).catch((e: Error) => this.log(`tracefleet dispatcher: cannot spool ${host}'s final state: ${e.message}`));
@@ -426,17 +336,17 @@ export class Orchestrator implements Traces {
       const size = final.hasPcap ? this.spool.pcapSize(traceId, host) : 0;
       if (size <= INLINE_MAX) {
         await this.batch.write(result, final.hasPcap ? () => this.spool.readPcap(traceId, host) : null);
-        this.stats.bytesStored += size;
+        this.metrics.bytesStored.inc(size);
       } else {
         await this.store.putResult(result);
         const r = await this.store.putAttachmentStream(resultDocId(traceId, host), HOST_ATTACHMENT, PCAP_CONTENT_TYPE, this.spool.pcapStream(traceId, host));
-        this.stats.bytesStored += r.bytes;
+        this.metrics.bytesStored.inc(r.bytes);
       }
       await this.spool.markStored(traceId, host, owner === this.id);
     }, () => {
       // After the job has left `pending`: the merge it may start waits for no stored host.
       if (owner === null || owner === this.id) this.hostStored(traceId, host);
-      else if (this.clustered) this.nsp.serverSideEmit('tf:host-final', { traceId, host, owner });
+      else this.peers?.hostFinal({ traceId, host, owner });
     });
   }
 
@@ -447,7 +357,7 @@ export class Orchestrator implements Traces {
     if (!o.interrupted && !o.finalizing && o.hosts.every((h) => o.stored.has(h))) {
       o.finalizing = true;
       this.spool.markMergePending(traceId);
-      this.enqueue(`merge:${traceId}`, () => this.finalize(traceId, null));
+      this.jobs.enqueue(`merge:${traceId}`, () => this.finalize(traceId, null));
     }
   }
 
@@ -462,7 +372,7 @@ export class Orchestrator implements Traces {
       return;
     }
     for (const r of await this.store.listResults(traceId)) {
-      if (isFinalResult(r.state) || this.pending.has(`host:${traceId}:${r.host}`)) continue;
+      if (isFinalResult(r.state) || this.jobs.has(`host:${traceId}:${r.host}`)) continue;
       await this.store.updateResult(traceId, r.host, (d) => {
         if (isFinalResult(d.state)) return null;
         d.state = 'lost';
@@ -476,7 +386,7 @@ export class Orchestrator implements Traces {
   /** Every host is final and stored: merge their PCAPs into merged.pcap and close the trace. */
   private async finalize(traceId: string, forced: 'interrupted' | null): Promise<void> {
     // Host results still waiting for the store must land first.
-    for (const k of this.pending.keys()) if (k.startsWith(`host:${traceId}:`)) throw new RetryLater();
+    if (this.jobs.hasPrefix(`host:${traceId}:`)) throw new RetryLater();
     const trace = await this.store.getTrace(traceId);
     if (!trace) {
       this.owned.delete(traceId);
@@ -485,31 +395,7 @@ export class Orchestrator implements Traces {
       return;
     }
     const results = await this.store.listResults(traceId);
-    // The hosts this dispatcher ran are read from its spool; only peers' hosts come back from the store.
-    let storeFailed: Error | null = null;
-    const inputs = results
-      .filter((r) => r._attachments?.[HOST_ATTACHMENT])
-      .map((r) => {
-        const local = this.spool.storedPcap(traceId, r.host);
-        const stream = local ? createReadStream(local) : this.store.getAttachmentStream(resultDocId(traceId, r.host), HOST_ATTACHMENT);
-        stream.once('error', (e: Error) => {
-          if (e instanceof StoreError) storeFailed ??= e;
-        });
-        return { host: r.host, stream };
-      });
-    const merged = new PassThrough();
-    const merging = mergeCaptures(inputs, merged).catch((e: Error) => {
-      merged.destroy(e);
-      throw e;
-    });
-    let m: Awaited<typeof merging>;
-    try {
-      [m] = await Promise.all([merging, this.store.putAttachmentStream(traceDocId(traceId), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, merged)]);
-    } catch (e) {
-      // An input read back from a store that went away is the store's failure: try the merge again later.
-      if (storeFailed) throw storeFailed;
-      throw e;
-    }
+    const m = await mergeTrace(this.store, this.spool, traceId, results);
     for (const n of m.notes) this.log(`tracefleet dispatcher: trace ${traceId}: ${n}`);
     const state = forced ?? traceOutcome(trace.hosts.map((h) => results.find((r) => r.host === h)?.state ?? 'lost'));
     const finishedAt = new Date().toISOString();
@@ -518,65 +404,14 @@ export class Orchestrator implements Traces {
       d.finishedAt = finishedAt;
       d.merged = { packets: m.packets, bytes: m.bytes, duplicates: m.duplicates };
     });
-    this.stats.tracesFinished[state] = (this.stats.tracesFinished[state] ?? 0) + 1;
+    this.metrics.tracesFinished.inc({ state });
     this.owned.delete(traceId);
     this.live.delete(traceId);
     this.spool.removeTrace(traceId);
     this.publish({ traceId, host: null, state, packets: m.packets, bytes: m.bytes, merged: { packets: m.packets, bytes: m.bytes, duplicates: m.duplicates }, at: finishedAt });
   }
 
-  // ---- retries -------------------------------------------------------------
-
-  /** Runs a store job now; if the store is away it stays pending and is tried again every retryMs. */
-  private enqueue(key: string, run: () => Promise<void>, after?: () => void): void {
-    const job: Job = { run, after };
-    this.pending.set(key, job);
-    this.stats.pendingStores = this.pending.size;
-    void this.runJob(key, job);
-  }
-
-  private async runJob(key: string, job: Job): Promise<void> {
-    if (this.inFlight.has(job)) return;
-    this.inFlight.add(job);
-    try {
-      await job.run();
-      if (this.pending.get(key) === job) this.pending.delete(key);
-      this.stats.pendingStores = this.pending.size;
-      job.after?.();
-    } catch (e) {
-      if (e instanceof RetryLater || e instanceof StoreUnreachableError || (e instanceof StoreError && e.statusCode !== undefined && (e.statusCode >= 500 || e.statusCode === 409))) {
-        if (!(e instanceof RetryLater)) {
-          this.countError('store');
-          this.log(`tracefleet dispatcher: ${(e as Error).message}; kept in the spool, trying again every ${this.retryMs / 1000} s`);
-        }
-        this.scheduleRetry();
-      } else {
-        this.countError('store');
-        this.log(`tracefleet dispatcher: giving up on ${key}: ${(e as Error).message}`);
-        if (this.pending.get(key) === job) this.pending.delete(key);
-      }
-    } finally {
-      this.inFlight.delete(job);
-    }
-    this.stats.pendingStores = this.pending.size;
-  }
-
-  private scheduleRetry(): void {
-    if (this.retryTimer || this.closed) return;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      // Host results before merges: a merge waits for its hosts.
-      const jobs = [...this.pending.entries()].sort(([a], [b]) => Number(a.startsWith('merge:')) - Number(b.startsWith('merge:')));
-      void (async () => {
-        for (const [k, j] of jobs) if (this.pending.get(k) === j) await this.runJob(k, j);
-      })();
-    }, this.retryMs);
-    this.retryTimer.unref();
-  }
-
-  private countError(kind: string): void {
-    this.stats.errors[kind] = (this.stats.errors[kind] ?? 0) + 1;
-  }
+  // ---- updates -------------------------------------------------------------
 
   private publish(u: TraceUpdate): void {
     if (u.host) {
@@ -604,71 +439,3 @@ export class Orchestrator implements Traces {
     }
   }
 }
-
-/** Host PCAPs up to this size go to the store inline, in a batch (bounded: at most BATCH_BYTES in memory). */
-const INLINE_MAX = 256 * 1024;
-const BATCH_ITEMS = 200;
-const BATCH_BYTES = 8 * 1024 * 1024;
-const BATCH_WAIT_MS = 20;
-
-/**
- * Final results of many hosts gathered for BATCH_WAIT_MS and written in two
- * requests (store.writeResults): a fleet-wide trace finishes a thousand
- * hosts within a second, and a request or four per host swamps the store.
- */
-class ResultBatch {
-  private queue: Array<{ result: NewResult; read: (() => Promise<Buffer>) | null; resolve: () => void; reject: (e: Error) => void; conflicts?: number }> = [];
-  private timer: NodeJS.Timeout | null = null;
-
-  constructor(private readonly store: TraceStore) {}
-
-  write(result: NewResult, read: (() => Promise<Buffer>) | null): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ result, read, resolve, reject });
-      this.timer ??= setTimeout(() => void this.flush(), BATCH_WAIT_MS);
-    });
-  }
-
-  private async flush(): Promise<void> {
-    this.timer = null;
-    const items: typeof this.queue = [];
-    const pcaps: Array<Buffer | undefined> = [];
-    let bytes = 0;
-    while (this.queue.length && items.length < BATCH_ITEMS && bytes < BATCH_BYTES) {
-      const it = this.queue.shift()!;
-      try {
-        const pcap = it.read ? await it.read() : undefined;
-        bytes += pcap?.length ?? 0;
-        items.push(it);
-        pcaps.push(pcap);
-      } catch (e) {
-        it.reject(e as Error);
-      }
-    }
-    if (this.queue.length) this.timer ??= setTimeout(() => void this.flush(), 0);
-    if (!items.length) return;
-    try {
-      const errors = await this.store.writeResults(items.map((it, n) => ({ result: it.result, pcap: pcaps[n] })));
-      errors.forEach((err, n) => {
-        const it = items[n];
-        // A conflict is the doc's creation racing this write (or a peer's update): read its revision again, soon.
-        if (err?.statusCode === 409 && (it.conflicts = (it.conflicts ?? 0) + 1) <= 5) {
-          this.queue.push(it);
-          this.timer ??= setTimeout(() => void this.flush(), BATCH_WAIT_MS);
-        } else if (err) it.reject(err);
-        else it.resolve();
-      });
-    } catch (e) {
-      for (const it of items) it.reject(e as Error);
-    }
-  }
-}
-
-/** Store work; `after` runs once it succeeded and left the pending list. */
-interface Job {
-  run: () => Promise<void>;
-  after?: () => void;
-}
-
-/** A job that must wait for another (a merge for its hosts' results). */
-class RetryLater extends Error {}

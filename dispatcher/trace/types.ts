@@ -31,3 +31,17 @@ export interface Traces {
   /** Called for every change of a host's or a trace's state. Returns an unsubscribe function. */
   onUpdate(listener: (u: TraceUpdate) => void): () => void;
 }
+
+/** What a dispatcher owning a trace keeps until it is finished. */
+export interface Owned {
+  id: string;
+  hosts: string[];
+  /** Hosts whose final result is in the store. */
+  stored: Set<string>;
+  /** Hosts run by a peer dispatcher, with the id of the agent's connection that was asked. */
+  remote: Map<string, string>;
+  /** Remote hosts the watchdog found without that connection (or final without their PCAP), and since when. */
+  missing: Map<string, number>;
+  finalizing: boolean;
+  interrupted: boolean;
+}

@@ -1,0 +1,151 @@
+/* Per-host result documents of a trace: one at a time, or many in one request for a fleet-wide trace. */
+
+import type nano from 'nano';
+import type { StoreClient, Mutation } from './client';
+import { isConflict, StoreError } from './errors';
+import { HOST_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, ResultState, checkTraceId, resultDocId } from './layout';
+
+export interface NewResult {
+  traceId: string;
+  host: string;
+  state?: ResultState;
+  packets?: number;
+  bytes?: number;
+  truncated?: boolean;
+  error?: string;
+  messages?: ResultDoc['messages'];
+}
+
+export async function resultIds(c: StoreClient, traceId: string): Promise<string[]> {
+  checkTraceId(traceId);
+  const res = await c.queryView('results_by_trace', { startkey: [traceId], endkey: [traceId, {}] });
+  return res.rows.map((r) => r.id);
+}
+
+/**
+ * Creates the host's result (missing fields: queued, no packets, no
+ * messages), or, when it exists, overwrites just the fields given here and
+ * keeps the rest and the attachment.
+ */
+export async function putResult(c: StoreClient, input: NewResult): Promise<ResultDoc> {
+  const id = resultDocId(input.traceId, input.host);
+  const given: Partial<ResultDoc> = {};
+  for (const key of ['state', 'packets', 'bytes', 'truncated', 'error', 'messages'] as const) {
+    if (input[key] !== undefined) (given as Record<string, unknown>)[key] = input[key];
+  }
+  const doc: ResultDoc = {
+    _id: id,
+    type: 'result',
+    traceId: input.traceId,
+    host: input.host,
+    state: 'queued',
+    packets: 0,
+    bytes: 0,
+    truncated: false,
+    messages: [],
+    ...given,
+    updatedAt: new Date().toISOString(),
+  };
+  const created = await c.serial(id, async () => {
+    try {
+      return await c.create(doc, `creating result ${id}`);
+    } catch (err) {
+      if (isConflict(err)) return null;
+      throw err;
+    }
+  });
+  return created ?? updateResult(c, input.traceId, input.host, (d) => ({ ...d, ...given }));
+}
+
+/**
+ * Creates many hosts' results of one trace in one request (a fleet-wide
+ * trace asks hundreds of agents at once); results that already exist are
+ * left as they are.
+ */
+export async function createResults(c: StoreClient, inputs: NewResult[]): Promise<void> {
+  const now = new Date().toISOString();
+  for (let i = 0; i < inputs.length; i += 1000) {
+    const docs: ResultDoc[] = inputs.slice(i, i + 1000).map((input) => ({
+      _id: resultDocId(input.traceId, input.host),
+      type: 'result',
+      traceId: input.traceId,
+      host: input.host,
+      state: input.state ?? 'queued',
+      packets: input.packets ?? 0,
+      bytes: input.bytes ?? 0,
+      truncated: input.truncated ?? false,
+      ...(input.error !== undefined ? { error: input.error } : {}),
+      messages: input.messages ?? [],
+      updatedAt: now,
+    }));
+    const res = await c.call(`creating ${docs.length} results`, () => c.db.bulk({ docs }));
+    for (const r of res) {
+      if (r.error && r.error !== 'conflict') throw new StoreError(`creating ${r.id}: the store at ${c.url} answered ${r.error} ${r.reason ?? ''}`, undefined, r.error);
+    }
+  }
+}
+
+/**
+ * Writes many hosts' final results in two requests (their current
+ * revisions, then one _bulk_docs), each with its PCAP inline: for the
+ * small results of a fleet-wide trace, where a request per host would
+ * swamp the store. The caller bounds the inline bytes (they are in
+ * memory); large results go through putResult + putAttachmentStream.
+ * Returns, per input, null or the error for that document (a conflict is
+ * StoreError 409: try it again).
+ */
+export async function writeResults(c: StoreClient, items: Array<{ result: NewResult; pcap?: Buffer }>): Promise<Array<StoreError | null>> {
+  if (items.length === 0) return [];
+  const ids = items.map((i) => resultDocId(i.result.traceId, i.result.host));
+  const revs = await c.call('reading revisions', () => c.db.fetchRevs({ keys: ids }));
+  const revOf = new Map<string, string>();
+  for (const row of revs.rows as { id?: string; key?: string; value?: { rev: string; deleted?: boolean } }[]) {
+    if (row.id && row.value && !row.value.deleted) revOf.set(row.id, row.value.rev);
+  }
+  const now = new Date().toISOString();
+  const docs = items.map(({ result: r, pcap }, n) => {
+    const doc: ResultDoc & { _rev?: string } = {
+      _id: ids[n],
+      type: 'result',
+      traceId: r.traceId,
+      host: r.host,
+      state: r.state ?? 'queued',
+      packets: r.packets ?? 0,
+      bytes: r.bytes ?? 0,
+      truncated: r.truncated ?? false,
+      ...(r.error !== undefined ? { error: r.error } : {}),
+      messages: r.messages ?? [],
+      updatedAt: now,
+    };
+    const rev = revOf.get(ids[n]);
+    if (rev) doc._rev = rev;
+    if (pcap) (doc as unknown as { _attachments: object })._attachments = { [HOST_ATTACHMENT]: { content_type: PCAP_CONTENT_TYPE, data: pcap.toString('base64') } };
+    return doc;
+  });
+  const res = await c.call(`writing ${docs.length} results`, () => c.db.bulk({ docs: docs as nano.MaybeDocument[] }));
+  const byId = new Map(res.map((r) => [r.id, r]));
+  return ids.map((id) => {
+    const r = byId.get(id);
+    if (!r) return new StoreError(`writing ${id}: the store at ${c.url} did not answer for it`);
+    if (!r.error) return null;
+    return new StoreError(`writing ${id}: the store at ${c.url} answered ${r.error} ${r.reason ?? ''}`, r.error === 'conflict' ? 409 : undefined, r.error);
+  });
+}
+
+export async function getResult(c: StoreClient, traceId: string, host: string): Promise<ResultDoc | null> {
+  return c.getRaw<ResultDoc>(resultDocId(traceId, host));
+}
+
+/** Like updateTrace; `updatedAt` is set on every write. */
+export async function updateResult(c: StoreClient, traceId: string, host: string, mutate: Mutation<ResultDoc>): Promise<ResultDoc> {
+  return c.update(resultDocId(traceId, host), mutate, (d) => {
+    d.updatedAt = new Date().toISOString();
+  });
+}
+
+/** Every host's result of a trace, by host name. */
+export async function listResults(c: StoreClient, traceId: string): Promise<ResultDoc[]> {
+  checkTraceId(traceId);
+  const res = await c.queryView('results_by_trace', { startkey: [traceId], endkey: [traceId, {}], include_docs: true });
+  return res.rows.filter((r) => r.doc).map((r) => r.doc as ResultDoc);
+}

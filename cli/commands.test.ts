@@ -5,7 +5,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rea
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from '../shared/decode/testing/build';
+import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from '../test/support/packets';
 import { PcapFileWriterSync } from '../shared/pcap/writer';
 import { CaptureStreamParser } from '../shared/pcap/reader';
 import type { AgentStatus, TraceView } from '../shared/protocol/wire';
@@ -14,7 +14,7 @@ import { connectDispatcher, DispatcherLink, readRingStatus } from '../agent/link
 import { serveTraces, TraceServer } from '../agent/trace/serve';
 import { startDispatcher, RunningDispatcher } from '../dispatcher/daemon/run';
 import { Auth } from '../dispatcher/auth/auth';
-import { closedPort, startTestCouch, TestCouch, uniqueDbName } from '../dispatcher/store/testing';
+import { closedPort, startTestCouch, TestCouch, uniqueDbName } from '../test/support/couch';
 
 /*
  * The CLI as users run it: `node bin/tracefleet ...` child processes against

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { encodePcapRecord, PcapFileWriterSync } from '../../shared/pcap/writer';
 import { readCaptureFile } from '../../shared/pcap/reader';
 import { execFileSync } from 'node:child_process';
-import { ethernet, ipv4, sll, udp, ETH_IPV4, sipInvite, sipResponse } from '../../shared/decode/testing/build';
+import { ethernet, ipv4, sll, udp, ETH_IPV4, sipInvite, sipResponse } from '../../test/support/packets';
 import { pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { PcapngParser } from '../../shared/pcap/pcapng';
 import { LINKTYPE } from '../../shared/pcap/types';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Server, Socket as ServerSocket } from 'socket.io';
-import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, sll, udp } from '../../shared/decode/testing/build';
+import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, sll, udp } from '../../test/support/packets';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import {

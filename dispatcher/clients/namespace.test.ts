@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import type { Socket as ClientSocket } from 'socket.io-client';
 import { PROTOCOL_VERSION, TraceUpdate } from '../../shared/protocol/wire';
 import { Auth } from '../auth/auth';
-import { AGENT_TOKEN, ask, connectClient, connectSocket, refusal, startTestDispatcher, TestDispatcher, TraceAck, TRACER, UpdateLog, VIEWER } from '../daemon/testing';
+import { AGENT_TOKEN, ask, connectClient, connectSocket, refusal, startTestDispatcher, TestDispatcher, TraceAck, TRACER, UpdateLog, VIEWER } from '../../test/support/dispatcher';
 import { MERGED_ATTACHMENT } from '../store/layout';
-import { startTestCouch, TestCouch } from '../store/testing';
-import { CALL, makeTestRings, PROXY, startTestAgent, TestAgent, TestHost, until } from '../trace/testing';
+import { startTestCouch, TestCouch } from '../../test/support/couch';
+import { CALL, makeTestRings, PROXY, startTestAgent, TestAgent, TestHost, until } from '../../test/support/trace';
 
 const X_TOKEN = 'token-for-agent-x-only-0123456789';
 /** Proxy packets on host a beside its SIP: a few chunks' worth. */

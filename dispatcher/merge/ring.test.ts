@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { prng } from '../../shared/decode/testing/build';
+import { prng } from '../../test/support/packets';
 import { ByteRing, ringPlace, type RingItem } from './ring';
 
 interface Item extends RingItem {

@@ -13,7 +13,7 @@ import { closeResult, runQuery, writeResultPcap } from '../../agent/query/engine
 import { buildQuerySpec } from '../../agent/query/spec';
 import { importCaptures } from '../../agent/ring/import';
 import { serveTraces, TraceServer } from '../../agent/trace/serve';
-import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from '../../shared/decode/testing/build';
+import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from './packets';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 

@@ -9,7 +9,7 @@ import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from '../test/s
 import { PcapFileWriterSync } from '../shared/pcap/writer';
 import { CaptureStreamParser } from '../shared/pcap/reader';
 import type { AgentStatus, TraceView } from '../shared/protocol/wire';
-import { importCaptures } from '../agent/ring/import';
+import { importCaptures } from '../agent/index/import';
 import { connectDispatcher, DispatcherLink, readRingStatus } from '../agent/link/client';
 import { serveTraces, TraceServer } from '../agent/trace/serve';
 import { startDispatcher, RunningDispatcher } from '../dispatcher/daemon/run';

@@ -10,7 +10,7 @@ import { ethernet, ipv4, sll, udp, ETH_IPV4, sipInvite, sipResponse } from '../.
 import { pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { PcapngParser } from '../../shared/pcap/pcapng';
 import { LINKTYPE } from '../../shared/pcap/types';
-import { importCaptures } from '../ring/import';
+import { importCaptures } from '../index/import';
 import { SegmentIndexer } from '../index/builder';
 import { buildQuerySpec, QueryError, RawQuery } from './spec';
 import { closeResult, runQuery, runQueryYielding, writeResultPcap } from './engine';

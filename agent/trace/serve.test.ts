@@ -27,7 +27,7 @@ import {
 import { connectDispatcher, DispatcherLink } from '../link/client';
 import { closeResult, runQuery, writeResultPcap } from '../query/engine';
 import { buildQuerySpec } from '../query/spec';
-import { importCaptures } from '../ring/import';
+import { importCaptures } from '../index/import';
 import { doneMessage, rawQueryOf, serveTraces, TraceServeOptions, TraceServer } from './serve';
 
 const T0 = 1_795_000_000;

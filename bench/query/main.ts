@@ -3,7 +3,7 @@ import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, statSyn
 import { join, resolve } from 'node:path';
 import { closeResult, runQuery, writeResultPcap } from '../../agent/query/engine';
 import { buildQuerySpec, RawQuery } from '../../agent/query/spec';
-import { importCaptures } from '../../agent/ring/import';
+import { importCaptures } from '../../agent/index/import';
 import { listSegments } from '../../agent/ring/layout';
 import { comparePackets, readPackets } from '../common/pcapcompare';
 import { Figures, median, nowMs, progress } from '../common/report';

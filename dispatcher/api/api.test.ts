@@ -21,7 +21,7 @@ import { Orchestrator } from '../trace/orchestrator';
 import { Spool } from '../trace/spool';
 import type { Traces } from '../trace/types';
 import { connectDispatcher, DispatcherLink } from '../../agent/link/client';
-import { importCaptures } from '../../agent/ring/import';
+import { importCaptures } from '../../agent/index/import';
 import { serveTraces, TraceServer } from '../../agent/trace/serve';
 import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from '../../test/support/packets';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
@@ -94,7 +95,6 @@ async function waitFor<T>(what: string, f: () => T | undefined | null | false, m
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** What writeResultPcap writes for the same query, or the error it throws. */
 async function expected(ringDir: string, q: TraceQuery) {

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -31,7 +32,6 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A dispatcher, the agents named (each on its own ring), and everything to close afterwards. */
 async function rig(hosts: TestHost[] = [], opts: Parameters<typeof startTestDispatcher>[1] = {}) {

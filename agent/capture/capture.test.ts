@@ -22,7 +22,7 @@ import {
   udpSender,
   waitFor,
   type TsharkPacket,
-} from './test-support';
+} from '../../test/support/capture';
 
 type Msg = { type: string; path?: string; bytes?: number; [k: string]: unknown };
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { defaultCaptureFilter } from './filter';
 import { loadNative, PcapCapture } from './pcap-native';
-import { isRoot, NEEDS_ROOT } from './test-support';
+import { isRoot, NEEDS_ROOT } from '../../test/support/capture';
 
 const ETHERNET = 1;
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { loadNative, PcapCapture, repoRoot, type NativeHandle } from './pcap-native';
-import { ephemeralReceiver, isRoot, NEEDS_ROOT, sendBurst, sleep, udpSender } from './test-support';
+import { ephemeralReceiver, isRoot, NEEDS_ROOT, sendBurst, sleep, udpSender } from '../../test/support/capture';
 
 const OPTS = { snaplen: 65535, bufferBytes: 4 << 20, promisc: false, nanos: true };
 

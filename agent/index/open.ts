@@ -1,9 +1,13 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { PCAP_HEADER_LEN, PcapHeader, parsePcapHeader } from '../../shared/pcap/pcap';
 import type { SegmentInfo } from '../ring/layout';
-import { IndexerOptions, SegmentIndexer } from './builder';
+import type { IndexerOptions } from './builder';
 import { IndexCorruptError } from './format';
 import { MemoryIndex, SealedIndex, SegmentIndex, replayJournal } from './reader';
+
+// Loaded only to index: a query over sealed segments (the common case, and every
+// `tracefleet query` start-up) then never loads the dissector and the SIP parser.
+const builder = () => require('./builder') as typeof import('./builder');
 
 export interface OpenedSegment {
   segment: SegmentInfo;
@@ -28,7 +32,7 @@ function readSegmentHeader(seg: SegmentInfo): PcapHeader | null {
 /** Rebuilds a segment's index on disk (written aside, then renamed, so readers never see half a file). */
 export function rebuildIndex(seg: SegmentInfo, opts: IndexerOptions = {}): SealedIndex {
   // Without a journal nothing is written until seal(), which writes aside and renames.
-  const ix = new SegmentIndexer(seg.path, seg.indexPath, { ...opts, journal: false });
+  const ix = new (builder().SegmentIndexer)(seg.path, seg.indexPath, { ...opts, journal: false });
   ix.catchUp();
   ix.seal();
   const sealed = SealedIndex.open(seg.indexPath);
@@ -57,7 +61,7 @@ export function openSegment(seg: SegmentInfo, mayWrite: boolean, opts: IndexerOp
       // A journal: the segment is being written, or its writer died.
       const { state, segmentHeader } = replayJournal(seg.indexPath);
       if (segmentHeader) {
-        const ix = new SegmentIndexer(seg.path, null, opts, { state, segmentHeader });
+        const ix = new (builder().SegmentIndexer)(seg.path, null, opts, { state, segmentHeader });
         ix.catchUp();
         return { segment: seg, header, index: new MemoryIndex(ix.state), repair: 'none' };
       }
@@ -74,7 +78,7 @@ export function openSegment(seg: SegmentInfo, mayWrite: boolean, opts: IndexerOp
   if (mayWrite) {
     return { segment: seg, header, index: rebuildIndex(seg, opts), repair: 'rebuilt', note: `${seg.indexPath}: ${why}; rebuilt` };
   }
-  const ix = new SegmentIndexer(seg.path, null, opts);
+  const ix = new (builder().SegmentIndexer)(seg.path, null, opts);
   ix.catchUp();
   return { segment: seg, header, index: new MemoryIndex(ix.state), repair: 'in-memory', note: `${seg.indexPath}: ${why}; indexed in memory` };
 }

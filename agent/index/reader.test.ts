@@ -4,7 +4,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
-import { ethernet, ipv4, udp, ETH_IPV4, sipInvite, sipResponse } from '../../shared/decode/testing/build';
+import { ethernet, ipv4, udp, ETH_IPV4, sipInvite, sipResponse } from '../../test/support/packets';
 import { SegmentIndexer } from './builder';
 import { IndexCorruptError, INDEX_HEADER_LEN } from './format';
 import { SealedIndex, replayJournal } from './reader';

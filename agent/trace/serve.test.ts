@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
@@ -7,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Server, Socket as ServerSocket } from 'socket.io';
-import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, sll, udp } from '../../shared/decode/testing/build';
+import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, sll, udp } from '../../test/support/packets';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import {
@@ -27,7 +28,7 @@ import {
 import { connectDispatcher, DispatcherLink } from '../link/client';
 import { closeResult, runQuery, writeResultPcap } from '../query/engine';
 import { buildQuerySpec } from '../query/spec';
-import { importCaptures } from '../ring/import';
+import { importCaptures } from '../index/import';
 import { doneMessage, rawQueryOf, serveTraces, TraceServeOptions, TraceServer } from './serve';
 
 const T0 = 1_795_000_000;
@@ -94,7 +95,6 @@ async function waitFor<T>(what: string, f: () => T | undefined | null | false, m
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** What writeResultPcap writes for the same query, or the error it throws. */
 async function expected(ringDir: string, q: TraceQuery) {

@@ -1,10 +1,11 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { defaultCaptureFilter } from '../../agent/capture/filter';
 import { listSegments } from '../../agent/ring/layout';
 import { TestNet } from '../../test/support/netns';
-import { DaemonHandle, haveCommand, isRoot, run, sleep } from '../../test/support/proc';
+import { DaemonHandle, haveCommand, isRoot, run } from '../../test/support/proc';
 import { Figures, median, nowMs, progress, round } from '../common/report';
 import { IndexLagProbe, LagSample } from './indexlag';
 import { AgentStatsLine, DumpcapStats, parseAgentStats, parseCapinfosCount, parseDumpcapStats, parseTcpreplay, TcpreplayResult } from './parse';

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ChildProcess, fork } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -10,7 +11,6 @@ import {
   readCpuSeconds,
   ROOT,
   RssSampler,
-  sleep,
   startDispatcherProcess,
   StoreChanges,
   TraceClient,

@@ -1,4 +1,4 @@
-import { ethernet, ETH_IPV4, ipv4, sipInvite, sipResponse, udp } from '../../shared/decode/testing/build';
+import { ethernet, ETH_IPV4, ipv4, sipInvite, sipResponse, udp } from '../../test/support/packets';
 import { pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { LINKTYPE } from '../../shared/pcap/types';
 import { encodePcapRecord } from '../../shared/pcap/writer';

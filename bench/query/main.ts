@@ -3,7 +3,7 @@ import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, statSyn
 import { join, resolve } from 'node:path';
 import { closeResult, runQuery, writeResultPcap } from '../../agent/query/engine';
 import { buildQuerySpec, RawQuery } from '../../agent/query/spec';
-import { importCaptures } from '../../agent/ring/import';
+import { importCaptures } from '../../agent/index/import';
 import { listSegments } from '../../agent/ring/layout';
 import { comparePackets, readPackets } from '../common/pcapcompare';
 import { Figures, median, nowMs, progress } from '../common/report';
@@ -26,6 +26,12 @@ const SEED = 20261123;
 const TARGET_NUMBER = '+15550100999';
 const TARGET_MS = 100;
 const TARGET_RATIO = 100;
+/** `tracefleet query` on a small ring as a whole process, against bare `node -e 0`. */
+const STARTUP_RUNS = Number(process.env.BENCH_STARTUP_RUNS ?? 15);
+const STARTUP_RING_MB = 2;
+const TARGET_STARTUP_RATIO = 1.5;
+/** BENCH_QUERY_ONLY=startup: only the start-up case (no tshark, no 1 GiB ring). */
+const ONLY_STARTUP = process.env.BENCH_QUERY_ONLY === 'startup';
 
 const OUT = join(ROOT, 'bench-output', 'query');
 const CAPTURE_DIR = join(OUT, 'capture');
@@ -201,12 +207,80 @@ async function measure(label: string, raw: RawQuery, cliArgs: string[], tsharkFi
   };
 }
 
+interface StartupFigures {
+  nodeMs: number[];
+  queryMs: number[];
+  ratio: number;
+  packets: number;
+}
+
+function wallMs(args: string[], what: string): number {
+  const start = nowMs();
+  const p = spawnSync(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const ms = nowMs() - start;
+  if (p.status !== 0) fail(`${what} exited with ${p.status ?? p.signal}: ${p.stderr}`);
+  return ms;
+}
+
+/**
+ * What a script pays per `tracefleet query` on a ring of a few MiB: the
+ * whole process, start-up included, against bare `node -e 0` timed in turn
+ * with it (interleaved, so that a busy machine weighs on both alike).
+ */
+async function measureStartup(): Promise<StartupFigures> {
+  const dir = join(OUT, 'startup');
+  const capDir = join(dir, 'capture');
+  const ring = join(dir, 'ring');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(capDir, { recursive: true });
+  const gen = generateSipCapture({ outDir: capDir, totalBytes: STARTUP_RING_MB * 1024 * 1024, fileBytes: SEGMENT_BYTES, concurrentCalls: 20, seed: SEED, targetNumber: TARGET_NUMBER, targetNumberDialogs: 1 });
+  await importCaptures(ring, gen.files, { maxSegmentBytes: SEGMENT_BYTES });
+  const out = join(dir, 'result.pcap');
+  const args = [cliEntry, 'query', '--ring', ring, '--call-id', gen.targetCallId, '-o', out];
+  progress(`start-up: ${STARTUP_RUNS} runs each of node -e 0 and tracefleet query on a ${STARTUP_RING_MB} MiB ring`);
+  const nodeMs: number[] = [];
+  const queryMs: number[] = [];
+  // One unmeasured run each: the first pays for reading the files from disk.
+  wallMs(['-e', '0'], 'node -e 0');
+  wallMs(args, 'tracefleet query');
+  for (let i = 0; i < STARTUP_RUNS; i++) {
+    nodeMs.push(wallMs(['-e', '0'], 'node -e 0'));
+    queryMs.push(wallMs(args, 'tracefleet query'));
+  }
+  const packets = (await readPackets(out)).length;
+  if (packets !== gen.targetCallIdPackets) fail(`start-up query wrote ${packets} packets, the generator put ${gen.targetCallIdPackets} in the dialog`);
+  const ratio = median(queryMs) / median(nodeMs);
+  progress(`start-up: node -e 0 median ${median(nodeMs).toFixed(1)} ms, tracefleet query median ${median(queryMs).toFixed(1)} ms (${ratio.toFixed(2)}×)`);
+  return { nodeMs, queryMs, ratio, packets };
+}
+
+function addStartup(f: Figures, s: StartupFigures): void {
+  f.section(`start-up: tracefleet query on a ${STARTUP_RING_MB} MiB ring, whole process (target ≤ ${TARGET_STARTUP_RATIO}× node -e 0)`);
+  f.add('startup_node_ms', `node -e 0, median of ${STARTUP_RUNS}`, median(s.nodeMs), 'ms', 1);
+  f.add('startup_query_ms', `tracefleet query, median of ${STARTUP_RUNS}`, median(s.queryMs), 'ms', 1);
+  f.add('startup_packets', 'packets written', s.packets);
+  f.add('startup_ratio', 'query / node -e 0', s.ratio, '×', 2);
+  f.add('startup_ok', `≤ ${TARGET_STARTUP_RATIO}×`, s.ratio <= TARGET_STARTUP_RATIO);
+  f.extra('startup_node_runs_ms', s.nodeMs.map((x) => Math.round(x * 10) / 10));
+  f.extra('startup_query_runs_ms', s.queryMs.map((x) => Math.round(x * 10) / 10));
+}
+
 function sizeOf(paths: string[]): number {
   return paths.reduce((n, p) => n + statSync(p).size, 0);
 }
 
 async function main(): Promise<void> {
   if (!Number.isFinite(RING_MB) || RING_MB < 8) fail(`BENCH_RING_MB=${process.env.BENCH_RING_MB}: give a size in MiB, at least 8`);
+  if (!Number.isInteger(STARTUP_RUNS) || STARTUP_RUNS < 1 || STARTUP_RUNS > 200) fail(`BENCH_STARTUP_RUNS=${process.env.BENCH_STARTUP_RUNS}: give 1 to 200`);
+  mkdirSync(OUT, { recursive: true });
+  const startup = await measureStartup();
+  if (ONLY_STARTUP) {
+    const f = new Figures('bench:query (start-up only, BENCH_QUERY_ONLY=startup)');
+    addStartup(f, startup);
+    f.extra('node', process.version);
+    f.print();
+    return;
+  }
   for (const tool of ['tshark', 'mergecap']) {
     if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).status !== 0) fail(`${tool} is not installed (run scripts/setup.sh as root)`);
   }
@@ -292,6 +366,7 @@ async function main(): Promise<void> {
   f.add('target_verdict', 'verdict', verdict + (RING_MB < 1024 ? ' (the target is set for a 1 GiB ring)' : ''));
   const allMatch = callIdFig.match && numberFig.match;
   f.add('selection', 'selection vs tshark', allMatch ? 'MATCH' : 'MISMATCH');
+  addStartup(f, startup);
   f.add('cli_entry', 'CLI timed as', `node ${cliEntry.slice(ROOT.length + 1)}`);
   if (cliNote) f.add('cli_note', '  note', cliNote);
   f.extra('target_call_id', cid);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { decodePacket, isDecodeFailure } from '../../shared/decode/packet';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
-import { withTmp } from '../../shared/pcap/testing';
+import { withTmp } from '../../test/support/with-tmp';
 import { generateBulkCapture, MEDIA_IP } from './gen';
 
 test(

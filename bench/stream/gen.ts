@@ -1,5 +1,5 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { ethernet, ETH_IPV4, ipv4, sipInvite, sipResponse, udp } from '../../shared/decode/testing/build';
+import { ethernet, ETH_IPV4, ipv4, sipInvite, sipResponse, udp } from '../../test/support/packets';
 import { pcapHeaderBytes, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, writePcapRecordHeader } from '../../shared/pcap/pcap';
 import { LINKTYPE } from '../../shared/pcap/types';
 

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ChildProcess, fork, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -10,7 +11,6 @@ import {
   readCpuSeconds,
   ROOT,
   RssSampler,
-  sleep,
   startDispatcherProcess,
   StoreChanges,
   TraceClient,

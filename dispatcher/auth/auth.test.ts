@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TraceStore } from '../store/store';
-import { TestCouch, openTestStore, startTestCouch } from '../store/testing';
+import { TestCouch, openTestStore, startTestCouch } from '../../test/support/couch';
 import { Auth, AuthError, Principal } from './auth';
 
 const PW = 'correct horse';

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -6,10 +7,10 @@ import { join } from 'node:path';
 import type { Socket as ClientSocket } from 'socket.io-client';
 import { PROTOCOL_VERSION, TraceUpdate } from '../../shared/protocol/wire';
 import { Auth } from '../auth/auth';
-import { AGENT_TOKEN, ask, connectClient, connectSocket, refusal, startTestDispatcher, TestDispatcher, TraceAck, TRACER, UpdateLog, VIEWER } from '../daemon/testing';
+import { AGENT_TOKEN, ask, connectClient, connectSocket, refusal, startTestDispatcher, TestDispatcher, TraceAck, TRACER, UpdateLog, VIEWER } from '../../test/support/dispatcher';
 import { MERGED_ATTACHMENT } from '../store/layout';
-import { startTestCouch, TestCouch } from '../store/testing';
-import { CALL, makeTestRings, PROXY, startTestAgent, TestAgent, TestHost, until } from '../trace/testing';
+import { startTestCouch, TestCouch } from '../../test/support/couch';
+import { CALL, makeTestRings, PROXY, startTestAgent, TestAgent, TestHost, until } from '../../test/support/trace';
 
 const X_TOKEN = 'token-for-agent-x-only-0123456789';
 /** Proxy packets on host a beside its SIP: a few chunks' worth. */
@@ -31,7 +32,6 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A dispatcher, the agents named (each on its own ring), and everything to close afterwards. */
 async function rig(hosts: TestHost[] = [], opts: Parameters<typeof startTestDispatcher>[1] = {}) {

@@ -8,10 +8,10 @@ import { join } from 'node:path';
 import type { Socket as ClientSocket } from 'socket.io-client';
 import type { TraceView } from '../../shared/protocol/wire';
 import { MERGED_ATTACHMENT } from '../store/layout';
-import { closedPort, startTestCouch, TestCouch } from '../store/testing';
-import { CALL, makeTestRings, PROXY, startTestAgent, TestAgent, TestHost, until } from '../trace/testing';
+import { closedPort, startTestCouch, TestCouch } from '../../test/support/couch';
+import { CALL, makeTestRings, PROXY, startTestAgent, TestAgent, TestHost, until } from '../../test/support/trace';
 import { startDispatcher } from './run';
-import { AGENT_TOKEN, ask, connectClient, refusal, startTestDispatcher, TestDispatcher, TraceAck, TRACER, TestUser, UpdateLog, VIEWER } from './testing';
+import { AGENT_TOKEN, ask, connectClient, refusal, startTestDispatcher, TestDispatcher, TraceAck, TRACER, TestUser, UpdateLog, VIEWER } from '../../test/support/dispatcher';
 
 const BULK_A = 600;
 

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ethernet, ETH_IPV4, ipv4, sll, udp } from '../../shared/decode/testing/build';
+import { ethernet, ETH_IPV4, ipv4, sll, udp } from '../../test/support/packets';
 import { LINKTYPE } from '../../shared/pcap/types';
 import { DEDUP_MAX_ENTRIES, DEDUP_RING_BYTES, HostDedup } from './dedup';
 

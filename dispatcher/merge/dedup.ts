@@ -1,5 +1,5 @@
 import { decodeLink, ETHERTYPE, type LinkLayer } from '../../shared/decode/link';
-import { ringPlace, smallOrSlow } from './ring';
+import { arenaPlace, smallOrSlow } from './fifo-arena';
 
 /**
  * Most packets one host can be asked to remember at once: 1 ms of 4 million
@@ -65,7 +65,7 @@ function sampleHash(b: Buffer, start: number, end: number): number {
  * Remembers the packets one host kept in the last `windowNs` and recognises
  * another capture of one of them: same bytes from the network layer up,
  * timestamps at most windowNs apart. The bytes are copied (the caller may
- * reuse its buffer) into a ring, and the bookkeeping lives in typed arrays:
+ * reuse its buffer) into a FIFO arena, and the bookkeeping lives in typed arrays:
  * nothing is allocated per packet, which keeps a long merge from growing
  * the process's heap. Both start small and double (see DEDUP_INITIAL_*)
  * when a window holds more than they do, up to DEDUP_MAX_ENTRIES and
@@ -130,9 +130,9 @@ export class HostDedup {
       else this.drop(true);
     }
     let o: number;
-    // Bounded: each turn doubles the ring (at most log2 of the cap times) or
-    // forgets one entry, and an empty ring fits len.
-    while ((o = ringPlace(this.bytes.length, this.byteHead, this.count > 0 ? this.off[this.first] : -1, len)) < 0) {
+    // Bounded: each turn doubles the arena (at most log2 of the cap times) or
+    // forgets one entry, and an empty arena fits len.
+    while ((o = arenaPlace(this.bytes.length, this.byteHead, this.count > 0 ? this.off[this.first] : -1, len)) < 0) {
       if (this.bytes.length < DEDUP_RING_BYTES) this.resize(this.cap, this.bytes.length * 2);
       else this.drop(true);
     }
@@ -153,7 +153,7 @@ export class HostDedup {
   /**
    * Moves the entries to arrays of `cap` slots, oldest first from slot 0,
    * and rebuilds the chains (oldest first, so each stays newest first). A
-   * new `byteCap` moves their bytes to a ring of that size, packed from
+   * new `byteCap` moves their bytes to an arena of that size, packed from
    * byte 0. Rare: only when either doubles.
    */
   private resize(cap: number, byteCap: number): void {

@@ -9,7 +9,7 @@ import { PassThrough, Readable, Writable } from 'node:stream';
 import { performance, PerformanceObserver } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { ethernet, ETH_IPV4, ipv4, prng, sll, udp } from '../../shared/decode/testing/build';
+import { ethernet, ETH_IPV4, ipv4, prng, sll, udp } from '../../test/support/packets';
 import { pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
 import { readCaptureFile } from '../../shared/pcap/reader';

@@ -7,7 +7,7 @@ import { LINKTYPE } from '../../shared/pcap/types';
 import { PcapWriter } from '../../shared/pcap/writer';
 import { HostDedup } from './dedup';
 import { MinHeap } from '../../shared/heap/min-heap';
-import { ByteRing, type RingItem } from './ring';
+import { FifoArena, type ArenaItem } from './fifo-arena';
 
 export interface MergeInput {
   host: string;
@@ -40,22 +40,22 @@ export interface MergeResult {
 export const REORDER_PACKETS = 1024;
 export const REORDER_BYTES = 1024 * 1024;
 /** Per input, the buffer the read-ahead packets are copied into (room for wrap-around and a few stuck packets). */
-const READ_AHEAD_RING = 2 * REORDER_BYTES;
+const READ_AHEAD_ARENA = 2 * REORDER_BYTES;
 /**
- * What that buffer starts at; it doubles up to READ_AHEAD_RING as the
+ * What that buffer starts at; it doubles up to READ_AHEAD_ARENA as the
  * read-ahead needs, so an input of a few packets (a fleet trace merges a
  * thousand of those) costs a few KiB rather than megabytes.
  */
-const READ_AHEAD_RING_INITIAL = 2048;
+const READ_AHEAD_ARENA_INITIAL = 2048;
 const DEFAULT_DEDUP_WINDOW_NS = 1_000_000;
 
 /** A packet read ahead; also what the writers take, so no object is made per write. */
-interface Held extends RingItem {
+interface Held extends ArenaItem {
   tsSec: number;
   tsNsec: number;
   /** Position in its input, for stable ties. */
   seq: number;
-  /** In the input's ring while off >= 0, else a private copy. */
+  /** In the input's arena while off >= 0, else a private copy. */
   data: Buffer;
   origLen: number;
   linkType: number;
@@ -71,7 +71,7 @@ class Source {
   readonly reader: CaptureStreamReader;
   private readonly ahead = new MinHeap<Held>(heldLess);
   private aheadBytes = 0;
-  private ring: ByteRing<Held> | null = null;
+  private arena: FifoArena<Held> | null = null;
   private seq = 0;
   exhausted = false;
   private lastSec = -Infinity;
@@ -117,7 +117,7 @@ class Source {
       };
       // Copied out of the stream's chunk, so the chunk is garbage at once.
       if (this.place(h)) {
-        h.data = this.ring!.view(h);
+        h.data = this.arena!.view(h);
         r.data.copy(h.data);
       } else h.data = Buffer.from(r.data);
       this.ahead.push(h);
@@ -127,19 +127,19 @@ class Source {
   }
 
   /**
-   * A slot in the ring, making room once it is at its full size by moving
+   * A slot in the arena, making room once it is at its full size by moving
    * the oldest packets (ones that stay long in the read-ahead while later
    * ones flow) to private copies.
    */
   private place(h: Held): boolean {
-    this.ring ??= new ByteRing<Held>(READ_AHEAD_RING_INITIAL, READ_AHEAD_RING);
-    const ring = this.ring;
-    for (let guard = ring.size; guard >= 0; guard--) {
-      if (ring.alloc(h)) return true;
-      const old = ring.oldest();
+    this.arena ??= new FifoArena<Held>(READ_AHEAD_ARENA_INITIAL, READ_AHEAD_ARENA);
+    const arena = this.arena;
+    for (let guard = arena.size; guard >= 0; guard--) {
+      if (arena.alloc(h)) return true;
+      const old = arena.oldest();
       if (!old) return false;
       old.data = Buffer.from(old.data);
-      ring.free(old);
+      arena.free(old);
     }
     return false;
   }
@@ -157,9 +157,9 @@ class Source {
     }
   }
 
-  /** Gives a taken packet's bytes back; call once it is written or dropped. A packet the ring let go of when it grew keeps its old buffer alive until then. */
+  /** Gives a taken packet's bytes back; call once it is written or dropped. A packet the arena let go of when it grew keeps its old buffer alive until then. */
   release(h: Held): void {
-    if (h.off >= 0) this.ring!.free(h);
+    if (h.off >= 0) this.arena!.free(h);
   }
 
   take(): Held {
@@ -286,9 +286,9 @@ function validate(inputs: MergeInput[], opts: MergeOptions): number {
  * Merges each host's capture into one time-ordered capture on `out`.
  *
  * - Streams: per input, memory is the stream's buffer plus a read-ahead of
- *   at most REORDER_PACKETS / REORDER_BYTES, copied into a ring buffer of
+ *   at most REORDER_PACKETS / REORDER_BYTES, copied into a FIFO arena of
  *   its own; the dedup memory is the packets of the last dedupWindowNs per
- *   host, in a ring buffer too. Both start at a few KiB and double as far as
+ *   host, in a FIFO arena too. Both start at a few KiB and double as far as
  *   an input needs, so many small inputs cost little.
  * - Order: a k-way merge on exact timestamps; ties go by input order, then
  *   by position within the input. An input that goes back in time is sorted

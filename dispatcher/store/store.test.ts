@@ -7,7 +7,7 @@ import { runInNewContext } from 'node:vm';
 import nano from 'nano';
 import { DESIGN_DOC, HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId, traceDocId } from './layout';
 import { redactUrl, StoreError, StoreUnreachableError, TraceStore } from './store';
-import { TestCouch, closedPort, openTestStore, startRelay, startTestCouch, uniqueDbName } from './testing';
+import { TestCouch, closedPort, openTestStore, startRelay, startTestCouch, uniqueDbName } from '../../test/support/couch';
 
 const DAY = 86_400_000;
 

@@ -8,11 +8,11 @@ import type { TraceUpdate } from '../../shared/protocol/wire';
 import { Fleet, startFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, traceDocId } from '../store/layout';
 import { TraceStore } from '../store/store';
-import { openTestStore, startRelay, startTestCouch, TestCouch } from '../store/testing';
+import { openTestStore, startRelay, startTestCouch, TestCouch } from '../../test/support/couch';
 import { metricValue } from './metrics';
 import { Orchestrator } from './orchestrator';
 import { Spool } from './spool';
-import { BULK, bytesOf, CALL, expectedPcap, makeTestRings, PROXY, records, sortedRecords, startTestAgent, TestAgent, TestHost, until } from './testing';
+import { BULK, bytesOf, CALL, expectedPcap, makeTestRings, PROXY, records, sortedRecords, startTestAgent, TestAgent, TestHost, until } from '../../test/support/trace';
 import { TraceRequestError } from './types';
 
 const TOKEN = 'orchestrator-test-token-0123456789';

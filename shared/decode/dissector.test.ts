@@ -7,7 +7,7 @@ import type { TransportMessage } from './types';
 import {
   ETH_IPV4, ETH_IPV6, ethernet, fragmentIpv4, fragmentIpv6, ipv4, ipv6, nullLink, prng, sipInvite, sipResponse, sll, sll2,
   tcp, TCP_FLAG, udp, v6Options,
-} from './testing/build';
+} from '../../test/support/packets';
 
 const A = { src: '192.0.2.10', dst: '198.51.100.20' };
 const A6 = { src: '2001:db8:0:1::10', dst: '2001:db8:0:2::20' };

@@ -4,7 +4,7 @@ import { LINKTYPE } from '../pcap/types';
 import { FragmentReassembler } from './frag';
 import { decodePacket } from './packet';
 import type { DecodedPacket } from './types';
-import { fragmentIpv4, fragmentIpv6, ipv4, prng, udp } from './testing/build';
+import { fragmentIpv4, fragmentIpv6, ipv4, prng, udp } from '../../test/support/packets';
 
 const A = { src: '10.1.1.1', dst: '10.2.2.2' };
 

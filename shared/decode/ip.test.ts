@@ -6,7 +6,7 @@ import { decodePacket } from './packet';
 import type { DecodedPacket, DecodeFailure } from './types';
 import {
   ETH_IPV4, ETH_IPV6, ethernet, ipv4, ipv6, ipv6Bytes, prng, sll, tcp, TCP_FLAG, udp, v6Auth, v6Fragment, v6Options,
-} from './testing/build';
+} from '../../test/support/packets';
 
 function ok(r: DecodedPacket | DecodeFailure): DecodedPacket {
   if (typeof r === 'string') assert.fail(`decode failed: ${r}`);

@@ -5,7 +5,7 @@ import { decodePacket } from './packet';
 import type { DecodedPacket, DecodeFailure } from './types';
 import {
   ETH_ARP, ETH_IPV4, ETH_IPV6, ethernet, ipv4, ipv6, loopLink, nullLink, sll, sll2, udp,
-} from './testing/build';
+} from '../../test/support/packets';
 
 const sipText = Buffer.from('OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n');
 const v4 = ipv4({ src: '10.0.0.1', dst: '10.0.0.2', proto: 17 }, udp(5060, 5080, sipText));

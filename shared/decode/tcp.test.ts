@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TcpSipReassembler, TcpSipReassemblerOptions } from './tcp';
 import type { TransportMessage } from './types';
-import { prng, sipInvite, sipResponse, TCP_FLAG } from './testing/build';
+import { prng, sipInvite, sipResponse, TCP_FLAG } from '../../test/support/packets';
 
 const ACK = TCP_FLAG.ACK | TCP_FLAG.PSH;
 

@@ -17,7 +17,7 @@ import {
 } from './pcap';
 import { readCaptureFile } from './reader';
 import { LINKTYPE, type PacketRecord } from './types';
-import { prng, withTmp } from './testing';
+import { prng, withTmp } from '../../test/support/with-tmp';
 
 interface RawRec {
   sec: number;

@@ -8,7 +8,7 @@ import { PcapngParser } from './pcapng';
 import { PcapngWriter, type PcapngWritableRecord } from './pcapng-writer';
 import { readCaptureFile } from './reader';
 import { LINKTYPE, type PacketRecord } from './types';
-import { prng, withTmp } from './testing';
+import { prng, withTmp } from '../../test/support/with-tmp';
 
 type Rec = PcapngWritableRecord & { nanos: boolean };
 

@@ -8,7 +8,7 @@ import { makeInterface, PcapngParser, setPcapngTimestamp } from './pcapng';
 import { readCaptureFile } from './reader';
 import { LINKTYPE, type PacketRecord } from './types';
 import { PcapWriter, type WritableRecord } from './writer';
-import { prng, withTmp } from './testing';
+import { prng, withTmp } from '../../test/support/with-tmp';
 
 function randomRecords(n: number, seed: number, startSec: number): WritableRecord[] {
   const rnd = prng(seed);

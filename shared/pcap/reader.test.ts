@@ -9,7 +9,7 @@ import { PCAP_HEADER_LEN } from './pcap';
 import { CaptureStreamParser, detectCaptureFormat, readCaptureFile } from './reader';
 import { LINKTYPE, type PacketRecord } from './types';
 import { PcapWriter, type WritableRecord } from './writer';
-import { prng, withTmp } from './testing';
+import { prng, withTmp } from '../../test/support/with-tmp';
 
 function randomRecords(n: number, seed: number, maxLen = 1500): WritableRecord[] {
   const rnd = prng(seed);

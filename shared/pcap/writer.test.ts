@@ -8,7 +8,7 @@ import { readCaptureFile } from './reader';
 import { encodePcapRecord, PcapFileWriterSync, PcapWriter, type WritableRecord } from './writer';
 import { parsePcapHeader, readPcapRecordAt, PCAP_HEADER_LEN } from './pcap';
 import { LINKTYPE, type PacketRecord } from './types';
-import { prng, withTmp } from './testing';
+import { prng, withTmp } from '../../test/support/with-tmp';
 
 function randomRecords(n: number, seed: number): WritableRecord[] {
   const rnd = prng(seed);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isSipKeepalive, sipDatagramLength, sipMessageLength, sipStartLikely, sipStartLineEnd } from './framing';
-import { prng, sipInvite, sipResponse } from '../decode/testing/build';
+import { prng, sipInvite, sipResponse } from '../../test/support/packets';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
 

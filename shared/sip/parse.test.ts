@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { prng } from '../decode/testing/build';
+import { prng } from '../../test/support/packets';
 import { parseNameAddr, parseSip, uriUser } from './parse';
 import type { SipMessage } from './types';
 

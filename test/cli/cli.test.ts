@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { run } from '../support/proc';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
-import { ethernet, ipv4, udp, ETH_IPV4, sipInvite } from '../../shared/decode/testing/build';
+import { ethernet, ipv4, udp, ETH_IPV4, sipInvite } from '../support/packets';
 
 /* Bad input: one clear line on stderr, exit code 2; nothing half-written. */
 

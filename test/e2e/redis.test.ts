@@ -7,11 +7,11 @@ import nano from 'nano';
 import type { Socket as ClientSocket } from 'socket.io-client';
 import type { AgentView } from '../../shared/protocol/wire';
 import { Auth } from '../../dispatcher/auth/auth';
-import { AGENT_TOKEN, ask, connectClient, TraceAck, TRACER, UpdateLog } from '../../dispatcher/daemon/testing';
+import { AGENT_TOKEN, ask, connectClient, TraceAck, TRACER, UpdateLog } from '../support/dispatcher';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, traceDocId } from '../../dispatcher/store/layout';
 import { TraceStore } from '../../dispatcher/store/store';
-import { startTestCouch, TestCouch, uniqueDbName } from '../../dispatcher/store/testing';
-import { bytesOf, expectedPcap, makeTestRings, PROXY, records, sortedRecords, startTestAgent, TestAgent, TestHost, until } from '../../dispatcher/trace/testing';
+import { startTestCouch, TestCouch, uniqueDbName } from '../support/couch';
+import { bytesOf, expectedPcap, makeTestRings, PROXY, records, sortedRecords, startTestAgent, TestAgent, TestHost, until } from '../support/trace';
 import { DaemonHandle, freePort, haveCommand, startDaemon } from '../support/proc';
 
 /*

@@ -1,9 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { run, sleep, tail, DaemonHandle, RunResult } from './proc';
+import { run, tail, DaemonHandle, RunResult } from './proc';
 import { TestNet } from './netns';
 import { startNsRelay, NsRelay } from './nsrelay';
 

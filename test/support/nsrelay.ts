@@ -1,4 +1,4 @@
-import { relayServer } from '../../dispatcher/store/testing';
+import { relayServer } from './couch';
 import { rmSync } from 'node:fs';
 import { startDaemon, DaemonHandle } from './proc';
 

@@ -1,8 +1,9 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { run, startDaemon, sleep, tail, ProcError } from './proc';
+import { run, startDaemon, tail, ProcError } from './proc';
 
 /**
  * Real SIP calls between two sipp instances. Both ends run our own scenario

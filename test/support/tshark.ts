@@ -1,4 +1,5 @@
-import { run, startDaemon, haveCommand, sleep, DaemonHandle } from './proc';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { run, startDaemon, haveCommand, DaemonHandle } from './proc';
 import { readRecords } from './pcapfile';
 
 /**

@@ -5,9 +5,9 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import puppeteer, { Browser, Page } from 'puppeteer-core';
-import { startTestCouch, TestCouch } from '../../dispatcher/store/testing';
-import { AGENT_TOKEN, startTestDispatcher, TestDispatcher, TRACER, VIEWER } from '../../dispatcher/daemon/testing';
-import { bytesOf, CALL, makeTestRings, PROXY, startTestAgent, T0, TestAgent, until } from '../../dispatcher/trace/testing';
+import { startTestCouch, TestCouch } from '../support/couch';
+import { AGENT_TOKEN, startTestDispatcher, TestDispatcher, TRACER, VIEWER } from '../support/dispatcher';
+import { bytesOf, CALL, makeTestRings, PROXY, startTestAgent, T0, TestAgent, until } from '../support/trace';
 import { MERGED_ATTACHMENT, traceDocId } from '../../dispatcher/store/layout';
 
 /*

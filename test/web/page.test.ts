@@ -4,9 +4,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Page } from 'playwright-core';
-import { startTestCouch, TestCouch } from '../../dispatcher/store/testing';
-import { ADMIN, AGENT_TOKEN, startTestDispatcher, TestDispatcher, TRACER, VIEWER } from '../../dispatcher/daemon/testing';
-import { bytesOf, CALL, makeTestRings, PROXY, startTestAgent, T0, TestAgent, TestHost, until } from '../../dispatcher/trace/testing';
+import { startTestCouch, TestCouch } from '../support/couch';
+import { ADMIN, AGENT_TOKEN, startTestDispatcher, TestDispatcher, TRACER, VIEWER } from '../support/dispatcher';
+import { bytesOf, CALL, makeTestRings, PROXY, startTestAgent, T0, TestAgent, TestHost, until } from '../support/trace';
 import { MERGED_ATTACHMENT, traceDocId } from '../../dispatcher/store/layout';
 import { browserSkipReason, launchBrowser, logIn, TestBrowser } from './browser';
 

@@ -5,16 +5,16 @@ import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rea
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from '../shared/decode/testing/build';
-import { PcapFileWriterSync } from '../shared/pcap/writer';
-import { CaptureStreamParser } from '../shared/pcap/reader';
-import type { AgentStatus, TraceView } from '../shared/protocol/wire';
-import { importCaptures } from '../agent/ring/import';
-import { connectDispatcher, DispatcherLink, readRingStatus } from '../agent/link/client';
-import { serveTraces, TraceServer } from '../agent/trace/serve';
-import { startDispatcher, RunningDispatcher } from '../dispatcher/daemon/run';
-import { Auth } from '../dispatcher/auth/auth';
-import { closedPort, startTestCouch, TestCouch, uniqueDbName } from '../dispatcher/store/testing';
+import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from '../../test/support/packets';
+import { PcapFileWriterSync } from '../../shared/pcap/writer';
+import { CaptureStreamParser } from '../../shared/pcap/reader';
+import type { AgentStatus, TraceView } from '../../shared/protocol/wire';
+import { importCaptures } from '../../agent/index/import';
+import { connectDispatcher, DispatcherLink, readRingStatus } from '../../agent/link/client';
+import { serveTraces, TraceServer } from '../../agent/trace/serve';
+import { startDispatcher, RunningDispatcher } from '../../dispatcher/daemon/run';
+import { Auth } from '../../dispatcher/auth/auth';
+import { closedPort, startTestCouch, TestCouch, uniqueDbName } from '../../test/support/couch';
 
 /*
  * The CLI as users run it: `node bin/tracefleet ...` child processes against
@@ -22,7 +22,7 @@ import { closedPort, startTestCouch, TestCouch, uniqueDbName } from '../dispatch
  * with real agents answering from a ring imported from a generated PCAP.
  */
 
-const CLI = join(resolve(__dirname, '..', '..'), 'bin', 'tracefleet');
+const CLI = join(resolve(__dirname, '..', '..', '..'), 'bin', 'tracefleet');
 const PW = 'alice-password-1';
 const T0 = 1_795_000_000;
 const A = 'cli-dialog-a@pc33';

@@ -11,9 +11,9 @@ import { PassThrough, Readable } from 'node:stream';
 import { connectDispatcher, DispatcherLink } from '../../agent/link/client';
 import { closeResult, runQuery, writeResultPcap } from '../../agent/query/engine';
 import { buildQuerySpec } from '../../agent/query/spec';
-import { importCaptures } from '../../agent/ring/import';
+import { importCaptures } from '../../agent/index/import';
 import { serveTraces, TraceServer } from '../../agent/trace/serve';
-import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from '../../shared/decode/testing/build';
+import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from './packets';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 

@@ -2,7 +2,7 @@ import { spawn, spawnSync, ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { repoRoot } from '../capture/pcap-native';
+import { repoRoot } from '../agent/capture/pcap-native';
 
 /** Made-up numbers (the 555-01xx range is reserved for fiction). */
 export const DEMO_NUMBERS = ['+15550100101', '+15550100102', '+15550100103', '+15550100104', '+15550100105', '+15550100106'];
@@ -53,7 +53,7 @@ function deathSigPrefix(): string[] {
 /**
  * Real SIP calls between made-up numbers on loopback, from sipp: something to
  * trace on a machine with no traffic of its own. Each call is INVITE, 100,
- * 180, 200, ACK, a 3 s pause, BYE, 200 (agent/demo/uac-demo.xml and
+ * 180, 200, ACK, a 3 s pause, BYE, 200 (demo/uac-demo.xml and
  * uas-demo.xml), labelled `Subject: tracefleet demo traffic`. Bounded:
  * `maxCalls` calls at one every `everyMs`.
  */
@@ -68,7 +68,7 @@ export function startDemoTraffic(opts: DemoTrafficOptions = {}): DemoTraffic {
   for (const from of DEMO_NUMBERS) for (const to of DEMO_NUMBERS) if (from !== to) lines.push(`${from};${to};`);
   writeFileSync(csv, lines.join('\n') + '\n');
   const rate = 1000 / (opts.everyMs ?? 2000);
-  const scenarios = join(repoRoot(), 'agent', 'demo');
+  const scenarios = join(repoRoot(), 'demo');
   const common = ['-i', '127.0.0.1', '-nostdin', '-t', 'u1', '-trace_err'];
   const prefix = deathSigPrefix();
   const procs: ChildProcess[] = [];

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Auth } from '../../dispatcher/auth/auth';
 import { StoreAccess, openStore } from '../../dispatcher/daemon/store-access';
-import { TestCouch, startTestCouch, uniqueDbName } from '../../dispatcher/store/testing';
+import { TestCouch, startTestCouch, uniqueDbName } from '../../test/support/couch';
 
 const ROOT = join(__dirname, '..', '..', '..');
 const BIN = join(ROOT, 'bin', 'tracefleet');

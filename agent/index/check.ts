@@ -1,7 +1,7 @@
-import type { IndexerOptions } from '../index/builder';
-import { openSegment } from '../index/open';
-import { listSegments } from './layout';
-import { ringOwner } from './lock';
+import type { IndexerOptions } from './builder';
+import { openSegment } from './open';
+import { listSegments } from '../ring/layout';
+import { ringOwner } from '../ring/lock';
 
 export interface RingReport {
   segments: number;

@@ -4,9 +4,9 @@ import { parsePcapHeader } from '../../shared/pcap/pcap';
 import { detectCaptureFormat, readCaptureFile } from '../../shared/pcap/reader';
 import { CaptureFormatError, notACaptureError } from '../../shared/pcap/errors';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
-import { IndexerOptions, indexSegment } from '../index/builder';
-import { INDEX_EXT, SEGMENT_EXT, segmentBaseName } from './layout';
-import { lockRing } from './lock';
+import { IndexerOptions, indexSegment } from './builder';
+import { INDEX_EXT, SEGMENT_EXT, segmentBaseName } from '../ring/layout';
+import { lockRing } from '../ring/lock';
 
 export interface ImportOptions extends IndexerOptions {
   /** Segment size at which a new segment starts (default 64 MiB). */

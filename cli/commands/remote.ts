@@ -3,17 +3,25 @@ import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Socket } from 'socket.io-client';
 import type { Argv, CommandModule } from 'yargs';
-import { QueryError, buildQuerySpec } from '../agent/query/spec';
-import { AgentView, TraceRequest, TraceView, traceRequest } from '../shared/protocol/wire';
-import { DispatcherClient, TraceMessage } from './api-client';
-import { Connection, ConnectionError, ConnectionFlags, normalizeUrl, readConfig, resolveConnection, saveSession } from './connection';
-import { CLI_EXIT, CliError, CliExit } from './errors';
-import { filterOptions, rawQuery } from './filters';
-import { humanBytes, safeText, shortTime, table } from './format';
-import { progressFor } from './progress';
-import { readFirstLine, readSecret } from './prompt';
-import { followTrace } from './trace-run';
-import { exitOfTrace } from './trace-state';
+import type { AgentView, TraceRequest, TraceView } from '../../shared/protocol/wire';
+import type { DispatcherClient, TraceMessage } from '../api-client';
+import type { Connection, ConnectionFlags } from '../connection';
+import { CLI_EXIT, CliError, CliExit } from '../errors';
+import { filterOptions, rawQuery } from '../filters';
+import { humanBytes, safeText, shortTime, table } from '../format';
+import { readFirstLine, readSecret } from '../prompt';
+
+/*
+ * Loaded when a command runs, not when the CLI starts: Socket.IO and zod
+ * would cost every `tracefleet` run (query, --version, --help) their load time.
+ */
+const apiClient = () => require('../api-client') as typeof import('../api-client');
+const connection = () => require('../connection') as typeof import('../connection');
+const querySpec = () => require('../../agent/query/spec') as typeof import('../../agent/query/spec');
+const wire = () => require('../../shared/protocol/wire') as typeof import('../../shared/protocol/wire');
+const progressModule = () => require('../progress') as typeof import('../progress');
+const traceRun = () => require('../trace-run') as typeof import('../trace-run');
+const traceState = () => require('../trace-state') as typeof import('../trace-state');
 
 /*
  * The commands that talk to a dispatcher: trace, traces, show, download,
@@ -58,7 +66,7 @@ function say(line: string): void {
 
 /** The connection settings, with a password asked on the terminal when a user was given without one. */
 async function connect(a: Args): Promise<Connection> {
-  const conn = resolveConnection(flagsOf(a), process.env);
+  const conn = connection().resolveConnection(flagsOf(a), process.env);
   for (const n of conn.notes) say(`note: ${n}`);
   const c = conn.credentials;
   if (c && 'user' in c && c.password === undefined) {
@@ -90,7 +98,7 @@ function report(e: unknown): CliExit {
   const err = e as Error;
   let code: CliExit = CLI_EXIT.FAILED;
   if (err instanceof CliError) code = err.exitCode;
-  else if (err instanceof ConnectionError || err instanceof QueryError) code = CLI_EXIT.BAD_INPUT;
+  else if (err instanceof connection().ConnectionError || err instanceof querySpec().QueryError) code = CLI_EXIT.BAD_INPUT;
   say(String(err?.message ?? err).replace(/\s*\n\s*/g, ' '));
   if (process.env.TRACEFLEET_DEBUG) process.stderr.write(`${err?.stack}\n`);
   return code;
@@ -149,7 +157,7 @@ function splitList(v: unknown): string[] | undefined {
 /** The trace request from the filter flags, checked here first so bad input never reaches the dispatcher. */
 export function traceRequestOf(a: Args): TraceRequest {
   const raw = rawQuery(a);
-  buildQuerySpec(raw);
+  querySpec().buildQuerySpec(raw);
   const req: Record<string, unknown> = {
     callId: splitList(raw.callId),
     number: splitList(raw.number),
@@ -167,7 +175,7 @@ export function traceRequestOf(a: Args): TraceRequest {
     hosts: splitList(a.hosts),
   };
   for (const k of Object.keys(req)) if (req[k] === undefined) delete req[k];
-  const r = traceRequest.safeParse(req);
+  const r = wire().traceRequest.safeParse(req);
   if (!r.success) {
     const i = r.error.issues[0];
     const flag = i.path[0] === undefined ? 'the request' : `--${String(i.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
@@ -293,8 +301,9 @@ async function traceCmd(a: Args): Promise<CliExit> {
   if (out === '-') refuseTtyStdout();
   else if (out) checkWritable(out);
   const conn = await connect(a);
+  const { DispatcherClient } = apiClient();
   const client = new DispatcherClient(conn);
-  const progress = progressFor(process.stderr);
+  const progress = progressModule().progressFor(process.stderr);
   const abort = new AbortController();
   const onSigint = () => {
     if (abort.signal.aborted) process.exit(CLI_EXIT.INTERRUPTED);
@@ -309,7 +318,7 @@ async function traceCmd(a: Args): Promise<CliExit> {
     aborted.catch(() => {});
     socket = await Promise.race([client.socket(), aborted]);
     if (abort.signal.aborted) throw new CliError('interrupted before the trace started', CLI_EXIT.INTERRUPTED);
-    const r = await followTrace(client, socket, req, { progress, timeoutMs: timeoutS * 1000, signal: abort.signal });
+    const r = await traceRun().followTrace(client, socket, req, { progress, timeoutMs: timeoutS * 1000, signal: abort.signal });
     socket.disconnect();
     const v = r.trace;
     progress.finish({ id: v.id, state: v.state, hosts: v.hosts.map((h) => ({ ...h, at: h.updatedAt })), ...(v.merged ? { merged: v.merged } : {}) });
@@ -334,7 +343,7 @@ async function traceCmd(a: Args): Promise<CliExit> {
       say(`gave up after ${timeoutS} s (--timeout) and cancelled trace ${v.id}`);
       return CLI_EXIT.FAILED;
     }
-    return exitOfTrace(v);
+    return traceState().exitOfTrace(v);
   } finally {
     process.off('SIGINT', onSigint);
     socket?.disconnect();
@@ -361,6 +370,7 @@ export const traceCommand: CommandModule<object, Args> = {
 async function tracesCmd(a: Args): Promise<CliExit> {
   const limit = a.limit as number;
   if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new CliError(`bad --limit ${String(a.limit)}: give 1 to 1000`, CLI_EXIT.BAD_INPUT);
+  const { DispatcherClient } = apiClient();
   const client = new DispatcherClient(await connect(a));
   try {
     const page = await client.traces({ limit, bookmark: a.page as string | undefined, user: a.owner as string | undefined });
@@ -393,6 +403,7 @@ export const tracesCommand: CommandModule<object, Args> = {
 // ---- show ----------------------------------------------------------------
 
 async function showCmd(a: Args): Promise<CliExit> {
+  const { DispatcherClient } = apiClient();
   const client = new DispatcherClient(await connect(a));
   try {
     const id = String(a.id);
@@ -428,6 +439,7 @@ async function downloadCmd(a: Args): Promise<CliExit> {
   const out = a.o as string;
   if (out === '-') refuseTtyStdout();
   else checkWritable(out);
+  const { DispatcherClient } = apiClient();
   const client = new DispatcherClient(await connect(a));
   const abort = new AbortController();
   const onSigint = () => abort.abort();
@@ -463,6 +475,7 @@ export const downloadCommand: CommandModule<object, Args> = {
 // ---- agents --------------------------------------------------------------
 
 async function agentsCmd(a: Args): Promise<CliExit> {
+  const { DispatcherClient } = apiClient();
   const client = new DispatcherClient(await connect(a));
   try {
     const agents = await client.agents();
@@ -486,6 +499,7 @@ export const agentsCommand: CommandModule<object, Args> = {
 
 async function loginCmd(a: Args): Promise<CliExit> {
   const flags = flagsOf(a);
+  const { normalizeUrl, readConfig, resolveConnection, saveSession } = connection();
   const conn = resolveConnection({ ...flags, user: undefined, password: undefined, token: undefined }, process.env, { login: true });
   for (const n of conn.notes) if (!/credentials in/.test(n)) say(`note: ${n}`);
   const saved = readConfig(conn.configPath)?.config;
@@ -498,6 +512,7 @@ async function loginCmd(a: Args): Promise<CliExit> {
   else if (process.env.TRACEFLEET_PASSWORD) password = process.env.TRACEFLEET_PASSWORD;
   else if (process.stdin.isTTY) password = await readSecret(`password for ${user} at ${conn.url}: `);
   else throw new CliError('no terminal to ask the password on: give --password-stdin and pipe it in', CLI_EXIT.BAD_INPUT);
+  const { DispatcherClient } = apiClient();
   const client = new DispatcherClient({ ...conn, credentials: null });
   try {
     const s = await client.login(user, password);

@@ -1,11 +1,11 @@
 /**
- * Where `len` bytes go in a ring buffer of `size` bytes whose next free
+ * Where `len` bytes go in a FIFO arena of `size` bytes whose next free
  * byte is `head` and whose oldest live allocation starts at `tail` (-1 when
  * none is live), or -1 when they do not fit now. The caller then sets head
  * to the result + max(len, 1): an empty allocation still takes a byte, so
- * head never lands on the tail and a full ring is never taken for empty.
+ * head never lands on the tail and a full arena is never taken for empty.
  */
-export function ringPlace(size: number, head: number, tail: number, len: number): number {
+export function arenaPlace(size: number, head: number, tail: number, len: number): number {
   const need = Math.max(len, 1);
   if (tail < 0) return need > size ? -1 : 0;
   if (head > tail) {
@@ -18,7 +18,7 @@ export function ringPlace(size: number, head: number, tail: number, len: number)
 }
 
 /**
- * A buffer for a ring: small ones from Node's shared pool (a thousand inputs
+ * A buffer for an arena: small ones from Node's shared pool (a thousand inputs
  * of a few packets then make a few hundred allocations, not thousands),
  * others a buffer of their own, never a slice of a pool another holder
  * could keep alive.
@@ -28,17 +28,17 @@ export function smallOrSlow(size: number): Buffer {
 }
 
 /**
- * What a ByteRing allocation is recorded in: the holder's own object (no
- * separate slot object per packet). `off` is -1 while it holds no ring bytes.
+ * What a FifoArena allocation is recorded in: the holder's own object (no
+ * separate slot object per packet). `off` is -1 while it holds no arena bytes.
  */
-export interface RingItem {
+export interface ArenaItem {
   off: number;
   len: number;
   freed: boolean;
 }
 
 /**
- * A buffer handed out as a ring: allocations come from the head, space
+ * A buffer handed out first in, first out: allocations come from the head, space
  * comes back when the oldest allocation is freed (a newer one freed first
  * waits for it). Packets read ahead or remembered for a while live here
  * instead of in a fresh Buffer each: a merge of gigabytes then makes little
@@ -48,11 +48,11 @@ export interface RingItem {
  * The buffer starts at `initialSize` and doubles, up to `maxSize`, when an
  * allocation does not fit: a merge of a thousand captures of a few packets
  * each then takes a few KiB per capture, not the megabytes a busy one needs.
- * Growing leaves the live allocations where they are: they leave the ring
+ * Growing leaves the live allocations where they are: they leave the arena
  * (off becomes -1, as if never in it) and their holders' views keep the old
  * buffer alive until the last of them is dropped.
  */
-export class ByteRing<T extends RingItem> {
+export class FifoArena<T extends ArenaItem> {
   private bufRef: Buffer;
   readonly maxSize: number;
   private items: T[] = [];
@@ -60,12 +60,12 @@ export class ByteRing<T extends RingItem> {
   private head = 0;
 
   constructor(initialSize: number, maxSize = initialSize) {
-    if (!(initialSize > 0 && maxSize >= initialSize)) throw new RangeError(`ByteRing: sizes ${initialSize}..${maxSize} must be 0 < initial <= max`);
+    if (!(initialSize > 0 && maxSize >= initialSize)) throw new RangeError(`FifoArena: sizes ${initialSize}..${maxSize} must be 0 < initial <= max`);
     this.bufRef = smallOrSlow(initialSize);
     this.maxSize = maxSize;
   }
 
-  /** The current buffer (replaced when the ring grows). */
+  /** The current buffer (replaced when the arena grows). */
   get buf(): Buffer {
     return this.bufRef;
   }
@@ -84,7 +84,7 @@ export class ByteRing<T extends RingItem> {
    * Records room for `item.len` bytes in item.off, growing the buffer if it
    * may; false when there is no room now (the buffer is at maxSize, or the
    * item is bigger than maxSize). Growing takes every live allocation out
-   * of the ring (see the class comment), so their holders must not call
+   * of the arena (see the class comment), so their holders must not call
    * view() on them again.
    */
   alloc(item: T): boolean {
@@ -100,7 +100,7 @@ export class ByteRing<T extends RingItem> {
 
   private place(item: T): boolean {
     const tail = this.items[this.first];
-    const off = ringPlace(this.bufRef.length, this.head, tail ? tail.off : -1, item.len);
+    const off = arenaPlace(this.bufRef.length, this.head, tail ? tail.off : -1, item.len);
     if (off < 0) return false;
     item.off = off;
     item.freed = false;

@@ -10,9 +10,9 @@ import { join } from 'node:path';
 import nano from 'nano';
 import { io, Socket as ClientSocket } from 'socket.io-client';
 import type { ClientAck, Role, TraceUpdate, TraceView } from '../../shared/protocol/wire';
-import { Auth } from '../auth/auth';
-import { uniqueDbName } from '../store/testing';
-import { DispatcherOptions, RunningDispatcher, startDispatcher } from './run';
+import { Auth } from '../../dispatcher/auth/auth';
+import { uniqueDbName } from './couch';
+import { DispatcherOptions, RunningDispatcher, startDispatcher } from '../../dispatcher/daemon/run';
 
 export const AGENT_TOKEN = 'dispatcher-test-agent-token-0123456789';
 

@@ -3,6 +3,7 @@
  * can pick out of whatever else is on `lo` (other suites run beside them),
  * and reading segments back with tshark, the reference reader.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnSync } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { mkdtempSync } from 'node:fs';
@@ -103,9 +104,8 @@ export async function sendBurst(
   }
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+// The capture tests import it from here beside the other helpers; it is node's own, not a copy.
+export { sleep };
 
 /** Polls cond every 20 ms for at most timeoutMs; true if it came true. */
 export async function waitFor(cond: () => boolean, timeoutMs: number): Promise<boolean> {

@@ -11,11 +11,15 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { Auth, AuthError, UserInfo, checkPasswordPolicy, checkRoles, checkUserName, parseApiToken } from '../../dispatcher/auth';
-import { StoreAccess, embeddedUrlFile, openStore } from '../../dispatcher/daemon/store-access';
-import { ROLES } from '../../shared/protocol/wire';
-import { CliError } from '../../cli/errors';
-import { readFirstLine, readSecret } from '../../cli/prompt';
+import type { Auth, UserInfo } from '../../dispatcher/auth';
+import type { StoreAccess } from '../../dispatcher/daemon/store-access';
+import { CliError } from '../errors';
+import { readFirstLine, readSecret } from '../prompt';
+
+// Loaded when a sub-command runs: the store brings PouchDB and express, which no other command should pay for at start-up.
+const authModule = () => require('../../dispatcher/auth') as typeof import('../../dispatcher/auth');
+const storeAccess = () => require('../../dispatcher/daemon/store-access') as typeof import('../../dispatcher/daemon/store-access');
+const wire = () => require('../../shared/protocol/wire') as typeof import('../../shared/protocol/wire');
 
 const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
 
@@ -54,12 +58,12 @@ async function newPassword(a: PasswordArgs): Promise<string> {
     password = process.env.TRACEFLEET_NEW_PASSWORD;
   } else if (process.stdin.isTTY) {
     password = await readSecret(`new password for ${a.name}: `);
-    checkPasswordPolicy(password);
+    authModule().checkPasswordPolicy(password);
     if ((await readSecret('again: ')) !== password) throw new UsageError('the two passwords differ: nothing changed, try again');
   } else {
     throw new UsageError('no password given: use --password-stdin (one line on stdin), set TRACEFLEET_NEW_PASSWORD, or run on a terminal to be asked');
   }
-  checkPasswordPolicy(password);
+  authModule().checkPasswordPolicy(password);
   return password;
 }
 
@@ -73,7 +77,7 @@ async function newPassword(a: PasswordArgs): Promise<string> {
 function checkStoreDir(a: StoreArgs, mayCreate: boolean): void {
   const dataDir = a['data-dir'];
   if (a.couchdb) return;
-  if (existsSync(join(dataDir, 'store')) || existsSync(embeddedUrlFile(dataDir))) return;
+  if (existsSync(join(dataDir, 'store')) || existsSync(storeAccess().embeddedUrlFile(dataDir))) return;
   if (!mayCreate) {
     throw new UsageError(`no dispatcher store in ${dataDir}: give the dispatcher's --data-dir (env TRACEFLEET_DATA_DIR) or --couchdb URL (env COUCHDB_URL)`);
   }
@@ -83,8 +87,8 @@ function checkStoreDir(a: StoreArgs, mayCreate: boolean): void {
 async function withAuth(a: StoreArgs, fn: (auth: Auth) => Promise<void>): Promise<void> {
   let access: StoreAccess | null = null;
   try {
-    access = await openStore({ couchdbUrl: a.couchdb || undefined, dataDir: a['data-dir'], db: a.db, log: debug });
-    await fn(await Auth.open(access.store));
+    access = await storeAccess().openStore({ couchdbUrl: a.couchdb || undefined, dataDir: a['data-dir'], db: a.db, log: debug });
+    await fn(await authModule().Auth.open(access.store));
   } finally {
     await access?.close().catch((err: unknown) => debug(`closing the store: ${String(err)}`));
   }
@@ -103,7 +107,7 @@ function usersTable(users: UserInfo[]): string {
 function exitCodeOf(err: unknown): number {
   if (err instanceof UsageError) return EXIT.BAD_INPUT;
   if (err instanceof CliError) return err.exitCode;
-  if (err instanceof AuthError) return err.code === 'rate_limited' ? EXIT.FAILED : EXIT.BAD_INPUT;
+  if (err instanceof authModule().AuthError) return err.code === 'rate_limited' ? EXIT.FAILED : EXIT.BAD_INPUT;
   return EXIT.FAILED;
 }
 
@@ -148,13 +152,13 @@ function roleOption<T>(y: Argv<T>): Argv<T & { role: string[] }> {
     type: 'string',
     array: true,
     demandOption: true,
-    describe: `${ROLES.join(' | ')}: admin does everything, tracer runs traces, viewer reads; repeat for several`,
+    describe: `${wire().ROLES.join(' | ')}: admin does everything, tracer runs traces, viewer reads; repeat for several`,
   }) as Argv<T & { role: string[] }>;
 }
 
 async function addUser(a: PasswordArgs & { role: string[] }): Promise<void> {
-  checkUserName(a.name);
-  const roles = checkRoles(a.role);
+  authModule().checkUserName(a.name);
+  const roles = authModule().checkRoles(a.role);
   checkStoreDir(a, true);
   const password = await newPassword(a);
   await withAuth(a, async (auth) => {
@@ -164,7 +168,7 @@ async function addUser(a: PasswordArgs & { role: string[] }): Promise<void> {
 }
 
 async function passwd(a: PasswordArgs): Promise<void> {
-  checkUserName(a.name);
+  authModule().checkUserName(a.name);
   checkStoreDir(a, false);
   const password = await newPassword(a);
   await withAuth(a, async (auth) => {
@@ -174,8 +178,8 @@ async function passwd(a: PasswordArgs): Promise<void> {
 }
 
 async function role(a: NameArgs & { role: string[] }): Promise<void> {
-  checkUserName(a.name);
-  const roles = checkRoles(a.role);
+  authModule().checkUserName(a.name);
+  const roles = authModule().checkRoles(a.role);
   checkStoreDir(a, false);
   await withAuth(a, async (auth) => {
     await auth.setRoles(a.name, roles);
@@ -184,7 +188,7 @@ async function role(a: NameArgs & { role: string[] }): Promise<void> {
 }
 
 async function token(a: NameArgs & { revoke?: string; list: boolean; json: boolean }): Promise<void> {
-  checkUserName(a.name);
+  authModule().checkUserName(a.name);
   if (a.revoke !== undefined && a.list) throw new UsageError('give --revoke ID or --list, not both');
   checkStoreDir(a, false);
   await withAuth(a, async (auth) => {
@@ -198,7 +202,7 @@ async function token(a: NameArgs & { revoke?: string; list: boolean; json: boole
     } else {
       const t = await auth.createToken(a.name);
       process.stdout.write(`${t}\n`);
-      note(`API token ${parseApiToken(t)?.id} for ${a.name}: shown only now, keep it (send it as "Authorization: Bearer ...")`);
+      note(`API token ${authModule().parseApiToken(t)?.id} for ${a.name}: shown only now, keep it (send it as "Authorization: Bearer ...")`);
     }
   });
 }
@@ -212,7 +216,7 @@ async function list(a: StoreArgs & { json: boolean }): Promise<void> {
 }
 
 async function remove(a: NameArgs): Promise<void> {
-  checkUserName(a.name);
+  authModule().checkUserName(a.name);
   checkStoreDir(a, false);
   await withAuth(a, async (auth) => {
     await auth.removeUser(a.name);

@@ -2,9 +2,9 @@
  * The all-in-one demo (`tracefleet demo`, what `npm start` runs): a
  * dispatcher with its embedded store, one agent capturing on loopback and
  * connected to it, demo SIP calls from sipp, and a first admin, so that a
- * newcomer can trace a call within seconds. It lives beside the demo traffic
- * rather than in dispatcher/ because it is the one place that runs both
- * sides in one process.
+ * newcomer can trace a call within seconds. It is an app of its own, at the
+ * top level beside bin/ and cli/, because it is the one place that runs both
+ * sides in one process: agent/ never imports dispatcher/ code.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -12,12 +12,12 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { startAgent, RunningAgent } from '../daemon/run';
-import { agentStatusOf, connectDispatcher, DispatcherLink } from '../link/client';
-import { serveTraces, TraceServer } from '../trace/serve';
+import { startAgent, RunningAgent } from '../agent/daemon/run';
+import { agentStatusOf, connectDispatcher, DispatcherLink } from '../agent/link/client';
+import { serveTraces, TraceServer } from '../agent/trace/serve';
 import { DemoCall, DemoTraffic, startDemoTraffic } from './traffic';
-import { startDispatcher, RunningDispatcher } from '../../dispatcher/daemon/run';
-import { Auth } from '../../dispatcher/auth/auth';
+import { startDispatcher, RunningDispatcher } from '../dispatcher/daemon/run';
+import { Auth } from '../dispatcher/auth/auth';
 
 export const DEMO_AGENT = 'demo-agent';
 export const DEMO_ADMIN = 'admin';

@@ -11,8 +11,8 @@ import { AddressInfo, createServer, Server, Socket, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nano from 'nano';
-import { startEmbeddedCouch } from './embedded';
-import { TraceStore } from './store';
+import { startEmbeddedCouch } from '../../dispatcher/store/embedded';
+import { TraceStore } from '../../dispatcher/store/store';
 
 export interface TestCouch {
   url: string;

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export { prng } from '../decode/testing/build';
+export { prng } from './packets';
 
 /** Wraps a test body so it gets a fresh temporary directory, removed afterwards. */
 export function withTmp(fn: (dir: string) => Promise<void> | void): () => Promise<void> {

@@ -1,0 +1,115 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import type { Argv, CommandModule } from 'yargs';
+import { Args, UsageError, agentVersion, fail, parseSize, untilSignal } from './local';
+
+/* `tracefleet agent`: capture into a ring with live indexing, reporting to a dispatcher when given one. */
+
+function parsePortRanges(list: string[] | undefined): Array<[number, number]> {
+  return (list ?? []).flatMap((s) => s.split(',')).filter(Boolean).map((r) => {
+    const m = /^(\d+)-(\d+)$/.exec(r.trim());
+    const lo = m ? Number(m[1]) : NaN;
+    const hi = m ? Number(m[2]) : NaN;
+    if (!m || lo < 1 || hi > 65535 || lo > hi) throw new UsageError(`bad RTP port range '${r}': give LOW-HIGH, e.g. 10000-20000`);
+    return [lo, hi] as [number, number];
+  });
+}
+
+async function agentCmd(a: Args): Promise<void> {
+  if (a.listInterfaces) {
+    const { listInterfaces } = await import('../../agent/capture/interfaces');
+    for (const i of listInterfaces()) process.stdout.write(`${i.name}${i.description ? `  (${i.description})` : ''}\n`);
+    return;
+  }
+  const ifaces = ((a.interface as string[] | undefined) ?? []).flatMap((s) => s.split(',')).filter(Boolean);
+  if (ifaces.length === 0) throw new UsageError('give at least one interface with -i (any, lo, eth0, ...); --list-interfaces shows them');
+  const dispatcher = (a.dispatcher as string | undefined) ?? process.env.TRACEFLEET_DISPATCHER;
+  const token = (a.token as string | undefined) ?? process.env.TRACEFLEET_TOKEN;
+  const name = (a.name as string | undefined) ?? hostname();
+  if (dispatcher && !token) throw new UsageError('--dispatcher needs a token: --token T or TRACEFLEET_TOKEN');
+  if (dispatcher && !/^https?:\/\//.test(dispatcher)) throw new UsageError(`bad --dispatcher '${dispatcher}': give a URL like http://dispatcher:8060`);
+  if (dispatcher && !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new UsageError(`bad agent name '${name}': 1-64 letters, digits, _, . or - (give --name)`);
+  const caFile = (a.ca as string | undefined) ?? process.env.TRACEFLEET_CA;
+  let ca: string | undefined;
+  if (caFile) {
+    try {
+      ca = readFileSync(caFile, 'utf8');
+    } catch (e) {
+      throw new UsageError(`cannot read --ca ${caFile}: ${(e as Error).message}; give the PEM certificate of the CA (or the self-signed certificate) the dispatcher's --tls-cert is from`);
+    }
+  }
+  const { defaultCaptureFilter } = await import('../../agent/capture/filter');
+  const { startAgent } = await import('../../agent/daemon/run');
+  const { agentStatusOf, connectDispatcher } = await import('../../agent/link/client');
+  const { serveTraces } = await import('../../agent/trace/serve');
+  const filter = (a.filter as string | undefined) ?? defaultCaptureFilter({
+    rtpPortRanges: parsePortRanges(a.rtpPorts as string[] | undefined),
+    // Linux cooked capture ("any") has no VLAN tags to match: the kernel strips them.
+    vlan: !ifaces.includes('any'),
+  });
+  const agent = await startAgent({
+    ringDir: a.ring as string,
+    interfaces: ifaces,
+    filter,
+    ringMaxBytes: parseSize(a.ringSize as string, '--ring-size'),
+    maxSegmentBytes: parseSize(a.segmentSize as string, '--segment-size'),
+    maxSegmentSeconds: a.segmentSeconds as number,
+    minFreeBytes: a.minFree === undefined ? undefined : parseSize(a.minFree as string, '--min-free'),
+    promisc: a.promisc as boolean,
+    correlationHeader: a.correlationHeader as string,
+  });
+  process.stderr.write(`tracefleet agent: capturing on ${ifaces.join(', ')} into ${a.ring as string} (filter: ${filter})\n`);
+  const ringDir = a.ring as string;
+  const version = agentVersion();
+  // The link only reads the engine's counters and the ring's names and sizes; a dispatcher away never touches capture.
+  const link = dispatcher && token
+    ? connectDispatcher({
+        url: dispatcher,
+        token,
+        name,
+        ca,
+        hello: () => ({ version, hostname: hostname().slice(0, 255), interfaces: ifaces, ...agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors) }),
+        status: () => agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors),
+      })
+    : null;
+  // Traces only read the ring (the indexer thread owns its indexes); a failing trace ends in trace:error, never in capture.
+  const traces = link ? serveTraces(link.socket, { ringDir, correlationHeader: a.correlationHeader as string | undefined }) : null;
+  const statsEvery = (a.statsInterval as number) * 1000;
+  const statsLine = () => {
+    const st = agent.engine.stats();
+    const parts = Object.entries(st.interfaces).map(([n, s]) => `${n}: ${s.packets} pkts, ${s.dropped} dropped, ${s.ifDropped} if-dropped`);
+    process.stderr.write(`tracefleet agent: ${parts.join('; ')}${agent.indexer.errors ? `; index errors ${agent.indexer.errors}` : ''}\n`);
+  };
+  const timer = statsEvery > 0 ? setInterval(statsLine, statsEvery) : null;
+  await untilSignal();
+  if (timer) clearInterval(timer);
+  traces?.close();
+  link?.close();
+  await agent.stop();
+  statsLine();
+  process.stderr.write('tracefleet agent: stopped; ring indexes sealed\n');
+}
+
+export const agentCommand: CommandModule<object, Args> = {
+  command: 'agent',
+  describe: 'capture into a ring with live indexing (root, or CAP_NET_RAW + CAP_NET_ADMIN)',
+  builder: (y) =>
+    y
+      .option('ring', { type: 'string', default: '/var/lib/tracefleet/ring', describe: 'ring directory' })
+      .option('interface', { alias: 'i', type: 'string', array: true, describe: 'interface to capture on (repeat; any for all)' })
+      .option('list-interfaces', { type: 'boolean', default: false, describe: 'list capture interfaces and exit' })
+      .option('filter', { type: 'string', describe: 'BPF capture filter (default: SIP ports 5060-5299, 15060-15299, ICMP, IP fragments)' })
+      .option('rtp-ports', { type: 'string', array: true, describe: 'also capture these UDP port ranges (RTP), e.g. 10000-20000' })
+      .option('ring-size', { type: 'string', default: '10G', describe: 'most bytes the ring keeps (segments and indexes)' })
+      .option('segment-size', { type: 'string', default: '64M', describe: 'rotate segments at this size' })
+      .option('segment-seconds', { type: 'number', default: 300, describe: 'rotate segments at this age' })
+      .option('min-free', { type: 'string', describe: 'free disk space to keep (default 5% of the filesystem, at most 2G)' })
+      .option('promisc', { type: 'boolean', default: false, describe: 'promiscuous mode' })
+      .option('stats-interval', { type: 'number', default: 60, describe: 'seconds between stats lines (0: none)' })
+      .option('correlation-header', { type: 'string', default: 'X-CID' })
+      .option('dispatcher', { type: 'string', describe: 'dispatcher URL to report to, e.g. http://dispatcher:8060 (env TRACEFLEET_DISPATCHER)' })
+      .option('token', { type: 'string', describe: 'agent token for the dispatcher (env TRACEFLEET_TOKEN)' })
+      .option('name', { type: 'string', describe: 'agent name at the dispatcher (default: the host name)' })
+      .option('ca', { type: 'string', describe: 'PEM CA certificate to trust for an https dispatcher, e.g. its self-signed --tls-cert (env TRACEFLEET_CA)' }) as unknown as Argv<Args>,
+  handler: (a) => agentCmd(a).catch(fail),
+};

@@ -3,7 +3,7 @@ import type { Writable } from 'node:stream';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { closeResult, runQuery, writeResultPcap } from '../agent/query/engine';
-import { QueryError, buildQuerySpec } from '../agent/query/spec';
+import { QueryError, buildQuerySpec } from '../shared/query/query';
 import { importCaptures } from '../agent/ring/import';
 import { checkRing } from '../agent/ring/check';
 import { RingDirError } from '../agent/ring/layout';

@@ -3,12 +3,14 @@ import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Socket } from 'socket.io-client';
 import type { Argv, CommandModule } from 'yargs';
-import { QueryError, buildQuerySpec } from '../agent/query/spec';
-import { AgentView, TraceRequest, TraceView, traceRequest } from '../shared/protocol/wire';
+import { QueryError } from '../shared/query/query';
+import { AgentView, TraceView } from '../shared/protocol/client';
+import type { TraceRequest } from '../shared/query/query';
 import { DispatcherClient, TraceMessage } from './api-client';
 import { Connection, ConnectionError, ConnectionFlags, normalizeUrl, readConfig, resolveConnection, saveSession } from './connection';
 import { CLI_EXIT, CliError, CliExit } from './errors';
-import { filterOptions, rawQuery } from './filters';
+import { filterOptions, traceRequestOf } from './filters';
+export { traceRequestOf };
 import { humanBytes, safeText, shortTime, table } from './format';
 import { progressFor } from './progress';
 import { readFirstLine, readSecret } from './prompt';
@@ -138,42 +140,6 @@ async function saveTo(client: DispatcherClient, path: string, out: string, signa
     }
     throw e;
   }
-}
-
-function splitList(v: unknown): string[] | undefined {
-  if (v === undefined) return undefined;
-  const list = (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((x) => x.trim()).filter((x) => x !== '');
-  return list.length ? list : undefined;
-}
-
-/** The trace request from the filter flags, checked here first so bad input never reaches the dispatcher. */
-export function traceRequestOf(a: Args): TraceRequest {
-  const raw = rawQuery(a);
-  buildQuerySpec(raw);
-  const req: Record<string, unknown> = {
-    callId: splitList(raw.callId),
-    number: splitList(raw.number),
-    ip: splitList(raw.ip),
-    port: splitList(raw.port),
-    correlation: splitList(raw.correlation),
-    method: splitList(raw.method),
-    status: splitList(raw.status),
-    since: raw.since,
-    until: raw.until,
-    rtp: raw.rtp || undefined,
-    maxPackets: raw.maxPackets,
-    maxBytes: raw.maxBytes,
-    all: raw.all || undefined,
-    hosts: splitList(a.hosts),
-  };
-  for (const k of Object.keys(req)) if (req[k] === undefined) delete req[k];
-  const r = traceRequest.safeParse(req);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    const flag = i.path[0] === undefined ? 'the request' : `--${String(i.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-    throw new CliError(`bad ${flag}: ${i.message}`, CLI_EXIT.BAD_INPUT);
-  }
-  return r.data;
 }
 
 /** A trace's filters as the flags that would ask for it again. */

@@ -2,7 +2,8 @@ import { statSync } from 'node:fs';
 import { io, Socket } from 'socket.io-client';
 import type { CaptureEngineStats } from '../capture/capture';
 import { listSegments } from '../ring/layout';
-import { AgentHello, AgentStatus, HEARTBEAT_MS, PROTOCOL_VERSION, RingStatus, helloAck, parseMessage } from '../../shared/protocol/wire';
+import { AgentHello, AgentStatus, HEARTBEAT_MS, PROTOCOL_VERSION, RingStatus, helloAck } from '../../shared/protocol/agent';
+import { parseMessage } from '../../shared/protocol/common';
 
 export interface DispatcherLinkOptions {
   /** Dispatcher base URL, e.g. http://127.0.0.1:8060 (the link uses url + '/agent'). */

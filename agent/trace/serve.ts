@@ -1,8 +1,9 @@
 import type { Socket } from 'socket.io-client';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
-import { RunAck, TraceDone, TraceQuery, chunkAck, parseMessage, traceDone, traceRef, traceRun } from '../../shared/protocol/wire';
+import { RunAck, TraceDone, chunkAck, traceDone, traceRun } from '../../shared/protocol/agent';
+import { parseMessage, traceRef } from '../../shared/protocol/common';
+import { QuerySpec, buildQuerySpec } from '../../shared/query/query';
 import { QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../query/engine';
-import { QuerySpec, RawQuery, buildQuerySpec } from '../query/spec';
 import { ChunkWriter } from './chunks';
 
 export interface TraceServeOptions {
@@ -50,25 +51,6 @@ interface RunningTrace {
   /** Rejects once the trace is stopped. */
   aborted: Promise<never>;
   abort: (e: Error) => void;
-}
-
-/** The wire's filters as the query validator takes them; listed one by one so a new field is a type error here, not silently dropped. */
-export function rawQueryOf(q: TraceQuery): RawQuery {
-  return {
-    callId: q.callId,
-    number: q.number,
-    ip: q.ip,
-    port: q.port,
-    correlation: q.correlation,
-    method: q.method,
-    status: q.status,
-    since: q.since,
-    until: q.until,
-    rtp: q.rtp,
-    maxPackets: q.maxPackets,
-    maxBytes: q.maxBytes,
-    all: q.all,
-  };
 }
 
 /**
@@ -209,7 +191,7 @@ export function serveTraces(socket: Socket, opts: TraceServeOptions): TraceServe
       }
       let spec: QuerySpec;
       try {
-        spec = buildQuerySpec(rawQueryOf(query));
+        spec = buildQuerySpec(query);
       } catch (e) {
         return reply({ accepted: false, error: (e as Error).message });
       }

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { Auth, AuthError, UserInfo, checkPasswordPolicy, checkRoles, checkUserName, parseApiToken } from '../../dispatcher/auth';
 import { StoreAccess, embeddedUrlFile, openStore } from '../../dispatcher/daemon/store-access';
-import { ROLES } from '../../shared/protocol/wire';
+import { ROLES } from '../../shared/protocol/client';
 import { CliError } from '../../cli/errors';
 import { readFirstLine, readSecret } from '../../cli/prompt';
 

@@ -13,7 +13,8 @@
 
 import express, { NextFunction, Request, RequestHandler, Response } from 'express';
 import { z } from 'zod';
-import { Role, traceRequest, TraceView } from '../../shared/protocol/wire';
+import { Role, TraceView } from '../../shared/protocol/client';
+import { traceRequest } from '../../shared/query/query';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, TraceDoc, traceDocId } from '../store/layout';
 import type { TraceStore } from '../store/store';
 import type { Traces } from '../trace/types';

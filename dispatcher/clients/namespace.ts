@@ -1,6 +1,8 @@
 import type { Namespace, Server, Socket } from 'socket.io';
 import { z } from 'zod';
-import { ClientAck, clientAuth, ClientAuth, parseMessage, Role, traceRequest } from '../../shared/protocol/wire';
+import { ClientAck, clientAuth, ClientAuth, Role } from '../../shared/protocol/client';
+import { parseMessage } from '../../shared/protocol/common';
+import { traceRequest } from '../../shared/query/query';
 import { StoreUnreachableError } from '../store/store';
 import { TraceRequestError, Traces } from '../trace/types';
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nano from 'nano';
 import { io, Socket as ClientSocket } from 'socket.io-client';
-import type { ClientAck, Role, TraceUpdate, TraceView } from '../../shared/protocol/wire';
+import type { ClientAck, Role, TraceUpdate, TraceView } from '../../shared/protocol/client';
 import { Auth } from '../auth/auth';
 import { uniqueDbName } from '../store/testing';
 import { DispatcherOptions, RunningDispatcher, startDispatcher } from './run';

@@ -2,7 +2,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Namespace, Server, Socket } from 'socket.io';
-import { agentAuth, agentHello, agentStatus, HelloAck, parseMessage } from '../../shared/protocol/wire';
+import { agentAuth, agentHello, agentStatus, HelloAck } from '../../shared/protocol/agent';
+import { parseMessage } from '../../shared/protocol/common';
 import { AgentRegistry } from './registry';
 
 export interface FleetToken {

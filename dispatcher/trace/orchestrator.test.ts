@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { io as connectIo, Socket as ClientSocket } from 'socket.io-client';
-import type { TraceUpdate } from '../../shared/protocol/wire';
+import type { TraceUpdate } from '../../shared/protocol/client';
 import { Fleet, startFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, traceDocId } from '../store/layout';
 import { TraceStore } from '../store/store';

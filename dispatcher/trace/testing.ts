@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { connectDispatcher, DispatcherLink } from '../../agent/link/client';
 import { closeResult, runQuery, writeResultPcap } from '../../agent/query/engine';
-import { buildQuerySpec } from '../../agent/query/spec';
+import { buildQuerySpec } from '../../shared/query/query';
 import { importCaptures } from '../../agent/ring/import';
 import { serveTraces, TraceServer } from '../../agent/trace/serve';
 import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from '../../shared/decode/testing/build';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { normalizeIp, parseTime } from './spec';
+import { normalizeIp, parseTime } from './query';
 
 test('times: durations back from now, epoch with nanoseconds, ISO 8601', () => {
   const now = new Date('2026-11-23T10:42:00.000Z');

@@ -1,9 +1,9 @@
-import type { Socket } from 'socket.io-client';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
-import { RunAck, TraceDone, chunkAck, traceDone, traceRun } from '../../shared/protocol/agent';
+import { AgentToDispatcherEvents, RunAck, TraceDone, chunkAck, traceDone, traceRun } from '../../shared/protocol/agent';
 import { parseMessage, traceRef } from '../../shared/protocol/common';
 import { QuerySpec, buildQuerySpec } from '../../shared/query/query';
 import { QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../query/engine';
+import type { DispatcherSocket } from '../link/client';
 import { ChunkWriter } from './chunks';
 
 export interface TraceServeOptions {
@@ -66,16 +66,16 @@ interface RunningTrace {
  * trace:error. A lost link stops every trace silently (the dispatcher marks
  * them lost). Nothing here throws into the socket or the capture.
  */
-export function serveTraces(socket: Socket, opts: TraceServeOptions): TraceServer {
+export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): TraceServer {
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const maxConcurrent = opts.maxConcurrent ?? 2;
   const ackTimeoutMs = opts.chunkAckTimeoutMs ?? 30_000;
   const maxDoneBytes = opts.maxDoneBytes ?? 900_000;
   const running = new Map<string, RunningTrace>();
 
-  const emit = (event: string, payload: object): void => {
+  const emit = <E extends 'trace:started' | 'trace:progress' | 'trace:done' | 'trace:error'>(event: E, payload: Parameters<AgentToDispatcherEvents[E]>[0]): void => {
     // Socket.IO would buffer it for the next connection, where it means nothing.
-    if (socket.connected) socket.emit(event, payload);
+    if (socket.connected) (socket.emit as (e: E, p: typeof payload) => void)(event, payload);
   };
 
   const stop = (t: RunningTrace, reason: string, notify: boolean): void => {

@@ -248,7 +248,7 @@ test('malformed /client messages are refused with a clear error, and the dispatc
       const bad = `^bad ${event} message: `;
       await expect(event, {}, new RegExp(`${bad}traceId: Required`));
       await expect(event, { traceId: 5 }, new RegExp(`${bad}traceId: Expected string, received number`));
-      await expect(event, { traceId: huge }, new RegExp(`${bad}traceId: trace ids are 1-128 letters`));
+      await expect(event, { traceId: huge }, new RegExp(`${bad}traceId: trace ids are 1-64 letters`));
       await expect(event, { traceId: '../_users' }, new RegExp(`${bad}traceId: trace ids are`));
       await expect(event, { traceId: 'abc', extra: 1 }, new RegExp(`${bad}body: Unrecognized key\\(s\\) in object: 'extra'`));
     }

@@ -122,10 +122,11 @@ export function startTestAgent(opts: TestAgentOptions): TestAgent {
   if (opts.stallAfterChunks !== undefined) {
     const limit = opts.stallAfterChunks;
     let chunks = 0;
-    const origEmit = link.socket.emit.bind(link.socket);
-    (link.socket as unknown as { emit: (...args: unknown[]) => unknown }).emit = (...args: unknown[]) => {
+    const loose = link.socket as unknown as { emit: (...args: unknown[]) => unknown };
+    const origEmit = loose.emit.bind(link.socket);
+    loose.emit = (...args: unknown[]) => {
       if (args[0] === 'trace:chunk' && ++chunks > limit) return link.socket; // never sent: the stream stalls here
-      return origEmit(...(args as Parameters<typeof origEmit>));
+      return origEmit(...args);
     };
   }
   const server = serveTraces(link.socket, { ringDir: opts.ringDir, log });

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { MIN_QUERY_DIGITS, normalizeNumberQuery } from '../sip/number';
-import { AGENT_NAME_PATTERN, agentName, TRACE_ID_PATTERN } from '../protocol/common';
+import { AGENT_NAME_PATTERN, TRACE_ID_PATTERN } from '../protocol/common';
 
 /*
  * The query: one module that the CLI, the dispatcher, the agent and (through
@@ -80,7 +80,8 @@ export const traceQuery = z
 export type TraceQuery = z.infer<typeof traceQuery>;
 
 /** A trace as asked for: the filters, and the agents to ask (all connected ones when absent). */
-export const traceRequest = traceQuery.extend({ hosts: z.array(agentName).min(1).max(10_000).optional() }).strict();
+const hostName = z.string().regex(new RegExp(AGENT_NAME_PATTERN), 'host names are agent names: 1-64 letters, digits, _, . or -');
+export const traceRequest = traceQuery.extend({ hosts: z.array(hostName).min(1).max(10_000).optional() }).strict();
 export type TraceRequest = z.infer<typeof traceRequest>;
 
 /** One SIP message of a result as the ladder shows it: the engine makes them, trace:done carries them. */

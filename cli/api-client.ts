@@ -4,95 +4,19 @@ import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { io, Socket } from 'socket.io-client';
 import { z } from 'zod';
-import {
-  AgentView,
-  captureStatus,
-  HostView,
-  messageSummary,
-  RESULT_STATES,
-  ringStatus,
-  ROLES,
-  TRACE_STATES,
-  traceRequest,
-  TraceUpdate,
-  TraceView,
-} from '../shared/protocol/wire';
+import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, loginResult, LoginResult, traceMessage, TraceMessage, traceView, TraceView } from '../shared/protocol/client';
 import type { Connection } from './connection';
 import { CLI_EXIT, CliError, exitOfStatus } from './errors';
 
 /*
  * What the dispatcher answers is outside input like any other: every body
- * is validated here before a command looks at it.
+ * is validated here, with shared/protocol/client.ts's schemas, before a
+ * command looks at it.
  */
 
-const count = z.number().int().nonnegative();
-const mergedSchema = z.object({ packets: count, bytes: count, duplicates: count });
-
-export const hostViewSchema = z.object({
-  host: z.string(),
-  state: z.enum(RESULT_STATES),
-  packets: count,
-  bytes: count,
-  truncated: z.boolean(),
-  error: z.string().optional(),
-  stored: z.boolean(),
-  updatedAt: z.string(),
-});
-
-export const traceViewSchema = z.object({
-  id: z.string(),
-  request: traceRequest,
-  user: z.string(),
-  createdAt: z.string(),
-  finishedAt: z.string().optional(),
-  state: z.enum(TRACE_STATES),
-  hosts: z.array(hostViewSchema),
-  merged: mergedSchema.optional(),
-});
-
-export const traceUpdateSchema = z.object({
-  traceId: z.string(),
-  host: z.string().nullable(),
-  state: z.string(),
-  packets: count,
-  bytes: count,
-  truncated: z.boolean().optional(),
-  error: z.string().optional(),
-  merged: mergedSchema.optional(),
-  at: z.string(),
-});
-
-export const agentViewSchema = z.object({
-  name: z.string(),
-  connected: z.boolean(),
-  connectedAt: z.string(),
-  lastSeen: z.string(),
-  hostname: z.string().nullable(),
-  version: z.string().nullable(),
-  interfaces: z.array(z.string()),
-  ring: ringStatus.nullable(),
-  capture: captureStatus,
-  indexErrors: count,
-});
-
-/** One SIP message of a trace: the agent's summary and the host it was captured on. */
-export const traceMessageSchema = messageSummary.extend({ host: z.string() });
-export type TraceMessage = z.infer<typeof traceMessageSchema>;
-
-export const loginSchema = z.object({
-  token: z.string().min(1),
-  user: z.string(),
-  roles: z.array(z.enum(ROLES)),
-  expiresAt: z.string(),
-});
-export type LoginResult = z.infer<typeof loginSchema>;
-
-// The schemas must describe the wire's types exactly: a drift is a compile error here.
-const sameHost: HostView = {} as z.infer<typeof hostViewSchema>;
-const sameTrace: TraceView = {} as z.infer<typeof traceViewSchema>;
-const sameUpdate: TraceUpdate = {} as z.infer<typeof traceUpdateSchema>;
-const sameAgent: AgentView = {} as z.infer<typeof agentViewSchema>;
-void [sameHost, sameTrace, sameUpdate, sameAgent];
+export type { TraceMessage };
+/** The `/client` socket as this side sees it. */
+export type ClientSocket = Socket<DispatcherToClientEvents, ClientToDispatcherEvents>;
 
 /** Validates a dispatcher answer; a mismatch means a dispatcher of another version. */
 export function parseAnswer<T>(schema: z.ZodType<T>, what: string, data: unknown): T {
@@ -283,7 +207,7 @@ export class DispatcherClient {
   // ---- REST ----------------------------------------------------------------
 
   login(user: string, password: string): Promise<LoginResult> {
-    return this.json('/api/login', loginSchema, { method: 'POST', body: { user, password }, anonymous: true });
+    return this.json('/api/login', loginResult, { method: 'POST', body: { user, password }, anonymous: true });
   }
 
   traces(opts: { limit?: number; bookmark?: string; user?: string } = {}): Promise<{ traces: TraceView[]; bookmark?: string }> {
@@ -292,24 +216,24 @@ export class DispatcherClient {
     if (opts.bookmark) q.set('bookmark', opts.bookmark);
     if (opts.user) q.set('user', opts.user);
     const qs = q.toString();
-    return this.json(`/api/traces${qs ? `?${qs}` : ''}`, z.object({ traces: z.array(traceViewSchema), bookmark: z.string().optional() }));
+    return this.json(`/api/traces${qs ? `?${qs}` : ''}`, z.object({ traces: z.array(traceView), bookmark: z.string().optional() }));
   }
 
   async trace(id: string): Promise<TraceView> {
-    return (await this.json(`/api/traces/${encodeURIComponent(id)}`, z.object({ trace: traceViewSchema }))).trace;
+    return (await this.json(`/api/traces/${encodeURIComponent(id)}`, z.object({ trace: traceView }))).trace;
   }
 
   /** Cancels a running trace over REST (when the Socket.IO connection is down). */
   async cancel(id: string): Promise<TraceView> {
-    return (await this.json(`/api/traces/${encodeURIComponent(id)}/cancel`, z.object({ trace: traceViewSchema }), { method: 'POST', body: {} })).trace;
+    return (await this.json(`/api/traces/${encodeURIComponent(id)}/cancel`, z.object({ trace: traceView }), { method: 'POST', body: {} })).trace;
   }
 
   async messages(id: string): Promise<TraceMessage[]> {
-    return (await this.json(`/api/traces/${encodeURIComponent(id)}/messages`, z.object({ messages: z.array(traceMessageSchema) }))).messages;
+    return (await this.json(`/api/traces/${encodeURIComponent(id)}/messages`, z.object({ messages: z.array(traceMessage) }))).messages;
   }
 
   async agents(): Promise<AgentView[]> {
-    return (await this.json('/api/agents', z.object({ agents: z.array(agentViewSchema) }))).agents;
+    return (await this.json('/api/agents', z.object({ agents: z.array(agentView) }))).agents;
   }
 
   /** The REST path of a trace's merged PCAP, one host's PCAP, or the whole trace as a tar. */
@@ -327,7 +251,7 @@ export class DispatcherClient {
    * or an unreachable dispatcher rejects with what to do. Later drops are
    * reconnected by Socket.IO (the caller watches `connect` to rejoin rooms).
    */
-  async socket(): Promise<Socket> {
+  async socket(): Promise<ClientSocket> {
     const c = this.conn.credentials;
     if (!c) throw new CliError(`no credentials for ${this.conn.url}: run tracefleet login, or give --token/TRACEFLEET_TOKEN or --user`, CLI_EXIT.UNAUTHORIZED);
     if ('user' in c && c.password === undefined) throw new CliError(`no password for user ${c.user}`, CLI_EXIT.BAD_INPUT);

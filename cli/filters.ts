@@ -1,5 +1,8 @@
 import type { Argv } from 'yargs';
-import type { RawQuery } from '../agent/query/spec';
+import type { TraceQuery, TraceRequest } from '../shared/query/query';
+
+// Loaded when flags are checked, not when the CLI starts: the query module brings zod, which --help and --version need not pay for.
+const queryModule = () => require('../shared/query/query') as typeof import('../shared/query/query');
 
 /** The filter flags of `tracefleet query` and `tracefleet trace`: one definition so both stay the same. */
 export function filterOptions<T>(y: Argv<T>) {
@@ -19,22 +22,55 @@ export function filterOptions<T>(y: Argv<T>) {
     .option('all', { type: 'boolean', default: false, describe: 'allow a query with no selective key' });
 }
 
-// yargs hands parsed flags over as loose records; this maps them onto the validated query shape.
-export function rawQuery(a: Record<string, unknown>): RawQuery {
-  const pick = <K extends string>(k: K) => (a[k] === undefined ? undefined : a[k]);
-  return {
-    callId: pick('callId') as string[] | undefined,
-    number: pick('number') as string[] | undefined,
-    ip: pick('ip') as string[] | undefined,
-    port: pick('port') as string[] | undefined,
-    correlation: pick('correlation') as string[] | undefined,
-    method: pick('method') as string[] | undefined,
-    status: pick('status') as string[] | undefined,
-    since: pick('since') as string | undefined,
-    until: pick('until') as string | undefined,
-    rtp: a.rtp as boolean,
-    maxPackets: pick('maxPackets') as number | undefined,
-    maxBytes: pick('maxBytes') as number | undefined,
-    all: a.all as boolean,
+/** "a,b" and repeated flags alike: the values of a list flag, or undefined when none. */
+function splitList(v: unknown): string[] | undefined {
+  if (v === undefined) return undefined;
+  const list = (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((x) => x.trim()).filter((x) => x !== '');
+  return list.length ? list : undefined;
+}
+
+/**
+ * The CLI's boundary: yargs' loose record of flags to a validated trace
+ * request (shape by traceRequest, values by checkQuery), a mistake named by
+ * its flag. Throws QueryError (exit code "bad input").
+ */
+function requestOfFlags(a: Record<string, unknown>): TraceRequest {
+  const req: Record<string, unknown> = {
+    callId: splitList(a.callId),
+    number: splitList(a.number),
+    ip: splitList(a.ip),
+    port: splitList(a.port),
+    correlation: splitList(a.correlation),
+    method: splitList(a.method),
+    status: splitList(a.status),
+    since: a.since,
+    until: a.until,
+    rtp: a.rtp || undefined,
+    maxPackets: a.maxPackets,
+    maxBytes: a.maxBytes,
+    all: a.all || undefined,
+    hosts: splitList(a.hosts),
   };
+  for (const k of Object.keys(req)) if (req[k] === undefined) delete req[k];
+  const { traceRequest, QueryError } = queryModule();
+  const r = traceRequest.safeParse(req);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    const flag = i.path[0] === undefined ? 'the request' : `--${String(i.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    throw new QueryError(`bad ${flag}: ${i.message}`);
+  }
+  return r.data;
+}
+
+/** `tracefleet query`'s filters, validated: what buildQuerySpec takes. */
+export function rawQuery(a: Record<string, unknown>): TraceQuery {
+  const { hosts: _hosts, ...query } = requestOfFlags({ ...a, hosts: undefined });
+  return query;
+}
+
+/** `tracefleet trace`'s request, validated once here so bad input never reaches the dispatcher. */
+export function traceRequestOf(a: Record<string, unknown>): TraceRequest {
+  const req = requestOfFlags(a);
+  queryModule().checkQuery(req);
+  return req;
 }

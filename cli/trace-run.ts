@@ -1,7 +1,8 @@
-import type { Socket } from 'socket.io-client';
 import { z } from 'zod';
-import type { TraceRequest, TraceUpdate, TraceView } from '../shared/protocol/wire';
-import { DispatcherClient, traceUpdateSchema, traceViewSchema } from './api-client';
+import { traceUpdate, TraceUpdate, traceView, TraceView } from '../shared/protocol/client';
+import type { TraceRequest } from '../shared/query/query';
+import type { ClientToDispatcherEvents } from '../shared/protocol/client';
+import { ClientSocket, DispatcherClient } from './api-client';
 import { CLI_EXIT, CliError, exitOfAckCode } from './errors';
 import type { ProgressSink } from './progress';
 import { isFinalTrace, StateChange, TraceTracker } from './trace-state';
@@ -31,17 +32,18 @@ export interface FollowResult {
 const MAX_BUFFERED = 10_000;
 
 const startAck = z.discriminatedUnion('ok', [
-  z.object({ ok: z.literal(true), trace: traceViewSchema }),
+  z.object({ ok: z.literal(true), trace: traceView }),
   z.object({ ok: z.literal(false), error: z.string(), code: z.string() }),
 ]);
 
 class Interrupted extends Error {}
 
 /** Emits with an ack and a time limit; the ack validated. */
-async function ask(socket: Socket, event: string, data: unknown, ms: number): Promise<z.infer<typeof startAck>> {
+async function ask<E extends 'trace:start' | 'trace:watch' | 'trace:cancel'>(socket: ClientSocket, event: E, data: Parameters<ClientToDispatcherEvents[E]>[0], ms: number): Promise<z.infer<typeof startAck>> {
   let raw: unknown;
   try {
-    raw = await socket.timeout(ms).emitWithAck(event, data);
+    // One event at a time for the compiler: the three share their ack's shape.
+    raw = await (socket.timeout(ms) as ClientSocket).emitWithAck(event as 'trace:start', data as TraceRequest);
   } catch {
     throw new CliError(`the dispatcher did not answer ${event} within ${ms / 1000} s`, CLI_EXIT.FAILED);
   }
@@ -60,7 +62,7 @@ async function ask(socket: Socket, event: string, data: unknown, ms: number): Pr
  * a REST poll every pollMs covers what the socket misses (reconnections,
  * another dispatcher), and a final state from any of them ends the wait.
  */
-export async function followTrace(client: DispatcherClient, socket: Socket, req: TraceRequest, opts: FollowOptions): Promise<FollowResult> {
+export async function followTrace(client: DispatcherClient, socket: ClientSocket, req: TraceRequest, opts: FollowOptions): Promise<FollowResult> {
   const pollMs = opts.pollMs ?? 2000;
   const lostMs = opts.lostMs ?? 60_000;
   const ackMs = opts.ackTimeoutMs ?? 30_000;
@@ -89,7 +91,7 @@ export async function followTrace(client: DispatcherClient, socket: Socket, req:
   };
 
   const onUpdate = (data: unknown) => {
-    const u = traceUpdateSchema.safeParse(data);
+    const u = traceUpdate.safeParse(data);
     if (!u.success) {
       if (++badUpdates === 1) noteOnce('ignoring trace updates this tracefleet does not understand: is the dispatcher the same version?');
       return;
@@ -203,7 +205,7 @@ export async function followTrace(client: DispatcherClient, socket: Socket, req:
 }
 
 /** Cancels over the socket, or over REST when the socket is down; the trace's view after, or null. */
-async function cancel(client: DispatcherClient, socket: Socket, t: TraceTracker, ackMs: number, progress: ProgressSink): Promise<TraceView | null> {
+async function cancel(client: DispatcherClient, socket: ClientSocket, t: TraceTracker, ackMs: number, progress: ProgressSink): Promise<TraceView | null> {
   if (socket.connected) {
     try {
       const a = await ask(socket, 'trace:cancel', { traceId: t.id }, Math.min(ackMs, 10_000));

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { HostView, TraceUpdate, TraceView } from '../shared/protocol/wire';
+import type { HostView, TraceUpdate, TraceView } from '../shared/protocol/client';
 import { exitOfTrace, TraceTracker } from './trace-state';
 
 const T = (s: number) => new Date(Date.UTC(2025, 10, 23, 12, 0, s)).toISOString();

@@ -1,4 +1,4 @@
-import { FINAL_RESULT_STATES, TRACE_STATES, TraceUpdate, TraceView } from '../shared/protocol/wire';
+import { FINAL_RESULT_STATES, TRACE_STATES, TraceUpdate, TraceView } from '../shared/protocol/client';
 
 /*
  * A trace's state as the CLI sees it, put together from three sources that

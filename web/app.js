@@ -9,12 +9,15 @@
 
 import { ApiError, canTrace, clearSession, connectClient, loadSession, login, makeApi, saveSession } from './lib/api.js';
 import { h, replace } from './lib/dom.js';
+import { RULES } from './lib/request.js';
 import { renderLogin } from './views/login.js';
 import { renderTraceForm } from './views/trace-form.js';
 import { renderTrace } from './views/trace.js';
 import { renderHistory } from './views/history.js';
 import { renderFleet } from './views/fleet.js';
 
+/** #/trace/<id>, with the dispatcher's trace-id rule (an anchored pattern). */
+const TRACE_ROUTE = new RegExp(`^/trace/(${RULES.patterns.traceId.slice(1, -1)})$`);
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
 const who = document.getElementById('who');
@@ -133,7 +136,7 @@ function route() {
   let m;
   let current = 'new';
   main.replaceChildren();
-  if ((m = /^\/trace\/([A-Za-z0-9_-]{1,128})$/.exec(hash))) {
+  if ((m = TRACE_ROUTE.exec(hash))) {
     current = '';
     renderTrace(main, ctx, m[1]);
   } else if (hash === '/history') {

@@ -2,7 +2,8 @@ import { statSync } from 'node:fs';
 import { io, Socket } from 'socket.io-client';
 import type { CaptureEngineStats } from '../capture/capture';
 import { listSegments } from '../ring/layout';
-import { AgentHello, AgentStatus, HEARTBEAT_MS, PROTOCOL_VERSION, RingStatus, helloAck, parseMessage } from '../../shared/protocol/wire';
+import { AgentHello, AgentStatus, HEARTBEAT_MS, PROTOCOL_VERSION, RingStatus, helloAck, AgentToDispatcherEvents, DispatcherToAgentEvents } from '../../shared/protocol/agent';
+import { parseMessage } from '../../shared/protocol/common';
 
 export interface DispatcherLinkOptions {
   /** Dispatcher base URL, e.g. http://127.0.0.1:8060 (the link uses url + '/agent'). */
@@ -16,8 +17,11 @@ export interface DispatcherLinkOptions {
   log?: (line: string) => void;
 }
 
+/** The `/agent` socket as the agent sees it (shared/protocol/agent.ts's event maps). */
+export type DispatcherSocket = Socket<DispatcherToAgentEvents, AgentToDispatcherEvents>;
+
 export interface DispatcherLink {
-  socket: Socket;
+  socket: DispatcherSocket;
   close(): void;
 }
 
@@ -36,7 +40,7 @@ const STABLE_MS = 10_000;
 export function connectDispatcher(opts: DispatcherLinkOptions): DispatcherLink {
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const base = opts.url.replace(/\/+$/, '');
-  const socket = io(`${base}/agent`, {
+  const socket: DispatcherSocket = io(`${base}/agent`, {
     auth: { token: opts.token, name: opts.name },
     forceNew: true,
     reconnection: true,

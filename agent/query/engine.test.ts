@@ -12,7 +12,7 @@ import { PcapngParser } from '../../shared/pcap/pcapng';
 import { LINKTYPE } from '../../shared/pcap/types';
 import { importCaptures } from '../index/import';
 import { SegmentIndexer } from '../index/builder';
-import { buildQuerySpec, QueryError, RawQuery } from './spec';
+import { buildQuerySpec, QueryError, TraceQuery } from '../../shared/query/query';
 import { closeResult, runQuery, runQueryYielding, writeResultPcap } from './engine';
 
 const T0 = 1_795_000_000;
@@ -88,7 +88,7 @@ async function withRing(fn: (ring: string, all: Pkt[], dir: string) => Promise<v
   }
 }
 
-function select(ring: string, raw: RawQuery): Set<number> {
+function select(ring: string, raw: TraceQuery): Set<number> {
   const r = runQuery(ring, buildQuerySpec(raw, new Date((T0 + 10) * 1000)));
   closeResult(r);
   // Identify packets by their timestamps, which are unique in the fixture.
@@ -99,24 +99,24 @@ const at = (s: number, ns: number) => s * 1e9 + ns;
 
 test('a Call-ID selects its whole dialog, and nothing else', async () => {
   await withRing(async (ring) => {
-    assert.deepEqual(select(ring, { callId: A }), new Set([at(0, 100), at(0, 200), at(3, 0), at(3, 1)]));
-    assert.deepEqual(select(ring, { callId: 'no-such-call' }), new Set());
+    assert.deepEqual(select(ring, { callId: [A] }), new Set([at(0, 100), at(0, 200), at(3, 0), at(3, 1)]));
+    assert.deepEqual(select(ring, { callId: ['no-such-call'] }), new Set());
   });
 });
 
 test('a number matches by trailing digits, whatever its punctuation', async () => {
   await withRing(async (ring) => {
     const a = new Set([at(0, 100), at(0, 200), at(3, 0), at(3, 1)]);
-    assert.deepEqual(select(ring, { number: '1234567' }), a);
-    assert.deepEqual(select(ring, { number: '+1 (555) 123-4567' }), a);
-    assert.deepEqual(select(ring, { number: '9990000' }), new Set([at(2, 0)]));
-    assert.deepEqual(select(ring, { number: '5551234560' }), new Set());
+    assert.deepEqual(select(ring, { number: ['1234567'] }), a);
+    assert.deepEqual(select(ring, { number: ['+1 (555) 123-4567'] }), a);
+    assert.deepEqual(select(ring, { number: ['9990000'] }), new Set([at(2, 0)]));
+    assert.deepEqual(select(ring, { number: ['5551234560'] }), new Set());
   });
 });
 
 test('--rtp adds RTP and RTCP to the SDP endpoints within the dialog span only', async () => {
   await withRing(async (ring) => {
-    const s = select(ring, { callId: A, rtp: true });
+    const s = select(ring, { callId: [A], rtp: true });
     assert.ok(s.has(at(1, 0)) && s.has(at(1, 5)), 'RTP/RTCP inside the span missing');
     assert.ok(!s.has(at(9, 0)), 'RTP after the dialog selected');
   });
@@ -124,31 +124,31 @@ test('--rtp adds RTP and RTCP to the SDP endpoints within the dialog span only',
 
 test('correlation key, IP with non-SIP packets, method/status narrowing, windows', async () => {
   await withRing(async (ring) => {
-    assert.deepEqual(select(ring, { correlation: 'corr-1' }), new Set([at(2, 0)]));
+    assert.deepEqual(select(ring, { correlation: ['corr-1'] }), new Set([at(2, 0)]));
     // Only an address: the ICMP error to the gateway comes too.
-    const byIp = select(ring, { ip: '198.51.100.8' });
+    const byIp = select(ring, { ip: ['198.51.100.8'] });
     assert.ok(byIp.has(at(2, 0)) && byIp.has(at(2, 10)));
     assert.equal(byIp.size, 2);
-    assert.deepEqual(select(ring, { callId: A, method: 'bye' }), new Set([at(0, 100), at(0, 200), at(3, 0), at(3, 1)]));
-    assert.deepEqual(select(ring, { ip: GW, method: 'INVITE', status: '4xx' }), new Set());
-    assert.deepEqual(select(ring, { all: true, method: 'BYE' }), new Set([at(0, 100), at(0, 200), at(3, 0), at(3, 1)]));
-    assert.deepEqual(select(ring, { ip: GW, since: String(T0 + 2), until: String(T0 + 2.5) }).has(at(2, 0)), true);
-    assert.equal(select(ring, { callId: A, since: String(T0 + 5) }).size, 0);
+    assert.deepEqual(select(ring, { callId: [A], method: ['bye'] }), new Set([at(0, 100), at(0, 200), at(3, 0), at(3, 1)]));
+    assert.deepEqual(select(ring, { ip: [GW], method: ['INVITE'], status: ['4xx'] }), new Set());
+    assert.deepEqual(select(ring, { all: true, method: ['BYE'] }), new Set([at(0, 100), at(0, 200), at(3, 0), at(3, 1)]));
+    assert.deepEqual(select(ring, { ip: [GW], since: String(T0 + 2), until: String(T0 + 2.5) }).has(at(2, 0)), true);
+    assert.equal(select(ring, { callId: [A], since: String(T0 + 5) }).size, 0);
   });
 });
 
 test('limits cut the time-ordered result and say so', async () => {
   await withRing(async (ring) => {
-    const r = runQuery(ring, buildQuerySpec({ callId: A, maxPackets: 2 }));
+    const r = runQuery(ring, buildQuerySpec({ callId: [A], maxPackets: 2 }));
     closeResult(r);
     assert.equal(r.truncated, true);
     assert.deepEqual(r.refs.toArray().map((x) => x.nsec), [100, 200]);
-    const whole = runQuery(ring, buildQuerySpec({ callId: A, maxPackets: 4 }));
+    const whole = runQuery(ring, buildQuerySpec({ callId: [A], maxPackets: 4 }));
     closeResult(whole);
     assert.equal(whole.truncated, false);
     // A byte limit that holds the first two records (16-byte headers included) and not the third.
     const [p0, p1] = whole.refs.toArray();
-    const byBytes = runQuery(ring, buildQuerySpec({ callId: A, maxBytes: 32 + p0.capLen + p1.capLen }));
+    const byBytes = runQuery(ring, buildQuerySpec({ callId: [A], maxBytes: 32 + p0.capLen + p1.capLen }));
     closeResult(byBytes);
     assert.equal(byBytes.truncated, true);
     assert.deepEqual(byBytes.refs.toArray(), [p0, p1]);
@@ -164,7 +164,7 @@ test('runQueryYielding answers as runQuery does, lets the event loop run between
     const imported = await importCaptures(ring, files, { maxSegmentBytes: 1200 });
     assert.equal(imported.packets, all.length);
     assert.ok(imported.segments.length >= 3, `the fixture spans ${imported.segments.length} segments; the test needs several`);
-    const spec = buildQuerySpec({ ip: GW, rtp: true }, new Date((T0 + 10) * 1000));
+    const spec = buildQuerySpec({ ip: [GW], rtp: true }, new Date((T0 + 10) * 1000));
     const expected = runQuery(ring, spec);
     closeResult(expected);
 
@@ -195,7 +195,7 @@ test('runQueryYielding answers as runQuery does, lets the event loop run between
 
 test('summaries are cut to the earliest maxMessages, counted in messagesMatched; the packets are never cut by it', async () => {
   await withRing(async (ring) => {
-    const spec = buildQuerySpec({ callId: A });
+    const spec = buildQuerySpec({ callId: [A] });
     const whole = runQuery(ring, spec);
     closeResult(whole);
     assert.equal(whole.messagesMatched, 4);
@@ -220,13 +220,13 @@ test('a query over more dialogs than a sealed index keeps decoded answers every 
     writePcap(file, pkts);
     const ring = join(dir, 'ring');
     await importCaptures(ring, [file]);
-    const all = runQuery(ring, buildQuerySpec({ all: true, method: 'INVITE' }));
+    const all = runQuery(ring, buildQuerySpec({ all: true, method: ['INVITE'] }));
     try {
       assert.equal(all.callIds.length, n);
       assert.deepEqual(all.refs.toArray().map((r) => r.sec - T0), pkts.map((_, i) => i));
       // And each one alone, from a fresh index.
       for (const i of [0, 1, 350, n - 1]) {
-        const one = runQuery(ring, buildQuerySpec({ callId: `many-${i}@pc33` }));
+        const one = runQuery(ring, buildQuerySpec({ callId: [`many-${i}@pc33`] }));
         closeResult(one);
         assert.deepEqual(one.refs.toArray().map((r) => r.sec - T0), [i]);
         assert.equal(one.messages[0].callId, `many-${i}@pc33`);
@@ -241,7 +241,7 @@ test('a query over more dialogs than a sealed index keeps decoded answers every 
 
 test('the PCAP written holds the original bytes and nanosecond timestamps, in time order', async () => {
   await withRing(async (ring, all, dir) => {
-    const r = runQuery(ring, buildQuerySpec({ callId: A, rtp: true }));
+    const r = runQuery(ring, buildQuerySpec({ callId: [A], rtp: true }));
     const out = join(dir, 'out.pcap');
     await writeResultPcap(r, createWriteStream(out));
     closeResult(r);
@@ -285,7 +285,7 @@ test('a result from segments of two link types (eth0 and any) is written as PCAP
     const imported = await importCaptures(ring, [f1, f2]);
     assert.equal(imported.segments.length, 2, 'a segment stream per link type');
 
-    const r = runQuery(ring, buildQuerySpec({ callId: A }));
+    const r = runQuery(ring, buildQuerySpec({ callId: [A] }));
     const out = join(dir, 'out.pcapng');
     const w = await writeResultPcap(r, createWriteStream(out));
     closeResult(r);
@@ -323,7 +323,7 @@ test('a result from segments of two link types (eth0 and any) is written as PCAP
 
 test('summaries describe each SIP message of the selected dialogs', async () => {
   await withRing(async (ring) => {
-    const r = runQuery(ring, buildQuerySpec({ number: '15551234567' }));
+    const r = runQuery(ring, buildQuerySpec({ number: ['15551234567'] }));
     closeResult(r);
     assert.deepEqual(r.callIds, [A]);
     assert.deepEqual(r.messages.map((m) => m.method ?? m.status), ['INVITE', 200, 'BYE', 200]);
@@ -338,7 +338,7 @@ test('summaries describe each SIP message of the selected dialogs', async () => 
 
 test('a journal (unsealed index) answers exactly like the sealed one; a corrupt index is rebuilt', async () => {
   await withRing(async (ring) => {
-    const sealed = select(ring, { number: '1234567', rtp: true });
+    const sealed = select(ring, { number: ['1234567'], rtp: true });
     const seg = readdirSync(ring).find((n) => n.endsWith('.pcap'))!;
     const segPath = join(ring, seg);
     const idxPath = segPath.replace(/\.pcap$/, '.idx');
@@ -346,14 +346,14 @@ test('a journal (unsealed index) answers exactly like the sealed one; a corrupt 
     const ix = new SegmentIndexer(segPath, idxPath);
     ix.catchUp();
     ix.close();
-    const journal = runQuery(ring, buildQuerySpec({ number: '1234567', rtp: true }), { mayWrite: false });
+    const journal = runQuery(ring, buildQuerySpec({ number: ['1234567'], rtp: true }), { mayWrite: false });
     closeResult(journal);
     assert.deepEqual(new Set(journal.refs.toArray().map((x) => (x.sec - T0) * 1e9 + x.nsec)), sealed);
     // Garbage over the index: rebuilt from the segment.
     const fd = openSync(idxPath, 'r+');
     writeSync(fd, Buffer.alloc(64, 0xee), 0, 64, 0);
     closeSync(fd);
-    const r = runQuery(ring, buildQuerySpec({ number: '1234567', rtp: true }));
+    const r = runQuery(ring, buildQuerySpec({ number: ['1234567'], rtp: true }));
     closeResult(r);
     assert.ok(r.notes.some((n) => /corrupt/.test(n) && /rebuilt/.test(n)), r.notes.join('; '));
     assert.deepEqual(new Set(r.refs.toArray().map((x) => (x.sec - T0) * 1e9 + x.nsec)), sealed);
@@ -362,11 +362,11 @@ test('a journal (unsealed index) answers exactly like the sealed one; a corrupt 
 
 test('queries without a selective key, and bad values, are refused with what to do', () => {
   assert.throws(() => buildQuerySpec({}), (e: Error) => e instanceof QueryError && /--all/.test(e.message));
-  assert.throws(() => buildQuerySpec({ method: 'INVITE' }), /no selective key/);
-  assert.throws(() => buildQuerySpec({ ip: '300.1.1.1' }), /bad IP address/);
-  assert.throws(() => buildQuerySpec({ port: '70000' }), /bad port/);
-  assert.throws(() => buildQuerySpec({ number: '12' }), QueryError);
-  assert.throws(() => buildQuerySpec({ callId: 'x', status: '99' }), /bad status/);
-  assert.throws(() => buildQuerySpec({ callId: 'x', since: 'yesterday' }), /bad --since/);
-  assert.throws(() => buildQuerySpec({ callId: 'x', since: '1m', until: '2h' }), /--since is after --until/);
+  assert.throws(() => buildQuerySpec({ method: ['INVITE'] }), /no selective key/);
+  assert.throws(() => buildQuerySpec({ ip: ['300.1.1.1'] }), /bad IP address/);
+  assert.throws(() => buildQuerySpec({ port: ['70000'] }), /bad port/);
+  assert.throws(() => buildQuerySpec({ number: ['12'] }), QueryError);
+  assert.throws(() => buildQuerySpec({ callId: ['x'], status: ['99'] }), /bad status/);
+  assert.throws(() => buildQuerySpec({ callId: ['x'], since: 'yesterday' }), /bad --since/);
+  assert.throws(() => buildQuerySpec({ callId: ['x'], since: '1m', until: '2h' }), /--since is after --until/);
 });

@@ -8,7 +8,7 @@ import { OpenedSegment, openSegment } from '../index/open';
 import type { IndexerOptions } from '../index/builder';
 import { listSegments } from '../ring/layout';
 import { ringOwner } from '../ring/lock';
-import { QuerySpec, Ts, cmpTs } from './spec';
+import { MessageSummary, QuerySpec, Ts, cmpTs } from '../../shared/query/query';
 
 /** One packet of a result: where it is and when it was captured. */
 export interface PacketRef {
@@ -70,25 +70,7 @@ export class PacketRefs {
 }
 
 /** A SIP message as the ladder and the message table show it. */
-export interface MessageSummary {
-  /** Epoch seconds with nine decimals, exact. */
-  ts: string;
-  time: string;
-  src: string;
-  dst: string;
-  transport: 'udp' | 'tcp';
-  method: string | null;
-  status: number | null;
-  reason: string | null;
-  callId: string;
-  cseq: string | null;
-  from: string | null;
-  to: string | null;
-  ruri: string | null;
-  correlation: string | null;
-  bytes: number;
-  packets: number;
-}
+export type { MessageSummary };
 
 export interface QueryResult {
   segments: OpenedSegment[];

@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { CHUNK_BYTES } from '../../shared/protocol/wire';
+import { CHUNK_BYTES } from '../../shared/protocol/agent';
 
 /** Sends one chunk; resolves once the receiver acknowledged it, rejects to stop the stream. */
 export type SendChunk = (seq: number, data: Buffer) => Promise<void>;

@@ -11,25 +11,14 @@ import { Server, Socket as ServerSocket } from 'socket.io';
 import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, sll, udp } from '../../test/support/packets';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
-import {
-  CHUNK_BYTES,
-  ChunkAck,
-  RunAck,
-  TraceDone,
-  TraceProgress,
-  TraceQuery,
-  parseMessage,
-  traceChunk,
-  traceDone,
-  traceFailure,
-  traceProgress,
-  traceRef,
-} from '../../shared/protocol/wire';
+import { CHUNK_BYTES, ChunkAck, RunAck, TraceDone, TraceProgress, traceChunk, traceDone, traceFailure, traceProgress } from '../../shared/protocol/agent';
+import { parseMessage, traceRef } from '../../shared/protocol/common';
+import { TraceQuery } from '../../shared/query/query';
 import { connectDispatcher, DispatcherLink } from '../link/client';
 import { closeResult, runQuery, writeResultPcap } from '../query/engine';
-import { buildQuerySpec } from '../query/spec';
+import { buildQuerySpec } from '../../shared/query/query';
 import { importCaptures } from '../index/import';
-import { doneMessage, rawQueryOf, serveTraces, TraceServeOptions, TraceServer } from './serve';
+import { doneMessage, serveTraces, TraceServeOptions, TraceServer } from './serve';
 
 const T0 = 1_795_000_000;
 const P = '192.0.2.1';
@@ -98,7 +87,7 @@ async function waitFor<T>(what: string, f: () => T | undefined | null | false, m
 
 /** What writeResultPcap writes for the same query, or the error it throws. */
 async function expected(ringDir: string, q: TraceQuery) {
-  const r = runQuery(ringDir, buildQuerySpec(rawQueryOf(q)), { mayWrite: false });
+  const r = runQuery(ringDir, buildQuerySpec(q), { mayWrite: false });
   const parts: Buffer[] = [];
   const sink = new Writable({
     write(c: Buffer, _e, cb) {
@@ -331,7 +320,7 @@ test('a bad query is refused in the ack with the query validator\'s message', { 
     for (const [i, q] of cases.entries()) {
       let msg = '';
       try {
-        buildQuerySpec(rawQueryOf(q));
+        buildQuerySpec(q);
       } catch (e) {
         msg = (e as Error).message;
       }

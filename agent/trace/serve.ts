@@ -1,8 +1,9 @@
-import type { Socket } from 'socket.io-client';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
-import { RunAck, TraceDone, TraceQuery, chunkAck, parseMessage, traceDone, traceRef, traceRun } from '../../shared/protocol/wire';
+import { AgentToDispatcherEvents, RunAck, TraceDone, chunkAck, traceDone, traceRun } from '../../shared/protocol/agent';
+import { parseMessage, traceRef } from '../../shared/protocol/common';
+import { QuerySpec, buildQuerySpec } from '../../shared/query/query';
 import { QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../query/engine';
-import { QuerySpec, RawQuery, buildQuerySpec } from '../query/spec';
+import type { DispatcherSocket } from '../link/client';
 import { ChunkWriter } from './chunks';
 
 export interface TraceServeOptions {
@@ -52,25 +53,6 @@ interface RunningTrace {
   abort: (e: Error) => void;
 }
 
-/** The wire's filters as the query validator takes them; listed one by one so a new field is a type error here, not silently dropped. */
-export function rawQueryOf(q: TraceQuery): RawQuery {
-  return {
-    callId: q.callId,
-    number: q.number,
-    ip: q.ip,
-    port: q.port,
-    correlation: q.correlation,
-    method: q.method,
-    status: q.status,
-    since: q.since,
-    until: q.until,
-    rtp: q.rtp,
-    maxPackets: q.maxPackets,
-    maxBytes: q.maxBytes,
-    all: q.all,
-  };
-}
-
 /**
  * The agent's side of a fleet trace, on the dispatcher link's socket.
  *
@@ -84,16 +66,16 @@ export function rawQueryOf(q: TraceQuery): RawQuery {
  * trace:error. A lost link stops every trace silently (the dispatcher marks
  * them lost). Nothing here throws into the socket or the capture.
  */
-export function serveTraces(socket: Socket, opts: TraceServeOptions): TraceServer {
+export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): TraceServer {
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const maxConcurrent = opts.maxConcurrent ?? 2;
   const ackTimeoutMs = opts.chunkAckTimeoutMs ?? 30_000;
   const maxDoneBytes = opts.maxDoneBytes ?? 900_000;
   const running = new Map<string, RunningTrace>();
 
-  const emit = (event: string, payload: object): void => {
+  const emit = <E extends 'trace:started' | 'trace:progress' | 'trace:done' | 'trace:error'>(event: E, payload: Parameters<AgentToDispatcherEvents[E]>[0]): void => {
     // Socket.IO would buffer it for the next connection, where it means nothing.
-    if (socket.connected) socket.emit(event, payload);
+    if (socket.connected) (socket.emit as (e: E, p: typeof payload) => void)(event, payload);
   };
 
   const stop = (t: RunningTrace, reason: string, notify: boolean): void => {
@@ -209,7 +191,7 @@ export function serveTraces(socket: Socket, opts: TraceServeOptions): TraceServe
       }
       let spec: QuerySpec;
       try {
-        spec = buildQuerySpec(rawQueryOf(query));
+        spec = buildQuerySpec(query);
       } catch (e) {
         return reply({ accepted: false, error: (e as Error).message });
       }

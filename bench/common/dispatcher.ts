@@ -6,7 +6,8 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { io, Socket } from 'socket.io-client';
-import type { ClientAck, TraceRequest, TraceUpdate, TraceView } from '../../shared/protocol/wire';
+import type { ClientAck, TraceUpdate, TraceView } from '../../shared/protocol/client';
+import type { TraceRequest } from '../../shared/query/query';
 
 /*
  * What the dispatcher benches share: the dispatcher as a process of its own

@@ -3,7 +3,7 @@ import { ChildProcess, fork } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import type { HostView, TraceView } from '../../shared/protocol/wire';
+import type { HostView, TraceView } from '../../shared/protocol/client';
 import {
   getJson,
   makeTracerToken,

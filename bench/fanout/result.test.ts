@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
-import { parseMessage, traceDone } from '../../shared/protocol/wire';
+import { traceDone } from '../../shared/protocol/agent';
+import { parseMessage } from '../../shared/protocol/common';
 import { percentile } from '../common/dispatcher';
 import { agentResult, RESULT_PACKETS } from './result';
 

@@ -2,7 +2,7 @@ import { ethernet, ETH_IPV4, ipv4, sipInvite, sipResponse, udp } from '../../tes
 import { pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { LINKTYPE } from '../../shared/pcap/types';
 import { encodePcapRecord } from '../../shared/pcap/writer';
-import type { TraceDone } from '../../shared/protocol/wire';
+import type { TraceDone } from '../../shared/protocol/agent';
 
 /*
  * What one simulated agent answers a trace with: a small PCAP of one SIP

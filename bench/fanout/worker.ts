@@ -1,6 +1,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { io, Socket } from 'socket.io-client';
-import { AgentHello, chunkAck, parseMessage, PROTOCOL_VERSION, traceRun } from '../../shared/protocol/wire';
+import { AgentHello, chunkAck, PROTOCOL_VERSION, traceRun } from '../../shared/protocol/agent';
+import { parseMessage } from '../../shared/protocol/common';
 import { wallNow } from '../common/dispatcher';
 import { agentResult } from './result';
 import { AgentRecord, FromWorker, ToWorker, toWorker } from './messages';

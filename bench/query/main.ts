@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { closeResult, runQuery, writeResultPcap } from '../../agent/query/engine';
-import { buildQuerySpec, RawQuery } from '../../agent/query/spec';
+import { buildQuerySpec, TraceQuery } from '../../shared/query/query';
 import { importCaptures } from '../../agent/index/import';
 import { listSegments } from '../../agent/ring/layout';
 import { comparePackets, readPackets } from '../common/pcapcompare';
@@ -85,7 +85,7 @@ function ensureCapture(): { meta: CaptureMeta; cached: boolean } {
   return { meta, cached: false };
 }
 
-async function queryInProcess(raw: RawQuery, out: string): Promise<{ ms: number; packets: number; dialogs: number }> {
+async function queryInProcess(raw: TraceQuery, out: string): Promise<{ ms: number; packets: number; dialogs: number }> {
   const start = nowMs();
   const r = runQuery(RING_DIR, buildQuerySpec(raw));
   let packets: number;
@@ -170,7 +170,7 @@ interface QueryFigures {
   details: string[];
 }
 
-async function measure(label: string, raw: RawQuery, cliArgs: string[], tsharkFilter: string, expectedPackets: number, segments: string[]): Promise<QueryFigures> {
+async function measure(label: string, raw: TraceQuery, cliArgs: string[], tsharkFilter: string, expectedPackets: number, segments: string[]): Promise<QueryFigures> {
   const ours = join(RESULT_DIR, `${label}-ours.pcap`);
   const cliOut = join(RESULT_DIR, `${label}-cli.pcap`);
   const theirs = join(RESULT_DIR, `${label}-tshark.pcap`);

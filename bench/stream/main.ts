@@ -3,7 +3,7 @@ import { ChildProcess, fork, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import type { TraceView } from '../../shared/protocol/wire';
+import type { TraceView } from '../../shared/protocol/client';
 import {
   countDownload,
   getJson,

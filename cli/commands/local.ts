@@ -22,7 +22,7 @@ export function agentVersion(): string {
 
 /** The error classes that mean bad input, loaded only once something failed (they bring zod). */
 function isBadInput(err: unknown): boolean {
-  const { QueryError } = require('../../agent/query/spec') as typeof import('../../agent/query/spec');
+  const { QueryError } = require('../../shared/query/query') as typeof import('../../shared/query/query');
   const { CaptureFormatError } = require('../../shared/pcap/errors') as typeof import('../../shared/pcap/errors');
   const { RingDirError } = require('../../agent/ring/layout') as typeof import('../../agent/ring/layout');
   return err instanceof QueryError || err instanceof UsageError || err instanceof CaptureFormatError || err instanceof RingDirError;

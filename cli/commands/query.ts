@@ -22,7 +22,7 @@ async function queryCmd(a: Args): Promise<void> {
   const json = a.json as boolean;
   if (!out && !json) throw new UsageError('say where the result goes: -o FILE, -o - (stdout), and/or --json');
   if (out === '-' && json) throw new UsageError('-o - and --json would both write to stdout: give -o FILE with --json');
-  const { buildQuerySpec } = await import('../../agent/query/spec');
+  const { buildQuerySpec } = await import('../../shared/query/query');
   const { closeResult, runQuery, writeResultPcap } = await import('../../agent/query/engine');
   const spec = buildQuerySpec(rawQuery(a));
   const r = runQuery(a.ring as string, spec, { correlationHeader: a.correlationHeader as string | undefined });

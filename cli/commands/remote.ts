@@ -3,11 +3,12 @@ import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Socket } from 'socket.io-client';
 import type { Argv, CommandModule } from 'yargs';
-import type { AgentView, TraceRequest, TraceView } from '../../shared/protocol/wire';
+import type { AgentView, TraceView } from '../../shared/protocol/client';
+import type { TraceRequest } from '../../shared/query/query';
 import type { DispatcherClient, TraceMessage } from '../api-client';
 import type { Connection, ConnectionFlags } from '../connection';
 import { CLI_EXIT, CliError, CliExit } from '../errors';
-import { filterOptions, rawQuery } from '../filters';
+import { filterOptions, traceRequestOf } from '../filters';
 import { humanBytes, safeText, shortTime, table } from '../format';
 import { readFirstLine, readSecret } from '../prompt';
 
@@ -17,8 +18,7 @@ import { readFirstLine, readSecret } from '../prompt';
  */
 const apiClient = () => require('../api-client') as typeof import('../api-client');
 const connection = () => require('../connection') as typeof import('../connection');
-const querySpec = () => require('../../agent/query/spec') as typeof import('../../agent/query/spec');
-const wire = () => require('../../shared/protocol/wire') as typeof import('../../shared/protocol/wire');
+const query = () => require('../../shared/query/query') as typeof import('../../shared/query/query');
 const progressModule = () => require('../progress') as typeof import('../progress');
 const traceRun = () => require('../trace-run') as typeof import('../trace-run');
 const traceState = () => require('../trace-state') as typeof import('../trace-state');
@@ -98,7 +98,7 @@ function report(e: unknown): CliExit {
   const err = e as Error;
   let code: CliExit = CLI_EXIT.FAILED;
   if (err instanceof CliError) code = err.exitCode;
-  else if (err instanceof connection().ConnectionError || err instanceof querySpec().QueryError) code = CLI_EXIT.BAD_INPUT;
+  else if (err instanceof connection().ConnectionError || err instanceof query().QueryError) code = CLI_EXIT.BAD_INPUT;
   say(String(err?.message ?? err).replace(/\s*\n\s*/g, ' '));
   if (process.env.TRACEFLEET_DEBUG) process.stderr.write(`${err?.stack}\n`);
   return code;
@@ -146,42 +146,6 @@ async function saveTo(client: DispatcherClient, path: string, out: string, signa
     }
     throw e;
   }
-}
-
-function splitList(v: unknown): string[] | undefined {
-  if (v === undefined) return undefined;
-  const list = (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((x) => x.trim()).filter((x) => x !== '');
-  return list.length ? list : undefined;
-}
-
-/** The trace request from the filter flags, checked here first so bad input never reaches the dispatcher. */
-export function traceRequestOf(a: Args): TraceRequest {
-  const raw = rawQuery(a);
-  querySpec().buildQuerySpec(raw);
-  const req: Record<string, unknown> = {
-    callId: splitList(raw.callId),
-    number: splitList(raw.number),
-    ip: splitList(raw.ip),
-    port: splitList(raw.port),
-    correlation: splitList(raw.correlation),
-    method: splitList(raw.method),
-    status: splitList(raw.status),
-    since: raw.since,
-    until: raw.until,
-    rtp: raw.rtp || undefined,
-    maxPackets: raw.maxPackets,
-    maxBytes: raw.maxBytes,
-    all: raw.all || undefined,
-    hosts: splitList(a.hosts),
-  };
-  for (const k of Object.keys(req)) if (req[k] === undefined) delete req[k];
-  const r = wire().traceRequest.safeParse(req);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    const flag = i.path[0] === undefined ? 'the request' : `--${String(i.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-    throw new CliError(`bad ${flag}: ${i.message}`, CLI_EXIT.BAD_INPUT);
-  }
-  return r.data;
 }
 
 /** A trace's filters as the flags that would ask for it again. */

@@ -19,7 +19,7 @@ import { readFirstLine, readSecret } from '../prompt';
 // Loaded when a sub-command runs: the store brings PouchDB and express, which no other command should pay for at start-up.
 const authModule = () => require('../../dispatcher/auth') as typeof import('../../dispatcher/auth');
 const storeAccess = () => require('../../dispatcher/daemon/store-access') as typeof import('../../dispatcher/daemon/store-access');
-const wire = () => require('../../shared/protocol/wire') as typeof import('../../shared/protocol/wire');
+const clientProtocol = () => require('../../shared/protocol/client') as typeof import('../../shared/protocol/client');
 
 const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
 
@@ -152,7 +152,7 @@ function roleOption<T>(y: Argv<T>): Argv<T & { role: string[] }> {
     type: 'string',
     array: true,
     demandOption: true,
-    describe: `${wire().ROLES.join(' | ')}: admin does everything, tracer runs traces, viewer reads; repeat for several`,
+    describe: `${clientProtocol().ROLES.join(' | ')}: admin does everything, tracer runs traces, viewer reads; repeat for several`,
   }) as Argv<T & { role: string[] }>;
 }
 

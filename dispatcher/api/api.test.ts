@@ -12,7 +12,7 @@ import { Server as IoServer } from 'socket.io';
 import { io as ioClient, Socket as ClientSocket } from 'socket.io-client';
 import * as tar from 'tar-stream';
 import type { MessageSummary } from '../../agent/query/engine';
-import type { AgentView, TraceView } from '../../shared/protocol/wire';
+import type { AgentView, TraceView } from '../../shared/protocol/client';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId, traceDocId } from '../store/layout';
 import { TraceStore } from '../store/store';
 import { openTestStore, startRelay, startTestCouch, TestCouch } from '../../test/support/couch';

@@ -13,7 +13,9 @@
 
 import express, { NextFunction, Request, RequestHandler, Response } from 'express';
 import { z } from 'zod';
-import { Role, traceRequest, TraceView } from '../../shared/protocol/wire';
+import { Role, TraceView } from '../../shared/protocol/client';
+import { traceId as traceIdSchema } from '../../shared/protocol/common';
+import { QUERY_RULES, traceRequest } from '../../shared/query/query';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, TraceDoc, traceDocId } from '../store/layout';
 import type { TraceStore } from '../store/store';
 import type { Traces } from '../trace/types';
@@ -54,7 +56,6 @@ export interface ApiDeps {
 export const BODY_LIMIT = 64 * 1024;
 
 const REALM = 'realm="tracefleet"';
-const TRACE_ID = /^[A-Za-z0-9_-]{1,128}$/;
 const HOST = /^[^/\\\u0000-\u001f]{1,253}$/;
 
 const loginBody = z.object({ user: z.string().min(1).max(200), password: z.string().min(1).max(1024) }).strict();
@@ -129,7 +130,8 @@ export function createApi(deps: ApiDeps): express.Express {
 
   const traceId = (req: Request): string => {
     const id = req.params.id;
-    if (!TRACE_ID.test(id)) throw new HttpError(400, `${JSON.stringify(id.slice(0, 140))} is not a trace id: ids are 1-128 letters, digits, _ or -`);
+    const r = traceIdSchema.safeParse(id);
+    if (!r.success) throw new HttpError(400, `${JSON.stringify(id.slice(0, 140))} is not a trace id: ${r.error.issues[0].message}`);
     return id;
   };
 
@@ -196,6 +198,12 @@ export function createApi(deps: ApiDeps): express.Express {
     }
     return req.body;
   };
+
+  // The page checks its form with the same rules the dispatcher and agents apply (shared/query); public like the page itself.
+  const rules = JSON.stringify(QUERY_RULES);
+  api.get('/query-rules', (_req, res) => {
+    res.type('application/json').send(rules);
+  });
 
   api.post(
     '/login',

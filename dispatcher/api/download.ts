@@ -7,7 +7,7 @@
 import type { Request, Response } from 'express';
 import type { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
-import type { TraceView } from '../../shared/protocol/wire';
+import type { TraceView } from '../../shared/protocol/client';
 import { AttachmentStub, HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, TraceDoc, traceDocId } from '../store/layout';
 import type { TraceStore } from '../store/store';
 import type { HostMessage } from './messages';

@@ -9,7 +9,7 @@
  */
 
 import { z } from 'zod';
-import { ClientAuth, ROLES, Role, clientAuth } from '../../shared/protocol/wire';
+import { ClientAuth, ROLES, Role, clientAuth } from '../../shared/protocol/client';
 import type { UserDoc } from '../store/layout';
 import { StoreError, TraceStore } from '../store/store';
 import { AuthError } from './errors';

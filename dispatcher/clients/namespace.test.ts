@@ -5,7 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Socket as ClientSocket } from 'socket.io-client';
-import { PROTOCOL_VERSION, TraceUpdate } from '../../shared/protocol/wire';
+import { PROTOCOL_VERSION } from '../../shared/protocol/agent';
+import { TraceUpdate } from '../../shared/protocol/client';
 import { Auth } from '../auth/auth';
 import { AGENT_TOKEN, ask, connectClient, connectSocket, refusal, startTestDispatcher, TestDispatcher, TraceAck, TRACER, UpdateLog, VIEWER } from '../../test/support/dispatcher';
 import { MERGED_ATTACHMENT } from '../store/layout';
@@ -247,7 +248,7 @@ test('malformed /client messages are refused with a clear error, and the dispatc
       const bad = `^bad ${event} message: `;
       await expect(event, {}, new RegExp(`${bad}traceId: Required`));
       await expect(event, { traceId: 5 }, new RegExp(`${bad}traceId: Expected string, received number`));
-      await expect(event, { traceId: huge }, new RegExp(`${bad}traceId: trace ids are 1-128 letters`));
+      await expect(event, { traceId: huge }, new RegExp(`${bad}traceId: trace ids are 1-64 letters`));
       await expect(event, { traceId: '../_users' }, new RegExp(`${bad}traceId: trace ids are`));
       await expect(event, { traceId: 'abc', extra: 1 }, new RegExp(`${bad}body: Unrecognized key\\(s\\) in object: 'extra'`));
     }

@@ -1,6 +1,8 @@
 import type { Namespace, Server, Socket } from 'socket.io';
 import { z } from 'zod';
-import { ClientAck, clientAuth, ClientAuth, parseMessage, Role, traceRequest } from '../../shared/protocol/wire';
+import { ClientAck, clientAuth, ClientAuth, ClientToDispatcherEvents, DispatcherToClientEvents, Role } from '../../shared/protocol/client';
+import { parseMessage, traceRef } from '../../shared/protocol/common';
+import { traceRequest } from '../../shared/query/query';
 import { StoreUnreachableError } from '../store/store';
 import { TraceRequestError, Traces } from '../trace/types';
 
@@ -21,7 +23,6 @@ export interface ClientNamespaceOptions {
   log?: (line: string) => void;
 }
 
-const traceRef = z.object({ traceId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'trace ids are 1-128 letters, digits, _ or -') }).strict();
 /** agents:list takes `{}` or nothing. */
 const noArgs = z.object({}).strict().optional();
 /** Errors can quote what was sent (zod names unknown keys): a client gets back a sentence, not its own megabytes. */
@@ -40,14 +41,17 @@ function failure(e: unknown): Failure {
 }
 
 /**
- * The `/client` namespace (shared/protocol/wire.ts): people and scripts
+ * The `/client` namespace (shared/protocol/client.ts): people and scripts
  * start, watch and cancel traces and list agents. Every socket is
  * authenticated at connection; every message is validated; a handler's
  * failure becomes the ack's error, never the dispatcher's.
  */
-export function attachClients(io: Server, opts: ClientNamespaceOptions): Namespace {
+export type ClientNamespace = Namespace<ClientToDispatcherEvents, DispatcherToClientEvents>;
+
+export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientNamespace {
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const nsp = io.of('/client');
+  // One Server carries /agent and /client, each with its own event map, so the namespace is typed here.
+  const nsp = io.of('/client') as unknown as ClientNamespace;
 
   nsp.use((socket, next) => {
     const addr = socket.handshake.address;
@@ -70,12 +74,12 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): Namespa
   // Updates go to the trace's room; with the Redis adapter that reaches clients on every dispatcher.
   opts.traces.onUpdate((u) => nsp.to(traceRoom(u.traceId)).emit('trace:update', u));
 
-  nsp.on('connection', (socket: Socket) => {
+  nsp.on('connection', (socket: Socket<ClientToDispatcherEvents, DispatcherToClientEvents>) => {
     const p = socket.data.principal as ClientPrincipal;
     /** Events this socket sent without an ack callback, logged once each. */
     const noAck = new Set<string>();
 
-    const on = <T>(event: string, schema: z.ZodType<T>, need: 'trace' | 'read', handler: (data: T) => Promise<object>) => {
+    const on = <T>(event: keyof ClientToDispatcherEvents, schema: z.ZodType<T>, need: 'trace' | 'read', handler: (data: T) => Promise<object>) => {
       socket.on(event, (...args: unknown[]) => {
         const cb = typeof args[args.length - 1] === 'function' ? (args.pop() as (r: unknown) => void) : null;
         if (!cb) {

@@ -6,7 +6,7 @@ import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Socket as ClientSocket } from 'socket.io-client';
-import type { TraceView } from '../../shared/protocol/wire';
+import type { TraceView } from '../../shared/protocol/client';
 import { MERGED_ATTACHMENT } from '../store/layout';
 import { closedPort, startTestCouch, TestCouch } from '../../test/support/couch';
 import { CALL, makeTestRings, PROXY, startTestAgent, TestAgent, TestHost, until } from '../../test/support/trace';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { io as ioClient, Socket } from 'socket.io-client';
 import { connectDispatcher, DispatcherLink } from '../../agent/link/client';
-import type { AgentStatus } from '../../shared/protocol/wire';
+import type { AgentStatus } from '../../shared/protocol/agent';
 import { startFleet } from './server';
 
 const TOKENS = [{ token: 'shared-secret' }, { token: 'edge1-secret', agent: 'edge1' }];

@@ -1,4 +1,5 @@
-import type { AgentHello, AgentStatus, AgentView } from '../../shared/protocol/wire';
+import type { AgentHello, AgentStatus } from '../../shared/protocol/agent';
+import type { AgentView } from '../../shared/protocol/client';
 
 /** What the dispatcher knows of one agent: what clients are shown (shared/protocol/wire.ts). */
 export type AgentEntry = AgentView;

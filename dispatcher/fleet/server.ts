@@ -2,7 +2,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Namespace, Server, Socket } from 'socket.io';
-import { agentAuth, agentHello, agentStatus, HelloAck, parseMessage } from '../../shared/protocol/wire';
+import { agentAuth, agentHello, agentStatus, AgentToDispatcherEvents, DispatcherToAgentEvents, HelloAck } from '../../shared/protocol/agent';
+import { parseMessage } from '../../shared/protocol/common';
 import { AgentRegistry } from './registry';
 
 export interface FleetToken {
@@ -21,16 +22,20 @@ export interface FleetOptions {
 /** A trace:* message from an agent, validated later by whoever runs the trace. */
 export type TraceEventHandler = (agent: string, socketId: string, event: string, data: unknown, ack: (r: unknown) => void) => void;
 
+/** The `/agent` namespace and one agent's socket, typed by shared/protocol/agent.ts's event maps. */
+export type AgentNamespace = Namespace<AgentToDispatcherEvents, DispatcherToAgentEvents>;
+export type AgentSocket = Socket<AgentToDispatcherEvents, DispatcherToAgentEvents>;
+
 /** The `/agent` namespace on a Socket.IO server. */
 export interface AgentFleet {
-  agents: Namespace;
+  agents: AgentNamespace;
   registry: AgentRegistry;
   /** Where trace:* messages from agents go (set by the trace machinery). */
   onTraceEvent(handler: TraceEventHandler): void;
   /** Called when an agent's current connection ends. */
   onAgentGone(listener: (agent: string, socketId: string) => void): void;
   /** The current socket of a connected agent, on this dispatcher. */
-  socketOf(agent: string): Socket | undefined;
+  socketOf(agent: string): AgentSocket | undefined;
 }
 
 export interface Fleet extends AgentFleet {
@@ -53,7 +58,7 @@ function shown(v: unknown): string {
 
 /**
  * The dispatcher's side of the fleet: an http server carrying Socket.IO with
- * the `/agent` namespace (shared/protocol/wire.ts). Agents authenticate with
+ * the `/agent` namespace (shared/protocol/agent.ts). Agents authenticate with
  * a token at connection; hello and heartbeats feed the registry. A malformed
  * message is answered or logged, never fatal.
  */
@@ -95,7 +100,8 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const tokens = opts.tokens.map((t) => ({ digest: digest(t.token), agent: t.agent }));
   const registry = new AgentRegistry();
-  const nsp = io.of('/agent');
+  // One Server carries /agent and /client, each with its own event map, so the namespace is typed here.
+  const nsp = io.of('/agent') as unknown as AgentNamespace;
   let traceHandler: TraceEventHandler | null = null;
   const goneListeners: Array<(agent: string, socketId: string) => void> = [];
 
@@ -119,7 +125,7 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
     next();
   });
 
-  nsp.on('connection', (socket: Socket) => {
+  nsp.on('connection', (socket: AgentSocket) => {
     const name = socket.data.name as string;
     const addr = socket.handshake.address;
     const previous = registry.connected(name, socket.id);
@@ -130,7 +136,7 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
     socket.data.view = registry.get(name);
 
     /** Registers a handler that no payload, missing ack or thrown error can turn into a crash. */
-    const on = (event: string, handler: (data: unknown, ack: (r: unknown) => void) => void) => {
+    const on = (event: keyof AgentToDispatcherEvents, handler: (data: unknown, ack: (r: unknown) => void) => void) => {
       socket.on(event, (...args: unknown[]) => {
         const cb = typeof args[args.length - 1] === 'function' ? (args.pop() as (r: unknown) => void) : null;
         const ack = (r: unknown) => {

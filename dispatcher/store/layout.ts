@@ -41,7 +41,8 @@
 
 import type { MessageSummary } from '../../agent/query/engine';
 
-import { RESULT_STATES, TRACE_STATES } from '../../shared/protocol/wire';
+import { RESULT_STATES, TRACE_STATES } from '../../shared/protocol/client';
+import { traceId as traceIdRule } from '../../shared/protocol/common';
 
 export { RESULT_STATES, TRACE_STATES };
 export type TraceState = (typeof TRACE_STATES)[number];
@@ -113,12 +114,10 @@ export const MERGED_ATTACHMENT = 'merged.pcap';
 export const HOST_ATTACHMENT = 'packets.pcap';
 export const PCAP_CONTENT_TYPE = 'application/vnd.tcpdump.pcap';
 
-const TRACE_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 export function checkTraceId(id: string): string {
-  if (!TRACE_ID.test(id)) {
-    throw new Error(`trace id ${JSON.stringify(id)} is not valid: use 1-128 letters, digits, '-' or '_'`);
-  }
+  const r = traceIdRule.safeParse(id);
+  if (!r.success) throw new Error(`trace id ${JSON.stringify(id)} is not valid: ${r.error.issues[0].message}`);
   return id;
 }
 

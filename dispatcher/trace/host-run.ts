@@ -1,17 +1,9 @@
 import type { WriteStream } from 'node:fs';
-import type { Socket } from 'socket.io';
-import {
-  ChunkAck,
-  parseMessage,
-  runAck,
-  traceChunk,
-  traceDone,
-  traceFailure,
-  traceProgress,
-  traceRef,
-  TraceQuery,
-  TraceUpdate,
-} from '../../shared/protocol/wire';
+import { ChunkAck, runAck, traceChunk, traceDone, traceFailure, traceProgress } from '../../shared/protocol/agent';
+import { TraceUpdate } from '../../shared/protocol/client';
+import { parseMessage, traceRef } from '../../shared/protocol/common';
+import { TraceQuery } from '../../shared/query/query';
+import type { AgentSocket } from '../fleet/server';
 import type { HostFinal, Spool } from './spool';
 
 export interface HostRunTimeouts {
@@ -25,7 +17,7 @@ export interface HostRunContext {
   traceId: string;
   host: string;
   query: TraceQuery;
-  socket: Socket;
+  socket: AgentSocket;
   spool: Spool;
   timeouts: HostRunTimeouts;
   /** Live state for clients (not stored). */

@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { io as connectIo, Socket as ClientSocket } from 'socket.io-client';
-import type { TraceUpdate } from '../../shared/protocol/wire';
+import type { TraceUpdate } from '../../shared/protocol/client';
 import { Fleet, startFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, traceDocId } from '../store/layout';
 import { TraceStore } from '../store/store';
@@ -130,7 +130,6 @@ test('bad requests are refused before anything is stored or sent', async () => {
     await assert.rejects(r.orch.start({ rtp: true }, 'alice'), (e) => e instanceof TraceRequestError && /no selective key/.test(e.message));
     await assert.rejects(r.orch.start({ number: ['12'] }, 'alice'), (e) => e instanceof TraceRequestError && /digit/.test(e.message));
     await assert.rejects(r.orch.start({ callId: [CALL], hosts: ['nosuch'] }, 'alice'), (e) => e instanceof TraceRequestError && /unknown host nosuch.*known agents: a/.test(e.message));
-    await assert.rejects(r.orch.start({ callId: [CALL], bogus: 1 } as never, 'alice'), (e) => e instanceof TraceRequestError && /bogus|unrecognized/i.test(e.message));
     assert.equal((await r.store.listTraces()).traces.length, 0);
     await assert.rejects(r.orch.cancel('nosuch'), (e) => e instanceof TraceRequestError && e.code === 'not_found');
   } finally {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { buildQuerySpec, QueryError } from '../../agent/query/spec';
-import { AgentView, HostView, parseMessage, TraceQuery, TraceRequest, traceRequest, TraceUpdate, TraceView } from '../../shared/protocol/wire';
+import { AgentView, HostView, TraceUpdate, TraceView } from '../../shared/protocol/client';
+import { parseMessage } from '../../shared/protocol/common';
+import { checkQuery, QueryError, TraceQuery, TraceRequest } from '../../shared/query/query';
 import type { AgentFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId } from '../store/layout';
 import { NewResult, TraceStore } from '../store/store';
@@ -125,11 +126,10 @@ export class Orchestrator implements Traces {
   // ---- Traces --------------------------------------------------------------
 
   async start(req: TraceRequest, user: string, created?: (id: string) => void | Promise<void>): Promise<TraceView> {
-    const parsed = parseMessage(traceRequest, 'trace request', req);
-    if (!parsed.ok) throw new TraceRequestError(parsed.error);
-    const { hosts: asked, ...query } = parsed.value;
+    // The shape was validated where the request came in (namespace, REST); the values are checked here, where every path meets.
+    const { hosts: asked, ...query } = req;
     try {
-      buildQuerySpec(query);
+      checkQuery(query);
     } catch (e) {
       if (e instanceof QueryError) throw new TraceRequestError(e.message);
       throw e;
@@ -150,7 +150,7 @@ export class Orchestrator implements Traces {
       hosts = [...connected.keys()].sort();
       if (hosts.length === 0) throw new TraceRequestError('no agent is connected to the dispatcher, so there is nobody to trace: start agents with --dispatcher', 'conflict');
     }
-    const trace = await this.store.createTrace({ request: parsed.value as { [k: string]: never }, user, hosts });
+    const trace = await this.store.createTrace({ request: req as { [k: string]: never }, user, hosts });
     const id = trace.id;
     this.metrics.tracesStarted.inc();
     const o: Owned = { id, hosts, stored: new Set(), remote: new Map(), missing: new Map(), finalizing: false, interrupted: false };

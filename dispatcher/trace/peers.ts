@@ -7,7 +7,8 @@
 
 import type { DefaultEventsMap, Namespace } from 'socket.io';
 import { PEER_EVENTS, PeerEvents, PeerHostFinal, PeerRunHost, peerCancel, peerHostFinal, peerRunHost } from '../../shared/protocol/peer';
-import { AgentView, parseMessage } from '../../shared/protocol/wire';
+import type { AgentView } from '../../shared/protocol/client';
+import { parseMessage } from '../../shared/protocol/common';
 
 export interface PeerHandlers {
   runHost(m: PeerRunHost): void;

@@ -1,4 +1,5 @@
-import type { AgentView, TraceRequest, TraceUpdate, TraceView } from '../../shared/protocol/wire';
+import type { AgentView, TraceUpdate, TraceView } from '../../shared/protocol/client';
+import type { TraceRequest } from '../../shared/query/query';
 
 /** A request the dispatcher refuses as asked (bad filters, unknown trace): the client's to fix. */
 export class TraceRequestError extends Error {

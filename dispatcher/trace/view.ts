@@ -1,4 +1,5 @@
-import type { HostView, TraceRequest, TraceView } from '../../shared/protocol/wire';
+import type { HostView, TraceView } from '../../shared/protocol/client';
+import type { TraceRequest } from '../../shared/query/query';
 import { HOST_ATTACHMENT, ResultDoc, TraceDoc, TraceState } from '../store/layout';
 
 /** A trace as clients see it: the trace doc, each asked host's result (or live state where newer). */

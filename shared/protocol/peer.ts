@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { traceQuery } from './wire';
+import { traceQuery } from '../query/query';
+import { agentName, traceId } from './common';
 
 /**
  * The protocol between dispatchers sharing agents through Redis (the
@@ -11,7 +12,7 @@ import { traceQuery } from './wire';
  *   tf:host-final  PeerHostFinal   runner -> every peer; the owner marks the host stored
  *   tf:cancel      PeerCancel      any -> every peer; runs of the trace here are cancelled
  *
- * Every message received is validated with these schemas (parseMessage in wire.ts).
+ * Every message received is validated with these schemas (parseMessage in common.ts).
  */
 
 export const PEER_EVENTS = {
@@ -20,13 +21,13 @@ export const PEER_EVENTS = {
   cancel: 'tf:cancel',
 } as const;
 
-export const peerRunHost = z.object({ traceId: z.string(), host: z.string(), query: traceQuery, owner: z.string() });
+export const peerRunHost = z.object({ traceId, host: agentName, query: traceQuery, owner: z.string() });
 export type PeerRunHost = z.infer<typeof peerRunHost>;
 
-export const peerHostFinal = z.object({ traceId: z.string(), host: z.string(), owner: z.string() });
+export const peerHostFinal = z.object({ traceId, host: agentName, owner: z.string() });
 export type PeerHostFinal = z.infer<typeof peerHostFinal>;
 
-export const peerCancel = z.object({ traceId: z.string() });
+export const peerCancel = z.object({ traceId });
 export type PeerCancel = z.infer<typeof peerCancel>;
 
 /** Socket.IO's ServerSideEvents map for the `/agent` namespace. */

@@ -10,7 +10,7 @@ import { tsharkPackets } from '../support/tshark';
 import { readRecords } from '../support/pcapfile';
 import { writeSyntheticPcap } from '../support/synthpcap';
 import type { ResultDoc, TraceDoc } from '../../dispatcher/store/layout';
-import type { TraceView } from '../../shared/protocol/wire';
+import type { TraceView } from '../../shared/protocol/client';
 
 /*
  * Faults with real processes: an agent killed while its result streams, an

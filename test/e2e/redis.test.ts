@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import nano from 'nano';
 import type { Socket as ClientSocket } from 'socket.io-client';
-import type { AgentView } from '../../shared/protocol/wire';
+import type { AgentView } from '../../shared/protocol/client';
 import { Auth } from '../../dispatcher/auth/auth';
 import { AGENT_TOKEN, ask, connectClient, TraceAck, TRACER, UpdateLog } from '../support/dispatcher';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, traceDocId } from '../../dispatcher/store/layout';

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nano from 'nano';
 import { io, Socket as ClientSocket } from 'socket.io-client';
-import type { ClientAck, Role, TraceUpdate, TraceView } from '../../shared/protocol/wire';
+import type { ClientAck, Role, TraceUpdate, TraceView } from '../../shared/protocol/client';
 import { Auth } from '../../dispatcher/auth/auth';
 import { uniqueDbName } from './couch';
 import { DispatcherOptions, RunningDispatcher, startDispatcher } from '../../dispatcher/daemon/run';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { connectDispatcher, DispatcherLink } from '../../agent/link/client';
 import { closeResult, runQuery, writeResultPcap } from '../../agent/query/engine';
-import { buildQuerySpec } from '../../agent/query/spec';
+import { buildQuerySpec } from '../../shared/query/query';
 import { importCaptures } from '../../agent/index/import';
 import { serveTraces, TraceServer } from '../../agent/trace/serve';
 import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from './packets';
@@ -122,10 +122,11 @@ export function startTestAgent(opts: TestAgentOptions): TestAgent {
   if (opts.stallAfterChunks !== undefined) {
     const limit = opts.stallAfterChunks;
     let chunks = 0;
-    const origEmit = link.socket.emit.bind(link.socket);
-    (link.socket as unknown as { emit: (...args: unknown[]) => unknown }).emit = (...args: unknown[]) => {
+    const loose = link.socket as unknown as { emit: (...args: unknown[]) => unknown };
+    const origEmit = loose.emit.bind(link.socket);
+    loose.emit = (...args: unknown[]) => {
       if (args[0] === 'trace:chunk' && ++chunks > limit) return link.socket; // never sent: the stream stalls here
-      return origEmit(...(args as Parameters<typeof origEmit>));
+      return origEmit(...args);
     };
   }
   const server = serveTraces(link.socket, { ringDir: opts.ringDir, log });

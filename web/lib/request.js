@@ -1,15 +1,24 @@
 /*
- * The trace form's values to a TraceRequest (shared/protocol/wire.ts),
- * checked here first with the dispatcher's own rules (agent/query/spec.ts),
- * and the dispatcher's refusals mapped back to the field they concern.
+ * The trace form's values to a TraceRequest (shared/query/query.ts), checked
+ * here first with the rules the dispatcher and the agents apply: the
+ * dispatcher serves them (GET /api/query-rules, built from shared/query), so
+ * the page holds no copy. And the dispatcher's refusals mapped back to the
+ * field they concern.
  */
 
-export const WINDOWS = [
-  { value: '5m', label: 'Last 5 min', ms: 5 * 60_000 },
-  { value: '15m', label: 'Last 15 min', ms: 15 * 60_000 },
-  { value: '1h', label: 'Last 1 hour', ms: 3_600_000 },
-  { value: 'custom', label: 'Custom (from – to)', ms: null },
-];
+async function loadRules() {
+  const res = await fetch('/api/query-rules', { headers: { accept: 'application/json' } });
+  if (!res.ok) throw new Error(`the dispatcher did not give its query rules (HTTP ${res.status})`);
+  return res.json();
+}
+
+/** { lists, timeMaxLength, selectiveKeys, minNumberDigits, port, patterns, windows }: see QUERY_RULES. */
+export const RULES = await loadRules();
+export const WINDOWS = RULES.windows;
+const NUMBER_RE = new RegExp(RULES.patterns.number);
+const METHOD_RE = new RegExp(RULES.patterns.method);
+const STATUS_RE = new RegExp(RULES.patterns.status, 'i');
+const PORT_RE = new RegExp(RULES.patterns.port);
 
 /** Form fields that take several values, comma-separated. */
 const splitList = (s) =>
@@ -59,19 +68,19 @@ export function buildRequest(values) {
   const req = {};
   const numbers = splitList(values.number);
   for (const n of numbers) {
-    if (!/^[0-9+\s\-.()]+$/.test(n)) {
+    if (!NUMBER_RE.test(n)) {
       errors.number = `"${n}" is not a phone number: use digits, with '+', spaces, '-', '.', '(' or ')' if you like`;
       break;
     }
-    if (n.replace(/\D/g, '').length < 4) {
-      errors.number = `"${n}" has fewer than 4 digits: give at least the last 4 digits of the number`;
+    if (n.replace(/\D/g, '').length < RULES.minNumberDigits) {
+      errors.number = `"${n}" has fewer than ${RULES.minNumberDigits} digits: give at least the last ${RULES.minNumberDigits} digits of the number`;
       break;
     }
   }
   if (numbers.length) req.number = numbers;
 
   const callIds = splitList(values.callId);
-  if (callIds.some((c) => c.length > 1024)) errors.callId = 'a Call-ID is at most 1024 characters';
+  if (callIds.some((c) => c.length > RULES.lists.callId.maxLength)) errors.callId = `a Call-ID is at most ${RULES.lists.callId.maxLength} characters`;
   if (callIds.length) req.callId = callIds;
 
   const ips = splitList(values.ip);
@@ -80,8 +89,8 @@ export function buildRequest(values) {
   if (ips.length) req.ip = ips;
 
   const ports = splitList(values.port);
-  const badPort = ports.find((p) => !/^\d{1,5}$/.test(p) || Number(p) < 1 || Number(p) > 65535);
-  if (badPort !== undefined) errors.port = `"${badPort}" is not a port: give a number from 1 to 65535`;
+  const badPort = ports.find((p) => !PORT_RE.test(p) || Number(p) < RULES.port.min || Number(p) > RULES.port.max);
+  if (badPort !== undefined) errors.port = `"${badPort}" is not a port: give a number from ${RULES.port.min} to ${RULES.port.max}`;
   if (ports.length) req.port = ports;
 
   if (!numbers.length && !callIds.length && !ips.length && !ports.length && !errors.number) {
@@ -91,8 +100,8 @@ export function buildRequest(values) {
   const methods = [];
   const statuses = [];
   for (const f of splitList(values.filter)) {
-    if (/^[A-Za-z]+$/.test(f)) methods.push(f.toUpperCase());
-    else if (/^[1-6](\d\d|xx)$/i.test(f)) statuses.push(f.toLowerCase());
+    if (METHOD_RE.test(f)) methods.push(f.toUpperCase());
+    else if (STATUS_RE.test(f)) statuses.push(f.toLowerCase());
     else {
       errors.filter = `"${f}" is neither a SIP method (INVITE, BYE) nor a status (486) or class (4xx)`;
       break;
@@ -124,9 +133,9 @@ export function buildRequest(values) {
   return Object.keys(errors).length ? { errors } : { request: req };
 }
 
-/** Request keys (wire.ts traceRequest) to the form field that sets them. */
+/** Request keys (shared/query traceRequest) to the form field that sets them. */
 const KEY_FIELD = { number: 'number', callId: 'callId', ip: 'ip', port: 'port', method: 'filter', status: 'filter', since: 'from', until: 'to', hosts: 'hosts', rtp: 'rtp' };
-/** The field a refusal's first words name (agent/query/spec.ts, shared/sip/number.ts, the orchestrator). */
+/** The field a refusal's first words name (shared/query/query.ts, shared/sip/number.ts, the orchestrator). */
 const LEADS = [
   [/^--since is after --until/, 'to'],
   [/^refusing a query with no selective key/, 'number'],

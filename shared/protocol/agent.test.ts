@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CHUNK_BYTES, PROTOCOL_VERSION, agentHello, parseMessage, traceChunk, traceDone, traceRun } from './wire';
-import type { MessageSummary } from '../../agent/query/engine';
-import type { z } from 'zod';
+import { CHUNK_BYTES, PROTOCOL_VERSION, agentHello, traceChunk, traceDone, traceRun } from './agent';
+import { parseMessage } from './common';
+import type { MessageSummary } from '../query/query';
 
 test('valid messages pass; malformed ones name the field', () => {
   const hello = {
@@ -20,12 +20,13 @@ test('valid messages pass; malformed ones name the field', () => {
   assert.equal(parseMessage(traceChunk, 'trace:chunk', { traceId: 't1', seq: 3, data: Buffer.alloc(10) }).ok, true);
 });
 
-test("the engine's message summary is what the wire carries", () => {
-  // A compile-time check: the engine's type must fit the schema's.
+test('trace:done carries the engine\'s message summaries and refuses a malformed one', () => {
   const s: MessageSummary = {
     ts: '1.000000001', time: 'x', src: 'a:1', dst: 'b:2', transport: 'udp', method: 'INVITE', status: null, reason: null,
     callId: 'c', cseq: '1 INVITE', from: null, to: null, ruri: null, correlation: null, bytes: 10, packets: 1,
   };
-  const wire: z.infer<typeof traceDone>['messages'][number] = s;
-  assert.equal(parseMessage(traceDone, 'trace:done', { traceId: 't', packets: 1, bytes: 10, chunks: 1, truncated: false, messages: [wire], notes: [] }).ok, true);
+  const done = { traceId: 't', packets: 1, bytes: 10, chunks: 1, truncated: false, messages: [s], notes: [] };
+  assert.equal(parseMessage(traceDone, 'trace:done', done).ok, true);
+  const bad = parseMessage(traceDone, 'trace:done', { ...done, messages: [{ ...s, transport: 'sctp' }] });
+  assert.match((bad as { error: string }).error, /messages\.0\.transport/);
 });

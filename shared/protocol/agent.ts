@@ -1,0 +1,122 @@
+import { z } from 'zod';
+import { messageSummary, traceQuery } from '../query/query';
+import { agentName, traceId, TraceRef } from './common';
+
+/**
+ * The protocol between agent and dispatcher: Socket.IO namespace
+ * `/agent`. One file for both sides; every message received is validated
+ * with these schemas before use; the event maps type both ends
+ * (dispatcher/fleet/server.ts, agent/link/client.ts, agent/trace/serve.ts).
+ *
+ * Handshake: `io(url + '/agent', { auth: AgentAuth })`. An unknown token is
+ * refused at connection (connect_error "unauthorized: ...").
+ *
+ * agent -> dispatcher
+ *   agent:hello      AgentHello, ack HelloAck           once per connection
+ *   agent:heartbeat  AgentStatus                        every HEARTBEAT_MS
+ *   trace:started    { traceId }
+ *   trace:progress   TraceProgress
+ *   trace:chunk      TraceChunk, ack ChunkAck           PCAP bytes in order; the agent sends the
+ *                                                       next chunk only after the ack (backpressure)
+ *   trace:done       TraceDone
+ *   trace:error      TraceFailure
+ * dispatcher -> agent
+ *   trace:run        TraceRun, ack RunAck
+ *   trace:cancel     { traceId }
+ */
+export const PROTOCOL_VERSION = 1;
+export const HEARTBEAT_MS = 5_000;
+/** PCAP bytes per trace:chunk. */
+export const CHUNK_BYTES = 256 * 1024;
+
+const count = z.number().int().nonnegative();
+
+export const agentAuth = z.object({
+  token: z.string().min(1).max(512),
+  name: agentName,
+});
+export type AgentAuth = z.infer<typeof agentAuth>;
+
+export const ringStatus = z.object({
+  /** ISO times of the oldest and newest packet in the ring, null when empty. */
+  oldest: z.string().nullable(),
+  newest: z.string().nullable(),
+  bytes: count,
+  segments: count,
+});
+export type RingStatus = z.infer<typeof ringStatus>;
+
+export const captureStatus = z.record(
+  z.string(),
+  z.object({ packets: count, dropped: count, ifDropped: count, running: z.boolean() }),
+);
+export type CaptureStatus = z.infer<typeof captureStatus>;
+
+export const agentStatus = z.object({
+  ring: ringStatus,
+  capture: captureStatus,
+  /** Index errors since start (each segment affected is rebuilt later). */
+  indexErrors: count,
+});
+export type AgentStatus = z.infer<typeof agentStatus>;
+
+export const agentHello = agentStatus.extend({
+  protocol: z.literal(PROTOCOL_VERSION),
+  version: z.string().max(64),
+  hostname: z.string().max(255),
+  interfaces: z.array(z.string().max(64)).max(256),
+});
+export type AgentHello = z.infer<typeof agentHello>;
+
+export const helloAck = z.object({ ok: z.boolean(), error: z.string().optional() });
+export type HelloAck = z.infer<typeof helloAck>;
+
+export const traceRun = z.object({ traceId, query: traceQuery });
+export type TraceRun = z.infer<typeof traceRun>;
+export const runAck = z.object({ accepted: z.boolean(), error: z.string().optional() });
+export type RunAck = z.infer<typeof runAck>;
+
+export const traceProgress = z.object({ traceId, packets: count, bytes: count });
+export type TraceProgress = z.infer<typeof traceProgress>;
+
+export const traceChunk = z.object({
+  traceId,
+  /** 0, 1, 2, ... per trace; a gap or repeat is a protocol error. */
+  seq: count,
+  data: z.instanceof(Buffer).refine((b) => b.length > 0 && b.length <= CHUNK_BYTES, `chunks are 1..${CHUNK_BYTES} bytes`),
+});
+export type TraceChunk = z.infer<typeof traceChunk>;
+export const chunkAck = z.object({ ok: z.boolean(), error: z.string().optional() });
+export type ChunkAck = z.infer<typeof chunkAck>;
+
+export const traceDone = z.object({
+  traceId,
+  packets: count,
+  bytes: count,
+  /** Chunks sent; the dispatcher checks it received them all. */
+  chunks: count,
+  truncated: z.boolean(),
+  messages: z.array(messageSummary).max(100_000),
+  notes: z.array(z.string()).max(1000),
+});
+export type TraceDone = z.infer<typeof traceDone>;
+
+export const traceFailure = z.object({ traceId, message: z.string().max(4096) });
+export type TraceFailure = z.infer<typeof traceFailure>;
+
+/** Events an agent sends (socket.io's ClientToServerEvents for `/agent`). Receivers still validate: the payload types say what is sent, not what arrives. */
+export interface AgentToDispatcherEvents {
+  'agent:hello': (hello: AgentHello, ack: (a: HelloAck) => void) => void;
+  'agent:heartbeat': (status: AgentStatus) => void;
+  'trace:started': (r: TraceRef) => void;
+  'trace:progress': (p: TraceProgress) => void;
+  'trace:chunk': (c: TraceChunk, ack: (a: ChunkAck) => void) => void;
+  'trace:done': (d: TraceDone) => void;
+  'trace:error': (f: TraceFailure) => void;
+}
+
+/** Events the dispatcher sends an agent (ServerToClientEvents for `/agent`). */
+export interface DispatcherToAgentEvents {
+  'trace:run': (r: TraceRun, ack: (a: RunAck) => void) => void;
+  'trace:cancel': (r: TraceRef) => void;
+}

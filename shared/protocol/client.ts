@@ -1,0 +1,126 @@
+import { z } from 'zod';
+import { messageSummary, TraceRequest, traceRequest } from '../query/query';
+import { captureStatus, ringStatus } from './agent';
+import { TraceRef } from './common';
+
+/*
+ * The client side: Socket.IO namespace `/client` (web page, CLI, scripts)
+ * and the REST API on the same port. Both speak these shapes; the event maps
+ * type both ends (dispatcher/clients/namespace.ts, cli/api-client.ts).
+ *
+ * Handshake: `io(url + '/client', { auth: ClientAuth })`: a session token
+ * (from POST /api/login), an API token, or a user name and password.
+ *
+ * client -> dispatcher
+ *   trace:start   TraceRequest, ack ClientAck<{ trace: TraceView }>   tracer/admin only; joins the trace's room
+ *   trace:watch   { traceId }, ack ClientAck<{ trace: TraceView }>   joins the room; the ack holds the state so far
+ *   trace:unwatch { traceId }, ack ClientAck<{}>                      leaves the room
+ *   trace:cancel  { traceId }, ack ClientAck<{ trace: TraceView }>   tracer/admin
+ *   agents:list   {}, ack ClientAck<{ agents: AgentView[] }>
+ * dispatcher -> client (to the trace's room `trace:<id>`)
+ *   trace:update  TraceUpdate                                         a host's or the whole trace's new state
+ *
+ * REST: GET /api/query-rules answers shared/query's QUERY_RULES (no login needed).
+ */
+
+export const ROLES = ['admin', 'tracer', 'viewer'] as const;
+export type Role = (typeof ROLES)[number];
+
+export const clientAuth = z.union([
+  z.object({ token: z.string().min(1).max(512) }).strict(),
+  z.object({ user: z.string().min(1).max(200), password: z.string().min(1).max(1024) }).strict(),
+]);
+export type ClientAuth = z.infer<typeof clientAuth>;
+
+export const TRACE_STATES = ['running', 'done', 'partial', 'failed', 'cancelled', 'interrupted'] as const;
+export const RESULT_STATES = ['queued', 'started', 'done', 'error', 'unreachable', 'lost', 'cancelled'] as const;
+/** Host states after which nothing more comes from that host. */
+export const FINAL_RESULT_STATES = ['done', 'error', 'unreachable', 'lost', 'cancelled'] as const;
+
+const count = z.number().int().nonnegative();
+const merged = z.object({ packets: count, bytes: count, duplicates: count });
+
+export const hostView = z.object({
+  host: z.string(),
+  state: z.enum(RESULT_STATES),
+  packets: count,
+  bytes: count,
+  truncated: z.boolean(),
+  error: z.string().optional(),
+  /** True when the host's packets.pcap is stored. */
+  stored: z.boolean(),
+  updatedAt: z.string(),
+});
+export type HostView = z.infer<typeof hostView>;
+
+export const traceView = z.object({
+  id: z.string(),
+  request: traceRequest,
+  user: z.string(),
+  createdAt: z.string(),
+  finishedAt: z.string().optional(),
+  state: z.enum(TRACE_STATES),
+  hosts: z.array(hostView),
+  /** Set once merged.pcap is stored. */
+  merged: merged.optional(),
+});
+export type TraceView = z.infer<typeof traceView>;
+
+/** A change of one host's state (`host` set) or of the whole trace (`host` null). */
+export const traceUpdate = z.object({
+  traceId: z.string(),
+  host: z.string().nullable(),
+  state: z.string(),
+  packets: count,
+  bytes: count,
+  truncated: z.boolean().optional(),
+  error: z.string().optional(),
+  merged: merged.optional(),
+  at: z.string(),
+});
+export type TraceUpdate = z.infer<typeof traceUpdate>;
+
+/** An agent as the dispatcher knows it; a disconnected one stays listed with connected false. */
+export const agentView = z.object({
+  name: z.string(),
+  connected: z.boolean(),
+  /** ISO time of the current (or last) connection. */
+  connectedAt: z.string(),
+  /** ISO time of the last message received (hello or heartbeat). */
+  lastSeen: z.string(),
+  hostname: z.string().nullable(),
+  version: z.string().nullable(),
+  interfaces: z.array(z.string()),
+  ring: ringStatus.nullable(),
+  capture: captureStatus,
+  indexErrors: count,
+});
+export type AgentView = z.infer<typeof agentView>;
+
+/** One SIP message of a trace: the agent's summary and the host it was captured on. */
+export const traceMessage = messageSummary.extend({ host: z.string() });
+export type TraceMessage = z.infer<typeof traceMessage>;
+
+export const loginResult = z.object({
+  token: z.string().min(1),
+  user: z.string(),
+  roles: z.array(z.enum(ROLES)),
+  expiresAt: z.string(),
+});
+export type LoginResult = z.infer<typeof loginResult>;
+
+export type ClientAck<T> = ({ ok: true } & T) | { ok: false; error: string; code: 'bad_request' | 'unauthorized' | 'forbidden' | 'not_found' | 'unavailable' | 'failed' };
+
+/** Events a client sends (socket.io's ClientToServerEvents for `/client`). The dispatcher validates each. */
+export interface ClientToDispatcherEvents {
+  'trace:start': (req: TraceRequest, ack: (a: ClientAck<{ trace: TraceView }>) => void) => void;
+  'trace:watch': (r: TraceRef, ack: (a: ClientAck<{ trace: TraceView }>) => void) => void;
+  'trace:unwatch': (r: TraceRef, ack: (a: ClientAck<object>) => void) => void;
+  'trace:cancel': (r: TraceRef, ack: (a: ClientAck<{ trace: TraceView }>) => void) => void;
+  'agents:list': (q: Record<string, never>, ack: (a: ClientAck<{ agents: AgentView[] }>) => void) => void;
+}
+
+/** Events the dispatcher sends a client (ServerToClientEvents for `/client`). */
+export interface DispatcherToClientEvents {
+  'trace:update': (u: TraceUpdate) => void;
+}

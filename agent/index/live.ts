@@ -7,8 +7,9 @@ import { indexPathFor, listSegments } from '../ring/layout';
 /**
  * Keeps the indexes of a ring that this process's capture writes: a
  * SegmentIndexer per open segment, fed as the capture reports flushed bytes,
- * sealed when the capture closes the segment. Runs on the agent's main
- * thread; the capture itself runs in worker threads and never waits for it.
+ * sealed when the capture closes the segment. Runs in the indexer's own
+ * worker thread (live-worker.ts, at nice +10); the capture runs in worker
+ * threads of its own and never waits for it.
  */
 export class LiveIndexer {
   private readonly open = new Map<string, SegmentIndexer>();

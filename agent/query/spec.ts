@@ -120,7 +120,8 @@ export function buildQuerySpec(raw: RawQuery, now: Date = new Date()): QuerySpec
     return n;
   });
   const methods = r.method.map((m) => {
-    if (!/^[A-Za-z]+$/.test(m)) throw new QueryError(`bad method '${m}': give a SIP method name like INVITE or BYE`);
+    // Any RFC 3261 token: extension methods may hold digits and -.!%*_+`'~.
+    if (!/^[A-Za-z0-9\-.!%*_+`'~]+$/.test(m)) throw new QueryError(`bad method '${m}': give a SIP method name like INVITE or BYE`);
     return m.toUpperCase();
   });
   const statuses = r.status.map((s) => {

@@ -17,6 +17,16 @@ test('sipStartLineEnd accepts request and status lines, CRLF or LF', () => {
   assert.equal(sipStartLineEnd(b('SIP/2.0 603 Décliné\r\n'), 0), 'SIP/2.0 603 Décliné\r\n'.length);
   // A method that merely begins with "S".
   assert.equal(sipStartLineEnd(b('SUBSCRIBE sip:a@b SIP/2.0\r\n'), 0), 27);
+  // Methods are RFC 3261 tokens, not only letters; long ones too.
+  for (const m of ['INV1TE', 'X-NOTIFY2.v1', "PING_1!%*+`'~", '1', 'A'.repeat(40)]) {
+    const line = `${m} sip:a@b SIP/2.0\r\n`;
+    assert.equal(sipStartLineEnd(b(line), 0), line.length, line);
+  }
+  // The reason phrase is opaque to the line end: control bytes and a lone CR do not end or void it.
+  for (const r of ['O\x00K', 'Ring\x07ing \x1b[8m', 'a\rb', '\x7f']) {
+    const line = `SIP/2.0 180 ${r}\r\n`;
+    assert.equal(sipStartLineEnd(b(line + 'Via: x\r\n'), 0), line.length, JSON.stringify(line));
+  }
   // At an offset.
   const two = b('xx' + req);
   assert.equal(sipStartLineEnd(two, 2), 2 + req.length);
@@ -41,12 +51,11 @@ test('sipStartLineEnd rejects text, HTTP, binary and near misses', () => {
     'INVITE sip: SIP/2.0\r\n',
     'INVITE :a@b SIP/2.0\r\n',
     'INVITE bob@example.com SIP/2.0\r\n', // no scheme
-    'INV1TE sip:a@b SIP/2.0\r\n',
     'INVITE sip:a@b SIP/2.0\rX',
     'INVITE sip:a\x01b SIP/2.0\r\n',
-    'SIP/2.0 200 O\x00K\r\n',
     ' INVITE sip:a@b SIP/2.0\r\n',
-    'A'.repeat(40) + ' sip:a@b SIP/2.0\r\n',
+    'A'.repeat(8200) + ' sip:a@b SIP/2.0\r\n', // past the longest start line
+    'INV@TE sip:a@b SIP/2.0\r\n', // '@' is not a token character
   ];
   for (const s of bad) assert.equal(sipStartLineEnd(b(s), 0), -1, JSON.stringify(s));
   // RTP: version 2 header, payload type 0, then random payload that happens to contain "SIP".

@@ -13,8 +13,6 @@ const COLON = 58;
 const MAX_START_LINE = 8192;
 /** Longest start line plus headers accepted. */
 export const MAX_SIP_HEADER = 64 * 1024;
-/** Methods are short words (INVITE, SUBSCRIBE, ...). */
-const MAX_METHOD = 32;
 const MAX_SCHEME = 16;
 /** Content-Length digits parsed; more is not a SIP message this code frames. */
 const MAX_CL_DIGITS = 9;
@@ -35,7 +33,7 @@ function isDigit(c: number): boolean {
   return (c - 48) >>> 0 < 10;
 }
 
-// RFC 3261 token characters, for header names.
+// RFC 3261 token characters: header names and methods.
 const TOKEN = new Uint8Array(256);
 for (let c = 0; c < 256; c++) {
   if (isAlpha(c) || isDigit(c) || '-.!%*_+`\'~'.includes(String.fromCharCode(c))) TOKEN[c] = 1;
@@ -81,20 +79,28 @@ function statusLine(buf: Buffer, off: number, end: number): number {
   // Some stacks drop the space before an empty reason phrase.
   if (buf[p] !== SP) return lineEnd(buf, p, end);
   p++;
+  // The reason phrase is opaque text to the line end, as tshark reads it: a
+  // control byte in it does not make the message something else (a sender
+  // could otherwise hide a response from its dialog's trace). Only CRLF or LF
+  // ends it; a lone CR is part of it.
   const max = Math.min(end, off + MAX_START_LINE);
   for (; p < max; p++) {
     const c = buf[p];
-    if (c === CR || c === LF) return lineEnd(buf, p, end);
-    if ((c < SP && c !== HT) || c === 127) return -1;
+    if (c === LF) return p + 1;
+    if (c === CR) {
+      if (p + 1 >= end) return NEED_MORE;
+      if (buf[p + 1] === LF) return p + 2;
+    }
   }
   return p >= off + MAX_START_LINE ? -1 : NEED_MORE;
 }
 
 function requestLine(buf: Buffer, off: number, end: number): number {
+  // Method = token (RFC 3261 25.1): extension methods may hold digits and -.!%*_+`'~.
   let p = off;
-  while (p < end && isAlpha(buf[p])) {
-    if (++p - off > MAX_METHOD) return -1;
-  }
+  const methodMax = Math.min(end, off + MAX_START_LINE);
+  while (p < methodMax && TOKEN[buf[p]] === 1) p++;
+  if (p >= off + MAX_START_LINE) return -1;
   if (p >= end) return NEED_MORE;
   if (p === off || buf[p] !== SP) return -1;
   p++;
@@ -132,7 +138,7 @@ function startLine(buf: Buffer, off: number, end: number): number {
   pastPrefix = false;
   if (off >= end) return NEED_MORE;
   const c = buf[off];
-  if (!isAlpha(c)) return -1;
+  if (TOKEN[c] !== 1) return -1;
   if (c === 83 /* S */) {
     const v = version(buf, off, end);
     if (v === 1) return statusLine(buf, off, end);

@@ -25,7 +25,7 @@ test('sipStartLineEnd accepts request and status lines, CRLF or LF', () => {
   // Status codes are any three digits (extension-code).
   for (const st of ['SIP/2.0 099 Low\r\n', 'SIP/2.0 700 High\r\n']) assert.equal(sipStartLineEnd(b(st), 0), st.length, st);
   // Methods and Request-URIs RFC 3261 forbids but tshark shows as requests, on whole lines only.
-  for (const line of ['X\xe6Y urn:bob@example.\x93om SIP/2.0\r\n', 'A@B x:y SIP/2.0\n', 'X\x01 1:2 SIP/2.0\r\n', 'INVITE sip: SIP/2.0\r\n']) {
+  for (const line of ['X\xe6Y urn:bob@example.\x93om SIP/2.0\r\n', 'A@B x:y SIP/2.0\n', 'X\x01 1:2 SIP/2.0\r\n', 'INVITE sip: SIP/2.0\r\n', 'INVITE sip:a\x01b SIP/2.0\r\n']) {
     assert.equal(sipStartLineEnd(b(line), 0), line.length, JSON.stringify(line));
     assert.equal(sipStartLikely(b(line.slice(0, -3)), 0, line.length - 3), false, JSON.stringify(line));
   }
@@ -57,7 +57,6 @@ test('sipStartLineEnd rejects text, HTTP, binary and near misses', () => {
     'INVITE sip:a@b SIP/3.0\r\n',
     'INVITE :a@b SIP/2.0\r\n',
     'INVITE bob@example.com SIP/2.0\r\n', // no scheme
-    'INVITE sip:a\x01b SIP/2.0\r\n',
     ' INVITE sip:a@b SIP/2.0\r\n',
     'A'.repeat(8200) + ' sip:a@b SIP/2.0\r\n', // past the longest start line
     '\x80INVITE sip:a@b SIP/2.0\r\n', // tshark wants a printable first byte

@@ -88,6 +88,8 @@ export interface MessageSummary {
   correlation: string | null;
   bytes: number;
   packets: number;
+  /** Set when a packet of the message was cut by the snap length: the message is what was captured of it. */
+  truncated?: boolean;
 }
 
 export interface QueryResult {
@@ -391,6 +393,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     correlation: m.x ?? null,
     bytes: m.n,
     packets: m.p.length,
+    ...(m.tr ? { truncated: true } : {}),
   }));
   return { segments, refs, messages: summaries, messagesMatched, callIds: [...selected], truncated, bytes, notes };
 }

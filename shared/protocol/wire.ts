@@ -126,6 +126,7 @@ export const messageSummary = z.object({
   correlation: z.string().nullable(),
   bytes: count,
   packets: count,
+  truncated: z.boolean().optional(),
 });
 
 export const traceDone = z.object({

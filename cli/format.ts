@@ -21,10 +21,25 @@ export function shortTime(iso: string | null | undefined): string {
   return d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 }
 
-/** Control characters from the dispatcher (error texts, names) would move the cursor: shown escaped. */
+/**
+ * Control characters from the dispatcher (error texts, names, SIP text) would
+ * move the cursor, and bidirectional overrides and zero-width characters
+ * would make a line read as something it is not: all shown escaped.
+ */
 export function safeText(s: string): string {
   // eslint-disable-next-line no-control-regex
-  return s.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => (c === '\n' || c === '\t' ? ' ' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
+  return s.replace(/[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]/g, (c) => {
+    if (c === '\n' || c === '\t') return ' ';
+    const n = c.charCodeAt(0);
+    return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/** Widest table cell; longer ones (a reason phrase of kilobytes) are cut with an ellipsis. --json keeps full text. */
+export const MAX_CELL = 60;
+
+function cutCell(s: string): string {
+  return s.length > MAX_CELL ? `${s.slice(0, MAX_CELL - 1)}…` : s;
 }
 
 export interface Column {
@@ -39,7 +54,7 @@ export interface Column {
  * would break the in-place redraw of the progress table).
  */
 export function table(columns: Column[], rows: string[][], width?: number): string[] {
-  const cells = rows.map((r) => r.map((c) => safeText(c)));
+  const cells = rows.map((r) => r.map((c) => cutCell(safeText(c))));
   const widths = columns.map((c, i) => Math.max(c.title.length, ...cells.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]) =>
     columns

@@ -6,6 +6,7 @@ import { enforceBudget } from '../ring/budget';
 import { sanitizeStream } from '../ring/layout';
 import { MIN_SEGMENT_BYTES } from '../ring/writer';
 import { loadNative } from './pcap-native';
+import { PCAP_DEFAULT_SNAPLEN } from '../../shared/pcap/pcap';
 import type { CaptureCounters, WorkerCommand, WorkerConfig, WorkerMessage } from './worker';
 
 export interface CaptureEngineOptions {
@@ -13,6 +14,7 @@ export interface CaptureEngineOptions {
   interfaces: string[];
   /** BPF filter for every interface; default: defaultCaptureFilter(). */
   filter?: string;
+  /** Default 262144, as dumpcap. */
   snaplen?: number;
   /** Kernel capture buffer per interface. */
   bufferBytes?: number;
@@ -123,7 +125,8 @@ export class CaptureEngine extends EventEmitter {
     super();
     const o = {
       ...opts,
-      snaplen: opts.snaplen ?? 65535,
+      // dumpcap's default: the largest IPv4 datagram on lo is a 65,549-byte frame.
+      snaplen: opts.snaplen ?? PCAP_DEFAULT_SNAPLEN,
       bufferBytes: opts.bufferBytes ?? 32 * MIB,
       promisc: opts.promisc ?? false,
       maxSegmentBytes: opts.maxSegmentBytes ?? 64 * MIB,

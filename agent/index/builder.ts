@@ -164,6 +164,7 @@ export class SegmentIndexer {
       flags |= PKT_FLAG.DECODE_FAILED;
     }
     if (r.messages.length > 0) flags |= PKT_FLAG.SIP;
+    if (rec.capLen < rec.origLen) flags |= PKT_FLAG.TRUNCATED;
     st.addPacket(rec.fileOffset, rec.tsSec, rec.tsNsec, src, dst, sport, dport, proto, flags, rec.capLen);
     for (const m of r.messages) this.indexMessage(m, rec);
   }
@@ -193,6 +194,9 @@ export class SegmentIndexer {
       n: tm.bytes.length,
     };
     if (sip.reason) rec.r = sip.reason;
+    // Only the packet completing the message is checked; an earlier fragment or
+    // segment cut short would have left no whole message to complete.
+    if (last.capLen < last.origLen) rec.tr = 1;
     if (sip.pai.length > 0) rec.pu = sip.pai.map((p) => p.user).filter((u: string | null): u is string => !!u);
     if (sip.correlation) rec.x = sip.correlation;
     if (sip.sdp) {

@@ -52,6 +52,8 @@ export const PKT_FLAG = {
   DECODE_FAILED: 0x01,
   FRAGMENT: 0x02,
   SIP: 0x04,
+  /** Cut by the snap length: caplen < origlen. */
+  TRUNCATED: 0x08,
 } as const;
 
 export const NUMBER_KEY_LEN = 24;
@@ -108,8 +110,10 @@ export interface MessageRecord {
   x?: string;
   /** SDP media endpoints [addr, port]. */
   sdp?: Array<[string, number]>;
-  /** Message size in bytes. */
+  /** Message size in bytes (as captured). */
   n: number;
+  /** 1 when a packet of it was cut by the snap length (caplen < origlen). */
+  tr?: 1;
 }
 
 /** The user parts a number query is matched against: R-URI, From, To, P-Asserted-Identity. */

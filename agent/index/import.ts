@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { parsePcapHeader } from '../../shared/pcap/pcap';
 import { detectCaptureFormat, readCaptureFile } from '../../shared/pcap/reader';
@@ -32,6 +32,10 @@ function sourceIsNanos(path: string): boolean {
     throw new CaptureFormatError(`cannot read ${path}: ${why}; give the path of a PCAP or PCAPNG file`);
   }
   try {
+    // open(2) succeeds on a directory; only the read would fail, with a bare EISDIR.
+    if (fstatSync(fd).isDirectory()) {
+      throw new CaptureFormatError(`cannot read ${path}: it is a directory; give the PCAP or PCAPNG files in it (e.g. ${join(path, '*.pcap')})`);
+    }
     const head = Buffer.alloc(24);
     const n = readSync(fd, head, 0, 24, 0);
     const fmt = detectCaptureFormat(head.subarray(0, n));

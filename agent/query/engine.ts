@@ -373,6 +373,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     correlation: m.x ?? null,
     bytes: m.n,
     packets: m.p.length,
+    ...(m.tr ? { truncated: true } : {}),
   }));
   return { segments, refs, messages: summaries, messagesMatched, callIds: [...selected], truncated, bytes, notes };
 }

@@ -32,7 +32,8 @@ const SELECTIVE_KEYS = ['callId', 'number', 'ip', 'port', 'correlation'] as cons
 const PATTERNS = {
   /** What normalizeNumberQuery (shared/sip/number.ts) accepts around the digits. */
   number: '^[0-9+ \\t\\-.()]+$',
-  method: '^[A-Za-z]+$',
+  // Any RFC 3261 token: extension methods may hold digits and -.!%*_+`'~.
+  method: "^[A-Za-z0-9\\-.!%*_+`'~]+$",
   status: '^[1-6](\\d\\d|xx)$',
   port: '^\\d{1,5}$',
 };
@@ -103,6 +104,8 @@ export const messageSummary = z.object({
   correlation: z.string().nullable(),
   bytes: z.number().int().nonnegative(),
   packets: z.number().int().nonnegative(),
+  /** Set when a packet of the message was cut by the snap length: the message is what was captured of it. */
+  truncated: z.boolean().optional(),
 });
 export type MessageSummary = z.infer<typeof messageSummary>;
 

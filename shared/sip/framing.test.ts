@@ -17,6 +17,25 @@ test('sipStartLineEnd accepts request and status lines, CRLF or LF', () => {
   assert.equal(sipStartLineEnd(b('SIP/2.0 603 Décliné\r\n'), 0), 'SIP/2.0 603 Décliné\r\n'.length);
   // A method that merely begins with "S".
   assert.equal(sipStartLineEnd(b('SUBSCRIBE sip:a@b SIP/2.0\r\n'), 0), 27);
+  // Methods are RFC 3261 tokens, not only letters; long ones too.
+  for (const m of ['INV1TE', 'X-NOTIFY2.v1', "PING_1!%*+`'~", '1', 'A'.repeat(40)]) {
+    const line = `${m} sip:a@b SIP/2.0\r\n`;
+    assert.equal(sipStartLineEnd(b(line), 0), line.length, line);
+  }
+  // Status codes are any three digits (extension-code).
+  for (const st of ['SIP/2.0 099 Low\r\n', 'SIP/2.0 700 High\r\n']) assert.equal(sipStartLineEnd(b(st), 0), st.length, st);
+  // Methods and Request-URIs RFC 3261 forbids but tshark shows as requests, on whole lines only.
+  for (const line of ['X\xe6Y urn:bob@example.\x93om SIP/2.0\r\n', 'A@B x:y SIP/2.0\n', 'X\x01 1:2 SIP/2.0\r\n', 'INVITE sip: SIP/2.0\r\n', 'INVITE sip:a\x01b SIP/2.0\r\n']) {
+    assert.equal(sipStartLineEnd(b(line), 0), line.length, JSON.stringify(line));
+    assert.equal(sipStartLikely(b(line.slice(0, -3)), 0, line.length - 3), false, JSON.stringify(line));
+  }
+  // A lone CR ends the start line as tshark reads it.
+  assert.equal(sipStartLineEnd(b('BYE sip:a@b SIP/2.0\rTo: x\r\n'), 0), 20);
+  // The reason phrase is opaque to the line end: control bytes do not void it.
+  for (const r of ['O\x00K', 'Ring\x07ing \x1b[8m', '\x7f']) {
+    const line = `SIP/2.0 180 ${r}\r\n`;
+    assert.equal(sipStartLineEnd(b(line + 'Via: x\r\n'), 0), line.length, JSON.stringify(line));
+  }
   // At an offset.
   const two = b('xx' + req);
   assert.equal(sipStartLineEnd(two, 2), 2 + req.length);
@@ -31,22 +50,18 @@ test('sipStartLineEnd rejects text, HTTP, binary and near misses', () => {
     'GET /index.html HTTP/1.1\r\n',
     'HTTP/1.1 200 OK\r\n',
     'SIP/2.0 2000 OK\r\n',
-    'SIP/2.0 099 Low\r\n',
-    'SIP/2.0 700 High\r\n',
     'SIP/2.1 200 OK\r\n',
     'SIP/2.0  200 OK\r\n',
     'INVITE  sip:a@b SIP/2.0\r\n',
     'INVITE sip:a@b SIP/2.0 \r\n',
     'INVITE sip:a@b SIP/3.0\r\n',
-    'INVITE sip: SIP/2.0\r\n',
     'INVITE :a@b SIP/2.0\r\n',
     'INVITE bob@example.com SIP/2.0\r\n', // no scheme
-    'INV1TE sip:a@b SIP/2.0\r\n',
-    'INVITE sip:a@b SIP/2.0\rX',
-    'INVITE sip:a\x01b SIP/2.0\r\n',
-    'SIP/2.0 200 O\x00K\r\n',
     ' INVITE sip:a@b SIP/2.0\r\n',
-    'A'.repeat(40) + ' sip:a@b SIP/2.0\r\n',
+    'A'.repeat(8200) + ' sip:a@b SIP/2.0\r\n', // past the longest start line
+    '\x80INVITE sip:a@b SIP/2.0\r\n', // tshark wants a printable first byte
+    '\x01INVITE sip:a@b SIP/2.0\r\n',
+    'IN\x00VITE sip:a@b SIP/2.0\r\n', // nor NUL
   ];
   for (const s of bad) assert.equal(sipStartLineEnd(b(s), 0), -1, JSON.stringify(s));
   // RTP: version 2 header, payload type 0, then random payload that happens to contain "SIP".
@@ -57,7 +72,7 @@ test('sipStartLineEnd rejects text, HTTP, binary and near misses', () => {
 test('sipStartLikely accepts a start line cut short only past its telltale part', () => {
   const yes = ['INVITE sip:bob@exa', 'ACK sip:', 'SIP/2.0 1', 'SIP/2.0 180 Ring', 'BYE sip:a@b SIP/2', 'OPTIONS sip:a SIP/2.0\r\n'];
   for (const s of yes) assert.equal(sipStartLikely(b(s), 0, s.length), true, s);
-  const no = ['INV', 'INVITE sip', 'more garbage', 'hello world, how are you', 'SIP/2.0 ', 'SIP/2.0 9', 'BYE sip:a@b HTTP', ''];
+  const no = ['INV', 'INVITE sip', 'more garbage', 'hello world, how are you', 'SIP/2.0 ', 'SIP/2.0 x', 'BYE sip:a@b HTTP', ''];
   for (const s of no) assert.equal(sipStartLikely(b(s), 0, s.length), false, s);
 });
 

@@ -13,8 +13,6 @@ const COLON = 58;
 const MAX_START_LINE = 8192;
 /** Longest start line plus headers accepted. */
 export const MAX_SIP_HEADER = 64 * 1024;
-/** Methods are short words (INVITE, SUBSCRIBE, ...). */
-const MAX_METHOD = 32;
 const MAX_SCHEME = 16;
 /** Content-Length digits parsed; more is not a SIP message this code frames. */
 const MAX_CL_DIGITS = 9;
@@ -35,7 +33,7 @@ function isDigit(c: number): boolean {
   return (c - 48) >>> 0 < 10;
 }
 
-// RFC 3261 token characters, for header names.
+// RFC 3261 token characters: header names and methods.
 const TOKEN = new Uint8Array(256);
 for (let c = 0; c < 256; c++) {
   if (isAlpha(c) || isDigit(c) || '-.!%*_+`\'~'.includes(String.fromCharCode(c))) TOKEN[c] = 1;
@@ -46,7 +44,7 @@ const VERSION = [83, 73, 80, 47, 50, 46, 48];
 const CONTENT_LENGTH = Buffer.from('content-length', 'latin1');
 
 /**
- * End of a line terminator at p (CRLF or bare LF) given that the line's
+ * End of a line terminator at p (CRLF, bare LF or lone CR) given that the line's
  * content has ended: returns the offset past it, NEED_MORE, or -1.
  */
 function lineEnd(buf: Buffer, p: number, end: number): number {
@@ -55,7 +53,9 @@ function lineEnd(buf: Buffer, p: number, end: number): number {
   if (c === LF) return p + 1;
   if (c !== CR) return -1;
   if (p + 1 >= end) return NEED_MORE;
-  return buf[p + 1] === LF ? p + 2 : -1;
+  // A lone CR ends the line as tshark reads it; RFC 3261 wants CRLF, but a
+  // message a viewer shows must not be one the index drops.
+  return buf[p + 1] === LF ? p + 2 : p + 1;
 }
 
 /** Matches "SIP/2.0" at p: 1 when it is there, 0 when it cannot be, NEED_MORE when the bytes so far agree. */
@@ -74,27 +74,31 @@ function statusLine(buf: Buffer, off: number, end: number): number {
   for (let i = 0; i < 3; i++, p++) {
     if (p >= end) return NEED_MORE;
     const c = buf[p];
-    if (i === 0 ? c < 49 || c > 54 : !isDigit(c)) return -1;
+    // Any three digits: RFC 3261's extension-code, and what tshark takes.
+    if (!isDigit(c)) return -1;
     pastPrefix = true;
   }
   if (p >= end) return NEED_MORE;
   // Some stacks drop the space before an empty reason phrase.
   if (buf[p] !== SP) return lineEnd(buf, p, end);
   p++;
+  // The reason phrase is opaque text to the line end, as tshark reads it: a
+  // control byte in it does not make the message something else (a sender
+  // could otherwise hide a response from its dialog's trace).
   const max = Math.min(end, off + MAX_START_LINE);
   for (; p < max; p++) {
     const c = buf[p];
     if (c === CR || c === LF) return lineEnd(buf, p, end);
-    if ((c < SP && c !== HT) || c === 127) return -1;
   }
   return p >= off + MAX_START_LINE ? -1 : NEED_MORE;
 }
 
 function requestLine(buf: Buffer, off: number, end: number): number {
+  // Method = token (RFC 3261 25.1): extension methods may hold digits and -.!%*_+`'~.
   let p = off;
-  while (p < end && isAlpha(buf[p])) {
-    if (++p - off > MAX_METHOD) return -1;
-  }
+  const methodMax = Math.min(end, off + MAX_START_LINE);
+  while (p < methodMax && TOKEN[buf[p]] === 1) p++;
+  if (p >= off + MAX_START_LINE) return -1;
   if (p >= end) return NEED_MORE;
   if (p === off || buf[p] !== SP) return -1;
   p++;
@@ -124,6 +128,40 @@ function requestLine(buf: Buffer, off: number, end: number): number {
 }
 
 /**
+ * A request line whose method or Request-URI RFC 3261 does not allow but
+ * tshark still shows as a request: method = any bytes up to the first space,
+ * Request-URI = any bytes up to the next with a ':' after its first, then
+ * "SIP/2.0", no NUL. Kept so a sender cannot hide a request from its dialog
+ * with a method byte a trace viewer displays anyway. Only whole lines count (never
+ * NEED_MORE), so binary streams are not held back waiting for more.
+ */
+function laxRequestLine(buf: Buffer, off: number, end: number): number {
+  let stop = buf.indexOf(LF, off);
+  const cr = buf.indexOf(CR, off);
+  if (cr >= 0 && (stop < 0 || cr < stop)) stop = cr;
+  if (stop < 0 || stop >= end || stop - off > MAX_START_LINE) return -1;
+  const after = lineEnd(buf, stop, end);
+  if (after < 0) return -1;
+  const v = stop - VERSION.length;
+  if (v - 1 <= off || buf[v - 1] !== SP || version(buf, v, stop) !== 1) return -1;
+  let p = off;
+  while (p < stop && buf[p] !== SP) {
+    if (buf[p] === 0) return -1;
+    p++;
+  }
+  if (p === off || p >= v - 1) return -1;
+  const uri = ++p;
+  let colon = -1;
+  while (p < v - 1) {
+    const c = buf[p];
+    if (c === SP || c === 0) return -1;
+    if (c === COLON && p > uri && colon < 0) colon = p;
+    p++;
+  }
+  return colon < 0 ? -1 : after;
+}
+
+/**
  * The start line at off: offset past its line end, -1 when the bytes cannot
  * be one, or NEED_MORE (-2) when they agree with one so far but it is not
  * complete before `end`.
@@ -132,14 +170,18 @@ function startLine(buf: Buffer, off: number, end: number): number {
   pastPrefix = false;
   if (off >= end) return NEED_MORE;
   const c = buf[off];
-  if (!isAlpha(c)) return -1;
   if (c === 83 /* S */) {
     const v = version(buf, off, end);
     if (v === 1) return statusLine(buf, off, end);
     // "SIP/2" cut short could still be a status line; "SIP" plus a letter is a method.
     if (v === NEED_MORE) return NEED_MORE;
   }
-  return requestLine(buf, off, end);
+  if (TOKEN[c] === 1) {
+    const r = requestLine(buf, off, end);
+    if (r !== -1) return r;
+  }
+  // tshark wants a printable first byte (so RTP, TLS and other binary never get here).
+  return c > SP && c < 127 ? laxRequestLine(buf, off, end) : -1;
 }
 
 /**

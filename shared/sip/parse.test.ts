@@ -486,6 +486,19 @@ test('CSeq and status edge cases', () => {
   assert.equal(mustParse(Buffer.from('info sip:a@b SIP/2.0\r\n\r\n')).method, 'INFO');
 });
 
+test('start lines tshark reads as SIP though RFC 3261 does not allow them are parsed, so no viewer shows a message the trace lacks', () => {
+  assert.equal(mustParse(Buffer.from('SIP/2.0 099 Low\r\n\r\n')).status, 99);
+  assert.equal(mustParse(Buffer.from('SIP/2.0 700 High\r\n\r\n')).status, 700);
+  assert.equal(mustParse(Buffer.from('SIP/2.0 180 Ring\x07ing\x1b[8m\r\n\r\n', 'latin1')).reason, 'Ring\x07ing\x1b[8m');
+  const lax = mustParse(Buffer.from('IN(VITE 1sip:x SIP/2.0\r\nCall-ID: c1\r\n\r\n'));
+  assert.equal(lax.method, 'IN(VITE');
+  assert.equal(lax.requestUri, '1sip:x');
+  // A lone CR ends a line, in the start line and in the headers.
+  const cr = mustParse(Buffer.from('BYE sip:a@b SIP/2.0\r\xc7To: <sip:b@c>\r\nCall-ID: c2\rX: 1\r\n\r\n', 'latin1'));
+  assert.equal(cr.method, 'BYE');
+  assert.equal(cr.callId, 'c2');
+});
+
 test('not SIP', () => {
   const notSip: Array<string | Buffer> = [
     'call +1 555 123 4567 now',
@@ -493,8 +506,6 @@ test('not SIP', () => {
     'GET / HTTP/1.1\r\nHost: example.com\r\n\r\n',
     'SIP/2.0 2000 OK\r\n\r\n',
     'SIP/2.0 20 OK\r\n\r\n',
-    'SIP/2.0 099 Low\r\n\r\n',
-    'SIP/2.0 700 High\r\n\r\n',
     'SIP/2.0200 OK\r\n\r\n',
     'SIP/2.1 200 OK\r\n\r\n',
     'INVITE sip:x SIP/3.0\r\n\r\n',
@@ -503,8 +514,6 @@ test('not SIP', () => {
     'INVITE  sip:x SIP/2.0\r\n\r\n',
     'INVITE sip:x\r\n\r\n',
     'INVITE bob SIP/2.0\r\n\r\n',
-    'INVITE 1sip:x SIP/2.0\r\n\r\n',
-    'IN(VITE sip:x SIP/2.0\r\n\r\n',
     'OPTIONS * SIP/2.0\r\n\r\n',
     'The SIP/2.0 spec says INVITE sip:x SIP/2.0\r\n\r\n',
     ' INVITE sip:x SIP/2.0\r\n\r\n',

@@ -83,6 +83,9 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
   const firstLf = bytes.indexOf(LF, start);
   let lineEnd = firstLf < 0 ? len : firstLf;
   if (lineEnd > start && bytes[lineEnd - 1] === CR) lineEnd--;
+  // A lone CR ends the start line too, as tshark reads it.
+  const firstCr = bytes.indexOf(CR, start);
+  if (firstCr >= 0 && firstCr < lineEnd) lineEnd = firstCr;
   const kind = startLineKind(bytes, start, lineEnd);
   if (kind === NOT_SIP) return null;
 
@@ -105,7 +108,14 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
   const text = decodeText(bytes, start, blockEnd);
   let nl = text.indexOf('\n');
   if (nl < 0) nl = text.length;
-  const startLine = text.slice(0, nl > 0 && text.charCodeAt(nl - 1) === CR ? nl - 1 : nl);
+  const cr = text.indexOf('\r');
+  let startLine: string;
+  if (cr >= 0 && cr < nl - 1) {
+    startLine = text.slice(0, cr);
+    nl = cr;
+  } else {
+    startLine = text.slice(0, nl > 0 && text.charCodeAt(nl - 1) === CR ? nl - 1 : nl);
+  }
 
   let method: string | null = null;
   let requestUri: string | null = null;
@@ -234,33 +244,62 @@ function startLineKind(b: Buffer, s: number, e: number): number {
   // Status-Line: SIP/2.0 SP 3DIGIT SP Reason-Phrase. A missing reason phrase is
   // accepted because some UAs send "SIP/2.0 200" and it is unambiguous.
   if (e - s >= 11 && isVersionAt(b, s) && b[s + 7] === SP) {
-    const d0 = b[s + 8];
-    if (d0 < 0x31 || d0 > 0x36 || !isDigit(b[s + 9]) || !isDigit(b[s + 10])) return NOT_SIP;
+    // Any three digits (extension-code), as tshark reads them.
+    if (!isDigit(b[s + 8]) || !isDigit(b[s + 9]) || !isDigit(b[s + 10])) return NOT_SIP;
     if (e - s === 11 || b[s + 11] === SP) return RESPONSE;
     return NOT_SIP;
   }
 
   // Request-Line: Method SP Request-URI SP SIP/2.0
+  return strictRequestLine(b, s, e) || laxRequestLine(b, s, e) ? REQUEST : NOT_SIP;
+}
+
+/**
+ * What tshark still shows as a request (framing.ts laxRequestLine): a
+ * printable first byte, then any but NUL to the first space, a Request-URI with a ':' after its first
+ * byte, then SIP/2.0.
+ */
+function laxRequestLine(b: Buffer, s: number, e: number): boolean {
+  const v = e - 7;
+  if (b[s] <= SP || b[s] >= 0x7f) return false;
+  if (v - 1 <= s || b[v - 1] !== SP || !isVersionAt(b, v)) return false;
+  let i = s;
+  while (i < v - 1 && b[i] !== SP) {
+    if (b[i] === 0) return false;
+    i++;
+  }
+  if (i === s || i >= v - 1) return false;
+  const uri = ++i;
+  let colon = false;
+  for (; i < v - 1; i++) {
+    const c = b[i];
+    if (c === SP || c === 0) return false;
+    if (c === 0x3a && i > uri) colon = true;
+  }
+  return colon;
+}
+
+function strictRequestLine(b: Buffer, s: number, e: number): boolean {
   let i = s;
   while (i < e && isToken(b[i])) i++;
-  if (i === s || i >= e || b[i] !== SP) return NOT_SIP;
+  if (i === s || i >= e || b[i] !== SP) return false;
   i++;
   // The Request-URI needs a scheme (RFC 3986 §3.1) so "call +1 555 ..." is not a request.
   const uriStart = i;
-  if (i >= e || !isAlpha(b[i])) return NOT_SIP;
+  if (i >= e || !isAlpha(b[i])) return false;
   i++;
   while (i < e) {
     const c = b[i];
     if (isAlpha(c) || isDigit(c) || c === 0x2b || c === 0x2d || c === 0x2e) i++;
     else break;
   }
-  if (i >= e || b[i] !== 0x3a /* : */) return NOT_SIP;
+  if (i >= e || b[i] !== 0x3a /* : */) return false;
   i++;
   while (i < e && b[i] > SP && b[i] !== 0x7f) i++;
-  if (i === uriStart || i >= e || b[i] !== SP) return NOT_SIP;
+  if (i === uriStart || i >= e || b[i] !== SP) return false;
   i++;
-  if (e - i !== 7 || !isVersionAt(b, i)) return NOT_SIP;
-  return REQUEST;
+  if (e - i !== 7 || !isVersionAt(b, i)) return false;
+  return true;
 }
 
 /**
@@ -298,11 +337,18 @@ function splitHeaders(text: string, pos: number): Array<[string, string]> {
   const n = text.length;
   let name: string | null = null;
   let value = '';
+  // A lone CR ends a line too, as tshark reads it; otherwise a header after it
+  // (a Call-ID, say) would be read differently by the trace and by its viewer.
+  let cr = text.indexOf('\r', pos);
   while (pos < n) {
     let nl = text.indexOf('\n', pos);
     if (nl < 0) nl = n;
+    if (cr >= 0 && cr < pos) cr = text.indexOf('\r', pos);
     let end = nl;
-    if (end > pos && text.charCodeAt(end - 1) === CR) end--;
+    if (cr >= 0 && cr < nl) {
+      end = cr;
+      if (cr + 1 !== nl) nl = cr;
+    }
     const c0 = text.charCodeAt(pos);
     if (isLws(c0)) {
       if (name !== null) {

@@ -49,6 +49,7 @@ test('bad input gets one clear line and exit code 2', async (t) => {
     [['query', '--ring', ring, '--number', '12', '--json'], /at least 4 are needed/],
     [['ring', 'import', '--ring', ring, notCapture], /not a PCAP or PCAPNG/],
     [['ring', 'import', '--ring', ring, join(dir, 'missing.pcap')], /cannot read .*missing\.pcap: no such file/],
+    [['ring', 'import', '--ring', join(dir, 'ring2'), dir], /cannot read .*: it is a directory; give the PCAP or PCAPNG files in it/],
   ];
   for (const [args, re] of cases) {
     const r = await tf(args);

@@ -209,6 +209,7 @@ async function dispatcherCommand(a: Record<string, unknown>): Promise<void> {
     retentionDays: a.retentionDays as number,
     timeouts: { runAckMs: (a.runTimeout as number) * 1000, idleMs: (a.idleTimeout as number) * 1000 },
     staticDir: join(__dirname, '..', '..', 'web'),
+    trustProxy: ((a.trustProxy as string[] | undefined) ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean),
   });
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
@@ -308,6 +309,7 @@ export function cli(argv: string[]) {
           .option('agent-token', { type: 'string', array: true, describe: 'token agents present: TOKEN (any agent) or NAME=TOKEN (repeat; env TRACEFLEET_AGENT_TOKENS, comma-separated)' })
           .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve HTTPS/WSS' })
           .option('tls-key', { type: 'string', describe: 'PEM private key for --tls-cert' })
+          .option('trust-proxy', { type: 'string', array: true, describe: 'reverse proxy addresses or CIDRs whose X-Forwarded-For names the client (repeat or comma-separate); default none' })
           .option('redis', { type: 'string', default: process.env.REDIS_URL, describe: 'Redis URL shared by several dispatchers (env REDIS_URL)' })
           .option('retention-days', { type: 'number', default: 30, describe: 'purge traces older than this' })
           .option('run-timeout', { type: 'number', default: 10, describe: 'seconds an agent has to accept a trace before it is marked unreachable' })

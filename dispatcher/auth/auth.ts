@@ -62,7 +62,7 @@ export interface AuthOptions {
   /** Failures per user and address. */
   rateLimit?: FailureLimitOptions;
   /**
-   * Failures per address whatever the user names (default 50 in 5 minutes):
+   * Failures per address whatever the user names (default 20 in 5 minutes):
    * a guesser trying made-up names is stopped too, without touching other
    * addresses' logins.
    */
@@ -135,7 +135,7 @@ export class Auth {
     this.sessionTtlMs = opts.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
     if (!(this.sessionTtlMs > 0)) throw new Error(`sessionTtlMs ${opts.sessionTtlMs} is not a positive number of milliseconds`);
     this.limiter = new FailureLimiter(opts.rateLimit);
-    this.addressLimiter = new FailureLimiter({ maxFailures: 50, ...opts.addressRateLimit });
+    this.addressLimiter = new FailureLimiter({ maxFailures: 20, ...opts.addressRateLimit });
   }
 
   /** Reads (or makes, the first time on this database) the shared session key. */

@@ -36,6 +36,7 @@ async function dispatcherCmd(a: Args): Promise<void> {
     redisUrl: (a.redis as string | undefined) || undefined,
     retentionDays: a.retentionDays as number,
     timeouts: { runAckMs: (a.runTimeout as number) * 1000, idleMs: (a.idleTimeout as number) * 1000 },
+    trustProxy: ((a.trustProxy as string[] | undefined) ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean),
     staticDir: join(__dirname, '..', '..', '..', 'web'),
   });
   await untilSignal();
@@ -55,6 +56,7 @@ export const dispatcherCommand: CommandModule<object, Args> = {
       .option('agent-token', { type: 'string', array: true, describe: 'token agents present: TOKEN (any agent) or NAME=TOKEN (repeat; env TRACEFLEET_AGENT_TOKENS, comma-separated)' })
       .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve HTTPS/WSS' })
       .option('tls-key', { type: 'string', describe: 'PEM private key for --tls-cert' })
+      .option('trust-proxy', { type: 'string', array: true, describe: 'reverse proxy addresses or CIDRs whose X-Forwarded-For names the client (repeat or comma-separate); default none' })
       .option('redis', { type: 'string', default: process.env.REDIS_URL, describe: 'Redis URL shared by several dispatchers (env REDIS_URL)' })
       .option('retention-days', { type: 'number', default: 30, describe: 'purge traces older than this' })
       .option('run-timeout', { type: 'number', default: 10, describe: 'seconds an agent has to accept a trace before it is marked unreachable' })

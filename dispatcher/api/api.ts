@@ -20,6 +20,7 @@ import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, TraceDoc, traceDocId }
 import type { TraceStore } from '../store/store';
 import type { Traces } from '../trace/types';
 import { isFinalResult, traceView } from '../trace/view';
+import { ClientAddress, clientAddress } from './client-address';
 import { downloadName, sendAttachment, sendTraceTar } from './download';
 import { HttpError, toHttp } from './errors';
 import { mergedMessages } from './messages';
@@ -40,6 +41,8 @@ export interface ApiAuth {
   authenticate(cred: Credential, ctx?: { address?: string }): Promise<Principal | null>;
   login(user: string, password: string, ctx?: { address?: string }): Promise<{ token: string; user: string; roles: Role[]; expiresAt: string } | null>;
   can(p: Principal, action: Action): boolean;
+  downloadToken(p: Principal, path: string): Promise<{ token: string; expiresAt: string }>;
+  authenticateDownload(token: string, path: string): Promise<Principal | null>;
 }
 
 export interface ApiDeps {
@@ -50,6 +53,10 @@ export interface ApiDeps {
   log?: (line: string) => void;
   /** The web page's files, served at / when given. */
   staticDir?: string;
+  /** Reverse proxies whose X-Forwarded-For is believed (client-address.ts); default none. */
+  trustProxy?: readonly string[];
+  /** Whether the dispatcher itself is keeping up (dispatcher/daemon/health.ts), for /healthz. */
+  health?: () => { healthy: boolean; problems: string[] } & Record<string, unknown>;
 }
 
 /** Largest request body accepted (a trace request is a handful of filters). */
@@ -57,6 +64,27 @@ export const BODY_LIMIT = 64 * 1024;
 
 const REALM = 'realm="tracefleet"';
 const HOST = /^[^/\\\u0000-\u001f]{1,253}$/;
+
+/** The paths a download token may open (as requested, percent-encoding and all). */
+const DOWNLOAD_PATH = /^\/api\/traces\/[A-Za-z0-9_-]{1,128}\/(merged\.pcap|trace\.tar|hosts\/[^/?#]{1,800}\/packets\.pcap)$/;
+
+/**
+ * The page loads only its own files: no inline script or style (it has none),
+ * no framing (clickjacking), no form posting elsewhere. CSSOM writes
+ * (el.style.x = ...) are not inline styles and stay allowed.
+ */
+export const CONTENT_SECURITY_POLICY = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+const downloadTokenBody = z.object({ path: z.string().regex(DOWNLOAD_PATH, 'must be a download path: /api/traces/ID/merged.pcap, /api/traces/ID/trace.tar or /api/traces/ID/hosts/HOST/packets.pcap') }).strict();
 
 const loginBody = z.object({ user: z.string().min(1).max(200), password: z.string().min(1).max(1024) }).strict();
 const listQuery = z.object({
@@ -115,10 +143,16 @@ export function createApi(deps: ApiDeps): express.Express {
     res.once('finish', () => metrics.httpRequests.inc({ code: String(res.statusCode) }));
     // Downloads hold captured traffic: never let a browser sniff one into a page.
     res.setHeader('x-content-type-options', 'nosniff');
+    res.setHeader('content-security-policy', CONTENT_SECURITY_POLICY);
+    // Older browsers that do not know frame-ancestors.
+    res.setHeader('x-frame-options', 'DENY');
+    res.setHeader('referrer-policy', 'no-referrer');
     next();
   });
 
-  const address = (req: Request) => ({ address: req.socket.remoteAddress });
+  const peer: ClientAddress = clientAddress(deps.trustProxy);
+  const address = (req: Request) => ({ address: peer(req) });
+  const quoted = (name: string) => JSON.stringify(name.slice(0, 64));
 
   const principal = (res: Response): Principal => res.locals.principal as Principal;
 
@@ -152,14 +186,21 @@ export function createApi(deps: ApiDeps): express.Express {
 
   // ---- outside /api: health and metrics (no credentials, see above) -------
 
+  // Healthy or not, and why, but nothing about where the store is (no login is needed here).
+  let storeWasDown = false;
   app.get(
     '/healthz',
     h(async (_req, res) => {
-      let ping: Awaited<ReturnType<TraceStore['ping']>>;
+      res.set('cache-control', 'no-store');
+      const self = deps.health?.() ?? { healthy: true, problems: [] };
       try {
-        ping = await store.ping();
+        await store.ping();
+        storeWasDown = false;
       } catch (e) {
-        res.status(503).set('cache-control', 'no-store').json({ ok: false, error: (e as Error).message });
+        // The reason (with the store's address) goes to the log, once per outage.
+        if (!storeWasDown) log(`tracefleet dispatcher: /healthz: ${(e as Error).message}`);
+        storeWasDown = true;
+        res.status(503).json({ ok: false, error: 'the store does not answer: see the dispatcher\'s log', ...self });
         return;
       }
       let agents: { connected: number; known: number } | { error: string };
@@ -169,7 +210,7 @@ export function createApi(deps: ApiDeps): express.Express {
       } catch (e) {
         agents = { error: (e as Error).message };
       }
-      res.set('cache-control', 'no-store').json({ ok: true, store: ping, agents });
+      res.status(self.healthy ? 200 : 503).json({ ok: self.healthy, store: 'ok', agents, ...self });
     }),
   );
 
@@ -210,11 +251,32 @@ export function createApi(deps: ApiDeps): express.Express {
     h(async (req, res) => {
       const body = loginBody.safeParse(jsonBody(req));
       if (!body.success) throw new HttpError(400, `${zodMessage('login', body.error)}; send {"user": "...", "password": "..."}`);
-      const session = await auth.login(body.data.user, body.data.password, address(req));
+      const ctx = address(req);
+      const session = await loggedLogin(`user ${quoted(body.data.user)}`, ctx.address, () => auth.login(body.data.user, body.data.password, ctx));
       if (!session) throw new HttpError(401, 'wrong user name or password', { 'www-authenticate': `Bearer ${REALM}` });
       res.json({ token: session.token, user: session.user, roles: session.roles, expiresAt: session.expiresAt });
     }),
   );
+
+  /** Who tried, for the log: the user name of a password, never a token. */
+  const credentialsName = (cred: Credential): string => {
+    if ('bearer' in cred) return 'a token';
+    const text = Buffer.from(cred.basic, 'base64').toString('utf8');
+    return `user ${quoted(text.slice(0, Math.max(0, text.indexOf(':'))))}`;
+  };
+
+  /** Failed logins and lockouts are logged as the socket namespace logs them. */
+  const loggedLogin = async <T>(who: string, from: string | undefined, check: () => Promise<T | null>): Promise<T | null> => {
+    try {
+      const out = await check();
+      if (!out) log(`tracefleet dispatcher: refused REST client ${who} from ${from}: bad credentials`);
+      return out;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'rate_limited' || code === 'busy') log(`tracefleet dispatcher: refused REST client ${who} from ${from}: ${(e as Error).message}`);
+      throw e;
+    }
+  };
 
   /** Who is asking, from the Authorization header; a refusal says how to log in. */
   const authenticate = async (req: Request): Promise<Principal> => {
@@ -226,15 +288,19 @@ export function createApi(deps: ApiDeps): express.Express {
         throw new HttpError(401, "the Authorization header must be 'Bearer <token>' or 'Basic <base64 of user:password>'", { 'www-authenticate': `Bearer ${REALM}` });
       }
       cred = m[1].toLowerCase() === 'bearer' ? { bearer: m[2] } : { basic: m[2] };
-    } else if ((req.method === 'GET' || req.method === 'HEAD') && /\.(pcap|tar)$/.test(req.path) && typeof req.query.access_token === 'string') {
-      // A browser link cannot carry a header; RFC 6750's query parameter lets the web page link downloads.
-      cred = { bearer: req.query.access_token };
+    } else if ((req.method === 'GET' || req.method === 'HEAD') && typeof req.query.dl === 'string') {
+      // A browser link cannot carry a header: it carries a download token for its own path only (POST /api/download-token).
+      const path = req.originalUrl.split('?')[0];
+      const p = DOWNLOAD_PATH.test(path) ? await auth.authenticateDownload(req.query.dl, path) : null;
+      if (!p) throw new HttpError(401, 'this download link has expired or is not for this file: open the download again from the page (or send Authorization)', { 'www-authenticate': `Bearer ${REALM}, error="invalid_token"` });
+      return p;
     } else {
       throw new HttpError(401, 'log in first: send Authorization: Bearer <token> (from POST /api/login, or an API token) or Basic <base64 of user:password>', {
         'www-authenticate': `Bearer ${REALM}`,
       });
     }
-    const p = await auth.authenticate(cred, address(req));
+    const ctx = address(req);
+    const p = await loggedLogin(credentialsName(cred), ctx.address, () => auth.authenticate(cred, ctx));
     if (!p) {
       // Only a client that tried Basic is challenged for Basic: a browser would otherwise pop up its own login box over the web page.
       const challenge = 'basic' in cred ? `Basic ${REALM}, charset="UTF-8"` : `Bearer ${REALM}, error="invalid_token"`;
@@ -250,6 +316,18 @@ export function createApi(deps: ApiDeps): express.Express {
       next();
     }, next);
   });
+
+  api.post(
+    '/download-token',
+    h(async (req, res) => {
+      const p = principal(res);
+      need(p, 'read', 'download traces');
+      const body = downloadTokenBody.safeParse(jsonBody(req));
+      if (!body.success) throw new HttpError(400, zodMessage('download-token request', body.error));
+      const t = await auth.downloadToken(p, body.data.path);
+      res.json({ url: `${body.data.path}?dl=${encodeURIComponent(t.token)}`, expiresAt: t.expiresAt });
+    }),
+  );
 
   api.get(
     '/me',

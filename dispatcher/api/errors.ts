@@ -40,7 +40,7 @@ export function toHttp(err: unknown, bodyLimit: number): { status: number; error
   // dispatcher/auth's AuthError, known by shape so the API does not depend on that module.
   const ae = err as { name?: string; code?: string; message?: string; retryAfterMs?: number };
   if (err instanceof Error && ae.name === 'AuthError') {
-    if (ae.code === 'rate_limited') {
+    if (ae.code === 'rate_limited' || ae.code === 'busy') {
       const secs = Math.max(1, Math.ceil((ae.retryAfterMs ?? 1000) / 1000));
       return { status: 429, error: ae.message ?? 'too many failed logins: wait, then try again', headers: { 'retry-after': String(secs) }, internal: false };
     }

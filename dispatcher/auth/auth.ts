@@ -15,7 +15,7 @@ import { StoreError, TraceStore } from '../store/store';
 import { AuthError } from './errors';
 import { DUMMY_HASH, checkPasswordPolicy, hashPassword, verifyPassword } from './password';
 import { FailureLimitOptions, FailureLimiter } from './ratelimit';
-import { SESSION_PREFIX, SessionKeys } from './session';
+import { DOWNLOAD_TOKEN_TTL_MS, SESSION_PREFIX, SessionKeys } from './session';
 import { isApiTokenId, newApiToken, parseApiToken, secretMatches } from './tokens';
 
 export { AuthError } from './errors';
@@ -59,7 +59,14 @@ export interface UserInfo {
 export interface AuthOptions {
   /** Session lifetime; default 12 h. */
   sessionTtlMs?: number;
+  /** Failures per user and address. */
   rateLimit?: FailureLimitOptions;
+  /**
+   * Failures per address whatever the user names (default 20 in 5 minutes):
+   * a guesser trying made-up names is stopped too, without touching other
+   * addresses' logins.
+   */
+  addressRateLimit?: FailureLimitOptions;
 }
 
 export const DEFAULT_SESSION_TTL_MS = 12 * 3600_000;
@@ -118,6 +125,7 @@ function decodeBasic(value: string): { user: string; password: string } | null {
 export class Auth {
   readonly sessionTtlMs: number;
   private readonly limiter: FailureLimiter;
+  private readonly addressLimiter: FailureLimiter;
 
   private constructor(
     readonly store: TraceStore,
@@ -127,6 +135,7 @@ export class Auth {
     this.sessionTtlMs = opts.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
     if (!(this.sessionTtlMs > 0)) throw new Error(`sessionTtlMs ${opts.sessionTtlMs} is not a positive number of milliseconds`);
     this.limiter = new FailureLimiter(opts.rateLimit);
+    this.addressLimiter = new FailureLimiter({ maxFailures: 20, ...opts.addressRateLimit });
   }
 
   /** Reads (or makes, the first time on this database) the shared session key. */
@@ -201,6 +210,11 @@ export class Auth {
         wait,
       );
     }
+    const address = (ctx.address ?? '').slice(0, 100);
+    const addressWait = address ? this.addressLimiter.retryAfter(address) : 0;
+    if (addressWait > 0) {
+      throw new AuthError('rate_limited', `too many failed logins from ${address}: try again in ${Math.ceil(addressWait / 1000)} s`, addressWait);
+    }
     const user = isValidUserName(name) ? await this.store.getUser(name) : null;
     let ok: boolean;
     if (user) {
@@ -213,14 +227,38 @@ export class Auth {
     }
     if (!ok || !user) {
       this.limiter.fail(key);
+      // Not cleared by a success: one right password must not reset a guesser's count on a shared address.
+      if (address) this.addressLimiter.fail(address);
       return null;
     }
     this.limiter.succeed(key);
     return user;
   }
 
+  /**
+   * A token that opens one download path for a few minutes, for a link the
+   * browser follows (a link carries no header, and a session token in a URL
+   * ends up in history and proxy logs).
+   */
+  async downloadToken(p: Principal, path: string): Promise<{ token: string; expiresAt: string }> {
+    const user = await this.store.getUser(p.name);
+    if (!user) throw noSuchUser(p.name);
+    const exp = Date.now() + DOWNLOAD_TOKEN_TTL_MS;
+    return { token: this.keys.signDownload({ u: user.name, exp, v: this.keys.passwordStamp(user.passwordHash), p: path }), expiresAt: new Date(exp).toISOString() };
+  }
+
+  /** Whose download token this is, if it is good for `path`; with the user's roles as they are now. */
+  async authenticateDownload(token: string, path: string): Promise<Principal | null> {
+    const claims = this.keys.verifyDownload(token, path);
+    if (!claims || !isValidUserName(claims.u)) return null;
+    const user = await this.store.getUser(claims.u);
+    if (!user || this.keys.passwordStamp(user.passwordHash) !== claims.v) return null;
+    return this.principal(user, 'session');
+  }
+
   private async checkSession(token: string): Promise<Principal | null> {
-    const claims = this.keys.verify(token);
+    // A minute's grace for clocks of dispatchers sharing the database.
+    const claims = this.keys.verify(token, this.sessionTtlMs + 60_000);
     if (!claims || !isValidUserName(claims.u)) return null;
     const user = await this.store.getUser(claims.u);
     if (!user || this.keys.passwordStamp(user.passwordHash) !== claims.v) return null;

@@ -4,8 +4,9 @@
  * raised later without breaking the hashes already stored.
  */
 
-import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthError } from './errors';
+import { hashPool } from './hash-pool';
 
 /** N=2^15, r=8: 32 MiB and some 50-100 ms per hash on a server core. */
 const COST = { N: 32768, r: 8, p: 1 } as const;
@@ -52,10 +53,8 @@ function derive(password: string, salt: Buffer, keyBytes: number, params: Scrypt
   // Node's default maxmem (32 MiB) is just short of what N=2^15, r=8 needs
   // with OpenSSL's bookkeeping; this is OpenSSL's own sum, with a margin.
   const maxmem = scryptMemory(params) + (1 << 20);
-  return new Promise((resolve, reject) => {
-    // The async form runs on libuv's thread pool: the event loop keeps going.
-    scrypt(password.normalize('NFC'), salt, keyBytes, { ...params, maxmem }, (err, key) => (err ? reject(err) : resolve(key)));
-  });
+  // On the hashing threads (hash-pool.ts), not libuv's pool, which the traces' file I/O needs.
+  return hashPool.derive(password.normalize('NFC'), salt, keyBytes, { N: params.N, r: params.r, p: params.p, maxmem });
 }
 
 /** The encoded hash of `password` (no policy check: see checkPasswordPolicy). */

@@ -15,6 +15,14 @@ import { z } from 'zod';
 import type { TraceStore } from '../store/store';
 
 export const SESSION_PREFIX = 'ts1.';
+/**
+ * Download tokens: the same shape with {u, exp, v, p}, p the one download
+ * path they open. Their own prefix is inside the MAC, so neither kind of
+ * token passes for the other.
+ */
+export const DOWNLOAD_PREFIX = 'td1.';
+/** A download link lives this long: long enough to follow, short enough that a leaked one (history, proxy log) is soon worthless. */
+export const DOWNLOAD_TOKEN_TTL_MS = 5 * 60_000;
 const SECRETS_CONFIG = 'secrets';
 const KEY_BYTES = 32;
 
@@ -29,6 +37,19 @@ const claimsSchema = z
     u: z.string().min(1).max(200),
     exp: z.number().int().positive(),
     v: z.string().min(1).max(64),
+  })
+  .strict();
+
+export interface DownloadClaims extends SessionClaims {
+  p: string;
+}
+
+const downloadClaimsSchema = z
+  .object({
+    u: z.string().min(1).max(200),
+    exp: z.number().int().positive(),
+    v: z.string().min(1).max(64),
+    p: z.string().min(1).max(1024),
   })
   .strict();
 
@@ -62,27 +83,50 @@ export class SessionKeys {
   }
 
   sign(claims: SessionClaims): string {
-    const body = `${SESSION_PREFIX}${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+    return this.signAs(SESSION_PREFIX, claims);
+  }
+
+  signDownload(claims: DownloadClaims): string {
+    return this.signAs(DOWNLOAD_PREFIX, claims);
+  }
+
+  private signAs(prefix: string, claims: object): string {
+    const body = `${prefix}${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
     return `${body}.${this.mac(body).toString('base64url')}`;
   }
 
-  /** The claims of a well-signed, unexpired token; null for anything else. */
-  verify(token: string, now = Date.now()): SessionClaims | null {
-    if (typeof token !== 'string' || !token.startsWith(SESSION_PREFIX) || token.length > 1024) return null;
+  /**
+   * The claims of a well-signed, unexpired token; null for anything else.
+   * A token that claims to live longer than maxLifetimeMs from now is refused
+   * too: whoever holds the key (or a dispatcher with a longer TTL) cannot mint
+   * a session this dispatcher honours for years.
+   */
+  verify(token: string, maxLifetimeMs: number, now = Date.now()): SessionClaims | null {
+    return this.verifyAs(SESSION_PREFIX, claimsSchema, token, maxLifetimeMs, now);
+  }
+
+  /** A download token's claims, if it is good for `path` (as requested, before decoding). */
+  verifyDownload(token: string, path: string, now = Date.now()): DownloadClaims | null {
+    const claims = this.verifyAs(DOWNLOAD_PREFIX, downloadClaimsSchema, token, DOWNLOAD_TOKEN_TTL_MS + 60_000, now);
+    return claims && claims.p === path ? claims : null;
+  }
+
+  private verifyAs<T extends { exp: number }>(prefix: string, schema: z.ZodType<T>, token: string, maxLifetimeMs: number, now: number): T | null {
+    if (typeof token !== 'string' || !token.startsWith(prefix) || token.length > 2048) return null;
     const dot = token.lastIndexOf('.');
-    if (dot <= SESSION_PREFIX.length) return null;
+    if (dot <= prefix.length) return null;
     const body = token.slice(0, dot);
     const sig = Buffer.from(token.slice(dot + 1), 'base64url');
     const want = this.mac(body);
     if (sig.length !== want.length || !timingSafeEqual(sig, want)) return null;
     let parsed: unknown;
     try {
-      parsed = JSON.parse(Buffer.from(body.slice(SESSION_PREFIX.length), 'base64url').toString('utf8'));
+      parsed = JSON.parse(Buffer.from(body.slice(prefix.length), 'base64url').toString('utf8'));
     } catch {
       return null;
     }
-    const claims = claimsSchema.safeParse(parsed);
-    if (!claims.success || claims.data.exp <= now) return null;
+    const claims = schema.safeParse(parsed);
+    if (!claims.success || claims.data.exp <= now || claims.data.exp > now + maxLifetimeMs) return null;
     return claims.data;
   }
 }

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -14,6 +14,8 @@ import { Auth } from '../auth/auth';
 import { createApi } from '../api/api';
 import { Metrics } from '../api/metrics';
 import { connectRedis, RedisLink } from './redis';
+import { clientAddress } from '../api/client-address';
+import { DispatcherHealth } from './health';
 
 export interface DispatcherOptions {
   host?: string;
@@ -31,6 +33,8 @@ export interface DispatcherOptions {
   retryMs?: number;
   /** The web page's files, served at /. */
   staticDir?: string;
+  /** Reverse proxies whose X-Forwarded-For is believed (--trust-proxy): addresses or CIDRs. */
+  trustProxy?: string[];
   log?: (line: string) => void;
 }
 
@@ -52,6 +56,11 @@ const PURGE_EVERY_MS = 6 * 3600_000;
  */
 export async function startDispatcher(opts: DispatcherOptions): Promise<RunningDispatcher> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  // First, so that a bad --trust-proxy entry fails before anything starts.
+  const peer = clientAddress(opts.trustProxy);
+  // The spool and the embedded store hold captured calls: for this user only.
+  mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(opts.dataDir, 0o700);
   const store = await openStore({ couchdbUrl: opts.couchdbUrl, dataDir: opts.dataDir, db: opts.db, log, publish: true });
   const cleanups: Array<() => Promise<void> | void> = [() => store.close()];
   const cleanup = async () => {
@@ -66,6 +75,14 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     // A trace:done with its SIP summaries (up to ~1 MB, agent/trace/serve.ts) must fit in one Socket.IO message.
     // serveClient: the web page imports the browser client from /socket.io/socket.io.esm.min.js (the server's own version).
     const io = new Server(http, { serveClient: true, maxHttpBufferSize: 2 * 1024 * 1024 });
+    // Nothing is served on the default namespace: an open door there would only
+    // hold sockets (and memory) for whoever knocks, unauthenticated.
+    io.use((_socket, next) => next(new Error('nothing is served on the default namespace: agents connect to /agent, clients to /client')));
+    // The socket handshake's address (failed logins are counted per address) is the client's
+    // behind a trusted proxy too; set here, before any namespace builds its handshake.
+    io.engine.on('connection', (raw: { request: import('node:http').IncomingMessage; remoteAddress: string }) => {
+      raw.remoteAddress = peer(raw.request);
+    });
     let redis: RedisLink | null = null;
     if (opts.redisUrl) {
       redis = await connectRedis(io, opts.redisUrl, log);
@@ -76,7 +93,9 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     cleanups.push(() => orchestrator.close());
     attachClients(io, { traces: orchestrator, auth, log });
     const metrics = new Metrics({ orchestrator, registry: fleet.registry, store: store.store });
-    const app = createApi({ store: store.store, traces: orchestrator, auth, metrics, log, staticDir: opts.staticDir });
+    const health = new DispatcherHealth();
+    cleanups.push(() => health.close());
+    const app = createApi({ store: store.store, traces: orchestrator, auth, metrics, log, staticDir: opts.staticDir, trustProxy: opts.trustProxy, health: () => ({ ...health.check() }) });
     http.on('request', app);
     await orchestrator.recover();
 

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startEmbeddedCouch, EmbeddedCouch } from '../store/embedded';
 import { redactUrl, TraceStore } from '../store/store';
@@ -20,7 +20,11 @@ export interface StoreAccess {
   close(): Promise<void>;
 }
 
-/** Where a running dispatcher writes the loopback URL of its embedded store, for `tracefleet user` and friends. */
+/**
+ * Where a running dispatcher writes the loopback URL of its embedded store,
+ * credentials included, for `tracefleet user` and friends run as the same
+ * user: 0600, like the credentials file it repeats.
+ */
 export function embeddedUrlFile(dataDir: string): string {
   return join(dataDir, 'store.url');
 }
@@ -49,10 +53,16 @@ export async function openStore(opts: StoreAccessOptions & { publish?: boolean }
       // A dispatcher that died without removing the file: its store is ours to start.
     }
   }
+  // The spool and the store hold captured calls: nobody else on the machine may list or read them.
+  mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+  if (opts.publish) chmodSync(opts.dataDir, 0o700);
   const embedded = await startEmbeddedCouch({ dataDir: join(opts.dataDir, 'store'), log });
   try {
     const store = await TraceStore.open({ url: embedded.url, db: opts.db });
-    if (opts.publish) writeFileSync(file, `${embedded.url}\n`);
+    if (opts.publish) {
+      writeFileSync(file, `${embedded.url}\n`, { mode: 0o600 });
+      chmodSync(file, 0o600);
+    }
     return {
       store,
       url: embedded.url,

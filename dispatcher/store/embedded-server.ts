@@ -4,13 +4,16 @@
  * parent over the IPC channel only: `ready`/`error` out, `stop` in.
  */
 
-import { mkdirSync } from 'node:fs';
+import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { IncomingMessage, RequestListener, Server, ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { sep } from 'node:path';
 
 export interface EmbeddedServerArgs {
   dataDir: string;
+  /** Read here, not passed on the command line, where any local user could read it in ps. */
+  credentialsFile: string;
   host: string;
   port: number;
 }
@@ -86,6 +89,14 @@ function putAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerRe
   });
 }
 
+/** Whether the request carries the store's Basic credentials (compared in constant time). */
+function authorised(req: IncomingMessage, expected: Buffer): boolean {
+  const m = /^Basic\s+([A-Za-z0-9+/=]{1,400})\s*$/i.exec(req.headers.authorization ?? '');
+  if (!m) return false;
+  const given = Buffer.from(m[1], 'base64');
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
 function send(msg: ChildMessage): void {
   process.send?.(msg);
 }
@@ -106,7 +117,10 @@ function describeStartError(err: unknown, args: EmbeddedServerArgs): string {
 }
 
 async function start(args: EmbeddedServerArgs): Promise<Server> {
-  mkdirSync(args.dataDir, { recursive: true });
+  // LevelDB's files, the attachments among them, readable by this user only.
+  process.umask(0o077);
+  const creds = JSON.parse(readFileSync(args.credentialsFile, 'utf8')) as { user: string; password: string };
+  const expected = Buffer.from(`${creds.user}:${creds.password}`, 'utf8');
   // Required here, not at the top, so that a missing native LevelDB build is
   // reported through `error` like any other start failure.
   const PouchDB = (require('pouchdb-node') as PouchStatic).defaults({
@@ -139,6 +153,11 @@ async function start(args: EmbeddedServerArgs): Promise<Server> {
     console.error = consoleError;
   }
   const srv = createServer((req, res) => {
+    if (!authorised(req, expected)) {
+      // As CouchDB answers; no challenge header, so a browser shows no login box.
+      req.resume();
+      return sendJson(res, 401, { error: 'unauthorized', reason: 'Name or password is incorrect.' });
+    }
     const target = req.method === 'PUT' ? attachmentPath(req.url ?? '/') : null;
     if (target) putAttachment(PouchDB, req, res, target);
     else app(req, res);

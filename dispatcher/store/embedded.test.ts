@@ -2,7 +2,7 @@
 // set: they are about the server the dispatcher starts when it is not.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -11,6 +11,24 @@ import nano from 'nano';
 import { startEmbeddedCouch } from './embedded';
 import { MERGED_ATTACHMENT, PCAP_CONTENT_TYPE } from './layout';
 import { StoreUnreachableError, TraceStore } from './store';
+
+/** The URL without its credentials. */
+function bare(url: string): string {
+  const u = new URL(url);
+  u.username = '';
+  u.password = '';
+  return u.toString().replace(/\/$/, '');
+}
+
+/** Every file and folder under dir with its permission bits. */
+function modes(dir: string): Array<{ path: string; mode: number; isDir: boolean }> {
+  const out = [{ path: dir, mode: statSync(dir).mode & 0o777, isDir: true }];
+  for (const name of readdirSync(dir, { recursive: true }) as string[]) {
+    const st = statSync(join(dir, name));
+    out.push({ path: join(dir, name), mode: st.mode & 0o777, isDir: st.isDirectory() });
+  }
+  return out;
+}
 
 describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
   let dataDir: string;
@@ -26,10 +44,11 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
     const couch = await startEmbeddedCouch({ dataDir, log: (l) => lines.push(l) });
     let traceId: string;
     try {
-      assert.match(couch.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+      assert.match(couch.url, /^http:\/\/tracefleet:[^@]+@127\.0\.0\.1:\d+$/);
       assert.equal(lines.length, 1);
       assert.match(lines[0], /embedded/);
-      assert.ok(lines[0].includes(couch.url) && lines[0].includes(dataDir), lines[0]);
+      assert.ok(lines[0].includes(bare(couch.url)) && lines[0].includes(dataDir), lines[0]);
+      assert.ok(!lines[0].includes(new URL(couch.url).password), 'the password is not logged');
 
       const server = nano(couch.url);
       await server.db.create('plain');
@@ -72,12 +91,36 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
     }
   });
 
+  test('refuses reads and writes without its credentials; its files are for this user only', async () => {
+    const couch = await startEmbeddedCouch({ dataDir, log: () => {} });
+    try {
+      const store = await TraceStore.open({ url: couch.url, db: 'locked' });
+      await store.createTrace({ request: { number: '5551234' }, user: 'ann', hosts: ['h'] });
+      const open = bare(couch.url);
+      for (const [method, path] of [['GET', '/_all_dbs'], ['GET', '/locked/_all_docs'], ['GET', '/locked/config:secrets'], ['PUT', '/intruder'], ['PUT', '/locked/user:eve'], ['PUT', '/locked/x/a.bin']] as const) {
+        const res = await fetch(`${open}${path}`, { method, ...(method === 'PUT' ? { body: '{"roles":["admin"]}', headers: { 'content-type': 'application/json' } } : {}) });
+        assert.equal(res.status, 401, `${method} ${path} without credentials: ${res.status}`);
+        const wrong = await fetch(`${open}${path}`, { method, headers: { authorization: `Basic ${Buffer.from('tracefleet:guess').toString('base64')}` } });
+        assert.equal(wrong.status, 401, `${method} ${path} with a wrong password: ${wrong.status}`);
+      }
+      assert.ok(!(await nano(couch.url).db.list()).includes('intruder'), 'the refused write made nothing');
+      assert.equal((await nano(couch.url).use('locked').get('user:eve').catch((e: { statusCode?: number }) => e.statusCode)), 404);
+    } finally {
+      await couch.stop();
+    }
+    for (const f of modes(dataDir)) {
+      assert.equal(f.mode & 0o077, 0, `${f.path} is ${f.mode.toString(8)}: readable by others`);
+      if (f.path === dataDir) assert.equal(f.mode, 0o700);
+      if (f.path.endsWith('.credentials.json')) assert.equal(f.mode, 0o600);
+    }
+  });
+
   test('a stopped server is unreachable; a second one on the same data refuses to start', async () => {
     const couch = await startEmbeddedCouch({ dataDir, log: () => {} });
     const store = await TraceStore.open({ url: couch.url, db: 'second' });
     await assert.rejects(startEmbeddedCouch({ dataDir, log: () => {} }), /in use by another process/);
     await couch.stop();
-    await assert.rejects(store.listTraces(), (e) => e instanceof StoreUnreachableError && e.message.includes(couch.url));
+    await assert.rejects(store.listTraces(), (e) => e instanceof StoreUnreachableError && e.message.includes(`:${new URL(couch.url).port} is unreachable`));
   });
 
   test('stop() when the server died a moment ago (a Ctrl-C to the process group) ends cleanly, with no EPIPE crash', async () => {
@@ -125,7 +168,7 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
       // Hosts without IPv6 loopback cannot listen there; say so rather than pass silently.
       assert.match(v6.message, /failed to start|cannot listen/);
     } else {
-      assert.match(v6.url, /^http:\/\/\[::1\]:\d+$/);
+      assert.match(v6.url, /^http:\/\/tracefleet:[^@]+@\[::1\]:\d+$/);
       assert.ok((await TraceStore.open({ url: v6.url, db: 'v6' })).dbName === 'v6');
       await v6.stop();
     }

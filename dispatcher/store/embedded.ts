@@ -10,11 +10,20 @@
  * growing by the result's size. In a child process that buffering is the
  * store's cost, as it would be Apache CouchDB's, and a crash of either side
  * does not take the other down.
+ *
+ * It holds the session signing key (config:secrets) and every password hash,
+ * so nobody but the dispatcher may talk to it: it demands HTTP Basic
+ * credentials made here once and kept in a 0600 file in its 0700 data dir
+ * (a Unix socket would do as much, but nano, the dispatcher's own fetch of
+ * attachments and the documented curl downloads all speak TCP URLs, and a
+ * credentials URL works with every CouchDB client unchanged).
  */
 
 import { ChildProcess, fork } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-import { resolve as resolvePath } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve as resolvePath } from 'node:path';
+import { z } from 'zod';
 import type { ChildMessage, EmbeddedServerArgs, ParentMessage } from './embedded-server';
 
 export interface EmbeddedCouchOptions {
@@ -28,11 +37,64 @@ export interface EmbeddedCouchOptions {
 }
 
 export interface EmbeddedCouch {
+  /** With the store's credentials in it (http://user:password@127.0.0.1:port): never log it, log redactedUrl. */
   url: string;
+  /** The same without the credentials. */
+  redactedUrl: string;
   dataDir: string;
   /** Process id of the server, for logs and health checks. */
   pid: number;
   stop(): Promise<void>;
+}
+
+/** The one user of an embedded store. */
+export const EMBEDDED_USER = 'tracefleet';
+
+const credentialsSchema = z.object({ user: z.literal(EMBEDDED_USER), password: z.string().min(32).max(200) }).strict();
+export type EmbeddedCredentials = z.infer<typeof credentialsSchema>;
+
+/** Where an embedded store keeps its credentials: a name no CouchDB database can have (they start with a-z). */
+export function credentialsFile(dataDir: string): string {
+  return join(dataDir, '.credentials.json');
+}
+
+/**
+ * The data dir, 0700 (also when an older version made it 0755), and its
+ * credentials, made on first use and kept 0600.
+ */
+export function prepareDataDir(dataDir: string): EmbeddedCredentials {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(dataDir, 0o700);
+  const file = credentialsFile(dataDir);
+  let text: string | null = null;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  if (text === null) {
+    const made: EmbeddedCredentials = { user: EMBEDDED_USER, password: randomBytes(24).toString('base64url') };
+    // wx: two processes starting at once must not each believe their own password.
+    try {
+      writeFileSync(file, JSON.stringify(made) + '\n', { mode: 0o600, flag: 'wx' });
+      return made;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      text = readFileSync(file, 'utf8');
+    }
+  }
+  chmodSync(file, 0o600);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = null;
+  }
+  const creds = credentialsSchema.safeParse(parsed);
+  if (!creds.success) {
+    throw new Error(`the embedded store's credentials file ${file} is damaged: delete it (a new password is made at the next start)`);
+  }
+  return creds.data;
 }
 
 const LOOPBACK = /^(127(\.\d{1,3}){3}|::1|\[::1\]|localhost)$/;
@@ -45,15 +107,14 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
   const host = opts.host ?? '127.0.0.1';
   const port = opts.port ?? 0;
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
-  // The embedded server has no authentication at all (anyone who reaches it
-  // may read and write), so it never listens beyond this machine.
+  // Its credentials travel in clear over plain HTTP, so it never listens beyond this machine.
   if (!LOOPBACK.test(host)) {
     throw new Error(`the embedded store listens on loopback only, not on ${host}: use 127.0.0.1 or ::1, or set COUCHDB_URL to a real CouchDB`);
   }
   const dataDir = resolvePath(opts.dataDir);
-  mkdirSync(dataDir, { recursive: true });
+  const creds = prepareDataDir(dataDir);
 
-  const args: EmbeddedServerArgs = { dataDir, host: host.replace(/^\[|\]$/g, ''), port };
+  const args: EmbeddedServerArgs = { dataDir, credentialsFile: credentialsFile(dataDir), host: host.replace(/^\[|\]$/g, ''), port };
   const child = fork(require.resolve('./embedded-server'), [JSON.stringify(args)], {
     // Not the parent's flags (node --test, --inspect...); the deprecation
     // warnings are express-pouchdb's use of `new Buffer`, nothing we can fix.
@@ -67,16 +128,18 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
   // Failures to signal the child are handled where it is signalled; an 'error' with no listener would throw.
   child.on('error', (e) => log(`tracefleet store: the embedded store (pid ${child.pid}): ${e.message}`));
   const readyPort = await waitReady(child, exited, opts.startTimeoutMs ?? 30_000);
-  const url = `http://${urlHost(args.host)}:${readyPort}`;
+  const redactedUrl = `http://${urlHost(args.host)}:${readyPort}`;
+  const url = `http://${creds.user}:${encodeURIComponent(creds.password)}@${urlHost(args.host)}:${readyPort}`;
 
   let stopping: Promise<void> | undefined;
   void exited.then((code) => {
-    if (!stopping) log(`tracefleet store: the embedded store (pid ${child.pid}) exited unexpectedly with code ${code}; the store at ${url} is unreachable until the dispatcher restarts`);
+    if (!stopping) log(`tracefleet store: the embedded store (pid ${child.pid}) exited unexpectedly with code ${code}; the store at ${redactedUrl} is unreachable until the dispatcher restarts`);
   });
-  log(`tracefleet store: embedded CouchDB-compatible server (express-pouchdb, LevelDB) at ${url}, data in ${dataDir} (set COUCHDB_URL to use Apache CouchDB)`);
+  log(`tracefleet store: embedded CouchDB-compatible server (express-pouchdb, LevelDB) at ${redactedUrl}, data and credentials in ${dataDir} (set COUCHDB_URL to use Apache CouchDB)`);
 
   return {
     url,
+    redactedUrl,
     dataDir,
     pid: child.pid ?? -1,
     stop(): Promise<void> {

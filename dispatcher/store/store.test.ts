@@ -6,7 +6,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import nano from 'nano';
 import { DESIGN_DOC, HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId, traceDocId } from './layout';
-import { redactUrl, StoreError, StoreUnreachableError, TraceStore } from './store';
+import { StoreError, StoreUnreachableError, TraceStore } from './store';
 import { TestCouch, closedPort, openTestStore, startRelay, startTestCouch, uniqueDbName } from '../../test/support/couch';
 
 const DAY = 86_400_000;
@@ -400,7 +400,7 @@ describe('TraceStore against a real CouchDB-compatible server', { timeout: 180_0
     await relay.stop();
 
     const unreachable = (e: unknown): boolean =>
-      e instanceof StoreUnreachableError && e.message.includes(`store at ${redactUrl(relay.url)}`) && !e.message.includes(new URL(relay.url).password || '\u0000') && /is unreachable/.test(e.message) && /COUCHDB_URL/.test(e.message);
+      e instanceof StoreUnreachableError && e.message.includes(`${new URL(relay.url).host} is unreachable`) && /is unreachable/.test(e.message) && /COUCHDB_URL/.test(e.message);
     const calls: [string, () => Promise<unknown>][] = [
       ['ping', () => s.ping()],
       ['createTrace', () => s.createTrace({ request: {}, user: 'ann', hosts: [] })],

@@ -149,10 +149,14 @@ describe('web page in Firefox ESR (in-process dispatcher and agents)', { skip, t
     await page.keyboard.press('Enter');
     await page.waitForFunction(() => /INVITE/.test(document.querySelector('#ladder .ladder-details')?.textContent ?? ''));
 
-    // The merged download link, followed as the browser would (the link carries the session): the stored bytes, a name that says what it is.
+    // The merged download, fetched as the page's click does (a download token for the link's path, never the session in the URL):
+    // the stored bytes, a name that says what it is.
     const link = await page.$eval('a.download[data-what="merged"]', (a: any) => ({ href: a.href, name: a.getAttribute('download') }));
     const got = await page.evaluate(async (href: string) => {
-      const r = await fetch(href);
+      const session = JSON.parse(window.sessionStorage.getItem('tracefleet.session'));
+      const path = new URL(href).pathname;
+      const t = (await (await fetch('/api/download-token', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${session.token}` }, body: JSON.stringify({ path }) })).json()) as { url: string };
+      const r = await fetch(t.url);
       const body = new Uint8Array(await r.arrayBuffer());
       const digest = new Uint8Array(await window.crypto.subtle.digest('SHA-256', body));
       return { status: r.status, disposition: r.headers.get('content-disposition'), bytes: body.length, sha256: [...digest].map((b) => b.toString(16).padStart(2, '0')).join('') };

@@ -88,6 +88,17 @@ describe('web page (in-process dispatcher and agents)', { skip }, () => {
 
   test('a trace from the page: live host rows reach done; messages, ladder, downloads; reopened from History and after a reload', async () => {
     const { page, errors } = await browser.newPage();
+    // Every URL the page asks for or follows, to check that none carries the session token.
+    const urls: string[] = [];
+    page.on('request', (r) => urls.push(r.url()));
+    page.on('framenavigated', (f) => urls.push(f.url()));
+    const first = await page.goto(`${d.url}/`);
+    const headers = first!.headers();
+    assert.match(headers['content-security-policy'] ?? '', /(^|; )frame-ancestors 'none'(;|$)/);
+    assert.match(headers['content-security-policy'] ?? '', /(^|; )script-src 'self'(;|$)/);
+    assert.doesNotMatch(headers['content-security-policy'] ?? '', /unsafe-inline|unsafe-eval/);
+    assert.equal(headers['referrer-policy'], 'no-referrer');
+    assert.equal(headers['x-content-type-options'], 'nosniff');
     await logIn(page, d.url, TRACER.name, TRACER.password);
     await page.locator('#tf-callId').fill(CALL);
     await page.locator('#tf-window-custom').check();
@@ -147,6 +158,17 @@ describe('web page (in-process dispatcher and agents)', { skip }, () => {
     assert.equal(hostDl.suggestedFilename(), `trace-${id}-callid-crossing-call_orch-b.pcap`);
     const [tarDl] = await Promise.all([page.waitForEvent('download'), page.locator('a.download[data-what="tar"]').click()]);
     assert.equal(tarDl.suggestedFilename(), `trace-${id}-callid-crossing-call_orch.tar`);
+
+    // No session token in any URL: not in what the page fetched or followed, not in a link it shows.
+    urls.push(download.url(), hostDl.url(), tarDl.url());
+    const session = JSON.parse((await page.evaluate(() => JSON.stringify(Object.values({ ...sessionStorage })))) as string) as string[];
+    const token = session.map((v) => (JSON.parse(v) as { token?: string }).token).find((t) => typeof t === 'string');
+    assert.ok(token && token.startsWith('ts1.'), 'the page keeps its session in sessionStorage');
+    const hrefs = await page.locator('a[href]').evaluateAll((as: any[]) => as.map((a) => a.href as string));
+    for (const u of [...urls, ...hrefs]) {
+      assert.ok(!u.includes(token) && !u.includes(encodeURIComponent(token)) && !/access_token=/.test(u), `the session token is in a URL: ${u.slice(0, 200)}`);
+    }
+    assert.match(download.url(), /\/merged\.pcap\?dl=td1\./, 'the merged download went through a download token');
 
     const hostRows = await rowsText(page, '#trace-hosts');
 

@@ -86,11 +86,17 @@ export function makeApi(session, onUnauthorized) {
     trace: (id) => call('GET', `/api/traces/${enc(id)}`),
     messages: (id) => call('GET', `/api/traces/${enc(id)}/messages`),
     agents: () => call('GET', '/api/agents'),
-    /** A link a browser can follow: downloads take the session as access_token (a link carries no header). */
-    downloadUrl(id, what) {
+    /** The download's path: a link to it that carries no credentials (downloadUrl makes the one to follow). */
+    downloadPath(id, what) {
       const base = `/api/traces/${enc(id)}`;
-      const path = what === 'merged' ? `${base}/merged.pcap` : what === 'tar' ? `${base}/trace.tar` : `${base}/hosts/${enc(what.host)}/packets.pcap`;
-      return `${path}?access_token=${enc(session.token)}`;
+      return what === 'merged' ? `${base}/merged.pcap` : what === 'tar' ? `${base}/trace.tar` : `${base}/hosts/${enc(what.host)}/packets.pcap`;
+    },
+    /**
+     * A URL for that path with a download token good for it alone, for a few
+     * minutes: the session token never goes into a URL (history, proxy logs).
+     */
+    async downloadUrl(path) {
+      return (await call('POST', '/api/download-token', { path })).url;
     },
   };
 }

@@ -108,8 +108,24 @@ export function renderTrace(main, ctx, id) {
       replace(downloads, h('p', { class: 'hint' }, 'The files are ready when the trace has finished.'));
       return;
     }
-    const link = (what, label, note) =>
-      h('li', {}, h('a', { href: ctx.api.downloadUrl(id, what), download: '', class: 'download', dataset: { what: typeof what === 'string' ? what : `host:${what.host}` } }, label), note ? h('span', { class: 'hint' }, ` ${note}`) : null);
+    const link = (what, label, note) => {
+      const path = ctx.api.downloadPath(id, what);
+      const problem = h('span', { class: 'error-text', role: 'alert' });
+      const follow = async (e) => {
+        e.preventDefault();
+        problem.textContent = '';
+        try {
+          // Fetched at the click, not with the page: the token lives minutes.
+          const a = h('a', { href: await ctx.api.downloadUrl(path), download: '', hidden: true });
+          document.body.append(a);
+          a.click();
+          a.remove();
+        } catch (err) {
+          problem.textContent = ` The download could not start: ${err.message}`;
+        }
+      };
+      return h('li', {}, h('a', { href: path, download: '', class: 'download', onclick: follow, dataset: { what: typeof what === 'string' ? what : `host:${what.host}` } }, label), note ? h('span', { class: 'hint' }, ` ${note}`) : null, problem);
+    };
     const items = [];
     if (tracker.merged) items.push(link('merged', 'Merged PCAP of every host', `${fmtCount(tracker.merged.packets)} packets, ${fmtBytes(tracker.merged.bytes)}`));
     for (const x of [...tracker.hosts.values()].sort((a, b) => (a.host < b.host ? -1 : 1))) {

@@ -40,6 +40,8 @@ export interface ApiAuth {
   authenticate(cred: Credential, ctx?: { address?: string }): Promise<Principal | null>;
   login(user: string, password: string, ctx?: { address?: string }): Promise<{ token: string; user: string; roles: Role[]; expiresAt: string } | null>;
   can(p: Principal, action: Action): boolean;
+  /** Whether p may cancel or delete a trace of `owner`. */
+  canManage(p: Principal, owner: string): boolean;
 }
 
 export interface ApiDeps {
@@ -307,8 +309,9 @@ export function createApi(deps: ApiDeps): express.Express {
   api.post(
     '/traces/:id/cancel',
     h(async (req, res) => {
-      need(principal(res), 'trace', 'cancel traces');
-      const trace = await traces.cancel(traceId(req));
+      const p = principal(res);
+      need(p, 'trace', 'cancel traces');
+      const trace = await traces.cancel(traceId(req), (owner) => auth.canManage(p, owner));
       res.json({ trace });
     }),
   );
@@ -320,7 +323,7 @@ export function createApi(deps: ApiDeps): express.Express {
       const id = traceId(req);
       need(p, 'read', 'delete traces');
       const t = await getTrace(id);
-      if (!auth.can(p, 'admin') && !(t.user === p.name && auth.can(p, 'trace'))) {
+      if (!auth.canManage(p, t.user)) {
         throw new HttpError(403, `user ${p.name} may not delete trace ${id} of user ${t.user}: only its owner (with the tracer role) or an admin may`);
       }
       if (t.state === 'running') {

@@ -17,6 +17,12 @@ export interface ClientLimits {
   socketInFlight: number;
   /** Traces one socket may watch at once (rooms joined). */
   socketWatches: number;
+  /**
+   * Refusals in a row after which a socket is disconnected: a client that
+   * goes on after "slow down" is not listening, and each further event, even
+   * refused, costs the dispatcher its decoding and its answer.
+   */
+  socketRefusedMax: number;
 }
 
 /**
@@ -25,12 +31,13 @@ export interface ClientLimits {
  * without waiting for the acks does not.
  */
 export const DEFAULT_CLIENT_LIMITS: ClientLimits = {
-  socketBurst: 40,
-  socketPerSec: 20,
-  userBurst: 100,
-  userPerSec: 50,
+  socketBurst: 100,
+  socketPerSec: 50,
+  userBurst: 200,
+  userPerSec: 100,
   socketInFlight: 8,
   socketWatches: 200,
+  socketRefusedMax: 200,
 };
 
 export class TokenBucket {

@@ -132,6 +132,7 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
     const userBucket = shared.bucket;
     let inFlight = 0;
     let refused = 0;
+    let inRow = 0;
     socket.on('disconnect', () => {
       const u = userBuckets.get(name);
       if (u && --u.sockets <= 0) userBuckets.delete(name);
@@ -149,9 +150,17 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
         if (!u.ok) why = `user ${name}'s connections sent more than ${limits.userPerSec} events a second together; retry in ${u.retryMs} ms`;
         else if (inFlight >= limits.socketInFlight) why = `this connection has ${inFlight} requests unanswered, its limit: wait for their answers`;
       }
-      if (!why) return null;
+      if (!why) {
+        inRow = 0;
+        return null;
+      }
       // One log line per burst refused, not one per event.
       if (refused++ % 1000 === 0) log(`tracefleet dispatcher: client ${name}: events refused (${refused} so far on this connection): ${why}`);
+      if (++inRow === limits.socketRefusedMax) {
+        log(`tracefleet dispatcher: client ${name} from ${socket.handshake.address}: ${inRow} events in a row refused as over the limits; disconnected`);
+        // After this event's answer: the client learns why.
+        setImmediate(() => socket.disconnect(true));
+      }
       return { ok: false, error: `slow down: ${why}`, code: 'rate_limited' };
     };
 

@@ -24,16 +24,17 @@ export interface Principal {
   name: string;
   roles: Role[];
   via: 'password' | 'session' | 'token';
-  /**
-   * What the credential was checked against, so that current() can tell a
-   * long-lived connection when it no longer holds: the keyed stamp of the
-   * password hash (password and session; a session also its expiry), or the
-   * API token's id.
-   */
-  proof?: { stamp: string; exp?: number } | { tokenId: string };
 }
 
 export type Action = 'trace' | 'read' | 'admin';
+
+/**
+ * What a principal's credential was checked against, so that current() can
+ * tell a long-lived connection when it no longer holds: the keyed stamp of the
+ * password hash (password and session logins; a session also its expiry), or
+ * the API token's id.
+ */
+type Proof = { stamp: string; exp?: number } | { tokenId: string };
 
 /** The socket handshake's auth, an HTTP `Authorization: Basic` value, or a `Bearer` one (session or API token). */
 export type Credentials = ClientAuth | { basic: string } | { bearer: string };
@@ -131,6 +132,8 @@ export class Auth {
   readonly sessionTtlMs: number;
   private readonly limiter: FailureLimiter;
   private readonly userCacheMs: number;
+  /** Kept beside the principals this Auth made, not in them: a principal stays plain data for its users. */
+  private readonly proofs = new WeakMap<Principal, Proof>();
   /** User documents read by current(), shared by the reads in flight. */
   private readonly users = new Map<string, { at: number; doc: Promise<UserDoc | null> }>();
 
@@ -209,7 +212,7 @@ export class Auth {
    * dispatcher reads, so this needs no message between dispatchers.
    */
   async current(p: Principal, now = Date.now()): Promise<Principal | null> {
-    const proof = p.proof;
+    const proof = this.proofs.get(p);
     if (!proof || !isValidUserName(p.name)) return null;
     const user = await this.cachedUser(p.name, now);
     if (!user) return null;
@@ -217,7 +220,10 @@ export class Auth {
       'tokenId' in proof
         ? (user.tokens ?? []).some((t) => t.id === proof.tokenId)
         : this.keys.passwordStamp(user.passwordHash) === proof.stamp && (proof.exp === undefined || proof.exp > now);
-    return holds ? { ...p, roles: rolesOf(user) } : null;
+    if (!holds) return null;
+    const fresh = { ...p, roles: rolesOf(user) };
+    this.proofs.set(fresh, proof);
+    return fresh;
   }
 
   /** Forgets what current() read of a user (their document changed). */
@@ -239,8 +245,10 @@ export class Auth {
     return doc;
   }
 
-  private principal(user: UserDoc, via: Principal['via'], proof: Principal['proof']): Principal {
-    return { name: user.name, roles: rolesOf(user), via, proof };
+  private principal(user: UserDoc, via: Principal['via'], proof: Proof): Principal {
+    const p: Principal = { name: user.name, roles: rolesOf(user), via };
+    this.proofs.set(p, proof);
+    return p;
   }
 
   private async byPassword(name: string, password: string, ctx: AuthContext): Promise<Principal | null> {

@@ -528,7 +528,7 @@ test('an event flood on one socket is refused (rate_limited) while /healthz and 
     assert.ok(answers.length < FLOOD, 'a client going on after "slow down" is disconnected before the end of its flood');
     assert.ok(r.d.logs.some((l) => /client vera from .*: 200 events in a row refused as over the limits; disconnected/.test(l)), r.d.logs.slice(-5).join('\n'));
     // On a 2-core machine shared with other work, a few hundred ms are noise: with the flooding process on the same machine, the floor keeps the 2x from being flaky (unlimited, the flood made them 30 s).
-    const FLOOR_MS = 1000;
+    const FLOOR_MS = 2000;
     r.d.logs.push(`flood test: trace ${unloadedTrace.toFixed(0)} -> ${loadedTrace.toFixed(0)} ms, healthz ${unloadedHealth.toFixed(0)} -> ${loadedHealth.toFixed(0)} ms`);
     console.log(`# flood: trace ${unloadedTrace.toFixed(0)} ms unloaded, ${loadedTrace.toFixed(0)} ms under the flood; /healthz ${unloadedHealth.toFixed(0)} -> ${loadedHealth.toFixed(0)} ms; ${limited.length}/${FLOOD} refused`);
     assert.ok(loadedTrace <= Math.max(2 * unloadedTrace, unloadedTrace + FLOOR_MS), `the trace took ${loadedTrace.toFixed(0)} ms under the flood, ${unloadedTrace.toFixed(0)} ms unloaded`);

@@ -204,8 +204,8 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
           (r) => {
             inFlight--;
             reply(r);
-            // After the answer: the client learns why before the connection ends.
-            if ((r as Failure).code === 'unauthorized') end(socket as Socket);
+            // A moment after the answer, so that it is flushed (long-polling waits for the client's next GET): the client learns why before the connection ends.
+            if ((r as Failure).code === 'unauthorized') setTimeout(() => end(socket as Socket), 200).unref();
           },
           (e) => {
             inFlight--;

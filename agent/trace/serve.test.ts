@@ -433,25 +433,36 @@ test('a dispatcher disconnect mid-stream aborts the trace quietly; the next trac
   });
 });
 
-test('the concurrency limit and a repeated trace id are refused; both traces then finish', { timeout: 30_000 }, async () => {
-  await withFleet({ maxConcurrent: 2 }, async (d, a) => {
+test('beyond the concurrency limit traces wait in a bounded queue (refused only when it is full), a queued one can be cancelled, and all finish', { timeout: 30_000 }, async () => {
+  await withFleet({ maxConcurrent: 2, maxQueued: 2 }, async (d, a) => {
     const held: Array<() => void> = [];
     d.onChunk = (_id, _seq, ack) => held.push(() => ack({ ok: true }));
     assert.deepEqual(await d.run('c1', { callId: [A] }), { accepted: true });
     assert.deepEqual(await d.run('c2', { callId: [B] }), { accepted: true });
     await waitFor('both traces holding a chunk', () => held.length === 2);
     assert.equal(a.traces.active(), 2);
-    const r3 = await d.run('c3', { callId: [A] });
-    assert.equal(r3.accepted, false);
-    assert.match(r3.error!, /already running 2 traces, its limit; retry c3 when one ends/);
+    assert.deepEqual(await d.run('c3', { callId: [A] }), { accepted: true, queued: 1 });
+    assert.deepEqual(await d.run('q-cancel', { callId: [B] }), { accepted: true, queued: 2 });
+    const r5 = await d.run('c5', { callId: [A] });
+    assert.equal(r5.accepted, false);
+    assert.match(r5.error!, /^this agent is running 2 traces and has 2 waiting, its limits: retry c5 when some have ended$/);
     assert.deepEqual(await d.run('c1', { callId: [A] }), { accepted: false, error: 'trace c1 is already running on this agent' });
+    assert.deepEqual(await d.run('c3', { callId: [A] }), { accepted: false, error: 'trace c3 is already running on this agent' });
+    assert.equal(d.traces.get('c3'), undefined, 'a queued trace sends nothing until it starts');
+
+    d.agent()!.emit('trace:cancel', { traceId: 'q-cancel' });
+    const cancelled = await d.ended('q-cancel');
+    assert.deepEqual(cancelled.events, ['error']);
+    assert.equal(cancelled.error, 'cancelled by the dispatcher while it waited in the queue');
+
     d.onChunk = (_id, _seq, ack) => ack({ ok: true });
     for (const f of held) f();
     assertSameAsLocal(await d.ended('c1'), await expected(ring, { callId: [A] }));
     assertSameAsLocal(await d.ended('c2'), await expected(ring, { callId: [B] }));
-    await waitFor('no trace running', () => a.traces.active() === 0);
-    assert.deepEqual(await d.run('c3', { callId: [A] }), { accepted: true });
     assertSameAsLocal(await d.ended('c3'), await expected(ring, { callId: [A] }));
+    await waitFor('no trace running', () => a.traces.active() === 0);
+    assert.deepEqual(await d.run('c5', { callId: [A] }), { accepted: true });
+    assertSameAsLocal(await d.ended('c5'), await expected(ring, { callId: [A] }));
   });
 });
 

@@ -10,8 +10,10 @@ export interface TraceServeOptions {
   /** The ring the agent captures into; only read (the live agent owns its indexes). */
   ringDir: string;
   log?: (line: string) => void;
-  /** Traces running at once; more are refused (default 2). */
+  /** Traces running at once; more wait in the queue (default 2). */
   maxConcurrent?: number;
+  /** Traces waiting for one of those at most; more are refused (default 100). */
+  maxQueued?: number;
   /** How long the dispatcher may take to acknowledge a chunk (default 30 s). */
   chunkAckTimeoutMs?: number;
   correlationHeader?: string;
@@ -56,8 +58,9 @@ interface RunningTrace {
 /**
  * The agent's side of a fleet trace, on the dispatcher link's socket.
  *
- * trace:run is validated and its query checked before the ack; an accepted
- * trace then sends trace:started, trace:progress (before the first chunk,
+ * trace:run is validated and its query checked before the ack; beyond
+ * maxConcurrent an accepted trace waits in a bounded queue (the ack says
+ * `queued`), refused only when that is full. A running trace sends trace:started, trace:progress (before the first chunk,
  * then every 500 ms or 16 chunks), the result's PCAP as trace:chunk messages
  * of CHUNK_BYTES each waiting for the previous one's ack, and trace:done.
  * Every accepted trace ends with exactly one trace:done or trace:error while
@@ -69,6 +72,14 @@ interface RunningTrace {
 export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): TraceServer {
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const maxConcurrent = opts.maxConcurrent ?? 2;
+  const maxQueued = opts.maxQueued ?? 100;
+  /**
+   * Accepted traces waiting for a running one to end, oldest first. The queue
+   * is here, not on the dispatcher: the agent alone knows when a slot is free
+   * (a cancelled or timed-out trace ends here later than the dispatcher
+   * stops waiting for it), and its limit is its own setting.
+   */
+  const waiting: Array<{ t: RunningTrace; spec: QuerySpec }> = [];
   const ackTimeoutMs = opts.chunkAckTimeoutMs ?? 30_000;
   const maxDoneBytes = opts.maxDoneBytes ?? 900_000;
   const running = new Map<string, RunningTrace>();
@@ -165,7 +176,14 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
     } finally {
       if (result) closeResult(result);
       running.delete(t.id);
+      const next = waiting.shift();
+      if (next) begin(next.t, next.spec);
     }
+  };
+
+  const begin = (t: RunningTrace, spec: QuerySpec): void => {
+    running.set(t.id, t);
+    void runTrace(t, spec);
   };
 
   const onRun = (...args: unknown[]): void => {
@@ -185,9 +203,10 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       if (!m.ok) return reply({ accepted: false, error: m.error });
       const { traceId, query } = m.value;
       if (!ack) return reply({ accepted: false, error: `trace:run for ${traceId} came without an ack callback; the dispatcher must ask for a RunAck` });
-      if (running.has(traceId)) return reply({ accepted: false, error: `trace ${traceId} is already running on this agent` });
-      if (running.size >= maxConcurrent) {
-        return reply({ accepted: false, error: `this agent is already running ${running.size} traces, its limit; retry ${traceId} when one ends` });
+      if (running.has(traceId) || waiting.some((w) => w.t.id === traceId)) return reply({ accepted: false, error: `trace ${traceId} is already running on this agent` });
+      const full = running.size >= maxConcurrent;
+      if (full && waiting.length >= maxQueued) {
+        return reply({ accepted: false, error: `this agent is running ${running.size} traces and has ${waiting.length} waiting, its limits: retry ${traceId} when some have ended` });
       }
       let spec: QuerySpec;
       try {
@@ -199,9 +218,13 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       const aborted = new Promise<never>((_, reject) => (abort = reject));
       aborted.catch(() => {}); // rejects on every stop, raced only while the PCAP is written
       const t: RunningTrace = { id: traceId, stopped: null, notify: false, abortAck: null, aborted, abort };
-      running.set(traceId, t);
-      reply({ accepted: true });
-      void runTrace(t, spec);
+      if (full) {
+        waiting.push({ t, spec });
+        reply({ accepted: true, queued: waiting.length });
+      } else {
+        reply({ accepted: true });
+        begin(t, spec);
+      }
     } catch (e) {
       log(`tracefleet agent: trace:run handler failed: ${(e as Error).message}`);
       reply({ accepted: false, error: `the agent failed to start the trace: ${(e as Error).message}` });
@@ -211,12 +234,20 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
   const onCancel = (data: unknown): void => {
     const m = parseMessage(traceRef, 'trace:cancel', data);
     if (!m.ok) return log(`tracefleet agent: ${m.error}; ignored`);
+    const w = waiting.findIndex((x) => x.t.id === m.value.traceId);
+    if (w >= 0) {
+      waiting.splice(w, 1);
+      emit('trace:error', { traceId: m.value.traceId, message: 'cancelled by the dispatcher while it waited in the queue' });
+      return;
+    }
     const t = running.get(m.value.traceId);
     if (!t) return log(`tracefleet agent: trace:cancel for ${m.value.traceId}, which is not running here; ignored`);
     stop(t, 'cancelled by the dispatcher', true);
   };
 
   const onDisconnect = (): void => {
+    // The dispatcher marks them lost; a new connection's dispatcher knows nothing of them.
+    waiting.length = 0;
     for (const t of running.values()) stop(t, 'the dispatcher link was lost', false);
   };
 
@@ -229,6 +260,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       socket.off('trace:run', onRun);
       socket.off('trace:cancel', onCancel);
       socket.off('disconnect', onDisconnect);
+      for (const { t } of waiting.splice(0)) emit('trace:error', { traceId: t.id, message: 'the agent is shutting down' });
       for (const t of running.values()) stop(t, 'the agent is shutting down', true);
     },
     active: () => running.size,

@@ -574,11 +574,15 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     assert.equal(running.status, 409);
     assert.match((await json(running)).error, /cancel it first/);
 
-    const c = await call(`/api/traces/${trace.id}/cancel`, { method: 'POST', as: 'bob' });
+    // Another tracer may not cancel alice's trace, as they may not delete it.
+    const byOtherTracer = await call(`/api/traces/${trace.id}/cancel`, { method: 'POST', as: 'bob' });
+    assert.equal(byOtherTracer.status, 403);
+    assert.match((await json(byOtherTracer)).error, /belongs to alice: only its owner \(with the tracer role\) or an admin may cancel it/);
+    const c = await call(`/api/traces/${trace.id}/cancel`, { method: 'POST', as: 'alice' });
     assert.equal(c.status, 200);
     assert.equal((await json(c)).trace.id, trace.id);
     await until(async () => (await json(await call(`/api/traces/${trace.id}`, { as: 'vic' }))).trace.state === 'cancelled', 'the trace to end cancelled');
-    const again = await call(`/api/traces/${trace.id}/cancel`, { method: 'POST', as: 'alice' });
+    const again = await call(`/api/traces/${trace.id}/cancel`, { method: 'POST', as: 'root' });
     assert.equal(again.status, 409);
     assert.match((await json(again)).error, /already cancelled/);
     assert.equal((await call('/api/traces/ghost/cancel', { method: 'POST', as: 'alice' })).status, 404);

@@ -43,6 +43,8 @@ export interface ApiAuth {
   can(p: Principal, action: Action): boolean;
   downloadToken(p: Principal, path: string): Promise<{ token: string; expiresAt: string }>;
   authenticateDownload(token: string, path: string): Promise<Principal | null>;
+  /** Whether p may cancel or delete a trace of `owner`. */
+  canManage(p: Principal, owner: string): boolean;
 }
 
 export interface ApiDeps {
@@ -385,8 +387,9 @@ export function createApi(deps: ApiDeps): express.Express {
   api.post(
     '/traces/:id/cancel',
     h(async (req, res) => {
-      need(principal(res), 'trace', 'cancel traces');
-      const trace = await traces.cancel(traceId(req));
+      const p = principal(res);
+      need(p, 'trace', 'cancel traces');
+      const trace = await traces.cancel(traceId(req), (owner) => auth.canManage(p, owner));
       res.json({ trace });
     }),
   );
@@ -398,7 +401,7 @@ export function createApi(deps: ApiDeps): express.Express {
       const id = traceId(req);
       need(p, 'read', 'delete traces');
       const t = await getTrace(id);
-      if (!auth.can(p, 'admin') && !(t.user === p.name && auth.can(p, 'trace'))) {
+      if (!auth.canManage(p, t.user)) {
         throw new HttpError(403, `user ${p.name} may not delete trace ${id} of user ${t.user}: only its owner (with the tracer role) or an admin may`);
       }
       if (t.state === 'running') {

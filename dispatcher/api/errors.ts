@@ -31,7 +31,7 @@ export function toHttp(err: unknown, bodyLimit: number): { status: number; error
   const plain = (status: number, error: string) => ({ status, error, headers: {}, internal: false });
   if (err instanceof HttpError) return { status: err.status, error: err.message, headers: err.headers, internal: false };
   if (err instanceof TraceRequestError) {
-    return plain(err.code === 'not_found' ? 404 : err.code === 'conflict' ? 409 : 400, err.message);
+    return plain(err.code === 'not_found' ? 404 : err.code === 'conflict' ? 409 : err.code === 'forbidden' ? 403 : 400, err.message);
   }
   if (err instanceof StoreUnreachableError) return { status: 503, error: err.message, headers: { 'retry-after': '5' }, internal: false };
   if (err instanceof StoreError && (err.statusCode === 400 || err.statusCode === 404 || err.statusCode === 409)) {

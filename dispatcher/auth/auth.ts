@@ -28,6 +28,14 @@ export interface Principal {
 
 export type Action = 'trace' | 'read' | 'admin';
 
+/**
+ * What a principal's credential was checked against, so that current() can
+ * tell a long-lived connection when it no longer holds: the keyed stamp of the
+ * password hash (password and session logins; a session also its expiry), or
+ * the API token's id.
+ */
+type Proof = { stamp: string; exp?: number } | { tokenId: string };
+
 /** The socket handshake's auth, an HTTP `Authorization: Basic` value, or a `Bearer` one (session or API token). */
 export type Credentials = ClientAuth | { basic: string } | { bearer: string };
 
@@ -59,6 +67,8 @@ export interface UserInfo {
 export interface AuthOptions {
   /** Session lifetime; default 12 h. */
   sessionTtlMs?: number;
+  /** How long current() may use a user document it read (ms); default 2 s. Changes made here are seen at once. */
+  userCacheMs?: number;
   /** Failures per user and address. */
   rateLimit?: FailureLimitOptions;
   /**
@@ -122,10 +132,18 @@ function decodeBasic(value: string): { user: string; password: string } | null {
   return { user: text.slice(0, colon), password: text.slice(colon + 1) };
 }
 
+/** Users current() remembers at most: a cache, not a copy of the user list. */
+const USER_CACHE_MAX = 10_000;
+
 export class Auth {
   readonly sessionTtlMs: number;
   private readonly limiter: FailureLimiter;
   private readonly addressLimiter: FailureLimiter;
+  private readonly userCacheMs: number;
+  /** Kept beside the principals this Auth made, not in them: a principal stays plain data for its users. */
+  private readonly proofs = new WeakMap<Principal, Proof>();
+  /** User documents read by current(), shared by the reads in flight. */
+  private readonly users = new Map<string, { at: number; doc: Promise<UserDoc | null> }>();
 
   private constructor(
     readonly store: TraceStore,
@@ -136,6 +154,7 @@ export class Auth {
     if (!(this.sessionTtlMs > 0)) throw new Error(`sessionTtlMs ${opts.sessionTtlMs} is not a positive number of milliseconds`);
     this.limiter = new FailureLimiter(opts.rateLimit);
     this.addressLimiter = new FailureLimiter({ maxFailures: 20, ...opts.addressRateLimit });
+    this.userCacheMs = Math.max(0, opts.userCacheMs ?? 2000);
   }
 
   /** Reads (or makes, the first time on this database) the shared session key. */
@@ -188,13 +207,62 @@ export class Auth {
     }
   }
 
-  private principal(user: UserDoc, via: Principal['via']): Principal {
-    return { name: user.name, roles: rolesOf(user), via };
+  /** Who may cancel or delete a trace: its owner while they may still trace, or an admin. */
+  canManage(p: Principal, owner: string): boolean {
+    return this.can(p, 'admin') || (p.name === owner && this.can(p, 'trace'));
+  }
+
+  /**
+   * The principal as the store has it now: null once the user is gone, their
+   * password changed (password and session logins), their session expired or
+   * their API token revoked; otherwise with their current roles. Reads the
+   * user through a short cache: open connections call it for every message.
+   * Users are changed straight in the store (`tracefleet user`), which every
+   * dispatcher reads, so this needs no message between dispatchers.
+   */
+  async current(p: Principal, now = Date.now()): Promise<Principal | null> {
+    const proof = this.proofs.get(p);
+    if (!proof || !isValidUserName(p.name)) return null;
+    const user = await this.cachedUser(p.name, now);
+    if (!user) return null;
+    const holds =
+      'tokenId' in proof
+        ? (user.tokens ?? []).some((t) => t.id === proof.tokenId)
+        : this.keys.passwordStamp(user.passwordHash) === proof.stamp && (proof.exp === undefined || proof.exp > now);
+    if (!holds) return null;
+    const fresh = { ...p, roles: rolesOf(user) };
+    this.proofs.set(fresh, proof);
+    return fresh;
+  }
+
+  /** Forgets what current() read of a user (their document changed). */
+  forget(name: string): void {
+    this.users.delete(name);
+  }
+
+  private cachedUser(name: string, now: number): Promise<UserDoc | null> {
+    const hit = this.users.get(name);
+    if (hit && now - hit.at <= this.userCacheMs) return hit.doc;
+    if (this.users.size >= USER_CACHE_MAX) this.users.delete(this.users.keys().next().value as string);
+    const doc = this.store.getUser(name);
+    const entry = { at: now, doc };
+    this.users.set(name, entry);
+    // A failed read is not remembered: the next message asks the store again.
+    doc.catch(() => {
+      if (this.users.get(name) === entry) this.users.delete(name);
+    });
+    return doc;
+  }
+
+  private principal(user: UserDoc, via: Principal['via'], proof: Proof): Principal {
+    const p: Principal = { name: user.name, roles: rolesOf(user), via };
+    this.proofs.set(p, proof);
+    return p;
   }
 
   private async byPassword(name: string, password: string, ctx: AuthContext): Promise<Principal | null> {
     const user = await this.checkPassword(name, password, ctx);
-    return user && this.principal(user, 'password');
+    return user && this.principal(user, 'password', { stamp: this.keys.passwordStamp(user.passwordHash) });
   }
 
   /** The user document when the password is right. */
@@ -253,7 +321,7 @@ export class Auth {
     if (!claims || !isValidUserName(claims.u)) return null;
     const user = await this.store.getUser(claims.u);
     if (!user || this.keys.passwordStamp(user.passwordHash) !== claims.v) return null;
-    return this.principal(user, 'session');
+    return this.principal(user, 'session', { stamp: claims.v, exp: claims.exp });
   }
 
   private async checkSession(token: string): Promise<Principal | null> {
@@ -262,7 +330,7 @@ export class Auth {
     if (!claims || !isValidUserName(claims.u)) return null;
     const user = await this.store.getUser(claims.u);
     if (!user || this.keys.passwordStamp(user.passwordHash) !== claims.v) return null;
-    return this.principal(user, 'session');
+    return this.principal(user, 'session', { stamp: claims.v, exp: claims.exp });
   }
 
   private async checkApiToken(token: string): Promise<Principal | null> {
@@ -271,7 +339,7 @@ export class Auth {
     const user = await this.store.findUserByTokenId(t.id);
     const stored = user?.tokens?.find((x) => x.id === t.id);
     if (!user || !stored || !secretMatches(t.secret, stored.hash)) return null;
-    return this.principal(user, 'token');
+    return this.principal(user, 'token', { tokenId: t.id });
   }
 
   // ---- managing users ------------------------------------------------------
@@ -288,6 +356,8 @@ export class Auth {
     } catch (err) {
       if (err instanceof StoreError && err.statusCode === 404) throw noSuchUser(name);
       throw err;
+    } finally {
+      this.forget(name);
     }
   }
 
@@ -363,7 +433,9 @@ export class Auth {
   async removeUser(name: string): Promise<void> {
     checkUserName(name);
     await this.refuseLastAdmin(name, `removing ${name}`);
-    if (!(await this.store.deleteUser(name))) throw noSuchUser(name);
+    const deleted = await this.store.deleteUser(name);
+    this.forget(name);
+    if (!deleted) throw noSuchUser(name);
   }
 
   /**

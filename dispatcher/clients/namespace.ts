@@ -5,6 +5,7 @@ import { parseMessage, traceRef } from '../../shared/protocol/common';
 import { traceRequest } from '../../shared/query/query';
 import { StoreUnreachableError } from '../store/store';
 import { TraceRequestError, Traces } from '../trace/types';
+import { ClientLimits, DEFAULT_CLIENT_LIMITS, FreshReads, TokenBucket } from './limits';
 
 export interface ClientPrincipal {
   name: string;
@@ -14,13 +15,20 @@ export interface ClientPrincipal {
 /** What the namespace needs of dispatcher/auth. */
 export interface ClientAuthenticator {
   authenticate(cred: ClientAuth | { bearer: string }, ctx?: { address?: string }): Promise<ClientPrincipal | null>;
+  /** The principal as the store has it now (roles changed), or null once its credential no longer holds. */
+  current(p: ClientPrincipal): Promise<ClientPrincipal | null>;
   can(p: ClientPrincipal, action: 'trace' | 'read' | 'admin'): boolean;
+  canManage(p: ClientPrincipal, owner: string): boolean;
 }
 
 export interface ClientNamespaceOptions {
   traces: Traces;
   auth: ClientAuthenticator;
   log?: (line: string) => void;
+  /** Defaults: DEFAULT_CLIENT_LIMITS. */
+  limits?: Partial<ClientLimits>;
+  /** How often idle connections are checked against their user (ms, default 5 s): a removed user stops receiving updates. */
+  recheckMs?: number;
 }
 
 /** agents:list takes `{}` or nothing. */
@@ -35,7 +43,9 @@ type Failure = Extract<ClientAck<object>, { ok: false }>;
 
 /** Turns what a handler threw into the answer a client can act on. */
 function failure(e: unknown): Failure {
-  if (e instanceof TraceRequestError) return { ok: false, error: bounded(e.message), code: e.code === 'not_found' ? 'not_found' : 'bad_request' };
+  if (e instanceof TraceRequestError) {
+    return { ok: false, error: bounded(e.message), code: e.code === 'not_found' || e.code === 'forbidden' ? e.code : 'bad_request' };
+  }
   if (e instanceof StoreUnreachableError) return { ok: false, error: bounded(e.message), code: 'unavailable' };
   return { ok: false, error: bounded(`the dispatcher failed: ${(e as Error).message}`), code: 'failed' };
 }
@@ -43,8 +53,12 @@ function failure(e: unknown): Failure {
 /**
  * The `/client` namespace (shared/protocol/client.ts): people and scripts
  * start, watch and cancel traces and list agents. Every socket is
- * authenticated at connection; every message is validated; a handler's
- * failure becomes the ack's error, never the dispatcher's.
+ * authenticated at connection, and every message against the user as the
+ * store has it now (a connection outlives role changes, removals and
+ * revoked tokens: those end it). Every message is counted against the
+ * socket's and the user's limits (limits.ts) before any work, then
+ * validated; a handler's failure becomes the ack's error, never the
+ * dispatcher's.
  */
 export type ClientNamespace = Namespace<ClientToDispatcherEvents, DispatcherToClientEvents>;
 
@@ -52,6 +66,39 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   // One Server carries /agent and /client, each with its own event map, so the namespace is typed here.
   const nsp = io.of('/client') as unknown as ClientNamespace;
+  const limits: ClientLimits = { ...DEFAULT_CLIENT_LIMITS, ...opts.limits };
+  /** Each user's bucket, shared by their sockets here, and how many sockets hold it. */
+  const userBuckets = new Map<string, { bucket: TokenBucket; sockets: number }>();
+  const views = new FreshReads<Awaited<ReturnType<Traces['view']>>>();
+  const agentLists = new FreshReads<Awaited<ReturnType<Traces['agents']>>>();
+
+  const expired = 'your login no longer holds (user removed, password changed, API token revoked or session expired): connect again';
+  /** Refreshes the socket's principal from the store; false when its user or credential is gone. */
+  const holds = async (socket: Socket): Promise<boolean> => {
+    const now = await opts.auth.current(socket.data.principal as ClientPrincipal);
+    if (now) socket.data.principal = now;
+    return now !== null;
+  };
+  const end = (socket: Socket): void => {
+    log(`tracefleet dispatcher: client ${(socket.data.principal as ClientPrincipal).name}: ${expired.split(' (')[0]}; disconnected`);
+    socket.disconnect(true);
+  };
+  // Idle sockets still receive their rooms' updates: they are checked now and then, only while there are any.
+  let sweep: NodeJS.Timeout | null = null;
+  const sweeping = () => {
+    if (sweep || nsp.sockets.size === 0) return;
+    sweep = setInterval(() => {
+      if (nsp.sockets.size === 0) {
+        clearInterval(sweep!);
+        sweep = null;
+        return;
+      }
+      for (const s of nsp.sockets.values()) {
+        holds(s as Socket).then((ok) => ok || end(s as Socket), () => {}); // store down: the next sweep or message tries again
+      }
+    }, opts.recheckMs ?? 5000);
+    sweep.unref();
+  };
 
   nsp.use((socket, next) => {
     const addr = socket.handshake.address;
@@ -75,19 +122,58 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
   opts.traces.onUpdate((u) => nsp.to(traceRoom(u.traceId)).emit('trace:update', u));
 
   nsp.on('connection', (socket: Socket<ClientToDispatcherEvents, DispatcherToClientEvents>) => {
-    const p = socket.data.principal as ClientPrincipal;
+    const name = (socket.data.principal as ClientPrincipal).name;
     /** Events this socket sent without an ack callback, logged once each. */
     const noAck = new Set<string>();
+    const socketBucket = new TokenBucket(limits.socketBurst, limits.socketPerSec);
+    let shared = userBuckets.get(name);
+    if (!shared) userBuckets.set(name, (shared = { bucket: new TokenBucket(limits.userBurst, limits.userPerSec), sockets: 0 }));
+    shared.sockets++;
+    const userBucket = shared.bucket;
+    let inFlight = 0;
+    let refused = 0;
+    let inRow = 0;
+    socket.on('disconnect', () => {
+      const u = userBuckets.get(name);
+      if (u && --u.sockets <= 0) userBuckets.delete(name);
+    });
+    sweeping();
 
-    const on = <T>(event: keyof ClientToDispatcherEvents, schema: z.ZodType<T>, need: 'trace' | 'read', handler: (data: T) => Promise<object>) => {
+    /** The refusal for an event over a limit, or null when it may go on. Cheap: a flood costs the dispatcher this and an ack. */
+    const overLimit = (): Failure | null => {
+      const now = Date.now();
+      let why: string | null = null;
+      const s = socketBucket.take(now);
+      if (!s.ok) why = `this connection sent more than ${limits.socketPerSec} events a second (bursts of ${limits.socketBurst}); retry in ${s.retryMs} ms`;
+      else {
+        const u = userBucket.take(now);
+        if (!u.ok) why = `user ${name}'s connections sent more than ${limits.userPerSec} events a second together; retry in ${u.retryMs} ms`;
+        else if (inFlight >= limits.socketInFlight) why = `this connection has ${inFlight} requests unanswered, its limit: wait for their answers`;
+      }
+      if (!why) {
+        inRow = 0;
+        return null;
+      }
+      // One log line per burst refused, not one per event.
+      if (refused++ % 1000 === 0) log(`tracefleet dispatcher: client ${name}: events refused (${refused} so far on this connection): ${why}`);
+      if (++inRow === limits.socketRefusedMax) {
+        log(`tracefleet dispatcher: client ${name} from ${socket.handshake.address}: ${inRow} events in a row refused as over the limits; disconnected`);
+        // After this event's answer: the client learns why.
+        setImmediate(() => socket.disconnect(true));
+      }
+      return { ok: false, error: `slow down: ${why}`, code: 'rate_limited' };
+    };
+
+    const on = <T>(event: keyof ClientToDispatcherEvents, schema: z.ZodType<T>, need: 'trace' | 'read', handler: (data: T, p: ClientPrincipal) => Promise<object>) => {
       socket.on(event, (...args: unknown[]) => {
         const cb = typeof args[args.length - 1] === 'function' ? (args.pop() as (r: unknown) => void) : null;
+        const limited = overLimit();
         if (!cb) {
           // Every answer, success or refusal, is the ack: acting on a message nobody can hear the answer to
           // (a trace started, or not, with no id to follow) only surprises the sender.
           if (!noAck.has(event)) {
             noAck.add(event);
-            log(`tracefleet dispatcher: client ${p.name}: ${event} without an acknowledgement callback: refused; emit it with a callback to get the answer`);
+            log(`tracefleet dispatcher: client ${name}: ${event} without an acknowledgement callback: refused; emit it with a callback to get the answer`);
           }
           return;
         }
@@ -98,34 +184,53 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
             /* the client is gone */
           }
         };
-        if (!opts.auth.can(p, need)) {
-          reply({ ok: false, error: `user ${p.name} (${p.roles.join(', ') || 'no role'}) may not ${need === 'trace' ? 'start or cancel traces: that needs the tracer or admin role' : 'read traces'}`, code: 'forbidden' } satisfies Failure);
-          return;
-        }
+        if (limited) return reply(limited);
         const m = parseMessage(schema, event, args[0]);
         if (!m.ok) {
           reply({ ok: false, error: bounded(m.error), code: 'bad_request' } satisfies Failure);
           return;
         }
-        handler(m.value).then(
-          (r) => reply({ ok: true, ...r }),
+        inFlight++;
+        const run = async (): Promise<object> => {
+          // The user as the store has it now: a demoted, removed or revoked user's open socket may do no more than REST lets them.
+          if (!(await holds(socket as Socket))) return { ok: false, error: expired, code: 'unauthorized' } satisfies Failure;
+          const p = socket.data.principal as ClientPrincipal;
+          if (!opts.auth.can(p, need)) {
+            return { ok: false, error: `user ${p.name} (${p.roles.join(', ') || 'no role'}) may not ${need === 'trace' ? 'start or cancel traces: that needs the tracer or admin role' : 'read traces'}`, code: 'forbidden' } satisfies Failure;
+          }
+          return { ok: true, ...(await handler(m.value, p)) };
+        };
+        run().then(
+          (r) => {
+            inFlight--;
+            reply(r);
+            // A moment after the answer, so that it is flushed (long-polling waits for the client's next GET): the client learns why before the connection ends.
+            if ((r as Failure).code === 'unauthorized') setTimeout(() => end(socket as Socket), 200).unref();
+          },
           (e) => {
+            inFlight--;
             const f = failure(e);
-            if (f.code === 'failed') log(`tracefleet dispatcher: client ${p.name}: ${event}: ${(e as Error).stack ?? e}`);
+            if (f.code === 'failed') log(`tracefleet dispatcher: client ${name}: ${event}: ${(e as Error).stack ?? e}`);
             reply(f);
           },
         );
       });
     };
 
-    on('trace:start', traceRequest, 'trace', async (req) => {
+    on('trace:start', traceRequest, 'trace', async (req, p) => {
       // In the room before any agent is asked: the first updates can come before start() returns.
       const trace = await opts.traces.start(req, p.name, (id) => socket.join(traceRoom(id)));
       return { trace };
     });
     on('trace:watch', traceRef, 'read', async ({ traceId }) => {
-      await socket.join(traceRoom(traceId));
-      const trace = await opts.traces.view(traceId);
+      const room = traceRoom(traceId);
+      // Rooms are the socket's own id plus the traces it watches.
+      if (!socket.rooms.has(room) && socket.rooms.size > limits.socketWatches) {
+        throw new TraceRequestError(`this connection watches ${socket.rooms.size - 1} traces, its limit: unwatch some (trace:unwatch) first`);
+      }
+      await socket.join(room);
+      // Many watchers of one trace (a page each) share one read of the store.
+      const trace = await views.read(traceId, () => opts.traces.view(traceId));
       if (!trace) {
         await socket.leave(traceRoom(traceId));
         throw new TraceRequestError(`no trace ${traceId}`, 'not_found');
@@ -136,8 +241,8 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
       await socket.leave(traceRoom(traceId));
       return {};
     });
-    on('trace:cancel', traceRef, 'trace', async ({ traceId }) => ({ trace: await opts.traces.cancel(traceId) }));
-    on('agents:list', noArgs, 'read', async () => ({ agents: await opts.traces.agents() }));
+    on('trace:cancel', traceRef, 'trace', async ({ traceId }, p) => ({ trace: await opts.traces.cancel(traceId, (owner) => opts.auth.canManage(p, owner)) }));
+    on('agents:list', noArgs, 'read', async () => ({ agents: await agentLists.read('agents', () => opts.traces.agents()) }));
   });
   return nsp;
 }

@@ -11,6 +11,8 @@ export interface HostRunTimeouts {
   runAckMs: number;
   /** How long an agent that accepted may stay silent (ms): it sends progress while it works. */
   idleMs: number;
+  /** How long a trace may wait in a busy agent's queue before it is given up (ms). */
+  queuedMs: number;
 }
 
 export interface HostRunContext {
@@ -29,7 +31,7 @@ export interface HostRunContext {
   log(line: string): void;
 }
 
-type Phase = 'asking' | 'accepted' | 'started' | 'final';
+type Phase = 'asking' | 'queued' | 'accepted' | 'started' | 'final';
 
 /**
  * One host's part of a trace, on the dispatcher the host's agent is
@@ -67,6 +69,16 @@ export class HostRun {
       const a = parseMessage(runAck, 'trace:run ack', ack);
       if (!a.ok) return this.protocolError(a.error);
       if (!a.value.accepted) return this.fail('error', `agent ${host} refused the trace: ${a.value.error ?? 'no reason given'}`);
+      if (a.value.queued !== undefined) {
+        // The agent is busy: the host stays `queued` (silently: its link's heartbeats say it is alive) until trace:started.
+        this.phase = 'queued';
+        const s = this.c.timeouts.queuedMs / 1000;
+        this.arm(this.c.timeouts.queuedMs, () => {
+          this.c.socket.emit('trace:cancel', { traceId });
+          this.fail('error', `the trace waited ${s} s in agent ${host}'s queue (its other traces took that long); retry it later`);
+        });
+        return;
+      }
       this.phase = 'accepted';
       this.arm(this.c.timeouts.idleMs, () => this.silent());
     });
@@ -78,7 +90,7 @@ export class HostRun {
       if (event === 'trace:chunk') ack({ ok: false, error: `trace ${this.c.traceId} is over on the dispatcher` } satisfies ChunkAck);
       return;
     }
-    if (this.phase === 'asking') this.phase = 'accepted'; // the ack may arrive after the first message
+    if (this.phase === 'asking' || this.phase === 'queued') this.phase = 'accepted'; // the ack may arrive after the first message
     this.arm(this.c.timeouts.idleMs, () => this.silent());
     switch (event) {
       case 'trace:started': {
@@ -154,6 +166,7 @@ export class HostRun {
   gone(): void {
     if (this.phase === 'final') return;
     if (this.phase === 'asking') this.fail('unreachable', `agent ${this.c.host} disconnected before answering the trace request`);
+    else if (this.phase === 'queued') this.fail('unreachable', `agent ${this.c.host} disconnected while the trace waited in its queue`);
     else void this.writing.then(() => this.fail('lost', `agent ${this.c.host} disconnected mid-trace; what it sent before is kept`));
   }
 

@@ -63,7 +63,7 @@ export class Orchestrator implements Traces {
     this.store = opts.store;
     this.fleet = opts.fleet;
     this.spool = opts.spool;
-    this.timeouts = { runAckMs: 10_000, idleMs: 30_000, ...opts.timeouts };
+    this.timeouts = { runAckMs: 10_000, idleMs: 30_000, queuedMs: 10 * 60_000, ...opts.timeouts };
     this.log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
     this.jobs = new StoreJobs({ retryMs: opts.retryMs ?? 5_000, log: this.log, errors: this.metrics.errors, pending: this.metrics.pendingStores });
     this.batch = new ResultBatch(this.store);
@@ -181,9 +181,10 @@ export class Orchestrator implements Traces {
     return traceView(trace, [], live);
   }
 
-  async cancel(id: string): Promise<TraceView> {
+  async cancel(id: string, may?: (owner: string) => boolean): Promise<TraceView> {
     const trace = await this.store.getTrace(id);
     if (!trace) throw new TraceRequestError(`no trace ${id}`, 'not_found');
+    if (may && !may(trace.user)) throw new TraceRequestError(`trace ${id} belongs to ${trace.user}: only its owner (with the tracer role) or an admin may cancel it`, 'forbidden');
     if (trace.state !== 'running') throw new TraceRequestError(`trace ${id} is already ${trace.state}`, 'conflict');
     this.cancelLocal(id);
     this.peers?.cancel(id);

@@ -5,7 +5,7 @@ import type { TraceRequest } from '../../shared/query/query';
 export class TraceRequestError extends Error {
   constructor(
     message: string,
-    readonly code: 'bad_request' | 'not_found' | 'conflict' = 'bad_request',
+    readonly code: 'bad_request' | 'not_found' | 'conflict' | 'forbidden' = 'bad_request',
   ) {
     super(message);
     this.name = 'TraceRequestError';
@@ -23,8 +23,11 @@ export interface Traces {
    * trace's room there so that it misses none of its updates.
    */
   start(req: TraceRequest, user: string, created?: (id: string) => void | Promise<void>): Promise<TraceView>;
-  /** Stops a running trace: hosts not finished become `cancelled`, with what they sent kept. */
-  cancel(id: string): Promise<TraceView>;
+  /**
+   * Stops a running trace: hosts not finished become `cancelled`, with what they sent kept.
+   * `may` is asked with the trace's owner; false refuses it ('forbidden') before anything stops.
+   */
+  cancel(id: string, may?: (owner: string) => boolean): Promise<TraceView>;
   /** The trace with every host's state; null when unknown. */
   view(id: string): Promise<TraceView | null>;
   /** Every agent known to this dispatcher (and, with Redis, to its peers). */

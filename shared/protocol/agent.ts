@@ -73,7 +73,11 @@ export type HelloAck = z.infer<typeof helloAck>;
 
 export const traceRun = z.object({ traceId, query: traceQuery });
 export type TraceRun = z.infer<typeof traceRun>;
-export const runAck = z.object({ accepted: z.boolean(), error: z.string().optional() });
+/**
+ * `queued`: the agent runs its limit of traces already and took this one into
+ * its queue at that place (1 = next); it sends trace:started when it begins.
+ */
+export const runAck = z.object({ accepted: z.boolean(), error: z.string().optional(), queued: count.optional() });
 export type RunAck = z.infer<typeof runAck>;
 
 export const traceProgress = z.object({ traceId, packets: count, bytes: count });

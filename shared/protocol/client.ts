@@ -15,7 +15,7 @@ import { TraceRef } from './common';
  *   trace:start   TraceRequest, ack ClientAck<{ trace: TraceView }>   tracer/admin only; joins the trace's room
  *   trace:watch   { traceId }, ack ClientAck<{ trace: TraceView }>   joins the room; the ack holds the state so far
  *   trace:unwatch { traceId }, ack ClientAck<{}>                      leaves the room
- *   trace:cancel  { traceId }, ack ClientAck<{ trace: TraceView }>   tracer/admin
+ *   trace:cancel  { traceId }, ack ClientAck<{ trace: TraceView }>   the trace's owner (tracer) or an admin
  *   agents:list   {}, ack ClientAck<{ agents: AgentView[] }>
  * dispatcher -> client (to the trace's room `trace:<id>`)
  *   trace:update  TraceUpdate                                         a host's or the whole trace's new state
@@ -109,7 +109,7 @@ export const loginResult = z.object({
 });
 export type LoginResult = z.infer<typeof loginResult>;
 
-export type ClientAck<T> = ({ ok: true } & T) | { ok: false; error: string; code: 'bad_request' | 'unauthorized' | 'forbidden' | 'not_found' | 'unavailable' | 'failed' };
+export type ClientAck<T> = ({ ok: true } & T) | { ok: false; error: string; code: 'bad_request' | 'unauthorized' | 'forbidden' | 'not_found' | 'unavailable' | 'failed' | 'rate_limited' };
 
 /** Events a client sends (socket.io's ClientToServerEvents for `/client`). The dispatcher validates each. */
 export interface ClientToDispatcherEvents {

@@ -2,9 +2,9 @@ import type { Namespace, Server, Socket } from 'socket.io';
 import { z } from 'zod';
 import { ClientAck, clientAuth, ClientAuth, ClientToDispatcherEvents, DispatcherToClientEvents, Role } from '../../shared/protocol/client';
 import { parseMessage, traceRef } from '../../shared/protocol/common';
+import { answerOf, errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { traceRequest } from '../../shared/query/query';
-import { StoreUnreachableError } from '../store/store';
-import { TraceRequestError, Traces } from '../trace/types';
+import { Traces } from '../trace/types';
 
 export interface ClientPrincipal {
   name: string;
@@ -33,11 +33,11 @@ export const traceRoom = (id: string) => `trace:${id}`;
 
 type Failure = Extract<ClientAck<object>, { ok: false }>;
 
-/** Turns what a handler threw into the answer a client can act on. */
-function failure(e: unknown): Failure {
-  if (e instanceof TraceRequestError) return { ok: false, error: bounded(e.message), code: e.code === 'not_found' ? 'not_found' : 'bad_request' };
-  if (e instanceof StoreUnreachableError) return { ok: false, error: bounded(e.message), code: 'unavailable' };
-  return { ok: false, error: bounded(`the dispatcher failed: ${(e as Error).message}`), code: 'failed' };
+/** Turns what a handler threw into the answer a client can act on; `internal` ones are the dispatcher's to log. */
+function failure(e: unknown): Failure & { internal?: true } {
+  const { error, internal } = answerOf(e);
+  const f: Failure = { ok: false, ...errorBody(error, bounded(error.message)) };
+  return internal ? { ...f, internal } : f;
 }
 
 /**
@@ -99,19 +99,19 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
           }
         };
         if (!opts.auth.can(p, need)) {
-          reply({ ok: false, error: `user ${p.name} (${p.roles.join(', ') || 'no role'}) may not ${need === 'trace' ? 'start or cancel traces: that needs the tracer or admin role' : 'read traces'}`, code: 'forbidden' } satisfies Failure);
+          reply(failure(new TracefleetError('TF_FORBIDDEN', { message: `user ${p.name} (${p.roles.join(', ') || 'no role'}) may not ${need === 'trace' ? 'start or cancel traces: that needs the tracer or admin role' : 'read traces'}` })));
           return;
         }
         const m = parseMessage(schema, event, args[0]);
         if (!m.ok) {
-          reply({ ok: false, error: bounded(m.error), code: 'bad_request' } satisfies Failure);
+          reply(failure(new TracefleetError('TF_QUERY_INVALID', { message: m.error }, m.field)));
           return;
         }
         handler(m.value).then(
           (r) => reply({ ok: true, ...r }),
           (e) => {
-            const f = failure(e);
-            if (f.code === 'failed') log(`tracefleet dispatcher: client ${p.name}: ${event}: ${(e as Error).stack ?? e}`);
+            const { internal, ...f } = failure(e);
+            if (internal) log(`tracefleet dispatcher: client ${p.name}: ${event}: ${(e as Error).stack ?? e}`);
             reply(f);
           },
         );
@@ -128,7 +128,7 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
       const trace = await opts.traces.view(traceId);
       if (!trace) {
         await socket.leave(traceRoom(traceId));
-        throw new TraceRequestError(`no trace ${traceId}`, 'not_found');
+        throw new TracefleetError('TF_TRACE_NOT_FOUND', { message: `no trace ${traceId}` });
       }
       return { trace };
     });

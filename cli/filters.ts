@@ -58,7 +58,7 @@ function requestOfFlags(a: Record<string, unknown>): TraceRequest {
   if (!r.success) {
     const i = r.error.issues[0];
     const flag = i.path[0] === undefined ? 'the request' : `--${String(i.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-    throw new TracefleetError('TF_QUERY_INVALID', { message: `bad ${flag}: ${i.message}` }, typeof i.path[0] === 'string' ? i.path[0] : null);
+    throw new TracefleetError('TF_REQUEST_INVALID', { message: `bad ${flag}: ${i.message}` }, typeof i.path[0] === 'string' ? i.path[0] : null);
   }
   return r.data;
 }

@@ -270,7 +270,7 @@ export function createApi(deps: ApiDeps): express.Express {
       need(p, 'trace', 'start traces');
       const body = traceRequest.safeParse(jsonBody(req));
       if (!body.success) {
-        throw new TracefleetError('TF_QUERY_INVALID', { message: `${zodMessage('trace request', body.error)} (see the REST API in docs/ARCHITECTURE.md)` }, zodField(body.error));
+        throw new TracefleetError('TF_REQUEST_INVALID', { message: `${zodMessage('trace request', body.error)} (see the REST API in docs/ARCHITECTURE.md)` }, zodField(body.error));
       }
       const trace = await traces.start(body.data, p.name);
       res.status(201).location(`/api/traces/${encodeURIComponent(trace.id)}`).json({ trace });

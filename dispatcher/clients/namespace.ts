@@ -104,7 +104,7 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
         }
         const m = parseMessage(schema, event, args[0]);
         if (!m.ok) {
-          reply(failure(new TracefleetError('TF_QUERY_INVALID', { message: m.error }, m.field)));
+          reply(failure(new TracefleetError('TF_REQUEST_INVALID', { message: m.error }, m.field)));
           return;
         }
         handler(m.value).then(

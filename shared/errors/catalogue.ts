@@ -49,7 +49,7 @@ const said = (p: Said) => p.message;
 
 export const ERRORS = {
   // ---- the query: the values of a trace request or `tracefleet query` ----
-  TF_QUERY_INVALID: entry<Said>({ field: 'path', status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  TF_REQUEST_INVALID: entry<Said>({ field: 'path', status: 400, exit: EXIT.BAD_INPUT, message: said }),
   TF_QUERY_BAD_NUMBER: entry<Said>({ field: 'number', status: 400, exit: EXIT.BAD_INPUT, message: said }),
   TF_QUERY_BAD_PORT: entry<{ value: string }>({
     field: 'port', status: 400, exit: EXIT.BAD_INPUT,

@@ -87,7 +87,7 @@ export const ERRORS = {
       `unknown host${p.unknown.length > 1 ? 's' : ''} ${p.unknown.join(', ')}: no agent of that name has connected; known agents: ${[...p.known].sort().slice(0, 20).join(', ') || 'none'}`,
   }),
   TF_TRACE_NO_AGENTS: entry<object>({
-    field: 'hosts', status: 409, exit: EXIT.BAD_INPUT,
+    field: null, status: 409, exit: EXIT.BAD_INPUT,
     message: () => 'no agent is connected to the dispatcher, so there is nobody to trace: start agents with --dispatcher',
   }),
   TF_TRACE_NOT_FOUND: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),

@@ -5,7 +5,7 @@
  * parsers more than one of them takes.
  */
 
-import { exitOf, UsageError } from '../errors';
+import { exitOf, jsonOfError, UsageError } from '../errors';
 
 export { UsageError };
 
@@ -20,8 +20,10 @@ export function agentVersion(): string {
   }
 }
 
-export function fail(e: unknown): never {
+/** One stderr line and the error's exit code; with --json also `{code, field, message}` on stdout. */
+export function fail(e: unknown, json = false): never {
   const err = e as Error;
+  if (json) process.stdout.write(`${jsonOfError(err)}\n`);
   process.stderr.write(`tracefleet: ${err.message}\n`);
   if (process.env.TRACEFLEET_DEBUG) process.stderr.write(`${err.stack}\n`);
   process.exit(exitOf(err));

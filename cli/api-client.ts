@@ -6,7 +6,8 @@ import { io, Socket } from 'socket.io-client';
 import { z } from 'zod';
 import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, loginResult, LoginResult, traceMessage, TraceMessage, traceView, TraceView } from '../shared/protocol/client';
 import type { Connection } from './connection';
-import { CLI_EXIT, CliError, exitOfStatus } from './errors';
+import { EXIT, receivedError, TracefleetError } from '../shared/errors/catalogue';
+import { CliError } from './errors';
 
 /*
  * What the dispatcher answers is outside input like any other: every body
@@ -23,7 +24,7 @@ export function parseAnswer<T>(schema: z.ZodType<T>, what: string, data: unknown
   const r = schema.safeParse(data);
   if (r.success) return r.data;
   const i = r.error.issues[0];
-  throw new CliError(`the dispatcher's answer to ${what} is not what this tracefleet understands (${i.path.join('.') || 'body'}: ${i.message}): is the dispatcher the same version?`, CLI_EXIT.FAILED);
+  throw new CliError(`the dispatcher's answer to ${what} is not what this tracefleet understands (${i.path.join('.') || 'body'}: ${i.message}): is the dispatcher the same version?`, EXIT.FAILED);
 }
 
 const JSON_LIMIT = 256 * 1024 * 1024;
@@ -52,18 +53,18 @@ export function networkError(e: Error & { code?: string }, url: string): CliErro
   else if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') why = "its TLS certificate is for another name: use the name in the certificate in --url, or give --insecure";
   else if (code === 'EPROTO' || /wrong version number|ssl3_get_record/i.test(e.message)) why = 'TLS handshake failed: is it http:// rather than https://?';
   else why = e.message;
-  return new CliError(`cannot reach the dispatcher at ${url}: ${why}`, CLI_EXIT.FAILED);
+  return new CliError(`cannot reach the dispatcher at ${url}: ${why}`, EXIT.FAILED);
 }
 
 /** A REST error answer turned into one line with what to do. */
-function statusError(status: number, message: string, conn: Connection): CliError {
+function statusError(status: number, sent: { code?: unknown; field?: unknown }, message: string, conn: Connection): TracefleetError {
   let hint = '';
   if (status === 401) {
     hint = conn.credentials
       ? ` (credentials from ${conn.credentialSource}; a saved session may have expired: run tracefleet login)`
       : ': log in with tracefleet login, or give --token/TRACEFLEET_TOKEN or --user';
   } else if (status === 403) hint = ': ask an admin for the role this needs';
-  return new CliError(`the dispatcher refused (${status}): ${message}${hint}`, exitOfStatus(status));
+  return receivedError(sent, `the dispatcher refused (${status}): ${message}${hint}`, status);
 }
 
 export interface RequestOptions {
@@ -122,24 +123,25 @@ export class DispatcherClient {
       n += c.length;
       if (n > JSON_LIMIT) {
         res.destroy();
-        throw new CliError(`the dispatcher's answer is over ${JSON_LIMIT} bytes: ask for less (--limit)`, CLI_EXIT.FAILED);
+        throw new CliError(`the dispatcher's answer is over ${JSON_LIMIT} bytes: ask for less (--limit)`, EXIT.FAILED);
       }
       parts.push(c);
     }
     return Buffer.concat(parts);
   }
 
-  private async failure(res: IncomingMessage): Promise<CliError> {
+  private async failure(res: IncomingMessage): Promise<TracefleetError> {
     let message = res.statusMessage || 'error';
+    let sent: { code?: string; field?: string | null } = {};
     try {
       const text = (await this.readBody(res)).toString('utf8');
-      const j = z.object({ error: z.string() }).safeParse(JSON.parse(text));
-      if (j.success) message = j.data.error;
+      const j = z.object({ error: z.string(), code: z.string().optional(), field: z.string().nullish() }).safeParse(JSON.parse(text));
+      if (j.success) ({ error: message, ...sent } = j.data);
       else if (text.trim()) message = text.trim().split('\n')[0].slice(0, 300);
     } catch {
       /* the status says enough */
     }
-    return statusError(res.statusCode ?? 0, message, this.conn);
+    return statusError(res.statusCode ?? 0, sent, message, this.conn);
   }
 
   /** A JSON request; the answer validated with `schema`. */
@@ -151,14 +153,14 @@ export class DispatcherClient {
       if (res.statusCode !== 200 && res.statusCode !== 201) throw await this.failure(res);
       text = (await this.readBody(res)).toString('utf8');
     } catch (e) {
-      if (e instanceof CliError) throw e;
+      if (e instanceof TracefleetError) throw e;
       throw networkError(e as Error, this.conn.url);
     }
     let data: unknown;
     try {
       data = JSON.parse(text);
     } catch {
-      throw new CliError(`the dispatcher's answer to ${path} is not JSON: is ${this.conn.url} a tracefleet dispatcher?`, CLI_EXIT.FAILED);
+      throw new CliError(`the dispatcher's answer to ${path} is not JSON: is ${this.conn.url} a tracefleet dispatcher?`, EXIT.FAILED);
     }
     return parseAnswer(schema, `${opts.method ?? 'GET'} ${path.split('?')[0]}`, data);
   }
@@ -173,7 +175,7 @@ export class DispatcherClient {
     try {
       res = await this.send(path, {}, IDLE_TIMEOUT_MS);
     } catch (e) {
-      if (e instanceof CliError) throw e;
+      if (e instanceof TracefleetError) throw e;
       throw networkError(e as Error, this.conn.url);
     }
     if (res.statusCode !== 200) throw await this.failure(res);
@@ -190,16 +192,16 @@ export class DispatcherClient {
       await pipeline(res, counter, out, { end: opts.end ?? true, ...(opts.signal ? { signal: opts.signal } : {}) });
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      if (err.name === 'AbortError') throw new CliError('interrupted', CLI_EXIT.INTERRUPTED);
-      if (err.code === 'EPIPE') throw new CliError('the reader of the output went away before the end', CLI_EXIT.FAILED);
+      if (err.name === 'AbortError') throw new CliError('interrupted', EXIT.INTERRUPTED);
+      if (err.code === 'EPIPE') throw new CliError('the reader of the output went away before the end', EXIT.FAILED);
       if (err.code === 'ERR_STREAM_PREMATURE_CLOSE' || err.code === 'ECONNRESET' || err.code === 'ETIMEDOUT') {
-        throw new CliError(`the download from ${this.conn.url} broke off after ${bytes} bytes (${err.message}): try again`, CLI_EXIT.FAILED);
+        throw new CliError(`the download from ${this.conn.url} broke off after ${bytes} bytes (${err.message}): try again`, EXIT.FAILED);
       }
-      if (err.syscall || err.code?.startsWith('E')) throw new CliError(`cannot write the output: ${err.message}`, CLI_EXIT.FAILED);
+      if (err.syscall || err.code?.startsWith('E')) throw new CliError(`cannot write the output: ${err.message}`, EXIT.FAILED);
       throw e;
     }
     if (expected !== null && Number.isFinite(expected) && bytes !== expected) {
-      throw new CliError(`the download broke off: ${bytes} of ${expected} bytes: try again`, CLI_EXIT.FAILED);
+      throw new CliError(`the download broke off: ${bytes} of ${expected} bytes: try again`, EXIT.FAILED);
     }
     return bytes;
   }
@@ -253,8 +255,8 @@ export class DispatcherClient {
    */
   async socket(): Promise<ClientSocket> {
     const c = this.conn.credentials;
-    if (!c) throw new CliError(`no credentials for ${this.conn.url}: run tracefleet login, or give --token/TRACEFLEET_TOKEN or --user`, CLI_EXIT.UNAUTHORIZED);
-    if ('user' in c && c.password === undefined) throw new CliError(`no password for user ${c.user}`, CLI_EXIT.BAD_INPUT);
+    if (!c) throw new CliError(`no credentials for ${this.conn.url}: run tracefleet login, or give --token/TRACEFLEET_TOKEN or --user`, EXIT.UNAUTHORIZED);
+    if ('user' in c && c.password === undefined) throw new CliError(`no password for user ${c.user}`, EXIT.BAD_INPUT);
     const auth = 'token' in c ? { token: c.token } : { user: c.user, password: c.password! };
     const prefix = this.base.pathname.replace(/\/+$/, '');
     const socket = io(`${this.base.origin}/client`, {
@@ -281,12 +283,12 @@ export class DispatcherClient {
       socket.disconnect();
       const msg = (e as Error).message;
       if (/^unauthorized/.test(msg)) {
-        throw new CliError(`the dispatcher refused the login: ${msg.replace(/^unauthorized:\s*/, '')} (credentials from ${this.conn.credentialSource}; run tracefleet login)`, CLI_EXIT.UNAUTHORIZED);
+        throw new CliError(`the dispatcher refused the login: ${msg.replace(/^unauthorized:\s*/, '')} (credentials from ${this.conn.credentialSource}; run tracefleet login)`, EXIT.UNAUTHORIZED);
       }
-      if (/^unavailable/.test(msg)) throw new CliError(`the dispatcher cannot check the login now: ${msg.replace(/^unavailable:\s*/, '')}; try again`, CLI_EXIT.FAILED);
+      if (/^unavailable/.test(msg)) throw new CliError(`the dispatcher cannot check the login now: ${msg.replace(/^unavailable:\s*/, '')}; try again`, EXIT.FAILED);
       // A transport error says little ("websocket error"); the REST API on the same port says why.
       await this.json('/api/agents', z.unknown());
-      throw new CliError(`cannot open the dispatcher's Socket.IO connection at ${this.conn.url}: ${msg}`, CLI_EXIT.FAILED);
+      throw new CliError(`cannot open the dispatcher's Socket.IO connection at ${this.conn.url}: ${msg}`, EXIT.FAILED);
     }
   }
 

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { configPathOf, ConnectionError, DEFAULT_URL, resolveConnection, saveSession } from './connection';
+import { UsageError } from './errors';
+import { configPathOf, DEFAULT_URL, resolveConnection, saveSession } from './connection';
 
 function withDir(t: { after(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'tf-conn-'));
@@ -25,7 +26,7 @@ test('url: flag, then environment, then config file, then the default', (t) => {
   assert.equal(resolveConnection({}, env).url, 'http://cfg.example:8060');
   assert.equal(resolveConnection({}, { ...env, TRACEFLEET_URL: 'https://env.example' }).url, 'https://env.example');
   assert.equal(resolveConnection({ url: 'http://flag.example:1/prefix/' }, { ...env, TRACEFLEET_URL: 'https://env.example' }).url, 'http://flag.example:1/prefix');
-  assert.throws(() => resolveConnection({ url: 'dispatcher:8060' }, env), (e: Error) => e instanceof ConnectionError && /bad --url 'dispatcher:8060'.*http:\/\/dispatcher:8060/.test(e.message));
+  assert.throws(() => resolveConnection({ url: 'dispatcher:8060' }, env), (e: Error) => e instanceof UsageError && e.exit === 2 && /bad --url 'dispatcher:8060'.*http:\/\/dispatcher:8060/.test(e.message));
   assert.throws(() => resolveConnection({ url: 'ftp://x' }, env), /http:\/\/ or https:\/\//);
   assert.throws(() => resolveConnection({ url: 'not a url' }, env), /bad --url 'not a url'/);
   assert.throws(() => resolveConnection({ url: 'http://u:p@x' }, env), /not in the URL/);
@@ -84,7 +85,7 @@ test('config file: default paths, clear errors, permission note', (t) => {
   const cfg = join(dir, 'c.json');
   const bad = (body: unknown, re: RegExp) => {
     writeConfig(cfg, body);
-    assert.throws(() => resolveConnection({ config: cfg }, { HOME: dir }), (e: Error) => e instanceof ConnectionError && re.test(e.message), String(body));
+    assert.throws(() => resolveConnection({ config: cfg }, { HOME: dir }), (e: Error) => e instanceof UsageError && e.exit === 2 && re.test(e.message), String(body));
   };
   bad('{"url": "http://d:1",', /not valid JSON/);
   bad({ url: 'http://d:1', tokn: 'x' }, /unrecognized key.*allowed: url, token, user, password, ca/i);

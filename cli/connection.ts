@@ -2,6 +2,7 @@ import { chmodSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
+import { UsageError } from './errors';
 
 /**
  * Where the dispatcher is and who we are to it. Each setting comes from the
@@ -11,14 +12,6 @@ import { z } from 'zod';
  */
 
 export const DEFAULT_URL = 'http://127.0.0.1:8060';
-
-/** Bad settings (flags, environment, config file): the user's to fix, exit 2. */
-export class ConnectionError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConnectionError';
-  }
-}
 
 export interface ConnectionFlags {
   url?: string;
@@ -76,21 +69,21 @@ export function readConfig(path: string): { config: ConfigFile; mode: number } |
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return null;
-    if (code === 'EISDIR') throw new ConnectionError(`config file ${path} is a directory: give a JSON file (--config FILE)`);
-    throw new ConnectionError(`cannot read config file ${path}: ${(e as Error).message}`);
+    if (code === 'EISDIR') throw new UsageError(`config file ${path} is a directory: give a JSON file (--config FILE)`);
+    throw new UsageError(`cannot read config file ${path}: ${(e as Error).message}`);
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new ConnectionError(`config file ${path} is not valid JSON (${(e as Error).message}): fix it, or remove it and run tracefleet login`);
+    throw new UsageError(`config file ${path} is not valid JSON (${(e as Error).message}): fix it, or remove it and run tracefleet login`);
   }
   const r = configSchema.safeParse(json);
   if (!r.success) {
     const i = r.error.issues[0];
     const where = i.path.join('.') || 'top level';
     const hint = i.code === 'unrecognized_keys' ? ' (allowed: url, token, user, password, ca)' : '';
-    throw new ConnectionError(`config file ${path}: ${where}: ${i.message}${hint}; it holds {"url": "https://dispatcher:8060", "token": "..."}`);
+    throw new UsageError(`config file ${path}: ${where}: ${i.message}${hint}; it holds {"url": "https://dispatcher:8060", "token": "..."}`);
   }
   normalizeUrl(r.data.url, `url in config file ${path}`);
   return { config: r.data, mode };
@@ -102,10 +95,10 @@ export function normalizeUrl(input: string, what: string): string {
   try {
     u = new URL(input);
   } catch {
-    throw new ConnectionError(`bad ${what} '${input}': give the dispatcher's URL like http://dispatcher:8060`);
+    throw new UsageError(`bad ${what} '${input}': give the dispatcher's URL like http://dispatcher:8060`);
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConnectionError(`bad ${what} '${input}': the dispatcher speaks http:// or https://, give its URL like http://dispatcher:8060`);
-  if (u.username || u.password) throw new ConnectionError(`bad ${what} '${input}': put credentials in --user/--token or the config file, not in the URL`);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError(`bad ${what} '${input}': the dispatcher speaks http:// or https://, give its URL like http://dispatcher:8060`);
+  if (u.username || u.password) throw new UsageError(`bad ${what} '${input}': put credentials in --user/--token or the config file, not in the URL`);
   return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, '')}`;
 }
 
@@ -118,7 +111,7 @@ export function resolveConnection(flags: ConnectionFlags, env: NodeJS.ProcessEnv
   const cfgPath = configPathOf(flags.config, env);
   const file = readConfig(cfgPath.path);
   if (!file && cfgPath.explicit && !opts.login) {
-    throw new ConnectionError(`config file ${cfgPath.path} does not exist: create it with tracefleet login --config ${cfgPath.path}, or fix --config/TRACEFLEET_CONFIG`);
+    throw new UsageError(`config file ${cfgPath.path} does not exist: create it with tracefleet login --config ${cfgPath.path}, or fix --config/TRACEFLEET_CONFIG`);
   }
 
   const flagUrl = nonEmpty(flags.url);
@@ -170,9 +163,9 @@ export function resolveConnection(flags: ConnectionFlags, env: NodeJS.ProcessEnv
     try {
       ca = readFileSync(caPath);
     } catch (e) {
-      throw new ConnectionError(`cannot read the CA file ${caPath} (--ca): ${(e as Error).message}`);
+      throw new UsageError(`cannot read the CA file ${caPath} (--ca): ${(e as Error).message}`);
     }
-    if (!ca.toString('latin1').includes('-----BEGIN CERTIFICATE-----')) throw new ConnectionError(`CA file ${caPath} holds no PEM certificate: give the PEM file of the CA that signed the dispatcher's certificate`);
+    if (!ca.toString('latin1').includes('-----BEGIN CERTIFICATE-----')) throw new UsageError(`CA file ${caPath} holds no PEM certificate: give the PEM file of the CA that signed the dispatcher's certificate`);
   }
   return { url, credentials, credentialSource, tls: { insecure: flags.insecure === true, ...(ca ? { ca } : {}) }, configPath: cfgPath.path, notes };
 }
@@ -210,6 +203,6 @@ export function saveSession(path: string, session: { url: string; token: string;
     chmodSync(tmp, 0o600);
     renameSync(tmp, path);
   } catch (e) {
-    throw new ConnectionError(`cannot write config file ${path}: ${(e as Error).message} (give another with --config FILE)`);
+    throw new UsageError(`cannot write config file ${path}: ${(e as Error).message} (give another with --config FILE)`);
   }
 }

@@ -1,5 +1,6 @@
 import type { Argv } from 'yargs';
 import type { TraceQuery, TraceRequest } from '../shared/query/query';
+import { TracefleetError } from '../shared/errors/catalogue';
 
 // Loaded when flags are checked, not when the CLI starts: the query module brings zod, which --help and --version need not pay for.
 const queryModule = () => require('../shared/query/query') as typeof import('../shared/query/query');
@@ -32,7 +33,7 @@ function splitList(v: unknown): string[] | undefined {
 /**
  * The CLI's boundary: yargs' loose record of flags to a validated trace
  * request (shape by traceRequest, values by checkQuery), a mistake named by
- * its flag. Throws QueryError (exit code "bad input").
+ * its flag. Throws TF_QUERY_* errors (exit code "bad input").
  */
 function requestOfFlags(a: Record<string, unknown>): TraceRequest {
   const req: Record<string, unknown> = {
@@ -52,12 +53,12 @@ function requestOfFlags(a: Record<string, unknown>): TraceRequest {
     hosts: splitList(a.hosts),
   };
   for (const k of Object.keys(req)) if (req[k] === undefined) delete req[k];
-  const { traceRequest, QueryError } = queryModule();
+  const { traceRequest } = queryModule();
   const r = traceRequest.safeParse(req);
   if (!r.success) {
     const i = r.error.issues[0];
     const flag = i.path[0] === undefined ? 'the request' : `--${String(i.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-    throw new QueryError(`bad ${flag}: ${i.message}`);
+    throw new TracefleetError('TF_REQUEST_INVALID', { message: `bad ${flag}: ${i.message}` }, typeof i.path[0] === 'string' ? i.path[0] : null);
   }
   return r.data;
 }

@@ -1,4 +1,5 @@
-import { CLI_EXIT, CliError } from './errors';
+import { EXIT } from '../shared/errors/catalogue';
+import { CliError } from './errors';
 
 const MAX_SECRET = 1024;
 
@@ -26,15 +27,15 @@ export function readSecret(prompt: string, input: NodeJS.ReadStream = process.st
     const onData = (chunk: Buffer) => {
       for (const ch of chunk.toString('utf8')) {
         if (ch === '\r' || ch === '\n') return finish(null);
-        if (ch === '\u0003') return finish(new CliError('interrupted', CLI_EXIT.INTERRUPTED));
+        if (ch === '\u0003') return finish(new CliError('interrupted', EXIT.INTERRUPTED));
         if (ch === '\u0004') {
-          if (value === '') return finish(new CliError('no password given', CLI_EXIT.BAD_INPUT));
+          if (value === '') return finish(new CliError('no password given', EXIT.BAD_INPUT));
           return finish(null);
         }
         if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('');
         else if (ch === '\u0015') value = ''; // Ctrl-U: erase the line
         else if (ch >= ' ') {
-          if (value.length >= MAX_SECRET) return finish(new CliError(`the password is over ${MAX_SECRET} characters`, CLI_EXIT.BAD_INPUT));
+          if (value.length >= MAX_SECRET) return finish(new CliError(`the password is over ${MAX_SECRET} characters`, EXIT.BAD_INPUT));
           value += ch;
         }
       }
@@ -59,7 +60,7 @@ export async function readFirstLine(input: NodeJS.ReadableStream = process.stdin
   }
   const text = Buffer.concat(parts).toString('utf8');
   const line = text.split(/\r?\n/)[0];
-  if (line.length > MAX_SECRET) throw new CliError(`the password on stdin is over ${MAX_SECRET} characters`, CLI_EXIT.BAD_INPUT);
-  if (line === '') throw new CliError('--password-stdin read an empty password: pipe the password in on one line, e.g. pass show tracefleet | tracefleet login --user U --password-stdin', CLI_EXIT.BAD_INPUT);
+  if (line.length > MAX_SECRET) throw new CliError(`the password on stdin is over ${MAX_SECRET} characters`, EXIT.BAD_INPUT);
+  if (line === '') throw new CliError('--password-stdin read an empty password: pipe the password in on one line, e.g. pass show tracefleet | tracefleet login --user U --password-stdin', EXIT.BAD_INPUT);
   return line;
 }

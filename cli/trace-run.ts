@@ -3,7 +3,8 @@ import { traceUpdate, TraceUpdate, traceView, TraceView } from '../shared/protoc
 import type { TraceRequest } from '../shared/query/query';
 import type { ClientToDispatcherEvents } from '../shared/protocol/client';
 import { ClientSocket, DispatcherClient } from './api-client';
-import { CLI_EXIT, CliError, exitOfAckCode } from './errors';
+import { EXIT, receivedError, TracefleetError } from '../shared/errors/catalogue';
+import { CliError } from './errors';
 import type { ProgressSink } from './progress';
 import { isFinalTrace, StateChange, TraceTracker } from './trace-state';
 
@@ -33,7 +34,7 @@ const MAX_BUFFERED = 10_000;
 
 const startAck = z.discriminatedUnion('ok', [
   z.object({ ok: z.literal(true), trace: traceView }),
-  z.object({ ok: z.literal(false), error: z.string(), code: z.string() }),
+  z.object({ ok: z.literal(false), error: z.string(), code: z.string(), field: z.string().nullish() }),
 ]);
 
 class Interrupted extends Error {}
@@ -45,10 +46,10 @@ async function ask<E extends 'trace:start' | 'trace:watch' | 'trace:cancel'>(soc
     // One event at a time for the compiler: the three share their ack's shape.
     raw = await (socket.timeout(ms) as ClientSocket).emitWithAck(event as 'trace:start', data as TraceRequest);
   } catch {
-    throw new CliError(`the dispatcher did not answer ${event} within ${ms / 1000} s`, CLI_EXIT.FAILED);
+    throw new CliError(`the dispatcher did not answer ${event} within ${ms / 1000} s`, EXIT.FAILED);
   }
   const r = startAck.safeParse(raw);
-  if (!r.success) throw new CliError(`the dispatcher's answer to ${event} is not what this tracefleet understands: is the dispatcher the same version?`, CLI_EXIT.FAILED);
+  if (!r.success) throw new CliError(`the dispatcher's answer to ${event} is not what this tracefleet understands: is the dispatcher the same version?`, EXIT.FAILED);
   return r.data;
 }
 
@@ -134,9 +135,9 @@ export async function followTrace(client: DispatcherClient, socket: ClientSocket
   try {
     // The start ack is awaited even after Ctrl-C: the trace may be running, and only its id lets us cancel it.
     const a = await ask(socket, 'trace:start', req, ackMs).catch((e: CliError) => {
-      throw new CliError(`${e.message}; the trace may have started anyway: see tracefleet traces`, e.exitCode);
+      throw new CliError(`${e.message}; the trace may have started anyway: see tracefleet traces`, EXIT.FAILED);
     });
-    if (!a.ok) throw new CliError(`the dispatcher refused the trace: ${a.error}`, exitOfAckCode(a.code));
+    if (!a.ok) throw receivedError(a, `the dispatcher refused the trace: ${a.error}`);
     const t = new TraceTracker(a.trace);
     tracker = t;
     const early = t.view();
@@ -152,7 +153,7 @@ export async function followTrace(client: DispatcherClient, socket: ClientSocket
     poll = setInterval(() => {
       if (socket.connected) lastContact = Date.now();
       else if (Date.now() - lastContact > lostMs) {
-        fail(new CliError(`lost the dispatcher at ${client.conn.url} for ${Math.round(lostMs / 1000)} s; trace ${t.id} may still finish: see tracefleet show ${t.id}`, CLI_EXIT.FAILED));
+        fail(new CliError(`lost the dispatcher at ${client.conn.url} for ${Math.round(lostMs / 1000)} s; trace ${t.id} may still finish: see tracefleet show ${t.id}`, EXIT.FAILED));
       }
       if (polling) return;
       polling = true;
@@ -164,7 +165,7 @@ export async function followTrace(client: DispatcherClient, socket: ClientSocket
         },
         (e: Error) => {
           polling = false;
-          if (e instanceof CliError && e.exitCode === CLI_EXIT.UNAUTHORIZED) fail(e);
+          if (e instanceof TracefleetError && e.exit === EXIT.UNAUTHORIZED) fail(e);
           else noteOnce(`polling the trace failed: ${e.message}`);
         },
       );

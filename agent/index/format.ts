@@ -1,3 +1,4 @@
+import { TracefleetError } from '../../shared/errors/catalogue';
 import { numberMatches, sipDigits } from '../../shared/sip/number';
 
 /**
@@ -152,9 +153,10 @@ export function numberKey(digits: string): Buffer {
   return key;
 }
 
-export class IndexCorruptError extends Error {
+/** A class of its own: the index opener rebuilds on it and only on it. */
+export class IndexCorruptError extends TracefleetError {
   constructor(path: string, what: string) {
-    super(`index ${path} is corrupt (${what}); it will be rebuilt from its segment`);
+    super('TF_INDEX_CORRUPT', { path, what });
     this.name = 'IndexCorruptError';
   }
 }

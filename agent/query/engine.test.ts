@@ -12,7 +12,8 @@ import { PcapngParser } from '../../shared/pcap/pcapng';
 import { LINKTYPE } from '../../shared/pcap/types';
 import { importCaptures } from '../index/import';
 import { SegmentIndexer } from '../index/builder';
-import { buildQuerySpec, QueryError, TraceQuery } from '../../shared/query/query';
+import { TracefleetError } from '../../shared/errors/catalogue';
+import { buildQuerySpec, TraceQuery } from '../../shared/query/query';
 import { closeResult, runQuery, runQueryYielding, writeResultPcap } from './engine';
 
 const T0 = 1_795_000_000;
@@ -361,11 +362,11 @@ test('a journal (unsealed index) answers exactly like the sealed one; a corrupt 
 });
 
 test('queries without a selective key, and bad values, are refused with what to do', () => {
-  assert.throws(() => buildQuerySpec({}), (e: Error) => e instanceof QueryError && /--all/.test(e.message));
+  assert.throws(() => buildQuerySpec({}), (e: Error) => e instanceof TracefleetError && e.code === 'TF_QUERY_NOT_SELECTIVE' && /--all/.test(e.message));
   assert.throws(() => buildQuerySpec({ method: ['INVITE'] }), /no selective key/);
   assert.throws(() => buildQuerySpec({ ip: ['300.1.1.1'] }), /bad IP address/);
   assert.throws(() => buildQuerySpec({ port: ['70000'] }), /bad port/);
-  assert.throws(() => buildQuerySpec({ number: ['12'] }), QueryError);
+  assert.throws(() => buildQuerySpec({ number: ['12'] }), (e: Error) => e instanceof TracefleetError && e.code === 'TF_QUERY_BAD_NUMBER');
   assert.throws(() => buildQuerySpec({ callId: ['x'], status: ['99'] }), /bad status/);
   assert.throws(() => buildQuerySpec({ callId: ['x'], since: 'yesterday' }), /bad --since/);
   assert.throws(() => buildQuerySpec({ callId: ['x'], since: '1m', until: '2h' }), /--since is after --until/);

@@ -1,5 +1,6 @@
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { TracefleetError } from '../../shared/errors/catalogue';
 
 /**
  * A ring is one directory of segment files. Each capture stream (one per
@@ -63,14 +64,6 @@ export function parseSegmentName(name: string): { stream: string; startMicros: n
   return { stream, startMicros: Math.floor(ms / 1000) * 1_000_000 + Number(micros) };
 }
 
-/** A ring directory that cannot be used: bad input, not a failure of ours. */
-export class RingDirError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'RingDirError';
-  }
-}
-
 /** Segments of a ring, oldest first (by opening time, then name). Throws a clear error when the ring cannot be read. */
 export function listSegments(ringDir: string): SegmentInfo[] {
   let names: string[];
@@ -78,9 +71,9 @@ export function listSegments(ringDir: string): SegmentInfo[] {
     names = readdirSync(ringDir);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new RingDirError(`ring directory ${ringDir} does not exist (give --ring the directory the agent or 'ring import' writes)`);
-    if (code === 'ENOTDIR') throw new RingDirError(`${ringDir} is not a directory (give --ring a ring directory)`);
-    if (code === 'EACCES') throw new RingDirError(`ring directory ${ringDir} is not readable (run as a user that can read it)`);
+    if (code === 'ENOENT') throw new TracefleetError('TF_RING_DIR', { message: `ring directory ${ringDir} does not exist (give --ring the directory the agent or 'ring import' writes)` });
+    if (code === 'ENOTDIR') throw new TracefleetError('TF_RING_DIR', { message: `${ringDir} is not a directory (give --ring a ring directory)` });
+    if (code === 'EACCES') throw new TracefleetError('TF_RING_DIR', { message: `ring directory ${ringDir} is not readable (run as a user that can read it)` });
     throw e;
   }
   const out: SegmentInfo[] = [];

@@ -1,13 +1,13 @@
 /*
  * What the commands that work on this machine (query, ring, agent,
- * dispatcher, demo) share: their exit codes, their usage error, the one way
- * they fail, and the flag parsers more than one of them takes.
+ * dispatcher, demo) share: the one way they fail (exit codes from
+ * shared/errors: 0 done, 1 failed while running, 2 bad input), and the flag
+ * parsers more than one of them takes.
  */
 
-/** Exit codes: 0 done, 1 failed while running, 2 bad input (usage, query, file). */
-export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
+import { exitOf, jsonOfError, UsageError } from '../errors';
 
-export class UsageError extends Error {}
+export { UsageError };
 
 export type Args = Record<string, unknown>;
 
@@ -20,20 +20,13 @@ export function agentVersion(): string {
   }
 }
 
-/** The error classes that mean bad input, loaded only once something failed (they bring zod). */
-function isBadInput(err: unknown): boolean {
-  const { QueryError } = require('../../shared/query/query') as typeof import('../../shared/query/query');
-  const { CaptureFormatError } = require('../../shared/pcap/errors') as typeof import('../../shared/pcap/errors');
-  const { RingDirError } = require('../../agent/ring/layout') as typeof import('../../agent/ring/layout');
-  return err instanceof QueryError || err instanceof UsageError || err instanceof CaptureFormatError || err instanceof RingDirError;
-}
-
-export function fail(e: unknown): never {
+/** One stderr line and the error's exit code; with --json also `{code, field, message}` on stdout. */
+export function fail(e: unknown, json = false): never {
   const err = e as Error;
-  const bad = isBadInput(err);
+  if (json) process.stdout.write(`${jsonOfError(err)}\n`);
   process.stderr.write(`tracefleet: ${err.message}\n`);
   if (process.env.TRACEFLEET_DEBUG) process.stderr.write(`${err.stack}\n`);
-  process.exit(bad ? EXIT.BAD_INPUT : EXIT.FAILED);
+  process.exit(exitOf(err));
 }
 
 const SIZE_RE = /^(\d+(?:\.\d+)?)([kmgt]?)i?b?$/i;

@@ -54,5 +54,5 @@ export const queryCommand: CommandModule<object, Args> = {
       .option('o', { alias: 'output', type: 'string', describe: 'write the PCAP here (- for stdout)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the SIP message summaries as JSON' })
       .option('correlation-header', { type: 'string', default: 'X-CID', describe: 'header holding a correlation key' }) as unknown as Argv<Args>,
-  handler: (a) => queryCmd(a).catch(fail),
+  handler: (a) => queryCmd(a).catch((e) => fail(e, a.json === true)),
 };

@@ -7,7 +7,8 @@ import type { AgentView, TraceView } from '../../shared/protocol/client';
 import type { TraceRequest } from '../../shared/query/query';
 import type { DispatcherClient, TraceMessage } from '../api-client';
 import type { Connection, ConnectionFlags } from '../connection';
-import { CLI_EXIT, CliError, CliExit } from '../errors';
+import { EXIT, Exit } from '../../shared/errors/catalogue';
+import { CliError, exitOf, jsonOfError } from '../errors';
 import { filterOptions, traceRequestOf } from '../filters';
 import { humanBytes, safeText, shortTime, table } from '../format';
 import { readFirstLine, readSecret } from '../prompt';
@@ -18,7 +19,6 @@ import { readFirstLine, readSecret } from '../prompt';
  */
 const apiClient = () => require('../api-client') as typeof import('../api-client');
 const connection = () => require('../connection') as typeof import('../connection');
-const query = () => require('../../shared/query/query') as typeof import('../../shared/query/query');
 const progressModule = () => require('../progress') as typeof import('../progress');
 const traceRun = () => require('../trace-run') as typeof import('../trace-run');
 const traceState = () => require('../trace-state') as typeof import('../trace-state');
@@ -71,7 +71,7 @@ async function connect(a: Args): Promise<Connection> {
   const c = conn.credentials;
   if (c && 'user' in c && c.password === undefined) {
     if (!process.stdin.isTTY) {
-      throw new CliError(`no password for user ${c.user} and no terminal to ask it on: run tracefleet login --user ${c.user} --password-stdin, or set TRACEFLEET_PASSWORD`, CLI_EXIT.BAD_INPUT);
+      throw new CliError(`no password for user ${c.user} and no terminal to ask it on: run tracefleet login --user ${c.user} --password-stdin, or set TRACEFLEET_PASSWORD`, EXIT.BAD_INPUT);
     }
     c.password = await readSecret(`password for ${c.user} at ${conn.url}: `);
   }
@@ -79,7 +79,7 @@ async function connect(a: Args): Promise<Connection> {
 }
 
 /** Ends the process with the command's exit code once stdout has taken everything. */
-function run(fn: (a: Args) => Promise<CliExit>): (a: Args) => Promise<void> {
+function run(fn: (a: Args) => Promise<Exit>): (a: Args) => Promise<void> {
   return async (a) => {
     // A reader that went away (| head): downloads report it themselves; a table or JSON just stops.
     process.stdout.on('error', () => {});
@@ -87,36 +87,36 @@ function run(fn: (a: Args) => Promise<CliExit>): (a: Args) => Promise<void> {
     try {
       code = await fn(a);
     } catch (e) {
-      code = report(e);
+      code = report(e, a.json === true);
     }
     // Socket.IO's reconnection timers must not keep a finished command alive.
     process.stdout.write('', () => process.exit(code));
   };
 }
 
-function report(e: unknown): CliExit {
+/** One stderr line; with --json also `{code, field, message}` on stdout, for the script that reads it. */
+function report(e: unknown, json: boolean): Exit {
   const err = e as Error;
-  let code: CliExit = CLI_EXIT.FAILED;
-  if (err instanceof CliError) code = err.exitCode;
-  else if (err instanceof connection().ConnectionError || err instanceof query().QueryError) code = CLI_EXIT.BAD_INPUT;
+  const code = exitOf(err);
+  if (json) process.stdout.write(`${jsonOfError(err)}\n`);
   say(String(err?.message ?? err).replace(/\s*\n\s*/g, ' '));
   if (process.env.TRACEFLEET_DEBUG) process.stderr.write(`${err?.stack}\n`);
   return code;
 }
 
 function refuseTtyStdout(): void {
-  if (process.stdout.isTTY) throw new CliError('refusing to write a binary file to a terminal: pipe it (| wireshark -k -i -) or give -o FILE', CLI_EXIT.BAD_INPUT);
+  if (process.stdout.isTTY) throw new CliError('refusing to write a binary file to a terminal: pipe it (| wireshark -k -i -) or give -o FILE', EXIT.BAD_INPUT);
 }
 
 /** Fails early (before a trace runs) when -o FILE cannot be written. */
 function checkWritable(path: string): void {
   try {
     const st = statSync(path, { throwIfNoEntry: false });
-    if (st?.isDirectory()) throw new CliError(`-o ${path} is a directory: give a file name`, CLI_EXIT.BAD_INPUT);
+    if (st?.isDirectory()) throw new CliError(`-o ${path} is a directory: give a file name`, EXIT.BAD_INPUT);
     accessSync(st ? path : dirname(path) || '.', constants.W_OK);
   } catch (e) {
     if (e instanceof CliError) throw e;
-    throw new CliError(`cannot write -o ${path}: ${(e as Error).message}`, CLI_EXIT.BAD_INPUT);
+    throw new CliError(`cannot write -o ${path}: ${(e as Error).message}`, EXIT.BAD_INPUT);
   }
 }
 
@@ -255,12 +255,12 @@ function printJson(v: unknown): void {
 
 const MAX_TIMEOUT_S = 7 * 24 * 3600;
 
-async function traceCmd(a: Args): Promise<CliExit> {
+async function traceCmd(a: Args): Promise<Exit> {
   const out = a.o as string | undefined;
   const json = a.json as boolean;
-  if (out === '-' && json) throw new CliError('-o - and --json would both write to stdout: give -o FILE with --json', CLI_EXIT.BAD_INPUT);
+  if (out === '-' && json) throw new CliError('-o - and --json would both write to stdout: give -o FILE with --json', EXIT.BAD_INPUT);
   const timeoutS = a.timeout as number;
-  if (!Number.isFinite(timeoutS) || timeoutS <= 0 || timeoutS > MAX_TIMEOUT_S) throw new CliError(`bad --timeout ${String(a.timeout)}: give seconds, 1 to ${MAX_TIMEOUT_S}`, CLI_EXIT.BAD_INPUT);
+  if (!Number.isFinite(timeoutS) || timeoutS <= 0 || timeoutS > MAX_TIMEOUT_S) throw new CliError(`bad --timeout ${String(a.timeout)}: give seconds, 1 to ${MAX_TIMEOUT_S}`, EXIT.BAD_INPUT);
   const req = traceRequestOf(a);
   if (out === '-') refuseTtyStdout();
   else if (out) checkWritable(out);
@@ -270,7 +270,7 @@ async function traceCmd(a: Args): Promise<CliExit> {
   const progress = progressModule().progressFor(process.stderr);
   const abort = new AbortController();
   const onSigint = () => {
-    if (abort.signal.aborted) process.exit(CLI_EXIT.INTERRUPTED);
+    if (abort.signal.aborted) process.exit(EXIT.INTERRUPTED);
     abort.abort();
     progress.note('interrupted: cancelling the trace (Ctrl-C again to quit at once)');
   };
@@ -278,17 +278,17 @@ async function traceCmd(a: Args): Promise<CliExit> {
   let socket: Socket | null = null;
   try {
     // Ctrl-C while connecting: no trace is started.
-    const aborted = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(new CliError('interrupted before the trace started', CLI_EXIT.INTERRUPTED)), { once: true }));
+    const aborted = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(new CliError('interrupted before the trace started', EXIT.INTERRUPTED)), { once: true }));
     aborted.catch(() => {});
     socket = await Promise.race([client.socket(), aborted]);
-    if (abort.signal.aborted) throw new CliError('interrupted before the trace started', CLI_EXIT.INTERRUPTED);
+    if (abort.signal.aborted) throw new CliError('interrupted before the trace started', EXIT.INTERRUPTED);
     const r = await traceRun().followTrace(client, socket, req, { progress, timeoutMs: timeoutS * 1000, signal: abort.signal });
     socket.disconnect();
     const v = r.trace;
     progress.finish({ id: v.id, state: v.state, hosts: v.hosts.map((h) => ({ ...h, at: h.updatedAt })), ...(v.merged ? { merged: v.merged } : {}) });
     if (r.outcome === 'interrupted') {
       say(`interrupted: trace ${v.id} ${v.state === 'running' ? 'asked to cancel' : v.state}`);
-      return CLI_EXIT.INTERRUPTED;
+      return EXIT.INTERRUPTED;
     }
     if (out) {
       if (v.merged) {
@@ -305,7 +305,7 @@ async function traceCmd(a: Args): Promise<CliExit> {
     }
     if (r.outcome === 'timeout') {
       say(`gave up after ${timeoutS} s (--timeout) and cancelled trace ${v.id}`);
-      return CLI_EXIT.FAILED;
+      return EXIT.FAILED;
     }
     return traceState().exitOfTrace(v);
   } finally {
@@ -331,9 +331,9 @@ export const traceCommand: CommandModule<object, Args> = {
 
 // ---- traces --------------------------------------------------------------
 
-async function tracesCmd(a: Args): Promise<CliExit> {
+async function tracesCmd(a: Args): Promise<Exit> {
   const limit = a.limit as number;
-  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new CliError(`bad --limit ${String(a.limit)}: give 1 to 1000`, CLI_EXIT.BAD_INPUT);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new CliError(`bad --limit ${String(a.limit)}: give 1 to 1000`, EXIT.BAD_INPUT);
   const { DispatcherClient } = apiClient();
   const client = new DispatcherClient(await connect(a));
   try {
@@ -344,7 +344,7 @@ async function tracesCmd(a: Args): Promise<CliExit> {
     if (page.bookmark && !a.json && page.traces.length >= limit) {
       say(`more: tracefleet traces --page ${page.bookmark}${limit !== 20 ? ` --limit ${limit}` : ''}${a.owner ? ` --owner ${String(a.owner)}` : ''}`);
     }
-    return CLI_EXIT.OK;
+    return EXIT.OK;
   } finally {
     client.close();
   }
@@ -366,7 +366,7 @@ export const tracesCommand: CommandModule<object, Args> = {
 
 // ---- show ----------------------------------------------------------------
 
-async function showCmd(a: Args): Promise<CliExit> {
+async function showCmd(a: Args): Promise<Exit> {
   const { DispatcherClient } = apiClient();
   const client = new DispatcherClient(await connect(a));
   try {
@@ -378,7 +378,7 @@ async function showCmd(a: Args): Promise<CliExit> {
       print(formatTrace(v));
       if (messages) print(['', ...formatMessages(messages)]);
     }
-    return CLI_EXIT.OK;
+    return EXIT.OK;
   } finally {
     client.close();
   }
@@ -399,7 +399,7 @@ export const showCommand: CommandModule<object, Args> = {
 
 // ---- download ------------------------------------------------------------
 
-async function downloadCmd(a: Args): Promise<CliExit> {
+async function downloadCmd(a: Args): Promise<Exit> {
   const out = a.o as string;
   if (out === '-') refuseTtyStdout();
   else checkWritable(out);
@@ -414,7 +414,7 @@ async function downloadCmd(a: Args): Promise<CliExit> {
     const bytes = await saveTo(client, path, out, abort.signal);
     const what = a.tar ? 'trace archive' : a.host ? `packets of host ${String(a.host)}` : 'merged PCAP';
     say(`${what} of trace ${id}: ${humanBytes(bytes)} written to ${out === '-' ? 'stdout' : out}`);
-    return CLI_EXIT.OK;
+    return EXIT.OK;
   } finally {
     process.off('SIGINT', onSigint);
     client.close();
@@ -438,7 +438,7 @@ export const downloadCommand: CommandModule<object, Args> = {
 
 // ---- agents --------------------------------------------------------------
 
-async function agentsCmd(a: Args): Promise<CliExit> {
+async function agentsCmd(a: Args): Promise<Exit> {
   const { DispatcherClient } = apiClient();
   const client = new DispatcherClient(await connect(a));
   try {
@@ -446,7 +446,7 @@ async function agentsCmd(a: Args): Promise<CliExit> {
     if (a.json) printJson({ agents });
     else if (agents.length === 0) say('no agent has connected to this dispatcher yet: start agents with --dispatcher');
     else print(formatAgents(agents));
-    return CLI_EXIT.OK;
+    return EXIT.OK;
   } finally {
     client.close();
   }
@@ -461,7 +461,7 @@ export const agentsCommand: CommandModule<object, Args> = {
 
 // ---- login ---------------------------------------------------------------
 
-async function loginCmd(a: Args): Promise<CliExit> {
+async function loginCmd(a: Args): Promise<Exit> {
   const flags = flagsOf(a);
   const { normalizeUrl, readConfig, resolveConnection, saveSession } = connection();
   const conn = resolveConnection({ ...flags, user: undefined, password: undefined, token: undefined }, process.env, { login: true });
@@ -469,20 +469,20 @@ async function loginCmd(a: Args): Promise<CliExit> {
   const saved = readConfig(conn.configPath)?.config;
   const cfgUser = saved && normalizeUrl(saved.url, 'url') === conn.url ? saved.user : undefined;
   const user = flags.user ?? process.env.TRACEFLEET_USER ?? cfgUser;
-  if (!user) throw new CliError('say who logs in: tracefleet login --user NAME', CLI_EXIT.BAD_INPUT);
+  if (!user) throw new CliError('say who logs in: tracefleet login --user NAME', EXIT.BAD_INPUT);
   let password: string;
   if (a.passwordStdin) password = await readFirstLine(process.stdin);
   else if (flags.password) password = flags.password;
   else if (process.env.TRACEFLEET_PASSWORD) password = process.env.TRACEFLEET_PASSWORD;
   else if (process.stdin.isTTY) password = await readSecret(`password for ${user} at ${conn.url}: `);
-  else throw new CliError('no terminal to ask the password on: give --password-stdin and pipe it in', CLI_EXIT.BAD_INPUT);
+  else throw new CliError('no terminal to ask the password on: give --password-stdin and pipe it in', EXIT.BAD_INPUT);
   const { DispatcherClient } = apiClient();
   const client = new DispatcherClient({ ...conn, credentials: null });
   try {
     const s = await client.login(user, password);
     saveSession(conn.configPath, { url: conn.url, token: s.token, user: s.user, ca: flags.ca });
     say(`logged in to ${conn.url} as ${s.user} (roles: ${s.roles.join(', ') || 'none'}); session saved in ${conn.configPath}, valid until ${shortTime(s.expiresAt)}`);
-    return CLI_EXIT.OK;
+    return EXIT.OK;
   } finally {
     client.close();
   }

@@ -22,7 +22,7 @@ const importCommand: CommandModule<object, Args> = {
         if (a.json) process.stdout.write(JSON.stringify(r) + '\n');
         else process.stderr.write(`tracefleet: imported ${r.packets} packets from ${r.files} file(s) into ${r.segments.length} segment(s)${r.tornBytes ? `; ${r.tornBytes} bytes of a torn last record skipped` : ''}\n`);
       })
-      .catch(fail),
+      .catch((e) => fail(e, a.json === true)),
 };
 
 const checkCommand: CommandModule<object, Args> = {
@@ -40,7 +40,7 @@ const checkCommand: CommandModule<object, Args> = {
         for (const n of r.notes) process.stdout.write(`${n}\n`);
       }
     } catch (e) {
-      fail(e);
+      fail(e, a.json === true);
     }
   },
 };

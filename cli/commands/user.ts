@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import type { Auth, UserInfo } from '../../dispatcher/auth';
 import type { StoreAccess } from '../../dispatcher/daemon/store-access';
-import { CliError } from '../errors';
+import { EXIT } from '../../shared/errors/catalogue';
+import { CliError, exitOf, UsageError } from '../errors';
 import { readFirstLine, readSecret } from '../prompt';
 
 // Loaded when a sub-command runs: the store brings PouchDB and express, which no other command should pay for at start-up.
@@ -21,9 +22,6 @@ const authModule = () => require('../../dispatcher/auth') as typeof import('../.
 const storeAccess = () => require('../../dispatcher/daemon/store-access') as typeof import('../../dispatcher/daemon/store-access');
 const clientProtocol = () => require('../../shared/protocol/client') as typeof import('../../shared/protocol/client');
 
-const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
-
-class UsageError extends Error {}
 
 interface StoreArgs {
   couchdb?: string;
@@ -104,13 +102,6 @@ function usersTable(users: UserInfo[]): string {
 
 // ---- commands ----------------------------------------------------------------
 
-function exitCodeOf(err: unknown): number {
-  if (err instanceof UsageError) return EXIT.BAD_INPUT;
-  if (err instanceof CliError) return err.exitCode;
-  if (err instanceof authModule().AuthError) return err.code === 'rate_limited' ? EXIT.FAILED : EXIT.BAD_INPUT;
-  return EXIT.FAILED;
-}
-
 /** Runs a sub-command to its end, store closed, then exits with its code. */
 function run<A>(fn: (a: A) => Promise<void>): (a: A) => Promise<void> {
   return async (a) => {
@@ -121,7 +112,7 @@ function run<A>(fn: (a: A) => Promise<void>): (a: A) => Promise<void> {
       const e = err as Error;
       process.stderr.write(`tracefleet: ${e.message}\n`);
       if (process.env.TRACEFLEET_DEBUG) process.stderr.write(`${e.stack}\n`);
-      code = exitCodeOf(err);
+      code = exitOf(err);
     }
     // nano's keep-alive sockets would hold the process open for seconds.
     process.exit(code);

@@ -330,7 +330,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     const noType = await call('/api/traces', { method: 'POST', as: 'alice', body: '{"callId":["a"]}', headers: { 'content-type': 'text/plain' } });
     assert.equal(noType.status, 400);
     assert.match((await json(noType)).error, /Content-Type: application\/json/);
-    // The trace machinery's own refusal (TraceRequestError) keeps its code.
+    // The trace machinery's own refusal (a catalogue code of its own) keeps its code.
     const unknownHost = await post('/api/traces', { callId: ['a'], hosts: ['nowhere'] }, 'alice');
     assert.equal(unknownHost.status, 400);
     assert.match((await json(unknownHost)).error, /unknown host nowhere/);

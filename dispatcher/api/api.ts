@@ -22,6 +22,7 @@ import type { Traces } from '../trace/types';
 import { isFinalResult, traceView } from '../trace/view';
 import { ClientAddress, clientAddress } from './client-address';
 import { downloadName, sendAttachment, sendTraceTar } from './download';
+import { TracefleetError } from '../../shared/errors/catalogue';
 import { HttpError, toHttp } from './errors';
 import { mergedMessages } from './messages';
 import { METRICS_CONTENT_TYPE, Metrics } from './metrics';
@@ -111,6 +112,9 @@ function zodMessage(what: string, err: z.ZodError): string {
   return `bad ${what}: ${i.path.join('.') || 'body'}: ${i.message}`;
 }
 
+/** The top-level key a validation failure is about: the field the page shows it at. */
+const zodField = (err: z.ZodError): string | null => (typeof err.issues[0].path[0] === 'string' ? err.issues[0].path[0] : null);
+
 /** Express 4 does not catch a rejected promise: pass it on to the error handler. */
 function h(fn: (req: Request, res: Response) => Promise<void>): RequestHandler {
   return (req, res, next) => {
@@ -173,7 +177,7 @@ export function createApi(deps: ApiDeps): express.Express {
 
   const getTrace = async (id: string): Promise<TraceDoc> => {
     const t = await store.getTrace(id);
-    if (!t) throw new HttpError(404, `no trace ${id}: list traces with GET /api/traces`);
+    if (!t) throw new TracefleetError('TF_TRACE_NOT_FOUND', { message: `no trace ${id}: list traces with GET /api/traces` });
     return t;
   };
 
@@ -345,7 +349,9 @@ export function createApi(deps: ApiDeps): express.Express {
       const p = principal(res);
       need(p, 'trace', 'start traces');
       const body = traceRequest.safeParse(jsonBody(req));
-      if (!body.success) throw new HttpError(400, `${zodMessage('trace request', body.error)} (see the REST API in docs/ARCHITECTURE.md)`);
+      if (!body.success) {
+        throw new TracefleetError('TF_REQUEST_INVALID', { message: `${zodMessage('trace request', body.error)} (see the REST API in docs/ARCHITECTURE.md)` }, zodField(body.error));
+      }
       const trace = await traces.start(body.data, p.name);
       res.status(201).location(`/api/traces/${encodeURIComponent(trace.id)}`).json({ trace });
     }),
@@ -369,7 +375,7 @@ export function createApi(deps: ApiDeps): express.Express {
       need(principal(res), 'read', 'read traces');
       const id = traceId(req);
       const trace = await traces.view(id);
-      if (!trace) throw new HttpError(404, `no trace ${id}: list traces with GET /api/traces`);
+      if (!trace) throw new TracefleetError('TF_TRACE_NOT_FOUND', { message: `no trace ${id}: list traces with GET /api/traces` });
       res.json({ trace });
     }),
   );
@@ -497,7 +503,7 @@ export function createApi(deps: ApiDeps): express.Express {
       res.destroy();
       return;
     }
-    res.status(out.status).set(out.headers).json({ error: out.error });
+    res.status(out.status).set(out.headers).json(out.body);
   });
 
   return app;

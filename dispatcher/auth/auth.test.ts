@@ -11,10 +11,10 @@ function basic(user: string, password: string): string {
   return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 }
 
-async function refused(p: Promise<unknown>, code: AuthError['code'], re: RegExp): Promise<void> {
+async function refused(p: Promise<unknown>, code: AuthError['kind'], re: RegExp): Promise<void> {
   await assert.rejects(p, (e: unknown) => {
     assert.ok(e instanceof AuthError, `not an AuthError: ${String(e)}`);
-    assert.equal(e.code, code, e.message);
+    assert.equal(e.kind, code, e.message);
     assert.match(e.message, re);
     return true;
   });

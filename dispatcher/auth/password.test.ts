@@ -67,7 +67,7 @@ describe('password hashing', () => {
     const refused = (pw: string, re: RegExp) =>
       assert.throws(
         () => checkPasswordPolicy(pw),
-        (e: unknown) => e instanceof AuthError && e.code === 'bad_request' && re.test(e.message),
+        (e: unknown) => e instanceof AuthError && e.kind === 'bad_request' && re.test(e.message),
       );
     refused('1234567', /too short \(7 characters\): use at least 8/);
     refused('', /too short/);

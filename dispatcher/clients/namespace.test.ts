@@ -138,7 +138,7 @@ test('a viewer lists agents and watches a trace, but starting or cancelling one 
 
     const forbidden = /^user vera \(viewer\) may not start or cancel traces: that needs the tracer or admin role$/;
     const start = await ask(viewer, 'trace:start', { callId: [CALL] });
-    assert.deepEqual({ ...start, error: undefined }, { ok: false, code: 'forbidden', error: undefined });
+    assert.deepEqual({ ...start, error: undefined, message: undefined }, { ok: false, code: 'TF_FORBIDDEN', field: null, error: undefined, message: undefined });
     assert.match((start as { error: string }).error, forbidden);
     assert.equal((await r.d.store.store.listTraces()).traces.length, 0, 'nothing started');
 
@@ -153,7 +153,7 @@ test('a viewer lists agents and watches a trace, but starting or cancelling one 
 
     const cancel = await ask(viewer, 'trace:cancel', { traceId: id });
     assert.equal(cancel.ok, false);
-    assert.equal((cancel as { code: string }).code, 'forbidden');
+    assert.equal((cancel as { code: string }).code, 'TF_FORBIDDEN');
     assert.match((cancel as { error: string }).error, forbidden);
 
     await until(() => seen.final(id) !== undefined, 'the viewer to see the trace finish');
@@ -207,7 +207,7 @@ test('trace:watch of an unknown trace is not_found; unwatch stops the updates', 
   const r = await rig(['b']);
   try {
     const s = await r.client(asViewer);
-    assert.deepEqual(await ask(s, 'trace:watch', { traceId: 'nosuch-trace' }), { ok: false, error: 'no trace nosuch-trace', code: 'not_found' });
+    assert.deepEqual(await ask(s, 'trace:watch', { traceId: 'nosuch-trace' }), { ok: false, error: 'no trace nosuch-trace', message: 'no trace nosuch-trace', code: 'TF_TRACE_NOT_FOUND', field: null });
     const tracer = await r.client(asTracer);
     const tracerLog = new UpdateLog(tracer);
     const log = new UpdateLog(s);
@@ -231,23 +231,25 @@ test('malformed /client messages are refused with a clear error, and the dispatc
   try {
     const s = await r.client(asTracer);
     const huge = 'x'.repeat(200_000);
-    const expect = async (event: string, payload: unknown, error: RegExp, code = 'bad_request') => {
+    const expect = async (event: string, payload: unknown, error: RegExp, code = 'TF_REQUEST_INVALID', field?: string | null) => {
       const a = await ask(s, event, payload);
       const shown = `${event} ${JSON.stringify(payload)?.slice(0, 80)}`;
       assert.equal(a.ok, false, shown);
-      const f = a as { error: string; code: string };
+      const f = a as { error: string; message: string; code: string; field: string | null };
       assert.equal(f.code, code, `${shown}: ${f.error}`);
+      assert.equal(f.message, f.error, shown);
+      if (field !== undefined) assert.equal(f.field, field, shown);
       assert.match(f.error, error, shown);
       assert.ok(f.error.length <= 1024, `${shown}: the error is short (${f.error.length} chars)`);
     };
     for (const event of ['trace:start', 'trace:watch', 'trace:unwatch', 'trace:cancel']) {
       const bad = new RegExp(`^bad ${event} message: `);
-      for (const p of [42, 'a string', null, [], true]) await expect(event, p, new RegExp(`${bad.source}body: Expected object, received`));
+      for (const p of [42, 'a string', null, [], true]) await expect(event, p, new RegExp(`${bad.source}body: Expected object, received`), undefined, null);
       await expect(event, { traceId: 'abc', callId: [CALL], [huge]: 1 }, new RegExp(`${bad.source}body: Unrecognized key`));
     }
     for (const event of ['trace:watch', 'trace:unwatch', 'trace:cancel']) {
       const bad = `^bad ${event} message: `;
-      await expect(event, {}, new RegExp(`${bad}traceId: Required`));
+      await expect(event, {}, new RegExp(`${bad}traceId: Required`), undefined, 'traceId');
       await expect(event, { traceId: 5 }, new RegExp(`${bad}traceId: Expected string, received number`));
       await expect(event, { traceId: huge }, new RegExp(`${bad}traceId: trace ids are 1-64 letters`));
       await expect(event, { traceId: '../_users' }, new RegExp(`${bad}traceId: trace ids are`));
@@ -256,18 +258,18 @@ test('malformed /client messages are refused with a clear error, and the dispatc
     const start = '^bad trace:start message: ';
     await expect('trace:start', { ip: PROXY }, new RegExp(`${start}ip: Expected array, received string`));
     await expect('trace:start', { callId: [CALL], bogus: 1 }, new RegExp(`${start}body: Unrecognized key\\(s\\) in object: 'bogus'`));
-    await expect('trace:start', { callId: [huge] }, new RegExp(`${start}callId.0: String must contain at most 1024`));
+    await expect('trace:start', { callId: [huge] }, new RegExp(`${start}callId.0: String must contain at most 1024`), undefined, 'callId');
     await expect('trace:start', { callId: Array(1000).fill(CALL) }, new RegExp(`${start}callId: Array must contain at most 64`));
     await expect('trace:start', { callId: [CALL], hosts: 'a' }, new RegExp(`${start}hosts: Expected array`));
-    await expect('trace:start', { callId: [CALL], hosts: ['../x'] }, new RegExp(`${start}hosts.0: host names are agent names`));
+    await expect('trace:start', { callId: [CALL], hosts: ['../x'] }, new RegExp(`${start}hosts.0: host names are agent names`), undefined, 'hosts');
     await expect('trace:start', { callId: [CALL], hosts: [] }, new RegExp(`${start}hosts: Array must contain at least 1`));
     await expect('trace:start', { callId: [CALL], maxPackets: -1 }, new RegExp(`${start}maxPackets: Number must be greater than 0`));
     await expect('trace:start', { callId: [CALL], maxPackets: 1.5 }, new RegExp(`${start}maxPackets: Expected integer`));
     // Well-formed, but not a trace the agents could run.
-    await expect('trace:start', { rtp: true }, /no selective key/);
-    await expect('trace:start', { number: ['12'] }, /digit/);
-    await expect('trace:start', { callId: [CALL], hosts: ['nosuch'] }, /^unknown host nosuch: no agent of that name has connected; known agents: a, b$/);
-    await expect('trace:cancel', { traceId: 'nosuch' }, /^no trace nosuch$/, 'not_found');
+    await expect('trace:start', { rtp: true }, /no selective key/, 'TF_QUERY_NOT_SELECTIVE', null);
+    await expect('trace:start', { number: ['12'] }, /digit/, 'TF_QUERY_BAD_NUMBER', 'number');
+    await expect('trace:start', { callId: [CALL], hosts: ['nosuch'] }, /^unknown host nosuch: no agent of that name has connected; known agents: a, b$/, 'TF_TRACE_UNKNOWN_HOSTS', 'hosts');
+    await expect('trace:cancel', { traceId: 'nosuch' }, /^no trace nosuch$/, 'TF_TRACE_NOT_FOUND', null);
     for (const p of [42, 'x', null, { extra: 1 }]) await expect('agents:list', p, /^bad agents:list message: body: /);
     assert.equal((await ask(s, 'agents:list', {})).ok, true, 'agents:list takes {}');
 
@@ -393,7 +395,7 @@ test('open connections follow the store: a demoted tracer is refused trace:start
     await sleep(USER_CACHE_MS + 100);
     const demoted = await ask(tess, 'trace:start', { callId: [CALL] });
     assert.equal(demoted.ok, false, 'a demoted user starts no trace over an open socket');
-    assert.equal((demoted as { code: string }).code, 'forbidden');
+    assert.equal((demoted as { code: string }).code, 'TF_FORBIDDEN');
     assert.match((demoted as { error: string }).error, /^user tess \(viewer\) may not start or cancel traces/);
     assert.equal((await ask(tess, 'agents:list')).ok, true, 'still a viewer');
     assert.equal((await r.d.store.store.listTraces()).traces.length, 1, 'only the trace started as a tracer');
@@ -412,7 +414,7 @@ test('open connections follow the store: a demoted tracer is refused trace:start
     await sleep(USER_CACHE_MS + 100);
     const ended = disconnectedWithin(byToken, 5000);
     const revoked = await ask(byToken, 'trace:start', { callId: [CALL] });
-    assert.equal((revoked as { code: string }).code, 'unauthorized', JSON.stringify(revoked));
+    assert.equal((revoked as { code: string }).code, 'TF_SESSION_ENDED', JSON.stringify(revoked));
     assert.match((revoked as { error: string }).error, /no longer holds .*API token revoked.*connect again/);
     assert.ok(await ended, 'the revoked token\'s socket is disconnected');
     assert.match(await refusal(r.d.url, '/client', { token }), /^unauthorized/);
@@ -422,7 +424,7 @@ test('open connections follow the store: a demoted tracer is refused trace:start
     const bySession = await r.client({ token: login!.token });
     await r.d.auth.setPassword(VIEWER.name, 'viewer-password-2');
     await sleep(USER_CACHE_MS + 100);
-    assert.equal((await ask(bySession, 'agents:list') as { code: string }).code, 'unauthorized');
+    assert.equal((await ask(bySession, 'agents:list') as { code: string }).code, 'TF_SESSION_ENDED');
     assert.equal(await disconnectedWithin(bySession, 5000) !== null, true);
   } finally {
     await r.close();
@@ -441,7 +443,8 @@ test('only a trace\'s owner (with the tracer role) or an admin may cancel it, ov
     assert.ok(started.ok);
     const id = started.trace.id;
     const refused = await ask(other, 'trace:cancel', { traceId: id });
-    assert.deepEqual(refused, { ok: false, code: 'forbidden', error: `trace ${id} belongs to ${TRACER.name}: only its owner (with the tracer role) or an admin may cancel it` });
+    const cancelRefusal = `trace ${id} belongs to ${TRACER.name}: only its owner (with the tracer role) or an admin may cancel it`;
+    assert.deepEqual(refused, { ok: false, code: 'TF_FORBIDDEN', field: null, message: cancelRefusal, error: cancelRefusal });
     const basic = (u: string, p: string) => ({ authorization: `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}` });
     const rest = await fetch(`${r.d.url}/api/traces/${id}/cancel`, { method: 'POST', headers: basic('tia', 'tia-password-1') });
     assert.equal(rest.status, 403);
@@ -479,7 +482,7 @@ s.on('connect', () => {
 s.on('disconnect', end);
 `;
 
-test('an event flood on one socket is refused (rate_limited) while /healthz and a concurrent trace stay within 2x their unloaded time', { timeout: 120_000 }, async () => {
+test('an event flood on one socket is refused (TF_RATE_LIMITED) while /healthz and a concurrent trace stay within 2x their unloaded time', { timeout: 120_000 }, async () => {
   const r = await rig(['a', 'b']);
   try {
     const admin = await r.client({ user: ADMIN.name, password: ADMIN.password });
@@ -522,7 +525,7 @@ test('an event flood on one socket is refused (rate_limited) while /healthz and 
     await flood;
     clearTimeout(killer);
     const answers = JSON.parse(out.slice(out.indexOf('\n') + 1)) as Array<{ ok: boolean; code?: string; error?: string }>;
-    const limited = answers.filter((a) => !a.ok && a.code === 'rate_limited');
+    const limited = answers.filter((a) => !a.ok && a.code === 'TF_RATE_LIMITED');
     assert.ok(limited.length >= 150, `the flood refused: ${limited.length} of ${answers.length} answers`);
     assert.match(limited[0].error!, /^slow down: this connection (has \d+ requests unanswered, its limit: wait for their answers|sent more than \d+ events a second)/);
     assert.ok(answers.length < FLOOD, 'a client going on after "slow down" is disconnected before the end of its flood');

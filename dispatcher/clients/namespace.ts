@@ -2,9 +2,9 @@ import type { Namespace, Server, Socket } from 'socket.io';
 import { z } from 'zod';
 import { ClientAck, clientAuth, ClientAuth, ClientToDispatcherEvents, DispatcherToClientEvents, Role } from '../../shared/protocol/client';
 import { parseMessage, traceRef } from '../../shared/protocol/common';
+import { answerOf, errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { traceRequest } from '../../shared/query/query';
-import { StoreUnreachableError } from '../store/store';
-import { TraceRequestError, Traces } from '../trace/types';
+import { Traces } from '../trace/types';
 import { ClientLimits, DEFAULT_CLIENT_LIMITS, FreshReads, TokenBucket } from './limits';
 
 export interface ClientPrincipal {
@@ -41,13 +41,11 @@ export const traceRoom = (id: string) => `trace:${id}`;
 
 type Failure = Extract<ClientAck<object>, { ok: false }>;
 
-/** Turns what a handler threw into the answer a client can act on. */
-function failure(e: unknown): Failure {
-  if (e instanceof TraceRequestError) {
-    return { ok: false, error: bounded(e.message), code: e.code === 'not_found' || e.code === 'forbidden' ? e.code : 'bad_request' };
-  }
-  if (e instanceof StoreUnreachableError) return { ok: false, error: bounded(e.message), code: 'unavailable' };
-  return { ok: false, error: bounded(`the dispatcher failed: ${(e as Error).message}`), code: 'failed' };
+/** Turns what a handler threw into the answer a client can act on; `internal` ones are the dispatcher's to log. */
+function failure(e: unknown): Failure & { internal?: true } {
+  const { error, internal } = answerOf(e);
+  const f: Failure = { ok: false, ...errorBody(error, bounded(error.message)) };
+  return internal ? { ...f, internal } : f;
 }
 
 /**
@@ -161,7 +159,7 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
         // After this event's answer: the client learns why.
         setImmediate(() => socket.disconnect(true));
       }
-      return { ok: false, error: `slow down: ${why}`, code: 'rate_limited' };
+      return { ok: false, ...errorBody(new TracefleetError('TF_RATE_LIMITED', { message: `slow down: ${why}` })) };
     };
 
     const on = <T>(event: keyof ClientToDispatcherEvents, schema: z.ZodType<T>, need: 'trace' | 'read', handler: (data: T, p: ClientPrincipal) => Promise<object>) => {
@@ -187,16 +185,16 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
         if (limited) return reply(limited);
         const m = parseMessage(schema, event, args[0]);
         if (!m.ok) {
-          reply({ ok: false, error: bounded(m.error), code: 'bad_request' } satisfies Failure);
+          reply(failure(new TracefleetError('TF_REQUEST_INVALID', { message: m.error }, m.field)));
           return;
         }
         inFlight++;
         const run = async (): Promise<object> => {
           // The user as the store has it now: a demoted, removed or revoked user's open socket may do no more than REST lets them.
-          if (!(await holds(socket as Socket))) return { ok: false, error: expired, code: 'unauthorized' } satisfies Failure;
+          if (!(await holds(socket as Socket))) return { ok: false, ...errorBody(new TracefleetError('TF_SESSION_ENDED', { message: expired })) } satisfies Failure;
           const p = socket.data.principal as ClientPrincipal;
           if (!opts.auth.can(p, need)) {
-            return { ok: false, error: `user ${p.name} (${p.roles.join(', ') || 'no role'}) may not ${need === 'trace' ? 'start or cancel traces: that needs the tracer or admin role' : 'read traces'}`, code: 'forbidden' } satisfies Failure;
+            return failure(new TracefleetError('TF_FORBIDDEN', { message: `user ${p.name} (${p.roles.join(', ') || 'no role'}) may not ${need === 'trace' ? 'start or cancel traces: that needs the tracer or admin role' : 'read traces'}` }));
           }
           return { ok: true, ...(await handler(m.value, p)) };
         };
@@ -205,12 +203,12 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
             inFlight--;
             reply(r);
             // A moment after the answer, so that it is flushed (long-polling waits for the client's next GET): the client learns why before the connection ends.
-            if ((r as Failure).code === 'unauthorized') setTimeout(() => end(socket as Socket), 200).unref();
+            if ((r as Failure).code === 'TF_SESSION_ENDED') setTimeout(() => end(socket as Socket), 200).unref();
           },
           (e) => {
             inFlight--;
-            const f = failure(e);
-            if (f.code === 'failed') log(`tracefleet dispatcher: client ${name}: ${event}: ${(e as Error).stack ?? e}`);
+            const { internal, ...f } = failure(e);
+            if (internal) log(`tracefleet dispatcher: client ${name}: ${event}: ${(e as Error).stack ?? e}`);
             reply(f);
           },
         );
@@ -226,14 +224,14 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
       const room = traceRoom(traceId);
       // Rooms are the socket's own id plus the traces it watches.
       if (!socket.rooms.has(room) && socket.rooms.size > limits.socketWatches) {
-        throw new TraceRequestError(`this connection watches ${socket.rooms.size - 1} traces, its limit: unwatch some (trace:unwatch) first`);
+        throw new TracefleetError('TF_RATE_LIMITED', { message: `this connection watches ${socket.rooms.size - 1} traces, its limit: unwatch some (trace:unwatch) first` });
       }
       await socket.join(room);
       // Many watchers of one trace (a page each) share one read of the store.
       const trace = await views.read(traceId, () => opts.traces.view(traceId));
       if (!trace) {
         await socket.leave(traceRoom(traceId));
-        throw new TraceRequestError(`no trace ${traceId}`, 'not_found');
+        throw new TracefleetError('TF_TRACE_NOT_FOUND', { message: `no trace ${traceId}` });
       }
       return { trace };
     });

@@ -1,20 +1,25 @@
+import { ErrorCode, TracefleetError } from '../../shared/errors/catalogue';
+
+/** CouchDB's refusals that are the asker's (passed on with their status); anything else is the store failing. */
+const CODE_OF_STATUS: Record<number, ErrorCode> = { 400: 'TF_STORE_BAD_REQUEST', 404: 'TF_STORE_NOT_FOUND', 409: 'TF_STORE_CONFLICT' };
+
 /** Any failure of the store, with CouchDB's status and error when it gave them. */
-export class StoreError extends Error {
+export class StoreError extends TracefleetError {
   constructor(
     message: string,
     readonly statusCode?: number,
     readonly error?: string,
+    code: ErrorCode = CODE_OF_STATUS[statusCode ?? 0] ?? 'TF_STORE_FAILED',
   ) {
-    super(message);
+    super(code, { message });
     this.name = 'StoreError';
   }
 }
 
 /** The store could not be reached at all: nothing was read or written. */
 export class StoreUnreachableError extends StoreError {
-  readonly code = 'ESTOREUNREACHABLE';
   constructor(message: string) {
-    super(message);
+    super(message, undefined, undefined, 'TF_STORE_UNREACHABLE');
     this.name = 'StoreUnreachableError';
   }
 }

@@ -13,7 +13,7 @@ import { metricValue } from './metrics';
 import { Orchestrator } from './orchestrator';
 import { Spool } from './spool';
 import { BULK, bytesOf, CALL, expectedPcap, makeTestRings, PROXY, records, sortedRecords, startTestAgent, TestAgent, TestHost, until } from '../../test/support/trace';
-import { TraceRequestError } from './types';
+import { TracefleetError } from '../../shared/errors/catalogue';
 
 const TOKEN = 'orchestrator-test-token-0123456789';
 
@@ -125,13 +125,13 @@ test('a fleet trace: every host streams into the store, the merged PCAP is the t
 test('bad requests are refused before anything is stored or sent', async () => {
   const r = await rig();
   try {
-    await assert.rejects(r.orch.start({ callId: [CALL] }, 'alice'), (e) => e instanceof TraceRequestError && e.code === 'conflict' && /no agent is connected/.test(e.message));
+    await assert.rejects(r.orch.start({ callId: [CALL] }, 'alice'), (e) => e instanceof TracefleetError && e.code === 'TF_TRACE_NO_AGENTS' && /no agent is connected/.test(e.message));
     await addAgent(r, 'a');
-    await assert.rejects(r.orch.start({ rtp: true }, 'alice'), (e) => e instanceof TraceRequestError && /no selective key/.test(e.message));
-    await assert.rejects(r.orch.start({ number: ['12'] }, 'alice'), (e) => e instanceof TraceRequestError && /digit/.test(e.message));
-    await assert.rejects(r.orch.start({ callId: [CALL], hosts: ['nosuch'] }, 'alice'), (e) => e instanceof TraceRequestError && /unknown host nosuch.*known agents: a/.test(e.message));
+    await assert.rejects(r.orch.start({ rtp: true }, 'alice'), (e) => e instanceof TracefleetError && e.code === 'TF_QUERY_NOT_SELECTIVE' && /no selective key/.test(e.message));
+    await assert.rejects(r.orch.start({ number: ['12'] }, 'alice'), (e) => e instanceof TracefleetError && e.code === 'TF_QUERY_BAD_NUMBER' && e.field === 'number' && /digit/.test(e.message));
+    await assert.rejects(r.orch.start({ callId: [CALL], hosts: ['nosuch'] }, 'alice'), (e) => e instanceof TracefleetError && e.field === 'hosts' && /unknown host nosuch.*known agents: a/.test(e.message));
     assert.equal((await r.store.listTraces()).traces.length, 0);
-    await assert.rejects(r.orch.cancel('nosuch'), (e) => e instanceof TraceRequestError && e.code === 'not_found');
+    await assert.rejects(r.orch.cancel('nosuch'), (e) => e instanceof TracefleetError && e.code === 'TF_TRACE_NOT_FOUND');
   } finally {
     await r.close();
     await r.drop();
@@ -254,7 +254,7 @@ test('cancel stops the hosts still running and keeps what they sent', async () =
     assert.equal(res.a.state, 'cancelled');
     assert.equal(res.b.state, 'done');
     assert.ok(res.a.bytes > 0 && res.a._attachments?.[HOST_ATTACHMENT]);
-    await assert.rejects(r.orch.cancel(view.id), (e) => e instanceof TraceRequestError && e.code === 'conflict');
+    await assert.rejects(r.orch.cancel(view.id), (e) => e instanceof TracefleetError && e.code === 'TF_TRACE_NOT_RUNNING');
   } finally {
     await r.close();
     await r.drop();

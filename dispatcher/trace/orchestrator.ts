@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { AgentView, HostView, TraceUpdate, TraceView } from '../../shared/protocol/client';
 import { parseMessage } from '../../shared/protocol/common';
-import { checkQuery, QueryError, TraceQuery, TraceRequest } from '../../shared/query/query';
+import { TracefleetError } from '../../shared/errors/catalogue';
+import { checkQuery, TraceQuery, TraceRequest } from '../../shared/query/query';
 import type { AgentFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId } from '../store/layout';
 import { NewResult, TraceStore } from '../store/store';
@@ -12,7 +13,7 @@ import { PeerLink } from './peers';
 import { INLINE_MAX, ResultBatch } from './result-batch';
 import { HostFinal, Spool } from './spool';
 import { RetryLater, StoreJobs } from './store-jobs';
-import { Owned, TraceRequestError, Traces } from './types';
+import { Owned, Traces } from './types';
 import { isFinalResult, traceOutcome, traceView } from './view';
 import { checkRemoteHosts } from './watchdog';
 
@@ -128,12 +129,7 @@ export class Orchestrator implements Traces {
   async start(req: TraceRequest, user: string, created?: (id: string) => void | Promise<void>): Promise<TraceView> {
     // The shape was validated where the request came in (namespace, REST); the values are checked here, where every path meets.
     const { hosts: asked, ...query } = req;
-    try {
-      checkQuery(query);
-    } catch (e) {
-      if (e instanceof QueryError) throw new TraceRequestError(e.message);
-      throw e;
-    }
+    checkQuery(query);
     const { agents, sockets } = await this.fleetView();
     const connected = new Map(agents.filter((a) => a.connected).map((a) => [a.name, a]));
     let hosts: string[];
@@ -141,14 +137,12 @@ export class Orchestrator implements Traces {
       const known = new Set(agents.map((a) => a.name));
       const unknown = [...new Set(asked)].filter((h) => !known.has(h));
       if (unknown.length) {
-        throw new TraceRequestError(
-          `unknown host${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}: no agent of that name has connected; known agents: ${[...known].sort().slice(0, 20).join(', ') || 'none'}`,
-        );
+        throw new TracefleetError('TF_TRACE_UNKNOWN_HOSTS', { unknown, known: [...known] });
       }
       hosts = [...new Set(asked)];
     } else {
       hosts = [...connected.keys()].sort();
-      if (hosts.length === 0) throw new TraceRequestError('no agent is connected to the dispatcher, so there is nobody to trace: start agents with --dispatcher', 'conflict');
+      if (hosts.length === 0) throw new TracefleetError('TF_TRACE_NO_AGENTS', {});
     }
     const trace = await this.store.createTrace({ request: req as { [k: string]: never }, user, hosts });
     const id = trace.id;
@@ -183,9 +177,9 @@ export class Orchestrator implements Traces {
 
   async cancel(id: string, may?: (owner: string) => boolean): Promise<TraceView> {
     const trace = await this.store.getTrace(id);
-    if (!trace) throw new TraceRequestError(`no trace ${id}`, 'not_found');
-    if (may && !may(trace.user)) throw new TraceRequestError(`trace ${id} belongs to ${trace.user}: only its owner (with the tracer role) or an admin may cancel it`, 'forbidden');
-    if (trace.state !== 'running') throw new TraceRequestError(`trace ${id} is already ${trace.state}`, 'conflict');
+    if (!trace) throw new TracefleetError('TF_TRACE_NOT_FOUND', { message: `no trace ${id}` });
+    if (may && !may(trace.user)) throw new TracefleetError('TF_FORBIDDEN', { message: `trace ${id} belongs to ${trace.user}: only its owner (with the tracer role) or an admin may cancel it` });
+    if (trace.state !== 'running') throw new TracefleetError('TF_TRACE_NOT_RUNNING', { id, state: trace.state });
     this.cancelLocal(id);
     this.peers?.cancel(id);
     const v = await this.view(id);

@@ -1,17 +1,6 @@
 import type { AgentView, TraceUpdate, TraceView } from '../../shared/protocol/client';
 import type { TraceRequest } from '../../shared/query/query';
 
-/** A request the dispatcher refuses as asked (bad filters, unknown trace): the client's to fix. */
-export class TraceRequestError extends Error {
-  constructor(
-    message: string,
-    readonly code: 'bad_request' | 'not_found' | 'conflict' | 'forbidden' = 'bad_request',
-  ) {
-    super(message);
-    this.name = 'TraceRequestError';
-  }
-}
-
 /**
  * What the REST API and the /client namespace need of the trace machinery
  * (dispatcher/trace/orchestrator.ts implements it).

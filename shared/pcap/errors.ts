@@ -1,16 +1,18 @@
+import { TracefleetError } from '../errors/catalogue';
+
 /**
  * A capture file (or stream) cannot be read as PCAP/PCAPNG. The message is
  * meant for the operator: it names the file, the byte offset where reading
  * went wrong when there is one, and what to do about it.
  */
-export class CaptureFormatError extends Error {
+export class CaptureFormatError extends TracefleetError {
   /** File name or description given by the caller, if any. */
   readonly file: string | undefined;
   /** Byte offset in the file where the problem was found, if known. */
   readonly offset: number | undefined;
 
   constructor(message: string, details: { file?: string; offset?: number } = {}) {
-    super(message);
+    super('TF_CAPTURE_FORMAT', { message });
     this.name = 'CaptureFormatError';
     this.file = details.file;
     this.offset = details.offset;

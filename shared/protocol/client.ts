@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { ErrorBody } from '../errors/catalogue';
 import { messageSummary, TraceRequest, traceRequest } from '../query/query';
 import { captureStatus, ringStatus } from './agent';
 import { TraceRef } from './common';
@@ -109,7 +110,8 @@ export const loginResult = z.object({
 });
 export type LoginResult = z.infer<typeof loginResult>;
 
-export type ClientAck<T> = ({ ok: true } & T) | { ok: false; error: string; code: 'bad_request' | 'unauthorized' | 'forbidden' | 'not_found' | 'unavailable' | 'failed' | 'rate_limited' };
+/** A refusal carries shared/errors' `{code, field, message}` (and `error`, the same sentence, as before the codes). */
+export type ClientAck<T> = ({ ok: true } & T) | ({ ok: false } & ErrorBody);
 
 /** Events a client sends (socket.io's ClientToServerEvents for `/client`). The dispatcher validates each. */
 export interface ClientToDispatcherEvents {

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildQuerySpec, checkQuery, normalizeIp, parseTime, QUERY_RULES, QueryError, traceQuery, traceRequest } from './query';
+import { TracefleetError } from '../errors/catalogue';
+import { buildQuerySpec, checkQuery, normalizeIp, parseTime, QUERY_RULES, traceQuery, traceRequest } from './query';
 
 test('times: durations back from now, epoch with nanoseconds, ISO 8601', () => {
   const now = new Date('2026-11-23T10:42:00.000Z');
@@ -38,7 +39,7 @@ test('values are checked and normalized for the engine; "a,b" is two values', ()
   assert.deepEqual(spec.methods, ['INVITE']);
   assert.deepEqual(spec.statuses, [{ cls: 4 }, { code: 200 }]);
   assert.deepEqual(spec.ports, [5060]);
-  assert.throws(() => checkQuery({ method: ['INVITE'] }), (e: Error) => e instanceof QueryError && /no selective key/.test(e.message));
+  assert.throws(() => checkQuery({ method: ['INVITE'] }), (e: Error) => e instanceof TracefleetError && e.code === 'TF_QUERY_NOT_SELECTIVE' && e.exit === 2 && /no selective key/.test(e.message));
 });
 
 test('the rules the page gets are plain JSON and agree with the checks', () => {
@@ -55,7 +56,7 @@ test('the rules the page gets are plain JSON and agree with the checks', () => {
   const number = new RegExp(rules.patterns.number);
   assert.ok(number.test('+1 (555) 123-4567') && buildQuerySpec({ number: ['+1 (555) 123-4567'] }));
   assert.equal(number.test('555x1234'), false);
-  assert.throws(() => buildQuerySpec({ number: ['555x1234'] }), QueryError);
+  assert.throws(() => buildQuerySpec({ number: ['555x1234'] }), (e: Error) => e instanceof TracefleetError && e.field === 'number');
   assert.ok(new RegExp(rules.patterns.traceId).test('20240612T104233-3f9a1c'));
   assert.equal(new RegExp(rules.patterns.traceId).test('x'.repeat(65)), false);
 });

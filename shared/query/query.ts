@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { MIN_QUERY_DIGITS, normalizeNumberQuery } from '../sip/number';
 import { AGENT_NAME_PATTERN, TRACE_ID_PATTERN } from '../protocol/common';
+import { TracefleetError } from '../errors/catalogue';
 
 /*
  * The query: one module that the CLI, the dispatcher, the agent and (through
@@ -134,13 +135,6 @@ export interface QuerySpec {
   all: boolean;
 }
 
-export class QueryError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'QueryError';
-  }
-}
-
 const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -161,9 +155,9 @@ export function parseTime(input: string, now: Date = new Date(), what = 'time'):
     const ms = Date.parse(`${iso[1].replace(' ', 'T')}${iso[3] ?? 'Z'}`);
     if (!Number.isNaN(ms)) return [Math.floor(ms / 1000), Number((iso[2] ?? '').padEnd(9, '0'))];
   }
-  throw new QueryError(
-    `bad ${what} '${input}': use a duration back from now (15m, 2h, 30s, 1d), epoch seconds, or ISO 8601 like 2026-11-23T10:42:00Z`,
-  );
+  if (what === '--since') throw new TracefleetError('TF_QUERY_BAD_SINCE', { value: input });
+  if (what === '--until') throw new TracefleetError('TF_QUERY_BAD_UNTIL', { value: input });
+  throw new TracefleetError('TF_QUERY_BAD_TIME', { what, value: input });
 }
 
 function msToTs(ms: number): Ts {
@@ -177,7 +171,7 @@ export function normalizeIp(input: string): string {
   const v = isIP(s);
   if (v === 4) return s.split('.').map((o) => String(Number(o))).join('.');
   if (v === 6) return new URL(`http://[${s}]/`).hostname.slice(1, -1);
-  throw new QueryError(`bad IP address '${input}': give an IPv4 (192.0.2.10) or IPv6 (2001:db8::10) address`);
+  throw new TracefleetError('TF_QUERY_BAD_IP', { value: input });
 }
 
 /** A list key's values; "a,b" is two values, as on the command line. */
@@ -189,7 +183,7 @@ const METHOD_RE = new RegExp(PATTERNS.method);
 
 /**
  * Checks a query's values and normalizes them for the engine; throws
- * QueryError saying what is wrong and what to do. The query's shape is the
+ * a TracefleetError (TF_QUERY_*) saying what is wrong and what to do. The query's shape is the
  * caller's to validate (traceQuery, at the boundary it came in by); relative
  * times resolve against `now`.
  */
@@ -198,27 +192,27 @@ export function buildQuerySpec(q: TraceQuery, now: Date = new Date()): QuerySpec
     try {
       return normalizeNumberQuery(n);
     } catch (e) {
-      throw new QueryError((e as Error).message);
+      throw new TracefleetError('TF_QUERY_BAD_NUMBER', { message: (e as Error).message });
     }
   });
   const ports = values(q.port).map((p) => {
     const n = Number(p);
-    if (!Number.isInteger(n) || n < QUERY_RULES.port.min || n > QUERY_RULES.port.max) throw new QueryError(`bad port '${p}': give a number from 1 to 65535`);
+    if (!Number.isInteger(n) || n < QUERY_RULES.port.min || n > QUERY_RULES.port.max) throw new TracefleetError('TF_QUERY_BAD_PORT', { value: p });
     return n;
   });
   const methods = values(q.method).map((m) => {
-    if (!METHOD_RE.test(m)) throw new QueryError(`bad method '${m}': give a SIP method name like INVITE or BYE`);
+    if (!METHOD_RE.test(m)) throw new TracefleetError('TF_QUERY_BAD_METHOD', { value: m });
     return m.toUpperCase();
   });
   const statuses = values(q.status).map((s) => {
     const cls = /^([1-6])xx$/i.exec(s);
     if (cls) return { cls: Number(cls[1]) };
     if (/^[1-6]\d\d$/.test(s)) return { code: Number(s) };
-    throw new QueryError(`bad status '${s}': give a SIP status code (486) or class (4xx)`);
+    throw new TracefleetError('TF_QUERY_BAD_STATUS', { value: s });
   });
   const since = q.since !== undefined ? parseTime(q.since, now, '--since') : null;
   const until = q.until !== undefined ? parseTime(q.until, now, '--until') : null;
-  if (since && until && cmpTs(since, until) > 0) throw new QueryError('--since is after --until: give the earlier time to --since');
+  if (since && until && cmpTs(since, until) > 0) throw new TracefleetError('TF_QUERY_SINCE_AFTER_UNTIL', {});
   const spec: QuerySpec = {
     callIds: values(q.callId),
     numbers,
@@ -236,9 +230,7 @@ export function buildQuerySpec(q: TraceQuery, now: Date = new Date()): QuerySpec
   };
   const selective = spec.callIds.length + spec.numbers.length + spec.ips.length + spec.ports.length + spec.correlations.length > 0;
   if (!selective && !spec.all) {
-    throw new QueryError(
-      'refusing a query with no selective key: give --call-id, --number, --ip, --port or --correlation (time, method and status only narrow), or --all to dump every match of the window',
-    );
+    throw new TracefleetError('TF_QUERY_NOT_SELECTIVE', {});
   }
   return spec;
 }

@@ -57,6 +57,21 @@ test('bad input gets one clear line and exit code 2', async (t) => {
     assert.match(oneLine(r.stderr), re, args.join(' '));
   }
 
+  // With --json the failure is also on stdout, with the catalogue's code and the request key it concerns.
+  const coded: Array<[string[], string, string | null]> = [
+    [['query', '--ring', ring, '--ip', '10.0.0.300', '--json'], 'TF_QUERY_BAD_IP', 'ip'],
+    [['query', '--ring', ring, '--call-id', 'x', '--since', 'last tuesday', '--json'], 'TF_QUERY_BAD_SINCE', 'since'],
+    [['query', '--ring', join(dir, 'nope'), '--call-id', 'x', '--json'], 'TF_RING_DIR', null],
+    [['query', '--ring', ring, '--json'], 'TF_QUERY_NOT_SELECTIVE', null],
+    [['query', '--ring', ring, '--number', '12', '--json'], 'TF_QUERY_BAD_NUMBER', 'number'],
+  ];
+  for (const [args, code, field] of coded) {
+    const r = await tf(args);
+    const out = JSON.parse(r.stdout) as { code: string; field: string | null; message: string };
+    assert.deepEqual([out.code, out.field], [code, field], args.join(' '));
+    assert.equal(`tracefleet: ${out.message}`, oneLine(r.stderr));
+  }
+
   // The good query still works after all that.
   const ok = await tf(['query', '--ring', ring, '--call-id', 'cli-test@x', '--json']);
   assert.equal(ok.code, 0, ok.stderr);

@@ -255,7 +255,9 @@ describe('web page (in-process dispatcher and agents)', { skip }, () => {
     for (const [body, field] of refusals) {
       const res = await fetch(`${d.url}/api/traces`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
       assert.equal(res.status, 400, JSON.stringify(body));
-      const message = ((await res.json()) as { error: string }).error;
+      const refusal = (await res.json()) as { error: string; message: string; code: string; field: string | null };
+      assert.equal(refusal.message, refusal.error);
+      assert.match(refusal.code, /^TF_/);
       const socketAck = await page.evaluate(
         `(async () => {
           const { io } = await import('/socket.io/socket.io.esm.min.js');
@@ -263,12 +265,12 @@ describe('web page (in-process dispatcher and agents)', { skip }, () => {
           try { return await s.timeout(5000).emitWithAck('trace:start', ${JSON.stringify(body)}); } finally { s.close(); }
         })()`,
       );
-      const ack = socketAck as { ok: boolean; error: string; code: string };
+      const ack = socketAck as { ok: boolean; error: string; code: string; field: string | null };
       assert.equal(ack.ok, false);
-      assert.equal(ack.code, 'bad_request', JSON.stringify(ack));
-      for (const said of [message, ack.error]) {
-        const mapped = await page.evaluate(`import('/lib/request.js').then((m) => m.fieldForError(${JSON.stringify(said)}))`);
-        assert.equal(mapped, field, `${JSON.stringify(body).slice(0, 100)} -> ${said.slice(0, 300)}`);
+      assert.deepEqual([ack.code, ack.field], [refusal.code, refusal.field], 'the socket and REST refuse alike');
+      for (const said of [refusal, ack]) {
+        const mapped = await page.evaluate(`import('/lib/request.js').then((m) => m.fieldOf(${JSON.stringify({ code: said.code, field: said.field })}))`);
+        assert.equal(mapped, field, `${JSON.stringify(body).slice(0, 100)} -> ${JSON.stringify(said).slice(0, 300)}`);
       }
     }
     await page.close();
@@ -297,7 +299,7 @@ describe('web page (in-process dispatcher and agents)', { skip }, () => {
         try { return await s.timeout(5000).emitWithAck('trace:start', { callId: ['${CALL}'] }); } finally { s.close(); }
       })()`,
     );
-    assert.equal((ack as { code: string }).code, 'forbidden', JSON.stringify(ack));
+    assert.equal((ack as { code: string }).code, 'TF_FORBIDDEN', JSON.stringify(ack));
     assert.match((ack as { error: string }).error, /needs the tracer or admin role/);
     await page.close();
   });

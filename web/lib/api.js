@@ -9,14 +9,19 @@ import { io } from '/socket.io/socket.io.esm.min.js';
 
 const KEY = 'tracefleet.session';
 
-/** A refusal from the dispatcher: the HTTP status (0 for a network failure) and its sentence. */
+/** A refusal from the dispatcher: the HTTP status (0 for a network failure), its sentence, and its shared/errors code and field when it sent them. */
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, code = null, field = null) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
+    this.code = code;
+    this.field = field;
   }
 }
+
+/** The page's own refusal, shaped as the dispatcher's acks are. */
+const unreachable = (message) => ({ ok: false, code: 'TF_DISPATCHER_UNREACHABLE', field: null, message, error: message });
 
 /** { token, user, roles, expiresAt } or null. */
 export function loadSession() {
@@ -60,7 +65,7 @@ async function request(method, path, { token, body } = {}) {
       throw new ApiError(res.status, `the dispatcher answered ${res.status} with something that is not JSON`);
     }
   }
-  if (!res.ok) throw new ApiError(res.status, (data && typeof data.error === 'string' && data.error) || `the dispatcher answered ${res.status}`);
+  if (!res.ok) throw new ApiError(res.status, (data && typeof data.error === 'string' && data.error) || `the dispatcher answered ${res.status}`, data?.code ?? null, data?.field ?? null);
   return data;
 }
 
@@ -129,7 +134,7 @@ export function connectClient(session, handlers) {
   });
   socket.on('trace:update', (u) => handlers.onUpdate(u));
 
-  /** Emits with an acknowledgement; resolves to the ack ({ ok: true, ... } or { ok: false, error, code }). */
+  /** Emits with an acknowledgement; resolves to the ack ({ ok: true, ... } or { ok: false, code, field, message, error }). */
   const connected = (waitMs) =>
     socket.connected
       ? Promise.resolve(true)
@@ -146,11 +151,11 @@ export function connectClient(session, handlers) {
         });
   const ask = async (event, payload, timeoutMs = 15_000) => {
     // Right after login (or a reload) the socket may still be connecting.
-    if (!(await connected(10_000))) return { ok: false, error: 'not connected to the dispatcher: waiting to reconnect, try again in a moment', code: 'unavailable' };
+    if (!(await connected(10_000))) return unreachable('not connected to the dispatcher: waiting to reconnect, try again in a moment');
     try {
       return await socket.timeout(timeoutMs).emitWithAck(event, payload);
     } catch {
-      return { ok: false, error: `the dispatcher did not answer ${event} within ${timeoutMs / 1000} s`, code: 'unavailable' };
+      return unreachable(`the dispatcher did not answer ${event} within ${timeoutMs / 1000} s`);
     }
   };
   return {

@@ -135,39 +135,17 @@ export function buildRequest(values) {
 
 /** Request keys (shared/query traceRequest) to the form field that sets them. */
 const KEY_FIELD = { number: 'number', callId: 'callId', ip: 'ip', port: 'port', method: 'filter', status: 'filter', since: 'from', until: 'to', hosts: 'hosts', rtp: 'rtp' };
-/** The field a refusal's first words name (shared/query/query.ts, shared/sip/number.ts, the orchestrator). */
-const LEADS = [
-  [/^--since is after --until/, 'to'],
-  [/^refusing a query with no selective key/, 'number'],
-  [/^invalid number query\b/, 'number'],
-  [/^bad port\b/, 'port'],
-  [/^bad IP address\b/, 'ip'],
-  [/^bad method\b/, 'filter'],
-  [/^bad status\b/, 'filter'],
-  [/^bad --since\b/, 'from'],
-  [/^bad --until\b/, 'to'],
-  [/^unknown hosts?\b/, 'hosts'],
-];
+/** Refusals of the request as a whole (shared/errors codes) that one field can still fix: shown there. */
+const CODE_FIELD = { TF_QUERY_NOT_SELECTIVE: 'number' };
 
 /**
- * Which form field a dispatcher's refusal is about, from its wording; '' when
- * it is about the request as a whole. The dispatcher's sentences start with
- * what was wrong ("bad port '0': ...", "bad trace:start message: callId.0: ..."),
- * so the start decides; a sentence of another shape falls back to the first
- * field it names.
+ * Which form field a dispatcher's refusal is about, from the `{code, field}`
+ * every ack and REST error carries (shared/errors/catalogue.ts); '' when it
+ * is about the request as a whole.
  */
-export function fieldForError(message) {
-  const m = String(message ?? '');
-  for (const [re, field] of LEADS) if (re.test(m)) return field;
-  const path = /^bad (?:trace request|trace:start|query)(?: message)?: ([A-Za-z]+)/.exec(m);
-  if (path) return Object.hasOwn(KEY_FIELD, path[1]) ? KEY_FIELD[path[1]] : '';
-  if (/--until/.test(m)) return 'to';
-  if (/--since/.test(m)) return 'from';
-  if (/call-?id/i.test(m)) return 'callId';
-  if (/\bIP\b/.test(m)) return 'ip';
-  if (/\bport\b/i.test(m)) return 'port';
-  if (/\bnumber\b/i.test(m)) return 'number';
-  if (/\bmethod\b|\bstatus\b/i.test(m)) return 'filter';
-  if (/\bhosts?\b/i.test(m)) return 'hosts';
-  return '';
+export function fieldOf(refusal) {
+  const key = refusal?.field;
+  if (typeof key === 'string' && Object.hasOwn(KEY_FIELD, key)) return KEY_FIELD[key];
+  const code = refusal?.code;
+  return typeof code === 'string' && Object.hasOwn(CODE_FIELD, code) ? CODE_FIELD[code] : '';
 }

@@ -6,7 +6,7 @@
 
 import { h, replace } from '../lib/dom.js';
 import { ringShortfall } from '../lib/agents.js';
-import { buildRequest, fieldForError, WINDOWS, windowStart } from '../lib/request.js';
+import { buildRequest, fieldOf, WINDOWS, windowStart } from '../lib/request.js';
 
 const FIELDS = ['number', 'callId', 'ip', 'port', 'window', 'from', 'to', 'filter', 'hosts', 'rtp', ''];
 
@@ -178,7 +178,7 @@ export function renderTraceForm(main, ctx) {
       return;
     }
     const message = ack?.error ?? 'the dispatcher gave no answer';
-    showErrors({ [ack?.code === 'bad_request' ? fieldForError(message) : '']: message });
+    showErrors({ [fieldOf(ack)]: message });
   });
 
   replace(main, form);

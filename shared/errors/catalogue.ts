@@ -1,0 +1,228 @@
+import type { TraceRequest } from '../query/query';
+
+/*
+ * Every error a user, a script or the page can be shown, in one place (after
+ * fastify's error codes): a stable code to branch on, the request key it
+ * concerns, the HTTP status the REST API answers with, the exit code the CLI
+ * ends with, and the sentence (what was wrong, what to do). Acks, REST error
+ * bodies and the CLI's --json carry `{code, field, message}`; docs/API.md
+ * lists the codes and a test keeps it equal to this table.
+ *
+ * Plain data with no dependency: the CLI loads it on every failure, and it
+ * must not bring zod or the dispatcher with it.
+ */
+
+/** The CLI's exit codes (README "Exit codes"): scripts branch on them, so each means one thing. */
+export const EXIT = {
+  /** Done: every host done, the command did what was asked. */
+  OK: 0,
+  /** Failed: the trace failed/was cancelled/interrupted, the dispatcher or store unreachable or failed. */
+  FAILED: 1,
+  /** Bad input: flags, config, files, or a request the dispatcher refused as malformed. */
+  BAD_INPUT: 2,
+  /** The trace is partial: some hosts failed or did not finish. */
+  PARTIAL: 3,
+  /** Not logged in, wrong credentials or not allowed. */
+  UNAUTHORIZED: 4,
+  /** Interrupted by Ctrl-C (128 + SIGINT). */
+  INTERRUPTED: 130,
+} as const;
+export type Exit = (typeof EXIT)[keyof typeof EXIT];
+
+/** The trace request key an error concerns (the page puts the message at that key's input); null: the request as a whole. */
+export type ErrorField = (keyof TraceRequest & string) | null;
+
+interface Entry<P> {
+  /** The request key it concerns, fixed; 'path' when it is the key a validation failure names. */
+  field: ErrorField | 'path';
+  /** The REST API's status; null for errors of the machine the CLI runs on, never sent over HTTP. */
+  status: number | null;
+  exit: Exit;
+  message: (p: P) => string;
+}
+
+/** What a site gives when the sentence is its own (a wrapped library message, a generic refusal). */
+type Said = { message: string };
+
+const entry = <P>(e: Entry<P>): Entry<P> => e;
+const said = (p: Said) => p.message;
+
+export const ERRORS = {
+  // ---- the query: the values of a trace request or `tracefleet query` ----
+  TF_REQUEST_INVALID: entry<Said>({ field: 'path', status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  TF_QUERY_BAD_NUMBER: entry<Said>({ field: 'number', status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  TF_QUERY_BAD_PORT: entry<{ value: string }>({
+    field: 'port', status: 400, exit: EXIT.BAD_INPUT,
+    message: (p) => `bad port '${p.value}': give a number from 1 to 65535`,
+  }),
+  TF_QUERY_BAD_IP: entry<{ value: string }>({
+    field: 'ip', status: 400, exit: EXIT.BAD_INPUT,
+    message: (p) => `bad IP address '${p.value}': give an IPv4 (192.0.2.10) or IPv6 (2001:db8::10) address`,
+  }),
+  TF_QUERY_BAD_METHOD: entry<{ value: string }>({
+    field: 'method', status: 400, exit: EXIT.BAD_INPUT,
+    message: (p) => `bad method '${p.value}': give a SIP method name like INVITE or BYE`,
+  }),
+  TF_QUERY_BAD_STATUS: entry<{ value: string }>({
+    field: 'status', status: 400, exit: EXIT.BAD_INPUT,
+    message: (p) => `bad status '${p.value}': give a SIP status code (486) or class (4xx)`,
+  }),
+  TF_QUERY_BAD_SINCE: entry<{ value: string }>({ field: 'since', status: 400, exit: EXIT.BAD_INPUT, message: (p) => badTime('--since', p.value) }),
+  TF_QUERY_BAD_UNTIL: entry<{ value: string }>({ field: 'until', status: 400, exit: EXIT.BAD_INPUT, message: (p) => badTime('--until', p.value) }),
+  TF_QUERY_BAD_TIME: entry<{ what: string; value: string }>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: (p) => badTime(p.what, p.value) }),
+  TF_QUERY_SINCE_AFTER_UNTIL: entry<object>({
+    field: 'until', status: 400, exit: EXIT.BAD_INPUT,
+    message: () => '--since is after --until: give the earlier time to --since',
+  }),
+  TF_QUERY_NOT_SELECTIVE: entry<object>({
+    field: null, status: 400, exit: EXIT.BAD_INPUT,
+    message: () =>
+      'refusing a query with no selective key: give --call-id, --number, --ip, --port or --correlation (time, method and status only narrow), or --all to dump every match of the window',
+  }),
+
+  // ---- traces on the dispatcher ----
+  TF_TRACE_UNKNOWN_HOSTS: entry<{ unknown: string[]; known: string[] }>({
+    field: 'hosts', status: 400, exit: EXIT.BAD_INPUT,
+    message: (p) =>
+      `unknown host${p.unknown.length > 1 ? 's' : ''} ${p.unknown.join(', ')}: no agent of that name has connected; known agents: ${[...p.known].sort().slice(0, 20).join(', ') || 'none'}`,
+  }),
+  TF_TRACE_NO_AGENTS: entry<object>({
+    field: null, status: 409, exit: EXIT.BAD_INPUT,
+    message: () => 'no agent is connected to the dispatcher, so there is nobody to trace: start agents with --dispatcher',
+  }),
+  TF_TRACE_NOT_FOUND: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
+  TF_TRACE_NOT_RUNNING: entry<{ id: string; state: string }>({
+    field: null, status: 409, exit: EXIT.BAD_INPUT,
+    message: (p) => `trace ${p.id} is already ${p.state}`,
+  }),
+
+  // ---- who is asking ----
+  TF_UNAUTHENTICATED: entry<Said>({ field: null, status: 401, exit: EXIT.UNAUTHORIZED, message: said }),
+  TF_FORBIDDEN: entry<Said>({ field: null, status: 403, exit: EXIT.UNAUTHORIZED, message: said }),
+  TF_LOGIN_RATE_LIMITED: entry<Said>({ field: null, status: 429, exit: EXIT.FAILED, message: said }),
+  /** More password checks waiting than the hashing queue holds. */
+  TF_LOGIN_BUSY: entry<Said>({ field: null, status: 429, exit: EXIT.FAILED, message: said }),
+  /** A /client socket or user sending events faster than its limits. */
+  TF_RATE_LIMITED: entry<Said>({ field: null, status: 429, exit: EXIT.FAILED, message: said }),
+  /** The user, their roles, password or token changed while the socket was open: connect again. */
+  TF_SESSION_ENDED: entry<Said>({ field: null, status: 401, exit: EXIT.UNAUTHORIZED, message: said }),
+  /** Users and tokens (dispatcher/auth): a name, role or password the policy refuses. */
+  TF_AUTH_BAD_INPUT: entry<Said>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  TF_AUTH_NOT_FOUND: entry<Said>({ field: null, status: 404, exit: EXIT.BAD_INPUT, message: said }),
+  TF_AUTH_CONFLICT: entry<Said>({ field: null, status: 409, exit: EXIT.BAD_INPUT, message: said }),
+
+  // ---- the REST API's other refusals ----
+  TF_BAD_REQUEST: entry<Said>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  TF_NOT_FOUND: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
+  TF_CONFLICT: entry<Said>({ field: null, status: 409, exit: EXIT.BAD_INPUT, message: said }),
+  TF_BODY_TOO_LARGE: entry<{ limitKiB: number }>({
+    field: null, status: 413, exit: EXIT.BAD_INPUT,
+    message: (p) => `the request body is larger than the ${p.limitKiB} KiB allowed: a trace request is a few filters, send less`,
+  }),
+
+  // ---- the store ----
+  TF_STORE_UNREACHABLE: entry<Said>({ field: null, status: 503, exit: EXIT.FAILED, message: said }),
+  /** CouchDB refused as asked (bad bookmark, missing or existing document): passed on with its status. */
+  TF_STORE_BAD_REQUEST: entry<Said>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  TF_STORE_NOT_FOUND: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
+  TF_STORE_CONFLICT: entry<Said>({ field: null, status: 409, exit: EXIT.BAD_INPUT, message: said }),
+  TF_STORE_FAILED: entry<Said>({ field: null, status: 500, exit: EXIT.FAILED, message: said }),
+  TF_INTERNAL: entry<{ reason: string }>({
+    field: null, status: 500, exit: EXIT.FAILED,
+    message: (p) => `the dispatcher failed: ${p.reason}; see the dispatcher's log`,
+  }),
+
+  // ---- the machine the CLI runs on ----
+  /** Flags, environment or config file the command cannot use. */
+  TF_USAGE: entry<Said>({ field: null, status: null, exit: EXIT.BAD_INPUT, message: said }),
+  TF_RING_DIR: entry<Said>({ field: null, status: null, exit: EXIT.BAD_INPUT, message: said }),
+  TF_CAPTURE_FORMAT: entry<Said>({ field: null, status: null, exit: EXIT.BAD_INPUT, message: said }),
+  TF_INDEX_CORRUPT: entry<{ path: string; what: string }>({
+    field: null, status: null, exit: EXIT.FAILED,
+    message: (p) => `index ${p.path} is corrupt (${p.what}); it will be rebuilt from its segment`,
+  }),
+  /** The dispatcher cannot be reached or answered what this client does not understand. */
+  TF_DISPATCHER_UNREACHABLE: entry<Said>({ field: null, status: null, exit: EXIT.FAILED, message: said }),
+  TF_FAILED: entry<Said>({ field: null, status: null, exit: EXIT.FAILED, message: said }),
+  TF_INTERRUPTED: entry<object>({ field: null, status: null, exit: EXIT.INTERRUPTED, message: () => 'interrupted' }),
+} as const;
+
+function badTime(what: string, value: string): string {
+  return `bad ${what} '${value}': use a duration back from now (15m, 2h, 30s, 1d), epoch seconds, or ISO 8601 like 2026-11-23T10:42:00Z`;
+}
+
+export type ErrorCode = keyof typeof ERRORS;
+type ParamsOf<C extends ErrorCode> = Parameters<(typeof ERRORS)[C]['message']>[0];
+
+/** The one error class: every refusal and failure worth a code is one of these (or a thin subclass). */
+export class TracefleetError<C extends ErrorCode = ErrorCode> extends Error {
+  /** An ErrorField, or for a 'path' entry whatever key the failing message named. */
+  readonly field: string | null;
+  readonly status: number | null;
+  readonly exit: Exit;
+
+  /**
+   * `field` only for entries whose field is 'path' (the failing key of a
+   * validated message); `sentence` only where a client re-raises a refusal
+   * the dispatcher sent, worded as it came instead of the template.
+   */
+  constructor(
+    readonly code: C,
+    params: ParamsOf<C>,
+    field: string | null = null,
+    sentence?: string,
+  ) {
+    const e = ERRORS[code] as Entry<ParamsOf<C>>;
+    super(sentence ?? e.message(params));
+    this.name = 'TracefleetError';
+    this.field = e.field === 'path' ? field : e.field;
+    this.status = e.status;
+    this.exit = e.exit;
+  }
+}
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(ERRORS, code);
+}
+
+/**
+ * What travels: REST error bodies and `/client` acks. `error` is the same
+ * sentence as `message`, kept because scripts and the page read it since
+ * before the codes.
+ */
+export interface ErrorBody {
+  code: ErrorCode;
+  field: string | null;
+  message: string;
+  error: string;
+}
+
+export function errorBody(e: TracefleetError, message: string = e.message): ErrorBody {
+  return { code: e.code, field: e.field, message, error: message };
+}
+
+/** The generic code of an HTTP status: a REST refusal with no more specific code, or an answer without one (a proxy's). */
+export function codeOfStatus(status: number): ErrorCode {
+  const code = ({ 400: 'TF_BAD_REQUEST', 401: 'TF_UNAUTHENTICATED', 403: 'TF_FORBIDDEN', 404: 'TF_NOT_FOUND', 409: 'TF_CONFLICT', 413: 'TF_BODY_TOO_LARGE', 422: 'TF_BAD_REQUEST', 429: 'TF_LOGIN_RATE_LIMITED', 503: 'TF_STORE_UNREACHABLE' } as const)[status];
+  return code ?? 'TF_FAILED';
+}
+
+/**
+ * A refusal a dispatcher sent (REST body or ack), as the client raises it:
+ * the code and field as sent, the sentence as the client words it. A code
+ * this client does not know (a newer dispatcher) falls back to the status's.
+ */
+export function receivedError(sent: { code?: unknown; field?: unknown }, sentence: string, status?: number): TracefleetError {
+  const code = isErrorCode(sent.code) ? sent.code : status !== undefined ? codeOfStatus(status) : 'TF_FAILED';
+  return new TracefleetError(code as 'TF_FAILED', { message: sentence }, typeof sent.field === 'string' ? sent.field : null, sentence);
+}
+
+/**
+ * What a server answers for anything a handler threw: the error itself when
+ * it is the asker's to act on (a refusal, the store away), else TF_INTERNAL,
+ * which the caller logs with the original's stack.
+ */
+export function answerOf(e: unknown): { error: TracefleetError; internal: boolean } {
+  if (e instanceof TracefleetError && e.status !== null && (e.status < 500 || e.status === 503)) return { error: e, internal: false };
+  return { error: new TracefleetError('TF_INTERNAL', { reason: (e as Error)?.message ?? String(e) }), internal: true };
+}

@@ -279,7 +279,7 @@ export function createApi(deps: ApiDeps): express.Express {
       return out;
     } catch (e) {
       const code = (e as { code?: string }).code;
-      if (code === 'rate_limited' || code === 'busy') log(`tracefleet dispatcher: refused REST client ${who} from ${from}: ${(e as Error).message}`);
+      if (code === 'TF_LOGIN_RATE_LIMITED' || code === 'TF_LOGIN_BUSY') log(`tracefleet dispatcher: refused REST client ${who} from ${from}: ${(e as Error).message}`);
       throw e;
     }
   };

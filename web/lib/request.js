@@ -100,8 +100,9 @@ export function buildRequest(values) {
   const methods = [];
   const statuses = [];
   for (const f of splitList(values.filter)) {
-    if (METHOD_RE.test(f)) methods.push(f.toUpperCase());
-    else if (STATUS_RE.test(f)) statuses.push(f.toLowerCase());
+    // One field takes both: what starts with a digit is meant as a status (methods are tokens, so "9xx" would pass as one).
+    if (STATUS_RE.test(f)) statuses.push(f.toLowerCase());
+    else if (!/^[0-9]/.test(f) && METHOD_RE.test(f)) methods.push(f.toUpperCase());
     else {
       errors.filter = `"${f}" is neither a SIP method (INVITE, BYE) nor a status (486) or class (4xx)`;
       break;

@@ -22,6 +22,7 @@ import { serveTraces } from '../agent/trace/serve';
 import { join, relative } from 'node:path';
 import type { FleetToken } from '../dispatcher/fleet/server';
 import { startDispatcher } from '../dispatcher/daemon/run';
+import { LOG_CLI_OPTIONS, initLoggerFromArgs } from '../shared/log/log';
 
 /** Exit codes: 0 done, 1 failed while running, 2 bad input (usage, query, file). */
 export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
@@ -125,7 +126,10 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
     // Linux cooked capture ("any") has no VLAN tags to match: the kernel strips them.
     vlan: !ifaces.includes('any'),
   });
+  const root = initLoggerFromArgs(a, 'agent');
+  const log = root.child({ component: 'agent' });
   const agent = await startAgent({
+    logger: root,
     ringDir: a.ring as string,
     interfaces: ifaces,
     filter,
@@ -136,7 +140,7 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
     promisc: a.promisc as boolean,
     correlationHeader: a.correlationHeader as string,
   });
-  process.stderr.write(`tracefleet agent: capturing on ${ifaces.join(', ')} into ${a.ring as string} (filter: ${filter})\n`);
+  log.info({ interfaces: ifaces, ring: a.ring as string, filter }, 'capturing');
   const ringDir = a.ring as string;
   // The link only reads the engine's counters and the ring's names and sizes; a dispatcher away never touches capture.
   const link = dispatcher && token
@@ -147,15 +151,16 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
         ca,
         hello: () => ({ version: AGENT_VERSION, hostname: hostname().slice(0, 255), interfaces: ifaces, ...agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors) }),
         status: () => agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors),
+        logger: root.child({ component: 'agent.link' }),
       })
     : null;
   // Traces only read the ring (the indexer thread owns its indexes); a failing trace ends in trace:error, never in capture.
-  const traces = link ? serveTraces(link.socket, { ringDir, correlationHeader: a.correlationHeader as string | undefined }) : null;
+  const traces = link ? serveTraces(link.socket, { ringDir, correlationHeader: a.correlationHeader as string | undefined, logger: root.child({ component: 'agent.trace' }) }) : null;
   const statsEvery = (a.statsInterval as number) * 1000;
   const statsLine = () => {
     const st = agent.engine.stats();
-    const parts = Object.entries(st.interfaces).map(([n, s]) => `${n}: ${s.packets} pkts, ${s.dropped} dropped, ${s.ifDropped} if-dropped`);
-    process.stderr.write(`tracefleet agent: ${parts.join('; ')}${agent.indexer.errors ? `; index errors ${agent.indexer.errors}` : ''}\n`);
+    const interfaces = Object.fromEntries(Object.entries(st.interfaces).map(([n, s]) => [n, { packets: s.packets, dropped: s.dropped, ifDropped: s.ifDropped }]));
+    log.info({ interfaces, indexErrors: agent.indexer.errors }, 'capture stats');
   };
   const timer = statsEvery > 0 ? setInterval(statsLine, statsEvery) : null;
   await new Promise<void>((resolve) => {
@@ -168,7 +173,7 @@ async function agentCommand(a: Record<string, unknown>): Promise<void> {
   link?.close();
   await agent.stop();
   statsLine();
-  process.stderr.write('tracefleet agent: stopped; ring indexes sealed\n');
+  log.info('stopped; ring indexes sealed');
 }
 
 /** `NAME=TOKEN` (good for that agent only) or `TOKEN` (shared by any agent). */
@@ -197,7 +202,9 @@ async function dispatcherCommand(a: Record<string, unknown>): Promise<void> {
   const cert = a.tlsCert as string | undefined;
   const key = a.tlsKey as string | undefined;
   if (Boolean(cert) !== Boolean(key)) throw new UsageError('HTTPS needs both --tls-cert and --tls-key');
+  const root = initLoggerFromArgs(a, 'dispatcher');
   const d = await startDispatcher({
+    logger: root,
     host,
     port,
     couchdbUrl: (a.couchdb as string | undefined) || undefined,
@@ -214,7 +221,7 @@ async function dispatcherCommand(a: Record<string, unknown>): Promise<void> {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
-  process.stderr.write('tracefleet dispatcher: stopping; unfinished results stay in the spool and are stored on the next start\n');
+  root.child({ component: 'dispatcher' }).info('stopping; unfinished results stay in the spool and are stored on the next start');
   await d.close();
 }
 
@@ -222,7 +229,8 @@ async function demoCommand(a: Record<string, unknown>): Promise<void> {
   const { host, port } = parseListen(a.listen as string);
   const sipPort = a.sipPort as number;
   if (!Number.isInteger(sipPort) || sipPort < 1024 || sipPort > 65534) throw new UsageError(`bad --sip-port ${String(a.sipPort)}: give a UDP port from 1024 to 65534 (the demo caller takes the next one)`);
-  const log = (l: string) => process.stderr.write(`${l}\n`);
+  const root = initLoggerFromArgs(a, 'demo');
+  const log = root.child({ component: 'demo' });
   let first = true;
   const demo = await startDemo({
     host,
@@ -232,30 +240,30 @@ async function demoCommand(a: Record<string, unknown>): Promise<void> {
     resetAdmin: a.resetAdmin as boolean,
     staticDir: join(__dirname, '..', '..', 'web'),
     version: AGENT_VERSION,
-    log,
+    logger: root,
     onCall: (c) => {
       if (!first) return;
       first = false;
-      log(`tracefleet demo: DEMO TRAFFIC: first demo call finished: ${c.from} -> ${c.to}, Call-ID ${c.callId}; it can be traced now`);
+      log.info({ from: c.from, to: c.to, callId: c.callId }, 'DEMO TRAFFIC: first demo call finished; it can be traced now');
     },
   });
   // The examples run from wherever this was started: the path to bin/tracefleet from here.
   let cli = relative(process.cwd(), join(__dirname, '..', '..', 'bin', 'tracefleet'));
   if (!cli.includes('/')) cli = `./${cli}`;
   process.stdout.write(demoBanner(demo, { cli, number: DEMO_NUMBERS[1], numbers: DEMO_NUMBERS }) + '\n');
-  log(`tracefleet demo: DEMO TRAFFIC: sipp on 127.0.0.1:${sipPort} (callee) and :${sipPort + 1} (caller), Subject "tracefleet demo traffic"`);
+  log.info({ callee: `127.0.0.1:${sipPort}`, caller: `127.0.0.1:${sipPort + 1}`, subject: 'tracefleet demo traffic' }, 'DEMO TRAFFIC: sipp started');
   const every = setInterval(() => {
     const s = demo.agent.engine.stats().interfaces.lo;
-    log(`tracefleet demo: DEMO TRAFFIC: ${demo.traffic.calls()} demo calls so far; ${DEMO_AGENT} captured ${s?.packets ?? 0} packets on lo (${s?.dropped ?? 0} dropped)`);
+    log.info({ calls: demo.traffic.calls(), agent: DEMO_AGENT, packets: s?.packets ?? 0, dropped: s?.dropped ?? 0 }, 'DEMO TRAFFIC: demo calls so far');
   }, 60_000);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
   clearInterval(every);
-  log('tracefleet demo: stopping sipp, the agent, the dispatcher and its store');
+  log.info('stopping sipp, the agent, the dispatcher and its store');
   await demo.stop();
-  log('tracefleet demo: stopped');
+  log.info('stopped');
 }
 
 export function cli(argv: string[]) {
@@ -293,7 +301,8 @@ export function cli(argv: string[]) {
           .option('dispatcher', { type: 'string', describe: 'dispatcher URL to report to, e.g. http://dispatcher:8060 (env TRACEFLEET_DISPATCHER)' })
           .option('token', { type: 'string', describe: 'agent token for the dispatcher (env TRACEFLEET_TOKEN)' })
           .option('name', { type: 'string', describe: 'agent name at the dispatcher (default: the host name)' })
-          .option('ca', { type: 'string', describe: 'PEM CA certificate to trust for an https dispatcher, e.g. its self-signed --tls-cert (env TRACEFLEET_CA)' }),
+          .option('ca', { type: 'string', describe: 'PEM CA certificate to trust for an https dispatcher, e.g. its self-signed --tls-cert (env TRACEFLEET_CA)' })
+          .options(LOG_CLI_OPTIONS),
       (a) => agentCommand(a as Record<string, unknown>).catch(fail),
     )
     .command(
@@ -311,7 +320,8 @@ export function cli(argv: string[]) {
           .option('redis', { type: 'string', default: process.env.REDIS_URL, describe: 'Redis URL shared by several dispatchers (env REDIS_URL)' })
           .option('retention-days', { type: 'number', default: 30, describe: 'purge traces older than this' })
           .option('run-timeout', { type: 'number', default: 10, describe: 'seconds an agent has to accept a trace before it is marked unreachable' })
-          .option('idle-timeout', { type: 'number', default: 30, describe: 'seconds an agent may stay silent mid-trace before it is marked lost' }),
+          .option('idle-timeout', { type: 'number', default: 30, describe: 'seconds an agent may stay silent mid-trace before it is marked lost' })
+          .options(LOG_CLI_OPTIONS),
       (a) => dispatcherCommand(a as Record<string, unknown>).catch(fail),
     )
     .command(
@@ -322,7 +332,8 @@ export function cli(argv: string[]) {
           .option('listen', { type: 'string', default: '127.0.0.1:8060', describe: "HOST:PORT of the demo's dispatcher (web page, REST API, agents)" })
           .option('data-dir', { type: 'string', default: 'var/demo', describe: 'where the demo keeps its ring, store, spool and admin.txt' })
           .option('sip-port', { type: 'number', default: 5090, describe: 'UDP port of the demo SIP callee on 127.0.0.1 (the caller takes the next one)' })
-          .option('reset-admin', { type: 'boolean', default: false, describe: 'give the existing admin a new generated password' }),
+          .option('reset-admin', { type: 'boolean', default: false, describe: 'give the existing admin a new generated password' })
+          .options(LOG_CLI_OPTIONS),
       (a) => demoCommand(a as Record<string, unknown>).catch(fail),
     )
     .command(userCommand)

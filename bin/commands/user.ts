@@ -16,6 +16,7 @@ import { StoreAccess, embeddedUrlFile, openStore } from '../../dispatcher/daemon
 import { ROLES } from '../../shared/protocol/wire';
 import { CliError } from '../../cli/errors';
 import { readFirstLine, readSecret } from '../../cli/prompt';
+import { createLogger } from '../../shared/log/log';
 
 const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
 
@@ -83,7 +84,7 @@ function checkStoreDir(a: StoreArgs, mayCreate: boolean): void {
 async function withAuth(a: StoreArgs, fn: (auth: Auth) => Promise<void>): Promise<void> {
   let access: StoreAccess | null = null;
   try {
-    access = await openStore({ couchdbUrl: a.couchdb || undefined, dataDir: a['data-dir'], db: a.db, log: debug });
+    access = await openStore({ couchdbUrl: a.couchdb || undefined, dataDir: a['data-dir'], db: a.db, logger: createLogger({ level: process.env.TRACEFLEET_DEBUG ? 'debug' : 'silent' }) });
     await fn(await Auth.open(access.store));
   } finally {
     await access?.close().catch((err: unknown) => debug(`closing the store: ${String(err)}`));

@@ -18,6 +18,7 @@ import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, TraceDoc, traceDocId }
 import type { TraceStore } from '../store/store';
 import type { Traces } from '../trace/types';
 import { isFinalResult, traceView } from '../trace/view';
+import { type Logger, componentLogger } from '../../shared/log/log';
 import { downloadName, sendAttachment, sendTraceTar } from './download';
 import { HttpError, toHttp } from './errors';
 import { mergedMessages } from './messages';
@@ -45,7 +46,7 @@ export interface ApiDeps {
   traces: Traces;
   auth: ApiAuth;
   metrics: Metrics;
-  log?: (line: string) => void;
+  logger?: Logger;
   /** The web page's files, served at / when given. */
   staticDir?: string;
 }
@@ -102,7 +103,7 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R
 
 export function createApi(deps: ApiDeps): express.Express {
   const { store, traces, auth, metrics } = deps;
-  const log = deps.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const log = componentLogger('dispatcher.api', deps.logger);
   const app = express();
   app.disable('x-powered-by');
   // Plain strings (or arrays when repeated), which the zod schemas then refuse or accept.
@@ -402,7 +403,7 @@ export function createApi(deps: ApiDeps): express.Express {
     const out = toHttp(err, BODY_LIMIT);
     if (out.internal) {
       metrics.errors.inc({ kind: 'api' });
-      log(`tracefleet dispatcher: ${req.method} ${req.originalUrl.split('?')[0]} failed: ${(err as Error)?.stack ?? String(err)}`);
+      log.error({ method: req.method, path: req.originalUrl.split('?')[0], err }, 'request failed');
     }
     if (res.headersSent) {
       res.destroy();

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { ClientAck, clientAuth, ClientAuth, parseMessage, Role, traceRequest } from '../../shared/protocol/wire';
 import { StoreUnreachableError } from '../store/store';
 import { TraceRequestError, Traces } from '../trace/types';
+import { type Logger, componentLogger } from '../../shared/log/log';
 
 export interface ClientPrincipal {
   name: string;
@@ -18,7 +19,7 @@ export interface ClientAuthenticator {
 export interface ClientNamespaceOptions {
   traces: Traces;
   auth: ClientAuthenticator;
-  log?: (line: string) => void;
+  logger?: Logger;
 }
 
 const traceRef = z.object({ traceId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'trace ids are 1-128 letters, digits, _ or -') }).strict();
@@ -46,7 +47,7 @@ function failure(e: unknown): Failure {
  * failure becomes the ack's error, never the dispatcher's.
  */
 export function attachClients(io: Server, opts: ClientNamespaceOptions): Namespace {
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const log = componentLogger('dispatcher.clients', opts.logger);
   const nsp = io.of('/client');
 
   nsp.use((socket, next) => {
@@ -56,8 +57,8 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): Namespa
     opts.auth.authenticate(auth.value, { address: addr }).then(
       (p) => {
         if (!p) {
-          const who = 'user' in auth.value ? `user ${JSON.stringify(auth.value.user.slice(0, 64))}` : 'a token';
-          log(`tracefleet dispatcher: refused client ${who} from ${addr}: bad credentials`);
+          const who = 'user' in auth.value ? { user: auth.value.user.slice(0, 64) } : { with: 'token' };
+          log.warn({ ...who, addr, reason: 'bad credentials' }, 'refused client');
           return next(new Error('unauthorized: unknown user, wrong password, or unknown/expired token'));
         }
         socket.data.principal = p;
@@ -83,7 +84,7 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): Namespa
           // (a trace started, or not, with no id to follow) only surprises the sender.
           if (!noAck.has(event)) {
             noAck.add(event);
-            log(`tracefleet dispatcher: client ${p.name}: ${event} without an acknowledgement callback: refused; emit it with a callback to get the answer`);
+            log.warn({ client: p.name, event }, 'message without an acknowledgement callback refused; emit it with a callback to get the answer');
           }
           return;
         }
@@ -107,7 +108,7 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): Namespa
           (r) => reply({ ok: true, ...r }),
           (e) => {
             const f = failure(e);
-            if (f.code === 'failed') log(`tracefleet dispatcher: client ${p.name}: ${event}: ${(e as Error).stack ?? e}`);
+            if (f.code === 'failed') log.error({ client: p.name, event, err: e }, 'client request failed');
             reply(f);
           },
         );

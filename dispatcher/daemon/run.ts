@@ -14,6 +14,7 @@ import { Auth } from '../auth/auth';
 import { createApi } from '../api/api';
 import { Metrics } from '../api/metrics';
 import { connectRedis, RedisLink } from './redis';
+import { type Logger, processLogger } from '../../shared/log/log';
 
 export interface DispatcherOptions {
   host?: string;
@@ -31,7 +32,8 @@ export interface DispatcherOptions {
   retryMs?: number;
   /** The web page's files, served at /. */
   staticDir?: string;
-  log?: (line: string) => void;
+  /** The process's root logger, of which each component gets a child (default: processLogger()). */
+  logger?: Logger;
 }
 
 export interface RunningDispatcher {
@@ -51,8 +53,10 @@ const PURGE_EVERY_MS = 6 * 3600_000;
  * store (CouchDB or the embedded one), and the disk spool under dataDir.
  */
 export async function startDispatcher(opts: DispatcherOptions): Promise<RunningDispatcher> {
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const store = await openStore({ couchdbUrl: opts.couchdbUrl, dataDir: opts.dataDir, db: opts.db, log, publish: true });
+  const root = opts.logger ?? processLogger();
+  const child = (component: string) => root.child({ component });
+  const log = child('dispatcher');
+  const store = await openStore({ couchdbUrl: opts.couchdbUrl, dataDir: opts.dataDir, db: opts.db, logger: child('dispatcher.store'), publish: true });
   const cleanups: Array<() => Promise<void> | void> = [() => store.close()];
   const cleanup = async () => {
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
@@ -68,15 +72,15 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     const io = new Server(http, { serveClient: true, maxHttpBufferSize: 2 * 1024 * 1024 });
     let redis: RedisLink | null = null;
     if (opts.redisUrl) {
-      redis = await connectRedis(io, opts.redisUrl, log);
+      redis = await connectRedis(io, opts.redisUrl, child('dispatcher.redis'));
       cleanups.push(() => redis!.close());
     }
-    const fleet = attachFleet(io, { tokens: opts.agentTokens, log });
-    const orchestrator = new Orchestrator({ store: store.store, fleet, spool, timeouts: opts.timeouts, retryMs: opts.retryMs, clustered: redis !== null, log });
+    const fleet = attachFleet(io, { tokens: opts.agentTokens, logger: child('dispatcher.fleet') });
+    const orchestrator = new Orchestrator({ store: store.store, fleet, spool, timeouts: opts.timeouts, retryMs: opts.retryMs, clustered: redis !== null, logger: child('dispatcher.trace') });
     cleanups.push(() => orchestrator.close());
-    attachClients(io, { traces: orchestrator, auth, log });
+    attachClients(io, { traces: orchestrator, auth, logger: child('dispatcher.clients') });
     const metrics = new Metrics({ orchestrator, registry: fleet.registry, store: store.store });
-    const app = createApi({ store: store.store, traces: orchestrator, auth, metrics, log, staticDir: opts.staticDir });
+    const app = createApi({ store: store.store, traces: orchestrator, auth, metrics, logger: child('dispatcher.api'), staticDir: opts.staticDir });
     http.on('request', app);
     await orchestrator.recover();
 
@@ -90,15 +94,15 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     const a = http.address() as AddressInfo;
     const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
     const url = `${opts.tls ? 'https' : 'http'}://${host}:${a.port}`;
-    log(`tracefleet dispatcher: listening on ${url} (agents: ${url}/agent, web page and REST API: ${url}/)${redis ? `, sharing agents through Redis at ${redis.url}` : ''}`);
+    log.info({ url, agents: `${url}/agent`, redis: redis?.url }, 'listening');
 
     const days = opts.retentionDays ?? 30;
     const purge = async () => {
       try {
         const n = await store.store.purgeOlderThan(days);
-        if (n > 0) log(`tracefleet dispatcher: purged ${n} trace(s) older than ${days} days`);
+        if (n > 0) log.info({ traces: n, retentionDays: days }, 'purged old traces');
       } catch (e) {
-        log(`tracefleet dispatcher: purging old traces failed: ${(e as Error).message}`);
+        log.error({ err: e }, 'purging old traces failed');
       }
     };
     void purge();

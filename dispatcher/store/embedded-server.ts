@@ -8,11 +8,14 @@ import { mkdirSync } from 'node:fs';
 import { IncomingMessage, RequestListener, Server, ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { sep } from 'node:path';
+import { type LogSettings, initProcessLogger } from '../../shared/log/log';
 
 export interface EmbeddedServerArgs {
   dataDir: string;
   host: string;
   port: number;
+  /** Log like the dispatcher that started this process. */
+  log: LogSettings;
 }
 
 export type ChildMessage = { type: 'ready'; port: number } | { type: 'error'; message: string };
@@ -155,10 +158,12 @@ async function start(args: EmbeddedServerArgs): Promise<Server> {
 
 async function main(): Promise<void> {
   const args = JSON.parse(process.argv[2] ?? '{}') as EmbeddedServerArgs;
+  const log = initProcessLogger({ ...args.log, base: { process: 'store' } }).child({ component: 'dispatcher.store.embedded' });
   let srv: Server;
   try {
     srv = await start(args);
   } catch (err) {
+    log.debug({ err }, 'cannot start');
     send({ type: 'error', message: describeStartError(err, args) });
     process.exit(1);
   }
@@ -183,6 +188,7 @@ async function main(): Promise<void> {
   process.on('SIGTERM', stop);
   // Parent gone (crashed or killed): nobody can reach us through it any more.
   process.on('disconnect', stop);
+  log.debug({ port: (srv.address() as AddressInfo).port, dataDir: args.dataDir }, 'ready');
   send({ type: 'ready', port: (srv.address() as AddressInfo).port });
 }
 

@@ -16,13 +16,14 @@ import { ChildProcess, fork } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import type { ChildMessage, EmbeddedServerArgs, ParentMessage } from './embedded-server';
+import { type Logger, componentLogger, logSettingsOf } from '../../shared/log/log';
 
 export interface EmbeddedCouchOptions {
   dataDir: string;
   host?: string;
   port?: number;
-  /** Where the one-line notice goes; stderr by default. */
-  log?: (line: string) => void;
+  /** The store's logger; the child process logs at its level and in its format. */
+  logger?: Logger;
   /** How long the server may take to come up (ms). */
   startTimeoutMs?: number;
 }
@@ -44,7 +45,7 @@ function urlHost(host: string): string {
 export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<EmbeddedCouch> {
   const host = opts.host ?? '127.0.0.1';
   const port = opts.port ?? 0;
-  const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  const log = componentLogger('dispatcher.store', opts.logger);
   // The embedded server has no authentication at all (anyone who reaches it
   // may read and write), so it never listens beyond this machine.
   if (!LOOPBACK.test(host)) {
@@ -53,7 +54,7 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
   const dataDir = resolvePath(opts.dataDir);
   mkdirSync(dataDir, { recursive: true });
 
-  const args: EmbeddedServerArgs = { dataDir, host: host.replace(/^\[|\]$/g, ''), port };
+  const args: EmbeddedServerArgs = { dataDir, host: host.replace(/^\[|\]$/g, ''), port, log: logSettingsOf(log) };
   const child = fork(require.resolve('./embedded-server'), [JSON.stringify(args)], {
     // Not the parent's flags (node --test, --inspect...); the deprecation
     // warnings are express-pouchdb's use of `new Buffer`, nothing we can fix.
@@ -65,15 +66,15 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
 
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   // Failures to signal the child are handled where it is signalled; an 'error' with no listener would throw.
-  child.on('error', (e) => log(`tracefleet store: the embedded store (pid ${child.pid}): ${e.message}`));
+  child.on('error', (e) => log.error({ err: e, storePid: child.pid }, 'embedded store process error'));
   const readyPort = await waitReady(child, exited, opts.startTimeoutMs ?? 30_000);
   const url = `http://${urlHost(args.host)}:${readyPort}`;
 
   let stopping: Promise<void> | undefined;
   void exited.then((code) => {
-    if (!stopping) log(`tracefleet store: the embedded store (pid ${child.pid}) exited unexpectedly with code ${code}; the store at ${url} is unreachable until the dispatcher restarts`);
+    if (!stopping) log.fatal({ storePid: child.pid, code, url }, 'the embedded store exited unexpectedly; the store is unreachable until the dispatcher restarts');
   });
-  log(`tracefleet store: embedded CouchDB-compatible server (express-pouchdb, LevelDB) at ${url}, data in ${dataDir} (set COUCHDB_URL to use Apache CouchDB)`);
+  log.info({ url, dataDir, storePid: child.pid }, 'embedded CouchDB-compatible store (express-pouchdb, LevelDB); set COUCHDB_URL to use Apache CouchDB');
 
   return {
     url,

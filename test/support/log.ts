@@ -47,3 +47,21 @@ export function recordsOf(stderr: string): LogRecord[] {
   }
   return out;
 }
+
+/** The part of a started process's handle that waitForRecord reads (test/support/proc.ts's DaemonHandle has it). */
+interface LoggingProcess {
+  stderr(): string;
+  exitStatus(): unknown;
+}
+
+/** Resolves with the first record of `p`'s stderr that `match` accepts; rejects on timeout or when the process exits first. */
+export async function waitForRecord(p: LoggingProcess, match: (r: LogRecord) => boolean, timeoutMs: number, what = 'the record'): Promise<LogRecord> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const r = recordsOf(p.stderr()).find(match);
+    if (r) return r;
+    if (p.exitStatus()) throw new Error(`the process exited before logging ${what}; stderr: ${p.stderr().slice(-2000)}`);
+    if (Date.now() > until) throw new Error(`no ${what} within ${timeoutMs} ms; stderr: ${p.stderr().slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -126,8 +126,15 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
     },
     dest,
   );
-  // pino's children are made with Object.create(parent): they see this too.
+  // pino's children are made with Object.create(parent): they see both of these too.
   Object.defineProperty(logger, FORMAT, { value: pretty ? 'pretty' : 'json' });
+  // pino gives children a pass-through bindings formatter, so a child's bindings are scrubbed here.
+  const child = logger.child;
+  Object.defineProperty(logger, 'child', {
+    value(this: Logger, bindings: Record<string, unknown>, options?: Parameters<Logger['child']>[1]) {
+      return child.call(this, scrub(bindings) as Record<string, unknown>, options);
+    },
+  });
   return logger;
 }
 

@@ -79,7 +79,7 @@ export function prettyLine(json: string): string {
   return `${t} ${level} ${who}${plain(String(r.msg ?? ''))}${fields.length ? `  ${fields.join(' ')}` : ''}\n`;
 }
 
-/** A destination that writes each record in its short human form (pino-pretty costs ~40 ms of start-up; this costs nothing). */
+/** A destination that writes each record in its short human form: loading pino-pretty 13 measured ~110 ms of start-up here (pino itself ~15 ms), this nothing. */
 export function prettyDestination(out: { write(s: string): unknown }): DestinationStream {
   return { write: (line: string) => void out.write(prettyLine(line)) };
 }

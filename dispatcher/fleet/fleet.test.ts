@@ -197,9 +197,10 @@ test('close() leaves no open handles: a process using the fleet and a link exits
     const { startFleet } = require(${JSON.stringify(join(dist, 'dispatcher/fleet/server.js'))});
     const { connectDispatcher } = require(${JSON.stringify(join(dist, 'agent/link/client.js'))});
     (async () => {
-      const fleet = await startFleet({ tokens: [{ token: 't' }], logger: silentLogger });
+      // The default logger (the process's root, writing to fd 2): it must keep nothing open either.
+      const fleet = await startFleet({ tokens: [{ token: 't' }] });
       const st = { ring: { oldest: null, newest: null, bytes: 0, segments: 0 }, capture: {}, indexErrors: 0 };
-      const link = connectDispatcher({ url: fleet.url, token: 't', name: 'a', hello: () => ({ version: 'x', hostname: 'h', interfaces: [], ...st }), status: () => st, logger: silentLogger });
+      const link = connectDispatcher({ url: fleet.url, token: 't', name: 'a', hello: () => ({ version: 'x', hostname: 'h', interfaces: [], ...st }), status: () => st });
       const until = Date.now() + 5000;
       while (!fleet.registry.get('a')?.hostname) { if (Date.now() > until) process.exit(3); await new Promise((r) => setTimeout(r, 20)); }
       link.close();
@@ -211,4 +212,5 @@ test('close() leaves no open handles: a process using the fleet and a link exits
   assert.equal(r.signal, null, 'the process had to be killed: something kept it alive');
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /closed/);
+  assert.ok(r.stderr.split('\n').some((l) => l.startsWith('{') && JSON.parse(l).msg === 'agent connected'), r.stderr);
 });

@@ -280,7 +280,6 @@ export function createApi(deps: ApiDeps): express.Express {
       if (!out) log.warn({ ...who, addr: from, reason: 'bad credentials' }, 'refused REST client');
       return out;
     } catch (e) {
-      // The catalogue's codes (dispatcher/auth/errors.ts maps the kinds to them).
       const code = (e as { code?: string }).code;
       if (code === 'TF_LOGIN_RATE_LIMITED' || code === 'TF_LOGIN_BUSY') log.warn({ ...who, addr: from, code, reason: (e as Error).message }, 'refused REST client');
       throw e;

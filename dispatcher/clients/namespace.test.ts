@@ -458,7 +458,7 @@ test('only a trace\'s owner (with the tracer role) or an admin may cancel it, ov
     // The owner and an admin get past the rule (the trace is over by now: a conflict, not a refusal).
     for (const s of [owner, admin]) {
       const a = await ask(s, 'trace:cancel', { traceId: id });
-      assert.equal((a as { code: string }).code, 'bad_request');
+      assert.equal((a as { code: string }).code, 'TF_TRACE_NOT_RUNNING');
       assert.match((a as { error: string }).error, /is already done/);
     }
     const adminRest = await fetch(`${r.d.url}/api/traces/${id}/cancel`, { method: 'POST', headers: basic(ADMIN.name, ADMIN.password) });

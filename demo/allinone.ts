@@ -12,6 +12,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import type { Logger } from '../shared/log/log';
 import { startAgent, RunningAgent } from '../agent/daemon/run';
 import { agentStatusOf, connectDispatcher, DispatcherLink } from '../agent/link/client';
 import { serveTraces, TraceServer } from '../agent/trace/serve';
@@ -34,7 +35,8 @@ export interface DemoOptions {
   /** The web page's files. */
   staticDir?: string;
   version: string;
-  log: (line: string) => void;
+  /** The demo process's root logger: the agent, the dispatcher and the traffic log through its children. */
+  logger: Logger;
   onCall?: (call: DemoCall) => void;
 }
 
@@ -143,7 +145,7 @@ function explainListenError(e: unknown, host: string, port: number): Error {
 }
 
 export async function startDemo(opts: DemoOptions): Promise<RunningDemo> {
-  const log = opts.log;
+  const log = opts.logger;
   mkdirSync(opts.dataDir, { recursive: true });
   const ringDir = join(opts.dataDir, 'ring');
   const dispatcherDir = join(opts.dataDir, 'dispatcher');
@@ -152,7 +154,7 @@ export async function startDemo(opts: DemoOptions): Promise<RunningDemo> {
   const filter = `udp port ${opts.sipPort} or udp port ${opts.sipPort + 1}`;
 
   // Capture first: when it cannot start (not root) nothing else is started for nothing.
-  const agent = await startAgent({ ringDir, interfaces: ['lo'], filter, ringMaxBytes: 256 * 1024 * 1024, maxSegmentBytes: 8 * 1024 * 1024, maxSegmentSeconds: 60, log });
+  const agent = await startAgent({ ringDir, interfaces: ['lo'], filter, ringMaxBytes: 256 * 1024 * 1024, maxSegmentBytes: 8 * 1024 * 1024, maxSegmentSeconds: 60, logger: log });
   let dispatcher: RunningDispatcher;
   try {
     dispatcher = await startDispatcher({
@@ -161,7 +163,7 @@ export async function startDemo(opts: DemoOptions): Promise<RunningDemo> {
       dataDir: dispatcherDir,
       agentTokens: [{ agent: DEMO_AGENT, token: agentToken }],
       staticDir: opts.staticDir,
-      log,
+      logger: log,
     });
   } catch (e) {
     await agent.stop();
@@ -189,10 +191,10 @@ export async function startDemo(opts: DemoOptions): Promise<RunningDemo> {
       name: DEMO_AGENT,
       hello: () => ({ version: opts.version, hostname: hostname().slice(0, 255), interfaces: ['lo'], ...status() }),
       status,
-      log,
+      logger: log.child({ component: 'agent.link' }),
     });
-    traces = serveTraces(link.socket, { ringDir, log });
-    traffic = startDemoTraffic({ uasPort: opts.sipPort, log, onCall: opts.onCall });
+    traces = serveTraces(link.socket, { ringDir, logger: log.child({ component: 'agent.trace' }) });
+    traffic = startDemoTraffic({ uasPort: opts.sipPort, logger: log.child({ component: 'demo.traffic' }), onCall: opts.onCall });
     const t = traffic;
     return {
       url: dispatcher.url,

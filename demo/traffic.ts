@@ -3,6 +3,7 @@ import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../agent/capture/pcap-native';
+import { type Logger, componentLogger } from '../shared/log/log';
 
 /** Made-up numbers (the 555-01xx range is reserved for fiction). */
 export const DEMO_NUMBERS = ['+15550100101', '+15550100102', '+15550100103', '+15550100104', '+15550100105', '+15550100106'];
@@ -21,7 +22,7 @@ export interface DemoTrafficOptions {
   everyMs?: number;
   /** Calls placed before the caller stops by itself (default 20 000: about 11 h at one every 2 s). */
   maxCalls?: number;
-  log?: (line: string) => void;
+  logger?: Logger;
   /** Called for each call that ended with the 200 to its BYE. */
   onCall?: (call: DemoCall) => void;
 }
@@ -58,7 +59,7 @@ function deathSigPrefix(): string[] {
  * `maxCalls` calls at one every `everyMs`.
  */
 export function startDemoTraffic(opts: DemoTrafficOptions = {}): DemoTraffic {
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const log = componentLogger('demo.traffic', opts.logger);
   const uasPort = opts.uasPort ?? 5090;
   const uacPort = uasPort + 1;
   const dir = mkdtempSync(join(tmpdir(), 'tracefleet-demo-'));
@@ -82,11 +83,11 @@ export function startDemoTraffic(opts: DemoTrafficOptions = {}): DemoTraffic {
     // (sipp ending on the same SIGINT would look like a failure of the demo traffic).
     const p = spawn(cmd, [...pre, ...(prefix.length ? ['sipp'] : []), ...args, ...common, '-error_file', errFile], { stdio: 'ignore', detached: true });
     procs.push(p);
-    p.on('error', (e) => log(`tracefleet demo: cannot run sipp (${role}): ${e.message}; install it: apt-get install sip-tester`));
+    p.on('error', (e) => log.error({ err: e, role }, 'cannot run sipp; install it: apt-get install sip-tester'));
     p.on('exit', (code, signal) => {
       if (stopping) return;
       const errors = existsSync(errFile) ? readFileSync(errFile, 'utf8').trim().split('\n').slice(-3).join(' | ') : '';
-      log(`tracefleet demo: DEMO TRAFFIC stopped: sipp ${role} exited (${code ?? signal})${errors ? `: ${errors.slice(0, 500)}` : ''}; is udp port ${role === 'callee' ? uasPort : uacPort} on 127.0.0.1 taken? (--sip-port changes it)`);
+      log.error({ role, exit: code ?? signal, sippErrors: errors.slice(0, 500) || undefined, port: role === 'callee' ? uasPort : uacPort }, 'DEMO TRAFFIC stopped: sipp exited; is its udp port on 127.0.0.1 taken? (--sip-port changes it)');
     });
     return p;
   };

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { mkdirSync, statSync, statfsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { componentLogger } from '../../shared/log/log';
 import { enforceBudget } from '../ring/budget';
 import { sanitizeStream } from '../ring/layout';
 import { MIN_SEGMENT_BYTES } from '../ring/writer';
@@ -270,7 +271,7 @@ export class CaptureEngine extends EventEmitter {
 
   private report(err: CaptureError): void {
     if (this.listenerCount('error') > 0) this.emit('error', err);
-    else process.stderr.write(`tracefleet capture: ${err.message}\n`);
+    else componentLogger('agent.capture').error({ err }, 'capture error');
   }
 
   /** Starts the interface's worker; resolves when it is capturing (undefined) or has failed to (the error). */

@@ -5,13 +5,14 @@ import { CaptureEngine, CaptureEngineOptions } from '../capture/capture';
 import { repairRing } from '../index/live';
 import type { IndexerCommand, IndexerReport, IndexerWorkerData } from '../index/live-worker';
 import { lockRing } from '../ring/lock';
+import { type Logger, processLogger } from '../../shared/log/log';
 
 export interface AgentOptions extends CaptureEngineOptions {
   correlationHeader?: string;
   /** Nice value of the indexing thread (default 10): under CPU pressure indexing lags, capture does not drop. */
   indexerNice?: number;
-  /** Where progress lines go; default stderr. */
-  log?: (line: string) => void;
+  /** The process's root logger, of which the agent makes its components' children (default: processLogger()). */
+  logger?: Logger;
 }
 
 export interface IndexerHandle {
@@ -30,12 +31,12 @@ export interface RunningAgent {
  * dispatcher. Owns the ring (agent.pid) until stopped.
  */
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const log = (opts.logger ?? processLogger()).child({ component: 'agent.daemon' });
   mkdirSync(opts.ringDir, { recursive: true });
   const release = lockRing(opts.ringDir);
   try {
     // Segments a previous run left without a sound index, before capture adds more.
-    for (const note of repairRing(opts.ringDir, { correlationHeader: opts.correlationHeader })) log(`tracefleet agent: ${note}`);
+    for (const note of repairRing(opts.ringDir, { correlationHeader: opts.correlationHeader })) log.info({ ring: opts.ringDir }, note);
   } catch (e) {
     release();
     throw e;
@@ -46,13 +47,13 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const stoppedIndexer = new Promise<void>((resolve) => {
     worker.on('message', (m: IndexerReport) => {
       if (m.type === 'status') {
-        if (m.errors > indexer.errors && m.lastError) log(`tracefleet agent: index error (rebuilt later from the segment): ${m.lastError}`);
+        if (m.errors > indexer.errors && m.lastError) log.warn({ reason: m.lastError, indexErrors: m.errors }, 'index error (rebuilt later from the segment)');
         indexer.errors = m.errors;
         indexer.lastError = m.lastError;
       } else if (m.type === 'stopped') resolve();
     });
     worker.on('error', (e) => {
-      log(`tracefleet agent: indexer thread failed: ${e.message}; segments will be indexed when next opened`);
+      log.error({ err: e }, 'indexer thread failed; segments will be indexed when next opened');
       resolve();
     });
     worker.on('exit', () => resolve());
@@ -63,7 +64,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   engine.on('flushed', (m: { path: string }) => send({ type: 'flushed', path: m.path }));
   engine.on('segment-closed', (m: { path: string }) => send({ type: 'closed', path: m.path }));
   engine.on('segment-deleted', (m: { path: string }) => send({ type: 'deleted', path: m.path }));
-  engine.on('error', (e: Error) => log(`tracefleet agent: ${e.message}`));
+  engine.on('error', (e: Error) => log.error({ err: e }, 'capture error'));
   try {
     await engine.start();
   } catch (e) {

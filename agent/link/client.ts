@@ -2,6 +2,7 @@ import { statSync } from 'node:fs';
 import { io, Socket } from 'socket.io-client';
 import type { CaptureEngineStats } from '../capture/capture';
 import { listSegments } from '../ring/layout';
+import { type Logger, componentLogger } from '../../shared/log/log';
 import { AgentHello, AgentStatus, HEARTBEAT_MS, PROTOCOL_VERSION, RingStatus, helloAck, AgentToDispatcherEvents, DispatcherToAgentEvents } from '../../shared/protocol/agent';
 import { parseMessage } from '../../shared/protocol/common';
 
@@ -14,7 +15,7 @@ export interface DispatcherLinkOptions {
   status: () => AgentStatus;
   /** PEM CA certificate(s) to trust for an https dispatcher (a private CA or a self-signed certificate); replaces the system's CAs for this link. */
   ca?: string;
-  log?: (line: string) => void;
+  logger?: Logger;
 }
 
 /** The `/agent` socket as the agent sees it (shared/protocol/agent.ts's event maps). */
@@ -38,7 +39,7 @@ const STABLE_MS = 10_000;
  * Nothing here throws into the caller: a dispatcher away is only logged.
  */
 export function connectDispatcher(opts: DispatcherLinkOptions): DispatcherLink {
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const log = componentLogger('agent.link', opts.logger);
   const base = opts.url.replace(/\/+$/, '');
   const socket: DispatcherSocket = io(`${base}/agent`, {
     auth: { token: opts.token, name: opts.name },
@@ -78,7 +79,7 @@ export function connectDispatcher(opts: DispatcherLinkOptions): DispatcherLink {
     try {
       return f();
     } catch (e) {
-      log(`tracefleet agent: dispatcher link: ${what} failed: ${(e as Error).message}`);
+      log.error({ err: e, what }, 'dispatcher link: a callback failed');
       return null;
     }
   };
@@ -86,14 +87,14 @@ export function connectDispatcher(opts: DispatcherLinkOptions): DispatcherLink {
   socket.on('connect', () => {
     logged.clear();
     connectedSince = Date.now();
-    log(`tracefleet agent: connected to dispatcher ${base} as ${opts.name}`);
+    log.info({ dispatcher: base, name: opts.name }, 'connected to dispatcher');
     const h = safely('hello', opts.hello);
     if (h) {
       socket.timeout(10_000).emit('agent:hello', { ...h, protocol: PROTOCOL_VERSION }, (err: Error | null, ack: unknown) => {
-        if (err) return log(`tracefleet agent: dispatcher did not acknowledge hello: ${err.message}`);
+        if (err) return log.warn({ reason: err.message }, 'dispatcher did not acknowledge hello');
         const a = parseMessage(helloAck, 'hello ack', ack);
-        if (!a.ok) log(`tracefleet agent: ${a.error}`);
-        else if (!a.value.ok) log(`tracefleet agent: dispatcher refused hello: ${a.value.error ?? 'no reason given'}`);
+        if (!a.ok) log.warn({ reason: a.error }, 'bad hello ack');
+        else if (!a.value.ok) log.error({ reason: a.value.error ?? 'no reason given' }, 'dispatcher refused hello');
       });
     }
     stopHeartbeat();
@@ -109,7 +110,7 @@ export function connectDispatcher(opts: DispatcherLinkOptions): DispatcherLink {
     stopHeartbeat();
     if (Date.now() - connectedSince >= STABLE_MS) attempts = 0;
     if (closed) return;
-    log(`tracefleet agent: disconnected from dispatcher (${reason}); reconnecting`);
+    log.warn({ reason }, 'disconnected from dispatcher; reconnecting');
     // The server hung up on purpose (e.g. another agent took this name): Socket.IO leaves retrying to us.
     if (reason === 'io server disconnect') retryLater();
   });
@@ -119,7 +120,8 @@ export function connectDispatcher(opts: DispatcherLinkOptions): DispatcherLink {
     const msg = e.message;
     if (!logged.has(msg)) {
       logged.add(msg);
-      log(/^unauthorized/.test(msg) ? `tracefleet agent: dispatcher refused this agent: ${msg}; retrying with backoff` : `tracefleet agent: cannot reach dispatcher ${base}: ${msg}; retrying`);
+      if (/^unauthorized/.test(msg)) log.error({ reason: msg }, 'dispatcher refused this agent; retrying with backoff');
+      else log.warn({ dispatcher: base, reason: msg }, 'cannot reach dispatcher; retrying');
     }
     // A refusal by the server's middleware is not retried by Socket.IO itself.
     if (!socket.active) retryLater();

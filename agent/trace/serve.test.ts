@@ -19,6 +19,7 @@ import { closeResult, runQuery, writeResultPcap } from '../query/engine';
 import { buildQuerySpec } from '../../shared/query/query';
 import { importCaptures } from '../index/import';
 import { doneMessage, serveTraces, TraceServeOptions, TraceServer } from './serve';
+import { memoryLogger, type MemoryLog } from '../../test/support/log';
 
 const T0 = 1_795_000_000;
 const P = '192.0.2.1';
@@ -207,15 +208,15 @@ class TestDispatcher {
 interface Agent {
   link: DispatcherLink;
   traces: TraceServer;
-  logs: string[];
+  log: MemoryLog;
 }
 
 function startAgentSide(url: string, opts: Partial<TraceServeOptions> = {}): Agent {
-  const logs: string[] = [];
+  const log = memoryLogger();
   const status = { ring: { oldest: null, newest: null, bytes: 0, segments: 0 }, capture: {}, indexErrors: 0 };
-  const link = connectDispatcher({ url, token: 't', name: 'edge1', hello: () => ({ version: 'test', hostname: 'h', interfaces: [], ...status }), status: () => status, log: (l) => logs.push(l) });
-  const traces = serveTraces(link.socket, { ringDir: ring, log: (l) => logs.push(l), ...opts });
-  return { link, traces, logs };
+  const link = connectDispatcher({ url, token: 't', name: 'edge1', hello: () => ({ version: 'test', hostname: 'h', interfaces: [], ...status }), status: () => status, logger: log.logger.child({ component: 'agent.link' }) });
+  const traces = serveTraces(link.socket, { ringDir: ring, logger: log.logger.child({ component: 'agent.trace' }), ...opts });
+  return { link, traces, log };
 }
 
 async function withFleet(opts: Partial<TraceServeOptions>, fn: (d: TestDispatcher, a: Agent) => Promise<void>): Promise<void> {
@@ -350,7 +351,7 @@ test('a malformed trace:run gets an error ack, or a log line without an ack, and
     // Without an ack callback the agent cannot say yes: it refuses in its log only.
     s.emit('trace:run', { traceId: 'no-ack', query: { callId: [A] } });
     s.emit('trace:run', 'garbage');
-    await waitFor('the refusals logged', () => a.logs.some((l) => /no-ack came without an ack callback/.test(l)) && a.logs.some((l) => /bad trace:run message: body/.test(l)));
+    await waitFor('the refusals logged', () => a.log.records.some((r) => r.msg === 'refused a trace:run' && /no-ack came without an ack callback/.test(String(r.reason))) && a.log.records.some((r) => r.msg === 'refused a trace:run' && /bad trace:run message: body/.test(String(r.reason))));
     const q: TraceQuery = { callId: [A] };
     assert.deepEqual(await d.run('good', q), { accepted: true });
     assertSameAsLocal(await d.ended('good'), await expected(ring, q));
@@ -378,7 +379,7 @@ test('trace:cancel mid-stream stops the chunks and ends the trace with "cancelle
     // A cancel for a trace that is not running is only logged.
     s.emit('trace:cancel', { traceId: 'unknown' });
     s.emit('trace:cancel', { traceId: 'bad id!' });
-    await waitFor('the ignored cancels logged', () => a.logs.some((l) => /cancel for unknown, which is not running/.test(l)) && a.logs.some((l) => /bad trace:cancel message/.test(l)));
+    await waitFor('the ignored cancels logged', () => a.log.records.some((r) => r.component === 'agent.trace' && r.traceId === 'unknown' && /not running here/.test(r.msg)) && a.log.records.some((r) => /bad trace:cancel message/.test(String(r.reason))));
   });
 });
 
@@ -418,7 +419,7 @@ test('a dispatcher disconnect mid-stream aborts the trace quietly; the next trac
       else ack({ ok: true });
     };
     assert.deepEqual(await d.run('lost', { ip: [P] }), { accepted: true });
-    await waitFor('the trace stopped on the agent', () => a.logs.some((l) => /trace lost stopped: the dispatcher link was lost/.test(l)));
+    await waitFor('the trace stopped on the agent', () => a.log.records.some((r) => r.msg === 'trace stopped' && r.traceId === 'lost' && r.reason === 'the dispatcher link was lost'));
     assert.equal(a.traces.active(), 0);
     const second = await waitFor('the agent to reconnect', () => (d.agent() !== first ? d.agent() : undefined));
     assert.notEqual(second, first);

@@ -5,11 +5,12 @@ import { QuerySpec, buildQuerySpec } from '../../shared/query/query';
 import { QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../query/engine';
 import type { DispatcherSocket } from '../link/client';
 import { ChunkWriter } from './chunks';
+import { type Logger, componentLogger } from '../../shared/log/log';
 
 export interface TraceServeOptions {
   /** The ring the agent captures into; only read (the live agent owns its indexes). */
   ringDir: string;
-  log?: (line: string) => void;
+  logger?: Logger;
   /** Traces running at once; more wait in the queue (default 2). */
   maxConcurrent?: number;
   /** Traces waiting for one of those at most; more are refused (default 100). */
@@ -70,7 +71,7 @@ interface RunningTrace {
  * them lost). Nothing here throws into the socket or the capture.
  */
 export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): TraceServer {
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const log = componentLogger('agent.trace', opts.logger);
   const maxConcurrent = opts.maxConcurrent ?? 2;
   const maxQueued = opts.maxQueued ?? 100;
   /**
@@ -168,11 +169,11 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       const written = await Promise.race([writing, t.aborted]);
       if (t.stopped) throw new Error(t.stopped);
       emit('trace:done', doneMessage(t.id, result, { packets: written.packets, bytes: out.bytes }, out.chunks, maxDoneBytes));
-      log(`tracefleet agent: trace ${t.id} done: ${written.packets} packets in ${out.chunks} chunks${result.truncated ? ' (truncated by a limit)' : ''}`);
+      log.info({ traceId: t.id, packets: written.packets, chunks: out.chunks, truncated: result.truncated }, 'trace done');
     } catch (e) {
       const message = t.stopped ?? (e as Error).message ?? String(e);
       if (!t.stopped || t.notify) emit('trace:error', { traceId: t.id, message: message.slice(0, MAX_ERROR_CHARS) });
-      log(`tracefleet agent: trace ${t.id} ${t.stopped ? 'stopped' : 'failed'}: ${message}`);
+      log.warn({ traceId: t.id, reason: message }, t.stopped ? 'trace stopped' : 'trace failed');
     } finally {
       if (result) closeResult(result);
       running.delete(t.id);
@@ -190,12 +191,12 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
     const last = args[args.length - 1];
     const ack = typeof last === 'function' ? (last as (a: RunAck) => void) : null;
     const reply = (a: RunAck) => {
-      if (!a.accepted) log(`tracefleet agent: refused a trace:run: ${a.error}`);
+      if (!a.accepted) log.warn({ reason: a.error }, 'refused a trace:run');
       if (!ack) return;
       try {
         ack(a);
       } catch (e) {
-        log(`tracefleet agent: trace:run ack failed: ${(e as Error).message}`);
+        log.error({ err: e }, 'trace:run ack failed');
       }
     };
     try {
@@ -226,14 +227,14 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
         begin(t, spec);
       }
     } catch (e) {
-      log(`tracefleet agent: trace:run handler failed: ${(e as Error).message}`);
+      log.error({ err: e }, 'trace:run handler failed');
       reply({ accepted: false, error: `the agent failed to start the trace: ${(e as Error).message}` });
     }
   };
 
   const onCancel = (data: unknown): void => {
     const m = parseMessage(traceRef, 'trace:cancel', data);
-    if (!m.ok) return log(`tracefleet agent: ${m.error}; ignored`);
+    if (!m.ok) return log.warn({ reason: m.error }, 'bad trace:cancel ignored');
     const w = waiting.findIndex((x) => x.t.id === m.value.traceId);
     if (w >= 0) {
       waiting.splice(w, 1);
@@ -241,7 +242,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       return;
     }
     const t = running.get(m.value.traceId);
-    if (!t) return log(`tracefleet agent: trace:cancel for ${m.value.traceId}, which is not running here; ignored`);
+    if (!t) return log.info({ traceId: m.value.traceId }, 'trace:cancel for a trace not running here ignored');
     stop(t, 'cancelled by the dispatcher', true);
   };
 

@@ -10,6 +10,7 @@ import { Figures, median, nowMs, progress, round } from '../common/report';
 import { IndexLagProbe, LagSample } from './indexlag';
 import { AgentStatsLine, DumpcapStats, parseAgentStats, parseCapinfosCount, parseDumpcapStats, parseTcpreplay, TcpreplayResult } from './parse';
 import { ensureReplayFile, ReplayFile } from './replay';
+import { recordsOf, waitForRecord } from '../../test/support/log';
 
 /*
  * Highest lossless capture rate, ours (the agent, capturing and indexing)
@@ -269,13 +270,13 @@ async function runOurs(ifname: string, file: ReplayFile, rate: number, count: nu
   const ring = join(RUN_DIR, `ours-${rate}-${attempt}`);
   rmSync(ring, { recursive: true, force: true });
   mkdirSync(ring, { recursive: true });
-  const args = [BIN, 'agent', '--ring', ring, '-i', ifname, '--stats-interval', '1', '--ring-size', '32G', '--segment-size', '64M', '--min-free', '0'];
+  const args = [BIN, 'agent', '--log-format', 'json', '--ring', ring, '-i', ifname, '--stats-interval', '1', '--ring-size', '32G', '--segment-size', '64M', '--min-free', '0'];
   const a: DaemonHandle = await net!.spawn('rx', process.execPath, args, { cwd: ROOT, stopGraceMs: 60_000 });
   const probe = new IndexLagProbe(ring);
   const samples: LagSample[] = [];
   let sampler: NodeJS.Timeout | null = null;
   try {
-    await a.waitForOutput(/capturing on/, 30_000);
+    await waitForRecord(a, (r) => r.msg === 'capturing', 30_000, 'the agent capturing');
     await sleep(300);
     const c0 = cpuMsOf(a.pid);
     // The lag probe reads the index journal; during the replay it would take
@@ -320,7 +321,7 @@ async function runOurs(ifname: string, file: ReplayFile, rate: number, count: nu
     const stopStart = nowMs();
     const status = await a.stop(60_000);
     const stopMs = nowMs() - stopStart;
-    const sealed = /stopped; ring indexes sealed/.test(a.stderr());
+    const sealed = recordsOf(a.stderr()).some((r) => r.msg === 'stopped; ring indexes sealed');
     const check = JSON.parse((await run(process.execPath, [BIN, 'ring', 'check', '--ring', ring, '--json'], { timeoutMs: 120_000, cwd: ROOT })).stdout) as RingCheck;
     const segs = listSegments(ring).map((s) => s.path);
     const captured = await capinfosCount(segs);

@@ -33,9 +33,12 @@ test('dumpcap drop report, with and without the breakdown', () => {
 
 test('agent stats lines of one interface among several', () => {
   const err = [
-    'tracefleet agent: capturing on l0 into /r (filter: udp)',
-    'tracefleet agent: l0: 0 pkts, 0 dropped, 0 if-dropped',
-    'tracefleet agent: eth1: 5 pkts, 1 dropped, 0 if-dropped; l0: 7000 pkts, 12 dropped, 3 if-dropped; index errors 2',
+    JSON.stringify({ level: 30, time: 1, component: 'agent', interfaces: ['l0'], ring: '/r', filter: 'udp', msg: 'capturing' }),
+    JSON.stringify({ level: 30, time: 2, component: 'agent', interfaces: { l0: { packets: 0, dropped: 0, ifDropped: 0 } }, indexErrors: 0, msg: 'capture stats' }),
+    'a line that is not a record',
+    JSON.stringify({ level: 30, time: 3, component: 'agent', interfaces: { eth1: { packets: 5, dropped: 1, ifDropped: 0 }, l0: { packets: 7000, dropped: 12, ifDropped: 3 } }, indexErrors: 2, msg: 'capture stats' }),
+    JSON.stringify({ level: 30, time: 4, component: 'agent', interfaces: { eth1: { packets: 9, dropped: 0, ifDropped: 0 } }, indexErrors: 0, msg: 'capture stats' }),
+    '{"level":30,"msg":"capture stats","interfaces":{"l0":{"packets":1',
   ].join('\n');
   assert.deepEqual(parseAgentStats(err, 'l0'), [
     { packets: 0, dropped: 0, ifDropped: 0, indexErrors: 0 },

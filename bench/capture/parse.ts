@@ -1,3 +1,6 @@
+import { z } from 'zod';
+import { recordsOf } from '../../test/support/log';
+
 /** Parsers for what the capture bench's tools print. */
 
 export interface TcpreplayResult {
@@ -70,13 +73,19 @@ export interface AgentStatsLine {
   indexErrors: number;
 }
 
-/** Every `tracefleet agent: <if>: N pkts, D dropped, I if-dropped[; index errors E]` line for interface `iface`, in order. */
+const captureStats = z.object({
+  msg: z.literal('capture stats'),
+  interfaces: z.record(z.object({ packets: z.number(), dropped: z.number(), ifDropped: z.number() })),
+  indexErrors: z.number(),
+});
+
+/** Every `capture stats` record (JSON lines, `--log-format json`) of the agent that has interface `iface`, in order. */
 export function parseAgentStats(stderr: string, iface: string): AgentStatsLine[] {
   const out: AgentStatsLine[] = [];
-  const esc = iface.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const re = new RegExp(`^tracefleet agent: (?:.*; )?${esc}: (\\d+) pkts, (\\d+) dropped, (\\d+) if-dropped(?:.*?; index errors (\\d+))?`, 'gm');
-  for (let m = re.exec(stderr); m; m = re.exec(stderr)) {
-    out.push({ packets: Number(m[1]), dropped: Number(m[2]), ifDropped: Number(m[3]), indexErrors: m[4] ? Number(m[4]) : 0 });
+  for (const r of recordsOf(stderr)) {
+    const s = captureStats.safeParse(r);
+    const i = s.success ? s.data.interfaces[iface] : undefined;
+    if (s.success && i) out.push({ packets: i.packets, dropped: i.dropped, ifDropped: i.ifDropped, indexErrors: s.data.indexErrors });
   }
   return out;
 }

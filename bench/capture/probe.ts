@@ -37,7 +37,7 @@ async function main(): Promise<void> {
   let engine: CaptureEngine;
   let stop: () => Promise<void>;
   if (mode === 'agent') {
-    const a = await startAgent({ ...opts, log: (l) => process.stderr.write(`${l}\n`) });
+    const a = await startAgent(opts);
     engine = a.engine;
     stop = () => a.stop();
   } else {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
+import { LOG_CLI_OPTIONS } from '../../shared/log/options';
 import { Args, UsageError, agentVersion, fail, parseSize, untilSignal } from './local';
 
 /* `tracefleet agent`: capture into a ring with live indexing, reporting to a dispatcher when given one. */
@@ -42,12 +43,16 @@ async function agentCmd(a: Args): Promise<void> {
   const { startAgent } = await import('../../agent/daemon/run');
   const { agentStatusOf, connectDispatcher } = await import('../../agent/link/client');
   const { serveTraces } = await import('../../agent/trace/serve');
+  const { initLoggerFromArgs } = await import('../../shared/log/log');
   const filter = (a.filter as string | undefined) ?? defaultCaptureFilter({
     rtpPortRanges: parsePortRanges(a.rtpPorts as string[] | undefined),
     // Linux cooked capture ("any") has no VLAN tags to match: the kernel strips them.
     vlan: !ifaces.includes('any'),
   });
+  const root = initLoggerFromArgs(a, 'agent');
+  const log = root.child({ component: 'agent' });
   const agent = await startAgent({
+    logger: root,
     ringDir: a.ring as string,
     interfaces: ifaces,
     filter,
@@ -58,7 +63,7 @@ async function agentCmd(a: Args): Promise<void> {
     promisc: a.promisc as boolean,
     correlationHeader: a.correlationHeader as string,
   });
-  process.stderr.write(`tracefleet agent: capturing on ${ifaces.join(', ')} into ${a.ring as string} (filter: ${filter})\n`);
+  log.info({ interfaces: ifaces, ring: a.ring as string, filter }, 'capturing');
   const ringDir = a.ring as string;
   const version = agentVersion();
   // The link only reads the engine's counters and the ring's names and sizes; a dispatcher away never touches capture.
@@ -70,15 +75,16 @@ async function agentCmd(a: Args): Promise<void> {
         ca,
         hello: () => ({ version, hostname: hostname().slice(0, 255), interfaces: ifaces, ...agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors) }),
         status: () => agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors),
+        logger: root.child({ component: 'agent.link' }),
       })
     : null;
   // Traces only read the ring (the indexer thread owns its indexes); a failing trace ends in trace:error, never in capture.
-  const traces = link ? serveTraces(link.socket, { ringDir, correlationHeader: a.correlationHeader as string | undefined }) : null;
+  const traces = link ? serveTraces(link.socket, { ringDir, correlationHeader: a.correlationHeader as string | undefined, logger: root.child({ component: 'agent.trace' }) }) : null;
   const statsEvery = (a.statsInterval as number) * 1000;
   const statsLine = () => {
     const st = agent.engine.stats();
-    const parts = Object.entries(st.interfaces).map(([n, s]) => `${n}: ${s.packets} pkts, ${s.dropped} dropped, ${s.ifDropped} if-dropped`);
-    process.stderr.write(`tracefleet agent: ${parts.join('; ')}${agent.indexer.errors ? `; index errors ${agent.indexer.errors}` : ''}\n`);
+    const interfaces = Object.fromEntries(Object.entries(st.interfaces).map(([n, s]) => [n, { packets: s.packets, dropped: s.dropped, ifDropped: s.ifDropped }]));
+    log.info({ interfaces, indexErrors: agent.indexer.errors }, 'capture stats');
   };
   const timer = statsEvery > 0 ? setInterval(statsLine, statsEvery) : null;
   await untilSignal();
@@ -87,7 +93,7 @@ async function agentCmd(a: Args): Promise<void> {
   link?.close();
   await agent.stop();
   statsLine();
-  process.stderr.write('tracefleet agent: stopped; ring indexes sealed\n');
+  log.info('stopped; ring indexes sealed');
 }
 
 export const agentCommand: CommandModule<object, Args> = {
@@ -110,6 +116,7 @@ export const agentCommand: CommandModule<object, Args> = {
       .option('dispatcher', { type: 'string', describe: 'dispatcher URL to report to, e.g. http://dispatcher:8060 (env TRACEFLEET_DISPATCHER)' })
       .option('token', { type: 'string', describe: 'agent token for the dispatcher (env TRACEFLEET_TOKEN)' })
       .option('name', { type: 'string', describe: 'agent name at the dispatcher (default: the host name)' })
-      .option('ca', { type: 'string', describe: 'PEM CA certificate to trust for an https dispatcher, e.g. its self-signed --tls-cert (env TRACEFLEET_CA)' }) as unknown as Argv<Args>,
+      .option('ca', { type: 'string', describe: 'PEM CA certificate to trust for an https dispatcher, e.g. its self-signed --tls-cert (env TRACEFLEET_CA)' })
+      .options(LOG_CLI_OPTIONS) as unknown as Argv<Args>,
   handler: (a) => agentCmd(a).catch(fail),
 };

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import type { FleetToken } from '../../dispatcher/fleet/server';
+import { LOG_CLI_OPTIONS } from '../../shared/log/options';
 import { Args, UsageError, fail, parseListen, untilSignal } from './local';
 
 /* `tracefleet dispatcher`: the fleet's server, loaded (express, Socket.IO, the store) only when it runs. */
@@ -25,7 +26,10 @@ async function dispatcherCmd(a: Args): Promise<void> {
   const key = a.tlsKey as string | undefined;
   if (Boolean(cert) !== Boolean(key)) throw new UsageError('HTTPS needs both --tls-cert and --tls-key');
   const { startDispatcher } = await import('../../dispatcher/daemon/run');
+  const { initLoggerFromArgs } = await import('../../shared/log/log');
+  const root = initLoggerFromArgs(a, 'dispatcher');
   const d = await startDispatcher({
+    logger: root,
     host,
     port,
     couchdbUrl: (a.couchdb as string | undefined) || undefined,
@@ -40,7 +44,7 @@ async function dispatcherCmd(a: Args): Promise<void> {
     staticDir: join(__dirname, '..', '..', '..', 'web'),
   });
   await untilSignal();
-  process.stderr.write('tracefleet dispatcher: stopping; unfinished results stay in the spool and are stored on the next start\n');
+  root.child({ component: 'dispatcher' }).info('stopping; unfinished results stay in the spool and are stored on the next start');
   await d.close();
 }
 
@@ -60,6 +64,7 @@ export const dispatcherCommand: CommandModule<object, Args> = {
       .option('redis', { type: 'string', default: process.env.REDIS_URL, describe: 'Redis URL shared by several dispatchers (env REDIS_URL)' })
       .option('retention-days', { type: 'number', default: 30, describe: 'purge traces older than this' })
       .option('run-timeout', { type: 'number', default: 10, describe: 'seconds an agent has to accept a trace before it is marked unreachable' })
-      .option('idle-timeout', { type: 'number', default: 30, describe: 'seconds an agent may stay silent mid-trace before it is marked lost' }) as unknown as Argv<Args>,
+      .option('idle-timeout', { type: 'number', default: 30, describe: 'seconds an agent may stay silent mid-trace before it is marked lost' })
+      .options(LOG_CLI_OPTIONS) as unknown as Argv<Args>,
   handler: (a) => dispatcherCmd(a).catch(fail),
 };

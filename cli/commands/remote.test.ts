@@ -16,6 +16,7 @@ import { serveTraces, TraceServer } from '../../agent/trace/serve';
 import { startDispatcher, RunningDispatcher } from '../../dispatcher/daemon/run';
 import { Auth } from '../../dispatcher/auth/auth';
 import { closedPort, startTestCouch, TestCouch, uniqueDbName } from '../../test/support/couch';
+import { silentLogger } from '../../shared/log/log';
 
 /*
  * The CLI as users run it: `node bin/tracefleet ...` child processes against
@@ -40,7 +41,6 @@ let aliceToken = '';
 let veraToken = '';
 const links: DispatcherLink[] = [];
 const servers: TraceServer[] = [];
-const dispatcherLog: string[] = [];
 
 function writePcap(path: string, pkts: Array<{ sec: number; nsec: number; frame: Buffer }>): void {
   const fd = openSync(path, 'w');
@@ -65,10 +65,10 @@ function agent(name: string, serve: boolean): DispatcherLink {
     name,
     hello: () => ({ version: 'test', hostname: `${name}.test`, interfaces: ['eth0'], ...STATUS() }),
     status: STATUS,
-    log: () => {},
+    logger: silentLogger,
   });
   links.push(link);
-  if (serve) servers.push(serveTraces(link.socket, { ringDir: ring, log: () => {} }));
+  if (serve) servers.push(serveTraces(link.socket, { ringDir: ring, logger: silentLogger }));
   return link;
 }
 
@@ -106,7 +106,7 @@ before(async () => {
     agentTokens: [{ token: AGENT_TOKEN }],
     // The mute agent never answers trace:run: its host stays unfinished long enough for Ctrl-C and --timeout.
     timeouts: { runAckMs: 60_000 },
-    log: (l) => dispatcherLog.push(l),
+    logger: silentLogger,
   });
   url = d.url;
   const auth = await Auth.open(d.store.store);
@@ -551,7 +551,7 @@ test('HTTPS: an untrusted certificate is refused with what to do; --ca and --ins
   const cert = join(tlsDir, 'cert.pem');
   const key = join(tlsDir, 'key.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
-  const d2 = await startDispatcher({ port: 0, couchdbUrl: couch.url, db: uniqueDbName(), dataDir: join(dir, 'data-tls'), agentTokens: [], tls: { cert, key }, log: () => {} });
+  const d2 = await startDispatcher({ port: 0, couchdbUrl: couch.url, db: uniqueDbName(), dataDir: join(dir, 'data-tls'), agentTokens: [], tls: { cert, key }, logger: silentLogger });
   t.after(() => d2.close());
   assert.match(d2.url, /^https:\/\//);
   const auth = await Auth.open(d2.store.store);

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { Auth } from '../../dispatcher/auth/auth';
 import { StoreAccess, openStore } from '../../dispatcher/daemon/store-access';
 import { TestCouch, startTestCouch, uniqueDbName } from '../../test/support/couch';
+import { silentLogger } from '../../shared/log/log';
 
 const ROOT = join(__dirname, '..', '..', '..');
 const BIN = join(ROOT, 'bin', 'tracefleet');
@@ -100,7 +101,7 @@ describe('tracefleet user (the real CLI on a temp data dir)', () => {
   test("beside a running dispatcher: the CLI works in its store, and what it does applies at once", async () => {
     assert.ok(firstToken, 'the previous test made a token');
     // What the dispatcher daemon does: start the embedded store and publish its URL.
-    const access: StoreAccess = await openStore({ dataDir, publish: true, log: () => {} });
+    const access: StoreAccess = await openStore({ dataDir, publish: true, logger: silentLogger });
     try {
       const auth = await Auth.open(access.store);
       assert.equal((await auth.authenticate({ user: 'alice', password: PW }))?.name, 'alice');

@@ -85,7 +85,8 @@ function checkStoreDir(a: StoreArgs, mayCreate: boolean): void {
 async function withAuth(a: StoreArgs, fn: (auth: Auth) => Promise<void>): Promise<void> {
   let access: StoreAccess | null = null;
   try {
-    access = await storeAccess().openStore({ couchdbUrl: a.couchdb || undefined, dataDir: a['data-dir'], db: a.db, log: debug });
+    const { createLogger } = require('../../shared/log/log') as typeof import('../../shared/log/log');
+    access = await storeAccess().openStore({ couchdbUrl: a.couchdb || undefined, dataDir: a['data-dir'], db: a.db, logger: createLogger({ level: process.env.TRACEFLEET_DEBUG ? 'debug' : 'silent' }) });
     await fn(await authModule().Auth.open(access.store));
   } finally {
     await access?.close().catch((err: unknown) => debug(`closing the store: ${String(err)}`));

@@ -31,6 +31,8 @@ import { createApi } from './api';
 import { Metrics } from './metrics';
 import { metricValue } from '../trace/metrics';
 import { parseExposition } from '../../test/support/prometheus';
+import { silentLogger } from '../../shared/log/log';
+import { memoryLogger } from '../../test/support/log';
 
 /*
  * The API as the dispatcher mounts it: one http server on loopback with
@@ -141,7 +143,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
   let dir: string;
   const agents: Array<{ link: DispatcherLink; server: TraceServer }> = [];
   let mute: ClientSocket | null = null;
-  const logged: string[] = [];
+  const logged = memoryLogger();
   let metrics: Metrics;
   const tokens: Record<string, string> = {};
 
@@ -168,16 +170,16 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     // Composed as dispatcher/daemon/run.ts does: Socket.IO first, the API as the server's request handler.
     server = createServer();
     io = new IoServer(server, { serveClient: false, maxHttpBufferSize: 1e6 });
-    fleet = attachFleet(io, { tokens: [{ token: AGENT_TOKEN }], log: () => {} });
-    traces = new Orchestrator({ store, fleet, spool: new Spool(join(dir, 'spool')), timeouts: { runAckMs: 8_000, idleMs: 30_000 }, retryMs: 200, log: (l) => logged.push(l) });
+    fleet = attachFleet(io, { tokens: [{ token: AGENT_TOKEN }], logger: silentLogger });
+    traces = new Orchestrator({ store, fleet, spool: new Spool(join(dir, 'spool')), timeouts: { runAckMs: 8_000, idleMs: 30_000 }, retryMs: 200, logger: logged.logger });
     metrics = new Metrics({ orchestrator: traces, registry: fleet.registry, store });
-    server.on('request', createApi({ store, traces, auth, metrics, log: (l) => logged.push(l) }));
+    server.on('request', createApi({ store, traces, auth, metrics, logger: logged.logger }));
     base = await listen(server);
     const status = { ring: { oldest: null, newest: null, bytes: 0, segments: 0 }, capture: {}, indexErrors: 0 };
     for (const [name, offset] of [['edge-1', 1000], ['edge-2', 5000], ['core-1', 0]] as const) {
       const ring = await ringWithCall(dir, name, offset);
-      const link = connectDispatcher({ url: base, token: AGENT_TOKEN, name, hello: () => ({ version: 'test', hostname: name, interfaces: ['eth0'], ...status }), status: () => status, log: () => {} });
-      agents.push({ link, server: serveTraces(link.socket, { ringDir: ring, log: () => {} }) });
+      const link = connectDispatcher({ url: base, token: AGENT_TOKEN, name, hello: () => ({ version: 'test', hostname: name, interfaces: ['eth0'], ...status }), status: () => status, logger: silentLogger });
+      agents.push({ link, server: serveTraces(link.socket, { ringDir: ring, logger: silentLogger }) });
       await until(() => fleet.registry.get(name)?.hostname === name, `agent ${name}`);
     }
     // core-1 was here and left: known, not connected.
@@ -262,7 +264,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     assert.deepEqual(await json(me), { user: 'alice', roles: ['tracer'] });
 
     const strict = await Auth.open(store, { rateLimit: { maxFailures: 2 } });
-    const s2 = createServer(createApi({ store, traces, auth: strict, metrics: new Metrics(), log: () => {} }));
+    const s2 = createServer(createApi({ store, traces, auth: strict, metrics: new Metrics(), logger: silentLogger }));
     const url = await listen(s2);
     const login = (password: string) =>
       fetch(`${url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'bob', password }) });
@@ -348,7 +350,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
         return view!.state !== 'running' && view!.merged !== undefined;
       }, 'the trace to finish', 60_000);
     } catch (e) {
-      throw new Error(`${(e as Error).message}; last view: ${JSON.stringify(view)}; dispatcher log: ${logged.join(' | ')}`);
+      throw new Error(`${(e as Error).message}; last view: ${JSON.stringify(view)}; dispatcher log: ${logged.lines.join('')}`);
     }
     assert.equal(view!.state, 'done');
     assert.deepEqual(view!.hosts.map((h) => [h.host, h.state, h.packets, h.stored]), [
@@ -626,7 +628,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     assert.ok((await json(page)).error);
 
     // A trace machinery that fails inside: the failure is the dispatcher's (500), logged, and the next request is served.
-    const lines: string[] = [];
+    const log = memoryLogger();
     const m2 = new Metrics();
     const broken: Traces = {
       start: (r, u) => traces.start(r, u),
@@ -637,13 +639,13 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
       },
       onUpdate: (l) => traces.onUpdate(l),
     };
-    const s2 = createServer(createApi({ store, traces: broken, auth, metrics: m2, log: (l) => lines.push(l) }));
+    const s2 = createServer(createApi({ store, traces: broken, auth, metrics: m2, logger: log.logger }));
     const url = await listen(s2);
     try {
       const boom = await fetch(`${url}/api/agents`, { headers: { authorization: `Bearer ${tokens.vic}` } });
       assert.equal(boom.status, 500);
       assert.match((await json(boom)).error, /the dispatcher failed: registry exploded/);
-      assert.ok(lines.some((l) => l.includes('GET /api/agents failed') && l.includes('registry exploded')));
+      assert.ok(log.records.some((r) => r.msg === 'request failed' && r.method === 'GET' && r.path === '/api/agents' && (r.err as { message?: string })?.message === 'registry exploded'), log.lines.join(''));
       assert.equal((await fetch(`${url}/api/me`, { headers: { authorization: `Bearer ${tokens.vic}` } })).status, 200, 'still serving');
       assert.match(await m2.render(), /^tracefleet_errors_total\{kind="api"\} 1$/m);
     } finally {
@@ -691,7 +693,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     const relay = await startRelay(couch.url);
     const far = await TraceStore.open({ url: relay.url, db: store.dbName });
     const m2 = new Metrics({ store: far, storeTimeoutMs: 1000 });
-    const s2 = createServer(createApi({ store: far, traces, auth, metrics: m2, log: () => {} }));
+    const s2 = createServer(createApi({ store: far, traces, auth, metrics: m2, logger: silentLogger }));
     const url = await listen(s2);
     try {
       assert.equal((await fetch(`${url}/healthz`)).status, 200);
@@ -719,8 +721,8 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     for (const path of ['/api/traces/cut/merged.pcap', '/api/traces/cut/trace.tar']) {
       const relay = await startRelay(couch.url);
       const far = await TraceStore.open({ url: relay.url, db: store.dbName });
-      const lines: string[] = [];
-      const s2 = createServer(createApi({ store: far, traces, auth, metrics: new Metrics(), log: (l) => lines.push(l) }));
+      const log = memoryLogger();
+      const s2 = createServer(createApi({ store: far, traces, auth, metrics: new Metrics(), logger: log.logger }));
       const url = await listen(s2);
       try {
         const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${tokens.vic}` } });
@@ -741,7 +743,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
           failed = true;
         }
         assert.ok(failed && got < big.length, `${path}: the client must see a broken download (got ${got} of ${big.length}, failed: ${failed})`);
-        assert.ok(lines.some((l) => /broke off/.test(l)), `${path}: logged: ${lines.join(' | ')}`);
+        assert.ok(log.records.some((r) => /broke off/.test(r.msg) && r.level === 40), `${path}: logged: ${log.lines.join('')}`);
         const again = await fetch(`${url}/api/me`, { headers: { authorization: `Bearer ${tokens.vic}` } });
         assert.equal(again.status, 200, 'the server still answers');
       } finally {
@@ -754,7 +756,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
   test('staticDir: the web page at /, the API still JSON', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tracefleet-web-'));
     writeFileSync(join(dir, 'index.html'), '<!doctype html><title>tracefleet</title>');
-    const s2 = createServer(createApi({ store, traces, auth, metrics: new Metrics(), staticDir: dir, log: () => {} }));
+    const s2 = createServer(createApi({ store, traces, auth, metrics: new Metrics(), staticDir: dir, logger: silentLogger }));
     const url = await listen(s2);
     try {
       const page = await fetch(`${url}/`);

@@ -21,6 +21,7 @@ import type { TraceStore } from '../store/store';
 import type { Traces } from '../trace/types';
 import { isFinalResult, traceView } from '../trace/view';
 import { ClientAddress, clientAddress } from './client-address';
+import { type Logger, componentLogger } from '../../shared/log/log';
 import { downloadName, sendAttachment, sendTraceTar } from './download';
 import { TracefleetError } from '../../shared/errors/catalogue';
 import { HttpError, toHttp } from './errors';
@@ -53,7 +54,7 @@ export interface ApiDeps {
   traces: Traces;
   auth: ApiAuth;
   metrics: Metrics;
-  log?: (line: string) => void;
+  logger?: Logger;
   /** The web page's files, served at / when given. */
   staticDir?: string;
   /** Reverse proxies whose X-Forwarded-For is believed (client-address.ts); default none. */
@@ -135,9 +136,12 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R
   return out;
 }
 
+/** Who tried to log in, for the log: the user name of a password, never a token. */
+type LoginWho = { user: string } | { with: 'token' };
+
 export function createApi(deps: ApiDeps): express.Express {
   const { store, traces, auth, metrics } = deps;
-  const log = deps.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const log = componentLogger('dispatcher.api', deps.logger);
   const app = express();
   app.disable('x-powered-by');
   // Plain strings (or arrays when repeated), which the zod schemas then refuse or accept.
@@ -158,7 +162,6 @@ export function createApi(deps: ApiDeps): express.Express {
 
   const peer: ClientAddress = clientAddress(deps.trustProxy);
   const address = (req: Request) => ({ address: peer(req) });
-  const quoted = (name: string) => JSON.stringify(name.slice(0, 64));
 
   const principal = (res: Response): Principal => res.locals.principal as Principal;
 
@@ -204,7 +207,7 @@ export function createApi(deps: ApiDeps): express.Express {
         storeWasDown = false;
       } catch (e) {
         // The reason (with the store's address) goes to the log, once per outage.
-        if (!storeWasDown) log(`tracefleet dispatcher: /healthz: ${(e as Error).message}`);
+        if (!storeWasDown) log.warn({ err: e }, '/healthz: the store does not answer');
         storeWasDown = true;
         res.status(503).json({ ok: false, error: 'the store does not answer: see the dispatcher\'s log', ...self });
         return;
@@ -258,28 +261,27 @@ export function createApi(deps: ApiDeps): express.Express {
       const body = loginBody.safeParse(jsonBody(req));
       if (!body.success) throw new HttpError(400, `${zodMessage('login', body.error)}; send {"user": "...", "password": "..."}`);
       const ctx = address(req);
-      const session = await loggedLogin(`user ${quoted(body.data.user)}`, ctx.address, () => auth.login(body.data.user, body.data.password, ctx));
+      const session = await loggedLogin({ user: body.data.user.slice(0, 64) }, ctx.address, () => auth.login(body.data.user, body.data.password, ctx));
       if (!session) throw new HttpError(401, 'wrong user name or password', { 'www-authenticate': `Bearer ${REALM}` });
       res.json({ token: session.token, user: session.user, roles: session.roles, expiresAt: session.expiresAt });
     }),
   );
 
-  /** Who tried, for the log: the user name of a password, never a token. */
-  const credentialsName = (cred: Credential): string => {
-    if ('bearer' in cred) return 'a token';
+  const credentialsName = (cred: Credential): LoginWho => {
+    if ('bearer' in cred) return { with: 'token' };
     const text = Buffer.from(cred.basic, 'base64').toString('utf8');
-    return `user ${quoted(text.slice(0, Math.max(0, text.indexOf(':'))))}`;
+    return { user: text.slice(0, Math.max(0, text.indexOf(':'))).slice(0, 64) };
   };
 
   /** Failed logins and lockouts are logged as the socket namespace logs them. */
-  const loggedLogin = async <T>(who: string, from: string | undefined, check: () => Promise<T | null>): Promise<T | null> => {
+  const loggedLogin = async <T>(who: LoginWho, from: string | undefined, check: () => Promise<T | null>): Promise<T | null> => {
     try {
       const out = await check();
-      if (!out) log(`tracefleet dispatcher: refused REST client ${who} from ${from}: bad credentials`);
+      if (!out) log.warn({ ...who, addr: from, reason: 'bad credentials' }, 'refused REST client');
       return out;
     } catch (e) {
       const code = (e as { code?: string }).code;
-      if (code === 'TF_LOGIN_RATE_LIMITED' || code === 'TF_LOGIN_BUSY') log(`tracefleet dispatcher: refused REST client ${who} from ${from}: ${(e as Error).message}`);
+      if (code === 'TF_LOGIN_RATE_LIMITED' || code === 'TF_LOGIN_BUSY') log.warn({ ...who, addr: from, code, reason: (e as Error).message }, 'refused REST client');
       throw e;
     }
   };
@@ -497,7 +499,7 @@ export function createApi(deps: ApiDeps): express.Express {
     const out = toHttp(err, BODY_LIMIT);
     if (out.internal) {
       metrics.errors.inc({ kind: 'api' });
-      log(`tracefleet dispatcher: ${req.method} ${req.originalUrl.split('?')[0]} failed: ${(err as Error)?.stack ?? String(err)}`);
+      log.error({ method: req.method, path: req.originalUrl.split('?')[0], err }, 'request failed');
     }
     if (res.headersSent) {
       res.destroy();

@@ -11,6 +11,7 @@ import type { TraceView } from '../../shared/protocol/client';
 import { AttachmentStub, HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, TraceDoc, traceDocId } from '../store/layout';
 import type { TraceStore } from '../store/store';
 import type { HostMessage } from './messages';
+import type { Logger } from '../../shared/log/log';
 
 /** A name safe inside a Content-Disposition filename and a tar path. */
 export function safeName(s: string): string {
@@ -58,7 +59,7 @@ export interface AttachmentDownload {
   /** From the document just read (same facts as getAttachmentInfo, without a second request). */
   stub: AttachmentStub;
   filename: string;
-  log: (line: string) => void;
+  log: Logger;
 }
 
 /**
@@ -85,7 +86,7 @@ export function sendAttachment(req: Request, res: Response, d: AttachmentDownloa
         reject(err);
         return;
       }
-      d.log(`tracefleet dispatcher: download of ${d.name} of ${d.docId} broke off: ${err.message}`);
+      d.log.warn({ attachment: d.name, docId: d.docId, err }, 'download broke off');
       res.destroy(err);
       resolve();
     });
@@ -104,7 +105,7 @@ export interface TarDownload {
   results: ResultDoc[];
   view: TraceView;
   messages: HostMessage[];
-  log: (line: string) => void;
+  log: Logger;
 }
 
 interface TarPart {
@@ -181,7 +182,7 @@ export async function sendTraceTar(req: Request, res: Response, d: TarDownload):
     if (!gone) pack.finalize();
   } catch (err) {
     if (gone) return;
-    d.log(`tracefleet dispatcher: the tar of trace ${id} broke off: ${(err as Error).message}`);
+    d.log.warn({ traceId: id, err }, 'the tar of a trace broke off');
     // Headers are out: cutting the connection is the only way to say the archive is incomplete.
     res.destroy(err as Error);
   }

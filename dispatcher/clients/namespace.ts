@@ -6,6 +6,7 @@ import { answerOf, errorBody, TracefleetError } from '../../shared/errors/catalo
 import { traceRequest } from '../../shared/query/query';
 import { Traces } from '../trace/types';
 import { ClientLimits, DEFAULT_CLIENT_LIMITS, FreshReads, TokenBucket } from './limits';
+import { type Logger, componentLogger } from '../../shared/log/log';
 
 export interface ClientPrincipal {
   name: string;
@@ -24,7 +25,7 @@ export interface ClientAuthenticator {
 export interface ClientNamespaceOptions {
   traces: Traces;
   auth: ClientAuthenticator;
-  log?: (line: string) => void;
+  logger?: Logger;
   /** Defaults: DEFAULT_CLIENT_LIMITS. */
   limits?: Partial<ClientLimits>;
   /** How often idle connections are checked against their user (ms, default 5 s): a removed user stops receiving updates. */
@@ -61,7 +62,7 @@ function failure(e: unknown): Failure & { internal?: true } {
 export type ClientNamespace = Namespace<ClientToDispatcherEvents, DispatcherToClientEvents>;
 
 export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientNamespace {
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const log = componentLogger('dispatcher.clients', opts.logger);
   // One Server carries /agent and /client, each with its own event map, so the namespace is typed here.
   const nsp = io.of('/client') as unknown as ClientNamespace;
   const limits: ClientLimits = { ...DEFAULT_CLIENT_LIMITS, ...opts.limits };
@@ -78,7 +79,7 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
     return now !== null;
   };
   const end = (socket: Socket): void => {
-    log(`tracefleet dispatcher: client ${(socket.data.principal as ClientPrincipal).name}: ${expired.split(' (')[0]}; disconnected`);
+    log.info({ client: (socket.data.principal as ClientPrincipal).name }, 'login no longer holds; client disconnected');
     socket.disconnect(true);
   };
   // Idle sockets still receive their rooms' updates: they are checked now and then, only while there are any.
@@ -105,8 +106,8 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
     opts.auth.authenticate(auth.value, { address: addr }).then(
       (p) => {
         if (!p) {
-          const who = 'user' in auth.value ? `user ${JSON.stringify(auth.value.user.slice(0, 64))}` : 'a token';
-          log(`tracefleet dispatcher: refused client ${who} from ${addr}: bad credentials`);
+          const who = 'user' in auth.value ? { user: auth.value.user.slice(0, 64) } : { with: 'token' };
+          log.warn({ ...who, addr, reason: 'bad credentials' }, 'refused client');
           return next(new Error('unauthorized: unknown user, wrong password, or unknown/expired token'));
         }
         socket.data.principal = p;
@@ -153,9 +154,9 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
         return null;
       }
       // One log line per burst refused, not one per event.
-      if (refused++ % 1000 === 0) log(`tracefleet dispatcher: client ${name}: events refused (${refused} so far on this connection): ${why}`);
+      if (refused++ % 1000 === 0) log.warn({ client: name, refused, reason: why }, 'client events refused as over the limits');
       if (++inRow === limits.socketRefusedMax) {
-        log(`tracefleet dispatcher: client ${name} from ${socket.handshake.address}: ${inRow} events in a row refused as over the limits; disconnected`);
+        log.warn({ client: name, addr: socket.handshake.address, inRow }, 'client events refused in a row as over the limits; disconnected');
         // After this event's answer: the client learns why.
         setImmediate(() => socket.disconnect(true));
       }
@@ -171,7 +172,7 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
           // (a trace started, or not, with no id to follow) only surprises the sender.
           if (!noAck.has(event)) {
             noAck.add(event);
-            log(`tracefleet dispatcher: client ${name}: ${event} without an acknowledgement callback: refused; emit it with a callback to get the answer`);
+            log.warn({ client: name, event }, 'message without an acknowledgement callback refused; emit it with a callback to get the answer');
           }
           return;
         }
@@ -208,7 +209,7 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
           (e) => {
             inFlight--;
             const { internal, ...f } = failure(e);
-            if (internal) log(`tracefleet dispatcher: client ${name}: ${event}: ${(e as Error).stack ?? e}`);
+            if (internal) log.error({ client: name, event, err: e }, 'client request failed');
             reply(f);
           },
         );

@@ -112,8 +112,9 @@ test('--trust-proxy: one client behind the proxy failing does not lock out anoth
     assert.equal(locked.status, 429);
     assert.match(locked.body.error ?? '', /too many failed logins for "tom" from 198\.51\.100\.1/);
     assert.equal((await login(d.url, TRACER.name, TRACER.password, '198.51.100.2')).status, 200, 'another client behind the proxy logs in');
-    assert.ok(d.logs.some((l) => /refused REST client user "tom" from 198\.51\.100\.1: bad credentials/.test(l)), d.logs.join('\n'));
-    assert.ok(d.logs.some((l) => /refused REST client user "tom" from 198\.51\.100\.1: too many failed logins/.test(l)), d.logs.join('\n'));
+    const refusals = d.log.records.filter((r) => r.msg === 'refused REST client' && r.component === 'dispatcher.api' && r.user === 'tom' && r.addr === '198.51.100.1');
+    assert.ok(refusals.some((r) => r.reason === 'bad credentials'), JSON.stringify(d.log.records));
+    assert.ok(refusals.some((r) => r.code === 'TF_LOGIN_RATE_LIMITED' && /too many failed logins/.test(String(r.reason))), JSON.stringify(d.log.records));
   } finally {
     await d.stop();
   }

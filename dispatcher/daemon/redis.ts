@@ -2,6 +2,7 @@ import { createAdapter } from '@socket.io/redis-adapter';
 import { createClient } from 'redis';
 import type { Server } from 'socket.io';
 import { redactUrl } from '../store/store';
+import type { Logger } from '../../shared/log/log';
 
 export interface RedisLink {
   /** Redacted, for logs. */
@@ -14,7 +15,7 @@ export interface RedisLink {
  * that dispatchers sharing REDIS_URL share rooms, fetchSockets() and
  * serverSideEmit(): a client on one can trace agents connected to another.
  */
-export async function connectRedis(io: Server, url: string, log: (line: string) => void): Promise<RedisLink> {
+export async function connectRedis(io: Server, url: string, log: Logger): Promise<RedisLink> {
   const shown = redactUrl(url);
   const pub = createClient({ url, socket: { reconnectStrategy: (n) => Math.min(5_000, 100 * 2 ** n) } });
   const sub = pub.duplicate();
@@ -22,11 +23,11 @@ export async function connectRedis(io: Server, url: string, log: (line: string) 
   for (const c of [pub, sub]) {
     c.on('error', (e: Error) => {
       // The client reconnects by itself; say so once per distinct failure, not every retry.
-      if (e.message !== lastError) log(`tracefleet dispatcher: Redis at ${shown}: ${e.message}; reconnecting`);
+      if (e.message !== lastError) log.warn({ redis: shown, reason: e.message }, 'Redis unreachable; reconnecting');
       lastError = e.message;
     });
     c.on('ready', () => {
-      if (lastError) log(`tracefleet dispatcher: Redis at ${shown} is back`);
+      if (lastError) log.info({ redis: shown }, 'Redis is back');
       lastError = '';
     });
   }

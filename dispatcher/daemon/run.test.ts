@@ -12,6 +12,7 @@ import { closedPort, startTestCouch, TestCouch } from '../../test/support/couch'
 import { CALL, makeTestRings, PROXY, startTestAgent, TestAgent, TestHost, until } from '../../test/support/trace';
 import { startDispatcher } from './run';
 import { AGENT_TOKEN, ask, connectClient, refusal, startTestDispatcher, TestDispatcher, TraceAck, TRACER, TestUser, UpdateLog, VIEWER } from '../../test/support/dispatcher';
+import { silentLogger } from '../../shared/log/log';
 
 const BULK_A = 600;
 
@@ -108,9 +109,9 @@ test('startDispatcher refuses a port in use and unreadable TLS files with a clea
   try {
     const port = Number(new URL(d.url).port);
     const dataDir = mkdtempSync(join(dir, 'second-'));
-    await assert.rejects(startDispatcher({ host: '127.0.0.1', port, dataDir, couchdbUrl: couch.url, db: d.db, agentTokens: [{ token: AGENT_TOKEN }], log: () => {} }), /EADDRINUSE/);
+    await assert.rejects(startDispatcher({ host: '127.0.0.1', port, dataDir, couchdbUrl: couch.url, db: d.db, agentTokens: [{ token: AGENT_TOKEN }], logger: silentLogger }), /EADDRINUSE/);
     await assert.rejects(
-      startDispatcher({ host: '127.0.0.1', port: await closedPort(), dataDir, couchdbUrl: couch.url, db: d.db, agentTokens: [{ token: AGENT_TOKEN }], tls: { cert: join(dir, 'none.pem'), key: join(dir, 'none.key') }, log: () => {} }),
+      startDispatcher({ host: '127.0.0.1', port: await closedPort(), dataDir, couchdbUrl: couch.url, db: d.db, agentTokens: [{ token: AGENT_TOKEN }], tls: { cert: join(dir, 'none.pem'), key: join(dir, 'none.key') }, logger: silentLogger }),
       /none\.pem/,
     );
     assert.equal((await fetch(`${d.url}/healthz`)).status, 200, 'the first dispatcher is unharmed');

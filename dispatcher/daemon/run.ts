@@ -16,6 +16,7 @@ import { Metrics } from '../api/metrics';
 import { connectRedis, RedisLink } from './redis';
 import { clientAddress } from '../api/client-address';
 import { DispatcherHealth } from './health';
+import { type Logger, processLogger } from '../../shared/log/log';
 
 export interface DispatcherOptions {
   host?: string;
@@ -35,7 +36,8 @@ export interface DispatcherOptions {
   staticDir?: string;
   /** Reverse proxies whose X-Forwarded-For is believed (--trust-proxy): addresses or CIDRs. */
   trustProxy?: string[];
-  log?: (line: string) => void;
+  /** The process's root logger, of which each component gets a child (default: processLogger()). */
+  logger?: Logger;
 }
 
 export interface RunningDispatcher {
@@ -55,13 +57,15 @@ const PURGE_EVERY_MS = 6 * 3600_000;
  * store (CouchDB or the embedded one), and the disk spool under dataDir.
  */
 export async function startDispatcher(opts: DispatcherOptions): Promise<RunningDispatcher> {
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const root = opts.logger ?? processLogger();
+  const child = (component: string) => root.child({ component });
+  const log = child('dispatcher');
   // First, so that a bad --trust-proxy entry fails before anything starts.
   const peer = clientAddress(opts.trustProxy);
   // The spool and the embedded store hold captured calls: for this user only.
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   chmodSync(opts.dataDir, 0o700);
-  const store = await openStore({ couchdbUrl: opts.couchdbUrl, dataDir: opts.dataDir, db: opts.db, log, publish: true });
+  const store = await openStore({ couchdbUrl: opts.couchdbUrl, dataDir: opts.dataDir, db: opts.db, logger: child('dispatcher.store'), publish: true });
   const cleanups: Array<() => Promise<void> | void> = [() => store.close()];
   const cleanup = async () => {
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
@@ -85,17 +89,17 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     });
     let redis: RedisLink | null = null;
     if (opts.redisUrl) {
-      redis = await connectRedis(io, opts.redisUrl, log);
+      redis = await connectRedis(io, opts.redisUrl, child('dispatcher.redis'));
       cleanups.push(() => redis!.close());
     }
-    const fleet = attachFleet(io, { tokens: opts.agentTokens, log });
-    const orchestrator = new Orchestrator({ store: store.store, fleet, spool, timeouts: opts.timeouts, retryMs: opts.retryMs, clustered: redis !== null, log });
+    const fleet = attachFleet(io, { tokens: opts.agentTokens, logger: child('dispatcher.fleet') });
+    const orchestrator = new Orchestrator({ store: store.store, fleet, spool, timeouts: opts.timeouts, retryMs: opts.retryMs, clustered: redis !== null, logger: child('dispatcher.trace') });
     cleanups.push(() => orchestrator.close());
-    attachClients(io, { traces: orchestrator, auth, log });
+    attachClients(io, { traces: orchestrator, auth, logger: child('dispatcher.clients') });
     const metrics = new Metrics({ orchestrator, registry: fleet.registry, store: store.store });
     const health = new DispatcherHealth();
     cleanups.push(() => health.close());
-    const app = createApi({ store: store.store, traces: orchestrator, auth, metrics, log, staticDir: opts.staticDir, trustProxy: opts.trustProxy, health: () => ({ ...health.check() }) });
+    const app = createApi({ store: store.store, traces: orchestrator, auth, metrics, logger: child('dispatcher.api'), staticDir: opts.staticDir, trustProxy: opts.trustProxy, health: () => ({ ...health.check() }) });
     http.on('request', app);
     await orchestrator.recover();
 
@@ -109,15 +113,15 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     const a = http.address() as AddressInfo;
     const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
     const url = `${opts.tls ? 'https' : 'http'}://${host}:${a.port}`;
-    log(`tracefleet dispatcher: listening on ${url} (agents: ${url}/agent, web page and REST API: ${url}/)${redis ? `, sharing agents through Redis at ${redis.url}` : ''}`);
+    log.info({ url, agents: `${url}/agent`, redis: redis?.url }, 'listening');
 
     const days = opts.retentionDays ?? 30;
     const purge = async () => {
       try {
         const n = await store.store.purgeOlderThan(days);
-        if (n > 0) log(`tracefleet dispatcher: purged ${n} trace(s) older than ${days} days`);
+        if (n > 0) log.info({ traces: n, retentionDays: days }, 'purged old traces');
       } catch (e) {
-        log(`tracefleet dispatcher: purging old traces failed: ${(e as Error).message}`);
+        log.error({ err: e }, 'purging old traces failed');
       }
     };
     void purge();

@@ -2,13 +2,14 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { join } from 'node:path';
 import { startEmbeddedCouch, EmbeddedCouch } from '../store/embedded';
 import { redactUrl, TraceStore } from '../store/store';
+import { type Logger, componentLogger } from '../../shared/log/log';
 
 export interface StoreAccessOptions {
   /** Apache CouchDB URL (--couchdb or COUCHDB_URL); absent: the embedded store in dataDir. */
   couchdbUrl?: string;
   dataDir: string;
   db?: string;
-  log?: (line: string) => void;
+  logger?: Logger;
 }
 
 export interface StoreAccess {
@@ -37,10 +38,10 @@ export function embeddedUrlFile(dataDir: string): string {
  * writes store.url (the dispatcher daemon).
  */
 export async function openStore(opts: StoreAccessOptions & { publish?: boolean }): Promise<StoreAccess> {
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const log = componentLogger('dispatcher.store', opts.logger);
   if (opts.couchdbUrl) {
     const store = await TraceStore.open({ url: opts.couchdbUrl, db: opts.db });
-    log(`tracefleet store: CouchDB at ${redactUrl(opts.couchdbUrl)}, database ${store.dbName}`);
+    log.info({ couchdb: redactUrl(opts.couchdbUrl), db: store.dbName }, 'store: CouchDB');
     return { store, url: opts.couchdbUrl, embedded: null, close: async () => {} };
   }
   const file = embeddedUrlFile(opts.dataDir);
@@ -56,7 +57,7 @@ export async function openStore(opts: StoreAccessOptions & { publish?: boolean }
   // The spool and the store hold captured calls: nobody else on the machine may list or read them.
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   if (opts.publish) chmodSync(opts.dataDir, 0o700);
-  const embedded = await startEmbeddedCouch({ dataDir: join(opts.dataDir, 'store'), log });
+  const embedded = await startEmbeddedCouch({ dataDir: join(opts.dataDir, 'store'), logger: log });
   try {
     const store = await TraceStore.open({ url: embedded.url, db: opts.db });
     if (opts.publish) {

@@ -6,6 +6,8 @@ import { io as ioClient, Socket } from 'socket.io-client';
 import { connectDispatcher, DispatcherLink } from '../../agent/link/client';
 import type { AgentStatus } from '../../shared/protocol/agent';
 import { startFleet } from './server';
+import { silentLogger } from '../../shared/log/log';
+import { memoryLogger, type MemoryLog } from '../../test/support/log';
 
 const TOKENS = [{ token: 'shared-secret' }, { token: 'edge1-secret', agent: 'edge1' }];
 
@@ -27,14 +29,14 @@ function status(packets = 0): AgentStatus {
   };
 }
 
-function link(url: string, name: string, token: string, logs: string[] = [], packets = () => 0): DispatcherLink {
+function link(url: string, name: string, token: string, log: MemoryLog = memoryLogger(), packets = () => 0): DispatcherLink {
   return connectDispatcher({
     url,
     token,
     name,
     hello: () => ({ version: '0.1.0', hostname: `host-${name}`, interfaces: ['lo'], ...status(packets()) }),
     status: () => status(packets()),
-    log: (l) => logs.push(l),
+    logger: log.logger,
   });
 }
 
@@ -43,10 +45,10 @@ function rawClient(url: string, auth: unknown): Socket {
 }
 
 test('an agent with a good token is listed with its hello data; heartbeats update it', { timeout: 15_000 }, async () => {
-  const logs: string[] = [];
-  const fleet = await startFleet({ tokens: TOKENS, log: (l) => logs.push(l) });
+  const logs = memoryLogger();
+  const fleet = await startFleet({ tokens: TOKENS, logger: logs.logger });
   let n = 7;
-  const a = link(fleet.url, 'edge1', 'edge1-secret', [], () => n);
+  const a = link(fleet.url, 'edge1', 'edge1-secret', undefined, () => n);
   try {
     const e = await waitFor('hello', () => fleet.registry.list().find((x) => x.name === 'edge1' && x.hostname));
     assert.equal(e.connected, true);
@@ -62,7 +64,7 @@ test('an agent with a good token is listed with its hello data; heartbeats updat
       return x && x.lastSeen > seen && x.capture.lo?.packets === 42 ? x : null;
     }, 9000);
     assert.equal(h.ring?.bytes, 1042);
-    assert.ok(logs.some((l) => /agent edge1 connected from/.test(l)));
+    assert.ok(logs.records.some((r) => r.msg === 'agent connected' && r.agent === 'edge1' && /127\.0\.0\.1/.test(String(r.addr))));
   } finally {
     a.close();
     await fleet.close();
@@ -70,8 +72,8 @@ test('an agent with a good token is listed with its hello data; heartbeats updat
 });
 
 test('an unknown token is refused, logged without the token, and leaves the registry unchanged', { timeout: 10_000 }, async () => {
-  const logs: string[] = [];
-  const fleet = await startFleet({ tokens: TOKENS, log: (l) => logs.push(l) });
+  const logs = memoryLogger();
+  const fleet = await startFleet({ tokens: TOKENS, logger: logs.logger });
   try {
     for (const auth of [
       { token: 'wrong-secret', name: 'edge9' },
@@ -88,16 +90,16 @@ test('an unknown token is refused, logged without the token, and leaves the regi
       assert.match(err.message, /^unauthorized: unknown token/);
     }
     assert.deepEqual(fleet.registry.list(), []);
-    assert.ok(logs.some((l) => /refused agent "edge9" from .*127\.0\.0\.1.*unknown token/.test(l)), logs.join('\n'));
-    assert.ok(!logs.some((l) => l.includes('wrong-secret') || l.includes('edge1-secret')));
+    assert.ok(logs.records.some((r) => r.msg === 'refused agent' && r.agent === '"edge9"' && /127\.0\.0\.1/.test(String(r.addr)) && r.reason === 'unknown token'), logs.lines.join(''));
+    assert.ok(!logs.lines.some((l) => l.includes('wrong-secret') || l.includes('edge1-secret')));
 
     // The agent's link logs a refusal once and keeps retrying.
-    const agentLogs: string[] = [];
+    const agentLogs = memoryLogger();
     const a = link(fleet.url, 'edge9', 'wrong-secret', agentLogs);
-    await waitFor('retries', () => logs.filter((l) => /refused agent "edge9"/.test(l)).length >= 3, 6000);
+    await waitFor('retries', () => logs.records.filter((r) => r.msg === 'refused agent' && r.agent === '"edge9"').length >= 3, 6000);
     a.close();
-    assert.equal(agentLogs.filter((l) => /refused this agent: unauthorized: unknown token/.test(l)).length, 1, agentLogs.join('\n'));
-    assert.ok(logs.filter((l) => /refused agent "edge9"/.test(l)).length >= 3, 'the link retried');
+    assert.equal(agentLogs.records.filter((r) => /refused this agent/.test(r.msg) && r.reason === 'unauthorized: unknown token' && r.level === 50).length, 1, agentLogs.lines.join(''));
+    assert.ok(logs.records.filter((r) => r.msg === 'refused agent' && r.agent === '"edge9"').length >= 3, 'the link retried');
     assert.deepEqual(fleet.registry.list(), []);
   } finally {
     await fleet.close();
@@ -105,8 +107,8 @@ test('an unknown token is refused, logged without the token, and leaves the regi
 });
 
 test('malformed messages are answered or ignored; the server keeps serving', { timeout: 10_000 }, async () => {
-  const logs: string[] = [];
-  const fleet = await startFleet({ tokens: TOKENS, log: (l) => logs.push(l) });
+  const logs = memoryLogger();
+  const fleet = await startFleet({ tokens: TOKENS, logger: logs.logger });
   const bad = rawClient(fleet.url, { token: 'shared-secret', name: 'rogue' });
   let good: DispatcherLink | null = null;
   try {
@@ -137,7 +139,7 @@ test('malformed messages are answered or ignored; the server keeps serving', { t
     const e = await waitFor('a good agent after bad messages', () => fleet.registry.get('edge2')?.hostname);
     assert.equal(e, 'host-edge2');
     assert.equal(bad.connected, true, 'a bad message does not cost the connection');
-    assert.ok(logs.some((l) => /agent rogue: bad agent:heartbeat message/.test(l)));
+    assert.ok(logs.records.some((r) => r.agent === 'rogue' && /^bad agent:heartbeat message/.test(String(r.reason))));
   } finally {
     bad.close();
     good?.close();
@@ -146,8 +148,8 @@ test('malformed messages are answered or ignored; the server keeps serving', { t
 });
 
 test('a second connection under the same name replaces the first; a disconnected agent stays listed', { timeout: 10_000 }, async () => {
-  const logs: string[] = [];
-  const fleet = await startFleet({ tokens: TOKENS, log: (l) => logs.push(l) });
+  const logs = memoryLogger();
+  const fleet = await startFleet({ tokens: TOKENS, logger: logs.logger });
   const first = rawClient(fleet.url, { token: 'shared-secret', name: 'twin' });
   try {
     await new Promise<void>((r) => first.once('connect', () => r()));
@@ -155,7 +157,7 @@ test('a second connection under the same name replaces the first; a disconnected
     const second = rawClient(fleet.url, { token: 'shared-secret', name: 'twin' });
     await new Promise<void>((r) => second.once('connect', () => r()));
     assert.equal(await gone, 'io server disconnect');
-    assert.ok(logs.some((l) => /agent twin connected again .*replacing/.test(l)));
+    assert.ok(logs.records.some((r) => r.agent === 'twin' && /connected again; replacing/.test(r.msg)));
     assert.equal(fleet.registry.get('twin')?.connected, true, 'the replaced socket does not mark the agent gone');
     second.close();
     const e = await waitFor('disconnected', () => fleet.registry.list().find((x) => x.name === 'twin' && !x.connected));
@@ -169,20 +171,20 @@ test('a second connection under the same name replaces the first; a disconnected
 test('after the dispatcher restarts on the same port the agent reconnects and re-announces', { timeout: 25_000 }, async () => {
   const fleet1 = await startFleet({ tokens: TOKENS });
   const port = Number(new URL(fleet1.url).port);
-  const logs: string[] = [];
+  const logs = memoryLogger();
   const a = link(fleet1.url, 'edge1', 'edge1-secret', logs);
   let fleet2: Awaited<ReturnType<typeof startFleet>> | null = null;
   try {
     await waitFor('first hello', () => fleet1.registry.get('edge1')?.hostname);
     await fleet1.close();
-    await waitFor('the agent to notice', () => !a.socket.connected && logs.some((l) => /disconnected from dispatcher/.test(l)));
+    await waitFor('the agent to notice', () => !a.socket.connected && logs.records.some((r) => /disconnected from dispatcher/.test(r.msg)));
     await new Promise((r) => setTimeout(r, 1000)); // a refused reconnection attempt or two
     fleet2 = await startFleet({ tokens: TOKENS, port });
     const f2 = fleet2;
     const e = await waitFor('re-announce', () => (f2.registry.get('edge1')?.hostname ? f2.registry.get('edge1') : null), 15_000);
     assert.equal(e.connected, true);
     assert.deepEqual(e.interfaces, ['lo']);
-    assert.equal(logs.filter((l) => /connected to dispatcher/.test(l)).length, 2);
+    assert.equal(logs.records.filter((r) => r.msg === 'connected to dispatcher').length, 2);
   } finally {
     a.close();
     await fleet2?.close();
@@ -195,9 +197,10 @@ test('close() leaves no open handles: a process using the fleet and a link exits
     const { startFleet } = require(${JSON.stringify(join(dist, 'dispatcher/fleet/server.js'))});
     const { connectDispatcher } = require(${JSON.stringify(join(dist, 'agent/link/client.js'))});
     (async () => {
-      const fleet = await startFleet({ tokens: [{ token: 't' }], log: () => {} });
+      // The default logger (the process's root, writing to fd 2): it must keep nothing open either.
+      const fleet = await startFleet({ tokens: [{ token: 't' }] });
       const st = { ring: { oldest: null, newest: null, bytes: 0, segments: 0 }, capture: {}, indexErrors: 0 };
-      const link = connectDispatcher({ url: fleet.url, token: 't', name: 'a', hello: () => ({ version: 'x', hostname: 'h', interfaces: [], ...st }), status: () => st, log: () => {} });
+      const link = connectDispatcher({ url: fleet.url, token: 't', name: 'a', hello: () => ({ version: 'x', hostname: 'h', interfaces: [], ...st }), status: () => st });
       const until = Date.now() + 5000;
       while (!fleet.registry.get('a')?.hostname) { if (Date.now() > until) process.exit(3); await new Promise((r) => setTimeout(r, 20)); }
       link.close();
@@ -209,4 +212,5 @@ test('close() leaves no open handles: a process using the fleet and a link exits
   assert.equal(r.signal, null, 'the process had to be killed: something kept it alive');
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /closed/);
+  assert.ok(r.stderr.split('\n').some((l) => l.startsWith('{') && JSON.parse(l).msg === 'agent connected'), r.stderr);
 });

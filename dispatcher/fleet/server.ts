@@ -5,6 +5,7 @@ import { Namespace, Server, Socket } from 'socket.io';
 import { agentAuth, agentHello, agentStatus, AgentToDispatcherEvents, DispatcherToAgentEvents, HelloAck } from '../../shared/protocol/agent';
 import { parseMessage } from '../../shared/protocol/common';
 import { AgentRegistry } from './registry';
+import { type Logger, componentLogger } from '../../shared/log/log';
 
 export interface FleetToken {
   token: string;
@@ -16,7 +17,7 @@ export interface FleetOptions {
   host?: string;
   port?: number;
   tokens: FleetToken[];
-  log?: (line: string) => void;
+  logger?: Logger;
 }
 
 /** A trace:* message from an agent, validated later by whoever runs the trace. */
@@ -97,7 +98,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
  * trace:chunk (CHUNK_BYTES plus framing).
  */
 export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'>): AgentFleet {
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const log = componentLogger('dispatcher.fleet', opts.logger);
   const tokens = opts.tokens.map((t) => ({ digest: digest(t.token), agent: t.agent }));
   const registry = new AgentRegistry();
   // One Server carries /agent and /client, each with its own event map, so the namespace is typed here.
@@ -112,13 +113,13 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
       const name = (socket.handshake.auth as { name?: unknown } | undefined)?.name;
       // A bad name is worth telling the agent; anything wrong with the token is just an unknown token.
       const reason = auth.error.startsWith('bad auth message: name:') ? auth.error : 'unknown token';
-      log(`tracefleet dispatcher: refused agent ${shown(name)} from ${addr}: ${reason}`);
+      log.warn({ agent: shown(name), addr, reason }, 'refused agent');
       return next(new Error(`unauthorized: ${reason}`));
     }
     const d = digest(auth.value.token);
     const ok = tokens.some((t) => timingSafeEqual(t.digest, d) && (t.agent === undefined || t.agent === auth.value.name));
     if (!ok) {
-      log(`tracefleet dispatcher: refused agent ${shown(auth.value.name)} from ${addr}: unknown token`);
+      log.warn({ agent: shown(auth.value.name), addr, reason: 'unknown token' }, 'refused agent');
       return next(new Error('unauthorized: unknown token'));
     }
     socket.data.name = auth.value.name;
@@ -128,11 +129,12 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
   nsp.on('connection', (socket: AgentSocket) => {
     const name = socket.data.name as string;
     const addr = socket.handshake.address;
+    const alog = log.child({ agent: name });
     const previous = registry.connected(name, socket.id);
     if (previous) {
-      log(`tracefleet dispatcher: agent ${name} connected again from ${addr}; replacing its previous connection`);
+      alog.info({ addr }, 'agent connected again; replacing its previous connection');
       nsp.sockets.get(previous)?.disconnect(true);
-    } else log(`tracefleet dispatcher: agent ${name} connected from ${addr}`);
+    } else alog.info({ addr }, 'agent connected');
     socket.data.view = registry.get(name);
 
     /** Registers a handler that no payload, missing ack or thrown error can turn into a crash. */
@@ -150,7 +152,7 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
         try {
           handler(args[0], ack);
         } catch (e) {
-          log(`tracefleet dispatcher: agent ${name}: ${event} handler failed: ${(e as Error).message}`);
+          alog.error({ err: e, event }, 'agent event handler failed');
           ack({ ok: false, error: `${event} failed on the dispatcher` });
         }
       });
@@ -159,7 +161,7 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
     on('agent:hello', (data, ack) => {
       const m = parseMessage(agentHello, 'agent:hello', data);
       if (!m.ok) {
-        log(`tracefleet dispatcher: agent ${name}: ${m.error}`);
+        alog.warn({ reason: m.error }, 'bad message from agent');
         ack({ ok: false, error: m.error } satisfies HelloAck);
         return;
       }
@@ -173,7 +175,7 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
     on('agent:heartbeat', (data) => {
       const m = parseMessage(agentStatus, 'agent:heartbeat', data);
       if (!m.ok) {
-        log(`tracefleet dispatcher: agent ${name}: ${m.error}`);
+        alog.warn({ reason: m.error }, 'bad message from agent');
         return;
       }
       if (!registry.isCurrent(name, socket.id)) return;
@@ -191,13 +193,13 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
       });
     }
 
-    socket.on('error', (e: Error) => log(`tracefleet dispatcher: agent ${name}: ${e.message}`));
+    socket.on('error', (e: Error) => alog.warn({ err: e }, 'agent socket error'));
     socket.on('disconnect', (reason) => {
       // Traces on a replaced connection are lost too: the agent aborted them when it reconnected.
       for (const l of goneListeners) l(name, socket.id);
       if (!registry.isCurrent(name, socket.id)) return;
       registry.disconnected(name, socket.id);
-      log(`tracefleet dispatcher: agent ${name} disconnected (${reason})`);
+      alog.info({ reason }, 'agent disconnected');
     });
   });
 

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { IncomingMessage, RequestListener, Server, ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { sep } from 'node:path';
+import { type LogSettings, initProcessLogger } from '../../shared/log/log';
 
 export interface EmbeddedServerArgs {
   dataDir: string;
@@ -16,6 +17,8 @@ export interface EmbeddedServerArgs {
   credentialsFile: string;
   host: string;
   port: number;
+  /** Log like the dispatcher that started this process. */
+  log: LogSettings;
 }
 
 export type ChildMessage = { type: 'ready'; port: number } | { type: 'error'; message: string };
@@ -174,10 +177,12 @@ async function start(args: EmbeddedServerArgs): Promise<Server> {
 
 async function main(): Promise<void> {
   const args = JSON.parse(process.argv[2] ?? '{}') as EmbeddedServerArgs;
+  const log = initProcessLogger({ ...args.log, base: { process: 'store' } }).child({ component: 'dispatcher.store.embedded' });
   let srv: Server;
   try {
     srv = await start(args);
   } catch (err) {
+    log.debug({ err }, 'cannot start');
     send({ type: 'error', message: describeStartError(err, args) });
     process.exit(1);
   }
@@ -202,6 +207,7 @@ async function main(): Promise<void> {
   process.on('SIGTERM', stop);
   // Parent gone (crashed or killed): nobody can reach us through it any more.
   process.on('disconnect', stop);
+  log.debug({ port: (srv.address() as AddressInfo).port, dataDir: args.dataDir }, 'ready');
   send({ type: 'ready', port: (srv.address() as AddressInfo).port });
 }
 

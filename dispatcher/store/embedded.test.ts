@@ -11,6 +11,8 @@ import nano from 'nano';
 import { startEmbeddedCouch } from './embedded';
 import { MERGED_ATTACHMENT, PCAP_CONTENT_TYPE } from './layout';
 import { StoreUnreachableError, TraceStore } from './store';
+import { silentLogger } from '../../shared/log/log';
+import { memoryLogger } from '../../test/support/log';
 
 /** The URL without its credentials. */
 function bare(url: string): string {
@@ -40,15 +42,15 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
   });
 
   test('speaks enough CouchDB for nano, says where its data is, keeps it across restarts', async () => {
-    const lines: string[] = [];
-    const couch = await startEmbeddedCouch({ dataDir, log: (l) => lines.push(l) });
+    const log = memoryLogger('info');
+    const couch = await startEmbeddedCouch({ dataDir, logger: log.logger });
     let traceId: string;
     try {
       assert.match(couch.url, /^http:\/\/tracefleet:[^@]+@127\.0\.0\.1:\d+$/);
-      assert.equal(lines.length, 1);
-      assert.match(lines[0], /embedded/);
-      assert.ok(lines[0].includes(bare(couch.url)) && lines[0].includes(dataDir), lines[0]);
-      assert.ok(!lines[0].includes(new URL(couch.url).password), 'the password is not logged');
+      assert.equal(log.records.length, 1);
+      assert.match(log.records[0].msg, /embedded/);
+      assert.deepEqual([log.records[0].url, log.records[0].dataDir, log.records[0].storePid], [bare(couch.url), dataDir, couch.pid]);
+      assert.ok(!log.lines[0].includes(new URL(couch.url).password), 'the password is not logged');
 
       const server = nano(couch.url);
       await server.db.create('plain');
@@ -78,7 +80,7 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
       await couch.stop();
     }
 
-    const again = await startEmbeddedCouch({ dataDir, log: () => {} });
+    const again = await startEmbeddedCouch({ dataDir, logger: silentLogger });
     try {
       const store = await TraceStore.open({ url: again.url });
       assert.deepEqual((await store.listTraces()).traces.map((t) => t.id), [traceId]);
@@ -92,7 +94,7 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
   });
 
   test('refuses reads and writes without its credentials; its files are for this user only', async () => {
-    const couch = await startEmbeddedCouch({ dataDir, log: () => {} });
+    const couch = await startEmbeddedCouch({ dataDir, logger: silentLogger });
     try {
       const store = await TraceStore.open({ url: couch.url, db: 'locked' });
       await store.createTrace({ request: { number: '5551234' }, user: 'ann', hosts: ['h'] });
@@ -116,15 +118,15 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
   });
 
   test('a stopped server is unreachable; a second one on the same data refuses to start', async () => {
-    const couch = await startEmbeddedCouch({ dataDir, log: () => {} });
+    const couch = await startEmbeddedCouch({ dataDir, logger: silentLogger });
     const store = await TraceStore.open({ url: couch.url, db: 'second' });
-    await assert.rejects(startEmbeddedCouch({ dataDir, log: () => {} }), /in use by another process/);
+    await assert.rejects(startEmbeddedCouch({ dataDir, logger: silentLogger }), /in use by another process/);
     await couch.stop();
     await assert.rejects(store.listTraces(), (e) => e instanceof StoreUnreachableError && e.message.includes(`:${new URL(couch.url).port} is unreachable`));
   });
 
   test('stop() when the server died a moment ago (a Ctrl-C to the process group) ends cleanly, with no EPIPE crash', async () => {
-    const couch = await startEmbeddedCouch({ dataDir, log: () => {} });
+    const couch = await startEmbeddedCouch({ dataDir, logger: silentLogger });
     process.kill(couch.pid, 'SIGKILL');
     // Wait, without yielding, until the child is a zombie with no thread left (the last one out closes its
     // files, the IPC pipe among them) but not yet reaped, so the parent still believes it is connected and
@@ -147,8 +149,9 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
   });
 
   test('a server that dies is logged; only loopback addresses are accepted', async () => {
-    const lines: string[] = [];
-    const couch = await startEmbeddedCouch({ dataDir, log: (l) => lines.push(l) });
+    const log = memoryLogger('info');
+    const lines = log.records;
+    const couch = await startEmbeddedCouch({ dataDir, logger: log.logger });
     const died = new Promise<void>((resolve) => {
       const timer = setInterval(() => {
         if (lines.length > 1) {
@@ -159,11 +162,12 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
     });
     process.kill(couch.pid, 'SIGKILL');
     await died;
-    assert.match(lines[1], /exited unexpectedly/);
+    assert.match(lines[1].msg, /exited unexpectedly/);
+    assert.equal(lines[1].level, 60);
     await couch.stop();
 
-    await assert.rejects(startEmbeddedCouch({ dataDir, host: '0.0.0.0', log: () => {} }), /loopback only/);
-    const v6 = await startEmbeddedCouch({ dataDir, host: '::1', log: () => {} }).catch((e: Error) => e);
+    await assert.rejects(startEmbeddedCouch({ dataDir, host: '0.0.0.0', logger: silentLogger }), /loopback only/);
+    const v6 = await startEmbeddedCouch({ dataDir, host: '::1', logger: silentLogger }).catch((e: Error) => e);
     if (v6 instanceof Error) {
       // Hosts without IPv6 loopback cannot listen there; say so rather than pass silently.
       assert.match(v6.message, /failed to start|cannot listen/);

@@ -25,13 +25,14 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve as resolvePath } from 'node:path';
 import { z } from 'zod';
 import type { ChildMessage, EmbeddedServerArgs, ParentMessage } from './embedded-server';
+import { type Logger, componentLogger, logSettingsOf } from '../../shared/log/log';
 
 export interface EmbeddedCouchOptions {
   dataDir: string;
   host?: string;
   port?: number;
-  /** Where the one-line notice goes; stderr by default. */
-  log?: (line: string) => void;
+  /** The store's logger; the child process logs at its level and in its format. */
+  logger?: Logger;
   /** How long the server may take to come up (ms). */
   startTimeoutMs?: number;
 }
@@ -106,7 +107,7 @@ function urlHost(host: string): string {
 export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<EmbeddedCouch> {
   const host = opts.host ?? '127.0.0.1';
   const port = opts.port ?? 0;
-  const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  const log = componentLogger('dispatcher.store', opts.logger);
   // Its credentials travel in clear over plain HTTP, so it never listens beyond this machine.
   if (!LOOPBACK.test(host)) {
     throw new Error(`the embedded store listens on loopback only, not on ${host}: use 127.0.0.1 or ::1, or set COUCHDB_URL to a real CouchDB`);
@@ -114,7 +115,7 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
   const dataDir = resolvePath(opts.dataDir);
   const creds = prepareDataDir(dataDir);
 
-  const args: EmbeddedServerArgs = { dataDir, credentialsFile: credentialsFile(dataDir), host: host.replace(/^\[|\]$/g, ''), port };
+  const args: EmbeddedServerArgs = { dataDir, credentialsFile: credentialsFile(dataDir), host: host.replace(/^\[|\]$/g, ''), port, log: logSettingsOf(log) };
   const child = fork(require.resolve('./embedded-server'), [JSON.stringify(args)], {
     // Not the parent's flags (node --test, --inspect...); the deprecation
     // warnings are express-pouchdb's use of `new Buffer`, nothing we can fix.
@@ -126,16 +127,16 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
 
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   // Failures to signal the child are handled where it is signalled; an 'error' with no listener would throw.
-  child.on('error', (e) => log(`tracefleet store: the embedded store (pid ${child.pid}): ${e.message}`));
+  child.on('error', (e) => log.error({ err: e, storePid: child.pid }, 'embedded store process error'));
   const readyPort = await waitReady(child, exited, opts.startTimeoutMs ?? 30_000);
   const redactedUrl = `http://${urlHost(args.host)}:${readyPort}`;
   const url = `http://${creds.user}:${encodeURIComponent(creds.password)}@${urlHost(args.host)}:${readyPort}`;
 
   let stopping: Promise<void> | undefined;
   void exited.then((code) => {
-    if (!stopping) log(`tracefleet store: the embedded store (pid ${child.pid}) exited unexpectedly with code ${code}; the store at ${redactedUrl} is unreachable until the dispatcher restarts`);
+    if (!stopping) log.fatal({ storePid: child.pid, code, url: redactedUrl }, 'the embedded store exited unexpectedly; the store is unreachable until the dispatcher restarts');
   });
-  log(`tracefleet store: embedded CouchDB-compatible server (express-pouchdb, LevelDB) at ${redactedUrl}, data and credentials in ${dataDir} (set COUCHDB_URL to use Apache CouchDB)`);
+  log.info({ url: redactedUrl, dataDir, storePid: child.pid }, 'embedded CouchDB-compatible store (express-pouchdb, LevelDB), data and credentials in dataDir; set COUCHDB_URL to use Apache CouchDB');
 
   return {
     url,

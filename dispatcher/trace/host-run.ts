@@ -1,4 +1,5 @@
 import type { WriteStream } from 'node:fs';
+import type { Logger } from '../../shared/log/log';
 import { ChunkAck, runAck, traceChunk, traceDone, traceFailure, traceProgress } from '../../shared/protocol/agent';
 import { TraceUpdate } from '../../shared/protocol/client';
 import { parseMessage, traceRef } from '../../shared/protocol/common';
@@ -28,7 +29,8 @@ export interface HostRunContext {
   finished(final: HostFinal): void;
   /** Counters for /metrics. */
   count(what: 'chunk' | 'protocol_error', bytes?: number): void;
-  log(line: string): void;
+  /** Bound to this trace and host. */
+  log: Logger;
 }
 
 type Phase = 'asking' | 'queued' | 'accepted' | 'started' | 'final';
@@ -197,7 +199,7 @@ export class HostRun {
 
   private protocolError(msg: string): void {
     this.c.count('protocol_error');
-    this.c.log(`tracefleet dispatcher: agent ${this.c.host}, trace ${this.c.traceId}: ${msg}`);
+    this.c.log.warn({ reason: msg }, 'agent broke the protocol');
     void this.writing.then(() => this.fail('error', `agent ${this.c.host} broke the protocol: ${msg}`));
   }
 
@@ -222,7 +224,7 @@ export class HostRun {
           notes.push(`could not cut its spooled PCAP back to whole records (${(e as Error).message}); it is stored as received`);
         }
       }
-      for (const n of notes) this.c.log(`tracefleet dispatcher: agent ${this.c.host}, trace ${this.c.traceId}: ${n}`);
+      for (const n of notes) this.c.log.info(n);
       this.emitUpdate(final.state, { packets: final.packets, bytes: final.bytes, truncated: final.truncated, error: final.error });
       this.c.finished(final);
     };

@@ -14,6 +14,7 @@ import { Orchestrator } from './orchestrator';
 import { Spool } from './spool';
 import { BULK, bytesOf, CALL, expectedPcap, makeTestRings, PROXY, records, sortedRecords, startTestAgent, TestAgent, TestHost, until } from '../../test/support/trace';
 import { TracefleetError } from '../../shared/errors/catalogue';
+import { silentLogger } from '../../shared/log/log';
 
 const TOKEN = 'orchestrator-test-token-0123456789';
 
@@ -44,9 +45,9 @@ interface Rig {
 
 async function rig(opts: { storeUrl?: string; spoolDir?: string; db?: string; timeouts?: { runAckMs: number; idleMs: number } } = {}): Promise<Rig & { drop(): Promise<void> }> {
   const { store, drop } = await openTestStore(opts.storeUrl ?? couch.url, opts.db);
-  const fleet = await startFleet({ tokens: [{ token: TOKEN }], log: () => {} });
+  const fleet = await startFleet({ tokens: [{ token: TOKEN }], logger: silentLogger });
   const spool = new Spool(opts.spoolDir ?? mkdtempSync(join(dir, 'spool-')));
-  const orch = new Orchestrator({ store, fleet, spool, retryMs: 200, timeouts: opts.timeouts ?? { runAckMs: 3000, idleMs: 5000 }, log: () => {} });
+  const orch = new Orchestrator({ store, fleet, spool, retryMs: 200, timeouts: opts.timeouts ?? { runAckMs: 3000, idleMs: 5000 }, logger: silentLogger });
   await orch.recover();
   const updates: TraceUpdate[] = [];
   orch.onUpdate((u) => updates.push(u));

@@ -16,6 +16,7 @@ import { RetryLater, StoreJobs } from './store-jobs';
 import { Owned, Traces } from './types';
 import { isFinalResult, traceOutcome, traceView } from './view';
 import { checkRemoteHosts } from './watchdog';
+import { type Logger, componentLogger } from '../../shared/log/log';
 
 export interface OrchestratorOptions {
   store: TraceStore;
@@ -26,7 +27,7 @@ export interface OrchestratorOptions {
   retryMs?: number;
   /** Peers share agents through the Socket.IO adapter (Redis): hosts on a peer are run there. */
   clustered?: boolean;
-  log?: (line: string) => void;
+  logger?: Logger;
 }
 
 /**
@@ -46,7 +47,7 @@ export class Orchestrator implements Traces {
   private readonly fleet: AgentFleet;
   private readonly spool: Spool;
   private readonly timeouts: HostRunTimeouts;
-  private readonly log: (line: string) => void;
+  private readonly log: Logger;
   /** Set when clustered: peers share agents through the Socket.IO adapter (Redis). */
   private readonly peers: PeerLink | null = null;
   /** Runs on this dispatcher's agents, by trace then host. */
@@ -65,7 +66,7 @@ export class Orchestrator implements Traces {
     this.fleet = opts.fleet;
     this.spool = opts.spool;
     this.timeouts = { runAckMs: 10_000, idleMs: 30_000, queuedMs: 10 * 60_000, ...opts.timeouts };
-    this.log = opts.log ?? ((l) => process.stderr.write(`${l}\n`));
+    this.log = componentLogger('dispatcher.trace', opts.logger);
     this.jobs = new StoreJobs({ retryMs: opts.retryMs ?? 5_000, log: this.log, errors: this.metrics.errors, pending: this.metrics.pendingStores });
     this.batch = new ResultBatch(this.store);
 
@@ -113,7 +114,7 @@ export class Orchestrator implements Traces {
         // All hosts were stored and only the merge was left: finish normally. Otherwise the trace was cut off.
         const interrupted = !t.mergePending;
         this.owned.set(t.traceId, { id: t.traceId, hosts: t.owned.hosts, stored: new Set(), remote: new Map(), missing: new Map(), finalizing: true, interrupted });
-        if (interrupted) this.log(`tracefleet dispatcher: trace ${t.traceId} was running when the dispatcher stopped; marking it interrupted`);
+        if (interrupted) this.log.warn({ traceId: t.traceId }, 'trace was running when the dispatcher stopped; marking it interrupted');
       }
       // A peer's trace run here before the restart: the peer finds the result in the store.
       for (const f of t.finals) this.storeFinal(t.traceId, f.host, f.final, t.owned ? this.id : null);
@@ -154,7 +155,7 @@ export class Orchestrator implements Traces {
     // Written while the agents are already asked: a thousand result docs take the store a while, and a
     // host's final write creates its doc if it gets there first (the bulk create then leaves it alone).
     const queued = this.store.createResults(hosts.map((host) => ({ traceId: id, host }))).catch((e: Error) => {
-      this.log(`tracefleet dispatcher: trace ${id}: the queued results were not written (${e.message}); each host's result is written when it finishes`);
+      this.log.warn({ traceId: id, err: e }, "the queued results were not written; each host's result is written when it finishes");
     });
     const live = new Map<string, HostView>();
     this.live.set(id, live);
@@ -209,7 +210,7 @@ export class Orchestrator implements Traces {
         if (name) ids.set(name, socketId);
       }
     } catch (e) {
-      this.log(`tracefleet dispatcher: cannot list the agents of peer dispatchers: ${(e as Error).message}`);
+      this.log.warn({ err: e }, 'cannot list the agents of peer dispatchers');
     }
     return { agents: [...byName.values()].sort((a, b) => a.name.localeCompare(b.name)), sockets: ids };
   }
@@ -258,7 +259,7 @@ export class Orchestrator implements Traces {
           this.metrics.bytesReceived.inc(bytes ?? 0);
         } else this.metrics.errors.inc({ kind: 'protocol' });
       },
-      log: this.log,
+      log: this.log.child({ traceId, host }),
     });
     hosts.set(host, run);
     run.start();
@@ -325,7 +326,7 @@ export class Orchestrator implements Traces {
     this.jobs.enqueue(`host:${traceId}:${host}`, async () => {
       if (!spooled) {
         // On disk before the store is asked, so a restart can still store it; a full disk must not stop the store from getting it.
-        await this.spool.writeFinal(traceId, host, final).catch((e: Error) => this.log(`tracefleet dispatcher: cannot spool ${host}'s final state: ${e.message}`));
+        await this.spool.writeFinal(traceId, host, final).catch((e: Error) => this.log.error({ traceId, host, err: e }, "cannot spool a host's final state"));
         spooled = true;
       }
       const size = final.hasPcap ? this.spool.pcapSize(traceId, host) : 0;
@@ -391,7 +392,7 @@ export class Orchestrator implements Traces {
     }
     const results = await this.store.listResults(traceId);
     const m = await mergeTrace(this.store, this.spool, traceId, results);
-    for (const n of m.notes) this.log(`tracefleet dispatcher: trace ${traceId}: ${n}`);
+    for (const n of m.notes) this.log.info({ traceId }, n);
     const state = forced ?? traceOutcome(trace.hosts.map((h) => results.find((r) => r.host === h)?.state ?? 'lost'));
     const finishedAt = new Date().toISOString();
     await this.store.updateTrace(traceId, (d) => {
@@ -429,7 +430,7 @@ export class Orchestrator implements Traces {
       try {
         l(u);
       } catch (e) {
-        this.log(`tracefleet dispatcher: an update listener failed: ${(e as Error).message}`);
+        this.log.error({ err: e }, 'an update listener failed');
       }
     }
   }

@@ -9,12 +9,13 @@ import type { DefaultEventsMap, Namespace } from 'socket.io';
 import { PEER_EVENTS, PeerEvents, PeerHostFinal, PeerRunHost, peerCancel, peerHostFinal, peerRunHost } from '../../shared/protocol/peer';
 import type { AgentView } from '../../shared/protocol/client';
 import { parseMessage } from '../../shared/protocol/common';
+import type { Logger } from '../../shared/log/log';
 
 export interface PeerHandlers {
   runHost(m: PeerRunHost): void;
   hostFinal(m: PeerHostFinal): void;
   cancel(traceId: string): void;
-  log(line: string): void;
+  log: Logger;
 }
 
 /** A connected agent as any dispatcher of the cluster sees it. */
@@ -33,7 +34,7 @@ export class PeerLink {
     this.nsp.on(PEER_EVENTS.runHost, (data: unknown) => {
       const m = parseMessage(peerRunHost, PEER_EVENTS.runHost, data);
       if (m.ok) handlers.runHost(m.value);
-      else handlers.log(`tracefleet dispatcher: from a peer: ${m.error}`);
+      else handlers.log.warn({ reason: m.error }, 'bad message from a peer');
     });
     this.nsp.on(PEER_EVENTS.hostFinal, (data: unknown) => {
       const m = parseMessage(peerHostFinal, PEER_EVENTS.hostFinal, data);

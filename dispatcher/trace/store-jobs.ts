@@ -1,5 +1,6 @@
 import type { Counter, Gauge } from 'prom-client';
 import { StoreError, StoreUnreachableError } from '../store/store';
+import type { Logger } from '../../shared/log/log';
 
 /** Store work; `after` runs once it succeeded and left the pending list. */
 interface Job {
@@ -13,7 +14,7 @@ export class RetryLater extends Error {}
 export interface StoreJobsOptions {
   /** How often work the store could not take is tried again (ms). */
   retryMs: number;
-  log: (line: string) => void;
+  log: Logger;
   /** Counted with kind="store" on every failure. */
   errors: Counter<'kind'>;
   pending: Gauge;
@@ -69,12 +70,12 @@ export class StoreJobs {
       if (e instanceof RetryLater || e instanceof StoreUnreachableError || (e instanceof StoreError && e.statusCode !== undefined && (e.statusCode >= 500 || e.statusCode === 409))) {
         if (!(e instanceof RetryLater)) {
           this.opts.errors.inc({ kind: 'store' });
-          this.opts.log(`tracefleet dispatcher: ${(e as Error).message}; kept in the spool, trying again every ${this.opts.retryMs / 1000} s`);
+          this.opts.log.warn({ job: key, err: e, retryMs: this.opts.retryMs }, 'store write failed; kept in the spool, trying again');
         }
         this.scheduleRetry();
       } else {
         this.opts.errors.inc({ kind: 'store' });
-        this.opts.log(`tracefleet dispatcher: giving up on ${key}: ${(e as Error).message}`);
+        this.opts.log.error({ job: key, err: e }, 'store write failed; giving up');
         if (this.pending.get(key) === job) this.pending.delete(key);
       }
     } finally {

@@ -3,6 +3,7 @@ import type { TraceStore } from '../store/store';
 import type { PeerLink } from './peers';
 import type { Owned } from './types';
 import { isFinalResult } from './view';
+import type { Logger } from '../../shared/log/log';
 
 /** How long a peer's final result may wait for its PCAP once the agent's connection to that peer is gone. */
 const PEER_PCAP_GRACE_MS = 60_000;
@@ -15,7 +16,7 @@ export interface WatchdogDeps {
   pendingHere(traceId: string, host: string): boolean;
   hostStored(traceId: string, host: string): void;
   hostLost(traceId: string, host: string, error: string): void;
-  log(line: string): void;
+  log: Logger;
 }
 
 /**
@@ -62,7 +63,7 @@ export async function checkRemoteHosts(d: WatchdogDeps): Promise<void> {
       if (final) {
         // The peer died between storing the result and its PCAP; its spool keeps the PCAP until it runs again.
         if (Date.now() - since < PEER_PCAP_GRACE_MS) continue;
-        d.log(`tracefleet dispatcher: trace ${o.id}: host ${r.host}'s PCAP never reached the store (its dispatcher is gone); merging without it`);
+        d.log.warn({ traceId: o.id, host: r.host }, "a host's PCAP never reached the store (its dispatcher is gone); merging without it");
         d.hostStored(o.id, r.host);
         continue;
       }

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DaemonHandle, freePort, haveCommand, isRoot, run, startDaemon, tail } from '../support/proc';
 import { ROOT, groupMembers } from '../support/fleet';
+import { recordsOf, waitForRecord } from '../support/log';
 
 /*
  * `npm start` as a newcomer meets it: `node dist/bin/main.js demo` (what the
@@ -141,10 +142,10 @@ test('allinone: the demo npm start runs: page, admin, a demo call traced by numb
   const adminFile = join(dir, 'data', 'admin.txt');
   assert.equal(statSync(adminFile).mode & 0o777, 0o600, 'admin.txt is readable by its owner only');
   assert.match(readFileSync(adminFile, 'utf8'), new RegExp(`^password: ${b.password}$`, 'm'));
-  await demo.waitForOutput(/tracefleet demo: DEMO TRAFFIC: sipp on 127\.0\.0\.1:\d+/, 10_000);
+  await waitForRecord(demo, (r) => r.component === 'demo' && /^DEMO TRAFFIC: sipp started/.test(r.msg) && /^127\.0\.0\.1:\d+$/.test(String(r.callee)), 10_000, 'the demo traffic started');
 
-  const first = await demo.waitForOutput(/first demo call finished: (\S+) -> (\S+), Call-ID ([^\s;]+)/, 60_000);
-  const [, from, to, callId] = first;
+  const first = await waitForRecord(demo, (r) => /first demo call finished/.test(r.msg), 60_000, 'the first demo call');
+  const [from, to, callId] = [String(first.from), String(first.to), String(first.callId)];
   t.diagnostic(`${at()}: first demo call ${from} -> ${to} (${callId})`);
   const number = /--number (\S+)/.exec(b.fileExample)![1];
   assert.ok([from, to].includes(number), `the first call (${from} -> ${to}) is one the example's number ${number} traces`);
@@ -193,7 +194,7 @@ test('allinone: the demo npm start runs: page, admin, a demo call traced by numb
   process.kill(demo.pid, 'SIGINT');
   const st = await demo.waitForExit(30_000);
   assert.equal(st.code, 0, `demo exit ${JSON.stringify(st)}${logs()}`);
-  assert.match(demo.stderr(), /tracefleet demo: stopped/);
+  assert.ok(recordsOf(demo.stderr()).some((r) => r.component === 'demo' && r.msg === 'stopped'), tail(demo.stderr()));
   await assertAllStopped('after SIGINT', demo, children, port, sipPort);
 
   // Again on the same data dir: the same admin and token; Ctrl-C as a terminal sends it, to the whole group.
@@ -203,11 +204,11 @@ test('allinone: the demo npm start runs: page, admin, a demo call traced by numb
   assert.equal(b2.password, b.password);
   assert.equal(b2.origin, 'from an earlier run');
   assert.equal(b2.token, b.token, 'the saved API token is reused');
-  await again.waitForOutput(/connected to dispatcher/, 30_000);
+  await waitForRecord(again, (r) => r.msg === 'connected to dispatcher', 30_000, 'the demo agent connected');
   const children2 = childrenOf(again.pid);
   process.kill(-again.pid, 'SIGINT');
   const st2 = await again.waitForExit(30_000);
   assert.equal(st2.code, 0, `second demo exit ${JSON.stringify(st2)}; ${tail(again.stderr())}`);
-  assert.doesNotMatch(again.stderr(), /DEMO TRAFFIC stopped: sipp/, 'sipp ending with the Ctrl-C is not reported as a failure');
+  assert.deepEqual(recordsOf(again.stderr()).filter((r) => /DEMO TRAFFIC stopped/.test(r.msg)), [], 'sipp ending with the Ctrl-C is not reported as a failure');
   await assertAllStopped('after Ctrl-C to the group', again, children2, port, sipPort);
 });

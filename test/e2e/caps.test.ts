@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { DaemonHandle, freePort, haveCommand, isRoot, run, startDaemon, tail } from '../support/proc';
 import { ROOT, waitFor } from '../support/fleet';
+import { recordsOf, waitForRecord } from '../support/log';
 
 /*
  * The agent as the deployment files run it: a non-root user holding only
@@ -177,7 +178,7 @@ function unitValue(unit: string, key: string): string {
 async function stopAgent(agent: DaemonHandle): Promise<void> {
   const st = await agent.stop(15_000);
   assert.equal(st.code, 0, `agent exit ${JSON.stringify(st)}; stderr: ${tail(agent.stderr())}`);
-  assert.match(agent.stderr(), /ring indexes sealed/);
+  assert.ok(recordsOf(agent.stderr()).some((r) => r.msg === 'stopped; ring indexes sealed'), tail(agent.stderr()));
 }
 
 test('caps: the agent image way: non-root user, file capabilities on node, bounding set of the two; captures on lo', { skip, timeout: 120_000 }, async (t) => {
@@ -212,7 +213,7 @@ test('caps: the agent image way: non-root user, file capabilities on node, bound
     stopGraceMs: 15_000,
   });
   t.after(() => agent.stop().then(() => undefined));
-  await agent.waitForOutput(/capturing on lo/, 30_000);
+  await waitForRecord(agent, (r) => r.msg === 'capturing' && JSON.stringify(r.interfaces) === '["lo"]', 30_000, 'the agent capturing on lo');
 
   const st = procStatus(agent.pid);
   assert.equal(st.uid, uidOf(USER), 'the agent runs as nobody');
@@ -260,7 +261,7 @@ test('caps: the systemd unit way: ambient capabilities for the agent, the dispat
     stopGraceMs: 15_000,
   });
   t.after(() => dispatcher.stop().then(() => undefined));
-  await dispatcher.waitForOutput(/listening on http:\/\/127\.0\.0\.1/, 60_000);
+  await waitForRecord(dispatcher, (r) => r.msg === 'listening' && /^http:\/\/127\.0\.0\.1/.test(String(r.url)), 60_000, 'the dispatcher listening');
   assert.equal(procStatus(dispatcher.pid).capEff, 0n, 'the dispatcher has no effective capabilities');
   const healthScript = join(ROOT, 'deploy', 'healthcheck-dispatcher.js');
   const h = await run('setpriv', [...asUser({ bounding: [] }), 'node', healthScript], { env: cleanEnv({ TRACEFLEET_LISTEN: `0.0.0.0:${listenPort}` }), check: false });
@@ -287,8 +288,8 @@ test('caps: the systemd unit way: ambient capabilities for the agent, the dispat
     stopGraceMs: 15_000,
   });
   t.after(() => agent.stop().then(() => undefined));
-  await agent.waitForOutput(/capturing on lo/, 30_000);
-  await agent.waitForOutput(/connected to dispatcher .* as caps-agent/, 30_000);
+  await waitForRecord(agent, (r) => r.msg === 'capturing' && JSON.stringify(r.interfaces) === '["lo"]', 30_000, 'the agent capturing on lo');
+  await waitForRecord(agent, (r) => r.msg === 'connected to dispatcher' && r.name === 'caps-agent', 30_000, 'the agent connected');
   const st = procStatus(agent.pid);
   assert.equal(st.uid, uidOf(USER));
   assert.equal(st.capEff, TWO_CAPS, `effective capabilities ${st.capEff.toString(16)}`);

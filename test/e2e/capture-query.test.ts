@@ -7,6 +7,7 @@ import { isRoot, run, startDaemon, DaemonHandle } from '../support/proc';
 import { TestNet } from '../support/netns';
 import { runSippCalls, SippCallsOptions, SippCallsResult } from '../support/sipp';
 import { sameRecords, startCapture, tsharkPackets, tsharkSelect } from '../support/tshark';
+import { waitForRecord } from '../support/log';
 
 /*
  * End to end: our agent captures real sipp calls, then `tracefleet query`
@@ -29,7 +30,7 @@ async function tracefleet(args: string[], ns?: string) {
 
 async function startAgent(ring: string, iface: string, ns?: string): Promise<DaemonHandle> {
   const d = await startDaemon(process.execPath, [CLI, 'agent', '--ring', ring, '-i', iface, '--stats-interval', '0', '--segment-size', '256K'], { ns });
-  await d.waitForOutput(/capturing on/, 20_000);
+  await waitForRecord(d, (r) => r.msg === 'capturing', 20_000, 'the agent capturing');
   return d;
 }
 

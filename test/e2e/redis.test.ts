@@ -13,6 +13,7 @@ import { TraceStore } from '../../dispatcher/store/store';
 import { startTestCouch, TestCouch, uniqueDbName } from '../support/couch';
 import { bytesOf, expectedPcap, makeTestRings, PROXY, records, sortedRecords, startTestAgent, TestAgent, TestHost, until } from '../support/trace';
 import { DaemonHandle, freePort, haveCommand, startDaemon } from '../support/proc';
+import { waitForRecord } from '../support/log';
 
 /*
  * Two dispatchers, each its own process, sharing agents and clients through
@@ -63,8 +64,8 @@ async function startDispatcherProcess(name: string): Promise<{ proc: DaemonHandl
     '--idle-timeout', '120',
   ]);
   dispatchers.push(proc);
-  const m = await proc.waitForOutput(/listening on (http:\/\/127\.0\.0\.1:\d+) .*sharing agents through Redis/, CHILD_START_MS);
-  return { proc, url: m[1] };
+  const m = await waitForRecord(proc, (r) => r.msg === 'listening' && /^http:\/\/127\.0\.0\.1:\d+$/.test(String(r.url)) && typeof r.redis === 'string', CHILD_START_MS, 'the dispatcher listening with Redis');
+  return { proc, url: String(m.url) };
 }
 
 let d1: { proc: DaemonHandle; url: string };

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import nano from 'nano';
 import { startEmbeddedCouch } from '../../dispatcher/store/embedded';
 import { TraceStore } from '../../dispatcher/store/store';
+import { silentLogger } from '../../shared/log/log';
 
 export interface TestCouch {
   url: string;
@@ -25,7 +26,7 @@ export async function startTestCouch(): Promise<TestCouch> {
   const external = process.env.COUCHDB_URL;
   if (external) return { url: external, external: true, stop: async () => {} };
   const dataDir = mkdtempSync(join(tmpdir(), 'tracefleet-store-'));
-  const couch = await startEmbeddedCouch({ dataDir, log: () => {} });
+  const couch = await startEmbeddedCouch({ dataDir, logger: silentLogger });
   return {
     url: couch.url,
     external: false,

@@ -13,6 +13,7 @@ import type { ClientAck, Role, TraceUpdate, TraceView } from '../../shared/proto
 import { Auth } from '../../dispatcher/auth/auth';
 import { uniqueDbName } from './couch';
 import { DispatcherOptions, RunningDispatcher, startDispatcher } from '../../dispatcher/daemon/run';
+import { MemoryLog, memoryLogger } from './log';
 
 export const AGENT_TOKEN = 'dispatcher-test-agent-token-0123456789';
 
@@ -27,8 +28,8 @@ export const TRACER: TestUser = { name: 'tom', password: 'tracer-password-1', ro
 export const VIEWER: TestUser = { name: 'vera', password: 'viewer-password-1', roles: ['viewer'] };
 
 export interface TestDispatcher extends RunningDispatcher {
-  /** Every line the dispatcher logged. */
-  logs: string[];
+  /** Every record the dispatcher logged (its components are children of this logger). */
+  log: MemoryLog;
   db: string;
   dataDir: string;
   auth: Auth;
@@ -44,7 +45,7 @@ export interface TestDispatcher extends RunningDispatcher {
 export async function startTestDispatcher(couchUrl: string, opts: Partial<DispatcherOptions> = {}): Promise<TestDispatcher> {
   const db = opts.db ?? uniqueDbName();
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'tf-dispatcher-'));
-  const logs: string[] = [];
+  const log = memoryLogger();
   const d = await startDispatcher({
     host: '127.0.0.1',
     port: 0,
@@ -55,17 +56,14 @@ export async function startTestDispatcher(couchUrl: string, opts: Partial<Dispat
     couchdbUrl: couchUrl,
     db,
     dataDir,
-    log: (l) => {
-      logs.push(l);
-      opts.log?.(l);
-    },
+    logger: log.logger,
   });
   const auth = await Auth.open(d.store.store);
   for (const u of [ADMIN, TRACER, VIEWER]) await auth.addUser(u.name, u.password, u.roles);
   let stopping: Promise<void> | null = null;
   return {
     ...d,
-    logs,
+    log,
     db,
     dataDir,
     auth,

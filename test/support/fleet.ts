@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { run, tail, DaemonHandle, RunResult } from './proc';
 import { TestNet } from './netns';
 import { startNsRelay, NsRelay } from './nsrelay';
+import { waitForRecord } from './log';
 
 /**
  * A whole fleet in network namespaces for end-to-end tests: a dispatcher in
@@ -162,13 +163,13 @@ export class FleetBed {
   }
 
   async startDispatcher(): Promise<DaemonHandle> {
-    const args = [CLI, 'dispatcher', '--listen', `${this.net.addr('disp')}:${DISPATCHER_PORT}`, '--agent-token', this.agentToken, ...this.storeArgs()];
+    const args = [CLI, 'dispatcher', '--listen', `${this.net.addr('disp')}:${DISPATCHER_PORT}`, '--agent-token', this.agentToken, '--log-format', 'json', ...this.storeArgs()];
     if (this.opts.runTimeoutS !== undefined) args.push('--run-timeout', String(this.opts.runTimeoutS));
     if (this.opts.idleTimeoutS !== undefined) args.push('--idle-timeout', String(this.opts.idleTimeoutS));
     const d = await this.net.spawn('disp', process.execPath, args, { env: cleanEnv({}), stopGraceMs: 10_000 });
     this.dispatcherPids.push(d.pid);
     this.dispatcher = d;
-    await d.waitForOutput(/tracefleet dispatcher: listening on http/, 60_000);
+    await waitForRecord(d, (r) => r.component === 'dispatcher' && r.msg === 'listening' && /^http/.test(String(r.url)), 60_000, 'the dispatcher listening');
     return d;
   }
 
@@ -192,7 +193,7 @@ export class FleetBed {
       { env: cleanEnv({}), stopGraceMs: 10_000 },
     );
     this.agents.set(host, d);
-    await d.waitForOutput(/capturing on/, 30_000);
+    await waitForRecord(d, (r) => r.msg === 'capturing', 30_000, 'the agent capturing');
     return d;
   }
 

@@ -16,6 +16,7 @@ import { serveTraces, TraceServer } from '../../agent/trace/serve';
 import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from './packets';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
+import { silentLogger, type Logger } from '../../shared/log/log';
 
 export const T0 = 1_795_100_000;
 export const CALL = 'crossing-call@orch';
@@ -103,13 +104,13 @@ export interface TestAgentOptions {
   ca?: string;
   /** Sends this many trace:chunk messages, then holds the rest back: a stream stalled mid-trace. */
   stallAfterChunks?: number;
-  log?: (line: string) => void;
+  logger?: Logger;
 }
 
 /** A real agent's dispatcher link and trace serving, in this process. */
 export function startTestAgent(opts: TestAgentOptions): TestAgent {
   const status = { ring: { oldest: null, newest: null, bytes: 0, segments: 0 }, capture: {}, indexErrors: 0 };
-  const log = opts.log ?? (() => {});
+  const log = opts.logger ?? silentLogger;
   const link = connectDispatcher({
     url: opts.url,
     token: opts.token,
@@ -117,7 +118,7 @@ export function startTestAgent(opts: TestAgentOptions): TestAgent {
     ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
     hello: () => ({ version: 'test', hostname: opts.name, interfaces: ['eth0'], ...status }),
     status: () => status,
-    log,
+    logger: log,
   });
   if (opts.stallAfterChunks !== undefined) {
     const limit = opts.stallAfterChunks;
@@ -129,7 +130,7 @@ export function startTestAgent(opts: TestAgentOptions): TestAgent {
       return origEmit(...args);
     };
   }
-  const server = serveTraces(link.socket, { ringDir: opts.ringDir, log });
+  const server = serveTraces(link.socket, { ringDir: opts.ringDir, logger: log });
   return {
     name: opts.name,
     link,

@@ -143,7 +143,8 @@ export class SegmentIndexer {
   private indexRecord(rec: PacketRecord): void {
     const st = this.state;
     const ordinal = st.packetCount;
-    const r = this.dissector.push(ordinal, rec.linkType, rec.data, rec.tsSec);
+    const cut = rec.capLen < rec.origLen;
+    const r = this.dissector.push(ordinal, rec.linkType, rec.data, rec.tsSec, cut);
     const d = r.decoded;
     let flags = 0;
     let src = NO_ADDRESS;
@@ -164,13 +165,13 @@ export class SegmentIndexer {
       flags |= PKT_FLAG.DECODE_FAILED;
     }
     if (r.messages.length > 0) flags |= PKT_FLAG.SIP;
-    if (rec.capLen < rec.origLen) flags |= PKT_FLAG.TRUNCATED;
+    if (cut) flags |= PKT_FLAG.TRUNCATED;
     st.addPacket(rec.fileOffset, rec.tsSec, rec.tsNsec, src, dst, sport, dport, proto, flags, rec.capLen);
     for (const m of r.messages) this.indexMessage(m, rec);
   }
 
   private indexMessage(tm: TransportMessage, last: PacketRecord): void {
-    const sip = parseSip(tm.bytes, { correlationHeader: this.opts.correlationHeader });
+    const sip = parseSip(tm.bytes, { correlationHeader: this.opts.correlationHeader, truncated: tm.truncated });
     if (!sip) return;
     if (!sip.callId) {
       this.messagesWithoutCallId++;
@@ -194,9 +195,7 @@ export class SegmentIndexer {
       n: tm.bytes.length,
     };
     if (sip.reason) rec.r = sip.reason;
-    // Only the packet completing the message is checked; an earlier fragment or
-    // segment cut short would have left no whole message to complete.
-    if (last.capLen < last.origLen) rec.tr = 1;
+    if (tm.truncated) rec.tr = 1;
     if (sip.pai.length > 0) rec.pu = sip.pai.map((p) => p.user).filter((u: string | null): u is string => !!u);
     if (sip.correlation) rec.x = sip.correlation;
     if (sip.sdp) {

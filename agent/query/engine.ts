@@ -1,6 +1,6 @@
 import { closeSync, openSync } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { readPcapRecordsAt } from '../../shared/pcap/pcap';
+import { pcapCapLenLimit, readPcapRecordHeaderAt, readPcapRecordsAt } from '../../shared/pcap/pcap';
 import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
 import { PcapWriter, type WritableRecord } from '../../shared/pcap/writer';
 import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN, PKT_FLAG, NO_ADDRESS, messageHasNumber } from '../index/format';
@@ -17,7 +17,7 @@ export interface PacketRef {
   offset: number;
   sec: number;
   nsec: number;
-  /** Captured length; 0 when the index could not hold it (> 65535). */
+  /** Captured length. */
   capLen: number;
 }
 
@@ -27,15 +27,15 @@ interface RefColumns {
   offset: Uint32Array;
   sec: Uint32Array;
   nsec: Uint32Array;
-  capLen: Uint16Array;
+  capLen: Uint32Array;
 }
 
 function refColumns(n: number): RefColumns {
-  return { seg: new Uint32Array(n), ord: new Uint32Array(n), offset: new Uint32Array(n), sec: new Uint32Array(n), nsec: new Uint32Array(n), capLen: new Uint16Array(n) };
+  return { seg: new Uint32Array(n), ord: new Uint32Array(n), offset: new Uint32Array(n), sec: new Uint32Array(n), nsec: new Uint32Array(n), capLen: new Uint32Array(n) };
 }
 
 /**
- * A result's packets in time order, packed in columns: 22 bytes a packet,
+ * A result's packets in time order, packed in columns: 24 bytes a packet,
  * where an object each took about 80, since a broad query selects millions.
  */
 export class PacketRefs {
@@ -337,7 +337,8 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     }
   }
   chosen.length = 0;
-  let refs = new PacketRefs(timeOrdered(found, total), total);
+  const cols = timeOrdered(found, total);
+  let refs = new PacketRefs(cols, total);
 
   let truncated = false;
   let bytes = 0;
@@ -345,8 +346,9 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     refs = refs.head(q.maxPackets);
     truncated = true;
   }
+  bigCapLens(refs, cols, segments);
   for (let i = 0; i < refs.length; i++) {
-    const b = 16 + (refs.capLen(i) || 65535);
+    const b = 16 + refs.capLen(i);
     if (q.maxBytes !== null && bytes + b > q.maxBytes) {
       refs = refs.head(i);
       truncated = true;
@@ -376,6 +378,40 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     ...(m.tr ? { truncated: true } : {}),
   }));
   return { segments, refs, messages: summaries, messagesMatched, callIds: [...selected], truncated, bytes, notes };
+}
+
+/**
+ * The index's packet table holds captured lengths in 16 bits, 0 above
+ * 65535; since the snap length is 262144 a frame can be longer (a 64 KiB
+ * datagram on lo). Their real length is read from the PCAP record header:
+ * such frames are rare, so one 16-byte read each costs less than widening
+ * the table and rebuilding every index already on disk. A segment rotation
+ * deleted meanwhile counts at the most a record can hold, so `--max-bytes`
+ * stays a bound. `refs` is a head of `cols`, whose lengths are set in place.
+ */
+function bigCapLens(refs: PacketRefs, cols: RefColumns, segments: OpenedSegment[]): void {
+  const fds = new Map<number, number | null>();
+  try {
+    for (let i = 0; i < refs.length; i++) {
+      if (cols.capLen[i] !== 0) continue;
+      const si = cols.seg[i];
+      const s = segments[si];
+      let fd = fds.get(si);
+      if (fd === undefined) {
+        try {
+          fd = openSync(s.segment.path, 'r');
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+          fd = null;
+        }
+        fds.set(si, fd);
+      }
+      const rec = fd === null ? null : readPcapRecordHeaderAt(fd, cols.offset[i], s.header, s.segment.path);
+      cols.capLen[i] = rec === null ? pcapCapLenLimit(s.header) : rec.capLen;
+    }
+  } finally {
+    for (const fd of fds.values()) if (fd !== null) closeSync(fd);
+  }
 }
 
 /**

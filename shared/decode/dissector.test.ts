@@ -238,3 +238,54 @@ test('fuzz: random and mutated frames never throw', () => {
   assert.equal(st.packets, 20000);
   assert.ok(st.sipMessages > 0);
 });
+
+test('a packet the capture cut decodes to what it holds, marked; the same lengths on an uncut packet are refused', () => {
+  const whole = udp4(INV);
+  const cut = whole.subarray(0, whole.length - 40);
+  assert.equal(decodePacket(LINKTYPE.ETHERNET, cut), 'truncated');
+  const p = decodePacket(LINKTYPE.ETHERNET, cut, true);
+  assert.ok(typeof p !== 'string');
+  assert.equal(p.truncated, true);
+  assert.equal(p.sport, 5060);
+  assert.deepEqual(p.payload, INV.subarray(0, INV.length - 40));
+  // A UDP length past an IP datagram that is all there lies, whatever the record says.
+  const udpLies = ethernet(ETH_IPV4, ipv4({ ...A, proto: 17 }, udp(5060, 5060, INV, 8 + INV.length + 100)));
+  assert.equal(decodePacket(LINKTYPE.ETHERNET, udpLies), 'bad-transport-header');
+  assert.equal(decodePacket(LINKTYPE.ETHERNET, udpLies, true), 'bad-transport-header');
+  // A UDP length that ends before the cut: the datagram is whole.
+  const w = decodePacket(LINKTYPE.ETHERNET, whole, true);
+  assert.equal((w as { truncated: boolean }).truncated, false);
+  // IPv6 too; and a cut inside the IP header is still a failure.
+  const v6 = ethernet(ETH_IPV6, ipv6({ ...A6, nextHeader: 17 }, udp(5060, 5060, INV)));
+  const v6cut = decodePacket(LINKTYPE.ETHERNET, v6.subarray(0, v6.length - 100), true);
+  assert.equal((v6cut as { truncated: boolean }).truncated, true);
+  assert.equal(decodePacket(LINKTYPE.ETHERNET, whole.subarray(0, 14 + 12), true), 'truncated');
+
+  const d = new Dissector();
+  const r = d.push(0, LINKTYPE.ETHERNET, cut, 1, true);
+  assert.equal(r.messages.length, 1);
+  assert.equal(r.messages[0].truncated, true);
+  assert.equal(d.push(1, LINKTYPE.ETHERNET, whole, 1, true).messages[0].truncated, false);
+  // A cut fragment is not reassembled: its bytes stop short of its header's length.
+  const frags = fragmentIpv4({ ...A, proto: 17, id: 7 }, udp(5060, 5060, INV), [256, INV.length + 8 - 256]).map((f) => ethernet(ETH_IPV4, f));
+  assert.equal(d.push(2, LINKTYPE.ETHERNET, frags[0].subarray(0, 100), 1, true).failure, null);
+  assert.equal(d.push(3, LINKTYPE.ETHERNET, frags[1], 1).messages.length, 0);
+  assert.equal(d.stats().fragmentsCut, 1);
+});
+
+test('a cut TCP segment: the message it leaves incomplete is emitted as captured, marked, and the stream resyncs on the next message', () => {
+  const d = new Dissector();
+  const bye = Buffer.from('BYE sip:bob@example.com SIP/2.0\r\nCall-ID: next@pc33\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n', 'latin1');
+  const resp = sipResponse(200, 'OK', 'first@pc33');
+  const inv = sipInvite('cut-tcp@pc33');
+  const seg = (seq: number, data: Buffer) => ethernet(ETH_IPV4, ipv4({ ...A, proto: 6 }, tcp({ sport: 5060, dport: 5060, seq }, data)));
+  // A whole message, then an INVITE the capture cut in its body.
+  const first = seg(1000, Buffer.concat([resp, inv]));
+  const r = d.push(0, LINKTYPE.ETHERNET, first.subarray(0, first.length - 60), 1, true);
+  assert.deepEqual(r.messages.map((m) => [m.truncated, m.bytes.length]), [[false, resp.length], [true, inv.length - 60]]);
+  assert.ok(r.messages[1].bytes.toString('latin1').includes('Call-ID: cut-tcp@pc33'));
+  const next = d.push(1, LINKTYPE.ETHERNET, seg(1000 + resp.length + inv.length, bye), 2);
+  assert.equal(next.messages.length, 1);
+  assert.equal(next.messages[0].truncated, false);
+  assert.ok(next.messages[0].bytes.equals(bye));
+});

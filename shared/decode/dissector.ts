@@ -33,6 +33,7 @@ export class Dissector {
   private udpMessages = 0;
   private keepalives = 0;
   private reassembledFailures = 0;
+  private cutFragments = 0;
 
   constructor(opts: DissectorOptions = {}) {
     this.frags = new FragmentReassembler(opts.fragments);
@@ -43,11 +44,13 @@ export class Dissector {
    * Dissects one packet. `ordinal` identifies it in the messages' `packets`;
    * it must grow with every call. `messages` is a fresh array when non-empty
    * and a shared frozen empty array otherwise; a message's bytes may be a
-   * view into `data`.
+   * view into `data`. `cut`: the capture kept only the first bytes of the
+   * packet (its record's caplen < origlen); what it kept is still dissected
+   * and the messages it ends are marked truncated.
    */
-  push(ordinal: number, linkType: number, data: Buffer, tsSec: number): DissectResult {
+  push(ordinal: number, linkType: number, data: Buffer, tsSec: number, cut = false): DissectResult {
     this.packets++;
-    const r = decodePacket(linkType, data);
+    const r = decodePacket(linkType, data, cut);
     if (typeof r === 'string') {
       this.failures[r]++;
       return { decoded: null, failure: r, messages: EMPTY };
@@ -55,6 +58,13 @@ export class Dissector {
     this.decoded++;
     let messages = EMPTY;
     if (r.fragment !== null) {
+      // A cut fragment's bytes stop short of where its header says they end:
+      // reassembled, it would yield a datagram with a hole (or, as the last
+      // one, a wrong length). Its datagram is left incomplete, as when a fragment is lost.
+      if (r.truncated) {
+        this.cutFragments++;
+        return { decoded: r, failure: null, messages: EMPTY };
+      }
       const d = this.frags.push(ordinal, tsSec, r);
       if (d !== null) {
         const whole = decodeReassembled(r, d.proto, d.datagram);
@@ -71,7 +81,7 @@ export class Dissector {
   private transport(ordinal: number, tsSec: number, p: DecodedPacket, fragments: number[] | null): readonly TransportMessage[] {
     if (p.proto === IPPROTO.UDP) return this.udp(ordinal, p, fragments);
     if (p.proto === IPPROTO.TCP && p.tcp !== null) {
-      return this.tcp.push(ordinal, tsSec, p.src, p.sport, p.dst, p.dport, p.tcp, p.payload, fragments);
+      return this.tcp.push(ordinal, tsSec, p.src, p.sport, p.dst, p.dport, p.tcp, p.payload, fragments, p.truncated);
     }
     return EMPTY;
   }
@@ -86,6 +96,7 @@ export class Dissector {
     }
     if (sipStartLineEnd(b, 0) < 0) return EMPTY;
     // One message per datagram; bytes past its Content-Length are not SIP.
+    // Of a cut datagram the length is at most what was captured.
     const len = sipDatagramLength(b, 0, n);
     this.udpMessages++;
     return [
@@ -97,6 +108,8 @@ export class Dissector {
         proto: IPPROTO.UDP,
         bytes: len > 0 && len < n ? b.subarray(0, len) : b,
         packets: fragments ?? [ordinal],
+        // A message whose Content-Length ends before the cut is whole.
+        truncated: p.truncated && !(len > 0 && len < n),
       },
     ];
   }
@@ -115,6 +128,7 @@ export class Dissector {
       fragmentsExpired: f.expired,
       fragmentsEvicted: f.evicted,
       fragmentsDropped: f.dropped,
+      fragmentsCut: this.cutFragments,
       reassembledFailures: this.reassembledFailures,
       tcpGaps: t.gaps,
       tcpDesyncs: t.desyncs,

@@ -83,27 +83,38 @@ export function makePacket(
   fragment: FragmentInfo | null,
   payload: Buffer,
 ): DecodedPacket {
-  return { ipVersion, src, dst, proto, sport: 0, dport: 0, vlans, fragment, tcp: null, payload };
+  return { ipVersion, src, dst, proto, sport: 0, dport: 0, vlans, fragment, tcp: null, payload, truncated: false };
 }
 
 /**
  * Decodes the transport header at the start of `seg` (the whole transport
- * segment: header plus data) into pkt's ports, tcp and payload.
+ * segment: header plus data) into pkt's ports, tcp and payload. On a packet
+ * the capture cut (pkt.truncated) `seg` is only the captured part of it.
  */
 function transport(pkt: DecodedPacket, proto: number, seg: Buffer): DecodeFailure | null {
   pkt.proto = proto;
+  const cut = pkt.truncated;
   if (proto === IPPROTO.UDP) {
-    if (seg.length < 8) return 'bad-transport-header';
+    if (seg.length < 8) return cut ? 'truncated' : 'bad-transport-header';
     const ulen = seg.readUInt16BE(4);
-    if (ulen < 8 || ulen > seg.length) return 'bad-transport-header';
+    if (ulen < 8) return 'bad-transport-header';
     pkt.sport = seg.readUInt16BE(0);
     pkt.dport = seg.readUInt16BE(2);
-    // UDP length, not the IP length, bounds the data: anything after it is trailer.
-    pkt.payload = seg.subarray(8, ulen);
+    if (ulen > seg.length) {
+      // Past the captured bytes only because the capture cut the packet; on a
+      // whole packet it is a lie about where the data ends.
+      if (!cut) return 'bad-transport-header';
+      pkt.payload = seg.subarray(8);
+    } else {
+      // UDP length, not the IP length, bounds the data: anything after it is trailer.
+      pkt.payload = seg.subarray(8, ulen);
+      pkt.truncated = false;
+    }
   } else if (proto === IPPROTO.TCP) {
-    if (seg.length < 20) return 'bad-transport-header';
+    if (seg.length < 20) return cut ? 'truncated' : 'bad-transport-header';
     const doff = (seg[12] >> 4) * 4;
-    if (doff < 20 || doff > seg.length) return 'bad-transport-header';
+    if (doff < 20) return 'bad-transport-header';
+    if (doff > seg.length) return cut ? 'truncated' : 'bad-transport-header';
     pkt.sport = seg.readUInt16BE(0);
     pkt.dport = seg.readUInt16BE(2);
     pkt.tcp = { seq: seg.readUInt32BE(4), ack: seg.readUInt32BE(8), flags: seg[13] };
@@ -124,8 +135,8 @@ function firstFragmentPorts(pkt: DecodedPacket, proto: number, data: Buffer): vo
   }
 }
 
-/** Decodes an IPv4 packet starting at off. */
-export function decodeIPv4(data: Buffer, off: number, vlans: number[]): DecodedPacket | DecodeFailure {
+/** Decodes an IPv4 packet starting at off; `cut` as for decodePacket. */
+export function decodeIPv4(data: Buffer, off: number, vlans: number[], cut = false): DecodedPacket | DecodeFailure {
   const avail = data.length - off;
   if (avail < 20) return 'truncated';
   const vihl = data[off];
@@ -134,10 +145,19 @@ export function decodeIPv4(data: Buffer, off: number, vlans: number[]): DecodedP
   if (ihl < 20) return 'bad-ip-header';
   let tl = data.readUInt16BE(off + 2);
   // Segmentation offload hands the capture a packet whose total length is
-  // still 0; the captured bytes are then all there is to go by.
-  if (tl === 0) tl = avail;
+  // still 0; the captured bytes are then all there is to go by (and of a cut
+  // one, all there is of it).
+  let truncated = false;
+  if (tl === 0) {
+    tl = avail;
+    truncated = cut;
+  }
   if (tl < ihl) return 'bad-ip-header';
-  if (tl > avail) return 'truncated';
+  if (tl > avail) {
+    if (!cut || avail < ihl) return 'truncated';
+    tl = avail;
+    truncated = true;
+  }
   const ff = data.readUInt16BE(off + 6);
   const more = (ff & 0x2000) !== 0;
   const fragOff = (ff & 0x1fff) * 8;
@@ -147,10 +167,12 @@ export function decodeIPv4(data: Buffer, off: number, vlans: number[]): DecodedP
   const ipPayload = data.subarray(off + ihl, off + tl);
   if (more || fragOff !== 0) {
     const pkt = makePacket(4, src, dst, proto, vlans, { id: data.readUInt16BE(off + 4), offset: fragOff, more, proto }, ipPayload);
+    pkt.truncated = truncated;
     if (fragOff === 0) firstFragmentPorts(pkt, proto, ipPayload);
     return pkt;
   }
   const pkt = makePacket(4, src, dst, proto, vlans, null, ipPayload);
+  pkt.truncated = truncated;
   const f = transport(pkt, proto, ipPayload);
   return f === null ? pkt : f;
 }
@@ -191,25 +213,32 @@ function walkV6(data: Buffer, p: number, end: number, nh: number, stopAtFragment
   return null;
 }
 
-/** Decodes an IPv6 packet starting at off. */
-export function decodeIPv6(data: Buffer, off: number, vlans: number[]): DecodedPacket | DecodeFailure {
+/** Decodes an IPv6 packet starting at off; `cut` as for decodePacket. */
+export function decodeIPv6(data: Buffer, off: number, vlans: number[], cut = false): DecodedPacket | DecodeFailure {
   const avail = data.length - off;
   if (avail < 40) return 'truncated';
   if (data[off] >> 4 !== 6) return 'bad-ip-header';
   const plen = data.readUInt16BE(off + 4);
   const nh0 = data[off + 6];
   let end: number;
+  let truncated = false;
   if (plen === 0 && nh0 === IPPROTO.HOPOPTS) {
     // Jumbogram (RFC 2675): the length is in a hop-by-hop option; trust the capture.
     end = data.length;
+    truncated = cut;
   } else {
     end = off + 40 + plen;
-    if (end > data.length) return 'truncated';
+    if (end > data.length) {
+      if (!cut) return 'truncated';
+      end = data.length;
+      truncated = true;
+    }
   }
   const src = formatIPv6(data, off + 8);
   const dst = formatIPv6(data, off + 24);
   let f = walkV6(data, off + 40, end, nh0, true);
-  if (f !== null) return f;
+  // Extension headers running past a cut are missing, not malformed.
+  if (f !== null) return truncated ? 'truncated' : f;
   if (walkFrag >= 0) {
     const fp = walkFrag;
     const fo = data.readUInt16BE(fp + 2);
@@ -219,6 +248,7 @@ export function decodeIPv6(data: Buffer, off: number, vlans: number[]): DecodedP
     const fragData = data.subarray(fp + 8, end);
     if (fragOff !== 0 || more) {
       const pkt = makePacket(6, src, dst, fproto, vlans, { id: data.readUInt32BE(fp + 4), offset: fragOff, more, proto: fproto }, fragData);
+      pkt.truncated = truncated;
       if (fragOff === 0) {
         // Headers of the fragmentable part may still precede the transport in
         // a first fragment; they may also run past it, which only means no ports.
@@ -231,11 +261,12 @@ export function decodeIPv6(data: Buffer, off: number, vlans: number[]): DecodedP
     }
     // Atomic fragment (RFC 6946): a whole datagram; carry on past the header.
     f = walkV6(data, fp + 8, end, fproto, false);
-    if (f !== null) return f;
+    if (f !== null) return truncated ? 'truncated' : f;
     if (walkFrag >= 0) return 'bad-ip-header';
   }
   const proto = walkProto;
   const pkt = makePacket(6, src, dst, proto, vlans, null, data.subarray(walkOff, end));
+  pkt.truncated = truncated;
   if (proto === IPPROTO.NONE) {
     pkt.payload = data.subarray(end, end);
     return pkt;

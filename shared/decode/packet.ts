@@ -10,12 +10,17 @@ const link: LinkLayer = { offset: 0, ethertype: 0, vlans: [] };
  * reason instead of throwing for anything the bytes hold. Frames that carry
  * no IP (ARP, LLDP, unknown AF) decode with ipVersion 0 and the network-layer
  * bytes as payload. `payload` is a view into `data`.
+ *
+ * `cut` says the capture kept fewer bytes than the packet had (the record's
+ * caplen < origlen): lengths in the headers that run past the captured bytes
+ * are then expected, and what was captured is decoded (marked `truncated`);
+ * on an uncut packet they are a lie and the packet is refused.
  */
-export function decodePacket(linkType: number, data: Buffer): DecodedPacket | DecodeFailure {
+export function decodePacket(linkType: number, data: Buffer, cut = false): DecodedPacket | DecodeFailure {
   const f = decodeLink(linkType, data, link);
   if (f !== null) return f;
-  if (link.ethertype === ETHERTYPE.IPV4) return decodeIPv4(data, link.offset, link.vlans);
-  if (link.ethertype === ETHERTYPE.IPV6) return decodeIPv6(data, link.offset, link.vlans);
+  if (link.ethertype === ETHERTYPE.IPV4) return decodeIPv4(data, link.offset, link.vlans, cut);
+  if (link.ethertype === ETHERTYPE.IPV6) return decodeIPv6(data, link.offset, link.vlans, cut);
   return makePacket(0, '', '', 0, link.vlans, null, data.subarray(link.offset));
 }
 

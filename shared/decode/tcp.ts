@@ -49,6 +49,8 @@ interface Held {
   data: Buffer;
   ord: number;
   extra: readonly number[] | null;
+  /** The capture cut this segment: `data` is only its first bytes. */
+  cut: boolean;
 }
 
 class Flow {
@@ -138,6 +140,9 @@ export class TcpSipReassembler {
    * retransmissions that arrived before it completed. `extraOrdinals` names
    * further packets that carried this segment (the IP fragments it was
    * reassembled from). A message's bytes may be a view into `payload`.
+   * `cut`: the capture kept only the first bytes of the segment (`payload`);
+   * the message they leave incomplete is emitted with what was captured of
+   * it, marked truncated, and the stream restarts at the next message start.
    */
   push(
     ordinal: number,
@@ -149,6 +154,7 @@ export class TcpSipReassembler {
     tcp: TcpInfo,
     payload: Buffer,
     extraOrdinals: readonly number[] | null = null,
+    cut = false,
   ): readonly TransportMessage[] {
     const flags = tcp.flags;
     // Pure ACKs are most of a stream's packets and change nothing.
@@ -193,7 +199,7 @@ export class TcpSipReassembler {
         flow.pos = 0;
       }
     }
-    if (payload.length > 0) this.segment(flow, seq, payload, ordinal, extraOrdinals);
+    if (payload.length > 0) this.segment(flow, seq, payload, ordinal, extraOrdinals, cut);
     // Checked after the segment, which may be the late retransmission that fills the hole.
     if (flow.held !== null && tsSec - flow.holeSince > this.holeTimeoutSec) this.gap(flow);
     if (flags & FIN) {
@@ -207,7 +213,7 @@ export class TcpSipReassembler {
     return out === null ? EMPTY : out;
   }
 
-  private segment(flow: Flow, seq: number, data: Buffer, ord: number, extra: readonly number[] | null): void {
+  private segment(flow: Flow, seq: number, data: Buffer, ord: number, extra: readonly number[] | null, cut: boolean): void {
     if (flow.mode === MODE_NOT_SIP) return;
     if (flow.mode === MODE_RESYNC) {
       const n = data.length;
@@ -222,18 +228,21 @@ export class TcpSipReassembler {
     }
     const rel = (seq - flow.nextSeq) | 0;
     if (rel > 0) {
-      this.hold(flow, seq, data, ord, extra);
+      this.hold(flow, seq, data, ord, extra, cut);
       return;
     }
     if (rel === 0 && flow.len === 0 && flow.held === null) {
       this.framePayload(flow, data, ord, extra);
+      if (cut) this.cutShort(flow);
       return;
     }
     // Held segments join the buffer before framing, so that one overlapping
-    // a message still gets listed in it.
+    // a message still gets listed in it; none can follow a cut segment's
+    // captured bytes, since the rest of that segment is missing.
     this.inOrder(flow, rel, data, ord, extra);
-    this.drainHeld(flow);
+    if (!cut) this.drainHeld(flow);
     this.drain(flow);
+    if (cut) this.cutShort(flow);
   }
 
   /** A segment starting at or before nextSeq (rel <= 0 bytes from it): its new bytes go to the buffer. */
@@ -282,7 +291,7 @@ export class TcpSipReassembler {
       if (r === 0 || o + r > n) break;
       flow.firstBytes = false;
       const packets = extra === null ? [ord] : sortedDistinct([ord, ...extra]);
-      this.emit(flow, data.subarray(o, o + r), packets);
+      this.emit(flow, data.subarray(o, o + r), packets, false);
       o += r;
     }
     flow.pos += o;
@@ -325,19 +334,44 @@ export class TcpSipReassembler {
       }
       if (r === 0 || r > flow.len) return;
       flow.firstBytes = false;
-      const ms = flow.pos;
-      const me = ms + r;
-      const packets: number[] = [];
-      for (const sp of flow.spans) {
-        if (sp.start < me && sp.end > ms) {
-          packets.push(sp.ord);
-          if (sp.extra !== null) for (const x of sp.extra) packets.push(x);
-        }
-      }
       // Copied: the flow buffer is reused for the bytes that follow.
-      this.emit(flow, Buffer.from(buf.subarray(flow.start, flow.start + r)), sortedDistinct(packets));
+      this.emit(flow, Buffer.from(buf.subarray(flow.start, flow.start + r)), this.packetsOf(flow, r), false);
       this.consume(flow, r);
     }
+  }
+
+  /** Which packets carried the first n buffered bytes. */
+  private packetsOf(flow: Flow, n: number): number[] {
+    const ms = flow.pos;
+    const me = ms + n;
+    const packets: number[] = [];
+    for (const sp of flow.spans) {
+      if (sp.start < me && sp.end > ms) {
+        packets.push(sp.ord);
+        if (sp.extra !== null) for (const x of sp.extra) packets.push(x);
+      }
+    }
+    return sortedDistinct(packets);
+  }
+
+  /**
+   * The segment just added was cut by the capture, so the stream has a hole
+   * of unknown content right after the buffered bytes: a message they begin
+   * is emitted as captured, marked truncated (its Call-ID and headers are
+   * still worth indexing), and the flow resyncs on the next message start.
+   */
+  private cutShort(flow: Flow): void {
+    if (flow.mode !== MODE_SIP) return;
+    const buf = flow.buf;
+    if (buf !== null && flow.len > 0) {
+      const end = flow.start + flow.len;
+      const o = skipCrlf(buf, flow.start, end);
+      if (o > flow.start) this.consume(flow, o - flow.start);
+      if (flow.len > 0 && sipFrame(buf, flow.start, end, false) >= 0) {
+        this.emit(flow, Buffer.from(buf.subarray(flow.start, end)), this.packetsOf(flow, flow.len), true);
+      }
+    }
+    this.gap(flow);
   }
 
   private consume(flow: Flow, k: number): void {
@@ -355,9 +389,9 @@ export class TcpSipReassembler {
     spans.length = n;
   }
 
-  private emit(flow: Flow, bytes: Buffer, packets: number[]): void {
+  private emit(flow: Flow, bytes: Buffer, packets: number[], truncated: boolean): void {
     this.counters.messages++;
-    const m: TransportMessage = { src: flow.src, dst: flow.dst, sport: flow.sport, dport: flow.dport, proto: 6, bytes, packets };
+    const m: TransportMessage = { src: flow.src, dst: flow.dst, sport: flow.sport, dport: flow.dport, proto: 6, bytes, packets, truncated };
     if (this.out === null) this.out = [m];
     else this.out.push(m);
   }
@@ -385,10 +419,10 @@ export class TcpSipReassembler {
     flow.mode = MODE_RESYNC;
     flow.firstBytes = false;
     if (held === null) return;
-    for (const h of held) this.segment(flow, h.seq, h.data, h.ord, h.extra);
+    for (const h of held) this.segment(flow, h.seq, h.data, h.ord, h.extra, h.cut);
   }
 
-  private hold(flow: Flow, seq: number, data: Buffer, ord: number, extra: readonly number[] | null): void {
+  private hold(flow: Flow, seq: number, data: Buffer, ord: number, extra: readonly number[] | null, cut: boolean): void {
     let held = flow.held;
     if (held === null) {
       held = flow.held = [];
@@ -398,7 +432,7 @@ export class TcpSipReassembler {
     let i = held.length;
     while (i > 0 && ((held[i - 1].seq - flow.nextSeq) | 0) > rel) i--;
     // Copied: the packet buffer belongs to the capture reader.
-    held.splice(i, 0, { seq, data: Buffer.from(data), ord, extra });
+    held.splice(i, 0, { seq, data: Buffer.from(data), ord, extra, cut });
     flow.heldBytes += data.length;
     if (held.length > this.maxHeldSegments || flow.len + flow.heldBytes > this.maxFlowBytes) this.gap(flow);
   }
@@ -415,6 +449,12 @@ export class TcpSipReassembler {
       if (flow.held.length === 0) flow.held = null;
       progressed = true;
       this.inOrder(flow, rel, h.data, h.ord, h.extra);
+      if (h.cut) {
+        // What follows it in the stream is missing: frame what came before, then give up on the hole.
+        this.drain(flow);
+        this.cutShort(flow);
+        return;
+      }
     }
     if (progressed && flow.held !== null) flow.holeSince = this.now;
   }

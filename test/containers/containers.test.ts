@@ -89,7 +89,7 @@ test('containers: both images built on the pinned base, a sipp call traced throu
     }
     throw e;
   }
-  cleanups.push(['engine', () => stopEngine(engine)]);
+  cleanups.push(['engine', () => stopEngine(engine, dir)]);
   phase(`engine: ${engine.describe} (${engine.cli})`);
 
   const run1 = `${process.pid}-${randomBytes(3).toString('hex')}`;

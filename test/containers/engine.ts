@@ -101,9 +101,16 @@ export async function openEngine(dir: string): Promise<Engine> {
   throw new NoEngine(`dockerd ${why}: ${tail(daemon.stderr(), 600)}`);
 }
 
-export async function stopEngine(e: Engine): Promise<void> {
+/** Stops our dockerd and unmounts what it leaves under `dir` (it keeps its network namespace's bind mount in its exec root). */
+export async function stopEngine(e: Engine, dir: string): Promise<void> {
   if (!e.daemon) return;
   const st = await e.daemon.stop();
+  const leftover = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((m): m is string => Boolean(m) && m.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const m of leftover) await run('umount', [m], { check: false });
   if (st.code !== 0 && st.signal !== 'SIGTERM') throw new Error(`dockerd stopped with ${JSON.stringify(st)}: ${tail(e.daemon.stderr(), 600)}`);
 }
 

@@ -382,6 +382,18 @@ const disconnectedWithin = (s: ClientSocket, ms: number) =>
     });
   });
 
+/** The dispatcher's notice before it ends a socket whose login no longer holds; listened for from the start. */
+const endNotice = (s: ClientSocket) => new Promise<{ code: string; error: string }>((res) => s.once('session:ended', res));
+
+/**
+ * The refusal of a message sent once a login no longer holds: its ack, or the notice when the periodic
+ * check ended the socket first (the two race; either must carry TF_SESSION_ENDED and say why).
+ */
+async function askOrEnded(s: ClientSocket, notice: Promise<{ code: string; error: string }>, event: string, ...args: unknown[]) {
+  if (!s.connected) return notice;
+  return Promise.race([ask(s, event, ...args) as Promise<unknown> as Promise<{ code: string; error: string }>, notice]);
+}
+
 /** The dispatcher reads a user at most this long ago (Auth's userCacheMs default) when it checks a message. */
 const USER_CACHE_MS = 2000;
 
@@ -406,29 +418,33 @@ test('open connections follow the store: a demoted tracer is refused trace:start
 
     // A removed user's idle socket is ended by the periodic check (it would go on receiving updates).
     const gone = await r.client({ user: 'gone', password: 'gone-password-1' });
+    const goneEnd = endNotice(gone);
     await r.d.auth.removeUser('gone');
     assert.ok(await disconnectedWithin(gone, USER_CACHE_MS + 5000 + 2000), 'the removed user\'s socket is disconnected');
+    assert.equal((await goneEnd).code, 'TF_SESSION_ENDED', 'it was told why before the end');
 
     // A revoked token: the next message is refused as unauthorized, then the connection ends.
     const token = await r.d.auth.createToken(TRACER.name);
     const byToken = await r.client({ token });
+    const byTokenEnd = endNotice(byToken);
     assert.equal((await ask(byToken, 'agents:list')).ok, true);
     const tokenId = (await r.d.auth.listTokens(TRACER.name))[0].id;
     await r.d.auth.revokeToken(TRACER.name, tokenId);
     await sleep(USER_CACHE_MS + 100);
     const ended = disconnectedWithin(byToken, 5000);
-    const revoked = await ask(byToken, 'trace:start', { callId: [CALL] });
-    assert.equal((revoked as { code: string }).code, 'TF_SESSION_ENDED', JSON.stringify(revoked));
-    assert.match((revoked as { error: string }).error, /no longer holds .*API token revoked.*connect again/);
+    const revoked = await askOrEnded(byToken, byTokenEnd, 'trace:start', { callId: [CALL] });
+    assert.equal(revoked.code, 'TF_SESSION_ENDED', JSON.stringify(revoked));
+    assert.match(revoked.error, /no longer holds .*API token revoked.*connect again/);
     assert.ok(await ended, 'the revoked token\'s socket is disconnected');
     assert.match(await refusal(r.d.url, '/client', { token }), /^unauthorized/);
 
     // A session token's socket ends with a password change.
     const login = await r.d.auth.login(VIEWER.name, VIEWER.password);
     const bySession = await r.client({ token: login!.token });
+    const bySessionEnd = endNotice(bySession);
     await r.d.auth.setPassword(VIEWER.name, 'viewer-password-2');
     await sleep(USER_CACHE_MS + 100);
-    assert.equal((await ask(bySession, 'agents:list') as { code: string }).code, 'TF_SESSION_ENDED');
+    assert.equal((await askOrEnded(bySession, bySessionEnd, 'agents:list')).code, 'TF_SESSION_ENDED');
     assert.equal(await disconnectedWithin(bySession, 5000) !== null, true);
   } finally {
     await r.close();

@@ -80,6 +80,8 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
   };
   const end = (socket: Socket): void => {
     log.info({ client: (socket.data.principal as ClientPrincipal).name }, 'login no longer holds; client disconnected');
+    // Said before the end, so that a client ended between two messages knows why (and does not retry in vain).
+    socket.emit('session:ended', errorBody(new TracefleetError('TF_SESSION_ENDED', { message: expired })));
     socket.disconnect(true);
   };
   // Idle sockets still receive their rooms' updates: they are checked now and then, only while there are any.

@@ -20,6 +20,9 @@ import { TraceRef } from './common';
  *   agents:list   {}, ack ClientAck<{ agents: AgentView[] }>
  * dispatcher -> client (to the trace's room `trace:<id>`)
  *   trace:update  TraceUpdate                                         a host's or the whole trace's new state
+ *   session:ended ErrorBody (TF_SESSION_ENDED)                        to one socket, just before the dispatcher ends it
+ *                                                                     because its login no longer holds (user removed,
+ *                                                                     password changed, token revoked, session expired)
  *
  * REST: GET /api/query-rules answers shared/query's QUERY_RULES (no login needed).
  */
@@ -125,4 +128,5 @@ export interface ClientToDispatcherEvents {
 /** Events the dispatcher sends a client (ServerToClientEvents for `/client`). */
 export interface DispatcherToClientEvents {
   'trace:update': (u: TraceUpdate) => void;
+  'session:ended': (e: ErrorBody) => void;
 }

@@ -133,6 +133,11 @@ export function connectClient(session, handlers) {
     handlers.onStatus('reconnecting', err.message);
   });
   socket.on('trace:update', (u) => handlers.onUpdate(u));
+  // The dispatcher ends a socket whose login no longer holds, and says so first.
+  socket.on('session:ended', (e) => {
+    socket.close();
+    handlers.onUnauthorized(e.message);
+  });
 
   /** Emits with an acknowledgement; resolves to the ack ({ ok: true, ... } or { ok: false, code, field, message, error }). */
   const connected = (waitMs) =>

@@ -40,8 +40,8 @@ function namesOf(key: string, f: FlagSpec): { long: string; short?: string } {
  * each flag under its name, its alias and their camelCase forms, defaults
  * filled in; or undefined where yargs must decide: help, an unknown,
  * repeated, negated (`--no-x`) or missing required flag, a positional, a
- * value that looks like a flag, a list given as `--x a b`, a number that is
- * not plain digits.
+ * value that looks like a flag (or `--x -`, `-o=x`), a list given as
+ * `--x a b`, a number that is not plain digits.
  */
 export function parseFlagsFast(table: FlagTable, argv: string[]): Record<string, unknown> | undefined {
   const options: Record<string, { type: 'string' | 'boolean'; multiple: true; short?: string }> = {};
@@ -51,7 +51,12 @@ export function parseFlagsFast(table: FlagTable, argv: string[]): Record<string,
   }
   let values: Record<string, (string | boolean)[] | undefined>;
   try {
-    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as typeof values;
+    const parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false, tokens: true });
+    // Where the two read a value differently: yargs takes `--output -` for an unknown argument `-` (only `-o -` and
+    // `--output=-` mean stdout), and `-o=x` for x where parseArgs keeps the `=`. Their answer, not ours.
+    const long = (t: { rawName: string }) => t.rawName.startsWith('--');
+    if (parsed.tokens.some((t) => t.kind === 'option' && t.value !== undefined && (t.inlineValue ? !long(t) : t.value === '-' && long(t)))) return undefined;
+    values = parsed.values as typeof values;
   } catch {
     return undefined;
   }

@@ -1,26 +1,30 @@
 import type { Argv } from 'yargs';
+import type { FlagTable } from './flags';
 import type { TraceQuery, TraceRequest } from '../shared/query/query';
 import { TracefleetError } from '../shared/errors/catalogue';
 
 // Loaded when flags are checked, not when the CLI starts: the query module brings zod, which --help and --version need not pay for.
 const queryModule = () => require('../shared/query/query') as typeof import('../shared/query/query');
 
-/** The filter flags of `tracefleet query` and `tracefleet trace`: one definition so both stay the same. */
+/** The filter flags of `tracefleet query` and `tracefleet trace`: one definition so both stay the same (and the hand parser of cli/flags.ts reads it too). */
+export const FILTER_OPTIONS = {
+  'call-id': { type: 'string', array: true, describe: 'Call-ID (repeat or comma-separate for several)' },
+  number: { type: 'string', array: true, describe: 'phone number: matches R-URI/From/To/P-Asserted-Identity users whose digits end with it (at least 4 digits)' },
+  ip: { type: 'string', array: true, describe: 'IPv4 or IPv6 address (source or destination)' },
+  port: { type: 'string', array: true, describe: 'UDP/TCP port (source or destination)' },
+  correlation: { type: 'string', array: true, describe: 'correlation key (X-CID header or xref parameter)' },
+  method: { type: 'string', array: true, describe: 'SIP method (requests, and responses by CSeq)' },
+  status: { type: 'string', array: true, describe: 'SIP status code (486) or class (4xx)' },
+  since: { type: 'string', describe: 'start of the window: 15m, 2h, epoch seconds, or ISO 8601' },
+  until: { type: 'string', describe: 'end of the window (same forms as --since)' },
+  rtp: { type: 'boolean', default: false, describe: "add the RTP/RTCP announced in the dialogs' SDP" },
+  'max-packets': { type: 'number', describe: 'stop after this many packets (the result says truncated)' },
+  'max-bytes': { type: 'number', describe: 'stop after this many bytes (the result says truncated)' },
+  all: { type: 'boolean', default: false, describe: 'allow a query with no selective key' },
+} as const satisfies FlagTable;
+
 export function filterOptions<T>(y: Argv<T>) {
-  return y
-    .option('call-id', { type: 'string', array: true, describe: 'Call-ID (repeat or comma-separate for several)' })
-    .option('number', { type: 'string', array: true, describe: 'phone number: matches R-URI/From/To/P-Asserted-Identity users whose digits end with it (at least 4 digits)' })
-    .option('ip', { type: 'string', array: true, describe: 'IPv4 or IPv6 address (source or destination)' })
-    .option('port', { type: 'string', array: true, describe: 'UDP/TCP port (source or destination)' })
-    .option('correlation', { type: 'string', array: true, describe: 'correlation key (X-CID header or xref parameter)' })
-    .option('method', { type: 'string', array: true, describe: 'SIP method (requests, and responses by CSeq)' })
-    .option('status', { type: 'string', array: true, describe: 'SIP status code (486) or class (4xx)' })
-    .option('since', { type: 'string', describe: 'start of the window: 15m, 2h, epoch seconds, or ISO 8601' })
-    .option('until', { type: 'string', describe: 'end of the window (same forms as --since)' })
-    .option('rtp', { type: 'boolean', default: false, describe: "add the RTP/RTCP announced in the dialogs' SDP" })
-    .option('max-packets', { type: 'number', describe: 'stop after this many packets (the result says truncated)' })
-    .option('max-bytes', { type: 'number', describe: 'stop after this many bytes (the result says truncated)' })
-    .option('all', { type: 'boolean', default: false, describe: 'allow a query with no selective key' });
+  return y.options(FILTER_OPTIONS);
 }
 
 /** "a,b" and repeated flags alike: the values of a list flag, or undefined when none. */

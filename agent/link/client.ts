@@ -94,7 +94,7 @@ export function connectDispatcher(opts: DispatcherLinkOptions): DispatcherLink {
         if (err) return log.warn({ reason: err.message }, 'dispatcher did not acknowledge hello');
         const a = parseMessage(helloAck, 'hello ack', ack);
         if (!a.ok) log.warn({ reason: a.error }, 'bad hello ack');
-        else if (!a.value.ok) log.error({ reason: a.value.error ?? 'no reason given' }, 'dispatcher refused hello');
+        else if (!a.value.ok) log.error({ code: a.value.code, field: a.value.field, reason: a.value.message ?? a.value.error ?? 'no reason given' }, 'dispatcher refused hello');
       });
     }
     stopHeartbeat();

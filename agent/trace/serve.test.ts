@@ -12,7 +12,8 @@ import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, sll, udp } from '../.
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { CHUNK_BYTES, ChunkAck, RunAck, TraceDone, TraceProgress, traceChunk, traceDone, traceFailure, traceProgress } from '../../shared/protocol/agent';
-import { parseMessage, traceRef } from '../../shared/protocol/common';
+import { parseMessage, refusal, traceRef } from '../../shared/protocol/common';
+import { TracefleetError } from '../../shared/errors/catalogue';
 import { TraceQuery } from '../../shared/query/query';
 import { connectDispatcher, DispatcherLink } from '../link/client';
 import { closeResult, runQuery, writeResultPcap } from '../query/engine';
@@ -319,14 +320,16 @@ test('a bad query is refused in the ack with the query validator\'s message', { 
   await withFleet({}, async (d, a) => {
     const cases: TraceQuery[] = [{ port: ['70000'] }, {}, { ip: ['not-an-ip'] }, { callId: [A], since: 'yesterday' }];
     for (const [i, q] of cases.entries()) {
-      let msg = '';
+      let refused: TracefleetError | null = null;
       try {
         buildQuerySpec(q);
       } catch (e) {
-        msg = (e as Error).message;
+        refused = e as TracefleetError;
       }
-      assert.ok(msg, 'the case is a bad query');
-      assert.deepEqual(await d.run(`bad${i}`, q), { accepted: false, error: msg });
+      assert.ok(refused instanceof TracefleetError, 'the case is a bad query');
+      // The validator's own code and field travel, so the dispatcher can show the mistake at its key.
+      const msg = refused.message;
+      assert.deepEqual(await d.run(`bad${i}`, q), { accepted: false, code: refused.code, field: refused.field, message: msg, error: msg });
     }
     // Events are ordered on the socket: once a later trace is done, nothing more comes for the refused ones.
     assert.deepEqual(await d.run('after-bad', { callId: [B] }), { accepted: true });
@@ -340,14 +343,17 @@ test('a malformed trace:run gets an error ack, or a log line without an ack, and
   await withFleet({}, async (d, a) => {
     const s = await waitFor('the agent', () => d.agent());
     const ask = async (payload: unknown) => (await s.timeout(5000).emitWithAck('trace:run', payload)) as RunAck;
-    assert.deepEqual(await ask(42), { accepted: false, error: 'bad trace:run message: body: Expected object, received number' });
+    const notObject = 'bad trace:run message: body: Expected object, received number';
+    assert.deepEqual(await ask(42), { accepted: false, code: 'TF_AGENT_MESSAGE_INVALID', field: null, message: notObject, error: notObject });
     const r1 = await ask({ traceId: 'bad id!', query: { callId: [A] } });
     assert.equal(r1.accepted, false);
     assert.match(r1.error!, /bad trace:run message: traceId: trace ids are 1-64 letters/);
+    assert.deepEqual([r1.code, r1.field], ['TF_AGENT_MESSAGE_INVALID', 'traceId']);
     const r2 = await ask({ traceId: 'x', query: { callId: [A], bogus: 1 } });
     assert.equal(r2.accepted, false);
     assert.match(r2.error!, /bad trace:run message: query/);
-    assert.deepEqual(await ask({ traceId: 'x' }), { accepted: false, error: 'bad trace:run message: query: Required' });
+    const noQuery = 'bad trace:run message: query: Required';
+    assert.deepEqual(await ask({ traceId: 'x' }), { accepted: false, code: 'TF_AGENT_MESSAGE_INVALID', field: 'query', message: noQuery, error: noQuery });
     // Without an ack callback the agent cannot say yes: it refuses in its log only.
     s.emit('trace:run', { traceId: 'no-ack', query: { callId: [A] } });
     s.emit('trace:run', 'garbage');
@@ -447,8 +453,9 @@ test('beyond the concurrency limit traces wait in a bounded queue (refused only 
     const r5 = await d.run('c5', { callId: [A] });
     assert.equal(r5.accepted, false);
     assert.match(r5.error!, /^this agent is running 2 traces and has 2 waiting, its limits: retry c5 when some have ended$/);
-    assert.deepEqual(await d.run('c1', { callId: [A] }), { accepted: false, error: 'trace c1 is already running on this agent' });
-    assert.deepEqual(await d.run('c3', { callId: [A] }), { accepted: false, error: 'trace c3 is already running on this agent' });
+    assert.equal(r5.code, 'TF_AGENT_BUSY', 'busy is told from a bad trace: the dispatcher may retry it later');
+    assert.deepEqual(await d.run('c1', { callId: [A] }), { accepted: false, ...refusal('TF_TRACE_ALREADY_RUNNING', 'trace c1 is already running on this agent') });
+    assert.deepEqual(await d.run('c3', { callId: [A] }), { accepted: false, ...refusal('TF_TRACE_ALREADY_RUNNING', 'trace c3 is already running on this agent') });
     assert.equal(d.traces.get('c3'), undefined, 'a queued trace sends nothing until it starts');
 
     d.agent()!.emit('trace:cancel', { traceId: 'q-cancel' });

@@ -1,6 +1,7 @@
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { AgentToDispatcherEvents, RunAck, TraceDone, chunkAck, traceDone, traceRun } from '../../shared/protocol/agent';
-import { parseMessage, traceRef } from '../../shared/protocol/common';
+import { parseMessage, refusal, refusedError, traceRef } from '../../shared/protocol/common';
+import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { QuerySpec, buildQuerySpec } from '../../shared/query/query';
 import { QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../query/engine';
 import type { DispatcherSocket } from '../link/client';
@@ -116,7 +117,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
         if (err) return settle(new Error(`the dispatcher did not acknowledge chunk ${seq} within ${ackTimeoutMs} ms`));
         const a = parseMessage(chunkAck, 'trace:chunk ack', ack);
         if (!a.ok) settle(new Error(a.error));
-        else if (!a.value.ok) settle(new Error(`the dispatcher refused chunk ${seq}: ${a.value.error ?? 'no reason given'}`));
+        else if (!a.value.ok) settle(refusedError(a.value, `the dispatcher refused chunk ${seq}`));
         else settle(null);
       });
     });
@@ -191,7 +192,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
     const last = args[args.length - 1];
     const ack = typeof last === 'function' ? (last as (a: RunAck) => void) : null;
     const reply = (a: RunAck) => {
-      if (!a.accepted) log.warn({ reason: a.error }, 'refused a trace:run');
+      if (!a.accepted) log.warn({ code: a.code, reason: a.message }, 'refused a trace:run');
       if (!ack) return;
       try {
         ack(a);
@@ -201,19 +202,19 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
     };
     try {
       const m = parseMessage(traceRun, 'trace:run', args[0]);
-      if (!m.ok) return reply({ accepted: false, error: m.error });
+      if (!m.ok) return reply({ accepted: false, ...refusal('TF_AGENT_MESSAGE_INVALID', m.error, m.field) });
       const { traceId, query } = m.value;
-      if (!ack) return reply({ accepted: false, error: `trace:run for ${traceId} came without an ack callback; the dispatcher must ask for a RunAck` });
-      if (running.has(traceId) || waiting.some((w) => w.t.id === traceId)) return reply({ accepted: false, error: `trace ${traceId} is already running on this agent` });
+      if (!ack) return reply({ accepted: false, ...refusal('TF_AGENT_MESSAGE_INVALID', `trace:run for ${traceId} came without an ack callback; the dispatcher must ask for a RunAck`) });
+      if (running.has(traceId) || waiting.some((w) => w.t.id === traceId)) return reply({ accepted: false, ...refusal('TF_TRACE_ALREADY_RUNNING', `trace ${traceId} is already running on this agent`) });
       const full = running.size >= maxConcurrent;
       if (full && waiting.length >= maxQueued) {
-        return reply({ accepted: false, error: `this agent is running ${running.size} traces and has ${waiting.length} waiting, its limits: retry ${traceId} when some have ended` });
+        return reply({ accepted: false, ...refusal('TF_AGENT_BUSY', `this agent is running ${running.size} traces and has ${waiting.length} waiting, its limits: retry ${traceId} when some have ended`) });
       }
       let spec: QuerySpec;
       try {
         spec = buildQuerySpec(query);
       } catch (e) {
-        return reply({ accepted: false, error: (e as Error).message });
+        return reply({ accepted: false, ...(e instanceof TracefleetError ? errorBody(e) : refusal('TF_AGENT_MESSAGE_INVALID', (e as Error).message)) });
       }
       let abort: (e: Error) => void = () => {};
       const aborted = new Promise<never>((_, reject) => (abort = reject));
@@ -228,7 +229,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       }
     } catch (e) {
       log.error({ err: e }, 'trace:run handler failed');
-      reply({ accepted: false, error: `the agent failed to start the trace: ${(e as Error).message}` });
+      reply({ accepted: false, ...refusal('TF_AGENT_FAILED', `the agent failed to start the trace: ${(e as Error).message}`) });
     }
   };
 

@@ -1,7 +1,8 @@
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Argv, CommandModule } from 'yargs';
-import { filterOptions, rawQuery } from '../filters';
+import { FILTER_OPTIONS, rawQuery } from '../filters';
+import type { FlagTable } from '../flags';
 import { Args, UsageError, fail } from './local';
 
 /*
@@ -45,14 +46,18 @@ async function queryCmd(a: Args): Promise<void> {
   if (r.truncated) process.stderr.write('tracefleet: result truncated by --max-packets/--max-bytes\n');
 }
 
+/** The flags of `tracefleet query`, read by yargs and by the hand parser of cli/flags.ts alike. */
+export const QUERY_OPTIONS = {
+  ...FILTER_OPTIONS,
+  ring: { type: 'string', demandOption: true, describe: 'ring directory' },
+  o: { alias: 'output', type: 'string', describe: 'write the PCAP here (- for stdout)' },
+  json: { type: 'boolean', default: false, describe: 'print the SIP message summaries as JSON' },
+  'correlation-header': { type: 'string', default: 'X-CID', describe: 'header holding a correlation key' },
+} as const satisfies FlagTable;
+
 export const queryCommand: CommandModule<object, Args> = {
   command: 'query',
   describe: "answer a trace from a local ring (like stenoread): matching packets as one PCAP, SIP summaries as JSON",
-  builder: (y) =>
-    filterOptions(y)
-      .option('ring', { type: 'string', demandOption: true, describe: 'ring directory' })
-      .option('o', { alias: 'output', type: 'string', describe: 'write the PCAP here (- for stdout)' })
-      .option('json', { type: 'boolean', default: false, describe: 'print the SIP message summaries as JSON' })
-      .option('correlation-header', { type: 'string', default: 'X-CID', describe: 'header holding a correlation key' }) as unknown as Argv<Args>,
+  builder: (y) => y.options(QUERY_OPTIONS) as unknown as Argv<Args>,
   handler: (a) => queryCmd(a).catch((e) => fail(e, a.json === true)),
 };

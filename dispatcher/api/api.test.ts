@@ -221,33 +221,46 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
 
     const bad = await call('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'alice', password: 'nope' }) });
     assert.equal(bad.status, 401);
-    assert.match((await json(bad)).error, /wrong user name or password/);
+    const badBody = await json(bad);
+    assert.match(badBody.error, /wrong user name or password/);
+    assert.equal(badBody.code, 'TF_BAD_CREDENTIALS', 'a wrong password is told from not being logged in');
     assert.ok(bad.headers.get('www-authenticate'));
 
     const missing = await call('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'alice' }) });
     assert.equal(missing.status, 400);
-    assert.match((await json(missing)).error, /password/);
+    const missingBody = await json(missing);
+    assert.match(missingBody.error, /password/);
+    assert.deepEqual([missingBody.code, missingBody.field], ['TF_PARAMS_INVALID', 'password']);
     const notJson = await call('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"user": "alice",' });
     assert.equal(notJson.status, 400);
-    assert.match((await json(notJson)).error, /not valid JSON/);
+    const notJsonBody = await json(notJson);
+    assert.match(notJsonBody.error, /not valid JSON/);
+    assert.equal(notJsonBody.code, 'TF_BODY_NOT_JSON');
     const form = await call('/api/login', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'user=alice&password=alice-pass' });
     assert.equal(form.status, 400);
-    assert.match((await json(form)).error, /Content-Type: application\/json/);
+    const formBody = await json(form);
+    assert.match(formBody.error, /Content-Type: application\/json/);
+    assert.equal(formBody.code, 'TF_BODY_NOT_JSON');
   });
 
   test('401 without or with bad credentials, with a challenge; Basic works', async () => {
     const none = await call('/api/traces');
     assert.equal(none.status, 401);
     assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer realm="tracefleet"/);
-    assert.match((await json(none)).error, /log in first/);
+    const noneBody = await json(none);
+    assert.match(noneBody.error, /log in first/);
+    assert.equal(noneBody.code, 'TF_UNAUTHENTICATED');
 
     const unknown = await call('/api/me', { headers: { authorization: 'Bearer not-a-session' } });
     assert.equal(unknown.status, 401);
     assert.match(unknown.headers.get('www-authenticate') ?? '', /invalid_token/);
+    assert.equal((await json(unknown)).code, 'TF_BAD_CREDENTIALS');
 
     const garbage = await call('/api/me', { headers: { authorization: 'Digest whatever' } });
     assert.equal(garbage.status, 401);
-    assert.match((await json(garbage)).error, /Bearer <token>/);
+    const garbageBody = await json(garbage);
+    assert.match(garbageBody.error, /Bearer <token>/);
+    assert.equal(garbageBody.code, 'TF_AUTH_HEADER_INVALID');
 
     const good = await call('/api/me', { headers: { authorization: basic('vic', 'vic-pass') } });
     assert.equal(good.status, 200);
@@ -424,7 +437,9 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     for (const bad of ['limit=0', 'limit=1001', 'limit=abc', 'limit=1&limit=2']) {
       const res = await call(`/api/traces?${bad}`, { as: 'vic' });
       assert.equal(res.status, 400, bad);
-      assert.match((await json(res)).error, /limit/, bad);
+      const body = await json(res);
+      assert.match(body.error, /limit/, bad);
+      assert.deepEqual([body.code, body.field], ['TF_PARAMS_INVALID', 'limit'], bad);
     }
     const badMark = await call('/api/traces?bookmark=xyz', { as: 'vic' });
     assert.equal(badMark.status, 400);
@@ -456,7 +471,9 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     assert.match((await json(missing)).error, /no trace nope/);
     const badId = await call('/api/traces/a.b', { as: 'vic' });
     assert.equal(badId.status, 400);
-    assert.match((await json(badId)).error, /not a trace id/);
+    const badIdBody = await json(badId);
+    assert.match(badIdBody.error, /not a trace id/);
+    assert.equal(badIdBody.code, 'TF_BAD_TRACE_ID');
   });
 
   test('downloads: merged and host PCAPs byte-identical with Content-Length; tar holds summary and every PCAP', async () => {
@@ -510,7 +527,9 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     assert.match((await json(errored)).error, /stored no packets.*error: ring empty/);
     const notAsked = await call('/api/traces/dl/hosts/edge-9/packets.pcap', { as: 'vic' });
     assert.equal(notAsked.status, 404);
-    assert.match((await json(notAsked)).error, /did not ask host edge-9/);
+    const notAskedBody = await json(notAsked);
+    assert.match(notAskedBody.error, /did not ask host edge-9/);
+    assert.equal(notAskedBody.code, 'TF_TRACE_HOST_UNKNOWN');
 
     const tr = await call('/api/traces/dl/trace.tar', { as: 'vic' });
     assert.equal(tr.status, 200);
@@ -545,14 +564,20 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     await store.putResult({ traceId: t.id, host: 'edge-1', state: 'started' });
     const m = await call('/api/traces/busy/merged.pcap', { as: 'vic' });
     assert.equal(m.status, 404);
-    assert.match((await json(m)).error, /not ready yet/);
+    const mBody = await json(m);
+    assert.match(mBody.error, /not ready yet/);
+    assert.equal(mBody.code, 'TF_PACKETS_NOT_READY', 'not ready is told from no packets: a client waits for one, gives up on the other');
     const h = await call('/api/traces/busy/hosts/edge-1/packets.pcap', { as: 'vic' });
     assert.equal(h.status, 404);
-    assert.match((await json(h)).error, /not ready yet \(started\)/);
+    const hBody = await json(h);
+    assert.match(hBody.error, /not ready yet \(started\)/);
+    assert.equal(hBody.code, 'TF_PACKETS_NOT_READY');
     const done = await store.createTrace({ id: 'empty', request: { callId: ['c'] }, user: 'alice', hosts: ['edge-1'], state: 'failed' });
     const e = await call(`/api/traces/${done.id}/merged.pcap`, { as: 'vic' });
     assert.equal(e.status, 404);
-    assert.match((await json(e)).error, /has no merged\.pcap/);
+    const eBody = await json(e);
+    assert.match(eBody.error, /has no merged\.pcap/);
+    assert.equal(eBody.code, 'TF_NO_PACKETS');
     for (const path of ['/api/traces/ghost/merged.pcap', '/api/traces/ghost/hosts/edge-1/packets.pcap', '/api/traces/ghost/trace.tar']) {
       const r = await call(path, { as: 'vic' });
       assert.equal(r.status, 404, path);
@@ -574,7 +599,9 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     assert.equal((await call(`/api/traces/${trace.id}/cancel`, { method: 'POST', as: 'vic' })).status, 403);
     const running = await call(`/api/traces/${trace.id}`, { method: 'DELETE', as: 'alice' });
     assert.equal(running.status, 409);
-    assert.match((await json(running)).error, /cancel it first/);
+    const runningBody = await json(running);
+    assert.match(runningBody.error, /cancel it first/);
+    assert.equal(runningBody.code, 'TF_TRACE_RUNNING');
 
     // Another tracer may not cancel alice's trace, as they may not delete it.
     const byOtherTracer = await call(`/api/traces/${trace.id}/cancel`, { method: 'POST', as: 'bob' });
@@ -619,7 +646,9 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     );
     const nothing = await call('/api/nothing-here', { as: 'vic' });
     assert.equal(nothing.status, 404);
-    assert.match((await json(nothing)).error, /no route GET \/api\/nothing-here/);
+    const nothingBody = await json(nothing);
+    assert.match(nothingBody.error, /no route GET \/api\/nothing-here/);
+    assert.equal(nothingBody.code, 'TF_NO_ROUTE');
     const wrongMethod = await call('/api/agents', { method: 'PUT', as: 'vic' });
     assert.equal(wrongMethod.status, 404);
     assert.ok((await json(wrongMethod)).error);
@@ -703,6 +732,7 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
       const body = await json(h);
       assert.equal(body.ok, false);
       assert.match(body.error, /^the store does not answer/);
+      assert.equal(body.code, 'TF_STORE_UNREACHABLE');
       assert.ok(!JSON.stringify(body).includes(new URL(relay.url).port), 'nothing of the store\'s address');
       const list = await fetch(`${url}/api/traces`, { headers: { authorization: `Bearer ${tokens.vic}` } });
       assert.equal(list.status, 503);

@@ -23,7 +23,7 @@ import { isFinalResult, traceView } from '../trace/view';
 import { ClientAddress, clientAddress } from './client-address';
 import { type Logger, componentLogger } from '../../shared/log/log';
 import { downloadName, sendAttachment, sendTraceTar } from './download';
-import { TracefleetError } from '../../shared/errors/catalogue';
+import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { HttpError, toHttp } from './errors';
 import { mergedMessages } from './messages';
 import { METRICS_CONTENT_TYPE, Metrics } from './metrics';
@@ -167,14 +167,14 @@ export function createApi(deps: ApiDeps): express.Express {
 
   const need = (p: Principal, action: Action, what: string): void => {
     if (!auth.can(p, action)) {
-      throw new HttpError(403, `user ${p.name} (roles: ${p.roles.join(', ') || 'none'}) may not ${what}: that needs ${NEEDS[action]}; ask an admin`);
+      throw new HttpError('TF_FORBIDDEN', `user ${p.name} (roles: ${p.roles.join(', ') || 'none'}) may not ${what}: that needs ${NEEDS[action]}; ask an admin`);
     }
   };
 
   const traceId = (req: Request): string => {
     const id = req.params.id;
     const r = traceIdSchema.safeParse(id);
-    if (!r.success) throw new HttpError(400, `${JSON.stringify(id.slice(0, 140))} is not a trace id: ${r.error.issues[0].message}`);
+    if (!r.success) throw new HttpError('TF_BAD_TRACE_ID', `${JSON.stringify(id.slice(0, 140))} is not a trace id: ${r.error.issues[0].message}`);
     return id;
   };
 
@@ -209,7 +209,7 @@ export function createApi(deps: ApiDeps): express.Express {
         // The reason (with the store's address) goes to the log, once per outage.
         if (!storeWasDown) log.warn({ err: e }, '/healthz: the store does not answer');
         storeWasDown = true;
-        res.status(503).json({ ok: false, error: 'the store does not answer: see the dispatcher\'s log', ...self });
+        res.status(503).json({ ok: false, ...errorBody(new TracefleetError('TF_STORE_UNREACHABLE', { message: 'the store does not answer: see the dispatcher\'s log' })), ...self });
         return;
       }
       let agents: { connected: number; known: number } | { error: string };
@@ -244,7 +244,7 @@ export function createApi(deps: ApiDeps): express.Express {
   /** JSON bodies only: a form or text/plain body is what a cross-site page can send without asking. */
   const jsonBody = (req: Request): unknown => {
     if (!req.is('application/json')) {
-      throw new HttpError(400, 'send the request body as JSON with the header Content-Type: application/json');
+      throw new HttpError('TF_BODY_NOT_JSON', 'send the request body as JSON with the header Content-Type: application/json');
     }
     return req.body;
   };
@@ -259,10 +259,10 @@ export function createApi(deps: ApiDeps): express.Express {
     '/login',
     h(async (req, res) => {
       const body = loginBody.safeParse(jsonBody(req));
-      if (!body.success) throw new HttpError(400, `${zodMessage('login', body.error)}; send {"user": "...", "password": "..."}`);
+      if (!body.success) throw new HttpError('TF_PARAMS_INVALID', `${zodMessage('login', body.error)}; send {"user": "...", "password": "..."}`, {}, zodField(body.error));
       const ctx = address(req);
       const session = await loggedLogin({ user: body.data.user.slice(0, 64) }, ctx.address, () => auth.login(body.data.user, body.data.password, ctx));
-      if (!session) throw new HttpError(401, 'wrong user name or password', { 'www-authenticate': `Bearer ${REALM}` });
+      if (!session) throw new HttpError('TF_BAD_CREDENTIALS', 'wrong user name or password', { 'www-authenticate': `Bearer ${REALM}` });
       res.json({ token: session.token, user: session.user, roles: session.roles, expiresAt: session.expiresAt });
     }),
   );
@@ -293,17 +293,17 @@ export function createApi(deps: ApiDeps): express.Express {
     if (header !== undefined) {
       const m = /^(Bearer|Basic)[ ]+([A-Za-z0-9._~+/=-]{1,2048})[ ]*$/i.exec(header);
       if (!m) {
-        throw new HttpError(401, "the Authorization header must be 'Bearer <token>' or 'Basic <base64 of user:password>'", { 'www-authenticate': `Bearer ${REALM}` });
+        throw new HttpError('TF_AUTH_HEADER_INVALID', "the Authorization header must be 'Bearer <token>' or 'Basic <base64 of user:password>'", { 'www-authenticate': `Bearer ${REALM}` });
       }
       cred = m[1].toLowerCase() === 'bearer' ? { bearer: m[2] } : { basic: m[2] };
     } else if ((req.method === 'GET' || req.method === 'HEAD') && typeof req.query.dl === 'string') {
       // A browser link cannot carry a header: it carries a download token for its own path only (POST /api/download-token).
       const path = req.originalUrl.split('?')[0];
       const p = DOWNLOAD_PATH.test(path) ? await auth.authenticateDownload(req.query.dl, path) : null;
-      if (!p) throw new HttpError(401, 'this download link has expired or is not for this file: open the download again from the page (or send Authorization)', { 'www-authenticate': `Bearer ${REALM}, error="invalid_token"` });
+      if (!p) throw new HttpError('TF_DOWNLOAD_LINK_EXPIRED', 'this download link has expired or is not for this file: open the download again from the page (or send Authorization)', { 'www-authenticate': `Bearer ${REALM}, error="invalid_token"` });
       return p;
     } else {
-      throw new HttpError(401, 'log in first: send Authorization: Bearer <token> (from POST /api/login, or an API token) or Basic <base64 of user:password>', {
+      throw new HttpError('TF_UNAUTHENTICATED', 'log in first: send Authorization: Bearer <token> (from POST /api/login, or an API token) or Basic <base64 of user:password>', {
         'www-authenticate': `Bearer ${REALM}`,
       });
     }
@@ -312,7 +312,7 @@ export function createApi(deps: ApiDeps): express.Express {
     if (!p) {
       // Only a client that tried Basic is challenged for Basic: a browser would otherwise pop up its own login box over the web page.
       const challenge = 'basic' in cred ? `Basic ${REALM}, charset="UTF-8"` : `Bearer ${REALM}, error="invalid_token"`;
-      throw new HttpError(401, 'unknown user, wrong password, or unknown/expired token: log in again with POST /api/login', { 'www-authenticate': challenge });
+      throw new HttpError('TF_BAD_CREDENTIALS', 'unknown user, wrong password, or unknown/expired token: log in again with POST /api/login', { 'www-authenticate': challenge });
     }
     return p;
   };
@@ -331,7 +331,7 @@ export function createApi(deps: ApiDeps): express.Express {
       const p = principal(res);
       need(p, 'read', 'download traces');
       const body = downloadTokenBody.safeParse(jsonBody(req));
-      if (!body.success) throw new HttpError(400, zodMessage('download-token request', body.error));
+      if (!body.success) throw new HttpError('TF_PARAMS_INVALID', zodMessage('download-token request', body.error), {}, zodField(body.error));
       const t = await auth.downloadToken(p, body.data.path);
       res.json({ url: `${body.data.path}?dl=${encodeURIComponent(t.token)}`, expiresAt: t.expiresAt });
     }),
@@ -364,7 +364,7 @@ export function createApi(deps: ApiDeps): express.Express {
     h(async (req, res) => {
       need(principal(res), 'read', 'list traces');
       const q = listQuery.safeParse(req.query);
-      if (!q.success) throw new HttpError(400, zodMessage('query', q.error));
+      if (!q.success) throw new HttpError('TF_PARAMS_INVALID', zodMessage('query', q.error), {}, zodField(q.error));
       const page = await store.listTraces({ limit: q.data.limit ?? 50, bookmark: q.data.bookmark, user: q.data.user });
       const views = await mapLimit(page.traces, 8, viewOf);
       res.json({ traces: views, ...(page.bookmark ? { bookmark: page.bookmark } : {}) });
@@ -410,10 +410,10 @@ export function createApi(deps: ApiDeps): express.Express {
       need(p, 'read', 'delete traces');
       const t = await getTrace(id);
       if (!auth.canManage(p, t.user)) {
-        throw new HttpError(403, `user ${p.name} may not delete trace ${id} of user ${t.user}: only its owner (with the tracer role) or an admin may`);
+        throw new HttpError('TF_FORBIDDEN', `user ${p.name} may not delete trace ${id} of user ${t.user}: only its owner (with the tracer role) or an admin may`);
       }
       if (t.state === 'running') {
-        throw new HttpError(409, `trace ${id} is still running: cancel it first (POST /api/traces/${id}/cancel), then delete it`);
+        throw new HttpError('TF_TRACE_RUNNING', `trace ${id} is still running: cancel it first (POST /api/traces/${id}/cancel), then delete it`);
       }
       await store.deleteTrace(id);
       res.status(204).end();
@@ -429,9 +429,9 @@ export function createApi(deps: ApiDeps): express.Express {
       const stub = t._attachments?.[MERGED_ATTACHMENT];
       if (!stub) {
         if (t.state === 'running') {
-          throw new HttpError(404, `merged.pcap of trace ${id} is not ready yet: it is built once every host has finished; watch GET /api/traces/${id}`);
+          throw new HttpError('TF_PACKETS_NOT_READY', `merged.pcap of trace ${id} is not ready yet: it is built once every host has finished; watch GET /api/traces/${id}`);
         }
-        throw new HttpError(404, `trace ${id} (${t.state}) has no merged.pcap: no host stored packets for it; see each host's state in GET /api/traces/${id}`);
+        throw new HttpError('TF_NO_PACKETS', `trace ${id} (${t.state}) has no merged.pcap: no host stored packets for it; see each host's state in GET /api/traces/${id}`);
       }
       await sendAttachment(req, res, { store, docId: traceDocId(id), name: MERGED_ATTACHMENT, stub, filename: downloadName(t, 'pcap'), log });
     }),
@@ -443,18 +443,18 @@ export function createApi(deps: ApiDeps): express.Express {
       need(principal(res), 'read', 'download traces');
       const id = traceId(req);
       const host = req.params.host;
-      if (!HOST.test(host)) throw new HttpError(400, `${JSON.stringify(host.slice(0, 260))} is not a host name: use the agent's name as listed in the trace`);
+      if (!HOST.test(host)) throw new HttpError('TF_BAD_HOST_NAME', `${JSON.stringify(host.slice(0, 260))} is not a host name: use the agent's name as listed in the trace`);
       const t = await getTrace(id);
       if (!t.hosts.includes(host)) {
-        throw new HttpError(404, `trace ${id} did not ask host ${host}; its hosts: ${t.hosts.slice(0, 20).join(', ')}${t.hosts.length > 20 ? ', ...' : ''}`);
+        throw new HttpError('TF_TRACE_HOST_UNKNOWN', `trace ${id} did not ask host ${host}; its hosts: ${t.hosts.slice(0, 20).join(', ')}${t.hosts.length > 20 ? ', ...' : ''}`);
       }
       const r = await store.getResult(id, host);
       const stub = r?._attachments?.[HOST_ATTACHMENT];
       if (!stub) {
         if (!r || !isFinalResult(r.state)) {
-          throw new HttpError(404, `the packets of host ${host} in trace ${id} are not ready yet (${r?.state ?? 'queued'}): watch GET /api/traces/${id}`);
+          throw new HttpError('TF_PACKETS_NOT_READY', `the packets of host ${host} in trace ${id} are not ready yet (${r?.state ?? 'queued'}): watch GET /api/traces/${id}`);
         }
-        throw new HttpError(404, `host ${host} stored no packets for trace ${id} (${r.state}${r.error ? `: ${r.error}` : ''})`);
+        throw new HttpError('TF_NO_PACKETS', `host ${host} stored no packets for trace ${id} (${r.state}${r.error ? `: ${r.error}` : ''})`);
       }
       await sendAttachment(req, res, {
         store,
@@ -487,12 +487,12 @@ export function createApi(deps: ApiDeps): express.Express {
     }),
   );
 
-  api.use((req, _res, next) => next(new HttpError(404, `no route ${req.method} /api${req.path}: see the REST API in docs/ARCHITECTURE.md`)));
+  api.use((req, _res, next) => next(new HttpError('TF_NO_ROUTE', `no route ${req.method} /api${req.path}: see the REST API in docs/ARCHITECTURE.md`)));
   app.use('/api', api);
 
   if (deps.staticDir) app.use(express.static(deps.staticDir, { index: 'index.html' }));
 
-  app.use((req, _res, next) => next(new HttpError(404, `nothing at ${req.method} ${req.path}: the REST API is under /api`)));
+  app.use((req, _res, next) => next(new HttpError('TF_NO_ROUTE', `nothing at ${req.method} ${req.path}: the REST API is under /api`)));
 
   // Four arguments: express's error handler. Nothing thrown gets past it, so a bad request never harms the server.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {

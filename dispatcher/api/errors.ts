@@ -1,13 +1,14 @@
-import { answerOf, codeOfStatus, ErrorBody, errorBody, TracefleetError } from '../../shared/errors/catalogue';
+import { answerOf, ErrorBody, errorBody, SaidCode, TracefleetError } from '../../shared/errors/catalogue';
 
-/** A refusal of the REST layer itself (route, header, role): the status picks the catalogue code. */
+/** A refusal of the REST layer itself (route, header, role) in its own words, with the headers it needs (a challenge). */
 export class HttpError extends TracefleetError {
   constructor(
-    status: 400 | 401 | 403 | 404 | 409,
+    code: SaidCode,
     message: string,
     readonly headers: Record<string, string> = {},
+    field: string | null = null,
   ) {
-    super(codeOfStatus(status) as 'TF_BAD_REQUEST', { message });
+    super(code as 'TF_BAD_REQUEST', { message }, field);
     this.name = 'HttpError';
   }
 }
@@ -28,7 +29,7 @@ interface BodyParserError {
  */
 export function toHttp(err: unknown, bodyLimit: number): { status: number; body: ErrorBody; headers: Record<string, string>; internal: boolean } {
   const answer = (e: TracefleetError, headers: Record<string, string> = {}, internal = false) => ({ status: e.status ?? 500, body: errorBody(e), headers, internal });
-  const bad = (message: string) => answer(new TracefleetError('TF_BAD_REQUEST', { message }));
+  const bad = (message: string, code: SaidCode = 'TF_BAD_REQUEST') => answer(new TracefleetError(code as 'TF_BAD_REQUEST', { message }));
   if (err instanceof HttpError) return answer(err, err.headers);
   if (err instanceof TracefleetError) {
     if (err.code === 'TF_STORE_UNREACHABLE') return answer(err, { 'retry-after': '5' });
@@ -42,10 +43,10 @@ export function toHttp(err: unknown, bodyLimit: number): { status: number; body:
     case 'entity.too.large':
       return answer(new TracefleetError('TF_BODY_TOO_LARGE', { limitKiB: bodyLimit / 1024 }));
     case 'entity.parse.failed':
-      return bad(`the request body is not valid JSON (${bp.message ?? 'parse error'}): send a JSON object with Content-Type: application/json`);
+      return bad(`the request body is not valid JSON (${bp.message ?? 'parse error'}): send a JSON object with Content-Type: application/json`, 'TF_BODY_NOT_JSON');
     case 'encoding.unsupported':
     case 'charset.unsupported':
-      return bad(`${bp.message ?? 'unsupported body encoding'}: send the body as plain UTF-8 JSON`);
+      return bad(`${bp.message ?? 'unsupported body encoding'}: send the body as plain UTF-8 JSON`, 'TF_BODY_NOT_JSON');
     case 'request.aborted':
     case 'request.size.invalid':
       return bad(`the request body was cut short (${bp.message ?? 'aborted'}): send it again`);

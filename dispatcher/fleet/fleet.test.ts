@@ -123,8 +123,13 @@ test('malformed messages are answered or ignored; the server keeps serving', { t
     const r2 = await ask(42);
     assert.equal(r2.ok, false);
     assert.match(r2.error ?? '', /bad agent:hello/);
-    const r3 = await ask({ ...status(), protocol: 99, version: '1', hostname: 'h', interfaces: [] });
-    assert.match(r3.error ?? '', /bad agent:hello message: protocol/);
+    const r3 = (await ask({ ...status(), protocol: 99, version: '1', hostname: 'h', interfaces: [] })) as Record<string, unknown>;
+    assert.match(String(r3.error), /bad agent:hello message: protocol/);
+    // The catalogue's code and the key at fault, so an agent tells a version mismatch from a bug of its own.
+    assert.deepEqual([r3.code, r3.field, r3.message], ['TF_AGENT_MESSAGE_INVALID', 'protocol', r3.error]);
+    // This fleet runs no traces (a peer's link only): a chunk is refused with a code saying so.
+    const chunk = (await bad.timeout(3000).emitWithAck('trace:chunk', { traceId: 't1', seq: 0, data: Buffer.from('x') })) as Record<string, unknown>;
+    assert.deepEqual([chunk.ok, chunk.code, chunk.field, chunk.message], [false, 'TF_DISPATCHER_NO_TRACES', null, 'this dispatcher runs no traces']);
     // No ack callback, nonsense payloads, unknown events: none may crash anything.
     bad.emit('agent:hello');
     bad.emit('agent:hello', { protocol: 1 });

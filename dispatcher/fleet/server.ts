@@ -3,7 +3,8 @@ import { createServer, Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Namespace, Server, Socket } from 'socket.io';
 import { agentAuth, agentHello, agentStatus, AgentToDispatcherEvents, DispatcherToAgentEvents, HelloAck } from '../../shared/protocol/agent';
-import { parseMessage } from '../../shared/protocol/common';
+import { parseMessage, refusal } from '../../shared/protocol/common';
+import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { AgentRegistry } from './registry';
 import { type Logger, componentLogger } from '../../shared/log/log';
 
@@ -153,7 +154,7 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
           handler(args[0], ack);
         } catch (e) {
           alog.error({ err: e, event }, 'agent event handler failed');
-          ack({ ok: false, error: `${event} failed on the dispatcher` });
+          ack({ ok: false, ...errorBody(new TracefleetError('TF_INTERNAL', { reason: `${event} failed` })) });
         }
       });
     };
@@ -162,7 +163,7 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
       const m = parseMessage(agentHello, 'agent:hello', data);
       if (!m.ok) {
         alog.warn({ reason: m.error }, 'bad message from agent');
-        ack({ ok: false, error: m.error } satisfies HelloAck);
+        ack({ ok: false, ...refusal('TF_AGENT_MESSAGE_INVALID', m.error, m.field) } satisfies HelloAck);
         return;
       }
       if (!registry.isCurrent(name, socket.id)) return;
@@ -186,7 +187,7 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
     for (const event of TRACE_EVENTS) {
       on(event, (data, ack) => {
         if (!traceHandler) {
-          ack({ ok: false, error: 'this dispatcher runs no traces' });
+          ack({ ok: false, ...refusal('TF_DISPATCHER_NO_TRACES', 'this dispatcher runs no traces') });
           return;
         }
         traceHandler(name, socket.id, event, data, ack);

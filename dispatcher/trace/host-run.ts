@@ -2,7 +2,7 @@ import type { WriteStream } from 'node:fs';
 import type { Logger } from '../../shared/log/log';
 import { ChunkAck, runAck, traceChunk, traceDone, traceFailure, traceProgress } from '../../shared/protocol/agent';
 import { TraceUpdate } from '../../shared/protocol/client';
-import { parseMessage, traceRef } from '../../shared/protocol/common';
+import { parseMessage, refusal, refusedError, traceRef } from '../../shared/protocol/common';
 import { TraceQuery } from '../../shared/query/query';
 import type { AgentSocket } from '../fleet/server';
 import type { HostFinal, Spool } from './spool';
@@ -70,7 +70,7 @@ export class HostRun {
       if (this.phase !== 'asking') return;
       const a = parseMessage(runAck, 'trace:run ack', ack);
       if (!a.ok) return this.protocolError(a.error);
-      if (!a.value.accepted) return this.fail('error', `agent ${host} refused the trace: ${a.value.error ?? 'no reason given'}`);
+      if (!a.value.accepted) return this.fail('error', refusedError(a.value, `agent ${host} refused the trace`).message);
       if (a.value.queued !== undefined) {
         // The agent is busy: the host stays `queued` (silently: its link's heartbeats say it is alive) until trace:started.
         this.phase = 'queued';
@@ -89,7 +89,7 @@ export class HostRun {
   /** A trace:* message from this host's agent about this trace. */
   handle(event: string, data: unknown, ack: (r: unknown) => void): void {
     if (this.phase === 'final') {
-      if (event === 'trace:chunk') ack({ ok: false, error: `trace ${this.c.traceId} is over on the dispatcher` } satisfies ChunkAck);
+      if (event === 'trace:chunk') ack({ ok: false, ...refusal('TF_TRACE_OVER', `trace ${this.c.traceId} is over on the dispatcher`) } satisfies ChunkAck);
       return;
     }
     if (this.phase === 'asking' || this.phase === 'queued') this.phase = 'accepted'; // the ack may arrive after the first message
@@ -112,12 +112,12 @@ export class HostRun {
       case 'trace:chunk': {
         const m = parseMessage(traceChunk, event, data);
         if (!m.ok) {
-          ack({ ok: false, error: m.error } satisfies ChunkAck);
+          ack({ ok: false, ...refusal('TF_AGENT_MESSAGE_INVALID', m.error, m.field) } satisfies ChunkAck);
           return this.protocolError(m.error);
         }
         if (m.value.seq !== this.nextSeq) {
           const msg = `chunk ${m.value.seq} arrived where chunk ${this.nextSeq} was expected`;
-          ack({ ok: false, error: msg } satisfies ChunkAck);
+          ack({ ok: false, ...refusal('TF_CHUNK_OUT_OF_ORDER', msg) } satisfies ChunkAck);
           return this.protocolError(msg);
         }
         this.markStarted();
@@ -130,7 +130,7 @@ export class HostRun {
             new Promise<void>((resolve) => {
               out.write(bytes, (err) => {
                 if (err) {
-                  ack({ ok: false, error: 'the dispatcher could not write the chunk to its disk' } satisfies ChunkAck);
+                  ack({ ok: false, ...refusal('TF_SPOOL_FAILED', 'the dispatcher could not write the chunk to its disk') } satisfies ChunkAck);
                   this.fail('error', `the dispatcher could not spool ${this.c.host}'s result: ${err.message} (check the dispatcher's --data-dir disk)`);
                 } else {
                   this.received += bytes.length;

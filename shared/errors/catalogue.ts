@@ -111,7 +111,29 @@ export const ERRORS = {
   TF_AUTH_NOT_FOUND: entry<Said>({ field: null, status: 404, exit: EXIT.BAD_INPUT, message: said }),
   TF_AUTH_CONFLICT: entry<Said>({ field: null, status: 409, exit: EXIT.BAD_INPUT, message: said }),
 
+  /** A login that named a user and a password the dispatcher does not accept together (or a token it does not know): ask again. */
+  TF_BAD_CREDENTIALS: entry<Said>({ field: null, status: 401, exit: EXIT.UNAUTHORIZED, message: said }),
+  /** An Authorization header of neither form (Bearer, Basic): the client's code is wrong, asking the user again will not help. */
+  TF_AUTH_HEADER_INVALID: entry<Said>({ field: null, status: 401, exit: EXIT.UNAUTHORIZED, message: said }),
+  /** A signed download link past its time or for another file: get a new link. */
+  TF_DOWNLOAD_LINK_EXPIRED: entry<Said>({ field: null, status: 401, exit: EXIT.UNAUTHORIZED, message: said }),
+
   // ---- the REST API's other refusals ----
+  /** A body or URL parameter of a request other than a trace request (login, listing, download link) that its schema refuses. */
+  TF_PARAMS_INVALID: entry<Said>({ field: 'path', status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  /** The body is not JSON (or not declared as such, or not UTF-8). */
+  TF_BODY_NOT_JSON: entry<Said>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  TF_BAD_TRACE_ID: entry<Said>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  TF_BAD_HOST_NAME: entry<Said>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  /** The trace did not ask this host: nothing to wait for. */
+  TF_TRACE_HOST_UNKNOWN: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
+  /** A still-running trace cannot be deleted: cancel it first. */
+  TF_TRACE_RUNNING: entry<Said>({ field: null, status: 409, exit: EXIT.BAD_INPUT, message: said }),
+  /** Packets asked for before they are there: wait for the trace (or host) to finish and ask again. */
+  TF_PACKETS_NOT_READY: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
+  /** The trace (or host) finished with no packets stored: asking again will not change it. */
+  TF_NO_PACKETS: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
+  TF_NO_ROUTE: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
   TF_BAD_REQUEST: entry<Said>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: said }),
   TF_NOT_FOUND: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
   TF_CONFLICT: entry<Said>({ field: null, status: 409, exit: EXIT.BAD_INPUT, message: said }),
@@ -131,6 +153,21 @@ export const ERRORS = {
     field: null, status: 500, exit: EXIT.FAILED,
     message: (p) => `the dispatcher failed: ${p.reason}; see the dispatcher's log`,
   }),
+
+  // ---- the agent link (/agent acks, dispatcher <-> agent): never over HTTP ----
+  /** A message or ack that does not fit the protocol (its key named): a bug or a version mismatch of one side. */
+  TF_AGENT_MESSAGE_INVALID: entry<Said>({ field: 'path', status: null, exit: EXIT.FAILED, message: said }),
+  /** A dispatcher started without traces (a peer's link only) was sent a trace message. */
+  TF_DISPATCHER_NO_TRACES: entry<Said>({ field: null, status: null, exit: EXIT.FAILED, message: said }),
+  /** A chunk for a trace the dispatcher has finished (cancelled, timed out): stop sending it. */
+  TF_TRACE_OVER: entry<Said>({ field: null, status: null, exit: EXIT.FAILED, message: said }),
+  TF_CHUNK_OUT_OF_ORDER: entry<Said>({ field: null, status: null, exit: EXIT.FAILED, message: said }),
+  /** The dispatcher could not write a result to its spool disk. */
+  TF_SPOOL_FAILED: entry<Said>({ field: null, status: null, exit: EXIT.FAILED, message: said }),
+  TF_TRACE_ALREADY_RUNNING: entry<Said>({ field: null, status: null, exit: EXIT.FAILED, message: said }),
+  /** The agent's running traces and queue are full: retry the trace when some have ended. */
+  TF_AGENT_BUSY: entry<Said>({ field: null, status: null, exit: EXIT.FAILED, message: said }),
+  TF_AGENT_FAILED: entry<Said>({ field: null, status: null, exit: EXIT.FAILED, message: said }),
 
   // ---- the machine the CLI runs on ----
   /** Flags, environment or config file the command cannot use. */
@@ -153,6 +190,8 @@ function badTime(what: string, value: string): string {
 
 export type ErrorCode = keyof typeof ERRORS;
 type ParamsOf<C extends ErrorCode> = Parameters<(typeof ERRORS)[C]['message']>[0];
+/** The codes whose sentence is the site's own. */
+export type SaidCode = { [C in ErrorCode]: ParamsOf<C> extends Said ? C : never }[ErrorCode];
 
 /** The one error class: every refusal and failure worth a code is one of these (or a thin subclass). */
 export class TracefleetError<C extends ErrorCode = ErrorCode> extends Error {

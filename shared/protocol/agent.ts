@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { messageSummary, traceQuery } from '../query/query';
-import { agentName, traceId, TraceRef } from './common';
+import { agentName, refusalFields, traceId, TraceRef } from './common';
 
 /**
  * The protocol between agent and dispatcher: Socket.IO namespace
@@ -68,7 +68,7 @@ export const agentHello = agentStatus.extend({
 });
 export type AgentHello = z.infer<typeof agentHello>;
 
-export const helloAck = z.object({ ok: z.boolean(), error: z.string().optional() });
+export const helloAck = z.object({ ok: z.boolean(), ...refusalFields });
 export type HelloAck = z.infer<typeof helloAck>;
 
 export const traceRun = z.object({ traceId, query: traceQuery });
@@ -77,7 +77,7 @@ export type TraceRun = z.infer<typeof traceRun>;
  * `queued`: the agent runs its limit of traces already and took this one into
  * its queue at that place (1 = next); it sends trace:started when it begins.
  */
-export const runAck = z.object({ accepted: z.boolean(), error: z.string().optional(), queued: count.optional() });
+export const runAck = z.object({ accepted: z.boolean(), ...refusalFields, queued: count.optional() });
 export type RunAck = z.infer<typeof runAck>;
 
 export const traceProgress = z.object({ traceId, packets: count, bytes: count });
@@ -90,7 +90,7 @@ export const traceChunk = z.object({
   data: z.instanceof(Buffer).refine((b) => b.length > 0 && b.length <= CHUNK_BYTES, `chunks are 1..${CHUNK_BYTES} bytes`),
 });
 export type TraceChunk = z.infer<typeof traceChunk>;
-export const chunkAck = z.object({ ok: z.boolean(), error: z.string().optional() });
+export const chunkAck = z.object({ ok: z.boolean(), ...refusalFields });
 export type ChunkAck = z.infer<typeof chunkAck>;
 
 export const traceDone = z.object({

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ErrorBody, errorBody, receivedError, SaidCode, TracefleetError } from '../errors/catalogue';
 
 /*
  * The names every side checks: one rule each. Trace ids are made by the
@@ -27,3 +28,27 @@ export function parseMessage<T>(
 
 export const traceRef = z.object({ traceId }).strict();
 export type TraceRef = z.infer<typeof traceRef>;
+
+/**
+ * A refusal in an /agent ack: shared/errors' `{code, field, message}` and
+ * `error`, the same sentence, which is all a peer from before the codes
+ * sends or reads. Each is optional so that an ack from either age parses;
+ * this code always sends all four (refusal()).
+ */
+export const refusalFields = {
+  code: z.string().max(64).optional(),
+  field: z.string().max(64).nullable().optional(),
+  message: z.string().max(4096).optional(),
+  error: z.string().max(4096).optional(),
+};
+type Refusal = { code?: string; field?: string | null; message?: string; error?: string };
+
+/** The fields of a refusing ack, from a catalogue code and the site's sentence. */
+export function refusal(code: SaidCode, message: string, field: string | null = null): ErrorBody {
+  return errorBody(new TracefleetError(code as 'TF_FAILED', { message }, field));
+}
+
+/** A refusing ack as the receiver raises it: its code and field as sent, `what` before its sentence. */
+export function refusedError(ack: Refusal, what: string): TracefleetError {
+  return receivedError(ack, `${what}: ${ack.message ?? ack.error ?? 'no reason given'}`);
+}

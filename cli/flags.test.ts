@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import yargs from 'yargs';
+import { QUERY_OPTIONS } from './commands/query';
+import { parseFlagsFast } from './flags';
+
+/** The flags as yargs gives them to `tracefleet query`'s handler, or the error yargs raises. */
+function viaYargs(argv: string[]): Record<string, unknown> {
+  return yargs(argv)
+    .options(QUERY_OPTIONS)
+    .strict()
+    .exitProcess(false)
+    .fail((msg, err) => {
+      throw err ?? new Error(msg);
+    })
+    .parseSync();
+}
+
+/** Every name of every flag of the table, as the handler may read it, with what it holds (unset ones left out). */
+function flagsOf(a: Record<string, unknown>): Record<string, unknown> {
+  const names = Object.entries(QUERY_OPTIONS).flatMap(([k, f]) => [k, ...('alias' in f ? [f.alias] : [])]);
+  const all = names.flatMap((n) => [n, n.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase())]);
+  return Object.fromEntries(all.filter((n) => a[n] !== undefined).map((n) => [n, a[n]]));
+}
+
+test('the hand parser reads the plain forms of `query` exactly as yargs does', () => {
+  const cases = [
+    ['--ring', '/r', '--call-id', 'a', '-o', 'x.pcap'],
+    ['--ring=/r', '--call-id', 'a,b', '--call-id', 'c', '--json'],
+    ['--ring', '/r', '--number', '+15550100', '--max-packets', '100', '--max-bytes=2048', '--rtp', '--all', '--output=-'],
+    ['--ring', '/r', '--call-id', 'a', '-o', '-'],
+    ['--ring', '/r', '--port', '5060', '--since', '15m', '--until', '2026-01-01T00:00:00Z', '--correlation-header', 'X-Foo', '--method', 'INVITE', '--status', '4xx', '--ip', '::1', '--correlation', 'k'],
+    ['--call-id', '0123', '--ring', '/r', '-o', 'o.pcap'],
+  ];
+  for (const argv of cases) {
+    const fast = parseFlagsFast(QUERY_OPTIONS, argv);
+    assert.ok(fast, `taken by hand: ${argv.join(' ')}`);
+    assert.deepEqual(flagsOf(fast), flagsOf(viaYargs(argv)), argv.join(' '));
+  }
+});
+
+test('whatever yargs might read otherwise, or must answer itself, is left to yargs', () => {
+  const cases = [
+    ['--help'],
+    ['--version'],
+    ['--ring', '/r', '--no-rtp'],
+    ['--call-id', 'a'],
+    ['--ring', '/r', '--call-id', 'a', 'b'],
+    ['--ring', '/r', '--ring', '/s'],
+    ['--ring', '/r', '--max-packets', '1e3'],
+    ['--ring', '/r', '--max-packets', '-1'],
+    ['--ring', '/r', '--bogus'],
+    ['--ring', '/r', 'extra'],
+    ['--ring', '/r', '--callId', 'a'],
+    ['--ring', '/r', '--call-id', '-x'],
+    ['--ring', '/r', '--json=false'],
+    ['--ring', '/r', '--', '--call-id', 'a'],
+    ['--ring', '/r', '--call-id', 'a', '--output', '-'],
+    ['--ring', '/r', '--call-id', 'a', '-o=x.pcap'],
+    ['--ring', '/r', '--call-id', 'a', '-ox.pcap'],
+  ];
+  for (const argv of cases) assert.equal(parseFlagsFast(QUERY_OPTIONS, argv), undefined, argv.join(' '));
+});
+
+test('`--version` and a plain `query` load no yargs, and `--version` no zod either', () => {
+  const main = join(__dirname, '..', 'bin', 'main.js');
+  const loaded = (args: string[]) => {
+    // The CLI as bin/tracefleet runs it; on exit, the packages it had loaded.
+    const script = `process.argv = [process.argv[0], 'tracefleet', ...${JSON.stringify(args)}];
+      process.on('exit', () => process.stderr.write('\\nLOADED ' + JSON.stringify([...new Set(Object.keys(require.cache).map((k) => (/node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(k) ?? [])[1]).filter(Boolean))])));
+      require(${JSON.stringify(main)}).main();`;
+    const p = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    const m = /\nLOADED (.*)$/.exec(p.stderr);
+    assert.ok(m, p.stderr);
+    return { status: p.status, stdout: p.stdout, stderr: p.stderr, packages: JSON.parse(m[1]) as string[] };
+  };
+  const version = loaded(['--version']);
+  assert.equal(version.status, 0);
+  assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
+  assert.deepEqual(version.packages, []);
+  // A ring that is not there: the query fails after its flags are read and validated, as any query would.
+  const query = loaded(['query', '--ring', join(__dirname, 'no-such-ring'), '--call-id', 'x', '--json']);
+  assert.equal(query.status, 2, query.stderr);
+  assert.match(query.stderr, /no-such-ring does not exist/);
+  assert.deepEqual(query.packages, ['zod']);
+  // The same with a flag the hand parser leaves alone: yargs answers.
+  const viaYargsToo = loaded(['query', '--ring', join(__dirname, 'no-such-ring'), '--call-id', 'x', '--json', '--no-rtp']);
+  assert.equal(viaYargsToo.status, 2);
+  assert.ok(viaYargsToo.packages.includes('yargs'), viaYargsToo.packages.join(' '));
+});

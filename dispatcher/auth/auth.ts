@@ -8,6 +8,7 @@
  *   viewer  read traces and agents
  */
 
+import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { ClientAuth, ROLES, Role, clientAuth } from '../../shared/protocol/client';
 import type { UserDoc } from '../store/layout';
@@ -16,7 +17,9 @@ import { AuthError } from './errors';
 import { DUMMY_HASH, checkPasswordPolicy, hashPassword, verifyPassword } from './password';
 import { FailureLimitOptions, FailureLimiter } from './ratelimit';
 import { DOWNLOAD_TOKEN_TTL_MS, SESSION_PREFIX, SessionKeys } from './session';
+import { LocalSpentTokens, SpentTokens } from './spent';
 import { isApiTokenId, newApiToken, parseApiToken, secretMatches } from './tokens';
+import { TracefleetError } from '../../shared/errors/catalogue';
 
 export { AuthError } from './errors';
 
@@ -77,6 +80,8 @@ export interface AuthOptions {
    * addresses' logins.
    */
   addressRateLimit?: FailureLimitOptions;
+  /** Download tokens spent; default this dispatcher's own set (a Redis-shared one with several dispatchers). */
+  spentTokens?: SpentTokens;
 }
 
 export const DEFAULT_SESSION_TTL_MS = 12 * 3600_000;
@@ -140,6 +145,7 @@ export class Auth {
   private readonly limiter: FailureLimiter;
   private readonly addressLimiter: FailureLimiter;
   private readonly userCacheMs: number;
+  private readonly spent: SpentTokens;
   /** Kept beside the principals this Auth made, not in them: a principal stays plain data for its users. */
   private readonly proofs = new WeakMap<Principal, Proof>();
   /** User documents read by current(), shared by the reads in flight. */
@@ -155,6 +161,7 @@ export class Auth {
     this.limiter = new FailureLimiter(opts.rateLimit);
     this.addressLimiter = new FailureLimiter({ maxFailures: 20, ...opts.addressRateLimit });
     this.userCacheMs = Math.max(0, opts.userCacheMs ?? 2000);
+    this.spent = opts.spentTokens ?? new LocalSpentTokens();
   }
 
   /** Reads (or makes, the first time on this database) the shared session key. */
@@ -304,23 +311,30 @@ export class Auth {
   }
 
   /**
-   * A token that opens one download path for a few minutes, for a link the
-   * browser follows (a link carries no header, and a session token in a URL
-   * ends up in history and proxy logs).
+   * A token that opens one download of one path within a few minutes, for a
+   * link the browser follows (a link carries no header, and a session token
+   * in a URL ends up in history and proxy logs).
    */
   async downloadToken(p: Principal, path: string): Promise<{ token: string; expiresAt: string }> {
     const user = await this.store.getUser(p.name);
     if (!user) throw noSuchUser(p.name);
     const exp = Date.now() + DOWNLOAD_TOKEN_TTL_MS;
-    return { token: this.keys.signDownload({ u: user.name, exp, v: this.keys.passwordStamp(user.passwordHash), p: path }), expiresAt: new Date(exp).toISOString() };
+    const j = randomBytes(12).toString('base64url');
+    return { token: this.keys.signDownload({ u: user.name, exp, v: this.keys.passwordStamp(user.passwordHash), p: path, j }), expiresAt: new Date(exp).toISOString() };
   }
 
-  /** Whose download token this is, if it is good for `path`; with the user's roles as they are now. */
-  async authenticateDownload(token: string, path: string): Promise<Principal | null> {
+  /**
+   * Whose download token this is, if it is good for `path`; with the user's
+   * roles as they are now. `spend` (a GET): this use is its one download.
+   * Throws TF_DOWNLOAD_LINK_USED for a token spent already.
+   */
+  async authenticateDownload(token: string, path: string, spend = true): Promise<Principal | null> {
     const claims = this.keys.verifyDownload(token, path);
     if (!claims || !isValidUserName(claims.u)) return null;
     const user = await this.store.getUser(claims.u);
     if (!user || this.keys.passwordStamp(user.passwordHash) !== claims.v) return null;
+    const fresh = spend ? await this.spent.spend(claims.j, claims.exp) : !(await this.spent.isSpent(claims.j));
+    if (!fresh) throw new TracefleetError('TF_DOWNLOAD_LINK_USED', {});
     return this.principal(user, 'session', { stamp: claims.v, exp: claims.exp });
   }
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { LINKTYPE } from '../../shared/pcap/types';
-import { ethernet, ipv4, tcp, udp, ETH_IPV4, sipInvite } from '../../test/support/packets';
+import { ethernet, fragmentIpv4, fragmentIpv6, ipv4, tcp, udp, ETH_IPV4, ETH_IPV6, sipInvite } from '../../test/support/packets';
 import { importCaptures } from '../index/import';
 import { buildQuerySpec, TraceQuery } from '../../shared/query/query';
 import { closeResult, runQuery } from './engine';
@@ -139,5 +139,43 @@ test('--max-bytes counts a packet over 65,535 bytes at its real length', async (
     assert.equal(one.refs.length, 1);
     assert.equal(one.bytes, 16 + 100_000);
     assert.equal(one.truncated, true);
+  });
+});
+
+test('a fragmented SIP datagram whose fragments the snap length cut is found by its Call-ID and marked truncated', async () => {
+  /** What a capture with this snap length keeps of each frame. */
+  const snap = (frames: Buffer[], snaplen: number): Rec[] =>
+    frames.map((f, i) => ({ sec: T0 + i, frame: f.subarray(0, Math.min(f.length, snaplen)), origLen: f.length }));
+  // 2,000-byte INVITEs sent as four fragments each.
+  const v4 = sipInvite('cut-frags-v4@pc33', '', 1500);
+  const v4frames = fragmentIpv4({ src: '192.0.2.21', dst: '198.51.100.7', proto: 17, id: 77 }, udp(5060, 5060, v4), [600, 600, 600, v4.length + 8 - 1800]).map((f) => ethernet(ETH_IPV4, f));
+  const mid = sipInvite('cut-middle-v4@pc33', '', 1500);
+  const midFrames = fragmentIpv4({ src: '192.0.2.22', dst: '198.51.100.7', proto: 17, id: 78 }, udp(5060, 5060, mid), [600, 600, 600, mid.length + 8 - 1800]).map((f) => ethernet(ETH_IPV4, f));
+  const v6 = sipInvite('cut-frags-v6@pc33', '', 1500);
+  const v6frames = fragmentIpv6({ src: '2001:db8::21', dst: '2001:db8::7' }, 17, 0x600d, udp(5060, 5060, v6), [600, 600, 600, v6.length + 8 - 1800]).map((f) => ethernet(ETH_IPV6, f));
+  const recs = [
+    // --snaplen 300: every fragment cut; the first still holds the Call-ID.
+    ...snap(v4frames, 300),
+    // Only the second fragment cut (as by a shorter --max-bytes copy, or a capture of mixed snap lengths).
+    ...midFrames.map((f, i) => ({ sec: T0 + 10 + i, frame: i === 1 ? f.subarray(0, 200) : f, origLen: f.length })),
+    ...snap(v6frames, 320).map((r) => ({ ...r, sec: r.sec + 20 })),
+  ];
+  await withImport(recs, (ring) => {
+    for (const [callId, ip, prefix] of [
+      ['cut-frags-v4@pc33', '192.0.2.21', v4.subarray(0, 300 - 14 - 20 - 8)],
+      ['cut-middle-v4@pc33', '192.0.2.22', mid.subarray(0, 600 - 8 + 200 - 14 - 20)],
+      ['cut-frags-v6@pc33', '2001:db8::21', v6.subarray(0, 320 - 14 - 40 - 8 - 8)],
+    ] as const) {
+      const r = runQuery(ring, buildQuerySpec({ callId: [callId] }, new Date((T0 + 40) * 1000)));
+      closeResult(r);
+      assert.equal(r.messages.length, 1, `${callId}: one message`);
+      assert.equal(r.messages[0].truncated, true, callId);
+      assert.equal(r.messages[0].method, 'INVITE');
+      assert.equal(r.messages[0].callId, callId);
+      assert.equal(r.refs.length, 4, `${callId}: every fragment of the datagram`);
+      assert.equal(r.messages[0].bytes, prefix.length, `${callId}: what the capture kept up to the first gap`);
+      assert.equal(r.messages[0].packets, 4);
+      assert.equal(runQuery(ring, buildQuerySpec({ ip: [ip] }, new Date((T0 + 40) * 1000))).refs.length, 4);
+    }
   });
 });

@@ -508,9 +508,25 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     const linkUrl = (await json(dl)).url as string;
     assert.match(linkUrl, /^\/api\/traces\/dl\/hosts\/edge-2\/packets\.pcap\?dl=td1\./);
     assert.ok(!linkUrl.includes(tokens.vic));
+    // A HEAD (a download manager's probe) does not spend the link.
+    assert.equal((await fetch(`${base}${linkUrl}`, { method: 'HEAD' })).status, 200);
     const link = await fetch(`${base}${linkUrl}`);
     assert.equal(link.status, 200);
     assert.ok(Buffer.from(await link.arrayBuffer()).equals(h2));
+    // One link, one download: the same link again (history, a proxy log, a shared URL) is refused.
+    for (const method of ['GET', 'HEAD']) {
+      const again = await fetch(`${base}${linkUrl}`, { method });
+      assert.equal(again.status, 410, method);
+      if (method === 'GET') {
+        const body = await json(again);
+        assert.equal(body.code, 'TF_DOWNLOAD_LINK_USED');
+        assert.match(body.error, /used already.*download again from the page for a new link/);
+      }
+    }
+    // A new link for the same file works once more.
+    const fresh = (await json(await post('/api/download-token', { path: '/api/traces/dl/hosts/edge-2/packets.pcap' }, 'vic'))).url as string;
+    assert.notEqual(fresh, linkUrl);
+    assert.equal((await fetch(`${base}${fresh}`)).status, 200);
     const dlToken = new URL(linkUrl, base).searchParams.get('dl')!;
     assert.equal((await fetch(`${base}/api/traces/dl/merged.pcap?dl=${encodeURIComponent(dlToken)}`)).status, 401, 'a download token opens its own path only');
     assert.equal((await fetch(`${base}/api/traces/dl?dl=${encodeURIComponent(dlToken)}`)).status, 401, 'only downloads take a query token');

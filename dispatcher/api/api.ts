@@ -44,7 +44,8 @@ export interface ApiAuth {
   login(user: string, password: string, ctx?: { address?: string }): Promise<{ token: string; user: string; roles: Role[]; expiresAt: string } | null>;
   can(p: Principal, action: Action): boolean;
   downloadToken(p: Principal, path: string): Promise<{ token: string; expiresAt: string }>;
-  authenticateDownload(token: string, path: string): Promise<Principal | null>;
+  /** `spend`: this request is the token's one download (a GET; a HEAD only checks it). */
+  authenticateDownload(token: string, path: string, spend: boolean): Promise<Principal | null>;
   /** Whether p may cancel or delete a trace of `owner`. */
   canManage(p: Principal, owner: string): boolean;
 }
@@ -297,9 +298,9 @@ export function createApi(deps: ApiDeps): express.Express {
       }
       cred = m[1].toLowerCase() === 'bearer' ? { bearer: m[2] } : { basic: m[2] };
     } else if ((req.method === 'GET' || req.method === 'HEAD') && typeof req.query.dl === 'string') {
-      // A browser link cannot carry a header: it carries a download token for its own path only (POST /api/download-token).
+      // A browser link cannot carry a header: it carries a download token for its own path and one download only (POST /api/download-token).
       const path = req.originalUrl.split('?')[0];
-      const p = DOWNLOAD_PATH.test(path) ? await auth.authenticateDownload(req.query.dl, path) : null;
+      const p = DOWNLOAD_PATH.test(path) ? await auth.authenticateDownload(req.query.dl, path, req.method === 'GET') : null;
       if (!p) throw new HttpError('TF_DOWNLOAD_LINK_EXPIRED', 'this download link has expired or is not for this file: open the download again from the page (or send Authorization)', { 'www-authenticate': `Bearer ${REALM}, error="invalid_token"` });
       return p;
     } else {

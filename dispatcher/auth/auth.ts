@@ -8,15 +8,18 @@
  *   viewer  read traces and agents
  */
 
+import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { ClientAuth, ROLES, Role, clientAuth } from '../../shared/protocol/client';
 import type { UserDoc } from '../store/layout';
 import { StoreError, TraceStore } from '../store/store';
 import { AuthError } from './errors';
 import { DUMMY_HASH, checkPasswordPolicy, hashPassword, verifyPassword } from './password';
-import { FailureLimitOptions, FailureLimiter } from './ratelimit';
+import { FailureDelay, FailureDelayOptions, FailureLimitOptions, FailureLimiter } from './ratelimit';
 import { DOWNLOAD_TOKEN_TTL_MS, SESSION_PREFIX, SessionKeys } from './session';
+import { LocalSpentTokens, SpentTokens } from './spent';
 import { isApiTokenId, newApiToken, parseApiToken, secretMatches } from './tokens';
+import { TracefleetError } from '../../shared/errors/catalogue';
 
 export { AuthError } from './errors';
 
@@ -77,6 +80,12 @@ export interface AuthOptions {
    * addresses' logins.
    */
   addressRateLimit?: FailureLimitOptions;
+  /** The wait before a password check that grows with the user's failures from any address. */
+  userDelay?: FailureDelayOptions;
+  /** Logins waiting out that delay at once, beyond which more are refused as busy; default 1000. */
+  maxDelayed?: number;
+  /** Download tokens spent; default this dispatcher's own set (a Redis-shared one with several dispatchers). */
+  spentTokens?: SpentTokens;
 }
 
 export const DEFAULT_SESSION_TTL_MS = 12 * 3600_000;
@@ -139,7 +148,12 @@ export class Auth {
   readonly sessionTtlMs: number;
   private readonly limiter: FailureLimiter;
   private readonly addressLimiter: FailureLimiter;
+  private readonly userDelay: FailureDelay;
+  private readonly maxDelayed: number;
+  /** Logins waiting out their user's delay now. */
+  private delayed = 0;
   private readonly userCacheMs: number;
+  private readonly spent: SpentTokens;
   /** Kept beside the principals this Auth made, not in them: a principal stays plain data for its users. */
   private readonly proofs = new WeakMap<Principal, Proof>();
   /** User documents read by current(), shared by the reads in flight. */
@@ -154,7 +168,10 @@ export class Auth {
     if (!(this.sessionTtlMs > 0)) throw new Error(`sessionTtlMs ${opts.sessionTtlMs} is not a positive number of milliseconds`);
     this.limiter = new FailureLimiter(opts.rateLimit);
     this.addressLimiter = new FailureLimiter({ maxFailures: 20, ...opts.addressRateLimit });
+    this.userDelay = new FailureDelay(opts.userDelay);
+    this.maxDelayed = Math.max(0, Math.floor(opts.maxDelayed ?? 1000));
     this.userCacheMs = Math.max(0, opts.userCacheMs ?? 2000);
+    this.spent = opts.spentTokens ?? new LocalSpentTokens();
   }
 
   /** Reads (or makes, the first time on this database) the shared session key. */
@@ -269,7 +286,8 @@ export class Auth {
   private async checkPassword(name: string, password: string, ctx: AuthContext): Promise<UserDoc | null> {
     // Names no user can have share one count per address: a guesser cannot
     // fill the limiter's memory with long made-up names.
-    const key = `${isValidUserName(name) ? name : '(invalid)'}\0${(ctx.address ?? '').slice(0, 100)}`;
+    const userKey = isValidUserName(name) ? name : '(invalid)';
+    const key = `${userKey}\0${(ctx.address ?? '').slice(0, 100)}`;
     const wait = this.limiter.retryAfter(key);
     if (wait > 0) {
       throw new AuthError(
@@ -283,6 +301,20 @@ export class Auth {
     if (addressWait > 0) {
       throw new AuthError('rate_limited', `too many failed logins from ${address}: try again in ${Math.ceil(addressWait / 1000)} s`, addressWait);
     }
+    // Made-up names are delayed like real ones: the wait tells no one which names exist.
+    const delay = this.userDelay.delayFor(userKey);
+    if (delay > 0) {
+      if (this.delayed >= this.maxDelayed) {
+        throw new AuthError('busy', `the dispatcher is holding ${this.delayed} logins back already: try again in a few seconds`, delay);
+      }
+      // Before the hashing queue, so a waiting login holds no hashing slot.
+      this.delayed++;
+      try {
+        await new Promise((r) => setTimeout(r, delay));
+      } finally {
+        this.delayed--;
+      }
+    }
     const user = isValidUserName(name) ? await this.store.getUser(name) : null;
     let ok: boolean;
     if (user) {
@@ -295,8 +327,9 @@ export class Auth {
     }
     if (!ok || !user) {
       this.limiter.fail(key);
-      // Not cleared by a success: one right password must not reset a guesser's count on a shared address.
+      // Neither is cleared by a success: one right password must not reset a guesser's count.
       if (address) this.addressLimiter.fail(address);
+      this.userDelay.fail(userKey);
       return null;
     }
     this.limiter.succeed(key);
@@ -304,23 +337,30 @@ export class Auth {
   }
 
   /**
-   * A token that opens one download path for a few minutes, for a link the
-   * browser follows (a link carries no header, and a session token in a URL
-   * ends up in history and proxy logs).
+   * A token that opens one download of one path within a few minutes, for a
+   * link the browser follows (a link carries no header, and a session token
+   * in a URL ends up in history and proxy logs).
    */
   async downloadToken(p: Principal, path: string): Promise<{ token: string; expiresAt: string }> {
     const user = await this.store.getUser(p.name);
     if (!user) throw noSuchUser(p.name);
     const exp = Date.now() + DOWNLOAD_TOKEN_TTL_MS;
-    return { token: this.keys.signDownload({ u: user.name, exp, v: this.keys.passwordStamp(user.passwordHash), p: path }), expiresAt: new Date(exp).toISOString() };
+    const j = randomBytes(12).toString('base64url');
+    return { token: this.keys.signDownload({ u: user.name, exp, v: this.keys.passwordStamp(user.passwordHash), p: path, j }), expiresAt: new Date(exp).toISOString() };
   }
 
-  /** Whose download token this is, if it is good for `path`; with the user's roles as they are now. */
-  async authenticateDownload(token: string, path: string): Promise<Principal | null> {
+  /**
+   * Whose download token this is, if it is good for `path`; with the user's
+   * roles as they are now. `spend` (a GET): this use is its one download.
+   * Throws TF_DOWNLOAD_LINK_USED for a token spent already.
+   */
+  async authenticateDownload(token: string, path: string, spend = true): Promise<Principal | null> {
     const claims = this.keys.verifyDownload(token, path);
     if (!claims || !isValidUserName(claims.u)) return null;
     const user = await this.store.getUser(claims.u);
     if (!user || this.keys.passwordStamp(user.passwordHash) !== claims.v) return null;
+    const fresh = spend ? await this.spent.spend(claims.j, claims.exp) : !(await this.spent.isSpent(claims.j));
+    if (!fresh) throw new TracefleetError('TF_DOWNLOAD_LINK_USED', {});
     return this.principal(user, 'session', { stamp: claims.v, exp: claims.exp });
   }
 

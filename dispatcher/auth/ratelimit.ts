@@ -56,7 +56,65 @@ export class FailureLimiter {
     this.failures.delete(key);
   }
 
+  /** Failures of `key` in the window, up to maxFailures. */
+  count(key: string, now = Date.now()): number {
+    return this.recent(key, now).length;
+  }
+
   /** Keys remembered now (for /metrics and tests). */
+  get size(): number {
+    return this.failures.size;
+  }
+}
+
+/** The longest a login waits for its user's recent failures (FailureDelay). */
+export const LOGIN_MAX_DELAY_MS = 3000;
+
+export interface FailureDelayOptions {
+  /** Failures in the window before logins wait at all; default 5. */
+  freeFailures?: number;
+  /** The first wait, doubled for each further failure; default 250 ms. */
+  baseMs?: number;
+  /** The longest wait; default LOGIN_MAX_DELAY_MS. */
+  maxMs?: number;
+  /** Default 5 minutes. */
+  windowMs?: number;
+  /** Keys remembered at most (the longest quiet are forgotten first); default 10 000. */
+  maxKeys?: number;
+}
+
+/**
+ * A wait before each password check that grows with the user's recent
+ * failures from any address: what FailureLimiter cannot do against a guesser
+ * with many addresses, each under its own (user, address) limit. It is a
+ * delay, never a refusal, so the user's own right password from another
+ * client always gets in, at most maxMs later.
+ */
+export class FailureDelay {
+  readonly maxMs: number;
+  private readonly freeFailures: number;
+  private readonly baseMs: number;
+  private readonly failures: FailureLimiter;
+
+  constructor(opts: FailureDelayOptions = {}) {
+    this.freeFailures = Math.max(0, Math.floor(opts.freeFailures ?? 5));
+    this.baseMs = Math.max(1, opts.baseMs ?? 250);
+    this.maxMs = Math.max(this.baseMs, opts.maxMs ?? LOGIN_MAX_DELAY_MS);
+    // Failures past the one that reaches maxMs change nothing: no need to keep their times.
+    const steps = Math.ceil(Math.log2(this.maxMs / this.baseMs)) + 1;
+    this.failures = new FailureLimiter({ maxFailures: this.freeFailures + steps, windowMs: opts.windowMs, maxKeys: opts.maxKeys });
+  }
+
+  /** Milliseconds a login for `key` waits now. */
+  delayFor(key: string, now = Date.now()): number {
+    const over = this.failures.count(key, now) - this.freeFailures;
+    return over < 0 ? 0 : Math.min(this.maxMs, this.baseMs * 2 ** over);
+  }
+
+  fail(key: string, now = Date.now()): void {
+    this.failures.fail(key, now);
+  }
+
   get size(): number {
     return this.failures.size;
   }

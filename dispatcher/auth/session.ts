@@ -16,8 +16,9 @@ import type { TraceStore } from '../store/store';
 
 export const SESSION_PREFIX = 'ts1.';
 /**
- * Download tokens: the same shape with {u, exp, v, p}, p the one download
- * path they open. Their own prefix is inside the MAC, so neither kind of
+ * Download tokens: the same shape with {u, exp, v, p, j}, p the one download
+ * path they open, j a random id by which the token is spent on its one
+ * download (spent.ts). Their own prefix is inside the MAC, so neither kind of
  * token passes for the other.
  */
 export const DOWNLOAD_PREFIX = 'td1.';
@@ -42,6 +43,7 @@ const claimsSchema = z
 
 export interface DownloadClaims extends SessionClaims {
   p: string;
+  j: string;
 }
 
 const downloadClaimsSchema = z
@@ -50,6 +52,7 @@ const downloadClaimsSchema = z
     exp: z.number().int().positive(),
     v: z.string().min(1).max(64),
     p: z.string().min(1).max(1024),
+    j: z.string().regex(/^[A-Za-z0-9_-]{16,64}$/),
   })
   .strict();
 

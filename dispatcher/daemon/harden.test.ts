@@ -13,7 +13,8 @@ import { io } from 'socket.io-client';
 import { SessionKeys } from '../auth/session';
 import { startTestCouch, TestCouch } from '../../test/support/couch';
 import { CALL, makeTestRings, startTestAgent, TestAgent, TestHost, until } from '../../test/support/trace';
-import { AGENT_TOKEN, startTestDispatcher, TestDispatcher, TRACER } from '../../test/support/dispatcher';
+import { ADMIN, AGENT_TOKEN, startTestDispatcher, TestDispatcher, TRACER } from '../../test/support/dispatcher';
+import { LOGIN_MAX_DELAY_MS } from '../auth/ratelimit';
 
 let dir = '';
 let couch: TestCouch;
@@ -125,6 +126,36 @@ test('--trust-proxy: one client behind the proxy failing does not lock out anoth
     assert.equal((await login(plain.url, TRACER.name, TRACER.password, '198.51.100.99')).status, 429);
   } finally {
     await plain.stop();
+  }
+});
+
+test('wrong passwords for one user from many addresses slow further guesses at that user from any address; the right one still logs in within the short maximum', { timeout: 120_000 }, async () => {
+  const d = await startTestDispatcher(couch.url, { trustProxy: ['loopback'] });
+  const timed = async (user: string, password: string, xff: string) => {
+    const t0 = performance.now();
+    const r = await login(d.url, user, password, xff);
+    return { status: r.status, ms: performance.now() - t0 };
+  };
+  try {
+    // What a login costs here without any delay (scrypt on a loaded machine), from fresh addresses.
+    const plain = Math.max((await timed(ADMIN.name, ADMIN.password, '203.0.113.1')).ms, (await timed(ADMIN.name, 'not-the-password', '203.0.113.2')).ms);
+    // Eight wrong passwords for tom, two from each of four addresses: far below each address's own limits.
+    for (let i = 0; i < 8; i++) assert.equal((await timed(TRACER.name, `guess-${i}`, `198.51.100.${20 + (i % 4)}`)).status, 401);
+    // A ninth guess from an address never seen waits: tom's failures from anywhere count.
+    const guess = await timed(TRACER.name, 'guess-9', '198.51.100.30');
+    assert.equal(guess.status, 401);
+    assert.ok(guess.ms >= 1900, `a further guess at tom took ${guess.ms.toFixed(0)} ms (a plain login ${plain.toFixed(0)} ms): not slowed`);
+    // The right password from a fresh address: a short delay, never a lockout.
+    const right = await timed(TRACER.name, TRACER.password, '198.51.100.31');
+    assert.equal(right.status, 200);
+    assert.ok(right.ms <= LOGIN_MAX_DELAY_MS + plain + 1000, `tom's right password took ${right.ms.toFixed(0)} ms: more than the ${LOGIN_MAX_DELAY_MS} ms most plus a login`);
+    // Another user is not slowed by tom's failures.
+    const other = await timed(ADMIN.name, ADMIN.password, '198.51.100.32');
+    assert.equal(other.status, 200);
+    assert.ok(other.ms + 1000 < right.ms, `ada's login took ${other.ms.toFixed(0)} ms, tom's ${right.ms.toFixed(0)} ms: ada was slowed by tom's failures`);
+    process.stderr.write(`# per-user delay: plain login ${plain.toFixed(0)} ms, 9th guess ${guess.ms.toFixed(0)} ms, right password ${right.ms.toFixed(0)} ms, other user ${other.ms.toFixed(0)} ms\n`);
+  } finally {
+    await d.stop();
   }
 });
 

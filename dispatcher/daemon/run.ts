@@ -71,7 +71,6 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
   };
   try {
-    const auth = await Auth.open(store.store);
     const spool = new Spool(join(opts.dataDir, 'spool'));
     const http = opts.tls
       ? createHttpsServer({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) })
@@ -92,6 +91,7 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
       redis = await connectRedis(io, opts.redisUrl, child('dispatcher.redis'));
       cleanups.push(() => redis!.close());
     }
+    const auth = await Auth.open(store.store, { spentTokens: redis?.spentTokens });
     const fleet = attachFleet(io, { tokens: opts.agentTokens, logger: child('dispatcher.fleet') });
     const orchestrator = new Orchestrator({ store: store.store, fleet, spool, timeouts: opts.timeouts, retryMs: opts.retryMs, clustered: redis !== null, logger: child('dispatcher.trace') });
     cleanups.push(() => orchestrator.close());

@@ -266,11 +266,16 @@ test('a packet the capture cut decodes to what it holds, marked; the same length
   assert.equal(r.messages.length, 1);
   assert.equal(r.messages[0].truncated, true);
   assert.equal(d.push(1, LINKTYPE.ETHERNET, whole, 1, true).messages[0].truncated, false);
-  // A cut fragment is not reassembled: its bytes stop short of its header's length.
+  // A cut fragment still completes its datagram, which is given up to the first byte the capture lost, marked.
   const frags = fragmentIpv4({ ...A, proto: 17, id: 7 }, udp(5060, 5060, INV), [256, INV.length + 8 - 256]).map((f) => ethernet(ETH_IPV4, f));
   assert.equal(d.push(2, LINKTYPE.ETHERNET, frags[0].subarray(0, 100), 1, true).failure, null);
-  assert.equal(d.push(3, LINKTYPE.ETHERNET, frags[1], 1).messages.length, 0);
+  const m = d.push(3, LINKTYPE.ETHERNET, frags[1], 1).messages;
+  assert.equal(m.length, 1);
+  assert.equal(m[0].truncated, true);
+  assert.deepEqual(m[0].bytes, INV.subarray(0, 100 - 14 - 20 - 8));
+  assert.deepEqual(m[0].packets, [2, 3]);
   assert.equal(d.stats().fragmentsCut, 1);
+  assert.equal(d.stats().fragmentsPending, 0);
 });
 
 test('a cut TCP segment: the message it leaves incomplete is emitted as captured, marked, and the stream resyncs on the next message', () => {

@@ -58,16 +58,11 @@ export class Dissector {
     this.decoded++;
     let messages = EMPTY;
     if (r.fragment !== null) {
-      // A cut fragment's bytes stop short of where its header says they end:
-      // reassembled, it would yield a datagram with a hole (or, as the last
-      // one, a wrong length). Its datagram is left incomplete, as when a fragment is lost.
-      if (r.truncated) {
-        this.cutFragments++;
-        return { decoded: r, failure: null, messages: EMPTY };
-      }
+      // Its datagram is still reassembled, up to the first byte the capture lost.
+      if (r.truncated) this.cutFragments++;
       const d = this.frags.push(ordinal, tsSec, r);
       if (d !== null) {
-        const whole = decodeReassembled(r, d.proto, d.datagram);
+        const whole = decodeReassembled(r, d.proto, d.datagram, d.truncated);
         if (typeof whole === 'string') this.reassembledFailures++;
         else messages = this.transport(ordinal, tsSec, whole, d.packets);
       }

@@ -145,3 +145,55 @@ test('bytes claimed past the last fragment are cut', () => {
   assert.deepEqual(d.datagram, Buffer.concat([seg.subarray(0, 24), Buffer.alloc(8, 0xee)]));
   assert.deepEqual(d.packets, [1, 2]);
 });
+
+/** A fragment as a capture with this snap length (bytes of IP packet) keeps it. */
+function cutDec(b: Buffer, keep: number): DecodedPacket {
+  const r = decodePacket(LINKTYPE.RAW, b.subarray(0, keep), true);
+  if (typeof r === 'string') assert.fail(r);
+  assert.equal(r.truncated, keep < b.length);
+  return r;
+}
+
+test('cut fragments complete their datagram: given up to the first gap, marked; gaps hold no memory and captured bytes fill them', () => {
+  const seg = payload(2000, 7);
+  const frags = fragmentIpv4({ ...A, proto: 17, id: 11 }, seg, [800, 800, 400]);
+  // Every fragment cut to 300 bytes of IP packet, in any order.
+  for (const order of [[0, 1, 2], [2, 1, 0], [1, 0, 2]]) {
+    const r = new FragmentReassembler({ maxPendingBytes: 1000 });
+    let done = null;
+    for (const i of order) done = r.push(i, 1, cutDec(frags[i], 300));
+    assert.ok(done, `order ${order}`);
+    assert.equal(done.truncated, true);
+    assert.deepEqual(done.datagram, seg.subarray(0, 280));
+    assert.deepEqual(done.packets, [0, 1, 2]);
+    // 3 x 280 captured bytes fit in 1000 although the datagram claims 2000: nothing was evicted.
+    assert.equal(r.counters.evicted, 0);
+    assert.equal(r.pending, 0);
+  }
+  // Only the middle one cut: everything before its gap.
+  const r = new FragmentReassembler();
+  assert.equal(r.push(1, 1, dec(frags[0])), null);
+  assert.equal(r.push(2, 1, cutDec(frags[1], 120)), null);
+  const mid = r.push(3, 1, dec(frags[2]));
+  assert.ok(mid);
+  assert.equal(mid.truncated, true);
+  assert.deepEqual(mid.datagram, seg.subarray(0, 900));
+  // A whole copy of the cut fragment arriving before the datagram completes fills its gap.
+  const f = new FragmentReassembler();
+  assert.equal(f.push(1, 1, cutDec(frags[1], 120)), null);
+  assert.equal(f.push(2, 1, dec(frags[1])), null);
+  assert.equal(f.push(3, 1, dec(frags[0])), null);
+  const whole = f.push(4, 1, dec(frags[2]));
+  assert.ok(whole);
+  assert.equal(whole.truncated, false);
+  assert.deepEqual(whole.datagram, seg);
+  assert.deepEqual(whole.packets, [1, 2, 3, 4]);
+});
+
+test('a cut fragment claiming past the largest datagram is dropped, counted', () => {
+  const r = new FragmentReassembler({ maxDatagramBytes: 1000 });
+  const big = ipv4({ ...A, proto: 17, id: 12, more: true }, payload(1200, 8));
+  assert.equal(r.push(1, 1, cutDec(big, 200)), null);
+  assert.equal(r.counters.dropped, 1);
+  assert.equal(r.pending, 0);
+});

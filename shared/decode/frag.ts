@@ -20,6 +20,11 @@ export interface ReassembledDatagram {
   packets: number[];
   /** The protocol the fragments announced (IPv6: the fragment header's next header). */
   proto: number;
+  /**
+   * The capture cut a fragment of it: `datagram` is what was captured from
+   * the start up to the first missing byte, not the whole datagram.
+   */
+  truncated: boolean;
 }
 
 export interface FragmentCounters {
@@ -34,7 +39,11 @@ export interface FragmentCounters {
 interface Piece {
   start: number;
   end: number;
-  data: Buffer;
+  /**
+   * null: a gap, bytes a fragment carried that the capture cut off. It
+   * counts as covered (the datagram need not wait for them) and holds no memory.
+   */
+  data: Buffer | null;
 }
 
 interface Pending {
@@ -42,16 +51,25 @@ interface Pending {
   firstTs: number;
   /** Length of the datagram once its last fragment was seen, else -1. */
   total: number;
-  /** Disjoint, sorted by start: overlapping bytes are kept from whichever fragment came first. */
+  /**
+   * Disjoint, sorted by start: overlapping bytes are kept from whichever
+   * fragment came first, though captured bytes replace a gap.
+   */
   pieces: Piece[];
   covered: number;
+  /** Gap pieces among them. */
+  gaps: number;
   packets: number[];
 }
 
 /**
  * Rebuilds fragmented IPv4/IPv6 datagrams. Fragments are keyed by (version,
  * src, dst, protocol, id); they may come in any order, overlap or repeat.
- * Memory is bounded by the pending caps; time by packet timestamps only.
+ * A fragment the capture cut (snap length) counts as arrived: the bytes it
+ * lost are a gap, and its datagram is given as captured up to its first gap,
+ * marked truncated, since its start (transport header, SIP headers) is what
+ * indexing needs. Memory is bounded by the pending caps (gaps hold no bytes);
+ * time by packet timestamps only.
  */
 export class FragmentReassembler {
   readonly counters: FragmentCounters = { fragments: 0, reassembled: 0, expired: 0, evicted: 0, dropped: 0 };
@@ -87,6 +105,7 @@ export class FragmentReassembler {
    * Takes one fragment (a packet whose `fragment` is set; others return null).
    * Returns the datagram when this fragment completes it, else null. The
    * fragment's bytes are copied, so `pkt.payload` may be reused afterwards.
+   * A cut fragment (`pkt.truncated`) covers the length its IP header gives.
    */
   push(ordinal: number, tsSec: number, pkt: DecodedPacket): ReassembledDatagram | null {
     const fi = pkt.fragment;
@@ -101,14 +120,15 @@ export class FragmentReassembler {
       p = undefined;
     }
     const start = fi.offset;
-    const end = start + pkt.payload.length;
+    const held = start + pkt.payload.length;
+    const end = pkt.truncated ? Math.max(held, start + fi.length) : held;
     if (end > this.maxDatagramBytes) {
       if (p !== undefined) this.remove(p);
       this.counters.dropped++;
       return null;
     }
     if (p === undefined) {
-      p = { key, firstTs: tsSec, total: -1, pieces: [], covered: 0, packets: [] };
+      p = { key, firstTs: tsSec, total: -1, pieces: [], covered: 0, gaps: 0, packets: [] };
       this.pendingMap.set(key, p);
       this.makeRoom(p);
     }
@@ -125,7 +145,9 @@ export class FragmentReassembler {
       }
     }
     const limit = p.total >= 0 ? Math.min(end, p.total) : end;
-    if (!this.insert(p, start, limit, pkt.payload)) {
+    const heldLimit = Math.min(held, limit);
+    if (p.gaps > 0 && start < heldLimit) this.fillGaps(p, start, heldLimit);
+    if (!this.insert(p, start, heldLimit, pkt.payload) || (heldLimit < limit && !this.insert(p, heldLimit, limit, null))) {
       this.remove(p);
       this.counters.dropped++;
       return null;
@@ -133,8 +155,13 @@ export class FragmentReassembler {
     if (this.pendingBytes > this.maxPendingBytes) this.makeRoom(p);
     if (p.total < 0 || p.covered !== p.total) return null;
 
-    const datagram = Buffer.allocUnsafe(p.total);
-    for (const pc of p.pieces) pc.data.copy(datagram, pc.start);
+    // Covered from 0 to total, so the pieces before the first gap are contiguous.
+    const firstGap = p.gaps > 0 ? p.pieces.find((pc) => pc.data === null)!.start : p.total;
+    const datagram = Buffer.allocUnsafe(firstGap);
+    for (const pc of p.pieces) {
+      if (pc.start >= firstGap) break;
+      pc.data!.copy(datagram, pc.start);
+    }
     this.remove(p);
     this.counters.reassembled++;
     const packets = p.packets;
@@ -142,11 +169,15 @@ export class FragmentReassembler {
     let n = 0;
     for (let i = 0; i < packets.length; i++) if (i === 0 || packets[i] !== packets[n - 1]) packets[n++] = packets[i];
     packets.length = n;
-    return { datagram, packets, proto: fi.proto };
+    return { datagram, packets, proto: fi.proto, truncated: p.gaps > 0 };
   }
 
-  /** Adds the parts of [start, end) no earlier fragment covered. False when the datagram has too many pieces. */
-  private insert(p: Pending, start: number, end: number, data: Buffer): boolean {
+  /**
+   * Adds the parts of [start, end) no earlier fragment covered: bytes of
+   * `data` (which begins at `start`), or a gap when data is null. False when
+   * the datagram has too many pieces.
+   */
+  private insert(p: Pending, start: number, end: number, data: Buffer | null): boolean {
     const base = start;
     const pieces = p.pieces;
     let i = 0;
@@ -163,14 +194,37 @@ export class FragmentReassembler {
       }
       if (pieces.length >= this.maxPieces) return false;
       // Copied: the packet buffer belongs to the capture reader.
-      const bytes = Buffer.from(data.subarray(start - base, gapEnd - base));
+      const bytes = data === null ? null : Buffer.from(data.subarray(start - base, gapEnd - base));
       pieces.splice(i, 0, { start, end: gapEnd, data: bytes });
       i++;
       p.covered += gapEnd - start;
-      this.pendingBytes += gapEnd - start;
+      if (bytes === null) p.gaps++;
+      else this.pendingBytes += gapEnd - start;
       start = gapEnd;
     }
     return true;
+  }
+
+  /** Uncovers the gaps within [start, end), so that captured bytes of another fragment (a retransmission, an overlap) take their place. */
+  private fillGaps(p: Pending, start: number, end: number): void {
+    const kept: Piece[] = [];
+    for (const pc of p.pieces) {
+      if (pc.data !== null || pc.end <= start || pc.start >= end) {
+        kept.push(pc);
+        continue;
+      }
+      p.gaps--;
+      p.covered -= Math.min(pc.end, end) - Math.max(pc.start, start);
+      if (pc.start < start) {
+        kept.push({ start: pc.start, end: start, data: null });
+        p.gaps++;
+      }
+      if (pc.end > end) {
+        kept.push({ start: end, end: pc.end, data: null });
+        p.gaps++;
+      }
+    }
+    p.pieces = kept;
   }
 
   /** Drops bytes past the datagram's end, which fragments sent before the last one may claim. */
@@ -181,11 +235,14 @@ export class FragmentReassembler {
       if (pc.start >= total) {
         pieces.pop();
         p.covered -= pc.end - pc.start;
-        this.pendingBytes -= pc.end - pc.start;
+        if (pc.data === null) p.gaps--;
+        else this.pendingBytes -= pc.end - pc.start;
       } else {
         p.covered -= pc.end - total;
-        this.pendingBytes -= pc.end - total;
-        pc.data = pc.data.subarray(0, total - pc.start);
+        if (pc.data !== null) {
+          this.pendingBytes -= pc.end - total;
+          pc.data = pc.data.subarray(0, total - pc.start);
+        }
         pc.end = total;
       }
     }
@@ -194,7 +251,7 @@ export class FragmentReassembler {
   private remove(p: Pending): void {
     if (this.pendingMap.get(p.key) !== p) return;
     this.pendingMap.delete(p.key);
-    for (const pc of p.pieces) this.pendingBytes -= pc.end - pc.start;
+    for (const pc of p.pieces) if (pc.data !== null) this.pendingBytes -= pc.end - pc.start;
   }
 
   /** Evicts the oldest datagrams other than `keep` until within the caps. */

@@ -124,16 +124,16 @@ test('ICMP and ICMPv6 payload is the ICMP message', () => {
 
 test('IPv4 fragments: offset, more flag, ports only on the first', () => {
   const first = ok(decodePacket(LINKTYPE.RAW, ipv4({ ...A, proto: 17, id: 777, more: true }, udp(5060, 5061, Buffer.alloc(16), 100))));
-  assert.deepEqual(first.fragment, { id: 777, offset: 0, more: true, proto: 17 });
+  assert.deepEqual(first.fragment, { id: 777, offset: 0, more: true, proto: 17, length: 24 });
   assert.equal(first.sport, 5060);
   assert.equal(first.dport, 5061);
   assert.equal(first.payload.length, 24);
   const middle = ok(decodePacket(LINKTYPE.RAW, ipv4({ ...A, proto: 17, id: 777, more: true, fragOffset: 24 }, Buffer.alloc(40))));
-  assert.deepEqual(middle.fragment, { id: 777, offset: 24, more: true, proto: 17 });
+  assert.deepEqual(middle.fragment, { id: 777, offset: 24, more: true, proto: 17, length: 40 });
   assert.equal(middle.sport, 0);
   assert.equal(middle.payload.length, 40);
   const last = ok(decodePacket(LINKTYPE.RAW, ipv4({ ...A, proto: 17, id: 777, fragOffset: 64, dontFragment: false }, Buffer.alloc(36))));
-  assert.deepEqual(last.fragment, { id: 777, offset: 64, more: false, proto: 17 });
+  assert.deepEqual(last.fragment, { id: 777, offset: 64, more: false, proto: 17, length: 36 });
   // DF alone is not a fragment.
   assert.equal(ok(decodePacket(LINKTYPE.RAW, ipv4({ ...A, proto: 17, dontFragment: true }, udp(1, 2, Buffer.alloc(0))))).fragment, null);
 });
@@ -173,14 +173,14 @@ test('IPv6 fragments: first fragment past hop-by-hop, later fragments, atomic fr
   const first = ok(
     decodePacket(LINKTYPE.ETHERNET, ethernet(ETH_IPV6, ipv6({ ...A6, nextHeader: 0 }, Buffer.concat([v6Options(44), v6Fragment(60, 0, true, 0xdeadbeef), v6Options(17), seg.subarray(0, 40)])))),
   );
-  assert.deepEqual(first.fragment, { id: 0xdeadbeef, offset: 0, more: true, proto: 60 });
+  assert.deepEqual(first.fragment, { id: 0xdeadbeef, offset: 0, more: true, proto: 60, length: 48 });
   assert.equal(first.proto, 17);
   assert.equal(first.sport, 5060);
   assert.equal(first.dport, 5062);
   assert.equal(first.payload.length, 48);
 
   const later = ok(decodePacket(LINKTYPE.RAW, ipv6({ ...A6, nextHeader: 44 }, Buffer.concat([v6Fragment(60, 48, false, 0xdeadbeef), seg.subarray(40)]))));
-  assert.deepEqual(later.fragment, { id: 0xdeadbeef, offset: 48, more: false, proto: 60 });
+  assert.deepEqual(later.fragment, { id: 0xdeadbeef, offset: 48, more: false, proto: 60, length: 68 });
   assert.equal(later.sport, 0);
   assert.equal(later.payload.length, 68);
 

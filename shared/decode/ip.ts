@@ -153,6 +153,7 @@ export function decodeIPv4(data: Buffer, off: number, vlans: number[], cut = fal
     truncated = cut;
   }
   if (tl < ihl) return 'bad-ip-header';
+  const claimed = tl - ihl;
   if (tl > avail) {
     if (!cut || avail < ihl) return 'truncated';
     tl = avail;
@@ -166,7 +167,7 @@ export function decodeIPv4(data: Buffer, off: number, vlans: number[], cut = fal
   const dst = formatIPv4(data, off + 16);
   const ipPayload = data.subarray(off + ihl, off + tl);
   if (more || fragOff !== 0) {
-    const pkt = makePacket(4, src, dst, proto, vlans, { id: data.readUInt16BE(off + 4), offset: fragOff, more, proto }, ipPayload);
+    const pkt = makePacket(4, src, dst, proto, vlans, { id: data.readUInt16BE(off + 4), offset: fragOff, more, proto, length: claimed }, ipPayload);
     pkt.truncated = truncated;
     if (fragOff === 0) firstFragmentPorts(pkt, proto, ipPayload);
     return pkt;
@@ -221,13 +222,17 @@ export function decodeIPv6(data: Buffer, off: number, vlans: number[], cut = fal
   const plen = data.readUInt16BE(off + 4);
   const nh0 = data[off + 6];
   let end: number;
+  /** Where the payload length says the packet ends, captured or not. */
+  let claimedEnd: number;
   let truncated = false;
   if (plen === 0 && nh0 === IPPROTO.HOPOPTS) {
     // Jumbogram (RFC 2675): the length is in a hop-by-hop option; trust the capture.
     end = data.length;
+    claimedEnd = end;
     truncated = cut;
   } else {
     end = off + 40 + plen;
+    claimedEnd = end;
     if (end > data.length) {
       if (!cut) return 'truncated';
       end = data.length;
@@ -247,7 +252,7 @@ export function decodeIPv6(data: Buffer, off: number, vlans: number[], cut = fal
     const fproto = data[fp];
     const fragData = data.subarray(fp + 8, end);
     if (fragOff !== 0 || more) {
-      const pkt = makePacket(6, src, dst, fproto, vlans, { id: data.readUInt32BE(fp + 4), offset: fragOff, more, proto: fproto }, fragData);
+      const pkt = makePacket(6, src, dst, fproto, vlans, { id: data.readUInt32BE(fp + 4), offset: fragOff, more, proto: fproto, length: claimedEnd - fp - 8 }, fragData);
       pkt.truncated = truncated;
       if (fragOff === 0) {
         // Headers of the fragmentable part may still precede the transport in
@@ -281,17 +286,20 @@ export function decodeIPv6(data: Buffer, off: number, vlans: number[], cut = fal
  * IP payload and `proto` the protocol the fragments announced (for IPv6 the
  * fragment header's next header, so extension headers may come first).
  * Returns a new packet like `base` (the last fragment) without its fragment info.
+ * `cut`: the datagram is only its captured start (a fragment was cut), read
+ * as a cut packet is.
  */
-export function decodeReassembled(base: DecodedPacket, proto: number, datagram: Buffer): DecodedPacket | DecodeFailure {
+export function decodeReassembled(base: DecodedPacket, proto: number, datagram: Buffer, cut = false): DecodedPacket | DecodeFailure {
   let seg = datagram;
   if (base.ipVersion === 6) {
     const f = walkV6(datagram, 0, datagram.length, proto, false);
-    if (f !== null) return f;
+    if (f !== null) return cut ? 'truncated' : f;
     if (walkFrag >= 0) return 'bad-ip-header';
     proto = walkProto;
     seg = datagram.subarray(walkOff);
   }
   const pkt = makePacket(base.ipVersion, base.src, base.dst, proto, base.vlans, null, seg);
+  pkt.truncated = cut;
   if (proto === IPPROTO.NONE || proto === IPPROTO.ESP) return pkt;
   const f = transport(pkt, proto, seg);
   return f === null ? pkt : f;

@@ -34,6 +34,11 @@ export interface FragmentInfo {
   offset: number;
   /** More-fragments flag. */
   more: boolean;
+  /**
+   * Bytes of the datagram this fragment carries by its IP header: more than
+   * the packet's payload when the capture cut it (then the rest is a gap).
+   */
+  length: number;
   /** Transport protocol carried by the datagram. */
   proto: number;
 }

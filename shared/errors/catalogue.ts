@@ -106,6 +106,11 @@ export const ERRORS = {
   TF_RATE_LIMITED: entry<Said>({ field: null, status: 429, exit: EXIT.FAILED, message: said }),
   /** The user, their roles, password or token changed while the socket was open: connect again. */
   TF_SESSION_ENDED: entry<Said>({ field: null, status: 401, exit: EXIT.UNAUTHORIZED, message: said }),
+  /** A download link followed a second time: each opens one download. */
+  TF_DOWNLOAD_LINK_USED: entry<object>({
+    field: null, status: 410, exit: EXIT.FAILED,
+    message: () => 'this download link was used already (each link opens one download): download again from the page for a new link, or ask for one with POST /api/download-token',
+  }),
   /** Users and tokens (dispatcher/auth): a name, role or password the policy refuses. */
   TF_AUTH_BAD_INPUT: entry<Said>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: said }),
   TF_AUTH_NOT_FOUND: entry<Said>({ field: null, status: 404, exit: EXIT.BAD_INPUT, message: said }),

@@ -132,6 +132,42 @@ scenario('TCP, messages split over segments at MTU 576', { transport: 'tcp', mtu
 scenario('TCP, several messages per segment possible, MTU 1500', { transport: 'tcp', mtu: 1500, iface: 'eth0', pad: 0, perCallMin: 7 });
 scenario('UDP over IPv6, fragmented at MTU 1280', { transport: 'udp', mtu: 1280, v6: true, iface: 'eth0', pad: 1500, perCallMin: 8 });
 
+test('capture and query: sipp INVITEs fragmented at MTU 576 and captured with a 400-byte snap length are found by Call-ID, marked truncated', { skip, timeout: 180_000 }, async (t) => {
+  const { dir, net, ring } = await testbed(t, 576);
+  const pcap = join(dir, 'snap400.pcapng');
+  // Every fragment of a padded INVITE is longer than 400 bytes: each one is cut.
+  const cap = await startCapture({ iface: 'eth0', ns: net.ns('uas'), file: pcap, snaplen: 400, filter: 'udp', maxSeconds: 90 });
+  let result: SippCallsResult;
+  try {
+    result = await runSippCalls({
+      uacNs: net.ns('uac'),
+      uasNs: net.ns('uas'),
+      transport: 'udp',
+      uasHost: { addr: net.addr('uas'), port: 5060 },
+      uacHost: { addr: net.addr('uac'), port: 5060 },
+      calls: 3,
+      number: '15557654321',
+      padBytes: 1500,
+    });
+  } finally {
+    await cap.stop();
+  }
+  assert.ok(result.successful >= 1, `no sipp call succeeded: ${result.errors}`);
+  const imp = await tracefleet(['ring', 'import', pcap, '--ring', ring]);
+  assert.equal(imp.code, 0, imp.stderr);
+  for (const cid of result.callIds) {
+    const q = await tracefleet(['query', '--ring', ring, '--call-id', cid, '--json']);
+    assert.equal(q.code, 0, q.stderr);
+    const messages = JSON.parse(q.stdout).messages as Array<{ method: string | null; truncated?: boolean; packets: number }>;
+    const invites = messages.filter((m) => m.method === 'INVITE');
+    assert.ok(invites.length >= 1, `${cid}: the cut, fragmented INVITE is in its trace: ${JSON.stringify(messages)}`);
+    for (const m of invites) {
+      assert.equal(m.truncated, true, `${cid}: marked truncated`);
+      assert.ok(m.packets >= 3, `${cid}: listed with its ${m.packets} fragments`);
+    }
+  }
+});
+
 test('a killed agent leaves a ring that still queries; a deleted index is rebuilt; a torn last record is tolerated', { skip, timeout: 120_000 }, async (t) => {
   const { dir, net, ring, ...bed } = await testbed(t);
   const agent = await bed.startAgent('eth0');

@@ -144,6 +144,23 @@ test('a client on D1 traces agent a on D1 and agent b on D2: b\'s updates come t
   assert.deepEqual(sortedRecords(merged), sortedRecords(union), 'merged.pcap holds both hosts\' packets');
   assert.deepEqual(final.merged, { packets: union.length, bytes: final.bytes, duplicates: 0 });
   assert.equal((await store.getTrace(id))?.state, 'done');
+
+  // A download link opens one download on whichever dispatcher: its spending is shared through Redis.
+  const session = (await (await fetch(`${d1.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: TRACER.name, password: TRACER.password }) })).json()) as { token: string };
+  const link = async () => {
+    const r = await fetch(`${d1.url}/api/download-token`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${session.token}` }, body: JSON.stringify({ path: `/api/traces/${id}/merged.pcap` }) });
+    assert.equal(r.status, 200);
+    return ((await r.json()) as { url: string }).url;
+  };
+  for (const [first, second] of [[d2, d1], [d1, d2]]) {
+    const url = await link();
+    const ok = await fetch(`${first.url}${url}`);
+    assert.equal(ok.status, 200);
+    await ok.arrayBuffer();
+    const again = await fetch(`${second.url}${url}`);
+    assert.equal(again.status, 410, 'the link, spent on the other dispatcher, is refused here too');
+    assert.equal(((await again.json()) as { code: string }).code, 'TF_DOWNLOAD_LINK_USED');
+  }
 });
 
 test('D2 dies mid-trace of its agent b: D1 marks b lost within seconds and finishes the trace with a\'s packets', { skip, timeout: 120_000 }, async () => {

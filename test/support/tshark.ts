@@ -231,6 +231,8 @@ export interface CaptureOptions {
   ns?: string;
   /** Stop by itself after this long, so a forgotten capture cannot run on. Default 120 s. */
   maxSeconds?: number;
+  /** Bytes kept of each packet (-s); default the tool's (262144). */
+  snaplen?: number;
 }
 
 export interface CaptureHandle {
@@ -247,6 +249,7 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
   const tool = haveCommand('dumpcap') ? 'dumpcap' : 'tshark';
   const args = ['-i', opts.iface, '-w', opts.file, '-a', `duration:${opts.maxSeconds ?? 120}`];
   if (opts.filter) args.push('-f', opts.filter);
+  if (opts.snaplen !== undefined) args.push('-s', String(opts.snaplen));
   if (tool === 'tshark') args.push('-q');
   const d: DaemonHandle = await startDaemon(tool, args, { ns: opts.ns, stopGraceMs: 5000 });
   try {

@@ -154,6 +154,16 @@ describe('web page (in-process dispatcher and agents)', { skip }, () => {
     await download.saveAs(saved);
     const stored = await bytesOf(d.store.store.getAttachmentStream(traceDocId(id), MERGED_ATTACHMENT));
     assert.ok(readFileSync(saved).equals(stored), 'the downloaded merged.pcap differs from the stored one');
+    // A link opens one download, so each click asks for a link of its own: the same file again downloads again.
+    const [again] = await Promise.all([page.waitForEvent('download'), page.locator('a.download[data-what="merged"]').click()]);
+    assert.notEqual(again.url(), download.url(), 'the second click followed a new link');
+    const savedAgain = join(dir, 'merged-again.pcap');
+    await again.saveAs(savedAgain);
+    assert.ok(readFileSync(savedAgain).equals(stored), 'the second download of merged.pcap differs from the stored one');
+    // The first click's link, followed again (from history, say), is refused with what to do.
+    const replay = await fetch(download.url());
+    assert.equal(replay.status, 410);
+    assert.match(((await replay.json()) as { error: string }).error, /download again from the page for a new link/);
     const [hostDl] = await Promise.all([page.waitForEvent('download'), page.locator('a.download[data-what="host:b"]').click()]);
     assert.equal(hostDl.suggestedFilename(), `trace-${id}-callid-crossing-call_orch-b.pcap`);
     const [tarDl] = await Promise.all([page.waitForEvent('download'), page.locator('a.download[data-what="tar"]').click()]);

@@ -171,7 +171,7 @@ export class SegmentIndexer {
   }
 
   private indexMessage(tm: TransportMessage, last: PacketRecord): void {
-    const sip = parseSip(tm.bytes, { correlationHeader: this.opts.correlationHeader, truncated: tm.truncated });
+    const sip = parseSip(tm.bytes, { correlationHeader: this.opts.correlationHeader, truncated: tm.truncated, allHeaders: false });
     if (!sip) return;
     if (!sip.callId) {
       this.messagesWithoutCallId++;

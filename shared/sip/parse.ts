@@ -34,8 +34,6 @@ const LF = 0x0a;
 const SP = 0x20;
 const HTAB = 0x09;
 
-const LF_CRLF = Buffer.from('\n\r\n', 'latin1');
-const LF_LF = Buffer.from('\n\n', 'latin1');
 
 /** RFC 3261 token characters. */
 const TOKEN = new Uint8Array(128);
@@ -100,19 +98,26 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
   const kind = startLineKind(bytes, start, lineEnd);
   if (kind === NOT_SIP) return null;
 
-  // The header block ends at the first empty line; bare LF is tolerated, so look
-  // for both LF CR LF and LF LF and take whichever comes first.
+  // The header block ends at the first empty line; bare LF is tolerated, so
+  // the first LF followed by CR LF or by LF ends it. One pass over the header
+  // bytes: searching for each pattern apart would run the second one through
+  // the whole body.
   let headerLength = len;
   let blockEnd = len;
   if (firstLf >= 0) {
-    const a = bytes.indexOf(LF_CRLF, firstLf);
-    const b = bytes.indexOf(LF_LF, firstLf);
-    if (a >= 0 && (b < 0 || a < b)) {
-      blockEnd = a;
-      headerLength = a + 3;
-    } else if (b >= 0) {
-      blockEnd = b;
-      headerLength = b + 2;
+    for (let i = firstLf; i < len; i++) {
+      if (bytes[i] !== LF) continue;
+      const next = bytes[i + 1];
+      if (next === LF) {
+        blockEnd = i;
+        headerLength = i + 2;
+        break;
+      }
+      if (next === CR && bytes[i + 2] === LF) {
+        blockEnd = i;
+        headerLength = i + 3;
+        break;
+      }
     }
   }
   if (opts?.truncated === true && headerLength === len && firstLf >= 0) blockEnd = Math.max(firstLf, lastLineEnd(bytes, start, len));
@@ -141,7 +146,7 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
   const all = opts?.allHeaders !== false;
   let headers: Array<[string, string]> = all ? headerList(bytes) : [];
 
-  const corrName = (opts?.correlationHeader ?? 'X-CID').trim().toLowerCase();
+  const corrName = correlationName(opts?.correlationHeader ?? 'X-CID');
   let callId: string | null = null;
   let cseq: SipMessage['cseq'] = null;
   let from: NameAddr | null = null;
@@ -207,7 +212,8 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
 
   // An xref parameter may be in any header: the rare message whose bytes
   // hold "xref" at all gets the exact (text) test and, if it passes, every header.
-  if (correlation === null && hasXrefBytes(bytes, start, blockEnd) && XREF_HINT.test(decodeText(bytes, start, blockEnd))) {
+  const mayHoldXref = linesHoldXref || hasXrefBytes(bytes, start, headersFrom);
+  if (correlation === null && mayHoldXref && XREF_HINT.test(decodeText(bytes, start, blockEnd))) {
     if (!all) headers = headerList(bytes);
     correlation = findXref(requestUri, headers);
     if (!all) headers = [];
@@ -238,6 +244,17 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
     body,
     sdp,
   };
+}
+
+// The indexer passes the same correlation header with every message: normalise it once.
+let corrGiven = '';
+let corrNormal = '';
+function correlationName(given: string): string {
+  if (given !== corrGiven) {
+    corrGiven = given;
+    corrNormal = given.trim().toLowerCase();
+  }
+  return corrNormal;
 }
 
 /** Offset of the last line terminator (LF, or a CR tshark would end the line at) in bytes[from, to); -1 when none. */
@@ -385,12 +402,21 @@ function pushLine(ns: number, ne: number, vs: number, ve: number): void {
   lines[at + 3] = ve;
 }
 
+/** Set by scanHeaderLines: the lines hold "xref" in some case (see hasXrefBytes). */
+let linesHoldXref = false;
+
 function scanHeaderLines(b: Buffer, pos: number, n: number): void {
   lineCount = 0;
+  linesHoldXref = false;
   let named = false;
   while (pos < n) {
     let end = pos;
-    while (end < n && b[end] !== LF && b[end] !== CR) end++;
+    // The xref test rides on this pass over every byte rather than making another.
+    for (; end < n; end++) {
+      const c = b[end];
+      if (c === LF || c === CR) break;
+      if ((c | 0x20) === 0x78 && !linesHoldXref) linesHoldXref = hasXrefBytes(b, end, end + 4);
+    }
     // CR LF is one line end; a lone CR or LF is one too.
     const next = end < n && b[end] === CR && end + 1 < n && b[end + 1] === LF ? end + 2 : end + 1;
     if (isLws(b[pos])) {
@@ -494,10 +520,14 @@ function headerKind(b: Buffer, s: number, e: number): number {
   }
 }
 
-/** Whether bytes [s, e) hold "xref" in any case: XREF_HINT cannot match text without it. */
+/**
+ * Whether bytes [s, e) hold "xref" in any case: XREF_HINT cannot match text
+ * without it. `c | 0x20` folds the case of exactly these letters (no other
+ * byte maps onto x, r, e or f).
+ */
 function hasXrefBytes(b: Buffer, s: number, e: number): boolean {
   for (let i = s; i + 4 <= e; i++) {
-    if (lowerByte(b[i]) === 0x78 && lowerByte(b[i + 1]) === 0x72 && lowerByte(b[i + 2]) === 0x65 && lowerByte(b[i + 3]) === 0x66) return true;
+    if ((b[i] | 0x20) === 0x78 && (b[i + 1] | 0x20) === 0x72 && (b[i + 2] | 0x20) === 0x65 && (b[i + 3] | 0x20) === 0x66) return true;
   }
   return false;
 }

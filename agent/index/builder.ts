@@ -1,8 +1,8 @@
-import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync, writevSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { Dissector } from '../../shared/decode/dissector';
 import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, scanPcapRecords } from '../../shared/pcap/pcap';
-import { parseSip } from '../../shared/sip/parse';
+import { ParseSipOptions, parseSip } from '../../shared/sip/parse';
 import { sipDigits } from '../../shared/sip/number';
 import type { PacketRecord } from '../../shared/pcap/types';
 import type { TransportMessage } from '../../shared/decode/types';
@@ -31,11 +31,15 @@ function indexHeader(): Buffer {
   return head;
 }
 
-export function recordBytes(type: number, body: Buffer): Buffer {
+function recordPrefix(type: number, bodyLength: number): Buffer {
   const prefix = Buffer.allocUnsafe(RECORD_PREFIX_LEN);
-  prefix.writeUInt32LE(body.length + 1, 0);
+  prefix.writeUInt32LE(bodyLength + 1, 0);
   prefix[4] = type;
-  return Buffer.concat([prefix, body]);
+  return prefix;
+}
+
+export function recordBytes(type: number, body: Buffer): Buffer {
+  return Buffer.concat([recordPrefix(type, body.length), body]);
 }
 
 /**
@@ -61,6 +65,9 @@ export class SegmentIndexer {
   private flushedMessages = 0;
   private sealed = false;
   messagesWithoutCallId = 0;
+  // Made once: parseSip runs for every message.
+  private readonly parseWhole: ParseSipOptions;
+  private readonly parseCut: ParseSipOptions;
   corruptAt: number | null = null;
 
   /**
@@ -82,6 +89,8 @@ export class SegmentIndexer {
       this.flushedAddresses = this.state.addresses.length;
       this.flushedMessages = this.state.messages.length;
     }
+    this.parseWhole = { correlationHeader: opts.correlationHeader, truncated: false, allHeaders: false };
+    this.parseCut = { ...this.parseWhole, truncated: true };
     this.idxFd = indexPath === null || opts.journal === false ? -1 : openSync(indexPath, 'w');
     this.write(indexHeader());
   }
@@ -171,7 +180,7 @@ export class SegmentIndexer {
   }
 
   private indexMessage(tm: TransportMessage, last: PacketRecord): void {
-    const sip = parseSip(tm.bytes, { correlationHeader: this.opts.correlationHeader, truncated: tm.truncated });
+    const sip = parseSip(tm.bytes, tm.truncated ? this.parseCut : this.parseWhole);
     if (!sip) return;
     if (!sip.callId) {
       this.messagesWithoutCallId++;
@@ -210,28 +219,33 @@ export class SegmentIndexer {
   private flush(): void {
     if (this.idxFd < 0) return;
     const st = this.state;
+    // Records go out in one writev, each from where it already is: no copy
+    // of the packet entries, no concatenation of the parts.
     const parts: Buffer[] = [];
     if (st.addresses.length > this.flushedAddresses) {
       const first = Buffer.alloc(4);
       first.writeUInt32LE(this.flushedAddresses, 0);
       const names = Buffer.from(st.addresses.slice(this.flushedAddresses).join('\0'), 'latin1');
-      parts.push(recordBytes(REC.ADDRESSES, Buffer.concat([first, names])));
+      parts.push(recordPrefix(REC.ADDRESSES, first.length + names.length), first, names);
       this.flushedAddresses = st.addresses.length;
     }
     if (st.packetCount > this.flushedPackets) {
-      parts.push(recordBytes(REC.PACKETS, Buffer.from(st.packetEntries(this.flushedPackets))));
+      const entries = st.packetEntries(this.flushedPackets);
+      parts.push(recordPrefix(REC.PACKETS, entries.length), entries);
       this.flushedPackets = st.packetCount;
     }
     if (st.messages.length > this.flushedMessages) {
-      // One buffer for all new message records: they are many and small.
+      // One buffer for all new message records: they are many and small. It
+      // is sized for the worst case (3 UTF-8 bytes per UTF-16 unit) so that
+      // each JSON text is encoded once, not measured first.
       const jsons: string[] = [];
-      let total = 0;
+      let bound = 0;
       for (let i = this.flushedMessages; i < st.messages.length; i++) {
         const j = JSON.stringify(st.messages[i]);
         jsons.push(j);
-        total += RECORD_PREFIX_LEN + Buffer.byteLength(j, 'utf8');
+        bound += RECORD_PREFIX_LEN + 3 * j.length;
       }
-      const out = Buffer.allocUnsafe(total);
+      const out = Buffer.allocUnsafe(bound);
       let at = 0;
       for (const j of jsons) {
         const n = out.write(j, at + RECORD_PREFIX_LEN, 'utf8');
@@ -239,14 +253,36 @@ export class SegmentIndexer {
         out[at + 4] = REC.MESSAGE;
         at += RECORD_PREFIX_LEN + n;
       }
-      parts.push(out);
+      parts.push(out.subarray(0, at));
     }
     this.flushedMessages = st.messages.length;
     if (parts.length === 0) return;
     const cp = Buffer.alloc(8);
     cp.writeDoubleLE(st.indexedBytes, 0);
     parts.push(recordBytes(REC.CHECKPOINT, cp));
-    this.write(Buffer.concat(parts));
+    this.writeParts(parts);
+  }
+
+  private writeParts(parts: Buffer[]): void {
+    let total = 0;
+    for (const p of parts) total += p.length;
+    let done = writevSync(this.idxFd, parts, this.idxPos);
+    // A short writev (rare: a signal, a full disk) is finished part by part.
+    if (done < total) {
+      let skip = done;
+      for (const p of parts) {
+        if (skip >= p.length) {
+          skip -= p.length;
+          continue;
+        }
+        const rest = p.subarray(skip);
+        skip = 0;
+        let w = 0;
+        while (w < rest.length) w += writeSync(this.idxFd, rest, w, rest.length - w, this.idxPos + done + w);
+        done += rest.length;
+      }
+    }
+    this.idxPos += total;
   }
 
   /** Writes the lookup sections and the footer; the segment must be complete. */
@@ -272,24 +308,29 @@ export class SegmentIndexer {
     dialogs.forEach((d, i) => {
       keys.push([keyHash('c', d.c), i]);
       const xs = new Set<string>();
-      const users = new Set<string>();
+      // A dialog's messages repeat the same few users: take their digits once each.
+      const users = new Set<string | null>();
       for (const m of d.msgs) {
         if (m.x) xs.add(m.x);
-        for (const u of messageUsers(m)) {
-          const digits = sipDigits(u);
-          if (digits.length >= 4) users.add(digits);
-        }
+        for (const u of messageUsers(m)) users.add(u);
+      }
+      const numbersOf = new Set<string>();
+      for (const u of users) {
+        const digits = sipDigits(u);
+        if (digits.length >= 4) numbersOf.add(digits);
       }
       for (const x of xs) keys.push([keyHash('x', x), i]);
-      for (const u of users) numbers.push([numberKey(u), i]);
+      for (const u of numbersOf) numbers.push([numberKey(u), i]);
     });
     keys.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
     numbers.sort((a, b) => Buffer.compare(a[0], b[0]) || a[1] - b[1]);
 
     const offsets: number[] = [];
+    // Sections are megabytes: their prefix is written apart rather than copied in front of them.
     const section = (type: number, body: Buffer) => {
       offsets.push(this.idxPos + RECORD_PREFIX_LEN);
-      this.write(recordBytes(type, body));
+      this.write(recordPrefix(type, body.length));
+      this.write(body);
     };
 
     section(REC.PACKET_TABLE, st.packetEntries());

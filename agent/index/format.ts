@@ -135,8 +135,23 @@ export interface DialogRecord {
 
 /** 32-bit FNV-1a over the UTF-8 bytes of a typed key ("c\0<call-id>" or "x\0<correlation>"). */
 export function keyHash(kind: 'c' | 'x', value: string): number {
+  // Call-IDs are ASCII in practice, and an ASCII string's UTF-8 bytes are its
+  // char codes: hashed from the string, without encoding it into a Buffer.
   let h = 0x811c9dc5;
-  const s = kind + '\0' + value;
+  h ^= kind.charCodeAt(0);
+  h = Math.imul(h, 0x01000193);
+  h = Math.imul(h, 0x01000193); // the '\0' separator: XOR with 0 leaves h as it is
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c >= 0x80) return keyHashUtf8(kind + '\0' + value);
+    h ^= c;
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+function keyHashUtf8(s: string): number {
+  let h = 0x811c9dc5;
   const b = Buffer.from(s, 'utf8');
   for (let i = 0; i < b.length; i++) {
     h ^= b[i];

@@ -30,6 +30,27 @@ export function formatIPv4(buf: Buffer, off: number): string {
   return DEC[buf[off]] + '.' + DEC[buf[off + 1]] + '.' + DEC[buf[off + 2]] + '.' + DEC[buf[off + 3]];
 }
 
+/*
+ * A capture sees the same few hundred addresses again and again: a small
+ * direct-mapped cache hands back the text made the first time. Besides the
+ * concatenation it saves, the same string object comes back each time, with
+ * its hash already computed for the indexer's address table. Keys are the
+ * address as an int32 (no boxing); every slot starts as 0.0.0.0, whose key is 0.
+ */
+const V4_SLOTS = 4096;
+const v4Keys = new Int32Array(V4_SLOTS);
+const v4Text: string[] = new Array<string>(V4_SLOTS).fill('0.0.0.0');
+
+function ipv4Text(buf: Buffer, off: number): string {
+  const key = (buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3];
+  const slot = (key ^ (key >>> 12) ^ (key >>> 24)) & (V4_SLOTS - 1);
+  if (v4Keys[slot] === key) return v4Text[slot];
+  const text = formatIPv4(buf, off);
+  v4Keys[slot] = key;
+  v4Text[slot] = text;
+  return text;
+}
+
 function hexGroup(buf: Buffer, p: number): string {
   const hi = buf[p];
   return hi === 0 ? HEX[buf[p + 1]] : HEX[hi] + HEX2[buf[p + 1]];
@@ -163,8 +184,8 @@ export function decodeIPv4(data: Buffer, off: number, vlans: number[], cut = fal
   const more = (ff & 0x2000) !== 0;
   const fragOff = (ff & 0x1fff) * 8;
   const proto = data[off + 9];
-  const src = formatIPv4(data, off + 12);
-  const dst = formatIPv4(data, off + 16);
+  const src = ipv4Text(data, off + 12);
+  const dst = ipv4Text(data, off + 16);
   const ipPayload = data.subarray(off + ihl, off + tl);
   if (more || fragOff !== 0) {
     const pkt = makePacket(4, src, dst, proto, vlans, { id: data.readUInt16BE(off + 4), offset: fragOff, more, proto, length: claimed }, ipPayload);

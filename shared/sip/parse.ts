@@ -12,6 +12,12 @@ export interface ParseSipOptions {
    * out rather than read as a shorter value (a cut Call-ID is another call's).
    */
   truncated?: boolean;
+  /**
+   * Fill `headers` with every header (default). The indexer passes false: it
+   * reads only the fields parseSip returns, and decoding every header's name
+   * and value into strings would be most of what a parse costs.
+   */
+  allHeaders?: boolean;
 }
 
 /*
@@ -28,8 +34,6 @@ const LF = 0x0a;
 const SP = 0x20;
 const HTAB = 0x09;
 
-const LF_CRLF = Buffer.from('\n\r\n', 'latin1');
-const LF_LF = Buffer.from('\n\n', 'latin1');
 
 /** RFC 3261 token characters. */
 const TOKEN = new Uint8Array(128);
@@ -72,7 +76,6 @@ const COMPACT = new Map<string, string>([
 
 /** Cheap pre-check so the exact per-header xref search runs only on the rare message that has one. */
 const XREF_HINT = /;\s*xref\s*=/i;
-const NON_ASCII = /[^\x00-\x7f]/;
 
 /**
  * Parses one SIP message. Returns null when the bytes do not begin with a SIP
@@ -95,34 +98,35 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
   const kind = startLineKind(bytes, start, lineEnd);
   if (kind === NOT_SIP) return null;
 
-  // The header block ends at the first empty line; bare LF is tolerated, so look
-  // for both LF CR LF and LF LF and take whichever comes first.
+  // The header block ends at the first empty line; bare LF is tolerated, so
+  // the first LF followed by CR LF or by LF ends it. One pass over the header
+  // bytes: searching for each pattern apart would run the second one through
+  // the whole body.
   let headerLength = len;
   let blockEnd = len;
   if (firstLf >= 0) {
-    const a = bytes.indexOf(LF_CRLF, firstLf);
-    const b = bytes.indexOf(LF_LF, firstLf);
-    if (a >= 0 && (b < 0 || a < b)) {
-      blockEnd = a;
-      headerLength = a + 3;
-    } else if (b >= 0) {
-      blockEnd = b;
-      headerLength = b + 2;
+    for (let i = firstLf; i < len; i++) {
+      if (bytes[i] !== LF) continue;
+      const next = bytes[i + 1];
+      if (next === LF) {
+        blockEnd = i;
+        headerLength = i + 2;
+        break;
+      }
+      if (next === CR && bytes[i + 2] === LF) {
+        blockEnd = i;
+        headerLength = i + 3;
+        break;
+      }
     }
   }
   if (opts?.truncated === true && headerLength === len && firstLf >= 0) blockEnd = Math.max(firstLf, lastLineEnd(bytes, start, len));
 
-  const text = decodeText(bytes, start, blockEnd);
-  let nl = text.indexOf('\n');
-  if (nl < 0) nl = text.length;
-  const cr = text.indexOf('\r');
-  let startLine: string;
-  if (cr >= 0 && cr < nl - 1) {
-    startLine = text.slice(0, cr);
-    nl = cr;
-  } else {
-    startLine = text.slice(0, nl > 0 && text.charCodeAt(nl - 1) === CR ? nl - 1 : nl);
-  }
+  // The start line ends at the first LF or CR (lineEnd above); a lone CR
+  // ends it too, and the header lines start after it.
+  const startLine = decodeText(bytes, start, lineEnd);
+  const nlAt = firstLf < 0 ? blockEnd : firstLf;
+  const headersFrom = firstCr >= 0 && firstCr < nlAt - 1 ? firstCr + 1 : nlAt + 1;
 
   let method: string | null = null;
   let requestUri: string | null = null;
@@ -138,9 +142,11 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
     reason = startLine.length > 12 ? trimLws(startLine, 12, startLine.length) : '';
   }
 
-  const headers = splitHeaders(text, nl + 1);
+  scanHeaderLines(bytes, headersFrom, blockEnd);
+  const all = opts?.allHeaders !== false;
+  let headers: Array<[string, string]> = all ? headerList(bytes) : [];
 
-  const corrName = (opts?.correlationHeader ?? 'X-CID').trim().toLowerCase();
+  const corrName = correlationName(opts?.correlationHeader ?? 'X-CID');
   let callId: string | null = null;
   let cseq: SipMessage['cseq'] = null;
   let from: NameAddr | null = null;
@@ -153,43 +159,50 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
   let contentType: string | null = null;
   let correlation: string | null = null;
 
-  for (let h = 0; h < headers.length; h++) {
-    const name = headers[h][0];
-    const value = headers[h][1];
-    if (correlation === null && name === corrName && value.length > 0) correlation = value;
+  // Names are matched on the bytes; only the values of the headers read here are decoded.
+  for (let k = 0, h = -1; k < lineCount; k++) {
+    const ns = lines[4 * k];
+    if (ns < 0) continue;
+    h++;
+    const ne = lines[4 * k + 1];
+    const isCorr = correlation === null && nameIs(bytes, ns, ne, corrName);
+    const id = headerKind(bytes, ns, ne);
+    if (id === H_OTHER && !isCorr) continue;
+    const value = all ? headers[h][1] : headerValue(bytes, k);
+    if (isCorr && value.length > 0) correlation = value;
     // Single-valued headers: the first occurrence wins, as proxies do.
-    switch (name) {
-      case 'call-id':
+    switch (id) {
+      case H_CALL_ID:
         if (callId === null && value.length > 0) callId = value;
         break;
-      case 'cseq':
+      case H_CSEQ:
         if (cseq === null) cseq = parseCSeq(value);
         break;
-      case 'from':
+      case H_FROM:
         if (!seenFrom) {
           seenFrom = true;
           from = parseNameAddr(value);
         }
         break;
-      case 'to':
+      case H_TO:
         if (!seenTo) {
           seenTo = true;
           to = parseNameAddr(value);
         }
         break;
-      case 'p-asserted-identity':
+      case H_PAI:
         for (const entry of splitList(value)) {
           const na = parseNameAddr(entry);
           if (na !== null) pai.push(na);
         }
         break;
-      case 'content-length':
+      case H_CONTENT_LENGTH:
         if (!seenContentLength) {
           seenContentLength = true;
           contentLength = parseUint(value);
         }
         break;
-      case 'content-type':
+      case H_CONTENT_TYPE:
         if (contentType === null) contentType = value;
         break;
       default:
@@ -197,7 +210,14 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
     }
   }
 
-  if (correlation === null && XREF_HINT.test(text)) correlation = findXref(requestUri, headers);
+  // An xref parameter may be in any header: the rare message whose bytes
+  // hold "xref" at all gets the exact (text) test and, if it passes, every header.
+  const mayHoldXref = linesHoldXref || hasXrefBytes(bytes, start, headersFrom);
+  if (correlation === null && mayHoldXref && XREF_HINT.test(decodeText(bytes, start, blockEnd))) {
+    if (!all) headers = headerList(bytes);
+    correlation = findXref(requestUri, headers);
+    if (!all) headers = [];
+  }
 
   let bodyEnd = len;
   if (contentLength >= 0 && headerLength + contentLength < len) bodyEnd = headerLength + contentLength;
@@ -224,6 +244,17 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
     body,
     sdp,
   };
+}
+
+// The indexer passes the same correlation header with every message: normalise it once.
+let corrGiven = '';
+let corrNormal = '';
+function correlationName(given: string): string {
+  if (given !== corrGiven) {
+    corrGiven = given;
+    corrNormal = given.trim().toLowerCase();
+  }
+  return corrNormal;
 }
 
 /** Offset of the last line terminator (LF, or a CR tshark would end the line at) in bytes[from, to); -1 when none. */
@@ -324,8 +355,8 @@ function strictRequestLine(b: Buffer, s: number, e: number): boolean {
  * they come out right. Malformed UTF-8 becomes U+FFFD, never an exception.
  */
 function decodeText(b: Buffer, s: number, e: number): string {
-  const t = b.toString('latin1', s, e);
-  return NON_ASCII.test(t) ? b.toString('utf8', s, e) : t;
+  for (let i = s; i < e; i++) if (b[i] >= 0x80) return b.toString('utf8', s, e);
+  return b.toString('latin1', s, e);
 }
 
 function isLws(c: number): boolean {
@@ -343,52 +374,162 @@ function skipLws(s: string, i: number): number {
   return i;
 }
 
-/**
- * Splits the header lines that follow the start line, joining folded
- * continuation lines (RFC 3261 §7.3.1) with a single space. Lines that are not
- * `token HCOLON value` are dropped, with any continuation of theirs.
+/*
+ * Header lines are found on the bytes. The line rules are RFC 3261 §7.3.1's
+ * with tshark's reading of a lone CR as a line end too (otherwise a header
+ * after it, a Call-ID say, would be read differently by the trace and by its
+ * viewer). Lines that are not `token HCOLON value` are dropped, with any
+ * continuation of theirs.
+ *
+ * The scan leaves, per kept line, [nameStart, nameEnd, valueStart, valueEnd]
+ * (value without surrounding LWS) in `lines`; a folded continuation line has
+ * nameStart -1. Parsing is synchronous and never re-entered, so one scratch
+ * serves every call and a parse allocates nothing per header it does not read.
  */
-function splitHeaders(text: string, pos: number): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  const n = text.length;
-  let name: string | null = null;
-  let value = '';
-  // A lone CR ends a line too, as tshark reads it; otherwise a header after it
-  // (a Call-ID, say) would be read differently by the trace and by its viewer.
-  let cr = text.indexOf('\r', pos);
+let lines = new Int32Array(4 * 64);
+let lineCount = 0;
+
+function pushLine(ns: number, ne: number, vs: number, ve: number): void {
+  if (4 * lineCount + 4 > lines.length) {
+    const bigger = new Int32Array(lines.length * 2);
+    bigger.set(lines);
+    lines = bigger;
+  }
+  const at = 4 * lineCount++;
+  lines[at] = ns;
+  lines[at + 1] = ne;
+  lines[at + 2] = vs;
+  lines[at + 3] = ve;
+}
+
+/** Set by scanHeaderLines: the lines hold "xref" in some case (see hasXrefBytes). */
+let linesHoldXref = false;
+
+function scanHeaderLines(b: Buffer, pos: number, n: number): void {
+  lineCount = 0;
+  linesHoldXref = false;
+  let named = false;
   while (pos < n) {
-    let nl = text.indexOf('\n', pos);
-    if (nl < 0) nl = n;
-    if (cr >= 0 && cr < pos) cr = text.indexOf('\r', pos);
-    let end = nl;
-    if (cr >= 0 && cr < nl) {
-      end = cr;
-      if (cr + 1 !== nl) nl = cr;
+    let end = pos;
+    // The xref test rides on this pass over every byte rather than making another.
+    for (; end < n; end++) {
+      const c = b[end];
+      if (c === LF || c === CR) break;
+      if ((c | 0x20) === 0x78 && !linesHoldXref) linesHoldXref = hasXrefBytes(b, end, end + 4);
     }
-    const c0 = text.charCodeAt(pos);
-    if (isLws(c0)) {
-      if (name !== null) {
-        const more = trimLws(text, pos, end);
-        if (more.length > 0) value = value.length > 0 ? value + ' ' + more : more;
+    // CR LF is one line end; a lone CR or LF is one too.
+    const next = end < n && b[end] === CR && end + 1 < n && b[end + 1] === LF ? end + 2 : end + 1;
+    if (isLws(b[pos])) {
+      if (named) {
+        let s = pos;
+        let e = end;
+        while (s < e && isLws(b[s])) s++;
+        while (e > s && isLws(b[e - 1])) e--;
+        if (e > s) pushLine(-1, -1, s, e);
       }
     } else {
-      if (name !== null) out.push([name, value]);
-      name = null;
+      named = false;
       let i = pos;
-      while (i < end && isToken(text.charCodeAt(i))) i++;
+      while (i < end && isToken(b[i])) i++;
       const nameEnd = i;
-      i = skipLws(text, i);
-      if (nameEnd > pos && i < end && text.charCodeAt(i) === 0x3a /* : */) {
-        let lower = text.slice(pos, nameEnd).toLowerCase();
-        if (lower.length === 1) lower = COMPACT.get(lower) ?? lower;
-        name = lower;
-        value = trimLws(text, i + 1, end);
+      while (i < n && isLws(b[i])) i++;
+      if (nameEnd > pos && i < end && b[i] === 0x3a /* : */) {
+        let s = i + 1;
+        let e = end;
+        while (s < e && isLws(b[s])) s++;
+        while (e > s && isLws(b[e - 1])) e--;
+        pushLine(pos, nameEnd, s, e);
+        named = true;
       }
     }
-    pos = nl + 1;
+    pos = next;
   }
-  if (name !== null) out.push([name, value]);
+}
+
+/** Value of the header at scanned line k, its continuation lines joined with a single space. */
+function headerValue(b: Buffer, k: number): string {
+  let value = decodeText(b, lines[4 * k + 2], lines[4 * k + 3]);
+  for (let j = k + 1; j < lineCount && lines[4 * j] < 0; j++) {
+    const more = decodeText(b, lines[4 * j + 2], lines[4 * j + 3]);
+    value = value.length > 0 ? value + ' ' + more : more;
+  }
+  return value;
+}
+
+/** Every scanned header: [lower-case long-form name, value]. */
+function headerList(b: Buffer): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (let k = 0; k < lineCount; k++) {
+    const ns = lines[4 * k];
+    if (ns < 0) continue;
+    let name = b.toString('latin1', ns, lines[4 * k + 1]).toLowerCase();
+    if (name.length === 1) name = COMPACT.get(name) ?? name;
+    out.push([name, headerValue(b, k)]);
+  }
   return out;
+}
+
+function lowerByte(c: number): number {
+  return c >= 65 && c <= 90 ? c + 32 : c;
+}
+
+/** Whether bytes [s, e) are `word` (lower-case) in any case. */
+function bytesAre(b: Buffer, s: number, e: number, word: string): boolean {
+  if (e - s !== word.length) return false;
+  for (let i = 0; i < word.length; i++) if (lowerByte(b[s + i]) !== word.charCodeAt(i)) return false;
+  return true;
+}
+
+/** Whether the header name at [s, e), compact forms expanded, is `name` (lower-case). */
+function nameIs(b: Buffer, s: number, e: number, name: string): boolean {
+  if (e - s === 1) {
+    const letter = String.fromCharCode(lowerByte(b[s]));
+    return (COMPACT.get(letter) ?? letter) === name;
+  }
+  return bytesAre(b, s, e, name);
+}
+
+const H_OTHER = 0;
+const H_CALL_ID = 1;
+const H_CSEQ = 2;
+const H_FROM = 3;
+const H_TO = 4;
+const H_PAI = 5;
+const H_CONTENT_LENGTH = 6;
+const H_CONTENT_TYPE = 7;
+
+/** Which of the headers parseSip reads the name at [s, e) is, compact forms included. */
+function headerKind(b: Buffer, s: number, e: number): number {
+  switch (e - s) {
+    case 1:
+      switch (lowerByte(b[s])) {
+        case 0x69 /* i */: return H_CALL_ID;
+        case 0x66 /* f */: return H_FROM;
+        case 0x74 /* t */: return H_TO;
+        case 0x6c /* l */: return H_CONTENT_LENGTH;
+        case 0x63 /* c */: return H_CONTENT_TYPE;
+        default: return H_OTHER;
+      }
+    case 2: return bytesAre(b, s, e, 'to') ? H_TO : H_OTHER;
+    case 4: return bytesAre(b, s, e, 'from') ? H_FROM : bytesAre(b, s, e, 'cseq') ? H_CSEQ : H_OTHER;
+    case 7: return bytesAre(b, s, e, 'call-id') ? H_CALL_ID : H_OTHER;
+    case 12: return bytesAre(b, s, e, 'content-type') ? H_CONTENT_TYPE : H_OTHER;
+    case 14: return bytesAre(b, s, e, 'content-length') ? H_CONTENT_LENGTH : H_OTHER;
+    case 19: return bytesAre(b, s, e, 'p-asserted-identity') ? H_PAI : H_OTHER;
+    default: return H_OTHER;
+  }
+}
+
+/**
+ * Whether bytes [s, e) hold "xref" in any case: XREF_HINT cannot match text
+ * without it. `c | 0x20` folds the case of exactly these letters (no other
+ * byte maps onto x, r, e or f).
+ */
+function hasXrefBytes(b: Buffer, s: number, e: number): boolean {
+  for (let i = s; i + 4 <= e; i++) {
+    if ((b[i] | 0x20) === 0x78 && (b[i + 1] | 0x20) === 0x72 && (b[i + 2] | 0x20) === 0x65 && (b[i + 3] | 0x20) === 0x66) return true;
+  }
+  return false;
 }
 
 /** A non-negative decimal of at most 10 digits (with surrounding LWS); -1 otherwise. */
@@ -732,7 +873,10 @@ function sdpFromMultipart(text: string, boundary: string): SdpInfo | null {
       }
     }
     if (blank >= 0) {
-      for (const [name, value] of splitHeaders(part.slice(0, blank), 0)) {
+      // The text is the body's latin1 decoding, so this gives back its bytes.
+      const head = Buffer.from(part.slice(0, blank), 'latin1');
+      scanHeaderLines(head, 0, head.length);
+      for (const [name, value] of headerList(head)) {
         if (name === 'content-type') {
           if (mediaType(value) === 'application/sdp') {
             const sdp = parseSdp(part.slice(contentStart));

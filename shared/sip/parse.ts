@@ -12,6 +12,8 @@ export interface ParseSipOptions {
    * out rather than read as a shorter value (a cut Call-ID is another call's).
    */
   truncated?: boolean;
+  /** Also return the start line and the header names as written (shared/sip/message shows them). */
+  asWritten?: boolean;
 }
 
 /*
@@ -138,7 +140,8 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
     reason = startLine.length > 12 ? trimLws(startLine, 12, startLine.length) : '';
   }
 
-  const headers = splitHeaders(text, nl + 1);
+  const writtenNames: string[] | null = opts?.asWritten === true ? [] : null;
+  const headers = splitHeaders(text, nl + 1, writtenNames);
 
   const corrName = (opts?.correlationHeader ?? 'X-CID').trim().toLowerCase();
   let callId: string | null = null;
@@ -223,6 +226,7 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
     headerLength,
     body,
     sdp,
+    ...(writtenNames ? { asWritten: { startLine, names: writtenNames } } : {}),
   };
 }
 
@@ -348,10 +352,11 @@ function skipLws(s: string, i: number): number {
  * continuation lines (RFC 3261 §7.3.1) with a single space. Lines that are not
  * `token HCOLON value` are dropped, with any continuation of theirs.
  */
-function splitHeaders(text: string, pos: number): Array<[string, string]> {
+function splitHeaders(text: string, pos: number, written: string[] | null): Array<[string, string]> {
   const out: Array<[string, string]> = [];
   const n = text.length;
   let name: string | null = null;
+  let asWritten = '';
   let value = '';
   // A lone CR ends a line too, as tshark reads it; otherwise a header after it
   // (a Call-ID, say) would be read differently by the trace and by its viewer.
@@ -372,13 +377,17 @@ function splitHeaders(text: string, pos: number): Array<[string, string]> {
         if (more.length > 0) value = value.length > 0 ? value + ' ' + more : more;
       }
     } else {
-      if (name !== null) out.push([name, value]);
+      if (name !== null) {
+        out.push([name, value]);
+        written?.push(asWritten);
+      }
       name = null;
       let i = pos;
       while (i < end && isToken(text.charCodeAt(i))) i++;
       const nameEnd = i;
       i = skipLws(text, i);
       if (nameEnd > pos && i < end && text.charCodeAt(i) === 0x3a /* : */) {
+        if (written) asWritten = text.slice(pos, nameEnd);
         let lower = text.slice(pos, nameEnd).toLowerCase();
         if (lower.length === 1) lower = COMPACT.get(lower) ?? lower;
         name = lower;
@@ -387,7 +396,10 @@ function splitHeaders(text: string, pos: number): Array<[string, string]> {
     }
     pos = nl + 1;
   }
-  if (name !== null) out.push([name, value]);
+  if (name !== null) {
+    out.push([name, value]);
+    written?.push(asWritten);
+  }
   return out;
 }
 
@@ -732,7 +744,7 @@ function sdpFromMultipart(text: string, boundary: string): SdpInfo | null {
       }
     }
     if (blank >= 0) {
-      for (const [name, value] of splitHeaders(part.slice(0, blank), 0)) {
+      for (const [name, value] of splitHeaders(part.slice(0, blank), 0, null)) {
         if (name === 'content-type') {
           if (mediaType(value) === 'application/sdp') {
             const sdp = parseSdp(part.slice(contentStart));

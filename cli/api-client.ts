@@ -4,7 +4,7 @@ import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { io, Socket } from 'socket.io-client';
 import { z } from 'zod';
-import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, loginResult, LoginResult, traceMessage, TraceMessage, traceView, TraceView } from '../shared/protocol/client';
+import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, fullMessagesPage, FullMessagesPage, loginResult, LoginResult, traceMessage, TraceMessage, traceView, TraceView } from '../shared/protocol/client';
 import type { Connection } from './connection';
 import { EXIT, receivedError, TracefleetError } from '../shared/errors/catalogue';
 import { CliError } from './errors';
@@ -232,6 +232,11 @@ export class DispatcherClient {
 
   async messages(id: string): Promise<TraceMessage[]> {
     return (await this.json(`/api/traces/${encodeURIComponent(id)}/messages`, z.object({ messages: z.array(traceMessage) }))).messages;
+  }
+
+  /** One page of the trace's messages, each whole (decoded by the dispatcher from the hosts' stored PCAPs). */
+  async fullMessages(id: string, offset: number, limit: number): Promise<FullMessagesPage> {
+    return this.json(`/api/traces/${encodeURIComponent(id)}/messages?full=1&offset=${offset}&limit=${limit}`, fullMessagesPage);
   }
 
   async agents(): Promise<AgentView[]> {

@@ -37,9 +37,11 @@ function nanos(ts: string): bigint | null {
  * its ends, its transport and the timestamp of its last packet: exactly, or
  * to the microsecond when the capture holds microseconds (a merge of
  * microsecond captures). Copies of one message seen by two hosts have their
- * own timestamps, so each host's summary gets its own copy.
+ * own timestamps, so each host's summary gets its own copy. With `drain`
+ * the rest of the stream is read and dropped instead of the stream being
+ * destroyed (its writer also feeds a file).
  */
-export async function readFullMessages(stream: Readable, keys: MessageKey[], name?: string): Promise<FullMessagesResult> {
+export async function readFullMessages(stream: Readable, keys: MessageKey[], name?: string, opts: { drain?: boolean } = {}): Promise<FullMessagesResult> {
   const messages: Array<FullMessage | null> = keys.map(() => null);
   const byEnds = new Map<string, Array<{ i: number; ns: bigint }>>();
   let last = -1n;
@@ -76,9 +78,9 @@ export async function readFullMessages(stream: Readable, keys: MessageKey[], nam
         messages[i] = fullSipMessage(m.bytes, m.truncated);
       }
     }
+    if (opts.drain) while ((await reader.next()) !== null);
   } finally {
     reader.release();
-    if (!stream.readableEnded) stream.destroy();
   }
   return { messages, packets };
 }

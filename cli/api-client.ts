@@ -4,6 +4,7 @@ import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { io, Socket } from 'socket.io-client';
 import { z } from 'zod';
+import { callFigures, type CallFigures } from '../shared/query/call-figures';
 import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, fullMessagesPage, FullMessagesPage, loginResult, LoginResult, traceMessage, TraceMessage, traceView, TraceView } from '../shared/protocol/client';
 import type { Connection } from './connection';
 import { EXIT, receivedError, TracefleetError } from '../shared/errors/catalogue';
@@ -230,8 +231,9 @@ export class DispatcherClient {
     return (await this.json(`/api/traces/${encodeURIComponent(id)}/cancel`, z.object({ trace: traceView }), { method: 'POST', body: {} })).trace;
   }
 
-  async messages(id: string): Promise<TraceMessage[]> {
-    return (await this.json(`/api/traces/${encodeURIComponent(id)}/messages`, z.object({ messages: z.array(traceMessage) }))).messages;
+  /** Every message's summary, and the figures of every dialog. */
+  async messages(id: string): Promise<{ messages: TraceMessage[]; calls: CallFigures[] }> {
+    return this.json(`/api/traces/${encodeURIComponent(id)}/messages`, z.object({ messages: z.array(traceMessage), calls: z.array(callFigures) }));
   }
 
   /** One page of the trace's messages, each whole (decoded by the dispatcher from the hosts' stored PCAPs). */

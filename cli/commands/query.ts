@@ -24,6 +24,7 @@ async function queryCmd(a: Args): Promise<void> {
   if (out === '-' && json) throw new UsageError('-o - and --json would both write to stdout: give -o FILE with --json');
   const { buildQuerySpec } = await import('../../shared/query/query');
   const { closeResult, runQuery, writeResultPcap } = await import('../../agent/query/engine');
+  const { callFiguresOf } = await import('../../shared/query/call-figures');
   const spec = buildQuerySpec(rawQuery(a));
   const r = runQuery(a.ring as string, spec, { correlationHeader: a.correlationHeader as string | undefined });
   for (const n of r.notes) process.stderr.write(`tracefleet: note: ${n}\n`);
@@ -50,7 +51,7 @@ async function queryCmd(a: Args): Promise<void> {
   }
   if (json) {
     process.stdout.write(
-      JSON.stringify({ callIds: r.callIds, packets: r.refs.length, truncated: r.truncated, messagesMatched: r.messagesMatched, messages, notes: r.notes }, null, 2) + '\n',
+      JSON.stringify({ callIds: r.callIds, packets: r.refs.length, truncated: r.truncated, messagesMatched: r.messagesMatched, calls: callFiguresOf(r.messages), messages, notes: r.notes }, null, 2) + '\n',
     );
   } else if (out !== '-') {
     process.stderr.write(`tracefleet: ${r.refs.length} packets of ${r.callIds.length} dialogs written to ${out}${r.truncated ? ' (truncated by a limit)' : ''}\n`);

@@ -6,6 +6,7 @@ import type { Argv, CommandModule } from 'yargs';
 import type { AgentView, TraceView } from '../../shared/protocol/client';
 import type { TraceRequest } from '../../shared/query/query';
 import type { FullMessage } from '../../shared/sip/message';
+import type { CallFigures } from '../../shared/query/call-figures';
 import type { DispatcherClient, TraceMessage } from '../api-client';
 import type { Connection, ConnectionFlags } from '../connection';
 import { EXIT, Exit } from '../../shared/errors/catalogue';
@@ -212,6 +213,29 @@ export function formatMessages(messages: TraceMessage[]): string[] {
   );
 }
 
+/** Milliseconds as seconds with three decimals, '-' when unknown. */
+function secs(ms: number | null): string {
+  return ms === null ? '-' : (ms / 1000).toFixed(3);
+}
+
+/** The figures of each dialog, per host: the call's outcome and delays in one row. */
+export function formatCalls(calls: CallFigures[]): string[] {
+  if (calls.length === 0) return ['no INVITE dialogs'];
+  return table(
+    [{ title: 'CALL-ID' }, { title: 'HOST' }, { title: 'FINAL' }, { title: 'ENDED BY' }, { title: 'SRD s', right: true }, { title: 'ANSWER s', right: true }, { title: 'DURATION s', right: true }, { title: 'RETRANS', right: true }],
+    calls.map((c) => [
+      c.callId,
+      c.host,
+      c.finalStatus === null ? '-' : `${c.finalStatus}${c.finalReason ? ` ${c.finalReason}` : ''}`,
+      c.endedBy ? `${c.endedBy} (${c.endedWith})` : '-',
+      secs(c.srdMs),
+      secs(c.answerMs),
+      secs(c.durationMs),
+      String(c.retransmissions),
+    ]),
+  );
+}
+
 /**
  * One message whole: a title line, the start line, each header, a blank
  * line and the body, every line through safeText (SIP is written by
@@ -393,25 +417,30 @@ async function showCmd(a: Args): Promise<Exit> {
     const v = await client.trace(id);
     if (a.full) {
       const messages: Array<TraceMessage & { full: FullMessage | null }> = [];
+      let calls: CallFigures[] = [];
       const notes = new Set<string>();
       if (!a.json) print(formatTrace(v));
       for (let offset = 0; ; ) {
         const page = await client.fullMessages(id, offset, FULL_PAGE);
         if (page.note) notes.add(page.note);
+        if (offset === 0) {
+          calls = page.calls;
+          if (!a.json) print(['', ...formatCalls(calls)]);
+        }
         if (a.json) messages.push(...page.messages);
         else page.messages.forEach((m, i) => print(['', ...formatFullMessage(offset + i, m)]));
         offset += page.messages.length;
         if (page.messages.length === 0 || offset >= page.total) break;
       }
       for (const n of notes) process.stderr.write(`tracefleet: note: ${safeText(n)}\n`);
-      if (a.json) printJson({ trace: v, messages });
+      if (a.json) printJson({ trace: v, calls, messages });
       return EXIT.OK;
     }
-    const messages = a.messages ? await client.messages(id) : null;
-    if (a.json) printJson(messages ? { trace: v, messages } : { trace: v });
+    const m = a.messages ? await client.messages(id) : null;
+    if (a.json) printJson(m ? { trace: v, calls: m.calls, messages: m.messages } : { trace: v });
     else {
       print(formatTrace(v));
-      if (messages) print(['', ...formatMessages(messages)]);
+      if (m) print(['', ...formatCalls(m.calls), '', ...formatMessages(m.messages)]);
     }
     return EXIT.OK;
   } finally {

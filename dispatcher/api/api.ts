@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { Role, TraceView } from '../../shared/protocol/client';
 import { traceId as traceIdSchema } from '../../shared/protocol/common';
 import { QUERY_RULES, traceRequest } from '../../shared/query/query';
+import { callFiguresOf } from '../../shared/query/call-figures';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, TraceDoc, traceDocId } from '../store/layout';
 import type { TraceStore } from '../store/store';
 import type { Traces } from '../trace/types';
@@ -409,12 +410,12 @@ export function createApi(deps: ApiDeps): express.Express {
       const offset = q.data.offset ?? 0;
       if (!q.data.full) {
         const page = q.data.limit === undefined ? all.slice(offset) : all.slice(offset, offset + q.data.limit);
-        res.json({ messages: page, total: all.length, offset });
+        res.json({ messages: page, total: all.length, offset, calls: callFiguresOf(all) });
         return;
       }
       const page = all.slice(offset, offset + (q.data.limit ?? DEFAULT_FULL_MESSAGES));
       const full = await withFullMessages(store, id, results, page);
-      res.json({ ...full, total: all.length, offset });
+      res.json({ ...full, total: all.length, offset, calls: callFiguresOf(all) });
     }),
   );
 

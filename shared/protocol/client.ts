@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { ErrorBody } from '../errors/catalogue';
 import { messageSummary, TraceRequest, traceRequest } from '../query/query';
 import { fullMessage } from '../sip/message';
+import { callFigures } from '../query/call-figures';
 import { captureStatus, ringStatus } from './agent';
 import { TraceRef } from './common';
 
@@ -114,6 +115,8 @@ export const fullMessagesPage = z.object({
   offset: z.number().int().nonnegative(),
   /** Why some `full` are null, when they are. */
   note: z.string().optional(),
+  /** Figures of every dialog of the whole trace (not only this page), per host. */
+  calls: z.array(callFigures),
 });
 export type FullMessagesPage = z.infer<typeof fullMessagesPage>;
 

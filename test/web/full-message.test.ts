@@ -91,6 +91,9 @@ describe('the whole SIP message (REST, CLI, page)', () => {
       assert.equal(mine.length, 8);
       mine.forEach((m, i) => sameAsTshark(m, ref[i], `${host} #${i} frame ${ref[i].frame}`));
     }
+    // The call's figures, per host: the BYE came from the caller's own TCP port.
+    const figures = { callId: FULL_CALL_ID, caller: '192.0.2.1:5060', callee: '198.51.100.7:5060', finalStatus: 200, finalReason: 'OK', endedBy: 'caller', endedWith: 'BYE', srdMs: 0.001, answerMs: 0.002, durationMs: 0.007, retransmissions: 0, messages: 8 };
+    assert.deepEqual(page.calls, [{ ...figures, host: 'a' }, { ...figures, host: 'b' }]);
     // A page of it, and one message by its number: the same.
     const part = fullMessagesPage.parse((await get(`/api/traces/${id}/messages?full=1&offset=5&limit=3`)).body);
     assert.equal(part.offset, 5);
@@ -123,6 +126,7 @@ describe('the whole SIP message (REST, CLI, page)', () => {
     assert.equal(out.split('\n').filter((l) => l.startsWith('── #')).length, 16);
     assert.equal(out.split('\n').filter((l) => l === 'a=rtpmap:101 telephone-event/8000').length, 4, 'both INVITEs’ SDP, on both hosts');
     assert.match(out, /^BYE sip:bob@198\.51\.100\.7 SIP\/2\.0$/m);
+    assert.match(out, /^full-msg@192\.0\.2\.1 +a +200 OK +caller \(BYE\) +0\.000 +0\.000 +0\.000 +0$/m, 'the calls table');
   });
 
   test('the page shows the chosen message whole, as text: the markup and the script in its headers do not run', { skip: browserSkipReason() }, async () => {
@@ -132,6 +136,10 @@ describe('the whole SIP message (REST, CLI, page)', () => {
       const { page, errors } = await browser.newPage();
       await logIn(page, d.url, TRACER.name, TRACER.password, `#/trace/${id}`);
       await page.locator('#msg-table tbody tr').first().waitFor();
+      assert.deepEqual(
+        await page.locator('#calls-table tbody tr').evaluateAll((rs: any[]) => rs.map((r) => [...r.children].map((c: any) => c.textContent))),
+        ['a', 'b'].map((host) => [FULL_CALL_ID, host, '200 OK', 'caller (BYE)', '0.000 s', '0.000 s', '0.000 s', '0']),
+      );
       // The first row is host a's INVITE, the one with the hostile headers.
       await page.locator('#msg-table tbody tr').first().click();
       await page.locator('#full-formatted').waitFor();

@@ -12,6 +12,7 @@ import { fmtBytes, fmtCount, fmtDateTime, fmtFilter } from '../lib/format.js';
 import { FINAL_HOST, TraceTracker } from '../lib/tracker.js';
 import { messageDetails, renderMessages } from './messages.js';
 import { fullMessageLoader } from './full-message.js';
+import { callsTable } from './calls.js';
 
 export function renderTrace(main, ctx, id) {
   ctx.setTitle(`Trace ${id}`);
@@ -169,8 +170,9 @@ export function renderTrace(main, ctx, id) {
     resultsLoaded = true;
     replace(results, h('p', { class: 'hint' }, 'loading the SIP messages…'));
     let messages;
+    let calls;
     try {
-      messages = (await ctx.api.messages(id)).messages;
+      ({ messages, calls } = await ctx.api.messages(id));
     } catch (e) {
       resultsLoaded = false;
       replace(results, h('p', { class: 'form-error' }, `the SIP messages could not be read: ${e.message}`));
@@ -189,6 +191,8 @@ export function renderTrace(main, ctx, id) {
     };
     replace(
       results,
+      h('h3', {}, 'Calls'),
+      callsTable(calls),
       h('h3', {}, 'Call flow'),
       ladder,
       h('div', { class: 'results-grid' }, h('div', {}, h('h3', {}, 'Messages'), tableBox), details),

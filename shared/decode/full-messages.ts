@@ -20,12 +20,16 @@ export interface FullMessagesResult {
  * further than its read-ahead) may come this long after the last message
  * asked for; reading stops once the capture is past it by more.
  */
-const LATE_SLACK_NS = 2_000_000_000n;
+const LATE_SLACK_SEC = 2;
 
-function nanos(ts: string): bigint | null {
-  const m = /^(\d{1,20})(?:\.(\d{1,9}))?$/.exec(ts);
-  return m ? BigInt(m[1]) * 1_000_000_000n + BigInt((m[2] ?? '').padEnd(9, '0')) : null;
+/** ts as [seconds, nanoseconds], null when it is not `<seconds>[.<digits>]`. Numbers, not BigInt: this runs per record. */
+function secNsec(ts: string): [number, number] | null {
+  const m = /^(\d{1,15})(?:\.(\d{1,9}))?$/.exec(ts);
+  return m ? [Number(m[1]), Number((m[2] ?? '').padEnd(9, '0'))] : null;
 }
+
+const exactKey = (ends: string, sec: number, nsec: number): string => `${ends}@${sec}.${nsec}`;
+const microKey = (ends: string, sec: number, nsec: number): string => `${ends}@${sec}.${Math.floor(nsec / 1000)}`;
 
 /**
  * Finds the given messages in a capture stream (a trace's merged PCAP, a
@@ -43,18 +47,37 @@ function nanos(ts: string): bigint | null {
  */
 export async function readFullMessages(stream: Readable, keys: MessageKey[], name?: string, opts: { drain?: boolean } = {}): Promise<FullMessagesResult> {
   const messages: Array<FullMessage | null> = keys.map(() => null);
-  const byEnds = new Map<string, Array<{ i: number; ns: bigint }>>();
-  let last = -1n;
+  // Keyed by ends and exact time, and by ends and microsecond: a lookup per message, whatever the count asked for.
+  const exact = new Map<string, number[]>();
+  const micros = new Map<string, number[]>();
+  const add = (m: Map<string, number[]>, k: string, i: number): void => {
+    const list = m.get(k);
+    if (list) list.push(i);
+    else m.set(k, [i]);
+  };
+  const taken = new Uint8Array(keys.length);
+  let lastSec = -1;
+  let remaining = 0;
   for (const [i, k] of keys.entries()) {
-    const ns = nanos(k.ts);
-    if (ns === null) continue;
-    const key = `${k.src}>${k.dst}/${k.transport}`;
-    let list = byEnds.get(key);
-    if (!list) byEnds.set(key, (list = []));
-    list.push({ i, ns });
-    if (ns > last) last = ns;
+    const t = secNsec(k.ts);
+    if (t === null) continue;
+    const ends = `${k.src}>${k.dst}/${k.transport}`;
+    add(exact, exactKey(ends, t[0], t[1]), i);
+    add(micros, microKey(ends, t[0], t[1]), i);
+    if (t[0] > lastSec) lastSec = t[0];
+    remaining++;
   }
-  let remaining = [...byEnds.values()].reduce((n, l) => n + l.length, 0);
+  /** The first of the list not yet taken, taken; -1 when none. */
+  const take = (list: number[] | undefined): number => {
+    if (!list) return -1;
+    for (const i of list) {
+      if (taken[i] === 0) {
+        taken[i] = 1;
+        return i;
+      }
+    }
+    return -1;
+  };
   const reader = new CaptureStreamReader(stream, name);
   const dissector = new Dissector();
   let packets = 0;
@@ -63,17 +86,13 @@ export async function readFullMessages(stream: Readable, keys: MessageKey[], nam
       const rec = await reader.next();
       if (rec === null) break;
       packets++;
-      const recNs = BigInt(rec.tsSec) * 1_000_000_000n + BigInt(rec.tsNsec);
-      if (recNs > last + LATE_SLACK_NS) break;
+      if (rec.tsSec > lastSec + LATE_SLACK_SEC) break;
       const r = dissector.push(packets, rec.linkType, rec.data, rec.tsSec, rec.capLen < rec.origLen);
       for (const m of r.messages) {
-        const list = byEnds.get(`${endpointText(m.src, m.sport)}>${endpointText(m.dst, m.dport)}/${m.proto === IPPROTO.TCP ? 'tcp' : 'udp'}`);
-        if (!list) continue;
-        let hit = list.findIndex((c) => c.ns === recNs);
-        if (hit < 0 && !rec.nanos) hit = list.findIndex((c) => c.ns / 1000n === recNs / 1000n);
-        if (hit < 0) continue;
-        const { i } = list[hit];
-        list.splice(hit, 1);
+        const ends = `${endpointText(m.src, m.sport)}>${endpointText(m.dst, m.dport)}/${m.proto === IPPROTO.TCP ? 'tcp' : 'udp'}`;
+        let i = take(exact.get(exactKey(ends, rec.tsSec, rec.tsNsec)));
+        if (i < 0 && !rec.nanos) i = take(micros.get(microKey(ends, rec.tsSec, rec.tsNsec)));
+        if (i < 0) continue;
         remaining--;
         messages[i] = fullSipMessage(m.bytes, m.truncated);
       }

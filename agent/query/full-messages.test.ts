@@ -1,14 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createReadStream } from 'node:fs';
-import { join } from 'node:path';
+import { createReadStream, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { sipInvite } from '../../test/support/packets';
 import { FULL_CALL_ID as CID, FULL_T0 as T0, writeCallPcap } from '../../test/support/full-call';
 import { tsharkSipMessages } from '../../test/support/tshark';
 import { withTmp } from '../../test/support/with-tmp';
 import { readFullMessages } from '../../shared/decode/full-messages';
-import { FULL_MESSAGE_LIMITS, fullSipMessage } from '../../shared/sip/message';
+import { FULL_MESSAGE_LIMITS, fullSipMessage, type FullMessage } from '../../shared/sip/message';
+import type { CallFigures } from '../../shared/query/call-figures';
+import { run } from '../../test/support/proc';
 import { buildQuerySpec } from '../../shared/query/query';
 import { importCaptures } from '../index/import';
 import { closeResult, runQuery, writeResultPcap } from './engine';
@@ -69,3 +71,22 @@ test('the full message is bounded: bytes, headers and value lengths are cut and 
   assert.equal(long.headers.find((x) => x.name === 'X-Long')?.value.length, FULL_MESSAGE_LIMITS.valueChars);
   assert.equal(fullSipMessage(Buffer.from('\x16\x03\x01 not SIP', 'latin1')), null);
 });
+
+test(
+  'tracefleet query --json --full: the messages whole, and the PCAP written alongside is the one without --full',
+  withTmp(async (dir) => {
+    const file = join(dir, 'call.pcap');
+    writeCallPcap(file);
+    const ring = join(dir, 'ring');
+    await importCaptures(ring, [file]);
+    const cli = join(resolve(__dirname, '..', '..', '..'), 'bin', 'tracefleet');
+    const args = ['query', '--ring', ring, '--call-id', CID, '--since', new Date((T0 - 60) * 1000).toISOString(), '--until', new Date((T0 + 60) * 1000).toISOString()];
+    const full = await run(process.execPath, [cli, ...args, '--json', '--full', '-o', join(dir, 'full.pcap')]);
+    await run(process.execPath, [cli, ...args, '-o', join(dir, 'plain.pcap')]);
+    assert.ok(readFileSync(join(dir, 'full.pcap')).equals(readFileSync(join(dir, 'plain.pcap'))));
+    const out = JSON.parse(full.stdout) as { messages: Array<{ full: FullMessage | null }>; calls: CallFigures[] };
+    const ref = await tsharkSipMessages(file);
+    assert.deepEqual(out.messages.map((m) => m.full?.raw), ref.map((t) => t.raw.toString('base64')));
+    assert.deepEqual(out.calls.map((c) => [c.callId, c.finalStatus, c.endedBy, c.endedWith]), [[CID, 200, 'caller', 'BYE']]);
+  }),
+);

@@ -4,7 +4,8 @@ import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { io, Socket } from 'socket.io-client';
 import { z } from 'zod';
-import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, loginResult, LoginResult, traceMessage, TraceMessage, traceView, TraceView } from '../shared/protocol/client';
+import { callFigures, type CallFigures } from '../shared/query/call-figures';
+import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, fullMessagesPage, FullMessagesPage, loginResult, LoginResult, traceMessage, TraceMessage, traceView, TraceView } from '../shared/protocol/client';
 import type { Connection } from './connection';
 import { EXIT, receivedError, TracefleetError } from '../shared/errors/catalogue';
 import { CliError } from './errors';
@@ -230,8 +231,14 @@ export class DispatcherClient {
     return (await this.json(`/api/traces/${encodeURIComponent(id)}/cancel`, z.object({ trace: traceView }), { method: 'POST', body: {} })).trace;
   }
 
-  async messages(id: string): Promise<TraceMessage[]> {
-    return (await this.json(`/api/traces/${encodeURIComponent(id)}/messages`, z.object({ messages: z.array(traceMessage) }))).messages;
+  /** Every message's summary, and the figures of every dialog. */
+  async messages(id: string): Promise<{ messages: TraceMessage[]; calls: CallFigures[] }> {
+    return this.json(`/api/traces/${encodeURIComponent(id)}/messages`, z.object({ messages: z.array(traceMessage), calls: z.array(callFigures) }));
+  }
+
+  /** One page of the trace's messages, each whole (decoded by the dispatcher from the hosts' stored PCAPs). */
+  async fullMessages(id: string, offset: number, limit: number): Promise<FullMessagesPage> {
+    return this.json(`/api/traces/${encodeURIComponent(id)}/messages?full=1&offset=${offset}&limit=${limit}`, fullMessagesPage);
   }
 
   async agents(): Promise<AgentView[]> {

@@ -8,7 +8,7 @@ import { OpenedSegment, openSegment } from '../index/open';
 import type { IndexerOptions } from '../index/builder';
 import { listSegments } from '../ring/layout';
 import { ringOwner } from '../ring/lock';
-import { MessageSummary, QuerySpec, Ts, cmpTs } from '../../shared/query/query';
+import { MessageSummary, QuerySpec, Ts, cmpTs, endpointText } from '../../shared/query/query';
 
 /** One packet of a result: where it is and when it was captured. */
 export interface PacketRef {
@@ -109,9 +109,6 @@ function isoTime(sec: number, nsec: number): string {
   return new Date(sec * 1000).toISOString().replace(/\.\d{3}Z$/, `.${String(nsec).padStart(9, '0')}Z`);
 }
 
-function addr(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-}
 
 function messageMatches(m: MessageRecord, q: QuerySpec): boolean {
   if (q.callIds.length && !q.callIds.includes(m.c)) return false;
@@ -361,8 +358,8 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   const summaries: MessageSummary[] = messages.map(({ m }) => ({
     ts: tsString(m.t[0], m.t[1]),
     time: isoTime(m.t[0], m.t[1]),
-    src: addr(m.src, m.sp),
-    dst: addr(m.dst, m.dp),
+    src: endpointText(m.src, m.sp),
+    dst: endpointText(m.dst, m.dp),
     transport: m.pr === 6 ? 'tcp' : 'udp',
     method: m.m,
     status: m.s,

@@ -25,20 +25,34 @@ async function queryCmd(a: Args): Promise<void> {
   if (out === '-' && json) throw new UsageError('-o - and --json would both write to stdout: give -o FILE with --json');
   const { buildQuerySpec } = await import('../../shared/query/query');
   const { closeResult, runQuery, writeResultPcap } = await import('../../agent/query/engine');
+  const { callFiguresOf } = await import('../../shared/query/call-figures');
   const spec = buildQuerySpec(rawQuery(a));
   const r = runQuery(a.ring as string, spec, { correlationHeader: a.correlationHeader as string | undefined });
   for (const n of r.notes) process.stderr.write(`tracefleet: note: ${n}\n`);
   if (r.messagesMatched > r.messages.length) {
     process.stderr.write(`tracefleet: note: ${r.messagesMatched} SIP messages matched; the summaries list the first ${r.messages.length} by time (the capture has every packet)\n`);
   }
+  let messages: unknown[] = r.messages;
   try {
-    if (out) await writeResultPcap(r, openOutput(out));
+    if (json && a.full) {
+      // The whole messages come from the result's own PCAP, read as it is written: never held whole.
+      const { PassThrough } = await import('node:stream');
+      const { readFullMessages } = await import('../../shared/decode/full-messages');
+      const pcap = new PassThrough();
+      const file = out ? openOutput(out) : null;
+      if (file) pcap.pipe(file);
+      else pcap.resume();
+      const reading = readFullMessages(pcap.pipe(new PassThrough()), r.messages, 'the query result', { drain: true });
+      const [, full] = await Promise.all([writeResultPcap(r, pcap), reading]);
+      messages = r.messages.map((m, i) => ({ ...m, full: full.messages[i] }));
+      if (file) await new Promise<void>((ok, ko) => (file.writableFinished ? ok() : file.once('finish', ok).once('error', ko)));
+    } else if (out) await writeResultPcap(r, openOutput(out));
   } finally {
     closeResult(r);
   }
   if (json) {
     process.stdout.write(
-      JSON.stringify({ callIds: r.callIds, packets: r.refs.length, truncated: r.truncated, messagesMatched: r.messagesMatched, messages: r.messages, notes: r.notes }, null, 2) + '\n',
+      JSON.stringify({ callIds: r.callIds, packets: r.refs.length, truncated: r.truncated, messagesMatched: r.messagesMatched, calls: callFiguresOf(r.messages), messages, notes: r.notes }, null, 2) + '\n',
     );
   } else if (out !== '-') {
     process.stderr.write(`tracefleet: ${r.refs.length} packets of ${r.callIds.length} dialogs written to ${out}${r.truncated ? ' (truncated by a limit)' : ''}\n`);
@@ -52,6 +66,7 @@ export const QUERY_OPTIONS = {
   ring: { type: 'string', demandOption: true, describe: 'ring directory' },
   o: { alias: 'output', type: 'string', describe: 'write the PCAP here (- for stdout)' },
   json: { type: 'boolean', default: false, describe: 'print the SIP message summaries as JSON' },
+  full: { type: 'boolean', default: false, describe: 'with --json: each message whole (start line, every header, body, bytes in base64) as `full`' },
   'correlation-header': { type: 'string', default: 'X-CID', describe: 'header holding a correlation key' },
 } as const satisfies FlagTable;
 

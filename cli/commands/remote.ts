@@ -5,6 +5,8 @@ import type { Socket } from 'socket.io-client';
 import type { Argv, CommandModule } from 'yargs';
 import type { AgentView, TraceView } from '../../shared/protocol/client';
 import type { TraceRequest } from '../../shared/query/query';
+import type { FullMessage } from '../../shared/sip/message';
+import type { CallFigures } from '../../shared/query/call-figures';
 import type { DispatcherClient, TraceMessage } from '../api-client';
 import type { Connection, ConnectionFlags } from '../connection';
 import { EXIT, Exit } from '../../shared/errors/catalogue';
@@ -211,6 +213,47 @@ export function formatMessages(messages: TraceMessage[]): string[] {
   );
 }
 
+/** Milliseconds as seconds with three decimals, '-' when unknown. */
+function secs(ms: number | null): string {
+  return ms === null ? '-' : (ms / 1000).toFixed(3);
+}
+
+/** The figures of each dialog, per host: the call's outcome and delays in one row. */
+export function formatCalls(calls: CallFigures[]): string[] {
+  if (calls.length === 0) return ['no INVITE dialogs'];
+  return table(
+    [{ title: 'CALL-ID' }, { title: 'HOST' }, { title: 'FINAL' }, { title: 'ENDED BY' }, { title: 'SRD s', right: true }, { title: 'ANSWER s', right: true }, { title: 'DURATION s', right: true }, { title: 'RETRANS', right: true }],
+    calls.map((c) => [
+      c.callId,
+      c.host,
+      c.finalStatus === null ? '-' : `${c.finalStatus}${c.finalReason ? ` ${c.finalReason}` : ''}`,
+      c.endedBy ? `${c.endedBy} (${c.endedWith})` : '-',
+      secs(c.srdMs),
+      secs(c.answerMs),
+      secs(c.durationMs),
+      String(c.retransmissions),
+    ]),
+  );
+}
+
+/**
+ * One message whole: a title line, the start line, each header, a blank
+ * line and the body, every line through safeText (SIP is written by
+ * strangers: no control, bidi or zero-width character reaches the terminal).
+ */
+export function formatFullMessage(n: number, m: TraceMessage & { full: FullMessage | null }): string[] {
+  const title = `── #${n} ${m.time} ${m.host} ${m.src} → ${m.dst} ${m.transport}${m.truncated ? ' (cut by the snap length)' : ''}`;
+  if (!m.full) return [safeText(title), '   (not in the stored PCAP: only its summary is known)'];
+  const f = m.full;
+  const lines = [title, f.startLine, ...f.headers.map((x) => `${x.name}: ${x.value}`)];
+  if (f.body.length > 0) lines.push('', ...f.body.split(/\r?\n/).filter((l, i, all) => l !== '' || i < all.length - 1));
+  if (f.cut) lines.push(`(cut: the message is ${f.length} bytes; limits keep its first bytes, headers and characters)`);
+  return lines.map(safeText);
+}
+
+/** Pages of whole messages asked for at once: each streams from the store on the dispatcher. */
+const FULL_PAGE = 200;
+
 function hostsSummary(v: TraceView): string {
   const done = v.hosts.filter((h) => h.state === 'done').length;
   return `${done}/${v.hosts.length}`;
@@ -372,11 +415,32 @@ async function showCmd(a: Args): Promise<Exit> {
   try {
     const id = String(a.id);
     const v = await client.trace(id);
-    const messages = a.messages ? await client.messages(id) : null;
-    if (a.json) printJson(messages ? { trace: v, messages } : { trace: v });
+    if (a.full) {
+      const messages: Array<TraceMessage & { full: FullMessage | null }> = [];
+      let calls: CallFigures[] = [];
+      const notes = new Set<string>();
+      if (!a.json) print(formatTrace(v));
+      for (let offset = 0; ; ) {
+        const page = await client.fullMessages(id, offset, FULL_PAGE);
+        if (page.note) notes.add(page.note);
+        if (offset === 0) {
+          calls = page.calls;
+          if (!a.json) print(['', ...formatCalls(calls)]);
+        }
+        if (a.json) messages.push(...page.messages);
+        else page.messages.forEach((m, i) => print(['', ...formatFullMessage(offset + i, m)]));
+        offset += page.messages.length;
+        if (page.messages.length === 0 || offset >= page.total) break;
+      }
+      for (const n of notes) process.stderr.write(`tracefleet: note: ${safeText(n)}\n`);
+      if (a.json) printJson({ trace: v, calls, messages });
+      return EXIT.OK;
+    }
+    const m = a.messages ? await client.messages(id) : null;
+    if (a.json) printJson(m ? { trace: v, calls: m.calls, messages: m.messages } : { trace: v });
     else {
       print(formatTrace(v));
-      if (messages) print(['', ...formatMessages(messages)]);
+      if (m) print(['', ...formatCalls(m.calls), '', ...formatMessages(m.messages)]);
     }
     return EXIT.OK;
   } finally {
@@ -392,7 +456,8 @@ export const showCommand: CommandModule<object, Args> = {
       y
         .positional('id', { type: 'string', describe: 'trace id (tracefleet traces lists them)' })
         .option('messages', { type: 'boolean', default: false, describe: 'also list the SIP messages: time, host, source → destination, method/status, Call-ID' })
-        .option('json', { type: 'boolean', default: false, describe: 'print {trace, messages?} as JSON' }),
+        .option('full', { type: 'boolean', default: false, describe: 'with --messages: each message whole (start line, every header, the body), decoded from the stored PCAPs' })
+        .option('json', { type: 'boolean', default: false, describe: 'print {trace, messages?} as JSON (with --full, each message has `full`)' }),
     ) as unknown as Argv<Args>,
   handler: run(showCmd),
 };

@@ -399,6 +399,11 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
     const summary = JSON.parse(entries.get(`${dirName}/summary.json`)!.data.toString());
     assert.equal(summary.trace.state, 'done');
     assert.equal(summary.messages.length, 4);
+    // Each host saw the INVITE answered by a 200 and nothing that ended the call yet.
+    assert.deepEqual(
+      summary.calls.map((c: { callId: string; host: string; finalStatus: number; endedBy: string | null; durationMs: number | null }) => [c.callId, c.host, c.finalStatus, c.endedBy, c.durationMs]),
+      [[CALL, 'edge-1', 200, null, null], [CALL, 'edge-2', 200, null, null]],
+    );
   });
 
   test('GET /api/traces pages newest first with bookmarks; ?user filters; bad limits refused', async () => {

@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { Role, TraceView } from '../../shared/protocol/client';
 import { traceId as traceIdSchema } from '../../shared/protocol/common';
 import { QUERY_RULES, traceRequest } from '../../shared/query/query';
+import { callFiguresOf } from '../../shared/query/call-figures';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, TraceDoc, traceDocId } from '../store/layout';
 import type { TraceStore } from '../store/store';
 import type { Traces } from '../trace/types';
@@ -25,7 +26,7 @@ import { type Logger, componentLogger } from '../../shared/log/log';
 import { downloadName, sendAttachment, sendTraceTar } from './download';
 import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { HttpError, toHttp } from './errors';
-import { mergedMessages } from './messages';
+import { DEFAULT_FULL_MESSAGES, MAX_FULL_MESSAGES, mergedMessages, withFullMessages } from './messages';
 import { METRICS_CONTENT_TYPE, Metrics } from './metrics';
 
 export interface Principal {
@@ -92,6 +93,20 @@ export const CONTENT_SECURITY_POLICY = [
 const downloadTokenBody = z.object({ path: z.string().regex(DOWNLOAD_PATH, 'must be a download path: /api/traces/ID/merged.pcap, /api/traces/ID/trace.tar or /api/traces/ID/hosts/HOST/packets.pcap') }).strict();
 
 const loginBody = z.object({ user: z.string().min(1).max(200), password: z.string().min(1).max(1024) }).strict();
+const messagesQuery = z.object({
+  full: z
+    .enum(['0', '1', 'true', 'false'], { message: 'full is 1 (the whole messages, decoded from the stored PCAPs) or 0' })
+    .transform((v) => v === '1' || v === 'true')
+    .optional(),
+  offset: z.string().regex(/^\d{1,9}$/, 'offset must be a whole number').transform(Number).optional(),
+  limit: z
+    .string()
+    .regex(/^\d{1,9}$/, 'limit must be a whole number')
+    .transform(Number)
+    .refine((n) => n >= 1 && n <= MAX_FULL_MESSAGES, `limit must be a whole number from 1 to ${MAX_FULL_MESSAGES}`)
+    .optional(),
+});
+
 const listQuery = z.object({
   limit: z
     .string()
@@ -388,8 +403,36 @@ export function createApi(deps: ApiDeps): express.Express {
     h(async (req, res) => {
       need(principal(res), 'read', 'read traces');
       const id = traceId(req);
+      const q = messagesQuery.safeParse(req.query);
+      if (!q.success) throw new HttpError('TF_PARAMS_INVALID', zodMessage('query', q.error), {}, zodField(q.error));
       await getTrace(id);
-      res.json({ messages: mergedMessages(await store.listResults(id)) });
+      const results = await store.listResults(id);
+      const all = mergedMessages(results);
+      const offset = q.data.offset ?? 0;
+      if (!q.data.full) {
+        const page = q.data.limit === undefined ? all.slice(offset) : all.slice(offset, offset + q.data.limit);
+        res.json({ messages: page, total: all.length, offset, calls: callFiguresOf(all) });
+        return;
+      }
+      const page = all.slice(offset, offset + (q.data.limit ?? DEFAULT_FULL_MESSAGES));
+      const full = await withFullMessages(store, id, results, page);
+      res.json({ ...full, total: all.length, offset, calls: callFiguresOf(all) });
+    }),
+  );
+
+  api.get(
+    '/traces/:id/messages/:n',
+    h(async (req, res) => {
+      need(principal(res), 'read', 'read traces');
+      const id = traceId(req);
+      const n = /^\d{1,9}$/.test(req.params.n) ? Number(req.params.n) : -1;
+      if (n < 0) throw new HttpError('TF_PARAMS_INVALID', `${JSON.stringify(req.params.n.slice(0, 20))} is not a message number: the messages are numbered from 0 in GET /api/traces/${id}/messages`);
+      await getTrace(id);
+      const results = await store.listResults(id);
+      const all = mergedMessages(results);
+      if (n >= all.length) throw new HttpError('TF_MESSAGE_NOT_FOUND', `trace ${id} has ${all.length} SIP messages, numbered from 0: there is no message ${n}`);
+      const full = await withFullMessages(store, id, results, [all[n]]);
+      res.json({ message: full.messages[0], total: all.length, ...(full.note ? { note: full.note } : {}) });
     }),
   );
 

@@ -138,6 +138,8 @@ export const ERRORS = {
   TF_PACKETS_NOT_READY: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
   /** The trace (or host) finished with no packets stored: asking again will not change it. */
   TF_NO_PACKETS: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
+  /** A message number past the trace's last SIP message. */
+  TF_MESSAGE_NOT_FOUND: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
   TF_NO_ROUTE: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
   TF_BAD_REQUEST: entry<Said>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: said }),
   TF_NOT_FOUND: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import type { ErrorBody } from '../errors/catalogue';
 import { messageSummary, TraceRequest, traceRequest } from '../query/query';
+import { fullMessage } from '../sip/message';
+import { callFigures } from '../query/call-figures';
 import { captureStatus, ringStatus } from './agent';
 import { TraceRef } from './common';
 
@@ -104,6 +106,22 @@ export type AgentView = z.infer<typeof agentView>;
 /** One SIP message of a trace: the agent's summary and the host it was captured on. */
 export const traceMessage = messageSummary.extend({ host: z.string() });
 export type TraceMessage = z.infer<typeof traceMessage>;
+
+/** A message with its whole text decoded from the trace's merged PCAP; `full` null when that PCAP does not hold it (not merged yet, cut by a limit). */
+export const fullTraceMessage = traceMessage.extend({ full: fullMessage.nullable() });
+export type FullTraceMessage = z.infer<typeof fullTraceMessage>;
+
+/** GET /api/traces/:id/messages?full=1: one page of the merged message list, `offset` into `total`. */
+export const fullMessagesPage = z.object({
+  messages: z.array(fullTraceMessage),
+  total: z.number().int().nonnegative(),
+  offset: z.number().int().nonnegative(),
+  /** Why some `full` are null, when they are. */
+  note: z.string().optional(),
+  /** Figures of every dialog of the whole trace (not only this page), per host. */
+  calls: z.array(callFigures),
+});
+export type FullMessagesPage = z.infer<typeof fullMessagesPage>;
 
 export const loginResult = z.object({
   token: z.string().min(1),

@@ -110,6 +110,11 @@ export const messageSummary = z.object({
 });
 export type MessageSummary = z.infer<typeof messageSummary>;
 
+/** An address and port as a summary's src and dst give them: `192.0.2.1:5060`, `[2001:db8::1]:5060`. */
+export function endpointText(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 /** A point in time as [seconds, nanoseconds]: the index's own resolution. */
 export type Ts = [number, number];
 

@@ -18,6 +18,8 @@ export interface ParseSipOptions {
    * and value into strings would be most of what a parse costs.
    */
   allHeaders?: boolean;
+  /** Also return the start line and the header names as written (shared/sip/message shows them). */
+  asWritten?: boolean;
 }
 
 /*
@@ -143,8 +145,9 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
   }
 
   scanHeaderLines(bytes, headersFrom, blockEnd);
-  const all = opts?.allHeaders !== false;
-  let headers: Array<[string, string]> = all ? headerList(bytes) : [];
+  const all = opts?.allHeaders !== false || opts?.asWritten === true;
+  const writtenNames: string[] | null = opts?.asWritten === true ? [] : null;
+  let headers: Array<[string, string]> = all ? headerList(bytes, writtenNames) : [];
 
   const corrName = correlationName(opts?.correlationHeader ?? 'X-CID');
   let callId: string | null = null;
@@ -243,6 +246,7 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
     headerLength,
     body,
     sdp,
+    ...(writtenNames ? { asWritten: { startLine, names: writtenNames } } : {}),
   };
 }
 
@@ -456,13 +460,15 @@ function headerValue(b: Buffer, k: number): string {
   return value;
 }
 
-/** Every scanned header: [lower-case long-form name, value]. */
-function headerList(b: Buffer): Array<[string, string]> {
+/** Every scanned header: [lower-case long-form name, value]; each name as written goes to `written` when given. */
+function headerList(b: Buffer, written: string[] | null = null): Array<[string, string]> {
   const out: Array<[string, string]> = [];
   for (let k = 0; k < lineCount; k++) {
     const ns = lines[4 * k];
     if (ns < 0) continue;
-    let name = b.toString('latin1', ns, lines[4 * k + 1]).toLowerCase();
+    const asWritten = b.toString('latin1', ns, lines[4 * k + 1]);
+    written?.push(asWritten);
+    let name = asWritten.toLowerCase();
     if (name.length === 1) name = COMPACT.get(name) ?? name;
     out.push([name, headerValue(b, k)]);
   }

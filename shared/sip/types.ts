@@ -25,6 +25,8 @@ export interface SipMessage {
   body: Buffer;
   /** Media endpoints of an SDP body, when there is one. */
   sdp: SdpInfo | null;
+  /** With the asWritten option: the start line, and each header's name as written (parallel to `headers`). */
+  asWritten?: { startLine: string; names: string[] };
 }
 
 export interface NameAddr {

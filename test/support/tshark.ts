@@ -272,3 +272,57 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
     },
   };
 }
+
+/** One SIP message as tshark dissects it (reassembly on): the reference for shared/sip/message. */
+export interface TsharkSipMessage {
+  /** The frame that completed the message. */
+  frame: number;
+  startLine: string;
+  /** From the header block's bytes, one line per header: name and value trimmed. */
+  headers: Array<{ name: string; value: string }>;
+  body: Buffer;
+  /** The whole message's bytes (`sip_raw`). */
+  raw: Buffer;
+}
+
+type RawField = [string, ...unknown[]];
+
+function asList<T>(v: T | T[] | undefined): T[] {
+  return v === undefined ? [] : Array.isArray(v) ? v : [v];
+}
+
+/** Every SIP message of a capture, in frame order (two in one TCP segment in stream order), from `tshark -T json -x`. */
+export async function tsharkSipMessages(pcap: string, opts: SelectOptions = {}): Promise<TsharkSipMessage[]> {
+  const r = await run('tshark', ['-r', pcap, '-n', ...REASSEMBLY_PREFS, ...decodeArgs(opts), '-Y', 'sip', '-T', 'json', '-x', '--no-duplicate-keys'], {
+    timeoutMs: TSHARK_TIMEOUT_MS,
+  });
+  const frames = JSON.parse(r.stdout) as Array<{ _source: { layers: Record<string, unknown> } }>;
+  const out: TsharkSipMessage[] = [];
+  for (const f of frames) {
+    const l = f._source.layers as { frame: { 'frame.number': string }; sip?: unknown; sip_raw?: unknown };
+    const sips = asList(l.sip as Record<string, unknown> | Array<Record<string, unknown>>);
+    const raws = (Array.isArray(l.sip_raw) && Array.isArray(l.sip_raw[0]) ? l.sip_raw : [l.sip_raw]) as RawField[];
+    sips.forEach((s, i) => {
+      const hex = (k: string): Buffer => Buffer.from(((s[k] as RawField | undefined) ?? [''])[0], 'hex');
+      // The header block ends at its empty line (tshark's item runs on to the
+      // end of the segment when another message follows in it).
+      const block = hex('sip.msg_hdr_raw').toString('utf8');
+      const headers = block
+        .slice(0, block.indexOf('\r\n\r\n') < 0 ? block.length : block.indexOf('\r\n\r\n'))
+        .split('\r\n')
+        .filter((line) => line !== '')
+        .map((line) => {
+          const colon = line.indexOf(':');
+          return { name: line.slice(0, colon).trim(), value: line.slice(colon + 1).trim() };
+        });
+      out.push({
+        frame: Number(l.frame['frame.number']),
+        startLine: String(s['sip.Request-Line'] ?? s['sip.Status-Line']),
+        headers,
+        body: hex('sip.msg_body_raw'),
+        raw: Buffer.from(raws[i][0], 'hex'),
+      });
+    });
+  }
+  return out;
+}

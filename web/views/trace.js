@@ -11,6 +11,8 @@ import { badge, h, replace } from '../lib/dom.js';
 import { fmtBytes, fmtCount, fmtDateTime, fmtFilter } from '../lib/format.js';
 import { FINAL_HOST, TraceTracker } from '../lib/tracker.js';
 import { messageDetails, renderMessages } from './messages.js';
+import { fullMessageLoader } from './full-message.js';
+import { callsTable } from './calls.js';
 
 export function renderTrace(main, ctx, id) {
   ctx.setTitle(`Trace ${id}`);
@@ -168,8 +170,9 @@ export function renderTrace(main, ctx, id) {
     resultsLoaded = true;
     replace(results, h('p', { class: 'hint' }, 'loading the SIP messages…'));
     let messages;
+    let calls;
     try {
-      messages = (await ctx.api.messages(id)).messages;
+      ({ messages, calls } = await ctx.api.messages(id));
     } catch (e) {
       resultsLoaded = false;
       replace(results, h('p', { class: 'form-error' }, `the SIP messages could not be read: ${e.message}`));
@@ -179,9 +182,17 @@ export function renderTrace(main, ctx, id) {
     const details = h('div', { class: 'message-details', id: 'message-details', 'aria-live': 'polite' }, h('p', { class: 'hint' }, 'Choose a message in the table to see it here.'));
     const ladder = h('div', { class: 'ladder-box', id: 'ladder' });
     const tableBox = h('div', { class: 'message-table', id: 'message-table' });
-    const show = (m) => replace(details, h('h3', {}, 'Message'), messageDetails(m));
+    const whole = fullMessageLoader(ctx.api, id);
+    const show = (m) => {
+      const box = h('div', { class: 'full-box', id: 'full-box' });
+      replace(details, h('h3', {}, 'Message'), messageDetails(m), h('h3', {}, 'Whole message'), box);
+      const n = messages.indexOf(m);
+      if (n >= 0) void whole(box, n);
+    };
     replace(
       results,
+      h('h3', {}, 'Calls'),
+      callsTable(calls),
       h('h3', {}, 'Call flow'),
       ladder,
       h('div', { class: 'results-grid' }, h('div', {}, h('h3', {}, 'Messages'), tableBox), details),
@@ -191,8 +202,13 @@ export function renderTrace(main, ctx, id) {
       // Loaded on demand: the page works (table, downloads) even if the ladder cannot load.
       const { renderLadder } = await import('../ladder.js');
       if (left) return;
-      // The ladder shows the chosen arrow's message itself; the table marks the same message.
-      renderLadder(ladder, messages, { onSelect: (m) => table.highlight(m) });
+      // The ladder shows the chosen arrow's summary itself; the table marks the same message and the panel shows it whole.
+      renderLadder(ladder, messages, {
+        onSelect: (m) => {
+          table.highlight(m);
+          show(m);
+        },
+      });
     } catch (e) {
       replace(ladder, h('p', { class: 'form-error' }, `the call-flow ladder could not be drawn: ${e.message}`));
     }

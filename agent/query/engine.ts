@@ -280,7 +280,8 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     announcers ??= announcersOf(segments, byEnd, spans);
     return (announcers.get(end) ?? []).some((o) => o.callId !== d.callId && spansOverlap(o, d));
   };
-  const rtpChosen: (Uint8Array | undefined)[] = [];
+  const rtpChosen: (Uint32Array | undefined)[] = [];
+  const spanIndex = new Map(spans.map((d, i) => [d, i]));
   let rtpTotal = 0;
   if (rawByEndpoint || spans.length > 0) {
     for (const [si, s] of segments.entries()) {
@@ -315,12 +316,14 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
         if (rtpSpans.length && t[p + 24] === 17 && src !== NO_ADDRESS && dst !== NO_ADDRESS) {
           const a = addr(addrs[src], sport);
           const b = addr(addrs[dst], dport);
-          if (isDialogMedia(byEnd.get(a), byEnd.get(b), a, b, ts, contested)) {
+          const d = dialogOfMedia(byEnd.get(a), byEnd.get(b), a, b, ts, contested);
+          if (d) {
             if (q.rtp) take(si, ord);
             if (q.rtpStats) {
-              const marks = (rtpChosen[si] ??= new Uint8Array(ix.packetCount));
+              // The dialog's number + 1, so the figures name codecs from its own SDP.
+              const marks = (rtpChosen[si] ??= new Uint32Array(ix.packetCount));
               if (!marks[ord]) rtpTotal++;
-              marks[ord] = 1;
+              marks[ord] = spanIndex.get(d)! + 1;
             }
           }
         }
@@ -456,18 +459,18 @@ function inSpan(d: DialogMedia, ts: Ts): boolean {
  * dialog overlapping it in time announced too. Two calls sharing a media
  * server's address and port thus each keep their own packets.
  */
-function isDialogMedia(
+function dialogOfMedia(
   la: DialogMedia[] | undefined,
   lb: DialogMedia[] | undefined,
   a: string,
   b: string,
   ts: Ts,
   contested: (end: string, d: DialogMedia) => boolean,
-): boolean {
-  if (la && lb) for (const d of la) if (lb.includes(d) && inSpan(d, ts)) return true;
-  if (la) for (const d of la) if (!d.ends.has(b) && inSpan(d, ts) && !contested(a, d)) return true;
-  if (lb) for (const d of lb) if (!d.ends.has(a) && inSpan(d, ts) && !contested(b, d)) return true;
-  return false;
+): DialogMedia | null {
+  if (la && lb) for (const d of la) if (lb.includes(d) && inSpan(d, ts)) return d;
+  if (la) for (const d of la) if (!d.ends.has(b) && inSpan(d, ts) && !contested(a, d)) return d;
+  if (lb) for (const d of lb) if (!d.ends.has(a) && inSpan(d, ts) && !contested(b, d)) return d;
+  return null;
 }
 
 /**
@@ -499,20 +502,26 @@ const MAX_STATS_PACKETS = 2_000_000;
 /** The RTP figures of the marked packets, read from the segments in time order; yields now and then. */
 function* rtpFigures(
   segments: OpenedSegment[],
-  marks: (Uint8Array | undefined)[],
+  marks: (Uint32Array | undefined)[],
   total: number,
   dialogs: DialogMedia[],
   notes: string[],
 ): Generator<void, RtpStreamFigures[], void> {
-  const codecs = new Map<string, Map<number, string>>();
-  for (const d of dialogs) for (const [end, map] of d.rtpmap) codecs.set(end, map);
-  const stats = new RtpStreamStats((pt, src, dst) => codecs.get(dst)?.get(pt) ?? codecs.get(src)?.get(pt) ?? null);
+  const stats = new RtpStreamStats();
+  // The receiver's rtpmap names what it was sent; else any of the dialog's (a NATed end announced another address).
+  const codecOf = (d: DialogMedia, dst: string) => (pt: number) => {
+    const own = d.rtpmap.get(dst)?.get(pt);
+    if (own) return own;
+    for (const map of d.rtpmap.values()) if (map.has(pt)) return map.get(pt)!;
+    return null;
+  };
   const cols = refColumns(total);
   let k = 0;
   for (const [si, m] of marks.entries()) {
     if (!m) continue;
     const t = segments[si].index.packetTable();
-    for (let ord = m.indexOf(1); ord !== -1; ord = m.indexOf(1, ord + 1)) {
+    for (let ord = 0; ord < m.length; ord++) {
+      if (!m[ord]) continue;
       const p = ord * PACKET_ENTRY_LEN;
       cols.seg[k] = si;
       cols.ord[k] = ord;
@@ -530,10 +539,13 @@ function* rtpFigures(
   const fds = new Map<number, number>();
   try {
     let n = 0;
-    for (const { rec, linkType } of resultRecords(refs, segments, fds)) {
+    for (const { rec, linkType, ref } of resultRecords(refs, segments, fds)) {
+      const r = refs.at(ref);
+      const dialog = dialogs[marks[r.seg]![r.ord] - 1];
       const d = decodePacket(linkType, rec.data, rec.capLen < rec.origLen);
       if (typeof d !== 'string' && d.proto === 17 && d.fragment === null) {
-        stats.push(rec.tsSec, rec.tsNsec, addr(d.src, d.sport), addr(d.dst, d.dport), d.payload);
+        const dst = addr(d.dst, d.dport);
+        stats.push(rec.tsSec, rec.tsNsec, addr(d.src, d.sport), dst, d.payload, codecOf(dialog, dst));
       }
       if (++n % 50_000 === 0) yield;
     }
@@ -547,7 +559,7 @@ function* rtpFigures(
  * The records of `refs`, in their order; a run of refs from one segment is
  * read with coalesced preads. The caller closes the descriptors left in `fds`.
  */
-function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>): Generator<{ rec: PacketRecord; linkType: number }> {
+function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>): Generator<{ rec: PacketRecord; linkType: number; ref: number }> {
   let i = 0;
   while (i < refs.length) {
     const si = refs.seg(i);
@@ -567,7 +579,12 @@ function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<nu
     }
     const offsets = Array.from({ length: j - i }, (_, n) => refs.offset(i + n));
     const header = segments[si].header;
-    for (const rec of readPcapRecordsAt(fd, offsets, header)) yield { rec, linkType: header.linkType };
+    // A record cut off at the end of its segment is skipped by the reader: match by offset, not by count.
+    let k = i;
+    for (const rec of readPcapRecordsAt(fd, offsets, header)) {
+      while (k < j && refs.offset(k) !== rec.fileOffset) k++;
+      yield { rec, linkType: header.linkType, ref: k };
+    }
     i = j;
   }
 }

@@ -133,15 +133,14 @@ interface StreamState {
   buckets: Map<number, [number, number]>;
 }
 
-/** How a stream's codec is named: the SDP's rtpmap of its dialog, for a payload type seen between two ends. */
-export type CodecLookup = (payloadType: number, src: string, dst: string) => string | null;
+/** How a packet's payload type is named: its dialog's SDP rtpmap (null when it has none for it). */
+export type CodecLookup = (payloadType: number) => string | null;
 
 const BUCKET_MS = 1000;
 
 export class RtpStreamStats {
   private readonly streams = new Map<string, StreamState>();
 
-  constructor(private readonly codecOf: CodecLookup = () => null) {}
 
   get size(): number {
     return this.streams.size;
@@ -151,12 +150,12 @@ export class RtpStreamStats {
    * One UDP datagram, in arrival order; what is not RTP is ignored (false).
    * `src` and `dst` are "addr:port".
    */
-  push(sec: number, nsec: number, src: string, dst: string, payload: Buffer): boolean {
+  push(sec: number, nsec: number, src: string, dst: string, payload: Buffer, codecOf: CodecLookup = () => null): boolean {
     const h = parseRtpHeader(payload);
     if (!h) return false;
     const key = `${h.ssrc}|${src}|${dst}`;
     let s = this.streams.get(key);
-    const eventCodec = (pt: number) => this.codecOf(pt, src, dst) ?? staticCodec(pt);
+    const eventCodec = (pt: number) => codecOf(pt) ?? staticCodec(pt);
     if (!s) {
       const codec = eventCodec(h.payloadType);
       s = {
@@ -207,7 +206,7 @@ export class RtpStreamStats {
       const gap = arrival - s.prevArrival;
       if (gap > s.maxGap) s.maxGap = gap;
       // Jitter over the media packets only: events and comfort noise keep other timestamps.
-      if (s.clock !== null && h.payloadType === s.pt) {
+      if (s.clock !== null && h.payloadType === s.pt && !s.eventPt) {
         const tsDelta = ((h.timestamp - s.prevTs) | 0) / s.clock * 1000;
         const d = Math.abs(gap - tsDelta);
         s.jitter += (d - s.jitter) / 16;

@@ -4,7 +4,7 @@ import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { io, Socket } from 'socket.io-client';
 import { z } from 'zod';
-import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, loginResult, LoginResult, traceMessage, TraceMessage, traceView, TraceView } from '../shared/protocol/client';
+import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, loginResult, LoginResult, traceMessage, TraceMessage, traceStream, TraceStream, traceView, TraceView } from '../shared/protocol/client';
 import type { Connection } from './connection';
 import { EXIT, receivedError, TracefleetError } from '../shared/errors/catalogue';
 import { CliError } from './errors';
@@ -232,6 +232,10 @@ export class DispatcherClient {
 
   async messages(id: string): Promise<TraceMessage[]> {
     return (await this.json(`/api/traces/${encodeURIComponent(id)}/messages`, z.object({ messages: z.array(traceMessage) }))).messages;
+  }
+
+  async streams(id: string): Promise<TraceStream[]> {
+    return (await this.json(`/api/traces/${encodeURIComponent(id)}/streams`, z.object({ streams: z.array(traceStream) }))).streams;
   }
 
   async agents(): Promise<AgentView[]> {

@@ -17,7 +17,8 @@ export function filterOptions<T>(y: Argv<T>) {
     .option('status', { type: 'string', array: true, describe: 'SIP status code (486) or class (4xx)' })
     .option('since', { type: 'string', describe: 'start of the window: 15m, 2h, epoch seconds, or ISO 8601' })
     .option('until', { type: 'string', describe: 'end of the window (same forms as --since)' })
-    .option('rtp', { type: 'boolean', default: false, describe: "add the RTP/RTCP announced in the dialogs' SDP" })
+    .option('rtp', { type: 'boolean', default: false, describe: "add the dialogs' RTP/RTCP: packets whose both ends their SDP announced (or one, behind NAT: see README)" })
+    .option('rtp-stats', { type: 'boolean', describe: 'RTP figures per stream (loss, jitter, MOS); default: on when the query names calls (--call-id, --number, --correlation)' })
     .option('max-packets', { type: 'number', describe: 'stop after this many packets (the result says truncated)' })
     .option('max-bytes', { type: 'number', describe: 'stop after this many bytes (the result says truncated)' })
     .option('all', { type: 'boolean', default: false, describe: 'allow a query with no selective key' });
@@ -47,6 +48,7 @@ function requestOfFlags(a: Record<string, unknown>): TraceRequest {
     since: a.since,
     until: a.until,
     rtp: a.rtp || undefined,
+    rtpStats: a.rtpStats as boolean | undefined,
     maxPackets: a.maxPackets,
     maxBytes: a.maxBytes,
     all: a.all || undefined,

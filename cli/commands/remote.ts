@@ -10,7 +10,7 @@ import type { Connection, ConnectionFlags } from '../connection';
 import { EXIT, Exit } from '../../shared/errors/catalogue';
 import { CliError, exitOf, jsonOfError } from '../errors';
 import { filterOptions, traceRequestOf } from '../filters';
-import { humanBytes, safeText, shortTime, table } from '../format';
+import { formatStreams, humanBytes, safeText, shortTime, table } from '../format';
 import { readFirstLine, readSecret } from '../prompt';
 
 /*
@@ -165,6 +165,7 @@ export function requestFlags(r: TraceRequest): string {
   if (r.since) parts.push(`--since ${q(r.since)}`);
   if (r.until) parts.push(`--until ${q(r.until)}`);
   if (r.rtp) parts.push('--rtp');
+  if (r.rtpStats !== undefined) parts.push(r.rtpStats ? '--rtp-stats' : '--no-rtp-stats');
   if (r.maxPackets) parts.push(`--max-packets ${r.maxPackets}`);
   if (r.maxBytes) parts.push(`--max-bytes ${r.maxBytes}`);
   if (r.all) parts.push('--all');
@@ -373,9 +374,11 @@ async function showCmd(a: Args): Promise<Exit> {
     const id = String(a.id);
     const v = await client.trace(id);
     const messages = a.messages ? await client.messages(id) : null;
-    if (a.json) printJson(messages ? { trace: v, messages } : { trace: v });
+    const streams = await client.streams(id);
+    if (a.json) printJson(messages ? { trace: v, messages, streams } : { trace: v, streams });
     else {
       print(formatTrace(v));
+      if (streams.length > 0) print(['', ...formatStreams(streams)]);
       if (messages) print(['', ...formatMessages(messages)]);
     }
     return EXIT.OK;
@@ -386,13 +389,13 @@ async function showCmd(a: Args): Promise<Exit> {
 
 export const showCommand: CommandModule<object, Args> = {
   command: 'show <id>',
-  describe: 'one trace: its filters, state and hosts (--messages: its SIP messages)',
+  describe: 'one trace: its filters, state, hosts and RTP streams (--messages: its SIP messages)',
   builder: (y) =>
     connectionOptions(
       y
         .positional('id', { type: 'string', describe: 'trace id (tracefleet traces lists them)' })
         .option('messages', { type: 'boolean', default: false, describe: 'also list the SIP messages: time, host, source → destination, method/status, Call-ID' })
-        .option('json', { type: 'boolean', default: false, describe: 'print {trace, messages?} as JSON' }),
+        .option('json', { type: 'boolean', default: false, describe: 'print {trace, messages?, streams} as JSON' }),
     ) as unknown as Argv<Args>,
   handler: run(showCmd),
 };

@@ -1,6 +1,6 @@
 import type { MessageSummary } from '../../agent/query/engine';
 import type { ResultDoc } from '../store/layout';
-import type { RtpStreamFigures } from '../../shared/rtp/figures';
+import type { TraceStream } from '../../shared/protocol/client';
 
 export type HostMessage = MessageSummary & { host: string };
 
@@ -25,7 +25,7 @@ export function compareTs(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-export type HostStream = RtpStreamFigures & { host: string };
+export type HostStream = TraceStream;
 
 /** Every host's RTP stream figures, by first packet time, then host. */
 export function mergedStreams(results: ResultDoc[]): HostStream[] {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { rtpStreamFigures } from '../rtp/figures';
 import type { ErrorBody } from '../errors/catalogue';
 import { messageSummary, TraceRequest, traceRequest } from '../query/query';
 import { captureStatus, ringStatus } from './agent';
@@ -101,6 +102,10 @@ export type AgentView = z.infer<typeof agentView>;
 /** One SIP message of a trace: the agent's summary and the host it was captured on. */
 export const traceMessage = messageSummary.extend({ host: z.string() });
 export type TraceMessage = z.infer<typeof traceMessage>;
+
+/** One RTP stream's figures as a host of the trace saw them (GET /api/traces/:id/streams). */
+export const traceStream = rtpStreamFigures.extend({ host: z.string() });
+export type TraceStream = z.infer<typeof traceStream>;
 
 export const loginResult = z.object({
   token: z.string().min(1),

@@ -90,6 +90,7 @@ export function makeApi(session, onUnauthorized) {
     traces: ({ limit = 20, bookmark } = {}) => call('GET', `/api/traces?limit=${limit}${bookmark ? `&bookmark=${enc(bookmark)}` : ''}`),
     trace: (id) => call('GET', `/api/traces/${enc(id)}`),
     messages: (id) => call('GET', `/api/traces/${enc(id)}/messages`),
+    streams: (id) => call('GET', `/api/traces/${enc(id)}/streams`),
     agents: () => call('GET', '/api/agents'),
     /** The download's path: a link to it that carries no credentials (downloadUrl makes the one to follow). */
     downloadPath(id, what) {

@@ -11,6 +11,7 @@ import { badge, h, replace } from '../lib/dom.js';
 import { fmtBytes, fmtCount, fmtDateTime, fmtFilter } from '../lib/format.js';
 import { FINAL_HOST, TraceTracker } from '../lib/tracker.js';
 import { messageDetails, renderMessages } from './messages.js';
+import { renderStreams } from './streams.js';
 
 export function renderTrace(main, ctx, id) {
   ctx.setTitle(`Trace ${id}`);
@@ -168,8 +169,9 @@ export function renderTrace(main, ctx, id) {
     resultsLoaded = true;
     replace(results, h('p', { class: 'hint' }, 'loading the SIP messages…'));
     let messages;
+    let streams;
     try {
-      messages = (await ctx.api.messages(id)).messages;
+      [messages, streams] = await Promise.all([ctx.api.messages(id).then((r) => r.messages), ctx.api.streams(id).then((r) => r.streams)]);
     } catch (e) {
       resultsLoaded = false;
       replace(results, h('p', { class: 'form-error' }, `the SIP messages could not be read: ${e.message}`));
@@ -179,12 +181,16 @@ export function renderTrace(main, ctx, id) {
     const details = h('div', { class: 'message-details', id: 'message-details', 'aria-live': 'polite' }, h('p', { class: 'hint' }, 'Choose a message in the table to see it here.'));
     const ladder = h('div', { class: 'ladder-box', id: 'ladder' });
     const tableBox = h('div', { class: 'message-table', id: 'message-table' });
+    const streamBox = h('div', { id: 'trace-streams' });
+    renderStreams(streamBox, streams);
     const show = (m) => replace(details, h('h3', {}, 'Message'), messageDetails(m));
     replace(
       results,
       h('h3', {}, 'Call flow'),
       ladder,
       h('div', { class: 'results-grid' }, h('div', {}, h('h3', {}, 'Messages'), tableBox), details),
+      h('h3', {}, 'RTP streams'),
+      streamBox,
     );
     const table = renderMessages(tableBox, messages, { onSelect: show });
     try {

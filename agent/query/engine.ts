@@ -291,6 +291,17 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
       const rtpSpans = spans.filter((sp) => overlaps(ix.first, ix.last, sp.first, spanEnd(sp)));
       if (!wantRaw && rtpSpans.length === 0) continue;
       const addrs = ix.addresses();
+      // The announced endpoints as numbers (address id * 65536 + port): most packets are ruled out without making a string.
+      const endKeys = new Set<number>();
+      if (rtpSpans.length) {
+        const idOf = new Map(addrs.map((a, id) => [a, id]));
+        for (const e of byEnd.keys()) {
+          const colon = e.lastIndexOf(':');
+          const host = e.startsWith('[') ? e.slice(1, colon - 1) : e.slice(0, colon);
+          const id = idOf.get(host);
+          if (id !== undefined) endKeys.add(id * 65536 + Number(e.slice(colon + 1)));
+        }
+      }
       const ipIds = new Set<number>();
       if (wantRaw) addrs.forEach((a, id) => q.ips.includes(a) && ipIds.add(id));
       const t = ix.packetTable();
@@ -313,7 +324,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
             continue;
           }
         }
-        if (rtpSpans.length && t[p + 24] === 17 && src !== NO_ADDRESS && dst !== NO_ADDRESS) {
+        if (rtpSpans.length && t[p + 24] === 17 && src !== NO_ADDRESS && dst !== NO_ADDRESS && (endKeys.has(src * 65536 + sport) || endKeys.has(dst * 65536 + dport))) {
           const a = addr(addrs[src], sport);
           const b = addr(addrs[dst], dport);
           const d = dialogOfMedia(byEnd.get(a), byEnd.get(b), a, b, ts, contested);

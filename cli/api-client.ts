@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { io, Socket } from 'socket.io-client';
 import { z } from 'zod';
 import { callFigures, type CallFigures } from '../shared/query/call-figures';
-import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, fullMessagesPage, FullMessagesPage, loginResult, LoginResult, traceMessage, TraceMessage, traceView, TraceView } from '../shared/protocol/client';
+import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, fullMessagesPage, FullMessagesPage, loginResult, LoginResult, traceMessage, TraceMessage, traceStream, TraceStream, traceView, TraceView } from '../shared/protocol/client';
 import type { Connection } from './connection';
 import { EXIT, receivedError, TracefleetError } from '../shared/errors/catalogue';
 import { CliError } from './errors';
@@ -239,6 +239,10 @@ export class DispatcherClient {
   /** One page of the trace's messages, each whole (decoded by the dispatcher from the hosts' stored PCAPs). */
   async fullMessages(id: string, offset: number, limit: number): Promise<FullMessagesPage> {
     return this.json(`/api/traces/${encodeURIComponent(id)}/messages?full=1&offset=${offset}&limit=${limit}`, fullMessagesPage);
+  }
+
+  async streams(id: string): Promise<TraceStream[]> {
+    return (await this.json(`/api/traces/${encodeURIComponent(id)}/streams`, z.object({ streams: z.array(traceStream) }))).streams;
   }
 
   async agents(): Promise<AgentView[]> {

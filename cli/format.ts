@@ -1,3 +1,4 @@
+import type { RtpStreamFigures } from '../shared/rtp/figures';
 /** Plain-text tables and values for terminals and logs. */
 
 /** 1536 -> "1.5 KiB"; exact below 1 KiB. */
@@ -33,6 +34,32 @@ export function safeText(s: string): string {
     const n = c.charCodeAt(0);
     return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
   });
+}
+
+/** Milliseconds with up to three decimals, or '-' when unknown. */
+function msText(v: number | null): string {
+  return v === null ? '-' : String(Math.round(v * 1000) / 1000);
+}
+
+/** The RTP stream table of `query --rtp-stats` and `show`: one line a stream, figures as shared/rtp/figures.ts defines them. */
+export function formatStreams(streams: Array<RtpStreamFigures & { host?: string }>): string[] {
+  if (streams.length === 0) return ['no RTP streams'];
+  const withHost = streams.some((s) => s.host !== undefined);
+  const cols = [
+    ...(withHost ? [{ title: 'HOST' }] : []),
+    { title: 'SSRC' }, { title: 'SRC' }, { title: '' }, { title: 'DST' }, { title: 'CODEC' },
+    { title: 'PKTS', right: true }, { title: 'EXPECTED', right: true }, { title: 'LOST', right: true }, { title: 'DUP', right: true }, { title: 'OOO', right: true },
+    { title: 'MAX GAP ms', right: true }, { title: 'JITTER ms mean/max', right: true }, { title: 'EVENTS' }, { title: 'R', right: true }, { title: 'MOS', right: true },
+  ];
+  const rows = streams.map((s) => [
+    ...(withHost ? [s.host ?? ''] : []),
+    s.ssrc, s.src, '→', s.dst, s.codec ?? `PT ${s.payloadType}`,
+    String(s.packets), String(s.expected), String(s.lost), String(s.duplicated), String(s.outOfOrder),
+    msText(s.maxGapMs), `${msText(s.jitterMeanMs)}/${msText(s.jitterMaxMs)}`,
+    s.eventCount ? s.events.map((e) => e.event).join('') + (s.eventCount > s.events.length ? '…' : '') : '',
+    s.rFactor === null ? '-' : s.rFactor.toFixed(1), s.mos === null ? '-' : s.mos.toFixed(2),
+  ]);
+  return table(cols, rows);
 }
 
 /** Widest table cell; longer ones (a reason phrase of kilobytes) are cut with an ellipsis. --json keeps full text. */

@@ -209,8 +209,18 @@ export class SegmentIndexer {
     if (sip.correlation) rec.x = sip.correlation;
     if (sip.sdp) {
       const eps: Array<[string, number]> = [];
-      for (const m of sip.sdp.media) if (m.addr && m.port > 0) eps.push([m.addr, m.port]);
+      const rtcp: Array<[string, number]> = [];
+      const map: Array<[number, string]> = [];
+      for (const m of sip.sdp.media) {
+        if (!m.addr || m.port === 0) continue;
+        eps.push([m.addr, m.port]);
+        const ra = m.rtcpAddr ?? m.addr;
+        if (m.rtcpPort !== null && !(ra === m.addr && m.rtcpPort === m.port + 1)) rtcp.push([ra, m.rtcpPort]);
+        for (const e of m.rtpmap) if (!map.some((x) => x[0] === e[0])) map.push(e);
+      }
       if (eps.length > 0) rec.sdp = eps;
+      if (rtcp.length > 0) rec.rc = rtcp;
+      if (map.length > 0) rec.pm = map;
     }
     this.state.messages.push(rec);
   }

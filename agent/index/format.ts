@@ -111,6 +111,10 @@ export interface MessageRecord {
   x?: string;
   /** SDP media endpoints [addr, port]. */
   sdp?: Array<[string, number]>;
+  /** RTCP endpoints announced with `a=rtcp` (RFC 3605), where they differ from port + 1; absent in indexes built before. */
+  rc?: Array<[string, number]>;
+  /** The SDP's `a=rtpmap` entries [payload type, encoding/clock], for naming the codec of a stream. */
+  pm?: Array<[number, string]>;
   /** Message size in bytes (as captured). */
   n: number;
   /** 1 when a packet of it was cut by the snap length (caplen < origlen). */

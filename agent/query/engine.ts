@@ -9,6 +9,10 @@ import type { IndexerOptions } from '../index/builder';
 import { listSegments } from '../ring/layout';
 import { ringOwner } from '../ring/lock';
 import { MessageSummary, QuerySpec, Ts, cmpTs, endpointText } from '../../shared/query/query';
+import { decodePacket } from '../../shared/decode/packet';
+import type { PacketRecord } from '../../shared/pcap/types';
+import type { RtpStreamFigures } from '../../shared/rtp/figures';
+import { RtpStreamStats } from '../../shared/rtp/stats';
 
 /** One packet of a result: where it is and when it was captured. */
 export interface PacketRef {
@@ -84,6 +88,8 @@ export interface QueryResult {
   /** Bytes of the PCAP records selected (16-byte headers included). */
   bytes: number;
   notes: string[];
+  /** RTP figures per stream of the selected dialogs (`rtpStats`), whether or not the RTP packets are in `refs`. */
+  streams: RtpStreamFigures[];
 }
 
 export interface QueryOptions extends IndexerOptions {
@@ -240,7 +246,8 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     messages.sort(byTime);
     if (messages.length > maxMessages) messages = messages.slice(0, maxMessages);
   };
-  const dialogSpan = new Map<string, { first: Ts; last: Ts; media: Set<string> }>();
+  const wantRtp = q.rtp || q.rtpStats;
+  const dialogMedia = new Map<string, DialogMedia>();
   for (const [si, s] of segments.entries()) {
     for (const c of selected) {
       for (const d of s.index.dialogsByCallId(c)) {
@@ -251,16 +258,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
             if (messages.length >= 2 * maxMessages) keepEarliest();
           }
           for (const p of m.p) take(si, p);
-          if (q.rtp) {
-            let span = dialogSpan.get(c);
-            if (!span) dialogSpan.set(c, (span = { first: m.t, last: m.t, media: new Set() }));
-            if (cmpTs(m.t, span.first) < 0) span.first = m.t;
-            if (cmpTs(m.t, span.last) > 0) span.last = m.t;
-            for (const [a, port] of m.sdp ?? []) {
-              span.media.add(`${a}|${port}`);
-              span.media.add(`${a}|${port + 1}`); // RTCP
-            }
-          }
+          if (wantRtp) addToMedia(dialogMedia, m);
         }
       }
     }
@@ -270,15 +268,37 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   // Packets that are not SIP, by address or port, when the query names no SIP-only key.
   const sipOnly = q.callIds.length + q.numbers.length + q.correlations.length + q.methods.length + q.statuses.length > 0;
   const rawByEndpoint = !sipOnly && (q.ips.length > 0 || q.ports.length > 0 || q.all);
-  const spans = [...dialogSpan.values()].filter((s) => s.media.size > 0);
+  const spans = [...dialogMedia.values()].filter((d) => d.ends.size > 0);
+  const byEnd = new Map<string, DialogMedia[]>();
+  for (const d of spans) for (const e of d.ends) (byEnd.get(e) ?? byEnd.set(e, []).get(e)!).push(d);
+  // Who else announced those endpoints, for the one-ended (NAT) rule: read only when a packet needs it.
+  let announcers: Map<string, DialogMedia[]> | null = null;
+  const contested = (end: string, d: DialogMedia): boolean => {
+    announcers ??= announcersOf(segments, byEnd, spans);
+    return (announcers.get(end) ?? []).some((o) => o.callId !== d.callId && spansOverlap(o, d));
+  };
+  const rtpChosen: (Uint32Array | undefined)[] = [];
+  const spanIndex = new Map(spans.map((d, i) => [d, i]));
+  let rtpTotal = 0;
   if (rawByEndpoint || spans.length > 0) {
     for (const [si, s] of segments.entries()) {
       const ix = s.index;
       if (ix.packetCount === 0) continue;
       const wantRaw = rawByEndpoint && overlaps(ix.first, ix.last, q.since, q.until);
-      const rtpSpans = spans.filter((sp) => overlaps(ix.first, ix.last, sp.first, sp.last));
+      const rtpSpans = spans.filter((sp) => overlaps(ix.first, ix.last, sp.first, spanEnd(sp)));
       if (!wantRaw && rtpSpans.length === 0) continue;
       const addrs = ix.addresses();
+      // The announced endpoints as numbers (address id * 65536 + port): most packets are ruled out without making a string.
+      const endKeys = new Set<number>();
+      if (rtpSpans.length) {
+        const idOf = new Map(addrs.map((a, id) => [a, id]));
+        for (const e of byEnd.keys()) {
+          const colon = e.lastIndexOf(':');
+          const host = e.startsWith('[') ? e.slice(1, colon - 1) : e.slice(0, colon);
+          const id = idOf.get(host);
+          if (id !== undefined) endKeys.add(id * 65536 + Number(e.slice(colon + 1)));
+        }
+      }
       const ipIds = new Set<number>();
       if (wantRaw) addrs.forEach((a, id) => q.ips.includes(a) && ipIds.add(id));
       const t = ix.packetTable();
@@ -301,13 +321,17 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
             continue;
           }
         }
-        if (rtpSpans.length && t[p + 24] === 17 && src !== NO_ADDRESS) {
-          const a = `${addrs[src]}|${sport}`;
-          const b = `${addrs[dst]}|${dport}`;
-          for (const sp of rtpSpans) {
-            if ((sp.media.has(a) || sp.media.has(b)) && cmpTs(ts, sp.first) >= 0 && cmpTs(ts, sp.last) <= 0) {
-              take(si, ord);
-              break;
+        if (rtpSpans.length && t[p + 24] === 17 && src !== NO_ADDRESS && dst !== NO_ADDRESS && (endKeys.has(src * 65536 + sport) || endKeys.has(dst * 65536 + dport))) {
+          const a = endpointText(addrs[src], sport);
+          const b = endpointText(addrs[dst], dport);
+          const d = dialogOfMedia(byEnd.get(a), byEnd.get(b), a, b, ts, contested);
+          if (d) {
+            if (q.rtp) take(si, ord);
+            if (q.rtpStats) {
+              // The dialog's number + 1, so the figures name codecs from its own SDP.
+              const marks = (rtpChosen[si] ??= new Uint32Array(ix.packetCount));
+              if (!marks[ord]) rtpTotal++;
+              marks[ord] = spanIndex.get(d)! + 1;
             }
           }
         }
@@ -354,6 +378,9 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     bytes += b;
   }
 
+  let streams: RtpStreamFigures[] = [];
+  if (q.rtpStats && rtpTotal > 0) streams = yield* rtpFigures(segments, rtpChosen, rtpTotal, spans, notes);
+
   keepEarliest();
   const summaries: MessageSummary[] = messages.map(({ m }) => ({
     ts: tsString(m.t[0], m.t[1]),
@@ -374,7 +401,200 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     packets: m.p.length,
     ...(m.tr ? { truncated: true } : {}),
   }));
-  return { segments, refs, messages: summaries, messagesMatched, callIds: [...selected], truncated, bytes, notes };
+  return { segments, refs, messages: summaries, messagesMatched, callIds: [...selected], truncated, bytes, notes, streams };
+}
+
+/** What a dialog announced for media over every message of it seen, and when it lasted. */
+interface DialogMedia {
+  callId: string;
+  first: Ts;
+  last: Ts;
+  /** Endpoints "addr:port" its SDP announced: RTP, RTCP on port + 1, and `a=rtcp` ones. */
+  ends: Set<string>;
+  /** Payload type -> codec per announced RTP endpoint, from the SDP's rtpmap. */
+  rtpmap: Map<string, Map<number, string>>;
+  ended: boolean;
+  inviteOk: boolean;
+  inviteFailed: boolean;
+}
+
+const FOREVER: Ts = [0xffffffff, 999_999_999];
+
+/**
+ * A dialog's span runs from its first message to its last when it was seen
+ * to end (BYE, CANCEL, or an INVITE that failed and never succeeded);
+ * otherwise the call may still be up and its media goes on, so the span is open.
+ */
+function spanEnd(d: DialogMedia): Ts {
+  return d.ended || (d.inviteFailed && !d.inviteOk) ? d.last : FOREVER;
+}
+
+function spansOverlap(a: DialogMedia, b: DialogMedia): boolean {
+  return cmpTs(a.first, spanEnd(b)) <= 0 && cmpTs(b.first, spanEnd(a)) <= 0;
+}
+
+function addToMedia(media: Map<string, DialogMedia>, m: MessageRecord): void {
+  let d = media.get(m.c);
+  if (!d) media.set(m.c, (d = { callId: m.c, first: m.t, last: m.t, ends: new Set(), rtpmap: new Map(), ended: false, inviteOk: false, inviteFailed: false }));
+  if (cmpTs(m.t, d.first) < 0) d.first = m.t;
+  if (cmpTs(m.t, d.last) > 0) d.last = m.t;
+  const cseqMethod = m.q ? m.q.slice(m.q.indexOf(' ') + 1) : null;
+  if (m.m === 'BYE' || m.m === 'CANCEL') d.ended = true;
+  if (m.s !== null && cseqMethod === 'INVITE') {
+    if (m.s >= 200 && m.s < 300) d.inviteOk = true;
+    else if (m.s >= 300) d.inviteFailed = true;
+  }
+  for (const [a, port] of m.sdp ?? []) {
+    const rtp = endpointText(a, port);
+    d.ends.add(rtp);
+    d.ends.add(endpointText(a, port + 1)); // RTCP, unless a=rtcp says otherwise (added below too)
+    if (m.pm) {
+      const map = d.rtpmap.get(rtp) ?? d.rtpmap.set(rtp, new Map()).get(rtp)!;
+      for (const [pt, codec] of m.pm) map.set(pt, codec);
+    }
+  }
+  for (const [a, port] of m.rc ?? []) d.ends.add(endpointText(a, port));
+}
+
+function inSpan(d: DialogMedia, ts: Ts): boolean {
+  return cmpTs(ts, d.first) >= 0 && cmpTs(ts, spanEnd(d)) <= 0;
+}
+
+/**
+ * The exact-RTP rule. A packet between a and b belongs to a selected dialog
+ * when, at its time, that dialog's SDP announced both ends; or (symmetric
+ * RTP behind NAT: the far end was never announced) one end, which no other
+ * dialog overlapping it in time announced too. Two calls sharing a media
+ * server's address and port thus each keep their own packets.
+ */
+function dialogOfMedia(
+  la: DialogMedia[] | undefined,
+  lb: DialogMedia[] | undefined,
+  a: string,
+  b: string,
+  ts: Ts,
+  contested: (end: string, d: DialogMedia) => boolean,
+): DialogMedia | null {
+  if (la && lb) for (const d of la) if (lb.includes(d) && inSpan(d, ts)) return d;
+  if (la) for (const d of la) if (!d.ends.has(b) && inSpan(d, ts) && !contested(a, d)) return d;
+  if (lb) for (const d of lb) if (!d.ends.has(a) && inSpan(d, ts) && !contested(b, d)) return d;
+  return null;
+}
+
+/**
+ * Every dialog of the ring (selected or not) that announced one of the
+ * selected dialogs' endpoints, with its whole span. Segments that begin
+ * after every selected span has ended cannot hold a dialog overlapping one.
+ */
+function announcersOf(segments: OpenedSegment[], byEnd: Map<string, DialogMedia[]>, spans: DialogMedia[]): Map<string, DialogMedia[]> {
+  let latest: Ts = [0, 0];
+  for (const d of spans) if (cmpTs(spanEnd(d), latest) > 0) latest = spanEnd(d);
+  const others = new Map<string, DialogMedia>();
+  for (const s of segments) {
+    const ix = s.index;
+    if (ix.packetCount === 0 || cmpTs(ix.first, latest) > 0) continue;
+    for (const dr of ix.allDialogs()) {
+      const known = others.has(dr.c);
+      if (!known && !dr.msgs.some((m) => m.sdp?.some(([a, port]) => byEnd.has(endpointText(a, port)) || byEnd.has(endpointText(a, port + 1))) || m.rc?.some(([a, port]) => byEnd.has(endpointText(a, port))))) continue;
+      for (const m of dr.msgs) addToMedia(others, m);
+    }
+  }
+  const out = new Map<string, DialogMedia[]>();
+  for (const d of others.values()) for (const e of d.ends) if (byEnd.has(e)) (out.get(e) ?? out.set(e, []).get(e)!).push(d);
+  return out;
+}
+
+/** Packets read for RTP figures at most per trace; beyond, the figures cover the earliest and a note says so. */
+const MAX_STATS_PACKETS = 2_000_000;
+
+/** The RTP figures of the marked packets, read from the segments in time order; yields now and then. */
+function* rtpFigures(
+  segments: OpenedSegment[],
+  marks: (Uint32Array | undefined)[],
+  total: number,
+  dialogs: DialogMedia[],
+  notes: string[],
+): Generator<void, RtpStreamFigures[], void> {
+  const stats = new RtpStreamStats();
+  // The receiver's rtpmap names what it was sent; else any of the dialog's (a NATed end announced another address).
+  const codecOf = (d: DialogMedia, dst: string) => (pt: number) => {
+    const own = d.rtpmap.get(dst)?.get(pt);
+    if (own) return own;
+    for (const map of d.rtpmap.values()) if (map.has(pt)) return map.get(pt)!;
+    return null;
+  };
+  const cols = refColumns(total);
+  let k = 0;
+  for (const [si, m] of marks.entries()) {
+    if (!m) continue;
+    const t = segments[si].index.packetTable();
+    for (let ord = 0; ord < m.length; ord++) {
+      if (!m[ord]) continue;
+      const p = ord * PACKET_ENTRY_LEN;
+      cols.seg[k] = si;
+      cols.ord[k] = ord;
+      cols.offset[k] = t.readUInt32LE(p);
+      cols.sec[k] = t.readUInt32LE(p + 4);
+      cols.nsec[k] = t.readUInt32LE(p + 8);
+      k++;
+    }
+  }
+  let refs = new PacketRefs(timeOrdered(cols, total), total);
+  if (refs.length > MAX_STATS_PACKETS) {
+    notes.push(`the RTP figures cover the first ${MAX_STATS_PACKETS} of ${refs.length} RTP packets of the selected dialogs`);
+    refs = refs.head(MAX_STATS_PACKETS);
+  }
+  const fds = new Map<number, number>();
+  try {
+    let n = 0;
+    for (const { rec, linkType, ref } of resultRecords(refs, segments, fds)) {
+      const r = refs.at(ref);
+      const dialog = dialogs[marks[r.seg]![r.ord] - 1];
+      const d = decodePacket(linkType, rec.data, rec.capLen < rec.origLen);
+      if (typeof d !== 'string' && d.proto === 17 && d.fragment === null) {
+        const dst = endpointText(d.dst, d.dport);
+        stats.push(rec.tsSec, rec.tsNsec, endpointText(d.src, d.sport), dst, d.payload, codecOf(dialog, dst));
+      }
+      if (++n % 50_000 === 0) yield;
+    }
+  } finally {
+    for (const fd of fds.values()) closeSync(fd);
+  }
+  return stats.figures();
+}
+
+/**
+ * The records of `refs`, in their order; a run of refs from one segment is
+ * read with coalesced preads. The caller closes the descriptors left in `fds`.
+ */
+function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>): Generator<{ rec: PacketRecord; linkType: number; ref: number }> {
+  let i = 0;
+  while (i < refs.length) {
+    const si = refs.seg(i);
+    let j = i;
+    while (j < refs.length && refs.seg(j) === si && (j === i || refs.offset(j) > refs.offset(j - 1))) j++;
+    let fd = fds.get(si);
+    if (fd === undefined) {
+      try {
+        fd = openSync(segments[si].segment.path, 'r');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+          throw new Error(`segment ${segments[si].segment.path} was deleted by ring rotation while the query ran; query a narrower or more recent window, or give the ring more room`);
+        }
+        throw e;
+      }
+      fds.set(si, fd);
+    }
+    const offsets = Array.from({ length: j - i }, (_, n) => refs.offset(i + n));
+    const header = segments[si].header;
+    // A record cut off at the end of its segment is skipped by the reader: match by offset, not by count.
+    let k = i;
+    for (const rec of readPcapRecordsAt(fd, offsets, header)) {
+      while (k < j && refs.offset(k) !== rec.fileOffset) k++;
+      yield { rec, linkType: header.linkType, ref: k };
+    }
+    i = j;
+  }
 }
 
 /**
@@ -470,32 +690,10 @@ export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ 
   let packets = 0;
   let bytes = 0;
   try {
-    let i = 0;
-    while (i < r.refs.length) {
-      // A run of refs from one segment is read with coalesced preads.
-      const si = r.refs.seg(i);
-      let j = i;
-      while (j < r.refs.length && r.refs.seg(j) === si && (j === i || r.refs.offset(j) > r.refs.offset(j - 1))) j++;
-      let fd = fds.get(si);
-      if (fd === undefined) {
-        try {
-          fd = openSync(r.segments[si].segment.path, 'r');
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-            throw new Error(`segment ${r.segments[si].segment.path} was deleted by ring rotation while the query ran; query a narrower or more recent window, or give the ring more room`);
-          }
-          throw e;
-        }
-        fds.set(si, fd);
-      }
-      const offsets = Array.from({ length: j - i }, (_, n) => r.refs.offset(i + n));
-      const header = r.segments[si].header;
-      for (const rec of readPcapRecordsAt(fd, offsets, header)) {
-        if (!write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, header.linkType)) await w.waitDrain();
-        packets++;
-        bytes += rec.capLen;
-      }
-      i = j;
+    for (const { rec, linkType } of resultRecords(r.refs, r.segments, fds)) {
+      if (!write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, linkType)) await w.waitDrain();
+      packets++;
+      bytes += rec.capLen;
     }
     await w.end();
   } finally {

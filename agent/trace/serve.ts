@@ -3,6 +3,7 @@ import { AgentToDispatcherEvents, RunAck, TraceDone, chunkAck, traceDone, traceR
 import { parseMessage, refusal, refusedError, traceRef } from '../../shared/protocol/common';
 import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { QuerySpec, buildQuerySpec } from '../../shared/query/query';
+import { MAX_STREAMS } from '../../shared/rtp/figures';
 import { QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../query/engine';
 import type { DispatcherSocket } from '../link/client';
 import { ChunkWriter } from './chunks';
@@ -283,7 +284,17 @@ export function doneMessage(
 ): TraceDone {
   let notes = [...r.notes];
   let messages = r.messages.slice(0, MAX_MESSAGES);
-  const budget = maxDoneBytes - Buffer.byteLength(JSON.stringify(notes)) - 1024;
+  // Streams first, within a third of the message: a call's few streams are worth more than its thousandth message.
+  let streamBytes = 0;
+  let s = 0;
+  const allStreams = r.streams.slice(0, MAX_STREAMS);
+  for (; s < allStreams.length; s++) {
+    streamBytes += Buffer.byteLength(JSON.stringify(allStreams[s])) + 1;
+    if (streamBytes > maxDoneBytes / 3) break;
+  }
+  const streams = allStreams.slice(0, s);
+  if (streams.length < r.streams.length) notes.push(`only the first ${streams.length} of ${r.streams.length} RTP streams have figures here (the trace:done size limit)`);
+  const budget = maxDoneBytes - Buffer.byteLength(JSON.stringify(notes)) - Buffer.byteLength(JSON.stringify(streams)) - 1024;
   let size = 0;
   let n = 0;
   for (; n < messages.length; n++) {
@@ -295,5 +306,5 @@ export function doneMessage(
     notes.push(`only the first ${messages.length} of ${r.messagesMatched} SIP messages are listed (the trace:done size limit); the PCAP holds every packet of them`);
   }
   if (notes.length > MAX_NOTES) notes = [...notes.slice(0, MAX_NOTES - 1), `${notes.length - MAX_NOTES + 1} more notes left out`];
-  return { traceId, packets: written.packets, bytes: written.bytes, chunks, truncated: r.truncated, messages, notes };
+  return { traceId, packets: written.packets, bytes: written.bytes, chunks, truncated: r.truncated, messages, notes, streams };
 }

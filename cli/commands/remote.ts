@@ -12,7 +12,7 @@ import type { Connection, ConnectionFlags } from '../connection';
 import { EXIT, Exit } from '../../shared/errors/catalogue';
 import { CliError, exitOf, jsonOfError } from '../errors';
 import { filterOptions, traceRequestOf } from '../filters';
-import { humanBytes, safeText, shortTime, table } from '../format';
+import { formatStreams, humanBytes, safeText, shortTime, table } from '../format';
 import { readFirstLine, readSecret } from '../prompt';
 
 /*
@@ -167,6 +167,7 @@ export function requestFlags(r: TraceRequest): string {
   if (r.since) parts.push(`--since ${q(r.since)}`);
   if (r.until) parts.push(`--until ${q(r.until)}`);
   if (r.rtp) parts.push('--rtp');
+  if (r.rtpStats !== undefined) parts.push(r.rtpStats ? '--rtp-stats' : '--no-rtp-stats');
   if (r.maxPackets) parts.push(`--max-packets ${r.maxPackets}`);
   if (r.maxBytes) parts.push(`--max-bytes ${r.maxBytes}`);
   if (r.all) parts.push('--all');
@@ -415,6 +416,7 @@ async function showCmd(a: Args): Promise<Exit> {
   try {
     const id = String(a.id);
     const v = await client.trace(id);
+    const streams = await client.streams(id);
     if (a.full) {
       const messages: Array<TraceMessage & { full: FullMessage | null }> = [];
       let calls: CallFigures[] = [];
@@ -425,7 +427,10 @@ async function showCmd(a: Args): Promise<Exit> {
         if (page.note) notes.add(page.note);
         if (offset === 0) {
           calls = page.calls;
-          if (!a.json) print(['', ...formatCalls(calls)]);
+          if (!a.json) {
+            print(['', ...formatCalls(calls)]);
+            if (streams.length > 0) print(['', ...formatStreams(streams)]);
+          }
         }
         if (a.json) messages.push(...page.messages);
         else page.messages.forEach((m, i) => print(['', ...formatFullMessage(offset + i, m)]));
@@ -433,14 +438,16 @@ async function showCmd(a: Args): Promise<Exit> {
         if (page.messages.length === 0 || offset >= page.total) break;
       }
       for (const n of notes) process.stderr.write(`tracefleet: note: ${safeText(n)}\n`);
-      if (a.json) printJson({ trace: v, calls, messages });
+      if (a.json) printJson({ trace: v, calls, messages, streams });
       return EXIT.OK;
     }
     const m = a.messages ? await client.messages(id) : null;
-    if (a.json) printJson(m ? { trace: v, calls: m.calls, messages: m.messages } : { trace: v });
+    if (a.json) printJson(m ? { trace: v, calls: m.calls, messages: m.messages, streams } : { trace: v, streams });
     else {
       print(formatTrace(v));
-      if (m) print(['', ...formatCalls(m.calls), '', ...formatMessages(m.messages)]);
+      if (m) print(['', ...formatCalls(m.calls)]);
+      if (streams.length > 0) print(['', ...formatStreams(streams)]);
+      if (m) print(['', ...formatMessages(m.messages)]);
     }
     return EXIT.OK;
   } finally {
@@ -450,14 +457,14 @@ async function showCmd(a: Args): Promise<Exit> {
 
 export const showCommand: CommandModule<object, Args> = {
   command: 'show <id>',
-  describe: 'one trace: its filters, state and hosts (--messages: its SIP messages)',
+  describe: 'one trace: its filters, state, hosts and RTP streams (--messages: its SIP messages)',
   builder: (y) =>
     connectionOptions(
       y
         .positional('id', { type: 'string', describe: 'trace id (tracefleet traces lists them)' })
         .option('messages', { type: 'boolean', default: false, describe: 'also list the SIP messages: time, host, source → destination, method/status, Call-ID' })
         .option('full', { type: 'boolean', default: false, describe: 'with --messages: each message whole (start line, every header, the body), decoded from the stored PCAPs' })
-        .option('json', { type: 'boolean', default: false, describe: 'print {trace, messages?} as JSON (with --full, each message has `full`)' }),
+        .option('json', { type: 'boolean', default: false, describe: 'print {trace, calls?, messages?, streams} as JSON (with --full, each message has `full`)' }),
     ) as unknown as Argv<Args>,
   handler: run(showCmd),
 };

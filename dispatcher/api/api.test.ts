@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { RtpStreamStats } from '../../shared/rtp/stats';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
@@ -404,6 +405,24 @@ describe('REST API over a real http server and store', { timeout: 180_000 }, () 
       summary.calls.map((c: { callId: string; host: string; finalStatus: number; endedBy: string | null; durationMs: number | null }) => [c.callId, c.host, c.finalStatus, c.endedBy, c.durationMs]),
       [[CALL, 'edge-1', 200, null, null], [CALL, 'edge-2', 200, null, null]],
     );
+  });
+
+  test("GET /api/traces/:id/streams: every host's RTP figures by first packet time, as the agents computed them; 404", async () => {
+    const t = await store.createTrace({ id: 'streams', request: { callId: ['call-1@test'] }, user: 'alice', hosts: ['edge-1', 'edge-2'], state: 'done' });
+    const stats = new RtpStreamStats();
+    // One stream per host of the same call: edge-2 saw it first, and lost a packet.
+    const pkt = (seq: number) => Buffer.concat([Buffer.from([0x80, 8, seq >> 8, seq & 0xff, 0, 0, (seq * 160) >> 8, (seq * 160) & 0xff, 0, 0, 0, 9]), Buffer.alloc(160)]);
+    for (const seq of [1, 2, 3, 5]) stats.push(1718188953, seq * 20_000_000, '192.0.2.1:4000', '192.0.2.2:6000', pkt(seq));
+    const [late] = stats.figures();
+    const early = { ...late, first: '1718188952.000000000' };
+    await store.putResult({ traceId: t.id, host: 'edge-1', state: 'done', streams: [late] });
+    await store.putResult({ traceId: t.id, host: 'edge-2', state: 'done', streams: [early] });
+    const res = await call('/api/traces/streams/streams', { as: 'vic' });
+    assert.equal(res.status, 200);
+    const { streams } = await json(res);
+    assert.deepEqual(streams, [{ ...early, host: 'edge-2' }, { ...late, host: 'edge-1' }]);
+    assert.deepEqual([streams[1].expected, streams[1].lost, streams[1].codec], [5, 1, 'PCMA/8000']);
+    assert.equal((await call('/api/traces/nope/streams', { as: 'vic' })).status, 404);
   });
 
   test('GET /api/traces pages newest first with bookmarks; ?user filters; bad limits refused', async () => {

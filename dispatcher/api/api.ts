@@ -26,7 +26,7 @@ import { type Logger, componentLogger } from '../../shared/log/log';
 import { downloadName, sendAttachment, sendTraceTar } from './download';
 import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { HttpError, toHttp } from './errors';
-import { DEFAULT_FULL_MESSAGES, MAX_FULL_MESSAGES, mergedMessages, withFullMessages } from './messages';
+import { DEFAULT_FULL_MESSAGES, MAX_FULL_MESSAGES, mergedMessages, mergedStreams, withFullMessages } from './messages';
 import { METRICS_CONTENT_TYPE, Metrics } from './metrics';
 
 export interface Principal {
@@ -436,6 +436,16 @@ export function createApi(deps: ApiDeps): express.Express {
     }),
   );
 
+  api.get(
+    '/traces/:id/streams',
+    h(async (req, res) => {
+      need(principal(res), 'read', 'read traces');
+      const id = traceId(req);
+      await getTrace(id);
+      res.json({ streams: mergedStreams(await store.listResults(id)) });
+    }),
+  );
+
   api.post(
     '/traces/:id/cancel',
     h(async (req, res) => {
@@ -519,7 +529,7 @@ export function createApi(deps: ApiDeps): express.Express {
       const trace = await getTrace(id);
       const results = await store.listResults(id);
       const view = trace.state === 'running' ? ((await traces.view(id)) ?? traceView(trace, results)) : traceView(trace, results);
-      await sendTraceTar(req, res, { store, trace, results, view, messages: mergedMessages(results), log });
+      await sendTraceTar(req, res, { store, trace, results, view, messages: mergedMessages(results), streams: mergedStreams(results), log });
     }),
   );
 

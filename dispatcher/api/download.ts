@@ -10,7 +10,7 @@ import * as tar from 'tar-stream';
 import type { TraceView } from '../../shared/protocol/client';
 import { AttachmentStub, HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, TraceDoc, traceDocId } from '../store/layout';
 import type { TraceStore } from '../store/store';
-import type { HostMessage } from './messages';
+import type { HostMessage, HostStream } from './messages';
 import { callFiguresOf } from '../../shared/query/call-figures';
 import type { Logger } from '../../shared/log/log';
 
@@ -106,6 +106,7 @@ export interface TarDownload {
   results: ResultDoc[];
   view: TraceView;
   messages: HostMessage[];
+  streams: HostStream[];
   log: Logger;
 }
 
@@ -135,7 +136,7 @@ function addStreamEntry(pack: tar.Pack, header: Partial<tar.Header> & { name: st
 }
 
 /**
- * trace-<id>/summary.json (the trace, its dialogs' figures and its SIP messages), then
+ * trace-<id>/summary.json (the trace, its dialogs' figures, its SIP messages and RTP stream figures), then
  * trace-<id>/merged.pcap and trace-<id>/hosts/<host>.pcap for whatever is
  * stored. Entries are written one after another, each read from the store
  * only when the client has taken the previous one.
@@ -172,7 +173,7 @@ export async function sendTraceTar(req: Request, res: Response, d: TarDownload):
   });
   pack.pipe(res);
   try {
-    const summary = Buffer.from(`${JSON.stringify({ trace: d.view, calls: callFiguresOf(d.messages), messages: d.messages }, null, 2)}\n`);
+    const summary = Buffer.from(`${JSON.stringify({ trace: d.view, calls: callFiguresOf(d.messages), messages: d.messages, streams: d.streams }, null, 2)}\n`);
     await new Promise<void>((resolve, reject) => pack.entry({ name: `${dir}/summary.json`, size: summary.length, mtime, mode: 0o644 }, summary, (err) => (err ? reject(err) : resolve())));
     for (const p of parts) {
       if (gone) return;

@@ -1,6 +1,6 @@
 import { isFinalResult } from '../trace/view';
 import type { MessageSummary } from '../../agent/query/engine';
-import type { FullTraceMessage } from '../../shared/protocol/client';
+import type { FullTraceMessage, TraceStream } from '../../shared/protocol/client';
 import { readFullMessages } from '../../shared/decode/full-messages';
 import { HOST_ATTACHMENT, resultDocId, type ResultDoc } from '../store/layout';
 import type { TraceStore } from '../store/store';
@@ -26,6 +26,14 @@ export function compareTs(a: string, b: string): number {
   if (x !== null) return -1;
   if (y !== null) return 1;
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+export type HostStream = TraceStream;
+
+/** Every host's RTP stream figures, by first packet time, then host. */
+export function mergedStreams(results: ResultDoc[]): HostStream[] {
+  const all = results.flatMap((r) => (r.streams ?? []).map((s) => ({ ...s, host: r.host })));
+  return all.sort((a, b) => compareTs(a.first, b.first) || (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
 }
 
 /** Every host's SIP summaries in one time-ordered list; ties keep host order, then each host's own order. */

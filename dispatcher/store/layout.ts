@@ -14,7 +14,7 @@
  *     traceId, host, state
  *     ('queued' | 'started' | 'done' | 'error' | 'unreachable' | 'lost' | 'cancelled'),
  *     packets, bytes, truncated, error?, messages (SIP summaries for the
- *     ladder), updatedAt (ISO)
+ *     ladder), streams? (RTP figures per stream, shared/rtp/figures.ts), updatedAt (ISO)
  *     attachment packets.pcap: that host's PCAP as the agent sent it
  *
  *   user:<name>           type 'user'
@@ -40,6 +40,7 @@
  */
 
 import type { MessageSummary } from '../../agent/query/engine';
+import type { RtpStreamFigures } from '../../shared/rtp/figures';
 
 import { RESULT_STATES, TRACE_STATES } from '../../shared/protocol/client';
 import { traceId as traceIdRule } from '../../shared/protocol/common';
@@ -87,6 +88,8 @@ export interface ResultDoc extends CouchMeta {
   truncated: boolean;
   error?: string;
   messages: MessageSummary[];
+  /** RTP figures per stream of the traced calls; absent in results stored before they existed. */
+  streams?: RtpStreamFigures[];
   updatedAt: string;
 }
 

@@ -14,6 +14,7 @@ export interface NewResult {
   truncated?: boolean;
   error?: string;
   messages?: ResultDoc['messages'];
+  streams?: ResultDoc['streams'];
 }
 
 export async function resultIds(c: StoreClient, traceId: string): Promise<string[]> {
@@ -30,7 +31,7 @@ export async function resultIds(c: StoreClient, traceId: string): Promise<string
 export async function putResult(c: StoreClient, input: NewResult): Promise<ResultDoc> {
   const id = resultDocId(input.traceId, input.host);
   const given: Partial<ResultDoc> = {};
-  for (const key of ['state', 'packets', 'bytes', 'truncated', 'error', 'messages'] as const) {
+  for (const key of ['state', 'packets', 'bytes', 'truncated', 'error', 'messages', 'streams'] as const) {
     if (input[key] !== undefined) (given as Record<string, unknown>)[key] = input[key];
   }
   const doc: ResultDoc = {
@@ -76,6 +77,7 @@ export async function createResults(c: StoreClient, inputs: NewResult[]): Promis
       truncated: input.truncated ?? false,
       ...(input.error !== undefined ? { error: input.error } : {}),
       messages: input.messages ?? [],
+      ...(input.streams?.length ? { streams: input.streams } : {}),
       updatedAt: now,
     }));
     const res = await c.call(`creating ${docs.length} results`, () => c.db.bulk({ docs }));
@@ -115,6 +117,7 @@ export async function writeResults(c: StoreClient, items: Array<{ result: NewRes
       truncated: r.truncated ?? false,
       ...(r.error !== undefined ? { error: r.error } : {}),
       messages: r.messages ?? [],
+      ...(r.streams?.length ? { streams: r.streams } : {}),
       updatedAt: now,
     };
     const rev = revOf.get(ids[n]);

@@ -151,7 +151,7 @@ export class HostRun {
           if (this.phase === 'final') return;
           if (d.chunks !== this.nextSeq) return this.protocolError(`the agent says it sent ${d.chunks} chunks, ${this.nextSeq} arrived`);
           if (d.bytes !== this.received) return this.protocolError(`the agent says it sent ${d.bytes} bytes, ${this.received} arrived`);
-          this.finish({ state: 'done', packets: d.packets, bytes: d.bytes, truncated: d.truncated, messages: d.messages, hasPcap: this.received > 0 }, d.notes);
+          this.finish({ state: 'done', packets: d.packets, bytes: d.bytes, truncated: d.truncated, messages: d.messages, streams: d.streams ?? [], hasPcap: this.received > 0 }, d.notes);
         });
         return;
       }

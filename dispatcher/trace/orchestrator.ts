@@ -321,6 +321,7 @@ export class Orchestrator implements Traces {
       truncated: final.truncated,
       ...(final.error !== undefined ? { error: final.error } : {}),
       messages: final.messages,
+      ...(final.streams?.length ? { streams: final.streams } : {}),
     };
     let spooled = false;
     this.jobs.enqueue(`host:${traceId}:${host}`, async () => {

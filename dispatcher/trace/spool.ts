@@ -3,6 +3,7 @@ import { mkdir, readFile, rename, rm, rmdir, stat, truncate, writeFile } from 'n
 import { join } from 'node:path';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import type { MessageSummary } from '../../agent/query/engine';
+import type { RtpStreamFigures } from '../../shared/rtp/figures';
 import type { ResultState } from '../store/layout';
 
 /**
@@ -29,6 +30,8 @@ export interface HostFinal {
   truncated: boolean;
   error?: string;
   messages: MessageSummary[];
+  /** RTP figures per stream; absent in finals spooled before they existed. */
+  streams?: RtpStreamFigures[];
   /** True when <host>.pcap holds bytes to store as packets.pcap. */
   hasPcap: boolean;
 }

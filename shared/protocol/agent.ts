@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { messageSummary, traceQuery } from '../query/query';
 import { agentName, refusalFields, traceId, TraceRef } from './common';
+import { rtpStreamList } from '../rtp/figures';
 
 /**
  * The protocol between agent and dispatcher: Socket.IO namespace
@@ -102,6 +103,8 @@ export const traceDone = z.object({
   truncated: z.boolean(),
   messages: z.array(messageSummary).max(100_000),
   notes: z.array(z.string()).max(1000),
+  /** RTP figures per stream of the traced calls (absent from agents before they were computed). */
+  streams: rtpStreamList.optional(),
 });
 export type TraceDone = z.infer<typeof traceDone>;
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { rtpStreamFigures } from '../rtp/figures';
 import type { ErrorBody } from '../errors/catalogue';
 import { messageSummary, TraceRequest, traceRequest } from '../query/query';
 import { fullMessage } from '../sip/message';
@@ -122,6 +123,10 @@ export const fullMessagesPage = z.object({
   calls: z.array(callFigures),
 });
 export type FullMessagesPage = z.infer<typeof fullMessagesPage>;
+
+/** One RTP stream's figures as a host of the trace saw them (GET /api/traces/:id/streams). */
+export const traceStream = rtpStreamFigures.extend({ host: z.string() });
+export type TraceStream = z.infer<typeof traceStream>;
 
 export const loginResult = z.object({
   token: z.string().min(1),

@@ -74,6 +74,8 @@ export const traceQuery = z
     since: z.string().max(TIME_MAX_LENGTH).optional(),
     until: z.string().max(TIME_MAX_LENGTH).optional(),
     rtp: z.boolean().optional(),
+    /** RTP figures per stream of the selected dialogs; default: on when the query names calls (Call-ID, number, correlation). */
+    rtpStats: z.boolean().optional(),
     maxPackets: z.number().int().positive().optional(),
     maxBytes: z.number().int().positive().optional(),
     all: z.boolean().optional(),
@@ -135,6 +137,7 @@ export interface QuerySpec {
   since: Ts | null;
   until: Ts | null;
   rtp: boolean;
+  rtpStats: boolean;
   maxPackets: number | null;
   maxBytes: number | null;
   all: boolean;
@@ -229,6 +232,7 @@ export function buildQuerySpec(q: TraceQuery, now: Date = new Date()): QuerySpec
     since,
     until,
     rtp: q.rtp ?? false,
+    rtpStats: q.rtpStats ?? values(q.callId).length + numbers.length + values(q.correlation).length > 0,
     maxPackets: q.maxPackets ?? null,
     maxBytes: q.maxBytes ?? null,
     all: q.all ?? false,

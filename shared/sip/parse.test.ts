@@ -80,7 +80,7 @@ test('sipp uac INVITE with SDP', () => {
   assert.equal(m.body.toString(), UAC_SDP);
   assert.deepEqual(m.sdp, {
     connection: '192.168.1.10',
-    media: [{ type: 'audio', port: 6000, addr: '192.168.1.10', proto: 'RTP/AVP' }],
+    media: [{ type: 'audio', port: 6000, addr: '192.168.1.10', proto: 'RTP/AVP', rtcpPort: null, rtcpAddr: null, rtpmap: [[0, 'PCMU/8000']] }],
   });
 });
 
@@ -111,7 +111,7 @@ test('sipp call flow: 100, 180, 200 with SDP, ACK, BYE, 200', () => {
   assert.equal(ok.status, 200);
   assert.equal(ok.reason, 'OK');
   assert.equal(ok.sdp?.connection, '192.168.1.20');
-  assert.deepEqual(ok.sdp?.media, [{ type: 'audio', port: 6002, addr: '192.168.1.20', proto: 'RTP/AVP' }]);
+  assert.deepEqual(ok.sdp?.media, [{ type: 'audio', port: 6002, addr: '192.168.1.20', proto: 'RTP/AVP', rtcpPort: null, rtcpAddr: null, rtpmap: [[0, 'PCMU/8000']] }]);
 
   const ack = mustParse(
     sip([
@@ -377,7 +377,7 @@ test('multipart/mixed body with an SDP part', () => {
     ),
   );
   assert.equal(m.body.length, Buffer.byteLength(body));
-  assert.deepEqual(m.sdp, { connection: '198.51.100.7', media: [{ type: 'audio', port: 20000, addr: '198.51.100.7', proto: 'RTP/AVP' }] });
+  assert.deepEqual(m.sdp, { connection: '198.51.100.7', media: [{ type: 'audio', port: 20000, addr: '198.51.100.7', proto: 'RTP/AVP', rtcpPort: null, rtcpAddr: null, rtpmap: [] }] });
 
   const noSdpPart = body.replace('application/sdp', 'application/pidf+xml');
   const m2 = mustParse(sip(['MESSAGE sip:a@b SIP/2.0', 'Content-Type: multipart/mixed;boundary=unique-boundary-1', 'Content-Length: [len]'], noSdpPart));
@@ -392,8 +392,8 @@ test('IPv6 SDP', () => {
   assert.deepEqual(m.sdp, {
     connection: '2001:db8::10',
     media: [
-      { type: 'audio', port: 49170, addr: '2001:db8::10', proto: 'RTP/AVP' },
-      { type: 'video', port: 51372, addr: '2001:db8::20', proto: 'RTP/AVP' },
+      { type: 'audio', port: 49170, addr: '2001:db8::10', proto: 'RTP/AVP', rtcpPort: null, rtcpAddr: null, rtpmap: [] },
+      { type: 'video', port: 51372, addr: '2001:db8::20', proto: 'RTP/AVP', rtcpPort: null, rtcpAddr: null, rtpmap: [] },
     ],
   });
 });

@@ -20,8 +20,8 @@ test('session-level c= applies to every m= without its own', () => {
   assert.deepEqual(sdp, {
     connection: '224.2.17.12',
     media: [
-      { type: 'audio', port: 49170, addr: '224.2.17.12', proto: 'RTP/AVP' },
-      { type: 'video', port: 51372, addr: '224.2.17.14', proto: 'RTP/AVP' },
+      { type: 'audio', port: 49170, addr: '224.2.17.12', proto: 'RTP/AVP', rtcpPort: null, rtcpAddr: null, rtpmap: [] },
+      { type: 'video', port: 51372, addr: '224.2.17.14', proto: 'RTP/AVP', rtcpPort: null, rtcpAddr: null, rtpmap: [[99, 'h263-1998/90000']] },
     ],
   });
 });
@@ -41,16 +41,16 @@ test('media-level c= only, port 0 kept, port/count and T.38', () => {
   assert.deepEqual(sdp, {
     connection: null,
     media: [
-      { type: 'audio', port: 0, addr: '192.0.2.10', proto: 'RTP/AVP' },
-      { type: 'video', port: 5004, addr: null, proto: 'RTP/AVP' },
-      { type: 'image', port: 6000, addr: '192.0.2.11', proto: 'udptl' },
+      { type: 'audio', port: 0, addr: '192.0.2.10', proto: 'RTP/AVP', rtcpPort: null, rtcpAddr: null, rtpmap: [] },
+      { type: 'video', port: 5004, addr: null, proto: 'RTP/AVP', rtcpPort: null, rtcpAddr: null, rtpmap: [] },
+      { type: 'image', port: 6000, addr: '192.0.2.11', proto: 'udptl', rtcpPort: null, rtcpAddr: null, rtpmap: [] },
     ],
   });
 });
 
 test('IPv6 connection addresses', () => {
   const sdp = parseSdp('v=0\r\no=- 1 1 IN IP6 2001:db8::1\r\ns=-\r\nc=IN IP6 2001:DB8::1\r\nt=0 0\r\nm=audio 40000 RTP/SAVP 0\r\n');
-  assert.deepEqual(sdp, { connection: '2001:DB8::1', media: [{ type: 'audio', port: 40000, addr: '2001:DB8::1', proto: 'RTP/SAVP' }] });
+  assert.deepEqual(sdp, { connection: '2001:DB8::1', media: [{ type: 'audio', port: 40000, addr: '2001:DB8::1', proto: 'RTP/SAVP', rtcpPort: null, rtcpAddr: null, rtpmap: [] }] });
 });
 
 test('malformed m= and c= lines are skipped; a bad m= still owns its c=', () => {
@@ -66,7 +66,7 @@ test('malformed m= and c= lines are skipped; a bad m= still owns its c=', () => 
       'm=audio 1234\r\n' +
       'm=audio 8000 RTP/AVP 0 \r\n',
   );
-  assert.deepEqual(sdp, { connection: '10.0.0.1', media: [{ type: 'audio', port: 8000, addr: '10.0.0.1', proto: 'RTP/AVP' }] });
+  assert.deepEqual(sdp, { connection: '10.0.0.1', media: [{ type: 'audio', port: 8000, addr: '10.0.0.1', proto: 'RTP/AVP', rtcpPort: null, rtcpAddr: null, rtpmap: [] }] });
 });
 
 test('not SDP', () => {
@@ -95,4 +95,15 @@ test('arbitrary bytes never throw', () => {
     parseSdp(b);
   }
   assert.equal(parsed, 5000);
+});
+
+test('a=rtcp (RFC 3605) and a=rtpmap belong to their media section; junk in them is skipped', () => {
+  const sdp = parseSdp(
+    'v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=rtcp:4005\r\n' +
+      'm=audio 5000 RTP/AVP 8\r\na=rtcp:53020 IN IP4 198.51.100.4\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:200 X/1\r\na=rtpmap:9 \x1b[2J\r\na=rtcp:99999\r\n',
+  );
+  assert.deepEqual(sdp?.media.map((m) => [m.port, m.rtcpPort, m.rtcpAddr, m.rtpmap]), [
+    [4000, 4005, null, [[0, 'PCMU/8000'], [101, 'telephone-event/8000']]],
+    [5000, 53020, '198.51.100.4', [[8, 'PCMA/8000']]],
+  ]);
 });

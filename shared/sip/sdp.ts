@@ -44,6 +44,9 @@ export function parseSdp(body: Buffer | string): SdpInfo | null {
         }
         break;
       }
+      case 97 /* a */:
+        if (current !== null) parseAttribute(text.slice(s + 2, e), current);
+        break;
       case 109 /* m */:
         inMedia = true;
         current = parseMediaLine(text.slice(s + 2, e));
@@ -104,5 +107,30 @@ function parseMediaLine(value: string): SdpMedia | null {
     port = port * 10 + d;
   }
   if (port > 65535) return null;
-  return { type: f[0], port, addr: null, proto: f[2] };
+  return { type: f[0], port, addr: null, proto: f[2], rtcpPort: null, rtcpAddr: null, rtpmap: [] };
+}
+
+/** The media attributes RTP needs: `rtcp:53020 [IN IP4 192.0.2.4]` and `rtpmap:0 PCMU/8000`. */
+function parseAttribute(value: string, m: SdpMedia): void {
+  const colon = value.indexOf(':');
+  if (colon < 0) return;
+  const name = value.slice(0, colon).toLowerCase();
+  const f = fields(value.slice(colon + 1));
+  if (f.length === 0) return;
+  if (name === 'rtcp') {
+    const port = smallInt(f[0], 65535);
+    if (port === null || port === 0) return;
+    m.rtcpPort = port;
+    if (f.length >= 4) m.rtcpAddr = parseConnection(f.slice(1, 4).join(' '));
+  } else if (name === 'rtpmap' && f.length >= 2 && m.rtpmap.length < 32) {
+    const pt = smallInt(f[0], 127);
+    // The encoding is shown to people: printable ASCII only, bounded.
+    if (pt !== null && /^[\x21-\x7e]{1,64}$/.test(f[1])) m.rtpmap.push([pt, f[1]]);
+  }
+}
+
+function smallInt(text: string, max: number): number | null {
+  if (!/^\d{1,5}$/.test(text)) return null;
+  const n = Number(text);
+  return n <= max ? n : null;
 }

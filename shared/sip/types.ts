@@ -50,4 +50,9 @@ export interface SdpMedia {
   /** Media-level c= address, or the session-level one. */
   addr: string | null;
   proto: string;
+  /** RTCP port and address from `a=rtcp` (RFC 3605), null when absent (then RTCP is on port + 1). */
+  rtcpPort: number | null;
+  rtcpAddr: string | null;
+  /** `a=rtpmap` entries: payload type -> encoding name/clock rate, e.g. [0, 'PCMU/8000']. */
+  rtpmap: Array<[number, string]>;
 }

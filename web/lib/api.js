@@ -92,6 +92,7 @@ export function makeApi(session, onUnauthorized) {
     messages: (id) => call('GET', `/api/traces/${enc(id)}/messages`),
     /** Message n (from 0, in the order of messages()) whole: `message.full`, decoded from its host's stored PCAP. */
     message: (id, n) => call('GET', `/api/traces/${enc(id)}/messages/${Number(n)}`),
+    streams: (id) => call('GET', `/api/traces/${enc(id)}/streams`),
     agents: () => call('GET', '/api/agents'),
     /** The download's path: a link to it that carries no credentials (downloadUrl makes the one to follow). */
     downloadPath(id, what) {

@@ -13,6 +13,7 @@ import { FINAL_HOST, TraceTracker } from '../lib/tracker.js';
 import { messageDetails, renderMessages } from './messages.js';
 import { fullMessageLoader } from './full-message.js';
 import { callsTable } from './calls.js';
+import { renderStreams } from './streams.js';
 
 export function renderTrace(main, ctx, id) {
   ctx.setTitle(`Trace ${id}`);
@@ -171,8 +172,9 @@ export function renderTrace(main, ctx, id) {
     replace(results, h('p', { class: 'hint' }, 'loading the SIP messages…'));
     let messages;
     let calls;
+    let streams;
     try {
-      ({ messages, calls } = await ctx.api.messages(id));
+      [{ messages, calls }, streams] = await Promise.all([ctx.api.messages(id), ctx.api.streams(id).then((r) => r.streams)]);
     } catch (e) {
       resultsLoaded = false;
       replace(results, h('p', { class: 'form-error' }, `the SIP messages could not be read: ${e.message}`));
@@ -189,6 +191,8 @@ export function renderTrace(main, ctx, id) {
       const n = messages.indexOf(m);
       if (n >= 0) void whole(box, n);
     };
+    const streamBox = h('div', { id: 'trace-streams' });
+    renderStreams(streamBox, streams);
     replace(
       results,
       h('h3', {}, 'Calls'),
@@ -196,6 +200,8 @@ export function renderTrace(main, ctx, id) {
       h('h3', {}, 'Call flow'),
       ladder,
       h('div', { class: 'results-grid' }, h('div', {}, h('h3', {}, 'Messages'), tableBox), details),
+      h('h3', {}, 'RTP streams'),
+      streamBox,
     );
     const table = renderMessages(tableBox, messages, { onSelect: show });
     try {

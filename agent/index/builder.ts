@@ -20,6 +20,8 @@ export interface IndexerOptions {
   journal?: boolean;
   /** Header carrying a correlation key (e.g. X-CID); an `xref` parameter is used when it is absent. */
   correlationHeader?: string;
+  /** Told of every SIP message indexed, in capture order (the live indexer's counters and statistics). */
+  onMessage?: (m: MessageRecord) => void;
 }
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -204,6 +206,7 @@ export class SegmentIndexer {
       if (eps.length > 0) rec.sdp = eps;
     }
     this.state.messages.push(rec);
+    this.opts.onMessage?.(rec);
   }
 
   /** Appends what was indexed since the last flush to the journal. */

@@ -1,6 +1,7 @@
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { LiveIndexer } from './live';
+import { SipCounts, countSipMessage, emptySipCounts } from './sip-counts';
 
 /**
  * The live indexer's thread. On Linux a nice value belongs to a thread, so
@@ -11,8 +12,13 @@ export type IndexerCommand =
   | { type: 'opened' | 'flushed' | 'closed' | 'deleted'; path: string }
   | { type: 'stop' };
 
+/**
+ * 'status' after each round of indexing: errors, the bytes indexed per
+ * segment (open ones, and ones sealed since the last report) and the SIP
+ * message totals, which the agent's /metrics and index lag are made of.
+ */
 export type IndexerReport =
-  | { type: 'status'; errors: number; lastError: string | null }
+  | { type: 'status'; errors: number; lastError: string | null; indexed: Array<[string, number]>; sip: SipCounts }
   | { type: 'stopped' };
 
 export interface IndexerWorkerData {
@@ -29,8 +35,13 @@ if (parentPort) {
   } catch {
     // Not permitted or not supported: index at normal priority.
   }
-  const ix = new LiveIndexer(cfg.ringDir, { correlationHeader: cfg.correlationHeader });
-  let lastErrors = 0;
+  const sip = emptySipCounts();
+  const status = (): IndexerReport => ({ type: 'status', errors: ix.errors, lastError: ix.lastError, indexed: ix.progress(), sip });
+  const ix: LiveIndexer = new LiveIndexer(cfg.ringDir, {
+    correlationHeader: cfg.correlationHeader,
+    onMessage: (m) => countSipMessage(sip, m),
+    onIndexed: () => port.postMessage(status()),
+  });
   port.on('message', (m: IndexerCommand) => {
     switch (m.type) {
       case 'opened': ix.segmentOpened(m.path); break;
@@ -39,14 +50,10 @@ if (parentPort) {
       case 'deleted': ix.segmentDeleted(m.path); break;
       case 'stop':
         ix.stop();
-        port.postMessage({ type: 'status', errors: ix.errors, lastError: ix.lastError } satisfies IndexerReport);
+        port.postMessage(status());
         port.postMessage({ type: 'stopped' } satisfies IndexerReport);
         port.close();
         return;
-    }
-    if (ix.errors !== lastErrors) {
-      lastErrors = ix.errors;
-      port.postMessage({ type: 'status', errors: ix.errors, lastError: ix.lastError } satisfies IndexerReport);
     }
   });
 }

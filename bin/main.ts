@@ -8,6 +8,7 @@ import { fail } from '../cli/commands/local';
 import { queryCommand } from '../cli/commands/query';
 import { dispatcherCommands } from '../cli/commands/remote';
 import { ringCommand } from '../cli/commands/ring';
+import { statsCommand } from '../cli/commands/stats';
 import { userCommand } from '../cli/commands/user';
 
 /*
@@ -27,6 +28,7 @@ export function cli(argv: string[]) {
     .command(userCommand)
     .command(dispatcherCommands)
     .command(ringCommand)
+    .command(statsCommand)
     .demandCommand(1, 'give a command; see --help')
     .strict()
     .fail((msg, err) => {

@@ -13,6 +13,8 @@ export interface AgentOptions extends CaptureEngineOptions {
   correlationHeader?: string;
   /** Nice value of the indexing thread (default 10): under CPU pressure indexing lags, capture does not drop. */
   indexerNice?: number;
+  /** SIP statistics per window, kept by the indexer thread and saved beside the ring (absent: none). */
+  stats?: IndexerWorkerData['stats'];
   /** The process's root logger, of which the agent makes its components' children (default: processLogger()). */
   logger?: Logger;
 }
@@ -47,7 +49,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     throw e;
   }
   const indexer: IndexerHandle = { errors: 0, lastError: null, sip: emptySipCounts(), lag: new IndexLag() };
-  const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10 };
+  const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10, stats: opts.stats };
   const worker = new Worker(join(__dirname, '..', 'index', 'live-worker.js'), { workerData: data });
   const stoppedIndexer = new Promise<void>((resolve) => {
     worker.on('message', (m: IndexerReport) => {

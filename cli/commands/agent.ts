@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
 import { LOG_CLI_OPTIONS } from '../../shared/log/options';
 import { Args, UsageError, agentVersion, fail, parseSize, untilSignal } from './local';
+import { statsConfigOf, statsOptions } from './stats';
 
 /* `tracefleet agent`: capture into a ring with live indexing, reporting to a dispatcher when given one. */
 
@@ -51,6 +52,8 @@ async function agentCmd(a: Args): Promise<void> {
   });
   const metricsAt = a.metrics === undefined ? null : (await import('../../agent/metrics/metrics')).parseListen(a.metrics as string);
   if (a.metrics !== undefined && !metricsAt) throw new UsageError(`bad --metrics '${a.metrics as string}': give HOST:PORT, e.g. 0.0.0.0:9464 or [::1]:9464`);
+  // Checked here, so a bad address or name is a usage error before capture starts; the indexer thread builds its own.
+  const statsCfg = await statsConfigOf(a, 'stats-');
   const root = initLoggerFromArgs(a, 'agent');
   const log = root.child({ component: 'agent' });
   const agent = await startAgent({
@@ -64,6 +67,10 @@ async function agentCmd(a: Args): Promise<void> {
     minFreeBytes: a.minFree === undefined ? undefined : parseSize(a.minFree as string, '--min-free'),
     promisc: a.promisc as boolean,
     correlationHeader: a.correlationHeader as string,
+    stats: {
+      peers: { local: (a.statsLocal as string[] | undefined)?.flatMap((s) => s.split(',')).filter(Boolean), names: a.statsPeer as string[] | undefined },
+      options: { windowSeconds: statsCfg.windowSeconds, shortCallSeconds: statsCfg.shortCallSeconds },
+    },
   });
   log.info({ interfaces: ifaces, ring: a.ring as string, filter }, 'capturing');
   const ringDir = a.ring as string;
@@ -117,7 +124,7 @@ export const agentCommand: CommandModule<object, Args> = {
   command: 'agent',
   describe: 'capture into a ring with live indexing (root, or CAP_NET_RAW + CAP_NET_ADMIN)',
   builder: (y) =>
-    y
+    statsOptions(y, 'stats-')
       .option('ring', { type: 'string', default: '/var/lib/tracefleet/ring', describe: 'ring directory' })
       .option('interface', { alias: 'i', type: 'string', array: true, describe: 'interface to capture on (repeat; any for all)' })
       .option('list-interfaces', { type: 'boolean', default: false, describe: 'list capture interfaces and exit' })

@@ -79,7 +79,12 @@ interface Dialog {
   srd: boolean;
   final: number | null;
   answeredAt: number | null;
+  /** When it got a failure final or its BYE: kept a while after, so a retransmission is not a new dialog or a second end. */
+  doneAt: number | null;
 }
+
+/** How long a finished dialog is remembered: RFC 3261 Timer H (64 x T1), the longest a retransmission goes on. */
+const LINGER_SECONDS = 32;
 
 const inc = (r: Record<string, number>, k: string, n = 1) => {
   r[k] = (r[k] ?? 0) + n;
@@ -144,14 +149,14 @@ export class WindowStats {
       if (m.m === 'INVITE' && !d) {
         row.invites++;
         if (this.dialogs.size >= this.maxDialogs) this.giveUpOldest();
-        this.dialogs.set(m.c, { row, cseq: cseqNum, inviteAt: at, srd: false, final: null, answeredAt: null });
-      } else if (m.m === 'BYE' && d && d.answeredAt !== null) {
+        this.dialogs.set(m.c, { row, cseq: cseqNum, inviteAt: at, srd: false, final: null, answeredAt: null, doneAt: null });
+      } else if (m.m === 'BYE' && d && d.answeredAt !== null && d.doneAt === null) {
         const secs = Math.max(0, at - d.answeredAt);
         d.row.ended++;
         d.row.durationSeconds += secs;
         if (secs < 1) d.row.zeroDuration++;
         if (secs < this.shortCall) d.row.short++;
-        this.dialogs.delete(m.c);
+        d.doneAt = at;
       }
       return;
     }
@@ -168,7 +173,7 @@ export class WindowStats {
       d.final = m.s;
       inc(d.row.finals, String(m.s));
       if (m.s < 300) d.answeredAt = at;
-      else this.dialogs.delete(m.c);
+      else d.doneAt = at;
     }
   }
 
@@ -185,7 +190,9 @@ export class WindowStats {
     this.lastSweep = now;
     for (const start of this.windows.keys()) if (start + this.windowSeconds < now - this.retention) this.windows.delete(start);
     for (const [c, d] of this.dialogs) {
-      if (d.final === null && now - d.inviteAt > this.finalTimeout) {
+      if (d.doneAt !== null) {
+        if (now - d.doneAt > LINGER_SECONDS) this.dialogs.delete(c);
+      } else if (d.final === null && now - d.inviteAt > this.finalTimeout) {
         d.row.unfinished++;
         this.dialogs.delete(c);
       } else if (d.answeredAt !== null && now - d.answeredAt > this.maxCall) {

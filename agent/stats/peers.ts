@@ -22,6 +22,8 @@ interface Net {
   prefix: number;
 }
 
+const CACHE_MAX = 10_000;
+
 export class PeerConfigError extends Error {}
 
 function parseNet(s: string, what: string): Net & { port: number | null } {
@@ -57,12 +59,17 @@ function family(addr: string): 'ipv4' | 'ipv6' | null {
 
 export class PeerResolver {
   private readonly local: Array<Net & { port: number | null }>;
+  /** No local entry names a port: the answer depends on the address alone. */
+  private readonly anyPort: boolean;
   private readonly names: Array<Net & { name: string }>;
   private readonly nameCache = new Map<string, string>();
+  /** BlockList.check builds a SocketAddress per call, a large share of the cost per message: remember the answers. */
+  private readonly localCache = new Map<string, boolean>();
 
   constructor(cfg: PeerConfig = {}) {
     const local = cfg.local ?? Object.values(networkInterfaces()).flatMap((l) => (l ?? []).map((i) => i.address.split('%')[0]));
     this.local = local.map((s) => parseNet(s, 'local address'));
+    this.anyPort = this.local.every((n) => n.port === null);
     this.names = (cfg.names ?? []).map((s) => {
       const eq = s.indexOf('=');
       const name = eq > 0 ? s.slice(0, eq).trim() : '';
@@ -73,9 +80,14 @@ export class PeerResolver {
   }
 
   isLocal(addr: string, port: number): boolean {
+    const key = this.anyPort ? addr : `${addr} ${port}`;
+    let yes = this.localCache.get(key);
+    if (yes !== undefined) return yes;
     const f = family(addr);
-    if (!f) return false;
-    return this.local.some((n) => (n.port === null || n.port === port) && n.list.check(addr, f));
+    yes = !!f && this.local.some((n) => (n.port === null || n.port === port) && n.list.check(addr, f));
+    // Bounded: past it (a scan from many addresses) answers are computed each time.
+    if (this.localCache.size < CACHE_MAX) this.localCache.set(key, yes);
+    return yes;
   }
 
   /** The operator's name for an address, else the address itself. */
@@ -84,7 +96,7 @@ export class PeerResolver {
     if (n !== undefined) return n;
     const f = family(addr);
     n = (f && this.names.find((x) => x.list.check(addr, f))?.name) || addr;
-    if (this.nameCache.size < 10_000) this.nameCache.set(addr, n);
+    if (this.nameCache.size < CACHE_MAX) this.nameCache.set(addr, n);
     return n;
   }
 

@@ -90,6 +90,12 @@ const inc = (r: Record<string, number>, k: string, n = 1) => {
   r[k] = (r[k] ?? 0) + n;
 };
 
+/** Status codes as keys, made once: a string per response costs the indexer measurably. */
+const CODE_KEYS = Array.from({ length: 700 }, (_, i) => String(i));
+const codeKey = (s: number) => (s >= 0 && s < 700 ? CODE_KEYS[s] : String(s));
+/** Dialogs are expired at most this often (seconds of packet time): a sweep visits every one. */
+const SWEEP_EVERY = 5;
+
 export class WindowStats {
   readonly windowSeconds: number;
   private readonly retention: number;
@@ -115,8 +121,19 @@ export class WindowStats {
     this.maxCall = opts.maxCallSeconds ?? 4 * 3600;
   }
 
+  /** The row of the last message: consecutive messages mostly share it. */
+  private last: { start: number; peer: string; dir: Direction; counts: PeerCounts } | null = null;
+
   private row(at: number, peer: string, dir: Direction): PeerCounts | null {
     const start = Math.floor(at / this.windowSeconds) * this.windowSeconds;
+    const l = this.last;
+    if (l && l.start === start && l.peer === peer && l.dir === dir && this.windows.has(start)) return l.counts;
+    const counts = this.findRow(start, peer, dir);
+    this.last = counts ? { start, peer, dir, counts } : null;
+    return counts;
+  }
+
+  private findRow(start: number, peer: string, dir: Direction): PeerCounts | null {
     if (start < this.newest - this.retention) return null;
     let w = this.windows.get(start);
     if (!w) this.windows.set(start, (w = new Map()));
@@ -135,18 +152,18 @@ export class WindowStats {
   add(m: MessageRecord): void {
     const at = m.t[0] + m.t[1] / 1e9;
     if (at > this.newest) this.newest = at;
-    if (at - this.lastSweep >= 1) this.sweep(at);
+    if (at - this.lastSweep >= SWEEP_EVERY) this.sweep(at);
     const { peer, dir } = this.peers.classify(m.src, m.sp, m.dst, m.dp);
     const row = this.row(at, peer, dir);
     if (!row) return;
     const q = m.q ?? '';
     const sp = q.indexOf(' ');
-    const cseqNum = sp > 0 ? q.slice(0, sp) : q;
-    const cseqMethod = sp > 0 ? q.slice(sp + 1) : '';
     if (m.m !== null) {
       inc(row.requests, methodLabel(m.m));
+      if (m.m !== 'INVITE' && m.m !== 'BYE') return;
       const d = this.dialogs.get(m.c);
       if (m.m === 'INVITE' && !d) {
+        const cseqNum = sp > 0 ? q.slice(0, sp) : q;
         row.invites++;
         if (this.dialogs.size >= this.maxDialogs) this.giveUpOldest();
         this.dialogs.set(m.c, { row, cseq: cseqNum, inviteAt: at, srd: false, final: null, answeredAt: null, doneAt: null });
@@ -161,9 +178,10 @@ export class WindowStats {
       return;
     }
     if (m.s === null) return;
-    inc(row.responses, String(m.s));
+    inc(row.responses, codeKey(m.s));
     const d = this.dialogs.get(m.c);
-    if (!d || cseqMethod !== 'INVITE' || cseqNum !== d.cseq) return;
+    // CSeq "<n> INVITE" of the dialog's first INVITE, compared without slicing.
+    if (!d || sp !== d.cseq.length || !q.startsWith(d.cseq) || !q.endsWith(' INVITE') || q.length !== sp + 7) return;
     if (!d.srd && m.s !== 100) {
       d.srd = true;
       d.row.srdCount++;
@@ -171,7 +189,7 @@ export class WindowStats {
     }
     if (m.s >= 200 && d.final === null) {
       d.final = m.s;
-      inc(d.row.finals, String(m.s));
+      inc(d.row.finals, codeKey(m.s));
       if (m.s < 300) d.answeredAt = at;
       else d.doneAt = at;
     }
@@ -188,6 +206,7 @@ export class WindowStats {
   /** Drops old windows, and dialogs past their time (counted unfinished when they never got a final). */
   private sweep(now: number): void {
     this.lastSweep = now;
+    this.last = null;
     for (const start of this.windows.keys()) if (start + this.windowSeconds < now - this.retention) this.windows.delete(start);
     for (const [c, d] of this.dialogs) {
       if (d.doneAt !== null) {
@@ -218,6 +237,7 @@ export class WindowStats {
   restore(saved: { windowSeconds: number; newest: number; windows: StatsWindow[] }): void {
     if (saved.windowSeconds !== this.windowSeconds) return;
     this.newest = Math.max(this.newest, saved.newest);
+    this.last = null;
     for (const w of saved.windows) {
       if (w.start + this.windowSeconds < this.newest - this.retention) continue;
       const rows = this.windows.get(w.start) ?? new Map<string, WindowRow>();

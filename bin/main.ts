@@ -17,6 +17,7 @@ const commands = () => ({
   user: (require('../cli/commands/user') as typeof import('../cli/commands/user')).userCommand,
   remote: (require('../cli/commands/remote') as typeof import('../cli/commands/remote')).dispatcherCommands,
   ring: (require('../cli/commands/ring') as typeof import('../cli/commands/ring')).ringCommand,
+  stats: (require('../cli/commands/stats') as typeof import('../cli/commands/stats')).statsCommand,
 });
 
 const local = () => require('../cli/commands/local') as typeof import('../cli/commands/local');
@@ -35,6 +36,7 @@ export function cli(argv: string[]): Argv {
     .command(c.user)
     .command(c.remote)
     .command(c.ring)
+    .command(c.stats)
     .demandCommand(1, 'give a command; see --help')
     .strict()
     .fail((msg, err) => {

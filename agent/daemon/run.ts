@@ -5,12 +5,16 @@ import { CaptureEngine, CaptureEngineOptions } from '../capture/capture';
 import { repairRing } from '../index/live';
 import type { IndexerCommand, IndexerReport, IndexerWorkerData } from '../index/live-worker';
 import { lockRing } from '../ring/lock';
+import { emptySipCounts, type SipCounts } from '../index/sip-counts';
+import { IndexLag } from './lag';
 import { type Logger, processLogger } from '../../shared/log/log';
 
 export interface AgentOptions extends CaptureEngineOptions {
   correlationHeader?: string;
   /** Nice value of the indexing thread (default 10): under CPU pressure indexing lags, capture does not drop. */
   indexerNice?: number;
+  /** SIP statistics per window, kept by the indexer thread and saved beside the ring (absent: none). */
+  stats?: IndexerWorkerData['stats'];
   /** The process's root logger, of which the agent makes its components' children (default: processLogger()). */
   logger?: Logger;
 }
@@ -18,6 +22,9 @@ export interface AgentOptions extends CaptureEngineOptions {
 export interface IndexerHandle {
   errors: number;
   lastError: string | null;
+  /** SIP messages indexed since start (the indexer thread's totals). */
+  sip: SipCounts;
+  lag: IndexLag;
 }
 
 export interface RunningAgent {
@@ -41,8 +48,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     release();
     throw e;
   }
-  const indexer: IndexerHandle = { errors: 0, lastError: null };
-  const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10 };
+  const indexer: IndexerHandle = { errors: 0, lastError: null, sip: emptySipCounts(), lag: new IndexLag() };
+  const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10, stats: opts.stats };
   const worker = new Worker(join(__dirname, '..', 'index', 'live-worker.js'), { workerData: data });
   const stoppedIndexer = new Promise<void>((resolve) => {
     worker.on('message', (m: IndexerReport) => {
@@ -50,6 +57,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         if (m.errors > indexer.errors && m.lastError) log.warn({ reason: m.lastError, indexErrors: m.errors }, 'index error (rebuilt later from the segment)');
         indexer.errors = m.errors;
         indexer.lastError = m.lastError;
+        indexer.sip = m.sip;
+        indexer.lag.indexed(m.indexed);
       } else if (m.type === 'stopped') resolve();
     });
     worker.on('error', (e) => {
@@ -61,9 +70,18 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const send = (c: IndexerCommand) => worker.postMessage(c);
   const engine = new CaptureEngine(opts);
   engine.on('segment-open', (m: { path: string }) => send({ type: 'opened', path: m.path }));
-  engine.on('flushed', (m: { path: string }) => send({ type: 'flushed', path: m.path }));
-  engine.on('segment-closed', (m: { path: string }) => send({ type: 'closed', path: m.path }));
-  engine.on('segment-deleted', (m: { path: string }) => send({ type: 'deleted', path: m.path }));
+  engine.on('flushed', (m: { path: string; bytes: number }) => {
+    indexer.lag.flushed(m.path, m.bytes);
+    send({ type: 'flushed', path: m.path });
+  });
+  engine.on('segment-closed', (m: { path: string }) => {
+    indexer.lag.closed(m.path);
+    send({ type: 'closed', path: m.path });
+  });
+  engine.on('segment-deleted', (m: { path: string }) => {
+    indexer.lag.deleted(m.path);
+    send({ type: 'deleted', path: m.path });
+  });
   engine.on('error', (e: Error) => log.error({ err: e }, 'capture error'));
   try {
     await engine.start();

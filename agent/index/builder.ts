@@ -20,6 +20,8 @@ export interface IndexerOptions {
   journal?: boolean;
   /** Header carrying a correlation key (e.g. X-CID); an `xref` parameter is used when it is absent. */
   correlationHeader?: string;
+  /** Told of every SIP message indexed, in capture order (the live indexer's counters and statistics). */
+  onMessage?: (m: MessageRecord) => void;
 }
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -223,6 +225,7 @@ export class SegmentIndexer {
       if (map.length > 0) rec.pm = map;
     }
     this.state.messages.push(rec);
+    this.opts.onMessage?.(rec);
   }
 
   /** Appends what was indexed since the last flush to the journal. */

@@ -1,6 +1,10 @@
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { LiveIndexer } from './live';
+import { SipCounts, countSipMessage, emptySipCounts } from './sip-counts';
+import { PeerResolver, type PeerConfig } from '../stats/peers';
+import { WindowStats, type StatsOptions } from '../stats/windows';
+import { loadStats, saveStats } from '../stats/store';
 
 /**
  * The live indexer's thread. On Linux a nice value belongs to a thread, so
@@ -11,15 +15,25 @@ export type IndexerCommand =
   | { type: 'opened' | 'flushed' | 'closed' | 'deleted'; path: string }
   | { type: 'stop' };
 
+/**
+ * 'status' after each round of indexing: errors, the bytes indexed per
+ * segment (open ones, and ones sealed since the last report) and the SIP
+ * message totals, which the agent's /metrics and index lag are made of.
+ */
 export type IndexerReport =
-  | { type: 'status'; errors: number; lastError: string | null }
+  | { type: 'status'; errors: number; lastError: string | null; indexed: Array<[string, number]>; sip: SipCounts }
   | { type: 'stopped' };
 
 export interface IndexerWorkerData {
   ringDir: string;
   correlationHeader?: string;
   nice: number;
+  /** SIP statistics per window (agent/stats), kept in this thread and saved beside the ring. */
+  stats?: { peers: PeerConfig; options: StatsOptions };
 }
+
+/** How often the statistics are saved beside the ring (and at stop). */
+const SAVE_STATS_MS = 60_000;
 
 if (parentPort) {
   const port = parentPort;
@@ -29,8 +43,36 @@ if (parentPort) {
   } catch {
     // Not permitted or not supported: index at normal priority.
   }
-  const ix = new LiveIndexer(cfg.ringDir, { correlationHeader: cfg.correlationHeader });
-  let lastErrors = 0;
+  const sip = emptySipCounts();
+  let stats: WindowStats | null = null;
+  let statsTimer: NodeJS.Timeout | null = null;
+  const save = () => {
+    try {
+      if (stats) saveStats(cfg.ringDir, stats);
+    } catch (e) {
+      ix.errors++;
+      ix.lastError = `statistics not saved: ${(e as Error).message}`;
+    }
+  };
+  if (cfg.stats) {
+    stats = new WindowStats(new PeerResolver(cfg.stats.peers), cfg.stats.options);
+    try {
+      const saved = loadStats(cfg.ringDir);
+      if (saved) stats.restore(saved);
+    } catch {
+      // A file that is not ours, or torn: start afresh; the next save replaces it.
+    }
+    statsTimer = setInterval(save, SAVE_STATS_MS);
+  }
+  const status = (): IndexerReport => ({ type: 'status', errors: ix.errors, lastError: ix.lastError, indexed: ix.progress(), sip });
+  const ix: LiveIndexer = new LiveIndexer(cfg.ringDir, {
+    correlationHeader: cfg.correlationHeader,
+    onMessage: (m) => {
+      countSipMessage(sip, m);
+      stats?.add(m);
+    },
+    onIndexed: () => port.postMessage(status()),
+  });
   port.on('message', (m: IndexerCommand) => {
     switch (m.type) {
       case 'opened': ix.segmentOpened(m.path); break;
@@ -39,14 +81,12 @@ if (parentPort) {
       case 'deleted': ix.segmentDeleted(m.path); break;
       case 'stop':
         ix.stop();
-        port.postMessage({ type: 'status', errors: ix.errors, lastError: ix.lastError } satisfies IndexerReport);
+        if (statsTimer) clearInterval(statsTimer);
+        save();
+        port.postMessage(status());
         port.postMessage({ type: 'stopped' } satisfies IndexerReport);
         port.close();
         return;
-    }
-    if (ix.errors !== lastErrors) {
-      lastErrors = ix.errors;
-      port.postMessage({ type: 'status', errors: ix.errors, lastError: ix.lastError } satisfies IndexerReport);
     }
   });
 }

@@ -15,10 +15,15 @@ export class LiveIndexer {
   private readonly open = new Map<string, SegmentIndexer>();
   private readonly pending = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
+  /** Segments sealed since the last progress(), with the bytes their index covers. */
+  private sealedSince: Array<[string, number]> = [];
   errors = 0;
   lastError: string | null = null;
 
-  constructor(private readonly ringDir: string, private readonly opts: IndexerOptions & { catchUpMs?: number } = {}) {}
+  constructor(
+    private readonly ringDir: string,
+    private readonly opts: IndexerOptions & { catchUpMs?: number; /** After each round of indexing (the worker reports progress). */ onIndexed?: () => void } = {},
+  ) {}
 
   segmentOpened(path: string): void {
     this.open.set(path, new SegmentIndexer(path, indexPathFor(path), this.opts));
@@ -34,12 +39,24 @@ export class LiveIndexer {
     this.timer = null;
     for (const path of this.pending) this.guard(path, (ix) => ix.catchUp());
     this.pending.clear();
+    this.opts.onIndexed?.();
+  }
+
+  /** Bytes of each segment indexed so far: the open ones, and those sealed since the last call (then forgotten). */
+  progress(): Array<[string, number]> {
+    const out: Array<[string, number]> = [...this.sealedSince];
+    this.sealedSince = [];
+    for (const [path, ix] of this.open) out.push([path, ix.state.indexedBytes]);
+    return out;
   }
 
   segmentClosed(path: string): void {
     this.pending.delete(path);
     this.guard(path, (ix) => ix.seal());
+    const ix = this.open.get(path);
+    if (ix) this.sealedSince.push([path, ix.state.indexedBytes]);
     this.open.delete(path);
+    this.opts.onIndexed?.();
   }
 
   segmentDeleted(path: string): void {

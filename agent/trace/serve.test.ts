@@ -21,6 +21,8 @@ import { buildQuerySpec } from '../../shared/query/query';
 import { importCaptures } from '../index/import';
 import { doneMessage, serveTraces, TraceServeOptions, TraceServer } from './serve';
 import { memoryLogger, type MemoryLog } from '../../test/support/log';
+import { agentTraceMetrics } from '../metrics/metrics';
+import type { Histogram } from 'prom-client';
 
 const T0 = 1_795_000_000;
 const P = '192.0.2.1';
@@ -400,6 +402,22 @@ test('a chunk ack {ok:false} stops the trace with trace:error giving the reason'
     assert.equal(t.done, null);
     assert.equal(a.traces.active(), 0);
   });
+});
+
+test('the metrics count and time each search and trace by outcome', { timeout: 20_000 }, async () => {
+  const metrics = agentTraceMetrics([]);
+  const count = async (h: Histogram<'outcome'>, outcome: string) => (await h.get()).values.find((v) => v.metricName?.endsWith('_count') && v.labels.outcome === outcome)?.value ?? 0;
+  await withFleet({ metrics }, async (d) => {
+    assert.deepEqual(await d.run('counted', { callId: [A] }), { accepted: true });
+    assert.ok((await d.ended('counted')).done);
+    d.onChunk = (_id, _seq, ack) => ack({ ok: false, error: 'the store is full' });
+    assert.deepEqual(await d.run('refused', { callId: [A] }), { accepted: true });
+    assert.ok((await d.ended('refused')).error);
+  });
+  assert.equal(await count(metrics.queryDuration, 'ok'), 2);
+  assert.equal(await count(metrics.traceDuration, 'done'), 1);
+  assert.equal(await count(metrics.traceDuration, 'error'), 1);
+  assert.equal(await count(metrics.queryDuration, 'error'), 0, 'a search that finished is not counted again when the trace fails');
 });
 
 test('an unacknowledged chunk times out into trace:error', { timeout: 20_000 }, async () => {

@@ -8,6 +8,7 @@ import { QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../
 import type { DispatcherSocket } from '../link/client';
 import { ChunkWriter } from './chunks';
 import { type Logger, componentLogger } from '../../shared/log/log';
+import type { AgentTraceMetrics } from '../metrics/metrics';
 
 export interface TraceServeOptions {
   /** The ring the agent captures into; only read (the live agent owns its indexes). */
@@ -27,6 +28,8 @@ export interface TraceServeOptions {
    * which would lose the trace; the PCAP is chunked, the list is not.
    */
   maxDoneBytes?: number;
+  /** Where searches and traces are counted and timed (the agent's /metrics). */
+  metrics?: AgentTraceMetrics;
 }
 
 export interface TraceServer {
@@ -125,6 +128,12 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
 
   const runTrace = async (t: RunningTrace, spec: QuerySpec): Promise<void> => {
     let result: QueryResult | null = null;
+    const endTrace = opts.metrics?.traceDuration.startTimer();
+    let endQuery = opts.metrics?.queryDuration.startTimer();
+    const queryEnded = (outcome: string) => {
+      endQuery?.({ outcome });
+      endQuery = undefined;
+    };
     try {
       emit('trace:started', { traceId: t.id });
       // A search of a big ring can take seconds: it yields between segments, so heartbeats, cancels and
@@ -141,6 +150,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
           emit('trace:progress', { traceId: t.id, packets: 0, bytes: 0 });
         },
       });
+      queryEnded(t.stopped ? 'stopped' : 'ok');
       if (t.stopped) throw new Error(t.stopped);
 
       // Progress: the PCAP bytes acknowledged so far, and the packets in them, read back from the stream itself.
@@ -172,7 +182,10 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       if (t.stopped) throw new Error(t.stopped);
       emit('trace:done', doneMessage(t.id, result, { packets: written.packets, bytes: out.bytes }, out.chunks, maxDoneBytes));
       log.info({ traceId: t.id, packets: written.packets, chunks: out.chunks, truncated: result.truncated }, 'trace done');
+      endTrace?.({ outcome: 'done' });
     } catch (e) {
+      queryEnded(t.stopped ? 'stopped' : 'error');
+      endTrace?.({ outcome: t.stopped ? 'stopped' : 'error' });
       const message = t.stopped ?? (e as Error).message ?? String(e);
       if (!t.stopped || t.notify) emit('trace:error', { traceId: t.id, message: message.slice(0, MAX_ERROR_CHARS) });
       log.warn({ traceId: t.id, reason: message }, t.stopped ? 'trace stopped' : 'trace failed');

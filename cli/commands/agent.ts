@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
 import { LOG_CLI_OPTIONS } from '../../shared/log/options';
 import { Args, UsageError, agentVersion, fail, parseSize, untilSignal } from './local';
+import { statsConfigOf, statsOptions } from './stats';
 
 /* `tracefleet agent`: capture into a ring with live indexing, reporting to a dispatcher when given one. */
 
@@ -49,6 +50,10 @@ async function agentCmd(a: Args): Promise<void> {
     // Linux cooked capture ("any") has no VLAN tags to match: the kernel strips them.
     vlan: !ifaces.includes('any'),
   });
+  const metricsAt = a.metrics === undefined ? null : (await import('../../agent/metrics/metrics')).parseListen(a.metrics as string);
+  if (a.metrics !== undefined && !metricsAt) throw new UsageError(`bad --metrics '${a.metrics as string}': give HOST:PORT, e.g. 0.0.0.0:9464 or [::1]:9464`);
+  // Checked here, so a bad address or name is a usage error before capture starts; the indexer thread builds its own.
+  const statsCfg = await statsConfigOf(a, 'stats-');
   const root = initLoggerFromArgs(a, 'agent');
   const log = root.child({ component: 'agent' });
   const agent = await startAgent({
@@ -62,9 +67,26 @@ async function agentCmd(a: Args): Promise<void> {
     minFreeBytes: a.minFree === undefined ? undefined : parseSize(a.minFree as string, '--min-free'),
     promisc: a.promisc as boolean,
     correlationHeader: a.correlationHeader as string,
+    stats: {
+      peers: { local: (a.statsLocal as string[] | undefined)?.flatMap((s) => s.split(',')).filter(Boolean), names: a.statsPeer as string[] | undefined },
+      options: { windowSeconds: statsCfg.windowSeconds, shortCallSeconds: statsCfg.shortCallSeconds },
+    },
   });
   log.info({ interfaces: ifaces, ring: a.ring as string, filter }, 'capturing');
   const ringDir = a.ring as string;
+  let metrics: import('../../agent/metrics/metrics').AgentMetrics | null = null;
+  let metricsServer: import('node:http').Server | null = null;
+  if (metricsAt) {
+    const { AgentMetrics, serveMetrics } = await import('../../agent/metrics/metrics');
+    metrics = new AgentMetrics({ engine: agent.engine, indexer: agent.indexer, ringDir });
+    try {
+      metricsServer = await serveMetrics(metrics, metricsAt.host, metricsAt.port);
+    } catch (e) {
+      await agent.stop();
+      throw new UsageError(`cannot serve --metrics on ${a.metrics as string}: ${(e as Error).message}`);
+    }
+    log.info({ metrics: `http://${a.metrics as string}/metrics` }, 'serving metrics');
+  }
   const version = agentVersion();
   // The link only reads the engine's counters and the ring's names and sizes; a dispatcher away never touches capture.
   const link = dispatcher && token
@@ -79,7 +101,7 @@ async function agentCmd(a: Args): Promise<void> {
       })
     : null;
   // Traces only read the ring (the indexer thread owns its indexes); a failing trace ends in trace:error, never in capture.
-  const traces = link ? serveTraces(link.socket, { ringDir, correlationHeader: a.correlationHeader as string | undefined, logger: root.child({ component: 'agent.trace' }) }) : null;
+  const traces = link ? serveTraces(link.socket, { ringDir, correlationHeader: a.correlationHeader as string | undefined, logger: root.child({ component: 'agent.trace' }), metrics: metrics?.trace }) : null;
   const statsEvery = (a.statsInterval as number) * 1000;
   const statsLine = () => {
     const st = agent.engine.stats();
@@ -91,6 +113,8 @@ async function agentCmd(a: Args): Promise<void> {
   if (timer) clearInterval(timer);
   traces?.close();
   link?.close();
+  metricsServer?.closeAllConnections();
+  metricsServer?.close();
   await agent.stop();
   statsLine();
   log.info('stopped; ring indexes sealed');
@@ -100,7 +124,7 @@ export const agentCommand: CommandModule<object, Args> = {
   command: 'agent',
   describe: 'capture into a ring with live indexing (root, or CAP_NET_RAW + CAP_NET_ADMIN)',
   builder: (y) =>
-    y
+    statsOptions(y, 'stats-')
       .option('ring', { type: 'string', default: '/var/lib/tracefleet/ring', describe: 'ring directory' })
       .option('interface', { alias: 'i', type: 'string', array: true, describe: 'interface to capture on (repeat; any for all)' })
       .option('list-interfaces', { type: 'boolean', default: false, describe: 'list capture interfaces and exit' })
@@ -116,6 +140,7 @@ export const agentCommand: CommandModule<object, Args> = {
       .option('dispatcher', { type: 'string', describe: 'dispatcher URL to report to, e.g. http://dispatcher:8060 (env TRACEFLEET_DISPATCHER)' })
       .option('token', { type: 'string', describe: 'agent token for the dispatcher (env TRACEFLEET_TOKEN)' })
       .option('name', { type: 'string', describe: 'agent name at the dispatcher (default: the host name)' })
+      .option('metrics', { type: 'string', describe: 'serve Prometheus /metrics on HOST:PORT, e.g. 0.0.0.0:9464' })
       .option('ca', { type: 'string', describe: 'PEM CA certificate to trust for an https dispatcher, e.g. its self-signed --tls-cert (env TRACEFLEET_CA)' })
       .options(LOG_CLI_OPTIONS) as unknown as Argv<Args>,
   handler: (a) => agentCmd(a).catch(fail),

@@ -1,6 +1,8 @@
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { LiveIndexer } from './live';
+import type { FollowBatch } from './follow-match';
+import { buildQuerySpec, type TraceQuery } from '../../shared/query/query';
 
 /**
  * The live indexer's thread. On Linux a nice value belongs to a thread, so
@@ -9,11 +11,14 @@ import { LiveIndexer } from './live';
  */
 export type IndexerCommand =
   | { type: 'opened' | 'flushed' | 'closed' | 'deleted'; path: string }
+  | { type: 'follow'; id: string; query: TraceQuery }
+  | { type: 'unfollow'; id: string }
   | { type: 'stop' };
 
 export type IndexerReport =
   | { type: 'status'; errors: number; lastError: string | null }
-  | { type: 'stopped' };
+  | { type: 'stopped' }
+  | FollowBatch;
 
 export interface IndexerWorkerData {
   ringDir: string;
@@ -29,7 +34,7 @@ if (parentPort) {
   } catch {
     // Not permitted or not supported: index at normal priority.
   }
-  const ix = new LiveIndexer(cfg.ringDir, { correlationHeader: cfg.correlationHeader });
+  const ix = new LiveIndexer(cfg.ringDir, { correlationHeader: cfg.correlationHeader, onFollow: (b) => port.postMessage(b satisfies IndexerReport) });
   let lastErrors = 0;
   port.on('message', (m: IndexerCommand) => {
     switch (m.type) {
@@ -37,6 +42,9 @@ if (parentPort) {
       case 'flushed': ix.flushed(m.path); break;
       case 'closed': ix.segmentClosed(m.path); break;
       case 'deleted': ix.segmentDeleted(m.path); break;
+      // The query was checked by the agent's main thread before it came here.
+      case 'follow': ix.follows.add(m.id, buildQuerySpec(m.query)); break;
+      case 'unfollow': ix.follows.remove(m.id); break;
       case 'stop':
         ix.stop();
         port.postMessage({ type: 'status', errors: ix.errors, lastError: ix.lastError } satisfies IndexerReport);

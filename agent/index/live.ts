@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { IndexerOptions, SegmentIndexer } from './builder';
+import { FollowBatch, FollowMatcher } from './follow-match';
 import { rebuildIndex } from './open';
 import { SealedIndex } from './reader';
 import { indexPathFor, listSegments } from '../ring/layout';
@@ -17,29 +18,51 @@ export class LiveIndexer {
   private timer: NodeJS.Timeout | null = null;
   errors = 0;
   lastError: string | null = null;
+  /** The live follows: matched against every message as it is indexed. */
+  readonly follows = new FollowMatcher(() => this.open.values());
+  private readonly opts: IndexerOptions;
 
-  constructor(private readonly ringDir: string, private readonly opts: IndexerOptions & { catchUpMs?: number } = {}) {}
+  constructor(
+    private readonly ringDir: string,
+    opts: IndexerOptions & { catchUpMs?: number; followCatchUpMs?: number; onFollow?: (b: FollowBatch) => void } = {},
+  ) {
+    this.opts = { ...opts, onMessage: (m, ix) => this.follows.onMessage(m, ix) };
+    this.catchUpMs = opts.catchUpMs ?? 50;
+    this.followCatchUpMs = opts.followCatchUpMs ?? 5;
+    this.onFollow = opts.onFollow ?? null;
+  }
+
+  private readonly catchUpMs: number;
+  private readonly followCatchUpMs: number;
+  private readonly onFollow: ((b: FollowBatch) => void) | null;
 
   segmentOpened(path: string): void {
     this.open.set(path, new SegmentIndexer(path, indexPathFor(path), this.opts));
   }
 
-  /** Bytes reached the segment: index them soon (coalesced). */
+  /** Bytes reached the segment: index them soon (coalesced; sooner while someone follows live). */
   flushed(path: string): void {
     this.pending.add(path);
-    this.timer ??= setTimeout(() => this.drain(), this.opts.catchUpMs ?? 50);
+    this.timer ??= setTimeout(() => this.drain(), this.follows.size > 0 ? this.followCatchUpMs : this.catchUpMs);
   }
 
   private drain(): void {
     this.timer = null;
     for (const path of this.pending) this.guard(path, (ix) => ix.catchUp());
     this.pending.clear();
+    this.postFollows();
+  }
+
+  private postFollows(): void {
+    if (!this.onFollow || this.follows.size === 0) return;
+    for (const b of this.follows.batches()) this.onFollow(b);
   }
 
   segmentClosed(path: string): void {
     this.pending.delete(path);
     this.guard(path, (ix) => ix.seal());
     this.open.delete(path);
+    this.postFollows();
   }
 
   segmentDeleted(path: string): void {

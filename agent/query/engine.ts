@@ -113,7 +113,31 @@ function addr(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-function messageMatches(m: MessageRecord, q: QuerySpec): boolean {
+/** A message record as a result lists it. */
+export function summaryOf(m: MessageRecord): MessageSummary {
+  return {
+    ts: tsString(m.t[0], m.t[1]),
+    time: isoTime(m.t[0], m.t[1]),
+    src: addr(m.src, m.sp),
+    dst: addr(m.dst, m.dp),
+    transport: m.pr === 6 ? 'tcp' : 'udp',
+    method: m.m,
+    status: m.s,
+    reason: m.r ?? null,
+    callId: m.c,
+    cseq: m.q,
+    from: m.fu,
+    to: m.tu,
+    ruri: m.ru,
+    correlation: m.x ?? null,
+    bytes: m.n,
+    packets: m.p.length,
+    ...(m.tr ? { truncated: true } : {}),
+  };
+}
+
+/** Whether one SIP message matches a query: the engine's phase 1, and the live follow's test of each new message. */
+export function messageMatches(m: MessageRecord, q: QuerySpec): boolean {
   if (q.callIds.length && !q.callIds.includes(m.c)) return false;
   if (q.correlations.length && !(m.x && q.correlations.includes(m.x))) return false;
   if (q.numbers.length && !q.numbers.some((n) => messageHasNumber(m, n))) return false;
@@ -358,25 +382,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   }
 
   keepEarliest();
-  const summaries: MessageSummary[] = messages.map(({ m }) => ({
-    ts: tsString(m.t[0], m.t[1]),
-    time: isoTime(m.t[0], m.t[1]),
-    src: addr(m.src, m.sp),
-    dst: addr(m.dst, m.dp),
-    transport: m.pr === 6 ? 'tcp' : 'udp',
-    method: m.m,
-    status: m.s,
-    reason: m.r ?? null,
-    callId: m.c,
-    cseq: m.q,
-    from: m.fu,
-    to: m.tu,
-    ruri: m.ru,
-    correlation: m.x ?? null,
-    bytes: m.n,
-    packets: m.p.length,
-    ...(m.tr ? { truncated: true } : {}),
-  }));
+  const summaries: MessageSummary[] = messages.map(({ m }) => summaryOf(m));
   return { segments, refs, messages: summaries, messagesMatched, callIds: [...selected], truncated, bytes, notes };
 }
 

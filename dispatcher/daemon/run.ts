@@ -45,6 +45,7 @@ export interface RunningDispatcher {
   url: string;
   store: StoreAccess;
   orchestrator: Orchestrator;
+  follows: Follows;
   http: HttpServer;
   io: Server;
   close(): Promise<void>;
@@ -137,6 +138,7 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
       url,
       store,
       orchestrator,
+      follows,
       http,
       io,
       close() {

@@ -12,7 +12,7 @@ export interface FollowServeOptions {
   logger?: Logger;
   /** Follows running at once on this agent (default 4); more are refused. */
   maxFollows?: number;
-  /** Matched bytes a follow may hold while the dispatcher has not acknowledged its chunks (default 8 MiB); then it ends. */
+  /** Matched bytes a follow may hold while the dispatcher has not acknowledged its chunks (default 32 MiB, above the dispatcher's client lag bound); then it ends. */
   maxPendingBytes?: number;
   /** How long the dispatcher may take to acknowledge a chunk (default 30 s). */
   chunkAckTimeoutMs?: number;
@@ -53,7 +53,7 @@ interface Running {
 export function serveFollows(socket: DispatcherSocket, opts: FollowServeOptions): FollowServer {
   const log = componentLogger('agent.follow', opts.logger);
   const maxFollows = opts.maxFollows ?? 4;
-  const maxPending = opts.maxPendingBytes ?? 8 * 1024 * 1024;
+  const maxPending = opts.maxPendingBytes ?? 32 * 1024 * 1024;
   const ackMs = opts.chunkAckTimeoutMs ?? 30_000;
   const running = new Map<string, Running>();
 

@@ -48,6 +48,13 @@ const MAX_FOLLOW_PACKETS = 10_000_000;
  */
 export class FollowMatcher {
   private readonly follows = new Map<string, Follow>();
+  /**
+   * Per open segment, its messages by Call-ID, extended as the segment grows:
+   * a new dialog's earlier messages are found without scanning the segment
+   * (every message a new dialog under a broad filter would make that
+   * quadratic). Kept only while a follow runs.
+   */
+  private readonly byCallId = new Map<SegmentIndexer, { upTo: number; ids: Map<string, number[]> }>();
 
   constructor(private readonly openIndexers: () => Iterable<SegmentIndexer>) {}
 
@@ -61,6 +68,26 @@ export class FollowMatcher {
 
   remove(id: string): void {
     this.follows.delete(id);
+    if (this.follows.size === 0) this.byCallId.clear();
+  }
+
+  /** A segment's index is gone (sealed and closed, or deleted). */
+  forget(ix: SegmentIndexer): void {
+    this.byCallId.delete(ix);
+  }
+
+  /** The messages of `callId` in an open segment, through its incrementally built Call-ID map. */
+  private earlier(ix: SegmentIndexer, callId: string): MessageRecord[] {
+    let e = this.byCallId.get(ix);
+    if (!e) this.byCallId.set(ix, (e = { upTo: 0, ids: new Map() }));
+    const msgs = ix.state.messages;
+    for (; e.upTo < msgs.length; e.upTo++) {
+      const c = msgs[e.upTo].c;
+      const list = e.ids.get(c);
+      if (list) list.push(e.upTo);
+      else e.ids.set(c, [e.upTo]);
+    }
+    return (e.ids.get(callId) ?? []).map((i) => msgs[i]);
   }
 
   onMessage(m: MessageRecord, ix: SegmentIndexer): void {
@@ -74,7 +101,7 @@ export class FollowMatcher {
       f.dialogs.add(m.c);
       // The dialog's earlier messages in every open segment, then this one (already in its segment's list).
       for (const other of this.openIndexers()) {
-        const earlier = other.state.messages.filter((x) => x.c === m.c && x !== m);
+        const earlier = this.earlier(other, m.c).filter((x) => x !== m);
         if (earlier.length) this.take(f, other, earlier);
       }
       this.take(f, ix, [m]);

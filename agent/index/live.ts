@@ -61,13 +61,18 @@ export class LiveIndexer {
   segmentClosed(path: string): void {
     this.pending.delete(path);
     this.guard(path, (ix) => ix.seal());
+    const ix = this.open.get(path);
+    if (ix) this.follows.forget(ix);
     this.open.delete(path);
     this.postFollows();
   }
 
   segmentDeleted(path: string): void {
     const ix = this.open.get(path);
-    if (ix) ix.close();
+    if (ix) {
+      ix.close();
+      this.follows.forget(ix);
+    }
     this.open.delete(path);
     this.pending.delete(path);
   }

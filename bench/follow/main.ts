@@ -35,7 +35,7 @@ async function main(): Promise<void> {
   const d = await startTestDispatcher(couch.url);
   const dir = mkdtempSync(join(tmpdir(), 'tf-bench-follow-'));
   const ring = join(dir, 'ring');
-  const agent = await startAgent({ ringDir: ring, interfaces: ['lo'], filter: `udp port ${PORT}`, ringMaxBytes: 512 * 1024 * 1024, logger: silentLogger });
+  const agent = await startAgent({ ringDir: ring, interfaces: ['lo'], filter: `udp port ${PORT}`, ringMaxBytes: 512 * 1024 * 1024, logger: silentLogger, indexerNice: Number(process.env.BENCH_FOLLOW_NICE ?? 10) });
   const link = connectDispatcher({
     url: d.url, token: AGENT_TOKEN, name: 'bench1', logger: silentLogger,
     hello: () => ({ version: 'bench', hostname: hostname(), interfaces: ['lo'], ...agentStatusOf(agent.engine.stats(), ring, 0) }),

@@ -4,6 +4,8 @@ import { Worker } from 'node:worker_threads';
 import { CaptureEngine, CaptureEngineOptions } from '../capture/capture';
 import { repairRing } from '../index/live';
 import type { IndexerCommand, IndexerReport, IndexerWorkerData } from '../index/live-worker';
+import type { FollowBatch } from '../index/follow-match';
+import type { TraceQuery } from '../../shared/query/query';
 import { lockRing } from '../ring/lock';
 import { emptySipCounts, type SipCounts } from '../index/sip-counts';
 import { IndexLag } from './lag';
@@ -27,9 +29,17 @@ export interface IndexerHandle {
   lag: IndexLag;
 }
 
+/** The live follows, matched in the indexer's thread as it reads packets (agent/index/follow-match.ts). */
+export interface LiveFollows {
+  /** Starts matching; `query` must have passed buildQuerySpec. Batches come until remove() (or one marked full). */
+  add(id: string, query: TraceQuery, onBatch: (b: FollowBatch) => void): void;
+  remove(id: string): void;
+}
+
 export interface RunningAgent {
   engine: CaptureEngine;
   indexer: IndexerHandle;
+  follows: LiveFollows;
   stop(): Promise<void>;
 }
 
@@ -51,9 +61,17 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const indexer: IndexerHandle = { errors: 0, lastError: null, sip: emptySipCounts(), lag: new IndexLag() };
   const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10, stats: opts.stats };
   const worker = new Worker(join(__dirname, '..', 'index', 'live-worker.js'), { workerData: data });
+  const followers = new Map<string, (b: FollowBatch) => void>();
   const stoppedIndexer = new Promise<void>((resolve) => {
     worker.on('message', (m: IndexerReport) => {
-      if (m.type === 'status') {
+      if (m.type === 'follow') {
+        const f = followers.get(m.id);
+        if (m.full) followers.delete(m.id);
+        if (f) {
+          // Structured clone turns the Buffer into a Uint8Array.
+          f({ ...m, records: Buffer.from(m.records.buffer, m.records.byteOffset, m.records.byteLength) });
+        }
+      } else if (m.type === 'status') {
         if (m.errors > indexer.errors && m.lastError) log.warn({ reason: m.lastError, indexErrors: m.errors }, 'index error (rebuilt later from the segment)');
         indexer.errors = m.errors;
         indexer.lastError = m.lastError;
@@ -92,9 +110,19 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     throw e;
   }
   let stopped = false;
+  const follows: LiveFollows = {
+    add(id, query, onBatch) {
+      followers.set(id, onBatch);
+      send({ type: 'follow', id, query });
+    },
+    remove(id) {
+      if (followers.delete(id)) send({ type: 'unfollow', id });
+    },
+  };
   return {
     engine,
     indexer,
+    follows,
     async stop() {
       if (stopped) return;
       stopped = true;

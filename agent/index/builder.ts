@@ -20,8 +20,8 @@ export interface IndexerOptions {
   journal?: boolean;
   /** Header carrying a correlation key (e.g. X-CID); an `xref` parameter is used when it is absent. */
   correlationHeader?: string;
-  /** Told of every SIP message indexed, in capture order (the live indexer's counters and statistics). */
-  onMessage?: (m: MessageRecord) => void;
+  /** Told of every SIP message indexed, in capture order (the live indexer's counters and statistics, and the live follows). */
+  onMessage?: (m: MessageRecord, ix: SegmentIndexer) => void;
 }
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -225,7 +225,7 @@ export class SegmentIndexer {
       if (map.length > 0) rec.pm = map;
     }
     this.state.messages.push(rec);
-    this.opts.onMessage?.(rec);
+    this.opts.onMessage?.(rec, this);
   }
 
   /** Appends what was indexed since the last flush to the journal. */
@@ -401,6 +401,11 @@ export class SegmentIndexer {
     this.sealed = true;
     if (this.idxFd >= 0) closeSync(this.idxFd);
     if (tmpPath !== null && this.indexPath !== null) renameSync(tmpPath, this.indexPath);
+  }
+
+  /** The segment's PCAP header, once read. */
+  get pcapHeader(): PcapHeader | null {
+    return this.header;
   }
 
   /** Closes without sealing (the segment is still being written by someone else, or we are stopping). */

@@ -5,6 +5,8 @@ import { SipCounts, countSipMessage, emptySipCounts } from './sip-counts';
 import { PeerResolver, type PeerConfig } from '../stats/peers';
 import { WindowStats, type StatsOptions } from '../stats/windows';
 import { loadStats, saveStats } from '../stats/store';
+import type { FollowBatch } from './follow-match';
+import { buildQuerySpec, type TraceQuery } from '../../shared/query/query';
 
 /**
  * The live indexer's thread. On Linux a nice value belongs to a thread, so
@@ -13,6 +15,8 @@ import { loadStats, saveStats } from '../stats/store';
  */
 export type IndexerCommand =
   | { type: 'opened' | 'flushed' | 'closed' | 'deleted'; path: string }
+  | { type: 'follow'; id: string; query: TraceQuery }
+  | { type: 'unfollow'; id: string }
   | { type: 'stop' };
 
 /**
@@ -22,7 +26,8 @@ export type IndexerCommand =
  */
 export type IndexerReport =
   | { type: 'status'; errors: number; lastError: string | null; indexed: Array<[string, number]>; sip: SipCounts }
-  | { type: 'stopped' };
+  | { type: 'stopped' }
+  | FollowBatch;
 
 export interface IndexerWorkerData {
   ringDir: string;
@@ -72,6 +77,7 @@ if (parentPort) {
       stats?.add(m);
     },
     onIndexed: () => port.postMessage(status()),
+    onFollow: (b) => port.postMessage(b satisfies IndexerReport),
   });
   port.on('message', (m: IndexerCommand) => {
     switch (m.type) {
@@ -79,6 +85,9 @@ if (parentPort) {
       case 'flushed': ix.flushed(m.path); break;
       case 'closed': ix.segmentClosed(m.path); break;
       case 'deleted': ix.segmentDeleted(m.path); break;
+      // The query was checked by the agent's main thread before it came here.
+      case 'follow': ix.follows.add(m.id, buildQuerySpec(m.query)); break;
+      case 'unfollow': ix.follows.remove(m.id); break;
       case 'stop':
         ix.stop();
         if (statsTimer) clearInterval(statsTimer);

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { IndexerOptions, SegmentIndexer } from './builder';
+import { FollowBatch, FollowMatcher } from './follow-match';
 import { rebuildIndex } from './open';
 import { SealedIndex } from './reader';
 import { indexPathFor, listSegments } from '../ring/layout';
@@ -19,27 +20,60 @@ export class LiveIndexer {
   private sealedSince: Array<[string, number]> = [];
   errors = 0;
   lastError: string | null = null;
+  /** The live follows: matched against every message as it is indexed. */
+  readonly follows = new FollowMatcher(() => this.open.values());
+  private readonly opts: IndexerOptions;
 
   constructor(
     private readonly ringDir: string,
-    private readonly opts: IndexerOptions & { catchUpMs?: number; /** After each round of indexing (the worker reports progress). */ onIndexed?: () => void } = {},
-  ) {}
+    opts: IndexerOptions & {
+      catchUpMs?: number;
+      followCatchUpMs?: number;
+      onFollow?: (b: FollowBatch) => void;
+      /** After each round of indexing (the worker reports progress). */
+      onIndexed?: () => void;
+    } = {},
+  ) {
+    const counted = opts.onMessage;
+    this.opts = {
+      ...opts,
+      onMessage: (m, ix) => {
+        counted?.(m, ix);
+        this.follows.onMessage(m, ix);
+      },
+    };
+    this.catchUpMs = opts.catchUpMs ?? 50;
+    this.followCatchUpMs = opts.followCatchUpMs ?? 5;
+    this.onFollow = opts.onFollow ?? null;
+    this.onIndexed = opts.onIndexed ?? null;
+  }
+
+  private readonly catchUpMs: number;
+  private readonly followCatchUpMs: number;
+  private readonly onFollow: ((b: FollowBatch) => void) | null;
+  private readonly onIndexed: (() => void) | null;
 
   segmentOpened(path: string): void {
     this.open.set(path, new SegmentIndexer(path, indexPathFor(path), this.opts));
   }
 
-  /** Bytes reached the segment: index them soon (coalesced). */
+  /** Bytes reached the segment: index them soon (coalesced; sooner while someone follows live). */
   flushed(path: string): void {
     this.pending.add(path);
-    this.timer ??= setTimeout(() => this.drain(), this.opts.catchUpMs ?? 50);
+    this.timer ??= setTimeout(() => this.drain(), this.follows.size > 0 ? this.followCatchUpMs : this.catchUpMs);
   }
 
   private drain(): void {
     this.timer = null;
     for (const path of this.pending) this.guard(path, (ix) => ix.catchUp());
     this.pending.clear();
-    this.opts.onIndexed?.();
+    this.postFollows();
+    this.onIndexed?.();
+  }
+
+  private postFollows(): void {
+    if (!this.onFollow || this.follows.size === 0) return;
+    for (const b of this.follows.batches()) this.onFollow(b);
   }
 
   /** Bytes of each segment indexed so far: the open ones, and those sealed since the last call (then forgotten). */
@@ -54,14 +88,21 @@ export class LiveIndexer {
     this.pending.delete(path);
     this.guard(path, (ix) => ix.seal());
     const ix = this.open.get(path);
-    if (ix) this.sealedSince.push([path, ix.state.indexedBytes]);
+    if (ix) {
+      this.sealedSince.push([path, ix.state.indexedBytes]);
+      this.follows.forget(ix);
+    }
     this.open.delete(path);
-    this.opts.onIndexed?.();
+    this.postFollows();
+    this.onIndexed?.();
   }
 
   segmentDeleted(path: string): void {
     const ix = this.open.get(path);
-    if (ix) ix.close();
+    if (ix) {
+      ix.close();
+      this.follows.forget(ix);
+    }
     this.open.delete(path);
     this.pending.delete(path);
   }

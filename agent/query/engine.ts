@@ -116,7 +116,31 @@ function isoTime(sec: number, nsec: number): string {
 }
 
 
-function messageMatches(m: MessageRecord, q: QuerySpec): boolean {
+/** A message record as a result lists it. */
+export function summaryOf(m: MessageRecord): MessageSummary {
+  return {
+    ts: tsString(m.t[0], m.t[1]),
+    time: isoTime(m.t[0], m.t[1]),
+    src: endpointText(m.src, m.sp),
+    dst: endpointText(m.dst, m.dp),
+    transport: m.pr === 6 ? 'tcp' : 'udp',
+    method: m.m,
+    status: m.s,
+    reason: m.r ?? null,
+    callId: m.c,
+    cseq: m.q,
+    from: m.fu,
+    to: m.tu,
+    ruri: m.ru,
+    correlation: m.x ?? null,
+    bytes: m.n,
+    packets: m.p.length,
+    ...(m.tr ? { truncated: true } : {}),
+  };
+}
+
+/** Whether one SIP message matches a query: the engine's phase 1, and the live follow's test of each new message. */
+export function messageMatches(m: MessageRecord, q: QuerySpec): boolean {
   if (q.callIds.length && !q.callIds.includes(m.c)) return false;
   if (q.correlations.length && !(m.x && q.correlations.includes(m.x))) return false;
   if (q.numbers.length && !q.numbers.some((n) => messageHasNumber(m, n))) return false;
@@ -382,25 +406,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   if (q.rtpStats && rtpTotal > 0) streams = yield* rtpFigures(segments, rtpChosen, rtpTotal, spans, notes);
 
   keepEarliest();
-  const summaries: MessageSummary[] = messages.map(({ m }) => ({
-    ts: tsString(m.t[0], m.t[1]),
-    time: isoTime(m.t[0], m.t[1]),
-    src: endpointText(m.src, m.sp),
-    dst: endpointText(m.dst, m.dp),
-    transport: m.pr === 6 ? 'tcp' : 'udp',
-    method: m.m,
-    status: m.s,
-    reason: m.r ?? null,
-    callId: m.c,
-    cseq: m.q,
-    from: m.fu,
-    to: m.tu,
-    ruri: m.ru,
-    correlation: m.x ?? null,
-    bytes: m.n,
-    packets: m.p.length,
-    ...(m.tr ? { truncated: true } : {}),
-  }));
+  const summaries: MessageSummary[] = messages.map(({ m }) => summaryOf(m));
   return { segments, refs, messages: summaries, messagesMatched, callIds: [...selected], truncated, bytes, notes, streams };
 }
 

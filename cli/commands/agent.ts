@@ -44,6 +44,7 @@ async function agentCmd(a: Args): Promise<void> {
   const { startAgent } = await import('../../agent/daemon/run');
   const { agentStatusOf, connectDispatcher } = await import('../../agent/link/client');
   const { serveTraces } = await import('../../agent/trace/serve');
+  const { serveFollows } = await import('../../agent/follow/serve');
   const { initLoggerFromArgs } = await import('../../shared/log/log');
   const filter = (a.filter as string | undefined) ?? defaultCaptureFilter({
     rtpPortRanges: parsePortRanges(a.rtpPorts as string[] | undefined),
@@ -102,6 +103,7 @@ async function agentCmd(a: Args): Promise<void> {
     : null;
   // Traces only read the ring (the indexer thread owns its indexes); a failing trace ends in trace:error, never in capture.
   const traces = link ? serveTraces(link.socket, { ringDir, correlationHeader: a.correlationHeader as string | undefined, logger: root.child({ component: 'agent.trace' }), metrics: metrics?.trace }) : null;
+  const follows = link ? serveFollows(link.socket, { follows: agent.follows, maxFollows: a.maxFollows as number, logger: root.child({ component: 'agent.follow' }) }) : null;
   const statsEvery = (a.statsInterval as number) * 1000;
   const statsLine = () => {
     const st = agent.engine.stats();
@@ -112,6 +114,7 @@ async function agentCmd(a: Args): Promise<void> {
   await untilSignal();
   if (timer) clearInterval(timer);
   traces?.close();
+  follows?.close();
   link?.close();
   metricsServer?.closeAllConnections();
   metricsServer?.close();
@@ -137,6 +140,7 @@ export const agentCommand: CommandModule<object, Args> = {
       .option('promisc', { type: 'boolean', default: false, describe: 'promiscuous mode' })
       .option('stats-interval', { type: 'number', default: 60, describe: 'seconds between stats lines (0: none)' })
       .option('correlation-header', { type: 'string', default: 'X-CID' })
+      .option('max-follows', { type: 'number', default: 4, describe: 'live follows this agent runs at once; more are refused' })
       .option('dispatcher', { type: 'string', describe: 'dispatcher URL to report to, e.g. http://dispatcher:8060 (env TRACEFLEET_DISPATCHER)' })
       .option('token', { type: 'string', describe: 'agent token for the dispatcher (env TRACEFLEET_TOKEN)' })
       .option('name', { type: 'string', describe: 'agent name at the dispatcher (default: the host name)' })

@@ -23,6 +23,7 @@ const apiClient = () => require('../api-client') as typeof import('../api-client
 const connection = () => require('../connection') as typeof import('../connection');
 const progressModule = () => require('../progress') as typeof import('../progress');
 const traceRun = () => require('../trace-run') as typeof import('../trace-run');
+const followRun = () => require('../follow-run') as typeof import('../follow-run');
 const traceState = () => require('../trace-state') as typeof import('../trace-state');
 
 /*
@@ -373,6 +374,69 @@ export const traceCommand: CommandModule<object, Args> = {
   handler: run(traceCmd),
 };
 
+// ---- follow --------------------------------------------------------------
+
+async function followCmd(a: Args): Promise<Exit> {
+  const out = a.o as string | undefined;
+  if (a.rtp) throw new CliError("--rtp is not followed live yet: follow the call, then run tracefleet trace --call-id ... --rtp over its window", EXIT.BAD_INPUT);
+  if (a.since !== undefined || a.until !== undefined) throw new CliError('a follow has no window: it starts now and runs --duration; give --duration instead of --since/--until', EXIT.BAD_INPUT);
+  const { parseDurationMs } = require('../../shared/query/query') as typeof import('../../shared/query/query');
+  const { FOLLOW_LIMITS, followRequest } = require('../../shared/protocol/client') as typeof import('../../shared/protocol/client');
+  const durationMs = parseDurationMs(String(a.duration));
+  if (durationMs === null || durationMs <= 0 || durationMs > FOLLOW_LIMITS.maxDurationMs) {
+    throw new CliError(`bad --duration ${String(a.duration)}: give a duration like 90s, 10m or 2h, at most ${FOLLOW_LIMITS.maxDurationMs / 3_600_000}h`, EXIT.BAD_INPUT);
+  }
+  const { since: _s, until: _u, ...asked } = traceRequestOf(a);
+  const parsed = followRequest.safeParse({ ...asked, durationMs });
+  if (!parsed.success) throw new CliError(`bad follow request: ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`, EXIT.BAD_INPUT);
+  if (out === '-') refuseTtyStdout();
+  else if (out) checkWritable(out);
+  else if (!process.stdout.isTTY) throw new CliError('give -o FILE or -o - for the live PCAP; without -o the follow prints a line per SIP message, on a terminal only', EXIT.BAD_INPUT);
+  const conn = await connect(a);
+  const { DispatcherClient } = apiClient();
+  const client = new DispatcherClient(conn);
+  const abort = new AbortController();
+  const onSigint = () => {
+    if (abort.signal.aborted) process.exit(EXIT.INTERRUPTED);
+    abort.abort();
+    say('interrupted: stopping the follow, what it followed is stored (Ctrl-C again to quit at once)');
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+  let socket: Socket | null = null;
+  let file: Writable | null = null;
+  try {
+    socket = await client.socket();
+    file = out === '-' ? process.stdout : out ? createWriteStream(out) : null;
+    const r = await followRun().runFollow(socket, parsed.data, { out: file, line: (l) => process.stdout.write(`${l}\n`), signal: abort.signal });
+    if (file && file !== process.stdout) await new Promise<void>((resolve) => file!.end(() => resolve()));
+    const e = r.end;
+    const what = e ? `${e.packets} packets (${humanBytes(e.bytes)})` : `${humanBytes(r.bytes)}`;
+    const why = e ? { duration: 'its --duration ran out', packets: '--max-packets reached', bytes: '--max-bytes reached', stopped: 'stopped', 'client-gone': 'this client went away', 'slow-client': 'this client was too slow', 'agents-gone': 'no agent follows any more', shutdown: 'the dispatcher is shutting down' }[e.reason] : 'the dispatcher connection was lost';
+    say(`follow ${r.trace.id} ended (${why}): ${what}${out ? ` written to ${out === '-' ? 'stdout' : out}` : ''}; stored as trace ${r.trace.id} (tracefleet show ${r.trace.id})`);
+    if (e?.message) say(e.message);
+    return followRun().exitOfFollow(r, abort.signal.aborted);
+  } finally {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+    socket?.disconnect();
+    client.close();
+  }
+}
+
+export const followCommand: CommandModule<object, Args> = {
+  command: 'follow',
+  describe: 'follow matching calls live across the fleet: a live PCAP (-o FILE, or -o - | wireshark -k -i -) or a line per SIP message; stored as a trace when it ends',
+  builder: (y) =>
+    connectionOptions(
+      filterOptions(y)
+        .option('hosts', { type: 'string', array: true, describe: 'agents to ask, comma-separated (default: every connected agent)' })
+        .option('duration', { type: 'string', default: '10m', describe: 'how long to follow (90s, 10m, 2h); Ctrl-C ends it sooner' })
+        .option('o', { alias: 'output', type: 'string', describe: 'write the live PCAP here (- for stdout), flushed as packets arrive' }),
+    ) as unknown as Argv<Args>,
+  handler: run(followCmd),
+};
+
 // ---- traces --------------------------------------------------------------
 
 async function tracesCmd(a: Args): Promise<Exit> {
@@ -568,4 +632,4 @@ export const loginCommand: CommandModule<object, Args> = {
   handler: run(loginCmd),
 };
 
-export const dispatcherCommands = [traceCommand, tracesCommand, showCommand, downloadCommand, agentsCommand, loginCommand];
+export const dispatcherCommands = [traceCommand, followCommand, tracesCommand, showCommand, downloadCommand, agentsCommand, loginCommand];

@@ -1,10 +1,11 @@
 import type { Namespace, Server, Socket } from 'socket.io';
 import { z } from 'zod';
-import { ClientAck, clientAuth, ClientAuth, ClientToDispatcherEvents, DispatcherToClientEvents, Role } from '../../shared/protocol/client';
+import { ClientAck, clientAuth, ClientAuth, ClientToDispatcherEvents, DispatcherToClientEvents, followRequest, Role } from '../../shared/protocol/client';
 import { parseMessage, traceRef } from '../../shared/protocol/common';
 import { answerOf, errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { traceRequest } from '../../shared/query/query';
 import { Traces } from '../trace/types';
+import type { Follows } from '../follow/follows';
 import { ClientLimits, DEFAULT_CLIENT_LIMITS, FreshReads, TokenBucket } from './limits';
 import { type Logger, componentLogger } from '../../shared/log/log';
 
@@ -24,6 +25,8 @@ export interface ClientAuthenticator {
 
 export interface ClientNamespaceOptions {
   traces: Traces;
+  /** Live follows; without them follow:start is refused. */
+  follows?: Follows;
   auth: ClientAuthenticator;
   logger?: Logger;
   /** Defaults: DEFAULT_CLIENT_LIMITS. */
@@ -243,6 +246,42 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
       return {};
     });
     on('trace:cancel', traceRef, 'trace', async ({ traceId }, p) => ({ trace: await opts.traces.cancel(traceId, (owner) => opts.auth.canManage(p, owner)) }));
+    /** The follows this socket started: they end when it goes. */
+    const following = new Set<string>();
+    socket.on('disconnect', () => {
+      for (const id of following) opts.follows?.clientGone(id);
+    });
+    on('follow:start', followRequest, 'trace', async (req, p) => {
+      const follows = opts.follows;
+      if (!follows) throw new TracefleetError('TF_FOLLOW_NO_AGENT', { message: 'this dispatcher runs no live follows' });
+      if (following.size >= limits.socketWatches) throw new TracefleetError('TF_RATE_LIMITED', { message: `this connection runs ${following.size} follows, its limit: stop one first` });
+      let id = '';
+      const trace = await follows.start(req, p.name, {
+        send: (d) =>
+          new Promise<void>((resolve, reject) => {
+            if (!socket.connected) return reject(new Error('gone'));
+            socket.emit('follow:data', d, () => resolve());
+          }),
+        ended: (e) => {
+          following.delete(e.traceId);
+          if (socket.connected) socket.emit('follow:end', e);
+        },
+        drop: () => {
+          log.warn({ client: name, traceId: id }, 'follow client too slow; disconnected');
+          // After the follow:end it was sent: the client learns why.
+          setTimeout(() => socket.disconnect(true), 200).unref();
+        },
+      });
+      id = trace.id;
+      following.add(id);
+      await socket.join(traceRoom(id));
+      return { trace };
+    });
+    on('follow:stop', traceRef, 'trace', async ({ traceId }, p) => {
+      if (!opts.follows) throw new TracefleetError('TF_TRACE_NOT_FOUND', { message: `no follow ${traceId}` });
+      opts.follows.stop(traceId, (owner) => opts.auth.canManage(p, owner));
+      return {};
+    });
     on('agents:list', noArgs, 'read', async () => ({ agents: await agentLists.read('agents', () => opts.traces.agents()) }));
   });
   return nsp;

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Server } from 'socket.io';
 import { attachClients } from '../clients/namespace';
+import { Follows } from '../follow/follows';
 import { attachFleet, FleetToken } from '../fleet/server';
 import { Orchestrator } from '../trace/orchestrator';
 import type { HostRunTimeouts } from '../trace/host-run';
@@ -44,6 +45,7 @@ export interface RunningDispatcher {
   url: string;
   store: StoreAccess;
   orchestrator: Orchestrator;
+  follows: Follows;
   http: HttpServer;
   io: Server;
   close(): Promise<void>;
@@ -95,7 +97,9 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     const fleet = attachFleet(io, { tokens: opts.agentTokens, logger: child('dispatcher.fleet') });
     const orchestrator = new Orchestrator({ store: store.store, fleet, spool, timeouts: opts.timeouts, retryMs: opts.retryMs, clustered: redis !== null, logger: child('dispatcher.trace') });
     cleanups.push(() => orchestrator.close());
-    attachClients(io, { traces: orchestrator, auth, logger: child('dispatcher.clients') });
+    const follows = new Follows({ orchestrator, fleet, logger: child('dispatcher.follow') });
+    cleanups.push(() => follows.close());
+    attachClients(io, { traces: orchestrator, follows, auth, logger: child('dispatcher.clients') });
     const metrics = new Metrics({ orchestrator, registry: fleet.registry, store: store.store });
     const health = new DispatcherHealth();
     cleanups.push(() => health.close());
@@ -134,6 +138,7 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
       url,
       store,
       orchestrator,
+      follows,
       http,
       io,
       close() {

@@ -34,6 +34,8 @@ export interface AgentFleet {
   registry: AgentRegistry;
   /** Where trace:* messages from agents go (set by the trace machinery). */
   onTraceEvent(handler: TraceEventHandler): void;
+  /** Where follow:* messages from agents go (set by dispatcher/follow). */
+  onFollowEvent(handler: TraceEventHandler): void;
   /** Called when an agent's current connection ends. */
   onAgentGone(listener: (agent: string, socketId: string) => void): void;
   /** The current socket of a connected agent, on this dispatcher. */
@@ -50,6 +52,9 @@ export interface Fleet extends AgentFleet {
 
 /** Agent → dispatcher events about a trace. */
 export const TRACE_EVENTS = ['trace:started', 'trace:progress', 'trace:chunk', 'trace:done', 'trace:error'] as const;
+
+/** Agent → dispatcher events about a live follow. */
+export const FOLLOW_EVENTS = ['follow:chunk', 'follow:end'] as const;
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -105,6 +110,7 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
   // One Server carries /agent and /client, each with its own event map, so the namespace is typed here.
   const nsp = io.of('/agent') as unknown as AgentNamespace;
   let traceHandler: TraceEventHandler | null = null;
+  let followHandler: TraceEventHandler | null = null;
   const goneListeners: Array<(agent: string, socketId: string) => void> = [];
 
   nsp.use((socket, next) => {
@@ -194,6 +200,16 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
       });
     }
 
+    for (const event of FOLLOW_EVENTS) {
+      on(event, (data, ack) => {
+        if (!followHandler) {
+          ack({ ok: false, error: 'this dispatcher runs no follows' });
+          return;
+        }
+        followHandler(name, socket.id, event, data, ack);
+      });
+    }
+
     socket.on('error', (e: Error) => alog.warn({ err: e }, 'agent socket error'));
     socket.on('disconnect', (reason) => {
       // Traces on a replaced connection are lost too: the agent aborted them when it reconnected.
@@ -209,6 +225,9 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
     registry,
     onTraceEvent(h) {
       traceHandler = h;
+    },
+    onFollowEvent(h) {
+      followHandler = h;
     },
     onAgentGone(l) {
       goneListeners.push(l);

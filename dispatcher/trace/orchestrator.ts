@@ -131,20 +131,7 @@ export class Orchestrator implements Traces {
     // The shape was validated where the request came in (namespace, REST); the values are checked here, where every path meets.
     const { hosts: asked, ...query } = req;
     checkQuery(query);
-    const { agents, sockets } = await this.fleetView();
-    const connected = new Map(agents.filter((a) => a.connected).map((a) => [a.name, a]));
-    let hosts: string[];
-    if (asked) {
-      const known = new Set(agents.map((a) => a.name));
-      const unknown = [...new Set(asked)].filter((h) => !known.has(h));
-      if (unknown.length) {
-        throw new TracefleetError('TF_TRACE_UNKNOWN_HOSTS', { unknown, known: [...known] });
-      }
-      hosts = [...new Set(asked)];
-    } else {
-      hosts = [...connected.keys()].sort();
-      if (hosts.length === 0) throw new TracefleetError('TF_TRACE_NO_AGENTS', {});
-    }
+    const { hosts, connected, sockets } = await this.chooseHosts(asked);
     const trace = await this.store.createTrace({ request: req as { [k: string]: never }, user, hosts });
     const id = trace.id;
     this.metrics.tracesStarted.inc();
@@ -174,6 +161,57 @@ export class Orchestrator implements Traces {
     this.publish({ traceId: id, host: null, state: 'running', packets: 0, bytes: 0, at: trace.createdAt });
     await queued;
     return traceView(trace, [], live);
+  }
+
+  /** The hosts a request names (all connected agents when it names none), checked against the agents known. */
+  private async chooseHosts(asked: string[] | undefined): Promise<{ hosts: string[]; connected: Map<string, AgentView>; sockets: Map<string, string> }> {
+    const { agents, sockets } = await this.fleetView();
+    const connected = new Map(agents.filter((a) => a.connected).map((a) => [a.name, a]));
+    let hosts: string[];
+    if (asked) {
+      const known = new Set(agents.map((a) => a.name));
+      const unknown = [...new Set(asked)].filter((h) => !known.has(h));
+      if (unknown.length) {
+        throw new TracefleetError('TF_TRACE_UNKNOWN_HOSTS', { unknown, known: [...known] });
+      }
+      hosts = [...new Set(asked)];
+    } else {
+      hosts = [...connected.keys()].sort();
+      if (hosts.length === 0) throw new TracefleetError('TF_TRACE_NO_AGENTS', {});
+    }
+    return { hosts, connected, sockets };
+  }
+
+  /**
+   * A trace whose hosts' results come from elsewhere (a live follow,
+   * dispatcher/follow): stored as running now, each host finished later with
+   * followHostFinished(), merged like any trace once all are. `req` is what
+   * the trace's view shows as its request.
+   */
+  async openExternal(req: TraceRequest, user: string): Promise<{ trace: TraceView; hosts: string[] }> {
+    const { hosts } = await this.chooseHosts(req.hosts);
+    const trace = await this.store.createTrace({ request: req as { [k: string]: never }, user, hosts });
+    const id = trace.id;
+    this.metrics.tracesStarted.inc();
+    this.owned.set(id, { id, hosts, stored: new Set(), remote: new Map(), missing: new Map(), finalizing: false, interrupted: false });
+    this.spool.markOwned({ traceId: id, hosts, createdAt: trace.createdAt });
+    this.live.set(id, new Map());
+    await this.store.createResults(hosts.map((host) => ({ traceId: id, host }))).catch((e: Error) => {
+      this.log.warn({ traceId: id, err: e }, "the queued results were not written; each host's result is written when it finishes");
+    });
+    this.publish({ traceId: id, host: null, state: 'running', packets: 0, bytes: 0, at: trace.createdAt });
+    return { trace: traceView(trace, [], this.live.get(id)), hosts };
+  }
+
+  /** A host of an openExternal() trace is finished: its PCAP (if any) is in the spool. */
+  externalHostFinished(traceId: string, host: string, final: HostFinal): void {
+    this.publish({ traceId, host, state: final.state, packets: final.packets, bytes: final.bytes, truncated: final.truncated, ...(final.error ? { error: final.error } : {}), at: new Date().toISOString() });
+    this.storeFinal(traceId, host, final, this.id);
+  }
+
+  /** Where an openExternal() trace's hosts write their PCAPs. */
+  get spoolOf(): Spool {
+    return this.spool;
   }
 
   async cancel(id: string, may?: (owner: string) => boolean): Promise<TraceView> {

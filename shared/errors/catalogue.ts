@@ -95,6 +95,13 @@ export const ERRORS = {
     field: null, status: 409, exit: EXIT.BAD_INPUT,
     message: (p) => `trace ${p.id} is already ${p.state}`,
   }),
+  /** A follow's client did not take its packets fast enough: it is dropped rather than buffered for without bound. */
+  TF_FOLLOW_SLOW_CLIENT: entry<{ bytes: number }>({
+    field: null, status: 429, exit: EXIT.FAILED,
+    message: (p) => `this client fell ${p.bytes} bytes behind the follow and was dropped: read the stream faster (do not leave the pipe unread), or narrow the filter; what was followed is stored as a trace`,
+  }),
+  /** No chosen agent took the follow (each refused it or is not connected). */
+  TF_FOLLOW_NO_AGENT: entry<Said>({ field: 'hosts', status: 409, exit: EXIT.BAD_INPUT, message: said }),
 
   // ---- who is asking ----
   TF_UNAUTHENTICATED: entry<Said>({ field: null, status: 401, exit: EXIT.UNAUTHORIZED, message: said }),

@@ -21,9 +21,14 @@ import { rtpStreamList } from '../rtp/figures';
  *                                                       next chunk only after the ack (backpressure)
  *   trace:done       TraceDone
  *   trace:error      TraceFailure
+ *   follow:chunk     TraceChunk + messages, ack ChunkAck  a follow's PCAP stream (header in chunk 0), sent as the
+ *                                                       live indexer matches packets, the next only after the ack
+ *   follow:end       FollowEnd                          the agent stopped following (asked to, a limit, a slow link)
  * dispatcher -> agent
  *   trace:run        TraceRun, ack RunAck
  *   trace:cancel     { traceId }
+ *   follow:run       FollowRun, ack RunAck              start matching live packets against the query
+ *   follow:stop      { traceId }                        stop (the agent answers follow:end)
  */
 export const PROTOCOL_VERSION = 1;
 export const HEARTBEAT_MS = 5_000;
@@ -111,6 +116,28 @@ export type TraceDone = z.infer<typeof traceDone>;
 export const traceFailure = z.object({ traceId, message: z.string().max(4096) });
 export type TraceFailure = z.infer<typeof traceFailure>;
 
+/**
+ * A live follow: the same query contract as a trace (its time keys make no
+ * sense live and are refused). The id is the trace the follow is stored as.
+ */
+export const followRun = z.object({ traceId, query: traceQuery.omit({ since: true, until: true }) }).strict();
+export type FollowRun = z.infer<typeof followRun>;
+
+/** Most SIP message summaries one follow:chunk carries (the PCAP bytes bound the rest). */
+export const FOLLOW_CHUNK_MESSAGES = 2000;
+export const followChunk = traceChunk.extend({ messages: z.array(messageSummary).max(FOLLOW_CHUNK_MESSAGES) });
+export type FollowChunk = z.infer<typeof followChunk>;
+
+export const followEnd = z.object({
+  traceId,
+  packets: count,
+  bytes: count,
+  chunks: count,
+  /** Why the agent stopped when it was not asked to (its limit, the link too slow, shutting down). */
+  error: z.string().max(4096).optional(),
+});
+export type FollowEnd = z.infer<typeof followEnd>;
+
 /** Events an agent sends (socket.io's ClientToServerEvents for `/agent`). Receivers still validate: the payload types say what is sent, not what arrives. */
 export interface AgentToDispatcherEvents {
   'agent:hello': (hello: AgentHello, ack: (a: HelloAck) => void) => void;
@@ -120,10 +147,14 @@ export interface AgentToDispatcherEvents {
   'trace:chunk': (c: TraceChunk, ack: (a: ChunkAck) => void) => void;
   'trace:done': (d: TraceDone) => void;
   'trace:error': (f: TraceFailure) => void;
+  'follow:chunk': (c: FollowChunk, ack: (a: ChunkAck) => void) => void;
+  'follow:end': (e: FollowEnd) => void;
 }
 
 /** Events the dispatcher sends an agent (ServerToClientEvents for `/agent`). */
 export interface DispatcherToAgentEvents {
   'trace:run': (r: TraceRun, ack: (a: RunAck) => void) => void;
   'trace:cancel': (r: TraceRef) => void;
+  'follow:run': (r: FollowRun, ack: (a: RunAck) => void) => void;
+  'follow:stop': (r: TraceRef) => void;
 }

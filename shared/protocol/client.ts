@@ -5,7 +5,7 @@ import { messageSummary, TraceRequest, traceRequest } from '../query/query';
 import { fullMessage } from '../sip/message';
 import { callFigures } from '../query/call-figures';
 import { captureStatus, ringStatus } from './agent';
-import { TraceRef } from './common';
+import { TRACE_ID_PATTERN, TraceRef } from './common';
 
 /*
  * The client side: Socket.IO namespace `/client` (web page, CLI, scripts)
@@ -21,11 +21,18 @@ import { TraceRef } from './common';
  *   trace:unwatch { traceId }, ack ClientAck<{}>                      leaves the room
  *   trace:cancel  { traceId }, ack ClientAck<{ trace: TraceView }>   the trace's owner (tracer) or an admin
  *   agents:list   {}, ack ClientAck<{ agents: AgentView[] }>
+ *   follow:start  FollowRequest, ack ClientAck<{ trace: TraceView }> tracer/admin only; this socket receives the follow
+ *   follow:stop   { traceId }, ack ClientAck<{}>                      the follow's owner or an admin; it ends and is stored
  * dispatcher -> client (to the trace's room `trace:<id>`)
  *   trace:update  TraceUpdate                                         a host's or the whole trace's new state
  *   session:ended ErrorBody (TF_SESSION_ENDED)                        to one socket, just before the dispatcher ends it
  *                                                                     because its login no longer holds (user removed,
  *                                                                     password changed, token revoked, session expired)
+ * dispatcher -> client (to the socket that started the follow)
+ *   follow:data   FollowData, ack {}                                  the merged live PCAP stream (header in the first) and its
+ *                                                                     SIP messages; the client acks once it has taken them, and
+ *                                                                     one that falls FOLLOW_LIMITS.clientLagBytes behind is dropped
+ *   follow:end    FollowEndView                                       why the follow ended; then the trace is stored
  *
  * REST: GET /api/query-rules answers shared/query's QUERY_RULES (no login needed).
  */
@@ -136,6 +143,53 @@ export const loginResult = z.object({
 });
 export type LoginResult = z.infer<typeof loginResult>;
 
+/**
+ * A follow's bounds. Each of time, packets and bytes has a default and a
+ * ceiling; the reorder window is how long the dispatcher holds a packet so
+ * that one from a slower host can still be put before it.
+ */
+export const FOLLOW_LIMITS = {
+  defaultDurationMs: 10 * 60_000,
+  maxDurationMs: 24 * 3_600_000,
+  defaultMaxPackets: 100_000,
+  maxPackets: 10_000_000,
+  defaultMaxBytes: 100 * 1024 * 1024,
+  maxBytes: 4 * 1024 * 1024 * 1024,
+  reorderMs: 200,
+  /** Bytes sent to a client and not yet acknowledged before it is dropped. */
+  clientLagBytes: 8 * 1024 * 1024,
+} as const;
+
+/** What `tracefleet follow` and the page send: a trace request without a window, and how long to follow. */
+export const followRequest = traceRequest
+  .omit({ since: true, until: true })
+  .extend({
+    durationMs: z.number().int().positive().max(FOLLOW_LIMITS.maxDurationMs).optional(),
+    maxPackets: z.number().int().positive().max(FOLLOW_LIMITS.maxPackets).optional(),
+    maxBytes: z.number().int().positive().max(FOLLOW_LIMITS.maxBytes).optional(),
+  })
+  .strict();
+export type FollowRequest = z.infer<typeof followRequest>;
+
+export const followData = z.object({
+  traceId: z.string().regex(new RegExp(TRACE_ID_PATTERN)),
+  data: z.instanceof(Buffer).or(z.instanceof(Uint8Array)),
+  messages: z.array(traceMessage).max(100_000),
+});
+export type FollowData = z.infer<typeof followData>;
+
+export const FOLLOW_END_REASONS = ['duration', 'packets', 'bytes', 'stopped', 'client-gone', 'slow-client', 'agents-gone', 'shutdown'] as const;
+export const followEndView = z.object({
+  traceId: z.string(),
+  reason: z.enum(FOLLOW_END_REASONS),
+  packets: z.number().int().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+  /** Set when the follow ended on an error (shared/errors' code and sentence). */
+  code: z.string().optional(),
+  message: z.string().optional(),
+});
+export type FollowEndView = z.infer<typeof followEndView>;
+
 /** A refusal carries shared/errors' `{code, field, message}` (and `error`, the same sentence, as before the codes). */
 export type ClientAck<T> = ({ ok: true } & T) | ({ ok: false } & ErrorBody);
 
@@ -146,10 +200,14 @@ export interface ClientToDispatcherEvents {
   'trace:unwatch': (r: TraceRef, ack: (a: ClientAck<object>) => void) => void;
   'trace:cancel': (r: TraceRef, ack: (a: ClientAck<{ trace: TraceView }>) => void) => void;
   'agents:list': (q: Record<string, never>, ack: (a: ClientAck<{ agents: AgentView[] }>) => void) => void;
+  'follow:start': (req: FollowRequest, ack: (a: ClientAck<{ trace: TraceView }>) => void) => void;
+  'follow:stop': (r: TraceRef, ack: (a: ClientAck<object>) => void) => void;
 }
 
 /** Events the dispatcher sends a client (ServerToClientEvents for `/client`). */
 export interface DispatcherToClientEvents {
   'trace:update': (u: TraceUpdate) => void;
   'session:ended': (e: ErrorBody) => void;
+  'follow:data': (d: FollowData, ack: (a: object) => void) => void;
+  'follow:end': (e: FollowEndView) => void;
 }

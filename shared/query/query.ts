@@ -168,6 +168,12 @@ export function parseTime(input: string, now: Date = new Date(), what = 'time'):
   throw new TracefleetError('TF_QUERY_BAD_TIME', { what, value: input });
 }
 
+/** A duration as the time flags write it ("90s", "10m", "2h"), in ms; null when it is not one. */
+export function parseDurationMs(input: string): number | null {
+  const d = DURATION_RE.exec(input.trim());
+  return d ? Number(d[1]) * UNIT_MS[d[2]] : null;
+}
+
 function msToTs(ms: number): Ts {
   const sec = Math.floor(ms / 1000);
   return [sec, (ms - sec * 1000) * 1_000_000];

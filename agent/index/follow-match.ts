@@ -1,0 +1,167 @@
+import { closeSync, openSync } from 'node:fs';
+import { readPcapRecordAt } from '../../shared/pcap/pcap';
+import { encodePcapRecord } from '../../shared/pcap/writer';
+import type { MessageSummary, QuerySpec } from '../../shared/query/query';
+import { messageMatches, summaryOf } from '../query/engine';
+import type { SegmentIndexer } from './builder';
+import type { MessageRecord } from './format';
+
+/** What the indexer thread posts for a follow after each catch-up that matched something. */
+export interface FollowBatch {
+  type: 'follow';
+  id: string;
+  /** PCAP records (nanosecond headers) in capture order, all of `linkType`. */
+  records: Buffer;
+  linkType: number;
+  packets: number;
+  messages: MessageSummary[];
+  /** Packets left out because their link type differs from the follow's first (a PCAP stream has one). */
+  otherLink: number;
+  /** Set once the follow reached its packet limit here: nothing more comes. */
+  full?: true;
+}
+
+interface Follow {
+  spec: QuerySpec;
+  /** Call-IDs of the dialogs followed: every later message of them is taken. */
+  dialogs: Set<string>;
+  /** Packets taken (segment path, ordinal): a message's packets and a dialog's earlier ones are sent once. */
+  sent: Set<string>;
+  linkType: number | null;
+  taken: Array<{ sec: number; nsec: number; parts: Buffer[] }>;
+  messages: MessageSummary[];
+  packets: number;
+  otherLink: number;
+  full: boolean;
+}
+
+/** Packets one follow may take on this agent: the dispatcher's limit stops it before, this bounds `sent`. */
+const MAX_FOLLOW_PACKETS = 10_000_000;
+
+/**
+ * Matches the messages the live indexer reads against the follows running
+ * on this agent. A message that matches a follow's query adds its dialog;
+ * every message of a followed dialog is taken with its packets, and when a
+ * dialog is new, its messages already in the open segments (what the ring
+ * holds of it in the indexer's memory) are taken first. Packets are read back
+ * from the segment the indexer has just read them from.
+ */
+export class FollowMatcher {
+  private readonly follows = new Map<string, Follow>();
+  /**
+   * Per open segment, its messages by Call-ID, extended as the segment grows:
+   * a new dialog's earlier messages are found without scanning the segment
+   * (every message a new dialog under a broad filter would make that
+   * quadratic). Kept only while a follow runs.
+   */
+  private readonly byCallId = new Map<SegmentIndexer, { upTo: number; ids: Map<string, number[]> }>();
+
+  constructor(private readonly openIndexers: () => Iterable<SegmentIndexer>) {}
+
+  get size(): number {
+    return this.follows.size;
+  }
+
+  add(id: string, spec: QuerySpec): void {
+    this.follows.set(id, { spec, dialogs: new Set(), sent: new Set(), linkType: null, taken: [], messages: [], packets: 0, otherLink: 0, full: false });
+  }
+
+  remove(id: string): void {
+    this.follows.delete(id);
+    if (this.follows.size === 0) this.byCallId.clear();
+  }
+
+  /** A segment's index is gone (sealed and closed, or deleted). */
+  forget(ix: SegmentIndexer): void {
+    this.byCallId.delete(ix);
+  }
+
+  /** The messages of `callId` in an open segment, through its incrementally built Call-ID map. */
+  private earlier(ix: SegmentIndexer, callId: string): MessageRecord[] {
+    let e = this.byCallId.get(ix);
+    if (!e) this.byCallId.set(ix, (e = { upTo: 0, ids: new Map() }));
+    const msgs = ix.state.messages;
+    for (; e.upTo < msgs.length; e.upTo++) {
+      const c = msgs[e.upTo].c;
+      const list = e.ids.get(c);
+      if (list) list.push(e.upTo);
+      else e.ids.set(c, [e.upTo]);
+    }
+    return (e.ids.get(callId) ?? []).map((i) => msgs[i]);
+  }
+
+  onMessage(m: MessageRecord, ix: SegmentIndexer): void {
+    for (const f of this.follows.values()) {
+      if (f.full) continue;
+      if (f.dialogs.has(m.c)) {
+        this.take(f, ix, [m]);
+        continue;
+      }
+      if (!messageMatches(m, f.spec)) continue;
+      f.dialogs.add(m.c);
+      // The dialog's earlier messages in every open segment, then this one (already in its segment's list).
+      for (const other of this.openIndexers()) {
+        const earlier = this.earlier(other, m.c).filter((x) => x !== m);
+        if (earlier.length) this.take(f, other, earlier);
+      }
+      this.take(f, ix, [m]);
+    }
+  }
+
+  private take(f: Follow, ix: SegmentIndexer, msgs: MessageRecord[]): void {
+    const header = ix.pcapHeader;
+    if (!header) return;
+    const fd = openSync(ix.segmentPath, 'r');
+    try {
+      for (const m of msgs) {
+        f.messages.push(summaryOf(m));
+        for (const p of m.p) {
+          const key = `${ix.segmentPath}#${p}`;
+          if (f.sent.has(key)) continue;
+          f.sent.add(key);
+          const offset = ix.state.packetEntries(p, p + 1).readUInt32LE(0);
+          const rec = readPcapRecordAt(fd, offset, header, ix.segmentPath);
+          if (!rec) continue;
+          f.linkType ??= rec.linkType;
+          if (rec.linkType !== f.linkType) {
+            f.otherLink++;
+            continue;
+          }
+          f.taken.push({ sec: rec.tsSec, nsec: rec.tsNsec, parts: encodePcapRecord({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, true) });
+          f.packets++;
+          if (f.packets >= (f.spec.maxPackets ?? MAX_FOLLOW_PACKETS)) {
+            f.full = true;
+            return;
+          }
+        }
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** What was taken since the last call, one batch per follow that took something. */
+  batches(): FollowBatch[] {
+    const out: FollowBatch[] = [];
+    for (const [id, f] of this.follows) {
+      if (f.taken.length === 0 && f.messages.length === 0 && !f.full) continue;
+      // A dialog's earlier packets come before the newer ones that revealed it.
+      f.taken.sort((a, b) => a.sec - b.sec || a.nsec - b.nsec);
+      out.push({
+        type: 'follow',
+        id,
+        records: Buffer.concat(f.taken.flatMap((t) => t.parts)),
+        linkType: f.linkType ?? 0,
+        packets: f.taken.length,
+        messages: f.messages.sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0)),
+        otherLink: f.otherLink,
+        ...(f.full ? { full: true as const } : {}),
+      });
+      f.taken = [];
+      f.messages = [];
+      f.otherLink = 0;
+      if (f.full) this.follows.delete(id);
+    }
+    return out;
+  }
+}

@@ -1,12 +1,12 @@
-import type { Argv, CommandModule } from 'yargs';
-import type { Args } from '../cli/commands/local';
-import type { FlagTable } from '../cli/flags';
+import type { Argv } from 'yargs';
 
 /*
  * The `tracefleet` executable: only the wiring of the commands in
  * cli/commands/. Each loads what it needs when it runs, so that `--version`
  * or `query` never load the dispatcher, the store or Socket.IO; and yargs
- * itself is loaded only when a command needs it (see hotCommand).
+ * itself is loaded only when a command needs it (cli/hot.ts). The hot
+ * commands run from one prebuilt file when it is there and up to date
+ * (cli/hot-bundle.ts).
  */
 
 const commands = () => ({
@@ -48,36 +48,12 @@ export function cli(argv: string[]): Argv {
     .version(local().agentVersion());
 }
 
-/**
- * The commands a script runs many times, with their flags read by hand when
- * the plain forms are used: yargs costs more to load than all the rest of a
- * `query` on a small ring (docs/ARCHITECTURE.md, "The CLI").
- */
-const HOT: Record<string, () => { flags: FlagTable; command: CommandModule<object, Args> }> = {
-  query: () => {
-    const q = require('../cli/commands/query') as typeof import('../cli/commands/query');
-    return { flags: q.QUERY_OPTIONS, command: q.queryCommand };
-  },
-};
-
-/** True when argv was handled without yargs. */
-function hotCommand(argv: string[]): boolean {
-  if (argv.length === 1 && argv[0] === '--version') {
-    process.stdout.write(`${local().agentVersion()}\n`);
-    return true;
-  }
-  if (!Object.hasOwn(HOT, argv[0] ?? '')) return false;
-  const hot = HOT[argv[0]]();
-  const { parseFlagsFast } = require('../cli/flags') as typeof import('../cli/flags');
-  const a = parseFlagsFast(hot.flags, argv.slice(1));
-  if (!a) return false;
-  void hot.command.handler({ ...a, _: [argv[0]], $0: 'tracefleet' });
-  return true;
-}
-
 export function main(): void {
   // As yargs' hideBin for a plain `node script` (the only way bin/tracefleet runs).
   const argv = process.argv.slice(2);
+  const { runHotBundle } = require('../cli/hot-bundle') as typeof import('../cli/hot-bundle');
+  if (runHotBundle(argv)) return;
+  const { hotCommand } = require('../cli/hot') as typeof import('../cli/hot');
   if (!hotCommand(argv)) void cli(argv).parseAsync();
 }
 

@@ -90,3 +90,7 @@ if [ ! -f "$built" ] || [ "$stamp" -nt "$built" ] || [ tsconfig.json -nt "$built
   node_modules/.bin/tsc -p tsconfig.json >&2
   mv "$built.new" "$built"
 fi
+# The start-up bundle of `tracefleet query` (cli/hot-bundle.ts): remade when anything it was made from changed.
+if ! node -e 'process.exit(require("./dist/cli/hot-bundle.js").hotBundleState().state === "fresh" ? 0 : 1)'; then
+  node scripts/bundle-cli.js >&2
+fi

@@ -5,6 +5,7 @@ import { closeResult, runQuery, writeResultPcap } from '../../agent/query/engine
 import { buildQuerySpec, TraceQuery } from '../../shared/query/query';
 import { importCaptures } from '../../agent/index/import';
 import { listSegments } from '../../agent/ring/layout';
+import { hotBundleState } from '../../cli/hot-bundle';
 import { comparePackets, readPackets } from '../common/pcapcompare';
 import { Figures, median, nowMs, progress } from '../common/report';
 import { GENERATOR_VERSION, generateSipCapture, SipGenResult } from '../common/sipgen';
@@ -211,7 +212,12 @@ interface StartupFigures {
   nodeMs: number[];
   queryMs: number[];
   ratio: number;
+  /** `tracefleet --version`, timed in the same turns. */
+  versionMs: number[];
+  versionRatio: number;
   packets: number;
+  /** Whether `query` ran from the start-up bundle (cli/hot-bundle.ts), and why not. */
+  bundle: string;
 }
 
 function wallMs(args: string[], what: string): number {
@@ -237,21 +243,29 @@ async function measureStartup(): Promise<StartupFigures> {
   await importCaptures(ring, gen.files, { maxSegmentBytes: SEGMENT_BYTES });
   const out = join(dir, 'result.pcap');
   const args = [cliEntry, 'query', '--ring', ring, '--call-id', gen.targetCallId, '-o', out];
-  progress(`start-up: ${STARTUP_RUNS} runs each of node -e 0 and tracefleet query on a ${STARTUP_RING_MB} MiB ring`);
+  const version = [cliEntry, '--version'];
+  progress(`start-up: ${STARTUP_RUNS} runs each of node -e 0, tracefleet query on a ${STARTUP_RING_MB} MiB ring and tracefleet --version`);
   const nodeMs: number[] = [];
   const queryMs: number[] = [];
+  const versionMs: number[] = [];
   // One unmeasured run each: the first pays for reading the files from disk.
   wallMs(['-e', '0'], 'node -e 0');
   wallMs(args, 'tracefleet query');
+  wallMs(version, 'tracefleet --version');
   for (let i = 0; i < STARTUP_RUNS; i++) {
     nodeMs.push(wallMs(['-e', '0'], 'node -e 0'));
     queryMs.push(wallMs(args, 'tracefleet query'));
+    versionMs.push(wallMs(version, 'tracefleet --version'));
   }
   const packets = (await readPackets(out)).length;
   if (packets !== gen.targetCallIdPackets) fail(`start-up query wrote ${packets} packets, the generator put ${gen.targetCallIdPackets} in the dialog`);
   const ratio = median(queryMs) / median(nodeMs);
-  progress(`start-up: node -e 0 median ${median(nodeMs).toFixed(1)} ms, tracefleet query median ${median(queryMs).toFixed(1)} ms (${ratio.toFixed(2)}×)`);
-  return { nodeMs, queryMs, ratio, packets };
+  const versionRatio = median(versionMs) / median(nodeMs);
+  const b = hotBundleState();
+  const bundle = b.state === 'fresh' ? 'fresh: query ran from it' : `${b.state} (${b.why}): query ran from dist/`;
+  progress(`start-up: bundle ${bundle}`);
+  progress(`start-up: node -e 0 median ${median(nodeMs).toFixed(1)} ms, tracefleet query median ${median(queryMs).toFixed(1)} ms (${ratio.toFixed(2)}×), --version ${median(versionMs).toFixed(1)} ms (${versionRatio.toFixed(2)}×)`);
+  return { nodeMs, queryMs, ratio, versionMs, versionRatio, packets, bundle };
 }
 
 function addStartup(f: Figures, s: StartupFigures): void {
@@ -261,8 +275,12 @@ function addStartup(f: Figures, s: StartupFigures): void {
   f.add('startup_packets', 'packets written', s.packets);
   f.add('startup_ratio', 'query / node -e 0', s.ratio, '×', 2);
   f.add('startup_ok', `≤ ${TARGET_STARTUP_RATIO}×`, s.ratio <= TARGET_STARTUP_RATIO);
+  f.add('startup_bundle', 'start-up bundle', s.bundle);
+  f.add('startup_version_ms', `tracefleet --version, median of ${STARTUP_RUNS}`, median(s.versionMs), 'ms', 1);
+  f.add('startup_version_ratio', '--version / node -e 0', s.versionRatio, '×', 2);
   f.extra('startup_node_runs_ms', s.nodeMs.map((x) => Math.round(x * 10) / 10));
   f.extra('startup_query_runs_ms', s.queryMs.map((x) => Math.round(x * 10) / 10));
+  f.extra('startup_version_runs_ms', s.versionMs.map((x) => Math.round(x * 10) / 10));
 }
 
 function sizeOf(paths: string[]): number {

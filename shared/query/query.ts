@@ -1,4 +1,3 @@
-import { isIP } from 'node:net';
 import { z } from 'zod';
 import { MIN_QUERY_DIGITS, normalizeNumberQuery } from '../sip/number';
 import { AGENT_NAME_PATTERN, TRACE_ID_PATTERN } from '../protocol/common';
@@ -182,7 +181,8 @@ function msToTs(ms: number): Ts {
 /** IPv6 in the decoders' text form (RFC 5952: lower case, longest zero run compressed). */
 export function normalizeIp(input: string): string {
   const s = input.trim();
-  const v = isIP(s);
+  // node:net (sockets, streams) only when a query names an address: every query and every dispatcher request loads this module.
+  const v = (require('node:net') as typeof import('node:net')).isIP(s);
   if (v === 4) return s.split('.').map((o) => String(Number(o))).join('.');
   if (v === 6) return new URL(`http://[${s}]/`).hostname.slice(1, -1);
   throw new TracefleetError('TF_QUERY_BAD_IP', { value: input });

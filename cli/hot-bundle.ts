@@ -1,0 +1,84 @@
+import { readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { Script } from 'node:vm';
+
+/*
+ * The hot commands (cli/hot.ts: a plain `query`) run from one
+ * file that `npm run build` makes after tsc (scripts/bundle-cli.js): their
+ * ~45 modules, zod included, in one esbuild bundle, compiled from a V8 code
+ * cache made by a run of `query` at build time. Resolving, reading and
+ * compiling those modules one by one was most of what `query` added to bare
+ * node (docs/ARCHITECTURE.md, "Libraries").
+ *
+ * A bundle is a copy, so it is run only while it is exactly what the build
+ * made it from: its manifest lists every input file with its size and mtime,
+ * and any difference (a `tsc` run alone rewrites every file in dist/, an npm
+ * install replaces zod) sends the CLI down the ordinary path through dist/.
+ * V8 itself refuses a code cache made by another node or with other flags;
+ * the manifest pins the cache to the bundle's own bytes, which V8 does not.
+ */
+
+/** The bundle's files, beside this module in dist/cli/ unless told otherwise (tests build one aside). */
+export function hotBundlePaths(dir = __dirname) {
+  return { bundle: join(dir, 'hot.bundle.js'), cache: join(dir, 'hot.bundle.cache'), manifest: join(dir, 'hot.bundle.json') };
+}
+
+type Stamp = [size: number, mtimeMs: number];
+
+/** What the build wrote beside the bundle; paths of inputs are relative to `root`. */
+export interface HotBundleManifest {
+  root: string;
+  bundle: Stamp;
+  cache: Stamp | null;
+  inputs: Array<[path: string, size: number, mtimeMs: number]>;
+}
+
+export function stampOf(path: string): Stamp | null {
+  const s = statSync(path, { throwIfNoEntry: false });
+  return s ? [s.size, s.mtimeMs] : null;
+}
+
+const same = (a: Stamp | null, b: Stamp | null) => a !== null && b !== null && a[0] === b[0] && a[1] === b[1];
+
+/** 'fresh' when the bundle may run; otherwise why not (what bench:query prints beside its figures). */
+export function hotBundleState(dir?: string): { state: 'fresh'; manifest: HotBundleManifest } | { state: 'missing' | 'stale'; why: string } {
+  const p = hotBundlePaths(dir);
+  let m: HotBundleManifest;
+  try {
+    m = JSON.parse(readFileSync(p.manifest, 'utf8')) as HotBundleManifest;
+  } catch {
+    return { state: 'missing', why: `no ${p.manifest} (npm run build makes it)` };
+  }
+  if (!same(stampOf(p.bundle), m.bundle)) return { state: 'stale', why: `${p.bundle} is not the file the manifest describes` };
+  for (const [rel, size, mtimeMs] of m.inputs) {
+    if (!same(stampOf(join(m.root, rel)), [size, mtimeMs])) return { state: 'stale', why: `${rel} changed since the bundle was built` };
+  }
+  return { state: 'fresh', manifest: m };
+}
+
+/** The bundle's exports (cli/hot.ts), compiled with `cachedData` when given; `script` to make a cache from after a run. */
+export function loadHotBundle(dir?: string, cachedData?: Buffer): { hot: typeof import('./hot'); script: Script } {
+  const p = hotBundlePaths(dir);
+  const source = readFileSync(p.bundle, 'utf8');
+  // The wrapper Node puts around a CommonJS file; the bundle only require()s built-in modules.
+  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, { filename: p.bundle, cachedData });
+  const module = { exports: {} as typeof import('./hot') };
+  (script.runInThisContext() as (...a: unknown[]) => void)(module.exports, createRequire(p.bundle), module, p.bundle, dir ?? __dirname);
+  return { hot: module.exports, script };
+}
+
+/**
+ * Runs argv from the bundle when it is a hot command and the bundle is
+ * fresh; true when it was handled there. False sends the caller to
+ * dist/ (and to yargs for anything the hand parser leaves alone).
+ */
+export function runHotBundle(argv: string[], dir?: string): boolean {
+  const { isHotCommand } = require('./hot') as typeof import('./hot');
+  if (!isHotCommand(argv)) return false;
+  const fresh = hotBundleState(dir);
+  if (fresh.state !== 'fresh') return false;
+  const p = hotBundlePaths(dir);
+  const cachedData = same(stampOf(p.cache), fresh.manifest.cache) ? readFileSync(p.cache) : undefined;
+  return loadHotBundle(dir, cachedData).hot.hotCommand(argv);
+}

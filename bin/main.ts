@@ -51,10 +51,9 @@ export function cli(argv: string[]): Argv {
 export function main(): void {
   // As yargs' hideBin for a plain `node script` (the only way bin/tracefleet runs).
   const argv = process.argv.slice(2);
-  const { runHotBundle } = require('../cli/hot-bundle') as typeof import('../cli/hot-bundle');
-  if (runHotBundle(argv)) return;
-  const { hotCommand } = require('../cli/hot') as typeof import('../cli/hot');
-  if (!hotCommand(argv)) void cli(argv).parseAsync();
+  const hot = require('../cli/hot') as typeof import('../cli/hot');
+  if (hot.isHotCommand(argv) && (require('../cli/hot-bundle') as typeof import('../cli/hot-bundle')).runHotBundle(argv)) return;
+  if (!hot.hotCommand(argv)) void cli(argv).parseAsync();
 }
 
 if (require.main === module) main();

@@ -47,9 +47,8 @@ test('a fresh start-up bundle runs `query` as dist/ does, byte for byte, and a s
     assert.ok(result.length > 24, 'the call was found');
     assert.deepEqual(result, readFileSync(join(dir, `${name}-dist.pcap`)));
     // The bundle brought everything: from dist/ only its loader, and no package at all.
-    assert.deepEqual(viaBundle.loaded.filter((f) => f.includes(`${join('dist', '')}`) || f.includes('node_modules')).map((f) => f.slice(ROOT.length + 1)).sort(), [
+    assert.deepEqual(viaBundle.loaded.filter((f) => f.includes(join('dist', '')) || f.includes('node_modules')).map((f) => f.slice(ROOT.length + 1)), [
       join('dist', 'cli', 'hot-bundle.js'),
-      join('dist', 'cli', 'hot.js'),
     ]);
   }
   // A usage mistake is the bundle's to answer as dist/ would; a form the hand parser leaves to yargs is not its own.
@@ -57,7 +56,6 @@ test('a fresh start-up bundle runs `query` as dist/ does, byte for byte, and a s
   assert.equal(noOut.status, 2);
   assert.equal(noOut.stderr, run(null, ['query', '--ring', ring, '--call-id', FULL_CALL_ID]).stderr);
   assert.equal(run(bundleDir, ['query', '--ring', ring, '--call-id', FULL_CALL_ID, '--no-rtp', '-o', join(dir, 'x.pcap')]).status, 99);
-  assert.equal(run(bundleDir, ['--version']).status, 99, '--version is cheaper from dist/');
 
   // Any input that is not the file the bundle was made from (here: one mtime) sends the CLI to dist/.
   const { manifest } = hotBundlePaths(bundleDir);

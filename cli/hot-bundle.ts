@@ -9,7 +9,7 @@ import { Script } from 'node:vm';
  * ~45 modules, zod included, in one esbuild bundle, compiled from a V8 code
  * cache made by a run of `query` at build time. Resolving, reading and
  * compiling those modules one by one was most of what `query` added to bare
- * node (docs/ARCHITECTURE.md, "Libraries").
+ * node (docs/ARCHITECTURE.md, "The CLI").
  *
  * A bundle is a copy, so it is run only while it is exactly what the build
  * made it from: its manifest lists every input file with its size and mtime,
@@ -69,13 +69,11 @@ export function loadHotBundle(dir?: string, cachedData?: Buffer): { hot: typeof 
 }
 
 /**
- * Runs argv from the bundle when it is a hot command and the bundle is
- * fresh; true when it was handled there. False sends the caller to
- * dist/ (and to yargs for anything the hand parser leaves alone).
+ * Runs a hot command's argv (isHotCommand) from the bundle when it is
+ * fresh; true when it was handled there. False sends the caller to dist/
+ * (and to yargs for anything the hand parser leaves alone).
  */
 export function runHotBundle(argv: string[], dir?: string): boolean {
-  const { isHotCommand } = require('./hot') as typeof import('./hot');
-  if (!isHotCommand(argv)) return false;
   const fresh = hotBundleState(dir);
   if (fresh.state !== 'fresh') return false;
   const p = hotBundlePaths(dir);

@@ -5,7 +5,7 @@ import type { FlagTable } from './flags';
 /*
  * The commands a script runs many times, with their flags read by hand when
  * the plain forms are used: yargs costs more to load than all the rest of a
- * `query` on a small ring (docs/ARCHITECTURE.md, "Libraries"). This module
+ * `query` on a small ring (docs/ARCHITECTURE.md, "The CLI"). This module
  * is also the entry of the start-up bundle (scripts/bundle-cli.js), so it
  * must reach nothing beyond what these commands run.
  */

@@ -1,10 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PcapFileWriterSync } from '../../shared/pcap/writer';
-import { ethernet, ipv4, udp, tcp, ETH_IPV4, TCP_FLAG, sipInvite } from '../../test/support/packets';
+import { ethernet, ipv4, udp, tcp, ETH_IPV4, TCP_FLAG, sipInvite, writePcap } from '../../test/support/packets';
 import { importCaptures } from '../index/import';
 import { buildQuerySpec } from '../../shared/query/query';
 import { closeResult, runQuery } from './engine';
@@ -35,13 +34,6 @@ const RINGING = msg(`SIP/2.0 180 Ring\x07ing \x1b[8mhidden\n${headers('1 INVITE'
 const TOKEN_METHOD = msg(`X-NOTIFY2.v1 sip:bob@example.com SIP/2.0\n${headers('2 X-NOTIFY2.v1')}`);
 const TOKEN_METHOD_TCP = msg(`PING_1! sip:bob@example.com SIP/2.0\n${headers('3 PING_1!')}`);
 
-function writePcap(path: string, frames: Buffer[]): void {
-  const fd = openSync(path, 'w');
-  const w = new PcapFileWriterSync(fd, { linkType: 1, nanos: true });
-  frames.forEach((f, i) => w.write({ tsSec: T0, tsNsec: i * 1000, origLen: f.length, data: f }));
-  w.flush();
-  closeSync(fd);
-}
 
 test('a reason phrase with control bytes and token methods (over UDP and TCP) stay in their dialog, as tshark sees them', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tf-hidden-'));
@@ -55,7 +47,7 @@ test('a reason phrase with control bytes and token methods (over UDP and TCP) st
       ethernet(ETH_IPV4, ipv4({ src: A, dst: B, proto: 6 }, t)),
     ];
     const file = join(dir, 'hidden.pcap');
-    writePcap(file, frames);
+    writePcap(file, frames.map((frame, i) => ({ sec: T0, nsec: i * 1000, frame })));
 
     // The reference: tshark gives each frame this Call-ID.
     const ts = await run('tshark', ['-r', file, '-n', '-T', 'fields', '-e', 'frame.number', '-e', 'sip.Call-ID']);

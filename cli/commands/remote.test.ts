@@ -1,12 +1,11 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from '../../test/support/packets';
-import { PcapFileWriterSync } from '../../shared/pcap/writer';
+import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp, writePcap } from '../../test/support/packets';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import type { AgentStatus } from '../../shared/protocol/agent';
 import type { TraceView } from '../../shared/protocol/client';
@@ -41,14 +40,6 @@ let aliceToken = '';
 let veraToken = '';
 const links: DispatcherLink[] = [];
 const servers: TraceServer[] = [];
-
-function writePcap(path: string, pkts: Array<{ sec: number; nsec: number; frame: Buffer }>): void {
-  const fd = openSync(path, 'w');
-  const w = new PcapFileWriterSync(fd, { linkType: 1, nanos: true });
-  for (const p of pkts) w.write({ tsSec: p.sec, tsNsec: p.nsec, origLen: p.frame.length, data: p.frame });
-  w.flush();
-  closeSync(fd);
-}
 
 const udpEth = (src: string, dst: string, payload: Buffer) => ethernet(ETH_IPV4, ipv4({ src, dst, proto: 17 }, udp(5060, 5060, payload)));
 

@@ -1,6 +1,4 @@
-import { closeSync, openSync } from 'node:fs';
-import { PcapFileWriterSync } from '../../shared/pcap/writer';
-import { ETH_IPV4, TCP_FLAG, ethernet, fragmentIpv4, ipv4, sipInvite, sipResponse, tcp, udp } from './packets';
+import { ETH_IPV4, TCP_FLAG, ethernet, fragmentIpv4, ipv4, sipInvite, sipResponse, tcp, udp, writePcap } from './packets';
 
 /*
  * One SIP call whose messages come whole from one UDP datagram, from IP
@@ -16,12 +14,9 @@ const B = '198.51.100.7';
 /** Markup, a script and terminal escapes: shown as text, never run. */
 export const HOSTILE_HEADERS = 'X-Evil: <img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>\r\nSubject: \x1b[2J\x1b]0;owned\x07 \u202eevil\r\n';
 
-function writePcap(path: string, frames: Buffer[]): void {
-  const fd = openSync(path, 'w');
-  const w = new PcapFileWriterSync(fd, { linkType: 1, nanos: true });
-  frames.forEach((f, i) => w.write({ tsSec: T0, tsNsec: i * 1000, origLen: f.length, data: f }));
-  w.flush();
-  closeSync(fd);
+/** The frames one microsecond apart from T0. */
+function writeFrames(path: string, frames: Buffer[]): void {
+  writePcap(path, frames.map((frame, i) => ({ sec: T0, nsec: i * 1000, frame })));
 }
 
 /** A call over UDP (hostile headers), fragmented UDP and segmented TCP; what the tests of the REST API and the page trace too. */
@@ -58,6 +53,6 @@ export function callFrames(): Buffer[] {
 export { CID as FULL_CALL_ID, T0 as FULL_T0, A as FULL_A, B as FULL_B };
 
 export function writeCallPcap(path: string): void {
-  writePcap(path, callFrames());
+  writeFrames(path, callFrames());
 }
 

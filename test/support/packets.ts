@@ -1,6 +1,9 @@
 // Builders of packet bytes for tests. Checksums are left zero: no decoder
 // here verifies them (captures of offloaded traffic have wrong ones anyway).
 
+import { closeSync, openSync } from 'node:fs';
+import { PcapFileWriterSync } from '../../shared/pcap/writer';
+
 export const ETH_IPV4 = 0x0800;
 export const ETH_IPV6 = 0x86dd;
 export const ETH_ARP = 0x0806;
@@ -312,4 +315,16 @@ export function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** Ethernet frames as a PCAP file with nanosecond stamps: what the tests import into a ring. */
+export function writePcap(path: string, pkts: Array<{ sec: number; nsec: number; frame: Buffer }>): void {
+  const fd = openSync(path, 'w');
+  try {
+    const w = new PcapFileWriterSync(fd, { linkType: 1, nanos: true });
+    for (const p of pkts) w.write({ tsSec: p.sec, tsNsec: p.nsec, origLen: p.frame.length, data: p.frame });
+    w.flush();
+  } finally {
+    closeSync(fd);
+  }
 }

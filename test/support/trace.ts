@@ -5,7 +5,6 @@
  */
 
 import assert from 'node:assert/strict';
-import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { connectDispatcher, DispatcherLink } from '../../agent/link/client';
@@ -13,9 +12,8 @@ import { closeResult, runQuery, writeResultPcap } from '../../agent/query/engine
 import { buildQuerySpec } from '../../shared/query/query';
 import { importCaptures } from '../../agent/index/import';
 import { serveTraces, TraceServer } from '../../agent/trace/serve';
-import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp } from './packets';
+import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, udp, writePcap } from './packets';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
-import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { silentLogger, type Logger } from '../../shared/log/log';
 
 export const T0 = 1_795_100_000;
@@ -35,14 +33,6 @@ interface Pkt {
 }
 
 const udpEth = (src: string, dst: string, sport: number, dport: number, payload: Buffer) => ethernet(ETH_IPV4, ipv4({ src, dst, proto: 17 }, udp(sport, dport, payload)));
-
-function writePcap(path: string, pkts: Pkt[]): void {
-  const fd = openSync(path, 'w');
-  const w = new PcapFileWriterSync(fd, { linkType: 1, nanos: true });
-  for (const p of pkts) w.write({ tsSec: p.sec, tsNsec: p.nsec, origLen: p.frame.length, data: p.frame });
-  w.flush();
-  closeSync(fd);
-}
 
 /** 1200-byte UDP payloads from the proxy to dst, each numbered, all at T0+2. */
 function bulk(n: number, dst: string, nsecBase: number): Pkt[] {

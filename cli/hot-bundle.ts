@@ -6,7 +6,7 @@ import { Script } from 'node:vm';
 /*
  * The hot commands (cli/hot.ts: a plain `query`) run from one
  * file that `npm run build` makes after tsc (scripts/bundle-cli.js): their
- * ~45 modules, zod included, in one esbuild bundle, compiled from a V8 code
+ * ~50 files, zod included, in one esbuild bundle, compiled from a V8 code
  * cache made by a run of `query` at build time. Resolving, reading and
  * compiling those modules one by one was most of what `query` added to bare
  * node (docs/ARCHITECTURE.md, "The CLI").

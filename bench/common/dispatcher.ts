@@ -246,7 +246,16 @@ export function makeTracerToken(dataDir: string, user = 'bench', storeArgs: stri
 }
 
 export async function getJson<T>(url: string, token: string, timeoutMs = 30_000): Promise<T> {
-  const r = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(timeoutMs) });
+  const get = () => fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(timeoutMs) });
+  let r: Response;
+  try {
+    r = await get();
+  } catch (e) {
+    // A kept-alive connection the server closed while this process was blocked (a spawnSync) is
+    // reused before its close is seen: "other side closed". A GET may be sent again, once.
+    if (!/other side closed/.test(String((e as { cause?: unknown }).cause))) throw e;
+    r = await get();
+  }
   const text = await r.text();
   if (!r.ok) throw new Error(`GET ${url}: ${r.status} ${text.slice(0, 300)}`);
   return JSON.parse(text) as T;

@@ -287,6 +287,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((e) => {
-  process.stderr.write(`bench:stream: ${(e as Error).stack ?? e}\n`);
+  const cause = (e as { cause?: unknown }).cause;
+  process.stderr.write(`bench:stream: ${(e as Error).stack ?? e}${cause ? `\n  cause: ${String((cause as Error).stack ?? cause)}` : ''}\n`);
   process.exit(1);
 });

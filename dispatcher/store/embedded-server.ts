@@ -27,6 +27,7 @@ export type ParentMessage = { type: 'stop' };
 
 interface PouchDb {
   get(docId: string): Promise<PartedDoc & { _rev: string } & Record<string, unknown>>;
+  allDocs(opts: { keys: string[] }): Promise<{ rows: Array<{ id?: string; value?: { rev: string; deleted?: boolean } }> }>;
   put(doc: object): Promise<{ ok: boolean; id: string; rev: string }>;
   getAttachment(docId: string, name: string): Promise<Buffer>;
   bulkDocs(docs: object[]): Promise<Array<{ id?: string; error?: string }>>;
@@ -93,13 +94,10 @@ async function getDoc(db: PouchDb, docId: string): Promise<(PartedDoc & { _rev: 
 
 /** Deletes part documents, as far as it can: what is left is deleted with its trace (see parts.ts). */
 async function dropParts(db: PouchDb, ids: string[]): Promise<void> {
-  for (let i = 0; i < ids.length; i += 100) {
-    const docs: object[] = [];
-    for (const id of ids.slice(i, i + 100)) {
-      const d = await getDoc(db, id).catch(() => null);
-      if (d) docs.push({ _id: id, _rev: d._rev, _deleted: true });
-    }
-    if (docs.length) await db.bulkDocs(docs).catch(() => undefined);
+  for (let i = 0; i < ids.length; i += 1000) {
+    const { rows } = await db.allDocs({ keys: ids.slice(i, i + 1000) });
+    const docs = rows.filter((r) => r.id && r.value && !r.value.deleted).map((r) => ({ _id: r.id, _rev: r.value!.rev, _deleted: true }));
+    if (docs.length) await db.bulkDocs(docs);
   }
 }
 
@@ -171,15 +169,15 @@ function putAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerRe
     else delete next.attachmentParts;
     const out = await db.put(next);
     written.length = 0;
-    sendJson(res, 201, { ok: true, id: out.id, rev: out.rev });
-    // The replaced upload's parts: nobody can reach them any more.
+    // The replaced upload's parts, which nobody can reach any more, go before the answer: what the client sees next is clean.
     if (old && old.upload !== upload) {
-      await dropParts(db, Array.from({ length: old.parts - 1 }, (_, i) => partDocId(target.docId, target.name, old.upload, i + 1)));
+      await dropParts(db, Array.from({ length: old.parts - 1 }, (_, i) => partDocId(target.docId, target.name, old.upload, i + 1))).catch(() => undefined);
     }
+    sendJson(res, 201, { ok: true, id: out.id, rev: out.rev });
   })().catch(async (err: PouchError) => {
     req.resume();
     sendError(res, err);
-    if (db && written.length) await dropParts(db, written);
+    if (db && written.length) await dropParts(db, written).catch(() => undefined);
   });
 }
 

@@ -227,10 +227,10 @@ export async function startDispatcherProcess(opts: {
   };
 }
 
-/** A tracer user and an API token for it, made with the CLI against the running dispatcher's store. */
-export function makeTracerToken(dataDir: string, user = 'bench'): string {
+/** A tracer user and an API token for it, made with the CLI against the running dispatcher's store (storeArgs: its --couchdb and --db, when not the embedded one). */
+export function makeTracerToken(dataDir: string, user = 'bench', storeArgs: string[] = []): string {
   const env = { ...process.env, TRACEFLEET_DEBUG: '' };
-  const add = spawnSync(process.execPath, [BIN, 'user', 'add', user, '--role', 'tracer', '--password-stdin', '--data-dir', dataDir], {
+  const add = spawnSync(process.execPath, [BIN, 'user', 'add', user, '--role', 'tracer', '--password-stdin', '--data-dir', dataDir, ...storeArgs], {
     cwd: ROOT,
     input: `${randomBytes(16).toString('hex')}\n`,
     encoding: 'utf8',
@@ -238,7 +238,7 @@ export function makeTracerToken(dataDir: string, user = 'bench'): string {
     timeout: 60_000,
   });
   if (add.status !== 0) throw new Error(`tracefleet user add ${user} exited with ${add.status ?? add.signal}: ${add.stderr.trim()}`);
-  const tok = spawnSync(process.execPath, [BIN, 'user', 'token', user, '--data-dir', dataDir], { cwd: ROOT, encoding: 'utf8', env, timeout: 60_000 });
+  const tok = spawnSync(process.execPath, [BIN, 'user', 'token', user, '--data-dir', dataDir, ...storeArgs], { cwd: ROOT, encoding: 'utf8', env, timeout: 60_000 });
   if (tok.status !== 0) throw new Error(`tracefleet user token ${user} exited with ${tok.status ?? tok.signal}: ${tok.stderr.trim()}`);
   const token = tok.stdout.trim().split('\n').pop() ?? '';
   if (!token) throw new Error('tracefleet user token printed no token');
@@ -246,7 +246,16 @@ export function makeTracerToken(dataDir: string, user = 'bench'): string {
 }
 
 export async function getJson<T>(url: string, token: string, timeoutMs = 30_000): Promise<T> {
-  const r = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(timeoutMs) });
+  const get = () => fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(timeoutMs) });
+  let r: Response;
+  try {
+    r = await get();
+  } catch (e) {
+    // A kept-alive connection the server closed while this process was blocked (a spawnSync) is
+    // reused before its close is seen: "other side closed". A GET may be sent again, once.
+    if (!/other side closed/.test(String((e as { cause?: unknown }).cause))) throw e;
+    r = await get();
+  }
   const text = await r.text();
   if (!r.ok) throw new Error(`GET ${url}: ${r.status} ${text.slice(0, 300)}`);
   return JSON.parse(text) as T;
@@ -356,9 +365,14 @@ export class StoreChanges {
     const sc = new StoreChanges(abort);
     // identity: a compressed feed is held back by the server's gzip until it has a block full.
     // The headers come with the first line, at the latest the first heartbeat.
-    const r = await fetch(`${storeUrl.replace(/\/+$/, '')}/${db}/_changes?feed=continuous&since=now&heartbeat=1000`, {
+    // fetch refuses a URL with credentials in it (the embedded store's and a real CouchDB's have them): send them as a header.
+    const u = new URL(`${storeUrl.replace(/\/+$/, '')}/${db}/_changes?feed=continuous&since=now&heartbeat=1000`);
+    const auth = u.username || u.password ? `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}` : null;
+    u.username = '';
+    u.password = '';
+    const r = await fetch(u, {
       signal: abort.signal,
-      headers: { 'accept-encoding': 'identity' },
+      headers: { 'accept-encoding': 'identity', ...(auth ? { authorization: auth } : {}) },
     });
     if (!r.ok || !r.body) throw new Error(`the store's _changes feed answered ${r.status}`);
     void (async () => {

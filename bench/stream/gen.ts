@@ -47,9 +47,14 @@ function sipBye(callId: string): Buffer {
   );
 }
 
-/** Writes the capture to `path` (nanosecond PCAP), at least `bytes` long minus one record. */
-export function generateBulkCapture(path: string, bytes: number, streams = 100): BulkCapture {
+/**
+ * Writes the capture to `path` (nanosecond PCAP), at least `bytes` long minus
+ * one record. `offsetNs` (under a second) moves every packet later, so that
+ * captures of several hosts made with different offsets interleave in a merge.
+ */
+export function generateBulkCapture(path: string, bytes: number, streams = 100, offsetNs = 0): BulkCapture {
   if (!(bytes >= 64 * 1024)) throw new RangeError(`a bulk capture needs at least 64 KiB, not ${bytes}`);
+  if (!(Number.isInteger(offsetNs) && offsetNs >= 0 && offsetNs < 1e9)) throw new RangeError(`offsetNs ${offsetNs} must be a whole number of nanoseconds under a second`);
   const fd = openSync(path, 'w');
   const BUF = 4 * 1024 * 1024;
   const buf = Buffer.allocUnsafe(BUF);
@@ -63,6 +68,11 @@ export function generateBulkCapture(path: string, bytes: number, streams = 100):
     used = 0;
   };
   const put = (frame: Buffer, sec: number, nsec: number) => {
+    nsec += offsetNs;
+    if (nsec >= 1e9) {
+      sec++;
+      nsec -= 1e9;
+    }
     if (used + PCAP_RECORD_HEADER_LEN + frame.length > BUF) flush();
     writePcapRecordHeader(buf, used, sec, nsec, frame.length, frame.length, true);
     frame.copy(buf, used + PCAP_RECORD_HEADER_LEN);

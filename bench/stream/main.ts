@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChildProcess, fork, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { TraceView } from '../../shared/protocol/client';
@@ -35,14 +36,23 @@ import { BulkCapture, CALL_ID, GEN_VERSION, generateBulkCapture, MEDIA_IP } from
  * (`tracefleet query --ip ... -o /dev/null`), and the same bytes put into
  * the same store directly with `curl -T` as an attachment.
  *
- * Knobs: BENCH_STREAM_MB (200), BENCH_STREAM_REFERENCE=0 skips the curl reference.
+ * Knobs: BENCH_STREAM_MB (200), BENCH_STREAM_REFERENCE=0 skips the curl
+ * reference, BENCH_STREAM_COUCHDB=http://user:password@host:port runs the
+ * dispatcher on that Apache CouchDB instead of the embedded store (in a
+ * database of its own, deleted at the end; the reference goes to the same
+ * server).
  */
 
 const OUT = join(ROOT, 'bench-output', 'stream');
 const BIN = join(ROOT, 'bin', 'tracefleet');
 const STREAM_MB = Number(process.env.BENCH_STREAM_MB ?? 200);
 const REFERENCE = process.env.BENCH_STREAM_REFERENCE !== '0';
+const COUCHDB = process.env.BENCH_STREAM_COUCHDB || null;
+/** The whole path against curl -T of the same file into the same store: at least half its throughput. */
+const TARGET_CURL_RATIO = 0.5;
 const TARGET_GROWTH_MB = 64;
+/** The embedded store's own growth for one attachment of any size (issue 13). */
+const TARGET_STORE_GROWTH_MB = 256;
 const TRACE_TIMEOUT_MS = 15 * 60_000;
 const MB = 1024 * 1024;
 const AGENT = 'big';
@@ -119,7 +129,10 @@ async function main(): Promise<void> {
   rmSync(logFile, { force: true });
   rmSync(agentLog, { force: true });
   progress('starting the dispatcher');
-  const d = await startDispatcherProcess({ dataDir, logFile });
+  const db = COUCHDB ? `bench-stream-${randomBytes(4).toString('hex')}` : 'tracefleet';
+  const storeArgs = COUCHDB ? ['--couchdb', COUCHDB, '--db', db] : [];
+  const d = await startDispatcherProcess({ dataDir, logFile, extraArgs: storeArgs });
+  const storeUrl = COUCHDB ?? readFileSync(join(dataDir, 'store.url'), 'utf8').trim();
   const rss = new RssSampler(d.pid, 50);
   const storeRss = d.storePid ? new RssSampler(d.storePid, 100) : null;
   let agent: ChildProcess | null = null;
@@ -127,8 +140,8 @@ async function main(): Promise<void> {
   let changes: StoreChanges | null = null;
   try {
     // The store's own record of when packets.pcap and merged.pcap were written.
-    changes = await StoreChanges.open(readFileSync(join(dataDir, 'store.url'), 'utf8').trim());
-    const apiToken = makeTracerToken(d.dataDir);
+    changes = await StoreChanges.open(storeUrl, db);
+    const apiToken = makeTracerToken(d.dataDir, 'bench', storeArgs);
     agent = startAgent(d.url, d.agentToken, ringDir, agentLog);
     await waitAgent(d.url, apiToken, 30_000);
     client = await TraceClient.connect(d.url, apiToken);
@@ -188,21 +201,21 @@ async function main(): Promise<void> {
     let curlS: number | null = null;
     if (REFERENCE) {
       progress('reference: curl -T of the same bytes into the store as an attachment');
-      const storeUrl = readFileSync(join(dataDir, 'store.url'), 'utf8').trim();
-      const db = `${storeUrl}/bench-stream-reference`;
-      spawnSync('curl', ['-sS', '-X', 'DELETE', db], { timeout: 60_000 });
-      const mk = spawnSync('curl', ['-sS', '-f', '-X', 'PUT', db], { encoding: 'utf8', timeout: 60_000 });
+      const refDb = `${storeUrl}/bench-stream-reference`;
+      spawnSync('curl', ['-sS', '-o', '/dev/null', '-X', 'DELETE', refDb], { timeout: 60_000 });
+      const mk = spawnSync('curl', ['-sS', '-f', '-o', '/dev/null', '-X', 'PUT', refDb], { encoding: 'utf8', timeout: 60_000 });
       if (mk.status === 0) {
         const c0 = wallNow();
-        const put = spawnSync('curl', ['-sS', '-f', '-o', '/dev/null', '-H', 'Content-Type: application/vnd.tcpdump.pcap', '-T', cap.path, `${db}/ref/packets.pcap`], { encoding: 'utf8', timeout: 15 * 60_000 });
+        const put = spawnSync('curl', ['-sS', '-f', '-o', '/dev/null', '-H', 'Content-Type: application/vnd.tcpdump.pcap', '-T', cap.path, `${refDb}/ref/packets.pcap`], { encoding: 'utf8', timeout: 15 * 60_000 });
         if (put.status === 0) curlS = (wallNow() - c0) / 1000;
         else refProblems.push(`reference curl -T failed (${put.status ?? put.signal}): ${put.stderr.slice(0, 300)}`);
       } else refProblems.push(`reference: cannot create a database in the store (${mk.status}): ${mk.stderr.slice(0, 300)}`);
-      spawnSync('curl', ['-sS', '-o', '/dev/null', '-X', 'DELETE', db], { timeout: 60_000 });
+      spawnSync('curl', ['-sS', '-o', '/dev/null', '-X', 'DELETE', refDb], { timeout: 60_000 });
     }
 
     const seconds = (endAt - sentAt) / 1000;
-    const f = new Figures(`bench:stream (one ${(cap.bytes / MB).toFixed(0)} MiB host result, agent → dispatcher → embedded store)`);
+    const f = new Figures(`bench:stream (one ${(cap.bytes / MB).toFixed(0)} MiB host result, agent → dispatcher → ${COUCHDB ? 'Apache CouchDB' : 'embedded store'})`);
+    f.extra('store', COUCHDB ? 'couchdb' : 'embedded');
     f.section('result');
     f.add('bytes', 'bytes stored (packets.pcap, downloaded and counted)', dl.bytes, 'B', 0);
     f.add('packets', 'packets', host?.packets ?? 0, '', 0);
@@ -223,9 +236,9 @@ async function main(): Promise<void> {
     const timeline: Array<[number, number]> = [];
     for (let t = sentAt; t <= endAt + 500; t += 1000) timeline.push([Math.round((t - sentAt) / 100) / 10, Math.round(rss.peak(t, t + 1000) / MB)]);
     f.extra('rssTimeline', timeline);
-    f.add('storeRssGrowthMb', 'embedded store (separate process) growth', (storePeak - storeBefore) / MB, 'MiB', 1);
+    if (storeRss) f.add('storeRssGrowthMb', 'embedded store (separate process) growth', (storePeak - storeBefore) / MB, 'MiB', 1);
     f.add('dispatcherCpuS', 'CPU: dispatcher', cpu1 - cpu0, 's', 2);
-    f.add('storeCpuS', '  embedded store', scpu1 - scpu0, 's', 2);
+    if (d.storePid) f.add('storeCpuS', '  embedded store', scpu1 - scpu0, 's', 2);
     f.add('agentCpuS', '  agent', acpu1 - acpu0, 's', 2);
     f.section('references (run after the trace)');
     if (q.status === 0) {
@@ -237,9 +250,18 @@ async function main(): Promise<void> {
       f.add('curlS', 'curl -T of the same file into the store', curlS, 's', 2);
       f.add('curlMbPerSec', '  throughput', cap.bytes / 1e6 / curlS, 'MB/s', 1);
       f.add('peerRatio', 'end-to-end time / curl time', seconds / curlS, '×', 2);
+      f.add('curlRatio', 'end-to-end throughput / curl -T throughput', curlS / seconds, '×', 2);
     }
     f.section(`target: dispatcher RSS growth < ${TARGET_GROWTH_MB} MiB`);
     f.add('targetGrowth', 'verdict', (rssPeak - rssBefore) / MB < TARGET_GROWTH_MB ? 'PASS' : 'MISS');
+    if (curlS !== null) {
+      f.section(`target: end-to-end throughput ≥ ${TARGET_CURL_RATIO}× curl -T into the same store`);
+      f.add('targetCurl', 'verdict', curlS / seconds >= TARGET_CURL_RATIO ? 'PASS' : 'MISS');
+    }
+    if (!COUCHDB) {
+      f.section(`target: embedded store RSS growth ≤ ${TARGET_STORE_GROWTH_MB} MiB`);
+      f.add('targetStoreGrowth', 'verdict', (storePeak - storeBefore) / MB <= TARGET_STORE_GROWTH_MB ? 'PASS' : 'MISS');
+    }
     f.add('verified', `packets.pcap is ${cap.bytes} bytes, ${cap.packets} packets, not truncated`, problems.length === 0 ? 'yes' : 'NO');
     problems.forEach((p, i) => f.add(`problem${i}`, '  problem', p));
     f.extra('captureCached', cached);
@@ -260,10 +282,12 @@ async function main(): Promise<void> {
     rss.stop();
     storeRss?.stop();
     await d.stop();
+    if (COUCHDB) spawnSync('curl', ['-sS', '-o', '/dev/null', '-X', 'DELETE', `${COUCHDB.replace(/\/+$/, '')}/${db}`], { timeout: 60_000 });
   }
 }
 
 main().catch((e) => {
-  process.stderr.write(`bench:stream: ${(e as Error).stack ?? e}\n`);
+  const cause = (e as { cause?: unknown }).cause;
+  process.stderr.write(`bench:stream: ${(e as Error).stack ?? e}${cause ? `\n  cause: ${String((cause as Error).stack ?? cause)}` : ''}\n`);
   process.exit(1);
 });

@@ -18,6 +18,7 @@ import { traceId as traceIdSchema } from '../../shared/protocol/common';
 import { QUERY_RULES, traceRequest } from '../../shared/query/query';
 import { callFiguresOf } from '../../shared/query/call-figures';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, TraceDoc, traceDocId } from '../store/layout';
+import { storedAttachment } from '../store/parts';
 import type { TraceStore } from '../store/store';
 import type { Traces } from '../trace/types';
 import { isFinalResult, traceView } from '../trace/view';
@@ -480,7 +481,7 @@ export function createApi(deps: ApiDeps): express.Express {
       need(principal(res), 'read', 'download traces');
       const id = traceId(req);
       const t = await getTrace(id);
-      const stub = t._attachments?.[MERGED_ATTACHMENT];
+      const stub = storedAttachment(t, MERGED_ATTACHMENT);
       if (!stub) {
         if (t.state === 'running') {
           throw new HttpError('TF_PACKETS_NOT_READY', `merged.pcap of trace ${id} is not ready yet: it is built once every host has finished; watch GET /api/traces/${id}`);
@@ -503,7 +504,7 @@ export function createApi(deps: ApiDeps): express.Express {
         throw new HttpError('TF_TRACE_HOST_UNKNOWN', `trace ${id} did not ask host ${host}; its hosts: ${t.hosts.slice(0, 20).join(', ')}${t.hosts.length > 20 ? ', ...' : ''}`);
       }
       const r = await store.getResult(id, host);
-      const stub = r?._attachments?.[HOST_ATTACHMENT];
+      const stub = storedAttachment(r, HOST_ATTACHMENT);
       if (!stub) {
         if (!r || !isFinalResult(r.state)) {
           throw new HttpError('TF_PACKETS_NOT_READY', `the packets of host ${host} in trace ${id} are not ready yet (${r?.state ?? 'queued'}): watch GET /api/traces/${id}`);

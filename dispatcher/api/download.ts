@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import type { TraceView } from '../../shared/protocol/client';
 import { AttachmentStub, HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, TraceDoc, traceDocId } from '../store/layout';
+import { storedAttachment } from '../store/parts';
 import type { TraceStore } from '../store/store';
 import type { HostMessage, HostStream } from './messages';
 import { callFiguresOf } from '../../shared/query/call-figures';
@@ -153,10 +154,10 @@ export async function sendTraceTar(req: Request, res: Response, d: TarDownload):
     return;
   }
   const parts: TarPart[] = [];
-  const merged = d.trace._attachments?.[MERGED_ATTACHMENT];
+  const merged = storedAttachment(d.trace, MERGED_ATTACHMENT);
   if (merged) parts.push({ path: `${dir}/merged.pcap`, docId: traceDocId(id), name: MERGED_ATTACHMENT, size: merged.length });
   for (const r of [...d.results].sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0))) {
-    const stub = r._attachments?.[HOST_ATTACHMENT];
+    const stub = storedAttachment(r, HOST_ATTACHMENT);
     if (stub) parts.push({ path: `${dir}/hosts/${safeName(r.host)}.pcap`, docId: resultDocId(id, r.host), name: HOST_ATTACHMENT, size: stub.length });
   }
 

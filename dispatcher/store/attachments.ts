@@ -3,7 +3,8 @@
 import { PassThrough, Readable, Transform, TransformCallback, pipeline } from 'node:stream';
 import type { StoreClient } from './client';
 import { NanoError, StoreError, StoreUnreachableError } from './errors';
-import { AttachmentStub } from './layout';
+import type { AttachmentStub, CouchMeta } from './layout';
+import { storedAttachment } from './parts';
 
 /** Counts what flows through, so an upload can report its size without a second read. */
 class ByteCounter extends Transform {
@@ -67,8 +68,7 @@ export async function putAttachmentStream(c: StoreClient, docId: string, name: s
 
 /** Name, type, length and digest of an attachment, or null when it is not there. */
 export async function getAttachmentInfo(c: StoreClient, docId: string, name: string): Promise<AttachmentStub | null> {
-  const doc = await c.getRaw<{ _attachments?: Record<string, AttachmentStub> }>(docId);
-  return doc?._attachments?.[name] ?? null;
+  return storedAttachment(await c.getRaw<CouchMeta>(docId), name);
 }
 
 /**

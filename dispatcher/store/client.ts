@@ -204,6 +204,7 @@ export class StoreClient {
         next._rev = current._rev;
         next.type = current.type;
         if (current._attachments && next._attachments === undefined) next._attachments = current._attachments;
+        if (current.attachmentParts && next.attachmentParts === undefined) next.attachmentParts = current.attachmentParts;
         stamp?.(next);
         try {
           const res = await this.call(`updating ${id}`, () => this.db.insert(next as nano.MaybeDocument));
@@ -221,6 +222,12 @@ export class StoreClient {
 
   async queryView(view: ViewName, params: nano.DocumentViewParams): Promise<nano.DocumentViewResponse<unknown, unknown>> {
     return this.call(`querying view ${view}`, () => this.db.view(DESIGN_NAME, view, params));
+  }
+
+  /** Ids of the live documents from startkey to endkey (_all_docs), at most `limit`. */
+  async idsInRange(range: { startkey: string; endkey: string }, limit = 10_000): Promise<string[]> {
+    const res = await this.call('listing documents', () => this.db.list({ ...range, limit }));
+    return res.rows.map((r) => r.id);
   }
 
   /** Deletes whatever of `ids` still exists; returns how many were deleted. */

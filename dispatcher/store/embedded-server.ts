@@ -4,12 +4,13 @@
  * parent over the IPC channel only: `ready`/`error` out, `stop` in.
  */
 
-import { timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { IncomingMessage, RequestListener, Server, ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { sep } from 'node:path';
 import { type LogSettings, initProcessLogger } from '../../shared/log/log';
+import { PART_BYTES, type PartedDoc, partDocId } from './parts';
 
 export interface EmbeddedServerArgs {
   dataDir: string;
@@ -25,7 +26,11 @@ export type ChildMessage = { type: 'ready'; port: number } | { type: 'error'; me
 export type ParentMessage = { type: 'stop' };
 
 interface PouchDb {
-  putAttachment(docId: string, name: string, rev: string | undefined, body: Buffer, type: string): Promise<{ ok: boolean; id: string; rev: string }>;
+  get(docId: string): Promise<PartedDoc & { _rev: string } & Record<string, unknown>>;
+  allDocs(opts: { keys: string[] }): Promise<{ rows: Array<{ id?: string; value?: { rev: string; deleted?: boolean } }> }>;
+  put(doc: object): Promise<{ ok: boolean; id: string; rev: string }>;
+  getAttachment(docId: string, name: string): Promise<Buffer>;
+  bulkDocs(docs: object[]): Promise<Array<{ id?: string; error?: string }>>;
 }
 
 interface PouchStatic {
@@ -63,33 +68,152 @@ function attachmentPath(url: string): { db: string; docId: string; name: string;
   return { db, docId, name: rest.join('/'), rev: u.searchParams.get('rev') ?? undefined };
 }
 
+const DB_MISSING = { error: 'not_found', reason: 'Database does not exist.' };
+
+function sendError(res: ServerResponse, err: PouchError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  sendJson(res, err.status ?? 500, { error: err.name ?? 'error', reason: err.message ?? String(err) });
+}
+
+async function openDb(PouchDB: PouchStatic, name: string): Promise<PouchDb | null> {
+  return (await PouchDB.allDbs()).includes(name) ? new PouchDB(name) : null;
+}
+
+/** The document, or null when it does not exist (deleted counts as not existing). */
+async function getDoc(db: PouchDb, docId: string): Promise<(PartedDoc & { _rev: string } & Record<string, unknown>) | null> {
+  try {
+    return await db.get(docId);
+  } catch (err) {
+    if ((err as PouchError).status === 404) return null;
+    throw err;
+  }
+}
+
+/** Deletes part documents, as far as it can: what is left is deleted with its trace (see parts.ts). */
+async function dropParts(db: PouchDb, ids: string[]): Promise<void> {
+  for (let i = 0; i < ids.length; i += 1000) {
+    const { rows } = await db.allDocs({ keys: ids.slice(i, i + 1000) });
+    const docs = rows.filter((r) => r.id && r.value && !r.value.deleted).map((r) => ({ _id: r.id, _rev: r.value!.rev, _deleted: true }));
+    if (docs.length) await db.bulkDocs(docs);
+  }
+}
+
 /**
  * PUT /db/doc/attachment, in place of express-pouchdb's handler, which
- * stores whatever it received when the upload is cut off (an empty or
- * partial attachment saved as if complete) and copies the body twice more.
- * Here an upload that does not arrive whole stores nothing.
+ * reads the whole body into memory and has PouchDB copy it several times
+ * more (about 9 bytes of memory per byte stored), and stores whatever it
+ * received when the upload is cut off. Here the body is read a part at a
+ * time: an attachment up to PART_BYTES is stored as it was, a bigger one in
+ * parts (see parts.ts), each part written before more of the body is read.
+ * The document is written last: an upload that does not arrive whole
+ * stores nothing (its parts are deleted).
  */
 function putAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerResponse, target: NonNullable<ReturnType<typeof attachmentPath>>): void {
-  const chunks: Buffer[] = [];
-  req.on('data', (c: Buffer) => chunks.push(c));
-  req.on('error', () => {});
-  req.on('close', () => {
-    if (!req.complete) chunks.length = 0;
-  });
-  req.on('end', () => {
-    void (async () => {
-      if (!(await PouchDB.allDbs()).includes(target.db)) {
-        return sendJson(res, 404, { error: 'not_found', reason: 'Database does not exist.' });
+  const written: string[] = [];
+  let db: PouchDb | null = null;
+  void (async () => {
+    db = await openDb(PouchDB, target.db);
+    if (!db) {
+      req.resume();
+      return sendJson(res, 404, DB_MISSING);
+    }
+    const type = req.headers['content-type'] ?? 'application/octet-stream';
+    const upload = randomBytes(6).toString('hex');
+    let first: Buffer | null = null;
+    let part = Buffer.allocUnsafe(PART_BYTES);
+    let used = 0;
+    let total = 0;
+    let parts = 0;
+    const store = async (b: Buffer): Promise<void> => {
+      if (parts === 0) first = b;
+      else {
+        const id = partDocId(target.docId, target.name, upload, parts);
+        written.push(id);
+        await db!.put({ _id: id, type: 'attachment-part', doc: target.docId, name: target.name, upload, index: parts, _attachments: { part: { content_type: 'application/octet-stream', data: b } } });
       }
-      const body = Buffer.concat(chunks);
-      chunks.length = 0;
-      const type = req.headers['content-type'] ?? 'application/octet-stream';
-      const out = await new PouchDB(target.db).putAttachment(target.docId, target.name, target.rev, body, type);
-      sendJson(res, 201, { ok: true, id: out.id, rev: out.rev });
-    })().catch((err: PouchError) => {
-      sendJson(res, err.status ?? 500, { error: err.name ?? 'error', reason: err.message ?? String(err) });
-    });
+      parts++;
+    };
+    // Async iteration reads the next chunk only when the last part is stored: the socket's backpressure bounds the rest.
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      let off = 0;
+      while (off < chunk.length) {
+        if (used === PART_BYTES) {
+          await store(part);
+          part = Buffer.allocUnsafe(PART_BYTES);
+          used = 0;
+        }
+        const n = Math.min(chunk.length - off, PART_BYTES - used);
+        chunk.copy(part, used, off, off + n);
+        used += n;
+        off += n;
+      }
+      total += chunk.length;
+    }
+    if (!req.complete) throw Object.assign(new Error('the upload was cut off before its end'), { status: 400, name: 'bad_request' });
+    await store(part.subarray(0, used));
+    const doc: PartedDoc & { _rev?: string } & Record<string, unknown> = (await getDoc(db, target.docId)) ?? { _id: target.docId };
+    const rev = doc._rev;
+    if (target.rev !== undefined && target.rev !== rev) {
+      throw Object.assign(new Error('Document update conflict.'), { status: 409, name: 'conflict' });
+    }
+    const old = doc.attachmentParts?.[target.name];
+    // The other attachments stay as their stubs; this one is given whole (its first part).
+    const next: Record<string, unknown> = { ...doc, _attachments: { ...(doc._attachments ?? {}), [target.name]: { content_type: type, data: first! } } };
+    const map = { ...(doc.attachmentParts ?? {}) };
+    if (parts > 1) map[target.name] = { upload, parts, length: total, content_type: type };
+    else delete map[target.name];
+    if (Object.keys(map).length) next.attachmentParts = map;
+    else delete next.attachmentParts;
+    const out = await db.put(next);
+    written.length = 0;
+    // The replaced upload's parts, which nobody can reach any more, go before the answer: what the client sees next is clean.
+    if (old && old.upload !== upload) {
+      await dropParts(db, Array.from({ length: old.parts - 1 }, (_, i) => partDocId(target.docId, target.name, old.upload, i + 1))).catch(() => undefined);
+    }
+    sendJson(res, 201, { ok: true, id: out.id, rev: out.rev });
+  })().catch(async (err: PouchError) => {
+    req.resume();
+    sendError(res, err);
+    if (db && written.length) await dropParts(db, written).catch(() => undefined);
   });
+}
+
+/**
+ * GET and HEAD /db/doc/attachment of an attachment kept in parts: the whole
+ * attachment, a part at a time (see parts.ts). Anything else is
+ * express-pouchdb's; `next` hands the request to it.
+ */
+function getAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerResponse, target: NonNullable<ReturnType<typeof attachmentPath>>, next: () => void): void {
+  void (async () => {
+    const db = await openDb(PouchDB, target.db);
+    const doc = db ? await getDoc(db, target.docId) : null;
+    const p = doc?.attachmentParts?.[target.name];
+    if (!db || !doc || !p || !doc._attachments?.[target.name]) return next();
+    res.writeHead(200, { 'content-type': p.content_type, 'content-length': p.length });
+    if (req.method === 'HEAD') return res.end();
+    let gone = false;
+    res.once('close', () => {
+      gone = true;
+    });
+    for (let k = 0; k < p.parts && !gone; k++) {
+      const b = k === 0 ? await db.getAttachment(target.docId, target.name) : await db.getAttachment(partDocId(target.docId, target.name, p.upload, k), 'part');
+      if (!res.write(b) && !gone) {
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            res.off('drain', done);
+            res.off('close', done);
+            resolve();
+          };
+          res.on('drain', done);
+          res.on('close', done);
+        });
+      }
+    }
+    res.end();
+  })().catch((err: PouchError) => sendError(res, err));
 }
 
 /** Whether the request carries the store's Basic credentials (compared in constant time). */
@@ -161,8 +285,11 @@ async function start(args: EmbeddedServerArgs): Promise<Server> {
       req.resume();
       return sendJson(res, 401, { error: 'unauthorized', reason: 'Name or password is incorrect.' });
     }
-    const target = req.method === 'PUT' ? attachmentPath(req.url ?? '/') : null;
-    if (target) putAttachment(PouchDB, req, res, target);
+    const target = req.method === 'PUT' || req.method === 'GET' || req.method === 'HEAD' ? attachmentPath(req.url ?? '/') : null;
+    if (!target) app(req, res);
+    else if (req.method === 'PUT') putAttachment(PouchDB, req, res, target);
+    // An old revision's attachment (?rev=) is express-pouchdb's to find.
+    else if (target.rev === undefined) getAttachment(PouchDB, req, res, target, () => app(req, res));
     else app(req, res);
   });
   await new Promise<void>((resolve, reject) => {

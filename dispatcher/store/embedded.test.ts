@@ -2,17 +2,22 @@
 // set: they are about the server the dispatcher starts when it is not.
 
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import nano from 'nano';
 import { startEmbeddedCouch } from './embedded';
 import { MERGED_ATTACHMENT, PCAP_CONTENT_TYPE } from './layout';
+import { PART_BYTES } from './parts';
 import { StoreUnreachableError, TraceStore } from './store';
 import { silentLogger } from '../../shared/log/log';
 import { memoryLogger } from '../../test/support/log';
+
+const MB = 1024 * 1024;
 
 /** The URL without its credentials. */
 function bare(url: string): string {
@@ -175,6 +180,86 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
       assert.match(v6.url, /^http:\/\/tracefleet:[^@]+@\[::1\]:\d+$/);
       assert.ok((await TraceStore.open({ url: v6.url, db: 'v6' })).dbName === 'v6');
       await v6.stop();
+    }
+  });
+
+  test('a big attachment is stored and read in parts: the store grows by less than 256 MiB, readers get one whole file', { timeout: 600_000 }, async () => {
+    const couch = await startEmbeddedCouch({ dataDir, logger: silentLogger });
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${couch.pid}/status`, 'utf8'))![1]) * 1024;
+    // Before the parts, express-pouchdb grew about 9 bytes per byte stored: 160 MiB would have cost some 1.4 GiB.
+    const size = 160 * MB + 12345;
+    // Bytes that differ along the file, so a part out of place or twice would show in the digest.
+    const source = (upTo: number): Readable =>
+      Readable.from(
+        (function* () {
+          for (let off = 0; off < upTo; off += MB) {
+            const b = Buffer.alloc(Math.min(MB, upTo - off), (off / MB) & 0xff);
+            if (b.length >= 4) b.writeUInt32BE(off, 0);
+            yield b;
+          }
+        })(),
+      );
+    const want = createHash('sha256');
+    for await (const c of source(size)) want.update(c as Buffer);
+    try {
+      const store = await TraceStore.open({ url: couch.url, db: 'big' });
+      const trace = await store.createTrace({ request: { number: '5551234' }, user: 'ann', hosts: ['h'] });
+      const base = rss();
+      let peak = base;
+      const sampler = setInterval(() => (peak = Math.max(peak, rss())), 25);
+      try {
+        const put = await store.putAttachmentStream(trace._id, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, source(size));
+        assert.equal(put.bytes, size);
+        const got = createHash('sha256');
+        let n = 0;
+        for await (const c of store.getAttachmentStream(trace._id, MERGED_ATTACHMENT)) {
+          got.update(c as Buffer);
+          n += (c as Buffer).length;
+        }
+        assert.equal(n, size);
+        assert.equal(got.digest('hex'), want.copy().digest('hex'));
+      } finally {
+        clearInterval(sampler);
+      }
+      assert.ok(peak - base <= 256 * MB, `the store grew by ${((peak - base) / MB).toFixed(0)} MiB for a ${(size / MB).toFixed(0)} MiB attachment`);
+
+      // What a reader of the document and of the store's HTTP sees.
+      assert.equal((await store.getAttachmentInfo(trace._id, MERGED_ATTACHMENT))?.length, size);
+      const url = `${bare(couch.url)}/big/${encodeURIComponent(trace._id)}/${MERGED_ATTACHMENT}`;
+      const auth = { authorization: `Basic ${Buffer.from(decodeURIComponent(new URL(couch.url).username + ':' + new URL(couch.url).password)).toString('base64')}` };
+      const head = await fetch(url, { method: 'HEAD', headers: auth });
+      assert.equal(head.status, 200);
+      assert.equal(head.headers.get('content-length'), String(size));
+      const parts = async () => (await nano(couch.url).use('big').list()).rows.filter((r) => r.id.includes('~')).length;
+      assert.equal(await parts(), Math.ceil(size / PART_BYTES) - 1);
+
+      // An upload cut off half-way stores nothing and leaves no parts behind.
+      const cut = source(3 * PART_BYTES + 7);
+      const broken = new Readable({ read() {} });
+      void (async () => {
+        for await (const c of cut) broken.push(c);
+        broken.destroy(new Error('the agent went away'));
+      })();
+      await assert.rejects(store.putAttachmentStream(trace._id, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, broken), /went away/);
+      assert.equal((await store.getAttachmentInfo(trace._id, MERGED_ATTACHMENT))?.length, size);
+      const deadline = Date.now() + 10_000;
+      while ((await parts()) !== Math.ceil(size / PART_BYTES) - 1 && Date.now() < deadline) await sleep(100);
+      assert.equal(await parts(), Math.ceil(size / PART_BYTES) - 1, 'the cut-off upload left parts');
+
+      // A small attachment in its place: stored whole, the old parts gone.
+      await store.putAttachmentStream(trace._id, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([Buffer.from('small')]));
+      const small: Buffer[] = [];
+      for await (const c of store.getAttachmentStream(trace._id, MERGED_ATTACHMENT)) small.push(c as Buffer);
+      assert.equal(Buffer.concat(small).toString(), 'small');
+      assert.equal(await parts(), 0);
+
+      // Deleting the trace deletes the parts of its attachments too.
+      await store.putAttachmentStream(trace._id, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, source(2 * PART_BYTES + 1));
+      assert.equal(await parts(), 2);
+      await store.deleteTrace(trace.id);
+      assert.equal(await parts(), 0);
+    } finally {
+      await couch.stop();
     }
   });
 });

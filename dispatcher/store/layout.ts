@@ -41,6 +41,7 @@
 
 import type { MessageSummary } from '../../agent/query/engine';
 import type { RtpStreamFigures } from '../../shared/rtp/figures';
+import type { AttachmentParts } from './parts';
 
 import { RESULT_STATES, TRACE_STATES } from '../../shared/protocol/client';
 import { traceId as traceIdRule } from '../../shared/protocol/common';
@@ -56,6 +57,8 @@ export interface CouchMeta {
   _id: string;
   _rev?: string;
   _attachments?: Record<string, AttachmentStub>;
+  /** The embedded store's attachments kept in parts (parts.ts): read stubs through storedAttachment(). */
+  attachmentParts?: Record<string, AttachmentParts>;
 }
 
 export interface AttachmentStub {

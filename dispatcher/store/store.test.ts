@@ -6,6 +6,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import nano from 'nano';
 import { DESIGN_DOC, HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId, traceDocId } from './layout';
+import { storedAttachment } from './parts';
 import { StoreError, StoreUnreachableError, TraceStore } from './store';
 import { TestCouch, closedPort, openTestStore, startRelay, startTestCouch, uniqueDbName } from '../../test/support/couch';
 
@@ -259,7 +260,7 @@ describe('TraceStore against a real CouchDB-compatible server', { timeout: 180_0
     const growthMb = (peak - rss0) / 2 ** 20;
     t.diagnostic(`RSS growth during the 20 MB round trip: ${growthMb.toFixed(1)} MB`);
     assert.ok(growthMb < 40, `RSS grew by ${growthMb.toFixed(1)} MB during a 20 MB transfer`);
-    assert.equal((await store.getTrace(trace.id))?._attachments?.[MERGED_ATTACHMENT]?.length, size);
+    assert.equal(storedAttachment(await store.getTrace(trace.id), MERGED_ATTACHMENT)?.length, size);
   });
 
   test('attachment errors: missing doc or attachment, a failing source stores nothing', async () => {

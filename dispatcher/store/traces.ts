@@ -5,6 +5,7 @@ import type nano from 'nano';
 import type { StoreClient, Mutation } from './client';
 import { isConflict, StoreError } from './errors';
 import { JsonValue, TraceDoc, TraceState, checkHost, checkTraceId, traceDocId } from './layout';
+import { partRange } from './parts';
 import { resultIds } from './results';
 
 export interface NewTrace {
@@ -109,11 +110,40 @@ export async function listTraces(c: StoreClient, opts: ListTracesOptions = {}): 
 /** The trace document and every result document of it. */
 export async function deleteTrace(c: StoreClient, id: string): Promise<{ trace: boolean; results: number }> {
   const ids = await resultIds(c, id);
-  // Results first: if we stop half-way the trace is still listed, and
+  // Parts, then results: if we stop half-way the trace is still listed, and
   // deleting it again finishes the job.
+  await deleteTraceParts(c, id);
   const results = await c.deleteDocs(ids);
   const trace = (await c.deleteDocs([traceDocId(id)])) === 1;
   return { trace, results };
+}
+
+/**
+ * The part documents of the trace's attachments and its results' (the
+ * embedded store's big attachments, see parts.ts): two listings, whatever
+ * the number of hosts.
+ */
+async function deleteTraceParts(c: StoreClient, id: string): Promise<void> {
+  const doc = traceDocId(id);
+  // Bounded: each turn deletes what it listed, or stops.
+  for (;;) {
+    const own = await c.idsInRange(partRange(doc), 1000);
+    // Results are `${doc}:<host>`, their parts `${doc}:<host>~...`; host names have no '~'.
+    const hosts = (await c.idsInRange({ startkey: `${doc}:`, endkey: `${doc}:\ufff0` }, 100_000)).filter((x) => x.includes('~'));
+    const parts = [...own, ...hosts.slice(0, 10_000)];
+    if (parts.length === 0 || (await c.deleteDocs(parts)) === 0) break;
+  }
+}
+
+/** The part documents of these documents' attachments (see parts.ts). */
+async function deleteParts(c: StoreClient, docIds: string[]): Promise<void> {
+  for (const docId of docIds) {
+    // Bounded: each turn deletes what it listed, or stops.
+    for (;;) {
+      const parts = await c.idsInRange(partRange(docId), 1000);
+      if (parts.length === 0 || (await c.deleteDocs(parts)) === 0) break;
+    }
+  }
 }
 
 /**
@@ -141,6 +171,7 @@ export async function purgeOlderThan(c: StoreClient, days: number, now = new Dat
   for (;;) {
     const res = await c.queryView('results_by_updated', { endkey: cutoff, inclusive_end: false, limit: 500 });
     if (res.rows.length === 0) break;
+    await deleteParts(c, res.rows.map((r) => r.id));
     if ((await c.deleteDocs(res.rows.map((r) => r.id))) === 0) break;
   }
   return traces;

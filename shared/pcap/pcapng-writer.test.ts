@@ -154,8 +154,10 @@ test('PcapngWriter: backpressure reported and waitDrain resolves; caller may reu
   const w = new PcapngWriter(sink);
   const shared = Buffer.alloc(101);
   let sawFalse = false;
-  for (let i = 0; i < 20; i++) {
-    shared.fill(i);
+  // Enough for several of the writer's batches (it gathers records up to 64 KiB before a write).
+  const n = 2000;
+  for (let i = 0; i < n; i++) {
+    shared.fill(i & 0xff);
     if (!w.write({ linkType: LINKTYPE.RAW, tsSec: i, tsNsec: i, origLen: 101, data: shared }, true)) {
       sawFalse = true;
       await w.waitDrain();
@@ -166,10 +168,10 @@ test('PcapngWriter: backpressure reported and waitDrain resolves; caller may reu
   const recs: PacketRecord[] = [];
   const all = Buffer.concat(chunks);
   new PcapngParser().scan(all, 0, (r) => recs.push({ ...r, data: Buffer.from(r.data) }));
-  assert.equal(recs.length, 20);
+  assert.equal(recs.length, n);
   recs.forEach((r, i) => {
     assert.equal(r.tsNsec, i);
-    assert.ok(r.data.equals(Buffer.alloc(101, i)));
+    assert.ok(r.data.equals(Buffer.alloc(101, i & 0xff)));
   });
 });
 

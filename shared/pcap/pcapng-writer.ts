@@ -99,9 +99,9 @@ function writeTimestamp(b: Buffer, at: number, tsSec: number, tsNsec: number, na
  * section; an Interface Description Block is added for each (link type,
  * resolution) pair the first time it is needed, or up front through
  * interfaceFor(). Packets go in Enhanced Packet Blocks with their exact
- * timestamps, bytes and original length. Each block is copied into one
- * buffer before writing, so callers may reuse their data buffers as soon as
- * write() returns.
+ * timestamps, bytes and original length. Blocks are built in a batch (see
+ * StreamSink), so callers may reuse their data buffers as soon as write()
+ * returns; flush() or end() hands the last of them to the stream.
  *
  * Stream errors are caught here (an unhandled 'error' event would kill the
  * process) and surface as a rejection of waitDrain()/end() or a throw from
@@ -166,17 +166,18 @@ export class PcapngWriter extends StreamSink {
     const ifId = this.interfaceFor(rec.linkType, nanos);
     const capLen = rec.data.length;
     const len = EPB_FIXED + pad4(capLen);
-    const b = Buffer.allocUnsafe(len);
-    b.writeUInt32LE(PCAPNG_BLOCK_EPB, 0);
-    b.writeUInt32LE(len, 4);
-    b.writeUInt32LE(ifId, 8);
-    writeTimestamp(b, 12, rec.tsSec, rec.tsNsec, nanos);
-    b.writeUInt32LE(capLen, 20);
-    b.writeUInt32LE(rec.origLen, 24);
-    rec.data.copy(b, 28);
-    b.fill(0, 28 + capLen, len - 4);
-    b.writeUInt32LE(len, len - 4);
+    const at = this.reserve(len);
+    const b = this.batch!;
+    b.writeUInt32LE(PCAPNG_BLOCK_EPB, at);
+    b.writeUInt32LE(len, at + 4);
+    b.writeUInt32LE(ifId, at + 8);
+    writeTimestamp(b, at + 12, rec.tsSec, rec.tsNsec, nanos);
+    b.writeUInt32LE(capLen, at + 20);
+    b.writeUInt32LE(rec.origLen, at + 24);
+    rec.data.copy(b, at + 28);
+    b.fill(0, at + 28 + capLen, at + len - 4);
+    b.writeUInt32LE(len, at + len - 4);
     this.recordsWritten++;
-    return this.put(b);
+    return this.commit(len);
   }
 }

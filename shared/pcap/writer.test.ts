@@ -104,8 +104,10 @@ test(
     const w = new PcapWriter(sink, { linkType: LINKTYPE.RAW, nanos: true, snaplen: 1000 });
     const shared = Buffer.alloc(100, 0xaa);
     let sawFalse = false;
-    for (let i = 0; i < 20; i++) {
-      shared.fill(i);
+    // Enough for several of the writer's batches (it gathers records up to 64 KiB before a write).
+    const n = 2000;
+    for (let i = 0; i < n; i++) {
+      shared.fill(i & 0xff);
       if (!w.write({ tsSec: i, tsNsec: i, origLen: 100, data: shared })) {
         sawFalse = true;
         await w.waitDrain();
@@ -117,8 +119,8 @@ test(
     const h = parsePcapHeader(all);
     assert.equal(h.snaplen, 1000);
     assert.equal(h.linkType, LINKTYPE.RAW);
-    assert.equal(all.length, PCAP_HEADER_LEN + 20 * 116);
-    for (let i = 0; i < 20; i++) assert.equal(all[PCAP_HEADER_LEN + i * 116 + 16], i);
+    assert.equal(all.length, PCAP_HEADER_LEN + n * 116);
+    for (let i = 0; i < n; i++) assert.equal(all[PCAP_HEADER_LEN + i * 116 + 16], i & 0xff);
   }),
 );
 

@@ -47,9 +47,9 @@ export function encodePcapRecord(rec: WritableRecord, nanos: boolean): Buffer[] 
 
 /**
  * Streaming PCAP writer over any writable stream. The global header is
- * queued in the constructor. Each record is copied into one buffer before
- * writing, so callers may reuse their data buffers as soon as write()
- * returns.
+ * queued in the constructor. Records are copied into a batch (see
+ * StreamSink), so callers may reuse their data buffers as soon as write()
+ * returns; flush() or end() hands the last of them to the stream.
  *
  * Stream errors are caught here (an unhandled 'error' event would kill the
  * process) and surface as a rejection of waitDrain()/end() or a throw from
@@ -77,11 +77,13 @@ export class PcapWriter extends StreamSink {
     this.check();
     checkRecord(rec, this.snaplen);
     const capLen = rec.data.length;
-    const b = Buffer.allocUnsafe(PCAP_RECORD_HEADER_LEN + capLen);
-    writePcapRecordHeader(b, 0, rec.tsSec, rec.tsNsec, capLen, rec.origLen, this.nanos);
-    rec.data.copy(b, PCAP_RECORD_HEADER_LEN);
+    const size = PCAP_RECORD_HEADER_LEN + capLen;
+    const at = this.reserve(size);
+    const b = this.batch!;
+    writePcapRecordHeader(b, at, rec.tsSec, rec.tsNsec, capLen, rec.origLen, this.nanos);
+    rec.data.copy(b, at + PCAP_RECORD_HEADER_LEN);
     this.recordsWritten++;
-    return this.put(b);
+    return this.commit(size);
   }
 }
 

@@ -1,0 +1,55 @@
+/*
+ * How the embedded store keeps an attachment bigger than one part: in parts
+ * of PART_BYTES, so that neither an upload nor a download holds more than a
+ * part in its memory (PouchDB stores an attachment as one LevelDB value and
+ * copies it several times on the way: one 200 MB attachment cost about
+ * 1.8 GiB). Apache CouchDB streams attachments to disk itself and never
+ * sees this layout.
+ *
+ *   <doc>                          _attachments[name]: the first PART_BYTES (a real attachment)
+ *                                  attachmentParts[name]: { upload, parts, length, content_type }
+ *   <doc>~<name>~<upload>~<k>      k = 1 .. parts-1: type 'attachment-part', _attachments.part: the next bytes
+ *
+ * The document is written last, in one write, so it names only parts that
+ * are all stored: a reader sees the old attachment or the whole new one.
+ * GET and HEAD of <doc>/<name> on the embedded server answer the whole
+ * attachment, parts in order, with its full length: a direct reader of the
+ * store gets one file, as from CouchDB. The stub in _attachments has the
+ * first part's length and digest; attachmentParts holds the whole length
+ * (storedAttachment() gives the stub as the dispatcher must see it).
+ */
+
+import type { AttachmentStub, CouchMeta } from './layout';
+
+/** Bytes per part: what one upload or download holds at once (PouchDB copies it a few times). */
+export const PART_BYTES = 1024 * 1024;
+
+export interface AttachmentParts {
+  /** Names this upload's part documents; a new upload of the attachment has a new one. */
+  upload: string;
+  /** Parts in all, the first (in the document itself) included. */
+  parts: number;
+  /** Bytes of the whole attachment. */
+  length: number;
+  content_type: string;
+}
+
+export type PartedDoc = CouchMeta;
+
+/** Part k (1 and up) of an upload of `name` on `docId`. */
+export function partDocId(docId: string, name: string, upload: string, k: number): string {
+  return `${docId}~${name}~${upload}~${String(k).padStart(6, '0')}`;
+}
+
+/** The _all_docs range holding every part document of `docId` (its attachments, any upload). */
+export function partRange(docId: string): { startkey: string; endkey: string } {
+  return { startkey: `${docId}~`, endkey: `${docId}~\ufff0` };
+}
+
+/** The attachment's stub as a reader must see it: the whole length when it is kept in parts. */
+export function storedAttachment(doc: PartedDoc | null | undefined, name: string): AttachmentStub | null {
+  const stub = doc?._attachments?.[name];
+  if (!stub) return null;
+  const parts = doc?.attachmentParts?.[name];
+  return parts ? { ...stub, length: parts.length, content_type: parts.content_type } : stub;
+}

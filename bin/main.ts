@@ -18,6 +18,7 @@ const commands = () => ({
   remote: (require('../cli/commands/remote') as typeof import('../cli/commands/remote')).dispatcherCommands,
   ring: (require('../cli/commands/ring') as typeof import('../cli/commands/ring')).ringCommand,
   stats: (require('../cli/commands/stats') as typeof import('../cli/commands/stats')).statsCommand,
+  extcap: (require('../cli/commands/extcap') as typeof import('../cli/commands/extcap')).extcapCommand,
 });
 
 const local = () => require('../cli/commands/local') as typeof import('../cli/commands/local');
@@ -37,6 +38,7 @@ export function cli(argv: string[]): Argv {
     .command(c.remote)
     .command(c.ring)
     .command(c.stats)
+    .command(c.extcap)
     .demandCommand(1, 'give a command; see --help')
     .strict()
     .fail((msg, err) => {
@@ -64,6 +66,11 @@ const HOT: Record<string, () => { flags: FlagTable; command: CommandModule<objec
 function hotCommand(argv: string[]): boolean {
   if (argv.length === 1 && argv[0] === '--version') {
     process.stdout.write(`${local().agentVersion()}\n`);
+    return true;
+  }
+  // Wireshark runs `extcap --extcap-interfaces` at each start: its own parser, nothing else loaded.
+  if (argv[0] === 'extcap' && argv[1] !== '--help') {
+    (require('../cli/extcap') as typeof import('../cli/extcap')).extcapMain(argv.slice(1));
     return true;
   }
   if (!Object.hasOwn(HOT, argv[0] ?? '')) return false;

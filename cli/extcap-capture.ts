@@ -27,20 +27,44 @@ import { agentVersion } from './commands/local';
 /** Wireshark reads anything on stderr as an error: a capture that goes well says nothing. */
 const SILENT: ProgressSink = { update() {}, note() {}, finish() {} };
 
-/** Writable of PCAP (or PCAPNG) bytes that go on to the PCAPNG writer, each write done once the fifo has it. */
-function relay(writer: PcapngWriter): Writable {
-  const parser = new CaptureStreamParser('the dispatcher stream');
-  return new Writable({
-    write(chunk: Buffer, _enc, done) {
-      try {
-        const nanos = () => parser.pcapHeader?.nanos ?? true;
-        for (const r of parser.push(chunk)) writer.write(r, nanos());
-      } catch (e) {
-        return done(e as Error);
-      }
-      writer.waitDrain().then(() => done(), done);
-    },
-  });
+/**
+ * The PCAPNG stream to the fifo, its section header written by start():
+ * once the dispatcher took the request, so a refusal before it leaves the
+ * fifo without a byte (tshark then fails the capture with our stderr),
+ * and before the first packet, so dumpcap runs (and its autostop with it)
+ * while nothing matches yet.
+ */
+class FifoOut {
+  private writer: PcapngWriter | null = null;
+  private readonly parser = new CaptureStreamParser('the dispatcher stream');
+  /** PCAP (or PCAPNG) bytes in, each write done once the fifo has taken it. */
+  readonly input: Writable;
+
+  constructor(private readonly stream: Writable) {
+    this.input = new Writable({
+      write: (chunk: Buffer, _enc, done) => {
+        let w: PcapngWriter;
+        try {
+          w = this.start();
+          const nanos = () => this.parser.pcapHeader?.nanos ?? true;
+          for (const r of this.parser.push(chunk)) w.write(r, nanos());
+        } catch (e) {
+          return done(e as Error);
+        }
+        w.waitDrain().then(() => done(), done);
+      },
+    });
+  }
+
+  start(): PcapngWriter {
+    this.writer ??= new PcapngWriter(this.stream, { application: `tracefleet ${agentVersion()}` });
+    return this.writer;
+  }
+
+  async end(): Promise<void> {
+    if (this.writer) await this.writer.end().catch(() => {});
+    else this.stream.end();
+  }
 }
 
 /** The dialog's fields and the filter box as `tracefleet trace`/`follow` flags (yargs' camelCase keys). */
@@ -70,12 +94,12 @@ function flagsOf(a: ExtcapArgs): Record<string, unknown> {
   };
 }
 
-async function follow(client: DispatcherClient, a: ExtcapArgs, out: Writable, signal: AbortSignal): Promise<Exit> {
+async function follow(client: DispatcherClient, a: ExtcapArgs, out: FifoOut, signal: AbortSignal): Promise<Exit> {
   const { since: _s, until: _u, ...flags } = flagsOf(a);
   const req = followRequestOf(flags);
   const socket = await client.socket();
   try {
-    const r = await runFollow(socket, req, { out, line: () => {}, signal });
+    const r = await runFollow(socket, req, { out: out.input, line: () => {}, signal, onStart: () => out.start() });
     if (r.end?.code) throw new CliError(`follow ${r.trace.id} ended: ${r.end.message ?? r.end.code} (what it followed is stored as trace ${r.trace.id})`, EXIT.FAILED);
     if (r.lost && !signal.aborted) throw new CliError(`the connection to the dispatcher at ${client.conn.url} was lost during follow ${r.trace.id}`, EXIT.FAILED);
     return EXIT.OK;
@@ -84,7 +108,7 @@ async function follow(client: DispatcherClient, a: ExtcapArgs, out: Writable, si
   }
 }
 
-async function trace(client: DispatcherClient, a: ExtcapArgs, out: Writable, signal: AbortSignal): Promise<Exit> {
+async function trace(client: DispatcherClient, a: ExtcapArgs, out: FifoOut, signal: AbortSignal): Promise<Exit> {
   const { duration: _d, ...flags } = flagsOf(a);
   const req = traceRequestOf(flags);
   let socket: ClientSocket | null = null;
@@ -101,7 +125,7 @@ async function trace(client: DispatcherClient, a: ExtcapArgs, out: Writable, sig
       process.stderr.write(`tracefleet: trace ${v.id} done: no packet matched in the window (widen the window or check the filter)\n`);
       return EXIT.OK;
     }
-    await client.download(DispatcherClient.pcapPath(v.id), () => out, { end: false, signal });
+    await client.download(DispatcherClient.pcapPath(v.id), () => out.input, { end: false, signal });
     const code = exitOfTrace(v);
     if (code !== EXIT.OK) throw new CliError(`trace ${v.id} ${v.state}: ${failures.join('; ') || 'some hosts did not finish'}`, code === EXIT.PARTIAL ? EXIT.FAILED : code);
     return EXIT.OK;
@@ -124,15 +148,14 @@ export async function captureMain(iface: ExtcapInterface, a: ExtcapArgs): Promis
     process.exit(EXIT.FAILED);
   }
   const stream = createWriteStream(fifo, { fd });
-  const writer = new PcapngWriter(stream, { application: `tracefleet ${agentVersion()}` });
+  const out = new FifoOut(stream);
   const abort = new AbortController();
   // Wireshark stops a capture with SIGTERM; a fifo whose reader went away says EPIPE.
   const stop = () => abort.abort();
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   stream.on('error', stop);
-  const out = relay(writer);
-  out.on('error', stop);
+  out.input.on('error', stop);
   let code: number;
   let client: DispatcherClient | null = null;
   try {
@@ -148,7 +171,7 @@ export async function captureMain(iface: ExtcapInterface, a: ExtcapArgs): Promis
   } finally {
     client?.close();
   }
-  await writer.end().catch(() => {});
+  await out.end();
   try {
     closeSync(fd);
   } catch {

@@ -18,6 +18,8 @@ export interface FollowRunOptions {
   ackTimeoutMs?: number;
   /** How long a stopped follow may take to say it ended. */
   settleMs?: number;
+  /** Called once the dispatcher took the follow, before any data. */
+  onStart?: (trace: TraceView) => void;
 }
 
 export interface FollowRunResult {
@@ -100,6 +102,7 @@ export async function runFollow(socket: ClientSocket, req: FollowRequest, opts: 
   if (!a.success) throw new CliError("the dispatcher's answer to follow:start is not what this tracefleet understands: is the dispatcher the same version?", EXIT.FAILED);
   if (!a.data.ok) throw receivedError(a.data, a.data.error);
   const trace = a.data.trace;
+  opts.onStart?.(trace);
   const onAbort = () => {
     socket.timeout(ackMs).emit('follow:stop', { traceId: trace.id }, () => {});
     // A dispatcher that does not answer the stop: give up waiting.

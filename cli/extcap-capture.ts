@@ -1,4 +1,4 @@
-import { closeSync, createWriteStream, openSync } from 'node:fs';
+import { createWriteStream, openSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { EXIT, Exit } from '../shared/errors/catalogue';
 import { PcapngWriter } from '../shared/pcap/pcapng-writer';
@@ -171,11 +171,7 @@ export async function captureMain(iface: ExtcapInterface, a: ExtcapArgs): Promis
   } finally {
     client?.close();
   }
+  // Ending the stream closes the fifo: dumpcap reads the end of the capture.
   await out.end();
-  try {
-    closeSync(fd);
-  } catch {
-    /* the stream closed it */
-  }
   process.exit(code);
 }

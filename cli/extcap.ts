@@ -80,7 +80,7 @@ function field(s: string): string {
 }
 
 export function interfacesText(version: string): string {
-  const lines = [`extcap {version=${field(version)}}{help=https://github.com/tracefleet/tracefleet#wireshark}`];
+  const lines = [`extcap {version=${field(version)}}`];
   for (const [value, i] of Object.entries(EXTCAP_INTERFACES)) lines.push(`interface {value=${value}}{display=${i.display}}`);
   return lines.join('\n') + '\n';
 }

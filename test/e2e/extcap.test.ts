@@ -132,6 +132,11 @@ test('extcap install puts an executable launcher in the personal extcap folder, 
   assert.equal(i.stderr, '', 'nothing on stderr: Wireshark would show it as an error');
   assert.match(i.stdout, /^extcap \{version=[^}]+\}/);
   assert.ok(Date.now() - t0 < 5_000);
+  // The capture filter box: Wireshark colours it by what the extcap prints (nothing: good).
+  const good = await spawnRun(path, ['--extcap-interface', 'tracefleet-follow', '--extcap-capture-filter', 'number 5551234 and method INVITE'], {}, 10_000);
+  assert.equal(good.stdout, '');
+  const bpf = await spawnRun(path, ['--extcap-interface', 'tracefleet-follow', '--extcap-capture-filter', 'udp port 5060'], {}, 10_000);
+  assert.match(bpf.stdout, /^bad tracefleet capture filter 'udp port 5060': 'udp' is not a tracefleet filter word/);
   const dl = await spawnRun('tshark', ['-D'], {}, 30_000);
   assert.match(dl.stdout, /\d+\. tracefleet-follow \(tracefleet follow\)/, dl.stdout + dl.stderr);
   assert.match(dl.stdout, /\d+\. tracefleet-trace \(tracefleet fleet trace\)/);

@@ -184,7 +184,7 @@ function renderFollow(main, ctx, trace, request) {
     stop.hidden = true;
     paused = false;
     status.dataset.state = 'ended';
-    status.textContent = `The follow ended (${END_REASONS[e.reason] ?? e.reason}): ${fmtCount(e.packets)} packets.${e.message ? ` ${e.message}` : ''}`;
+    status.textContent = `The follow ended (${END_REASONS[e.reason] ?? e.reason})${typeof e.packets === 'number' ? `: ${fmtCount(e.packets)} packets` : ''}.${e.message ? ` ${e.message}` : ''}`;
     replace(storedLink, 'It is stored as a trace: ', h('a', { href: `#/trace/${id}`, id: 'follow-trace-link' }, `open trace ${id}`), ' (also in the ', h('a', { href: '#/history' }, 'History'), ').');
     storedLink.hidden = false;
     if (drawTimer !== null) clearTimeout(drawTimer);
@@ -207,6 +207,10 @@ function renderFollow(main, ctx, trace, request) {
     }
   });
   const ticker = setInterval(drawHosts, 1000);
+  // A follow belongs to the socket that started it: when that connection dropped, the dispatcher ended and stored it.
+  ctx.onReconnect(() => {
+    if (!ended && !left) void finished({ traceId: id, reason: 'client-gone', packets: null, message: 'The connection to the dispatcher dropped, which ends a follow.' });
+  });
   ctx.onLeave(() => {
     left = true;
     clearInterval(ticker);

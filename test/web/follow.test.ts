@@ -99,6 +99,10 @@ test('Follow live: the ladder and the table grow while the call runs; pause hold
   assert.equal(await page.locator('#follow-hosts tr[data-host="lo-w"] [data-field="messages"]').textContent(), '7');
   assert.match((await page.locator('#follow-hosts tr[data-host="lo-w"] [data-field="behind"]').textContent()) ?? '', /^\d+(\.\d)? m?s$/, 'the host row says how far behind it is');
 
+  // A filter typed in the table stays while messages keep coming.
+  await page.locator('#msg-filter').fill('options');
+  assert.equal(await page.locator('#msg-table tbody tr').count(), 0);
+
   // Paused: the follow goes on (the status counts it), the ladder waits.
   await page.getByRole('button', { name: 'Pause' }).click();
   await send(sipDatagram(`OPTIONS sip:+${number}@${LOOPBACK} SIP/2.0`, callId, `+${number}`, '3 OPTIONS', SIP_PORT));
@@ -107,6 +111,8 @@ test('Follow live: the ladder and the table grow while the call runs; pause hold
   assert.equal(await arrows(), 7, 'the ladder holds still while paused');
   await page.getByRole('button', { name: 'Resume' }).click();
   await page.waitForFunction((id) => document.querySelectorAll(`#ladder .ladder-arrow[data-call-id="${id}"]`).length === 8, callId, { timeout: 10_000 });
+  assert.equal(await page.locator('#msg-filter').inputValue(), 'options');
+  assert.deepEqual(await page.locator('#msg-table tbody tr .col-what').allTextContents(), ['OPTIONS']);
 
   // Stopped: stored, and the page links to it.
   await page.getByRole('button', { name: 'Stop' }).click();

@@ -145,10 +145,15 @@ function renderFollow(main, ctx, trace, request) {
     );
   }
 
+  const table = renderMessages(tableBox, [], { onSelect: show, live: true });
+  /** How many of `messages` the table has. */
+  let inTable = 0;
+
   async function drawMessages() {
     drawTimer = null;
     if (left) return;
-    const table = renderMessages(tableBox, messages, { onSelect: show });
+    table.add(messages.slice(inTable));
+    inTable = messages.length;
     try {
       ladderModule ??= await import('../ladder.js');
       if (left) return;

@@ -78,6 +78,12 @@ test('Follow live: the ladder and the table grow while the call runs; pause hold
   const number = `1555${String(Date.now()).slice(-7)}`;
   const callId = `live-${Date.now()}`;
   await page.locator('#tf-number').fill(number.slice(-7));
+  // RTP is not followed live: said at its box, and nothing starts.
+  await page.locator('#tf-rtp').check();
+  await page.getByRole('button', { name: 'Follow live' }).click();
+  await page.waitForFunction(() => /RTP is not followed live yet/.test(document.querySelector('#err-rtp').textContent));
+  assert.equal(follows.active(), 0);
+  await page.locator('#tf-rtp').uncheck();
   await page.getByRole('button', { name: 'Follow live' }).click();
   await page.locator('#follow-status').waitFor();
   assert.ok(await waitFor(() => follows.active() === 1, 15_000), fail('the agent never started following'));

@@ -166,8 +166,12 @@ export async function captureMain(iface: ExtcapInterface, a: ExtcapArgs): Promis
     client = new DispatcherClient(conn);
     code = await (iface === 'tracefleet-follow' ? follow : trace)(client, a, out, abort.signal);
   } catch (e) {
-    process.stderr.write(`tracefleet: ${safeText(String((e as Error).message ?? e))}\n`);
-    code = exitOf(e);
+    // Wireshark stopping the capture (a download cut short by it) is no error to show it.
+    if (abort.signal.aborted) code = EXIT.OK;
+    else {
+      process.stderr.write(`tracefleet: ${safeText(String((e as Error).message ?? e))}\n`);
+      code = exitOf(e);
+    }
   } finally {
     client?.close();
   }

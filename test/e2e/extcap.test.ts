@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { statSync, writeFileSync } from 'node:fs';
+import { rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { startAgent, RunningAgent } from '../../agent/daemon/run';
@@ -118,6 +118,7 @@ after(async () => {
   await agent?.stop();
   await d?.stop();
   await couch?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('extcap install puts an executable launcher in the personal extcap folder, and tshark -D lists both interfaces', { skip, timeout: 60_000 }, async () => {

@@ -1,6 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, Socket as UdpSocket } from 'node:dgram';
+import { rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startAgent, RunningAgent } from '../../agent/daemon/run';
@@ -33,6 +34,7 @@ let link: DispatcherLink;
 let follows: FollowServer;
 let browser: TestBrowser;
 let tx: UdpSocket;
+let dir = '';
 
 function send(b: Buffer): Promise<void> {
   return new Promise((ok, fail) => tx.send(b, SIP_PORT, LOOPBACK, (e) => (e ? fail(e) : ok())));
@@ -42,7 +44,7 @@ before(async () => {
   if (skip) return;
   couch = await startTestCouch();
   d = await startTestDispatcher(couch.url, { staticDir: join(ROOT, 'web') });
-  const dir = tempDir('tf-web-follow-');
+  dir = tempDir('tf-web-follow-');
   const ring = join(dir, 'ring');
   agent = await startAgent({ ringDir: ring, interfaces: ['lo'], filter: `udp port ${SIP_PORT}`, ringMaxBytes: 64 * 1024 * 1024, maxSegmentBytes: 4 * 1024 * 1024, logger: silentLogger });
   link = connectDispatcher({
@@ -69,6 +71,7 @@ after(async () => {
   await agent?.stop();
   await d?.stop();
   await couch?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('Follow live: the ladder and the table grow while the call runs; pause holds them; stop links to the stored trace', { skip, timeout: 120_000 }, async () => {

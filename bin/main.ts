@@ -18,6 +18,7 @@ const commands = () => ({
   remote: (require('../cli/commands/remote') as typeof import('../cli/commands/remote')).dispatcherCommands,
   ring: (require('../cli/commands/ring') as typeof import('../cli/commands/ring')).ringCommand,
   stats: (require('../cli/commands/stats') as typeof import('../cli/commands/stats')).statsCommand,
+  extcap: (require('../cli/commands/extcap') as typeof import('../cli/commands/extcap')).extcapCommand,
 });
 
 const local = () => require('../cli/commands/local') as typeof import('../cli/commands/local');
@@ -37,6 +38,7 @@ export function cli(argv: string[]): Argv {
     .command(c.remote)
     .command(c.ring)
     .command(c.stats)
+    .command(c.extcap)
     .demandCommand(1, 'give a command; see --help')
     .strict()
     .fail((msg, err) => {
@@ -51,6 +53,12 @@ export function cli(argv: string[]): Argv {
 export function main(): void {
   // As yargs' hideBin for a plain `node script` (the only way bin/tracefleet runs).
   const argv = process.argv.slice(2);
+  // Wireshark runs `extcap --extcap-interfaces` at each start: its own parser, nothing else loaded
+  // (and not in the start-up bundle, which holds only what `query` runs).
+  if (argv[0] === 'extcap' && argv[1] !== '--help') {
+    (require('../cli/extcap') as typeof import('../cli/extcap')).extcapMain(argv.slice(1));
+    return;
+  }
   const hot = require('../cli/hot') as typeof import('../cli/hot');
   if (hot.isHotCommand(argv) && (require('../cli/hot-bundle') as typeof import('../cli/hot-bundle')).runHotBundle(argv)) return;
   if (!hot.hotCommand(argv)) void cli(argv).parseAsync();

@@ -64,7 +64,7 @@ test('whatever yargs might read otherwise, or must answer itself, is left to yar
   for (const argv of cases) assert.equal(parseFlagsFast(QUERY_OPTIONS, argv), undefined, argv.join(' '));
 });
 
-test('`--version` and a plain `query` load no yargs, and `--version` no zod either', () => {
+test('`--version` and a plain `query` load no yargs, `--version` and the extcap answers no zod either', () => {
   const main = join(__dirname, '..', 'bin', 'main.js');
   const hot = join(__dirname, 'hot.js');
   const loaded = (args: string[]) => {
@@ -92,4 +92,11 @@ test('`--version` and a plain `query` load no yargs, and `--version` no zod eith
   const viaYargsToo = loaded(['query', '--ring', join(__dirname, 'no-such-ring'), '--call-id', 'x', '--json', '--no-rtp']);
   assert.equal(viaYargsToo.status, 2);
   assert.ok(viaYargsToo.packages.includes('yargs'), viaYargsToo.packages.join(' '));
+  // What Wireshark runs at each start, and for each interface's dialog: no package at all.
+  for (const args of [['extcap', '--extcap-interfaces', '--extcap-version=4.0'], ['extcap', '--extcap-config', '--extcap-interface', 'tracefleet-follow'], ['extcap', '--extcap-dlts', '--extcap-interface', 'tracefleet-trace']]) {
+    const x = loaded(args);
+    assert.equal(x.status, 0, x.stderr);
+    assert.match(x.stdout, /^(extcap|arg|dlt) \{/);
+    assert.deepEqual(x.packages, [], args.join(' '));
+  }
 });

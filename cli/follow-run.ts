@@ -1,9 +1,11 @@
 import type { Writable } from 'node:stream';
 import { z } from 'zod';
 import { EXIT, Exit, receivedError } from '../shared/errors/catalogue';
-import { followData, followEndView, FollowEndView, FollowRequest, traceView, TraceView, TraceMessage } from '../shared/protocol/client';
+import { FOLLOW_LIMITS, followData, followEndView, FollowEndView, followRequest, FollowRequest, traceView, TraceView, TraceMessage } from '../shared/protocol/client';
+import { parseDurationMs } from '../shared/query/query';
 import type { ClientSocket } from './api-client';
 import { CliError } from './errors';
+import { traceRequestOf } from './filters';
 import { safeText, shortTime } from './format';
 
 export interface FollowRunOptions {
@@ -16,6 +18,8 @@ export interface FollowRunOptions {
   ackTimeoutMs?: number;
   /** How long a stopped follow may take to say it ended. */
   settleMs?: number;
+  /** Called once the dispatcher took the follow, before any data. */
+  onStart?: (trace: TraceView) => void;
 }
 
 export interface FollowRunResult {
@@ -32,6 +36,23 @@ const startAck = z.discriminatedUnion('ok', [
   z.object({ ok: z.literal(true), trace: traceView }),
   z.object({ ok: z.literal(false), error: z.string(), code: z.string(), field: z.string().nullish() }),
 ]);
+
+/**
+ * The follow request of `tracefleet follow`'s flags (and of the extcap
+ * dialog's, which are the same): the trace filters, no window, a duration.
+ */
+export function followRequestOf(a: Record<string, unknown>): FollowRequest {
+  if (a.rtp) throw new CliError("--rtp is not followed live yet: follow the call, then run tracefleet trace --call-id ... --rtp over its window", EXIT.BAD_INPUT);
+  if (a.since !== undefined || a.until !== undefined) throw new CliError('a follow has no window: it starts now and runs --duration; give --duration instead of --since/--until', EXIT.BAD_INPUT);
+  const durationMs = parseDurationMs(String(a.duration));
+  if (durationMs === null || durationMs <= 0 || durationMs > FOLLOW_LIMITS.maxDurationMs) {
+    throw new CliError(`bad --duration ${String(a.duration)}: give a duration like 90s, 10m or 2h, at most ${FOLLOW_LIMITS.maxDurationMs / 3_600_000}h`, EXIT.BAD_INPUT);
+  }
+  const { since: _s, until: _u, ...asked } = traceRequestOf(a);
+  const parsed = followRequest.safeParse({ ...asked, durationMs });
+  if (!parsed.success) throw new CliError(`bad follow request: ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`, EXIT.BAD_INPUT);
+  return parsed.data;
+}
 
 /** One SIP message as a terminal line: time, host, src -> dst, method or status, Call-ID; every field escaped. */
 export function followLine(m: TraceMessage): string {
@@ -81,6 +102,7 @@ export async function runFollow(socket: ClientSocket, req: FollowRequest, opts: 
   if (!a.success) throw new CliError("the dispatcher's answer to follow:start is not what this tracefleet understands: is the dispatcher the same version?", EXIT.FAILED);
   if (!a.data.ok) throw receivedError(a.data, a.data.error);
   const trace = a.data.trace;
+  opts.onStart?.(trace);
   const onAbort = () => {
     socket.timeout(ackMs).emit('follow:stop', { traceId: trace.id }, () => {});
     // A dispatcher that does not answer the stop: give up waiting.

@@ -32,6 +32,8 @@ let client = null;
 const shared = { window: { window: '15m', from: '', to: '' } };
 const updateListeners = new Set();
 const reconnectListeners = new Set();
+/** The view following live, if any: the only taker of follow:data. */
+let followListener = null;
 /** The current view's clean-up (timers, watched rooms). */
 let leaveView = null;
 
@@ -51,6 +53,7 @@ function endSession(message) {
   clearSession();
   updateListeners.clear();
   reconnectListeners.clear();
+  followListener = null;
   nav.hidden = true;
   logoutButton.hidden = true;
   who.textContent = '';
@@ -82,6 +85,11 @@ function start(s) {
     onReconnect: () => {
       for (const f of [...reconnectListeners]) f();
     },
+    onFollow: (kind, payload, ack) => {
+      if (followListener) followListener(kind, payload, ack);
+      // Nobody shows it (the view was left as it arrived): taken all the same, the view's leaving stopped it.
+      else ack({});
+    },
   });
   nav.hidden = false;
   document.getElementById('nav-new').hidden = !canTrace(session);
@@ -108,6 +116,13 @@ function context(cleanups) {
     onReconnect(f) {
       reconnectListeners.add(f);
       cleanups.push(() => reconnectListeners.delete(f));
+    },
+    /** f(kind, payload, ack) for follow:data and follow:end, while this view lives. */
+    onFollow(f) {
+      followListener = f;
+      cleanups.push(() => {
+        if (followListener === f) followListener = null;
+      });
     },
     onLeave(f) {
       cleanups.push(f);

@@ -378,17 +378,7 @@ export const traceCommand: CommandModule<object, Args> = {
 
 async function followCmd(a: Args): Promise<Exit> {
   const out = a.o as string | undefined;
-  if (a.rtp) throw new CliError("--rtp is not followed live yet: follow the call, then run tracefleet trace --call-id ... --rtp over its window", EXIT.BAD_INPUT);
-  if (a.since !== undefined || a.until !== undefined) throw new CliError('a follow has no window: it starts now and runs --duration; give --duration instead of --since/--until', EXIT.BAD_INPUT);
-  const { parseDurationMs } = require('../../shared/query/query') as typeof import('../../shared/query/query');
-  const { FOLLOW_LIMITS, followRequest } = require('../../shared/protocol/client') as typeof import('../../shared/protocol/client');
-  const durationMs = parseDurationMs(String(a.duration));
-  if (durationMs === null || durationMs <= 0 || durationMs > FOLLOW_LIMITS.maxDurationMs) {
-    throw new CliError(`bad --duration ${String(a.duration)}: give a duration like 90s, 10m or 2h, at most ${FOLLOW_LIMITS.maxDurationMs / 3_600_000}h`, EXIT.BAD_INPUT);
-  }
-  const { since: _s, until: _u, ...asked } = traceRequestOf(a);
-  const parsed = followRequest.safeParse({ ...asked, durationMs });
-  if (!parsed.success) throw new CliError(`bad follow request: ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`, EXIT.BAD_INPUT);
+  const req = followRun().followRequestOf(a);
   if (out === '-') refuseTtyStdout();
   else if (out) checkWritable(out);
   else if (!process.stdout.isTTY) throw new CliError('give -o FILE or -o - for the live PCAP; without -o the follow prints a line per SIP message, on a terminal only', EXIT.BAD_INPUT);
@@ -408,7 +398,7 @@ async function followCmd(a: Args): Promise<Exit> {
   try {
     socket = await client.socket();
     file = out === '-' ? process.stdout : out ? createWriteStream(out) : null;
-    const r = await followRun().runFollow(socket, parsed.data, { out: file, line: (l) => process.stdout.write(`${l}\n`), signal: abort.signal });
+    const r = await followRun().runFollow(socket, req, { out: file, line: (l) => process.stdout.write(`${l}\n`), signal: abort.signal });
     if (file && file !== process.stdout) await new Promise<void>((resolve) => file!.end(() => resolve()));
     const e = r.end;
     const what = e ? `${e.packets} packets (${humanBytes(e.bytes)})` : `${humanBytes(r.bytes)}`;

@@ -196,6 +196,19 @@ export const ERRORS = {
   TF_DISPATCHER_UNREACHABLE: entry<Said>({ field: null, status: null, exit: EXIT.FAILED, message: said }),
   TF_FAILED: entry<Said>({ field: null, status: null, exit: EXIT.FAILED, message: said }),
   TF_INTERRUPTED: entry<object>({ field: null, status: null, exit: EXIT.INTERRUPTED, message: () => 'interrupted' }),
+
+  // ---- Wireshark's extcap (tracefleet extcap) ----
+  /** The capture filter typed in Wireshark is not tracefleet's filter words. */
+  TF_EXTCAP_FILTER: entry<{ value: string; why: string }>({
+    field: null, status: null, exit: EXIT.BAD_INPUT,
+    message: (p) =>
+      `bad tracefleet capture filter '${p.value}': ${p.why}; write words like: number 5551234, call-id ID, ip 192.0.2.10, port 5060, method INVITE, status 486, correlation KEY (several joined by spaces or "and")`,
+  }),
+  /** Wireshark asked for an interface this extcap does not have (an old launcher, a typo in -i). */
+  TF_EXTCAP_INTERFACE: entry<{ value: string; known: string[] }>({
+    field: null, status: null, exit: EXIT.BAD_INPUT,
+    message: (p) => `unknown extcap interface '${p.value}': tracefleet has ${p.known.join(', ')}`,
+  }),
 } as const;
 
 function badTime(what: string, value: string): string {

@@ -14,6 +14,7 @@ import { startTestCouch, TestCouch } from '../support/couch';
 import { AGENT_TOKEN, ask, connectClient, startTestDispatcher, TestDispatcher, TRACER, VIEWER } from '../support/dispatcher';
 import { isRoot, LOOPBACK, NEEDS_ROOT, sleep, tempDir, waitFor } from '../support/capture';
 import { tsharkPackets, PacketInfo } from '../support/tshark';
+import { callDatagrams, sipDatagram } from '../support/sip-datagrams';
 
 /*
  * A live follow end to end: a real dispatcher (embedded store), a real agent
@@ -36,11 +37,7 @@ let dir: string;
 let tx: UdpSocket;
 
 function sip(first: string, callId: string, to: string, cseq: string): Buffer {
-  return Buffer.from(
-    `${first}\r\nVia: SIP/2.0/UDP ${LOOPBACK}:${SIP_PORT};branch=z9hG4bK-${callId}-${cseq.replace(' ', '')}\r\n` +
-      `From: <sip:+15550100999@${LOOPBACK}>;tag=a1\r\nTo: <sip:${to}@${LOOPBACK}>\r\nCall-ID: ${callId}\r\nCSeq: ${cseq}\r\n` +
-      'Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n',
-  );
+  return sipDatagram(first, callId, to, cseq, SIP_PORT);
 }
 
 function send(b: Buffer): Promise<void> {
@@ -49,16 +46,7 @@ function send(b: Buffer): Promise<void> {
 
 /** A short call: INVITE, 100, 180, 200, ACK, BYE, 200. */
 async function call(callId: string, to: string, gapMs = 20): Promise<void> {
-  const msgs = [
-    sip(`INVITE sip:${to}@${LOOPBACK} SIP/2.0`, callId, to, '1 INVITE'),
-    sip('SIP/2.0 100 Trying', callId, to, '1 INVITE'),
-    sip('SIP/2.0 180 Ringing', callId, to, '1 INVITE'),
-    sip('SIP/2.0 200 OK', callId, to, '1 INVITE'),
-    sip(`ACK sip:${to}@${LOOPBACK} SIP/2.0`, callId, to, '1 ACK'),
-    sip(`BYE sip:${to}@${LOOPBACK} SIP/2.0`, callId, to, '2 BYE'),
-    sip('SIP/2.0 200 OK', callId, to, '2 BYE'),
-  ];
-  for (const m of msgs) {
+  for (const m of callDatagrams(callId, to, SIP_PORT)) {
     await send(m);
     await sleep(gapMs);
   }

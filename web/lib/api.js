@@ -111,7 +111,7 @@ export function makeApi(session, onUnauthorized) {
 
 /**
  * The `/client` socket. handlers: onStatus('connected' | 'reconnecting' | 'offline', detail),
- * onUnauthorized(message), onUpdate(TraceUpdate), onReconnect().
+ * onUnauthorized(message), onUpdate(TraceUpdate), onReconnect(), onFollow('data' | 'end', payload, ack).
  */
 export function connectClient(session, handlers) {
   const socket = io('/client', {
@@ -136,6 +136,9 @@ export function connectClient(session, handlers) {
     handlers.onStatus('reconnecting', err.message);
   });
   socket.on('trace:update', (u) => handlers.onUpdate(u));
+  // A follow's stream goes to the socket that started it. Each chunk is acknowledged once a view has it (the dispatcher drops a client that stops acknowledging).
+  socket.on('follow:data', (d, ack) => handlers.onFollow('data', d, typeof ack === 'function' ? ack : () => {}));
+  socket.on('follow:end', (e) => handlers.onFollow('end', e, () => {}));
   // The dispatcher ends a socket whose login no longer holds, and says so first.
   socket.on('session:ended', (e) => {
     socket.close();

@@ -134,8 +134,20 @@ export function buildRequest(values) {
   return Object.keys(errors).length ? { errors } : { request: req };
 }
 
+/**
+ * A follow's request from the same form: the filters without a window,
+ * and how long to follow. { request } or { errors }.
+ */
+export function buildFollowRequest(values, durationMs) {
+  const built = buildRequest({ ...values, window: WINDOWS.find((w) => w.value !== 'custom').value, rtp: false });
+  if (built.errors) return built;
+  const { since: _since, until: _until, ...req } = built.request;
+  if (values.rtp) return { errors: { rtp: 'RTP is not followed live yet: follow the call, then trace it with RTP over its window' } };
+  return { request: { ...req, durationMs } };
+}
+
 /** Request keys (shared/query traceRequest) to the form field that sets them. */
-const KEY_FIELD = { number: 'number', callId: 'callId', ip: 'ip', port: 'port', method: 'filter', status: 'filter', since: 'from', until: 'to', hosts: 'hosts', rtp: 'rtp' };
+const KEY_FIELD = { number: 'number', callId: 'callId', ip: 'ip', port: 'port', method: 'filter', status: 'filter', since: 'from', until: 'to', hosts: 'hosts', rtp: 'rtp', durationMs: 'duration' };
 /** Refusals of the request as a whole (shared/errors codes) that one field can still fix: shown there. */
 const CODE_FIELD = { TF_QUERY_NOT_SELECTIVE: 'number' };
 

@@ -32,10 +32,12 @@ function kind(m) {
 
 /**
  * Renders into container; returns { highlight(msg) } to mark the row of a
- * message chosen elsewhere (the ladder). onSelect(msg) when a row is chosen.
+ * message chosen elsewhere (the ladder), and add(messages) for a live view
+ * (`live`: the table shows even while empty). onSelect(msg) when a row is chosen.
  */
-export function renderMessages(container, messages, { onSelect } = {}) {
-  const rows = messages.map((m, i) => ({ m, i, text: COLUMNS.map((c) => c.value(m)).join('\u0001').toLowerCase() }));
+export function renderMessages(container, messages, { onSelect, live = false } = {}) {
+  const rowOf = (m, i) => ({ m, i, text: COLUMNS.map((c) => c.value(m)).join('\u0001').toLowerCase() });
+  const rows = messages.map(rowOf);
   let sortKey = 'time';
   let dir = 1;
   let query = '';
@@ -107,10 +109,15 @@ export function renderMessages(container, messages, { onSelect } = {}) {
   replace(
     container,
     h('div', { class: 'table-tools' }, h('label', { for: 'msg-filter' }, 'Filter'), filter, count),
-    messages.length ? h('div', { class: 'table-scroll' }, table) : h('p', { class: 'hint' }, 'No SIP messages were captured for this trace.'),
+    messages.length || live ? h('div', { class: 'table-scroll' }, table) : h('p', { class: 'hint' }, 'No SIP messages were captured for this trace.'),
   );
   draw();
   return {
+    /** More messages (a live follow): the filter, the sort and the chosen row stay. */
+    add(list) {
+      for (const m of list) rows.push(rowOf(m, rows.length));
+      draw();
+    },
     highlight(msg) {
       selected = msg;
       draw();

@@ -6,9 +6,17 @@
 
 import { h, replace } from '../lib/dom.js';
 import { ringShortfall } from '../lib/agents.js';
-import { buildRequest, fieldOf, WINDOWS, windowStart } from '../lib/request.js';
+import { buildFollowRequest, buildRequest, fieldOf, WINDOWS, windowStart } from '../lib/request.js';
+import { followSession } from './follow.js';
 
-const FIELDS = ['number', 'callId', 'ip', 'port', 'window', 'from', 'to', 'filter', 'hosts', 'rtp', ''];
+const FIELDS = ['number', 'callId', 'ip', 'port', 'window', 'from', 'to', 'filter', 'hosts', 'rtp', 'duration', ''];
+/** How long "Follow live" follows (the dispatcher's FOLLOW_LIMITS bound it). */
+const FOLLOW_FOR = [
+  { ms: 5 * 60_000, label: '5 min' },
+  { ms: 10 * 60_000, label: '10 min' },
+  { ms: 30 * 60_000, label: '30 min' },
+  { ms: 60 * 60_000, label: '1 h' },
+];
 
 export function renderTraceForm(main, ctx) {
   ctx.setTitle('New trace');
@@ -118,6 +126,18 @@ export function renderTraceForm(main, ctx) {
   rtp.addEventListener('change', () => (saved.rtp = rtp.checked));
 
   const submit = h('button', { type: 'submit', id: 'tf-submit' }, 'Start trace');
+  const followFor = h('select', { id: 'tf-duration', name: 'duration', 'aria-describedby': 'err-duration' }, FOLLOW_FOR.map((f) => h('option', { value: String(f.ms), selected: f.ms === (saved.followMs ?? 10 * 60_000) }, f.label)));
+  followFor.addEventListener('change', () => (saved.followMs = Number(followFor.value)));
+  const followButton = h('button', { type: 'button', id: 'tf-follow', class: 'secondary' }, 'Follow live');
+  const followBox = h(
+    'div',
+    { class: 'follow-live' },
+    followButton,
+    h('label', { for: 'tf-duration' }, ' for '),
+    followFor,
+    h('p', { class: 'hint' }, 'From now on, not the window: the table and ladder grow as the calls happen; it is stored as a trace when it ends.'),
+    errorEl('duration'),
+  );
   const form = h(
     'form',
     { class: 'trace-form card', novalidate: true, 'aria-describedby': 'err-form' },
@@ -136,7 +156,7 @@ export function renderTraceForm(main, ctx) {
     hostsSet,
     h('div', { class: 'field' }, h('label', { class: 'choice', for: 'tf-rtp' }, rtp, 'Include RTP (the calls’ media packets)'), errorEl('rtp')),
     errorEl(''),
-    h('div', { class: 'actions' }, submit),
+    h('div', { class: 'actions' }, submit, followBox),
   );
 
   function setError(field, message) {
@@ -179,6 +199,21 @@ export function renderTraceForm(main, ctx) {
     }
     const message = ack?.error ?? 'the dispatcher gave no answer';
     showErrors({ [fieldOf(ack)]: message });
+  });
+
+  followButton.addEventListener('click', async () => {
+    const built = buildFollowRequest(saved, Number(followFor.value));
+    if (built.errors) return showErrors(built.errors);
+    showErrors({});
+    followButton.disabled = true;
+    followButton.textContent = 'Starting…';
+    const follow = followSession(ctx);
+    const ack = await ctx.client.ask('follow:start', built.request);
+    followButton.disabled = false;
+    followButton.textContent = 'Follow live';
+    if (ack && ack.ok) return follow.show(main, ack.trace, built.request);
+    follow.dispose();
+    showErrors({ [fieldOf(ack)]: ack?.error ?? 'the dispatcher gave no answer' });
   });
 
   replace(main, form);

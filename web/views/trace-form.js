@@ -8,11 +8,11 @@ import { h, replace } from '../lib/dom.js';
 import { ringShortfall } from '../lib/agents.js';
 import { buildRequest, fieldOf, WINDOWS, windowStart } from '../lib/request.js';
 
-const FIELDS = ['number', 'callId', 'ip', 'port', 'window', 'from', 'to', 'filter', 'hosts', 'rtp', ''];
+const FIELDS = ['number', 'callId', 'ip', 'port', 'window', 'from', 'to', 'filter', 'hosts', 'rtp', 'alignClocks', ''];
 
 export function renderTraceForm(main, ctx) {
   ctx.setTitle('New trace');
-  const saved = (ctx.shared.form ??= { number: '', callId: '', ip: '', port: '', filter: '', hostsMode: 'all', hosts: [], rtp: false });
+  const saved = (ctx.shared.form ??= { number: '', callId: '', ip: '', port: '', filter: '', hostsMode: 'all', hosts: [], rtp: false, alignClocks: false });
   const win = ctx.shared.window;
 
   const errorEls = {};
@@ -116,6 +116,8 @@ export function renderTraceForm(main, ctx) {
 
   const rtp = h('input', { type: 'checkbox', id: 'tf-rtp', name: 'rtp', checked: saved.rtp });
   rtp.addEventListener('change', () => (saved.rtp = rtp.checked));
+  const alignClocks = h('input', { type: 'checkbox', id: 'tf-alignClocks', name: 'alignClocks', checked: saved.alignClocks });
+  alignClocks.addEventListener('change', () => (saved.alignClocks = alignClocks.checked));
 
   const submit = h('button', { type: 'submit', id: 'tf-submit' }, 'Start trace');
   const form = h(
@@ -135,6 +137,12 @@ export function renderTraceForm(main, ctx) {
     windowSet,
     hostsSet,
     h('div', { class: 'field' }, h('label', { class: 'choice', for: 'tf-rtp' }, rtp, 'Include RTP (the calls’ media packets)'), errorEl('rtp')),
+    h(
+      'div',
+      { class: 'field' },
+      h('label', { class: 'choice', for: 'tf-alignClocks' }, alignClocks, 'Align clocks (the merged file on corrected time, as PCAPNG; each host’s file keeps its own)'),
+      errorEl('alignClocks'),
+    ),
     errorEl(''),
     h('div', { class: 'actions' }, submit),
   );

@@ -3,9 +3,9 @@ import { networkBytes } from './dedup';
 
 /**
  * Hosts' clock offsets from the packets two of them both captured (same
- * bytes from the IP header up: a packet leaving one host and arriving at
- * another, or passing two capture points). See docs/ARCHITECTURE.md, "One
- * clock".
+ * bytes from the IP header up but for what a router rewrites: a packet
+ * leaving one host and arriving at another, or passing two capture
+ * points). See docs/ARCHITECTURE.md, "One clock".
  *
  * Memory is bounded: a host keeps at most CLOCK_MAX_SAMPLES packets, chosen
  * by their hash (a packet is kept when the low bits of its hash are zero,
@@ -36,6 +36,29 @@ interface HostSamples {
 function fnv(b: Buffer, start: number, end: number, basis: number, prime: number): number {
   let h = basis;
   for (let i = start; i < end; i++) h = Math.imul(h ^ b[i], prime);
+  return h >>> 0;
+}
+
+/**
+ * Bytes of the IP header a router rewrites as it forwards: IPv4's DSCP/ECN,
+ * TTL and header checksum; IPv6's traffic class and hop limit. Hashed as
+ * zeros, so one packet captured before and after a router is still one.
+ */
+const MUTABLE_V4 = [1, 8, 10, 11];
+const MUTABLE_V6 = [0, 1, 7];
+
+/** FNV-1a over a network-layer packet with its router-rewritten bytes as zeros (the IPv6 version nibble is kept). */
+function packetHash(net: Buffer, basis: number, prime: number): number {
+  const v6 = net[0] >> 4 === 6;
+  const mutable = v6 ? MUTABLE_V6 : MUTABLE_V4;
+  const head = v6 ? 8 : 12;
+  let h = basis;
+  for (let i = 0; i < head; i++) {
+    let x = net[i];
+    if (mutable.includes(i)) x = v6 && i === 0 ? 0x60 : 0;
+    h = Math.imul(h ^ x, prime);
+  }
+  for (let i = head; i < net.length; i++) h = Math.imul(h ^ net[i], prime);
   return h >>> 0;
 }
 
@@ -113,8 +136,8 @@ export class ClockSampler {
     const net = networkBytes(linkType, data);
     const a = addressRange(net);
     if (!a) return;
-    const h1 = fnv(net, 0, net.length, 0x811c9dc5, 0x01000193);
-    const h2 = fnv(net, 0, net.length, 0x050c5d1f, 0x01000193 ^ 0x2f0);
+    const h1 = packetHash(net, 0x811c9dc5, 0x01000193);
+    const h2 = packetHash(net, 0x050c5d1f, 0x01000193 ^ 0x2f0);
     let hs = this.hosts.get(host);
     if (!hs) this.hosts.set(host, (hs = { mod: 1, map: new Map() }));
     if ((h2 & (hs.mod - 1)) !== 0) return;

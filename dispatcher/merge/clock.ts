@@ -47,6 +47,16 @@ function fnv(b: Buffer, start: number, end: number, basis: number, prime: number
 const MUTABLE_V4 = [1, 8, 10, 11];
 const MUTABLE_V6 = [0, 1, 7];
 
+/** MurmurHash3's finalizer: every input bit reaches every output bit. */
+function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
 /** FNV-1a over a network-layer packet with its router-rewritten bytes as zeros (the IPv6 version nibble is kept). */
 function packetHash(net: Buffer, basis: number, prime: number): number {
   const v6 = net[0] >> 4 === 6;
@@ -136,11 +146,12 @@ export class ClockSampler {
     const net = networkBytes(linkType, data);
     const a = addressRange(net);
     if (!a) return;
-    const h1 = packetHash(net, 0x811c9dc5, 0x01000193);
-    const h2 = packetHash(net, 0x050c5d1f, 0x01000193 ^ 0x2f0);
+    // Mixed: FNV-1a's low bits are poor (its lowest is the parity of the bytes), and they choose the sample.
+    const h2 = fmix32(packetHash(net, 0x050c5d1f, 0x01000193));
     let hs = this.hosts.get(host);
     if (!hs) this.hosts.set(host, (hs = { mod: 1, map: new Map() }));
     if ((h2 & (hs.mod - 1)) !== 0) return;
+    const h1 = packetHash(net, 0x811c9dc5, 0x01000193);
     // 52 bits of two hashes: a chance collision among a host's samples is ~1e-6.
     const key = h1 * 1048576 + (h2 >>> 12);
     const old = hs.map.get(key);

@@ -42,6 +42,13 @@ function extend(last: number, seq: number): number {
   return last + (((seq - (last & 0xffff) + 32768) & 0xffff) - 32768);
 }
 
+/** A copy's first time (a loop: a spread of 180 000 arguments would overflow the stack). */
+function earliest(c: Copy): number {
+  let m = Infinity;
+  for (const t of c.at.values()) if (t < m) m = t;
+  return m;
+}
+
 function median(sorted: number[]): number {
   const n = sorted.length;
   return n % 2 ? sorted[(n - 1) / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
@@ -126,9 +133,7 @@ export class HopCollector {
             if (tb !== undefined) d.push(corrected(b[0], tb) - corrected(a[0], ta));
           }
           if (d.length > 0) return -median(d.sort((x, y) => x - y));
-          const fa = Math.min(...a[1].at.values());
-          const fb = Math.min(...b[1].at.values());
-          return corrected(a[0], fa) - corrected(b[0], fb);
+          return corrected(a[0], earliest(a[1])) - corrected(b[0], earliest(b[1]));
         };
         copies.sort((a, b) => before(a, b) || (a[0] < b[0] ? -1 : 1));
         for (let i = 0; i + 1 < copies.length && out.length < MAX_HOPS; i++) {

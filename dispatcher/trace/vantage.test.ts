@@ -9,10 +9,11 @@ import { ETH_IPV4, ethernet, ipv4, sipInvite, udp } from '../../test/support/pac
 import { startTestCouch, TestCouch } from '../../test/support/couch';
 import { AGENT_TOKEN, startTestDispatcher, TestDispatcher, TRACER, type TestUser } from '../../test/support/dispatcher';
 import { startTestAgent, TestAgent, until } from '../../test/support/trace';
-import { CLI } from '../../test/support/fleet';
+import { CLI, ROOT } from '../../test/support/fleet';
 import { haveCommand, run } from '../../test/support/proc';
 import { readRecords } from '../../test/support/pcapfile';
 import { formatTrace } from '../../cli/commands/remote';
+import { browserSkipReason, launchBrowser, logIn } from '../../test/web/browser';
 
 /*
  * One clock and which hop went bad, through a whole dispatcher and two real
@@ -122,7 +123,7 @@ after(async () => {
 });
 
 async function withFleet(fn: (d: TestDispatcher) => Promise<void>): Promise<void> {
-  const d = await startTestDispatcher(couch.url);
+  const d = await startTestDispatcher(couch.url, { staticDir: join(ROOT, 'web') });
   const agents: TestAgent[] = (['a', 'b'] as const).map((h) => startTestAgent({ url: d.url, token: AGENT_TOKEN, name: h, ringDir: rings[h] }));
   try {
     await until(async () => (await d.orchestrator.agents()).filter((x) => x.connected && x.hostname !== null).length === 2, 'agents connected');
@@ -223,5 +224,45 @@ test('which hop went bad: the caller stream loses exactly its 5 packets on a →
     assert.match(shown, /^b +\+12\.\d{3} /m);
     assert.match(shown, /0x11111111 .* a → b +150 +5 +0 /);
     assert.match(shown, /0x22222222 .* b → a +150 +0 +0 /);
+  }),
+);
+
+test('the page: the form\'s Align clocks box asks for it; the trace shows each host\'s clock and the per-hop table with the bad hop marked', { skip: skip || browserSkipReason(), timeout: 180_000 }, () =>
+  withFleet(async (d) => {
+    const browser = await launchBrowser();
+    try {
+      const { page, errors } = await browser.newPage();
+      await logIn(page, d.url, TRACER.name, TRACER.password);
+      await page.locator('#tf-callId').fill(CID);
+      await page.locator('#tf-window-custom').check();
+      const utc = (sec: number) => new Date(sec * 1000).toISOString().slice(0, 19);
+      await page.locator('#tf-from').fill(utc(T0 - 60));
+      await page.locator('#tf-to').fill(utc(T0 + 60));
+      await page.locator('#tf-rtp').check();
+      await page.locator('#tf-alignClocks').check();
+      await page.locator('#tf-submit').click();
+      await page.waitForURL(/#\/trace\/[A-Za-z0-9_-]+$/);
+      const id = /#\/trace\/(.+)$/.exec(page.url())![1];
+      assert.equal((await d.orchestrator.view(id))?.request.alignClocks, true);
+      await page.locator('#trace-status[data-state="done"]').waitFor({ timeout: 30_000 });
+      await page.locator('#hop-table tbody tr').first().waitFor();
+      const rows = (sel: string) => page.locator(`${sel} tbody tr`).evaluateAll((rs: any[]) => rs.map((r) => ({ cells: [...r.children].map((c: any) => c.textContent.trim()), cls: r.className })));
+      const hops = await rows('#hop-table');
+      assert.equal(hops.length, 2);
+      const bad = hops.find((h) => h.cells[0] === '0x11111111')!;
+      assert.deepEqual([bad.cells[2], bad.cells[3], bad.cells[4], bad.cls], ['a → b', '150', '5 (3.3%)', 'hop-loss']);
+      const clean = hops.find((h) => h.cells[0] === '0x22222222')!;
+      assert.deepEqual([clean.cells[2], clean.cells[4], clean.cls], ['b → a', '0 (0.0%)', '']);
+      const clocks = await rows('#clock-table');
+      assert.deepEqual(clocks.map((c) => c.cells[0]), ['a', 'b']);
+      assert.equal(clocks[0].cells[1], 'reference');
+      assert.match(clocks[1].cells[1], /^\+12\.\d{3}$/);
+      assert.match((await page.locator('#trace-summary dd[data-field="clocks"]').textContent()) ?? '', /reference a; 1 host placed, largest offset b \+12\.\d{3} ms; merged file on corrected clocks/);
+      // The ladder drew (ordered on corrected time) without an error.
+      await page.locator('#ladder .ladder-arrow').first().waitFor();
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
   }),
 );

@@ -57,18 +57,26 @@ function fmix32(h: number): number {
   return h >>> 0;
 }
 
-/** FNV-1a over a network-layer packet with its router-rewritten bytes as zeros (the IPv6 version nibble is kept). */
+/**
+ * FNV-1a over a network-layer packet's length, its first 96 bytes (with the
+ * router-rewritten ones as zeros; the IPv6 version nibble is kept) and its
+ * last 32: the headers and the start of the payload (IP id, ports, RTP
+ * sequence number and timestamp, a SIP start line) tell packets apart, and
+ * hashing all of a large packet would cost the merge more than it tells.
+ */
 function packetHash(net: Buffer, basis: number, prime: number): number {
   const v6 = net[0] >> 4 === 6;
   const mutable = v6 ? MUTABLE_V6 : MUTABLE_V4;
-  const head = v6 ? 8 : 12;
-  let h = basis;
-  for (let i = 0; i < head; i++) {
+  const fixedFrom = v6 ? 8 : 12;
+  const headEnd = Math.min(net.length, 96);
+  let h = Math.imul(basis ^ net.length, prime);
+  for (let i = 0; i < fixedFrom && i < headEnd; i++) {
     let x = net[i];
     if (mutable.includes(i)) x = v6 && i === 0 ? 0x60 : 0;
     h = Math.imul(h ^ x, prime);
   }
-  for (let i = head; i < net.length; i++) h = Math.imul(h ^ net[i], prime);
+  for (let i = fixedFrom; i < headEnd; i++) h = Math.imul(h ^ net[i], prime);
+  for (let i = Math.max(headEnd, net.length - 32); i < net.length; i++) h = Math.imul(h ^ net[i], prime);
   return h >>> 0;
 }
 

@@ -1,4 +1,5 @@
 import { decodePacket, isDecodeFailure } from '../../shared/decode/packet';
+import { networkBytes } from './dedup';
 import { endpointText } from '../../shared/query/query';
 import { parseRtpHeader } from '../../shared/rtp/stats';
 import { MAX_HOPS, type RtpHop, type TraceClocks } from '../../shared/trace/vantage';
@@ -57,6 +58,8 @@ function median(sorted: number[]): number {
 export class HopCollector {
   /** By "src>dst", then by SSRC hex. */
   private readonly streams = new Map<string, Map<string, Stream>>();
+  /** sport * 65536 + dport of every followed stream: most packets are turned away on their ports alone, before any decoding. */
+  private readonly ports = new Set<number>();
   private baseSec: number | null = null;
   /** An anchor for every copy's first extended sequence number, so copies that start in different 16-bit cycles still line up when they start within half a cycle. */
   private anchor: number | null = null;
@@ -75,6 +78,8 @@ export class HopCollector {
       if (h.size < 2) continue;
       const [tuple, ssrc] = k.split('|');
       const [src, dst] = tuple.split('>');
+      const port = (ep: string) => Number(ep.slice(ep.lastIndexOf(':') + 1));
+      this.ports.add(port(src) * 65536 + port(dst));
       let bySsrc = this.streams.get(tuple);
       if (!bySsrc) this.streams.set(tuple, (bySsrc = new Map()));
       bySsrc.set(ssrc, { ssrc, src, dst, copies: new Map([...h].map((host) => [host, { at: new Map(), lastExt: -1 }])) });
@@ -87,6 +92,7 @@ export class HopCollector {
   }
 
   observe(host: string, linkType: number, data: Buffer, tsSec: number, tsNsec: number): void {
+    if (!this.mayBeFollowed(linkType, data)) return;
     const p = decodePacket(linkType, data);
     if (isDecodeFailure(p) || p.proto !== 17 || p.fragment) return;
     const bySsrc = this.streams.get(`${endpointText(p.src, p.sport)}>${endpointText(p.dst, p.dport)}`);
@@ -110,6 +116,22 @@ export class HopCollector {
       return;
     }
     c.at.set(ext, (tsSec - this.baseSec) * 1e9 + tsNsec);
+  }
+
+  /** False when the packet is surely not of a followed stream: not UDP, or UDP on other ports (IPv4 and IPv6 without extension headers; anything else is decoded). */
+  private mayBeFollowed(linkType: number, data: Buffer): boolean {
+    const net = networkBytes(linkType, data);
+    let udp = -1;
+    if (net.length >= 20 && net[0] >> 4 === 4) {
+      if (net[9] !== 17) return false;
+      udp = (net[0] & 15) * 4;
+    } else if (net.length >= 40 && net[0] >> 4 === 6) {
+      // Extension headers (hop-by-hop, routing, fragment, AH, destination options): left to the decoder.
+      if (net[6] !== 17) return [0, 43, 44, 51, 60].includes(net[6]);
+      udp = 40;
+    } else return false;
+    if (net.length < udp + 4) return false;
+    return this.ports.has(net.readUInt16BE(udp) * 65536 + net.readUInt16BE(udp + 2));
   }
 
   /**

@@ -1,6 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TraceView } from '../../shared/protocol/client';
@@ -261,6 +261,10 @@ test('the page: the form\'s Align clocks box asks for it; the trace shows each h
       // The ladder drew (ordered on corrected time) without an error.
       await page.locator('#ladder .ladder-arrow').first().waitFor();
       assert.deepEqual(errors, []);
+      // For people to look at: the trace page of a two-hop call with loss on one link.
+      mkdirSync(join(ROOT, 'test-output', 'web'), { recursive: true });
+      await page.locator('#trace-hops').scrollIntoViewIfNeeded();
+      await page.screenshot({ path: join(ROOT, 'test-output', 'web', 'hops.png'), fullPage: true });
     } finally {
       await browser.close();
     }

@@ -214,7 +214,11 @@ export function renderTrace(main, ctx, id) {
       h('h3', {}, 'Call flow'),
       ladder,
       h('div', { class: 'results-grid' }, h('div', {}, h('h3', {}, 'Messages'), tableBox), details),
-      h('div', { class: 'results-grid' }, h('div', {}, h('h3', {}, 'RTP streams'), streamBox), h('div', {}, h('h3', {}, 'RTP hops: which hop went bad'), hopBox)),
+      h('h3', {}, 'RTP streams'),
+      streamBox,
+      // Right under the streams, full width: the hop table is as wide as the stream table.
+      h('h3', {}, 'RTP hops: which hop went bad'),
+      hopBox,
       h('h3', {}, 'Host clocks'),
       clockBox,
     );

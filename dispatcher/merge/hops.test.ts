@@ -83,3 +83,14 @@ test('hops: a stream only one host listed is not followed; a host that missed pa
   const [hop] = h.hops(clocks({ x: 0, y: 0 }));
   assert.deepEqual([hop.from, hop.to, hop.packets, hop.lost, hop.unseenUpstream, hop.delayMs], ['x', 'y', 9, 0, 1, 0.3]);
 });
+
+test('hops: a host whose result a limit cut short has no loss counted past its last packet', () => {
+  const h = new HopCollector([ref('x'), ref('y')]);
+  for (let seq = 0; seq < 20; seq++) {
+    h.observe('x', LINKTYPE.ETHERNET, rtpFrame(seq), T0, seq * 20_000_000);
+    // y lost seq 3 on the way, and its result stops at seq 11 (--max-packets).
+    if (seq !== 3 && seq < 12) h.observe('y', LINKTYPE.ETHERNET, rtpFrame(seq), T0, seq * 20_000_000 + 300_000);
+  }
+  assert.equal(h.hops(clocks({ x: 0, y: 0 }))[0].lost, 9, 'not known to be cut: 8 left out look lost');
+  assert.equal(h.hops(clocks({ x: 0, y: 0 }), new Set(['y']))[0].lost, 1, 'cut: only the one lost before its end');
+});

@@ -137,9 +137,12 @@ export class HopCollector {
   /**
    * Per stream, its copies ordered by when they saw it (the median, over
    * the packets two copies share, of which came first on corrected clocks),
-   * and per consecutive pair of copies one hop.
+   * and per consecutive pair of copies one hop. `cut` names hosts whose
+   * result a --max-packets/--max-bytes limit cut short (it keeps the
+   * earliest packets): past a cut copy's last packet, nothing counts as lost
+   * (or unseen upstream), since the packets were only left out.
    */
-  hops(clocks: TraceClocks | null): RtpHop[] {
+  hops(clocks: TraceClocks | null, cut: ReadonlySet<string> = new Set()): RtpHop[] {
     const off = new Map<string, number>();
     for (const h of clocks?.hosts ?? []) if (h.offsetMs !== null) off.set(h.host, h.offsetMs * 1e6);
     const out: RtpHop[] = [];
@@ -159,7 +162,7 @@ export class HopCollector {
         };
         copies.sort((a, b) => before(a, b) || (a[0] < b[0] ? -1 : 1));
         for (let i = 0; i + 1 < copies.length && out.length < MAX_HOPS; i++) {
-          out.push(hop(s, copies[i], copies[i + 1], corrected, off.has(copies[i][0]) && off.has(copies[i + 1][0])));
+          out.push(hop(s, copies[i], copies[i + 1], corrected, off.has(copies[i][0]) && off.has(copies[i + 1][0]), cut));
         }
       }
     }
@@ -167,16 +170,25 @@ export class HopCollector {
   }
 }
 
-function hop(s: Stream, [from, a]: [string, Copy], [to, b]: [string, Copy], corrected: (host: string, t: number) => number, isCorrected: boolean): RtpHop {
+function hop(
+  s: Stream,
+  [from, a]: [string, Copy],
+  [to, b]: [string, Copy],
+  corrected: (host: string, t: number) => number,
+  isCorrected: boolean,
+  cut: ReadonlySet<string>,
+): RtpHop {
+  const toEnd = cut.has(to) ? b.lastExt : Infinity;
+  const fromEnd = cut.has(from) ? a.lastExt : Infinity;
   let lost = 0;
   const transit: Array<[number, number]> = [];
   for (const [seq, ta] of a.at) {
     const tb = b.at.get(seq);
-    if (tb === undefined) lost++;
-    else transit.push([seq, corrected(to, tb) - corrected(from, ta)]);
+    if (tb !== undefined) transit.push([seq, corrected(to, tb) - corrected(from, ta)]);
+    else if (seq <= toEnd) lost++;
   }
   let unseenUpstream = 0;
-  for (const seq of b.at.keys()) if (!a.at.has(seq)) unseenUpstream++;
+  for (const seq of b.at.keys()) if (!a.at.has(seq) && seq <= fromEnd) unseenUpstream++;
   transit.sort((x, y) => x[0] - y[0]);
   let delayMs: number | null = null;
   let delayMaxMs: number | null = null;

@@ -77,7 +77,7 @@ export async function mergeTrace(store: TraceStore, spool: Spool, traceId: strin
     const [m] = await Promise.all([merging, store.putAttachmentStream(traceDocId(traceId), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, merged)]);
     if (!align) clocks = clock.estimate(hosts);
     if (clocks && align) clocks.aligned = true;
-    const hops = hopper.hops(clocks);
+    const hops = hopper.hops(clocks, new Set(results.filter((r) => r.truncated).map((r) => r.host)));
     if (hopper.cut > 0) m.notes.push(`${hopper.cut} RTP packets were left out of the hop figures (more than the per-stream limit)`);
     return { ...m, clocks, hops };
   } catch (e) {

@@ -57,6 +57,7 @@ function requestOfFlags(a: Record<string, unknown>): TraceRequest {
     maxBytes: a.maxBytes,
     all: a.all || undefined,
     hosts: splitList(a.hosts),
+    alignClocks: a.alignClocks || undefined,
   };
   for (const k of Object.keys(req)) if (req[k] === undefined) delete req[k];
   const { traceRequest } = queryModule();
@@ -71,7 +72,7 @@ function requestOfFlags(a: Record<string, unknown>): TraceRequest {
 
 /** `tracefleet query`'s filters, validated: what buildQuerySpec takes. */
 export function rawQuery(a: Record<string, unknown>): TraceQuery {
-  const { hosts: _hosts, ...query } = requestOfFlags({ ...a, hosts: undefined });
+  const { hosts: _hosts, alignClocks: _align, ...query } = requestOfFlags({ ...a, hosts: undefined, alignClocks: undefined });
   return query;
 }
 

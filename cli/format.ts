@@ -1,4 +1,5 @@
 import type { RtpStreamFigures } from '../shared/rtp/figures';
+import type { RtpHop, TraceClocks } from '../shared/trace/vantage';
 /** Plain-text tables and values for terminals and logs. */
 
 /** 1536 -> "1.5 KiB"; exact below 1 KiB. */
@@ -60,6 +61,47 @@ export function formatStreams(streams: Array<RtpStreamFigures & { host?: string 
     s.rFactor === null ? '-' : s.rFactor.toFixed(1), s.mos === null ? '-' : s.mos.toFixed(2),
   ]);
   return table(cols, rows);
+}
+
+/** Signed milliseconds with three decimals, '-' when unknown. */
+function signedMs(v: number | null): string {
+  return v === null ? '-' : `${v >= 0 ? '+' : ''}${v.toFixed(3)}`;
+}
+
+/** Each host's clock against the trace's reference host (the merge's estimate). */
+export function formatClocks(c: TraceClocks): string[] {
+  return [
+    `clocks against ${c.reference}${c.aligned ? ' (merged file on corrected clocks)' : ''}`,
+    ...table(
+      [{ title: 'HOST' }, { title: 'OFFSET ms', right: true }, { title: 'SPREAD ms', right: true }, { title: 'PACKETS', right: true }, { title: 'AGAINST' }, { title: 'WAYS' }],
+      c.hosts.map((h) => [
+        h.host,
+        h.host === c.reference ? 'reference' : signedMs(h.offsetMs),
+        h.spreadMs === null ? '-' : h.spreadMs.toFixed(3),
+        String(h.samples),
+        h.against ?? '-',
+        h.against === null ? '' : h.twoWay ? 'both' : 'one',
+      ]),
+    ),
+  ];
+}
+
+/** The per-hop table: each RTP stream seen on several hosts, one line per hop between two of them. */
+export function formatHops(hops: RtpHop[]): string[] {
+  if (hops.length === 0) return ['no RTP stream was seen by two hosts with its packets (hops need --rtp)'];
+  return table(
+    [
+      { title: 'SSRC' }, { title: 'SRC' }, { title: '' }, { title: 'DST' }, { title: 'HOP' },
+      { title: 'PKTS', right: true }, { title: 'LOST', right: true }, { title: 'UNSEEN UP', right: true },
+      { title: 'DELAY ms med/max', right: true }, { title: 'JITTER+ ms mean/max', right: true }, { title: 'CLOCKS' },
+    ],
+    hops.map((h) => [
+      h.ssrc, h.src, '→', h.dst, `${h.from} → ${h.to}`,
+      String(h.packets), String(h.lost), String(h.unseenUpstream),
+      `${msText(h.delayMs)}/${msText(h.delayMaxMs)}`, `${msText(h.jitterAddedMeanMs)}/${msText(h.jitterAddedMaxMs)}`,
+      h.corrected ? 'corrected' : 'raw',
+    ]),
+  );
 }
 
 /** Widest table cell; longer ones (a reason phrase of kilobytes) are cut with an ellipsis. --json keeps full text. */

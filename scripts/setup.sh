@@ -36,6 +36,11 @@ have g++ || need_apt+=(g++)
 have python3 || need_apt+=(python3)
 have redis-server || need_apt+=(redis-server)
 have openssl || need_apt+=(openssl)
+# The hop tests impair a router namespace's forwarding with iptables NFQUEUE and a small C program of their own
+# (test/support/nfqueue/impair.c, built by the test): this kernel has no sch_netem.
+have iptables || need_apt+=(iptables)
+have gcc || need_apt+=(gcc)
+[ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || need_apt+=(libnetfilter-queue-dev)
 # The web page's browser tests drive Debian's Chromium (playwright-core) and Firefox ESR (puppeteer-core,
 # over WebDriver BiDi); neither library downloads a browser here.
 if [ "$for_tests" = 1 ]; then

@@ -41,6 +41,8 @@
  * @typedef {object} LadderOptions
  * @property {(msg: LadderMessage) => void} [onSelect]  called with the selected arrow's message (its first capture)
  * @property {string} [dialog]  a Call-ID to show only that dialog, or 'all' (the default)
+ * @property {Record<string, number>} [clockOffsetsMs]  per host, how far its clock is ahead of the trace's reference
+ *   (the merge's estimate, TraceView.clocks): arrows are ordered by the times less these
  */
 
 /** @typedef {'request'|'provisional'|'success'|'failure'} Kind */
@@ -125,7 +127,7 @@ export function renderLadder(container, messages, opts = {}) {
   const doc = container.ownerDocument;
   linkStylesheet(doc);
 
-  const entries = buildEntries(messages.filter(isMessage));
+  const entries = buildEntries(messages.filter(isMessage), offsetsNs(opts.clockOffsetsMs));
   const dialogs = buildDialogs(entries);
   const hostsByIp = hostsAtAddresses(entries);
   const several = dialogs.size > 1;
@@ -258,6 +260,17 @@ function isMessage(m) {
 }
 
 /**
+ * Per host, its clock offset in nanoseconds; hosts with a value that is not a finite number are left out.
+ * @param {Record<string, number>|undefined} ms
+ * @returns {Map<string, bigint>}
+ */
+function offsetsNs(ms) {
+  const out = new Map();
+  for (const [host, v] of Object.entries(ms ?? {})) if (typeof v === 'number' && Number.isFinite(v)) out.set(host, BigInt(Math.round(v * 1e6)));
+  return out;
+}
+
+/**
  * `ts` ("<seconds>.<nine digits>") as nanoseconds since the epoch, exactly;
  * null when it is not in that form.
  * @param {string} ts
@@ -289,11 +302,19 @@ function kindOf(m) {
  * come from different hosts and lie within SAME_PACKET_WINDOW_NS (clock skew
  * between hosts). The same message again from the same host, or later, is a
  * real retransmission and gets its own arrow, marked.
+ * Times are corrected by each host's clock offset first, so the order (and
+ * the window) is on the reference host's clock.
  * @param {LadderMessage[]} messages
+ * @param {Map<string, bigint>} offsets
  * @returns {Entry[]}
  */
-function buildEntries(messages) {
-  const sorted = messages.map((m, i) => ({ m, i, ns: tsNanos(m.ts) }));
+function buildEntries(messages, offsets) {
+  const corrected = (/** @type {LadderMessage} */ m) => {
+    const ns = tsNanos(m.ts);
+    const off = typeof m.host === 'string' ? offsets.get(m.host) : undefined;
+    return ns !== null && off !== undefined ? ns - off : ns;
+  };
+  const sorted = messages.map((m, i) => ({ m, i, ns: corrected(m) }));
   sorted.sort((a, b) => {
     if (a.ns !== null && b.ns !== null && a.ns !== b.ns) return a.ns < b.ns ? -1 : 1;
     if (a.ns === null && b.ns !== null) return 1;

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { importCaptures } from '../index/import';
@@ -8,6 +8,7 @@ import { buildQuerySpec } from '../../shared/query/query';
 import { closeResult, runQuery } from './engine';
 import { startCapture, parseEpochNs } from '../../test/support/tshark';
 import { freePort, haveCommand, isRoot, run, startDaemon } from '../../test/support/proc';
+import { uacPcapScenario as uacScenario } from '../../test/support/sipp';
 import type { RtpStreamFigures } from '../../shared/rtp/figures';
 
 /*
@@ -20,25 +21,9 @@ import type { RtpStreamFigures } from '../../shared/rtp/figures';
  * and compared with tshark's own RTP dissection of the same file.
  */
 
-const MEDIA_DIR = '/usr/share/sip-tester';
 const skip = !isRoot() ? 'needs root to capture on lo' : !haveCommand('sipp') || !haveCommand('tshark') ? 'needs sipp and tshark' : false;
 /** tshark rounds its jitter to microseconds and computes it in doubles as we do; what is left is rounding. */
 const JITTER_TOLERANCE_MS = 0.005;
-
-async function uacScenario(dir: string, name: string, announce: string | null): Promise<string> {
-  let xml = (await run('sipp', ['-sd', 'uac_pcap'], { check: false })).stdout;
-  xml = xml
-    .replace('pcap/g711a.pcap', `${MEDIA_DIR}/g711a.pcap`)
-    .replace('pcap/dtmf_2833_1.pcap', `${MEDIA_DIR}/dtmf_2833_1.pcap`)
-    .replace('milliseconds="8000"', 'milliseconds="7200"')
-    .replace('milliseconds="1000"', 'milliseconds="300"');
-  // Behind NAT the caller announces an address its packets never come from.
-  if (announce) xml = xml.replace('c=IN IP[local_ip_type] [local_ip]', `c=IN IP4 ${announce}`);
-  assert.ok(xml.includes(`${MEDIA_DIR}/g711a.pcap`), 'sipp -sd uac_pcap gave the expected scenario');
-  const file = join(dir, name);
-  writeFileSync(file, xml);
-  return file;
-}
 
 interface TsharkRtp {
   t: bigint;

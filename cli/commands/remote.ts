@@ -12,7 +12,7 @@ import type { Connection, ConnectionFlags } from '../connection';
 import { EXIT, Exit } from '../../shared/errors/catalogue';
 import { CliError, exitOf, jsonOfError } from '../errors';
 import { filterOptions, traceRequestOf } from '../filters';
-import { formatStreams, humanBytes, safeText, shortTime, table } from '../format';
+import { formatClocks, formatHops, formatStreams, humanBytes, safeText, shortTime, table } from '../format';
 import { readFirstLine, readSecret } from '../prompt';
 
 /*
@@ -173,6 +173,7 @@ export function requestFlags(r: TraceRequest): string {
   if (r.maxBytes) parts.push(`--max-bytes ${r.maxBytes}`);
   if (r.all) parts.push('--all');
   if (r.hosts) parts.push(`--hosts ${q(r.hosts.join(','))}`);
+  if (r.alignClocks) parts.push('--align-clocks');
   return parts.join(' ') || '(none)';
 }
 
@@ -196,6 +197,8 @@ export function formatTrace(v: TraceView): string[] {
     `merged    ${v.merged ? `${v.merged.packets} packets, ${humanBytes(v.merged.bytes)}${v.merged.duplicates ? `, ${v.merged.duplicates} duplicates dropped` : ''}` : 'no merged PCAP (yet)'}`,
     '',
     ...hostsTable(v),
+    ...(v.clocks ? ['', ...formatClocks(v.clocks)] : []),
+    ...(v.hops && v.hops.length > 0 ? ['', 'RTP hops (which hop went bad)', ...formatHops(v.hops)] : []),
   ].map(safeText);
 }
 
@@ -367,6 +370,7 @@ export const traceCommand: CommandModule<object, Args> = {
     connectionOptions(
       filterOptions(y)
         .option('hosts', { type: 'string', array: true, describe: 'agents to ask, comma-separated (default: every connected agent)' })
+        .option('align-clocks', { type: 'boolean', default: false, describe: "write the merged file on corrected clocks (PCAPNG; each host's offset in its interfaces' comments); host files keep theirs" })
         .option('timeout', { type: 'number', default: 600, describe: 'seconds to wait for the result; then the trace is cancelled (exit 1)' })
         .option('o', { alias: 'output', type: 'string', describe: 'write the merged PCAP here (- for stdout); without it the result is only shown' })
         .option('json', { type: 'boolean', default: false, describe: 'print the final trace as JSON on stdout' }),

@@ -15,9 +15,28 @@ export interface MergeInput {
   stream: Readable;
 }
 
+/** Sees every packet the merge keeps (after a host's own duplicates are left out), with its time as the host captured it. */
+export type PacketObserver = (host: string, linkType: number, data: Buffer, tsSec: number, tsNsec: number) => void;
+
+/** A host's clock correction for an aligned merge. */
+export interface HostShift {
+  /** Subtracted from every timestamp of the host's packets. */
+  offsetNs: number;
+  /** The comment of the host's interfaces in the merged PCAPNG. */
+  comment: string;
+}
+
 export interface MergeOptions {
   /** Two captures of one packet on one host are at most this far apart; default 1 ms. */
   dedupWindowNs?: number;
+  observe?: PacketObserver;
+  /**
+   * Writes corrected timestamps: the packets of a host named here are
+   * shifted by its offset before they are ordered, and the output is a
+   * PCAPNG with nanosecond interfaces of their own per host (named after
+   * it, with the comment given). Hosts not named keep their time.
+   */
+  align?: Map<string, HostShift>;
 }
 
 export interface MergeResult {
@@ -118,6 +137,8 @@ class Source {
   readonly index: number;
   readonly host: string;
   readonly reader: CaptureStreamReader;
+  /** Nanoseconds subtracted from every timestamp (an aligned merge). */
+  private readonly shiftNs: number;
   private readonly ahead = new ReadAhead();
   private aheadBytes = 0;
   private arena: FifoArena<Held> | null = null;
@@ -129,9 +150,10 @@ class Source {
   late = 0;
   duplicates = 0;
 
-  constructor(index: number, input: MergeInput) {
+  constructor(index: number, input: MergeInput, shiftNs = 0) {
     this.index = index;
     this.host = input.host;
+    this.shiftNs = Math.round(shiftNs);
     this.reader = new CaptureStreamReader(input.stream, input.host);
   }
 
@@ -152,9 +174,17 @@ class Source {
     while (this.wantMore()) {
       const r = this.reader.shift();
       if (!r) return false;
+      let tsSec = r.tsSec;
+      let tsNsec = r.tsNsec;
+      if (this.shiftNs !== 0) {
+        const t = tsNsec - this.shiftNs;
+        const carry = Math.floor(t / 1e9);
+        tsSec += carry;
+        tsNsec = t - carry * 1e9;
+      }
       const h: Held = {
-        tsSec: r.tsSec,
-        tsNsec: r.tsNsec,
+        tsSec,
+        tsNsec,
         seq: this.seq++,
         data: r.data,
         origLen: r.origLen,
@@ -256,7 +286,7 @@ interface Output {
   format: 'pcap' | 'pcapng';
   /** Returns false when the packet is refused (counted in notes by the caller). */
   accepts(h: Held): boolean;
-  write(h: Held): boolean;
+  write(h: Held, s: Source): boolean;
   /** Hands what the writer gathered to the stream (see StreamSink). */
   flush(): boolean;
   waitDrain(): Promise<void>;
@@ -299,7 +329,22 @@ function plan(sources: Source[]): Plan {
   return { pcapLinkType: null, nanos, snaplen };
 }
 
-function openOutput(out: Writable, p: Plan): Output {
+function openOutput(out: Writable, p: Plan, align: Map<string, HostShift> | undefined): Output {
+  if (align) {
+    const w = new PcapngWriter(out, { snaplen: p.snaplen });
+    return {
+      format: 'pcapng',
+      accepts: () => true,
+      // Shifted times are whole nanoseconds whatever the source's resolution.
+      write: (h, s) => {
+        const a = align.get(s.host);
+        return w.write(h, true, { key: s.host, name: s.host, comment: a ? a.comment : `${s.host}: no clock offset known, timestamps as captured` });
+      },
+      flush: () => w.flush(),
+      waitDrain: () => w.waitDrain(),
+      end: () => w.end(),
+    };
+  }
   if (p.pcapLinkType !== null) {
     const linkType = p.pcapLinkType;
     const w = new PcapWriter(out, { linkType, nanos: p.nanos, snaplen: p.snaplen });
@@ -351,6 +396,9 @@ function validate(inputs: MergeInput[], opts: MergeOptions): number {
  *   two ports of a bridge) is written once, the first seen: same host, same
  *   bytes from the network layer up, at most dedupWindowNs apart. Packets of
  *   different hosts are never duplicates of each other.
+ * - Clocks: `observe` sees each kept packet (the trace's clock and hop
+ *   figures are made there); `align` shifts hosts' timestamps before they
+ *   are ordered and writes a PCAPNG saying, per host, what was applied.
  * - Format: classic PCAP when the packets have one link type (nanosecond
  *   when any input is), PCAPNG with one interface per link type and
  *   resolution otherwise; see plan() for when that is decided. A packet of a
@@ -365,7 +413,7 @@ function validate(inputs: MergeInput[], opts: MergeOptions): number {
 export async function mergeCaptures(inputs: MergeInput[], out: Writable, opts: MergeOptions = {}): Promise<MergeResult> {
   const windowNs = validate(inputs, opts);
   // Readers first, all at once: each listens for its stream's errors from here on.
-  const sources = inputs.map((x, i) => new Source(i, x));
+  const sources = inputs.map((x, i) => new Source(i, x, opts.align?.get(x.host)?.offsetNs));
   const notes: string[] = [];
   let packets = 0;
   let bytes = 0;
@@ -373,7 +421,7 @@ export async function mergeCaptures(inputs: MergeInput[], out: Writable, opts: M
   try {
     await Promise.all(sources.map((s) => s.fill()));
     const p = plan(sources);
-    const output = openOutput(out, p);
+    const output = openOutput(out, p, opts.align);
     // Per host (one host may give several inputs), made at its first packet.
     const dedup = new Map<string, HostDedup>();
 
@@ -398,20 +446,23 @@ export async function mergeCaptures(inputs: MergeInput[], out: Writable, opts: M
       if (d.isDuplicate(h.linkType, h.data, h.tsSec, h.tsNsec)) {
         duplicates++;
         s.duplicates++;
-      } else if (!output.accepts(h)) {
-        refused.set(h.linkType, (refused.get(h.linkType) ?? 0) + 1);
       } else {
-        try {
-          // Both writers copy the bytes before returning, so the slot can be reused after.
-          ok = output.write(h);
-          if (output.format === 'pcap' && !p.nanos && h.tsNsec % 1000 !== 0) cutToMicros++;
-          packets++;
-          bytes += h.data.length;
-        } catch (e) {
-          // The writers check a packet before queueing anything, so the file stays whole.
-          if (!(e instanceof RangeError)) throw e;
-          unwritable++;
-          unwritableWhy ||= e.message;
+        opts.observe?.(s.host, h.linkType, h.data, h.tsSec, h.tsNsec);
+        if (!output.accepts(h)) {
+          refused.set(h.linkType, (refused.get(h.linkType) ?? 0) + 1);
+        } else {
+          try {
+            // Both writers copy the bytes before returning, so the slot can be reused after.
+            ok = output.write(h, s);
+            if (output.format === 'pcap' && !p.nanos && h.tsNsec % 1000 !== 0) cutToMicros++;
+            packets++;
+            bytes += h.data.length;
+          } catch (e) {
+            // The writers check a packet before queueing anything, so the file stays whole.
+            if (!(e instanceof RangeError)) throw e;
+            unwritable++;
+            unwritableWhy ||= e.message;
+          }
         }
       }
       s.release(h);

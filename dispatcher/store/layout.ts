@@ -7,7 +7,9 @@
  *     id, request (the trace's filters, as validated), user, createdAt (ISO),
  *     hosts (agents expected to answer), state
  *     ('running' | 'done' | 'partial' | 'failed' | 'cancelled' | 'interrupted'),
- *     finishedAt? (ISO), merged? { packets, bytes }
+ *     finishedAt? (ISO), merged? { packets, bytes }, clocks? (each host's clock
+ *     offset, shared/trace/vantage.ts), hops? (per RTP stream seen on several
+ *     hosts, what each hop lost, delayed and jittered)
  *     attachment merged.pcap: every host's packets, time-ordered, de-duplicated
  *
  *   trace:<id>:<host>     type 'result', one per host asked
@@ -42,6 +44,7 @@
 import type { MessageSummary } from '../../agent/query/engine';
 import type { RtpStreamFigures } from '../../shared/rtp/figures';
 import type { AttachmentParts } from './parts';
+import type { RtpHop, TraceClocks } from '../../shared/trace/vantage';
 
 import { RESULT_STATES, TRACE_STATES } from '../../shared/protocol/client';
 import { traceId as traceIdRule } from '../../shared/protocol/common';
@@ -79,6 +82,10 @@ export interface TraceDoc extends CouchMeta {
   state: TraceState;
   finishedAt?: string;
   merged?: { packets: number; bytes: number; duplicates: number };
+  /** Hosts' clock offsets, from packets two hosts both captured; set by the merge when any were. */
+  clocks?: TraceClocks;
+  /** Per RTP stream seen on several hosts, each hop between two of them; set by the merge. */
+  hops?: RtpHop[];
 }
 
 export interface ResultDoc extends CouchMeta {

@@ -1,20 +1,45 @@
 import { createReadStream } from 'node:fs';
-import { PassThrough } from 'node:stream';
-import { mergeCaptures } from '../merge/merge';
+import { PassThrough, Writable } from 'node:stream';
+import { mergeCaptures, type HostShift, type MergeResult, type PacketObserver } from '../merge/merge';
+import { ClockSampler } from '../merge/clock';
+import { HopCollector } from '../merge/hops';
+import type { RtpHop, TraceClocks } from '../../shared/trace/vantage';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, traceDocId } from '../store/layout';
 import { StoreError, TraceStore } from '../store/store';
 import type { Spool } from './spool';
 
+export interface TraceMerge extends MergeResult {
+  /** Null when no two hosts captured a common packet. */
+  clocks: TraceClocks | null;
+  hops: RtpHop[];
+}
+
+/** A sink for the survey pass of an aligned merge: the bytes are not wanted, only what the observer saw. */
+function discard(): Writable {
+  return new Writable({ write: (_c, _e, cb) => cb() });
+}
+
+/** The offset applied to a host, as the merged PCAPNG's interface comment says it. */
+function shiftComment(host: string, c: TraceClocks['hosts'][number], reference: string): string {
+  if (c.offsetMs === null) return `${host}: no clock offset known (no packet in common with another host), timestamps as captured`;
+  if (host === reference) return `${host}: reference clock, timestamps as captured`;
+  return `${host}: clock offset ${c.offsetMs.toFixed(6)} ms against ${reference} subtracted (spread ${c.spreadMs?.toFixed(6) ?? '?'} ms, ${c.samples} packets against ${c.against})`;
+}
+
 /**
  * Merges the hosts' PCAPs of a finished trace into its merged.pcap in the
  * store, streaming: the hosts this dispatcher ran are read from its spool,
- * only peers' hosts come back from the store.
+ * only peers' hosts come back from the store. The merge also works out the
+ * hosts' clock offsets and the RTP hops from the packets passing through.
+ * With `align`, those come from a first pass over the hosts' files, and the
+ * second writes the merged file on the corrected clocks (a PCAPNG); the
+ * hosts' own files are never changed.
  */
-export async function mergeTrace(store: TraceStore, spool: Spool, traceId: string, results: ResultDoc[]): ReturnType<typeof mergeCaptures> {
+export async function mergeTrace(store: TraceStore, spool: Spool, traceId: string, results: ResultDoc[], align = false): Promise<TraceMerge> {
   let storeFailed: Error | null = null;
-  const inputs = results
-    .filter((r) => r._attachments?.[HOST_ATTACHMENT])
-    .map((r) => {
+  const stored = results.filter((r) => r._attachments?.[HOST_ATTACHMENT]);
+  const inputs = () =>
+    stored.map((r) => {
       const local = spool.storedPcap(traceId, r.host);
       const stream = local ? createReadStream(local) : store.getAttachmentStream(resultDocId(traceId, r.host), HOST_ATTACHMENT);
       stream.once('error', (e: Error) => {
@@ -22,14 +47,39 @@ export async function mergeTrace(store: TraceStore, spool: Spool, traceId: strin
       });
       return { host: r.host, stream };
     });
-  const merged = new PassThrough();
-  const merging = mergeCaptures(inputs, merged).catch((e: Error) => {
-    merged.destroy(e);
-    throw e;
-  });
+  const clock = new ClockSampler();
+  const hopper = new HopCollector(results.flatMap((r) => (r.streams ?? []).map((s) => ({ host: r.host, ssrc: s.ssrc, src: s.src, dst: s.dst }))));
+  const observe: PacketObserver = hopper.wanted
+    ? (host, lt, data, sec, nsec) => {
+        clock.observe(host, lt, data, sec, nsec);
+        hopper.observe(host, lt, data, sec, nsec);
+      }
+    : (host, lt, data, sec, nsec) => clock.observe(host, lt, data, sec, nsec);
+  const hosts = results.map((r) => r.host);
   try {
+    let shifts: Map<string, HostShift> | undefined;
+    let clocks: TraceClocks | null = null;
+    if (align) {
+      await mergeCaptures(inputs(), discard(), { observe });
+      clocks = clock.estimate(hosts);
+      shifts = new Map(
+        hosts.map((h) => {
+          const c = clocks?.hosts.find((x) => x.host === h) ?? { host: h, offsetMs: null, spreadMs: null, samples: 0, against: null, twoWay: false };
+          return [h, { offsetNs: (c.offsetMs ?? 0) * 1e6, comment: shiftComment(h, c, clocks?.reference ?? h) }];
+        }),
+      );
+    }
+    const merged = new PassThrough();
+    const merging = mergeCaptures(inputs(), merged, align ? { align: shifts } : { observe }).catch((e: Error) => {
+      merged.destroy(e);
+      throw e;
+    });
     const [m] = await Promise.all([merging, store.putAttachmentStream(traceDocId(traceId), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, merged)]);
-    return m;
+    if (!align) clocks = clock.estimate(hosts);
+    if (clocks && align) clocks.aligned = true;
+    const hops = hopper.hops(clocks, new Set(results.filter((r) => r.truncated).map((r) => r.host)));
+    if (hopper.cut > 0) m.notes.push(`${hopper.cut} RTP packets were left out of the hop figures (more than the per-stream limit)`);
+    return { ...m, clocks, hops };
   } catch (e) {
     // An input read back from a store that went away is the store's failure: try the merge again later.
     if (storeFailed) throw storeFailed;

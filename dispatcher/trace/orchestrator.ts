@@ -129,7 +129,8 @@ export class Orchestrator implements Traces {
 
   async start(req: TraceRequest, user: string, created?: (id: string) => void | Promise<void>): Promise<TraceView> {
     // The shape was validated where the request came in (namespace, REST); the values are checked here, where every path meets.
-    const { hosts: asked, ...query } = req;
+    // alignClocks is the merge's business; the agents are asked the filters only.
+    const { hosts: asked, alignClocks: _align, ...query } = req;
     checkQuery(query);
     const { hosts, connected, sockets } = await this.chooseHosts(asked);
     const trace = await this.store.createTrace({ request: req as { [k: string]: never }, user, hosts });
@@ -430,7 +431,7 @@ export class Orchestrator implements Traces {
       return;
     }
     const results = await this.store.listResults(traceId);
-    const m = await mergeTrace(this.store, this.spool, traceId, results);
+    const m = await mergeTrace(this.store, this.spool, traceId, results, trace.request.alignClocks === true);
     for (const n of m.notes) this.log.info({ traceId }, n);
     const state = forced ?? traceOutcome(trace.hosts.map((h) => results.find((r) => r.host === h)?.state ?? 'lost'));
     const finishedAt = new Date().toISOString();
@@ -438,6 +439,9 @@ export class Orchestrator implements Traces {
       d.state = state;
       d.finishedAt = finishedAt;
       d.merged = { packets: m.packets, bytes: m.bytes, duplicates: m.duplicates };
+      if (m.clocks) d.clocks = m.clocks;
+      else delete d.clocks;
+      d.hops = m.hops;
     });
     this.metrics.tracesFinished.inc({ state });
     this.owned.delete(traceId);

@@ -32,6 +32,8 @@ export function traceView(trace: TraceDoc, results: ResultDoc[], live?: Map<stri
     state: trace.state,
     hosts,
     ...(trace.merged ? { merged: { packets: trace.merged.packets, bytes: trace.merged.bytes, duplicates: trace.merged.duplicates ?? 0 } } : {}),
+    ...(trace.clocks ? { clocks: trace.clocks } : {}),
+    ...(trace.hops ? { hops: trace.hops } : {}),
   };
 }
 

@@ -142,6 +142,30 @@ test(
   }),
 );
 
+test(
+  'PcapngWriter: labelled interfaces (one per host of an aligned merge) carry their name and comment, as tshark and capinfos read them',
+  withTmp(async (dir) => {
+    const path = join(dir, 'labelled.pcapng');
+    const w = new PcapngWriter(createWriteStream(path));
+    const rec = (n: number) => ({ linkType: LINKTYPE.RAW, tsSec: 1_760_000_000, tsNsec: n, origLen: 4, data: Buffer.from([0x45, 0, 0, n]) });
+    const a = { key: 'a', name: 'host-a', comment: 'a: reference clock' };
+    const b = { key: 'b', name: 'host-b', comment: `b: clock offset 12.300000 ms subtracted ${'é'.repeat(3)}` };
+    w.write(rec(1), true, a);
+    w.write(rec(2), true, b);
+    w.write(rec(3), true, a);
+    // Unlabelled packets keep the shared interface of their link type (unnamed: tshark says "unknown").
+    w.write(rec(4), true);
+    await w.end();
+    assert.equal(w.interfaceCount, 3);
+    assert.deepEqual((await readAll(path)).map((r) => r.interfaceId), [0, 1, 0, 2]);
+    const names = execFileSync('tshark', ['-r', path, '-T', 'fields', '-e', 'frame.interface_name'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    assert.deepEqual(names.trim().split('\n'), ['host-a', 'host-b', 'host-a', 'unknown']);
+    const info = execFileSync('capinfos', [path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    assert.match(info, /Comment = a: reference clock\n/);
+    assert.ok(info.includes(`Comment = ${b.comment}`), info);
+  }),
+);
+
 test('PcapngWriter: backpressure reported and waitDrain resolves; caller may reuse its data buffer', async () => {
   const chunks: Buffer[] = [];
   const sink = new Writable({

@@ -18,6 +18,8 @@ export interface PcapngWriterOptions {
 
 const BYTE_ORDER_MAGIC = 0x1a2b3c4d;
 const OPT_ENDOFOPT = 0;
+const OPT_COMMENT = 1;
+const OPT_IF_NAME = 2;
 const OPT_SHB_USERAPPL = 4;
 const OPT_IF_TSRESOL = 9;
 /** EPB without data: type, length, interface id, ts high, ts low, caplen, origlen, trailing length. */
@@ -51,18 +53,45 @@ function shbBytes(application: string): Buffer {
   return b;
 }
 
-/** Interface Description Block with an explicit if_tsresol (10^-6 or 10^-9 s). */
-function idbBytes(linkType: number, snaplen: number, nanos: boolean): Buffer {
-  const len = 32;
+/** What sets an interface apart beyond its link type and resolution: the packets of one host, say. */
+export interface InterfaceLabel {
+  /** Packets with the same key (and link type and resolution) share an interface. */
+  key: string;
+  /** if_name. */
+  name?: string;
+  /** opt_comment. */
+  comment?: string;
+}
+
+/** An option's bytes (code, length, value padded to 4); a UTF-8 value is cut to what the 16-bit length holds. */
+function optionBytes(code: number, value: string): Buffer {
+  const v = Buffer.from(value, 'utf8').subarray(0, 0xfff0);
+  const b = Buffer.alloc(4 + pad4(v.length));
+  b.writeUInt16LE(code, 0);
+  b.writeUInt16LE(v.length, 2);
+  v.copy(b, 4);
+  return b;
+}
+
+/** Interface Description Block with an explicit if_tsresol (10^-6 or 10^-9 s), and a name and comment when labelled. */
+function idbBytes(linkType: number, snaplen: number, nanos: boolean, label?: InterfaceLabel): Buffer {
+  const tsresol = Buffer.alloc(8);
+  tsresol.writeUInt16LE(OPT_IF_TSRESOL, 0);
+  tsresol.writeUInt16LE(1, 2);
+  tsresol[4] = nanos ? 9 : 6;
+  const opts: Buffer[] = [tsresol];
+  if (label?.name) opts.push(optionBytes(OPT_IF_NAME, label.name));
+  if (label?.comment) opts.push(optionBytes(OPT_COMMENT, label.comment));
+  // opt_endofopt: four zero bytes.
+  opts.push(Buffer.alloc(4));
+  const body = Buffer.concat(opts);
+  const len = 16 + body.length + 4;
   const b = Buffer.alloc(len);
   b.writeUInt32LE(PCAPNG_BLOCK_IDB, 0);
   b.writeUInt32LE(len, 4);
   b.writeUInt16LE(linkType, 8);
   b.writeUInt32LE(snaplen, 12);
-  b.writeUInt16LE(OPT_IF_TSRESOL, 16);
-  b.writeUInt16LE(1, 18);
-  b[20] = nanos ? 9 : 6;
-  // bytes 21..23 pad the option, 24..27 are opt_endofopt (zeros).
+  body.copy(b, 16);
   b.writeUInt32LE(len, len - 4);
   return b;
 }
@@ -109,7 +138,7 @@ function writeTimestamp(b: Buffer, at: number, tsSec: number, tsNsec: number, na
  */
 export class PcapngWriter extends StreamSink {
   private readonly snaplen: number;
-  /** Interface id by `${linkType}/${nanos}`. */
+  /** Interface id by `${linkType}/${nanos}` (and `/${label key}` when labelled). */
   private readonly ifaces = new Map<string, number>();
   private recordsWritten = 0;
 
@@ -136,17 +165,17 @@ export class PcapngWriter extends StreamSink {
    * at the start of the file, where readers that scan only the head (and
    * the dispatcher's merge) see all of a file's link types.
    */
-  interfaceFor(linkType: number, nanos: boolean): number {
+  interfaceFor(linkType: number, nanos: boolean, label?: InterfaceLabel): number {
     this.check();
     if (!Number.isInteger(linkType) || linkType < 0 || linkType > 0xffff) {
       throw new RangeError(`link type ${linkType} does not fit PCAPNG's 16-bit link type field`);
     }
-    const key = `${linkType}/${nanos}`;
+    const key = label ? `${linkType}/${nanos}/${label.key}` : `${linkType}/${nanos}`;
     let id = this.ifaces.get(key);
     if (id === undefined) {
       id = this.ifaces.size;
       this.ifaces.set(key, id);
-      this.put(idbBytes(linkType, this.snaplen, nanos));
+      this.put(idbBytes(linkType, this.snaplen, nanos, label));
     }
     return id;
   }
@@ -155,15 +184,16 @@ export class PcapngWriter extends StreamSink {
    * Queues one packet. `nanos` says the source has nanosecond timestamps; a
    * microsecond source's packets go to a 10^-6 interface, so a reader shows
    * them as the source had them. Returns false when the stream wants the
-   * caller to wait for waitDrain().
+   * caller to wait for waitDrain(). A `label` puts the packet on an
+   * interface of that label's own.
    */
-  write(rec: PcapngWritableRecord, nanos: boolean): boolean {
+  write(rec: PcapngWritableRecord, nanos: boolean, label?: InterfaceLabel): boolean {
     this.check();
     checkRecord(rec, this.snaplen);
     if (!nanos && rec.tsNsec % 1000 !== 0) {
       throw new RangeError(`tsNsec ${rec.tsNsec} is not a whole number of microseconds; write it with nanos true`);
     }
-    const ifId = this.interfaceFor(rec.linkType, nanos);
+    const ifId = this.interfaceFor(rec.linkType, nanos, label);
     const capLen = rec.data.length;
     const len = EPB_FIXED + pad4(capLen);
     const at = this.reserve(len);

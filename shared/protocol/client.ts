@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { rtpStreamFigures } from '../rtp/figures';
+import { rtpHopList, traceClocks } from '../trace/vantage';
 import type { ErrorBody } from '../errors/catalogue';
 import { messageSummary, TraceRequest, traceRequest } from '../query/query';
 import { fullMessage } from '../sip/message';
@@ -77,6 +78,10 @@ export const traceView = z.object({
   hosts: z.array(hostView),
   /** Set once merged.pcap is stored. */
   merged: merged.optional(),
+  /** Set by the merge when two hosts captured a common packet: each host's clock offset. */
+  clocks: traceClocks.optional(),
+  /** Set by the merge: per RTP stream seen on several hosts, each hop. */
+  hops: rtpHopList.optional(),
 });
 export type TraceView = z.infer<typeof traceView>;
 
@@ -162,7 +167,7 @@ export const FOLLOW_LIMITS = {
 
 /** What `tracefleet follow` and the page send: a trace request without a window, and how long to follow. */
 export const followRequest = traceRequest
-  .omit({ since: true, until: true })
+  .omit({ since: true, until: true, alignClocks: true })
   .extend({
     durationMs: z.number().int().positive().max(FOLLOW_LIMITS.maxDurationMs).optional(),
     maxPackets: z.number().int().positive().max(FOLLOW_LIMITS.maxPackets).optional(),

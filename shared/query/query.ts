@@ -84,7 +84,13 @@ export type TraceQuery = z.infer<typeof traceQuery>;
 
 /** A trace as asked for: the filters, and the agents to ask (all connected ones when absent). */
 const hostName = z.string().regex(new RegExp(AGENT_NAME_PATTERN), 'host names are agent names: 1-64 letters, digits, _, . or -');
-export const traceRequest = traceQuery.extend({ hosts: z.array(hostName).min(1).max(10_000).optional() }).strict();
+export const traceRequest = traceQuery
+  .extend({
+    hosts: z.array(hostName).min(1).max(10_000).optional(),
+    /** Write the merged file on corrected clocks (PCAPNG, the offset applied said per interface); the dispatcher's, not the agents'. */
+    alignClocks: z.boolean().optional(),
+  })
+  .strict();
 export type TraceRequest = z.infer<typeof traceRequest>;
 
 /** One SIP message of a result as the ladder shows it: the engine makes them, trace:done carries them. */

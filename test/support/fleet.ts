@@ -184,12 +184,13 @@ export class FleetBed {
     return this.apiToken;
   }
 
-  async startAgent(host: string, opts: { ring?: string } = {}): Promise<DaemonHandle> {
+  /** An agent on `host` capturing `opts.iface` (default eth0, its link to the fleet's segment), with `opts.args` added (--rtp-ports, say). */
+  async startAgent(host: string, opts: { ring?: string; iface?: string; args?: string[] } = {}): Promise<DaemonHandle> {
     const ring = opts.ring ?? this.ring(host);
     const d = await this.net.spawn(
       host,
       process.execPath,
-      [CLI, 'agent', '-i', 'eth0', '--ring', ring, '--stats-interval', '0', '--dispatcher', this.url, '--token', this.agentToken, '--name', host],
+      [CLI, 'agent', '-i', opts.iface ?? 'eth0', '--ring', ring, '--stats-interval', '0', '--dispatcher', this.url, '--token', this.agentToken, '--name', host, ...(opts.args ?? [])],
       { env: cleanEnv({}), stopGraceMs: 10_000 },
     );
     this.agents.set(host, d);

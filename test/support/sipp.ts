@@ -273,3 +273,27 @@ export async function runSippCalls(opts: SippCallsOptions): Promise<SippCallsRes
     if (!opts.keepFiles) rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** Where Debian's sip-tester puts the media files its pcap-playing scenarios use. */
+export const SIPP_MEDIA_DIR = '/usr/share/sip-tester';
+
+/**
+ * sipp's built-in uac_pcap scenario (a call that plays sip-tester's G.711
+ * A-law capture and an RFC 2833 digit as its RTP), written to dir/name with
+ * the media files' installed paths and shorter pauses. With `announce`, the
+ * SDP announces that address instead of the caller's own (a caller behind NAT).
+ */
+export async function uacPcapScenario(dir: string, name: string, announce: string | null): Promise<string> {
+  let xml = (await run('sipp', ['-sd', 'uac_pcap'], { check: false })).stdout;
+  xml = xml
+    .replace('pcap/g711a.pcap', `${SIPP_MEDIA_DIR}/g711a.pcap`)
+    .replace('pcap/dtmf_2833_1.pcap', `${SIPP_MEDIA_DIR}/dtmf_2833_1.pcap`)
+    .replace('milliseconds="8000"', 'milliseconds="7200"')
+    .replace('milliseconds="1000"', 'milliseconds="300"');
+  // Behind NAT the caller announces an address its packets never come from.
+  if (announce) xml = xml.replace('c=IN IP[local_ip_type] [local_ip]', `c=IN IP4 ${announce}`);
+  if (!xml.includes(`${SIPP_MEDIA_DIR}/g711a.pcap`)) throw new Error(`sipp -sd uac_pcap did not give the expected scenario (is sip-tester installed?): ${tail(xml)}`);
+  const file = join(dir, name);
+  writeFileSync(file, xml);
+  return file;
+}

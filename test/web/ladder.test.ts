@@ -38,11 +38,11 @@ const TEST_PAGE = `<!doctype html>
 <script type="module">
 import { renderLadder } from '/ladder.js';
 window.__selected = [];
-window.__render = async (messages, dialog) => {
+window.__render = async (messages, dialog, clockOffsetsMs) => {
   if (window.__ladder) window.__ladder.destroy();
   window.__selected = [];
   const c = document.getElementById('c');
-  window.__ladder = renderLadder(c, messages, { dialog, onSelect: (m) => window.__selected.push(m) });
+  window.__ladder = renderLadder(c, messages, { dialog, clockOffsetsMs, onSelect: (m) => window.__selected.push(m) });
   const link = document.querySelector('link[data-ladder-css]');
   if (!link) throw new Error('ladder.js linked no stylesheet');
   if (!link.sheet) await new Promise((ok, fail) => { link.addEventListener('load', ok); link.addEventListener('error', () => fail(new Error('ladder.css did not load'))); });
@@ -296,7 +296,7 @@ describe('web/ladder.js in headless Chromium', () => {
   });
 
   /** A fresh page with the ladder of `messages`; `problems` collects console errors, page errors and failed loads. */
-  async function open(messages: Msg[], dialog?: string): Promise<{ page: Page; problems: string[] }> {
+  async function open(messages: Msg[], dialog?: string, clockOffsetsMs?: Record<string, number>): Promise<{ page: Page; problems: string[] }> {
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     page.setDefaultTimeout(15_000);
     const problems: string[] = [];
@@ -310,7 +310,7 @@ describe('web/ladder.js in headless Chromium', () => {
     });
     await page.goto(`${base}/__test.html`);
     await page.waitForFunction(() => window.__ready === true);
-    await page.evaluate(([m, d]) => window.__render(m, d), [messages, dialog] as const);
+    await page.evaluate(([m, d, o]) => window.__render(m, d, o), [messages, dialog, clockOffsetsMs] as const);
     return { page, problems };
   }
 
@@ -379,6 +379,25 @@ describe('web/ladder.js in headless Chromium', () => {
     assert.deepEqual(s.arrows.map((a) => a.label), ['100 Trying', '180 Ringing']);
     assert.deepEqual(problems, []);
     await page.close();
+  });
+
+  it("orders by corrected time: a host whose clock is 2 s behind has its captures moved by the trace's clock offsets, and folded with the other host's", async () => {
+    // uas's clock is 2 s behind: its INVITE (1 ms after uac's, truly) and its own 100 Trying (10 ms) read 2 s early.
+    const messages = [
+      msg(T0, '0', 'uac', UAC, UAS, 'INVITE', null, CALL, '1 INVITE', '1001', '2002'),
+      msg(T0 - 2, '0.001', 'uas', UAC, UAS, 'INVITE', null, CALL, '1 INVITE', '1001', '2002'),
+      msg(T0 - 2, '0.010', 'uas', UAS, UAC, 100, 'Trying', CALL, '1 INVITE', '1001', '2002'),
+    ];
+    const raw = await open(messages);
+    const r = await snap(raw.page);
+    // On raw clocks the answer comes before its INVITE, and uac's capture looks like a retransmission 2 s later.
+    assert.deepEqual(r.arrows.map((a) => [a.label, a.hosts]), [['INVITE', 'uas'], ['100 Trying', 'uas'], ['↻ INVITE', 'uac']]);
+    await raw.page.close();
+    const fixed = await open(messages, undefined, { uac: 0, uas: -2000 });
+    const f = await snap(fixed.page);
+    assert.deepEqual(f.arrows.map((a) => [a.label, a.hosts]), [['INVITE', 'uac, uas'], ['100 Trying', 'uas']]);
+    assert.deepEqual([...raw.problems, ...fixed.problems], []);
+    await fixed.page.close();
   });
 
   it('folds captures by different hosts within 50 ms only; the same host or later is a retransmission', async () => {

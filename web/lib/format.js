@@ -62,6 +62,7 @@ export function fmtFilter(req) {
   else if (req.since) parts.push(/^\d+(\.\d+)?(ms|s|m|h|d)$/.test(req.since) ? `last ${req.since}` : `since ${fmtWhen(req.since)}`);
   else if (req.until) parts.push(`until ${fmtWhen(req.until)}`);
   if (req.rtp) parts.push('RTP');
+  if (req.alignClocks) parts.push('clocks aligned');
   if (Array.isArray(req.hosts) && req.hosts.length) parts.push(`hosts ${req.hosts.join(', ')}`);
   return parts.join(' · ') || '–';
 }

@@ -42,6 +42,9 @@ export class TraceTracker {
   applyView(view) {
     if (view.id !== this.id) return;
     this.setTrace(view.state, view.finishedAt ?? view.createdAt, view.merged, view.finishedAt);
+    // Set by the merge, so only ever on a finished trace's view.
+    if (view.clocks) this.clocks = view.clocks;
+    if (view.hops) this.hops = view.hops;
     for (const hv of view.hosts) this.setHost({ ...hv, at: hv.updatedAt });
   }
 

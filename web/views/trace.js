@@ -14,6 +14,15 @@ import { messageDetails, renderMessages } from './messages.js';
 import { fullMessageLoader } from './full-message.js';
 import { callsTable } from './calls.js';
 import { renderStreams } from './streams.js';
+import { renderClocks, renderHops } from './hops.js';
+
+/** One line for the summary: the reference host and the largest offset. */
+function clockSummary(c) {
+  const placed = c.hosts.filter((x) => x.offsetMs !== null && x.host !== c.reference);
+  if (placed.length === 0) return `reference ${c.reference}; no other host shares packets with it`;
+  const worst = placed.reduce((a, b) => (Math.abs(b.offsetMs) > Math.abs(a.offsetMs) ? b : a));
+  return `reference ${c.reference}; ${placed.length} host${placed.length === 1 ? '' : 's'} placed, largest offset ${worst.host} ${worst.offsetMs >= 0 ? '+' : ''}${worst.offsetMs.toFixed(3)} ms${c.aligned ? '; merged file on corrected clocks' : ''}`;
+}
 
 export function renderTrace(main, ctx, id) {
   ctx.setTitle(`Trace ${id}`);
@@ -70,6 +79,7 @@ export function renderTrace(main, ctx, id) {
       ['Run by', t.user],
       ['Started (UTC)', fmtDateTime(t.createdAt)],
       ['Finished (UTC)', t.finishedAt ? fmtDateTime(t.finishedAt) : '–'],
+      ['Clocks', t.clocks ? clockSummary(t.clocks) : '–'],
       ['Merged', t.merged ? `${fmtCount(t.merged.packets)} packets, ${fmtBytes(t.merged.bytes)}${t.merged.duplicates ? `, ${fmtCount(t.merged.duplicates)} duplicates dropped` : ''}` : '–'],
     ];
     replace(summary, rows.map(([k, v]) => [h('dt', {}, k), h('dd', { dataset: { field: k.split(' ')[0].toLowerCase() } }, v)]));
@@ -193,6 +203,10 @@ export function renderTrace(main, ctx, id) {
     };
     const streamBox = h('div', { id: 'trace-streams' });
     renderStreams(streamBox, streams);
+    const hopBox = h('div', { id: 'trace-hops' });
+    renderHops(hopBox, tracker.hops ?? []);
+    const clockBox = h('div', { id: 'trace-clocks' });
+    renderClocks(clockBox, tracker.clocks ?? null);
     replace(
       results,
       h('h3', {}, 'Calls'),
@@ -202,6 +216,11 @@ export function renderTrace(main, ctx, id) {
       h('div', { class: 'results-grid' }, h('div', {}, h('h3', {}, 'Messages'), tableBox), details),
       h('h3', {}, 'RTP streams'),
       streamBox,
+      // Right under the streams, full width: the hop table is as wide as the stream table.
+      h('h3', {}, 'RTP hops: which hop went bad'),
+      hopBox,
+      h('h3', {}, 'Host clocks'),
+      clockBox,
     );
     const table = renderMessages(tableBox, messages, { onSelect: show });
     try {
@@ -210,6 +229,7 @@ export function renderTrace(main, ctx, id) {
       if (left) return;
       // The ladder shows the chosen arrow's summary itself; the table marks the same message and the panel shows it whole.
       renderLadder(ladder, messages, {
+        clockOffsetsMs: Object.fromEntries((tracker.clocks?.hosts ?? []).filter((c) => c.offsetMs !== null).map((c) => [c.host, c.offsetMs])),
         onSelect: (m) => {
           table.highlight(m);
           show(m);

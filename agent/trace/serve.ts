@@ -6,6 +6,7 @@ import { QuerySpec, buildQuerySpec } from '../../shared/query/query';
 import { MAX_STREAMS } from '../../shared/rtp/figures';
 import { QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../query/engine';
 import type { DispatcherSocket } from '../link/client';
+import type { LegCallIdRule } from '../query/legs';
 import { ChunkWriter } from './chunks';
 import { type Logger, componentLogger } from '../../shared/log/log';
 import type { AgentTraceMetrics } from '../metrics/metrics';
@@ -21,6 +22,8 @@ export interface TraceServeOptions {
   /** How long the dispatcher may take to acknowledge a chunk (default 30 s). */
   chunkAckTimeoutMs?: number;
   correlationHeader?: string;
+  /** The operator's Call-ID rules for traces that ask for legs (`--leg-callid-rule`). */
+  legCallIdRules?: readonly LegCallIdRule[];
   /**
    * Most bytes of JSON the message list of a trace:done may take (default
    * 900 000). The dispatcher's Socket.IO server drops a connection that sends
@@ -142,6 +145,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       result = await runQueryYielding(opts.ringDir, spec, {
         mayWrite: false,
         correlationHeader: opts.correlationHeader,
+        legCallIdRules: opts.legCallIdRules,
         maxMessages: SUMMARIES_KEPT,
         stopped: () => t.stopped,
         onStep: () => {

@@ -74,6 +74,8 @@ export const traceQuery = z
     since: z.string().max(TIME_MAX_LENGTH).optional(),
     until: z.string().max(TIME_MAX_LENGTH).optional(),
     rtp: z.boolean().optional(),
+    /** Add the other legs of the selected calls (agent/query/legs.ts); default off (the page's form sets it). */
+    legs: z.boolean().optional(),
     /** RTP figures per stream of the selected dialogs; default: on when the query names calls (Call-ID, number, correlation). */
     rtpStats: z.boolean().optional(),
     maxPackets: z.number().int().positive().optional(),
@@ -87,6 +89,10 @@ export type TraceQuery = z.infer<typeof traceQuery>;
 const hostName = z.string().regex(new RegExp(AGENT_NAME_PATTERN), 'host names are agent names: 1-64 letters, digits, _, . or -');
 export const traceRequest = traceQuery.extend({ hosts: z.array(hostName).min(1).max(10_000).optional() }).strict();
 export type TraceRequest = z.infer<typeof traceRequest>;
+
+/** How a leg was linked to the calls a trace selected: the key two dialogs shared. */
+export const LEG_VIAS = ['correlation', 'session-id', 'icid', 'call-id-rule', 'media'] as const;
+export type LegVia = (typeof LEG_VIAS)[number];
 
 /** One SIP message of a result as the ladder shows it: the engine makes them, trace:done carries them. */
 export const messageSummary = z.object({
@@ -109,6 +115,13 @@ export const messageSummary = z.object({
   packets: z.number().int().nonnegative(),
   /** Set when a packet of the message was cut by the snap length: the message is what was captured of it. */
   truncated: z.boolean().optional(),
+  /**
+   * With `legs`: the call the message's dialog is a leg of, named by the
+   * Call-ID of its earliest leg (the same for every leg of one call).
+   */
+  legGroup: z.string().max(1024).optional(),
+  /** With `legs`, for a dialog the query did not select itself: the key that linked it. */
+  legVia: z.enum(LEG_VIAS).optional(),
 });
 export type MessageSummary = z.infer<typeof messageSummary>;
 
@@ -137,6 +150,7 @@ export interface QuerySpec {
   since: Ts | null;
   until: Ts | null;
   rtp: boolean;
+  legs: boolean;
   rtpStats: boolean;
   maxPackets: number | null;
   maxBytes: number | null;
@@ -238,6 +252,7 @@ export function buildQuerySpec(q: TraceQuery, now: Date = new Date()): QuerySpec
     since,
     until,
     rtp: q.rtp ?? false,
+    legs: q.legs ?? false,
     rtpStats: q.rtpStats ?? values(q.callId).length + numbers.length + values(q.correlation).length > 0,
     maxPackets: q.maxPackets ?? null,
     maxBytes: q.maxBytes ?? null,

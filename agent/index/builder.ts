@@ -210,6 +210,7 @@ export class SegmentIndexer {
     if (sip.pai.length > 0) rec.pu = sip.pai.map((p) => p.user).filter((u: string | null): u is string => !!u);
     if (sip.correlation) rec.x = sip.correlation;
     if (sip.sessionId) rec.si = sip.sessionId;
+    if (sip.sessionRemote) rec.sr = sip.sessionRemote;
     if (sip.icid) rec.ic = sip.icid;
     if (sip.sdp) {
       const eps: Array<[string, number]> = [];

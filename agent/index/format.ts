@@ -112,8 +112,13 @@ export interface MessageRecord {
   pu?: string[];
   /** Correlation key. */
   x?: string;
-  /** RFC 7989 Session-ID: the sender's UUID. */
+  /**
+   * RFC 7989 Session-ID: the sender's UUID, and the peer's (`remote`). Both
+   * are leg keys: a compliant B2BUA passes both through, and one that makes
+   * up a side's UUID still repeats the other side's as remote.
+   */
   si?: string;
+  sr?: string;
   /** P-Charging-Vector icid-value. */
   ic?: string;
   /** SDP media endpoints [addr, port]. */
@@ -156,6 +161,7 @@ export type KeyKind = 'c' | LegKeyKind;
 export function messageLegKeys(m: MessageRecord, add: (kind: LegKeyKind, value: string) => void): void {
   if (m.x) add('x', m.x);
   if (m.si) add('s', m.si);
+  if (m.sr && m.sr !== m.si) add('s', m.sr);
   if (m.ic) add('i', m.ic);
   if (m.sdp) for (const [a, port] of m.sdp) add('m', endpointText(a, port));
 }
@@ -164,7 +170,7 @@ export function messageLegKeys(m: MessageRecord, add: (kind: LegKeyKind, value: 
 export function messageHasLegKey(m: MessageRecord, kind: LegKeyKind, value: string): boolean {
   switch (kind) {
     case 'x': return m.x === value;
-    case 's': return m.si === value;
+    case 's': return m.si === value || m.sr === value;
     case 'i': return m.ic === value;
     case 'm': return m.sdp?.some(([a, port]) => endpointText(a, port) === value) ?? false;
   }

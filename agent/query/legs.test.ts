@@ -97,6 +97,9 @@ const LEGS: Leg[] = [
   // 8: the null Session-ID links nothing.
   { callId: 'a8', from: '4930000008', start: 0, headers: [`Session-ID: ${NULL_UUID}`] },
   { callId: 'z8', from: 'b2bua', start: 1, headers: [`Session-ID: ${NULL_UUID}`], src: B2B, dst: Z },
+  // 9: the B leg's correlation header holds the A leg's Call-ID (HOMER's X-CID).
+  { callId: 'a9@host', from: '4930000009', start: 0 },
+  { callId: 'b9', from: 'b2bua', start: 1, headers: ['X-CID: a9@host'], src: B2B, dst: Z },
 ];
 // 10: a "correlation" header one system puts on every call names no call.
 for (let i = 0; i <= MAX_DIALOGS_PER_KEY; i++) LEGS.push({ callId: `same${i}`, from: `49300001${String(i).padStart(2, '0')}`, start: i, headers: ['X-CID: constant'] });
@@ -172,6 +175,11 @@ test('legs: Call-ID rules, media servers, null Session-IDs, chains and over-comm
     assert.deepEqual(new Set(r7.groups.values()), new Set(['a7']));
 
     assert.deepEqual(query({ number: ['4930000008'], legs: true }).callIds, ['a8']);
+
+    const r9 = query({ number: ['4930000009'], legs: true });
+    assert.deepEqual(r9.callIds, ['a9@host', 'b9']);
+    assert.equal(r9.vias.get('b9'), 'correlation');
+    assert.deepEqual(query({ callId: ['b9'], legs: true }).callIds, ['a9@host', 'b9']);
 
     const common = query({ number: ['4930000105'], legs: true });
     assert.deepEqual(common.callIds, ['same5']);

@@ -8,7 +8,8 @@ import { DialogMedia, addToMedia, spansOverlap } from './media';
 /*
  * The other legs of a call. A B2BUA or SBC starts a new dialog (its own
  * Call-ID) on each side; what ties them is a key both legs carry: the
- * configured correlation header (X-CID, or an xref parameter), the RFC 7989
+ * configured correlation header (X-CID, or an xref parameter; the same
+ * value, or one leg's holding the other's Call-ID as HOMER has it), the RFC 7989
  * Session-ID UUID (passed through unchanged by a compliant B2BUA), the
  * P-Charging-Vector icid-value, a Call-ID the B2BUA derived from the other
  * leg's by a prefix or suffix (an operator rule, given to the agent), or the
@@ -168,6 +169,13 @@ export function* linkLegs(segments: OpenedSegment[], selected: ReadonlySet<strin
         }
         for (const other of found) if (other !== c) link(other, VIA[kind]);
       }
+      // HOMER's convention: a B2BUA puts the other leg's Call-ID in the correlation header.
+      for (const [kind, value] of from.keys) {
+        if (kind === 'x' && value !== c && segments.some((s) => s.index.dialogsByCallId(value).length > 0)) link(value, 'correlation');
+      }
+      const pointing = new Set<string>();
+      for (const s of segments) for (const d of s.index.dialogsByLegKey('x', c)) pointing.add(d.c);
+      if (pointing.size <= MAX_DIALOGS_PER_KEY) for (const other of pointing) if (other !== c) link(other, 'correlation');
       for (const other of ruleRelatives(c, rules)) {
         if (segments.some((s) => s.index.dialogsByCallId(other).length > 0)) link(other, 'call-id-rule');
       }

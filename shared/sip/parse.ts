@@ -162,6 +162,8 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
   let contentType: string | null = null;
   let correlation: string | null = null;
   let sessionId: string | null = null;
+  let sessionRemote: string | null = null;
+  let seenSessionId = false;
   let icid: string | null = null;
 
   // Names are matched on the bytes; only the values of the headers read here are decoded.
@@ -211,7 +213,13 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
         if (contentType === null) contentType = value;
         break;
       case H_SESSION_ID:
-        if (sessionId === null) sessionId = sessionUuid(value);
+        if (!seenSessionId) {
+          seenSessionId = true;
+          const semi = value.indexOf(';');
+          sessionId = sessionUuid(semi < 0 ? value : value.slice(0, semi));
+          const remote = semi < 0 ? null : findParam(value, semi, 'remote');
+          sessionRemote = remote ? sessionUuid(remote) : null;
+        }
         break;
       case H_CHARGING_VECTOR:
         // icid-value leads the header's parameters: findParam looks for them after a ';'.
@@ -252,6 +260,7 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
     ruriUser: requestUri === null ? null : uriUser(requestUri),
     correlation,
     sessionId,
+    sessionRemote,
     icid,
     headers,
     headerLength,
@@ -556,14 +565,13 @@ function hasXrefBytes(b: Buffer, s: number, e: number): boolean {
 const NULL_UUID = '00000000000000000000000000000000';
 
 /**
- * The sender's UUID of an RFC 7989 Session-ID (`<local-uuid>;remote=<uuid>`),
- * lower case. The null UUID (a UA that does not know its peer's yet, RFC 7989
+ * A UUID of an RFC 7989 Session-ID (`<local-uuid>;remote=<uuid>`), lower
+ * case. The null UUID (a UA that does not know its peer's yet, RFC 7989
  * section 6) and anything that is not 32 hex digits are no key: an
  * implementation's placeholder would link every call it handled.
  */
 function sessionUuid(value: string): string | null {
-  const semi = value.indexOf(';');
-  const u = (semi < 0 ? value : value.slice(0, semi)).trim().toLowerCase();
+  const u = value.trim().toLowerCase();
   if (u.length !== 32 || u === NULL_UUID) return null;
   for (let i = 0; i < 32; i++) {
     const c = u.charCodeAt(i);

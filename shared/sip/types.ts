@@ -19,6 +19,8 @@ export interface SipMessage {
   correlation: string | null;
   /** The sender's UUID of an RFC 7989 Session-ID (32 lower-case hex digits; never the null UUID). */
   sessionId: string | null;
+  /** Its `remote` parameter: the peer's UUID (same form; null when absent or the null UUID). */
+  sessionRemote: string | null;
   /** The icid-value of a P-Charging-Vector (RFC 7315). */
   icid: string | null;
   /** Every header in order: [lower-case long-form name, raw value]. Compact forms are expanded (i -> call-id). */

@@ -61,7 +61,7 @@ export function windowStart(win, now = Date.now()) {
 
 /**
  * { request } or { errors: { field: message } } (field '' is the whole form).
- * values: { number, callId, ip, port, window, from, to, filter, hostsMode, hosts, rtp }
+ * values: { number, callId, ip, port, window, from, to, filter, hostsMode, hosts, rtp, legs }
  */
 export function buildRequest(values) {
   const errors = {};
@@ -126,6 +126,7 @@ export function buildRequest(values) {
   }
 
   if (values.rtp) req.rtp = true;
+  if (values.legs) req.legs = true;
 
   if (values.hostsMode === 'pick') {
     if (!values.hosts || values.hosts.length === 0) errors.hosts = 'pick at least one host, or choose all connected agents';
@@ -135,7 +136,7 @@ export function buildRequest(values) {
 }
 
 /** Request keys (shared/query traceRequest) to the form field that sets them. */
-const KEY_FIELD = { number: 'number', callId: 'callId', ip: 'ip', port: 'port', method: 'filter', status: 'filter', since: 'from', until: 'to', hosts: 'hosts', rtp: 'rtp' };
+const KEY_FIELD = { number: 'number', callId: 'callId', ip: 'ip', port: 'port', method: 'filter', status: 'filter', since: 'from', until: 'to', hosts: 'hosts', rtp: 'rtp', legs: 'legs' };
 /** Refusals of the request as a whole (shared/errors codes) that one field can still fix: shown there. */
 const CODE_FIELD = { TF_QUERY_NOT_SELECTIVE: 'number' };
 

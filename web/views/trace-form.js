@@ -8,11 +8,11 @@ import { h, replace } from '../lib/dom.js';
 import { ringShortfall } from '../lib/agents.js';
 import { buildRequest, fieldOf, WINDOWS, windowStart } from '../lib/request.js';
 
-const FIELDS = ['number', 'callId', 'ip', 'port', 'window', 'from', 'to', 'filter', 'hosts', 'rtp', ''];
+const FIELDS = ['number', 'callId', 'ip', 'port', 'window', 'from', 'to', 'filter', 'hosts', 'rtp', 'legs', ''];
 
 export function renderTraceForm(main, ctx) {
   ctx.setTitle('New trace');
-  const saved = (ctx.shared.form ??= { number: '', callId: '', ip: '', port: '', filter: '', hostsMode: 'all', hosts: [], rtp: false });
+  const saved = (ctx.shared.form ??= { number: '', callId: '', ip: '', port: '', filter: '', hostsMode: 'all', hosts: [], rtp: false, legs: true });
   const win = ctx.shared.window;
 
   const errorEls = {};
@@ -116,6 +116,8 @@ export function renderTraceForm(main, ctx) {
 
   const rtp = h('input', { type: 'checkbox', id: 'tf-rtp', name: 'rtp', checked: saved.rtp });
   rtp.addEventListener('change', () => (saved.rtp = rtp.checked));
+  const legs = h('input', { type: 'checkbox', id: 'tf-legs', name: 'legs', checked: saved.legs, 'aria-describedby': 'hint-legs' });
+  legs.addEventListener('change', () => (saved.legs = legs.checked));
 
   const submit = h('button', { type: 'submit', id: 'tf-submit' }, 'Start trace');
   const form = h(
@@ -135,6 +137,13 @@ export function renderTraceForm(main, ctx) {
     windowSet,
     hostsSet,
     h('div', { class: 'field' }, h('label', { class: 'choice', for: 'tf-rtp' }, rtp, 'Include RTP (the calls’ media packets)'), errorEl('rtp')),
+    h(
+      'div',
+      { class: 'field' },
+      h('label', { class: 'choice', for: 'tf-legs' }, legs, 'Follow linked legs'),
+      h('p', { class: 'hint', id: 'hint-legs' }, 'the other legs of the calls found (a B2BUA or SBC gives each side its own Call-ID): same X-CID, Session-ID, charging vector or relayed media'),
+      errorEl('legs'),
+    ),
     errorEl(''),
     h('div', { class: 'actions' }, submit),
   );

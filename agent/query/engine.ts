@@ -101,6 +101,8 @@ export interface QueryOptions extends IndexerOptions {
   maxMessages?: number;
   /** The operator's Call-ID rules for linking legs (`--leg-callid-rule`), used when the query asks for legs. */
   legCallIdRules?: readonly LegCallIdRule[];
+  /** Only which dialogs (legs included) are selected: `callIds`, with no packets, messages or figures (the dispatcher's search for legs across hosts). */
+  selectOnly?: boolean;
 }
 
 /**
@@ -254,11 +256,17 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     yield;
   }
 
+  // Legs another host found: taken as they are, whatever the other keys say.
+  for (const c of q.linkedCallIds) if (!selected.has(c) && segments.some((s) => s.index.dialogsByCallId(c).length > 0)) selected.add(c);
+
   // The other legs of those calls: their dialogs are taken whole like the selected ones.
   let legs: LegLinks | null = null;
   if (q.legs && selected.size > 0) {
     legs = yield* linkLegs(segments, selected, opts.legCallIdRules ?? [], notes);
     for (const c of legs.group.keys()) selected.add(c);
+  }
+  if (opts.selectOnly) {
+    return { segments, refs: new PacketRefs(refColumns(0), 0), messages: [], messagesMatched: 0, callIds: [...selected], truncated: false, bytes: 0, notes, streams: [] };
   }
 
   // Phase 2: every message of those dialogs, in every segment.

@@ -1,12 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PcapFileWriterSync } from '../../shared/pcap/writer';
-import { LINKTYPE } from '../../shared/pcap/types';
-import { ethernet, ipv4, udp, ETH_IPV4 } from '../../test/support/packets';
-import { importCaptures } from '../index/import';
+import { B2B, LEGS_T0, Leg, Z, writeLegsRing } from '../../test/support/legcalls';
 import { buildQuerySpec, TraceQuery } from '../../shared/query/query';
 import { closeResult, runQuery, QueryOptions } from './engine';
 import { MAX_DIALOGS_PER_KEY, parseLegCallIdRule } from './legs';
@@ -17,52 +14,6 @@ import { MAX_DIALOGS_PER_KEY, parseLegCallIdRule } from './legs';
  * nothing links calls that merely share a media server's port, a null
  * Session-ID, or a key carried by too many dialogs.
  */
-
-const T0 = 1_795_200_000;
-const A = '10.0.0.1';
-const B2B = '10.0.0.5';
-const Z = '10.0.0.9';
-
-function sdp(addr: string, port: number): string {
-  return `v=0\r\no=- 1 1 IN IP4 ${addr}\r\ns=-\r\nc=IN IP4 ${addr}\r\nt=0 0\r\nm=audio ${port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n`;
-}
-
-function sipMsg(start: string, callId: string, cseq: string, from: string, headers: string[], body = ''): Buffer {
-  const head =
-    `${start}\r\nVia: SIP/2.0/UDP ${A};branch=z9hG4bK${callId}${cseq.replace(' ', '')}\r\nFrom: <sip:${from}@a>;tag=1\r\nTo: <sip:100@b>;tag=2\r\n` +
-    `Call-ID: ${callId}\r\nCSeq: ${cseq}\r\n${headers.map((h) => h + '\r\n').join('')}${body ? 'Content-Type: application/sdp\r\n' : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n`;
-  return Buffer.from(head + body, 'latin1');
-}
-
-type Pkt = { s: number; frame: Buffer };
-const frame = (src: string, dst: string, payload: Buffer) => ethernet(ETH_IPV4, ipv4({ src, dst, proto: 17 }, udp(5060, 5060, payload)));
-
-interface Leg {
-  callId: string;
-  from: string;
-  start: number;
-  end?: number;
-  headers?: string[];
-  /** Headers of the responses only (a Session-ID's answer carries the callee's UUID). */
-  answerHeaders?: string[];
-  offer?: [string, number];
-  answer?: [string, number];
-  src?: string;
-  dst?: string;
-}
-
-function call(l: Leg): Pkt[] {
-  const src = l.src ?? A;
-  const dst = l.dst ?? B2B;
-  const h = l.headers ?? [];
-  const end = l.end ?? l.start + 10;
-  return [
-    { s: l.start, frame: frame(src, dst, sipMsg('INVITE sip:100@b SIP/2.0', l.callId, '1 INVITE', l.from, h, l.offer ? sdp(...l.offer) : '')) },
-    { s: l.start + 0.1, frame: frame(dst, src, sipMsg('SIP/2.0 200 OK', l.callId, '1 INVITE', l.from, l.answerHeaders ?? h, l.answer ? sdp(...l.answer) : '')) },
-    { s: end, frame: frame(src, dst, sipMsg('BYE sip:100@b SIP/2.0', l.callId, '2 BYE', l.from, h)) },
-    { s: end + 0.1, frame: frame(dst, src, sipMsg('SIP/2.0 200 OK', l.callId, '2 BYE', l.from, h)) },
-  ];
-}
 
 const U2 = 'ab30317f1a784dc48ff824d0d3715d86';
 const U2B = '47755a9de7794ba387653f2099600ef2';
@@ -107,18 +58,11 @@ for (let i = 0; i <= MAX_DIALOGS_PER_KEY; i++) LEGS.push({ callId: `same${i}`, f
 async function withRing(fn: (query: (q: TraceQuery, o?: QueryOptions) => { callIds: string[]; groups: Map<string, string>; vias: Map<string, string | undefined>; notes: string[] }) => void) {
   const dir = mkdtempSync(join(tmpdir(), 'tf-legs-'));
   try {
-    const pkts = LEGS.flatMap(call).sort((a, b) => a.s - b.s);
-    const file = join(dir, 'calls.pcap');
-    const fd = openSync(file, 'w');
-    const w = new PcapFileWriterSync(fd, { linkType: LINKTYPE.ETHERNET, nanos: true });
-    for (const p of pkts) w.write({ tsSec: T0 + Math.floor(p.s), tsNsec: Math.round((p.s % 1) * 1e9), origLen: p.frame.length, data: p.frame });
-    w.flush();
-    closeSync(fd);
     const ring = join(dir, 'ring');
     // Small segments, so a call's legs are looked up across several.
-    await importCaptures(ring, [file], { maxSegmentBytes: 16 * 1024 });
+    await writeLegsRing(join(dir, 'calls.pcap'), ring, LEGS, 16 * 1024);
     fn((q, o) => {
-      const r = runQuery(ring, buildQuerySpec(q, new Date((T0 + 1000) * 1000)), o);
+      const r = runQuery(ring, buildQuerySpec(q, new Date((LEGS_T0 + 1000) * 1000)), o);
       closeResult(r);
       const groups = new Map<string, string>();
       const vias = new Map<string, string | undefined>();

@@ -16,12 +16,13 @@ import { TracefleetError } from '../errors/catalogue';
  */
 
 /** Per list key: how many values, how long each. The zod schema and the page's rules are both built from this. */
-const LIST_KEYS = {
+export const LIST_KEYS = {
   callId: { maxValues: 64, maxLength: 1024 },
   number: { maxValues: 64, maxLength: 64 },
   ip: { maxValues: 64, maxLength: 64 },
   port: { maxValues: 64, maxLength: 8 },
   correlation: { maxValues: 64, maxLength: 1024 },
+  linkedCallId: { maxValues: 64, maxLength: 1024 },
   method: { maxValues: 32, maxLength: 32 },
   status: { maxValues: 32, maxLength: 8 },
 } as const;
@@ -69,6 +70,12 @@ export const traceQuery = z
     ip: list('ip'),
     port: list('port'),
     correlation: list('correlation'),
+    /**
+     * Set by the dispatcher, not by users: Call-IDs of legs of the trace's
+     * calls found on other hosts. Their dialogs are taken as well as (not
+     * only) what the other keys select, and with `legs`, their legs too.
+     */
+    linkedCallId: list('linkedCallId'),
     method: list('method'),
     status: list('status'),
     since: z.string().max(TIME_MAX_LENGTH).optional(),
@@ -144,6 +151,7 @@ export interface QuerySpec {
   ips: string[];
   ports: number[];
   correlations: string[];
+  linkedCallIds: string[];
   methods: string[];
   /** Exact codes or classes: 486, or 4 for 4xx. */
   statuses: Array<{ code: number } | { cls: number }>;
@@ -247,6 +255,8 @@ export function buildQuerySpec(q: TraceQuery, now: Date = new Date()): QuerySpec
     ips: values(q.ip).map(normalizeIp),
     ports,
     correlations: values(q.correlation),
+    // Not split at commas: Call-IDs are taken whole here, as the dispatcher found them.
+    linkedCallIds: (q.linkedCallId ?? []).filter((c) => c !== ''),
     methods,
     statuses,
     since,

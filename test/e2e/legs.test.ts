@@ -7,6 +7,10 @@ import { haveCommand, isRoot, run } from '../support/proc';
 import { runSippCalls } from '../support/sipp';
 import { startCapture } from '../support/tshark';
 import { LegTie, startB2bua } from '../support/b2bua';
+import { startTestCouch } from '../support/couch';
+import { AGENT_TOKEN, startTestDispatcher } from '../support/dispatcher';
+import { startTestAgent, until } from '../support/trace';
+import { parseLegCallIdRule } from '../../agent/query/legs';
 
 /*
  * Real calls through a B2BUA: five sipp callers at once, each through the
@@ -15,7 +19,10 @@ import { LegTie, startB2bua } from '../support/b2bua';
  * P-Charging-Vector icid, a Call-ID prefix, relayed SDP). Captured on lo by
  * dumpcap, imported into a ring; `tracefleet query --number <caller> --legs`
  * must return exactly that call's two dialogs, every SIP frame of them that
- * tshark finds in the capture, and none of the four calls beside it.
+ * tshark finds in the capture, and none of the four calls beside it. Then
+ * the same capture as two hosts' rings (the edge host saw everything, the
+ * core host only the B2BUA's side towards the callees, where nothing has the
+ * caller's number): a fleet trace with legs returns the B leg from both.
  */
 
 const ROOT = resolve(__dirname, '..', '..', '..');
@@ -90,6 +97,32 @@ test('legs: a query by the caller number returns the B2BUA\'s B leg too, and no 
     // Without the operator's rule the prefixed leg is not linked.
     const prefixed = TIES.findIndex((t) => t.tie === 'call-id-prefix');
     assert.deepEqual((await query(['--number', number(prefixed), '--legs'])).callIds, [results[prefixed].callIds[0]]);
+
+    // Two hosts: the core one saw the B legs only.
+    const coreFile = join(dir, 'core.pcapng');
+    await run('tshark', ['-r', capture.file, '-Y', 'ip.addr == 127.0.1.5 && ip.addr >= 127.0.1.20 && ip.addr <= 127.0.1.29', '-w', coreFile], { timeoutMs: 60_000 });
+    const coreRing = join(dir, 'ring-core');
+    await run(process.execPath, [CLI, 'ring', 'import', '--ring', coreRing, coreFile], { timeoutMs: 60_000 });
+    const couch = await startTestCouch();
+    const d = await startTestDispatcher(couch.url);
+    const rules = [parseLegCallIdRule('prefix:b2b-')];
+    const agents = [startTestAgent({ url: d.url, token: AGENT_TOKEN, name: 'edge', ringDir: ring, legCallIdRules: rules }), startTestAgent({ url: d.url, token: AGENT_TOKEN, name: 'core', ringDir: coreRing, legCallIdRules: rules })];
+    try {
+      await until(async () => (await d.orchestrator.agents()).filter((x) => x.connected).length === 2, 'both agents connected');
+      for (const [i, { tie }] of TIES.entries()) {
+        const a = results[i].callIds[0];
+        const b = b2b.calls.find((c) => c.aCallId === a)!.bCallId;
+        const view = await d.orchestrator.start({ number: [number(i)], legs: true, hosts: ['core', 'edge'] }, 'tom');
+        await until(async () => (await d.orchestrator.view(view.id))?.state !== 'running', `trace ${tie} to finish`, 30_000);
+        const dialogs = async (host: string) => [...new Set((await d.store.store.getResult(view.id, host))!.messages.map((m) => m.callId))].sort();
+        assert.deepEqual(await dialogs('edge'), [a, b].sort(), `${tie}: the edge host's legs`);
+        assert.deepEqual(await dialogs('core'), [b], `${tie}: the core host's B leg, though nothing there has the caller's number`);
+      }
+    } finally {
+      for (const a of agents) a.close();
+      await d.stop();
+      await couch.stop();
+    }
   } finally {
     await capture.stop().catch(() => undefined);
     await b2b.close();

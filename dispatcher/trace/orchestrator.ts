@@ -186,13 +186,16 @@ export class Orchestrator implements Traces {
    */
   private async legsAcrossHosts(traceId: string, hosts: string[], query: TraceQuery): Promise<TraceQuery> {
     const known = new Set<string>();
+    // A host that did not answer (an agent from before trace:legs, or a slow one) is not waited for twice.
+    let asking = hosts;
     let cut = 0;
     for (let round = 0; round < LEG_ROUNDS; round++) {
       const ask: TraceQuery = known.size ? { ...query, linkedCallId: [...known] } : query;
-      const answers = await Promise.all(hosts.map((host) => this.askLegs(traceId, host, ask)));
+      const answers = await Promise.all(asking.map((host) => this.askLegs(traceId, host, ask)));
+      asking = asking.filter((_h, i) => answers[i] !== null);
       let added = 0;
       for (const ids of answers) {
-        for (const c of ids) {
+        for (const c of ids ?? []) {
           if (known.has(c)) continue;
           if (known.size >= MAX_LEG_CALL_IDS) cut++;
           else {
@@ -208,14 +211,14 @@ export class Orchestrator implements Traces {
     return known.size ? { ...query, linkedCallId: [...known] } : query;
   }
 
-  /** One host's dialogs for the query, legs included; none when it is not connected here, refuses or is slow (its own trace still runs). */
-  private askLegs(traceId: string, host: string, query: TraceQuery): Promise<string[]> {
+  /** One host's dialogs for the query, legs included; null when it is not connected here, refuses or is slow (its own trace still runs). */
+  private askLegs(traceId: string, host: string, query: TraceQuery): Promise<string[] | null> {
     const socket = this.fleet.socketOf(host);
-    if (!socket) return Promise.resolve([]);
+    if (!socket) return Promise.resolve(null);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.log.warn({ traceId, host }, `agent did not answer trace:legs within ${this.timeouts.legsMs / 1000} s; its legs are what its own trace finds`);
-        resolve([]);
+        resolve(null);
       }, this.timeouts.legsMs);
       timer.unref();
       socket.emit('trace:legs', { traceId, query }, (ack: unknown) => {
@@ -223,7 +226,7 @@ export class Orchestrator implements Traces {
         const a = parseMessage(legsAnswer, 'trace:legs ack', ack);
         if (!a.ok || !a.value.ok) {
           this.log.warn({ traceId, host, reason: a.ok ? a.value.message : a.error }, 'trace:legs refused or malformed');
-          return resolve([]);
+          return resolve(null);
         }
         resolve(a.value.callIds ?? []);
       });

@@ -382,6 +382,7 @@ export const traceCommand: CommandModule<object, Args> = {
 async function followCmd(a: Args): Promise<Exit> {
   const out = a.o as string | undefined;
   if (a.rtp) throw new CliError("--rtp is not followed live yet: follow the call, then run tracefleet trace --call-id ... --rtp over its window", EXIT.BAD_INPUT);
+  if (a.legs) throw new CliError('--legs is not followed live: follow the call, then run tracefleet trace --call-id ... --legs over its window', EXIT.BAD_INPUT);
   if (a.since !== undefined || a.until !== undefined) throw new CliError('a follow has no window: it starts now and runs --duration; give --duration instead of --since/--until', EXIT.BAD_INPUT);
   const { parseDurationMs } = require('../../shared/query/query') as typeof import('../../shared/query/query');
   const { FOLLOW_LIMITS, followRequest } = require('../../shared/protocol/client') as typeof import('../../shared/protocol/client');

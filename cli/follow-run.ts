@@ -43,6 +43,7 @@ const startAck = z.discriminatedUnion('ok', [
  */
 export function followRequestOf(a: Record<string, unknown>): FollowRequest {
   if (a.rtp) throw new CliError("--rtp is not followed live yet: follow the call, then run tracefleet trace --call-id ... --rtp over its window", EXIT.BAD_INPUT);
+  if (a.legs) throw new CliError('--legs is not followed live: follow the call, then run tracefleet trace --call-id ... --legs over its window', EXIT.BAD_INPUT);
   if (a.since !== undefined || a.until !== undefined) throw new CliError('a follow has no window: it starts now and runs --duration; give --duration instead of --since/--until', EXIT.BAD_INPUT);
   const durationMs = parseDurationMs(String(a.duration));
   if (durationMs === null || durationMs <= 0 || durationMs > FOLLOW_LIMITS.maxDurationMs) {

@@ -35,6 +35,18 @@
  * @property {string|null} correlation
  * @property {number} bytes
  * @property {number} packets
+ * @property {string} [legGroup]  with legs asked for: the call its dialog is a leg of (its earliest leg's Call-ID, as one host saw it)
+ * @property {string} [legVia]    how a linked leg was found (correlation, session-id, icid, call-id-rule, media)
+ */
+
+/**
+ * A dialog's place among the legs of its call.
+ * @typedef {object} LegInfo
+ * @property {number} call      1-based, calls in order of first message
+ * @property {string} leg       'A', 'B', ... in order of first message within the call
+ * @property {number} legs      legs the call has
+ * @property {string|null} via  how it was linked; null for a dialog the trace selected itself
+ * @property {string[]} callIds every leg of the call, in order
  */
 
 /**
@@ -68,6 +80,7 @@
  * @property {string} colour
  * @property {string} summary    first method and numbers, e.g. "INVITE 1001 → 2002"
  * @property {number} count      arrows in it
+ * @property {LegInfo|null} leg  its call's legs, when the trace asked for them and the call has several
  */
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -98,7 +111,7 @@ const KINDS = {
 const RETRANSMIT_PREFIX = '↻ ';
 
 // Paul Tol's palettes, pale members left out so a thin line stays visible on white.
-const DIALOG_COLOURS = ['#332288', '#117733', '#AA4499', '#CC6677', '#44AA99', '#882255', '#999933', '#DDAA33', '#4477AA', '#EE6677'];
+export const DIALOG_COLOURS = ['#332288', '#117733', '#AA4499', '#CC6677', '#44AA99', '#882255', '#999933', '#DDAA33', '#4477AA', '#EE6677'];
 
 // Geometry (px). Labels are monospace so their width can be estimated without measuring.
 const CHAR_W = 7.3;
@@ -127,12 +140,17 @@ export function renderLadder(container, messages, opts = {}) {
   const doc = container.ownerDocument;
   linkStylesheet(doc);
 
-  const entries = buildEntries(messages.filter(isMessage), offsetsNs(opts.clockOffsetsMs));
-  const dialogs = buildDialogs(entries);
+  const valid = messages.filter(isMessage);
+  const entries = buildEntries(valid, offsetsNs(opts.clockOffsetsMs));
+  const legs = legsOf(valid);
+  const dialogs = buildDialogs(entries, legs);
+  /** Calls with several legs, by the 'call:<n>' value of the selector. @type {Map<string, Set<string>>} */
+  const calls = new Map();
+  for (const l of legs.values()) if (l.legs > 1) calls.set(`call:${l.call}`, new Set(l.callIds));
   const hostsByIp = hostsAtAddresses(entries);
   const several = dialogs.size > 1;
   /** @type {string} */
-  let current = opts.dialog && opts.dialog !== 'all' && dialogs.has(opts.dialog) ? opts.dialog : 'all';
+  let current = opts.dialog && opts.dialog !== 'all' && (dialogs.has(opts.dialog) || calls.has(opts.dialog)) ? opts.dialog : 'all';
   /** @type {Entry|null} */
   let selected = null;
   /** @type {Entry[]} */
@@ -153,6 +171,8 @@ export function renderLadder(container, messages, opts = {}) {
     label.append(text(doc, 'Dialog '));
     const select = /** @type {HTMLSelectElement} */ (h(doc, 'select'));
     select.append(option(doc, 'all', `All dialogs (${dialogs.size})`));
+    // A call's legs together: each keeps its colour, and the lanes are every address:port any of them used.
+    for (const [value, ids] of calls) select.append(option(doc, value, `Call #${value.slice(5)}: all ${ids.size} legs`));
     for (const d of dialogs.values()) {
       select.append(option(doc, d.callId, `#${d.index} ${d.summary} · ${clip(d.callId, 80)} (${d.count})`));
     }
@@ -222,16 +242,17 @@ export function renderLadder(container, messages, opts = {}) {
   }
 
   function draw() {
-    const all = current === 'all' ? entries : entries.filter((e) => e.msg.callId === current);
+    const legSet = calls.get(current);
+    const all = current === 'all' ? entries : legSet ? entries.filter((e) => legSet.has(e.msg.callId)) : entries.filter((e) => e.msg.callId === current);
     shown = all.slice(0, MAX_ROWS);
-    const byDialog = current === 'all' && several;
+    const byDialog = (current === 'all' || legSet !== undefined) && several;
     notes.replaceChildren();
     if (all.length > MAX_ROWS) {
       notes.textContent = `Showing the first ${MAX_ROWS} of ${all.length} messages; pick one dialog to see all of it.`;
     }
     dialogLegend.replaceChildren();
     dialogLegend.hidden = !byDialog;
-    if (byDialog) fillDialogLegend(doc, dialogLegend, [...dialogs.values()]);
+    if (byDialog) fillDialogLegend(doc, dialogLegend, [...dialogs.values()].filter((d) => !legSet || legSet.has(d.callId)));
     scroll.replaceChildren();
     if (shown.length === 0) {
       scroll.append(h(doc, 'p', 'ladder-empty', 'No SIP messages to draw.'));
@@ -367,8 +388,72 @@ function buildEntries(messages, offsets) {
   return entries;
 }
 
-/** @param {Entry[]} entries @returns {Map<string, Dialog>} */
-function buildDialogs(entries) {
+/**
+ * The legs of each call, from the leg groups the agents gave: dialogs one
+ * host put in one group are legs of one call, and a dialog two hosts grouped
+ * differently joins both groups into one call. Empty when the trace did not
+ * ask for legs.
+ * @param {LadderMessage[]} messages
+ * @returns {Map<string, LegInfo>} by Call-ID
+ */
+export function legsOf(messages) {
+  /** @type {Map<string, string>} */
+  const parent = new Map();
+  const find = (/** @type {string} */ c) => {
+    let r = c;
+    while (parent.get(r) !== r) r = /** @type {string} */ (parent.get(r));
+    parent.set(c, r);
+    return r;
+  };
+  const add = (/** @type {string} */ c) => {
+    if (!parent.has(c)) parent.set(c, c);
+  };
+  /** @type {Map<string, bigint>} */
+  const first = new Map();
+  /** @type {Map<string, string>} */
+  const via = new Map();
+  for (const m of messages) {
+    if (typeof m.legGroup !== 'string') continue;
+    add(m.callId);
+    add(m.legGroup);
+    const a = find(m.callId);
+    const b = find(m.legGroup);
+    if (a !== b) parent.set(a, b);
+    const ns = tsNanos(m.ts) ?? 0n;
+    const had = first.get(m.callId);
+    if (had === undefined || ns < had) first.set(m.callId, ns);
+    if (typeof m.legVia === 'string') via.set(m.callId, m.legVia);
+  }
+  /** @type {Map<string, string[]>} */
+  const members = new Map();
+  // A group may name a Call-ID no message here carries (the host saw only the other leg): such names are no legs.
+  for (const c of parent.keys()) {
+    if (!first.has(c)) continue;
+    const r = find(c);
+    const list = members.get(r);
+    if (list) list.push(c);
+    else members.set(r, [c]);
+  }
+  const when = (/** @type {string} */ c) => /** @type {bigint} */ (first.get(c));
+  const byTime = (/** @type {string} */ a, /** @type {string} */ b) => (when(a) < when(b) ? -1 : when(a) > when(b) ? 1 : a < b ? -1 : a > b ? 1 : 0);
+  const groups = [...members.values()].map((l) => l.sort(byTime)).sort((a, b) => byTime(a[0], b[0]));
+  /** @type {Map<string, LegInfo>} */
+  const out = new Map();
+  groups.forEach((ids, i) => {
+    ids.forEach((c, j) => {
+      out.set(c, { call: i + 1, leg: j < 26 ? String.fromCharCode(65 + j) : String(j + 1), legs: ids.length, via: via.get(c) ?? null, callIds: ids });
+    });
+  });
+  return out;
+}
+
+/** The leg of a dialog as a short text: "call #2 leg B (session-id)". @param {LegInfo} l */
+export function legText(l) {
+  return `call #${l.call} leg ${l.leg}${l.via ? ` (${l.via})` : ''}`;
+}
+
+/** @param {Entry[]} entries @param {Map<string, LegInfo>} legs @returns {Map<string, Dialog>} */
+function buildDialogs(entries, legs) {
   /** @type {Map<string, Dialog>} */
   const dialogs = new Map();
   /** @type {Map<string, Entry[]>} */
@@ -387,7 +472,9 @@ function buildDialogs(entries) {
     const to = list.find((e) => e.msg.to)?.msg.to ?? null;
     const who = from || to ? ` ${from ?? '?'} → ${to ?? '?'}` : '';
     /** @type {Dialog} */
-    const d = { callId, index, colour: DIALOG_COLOURS[(index - 1) % DIALOG_COLOURS.length], summary: `${method}${who}`, count: list.length };
+    const l = legs.get(callId);
+    const leg = l && l.legs > 1 ? l : null;
+    const d = { callId, index, colour: DIALOG_COLOURS[(index - 1) % DIALOG_COLOURS.length], summary: `${leg ? `${legText(leg)}: ` : ''}${method}${who}`, count: list.length, leg };
     dialogs.set(callId, d);
     for (const e of list) e.dialog = d;
   }

@@ -7,8 +7,8 @@ import { sipDigits } from '../../shared/sip/number';
 import type { PacketRecord } from '../../shared/pcap/types';
 import type { TransportMessage } from '../../shared/decode/types';
 import {
-  DIALOGS_PER_BLOCK, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, MessageRecord,
-  NO_ADDRESS, NUMBER_ENTRY_LEN, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKey,
+  DIALOGS_PER_BLOCK, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, LegKeyKind, MessageRecord,
+  NO_ADDRESS, NUMBER_ENTRY_LEN, messageLegKeys, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKey,
 } from './format';
 import { IndexState } from './state';
 
@@ -209,6 +209,9 @@ export class SegmentIndexer {
     if (tm.truncated) rec.tr = 1;
     if (sip.pai.length > 0) rec.pu = sip.pai.map((p) => p.user).filter((u: string | null): u is string => !!u);
     if (sip.correlation) rec.x = sip.correlation;
+    if (sip.sessionId) rec.si = sip.sessionId;
+    if (sip.sessionRemote) rec.sr = sip.sessionRemote;
+    if (sip.icid) rec.ic = sip.icid;
     if (sip.sdp) {
       const eps: Array<[string, number]> = [];
       const rtcp: Array<[string, number]> = [];
@@ -320,11 +323,13 @@ export class SegmentIndexer {
     const numbers: Array<[Buffer, number]> = [];
     dialogs.forEach((d, i) => {
       keys.push([keyHash('c', d.c), i]);
-      const xs = new Set<string>();
+      // Each leg key once per dialog ("<kind>\0<value>": a value holds no NUL, the parser decodes none).
+      const legKeys = new Set<string>();
+      const addLegKey = (kind: LegKeyKind, value: string) => legKeys.add(kind + '\0' + value);
       // A dialog's messages repeat the same few users: take their digits once each.
       const users = new Set<string | null>();
       for (const m of d.msgs) {
-        if (m.x) xs.add(m.x);
+        messageLegKeys(m, addLegKey);
         for (const u of messageUsers(m)) users.add(u);
       }
       const numbersOf = new Set<string>();
@@ -332,7 +337,7 @@ export class SegmentIndexer {
         const digits = sipDigits(u);
         if (digits.length >= 4) numbersOf.add(digits);
       }
-      for (const x of xs) keys.push([keyHash('x', x), i]);
+      for (const k of legKeys) keys.push([keyHash(k[0] as LegKeyKind, k.slice(2)), i]);
       for (const u of numbersOf) numbers.push([numberKey(u), i]);
     });
     keys.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
@@ -396,7 +401,7 @@ export class SegmentIndexer {
     f.writeUInt32LE(numbers.length, 88);
     f.writeUInt32LE(addrBody.length, 92);
     f.writeUInt32LE(dialogBody.length, 96);
-    f.writeUInt32LE(FOOTER_FLAG.DIALOG_BLOCKS, 100);
+    f.writeUInt32LE(FOOTER_FLAG.DIALOG_BLOCKS | FOOTER_FLAG.LEG_KEYS, 100);
     this.write(f);
     this.sealed = true;
     if (this.idxFd >= 0) closeSync(this.idxFd);

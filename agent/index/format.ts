@@ -1,5 +1,6 @@
 import { TracefleetError } from '../../shared/errors/catalogue';
 import { numberMatches, sipDigits } from '../../shared/sip/number';
+import { endpointText } from '../../shared/query/query';
 
 /**
  * On-disk layout of a segment's index file (`<segment>.idx`).
@@ -36,7 +37,7 @@ export const REC = {
   /** Sealed sections: */
   PACKET_TABLE: 0x54, // 'T' all packet entries, contiguous
   ADDRESS_TABLE: 0x53, // 'S' JSON array of all address strings
-  KEY_TABLE: 0x4b, // 'K' sorted (u32 hash, u32 dialog) pairs for Call-ID and correlation keys
+  KEY_TABLE: 0x4b, // 'K' sorted (u32 hash, u32 dialog) pairs for Call-ID, correlation and leg keys (see LegKeyKind)
   NUMBER_TABLE: 0x4e, // 'N' sorted (reversed digits[NUMBER_KEY_LEN], u32 dialog)
   DIALOGS: 0x44, // 'D' u32 dialogs, u32 blocks, u32 block offsets[blocks+1], deflated blocks of DIALOGS_PER_BLOCK JSON lines
 } as const;
@@ -75,6 +76,8 @@ export const KEY_ENTRY_LEN = 8;
 export const FOOTER_FLAG = {
   /** DIALOGS holds raw-deflated blocks of newline-separated JSON records. */
   DIALOG_BLOCKS: 0x1,
+  /** KEY_TABLE also holds the Session-ID, icid and media keys (LegKeyKind); older indexes hold only 'c' and 'x'. */
+  LEG_KEYS: 0x2,
 } as const;
 export const DIALOGS_PER_BLOCK = 32;
 export const FOOTER_MAGIC = Buffer.from('TFIDXEND', 'latin1');
@@ -109,6 +112,15 @@ export interface MessageRecord {
   pu?: string[];
   /** Correlation key. */
   x?: string;
+  /**
+   * RFC 7989 Session-ID: the sender's UUID, and the peer's (`remote`). Both
+   * are leg keys: a compliant B2BUA passes both through, and one that makes
+   * up a side's UUID still repeats the other side's as remote.
+   */
+  si?: string;
+  sr?: string;
+  /** P-Charging-Vector icid-value. */
+  ic?: string;
   /** SDP media endpoints [addr, port]. */
   sdp?: Array<[string, number]>;
   /** RTCP endpoints announced with `a=rtcp` (RFC 3605), where they differ from port + 1; absent in indexes built before. */
@@ -137,8 +149,35 @@ export interface DialogRecord {
   msgs: MessageRecord[];
 }
 
-/** 32-bit FNV-1a over the UTF-8 bytes of a typed key ("c\0<call-id>" or "x\0<correlation>"). */
-export function keyHash(kind: 'c' | 'x', value: string): number {
+/**
+ * The keys that link the legs of one call (agent/query/legs.ts), as the key
+ * table types them: x correlation header or xref, s Session-ID UUID, i
+ * P-Charging-Vector icid-value, m an SDP media endpoint ("addr:port").
+ */
+export type LegKeyKind = 'x' | 's' | 'i' | 'm';
+export type KeyKind = 'c' | LegKeyKind;
+
+/** The leg keys one message carries, each told to `add`. */
+export function messageLegKeys(m: MessageRecord, add: (kind: LegKeyKind, value: string) => void): void {
+  if (m.x) add('x', m.x);
+  if (m.si) add('s', m.si);
+  if (m.sr && m.sr !== m.si) add('s', m.sr);
+  if (m.ic) add('i', m.ic);
+  if (m.sdp) for (const [a, port] of m.sdp) add('m', endpointText(a, port));
+}
+
+/** Whether a message carries the leg key. */
+export function messageHasLegKey(m: MessageRecord, kind: LegKeyKind, value: string): boolean {
+  switch (kind) {
+    case 'x': return m.x === value;
+    case 's': return m.si === value || m.sr === value;
+    case 'i': return m.ic === value;
+    case 'm': return m.sdp?.some(([a, port]) => endpointText(a, port) === value) ?? false;
+  }
+}
+
+/** 32-bit FNV-1a over the UTF-8 bytes of a typed key ("<kind>\0<value>": c Call-ID, else a LegKeyKind). */
+export function keyHash(kind: KeyKind, value: string): number {
   // Call-IDs are ASCII in practice, and an ASCII string's UTF-8 bytes are its
   // char codes: hashed from the string, without encoding it into a Buffer.
   let h = 0x811c9dc5;

@@ -3,7 +3,7 @@ import { inflateRawSync } from 'node:zlib';
 import {
   DIALOGS_PER_BLOCK, DialogRecord, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, IndexCorruptError, KEY_ENTRY_LEN,
   MAX_RECORD_LEN, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PACKET_ENTRY_LEN, REC, RECORD_PREFIX_LEN,
-  keyHash, messageHasNumber, numberKey,
+  KeyKind, LegKeyKind, keyHash, messageHasLegKey, messageHasNumber, numberKey,
 } from './format';
 import { IndexState } from './state';
 
@@ -21,6 +21,8 @@ export interface SegmentIndex {
   readonly last: [number, number];
   dialogsByCallId(callId: string): DialogRecord[];
   dialogsByCorrelation(x: string): DialogRecord[];
+  /** Dialogs a message of which carries the leg key (agent/query/legs.ts). */
+  dialogsByLegKey(kind: LegKeyKind, value: string): DialogRecord[];
   /** Dialogs with a user part whose digits end with `digits`. */
   dialogsByNumber(digits: string): DialogRecord[];
   allDialogs(): DialogRecord[];
@@ -55,6 +57,7 @@ export class SealedIndex implements SegmentIndex {
   private readonly nNumbers: number;
   private readonly addrLen: number;
   private readonly dialogsLen: number;
+  private readonly legKeys: boolean;
   private blockCache: { n: number; lines: string[] } | null = null;
   private keyTable: Buffer | null = null;
   private numberTable: Buffer | null = null;
@@ -82,6 +85,7 @@ export class SealedIndex implements SegmentIndex {
     this.addrLen = footer.readUInt32LE(92);
     this.dialogsLen = footer.readUInt32LE(96);
     if (!(footer.readUInt32LE(100) & FOOTER_FLAG.DIALOG_BLOCKS)) throw new IndexCorruptError(path, 'older index layout');
+    this.legKeys = (footer.readUInt32LE(100) & FOOTER_FLAG.LEG_KEYS) !== 0;
   }
 
   /** Opens a sealed index; null when the file has no footer (a journal); throws IndexCorruptError when it lies. */
@@ -147,7 +151,7 @@ export class SealedIndex implements SegmentIndex {
     return d;
   }
 
-  private byKey(kind: 'c' | 'x', value: string): DialogRecord[] {
+  private byKey(kind: KeyKind, value: string): DialogRecord[] {
     const keys = this.keys();
     const h = keyHash(kind, value);
     let lo = 0;
@@ -161,7 +165,7 @@ export class SealedIndex implements SegmentIndex {
     for (let k = lo; k < this.nKeys && keys.readUInt32LE(k * KEY_ENTRY_LEN) === h; k++) {
       const d = this.dialog(keys.readUInt32LE(k * KEY_ENTRY_LEN + 4));
       // The hash only narrows; the record decides.
-      if (kind === 'c' ? d.c === value : d.msgs.some((m) => m.x === value)) out.push(d);
+      if (kind === 'c' ? d.c === value : d.msgs.some((m) => messageHasLegKey(m, kind, value))) out.push(d);
     }
     return out;
   }
@@ -172,6 +176,12 @@ export class SealedIndex implements SegmentIndex {
 
   dialogsByCorrelation(x: string): DialogRecord[] {
     return this.byKey('x', x);
+  }
+
+  dialogsByLegKey(kind: LegKeyKind, value: string): DialogRecord[] {
+    // An index sealed before leg keys were tabled has its correlation keys only: the rest is a scan of its dialogs.
+    if (kind !== 'x' && !this.legKeys) return this.allDialogs().filter((d) => d.msgs.some((m) => messageHasLegKey(m, kind, value)));
+    return this.byKey(kind, value);
   }
 
   dialogsByNumber(digits: string): DialogRecord[] {
@@ -252,6 +262,10 @@ export class MemoryIndex implements SegmentIndex {
 
   dialogsByCorrelation(x: string): DialogRecord[] {
     return [...this.map().values()].filter((d) => d.msgs.some((m) => m.x === x));
+  }
+
+  dialogsByLegKey(kind: LegKeyKind, value: string): DialogRecord[] {
+    return [...this.map().values()].filter((d) => d.msgs.some((m) => messageHasLegKey(m, kind, value)));
   }
 
   dialogsByNumber(digits: string): DialogRecord[] {

@@ -13,6 +13,8 @@ import { decodePacket } from '../../shared/decode/packet';
 import type { PacketRecord } from '../../shared/pcap/types';
 import type { RtpStreamFigures } from '../../shared/rtp/figures';
 import { RtpStreamStats } from '../../shared/rtp/stats';
+import { DialogMedia, addToMedia, inSpan, spanEnd, spansOverlap } from './media';
+import { LegCallIdRule, LegLinks, linkLegs } from './legs';
 
 /** One packet of a result: where it is and when it was captured. */
 export interface PacketRef {
@@ -97,6 +99,10 @@ export interface QueryOptions extends IndexerOptions {
   mayWrite?: boolean;
   /** Summaries kept, the earliest first; default MAX_SUMMARIES. The packets are never cut by this. */
   maxMessages?: number;
+  /** The operator's Call-ID rules for linking legs (`--leg-callid-rule`), used when the query asks for legs. */
+  legCallIdRules?: readonly LegCallIdRule[];
+  /** Only which dialogs (legs included) are selected: `callIds`, with no packets, messages or figures (the dispatcher's search for legs across hosts). */
+  selectOnly?: boolean;
 }
 
 /**
@@ -248,6 +254,19 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     else candidates = [];
     for (const d of candidates) if (!selected.has(d.c) && d.msgs.some((m) => messageMatches(m, q))) selected.add(d.c);
     yield;
+  }
+
+  // Legs another host found: taken as they are, whatever the other keys say.
+  for (const c of q.linkedCallIds) if (!selected.has(c) && segments.some((s) => s.index.dialogsByCallId(c).length > 0)) selected.add(c);
+
+  // The other legs of those calls: their dialogs are taken whole like the selected ones.
+  let legs: LegLinks | null = null;
+  if (q.legs && selected.size > 0) {
+    legs = yield* linkLegs(segments, selected, opts.legCallIdRules ?? [], notes);
+    for (const c of legs.group.keys()) selected.add(c);
+  }
+  if (opts.selectOnly) {
+    return { segments, refs: new PacketRefs(refColumns(0), 0), messages: [], messagesMatched: 0, callIds: [...selected], truncated: false, bytes: 0, notes, streams: [] };
   }
 
   // Phase 2: every message of those dialogs, in every segment.
@@ -406,64 +425,13 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   if (q.rtpStats && rtpTotal > 0) streams = yield* rtpFigures(segments, rtpChosen, rtpTotal, spans, notes);
 
   keepEarliest();
-  const summaries: MessageSummary[] = messages.map(({ m }) => summaryOf(m));
+  const summaries: MessageSummary[] = messages.map(({ m }) => {
+    const sum = summaryOf(m);
+    if (!legs) return sum;
+    const via = legs.via.get(m.c);
+    return { ...sum, legGroup: legs.group.get(m.c) ?? m.c, ...(via ? { legVia: via } : {}) };
+  });
   return { segments, refs, messages: summaries, messagesMatched, callIds: [...selected], truncated, bytes, notes, streams };
-}
-
-/** What a dialog announced for media over every message of it seen, and when it lasted. */
-interface DialogMedia {
-  callId: string;
-  first: Ts;
-  last: Ts;
-  /** Endpoints "addr:port" its SDP announced: RTP, RTCP on port + 1, and `a=rtcp` ones. */
-  ends: Set<string>;
-  /** Payload type -> codec per announced RTP endpoint, from the SDP's rtpmap. */
-  rtpmap: Map<string, Map<number, string>>;
-  ended: boolean;
-  inviteOk: boolean;
-  inviteFailed: boolean;
-}
-
-const FOREVER: Ts = [0xffffffff, 999_999_999];
-
-/**
- * A dialog's span runs from its first message to its last when it was seen
- * to end (BYE, CANCEL, or an INVITE that failed and never succeeded);
- * otherwise the call may still be up and its media goes on, so the span is open.
- */
-function spanEnd(d: DialogMedia): Ts {
-  return d.ended || (d.inviteFailed && !d.inviteOk) ? d.last : FOREVER;
-}
-
-function spansOverlap(a: DialogMedia, b: DialogMedia): boolean {
-  return cmpTs(a.first, spanEnd(b)) <= 0 && cmpTs(b.first, spanEnd(a)) <= 0;
-}
-
-function addToMedia(media: Map<string, DialogMedia>, m: MessageRecord): void {
-  let d = media.get(m.c);
-  if (!d) media.set(m.c, (d = { callId: m.c, first: m.t, last: m.t, ends: new Set(), rtpmap: new Map(), ended: false, inviteOk: false, inviteFailed: false }));
-  if (cmpTs(m.t, d.first) < 0) d.first = m.t;
-  if (cmpTs(m.t, d.last) > 0) d.last = m.t;
-  const cseqMethod = m.q ? m.q.slice(m.q.indexOf(' ') + 1) : null;
-  if (m.m === 'BYE' || m.m === 'CANCEL') d.ended = true;
-  if (m.s !== null && cseqMethod === 'INVITE') {
-    if (m.s >= 200 && m.s < 300) d.inviteOk = true;
-    else if (m.s >= 300) d.inviteFailed = true;
-  }
-  for (const [a, port] of m.sdp ?? []) {
-    const rtp = endpointText(a, port);
-    d.ends.add(rtp);
-    d.ends.add(endpointText(a, port + 1)); // RTCP, unless a=rtcp says otherwise (added below too)
-    if (m.pm) {
-      const map = d.rtpmap.get(rtp) ?? d.rtpmap.set(rtp, new Map()).get(rtp)!;
-      for (const [pt, codec] of m.pm) map.set(pt, codec);
-    }
-  }
-  for (const [a, port] of m.rc ?? []) d.ends.add(endpointText(a, port));
-}
-
-function inSpan(d: DialogMedia, ts: Ts): boolean {
-  return cmpTs(ts, d.first) >= 0 && cmpTs(ts, spanEnd(d)) <= 0;
 }
 
 /**

@@ -1,11 +1,12 @@
 import { CaptureStreamParser } from '../../shared/pcap/reader';
-import { AgentToDispatcherEvents, RunAck, TraceDone, chunkAck, traceDone, traceRun } from '../../shared/protocol/agent';
+import { AgentToDispatcherEvents, LegsAnswer, MAX_LEG_CALL_IDS, RunAck, TraceDone, chunkAck, legsAsk, traceDone, traceRun } from '../../shared/protocol/agent';
 import { parseMessage, refusal, refusedError, traceRef } from '../../shared/protocol/common';
 import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { QuerySpec, buildQuerySpec } from '../../shared/query/query';
 import { MAX_STREAMS } from '../../shared/rtp/figures';
 import { QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../query/engine';
 import type { DispatcherSocket } from '../link/client';
+import type { LegCallIdRule } from '../query/legs';
 import { ChunkWriter } from './chunks';
 import { type Logger, componentLogger } from '../../shared/log/log';
 import type { AgentTraceMetrics } from '../metrics/metrics';
@@ -21,6 +22,8 @@ export interface TraceServeOptions {
   /** How long the dispatcher may take to acknowledge a chunk (default 30 s). */
   chunkAckTimeoutMs?: number;
   correlationHeader?: string;
+  /** The operator's Call-ID rules for traces that ask for legs (`--leg-callid-rule`). */
+  legCallIdRules?: readonly LegCallIdRule[];
   /**
    * Most bytes of JSON the message list of a trace:done may take (default
    * 900 000). The dispatcher's Socket.IO server drops a connection that sends
@@ -142,6 +145,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       result = await runQueryYielding(opts.ringDir, spec, {
         mayWrite: false,
         correlationHeader: opts.correlationHeader,
+        legCallIdRules: opts.legCallIdRules,
         maxMessages: SUMMARIES_KEPT,
         stopped: () => t.stopped,
         onStep: () => {
@@ -247,6 +251,38 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
     }
   };
 
+  /** Searches for legs running now: each reads indexes like a trace, so they are bounded like traces. */
+  let searching = 0;
+  const onLegs = (...args: unknown[]): void => {
+    const last = args[args.length - 1];
+    if (typeof last !== 'function') return log.warn('trace:legs without an ack callback ignored');
+    const reply = (a: LegsAnswer) => {
+      try {
+        (last as (a: LegsAnswer) => void)(a);
+      } catch (e) {
+        log.error({ err: e }, 'trace:legs ack failed');
+      }
+    };
+    const m = parseMessage(legsAsk, 'trace:legs', args[0]);
+    if (!m.ok) return reply({ ok: false, ...refusal('TF_AGENT_MESSAGE_INVALID', m.error, m.field) });
+    if (searching >= maxConcurrent) return reply({ ok: false, ...refusal('TF_AGENT_BUSY', `this agent is searching ${searching} traces for legs already`) });
+    let spec: QuerySpec;
+    try {
+      spec = buildQuerySpec(m.value.query);
+    } catch (e) {
+      return reply({ ok: false, ...(e instanceof TracefleetError ? errorBody(e) : refusal('TF_AGENT_MESSAGE_INVALID', (e as Error).message)) });
+    }
+    searching++;
+    runQueryYielding(opts.ringDir, spec, { mayWrite: false, correlationHeader: opts.correlationHeader, legCallIdRules: opts.legCallIdRules, selectOnly: true })
+      .then((r) => {
+        closeResult(r);
+        if (r.callIds.length > MAX_LEG_CALL_IDS) log.info({ traceId: m.value.traceId, found: r.callIds.length }, `more dialogs than a trace:legs answer holds; the first ${MAX_LEG_CALL_IDS} are sent`);
+        reply({ ok: true, callIds: r.callIds.slice(0, MAX_LEG_CALL_IDS) });
+      })
+      .catch((e: Error) => reply({ ok: false, ...refusal('TF_AGENT_FAILED', `the search for legs failed: ${e.message}`) }))
+      .finally(() => searching--);
+  };
+
   const onCancel = (data: unknown): void => {
     const m = parseMessage(traceRef, 'trace:cancel', data);
     if (!m.ok) return log.warn({ reason: m.error }, 'bad trace:cancel ignored');
@@ -269,12 +305,14 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
 
   socket.on('trace:run', onRun);
   socket.on('trace:cancel', onCancel);
+  socket.on('trace:legs', onLegs);
   socket.on('disconnect', onDisconnect);
 
   return {
     close() {
       socket.off('trace:run', onRun);
       socket.off('trace:cancel', onCancel);
+      socket.off('trace:legs', onLegs);
       socket.off('disconnect', onDisconnect);
       for (const { t } of waiting.splice(0)) emit('trace:error', { traceId: t.id, message: 'the agent is shutting down' });
       for (const t of running.values()) stop(t, 'the agent is shutting down', true);

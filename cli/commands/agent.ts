@@ -44,6 +44,7 @@ async function agentCmd(a: Args): Promise<void> {
   const { startAgent } = await import('../../agent/daemon/run');
   const { agentStatusOf, connectDispatcher } = await import('../../agent/link/client');
   const { serveTraces } = await import('../../agent/trace/serve');
+  const { legCallIdRulesOf } = await import('../../agent/query/legs');
   const { serveFollows } = await import('../../agent/follow/serve');
   const { initLoggerFromArgs } = await import('../../shared/log/log');
   const filter = (a.filter as string | undefined) ?? defaultCaptureFilter({
@@ -55,6 +56,7 @@ async function agentCmd(a: Args): Promise<void> {
   if (a.metrics !== undefined && !metricsAt) throw new UsageError(`bad --metrics '${a.metrics as string}': give HOST:PORT, e.g. 0.0.0.0:9464 or [::1]:9464`);
   // Checked here, so a bad address or name is a usage error before capture starts; the indexer thread builds its own.
   const statsCfg = await statsConfigOf(a, 'stats-');
+  const legCallIdRules = legCallIdRulesOf(a.legCallidRule);
   const root = initLoggerFromArgs(a, 'agent');
   const log = root.child({ component: 'agent' });
   const agent = await startAgent({
@@ -102,7 +104,7 @@ async function agentCmd(a: Args): Promise<void> {
       })
     : null;
   // Traces only read the ring (the indexer thread owns its indexes); a failing trace ends in trace:error, never in capture.
-  const traces = link ? serveTraces(link.socket, { ringDir, correlationHeader: a.correlationHeader as string | undefined, logger: root.child({ component: 'agent.trace' }), metrics: metrics?.trace }) : null;
+  const traces = link ? serveTraces(link.socket, { ringDir, correlationHeader: a.correlationHeader as string | undefined, legCallIdRules, logger: root.child({ component: 'agent.trace' }), metrics: metrics?.trace }) : null;
   const follows = link ? serveFollows(link.socket, { follows: agent.follows, maxFollows: a.maxFollows as number, logger: root.child({ component: 'agent.follow' }) }) : null;
   const statsEvery = (a.statsInterval as number) * 1000;
   const statsLine = () => {
@@ -140,6 +142,7 @@ export const agentCommand: CommandModule<object, Args> = {
       .option('promisc', { type: 'boolean', default: false, describe: 'promiscuous mode' })
       .option('stats-interval', { type: 'number', default: 60, describe: 'seconds between stats lines (0: none)' })
       .option('correlation-header', { type: 'string', default: 'X-CID' })
+      .option('leg-callid-rule', { type: 'string', array: true, describe: "for traces with legs: prefix:TEXT or suffix:TEXT a B2BUA adds to the other leg's Call-ID (repeat for several)" })
       .option('max-follows', { type: 'number', default: 4, describe: 'live follows this agent runs at once; more are refused' })
       .option('dispatcher', { type: 'string', describe: 'dispatcher URL to report to, e.g. http://dispatcher:8060 (env TRACEFLEET_DISPATCHER)' })
       .option('token', { type: 'string', describe: 'agent token for the dispatcher (env TRACEFLEET_TOKEN)' })

@@ -27,8 +27,10 @@ async function queryCmd(a: Args): Promise<void> {
   const { buildQuerySpec } = await import('../../shared/query/query');
   const { closeResult, runQuery, writeResultPcap } = await import('../../agent/query/engine');
   const { callFiguresOf } = await import('../../shared/query/call-figures');
+  const { legCallIdRulesOf } = await import('../../agent/query/legs');
   const spec = buildQuerySpec(rawQuery(a));
-  const r = runQuery(a.ring as string, spec, { correlationHeader: a.correlationHeader as string | undefined });
+  const legCallIdRules = legCallIdRulesOf(a.legCallidRule);
+  const r = runQuery(a.ring as string, spec, { correlationHeader: a.correlationHeader as string | undefined, legCallIdRules });
   for (const n of r.notes) process.stderr.write(`tracefleet: note: ${n}\n`);
   if (r.messagesMatched > r.messages.length) {
     process.stderr.write(`tracefleet: note: ${r.messagesMatched} SIP messages matched; the summaries list the first ${r.messages.length} by time (the capture has every packet)\n`);
@@ -70,6 +72,7 @@ export const QUERY_OPTIONS = {
   json: { type: 'boolean', default: false, describe: 'print the SIP message summaries as JSON' },
   full: { type: 'boolean', default: false, describe: 'with --json: each message whole (start line, every header, body, bytes in base64) as `full`' },
   'correlation-header': { type: 'string', default: 'X-CID', describe: 'header holding a correlation key' },
+  'leg-callid-rule': { type: 'string', array: true, describe: "with --legs: prefix:TEXT or suffix:TEXT a B2BUA adds to the other leg's Call-ID (repeat for several)" },
 } as const satisfies FlagTable;
 
 export const queryCommand: CommandModule<object, Args> = {

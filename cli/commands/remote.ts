@@ -204,8 +204,10 @@ export function formatTrace(v: TraceView): string[] {
 
 export function formatMessages(messages: TraceMessage[]): string[] {
   if (messages.length === 0) return ['no SIP messages'];
+  // With legs: which call each dialog is a leg of (its earliest leg's Call-ID), and how a linked leg was found.
+  const legs = messages.some((m) => m.legGroup !== undefined);
   return table(
-    [{ title: 'TIME' }, { title: 'HOST' }, { title: 'SRC' }, { title: '' }, { title: 'DST' }, { title: 'MESSAGE' }, { title: 'CALL-ID' }],
+    [{ title: 'TIME' }, { title: 'HOST' }, { title: 'SRC' }, { title: '' }, { title: 'DST' }, { title: 'MESSAGE' }, ...(legs ? [{ title: 'LEG OF' }] : []), { title: 'CALL-ID' }],
     messages.map((m) => [
       m.time,
       m.host,
@@ -213,6 +215,7 @@ export function formatMessages(messages: TraceMessage[]): string[] {
       '→',
       m.dst,
       m.method !== null && m.status === null ? m.method : `${m.status ?? ''}${m.reason ? ` ${m.reason}` : ''}${m.cseq ? ` (${m.cseq})` : ''}`,
+      ...(legs ? [m.legGroup === undefined ? '' : m.legGroup === m.callId ? '(itself)' : `${m.legGroup}${m.legVia ? ` by ${m.legVia}` : ''}`] : []),
       m.callId,
     ]),
   );

@@ -240,6 +240,7 @@ export class Follows {
     const { durationMs: _d, maxPackets: _p, maxBytes: _b, ...rest } = req;
     checkQuery(rest);
     if (rest.rtp) throw new TracefleetError('TF_REQUEST_INVALID', { message: 'rtp is not followed live yet: follow the call, then trace it with rtp over its window' }, 'rtp');
+    if (rest.legs || rest.linkedCallId) throw new TracefleetError('TF_REQUEST_INVALID', { message: 'legs are not followed live: follow the call, then trace it with legs over its window' }, 'legs');
     if (this.running.size >= (this.opts.maxFollows ?? 64)) {
       throw new TracefleetError('TF_RATE_LIMITED', { message: `this dispatcher runs ${this.running.size} follows, its limit: wait for one to end` });
     }

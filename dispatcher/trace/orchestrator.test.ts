@@ -15,6 +15,7 @@ import { Spool } from './spool';
 import { BULK, bytesOf, CALL, expectedPcap, makeTestRings, PROXY, records, sortedRecords, startTestAgent, TestAgent, TestHost, until } from '../../test/support/trace';
 import { TracefleetError } from '../../shared/errors/catalogue';
 import { silentLogger } from '../../shared/log/log';
+import { B2B, Leg, Z, writeLegsRing } from '../../test/support/legcalls';
 
 const TOKEN = 'orchestrator-test-token-0123456789';
 
@@ -256,6 +257,49 @@ test('cancel stops the hosts still running and keeps what they sent', async () =
     assert.equal(res.b.state, 'done');
     assert.ok(res.a.bytes > 0 && res.a._attachments?.[HOST_ATTACHMENT]);
     await assert.rejects(r.orch.cancel(view.id), (e) => e instanceof TracefleetError && e.code === 'TF_TRACE_NOT_RUNNING');
+  } finally {
+    await r.close();
+    await r.drop();
+  }
+});
+
+test('legs across hosts: a leg one host links is looked for on every host, and each host sends its dialogs once', async () => {
+  const U = 'ab30317f1a784dc48ff824d0d3715d86';
+  // Host x, at the B2BUA: the A leg (the caller's number) and the B leg, tied by Session-ID; the B leg also carries a charging vector.
+  // Host y, further on: the B leg again, and a C leg an SBC tied to it by the icid only. Nothing on y has the caller's number.
+  const a: Leg = { callId: 'leg-a', from: '4930000001', start: 0, headers: [`Session-ID: ${U}`] };
+  const b: Leg = { callId: 'leg-b', from: 'b2bua', start: 1, headers: [`Session-ID: ${U}`, 'P-Charging-Vector: icid-value=ic-77'], src: B2B, dst: Z };
+  const c: Leg = { callId: 'leg-c', from: 'sbc', start: 2, headers: ['P-Charging-Vector: icid-value=ic-77'], src: Z, dst: '10.0.0.10' };
+  const unrelated: Leg = { callId: 'leg-other', from: '4930000002', start: 1, headers: ['P-Charging-Vector: icid-value=ic-78'], src: B2B, dst: Z };
+  const ringX = join(dir, 'ring-legs-x');
+  const ringY = join(dir, 'ring-legs-y');
+  await writeLegsRing(join(dir, 'legs-x.pcap'), ringX, [a, b, unrelated]);
+  await writeLegsRing(join(dir, 'legs-y.pcap'), ringY, [b, c, unrelated]);
+  const r = await rig();
+  try {
+    for (const [name, ringDir] of [['x', ringX], ['y', ringY]] as const) {
+      r.agents.push(startTestAgent({ url: r.fleet.url, token: TOKEN, name, ringDir }));
+      await until(() => r.fleet.registry.get(name)?.connected === true, `agent ${name} connected`);
+    }
+    const dialogsOf = async (q: Parameters<Orchestrator['start']>[0]) => {
+      const view = await r.orch.start(q, 'alice');
+      await until(() => finalOf(r, view.id) !== undefined, 'the trace to finish');
+      const out: Record<string, string[]> = {};
+      for (const h of ['x', 'y']) {
+        const res = (await r.store.getResult(view.id, h))!;
+        assert.equal(res.state, 'done', `host ${h}`);
+        out[h] = [...new Set(res.messages.map((m) => m.callId))].sort();
+        // Each message once: a dialog found in both rounds is not sent twice.
+        assert.equal(res.messages.length, out[h].length * 4, `host ${h}: four messages a dialog`);
+        assert.equal(res.packets, res.messages.length, `host ${h}: one packet a message`);
+        if (q.legs) for (const m of res.messages) assert.ok(m.legGroup === 'leg-a' || m.legGroup === 'leg-b', `host ${h}: ${m.callId} in group ${m.legGroup}`);
+      }
+      const trace = await r.store.getTrace(view.id);
+      assert.deepEqual(trace?.request, q, 'the trace keeps the request as asked');
+      return out;
+    };
+    assert.deepEqual(await dialogsOf({ number: ['4930000001'], hosts: ['x', 'y'] }), { x: ['leg-a'], y: [] });
+    assert.deepEqual(await dialogsOf({ number: ['4930000001'], legs: true, hosts: ['x', 'y'] }), { x: ['leg-a', 'leg-b'], y: ['leg-b', 'leg-c'] });
   } finally {
     await r.close();
     await r.drop();

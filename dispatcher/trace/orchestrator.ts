@@ -3,6 +3,10 @@ import { AgentView, HostView, TraceUpdate, TraceView } from '../../shared/protoc
 import { parseMessage } from '../../shared/protocol/common';
 import { TracefleetError } from '../../shared/errors/catalogue';
 import { checkQuery, TraceQuery, TraceRequest } from '../../shared/query/query';
+import { legsAnswer, MAX_LEG_CALL_IDS } from '../../shared/protocol/agent';
+
+/** Rounds of trace:legs before a trace with legs runs on several hosts. */
+const LEG_ROUNDS = 2;
 import type { AgentFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId } from '../store/layout';
 import { NewResult, TraceStore } from '../store/store';
@@ -18,11 +22,16 @@ import { isFinalResult, traceOutcome, traceView } from './view';
 import { checkRemoteHosts } from './watchdog';
 import { type Logger, componentLogger } from '../../shared/log/log';
 
+export interface OrchestratorTimeouts extends HostRunTimeouts {
+  /** How long an agent may take to answer trace:legs (ms); a host that does not is left out of the search for legs. */
+  legsMs: number;
+}
+
 export interface OrchestratorOptions {
   store: TraceStore;
   fleet: AgentFleet;
   spool: Spool;
-  timeouts?: Partial<HostRunTimeouts>;
+  timeouts?: Partial<OrchestratorTimeouts>;
   /** How often work the store could not take is tried again (ms). */
   retryMs?: number;
   /** Peers share agents through the Socket.IO adapter (Redis): hosts on a peer are run there. */
@@ -46,7 +55,7 @@ export class Orchestrator implements Traces {
   private readonly store: TraceStore;
   private readonly fleet: AgentFleet;
   private readonly spool: Spool;
-  private readonly timeouts: HostRunTimeouts;
+  private readonly timeouts: OrchestratorTimeouts;
   private readonly log: Logger;
   /** Set when clustered: peers share agents through the Socket.IO adapter (Redis). */
   private readonly peers: PeerLink | null = null;
@@ -65,7 +74,7 @@ export class Orchestrator implements Traces {
     this.store = opts.store;
     this.fleet = opts.fleet;
     this.spool = opts.spool;
-    this.timeouts = { runAckMs: 10_000, idleMs: 30_000, queuedMs: 10 * 60_000, ...opts.timeouts };
+    this.timeouts = { runAckMs: 10_000, idleMs: 30_000, queuedMs: 10 * 60_000, legsMs: 15_000, ...opts.timeouts };
     this.log = componentLogger('dispatcher.trace', opts.logger);
     this.jobs = new StoreJobs({ retryMs: opts.retryMs ?? 5_000, log: this.log, errors: this.metrics.errors, pending: this.metrics.pendingStores });
     this.batch = new ResultBatch(this.store);
@@ -142,6 +151,8 @@ export class Orchestrator implements Traces {
     await created?.(id);
     // Written while the agents are already asked: a thousand result docs take the store a while, and a
     // host's final write creates its doc if it gets there first (the bulk create then leaves it alone).
+    // The legs of the calls, looked for on every host, before any host is asked for packets: each is asked once, for all of them.
+    const runQuery = query.legs && hosts.length > 1 ? await this.legsAcrossHosts(id, hosts, query) : query;
     const queued = this.store.createResults(hosts.map((host) => ({ traceId: id, host }))).catch((e: Error) => {
       this.log.warn({ traceId: id, err: e }, "the queued results were not written; each host's result is written when it finishes");
     });
@@ -149,10 +160,10 @@ export class Orchestrator implements Traces {
     this.live.set(id, live);
     for (const host of hosts) {
       const socket = this.fleet.socketOf(host);
-      if (socket) this.runLocal(id, host, query, socket, this.id);
+      if (socket) this.runLocal(id, host, runQuery, socket, this.id);
       else if (connected.has(host) && this.peers) {
         o.remote.set(host, sockets.get(host) ?? '');
-        this.peers.runHost({ traceId: id, host, query, owner: this.id });
+        this.peers.runHost({ traceId: id, host, query: runQuery, owner: this.id });
       } else {
         const final: HostFinal = { state: 'unreachable', packets: 0, bytes: 0, truncated: false, error: `agent ${host} is not connected to any dispatcher`, messages: [], hasPcap: false };
         this.publish({ traceId: id, host, state: 'unreachable', packets: 0, bytes: 0, error: final.error, at: new Date().toISOString() });
@@ -162,6 +173,65 @@ export class Orchestrator implements Traces {
     this.publish({ traceId: id, host: null, state: 'running', packets: 0, bytes: 0, at: trace.createdAt });
     await queued;
     return traceView(trace, [], live);
+  }
+
+  /**
+   * A B2BUA's legs are often seen by different hosts, and a host may see
+   * a leg that nothing in the query matches there (the B leg has other
+   * numbers). So each host is asked which dialogs, legs included, the query
+   * selects on it (trace:legs), and then again with every Call-ID found
+   * anywhere (a host finds their legs), LEG_ROUNDS rounds at most and
+   * MAX_LEG_CALL_IDS Call-IDs in all. The trace then runs once per host
+   * with those Call-IDs as linkedCallId, so no packet comes twice. Hosts on
+   * peer dispatchers are not asked (they get the Call-IDs found here).
+   */
+  private async legsAcrossHosts(traceId: string, hosts: string[], query: TraceQuery): Promise<TraceQuery> {
+    const known = new Set<string>();
+    // A host that did not answer (an agent from before trace:legs, or a slow one) is not waited for twice.
+    let asking = hosts;
+    let cut = 0;
+    for (let round = 0; round < LEG_ROUNDS; round++) {
+      const ask: TraceQuery = known.size ? { ...query, linkedCallId: [...known] } : query;
+      const answers = await Promise.all(asking.map((host) => this.askLegs(traceId, host, ask)));
+      asking = asking.filter((_h, i) => answers[i] !== null);
+      let added = 0;
+      for (const ids of answers) {
+        for (const c of ids ?? []) {
+          if (known.has(c)) continue;
+          if (known.size >= MAX_LEG_CALL_IDS) cut++;
+          else {
+            known.add(c);
+            added++;
+          }
+        }
+      }
+      if (added === 0) break;
+    }
+    if (cut > 0) this.log.warn({ traceId, kept: known.size, left: cut }, `the calls have more dialogs than a trace carries across hosts (${MAX_LEG_CALL_IDS}); each host still adds the legs it links itself`);
+    this.log.info({ traceId, dialogs: known.size }, 'legs looked for across hosts');
+    return known.size ? { ...query, linkedCallId: [...known] } : query;
+  }
+
+  /** One host's dialogs for the query, legs included; null when it is not connected here, refuses or is slow (its own trace still runs). */
+  private askLegs(traceId: string, host: string, query: TraceQuery): Promise<string[] | null> {
+    const socket = this.fleet.socketOf(host);
+    if (!socket) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.log.warn({ traceId, host }, `agent did not answer trace:legs within ${this.timeouts.legsMs / 1000} s; its legs are what its own trace finds`);
+        resolve(null);
+      }, this.timeouts.legsMs);
+      timer.unref();
+      socket.emit('trace:legs', { traceId, query }, (ack: unknown) => {
+        clearTimeout(timer);
+        const a = parseMessage(legsAnswer, 'trace:legs ack', ack);
+        if (!a.ok || !a.value.ok) {
+          this.log.warn({ traceId, host, reason: a.ok ? a.value.message : a.error }, 'trace:legs refused or malformed');
+          return resolve(null);
+        }
+        resolve(a.value.callIds ?? []);
+      });
+    });
   }
 
   /** The hosts a request names (all connected agents when it names none), checked against the agents known. */

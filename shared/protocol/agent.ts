@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { messageSummary, traceQuery } from '../query/query';
+import { LIST_KEYS, messageSummary, traceQuery } from '../query/query';
 import { agentName, refusalFields, traceId, TraceRef } from './common';
 import { rtpStreamList } from '../rtp/figures';
 
@@ -27,6 +27,8 @@ import { rtpStreamList } from '../rtp/figures';
  * dispatcher -> agent
  *   trace:run        TraceRun, ack RunAck
  *   trace:cancel     { traceId }
+ *   trace:legs       LegsAsk, ack LegsAnswer            before a trace with legs on several hosts: which dialogs (legs
+ *                                                       included) the query selects here; no trace is started
  *   follow:run       FollowRun, ack RunAck              start matching live packets against the query
  *   follow:stop      { traceId }                        stop (the agent answers follow:end)
  */
@@ -85,6 +87,17 @@ export type TraceRun = z.infer<typeof traceRun>;
  */
 export const runAck = z.object({ accepted: z.boolean(), ...refusalFields, queued: count.optional() });
 export type RunAck = z.infer<typeof runAck>;
+
+/** The Call-IDs a trace:legs answer carries at most: what a query's linkedCallId takes. */
+export const MAX_LEG_CALL_IDS = LIST_KEYS.linkedCallId.maxValues;
+export const legsAsk = z.object({ traceId, query: traceQuery });
+export type LegsAsk = z.infer<typeof legsAsk>;
+export const legsAnswer = z.object({
+  ok: z.boolean(),
+  ...refusalFields,
+  callIds: z.array(z.string().max(LIST_KEYS.linkedCallId.maxLength)).max(MAX_LEG_CALL_IDS).optional(),
+});
+export type LegsAnswer = z.infer<typeof legsAnswer>;
 
 export const traceProgress = z.object({ traceId, packets: count, bytes: count });
 export type TraceProgress = z.infer<typeof traceProgress>;
@@ -155,6 +168,7 @@ export interface AgentToDispatcherEvents {
 export interface DispatcherToAgentEvents {
   'trace:run': (r: TraceRun, ack: (a: RunAck) => void) => void;
   'trace:cancel': (r: TraceRef) => void;
+  'trace:legs': (r: LegsAsk, ack: (a: LegsAnswer) => void) => void;
   'follow:run': (r: FollowRun, ack: (a: RunAck) => void) => void;
   'follow:stop': (r: TraceRef) => void;
 }

@@ -15,12 +15,13 @@ import { TracefleetError } from '../errors/catalogue';
  */
 
 /** Per list key: how many values, how long each. The zod schema and the page's rules are both built from this. */
-const LIST_KEYS = {
+export const LIST_KEYS = {
   callId: { maxValues: 64, maxLength: 1024 },
   number: { maxValues: 64, maxLength: 64 },
   ip: { maxValues: 64, maxLength: 64 },
   port: { maxValues: 64, maxLength: 8 },
   correlation: { maxValues: 64, maxLength: 1024 },
+  linkedCallId: { maxValues: 64, maxLength: 1024 },
   method: { maxValues: 32, maxLength: 32 },
   status: { maxValues: 32, maxLength: 8 },
 } as const;
@@ -68,11 +69,19 @@ export const traceQuery = z
     ip: list('ip'),
     port: list('port'),
     correlation: list('correlation'),
+    /**
+     * Set by the dispatcher, not by users: Call-IDs of legs of the trace's
+     * calls found on other hosts. Their dialogs are taken as well as (not
+     * only) what the other keys select, and with `legs`, their legs too.
+     */
+    linkedCallId: list('linkedCallId'),
     method: list('method'),
     status: list('status'),
     since: z.string().max(TIME_MAX_LENGTH).optional(),
     until: z.string().max(TIME_MAX_LENGTH).optional(),
     rtp: z.boolean().optional(),
+    /** Add the other legs of the selected calls (agent/query/legs.ts); default off (the page's form sets it). */
+    legs: z.boolean().optional(),
     /** RTP figures per stream of the selected dialogs; default: on when the query names calls (Call-ID, number, correlation). */
     rtpStats: z.boolean().optional(),
     maxPackets: z.number().int().positive().optional(),
@@ -92,6 +101,10 @@ export const traceRequest = traceQuery
   })
   .strict();
 export type TraceRequest = z.infer<typeof traceRequest>;
+
+/** How a leg was linked to the calls a trace selected: the key two dialogs shared. */
+export const LEG_VIAS = ['correlation', 'session-id', 'icid', 'call-id-rule', 'media'] as const;
+export type LegVia = (typeof LEG_VIAS)[number];
 
 /** One SIP message of a result as the ladder shows it: the engine makes them, trace:done carries them. */
 export const messageSummary = z.object({
@@ -114,6 +127,13 @@ export const messageSummary = z.object({
   packets: z.number().int().nonnegative(),
   /** Set when a packet of the message was cut by the snap length: the message is what was captured of it. */
   truncated: z.boolean().optional(),
+  /**
+   * With `legs`: the call the message's dialog is a leg of, named by the
+   * Call-ID of its earliest leg (the same for every leg of one call).
+   */
+  legGroup: z.string().max(1024).optional(),
+  /** With `legs`, for a dialog the query did not select itself: the key that linked it. */
+  legVia: z.enum(LEG_VIAS).optional(),
 });
 export type MessageSummary = z.infer<typeof messageSummary>;
 
@@ -136,12 +156,14 @@ export interface QuerySpec {
   ips: string[];
   ports: number[];
   correlations: string[];
+  linkedCallIds: string[];
   methods: string[];
   /** Exact codes or classes: 486, or 4 for 4xx. */
   statuses: Array<{ code: number } | { cls: number }>;
   since: Ts | null;
   until: Ts | null;
   rtp: boolean;
+  legs: boolean;
   rtpStats: boolean;
   maxPackets: number | null;
   maxBytes: number | null;
@@ -239,11 +261,14 @@ export function buildQuerySpec(q: TraceQuery, now: Date = new Date()): QuerySpec
     ips: values(q.ip).map(normalizeIp),
     ports,
     correlations: values(q.correlation),
+    // Not split at commas: Call-IDs are taken whole here, as the dispatcher found them.
+    linkedCallIds: (q.linkedCallId ?? []).filter((c) => c !== ''),
     methods,
     statuses,
     since,
     until,
     rtp: q.rtp ?? false,
+    legs: q.legs ?? false,
     rtpStats: q.rtpStats ?? values(q.callId).length + numbers.length + values(q.correlation).length > 0,
     maxPackets: q.maxPackets ?? null,
     maxBytes: q.maxBytes ?? null,

@@ -345,6 +345,28 @@ test('correlation: X-CID header, configurable name, xref parameter fallback', ()
   assert.equal(mustParse(sip([...base, 'X-CID:'])).correlation, 'from-ruri');
 });
 
+test('leg keys: Session-ID sender UUID (never the null UUID) and P-Charging-Vector icid-value', () => {
+  const base = ['INVITE sip:1234@pbx.example.com SIP/2.0', 'Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1', 'Call-ID: leg-1', 'CSeq: 1 INVITE'];
+  const m = mustParse(sip([...base, 'Session-ID: AB30317F1A784DC48FF824D0D3715D86;remote=47755a9de7794ba387653f2099600ef2', 'P-Charging-Vector: icid-value="1234bc9876e";icid-generated-at=192.0.6.8;orig-ioi=home1.net']));
+  assert.equal(m.sessionId, 'ab30317f1a784dc48ff824d0d3715d86');
+  assert.equal(m.sessionRemote, '47755a9de7794ba387653f2099600ef2');
+  assert.equal(m.icid, '1234bc9876e');
+  assert.equal(mustParse(sip([...base, 'session-id:  47755a9de7794ba387653f2099600ef2 ', 'p-charging-vector: icid-value=abc'])).sessionId, '47755a9de7794ba387653f2099600ef2');
+  assert.equal(mustParse(sip([...base, 'p-charging-vector: orig-ioi=x; icid-value = k-9'])).icid, 'k-9');
+  // A UA that does not know the UUID yet sends the null one: it would link every such call.
+  const nul = mustParse(sip([...base, 'Session-ID: 00000000000000000000000000000000;remote=47755a9de7794ba387653f2099600ef2']));
+  assert.equal(nul.sessionId, null);
+  assert.equal(nul.sessionRemote, '47755a9de7794ba387653f2099600ef2');
+  assert.equal(mustParse(sip([...base, 'Session-ID: 47755a9de7794ba387653f2099600ef2;remote=00000000000000000000000000000000'])).sessionRemote, null);
+  assert.equal(mustParse(sip([...base, 'Session-ID: not-a-uuid'])).sessionId, null);
+  assert.equal(mustParse(sip([...base, 'P-Charging-Vector: orig-ioi=x'])).icid, null);
+  assert.equal(mustParse(sip(base)).sessionId, null);
+  // The indexer's parse (no header list) reads them too.
+  const lean = parseSip(sip([...base, 'Session-ID: ab30317f1a784dc48ff824d0d3715d86', 'P-Charging-Vector: icid-value=z1']), { allHeaders: false })!;
+  assert.equal(lean.sessionId, 'ab30317f1a784dc48ff824d0d3715d86');
+  assert.equal(lean.icid, 'z1');
+});
+
 test('multipart/mixed body with an SDP part', () => {
   const body =
     '--unique-boundary-1\r\n' +

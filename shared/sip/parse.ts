@@ -161,6 +161,10 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
   let seenContentLength = false;
   let contentType: string | null = null;
   let correlation: string | null = null;
+  let sessionId: string | null = null;
+  let sessionRemote: string | null = null;
+  let seenSessionId = false;
+  let icid: string | null = null;
 
   // Names are matched on the bytes; only the values of the headers read here are decoded.
   for (let k = 0, h = -1; k < lineCount; k++) {
@@ -208,6 +212,19 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
       case H_CONTENT_TYPE:
         if (contentType === null) contentType = value;
         break;
+      case H_SESSION_ID:
+        if (!seenSessionId) {
+          seenSessionId = true;
+          const semi = value.indexOf(';');
+          sessionId = sessionUuid(semi < 0 ? value : value.slice(0, semi));
+          const remote = semi < 0 ? null : findParam(value, semi, 'remote');
+          sessionRemote = remote ? sessionUuid(remote) : null;
+        }
+        break;
+      case H_CHARGING_VECTOR:
+        // icid-value leads the header's parameters: findParam looks for them after a ';'.
+        if (icid === null) icid = findParam(';' + value, 0, 'icid-value') || null;
+        break;
       default:
         break;
     }
@@ -242,6 +259,9 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
     pai,
     ruriUser: requestUri === null ? null : uriUser(requestUri),
     correlation,
+    sessionId,
+    sessionRemote,
+    icid,
     headers,
     headerLength,
     body,
@@ -503,6 +523,8 @@ const H_TO = 4;
 const H_PAI = 5;
 const H_CONTENT_LENGTH = 6;
 const H_CONTENT_TYPE = 7;
+const H_SESSION_ID = 8;
+const H_CHARGING_VECTOR = 9;
 
 /** Which of the headers parseSip reads the name at [s, e) is, compact forms included. */
 function headerKind(b: Buffer, s: number, e: number): number {
@@ -519,8 +541,10 @@ function headerKind(b: Buffer, s: number, e: number): number {
     case 2: return bytesAre(b, s, e, 'to') ? H_TO : H_OTHER;
     case 4: return bytesAre(b, s, e, 'from') ? H_FROM : bytesAre(b, s, e, 'cseq') ? H_CSEQ : H_OTHER;
     case 7: return bytesAre(b, s, e, 'call-id') ? H_CALL_ID : H_OTHER;
+    case 10: return bytesAre(b, s, e, 'session-id') ? H_SESSION_ID : H_OTHER;
     case 12: return bytesAre(b, s, e, 'content-type') ? H_CONTENT_TYPE : H_OTHER;
     case 14: return bytesAre(b, s, e, 'content-length') ? H_CONTENT_LENGTH : H_OTHER;
+    case 17: return bytesAre(b, s, e, 'p-charging-vector') ? H_CHARGING_VECTOR : H_OTHER;
     case 19: return bytesAre(b, s, e, 'p-asserted-identity') ? H_PAI : H_OTHER;
     default: return H_OTHER;
   }
@@ -536,6 +560,24 @@ function hasXrefBytes(b: Buffer, s: number, e: number): boolean {
     if ((b[i] | 0x20) === 0x78 && (b[i + 1] | 0x20) === 0x72 && (b[i + 2] | 0x20) === 0x65 && (b[i + 3] | 0x20) === 0x66) return true;
   }
   return false;
+}
+
+const NULL_UUID = '00000000000000000000000000000000';
+
+/**
+ * A UUID of an RFC 7989 Session-ID (`<local-uuid>;remote=<uuid>`), lower
+ * case. The null UUID (a UA that does not know its peer's yet, RFC 7989
+ * section 6) and anything that is not 32 hex digits are no key: an
+ * implementation's placeholder would link every call it handled.
+ */
+function sessionUuid(value: string): string | null {
+  const u = value.trim().toLowerCase();
+  if (u.length !== 32 || u === NULL_UUID) return null;
+  for (let i = 0; i < 32; i++) {
+    const c = u.charCodeAt(i);
+    if (!(isDigit(c) || (c >= 0x61 && c <= 0x66))) return null;
+  }
+  return u;
 }
 
 /** A non-negative decimal of at most 10 digits (with surrounding LWS); -1 otherwise. */

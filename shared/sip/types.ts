@@ -17,6 +17,12 @@ export interface SipMessage {
   ruriUser: string | null;
   /** Value of the configured correlation header (e.g. X-CID), or of an `xref` parameter, when present. */
   correlation: string | null;
+  /** The sender's UUID of an RFC 7989 Session-ID (32 lower-case hex digits; never the null UUID). */
+  sessionId: string | null;
+  /** Its `remote` parameter: the peer's UUID (same form; null when absent or the null UUID). */
+  sessionRemote: string | null;
+  /** The icid-value of a P-Charging-Vector (RFC 7315). */
+  icid: string | null;
   /** Every header in order: [lower-case long-form name, raw value]. Compact forms are expanded (i -> call-id). */
   headers: Array<[string, string]>;
   /** Byte length of the start line plus headers, including the blank line. */

@@ -25,6 +25,8 @@ export interface SippCallsOptions {
   transport: 'udp' | 'tcp';
   uasHost: SippEndpoint;
   uacHost: SippEndpoint;
+  /** Where the UAC sends its requests when not straight to the UAS (a B2BUA or proxy in between). */
+  proxy?: SippEndpoint;
   calls: number;
   /** New calls per second. Default 10. */
   rate?: number;
@@ -232,7 +234,7 @@ export async function runSippCalls(opts: SippCallsOptions): Promise<SippCallsRes
   const common = ['-t', t, '-nostdin', '-bind_local', '-timeout', timeoutS, '-timeout_error', '-trace_err', '-trace_shortmsg'];
   const uasArgs = ['-sf', f('uas.xml'), '-i', opts.uasHost.addr, '-mi', opts.uasHost.addr, '-p', String(opts.uasHost.port), '-m', String(opts.calls), ...common,
     '-error_file', f('uas-errors.log'), '-shortmessage_file', f('uas-short.csv')];
-  const uacArgs = [hostPort(opts.uasHost), '-sf', f('uac.xml'), '-i', opts.uacHost.addr, '-mi', opts.uacHost.addr, '-p', String(opts.uacHost.port),
+  const uacArgs = [hostPort(opts.proxy ?? opts.uasHost), '-sf', f('uac.xml'), '-i', opts.uacHost.addr, '-mi', opts.uacHost.addr, '-p', String(opts.uacHost.port),
     '-m', String(opts.calls), '-r', String(rate), '-l', String(opts.limit ?? opts.calls), '-s', number, '-cid_str', `${cidPrefix}-%u@%s`, ...common,
     '-error_file', f('uac-errors.log'), '-shortmessage_file', f('uac-short.csv'), '-trace_logs', '-log_file', f('uac-calls.log')];
 

@@ -5,6 +5,7 @@
  */
 
 import assert from 'node:assert/strict';
+import type { LegCallIdRule } from '../../agent/query/legs';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { connectDispatcher, DispatcherLink } from '../../agent/link/client';
@@ -95,6 +96,8 @@ export interface TestAgentOptions {
   /** Sends this many trace:chunk messages, then holds the rest back: a stream stalled mid-trace. */
   stallAfterChunks?: number;
   logger?: Logger;
+  /** The agent's `--leg-callid-rule`s. */
+  legCallIdRules?: LegCallIdRule[];
 }
 
 /** A real agent's dispatcher link and trace serving, in this process. */
@@ -120,7 +123,7 @@ export function startTestAgent(opts: TestAgentOptions): TestAgent {
       return origEmit(...args);
     };
   }
-  const server = serveTraces(link.socket, { ringDir: opts.ringDir, logger: log });
+  const server = serveTraces(link.socket, { ringDir: opts.ringDir, logger: log, legCallIdRules: opts.legCallIdRules });
   return {
     name: opts.name,
     link,

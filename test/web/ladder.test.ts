@@ -509,6 +509,44 @@ describe('web/ladder.js in headless Chromium', () => {
     await second.page.close();
   });
 
+  it('groups legs: a call of two dialogs (grouped by two hosts differently) gets one selector entry showing both legs', async () => {
+    const T2 = 1_700_000_200;
+    const CALLER = '192.0.2.10:5060';
+    const B2B = '192.0.2.5:5060';
+    const CALLEE = '198.51.100.7:5060';
+    const LA = 'a-leg@caller';
+    const LB = 'b-leg@b2bua';
+    const OTHER = 'other@caller';
+    const leg = (m: Msg, group: string, via?: string): Msg => ({ ...m, legGroup: group, ...(via ? { legVia: via as Msg['legVia'] } : {}) });
+    const legs: Msg[] = [
+      // The edge host saw both legs and linked them; the core host saw only the B leg, a call of one leg to it.
+      leg(msg(T2, '0.000', 'edge', CALLER, B2B, 'INVITE', null, LA, '1 INVITE', '4930001', '700'), LA),
+      leg(msg(T2, '0.010', 'edge', B2B, CALLEE, 'INVITE', null, LB, '1 INVITE', 'b2bua', '700'), LA, 'session-id'),
+      leg(msg(T2, '0.0101', 'core', B2B, CALLEE, 'INVITE', null, LB, '1 INVITE', 'b2bua', '700'), LB),
+      leg(msg(T2, '0.500', 'edge', CALLEE, B2B, 200, 'OK', LB, '1 INVITE', 'b2bua', '700'), LA, 'session-id'),
+      leg(msg(T2, '0.510', 'edge', B2B, CALLER, 200, 'OK', LA, '1 INVITE', '4930001', '700'), LA),
+      leg(msg(T2, '0.600', 'edge', '192.0.2.11:5060', B2B, 'INVITE', null, OTHER, '1 INVITE', '4930002', '701'), OTHER),
+    ];
+    const { page, problems } = await open(legs);
+    let s = await snap(page);
+    assert.deepEqual(s.options?.map((o) => o.value), ['all', 'call:1', LA, LB, OTHER]);
+    assert.match(s.options![1].text, /^Call #1: all 2 legs$/);
+    assert.match(s.options![2].text, /^#1 call #1 leg A: INVITE 4930001 → 700/);
+    assert.match(s.options![3].text, /^#2 call #1 leg B \(session-id\): INVITE b2bua → 700/);
+    assert.match(s.options![4].text, /^#3 INVITE 4930002 → 701/, 'a call of one leg is no call of legs');
+
+    await page.selectOption('.ladder-view select', 'call:1');
+    s = await snap(page);
+    assert.deepEqual([...new Set(s.arrows.map((a) => a.callId))].sort(), [LA, LB].sort());
+    assert.equal(s.arrows.length, 4, "the core host's capture of the B leg's INVITE folds into the edge host's");
+    assert.deepEqual(s.lanes.map((l) => l.addr), [CALLER, B2B, CALLEE], 'one lane per address:port of either leg');
+    assert.equal(s.legendHidden, false);
+    assert.deepEqual(s.legend.map((l) => l.callId), [LA, LB]);
+    assert.notEqual(s.arrows.find((a) => a.callId === LA)!.stroke, s.arrows.find((a) => a.callId === LB)!.stroke, 'each leg keeps its colour');
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
   it('click and keyboard select an arrow: onSelect gets the message, the details panel shows its fields', async () => {
     const { page, problems } = await open(BASIC);
     assert.match(await page.textContent('.ladder-details') ?? '', /Click an arrow/);

@@ -115,7 +115,8 @@ describe('web page (in-process dispatcher and agents)', { skip }, () => {
     assert.deepEqual(await page.locator('#trace-hosts tbody tr').evaluateAll((rs: any[]) => rs.map((r) => `${r.dataset.host}:${r.dataset.state}`)), ['a:done', 'b:done']);
     const trace = (await d.orchestrator.view(id))!;
     assert.equal(trace.state, 'done');
-    assert.deepEqual(trace.request, { callId: [CALL], since: new Date((T0 - 60) * 1000).toISOString(), until: new Date((T0 + 60) * 1000).toISOString(), hosts: ['a', 'b'] });
+    // Legs are followed unless the box is unticked.
+    assert.deepEqual(trace.request, { callId: [CALL], since: new Date((T0 - 60) * 1000).toISOString(), until: new Date((T0 + 60) * 1000).toISOString(), hosts: ['a', 'b'], legs: true });
     const packets = (await page.locator('#trace-hosts tbody tr[data-host="a"] [data-field="packets"]').textContent())?.replace(/,/g, '');
     assert.equal(packets, String(trace.hosts.find((x) => x.host === 'a')!.packets));
 

@@ -61,7 +61,7 @@ export function windowStart(win, now = Date.now()) {
 
 /**
  * { request } or { errors: { field: message } } (field '' is the whole form).
- * values: { number, callId, ip, port, window, from, to, filter, hostsMode, hosts, rtp, alignClocks }
+ * values: { number, callId, ip, port, window, from, to, filter, hostsMode, hosts, rtp, alignClocks, legs }
  */
 export function buildRequest(values) {
   const errors = {};
@@ -127,6 +127,7 @@ export function buildRequest(values) {
 
   if (values.rtp) req.rtp = true;
   if (values.alignClocks) req.alignClocks = true;
+  if (values.legs) req.legs = true;
 
   if (values.hostsMode === 'pick') {
     if (!values.hosts || values.hosts.length === 0) errors.hosts = 'pick at least one host, or choose all connected agents';
@@ -140,7 +141,8 @@ export function buildRequest(values) {
  * and how long to follow. { request } or { errors }.
  */
 export function buildFollowRequest(values, durationMs) {
-  const built = buildRequest({ ...values, window: WINDOWS.find((w) => w.value !== 'custom').value, rtp: false });
+  // Legs (on by default) and clock alignment are a stored trace's: a follow goes without them.
+  const built = buildRequest({ ...values, window: WINDOWS.find((w) => w.value !== 'custom').value, rtp: false, legs: false, alignClocks: false });
   if (built.errors) return built;
   const { since: _since, until: _until, ...req } = built.request;
   if (values.rtp) return { errors: { rtp: 'RTP is not followed live yet: follow the call, then trace it with RTP over its window' } };
@@ -148,7 +150,7 @@ export function buildFollowRequest(values, durationMs) {
 }
 
 /** Request keys (shared/query traceRequest) to the form field that sets them. */
-const KEY_FIELD = { number: 'number', callId: 'callId', ip: 'ip', port: 'port', method: 'filter', status: 'filter', since: 'from', until: 'to', hosts: 'hosts', rtp: 'rtp', durationMs: 'duration', alignClocks: 'alignClocks' };
+const KEY_FIELD = { number: 'number', callId: 'callId', ip: 'ip', port: 'port', method: 'filter', status: 'filter', since: 'from', until: 'to', hosts: 'hosts', rtp: 'rtp', durationMs: 'duration', alignClocks: 'alignClocks', legs: 'legs' };
 /** Refusals of the request as a whole (shared/errors codes) that one field can still fix: shown there. */
 const CODE_FIELD = { TF_QUERY_NOT_SELECTIVE: 'number' };
 

@@ -7,6 +7,8 @@
 
 import { h, replace } from '../lib/dom.js';
 import { fmtClock, fmtMethodStatus } from '../lib/format.js';
+// The ladder's colours, one per call here.
+import { DIALOG_COLOURS as LEG_COLOURS, legsOf, legText } from '../ladder.js';
 
 /** ts ('<seconds>.<nanoseconds>') as a sortable string: zero-padded seconds and nine decimals. */
 function tsKey(ts) {
@@ -36,7 +38,26 @@ function kind(m) {
  * (`live`: the table shows even while empty). onSelect(msg) when a row is chosen.
  */
 export function renderMessages(container, messages, { onSelect, live = false } = {}) {
-  const rowOf = (m, i) => ({ m, i, text: COLUMNS.map((c) => c.value(m)).join('\u0001').toLowerCase() });
+  // With legs asked for, a column names each message's call and leg, in the leg's colour as the ladder draws calls.
+  const legs = legsOf(messages);
+  const columns = [...COLUMNS];
+  if ([...legs.values()].some((l) => l.legs > 1)) {
+    const legOf = (m) => legs.get(m.callId);
+    columns.splice(1, 0, {
+      key: 'leg',
+      label: 'Leg',
+      value: (m) => (legOf(m) ? legText(legOf(m)) : ''),
+      sort: (m) => (legOf(m) ? `${String(legOf(m).call).padStart(6, '0')}${legOf(m).leg.padStart(3, ' ')}${tsKey(m.ts)}` : '~'),
+      cell: (m) => {
+        const l = legOf(m);
+        if (!l) return '';
+        const sw = h('span', { class: 'leg-swatch', 'aria-hidden': 'true' });
+        sw.style.backgroundColor = LEG_COLOURS[(l.call - 1) % LEG_COLOURS.length];
+        return [sw, `#${l.call} ${l.leg}`, ...(l.via ? [h('br'), h('span', { class: 'hint' }, l.via)] : [])];
+      },
+    });
+  }
+  const rowOf = (m, i) => ({ m, i, text: columns.map((c) => c.value(m)).join('\u0001').toLowerCase() });
   const rows = messages.map(rowOf);
   let sortKey = 'time';
   let dir = 1;
@@ -46,7 +67,7 @@ export function renderMessages(container, messages, { onSelect, live = false } =
   const filter = h('input', { type: 'search', id: 'msg-filter', placeholder: 'e.g. INVITE, 486, 198.18.0.2, a Call-ID', autocomplete: 'off', spellcheck: 'false', 'aria-controls': 'msg-table' });
   const count = h('span', { class: 'hint', id: 'msg-count', role: 'status', 'aria-live': 'polite' });
   const tbody = h('tbody');
-  const headers = COLUMNS.map((c) => {
+  const headers = columns.map((c) => {
     const button = h('button', { type: 'button', class: 'sort', dataset: { key: c.key } }, c.label);
     button.addEventListener('click', () => {
       if (sortKey === c.key) dir = -dir;
@@ -61,7 +82,7 @@ export function renderMessages(container, messages, { onSelect, live = false } =
   const table = h('table', { class: 'messages', id: 'msg-table' }, h('caption', { class: 'visually-hidden' }, 'SIP messages; choose a column header to sort'), h('thead', {}, h('tr', {}, headers)), tbody);
 
   function draw() {
-    const col = COLUMNS.find((c) => c.key === sortKey);
+    const col = columns.find((c) => c.key === sortKey);
     const key = col.sort ?? col.value;
     const shown = rows.filter((r) => !query || r.text.includes(query));
     shown.sort((a, b) => {
@@ -69,14 +90,14 @@ export function renderMessages(container, messages, { onSelect, live = false } =
       const y = key(b.m);
       return (x < y ? -1 : x > y ? 1 : 0) * dir || a.i - b.i;
     });
-    for (const [i, c] of COLUMNS.entries()) headers[i].setAttribute('aria-sort', c.key === sortKey ? (dir > 0 ? 'ascending' : 'descending') : 'none');
+    for (const [i, c] of columns.entries()) headers[i].setAttribute('aria-sort', c.key === sortKey ? (dir > 0 ? 'ascending' : 'descending') : 'none');
     replace(
       tbody,
       shown.map((r) => {
         const tr = h(
           'tr',
           { class: `kind-${kind(r.m)}${selected === r.m ? ' selected' : ''}`, dataset: { index: r.i }, tabindex: 0, 'aria-selected': selected === r.m ? 'true' : 'false' },
-          COLUMNS.map((c) => h('td', { class: `col-${c.key}` }, c.cell ? c.cell(r.m) : c.value(r.m))),
+          columns.map((c) => h('td', { class: `col-${c.key}` }, c.cell ? c.cell(r.m) : c.value(r.m))),
         );
         const choose = () => {
           selected = r.m;
@@ -148,6 +169,8 @@ export function messageDetails(m) {
     ['From', m.from],
     ['To', m.to],
     ['Correlation', m.correlation],
+    ['Call (legs)', m.legGroup],
+    ['Linked by', m.legVia],
     ['Size', `${m.bytes} bytes in ${m.packets} packet${m.packets === 1 ? '' : 's'}`],
   ];
   return h(

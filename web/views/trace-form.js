@@ -9,7 +9,7 @@ import { ringShortfall } from '../lib/agents.js';
 import { buildFollowRequest, buildRequest, fieldOf, WINDOWS, windowStart } from '../lib/request.js';
 import { followSession } from './follow.js';
 
-const FIELDS = ['number', 'callId', 'ip', 'port', 'window', 'from', 'to', 'filter', 'hosts', 'rtp', 'alignClocks', 'duration', ''];
+const FIELDS = ['number', 'callId', 'ip', 'port', 'window', 'from', 'to', 'filter', 'hosts', 'rtp', 'alignClocks', 'legs', 'duration', ''];
 /** How long "Follow live" follows (the dispatcher's FOLLOW_LIMITS bound it). */
 const FOLLOW_FOR = [
   { ms: 5 * 60_000, label: '5 min' },
@@ -20,7 +20,7 @@ const FOLLOW_FOR = [
 
 export function renderTraceForm(main, ctx) {
   ctx.setTitle('New trace');
-  const saved = (ctx.shared.form ??= { number: '', callId: '', ip: '', port: '', filter: '', hostsMode: 'all', hosts: [], rtp: false, alignClocks: false });
+  const saved = (ctx.shared.form ??= { number: '', callId: '', ip: '', port: '', filter: '', hostsMode: 'all', hosts: [], rtp: false, alignClocks: false, legs: true });
   const win = ctx.shared.window;
 
   const errorEls = {};
@@ -126,6 +126,8 @@ export function renderTraceForm(main, ctx) {
   rtp.addEventListener('change', () => (saved.rtp = rtp.checked));
   const alignClocks = h('input', { type: 'checkbox', id: 'tf-alignClocks', name: 'alignClocks', checked: saved.alignClocks });
   alignClocks.addEventListener('change', () => (saved.alignClocks = alignClocks.checked));
+  const legs = h('input', { type: 'checkbox', id: 'tf-legs', name: 'legs', checked: saved.legs, 'aria-describedby': 'hint-legs' });
+  legs.addEventListener('change', () => (saved.legs = legs.checked));
 
   const submit = h('button', { type: 'submit', id: 'tf-submit' }, 'Start trace');
   const followFor = h('select', { id: 'tf-duration', name: 'duration', 'aria-describedby': 'err-duration' }, FOLLOW_FOR.map((f) => h('option', { value: String(f.ms), selected: f.ms === (saved.followMs ?? 10 * 60_000) }, f.label)));
@@ -157,6 +159,13 @@ export function renderTraceForm(main, ctx) {
     windowSet,
     hostsSet,
     h('div', { class: 'field' }, h('label', { class: 'choice', for: 'tf-rtp' }, rtp, 'Include RTP (the calls’ media packets)'), errorEl('rtp')),
+    h(
+      'div',
+      { class: 'field' },
+      h('label', { class: 'choice', for: 'tf-legs' }, legs, 'Follow linked legs'),
+      h('p', { class: 'hint', id: 'hint-legs' }, 'the other legs of the calls found (a B2BUA or SBC gives each side its own Call-ID): same X-CID, Session-ID, charging vector or relayed media'),
+      errorEl('legs'),
+    ),
     h(
       'div',
       { class: 'field' },

@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import type { MessageRecord } from '../index/format';
 import { PeerConfigError, PeerResolver } from './peers';
 import { WindowStats } from './windows';
-import { figuresOf } from './figures';
+import { figuresOf } from '../../shared/stats/figures';
 import { loadStats, saveStats, statsPath } from './store';
 import { withTmp } from '../../test/support/with-tmp';
 

@@ -1,6 +1,9 @@
 import type { MessageRecord } from '../index/format';
 import { methodLabel } from '../../shared/sip/methods';
-import { PeerResolver, type Direction } from './peers';
+import { PeerResolver } from './peers';
+import { emptyCounts, type Direction, type PeerCounts, type StatsWindow, type WindowRow } from '../../shared/stats/counts';
+
+export { emptyCounts, type PeerCounts, type StatsWindow, type WindowRow };
 
 /**
  * SIP statistics per time window, per remote peer and direction, fed with
@@ -31,46 +34,8 @@ export interface StatsOptions {
   maxCallSeconds?: number;
 }
 
-/** The counts of one peer, one direction, one window. Plain JSON: it is saved and sent as it is. */
-export interface PeerCounts {
-  /** Requests by method (unregistered methods as "other"). */
-  requests: Record<string, number>;
-  /** Responses by status code. */
-  responses: Record<string, number>;
-  /** New INVITE dialogs (a first INVITE for its Call-ID). */
-  invites: number;
-  /** Their final responses, by status code (the first final to the first INVITE's CSeq). */
-  finals: Record<string, number>;
-  /** Dialogs that got no final response within finalTimeoutSeconds, or were given up. */
-  unfinished: number;
-  /** Answered calls ended by a BYE: how many, total seconds, and those under 1 s and under shortCallSeconds. */
-  ended: number;
-  durationSeconds: number;
-  zeroDuration: number;
-  short: number;
-  /** Session request delay (RFC 6076 SRD): INVITE to its first response other than 100, summed over dialogs. */
-  srdCount: number;
-  srdSeconds: number;
-}
-
-export interface WindowRow {
-  peer: string;
-  dir: Direction;
-  counts: PeerCounts;
-}
-
-export interface StatsWindow {
-  /** Unix seconds. */
-  start: number;
-  seconds: number;
-  rows: WindowRow[];
-}
-
 export const OTHER_PEER = 'other';
 
-export function emptyCounts(): PeerCounts {
-  return { requests: {}, responses: {}, invites: 0, finals: {}, unfinished: 0, ended: 0, durationSeconds: 0, zeroDuration: 0, short: 0, srdCount: 0, srdSeconds: 0 };
-}
 
 interface Dialog {
   row: PeerCounts;

@@ -35,7 +35,7 @@ const pct = (x: number | null) => (x === null ? '-' : x.toFixed(1));
 const secs = (x: number | null) => (x === null ? '-' : x.toFixed(2));
 
 async function table(windows: StatsWindow[]): Promise<string> {
-  const { figuresOf } = await import('../../agent/stats/figures');
+  const { figuresOf } = await import('../../shared/stats/figures');
   const head = ['window', 'dir', 'peer', 'msgs', 'INVITE', 'ans', 'busy', 'noans', 'cancel', 'f3xx', 'f4xx', 'f5xx', 'f6xx', 'unfin', 'zero', 'short', 'SER%', 'SEER%', 'ISA%', 'SRD s', 'dur s'];
   const lines: string[][] = [head];
   for (const w of windows) {
@@ -72,7 +72,7 @@ async function statsCmd(a: Args): Promise<void> {
     notes = r.notes;
   }
   if (a.json) {
-    const { figuresOf } = await import('../../agent/stats/figures');
+    const { figuresOf } = await import('../../shared/stats/figures');
     const out = windows.map((w) => ({ start: new Date(w.start * 1000).toISOString(), seconds: w.seconds, rows: w.rows.map((r) => ({ ...r, figures: figuresOf(r.counts) })) }));
     process.stdout.write(JSON.stringify({ windows: out, notes }) + '\n');
     return;

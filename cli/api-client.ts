@@ -4,6 +4,7 @@ import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { io, Socket } from 'socket.io-client';
 import { z } from 'zod';
+import { statsAnswerCounts } from '../shared/stats/answer';
 import { callFigures, type CallFigures } from '../shared/query/call-figures';
 import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, fullMessagesPage, FullMessagesPage, loginResult, LoginResult, traceMessage, TraceMessage, traceStream, TraceStream, traceView, TraceView } from '../shared/protocol/client';
 import type { Connection } from './connection';
@@ -243,6 +244,11 @@ export class DispatcherClient {
 
   async streams(id: string): Promise<TraceStream[]> {
     return (await this.json(`/api/traces/${encodeURIComponent(id)}/streams`, z.object({ streams: z.array(traceStream) }))).streams;
+  }
+
+  /** GET /api/stats: the counts as sent (the figures are the caller's to compute again from them). */
+  stats(q: URLSearchParams): Promise<z.infer<typeof statsAnswerCounts>> {
+    return this.json(`/api/stats?${q.toString()}`, statsAnswerCounts);
   }
 
   async agents(): Promise<AgentView[]> {

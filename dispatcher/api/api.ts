@@ -28,6 +28,8 @@ import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { HttpError, toHttp } from './errors';
 import { DEFAULT_FULL_MESSAGES, MAX_FULL_MESSAGES, mergedMessages, mergedStreams, withFullMessages } from './messages';
 import { METRICS_CONTENT_TYPE, Metrics } from './metrics';
+import type { FleetStats } from '../stats/fleet-stats';
+import { statsQuery } from '../../shared/stats/answer';
 
 export interface Principal {
   name: string;
@@ -53,6 +55,8 @@ export interface ApiAuth {
 
 export interface ApiDeps {
   store: TraceStore;
+  /** The fleet's SIP statistics (GET /api/stats); absent: the route answers empty. */
+  stats?: FleetStats;
   traces: Traces;
   auth: ApiAuth;
   metrics: Metrics;
@@ -538,6 +542,16 @@ export function createApi(deps: ApiDeps): express.Express {
     h(async (_req, res) => {
       need(principal(res), 'read', 'list agents');
       res.json({ agents: await traces.agents() });
+    }),
+  );
+
+  api.get(
+    '/stats',
+    h(async (req, res) => {
+      need(principal(res), 'read', 'read the fleet\'s statistics');
+      const q = statsQuery.safeParse(req.query);
+      if (!q.success) throw new HttpError('TF_PARAMS_INVALID', `${zodMessage('query', q.error)} (GET /api/stats?from=ISO&to=ISO&host=NAME&peer=PEER)`, {}, zodField(q.error));
+      res.json(deps.stats ? deps.stats.query(q.data) : { from: '', to: '', windows: [], peers: [], hosts: [] });
     }),
   );
 

@@ -13,6 +13,7 @@ import { Spool } from '../trace/spool';
 import { openStore, StoreAccess } from './store-access';
 import { Auth } from '../auth/auth';
 import { createApi } from '../api/api';
+import { FleetStats } from '../stats/fleet-stats';
 import { Metrics } from '../api/metrics';
 import { connectRedis, RedisLink } from './redis';
 import { clientAddress } from '../api/client-address';
@@ -46,6 +47,8 @@ export interface RunningDispatcher {
   store: StoreAccess;
   orchestrator: Orchestrator;
   follows: Follows;
+  /** The fleet's SIP statistics windows (GET /api/stats, alerts). */
+  stats: FleetStats;
   http: HttpServer;
   io: Server;
   close(): Promise<void>;
@@ -103,7 +106,9 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     const metrics = new Metrics({ orchestrator, registry: fleet.registry, store: store.store });
     const health = new DispatcherHealth();
     cleanups.push(() => health.close());
-    const app = createApi({ store: store.store, traces: orchestrator, auth, metrics, logger: child('dispatcher.api'), staticDir: opts.staticDir, trustProxy: opts.trustProxy, health: () => ({ ...health.check() }) });
+    const stats = new FleetStats();
+    fleet.onStats((agent, windows) => stats.apply(agent, windows));
+    const app = createApi({ store: store.store, stats, traces: orchestrator, auth, metrics, logger: child('dispatcher.api'), staticDir: opts.staticDir, trustProxy: opts.trustProxy, health: () => ({ ...health.check() }) });
     http.on('request', app);
     await orchestrator.recover();
 
@@ -139,6 +144,7 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
       store,
       orchestrator,
       follows,
+      stats,
       http,
       io,
       close() {

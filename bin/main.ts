@@ -18,6 +18,7 @@ const commands = () => ({
   remote: (require('../cli/commands/remote') as typeof import('../cli/commands/remote')).dispatcherCommands,
   ring: (require('../cli/commands/ring') as typeof import('../cli/commands/ring')).ringCommand,
   stats: (require('../cli/commands/stats') as typeof import('../cli/commands/stats')).statsCommand,
+  alert: (require('../cli/commands/alert') as typeof import('../cli/commands/alert')).alertCommand,
 });
 
 const local = () => require('../cli/commands/local') as typeof import('../cli/commands/local');
@@ -37,6 +38,7 @@ export function cli(argv: string[]): Argv {
     .command(c.remote)
     .command(c.ring)
     .command(c.stats)
+    .command(c.alert)
     .demandCommand(1, 'give a command; see --help')
     .strict()
     .fail((msg, err) => {

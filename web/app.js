@@ -4,6 +4,7 @@
  *   #/trace/<id>   one trace: live host rows, SIP messages, ladder, downloads
  *   #/history      past traces, newest first
  *   #/fleet        agents
+ *   #/health       SIP statistics per window, peer and host; alert rules
  * A route is a URL, so a trace page can be reloaded or sent to a colleague.
  */
 
@@ -15,6 +16,7 @@ import { renderTraceForm } from './views/trace-form.js';
 import { renderTrace } from './views/trace.js';
 import { renderHistory } from './views/history.js';
 import { renderFleet } from './views/fleet.js';
+import { renderHealth } from './views/health.js';
 
 /** #/trace/<id>, with the dispatcher's trace-id rule (an anchored pattern). */
 const TRACE_ROUTE = new RegExp(`^/trace/(${RULES.patterns.traceId.slice(1, -1)})$`);
@@ -142,6 +144,9 @@ function route() {
   } else if (hash === '/history') {
     current = 'history';
     renderHistory(main, ctx);
+  } else if (hash === '/health') {
+    current = 'health';
+    renderHealth(main, ctx);
   } else if (hash === '/fleet') {
     current = 'fleet';
     renderFleet(main, ctx);

@@ -94,6 +94,12 @@ export function makeApi(session, onUnauthorized) {
     message: (id, n) => call('GET', `/api/traces/${enc(id)}/messages/${Number(n)}`),
     streams: (id) => call('GET', `/api/traces/${enc(id)}/streams`),
     agents: () => call('GET', '/api/agents'),
+    /** GET /api/stats: { from, to, host, peer } (ISO times; host and peer one or a list). */
+    stats(q = {}) {
+      const p = new URLSearchParams();
+      for (const [k, v] of Object.entries(q)) for (const x of [].concat(v ?? [])) p.append(k, x);
+      return call('GET', `/api/stats?${p}`);
+    },
     /** The download's path: a link to it that carries no credentials (downloadUrl makes the one to follow). */
     downloadPath(id, what) {
       const base = `/api/traces/${enc(id)}`;

@@ -17,6 +17,7 @@ import { renderTrace } from './views/trace.js';
 import { renderHistory } from './views/history.js';
 import { renderFleet } from './views/fleet.js';
 import { renderHealth } from './views/health.js';
+import { alertBanners } from './views/alerts.js';
 
 /** #/trace/<id>, with the dispatcher's trace-id rule (an anchored pattern). */
 const TRACE_ROUTE = new RegExp(`^/trace/(${RULES.patterns.traceId.slice(1, -1)})$`);
@@ -36,6 +37,7 @@ const updateListeners = new Set();
 const reconnectListeners = new Set();
 /** The current view's clean-up (timers, watched rooms). */
 let leaveView = null;
+let banners = null;
 
 function setConn(status, detail) {
   conn.dataset.status = status;
@@ -53,6 +55,8 @@ function endSession(message) {
   clearSession();
   updateListeners.clear();
   reconnectListeners.clear();
+  banners?.clear();
+  banners = null;
   nav.hidden = true;
   logoutButton.hidden = true;
   who.textContent = '';
@@ -83,8 +87,12 @@ function start(s) {
     },
     onReconnect: () => {
       for (const f of [...reconnectListeners]) f();
+      void banners?.load();
     },
+    onAlert: (e) => banners?.take(e),
   });
+  banners = alertBanners(document.getElementById('alerts'), context([]));
+  void banners.load();
   nav.hidden = false;
   document.getElementById('nav-new').hidden = !canTrace(session);
   logoutButton.hidden = false;

@@ -93,6 +93,10 @@ export function makeApi(session, onUnauthorized) {
     /** Message n (from 0, in the order of messages()) whole: `message.full`, decoded from its host's stored PCAP. */
     message: (id, n) => call('GET', `/api/traces/${enc(id)}/messages/${Number(n)}`),
     streams: (id) => call('GET', `/api/traces/${enc(id)}/streams`),
+    alerts: () => call('GET', '/api/alerts'),
+    alertRules: () => call('GET', '/api/alert-rules'),
+    putAlertRule: (rule) => call('POST', '/api/alert-rules', rule),
+    deleteAlertRule: (name) => call('DELETE', `/api/alert-rules/${enc(name)}`),
     agents: () => call('GET', '/api/agents'),
     /** GET /api/stats: { from, to, host, peer } (ISO times; host and peer one or a list). */
     stats(q = {}) {
@@ -117,7 +121,7 @@ export function makeApi(session, onUnauthorized) {
 
 /**
  * The `/client` socket. handlers: onStatus('connected' | 'reconnecting' | 'offline', detail),
- * onUnauthorized(message), onUpdate(TraceUpdate), onReconnect().
+ * onUnauthorized(message), onUpdate(TraceUpdate), onReconnect(), onAlert(AlertEvent).
  */
 export function connectClient(session, handlers) {
   const socket = io('/client', {
@@ -142,6 +146,7 @@ export function connectClient(session, handlers) {
     handlers.onStatus('reconnecting', err.message);
   });
   socket.on('trace:update', (u) => handlers.onUpdate(u));
+  socket.on('alert', (e) => handlers.onAlert?.(e));
   // The dispatcher ends a socket whose login no longer holds, and says so first.
   socket.on('session:ended', (e) => {
     socket.close();

@@ -41,6 +41,7 @@ export function renderHealth(main, ctx, opts = {}) {
   const peersBox = h('div', { class: 'table-scroll' });
   const detail = h('div', { class: 'health-detail', id: 'health-detail', 'aria-live': 'polite' });
   const hostsBox = h('div', { class: 'table-scroll' });
+  const rulesBox = h('div', { class: 'health-rules' });
   let timer = null;
   let left = false;
   ctx.onLeave(() => {
@@ -64,6 +65,8 @@ export function renderHealth(main, ctx, opts = {}) {
     detail,
     h('h2', {}, 'Hosts'),
     hostsBox,
+    h('h2', {}, 'Alert rules'),
+    rulesBox,
   );
 
   async function load() {
@@ -230,5 +233,93 @@ export function renderHealth(main, ctx, opts = {}) {
     );
   }
 
+  async function loadRules() {
+    try {
+      drawRules((await ctx.api.alertRules()).rules);
+    } catch (e) {
+      replace(rulesBox, h('p', { class: 'form-error' }, `Could not load the alert rules: ${e.message}`));
+    }
+  }
+
+  function drawRules(rules) {
+    const admin = ctx.session.roles.includes('admin');
+    const list = rules.length === 0
+      ? h('p', { class: 'hint' }, 'No alert rule yet.')
+      : h(
+          'table',
+          { class: 'health', id: 'alert-rules' },
+          h('thead', {}, h('tr', {}, ['Name', 'Figure', 'Threshold', 'Min INVITEs', 'Windows', 'Scope', 'Severity', ''].map((t) => h('th', { scope: 'col' }, t)))),
+          h(
+            'tbody',
+            {},
+            rules.map((r) =>
+              h(
+                'tr',
+                {},
+                h('th', { scope: 'row' }, r.name),
+                h('td', {}, r.figure),
+                h('td', {}, `${r.op} ${r.threshold}`),
+                h('td', { class: 'num' }, String(r.minInvites)),
+                h('td', { class: 'num' }, String(r.windows)),
+                h('td', {}, r.match ? `${r.scope} ${r.match}` : r.scope === 'fleet' ? 'fleet' : `each ${r.scope}`),
+                h('td', {}, r.severity),
+                h('td', {}, admin ? h('button', { type: 'button', class: 'secondary', onclick: async () => { await ctx.api.deleteAlertRule(r.name).catch(() => {}); void loadRules(); } }, 'Remove') : ''),
+              ),
+            ),
+          ),
+        );
+    if (!admin) return replace(rulesBox, list, h('p', { class: 'hint' }, 'Admins edit the rules.'));
+    const field = (name, label, input) => h('label', {}, label, input, h('span', { class: 'field-error', dataset: { for: name } }));
+    const inputs = {
+      name: h('input', { name: 'name', required: true, size: 14, pattern: '[A-Za-z0-9_.\\-]{1,64}' }),
+      figure: h('select', { name: 'figure' }, ['errorRatio', 'ser', 'seer', 'isa', 'answerRatio', 'srd', 'meanDuration', 'invites', 'messages'].map((f) => h('option', { value: f }, f))),
+      op: h('select', { name: 'op' }, h('option', { value: 'above' }, 'above'), h('option', { value: 'below' }, 'below')),
+      threshold: h('input', { name: 'threshold', type: 'number', step: 'any', required: true, size: 6 }),
+      minInvites: h('input', { name: 'minInvites', type: 'number', min: 0, value: 10, size: 6 }),
+      windows: h('input', { name: 'windows', type: 'number', min: 1, max: 240, value: 1, size: 4 }),
+      scope: h('select', { name: 'scope' }, ['peer', 'host', 'fleet'].map((v) => h('option', { value: v }, v))),
+      match: h('input', { name: 'match', size: 14, placeholder: 'each' }),
+      severity: h('select', { name: 'severity' }, h('option', { value: 'warning' }, 'warning'), h('option', { value: 'critical' }, 'critical')),
+    };
+    const formError = h('p', { class: 'form-error', role: 'alert' });
+    const form = h(
+      'form',
+      { class: 'rule-form', id: 'rule-form', novalidate: true },
+      field('name', 'Name', inputs.name),
+      field('figure', 'Figure', inputs.figure),
+      field('op', 'Fires', inputs.op),
+      field('threshold', 'Threshold', inputs.threshold),
+      field('minInvites', 'Min INVITEs', inputs.minInvites),
+      field('windows', 'Windows', inputs.windows),
+      field('scope', 'Scope', inputs.scope),
+      field('match', 'Only (host or peer)', inputs.match),
+      field('severity', 'Severity', inputs.severity),
+      h('button', { type: 'submit' }, 'Save rule'),
+    );
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      for (const el of form.querySelectorAll('.field-error')) el.textContent = '';
+      for (const el of Object.values(inputs)) el.removeAttribute('aria-invalid');
+      formError.textContent = '';
+      const num = (el) => (el.value.trim() === '' ? undefined : Number(el.value));
+      const rule = { name: inputs.name.value.trim(), figure: inputs.figure.value, op: inputs.op.value, threshold: num(inputs.threshold), minInvites: num(inputs.minInvites), windows: num(inputs.windows), scope: inputs.scope.value, severity: inputs.severity.value };
+      if (inputs.match.value.trim()) rule.match = inputs.match.value.trim();
+      try {
+        await ctx.api.putAlertRule(rule);
+        void loadRules();
+      } catch (e) {
+        // The dispatcher names the field at fault (TF_ALERT_RULE_INVALID).
+        const at = e.field && form.querySelector(`.field-error[data-for="${CSS.escape(e.field)}"]`);
+        if (at) {
+          at.textContent = e.message;
+          inputs[e.field]?.setAttribute('aria-invalid', 'true');
+          inputs[e.field]?.focus();
+        } else formError.textContent = e.message;
+      }
+    });
+    replace(rulesBox, list, h('h3', {}, 'Add or replace a rule'), form, formError);
+  }
+
   void load();
+  void loadRules();
 }

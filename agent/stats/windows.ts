@@ -154,13 +154,14 @@ export class WindowStats {
     const d = this.dialogs.get(m.c);
     // CSeq "<n> INVITE" of the dialog's first INVITE, compared without slicing.
     if (!d || sp !== d.cseq.length || !q.startsWith(d.cseq) || !q.endsWith(' INVITE') || q.length !== sp + 7) return;
-    this.changed.add(d.start);
     if (!d.srd && m.s !== 100) {
+      this.changed.add(d.start);
       d.srd = true;
       d.row.srdCount++;
       d.row.srdSeconds += Math.max(0, at - d.inviteAt);
     }
     if (m.s >= 200 && d.final === null) {
+      this.changed.add(d.start);
       d.final = m.s;
       inc(d.row.finals, codeKey(m.s));
       if (m.s < 300) d.answeredAt = at;

@@ -19,6 +19,7 @@ const commands = () => ({
   ring: (require('../cli/commands/ring') as typeof import('../cli/commands/ring')).ringCommand,
   stats: (require('../cli/commands/stats') as typeof import('../cli/commands/stats')).statsCommand,
   extcap: (require('../cli/commands/extcap') as typeof import('../cli/commands/extcap')).extcapCommand,
+  alert: (require('../cli/commands/alert') as typeof import('../cli/commands/alert')).alertCommand,
 });
 
 const local = () => require('../cli/commands/local') as typeof import('../cli/commands/local');
@@ -39,6 +40,7 @@ export function cli(argv: string[]): Argv {
     .command(c.ring)
     .command(c.stats)
     .command(c.extcap)
+    .command(c.alert)
     .demandCommand(1, 'give a command; see --help')
     .strict()
     .fail((msg, err) => {

@@ -4,6 +4,8 @@ import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { io, Socket } from 'socket.io-client';
 import { z } from 'zod';
+import { statsAnswerCounts } from '../shared/stats/answer';
+import { alertRule, type AlertRule, type AlertRuleInput } from '../shared/alerts/rule';
 import { callFigures, type CallFigures } from '../shared/query/call-figures';
 import { agentView, AgentView, ClientToDispatcherEvents, DispatcherToClientEvents, fullMessagesPage, FullMessagesPage, loginResult, LoginResult, traceMessage, TraceMessage, traceStream, TraceStream, traceView, TraceView } from '../shared/protocol/client';
 import type { Connection } from './connection';
@@ -21,7 +23,7 @@ export type { TraceMessage };
 export type ClientSocket = Socket<DispatcherToClientEvents, ClientToDispatcherEvents>;
 
 /** Validates a dispatcher answer; a mismatch means a dispatcher of another version. */
-export function parseAnswer<T>(schema: z.ZodType<T>, what: string, data: unknown): T {
+export function parseAnswer<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, what: string, data: unknown): T {
   const r = schema.safeParse(data);
   if (r.success) return r.data;
   const i = r.error.issues[0];
@@ -146,7 +148,7 @@ export class DispatcherClient {
   }
 
   /** A JSON request; the answer validated with `schema`. */
-  async json<T>(path: string, schema: z.ZodType<T>, opts: RequestOptions = {}): Promise<T> {
+  async json<T>(path: string, schema: z.ZodType<T, z.ZodTypeDef, unknown>, opts: RequestOptions = {}): Promise<T> {
     let res: IncomingMessage;
     let text: string;
     try {
@@ -243,6 +245,25 @@ export class DispatcherClient {
 
   async streams(id: string): Promise<TraceStream[]> {
     return (await this.json(`/api/traces/${encodeURIComponent(id)}/streams`, z.object({ streams: z.array(traceStream) }))).streams;
+  }
+
+  /** GET /api/stats: the counts as sent (the figures are the caller's to compute again from them). */
+  stats(q: URLSearchParams): Promise<z.infer<typeof statsAnswerCounts>> {
+    return this.json(`/api/stats?${q.toString()}`, statsAnswerCounts);
+  }
+
+  /** Alert rules (any role may read them). */
+  async alertRules(): Promise<AlertRule[]> {
+    return (await this.json('/api/alert-rules', z.object({ rules: z.array(alertRule) }))).rules;
+  }
+
+  /** Creates or replaces a rule (admin); the dispatcher checks it again. */
+  async putAlertRule(rule: AlertRuleInput): Promise<AlertRule> {
+    return (await this.json('/api/alert-rules', z.object({ rule: alertRule }), { method: 'POST', body: rule })).rule;
+  }
+
+  async deleteAlertRule(name: string): Promise<void> {
+    await this.json(`/api/alert-rules/${encodeURIComponent(name)}`, z.object({ removed: z.string() }), { method: 'DELETE' });
   }
 
   async agents(): Promise<AgentView[]> {

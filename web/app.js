@@ -4,6 +4,7 @@
  *   #/trace/<id>   one trace: live host rows, SIP messages, ladder, downloads
  *   #/history      past traces, newest first
  *   #/fleet        agents
+ *   #/health       SIP statistics per window, peer and host; alert rules
  * A route is a URL, so a trace page can be reloaded or sent to a colleague.
  */
 
@@ -15,6 +16,8 @@ import { renderTraceForm } from './views/trace-form.js';
 import { renderTrace } from './views/trace.js';
 import { renderHistory } from './views/history.js';
 import { renderFleet } from './views/fleet.js';
+import { renderHealth } from './views/health.js';
+import { alertBanners } from './views/alerts.js';
 
 /** #/trace/<id>, with the dispatcher's trace-id rule (an anchored pattern). */
 const TRACE_ROUTE = new RegExp(`^/trace/(${RULES.patterns.traceId.slice(1, -1)})$`);
@@ -36,6 +39,7 @@ const reconnectListeners = new Set();
 let followListener = null;
 /** The current view's clean-up (timers, watched rooms). */
 let leaveView = null;
+let banners = null;
 
 function setConn(status, detail) {
   conn.dataset.status = status;
@@ -54,6 +58,8 @@ function endSession(message) {
   updateListeners.clear();
   reconnectListeners.clear();
   followListener = null;
+  banners?.clear();
+  banners = null;
   nav.hidden = true;
   logoutButton.hidden = true;
   who.textContent = '';
@@ -84,13 +90,17 @@ function start(s) {
     },
     onReconnect: () => {
       for (const f of [...reconnectListeners]) f();
+      void banners?.load();
     },
     onFollow: (kind, payload, ack) => {
       if (followListener) followListener(kind, payload, ack);
       // Nobody shows it (the view was left as it arrived): taken all the same, the view's leaving stopped it.
       else ack({});
     },
+    onAlert: (e) => banners?.take(e),
   });
+  banners = alertBanners(document.getElementById('alerts'), context([]));
+  void banners.load();
   nav.hidden = false;
   document.getElementById('nav-new').hidden = !canTrace(session);
   logoutButton.hidden = false;
@@ -157,6 +167,9 @@ function route() {
   } else if (hash === '/history') {
     current = 'history';
     renderHistory(main, ctx);
+  } else if (hash === '/health') {
+    current = 'health';
+    renderHealth(main, ctx);
   } else if (hash === '/fleet') {
     current = 'fleet';
     renderFleet(main, ctx);

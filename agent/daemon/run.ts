@@ -9,6 +9,7 @@ import type { TraceQuery } from '../../shared/query/query';
 import { lockRing } from '../ring/lock';
 import { emptySipCounts, type SipCounts } from '../index/sip-counts';
 import { IndexLag } from './lag';
+import { StatsOutbox } from '../stats/outbox';
 import { type Logger, processLogger } from '../../shared/log/log';
 
 export interface AgentOptions extends CaptureEngineOptions {
@@ -40,6 +41,8 @@ export interface RunningAgent {
   engine: CaptureEngine;
   indexer: IndexerHandle;
   follows: LiveFollows;
+  /** The statistics windows waiting for the dispatcher link (null without statistics). */
+  stats: StatsOutbox | null;
   stop(): Promise<void>;
 }
 
@@ -62,6 +65,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10, stats: opts.stats };
   const worker = new Worker(join(__dirname, '..', 'index', 'live-worker.js'), { workerData: data });
   const followers = new Map<string, (b: FollowBatch) => void>();
+  const windowSeconds = opts.stats?.options.windowSeconds ?? 360;
+  const stats = opts.stats ? new StatsOutbox(opts.stats.options.retentionSeconds ?? 86_400 + windowSeconds) : null;
   const stoppedIndexer = new Promise<void>((resolve) => {
     worker.on('message', (m: IndexerReport) => {
       if (m.type === 'follow') {
@@ -77,7 +82,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         indexer.lastError = m.lastError;
         indexer.sip = m.sip;
         indexer.lag.indexed(m.indexed);
-      } else if (m.type === 'stopped') resolve();
+      } else if (m.type === 'windows') stats?.update(m.windows);
+      else if (m.type === 'stopped') resolve();
     });
     worker.on('error', (e) => {
       log.error({ err: e }, 'indexer thread failed; segments will be indexed when next opened');
@@ -123,6 +129,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     engine,
     indexer,
     follows,
+    stats,
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -3,7 +3,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { LiveIndexer } from './live';
 import { SipCounts, countSipMessage, emptySipCounts } from './sip-counts';
 import { PeerResolver, type PeerConfig } from '../stats/peers';
-import { WindowStats, type StatsOptions } from '../stats/windows';
+import { WindowStats, type StatsOptions, type StatsWindow } from '../stats/windows';
 import { loadStats, saveStats } from '../stats/store';
 import type { FollowBatch } from './follow-match';
 import { buildQuerySpec, type TraceQuery } from '../../shared/query/query';
@@ -27,6 +27,8 @@ export type IndexerCommand =
 export type IndexerReport =
   | { type: 'status'; errors: number; lastError: string | null; indexed: Array<[string, number]>; sip: SipCounts }
   | { type: 'stopped' }
+  /** The statistics windows counted in since the last such report (whole windows: each replaces the one before). */
+  | { type: 'windows'; windows: StatsWindow[] }
   | FollowBatch;
 
 export interface IndexerWorkerData {
@@ -39,6 +41,8 @@ export interface IndexerWorkerData {
 
 /** How often the statistics are saved beside the ring (and at stop). */
 const SAVE_STATS_MS = 60_000;
+/** How often the windows counted in are handed to the main thread (which sends them with its heartbeats). */
+const POST_WINDOWS_MS = 2_000;
 
 if (parentPort) {
   const port = parentPort;
@@ -51,6 +55,11 @@ if (parentPort) {
   const sip = emptySipCounts();
   let stats: WindowStats | null = null;
   let statsTimer: NodeJS.Timeout | null = null;
+  let postTimer: NodeJS.Timeout | null = null;
+  const postWindows = () => {
+    const windows = stats?.takeChanged() ?? [];
+    if (windows.length > 0) port.postMessage({ type: 'windows', windows } satisfies IndexerReport);
+  };
   const save = () => {
     try {
       if (stats) saveStats(cfg.ringDir, stats);
@@ -68,6 +77,7 @@ if (parentPort) {
       // A file that is not ours, or torn: start afresh; the next save replaces it.
     }
     statsTimer = setInterval(save, SAVE_STATS_MS);
+    postTimer = setInterval(postWindows, POST_WINDOWS_MS);
   }
   const status = (): IndexerReport => ({ type: 'status', errors: ix.errors, lastError: ix.lastError, indexed: ix.progress(), sip });
   const ix: LiveIndexer = new LiveIndexer(cfg.ringDir, {
@@ -91,7 +101,9 @@ if (parentPort) {
       case 'stop':
         ix.stop();
         if (statsTimer) clearInterval(statsTimer);
+        if (postTimer) clearInterval(postTimer);
         save();
+        postWindows();
         port.postMessage(status());
         port.postMessage({ type: 'stopped' } satisfies IndexerReport);
         port.close();

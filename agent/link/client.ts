@@ -5,6 +5,7 @@ import { listSegments } from '../ring/layout';
 import { type Logger, componentLogger } from '../../shared/log/log';
 import { AgentHello, AgentStatus, HEARTBEAT_MS, PROTOCOL_VERSION, RingStatus, helloAck, AgentToDispatcherEvents, DispatcherToAgentEvents } from '../../shared/protocol/agent';
 import { parseMessage } from '../../shared/protocol/common';
+import type { StatsOutbox } from '../stats/outbox';
 
 export interface DispatcherLinkOptions {
   /** Dispatcher base URL, e.g. http://127.0.0.1:8060 (the link uses url + '/agent'). */
@@ -13,6 +14,8 @@ export interface DispatcherLinkOptions {
   name: string;
   hello: () => Omit<AgentHello, 'protocol'>;
   status: () => AgentStatus;
+  /** The SIP statistics windows to send with the heartbeats (agent/stats/outbox.ts); absent: none. */
+  stats?: Pick<StatsOutbox, 'take' | 'resendAll'>;
   /** PEM CA certificate(s) to trust for an https dispatcher (a private CA or a self-signed certificate); replaces the system's CAs for this link. */
   ca?: string;
   logger?: Logger;
@@ -98,10 +101,14 @@ export function connectDispatcher(opts: DispatcherLinkOptions): DispatcherLink {
       });
     }
     stopHeartbeat();
+    // This dispatcher may never have had them (it restarted, or this agent was away).
+    opts.stats?.resendAll();
     heartbeat = setInterval(() => {
       if (!socket.connected) return;
       const s = safely('status', opts.status);
-      if (s) socket.emit('agent:heartbeat', s);
+      if (!s) return;
+      const stats = opts.stats ? safely('stats', () => opts.stats!.take()) : null;
+      socket.emit('agent:heartbeat', stats ? { ...s, stats } : s);
     }, HEARTBEAT_MS);
     heartbeat.unref();
   });

@@ -8,7 +8,8 @@ import { networkInterfaces } from 'node:os';
  * configuration, parsed here once; per message only lookups happen.
  */
 
-export type Direction = 'in' | 'out';
+export type { Direction } from '../../shared/stats/counts';
+import type { Direction } from '../../shared/stats/counts';
 
 export interface PeerConfig {
   /** ADDR, ADDR/PREFIX, IPv4:PORT or [IPv6]:PORT: this host's side. Default: the host's interface addresses. */

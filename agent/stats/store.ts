@@ -2,6 +2,7 @@ import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } f
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { WindowStats } from './windows';
+import { statsWindow } from '../../shared/stats/counts';
 
 /**
  * The statistics file beside the ring (sipstats.json): written aside and
@@ -10,21 +11,11 @@ import type { WindowStats } from './windows';
  */
 export const STATS_FILE = 'sipstats.json';
 
-const counts = z.record(z.string().max(16), z.number().nonnegative().finite());
-const peerCounts = z.object({
-  requests: counts, responses: counts, invites: z.number().nonnegative(), finals: counts, unfinished: z.number().nonnegative(),
-  ended: z.number().nonnegative(), durationSeconds: z.number().nonnegative(), zeroDuration: z.number().nonnegative(), short: z.number().nonnegative(),
-  srdCount: z.number().nonnegative(), srdSeconds: z.number().nonnegative(),
-});
 export const savedStats = z.object({
   version: z.literal(1),
   windowSeconds: z.number().int().positive(),
   newest: z.number(),
-  windows: z.array(z.object({
-    start: z.number(),
-    seconds: z.number().int().positive(),
-    rows: z.array(z.object({ peer: z.string().max(64), dir: z.enum(['in', 'out']), counts: peerCounts })),
-  })).max(100_000),
+  windows: z.array(statsWindow).max(100_000),
 });
 export type SavedStats = z.infer<typeof savedStats>;
 

@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import type { MessageRecord } from '../index/format';
 import { PeerConfigError, PeerResolver } from './peers';
 import { WindowStats } from './windows';
-import { figuresOf } from './figures';
+import { figuresOf } from '../../shared/stats/figures';
 import { loadStats, saveStats, statsPath } from './store';
 import { withTmp } from '../../test/support/with-tmp';
 
@@ -91,4 +91,42 @@ test('peer configuration is checked: addresses, prefixes, ports and names', () =
   assert.deepEqual(p.classify('127.0.0.1', 5061, '127.0.0.1', 5060), { peer: '127.0.0.1', dir: 'in' });
   assert.deepEqual(p.classify('127.0.0.1', 5060, '127.0.0.1', 5061), { peer: '127.0.0.1', dir: 'out' });
   assert.deepEqual(p.classify('::1', 5070, '::2', 5060), { peer: '::2', dir: 'out' });
+});
+
+test('takeChanged gives each window counted in since the last call, whole, once; the outbox sends newest first within its bytes and all again after a reconnection', async () => {
+  const { StatsOutbox } = await import('./outbox');
+  const st = new WindowStats(peers(), { windowSeconds: 360 });
+  const t0 = 1_700_000_000 - (1_700_000_000 % 360);
+  call(st, t0 + 1, '192.0.2.5', 'c1', 503);
+  call(st, t0 + 361, '192.0.2.5', 'c2', 200, 1, 5);
+  const first = st.takeChanged();
+  assert.deepEqual(first.map((w) => w.start), [t0, t0 + 360]);
+  assert.deepEqual(st.takeChanged(), []);
+  // The same row as the last message (the indexer's cached row) still marks its window.
+  st.add(msg(t0 + 380, '192.0.2.5', LOCAL, 'c3', 'OPTIONS', null, '1 OPTIONS'));
+  const again = st.takeChanged();
+  assert.deepEqual(again.map((w) => w.start), [t0 + 360]);
+  assert.equal(again[0].rows.find((r) => r.dir === 'in')!.counts.requests.OPTIONS, 1);
+  // A dialog's late outcome marks the window its INVITE was counted in (and the response its own).
+  st.add(msg(t0 + 300, '192.0.2.9', LOCAL, 'c5', 'INVITE', null, '1 INVITE'));
+  st.takeChanged();
+  st.add(msg(t0 + 370, LOCAL, '192.0.2.9', 'c5', null, 486, '1 INVITE'));
+  const late = st.takeChanged();
+  assert.deepEqual(late.map((w) => w.start), [t0, t0 + 360]);
+  assert.equal(late[0].rows.find((r) => r.dir === 'in')!.counts.finals['486'], 1);
+  st.add(msg(t0 + 401, '192.0.2.9', LOCAL, 'c4', 'INVITE', null, '1 INVITE'));
+  st.add(msg(t0 + 402, LOCAL, '192.0.2.9', 'c4', null, 200, '1 INVITE'));
+  st.add(msg(t0 + 730, '192.0.2.9', LOCAL, 'c4', 'BYE', null, '2 BYE'));
+  assert.deepEqual(st.takeChanged().map((w) => w.start), [t0 + 360, t0 + 720]);
+
+  const box = new StatsOutbox();
+  box.update(first);
+  const size = (w: unknown) => JSON.stringify(w).length + 1;
+  // Room for the newest only: the older waits for the next heartbeat.
+  const d1 = box.take(size(first[1]));
+  assert.deepEqual(d1?.windows.map((w) => w.start), [t0 + 360]);
+  assert.deepEqual(box.take()?.windows.map((w) => w.start), [t0]);
+  assert.equal(box.take(), null);
+  box.resendAll();
+  assert.deepEqual(box.take()?.windows.map((w) => w.start), [t0 + 360, t0]);
 });

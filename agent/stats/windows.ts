@@ -1,6 +1,9 @@
 import type { MessageRecord } from '../index/format';
 import { methodLabel } from '../../shared/sip/methods';
-import { PeerResolver, type Direction } from './peers';
+import { PeerResolver } from './peers';
+import { emptyCounts, type Direction, type PeerCounts, type StatsWindow, type WindowRow } from '../../shared/stats/counts';
+
+export { emptyCounts, type PeerCounts, type StatsWindow, type WindowRow };
 
 /**
  * SIP statistics per time window, per remote peer and direction, fed with
@@ -31,49 +34,13 @@ export interface StatsOptions {
   maxCallSeconds?: number;
 }
 
-/** The counts of one peer, one direction, one window. Plain JSON: it is saved and sent as it is. */
-export interface PeerCounts {
-  /** Requests by method (unregistered methods as "other"). */
-  requests: Record<string, number>;
-  /** Responses by status code. */
-  responses: Record<string, number>;
-  /** New INVITE dialogs (a first INVITE for its Call-ID). */
-  invites: number;
-  /** Their final responses, by status code (the first final to the first INVITE's CSeq). */
-  finals: Record<string, number>;
-  /** Dialogs that got no final response within finalTimeoutSeconds, or were given up. */
-  unfinished: number;
-  /** Answered calls ended by a BYE: how many, total seconds, and those under 1 s and under shortCallSeconds. */
-  ended: number;
-  durationSeconds: number;
-  zeroDuration: number;
-  short: number;
-  /** Session request delay (RFC 6076 SRD): INVITE to its first response other than 100, summed over dialogs. */
-  srdCount: number;
-  srdSeconds: number;
-}
-
-export interface WindowRow {
-  peer: string;
-  dir: Direction;
-  counts: PeerCounts;
-}
-
-export interface StatsWindow {
-  /** Unix seconds. */
-  start: number;
-  seconds: number;
-  rows: WindowRow[];
-}
-
 export const OTHER_PEER = 'other';
 
-export function emptyCounts(): PeerCounts {
-  return { requests: {}, responses: {}, invites: 0, finals: {}, unfinished: 0, ended: 0, durationSeconds: 0, zeroDuration: 0, short: 0, srdCount: 0, srdSeconds: 0 };
-}
 
 interface Dialog {
   row: PeerCounts;
+  /** The start of the row's window. */
+  start: number;
   cseq: string;
   inviteAt: number;
   srd: boolean;
@@ -93,6 +60,7 @@ const inc = (r: Record<string, number>, k: string, n = 1) => {
 /** Status codes as keys, made once: a string per response costs the indexer measurably. */
 const CODE_KEYS = Array.from({ length: 700 }, (_, i) => String(i));
 const codeKey = (s: number) => (s >= 0 && s < 700 ? CODE_KEYS[s] : String(s));
+const byPeer = (a: WindowRow, b: WindowRow) => (a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : a.dir < b.dir ? -1 : 1);
 /** Dialogs are expired at most this often (seconds of packet time): a sweep visits every one. */
 const SWEEP_EVERY = 5;
 
@@ -109,6 +77,8 @@ export class WindowStats {
   private readonly dialogs = new Map<string, Dialog>();
   private newest = 0;
   private lastSweep = 0;
+  /** Starts of the windows counted in since takeChanged(). */
+  private readonly changed = new Set<number>();
 
   constructor(private readonly peers: PeerResolver, opts: StatsOptions = {}) {
     this.windowSeconds = opts.windowSeconds ?? 360;
@@ -146,6 +116,7 @@ export class WindowStats {
       peer = OTHER_PEER;
     }
     if (!r) w.set(key, (r = { peer, dir, counts: emptyCounts() }));
+    this.changed.add(start);
     return r.counts;
   }
 
@@ -166,7 +137,7 @@ export class WindowStats {
         const cseqNum = sp > 0 ? q.slice(0, sp) : q;
         row.invites++;
         if (this.dialogs.size >= this.maxDialogs) this.giveUpOldest();
-        this.dialogs.set(m.c, { row, cseq: cseqNum, inviteAt: at, srd: false, final: null, answeredAt: null, doneAt: null });
+        this.dialogs.set(m.c, { row, start: this.last?.start ?? Math.floor(at / this.windowSeconds) * this.windowSeconds, cseq: cseqNum, inviteAt: at, srd: false, final: null, answeredAt: null, doneAt: null });
       } else if (m.m === 'BYE' && d && d.answeredAt !== null && d.doneAt === null) {
         const secs = Math.max(0, at - d.answeredAt);
         d.row.ended++;
@@ -174,6 +145,7 @@ export class WindowStats {
         if (secs < 1) d.row.zeroDuration++;
         if (secs < this.shortCall) d.row.short++;
         d.doneAt = at;
+        this.changed.add(d.start);
       }
       return;
     }
@@ -183,11 +155,13 @@ export class WindowStats {
     // CSeq "<n> INVITE" of the dialog's first INVITE, compared without slicing.
     if (!d || sp !== d.cseq.length || !q.startsWith(d.cseq) || !q.endsWith(' INVITE') || q.length !== sp + 7) return;
     if (!d.srd && m.s !== 100) {
+      this.changed.add(d.start);
       d.srd = true;
       d.row.srdCount++;
       d.row.srdSeconds += Math.max(0, at - d.inviteAt);
     }
     if (m.s >= 200 && d.final === null) {
+      this.changed.add(d.start);
       d.final = m.s;
       inc(d.row.finals, codeKey(m.s));
       if (m.s < 300) d.answeredAt = at;
@@ -199,7 +173,10 @@ export class WindowStats {
     const first = this.dialogs.entries().next().value;
     if (!first) return;
     const [c, d] = first;
-    if (d.final === null) d.row.unfinished++;
+    if (d.final === null) {
+      d.row.unfinished++;
+      this.changed.add(d.start);
+    }
     this.dialogs.delete(c);
   }
 
@@ -213,6 +190,7 @@ export class WindowStats {
         if (now - d.doneAt > LINGER_SECONDS) this.dialogs.delete(c);
       } else if (d.final === null && now - d.inviteAt > this.finalTimeout) {
         d.row.unfinished++;
+        this.changed.add(d.start);
         this.dialogs.delete(c);
       } else if (d.answeredAt !== null && now - d.answeredAt > this.maxCall) {
         this.dialogs.delete(c);
@@ -225,7 +203,7 @@ export class WindowStats {
     return [...this.windows.entries()]
       .filter(([s]) => s + this.windowSeconds > from && s < to)
       .sort((a, b) => a[0] - b[0])
-      .map(([start, rows]) => ({ start, seconds: this.windowSeconds, rows: [...rows.values()].sort((a, b) => (a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : a.dir < b.dir ? -1 : 1)) }));
+      .map(([start, rows]) => ({ start, seconds: this.windowSeconds, rows: [...rows.values()].sort(byPeer) }));
   }
 
   /** What is saved beside the ring: the windows (dialogs in progress are not kept across a restart). */
@@ -243,7 +221,25 @@ export class WindowStats {
       const rows = this.windows.get(w.start) ?? new Map<string, WindowRow>();
       for (const r of w.rows.slice(0, this.maxPeers)) if (!rows.has(`${r.dir} ${r.peer}`)) rows.set(`${r.dir} ${r.peer}`, r);
       this.windows.set(w.start, rows);
+      this.changed.add(w.start);
     }
+  }
+
+  /**
+   * The windows counted in since the last call (whole, as windowsBetween
+   * gives them): what the agent sends the dispatcher next. Windows dropped
+   * by the retention meanwhile are not in it.
+   */
+  takeChanged(): StatsWindow[] {
+    // The cached row of the last message would count in without marking its window again.
+    this.last = null;
+    const out: StatsWindow[] = [];
+    for (const start of [...this.changed].sort((a, b) => a - b)) {
+      const rows = this.windows.get(start);
+      if (rows) out.push({ start, seconds: this.windowSeconds, rows: [...rows.values()].map((r) => structuredClone(r)).sort(byPeer) });
+    }
+    this.changed.clear();
+    return out;
   }
 
   /** Ends the dialogs still open as if their time had passed (a ring read to its end: nothing more will come). */

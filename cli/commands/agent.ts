@@ -100,6 +100,7 @@ async function agentCmd(a: Args): Promise<void> {
         ca,
         hello: () => ({ version, hostname: hostname().slice(0, 255), interfaces: ifaces, ...agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors) }),
         status: () => agentStatusOf(agent.engine.stats(), ringDir, agent.indexer.errors),
+        stats: agent.stats ?? undefined,
         logger: root.child({ component: 'agent.link' }),
       })
     : null;

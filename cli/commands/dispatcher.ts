@@ -25,6 +25,8 @@ async function dispatcherCmd(a: Args): Promise<void> {
   const cert = a.tlsCert as string | undefined;
   const key = a.tlsKey as string | undefined;
   if (Boolean(cert) !== Boolean(key)) throw new UsageError('HTTPS needs both --tls-cert and --tls-key');
+  const webhook = (a.alertWebhook as string | undefined) || undefined;
+  if (webhook !== undefined && !/^https?:\/\/[^\s]+$/.test(webhook)) throw new UsageError(`bad --alert-webhook '${webhook}': give an http(s) URL, e.g. http://alertmanager-relay:9099/hook`);
   const { startDispatcher } = await import('../../dispatcher/daemon/run');
   const { initLoggerFromArgs } = await import('../../shared/log/log');
   const root = initLoggerFromArgs(a, 'dispatcher');
@@ -42,6 +44,7 @@ async function dispatcherCmd(a: Args): Promise<void> {
     timeouts: { runAckMs: (a.runTimeout as number) * 1000, idleMs: (a.idleTimeout as number) * 1000 },
     trustProxy: ((a.trustProxy as string[] | undefined) ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean),
     staticDir: join(__dirname, '..', '..', '..', 'web'),
+    alertWebhook: webhook,
   });
   await untilSignal();
   root.child({ component: 'dispatcher' }).info('stopping; unfinished results stay in the spool and are stored on the next start');
@@ -62,6 +65,7 @@ export const dispatcherCommand: CommandModule<object, Args> = {
       .option('tls-key', { type: 'string', describe: 'PEM private key for --tls-cert' })
       .option('trust-proxy', { type: 'string', array: true, describe: 'reverse proxy addresses or CIDRs whose X-Forwarded-For names the client (repeat or comma-separate); default none' })
       .option('redis', { type: 'string', default: process.env.REDIS_URL, describe: 'Redis URL shared by several dispatchers (env REDIS_URL)' })
+      .option('alert-webhook', { type: 'string', default: process.env.TRACEFLEET_ALERT_WEBHOOK, describe: "URL alerts are POSTed to, in Prometheus Alertmanager's webhook JSON (env TRACEFLEET_ALERT_WEBHOOK)" })
       .option('retention-days', { type: 'number', default: 30, describe: 'purge traces older than this' })
       .option('run-timeout', { type: 'number', default: 10, describe: 'seconds an agent has to accept a trace before it is marked unreachable' })
       .option('idle-timeout', { type: 'number', default: 30, describe: 'seconds an agent may stay silent mid-trace before it is marked lost' })

@@ -36,7 +36,7 @@ type Args = Record<string, unknown>;
 
 const CONNECTION = 'Connection:';
 
-function connectionOptions<T>(y: Argv<T>) {
+export function connectionOptions<T>(y: Argv<T>) {
   return y
     .option('url', { type: 'string', group: CONNECTION, describe: 'dispatcher URL (env TRACEFLEET_URL, then the config file; default http://127.0.0.1:8060)' })
     .option('token', { type: 'string', group: CONNECTION, describe: 'session or API token (env TRACEFLEET_TOKEN); tracefleet login saves one in the config file' })
@@ -68,7 +68,7 @@ function say(line: string): void {
 }
 
 /** The connection settings, with a password asked on the terminal when a user was given without one. */
-async function connect(a: Args): Promise<Connection> {
+export async function connect(a: Args): Promise<Connection> {
   const conn = connection().resolveConnection(flagsOf(a), process.env);
   for (const n of conn.notes) say(`note: ${n}`);
   const c = conn.credentials;
@@ -82,7 +82,7 @@ async function connect(a: Args): Promise<Connection> {
 }
 
 /** Ends the process with the command's exit code once stdout has taken everything. */
-function run(fn: (a: Args) => Promise<Exit>): (a: Args) => Promise<void> {
+export function run(fn: (a: Args) => Promise<Exit>): (a: Args) => Promise<void> {
   return async (a) => {
     // A reader that went away (| head): downloads report it themselves; a table or JSON just stops.
     process.stdout.on('error', () => {});

@@ -29,6 +29,10 @@ import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { HttpError, toHttp } from './errors';
 import { DEFAULT_FULL_MESSAGES, MAX_FULL_MESSAGES, mergedMessages, mergedStreams, withFullMessages } from './messages';
 import { METRICS_CONTENT_TYPE, Metrics } from './metrics';
+import type { FleetStats } from '../stats/fleet-stats';
+import { statsQuery } from '../../shared/stats/answer';
+import type { Alerts } from '../alerts/alerts';
+import { alertRule, RULE_NAME_PATTERN } from '../../shared/alerts/rule';
 
 export interface Principal {
   name: string;
@@ -54,6 +58,10 @@ export interface ApiAuth {
 
 export interface ApiDeps {
   store: TraceStore;
+  /** The fleet's SIP statistics (GET /api/stats); absent: the route answers empty. */
+  stats?: FleetStats;
+  /** Alert rules and alerts (/api/alert-rules, /api/alerts); absent: those routes answer 404. */
+  alerts?: Alerts;
   traces: Traces;
   auth: ApiAuth;
   metrics: Metrics;
@@ -539,6 +547,63 @@ export function createApi(deps: ApiDeps): express.Express {
     h(async (_req, res) => {
       need(principal(res), 'read', 'list agents');
       res.json({ agents: await traces.agents() });
+    }),
+  );
+
+  api.get(
+    '/stats',
+    h(async (req, res) => {
+      need(principal(res), 'read', 'read the fleet\'s statistics');
+      const q = statsQuery.safeParse(req.query);
+      if (!q.success) throw new HttpError('TF_PARAMS_INVALID', `${zodMessage('query', q.error)} (GET /api/stats?from=ISO&to=ISO&host=NAME&peer=PEER)`, {}, zodField(q.error));
+      res.json(deps.stats ? deps.stats.query(q.data) : { from: '', to: '', windows: [], peers: [], hosts: [] });
+    }),
+  );
+
+  const alertsOf = (): Alerts => {
+    if (!deps.alerts) throw new HttpError('TF_NO_ROUTE', 'this dispatcher keeps no alerts');
+    return deps.alerts;
+  };
+
+  api.get(
+    '/alerts',
+    h(async (_req, res) => {
+      need(principal(res), 'read', 'read alerts');
+      const a = alertsOf();
+      res.json({ firing: a.firing(), recent: await store.listAlerts(100) });
+    }),
+  );
+
+  api.get(
+    '/alert-rules',
+    h(async (_req, res) => {
+      need(principal(res), 'read', 'read alert rules');
+      res.json({ rules: alertsOf().ruleList() });
+    }),
+  );
+
+  /** POST creates or replaces the rule named in the body. */
+  api.post(
+    '/alert-rules',
+    h(async (req, res) => {
+      const p = principal(res);
+      need(p, 'admin', 'edit alert rules');
+      const body = alertRule.safeParse(jsonBody(req));
+      if (!body.success) throw new TracefleetError('TF_ALERT_RULE_INVALID', { message: zodMessage('alert rule', body.error) }, zodField(body.error));
+      await alertsOf().putRule(body.data, p.name);
+      res.status(201).location(`/api/alert-rules/${encodeURIComponent(body.data.name)}`).json({ rule: body.data });
+    }),
+  );
+
+  api.delete(
+    '/alert-rules/:name',
+    h(async (req, res) => {
+      need(principal(res), 'admin', 'edit alert rules');
+      const name = req.params.name;
+      if (!new RegExp(RULE_NAME_PATTERN).test(name) || !(await alertsOf().removeRule(name))) {
+        throw new TracefleetError('TF_ALERT_RULE_NOT_FOUND', { message: `no alert rule ${JSON.stringify(name.slice(0, 80))}: list them with GET /api/alert-rules` });
+      }
+      res.json({ removed: name });
     }),
   );
 

@@ -13,6 +13,9 @@ import { Spool } from '../trace/spool';
 import { openStore, StoreAccess } from './store-access';
 import { Auth } from '../auth/auth';
 import { createApi } from '../api/api';
+import { FleetStats } from '../stats/fleet-stats';
+import { Alerts } from '../alerts/alerts';
+import { AlertWebhook } from '../alerts/webhook';
 import { Metrics } from '../api/metrics';
 import { connectRedis, RedisLink } from './redis';
 import { clientAddress } from '../api/client-address';
@@ -39,6 +42,8 @@ export interface DispatcherOptions {
   trustProxy?: string[];
   /** The process's root logger, of which each component gets a child (default: processLogger()). */
   logger?: Logger;
+  /** Where raised and cleared alerts are POSTed (Alertmanager's webhook JSON). */
+  alertWebhook?: string;
 }
 
 export interface RunningDispatcher {
@@ -46,6 +51,9 @@ export interface RunningDispatcher {
   store: StoreAccess;
   orchestrator: Orchestrator;
   follows: Follows;
+  /** The fleet's SIP statistics windows (GET /api/stats, alerts). */
+  stats: FleetStats;
+  alerts: Alerts;
   http: HttpServer;
   io: Server;
   close(): Promise<void>;
@@ -103,7 +111,17 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     const metrics = new Metrics({ orchestrator, registry: fleet.registry, store: store.store });
     const health = new DispatcherHealth();
     cleanups.push(() => health.close());
-    const app = createApi({ store: store.store, traces: orchestrator, auth, metrics, logger: child('dispatcher.api'), staticDir: opts.staticDir, trustProxy: opts.trustProxy, health: () => ({ ...health.check() }) });
+    const stats = new FleetStats();
+    fleet.onStats((agent, windows) => stats.apply(agent, windows));
+    // The webhook's links need the URL, known once listening: it is set then.
+    let publicUrl = '';
+    const webhook = opts.alertWebhook ? new AlertWebhook(opts.alertWebhook, () => publicUrl, child('dispatcher.alerts')) : undefined;
+    if (webhook) cleanups.push(() => webhook.close());
+    // Every page of every dispatcher (through the Redis adapter when clustered).
+    const alerts = new Alerts({ store: store.store, stats, webhook, publish: (e) => io.of('/client').emit('alert', e), logger: child('dispatcher.alerts') });
+    cleanups.push(() => alerts.close());
+    await alerts.load();
+    const app = createApi({ store: store.store, stats, alerts, traces: orchestrator, auth, metrics, logger: child('dispatcher.api'), staticDir: opts.staticDir, trustProxy: opts.trustProxy, health: () => ({ ...health.check() }) });
     http.on('request', app);
     await orchestrator.recover();
 
@@ -117,6 +135,7 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     const a = http.address() as AddressInfo;
     const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
     const url = `${opts.tls ? 'https' : 'http'}://${host}:${a.port}`;
+    publicUrl = url;
     log.info({ url, agents: `${url}/agent`, redis: redis?.url }, 'listening');
 
     const days = opts.retentionDays ?? 30;
@@ -139,6 +158,8 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
       store,
       orchestrator,
       follows,
+      stats,
+      alerts,
       http,
       io,
       close() {

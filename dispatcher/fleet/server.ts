@@ -2,10 +2,11 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Namespace, Server, Socket } from 'socket.io';
-import { agentAuth, agentHello, agentStatus, AgentToDispatcherEvents, DispatcherToAgentEvents, HelloAck } from '../../shared/protocol/agent';
+import { agentAuth, agentHeartbeat, agentHello, AgentToDispatcherEvents, DispatcherToAgentEvents, HelloAck } from '../../shared/protocol/agent';
 import { parseMessage, refusal } from '../../shared/protocol/common';
 import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { AgentRegistry } from './registry';
+import type { StatsWindow } from '../../shared/stats/counts';
 import { type Logger, componentLogger } from '../../shared/log/log';
 
 export interface FleetToken {
@@ -36,6 +37,8 @@ export interface AgentFleet {
   onTraceEvent(handler: TraceEventHandler): void;
   /** Where follow:* messages from agents go (set by dispatcher/follow). */
   onFollowEvent(handler: TraceEventHandler): void;
+  /** Where the SIP statistics windows of heartbeats go (dispatcher/stats). */
+  onStats(handler: (agent: string, windows: StatsWindow[]) => void): void;
   /** Called when an agent's current connection ends. */
   onAgentGone(listener: (agent: string, socketId: string) => void): void;
   /** The current socket of a connected agent, on this dispatcher. */
@@ -111,6 +114,7 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
   const nsp = io.of('/agent') as unknown as AgentNamespace;
   let traceHandler: TraceEventHandler | null = null;
   let followHandler: TraceEventHandler | null = null;
+  let statsHandler: ((agent: string, windows: StatsWindow[]) => void) | null = null;
   const goneListeners: Array<(agent: string, socketId: string) => void> = [];
 
   nsp.use((socket, next) => {
@@ -180,14 +184,16 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
     });
 
     on('agent:heartbeat', (data) => {
-      const m = parseMessage(agentStatus, 'agent:heartbeat', data);
+      const m = parseMessage(agentHeartbeat, 'agent:heartbeat', data);
       if (!m.ok) {
         alog.warn({ reason: m.error }, 'bad message from agent');
         return;
       }
       if (!registry.isCurrent(name, socket.id)) return;
-      registry.status(name, m.value);
+      const { stats, ...status } = m.value;
+      registry.status(name, status);
       socket.data.view = registry.get(name);
+      if (stats && statsHandler) statsHandler(name, stats.windows);
     });
 
     for (const event of TRACE_EVENTS) {
@@ -228,6 +234,9 @@ export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'
     },
     onFollowEvent(h) {
       followHandler = h;
+    },
+    onStats(h) {
+      statsHandler = h;
     },
     onAgentGone(l) {
       goneListeners.push(l);

@@ -9,7 +9,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import nano from 'nano';
 import { Counter } from 'prom-client';
-import { ConfigDoc, DESIGN_DOC, DESIGN_NAME, ResultDoc, TraceDoc, UserDoc, ViewName } from './layout';
+import { AlertDoc, AlertRuleDoc, ConfigDoc, DESIGN_DOC, DESIGN_NAME, ResultDoc, TraceDoc, UserDoc, ViewName } from './layout';
 import { isConflict, isNotFound, NanoError, redactUrl, StoreError, StoreUnreachableError } from './errors';
 
 export interface OpenOptions {
@@ -27,7 +27,7 @@ export interface OpenOptions {
  */
 export type Mutation<T> = (doc: T) => T | void | null | Promise<T | void | null>;
 
-type Stored = TraceDoc | ResultDoc | UserDoc | ConfigDoc;
+type Stored = TraceDoc | ResultDoc | UserDoc | ConfigDoc | AlertRuleDoc | AlertDoc;
 
 const DB_NAME = /^[a-z][a-z0-9_$()+/-]*$/;
 

@@ -1,6 +1,6 @@
 /*
  * The dispatcher's CouchDB layout. One database (default `tracefleet`), three
- * kinds of document, one design document. Everything is plain JSON so that a
+ * kinds of document (and the alerts' two), one design document. Everything is plain JSON so that a
  * developer can script against CouchDB directly.
  *
  *   trace:<id>            type 'trace'
@@ -28,6 +28,13 @@
  *     name, data (config:secrets: sessionKey, the key session tokens are
  *     signed with)
  *
+ *   alertrule:<name>      type 'alertrule', an alert rule (shared/alerts/rule.ts)
+ *     rule (as validated), user (the admin who wrote it last), updatedAt (ISO)
+ *
+ *   alert:<startsAt>:<key>  type 'alert', one per alert raised, rewritten when cleared
+ *     alert (AlertEvent: rule, status firing/resolved, scope, host, peer,
+ *     value, startsAt, endsAt, the trace request behind it); ids sort by time
+ *
  *   _design/tracefleet    views (keys end with the trace id so that every key
  *                         is unique and a page boundary is just a key):
  *     traces_by_time      [createdAt, id]             → null
@@ -45,6 +52,7 @@ import type { MessageSummary } from '../../agent/query/engine';
 import type { RtpStreamFigures } from '../../shared/rtp/figures';
 import type { AttachmentParts } from './parts';
 import type { RtpHop, TraceClocks } from '../../shared/trace/vantage';
+import { type AlertEvent, type AlertRule, RULE_NAME_PATTERN } from '../../shared/alerts/rule';
 
 import { RESULT_STATES, TRACE_STATES } from '../../shared/protocol/client';
 import { traceId as traceIdRule } from '../../shared/protocol/common';
@@ -123,6 +131,18 @@ export interface ConfigDoc extends CouchMeta {
   data: { [key: string]: JsonValue };
 }
 
+export interface AlertRuleDoc extends CouchMeta {
+  type: 'alertrule';
+  rule: AlertRule;
+  user: string;
+  updatedAt: string;
+}
+
+export interface AlertDoc extends CouchMeta {
+  type: 'alert';
+  alert: AlertEvent;
+}
+
 export const MERGED_ATTACHMENT = 'merged.pcap';
 export const HOST_ATTACHMENT = 'packets.pcap';
 export const PCAP_CONTENT_TYPE = 'application/vnd.tcpdump.pcap';
@@ -161,6 +181,16 @@ export function configDocId(name: string): string {
     throw new Error(`config name ${JSON.stringify(name)} is not valid: use 1-64 of a-z, 0-9, '_' or '-', starting with a letter`);
   }
   return `config:${name}`;
+}
+
+export function alertRuleDocId(name: string): string {
+  if (!new RegExp(RULE_NAME_PATTERN).test(name)) throw new Error(`alert rule name ${JSON.stringify(name)} is not valid`);
+  return `alertrule:${name}`;
+}
+
+/** Alert keys are a rule name and a host or peer (printable, no spaces): ids stay plain. */
+export function alertDocId(startsAt: string, key: string): string {
+  return `alert:${startsAt}:${key}`;
 }
 
 export const DESIGN_NAME = 'tracefleet';

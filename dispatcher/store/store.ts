@@ -12,12 +12,14 @@
 import type { Readable } from 'node:stream';
 import { Mutation, OpenOptions, StoreClient } from './client';
 import type { StoreError } from './errors';
-import type { AttachmentStub, ConfigDoc, JsonValue, ResultDoc, TraceDoc, UserDoc } from './layout';
+import type { AlertRuleDoc, AttachmentStub, ConfigDoc, JsonValue, ResultDoc, TraceDoc, UserDoc } from './layout';
 import * as attachments from './attachments';
 import * as config from './config';
 import * as results from './results';
 import * as traces from './traces';
 import * as users from './users';
+import * as alerts from './alerts';
+import type { AlertEvent, AlertRule } from '../../shared/alerts/rule';
 
 export { StoreError, StoreUnreachableError, redactUrl } from './errors';
 export type { Mutation, OpenOptions } from './client';
@@ -159,6 +161,28 @@ export class TraceStore {
 
   findUserByTokenId(tokenId: string): Promise<UserDoc | null> {
     return users.findUserByTokenId(this.c, tokenId);
+  }
+
+  // ---- alerts.ts -----------------------------------------------------------
+
+  putAlertRule(rule: AlertRule, user: string): Promise<AlertRuleDoc> {
+    return alerts.putAlertRule(this.c, rule, user);
+  }
+
+  listAlertRules(): Promise<AlertRuleDoc[]> {
+    return alerts.listAlertRules(this.c);
+  }
+
+  deleteAlertRule(name: string): Promise<boolean> {
+    return alerts.deleteAlertRule(this.c, name);
+  }
+
+  putAlert(e: AlertEvent): Promise<void> {
+    return alerts.putAlert(this.c, e);
+  }
+
+  listAlerts(limit = 100): Promise<AlertEvent[]> {
+    return alerts.listAlerts(this.c, limit);
   }
 
   // ---- config.ts -----------------------------------------------------------

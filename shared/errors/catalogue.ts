@@ -133,6 +133,9 @@ export const ERRORS = {
   // ---- the REST API's other refusals ----
   /** A body or URL parameter of a request other than a trace request (login, listing, download link) that its schema refuses. */
   TF_PARAMS_INVALID: entry<Said>({ field: 'path', status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  /** An alert rule the dispatcher refuses (shared/alerts/rule.ts): `field` names the key at fault. */
+  TF_ALERT_RULE_INVALID: entry<Said>({ field: 'path', status: 400, exit: EXIT.BAD_INPUT, message: said }),
+  TF_ALERT_RULE_NOT_FOUND: entry<Said>({ field: null, status: 404, exit: EXIT.FAILED, message: said }),
   /** The body is not JSON (or not declared as such, or not UTF-8). */
   TF_BODY_NOT_JSON: entry<Said>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: said }),
   TF_BAD_TRACE_ID: entry<Said>({ field: null, status: 400, exit: EXIT.BAD_INPUT, message: said }),

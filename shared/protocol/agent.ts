@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { LIST_KEYS, messageSummary, traceQuery } from '../query/query';
 import { agentName, refusalFields, traceId, TraceRef } from './common';
 import { rtpStreamList } from '../rtp/figures';
+import { statsWindow } from '../stats/counts';
 
 /**
  * The protocol between agent and dispatcher: Socket.IO namespace
@@ -14,7 +15,10 @@ import { rtpStreamList } from '../rtp/figures';
  *
  * agent -> dispatcher
  *   agent:hello      AgentHello, ack HelloAck           once per connection
- *   agent:heartbeat  AgentStatus                        every HEARTBEAT_MS
+ *   agent:heartbeat  AgentHeartbeat                     every HEARTBEAT_MS: AgentStatus, and the SIP statistics
+ *                                                       windows counted in since the last one (`stats`, whole
+ *                                                       windows that replace the dispatcher's copies; all of them
+ *                                                       again after a reconnection, STATS_DELTA_BYTES at a time)
  *   trace:started    { traceId }
  *   trace:progress   TraceProgress
  *   trace:chunk      TraceChunk, ack ChunkAck           PCAP bytes in order; the agent sends the
@@ -67,6 +71,13 @@ export const agentStatus = z.object({
   indexErrors: count,
 });
 export type AgentStatus = z.infer<typeof agentStatus>;
+
+/** Most JSON bytes of statistics windows one heartbeat carries (well under the dispatcher's message limit). */
+export const STATS_DELTA_BYTES = 256 * 1024;
+export const statsDelta = z.object({ windows: z.array(statsWindow).max(2000) });
+export type StatsDelta = z.infer<typeof statsDelta>;
+export const agentHeartbeat = agentStatus.extend({ stats: statsDelta.optional() });
+export type AgentHeartbeat = z.infer<typeof agentHeartbeat>;
 
 export const agentHello = agentStatus.extend({
   protocol: z.literal(PROTOCOL_VERSION),
@@ -154,7 +165,7 @@ export type FollowEnd = z.infer<typeof followEnd>;
 /** Events an agent sends (socket.io's ClientToServerEvents for `/agent`). Receivers still validate: the payload types say what is sent, not what arrives. */
 export interface AgentToDispatcherEvents {
   'agent:hello': (hello: AgentHello, ack: (a: HelloAck) => void) => void;
-  'agent:heartbeat': (status: AgentStatus) => void;
+  'agent:heartbeat': (status: AgentHeartbeat) => void;
   'trace:started': (r: TraceRef) => void;
   'trace:progress': (p: TraceProgress) => void;
   'trace:chunk': (c: TraceChunk, ack: (a: ChunkAck) => void) => void;

@@ -7,6 +7,7 @@ import { fullMessage } from '../sip/message';
 import { callFigures } from '../query/call-figures';
 import { captureStatus, ringStatus } from './agent';
 import { TRACE_ID_PATTERN, TraceRef } from './common';
+import type { AlertEvent } from '../alerts/rule';
 
 /*
  * The client side: Socket.IO namespace `/client` (web page, CLI, scripts)
@@ -34,6 +35,8 @@ import { TRACE_ID_PATTERN, TraceRef } from './common';
  *                                                                     SIP messages; the client acks once it has taken them, and
  *                                                                     one that falls FOLLOW_LIMITS.clientLagBytes behind is dropped
  *   follow:end    FollowEndView                                       why the follow ended; then the trace is stored
+ * dispatcher -> client (to every connected client)
+ *   alert         AlertEvent (shared/alerts/rule.ts)                  an alert raised (status firing) or cleared (resolved)
  *
  * REST: GET /api/query-rules answers shared/query's QUERY_RULES (no login needed).
  */
@@ -215,4 +218,5 @@ export interface DispatcherToClientEvents {
   'session:ended': (e: ErrorBody) => void;
   'follow:data': (d: FollowData, ack: (a: object) => void) => void;
   'follow:end': (e: FollowEndView) => void;
+  'alert': (e: AlertEvent) => void;
 }

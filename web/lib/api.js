@@ -93,7 +93,17 @@ export function makeApi(session, onUnauthorized) {
     /** Message n (from 0, in the order of messages()) whole: `message.full`, decoded from its host's stored PCAP. */
     message: (id, n) => call('GET', `/api/traces/${enc(id)}/messages/${Number(n)}`),
     streams: (id) => call('GET', `/api/traces/${enc(id)}/streams`),
+    alerts: () => call('GET', '/api/alerts'),
+    alertRules: () => call('GET', '/api/alert-rules'),
+    putAlertRule: (rule) => call('POST', '/api/alert-rules', rule),
+    deleteAlertRule: (name) => call('DELETE', `/api/alert-rules/${enc(name)}`),
     agents: () => call('GET', '/api/agents'),
+    /** GET /api/stats: { from, to, host, peer } (ISO times; host and peer one or a list). */
+    stats(q = {}) {
+      const p = new URLSearchParams();
+      for (const [k, v] of Object.entries(q)) for (const x of [].concat(v ?? [])) p.append(k, x);
+      return call('GET', `/api/stats?${p}`);
+    },
     /** The download's path: a link to it that carries no credentials (downloadUrl makes the one to follow). */
     downloadPath(id, what) {
       const base = `/api/traces/${enc(id)}`;
@@ -111,7 +121,8 @@ export function makeApi(session, onUnauthorized) {
 
 /**
  * The `/client` socket. handlers: onStatus('connected' | 'reconnecting' | 'offline', detail),
- * onUnauthorized(message), onUpdate(TraceUpdate), onReconnect(), onFollow('data' | 'end', payload, ack).
+ * onUnauthorized(message), onUpdate(TraceUpdate), onReconnect(), onFollow('data' | 'end', payload, ack),
+ * onAlert(AlertEvent).
  */
 export function connectClient(session, handlers) {
   const socket = io('/client', {
@@ -139,6 +150,7 @@ export function connectClient(session, handlers) {
   // A follow's stream goes to the socket that started it. Each chunk is acknowledged once a view has it (the dispatcher drops a client that stops acknowledging).
   socket.on('follow:data', (d, ack) => handlers.onFollow('data', d, typeof ack === 'function' ? ack : () => {}));
   socket.on('follow:end', (e) => handlers.onFollow('end', e, () => {}));
+  socket.on('alert', (e) => handlers.onAlert?.(e));
   // The dispatcher ends a socket whose login no longer holds, and says so first.
   socket.on('session:ended', (e) => {
     socket.close();

@@ -1,5 +1,4 @@
-import type { PeerCounts } from './windows';
-import { emptyCounts } from './windows';
+import { emptyCounts, type PeerCounts } from './counts';
 
 /**
  * What the counts mean: how the INVITE dialogs ended, and the RFC 6076
@@ -30,9 +29,20 @@ export interface Figures {
   srd: number | null;
   /** Mean duration of the answered calls ended by a BYE, seconds. */
   meanDuration: number | null;
+  /** Answered INVITE dialogs over all new ones, percent (the operator's ASR). */
+  answerRatio: number | null;
+  /** Failed INVITE dialogs (a final 4xx-6xx other than busy, no answer or cancelled, or none at all) over all new ones, percent. */
+  errorRatio: number | null;
+  /** SIP messages, requests and responses. */
+  messages: number;
 }
 
+/** The figures an alert rule or a chart can follow, by name. */
+export const FIGURE_NAMES = ['ser', 'seer', 'isa', 'answerRatio', 'errorRatio', 'srd', 'meanDuration', 'invites', 'messages'] as const;
+export type FigureName = (typeof FIGURE_NAMES)[number];
+
 const n = (r: Record<string, number>, code: number) => r[String(code)] ?? 0;
+const sum = (r: Record<string, number>) => Object.values(r).reduce((x, y) => x + y, 0);
 
 export function figuresOf(c: PeerCounts): Figures {
   let answered = 0;
@@ -69,6 +79,9 @@ export function figuresOf(c: PeerCounts): Figures {
     isa: pct(n(c.finals, 408) + n(c.finals, 500) + n(c.finals, 503) + n(c.finals, 504), c.invites),
     srd: c.srdCount > 0 ? c.srdSeconds / c.srdCount : null,
     meanDuration: c.ended > 0 ? c.durationSeconds / c.ended : null,
+    answerRatio: pct(answered, c.invites),
+    errorRatio: pct(failed['4xx'] + failed['5xx'] + failed['6xx'] + c.unfinished, c.invites),
+    messages: sum(c.requests) + sum(c.responses),
   };
 }
 

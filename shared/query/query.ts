@@ -109,6 +109,8 @@ export const messageSummary = z.object({
   packets: z.number().int().nonnegative(),
   /** Set when a packet of the message was cut by the snap length: the message is what was captured of it. */
   truncated: z.boolean().optional(),
+  /** Set when the message came through HEP (sent by a proxy's HEP agent) rather than from the wire. */
+  hep: z.boolean().optional(),
 });
 export type MessageSummary = z.infer<typeof messageSummary>;
 

@@ -7,7 +7,8 @@ import { buildQuerySpec } from '../../shared/query/query';
 import { listSegments, HEP_STREAM } from '../ring/layout';
 import { isRoot, NEEDS_ROOT, sleep, tempDir, udpReceiver, udpSender, waitFor } from '../../test/support/capture';
 import { sipInvite, sipResponse } from '../../test/support/packets';
-import { freeLoopbackPort, hepOf, sendHepTcp, sendHepUdp } from '../../test/support/hep';
+import { hepOf, sendHepTcp, sendHepUdp } from '../../test/support/hep';
+import { freePort } from '../../test/support/proc';
 
 const PASSWORD = 'hep-s3cret';
 
@@ -19,7 +20,7 @@ function messagesOf(ring: string, callId: string) {
 
 test('HEP in: SIP over HEP3 (UDP and TCP listeners) is indexed with the original addresses, ports, transport and time; a sniffed copy is kept once; malformed HEP and a flood are counted and dropped', { skip: isRoot() ? false : NEEDS_ROOT, timeout: 60_000 }, async () => {
   const ring = tempDir('tf-hep-in-');
-  const port = await freeLoopbackPort();
+  const port = await freePort();
   const agent = await startAgent({
     ringDir: ring, interfaces: ['lo'], ringMaxBytes: 64 * 1024 * 1024, maxSegmentBytes: 1024 * 1024, minFreeBytes: 0, indexerNice: 0,
     hep: { listen: [{ transport: 'udp', host: '127.0.0.1', port }, { transport: 'tcp', host: '127.0.0.1', port }], password: PASSWORD, perSenderPerSecond: 300 },
@@ -114,7 +115,7 @@ test('HEP in: SIP over HEP3 (UDP and TCP listeners) is indexed with the original
 
 test('HEP in: a listen address that is taken fails the start with TF_HEP_LISTEN', { timeout: 30_000 }, async () => {
   const ring = tempDir('tf-hep-busy-');
-  const port = await freeLoopbackPort();
+  const port = await freePort();
   const { createSocket } = await import('node:dgram');
   const holder = createSocket('udp4');
   await new Promise<void>((resolve) => holder.bind(port, '127.0.0.1', () => resolve()));

@@ -13,7 +13,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { SegmentWriter } from '../ring/writer';
 import { enforceBudget } from '../ring/budget';
-import { HEP_DROP_REASONS, HEP_PROTO, type HepDropReason, hep3Length, isHep3, parseHep } from '../../shared/hep/hep';
+import { HEP_DROP_REASONS, HEP_PROTO, HEP_TLS_PROTO, type HepDropReason, hep3Length, isHep3, parseHep } from '../../shared/hep/hep';
 import { HepFramer, LINKTYPE_ETHERNET, MAX_FRAME_PAYLOAD } from './frame';
 import type { WorkerCommand, WorkerMessage } from '../capture/worker';
 
@@ -168,6 +168,7 @@ function run(cfg: HepWorkerConfig): void {
       return;
     }
     const h = r.hep;
+    if (h.proto === HEP_TLS_PROTO) h.proto = 6;
     if (password && !(h.authKey && h.authKey.length === password.length && timingSafeEqual(h.authKey, password))) {
       drops.auth++;
       return;
@@ -231,7 +232,7 @@ function run(cfg: HepWorkerConfig): void {
             return;
           }
           if (have - at < len) break;
-          take(Buffer.from(view.subarray(0, len)), sender);
+          take(view.subarray(0, len), sender);
           at += len;
         }
         if (at > 0) {

@@ -42,6 +42,13 @@ export const HEP_DROP_REASONS = [
 ] as const;
 export type HepDropReason = (typeof HEP_DROP_REASONS)[number];
 
+/**
+ * The IP protocol HEP agents write for SIP over TLS (IPPROTO_IDP: Kamailio,
+ * OpenSIPS, reSIProcate and sofia-sip alike), the payload being the
+ * decrypted message. It is carried as TCP, the transport under the TLS.
+ */
+export const HEP_TLS_PROTO = 22;
+
 /** HEP's protocol types this agent takes (chunk 0x000b). */
 export const HEP_PROTO = { SIP: 1, RTCP: 5 } as const;
 

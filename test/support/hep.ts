@@ -1,31 +1,10 @@
 /**
- * Helpers for the HEP tests: a free loopback port, HEP3 packets for a SIP
+ * Helpers for the HEP tests: HEP3 packets for a SIP
  * message, and sending them over UDP or TCP to a listener on loopback.
  */
 import { createSocket } from 'node:dgram';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
 import { addressBytes, encodeHep3 } from '../../shared/hep/hep';
-
-/** A port free on 127.0.0.1 for both UDP and TCP just now (the listener binds it next). */
-export async function freeLoopbackPort(): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = createServer();
-      srv.once('error', reject);
-      srv.listen(0, '127.0.0.1', () => {
-        const p = (srv.address() as { port: number }).port;
-        srv.close(() => resolve(p));
-      });
-    });
-    const udpFree = await new Promise<boolean>((resolve) => {
-      const s = createSocket('udp4');
-      s.once('error', () => resolve(false));
-      s.bind(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (udpFree) return port;
-  }
-  throw new Error('no port free for both UDP and TCP on 127.0.0.1');
-}
 
 export interface HepMessage {
   src: string;

@@ -85,6 +85,8 @@ if (parentPort) {
     onIndexed: () => port.postMessage(status()),
     onFollow: (b) => port.postMessage(b satisfies IndexerReport),
   });
+  // HEP out's sends finish after the round that made them: report its counters on their own too.
+  const hepOutTimer = hepOut ? setInterval(() => port.postMessage(status()), 1000) : null;
   port.on('message', (m: IndexerCommand) => {
     switch (m.type) {
       case 'opened': ix.segmentOpened(m.path); break;
@@ -98,6 +100,7 @@ if (parentPort) {
         ix.stop();
         if (statsTimer) clearInterval(statsTimer);
         save();
+        if (hepOutTimer) clearInterval(hepOutTimer);
         hepOut?.close();
         port.postMessage(status());
         port.postMessage({ type: 'stopped' } satisfies IndexerReport);

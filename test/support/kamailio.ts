@@ -5,12 +5,18 @@
  * and sends (trace_mode 1: core events, so TLS is traced decrypted), started
  * in the foreground and stopped by the test.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run, startDaemon, type DaemonHandle } from './proc';
 import type { SippEndpoint } from './sipp';
 
-export const KAMAILIO_MODULES = '/usr/lib/x86_64-linux-gnu/kamailio/modules';
+/** Debian's module directory, under the architecture's lib directory. */
+export function kamailioModules(): string {
+  for (const d of ['/usr/lib', ...readdirSync('/usr/lib').map((n) => `/usr/lib/${n}`)]) {
+    if (existsSync(`${d}/kamailio/modules/siptrace.so`)) return `${d}/kamailio/modules`;
+  }
+  throw new Error('no kamailio/modules/siptrace.so under /usr/lib: install kamailio (scripts/setup.sh --test)');
+}
 
 export interface KamailioOptions {
   dir: string;
@@ -45,7 +51,7 @@ auto_aliases=no
 # One worker each: replies are relayed in the order they came (a 180 never overtakes its 200).
 ${o.listen.map((l) => `listen=${l}`).join('\n')}
 ${tls ? 'enable_tls=yes' : ''}
-mpath="${KAMAILIO_MODULES}"
+mpath="${kamailioModules()}"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "pv.so"

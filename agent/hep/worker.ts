@@ -9,12 +9,12 @@
  */
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server, type Socket } from 'node:net';
-import { timingSafeEqual } from 'node:crypto';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { SegmentWriter } from '../ring/writer';
 import { enforceBudget } from '../ring/budget';
-import { HEP_DROP_REASONS, HEP_PROTO, HEP_TLS_PROTO, type HepDropReason, hep3Length, isHep3, parseHep } from '../../shared/hep/hep';
-import { HepFramer, LINKTYPE_ETHERNET, MAX_FRAME_PAYLOAD } from './frame';
+import { HEP_DROP_REASONS, type HepDropReason, hep3Length, isHep3 } from '../../shared/hep/hep';
+import { LINKTYPE_ETHERNET } from './frame';
+import { HepIngest } from './ingest';
 import type { WorkerCommand, WorkerMessage } from '../capture/worker';
 
 export interface HepListen {
@@ -44,13 +44,10 @@ export function emptyHepDrops(): HepDropCounts {
 
 /** HEP packets over UDP: a datagram is one packet. The kernel's buffer is the only queue. */
 const UDP_RECV_BUFFER = 4 * 1024 * 1024;
-const BATCH_BYTES = 2 * 1024 * 1024;
 const FLUSH_MS = 20;
 const FLUSHED_EVERY_MS = 50;
 const STATS_EVERY_MS = 1000;
 const ERROR_EVERY_MS = 1000;
-/** Senders tracked per second for the flood rule; packets from more are dropped as a flood. */
-const MAX_SENDERS = 4096;
 const MAX_TCP_CONNECTIONS = 256;
 /** A TCP connection holds at most one HEP3 packet's bytes (its length field is 16 bits). */
 const TCP_BUFFER = 0x10000;
@@ -64,7 +61,6 @@ function run(cfg: HepWorkerConfig): void {
   const port = parentPort!;
   const post = (m: WorkerMessage) => port.postMessage(m);
   const stream = cfg.stream;
-  const password = cfg.password !== undefined ? Buffer.from(cfg.password, 'utf8') : null;
   const drops = emptyHepDrops();
   let received = 0;
   let packets = 0;
@@ -105,18 +101,16 @@ function run(cfg: HepWorkerConfig): void {
     },
   });
 
-  const framer = new HepFramer();
-  const batch = Buffer.allocUnsafe(BATCH_BYTES);
-  let used = 0;
-  let usedPackets = 0;
+  const ingest = new HepIngest({ password: cfg.password, perSenderPerSecond: cfg.perSenderPerSecond }, drops);
   let flushTimer: NodeJS.Timeout | null = null;
 
   const flush = () => {
     if (flushTimer) clearTimeout(flushTimer);
     flushTimer = null;
-    if (used > 0) {
+    if (ingest.used > 0) {
+      const { used, usedPackets } = ingest;
       try {
-        writer.append(batch, used, Date.now() * 1000);
+        writer.append(ingest.batch, used, Date.now() * 1000);
         packets += usedPackets;
         bytes += used;
       } catch (e) {
@@ -128,64 +122,21 @@ function run(cfg: HepWorkerConfig): void {
           post({ type: 'error', stream, message: `${(e as Error).message} (${lostPackets} HEP packets lost so far)`, fatal: false });
         }
       }
-      used = 0;
-      usedPackets = 0;
+      ingest.clear();
     }
     const cur = writer.current;
     if (cur && Date.now() - lastFlushedAt >= FLUSHED_EVERY_MS) postFlushed(cur.path, cur.bytes);
     else if (cur && !flushTimer) flushTimer = setTimeout(flush, FLUSHED_EVERY_MS);
   };
 
-  // The flood rule: packets per sender in the current second.
-  let second = 0;
-  const perSender = new Map<string, number>();
-  const admit = (sender: string): boolean => {
-    const now = Math.floor(Date.now() / 1000);
-    if (now !== second) {
-      second = now;
-      perSender.clear();
-    }
-    const n = perSender.get(sender);
-    if (n === undefined) {
-      if (perSender.size >= MAX_SENDERS) return false;
-      perSender.set(sender, 1);
-      return true;
-    }
-    if (n >= cfg.perSenderPerSecond) return false;
-    perSender.set(sender, n + 1);
-    return true;
-  };
-
   const take = (dgram: Buffer, sender: string) => {
     received++;
-    if (!admit(sender)) {
-      drops.flood++;
-      return;
+    const r = ingest.take(dgram, sender);
+    if (r === 'full') {
+      flush();
+      ingest.take(dgram, sender, true);
     }
-    const r = parseHep(dgram);
-    if (!r.ok) {
-      drops[r.reason]++;
-      return;
-    }
-    const h = r.hep;
-    if (h.proto === HEP_TLS_PROTO) h.proto = 6;
-    if (password && !(h.authKey && h.authKey.length === password.length && timingSafeEqual(h.authKey, password))) {
-      drops.auth++;
-      return;
-    }
-    if ((h.protoType !== HEP_PROTO.SIP && h.protoType !== HEP_PROTO.RTCP) || (h.proto !== 17 && h.proto !== 6)) {
-      drops.unsupported++;
-      return;
-    }
-    if (h.payload.length > MAX_FRAME_PAYLOAD) {
-      drops.too_big++;
-      return;
-    }
-    const size = framer.recordSize(h);
-    if (BATCH_BYTES - used < size) flush();
-    used += framer.write(h, batch, used);
-    usedPackets++;
-    flushTimer ??= setTimeout(flush, FLUSH_MS);
+    if (ingest.used > 0) flushTimer ??= setTimeout(flush, FLUSH_MS);
   };
 
   const udps: UdpSocket[] = [];

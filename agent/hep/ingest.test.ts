@@ -8,6 +8,8 @@ import { listSegments, HEP_STREAM } from '../ring/layout';
 import { isRoot, NEEDS_ROOT, sleep, tempDir, udpReceiver, udpSender, waitFor } from '../../test/support/capture';
 import { sipInvite, sipResponse } from '../../test/support/packets';
 import { hepOf, sendHepTcp, sendHepUdp } from '../../test/support/hep';
+import { parseExposition } from '../../test/support/prometheus';
+import { AgentMetrics } from '../metrics/metrics';
 import { freePort } from '../../test/support/proc';
 
 const PASSWORD = 'hep-s3cret';
@@ -89,6 +91,12 @@ test('HEP in: SIP over HEP3 (UDP and TCP listeners) is indexed with the original
     assert.equal(d.unsupported, 1);
     assert.equal(d.auth, 2);
     assert.equal(d.bad_version, 2);
+    // The same counts on /metrics, in Prometheus' text format.
+    const prom = parseExposition(await new AgentMetrics({ engine: agent.engine, indexer: agent.indexer, ringDir: ring }).render());
+    assert.equal(prom.values.get('tracefleet_hep_dropped_packets_total{reason="auth"}'), 2);
+    assert.equal(prom.values.get('tracefleet_hep_dropped_packets_total{reason="unknown_chunk"}'), 1);
+    assert.ok((prom.values.get('tracefleet_hep_received_packets_total') ?? 0) >= 12);
+    assert.ok((prom.values.get('tracefleet_capture_packets_total{interface="hep"}') ?? 0) >= 5);
 
     // A flood from one sender: bounded by --hep-rate, the rest counted and dropped.
     await sleep(1100);

@@ -49,8 +49,9 @@ export class HepSender {
     this.nodeName = cfg.nodeName ? Buffer.from(cfg.nodeName, 'utf8') : null;
     this.authKey = cfg.password ? Buffer.from(cfg.password, 'utf8') : null;
     this.sock = createSocket(isIP(cfg.host) === 6 ? 'udp6' : 'udp4');
-    // A connected socket hears ICMP port unreachable (the collector is away) as an error on a later send.
-    this.sock.on('error', () => this.counters.failed++);
+    // A connected socket hears ICMP port unreachable (the collector is away) as an error on a later send,
+    // counted in that send's callback; the listener keeps an error from being thrown, and counts no message.
+    this.sock.on('error', () => undefined);
     this.sock.connect(cfg.port, cfg.host, () => {
       this.connected = true;
     });

@@ -112,7 +112,7 @@ async function agentCmd(a: Args): Promise<void> {
     throw new TracefleetError('TF_HEP_LISTEN', { message: `${e.message}; give a free address and port (is another HEP collector there?)` });
   });
   log.info({ interfaces: ifaces, ring: a.ring as string, filter }, 'capturing');
-  if (hepListenArgs.length > 0) log.info({ hepListen: hepListenArgs, password: hep.listen?.password !== undefined }, 'listening for HEP');
+  if (hepListenArgs.length > 0) log.info({ hepListen: hepListenArgs, keyChecked: hep.listen?.password !== undefined }, 'listening for HEP');
   if (hep.out) log.info({ hepOut: `${hep.out.host}:${hep.out.port}`, captureId: hep.out.captureId, rtcp: hep.out.rtcp }, 'mirroring captured SIP as HEP');
   const ringDir = a.ring as string;
   let metrics: import('../../agent/metrics/metrics').AgentMetrics | null = null;

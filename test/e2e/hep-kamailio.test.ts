@@ -90,3 +90,41 @@ test('HEP in from Kamailio: a call through Kamailio (TCP to it, UDP from it) and
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('HEP in from Kamailio, HEP version 2: a sipp call over UDP through Kamailio, traced by number from HEP alone, equal to what Kamailio handled', { skip, timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-hep2-kam-'));
+  const ring = join(dir, 'ring');
+  const [kPort, uasPort, uacPort, hepPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const agent = await startAgent({
+    ringDir: ring, interfaces: [], ringMaxBytes: 64 * 1024 * 1024, maxSegmentBytes: 1024 * 1024, minFreeBytes: 0, indexerNice: 0,
+    hep: { listen: [{ transport: 'udp', host: '127.0.0.1', port: hepPort }], perSenderPerSecond: 50_000 },
+  });
+  let kamailio: Awaited<ReturnType<typeof startKamailio>> | null = null;
+  const ref = await startCapture({ iface: 'lo', filter: `port ${kPort} or port ${uasPort}`, file: join(dir, 'reference.pcapng'), maxSeconds: 100 });
+  let refStopped = false;
+  try {
+    kamailio = await startKamailio({ dir, listen: [`udp:127.0.0.1:${kPort}`], next: { addr: '127.0.0.1', port: uasPort, transport: 'udp' }, hep: { addr: '127.0.0.1', port: hepPort }, hepVersion: 2 });
+    const number = `${NUMBER}2`;
+    const r = await runSippCalls({ transport: 'udp', target: { addr: '127.0.0.1', port: kPort }, uasHost: { addr: '127.0.0.1', port: uasPort }, uacHost: { addr: '127.0.0.1', port: uacPort }, calls: 1, number });
+    assert.equal(r.successful, 1, r.errors);
+    await ref.stop();
+    refStopped = true;
+    const callId = r.successfulCallIds[0];
+    const wire = await tsharkSipMessages(ref.file, { sipPorts: [kPort, uasPort, uacPort] });
+    const header = (m: (typeof wire)[number], name: string) => m.headers.find((h) => h.name.toLowerCase() === name.toLowerCase())?.value ?? null;
+    const want = sorted(wire.filter((m) => header(m, 'Call-ID') === callId).map((m) => {
+      const parts = m.startLine.split(' ');
+      return keyOf(parts[0] === 'SIP/2.0' ? parts[1] : parts[0], header(m, 'CSeq'), m.raw.length);
+    }));
+    assert.ok(want.length >= 14, `both legs on the wire: ${want.length}`);
+    const got = () => sorted(trace(ring, number).filter((m) => m.callId === callId).map((m) => keyOf(m.method ?? String(m.status), m.cseq, m.bytes)));
+    await waitFor(() => got().length >= want.length, 15_000);
+    assert.deepEqual(got(), want);
+    assert.ok(trace(ring, number).every((m) => m.hep === true));
+  } finally {
+    if (!refStopped) await ref.stop().catch(() => undefined);
+    await kamailio?.stop();
+    await agent.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -28,6 +28,8 @@ export interface KamailioOptions {
   hep: SippEndpoint;
   hepPassword?: string;
   hepCaptureId?: number;
+  /** siptrace's HEP version; default 3 (version 2 has no key). */
+  hepVersion?: 2 | 3;
   /** PEM files for the tls listeners. */
   tls?: { cert: string; key: string };
 }
@@ -60,7 +62,7 @@ ${tls ? 'loadmodule "tls.so"' : ''}
 ${tls ? `modparam("tls", "config", "${join(o.dir, 'tls.cfg')}")` : ''}
 modparam("siptrace", "duplicate_uri", "sip:${o.hep.addr}:${o.hep.port}")
 modparam("siptrace", "hep_mode_on", 1)
-modparam("siptrace", "hep_version", 3)
+modparam("siptrace", "hep_version", ${o.hepVersion ?? 3})
 modparam("siptrace", "hep_capture_id", ${o.hepCaptureId ?? 2001})
 ${o.hepPassword ? `modparam("siptrace", "auth_key", "${o.hepPassword}")` : ''}
 modparam("siptrace", "trace_to_database", 0)

@@ -46,6 +46,10 @@ have gcc || need_apt+=(gcc)
 if [ "$for_tests" = 1 ]; then
   [ -x /usr/bin/chromium ] || need_apt+=(chromium)
   [ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
+  # The HEP tests: Kamailio as the proxy whose siptrace sends HEP (its TLS module for the TLS call), sngrep as a HEP receiver.
+  have kamailio || need_apt+=(kamailio)
+  [ -n "$(find /usr/lib -path '*/kamailio/modules/tls.so' -print -quit 2>/dev/null)" ] || need_apt+=(kamailio-tls-modules)
+  have sngrep || need_apt+=(sngrep)
 fi
 
 # Each package once (tshark provides several of the commands).
@@ -68,7 +72,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   # tshark asks whether non-root users may capture; answer no without a prompt.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Packages with a service (kamailio) must not start it: the tests run their own, and a system one would hold port 5060.
+  # Where no policy-rc.d says so already (containers have one), one is put in place for the install.
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null || { [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d; exit 1; }
+  if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 stamp=node_modules/.tracefleet-lock

@@ -855,6 +855,7 @@ function showDetails(doc, box, e, first, several) {
     ['Correlation', orDash(m.correlation)],
     ['Source → destination', `${m.src} → ${m.dst}`],
     ['Transport', String(m.transport ?? '').toUpperCase() || '—'],
+    ['Came', m.hep ? 'through HEP (sent by a proxy\'s HEP agent, not sniffed)' : 'from the wire'],
     ['Captured by', e.copies.map((c) => `${c.host || '(this agent)'} at ${c.ts}`).join('; ')],
     ['Time', `${orDash(m.time)} (${delta(e, first) || '—'} from the first message)`],
     ['Size', `${m.bytes} bytes in ${m.packets} packet${m.packets === 1 ? '' : 's'}`],

@@ -4,11 +4,12 @@ import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { componentLogger } from '../../shared/log/log';
 import { enforceBudget } from '../ring/budget';
-import { sanitizeStream } from '../ring/layout';
+import { HEP_STREAM, sanitizeStream } from '../ring/layout';
 import { MIN_SEGMENT_BYTES } from '../ring/writer';
 import { loadNative } from './pcap-native';
 import { PCAP_DEFAULT_SNAPLEN } from '../../shared/pcap/pcap';
 import type { CaptureCounters, WorkerCommand, WorkerConfig, WorkerMessage } from './worker';
+import type { HepWorkerConfig } from '../hep/worker';
 
 export interface CaptureEngineOptions {
   ringDir: string;
@@ -26,6 +27,8 @@ export interface CaptureEngineOptions {
   ringMaxBytes: number;
   /** Free space to leave on the ring's filesystem; default 5% of it, at most 2 GiB. */
   minFreeBytes?: number;
+  /** Listen for HEP (agent/hep/worker.ts): one more stream of the ring, HEP_STREAM, run like an interface. */
+  hep?: Pick<HepWorkerConfig, 'listen' | 'password' | 'perSenderPerSecond'>;
 }
 
 /** The counters are totals over every worker this interface has had. */
@@ -38,6 +41,8 @@ export interface InterfaceStats extends CaptureCounters {
   linkType?: number;
   precision?: 'nano' | 'micro';
   warnings: string[];
+  /** The HEP listener's drops by reason (HEP_DROP_REASONS), over every worker it has had. */
+  hepDrops?: Record<string, number>;
 }
 
 export interface CaptureEngineStats {
@@ -68,6 +73,10 @@ function addCounters(a: CaptureCounters, b: CaptureCounters): CaptureCounters {
 
 interface IfaceState {
   device: string;
+  /** A libpcap interface, or the HEP listener. */
+  kind: 'pcap' | 'hep';
+  hepBase: Record<string, number>;
+  hepLast: Record<string, number>;
   stream: string;
   worker: Worker | null;
   ready: boolean;
@@ -111,8 +120,8 @@ const OPEN_INDEX_SHARE = 0.2;
  * must not crash its host process over an unhandled 'error' event.
  */
 export class CaptureEngine extends EventEmitter {
-  private readonly opts: Required<Omit<CaptureEngineOptions, 'filter' | 'minFreeBytes'>> &
-    Pick<CaptureEngineOptions, 'filter' | 'minFreeBytes'>;
+  private readonly opts: Required<Omit<CaptureEngineOptions, 'filter' | 'minFreeBytes' | 'hep'>> &
+    Pick<CaptureEngineOptions, 'filter' | 'minFreeBytes' | 'hep'>;
   private readonly ringDir: string;
   private readonly states: IfaceState[];
   private minFreeBytes = 0;
@@ -134,9 +143,11 @@ export class CaptureEngine extends EventEmitter {
       maxSegmentSeconds: opts.maxSegmentSeconds ?? 300,
     };
     if (!o.ringDir) throw new Error('ringDir is required');
-    if (!Array.isArray(o.interfaces) || o.interfaces.length === 0) throw new Error('give at least one interface to capture on');
+    if (!Array.isArray(o.interfaces) || (o.interfaces.length === 0 && !o.hep)) throw new Error('give at least one interface to capture on');
     if (new Set(o.interfaces).size !== o.interfaces.length) throw new Error(`interface listed twice: ${o.interfaces.join(', ')}`);
     const streams = o.interfaces.map(sanitizeStream);
+    if (o.hep && streams.includes(HEP_STREAM)) throw new Error(`an interface named '${HEP_STREAM}' cannot be captured beside the HEP listener, whose stream has that name`);
+    if (o.hep) streams.push(HEP_STREAM);
     if (new Set(streams).size !== streams.length) {
       throw new Error(`interfaces ${o.interfaces.join(', ')} map to clashing stream names ${streams.join(', ')}`);
     }
@@ -144,7 +155,7 @@ export class CaptureEngine extends EventEmitter {
     if (!(o.maxSegmentSeconds > 0)) throw new Error('maxSegmentSeconds must be positive');
     // Each open segment may grow to maxSegmentBytes past the last budget
     // check, so closed segments get what is left after that headroom.
-    const headroom = o.interfaces.length * o.maxSegmentBytes;
+    const headroom = streams.length * o.maxSegmentBytes;
     if (!(o.ringMaxBytes >= 2 * headroom)) {
       throw new Error(
         `ringMaxBytes (${o.ringMaxBytes}) must be at least 2 x maxSegmentBytes x interfaces (${2 * headroom}): ` +
@@ -154,8 +165,12 @@ export class CaptureEngine extends EventEmitter {
     if (opts.minFreeBytes !== undefined && !(opts.minFreeBytes >= 0)) throw new Error('minFreeBytes must be >= 0');
     this.opts = o;
     this.ringDir = resolve(o.ringDir);
-    this.states = o.interfaces.map((device, i) => ({
+    const devices = o.hep ? [...o.interfaces, HEP_STREAM] : o.interfaces;
+    this.states = devices.map((device, i) => ({
       device,
+      kind: o.hep && i === o.interfaces.length ? 'hep' as const : 'pcap' as const,
+      hepBase: {},
+      hepLast: {},
       stream: streams[i],
       worker: null,
       ready: false,
@@ -176,7 +191,7 @@ export class CaptureEngine extends EventEmitter {
   /** Resolves once every interface is capturing; rejects with the first interface's error (the others are stopped). */
   async start(): Promise<void> {
     if (this.running || this.stopping) throw new Error('capture engine already started');
-    loadNative(); // a missing build is reported here, once, not per worker
+    if (this.opts.interfaces.length > 0) loadNative(); // a missing build is reported here, once, not per worker
     try {
       mkdirSync(this.ringDir, { recursive: true });
     } catch (e) {
@@ -235,6 +250,7 @@ export class CaptureEngine extends EventEmitter {
         linkType: s.linkType,
         precision: s.precision,
         warnings: [...s.warnings],
+        ...(s.kind === 'hep' ? { hepDrops: addRecords(s.hepBase, s.hepLast) } : {}),
       };
     }
     return { interfaces, openSegments: this.openSegments() };
@@ -246,7 +262,7 @@ export class CaptureEngine extends EventEmitter {
 
   /** The budget for closed segments: room is kept for each open segment and its growing index file. */
   private closedBudget(): number {
-    return this.opts.ringMaxBytes - this.opts.interfaces.length * Math.ceil(this.opts.maxSegmentBytes * (1 + OPEN_INDEX_SHARE));
+    return this.opts.ringMaxBytes - this.states.length * Math.ceil(this.opts.maxSegmentBytes * (1 + OPEN_INDEX_SHARE));
   }
 
   /** Deletes the oldest segments until the ring is within budget; returns what it deleted. */
@@ -276,6 +292,10 @@ export class CaptureEngine extends EventEmitter {
 
   /** Starts the interface's worker; resolves when it is capturing (undefined) or has failed to (the error). */
   private spawn(s: IfaceState): Promise<CaptureError | undefined> {
+    const budget = { maxBytes: this.closedBudget(), minFreeBytes: this.minFreeBytes, streams: this.states.map((x) => x.stream) };
+    const hepCfg: HepWorkerConfig | null = s.kind === 'hep' && this.opts.hep
+      ? { ...this.opts.hep, ringDir: this.ringDir, stream: s.stream, maxSegmentBytes: this.opts.maxSegmentBytes, maxSegmentSeconds: this.opts.maxSegmentSeconds, budget }
+      : null;
     const cfg: WorkerConfig = {
       ringDir: this.ringDir,
       device: s.device,
@@ -286,9 +306,9 @@ export class CaptureEngine extends EventEmitter {
       promisc: this.opts.promisc,
       maxSegmentBytes: this.opts.maxSegmentBytes,
       maxSegmentSeconds: this.opts.maxSegmentSeconds,
-      budget: { maxBytes: this.closedBudget(), minFreeBytes: this.minFreeBytes, streams: this.states.map((x) => x.stream) },
+      budget,
     };
-    const w = new Worker(join(__dirname, 'worker.js'), { workerData: cfg });
+    const w = hepCfg ? new Worker(join(__dirname, '..', 'hep', 'worker.js'), { workerData: hepCfg }) : new Worker(join(__dirname, 'worker.js'), { workerData: cfg });
     s.worker = w;
     s.ready = false;
     s.startedAt = Date.now();
@@ -338,6 +358,7 @@ export class CaptureEngine extends EventEmitter {
         break;
       case 'stats':
         s.last = addCounters(ZERO, m);
+        if (m.hepDrops) s.hepLast = m.hepDrops;
         break;
       case 'error': {
         const err: CaptureError = Object.assign(new Error(m.message), { stream: s.stream, code: m.code, fatal: m.fatal });
@@ -361,6 +382,8 @@ export class CaptureEngine extends EventEmitter {
     s.ready = false;
     s.base = addCounters(s.base, s.last);
     s.last = { ...ZERO };
+    s.hepBase = addRecords(s.hepBase, s.hepLast);
+    s.hepLast = {};
     if (s.openSegment) {
       // The worker died with a segment open; it is final now, and whatever
       // made it to disk is what readers get.
@@ -411,6 +434,12 @@ export class CaptureEngine extends EventEmitter {
     }, delay);
     s.restartTimer.unref();
   }
+}
+
+function addRecords(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = (out[k] ?? 0) + v;
+  return out;
 }
 
 function defaultMinFree(dir: string): number {

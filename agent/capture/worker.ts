@@ -63,7 +63,8 @@ export type WorkerMessage =
   | { type: 'flushed'; stream: string; path: string; bytes: number }
   | { type: 'segment-closed'; stream: string; path: string; bytes: number }
   | { type: 'segment-deleted'; stream: string; path: string }
-  | ({ type: 'stats'; stream: string } & CaptureCounters)
+  /** `hepDrops`: the HEP listener's drops by reason (agent/hep/worker.ts), which counts no kernel drops. */
+  | ({ type: 'stats'; stream: string; hepDrops?: Record<string, number> } & CaptureCounters)
   | { type: 'error'; stream: string; message: string; code?: string; fatal: boolean }
   | { type: 'stopped'; stream: string };
 

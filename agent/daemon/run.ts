@@ -10,6 +10,7 @@ import { lockRing } from '../ring/lock';
 import { emptySipCounts, type SipCounts } from '../index/sip-counts';
 import { IndexLag } from './lag';
 import { StatsOutbox } from '../stats/outbox';
+import type { HepOutCounters } from '../hep/out';
 import { type Logger, processLogger } from '../../shared/log/log';
 
 export interface AgentOptions extends CaptureEngineOptions {
@@ -18,6 +19,8 @@ export interface AgentOptions extends CaptureEngineOptions {
   indexerNice?: number;
   /** SIP statistics per window, kept by the indexer thread and saved beside the ring (absent: none). */
   stats?: IndexerWorkerData['stats'];
+  /** Mirror what is captured as HEP3 to a collector (sent from the indexer's thread). */
+  hepOut?: IndexerWorkerData['hepOut'];
   /** The process's root logger, of which the agent makes its components' children (default: processLogger()). */
   logger?: Logger;
 }
@@ -28,6 +31,8 @@ export interface IndexerHandle {
   /** SIP messages indexed since start (the indexer thread's totals). */
   sip: SipCounts;
   lag: IndexLag;
+  /** HEP out's counters, when --hep-out is on. */
+  hepOut: HepOutCounters | null;
 }
 
 /** The live follows, matched in the indexer's thread as it reads packets (agent/index/follow-match.ts). */
@@ -61,8 +66,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     release();
     throw e;
   }
-  const indexer: IndexerHandle = { errors: 0, lastError: null, sip: emptySipCounts(), lag: new IndexLag() };
-  const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10, stats: opts.stats };
+  const indexer: IndexerHandle = { errors: 0, lastError: null, sip: emptySipCounts(), lag: new IndexLag(), hepOut: null };
+  const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10, stats: opts.stats, hepOut: opts.hepOut };
   const worker = new Worker(join(__dirname, '..', 'index', 'live-worker.js'), { workerData: data });
   const followers = new Map<string, (b: FollowBatch) => void>();
   const windowSeconds = opts.stats?.options.windowSeconds ?? 360;
@@ -81,6 +86,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         indexer.errors = m.errors;
         indexer.lastError = m.lastError;
         indexer.sip = m.sip;
+        indexer.hepOut = m.hepOut;
         indexer.lag.indexed(m.indexed);
       } else if (m.type === 'windows') stats?.update(m.windows);
       else if (m.type === 'stopped') resolve();

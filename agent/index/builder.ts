@@ -5,12 +5,14 @@ import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, scanPcapRecords } from '.
 import { ParseSipOptions, parseSip } from '../../shared/sip/parse';
 import { sipDigits } from '../../shared/sip/number';
 import type { PacketRecord } from '../../shared/pcap/types';
-import type { TransportMessage } from '../../shared/decode/types';
+import type { DecodedPacket, TransportMessage } from '../../shared/decode/types';
+import { isRtcp } from '../../shared/rtp/stats';
 import {
   DIALOGS_PER_BLOCK, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, LegKeyKind, MessageRecord,
   NO_ADDRESS, NUMBER_ENTRY_LEN, messageLegKeys, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKey,
 } from './format';
 import { IndexState } from './state';
+import { isHepSegment } from '../ring/layout';
 
 export interface IndexerOptions {
   /**
@@ -20,8 +22,14 @@ export interface IndexerOptions {
   journal?: boolean;
   /** Header carrying a correlation key (e.g. X-CID); an `xref` parameter is used when it is absent. */
   correlationHeader?: string;
-  /** Told of every SIP message indexed, in capture order (the live indexer's counters and statistics, and the live follows). */
-  onMessage?: (m: MessageRecord, ix: SegmentIndexer) => void;
+  /**
+   * Told of every SIP message indexed, in capture order (the live indexer's
+   * counters and statistics, the live follows, HEP out), with its bytes (a
+   * view valid only during the call).
+   */
+  onMessage?: (m: MessageRecord, ix: SegmentIndexer, bytes: Buffer) => void;
+  /** Told of every UDP packet that is RTCP (HEP out's --hep-out-rtcp); the payload is a view valid only during the call. */
+  onRtcp?: (d: DecodedPacket, tsSec: number, tsNsec: number) => void;
 }
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -71,6 +79,8 @@ export class SegmentIndexer {
   private readonly parseWhole: ParseSipOptions;
   private readonly parseCut: ParseSipOptions;
   corruptAt: number | null = null;
+  /** The segment is the HEP stream's: its messages are marked so. */
+  readonly viaHep: boolean;
 
   /**
    * With `indexPath` null nothing is written. `resume` continues from a
@@ -91,6 +101,7 @@ export class SegmentIndexer {
       this.flushedAddresses = this.state.addresses.length;
       this.flushedMessages = this.state.messages.length;
     }
+    this.viaHep = isHepSegment(segmentPath);
     this.parseWhole = { correlationHeader: opts.correlationHeader, truncated: false, allHeaders: false };
     this.parseCut = { ...this.parseWhole, truncated: true };
     this.idxFd = indexPath === null || opts.journal === false ? -1 : openSync(indexPath, 'w');
@@ -176,6 +187,7 @@ export class SegmentIndexer {
       flags |= PKT_FLAG.DECODE_FAILED;
     }
     if (r.messages.length > 0) flags |= PKT_FLAG.SIP;
+    else if (this.opts.onRtcp && d && d.proto === 17 && !d.fragment && !this.viaHep && isRtcp(d.payload)) this.opts.onRtcp(d, rec.tsSec, rec.tsNsec);
     if (cut) flags |= PKT_FLAG.TRUNCATED;
     st.addPacket(rec.fileOffset, rec.tsSec, rec.tsNsec, src, dst, sport, dport, proto, flags, rec.capLen);
     for (const m of r.messages) this.indexMessage(m, rec);
@@ -207,6 +219,7 @@ export class SegmentIndexer {
     };
     if (sip.reason) rec.r = sip.reason;
     if (tm.truncated) rec.tr = 1;
+    if (this.viaHep) rec.h = 1;
     if (sip.pai.length > 0) rec.pu = sip.pai.map((p) => p.user).filter((u: string | null): u is string => !!u);
     if (sip.correlation) rec.x = sip.correlation;
     if (sip.sessionId) rec.si = sip.sessionId;
@@ -228,7 +241,7 @@ export class SegmentIndexer {
       if (map.length > 0) rec.pm = map;
     }
     this.state.messages.push(rec);
-    this.opts.onMessage?.(rec, this);
+    this.opts.onMessage?.(rec, this, tm.bytes);
   }
 
   /** Appends what was indexed since the last flush to the journal. */

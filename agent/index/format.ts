@@ -131,6 +131,8 @@ export interface MessageRecord {
   n: number;
   /** 1 when a packet of it was cut by the snap length (caplen < origlen). */
   tr?: 1;
+  /** 1 when it came through HEP (a segment of the HEP stream), not from the wire. */
+  h?: 1;
 }
 
 /** The user parts a number query is matched against: R-URI, From, To, P-Asserted-Identity. */

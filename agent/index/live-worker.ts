@@ -7,6 +7,7 @@ import { WindowStats, type StatsOptions, type StatsWindow } from '../stats/windo
 import { loadStats, saveStats } from '../stats/store';
 import type { FollowBatch } from './follow-match';
 import { buildQuerySpec, type TraceQuery } from '../../shared/query/query';
+import { HepSender, type HepOutConfig, type HepOutCounters } from '../hep/out';
 
 /**
  * The live indexer's thread. On Linux a nice value belongs to a thread, so
@@ -25,7 +26,7 @@ export type IndexerCommand =
  * message totals, which the agent's /metrics and index lag are made of.
  */
 export type IndexerReport =
-  | { type: 'status'; errors: number; lastError: string | null; indexed: Array<[string, number]>; sip: SipCounts }
+  | { type: 'status'; errors: number; lastError: string | null; indexed: Array<[string, number]>; sip: SipCounts; hepOut: HepOutCounters | null }
   | { type: 'stopped' }
   /** The statistics windows counted in since the last such report (whole windows: each replaces the one before). */
   | { type: 'windows'; windows: StatsWindow[] }
@@ -37,6 +38,8 @@ export interface IndexerWorkerData {
   nice: number;
   /** SIP statistics per window (agent/stats), kept in this thread and saved beside the ring. */
   stats?: { peers: PeerConfig; options: StatsOptions };
+  /** Mirror what is captured as HEP3 (agent/hep/out.ts); the messages that came through HEP are not sent back out. */
+  hepOut?: HepOutConfig;
 }
 
 /** How often the statistics are saved beside the ring (and at stop). */
@@ -79,16 +82,21 @@ if (parentPort) {
     statsTimer = setInterval(save, SAVE_STATS_MS);
     postTimer = setInterval(postWindows, POST_WINDOWS_MS);
   }
-  const status = (): IndexerReport => ({ type: 'status', errors: ix.errors, lastError: ix.lastError, indexed: ix.progress(), sip });
+  const hepOut = cfg.hepOut ? new HepSender(cfg.hepOut) : null;
+  const status = (): IndexerReport => ({ type: 'status', errors: ix.errors, lastError: ix.lastError, indexed: ix.progress(), sip, hepOut: hepOut ? { ...hepOut.counters } : null });
   const ix: LiveIndexer = new LiveIndexer(cfg.ringDir, {
     correlationHeader: cfg.correlationHeader,
-    onMessage: (m) => {
+    onMessage: (m, _ix, bytes) => {
       countSipMessage(sip, m);
       stats?.add(m);
+      if (hepOut && !m.h) hepOut.sip(m.src, m.dst, m.sp, m.dp, m.pr, m.t[0], m.t[1], bytes);
     },
+    onRtcp: hepOut && cfg.hepOut?.rtcp ? (d, sec, nsec) => hepOut.rtcp(d.src, d.dst, d.sport, d.dport, sec, nsec, d.payload) : undefined,
     onIndexed: () => port.postMessage(status()),
     onFollow: (b) => port.postMessage(b satisfies IndexerReport),
   });
+  // HEP out's sends finish after the round that made them: report its counters on their own too.
+  const hepOutTimer = hepOut ? setInterval(() => port.postMessage(status()), 1000) : null;
   port.on('message', (m: IndexerCommand) => {
     switch (m.type) {
       case 'opened': ix.segmentOpened(m.path); break;
@@ -104,6 +112,8 @@ if (parentPort) {
         if (postTimer) clearInterval(postTimer);
         save();
         postWindows();
+        if (hepOutTimer) clearInterval(hepOutTimer);
+        hepOut?.close();
         port.postMessage(status());
         port.postMessage({ type: 'stopped' } satisfies IndexerReport);
         port.close();

@@ -37,8 +37,8 @@ export class LiveIndexer {
     const counted = opts.onMessage;
     this.opts = {
       ...opts,
-      onMessage: (m, ix) => {
-        counted?.(m, ix);
+      onMessage: (m, ix, bytes) => {
+        counted?.(m, ix, bytes);
         this.follows.onMessage(m, ix);
       },
     };

@@ -5,7 +5,8 @@
  * (the capture engine's per-interface counters, which its workers send in
  * their 'stats' messages; the indexer thread's 'status' reports; the ring's
  * directory). Only the trace histograms are counted where the work happens
- * (agent/trace/serve.ts). HEP has no counter: the agent does not take HEP.
+ * (agent/trace/serve.ts). HEP in is the engine's "hep" stream (its drops by
+ * reason come with its stats); HEP out's counters come with the indexer's.
  */
 
 import { createServer, type Server } from 'node:http';
@@ -90,6 +91,16 @@ export class AgentMetrics {
       perIface((s) => s.restarts).map(([n, v]) => [{ interface: n }, v]));
     gauge(r, 'tracefleet_capture_up', '1 while the interface is captured, else 0.', ['interface'], () =>
       perIface((s) => (s.running ? 1 : 0)).map(([n, v]) => [{ interface: n }, v]));
+
+    const hep = () => perIface((s) => s).filter(([, s]) => s.hepDrops !== undefined);
+    mirroredCounter(r, 'tracefleet_hep_received_packets_total', 'HEP packets received by the HEP listener (--hep-listen), before any check.', [], () =>
+      hep().map(([, s]) => [{}, s.received]));
+    mirroredCounter(r, 'tracefleet_hep_dropped_packets_total', 'HEP packets dropped, by reason (truncated, bad_length, bad_version, bad_chunk, unknown_chunk, missing_chunk, unsupported, auth, flood, too_big, write).', ['reason'], () =>
+      hep().flatMap(([, s]) => Object.entries(s.hepDrops ?? {}).map(([reason, v]) => [{ reason }, v] as [Partial<Record<'reason', string>>, number])));
+    mirroredCounter(r, 'tracefleet_hep_out_messages_total', 'Messages mirrored as HEP (--hep-out), by outcome: sent, dropped (too many in flight), failed (refused by the socket).', ['outcome'], () => {
+      const c = src.indexer.hepOut;
+      return c ? [[{ outcome: 'sent' }, c.sent], [{ outcome: 'dropped' }, c.dropped], [{ outcome: 'failed' }, c.failed]] : [];
+    });
 
     gauge(r, 'tracefleet_index_lag_bytes', 'Bytes written to the ring that the live indexer has not indexed yet.', [], () => [[{}, src.indexer.lag.bytes()]]);
     gauge(r, 'tracefleet_index_lag_seconds', 'Age of the oldest written bytes not indexed yet (0 when the indexer is caught up).', [], () => [[{}, src.indexer.lag.seconds()]]);

@@ -6,7 +6,7 @@ import { PcapWriter, type WritableRecord } from '../../shared/pcap/writer';
 import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN, PKT_FLAG, NO_ADDRESS, messageHasNumber } from '../index/format';
 import { OpenedSegment, openSegment } from '../index/open';
 import type { IndexerOptions } from '../index/builder';
-import { listSegments } from '../ring/layout';
+import { isHepSegment, listSegments } from '../ring/layout';
 import { ringOwner } from '../ring/lock';
 import { MessageSummary, QuerySpec, Ts, cmpTs, endpointText } from '../../shared/query/query';
 import { decodePacket } from '../../shared/decode/packet';
@@ -142,6 +142,7 @@ export function summaryOf(m: MessageRecord): MessageSummary {
     bytes: m.n,
     packets: m.p.length,
     ...(m.tr ? { truncated: true } : {}),
+    ...(m.h ? { hep: true } : {}),
   };
 }
 
@@ -291,22 +292,34 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   };
   const wantRtp = q.rtp || q.rtpStats;
   const dialogMedia = new Map<string, DialogMedia>();
+  const keep = (m: MessageRecord, si: number) => {
+    messagesMatched++;
+    if (maxMessages > 0) {
+      messages.push({ m, seg: si });
+      if (messages.length >= 2 * maxMessages) keepEarliest();
+    }
+    for (const p of m.p) take(si, p);
+    if (wantRtp) addToMedia(dialogMedia, m);
+  };
+  // A message both sniffed and received through HEP is kept once (hepCopies): the HEP ones wait for every sniffed one.
+  const copies = segments.some((s) => isHepSegment(s.segment.path)) ? new SniffedCopies() : null;
+  const viaHep: Array<{ m: MessageRecord; seg: number }> = [];
   for (const [si, s] of segments.entries()) {
     for (const c of selected) {
       for (const d of s.index.dialogsByCallId(c)) {
         for (const m of d.msgs) {
-          messagesMatched++;
-          if (maxMessages > 0) {
-            messages.push({ m, seg: si });
-            if (messages.length >= 2 * maxMessages) keepEarliest();
+          if (copies && m.h) {
+            viaHep.push({ m, seg: si });
+            continue;
           }
-          for (const p of m.p) take(si, p);
-          if (wantRtp) addToMedia(dialogMedia, m);
+          copies?.add(m);
+          keep(m, si);
         }
       }
     }
     yield;
   }
+  for (const { m, seg } of viaHep) if (!copies!.claim(m)) keep(m, seg);
 
   // Packets that are not SIP, by address or port, when the query names no SIP-only key.
   const sipOnly = q.callIds.length + q.numbers.length + q.correlations.length + q.methods.length + q.statuses.length > 0;
@@ -432,6 +445,49 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     return { ...sum, legGroup: legs.group.get(m.c) ?? m.c, ...(via ? { legVia: via } : {}) };
   });
   return { segments, refs, messages: summaries, messagesMatched, callIds: [...selected], truncated, bytes, notes, streams };
+}
+
+/**
+ * How far apart (seconds) the HEP copy of a message and its sniffed copy may
+ * be: the proxy's clock against the agent's, and the proxy's HEP send after
+ * its socket write.
+ */
+export const HEP_DUPLICATE_WINDOW_S = 2;
+
+/**
+ * The sniffed messages of a result, to recognise a HEP copy of one: same
+ * Call-ID, CSeq, method or status, addresses, ports, transport and size, at
+ * most HEP_DUPLICATE_WINDOW_S apart. Each sniffed message absorbs at most
+ * one HEP copy (the nearest in time), so retransmissions stay counted. The
+ * sniffed copy is the one kept: its headers are the wire's own.
+ */
+class SniffedCopies {
+  private readonly byKey = new Map<string, Array<{ t: number; claimed: boolean }>>();
+
+  private static key(m: MessageRecord): string {
+    return `${m.c}\n${m.q}\n${m.m ?? m.s}\n${m.src}\n${m.sp}\n${m.dst}\n${m.dp}\n${m.pr}\n${m.n}`;
+  }
+
+  add(m: MessageRecord): void {
+    const k = SniffedCopies.key(m);
+    const list = this.byKey.get(k) ?? this.byKey.set(k, []).get(k)!;
+    list.push({ t: m.t[0] + m.t[1] / 1e9, claimed: false });
+  }
+
+  /** Whether a sniffed copy of this HEP message was kept (then it is taken, for no other HEP copy). */
+  claim(m: MessageRecord): boolean {
+    const list = this.byKey.get(SniffedCopies.key(m));
+    if (!list) return false;
+    const t = m.t[0] + m.t[1] / 1e9;
+    let best: { t: number; claimed: boolean } | null = null;
+    for (const e of list) {
+      if (e.claimed || Math.abs(e.t - t) > HEP_DUPLICATE_WINDOW_S) continue;
+      if (!best || Math.abs(e.t - t) < Math.abs(best.t - t)) best = e;
+    }
+    if (!best) return false;
+    best.claimed = true;
+    return true;
+  }
 }
 
 /**

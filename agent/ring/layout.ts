@@ -29,6 +29,12 @@ export interface SegmentInfo {
 }
 
 export const SEGMENT_EXT = '.pcap';
+/**
+ * The stream HEP packets are written to (agent/hep/worker.ts): its messages
+ * are marked as having come through HEP. An interface of that name cannot
+ * be captured beside a HEP listener.
+ */
+export const HEP_STREAM = 'hep';
 export const INDEX_EXT = '.idx';
 
 const NAME_RE = /^([A-Za-z0-9_.@:+=-]+?)-(\d{8})T(\d{6})\.(\d{6})Z\.pcap$/;
@@ -47,6 +53,12 @@ export function segmentBaseName(stream: string, startMicros: number): string {
     `${sanitizeStream(stream)}-${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}` +
     `T${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}.${p(micros, 6)}Z`
   );
+}
+
+/** Whether a segment file belongs to the HEP stream. */
+export function isHepSegment(segmentPath: string): boolean {
+  const slash = segmentPath.lastIndexOf('/');
+  return parseSegmentName(segmentPath.slice(slash + 1))?.stream === HEP_STREAM;
 }
 
 export function indexPathFor(segmentPath: string): string {

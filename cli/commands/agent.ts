@@ -17,6 +17,36 @@ function parsePortRanges(list: string[] | undefined): Array<[number, number]> {
   });
 }
 
+/** The --hep-* flags, checked before capture starts. */
+async function hepOptionsOf(a: Args, listenArgs: string[], name: string): Promise<{ listen?: import('../../agent/capture/capture').CaptureEngineOptions['hep']; out?: import('../../agent/hep/out').HepOutConfig }> {
+  const outArg = a.hepOut as string | undefined;
+  if (listenArgs.length === 0 && outArg === undefined) {
+    if (a.hepPassword !== undefined) throw new UsageError('--hep-password needs --hep-listen');
+    return {};
+  }
+  const { parseHepAddress } = await import('../../agent/hep/address');
+  const listen = listenArgs.map((s) => {
+    const l = parseHepAddress(s);
+    if (!l) throw new UsageError(`bad --hep-listen '${s}': give udp:HOST:PORT or tcp:HOST:PORT (port 9060 when left out), e.g. udp:0.0.0.0:9060`);
+    return l;
+  });
+  const rate = a.hepRate as number;
+  if (!(Number.isInteger(rate) && rate >= 1)) throw new UsageError(`bad --hep-rate '${String(a.hepRate)}': give HEP packets per second per sender, at least 1`);
+  if (a.hepPassword !== undefined && listen.length === 0) throw new UsageError('--hep-password needs --hep-listen');
+  let out: import('../../agent/hep/out').HepOutConfig | undefined;
+  if (outArg !== undefined) {
+    const o = parseHepAddress(outArg, '');
+    if (!o || o.host === '' || o.transport !== 'udp') throw new UsageError(`bad --hep-out '${outArg}': give udp:HOST:PORT (HEP out is UDP), e.g. udp:homer.example:9060`);
+    const captureId = a.hepCaptureId as number;
+    if (!(Number.isInteger(captureId) && captureId >= 0 && captureId <= 0xffffffff)) throw new UsageError(`bad --hep-capture-id '${String(a.hepCaptureId)}': give an integer from 0 to 4294967295`);
+    out = { host: o.host, port: o.port, captureId, nodeName: (a.hepNodeName as string | undefined) ?? name, password: a.hepOutPassword as string | undefined, rtcp: a.hepOutRtcp as boolean };
+  }
+  return {
+    listen: listen.length > 0 ? { listen, password: a.hepPassword as string | undefined, perSenderPerSecond: rate } : undefined,
+    out,
+  };
+}
+
 async function agentCmd(a: Args): Promise<void> {
   if (a.listInterfaces) {
     const { listInterfaces } = await import('../../agent/capture/interfaces');
@@ -24,7 +54,8 @@ async function agentCmd(a: Args): Promise<void> {
     return;
   }
   const ifaces = ((a.interface as string[] | undefined) ?? []).flatMap((s) => s.split(',')).filter(Boolean);
-  if (ifaces.length === 0) throw new UsageError('give at least one interface with -i (any, lo, eth0, ...); --list-interfaces shows them');
+  const hepListenArgs = ((a.hepListen as string[] | undefined) ?? []).flatMap((s) => s.split(',')).filter(Boolean);
+  if (ifaces.length === 0 && hepListenArgs.length === 0) throw new UsageError('give at least one interface with -i (any, lo, eth0, ...) or --hep-listen; --list-interfaces shows them');
   const dispatcher = (a.dispatcher as string | undefined) ?? process.env.TRACEFLEET_DISPATCHER;
   const token = (a.token as string | undefined) ?? process.env.TRACEFLEET_TOKEN;
   const name = (a.name as string | undefined) ?? hostname();
@@ -57,6 +88,7 @@ async function agentCmd(a: Args): Promise<void> {
   // Checked here, so a bad address or name is a usage error before capture starts; the indexer thread builds its own.
   const statsCfg = await statsConfigOf(a, 'stats-');
   const legCallIdRules = legCallIdRulesOf(a.legCallidRule);
+  const hep = await hepOptionsOf(a, hepListenArgs, name);
   const root = initLoggerFromArgs(a, 'agent');
   const log = root.child({ component: 'agent' });
   const agent = await startAgent({
@@ -70,12 +102,20 @@ async function agentCmd(a: Args): Promise<void> {
     minFreeBytes: a.minFree === undefined ? undefined : parseSize(a.minFree as string, '--min-free'),
     promisc: a.promisc as boolean,
     correlationHeader: a.correlationHeader as string,
+    hep: hep.listen,
+    hepOut: hep.out,
     stats: {
       peers: { local: (a.statsLocal as string[] | undefined)?.flatMap((s) => s.split(',')).filter(Boolean), names: a.statsPeer as string[] | undefined },
       options: { windowSeconds: statsCfg.windowSeconds, shortCallSeconds: statsCfg.shortCallSeconds },
     },
+  }).catch(async (e: Error & { code?: string }) => {
+    if (e.code !== 'TF_HEP_LISTEN') throw e;
+    const { TracefleetError } = await import('../../shared/errors/catalogue');
+    throw new TracefleetError('TF_HEP_LISTEN', { message: `${e.message}; give a free address and port (is another HEP collector there?)` });
   });
   log.info({ interfaces: ifaces, ring: a.ring as string, filter }, 'capturing');
+  if (hepListenArgs.length > 0) log.info({ hepListen: hepListenArgs, keyChecked: hep.listen?.password !== undefined }, 'listening for HEP');
+  if (hep.out) log.info({ hepOut: `${hep.out.host}:${hep.out.port}`, captureId: hep.out.captureId, rtcp: hep.out.rtcp }, 'mirroring captured SIP as HEP');
   const ringDir = a.ring as string;
   let metrics: import('../../agent/metrics/metrics').AgentMetrics | null = null;
   let metricsServer: import('node:http').Server | null = null;
@@ -149,6 +189,14 @@ export const agentCommand: CommandModule<object, Args> = {
       .option('token', { type: 'string', describe: 'agent token for the dispatcher (env TRACEFLEET_TOKEN)' })
       .option('name', { type: 'string', describe: 'agent name at the dispatcher (default: the host name)' })
       .option('metrics', { type: 'string', describe: 'serve Prometheus /metrics on HOST:PORT, e.g. 0.0.0.0:9464' })
+      .option('hep-listen', { type: 'string', array: true, describe: 'take HEP v2/v3 on udp:HOST:PORT or tcp:HOST:PORT (repeat; port 9060 when left out), e.g. udp:0.0.0.0:9060' })
+      .option('hep-password', { type: 'string', describe: 'HEP packets taken must carry this auth key (HEP3 chunk 0x000e); others are dropped' })
+      .option('hep-rate', { type: 'number', default: 50000, describe: 'HEP packets per second one sender may send; more are dropped (counted as a flood)' })
+      .option('hep-out', { type: 'string', describe: 'mirror captured SIP as HEP3 to udp:HOST:PORT (HOMER, heplify-server, sngrep -L)' })
+      .option('hep-capture-id', { type: 'number', default: 2001, describe: 'HEP capture agent id sent with --hep-out' })
+      .option('hep-node-name', { type: 'string', describe: 'HEP node name sent with --hep-out (default: the agent name)' })
+      .option('hep-out-password', { type: 'string', describe: 'auth key sent with --hep-out' })
+      .option('hep-out-rtcp', { type: 'boolean', default: false, describe: 'mirror RTCP too (captured with --rtp-ports)' })
       .option('ca', { type: 'string', describe: 'PEM CA certificate to trust for an https dispatcher, e.g. its self-signed --tls-cert (env TRACEFLEET_CA)' })
       .options(LOG_CLI_OPTIONS) as unknown as Argv<Args>,
   handler: (a) => agentCmd(a).catch(fail),

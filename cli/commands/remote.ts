@@ -250,7 +250,7 @@ export function formatCalls(calls: CallFigures[]): string[] {
  * strangers: no control, bidi or zero-width character reaches the terminal).
  */
 export function formatFullMessage(n: number, m: TraceMessage & { full: FullMessage | null }): string[] {
-  const title = `── #${n} ${m.time} ${m.host} ${m.src} → ${m.dst} ${m.transport}${m.truncated ? ' (cut by the snap length)' : ''}`;
+  const title = `── #${n} ${m.time} ${m.host} ${m.src} → ${m.dst} ${m.transport}${m.truncated ? ' (cut by the snap length)' : ''}${m.hep ? ' (through HEP)' : ''}`;
   if (!m.full) return [safeText(title), '   (not in the stored PCAP: only its summary is known)'];
   const f = m.full;
   const lines = [title, f.startLine, ...f.headers.map((x) => `${x.name}: ${x.value}`)];

@@ -191,6 +191,8 @@ export const ERRORS = {
   TF_USAGE: entry<Said>({ field: null, status: null, exit: EXIT.BAD_INPUT, message: said }),
   TF_RING_DIR: entry<Said>({ field: null, status: null, exit: EXIT.BAD_INPUT, message: said }),
   TF_CAPTURE_FORMAT: entry<Said>({ field: null, status: null, exit: EXIT.BAD_INPUT, message: said }),
+  /** The agent cannot listen for HEP on a --hep-listen address (taken, not this host's, not permitted). */
+  TF_HEP_LISTEN: entry<Said>({ field: null, status: null, exit: EXIT.BAD_INPUT, message: said }),
   TF_INDEX_CORRUPT: entry<{ path: string; what: string }>({
     field: null, status: null, exit: EXIT.FAILED,
     message: (p) => `index ${p.path} is corrupt (${p.what}); it will be rebuilt from its segment`,

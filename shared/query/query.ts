@@ -134,6 +134,8 @@ export const messageSummary = z.object({
   legGroup: z.string().max(1024).optional(),
   /** With `legs`, for a dialog the query did not select itself: the key that linked it. */
   legVia: z.enum(LEG_VIAS).optional(),
+  /** Set when the message came through HEP (sent by a proxy's HEP agent) rather than from the wire. */
+  hep: z.boolean().optional(),
 });
 export type MessageSummary = z.infer<typeof messageSummary>;
 

@@ -36,6 +36,11 @@ export function parseRtpHeader(b: Buffer): RtpHeader | null {
   return { marker: (b[1] & 0x80) !== 0, payloadType: pt, seq: b.readUInt16BE(2), timestamp: b.readUInt32BE(4), ssrc: b.readUInt32BE(8), payloadOffset: off };
 }
 
+/** Whether a UDP payload is RTCP (RFC 3550: version 2, packet type SR..APP, its first packet whole). */
+export function isRtcp(b: Buffer): boolean {
+  return b.length >= 8 && b[0] >> 6 === 2 && b[1] >= 200 && b[1] <= 204 && 4 * (b.readUInt16BE(2) + 1) <= b.length;
+}
+
 /** RFC 3551 static payload types, for streams whose SDP has no rtpmap for them. */
 const STATIC_PT: Record<number, string> = {
   0: 'PCMU/8000', 3: 'GSM/8000', 4: 'G723/8000', 5: 'DVI4/8000', 6: 'DVI4/16000', 7: 'LPC/8000', 8: 'PCMA/8000', 9: 'G722/8000',

@@ -60,7 +60,7 @@ test('legs: a query by the caller number returns the B2BUA\'s B leg too, and no 
     // At once, and long enough to overlap: the calls are concurrent.
     const results = await Promise.all(
       TIES.map((_t, i) =>
-        runSippCalls({ transport: 'udp', uasHost: callee(i), uacHost: caller(i), proxy: b2bAt, calls: 1, number: `70${i}`, fromUser: number(i), callLengthMs: 1500, timeoutMs: 60_000 }),
+        runSippCalls({ transport: 'udp', uasHost: callee(i), uacHost: caller(i), target: b2bAt, calls: 1, number: `70${i}`, fromUser: number(i), callLengthMs: 1500, timeoutMs: 60_000 }),
       ),
     );
     await capture.stop();

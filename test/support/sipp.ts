@@ -23,10 +23,12 @@ export interface SippCallsOptions {
   uasNs?: string;
   uacNs?: string;
   transport: 'udp' | 'tcp';
+  /** The UAS's transport when it differs from the UAC's (a proxy between them). */
+  uasTransport?: 'udp' | 'tcp';
   uasHost: SippEndpoint;
+  /** Where the UAC sends its requests when not straight to the UAS (a proxy or B2BUA in between); default uasHost. */
+  target?: SippEndpoint;
   uacHost: SippEndpoint;
-  /** Where the UAC sends its requests when not straight to the UAS (a B2BUA or proxy in between). */
-  proxy?: SippEndpoint;
   calls: number;
   /** New calls per second. Default 10. */
   rate?: number;
@@ -221,7 +223,8 @@ export async function runSippCalls(opts: SippCallsOptions): Promise<SippCallsRes
   const timeoutMs = opts.timeoutMs ?? Math.ceil((opts.calls / rate) * 1000 + callLengthMs + 30_000);
   const uasNs = opts.uasNs ?? opts.ns;
   const uacNs = opts.uacNs ?? opts.ns;
-  const t = opts.transport === 'udp' ? 'u1' : 't1';
+  const uasTransport = opts.uasTransport ?? opts.transport;
+  const tOf = (x: 'udp' | 'tcp') => (x === 'udp' ? 'u1' : 't1');
 
   const dir = mkdtempSync(join(tmpdir(), 'tf-sipp-'));
   const f = (n: string) => join(dir, n);
@@ -231,16 +234,16 @@ export async function runSippCalls(opts: SippCallsOptions): Promise<SippCallsRes
   // -nostdin: sipp otherwise reads keyboard commands from stdin. -bind_local:
   // listen only on the given address rather than on every address of the
   // namespace. Screens go to the pipe we read; the trace files are what count.
-  const common = ['-t', t, '-nostdin', '-bind_local', '-timeout', timeoutS, '-timeout_error', '-trace_err', '-trace_shortmsg'];
-  const uasArgs = ['-sf', f('uas.xml'), '-i', opts.uasHost.addr, '-mi', opts.uasHost.addr, '-p', String(opts.uasHost.port), '-m', String(opts.calls), ...common,
+  const common = ['-nostdin', '-bind_local', '-timeout', timeoutS, '-timeout_error', '-trace_err', '-trace_shortmsg'];
+  const uasArgs = ['-sf', f('uas.xml'), '-i', opts.uasHost.addr, '-mi', opts.uasHost.addr, '-p', String(opts.uasHost.port), '-m', String(opts.calls), '-t', tOf(uasTransport), ...common,
     '-error_file', f('uas-errors.log'), '-shortmessage_file', f('uas-short.csv')];
-  const uacArgs = [hostPort(opts.proxy ?? opts.uasHost), '-sf', f('uac.xml'), '-i', opts.uacHost.addr, '-mi', opts.uacHost.addr, '-p', String(opts.uacHost.port),
-    '-m', String(opts.calls), '-r', String(rate), '-l', String(opts.limit ?? opts.calls), '-s', number, '-cid_str', `${cidPrefix}-%u@%s`, ...common,
+  const uacArgs = [hostPort(opts.target ?? opts.uasHost), '-sf', f('uac.xml'), '-i', opts.uacHost.addr, '-mi', opts.uacHost.addr, '-p', String(opts.uacHost.port),
+    '-m', String(opts.calls), '-r', String(rate), '-l', String(opts.limit ?? opts.calls), '-s', number, '-cid_str', `${cidPrefix}-%u@%s`, '-t', tOf(opts.transport), ...common,
     '-error_file', f('uac-errors.log'), '-shortmessage_file', f('uac-short.csv'), '-trace_logs', '-log_file', f('uac-calls.log')];
 
   const uas = await startDaemon('sipp', uasArgs, { ns: uasNs, stopGraceMs: 2000 });
   try {
-    await waitListening(uasNs, opts.transport, opts.uasHost, 10_000, () => uas.exitStatus() === null);
+    await waitListening(uasNs, uasTransport, opts.uasHost, 10_000, () => uas.exitStatus() === null);
     if (uas.exitStatus()) throw new ProcError(`sipp UAS exited early (${JSON.stringify(uas.exitStatus())}); stderr: ${tail(uas.stderr())}; stdout: ${tail(uas.stdout(), 800)}`, uas.command);
     const uac = await run('sipp', uacArgs, { ns: uacNs, timeoutMs: timeoutMs + 10_000, check: false });
     if (uac.code !== 0 && uac.code !== 1) {

@@ -18,7 +18,8 @@ function tsKey(ts) {
 
 const COLUMNS = [
   { key: 'time', label: 'Time (UTC)', value: (m) => fmtClock(m.time), sort: (m) => tsKey(m.ts) },
-  { key: 'host', label: 'Host', value: (m) => m.host ?? '' },
+  // "via HEP" under the host: the message was sent by a proxy's HEP agent, not sniffed.
+  { key: 'host', label: 'Host', value: (m) => `${m.host ?? ''}${m.hep ? ' via HEP' : ''}`, cell: (m) => (m.hep ? [m.host ?? '', h('br'), 'via HEP'] : [m.host ?? '']) },
   { key: 'flow', label: 'Source → Destination', value: (m) => `${m.src} → ${m.dst}`, cell: (m) => [m.src, ' →', h('br'), m.dst] },
   { key: 'what', label: 'Method / status', value: (m) => fmtMethodStatus(m), sort: (m) => (m.method ? `0${m.method}` : `1${String(m.status).padStart(3, '0')}`) },
   { key: 'callId', label: 'Call-ID', value: (m) => m.callId ?? '' },
@@ -160,6 +161,7 @@ export function messageDetails(m) {
     ['Epoch', m.ts],
     ['Captured on', m.host],
     ['Transport', m.transport],
+    ['Came', m.hep ? 'through HEP' : 'from the wire'],
     ['Source', m.src],
     ['Destination', m.dst],
     [m.method ? 'Method' : 'Status', fmtMethodStatus(m)],

@@ -52,9 +52,12 @@ export function cli(argv: string[]): Argv {
     .version(local().agentVersion());
 }
 
-export function main(): void {
-  // As yargs' hideBin for a plain `node script` (the only way bin/tracefleet runs).
-  const argv = process.argv.slice(2);
+/**
+ * argv as yargs' hideBin gives it for a plain `node script` (the only way
+ * bin/tracefleet runs). `bundle: false` runs from dist/ only, as when the
+ * start-up bundle is missing or stale (tests of what each command loads).
+ */
+export function main(argv = process.argv.slice(2), { bundle = true } = {}): void {
   // Wireshark runs `extcap --extcap-interfaces` at each start: its own parser, nothing else loaded
   // (and not in the start-up bundle, which holds only what `query` runs).
   if (argv[0] === 'extcap' && argv[1] !== '--help') {
@@ -62,7 +65,7 @@ export function main(): void {
     return;
   }
   const hot = require('../cli/hot') as typeof import('../cli/hot');
-  if (hot.isHotCommand(argv) && (require('../cli/hot-bundle') as typeof import('../cli/hot-bundle')).runHotBundle(argv)) return;
+  if (bundle && hot.isHotCommand(argv) && (require('../cli/hot-bundle') as typeof import('../cli/hot-bundle')).runHotBundle(argv)) return;
   if (!hot.hotCommand(argv)) void cli(argv).parseAsync();
 }
 

@@ -66,14 +66,12 @@ test('whatever yargs might read otherwise, or must answer itself, is left to yar
 
 test('`--version` and a plain `query` load no yargs, `--version` and the extcap answers no zod either', () => {
   const main = join(__dirname, '..', 'bin', 'main.js');
-  const hot = join(__dirname, 'hot.js');
   const loaded = (args: string[]) => {
     // The CLI as bin/tracefleet runs it from dist/ (as main() does when the start-up bundle is not built or not
     // fresh: cli/hot-bundle.test.ts tests that one); on exit, the packages it had loaded.
     const script = `process.argv = [process.argv[0], 'tracefleet', ...${JSON.stringify(args)}];
       process.on('exit', () => process.stderr.write('\\nLOADED ' + JSON.stringify([...new Set(Object.keys(require.cache).map((k) => (/node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(k) ?? [])[1]).filter(Boolean))])));
-      const argv = process.argv.slice(2);
-      if (!require(${JSON.stringify(hot)}).hotCommand(argv)) require(${JSON.stringify(main)}).cli(argv).parseAsync();`;
+      require(${JSON.stringify(main)}).main(process.argv.slice(2), { bundle: false });`;
     const p = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
     const m = /\nLOADED (.*)$/.exec(p.stderr);
     assert.ok(m, p.stderr);

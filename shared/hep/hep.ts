@@ -264,22 +264,9 @@ function parseHep2(b: Buffer): HepParse {
   };
 }
 
-/** What encodeHep3 writes. Addresses as bytes (4 or 16). */
-export interface Hep3Fields {
-  family: 4 | 6;
-  proto: number;
-  src: Buffer;
-  dst: Buffer;
-  sport: number;
-  dport: number;
-  tsSec: number;
-  tsUsec: number;
-  protoType: number;
-  captureId: number;
-  authKey?: Buffer | null;
-  nodeName?: Buffer | null;
-  payload: Buffer;
-}
+/** What encodeHep3 writes: a parsed packet's fields, the key and node name optional. */
+export type Hep3Fields = Pick<HepPacket, 'family' | 'proto' | 'src' | 'dst' | 'sport' | 'dport' | 'tsSec' | 'tsUsec' | 'protoType' | 'captureId' | 'payload'> &
+  Partial<Pick<HepPacket, 'authKey' | 'nodeName'>>;
 
 /** Bytes encodeHep3 needs for these fields. */
 export function hep3Size(f: Hep3Fields): number {

@@ -292,6 +292,32 @@ function offsetsNs(ms) {
 }
 
 /**
+ * A message's time in nanoseconds on the reference host's clock: its capture
+ * time less its host's offset (none for a host the merge did not place).
+ * @param {Map<string, bigint>} offsets  from offsetsNs
+ * @returns {(m: LadderMessage) => bigint|null}  null when ts is malformed
+ */
+function correctedNs(offsets) {
+  return (m) => {
+    const ns = tsNanos(m.ts);
+    const off = typeof m.host === 'string' ? offsets.get(m.host) : undefined;
+    return ns !== null && off !== undefined ? ns - off : ns;
+  };
+}
+
+/**
+ * The same for the message table: per message its corrected nanoseconds, and
+ * whether a (non-zero) correction applied to it.
+ * @param {Record<string, number>|undefined} clockOffsetsMs  as LadderOptions has it
+ * @returns {(m: LadderMessage) => { ns: bigint|null, shifted: boolean }}
+ */
+export function clockCorrection(clockOffsetsMs) {
+  const offsets = offsetsNs(clockOffsetsMs);
+  const corrected = correctedNs(offsets);
+  return (m) => ({ ns: corrected(m), shifted: typeof m.host === 'string' && (offsets.get(m.host) ?? 0n) !== 0n });
+}
+
+/**
  * `ts` ("<seconds>.<nine digits>") as nanoseconds since the epoch, exactly;
  * null when it is not in that form.
  * @param {string} ts
@@ -330,11 +356,7 @@ function kindOf(m) {
  * @returns {Entry[]}
  */
 function buildEntries(messages, offsets) {
-  const corrected = (/** @type {LadderMessage} */ m) => {
-    const ns = tsNanos(m.ts);
-    const off = typeof m.host === 'string' ? offsets.get(m.host) : undefined;
-    return ns !== null && off !== undefined ? ns - off : ns;
-  };
+  const corrected = correctedNs(offsets);
   const sorted = messages.map((m, i) => ({ m, i, ns: corrected(m) }));
   sorted.sort((a, b) => {
     if (a.ns !== null && b.ns !== null && a.ns !== b.ns) return a.ns < b.ns ? -1 : 1;

@@ -583,7 +583,7 @@ function* rtpFigures(
       const d = decodePacket(linkType, rec.data, rec.capLen < rec.origLen);
       if (typeof d !== 'string' && d.proto === 17 && d.fragment === null) {
         const dst = endpointText(d.dst, d.dport);
-        stats.push(rec.tsSec, rec.tsNsec, endpointText(d.src, d.sport), dst, d.payload, codecOf(dialog, dst));
+        stats.push(rec.tsSec, rec.tsNsec, endpointText(d.src, d.sport), dst, d.payload, codecOf(dialog, dst), dialog.callId);
       }
       if (++n % 50_000 === 0) yield;
     }

@@ -342,14 +342,18 @@ function correctedNs(offsets) {
 
 /**
  * The same for the message table: per message its corrected nanoseconds, and
- * whether a (non-zero) correction applied to it.
+ * whether the correction shows at the table's millisecond precision (hosts
+ * on one clock differ by microseconds of capture latency: not worth a line).
  * @param {Record<string, number>|undefined} clockOffsetsMs  as LadderOptions has it
  * @returns {(m: LadderMessage) => { ns: bigint|null, shifted: boolean }}
  */
 export function clockCorrection(clockOffsetsMs) {
   const offsets = offsetsNs(clockOffsetsMs);
   const corrected = correctedNs(offsets);
-  return (m) => ({ ns: corrected(m), shifted: typeof m.host === 'string' && (offsets.get(m.host) ?? 0n) !== 0n });
+  return (m) => {
+    const off = typeof m.host === 'string' ? offsets.get(m.host) ?? 0n : 0n;
+    return { ns: corrected(m), shifted: off >= 1_000_000n || off <= -1_000_000n };
+  };
 }
 
 /**

@@ -179,6 +179,12 @@ describe('web page: the legs of a call and one clock', { skip }, () => {
     // ---- the ladder offers the call with all its legs together
     const options = await page.locator('#ladder select option').allTextContents();
     assert.ok(options.includes('Call #1: all 2 legs'), `ladder selector: ${options.join(' | ')}`);
+
+    // ---- reopened (a finished trace read from the store, as from History): the same table, on the same clock
+    await page.reload();
+    await page.locator('#msg-table tbody tr').first().waitFor();
+    assert.equal(await page.locator('#msg-table thead th[data-key="time"]').textContent(), 'Time (UTC, corrected)', 'the clocks come with a finished trace\'s view');
+    assert.deepEqual(await messageRows(page), timed);
     assert.deepEqual(errors, []);
     await page.close();
   });

@@ -24,14 +24,15 @@ function nsClock(ns) {
 /**
  * The time column. With clock offsets (the merge's estimate, per host) the
  * table is on the reference host's clock like the ladder: sorted by the
- * corrected time, which it shows, with the time as captured under it.
+ * corrected time, and where a correction shows at millisecond precision
+ * (`shown`) it shows the corrected time with the time as captured under it.
  */
-function timeColumn(fix) {
+function timeColumn(fix, shown) {
   if (!fix) return { key: 'time', label: 'Time (UTC)', value: (m) => fmtClock(m.time), sort: (m) => tsKey(m.ts) };
   const captured = (m) => `captured ${fmtClock(m.time)}`;
   return {
     key: 'time',
-    label: 'Time (UTC, corrected)',
+    label: shown ? 'Time (UTC, corrected)' : 'Time (UTC)',
     value: (m) => {
       const c = fix(m);
       return c.shifted && c.ns !== null ? `${nsClock(c.ns)} ${captured(m)}` : fmtClock(m.time);
@@ -78,7 +79,8 @@ export function renderMessages(container, messages, { onSelect, live = false, cl
   // Looked up for every sort comparison: computed once a message.
   const fixes = new WeakMap();
   const fix = (m) => fixes.get(m) ?? fixes.set(m, correction(m)).get(m);
-  const time = timeColumn(messages.some((m) => correction(m).shifted) ? fix : null);
+  const hasOffsets = Object.values(clockOffsetsMs ?? {}).some((v) => typeof v === 'number' && v !== 0);
+  const time = timeColumn(hasOffsets ? fix : null, messages.some((m) => correction(m).shifted));
   const columns = [time, ...COLUMNS];
   if ([...legs.values()].some((l) => l.legs > 1)) {
     const legOf = (m) => legs.get(m.callId);

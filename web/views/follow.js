@@ -195,10 +195,11 @@ function renderFollow(main, ctx, trace, request) {
     status.dataset.state = paused ? 'paused' : 'running';
   }
 
-  function schedule() {
+  /** `messagesToo`: the table and the ladder have something new (packets alone or a host's state do not redraw them). */
+  function schedule(messagesToo) {
     drawStatus();
     drawHosts();
-    if (!paused && drawTimer === null) drawTimer = setTimeout(() => void drawMessages(), DRAW_MS);
+    if (messagesToo && !paused && drawTimer === null) drawTimer = setTimeout(() => void drawMessages(), DRAW_MS);
   }
 
   async function finished(e) {
@@ -222,7 +223,7 @@ function renderFollow(main, ctx, trace, request) {
     paused = !paused;
     pause.textContent = paused ? 'Resume' : 'Pause';
     pause.setAttribute('aria-pressed', String(paused));
-    schedule();
+    schedule(inTable < messages.length);
   });
   stop.addEventListener('click', async () => {
     stop.disabled = true;
@@ -267,7 +268,7 @@ function renderFollow(main, ctx, trace, request) {
         if (messages.length < MAX_MESSAGES) messages.push(m);
         else dropped++;
       }
-      schedule();
+      schedule(inTable < messages.length);
     },
   };
 }

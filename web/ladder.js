@@ -55,6 +55,19 @@
  * @property {string} [dialog]  a Call-ID to show only that dialog, or 'all' (the default)
  * @property {Record<string, number>} [clockOffsetsMs]  per host, how far its clock is ahead of the trace's reference
  *   (the merge's estimate, TraceView.clocks): arrows are ordered by the times less these
+ * @property {LadderState} [restore]  a previous ladder's state (a live view redrawn as messages come): its dialog,
+ *   its chosen message (quietly: onSelect is not called again), its scroll, and the focus when it was in the diagram
+ */
+
+/**
+ * What a redraw keeps of a ladder.
+ * @typedef {object} LadderState
+ * @property {string} dialog
+ * @property {LadderMessage|null} selected  the chosen arrow's message (the same object as in `messages`)
+ * @property {number} scrollTop
+ * @property {number} scrollLeft
+ * @property {boolean} atBottom  scrolled to the end: a live view stays at the newest arrows
+ * @property {boolean} focused   the keyboard focus was on an arrow
  */
 
 /** @typedef {'request'|'provisional'|'success'|'failure'} Kind */
@@ -128,7 +141,7 @@ const SELF_LOOP_W = 40;
  * @param {HTMLElement} container
  * @param {LadderMessage[]} messages
  * @param {LadderOptions} [opts]
- * @returns {{ destroy(): void }}
+ * @returns {{ destroy(): void, state(): LadderState }}
  */
 export function renderLadder(container, messages, opts = {}) {
   if (!container || typeof container !== 'object' || container.nodeType !== 1) {
@@ -149,10 +162,12 @@ export function renderLadder(container, messages, opts = {}) {
   for (const l of legs.values()) if (l.legs > 1) calls.set(`call:${l.call}`, new Set(l.callIds));
   const hostsByIp = hostsAtAddresses(entries);
   const several = dialogs.size > 1;
+  const wanted = opts.restore?.dialog ?? opts.dialog;
   /** @type {string} */
-  let current = opts.dialog && opts.dialog !== 'all' && (dialogs.has(opts.dialog) || calls.has(opts.dialog)) ? opts.dialog : 'all';
+  let current = wanted && wanted !== 'all' && (dialogs.has(wanted) || calls.has(wanted)) ? wanted : 'all';
+  const keepMsg = opts.restore?.selected ?? null;
   /** @type {Entry|null} */
-  let selected = null;
+  let selected = keepMsg ? entries.find((e) => e.copies.includes(keepMsg)) ?? null : null;
   /** @type {Entry[]} */
   let shown = [];
 
@@ -207,12 +222,32 @@ export function renderLadder(container, messages, opts = {}) {
 
   draw();
   container.append(root);
+  if (opts.restore) {
+    const r = opts.restore;
+    scroll.scrollLeft = r.scrollLeft;
+    scroll.scrollTop = r.atBottom ? scroll.scrollHeight : r.scrollTop;
+    if (r.focused) {
+      const g = selected ? arrows()[shown.indexOf(selected)] : undefined;
+      if (g) g.focus({ preventScroll: true });
+    }
+  }
 
   return {
     destroy() {
       root.remove();
       shown = [];
       selected = null;
+    },
+    /** @returns {LadderState} */
+    state() {
+      return {
+        dialog: current,
+        selected: selected ? selected.msg : null,
+        scrollTop: scroll.scrollTop,
+        scrollLeft: scroll.scrollLeft,
+        atBottom: scroll.scrollTop + scroll.clientHeight >= scroll.scrollHeight - 2,
+        focused: root.contains(doc.activeElement) && scroll.contains(doc.activeElement),
+      };
     },
   };
 
@@ -292,6 +327,36 @@ function offsetsNs(ms) {
 }
 
 /**
+ * A message's time in nanoseconds on the reference host's clock: its capture
+ * time less its host's offset (none for a host the merge did not place).
+ * @param {Map<string, bigint>} offsets  from offsetsNs
+ * @returns {(m: LadderMessage) => bigint|null}  null when ts is malformed
+ */
+function correctedNs(offsets) {
+  return (m) => {
+    const ns = tsNanos(m.ts);
+    const off = typeof m.host === 'string' ? offsets.get(m.host) : undefined;
+    return ns !== null && off !== undefined ? ns - off : ns;
+  };
+}
+
+/**
+ * The same for the message table: per message its corrected nanoseconds, and
+ * whether the correction shows at the table's millisecond precision (hosts
+ * on one clock differ by microseconds of capture latency: not worth a line).
+ * @param {Record<string, number>|undefined} clockOffsetsMs  as LadderOptions has it
+ * @returns {(m: LadderMessage) => { ns: bigint|null, shifted: boolean }}
+ */
+export function clockCorrection(clockOffsetsMs) {
+  const offsets = offsetsNs(clockOffsetsMs);
+  const corrected = correctedNs(offsets);
+  return (m) => {
+    const off = typeof m.host === 'string' ? offsets.get(m.host) ?? 0n : 0n;
+    return { ns: corrected(m), shifted: off >= 1_000_000n || off <= -1_000_000n };
+  };
+}
+
+/**
  * `ts` ("<seconds>.<nine digits>") as nanoseconds since the epoch, exactly;
  * null when it is not in that form.
  * @param {string} ts
@@ -330,11 +395,7 @@ function kindOf(m) {
  * @returns {Entry[]}
  */
 function buildEntries(messages, offsets) {
-  const corrected = (/** @type {LadderMessage} */ m) => {
-    const ns = tsNanos(m.ts);
-    const off = typeof m.host === 'string' ? offsets.get(m.host) : undefined;
-    return ns !== null && off !== undefined ? ns - off : ns;
-  };
+  const corrected = correctedNs(offsets);
   const sorted = messages.map((m, i) => ({ m, i, ns: corrected(m) }));
   sorted.sort((a, b) => {
     if (a.ns !== null && b.ns !== null && a.ns !== b.ns) return a.ns < b.ns ? -1 : 1;

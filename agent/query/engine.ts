@@ -258,14 +258,15 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   }
 
   // Legs another host found: taken as they are, whatever the other keys say.
-  for (const c of q.linkedCallIds) if (!selected.has(c) && segments.some((s) => s.index.dialogsByCallId(c).length > 0)) selected.add(c);
+  const linked = q.linkedCallIds.filter((c) => !selected.has(c) && segments.some((s) => s.index.dialogsByCallId(c).length > 0));
 
   // The other legs of those calls: their dialogs are taken whole like the selected ones.
   let legs: LegLinks | null = null;
-  if (q.legs && selected.size > 0) {
-    legs = yield* linkLegs(segments, selected, opts.legCallIdRules ?? [], notes);
+  if (q.legs && selected.size + linked.length > 0) {
+    legs = yield* linkLegs(segments, selected, opts.legCallIdRules ?? [], notes, linked);
     for (const c of legs.group.keys()) selected.add(c);
   }
+  for (const c of linked) selected.add(c);
   if (opts.selectOnly) {
     return { segments, refs: new PacketRefs(refColumns(0), 0), messages: [], messagesMatched: 0, callIds: [...selected], truncated: false, bytes: 0, notes, streams: [] };
   }
@@ -583,7 +584,7 @@ function* rtpFigures(
       const d = decodePacket(linkType, rec.data, rec.capLen < rec.origLen);
       if (typeof d !== 'string' && d.proto === 17 && d.fragment === null) {
         const dst = endpointText(d.dst, d.dport);
-        stats.push(rec.tsSec, rec.tsNsec, endpointText(d.src, d.sport), dst, d.payload, codecOf(dialog, dst));
+        stats.push(rec.tsSec, rec.tsNsec, endpointText(d.src, d.sport), dst, d.payload, codecOf(dialog, dst), dialog.callId);
       }
       if (++n % 50_000 === 0) yield;
     }

@@ -60,7 +60,7 @@ async function withRing(fn: (query: (q: TraceQuery, o?: QueryOptions) => { callI
   try {
     const ring = join(dir, 'ring');
     // Small segments, so a call's legs are looked up across several.
-    await writeLegsRing(join(dir, 'calls.pcap'), ring, LEGS, 16 * 1024);
+    await writeLegsRing(join(dir, 'calls.pcap'), ring, LEGS, { maxSegmentBytes: 16 * 1024 });
     fn((q, o) => {
       const r = runQuery(ring, buildQuerySpec(q, new Date((LEGS_T0 + 1000) * 1000)), o);
       closeResult(r);

@@ -81,8 +81,19 @@ interface Leg {
   rtpEnds: Set<string>;
 }
 
-/** The legs linked to `selected`, selected ones included; yields after each dialog it follows. */
-export function* linkLegs(segments: OpenedSegment[], selected: ReadonlySet<string>, rules: readonly LegCallIdRule[], notes: string[]): Generator<void, LegLinks, void> {
+/**
+ * The legs linked to `selected`, selected ones included; yields after each dialog it follows.
+ * `later`: dialogs other hosts linked (a trace's linkedCallId), in the order they were found;
+ * each is followed from once the ones before it reach no more, so a leg this host links from
+ * another still says how, and a later one reached by a key here says how too.
+ */
+export function* linkLegs(
+  segments: OpenedSegment[],
+  selected: ReadonlySet<string>,
+  rules: readonly LegCallIdRule[],
+  notes: string[],
+  later: readonly string[] = [],
+): Generator<void, LegLinks, void> {
   const legs = new Map<string, Leg>();
   // Every message of a dialog, over every segment: its keys and its span are the whole dialog's.
   const leg = (callId: string): Leg => {
@@ -124,7 +135,18 @@ export function* linkLegs(segments: OpenedSegment[], selected: ReadonlySet<strin
   const via = new Map<string, LegVia>();
   const followedKeys = new Set<string>();
   const tooCommon: string[] = [];
-  let frontier = [...selected];
+  let pending = 0;
+  const seedLater = (): string[] => {
+    while (pending < later.length) {
+      const c = later[pending++];
+      if (!parent.has(c)) {
+        parent.set(c, c);
+        return [c];
+      }
+    }
+    return [];
+  };
+  let frontier = selected.size > 0 ? [...selected] : seedLater();
   let added = 0;
   let full = false;
   let round = 0;
@@ -181,8 +203,10 @@ export function* linkLegs(segments: OpenedSegment[], selected: ReadonlySet<strin
       }
       yield;
     }
-    frontier = next;
+    frontier = next.length > 0 ? next : seedLater();
   }
+  // Cut short: the other hosts' legs not reached are in no call found here.
+  for (let c = seedLater(); c.length > 0; c = seedLater());
   if (full) notes.push(`legs: stopped at ${MAX_LEG_DIALOGS} linked dialogs; the calls may have more legs than the result holds`);
   else if (frontier.length > 0) notes.push(`legs: stopped after ${MAX_LEG_ROUNDS} rounds of links; legs further along the chain are not in the result`);
   if (tooCommon.length > 0) notes.push(`legs: keys shared by more than ${MAX_DIALOGS_PER_KEY} dialogs link no one call and were not followed: ${tooCommon.slice(0, 5).join(', ')}${tooCommon.length > 5 ? ', …' : ''}`);

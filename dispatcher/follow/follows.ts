@@ -4,7 +4,7 @@ import { pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { encodePcapRecord } from '../../shared/pcap/writer';
 import { followChunk, followEnd, runAck } from '../../shared/protocol/agent';
-import { FOLLOW_LIMITS, FollowData, FollowEndView, FollowRequest, TraceMessage, TraceView } from '../../shared/protocol/client';
+import { FOLLOW_LIMITS, FollowData, FollowEndView, FollowHostState, FollowHostStatus, FollowRequest, TraceMessage, TraceView } from '../../shared/protocol/client';
 import { parseMessage } from '../../shared/protocol/common';
 import { checkQuery, type MessageSummary, type TraceRequest } from '../../shared/query/query';
 import type { AgentFleet } from '../fleet/server';
@@ -40,7 +40,7 @@ const TICK_MS = 25;
 
 interface HostPart {
   host: string;
-  state: 'asking' | 'following' | 'ended' | 'refused' | 'lost' | 'unreachable';
+  state: FollowHostState;
   socketId: string | null;
   parser: CaptureStreamParser;
   out: WriteStream | null;
@@ -70,6 +70,8 @@ class LiveFollow {
   readonly parts = new Map<string, HostPart>();
   private held: Held[] = [];
   private heldMessages: TraceMessage[] = [];
+  /** Hosts whose state changed since the last follow:data: the next one says so. */
+  private changed = new Set<HostPart>();
   private headerSent = false;
   private linkType: number | null = null;
   private otherLink = 0;
@@ -121,13 +123,18 @@ class LiveFollow {
     p.out.write(data, (e) => ack(e ? { ok: false, error: `the dispatcher cannot spool it: ${e.message}` } : { ok: true }));
   }
 
+  /** A host's part changed state: the client hears it with the next follow:data (within a tick). */
+  hostChanged(p: HostPart): void {
+    if (!this.ended) this.changed.add(p);
+  }
+
   spoolOut: (p: HostPart) => WriteStream = () => {
     throw new Error('spoolOut not set');
   };
 
   /** Sends what has waited the reorder window (everything when `all`), in capture order. */
   release(all: boolean): void {
-    if (this.held.length === 0 && this.heldMessages.length === 0) return;
+    if (this.held.length === 0 && this.heldMessages.length === 0 && this.changed.size === 0) return;
     const ripe = Date.now() - this.limits.reorderMs;
     this.held.sort((a, b) => a.sec - b.sec || a.nsec - b.nsec);
     const parts: Buffer[] = [];
@@ -162,7 +169,9 @@ class LiveFollow {
     this.held = this.held.slice(n);
     const messages = this.heldMessages.sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0));
     this.heldMessages = [];
-    if (parts.length || messages.length) this.push({ traceId: this.id, data: Buffer.concat(parts), messages });
+    const hosts: FollowHostStatus[] = [...this.changed].map((p) => ({ host: p.host, state: p.state, ...(p.error ? { error: p.error.slice(0, 500) } : {}) }));
+    this.changed.clear();
+    if (parts.length || messages.length || hosts.length) this.push({ traceId: this.id, data: Buffer.concat(parts), messages, ...(hosts.length ? { hosts } : {}) });
     if (stop) this.end(stop);
   }
 
@@ -226,6 +235,7 @@ export class Follows {
         if (p && p.socketId === socketId && (p.state === 'following' || p.state === 'asking')) {
           p.state = 'lost';
           p.error = 'the agent disconnected during the follow; what it sent before is kept';
+          f.hostChanged(p);
           this.checkAllEnded(f);
         }
       }
@@ -259,6 +269,7 @@ export class Follows {
       if (!socket) {
         p.state = 'unreachable';
         p.error = `agent ${host} is not connected to this dispatcher`;
+        f.hostChanged(p);
         continue;
       }
       p.socketId = socket.id;
@@ -270,6 +281,7 @@ export class Follows {
           p.state = 'refused';
           p.error = err ? `the agent did not accept the follow within ${(this.opts.runAckMs ?? 10_000) / 1000} s` : a && !a.ok ? a.error : `the agent refused the follow: ${a?.ok ? a.value.error ?? 'no reason given' : ''}`;
         }
+        f.hostChanged(p);
         this.checkAllEnded(f);
       });
     }
@@ -322,6 +334,7 @@ export class Follows {
       if (p.state === 'following' || p.state === 'asking') {
         p.state = 'ended';
         if (m.value.error) p.error = m.value.error;
+        f.hostChanged(p);
         this.checkAllEnded(f);
       }
       return;

@@ -281,7 +281,10 @@ test('legs across hosts: a leg one host links is looked for on every host, and e
       r.agents.push(startTestAgent({ url: r.fleet.url, token: TOKEN, name, ringDir }));
       await until(() => r.fleet.registry.get(name)?.connected === true, `agent ${name} connected`);
     }
+    // Per host, how each dialog was linked (null: selected, or found on another host only).
+    let vias: Record<string, Record<string, string | null>> = {};
     const dialogsOf = async (q: Parameters<Orchestrator['start']>[0]) => {
+      vias = {};
       const view = await r.orch.start(q, 'alice');
       await until(() => finalOf(r, view.id) !== undefined, 'the trace to finish');
       const out: Record<string, string[]> = {};
@@ -293,6 +296,7 @@ test('legs across hosts: a leg one host links is looked for on every host, and e
         assert.equal(res.messages.length, out[h].length * 4, `host ${h}: four messages a dialog`);
         assert.equal(res.packets, res.messages.length, `host ${h}: one packet a message`);
         if (q.legs) for (const m of res.messages) assert.ok(m.legGroup === 'leg-a' || m.legGroup === 'leg-b', `host ${h}: ${m.callId} in group ${m.legGroup}`);
+        vias[h] = Object.fromEntries(res.messages.map((m) => [m.callId, m.legVia ?? null]));
       }
       const trace = await r.store.getTrace(view.id);
       assert.deepEqual(trace?.request, q, 'the trace keeps the request as asked');
@@ -300,6 +304,8 @@ test('legs across hosts: a leg one host links is looked for on every host, and e
     };
     assert.deepEqual(await dialogsOf({ number: ['4930000001'], hosts: ['x', 'y'] }), { x: ['leg-a'], y: [] });
     assert.deepEqual(await dialogsOf({ number: ['4930000001'], legs: true, hosts: ['x', 'y'] }), { x: ['leg-a', 'leg-b'], y: ['leg-b', 'leg-c'] });
+    // Each host says how it linked a leg itself, though the last round hands it every Call-ID found: x linked the B leg, y the C leg from the B leg.
+    assert.deepEqual(vias, { x: { 'leg-a': null, 'leg-b': 'session-id' }, y: { 'leg-b': null, 'leg-c': 'icid' } });
   } finally {
     await r.close();
     await r.drop();

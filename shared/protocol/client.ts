@@ -6,7 +6,7 @@ import { messageSummary, TraceRequest, traceRequest } from '../query/query';
 import { fullMessage } from '../sip/message';
 import { callFigures } from '../query/call-figures';
 import { captureStatus, ringStatus } from './agent';
-import { TRACE_ID_PATTERN, TraceRef } from './common';
+import { agentName, TRACE_ID_PATTERN, TraceRef } from './common';
 import type { AlertEvent } from '../alerts/rule';
 
 /*
@@ -33,7 +33,8 @@ import type { AlertEvent } from '../alerts/rule';
  * dispatcher -> client (to the socket that started the follow)
  *   follow:data   FollowData, ack {}                                  the merged live PCAP stream (header in the first) and its
  *                                                                     SIP messages; the client acks once it has taken them, and
- *                                                                     one that falls FOLLOW_LIMITS.clientLagBytes behind is dropped
+ *                                                                     one that falls FOLLOW_LIMITS.clientLagBytes behind is dropped;
+ *                                                                     `hosts`: the hosts whose part changed since the last one
  *   follow:end    FollowEndView                                       why the follow ended; then the trace is stored
  * dispatcher -> client (to every connected client)
  *   alert         AlertEvent (shared/alerts/rule.ts)                  an alert raised (status firing) or cleared (resolved)
@@ -179,10 +180,26 @@ export const followRequest = traceRequest
   .strict();
 export type FollowRequest = z.infer<typeof followRequest>;
 
+/**
+ * A host's part in a follow: asked (no answer yet), following, ended (its
+ * agent finished: the follow's end, or its own error), refused, lost (its
+ * agent disconnected), unreachable (not connected when asked).
+ */
+export const FOLLOW_HOST_STATES = ['asking', 'following', 'ended', 'refused', 'lost', 'unreachable'] as const;
+export const followHostStatus = z.object({
+  host: agentName,
+  state: z.enum(FOLLOW_HOST_STATES),
+  error: z.string().max(500).optional(),
+});
+export type FollowHostStatus = z.infer<typeof followHostStatus>;
+export type FollowHostState = FollowHostStatus['state'];
+
 export const followData = z.object({
   traceId: z.string().regex(new RegExp(TRACE_ID_PATTERN)),
   data: z.instanceof(Buffer).or(z.instanceof(Uint8Array)),
   messages: z.array(traceMessage).max(100_000),
+  /** Only the hosts whose state changed (a few changes a host in a follow's life), as many as a request names at most. */
+  hosts: z.array(followHostStatus).max(10_000).optional(),
 });
 export type FollowData = z.infer<typeof followData>;
 

@@ -25,6 +25,12 @@ export const rtpStreamFigures = z.object({
   src: z.string().max(64),
   dst: z.string().max(64),
   payloadType: z.number().int().min(0).max(127),
+  /**
+   * The dialog whose SDP announced the stream's ends (its first packet's, when
+   * two dialogs did): the page groups streams by the call and leg of it.
+   * Absent in figures stored before it was sent.
+   */
+  callId: z.string().max(1024).optional(),
   /** From the dialog's SDP rtpmap, else the static RTP/AVP table; null when unknown. */
   codec: z.string().max(64).nullable(),
   /** Epoch seconds with nine decimals, as message summaries have them. */

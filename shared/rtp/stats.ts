@@ -109,6 +109,7 @@ function tsString(sec: number, nsec: number): string {
 
 interface StreamState {
   ssrc: number;
+  callId: string | undefined;
   src: string;
   dst: string;
   pt: number;
@@ -153,9 +154,9 @@ export class RtpStreamStats {
 
   /**
    * One UDP datagram, in arrival order; what is not RTP is ignored (false).
-   * `src` and `dst` are "addr:port".
+   * `src` and `dst` are "addr:port"; `callId` the dialog the packet was selected for.
    */
-  push(sec: number, nsec: number, src: string, dst: string, payload: Buffer, codecOf: CodecLookup = () => null): boolean {
+  push(sec: number, nsec: number, src: string, dst: string, payload: Buffer, codecOf: CodecLookup = () => null, callId?: string): boolean {
     const h = parseRtpHeader(payload);
     if (!h) return false;
     const key = `${h.ssrc}|${src}|${dst}`;
@@ -164,7 +165,7 @@ export class RtpStreamStats {
     if (!s) {
       const codec = eventCodec(h.payloadType);
       s = {
-        ssrc: h.ssrc, src, dst, pt: h.payloadType, codec, clock: clockRate(codec), eventPt: /^telephone-event\//i.test(codec ?? ''),
+        ssrc: h.ssrc, callId, src, dst, pt: h.payloadType, codec, clock: clockRate(codec), eventPt: /^telephone-event\//i.test(codec ?? ''),
         sec0: sec, nsec0: nsec, lastSec: sec, lastNsec: nsec, packets: 0, maxExt: h.seq, minExt: h.seq, seen: new Set(),
         duplicated: 0, outOfOrder: 0, prevArrival: 0, maxGap: 0, prevTs: h.timestamp, jitter: 0, jitterSum: 0, jitterN: 0, jitterMax: 0,
         events: new Map(), buckets: new Map(),
@@ -244,6 +245,7 @@ export class RtpStreamStats {
         src: s.src,
         dst: s.dst,
         payloadType: s.pt,
+        ...(s.callId !== undefined ? { callId: s.callId } : {}),
         codec: s.codec,
         first: tsString(s.sec0, s.nsec0),
         last: tsString(s.lastSec, s.lastNsec),

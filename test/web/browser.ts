@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BrowserContext, chromium, Page } from 'playwright-core';
+import puppeteer, { Browser as PBrowser, Page as PPage } from 'puppeteer-core';
 
 /**
  * Debian's Chromium driven by playwright-core for the web page's tests:
@@ -10,6 +11,7 @@ import { BrowserContext, chromium, Page } from 'playwright-core';
  */
 
 export const CHROMIUM = '/usr/bin/chromium';
+export const FIREFOX = '/usr/bin/firefox-esr';
 
 /** Why the browser tests cannot run here, or false. */
 export function browserSkipReason(): string | false {
@@ -78,4 +80,86 @@ export async function logIn(page: Page, baseUrl: string, user: string, password:
   await page.locator('#login-password').fill(password);
   await page.getByRole('button', { name: 'Log in' }).click();
   await page.locator('#nav').waitFor({ state: 'visible' });
+}
+
+export type BrowserKind = 'chromium' | 'firefox';
+
+/** Why a browser cannot be driven here, or false. */
+export function browserKindSkipReason(kind: BrowserKind): string | false {
+  if (kind === 'chromium') return browserSkipReason();
+  return existsSync(FIREFOX) ? false : `needs Debian's firefox-esr at ${FIREFOX} (scripts/setup.sh installs it with apt-get)`;
+}
+
+export interface PuppeteerBrowser {
+  browser: PBrowser;
+  /** A new tab that records console errors and page errors. */
+  newPage(): Promise<{ page: PPage; errors: string[] }>;
+  close(): Promise<void>;
+}
+
+/**
+ * Debian's Chromium or Firefox ESR driven by puppeteer-core, so one test
+ * body runs in both (playwright-core drives only its own patched Firefox,
+ * which cannot be downloaded here; puppeteer-core drives the stock one over
+ * WebDriver BiDi). Headless, a fresh profile, nothing fetched from the internet.
+ */
+export async function launchPuppeteer(kind: BrowserKind): Promise<PuppeteerBrowser> {
+  const profile = mkdtempSync(join(tmpdir(), `tf-${kind}-`));
+  let browser: PBrowser;
+  try {
+    browser =
+      kind === 'firefox'
+        ? await puppeteer.launch({
+            browser: 'firefox',
+            executablePath: FIREFOX,
+            headless: true,
+            userDataDir: profile,
+            timeout: 60_000,
+            // No updates, no telemetry, no captive-portal or connectivity checks.
+            extraPrefsFirefox: {
+              'app.update.enabled': false,
+              'network.captive-portal-service.enabled': false,
+              'network.connectivity-service.enabled': false,
+              'datareporting.policy.dataSubmissionEnabled': false,
+              'toolkit.telemetry.enabled': false,
+            },
+          })
+        : await puppeteer.launch({
+            executablePath: CHROMIUM,
+            headless: true,
+            userDataDir: profile,
+            timeout: 60_000,
+            args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+          });
+  } catch (e) {
+    rmSync(profile, { recursive: true, force: true });
+    throw e;
+  }
+  return {
+    browser,
+    async newPage() {
+      const page = await browser.newPage();
+      page.setDefaultTimeout(20_000);
+      await page.setViewport({ width: 1280, height: 800 });
+      const errors: string[] = [];
+      page.on('console', (m) => {
+        if (m.type() === 'error') errors.push(`console: ${m.text()}`);
+      });
+      page.on('pageerror', (e) => errors.push(`page error: ${(e as Error).message ?? String(e)}`));
+      return { page, errors };
+    },
+    async close() {
+      await browser.close().catch(() => {});
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** logIn for a puppeteer page. */
+export async function logInPuppeteer(page: PPage, baseUrl: string, user: string, password: string): Promise<void> {
+  await page.goto(`${baseUrl}/`);
+  await page.locator('#login-user').fill(user);
+  await page.locator('#login-password').fill(password);
+  await page.click('form button[type="submit"]');
+  await page.waitForSelector('#nav', { visible: true });
 }

@@ -1,14 +1,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import puppeteer, { Browser, Page } from 'puppeteer-core';
+import type { Page } from 'puppeteer-core';
 import { startTestCouch, TestCouch } from '../support/couch';
 import { AGENT_TOKEN, startTestDispatcher, TestDispatcher, TRACER, VIEWER } from '../support/dispatcher';
 import { bytesOf, CALL, makeTestRings, PROXY, startTestAgent, T0, TestAgent, until } from '../support/trace';
 import { MERGED_ATTACHMENT, traceDocId } from '../../dispatcher/store/layout';
+import { browserKindSkipReason, launchPuppeteer, logInPuppeteer as logIn, PuppeteerBrowser } from './browser';
 
 /*
  * The web page in Debian's Firefox ESR, so that "works in Chromium and
@@ -23,31 +24,10 @@ import { MERGED_ATTACHMENT, traceDocId } from '../../dispatcher/store/layout';
 declare const document: any;
 declare const window: any;
 
-const FIREFOX = '/usr/bin/firefox-esr';
 const ROOT = resolve(__dirname, '..', '..', '..');
-const skip = existsSync(FIREFOX) ? false : `needs Debian's firefox-esr at ${FIREFOX} (scripts/setup.sh installs it with apt-get)`;
+const skip = browserKindSkipReason('firefox');
 
 const utcInput = (epochSec: number) => new Date(epochSec * 1000).toISOString().slice(0, 19);
-
-async function newPage(browser: Browser): Promise<{ page: Page; errors: string[] }> {
-  const page = await browser.newPage();
-  page.setDefaultTimeout(20_000);
-  await page.setViewport({ width: 1280, height: 800 });
-  const errors: string[] = [];
-  page.on('console', (m) => {
-    if (m.type() === 'error') errors.push(`console: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => errors.push(`page error: ${(e as Error).message ?? String(e)}`));
-  return { page, errors };
-}
-
-async function logIn(page: Page, baseUrl: string, user: string, password: string): Promise<void> {
-  await page.goto(`${baseUrl}/`);
-  await page.locator('#login-user').fill(user);
-  await page.locator('#login-password').fill(password);
-  await page.click('form button[type="submit"]');
-  await page.waitForSelector('#nav', { visible: true });
-}
 
 /** Sets an input's value as a person's typing would leave it (datetime-local inputs take no typed text in every browser alike). */
 async function setValue(page: Page, selector: string, value: string): Promise<void> {
@@ -70,8 +50,7 @@ describe('web page in Firefox ESR (in-process dispatcher and agents)', { skip, t
   let dir = '';
   let couch: TestCouch;
   let d: TestDispatcher;
-  let browser: Browser;
-  let profile = '';
+  let browser: PuppeteerBrowser;
   const agents: TestAgent[] = [];
 
   before(async () => {
@@ -82,27 +61,11 @@ describe('web page in Firefox ESR (in-process dispatcher and agents)', { skip, t
     agents.push(startTestAgent({ url: d.url, token: AGENT_TOKEN, name: 'a', ringDir: rings.a }));
     agents.push(startTestAgent({ url: d.url, token: AGENT_TOKEN, name: 'b', ringDir: rings.b }));
     await until(async () => (await d.orchestrator.agents()).filter((a) => a.connected && a.hostname !== null).length === 2, 'agents a and b connected');
-    profile = mkdtempSync(join(tmpdir(), 'tf-firefox-profile-'));
-    browser = await puppeteer.launch({
-      browser: 'firefox',
-      executablePath: FIREFOX,
-      headless: true,
-      userDataDir: profile,
-      timeout: 60_000,
-      // Nothing fetched from the internet: no updates, no telemetry, no captive-portal or connectivity checks.
-      extraPrefsFirefox: {
-        'app.update.enabled': false,
-        'network.captive-portal-service.enabled': false,
-        'network.connectivity-service.enabled': false,
-        'datareporting.policy.dataSubmissionEnabled': false,
-        'toolkit.telemetry.enabled': false,
-      },
-    });
+    browser = await launchPuppeteer('firefox');
   });
 
   after(async () => {
-    await browser?.close().catch(() => {});
-    if (profile) rmSync(profile, { recursive: true, force: true });
+    await browser?.close();
     for (const a of agents) a.close();
     await d?.stop();
     await couch?.stop();
@@ -110,9 +73,9 @@ describe('web page in Firefox ESR (in-process dispatcher and agents)', { skip, t
   });
 
   test('a tracer traces from the page: rows reach done, table, ladder by mouse and keyboard, the merged download, History; no console error', async () => {
-    const { page, errors } = await newPage(browser);
+    const { page, errors } = await browser.newPage();
     await logIn(page, d.url, TRACER.name, TRACER.password);
-    assert.match(await browser.version(), /firefox/i);
+    assert.match(await browser.browser.version(), /firefox/i);
     assert.equal(await page.$eval('#who', (e: any) => e.textContent), `${TRACER.name} (tracer)`);
 
     await page.locator('#tf-callId').fill(CALL);
@@ -184,7 +147,7 @@ describe('web page in Firefox ESR (in-process dispatcher and agents)', { skip, t
   });
 
   test('a viewer sees History and no trace form', async () => {
-    const { page, errors } = await newPage(browser);
+    const { page, errors } = await browser.newPage();
     await logIn(page, d.url, VIEWER.name, VIEWER.password);
     await page.waitForFunction(() => window.location.hash === '#/history');
     await page.waitForSelector('#history-table');

@@ -25,6 +25,9 @@ export class TraceTracker {
     this.state = view.state;
     this.stateAt = view.finishedAt ?? view.createdAt;
     this.merged = view.merged;
+    // A finished trace opened from History has them from the start.
+    this.clocks = view.clocks ?? null;
+    this.hops = view.hops ?? null;
     this.hosts = new Map();
     for (const hv of view.hosts) this.hosts.set(hv.host, { ...hv, at: hv.updatedAt });
   }

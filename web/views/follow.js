@@ -3,8 +3,12 @@
  * dispatcher pushes with follow:data grow the message table and the ladder
  * as they come; Pause holds the drawing (the follow goes on and every chunk
  * is still acknowledged, so the dispatcher never drops the page for it),
- * Stop ends it. A row per host says how far behind its messages arrive.
- * When it ends it is a stored trace: a link opens it like any in History.
+ * Stop ends it. A row per host says its part as the dispatcher reports it
+ * (asked, following, ended, refused, lost, unreachable) and how far behind
+ * its messages arrive. The ladder is redrawn as messages come, keeping the
+ * chosen arrow, the dialog picked and the scroll (at the bottom it stays at
+ * the newest). When it ends it is a stored trace: a link opens it like any
+ * in History.
  * Leaving the view stops the follow: nobody would see it.
  */
 
@@ -26,6 +30,16 @@ const END_REASONS = {
   'slow-client': 'this page fell behind',
   'agents-gone': 'no agent follows any more',
   shutdown: 'the dispatcher is shutting down',
+};
+
+/** A host's part, in the page's words (FOLLOW_HOST_STATES in shared/protocol/client.ts); the badge's class is the state. */
+const HOST_STATES = {
+  asking: 'starting',
+  following: 'following',
+  ended: 'ended',
+  refused: 'refused',
+  lost: 'lost',
+  unreachable: 'unreachable',
 };
 
 /** Milliseconds from the capture time `ts` ('<seconds>.<nanoseconds>') to `arrived`. */
@@ -82,8 +96,9 @@ function renderFollow(main, ctx, trace, request) {
   let ladder = null;
   let ladderModule = null;
   let left = false;
-  /** host -> { messages, lag, last } */
-  const hosts = new Map(trace.hosts.map((x) => [x.host, { messages: 0, lag: null, last: null }]));
+  /** host -> { state, error, messages, lag, last } */
+  const hostRow = () => ({ state: 'asking', error: null, messages: 0, lag: null, last: null });
+  const hosts = new Map(trace.hosts.map((x) => [x.host, hostRow()]));
 
   const status = h('p', { class: 'status-line', id: 'follow-status', role: 'status', 'aria-live': 'polite', dataset: { state: 'running' } }, 'Following: waiting for matching SIP messages…');
   const pause = h('button', { type: 'button', id: 'follow-pause' }, 'Pause');
@@ -95,7 +110,7 @@ function renderFollow(main, ctx, trace, request) {
     'table',
     { class: 'hosts', id: 'follow-hosts' },
     h('caption', { class: 'visually-hidden' }, 'Each host of the follow and how far behind its messages arrive'),
-    h('thead', {}, h('tr', {}, ['Host', 'Messages', 'Behind (capture → here)', 'Last message'].map((x) => h('th', { scope: 'col' }, x)))),
+    h('thead', {}, h('tr', {}, ['Host', 'State', 'Messages', 'Behind (capture → here)', 'Last message'].map((x) => h('th', { scope: 'col' }, x)))),
     hostBody,
   );
   const ladderBox = h('div', { class: 'ladder-box', id: 'ladder' });
@@ -135,8 +150,9 @@ function renderFollow(main, ctx, trace, request) {
         .map(([host, x]) =>
           h(
             'tr',
-            { dataset: { host } },
+            { dataset: { host, state: x.state } },
             h('th', { scope: 'row' }, host),
+            h('td', { dataset: { field: 'state' } }, h('span', { class: `badge state-${x.state}`, title: x.error ?? undefined }, HOST_STATES[x.state] ?? x.state), x.error ? [h('br'), h('span', { class: 'error-text' }, x.error)] : null),
             h('td', { class: 'num', dataset: { field: 'messages' } }, fmtCount(x.messages)),
             h('td', { class: 'num', dataset: { field: 'behind' } }, fmtLag(x.lag)),
             h('td', { dataset: { field: 'last' } }, x.last === null ? 'none yet' : `${Math.round((now - x.last) / 1000)} s ago`),
@@ -157,8 +173,11 @@ function renderFollow(main, ctx, trace, request) {
     try {
       ladderModule ??= await import('../ladder.js');
       if (left) return;
+      // The chosen arrow, the dialog picked and the scroll survive the redraw.
+      const restore = ladder?.state();
       ladder?.destroy();
       ladder = ladderModule.renderLadder(ladderBox, messages, {
+        restore,
         onSelect: (m) => {
           table.highlight(m);
           show(m);
@@ -176,14 +195,18 @@ function renderFollow(main, ctx, trace, request) {
     status.dataset.state = paused ? 'paused' : 'running';
   }
 
-  function schedule() {
+  /** `messagesToo`: the table and the ladder have something new (packets alone or a host's state do not redraw them). */
+  function schedule(messagesToo) {
     drawStatus();
     drawHosts();
-    if (!paused && drawTimer === null) drawTimer = setTimeout(() => void drawMessages(), DRAW_MS);
+    if (messagesToo && !paused && drawTimer === null) drawTimer = setTimeout(() => void drawMessages(), DRAW_MS);
   }
 
   async function finished(e) {
     ended = e;
+    // Hosts still at it when the follow ended stopped with it.
+    for (const x of hosts.values()) if (x.state === 'asking' || x.state === 'following') x.state = 'ended';
+    drawHosts();
     clearInterval(ticker);
     pause.hidden = true;
     stop.hidden = true;
@@ -200,7 +223,7 @@ function renderFollow(main, ctx, trace, request) {
     paused = !paused;
     pause.textContent = paused ? 'Resume' : 'Pause';
     pause.setAttribute('aria-pressed', String(paused));
-    schedule();
+    schedule(inTable < messages.length);
   });
   stop.addEventListener('click', async () => {
     stop.disabled = true;
@@ -230,8 +253,14 @@ function renderFollow(main, ctx, trace, request) {
       if (left || ended) return;
       if (kind === 'end') return void finished(payload);
       const now = Date.now();
+      for (const st of payload.hosts ?? []) {
+        const x = hosts.get(st.host) ?? hostRow();
+        hosts.set(st.host, x);
+        x.state = st.state;
+        x.error = st.error ?? null;
+      }
       for (const m of payload.messages ?? []) {
-        const x = hosts.get(m.host) ?? { messages: 0, lag: null, last: null };
+        const x = hosts.get(m.host) ?? hostRow();
         hosts.set(m.host, x);
         x.messages++;
         x.lag = lagMs(m.ts, now);
@@ -239,7 +268,7 @@ function renderFollow(main, ctx, trace, request) {
         if (messages.length < MAX_MESSAGES) messages.push(m);
         else dropped++;
       }
-      schedule();
+      schedule(inTable < messages.length);
     },
   };
 }

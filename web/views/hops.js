@@ -27,7 +27,7 @@ export function renderClocks(container, clocks) {
   }
   replace(
     container,
-    h('p', { class: 'hint' }, `Offsets against ${clocks.reference}, from packets two hosts both captured; the ladder is ordered by corrected time.${clocks.aligned ? ' The merged file has corrected timestamps (PCAPNG; each host’s offset is in its interface comment).' : ''}`),
+    h('p', { class: 'hint' }, `Offsets against ${clocks.reference}, from packets two hosts both captured; the ladder and the message table are ordered by corrected time (the table shows each message's capture time under it).${clocks.aligned ? ' The merged file has corrected timestamps (PCAPNG; each host’s offset is in its interface comment).' : ''}`),
     h(
       'div',
       { class: 'table-scroll' },

@@ -8,7 +8,7 @@
 import { h, replace } from '../lib/dom.js';
 import { fmtClock, fmtMethodStatus } from '../lib/format.js';
 // The ladder's colours, one per call here.
-import { DIALOG_COLOURS as LEG_COLOURS, legsOf, legText } from '../ladder.js';
+import { DIALOG_COLOURS as LEG_COLOURS, clockCorrection, legsOf, legText } from '../ladder.js';
 
 /** ts ('<seconds>.<nanoseconds>') as a sortable string: zero-padded seconds and nine decimals. */
 function tsKey(ts) {
@@ -16,8 +16,40 @@ function tsKey(ts) {
   return m ? `${m[1].padStart(20, '0')}.${(m[2] ?? '').padEnd(9, '0')}` : `~${ts}`;
 }
 
+/** 'HH:MM:SS.mmm' of an instant in nanoseconds since the epoch. */
+function nsClock(ns) {
+  return fmtClock(new Date(Number(ns / 1_000_000n)).toISOString());
+}
+
+/**
+ * The time column. With clock offsets (the merge's estimate, per host) the
+ * table is on the reference host's clock like the ladder: sorted by the
+ * corrected time, and where a correction shows at millisecond precision
+ * (`shown`) it shows the corrected time with the time as captured under it.
+ */
+function timeColumn(fix, shown) {
+  if (!fix) return { key: 'time', label: 'Time (UTC)', value: (m) => fmtClock(m.time), sort: (m) => tsKey(m.ts) };
+  const captured = (m) => `captured ${fmtClock(m.time)}`;
+  return {
+    key: 'time',
+    label: shown ? 'Time (UTC, corrected)' : 'Time (UTC)',
+    value: (m) => {
+      const c = fix(m);
+      return c.shifted && c.ns !== null ? `${nsClock(c.ns)} ${captured(m)}` : fmtClock(m.time);
+    },
+    cell: (m) => {
+      const c = fix(m);
+      if (!c.shifted || c.ns === null) return [fmtClock(m.time)];
+      return [h('span', { class: 'corrected', title: `corrected by ${m.host}'s clock offset; captured at ${m.time}` }, nsClock(c.ns)), h('br'), h('span', { class: 'hint captured' }, captured(m))];
+    },
+    sort: (m) => {
+      const c = fix(m);
+      return c.ns !== null ? c.ns.toString().padStart(30, '0') : `~${m.ts}`;
+    },
+  };
+}
+
 const COLUMNS = [
-  { key: 'time', label: 'Time (UTC)', value: (m) => fmtClock(m.time), sort: (m) => tsKey(m.ts) },
   // "via HEP" under the host: the message was sent by a proxy's HEP agent, not sniffed.
   { key: 'host', label: 'Host', value: (m) => `${m.host ?? ''}${m.hep ? ' via HEP' : ''}`, cell: (m) => (m.hep ? [m.host ?? '', h('br'), 'via HEP'] : [m.host ?? '']) },
   { key: 'flow', label: 'Source → Destination', value: (m) => `${m.src} → ${m.dst}`, cell: (m) => [m.src, ' →', h('br'), m.dst] },
@@ -37,18 +69,26 @@ function kind(m) {
  * Renders into container; returns { highlight(msg) } to mark the row of a
  * message chosen elsewhere (the ladder), and add(messages) for a live view
  * (`live`: the table shows even while empty). onSelect(msg) when a row is chosen.
+ * clockOffsetsMs: per host, its clock's offset from the trace's reference
+ * (TraceView.clocks), as the ladder takes it.
  */
-export function renderMessages(container, messages, { onSelect, live = false } = {}) {
+export function renderMessages(container, messages, { onSelect, live = false, clockOffsetsMs } = {}) {
   // With legs asked for, a column names each message's call and leg, in the leg's colour as the ladder draws calls.
   const legs = legsOf(messages);
-  const columns = [...COLUMNS];
+  const correction = clockCorrection(clockOffsetsMs);
+  // Looked up for every sort comparison: computed once a message.
+  const fixes = new WeakMap();
+  const fix = (m) => fixes.get(m) ?? fixes.set(m, correction(m)).get(m);
+  const hasOffsets = Object.values(clockOffsetsMs ?? {}).some((v) => typeof v === 'number' && v !== 0);
+  const time = timeColumn(hasOffsets ? fix : null, messages.some((m) => correction(m).shifted));
+  const columns = [time, ...COLUMNS];
   if ([...legs.values()].some((l) => l.legs > 1)) {
     const legOf = (m) => legs.get(m.callId);
     columns.splice(1, 0, {
       key: 'leg',
       label: 'Leg',
       value: (m) => (legOf(m) ? legText(legOf(m)) : ''),
-      sort: (m) => (legOf(m) ? `${String(legOf(m).call).padStart(6, '0')}${legOf(m).leg.padStart(3, ' ')}${tsKey(m.ts)}` : '~'),
+      sort: (m) => (legOf(m) ? `${String(legOf(m).call).padStart(6, '0')}${legOf(m).leg.padStart(3, ' ')}${time.sort(m)}` : '~'),
       cell: (m) => {
         const l = legOf(m);
         if (!l) return '';

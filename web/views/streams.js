@@ -6,6 +6,7 @@
  */
 
 import { h, replace } from '../lib/dom.js';
+import { DIALOG_COLOURS as LEG_COLOURS, legsOf, legText } from '../ladder.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 
@@ -62,18 +63,76 @@ function chart(s) {
   return el;
 }
 
-export function renderStreams(container, streams) {
+/**
+ * The streams by call: each stream's dialog (the agent names it) placed among
+ * the legs of its call as the message table and the ladder place it
+ * (legsOf); a dialog of no linked call is a group of its own, and streams no
+ * dialog was named for (figures stored before agents sent it) come last.
+ * @returns {Array<{ key: string, label: string, call: number|null, rows: Array<{ s: object, leg: object|null }> }>}
+ */
+function groupByLeg(streams, messages) {
+  const legs = legsOf(messages);
+  const groups = new Map();
+  for (const s of streams) {
+    const leg = typeof s.callId === 'string' ? legs.get(s.callId) ?? null : null;
+    const key = leg ? `call:${leg.call}` : typeof s.callId === 'string' ? `dialog:${s.callId}` : 'none';
+    let g = groups.get(key);
+    if (!g) {
+      const label = leg
+        ? `Call #${leg.call}: ${leg.legs} leg${leg.legs === 1 ? '' : 's'} (${leg.callIds.join(', ')})`
+        : typeof s.callId === 'string'
+          ? `Dialog ${s.callId}`
+          : 'Streams of no named dialog';
+      groups.set(key, (g = { key, label, call: leg ? leg.call : null, rows: [] }));
+    }
+    g.rows.push({ s, leg });
+  }
+  // Streams come by first packet time: a group's place is its first stream's, linked calls first in their own order.
+  const list = [...groups.values()];
+  const rank = (g) => (g.call !== null ? g.call : g.key === 'none' ? Infinity : 1e9);
+  list.sort((a, b) => rank(a) - rank(b));
+  for (const g of list) g.rows.sort((a, b) => (a.leg && b.leg && a.leg.leg !== b.leg.leg ? (a.leg.leg.length - b.leg.leg.length || (a.leg.leg < b.leg.leg ? -1 : 1)) : 0));
+  return list;
+}
+
+/** The leg cell: the call's colour, '#1 B' and how the leg was linked; the Call-ID otherwise. */
+function legCell(row) {
+  const { s, leg } = row;
+  if (!leg) return typeof s.callId === 'string' ? h('span', { class: 'mono' }, s.callId) : '–';
+  const sw = h('span', { class: 'leg-swatch', 'aria-hidden': 'true' });
+  sw.style.backgroundColor = LEG_COLOURS[(leg.call - 1) % LEG_COLOURS.length];
+  return h('span', { title: `${legText(leg)}: ${s.callId}` }, sw, `#${leg.call} ${leg.leg}`, leg.via ? [h('br'), h('span', { class: 'hint' }, leg.via)] : null);
+}
+
+/**
+ * `messages`: the trace's SIP messages, whose leg groups (with legs asked
+ * for) place each stream's dialog in its call.
+ */
+export function renderStreams(container, streams, messages = []) {
   if (!streams.length) {
     replace(container, h('p', { class: 'hint' }, 'No RTP streams: the traced calls had no media in the rings, or their figures were not asked for.'));
     return;
   }
-  const rows = streams.map((s) =>
+  const groups = groupByLeg(streams, messages);
+  // One call of one dialog (or figures with no dialog named): nothing to group, the table stays as it was.
+  const grouped = groups.length > 1 || groups.some((g) => g.rows.some((r) => r.leg && r.leg.legs > 1));
+  const columns = grouped ? [['Call / leg', legCell], ...COLUMNS.map(([t, v]) => [t, v && ((r) => v(r.s))])] : COLUMNS.map(([t, v]) => [t, v && ((r) => v(r.s))]);
+  const row = (r) =>
     h(
       'tr',
-      { dataset: { ssrc: s.ssrc, host: s.host } },
-      COLUMNS.map(([, value]) => (value ? h('td', {}, value(s)) : h('td', {}, chart(s)))),
-    ),
-  );
+      { dataset: { ssrc: r.s.ssrc, host: r.s.host, ...(typeof r.s.callId === 'string' ? { callId: r.s.callId } : {}), ...(r.leg ? { leg: `${r.leg.call}${r.leg.leg}` } : {}) } },
+      columns.map(([, value]) => (value ? h('td', {}, value(r)) : h('td', {}, chart(r.s)))),
+    );
+  const bodies = grouped
+    ? groups.map((g) =>
+        h(
+          'tbody',
+          { class: 'stream-group', dataset: { group: g.key } },
+          h('tr', { class: 'group-head' }, h('th', { scope: 'rowgroup', colspan: columns.length }, g.label)),
+          g.rows.map(row),
+        ),
+      )
+    : [h('tbody', {}, groups.flatMap((g) => g.rows).map(row))];
   replace(
     container,
     h(
@@ -82,9 +141,9 @@ export function renderStreams(container, streams) {
       h(
         'table',
         { class: 'streams', id: 'stream-table' },
-        h('caption', { class: 'visually-hidden' }, 'RTP streams and their quality figures'),
-        h('thead', {}, h('tr', {}, COLUMNS.map(([t]) => h('th', { scope: 'col' }, t)))),
-        h('tbody', {}, rows),
+        h('caption', { class: 'visually-hidden' }, grouped ? 'RTP streams and their quality figures, grouped by call and leg' : 'RTP streams and their quality figures'),
+        h('thead', {}, h('tr', {}, columns.map(([t]) => h('th', { scope: 'col' }, t)))),
+        bodies,
       ),
     ),
   );

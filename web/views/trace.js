@@ -202,7 +202,7 @@ export function renderTrace(main, ctx, id) {
       if (n >= 0) void whole(box, n);
     };
     const streamBox = h('div', { id: 'trace-streams' });
-    renderStreams(streamBox, streams);
+    renderStreams(streamBox, streams, messages);
     const hopBox = h('div', { id: 'trace-hops' });
     renderHops(hopBox, tracker.hops ?? []);
     const clockBox = h('div', { id: 'trace-clocks' });
@@ -222,14 +222,16 @@ export function renderTrace(main, ctx, id) {
       h('h3', {}, 'Host clocks'),
       clockBox,
     );
-    const table = renderMessages(tableBox, messages, { onSelect: show });
+    // The merge's estimate of each host's clock offset: the table and the ladder both order by corrected time.
+    const clockOffsetsMs = Object.fromEntries((tracker.clocks?.hosts ?? []).filter((c) => c.offsetMs !== null).map((c) => [c.host, c.offsetMs]));
+    const table = renderMessages(tableBox, messages, { onSelect: show, clockOffsetsMs });
     try {
       // Loaded on demand: the page works (table, downloads) even if the ladder cannot load.
       const { renderLadder } = await import('../ladder.js');
       if (left) return;
       // The ladder shows the chosen arrow's summary itself; the table marks the same message and the panel shows it whole.
       renderLadder(ladder, messages, {
-        clockOffsetsMs: Object.fromEntries((tracker.clocks?.hosts ?? []).filter((c) => c.offsetMs !== null).map((c) => [c.host, c.offsetMs])),
+        clockOffsetsMs,
         onSelect: (m) => {
           table.highlight(m);
           show(m);

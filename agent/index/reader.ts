@@ -75,7 +75,8 @@ export class SealedIndex implements SegmentIndex {
   private readonly dialogsLen: number;
   private readonly legKeys: boolean;
   private readonly flowsAt: number | null;
-  private readonly flowsLen: number;
+  /** Bytes of the FLOW_TABLE section; 0 without one. */
+  readonly flowSectionBytes: number;
   private flows: FlowTable | null = null;
   private blockCache: { n: number; lines: string[] } | null = null;
   private keyTable: Buffer | null = null;
@@ -107,7 +108,7 @@ export class SealedIndex implements SegmentIndex {
     this.legKeys = (footer.readUInt32LE(100) & FOOTER_FLAG.LEG_KEYS) !== 0;
     const hasFlows = (footer.readUInt32LE(100) & FOOTER_FLAG.FLOWS) !== 0;
     this.flowsAt = hasFlows ? footer.readDoubleLE(104) : null;
-    this.flowsLen = hasFlows ? footer.readUInt32LE(112) : 0;
+    this.flowSectionBytes = hasFlows ? footer.readUInt32LE(112) : 0;
   }
 
   /** Opens a sealed index; null when the file has no footer (a journal); throws IndexCorruptError when it lies. */
@@ -136,7 +137,7 @@ export class SealedIndex implements SegmentIndex {
         o.keys + ix.nKeys * KEY_ENTRY_LEN <= end &&
         o.numbers + ix.nNumbers * NUMBER_ENTRY_LEN <= end &&
         o.dialogs + ix.dialogsLen <= end &&
-        (ix.flowsAt === null || (ix.flowsLen >= 8 && ix.flowsAt + ix.flowsLen <= end));
+        (ix.flowsAt === null || (ix.flowSectionBytes >= 8 && ix.flowsAt + ix.flowSectionBytes <= end));
       if (!ok) throw new IndexCorruptError(path, 'footer points outside the file');
       return ix;
     } catch (e) {
@@ -268,7 +269,7 @@ export class SealedIndex implements SegmentIndex {
     if (!this.flows) {
       const head = readExactly(this.fd, 8, this.flowsAt);
       const len = flowEntriesLength(head);
-      if (len > this.flowsLen) throw new IndexCorruptError(this.path, 'flow table longer than its section');
+      if (len > this.flowSectionBytes) throw new IndexCorruptError(this.path, 'flow table longer than its section');
       this.flows = new FlowTable(readExactly(this.fd, len, this.flowsAt));
     }
     return this.flows;
@@ -278,7 +279,7 @@ export class SealedIndex implements SegmentIndex {
     const t = this.flowTable();
     if (!t || i >= t.length) throw new IndexCorruptError(this.path, `flow ${i} out of range`);
     const { offset, length } = t.list(i);
-    if (offset + length > this.flowsLen) throw new IndexCorruptError(this.path, `flow ${i} points outside its section`);
+    if (offset + length > this.flowSectionBytes) throw new IndexCorruptError(this.path, `flow ${i} points outside its section`);
     const ords = decodeOrdinals(length > 0 ? readExactly(this.fd, length, this.flowsAt! + offset) : Buffer.alloc(0), t.packets(i), this.packetCount);
     if (!ords) throw new IndexCorruptError(this.path, `flow ${i} packet list unreadable`);
     return ords;

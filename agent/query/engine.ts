@@ -382,18 +382,18 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
           if (!endKeys.has(src * 65536 + sport) && !endKeys.has(dst * 65536 + dport)) continue;
           const first = flows.first(f);
           const last = flows.last(f);
-          if (!spans.some((sp) => overlaps(first, last, sp.first, spanEnd(sp)))) continue;
           const a = endpointText(addrs[src], sport);
           const b = endpointText(addrs[dst], dport);
           const la = byEnd.get(a);
           const lb = byEnd.get(b);
-          const ords = ix.flowPackets(f);
           if (uniformOver(la, first, last) && uniformOver(lb, first, last)) {
-            // Every dialog the flow could belong to spans all of it or none: one answer for all its packets, no time read.
+            // Every dialog the flow could belong to spans all of it or none (the flows of other calls, mostly): one
+            // answer for all its packets, and neither their list nor their times are read unless it is yes.
             const d = dialogOfMedia(la, lb, a, b, first, contested);
-            if (d) for (const ord of ords) chooseMedia(ord, d);
+            if (d) for (const ord of ix.flowPackets(f)) chooseMedia(ord, d);
             continue;
           }
+          const ords = ix.flowPackets(f);
           const e = ix.packetEntries(ords);
           for (let k = 0; k < ords.length; k++) {
             const d = dialogOfMedia(la, lb, a, b, [e.readUInt32LE(k * PACKET_ENTRY_LEN + 4), e.readUInt32LE(k * PACKET_ENTRY_LEN + 8)], contested);

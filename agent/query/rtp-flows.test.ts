@@ -157,11 +157,12 @@ test('--rtp and --rtp-stats read through the flows select what the scan of an in
     assert.ok(rtcpFlows > 0, 'RTCP is told apart');
 
     const now = new Date((T0 + 100) * 1000);
+    // Each call alone, and all of them at once (many dialogs on the same media server ports).
     const answers = () =>
-      calls.map((id) => {
-        const r = runQuery(ring, buildQuerySpec({ callId: [id], rtp: true, rtpStats: true }, now));
+      [...calls.map((id) => [id]), calls].map((ids) => {
+        const r = runQuery(ring, buildQuerySpec({ callId: ids, rtp: true, rtpStats: true }, now));
         closeResult(r);
-        return { id, packets: r.refs.toArray().map((x) => `${x.seg}/${x.ord}`), streams: JSON.stringify(r.streams) };
+        return { ids, packets: r.refs.toArray().map((x) => `${x.seg}/${x.ord}`), streams: JSON.stringify(r.streams) };
       });
     const withFlows = answers();
     assert.ok(withFlows.filter((a) => a.packets.length > 8).length >= 12, 'most calls get media');

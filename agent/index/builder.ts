@@ -12,6 +12,7 @@ import {
   NO_ADDRESS, NUMBER_ENTRY_LEN, messageLegKeys, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKey,
 } from './format';
 import { IndexState } from './state';
+import { FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
 
 export interface IndexerOptions {
@@ -81,6 +82,11 @@ export class SegmentIndexer {
   corruptAt: number | null = null;
   /** The segment is the HEP stream's: its messages are marked so. */
   readonly viaHep: boolean;
+  /**
+   * Null when the indexer resumed a replayed journal: the packets before it
+   * are not in flows, so the sealed index goes without (and is scanned).
+   */
+  private readonly flows: FlowTableBuilder | null;
 
   /**
    * With `indexPath` null nothing is written. `resume` continues from a
@@ -102,6 +108,7 @@ export class SegmentIndexer {
       this.flushedMessages = this.state.messages.length;
     }
     this.viaHep = isHepSegment(segmentPath);
+    this.flows = resume ? null : new FlowTableBuilder();
     this.parseWhole = { correlationHeader: opts.correlationHeader, truncated: false, allHeaders: false };
     this.parseCut = { ...this.parseWhole, truncated: true };
     this.idxFd = indexPath === null || opts.journal === false ? -1 : openSync(indexPath, 'w');
@@ -190,6 +197,11 @@ export class SegmentIndexer {
     else if (this.opts.onRtcp && d && d.proto === 17 && !d.fragment && !this.viaHep && isRtcp(d.payload)) this.opts.onRtcp(d, rec.tsSec, rec.tsNsec);
     if (cut) flags |= PKT_FLAG.TRUNCATED;
     st.addPacket(rec.fileOffset, rec.tsSec, rec.tsNsec, src, dst, sport, dport, proto, flags, rec.capLen);
+    // The packets the RTP selection considers (engine.ts): UDP, not SIP, both addresses known.
+    if (this.flows && proto === 17 && !(flags & PKT_FLAG.SIP) && src !== NO_ADDRESS && dst !== NO_ADDRESS) {
+      const kind = d && !d.fragment ? payloadKind(d.payload) : 0;
+      this.flows.add(ordinal, src, sport, dst, dport, kind, kind ? payloadSsrc(d!.payload, kind) : 0, rec.tsSec, rec.tsNsec);
+    }
     for (const m of r.messages) this.indexMessage(m, rec);
   }
 
@@ -398,6 +410,8 @@ export class SegmentIndexer {
     table.writeUInt32LE(at, 8 + 4 * blocks.length);
     const dialogBody = Buffer.concat([table, ...blocks]);
     section(REC.DIALOGS, dialogBody);
+    const flowBody = this.flows?.encode() ?? null;
+    if (flowBody) section(REC.FLOW_TABLE, flowBody);
 
     const f = Buffer.alloc(FOOTER_LEN);
     FOOTER_MAGIC.copy(f, 0);
@@ -409,12 +423,16 @@ export class SegmentIndexer {
     f.writeUInt32LE(st.firstNsec, 32);
     f.writeUInt32LE(st.lastSec, 36);
     f.writeUInt32LE(st.lastNsec, 40);
-    offsets.forEach((o, i) => f.writeDoubleLE(o, 44 + 8 * i));
+    offsets.slice(0, 5).forEach((o, i) => f.writeDoubleLE(o, 44 + 8 * i));
     f.writeUInt32LE(keys.length, 84);
     f.writeUInt32LE(numbers.length, 88);
     f.writeUInt32LE(addrBody.length, 92);
     f.writeUInt32LE(dialogBody.length, 96);
-    f.writeUInt32LE(FOOTER_FLAG.DIALOG_BLOCKS | FOOTER_FLAG.LEG_KEYS, 100);
+    f.writeUInt32LE(FOOTER_FLAG.DIALOG_BLOCKS | FOOTER_FLAG.LEG_KEYS | (flowBody ? FOOTER_FLAG.FLOWS : 0), 100);
+    if (flowBody) {
+      f.writeDoubleLE(offsets[5], 104);
+      f.writeUInt32LE(flowBody.length, 112);
+    }
     this.write(f);
     this.sealed = true;
     if (this.idxFd >= 0) closeSync(this.idxFd);

@@ -40,6 +40,7 @@ export const REC = {
   KEY_TABLE: 0x4b, // 'K' sorted (u32 hash, u32 dialog) pairs for Call-ID, correlation and leg keys (see LegKeyKind)
   NUMBER_TABLE: 0x4e, // 'N' sorted (reversed digits[NUMBER_KEY_LEN], u32 dialog)
   DIALOGS: 0x44, // 'D' u32 dialogs, u32 blocks, u32 block offsets[blocks+1], deflated blocks of DIALOGS_PER_BLOCK JSON lines
+  FLOW_TABLE: 0x46, // 'F' the non-SIP UDP packets (RTP, RTCP) as flows with their packet ordinals (agent/index/flows.ts)
 } as const;
 
 /**
@@ -71,13 +72,17 @@ export const KEY_ENTRY_LEN = 8;
  *  60  f64 offset of KEY_TABLE body     68 f64 offset of NUMBER_TABLE body
  *  76  f64 offset of DIALOGS body       84 u32 key entries  88 u32 number entries
  *  92  u32 address table length (bytes) 96 u32 dialogs section length (bytes)
- * 100  u32 flags (FOOTER_FLAG)      104  reserved to 128
+ * 100  u32 flags (FOOTER_FLAG)
+ * 104  f64 offset of FLOW_TABLE body 112 u32 flow section length (bytes)   (with FOOTER_FLAG.FLOWS)
+ * 116  reserved to 128
  */
 export const FOOTER_FLAG = {
   /** DIALOGS holds raw-deflated blocks of newline-separated JSON records. */
   DIALOG_BLOCKS: 0x1,
   /** KEY_TABLE also holds the Session-ID, icid and media keys (LegKeyKind); older indexes hold only 'c' and 'x'. */
   LEG_KEYS: 0x2,
+  /** FLOW_TABLE is there; older indexes have their RTP found by scanning the packet table. */
+  FLOWS: 0x4,
 } as const;
 export const DIALOGS_PER_BLOCK = 32;
 export const FOOTER_MAGIC = Buffer.from('TFIDXEND', 'latin1');

@@ -334,7 +334,9 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     announcers ??= announcersOf(segments, byEnd, spans);
     return (announcers.get(end) ?? []).some((o) => o.callId !== d.callId && spansOverlap(o, d));
   };
-  const rtpChosen: (Uint32Array | undefined)[] = [];
+  // Per segment, the packets given to a dialog for the figures and that dialog's number: each packet is tested once
+  // (one scan, or the one flow it is in), so lists need no marks against repeats.
+  const rtpChosen: (MediaPackets | undefined)[] = [];
   const spanIndex = new Map(spans.map((d, i) => [d, i]));
   let rtpTotal = 0;
   if (rawByEndpoint || spans.length > 0) {
@@ -358,6 +360,50 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
       }
       const ipIds = new Set<number>();
       if (wantRaw) addrs.forEach((a, id) => q.ips.includes(a) && ipIds.add(id));
+      // A packet the exact-RTP rule gave to dialog d: taken for --rtp, marked with its dialog for the figures.
+      const chooseMedia = (ord: number, d: DialogMedia) => {
+        if (q.rtp) take(si, ord);
+        if (q.rtpStats) {
+          // With the dialog's number, so the figures name codecs from its own SDP.
+          const chosenHere = (rtpChosen[si] ??= { ords: [], dialogs: [] });
+          chosenHere.ords.push(ord);
+          chosenHere.dialogs.push(spanIndex.get(d)!);
+          rtpTotal++;
+        }
+      };
+      // A sealed index's flows hold exactly the packets the scan below would test for media: only the flows with an
+      // announced end are read, and their packets tested as the scan would.
+      const flows = wantRaw ? null : ix.flowTable();
+      if (flows) {
+        for (let f = 0; f < flows.length; f++) {
+          const src = flows.src(f);
+          const dst = flows.dst(f);
+          const sport = flows.sport(f);
+          const dport = flows.dport(f);
+          if (!endKeys.has(src * 65536 + sport) && !endKeys.has(dst * 65536 + dport)) continue;
+          const first = flows.first(f);
+          const last = flows.last(f);
+          const a = endpointText(addrs[src], sport);
+          const b = endpointText(addrs[dst], dport);
+          const la = byEnd.get(a);
+          const lb = byEnd.get(b);
+          if (uniformOver(la, first, last) && uniformOver(lb, first, last)) {
+            // Every dialog the flow could belong to spans all of it or none (the flows of other calls, mostly): one
+            // answer for all its packets, and neither their list nor their times are read unless it is yes.
+            const d = dialogOfMedia(la, lb, a, b, first, contested);
+            if (d) for (const ord of ix.flowPackets(f)) chooseMedia(ord, d);
+            continue;
+          }
+          const ords = ix.flowPackets(f);
+          const e = ix.packetEntries(ords);
+          for (let k = 0; k < ords.length; k++) {
+            const d = dialogOfMedia(la, lb, a, b, [e.readUInt32LE(k * PACKET_ENTRY_LEN + 4), e.readUInt32LE(k * PACKET_ENTRY_LEN + 8)], contested);
+            if (d) chooseMedia(ords[k], d);
+          }
+        }
+        yield;
+        continue;
+      }
       const t = ix.packetTable();
       for (let ord = 0; ord < ix.packetCount; ord++) {
         const p = ord * PACKET_ENTRY_LEN;
@@ -382,15 +428,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
           const a = endpointText(addrs[src], sport);
           const b = endpointText(addrs[dst], dport);
           const d = dialogOfMedia(byEnd.get(a), byEnd.get(b), a, b, ts, contested);
-          if (d) {
-            if (q.rtp) take(si, ord);
-            if (q.rtpStats) {
-              // The dialog's number + 1, so the figures name codecs from its own SDP.
-              const marks = (rtpChosen[si] ??= new Uint32Array(ix.packetCount));
-              if (!marks[ord]) rtpTotal++;
-              marks[ord] = spanIndex.get(d)! + 1;
-            }
-          }
+          if (d) chooseMedia(ord, d);
         }
       }
       yield;
@@ -402,11 +440,12 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   let k = 0;
   for (const [si, marks] of chosen.entries()) {
     if (!marks) continue;
-    const t = segments[si].index.packetTable();
-    for (let ord = marks.indexOf(1); ord !== -1; ord = marks.indexOf(1, ord + 1)) {
-      const p = ord * PACKET_ENTRY_LEN;
+    const ords = markedOrdinals(marks);
+    const t = segments[si].index.packetEntries(ords);
+    for (let n = 0; n < ords.length; n++) {
+      const p = n * PACKET_ENTRY_LEN;
       found.seg[k] = si;
-      found.ord[k] = ord;
+      found.ord[k] = ords[n];
       found.offset[k] = t.readUInt32LE(p);
       found.sec[k] = t.readUInt32LE(p + 4);
       found.nsec[k] = t.readUInt32LE(p + 8);
@@ -513,6 +552,20 @@ function dialogOfMedia(
 }
 
 /**
+ * Whether each dialog of `ds` spans either all of [first, last] or none of
+ * it: then dialogOfMedia answers the same for every packet of a flow that
+ * lasted from first to last, since time enters the rule only through inSpan.
+ */
+function uniformOver(ds: DialogMedia[] | undefined, first: Ts, last: Ts): boolean {
+  for (const d of ds ?? []) {
+    const allIn = inSpan(d, first) && inSpan(d, last);
+    const allOut = cmpTs(last, d.first) < 0 || cmpTs(first, spanEnd(d)) > 0;
+    if (!allIn && !allOut) return false;
+  }
+  return true;
+}
+
+/**
  * Every dialog of the ring (selected or not) that announced one of the
  * selected dialogs' endpoints, with its whole span. Segments that begin
  * after every selected span has ended cannot hold a dialog overlapping one.
@@ -535,13 +588,44 @@ function announcersOf(segments: OpenedSegment[], byEnd: Map<string, DialogMedia[
   return out;
 }
 
+/** The RTP packets of one segment given to dialogs (numbers in the result's media spans), in the order they were found. */
+interface MediaPackets {
+  ords: number[];
+  dialogs: number[];
+}
+
+/** A segment's media packets sorted by ordinal (the flows give them flow by flow). */
+function byOrdinal(m: MediaPackets, dialogCount: number): { ords: Uint32Array; dialogs: Uint32Array } {
+  const n = m.ords.length;
+  let sorted = true;
+  for (let i = 1; i < n && sorted; i++) sorted = m.ords[i - 1] < m.ords[i];
+  if (sorted) return { ords: Uint32Array.from(m.ords), dialogs: Uint32Array.from(m.dialogs) };
+  const ords = new Uint32Array(n);
+  const dialogs = new Uint32Array(n);
+  if (dialogCount <= 1 << 21) {
+    // Ordinal and dialog in one float (32 + 21 bits): a native numeric sort, where a comparator costs a call per step.
+    const keys = Float64Array.from(m.ords, (ord, i) => ord * (1 << 21) + m.dialogs[i]).sort();
+    keys.forEach((key, i) => {
+      ords[i] = Math.floor(key / (1 << 21));
+      dialogs[i] = key % (1 << 21);
+    });
+  } else {
+    const order = Uint32Array.from(m.ords.keys()).sort((x, y) => m.ords[x] - m.ords[y]);
+    order.forEach((j, i) => {
+      ords[i] = m.ords[j];
+      dialogs[i] = m.dialogs[j];
+    });
+  }
+  return { ords, dialogs };
+}
+
 /** Packets read for RTP figures at most per trace; beyond, the figures cover the earliest and a note says so. */
 const MAX_STATS_PACKETS = 2_000_000;
 
 /** The RTP figures of the marked packets, read from the segments in time order; yields now and then. */
 function* rtpFigures(
   segments: OpenedSegment[],
-  marks: (Uint32Array | undefined)[],
+  chosen: (MediaPackets | undefined)[],
   total: number,
   dialogs: DialogMedia[],
   notes: string[],
@@ -555,21 +639,35 @@ function* rtpFigures(
     return null;
   };
   const cols = refColumns(total);
+  // Per segment, the chosen ordinals ascending and their dialogs, to find a record's dialog by binary search.
+  const bySeg: Array<{ ords: Uint32Array; dialogs: Uint32Array } | undefined> = [];
   let k = 0;
-  for (const [si, m] of marks.entries()) {
+  for (const [si, m] of chosen.entries()) {
     if (!m) continue;
-    const t = segments[si].index.packetTable();
-    for (let ord = 0; ord < m.length; ord++) {
-      if (!m[ord]) continue;
-      const p = ord * PACKET_ENTRY_LEN;
+    const { ords, dialogs: ds } = byOrdinal(m, dialogs.length);
+    bySeg[si] = { ords, dialogs: ds };
+    const t = segments[si].index.packetEntries(ords);
+    for (let n = 0; n < ords.length; n++) {
+      const p = n * PACKET_ENTRY_LEN;
       cols.seg[k] = si;
-      cols.ord[k] = ord;
+      cols.ord[k] = ords[n];
       cols.offset[k] = t.readUInt32LE(p);
       cols.sec[k] = t.readUInt32LE(p + 4);
       cols.nsec[k] = t.readUInt32LE(p + 8);
       k++;
     }
   }
+  const dialogAt = (si: number, ord: number): DialogMedia => {
+    const { ords, dialogs: ds } = bySeg[si]!;
+    let lo = 0;
+    let hi = ords.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (ords[mid] < ord) lo = mid + 1;
+      else hi = mid;
+    }
+    return dialogs[ds[lo]];
+  };
   let refs = new PacketRefs(timeOrdered(cols, total), total);
   if (refs.length > MAX_STATS_PACKETS) {
     notes.push(`the RTP figures cover the first ${MAX_STATS_PACKETS} of ${refs.length} RTP packets of the selected dialogs`);
@@ -580,7 +678,7 @@ function* rtpFigures(
     let n = 0;
     for (const { rec, linkType, ref } of resultRecords(refs, segments, fds)) {
       const r = refs.at(ref);
-      const dialog = dialogs[marks[r.seg]![r.ord] - 1];
+      const dialog = dialogAt(r.seg, r.ord);
       const d = decodePacket(linkType, rec.data, rec.capLen < rec.origLen);
       if (typeof d !== 'string' && d.proto === 17 && d.fragment === null) {
         const dst = endpointText(d.dst, d.dport);
@@ -592,6 +690,13 @@ function* rtpFigures(
     for (const fd of fds.values()) closeSync(fd);
   }
   return stats.figures();
+}
+
+/** The ordinals marked in a segment's marks, ascending. */
+function markedOrdinals(marks: Uint8Array): Uint32Array {
+  const found: number[] = [];
+  for (let ord = marks.indexOf(1); ord !== -1; ord = marks.indexOf(1, ord + 1)) found.push(ord);
+  return Uint32Array.from(found);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SegmentIndexer } from '../../agent/index/builder';
@@ -117,13 +117,14 @@ function timed(cmd: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore'
   return { wallMs, cpuMs: (Number(m[1]) + Number(m[2])) * 1000, out: stdout === 'pipe' ? p.stdout : '' };
 }
 
-function importRun(files: string[]): { wallMs: number; cpuMs: number; packets: number } {
+function importRun(files: string[]): { wallMs: number; cpuMs: number; packets: number; indexBytes: number } {
   const ring = join(WORK_DIR, 'ring');
   rmSync(ring, { recursive: true, force: true });
   const r = timed(process.execPath, [join(ROOT, 'dist', 'bin', 'main.js'), 'ring', 'import', '--ring', ring, '--json', ...files], 'pipe');
   const res = JSON.parse(r.out.trim().split('\n').pop() ?? '{}') as { packets?: number };
   if (typeof res.packets !== 'number') fail(`ring import printed no result: ${r.out.slice(0, 300)}`);
-  return { wallMs: r.wallMs, cpuMs: r.cpuMs, packets: res.packets };
+  const indexBytes = readdirSync(ring).filter((n) => n.endsWith('.idx')).reduce((a, n) => a + statSync(join(ring, n)).size, 0);
+  return { wallMs: r.wallMs, cpuMs: r.cpuMs, packets: res.packets, indexBytes };
 }
 
 function tsharkRun(files: string[]): { wallMs: number; cpuMs: number; lines: number } {
@@ -189,7 +190,9 @@ function main(): void {
     .add('tshark_mbps', 'tshark, wall', tsharkMBps, 'MB/s', 1)
     .add('tshark_cpu_mbps', 'tshark, per CPU second', tsharkCpuMBps, 'MB/s', 1)
     .add('import_ratio', 'ours / tshark (wall)', importMBps / tsharkMBps, 'x', 2)
-    .add('import_target_met', `>= ${TARGET_IMPORT_MBPS} MB/s`, importMBps >= TARGET_IMPORT_MBPS);
+    .add('import_target_met', `>= ${TARGET_IMPORT_MBPS} MB/s`, importMBps >= TARGET_IMPORT_MBPS)
+    .add('index_mb', 'sealed index files', imp[0].indexBytes / 1e6, 'MB', 2)
+    .add('index_bytes_per_packet', 'index bytes per packet', imp[0].indexBytes / packets, 'B', 1);
   f.extra('runs', { liveCpuMs: live.map((r) => Math.round(r.cpuMs)), importWallMs: imp.map((r) => Math.round(r.wallMs)), importCpuMs: imp.map((r) => Math.round(r.cpuMs)), tsharkWallMs: ts.map((r) => Math.round(r.wallMs)), tsharkCpuMs: ts.map((r) => Math.round(r.cpuMs)) });
   f.print();
 }

@@ -1,4 +1,5 @@
-import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +7,7 @@ import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { LINKTYPE } from '../../shared/pcap/types';
 import { ethernet, ipv4, udp, ETH_IPV4 } from '../../test/support/packets';
 import { importCaptures } from '../../agent/index/import';
+import { SealedIndex } from '../../agent/index/reader';
 import { buildQuerySpec } from '../../shared/query/query';
 import { closeResult, runQuery } from '../../agent/query/engine';
 
@@ -91,7 +93,21 @@ async function main(): Promise<void> {
     w.flush();
     closeSync(fd);
     const ring = join(dir, 'ring');
+    const load1 = loadavg()[0];
+    const ti = process.hrtime.bigint();
     await importCaptures(ring, [file]);
+    const importMs = Number(process.hrtime.bigint() - ti) / 1e6;
+    // What the RTP flows cost on disk: the index files, and their flow sections within them.
+    let indexBytes = 0;
+    let flowBytes = 0;
+    for (const n of readdirSync(ring).filter((x) => x.endsWith('.idx'))) {
+      indexBytes += statSync(join(ring, n)).size;
+      const ix = SealedIndex.open(join(ring, n));
+      if (ix) {
+        flowBytes += ix.flowSectionBytes;
+        ix.close();
+      }
+    }
 
     const c = Math.floor(CALLS / 2);
     const id = `bench-${c}`;
@@ -120,7 +136,8 @@ async function main(): Promise<void> {
     const tsharkStreamsMs = Number(process.hrtime.bigint() - t2) / 1e6;
     const tsharkPackets = sel.stdout.split('\n').filter((l) => l.trim()).length;
     console.log(JSON.stringify({
-      calls: CALLS, packetsInRing: pkts.length, call: id,
+      calls: CALLS, packetsInRing: pkts.length, call: id, load1,
+      index: { importMs, captureMB: statSync(file).size / 1e6, importMBps: statSync(file).size / 1e3 / importMs, indexBytes, flowBytes, bytesPerPacket: indexBytes / pkts.length, flowBytesPerPacket: flowBytes / pkts.length },
       rtp: { oursMs: rtpMs, packets, tsharkMs: tsharkSelMs, tsharkPackets, ratio: tsharkSelMs / rtpMs },
       rtpStats: { oursMs: statsMs, streams, tsharkStreamsMs, ratio: tsharkStreamsMs / statsMs },
     }, null, 2));

@@ -59,6 +59,12 @@ export interface MergeResult {
  * order. The bytes bound keeps jumbo or 256 KiB packets from taking memory.
  */
 export const REORDER_PACKETS = 1024;
+/**
+ * The read size to give a file stream that is merged: with the default 64
+ * KiB, a file stream's chunks cost several times the CPU of the merge's own
+ * parsing (measured: 170 ms against 35 ms per 64 MiB).
+ */
+export const MERGE_READ_CHUNK = 1 << 20;
 export const REORDER_BYTES = 1024 * 1024;
 /** Per input, the buffer the read-ahead packets are copied into (room for wrap-around and a few stuck packets). */
 const READ_AHEAD_ARENA = 2 * REORDER_BYTES;

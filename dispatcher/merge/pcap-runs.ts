@@ -95,6 +95,8 @@ export class PcapRunSource {
   /** Head's time, set by cacheHead() (the merge's heap orders on these). */
   headSec = 0;
   headNsec = 0;
+  /** runFast() stopped at the bound on the record at pos: headSec/headNsec are its time already. */
+  private headKnown = false;
 
   /** Packets written earlier in time than one before them from this input. */
   late = 0;
@@ -263,7 +265,8 @@ export class PcapRunSource {
   }
 
   cacheHead(): void {
-    if (this.slow) {
+    if (this.headKnown) this.headKnown = false;
+    else if (this.slow) {
       const h = this.slow.peek()!;
       this.headSec = h.tsSec;
       this.headNsec = h.tsNsec;
@@ -280,6 +283,8 @@ export class PcapRunSource {
    * needs bytes not read yet (then ready()).
    */
   readySync(): boolean {
+    if (this.slow === null && this.pos < this.vOff && this.fastSafe(this.pos)) return true;
+    this.headKnown = false;
     for (;;) {
       if (this.slow) return this.slowFill();
       this.validate();
@@ -352,6 +357,7 @@ export class PcapRunSource {
   }
 
   private runFast(bSec: number, bNsec: number, bIndex: number, ctx: RunContext): RunStatus {
+    this.headKnown = false;
     const b = this.buf;
     const raw = this.le && this.inNanos === ctx.nanos;
     const subLimit = this.inNanos ? 1_000_000_000 : 1_000_000;
@@ -378,7 +384,12 @@ export class PcapRunSource {
       this.readAt(o);
       const sec = rec.sec;
       const nsec = rec.nsec;
-      if (bIndex >= 0 && (sec > bSec || (sec === bSec && (nsec > bNsec || (nsec === bNsec && later))))) break;
+      if (bIndex >= 0 && (sec > bSec || (sec === bSec && (nsec > bNsec || (nsec === bNsec && later))))) {
+        this.headKnown = true;
+        this.headSec = sec;
+        this.headNsec = nsec;
+        break;
+      }
       const at = o + PCAP_RECORD_HEADER_LEN;
       const next = at + rec.capLen;
       const data = b.subarray(at, next);

@@ -419,8 +419,8 @@ function forgottenNotes(inputs: MergeInput[], dedup: Map<string, HostDedup>, win
   return notes;
 }
 
-/** Any inputs: PCAPNG, several link types, shifted clocks. */
-async function mergeGeneral(inputs: MergeInput[], readers: CaptureStreamReader[], out: Writable, opts: MergeOptions, windowNs: number): Promise<MergeResult> {
+/** Any inputs: PCAPNG, several link types, shifted clocks. Exported for the test that holds the fast path to it. */
+export async function mergeGeneral(inputs: MergeInput[], readers: CaptureStreamReader[], out: Writable, opts: MergeOptions, windowNs: number): Promise<MergeResult> {
   const sources = inputs.map((x, i) => new Source(i, x.host, readers[i], opts.align?.get(x.host)?.offsetNs));
   const notes: string[] = [];
   let packets = 0;

@@ -49,12 +49,16 @@ export async function mergeTrace(store: TraceStore, spool: Spool, traceId: strin
     });
   const clock = new ClockSampler();
   const hopper = new HopCollector(results.flatMap((r) => (r.streams ?? []).map((s) => ({ host: r.host, ssrc: s.ssrc, src: s.src, dst: s.dst }))));
-  const observe: PacketObserver = hopper.wanted
-    ? (host, lt, data, sec, nsec) => {
-        clock.observe(host, lt, data, sec, nsec);
-        hopper.observe(host, lt, data, sec, nsec);
-      }
-    : (host, lt, data, sec, nsec) => clock.observe(host, lt, data, sec, nsec);
+  // Clock offsets and hops compare hosts: one host's merge has nothing to observe (and is the merge's fast copy then).
+  const observe: PacketObserver | undefined =
+    new Set(stored.map((r) => r.host)).size < 2
+      ? undefined
+      : hopper.wanted
+        ? (host, lt, data, sec, nsec) => {
+            clock.observe(host, lt, data, sec, nsec);
+            hopper.observe(host, lt, data, sec, nsec);
+          }
+        : (host, lt, data, sec, nsec) => clock.observe(host, lt, data, sec, nsec);
   const hosts = results.map((r) => r.host);
   try {
     let shifts: Map<string, HostShift> | undefined;

@@ -57,8 +57,8 @@ interface RunningTrace {
   stopped: string | null;
   /** Whether the dispatcher is told about that stop with trace:error. */
   notify: boolean;
-  /** Fails the chunk waiting for its ack, so a stop does not wait for the ack timeout. */
-  abortAck: ((e: Error) => void) | null;
+  /** Fail the chunks waiting for their acks, so a stop does not wait for the ack timeout. */
+  abortAcks: Set<(e: Error) => void>;
   /** Rejects once the trace is stopped. */
   aborted: Promise<never>;
   abort: (e: Error) => void;
@@ -71,7 +71,7 @@ interface RunningTrace {
  * maxConcurrent an accepted trace waits in a bounded queue (the ack says
  * `queued`), refused only when that is full. A running trace sends trace:started, trace:progress (before the first chunk,
  * then every 500 ms or 16 chunks), the result's PCAP as trace:chunk messages
- * of CHUNK_BYTES each waiting for the previous one's ack, and trace:done.
+ * of CHUNK_BYTES, up to CHUNKS_IN_FLIGHT of them ahead of their acks, and trace:done.
  * Every accepted trace ends with exactly one trace:done or trace:error while
  * the link is up: a failure, a refused or unacknowledged chunk, a
  * trace:cancel ("cancelled by the dispatcher") and close() each send
@@ -103,7 +103,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
     t.stopped = reason;
     t.notify = notify;
     const e = new Error(reason);
-    t.abortAck?.(e);
+    for (const a of [...t.abortAcks]) a(e);
     t.abort(e);
   };
 
@@ -115,11 +115,11 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       const settle = (e: Error | null) => {
         if (settled) return;
         settled = true;
-        t.abortAck = null;
+        t.abortAcks.delete(settle);
         if (e) reject(e);
         else resolve();
       };
-      t.abortAck = settle;
+      t.abortAcks.add(settle);
       socket.timeout(ackTimeoutMs).emit('trace:chunk', { traceId: t.id, seq, data }, (err: Error | null, ack: unknown) => {
         if (err) return settle(new Error(`the dispatcher did not acknowledge chunk ${seq} within ${ackTimeoutMs} ms`));
         const a = parseMessage(chunkAck, 'trace:chunk ack', ack);
@@ -237,7 +237,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       let abort: (e: Error) => void = () => {};
       const aborted = new Promise<never>((_, reject) => (abort = reject));
       aborted.catch(() => {}); // rejects on every stop, raced only while the PCAP is written
-      const t: RunningTrace = { id: traceId, stopped: null, notify: false, abortAck: null, aborted, abort };
+      const t: RunningTrace = { id: traceId, stopped: null, notify: false, abortAcks: new Set(), aborted, abort };
       if (full) {
         waiting.push({ t, spec });
         reply({ accepted: true, queued: waiting.length });

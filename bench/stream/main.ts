@@ -131,7 +131,7 @@ async function main(): Promise<void> {
   progress('starting the dispatcher');
   const db = COUCHDB ? `bench-stream-${randomBytes(4).toString('hex')}` : 'tracefleet';
   const storeArgs = COUCHDB ? ['--couchdb', COUCHDB, '--db', db] : [];
-  const d = await startDispatcherProcess({ dataDir, logFile, extraArgs: storeArgs });
+  const d = await startDispatcherProcess({ ...(process.env.BENCH_STREAM_PROF ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_STREAM_PROF}`] } : {}), dataDir, logFile, extraArgs: storeArgs });
   const storeUrl = COUCHDB ?? readFileSync(join(dataDir, 'store.url'), 'utf8').trim();
   const rss = new RssSampler(d.pid, 50);
   const storeRss = d.storePid ? new RssSampler(d.storePid, 100) : null;

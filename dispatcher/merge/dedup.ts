@@ -52,12 +52,18 @@ export function networkBytes(linkType: number, data: Buffer): Buffer {
   return data.subarray(range.start, range.end);
 }
 
-/** FNV-1a over the length and up to 96 bytes: a bucket key; equality is decided by comparing bytes. */
+/**
+ * A bucket key over the length and up to 96 bytes, read four at a time (a
+ * byte at a time cost a tenth of the merge's CPU); equality is decided by
+ * comparing bytes.
+ */
 function sampleHash(b: Buffer, start: number, end: number): number {
   let h = 0x811c9dc5 ^ (end - start);
-  const head = Math.min(end, start + 64);
-  for (let i = start; i < head; i++) h = Math.imul(h ^ b[i], 0x01000193);
-  for (let i = Math.max(head, end - 32); i < end; i++) h = Math.imul(h ^ b[i], 0x01000193);
+  const head = Math.min(end, start + 64) - 3;
+  let i = start;
+  for (; i < head; i += 4) h = Math.imul(h ^ b.readInt32LE(i), 0x01000193);
+  for (i = Math.max(i, end - 32); i < end - 3; i += 4) h = Math.imul(h ^ b.readInt32LE(i), 0x01000193);
+  for (; i < end; i++) h = Math.imul(h ^ b[i], 0x01000193);
   return h | 0;
 }
 

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, Writable } from 'node:stream';
-import { mergeCaptures, type HostShift, type MergeResult, type PacketObserver } from '../merge/merge';
+import { mergeCaptures, MERGE_READ_CHUNK, type HostShift, type MergeResult, type PacketObserver } from '../merge/merge';
 import { ClockSampler } from '../merge/clock';
 import { HopCollector } from '../merge/hops';
 import type { RtpHop, TraceClocks } from '../../shared/trace/vantage';
@@ -41,7 +41,7 @@ export async function mergeTrace(store: TraceStore, spool: Spool, traceId: strin
   const inputs = () =>
     stored.map((r) => {
       const local = spool.storedPcap(traceId, r.host);
-      const stream = local ? createReadStream(local) : store.getAttachmentStream(resultDocId(traceId, r.host), HOST_ATTACHMENT);
+      const stream = local ? createReadStream(local, { highWaterMark: MERGE_READ_CHUNK }) : store.getAttachmentStream(resultDocId(traceId, r.host), HOST_ATTACHMENT);
       stream.once('error', (e: Error) => {
         if (e instanceof StoreError) storeFailed ??= e;
       });
@@ -49,12 +49,16 @@ export async function mergeTrace(store: TraceStore, spool: Spool, traceId: strin
     });
   const clock = new ClockSampler();
   const hopper = new HopCollector(results.flatMap((r) => (r.streams ?? []).map((s) => ({ host: r.host, ssrc: s.ssrc, src: s.src, dst: s.dst }))));
-  const observe: PacketObserver = hopper.wanted
-    ? (host, lt, data, sec, nsec) => {
-        clock.observe(host, lt, data, sec, nsec);
-        hopper.observe(host, lt, data, sec, nsec);
-      }
-    : (host, lt, data, sec, nsec) => clock.observe(host, lt, data, sec, nsec);
+  // Clock offsets and hops compare hosts: one host's merge has nothing to observe (and is the merge's fast copy then).
+  const observe: PacketObserver | undefined =
+    new Set(stored.map((r) => r.host)).size < 2
+      ? undefined
+      : hopper.wanted
+        ? (host, lt, data, sec, nsec) => {
+            clock.observe(host, lt, data, sec, nsec);
+            hopper.observe(host, lt, data, sec, nsec);
+          }
+        : (host, lt, data, sec, nsec) => clock.observe(host, lt, data, sec, nsec);
   const hosts = results.map((r) => r.host);
   try {
     let shifts: Map<string, HostShift> | undefined;

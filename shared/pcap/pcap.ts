@@ -99,7 +99,7 @@ export function pcapCapLenLimit(header: PcapHeader): number {
   return Math.max(header.snaplen, PCAP_DEFAULT_SNAPLEN);
 }
 
-function corruptRecord(
+export function corruptRecord(
   name: string | undefined,
   fileOffset: number,
   capLen: number,

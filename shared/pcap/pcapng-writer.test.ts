@@ -178,8 +178,8 @@ test('PcapngWriter: backpressure reported and waitDrain resolves; caller may reu
   const w = new PcapngWriter(sink);
   const shared = Buffer.alloc(101);
   let sawFalse = false;
-  // Enough for several of the writer's batches (it gathers records up to 64 KiB before a write).
-  const n = 2000;
+  // More than the batches the writer keeps in flight (four of 64 KiB) before it asks to wait.
+  const n = 6000;
   for (let i = 0; i < n; i++) {
     shared.fill(i & 0xff);
     if (!w.write({ linkType: LINKTYPE.RAW, tsSec: i, tsNsec: i, origLen: 101, data: shared }, true)) {

@@ -3,6 +3,13 @@ import { finished } from 'node:stream';
 /** Bytes gathered before one write to the stream: the stream's highWaterMark within these bounds. */
 const MIN_BATCH = 64 * 1024;
 const MAX_BATCH = 256 * 1024;
+/**
+ * Batches handed to the stream and not yet written before the caller is
+ * asked to wait: a small-highWaterMark stream (a file's is 16 KiB) would
+ * otherwise say "wait" after every batch, and the writer would sit idle for
+ * each write(2) to finish instead of building the next batch meanwhile.
+ */
+const BATCHES_IN_FLIGHT = 4;
 
 /**
  * What the streaming capture writers (PCAP, PCAPNG) share: writes with
@@ -24,6 +31,7 @@ export abstract class StreamSink {
   private blocked = false;
   private ending: Promise<void> | null = null;
   private readonly batchSize: number;
+  private readonly inFlight: number;
   /** Where records are built; replaced after each write, since the stream keeps the one written. */
   protected batch: Buffer | null = null;
   private used = 0;
@@ -35,6 +43,7 @@ export abstract class StreamSink {
     this.out = out;
     const hwm = (out as { writableHighWaterMark?: number }).writableHighWaterMark;
     this.batchSize = Math.min(MAX_BATCH, Math.max(MIN_BATCH, typeof hwm === 'number' ? hwm : 0));
+    this.inFlight = BATCHES_IN_FLIGHT * this.batchSize;
     out.on('error', (err: Error) => {
       this.error ??= err;
     });
@@ -73,11 +82,34 @@ export abstract class StreamSink {
     return this.commit(b.length);
   }
 
+  /**
+   * Queues src[start, end) as it is (records already encoded for this
+   * file), copied batch by batch: the caller may reuse src once it returns.
+   * Returns false when the stream wants the caller to wait for waitDrain().
+   */
+  protected putRange(src: Buffer, start: number, end: number): boolean {
+    while (start < end) {
+      if (this.batch !== null && this.used === this.batch.length) this.flush();
+      if (this.batch === null) {
+        this.batch = Buffer.allocUnsafe(this.batchSize);
+        this.used = 0;
+      }
+      const n = Math.min(end - start, this.batch.length - this.used);
+      src.copy(this.batch, this.used, start, start + n);
+      this.used += n;
+      start += n;
+    }
+    if (this.used >= this.batchSize) this.flush();
+    return !this.blocked;
+  }
+
   /** Hands what is gathered to the stream now. Returns false when the stream wants the caller to wait for waitDrain(). */
   flush(): boolean {
     if (this.batch !== null && this.used > 0 && !this.error) {
       const ok = this.out.write(this.used === this.batch.length ? this.batch : this.batch.subarray(0, this.used));
-      this.blocked = !ok;
+      const queued = (this.out as { writableLength?: number }).writableLength;
+      // A stream whose highWaterMark is above inFlight is waited for when it says so.
+      this.blocked = !ok && (typeof queued !== 'number' || queued >= this.inFlight);
       this.batch = null;
       this.used = 0;
     }

@@ -208,6 +208,26 @@ export class CaptureStreamReader {
     }
   }
 
+  /**
+   * The stream's next chunk as it is, for a caller that parses the bytes
+   * itself (the merge's PCAP fast path); null at the end of the stream,
+   * rejects when it fails. Use before any pull(), or instead of it.
+   */
+  readChunk(): Promise<Buffer | null> {
+    return this.nextChunk();
+  }
+
+  /**
+   * Gives bytes taken with readChunk() back, in front of what the stream
+   * has not given yet, so that pull() parses the input from its first byte.
+   */
+  unread(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    const rest = this.chunk === null ? null : this.chunk.subarray(this.chunkOff);
+    this.chunk = rest === null || rest.length === 0 ? bytes : Buffer.concat([bytes, rest]);
+    this.chunkOff = 0;
+  }
+
   private async nextChunk(): Promise<Buffer | null> {
     // Bounded: every wait is ended by 'readable', 'end', 'error' or 'close'.
     for (;;) {

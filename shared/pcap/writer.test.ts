@@ -104,8 +104,8 @@ test(
     const w = new PcapWriter(sink, { linkType: LINKTYPE.RAW, nanos: true, snaplen: 1000 });
     const shared = Buffer.alloc(100, 0xaa);
     let sawFalse = false;
-    // Enough for several of the writer's batches (it gathers records up to 64 KiB before a write).
-    const n = 2000;
+    // More than the batches the writer keeps in flight (four of 64 KiB) before it asks to wait.
+    const n = 6000;
     for (let i = 0; i < n; i++) {
       shared.fill(i & 0xff);
       if (!w.write({ tsSec: i, tsNsec: i, origLen: 100, data: shared })) {

@@ -85,6 +85,18 @@ export class PcapWriter extends StreamSink {
     this.recordsWritten++;
     return this.commit(size);
   }
+
+  /**
+   * Queues `records` whole records already in this file's encoding (little
+   * endian, this resolution, each checked against this snaplen by the
+   * caller): src[start, end) is copied as it is. Returns false when the
+   * stream wants the caller to wait for waitDrain().
+   */
+  writeEncoded(src: Buffer, start: number, end: number, records: number): boolean {
+    this.check();
+    this.recordsWritten += records;
+    return this.putRange(src, start, end);
+  }
 }
 
 export interface PcapFileWriterSyncOptions extends PcapWriterOptions {

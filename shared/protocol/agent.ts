@@ -40,6 +40,12 @@ export const PROTOCOL_VERSION = 1;
 export const HEARTBEAT_MS = 5_000;
 /** PCAP bytes per trace:chunk. */
 export const CHUNK_BYTES = 256 * 1024;
+/**
+ * trace:chunk messages an agent sends ahead of their acks. The dispatcher
+ * takes them in seq order and acks each once it is on its disk, so per
+ * host it holds at most this many chunks in memory.
+ */
+export const CHUNKS_IN_FLIGHT = 4;
 
 const count = z.number().int().nonnegative();
 

@@ -1,0 +1,525 @@
+import { CaptureFormatError } from '../../shared/pcap/errors';
+import {
+  corruptRecord,
+  isPcapMagic,
+  parsePcapHeader,
+  pcapCapLenLimit,
+  PCAP_HEADER_LEN,
+  PCAP_RECORD_HEADER_LEN,
+  type PcapHeader,
+} from '../../shared/pcap/pcap';
+import type { CaptureStreamReader } from '../../shared/pcap/stream-reader';
+import type { PcapWriter } from '../../shared/pcap/writer';
+import type { HostDedup } from './dedup';
+import { ReadAhead, type Held } from './read-ahead';
+import { MinHeap } from '../../shared/heap/min-heap';
+
+/*
+ * The merge's fast path for PCAP inputs (what agents send): records are
+ * read straight from a buffer of the input's bytes, with no object per
+ * packet, and a run of records that come before every other input's next
+ * one is copied to the output in one block when their headers are already
+ * what the output would write. The output is the same bytes as the general
+ * path's (merge.ts): same order, same records left out, same notes; but
+ * for a corrupt record header, before which every record is kept (the
+ * general path leaves out the rest of the 64 KiB slice it was parsing).
+ *
+ * The general path sorts each input within a read-ahead of REORDER_PACKETS
+ * packets / REORDER_BYTES bytes. Here a record is written in file order only
+ * once the records that read-ahead would hold with it are known to be in
+ * time order; an input that goes back in time within that reach switches to
+ * the same read-ahead for the rest of it ("slow" mode below), starting from
+ * the state the general path would have there.
+ */
+
+export type RunStatus = 'bound' | 'data' | 'drain';
+
+/** What the sources of one fast merge write into and count. */
+export interface RunContext {
+  writer: PcapWriter;
+  /** The output's resolution; an input of the same, little endian, is copied as it is. */
+  nanos: boolean;
+  snaplen: number;
+  observe: ((host: string, linkType: number, data: Buffer, tsSec: number, tsNsec: number) => void) | undefined;
+  packets: number;
+  bytes: number;
+  duplicates: number;
+  unwritable: number;
+  unwritableWhy: string;
+}
+
+/** Bytes of a run gathered before they are handed to the writer, so a long run still gives way to backpressure. */
+const RUN_BLOCK = 256 * 1024;
+
+export class PcapRunSource {
+  readonly index: number;
+  readonly host: string;
+  readonly reader: CaptureStreamReader;
+  readonly dedup: HostDedup;
+  private readonly reorderPackets: number;
+  private readonly reorderBytes: number;
+  /** Validated bytes ahead that cover any read-ahead: its bytes plus a header per packet it can hold. */
+  private readonly lookaheadBytes: number;
+  private header!: PcapHeader;
+  private limit = 0;
+  private linkType = 0;
+  private le = true;
+  private inNanos = false;
+
+  // The input's unread bytes: buf[pos, end) starts at stream offset base + pos.
+  private buf: Buffer = Buffer.alloc(0);
+  /** buf is ours to write into (not a chunk the stream gave). */
+  private owned = false;
+  private pos = 0;
+  private end = 0;
+  private base = 0;
+  private ended = false;
+
+  // Records in buf[pos, vOff) are whole, valid and in time order (fast mode);
+  // in slow mode vOff is where the next record is parsed.
+  private vOff = 0;
+  private vCount = 0;
+  private eCount = 0;
+  private vSec = -Infinity;
+  private vNsec = 0;
+  /** The record at vOff is earlier than the one before it. */
+  private disorder = false;
+
+  private slow: ReadAhead | null = null;
+  private slowBytes = 0;
+  private seq = 0;
+  // The last record written in time order: a later one that is earlier counts as late.
+  private lastSec = -Infinity;
+  private lastNsec = 0;
+
+  /** Head's time, set by cacheHead() (the merge's heap orders on these). */
+  headSec = 0;
+  headNsec = 0;
+  /** runFast() stopped at the bound on the record at pos: headSec/headNsec are its time already. */
+  private headKnown = false;
+
+  /** Packets written earlier in time than one before them from this input. */
+  late = 0;
+  duplicates = 0;
+  tornBytes = 0;
+  formatError: CaptureFormatError | null = null;
+
+  constructor(index: number, host: string, reader: CaptureStreamReader, dedup: HostDedup, reorderPackets: number, reorderBytes: number) {
+    this.index = index;
+    this.host = host;
+    this.reader = reader;
+    this.dedup = dedup;
+    this.reorderPackets = reorderPackets;
+    this.reorderBytes = reorderBytes;
+    this.lookaheadBytes = reorderBytes + reorderPackets * PCAP_RECORD_HEADER_LEN;
+  }
+
+  /**
+   * Reads the input's first bytes. Returns its PCAP header, or null when it
+   * is not a whole PCAP header (another format, empty, cut short): then
+   * what was read is given back to the reader for the general path.
+   */
+  async probe(): Promise<PcapHeader | null> {
+    while (this.end < PCAP_HEADER_LEN && !this.ended) await this.more();
+    const head = this.buf.subarray(0, this.end);
+    if (this.end < PCAP_HEADER_LEN || !isPcapMagic(head)) return this.giveBack();
+    try {
+      this.header = parsePcapHeader(head, this.host);
+    } catch (e) {
+      if (!(e instanceof CaptureFormatError)) throw e;
+      return this.giveBack();
+    }
+    this.limit = pcapCapLenLimit(this.header);
+    this.linkType = this.header.linkType;
+    this.le = this.header.littleEndian;
+    this.inNanos = this.header.nanos;
+    this.pos = this.vOff = PCAP_HEADER_LEN;
+    return this.header;
+  }
+
+  /** Gives what probe() read back to the reader, for the general path. */
+  giveBack(): null {
+    // Never written to from here on, so the reader may keep views into it.
+    this.reader.unread(this.buf.subarray(0, this.end));
+    this.buf = Buffer.alloc(0);
+    this.pos = this.end = 0;
+    return null;
+  }
+
+  private async more(): Promise<void> {
+    let c: Buffer | null;
+    try {
+      c = await this.reader.readChunk();
+    } catch (e) {
+      throw new Error(`reading the capture of ${this.host} failed: ${(e as Error).message}; nothing was merged, try again`);
+    }
+    if (c === null) this.ended = true;
+    else this.append(c);
+  }
+
+  /**
+   * Appends a chunk after the unread bytes. With none left the chunk itself
+   * becomes the buffer (no copy; it is never written to, since it may be
+   * the caller's); otherwise the unread bytes move to the front of a buffer
+   * of our own, or to a larger one, twice what is needed so that moves stay
+   * rare. A busy input ends up with a few MiB (the lookahead and a chunk),
+   * a small one with its own size.
+   */
+  private append(c: Buffer): void {
+    const from = this.slow ? this.vOff : this.pos;
+    const live = this.end - from;
+    const fits = this.owned && this.end + c.length <= this.buf.length;
+    if (!fits) {
+      if (live === 0) {
+        this.buf = c;
+        this.owned = false;
+      } else if (this.owned && live + c.length <= this.buf.length) {
+        this.buf.copyWithin(0, from, this.end);
+      } else {
+        const nb = Buffer.allocUnsafeSlow(2 * (live + c.length));
+        this.buf.copy(nb, 0, from, this.end);
+        this.buf = nb;
+        this.owned = true;
+      }
+      this.base += from;
+      this.pos -= from;
+      this.vOff -= from;
+      this.end = live;
+      if (!this.owned) {
+        this.end = c.length;
+        return;
+      }
+    }
+    c.copy(this.buf, this.end);
+    this.end += c.length;
+  }
+
+  /** The record at `o` is whole and valid: its header's four words, time normalised. Sets `rec`. */
+  private readAt(o: number): boolean {
+    const b = this.buf;
+    if (this.end - o < PCAP_RECORD_HEADER_LEN) return false;
+    let sec: number, sub: number, capLen: number, origLen: number;
+    if (this.le) {
+      sec = b.readUInt32LE(o);
+      sub = b.readUInt32LE(o + 4);
+      capLen = b.readUInt32LE(o + 8);
+      origLen = b.readUInt32LE(o + 12);
+    } else {
+      sec = b.readUInt32BE(o);
+      sub = b.readUInt32BE(o + 4);
+      capLen = b.readUInt32BE(o + 8);
+      origLen = b.readUInt32BE(o + 12);
+    }
+    // Checked on a header whose record is not whole yet too, so a corrupt length never makes this wait for gigabytes.
+    if (capLen > this.limit || capLen > origLen) {
+      this.formatError = corruptRecord(this.host, this.base + o, capLen, origLen, this.limit);
+      this.formatError = new CaptureFormatError(`${this.formatError.message}; packets from byte ${this.base + o} on are left out`, {
+        file: this.formatError.file,
+        offset: this.formatError.offset,
+      });
+      return false;
+    }
+    if (this.end - o - PCAP_RECORD_HEADER_LEN < capLen) return false;
+    let nsec = this.inNanos ? sub : sub * 1000;
+    if (nsec >= 1_000_000_000) {
+      const carry = Math.floor(nsec / 1_000_000_000);
+      sec += carry;
+      nsec -= carry * 1_000_000_000;
+    }
+    rec.sec = sec;
+    rec.nsec = nsec;
+    rec.sub = sub;
+    rec.capLen = capLen;
+    rec.origLen = origLen;
+    return true;
+  }
+
+  /** Extends the validated run as far as the buffer and time order allow. */
+  private validate(): void {
+    let o = this.vOff;
+    while (!this.disorder && this.formatError === null && this.readAt(o)) {
+      if (rec.sec < this.vSec || (rec.sec === this.vSec && rec.nsec < this.vNsec)) {
+        this.disorder = true;
+        break;
+      }
+      this.vSec = rec.sec;
+      this.vNsec = rec.nsec;
+      o += PCAP_RECORD_HEADER_LEN + rec.capLen;
+      this.vCount++;
+    }
+    this.vOff = o;
+  }
+
+  /** No record will be validated after vOff, other than for disorder: corrupt, or the input's end. */
+  private final(): boolean {
+    return this.formatError !== null || (this.ended && !this.disorder);
+  }
+
+  /** The record at pos may be written in file order: what the read-ahead would hold with it is validated. */
+  private fastSafe(o: number): boolean {
+    return this.vCount - this.eCount >= this.reorderPackets || this.vOff - o >= this.lookaheadBytes || this.final();
+  }
+
+  hasHead(): boolean {
+    return this.slow ? this.slow.size > 0 : this.pos < this.vOff;
+  }
+
+  cacheHead(): void {
+    if (this.headKnown) this.headKnown = false;
+    else if (this.slow) {
+      const h = this.slow.peek()!;
+      this.headSec = h.tsSec;
+      this.headNsec = h.tsNsec;
+    } else {
+      this.readAt(this.pos);
+      this.headSec = rec.sec;
+      this.headNsec = rec.nsec;
+    }
+  }
+
+  /**
+   * True when the next record can be decided on (its head is the one the
+   * general path would give) or the input is exhausted; false when that
+   * needs bytes not read yet (then ready()).
+   */
+  readySync(): boolean {
+    if (this.slow === null && this.pos < this.vOff && this.fastSafe(this.pos)) return true;
+    this.headKnown = false;
+    for (;;) {
+      if (this.slow) return this.slowFill();
+      this.validate();
+      if (this.pos < this.vOff ? this.fastSafe(this.pos) : this.final()) return true;
+      if (!this.disorder) return false;
+      this.goSlow();
+    }
+  }
+
+  /** Reads until readySync() holds. */
+  async ready(): Promise<void> {
+    // Bounded: each turn reads a chunk, and once the stream has ended readySync() holds.
+    while (!this.readySync() && !this.ended) await this.more();
+  }
+
+  /** Switches to the general path's read-ahead from pos, as it would be filled there. */
+  private goSlow(): void {
+    this.slow = new ReadAhead();
+    this.slowBytes = 0;
+    this.vOff = this.pos;
+    this.slowFill();
+  }
+
+  /** Fills the read-ahead; false when it needs bytes not read yet. */
+  private slowFill(): boolean {
+    const ahead = this.slow!;
+    while (ahead.size < this.reorderPackets && this.slowBytes < this.reorderBytes) {
+      if (this.formatError !== null) return true;
+      if (!this.readAt(this.vOff)) {
+        if (this.formatError !== null || this.ended) {
+          if (this.formatError === null) this.tornBytes = this.end - this.vOff;
+          return true;
+        }
+        return false;
+      }
+      const at = this.vOff + PCAP_RECORD_HEADER_LEN;
+      const h: Held = {
+        tsSec: rec.sec,
+        tsNsec: rec.nsec,
+        seq: this.seq++,
+        // A copy: the buffer moves under the read-ahead. Only inputs that go back in time come here.
+        data: Buffer.from(this.buf.subarray(at, at + rec.capLen)),
+        origLen: rec.origLen,
+        linkType: this.linkType,
+        nanos: this.inNanos,
+        off: -1,
+        len: rec.capLen,
+        freed: false,
+      };
+      ahead.push(h);
+      this.slowBytes += rec.capLen;
+      this.vOff = at + rec.capLen;
+    }
+    return true;
+  }
+
+  /** Called once the input is exhausted: what its end left. */
+  finish(): void {
+    if (!this.slow && this.formatError === null && this.ended) this.tornBytes = this.end - this.vOff;
+  }
+
+  /**
+   * Writes this input's records while they come before the bound (the
+   * other inputs' earliest head; ties go to the lower index), none when
+   * boundIndex < 0. 'data': call ready() before the next run; 'drain': wait
+   * for the writer; 'bound': the head is not before the bound, or none is left.
+   */
+  run(boundSec: number, boundNsec: number, boundIndex: number, ctx: RunContext): RunStatus {
+    return this.slow ? this.runSlow(boundSec, boundNsec, boundIndex, ctx) : this.runFast(boundSec, boundNsec, boundIndex, ctx);
+  }
+
+  private runFast(bSec: number, bNsec: number, bIndex: number, ctx: RunContext): RunStatus {
+    this.headKnown = false;
+    const b = this.buf;
+    const raw = this.le && this.inNanos === ctx.nanos;
+    const subLimit = this.inNanos ? 1_000_000_000 : 1_000_000;
+    const later = this.index > bIndex;
+    const d = this.dedup;
+    const observe = ctx.observe;
+    const w = ctx.writer;
+    let o = this.pos;
+    let lastSec = this.lastSec;
+    let lastNsec = this.lastNsec;
+    let block = o;
+    let blockRecords = 0;
+    let ok = true;
+    let status: RunStatus = 'bound';
+    for (;;) {
+      if (o >= this.vOff) {
+        if (!this.final()) status = 'data';
+        break;
+      }
+      if (!this.fastSafe(o)) {
+        status = 'data';
+        break;
+      }
+      this.readAt(o);
+      const sec = rec.sec;
+      const nsec = rec.nsec;
+      if (bIndex >= 0 && (sec > bSec || (sec === bSec && (nsec > bNsec || (nsec === bNsec && later))))) {
+        this.headKnown = true;
+        this.headSec = sec;
+        this.headNsec = nsec;
+        break;
+      }
+      const at = o + PCAP_RECORD_HEADER_LEN;
+      const next = at + rec.capLen;
+      const data = b.subarray(at, next);
+      if (d.isDuplicate(this.linkType, data, sec, nsec)) {
+        ctx.duplicates++;
+        this.duplicates++;
+        if (o > block) ok = w.writeEncoded(b, block, o, blockRecords) && ok;
+        block = next;
+        blockRecords = 0;
+      } else {
+        observe?.(this.host, this.linkType, data, sec, nsec);
+        if (raw && rec.sub < subLimit && rec.capLen <= ctx.snaplen) {
+          blockRecords++;
+          ctx.packets++;
+          ctx.bytes += rec.capLen;
+        } else {
+          if (o > block) ok = w.writeEncoded(b, block, o, blockRecords) && ok;
+          block = next;
+          blockRecords = 0;
+          ok = writeOne(ctx, sec, nsec, rec.origLen, data) && ok;
+        }
+      }
+      o = next;
+      this.eCount++;
+      lastSec = sec;
+      lastNsec = nsec;
+      if (o - block >= RUN_BLOCK) {
+        ok = w.writeEncoded(b, block, o, blockRecords) && ok;
+        block = o;
+        blockRecords = 0;
+      }
+      if (!ok) {
+        status = 'drain';
+        break;
+      }
+    }
+    if (o > block && !w.writeEncoded(b, block, o, blockRecords) && status === 'bound') status = 'drain';
+    this.pos = o;
+    // Written in order, so the last one is the latest: a slow mode after this counts late ones from it.
+    this.lastSec = lastSec;
+    this.lastNsec = lastNsec;
+    return status;
+  }
+
+  private runSlow(bSec: number, bNsec: number, bIndex: number, ctx: RunContext): RunStatus {
+    const ahead = this.slow!;
+    const later = this.index > bIndex;
+    for (;;) {
+      const h = ahead.peek();
+      if (!h) return 'bound';
+      if (bIndex >= 0 && (h.tsSec > bSec || (h.tsSec === bSec && (h.tsNsec > bNsec || (h.tsNsec === bNsec && later))))) return 'bound';
+      ahead.pop();
+      this.slowBytes -= h.data.length;
+      if (h.tsSec < this.lastSec || (h.tsSec === this.lastSec && h.tsNsec < this.lastNsec)) this.late++;
+      else {
+        this.lastSec = h.tsSec;
+        this.lastNsec = h.tsNsec;
+      }
+      let ok = true;
+      if (this.dedup.isDuplicate(h.linkType, h.data, h.tsSec, h.tsNsec)) {
+        ctx.duplicates++;
+        this.duplicates++;
+      } else {
+        ctx.observe?.(this.host, h.linkType, h.data, h.tsSec, h.tsNsec);
+        ok = writeOne(ctx, h.tsSec, h.tsNsec, h.origLen, h.data);
+      }
+      if (!this.slowFill()) return 'data';
+      if (!ok) return 'drain';
+    }
+  }
+}
+
+/** The header fields readAt() decoded last (one scratch: reading is synchronous). */
+const rec = { sec: 0, nsec: 0, sub: 0, capLen: 0, origLen: 0 };
+/** What writeOne() hands the writer (one scratch: the writer copies before it returns). */
+const one: { tsSec: number; tsNsec: number; origLen: number; data: Buffer } = { tsSec: 0, tsNsec: 0, origLen: 0, data: Buffer.alloc(0) };
+
+/** Writes a record whose header must be encoded anew; one the file cannot hold is left out and counted. */
+function writeOne(ctx: RunContext, tsSec: number, tsNsec: number, origLen: number, data: Buffer): boolean {
+  one.tsSec = tsSec;
+  one.tsNsec = tsNsec;
+  one.origLen = origLen;
+  one.data = data;
+  try {
+    const ok = ctx.writer.write(one);
+    ctx.packets++;
+    ctx.bytes += data.length;
+    return ok;
+  } catch (e) {
+    // The writer checks a packet before queueing anything, so the file stays whole.
+    if (!(e instanceof RangeError)) throw e;
+    ctx.unwritable++;
+    ctx.unwritableWhy ||= e.message;
+    return true;
+  } finally {
+    one.data = EMPTY;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+const runLess = (a: PcapRunSource, b: PcapRunSource) =>
+  a.headSec < b.headSec || (a.headSec === b.headSec && (a.headNsec < b.headNsec || (a.headNsec === b.headNsec && a.index < b.index)));
+
+/**
+ * The k-way merge over ready sources (see ready()): the source with the
+ * earliest head writes all it has before the next source's head in one
+ * run, then goes back into the heap.
+ */
+export async function mergeRuns(sources: PcapRunSource[], ctx: RunContext): Promise<void> {
+  const heap = new MinHeap<PcapRunSource>(runLess);
+  for (const s of sources) {
+    if (s.hasHead()) {
+      s.cacheHead();
+      heap.push(s);
+    } else s.finish();
+  }
+  while (heap.size > 0) {
+    const s = heap.pop()!;
+    const o = heap.peek();
+    const st = o ? s.run(o.headSec, o.headNsec, o.index, ctx) : s.run(0, 0, -1, ctx);
+    if (st === 'drain') await ctx.writer.waitDrain();
+    if (!s.readySync()) {
+      // Waiting for an input: what is written so far goes out meanwhile.
+      if (!ctx.writer.flush()) await ctx.writer.waitDrain();
+      await s.ready();
+    }
+    if (s.hasHead()) {
+      s.cacheHead();
+      heap.push(s);
+    } else s.finish();
+  }
+}

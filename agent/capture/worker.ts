@@ -72,11 +72,10 @@ export type WorkerMessage =
 export type WorkerCommand = { type: 'stop' };
 
 const MIB = 1024 * 1024;
-/** Longest a captured packet waits in memory before it is written. */
+/** Longest a captured packet waits in memory before it is written while reads keep bringing more. */
 const FLUSH_MS = 20;
 /** Longest read() blocks with nothing buffered: bounds stop latency and the idle age check. */
 const IDLE_WAIT_MS = 100;
-const FLUSHED_EVERY_MS = 50;
 const STATS_EVERY_MS = 1000;
 const ERROR_EVERY_MS = 1000;
 /** Reads used to drain the kernel ring on stop; a busy link never goes quiet, so bound them. */
@@ -123,12 +122,10 @@ function run(cfg: WorkerConfig): void {
 
   let lastFlushedPath = '';
   let lastFlushedBytes = -1;
-  let lastFlushedAt = 0;
   const postFlushed = (path: string, bytes: number) => {
     if (path === lastFlushedPath && bytes === lastFlushedBytes) return;
     lastFlushedPath = path;
     lastFlushedBytes = bytes;
-    lastFlushedAt = Date.now();
     post({ type: 'flushed', stream, path, bytes });
   };
 
@@ -221,7 +218,7 @@ function run(cfg: WorkerConfig): void {
     used = 0;
     usedPackets = 0;
     const cur = writer.current;
-    if (cur && Date.now() - lastFlushedAt >= FLUSHED_EVERY_MS) postFlushed(cur.path, cur.bytes);
+    if (cur) postFlushed(cur.path, cur.bytes);
   };
 
   const finish = (fatal?: Error) => {
@@ -261,19 +258,22 @@ function run(cfg: WorkerConfig): void {
         finish();
         return;
       }
-      const now = Date.now();
-      const timeout = used > 0 ? Math.max(0, FLUSH_MS - (now - firstAt)) : IDLE_WAIT_MS;
-      const r = cap.read(buf.subarray(used), timeout);
+      // With packets in hand, look for more without waiting: a read takes
+      // what the kernel has handed over (TPACKET_V3 blocks, full or 10 ms
+      // old), so an empty one means the kernel has nothing now and the
+      // batch is written (and the indexer told) at once. A packet then waits
+      // for its block, not for a timer of ours: a write per block at
+      // moderate rates, about 100 a second at most, none at idle; under a
+      // high rate the reads keep bringing data and batches grow to the
+      // buffer or FLUSH_MS.
+      const r = cap.read(buf.subarray(used), used > 0 ? 0 : IDLE_WAIT_MS);
       if (r.bytes > 0) {
         if (used === 0) firstAt = Date.now();
         used += r.bytes;
         usedPackets += r.packets;
       }
-      const t = Date.now();
-      if (used > 0 && (r.packets === 0 || t - firstAt >= FLUSH_MS || buf.length - used < maxRecord)) flushBatch();
-      writer.maybeRotate(t * 1000);
-      const cur = writer.current;
-      if (cur && t - lastFlushedAt >= FLUSHED_EVERY_MS) postFlushed(cur.path, cur.bytes);
+      if (used > 0 && (r.packets === 0 || Date.now() - firstAt >= FLUSH_MS || buf.length - used < maxRecord)) flushBatch();
+      writer.maybeRotate(Date.now() * 1000);
     } catch (e) {
       finish(e as Error);
       return;

@@ -17,6 +17,8 @@ export interface AgentOptions extends CaptureEngineOptions {
   correlationHeader?: string;
   /** Nice value of the indexing thread (default 10): under CPU pressure indexing lags, capture does not drop. */
   indexerNice?: number;
+  /** Its nice value while a live follow runs (default 0, as capture's; see IndexerWorkerData.followNice). */
+  indexerFollowNice?: number;
   /** SIP statistics per window, kept by the indexer thread and saved beside the ring (absent: none). */
   stats?: IndexerWorkerData['stats'];
   /** Mirror what is captured as HEP3 to a collector (sent from the indexer's thread). */
@@ -67,7 +69,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     throw e;
   }
   const indexer: IndexerHandle = { errors: 0, lastError: null, sip: emptySipCounts(), lag: new IndexLag(), hepOut: null };
-  const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10, stats: opts.stats, hepOut: opts.hepOut };
+  const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10, followNice: opts.indexerFollowNice ?? 0, stats: opts.stats, hepOut: opts.hepOut };
   const worker = new Worker(join(__dirname, '..', 'index', 'live-worker.js'), { workerData: data });
   const followers = new Map<string, (b: FollowBatch) => void>();
   const windowSeconds = opts.stats?.options.windowSeconds ?? 360;

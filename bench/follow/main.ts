@@ -1,7 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { loadavg, tmpdir } from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FollowData, FollowEndView, TraceView } from '../../shared/protocol/client';
@@ -70,6 +70,17 @@ async function stopAgents(agents: Agent[]): Promise<void> {
   }));
 }
 
+/** CPU seconds a process has used (utime + stime of /proc/PID/stat), 0 once it is gone. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 const sip = (callId: string, branch: string) =>
   `OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-${branch}\r\nCall-ID: ${callId}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n`;
 const WARM = Buffer.from('Call-ID: warm-');
@@ -87,6 +98,9 @@ interface Case {
   pktP50: number;
   pktP99: number;
   pktMax: number;
+  /** CPU over the sending time, % of one core: every agent process together, and this process (dispatcher, client, sender). */
+  agentsCpu: number;
+  dispatcherCpu: number;
   loadavg: number;
 }
 
@@ -126,6 +140,8 @@ async function runRate(d: TestDispatcher, agents: Agent[], rate: number): Promis
     const total = Math.round(per * agents.length * seconds);
     const fleetRate = per * agents.length;
     const t0 = Date.now();
+    const agentsCpu0 = agents.reduce((n, x) => n + cpuSeconds(x.proc.pid), 0);
+    const ownCpu0 = process.cpuUsage();
     // Paced in 10 ms slices, round robin over the agents' ports; bounded by the count.
     for (let sent = 0; sent < total; ) {
       const due = Math.min(total, Math.floor(((Date.now() - t0) / 1000) * fleetRate) + 1);
@@ -133,6 +149,9 @@ async function runRate(d: TestDispatcher, agents: Agent[], rate: number): Promis
       await sleep(10);
     }
     const sendMs = Date.now() - t0;
+    const agentsCpu = (agents.reduce((n, x) => n + cpuSeconds(x.proc.pid), 0) - agentsCpu0) / (sendMs / 1000) * 100;
+    const own = process.cpuUsage(ownCpu0);
+    const dispatcherCpu = (own.user + own.system) / 1000 / sendMs * 100;
     const waitUntil = Date.now() + 15_000;
     while ((msgLat.length < total || pktLat.length < total) && Date.now() < waitUntil && !end) await sleep(20);
     await ask(s, 'follow:stop', { traceId: a.trace.id });
@@ -143,6 +162,7 @@ async function runRate(d: TestDispatcher, agents: Agent[], rate: number): Promis
       agents: agents.length, rate: fleetRate, perAgentRate: per, sent: total, messages: msgLat.length, packets: pktLat.length,
       achievedRate: Math.round((total / sendMs) * 1000),
       msgP50: percentile(msgLat, 50), msgP99: percentile(msgLat, 99), pktP50: percentile(pktLat, 50), pktP99: percentile(pktLat, 99), pktMax: pktLat[pktLat.length - 1] ?? NaN,
+      agentsCpu, dispatcherCpu,
       loadavg: loadavg()[0],
     };
   } finally {
@@ -170,7 +190,7 @@ async function main(): Promise<void> {
         const c = await runRate(d, agents, rate);
         cases.push(c);
         const k = `a${n}_r${c.rate}`;
-        progress(`${n} agent(s), ${c.rate}/s: messages ${c.messages}/${c.sent} p50 ${c.msgP50.toFixed(1)} p99 ${c.msgP99.toFixed(1)} ms; packets ${c.packets}/${c.sent} p50 ${c.pktP50.toFixed(1)} p99 ${c.pktP99.toFixed(1)} ms; load ${c.loadavg.toFixed(2)}`);
+        progress(`${n} agent(s), ${c.rate}/s: messages ${c.messages}/${c.sent} p50 ${c.msgP50.toFixed(1)} p99 ${c.msgP99.toFixed(1)} ms; packets ${c.packets}/${c.sent} p50 ${c.pktP50.toFixed(1)} p99 ${c.pktP99.toFixed(1)} ms; CPU agents ${c.agentsCpu.toFixed(0)}% dispatcher ${c.dispatcherCpu.toFixed(0)}%; load ${c.loadavg.toFixed(2)}`);
         f.section(`${n} agent(s), ${c.rate} SIP messages/s (${c.perAgentRate} per agent) for ${seconds} s, load average ${c.loadavg.toFixed(2)}`);
         f.add(`${k}_received`, 'messages / packets arrived of sent', `${c.messages} / ${c.packets} of ${c.sent}`);
         f.add(`${k}_msg_p50_ms`, 'message line latency p50', c.msgP50, 'ms', 1);
@@ -178,6 +198,8 @@ async function main(): Promise<void> {
         f.add(`${k}_pkt_p50_ms`, 'PCAP packet latency p50', c.pktP50, 'ms', 1);
         f.add(`${k}_pkt_p99_ms`, 'PCAP packet latency p99', c.pktP99, 'ms', 1);
         f.add(`${k}_pkt_max_ms`, 'PCAP packet latency max', c.pktMax, 'ms', 1);
+        f.add(`${k}_agents_cpu`, 'agents\' CPU while sending (all together)', c.agentsCpu, '% of a core', 0);
+        f.add(`${k}_dispatcher_cpu`, 'dispatcher + client + sender CPU', c.dispatcherCpu, '% of a core', 0);
       }
       await stopAgents(agents);
       agents = [];

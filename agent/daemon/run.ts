@@ -78,10 +78,14 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     worker.on('message', (m: IndexerReport) => {
       if (m.type === 'follow') {
         const f = followers.get(m.id);
-        if (m.full) followers.delete(m.id);
+        if (m.full) {
+          followers.delete(m.id);
+          engine.setEager(followers.size > 0);
+        }
         if (f) {
+          const { messagesJson, ...rest } = m;
           // Structured clone turns the Buffer into a Uint8Array.
-          f({ ...m, records: Buffer.from(m.records.buffer, m.records.byteOffset, m.records.byteLength) });
+          f({ ...rest, records: Buffer.from(m.records.buffer, m.records.byteOffset, m.records.byteLength), messages: JSON.parse(messagesJson) as FollowBatch['messages'] });
         }
       } else if (m.type === 'status') {
         if (m.errors > indexer.errors && m.lastError) log.warn({ reason: m.lastError, indexErrors: m.errors }, 'index error (rebuilt later from the segment)');
@@ -128,9 +132,11 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     add(id, query, onBatch) {
       followers.set(id, onBatch);
       send({ type: 'follow', id, query });
+      engine.setEager(true);
     },
     remove(id) {
       if (followers.delete(id)) send({ type: 'unfollow', id });
+      engine.setEager(followers.size > 0);
     },
   };
   return {

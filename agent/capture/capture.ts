@@ -130,6 +130,8 @@ export class CaptureEngine extends EventEmitter {
   /** Every interface came up once; from then on a dying worker is restarted. */
   private started = false;
   private stopping = false;
+  /** Workers write and report each batch at once (a live follow runs): see WorkerConfig.eager. */
+  private eager = false;
 
   constructor(opts: CaptureEngineOptions) {
     super();
@@ -238,6 +240,14 @@ export class CaptureEngine extends EventEmitter {
     this.stopping = false;
   }
 
+  /** Eager while a live follow runs (agent/daemon/run.ts); the capture workers take it at once, restarted ones from their config. */
+  setEager(on: boolean): void {
+    if (this.eager === on) return;
+    this.eager = on;
+    const cmd: WorkerCommand = { type: 'eager', on };
+    for (const s of this.states) if (s.kind !== 'hep') s.worker?.postMessage(cmd);
+  }
+
   stats(): CaptureEngineStats {
     const interfaces: Record<string, InterfaceStats> = {};
     for (const s of this.states) {
@@ -307,6 +317,7 @@ export class CaptureEngine extends EventEmitter {
       maxSegmentBytes: this.opts.maxSegmentBytes,
       maxSegmentSeconds: this.opts.maxSegmentSeconds,
       budget,
+      eager: this.eager,
     };
     const w = hepCfg ? new Worker(join(__dirname, '..', 'hep', 'worker.js'), { workerData: hepCfg }) : new Worker(join(__dirname, 'worker.js'), { workerData: cfg });
     s.worker = w;

@@ -32,6 +32,13 @@ export interface WorkerConfig {
    * whose newest segment (open) is never deleted.
    */
   budget?: { maxBytes: number; minFreeBytes: number; streams: string[] };
+  /**
+   * Write each batch as soon as the kernel has nothing more and report every
+   * write (while a live follow runs: its latency starts here). Otherwise a
+   * batch gathers for up to FLUSH_MS and writes are reported at most every
+   * FLUSHED_EVERY_MS, fewer wakeups for the other threads.
+   */
+  eager?: boolean;
 }
 
 /** What a capture worker counts: libpcap's pcap_stats, then its own. */
@@ -69,14 +76,15 @@ export type WorkerMessage =
   | { type: 'stopped'; stream: string };
 
 /** Messages a parent sends to a capture worker. */
-export type WorkerCommand = { type: 'stop' };
+export type WorkerCommand = { type: 'stop' } | { type: 'eager'; on: boolean };
 
 const MIB = 1024 * 1024;
-/** Longest a captured packet waits in memory before it is written. */
+/** Longest a captured packet waits in memory before it is written while reads keep bringing more. */
 const FLUSH_MS = 20;
+/** Least time between two 'flushed' when not eager. */
+const FLUSHED_EVERY_MS = 50;
 /** Longest read() blocks with nothing buffered: bounds stop latency and the idle age check. */
 const IDLE_WAIT_MS = 100;
-const FLUSHED_EVERY_MS = 50;
 const STATS_EVERY_MS = 1000;
 const ERROR_EVERY_MS = 1000;
 /** Reads used to drain the kernel ring on stop; a busy link never goes quiet, so bound them. */
@@ -121,6 +129,7 @@ function run(cfg: WorkerConfig): void {
   }
   const nanos = cap.precision === 'nano';
 
+  let eager = cfg.eager ?? false;
   let lastFlushedPath = '';
   let lastFlushedBytes = -1;
   let lastFlushedAt = 0;
@@ -221,7 +230,7 @@ function run(cfg: WorkerConfig): void {
     used = 0;
     usedPackets = 0;
     const cur = writer.current;
-    if (cur && Date.now() - lastFlushedAt >= FLUSHED_EVERY_MS) postFlushed(cur.path, cur.bytes);
+    if (cur && (eager || Date.now() - lastFlushedAt >= FLUSHED_EVERY_MS)) postFlushed(cur.path, cur.bytes);
   };
 
   const finish = (fatal?: Error) => {
@@ -261,8 +270,16 @@ function run(cfg: WorkerConfig): void {
         finish();
         return;
       }
+      // Eager, with packets in hand, look for more without waiting: a read
+      // takes what the kernel has handed over (TPACKET_V3 blocks, full or
+      // 10 ms old), so an empty one means the kernel has nothing now and the
+      // batch is written (and the indexer told) at once. A packet then waits
+      // for its block, not for a timer of ours: a write per block at
+      // moderate rates, about 100 a second at most, none at idle; under a
+      // high rate the reads keep bringing data and batches grow to the
+      // buffer or FLUSH_MS. Not eager, the read waits out FLUSH_MS first.
       const now = Date.now();
-      const timeout = used > 0 ? Math.max(0, FLUSH_MS - (now - firstAt)) : IDLE_WAIT_MS;
+      const timeout = used === 0 ? IDLE_WAIT_MS : eager ? 0 : Math.max(0, FLUSH_MS - (now - firstAt));
       const r = cap.read(buf.subarray(used), timeout);
       if (r.bytes > 0) {
         if (used === 0) firstAt = Date.now();
@@ -284,6 +301,7 @@ function run(cfg: WorkerConfig): void {
 
   const onMessage = (m: WorkerCommand) => {
     if (m && m.type === 'stop') stopping = true;
+    else if (m && m.type === 'eager') eager = m.on;
   };
   port.on('message', onMessage);
   setImmediate(pump);

@@ -17,6 +17,8 @@ export interface AgentOptions extends CaptureEngineOptions {
   correlationHeader?: string;
   /** Nice value of the indexing thread (default 10): under CPU pressure indexing lags, capture does not drop. */
   indexerNice?: number;
+  /** Its nice value while a live follow runs (default 0, as capture's; see IndexerWorkerData.followNice). */
+  indexerFollowNice?: number;
   /** SIP statistics per window, kept by the indexer thread and saved beside the ring (absent: none). */
   stats?: IndexerWorkerData['stats'];
   /** Mirror what is captured as HEP3 to a collector (sent from the indexer's thread). */
@@ -67,7 +69,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     throw e;
   }
   const indexer: IndexerHandle = { errors: 0, lastError: null, sip: emptySipCounts(), lag: new IndexLag(), hepOut: null };
-  const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10, stats: opts.stats, hepOut: opts.hepOut };
+  const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10, followNice: opts.indexerFollowNice ?? 0, stats: opts.stats, hepOut: opts.hepOut };
   const worker = new Worker(join(__dirname, '..', 'index', 'live-worker.js'), { workerData: data });
   const followers = new Map<string, (b: FollowBatch) => void>();
   const windowSeconds = opts.stats?.options.windowSeconds ?? 360;
@@ -76,10 +78,14 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     worker.on('message', (m: IndexerReport) => {
       if (m.type === 'follow') {
         const f = followers.get(m.id);
-        if (m.full) followers.delete(m.id);
+        if (m.full) {
+          followers.delete(m.id);
+          engine.setEager(followers.size > 0);
+        }
         if (f) {
+          const { messagesJson, ...rest } = m;
           // Structured clone turns the Buffer into a Uint8Array.
-          f({ ...m, records: Buffer.from(m.records.buffer, m.records.byteOffset, m.records.byteLength) });
+          f({ ...rest, records: Buffer.from(m.records.buffer, m.records.byteOffset, m.records.byteLength), messages: JSON.parse(messagesJson) as FollowBatch['messages'] });
         }
       } else if (m.type === 'status') {
         if (m.errors > indexer.errors && m.lastError) log.warn({ reason: m.lastError, indexErrors: m.errors }, 'index error (rebuilt later from the segment)');
@@ -126,9 +132,11 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     add(id, query, onBatch) {
       followers.set(id, onBatch);
       send({ type: 'follow', id, query });
+      engine.setEager(true);
     },
     remove(id) {
       if (followers.delete(id)) send({ type: 'unfollow', id });
+      engine.setEager(followers.size > 0);
     },
   };
   return {

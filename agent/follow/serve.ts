@@ -1,5 +1,5 @@
 import { pcapHeaderBytes } from '../../shared/pcap/pcap';
-import { AgentToDispatcherEvents, CHUNK_BYTES, FOLLOW_CHUNK_MESSAGES, RunAck, chunkAck, followRun } from '../../shared/protocol/agent';
+import { AgentToDispatcherEvents, CHUNK_BYTES, FOLLOW_CHUNK_MESSAGES, FOLLOW_CHUNKS_IN_FLIGHT, RunAck, chunkAck, followRun } from '../../shared/protocol/agent';
 import { parseMessage, traceRef } from '../../shared/protocol/common';
 import { buildQuerySpec, type MessageSummary } from '../../shared/query/query';
 import type { FollowBatch } from '../index/follow-match';
@@ -25,6 +25,8 @@ export interface FollowServer {
 
 /** Summaries held for the next chunk at most; more are left out (the PCAP keeps every packet). */
 const MAX_PENDING_MESSAGES = 10_000;
+/** Least time between two follow:progress of a follow (the indexer may advance a hundred times a second). */
+const PROGRESS_MS = 25;
 
 interface Running {
   id: string;
@@ -32,10 +34,19 @@ interface Running {
   pendingBytes: number;
   messages: MessageSummary[];
   headerSent: boolean;
-  inFlight: boolean;
+  /** Chunks sent and not yet acknowledged (at most FOLLOW_CHUNKS_IN_FLIGHT). */
+  inFlight: number;
   /** The matcher has nothing more (its packet limit): end once what is pending is sent. */
   full: boolean;
+  /** The next chunk's seq. */
   seq: number;
+  /** Chunks acknowledged. */
+  acked: number;
+  /** The indexer's latest `through`, and the latest told to the dispatcher (with a chunk or follow:progress). */
+  through: number;
+  toldThrough: number;
+  toldAt: number;
+  progressTimer: NodeJS.Timeout | null;
   packets: number;
   bytes: number;
   ended: boolean;
@@ -44,11 +55,14 @@ interface Running {
 /**
  * The agent's side of a live follow, on the dispatcher link's socket.
  * follow:run adds the query to the live indexer's matcher (a bounded number
- * at once); what it matches is sent as follow:chunk messages, one in flight
- * at a time as for a trace, each as soon as the previous is acknowledged, so
- * a packet waits at most one round trip. A dispatcher that falls
- * maxPendingBytes behind ends the follow (follow:end with the reason)
- * instead of making the agent hold more.
+ * at once); what it matches is sent as follow:chunk messages as it comes, up
+ * to FOLLOW_CHUNKS_IN_FLIGHT unacknowledged (a packet does not wait for the
+ * previous chunk's round trip, which includes the dispatcher's spool write).
+ * The chunk that empties what is pending carries the indexer's `through`;
+ * when nothing matched, follow:progress carries it, so the dispatcher need
+ * not hold this host's packets for its whole reorder window. A dispatcher
+ * that falls maxPendingBytes behind ends the follow (follow:end with the
+ * reason) instead of making the agent hold more.
  */
 export function serveFollows(socket: DispatcherSocket, opts: FollowServeOptions): FollowServer {
   const log = componentLogger('agent.follow', opts.logger);
@@ -60,39 +74,64 @@ export function serveFollows(socket: DispatcherSocket, opts: FollowServeOptions)
   const end = (f: Running, error?: string): void => {
     if (f.ended) return;
     f.ended = true;
+    if (f.progressTimer) clearTimeout(f.progressTimer);
     running.delete(f.id);
     opts.follows.remove(f.id);
     f.pending = [];
     if (socket.connected) {
-      const e: Parameters<AgentToDispatcherEvents['follow:end']>[0] = { traceId: f.id, packets: f.packets, bytes: f.bytes, chunks: f.seq, ...(error ? { error: error.slice(0, 4096) } : {}) };
+      const e: Parameters<AgentToDispatcherEvents['follow:end']>[0] = { traceId: f.id, packets: f.packets, bytes: f.bytes, chunks: f.acked, ...(error ? { error: error.slice(0, 4096) } : {}) };
       socket.emit('follow:end', e);
     }
     if (error) log.warn({ traceId: f.id, reason: error }, 'follow ended');
     else log.info({ traceId: f.id, packets: f.packets }, 'follow ended');
   };
 
-  const pump = (f: Running): void => {
-    if (f.ended || f.inFlight) return;
-    if (f.pendingBytes === 0) {
-      if (f.full) end(f);
+  /** Tells the dispatcher how far this host is through, at most every PROGRESS_MS, when no chunk will. */
+  const progress = (f: Running): void => {
+    if (f.ended || f.progressTimer || f.through <= f.toldThrough || f.pendingBytes > 0) return;
+    const wait = f.toldAt + PROGRESS_MS - Date.now();
+    if (wait > 0) {
+      f.progressTimer = setTimeout(() => {
+        f.progressTimer = null;
+        progress(f);
+      }, wait);
       return;
     }
-    const all = Buffer.concat(f.pending);
+    f.toldThrough = f.through;
+    f.toldAt = Date.now();
+    if (socket.connected) socket.emit('follow:progress', { traceId: f.id, through: f.through });
+  };
+
+  const pump = (f: Running): void => {
+    while (!f.ended && f.inFlight < FOLLOW_CHUNKS_IN_FLIGHT && f.pendingBytes > 0) send(f);
+    if (f.ended) return;
+    if (f.pendingBytes === 0 && f.inFlight === 0 && f.full) return end(f);
+    progress(f);
+  };
+
+  const send = (f: Running): void => {
+    const all = f.pending.length === 1 ? f.pending[0] : Buffer.concat(f.pending);
     const data = all.subarray(0, CHUNK_BYTES);
     const rest = all.subarray(data.length);
     f.pending = rest.length ? [rest] : [];
     f.pendingBytes = rest.length;
     const messages = f.messages.splice(0, FOLLOW_CHUNK_MESSAGES);
-    f.inFlight = true;
-    const seq = f.seq;
-    socket.timeout(ackMs).emit('follow:chunk', { traceId: f.id, seq, data, messages }, (err: Error | null, ack: unknown) => {
-      f.inFlight = false;
+    // Only once every matched byte up to `through` is in a chunk.
+    const through = rest.length === 0 && f.through > f.toldThrough ? f.through : undefined;
+    if (through !== undefined) {
+      f.toldThrough = through;
+      f.toldAt = Date.now();
+    }
+    f.inFlight++;
+    const seq = f.seq++;
+    socket.timeout(ackMs).emit('follow:chunk', { traceId: f.id, seq, data, messages, ...(through !== undefined ? { through } : {}) }, (err: Error | null, ack: unknown) => {
+      f.inFlight--;
       if (f.ended) return;
       if (err) return end(f, `the dispatcher did not acknowledge chunk ${seq} within ${ackMs} ms`);
       const a = parseMessage(chunkAck, 'follow:chunk ack', ack);
       if (!a.ok) return end(f, a.error);
       if (!a.value.ok) return end(f, `the dispatcher refused chunk ${seq}: ${a.value.error ?? 'no reason given'}`);
-      f.seq++;
+      f.acked++;
       f.bytes += data.length;
       pump(f);
     });
@@ -113,6 +152,7 @@ export function serveFollows(socket: DispatcherSocket, opts: FollowServeOptions)
     if (f.messages.length < MAX_PENDING_MESSAGES) f.messages.push(...b.messages.slice(0, MAX_PENDING_MESSAGES - f.messages.length));
     if (b.otherLink) log.warn({ traceId: f.id, packets: b.otherLink }, 'packets of another link type left out of the follow (a PCAP stream has one)');
     if (b.full) f.full = true;
+    f.through = Math.max(f.through, b.through);
     if (f.pendingBytes > maxPending) return end(f, `the dispatcher fell more than ${maxPending} bytes behind this follow; it was ended rather than held in the agent's memory`);
     pump(f);
   };
@@ -138,7 +178,10 @@ export function serveFollows(socket: DispatcherSocket, opts: FollowServeOptions)
     } catch (e) {
       return reply({ accepted: false, error: (e as Error).message });
     }
-    const f: Running = { id: traceId, pending: [], pendingBytes: 0, messages: [], headerSent: false, inFlight: false, full: false, seq: 0, packets: 0, bytes: 0, ended: false };
+    const f: Running = {
+      id: traceId, pending: [], pendingBytes: 0, messages: [], headerSent: false, inFlight: 0, full: false, seq: 0, acked: 0,
+      through: 0, toldThrough: 0, toldAt: 0, progressTimer: null, packets: 0, bytes: 0, ended: false,
+    };
     running.set(traceId, f);
     opts.follows.add(traceId, query, (b) => onBatch(f, b));
     reply({ accepted: true });

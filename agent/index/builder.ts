@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync, writevSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { Dissector } from '../../shared/decode/dissector';
-import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, scanPcapRecords } from '../../shared/pcap/pcap';
+import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, pcapRecordIn, scanPcapRecords } from '../../shared/pcap/pcap';
 import { ParseSipOptions, parseSip } from '../../shared/sip/parse';
 import { sipDigits } from '../../shared/sip/number';
 import type { PacketRecord } from '../../shared/pcap/types';
@@ -71,6 +71,8 @@ export class SegmentIndexer {
   private header: PcapHeader | null = null;
   private headerBytes: Buffer | null = null;
   private readBuf = Buffer.allocUnsafe(READ_CHUNK);
+  /** The segment bytes being indexed (while catchUp() scans them) and their file offset. */
+  private scan: { buf: Buffer; base: number } | null = null;
   private flushedPackets = 0;
   private flushedAddresses = 0;
   private flushedMessages = 0;
@@ -146,6 +148,7 @@ export class SegmentIndexer {
         if (got <= 0) break;
         const chunk = this.readBuf.subarray(0, got);
         let used: number;
+        this.scan = { buf: chunk, base: this.state.indexedBytes };
         try {
           used = scanPcapRecords(chunk, this.state.indexedBytes, header, (rec) => this.indexRecord(rec));
         } catch {
@@ -153,6 +156,8 @@ export class SegmentIndexer {
           // appended to) ends what can be indexed of this segment.
           this.corruptAt = this.state.indexedBytes;
           break;
+        } finally {
+          this.scan = null;
         }
         if (used === 0) {
           // Only a partial record is left: either still being written, or a
@@ -167,6 +172,18 @@ export class SegmentIndexer {
     }
     this.flush();
     return this.state.packetCount - before;
+  }
+
+  /**
+   * The record at file offset `offset` when it is among the bytes being
+   * indexed now (from onMessage: the live follows take a message's packets
+   * without reading them back); its data is a view valid only during the
+   * call. Null otherwise.
+   */
+  recordInScan(offset: number): PacketRecord | null {
+    const s = this.scan;
+    if (!s || !this.header || offset < s.base) return null;
+    return pcapRecordIn(s.buf, offset - s.base, offset, this.header, this.segmentPath);
   }
 
   private indexRecord(rec: PacketRecord): void {

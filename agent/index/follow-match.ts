@@ -19,14 +19,20 @@ export interface FollowBatch {
   otherLink: number;
   /** Set once the follow reached its packet limit here: nothing more comes. */
   full?: true;
+  /**
+   * Capture time (ms since the epoch) through which this agent has matched
+   * everything (0: not known yet): no later batch of this follow holds a
+   * packet captured before it, except a new dialog's earlier packets.
+   */
+  through: number;
 }
 
 interface Follow {
   spec: QuerySpec;
   /** Call-IDs of the dialogs followed: every later message of them is taken. */
   dialogs: Set<string>;
-  /** Packets taken (segment path, ordinal): a message's packets and a dialog's earlier ones are sent once. */
-  sent: Set<string>;
+  /** Packets taken, by ordinal per segment: a message's packets and a dialog's earlier ones are sent once. */
+  sent: Map<SegmentIndexer, Set<number>>;
   linkType: number | null;
   taken: Array<{ sec: number; nsec: number; parts: Buffer[] }>;
   messages: MessageSummary[];
@@ -56,6 +62,9 @@ export class FollowMatcher {
    */
   private readonly byCallId = new Map<SegmentIndexer, { upTo: number; ids: Map<string, number[]> }>();
 
+  /** A read descriptor per open segment packets are taken from, kept while follows run (a segment is opened once, not per message). */
+  private readonly fds = new Map<SegmentIndexer, number>();
+
   constructor(private readonly openIndexers: () => Iterable<SegmentIndexer>) {}
 
   get size(): number {
@@ -63,17 +72,33 @@ export class FollowMatcher {
   }
 
   add(id: string, spec: QuerySpec): void {
-    this.follows.set(id, { spec, dialogs: new Set(), sent: new Set(), linkType: null, taken: [], messages: [], packets: 0, otherLink: 0, full: false });
+    this.follows.set(id, { spec, dialogs: new Set(), sent: new Map(), linkType: null, taken: [], messages: [], packets: 0, otherLink: 0, full: false });
   }
 
   remove(id: string): void {
     this.follows.delete(id);
-    if (this.follows.size === 0) this.byCallId.clear();
+    if (this.follows.size === 0) this.release();
+  }
+
+  private release(): void {
+    this.byCallId.clear();
+    for (const fd of this.fds.values()) closeSync(fd);
+    this.fds.clear();
+  }
+
+  private fdOf(ix: SegmentIndexer): number {
+    let fd = this.fds.get(ix);
+    if (fd === undefined) this.fds.set(ix, (fd = openSync(ix.segmentPath, 'r')));
+    return fd;
   }
 
   /** A segment's index is gone (sealed and closed, or deleted). */
   forget(ix: SegmentIndexer): void {
     this.byCallId.delete(ix);
+    for (const f of this.follows.values()) f.sent.delete(ix);
+    const fd = this.fds.get(ix);
+    if (fd !== undefined) closeSync(fd);
+    this.fds.delete(ix);
   }
 
   /** The messages of `callId` in an open segment, through its incrementally built Call-ID map. */
@@ -111,40 +136,42 @@ export class FollowMatcher {
   private take(f: Follow, ix: SegmentIndexer, msgs: MessageRecord[]): void {
     const header = ix.pcapHeader;
     if (!header) return;
-    const fd = openSync(ix.segmentPath, 'r');
-    try {
-      for (const m of msgs) {
-        f.messages.push(summaryOf(m));
-        for (const p of m.p) {
-          const key = `${ix.segmentPath}#${p}`;
-          if (f.sent.has(key)) continue;
-          f.sent.add(key);
-          const offset = ix.state.packetEntries(p, p + 1).readUInt32LE(0);
-          const rec = readPcapRecordAt(fd, offset, header, ix.segmentPath);
-          if (!rec) continue;
-          f.linkType ??= rec.linkType;
-          if (rec.linkType !== f.linkType) {
-            f.otherLink++;
-            continue;
-          }
-          f.taken.push({ sec: rec.tsSec, nsec: rec.tsNsec, parts: encodePcapRecord({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, true) });
-          f.packets++;
-          if (f.packets >= (f.spec.maxPackets ?? MAX_FOLLOW_PACKETS)) {
-            f.full = true;
-            return;
-          }
+    let sent = f.sent.get(ix);
+    if (!sent) f.sent.set(ix, (sent = new Set()));
+    for (const m of msgs) {
+      f.messages.push(summaryOf(m));
+      for (const p of m.p) {
+        if (sent.has(p)) continue;
+        sent.add(p);
+        const offset = ix.state.packetEntries(p, p + 1).readUInt32LE(0);
+        // Usually still in the indexer's buffer; a dialog's earlier packets, or a message's first ones, are read back.
+        const rec = ix.recordInScan(offset) ?? readPcapRecordAt(this.fdOf(ix), offset, header, ix.segmentPath);
+        if (!rec) continue;
+        f.linkType ??= rec.linkType;
+        if (rec.linkType !== f.linkType) {
+          f.otherLink++;
+          continue;
+        }
+        // A copy: the indexer's buffer is read into again.
+        f.taken.push({ sec: rec.tsSec, nsec: rec.tsNsec, parts: encodePcapRecord({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: Buffer.from(rec.data) }, true) });
+        f.packets++;
+        if (f.packets >= (f.spec.maxPackets ?? MAX_FOLLOW_PACKETS)) {
+          f.full = true;
+          return;
         }
       }
-    } finally {
-      closeSync(fd);
     }
   }
 
-  /** What was taken since the last call, one batch per follow that took something. */
-  batches(): FollowBatch[] {
+  /**
+   * What was taken since the last call, one batch per follow that took
+   * something; with `advanced`, an empty one for the others too, which
+   * carries `through` alone.
+   */
+  batches(through: number, advanced: boolean): FollowBatch[] {
     const out: FollowBatch[] = [];
     for (const [id, f] of this.follows) {
-      if (f.taken.length === 0 && f.messages.length === 0 && !f.full) continue;
+      if (f.taken.length === 0 && f.messages.length === 0 && !f.full && !advanced) continue;
       // A dialog's earlier packets come before the newer ones that revealed it.
       f.taken.sort((a, b) => a.sec - b.sec || a.nsec - b.nsec);
       out.push({
@@ -156,12 +183,14 @@ export class FollowMatcher {
         messages: f.messages.sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0)),
         otherLink: f.otherLink,
         ...(f.full ? { full: true as const } : {}),
+        through,
       });
       f.taken = [];
       f.messages = [];
       f.otherLink = 0;
       if (f.full) this.follows.delete(id);
     }
+    if (this.follows.size === 0) this.release();
     return out;
   }
 }

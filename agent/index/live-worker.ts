@@ -30,12 +30,26 @@ export type IndexerReport =
   | { type: 'stopped' }
   /** The statistics windows counted in since the last such report (whole windows: each replaces the one before). */
   | { type: 'windows'; windows: StatsWindow[] }
-  | FollowBatch;
+  | PostedFollowBatch;
+
+/**
+ * A FollowBatch as posted: its summaries as JSON text, which costs a third
+ * of what the structured clone of as many small objects does (thousands a
+ * second while a follow matches much).
+ */
+export type PostedFollowBatch = Omit<FollowBatch, 'messages'> & { messagesJson: string };
 
 export interface IndexerWorkerData {
   ringDir: string;
   correlationHeader?: string;
   nice: number;
+  /**
+   * Nice value while a live follow runs (back to `nice` after the last):
+   * at +10 a CPU taken by other work starves this thread for seconds, and a
+   * follow's packets wait for it. Lowering it needs CAP_SYS_NICE (root);
+   * without, the thread stays at `nice`.
+   */
+  followNice: number;
   /** SIP statistics per window (agent/stats), kept in this thread and saved beside the ring. */
   stats?: { peers: PeerConfig; options: StatsOptions };
   /** Mirror what is captured as HEP3 (agent/hep/out.ts); the messages that came through HEP are not sent back out. */
@@ -46,15 +60,27 @@ export interface IndexerWorkerData {
 const SAVE_STATS_MS = 60_000;
 /** How often the windows counted in are handed to the main thread (which sends them with its heartbeats). */
 const POST_WINDOWS_MS = 2_000;
+/** Least time between two status reports: rounds of indexing follow the capture's writes, up to about a hundred a second. */
+const STATUS_MS = 50;
 
 if (parentPort) {
   const port = parentPort;
   const cfg = workerData as IndexerWorkerData;
-  try {
-    setPriority(0, cfg.nice);
-  } catch {
-    // Not permitted or not supported: index at normal priority.
-  }
+  const renice = (n: number) => {
+    try {
+      setPriority(0, n);
+    } catch {
+      // Not permitted or not supported: index at the priority it has.
+    }
+  };
+  renice(cfg.nice);
+  let following = false;
+  /** At followNice while follows run, at nice otherwise. */
+  const followPriority = () => {
+    if (following === ix.follows.size > 0) return;
+    following = !following;
+    renice(following ? cfg.followNice : cfg.nice);
+  };
   const sip = emptySipCounts();
   let stats: WindowStats | null = null;
   let statsTimer: NodeJS.Timeout | null = null;
@@ -83,6 +109,13 @@ if (parentPort) {
     postTimer = setInterval(postWindows, POST_WINDOWS_MS);
   }
   const hepOut = cfg.hepOut ? new HepSender(cfg.hepOut) : null;
+  let statusAt = 0;
+  let statusTimer: NodeJS.Timeout | null = null;
+  const postStatus = () => {
+    statusTimer = null;
+    statusAt = Date.now();
+    port.postMessage(status());
+  };
   const status = (): IndexerReport => ({ type: 'status', errors: ix.errors, lastError: ix.lastError, indexed: ix.progress(), sip, hepOut: hepOut ? { ...hepOut.counters } : null });
   const ix: LiveIndexer = new LiveIndexer(cfg.ringDir, {
     correlationHeader: cfg.correlationHeader,
@@ -92,8 +125,18 @@ if (parentPort) {
       if (hepOut && !m.h) hepOut.sip(m.src, m.dst, m.sp, m.dp, m.pr, m.t[0], m.t[1], bytes);
     },
     onRtcp: hepOut && cfg.hepOut?.rtcp ? (d, sec, nsec) => hepOut.rtcp(d.src, d.dst, d.sport, d.dport, sec, nsec, d.payload) : undefined,
-    onIndexed: () => port.postMessage(status()),
-    onFollow: (b) => port.postMessage(b satisfies IndexerReport),
+    onIndexed: () => {
+      if (statusTimer) return;
+      const wait = statusAt + STATUS_MS - Date.now();
+      if (wait <= 0) return postStatus();
+      statusTimer = setTimeout(postStatus, wait);
+    },
+    onFollow: (b) => {
+      const { messages, ...rest } = b;
+      port.postMessage({ ...rest, messagesJson: JSON.stringify(messages) } satisfies IndexerReport);
+      // A follow that reached its limit is gone from the matcher.
+      if (b.full) followPriority();
+    },
   });
   // HEP out's sends finish after the round that made them: report its counters on their own too.
   const hepOutTimer = hepOut ? setInterval(() => port.postMessage(status()), 1000) : null;
@@ -104,10 +147,11 @@ if (parentPort) {
       case 'closed': ix.segmentClosed(m.path); break;
       case 'deleted': ix.segmentDeleted(m.path); break;
       // The query was checked by the agent's main thread before it came here.
-      case 'follow': ix.follows.add(m.id, buildQuerySpec(m.query)); break;
-      case 'unfollow': ix.follows.remove(m.id); break;
+      case 'follow': ix.follows.add(m.id, buildQuerySpec(m.query)); followPriority(); break;
+      case 'unfollow': ix.follows.remove(m.id); followPriority(); break;
       case 'stop':
         ix.stop();
+        if (statusTimer) clearTimeout(statusTimer);
         if (statsTimer) clearInterval(statsTimer);
         if (postTimer) clearInterval(postTimer);
         save();

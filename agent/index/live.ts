@@ -15,7 +15,10 @@ import { indexPathFor, listSegments } from '../ring/layout';
 export class LiveIndexer {
   private readonly open = new Map<string, SegmentIndexer>();
   private readonly pending = new Set<string>();
-  private timer: NodeJS.Timeout | null = null;
+  /** The next catch-up: a timer, or (while someone follows) an immediate. */
+  private timer: { t: NodeJS.Timeout } | { i: NodeJS.Immediate } | null = null;
+  /** The `through` last posted to the follows, so an unchanged one is not posted again. */
+  private postedThrough = 0;
   /** Segments sealed since the last progress(), with the bytes their index covers. */
   private sealedSince: Array<[string, number]> = [];
   errors = 0;
@@ -28,7 +31,6 @@ export class LiveIndexer {
     private readonly ringDir: string,
     opts: IndexerOptions & {
       catchUpMs?: number;
-      followCatchUpMs?: number;
       onFollow?: (b: FollowBatch) => void;
       /** After each round of indexing (the worker reports progress). */
       onIndexed?: () => void;
@@ -43,13 +45,11 @@ export class LiveIndexer {
       },
     };
     this.catchUpMs = opts.catchUpMs ?? 50;
-    this.followCatchUpMs = opts.followCatchUpMs ?? 5;
     this.onFollow = opts.onFollow ?? null;
     this.onIndexed = opts.onIndexed ?? null;
   }
 
   private readonly catchUpMs: number;
-  private readonly followCatchUpMs: number;
   private readonly onFollow: ((b: FollowBatch) => void) | null;
   private readonly onIndexed: (() => void) | null;
 
@@ -57,10 +57,16 @@ export class LiveIndexer {
     this.open.set(path, new SegmentIndexer(path, indexPathFor(path), this.opts));
   }
 
-  /** Bytes reached the segment: index them soon (coalesced; sooner while someone follows live). */
+  /**
+   * Bytes reached the segment: index them soon, coalesced over catchUpMs;
+   * while someone follows live, as soon as the messages already queued to
+   * this thread are in (the capture tells of each write, so the tail is read
+   * as it is written, and the rounds follow the data, not a timer).
+   */
   flushed(path: string): void {
     this.pending.add(path);
-    this.timer ??= setTimeout(() => this.drain(), this.follows.size > 0 ? this.followCatchUpMs : this.catchUpMs);
+    if (this.timer) return;
+    this.timer = this.follows.size > 0 ? { i: setImmediate(() => this.drain()) } : { t: setTimeout(() => this.drain(), this.catchUpMs) };
   }
 
   private drain(): void {
@@ -71,9 +77,27 @@ export class LiveIndexer {
     this.onIndexed?.();
   }
 
+  /**
+   * Capture time (ms) through which every open segment with packets is
+   * indexed: its stream's packets up to then have all been matched. The
+   * dispatcher releases a host's packets before its reorder window ends
+   * once every host following is through their time.
+   */
+  private through(): number {
+    let t = Infinity;
+    for (const ix of this.open.values()) {
+      const st = ix.state;
+      if (st.packetCount > 0) t = Math.min(t, st.lastSec * 1000 + st.lastNsec / 1e6);
+    }
+    return Number.isFinite(t) ? t : 0;
+  }
+
   private postFollows(): void {
     if (!this.onFollow || this.follows.size === 0) return;
-    for (const b of this.follows.batches()) this.onFollow(b);
+    const through = this.through();
+    const advanced = through > this.postedThrough;
+    this.postedThrough = Math.max(this.postedThrough, through);
+    for (const b of this.follows.batches(through, advanced)) this.onFollow(b);
   }
 
   /** Bytes of each segment indexed so far: the open ones, and those sealed since the last call (then forgotten). */
@@ -122,7 +146,8 @@ export class LiveIndexer {
 
   /** Indexes what is pending and seals every open segment (the capture has stopped). */
   stop(): void {
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer && 't' in this.timer) clearTimeout(this.timer.t);
+    else if (this.timer) clearImmediate(this.timer.i);
     this.timer = null;
     for (const path of [...this.open.keys()]) this.segmentClosed(path);
   }

@@ -57,7 +57,7 @@ export interface Fleet extends AgentFleet {
 export const TRACE_EVENTS = ['trace:started', 'trace:progress', 'trace:chunk', 'trace:done', 'trace:error'] as const;
 
 /** Agent → dispatcher events about a live follow. */
-export const FOLLOW_EVENTS = ['follow:chunk', 'follow:end'] as const;
+export const FOLLOW_EVENTS = ['follow:chunk', 'follow:progress', 'follow:end'] as const;
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 

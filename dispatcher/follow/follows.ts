@@ -3,7 +3,7 @@ import { TracefleetError } from '../../shared/errors/catalogue';
 import { pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { encodePcapRecord } from '../../shared/pcap/writer';
-import { followChunk, followEnd, runAck } from '../../shared/protocol/agent';
+import { followChunk, followEnd, followProgress, runAck } from '../../shared/protocol/agent';
 import { FOLLOW_LIMITS, FollowData, FollowEndView, FollowHostState, FollowHostStatus, FollowRequest, TraceMessage, TraceView } from '../../shared/protocol/client';
 import { parseMessage } from '../../shared/protocol/common';
 import { checkQuery, type MessageSummary, type TraceRequest } from '../../shared/query/query';
@@ -48,12 +48,16 @@ interface HostPart {
   packets: number;
   bytes: number;
   messages: MessageSummary[];
+  /** Capture time (ms, the agent's clock) through which the agent says it has sent all it matched; 0: not said. */
+  through: number;
   error?: string;
 }
 
 interface Held {
   sec: number;
   nsec: number;
+  /** Capture time in ms, as `through` counts it. */
+  ms: number;
   origLen: number;
   data: Buffer;
   linkType: number;
@@ -63,7 +67,9 @@ interface Held {
 /**
  * One live follow: asks its hosts' agents to follow, writes each host's
  * stream to the spool as it comes (the stored trace's per-host PCAPs), holds
- * each packet for the reorder window so the hosts' packets go out in capture
+ * each packet until every host still following is through its capture time
+ * (the agents say how far they are with their chunks and follow:progress),
+ * or at most the reorder window, so the hosts' packets go out in capture
  * order, and streams them to its client, acknowledged, within its limits.
  */
 class LiveFollow {
@@ -81,6 +87,8 @@ class LiveFollow {
   ended = false;
   private readonly deadline: NodeJS.Timeout;
   private readonly tick: NodeJS.Timeout;
+  /** A release after the chunks and progress that came in the same turn (coalesced). */
+  private soon: NodeJS.Immediate | null = null;
   private readonly maxPackets: number;
   private readonly maxBytes: number;
 
@@ -99,7 +107,7 @@ class LiveFollow {
   }
 
   /** A chunk from a host's agent: spooled, then parsed into the reorder window, then acknowledged. */
-  chunk(p: HostPart, data: Buffer, messages: MessageSummary[], ack: (r: unknown) => void): void {
+  chunk(p: HostPart, data: Buffer, messages: MessageSummary[], through: number | undefined, ack: (r: unknown) => void): void {
     let recs;
     try {
       recs = p.parser.push(data);
@@ -110,7 +118,7 @@ class LiveFollow {
     const now = Date.now();
     for (const r of recs) {
       // The parser's records may be views into its buffers.
-      this.held.push({ sec: r.tsSec, nsec: r.tsNsec, origLen: r.origLen, data: Buffer.from(r.data), linkType: r.linkType, arrived: now });
+      this.held.push({ sec: r.tsSec, nsec: r.tsNsec, ms: r.tsSec * 1000 + r.tsNsec / 1e6, origLen: r.origLen, data: Buffer.from(r.data), linkType: r.linkType, arrived: now });
       p.packets++;
     }
     p.bytes += data.length;
@@ -119,8 +127,26 @@ class LiveFollow {
       this.heldMessages.push({ ...m, host: p.host });
     }
     p.out ??= this.spoolOut(p);
-    // Acknowledged once the spool has it: the agent's next chunk waits for our disk, as for a trace.
+    // Acknowledged once the spool has it: the agent's chunks in flight are bounded by our disk, as for a trace.
     p.out.write(data, (e) => ack(e ? { ok: false, error: `the dispatcher cannot spool it: ${e.message}` } : { ok: true }));
+    if (through !== undefined) this.progress(p, through);
+  }
+
+  /** A host is through `through`: what every host following is through can go without waiting out the window. */
+  progress(p: HostPart, through: number): void {
+    if (through <= p.through) return;
+    p.through = through;
+    this.soon ??= setImmediate(() => {
+      this.soon = null;
+      if (!this.ended) this.release(false);
+    });
+  }
+
+  /** The capture time every host still following is through (0 while one has said nothing). */
+  private watermark(): number {
+    let w = Infinity;
+    for (const p of this.parts.values()) if (p.state === 'asking' || p.state === 'following') w = Math.min(w, p.through);
+    return w;
   }
 
   /** A host's part changed state: the client hears it with the next follow:data (within a tick). */
@@ -132,17 +158,18 @@ class LiveFollow {
     throw new Error('spoolOut not set');
   };
 
-  /** Sends what has waited the reorder window (everything when `all`), in capture order. */
+  /** Sends what every host is through or what has waited the reorder window (everything when `all`), in capture order. */
   release(all: boolean): void {
     if (this.held.length === 0 && this.heldMessages.length === 0 && this.changed.size === 0) return;
     const ripe = Date.now() - this.limits.reorderMs;
+    const mark = this.watermark();
     this.held.sort((a, b) => a.sec - b.sec || a.nsec - b.nsec);
     const parts: Buffer[] = [];
     let n = 0;
     let stop: Reason | null = null;
     for (; n < this.held.length; n++) {
       const h = this.held[n];
-      if (!all && h.arrived > ripe) break;
+      if (!all && h.arrived > ripe && h.ms > mark) break;
       this.linkType ??= h.linkType;
       if (h.linkType !== this.linkType) {
         this.otherLink++;
@@ -201,6 +228,7 @@ class LiveFollow {
     this.ended = true;
     clearTimeout(this.deadline);
     clearInterval(this.tick);
+    if (this.soon) clearImmediate(this.soon);
     this.held = [];
     this.heldMessages = [];
     const view: FollowEndView = { traceId: this.id, reason, packets: this.packets, bytes: this.bytes, ...(error ? { code: error.code, message: error.message } : {}) };
@@ -263,7 +291,7 @@ export class Follows {
     f.spoolOut = (p) => spool.openPcap(f.id, p.host);
     this.running.set(f.id, f);
     for (const host of hosts) {
-      const p: HostPart = { host, state: 'asking', socketId: null, parser: new CaptureStreamParser(`follow ${f.id} from ${host}`), out: null, nextSeq: 0, packets: 0, bytes: 0, messages: [] };
+      const p: HostPart = { host, state: 'asking', socketId: null, parser: new CaptureStreamParser(`follow ${f.id} from ${host}`), out: null, nextSeq: 0, packets: 0, bytes: 0, messages: [], through: 0 };
       f.parts.set(host, p);
       const socket = this.opts.fleet.socketOf(host);
       if (!socket) {
@@ -339,11 +367,17 @@ export class Follows {
       }
       return;
     }
+    if (event === 'follow:progress') {
+      const m = parseMessage(followProgress, event, data);
+      if (!m.ok) return this.log.warn({ agent, reason: m.error }, 'bad follow:progress ignored');
+      if (p.state === 'following') f.progress(p, m.value.through);
+      return;
+    }
     const m = parseMessage(followChunk, event, data);
     if (!m.ok) return ack({ ok: false, error: m.error });
     if (m.value.seq !== p.nextSeq) return ack({ ok: false, error: `chunk ${m.value.seq} came where ${p.nextSeq} was due` });
     p.nextSeq++;
-    f.chunk(p, m.value.data, m.value.messages, ack);
+    f.chunk(p, m.value.data, m.value.messages, m.value.through, ack);
   }
 
   private async finish(f: LiveFollow, reason: Reason, error?: TracefleetError): Promise<void> {

@@ -247,6 +247,20 @@ function decodeHeaderAt(
 }
 
 /**
+ * The record whose header starts at `at` in `buf` (which holds file bytes
+ * from `fileOffset - at`), its data a view into `buf`; null when it is not
+ * wholly there. For a reader that already has the bytes in memory.
+ */
+export function pcapRecordIn(buf: Buffer, at: number, fileOffset: number, header: PcapHeader, name?: string): PacketRecord | null {
+  if (at < 0 || buf.length - at < PCAP_RECORD_HEADER_LEN) return null;
+  const rec = decodeHeaderAt(buf, at, fileOffset, header, name);
+  const start = at + PCAP_RECORD_HEADER_LEN;
+  if (buf.length - start < rec.capLen) return null;
+  rec.data = buf.subarray(start, start + rec.capLen);
+  return rec;
+}
+
+/**
  * Reads the record whose header starts at `offset`. Returns null when the
  * record is torn or lies beyond EOF (a segment still being written, or cut
  * short by a crash); throws CaptureFormatError when the header is corrupt.

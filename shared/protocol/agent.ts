@@ -25,8 +25,9 @@ import { statsWindow } from '../stats/counts';
  *                                                       next chunk only after the ack (backpressure)
  *   trace:done       TraceDone
  *   trace:error      TraceFailure
- *   follow:chunk     TraceChunk + messages, ack ChunkAck  a follow's PCAP stream (header in chunk 0), sent as the
- *                                                       live indexer matches packets, the next only after the ack
+ *   follow:chunk     TraceChunk + messages + through?, ack ChunkAck  a follow's PCAP stream (header in chunk 0), sent as
+ *                                                       the live indexer matches packets, FOLLOW_CHUNKS_IN_FLIGHT unacked
+ *   follow:progress  FollowProgress                     nothing matched, but this agent is through a later capture time
  *   follow:end       FollowEnd                          the agent stopped following (asked to, a limit, a slow link)
  * dispatcher -> agent
  *   trace:run        TraceRun, ack RunAck
@@ -155,8 +156,18 @@ export type FollowRun = z.infer<typeof followRun>;
 
 /** Most SIP message summaries one follow:chunk carries (the PCAP bytes bound the rest). */
 export const FOLLOW_CHUNK_MESSAGES = 2000;
-export const followChunk = traceChunk.extend({ messages: z.array(messageSummary).max(FOLLOW_CHUNK_MESSAGES) });
+/** Chunks of a follow an agent sends before the first of them is acknowledged: a packet does not wait for a round trip. */
+export const FOLLOW_CHUNKS_IN_FLIGHT = 4;
+/**
+ * Capture time in ms since the epoch (the agent's clock) through which the
+ * agent has matched everything and sent what matched: the dispatcher may
+ * release this host's packets up to it without waiting out its reorder window.
+ */
+const through = z.number().positive().finite();
+export const followChunk = traceChunk.extend({ messages: z.array(messageSummary).max(FOLLOW_CHUNK_MESSAGES), through: through.optional() });
 export type FollowChunk = z.infer<typeof followChunk>;
+export const followProgress = z.object({ traceId, through });
+export type FollowProgress = z.infer<typeof followProgress>;
 
 export const followEnd = z.object({
   traceId,
@@ -178,6 +189,7 @@ export interface AgentToDispatcherEvents {
   'trace:done': (d: TraceDone) => void;
   'trace:error': (f: TraceFailure) => void;
   'follow:chunk': (c: FollowChunk, ack: (a: ChunkAck) => void) => void;
+  'follow:progress': (p: FollowProgress) => void;
   'follow:end': (e: FollowEnd) => void;
 }
 

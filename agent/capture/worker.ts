@@ -5,10 +5,9 @@
  * (budget, indexing, RPC) never makes the kernel ring overflow.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { SegmentWriter } from '../ring/writer';
 import { defaultCaptureFilter } from './filter';
 import { PcapCapture, type OpenOptions } from './pcap-native';
-import { enforceBudget } from '../ring/budget';
+import { StreamSegments } from './stream-segments';
 
 export interface WorkerConfig {
   ringDir: string;
@@ -130,44 +129,9 @@ function run(cfg: WorkerConfig): void {
   const nanos = cap.precision === 'nano';
 
   let eager = cfg.eager ?? false;
-  let lastFlushedPath = '';
-  let lastFlushedBytes = -1;
-  let lastFlushedAt = 0;
-  const postFlushed = (path: string, bytes: number) => {
-    if (path === lastFlushedPath && bytes === lastFlushedBytes) return;
-    lastFlushedPath = path;
-    lastFlushedBytes = bytes;
-    lastFlushedAt = Date.now();
-    post({ type: 'flushed', stream, path, bytes });
-  };
-
-  let writer: SegmentWriter;
+  let segments: StreamSegments;
   try {
-    writer = new SegmentWriter({
-      ringDir: cfg.ringDir,
-      stream,
-      linkType: cap.linkType,
-      nanos,
-      snaplen: cap.snaplen,
-      maxSegmentBytes: cfg.maxSegmentBytes,
-      maxSegmentSeconds: cfg.maxSegmentSeconds,
-      onOpen: (s) => post({ type: 'segment-open', stream, path: s.path, linkType: s.linkType, nanos: s.nanos }),
-      onClose: (s) => {
-        // Readers tail a segment up to the last 'flushed'; make sure they
-        // have its final size before they hear it is closed.
-        postFlushed(s.path, s.bytes);
-        post({ type: 'segment-closed', stream, path: s.path, bytes: s.bytes });
-        if (cfg.budget) {
-          try {
-            const deleted = enforceBudget(cfg.ringDir, { maxBytes: cfg.budget.maxBytes, minFreeBytes: cfg.budget.minFreeBytes, keep: new Set(), keepNewestOf: cfg.budget.streams });
-            for (const path of deleted) post({ type: 'segment-deleted', stream, path });
-          } catch (e) {
-            // The engine's own budget runs will try again; capture goes on.
-            post({ type: 'error', stream, message: `ring budget: ${(e as Error).message}`, fatal: false });
-          }
-        }
-      },
-    });
+    segments = new StreamSegments({ ...cfg, linkType: cap.linkType, nanos, snaplen: cap.snaplen }, post);
   } catch (e) {
     cap.close();
     post({ type: 'error', stream, message: (e as Error).message, fatal: true });
@@ -214,7 +178,7 @@ function run(cfg: WorkerConfig): void {
   const flushBatch = () => {
     if (used === 0) return;
     try {
-      writer.append(buf, used, Date.now() * 1000);
+      segments.writer.append(buf, used, Date.now() * 1000);
       packets += usedPackets;
       bytes += used;
     } catch (e) {
@@ -229,8 +193,7 @@ function run(cfg: WorkerConfig): void {
     }
     used = 0;
     usedPackets = 0;
-    const cur = writer.current;
-    if (cur && (eager || Date.now() - lastFlushedAt >= FLUSHED_EVERY_MS)) postFlushed(cur.path, cur.bytes);
+    segments.flushCurrent(eager ? 0 : FLUSHED_EVERY_MS);
   };
 
   const finish = (fatal?: Error) => {
@@ -239,7 +202,7 @@ function run(cfg: WorkerConfig): void {
     clearInterval(statsTimer);
     try {
       flushBatch();
-      writer.close();
+      segments.writer.close();
     } catch (e) {
       post({ type: 'error', stream, message: (e as Error).message, fatal: false });
     }
@@ -288,9 +251,8 @@ function run(cfg: WorkerConfig): void {
       }
       const t = Date.now();
       if (used > 0 && (r.packets === 0 || t - firstAt >= FLUSH_MS || buf.length - used < maxRecord)) flushBatch();
-      writer.maybeRotate(t * 1000);
-      const cur = writer.current;
-      if (cur && t - lastFlushedAt >= FLUSHED_EVERY_MS) postFlushed(cur.path, cur.bytes);
+      segments.writer.maybeRotate(t * 1000);
+      segments.flushCurrent(FLUSHED_EVERY_MS, t);
     } catch (e) {
       finish(e as Error);
       return;

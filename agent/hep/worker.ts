@@ -10,8 +10,7 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server, type Socket } from 'node:net';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { SegmentWriter } from '../ring/writer';
-import { enforceBudget } from '../ring/budget';
+import { StreamSegments } from '../capture/stream-segments';
 import { HEP_DROP_REASONS, type HepDropReason, hep3Length, isHep3 } from '../../shared/hep/hep';
 import { LINKTYPE_ETHERNET } from './frame';
 import { HepIngest } from './ingest';
@@ -68,38 +67,8 @@ function run(cfg: HepWorkerConfig): void {
   let lostPackets = 0;
   let lastErrorAt = 0;
 
-  let lastFlushedPath = '';
-  let lastFlushedBytes = -1;
-  let lastFlushedAt = 0;
-  const postFlushed = (path: string, n: number) => {
-    if (path === lastFlushedPath && n === lastFlushedBytes) return;
-    lastFlushedPath = path;
-    lastFlushedBytes = n;
-    lastFlushedAt = Date.now();
-    post({ type: 'flushed', stream, path, bytes: n });
-  };
-  const writer = new SegmentWriter({
-    ringDir: cfg.ringDir,
-    stream,
-    linkType: LINKTYPE_ETHERNET,
-    nanos: true,
-    snaplen: 0xffff + 64,
-    maxSegmentBytes: cfg.maxSegmentBytes,
-    maxSegmentSeconds: cfg.maxSegmentSeconds,
-    onOpen: (s) => post({ type: 'segment-open', stream, path: s.path, linkType: s.linkType, nanos: s.nanos }),
-    onClose: (s) => {
-      postFlushed(s.path, s.bytes);
-      post({ type: 'segment-closed', stream, path: s.path, bytes: s.bytes });
-      if (cfg.budget) {
-        try {
-          const deleted = enforceBudget(cfg.ringDir, { maxBytes: cfg.budget.maxBytes, minFreeBytes: cfg.budget.minFreeBytes, keep: new Set(), keepNewestOf: cfg.budget.streams });
-          for (const path of deleted) post({ type: 'segment-deleted', stream, path });
-        } catch (e) {
-          post({ type: 'error', stream, message: `ring budget: ${(e as Error).message}`, fatal: false });
-        }
-      }
-    },
-  });
+  const segments = new StreamSegments({ ...cfg, linkType: LINKTYPE_ETHERNET, nanos: true, snaplen: 0xffff + 64 }, post);
+  const writer = segments.writer;
 
   const ingest = new HepIngest({ password: cfg.password, perSenderPerSecond: cfg.perSenderPerSecond }, drops);
   let flushTimer: NodeJS.Timeout | null = null;
@@ -124,9 +93,8 @@ function run(cfg: HepWorkerConfig): void {
       }
       ingest.clear();
     }
-    const cur = writer.current;
-    if (cur && Date.now() - lastFlushedAt >= FLUSHED_EVERY_MS) postFlushed(cur.path, cur.bytes);
-    else if (cur && !flushTimer) flushTimer = setTimeout(flush, FLUSHED_EVERY_MS);
+    // A size not told now (at most one 'flushed' per FLUSHED_EVERY_MS) is told by a flush then.
+    if (!segments.flushCurrent(FLUSHED_EVERY_MS) && !flushTimer) flushTimer = setTimeout(flush, FLUSHED_EVERY_MS);
   };
 
   const take = (dgram: Buffer, sender: string) => {

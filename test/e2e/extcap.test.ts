@@ -2,19 +2,15 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { rmSync, statSync, writeFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { startAgent, RunningAgent } from '../../agent/daemon/run';
-import { agentStatusOf, connectDispatcher, DispatcherLink } from '../../agent/link/client';
-import { serveFollows, FollowServer } from '../../agent/follow/serve';
-import { serveTraces, TraceServer } from '../../agent/trace/serve';
+import type { FollowServer } from '../../agent/follow/serve';
 import type { TraceView } from '../../shared/protocol/client';
-import { silentLogger } from '../../shared/log/log';
 import { startTestCouch, TestCouch } from '../support/couch';
-import { AGENT_TOKEN, startTestDispatcher, TestDispatcher, TRACER } from '../support/dispatcher';
+import { startTestDispatcher, TestDispatcher, TRACER } from '../support/dispatcher';
 import { isRoot, LOOPBACK, NEEDS_ROOT, sleep, tempDir, waitFor } from '../support/capture';
 import { runSippCalls } from '../support/sipp';
 import { tsharkPackets, PacketInfo } from '../support/tshark';
+import { LoAgent, startLoAgent } from '../support/lo-agent';
 
 /*
  * Wireshark's own capture engine driving `tracefleet extcap`: the launcher
@@ -32,10 +28,8 @@ const skip = isRoot() ? false : NEEDS_ROOT;
 
 let couch: TestCouch;
 let d: TestDispatcher;
-let agent: RunningAgent;
-let link: DispatcherLink;
 let follows: FollowServer;
-let traces: TraceServer;
+let lo: LoAgent;
 let dir: string;
 let home: string;
 let token: string;
@@ -93,18 +87,8 @@ before(async () => {
   d = await startTestDispatcher(couch.url);
   dir = tempDir('tf-extcap-');
   home = join(dir, 'home');
-  agent = await startAgent({ ringDir: join(dir, 'ring'), interfaces: ['lo'], filter: `udp port ${UAS_PORT}`, ringMaxBytes: 256 * 1024 * 1024, maxSegmentBytes: 4 * 1024 * 1024, logger: silentLogger });
-  link = connectDispatcher({
-    url: d.url,
-    token: AGENT_TOKEN,
-    name: 'lo-x',
-    hello: () => ({ version: 'test', hostname: hostname(), interfaces: ['lo'], ...agentStatusOf(agent.engine.stats(), join(dir, 'ring'), 0) }),
-    status: () => agentStatusOf(agent.engine.stats(), join(dir, 'ring'), 0),
-    logger: silentLogger,
-  });
-  follows = serveFollows(link.socket, { follows: agent.follows, maxFollows: 2, logger: silentLogger });
-  traces = serveTraces(link.socket, { ringDir: join(dir, 'ring'), logger: silentLogger });
-  for (let i = 0; i < 100 && !(await d.orchestrator.agents()).some((a) => a.name === 'lo-x' && a.connected); i++) await sleep(100);
+  lo = await startLoAgent(d, { name: 'lo-x', ring: join(dir, 'ring'), filter: `udp port ${UAS_PORT}`, ringMaxBytes: 256 * 1024 * 1024, traces: true });
+  ({ follows } = lo);
   const res = await fetch(`${d.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: TRACER.name, password: TRACER.password }) });
   token = ((await res.json()) as { token: string }).token;
   assert.ok(token);
@@ -112,10 +96,7 @@ before(async () => {
 
 after(async () => {
   if (skip) return;
-  follows?.close();
-  traces?.close();
-  link?.close();
-  await agent?.stop();
+  await lo?.stop();
   await d?.stop();
   await couch?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });

@@ -2,20 +2,18 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createSocket, Socket as UdpSocket } from 'node:dgram';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { startAgent, RunningAgent } from '../../agent/daemon/run';
-import { agentStatusOf, connectDispatcher, DispatcherLink } from '../../agent/link/client';
-import { serveFollows, FollowServer } from '../../agent/follow/serve';
+import type { RunningAgent } from '../../agent/daemon/run';
+import type { FollowServer } from '../../agent/follow/serve';
 import { listSegments } from '../../agent/ring/layout';
 import { FOLLOW_LIMITS, type FollowData, type FollowEndView, type TraceView } from '../../shared/protocol/client';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
-import { silentLogger } from '../../shared/log/log';
 import { startTestCouch, TestCouch } from '../support/couch';
-import { AGENT_TOKEN, ask, connectClient, startTestDispatcher, TestDispatcher, TRACER, VIEWER } from '../support/dispatcher';
+import { ask, connectClient, startTestDispatcher, TestDispatcher, TRACER, VIEWER } from '../support/dispatcher';
 import { isRoot, LOOPBACK, NEEDS_ROOT, sleep, tempDir, waitFor } from '../support/capture';
 import { tsharkPackets, PacketInfo } from '../support/tshark';
 import { callDatagrams, sipDatagram } from '../support/sip-datagrams';
+import { LoAgent, startLoAgent } from '../support/lo-agent';
 
 /*
  * A live follow end to end: a real dispatcher (embedded store), a real agent
@@ -31,8 +29,8 @@ const skip = isRoot() ? false : NEEDS_ROOT;
 let couch: TestCouch;
 let d: TestDispatcher;
 let agent: RunningAgent;
-let link: DispatcherLink;
 let follows: FollowServer;
+let lo: LoAgent;
 let ring: string;
 let dir: string;
 let tx: UdpSocket;
@@ -102,17 +100,8 @@ before(async () => {
   d = await startTestDispatcher(couch.url);
   dir = tempDir('tf-follow-');
   ring = join(dir, 'ring');
-  agent = await startAgent({ ringDir: ring, interfaces: ['lo'], filter: `udp port ${SIP_PORT}`, ringMaxBytes: 256 * 1024 * 1024, maxSegmentBytes: 4 * 1024 * 1024, logger: silentLogger });
-  link = connectDispatcher({
-    url: d.url,
-    token: AGENT_TOKEN,
-    name: 'lo1',
-    hello: () => ({ version: 'test', hostname: hostname(), interfaces: ['lo'], ...agentStatusOf(agent.engine.stats(), ring, 0) }),
-    status: () => agentStatusOf(agent.engine.stats(), ring, 0),
-    logger: silentLogger,
-  });
-  follows = serveFollows(link.socket, { follows: agent.follows, maxFollows: 2, logger: silentLogger });
-  for (let i = 0; i < 100 && !(await d.orchestrator.agents()).some((a) => a.name === 'lo1' && a.connected); i++) await sleep(100);
+  lo = await startLoAgent(d, { name: 'lo1', ring: ring, filter: `udp port ${SIP_PORT}`, ringMaxBytes: 256 * 1024 * 1024 });
+  ({ agent, follows } = lo);
   tx = createSocket('udp4');
   await new Promise<void>((resolve) => tx.bind(0, LOOPBACK, () => resolve()));
 });
@@ -120,9 +109,7 @@ before(async () => {
 after(async () => {
   if (skip) return;
   tx?.close();
-  follows?.close();
-  link?.close();
-  await agent?.stop();
+  await lo?.stop();
   await d?.stop();
   await couch?.stop();
 });

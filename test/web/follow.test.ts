@@ -2,17 +2,16 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, Socket as UdpSocket } from 'node:dgram';
 import { rmSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Page } from 'puppeteer-core';
-import { startAgent, RunningAgent } from '../../agent/daemon/run';
-import { agentStatusOf, connectDispatcher, DispatcherLink } from '../../agent/link/client';
-import { serveFollows, FollowServer } from '../../agent/follow/serve';
-import { silentLogger } from '../../shared/log/log';
+import type { RunningAgent } from '../../agent/daemon/run';
+import type { DispatcherLink } from '../../agent/link/client';
+import type { FollowServer } from '../../agent/follow/serve';
 import { startTestCouch, TestCouch } from '../support/couch';
-import { AGENT_TOKEN, startTestDispatcher, TestDispatcher, TRACER } from '../support/dispatcher';
+import { startTestDispatcher, TestDispatcher, TRACER } from '../support/dispatcher';
 import { isRoot, LOOPBACK, NEEDS_ROOT, sleep, tempDir, waitFor } from '../support/capture';
 import { callDatagrams, sipDatagram } from '../support/sip-datagrams';
+import { LoAgent, startLoAgent } from '../support/lo-agent';
 import { BrowserKind, browserKindSkipReason, launchPuppeteer, logInPuppeteer } from './browser';
 
 /*
@@ -41,6 +40,7 @@ let d: TestDispatcher;
 let agent: RunningAgent;
 let link: DispatcherLink;
 let follows: FollowServer;
+let lo: LoAgent;
 let tx: UdpSocket;
 let dir = '';
 
@@ -90,26 +90,15 @@ describe('Follow live in the page', { skip: skipAll }, () => {
     d = await startTestDispatcher(couch.url, { staticDir: join(ROOT, 'web') });
     dir = tempDir('tf-web-follow-');
     const ring = join(dir, 'ring');
-    agent = await startAgent({ ringDir: ring, interfaces: ['lo'], filter: `udp port ${SIP_PORT}`, ringMaxBytes: 64 * 1024 * 1024, maxSegmentBytes: 4 * 1024 * 1024, logger: silentLogger });
-    link = connectDispatcher({
-      url: d.url,
-      token: AGENT_TOKEN,
-      name: HOST,
-      hello: () => ({ version: 'test', hostname: hostname(), interfaces: ['lo'], ...agentStatusOf(agent.engine.stats(), ring, 0) }),
-      status: () => agentStatusOf(agent.engine.stats(), ring, 0),
-      logger: silentLogger,
-    });
-    follows = serveFollows(link.socket, { follows: agent.follows, maxFollows: 2, logger: silentLogger });
-    for (let i = 0; i < 100 && !(await d.orchestrator.agents()).some((a) => a.name === HOST && a.connected); i++) await sleep(100);
+    lo = await startLoAgent(d, { name: HOST, ring: ring, filter: `udp port ${SIP_PORT}`, ringMaxBytes: 64 * 1024 * 1024 });
+    ({ agent, link, follows } = lo);
     tx = createSocket('udp4');
     await new Promise<void>((ok) => tx.bind(0, LOOPBACK, () => ok()));
   });
 
   after(async () => {
     tx?.close();
-    follows?.close();
-    link?.close();
-    await agent?.stop();
+    await lo?.stop();
     await d?.stop();
     await couch?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });

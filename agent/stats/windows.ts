@@ -41,6 +41,7 @@ interface Dialog {
   row: PeerCounts;
   /** The start of the row's window. */
   start: number;
+  /** The first INVITE's CSeq ("<n> INVITE"): its responses are the ones with this CSeq. */
   cseq: string;
   inviteAt: number;
   srd: boolean;
@@ -57,12 +58,28 @@ const inc = (r: Record<string, number>, k: string, n = 1) => {
   r[k] = (r[k] ?? 0) + n;
 };
 
-/** Status codes as keys, made once: a string per response costs the indexer measurably. */
-const CODE_KEYS = Array.from({ length: 700 }, (_, i) => String(i));
-const codeKey = (s: number) => (s >= 0 && s < 700 ? CODE_KEYS[s] : String(s));
+/**
+ * Counts a status code under its decimal key. The code itself is the key: a
+ * property named by a whole number is the same as one named by its digits
+ * (the saved and sent JSON are unchanged), and V8 reaches it as an array
+ * element, where a string key costs a lookup of its own per response.
+ */
+const incStatus = (r: Record<string, number>, s: number) => {
+  const t = r as unknown as Record<number, number>;
+  t[s] = (t[s] ?? 0) + 1;
+};
 const byPeer = (a: WindowRow, b: WindowRow) => (a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : a.dir < b.dir ? -1 : 1);
 /** Dialogs are expired at most this often (seconds of packet time): a sweep visits every one. */
 const SWEEP_EVERY = 5;
+/** Peer slots kept at most (see row()). */
+const MAX_SLOTS = 10_000;
+
+interface Slot {
+  gen: number;
+  start: number;
+  in: PeerCounts | null;
+  out: PeerCounts | null;
+}
 
 export class WindowStats {
   readonly windowSeconds: number;
@@ -91,16 +108,39 @@ export class WindowStats {
     this.maxCall = opts.maxCallSeconds ?? 4 * 3600;
   }
 
-  /** The row of the last message: consecutive messages mostly share it. */
-  private last: { start: number; peer: string; dir: Direction; counts: PeerCounts } | null = null;
+  /**
+   * Per peer name, its rows in the window it was last counted in. The
+   * names are the resolver's own strings, so a lookup hashes nothing; a row
+   * found through here is counted in without a string key made, hashed and
+   * looked up per message (that was most of the statistics' cost). A slot
+   * is good for one generation: bumped when windows are dropped, restored,
+   * or handed out by takeChanged (a window found again is marked changed).
+   */
+  private readonly slots = new Map<string, Slot>();
+  private gen = 0;
+  /** The window start of the row row() last gave. */
+  private rowStart = 0;
 
   private row(at: number, peer: string, dir: Direction): PeerCounts | null {
     const start = Math.floor(at / this.windowSeconds) * this.windowSeconds;
-    const l = this.last;
-    if (l && l.start === start && l.peer === peer && l.dir === dir && this.windows.has(start)) return l.counts;
-    const counts = this.findRow(start, peer, dir);
-    this.last = counts ? { start, peer, dir, counts } : null;
-    return counts;
+    this.rowStart = start;
+    let s = this.slots.get(peer);
+    if (s === undefined) {
+      // Bounded like the resolver's caches; refilled from the windows as messages come.
+      if (this.slots.size >= MAX_SLOTS) this.slots.clear();
+      this.slots.set(peer, (s = { gen: -1, start: 0, in: null, out: null }));
+    }
+    if (s.gen !== this.gen || s.start !== start) {
+      s.gen = this.gen;
+      s.start = start;
+      s.in = s.out = null;
+    }
+    const r = dir === 'in' ? s.in : s.out;
+    if (r !== null) return r;
+    const found = this.findRow(start, peer, dir);
+    if (dir === 'in') s.in = found;
+    else s.out = found;
+    return found;
   }
 
   private findRow(start: number, peer: string, dir: Direction): PeerCounts | null {
@@ -127,17 +167,18 @@ export class WindowStats {
     const { peer, dir } = this.peers.classify(m.src, m.sp, m.dst, m.dp);
     const row = this.row(at, peer, dir);
     if (!row) return;
-    const q = m.q ?? '';
-    const sp = q.indexOf(' ');
     if (m.m !== null) {
       inc(row.requests, methodLabel(m.m));
       if (m.m !== 'INVITE' && m.m !== 'BYE') return;
       const d = this.dialogs.get(m.c);
       if (m.m === 'INVITE' && !d) {
-        const cseqNum = sp > 0 ? q.slice(0, sp) : q;
+        // The CSeq number is all that is taken from the INVITE's CSeq: its method may lie.
+        const q = m.q ?? '';
+        const sp = q.indexOf(' ');
+        const cseq = `${sp > 0 ? q.slice(0, sp) : q} INVITE`;
         row.invites++;
         if (this.dialogs.size >= this.maxDialogs) this.giveUpOldest();
-        this.dialogs.set(m.c, { row, start: this.last?.start ?? Math.floor(at / this.windowSeconds) * this.windowSeconds, cseq: cseqNum, inviteAt: at, srd: false, final: null, answeredAt: null, doneAt: null });
+        this.dialogs.set(m.c, { row, start: this.rowStart, cseq, inviteAt: at, srd: false, final: null, answeredAt: null, doneAt: null });
       } else if (m.m === 'BYE' && d && d.answeredAt !== null && d.doneAt === null) {
         const secs = Math.max(0, at - d.answeredAt);
         d.row.ended++;
@@ -150,10 +191,11 @@ export class WindowStats {
       return;
     }
     if (m.s === null) return;
-    inc(row.responses, codeKey(m.s));
+    incStatus(row.responses, m.s);
+    // Only the first INVITE's responses other than 100 count further: the others are not looked up.
+    if (m.s === 100 || m.q === null || !m.q.endsWith(' INVITE')) return;
     const d = this.dialogs.get(m.c);
-    // CSeq "<n> INVITE" of the dialog's first INVITE, compared without slicing.
-    if (!d || sp !== d.cseq.length || !q.startsWith(d.cseq) || !q.endsWith(' INVITE') || q.length !== sp + 7) return;
+    if (!d || m.q !== d.cseq) return;
     if (!d.srd && m.s !== 100) {
       this.changed.add(d.start);
       d.srd = true;
@@ -163,7 +205,7 @@ export class WindowStats {
     if (m.s >= 200 && d.final === null) {
       this.changed.add(d.start);
       d.final = m.s;
-      inc(d.row.finals, codeKey(m.s));
+      incStatus(d.row.finals, m.s);
       if (m.s < 300) d.answeredAt = at;
       else d.doneAt = at;
     }
@@ -183,9 +225,14 @@ export class WindowStats {
   /** Drops old windows, and dialogs past their time (counted unfinished when they never got a final). */
   private sweep(now: number): void {
     this.lastSweep = now;
-    this.last = null;
-    for (const start of this.windows.keys()) if (start + this.windowSeconds < now - this.retention) this.windows.delete(start);
-    for (const [c, d] of this.dialogs) {
+    for (const start of this.windows.keys()) {
+      if (start + this.windowSeconds < now - this.retention) {
+        this.windows.delete(start);
+        this.gen++;
+      }
+    }
+    // forEach rather than for-of: no [key, value] pair made per dialog, and sweeps visit each one every few seconds.
+    this.dialogs.forEach((d, c) => {
       if (d.doneAt !== null) {
         if (now - d.doneAt > LINGER_SECONDS) this.dialogs.delete(c);
       } else if (d.final === null && now - d.inviteAt > this.finalTimeout) {
@@ -195,7 +242,7 @@ export class WindowStats {
       } else if (d.answeredAt !== null && now - d.answeredAt > this.maxCall) {
         this.dialogs.delete(c);
       }
-    }
+    });
   }
 
   /** Windows overlapping [from, to) (Unix seconds), oldest first. */
@@ -215,7 +262,7 @@ export class WindowStats {
   restore(saved: { windowSeconds: number; newest: number; windows: StatsWindow[] }): void {
     if (saved.windowSeconds !== this.windowSeconds) return;
     this.newest = Math.max(this.newest, saved.newest);
-    this.last = null;
+    this.gen++;
     for (const w of saved.windows) {
       if (w.start + this.windowSeconds < this.newest - this.retention) continue;
       const rows = this.windows.get(w.start) ?? new Map<string, WindowRow>();
@@ -231,8 +278,8 @@ export class WindowStats {
    * by the retention meanwhile are not in it.
    */
   takeChanged(): StatsWindow[] {
-    // The cached row of the last message would count in without marking its window again.
-    this.last = null;
+    // A cached row would count in without marking its window again.
+    this.gen++;
     const out: StatsWindow[] = [];
     for (const start of [...this.changed].sort((a, b) => a - b)) {
       const rows = this.windows.get(start);

@@ -38,7 +38,7 @@ export const OTHER_PEER = 'other';
 
 
 interface Dialog {
-  row: PeerCounts;
+  row: LiveRow;
   /** The start of the row's window. */
   start: number;
   /** The first INVITE's CSeq ("<n> INVITE"): its responses are the ones with this CSeq. */
@@ -54,20 +54,41 @@ interface Dialog {
 /** How long a finished dialog is remembered: RFC 3261 Timer H (64 x T1), the longest a retransmission goes on. */
 const LINGER_SECONDS = 32;
 
-const inc = (r: Record<string, number>, k: string, n = 1) => {
-  r[k] = (r[k] ?? 0) + n;
+/** Counts one more under k. */
+const tally = <K>(t: Map<K, number>, k: K) => {
+  t.set(k, (t.get(k) ?? 0) + 1);
 };
 
 /**
- * Counts a status code under its decimal key. The code itself is the key: a
- * property named by a whole number is the same as one named by its digits
- * (the saved and sent JSON are unchanged), and V8 reaches it as an array
- * element, where a string key costs a lookup of its own per response.
+ * A row as it is counted in: the tallies (requests by method, responses and
+ * finals by status) in Maps, which cost the indexer a fraction of what
+ * objects keyed per message cost it; the rest in counts, whose tallies are
+ * what a restore brought back. Made into a WindowRow when read (rowOf).
  */
-const incStatus = (r: Record<string, number>, s: number) => {
-  const t = r as unknown as Record<number, number>;
-  t[s] = (t[s] ?? 0) + 1;
-};
+interface LiveRow {
+  peer: string;
+  dir: Direction;
+  counts: PeerCounts;
+  requests: Map<string, number>;
+  responses: Map<number, number>;
+  finals: Map<number, number>;
+}
+
+const liveRow = (peer: string, dir: Direction, counts: PeerCounts): LiveRow => ({ peer, dir, counts, requests: new Map(), responses: new Map(), finals: new Map() });
+
+function merged(base: Record<string, number>, t: Map<string | number, number>): Record<string, number> {
+  const out = { ...base };
+  for (const [k, n] of t) out[k] = (out[k] ?? 0) + n;
+  return out;
+}
+
+/** A new WindowRow of a live one (nothing shared with it). */
+const rowOf = (r: LiveRow): WindowRow => ({
+  peer: r.peer,
+  dir: r.dir,
+  counts: { ...r.counts, requests: merged(r.counts.requests, r.requests), responses: merged(r.counts.responses, r.responses), finals: merged(r.counts.finals, r.finals) },
+});
+
 const byPeer = (a: WindowRow, b: WindowRow) => (a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : a.dir < b.dir ? -1 : 1);
 /** Dialogs are expired at most this often (seconds of packet time): a sweep visits every one. */
 const SWEEP_EVERY = 5;
@@ -77,8 +98,8 @@ const MAX_SLOTS = 10_000;
 interface Slot {
   gen: number;
   start: number;
-  in: PeerCounts | null;
-  out: PeerCounts | null;
+  in: LiveRow | null;
+  out: LiveRow | null;
 }
 
 export class WindowStats {
@@ -90,7 +111,7 @@ export class WindowStats {
   private readonly finalTimeout: number;
   private readonly maxCall: number;
   /** By window start; rows by "dir peer". */
-  private readonly windows = new Map<number, Map<string, WindowRow>>();
+  private readonly windows = new Map<number, Map<string, LiveRow>>();
   private readonly dialogs = new Map<string, Dialog>();
   private newest = 0;
   private lastSweep = 0;
@@ -121,7 +142,7 @@ export class WindowStats {
   /** The window start of the row row() last gave. */
   private rowStart = 0;
 
-  private row(at: number, peer: string, dir: Direction): PeerCounts | null {
+  private row(at: number, peer: string, dir: Direction): LiveRow | null {
     const start = Math.floor(at / this.windowSeconds) * this.windowSeconds;
     this.rowStart = start;
     let s = this.slots.get(peer);
@@ -143,7 +164,7 @@ export class WindowStats {
     return found;
   }
 
-  private findRow(start: number, peer: string, dir: Direction): PeerCounts | null {
+  private findRow(start: number, peer: string, dir: Direction): LiveRow | null {
     if (start < this.newest - this.retention) return null;
     let w = this.windows.get(start);
     if (!w) this.windows.set(start, (w = new Map()));
@@ -155,9 +176,9 @@ export class WindowStats {
       r = w.get(key);
       peer = OTHER_PEER;
     }
-    if (!r) w.set(key, (r = { peer, dir, counts: emptyCounts() }));
+    if (!r) w.set(key, (r = liveRow(peer, dir, emptyCounts())));
     this.changed.add(start);
-    return r.counts;
+    return r;
   }
 
   add(m: MessageRecord): void {
@@ -168,7 +189,7 @@ export class WindowStats {
     const row = this.row(at, peer, dir);
     if (!row) return;
     if (m.m !== null) {
-      inc(row.requests, methodLabel(m.m));
+      tally(row.requests, methodLabel(m.m));
       if (m.m !== 'INVITE' && m.m !== 'BYE') return;
       const d = this.dialogs.get(m.c);
       if (m.m === 'INVITE' && !d) {
@@ -176,22 +197,22 @@ export class WindowStats {
         const q = m.q ?? '';
         const sp = q.indexOf(' ');
         const cseq = `${sp > 0 ? q.slice(0, sp) : q} INVITE`;
-        row.invites++;
+        row.counts.invites++;
         if (this.dialogs.size >= this.maxDialogs) this.giveUpOldest();
         this.dialogs.set(m.c, { row, start: this.rowStart, cseq, inviteAt: at, srd: false, final: null, answeredAt: null, doneAt: null });
       } else if (m.m === 'BYE' && d && d.answeredAt !== null && d.doneAt === null) {
         const secs = Math.max(0, at - d.answeredAt);
-        d.row.ended++;
-        d.row.durationSeconds += secs;
-        if (secs < 1) d.row.zeroDuration++;
-        if (secs < this.shortCall) d.row.short++;
+        d.row.counts.ended++;
+        d.row.counts.durationSeconds += secs;
+        if (secs < 1) d.row.counts.zeroDuration++;
+        if (secs < this.shortCall) d.row.counts.short++;
         d.doneAt = at;
         this.changed.add(d.start);
       }
       return;
     }
     if (m.s === null) return;
-    incStatus(row.responses, m.s);
+    tally(row.responses, m.s);
     // Only the first INVITE's responses other than 100 count further: the others are not looked up.
     if (m.s === 100 || m.q === null || !m.q.endsWith(' INVITE')) return;
     const d = this.dialogs.get(m.c);
@@ -199,13 +220,13 @@ export class WindowStats {
     if (!d.srd && m.s !== 100) {
       this.changed.add(d.start);
       d.srd = true;
-      d.row.srdCount++;
-      d.row.srdSeconds += Math.max(0, at - d.inviteAt);
+      d.row.counts.srdCount++;
+      d.row.counts.srdSeconds += Math.max(0, at - d.inviteAt);
     }
     if (m.s >= 200 && d.final === null) {
       this.changed.add(d.start);
       d.final = m.s;
-      incStatus(d.row.finals, m.s);
+      tally(d.row.finals, m.s);
       if (m.s < 300) d.answeredAt = at;
       else d.doneAt = at;
     }
@@ -216,7 +237,7 @@ export class WindowStats {
     if (!first) return;
     const [c, d] = first;
     if (d.final === null) {
-      d.row.unfinished++;
+      d.row.counts.unfinished++;
       this.changed.add(d.start);
     }
     this.dialogs.delete(c);
@@ -236,7 +257,7 @@ export class WindowStats {
       if (d.doneAt !== null) {
         if (now - d.doneAt > LINGER_SECONDS) this.dialogs.delete(c);
       } else if (d.final === null && now - d.inviteAt > this.finalTimeout) {
-        d.row.unfinished++;
+        d.row.counts.unfinished++;
         this.changed.add(d.start);
         this.dialogs.delete(c);
       } else if (d.answeredAt !== null && now - d.answeredAt > this.maxCall) {
@@ -250,7 +271,7 @@ export class WindowStats {
     return [...this.windows.entries()]
       .filter(([s]) => s + this.windowSeconds > from && s < to)
       .sort((a, b) => a[0] - b[0])
-      .map(([start, rows]) => ({ start, seconds: this.windowSeconds, rows: [...rows.values()].sort(byPeer) }));
+      .map(([start, rows]) => ({ start, seconds: this.windowSeconds, rows: [...rows.values()].map(rowOf).sort(byPeer) }));
   }
 
   /** What is saved beside the ring: the windows (dialogs in progress are not kept across a restart). */
@@ -265,8 +286,8 @@ export class WindowStats {
     this.gen++;
     for (const w of saved.windows) {
       if (w.start + this.windowSeconds < this.newest - this.retention) continue;
-      const rows = this.windows.get(w.start) ?? new Map<string, WindowRow>();
-      for (const r of w.rows.slice(0, this.maxPeers)) if (!rows.has(`${r.dir} ${r.peer}`)) rows.set(`${r.dir} ${r.peer}`, r);
+      const rows = this.windows.get(w.start) ?? new Map<string, LiveRow>();
+      for (const r of w.rows.slice(0, this.maxPeers)) if (!rows.has(`${r.dir} ${r.peer}`)) rows.set(`${r.dir} ${r.peer}`, liveRow(r.peer, r.dir, r.counts));
       this.windows.set(w.start, rows);
       this.changed.add(w.start);
     }
@@ -283,7 +304,7 @@ export class WindowStats {
     const out: StatsWindow[] = [];
     for (const start of [...this.changed].sort((a, b) => a - b)) {
       const rows = this.windows.get(start);
-      if (rows) out.push({ start, seconds: this.windowSeconds, rows: [...rows.values()].map((r) => structuredClone(r)).sort(byPeer) });
+      if (rows) out.push({ start, seconds: this.windowSeconds, rows: [...rows.values()].map(rowOf).sort(byPeer) });
     }
     this.changed.clear();
     return out;
@@ -291,7 +312,7 @@ export class WindowStats {
 
   /** Ends the dialogs still open as if their time had passed (a ring read to its end: nothing more will come). */
   finish(): void {
-    for (const d of this.dialogs.values()) if (d.final === null) d.row.unfinished++;
+    for (const d of this.dialogs.values()) if (d.final === null) d.row.counts.unfinished++;
     this.dialogs.clear();
   }
 }

@@ -50,6 +50,9 @@ if [ "$for_tests" = 1 ]; then
   have kamailio || need_apt+=(kamailio)
   [ -n "$(find /usr/lib -path '*/kamailio/modules/tls.so' -print -quit 2>/dev/null)" ] || need_apt+=(kamailio-tls-modules)
   have sngrep || need_apt+=(sngrep)
+  # The /metrics tests judge both endpoints with Prometheus' own parser (promtool check metrics); the package's
+  # server is not started (policy-rc.d below) and the tests do not use it.
+  have promtool || need_apt+=(prometheus)
 fi
 
 # Each package once (tshark provides several of the commands).
@@ -72,7 +75,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   # tshark asks whether non-root users may capture; answer no without a prompt.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
-  # Packages with a service (kamailio) must not start it: the tests run their own, and a system one would hold port 5060.
+  # Packages with a service (kamailio, prometheus) must not start it: the tests run their own, and a system one would hold port 5060.
   # Where no policy-rc.d says so already (containers have one), one is put in place for the install.
   own_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -25,6 +25,18 @@ interface Net {
 
 const CACHE_MAX = 10_000;
 
+/** A message's remote peer and which way the message went. */
+export type PeerSide = Readonly<{ peer: string; dir: Direction }>;
+
+interface AddressInfo {
+  name: string;
+  /** Meaningful only when no local entry names a port. */
+  local: boolean;
+  /** The answers of classify() with this address as the peer, made once: none is built per message. */
+  asIn: PeerSide;
+  asOut: PeerSide;
+}
+
 export class PeerConfigError extends Error {}
 
 function parseNet(s: string, what: string): Net & { port: number | null } {
@@ -63,9 +75,15 @@ export class PeerResolver {
   /** No local entry names a port: the answer depends on the address alone. */
   private readonly anyPort: boolean;
   private readonly names: Array<Net & { name: string }>;
-  private readonly nameCache = new Map<string, string>();
-  /** BlockList.check builds a SocketAddress per call, a large share of the cost per message: remember the answers. */
-  private readonly localCache = new Map<string, boolean>();
+  /**
+   * Per address, its name and (when no local entry names a port) whether it
+   * is local: one lookup where there were two, per side of each message.
+   * BlockList.check builds a SocketAddress per call, a large share of the
+   * cost per message: the answers are remembered.
+   */
+  private readonly addrCache = new Map<string, AddressInfo>();
+  /** Local answers by "addr port", when a local entry names a port. */
+  private readonly portCache = new Map<string, boolean>();
 
   constructor(cfg: PeerConfig = {}) {
     const local = cfg.local ?? Object.values(networkInterfaces()).flatMap((l) => (l ?? []).map((i) => i.address.split('%')[0]));
@@ -80,36 +98,48 @@ export class PeerResolver {
     }).sort((a, b) => b.prefix - a.prefix);
   }
 
-  isLocal(addr: string, port: number): boolean {
-    const key = this.anyPort ? addr : `${addr} ${port}`;
-    let yes = this.localCache.get(key);
-    if (yes !== undefined) return yes;
+  private checkLocal(addr: string, port: number | null): boolean {
     const f = family(addr);
-    yes = !!f && this.local.some((n) => (n.port === null || n.port === port) && n.list.check(addr, f));
+    return !!f && this.local.some((n) => (n.port === null || n.port === port) && n.list.check(addr, f));
+  }
+
+  private info(addr: string): AddressInfo {
+    let i = this.addrCache.get(addr);
+    if (i !== undefined) return i;
+    const f = family(addr);
+    const name = (f && this.names.find((x) => x.list.check(addr, f))?.name) || addr;
+    i = { name, local: this.anyPort && this.checkLocal(addr, null), asIn: Object.freeze({ peer: name, dir: 'in' }), asOut: Object.freeze({ peer: name, dir: 'out' }) };
     // Bounded: past it (a scan from many addresses) answers are computed each time.
-    if (this.localCache.size < CACHE_MAX) this.localCache.set(key, yes);
+    if (this.addrCache.size < CACHE_MAX) this.addrCache.set(addr, i);
+    return i;
+  }
+
+  isLocal(addr: string, port: number): boolean {
+    if (this.anyPort) return this.info(addr).local;
+    const key = `${addr} ${port}`;
+    let yes = this.portCache.get(key);
+    if (yes !== undefined) return yes;
+    yes = this.checkLocal(addr, port);
+    if (this.portCache.size < CACHE_MAX) this.portCache.set(key, yes);
     return yes;
   }
 
   /** The operator's name for an address, else the address itself. */
   nameOf(addr: string): string {
-    let n = this.nameCache.get(addr);
-    if (n !== undefined) return n;
-    const f = family(addr);
-    n = (f && this.names.find((x) => x.list.check(addr, f))?.name) || addr;
-    if (this.nameCache.size < CACHE_MAX) this.nameCache.set(addr, n);
-    return n;
+    return this.info(addr).name;
   }
 
   /**
    * The remote side of a message and whether it came in or went out. When
    * both ends or neither are local (a capture on a span port, or lo), the
-   * sender is taken as the peer and the message as incoming.
+   * sender is taken as the peer and the message as incoming. The answer is
+   * shared between calls (made once per address): read it, do not keep it.
    */
-  classify(src: string, sp: number, dst: string, dp: number): { peer: string; dir: Direction } {
-    const srcLocal = this.isLocal(src, sp);
-    const dstLocal = this.isLocal(dst, dp);
-    if (srcLocal && !dstLocal) return { peer: this.nameOf(dst), dir: 'out' };
-    return { peer: this.nameOf(src), dir: 'in' };
+  classify(src: string, sp: number, dst: string, dp: number): PeerSide {
+    const s = this.info(src);
+    const d = this.info(dst);
+    const srcLocal = this.anyPort ? s.local : this.isLocal(src, sp);
+    const dstLocal = this.anyPort ? d.local : this.isLocal(dst, dp);
+    return srcLocal && !dstLocal ? d.asOut : s.asIn;
   }
 }

@@ -38,9 +38,10 @@ export const OTHER_PEER = 'other';
 
 
 interface Dialog {
-  row: PeerCounts;
+  row: LiveRow;
   /** The start of the row's window. */
   start: number;
+  /** The first INVITE's CSeq ("<n> INVITE"): its responses are the ones with this CSeq. */
   cseq: string;
   inviteAt: number;
   srd: boolean;
@@ -53,16 +54,53 @@ interface Dialog {
 /** How long a finished dialog is remembered: RFC 3261 Timer H (64 x T1), the longest a retransmission goes on. */
 const LINGER_SECONDS = 32;
 
-const inc = (r: Record<string, number>, k: string, n = 1) => {
-  r[k] = (r[k] ?? 0) + n;
+/** Counts one more under k. */
+const tally = <K>(t: Map<K, number>, k: K) => {
+  t.set(k, (t.get(k) ?? 0) + 1);
 };
 
-/** Status codes as keys, made once: a string per response costs the indexer measurably. */
-const CODE_KEYS = Array.from({ length: 700 }, (_, i) => String(i));
-const codeKey = (s: number) => (s >= 0 && s < 700 ? CODE_KEYS[s] : String(s));
+/**
+ * A row as it is counted in: the tallies (requests by method, responses and
+ * finals by status) in Maps, which cost the indexer a fraction of what
+ * objects keyed per message cost it; the rest in counts, whose tallies are
+ * what a restore brought back. Made into a WindowRow when read (rowOf).
+ */
+interface LiveRow {
+  peer: string;
+  dir: Direction;
+  counts: PeerCounts;
+  requests: Map<string, number>;
+  responses: Map<number, number>;
+  finals: Map<number, number>;
+}
+
+const liveRow = (peer: string, dir: Direction, counts: PeerCounts): LiveRow => ({ peer, dir, counts, requests: new Map(), responses: new Map(), finals: new Map() });
+
+function merged(base: Record<string, number>, t: Map<string | number, number>): Record<string, number> {
+  const out = { ...base };
+  for (const [k, n] of t) out[k] = (out[k] ?? 0) + n;
+  return out;
+}
+
+/** A new WindowRow of a live one (nothing shared with it). */
+const rowOf = (r: LiveRow): WindowRow => ({
+  peer: r.peer,
+  dir: r.dir,
+  counts: { ...r.counts, requests: merged(r.counts.requests, r.requests), responses: merged(r.counts.responses, r.responses), finals: merged(r.counts.finals, r.finals) },
+});
+
 const byPeer = (a: WindowRow, b: WindowRow) => (a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : a.dir < b.dir ? -1 : 1);
 /** Dialogs are expired at most this often (seconds of packet time): a sweep visits every one. */
 const SWEEP_EVERY = 5;
+/** Peer slots kept at most (see row()). */
+const MAX_SLOTS = 10_000;
+
+interface Slot {
+  gen: number;
+  start: number;
+  in: LiveRow | null;
+  out: LiveRow | null;
+}
 
 export class WindowStats {
   readonly windowSeconds: number;
@@ -73,7 +111,7 @@ export class WindowStats {
   private readonly finalTimeout: number;
   private readonly maxCall: number;
   /** By window start; rows by "dir peer". */
-  private readonly windows = new Map<number, Map<string, WindowRow>>();
+  private readonly windows = new Map<number, Map<string, LiveRow>>();
   private readonly dialogs = new Map<string, Dialog>();
   private newest = 0;
   private lastSweep = 0;
@@ -91,19 +129,42 @@ export class WindowStats {
     this.maxCall = opts.maxCallSeconds ?? 4 * 3600;
   }
 
-  /** The row of the last message: consecutive messages mostly share it. */
-  private last: { start: number; peer: string; dir: Direction; counts: PeerCounts } | null = null;
+  /**
+   * Per peer name, its rows in the window it was last counted in. The
+   * names are the resolver's own strings, so a lookup hashes nothing; a row
+   * found through here is counted in without a string key made, hashed and
+   * looked up per message (that was most of the statistics' cost). A slot
+   * is good for one generation: bumped when windows are dropped, restored,
+   * or handed out by takeChanged (a window found again is marked changed).
+   */
+  private readonly slots = new Map<string, Slot>();
+  private gen = 0;
+  /** The window start of the row row() last gave. */
+  private rowStart = 0;
 
-  private row(at: number, peer: string, dir: Direction): PeerCounts | null {
+  private row(at: number, peer: string, dir: Direction): LiveRow | null {
     const start = Math.floor(at / this.windowSeconds) * this.windowSeconds;
-    const l = this.last;
-    if (l && l.start === start && l.peer === peer && l.dir === dir && this.windows.has(start)) return l.counts;
-    const counts = this.findRow(start, peer, dir);
-    this.last = counts ? { start, peer, dir, counts } : null;
-    return counts;
+    this.rowStart = start;
+    let s = this.slots.get(peer);
+    if (s === undefined) {
+      // Bounded like the resolver's caches; refilled from the windows as messages come.
+      if (this.slots.size >= MAX_SLOTS) this.slots.clear();
+      this.slots.set(peer, (s = { gen: -1, start: 0, in: null, out: null }));
+    }
+    if (s.gen !== this.gen || s.start !== start) {
+      s.gen = this.gen;
+      s.start = start;
+      s.in = s.out = null;
+    }
+    const r = dir === 'in' ? s.in : s.out;
+    if (r !== null) return r;
+    const found = this.findRow(start, peer, dir);
+    if (dir === 'in') s.in = found;
+    else s.out = found;
+    return found;
   }
 
-  private findRow(start: number, peer: string, dir: Direction): PeerCounts | null {
+  private findRow(start: number, peer: string, dir: Direction): LiveRow | null {
     if (start < this.newest - this.retention) return null;
     let w = this.windows.get(start);
     if (!w) this.windows.set(start, (w = new Map()));
@@ -115,9 +176,9 @@ export class WindowStats {
       r = w.get(key);
       peer = OTHER_PEER;
     }
-    if (!r) w.set(key, (r = { peer, dir, counts: emptyCounts() }));
+    if (!r) w.set(key, (r = liveRow(peer, dir, emptyCounts())));
     this.changed.add(start);
-    return r.counts;
+    return r;
   }
 
   add(m: MessageRecord): void {
@@ -127,43 +188,45 @@ export class WindowStats {
     const { peer, dir } = this.peers.classify(m.src, m.sp, m.dst, m.dp);
     const row = this.row(at, peer, dir);
     if (!row) return;
-    const q = m.q ?? '';
-    const sp = q.indexOf(' ');
     if (m.m !== null) {
-      inc(row.requests, methodLabel(m.m));
+      tally(row.requests, methodLabel(m.m));
       if (m.m !== 'INVITE' && m.m !== 'BYE') return;
       const d = this.dialogs.get(m.c);
       if (m.m === 'INVITE' && !d) {
-        const cseqNum = sp > 0 ? q.slice(0, sp) : q;
-        row.invites++;
+        // The CSeq number is all that is taken from the INVITE's CSeq: its method may lie.
+        const q = m.q ?? '';
+        const sp = q.indexOf(' ');
+        const cseq = `${sp > 0 ? q.slice(0, sp) : q} INVITE`;
+        row.counts.invites++;
         if (this.dialogs.size >= this.maxDialogs) this.giveUpOldest();
-        this.dialogs.set(m.c, { row, start: this.last?.start ?? Math.floor(at / this.windowSeconds) * this.windowSeconds, cseq: cseqNum, inviteAt: at, srd: false, final: null, answeredAt: null, doneAt: null });
+        this.dialogs.set(m.c, { row, start: this.rowStart, cseq, inviteAt: at, srd: false, final: null, answeredAt: null, doneAt: null });
       } else if (m.m === 'BYE' && d && d.answeredAt !== null && d.doneAt === null) {
         const secs = Math.max(0, at - d.answeredAt);
-        d.row.ended++;
-        d.row.durationSeconds += secs;
-        if (secs < 1) d.row.zeroDuration++;
-        if (secs < this.shortCall) d.row.short++;
+        d.row.counts.ended++;
+        d.row.counts.durationSeconds += secs;
+        if (secs < 1) d.row.counts.zeroDuration++;
+        if (secs < this.shortCall) d.row.counts.short++;
         d.doneAt = at;
         this.changed.add(d.start);
       }
       return;
     }
     if (m.s === null) return;
-    inc(row.responses, codeKey(m.s));
+    tally(row.responses, m.s);
+    // Only the first INVITE's responses other than 100 count further: the others are not looked up.
+    if (m.s === 100 || m.q === null || !m.q.endsWith(' INVITE')) return;
     const d = this.dialogs.get(m.c);
-    // CSeq "<n> INVITE" of the dialog's first INVITE, compared without slicing.
-    if (!d || sp !== d.cseq.length || !q.startsWith(d.cseq) || !q.endsWith(' INVITE') || q.length !== sp + 7) return;
+    if (!d || m.q !== d.cseq) return;
     if (!d.srd && m.s !== 100) {
       this.changed.add(d.start);
       d.srd = true;
-      d.row.srdCount++;
-      d.row.srdSeconds += Math.max(0, at - d.inviteAt);
+      d.row.counts.srdCount++;
+      d.row.counts.srdSeconds += Math.max(0, at - d.inviteAt);
     }
     if (m.s >= 200 && d.final === null) {
       this.changed.add(d.start);
       d.final = m.s;
-      inc(d.row.finals, codeKey(m.s));
+      tally(d.row.finals, m.s);
       if (m.s < 300) d.answeredAt = at;
       else d.doneAt = at;
     }
@@ -174,7 +237,7 @@ export class WindowStats {
     if (!first) return;
     const [c, d] = first;
     if (d.final === null) {
-      d.row.unfinished++;
+      d.row.counts.unfinished++;
       this.changed.add(d.start);
     }
     this.dialogs.delete(c);
@@ -183,19 +246,24 @@ export class WindowStats {
   /** Drops old windows, and dialogs past their time (counted unfinished when they never got a final). */
   private sweep(now: number): void {
     this.lastSweep = now;
-    this.last = null;
-    for (const start of this.windows.keys()) if (start + this.windowSeconds < now - this.retention) this.windows.delete(start);
-    for (const [c, d] of this.dialogs) {
+    for (const start of this.windows.keys()) {
+      if (start + this.windowSeconds < now - this.retention) {
+        this.windows.delete(start);
+        this.gen++;
+      }
+    }
+    // forEach rather than for-of: no [key, value] pair made per dialog, and sweeps visit each one every few seconds.
+    this.dialogs.forEach((d, c) => {
       if (d.doneAt !== null) {
         if (now - d.doneAt > LINGER_SECONDS) this.dialogs.delete(c);
       } else if (d.final === null && now - d.inviteAt > this.finalTimeout) {
-        d.row.unfinished++;
+        d.row.counts.unfinished++;
         this.changed.add(d.start);
         this.dialogs.delete(c);
       } else if (d.answeredAt !== null && now - d.answeredAt > this.maxCall) {
         this.dialogs.delete(c);
       }
-    }
+    });
   }
 
   /** Windows overlapping [from, to) (Unix seconds), oldest first. */
@@ -203,7 +271,7 @@ export class WindowStats {
     return [...this.windows.entries()]
       .filter(([s]) => s + this.windowSeconds > from && s < to)
       .sort((a, b) => a[0] - b[0])
-      .map(([start, rows]) => ({ start, seconds: this.windowSeconds, rows: [...rows.values()].sort(byPeer) }));
+      .map(([start, rows]) => ({ start, seconds: this.windowSeconds, rows: [...rows.values()].map(rowOf).sort(byPeer) }));
   }
 
   /** What is saved beside the ring: the windows (dialogs in progress are not kept across a restart). */
@@ -215,11 +283,11 @@ export class WindowStats {
   restore(saved: { windowSeconds: number; newest: number; windows: StatsWindow[] }): void {
     if (saved.windowSeconds !== this.windowSeconds) return;
     this.newest = Math.max(this.newest, saved.newest);
-    this.last = null;
+    this.gen++;
     for (const w of saved.windows) {
       if (w.start + this.windowSeconds < this.newest - this.retention) continue;
-      const rows = this.windows.get(w.start) ?? new Map<string, WindowRow>();
-      for (const r of w.rows.slice(0, this.maxPeers)) if (!rows.has(`${r.dir} ${r.peer}`)) rows.set(`${r.dir} ${r.peer}`, r);
+      const rows = this.windows.get(w.start) ?? new Map<string, LiveRow>();
+      for (const r of w.rows.slice(0, this.maxPeers)) if (!rows.has(`${r.dir} ${r.peer}`)) rows.set(`${r.dir} ${r.peer}`, liveRow(r.peer, r.dir, r.counts));
       this.windows.set(w.start, rows);
       this.changed.add(w.start);
     }
@@ -231,12 +299,12 @@ export class WindowStats {
    * by the retention meanwhile are not in it.
    */
   takeChanged(): StatsWindow[] {
-    // The cached row of the last message would count in without marking its window again.
-    this.last = null;
+    // A cached row would count in without marking its window again.
+    this.gen++;
     const out: StatsWindow[] = [];
     for (const start of [...this.changed].sort((a, b) => a - b)) {
       const rows = this.windows.get(start);
-      if (rows) out.push({ start, seconds: this.windowSeconds, rows: [...rows.values()].map((r) => structuredClone(r)).sort(byPeer) });
+      if (rows) out.push({ start, seconds: this.windowSeconds, rows: [...rows.values()].map(rowOf).sort(byPeer) });
     }
     this.changed.clear();
     return out;
@@ -244,7 +312,7 @@ export class WindowStats {
 
   /** Ends the dialogs still open as if their time had passed (a ring read to its end: nothing more will come). */
   finish(): void {
-    for (const d of this.dialogs.values()) if (d.final === null) d.row.unfinished++;
+    for (const d of this.dialogs.values()) if (d.final === null) d.row.counts.unfinished++;
     this.dialogs.clear();
   }
 }

@@ -141,7 +141,8 @@ test('the webhook retries a receiver that refuses, and gives up after its attemp
   };
   hook.send(e);
   hook.send({ ...e, status: 'resolved', endsAt: '2026-12-04T10:12:00.000Z' });
-  for (let i = 0; i < 200 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+  // The receiver has a body before the webhook has its answer: wait for both.
+  for (let i = 0; i < 200 && (got.length < 2 || hook.counts.sent < 2); i++) await new Promise((r) => setTimeout(r, 20));
   assert.deepEqual(got.map((m) => [m.status, m.alerts[0].endsAt]), [['firing', '0001-01-01T00:00:00Z'], ['resolved', '2026-12-04T10:12:00.000Z']]);
   assert.equal(got[0].externalURL, 'http://dispatcher.example:8060');
   assert.equal(got[0].alerts[0].generatorURL, 'http://dispatcher.example:8060/#/health');

@@ -54,6 +54,21 @@ describe('Metrics', () => {
     assert.ok(Number.isNaN(values.get('tracefleet_agents_connected')));
   });
 
+  test("the alert webhook's deliveries by outcome, read at each scrape; none without a webhook", async () => {
+    const webhook = { counts: { sent: 0, failed: 0, dropped: 0 } };
+    const m = new Metrics({ webhook });
+    let { values, types } = parseExposition(await m.render());
+    assert.equal(types.get('tracefleet_alert_webhook_notifications_total'), 'counter');
+    assert.equal(values.get('tracefleet_alert_webhook_notifications_total{outcome="sent"}'), 0);
+    webhook.counts.sent = 3;
+    webhook.counts.dropped = 1;
+    ({ values } = parseExposition(await m.render()));
+    assert.equal(values.get('tracefleet_alert_webhook_notifications_total{outcome="sent"}'), 3);
+    assert.equal(values.get('tracefleet_alert_webhook_notifications_total{outcome="failed"}'), 0);
+    assert.equal(values.get('tracefleet_alert_webhook_notifications_total{outcome="dropped"}'), 1);
+    assert.ok(!parseExposition(await new Metrics().render()).types.has('tracefleet_alert_webhook_notifications_total'));
+  });
+
   test('two dispatchers in one process keep their own registries', async () => {
     const a = new Metrics();
     const b = new Metrics();

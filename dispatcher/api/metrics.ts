@@ -3,12 +3,13 @@
  * (tests run several in one process, so nothing goes to prom-client's global
  * registry), Node's default process metrics, the counters of the parts that
  * count (trace/metrics.ts for the orchestrator, the store's conflict
- * retries, the REST API's requests here), and gauges read at each scrape:
- * connected agents and a store ping.
+ * retries, the REST API's requests here), and values read at each scrape:
+ * connected agents, a store ping, the alert webhook's deliveries.
  */
 
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { TraceMetrics } from '../trace/metrics';
+import type { AlertWebhook } from '../alerts/webhook';
 
 /** Where the values come from; each is optional so that a test or a tool can expose a part. */
 export interface MetricsSources {
@@ -17,6 +18,8 @@ export interface MetricsSources {
   registry?: { list(): Array<{ connected: boolean }> };
   /** Pinged at each scrape for tracefleet_store_up. */
   store?: { ping(): Promise<unknown>; metrics?: { conflictRetries: Counter } };
+  /** dispatcher/alerts/webhook.ts AlertWebhook: what became of the alerts sent to it (when one is configured). */
+  webhook?: Pick<AlertWebhook, 'counts'>;
   /** How long a scrape waits for the store's answer before calling it down (ms, default 2000). */
   storeTimeoutMs?: number;
 }
@@ -72,6 +75,21 @@ export class Metrics {
         },
       });
       if (store.metrics) this.registry.registerMetric(store.metrics.conflictRetries);
+    }
+
+    const webhook = sources.webhook;
+    if (webhook) {
+      new Counter({
+        name: 'tracefleet_alert_webhook_notifications_total',
+        help: 'Alert events for the webhook, by outcome: sent (accepted), failed (given up after the retries), dropped (the queue was full).',
+        labelNames: ['outcome'],
+        registers: [this.registry],
+        // The webhook keeps its own totals; the counter shows them as they are at the scrape.
+        collect() {
+          this.reset();
+          for (const [outcome, n] of Object.entries(webhook.counts)) this.inc({ outcome }, n);
+        },
+      });
     }
   }
 

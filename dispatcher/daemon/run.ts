@@ -108,7 +108,6 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     const follows = new Follows({ orchestrator, fleet, logger: child('dispatcher.follow') });
     cleanups.push(() => follows.close());
     attachClients(io, { traces: orchestrator, follows, auth, logger: child('dispatcher.clients') });
-    const metrics = new Metrics({ orchestrator, registry: fleet.registry, store: store.store });
     const health = new DispatcherHealth();
     cleanups.push(() => health.close());
     const stats = new FleetStats();
@@ -117,6 +116,7 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     let publicUrl = '';
     const webhook = opts.alertWebhook ? new AlertWebhook(opts.alertWebhook, () => publicUrl, child('dispatcher.alerts')) : undefined;
     if (webhook) cleanups.push(() => webhook.close());
+    const metrics = new Metrics({ orchestrator, registry: fleet.registry, store: store.store, webhook });
     // Every page of every dispatcher (through the Redis adapter when clustered).
     const alerts = new Alerts({ store: store.store, stats, webhook, publish: (e) => io.of('/client').emit('alert', e), logger: child('dispatcher.alerts') });
     cleanups.push(() => alerts.close());

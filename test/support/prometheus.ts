@@ -1,3 +1,5 @@
+import { run } from './proc';
+
 /**
  * A strict reader of Prometheus text exposition 0.0.4, for tests: every line
  * must be HELP, TYPE, or a sample of a family whose TYPE came before it.
@@ -36,4 +38,32 @@ export function parseExposition(text: string): Exposition {
     out.values.set(`${m[1]}${m[2] ?? ''}`, m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : Number(m[3]));
   }
   return out;
+}
+
+export interface PromtoolVerdict {
+  /** promtool's parse error (it stops at the first), or null when the exposition parsed. */
+  error: string | null;
+  /** Its lint findings, one per metric and rule broken. */
+  problems: Array<{ metric: string; problem: string }>;
+}
+
+/**
+ * Prometheus' own text-format parser and linter as the judge of an
+ * exposition: `promtool check metrics` (Debian's prometheus package), which
+ * exits 0 when clean, 3 with lint findings (on stderr, "NAME problem"), 1
+ * with a parse error.
+ */
+export async function promtoolCheck(text: string): Promise<PromtoolVerdict> {
+  const r = await run('promtool', ['check', 'metrics'], { input: text, check: false, timeoutMs: 20_000 });
+  if (r.code === 1) return { error: (r.stderr || r.stdout).trim(), problems: [] };
+  if (r.code !== 0 && r.code !== 3) throw new Error(`promtool check metrics exited with ${r.code ?? r.signal}: ${r.stderr}`);
+  const problems = r.stderr
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => {
+      const sp = l.indexOf(' ');
+      return { metric: l.slice(0, sp), problem: l.slice(sp + 1) };
+    });
+  if (r.code === 3 && problems.length === 0) throw new Error(`promtool check metrics found lint problems it did not print: ${r.stdout}`);
+  return { error: null, problems };
 }

@@ -116,7 +116,7 @@ test('an alert still firing at a restart is taken back, and clears once its rule
   second.close();
 });
 
-test('the webhook retries a receiver that refuses, and gives up after its attempts', async () => {
+test('the webhook retries a receiver that refuses, and gives up after its attempts', async (t) => {
   const got: AlertmanagerMessage[] = [];
   let refuse = 2;
   const server: Server = createServer((req, res) => {
@@ -135,6 +135,12 @@ test('the webhook retries a receiver that refuses, and gives up after its attemp
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
   const hook = new AlertWebhook(url, () => 'http://dispatcher.example:8060', undefined, 10);
+  // A failed assertion must not leave the receiver or the webhook's timers holding the test process open.
+  t.after(() => {
+    server.close();
+    server.closeAllConnections();
+    hook.close();
+  });
   const e: AlertEvent = {
     key: 'r:192.0.2.1', rule: 'r', status: 'firing', severity: 'warning', figure: 'isa', value: 60, threshold: 50, op: 'above', invites: 10, scope: 'peer', host: null, peer: '192.0.2.1',
     since: '2026-12-04T10:00:00.000Z', until: '2026-12-04T10:06:00.000Z', startsAt: '2026-12-04T10:05:00.000Z', endsAt: null, summary: 'r: isa 60.0 > 50', trace: null,

@@ -77,6 +77,8 @@ export async function runFollow(socket: ClientSocket, req: FollowRequest, opts: 
     const d = followData.safeParse(raw);
     if (!d.success) return;
     const data = Buffer.from(d.data.data);
+    // Counted first: a follow:data may carry messages (or host states) and no bytes.
+    messages += d.data.messages.length;
     if (opts.out) {
       bytes += data.length;
       if (data.length === 0) return ack({});
@@ -85,7 +87,6 @@ export async function runFollow(socket: ClientSocket, req: FollowRequest, opts: 
       for (const m of d.data.messages) opts.line(followLine(m));
       ack({});
     }
-    messages += d.data.messages.length;
   });
   socket.on('follow:end', (raw: unknown) => {
     const e = followEndView.safeParse(raw);

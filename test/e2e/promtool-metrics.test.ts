@@ -1,7 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -11,8 +9,8 @@ import { playOutcomes, type Outcome } from '../support/sip-outcomes';
 import { startTestCouch } from '../support/couch';
 import { ADMIN, AGENT_TOKEN, startTestDispatcher, TRACER, type TestUser } from '../support/dispatcher';
 import { until } from '../support/trace';
+import { startWebhookReceiver } from '../support/webhook-receiver';
 import { parseExposition, promtoolCheck, type PromtoolVerdict } from '../support/prometheus';
-import type { AlertmanagerMessage } from '../../dispatcher/alerts/webhook';
 
 /*
  * Prometheus' own parser and linter (promtool check metrics) as the judge of
@@ -48,20 +46,12 @@ function judge(t: { diagnostic(m: string): void }, what: string, v: PromtoolVerd
 test('promtool check metrics passes on the agent and the dispatcher after real calls, an alert and a trace', { skip, timeout: 240_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tf-promtool-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const hooks: AlertmanagerMessage[] = [];
-  const hook = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      hooks.push(JSON.parse(body));
-      res.end('ok');
-    });
-  });
-  await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
-  t.after(() => hook.close());
+  const receiver = await startWebhookReceiver();
+  const hooks = receiver.got;
+  t.after(() => receiver.close());
   const couch = await startTestCouch();
   t.after(() => couch.stop());
-  const disp = await startTestDispatcher(couch.url, { alertWebhook: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook` });
+  const disp = await startTestDispatcher(couch.url, { alertWebhook: receiver.url });
   t.after(() => disp.stop());
 
   const uasPorts = [await freePort(), await freePort()];

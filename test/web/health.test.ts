@@ -1,7 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -11,8 +9,8 @@ import { playOutcomes, type Outcome } from '../support/sip-outcomes';
 import { startTestCouch } from '../support/couch';
 import { ADMIN, AGENT_TOKEN, startTestDispatcher, VIEWER } from '../support/dispatcher';
 import { until } from '../support/trace';
+import { startWebhookReceiver } from '../support/webhook-receiver';
 import { browserSkipReason, launchBrowser, logIn } from './browser';
-import type { AlertmanagerMessage } from '../../dispatcher/alerts/webhook';
 
 /*
  * Alerts end to end: a real agent process on lo sends its windows to a real
@@ -34,21 +32,12 @@ const PLAN: Array<[Outcome, number]> = [['answered', 1], ['unavailable', 6]];
 test('an alert raised by a burst of failing calls reaches the webhook and the page; a Health cell traces those calls', { skip, timeout: 240_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tf-health-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const hooks: AlertmanagerMessage[] = [];
-  const hook = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      assert.equal(req.headers['content-type'], 'application/json');
-      hooks.push(JSON.parse(body));
-      res.end('ok');
-    });
-  });
-  await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
-  t.after(() => hook.close());
+  const receiver = await startWebhookReceiver();
+  const hooks = receiver.got;
+  t.after(() => receiver.close());
   const couch = await startTestCouch();
   t.after(() => couch.stop());
-  const disp = await startTestDispatcher(couch.url, { staticDir: join(ROOT, 'web'), alertWebhook: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook` });
+  const disp = await startTestDispatcher(couch.url, { staticDir: join(ROOT, 'web'), alertWebhook: receiver.url });
   t.after(() => disp.stop());
 
   const uasPorts = [await freePort(), await freePort()];
@@ -116,6 +105,7 @@ test('an alert raised by a burst of failing calls reaches the webhook and the pa
   await playOutcomes(dir, PLAN, uasPorts, uacPort, 10);
   await until(() => hooks.some((m) => m.status === 'firing'), 'the webhook called with the firing alert', 30_000);
   const m = hooks.find((x) => x.status === 'firing')!;
+  assert.ok(receiver.contentTypes.every((c) => c === 'application/json'), `the webhook posts JSON: ${receiver.contentTypes.join(', ')}`);
   assert.equal(m.version, '4');
   assert.equal(m.receiver, 'tracefleet');
   assert.equal(m.groupKey, '{}:{alertname="peer-isa"}');

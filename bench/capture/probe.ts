@@ -2,8 +2,10 @@
  * Diagnostic stand-in for `tracefleet agent`, used by the capture bench to
  * find where packets are lost. Runs in the receiving namespace:
  *
- *   node probe.js agent   <ring> <iface>   startAgent(): capture + live indexing, the CLI's code path
- *   node probe.js capture <ring> <iface>   CaptureEngine alone: the same capture worker, no indexer
+ *   node probe.js agent   <ring> <iface> [rtp-ports]   startAgent(): capture + live indexing, the CLI's code path
+ *   node probe.js capture <ring> <iface> [rtp-ports]   CaptureEngine alone: the same capture worker, no indexer
+ *
+ * rtp-ports: LOW-HIGH[,LOW-HIGH...], as the agent's --rtp-ports.
  *
  * Prints "probe ready" once capturing; on SIGTERM stops (sealing indexes in
  * agent mode) and prints one JSON line with the engine's final counters
@@ -17,16 +19,17 @@ import { defaultCaptureFilter } from '../../agent/capture/filter';
 import { startAgent } from '../../agent/daemon/run';
 
 async function main(): Promise<void> {
-  const [mode, ringDir, iface] = process.argv.slice(2);
+  const [mode, ringDir, iface, rtpPorts] = process.argv.slice(2);
   if ((mode !== 'agent' && mode !== 'capture') || !ringDir || !iface) {
-    process.stderr.write('usage: probe.js agent|capture <ring> <iface>\n');
+    process.stderr.write('usage: probe.js agent|capture <ring> <iface> [rtp-ports]\n');
     process.exit(2);
   }
-  // What `tracefleet agent -i <iface> --ring-size 32G --segment-size 64M --min-free 0` passes.
+  const rtpPortRanges = (rtpPorts ?? '').split(',').filter(Boolean).map((r) => r.split('-').map(Number) as [number, number]);
+  // What `tracefleet agent -i <iface> --ring-size 32G --segment-size 64M --min-free 0 [--rtp-ports ...]` passes.
   const opts: CaptureEngineOptions = {
     ringDir,
     interfaces: [iface],
-    filter: defaultCaptureFilter({ vlan: true }),
+    filter: defaultCaptureFilter({ vlan: true, rtpPortRanges }),
     ringMaxBytes: 32 * 2 ** 30,
     maxSegmentBytes: 64 * 2 ** 20,
     maxSegmentSeconds: 300,

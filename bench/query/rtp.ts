@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { LINKTYPE } from '../../shared/pcap/types';
-import { ethernet, ipv4, udp, ETH_IPV4 } from '../../test/support/packets';
+import { rtpCall, rtpCallFrames, RtpCallsOptions } from '../common/rtpgen';
+import { median } from '../common/report';
 import { importCaptures } from '../../agent/index/import';
 import { SealedIndex } from '../../agent/index/reader';
 import { buildQuerySpec } from '../../shared/query/query';
@@ -21,34 +22,8 @@ import { closeResult, runQuery } from '../../agent/query/engine';
  */
 
 const CALLS = Number(process.argv[2] ?? 2000);
-const RTP_SECONDS = 4;
 const T0 = 1_795_000_000;
-const M = '10.9.0.9';
-
-function sip(start: string, callId: string, cseq: string, body = ''): Buffer {
-  return Buffer.from(
-    `${start}\r\nVia: SIP/2.0/UDP 10.1.0.1;branch=z9hG4bK${callId}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: ${callId}\r\nCSeq: ${cseq}\r\n` +
-      `${body ? 'Content-Type: application/sdp\r\n' : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    'latin1',
-  );
-}
-const sdp = (a: string, p: number) => `v=0\r\no=- 1 1 IN IP4 ${a}\r\ns=-\r\nc=IN IP4 ${a}\r\nt=0 0\r\nm=audio ${p} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n`;
-const frame = (s: string, d: string, sp: number, dp: number, payload: Buffer) => ethernet(ETH_IPV4, ipv4({ src: s, dst: d, proto: 17 }, udp(sp, dp, payload)));
-
-function rtp(seq: number, ts: number, ssrc: number): Buffer {
-  const b = Buffer.alloc(172, 0xd5);
-  b[0] = 0x80;
-  b[1] = 8;
-  b.writeUInt16BE(seq & 0xffff, 2);
-  b.writeUInt32BE(ts >>> 0, 4);
-  b.writeUInt32BE(ssrc >>> 0, 8);
-  return b;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
+const GEN: RtpCallsOptions = { calls: CALLS, rtpSeconds: 4, spacingNs: 50_000_000, sipA: '10.1.0.1', sipB: '10.1.0.2', media: '10.9.0.9', callerNet: '10.2' };
 
 function timed(fn: () => void, runs = 5): number {
   const ms: number[] = [];
@@ -63,32 +38,13 @@ function timed(fn: () => void, runs = 5): number {
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tf-bench-rtp-'));
   try {
-    type P = { t: number; f: Buffer };
-    const pkts: P[] = [];
-    for (let c = 0; c < CALLS; c++) {
-      const start = c * 0.05;
-      const caller = `10.2.${(c >> 8) & 0xff}.${c & 0xff}`;
-      const cport = 20000 + 2 * (c % 1000);
-      const mport = 30000 + 2 * (c % 5000);
-      const id = `bench-${c}`;
-      pkts.push({ t: start, f: frame('10.1.0.1', '10.1.0.2', 5060, 5060, sip('INVITE sip:b@y SIP/2.0', id, '1 INVITE', sdp(caller, cport))) });
-      pkts.push({ t: start + 0.01, f: frame('10.1.0.2', '10.1.0.1', 5060, 5060, sip('SIP/2.0 200 OK', id, '1 INVITE', sdp(M, mport))) });
-      for (let i = 0; i < RTP_SECONDS * 50; i++) {
-        const t = start + 0.02 + i * 0.02;
-        pkts.push({ t, f: frame(caller, M, cport, mport, rtp(i, i * 160, c)) });
-        pkts.push({ t: t + 0.0005, f: frame(M, caller, mport, cport, rtp(i, i * 160, c + 0x10000)) });
-      }
-      const end = start + 0.03 + RTP_SECONDS;
-      pkts.push({ t: end, f: frame('10.1.0.1', '10.1.0.2', 5060, 5060, sip('BYE sip:b@y SIP/2.0', id, '2 BYE')) });
-      pkts.push({ t: end + 0.01, f: frame('10.1.0.2', '10.1.0.1', 5060, 5060, sip('SIP/2.0 200 OK', id, '2 BYE')) });
-    }
-    pkts.sort((a, b) => a.t - b.t);
     const file = join(dir, 'calls.pcap');
     const fd = openSync(file, 'w');
     const w = new PcapFileWriterSync(fd, { linkType: LINKTYPE.ETHERNET, nanos: true });
-    for (const p of pkts) {
-      const ns = Math.round(p.t * 1e9);
-      w.write({ tsSec: T0 + Math.floor(ns / 1e9), tsNsec: ns % 1e9, origLen: p.f.length, data: p.f });
+    let packetsInRing = 0;
+    for (const p of rtpCallFrames(GEN)) {
+      w.write({ tsSec: T0 + Math.floor(p.ns / 1e9), tsNsec: p.ns % 1e9, origLen: p.frame.length, data: p.frame });
+      packetsInRing++;
     }
     w.flush();
     closeSync(fd);
@@ -109,11 +65,7 @@ async function main(): Promise<void> {
       }
     }
 
-    const c = Math.floor(CALLS / 2);
-    const id = `bench-${c}`;
-    const caller = `10.2.${(c >> 8) & 0xff}.${c & 0xff}`;
-    const cport = 20000 + 2 * (c % 1000);
-    const mport = 30000 + 2 * (c % 5000);
+    const { callId: id, caller, callerPort: cport, media: M, mediaPort: mport } = rtpCall(GEN, Math.floor(CALLS / 2));
     const now = new Date((T0 + 10_000) * 1000);
     let packets = 0;
     let streams = 0;
@@ -136,8 +88,8 @@ async function main(): Promise<void> {
     const tsharkStreamsMs = Number(process.hrtime.bigint() - t2) / 1e6;
     const tsharkPackets = sel.stdout.split('\n').filter((l) => l.trim()).length;
     console.log(JSON.stringify({
-      calls: CALLS, packetsInRing: pkts.length, call: id, load1,
-      index: { importMs, captureMB: statSync(file).size / 1e6, importMBps: statSync(file).size / 1e3 / importMs, indexBytes, flowBytes, bytesPerPacket: indexBytes / pkts.length, flowBytesPerPacket: flowBytes / pkts.length },
+      calls: CALLS, packetsInRing: packetsInRing, call: id, load1,
+      index: { importMs, captureMB: statSync(file).size / 1e6, importMBps: statSync(file).size / 1e3 / importMs, indexBytes, flowBytes, bytesPerPacket: indexBytes / packetsInRing, flowBytesPerPacket: flowBytes / packetsInRing },
       rtp: { oursMs: rtpMs, packets, tsharkMs: tsharkSelMs, tsharkPackets, ratio: tsharkSelMs / rtpMs },
       rtpStats: { oursMs: statsMs, streams, tsharkStreamsMs, ratio: tsharkStreamsMs / statsMs },
     }, null, 2));

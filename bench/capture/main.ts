@@ -44,10 +44,24 @@ import { recordsOf, waitForRecord } from '../../test/support/log';
  * follows (bench/capture/probe.ts): the agent's code in-process with its
  * final pcap counters, and the capture engine without the indexer.
  *
- * Knobs (environment): BENCH_RATES (comma list of pps), BENCH_SECONDS (3),
- * BENCH_MAX_PACKETS (900000 per run), BENCH_ATTEMPTS (2: one retry after a
- * loss), BENCH_DEADLINE_S (390: no new rate after it), BENCH_DIAGNOSE=0,
- * BENCH_LAG_DURING_REPLAY=1 (sample the index lag during replays too).
+ * Two cases (BENCH_CAPTURE_MIX=sip|rtp|both, default both; each has its own
+ * time budget, so both take up to ~16 minutes): "sip" replays the SIP file
+ * above; "rtp" a media server's traffic (bench/capture/replay.ts,
+ * ensureRtpMixFile: 90% RTP of overlapping G.711 calls whose SDP announces
+ * their ports, 10% SIP), to addresses neither namespace has, with the agent
+ * given --rtp-ports for the calls' ports and dumpcap the same filter. Ours
+ * must also have every RTP packet in a flow of its sealed indexes. On the
+ * ring of ours's highest lossless rate, one call's `--rtp` is then timed
+ * in-process and as the whole CLI against `tshark -Y` on its Call-ID and SDP
+ * endpoints over each segment file, and the two results compared packet for
+ * packet.
+ *
+ * Knobs (environment): BENCH_CAPTURE_MIX, BENCH_RATES (comma list of pps,
+ * SIP case), BENCH_RTP_RATES (mixed case), BENCH_SECONDS (3),
+ * BENCH_MAX_PACKETS (900000 per run; also the mixed file's length),
+ * BENCH_ATTEMPTS (2: one retry after a loss), BENCH_DEADLINE_S (390 per case:
+ * no new rate after it), BENCH_DIAGNOSE=0, BENCH_RTP_QUERY=0 (no query
+ * timing), BENCH_LAG_DURING_REPLAY=1 (sample the index lag during replays too).
  */
 
 const ROOT = resolve(__dirname, '..', '..', '..');
@@ -70,11 +84,8 @@ function envRates(name: string, def: string): number[] {
     .filter((n) => n > 0);
 }
 
-const MIX = (() => {
-  const v = process.env.BENCH_CAPTURE_MIX ?? 'both';
-  if (v !== 'sip' && v !== 'rtp' && v !== 'both') setupFail(`BENCH_CAPTURE_MIX=${v}: give sip, rtp or both`);
-  return v;
-})();
+/** Which cases run: the SIP replay, the mixed RTP-heavy one, or both (checked in main()). */
+const MIX = process.env.BENCH_CAPTURE_MIX ?? 'both';
 const RATES = envRates('BENCH_RATES', '25000,50000,100000,150000,200000,300000,400000');
 /** The mixed case's rates: the last is about 1 Gbit/s of its frames (mean ~265 B on the veth). */
 const RTP_RATES = envRates('BENCH_RTP_RATES', '50000,100000,200000,300000,400000,470000');
@@ -806,6 +817,7 @@ async function rtpQuery(file: MixFile, kept: { ring: string; rate: number; attem
 async function main(): Promise<void> {
   const started = nowMs();
   // Preconditions: a failure here is a setup error (non-zero exit).
+  if (MIX !== 'sip' && MIX !== 'rtp' && MIX !== 'both') setupFail(`BENCH_CAPTURE_MIX=${MIX}: give sip, rtp or both`);
   if (!isRoot()) setupFail('needs root (network namespaces, packet capture); run as root');
   for (const c of ['ip', 'tcpreplay', 'dumpcap', 'capinfos', 'python3', ...(MIX !== 'sip' ? ['tshark'] : [])]) if (!haveCommand(c)) setupFail(`${c} is not installed (npm run setup installs it)`);
   if (!existsSync(join(ROOT, 'dist', 'bin', 'main.js'))) setupFail('not built: run npm run build');
@@ -885,7 +897,9 @@ async function main(): Promise<void> {
   }
 
   if (MIX === 'rtp' || MIX === 'both') {
-    // The frames go to addresses neither namespace has: the receiving kernel must drop them unanswered.
+    // The frames go to addresses neither namespace has: the receiving kernel must drop them unanswered
+    // (a new namespace may inherit forwarding from the root one, so it is turned off in rx).
+    await net.exec('rx', 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=0']);
     const fwd = (await net.exec('rx', 'sysctl', ['-n', 'net.ipv4.ip_forward'])).stdout.trim();
     if (fwd !== '0') setupFail(`ip_forward is ${fwd} in ${net.ns('rx')}: the mixed case's frames would be forwarded`);
     const routed = await net.exec('rx', 'ip', ['route', 'get', `${MIX_NET}.255.3`], { check: false });

@@ -87,7 +87,7 @@ function envRates(name: string, def: string): number[] {
 /** Which cases run: the SIP replay, the mixed RTP-heavy one, or both (checked in main()). */
 const MIX = process.env.BENCH_CAPTURE_MIX ?? 'both';
 const RATES = envRates('BENCH_RATES', '25000,50000,100000,150000,200000,300000,400000');
-/** The mixed case's rates: the last is about 1 Gbit/s of its frames (mean ~265 B on the veth). */
+/** The mixed case's rates: the last is about 1 Gbit/s of its frames (mean 244 B on the veth). */
 const RTP_RATES = envRates('BENCH_RTP_RATES', '25000,50000,100000,200000,300000,400000,470000');
 // Short calls, so that a run at the lowest rate (75,000 packets) sends some whole: one lives about 60,000 packets.
 const RTP_CALL_SECONDS = 2;

@@ -12,8 +12,10 @@ import { framesPerCall, RtpCall, rtpCall as rtpCallOf, rtpCallFrames, RtpCallsOp
  * the bench's veth pair to the receiving one: Ethernet source/destination
  * are the two veths' MACs (which the bench sets itself, so the file can be
  * cached), IPv4 source/destination the two ends' addresses. Ports stay
- * 5060 -> 5060, which the agent's default filter takes. Bump
- * REPLAY_VERSION when the output for the same parameters changes.
+ * 5060 -> 5060, which the agent's default filter takes. The mixed case's
+ * file (ensureRtpMixFile, below) is cached the same way. Bump REPLAY_VERSION
+ * when either's output for the same parameters changes, bench/common/rtpgen.ts's
+ * frames included (sipgen's have GENERATOR_VERSION).
  */
 export const REPLAY_VERSION = 1;
 

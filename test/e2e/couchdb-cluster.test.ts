@@ -202,9 +202,10 @@ async function killMidUpload(t: TestContext, c: CouchCluster, victim: number): P
       figures.downMs = Date.now() - killedAt;
       restartMs = await c.restart();
       down = false;
+      const backAt = Date.now();
       await until(() => final(view.id) !== undefined, 'the trace to finish once the node is back', 180_000);
       figures.restartMs = restartMs;
-      figures.restartToFinalMs = final(view.id)!.seenAt - killedAt - (figures.downMs as number) - restartMs;
+      figures.backToFinalMs = final(view.id)!.seenAt - backAt;
     } else {
       // The other two nodes still make a write quorum: the trace finishes while this one is down.
       await until(() => final(view.id) !== undefined, 'the trace to finish with a node down', 180_000);

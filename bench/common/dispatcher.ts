@@ -141,6 +141,16 @@ export class RssSampler {
   }
 }
 
+/**
+ * The Apache CouchDB a bench's dispatcher stores into, one knob for every
+ * bench: BENCH_COUCHDB=http://user:password@host:port (a single node, or any
+ * node of a cluster: each answers for the whole cluster), or its older name
+ * BENCH_STREAM_COUCHDB. Unset: the embedded store in the dispatcher's data dir.
+ */
+export function benchCouchdbUrl(): string | null {
+  return process.env.BENCH_COUCHDB || process.env.BENCH_STREAM_COUCHDB || null;
+}
+
 export interface DispatcherProcess {
   url: string;
   pid: number;
@@ -151,13 +161,22 @@ export interface DispatcherProcess {
   spawnedAt: number;
   /** The embedded store's process (a child of the dispatcher), found after start. */
   storePid: number | null;
+  /** The store's database. */
+  db: string;
+  /** What the CLI needs to reach the same store (`--couchdb URL --db NAME`; none for the embedded one). */
+  storeArgs: string[];
+  /** The store's URL with its credentials: the CouchDB's, or the embedded store's (written to the data dir at start). */
+  storeUrl(): string;
   exited: Promise<number | null>;
   stop(): Promise<void>;
 }
 
 /**
- * `tracefleet dispatcher` on 127.0.0.1 with the embedded store in dataDir,
- * its log in logFile; resolves once /healthz answers (at most startMs).
+ * `tracefleet dispatcher` on 127.0.0.1 with its store (benchCouchdbUrl(), in
+ * a database of its own dropped by stop(); else the embedded store in
+ * dataDir), its log in logFile; resolves once /healthz answers (at most
+ * startMs). A caller whose extraArgs name a --couchdb keeps that store and
+ * manages its database itself.
  */
 export async function startDispatcherProcess(opts: {
   dataDir: string;
@@ -169,11 +188,14 @@ export async function startDispatcherProcess(opts: {
 }): Promise<DispatcherProcess> {
   const port = await freePort();
   const agentToken = randomBytes(24).toString('hex');
+  const couchdb = opts.extraArgs?.includes('--couchdb') ? null : benchCouchdbUrl();
+  const db = couchdb ? `bench-${randomBytes(4).toString('hex')}` : 'tracefleet';
+  const storeArgs = couchdb ? ['--couchdb', couchdb, '--db', db] : [];
   const log = openSync(opts.logFile, 'a');
   let child: ChildProcess;
   const spawnedAt = wallNow();
   try {
-    child = spawn(process.execPath, [...(opts.nodeArgs ?? []), BIN, 'dispatcher', '--listen', `127.0.0.1:${port}`, '--data-dir', opts.dataDir, '--agent-token', agentToken, ...(opts.extraArgs ?? [])], {
+    child = spawn(process.execPath, [...(opts.nodeArgs ?? []), BIN, 'dispatcher', '--listen', `127.0.0.1:${port}`, '--data-dir', opts.dataDir, '--agent-token', agentToken, ...storeArgs, ...(opts.extraArgs ?? [])], {
       cwd: ROOT,
       stdio: ['ignore', log, log],
     });
@@ -215,16 +237,36 @@ export async function startDispatcherProcess(opts: {
     agentToken,
     logFile: opts.logFile,
     spawnedAt,
-    storePid: childPids(pid)[0] ?? null,
+    storePid: couchdb ? null : childPids(pid)[0] ?? null,
     exited,
+    db,
+    storeArgs,
+    storeUrl: () => couchdb ?? readFileSync(join(opts.dataDir, 'store.url'), 'utf8').trim(),
     async stop() {
-      if (gone) return;
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      await exited;
-      clearTimeout(t);
+      if (!gone) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
+        await exited;
+        clearTimeout(t);
+      }
+      if (couchdb) await dropDatabase(couchdb, db);
     },
   };
+}
+
+/** Deletes a bench's database on a CouchDB. */
+export async function dropDatabase(couchdbUrl: string, db: string): Promise<void> {
+  const { url, headers } = withoutCredentials(`${couchdbUrl.replace(/\/+$/, '')}/${encodeURIComponent(db)}`);
+  await fetch(url, { method: 'DELETE', headers, signal: AbortSignal.timeout(60_000) }).catch(() => {});
+}
+
+/** fetch refuses a URL with credentials in it (the embedded store's and a real CouchDB's have them): they go in a header. */
+function withoutCredentials(raw: string): { url: URL; headers: Record<string, string> } {
+  const url = new URL(raw);
+  const headers: Record<string, string> = url.username || url.password ? { authorization: `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}` } : {};
+  url.username = '';
+  url.password = '';
+  return { url, headers };
 }
 
 /** A tracer user and an API token for it, made with the CLI against the running dispatcher's store (storeArgs: its --couchdb and --db, when not the embedded one). */
@@ -365,15 +407,8 @@ export class StoreChanges {
     const sc = new StoreChanges(abort);
     // identity: a compressed feed is held back by the server's gzip until it has a block full.
     // The headers come with the first line, at the latest the first heartbeat.
-    // fetch refuses a URL with credentials in it (the embedded store's and a real CouchDB's have them): send them as a header.
-    const u = new URL(`${storeUrl.replace(/\/+$/, '')}/${db}/_changes?feed=continuous&since=now&heartbeat=1000`);
-    const auth = u.username || u.password ? `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}` : null;
-    u.username = '';
-    u.password = '';
-    const r = await fetch(u, {
-      signal: abort.signal,
-      headers: { 'accept-encoding': 'identity', ...(auth ? { authorization: auth } : {}) },
-    });
+    const { url, headers } = withoutCredentials(`${storeUrl.replace(/\/+$/, '')}/${db}/_changes?feed=continuous&since=now&heartbeat=1000`);
+    const r = await fetch(url, { signal: abort.signal, headers: { 'accept-encoding': 'identity', ...headers } });
     if (!r.ok || !r.body) throw new Error(`the store's _changes feed answered ${r.status}`);
     void (async () => {
       let rest = '';

@@ -317,11 +317,11 @@ async function main(): Promise<void> {
   try {
     progress(`dispatcher pid ${d.pid} at ${d.url}; embedded store pid ${d.storePid ?? '?'}${args.profile ? ' (under --cpu-prof)' : ''}`);
     try {
-      changes = await StoreChanges.open(readFileSync(join(dataDir, 'store.url'), 'utf8').trim());
+      changes = await StoreChanges.open(d.storeUrl(), d.db);
     } catch (e) {
       progress(`WARNING: no store changes feed (${(e as Error).message}); the store-side timeline is left out`);
     }
-    const apiToken = makeTracerToken(d.dataDir);
+    const apiToken = makeTracerToken(d.dataDir, 'bench', d.storeArgs);
     progress('tracer user and API token made');
 
     // Agents split evenly over the workers.

@@ -6,6 +6,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { TraceView } from '../../shared/protocol/client';
 import {
+  benchCouchdbUrl,
   countDownload,
   getJson,
   makeTracerToken,
@@ -37,7 +38,8 @@ import { BulkCapture, CALL_ID, GEN_VERSION, generateBulkCapture, MEDIA_IP } from
  * the same store directly with `curl -T` as an attachment.
  *
  * Knobs: BENCH_STREAM_MB (200), BENCH_STREAM_REFERENCE=0 skips the curl
- * reference, BENCH_STREAM_COUCHDB=http://user:password@host:port runs the
+ * reference, BENCH_COUCHDB=http://user:password@host:port (or its older
+ * name BENCH_STREAM_COUCHDB; a cluster's node too) runs the
  * dispatcher on that Apache CouchDB instead of the embedded store (in a
  * database of its own, deleted at the end; the reference goes to the same
  * server).
@@ -47,7 +49,7 @@ const OUT = join(ROOT, 'bench-output', 'stream');
 const BIN = join(ROOT, 'bin', 'tracefleet');
 const STREAM_MB = Number(process.env.BENCH_STREAM_MB ?? 200);
 const REFERENCE = process.env.BENCH_STREAM_REFERENCE !== '0';
-const COUCHDB = process.env.BENCH_STREAM_COUCHDB || null;
+const COUCHDB = benchCouchdbUrl();
 /** The whole path against curl -T of the same file into the same store: at least half its throughput. */
 const TARGET_CURL_RATIO = 0.5;
 const TARGET_GROWTH_MB = 64;

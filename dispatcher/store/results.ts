@@ -3,6 +3,7 @@
 import type nano from 'nano';
 import type { StoreClient, Mutation } from './client';
 import { isConflict, StoreError } from './errors';
+import { FINAL_RESULT_STATES } from '../../shared/protocol/client';
 import { HOST_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, ResultState, checkTraceId, resultDocId } from './layout';
 
 export interface NewResult {
@@ -151,4 +152,26 @@ export async function listResults(c: StoreClient, traceId: string): Promise<Resu
   checkTraceId(traceId);
   const res = await c.queryView('results_by_trace', { startkey: [traceId], endkey: [traceId, {}], include_docs: true });
   return res.rows.filter((r) => r.doc).map((r) => r.doc as ResultDoc);
+}
+
+/**
+ * The results of `hosts` once every write to them has been acknowledged:
+ * for the merge, which must not miss a host's packets.pcap. A view row
+ * (and its include_docs) comes from one copy of each shard, and on a CouchDB
+ * cluster that copy may not have a write the others acknowledged yet
+ * (apache/couchdb#1342); a read by id is a quorum read and has it. So a host
+ * whose row is missing, not final, or final with bytes but no packets.pcap
+ * is read again by id. On one node (or the embedded store) nothing is read
+ * twice: its rows are never behind.
+ */
+export async function settledResults(c: StoreClient, traceId: string, hosts: readonly string[]): Promise<ResultDoc[]> {
+  const byHost = new Map((await listResults(c, traceId)).map((r) => [r.host, r]));
+  const final: ReadonlySet<string> = new Set(FINAL_RESULT_STATES);
+  const behind = (r: ResultDoc | undefined): boolean => !r || !final.has(r.state) || (r.bytes > 0 && !r._attachments?.[HOST_ATTACHMENT]);
+  for (const host of hosts) {
+    if (!behind(byHost.get(host))) continue;
+    const fresh = await getResult(c, traceId, host);
+    if (fresh) byHost.set(host, fresh);
+  }
+  return [...byHost.values()];
 }

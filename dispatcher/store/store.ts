@@ -119,6 +119,11 @@ export class TraceStore {
     return results.listResults(this.c, traceId);
   }
 
+  /** listResults, with each of `hosts` whose row may be behind read again by id (see results.settledResults). */
+  settledResults(traceId: string, hosts: readonly string[]): Promise<ResultDoc[]> {
+    return results.settledResults(this.c, traceId, hosts);
+  }
+
   // ---- attachments.ts ------------------------------------------------------
 
   putAttachmentStream(docId: string, name: string, contentType: string, readable: Readable): Promise<{ bytes: number; rev: string }> {

@@ -500,7 +500,8 @@ export class Orchestrator implements Traces {
       this.spool.removeTrace(traceId);
       return;
     }
-    const results = await this.store.listResults(traceId);
+    // Read so that no host's packets.pcap is missed on a CouchDB cluster whose view lags behind its writes.
+    const results = await this.store.settledResults(traceId, trace.hosts);
     const m = await mergeTrace(this.store, this.spool, traceId, results, trace.request.alignClocks === true);
     for (const n of m.notes) this.log.info({ traceId }, n);
     const state = forced ?? traceOutcome(trace.hosts.map((h) => results.find((r) => r.host === h)?.state ?? 'lost'));

@@ -42,7 +42,7 @@ const READ_CHUNK = 4 * 1024 * 1024;
  * records that hold them: records stay in memory until the segment is sealed,
  * and their number is what the garbage collector's time grew with.
  */
-const kept = new Interner(16384);
+const kept = new Interner(65536, false);
 const rtpmapEntries = new Map<string, Array<[number, string]>>();
 
 function keptOrNull(s: string | null): string | null {
@@ -286,7 +286,11 @@ export class SegmentIndexer {
     if (sip.reason) rec.r = sip.reason;
     if (tm.truncated) rec.tr = 1;
     if (this.viaHep) rec.h = 1;
-    if (sip.pai.length > 0) rec.pu = sip.pai.map((p) => p.user).filter((u: string | null): u is string => !!u);
+    if (sip.pai.length > 0) {
+      const pu: string[] = [];
+      for (const p of sip.pai) if (p.user) pu.push(kept.get(p.user));
+      rec.pu = pu;
+    }
     if (sip.correlation) rec.x = sip.correlation;
     if (sip.sessionId) rec.si = sip.sessionId;
     if (sip.sessionRemote) rec.sr = sip.sessionRemote;

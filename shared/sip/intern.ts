@@ -10,14 +10,22 @@
 export class Interner {
   private readonly map = new Map<string, string>();
 
-  constructor(private readonly capacity: number) {}
+  /**
+   * `copy`: the values may be slices of larger text (as parseSdp's are) and
+   * each new one is copied; without it they are kept as given.
+   */
+  constructor(
+    private readonly capacity: number,
+    private readonly copy: boolean,
+  ) {}
 
   get(s: string): string {
     const v = this.map.get(s);
     if (v !== undefined) return v;
     if (this.map.size >= this.capacity) this.map.clear();
-    // join() builds a new flat string: the copy kept owns its characters.
-    const own = s.length < 13 ? s : s.split('').join('');
+    // V8 copies slices shorter than 13 characters anyway; JSON's round trip
+    // builds a new flat string that owns its characters.
+    const own = !this.copy || s.length < 13 ? s : (JSON.parse(JSON.stringify(s)) as string);
     this.map.set(own, own);
     return own;
   }

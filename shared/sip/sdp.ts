@@ -2,7 +2,7 @@ import type { SdpInfo, SdpMedia } from './types';
 import { Interner } from './intern';
 
 // Kept by the indexer in every record of a message with SDP: shared, never slices of the body.
-const kept = new Interner(4096, true);
+const kept = new Interner(4096);
 
 /**
  * Media endpoints of an SDP body (RFC 8866): the session-level c= address and

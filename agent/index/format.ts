@@ -213,9 +213,16 @@ function keyHashUtf8(s: string): number {
 /** The number table key: a user part's digits, reversed, so that a suffix query becomes a prefix search. */
 export function numberKey(digits: string): Buffer {
   const key = Buffer.alloc(NUMBER_KEY_LEN);
-  const n = Math.min(digits.length, NUMBER_KEY_LEN);
-  for (let i = 0; i < n; i++) key[i] = digits.charCodeAt(digits.length - 1 - i);
+  key.write(numberKeyText(digits), 0, 'latin1');
   return key;
+}
+
+/** numberKey's bytes before their zero padding, as text (its digits are ASCII). */
+export function numberKeyText(digits: string): string {
+  const n = Math.min(digits.length, NUMBER_KEY_LEN);
+  let s = '';
+  for (let i = 0; i < n; i++) s += digits[digits.length - 1 - i];
+  return s;
 }
 
 /** A class of its own: the index opener rebuilds on it and only on it. */

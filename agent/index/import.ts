@@ -1,8 +1,9 @@
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { parsePcapHeader } from '../../shared/pcap/pcap';
-import { detectCaptureFormat, readCaptureFile } from '../../shared/pcap/reader';
+import { detectCaptureFormat, forEachCaptureRecordSync } from '../../shared/pcap/reader';
 import { CaptureFormatError, notACaptureError } from '../../shared/pcap/errors';
+import type { PacketRecord } from '../../shared/pcap/types';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { IndexerOptions, indexSegment } from './builder';
 import { INDEX_EXT, SEGMENT_EXT, segmentBaseName } from '../ring/layout';
@@ -21,6 +22,9 @@ export interface ImportResult {
   segments: string[];
   tornBytes: number;
 }
+
+/** Segments are written in few large writes (a 256 KiB default made 256 pwrites per segment). */
+const WRITE_BUFFER = 4 << 20;
 
 function sourceIsNanos(path: string): boolean {
   let fd: number;
@@ -68,7 +72,7 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
   try {
     for (const file of files) {
       const nanos = sourceIsNanos(file);
-      for await (const rec of readCaptureFile(file, { onTorn: (b) => (result.tornBytes += b) })) {
+      forEachCaptureRecordSync(file, (rec: PacketRecord) => {
         let o = open.get(rec.linkType);
         if (o && (o.nanos !== nanos || o.w.position + 16 + rec.capLen > maxBytes)) {
           finish(o);
@@ -82,12 +86,12 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
           // Two segments may open at the same microsecond; names must stay unique.
           while (existsSync((path = join(ringDir, segmentBaseName(stream, micros) + SEGMENT_EXT)))) micros++;
           const fd = openSync(path, 'wx');
-          o = { fd, path, nanos, w: new PcapFileWriterSync(fd, { linkType: rec.linkType, nanos, snaplen: 262144 }) };
+          o = { fd, path, nanos, w: new PcapFileWriterSync(fd, { linkType: rec.linkType, nanos, snaplen: 262144, bufferSize: WRITE_BUFFER }) };
           open.set(rec.linkType, o);
         }
         o.w.write(rec);
         result.packets++;
-      }
+      }, { onTorn: (b) => (result.tornBytes += b) });
       result.files++;
     }
     for (const o of open.values()) finish(o);

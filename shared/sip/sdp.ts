@@ -1,4 +1,8 @@
 import type { SdpInfo, SdpMedia } from './types';
+import { Interner } from './intern';
+
+// Kept by the indexer in every record of a message with SDP: shared, never slices of the body.
+const kept = new Interner(4096);
 
 /**
  * Media endpoints of an SDP body (RFC 8866): the session-level c= address and
@@ -90,7 +94,7 @@ function parseConnection(value: string): string | null {
   // A multicast TTL and/or address count follows the address after '/'.
   const slash = f[2].indexOf('/');
   const addr = slash < 0 ? f[2] : f[2].slice(0, slash);
-  return addr.length > 0 ? addr : null;
+  return addr.length > 0 ? kept.get(addr) : null;
 }
 
 /** `audio 49170/2 RTP/AVP 0 8` -> media; null when type, port or proto is unusable. */
@@ -125,7 +129,7 @@ function parseAttribute(value: string, m: SdpMedia): void {
   } else if (name === 'rtpmap' && f.length >= 2 && m.rtpmap.length < 32) {
     const pt = smallInt(f[0], 127);
     // The encoding is shown to people: printable ASCII only, bounded.
-    if (pt !== null && /^[\x21-\x7e]{1,64}$/.test(f[1])) m.rtpmap.push([pt, f[1]]);
+    if (pt !== null && /^[\x21-\x7e]{1,64}$/.test(f[1])) m.rtpmap.push([pt, kept.get(f[1])]);
   }
 }
 

@@ -10,6 +10,7 @@ import { importCaptures } from '../../agent/index/import';
 import { SealedIndex } from '../../agent/index/reader';
 import { buildQuerySpec } from '../../shared/query/query';
 import { closeResult, runQuery } from '../../agent/query/engine';
+import { rtpPacket as rtp } from '../common/rtp';
 
 /*
  * The RTP case of the query bench: a capture of CALLS overlapping calls (SIP
@@ -34,16 +35,6 @@ function sip(start: string, callId: string, cseq: string, body = ''): Buffer {
 }
 const sdp = (a: string, p: number) => `v=0\r\no=- 1 1 IN IP4 ${a}\r\ns=-\r\nc=IN IP4 ${a}\r\nt=0 0\r\nm=audio ${p} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n`;
 const frame = (s: string, d: string, sp: number, dp: number, payload: Buffer) => ethernet(ETH_IPV4, ipv4({ src: s, dst: d, proto: 17 }, udp(sp, dp, payload)));
-
-function rtp(seq: number, ts: number, ssrc: number): Buffer {
-  const b = Buffer.alloc(172, 0xd5);
-  b[0] = 0x80;
-  b[1] = 8;
-  b.writeUInt16BE(seq & 0xffff, 2);
-  b.writeUInt32BE(ts >>> 0, 4);
-  b.writeUInt32BE(ssrc >>> 0, 8);
-  return b;
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -36,8 +36,12 @@ export interface SegmentIndex {
   /** Dialogs with a user part whose digits end with `digits`. */
   dialogsByNumber(digits: string): DialogRecord[];
   allDialogs(): DialogRecord[];
+  /** The dialogs one by one: what a pass over all of them holds is one (allDialogs holds the segment's). */
+  eachDialog(): Iterable<DialogRecord>;
   /** All packet entries (PACKET_ENTRY_LEN each). */
   packetTable(): Buffer;
+  /** Lets go of the packet table packetTable() read (28 bytes a packet): a pass over a whole ring must not hold every segment's. */
+  releasePacketTable(): void;
   /** The entries of the given packets (ascending ordinals), one after the other; a sealed index reads only those when they are few. */
   packetEntries(ords: Uint32Array): Buffer;
   /** The segment's non-SIP UDP flows (agent/index/flows.ts); null when the index has none (unsealed, or sealed before flows were). */
@@ -233,13 +237,19 @@ export class SealedIndex implements SegmentIndex {
   }
 
   allDialogs(): DialogRecord[] {
-    const out: DialogRecord[] = [];
-    for (let i = 0; i < this.dialogCount; i++) out.push(this.dialog(i));
-    return out;
+    return [...this.eachDialog()];
+  }
+
+  *eachDialog(): Iterable<DialogRecord> {
+    for (let i = 0; i < this.dialogCount; i++) yield this.dialog(i);
   }
 
   packetTable(): Buffer {
     return (this.packetBuf ??= readExactly(this.fd, this.packetCount * PACKET_ENTRY_LEN, this.off.packets));
+  }
+
+  releasePacketTable(): void {
+    this.packetBuf = null;
   }
 
   packetEntries(ords: Uint32Array): Buffer {
@@ -343,9 +353,15 @@ export class MemoryIndex implements SegmentIndex {
     return [...this.map().values()];
   }
 
+  eachDialog(): Iterable<DialogRecord> {
+    return this.map().values();
+  }
+
   packetTable(): Buffer {
     return this.state.packetEntries();
   }
+
+  releasePacketTable(): void {}
 
   packetEntries(ords: Uint32Array): Buffer {
     const t = this.state.packetEntries();

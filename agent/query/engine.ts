@@ -1,6 +1,6 @@
 import { closeSync, openSync } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { pcapCapLenLimit, readPcapRecordHeaderAt, readPcapRecordsAt } from '../../shared/pcap/pcap';
+import { PCAP_DEFAULT_SNAPLEN, pcapCapLenLimit, readPcapRecordHeaderAt, readPcapRecordsAt } from '../../shared/pcap/pcap';
 import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
 import { PcapWriter, type WritableRecord } from '../../shared/pcap/writer';
 import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN, PKT_FLAG, NO_ADDRESS, messageHasNumber } from '../index/format';
@@ -780,7 +780,8 @@ function bigCapLens(refs: PacketRefs, cols: RefColumns, segments: OpenedSegment[
         fds.set(si, fd);
       }
       const rec = fd === null ? null : readPcapRecordHeaderAt(fd, cols.offset[i], s.header, s.segment.path);
-      cols.capLen[i] = rec === null ? pcapCapLenLimit(s.header) : rec.capLen;
+      // A deleted segment's header may never have been read (it is read when first needed): the largest snap length then.
+      cols.capLen[i] = rec !== null ? rec.capLen : fd !== null ? pcapCapLenLimit(s.header) : PCAP_DEFAULT_SNAPLEN;
     }
   } finally {
     for (const fd of fds.values()) if (fd !== null) closeSync(fd);

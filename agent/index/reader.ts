@@ -158,7 +158,8 @@ export class SealedIndex implements SegmentIndex {
     return (this.keyTable ??= readExactly(this.fd, this.nKeys * KEY_ENTRY_LEN, this.off.keys));
   }
 
-  private dialog(i: number): DialogRecord {
+  /** Dialog i; kept decoded (a few) unless `keep` is false, for a pass over all of them. */
+  private dialog(i: number, keep = true): DialogRecord {
     let d = this.dialogCache.get(i);
     if (d) return d;
     if (i >= this.dialogCount) throw new IndexCorruptError(this.path, `dialog ${i} out of range`);
@@ -178,6 +179,7 @@ export class SealedIndex implements SegmentIndex {
     }
     // Bounded: a query touching every dialog of a big segment (a bare --port 5060) would otherwise hold them all
     // decoded, hundreds of MiB, for as long as its result is open. Oldest first out.
+    if (!keep) return d;
     if (this.dialogCache.size >= DIALOG_CACHE_MAX) this.dialogCache.delete(this.dialogCache.keys().next().value as number);
     this.dialogCache.set(i, d);
     return d;
@@ -266,7 +268,10 @@ export class SealedIndex implements SegmentIndex {
   }
 
   *eachDialog(): Iterable<DialogRecord> {
-    for (let i = 0; i < this.dialogCount; i++) yield this.dialog(i);
+    // Not kept: a broad query passes over every segment of the ring, all open until its result is closed, and
+    // 256 decoded dialogs kept by each made its memory grow with the ring.
+    for (let i = 0; i < this.dialogCount; i++) yield this.dialog(i, false);
+    this.blockCache = null;
   }
 
   packetTable(): Buffer {

@@ -98,7 +98,8 @@ async function ensureRing(): Promise<{ meta: RingMeta; cached: boolean }> {
       const m = JSON.parse(readFileSync(RING_META, 'utf8')) as RingMeta;
       const intact = m.segments.every(([name, size]) => existsSync(join(RING_DIR, name)) && statSync(join(RING_DIR, name)).size === size);
       const same = m.version === GENERATOR_VERSION && m.ringMB === RING_MB && m.concurrent === CONCURRENT && m.seed === SEED && JSON.stringify(m.rtp) === JSON.stringify(RTP);
-      if (same && intact && listSegments(RING_DIR).length === m.segments.length) return { meta: m, cached: true };
+      // Each segment is listed with its index: twice as many entries as segments.
+      if (same && intact && 2 * listSegments(RING_DIR).length === m.segments.length) return { meta: m, cached: true };
       progress('cached ring is stale or incomplete; rebuilding');
     } catch {
       progress('cached ring metadata unreadable; rebuilding');

@@ -29,6 +29,25 @@ function readSegmentHeader(seg: SegmentInfo): PcapHeader | null {
   }
 }
 
+function withLazyHeader(seg: SegmentInfo, index: SealedIndex): OpenedSegment {
+  let header: PcapHeader | null = null;
+  return {
+    segment: seg,
+    index,
+    repair: 'none',
+    get header(): PcapHeader {
+      if (header) return header;
+      try {
+        header = readSegmentHeader(seg);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+      if (!header) throw new Error(`segment ${seg.path} was deleted or cut by ring rotation while the query ran; query a narrower or more recent window, or give the ring more room`);
+      return header;
+    },
+  };
+}
+
 /** Rebuilds a segment's index on disk (written aside, then renamed, so readers never see half a file). */
 export function rebuildIndex(seg: SegmentInfo, opts: IndexerOptions = {}): SealedIndex {
   // Without a journal nothing is written until seal(), which writes aside and renames.
@@ -48,6 +67,18 @@ export function rebuildIndex(seg: SegmentInfo, opts: IndexerOptions = {}): Seale
  * Returns null for a segment too short to hold a PCAP header.
  */
 export function openSegment(seg: SegmentInfo, mayWrite: boolean, opts: IndexerOptions = {}): OpenedSegment | null {
+  // The common case, a sealed index of the whole segment: its PCAP header is read only if a packet of it is
+  // (three syscalls a segment less for a query, which opens every segment of the ring and reads from few).
+  if (seg.bytes >= PCAP_HEADER_LEN) {
+    let sealed: SealedIndex | null = null;
+    try {
+      sealed = SealedIndex.open(seg.indexPath);
+    } catch {
+      // Said and repaired below.
+    }
+    if (sealed && sealed.indexedBytes === seg.bytes) return withLazyHeader(seg, sealed);
+    sealed?.close();
+  }
   const header = readSegmentHeader(seg);
   if (!header) return null;
   let why = '';

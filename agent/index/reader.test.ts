@@ -85,3 +85,26 @@ test('a sealed index finds dialogs by Call-ID and number with its lookup tables,
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a sealed index with more keys than one read window finds every Call-ID, and entries read in runs are the table\'s', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-index-'));
+  try {
+    const calls = 3000;
+    const seg = segment(dir, calls);
+    const idx = join(dir, 'seg.idx');
+    const ix = new SegmentIndexer(seg, idx, { journal: false });
+    ix.catchUp();
+    ix.seal();
+    const s = SealedIndex.open(idx)!;
+    for (let i = 0; i < calls; i++) assert.equal(s.dialogsByCallId(`c${i}@x`).length, 1, `c${i}@x`);
+    assert.equal(s.dialogsByCallId(`c${calls}@x`).length, 0);
+    // Two clusters far apart: read as two runs, not the whole table.
+    const ords = Uint32Array.from([10, 11, 15, 19, 4000, 4002, 4010]);
+    const part = Buffer.from(s.packetEntries(ords));
+    const table = s.packetTable();
+    ords.forEach((o, k) => assert.deepEqual(part.subarray(k * 28, (k + 1) * 28), table.subarray(o * 28, (o + 1) * 28), `entry ${o}`));
+    s.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -9,13 +9,17 @@ import { IndexState } from './state';
 import { FlowTable, decodeOrdinals, flowEntriesLength } from './flows';
 
 /**
- * Past one wanted entry in this many, the whole packet table is read rather
- * than runs of it: a pread costs from about 1 µs (bare metal) to 20 µs (a
- * sandboxed kernel, as measured here), as much as reading 3 to 60 KiB.
+ * A pread costs from about 1 µs (bare metal) to 20 µs (a sandboxed kernel, as
+ * measured here), as much as reading 3 to 60 KiB: counted as this many
+ * entries (14 KiB). The whole packet table is read when the runs of wanted
+ * entries would cost more, their preads so counted and their entries.
  */
 const PACKET_READS_PER_TABLE = 512;
 /** Entries wanted at most this many apart (28 KiB) are read in one pread, the entries between them with them. */
 const PACKET_READ_GAP = 1024;
+
+/** Key entries read around where a hash should be (8 KiB); see SealedIndex.keyWindow. */
+const KEY_WINDOW = 1024;
 
 /** Decoded dialogs a sealed index keeps: the few a targeted query reads twice (select, then collect) stay decoded. */
 const DIALOG_CACHE_MAX = 256;
@@ -36,8 +40,12 @@ export interface SegmentIndex {
   /** Dialogs with a user part whose digits end with `digits`. */
   dialogsByNumber(digits: string): DialogRecord[];
   allDialogs(): DialogRecord[];
+  /** The dialogs one by one: what a pass over all of them holds is one (allDialogs holds the segment's). */
+  eachDialog(): Iterable<DialogRecord>;
   /** All packet entries (PACKET_ENTRY_LEN each). */
   packetTable(): Buffer;
+  /** Lets go of the packet table packetTable() read (28 bytes a packet): a pass over a whole ring must not hold every segment's. */
+  releasePacketTable(): void;
   /** The entries of the given packets (ascending ordinals), one after the other; a sealed index reads only those when they are few. */
   packetEntries(ords: Uint32Array): Buffer;
   /** The segment's non-SIP UDP flows (agent/index/flows.ts); null when the index has none (unsealed, or sealed before flows were). */
@@ -150,7 +158,8 @@ export class SealedIndex implements SegmentIndex {
     return (this.keyTable ??= readExactly(this.fd, this.nKeys * KEY_ENTRY_LEN, this.off.keys));
   }
 
-  private dialog(i: number): DialogRecord {
+  /** Dialog i; kept decoded (a few) unless `keep` is false, for a pass over all of them. */
+  private dialog(i: number, keep = true): DialogRecord {
     let d = this.dialogCache.get(i);
     if (d) return d;
     if (i >= this.dialogCount) throw new IndexCorruptError(this.path, `dialog ${i} out of range`);
@@ -170,23 +179,45 @@ export class SealedIndex implements SegmentIndex {
     }
     // Bounded: a query touching every dialog of a big segment (a bare --port 5060) would otherwise hold them all
     // decoded, hundreds of MiB, for as long as its result is open. Oldest first out.
+    if (!keep) return d;
     if (this.dialogCache.size >= DIALOG_CACHE_MAX) this.dialogCache.delete(this.dialogCache.keys().next().value as number);
     this.dialogCache.set(i, d);
     return d;
   }
 
+  /**
+   * The entries of the key table that may hold hash h: a window read where
+   * h's entries must be, or the whole table. FNV hashes spread evenly, so
+   * entry h sits near h / 2^32 of the table, give or take about √n: one pread
+   * of KEY_WINDOW entries around there almost always brackets it. A query
+   * looks in every segment of the ring; reading each segment's whole table
+   * (hundreds of KiB) was most of a Call-ID query's time on a big ring.
+   */
+  private keyWindow(h: number): { keys: Buffer; count: number } {
+    const n = this.nKeys;
+    if (this.keyTable || n <= KEY_WINDOW) return { keys: this.keys(), count: n };
+    const guess = Math.floor((h / 2 ** 32) * n);
+    const from = Math.max(0, Math.min(n - KEY_WINDOW, guess - KEY_WINDOW / 2));
+    const keys = readExactly(this.fd, KEY_WINDOW * KEY_ENTRY_LEN, this.off.keys + from * KEY_ENTRY_LEN);
+    const first = keys.readUInt32LE(0);
+    const last = keys.readUInt32LE((KEY_WINDOW - 1) * KEY_ENTRY_LEN);
+    // Bracketed (or at an end of the table): every entry equal to h is in the window.
+    if ((from === 0 || first < h) && (from + KEY_WINDOW === n || last > h)) return { keys, count: KEY_WINDOW };
+    return { keys: this.keys(), count: n };
+  }
+
   private byKey(kind: KeyKind, value: string): DialogRecord[] {
-    const keys = this.keys();
     const h = keyHash(kind, value);
+    const { keys, count } = this.keyWindow(h);
     let lo = 0;
-    let hi = this.nKeys;
+    let hi = count;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (keys.readUInt32LE(mid * KEY_ENTRY_LEN) < h) lo = mid + 1;
       else hi = mid;
     }
     const out: DialogRecord[] = [];
-    for (let k = lo; k < this.nKeys && keys.readUInt32LE(k * KEY_ENTRY_LEN) === h; k++) {
+    for (let k = lo; k < count && keys.readUInt32LE(k * KEY_ENTRY_LEN) === h; k++) {
       const d = this.dialog(keys.readUInt32LE(k * KEY_ENTRY_LEN + 4));
       // The hash only narrows; the record decides.
       if (kind === 'c' ? d.c === value : d.msgs.some((m) => messageHasLegKey(m, kind, value))) out.push(d);
@@ -233,13 +264,22 @@ export class SealedIndex implements SegmentIndex {
   }
 
   allDialogs(): DialogRecord[] {
-    const out: DialogRecord[] = [];
-    for (let i = 0; i < this.dialogCount; i++) out.push(this.dialog(i));
-    return out;
+    return [...this.eachDialog()];
+  }
+
+  *eachDialog(): Iterable<DialogRecord> {
+    // Not kept: a broad query passes over every segment of the ring, all open until its result is closed, and
+    // 256 decoded dialogs kept by each made its memory grow with the ring.
+    for (let i = 0; i < this.dialogCount; i++) yield this.dialog(i, false);
+    this.blockCache = null;
   }
 
   packetTable(): Buffer {
     return (this.packetBuf ??= readExactly(this.fd, this.packetCount * PACKET_ENTRY_LEN, this.off.packets));
+  }
+
+  releasePacketTable(): void {
+    this.packetBuf = null;
   }
 
   packetEntries(ords: Uint32Array): Buffer {
@@ -248,14 +288,24 @@ export class SealedIndex implements SegmentIndex {
     for (let k = 0; k < n; k++) {
       if (ords[k] >= this.packetCount || (k > 0 && ords[k] <= ords[k - 1])) throw new IndexCorruptError(this.path, `packet ${ords[k]} asked of ${this.packetCount}`);
     }
-    if (this.packetBuf || n * PACKET_READS_PER_TABLE > this.packetCount) {
+    // The runs of wanted entries (close ones read together), against the whole table: a call's RTP is a few
+    // thousand entries close together, one read of some KiB, where counting entries alone would read it all.
+    const runEnds: number[] = [];
+    let runEntries = 0;
+    for (let i = 0; i < n && !this.packetBuf; ) {
+      let j = i + 1;
+      while (j < n && ords[j] - ords[j - 1] <= PACKET_READ_GAP) j++;
+      runEnds.push(j);
+      runEntries += ords[j - 1] + 1 - ords[i];
+      i = j;
+    }
+    if (this.packetBuf || runEnds.length * PACKET_READS_PER_TABLE + runEntries > this.packetCount) {
       const t = this.packetTable();
       for (let k = 0; k < n; k++) t.copy(out, k * PACKET_ENTRY_LEN, ords[k] * PACKET_ENTRY_LEN, (ords[k] + 1) * PACKET_ENTRY_LEN);
       return out;
     }
-    for (let i = 0; i < n; ) {
-      let j = i + 1;
-      while (j < n && ords[j] - ords[j - 1] <= PACKET_READ_GAP) j++;
+    let i = 0;
+    for (const j of runEnds) {
       const from = ords[i];
       const run = readExactly(this.fd, (ords[j - 1] + 1 - from) * PACKET_ENTRY_LEN, this.off.packets + from * PACKET_ENTRY_LEN);
       for (let k = i; k < j; k++) run.copy(out, k * PACKET_ENTRY_LEN, (ords[k] - from) * PACKET_ENTRY_LEN, (ords[k] - from + 1) * PACKET_ENTRY_LEN);
@@ -343,9 +393,15 @@ export class MemoryIndex implements SegmentIndex {
     return [...this.map().values()];
   }
 
+  eachDialog(): Iterable<DialogRecord> {
+    return this.map().values();
+  }
+
   packetTable(): Buffer {
     return this.state.packetEntries();
   }
+
+  releasePacketTable(): void {}
 
   packetEntries(ords: Uint32Array): Buffer {
     const t = this.state.packetEntries();

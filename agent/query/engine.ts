@@ -1,10 +1,11 @@
 import { closeSync, openSync } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { pcapCapLenLimit, readPcapRecordHeaderAt, readPcapRecordsAt } from '../../shared/pcap/pcap';
+import { PCAP_DEFAULT_SNAPLEN, pcapCapLenLimit, readPcapRecordHeaderAt, readPcapRecordsAt } from '../../shared/pcap/pcap';
 import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
 import { PcapWriter, type WritableRecord } from '../../shared/pcap/writer';
 import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN, PKT_FLAG, NO_ADDRESS, messageHasNumber } from '../index/format';
 import { OpenedSegment, openSegment } from '../index/open';
+import type { SegmentIndex } from '../index/reader';
 import type { IndexerOptions } from '../index/builder';
 import { isHepSegment, listSegments } from '../ring/layout';
 import { ringOwner } from '../ring/lock';
@@ -247,11 +248,11 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   const selected = new Set<string>();
   for (const s of segments) {
     const ix = s.index;
-    let candidates: DialogRecord[];
+    let candidates: Iterable<DialogRecord>;
     if (q.callIds.length) candidates = q.callIds.flatMap((c) => ix.dialogsByCallId(c));
     else if (q.correlations.length) candidates = q.correlations.flatMap((x) => ix.dialogsByCorrelation(x));
     else if (q.numbers.length) candidates = q.numbers.flatMap((n) => ix.dialogsByNumber(n));
-    else if (ix.packetCount > 0 && overlaps(ix.first, ix.last, q.since, q.until)) candidates = ix.allDialogs();
+    else if (ix.packetCount > 0 && overlaps(ix.first, ix.last, q.since, q.until)) candidates = ix.eachDialog();
     else candidates = [];
     for (const d of candidates) if (!selected.has(d.c) && d.msgs.some((m) => messageMatches(m, q))) selected.add(d.c);
     yield;
@@ -306,16 +307,14 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   const copies = segments.some((s) => isHepSegment(s.segment.path)) ? new SniffedCopies() : null;
   const viaHep: Array<{ m: MessageRecord; seg: number }> = [];
   for (const [si, s] of segments.entries()) {
-    for (const c of selected) {
-      for (const d of s.index.dialogsByCallId(c)) {
-        for (const m of d.msgs) {
-          if (copies && m.h) {
-            viaHep.push({ m, seg: si });
-            continue;
-          }
-          copies?.add(m);
-          keep(m, si);
+    for (const d of selectedDialogs(s.index, selected)) {
+      for (const m of d.msgs) {
+        if (copies && m.h) {
+          viaHep.push({ m, seg: si });
+          continue;
         }
+        copies?.add(m);
+        keep(m, si);
       }
     }
     yield;
@@ -401,6 +400,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
             if (d) chooseMedia(ords[k], d);
           }
         }
+        ix.releasePacketTable();
         yield;
         continue;
       }
@@ -431,6 +431,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
           if (d) chooseMedia(ord, d);
         }
       }
+      ix.releasePacketTable();
       yield;
     }
   }
@@ -452,6 +453,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
       found.capLen[k] = t.readUInt16LE(p + 26);
       k++;
     }
+    segments[si].index.releasePacketTable();
   }
   chosen.length = 0;
   const cols = timeOrdered(found, total);
@@ -656,6 +658,7 @@ function* rtpFigures(
       cols.nsec[k] = t.readUInt32LE(p + 8);
       k++;
     }
+    segments[si].index.releasePacketTable();
   }
   const dialogAt = (si: number, ord: number): DialogMedia => {
     const { ords, dialogs: ds } = bySeg[si]!;
@@ -692,6 +695,23 @@ function* rtpFigures(
   return stats.figures();
 }
 
+/**
+ * Above this many messages of a segment per selected dialog, each selected
+ * Call-ID is looked up; below, one pass over the segment's dialogs costs less
+ * (a lookup inflates a block of 32 dialogs for one). A broad query selects
+ * most of the ring's dialogs: lookups would cost segments × dialogs.
+ */
+const MESSAGES_PER_LOOKUP = 50;
+
+/** The segment's dialogs whose Call-ID is selected. */
+function* selectedDialogs(ix: SegmentIndex, selected: Set<string>): Generator<DialogRecord> {
+  if (selected.size * MESSAGES_PER_LOOKUP < ix.messageCount) {
+    for (const c of selected) yield* ix.dialogsByCallId(c);
+    return;
+  }
+  for (const d of ix.eachDialog()) if (selected.has(d.c)) yield d;
+}
+
 /** The ordinals marked in a segment's marks, ascending. */
 function markedOrdinals(marks: Uint8Array): Uint32Array {
   const found: number[] = [];
@@ -703,7 +723,7 @@ function markedOrdinals(marks: Uint8Array): Uint32Array {
  * The records of `refs`, in their order; a run of refs from one segment is
  * read with coalesced preads. The caller closes the descriptors left in `fds`.
  */
-function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>): Generator<{ rec: PacketRecord; linkType: number; ref: number }> {
+function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>, views = false): Generator<{ rec: PacketRecord; linkType: number; ref: number }> {
   let i = 0;
   while (i < refs.length) {
     const si = refs.seg(i);
@@ -725,7 +745,7 @@ function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<nu
     const header = segments[si].header;
     // A record cut off at the end of its segment is skipped by the reader: match by offset, not by count.
     let k = i;
-    for (const rec of readPcapRecordsAt(fd, offsets, header)) {
+    for (const rec of readPcapRecordsAt(fd, offsets, header, undefined, views)) {
       while (k < j && refs.offset(k) !== rec.fileOffset) k++;
       yield { rec, linkType: header.linkType, ref: k };
     }
@@ -760,7 +780,8 @@ function bigCapLens(refs: PacketRefs, cols: RefColumns, segments: OpenedSegment[
         fds.set(si, fd);
       }
       const rec = fd === null ? null : readPcapRecordHeaderAt(fd, cols.offset[i], s.header, s.segment.path);
-      cols.capLen[i] = rec === null ? pcapCapLenLimit(s.header) : rec.capLen;
+      // A deleted segment's header may never have been read (it is read when first needed): the largest snap length then.
+      cols.capLen[i] = rec !== null ? rec.capLen : fd !== null ? pcapCapLenLimit(s.header) : PCAP_DEFAULT_SNAPLEN;
     }
   } finally {
     for (const fd of fds.values()) if (fd !== null) closeSync(fd);
@@ -826,7 +847,8 @@ export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ 
   let packets = 0;
   let bytes = 0;
   try {
-    for (const { rec, linkType } of resultRecords(r.refs, r.segments, fds)) {
+    // Views of the read window: each record is copied into the writer's batch before the next is read.
+    for (const { rec, linkType } of resultRecords(r.refs, r.segments, fds, true)) {
       if (!write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, linkType)) await w.waitDrain();
       packets++;
       bytes += rec.capLen;

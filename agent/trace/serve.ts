@@ -44,7 +44,7 @@ export interface TraceServer {
 
 const PROGRESS_MS = 500;
 /** trace:done lists about 3,000 summaries within its size limit; keeping more would only cost the call server memory. */
-const SUMMARIES_KEPT = 10_000;
+export const SUMMARIES_KEPT = 10_000;
 const PROGRESS_EVERY_CHUNKS = 16;
 const MAX_ERROR_CHARS = 4096;
 // The schema's own limits, so that a trace:done is never refused by the dispatcher's parseMessage.

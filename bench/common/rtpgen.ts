@@ -1,5 +1,6 @@
 import { MinHeap } from '../../shared/heap/min-heap';
 import { ethernet, ipv4, udp, ETH_IPV4 } from '../../test/support/packets';
+import { RTP_G711_LEN, rtpPacket as rtp } from './rtp';
 
 /**
  * Overlapping G.711 calls for the RTP benchmarks: per call an INVITE whose
@@ -47,7 +48,7 @@ export interface CallFrame {
   last: boolean;
 }
 
-export const RTP_PAYLOAD_BYTES = 172;
+export const RTP_PAYLOAD_BYTES = RTP_G711_LEN;
 const PACKET_NS = 20_000_000;
 /** The reverse stream's packets follow the forward one's by this much. */
 const REVERSE_NS = 500_000;
@@ -79,16 +80,6 @@ function sip(o: RtpCallsOptions, start: string, callId: string, cseq: string, bo
 
 const sdp = (a: string, p: number) => `v=0\r\no=- 1 1 IN IP4 ${a}\r\ns=-\r\nc=IN IP4 ${a}\r\nt=0 0\r\nm=audio ${p} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n`;
 const frame = (s: string, d: string, sp: number, dp: number, payload: Buffer) => ethernet(ETH_IPV4, ipv4({ src: s, dst: d, proto: 17 }, udp(sp, dp, payload)));
-
-function rtp(seq: number, ts: number, ssrc: number): Buffer {
-  const b = Buffer.alloc(RTP_PAYLOAD_BYTES, 0xd5);
-  b[0] = 0x80;
-  b[1] = 8;
-  b.writeUInt16BE(seq & 0xffff, 2);
-  b.writeUInt32BE(ts >>> 0, 4);
-  b.writeUInt32BE(ssrc >>> 0, 8);
-  return b;
-}
 
 interface Live {
   call: RtpCall;

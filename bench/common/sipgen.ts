@@ -2,6 +2,7 @@ import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { MinHeap } from '../../shared/heap/min-heap';
+import { RTP_G711_LEN, rtpPacket } from './rtp';
 
 /**
  * Synthetic SIP-over-UDP traffic for benchmarks: many interleaved INVITE
@@ -36,6 +37,18 @@ export interface SipGenOptions {
   targetNumberDialogs?: number;
   /** Called after each file is completed. */
   onProgress?: (bytesWritten: number, totalBytes: number) => void;
+  /**
+   * RTP for a share of the answered calls (the target Call-ID's always): G.711
+   * both ways between the SDP's endpoints, 50 packets/s each way, from the 200 OK
+   * for `seconds` or until the BYE. Without it the output is as it always was.
+   */
+  rtp?: { share: number; seconds: number };
+}
+
+/** Where one call's RTP flows: the endpoints of its two SDPs. */
+export interface RtpCallMedia {
+  a: { ip: string; port: number };
+  b: { ip: string; port: number };
 }
 
 export interface SipGenResult {
@@ -58,6 +71,12 @@ export interface SipGenResult {
   targetNumber: string;
   targetNumberCallIds: string[];
   targetNumberPackets: number;
+  /** Answered calls with RTP, and the RTP packets in the capture (counted in `packets` too). */
+  rtpCalls: number;
+  rtpPackets: number;
+  /** With `rtp`: the target Call-ID's media endpoints and its RTP packets (not in targetCallIdPackets). */
+  targetMedia: RtpCallMedia | null;
+  targetCallIdRtpPackets: number;
   generationMs: number;
 }
 
@@ -306,6 +325,36 @@ interface Dialog {
   values: string[];
   templates: Template[] | null;
   target: 'callid' | 'number' | null;
+  rtp: boolean;
+}
+
+/** One direction of a call's RTP: a frame patched per packet (sequence, timestamp, IP id and checksum). */
+interface RtpLeg {
+  next: number;
+  left: number;
+  seq: number;
+  frame: Buffer;
+  target: boolean;
+}
+
+const RTP_INTERVAL = 20 * 1_000_000;
+
+function rtpLegFrame(src: Host, dst: Host, sport: number, dport: number, ssrc: number): Buffer {
+  const f = Buffer.alloc(ETH_IP_UDP + RTP_G711_LEN);
+  dst.mac.copy(f, 0);
+  src.mac.copy(f, 6);
+  f.writeUInt16BE(0x0800, 12);
+  f[14] = 0x45;
+  f.writeUInt16BE(20 + 8 + RTP_G711_LEN, 16);
+  f[22] = 64;
+  f[23] = 17;
+  src.ipBytes.copy(f, 26);
+  dst.ipBytes.copy(f, 30);
+  f.writeUInt16BE(sport, 34);
+  f.writeUInt16BE(dport, 36);
+  f.writeUInt16BE(8 + RTP_G711_LEN, 38);
+  rtpPacket(0, 0, ssrc).copy(f, ETH_IP_UDP);
+  return f;
 }
 
 
@@ -356,7 +405,9 @@ export function generateSipCapture(opts: SipGenOptions): SipGenResult {
   // Expected bytes per dialog, from the templates, to place the targets at known fractions of the capture.
   const avgFrames = (kinds: Kind[]) => kinds.reduce((n, k) => n + 16 + templateFor(0, 1, k).frame.length, 0);
   const answeredBytes = avgFrames(['INVITE', 'TRYING', 'RINGING', 'OK_INVITE', 'ACK', 'BYE_A', 'OK_BYE_A']);
-  const perDialog = P_ANSWERED * answeredBytes + P_BUSY * avgFrames(kindsOf('busy')) + (1 - P_ANSWERED - P_BUSY) * avgFrames(kindsOf('options'));
+  // RTP calls add their media: 50 packets/s each way (holds are mostly longer than `seconds`).
+  const rtpPerCall = opts.rtp ? opts.rtp.seconds * 100 * (16 + ETH_IP_UDP + RTP_G711_LEN) : 0;
+  const perDialog = P_ANSWERED * answeredBytes + P_BUSY * avgFrames(kindsOf('busy')) + (1 - P_ANSWERED - P_BUSY) * avgFrames(kindsOf('options')) + P_ANSWERED * (opts.rtp?.share ?? 0) * rtpPerCall;
   const estDialogs = Math.max(20, Math.floor(opts.totalBytes / perDialog));
   const callIdTargetAt = Math.floor(estDialogs * 0.5);
   const numberTargetsAt = new Set<number>();
@@ -376,7 +427,7 @@ export function generateSipCapture(opts: SipGenOptions): SipGenResult {
   const res: SipGenResult = {
     version: GENERATOR_VERSION, files: [], bytes: 0, packets: 0, dialogs: 0, answeredCalls: 0, busyCalls: 0, optionsPings: 0,
     peakConcurrentCalls: 0, firstTs: '', lastTs: '', targetCallId: '', targetCallIdPackets: 0, targetNumber,
-    targetNumberCallIds: [], targetNumberPackets: 0, generationMs: 0,
+    targetNumberCallIds: [], targetNumberPackets: 0, rtpCalls: 0, rtpPackets: 0, targetMedia: null, targetCallIdRtpPackets: 0, generationMs: 0,
   };
 
   const newDialog = (t0: number): Dialog => {
@@ -422,11 +473,15 @@ export function generateSipCapture(opts: SipGenOptions): SipGenResult {
     }
     for (const f of FIELDS) if (v[f].length !== WIDTH[f]) throw new Error(`field ${f} value ${v[f]} is not ${WIDTH[f]} characters`);
     const target = isCallTarget ? 'callid' : isNumberTarget ? 'number' : null;
+    // Drawn only with `rtp`, so that captures without it stay byte for byte what they were.
+    const rtp = flow === 'answered' && opts.rtp !== undefined && (rng.float() < opts.rtp.share || isCallTarget);
+    if (rtp) res.rtpCalls++;
+    if (rtp && isCallTarget) res.targetMedia = { a: { ip: v.AMEDIA, port: Number(v.APORT) }, b: { ip: v.BMEDIA, port: Number(v.BPORT) } };
     if (isCallTarget) res.targetCallId = v.CALLID;
     if (isNumberTarget) res.targetNumberCallIds.push(v.CALLID);
     res.dialogs++;
     return {
-      flow, steps, gaps, step: 0, next: t0, a, b, target,
+      flow, steps, gaps, step: 0, next: t0, a, b, target, rtp,
       values: FIELDS.map((f) => v[f]),
       templates: steps.map((k) => templateFor(a.agent, b.agent, k)),
     };
@@ -452,7 +507,7 @@ export function generateSipCapture(opts: SipGenOptions): SipGenResult {
 
   const frame = Buffer.alloc(65536);
   // The ~100 live dialogs on their next event time: they interleave exactly in time order.
-  const heap = new MinHeap<Dialog>((a, b) => a.next < b.next);
+  const heap = new MinHeap<Dialog | RtpLeg>((a, b) => a.next < b.next);
   let nextArrival = 0;
   let lastT = -1;
   let ipId = 1;
@@ -460,37 +515,17 @@ export function generateSipCapture(opts: SipGenOptions): SipGenResult {
   // Stop starting calls a little early: the calls still up then end normally, so the last file is not overshot by much.
   const stopArrivalsAt = opts.totalBytes - concurrent * 6000;
   const record = { tsSec: 0, tsNsec: 0, origLen: 0, data: frame };
-
-  for (;;) {
-    const live = heap.peek();
-    const bytesNow = writtenBefore + w!.position;
-    if (bytesNow < stopArrivalsAt && (!live || nextArrival <= live.next)) {
-      heap.push(newDialog(nextArrival));
-      nextArrival += Math.max(1, Math.floor(rng.exp(arrivalMean)));
-      continue;
-    }
-    const d = heap.pop();
-    if (!d) break;
-
-    const tpl = d.templates![d.step];
-    const len = tpl.frame.length;
-    tpl.frame.copy(frame, 0, 0, len);
-    for (const [off, fi] of tpl.slots) frame.write(d.values[fi], off, 'latin1');
-    const src = tpl.sender === 'A' ? d.a : d.b;
-    const dst = tpl.sender === 'A' ? d.b : d.a;
-    dst.mac.copy(frame, 0);
-    src.mac.copy(frame, 6);
+  const mediaByIp = new Map(mediaHosts.map((h) => [h.ip, h]));
+  /** Writes the frame built in `frame` at time `at` (or just after the last packet); returns its time. */
+  const emit = (len: number, at: number): number => {
     frame.writeUInt16BE(ipId, 18);
     ipId = (ipId + 1) & 0xffff;
-    src.ipBytes.copy(frame, 26);
-    dst.ipBytes.copy(frame, 30);
     let sum = 0;
     for (let i = 14; i < 34; i += 2) if (i !== 24) sum += (frame[i] << 8) | frame[i + 1];
     while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
     frame.writeUInt16BE(~sum & 0xffff, 24);
-
     // Strictly increasing timestamps: ties would make "same order after sorting by time" ambiguous.
-    const t = d.next <= lastT ? lastT + 1 : d.next;
+    const t = at <= lastT ? lastT + 1 : at;
     lastT = t;
     record.tsSec = baseSec + Math.floor(t / S);
     record.tsNsec = t % S;
@@ -501,11 +536,63 @@ export function generateSipCapture(opts: SipGenOptions): SipGenResult {
     res.packets++;
     if (res.firstTs === '') res.firstTs = tsString(baseSec, t);
     res.lastTs = tsString(baseSec, t);
+    return t;
+  };
+
+  for (;;) {
+    const live = heap.peek();
+    const bytesNow = writtenBefore + w!.position;
+    if (bytesNow < stopArrivalsAt && (!live || nextArrival <= live.next)) {
+      heap.push(newDialog(nextArrival));
+      nextArrival += Math.max(1, Math.floor(rng.exp(arrivalMean)));
+      continue;
+    }
+    const e = heap.pop();
+    if (!e) break;
+    if (!('steps' in e)) {
+      const len = e.frame.length;
+      e.frame.copy(frame, 0, 0, len);
+      frame.writeUInt16BE(e.seq & 0xffff, ETH_IP_UDP + 2);
+      frame.writeUInt32BE((e.seq * 160) >>> 0, ETH_IP_UDP + 4);
+      const t = emit(len, e.next);
+      res.rtpPackets++;
+      if (e.target) res.targetCallIdRtpPackets++;
+      e.seq++;
+      if (--e.left > 0) {
+        e.next = t + RTP_INTERVAL;
+        heap.push(e);
+      }
+      continue;
+    }
+    const d = e;
+    const tpl = d.templates![d.step];
+    const len = tpl.frame.length;
+    tpl.frame.copy(frame, 0, 0, len);
+    for (const [off, fi] of tpl.slots) frame.write(d.values[fi], off, 'latin1');
+    const src = tpl.sender === 'A' ? d.a : d.b;
+    const dst = tpl.sender === 'A' ? d.b : d.a;
+    dst.mac.copy(frame, 0);
+    src.mac.copy(frame, 6);
+    src.ipBytes.copy(frame, 26);
+    dst.ipBytes.copy(frame, 30);
+    const t = emit(len, d.next);
     if (d.target === 'callid') res.targetCallIdPackets++;
     if (d.target === 'number') res.targetNumberPackets++;
 
     const kind = d.steps[d.step];
     if (kind === 'OK_INVITE') res.peakConcurrentCalls = Math.max(res.peakConcurrentCalls, ++up);
+    if (kind === 'OK_INVITE' && d.rtp) {
+      // Until the BYE at the latest: the hold is the gap before it, and the ACK comes after this 200 OK.
+      const count = Math.max(1, Math.floor(Math.min(opts.rtp!.seconds * S, d.gaps[5]) / RTP_INTERVAL) - 1);
+      const am = mediaByIp.get(d.values[FIELD_INDEX.get('AMEDIA')!])!;
+      const bm = mediaByIp.get(d.values[FIELD_INDEX.get('BMEDIA')!])!;
+      const ap = Number(d.values[FIELD_INDEX.get('APORT')!]);
+      const bp = Number(d.values[FIELD_INDEX.get('BPORT')!]);
+      const ssrc = rng.u32();
+      const target = d.target === 'callid';
+      heap.push({ next: t + RTP_INTERVAL, left: count, seq: 0, frame: rtpLegFrame(am, bm, ap, bp, ssrc), target });
+      heap.push({ next: t + RTP_INTERVAL + 100_000, left: count, seq: 0, frame: rtpLegFrame(bm, am, bp, ap, ssrc ^ 0x5a5a5a5a), target });
+    }
     if (kind === 'OK_BYE_A' || kind === 'OK_BYE_B') up--;
     d.step++;
     if (d.step < d.steps.length) {

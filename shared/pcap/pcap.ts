@@ -304,13 +304,16 @@ const RUN_TAIL = 2048;
  * served from one pread of up to 1 MiB; any order works, just less
  * efficiently. Offsets whose record is torn or beyond EOF are skipped, so
  * match results to requests by `fileOffset`. Each record's data is a private
- * copy (the read window is reused).
+ * copy (the read window is reused), unless `views`: then it is a view of the
+ * window, valid only until the next record is asked for (for a caller that
+ * copies it at once: a copy per record is garbage as big as the result).
  */
 export function* readPcapRecordsAt(
   fd: number,
   offsets: number[],
   header: PcapHeader,
   name?: string,
+  views = false,
 ): Generator<PacketRecord> {
   let window: Buffer = EMPTY;
   let i = 0;
@@ -346,9 +349,13 @@ export function* readPcapRecordsAt(
       const rec = decodeHeaderAt(window, at, off, header, name);
       const dataAt = at + PCAP_RECORD_HEADER_LEN;
       if (dataAt + rec.capLen <= got) {
-        const data = Buffer.allocUnsafe(rec.capLen);
-        window.copy(data, 0, dataAt, dataAt + rec.capLen);
-        rec.data = data;
+        if (views) {
+          rec.data = window.subarray(dataAt, dataAt + rec.capLen);
+        } else {
+          const data = Buffer.allocUnsafe(rec.capLen);
+          window.copy(data, 0, dataAt, dataAt + rec.capLen);
+          rec.data = data;
+        }
         yield rec;
       } else {
         const whole = readPcapRecordAt(fd, off, header, name);

@@ -22,7 +22,7 @@ import { readFirstLine, readSecret } from '../prompt';
 const apiClient = () => require('../api-client') as typeof import('../api-client');
 const connection = () => require('../connection') as typeof import('../connection');
 const progressModule = () => require('../progress') as typeof import('../progress');
-const traceRun = () => require('../trace-run') as typeof import('../trace-run');
+const traceRunModule = () => require('../trace-run') as typeof import('../trace-run');
 const followRun = () => require('../follow-run') as typeof import('../follow-run');
 const traceState = () => require('../trace-state') as typeof import('../trace-state');
 
@@ -307,6 +307,16 @@ function printJson(v: unknown): void {
 const MAX_TIMEOUT_S = 7 * 24 * 3600;
 
 async function traceCmd(a: Args): Promise<Exit> {
+  const timing = a.timing === true ? new (require('../timing') as typeof import('../timing')).Timing() : null;
+  timing?.mark('handler');
+  try {
+    return await traceRun(a, timing);
+  } finally {
+    timing?.print();
+  }
+}
+
+async function traceRun(a: Args, timing: import('../timing').Timing | null): Promise<Exit> {
   const out = a.o as string | undefined;
   const json = a.json as boolean;
   if (out === '-' && json) throw new CliError('-o - and --json would both write to stdout: give -o FILE with --json', EXIT.BAD_INPUT);
@@ -331,11 +341,14 @@ async function traceCmd(a: Args): Promise<Exit> {
     // Ctrl-C while connecting: no trace is started.
     const aborted = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(new CliError('interrupted before the trace started', EXIT.INTERRUPTED)), { once: true }));
     aborted.catch(() => {});
+    timing?.mark('connect');
     socket = await Promise.race([client.socket(), aborted]);
+    timing?.mark('connected');
     if (abort.signal.aborted) throw new CliError('interrupted before the trace started', EXIT.INTERRUPTED);
-    const r = await traceRun().followTrace(client, socket, req, { progress, timeoutMs: timeoutS * 1000, signal: abort.signal });
+    const r = await traceRunModule().followTrace(client, socket, req, { progress, timeoutMs: timeoutS * 1000, signal: abort.signal, ...(timing ? { timing } : {}) });
     socket.disconnect();
     const v = r.trace;
+    timing?.trace(v.id);
     progress.finish({ id: v.id, state: v.state, hosts: v.hosts.map((h) => ({ ...h, at: h.updatedAt })), ...(v.merged ? { merged: v.merged } : {}) });
     if (r.outcome === 'interrupted') {
       say(`interrupted: trace ${v.id} ${v.state === 'running' ? 'asked to cancel' : v.state}`);
@@ -343,7 +356,9 @@ async function traceCmd(a: Args): Promise<Exit> {
     }
     if (out) {
       if (v.merged) {
+        timing?.mark('download_start');
         const bytes = await saveTo(client, DispatcherClient.pcapPath(v.id), out, abort.signal);
+        timing?.mark('download_end');
         say(`trace ${v.id} ${v.state}: ${v.merged.packets} packets (${humanBytes(bytes)}) from ${hostsSummary(v)} hosts written to ${out === '-' ? 'stdout' : out}`);
       } else {
         say(`trace ${v.id} ${v.state}: no merged PCAP to write (no host stored packets); nothing written to ${out === '-' ? 'stdout' : out}`);
@@ -376,7 +391,8 @@ export const traceCommand: CommandModule<object, Args> = {
         .option('align-clocks', { type: 'boolean', default: false, describe: "write the merged file on corrected clocks (PCAPNG; each host's offset in its interfaces' comments); host files keep theirs" })
         .option('timeout', { type: 'number', default: 600, describe: 'seconds to wait for the result; then the trace is cancelled (exit 1)' })
         .option('o', { alias: 'output', type: 'string', describe: 'write the merged PCAP here (- for stdout); without it the result is only shown' })
-        .option('json', { type: 'boolean', default: false, describe: 'print the final trace as JSON on stdout' }),
+        .option('json', { type: 'boolean', default: false, describe: 'print the final trace as JSON on stdout' })
+        .option('timing', { type: 'boolean', default: false, describe: 'print when each step happened (ms since the process started) as one line on stderr: tracefleet timing: {json}' }),
     ) as unknown as Argv<Args>,
   handler: run(traceCmd),
 };

@@ -451,6 +451,7 @@ export class Orchestrator implements Traces {
       await this.spool.markStored(traceId, host, owner === this.id);
     }, () => {
       // After the job has left `pending`: the merge it may start waits for no stored host.
+      this.log.debug({ traceId, host }, 'host result stored');
       if (owner === null || owner === this.id) this.hostStored(traceId, host);
       else this.peers?.hostFinal({ traceId, host, owner });
     });

@@ -25,6 +25,12 @@ export interface FollowOptions {
   signal?: AbortSignal;
   /** --timing: marks start_sent, start_ack, final and final_view. */
   timing?: TimingSink;
+  /**
+   * Called once, as soon as the trace is known final with a merged PCAP:
+   * its download need not wait for the final view read after (one round
+   * trip less before the first packet).
+   */
+  onMerged?: (traceId: string) => void;
 }
 
 export interface FollowResult {
@@ -87,8 +93,14 @@ export async function followTrace(client: DispatcherClient, socket: ClientSocket
 
   let reachFinal: () => void = () => {};
   const finalReached = new Promise<void>((r) => (reachFinal = r));
+  let mergedTold = false;
   const onFinal = () => {
     timing.mark('final');
+    const v = tracker?.view();
+    if (v?.merged && !mergedTold) {
+      mergedTold = true;
+      opts.onMerged?.(v.id);
+    }
     reachFinal();
   };
   let fail: (e: Error) => void = () => {};

@@ -255,7 +255,7 @@ async function main(): Promise<void> {
     const pcap = join(OUT, 'merged.pcap');
     const nodeMs: number[] = [];
     let started = 0;
-    const results: Array<{ size: number; phases: Phases[] }> = [];
+    const results: Array<{ size: number; phases: Phases[]; marks: Array<Record<string, number>> }> = [];
     for (const size of sizes) {
       // Agents added up to this size: the first alone in its process, then groups.
       while (started < size) {
@@ -282,7 +282,7 @@ async function main(): Promise<void> {
         if (trace.hosts.length !== size || trace.hosts.some((h) => h.state !== 'done')) fail(`trace ${trace.id}: ${trace.hosts.length} hosts, not all done`);
         phases.push(phasesOf(r, trace, dispRecs.get(trace.id) ?? [], agentRecs.get(trace.id) ?? []));
       }
-      results.push({ size, phases });
+      results.push({ size, phases, marks: runs.map((r) => r.timing.marks) });
       progress(`${size} agents: total median ${median(phases.map((p) => p.total)).toFixed(1)} ms`);
     }
 
@@ -309,6 +309,14 @@ async function main(): Promise<void> {
       }
       const q = phases.map((p) => p.agent_query_max);
       figures.add(`a${size}_agent_query_ms`, 'an agent, trace begun → trace done (slowest agent), off-path', median(q), `ms (${Math.min(...q).toFixed(0)} – ${Math.max(...q).toFixed(0)})`, 1);
+      // The CLI's own marks, ms since its time origin: where its start-up and its waits go.
+      const marks = results.find((r) => r.size === size)!.marks;
+      const steps = [...new Set(marks.flatMap((m) => Object.keys(m)))];
+      figures.add(
+        `a${size}_cli_marks`,
+        "CLI marks (ms since its time origin, medians)",
+        steps.map((k) => `${k} ${median(marks.map((m) => m[k]).filter((x) => x !== undefined)).toFixed(0)}`).join(', '),
+      );
       json[`a${size}_runs`] = phases.map((p) => Object.fromEntries(Object.entries(p).map(([k, v]) => [k, Math.round(v * 10) / 10])));
     }
     for (const [k, v] of Object.entries(json)) figures.extra(k, v);

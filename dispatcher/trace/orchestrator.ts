@@ -494,14 +494,14 @@ export class Orchestrator implements Traces {
   private async finalize(traceId: string, forced: 'interrupted' | null): Promise<void> {
     // Host results still waiting for the store must land first.
     if (this.jobs.hasPrefix(`host:${traceId}:`)) throw new RetryLater();
-    const trace = await this.store.getTrace(traceId);
+    // Both reads at once: one store round trip less before the merge (bench/ttfp).
+    const [trace, results] = await Promise.all([this.store.getTrace(traceId), this.store.listResults(traceId)]);
     if (!trace) {
       this.owned.delete(traceId);
       this.live.delete(traceId);
       this.spool.removeTrace(traceId);
       return;
     }
-    const results = await this.store.listResults(traceId);
     const m = await mergeTrace(this.store, this.spool, traceId, results, trace.request.alignClocks === true);
     for (const n of m.notes) this.log.info({ traceId }, n);
     const state = forced ?? traceOutcome(trace.hosts.map((h) => results.find((r) => r.host === h)?.state ?? 'lost'));

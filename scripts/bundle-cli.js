@@ -59,6 +59,10 @@ for (const b of BUNDLES) {
     // fallbacks), by the require the bundle is given.
     external: ['*.node', 'bufferutil', 'utf-8-validate'],
     metafile: true,
+    // Whitespace and syntax only: names stay, for stack traces; a third less to read and hash at each start.
+    minifyWhitespace: true,
+    minifySyntax: true,
+    legalComments: 'none',
     logLevel: 'warning',
   });
   if (built.errors.length) fail(`esbuild failed for ${b.name}`);

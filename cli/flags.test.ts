@@ -21,7 +21,7 @@ function viaYargs(argv: string[], table: FlagTable = QUERY_OPTIONS): Record<stri
 
 /** Every name of every flag of the table, as the handler may read it, with what it holds (unset ones left out). */
 function flagsOf(a: Record<string, unknown>, table: FlagTable = QUERY_OPTIONS): Record<string, unknown> {
-  const names = Object.entries(table).flatMap(([k, f]) => [k, ...('alias' in f ? [f.alias] : [])]);
+  const names = Object.entries(table).flatMap(([k, f]) => [k, ...(f.alias !== undefined ? [f.alias] : [])]);
   const all = names.flatMap((n) => [n, n.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase())]);
   return Object.fromEntries(all.filter((n) => a[n] !== undefined).map((n) => [n, a[n]]));
 }

@@ -66,7 +66,8 @@ export function main(argv = process.argv.slice(2), { bundle = true } = {}): void
   }
   const hot = require('../cli/hot') as typeof import('../cli/hot');
   if (bundle && hot.isHotCommand(argv) && (require('../cli/hot-bundle') as typeof import('../cli/hot-bundle')).runHotBundle(argv)) return;
-  if (!hot.hotCommand(argv)) void cli(argv).parseAsync();
+  const handled = argv[0] === 'trace' ? (require('../cli/hot-trace') as typeof import('../cli/hot-trace')).hotCommand(argv) : hot.hotCommand(argv);
+  if (!handled) void cli(argv).parseAsync();
 }
 
 if (require.main === module) main();

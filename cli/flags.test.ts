@@ -4,12 +4,13 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import yargs from 'yargs';
 import { QUERY_OPTIONS } from './commands/query';
-import { parseFlagsFast } from './flags';
+import { TRACE_OPTIONS } from './commands/remote';
+import { FlagTable, parseFlagsFast } from './flags';
 
-/** The flags as yargs gives them to `tracefleet query`'s handler, or the error yargs raises. */
-function viaYargs(argv: string[]): Record<string, unknown> {
+/** The flags as yargs gives them to a command's handler (`query`'s unless told), or the error yargs raises. */
+function viaYargs(argv: string[], table: FlagTable = QUERY_OPTIONS): Record<string, unknown> {
   return yargs(argv)
-    .options(QUERY_OPTIONS)
+    .options(table)
     .strict()
     .exitProcess(false)
     .fail((msg, err) => {
@@ -19,8 +20,8 @@ function viaYargs(argv: string[]): Record<string, unknown> {
 }
 
 /** Every name of every flag of the table, as the handler may read it, with what it holds (unset ones left out). */
-function flagsOf(a: Record<string, unknown>): Record<string, unknown> {
-  const names = Object.entries(QUERY_OPTIONS).flatMap(([k, f]) => [k, ...('alias' in f ? [f.alias] : [])]);
+function flagsOf(a: Record<string, unknown>, table: FlagTable = QUERY_OPTIONS): Record<string, unknown> {
+  const names = Object.entries(table).flatMap(([k, f]) => [k, ...(f.alias !== undefined ? [f.alias] : [])]);
   const all = names.flatMap((n) => [n, n.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase())]);
   return Object.fromEntries(all.filter((n) => a[n] !== undefined).map((n) => [n, a[n]]));
 }
@@ -39,6 +40,22 @@ test('the hand parser reads the plain forms of `query` exactly as yargs does', (
     assert.ok(fast, `taken by hand: ${argv.join(' ')}`);
     assert.deepEqual(flagsOf(fast), flagsOf(viaYargs(argv)), argv.join(' '));
   }
+});
+
+test('the hand parser reads the plain forms of `trace` exactly as yargs does', () => {
+  const cases = [
+    ['--call-id', 'a', '-o', 'x.pcap'],
+    ['--number', '+15550100', '--since', '15m', '-o', '-', '--hosts', 'edge1,edge2', '--timeout', '30', '--timing'],
+    ['--ip', '192.0.2.10', '--json', '--url', 'https://d:8060', '--token', 'tf_x', '--insecure', '--ca', '/ca.pem', '--align-clocks', '--rtp'],
+    ['--call-id', 'a', '--user', 'alice', '--config', '/c.json', '--hosts', 'a', '--hosts', 'b', '--output=o.pcap'],
+  ];
+  for (const argv of cases) {
+    const fast = parseFlagsFast(TRACE_OPTIONS, argv);
+    assert.ok(fast, `taken by hand: ${argv.join(' ')}`);
+    assert.deepEqual(flagsOf(fast, TRACE_OPTIONS), flagsOf(viaYargs(argv, TRACE_OPTIONS), TRACE_OPTIONS), argv.join(' '));
+  }
+  // Help and yargs' own forms stay yargs'.
+  for (const argv of [['--help'], ['--call-id', 'a', '--no-rtp-stats'], ['--hosts', 'a', 'b'], ['--timeout', '1.5']]) assert.equal(parseFlagsFast(TRACE_OPTIONS, argv), undefined, argv.join(' '));
 });
 
 test('whatever yargs might read otherwise, or must answer itself, is left to yargs', () => {

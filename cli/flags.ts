@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import type { CommandModule } from 'yargs';
 
 /*
  * The flags of a hot command (`tracefleet query`) read without yargs.
@@ -21,6 +22,8 @@ export interface FlagSpec {
   alias?: string;
   default?: string | boolean | number;
   demandOption?: boolean;
+  /** The heading yargs shows the flag under in --help. */
+  group?: string;
 }
 
 export type FlagTable = Readonly<Record<string, Readonly<FlagSpec>>>;
@@ -86,4 +89,15 @@ export function parseFlagsFast(table: FlagTable, argv: string[]): Record<string,
     }
   }
   return a;
+}
+
+/**
+ * Runs a hot command (cli/hot.ts, cli/hot-trace.ts) on flags read by
+ * parseFlagsFast; false, with nothing run, when yargs must read argv.
+ */
+export function runFast<A>(table: FlagTable, command: CommandModule<object, A>, argv: string[]): boolean {
+  const a = parseFlagsFast(table, argv.slice(1));
+  if (!a) return false;
+  void command.handler({ ...a, _: [argv[0]], $0: 'tracefleet' } as Parameters<CommandModule<object, A>['handler']>[0]);
+  return true;
 }

@@ -10,16 +10,16 @@ import { hotBundleState, HotBundleManifest, hotBundlePaths } from './hot-bundle'
 
 const ROOT = join(__dirname, '..', '..');
 
-/** One CLI run in a fresh node, from the bundle in `bundleDir` or (null) from dist/ as main() runs it without one. */
-function run(bundleDir: string | null, argv: string[]) {
+/** One CLI run in a fresh node, from the bundle in `bundleDir` or (null) from dist/ as main() runs it without one (`entry`: the hot module there). */
+function run(bundleDir: string | null, argv: string[], entry = 'hot.js', env: NodeJS.ProcessEnv = process.env) {
   const from = bundleDir === null
-    ? `require(${JSON.stringify(join(__dirname, 'hot.js'))}).hotCommand(argv)`
+    ? `require(${JSON.stringify(join(__dirname, entry))}).hotCommand(argv)`
     : `require(${JSON.stringify(join(__dirname, 'hot-bundle.js'))}).runHotBundle(argv, ${JSON.stringify(bundleDir)})`;
   const script = `process.argv = [process.argv[0], 'tracefleet', ...${JSON.stringify(argv)}];
     const argv = process.argv.slice(2);
     process.on('exit', () => process.stderr.write('\\nLOADED ' + JSON.stringify(Object.keys(require.cache))));
     if (!(${from})) process.exit(99);`;
-  const p = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+  const p = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env });
   const m = /\nLOADED (.*)$/.exec(p.stderr);
   assert.ok(m, p.stderr);
   return { status: p.status, stdout: p.stdout, stderr: p.stderr.slice(0, m.index), loaded: JSON.parse(m[1]) as string[] };
@@ -68,4 +68,29 @@ test('a fresh start-up bundle runs `query` as dist/ does, byte for byte, and a s
   assert.equal(stale.state, 'stale');
   assert.match(stale.state === 'stale' ? stale.why : '', /query\.js changed/);
   assert.equal(run(bundleDir, ['query', '--ring', ring, '--call-id', FULL_CALL_ID, '-o', join(dir, 'y.pcap')]).status, 99);
+}));
+
+test("`trace` runs from a bundle of its own as dist/ does; `query`'s bundle holds no Socket.IO", withTmp(async (dir) => {
+  const bundleDir = join(dir, 'bundle');
+  const built = spawnSync(process.execPath, [join(ROOT, 'scripts', 'bundle-cli.js'), '--out', bundleDir], { encoding: 'utf8' });
+  assert.equal(built.status, 0, built.stderr);
+  assert.equal(hotBundleState(bundleDir, 'trace').state, 'fresh');
+  const inputs = (name: 'hot' | 'trace') => (JSON.parse(readFileSync(hotBundlePaths(bundleDir, name).manifest, 'utf8')) as HotBundleManifest).inputs.map(([rel]) => rel);
+  assert.ok(inputs('trace').some((rel) => rel.includes('socket.io-client')));
+  assert.ok(!inputs('hot').some((rel) => rel.includes('socket.io')), 'query does not parse the Socket.IO client');
+
+  // A dispatcher that is not there (a port nothing listens on): the flags, connection, Socket.IO client and error path run.
+  const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TRACEFLEET_'))), XDG_CONFIG_HOME: dir };
+  const argv = (out: string) => ['trace', '--url', 'http://127.0.0.1:9', '--token', 'test-token-not-a-secret', '--call-id', 'x', '-o', join(dir, out)];
+  const viaBundle = run(bundleDir, argv('b.pcap'), 'hot-trace.js', env);
+  const viaDist = run(null, argv('b.pcap'), 'hot-trace.js', env);
+  assert.equal(viaBundle.status, 1, viaBundle.stderr);
+  assert.equal(viaBundle.stderr, viaDist.stderr);
+  assert.match(viaBundle.stderr, /cannot reach the dispatcher at http:\/\/127\.0\.0\.1:9: connection refused/);
+  // From dist/ only the loader; from node_modules only ws's optional addons, which it finds at run time.
+  assert.deepEqual(viaBundle.loaded.filter((f) => f.includes(join('dist', ''))).map((f) => f.slice(ROOT.length + 1)), [join('dist', 'cli', 'hot-bundle.js')]);
+  const packages = new Set(viaBundle.loaded.map((f) => (/node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(f) ?? [])[1]).filter(Boolean));
+  for (const p of packages) assert.ok(['bufferutil', 'utf-8-validate', 'node-gyp-build'].includes(p as string), `${p} loaded beside the bundle`);
+  // --help is yargs' to answer.
+  assert.equal(run(bundleDir, ['trace', '--help'], 'hot-trace.js', env).status, 99);
 }));

@@ -19,9 +19,23 @@ import { Script } from 'node:vm';
  * the manifest pins the cache to the bundle's own bytes, which V8 does not.
  */
 
-/** The bundle's files, beside this module in dist/cli/ unless told otherwise (tests build one aside). */
-export function hotBundlePaths(dir = __dirname) {
-  return { bundle: join(dir, 'hot.bundle.js'), cache: join(dir, 'hot.bundle.cache'), manifest: join(dir, 'hot.bundle.json') };
+/**
+ * The bundles and the command each runs: `query`'s hot.bundle.* (entry
+ * cli/hot.ts) and `trace`'s trace.bundle.* (entry cli/hot-trace.ts), apart
+ * so that `query` does not pay for Socket.IO's client.
+ */
+export const HOT_BUNDLES = { query: 'hot', trace: 'trace' } as const;
+export type HotBundleName = (typeof HOT_BUNDLES)[keyof typeof HOT_BUNDLES];
+
+/** The bundle that runs argv's command, or null. */
+export function bundleOf(argv: string[]): HotBundleName | null {
+  const c = argv[0] ?? '';
+  return Object.hasOwn(HOT_BUNDLES, c) ? HOT_BUNDLES[c as keyof typeof HOT_BUNDLES] : null;
+}
+
+/** A bundle's files, beside this module in dist/cli/ unless told otherwise (tests build one aside). */
+export function hotBundlePaths(dir = __dirname, name: HotBundleName = 'hot') {
+  return { bundle: join(dir, `${name}.bundle.js`), cache: join(dir, `${name}.bundle.cache`), manifest: join(dir, `${name}.bundle.json`) };
 }
 
 type Stamp = [size: number, mtimeMs: number];
@@ -42,8 +56,8 @@ export function stampOf(path: string): Stamp | null {
 const same = (a: Stamp | null, b: Stamp | null) => a !== null && b !== null && a[0] === b[0] && a[1] === b[1];
 
 /** 'fresh' when the bundle may run; otherwise why not (what bench:query prints beside its figures). */
-export function hotBundleState(dir?: string): { state: 'fresh'; manifest: HotBundleManifest } | { state: 'missing' | 'stale'; why: string } {
-  const p = hotBundlePaths(dir);
+export function hotBundleState(dir?: string, name: HotBundleName = 'hot'): { state: 'fresh'; manifest: HotBundleManifest } | { state: 'missing' | 'stale'; why: string } {
+  const p = hotBundlePaths(dir, name);
   let m: HotBundleManifest;
   try {
     m = JSON.parse(readFileSync(p.manifest, 'utf8')) as HotBundleManifest;
@@ -57,13 +71,18 @@ export function hotBundleState(dir?: string): { state: 'fresh'; manifest: HotBun
   return { state: 'fresh', manifest: m };
 }
 
-/** The bundle's exports (cli/hot.ts), compiled with `cachedData` when given; `script` to make a cache from after a run. */
-export function loadHotBundle(dir?: string, cachedData?: Buffer): { hot: typeof import('./hot'); script: Script } {
-  const p = hotBundlePaths(dir);
+/** What each bundle's entry exports (cli/hot.ts, cli/hot-trace.ts). */
+interface HotEntry {
+  hotCommand(argv: string[]): boolean;
+}
+
+/** A bundle's exports, compiled with `cachedData` when given; `script` to make a cache from after a run. */
+export function loadHotBundle(dir?: string, cachedData?: Buffer, name: HotBundleName = 'hot'): { hot: HotEntry; script: Script } {
+  const p = hotBundlePaths(dir, name);
   const source = readFileSync(p.bundle, 'utf8');
-  // The wrapper Node puts around a CommonJS file; the bundle only require()s built-in modules.
+  // The wrapper Node puts around a CommonJS file; the bundle require()s built-in modules only, and (trace's) ws's optional addons.
   const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, { filename: p.bundle, cachedData });
-  const module = { exports: {} as typeof import('./hot') };
+  const module = { exports: {} as HotEntry };
   (script.runInThisContext() as (...a: unknown[]) => void)(module.exports, createRequire(p.bundle), module, p.bundle, dir ?? __dirname);
   return { hot: module.exports, script };
 }
@@ -74,9 +93,11 @@ export function loadHotBundle(dir?: string, cachedData?: Buffer): { hot: typeof 
  * (and to yargs for anything the hand parser leaves alone).
  */
 export function runHotBundle(argv: string[], dir?: string): boolean {
-  const fresh = hotBundleState(dir);
+  const name = bundleOf(argv);
+  if (!name) return false;
+  const fresh = hotBundleState(dir, name);
   if (fresh.state !== 'fresh') return false;
-  const p = hotBundlePaths(dir);
+  const p = hotBundlePaths(dir, name);
   const cachedData = same(stampOf(p.cache), fresh.manifest.cache) ? readFileSync(p.cache) : undefined;
-  return loadHotBundle(dir, cachedData).hot.hotCommand(argv);
+  return loadHotBundle(dir, cachedData, name).hot.hotCommand(argv);
 }

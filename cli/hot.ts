@@ -25,7 +25,8 @@ const local = () => require('./commands/local') as typeof import('./commands/loc
  * modules, less than checking and reading the bundle.
  */
 export function isHotCommand(argv: string[]): boolean {
-  return Object.hasOwn(HOT, argv[0] ?? '');
+  // `trace` is run by cli/hot-trace.ts, its own bundle's entry: naming it here would put it in this bundle.
+  return Object.hasOwn(HOT, argv[0] ?? '') || argv[0] === 'trace';
 }
 
 /** True when argv (after the executable) was handled without yargs; false when yargs must read it. */
@@ -34,11 +35,7 @@ export function hotCommand(argv: string[]): boolean {
     process.stdout.write(`${local().agentVersion()}\n`);
     return true;
   }
-  if (!isHotCommand(argv)) return false;
+  if (!Object.hasOwn(HOT, argv[0] ?? '')) return false;
   const hot = HOT[argv[0]]();
-  const { parseFlagsFast } = require('./flags') as typeof import('./flags');
-  const a = parseFlagsFast(hot.flags, argv.slice(1));
-  if (!a) return false;
-  void hot.command.handler({ ...a, _: [argv[0]], $0: 'tracefleet' });
-  return true;
+  return (require('./flags') as typeof import('./flags')).runFast(hot.flags, hot.command, argv);
 }

@@ -6,6 +6,7 @@ import { ClientSocket, DispatcherClient } from './api-client';
 import { EXIT, receivedError, TracefleetError } from '../shared/errors/catalogue';
 import { CliError } from './errors';
 import type { ProgressSink } from './progress';
+import { NO_TIMING, type TimingSink } from './timing';
 import { isFinalTrace, StateChange, TraceTracker } from './trace-state';
 
 export interface FollowOptions {
@@ -22,6 +23,14 @@ export interface FollowOptions {
   settleMs?: number;
   /** Ctrl-C: cancel the trace and return at once. */
   signal?: AbortSignal;
+  /** --timing: marks start_sent, start_ack, final and final_view. */
+  timing?: TimingSink;
+  /**
+   * Called once, as soon as the trace is known final with a merged PCAP:
+   * its download need not wait for the final view read after (one round
+   * trip less before the first packet).
+   */
+  onMerged?: (traceId: string) => void;
 }
 
 export interface FollowResult {
@@ -69,6 +78,7 @@ export async function followTrace(client: DispatcherClient, socket: ClientSocket
   const ackMs = opts.ackTimeoutMs ?? 30_000;
   const settleMs = opts.settleMs ?? 30_000;
   const progress = opts.progress;
+  const timing = opts.timing ?? NO_TIMING;
 
   const buffered: TraceUpdate[] = [];
   let tracker: TraceTracker | null = null;
@@ -81,8 +91,18 @@ export async function followTrace(client: DispatcherClient, socket: ClientSocket
     progress.note(s);
   };
 
-  let onFinal: () => void = () => {};
-  const finalReached = new Promise<void>((r) => (onFinal = r));
+  let reachFinal: () => void = () => {};
+  const finalReached = new Promise<void>((r) => (reachFinal = r));
+  let mergedTold = false;
+  const onFinal = () => {
+    timing.mark('final');
+    const v = tracker?.view();
+    if (v?.merged && !mergedTold) {
+      mergedTold = true;
+      opts.onMerged?.(v.id);
+    }
+    reachFinal();
+  };
   let fail: (e: Error) => void = () => {};
   const failed = new Promise<never>((_, reject) => (fail = reject));
   failed.catch(() => {});
@@ -134,10 +154,12 @@ export async function followTrace(client: DispatcherClient, socket: ClientSocket
   let timeout: NodeJS.Timeout | null = null;
   try {
     // The start ack is awaited even after Ctrl-C: the trace may be running, and only its id lets us cancel it.
+    timing.mark('start_sent');
     const a = await ask(socket, 'trace:start', req, ackMs).catch((e: CliError) => {
       throw new CliError(`${e.message}; the trace may have started anyway: see tracefleet traces`, EXIT.FAILED);
     });
     if (!a.ok) throw receivedError(a, `the dispatcher refused the trace: ${a.error}`);
+    timing.mark('start_ack');
     const t = new TraceTracker(a.trace);
     tracker = t;
     const early = t.view();
@@ -195,7 +217,9 @@ export async function followTrace(client: DispatcherClient, socket: ClientSocket
       await Promise.race([finalReached, settle, interrupted.catch(() => {}), failed]);
       return { trace: await finalView(client, t, 3), outcome: 'timeout' };
     }
-    return { trace: await finalView(client, t, 5), outcome: 'final' };
+    const v = await finalView(client, t, 5);
+    timing.mark('final_view');
+    return { trace: v, outcome: 'final' };
   } finally {
     if (poll) clearInterval(poll);
     if (timeout) clearTimeout(timeout);

@@ -111,7 +111,7 @@ if [ ! -f "$built" ] || [ "$stamp" -nt "$built" ] || [ tsconfig.json -nt "$built
   node_modules/.bin/tsc -p tsconfig.json >&2
   mv "$built.new" "$built"
 fi
-# The start-up bundle of `tracefleet query` (cli/hot-bundle.ts): remade when anything it was made from changed.
-if ! node -e 'process.exit(require("./dist/cli/hot-bundle.js").hotBundleState().state === "fresh" ? 0 : 1)'; then
+# The start-up bundles of `tracefleet query` and `trace` (cli/hot-bundle.ts): remade when anything they were made from changed.
+if ! node -e 'const h = require("./dist/cli/hot-bundle.js"); process.exit(Object.values(h.HOT_BUNDLES).every((n) => h.hotBundleState(undefined, n).state === "fresh") ? 0 : 1)'; then
   node scripts/bundle-cli.js >&2
 fi

@@ -138,6 +138,8 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       endQuery = undefined;
     };
     try {
+      // With 'trace done' below, the agent's part of a trace's time (bench/ttfp reads both).
+      log.debug({ traceId: t.id }, 'trace begun');
       emit('trace:started', { traceId: t.id });
       // A search of a big ring can take seconds: it yields between segments, so heartbeats, cancels and
       // other traces go on, and an empty progress now and then tells the dispatcher this host is not silent.

@@ -11,7 +11,8 @@ import type { DispatcherClient, TraceMessage } from '../api-client';
 import type { Connection, ConnectionFlags } from '../connection';
 import { EXIT, Exit } from '../../shared/errors/catalogue';
 import { CliError, exitOf, jsonOfError } from '../errors';
-import { filterOptions, traceRequestOf } from '../filters';
+import { FILTER_OPTIONS, filterOptions, traceRequestOf } from '../filters';
+import type { FlagTable } from '../flags';
 import { formatClocks, formatHops, formatStreams, humanBytes, safeText, shortTime, table } from '../format';
 import { readFirstLine, readSecret } from '../prompt';
 
@@ -22,7 +23,7 @@ import { readFirstLine, readSecret } from '../prompt';
 const apiClient = () => require('../api-client') as typeof import('../api-client');
 const connection = () => require('../connection') as typeof import('../connection');
 const progressModule = () => require('../progress') as typeof import('../progress');
-const traceRun = () => require('../trace-run') as typeof import('../trace-run');
+const traceRunModule = () => require('../trace-run') as typeof import('../trace-run');
 const followRun = () => require('../follow-run') as typeof import('../follow-run');
 const traceState = () => require('../trace-state') as typeof import('../trace-state');
 
@@ -36,19 +37,23 @@ type Args = Record<string, unknown>;
 
 const CONNECTION = 'Connection:';
 
+/** The flags that say which dispatcher and who: one table for yargs and the hand parser of a hot `trace` (cli/flags.ts). */
+export const CONNECTION_OPTIONS = {
+  url: { type: 'string', group: CONNECTION, describe: 'dispatcher URL (env TRACEFLEET_URL, then the config file; default http://127.0.0.1:8060)' },
+  token: { type: 'string', group: CONNECTION, describe: 'session or API token (env TRACEFLEET_TOKEN); tracefleet login saves one in the config file' },
+  user: { type: 'string', group: CONNECTION, describe: 'user name (env TRACEFLEET_USER); the password is asked on the terminal, or taken from TRACEFLEET_PASSWORD' },
+  password: {
+    type: 'string',
+    group: CONNECTION,
+    describe: 'password: AVOID, every user of this machine can read it in the process list; use tracefleet login, the prompt or TRACEFLEET_PASSWORD',
+  },
+  config: { type: 'string', group: CONNECTION, describe: 'config file (env TRACEFLEET_CONFIG; default $XDG_CONFIG_HOME/tracefleet/config.json or ~/.config/tracefleet/config.json)' },
+  insecure: { type: 'boolean', default: false, group: CONNECTION, describe: "accept the dispatcher's TLS certificate unchecked (self-signed): only on a network you trust" },
+  ca: { type: 'string', group: CONNECTION, describe: "PEM file of the CA that signed the dispatcher's certificate" },
+} as const satisfies FlagTable;
+
 export function connectionOptions<T>(y: Argv<T>) {
-  return y
-    .option('url', { type: 'string', group: CONNECTION, describe: 'dispatcher URL (env TRACEFLEET_URL, then the config file; default http://127.0.0.1:8060)' })
-    .option('token', { type: 'string', group: CONNECTION, describe: 'session or API token (env TRACEFLEET_TOKEN); tracefleet login saves one in the config file' })
-    .option('user', { type: 'string', group: CONNECTION, describe: 'user name (env TRACEFLEET_USER); the password is asked on the terminal, or taken from TRACEFLEET_PASSWORD' })
-    .option('password', {
-      type: 'string',
-      group: CONNECTION,
-      describe: 'password: AVOID, every user of this machine can read it in the process list; use tracefleet login, the prompt or TRACEFLEET_PASSWORD',
-    })
-    .option('config', { type: 'string', group: CONNECTION, describe: 'config file (env TRACEFLEET_CONFIG; default $XDG_CONFIG_HOME/tracefleet/config.json or ~/.config/tracefleet/config.json)' })
-    .option('insecure', { type: 'boolean', default: false, group: CONNECTION, describe: "accept the dispatcher's TLS certificate unchecked (self-signed): only on a network you trust" })
-    .option('ca', { type: 'string', group: CONNECTION, describe: "PEM file of the CA that signed the dispatcher's certificate" });
+  return y.options(CONNECTION_OPTIONS);
 }
 
 function flagsOf(a: Args): ConnectionFlags {
@@ -307,6 +312,16 @@ function printJson(v: unknown): void {
 const MAX_TIMEOUT_S = 7 * 24 * 3600;
 
 async function traceCmd(a: Args): Promise<Exit> {
+  const timing = a.timing === true ? new (require('../timing') as typeof import('../timing')).Timing() : null;
+  timing?.mark('handler');
+  try {
+    return await traceRun(a, timing);
+  } finally {
+    timing?.print();
+  }
+}
+
+async function traceRun(a: Args, timing: import('../timing').Timing | null): Promise<Exit> {
   const out = a.o as string | undefined;
   const json = a.json as boolean;
   if (out === '-' && json) throw new CliError('-o - and --json would both write to stdout: give -o FILE with --json', EXIT.BAD_INPUT);
@@ -331,11 +346,22 @@ async function traceCmd(a: Args): Promise<Exit> {
     // Ctrl-C while connecting: no trace is started.
     const aborted = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(new CliError('interrupted before the trace started', EXIT.INTERRUPTED)), { once: true }));
     aborted.catch(() => {});
+    timing?.mark('connect');
     socket = await Promise.race([client.socket(), aborted]);
+    timing?.mark('connected');
     if (abort.signal.aborted) throw new CliError('interrupted before the trace started', EXIT.INTERRUPTED);
-    const r = await traceRun().followTrace(client, socket, req, { progress, timeoutMs: timeoutS * 1000, signal: abort.signal });
+    // The merged PCAP's download starts as soon as the trace says it has one, beside the read of its final view.
+    let early: Promise<number> | null = null;
+    const onMerged = (id: string) => {
+      if (!out) return;
+      timing?.mark('download_start');
+      early = saveTo(client, DispatcherClient.pcapPath(id), out, abort.signal);
+      early.catch(() => {}); // awaited below, or moot when the trace did not end with its PCAP
+    };
+    const r = await traceRunModule().followTrace(client, socket, req, { progress, timeoutMs: timeoutS * 1000, signal: abort.signal, onMerged, ...(timing ? { timing } : {}) });
     socket.disconnect();
     const v = r.trace;
+    timing?.trace(v.id);
     progress.finish({ id: v.id, state: v.state, hosts: v.hosts.map((h) => ({ ...h, at: h.updatedAt })), ...(v.merged ? { merged: v.merged } : {}) });
     if (r.outcome === 'interrupted') {
       say(`interrupted: trace ${v.id} ${v.state === 'running' ? 'asked to cancel' : v.state}`);
@@ -343,7 +369,9 @@ async function traceCmd(a: Args): Promise<Exit> {
     }
     if (out) {
       if (v.merged) {
-        const bytes = await saveTo(client, DispatcherClient.pcapPath(v.id), out, abort.signal);
+        timing?.mark('download_start');
+        const bytes = await (early ?? saveTo(client, DispatcherClient.pcapPath(v.id), out, abort.signal));
+        timing?.mark('download_end');
         say(`trace ${v.id} ${v.state}: ${v.merged.packets} packets (${humanBytes(bytes)}) from ${hostsSummary(v)} hosts written to ${out === '-' ? 'stdout' : out}`);
       } else {
         say(`trace ${v.id} ${v.state}: no merged PCAP to write (no host stored packets); nothing written to ${out === '-' ? 'stdout' : out}`);
@@ -366,18 +394,22 @@ async function traceCmd(a: Args): Promise<Exit> {
   }
 }
 
+/** `trace`'s flags: yargs reads them, and so does the hand parser when `trace` runs hot (cli/hot-trace.ts). */
+export const TRACE_OPTIONS = {
+  ...FILTER_OPTIONS,
+  hosts: { type: 'string', array: true, describe: 'agents to ask, comma-separated (default: every connected agent)' },
+  'align-clocks': { type: 'boolean', default: false, describe: "write the merged file on corrected clocks (PCAPNG; each host's offset in its interfaces' comments); host files keep theirs" },
+  timeout: { type: 'number', default: 600, describe: 'seconds to wait for the result; then the trace is cancelled (exit 1)' },
+  o: { alias: 'output', type: 'string', describe: 'write the merged PCAP here (- for stdout); without it the result is only shown' },
+  json: { type: 'boolean', default: false, describe: 'print the final trace as JSON on stdout' },
+  timing: { type: 'boolean', default: false, describe: 'print when each step happened (ms since the process started) as one line on stderr: tracefleet timing: {json}' },
+  ...CONNECTION_OPTIONS,
+} as const satisfies FlagTable;
+
 export const traceCommand: CommandModule<object, Args> = {
   command: 'trace',
   describe: 'run a trace on the fleet through the dispatcher: live per-host progress, then the merged PCAP',
-  builder: (y) =>
-    connectionOptions(
-      filterOptions(y)
-        .option('hosts', { type: 'string', array: true, describe: 'agents to ask, comma-separated (default: every connected agent)' })
-        .option('align-clocks', { type: 'boolean', default: false, describe: "write the merged file on corrected clocks (PCAPNG; each host's offset in its interfaces' comments); host files keep theirs" })
-        .option('timeout', { type: 'number', default: 600, describe: 'seconds to wait for the result; then the trace is cancelled (exit 1)' })
-        .option('o', { alias: 'output', type: 'string', describe: 'write the merged PCAP here (- for stdout); without it the result is only shown' })
-        .option('json', { type: 'boolean', default: false, describe: 'print the final trace as JSON on stdout' }),
-    ) as unknown as Argv<Args>,
+  builder: (y) => y.options(TRACE_OPTIONS) as unknown as Argv<Args>,
   handler: run(traceCmd),
 };
 

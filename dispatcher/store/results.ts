@@ -162,10 +162,11 @@ export async function listResults(c: StoreClient, traceId: string): Promise<Resu
  * (apache/couchdb#1342); a read by id is a quorum read and has it. So a host
  * whose row is missing, not final, or final with bytes but no packets.pcap
  * is read again by id. On one node (or the embedded store) nothing is read
- * twice: its rows are never behind.
+ * twice: its rows are never behind. `listed`: the view's rows when the
+ * caller already read them.
  */
-export async function settledResults(c: StoreClient, traceId: string, hosts: readonly string[]): Promise<ResultDoc[]> {
-  const byHost = new Map((await listResults(c, traceId)).map((r) => [r.host, r]));
+export async function settledResults(c: StoreClient, traceId: string, hosts: readonly string[], listed?: readonly ResultDoc[]): Promise<ResultDoc[]> {
+  const byHost = new Map((listed ?? (await listResults(c, traceId))).map((r) => [r.host, r]));
   const final: ReadonlySet<string> = new Set(FINAL_RESULT_STATES);
   const behind = (r: ResultDoc | undefined): boolean => !r || !final.has(r.state) || (r.bytes > 0 && !r._attachments?.[HOST_ATTACHMENT]);
   for (const host of hosts) {

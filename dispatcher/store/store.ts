@@ -120,8 +120,8 @@ export class TraceStore {
   }
 
   /** listResults, with each of `hosts` whose row may be behind read again by id (see results.settledResults). */
-  settledResults(traceId: string, hosts: readonly string[]): Promise<ResultDoc[]> {
-    return results.settledResults(this.c, traceId, hosts);
+  settledResults(traceId: string, hosts: readonly string[], listed?: readonly ResultDoc[]): Promise<ResultDoc[]> {
+    return results.settledResults(this.c, traceId, hosts, listed);
   }
 
   // ---- attachments.ts ------------------------------------------------------

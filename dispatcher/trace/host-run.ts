@@ -66,6 +66,8 @@ export class HostRun {
     this.emitUpdate('queued');
     this.arm(this.c.timeouts.runAckMs, () => this.fail('unreachable', `agent ${host} did not answer the trace request within ${this.c.timeouts.runAckMs / 1000} s`));
     // Our own (unref'd) timer, not socket.timeout(): Socket.IO keeps that one running after a disconnect or cancel.
+    // Debug records mark the steps bench/ttfp times (each host's trace:run sent, its trace:done received).
+    this.c.log.debug('trace:run sent');
     this.c.socket.emit('trace:run', { traceId, query }, (ack: unknown) => {
       if (this.phase !== 'asking') return;
       const a = parseMessage(runAck, 'trace:run ack', ack);
@@ -147,6 +149,7 @@ export class HostRun {
         const m = parseMessage(traceDone, event, data);
         if (!m.ok) return this.protocolError(m.error);
         const d = m.value;
+        this.c.log.debug('trace:done received');
         void this.writing.then(() => {
           if (this.phase === 'final') return;
           if (d.chunks !== this.nextSeq) return this.protocolError(`the agent says it sent ${d.chunks} chunks, ${this.nextSeq} arrived`);

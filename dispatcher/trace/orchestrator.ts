@@ -451,6 +451,7 @@ export class Orchestrator implements Traces {
       await this.spool.markStored(traceId, host, owner === this.id);
     }, () => {
       // After the job has left `pending`: the merge it may start waits for no stored host.
+      this.log.debug({ traceId, host }, 'host result stored');
       if (owner === null || owner === this.id) this.hostStored(traceId, host);
       else this.peers?.hostFinal({ traceId, host, owner });
     });
@@ -493,7 +494,8 @@ export class Orchestrator implements Traces {
   private async finalize(traceId: string, forced: 'interrupted' | null): Promise<void> {
     // Host results still waiting for the store must land first.
     if (this.jobs.hasPrefix(`host:${traceId}:`)) throw new RetryLater();
-    const trace = await this.store.getTrace(traceId);
+    // Both reads at once: one store round trip less before the merge (bench/ttfp).
+    const [trace, listed] = await Promise.all([this.store.getTrace(traceId), this.store.listResults(traceId)]);
     if (!trace) {
       this.owned.delete(traceId);
       this.live.delete(traceId);
@@ -501,7 +503,7 @@ export class Orchestrator implements Traces {
       return;
     }
     // Read so that no host's packets.pcap is missed on a CouchDB cluster whose view lags behind its writes.
-    const results = await this.store.settledResults(traceId, trace.hosts);
+    const results = await this.store.settledResults(traceId, trace.hosts, listed);
     const m = await mergeTrace(this.store, this.spool, traceId, results, trace.request.alignClocks === true);
     for (const n of m.notes) this.log.info({ traceId }, n);
     const state = forced ?? traceOutcome(trace.hosts.map((h) => results.find((r) => r.host === h)?.state ?? 'lost'));

@@ -7,24 +7,39 @@ const BATCH_BYTES = 8 * 1024 * 1024;
 const BATCH_WAIT_MS = 20;
 
 /**
- * Final results of many hosts gathered for BATCH_WAIT_MS and written in two
- * requests (store.writeResults): a fleet-wide trace finishes a thousand
- * hosts within a second, and a request or four per host swamps the store.
+ * Final results of many hosts gathered and written in two requests
+ * (store.writeResults): a fleet-wide trace finishes a thousand hosts within
+ * a second, and a request or four per host swamps the store. While a batch
+ * is being written the next one gathers for BATCH_WAIT_MS; a result that
+ * finds the store idle goes at once (with whatever came in the same turn),
+ * since waiting for company that is not coming was most of a one-host
+ * trace's store time (bench/ttfp).
  */
 export class ResultBatch {
   private queue: Array<{ result: NewResult; read: (() => Promise<Buffer>) | null; resolve: () => void; reject: (e: Error) => void; conflicts?: number }> = [];
   private timer: NodeJS.Timeout | null = null;
+  /** Batches being read or written now. */
+  private flushing = 0;
 
   constructor(private readonly store: TraceStore) {}
 
   write(result: NewResult, read: (() => Promise<Buffer>) | null): Promise<void> {
     return new Promise((resolve, reject) => {
       this.queue.push({ result, read, resolve, reject });
-      this.timer ??= setTimeout(() => void this.flush(), BATCH_WAIT_MS);
+      this.timer ??= setTimeout(() => void this.flush(), this.flushing > 0 ? BATCH_WAIT_MS : 0);
     });
   }
 
   private async flush(): Promise<void> {
+    this.flushing++;
+    try {
+      await this.flushOnce();
+    } finally {
+      this.flushing--;
+    }
+  }
+
+  private async flushOnce(): Promise<void> {
     this.timer = null;
     const items: typeof this.queue = [];
     const pcaps: Array<Buffer | undefined> = [];

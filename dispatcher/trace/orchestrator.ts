@@ -494,6 +494,8 @@ export class Orchestrator implements Traces {
       }
       const size = final.hasPcap ? this.spool.pcapSize(traceId, host) : 0;
       if (size <= INLINE_MAX) {
+        // Trimmed down to the inline size (or nothing): whatever was followed is not this file.
+        if (this.liveUploads.delete(liveKey)) this.metrics.storedWhileReceived.inc({ attachment: HOST_ATTACHMENT, outcome: 'redone' });
         await this.batch.write(result, final.hasPcap ? () => this.spool.readPcap(traceId, host) : null);
         this.metrics.bytesStored.inc(size);
       } else if ((await this.liveUploads.get(liveKey)) === size) {

@@ -1,5 +1,7 @@
 /* PCAP attachments, streamed both ways: never held whole in the dispatcher. */
 
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { PassThrough, Readable, Transform, TransformCallback, pipeline } from 'node:stream';
 import type { StoreClient } from './client';
 import { NanoError, StoreError, StoreUnreachableError } from './errors';
@@ -13,6 +15,40 @@ class ByteCounter extends Transform {
     this.bytes += chunk.length;
     cb(null, chunk);
   }
+}
+
+/**
+ * PUTs `body` to `url` with node:http(s) rather than nano, whose fetch
+ * (undici) took about twice the CPU per byte of a big upload (200 MiB into
+ * the embedded store: 0.9-1.4 s of the dispatcher's CPU against 0.4-0.5 s);
+ * an attachment upload is the one request that carries hundreds of MB.
+ * Resolves with the new revision; rejects as nano's calls do (StoreError,
+ * StoreUnreachableError when the store cannot be reached or the body broke
+ * off).
+ */
+function putBody(c: StoreClient, what: string, url: string, contentType: string, body: Readable): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const send = url.startsWith('https:') ? httpsRequest : httpRequest;
+    const req = send(url, { method: 'PUT', headers: { ...c.authHeaders, 'content-type': contentType, accept: 'application/json' } }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (b: Buffer) => parts.push(b));
+      res.on('error', (e) => reject(c.unreachable(`${what}: the answer broke off: ${e.message}`)));
+      res.on('end', () => {
+        let answer: NanoError & { rev?: string };
+        try {
+          answer = JSON.parse(Buffer.concat(parts).toString('utf8')) as NanoError & { rev?: string };
+        } catch {
+          answer = {};
+        }
+        const status = res.statusCode ?? 0;
+        if (status >= 200 && status < 300 && typeof answer.rev === 'string') resolve(answer.rev);
+        else reject(c.fail(what, { ...answer, statusCode: status }));
+      });
+    });
+    req.on('error', (e) => reject(c.unreachable(e.message)));
+    body.once('error', (e) => req.destroy(e));
+    body.pipe(req);
+  });
 }
 
 /**
@@ -46,14 +82,11 @@ export async function putAttachmentStream(c: StoreClient, docId: string, name: s
         if (err && !counter.writableFinished) sourceError ??= err;
       });
       try {
-        const res: unknown = await c.call(what, () => c.db.attachment.insert(docId, name, counter, contentType, { rev: doc._rev }));
-        // nano sends no Accept header with a content type, so CouchDB
-        // answers text/plain and nano hands back the JSON unparsed.
-        const parsed = (typeof res === 'string' ? JSON.parse(res) : res) as { rev: string };
-        return { bytes: counter.bytes, rev: parsed.rev };
+        const rev = await putBody(c, what, `${c.dbUrl}/${encodeURIComponent(docId)}/${encodeURIComponent(name)}?rev=${encodeURIComponent(doc._rev)}`, contentType, counter);
+        return { bytes: counter.bytes, rev };
       } catch (err) {
-        // An upload aborted because the source failed looks to nano like a
-        // broken connection; an answer from the server is the real story.
+        // An upload aborted because the source failed looks like a broken
+        // connection; an answer from the server is the real story.
         if (sourceError && err instanceof StoreUnreachableError) throw sourceError;
         throw err;
       }

@@ -6,6 +6,7 @@ import { parseMessage, refusal, refusedError, traceRef } from '../../shared/prot
 import { TraceQuery } from '../../shared/query/query';
 import type { AgentSocket } from '../fleet/server';
 import type { HostFinal, Spool } from './spool';
+import { SpoolFeed } from './spool-feed';
 
 export interface HostRunTimeouts {
   /** How long an agent may take to accept a trace:run (ms). */
@@ -29,6 +30,8 @@ export interface HostRunContext {
   finished(final: HostFinal): void;
   /** Counters for /metrics. */
   count(what: 'chunk' | 'protocol_error', bytes?: number): void;
+  /** After each chunk is on disk: `bytes` received in all, in the spool file `feed` follows. */
+  grew?(bytes: number, feed: SpoolFeed): void;
   /** Bound to this trace and host. */
   log: Logger;
 }
@@ -44,6 +47,8 @@ type Phase = 'asking' | 'queued' | 'accepted' | 'started' | 'final';
 export class HostRun {
   private phase: Phase = 'asking';
   private out: WriteStream | null = null;
+  /** The spool file for readers that follow it while it is written; ended or aborted when the run is final. */
+  private feed: SpoolFeed | null = null;
   private nextSeq = 0;
   private received = 0;
   private packets = 0;
@@ -125,8 +130,12 @@ export class HostRun {
         this.markStarted();
         this.nextSeq++;
         const bytes = m.value.data;
-        this.out ??= this.c.spool.openPcap(this.c.traceId, this.c.host);
+        if (!this.out) {
+          this.out = this.c.spool.openPcap(this.c.traceId, this.c.host);
+          this.feed = new SpoolFeed(this.c.spool.pcapPath(this.c.traceId, this.c.host));
+        }
         const out = this.out;
+        const feed = this.feed!;
         this.writing = this.writing.then(
           () =>
             new Promise<void>((resolve) => {
@@ -138,6 +147,8 @@ export class HostRun {
                   this.received += bytes.length;
                   this.c.count('chunk', bytes.length);
                   ack({ ok: true } satisfies ChunkAck);
+                  feed.grew(this.received);
+                  this.c.grew?.(this.received, feed);
                 }
                 resolve();
               });
@@ -186,6 +197,7 @@ export class HostRun {
     this.disarm();
     this.phase = 'final';
     this.out?.end();
+    this.feed?.abort(new Error('the dispatcher is stopping; the host is finished from its spool file on the next start'));
   }
 
   private markStarted(): void {
@@ -227,6 +239,9 @@ export class HostRun {
           notes.push(`could not cut its spooled PCAP back to whole records (${(e as Error).message}); it is stored as received`);
         }
       }
+      // The followers' bytes are the stored file's only when nothing was cut from what they followed.
+      if (final.hasPcap) this.feed?.end(final.bytes);
+      else this.feed?.abort(new Error('the host ended with no whole record'));
       for (const n of notes) this.c.log.info(n);
       this.emitUpdate(final.state, { packets: final.packets, bytes: final.bytes, truncated: final.truncated, error: final.error });
       this.c.finished(final);

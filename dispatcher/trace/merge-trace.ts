@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { PassThrough, Writable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import { mergeCaptures, MERGE_READ_CHUNK, type HostShift, type MergeResult, type PacketObserver } from '../merge/merge';
 import { ClockSampler } from '../merge/clock';
 import { HopCollector } from '../merge/hops';
@@ -26,6 +26,47 @@ function shiftComment(host: string, c: TraceClocks['hosts'][number], reference: 
   return `${host}: clock offset ${c.offsetMs.toFixed(6)} ms against ${reference} subtracted (spread ${c.spreadMs?.toFixed(6) ?? '?'} ms, ${c.samples} packets against ${c.against})`;
 }
 
+function observers(results: ResultDoc[]): { clock: ClockSampler; hopper: HopCollector } {
+  return {
+    clock: new ClockSampler(),
+    hopper: new HopCollector(results.flatMap((r) => (r.streams ?? []).map((s) => ({ host: r.host, ssrc: s.ssrc, src: s.src, dst: s.dst })))),
+  };
+}
+
+/** The trace's clocks and hops from what the observers saw (`aligned`: the clocks an aligned merge was made on). */
+function figures(m: MergeResult, results: ResultDoc[], clock: ClockSampler, hopper: HopCollector, aligned?: TraceClocks | null): TraceMerge {
+  const clocks = aligned !== undefined ? aligned : clock.estimate(results.map((r) => r.host));
+  if (clocks && aligned !== undefined) clocks.aligned = true;
+  const hops = hopper.hops(clocks, new Set(results.filter((r) => r.truncated).map((r) => r.host)));
+  if (hopper.cut > 0) m.notes.push(`${hopper.cut} RTP packets were left out of the hop figures (more than the per-stream limit)`);
+  return { ...m, clocks, hops };
+}
+
+/**
+ * A one-host trace's merge, made while the host is received: `input`
+ * follows the host's spool file (SpoolFeed), and merged.pcap is stored as
+ * the merge writes it. One host has nothing to align or compare, so this
+ * is mergeTrace()'s merge of the same file, byte for byte; its figures are
+ * taken with liveMergeFigures() once the host's result is stored. Rejects
+ * (storing nothing) when the input fails, as it does when the host's file
+ * turns out not to be what was followed.
+ */
+export async function mergeOneLive(store: TraceStore, traceId: string, host: string, input: Readable): Promise<MergeResult> {
+  const merged = new PassThrough();
+  const merging = mergeCaptures([{ host, stream: input }], merged).catch((e: Error) => {
+    merged.destroy(e);
+    throw e;
+  });
+  const [m] = await Promise.all([merging, store.putAttachmentStream(traceDocId(traceId), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, merged)]);
+  return m;
+}
+
+/** What mergeTrace() gives for a one-host trace, from mergeOneLive()'s result (no packet was observed: one host has no peer). */
+export function liveMergeFigures(m: MergeResult, results: ResultDoc[]): TraceMerge {
+  const { clock, hopper } = observers(results);
+  return figures({ ...m, notes: [...m.notes] }, results, clock, hopper);
+}
+
 /**
  * Merges the hosts' PCAPs of a finished trace into its merged.pcap in the
  * store, streaming: the hosts this dispatcher ran are read from its spool,
@@ -47,8 +88,7 @@ export async function mergeTrace(store: TraceStore, spool: Spool, traceId: strin
       });
       return { host: r.host, stream };
     });
-  const clock = new ClockSampler();
-  const hopper = new HopCollector(results.flatMap((r) => (r.streams ?? []).map((s) => ({ host: r.host, ssrc: s.ssrc, src: s.src, dst: s.dst }))));
+  const { clock, hopper } = observers(results);
   // Clock offsets and hops compare hosts: one host's merge has nothing to observe (and is the merge's fast copy then).
   const observe: PacketObserver | undefined =
     new Set(stored.map((r) => r.host)).size < 2
@@ -79,11 +119,7 @@ export async function mergeTrace(store: TraceStore, spool: Spool, traceId: strin
       throw e;
     });
     const [m] = await Promise.all([merging, store.putAttachmentStream(traceDocId(traceId), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, merged)]);
-    if (!align) clocks = clock.estimate(hosts);
-    if (clocks && align) clocks.aligned = true;
-    const hops = hopper.hops(clocks, new Set(results.filter((r) => r.truncated).map((r) => r.host)));
-    if (hopper.cut > 0) m.notes.push(`${hopper.cut} RTP packets were left out of the hop figures (more than the per-stream limit)`);
-    return { ...m, clocks, hops };
+    return figures(m, results, clock, hopper, align ? clocks : undefined);
   } catch (e) {
     // An input read back from a store that went away is the store's failure: try the merge again later.
     if (storeFailed) throw storeFailed;

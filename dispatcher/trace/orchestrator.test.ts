@@ -4,6 +4,8 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { io as connectIo, Socket as ClientSocket } from 'socket.io-client';
+import { PassThrough, Readable } from 'node:stream';
+import { mergeCaptures } from '../merge/merge';
 import type { TraceUpdate } from '../../shared/protocol/client';
 import { Fleet, startFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, traceDocId } from '../store/layout';
@@ -118,6 +120,66 @@ test('a fleet trace: every host streams into the store, the merged PCAP is the t
 
     const v = await r.orch.view(view.id);
     assert.deepEqual(v?.hosts.map((h) => [h.host, h.state, h.stored]), [['a', 'done', true], ['b', 'done', true], ['c', 'done', false]].map(([h, s]) => [h, s, h !== 'c' || perHost[2].length > 0]));
+  } finally {
+    await r.close();
+    await r.drop();
+  }
+});
+
+/** What the merge of the host's finished file alone writes. */
+async function mergedAlone(host: string, pcap: Buffer): Promise<Buffer> {
+  const out = new PassThrough();
+  const [, bytes] = await Promise.all([mergeCaptures([{ host, stream: Readable.from([pcap]) }], out), bytesOf(out)]);
+  return bytes;
+}
+
+test('one host: packets.pcap and merged.pcap are stored while it is received, the bytes of its finished file and of their merge', async () => {
+  const r = await rig();
+  try {
+    await addAgent(r, 'a');
+    const q = { ip: [PROXY] };
+    const view = await r.orch.start(q, 'alice');
+    await until(() => finalOf(r, view.id) !== undefined, 'the trace to finish');
+    assert.equal(finalOf(r, view.id)!.state, 'done');
+    const stored = await bytesOf(r.store.getAttachmentStream(resultDocId(view.id, 'a'), HOST_ATTACHMENT));
+    assert.deepEqual(stored, await expectedPcap(rings.a, q));
+    assert.ok(stored.length > 4 * 256 * 1024, `bigger than a few chunks (${stored.length} bytes), so it is followed while it arrives`);
+    const merged = await bytesOf(r.store.getAttachmentStream(traceDocId(view.id), MERGED_ATTACHMENT));
+    assert.deepEqual(merged, await mergedAlone('a', stored), 'merged.pcap is the merge of the stored file, byte for byte');
+    const trace = await r.store.getTrace(view.id);
+    assert.deepEqual(trace?.merged, { packets: 3 + BULK, bytes: finalOf(r, view.id)!.merged!.bytes, duplicates: 0 });
+    // Both went to the store as the host arrived, and were what was kept.
+    const m = r.orch.metrics.storedWhileReceived;
+    assert.equal(await metricValue(m, { attachment: HOST_ATTACHMENT, outcome: 'used' }), 1);
+    assert.equal(await metricValue(m, { attachment: MERGED_ATTACHMENT, outcome: 'used' }), 1);
+    assert.equal(await metricValue(m, { attachment: HOST_ATTACHMENT, outcome: 'redone' }) + (await metricValue(m, { attachment: MERGED_ATTACHMENT, outcome: 'redone' })), 0);
+    assert.deepEqual(readdirSync(r.spool.dir), []);
+  } finally {
+    await r.close();
+    await r.drop();
+  }
+});
+
+test('one host cut short mid-record: what is stored and merged is its trimmed file, not what was followed', async () => {
+  const r = await rig({ timeouts: { runAckMs: 3000, idleMs: 60_000 } });
+  try {
+    await addAgent(r, 'a', { stallAfterChunks: 3 });
+    const view = await r.orch.start({ ip: [PROXY] }, 'alice');
+    await until(async () => (await metricValue(r.orch.metrics.chunksReceived)) >= 3, 'three chunks of a');
+    await r.orch.cancel(view.id);
+    await until(() => finalOf(r, view.id) !== undefined, 'the trace to close');
+    assert.equal(finalOf(r, view.id)!.state, 'cancelled');
+    const res = await r.store.getResult(view.id, 'a');
+    const stored = await bytesOf(r.store.getAttachmentStream(resultDocId(view.id, 'a'), HOST_ATTACHMENT));
+    assert.ok(stored.length < 3 * 256 * 1024 && stored.length > 2 * 256 * 1024, `trimmed to whole records (${stored.length} bytes)`);
+    assert.equal(res?.bytes, stored.length);
+    assert.equal(res?.packets, records(stored).length);
+    const merged = await bytesOf(r.store.getAttachmentStream(traceDocId(view.id), MERGED_ATTACHMENT));
+    assert.deepEqual(merged, await mergedAlone('a', stored));
+    assert.equal((await r.store.getTrace(view.id))?.merged?.packets, records(stored).length);
+    const m = r.orch.metrics.storedWhileReceived;
+    assert.equal(await metricValue(m, { attachment: HOST_ATTACHMENT, outcome: 'redone' }), 1, 'what was followed had a torn record: stored again from the trimmed file');
+    assert.equal(await metricValue(m, { attachment: MERGED_ATTACHMENT, outcome: 'redone' }), 1);
   } finally {
     await r.close();
     await r.drop();

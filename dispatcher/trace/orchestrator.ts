@@ -8,10 +8,12 @@ import { legsAnswer, MAX_LEG_CALL_IDS } from '../../shared/protocol/agent';
 /** Rounds of trace:legs before a trace with legs runs on several hosts. */
 const LEG_ROUNDS = 2;
 import type { AgentFleet } from '../fleet/server';
-import { HOST_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId } from '../store/layout';
+import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId } from '../store/layout';
 import { NewResult, TraceStore } from '../store/store';
 import { HostRun, HostRunTimeouts } from './host-run';
-import { mergeTrace } from './merge-trace';
+import { liveMergeFigures, mergeOneLive, mergeTrace, type TraceMerge } from './merge-trace';
+import type { MergeResult } from '../merge/merge';
+import type { SpoolFeed } from './spool-feed';
 import { TraceMetrics } from './metrics';
 import { PeerLink } from './peers';
 import { INLINE_MAX, ResultBatch } from './result-batch';
@@ -68,6 +70,17 @@ export class Orchestrator implements Traces {
   private readonly listeners = new Set<(u: TraceUpdate) => void>();
   private readonly jobs: StoreJobs;
   private readonly batch: ResultBatch;
+  /** Traces started here: their result documents are written (a live upload needs its document). */
+  private readonly resultsWritten = new Map<string, Promise<void>>();
+  /** One-host traces started here without alignClocks: their merge is made while the host is received. */
+  private readonly mergeWhileReceiving = new Set<string>();
+  /**
+   * packets.pcap uploads that follow a host's spool file while it is received, by `traceId host`:
+   * the bytes stored, or null when the upload did not complete (the store job then uploads from the spool as before).
+   */
+  private readonly liveUploads = new Map<string, Promise<number | null>>();
+  /** mergeOneLive() of one-host traces, by trace: null when it did not complete (finalize() merges as before). */
+  private readonly liveMerges = new Map<string, { feed: SpoolFeed; merge: Promise<MergeResult | null> }>();
   private watchdog: NodeJS.Timeout | null = null;
 
   constructor(opts: OrchestratorOptions) {
@@ -156,6 +169,9 @@ export class Orchestrator implements Traces {
     const queued = this.store.createResults(hosts.map((host) => ({ traceId: id, host }))).catch((e: Error) => {
       this.log.warn({ traceId: id, err: e }, "the queued results were not written; each host's result is written when it finishes");
     });
+    this.resultsWritten.set(id, queued);
+    // One host's merge is its file as received (no clock to align, no other host to order against): made while it arrives.
+    if (hosts.length === 1 && req.alignClocks !== true) this.mergeWhileReceiving.add(id);
     const live = new Map<string, HostView>();
     this.live.set(id, live);
     for (const host of hosts) {
@@ -362,6 +378,7 @@ export class Orchestrator implements Traces {
         if (hosts!.size === 0) this.runs.delete(traceId);
         this.storeFinal(traceId, host, final, owner);
       },
+      grew: (bytes, feed) => this.followHost(traceId, host, owner, bytes, feed),
       count: (what, bytes) => {
         if (what === 'chunk') {
           this.metrics.chunksReceived.inc();
@@ -407,6 +424,41 @@ export class Orchestrator implements Traces {
 
   // ---- storing -------------------------------------------------------------
 
+  /**
+   * Once a host's result is bigger than what is written inline, its
+   * packets.pcap upload starts, following the spool file as it is received
+   * (SpoolFeed), and so does a one-host trace's merge: the store gets the
+   * bytes while the agent still sends them. Each is an attempt: if it does
+   * not complete (the store away, the host cut short and its file trimmed),
+   * nothing of it is stored and the store job and finalize() do their work
+   * from the spool file as before.
+   */
+  private followHost(traceId: string, host: string, owner: string, bytes: number, feed: SpoolFeed): void {
+    const key = `${traceId} ${host}`;
+    if (bytes <= INLINE_MAX || this.liveUploads.has(key)) return;
+    const log = this.log.child({ traceId, host });
+    const written = this.resultsWritten.get(traceId) ?? Promise.resolve();
+    const upload = written
+      .then(() => this.store.putAttachmentStream(resultDocId(traceId, host), HOST_ATTACHMENT, PCAP_CONTENT_TYPE, feed.reader()))
+      .then(
+        (r) => r.bytes,
+        (e: Error) => {
+          log.info({ err: e }, "packets.pcap was not stored as it arrived; it is stored from the spool once the host is finished");
+          return null;
+        },
+      );
+    this.liveUploads.set(key, upload);
+    if (owner === this.id && this.mergeWhileReceiving.delete(traceId)) {
+      this.liveMerges.set(traceId, {
+        feed,
+        merge: mergeOneLive(this.store, traceId, host, feed.reader()).catch((e: Error) => {
+          log.info({ err: e }, 'the merge made while the host arrived did not complete; the trace is merged once the host is stored');
+          return null;
+        }),
+      });
+    }
+  }
+
   /** Stores a host's final state and PCAP from the spool, now or when the store is back. */
   private storeFinal(traceId: string, host: string, final: HostFinal, owner: string | null): void {
     this.metrics.hostsFinished.inc({ state: final.state });
@@ -433,6 +485,7 @@ export class Orchestrator implements Traces {
       ...(final.streams?.length ? { streams: final.streams } : {}),
     };
     let spooled = false;
+    const liveKey = `${traceId} ${host}`;
     this.jobs.enqueue(`host:${traceId}:${host}`, async () => {
       if (!spooled) {
         // On disk before the store is asked, so a restart can still store it; a full disk must not stop the store from getting it.
@@ -441,9 +494,17 @@ export class Orchestrator implements Traces {
       }
       const size = final.hasPcap ? this.spool.pcapSize(traceId, host) : 0;
       if (size <= INLINE_MAX) {
+        // Trimmed down to the inline size (or nothing): whatever was followed is not this file.
+        if (this.liveUploads.delete(liveKey)) this.metrics.storedWhileReceived.inc({ attachment: HOST_ATTACHMENT, outcome: 'redone' });
         await this.batch.write(result, final.hasPcap ? () => this.spool.readPcap(traceId, host) : null);
         this.metrics.bytesStored.inc(size);
+      } else if ((await this.liveUploads.get(liveKey)) === size) {
+        // Stored as it arrived (the upload ends with the host's run, so it is over by now): only the result is left.
+        await this.store.putResult(result);
+        this.metrics.bytesStored.inc(size);
+        if (this.liveUploads.delete(liveKey)) this.metrics.storedWhileReceived.inc({ attachment: HOST_ATTACHMENT, outcome: 'used' });
       } else {
+        if (this.liveUploads.delete(liveKey)) this.metrics.storedWhileReceived.inc({ attachment: HOST_ATTACHMENT, outcome: 'redone' });
         await this.store.putResult(result);
         const r = await this.store.putAttachmentStream(resultDocId(traceId, host), HOST_ATTACHMENT, PCAP_CONTENT_TYPE, this.spool.pcapStream(traceId, host));
         this.metrics.bytesStored.inc(r.bytes);
@@ -497,6 +558,7 @@ export class Orchestrator implements Traces {
     // Both reads at once: one store round trip less before the merge (bench/ttfp).
     const [trace, listed] = await Promise.all([this.store.getTrace(traceId), this.store.listResults(traceId)]);
     if (!trace) {
+      this.forget(traceId);
       this.owned.delete(traceId);
       this.live.delete(traceId);
       this.spool.removeTrace(traceId);
@@ -504,7 +566,12 @@ export class Orchestrator implements Traces {
     }
     // Read so that no host's packets.pcap is missed on a CouchDB cluster whose view lags behind its writes.
     const results = await this.store.settledResults(traceId, trace.hosts, listed);
-    const m = await mergeTrace(this.store, this.spool, traceId, results, trace.request.alignClocks === true);
+    const early = forced ? undefined : this.liveMerges.get(traceId);
+    const live = early ? await early.merge : null;
+    // The merge made while the one host arrived is that of its stored file when the file is what it followed, whole.
+    const used = live !== null && early!.feed.ended && results.length === 1 && results[0]._attachments?.[HOST_ATTACHMENT] !== undefined;
+    if (early && this.liveMerges.delete(traceId)) this.metrics.storedWhileReceived.inc({ attachment: MERGED_ATTACHMENT, outcome: used ? 'used' : 'redone' });
+    const m: TraceMerge = used ? liveMergeFigures(live!, results) : await mergeTrace(this.store, this.spool, traceId, results, trace.request.alignClocks === true);
     for (const n of m.notes) this.log.info({ traceId }, n);
     const state = forced ?? traceOutcome(trace.hosts.map((h) => results.find((r) => r.host === h)?.state ?? 'lost'));
     const finishedAt = new Date().toISOString();
@@ -517,10 +584,18 @@ export class Orchestrator implements Traces {
       d.hops = m.hops;
     });
     this.metrics.tracesFinished.inc({ state });
+    this.forget(traceId);
     this.owned.delete(traceId);
     this.live.delete(traceId);
     this.spool.removeTrace(traceId);
     this.publish({ traceId, host: null, state, packets: m.packets, bytes: m.bytes, merged: { packets: m.packets, bytes: m.bytes, duplicates: m.duplicates }, at: finishedAt });
+  }
+
+  /** What the trace's live uploads and merge left here. */
+  private forget(traceId: string): void {
+    this.resultsWritten.delete(traceId);
+    this.mergeWhileReceiving.delete(traceId);
+    this.liveMerges.delete(traceId);
   }
 
   // ---- updates -------------------------------------------------------------

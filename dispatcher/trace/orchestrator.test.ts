@@ -1,6 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { io as connectIo, Socket as ClientSocket } from 'socket.io-client';
@@ -279,6 +279,11 @@ test('a dispatcher restarted mid-trace: the trace is marked interrupted with wha
     await addAgent(first, 'b');
     view = await first.orch.start({ ip: [PROXY] }, 'alice');
     await until(async () => (await metricValue(first.orch.metrics.chunksReceived)) >= 1 && first.updates.some((u) => u.host === 'b' && u.state === 'done'), 'a mid-stream, b done');
+    // b's update goes out before its final state is durable; the restart must find it in the spool or the store.
+    await until(
+      async () => existsSync(join(spoolDir, view!.id, 'b.final.json')) || (await first.store.listResults(view!.id)).some((x) => x.host === 'b' && x.state === 'done'),
+      "b's final state kept",
+    );
   } finally {
     await first.close();
   }

@@ -47,7 +47,11 @@ import { ProfileSummary, summarizeProfiles } from './profile';
  * need; the whole bench has a deadline (--deadline) past which it stops
  * everything it started and fails.
  *
- * Usage: npm run bench:fanout -- [--agents 1000] [--workers 4] [--runs 3] [--dispatchers 1|2] [--deadline 1800] [--profile]
+ * --run-timeout S gives the dispatchers that --run-timeout: on a starved
+ * machine an agent's answer to trace:run can sit behind thousands of others
+ * for more than the default 10 s, and its host then ends unreachable.
+ *
+ * Usage: npm run bench:fanout -- [--agents 1000] [--workers 4] [--runs 3] [--dispatchers 1|2] [--deadline 1800] [--run-timeout S] [--profile]
  */
 
 const OUT = join(ROOT, 'bench-output', 'fanout');
@@ -55,7 +59,8 @@ const TARGET_STARTED_P99_MS = 1000;
 /** Issue 13: all small results stored within 10 s for 1,000 agents, within 20 s for 10,000. */
 const targetAllStoredMs = (agents: number) => (agents > 1000 ? 20_000 : 10_000);
 const RUN_TIMEOUT_MS = 180_000;
-const READY_TIMEOUT_MS = 300_000;
+/** Connecting is paced by the machine (about 120 agents/s at load 1.5 on 2 cores, 30/s at load 30): allowed 100 ms an agent, 5 min at least. */
+const readyTimeoutMs = (agents: number) => Math.max(300_000, agents * 100);
 /** Descriptors beyond one per agent socket: the store's connections, logs, spool files, node's own. */
 const FD_MARGIN = 4096;
 
@@ -67,6 +72,8 @@ interface Args {
   dispatchers: number;
   /** The whole bench, start to stop (s). */
   deadline: number;
+  /** The dispatchers' --run-timeout (s); 0: their default (10 s). */
+  runTimeout: number;
   /** Run the dispatcher under --cpu-prof and show where its CPU went during the runs. */
   profile: boolean;
 }
@@ -77,20 +84,20 @@ function fail(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { agents: 1000, workers: Math.max(2, Math.min(8, 2 * cpus().length)), runs: 3, dispatchers: 1, deadline: 1800, profile: false };
-  const limits = { agents: [1, 10_000], workers: [1, 32], runs: [1, 20], dispatchers: [1, 2], deadline: [60, 7200] } as const;
+  const a: Args = { agents: 1000, workers: Math.max(2, Math.min(8, 2 * cpus().length)), runs: 3, dispatchers: 1, deadline: 1800, runTimeout: 0, profile: false };
+  const limits = { agents: [1, 10_000], workers: [1, 32], runs: [1, 20], dispatchers: [1, 2], deadline: [60, 7200], 'run-timeout': [0, 600] } as const;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--profile') {
       a.profile = true;
       continue;
     }
-    const m = /^--(agents|workers|runs|dispatchers|deadline)(?:=(.*))?$/.exec(argv[i]);
-    if (!m) fail(`unknown argument ${argv[i]}: use --agents N, --workers N, --runs N, --dispatchers 1|2, --deadline S, --profile`);
+    const m = /^--(agents|workers|runs|dispatchers|deadline|run-timeout)(?:=(.*))?$/.exec(argv[i]);
+    if (!m) fail(`unknown argument ${argv[i]}: use --agents N, --workers N, --runs N, --dispatchers 1|2, --deadline S, --run-timeout S, --profile`);
     const key = m[1] as keyof typeof limits;
     const v = Number(m[2] ?? argv[++i]);
     const [lo, hi] = limits[key];
     if (!Number.isInteger(v) || v < lo || v > hi) fail(`--${key} must be a whole number from ${lo} to ${hi}`);
-    a[key] = v;
+    a[key === 'run-timeout' ? 'runTimeout' : key] = v;
   }
   a.workers = Math.min(a.workers, a.agents);
   // Each worker's agents connect to one dispatcher: every dispatcher needs one.
@@ -377,7 +384,7 @@ async function main(): Promise<void> {
       const d = await startDispatcherProcess({
         dataDir,
         logFile,
-        extraArgs: [...(redis ? ['--redis', (redis as RedisProcess).url] : []), ...storeArgs],
+        extraArgs: [...(redis ? ['--redis', (redis as RedisProcess).url] : []), ...storeArgs, ...(args.runTimeout ? ['--run-timeout', String(args.runTimeout)] : [])],
         nodeArgs: args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(profileDir, `d${k + 1}`)] : [],
       });
       ensureFdLimit(d.pid, agentsOn(k) + FD_MARGIN, `dispatcher ${k + 1}`);
@@ -402,7 +409,7 @@ async function main(): Promise<void> {
       const w = new Worker(fork(join(__dirname, 'worker.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
       ensureFdLimit(w.proc.pid!, perWorker[i] + FD_MARGIN, `simulator worker ${i + 1}`);
       workers.push(w);
-      ready.push(w.next((m) => m.type === 'ready', READY_TIMEOUT_MS, 'ready'));
+      ready.push(w.next((m) => m.type === 'ready', readyTimeoutMs(n), 'ready'));
       const names = Array.from({ length: perWorker[i] }, (_, k) => agentName(first + k));
       const d = ds[dispatcherOf(i)].d;
       w.send({ type: 'start', url: d.url, token: d.agentToken, names, firstIndex: first });
@@ -477,6 +484,7 @@ async function main(): Promise<void> {
     fig.extra('agents', n);
     fig.extra('workers', args.workers);
     fig.extra('dispatchers', nd);
+    fig.extra('runTimeoutS', args.runTimeout || 'default');
     fig.extra('runs', runs.length);
     fig.section('agents');
     fig.add('connectS', `connect + hello of ${n} agents`, connectMs / 1000, 's', 1);

@@ -234,7 +234,8 @@ async function oneRun(
   await sleep(200);
   const cpu0 = ds.map((x) => readCpuSeconds(x.d.pid) ?? 0);
   const scpu0 = ctx.storePid ? readCpuSeconds(ctx.storePid) ?? 0 : 0;
-  const { trace, sentAt, ackAt } = await client.start({ callId: [`bench-fanout-${run}`] });
+  // The ack waits for every host's result doc to be created: at 10,000 hosts on a starved store that passed a minute.
+  const { trace, sentAt, ackAt } = await client.start({ callId: [`bench-fanout-${run}`] }, RUN_TIMEOUT_MS);
   if (trace.hosts.length !== n) progress(`WARNING: the trace asked ${trace.hosts.length} hosts, not ${n}`);
   const final = await client.waitFinal(trace.id, RUN_TIMEOUT_MS);
   const endAt = final?.at ?? wallNow();

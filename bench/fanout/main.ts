@@ -265,7 +265,8 @@ async function oneRun(
   };
 
   // The stored trace, as any client would read it back.
-  const view = (await getJson<{ trace: TraceView }>(`${url}/api/traces/${encodeURIComponent(trace.id)}`, ctx.apiToken)).trace;
+  // 10,000 result docs read from a busy embedded store took more than the default 30 s.
+  const view = (await getJson<{ trace: TraceView }>(`${url}/api/traces/${encodeURIComponent(trace.id)}`, ctx.apiToken, RUN_TIMEOUT_MS)).trace;
   const hosts: HostView[] = view.hosts;
   const done = hosts.filter((h) => h.state === 'done').length;
   const stored = hosts.filter((h) => h.stored).length;

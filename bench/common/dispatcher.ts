@@ -454,3 +454,98 @@ export class StoreChanges {
     this.abort.abort();
   }
 }
+
+/** A process's open-file limits (soft, hard) from /proc/<pid>/limits, or null once it is gone. */
+export function fdLimits(pid: number): { soft: number; hard: number } | null {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+    const n = (s: string) => (s === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(s));
+    return m ? { soft: n(m[1]), hard: n(m[2]) } : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Makes sure a running process may hold `need` open files: raises its limit
+ * with prlimit(1) when it is lower (root may raise the hard limit too), and
+ * throws, saying what to do, when that is not allowed. One socket per agent
+ * is a descriptor, on the dispatcher and in the simulators alike.
+ */
+export function ensureFdLimit(pid: number, need: number, what: string): void {
+  const cur = fdLimits(pid);
+  if (!cur) throw new Error(`cannot read the open-file limit of ${what} (pid ${pid})`);
+  if (cur.soft >= need) return;
+  const hard = Math.max(cur.hard, need);
+  const r = spawnSync('prlimit', ['--pid', String(pid), `--nofile=${need}:${hard}`], { encoding: 'utf8', timeout: 10_000 });
+  const after = fdLimits(pid);
+  if (r.status !== 0 || !after || after.soft < need) {
+    throw new Error(`${what} needs ${need} open files, its limit is ${cur.soft} (hard ${cur.hard}) and prlimit could not raise it (${(r.stderr ?? r.error?.message ?? '').trim() || `exit ${r.status}`}): run the bench as root or raise ulimit -n first`);
+  }
+}
+
+/** The dispatcher's own event-loop lag since the last scrape (prom-client resets its histogram on each). */
+export async function scrapeLoopLag(url: string): Promise<{ maxMs: number; p99Ms: number } | null> {
+  try {
+    const r = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(30_000) });
+    const text = await r.text();
+    const v = (name: string) => Number(new RegExp(`^${name} ([0-9.eE+-]+)`, 'm').exec(text)?.[1] ?? NaN) * 1000;
+    return { maxMs: v('nodejs_eventloop_lag_max_seconds'), p99Ms: v('nodejs_eventloop_lag_p99_seconds') };
+  } catch {
+    return null;
+  }
+}
+
+export interface RedisProcess {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** redis-server on a free loopback port, nothing saved to disk; resolves once it accepts connections (at most startMs). */
+export async function startRedis(startMs = 15_000): Promise<RedisProcess> {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxclients', '1000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let gone = false;
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const reap = () => {
+    if (!gone) child.kill('SIGKILL');
+  };
+  process.once('exit', reap);
+  void exited.then(() => {
+    gone = true;
+    process.off('exit', reap);
+  });
+  let out = '';
+  await new Promise<void>((resolveReady, reject) => {
+    const t = setTimeout(() => reject(new Error(`redis-server did not say it was ready within ${startMs / 1000} s: ${out.slice(-300)}`)), startMs);
+    child.once('error', (e) => {
+      clearTimeout(t);
+      reject(new Error(`cannot start redis-server (scripts/setup.sh installs it): ${e.message}`));
+    });
+    child.stdout!.on('data', (b: Buffer) => {
+      if (out.length < 64 * 1024) out += b.toString('utf8');
+      if (/Ready to accept connections/.test(out)) {
+        clearTimeout(t);
+        resolveReady();
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(t);
+      reject(new Error(`redis-server exited with ${code}: ${out.slice(-300)}`));
+    });
+  });
+  child.stdout!.resume();
+  child.stderr!.resume();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    pid: child.pid!,
+    async stop() {
+      if (gone) return;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}

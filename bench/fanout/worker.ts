@@ -16,7 +16,8 @@ import { AgentRecord, FromWorker, ToWorker, toWorker } from './messages';
  */
 
 const CONNECT_CONCURRENCY = 25;
-const CONNECT_TIMEOUT_MS = 20_000;
+// Generous: on a starved machine a simulator's event loop, not the dispatcher, can hold a hello ack back for tens of seconds.
+const CONNECT_TIMEOUT_MS = 60_000;
 const CHUNK_ACK_TIMEOUT_MS = 60_000;
 
 const send = (m: FromWorker): void => {

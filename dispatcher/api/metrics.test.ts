@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseExposition } from '../../test/support/prometheus';
 import { TraceMetrics } from '../trace/metrics';
+import { AgentRegistry } from '../fleet/registry';
 import { Metrics } from './metrics';
 
 describe('Metrics', () => {
@@ -33,8 +34,12 @@ describe('Metrics', () => {
     trace.tracesFinished.inc({ state: 'done' });
     trace.tracesFinished.inc({ state: 'cancelled' }, 2);
     trace.errors.inc({ kind: 'merge' });
-    const agents = [{ connected: true }, { connected: false }, { connected: true }];
-    const m = new Metrics({ orchestrator: { metrics: trace }, registry: { list: () => agents } });
+    const agents = new AgentRegistry();
+    agents.connected('a', 'sa');
+    agents.connected('b', 'sb');
+    agents.disconnected('b', 'sb');
+    agents.connected('c', 'sc');
+    const m = new Metrics({ orchestrator: { metrics: trace }, registry: agents });
     m.tracesFinished.inc({ state: 'done' });
     trace.tracesStarted.inc();
     let { values, types } = parseExposition(await m.render());
@@ -44,7 +49,7 @@ describe('Metrics', () => {
     assert.equal(values.get('tracefleet_errors_total{kind="merge"}'), 1);
     assert.equal(values.get('tracefleet_agents_connected'), 2);
     assert.equal(types.get('tracefleet_agents_connected'), 'gauge');
-    agents.push({ connected: true });
+    agents.connected('d', 'sd');
     ({ values } = parseExposition(await m.render()));
     assert.equal(values.get('tracefleet_agents_connected'), 3);
     m.onAgentsConnected(() => {

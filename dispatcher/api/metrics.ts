@@ -7,6 +7,7 @@
  * connected agents, a store ping, the alert webhook's deliveries.
  */
 
+import type { AgentRegistry } from '../fleet/registry';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { TraceMetrics } from '../trace/metrics';
 import type { AlertWebhook } from '../alerts/webhook';
@@ -15,7 +16,7 @@ import type { AlertWebhook } from '../alerts/webhook';
 export interface MetricsSources {
   orchestrator?: { metrics: TraceMetrics };
   /** dispatcher/fleet/registry.ts AgentRegistry: this dispatcher's own agents. */
-  registry?: { list(): Array<{ connected: boolean }> };
+  registry?: Pick<AgentRegistry, 'connectedCount'>;
   /** Pinged at each scrape for tracefleet_store_up. */
   store?: { ping(): Promise<unknown>; metrics?: { conflictRetries: Counter } };
   /** dispatcher/alerts/webhook.ts AlertWebhook: what became of the alerts sent to it (when one is configured). */
@@ -56,7 +57,7 @@ export class Metrics {
     this.tracesFinished = this.trace.tracesFinished;
 
     const registry = sources.registry;
-    if (registry) this.onAgentsConnected(() => registry.list().filter((a) => a.connected).length);
+    if (registry) this.onAgentsConnected(() => registry.connectedCount());
 
     const store = sources.store;
     if (store) {

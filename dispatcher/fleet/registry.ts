@@ -72,6 +72,13 @@ export class AgentRegistry {
     return a ? strip(a) : undefined;
   }
 
+  /** Counted in place: a /metrics scrape once copied and sorted the whole list for this number. */
+  connectedCount(): number {
+    let n = 0;
+    for (const a of this.agents.values()) if (a.connected) n++;
+    return n;
+  }
+
   list(): AgentEntry[] {
     return [...this.agents.values()].map(strip).sort((x, y) => x.name.localeCompare(y.name));
   }

@@ -1,4 +1,3 @@
-import type { WriteStream } from 'node:fs';
 import type { Logger } from '../../shared/log/log';
 import { ChunkAck, runAck, traceChunk, traceDone, traceFailure, traceProgress } from '../../shared/protocol/agent';
 import { TraceUpdate } from '../../shared/protocol/client';
@@ -46,7 +45,6 @@ type Phase = 'asking' | 'queued' | 'accepted' | 'started' | 'final';
  */
 export class HostRun {
   private phase: Phase = 'asking';
-  private out: WriteStream | null = null;
   /** The spool file for readers that follow it while it is written; ended or aborted when the run is final. */
   private feed: SpoolFeed | null = null;
   private nextSeq = 0;
@@ -128,31 +126,25 @@ export class HostRun {
           return this.protocolError(msg);
         }
         this.markStarted();
+        const first = this.nextSeq === 0;
         this.nextSeq++;
         const bytes = m.value.data;
-        if (!this.out) {
-          this.out = this.c.spool.openPcap(this.c.traceId, this.c.host);
-          this.feed = new SpoolFeed(this.c.spool.pcapPath(this.c.traceId, this.c.host));
-        }
-        const out = this.out;
-        const feed = this.feed!;
-        this.writing = this.writing.then(
-          () =>
-            new Promise<void>((resolve) => {
-              out.write(bytes, (err) => {
-                if (err) {
-                  ack({ ok: false, ...refusal('TF_SPOOL_FAILED', 'the dispatcher could not write the chunk to its disk') } satisfies ChunkAck);
-                  this.fail('error', `the dispatcher could not spool ${this.c.host}'s result: ${err.message} (check the dispatcher's --data-dir disk)`);
-                } else {
-                  this.received += bytes.length;
-                  this.c.count('chunk', bytes.length);
-                  ack({ ok: true } satisfies ChunkAck);
-                  feed.grew(this.received);
-                  this.c.grew?.(this.received, feed);
-                }
-                resolve();
-              });
-            }),
+        this.feed ??= new SpoolFeed(this.c.spool.pcapPath(this.c.traceId, this.c.host));
+        const feed = this.feed;
+        this.writing = this.writing.then(() =>
+          this.c.spool.appendPcap(this.c.traceId, this.c.host, bytes, first).then(
+            () => {
+              this.received += bytes.length;
+              this.c.count('chunk', bytes.length);
+              ack({ ok: true } satisfies ChunkAck);
+              feed.grew(this.received);
+              this.c.grew?.(this.received, feed);
+            },
+            (err: Error) => {
+              ack({ ok: false, ...refusal('TF_SPOOL_FAILED', 'the dispatcher could not write the chunk to its disk') } satisfies ChunkAck);
+              this.fail('error', `the dispatcher could not spool ${this.c.host}'s result: ${err.message} (check the dispatcher's --data-dir disk)`);
+            },
+          ),
         );
         return;
       }
@@ -196,7 +188,6 @@ export class HostRun {
   abandon(): void {
     this.disarm();
     this.phase = 'final';
-    this.out?.end();
     this.feed?.abort(new Error('the dispatcher is stopping; the host is finished from its spool file on the next start'));
   }
 
@@ -227,7 +218,6 @@ export class HostRun {
     if (this.phase === 'final') return;
     this.phase = 'final';
     this.disarm();
-    const out = this.out;
     const done = async () => {
       let final = f;
       if (f.state !== 'done' && f.hasPcap) {
@@ -246,8 +236,8 @@ export class HostRun {
       this.emitUpdate(final.state, { packets: final.packets, bytes: final.bytes, truncated: final.truncated, error: final.error });
       this.c.finished(final);
     };
-    if (out) out.end(() => void done());
-    else void done();
+    // A timeout may end the run while a chunk is still being written: its bytes count.
+    void this.writing.then(done);
   }
 
   private emitUpdate(state: string, extra: Partial<TraceUpdate> = {}): void {

@@ -14,6 +14,17 @@ export interface TraceMerge extends MergeResult {
   hops: RtpHop[];
 }
 
+/**
+ * Host PCAPs up to WHOLE_INPUT_MAX are read whole before the merge,
+ * WHOLE_READS_AT_ONCE at a time and at most WHOLE_INPUTS_BYTES in all; the
+ * rest are streamed. A k-way merge starts by reading every input: a stream
+ * each for a 10,000-host trace meant 10,000 files (or store requests) open
+ * at once on top of the agents' sockets, past the descriptor limit.
+ */
+const WHOLE_INPUT_MAX = 256 * 1024;
+const WHOLE_INPUTS_BYTES = 64 * 1024 * 1024;
+const WHOLE_READS_AT_ONCE = 32;
+
 /** A sink for the survey pass of an aligned merge: the bytes are not wanted, only what the observer saw. */
 function discard(): Writable {
   return new Writable({ write: (_c, _e, cb) => cb() });
@@ -79,15 +90,16 @@ export function liveMergeFigures(m: MergeResult, results: ResultDoc[]): TraceMer
 export async function mergeTrace(store: TraceStore, spool: Spool, traceId: string, results: ResultDoc[], align = false): Promise<TraceMerge> {
   let storeFailed: Error | null = null;
   const stored = results.filter((r) => r._attachments?.[HOST_ATTACHMENT]);
-  const inputs = () =>
-    stored.map((r) => {
-      const local = spool.storedPcap(traceId, r.host);
-      const stream = local ? createReadStream(local, { highWaterMark: MERGE_READ_CHUNK }) : store.getAttachmentStream(resultDocId(traceId, r.host), HOST_ATTACHMENT);
-      stream.once('error', (e: Error) => {
-        if (e instanceof StoreError) storeFailed ??= e;
-      });
-      return { host: r.host, stream };
+  const open = (r: ResultDoc): Readable => {
+    const local = spool.storedPcap(traceId, r.host);
+    const stream = local ? createReadStream(local, { highWaterMark: MERGE_READ_CHUNK }) : store.getAttachmentStream(resultDocId(traceId, r.host), HOST_ATTACHMENT);
+    stream.once('error', (e: Error) => {
+      if (e instanceof StoreError) storeFailed ??= e;
     });
+    return stream;
+  };
+  const whole = new Map<string, Buffer>();
+  const inputs = () => stored.map((r) => ({ host: r.host, stream: whole.has(r.host) ? Readable.from([whole.get(r.host)!], { objectMode: false }) : open(r) }));
   const { clock, hopper } = observers(results);
   // Clock offsets and hops compare hosts: one host's merge has nothing to observe (and is the merge's fast copy then).
   const observe: PacketObserver | undefined =
@@ -101,6 +113,16 @@ export async function mergeTrace(store: TraceStore, spool: Spool, traceId: strin
         : (host, lt, data, sec, nsec) => clock.observe(host, lt, data, sec, nsec);
   const hosts = results.map((r) => r.host);
   try {
+    let budget = WHOLE_INPUTS_BYTES;
+    const small = stored.filter((r) => {
+      const size = r._attachments?.[HOST_ATTACHMENT]?.length ?? r.bytes;
+      if (size > WHOLE_INPUT_MAX || size > budget) return false;
+      budget -= size;
+      return true;
+    });
+    for (let i = 0; i < small.length; i += WHOLE_READS_AT_ONCE) {
+      await Promise.all(small.slice(i, i + WHOLE_READS_AT_ONCE).map(async (r) => whole.set(r.host, Buffer.concat((await open(r).toArray()) as Buffer[]))));
+    }
     let shifts: Map<string, HostShift> | undefined;
     let clocks: TraceClocks | null = null;
     if (align) {

@@ -522,7 +522,8 @@ export class Orchestrator implements Traces {
     const o = this.owned.get(traceId);
     if (!o) return;
     o.stored.add(host);
-    if (!o.interrupted && !o.finalizing && o.hosts.every((h) => o.stored.has(h))) {
+    // The size first: the full check per stored host made a 10,000-host trace quadratic.
+    if (!o.interrupted && !o.finalizing && o.stored.size >= o.hosts.length && o.hosts.every((h) => o.stored.has(h))) {
       o.finalizing = true;
       this.spool.markMergePending(traceId);
       this.jobs.enqueue(`merge:${traceId}`, () => this.finalize(traceId, null));
@@ -573,7 +574,8 @@ export class Orchestrator implements Traces {
     if (early && this.liveMerges.delete(traceId)) this.metrics.storedWhileReceived.inc({ attachment: MERGED_ATTACHMENT, outcome: used ? 'used' : 'redone' });
     const m: TraceMerge = used ? liveMergeFigures(live!, results) : await mergeTrace(this.store, this.spool, traceId, results, trace.request.alignClocks === true);
     for (const n of m.notes) this.log.info({ traceId }, n);
-    const state = forced ?? traceOutcome(trace.hosts.map((h) => results.find((r) => r.host === h)?.state ?? 'lost'));
+    const stateOf = new Map(results.map((r) => [r.host, r.state]));
+    const state = forced ?? traceOutcome(trace.hosts.map((h) => stateOf.get(h) ?? 'lost'));
     const finishedAt = new Date().toISOString();
     await this.store.updateTrace(traceId, (d) => {
       d.state = state;

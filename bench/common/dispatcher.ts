@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -202,21 +202,12 @@ export async function startDispatcherProcess(opts: {
   } finally {
     closeSync(log);
   }
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  let gone = false;
   // A bench that dies must not leave a dispatcher (and its store) behind.
-  const reap = () => {
-    if (!gone) child.kill('SIGKILL');
-  };
-  process.once('exit', reap);
-  void exited.then(() => {
-    gone = true;
-    process.off('exit', reap);
-  });
+  const { exited, gone } = reapOnExit(child);
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + (opts.startMs ?? 60_000);
   for (;;) {
-    if (gone) throw new Error(`the dispatcher exited during start-up; see ${opts.logFile}`);
+    if (gone()) throw new Error(`the dispatcher exited during start-up; see ${opts.logFile}`);
     try {
       const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
       if (r.ok) break;
@@ -243,7 +234,7 @@ export async function startDispatcherProcess(opts: {
     storeArgs,
     storeUrl: () => couchdb ?? readFileSync(join(opts.dataDir, 'store.url'), 'utf8').trim(),
     async stop() {
-      if (!gone) {
+      if (!gone()) {
         child.kill('SIGTERM');
         const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
         await exited;
@@ -496,16 +487,8 @@ export async function scrapeLoopLag(url: string): Promise<{ maxMs: number; p99Ms
   }
 }
 
-export interface RedisProcess {
-  url: string;
-  pid: number;
-  stop(): Promise<void>;
-}
-
-/** redis-server on a free loopback port, nothing saved to disk; resolves once it accepts connections (at most startMs). */
-export async function startRedis(startMs = 15_000): Promise<RedisProcess> {
-  const port = await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxclients', '1000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** The child killed when the bench's process exits first; `gone()` once it has exited. */
+function reapOnExit(child: ChildProcess): { exited: Promise<number | null>; gone: () => boolean } {
   let gone = false;
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const reap = () => {
@@ -516,6 +499,20 @@ export async function startRedis(startMs = 15_000): Promise<RedisProcess> {
     gone = true;
     process.off('exit', reap);
   });
+  return { exited, gone: () => gone };
+}
+
+export interface RedisProcess {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** redis-server on a free loopback port, nothing saved to disk; resolves once it accepts connections (at most startMs). */
+export async function startRedis(startMs = 15_000): Promise<RedisProcess> {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxclients', '1000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const { exited, gone } = reapOnExit(child);
   let out = '';
   await new Promise<void>((resolveReady, reject) => {
     const t = setTimeout(() => reject(new Error(`redis-server did not say it was ready within ${startMs / 1000} s: ${out.slice(-300)}`)), startMs);
@@ -541,11 +538,24 @@ export async function startRedis(startMs = 15_000): Promise<RedisProcess> {
     url: `redis://127.0.0.1:${port}`,
     pid: child.pid!,
     async stop() {
-      if (gone) return;
+      if (gone()) return;
       child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 5000);
       await exited;
       clearTimeout(t);
     },
   };
+}
+
+/**
+ * Agents' trace sides (bench/common/agents.ts) in one child process, its
+ * log appended to logFile; the child ends when the bench does.
+ */
+export function forkBenchAgents(url: string, token: string, agents: Array<{ name: string; ringDir: string }>, logFile: string, level: 'debug' | 'info' = 'info'): ChildProcess {
+  const log = openSync(logFile, 'a');
+  try {
+    return fork(join(__dirname, 'agents.js'), [JSON.stringify({ url, token, agents, level })], { cwd: ROOT, stdio: ['ignore', log, log, 'ipc'] });
+  } finally {
+    closeSync(log);
+  }
 }

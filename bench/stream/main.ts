@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ChildProcess, fork, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { ChildProcess, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import type { TraceView } from '../../shared/protocol/client';
 import {
   benchCouchdbUrl,
   countDownload,
+  forkBenchAgents,
   getJson,
   makeTracerToken,
   readCpuSeconds,
@@ -25,7 +26,7 @@ import { BulkCapture, CALL_ID, GEN_VERSION, generateBulkCapture, MEDIA_IP } from
  * One large host result, agent → dispatcher → store: a ring of
  * BENCH_STREAM_MB MiB (bench/stream/gen.ts, imported with `tracefleet ring
  * import`) whose every packet involves MEDIA_IP, served by the agent's real
- * trace code (bench/stream/agent.ts: agent/link/client.ts +
+ * trace code (bench/common/agents.ts: agent/link/client.ts +
  * agent/trace/serve.ts, no capture engine) in its own process, traced with
  * --ip MEDIA_IP. Timed from trace:start to the trace's final update (the
  * host's packets.pcap and merged.pcap stored); the dispatcher's VmRSS is
@@ -97,14 +98,6 @@ function ensureRing(ringDir: string): { meta: RingMeta; cached: boolean } {
   return { meta, cached: false };
 }
 
-function startAgent(url: string, token: string, ringDir: string, logFile: string): ChildProcess {
-  const log = openSync(logFile, 'a');
-  try {
-    return fork(join(__dirname, 'agent.js'), [JSON.stringify({ url, token, name: AGENT, ringDir })], { cwd: ROOT, stdio: ['ignore', log, log, 'ipc'] });
-  } finally {
-    closeSync(log);
-  }
-}
 
 async function waitAgent(url: string, apiToken: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -144,7 +137,7 @@ async function main(): Promise<void> {
     // The store's own record of when packets.pcap and merged.pcap were written.
     changes = await StoreChanges.open(storeUrl, db);
     const apiToken = makeTracerToken(d.dataDir, 'bench', storeArgs);
-    agent = startAgent(d.url, d.agentToken, ringDir, agentLog);
+    agent = forkBenchAgents(d.url, d.agentToken, [{ name: AGENT, ringDir }], agentLog);
     await waitAgent(d.url, apiToken, 30_000);
     client = await TraceClient.connect(d.url, apiToken);
     progress(`dispatcher pid ${d.pid}, store pid ${d.storePid ?? '?'}, agent pid ${agent.pid} connected as ${AGENT}`);

@@ -1,5 +1,5 @@
-import { ChildProcess, fork, spawn } from 'node:child_process';
-import { closeSync, cpSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { ChildProcess, spawn } from 'node:child_process';
+import { cpSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { importCaptures } from '../../agent/index/import';
 import type { TraceView } from '../../shared/protocol/client';
 import { readPackets } from '../common/pcapcompare';
-import { getJson, makeTracerToken, ROOT, startDispatcherProcess, wallNow } from '../common/dispatcher';
+import { forkBenchAgents, getJson, makeTracerToken, ROOT, startDispatcherProcess, wallNow } from '../common/dispatcher';
 import { Figures, median, progress } from '../common/report';
 import { generateSipCapture } from '../common/sipgen';
 
@@ -16,7 +16,7 @@ import { generateSipCapture } from '../common/sipgen';
  * CLI process, from its spawn to its exit with the merged PCAP on disk, on a
  * warm dispatcher (its own process, embedded store) with 1, 10 and 100
  * agents. The agents are the real link and trace server
- * (bench/ttfp/agents.ts, several per process) over a small imported ring
+ * (bench/common/agents.ts, several per process) over a small imported ring
  * each, every ring holding the traced call. Each trace is split into
  * phases on its critical path, from real records only, all on this
  * machine's wall clock:
@@ -193,14 +193,6 @@ function phasesOf(run: CliRun, trace: TraceView, disp: LogRecord[], agents: LogR
   };
 }
 
-function startAgents(url: string, token: string, names: string[], ringsDir: string, logFile: string): ChildProcess {
-  const log = openSync(logFile, 'a');
-  try {
-    return fork(join(__dirname, 'agents.js'), [JSON.stringify({ url, token, names, ringsDir })], { cwd: ROOT, stdio: ['ignore', log, log, 'ipc'] });
-  } finally {
-    closeSync(log);
-  }
-}
 
 async function waitAgents(url: string, apiToken: string, n: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -260,7 +252,7 @@ async function main(): Promise<void> {
       // Agents added up to this size: the first alone in its process, then groups.
       while (started < size) {
         const n = started === 0 ? 1 : Math.min(AGENTS_PER_PROCESS, size - started);
-        agents.push(startAgents(d.url, d.agentToken, names.slice(started, started + n), ringsDir, agentsLog));
+        agents.push(forkBenchAgents(d.url, d.agentToken, names.slice(started, started + n).map((name) => ({ name, ringDir: join(ringsDir, name) })), agentsLog, 'debug'));
         started += n;
       }
       await waitAgents(d.url, apiToken, size, 60_000);

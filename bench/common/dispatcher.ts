@@ -551,10 +551,10 @@ export async function startRedis(startMs = 15_000): Promise<RedisProcess> {
  * Agents' trace sides (bench/common/agents.ts) in one child process, its
  * log appended to logFile; the child ends when the bench does.
  */
-export function forkBenchAgents(url: string, token: string, agents: Array<{ name: string; ringDir: string }>, logFile: string, level: 'debug' | 'info' = 'info'): ChildProcess {
+export function forkBenchAgents(url: string, token: string, agents: Array<{ name: string; ringDir: string }>, logFile: string, level: 'debug' | 'info' = 'info', nodeArgs: string[] = []): ChildProcess {
   const log = openSync(logFile, 'a');
   try {
-    return fork(join(__dirname, 'agents.js'), [JSON.stringify({ url, token, agents, level })], { cwd: ROOT, stdio: ['ignore', log, log, 'ipc'] });
+    return fork(join(__dirname, 'agents.js'), [JSON.stringify({ url, token, agents, level })], { cwd: ROOT, stdio: ['ignore', log, log, 'ipc'], execArgv: nodeArgs });
   } finally {
     closeSync(log);
   }

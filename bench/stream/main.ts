@@ -126,7 +126,9 @@ async function main(): Promise<void> {
   progress('starting the dispatcher');
   const db = COUCHDB ? `bench-stream-${randomBytes(4).toString('hex')}` : 'tracefleet';
   const storeArgs = COUCHDB ? ['--couchdb', COUCHDB, '--db', db] : [];
-  const d = await startDispatcherProcess({ ...(process.env.BENCH_STREAM_PROF ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_STREAM_PROF}`] } : {}), dataDir, logFile, extraArgs: storeArgs });
+  // A CPU profile of each process of the path: the dispatcher's store child takes the flags from it.
+  const profArgs = process.env.BENCH_STREAM_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_STREAM_PROF}`] : [];
+  const d = await startDispatcherProcess({ nodeArgs: profArgs, dataDir, logFile, extraArgs: storeArgs });
   const storeUrl = COUCHDB ?? readFileSync(join(dataDir, 'store.url'), 'utf8').trim();
   const rss = new RssSampler(d.pid, 50);
   const storeRss = d.storePid ? new RssSampler(d.storePid, 100) : null;
@@ -137,7 +139,7 @@ async function main(): Promise<void> {
     // The store's own record of when packets.pcap and merged.pcap were written.
     changes = await StoreChanges.open(storeUrl, db);
     const apiToken = makeTracerToken(d.dataDir, 'bench', storeArgs);
-    agent = forkBenchAgents(d.url, d.agentToken, [{ name: AGENT, ringDir }], agentLog);
+    agent = forkBenchAgents(d.url, d.agentToken, [{ name: AGENT, ringDir }], agentLog, 'info', profArgs);
     await waitAgent(d.url, apiToken, 30_000);
     client = await TraceClient.connect(d.url, apiToken);
     progress(`dispatcher pid ${d.pid}, store pid ${d.storePid ?? '?'}, agent pid ${agent.pid} connected as ${AGENT}`);

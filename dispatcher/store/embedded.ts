@@ -117,9 +117,10 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
 
   const args: EmbeddedServerArgs = { dataDir, credentialsFile: credentialsFile(dataDir), host: host.replace(/^\[|\]$/g, ''), port, log: logSettingsOf(log) };
   const child = fork(require.resolve('./embedded-server'), [JSON.stringify(args)], {
-    // Not the parent's flags (node --test, --inspect...); the deprecation
+    // Not the parent's flags (node --test, --inspect...) but a CPU profile's,
+    // so that profiling the dispatcher profiles its store too; the deprecation
     // warnings are express-pouchdb's use of `new Buffer`, nothing we can fix.
-    execArgv: ['--no-deprecation'],
+    execArgv: ['--no-deprecation', ...process.execArgv.filter((a) => /^--cpu-prof/.test(a))],
     // fd 2 twice: the dispatcher's stdout may be a PCAP going to Wireshark.
     stdio: ['ignore', 2, 2, 'ipc'],
     cwd: dataDir,

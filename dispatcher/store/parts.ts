@@ -21,6 +21,11 @@
 
 import type { AttachmentStub, CouchMeta } from './layout';
 
+/** Answered by the embedded server only ({copyAttachment: true}); Apache CouchDB answers it with an error. */
+export const STORE_FEATURES_PATH = '/_tracefleet';
+/** POST <db>/_tracefleet_copy_attachment: the embedded server's copy of an attachment, stubs only (embedded-server.ts). */
+export const COPY_ATTACHMENT_PATH = '/_tracefleet_copy_attachment';
+
 /** Bytes per part: what one upload or download holds at once (PouchDB copies it a few times). */
 export const PART_BYTES = 1024 * 1024;
 

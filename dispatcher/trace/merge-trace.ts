@@ -1,11 +1,13 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable, Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { mergeCaptures, MERGE_READ_CHUNK, type HostShift, type MergeResult, type PacketObserver } from '../merge/merge';
 import { ClockSampler } from '../merge/clock';
 import { HopCollector } from '../merge/hops';
 import type { RtpHop, TraceClocks } from '../../shared/trace/vantage';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, traceDocId } from '../store/layout';
 import { StoreError, TraceStore } from '../store/store';
+import { SameAsFile } from './same-as-file';
 import type { Spool } from './spool';
 
 export interface TraceMerge extends MergeResult {
@@ -61,14 +63,61 @@ function figures(m: MergeResult, results: ResultDoc[], clock: ClockSampler, hopp
  * taken with liveMergeFigures() once the host's result is stored. Rejects
  * (storing nothing) when the input fails, as it does when the host's file
  * turns out not to be what was followed.
+ *
+ * With `same` on a store that copies attachments itself (the embedded
+ * store): the merge of a host's nanosecond PCAP in order and without
+ * duplicates is that file, byte for byte, so its output is compared with
+ * the spool file (`same.path`) instead of being sent; when it matches all
+ * through and the host's packets.pcap was stored from that same file
+ * (`same.hostStored` resolves with its length), the store copies
+ * packets.pcap into merged.pcap (no bytes sent, none written twice). At
+ * the first difference the output is uploaded after all, the file's bytes
+ * up to there first (see SameAsFile).
  */
-export async function mergeOneLive(store: TraceStore, traceId: string, host: string, input: Readable): Promise<MergeResult> {
+export async function mergeOneLive(store: TraceStore, traceId: string, host: string, input: Readable, same?: { path: string; hostStored: Promise<number | null> }): Promise<MergeResult> {
+  if (same && store.copiesAttachments) return mergeOneCompared(store, traceId, host, input, same);
   const merged = new PassThrough();
   const merging = mergeCaptures([{ host, stream: input }], merged).catch((e: Error) => {
     merged.destroy(e);
     throw e;
   });
   const [m] = await Promise.all([merging, store.putAttachmentStream(traceDocId(traceId), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, merged)]);
+  return m;
+}
+
+async function mergeOneCompared(store: TraceStore, traceId: string, host: string, input: Readable, same: { path: string; hostStored: Promise<number | null> }): Promise<MergeResult> {
+  const put = (r: Readable): Promise<{ bytes: number; rev: string }> => store.putAttachmentStream(traceDocId(traceId), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, r);
+  let upload: Promise<unknown> | null = null;
+  let uploadFailed: (e: Error) => void = () => {};
+  const failed = new Promise<never>((_, reject) => {
+    uploadFailed = reject;
+  });
+  failed.catch(() => undefined);
+  const sink = new SameAsFile(same.path, (output) => {
+    upload = put(output).catch((e: Error) => {
+      sink.destroy(e);
+      uploadFailed(e);
+      throw e;
+    });
+  });
+  const m = await Promise.race([
+    mergeCaptures([{ host, stream: input }], sink).catch((e: Error) => {
+      sink.destroy(e);
+      throw e;
+    }),
+    failed,
+  ]);
+  if (!sink.writableFinished) await finished(sink);
+  if (upload) {
+    await upload;
+    return m;
+  }
+  // The output is the file's first `checked` bytes: the host's packets.pcap when that was stored from the whole file.
+  if ((await same.hostStored) === sink.checked) {
+    await store.copyAttachment(resultDocId(traceId, host), HOST_ATTACHMENT, traceDocId(traceId), MERGED_ATTACHMENT);
+  } else {
+    await put(sink.checked > 0 ? createReadStream(same.path, { start: 0, end: sink.checked - 1, highWaterMark: MERGE_READ_CHUNK }) : Readable.from([], { objectMode: false }));
+  }
   return m;
 }
 

@@ -99,7 +99,11 @@ async function mergeOneCompared(store: TraceStore, traceId: string, host: string
       uploadFailed(e);
       throw e;
     });
+    // Awaited below when the merge completes; when the merge failed first, its failure is the one reported.
+    upload.catch(() => undefined);
   });
+  // Its failures reach us through the merge's and the upload's promises; an 'error' nobody listens to would end the process.
+  sink.on('error', () => {});
   const m = await Promise.race([
     mergeCaptures([{ host, stream: input }], sink).catch((e: Error) => {
       sink.destroy(e);

@@ -146,6 +146,11 @@ test('one host: packets.pcap and merged.pcap are stored while it is received, th
     assert.ok(stored.length > 4 * 256 * 1024, `bigger than a few chunks (${stored.length} bytes), so it is followed while it arrives`);
     const merged = await bytesOf(r.store.getAttachmentStream(traceDocId(view.id), MERGED_ATTACHMENT));
     assert.deepEqual(merged, await mergedAlone('a', stored), 'merged.pcap is the merge of the stored file, byte for byte');
+    if (r.store.copiesAttachments) {
+      // The embedded store: a merge that is the host's file itself is packets.pcap copied inside the store (same digests), and only then.
+      const [mi, hi] = [await r.store.getAttachmentInfo(traceDocId(view.id), MERGED_ATTACHMENT), await r.store.getAttachmentInfo(resultDocId(view.id, 'a'), HOST_ATTACHMENT)];
+      assert.equal(mi?.digest === hi?.digest, merged.equals(stored), `merged.pcap ${merged.equals(stored) ? 'is' : 'is not'} packets.pcap: copied ${mi?.digest === hi?.digest}`);
+    }
     const trace = await r.store.getTrace(view.id);
     assert.deepEqual(trace?.merged, { packets: 3 + BULK, bytes: finalOf(r, view.id)!.merged!.bytes, duplicates: 0 });
     // Both went to the store as the host arrived, and were what was kept.

@@ -17,6 +17,10 @@
  * store gets one file, as from CouchDB. The stub in _attachments has the
  * first part's length and digest; attachmentParts holds the whole length
  * (storedAttachment() gives the stub as the dispatcher must see it).
+ *
+ * A copy (POST <db>/_tracefleet_copy_attachment, embedded-server.ts) has
+ * the same layout with an upload of its own, every attachment a stub of
+ * its source's digest: PouchDB keeps the bytes once per digest.
  */
 
 import type { AttachmentStub, CouchMeta } from './layout';

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { sep } from 'node:path';
 import { type LogSettings, initProcessLogger } from '../../shared/log/log';
 import { z } from 'zod';
-import { COPY_ATTACHMENT_PATH, PART_BYTES, type PartedDoc, STORE_FEATURES_PATH, partDocId } from './parts';
+import { type AttachmentParts, COPY_ATTACHMENT_PATH, PART_BYTES, type PartedDoc, STORE_FEATURES_PATH, partDocId } from './parts';
 
 export interface EmbeddedServerArgs {
   dataDir: string;
@@ -103,6 +103,30 @@ async function dropParts(db: PouchDb, ids: string[]): Promise<void> {
 }
 
 /**
+ * Writes `doc` with its attachment `name` given (bytes or a stub) and its
+ * parts entry (null: not in parts), in one write: the last step of an
+ * upload or a copy. The parts of the upload it replaced, which nobody can
+ * reach any more, are deleted before the answer, so what the client sees
+ * next is clean. Empties `written` once the document names those parts.
+ */
+async function commitAttachment(db: PouchDb, doc: PartedDoc & { _rev?: string } & Record<string, unknown>, name: string, attachment: object, parts: AttachmentParts | null, written: string[]): Promise<{ id: string; rev: string }> {
+  const old = doc.attachmentParts?.[name];
+  // The other attachments stay as their stubs.
+  const next: Record<string, unknown> = { ...doc, _attachments: { ...(doc._attachments ?? {}), [name]: attachment } };
+  const map = { ...(doc.attachmentParts ?? {}) };
+  if (parts) map[name] = parts;
+  else delete map[name];
+  if (Object.keys(map).length) next.attachmentParts = map;
+  else delete next.attachmentParts;
+  const out = await db.put(next);
+  written.length = 0;
+  if (old && old.upload !== parts?.upload) {
+    await dropParts(db, Array.from({ length: old.parts - 1 }, (_, i) => partDocId(doc._id, name, old.upload, i + 1))).catch(() => undefined);
+  }
+  return out;
+}
+
+/**
  * PUT /db/doc/attachment, in place of express-pouchdb's handler, which
  * reads the whole body into memory and has PouchDB copy it several times
  * more (about 9 bytes of memory per byte stored), and stores whatever it
@@ -160,20 +184,8 @@ function putAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerRe
     if (target.rev !== undefined && target.rev !== rev) {
       throw Object.assign(new Error('Document update conflict.'), { status: 409, name: 'conflict' });
     }
-    const old = doc.attachmentParts?.[target.name];
-    // The other attachments stay as their stubs; this one is given whole (its first part).
-    const next: Record<string, unknown> = { ...doc, _attachments: { ...(doc._attachments ?? {}), [target.name]: { content_type: type, data: first! } } };
-    const map = { ...(doc.attachmentParts ?? {}) };
-    if (parts > 1) map[target.name] = { upload, parts, length: total, content_type: type };
-    else delete map[target.name];
-    if (Object.keys(map).length) next.attachmentParts = map;
-    else delete next.attachmentParts;
-    const out = await db.put(next);
-    written.length = 0;
-    // The replaced upload's parts, which nobody can reach any more, go before the answer: what the client sees next is clean.
-    if (old && old.upload !== upload) {
-      await dropParts(db, Array.from({ length: old.parts - 1 }, (_, i) => partDocId(target.docId, target.name, old.upload, i + 1))).catch(() => undefined);
-    }
+    // This one is given whole (its first part).
+    const out = await commitAttachment(db, doc, target.name, { content_type: type, data: first! }, parts > 1 ? { upload, parts, length: total, content_type: type } : null, written);
     sendJson(res, 201, { ok: true, id: out.id, rev: out.rev });
   })().catch(async (err: PouchError) => {
     req.resume();
@@ -244,22 +256,9 @@ function copyAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerR
     const doc = await getDoc(db, to.doc);
     if (!doc) throw Object.assign(new Error('missing'), { status: 404, name: 'not_found' });
     if (to.rev !== undefined && to.rev !== doc._rev) throw Object.assign(new Error('Document update conflict.'), { status: 409, name: 'conflict' });
-    const old = doc.attachmentParts?.[to.name];
-    const next: Record<string, unknown> = {
-      ...doc,
-      // revpos: the revision this write makes, as PouchDB gives an attachment it stores.
-      _attachments: { ...(doc._attachments ?? {}), [to.name]: { stub: true, digest: first.digest, length: first.length, content_type: first.content_type, revpos: parseInt(doc._rev, 10) + 1 } },
-    };
-    const map = { ...(doc.attachmentParts ?? {}) };
-    if (p) map[to.name] = { ...p, upload };
-    else delete map[to.name];
-    if (Object.keys(map).length) next.attachmentParts = map;
-    else delete next.attachmentParts;
-    const out = await db.put(next);
-    written.length = 0;
-    if (old && old.upload !== upload) {
-      await dropParts(db, Array.from({ length: old.parts - 1 }, (_, i) => partDocId(to.doc, to.name, old.upload, i + 1))).catch(() => undefined);
-    }
+    // revpos: the revision this write makes, as PouchDB gives an attachment it stores.
+    const stub = { stub: true, digest: first.digest, length: first.length, content_type: first.content_type, revpos: parseInt(doc._rev, 10) + 1 };
+    const out = await commitAttachment(db, doc, to.name, stub, p ? { ...p, upload } : null, written);
     sendJson(res, 201, { ok: true, id: out.id, rev: out.rev });
   })().catch(async (err: PouchError) => {
     req.resume();

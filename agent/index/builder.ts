@@ -9,7 +9,7 @@ import type { DecodedPacket, TransportMessage } from '../../shared/decode/types'
 import { isRtcp } from '../../shared/rtp/stats';
 import {
   DIALOGS_PER_BLOCK, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, LegKeyKind, MessageRecord,
-  NO_ADDRESS, NUMBER_ENTRY_LEN, messageLegKeys, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKeyText,
+  NO_ADDRESS, NUMBER_ENTRY_LEN, messageLegKeys, messageRecordJson, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKeyText,
 } from './format';
 import { IndexState } from './state';
 import { MessageArena } from './message-arena';
@@ -330,7 +330,7 @@ export class SegmentIndexer {
       if (map.length > 0) rec.pm = map;
     }
     this.state.messages.push(rec);
-    this.arena.add(JSON.stringify(rec));
+    this.arena.add(messageRecordJson(rec));
     this.opts.onMessage?.(rec, this, tm.bytes);
   }
 

@@ -594,11 +594,3 @@ export class SegmentIndexer {
     return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId };
   }
 }
-
-/** Builds and seals the index of a complete segment from its first byte. */
-export function indexSegment(segmentPath: string, indexPath: string, opts: IndexerOptions = {}): SegmentIndexer {
-  const ix = new SegmentIndexer(segmentPath, indexPath, { ...opts, journal: false });
-  ix.catchUp();
-  ix.seal();
-  return ix;
-}

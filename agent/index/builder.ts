@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync, writevSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { Dissector } from '../../shared/decode/dissector';
-import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, pcapRecordIn, scanPcapRecords } from '../../shared/pcap/pcap';
+import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapRecordIn, scanPcapRecords } from '../../shared/pcap/pcap';
 import { ParseSipOptions, parseSip } from '../../shared/sip/parse';
 import { sipDigits } from '../../shared/sip/number';
 import type { PacketRecord } from '../../shared/pcap/types';
@@ -9,9 +9,10 @@ import type { DecodedPacket, TransportMessage } from '../../shared/decode/types'
 import { isRtcp } from '../../shared/rtp/stats';
 import {
   DIALOGS_PER_BLOCK, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, LegKeyKind, MessageRecord,
-  NO_ADDRESS, NUMBER_ENTRY_LEN, messageLegKeys, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKeyText,
+  NO_ADDRESS, NUMBER_ENTRY_LEN, messageLegKeys, messageRecordJson, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKeyText,
 } from './format';
 import { IndexState } from './state';
+import { MessageArena } from './message-arena';
 import { FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
 
@@ -34,6 +35,8 @@ export interface IndexerOptions {
 }
 
 const READ_CHUNK = 4 * 1024 * 1024;
+/** hash * DIALOG_KEY_SPAN + dialog < 2^53: the key entries sort exactly as doubles. */
+const DIALOG_KEY_SPAN = 2 ** 21;
 
 /*
  * The same codecs come in every SDP of a call: their [payload type, encoding]
@@ -115,12 +118,12 @@ export class SegmentIndexer {
    */
   private readonly flows: FlowTableBuilder | null;
   /**
-   * The JSON text of each message record, made once: the journal writes it
-   * and seal() joins the same texts into the dialog blocks (measured: the
-   * second JSON.stringify of every record was about a fifth of seal()).
-   * Sparse for a resumed journal's messages, which are stringified at seal.
+   * Each message record's journal record, encoded once, off the heap: the
+   * journal writes it and seal() joins the same JSON into the dialog blocks
+   * (measured: a second JSON.stringify of every record was about a fifth of
+   * seal(); the texts kept as strings were a good part of the collector's work).
    */
-  private json: string[] = [];
+  private arena = new MessageArena();
 
   /**
    * With `indexPath` null nothing is written. `resume` continues from a
@@ -140,6 +143,8 @@ export class SegmentIndexer {
       this.flushedPackets = this.state.packetCount;
       this.flushedAddresses = this.state.addresses.length;
       this.flushedMessages = this.state.messages.length;
+      // A resumed journal's messages are in the dialog blocks too: encoded here, not journaled again.
+      for (const m of this.state.messages) this.arena.add(JSON.stringify(m));
     }
     this.viaHep = isHepSegment(segmentPath);
     this.flows = resume ? null : new FlowTableBuilder();
@@ -204,6 +209,25 @@ export class SegmentIndexer {
     }
     this.flush();
     return this.state.packetCount - before;
+  }
+
+  /**
+   * Indexes a record its caller has just written to the segment (ring
+   * import), so that the segment is not read back: `segmentHeader` is the
+   * segment's PCAP header (given with the first record), `rec` the record as
+   * the segment holds it (its offset there, its time at the segment's
+   * resolution). Not mixed with catchUp() until every record written is given.
+   */
+  indexWritten(segmentHeader: Buffer, rec: PacketRecord): void {
+    if (!this.header) {
+      this.header = parsePcapHeader(segmentHeader, this.segmentPath);
+      this.headerBytes = segmentHeader;
+      this.state.indexedBytes = PCAP_HEADER_LEN;
+      this.write(recordBytes(REC.SEGMENT, segmentHeader));
+    }
+    if (rec.fileOffset !== this.state.indexedBytes) throw new Error(`${this.segmentPath}: record at ${rec.fileOffset} given after ${this.state.indexedBytes} bytes`);
+    this.indexRecord(rec);
+    this.state.indexedBytes = rec.fileOffset + PCAP_RECORD_HEADER_LEN + rec.capLen;
   }
 
   /**
@@ -306,16 +330,8 @@ export class SegmentIndexer {
       if (map.length > 0) rec.pm = map;
     }
     this.state.messages.push(rec);
+    this.arena.add(messageRecordJson(rec));
     this.opts.onMessage?.(rec, this, tm.bytes);
-  }
-
-  private messageJson(i: number): string {
-    let j = this.json[i];
-    if (j === undefined) {
-      j = JSON.stringify(this.state.messages[i]);
-      this.json[i] = j;
-    }
-    return j;
   }
 
   /** Appends what was indexed since the last flush to the journal. */
@@ -337,22 +353,7 @@ export class SegmentIndexer {
       parts.push(recordPrefix(REC.PACKETS, entries.length), entries);
       this.flushedPackets = st.packetCount;
     }
-    if (st.messages.length > this.flushedMessages) {
-      // One buffer for all new message records: they are many and small. It
-      // is sized for the worst case (3 UTF-8 bytes per UTF-16 unit) so that
-      // each JSON text is encoded once, not measured first.
-      let bound = 0;
-      for (let i = this.flushedMessages; i < st.messages.length; i++) bound += RECORD_PREFIX_LEN + 3 * this.messageJson(i).length;
-      const out = Buffer.allocUnsafe(bound);
-      let at = 0;
-      for (let i = this.flushedMessages; i < st.messages.length; i++) {
-        const n = out.write(this.json[i], at + RECORD_PREFIX_LEN, 'utf8');
-        out.writeUInt32LE(n + 1, at);
-        out[at + 4] = REC.MESSAGE;
-        at += RECORD_PREFIX_LEN + n;
-      }
-      parts.push(out.subarray(0, at));
-    }
+    if (st.messages.length > this.flushedMessages) parts.push(...this.arena.records(this.flushedMessages, st.messages.length));
     this.flushedMessages = st.messages.length;
     if (parts.length === 0) return;
     const cp = Buffer.alloc(8);
@@ -417,17 +418,34 @@ export class SegmentIndexer {
       if (this.headerBytes) this.write(recordBytes(REC.SEGMENT, this.headerBytes));
     }
 
-    // Key entries as (hash << 32 | dialog): a typed array sorts them natively
-    // in (hash, dialog) order, with no comparator call per comparison.
-    const keys: bigint[] = [];
+    // Key entries as hash * 2^21 + dialog, exact in a double while dialogs
+    // < 2^21 (a segment holds far fewer): a Float64Array sorts them natively in
+    // (hash, dialog) order, with no comparator call and no BigInt per key.
+    // A segment with more dialogs (tiny messages, a huge segment) has its
+    // entries as BigInt (hash << 32 | dialog), sorted natively too.
+    const wide = dialogCount >= DIALOG_KEY_SPAN;
+    const wideKeys: bigint[] = [];
+    let keys = new Float64Array(Math.max(1024, 4 * dialogCount));
+    let nKeys = 0;
+    const addKey = (hash: number, dialog: number) => {
+      if (wide) {
+        wideKeys.push((BigInt(hash) << 32n) | BigInt(dialog));
+        return;
+      }
+      if (nKeys === keys.length) {
+        const bigger = new Float64Array(keys.length * 2);
+        bigger.set(keys);
+        keys = bigger;
+      }
+      keys[nKeys++] = hash * DIALOG_KEY_SPAN + dialog;
+    };
     const numbers: Array<[string, number]> = [];
     const legKeys = new Set<string>();
     const users = new Set<string>();
     const numbersOf = new Set<string>();
     const addLegKey = (kind: LegKeyKind, value: string) => legKeys.add(kind + '\0' + value);
     for (let i = 0; i < dialogCount; i++) {
-      const big = BigInt(i);
-      keys.push((BigInt(keyHash('c', dialogIds[i])) << 32n) | big);
+      addKey(keyHash('c', dialogIds[i]), i);
       // Each leg key once per dialog ("<kind>\0<value>": a value holds no NUL, the parser decodes none).
       legKeys.clear();
       // A dialog's messages repeat the same few users: take their digits once each.
@@ -442,10 +460,12 @@ export class SegmentIndexer {
         const digits = sipDigits(u);
         if (digits.length >= 4) numbersOf.add(digits);
       }
-      for (const k of legKeys) keys.push((BigInt(keyHash(k[0] as LegKeyKind, k.slice(2))) << 32n) | big);
+      for (const k of legKeys) addKey(keyHash(k[0] as LegKeyKind, k.slice(2)), i);
       for (const u of numbersOf) numbers.push([numberKeyText(u), i]);
     }
-    const sortedKeys = BigUint64Array.from(keys).sort();
+    const sortedKeys = wide ? null : keys.subarray(0, nKeys).sort();
+    const sortedWide = wide ? BigUint64Array.from(wideKeys).sort() : null;
+    const keyCount = wide ? wideKeys.length : nKeys;
     // Digit strings compare as their zero-padded key bytes do (a prefix sorts first).
     numbers.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1]));
 
@@ -460,11 +480,21 @@ export class SegmentIndexer {
     section(REC.PACKET_TABLE, st.packetEntries());
     const addrBody = Buffer.from(JSON.stringify(st.addresses), 'utf8');
     section(REC.ADDRESS_TABLE, addrBody);
-    const keyBody = Buffer.alloc(sortedKeys.length * KEY_ENTRY_LEN);
-    for (let k = 0; k < sortedKeys.length; k++) {
-      const e = sortedKeys[k];
-      keyBody.writeUInt32LE(Number(e >> 32n), k * KEY_ENTRY_LEN);
-      keyBody.writeUInt32LE(Number(e & 0xffffffffn), k * KEY_ENTRY_LEN + 4);
+    const keyBody = Buffer.alloc(keyCount * KEY_ENTRY_LEN);
+    for (let k = 0; k < keyCount; k++) {
+      let hash: number;
+      let dialog: number;
+      if (sortedKeys) {
+        const e = sortedKeys[k];
+        dialog = e % DIALOG_KEY_SPAN;
+        hash = (e - dialog) / DIALOG_KEY_SPAN;
+      } else {
+        const e = sortedWide![k];
+        hash = Number(e >> 32n);
+        dialog = Number(e & 0xffffffffn);
+      }
+      keyBody.writeUInt32LE(hash, k * KEY_ENTRY_LEN);
+      keyBody.writeUInt32LE(dialog, k * KEY_ENTRY_LEN + 4);
     }
     section(REC.KEY_TABLE, keyBody);
     const numBody = Buffer.alloc(numbers.length * NUMBER_ENTRY_LEN);
@@ -476,18 +506,35 @@ export class SegmentIndexer {
     // Dialog records are most of an index. They are stored as deflated
     // blocks of DIALOGS_PER_BLOCK JSON lines: about a third of the size, and
     // one zlib call per block rather than per dialog. A dialog's line is
-    // JSON.stringify({ c, msgs }) put together from its messages' texts.
+    // JSON.stringify({ c, msgs }) put together from its messages' encoded
+    // texts in the arena, byte for byte.
     const blocks: Buffer[] = [];
+    const arena = this.arena;
+    let block = Buffer.allocUnsafe(1 << 16);
     for (let i = 0; i < dialogCount; i += DIALOGS_PER_BLOCK) {
-      let lines = '';
-      for (let d = i; d < Math.min(dialogCount, i + DIALOGS_PER_BLOCK); d++) {
-        if (d > i) lines += '\n';
-        lines += '{"c":' + JSON.stringify(dialogIds[d]) + ',"msgs":[';
+      const end = Math.min(dialogCount, i + DIALOGS_PER_BLOCK);
+      const heads: string[] = [];
+      let size = 0;
+      for (let d = i; d < end; d++) {
+        const head = (d > i ? '\n' : '') + '{"c":' + JSON.stringify(dialogIds[d]) + ',"msgs":[';
+        heads.push(head);
         const ms = dialogMsgs[d];
-        for (let k = 0; k < ms.length; k++) lines += (k > 0 ? ',' : '') + this.messageJson(ms[k]);
-        lines += ']}';
+        size += 3 * head.length + ms.length + 2;
+        for (let k = 0; k < ms.length; k++) size += arena.jsonLength(ms[k]);
       }
-      blocks.push(deflateRawSync(Buffer.from(lines, 'utf8'), { level: 1 }));
+      if (size > block.length) block = Buffer.allocUnsafe(Math.max(size, 2 * block.length));
+      let at = 0;
+      for (let d = i; d < end; d++) {
+        at += block.write(heads[d - i], at, 'utf8');
+        const ms = dialogMsgs[d];
+        for (let k = 0; k < ms.length; k++) {
+          if (k > 0) block[at++] = 0x2c; // ','
+          at = arena.copyJson(ms[k], block, at);
+        }
+        block[at++] = 0x5d; // ']'
+        block[at++] = 0x7d; // '}'
+      }
+      blocks.push(deflateRawSync(block.subarray(0, at), { level: 1 }));
     }
     const table = Buffer.alloc(8 + 4 * (blocks.length + 1));
     table.writeUInt32LE(dialogCount, 0);
@@ -514,7 +561,7 @@ export class SegmentIndexer {
     f.writeUInt32LE(st.lastSec, 36);
     f.writeUInt32LE(st.lastNsec, 40);
     offsets.slice(0, 5).forEach((o, i) => f.writeDoubleLE(o, 44 + 8 * i));
-    f.writeUInt32LE(sortedKeys.length, 84);
+    f.writeUInt32LE(keyCount, 84);
     f.writeUInt32LE(numbers.length, 88);
     f.writeUInt32LE(addrBody.length, 92);
     f.writeUInt32LE(dialogBody.length, 96);
@@ -525,7 +572,7 @@ export class SegmentIndexer {
     }
     this.write(f);
     this.sealed = true;
-    this.json = [];
+    this.arena = new MessageArena();
     if (this.idxFd >= 0) closeSync(this.idxFd);
     if (tmpPath !== null && this.indexPath !== null) renameSync(tmpPath, this.indexPath);
   }
@@ -546,12 +593,4 @@ export class SegmentIndexer {
   stats() {
     return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId };
   }
-}
-
-/** Builds and seals the index of a complete segment from its first byte. */
-export function indexSegment(segmentPath: string, indexPath: string, opts: IndexerOptions = {}): SegmentIndexer {
-  const ix = new SegmentIndexer(segmentPath, indexPath, { ...opts, journal: false });
-  ix.catchUp();
-  ix.seal();
-  return ix;
 }

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { mergeCaptures, MERGE_READ_CHUNK } from '../../dispatcher/merge/merge';
+import { mergeCaptures } from '../../dispatcher/merge/merge';
 import { ROOT } from '../common/dispatcher';
 import { Figures, median, nowMs, progress } from '../common/report';
 import { BulkCapture, GEN_VERSION, generateBulkCapture } from '../stream/gen';
@@ -88,7 +88,7 @@ async function runOurs(files: BulkCapture[], out: string): Promise<Run & { rssGr
   const t0 = nowMs();
   try {
     const r = await mergeCaptures(
-      files.map((f, i) => ({ host: `host${i}`, stream: createReadStream(f.path, { highWaterMark: MERGE_READ_CHUNK }) })),
+      files.map((f, i) => ({ host: `host${i}`, path: f.path })),
       createWriteStream(out),
     );
     if (r.notes.length) fail(`the merge noted: ${r.notes.join('; ')}`);

@@ -14,7 +14,8 @@ import { BulkCapture, GEN_VERSION, generateBulkCapture } from '../stream/gen';
  * BENCH_MERGE_HOSTS captures sharing those MiB whose packets interleave
  * (bench/stream/gen.ts with a different time offset per host, no two
  * packets at the same instant). Ours is mergeCaptures() in this process,
- * files in and a file out, as the dispatcher reads its spool; mergecap is
+ * files in ({ host, path }, as mergeTrace gives the spool's) and a file
+ * stream out; mergecap is
  * `mergecap -F nsecpcap -w OUT FILES` as a whole process. They run in turn,
  * BENCH_MERGE_RUNS times each, and the medians are compared. Both outputs
  * must be the same bytes (nothing in these files is a duplicate), or the

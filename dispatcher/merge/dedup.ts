@@ -111,6 +111,15 @@ export class HostDedup {
   private len!: Int32Array;
   private next!: Int32Array;
   private heads!: Int32Array;
+  /**
+   * Per entry, the caller's buffer its bytes are still in (null once they
+   * are in the arena), and where. Its arena slot is reserved all the same,
+   * so what is remembered and forgotten is what copying at once would give;
+   * only the copy waits, until detach() (see isDuplicateAt's `keep`).
+   */
+  private refs: Array<Buffer | null> = [];
+  private refOff!: Int32Array;
+  private pending = 0;
   private first = 0;
   private count = 0;
   private bytes = smallOrSlow(DEDUP_INITIAL_BYTES);
@@ -127,11 +136,16 @@ export class HostDedup {
 
   /** True when a copy of this packet was kept within the window; otherwise the packet is remembered as kept. */
   isDuplicate(linkType: number, data: Buffer, sec: number, nsec: number): boolean {
-    return this.isDuplicateAt(linkType, data, 0, data.length, sec, nsec);
+    return this.isDuplicateAt(linkType, data, 0, data.length, sec, nsec, false);
   }
 
-  /** isDuplicate() of the frame data[from, to), without a view of it. */
-  isDuplicateAt(linkType: number, data: Buffer, from: number, to: number, sec: number, nsec: number): boolean {
+  /**
+   * isDuplicate() of the frame data[from, to), without a view of it. With
+   * `keep` the caller promises those bytes stay as they are until it calls
+   * detach(data), and they are copied only then, if still remembered: the
+   * merge's fast path copies a few packets per read instead of every one.
+   */
+  isDuplicateAt(linkType: number, data: Buffer, from: number, to: number, sec: number, nsec: number, keep: boolean): boolean {
     if (sec > this.latestSec || (sec === this.latestSec && nsec > this.latestNsec)) {
       this.latestSec = sec;
       this.latestNsec = nsec;
@@ -145,14 +159,28 @@ export class HostDedup {
     for (let e = this.heads[h & (this.cap - 1)]; e >= 0; e = this.next[e]) {
       if (this.hash[e] !== h || this.len[e] !== len) continue;
       if (Math.abs((sec - this.sec[e]) * 1e9 + (nsec - this.nsec[e])) > this.windowNs) continue;
-      const o = this.off[e];
-      if (this.bytes.compare(data, start, end, o, o + len) === 0) return true;
+      const r = this.refs[e];
+      const o = r === null ? this.off[e] : this.refOff[e];
+      if ((r ?? this.bytes).compare(data, start, end, o, o + len) === 0) return true;
     }
-    this.remember(sec, nsec, h, data, start, end);
+    this.remember(sec, nsec, h, data, start, end, keep);
     return false;
   }
 
-  private remember(sec: number, nsec: number, h: number, data: Buffer, start: number, end: number): void {
+  /** Copies what is still remembered of `data` (see isDuplicateAt's `keep`) into the arena: call before changing or dropping it. */
+  detach(data: Buffer): void {
+    if (this.pending === 0) return;
+    for (let i = 0; i < this.count; i++) {
+      const e = (this.first + i) % this.cap;
+      if (this.refs[e] !== data) continue;
+      const o = this.refOff[e];
+      data.copy(this.bytes, this.off[e], o, o + this.len[e]);
+      this.refs[e] = null;
+      this.pending--;
+    }
+  }
+
+  private remember(sec: number, nsec: number, h: number, data: Buffer, start: number, end: number, keep: boolean): void {
     const len = end - start;
     if (len > DEDUP_RING_BYTES / 2) {
       this.forgotten++;
@@ -169,10 +197,14 @@ export class HostDedup {
       if (this.bytes.length < DEDUP_RING_BYTES) this.resize(this.cap, this.bytes.length * 2);
       else this.drop(true);
     }
-    data.copy(this.bytes, o, start, end);
     this.byteHead = o + Math.max(len, 1);
     const e = (this.first + this.count) % this.cap;
     this.count++;
+    if (keep) {
+      this.refs[e] = data;
+      this.refOff[e] = start;
+      this.pending++;
+    } else data.copy(this.bytes, o, start, end);
     const bucket = h & (this.cap - 1);
     this.sec[e] = sec;
     this.nsec[e] = nsec;
@@ -190,8 +222,8 @@ export class HostDedup {
    * byte 0. Rare: only when either doubles.
    */
   private resize(cap: number, byteCap: number): void {
-    // One allocation for the seven arrays: a host of a few packets is a thousandth of a fleet trace.
-    const ab = new ArrayBuffer(cap * (8 + 6 * 4));
+    // One allocation for the eight arrays: a host of a few packets is a thousandth of a fleet trace.
+    const ab = new ArrayBuffer(cap * (8 + 7 * 4));
     const i32 = (k: number) => new Int32Array(ab, cap * (8 + 4 * k), cap);
     const sec = new Float64Array(ab, 0, cap);
     const nsec = i32(0);
@@ -200,6 +232,8 @@ export class HostDedup {
     const len = i32(3);
     const next = i32(4);
     const heads = i32(5).fill(-1);
+    const refOff = i32(6);
+    const refs: Array<Buffer | null> = new Array<Buffer | null>(cap).fill(null);
     const pack = byteCap !== this.bytes.length;
     const bytes = pack ? smallOrSlow(byteCap) : this.bytes;
     let o = 0;
@@ -210,8 +244,11 @@ export class HostDedup {
       nsec[i] = this.nsec[e];
       hash[i] = this.hash[e];
       len[i] = n;
+      refs[i] = this.refs[e];
+      refOff[i] = this.refOff[e];
       if (pack) {
-        this.bytes.copy(bytes, o, this.off[e], this.off[e] + n);
+        // A pending entry's bytes are still the caller's: only its slot moves.
+        if (refs[i] === null) this.bytes.copy(bytes, o, this.off[e], this.off[e] + n);
         off[i] = o;
         o += Math.max(n, 1);
       } else off[i] = this.off[e];
@@ -227,6 +264,8 @@ export class HostDedup {
     this.len = len;
     this.next = next;
     this.heads = heads;
+    this.refs = refs;
+    this.refOff = refOff;
     this.first = 0;
     if (pack) {
       this.bytes = bytes;
@@ -251,6 +290,10 @@ export class HostDedup {
   private drop(early: boolean): void {
     const e = this.first;
     if (early) this.forgotten++;
+    if (this.refs[e] !== null) {
+      this.refs[e] = null;
+      this.pending--;
+    }
     // Chains are newest first and entries go oldest first, so this one ends its chain.
     const bucket = this.hash[e] & (this.cap - 1);
     if (this.heads[bucket] === e) this.heads[bucket] = -1;

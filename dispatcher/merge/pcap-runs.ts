@@ -232,6 +232,7 @@ export class PcapRunSource {
   private append(c: Buffer): void {
     const from = this.slow ? this.vOff : this.pos;
     if (this.end === from && !(this.owned && this.end + c.length <= this.buf.length)) {
+      this.dedup.detach(this.buf);
       this.base += from;
       this.pos -= from;
       this.vOff -= from;
@@ -253,6 +254,8 @@ export class PcapRunSource {
    */
   private room(len: number): void {
     if (this.owned && this.end + len <= this.buf.length) return;
+    // The bytes before `from` are overwritten or dropped: the dedup copies what it still remembers of them.
+    this.dedup.detach(this.buf);
     const from = this.slow ? this.vOff : this.pos;
     const live = this.end - from;
     if (this.owned && live + len <= this.buf.length) {
@@ -469,7 +472,8 @@ export class PcapRunSource {
       const at = o + PCAP_RECORD_HEADER_LEN;
       const next = at + rec.capLen;
       // No view of the packet unless it is needed: one per packet was a tenth of the merge's instructions.
-      if (d.isDuplicateAt(this.linkType, b, at, next, sec, nsec)) {
+      // The dedup keeps a reference (no copy) until the buffer changes: see room() and append().
+      if (d.isDuplicateAt(this.linkType, b, at, next, sec, nsec, true)) {
         ctx.duplicates++;
         this.duplicates++;
         if (o > block) ok = w.writeEncoded(b, block, o, blockRecords) && ok;

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { mergeCaptures, MERGE_READ_CHUNK } from '../../dispatcher/merge/merge';
+import { mergeCaptures } from '../../dispatcher/merge/merge';
 import { ROOT } from '../common/dispatcher';
 import { Figures, median, nowMs, progress } from '../common/report';
 import { BulkCapture, GEN_VERSION, generateBulkCapture } from '../stream/gen';
@@ -14,7 +14,8 @@ import { BulkCapture, GEN_VERSION, generateBulkCapture } from '../stream/gen';
  * BENCH_MERGE_HOSTS captures sharing those MiB whose packets interleave
  * (bench/stream/gen.ts with a different time offset per host, no two
  * packets at the same instant). Ours is mergeCaptures() in this process,
- * files in and a file out, as the dispatcher reads its spool; mergecap is
+ * files in ({ host, path }, as mergeTrace gives the spool's) and a file
+ * stream out; mergecap is
  * `mergecap -F nsecpcap -w OUT FILES` as a whole process. They run in turn,
  * BENCH_MERGE_RUNS times each, and the medians are compared. Both outputs
  * must be the same bytes (nothing in these files is a duplicate), or the
@@ -88,7 +89,7 @@ async function runOurs(files: BulkCapture[], out: string): Promise<Run & { rssGr
   const t0 = nowMs();
   try {
     const r = await mergeCaptures(
-      files.map((f, i) => ({ host: `host${i}`, stream: createReadStream(f.path, { highWaterMark: MERGE_READ_CHUNK }) })),
+      files.map((f, i) => ({ host: `host${i}`, path: f.path })),
       createWriteStream(out),
     );
     if (r.notes.length) fail(`the merge noted: ${r.notes.join('; ')}`);

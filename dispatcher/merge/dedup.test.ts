@@ -77,3 +77,40 @@ test('HostDedup: starts small and grows to its caps as a window fills, knowing e
   assert.equal(d.forgotten, 0, 'below the caps nothing is forgotten');
   assert.ok(n < DEDUP_MAX_ENTRIES && n * 70 < DEDUP_RING_BYTES);
 });
+
+test('HostDedup: packets kept by reference (keep) give the same answers as copied ones, across growth, detach and the caller reusing its buffer', () => {
+  const copied = new HostDedup(20_000);
+  const kept = new HostDedup(20_000);
+  let buf = Buffer.alloc(0);
+  let frames: Array<[number, number]> = [];
+  // The caller's buffer of frames, as the merge's fast path holds them; detach() before it is overwritten.
+  const refill = (from: number, n: number) => {
+    kept.detach(buf);
+    buf.fill(0xee);
+    const parts = Array.from({ length: n }, (_, k) => ethernet(ETH_IPV4, ip(from + k, 20 + ((from + k) % 300))));
+    frames = [];
+    let o = 0;
+    for (const p of parts) {
+      frames.push([o, o + p.length]);
+      o += p.length;
+    }
+    buf = Buffer.concat(parts);
+  };
+  let t = 0;
+  for (let round = 0; round < 40; round++) {
+    refill(round * 50, 50 + (round % 7) * 40);
+    for (const [a, b] of frames) {
+      t += 150;
+      const frame = buf.subarray(a, b);
+      const want = copied.isDuplicate(LINKTYPE.ETHERNET, Buffer.from(frame), T, t);
+      assert.equal(kept.isDuplicateAt(LINKTYPE.ETHERNET, buf, a, b, T, t, true), want);
+      // A cooked copy of a packet a few back, as `any` saw it: found in both, referenced or detached.
+      if ((a + round) % 5 === 0) {
+        const j = Math.max(0, frames.findIndex(([x]) => x === a) - 3);
+        const again = sll(ETH_IPV4, buf.subarray(frames[j][0] + 14, frames[j][1]));
+        assert.equal(kept.isDuplicate(LINKTYPE.LINUX_SLL, again, T, t + 1), copied.isDuplicate(LINKTYPE.LINUX_SLL, again, T, t + 1));
+      }
+    }
+  }
+  assert.equal(kept.forgotten, copied.forgotten);
+});

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
@@ -664,5 +664,58 @@ test('the PCAP fast path writes what the general path writes: disorder within an
     assert.ok(fast.duplicates > 0 && fast.notes.some((n) => /out of time order/.test(n)), `seed ${seed}: ${fast.notes.join('; ')}`);
     assert.ok(Buffer.concat(a.chunks).equals(Buffer.concat(b.chunks)), `seed ${seed}: the merged bytes differ`);
     assert.ok(seenFast.length === fast.packets && seenFast.every((x, i) => x === seenGeneral[i]), `seed ${seed}: the observer saw other packets`);
+    // The same inputs as files the merge reads itself (as the dispatcher's spool gives them): the same result and bytes.
+    await withDir(async (dir) => {
+      const paths = files.map((f, i) => {
+        const path = join(dir, `in${i}.pcap`);
+        writeFileSync(path, f);
+        return path;
+      });
+      const c = collect();
+      const seenFile: string[] = [];
+      const fromFiles = await mergeCaptures(
+        paths.map((path, i) => ({ host: hosts[i], path })),
+        c.out,
+        { observe: seen(seenFile) },
+      );
+      assert.deepEqual(fromFiles, fast, `seed ${seed}: files`);
+      assert.ok(Buffer.concat(c.chunks).equals(Buffer.concat(a.chunks)), `seed ${seed}: the merged bytes of files differ`);
+      assert.deepEqual(seenFile, seenFast, `seed ${seed}: files: the observer saw other packets`);
+    });
   }
+});
+
+test('file inputs: a PCAPNG or empty file beside a PCAP goes the general path from its start; a missing file rejects the merge', async () => {
+  await withDir(async (dir) => {
+    const pkts = times(3000, 91, false).map(([sec, nsec], i) => ({ sec, nsec, data: ethernet(ETH_IPV4, ipPacket(i % 2, i, 100)), linkType: LINKTYPE.ETHERNET, nanos: true }));
+    const a = pcapFile(pkts.filter((_, i) => i % 2 === 0), LINKTYPE.ETHERNET, true);
+    const b = await pcapngFile(pkts.filter((_, i) => i % 2 === 1));
+    writeFileSync(join(dir, 'a.pcap'), a);
+    writeFileSync(join(dir, 'b.pcapng'), b);
+    writeFileSync(join(dir, 'empty.pcap'), Buffer.alloc(0));
+    const run = async (inputs: MergeInput[]) => {
+      const chunks: Buffer[] = [];
+      const r = await mergeCaptures(inputs, new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(Buffer.from(c)), cb()) }));
+      return { r, bytes: Buffer.concat(chunks) };
+    };
+    const files = await run([
+      { host: 'a', path: join(dir, 'a.pcap') },
+      { host: 'b', path: join(dir, 'b.pcapng') },
+      { host: 'e', path: join(dir, 'empty.pcap') },
+    ]);
+    const streams = await run([
+      { host: 'a', stream: chunked(a, 1) },
+      { host: 'b', stream: chunked(b, 2) },
+      { host: 'e', stream: Readable.from([], { objectMode: false }) },
+    ]);
+    assert.equal(files.r.packets, 3000);
+    assert.deepEqual(files.r.notes, ['e: the capture is empty (0 bytes)']);
+    assert.deepEqual(files.r, streams.r);
+    assert.ok(files.bytes.equals(streams.bytes), 'the merged bytes of files and of streams differ');
+    await assert.rejects(
+      mergeCaptures([{ host: 'a', path: join(dir, 'a.pcap') }, { host: 'gone', path: join(dir, 'gone.pcap') }], new Writable({ write: (_c, _e, cb) => cb() })),
+      /reading the capture of gone failed: ENOENT.*; nothing was merged, try again/,
+    );
+    await assert.rejects(mergeCaptures([{ host: 'x', path: join(dir, 'a.pcap'), stream: chunked(a, 3) } as unknown as MergeInput], new Writable({ write: (_c, _e, cb) => cb() })), /input 0 must be/);
+  });
 });

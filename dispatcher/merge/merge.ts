@@ -1,3 +1,4 @@
+import { createReadStream } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { PCAP_DEFAULT_SNAPLEN } from '../../shared/pcap/pcap';
 import { PCAPNG_MAX_BLOCK_LEN } from '../../shared/pcap/pcapng';
@@ -11,11 +12,13 @@ import { FifoArena } from './fifo-arena';
 import { ReadAhead, type Held } from './read-ahead';
 import { mergeRuns, PcapRunSource, type RunContext } from './pcap-runs';
 
-export interface MergeInput {
-  host: string;
-  /** The host's capture as PCAP or PCAPNG bytes; may be empty or end in a torn record. */
-  stream: Readable;
-}
+/**
+ * A host's capture as PCAP or PCAPNG bytes; may be empty or end in a torn
+ * record. A file (`path`, as the dispatcher's spool holds them) is read by
+ * the merge itself into buffers of its own, which costs a fraction of a
+ * file stream's system time; anything else is a stream.
+ */
+export type MergeInput = { host: string; stream: Readable; path?: undefined } | { host: string; path: string; stream?: undefined };
 
 /** Sees every packet the merge keeps (after a host's own duplicates are left out), with its time as the host captured it. */
 export type PacketObserver = (host: string, linkType: number, data: Buffer, tsSec: number, tsNsec: number) => void;
@@ -314,8 +317,8 @@ function openOutput(out: Writable, p: Plan, align: Map<string, HostShift> | unde
 function validate(inputs: MergeInput[], opts: MergeOptions): number {
   if (!Array.isArray(inputs)) throw new TypeError('mergeCaptures: inputs must be an array of { host, stream }');
   inputs.forEach((x, i) => {
-    if (typeof x?.host !== 'string' || typeof x?.stream?.read !== 'function') {
-      throw new TypeError(`mergeCaptures: input ${i} must be { host: string, stream: Readable }`);
+    if (typeof x?.host !== 'string' || (typeof x?.stream?.read !== 'function') === (typeof x?.path !== 'string')) {
+      throw new TypeError(`mergeCaptures: input ${i} must be { host: string, stream: Readable } or { host: string, path: string }`);
     }
   });
   const w = opts.dedupWindowNs ?? DEFAULT_DEDUP_WINDOW_NS;
@@ -355,16 +358,18 @@ function validate(inputs: MergeInput[], opts: MergeOptions): number {
  */
 export async function mergeCaptures(inputs: MergeInput[], out: Writable, opts: MergeOptions = {}): Promise<MergeResult> {
   const windowNs = validate(inputs, opts);
-  // Readers first, all at once: each listens for its stream's errors from here on.
-  const readers = inputs.map((x) => new CaptureStreamReader(x.stream, x.host));
+  // Stream readers first, all at once: each listens for its stream's errors from here on.
+  const readers: Array<CaptureStreamReader | null> = inputs.map((x) => (x.stream ? new CaptureStreamReader(x.stream, x.host) : null));
   try {
     if (!opts.align && inputs.length > 0) {
       const fast = await mergePcaps(inputs, readers, out, opts, windowNs);
       if (fast) return fast;
     }
-    return await mergeGeneral(inputs, readers, out, opts, windowNs);
+    // The general path reads a file input as a stream, from its start.
+    const all = inputs.map((x, i) => (readers[i] ??= new CaptureStreamReader(createReadStream(x.path!, { highWaterMark: MERGE_READ_CHUNK }), x.host)));
+    return await mergeGeneral(inputs, all, out, opts, windowNs);
   } finally {
-    for (const r of readers) r.release();
+    for (const r of readers) r?.release();
   }
 }
 
@@ -373,10 +378,25 @@ export async function mergeCaptures(inputs: MergeInput[], out: Writable, opts: M
  * and no clock is shifted: the output is then a PCAP of that link type
  * whatever the read-ahead holds. Null (every byte read given back) otherwise.
  */
-async function mergePcaps(inputs: MergeInput[], readers: CaptureStreamReader[], out: Writable, opts: MergeOptions, windowNs: number): Promise<MergeResult | null> {
+async function mergePcaps(inputs: MergeInput[], readers: Array<CaptureStreamReader | null>, out: Writable, opts: MergeOptions, windowNs: number): Promise<MergeResult | null> {
   const dedup = new Map<string, HostDedup>();
   for (const x of inputs) if (!dedup.has(x.host)) dedup.set(x.host, new HostDedup(windowNs));
-  const sources = inputs.map((x, i) => new PcapRunSource(i, x.host, readers[i], dedup.get(x.host)!, REORDER_PACKETS, REORDER_BYTES));
+  const sources = inputs.map((x, i) => new PcapRunSource(i, x.host, readers[i] ?? x.path!, dedup.get(x.host)!, REORDER_PACKETS, REORDER_BYTES));
+  try {
+    return await mergeRunSources(inputs, sources, out, opts, windowNs, dedup);
+  } finally {
+    for (const s of sources) s.close();
+  }
+}
+
+async function mergeRunSources(
+  inputs: MergeInput[],
+  sources: PcapRunSource[],
+  out: Writable,
+  opts: MergeOptions,
+  windowNs: number,
+  dedup: Map<string, HostDedup>,
+): Promise<MergeResult | null> {
   const headers = await Promise.all(sources.map((s) => s.probe()));
   const linkType = headers[0]?.linkType;
   if (!headers.every((h) => h !== null && h.linkType === linkType)) {

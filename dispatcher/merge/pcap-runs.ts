@@ -1,3 +1,4 @@
+import { close, fstat, open, read } from 'node:fs';
 import { CaptureFormatError } from '../../shared/pcap/errors';
 import {
   corruptRecord,
@@ -50,11 +51,40 @@ export interface RunContext {
 
 /** Bytes of a run gathered before they are handed to the writer, so a long run still gives way to backpressure. */
 const RUN_BLOCK = 256 * 1024;
+/** What one read(2) of a file input asks for (see PcapRunSource's `path`). */
+export const FILE_READ = 1 << 20;
+
+function openFile(path: string): Promise<number> {
+  return new Promise((resolve, reject) => open(path, 'r', (e, fd) => (e ? reject(e) : resolve(fd))));
+}
+
+function fileSize(fd: number): Promise<number> {
+  return new Promise((resolve, reject) => fstat(fd, (e, st) => (e ? reject(e) : resolve(st.size))));
+}
+
+function readFile(fd: number, buf: Buffer, at: number, len: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => read(fd, buf, at, len, position, (e, n) => (e ? reject(e) : resolve(n))));
+}
 
 export class PcapRunSource {
   readonly index: number;
   readonly host: string;
-  readonly reader: CaptureStreamReader;
+  /** The input as a stream, or null when it is a file read here (`path`). */
+  readonly reader: CaptureStreamReader | null;
+  /**
+   * A file read straight into this source's buffer with positional reads:
+   * no stream, no buffer allocated per chunk (a file stream's fresh 1 MiB
+   * chunks cost more system time in page faults than the whole merge's
+   * parsing).
+   */
+  readonly path: string | null;
+  private fd = -1;
+  private filePos = 0;
+  /** The file's size when opened: a small file's buffer is its size, not FILE_READ. */
+  private fileSize = 0;
+  /** close() was called: a file opened after (another input failed meanwhile) is closed at once. */
+  private closed = false;
+  private reading = false;
   readonly dedup: HostDedup;
   private readonly reorderPackets: number;
   private readonly reorderBytes: number;
@@ -104,10 +134,11 @@ export class PcapRunSource {
   tornBytes = 0;
   formatError: CaptureFormatError | null = null;
 
-  constructor(index: number, host: string, reader: CaptureStreamReader, dedup: HostDedup, reorderPackets: number, reorderBytes: number) {
+  constructor(index: number, host: string, input: CaptureStreamReader | string, dedup: HostDedup, reorderPackets: number, reorderBytes: number) {
     this.index = index;
     this.host = host;
-    this.reader = reader;
+    this.reader = typeof input === 'string' ? null : input;
+    this.path = typeof input === 'string' ? input : null;
     this.dedup = dedup;
     this.reorderPackets = reorderPackets;
     this.reorderBytes = reorderBytes;
@@ -137,61 +168,108 @@ export class PcapRunSource {
     return this.header;
   }
 
-  /** Gives what probe() read back to the reader, for the general path. */
+  /** Gives what probe() read back to the reader, for the general path (a file input is read again from its start there). */
   giveBack(): null {
     // Never written to from here on, so the reader may keep views into it.
-    this.reader.unread(this.buf.subarray(0, this.end));
+    this.reader?.unread(this.buf.subarray(0, this.end));
     this.buf = Buffer.alloc(0);
     this.pos = this.end = 0;
+    this.close();
     return null;
   }
 
+  /** Closes a file input; call once the merge is done with this source. */
+  close(): void {
+    this.closed = true;
+    // A read in flight closes it when it returns (the number could be reused meanwhile).
+    if (this.fd >= 0 && !this.reading) {
+      close(this.fd, () => {});
+      this.fd = -1;
+    }
+  }
+
   private async more(): Promise<void> {
-    let c: Buffer | null;
     try {
-      c = await this.reader.readChunk();
+      if (this.path !== null) return await this.moreFromFile(this.path);
+      const c = await this.reader!.readChunk();
+      if (c === null) this.ended = true;
+      else this.append(c);
     } catch (e) {
       throw new Error(`reading the capture of ${this.host} failed: ${(e as Error).message}; nothing was merged, try again`);
     }
-    if (c === null) this.ended = true;
-    else this.append(c);
+  }
+
+  private async moreFromFile(path: string): Promise<void> {
+    if (this.fd < 0) {
+      const fd = await openFile(path);
+      if (this.closed) {
+        close(fd, () => {});
+        throw new Error('the merge stopped');
+      }
+      this.fd = fd;
+    }
+    let n: number;
+    this.reading = true;
+    try {
+      if (this.filePos === 0) this.fileSize = await fileSize(this.fd);
+      // At least a page, so that a file that grew since is still read to its end.
+      this.room(Math.max(4096, Math.min(FILE_READ, this.fileSize - this.filePos)));
+      n = await readFile(this.fd, this.buf, this.end, this.buf.length - this.end, this.filePos);
+    } finally {
+      this.reading = false;
+      if (this.closed) this.close();
+    }
+    if (n === 0) this.ended = true;
+    this.filePos += n;
+    this.end += n;
   }
 
   /**
    * Appends a chunk after the unread bytes. With none left the chunk itself
    * becomes the buffer (no copy; it is never written to, since it may be
-   * the caller's); otherwise the unread bytes move to the front of a buffer
-   * of our own, or to a larger one, twice what is needed so that moves stay
-   * rare. A busy input ends up with a few MiB (the lookahead and a chunk),
-   * a small one with its own size.
+   * the caller's); otherwise it is copied after them (see room()).
    */
   private append(c: Buffer): void {
     const from = this.slow ? this.vOff : this.pos;
-    const live = this.end - from;
-    const fits = this.owned && this.end + c.length <= this.buf.length;
-    if (!fits) {
-      if (live === 0) {
-        this.buf = c;
-        this.owned = false;
-      } else if (this.owned && live + c.length <= this.buf.length) {
-        this.buf.copyWithin(0, from, this.end);
-      } else {
-        const nb = Buffer.allocUnsafeSlow(2 * (live + c.length));
-        this.buf.copy(nb, 0, from, this.end);
-        this.buf = nb;
-        this.owned = true;
-      }
+    if (this.end === from && !(this.owned && this.end + c.length <= this.buf.length)) {
+      this.dedup.detach(this.buf);
       this.base += from;
       this.pos -= from;
       this.vOff -= from;
-      this.end = live;
-      if (!this.owned) {
-        this.end = c.length;
-        return;
-      }
+      this.buf = c;
+      this.owned = false;
+      this.end = c.length;
+      return;
     }
+    this.room(c.length);
     c.copy(this.buf, this.end);
     this.end += c.length;
+  }
+
+  /**
+   * Makes room for `len` bytes at `end` in a buffer of our own: the unread
+   * bytes move to the front of the buffer, or to a larger one, twice what
+   * is needed so that moves stay rare. A busy input ends up with a few MiB
+   * (the lookahead and a chunk), a small one with its own size.
+   */
+  private room(len: number): void {
+    if (this.owned && this.end + len <= this.buf.length) return;
+    // The bytes before `from` are overwritten or dropped: the dedup copies what it still remembers of them.
+    this.dedup.detach(this.buf);
+    const from = this.slow ? this.vOff : this.pos;
+    const live = this.end - from;
+    if (this.owned && live + len <= this.buf.length) {
+      this.buf.copyWithin(0, from, this.end);
+    } else {
+      const nb = Buffer.allocUnsafeSlow(2 * (live + len));
+      this.buf.copy(nb, 0, from, this.end);
+      this.buf = nb;
+      this.owned = true;
+    }
+    this.base += from;
+    this.pos -= from;
+    this.vOff -= from;
+    this.end = live;
   }
 
   /** The record at `o` is whole and valid: its header's four words, time normalised. Sets `rec`. */
@@ -200,10 +278,11 @@ export class PcapRunSource {
     if (this.end - o < PCAP_RECORD_HEADER_LEN) return false;
     let sec: number, sub: number, capLen: number, origLen: number;
     if (this.le) {
-      sec = b.readUInt32LE(o);
-      sub = b.readUInt32LE(o + 4);
-      capLen = b.readUInt32LE(o + 8);
-      origLen = b.readUInt32LE(o + 12);
+      // Indexed bytes rather than readUInt32LE(), which is not inlined (see dedup.ts's sampleHash).
+      sec = (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
+      sub = (b[o + 4] | (b[o + 5] << 8) | (b[o + 6] << 16) | (b[o + 7] << 24)) >>> 0;
+      capLen = (b[o + 8] | (b[o + 9] << 8) | (b[o + 10] << 16) | (b[o + 11] << 24)) >>> 0;
+      origLen = (b[o + 12] | (b[o + 13] << 8) | (b[o + 14] << 16) | (b[o + 15] << 24)) >>> 0;
     } else {
       sec = b.readUInt32BE(o);
       sub = b.readUInt32BE(o + 4);
@@ -392,15 +471,16 @@ export class PcapRunSource {
       }
       const at = o + PCAP_RECORD_HEADER_LEN;
       const next = at + rec.capLen;
-      const data = b.subarray(at, next);
-      if (d.isDuplicate(this.linkType, data, sec, nsec)) {
+      // No view of the packet unless it is needed: one per packet was a tenth of the merge's instructions.
+      // The dedup keeps a reference (no copy) until the buffer changes: see room() and append().
+      if (d.isDuplicateAt(this.linkType, b, at, next, sec, nsec, true)) {
         ctx.duplicates++;
         this.duplicates++;
         if (o > block) ok = w.writeEncoded(b, block, o, blockRecords) && ok;
         block = next;
         blockRecords = 0;
       } else {
-        observe?.(this.host, this.linkType, data, sec, nsec);
+        if (observe) observe(this.host, this.linkType, b.subarray(at, next), sec, nsec);
         if (raw && rec.sub < subLimit && rec.capLen <= ctx.snaplen) {
           blockRecords++;
           ctx.packets++;
@@ -409,7 +489,7 @@ export class PcapRunSource {
           if (o > block) ok = w.writeEncoded(b, block, o, blockRecords) && ok;
           block = next;
           blockRecords = 0;
-          ok = writeOne(ctx, sec, nsec, rec.origLen, data) && ok;
+          ok = writeOne(ctx, sec, nsec, rec.origLen, b.subarray(at, next)) && ok;
         }
       }
       o = next;

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { mergeCaptures, MERGE_READ_CHUNK, type HostShift, type MergeResult, type PacketObserver } from '../merge/merge';
+import { mergeCaptures, MERGE_READ_CHUNK, type HostShift, type MergeInput, type MergeResult, type PacketObserver } from '../merge/merge';
 import { ClockSampler } from '../merge/clock';
 import { HopCollector } from '../merge/hops';
 import type { RtpHop, TraceClocks } from '../../shared/trace/vantage';
@@ -152,7 +152,14 @@ export async function mergeTrace(store: TraceStore, spool: Spool, traceId: strin
     return stream;
   };
   const whole = new Map<string, Buffer>();
-  const inputs = () => stored.map((r) => ({ host: r.host, stream: whole.has(r.host) ? Readable.from([whole.get(r.host)!], { objectMode: false }) : open(r) }));
+  // A host's file in the spool is read by the merge itself (cheaper than a file stream); a peer's comes from the store.
+  const inputs = (): MergeInput[] =>
+    stored.map((r) => {
+      const w = whole.get(r.host);
+      if (w) return { host: r.host, stream: Readable.from([w], { objectMode: false }) };
+      const local = spool.storedPcap(traceId, r.host);
+      return local ? { host: r.host, path: local } : { host: r.host, stream: open(r) };
+    });
   const { clock, hopper } = observers(results);
   // Clock offsets and hops compare hosts: one host's merge has nothing to observe (and is the merge's fast copy then).
   const observe: PacketObserver | undefined =

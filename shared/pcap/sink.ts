@@ -1,3 +1,4 @@
+import { WriteStream } from 'node:fs';
 import { finished } from 'node:stream';
 
 /** Bytes gathered before one write to the stream: the stream's highWaterMark within these bounds. */
@@ -35,6 +36,14 @@ export abstract class StreamSink {
   /** Where records are built; replaced after each write, since the stream keeps the one written. */
   protected batch: Buffer | null = null;
   private used = 0;
+  /**
+   * Batches a file stream has written, to build the next ones in: a file
+   * stream is done with a chunk once its write callback runs (the bytes are
+   * in the kernel), and a fresh batch per write cost a merge more system
+   * time in page faults than its own parsing. Null for any other stream
+   * (a PassThrough, say, still holds a chunk after its callback).
+   */
+  private readonly spare: Buffer[] | null;
 
   protected constructor(
     out: NodeJS.WritableStream,
@@ -44,6 +53,7 @@ export abstract class StreamSink {
     const hwm = (out as { writableHighWaterMark?: number }).writableHighWaterMark;
     this.batchSize = Math.min(MAX_BATCH, Math.max(MIN_BATCH, typeof hwm === 'number' ? hwm : 0));
     this.inFlight = BATCHES_IN_FLIGHT * this.batchSize;
+    this.spare = out instanceof WriteStream ? [] : null;
     out.on('error', (err: Error) => {
       this.error ??= err;
     });
@@ -62,7 +72,7 @@ export abstract class StreamSink {
   protected reserve(len: number): number {
     if (this.batch !== null && this.used + len > this.batch.length) this.flush();
     if (this.batch === null) {
-      this.batch = Buffer.allocUnsafe(Math.max(len, this.batchSize));
+      this.batch = len <= this.batchSize ? this.newBatch() : Buffer.allocUnsafe(len);
       this.used = 0;
     }
     return this.used;
@@ -91,7 +101,7 @@ export abstract class StreamSink {
     while (start < end) {
       if (this.batch !== null && this.used === this.batch.length) this.flush();
       if (this.batch === null) {
-        this.batch = Buffer.allocUnsafe(this.batchSize);
+        this.batch = this.newBatch();
         this.used = 0;
       }
       const n = Math.min(end - start, this.batch.length - this.used);
@@ -103,10 +113,18 @@ export abstract class StreamSink {
     return !this.blocked;
   }
 
+  private newBatch(): Buffer {
+    return this.spare?.pop() ?? Buffer.allocUnsafe(this.batchSize);
+  }
+
   /** Hands what is gathered to the stream now. Returns false when the stream wants the caller to wait for waitDrain(). */
   flush(): boolean {
     if (this.batch !== null && this.used > 0 && !this.error) {
-      const ok = this.out.write(this.used === this.batch.length ? this.batch : this.batch.subarray(0, this.used));
+      const b = this.batch;
+      const chunk = this.used === b.length ? b : b.subarray(0, this.used);
+      const spare = this.spare;
+      // Bounded: at most the batches in flight come back.
+      const ok = spare !== null && b.length === this.batchSize ? this.out.write(chunk, (e) => e || spare.length >= BATCHES_IN_FLIGHT + 1 || spare.push(b)) : this.out.write(chunk);
       const queued = (this.out as { writableLength?: number }).writableLength;
       // A stream whose highWaterMark is above inFlight is waited for when it says so.
       this.blocked = !ok && (typeof queued !== 'number' || queued >= this.inFlight);

@@ -55,7 +55,8 @@ const TSHARK_SCOPE = process.env.BENCH_TSHARK ?? (RING_MB <= 2048 ? 'all' : 'tou
 /** Segments tshark reads for the broad query's peer (time and peak memory, per segment). */
 const BROAD_TSHARK_SEGMENTS = Number(process.env.BENCH_BROAD_TSHARK_SEGMENTS ?? 2);
 
-const OUT = join(ROOT, 'bench-output', 'query');
+/** BENCH_QUERY_DIR: where the ring is cached and results written, so rings of two sizes can be kept side by side. */
+const OUT = process.env.BENCH_QUERY_DIR ? resolve(process.env.BENCH_QUERY_DIR) : join(ROOT, 'bench-output', 'query');
 const CAPTURE_DIR = join(OUT, 'capture');
 const RING_DIR = join(OUT, 'ring');
 const RING_META = join(OUT, 'ring-meta.json');

@@ -148,8 +148,7 @@ async function queryInProcess(raw: TraceQuery, out: string): Promise<{ ms: numbe
     closeResult(r);
   }
   const ms = nowMs() - start;
-  const segments = new Set<number>();
-  for (let i = 0; i < r.refs.length; i++) segments.add(r.refs.seg(i));
+  const segments = new Set(r.plan.used);
   return { ms, packets, dialogs: r.callIds.length, segments };
 }
 

@@ -55,10 +55,10 @@ async function queryCmd(a: Args): Promise<void> {
   }
   if (json) {
     process.stdout.write(
-      JSON.stringify({ callIds: r.callIds, packets: r.refs.length, truncated: r.truncated, messagesMatched: r.messagesMatched, calls: callFiguresOf(r.messages), messages, streams: r.streams, notes: r.notes }, null, 2) + '\n',
+      JSON.stringify({ callIds: r.callIds, packets: r.packets, truncated: r.truncated, messagesMatched: r.messagesMatched, calls: callFiguresOf(r.messages), messages, streams: r.streams, notes: r.notes }, null, 2) + '\n',
     );
   } else if (out !== '-') {
-    process.stderr.write(`tracefleet: ${r.refs.length} packets of ${r.callIds.length} dialogs written to ${out}${r.truncated ? ' (truncated by a limit)' : ''}\n`);
+    process.stderr.write(`tracefleet: ${r.packets} packets of ${r.callIds.length} dialogs written to ${out}${r.truncated ? ' (truncated by a limit)' : ''}\n`);
     if (spec.rtpStats) process.stdout.write(formatStreams(r.streams).join('\n') + '\n');
   }
   if (r.truncated) process.stderr.write('tracefleet: result truncated by --max-packets/--max-bytes\n');

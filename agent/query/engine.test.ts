@@ -401,3 +401,48 @@ test('segments overlapping in time (two link types, several segments each, a pac
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('past maxCallIds a broad query selects the same dialogs, packets and messages from its filter, and counts the same dialogs', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-query-'));
+  try {
+    // Eight dialogs over many small segments: the even ones end with a BYE on port 5080 seconds after their INVITE.
+    const pkts: Pkt[] = [];
+    for (let k = 0; k < 8; k++) {
+      const id = `spread-${k}@pc33`;
+      pkts.push({ sec: T0 + k, nsec: 0, frame: udpFrame(P, GW, 5060, 5060, sipInvite(id)) });
+      pkts.push({ sec: T0 + k, nsec: 500, frame: udpFrame(GW, P, 5060, 5060, sipResponse(200, 'OK', id)) });
+      const port = k % 2 === 0 ? 5080 : 5060;
+      pkts.push({ sec: T0 + k + 5, nsec: 0, frame: udpFrame(P, GW, port, port, bye(id)) });
+    }
+    pkts.sort((a, b) => a.sec - b.sec || a.nsec - b.nsec);
+    const file = join(dir, 'spread.pcap');
+    writePcap(file, pkts);
+    const ring = join(dir, 'ring');
+    const imported = await importCaptures(ring, [file], { maxSegmentBytes: 1500 });
+    assert.ok(imported.segments.length >= 6, `${imported.segments.length} segments; the test needs dialogs across several`);
+    const now = new Date((T0 + 100) * 1000);
+    const cases: TraceQuery[] = [
+      { port: ['5080'] },
+      { port: ['5060'] },
+      { port: ['5080'], method: ['BYE'] },
+      { all: true, since: String(T0 + 6), until: String(T0 + 8) },
+    ];
+    for (const raw of cases) {
+      const spec = buildQuerySpec(raw, now);
+      const whole = closedWithRefs(runQuery(ring, spec));
+      assert.ok(whole.dialogs > 1, `${JSON.stringify(raw)} selects several dialogs`);
+      for (const maxCallIds of [0, 1]) {
+        const kept = closedWithRefs(runQuery(ring, spec, { maxCallIds }));
+        const what = `${JSON.stringify(raw)} with maxCallIds ${maxCallIds}`;
+        assert.deepEqual(kept.refs.toArray(), whole.refs.toArray(), what);
+        assert.deepEqual(kept.messages, whole.messages, what);
+        assert.equal(kept.messagesMatched, whole.messagesMatched, what);
+        assert.equal(kept.dialogs, whole.dialogs, what);
+        assert.equal(kept.callIds.length, Math.min(maxCallIds, whole.dialogs), what);
+        for (const c of kept.callIds) assert.ok(whole.callIds.includes(c), what);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -11,6 +11,7 @@ import { decodePacket } from '../../shared/decode/packet';
 import type { RtpStreamFigures } from '../../shared/rtp/figures';
 import { RtpStreamStats } from '../../shared/rtp/stats';
 import { DialogMedia, addToMedia, inSpan, spanEnd, spansOverlap } from './media';
+import { CallIdFilter } from './callid-filter';
 import { LegCallIdRule, LegLinks, linkLegs } from './legs';
 import { PacketMarks, PacketRefs, ResultPlan, collectRefs, planResult, refColumns, resultRecords, timeOrdered, writePlannedPcap } from './result';
 
@@ -29,7 +30,10 @@ export interface QueryResult {
   messages: MessageSummary[];
   /** How many SIP messages the selected dialogs have; more than `messages` holds when they were cut. */
   messagesMatched: number;
+  /** The selected dialogs' Call-IDs; only the first `maxCallIds` (and the linked legs) when more were selected. */
   callIds: string[];
+  /** How many Call-IDs were selected. */
+  dialogs: number;
   truncated: boolean;
   /** Bytes of the PCAP records selected (16-byte headers included). */
   bytes: number;
@@ -45,6 +49,12 @@ export interface QueryOptions extends IndexerOptions {
   maxMessages?: number;
   /** The operator's Call-ID rules for linking legs (`--leg-callid-rule`), used when the query asks for legs. */
   legCallIdRules?: readonly LegCallIdRule[];
+  /**
+   * Call-IDs a broad query (no Call-ID, correlation or number) keeps at most; past it the selection is a
+   * filter of fixed size (memory that does not grow with the ring) and callIds lists the first ones only.
+   * Default: no limit. Not applied with legs, which need every Call-ID.
+   */
+  maxCallIds?: number;
   /** Only which dialogs (legs included) are selected: `callIds`, with no packets, messages or figures (the dispatcher's search for legs across hosts). */
   selectOnly?: boolean;
 }
@@ -56,6 +66,13 @@ export interface QueryOptions extends IndexerOptions {
  * trace wire carries at most this many anyway.
  */
 export const MAX_SUMMARIES = 100_000;
+
+/**
+ * maxCallIds for a caller that does not list every Call-ID (the agent's
+ * traces, `tracefleet query` without --json): a Call-ID kept costs about
+ * 100 bytes, and a broad query over a 10 GiB ring selects millions.
+ */
+export const CALL_IDS_KEPT = 10_000;
 
 function tsString(sec: number, nsec: number): string {
   return `${sec}.${String(nsec).padStart(9, '0')}`;
@@ -188,16 +205,35 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   }
 
   // Phase 1: which dialogs (Call-IDs) have a matching message.
+  // A broad query (no Call-ID, correlation or number to look up) may select most of the ring's dialogs: beyond
+  // opts.maxCallIds their Call-IDs are not kept, only a filter of them of a fixed size, and phase 2 decides each
+  // dialog again from its messages (and, for a maybe of the filter, from the other segments' index).
+  const mm = (m: MessageRecord) => messageMatches(m, q);
+  const keyed = q.callIds.length + q.correlations.length + q.numbers.length > 0;
+  const limit = keyed || q.legs || opts.selectOnly ? Infinity : (opts.maxCallIds ?? Infinity);
+  const inWindow = (ix: SegmentIndex) => ix.packetCount > 0 && overlaps(ix.first, ix.last, q.since, q.until);
   const selected = new Set<string>();
+  let matched: CallIdFilter | null = null;
   for (const s of segments) {
     const ix = s.index;
     let candidates: Iterable<DialogRecord>;
     if (q.callIds.length) candidates = q.callIds.flatMap((c) => ix.dialogsByCallId(c));
     else if (q.correlations.length) candidates = q.correlations.flatMap((x) => ix.dialogsByCorrelation(x));
     else if (q.numbers.length) candidates = q.numbers.flatMap((n) => ix.dialogsByNumber(n));
-    else if (ix.packetCount > 0 && overlaps(ix.first, ix.last, q.since, q.until)) candidates = ix.eachDialog();
+    else if (inWindow(ix)) candidates = ix.eachDialog();
     else candidates = [];
-    for (const d of candidates) if (!selected.has(d.c) && d.msgs.some((m) => messageMatches(m, q))) selected.add(d.c);
+    for (const d of candidates) {
+      if (matched) {
+        if (d.msgs.some(mm)) matched.add(d.c);
+      } else if (!selected.has(d.c) && d.msgs.some(mm)) {
+        selected.add(d.c);
+        if (selected.size > limit) {
+          matched = new CallIdFilter(CallIdFilter.bitsFor(segments.reduce((n, sg) => n + sg.index.messageCount, 0)));
+          for (const c of selected) matched.add(c);
+          selected.delete(d.c); // the first `limit` stay listed
+        }
+      }
+    }
     yield;
   }
 
@@ -213,8 +249,44 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   for (const c of linked) selected.add(c);
   if (opts.selectOnly) {
     const plan = yield* planResult(segments, new PacketMarks(segments), null, null);
-    return { segments, plan, packets: 0, messages: [], messagesMatched: 0, callIds: [...selected], truncated: false, bytes: 0, notes, streams: [] };
+    return { segments, plan, packets: 0, messages: [], messagesMatched: 0, callIds: [...selected], dialogs: selected.size, truncated: false, bytes: 0, notes, streams: [] };
   }
+
+  // Past the limit: a dialog of a segment is selected when a message of it matches there, it was linked, or
+  // (a maybe of the filter) its Call-ID has a matching dialog in a segment, the nearest looked at first.
+  // It is counted in the first segment that has its Call-ID.
+  let dialogs = selected.size;
+  function* broadDialogs(si: number, filter: CallIdFilter, seen: CallIdFilter): Generator<DialogRecord> {
+    // This segment too: it may have another dialog of the Call-ID that matched.
+    const matchedElsewhere = (c: string): boolean => {
+      for (let k = 0; k < segments.length; k++) {
+        for (const t of k === 0 ? [si] : [si - k, si + k]) {
+          if (t < 0 || t >= segments.length) continue;
+          const ix = segments[t].index;
+          if (inWindow(ix) && ix.dialogsByCallId(c).some((d) => d.msgs.some(mm))) return true;
+        }
+      }
+      return false;
+    };
+    const inEarlier = (c: string): boolean => {
+      for (let t = si - 1; t >= 0; t--) if (segments[t].index.dialogsByCallId(c).length > 0) return true;
+      return false;
+    };
+    const ix = segments[si].index;
+    const here = inWindow(ix);
+    const countedHere = new Set<string>();
+    for (const d of ix.eachDialog()) {
+      if (!((here && d.msgs.some(mm)) || selected.has(d.c) || (filter.mayHave(d.c) && matchedElsewhere(d.c)))) continue;
+      if (!countedHere.has(d.c)) {
+        if (!seen.mayHave(d.c) || !inEarlier(d.c)) dialogs++;
+        countedHere.add(d.c);
+        seen.add(d.c);
+      }
+      yield d;
+    }
+  }
+  const seen = matched ? new CallIdFilter(CallIdFilter.bitsFor(segments.reduce((n, sg) => n + sg.index.messageCount, 0))) : null;
+  if (matched) dialogs = 0;
 
   // Phase 2: every message of those dialogs, in every segment.
   // Per segment, a bit per packet: a set of ordinals costs ~50 bytes each, and broad queries take millions.
@@ -244,7 +316,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   const copies = segments.some((s) => isHepSegment(s.segment.path)) ? new SniffedCopies() : null;
   const viaHep: Array<{ m: MessageRecord; seg: number }> = [];
   for (const [si, s] of segments.entries()) {
-    for (const d of selectedDialogs(s.index, selected)) {
+    for (const d of matched ? broadDialogs(si, matched, seen!) : selectedDialogs(s.index, selected)) {
       for (const m of d.msgs) {
         if (copies && m.h) {
           viaHep.push({ m, seg: si });
@@ -386,7 +458,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     const via = legs.via.get(m.c);
     return { ...sum, legGroup: legs.group.get(m.c) ?? m.c, ...(via ? { legVia: via } : {}) };
   });
-  return { segments, plan, packets: plan.packets, messages: summaries, messagesMatched, callIds: [...selected], truncated: plan.truncated, bytes: plan.bytes, notes, streams };
+  return { segments, plan, packets: plan.packets, messages: summaries, messagesMatched, callIds: [...selected], dialogs, truncated: plan.truncated, bytes: plan.bytes, notes, streams };
 }
 
 /**

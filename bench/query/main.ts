@@ -2,7 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
-import { closeResult, runQuery, runQueryYielding, writeResultPcap } from '../../agent/query/engine';
+import { CALL_IDS_KEPT, closeResult, runQuery, runQueryYielding, writeResultPcap } from '../../agent/query/engine';
 import { buildQuerySpec, TraceQuery } from '../../shared/query/query';
 import { importCaptures } from '../../agent/index/import';
 import { listSegments } from '../../agent/ring/layout';
@@ -149,7 +149,7 @@ async function queryInProcess(raw: TraceQuery, out: string): Promise<{ ms: numbe
   }
   const ms = nowMs() - start;
   const segments = new Set(r.plan.used);
-  return { ms, packets, dialogs: r.callIds.length, segments };
+  return { ms, packets, dialogs: r.dialogs, segments };
 }
 
 const BIN = join(ROOT, 'bin', 'tracefleet');
@@ -368,7 +368,7 @@ async function broadChild(ring: string, out: string): Promise<void> {
   (globalThis as { gc?: () => void }).gc?.();
   const baselineKB = procKB('self', 'VmRSS');
   const start = nowMs();
-  const r = await runQueryYielding(ring, buildQuerySpec({ port: [String(BROAD_PORT)] }), { mayWrite: false, maxMessages: SUMMARIES_KEPT });
+  const r = await runQueryYielding(ring, buildQuerySpec({ port: [String(BROAD_PORT)] }), { mayWrite: false, maxMessages: SUMMARIES_KEPT, maxCallIds: CALL_IDS_KEPT });
   const selectMs = nowMs() - start;
   const afterSelectKB = procKB('self', 'VmRSS');
   let written: { packets: number; bytes: number };
@@ -377,7 +377,7 @@ async function broadChild(ring: string, out: string): Promise<void> {
   } finally {
     closeResult(r);
   }
-  process.stdout.write(JSON.stringify({ baselineKB, afterSelectKB, hwmKB: procKB('self', 'VmHWM'), selectMs, ms: nowMs() - start, packets: written.packets, bytes: written.bytes, dialogs: r.callIds.length }) + '\n');
+  process.stdout.write(JSON.stringify({ baselineKB, afterSelectKB, hwmKB: procKB('self', 'VmHWM'), selectMs, ms: nowMs() - start, packets: written.packets, bytes: written.bytes, dialogs: r.dialogs }) + '\n');
 }
 
 /** Runs a command to its end, timing it and polling its resident high-water mark (VmHWM) every 20 ms. */

@@ -20,9 +20,15 @@ export class CallIdFilter {
     this.seeds = new Uint32Array(randomBytes(8).buffer);
   }
 
-  /** Bits for about `n` entries: 16 a entry (a maybe in about 2,000 with 4 probes), within [2^20, 2^28] (128 KiB to 32 MiB). */
-  static bitsFor(n: number): number {
-    return 2 ** Math.min(28, Math.max(20, Math.ceil(Math.log2(Math.max(1, n) * 16))));
+  /**
+   * Bits for a ring of `messages` SIP messages: 4 a message, so about 24 a
+   * dialog of 6 (a maybe in about 2,000 for a Call-ID not added, with 4
+   * probes), within [2^20, 2^26] (128 KiB to 8 MiB). Past 2^26 bits (some
+   * 16 M messages) the maybes grow more common: each costs lookups, never a
+   * wrong answer.
+   */
+  static bitsFor(messages: number): number {
+    return 2 ** Math.min(26, Math.max(20, Math.ceil(Math.log2(Math.max(1, messages) * 4))));
   }
 
   add(c: string): void {

@@ -13,7 +13,7 @@ import { RtpStreamStats } from '../../shared/rtp/stats';
 import { DialogMedia, addToMedia, inSpan, spanEnd, spansOverlap } from './media';
 import { CallIdFilter } from './callid-filter';
 import { LegCallIdRule, LegLinks, linkLegs } from './legs';
-import { PacketMarks, PacketRefs, ResultPlan, collectRefs, planResult, refColumns, resultRecords, timeOrdered, writePlannedPcap } from './result';
+import { PacketMarks, PacketRefs, ResultPlan, collectRefs, fillRefs, planResult, refColumns, resultRecords, timeOrdered, writePlannedPcap } from './result';
 
 export type { PacketRef } from './result';
 
@@ -620,16 +620,7 @@ function* rtpFigures(
     if (!m) continue;
     const { ords, dialogs: ds } = byOrdinal(m, dialogs.length);
     bySeg[si] = { ords, dialogs: ds };
-    const t = segments[si].index.packetEntries(ords);
-    for (let n = 0; n < ords.length; n++) {
-      const p = n * PACKET_ENTRY_LEN;
-      cols.seg[k] = si;
-      cols.ord[k] = ords[n];
-      cols.offset[k] = t.readUInt32LE(p);
-      cols.sec[k] = t.readUInt32LE(p + 4);
-      cols.nsec[k] = t.readUInt32LE(p + 8);
-      k++;
-    }
+    k = fillRefs(cols, k, si, ords, segments[si].index.packetEntries(ords));
     segments[si].index.releasePacketTable();
   }
   const dialogAt = (si: number, ord: number): DialogMedia => {

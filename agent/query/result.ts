@@ -150,6 +150,20 @@ function bigCapLens(cols: RefColumns, n: number, s: OpenedSegment): void {
   }
 }
 
+/** Fills the columns from `k` with packets `ords` of segment `si`, their entries `t` as packetEntries gave them; the next k. */
+export function fillRefs(c: RefColumns, k: number, si: number, ords: Uint32Array, t: Buffer): number {
+  for (let n = 0; n < ords.length; n++, k++) {
+    const p = n * PACKET_ENTRY_LEN;
+    c.seg[k] = si;
+    c.ord[k] = ords[n];
+    c.offset[k] = t.readUInt32LE(p);
+    c.sec[k] = t.readUInt32LE(p + 4);
+    c.nsec[k] = t.readUInt32LE(p + 8);
+    c.capLen[k] = t.readUInt16LE(p + 26);
+  }
+  return k;
+}
+
 /**
  * A segment's marked packets in time order, capture order breaking ties (a
  * segment of one interface is in order already and is kept as it is).
@@ -161,15 +175,7 @@ function segmentRefs(segments: OpenedSegment[], marks: PacketMarks, si: number):
   const t = ix.packetEntries(ords);
   ix.releasePacketTable();
   const c = refColumns(n);
-  for (let k = 0; k < n; k++) {
-    const p = k * PACKET_ENTRY_LEN;
-    c.seg[k] = si;
-    c.ord[k] = ords[k];
-    c.offset[k] = t.readUInt32LE(p);
-    c.sec[k] = t.readUInt32LE(p + 4);
-    c.nsec[k] = t.readUInt32LE(p + 8);
-    c.capLen[k] = t.readUInt16LE(p + 26);
-  }
+  fillRefs(c, 0, si, ords, t);
   bigCapLens(c, n, segments[si]);
   return timeOrdered(c, n);
 }

@@ -78,6 +78,7 @@ export class PacketRefs {
 /** The packets a query selected: per segment, a bit a packet (ordinal), set when the packet is in the result. */
 export class PacketMarks {
   private readonly bits: (Uint8Array | undefined)[] = [];
+  private readonly sizes: (number | undefined)[] = [];
   /** Marked packets per segment. */
   readonly counts: number[] = [];
   total = 0;
@@ -86,7 +87,8 @@ export class PacketMarks {
 
   /** Marks packet `ord` of segment `seg`; false when it was marked already. */
   mark(seg: number, ord: number): boolean {
-    const n = this.segments[seg].index.packetCount;
+    // Sized by the packets the index had at the segment's first mark, as every later mark is checked against.
+    const n = (this.sizes[seg] ??= this.segments[seg].index.packetCount);
     if (ord >= n) throw new Error(`${this.segments[seg].segment.indexPath}: a message names packet ${ord} of ${n}; the index is inconsistent, delete it to have it rebuilt`);
     const b = (this.bits[seg] ??= new Uint8Array((n + 7) >>> 3));
     const bit = 1 << (ord & 7);

@@ -6,6 +6,7 @@ import { buildQuerySpec } from '../../shared/query/query';
 import { closeResult, runQuery } from '../query/engine';
 import { CaptureEngine } from './capture';
 import { isRoot, LOOPBACK, NEEDS_ROOT, tempDir, udpReceiver, udpSender } from '../../test/support/capture';
+import { closedWithRefs } from '../../test/support/query';
 
 /*
  * The largest UDP datagram over IPv4 (65,507 bytes of payload) is a
@@ -40,8 +41,7 @@ test('a 65,507-byte SIP datagram captured on lo is traced whole by its Call-ID',
     await engine.stop();
     assert.ok(listSegments(ring).length >= 1);
 
-    const r = runQuery(ring, buildQuerySpec({ callId: [callId] }, new Date(Date.now() + 1000)));
-    closeResult(r);
+    const r = closedWithRefs(runQuery(ring, buildQuerySpec({ callId: [callId] }, new Date(Date.now() + 1000))));
     assert.equal(r.refs.length, 1, 'the datagram is in its trace');
     assert.equal(r.messages.length, 1);
     assert.equal(r.messages[0].bytes, PAYLOAD, 'the whole message, not a cut one');

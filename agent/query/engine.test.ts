@@ -14,7 +14,8 @@ import { importCaptures } from '../index/import';
 import { SegmentIndexer } from '../index/builder';
 import { TracefleetError } from '../../shared/errors/catalogue';
 import { buildQuerySpec, TraceQuery } from '../../shared/query/query';
-import { closeResult, runQuery, runQueryYielding, writeResultPcap } from './engine';
+import { closeResult, resultRefs, runQuery, runQueryYielding, writeResultPcap } from './engine';
+import { closedWithRefs } from '../../test/support/query';
 
 const T0 = 1_795_000_000;
 type Pkt = { sec: number; nsec: number; frame: Buffer };
@@ -90,8 +91,7 @@ async function withRing(fn: (ring: string, all: Pkt[], dir: string) => Promise<v
 }
 
 function select(ring: string, raw: TraceQuery): Set<number> {
-  const r = runQuery(ring, buildQuerySpec(raw, new Date((T0 + 10) * 1000)));
-  closeResult(r);
+  const r = closedWithRefs(runQuery(ring, buildQuerySpec(raw, new Date((T0 + 10) * 1000))));
   // Identify packets by their timestamps, which are unique in the fixture.
   return new Set(r.refs.toArray().map((x) => (x.sec - T0) * 1e9 + x.nsec));
 }
@@ -140,17 +140,14 @@ test('correlation key, IP with non-SIP packets, method/status narrowing, windows
 
 test('limits cut the time-ordered result and say so', async () => {
   await withRing(async (ring) => {
-    const r = runQuery(ring, buildQuerySpec({ callId: [A], maxPackets: 2 }));
-    closeResult(r);
+    const r = closedWithRefs(runQuery(ring, buildQuerySpec({ callId: [A], maxPackets: 2 })));
     assert.equal(r.truncated, true);
     assert.deepEqual(r.refs.toArray().map((x) => x.nsec), [100, 200]);
-    const whole = runQuery(ring, buildQuerySpec({ callId: [A], maxPackets: 4 }));
-    closeResult(whole);
+    const whole = closedWithRefs(runQuery(ring, buildQuerySpec({ callId: [A], maxPackets: 4 })));
     assert.equal(whole.truncated, false);
     // A byte limit that holds the first two records (16-byte headers included) and not the third.
     const [p0, p1] = whole.refs.toArray();
-    const byBytes = runQuery(ring, buildQuerySpec({ callId: [A], maxBytes: 32 + p0.capLen + p1.capLen }));
-    closeResult(byBytes);
+    const byBytes = closedWithRefs(runQuery(ring, buildQuerySpec({ callId: [A], maxBytes: 32 + p0.capLen + p1.capLen })));
     assert.equal(byBytes.truncated, true);
     assert.deepEqual(byBytes.refs.toArray(), [p0, p1]);
     assert.equal(byBytes.bytes, 32 + p0.capLen + p1.capLen);
@@ -166,19 +163,17 @@ test('runQueryYielding answers as runQuery does, lets the event loop run between
     assert.equal(imported.packets, all.length);
     assert.ok(imported.segments.length >= 3, `the fixture spans ${imported.segments.length} segments; the test needs several`);
     const spec = buildQuerySpec({ ip: [GW], rtp: true }, new Date((T0 + 10) * 1000));
-    const expected = runQuery(ring, spec);
-    closeResult(expected);
+    const expected = closedWithRefs(runQuery(ring, spec));
 
     let steps = 0;
     let otherWork = 0;
     const timer = setInterval(() => otherWork++, 0);
     let answered;
     try {
-      answered = await runQueryYielding(ring, spec, { onStep: () => steps++ });
+      answered = closedWithRefs(await runQueryYielding(ring, spec, { onStep: () => steps++ }));
     } finally {
       clearInterval(timer);
     }
-    closeResult(answered);
     assert.deepEqual(answered.refs.toArray(), expected.refs.toArray());
     assert.deepEqual(answered.messages, expected.messages);
     assert.ok(steps >= imported.segments.length, `${steps} steps for ${imported.segments.length} segments`);
@@ -197,17 +192,14 @@ test('runQueryYielding answers as runQuery does, lets the event loop run between
 test('summaries are cut to the earliest maxMessages, counted in messagesMatched; the packets are never cut by it', async () => {
   await withRing(async (ring) => {
     const spec = buildQuerySpec({ callId: [A] });
-    const whole = runQuery(ring, spec);
-    closeResult(whole);
+    const whole = closedWithRefs(runQuery(ring, spec));
     assert.equal(whole.messagesMatched, 4);
     assert.equal(whole.messages.length, 4);
-    const cut = runQuery(ring, spec, { maxMessages: 3 });
-    closeResult(cut);
+    const cut = closedWithRefs(runQuery(ring, spec, { maxMessages: 3 }));
     assert.equal(cut.messagesMatched, 4);
     assert.deepEqual(cut.messages, whole.messages.slice(0, 3), 'the earliest three, in time order');
     assert.deepEqual(cut.refs.toArray(), whole.refs.toArray());
-    const none = runQuery(ring, spec, { maxMessages: 0 });
-    closeResult(none);
+    const none = closedWithRefs(runQuery(ring, spec, { maxMessages: 0 }));
     assert.deepEqual([none.messages.length, none.messagesMatched, none.refs.length], [0, 4, whole.refs.length]);
   });
 });
@@ -224,11 +216,10 @@ test('a query over more dialogs than a sealed index keeps decoded answers every 
     const all = runQuery(ring, buildQuerySpec({ all: true, method: ['INVITE'] }));
     try {
       assert.equal(all.callIds.length, n);
-      assert.deepEqual(all.refs.toArray().map((r) => r.sec - T0), pkts.map((_, i) => i));
+      assert.deepEqual(resultRefs(all).toArray().map((r) => r.sec - T0), pkts.map((_, i) => i));
       // And each one alone, from a fresh index.
       for (const i of [0, 1, 350, n - 1]) {
-        const one = runQuery(ring, buildQuerySpec({ callId: [`many-${i}@pc33`] }));
-        closeResult(one);
+        const one = closedWithRefs(runQuery(ring, buildQuerySpec({ callId: [`many-${i}@pc33`] })));
         assert.deepEqual(one.refs.toArray().map((r) => r.sec - T0), [i]);
         assert.equal(one.messages[0].callId, `many-${i}@pc33`);
       }
@@ -324,8 +315,7 @@ test('a result from segments of two link types (eth0 and any) is written as PCAP
 
 test('summaries describe each SIP message of the selected dialogs', async () => {
   await withRing(async (ring) => {
-    const r = runQuery(ring, buildQuerySpec({ number: ['15551234567'] }));
-    closeResult(r);
+    const r = closedWithRefs(runQuery(ring, buildQuerySpec({ number: ['15551234567'] })));
     assert.deepEqual(r.callIds, [A]);
     assert.deepEqual(r.messages.map((m) => m.method ?? m.status), ['INVITE', 200, 'BYE', 200]);
     const inv = r.messages[0];
@@ -347,15 +337,13 @@ test('a journal (unsealed index) answers exactly like the sealed one; a corrupt 
     const ix = new SegmentIndexer(segPath, idxPath);
     ix.catchUp();
     ix.close();
-    const journal = runQuery(ring, buildQuerySpec({ number: ['1234567'], rtp: true }), { mayWrite: false });
-    closeResult(journal);
+    const journal = closedWithRefs(runQuery(ring, buildQuerySpec({ number: ['1234567'], rtp: true }), { mayWrite: false }));
     assert.deepEqual(new Set(journal.refs.toArray().map((x) => (x.sec - T0) * 1e9 + x.nsec)), sealed);
     // Garbage over the index: rebuilt from the segment.
     const fd = openSync(idxPath, 'r+');
     writeSync(fd, Buffer.alloc(64, 0xee), 0, 64, 0);
     closeSync(fd);
-    const r = runQuery(ring, buildQuerySpec({ number: ['1234567'], rtp: true }));
-    closeResult(r);
+    const r = closedWithRefs(runQuery(ring, buildQuerySpec({ number: ['1234567'], rtp: true })));
     assert.ok(r.notes.some((n) => /corrupt/.test(n) && /rebuilt/.test(n)), r.notes.join('; '));
     assert.deepEqual(new Set(r.refs.toArray().map((x) => (x.sec - T0) * 1e9 + x.nsec)), sealed);
   });
@@ -370,4 +358,91 @@ test('queries without a selective key, and bad values, are refused with what to 
   assert.throws(() => buildQuerySpec({ callId: ['x'], status: ['99'] }), /bad status/);
   assert.throws(() => buildQuerySpec({ callId: ['x'], since: 'yesterday' }), /bad --since/);
   assert.throws(() => buildQuerySpec({ callId: ['x'], since: '1m', until: '2h' }), /--since is after --until/);
+});
+
+test('segments overlapping in time (two link types, several segments each, a packet out of order) are merged into one time order, and a limit cuts that order', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-query-'));
+  try {
+    const cookedIp = (src: string, dst: string, payload: Buffer) => sll(ETH_IPV4, ipv4({ src, dst, proto: 17 }, udp(5060, 5060, payload)));
+    // eth0 at even seconds, `any` at odd ones: each stream's segments overlap the other's. Two eth0 packets swapped.
+    const eth: Pkt[] = Array.from({ length: 12 }, (_, i) => ({ sec: T0 + 2 * i, nsec: 7, frame: udpFrame(P, GW, 5060, 5060, sipInvite(A)) }));
+    [eth[4], eth[5]] = [eth[5], eth[4]];
+    const any: Pkt[] = Array.from({ length: 12 }, (_, i) => ({ sec: T0 + 2 * i + 1, nsec: 0, frame: cookedIp(GW, P, sipResponse(100, 'Trying', A)) }));
+    const f1 = join(dir, 'eth0.pcap');
+    const f2 = join(dir, 'any.pcap');
+    writePcap(f1, eth);
+    writePcap(f2, any, LINKTYPE.LINUX_SLL);
+    const ring = join(dir, 'ring');
+    const imported = await importCaptures(ring, [f1, f2], { maxSegmentBytes: 1500 });
+    assert.ok(imported.segments.length >= 6, `${imported.segments.length} segments; the test needs several per stream`);
+    const want = [...eth, ...any].map((p) => p.sec - T0).sort((a, b) => a - b);
+
+    const whole = closedWithRefs(runQuery(ring, buildQuerySpec({ callId: [A] }, new Date((T0 + 100) * 1000))));
+    assert.deepEqual(whole.refs.toArray().map((r) => r.sec - T0), want);
+    assert.equal(whole.packets, 24);
+    assert.equal(whole.truncated, false);
+
+    const cut = runQuery(ring, buildQuerySpec({ callId: [A], maxPackets: 7 }, new Date((T0 + 100) * 1000)));
+    const out = join(dir, 'cut.pcapng');
+    let w;
+    try {
+      assert.deepEqual(resultRefs(cut).toArray().map((r) => r.sec - T0), want.slice(0, 7));
+      w = await writeResultPcap(cut, createWriteStream(out));
+    } finally {
+      closeResult(cut);
+    }
+    assert.equal(cut.truncated, true);
+    assert.equal(w.packets, 7);
+    assert.equal(w.format, 'pcapng');
+    const got = [];
+    for await (const rec of readCaptureFile(out)) got.push([rec.tsSec - T0, rec.linkType]);
+    assert.deepEqual(got, want.slice(0, 7).map((s) => [s, s % 2 === 0 ? LINKTYPE.ETHERNET : LINKTYPE.LINUX_SLL]));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('past maxCallIds a broad query selects the same dialogs, packets and messages from its filter, and counts the same dialogs', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-query-'));
+  try {
+    // Eight dialogs over many small segments: the even ones end with a BYE on port 5080 seconds after their INVITE.
+    const pkts: Pkt[] = [];
+    for (let k = 0; k < 8; k++) {
+      const id = `spread-${k}@pc33`;
+      pkts.push({ sec: T0 + k, nsec: 0, frame: udpFrame(P, GW, 5060, 5060, sipInvite(id)) });
+      pkts.push({ sec: T0 + k, nsec: 500, frame: udpFrame(GW, P, 5060, 5060, sipResponse(200, 'OK', id)) });
+      const port = k % 2 === 0 ? 5080 : 5060;
+      pkts.push({ sec: T0 + k + 5, nsec: 0, frame: udpFrame(P, GW, port, port, bye(id)) });
+    }
+    pkts.sort((a, b) => a.sec - b.sec || a.nsec - b.nsec);
+    const file = join(dir, 'spread.pcap');
+    writePcap(file, pkts);
+    const ring = join(dir, 'ring');
+    const imported = await importCaptures(ring, [file], { maxSegmentBytes: 1500 });
+    assert.ok(imported.segments.length >= 6, `${imported.segments.length} segments; the test needs dialogs across several`);
+    const now = new Date((T0 + 100) * 1000);
+    const cases: TraceQuery[] = [
+      { port: ['5080'] },
+      { port: ['5060'] },
+      { port: ['5080'], method: ['BYE'] },
+      { all: true, since: String(T0 + 6), until: String(T0 + 8) },
+    ];
+    for (const raw of cases) {
+      const spec = buildQuerySpec(raw, now);
+      const whole = closedWithRefs(runQuery(ring, spec));
+      assert.ok(whole.dialogs > 1, `${JSON.stringify(raw)} selects several dialogs`);
+      for (const maxCallIds of [0, 1]) {
+        const kept = closedWithRefs(runQuery(ring, spec, { maxCallIds }));
+        const what = `${JSON.stringify(raw)} with maxCallIds ${maxCallIds}`;
+        assert.deepEqual(kept.refs.toArray(), whole.refs.toArray(), what);
+        assert.deepEqual(kept.messages, whole.messages, what);
+        assert.equal(kept.messagesMatched, whole.messagesMatched, what);
+        assert.equal(kept.dialogs, whole.dialogs, what);
+        assert.equal(kept.callIds.length, Math.min(maxCallIds, whole.dialogs), what);
+        for (const c of kept.callIds) assert.ok(whole.callIds.includes(c), what);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

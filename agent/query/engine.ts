@@ -1,8 +1,5 @@
-import { closeSync, openSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { PCAP_DEFAULT_SNAPLEN, pcapCapLenLimit, readPcapRecordHeaderAt, readPcapRecordsAt } from '../../shared/pcap/pcap';
-import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
-import { PcapWriter, type WritableRecord } from '../../shared/pcap/writer';
 import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN, PKT_FLAG, NO_ADDRESS, messageHasNumber } from '../index/format';
 import { OpenedSegment, openSegment } from '../index/open';
 import type { SegmentIndex } from '../index/reader';
@@ -11,82 +8,32 @@ import { isHepSegment, listSegments } from '../ring/layout';
 import { ringOwner } from '../ring/lock';
 import { MessageSummary, QuerySpec, Ts, cmpTs, endpointText } from '../../shared/query/query';
 import { decodePacket } from '../../shared/decode/packet';
-import type { PacketRecord } from '../../shared/pcap/types';
 import type { RtpStreamFigures } from '../../shared/rtp/figures';
 import { RtpStreamStats } from '../../shared/rtp/stats';
 import { DialogMedia, addToMedia, inSpan, spanEnd, spansOverlap } from './media';
+import { CallIdFilter } from './callid-filter';
 import { LegCallIdRule, LegLinks, linkLegs } from './legs';
+import { PacketMarks, PacketRefs, ResultPlan, collectRefs, fillRefs, planResult, refColumns, resultRecords, timeOrdered, writePlannedPcap } from './result';
 
-/** One packet of a result: where it is and when it was captured. */
-export interface PacketRef {
-  seg: number;
-  ord: number;
-  offset: number;
-  sec: number;
-  nsec: number;
-  /** Captured length. */
-  capLen: number;
-}
-
-interface RefColumns {
-  seg: Uint32Array;
-  ord: Uint32Array;
-  offset: Uint32Array;
-  sec: Uint32Array;
-  nsec: Uint32Array;
-  capLen: Uint32Array;
-}
-
-function refColumns(n: number): RefColumns {
-  return { seg: new Uint32Array(n), ord: new Uint32Array(n), offset: new Uint32Array(n), sec: new Uint32Array(n), nsec: new Uint32Array(n), capLen: new Uint32Array(n) };
-}
-
-/**
- * A result's packets in time order, packed in columns: 24 bytes a packet,
- * where an object each took about 80, since a broad query selects millions.
- */
-export class PacketRefs {
-  constructor(private readonly c: RefColumns, readonly length: number) {}
-
-  seg(i: number): number {
-    return this.c.seg[i];
-  }
-
-  offset(i: number): number {
-    return this.c.offset[i];
-  }
-
-  capLen(i: number): number {
-    return this.c.capLen[i];
-  }
-
-  at(i: number): PacketRef {
-    const c = this.c;
-    return { seg: c.seg[i], ord: c.ord[i], offset: c.offset[i], sec: c.sec[i], nsec: c.nsec[i], capLen: c.capLen[i] };
-  }
-
-  toArray(): PacketRef[] {
-    return Array.from({ length: this.length }, (_, i) => this.at(i));
-  }
-
-  /** The first n (n <= length); the columns are shared, not copied. */
-  head(n: number): PacketRefs {
-    const c = this.c;
-    return new PacketRefs({ seg: c.seg.subarray(0, n), ord: c.ord.subarray(0, n), offset: c.offset.subarray(0, n), sec: c.sec.subarray(0, n), nsec: c.nsec.subarray(0, n), capLen: c.capLen.subarray(0, n) }, n);
-  }
-}
+export type { PacketRef } from './result';
 
 /** A SIP message as the ladder and the message table show it. */
 export type { MessageSummary };
 
 export interface QueryResult {
   segments: OpenedSegment[];
-  refs: PacketRefs;
+  /** Which packets, and how they are put out: streamed by writeResultPcap, never listed whole. */
+  plan: ResultPlan;
+  /** Packets in the result (after the query's limits). */
+  packets: number;
   /** The first `maxMessages` SIP messages by time. */
   messages: MessageSummary[];
   /** How many SIP messages the selected dialogs have; more than `messages` holds when they were cut. */
   messagesMatched: number;
+  /** The selected dialogs' Call-IDs; only the first `maxCallIds` (and the linked legs) when more were selected. */
   callIds: string[];
+  /** How many Call-IDs were selected. */
+  dialogs: number;
   truncated: boolean;
   /** Bytes of the PCAP records selected (16-byte headers included). */
   bytes: number;
@@ -102,6 +49,12 @@ export interface QueryOptions extends IndexerOptions {
   maxMessages?: number;
   /** The operator's Call-ID rules for linking legs (`--leg-callid-rule`), used when the query asks for legs. */
   legCallIdRules?: readonly LegCallIdRule[];
+  /**
+   * Call-IDs a broad query (no Call-ID, correlation or number) keeps at most; past it the selection is a
+   * filter of fixed size (memory that does not grow with the ring) and callIds lists the first ones only.
+   * Default: no limit. Not applied with legs, which need every Call-ID.
+   */
+  maxCallIds?: number;
   /** Only which dialogs (legs included) are selected: `callIds`, with no packets, messages or figures (the dispatcher's search for legs across hosts). */
   selectOnly?: boolean;
 }
@@ -113,6 +66,13 @@ export interface QueryOptions extends IndexerOptions {
  * trace wire carries at most this many anyway.
  */
 export const MAX_SUMMARIES = 100_000;
+
+/**
+ * maxCallIds for a caller that does not list every Call-ID (the agent's
+ * traces, `tracefleet query` without --json): a Call-ID kept costs about
+ * 100 bytes, and a broad query over a 10 GiB ring selects millions.
+ */
+export const CALL_IDS_KEPT = 10_000;
 
 function tsString(sec: number, nsec: number): string {
   return `${sec}.${String(nsec).padStart(9, '0')}`;
@@ -245,16 +205,35 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   }
 
   // Phase 1: which dialogs (Call-IDs) have a matching message.
+  // A broad query (no Call-ID, correlation or number to look up) may select most of the ring's dialogs: beyond
+  // opts.maxCallIds their Call-IDs are not kept, only a filter of them of a fixed size, and phase 2 decides each
+  // dialog again from its messages (and, for a maybe of the filter, from the other segments' index).
+  const mm = (m: MessageRecord) => messageMatches(m, q);
+  const keyed = q.callIds.length + q.correlations.length + q.numbers.length > 0;
+  const limit = keyed || q.legs || opts.selectOnly ? Infinity : (opts.maxCallIds ?? Infinity);
+  const inWindow = (ix: SegmentIndex) => ix.packetCount > 0 && overlaps(ix.first, ix.last, q.since, q.until);
   const selected = new Set<string>();
+  let matched: CallIdFilter | null = null;
   for (const s of segments) {
     const ix = s.index;
     let candidates: Iterable<DialogRecord>;
     if (q.callIds.length) candidates = q.callIds.flatMap((c) => ix.dialogsByCallId(c));
     else if (q.correlations.length) candidates = q.correlations.flatMap((x) => ix.dialogsByCorrelation(x));
     else if (q.numbers.length) candidates = q.numbers.flatMap((n) => ix.dialogsByNumber(n));
-    else if (ix.packetCount > 0 && overlaps(ix.first, ix.last, q.since, q.until)) candidates = ix.eachDialog();
+    else if (inWindow(ix)) candidates = ix.eachDialog();
     else candidates = [];
-    for (const d of candidates) if (!selected.has(d.c) && d.msgs.some((m) => messageMatches(m, q))) selected.add(d.c);
+    for (const d of candidates) {
+      if (matched) {
+        if (d.msgs.some(mm)) matched.add(d.c);
+      } else if (!selected.has(d.c) && d.msgs.some(mm)) {
+        selected.add(d.c);
+        if (selected.size > limit) {
+          matched = new CallIdFilter(CallIdFilter.bitsFor(segments.reduce((n, sg) => n + sg.index.messageCount, 0)));
+          for (const c of selected) matched.add(c);
+          selected.delete(d.c); // the first `limit` stay listed
+        }
+      }
+    }
     yield;
   }
 
@@ -269,20 +248,50 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   }
   for (const c of linked) selected.add(c);
   if (opts.selectOnly) {
-    return { segments, refs: new PacketRefs(refColumns(0), 0), messages: [], messagesMatched: 0, callIds: [...selected], truncated: false, bytes: 0, notes, streams: [] };
+    const plan = yield* planResult(segments, new PacketMarks(segments), null, null);
+    return { segments, plan, packets: 0, messages: [], messagesMatched: 0, callIds: [...selected], dialogs: selected.size, truncated: false, bytes: 0, notes, streams: [] };
   }
 
+  // Past the limit: a dialog of a segment is selected when a message of it matches there, it was linked, or
+  // (a maybe of the filter) its Call-ID has a matching dialog in a segment, the nearest looked at first.
+  // It is counted in the first segment that has its Call-ID.
+  let dialogs = selected.size;
+  function* broadDialogs(si: number, filter: CallIdFilter, seen: CallIdFilter): Generator<DialogRecord> {
+    // This segment too: it may have another dialog of the Call-ID that matched.
+    const matchedElsewhere = (c: string): boolean => {
+      for (let k = 0; k < segments.length; k++) {
+        for (const t of k === 0 ? [si] : [si - k, si + k]) {
+          if (t < 0 || t >= segments.length) continue;
+          const ix = segments[t].index;
+          if (inWindow(ix) && ix.dialogsByCallId(c).some((d) => d.msgs.some(mm))) return true;
+        }
+      }
+      return false;
+    };
+    const inEarlier = (c: string): boolean => {
+      for (let t = si - 1; t >= 0; t--) if (segments[t].index.dialogsByCallId(c).length > 0) return true;
+      return false;
+    };
+    const ix = segments[si].index;
+    const here = inWindow(ix);
+    const countedHere = new Set<string>();
+    for (const d of ix.eachDialog()) {
+      if (!((here && d.msgs.some(mm)) || selected.has(d.c) || (filter.mayHave(d.c) && matchedElsewhere(d.c)))) continue;
+      if (!countedHere.has(d.c)) {
+        if (!seen.mayHave(d.c) || !inEarlier(d.c)) dialogs++;
+        countedHere.add(d.c);
+        seen.add(d.c);
+      }
+      yield d;
+    }
+  }
+  const seen = matched ? new CallIdFilter(CallIdFilter.bitsFor(segments.reduce((n, sg) => n + sg.index.messageCount, 0))) : null;
+  if (matched) dialogs = 0;
+
   // Phase 2: every message of those dialogs, in every segment.
-  // Per segment, a byte per packet: a set of ordinals costs ~50 bytes each, and broad queries take millions.
-  const chosen: (Uint8Array | undefined)[] = [];
-  let total = 0;
-  const take = (seg: number, ord: number) => {
-    const marks = (chosen[seg] ??= new Uint8Array(segments[seg].index.packetCount));
-    if (ord >= marks.length) throw new Error(`${segments[seg].segment.indexPath}: a message names packet ${ord} of ${marks.length}; the index is inconsistent, delete it to have it rebuilt`);
-    if (marks[ord]) return;
-    marks[ord] = 1;
-    total++;
-  };
+  // Per segment, a bit per packet: a set of ordinals costs ~50 bytes each, and broad queries take millions.
+  const chosen = new PacketMarks(segments);
+  const take = (seg: number, ord: number) => void chosen.mark(seg, ord);
   const maxMessages = opts.maxMessages ?? MAX_SUMMARIES;
   let messages: Array<{ m: MessageRecord; seg: number }> = [];
   let messagesMatched = 0;
@@ -307,7 +316,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   const copies = segments.some((s) => isHepSegment(s.segment.path)) ? new SniffedCopies() : null;
   const viaHep: Array<{ m: MessageRecord; seg: number }> = [];
   for (const [si, s] of segments.entries()) {
-    for (const d of selectedDialogs(s.index, selected)) {
+    for (const d of matched ? broadDialogs(si, matched, seen!) : selectedDialogs(s.index, selected)) {
       for (const m of d.msgs) {
         if (copies && m.h) {
           viaHep.push({ m, seg: si });
@@ -436,45 +445,8 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     }
   }
 
-  // Time order across segments and streams; capture order breaks ties.
-  const found = refColumns(total);
-  let k = 0;
-  for (const [si, marks] of chosen.entries()) {
-    if (!marks) continue;
-    const ords = markedOrdinals(marks);
-    const t = segments[si].index.packetEntries(ords);
-    for (let n = 0; n < ords.length; n++) {
-      const p = n * PACKET_ENTRY_LEN;
-      found.seg[k] = si;
-      found.ord[k] = ords[n];
-      found.offset[k] = t.readUInt32LE(p);
-      found.sec[k] = t.readUInt32LE(p + 4);
-      found.nsec[k] = t.readUInt32LE(p + 8);
-      found.capLen[k] = t.readUInt16LE(p + 26);
-      k++;
-    }
-    segments[si].index.releasePacketTable();
-  }
-  chosen.length = 0;
-  const cols = timeOrdered(found, total);
-  let refs = new PacketRefs(cols, total);
-
-  let truncated = false;
-  let bytes = 0;
-  if (q.maxPackets !== null && refs.length > q.maxPackets) {
-    refs = refs.head(q.maxPackets);
-    truncated = true;
-  }
-  bigCapLens(refs, cols, segments);
-  for (let i = 0; i < refs.length; i++) {
-    const b = 16 + refs.capLen(i);
-    if (q.maxBytes !== null && bytes + b > q.maxBytes) {
-      refs = refs.head(i);
-      truncated = true;
-      break;
-    }
-    bytes += b;
-  }
+  // Time order across segments and streams, and the query's limits: counted here, put out as they are written.
+  const plan = yield* planResult(segments, chosen, q.maxPackets, q.maxBytes);
 
   let streams: RtpStreamFigures[] = [];
   if (q.rtpStats && rtpTotal > 0) streams = yield* rtpFigures(segments, rtpChosen, rtpTotal, spans, notes);
@@ -486,7 +458,7 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
     const via = legs.via.get(m.c);
     return { ...sum, legGroup: legs.group.get(m.c) ?? m.c, ...(via ? { legVia: via } : {}) };
   });
-  return { segments, refs, messages: summaries, messagesMatched, callIds: [...selected], truncated, bytes, notes, streams };
+  return { segments, plan, packets: plan.packets, messages: summaries, messagesMatched, callIds: [...selected], dialogs, truncated: plan.truncated, bytes: plan.bytes, notes, streams };
 }
 
 /**
@@ -648,16 +620,7 @@ function* rtpFigures(
     if (!m) continue;
     const { ords, dialogs: ds } = byOrdinal(m, dialogs.length);
     bySeg[si] = { ords, dialogs: ds };
-    const t = segments[si].index.packetEntries(ords);
-    for (let n = 0; n < ords.length; n++) {
-      const p = n * PACKET_ENTRY_LEN;
-      cols.seg[k] = si;
-      cols.ord[k] = ords[n];
-      cols.offset[k] = t.readUInt32LE(p);
-      cols.sec[k] = t.readUInt32LE(p + 4);
-      cols.nsec[k] = t.readUInt32LE(p + 8);
-      k++;
-    }
+    k = fillRefs(cols, k, si, ords, segments[si].index.packetEntries(ords));
     segments[si].index.releasePacketTable();
   }
   const dialogAt = (si: number, ord: number): DialogMedia => {
@@ -712,152 +675,17 @@ function* selectedDialogs(ix: SegmentIndex, selected: Set<string>): Generator<Di
   for (const d of ix.eachDialog()) if (selected.has(d.c)) yield d;
 }
 
-/** The ordinals marked in a segment's marks, ascending. */
-function markedOrdinals(marks: Uint8Array): Uint32Array {
-  const found: number[] = [];
-  for (let ord = marks.indexOf(1); ord !== -1; ord = marks.indexOf(1, ord + 1)) found.push(ord);
-  return Uint32Array.from(found);
+/**
+ * Writes a result's packets as one capture (see writePlannedPcap): streamed
+ * with backpressure, never held in memory.
+ */
+export function writeResultPcap(r: QueryResult, out: Writable): Promise<{ packets: number; bytes: number; format: 'pcap' | 'pcapng' }> {
+  return writePlannedPcap(r.segments, r.plan, out);
 }
 
-/**
- * The records of `refs`, in their order; a run of refs from one segment is
- * read with coalesced preads. The caller closes the descriptors left in `fds`.
- */
-function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>, views = false): Generator<{ rec: PacketRecord; linkType: number; ref: number }> {
-  let i = 0;
-  while (i < refs.length) {
-    const si = refs.seg(i);
-    let j = i;
-    while (j < refs.length && refs.seg(j) === si && (j === i || refs.offset(j) > refs.offset(j - 1))) j++;
-    let fd = fds.get(si);
-    if (fd === undefined) {
-      try {
-        fd = openSync(segments[si].segment.path, 'r');
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-          throw new Error(`segment ${segments[si].segment.path} was deleted by ring rotation while the query ran; query a narrower or more recent window, or give the ring more room`);
-        }
-        throw e;
-      }
-      fds.set(si, fd);
-    }
-    const offsets = Array.from({ length: j - i }, (_, n) => refs.offset(i + n));
-    const header = segments[si].header;
-    // A record cut off at the end of its segment is skipped by the reader: match by offset, not by count.
-    let k = i;
-    for (const rec of readPcapRecordsAt(fd, offsets, header, undefined, views)) {
-      while (k < j && refs.offset(k) !== rec.fileOffset) k++;
-      yield { rec, linkType: header.linkType, ref: k };
-    }
-    i = j;
-  }
-}
-
-/**
- * The index's packet table holds captured lengths in 16 bits, 0 above
- * 65535; since the snap length is 262144 a frame can be longer (a 64 KiB
- * datagram on lo). Their real length is read from the PCAP record header:
- * such frames are rare, so one 16-byte read each costs less than widening
- * the table and rebuilding every index already on disk. A segment rotation
- * deleted meanwhile counts at the most a record can hold, so `--max-bytes`
- * stays a bound. `refs` is a head of `cols`, whose lengths are set in place.
- */
-function bigCapLens(refs: PacketRefs, cols: RefColumns, segments: OpenedSegment[]): void {
-  const fds = new Map<number, number | null>();
-  try {
-    for (let i = 0; i < refs.length; i++) {
-      if (cols.capLen[i] !== 0) continue;
-      const si = cols.seg[i];
-      const s = segments[si];
-      let fd = fds.get(si);
-      if (fd === undefined) {
-        try {
-          fd = openSync(s.segment.path, 'r');
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-          fd = null;
-        }
-        fds.set(si, fd);
-      }
-      const rec = fd === null ? null : readPcapRecordHeaderAt(fd, cols.offset[i], s.header, s.segment.path);
-      // A deleted segment's header may never have been read (it is read when first needed): the largest snap length then.
-      cols.capLen[i] = rec !== null ? rec.capLen : fd !== null ? pcapCapLenLimit(s.header) : PCAP_DEFAULT_SNAPLEN;
-    }
-  } finally {
-    for (const fd of fds.values()) if (fd !== null) closeSync(fd);
-  }
-}
-
-/**
- * The columns in time order; they are filled segment by segment, ordinal by
- * ordinal, so the fill order breaks ties (segment, then capture order). A
- * ring of one interface is in order already and is returned as it is.
- */
-function timeOrdered(c: RefColumns, n: number): RefColumns {
-  let sorted = true;
-  for (let i = 1; i < n && sorted; i++) sorted = c.sec[i - 1] < c.sec[i] || (c.sec[i - 1] === c.sec[i] && c.nsec[i - 1] <= c.nsec[i]);
-  if (sorted) return c;
-  const order = new Uint32Array(n);
-  for (let i = 0; i < n; i++) order[i] = i;
-  order.sort((a, b) => c.sec[a] - c.sec[b] || c.nsec[a] - c.nsec[b] || a - b);
-  const out = refColumns(n);
-  for (let i = 0; i < n; i++) {
-    const j = order[i];
-    out.seg[i] = c.seg[j];
-    out.ord[i] = c.ord[j];
-    out.offset[i] = c.offset[j];
-    out.sec[i] = c.sec[j];
-    out.nsec[i] = c.nsec[j];
-    out.capLen[i] = c.capLen[j];
-  }
-  return out;
-}
-
-/**
- * Writes a result's packets as one capture: original bytes and timestamps,
- * nanosecond resolution when any source segment has it. A classic PCAP when
- * the packets have one link type; PCAPNG, with one interface per link type,
- * when they mix (segments of `any` and `eth0`, say), since a PCAP holds one.
- * Streams with backpressure; never holds the result in memory.
- */
-export async function writeResultPcap(r: QueryResult, out: Writable): Promise<{ packets: number; bytes: number; format: 'pcap' | 'pcapng' }> {
-  const used = new Set<number>();
-  // In the order of first use, so the interfaces come in time order too.
-  const linkTypeSet = new Set<number>();
-  for (let i = 0; i < r.refs.length; i++) {
-    used.add(r.refs.seg(i));
-    linkTypeSet.add(r.segments[r.refs.seg(i)].header.linkType);
-  }
-  const linkTypes = [...linkTypeSet];
-  const nanos = [...used].some((si) => r.segments[si].header.nanos) || (used.size === 0 && r.segments.some((s) => s.header.nanos));
-  let w: PcapWriter | PcapngWriter;
-  let write: (rec: WritableRecord, linkType: number) => boolean;
-  if (linkTypes.length > 1) {
-    const ng = new PcapngWriter(out);
-    // Every interface up front: a reader of the head (the dispatcher's merge) sees all of them.
-    for (const lt of linkTypes) ng.interfaceFor(lt, nanos);
-    write = (rec, linkType) => ng.write({ ...rec, linkType }, nanos);
-    w = ng;
-  } else {
-    const pcap = new PcapWriter(out, { linkType: linkTypes[0] ?? r.segments[0]?.header.linkType ?? 1, nanos });
-    write = (rec) => pcap.write(rec);
-    w = pcap;
-  }
-  const fds = new Map<number, number>();
-  let packets = 0;
-  let bytes = 0;
-  try {
-    // Views of the read window: each record is copied into the writer's batch before the next is read.
-    for (const { rec, linkType } of resultRecords(r.refs, r.segments, fds, true)) {
-      if (!write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, linkType)) await w.waitDrain();
-      packets++;
-      bytes += rec.capLen;
-    }
-    await w.end();
-  } finally {
-    for (const fd of fds.values()) closeSync(fd);
-  }
-  return { packets, bytes, format: linkTypes.length > 1 ? 'pcapng' : 'pcap' };
+/** Every packet of a result, in order, in one list: for tests and small results (a broad query's is ring-sized). Before closeResult. */
+export function resultRefs(r: QueryResult): PacketRefs {
+  return collectRefs(r.segments, r.plan);
 }
 
 /** Releases the index files a result holds open. */

@@ -9,6 +9,7 @@ import { ethernet, ipv4, udp, ETH_IPV4 } from '../../test/support/packets';
 import { importCaptures } from '../index/import';
 import { buildQuerySpec } from '../../shared/query/query';
 import { closeResult, runQuery } from './engine';
+import { closedWithRefs } from '../../test/support/query';
 
 /*
  * The exact-RTP rule on hand-made packets, where each case is one packet:
@@ -74,8 +75,7 @@ test('exact RTP: both ends, NAT when uncontested, neither when an overlapping ca
     const ring = join(dir, 'ring');
     await importCaptures(ring, [file]);
     const rtpOf = (callId: string) => {
-      const r = runQuery(ring, buildQuerySpec({ callId: [callId], rtp: true }, new Date((T0 + 100) * 1000)));
-      closeResult(r);
+      const r = closedWithRefs(runQuery(ring, buildQuerySpec({ callId: [callId], rtp: true }, new Date((T0 + 100) * 1000))));
       const sip = new Set(pkts.filter((p) => p.frame.includes(Buffer.from(`Call-ID: ${callId}\r\n`))).map((p) => p.s));
       return { at: r.refs.toArray().map((x) => x.sec - T0 + x.nsec / 1e9).filter((s) => !sip.has(s)), streams: r.streams };
     };

@@ -8,6 +8,7 @@ import { importCaptures } from '../index/import';
 import { buildQuerySpec } from '../../shared/query/query';
 import { closeResult, runQuery } from './engine';
 import { run } from '../../test/support/proc';
+import { closedWithRefs } from '../../test/support/query';
 
 /*
  * Messages that RFC 3261 allows and tshark calls SIP must be in their
@@ -56,8 +57,7 @@ test('a reason phrase with control bytes and token methods (over UDP and TCP) st
 
     const ring = join(dir, 'ring');
     await importCaptures(ring, [file]);
-    const r = runQuery(ring, buildQuerySpec({ callId: [CID] }, new Date((T0 + 10) * 1000)));
-    closeResult(r);
+    const r = closedWithRefs(runQuery(ring, buildQuerySpec({ callId: [CID] }, new Date((T0 + 10) * 1000))));
     assert.equal(r.refs.length, 4, 'every frame of the dialog is in the trace');
     assert.deepEqual(
       r.messages.map((m) => m.method ?? `${m.status} ${m.reason}`),
@@ -67,8 +67,7 @@ test('a reason phrase with control bytes and token methods (over UDP and TCP) st
     // --method takes token methods too, and selects the dialogs that have one.
     const now = new Date((T0 + 10) * 1000);
     for (const [method, frames] of [['x-notify2.v1', 4], ['PING_1!', 4], ['X-NOTIFY3', 0]] as const) {
-      const byMethod = runQuery(ring, buildQuerySpec({ all: true, method: [method] }, now));
-      closeResult(byMethod);
+      const byMethod = closedWithRefs(runQuery(ring, buildQuerySpec({ all: true, method: [method] }, now)));
       assert.equal(byMethod.refs.length, frames, method);
     }
   } finally {

@@ -10,6 +10,7 @@ import { FOOTER_FLAG, FOOTER_LEN, NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG } from 
 import { FLOW_KIND } from '../index/flows';
 import { buildQuerySpec } from '../../shared/query/query';
 import { closeResult, runQuery } from './engine';
+import { closedWithRefs } from '../../test/support/query';
 
 /*
  * The flows of a sealed index only narrow what `--rtp` and `--rtp-stats` read:
@@ -160,8 +161,7 @@ test('--rtp and --rtp-stats read through the flows select what the scan of an in
     // Each call alone, and all of them at once (many dialogs on the same media server ports).
     const answers = () =>
       [...calls.map((id) => [id]), calls].map((ids) => {
-        const r = runQuery(ring, buildQuerySpec({ callId: ids, rtp: true, rtpStats: true }, now));
-        closeResult(r);
+        const r = closedWithRefs(runQuery(ring, buildQuerySpec({ callId: ids, rtp: true, rtpStats: true }, now)));
         return { ids, packets: r.refs.toArray().map((x) => `${x.seg}/${x.ord}`), streams: JSON.stringify(r.streams) };
       });
     const withFlows = answers();

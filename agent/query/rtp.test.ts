@@ -10,6 +10,7 @@ import { startCapture, parseEpochNs } from '../../test/support/tshark';
 import { freePort, haveCommand, isRoot, run, startDaemon } from '../../test/support/proc';
 import { uacPcapScenario as uacScenario } from '../../test/support/sipp';
 import type { RtpStreamFigures } from '../../shared/rtp/figures';
+import { closedWithRefs } from '../../test/support/query';
 
 /*
  * Real calls with real RTP: sipp's uac_pcap plays sip-tester's G.711 A-law
@@ -167,8 +168,7 @@ test('real sipp calls: each call gets exactly its own RTP (shared callee media, 
     assert.ok(digits.length >= 3 && digits.every((s) => s.events.length === 1 && s.events[0].event === '1'), `the RFC 2833 digit 1 of each call: ${JSON.stringify(digits.map((s) => s.events))}`);
 
     // The figures come without the packets too (on by default for a call).
-    const statsOnly = runQuery(ring, buildQuerySpec({ callId: [natCall] }, now));
-    closeResult(statsOnly);
+    const statsOnly = closedWithRefs(runQuery(ring, buildQuerySpec({ callId: [natCall] }, now)));
     assert.deepEqual(statsOnly.streams, byCall.get(natCall));
     assert.ok(statsOnly.refs.length < 20, 'without --rtp only the SIP packets are selected');
   } finally {

@@ -4,7 +4,7 @@ import { parseMessage, refusal, refusedError, traceRef } from '../../shared/prot
 import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { QuerySpec, buildQuerySpec } from '../../shared/query/query';
 import { MAX_STREAMS } from '../../shared/rtp/figures';
-import { QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../query/engine';
+import { CALL_IDS_KEPT, QueryResult, closeResult, runQueryYielding, writeResultPcap } from '../query/engine';
 import type { DispatcherSocket } from '../link/client';
 import type { LegCallIdRule } from '../query/legs';
 import { ChunkWriter } from './chunks';
@@ -149,6 +149,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
         correlationHeader: opts.correlationHeader,
         legCallIdRules: opts.legCallIdRules,
         maxMessages: SUMMARIES_KEPT,
+        maxCallIds: CALL_IDS_KEPT,
         stopped: () => t.stopped,
         onStep: () => {
           if (Date.now() - searchBeat < PROGRESS_MS) return;

@@ -769,7 +769,7 @@ async function rtpQuery(file: MixFile, kept: { ring: string; rate: number; attem
   for (let i = 0; i < QUERY_RUNS; i++) {
     const t = nowMs();
     const r = runQuery(kept.ring, buildQuerySpec({ callId: [call.callId], rtp: true, rtpStats: false }, now));
-    inProcessPackets = r.refs.length;
+    inProcessPackets = r.packets;
     closeResult(r);
     inMs.push(nowMs() - t);
   }

@@ -2,7 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
-import { closeResult, runQuery, runQueryYielding, writeResultPcap } from '../../agent/query/engine';
+import { CALL_IDS_KEPT, closeResult, runQuery, runQueryYielding, writeResultPcap } from '../../agent/query/engine';
 import { buildQuerySpec, TraceQuery } from '../../shared/query/query';
 import { importCaptures } from '../../agent/index/import';
 import { listSegments } from '../../agent/ring/layout';
@@ -55,7 +55,8 @@ const TSHARK_SCOPE = process.env.BENCH_TSHARK ?? (RING_MB <= 2048 ? 'all' : 'tou
 /** Segments tshark reads for the broad query's peer (time and peak memory, per segment). */
 const BROAD_TSHARK_SEGMENTS = Number(process.env.BENCH_BROAD_TSHARK_SEGMENTS ?? 2);
 
-const OUT = join(ROOT, 'bench-output', 'query');
+/** BENCH_QUERY_DIR: where the ring is cached and results written, so rings of two sizes can be kept side by side. */
+const OUT = process.env.BENCH_QUERY_DIR ? resolve(process.env.BENCH_QUERY_DIR) : join(ROOT, 'bench-output', 'query');
 const CAPTURE_DIR = join(OUT, 'capture');
 const RING_DIR = join(OUT, 'ring');
 const RING_META = join(OUT, 'ring-meta.json');
@@ -147,9 +148,8 @@ async function queryInProcess(raw: TraceQuery, out: string): Promise<{ ms: numbe
     closeResult(r);
   }
   const ms = nowMs() - start;
-  const segments = new Set<number>();
-  for (let i = 0; i < r.refs.length; i++) segments.add(r.refs.seg(i));
-  return { ms, packets, dialogs: r.callIds.length, segments };
+  const segments = new Set(r.plan.used);
+  return { ms, packets, dialogs: r.dialogs, segments };
 }
 
 const BIN = join(ROOT, 'bin', 'tracefleet');
@@ -368,7 +368,7 @@ async function broadChild(ring: string, out: string): Promise<void> {
   (globalThis as { gc?: () => void }).gc?.();
   const baselineKB = procKB('self', 'VmRSS');
   const start = nowMs();
-  const r = await runQueryYielding(ring, buildQuerySpec({ port: [String(BROAD_PORT)] }), { mayWrite: false, maxMessages: SUMMARIES_KEPT });
+  const r = await runQueryYielding(ring, buildQuerySpec({ port: [String(BROAD_PORT)] }), { mayWrite: false, maxMessages: SUMMARIES_KEPT, maxCallIds: CALL_IDS_KEPT });
   const selectMs = nowMs() - start;
   const afterSelectKB = procKB('self', 'VmRSS');
   let written: { packets: number; bytes: number };
@@ -377,7 +377,7 @@ async function broadChild(ring: string, out: string): Promise<void> {
   } finally {
     closeResult(r);
   }
-  process.stdout.write(JSON.stringify({ baselineKB, afterSelectKB, hwmKB: procKB('self', 'VmHWM'), selectMs, ms: nowMs() - start, packets: written.packets, bytes: written.bytes, dialogs: r.callIds.length }) + '\n');
+  process.stdout.write(JSON.stringify({ baselineKB, afterSelectKB, hwmKB: procKB('self', 'VmHWM'), selectMs, ms: nowMs() - start, packets: written.packets, bytes: written.bytes, dialogs: r.dialogs }) + '\n');
 }
 
 /** Runs a command to its end, timing it and polling its resident high-water mark (VmHWM) every 20 ms. */

@@ -71,7 +71,7 @@ async function main(): Promise<void> {
     let streams = 0;
     const rtpMs = timed(() => {
       const r = runQuery(ring, buildQuerySpec({ callId: [id], rtp: true, rtpStats: false }, now));
-      packets = r.refs.length;
+      packets = r.packets;
       closeResult(r);
     });
     const statsMs = timed(() => {

@@ -25,12 +25,13 @@ async function queryCmd(a: Args): Promise<void> {
   if (!out && !json) throw new UsageError('say where the result goes: -o FILE, -o - (stdout), and/or --json');
   if (out === '-' && json) throw new UsageError('-o - and --json would both write to stdout: give -o FILE with --json');
   const { buildQuerySpec } = await import('../../shared/query/query');
-  const { closeResult, runQuery, writeResultPcap } = await import('../../agent/query/engine');
+  const { CALL_IDS_KEPT, closeResult, runQuery, writeResultPcap } = await import('../../agent/query/engine');
   const { callFiguresOf } = await import('../../shared/query/call-figures');
   const { legCallIdRulesOf } = await import('../../agent/query/legs');
   const spec = buildQuerySpec(rawQuery(a));
   const legCallIdRules = legCallIdRulesOf(a.legCallidRule);
-  const r = runQuery(a.ring as string, spec, { correlationHeader: a.correlationHeader as string | undefined, legCallIdRules });
+  // --json lists every Call-ID; otherwise only their number is printed, and a broad query's need not all be kept.
+  const r = runQuery(a.ring as string, spec, { correlationHeader: a.correlationHeader as string | undefined, legCallIdRules, maxCallIds: json ? undefined : CALL_IDS_KEPT });
   for (const n of r.notes) process.stderr.write(`tracefleet: note: ${n}\n`);
   if (r.messagesMatched > r.messages.length) {
     process.stderr.write(`tracefleet: note: ${r.messagesMatched} SIP messages matched; the summaries list the first ${r.messages.length} by time (the capture has every packet)\n`);
@@ -55,10 +56,10 @@ async function queryCmd(a: Args): Promise<void> {
   }
   if (json) {
     process.stdout.write(
-      JSON.stringify({ callIds: r.callIds, packets: r.refs.length, truncated: r.truncated, messagesMatched: r.messagesMatched, calls: callFiguresOf(r.messages), messages, streams: r.streams, notes: r.notes }, null, 2) + '\n',
+      JSON.stringify({ callIds: r.callIds, packets: r.packets, truncated: r.truncated, messagesMatched: r.messagesMatched, calls: callFiguresOf(r.messages), messages, streams: r.streams, notes: r.notes }, null, 2) + '\n',
     );
   } else if (out !== '-') {
-    process.stderr.write(`tracefleet: ${r.refs.length} packets of ${r.callIds.length} dialogs written to ${out}${r.truncated ? ' (truncated by a limit)' : ''}\n`);
+    process.stderr.write(`tracefleet: ${r.packets} packets of ${r.dialogs} dialogs written to ${out}${r.truncated ? ' (truncated by a limit)' : ''}\n`);
     if (spec.rtpStats) process.stdout.write(formatStreams(r.streams).join('\n') + '\n');
   }
   if (r.truncated) process.stderr.write('tracefleet: result truncated by --max-packets/--max-bytes\n');

@@ -1,0 +1,457 @@
+import { closeSync, openSync } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { PCAP_DEFAULT_SNAPLEN, pcapCapLenLimit, readPcapRecordHeaderAt, readPcapRecordsAt } from '../../shared/pcap/pcap';
+import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
+import { PcapWriter, type WritableRecord } from '../../shared/pcap/writer';
+import type { PacketRecord } from '../../shared/pcap/types';
+import { PACKET_ENTRY_LEN } from '../index/format';
+import type { OpenedSegment } from '../index/open';
+
+/*
+ * A result's packets, streamed. The query marks the packets it selects, a
+ * bit a packet of each segment; they are put in time order here, a few
+ * segments at a time (a k-way merge of the segments overlapping in time), and
+ * cut to the query's limits as they go. A broad query selects millions of
+ * packets: the list of them in time order is never held whole, so the agent's
+ * memory does not grow with the ring.
+ */
+
+/** One packet of a result: where it is and when it was captured. */
+export interface PacketRef {
+  seg: number;
+  ord: number;
+  offset: number;
+  sec: number;
+  nsec: number;
+  /** Captured length. */
+  capLen: number;
+}
+
+export interface RefColumns {
+  seg: Uint32Array;
+  ord: Uint32Array;
+  offset: Uint32Array;
+  sec: Uint32Array;
+  nsec: Uint32Array;
+  capLen: Uint32Array;
+}
+
+export function refColumns(n: number): RefColumns {
+  return { seg: new Uint32Array(n), ord: new Uint32Array(n), offset: new Uint32Array(n), sec: new Uint32Array(n), nsec: new Uint32Array(n), capLen: new Uint32Array(n) };
+}
+
+function sliceColumns(c: RefColumns, from: number, to: number): RefColumns {
+  return { seg: c.seg.subarray(from, to), ord: c.ord.subarray(from, to), offset: c.offset.subarray(from, to), sec: c.sec.subarray(from, to), nsec: c.nsec.subarray(from, to), capLen: c.capLen.subarray(from, to) };
+}
+
+/** Packets in time order, packed in columns: 24 bytes a packet, where an object each took about 80. */
+export class PacketRefs {
+  constructor(private readonly c: RefColumns, readonly length: number) {}
+
+  seg(i: number): number {
+    return this.c.seg[i];
+  }
+
+  offset(i: number): number {
+    return this.c.offset[i];
+  }
+
+  capLen(i: number): number {
+    return this.c.capLen[i];
+  }
+
+  at(i: number): PacketRef {
+    const c = this.c;
+    return { seg: c.seg[i], ord: c.ord[i], offset: c.offset[i], sec: c.sec[i], nsec: c.nsec[i], capLen: c.capLen[i] };
+  }
+
+  toArray(): PacketRef[] {
+    return Array.from({ length: this.length }, (_, i) => this.at(i));
+  }
+
+  /** The first n (n <= length); the columns are shared, not copied. */
+  head(n: number): PacketRefs {
+    return new PacketRefs(sliceColumns(this.c, 0, n), n);
+  }
+}
+
+/** The packets a query selected: per segment, a bit a packet (ordinal), set when the packet is in the result. */
+export class PacketMarks {
+  private readonly bits: (Uint8Array | undefined)[] = [];
+  private readonly sizes: (number | undefined)[] = [];
+  /** Marked packets per segment. */
+  readonly counts: number[] = [];
+  total = 0;
+
+  constructor(private readonly segments: OpenedSegment[]) {}
+
+  /** Marks packet `ord` of segment `seg`; false when it was marked already. */
+  mark(seg: number, ord: number): boolean {
+    // Sized by the packets the index had at the segment's first mark, as every later mark is checked against.
+    const n = (this.sizes[seg] ??= this.segments[seg].index.packetCount);
+    if (ord >= n) throw new Error(`${this.segments[seg].segment.indexPath}: a message names packet ${ord} of ${n}; the index is inconsistent, delete it to have it rebuilt`);
+    const b = (this.bits[seg] ??= new Uint8Array((n + 7) >>> 3));
+    const bit = 1 << (ord & 7);
+    if (b[ord >>> 3] & bit) return false;
+    b[ord >>> 3] |= bit;
+    this.counts[seg] = (this.counts[seg] ?? 0) + 1;
+    this.total++;
+    return true;
+  }
+
+  /** The segments with marked packets, ascending. */
+  marked(): number[] {
+    const out: number[] = [];
+    this.counts.forEach((n, si) => n > 0 && out.push(si));
+    return out;
+  }
+
+  /** The marked ordinals of a segment, ascending. */
+  ordinals(seg: number): Uint32Array {
+    const b = this.bits[seg];
+    const out = new Uint32Array(this.counts[seg] ?? 0);
+    if (!b) return out;
+    let k = 0;
+    for (let i = 0; i < b.length; i++) {
+      let v = b[i];
+      if (v === 0) continue;
+      for (let j = 0; v !== 0; j++, v >>>= 1) if (v & 1) out[k++] = i * 8 + j;
+    }
+    return out;
+  }
+}
+
+/**
+ * The index's packet table holds captured lengths in 16 bits, 0 above
+ * 65535; since the snap length is 262144 a frame can be longer (a 64 KiB
+ * datagram on lo). Their real length is read from the PCAP record header:
+ * such frames are rare, so one 16-byte read each costs less than widening
+ * the table and rebuilding every index already on disk. A segment deleted
+ * by rotation meanwhile counts at the most a record can hold, so
+ * `--max-bytes` stays a bound.
+ */
+function bigCapLens(cols: RefColumns, n: number, s: OpenedSegment): void {
+  let fd: number | null | undefined;
+  try {
+    for (let i = 0; i < n; i++) {
+      if (cols.capLen[i] !== 0) continue;
+      if (fd === undefined) {
+        try {
+          fd = openSync(s.segment.path, 'r');
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+          fd = null;
+        }
+      }
+      const rec = fd === null ? null : readPcapRecordHeaderAt(fd, cols.offset[i], s.header, s.segment.path);
+      // A deleted segment's header may never have been read (it is read when first needed): the largest snap length then.
+      cols.capLen[i] = rec !== null ? rec.capLen : fd !== null ? pcapCapLenLimit(s.header) : PCAP_DEFAULT_SNAPLEN;
+    }
+  } finally {
+    if (typeof fd === 'number') closeSync(fd);
+  }
+}
+
+/** Fills the columns from `k` with packets `ords` of segment `si`, their entries `t` as packetEntries gave them; the next k. */
+export function fillRefs(c: RefColumns, k: number, si: number, ords: Uint32Array, t: Buffer): number {
+  for (let n = 0; n < ords.length; n++, k++) {
+    const p = n * PACKET_ENTRY_LEN;
+    c.seg[k] = si;
+    c.ord[k] = ords[n];
+    c.offset[k] = t.readUInt32LE(p);
+    c.sec[k] = t.readUInt32LE(p + 4);
+    c.nsec[k] = t.readUInt32LE(p + 8);
+    c.capLen[k] = t.readUInt16LE(p + 26);
+  }
+  return k;
+}
+
+/**
+ * A segment's marked packets in time order, capture order breaking ties (a
+ * segment of one interface is in order already and is kept as it is).
+ */
+function segmentRefs(segments: OpenedSegment[], marks: PacketMarks, si: number): RefColumns {
+  const ix = segments[si].index;
+  const ords = marks.ordinals(si);
+  const n = ords.length;
+  const t = ix.packetEntries(ords);
+  ix.releasePacketTable();
+  const c = refColumns(n);
+  fillRefs(c, 0, si, ords, t);
+  bigCapLens(c, n, segments[si]);
+  return timeOrdered(c, n);
+}
+
+/** The columns in time order; the fill order (capture order, within a segment) breaks ties. Returned as they are when in order. */
+export function timeOrdered(c: RefColumns, n: number): RefColumns {
+  let sorted = true;
+  for (let i = 1; i < n && sorted; i++) sorted = c.sec[i - 1] < c.sec[i] || (c.sec[i - 1] === c.sec[i] && c.nsec[i - 1] <= c.nsec[i]);
+  if (sorted) return c;
+  const order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  order.sort((a, b) => c.sec[a] - c.sec[b] || c.nsec[a] - c.nsec[b] || a - b);
+  const out = refColumns(n);
+  for (let i = 0; i < n; i++) {
+    const j = order[i];
+    out.seg[i] = c.seg[j];
+    out.ord[i] = c.ord[j];
+    out.offset[i] = c.offset[j];
+    out.sec[i] = c.sec[j];
+    out.nsec[i] = c.nsec[j];
+    out.capLen[i] = c.capLen[j];
+  }
+  return out;
+}
+
+/** A segment's span of marked packets in time, counted from the merge's first pass. */
+interface SegmentSpan {
+  si: number;
+  minSec: number;
+  minNsec: number;
+  maxSec: number;
+  maxNsec: number;
+}
+
+/** How a result's packets are put out: what the first pass over the marks found. */
+export interface ResultPlan {
+  marks: PacketMarks;
+  /** Segments with marked packets, by their earliest marked packet (segment order breaking ties). */
+  spans: SegmentSpan[];
+  /** Packets put out: the marked ones, in time order, up to the query's limits. */
+  packets: number;
+  /** Bytes of those PCAP records (16-byte headers included). */
+  bytes: number;
+  truncated: boolean;
+  /** The segments those packets are in, in the order of their first packet. */
+  used: number[];
+}
+
+const BATCH = 65_536;
+
+/**
+ * The marked packets in time order (segment, then ordinal, breaking ties) as
+ * batches, which share their columns with the segments' lists: use one before
+ * taking the next. A k-way merge of the segments whose spans overlap the
+ * packet being put out: each is read (its packet entries, 24 bytes a marked
+ * packet) when the merge reaches its first packet, and let go after its last.
+ */
+export function* orderedRefs(segments: OpenedSegment[], spans: SegmentSpan[], marks: PacketMarks): Generator<PacketRefs> {
+  const active: Array<{ c: RefColumns; i: number; n: number; span: SegmentSpan }> = [];
+  let next = 0;
+  const tsLe = (aSec: number, aNsec: number, bSec: number, bNsec: number) => aSec < bSec || (aSec === bSec && aNsec <= bNsec);
+  const out = refColumns(BATCH);
+  let filled = 0;
+  for (;;) {
+    // The head that comes first: earliest time, then lowest segment number (ordinals ascend within a segment).
+    let best = -1;
+    for (let a = 0; a < active.length; a++) {
+      const x = active[a];
+      if (best < 0) {
+        best = a;
+        continue;
+      }
+      const b = active[best];
+      const xs = x.c.sec[x.i];
+      const bs = b.c.sec[b.i];
+      if (xs < bs || (xs === bs && (x.c.nsec[x.i] < b.c.nsec[b.i] || (x.c.nsec[x.i] === b.c.nsec[b.i] && x.span.si < b.span.si)))) best = a;
+    }
+    // A segment whose first marked packet is no later than that head joins the merge first.
+    if (next < spans.length) {
+      const sp = spans[next];
+      const head = best < 0 ? null : active[best];
+      if (!head || tsLe(sp.minSec, sp.minNsec, head.c.sec[head.i], head.c.nsec[head.i])) {
+        const c = segmentRefs(segments, marks, sp.si);
+        active.push({ c, i: 0, n: c.seg.length, span: sp });
+        next++;
+        continue;
+      }
+    }
+    if (best < 0) break;
+    const h = active[best];
+    // Alone until its last packet: the rest of it goes out as it is, without copying.
+    const alone = active.length === 1 && (next >= spans.length || !tsLe(spans[next].minSec, spans[next].minNsec, h.span.maxSec, h.span.maxNsec));
+    if (alone) {
+      if (filled > 0) {
+        yield new PacketRefs(out, filled);
+        filled = 0;
+      }
+      for (let i = h.i; i < h.n; i += BATCH) yield new PacketRefs(sliceColumns(h.c, i, Math.min(h.n, i + BATCH)), Math.min(h.n, i + BATCH) - i);
+      active.length = 0;
+      continue;
+    }
+    const i = h.i;
+    out.seg[filled] = h.c.seg[i];
+    out.ord[filled] = h.c.ord[i];
+    out.offset[filled] = h.c.offset[i];
+    out.sec[filled] = h.c.sec[i];
+    out.nsec[filled] = h.c.nsec[i];
+    out.capLen[filled] = h.c.capLen[i];
+    filled++;
+    if (++h.i === h.n) active.splice(best, 1);
+    if (filled === BATCH) {
+      yield new PacketRefs(out, filled);
+      filled = 0;
+    }
+  }
+  if (filled > 0) yield new PacketRefs(out, filled);
+}
+
+/**
+ * The first pass over a result's marks: each segment's span, then (only when
+ * a limit cuts the result, or its packets mix link types) the merge, for
+ * where the cut falls and the order the segments are first used in. Yields
+ * after each segment or batch, for the query's caller.
+ */
+export function* planResult(segments: OpenedSegment[], marks: PacketMarks, maxPackets: number | null, maxBytes: number | null): Generator<void, ResultPlan, void> {
+  const spans: SegmentSpan[] = [];
+  let bytes = 0;
+  const linkTypes = new Set<number>();
+  for (const si of marks.marked()) {
+    const c = segmentRefs(segments, marks, si);
+    const n = c.seg.length;
+    // In time order: the first and the last are the span.
+    const [minSec, minNsec, maxSec, maxNsec] = [c.sec[0], c.nsec[0], c.sec[n - 1], c.nsec[n - 1]];
+    for (let k = 0; k < n; k++) bytes += 16 + c.capLen[k];
+    spans.push({ si, minSec, minNsec, maxSec, maxNsec });
+    linkTypes.add(segments[si].header.linkType);
+    yield;
+  }
+  spans.sort((a, b) => a.minSec - b.minSec || a.minNsec - b.minNsec || a.si - b.si);
+  const total = marks.total;
+  const cut = (maxPackets !== null && total > maxPackets) || (maxBytes !== null && bytes > maxBytes);
+  if (!cut && linkTypes.size <= 1) {
+    return { marks, spans, packets: total, bytes, truncated: false, used: spans.map((s) => s.si) };
+  }
+  let packets = 0;
+  bytes = 0;
+  let truncated = false;
+  const used: number[] = [];
+  const seen = new Set<number>();
+  merge: for (const batch of orderedRefs(segments, spans, marks)) {
+    for (let i = 0; i < batch.length; i++) {
+      const b = 16 + batch.capLen(i);
+      if ((maxPackets !== null && packets >= maxPackets) || (maxBytes !== null && bytes + b > maxBytes)) {
+        truncated = true;
+        break merge;
+      }
+      packets++;
+      bytes += b;
+      const si = batch.seg(i);
+      if (!seen.has(si)) {
+        seen.add(si);
+        used.push(si);
+      }
+    }
+    yield;
+  }
+  return { marks, spans, packets, bytes, truncated, used };
+}
+
+/** The result's packets in order, up to its cut: batches as orderedRefs gives them. */
+export function* plannedRefs(segments: OpenedSegment[], plan: ResultPlan): Generator<PacketRefs> {
+  let left = plan.packets;
+  if (left === 0) return;
+  for (const batch of orderedRefs(segments, plan.spans, plan.marks)) {
+    if (batch.length >= left) {
+      yield batch.head(left);
+      return;
+    }
+    left -= batch.length;
+    yield batch;
+  }
+}
+
+/** Every packet of a result in one list: for tests and small results only (a broad query's would be ring-sized). */
+export function collectRefs(segments: OpenedSegment[], plan: ResultPlan): PacketRefs {
+  const all = refColumns(plan.packets);
+  let k = 0;
+  for (const b of plannedRefs(segments, plan)) {
+    for (let i = 0; i < b.length; i++, k++) {
+      const r = b.at(i);
+      all.seg[k] = r.seg;
+      all.ord[k] = r.ord;
+      all.offset[k] = r.offset;
+      all.sec[k] = r.sec;
+      all.nsec[k] = r.nsec;
+      all.capLen[k] = r.capLen;
+    }
+  }
+  return new PacketRefs(all, k);
+}
+
+/**
+ * The records of `refs`, in their order; a run of refs from one segment is
+ * read with coalesced preads. The caller closes the descriptors left in `fds`.
+ */
+export function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>, views = false): Generator<{ rec: PacketRecord; linkType: number; ref: number }> {
+  let i = 0;
+  while (i < refs.length) {
+    const si = refs.seg(i);
+    let j = i;
+    while (j < refs.length && refs.seg(j) === si && (j === i || refs.offset(j) > refs.offset(j - 1))) j++;
+    let fd = fds.get(si);
+    if (fd === undefined) {
+      try {
+        fd = openSync(segments[si].segment.path, 'r');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+          throw new Error(`segment ${segments[si].segment.path} was deleted by ring rotation while the query ran; query a narrower or more recent window, or give the ring more room`);
+        }
+        throw e;
+      }
+      fds.set(si, fd);
+    }
+    const offsets = Array.from({ length: j - i }, (_, n) => refs.offset(i + n));
+    const header = segments[si].header;
+    // A record cut off at the end of its segment is skipped by the reader: match by offset, not by count.
+    let k = i;
+    for (const rec of readPcapRecordsAt(fd, offsets, header, undefined, views)) {
+      while (k < j && refs.offset(k) !== rec.fileOffset) k++;
+      yield { rec, linkType: header.linkType, ref: k };
+    }
+    i = j;
+  }
+}
+
+/**
+ * Writes a result's packets as one capture: original bytes and timestamps,
+ * nanosecond resolution when any source segment has it. A classic PCAP when
+ * the packets have one link type; PCAPNG, with one interface per link type,
+ * when they mix (segments of `any` and `eth0`, say), since a PCAP holds one.
+ * Streams with backpressure, a batch of packets at a time.
+ */
+export async function writePlannedPcap(segments: OpenedSegment[], plan: ResultPlan, out: Writable): Promise<{ packets: number; bytes: number; format: 'pcap' | 'pcapng' }> {
+  // In the order of first use, so the interfaces come in time order too.
+  const linkTypes = [...new Set(plan.used.map((si) => segments[si].header.linkType))];
+  const nanos = plan.used.some((si) => segments[si].header.nanos) || (plan.used.length === 0 && segments.some((s) => s.header.nanos));
+  let w: PcapWriter | PcapngWriter;
+  let write: (rec: WritableRecord, linkType: number) => boolean;
+  if (linkTypes.length > 1) {
+    const ng = new PcapngWriter(out);
+    // Every interface up front: a reader of the head (the dispatcher's merge) sees all of them.
+    for (const lt of linkTypes) ng.interfaceFor(lt, nanos);
+    write = (rec, linkType) => ng.write({ ...rec, linkType }, nanos);
+    w = ng;
+  } else {
+    const pcap = new PcapWriter(out, { linkType: linkTypes[0] ?? segments[0]?.header.linkType ?? 1, nanos });
+    write = (rec) => pcap.write(rec);
+    w = pcap;
+  }
+  const fds = new Map<number, number>();
+  let packets = 0;
+  let bytes = 0;
+  try {
+    for (const batch of plannedRefs(segments, plan)) {
+      // Views of the read window: each record is copied into the writer's batch before the next is read.
+      for (const { rec, linkType } of resultRecords(batch, segments, fds, true)) {
+        if (!write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, linkType)) await w.waitDrain();
+        packets++;
+        bytes += rec.capLen;
+      }
+    }
+    await w.end();
+  } finally {
+    for (const fd of fds.values()) closeSync(fd);
+  }
+  return { packets, bytes, format: linkTypes.length > 1 ? 'pcapng' : 'pcap' };
+}

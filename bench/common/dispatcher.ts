@@ -323,12 +323,16 @@ export class TraceClient {
   private waiters: Array<() => void> = [];
 
   private constructor(readonly socket: Socket) {
-    socket.on('trace:update', (u: TraceUpdate) => {
-      const at = wallNow();
+    const take = (u: TraceUpdate, at: number) => {
       let list = this.updates.get(u.traceId);
       if (!list) this.updates.set(u.traceId, (list = []));
       list.push({ u, at });
       if (isFinal(u)) for (const w of this.waiters.splice(0)) w();
+    };
+    socket.on('trace:update', (u: TraceUpdate) => take(u, wallNow()));
+    socket.on('trace:updates', (us: TraceUpdate[]) => {
+      const at = wallNow();
+      for (const u of us) take(u, at);
     });
   }
 

@@ -445,6 +445,17 @@ export class StoreChanges {
     return m;
   }
 
+  /** For every doc whose id starts with `prefix`: the first time it reached the highest generation it reached, up to `upTo`. */
+  lastGenByPrefix(prefix: string, upTo: number): Map<string, number> {
+    const best = new Map<string, { gen: number; at: number }>();
+    for (const c of this.changes) {
+      if (!c.id.startsWith(prefix) || c.gen > upTo) continue;
+      const b = best.get(c.id);
+      if (!b || c.gen > b.gen) best.set(c.id, { gen: c.gen, at: c.at });
+    }
+    return new Map([...best].map(([id, b]) => [id, b.at]));
+  }
+
   close(): void {
     this.abort.abort();
   }

@@ -46,10 +46,10 @@ interface Rig {
   close(): Promise<void>;
 }
 
-async function rig(opts: { storeUrl?: string; spoolDir?: string; db?: string; timeouts?: { runAckMs: number; idleMs: number } } = {}): Promise<Rig & { drop(): Promise<void> }> {
+async function rig(opts: { storeUrl?: string; spoolDir?: string; spool?: Spool; db?: string; timeouts?: { runAckMs: number; idleMs: number } } = {}): Promise<Rig & { drop(): Promise<void> }> {
   const { store, drop } = await openTestStore(opts.storeUrl ?? couch.url, opts.db);
   const fleet = await startFleet({ tokens: [{ token: TOKEN }], logger: silentLogger });
-  const spool = new Spool(opts.spoolDir ?? mkdtempSync(join(dir, 'spool-')));
+  const spool = opts.spool ?? new Spool(opts.spoolDir ?? mkdtempSync(join(dir, 'spool-')));
   const orch = new Orchestrator({ store, fleet, spool, retryMs: 200, timeouts: opts.timeouts ?? { runAckMs: 3000, idleMs: 5000 }, logger: silentLogger });
   await orch.recover();
   const updates: TraceUpdate[] = [];
@@ -229,6 +229,37 @@ test('a host that never answers is unreachable after the timeout and holds nobod
     assert.ok(trace?._attachments?.[MERGED_ATTACHMENT], 'merged.pcap holds what the reachable host sent');
   } finally {
     mute?.disconnect();
+    await r.close();
+    await r.drop();
+  }
+});
+
+/** A spool whose disk is slow: each chunk's write takes `delayMs` more. */
+class SlowSpool extends Spool {
+  constructor(
+    d: string,
+    private readonly delayMs: number,
+  ) {
+    super(d);
+  }
+
+  override async appendPcap(traceId: string, host: string, bytes: Uint8Array, first: boolean): Promise<void> {
+    await new Promise((r) => setTimeout(r, this.delayMs));
+    return super.appendPcap(traceId, host, bytes, first);
+  }
+}
+
+test("a host whose chunks wait for the dispatcher's disk longer than the idle timeout is not silent: it ends done", async () => {
+  const r = await rig({ spool: new SlowSpool(mkdtempSync(join(dir, 'spool-')), 1500), timeouts: { runAckMs: 3000, idleMs: 700 } });
+  try {
+    await addAgent(r, 'a');
+    const q = { callId: [CALL] };
+    const view = await r.orch.start({ ...q, hosts: ['a'] }, 'alice');
+    await until(() => finalOf(r, view.id) !== undefined, 'the trace to finish');
+    const res = await r.store.getResult(view.id, 'a');
+    assert.equal(res?.state, 'done', `host a: ${res?.error ?? ''}`);
+    assert.deepEqual(await bytesOf(r.store.getAttachmentStream(resultDocId(view.id, 'a'), HOST_ATTACHMENT)), await expectedPcap(rings.a, q));
+  } finally {
     await r.close();
     await r.drop();
   }

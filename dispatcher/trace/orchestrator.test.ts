@@ -339,6 +339,32 @@ test('a dispatcher restarted mid-trace: the trace is marked interrupted with wha
   }
 });
 
+test('a dispatcher restarted before its hosts had result docs: each host without one is stored lost, and the trace is interrupted', async () => {
+  const spoolDir = mkdtempSync(join(dir, 'spool-nodocs-'));
+  const first = await rig({ spoolDir });
+  const db = first.store.dbName;
+  // What start() leaves when the dispatcher stops right after the trace doc (the result docs come after every host is asked).
+  const trace = await first.store.createTrace({ request: { callId: [CALL] } as unknown as { [k: string]: never }, user: 'alice', hosts: ['a', 'b'] });
+  first.spool.markOwned({ traceId: trace.id, hosts: ['a', 'b'], createdAt: trace.createdAt });
+  await first.close();
+
+  const second = await rig({ spoolDir, db });
+  try {
+    await until(() => second.updates.some((u) => u.traceId === trace.id && u.host === null), 'the interrupted trace to be closed');
+    assert.equal((await second.store.getTrace(trace.id))?.state, 'interrupted');
+    const res = Object.fromEntries((await second.store.listResults(trace.id)).map((x) => [x.host, x]));
+    assert.deepEqual(Object.keys(res).sort(), ['a', 'b']);
+    for (const h of ['a', 'b']) {
+      assert.equal(res[h].state, 'lost', `host ${h}`);
+      assert.match(res[h].error ?? '', /restarted/);
+    }
+    assert.deepEqual((await second.orch.view(trace.id))?.hosts.map((h) => h.state), ['lost', 'lost']);
+  } finally {
+    await second.close();
+    await second.drop();
+  }
+});
+
 test('cancel stops the hosts still running and keeps what they sent', async () => {
   const r = await rig({ timeouts: { runAckMs: 3000, idleMs: 60_000 } });
   try {

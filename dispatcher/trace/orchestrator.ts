@@ -580,14 +580,20 @@ export class Orchestrator implements Traces {
       this.spool.removeTrace(traceId);
       return;
     }
-    for (const r of await this.store.listResults(traceId)) {
+    const error = 'the dispatcher restarted before this host finished';
+    const listed = await this.store.listResults(traceId);
+    for (const r of listed) {
       if (isFinalResult(r.state) || this.jobs.has(`host:${traceId}:${r.host}`)) continue;
       await this.store.updateResult(traceId, r.host, (d) => {
         if (isFinalResult(d.state)) return null;
         d.state = 'lost';
-        d.error = 'the dispatcher restarted before this host finished';
+        d.error = error;
       });
     }
+    // Result docs are made in the background after the hosts are asked: a restart may come before some exist.
+    const have = new Set(listed.map((r) => r.host));
+    const missing = trace.hosts.filter((h) => !have.has(h) && !this.jobs.has(`host:${traceId}:${h}`));
+    if (missing.length) await this.store.createResults(missing.map((host) => ({ traceId, host, state: 'lost' as const, error })));
     this.spool.markMergePending(traceId);
     await this.finalize(traceId, 'interrupted');
   }

@@ -111,17 +111,28 @@ export async function followTrace(client: DispatcherClient, socket: ClientSocket
     if (tracker!.final) onFinal();
   };
 
-  const onUpdate = (data: unknown) => {
+  /** One update checked and applied (or buffered until the start's ack); the changes it made. */
+  const take = (data: unknown): StateChange[] => {
     const u = traceUpdate.safeParse(data);
     if (!u.success) {
       if (++badUpdates === 1) noteOnce('ignoring trace updates this tracefleet does not understand: is the dispatcher the same version?');
-      return;
+      return [];
     }
     if (!tracker) {
       if (buffered.length < MAX_BUFFERED) buffered.push(u.data);
-      return;
+      return [];
     }
-    applied(tracker.applyUpdate(u.data));
+    return tracker.applyUpdate(u.data);
+  };
+  const onUpdate = (data: unknown) => {
+    const changes = take(data);
+    if (tracker) applied(changes);
+  };
+  // Several hosts' updates in one message: shown once, after all are applied.
+  const onUpdates = (data: unknown) => {
+    if (!Array.isArray(data)) return void take(data);
+    const changes = data.flatMap(take);
+    if (tracker) applied(changes);
   };
   const watch = async () => {
     if (!tracker) return;
@@ -148,6 +159,7 @@ export async function followTrace(client: DispatcherClient, socket: ClientSocket
   interrupted.catch(() => {});
 
   socket.on('trace:update', onUpdate);
+  socket.on('trace:updates', onUpdates);
   socket.on('connect', onConnect);
   socket.on('disconnect', onDisconnect);
   let poll: NodeJS.Timeout | null = null;
@@ -224,6 +236,7 @@ export async function followTrace(client: DispatcherClient, socket: ClientSocket
     if (poll) clearInterval(poll);
     if (timeout) clearTimeout(timeout);
     socket.off('trace:update', onUpdate);
+    socket.off('trace:updates', onUpdates);
     socket.off('connect', onConnect);
     socket.off('disconnect', onDisconnect);
   }

@@ -323,12 +323,16 @@ export class TraceClient {
   private waiters: Array<() => void> = [];
 
   private constructor(readonly socket: Socket) {
-    socket.on('trace:update', (u: TraceUpdate) => {
-      const at = wallNow();
+    const take = (u: TraceUpdate, at: number) => {
       let list = this.updates.get(u.traceId);
       if (!list) this.updates.set(u.traceId, (list = []));
       list.push({ u, at });
       if (isFinal(u)) for (const w of this.waiters.splice(0)) w();
+    };
+    socket.on('trace:update', (u: TraceUpdate) => take(u, wallNow()));
+    socket.on('trace:updates', (us: TraceUpdate[]) => {
+      const at = wallNow();
+      for (const u of us) take(u, at);
     });
   }
 
@@ -439,6 +443,17 @@ export class StoreChanges {
     const m = new Map<string, number>();
     for (const c of this.changes) if (c.id.startsWith(prefix) && c.gen >= gen && !m.has(c.id)) m.set(c.id, c.at);
     return m;
+  }
+
+  /** For every doc whose id starts with `prefix`: the first time it reached the highest generation it reached, up to `upTo`. */
+  lastGenByPrefix(prefix: string, upTo: number): Map<string, number> {
+    const best = new Map<string, { gen: number; at: number }>();
+    for (const c of this.changes) {
+      if (!c.id.startsWith(prefix) || c.gen > upTo) continue;
+      const b = best.get(c.id);
+      if (!b || c.gen > b.gen) best.set(c.id, { gen: c.gen, at: c.at });
+    }
+    return new Map([...best].map(([id, b]) => [id, b.at]));
   }
 
   close(): void {

@@ -7,6 +7,7 @@ import { traceRequest } from '../../shared/query/query';
 import { Traces } from '../trace/types';
 import type { Follows } from '../follow/follows';
 import { ClientLimits, DEFAULT_CLIENT_LIMITS, FreshReads, TokenBucket } from './limits';
+import { UpdateBatcher } from './update-batch';
 import { type Logger, componentLogger } from '../../shared/log/log';
 
 export interface ClientPrincipal {
@@ -122,8 +123,13 @@ export function attachClients(io: Server, opts: ClientNamespaceOptions): ClientN
     );
   });
 
-  // Updates go to the trace's room; with the Redis adapter that reaches clients on every dispatcher.
-  opts.traces.onUpdate((u) => nsp.to(traceRoom(u.traceId)).emit('trace:update', u));
+  // Updates go to the trace's room; with the Redis adapter that reaches clients on every dispatcher. A host's
+  // updates are gathered (update-batch.ts): a fleet-wide trace's went out one message each.
+  const batcher = new UpdateBatcher((traceId, us) => {
+    if (us.length === 1) nsp.to(traceRoom(traceId)).emit('trace:update', us[0]);
+    else nsp.to(traceRoom(traceId)).emit('trace:updates', us);
+  });
+  opts.traces.onUpdate((u) => batcher.push(u));
 
   nsp.on('connection', (socket: Socket<ClientToDispatcherEvents, DispatcherToClientEvents>) => {
     const name = (socket.data.principal as ClientPrincipal).name;

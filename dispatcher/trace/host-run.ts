@@ -51,6 +51,8 @@ export class HostRun {
   private received = 0;
   private packets = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** Chunks received and not yet written (acked): the idle timer waits for them. */
+  private chunksWriting = 0;
   /** Writes in flight to the spool: the final state waits for them. */
   private writing: Promise<void> = Promise.resolve();
 
@@ -98,7 +100,11 @@ export class HostRun {
       return;
     }
     if (this.phase === 'asking' || this.phase === 'queued') this.phase = 'accepted'; // the ack may arrive after the first message
-    this.arm(this.c.timeouts.idleMs, () => this.silent());
+    // A host whose chunk waits for our disk is not silent: it cannot send on before that chunk's ack, and a
+    // fleet trace's 10,000 first chunks queued behind the spool past the idle timeout (all lost, at load 18).
+    // Its silence counts from the ack on.
+    if (event === 'trace:chunk' || this.chunksWriting > 0) this.disarm();
+    else this.arm(this.c.timeouts.idleMs, () => this.silent());
     switch (event) {
       case 'trace:started': {
         const m = parseMessage(traceRef, event, data);
@@ -131,9 +137,14 @@ export class HostRun {
         const bytes = m.value.data;
         this.feed ??= new SpoolFeed(this.c.spool.pcapPath(this.c.traceId, this.c.host));
         const feed = this.feed;
+        this.chunksWriting++;
+        const written = () => {
+          if (--this.chunksWriting === 0 && this.phase !== 'final') this.arm(this.c.timeouts.idleMs, () => this.silent());
+        };
         this.writing = this.writing.then(() =>
           this.c.spool.appendPcap(this.c.traceId, this.c.host, bytes, first).then(
             () => {
+              written();
               this.received += bytes.length;
               this.c.count('chunk', bytes.length);
               ack({ ok: true } satisfies ChunkAck);
@@ -141,6 +152,7 @@ export class HostRun {
               this.c.grew?.(this.received, feed);
             },
             (err: Error) => {
+              written();
               ack({ ok: false, ...refusal('TF_SPOOL_FAILED', 'the dispatcher could not write the chunk to its disk') } satisfies ChunkAck);
               this.fail('error', `the dispatcher could not spool ${this.c.host}'s result: ${err.message} (check the dispatcher's --data-dir disk)`);
             },

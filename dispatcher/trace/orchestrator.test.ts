@@ -46,10 +46,10 @@ interface Rig {
   close(): Promise<void>;
 }
 
-async function rig(opts: { storeUrl?: string; spoolDir?: string; db?: string; timeouts?: { runAckMs: number; idleMs: number } } = {}): Promise<Rig & { drop(): Promise<void> }> {
+async function rig(opts: { storeUrl?: string; spoolDir?: string; spool?: Spool; db?: string; timeouts?: { runAckMs: number; idleMs: number } } = {}): Promise<Rig & { drop(): Promise<void> }> {
   const { store, drop } = await openTestStore(opts.storeUrl ?? couch.url, opts.db);
   const fleet = await startFleet({ tokens: [{ token: TOKEN }], logger: silentLogger });
-  const spool = new Spool(opts.spoolDir ?? mkdtempSync(join(dir, 'spool-')));
+  const spool = opts.spool ?? new Spool(opts.spoolDir ?? mkdtempSync(join(dir, 'spool-')));
   const orch = new Orchestrator({ store, fleet, spool, retryMs: 200, timeouts: opts.timeouts ?? { runAckMs: 3000, idleMs: 5000 }, logger: silentLogger });
   await orch.recover();
   const updates: TraceUpdate[] = [];
@@ -239,6 +239,37 @@ test('a host that never answers is unreachable after the timeout and holds nobod
   }
 });
 
+/** A spool whose disk is slow: each chunk's write takes `delayMs` more. */
+class SlowSpool extends Spool {
+  constructor(
+    d: string,
+    private readonly delayMs: number,
+  ) {
+    super(d);
+  }
+
+  override async appendPcap(traceId: string, host: string, bytes: Uint8Array, first: boolean): Promise<void> {
+    await new Promise((r) => setTimeout(r, this.delayMs));
+    return super.appendPcap(traceId, host, bytes, first);
+  }
+}
+
+test("a host whose chunks wait for the dispatcher's disk longer than the idle timeout is not silent: it ends done", async () => {
+  const r = await rig({ spool: new SlowSpool(mkdtempSync(join(dir, 'spool-')), 1500), timeouts: { runAckMs: 3000, idleMs: 700 } });
+  try {
+    await addAgent(r, 'a');
+    const q = { callId: [CALL] };
+    const view = await r.orch.start({ ...q, hosts: ['a'] }, 'alice');
+    await until(() => finalOf(r, view.id) !== undefined, 'the trace to finish');
+    const res = await r.store.getResult(view.id, 'a');
+    assert.equal(res?.state, 'done', `host a: ${res?.error ?? ''}`);
+    assert.deepEqual(await bytesOf(r.store.getAttachmentStream(resultDocId(view.id, 'a'), HOST_ATTACHMENT)), await expectedPcap(rings.a, q));
+  } finally {
+    await r.close();
+    await r.drop();
+  }
+});
+
 test('CouchDB away during a trace: the result waits in the spool and is stored when the store is back', async () => {
   const relay0 = await startRelay(couch.url);
   const port = Number(new URL(relay0.url).port);
@@ -307,6 +338,32 @@ test('a dispatcher restarted mid-trace: the trace is marked interrupted with wha
     assert.ok(partial.length > 0 && partial.length < 3 + BULK, `a's first chunk is kept, whole records only (${partial.length})`);
     assert.ok(trace?._attachments?.[MERGED_ATTACHMENT]);
     assert.deepEqual(readdirSync(spoolDir), []);
+  } finally {
+    await second.close();
+    await second.drop();
+  }
+});
+
+test('a dispatcher restarted before its hosts had result docs: each host without one is stored lost, and the trace is interrupted', async () => {
+  const spoolDir = mkdtempSync(join(dir, 'spool-nodocs-'));
+  const first = await rig({ spoolDir });
+  const db = first.store.dbName;
+  // What start() leaves when the dispatcher stops right after the trace doc (the result docs come after every host is asked).
+  const trace = await first.store.createTrace({ request: { callId: [CALL] } as unknown as { [k: string]: never }, user: 'alice', hosts: ['a', 'b'] });
+  first.spool.markOwned({ traceId: trace.id, hosts: ['a', 'b'], createdAt: trace.createdAt });
+  await first.close();
+
+  const second = await rig({ spoolDir, db });
+  try {
+    await until(() => second.updates.some((u) => u.traceId === trace.id && u.host === null), 'the interrupted trace to be closed');
+    assert.equal((await second.store.getTrace(trace.id))?.state, 'interrupted');
+    const res = Object.fromEntries((await second.store.listResults(trace.id)).map((x) => [x.host, x]));
+    assert.deepEqual(Object.keys(res).sort(), ['a', 'b']);
+    for (const h of ['a', 'b']) {
+      assert.equal(res[h].state, 'lost', `host ${h}`);
+      assert.match(res[h].error ?? '', /restarted/);
+    }
+    assert.deepEqual((await second.orch.view(trace.id))?.hosts.map((h) => h.state), ['lost', 'lost']);
   } finally {
     await second.close();
     await second.drop();

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setImmediate as yieldLoop } from 'node:timers/promises';
 import { AgentView, HostView, TraceUpdate, TraceView } from '../../shared/protocol/client';
 import { parseMessage } from '../../shared/protocol/common';
 import { TracefleetError } from '../../shared/errors/catalogue';
@@ -7,6 +8,8 @@ import { legsAnswer, MAX_LEG_CALL_IDS } from '../../shared/protocol/agent';
 
 /** Rounds of trace:legs before a trace with legs runs on several hosts. */
 const LEG_ROUNDS = 2;
+/** Hosts asked per turn of the event loop when a trace starts (about 1 ms of the dispatcher's time each at 10,000). */
+const START_SLICE = 200;
 import type { AgentFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId } from '../store/layout';
 import { NewResult, TraceStore } from '../store/store';
@@ -82,6 +85,8 @@ export class Orchestrator implements Traces {
   /** mergeOneLive() of one-host traces, by trace: null when it did not complete (finalize() merges as before). */
   private readonly liveMerges = new Map<string, { feed: SpoolFeed; merge: Promise<MergeResult | null> }>();
   private watchdog: NodeJS.Timeout | null = null;
+  /** Traces whose hosts are being asked (askHosts), and whether they were cancelled meanwhile. */
+  private readonly starting = new Map<string, boolean>();
 
   constructor(opts: OrchestratorOptions) {
     this.store = opts.store;
@@ -162,33 +167,67 @@ export class Orchestrator implements Traces {
     this.owned.set(id, o);
     this.spool.markOwned({ traceId: id, hosts, createdAt: trace.createdAt });
     await created?.(id);
-    // Written while the agents are already asked: a thousand result docs take the store a while, and a
-    // host's final write creates its doc if it gets there first (the bulk create then leaves it alone).
     // The legs of the calls, looked for on every host, before any host is asked for packets: each is asked once, for all of them.
     const runQuery = query.legs && hosts.length > 1 ? await this.legsAcrossHosts(id, hosts, query) : query;
-    const queued = this.store.createResults(hosts.map((host) => ({ traceId: id, host }))).catch((e: Error) => {
-      this.log.warn({ traceId: id, err: e }, "the queued results were not written; each host's result is written when it finishes");
-    });
+    // Result docs are made in the background, once every host is asked (a live upload waits for them):
+    // 10,000 of them took the store 10 s, which the start's ack and the agents' trace:run used to wait for.
+    // A host's final write creates its doc if it gets there first (the bulk create then leaves it alone);
+    // a restart before they exist loses nothing (the trace's hosts are in the spool's trace.json, and a
+    // host without a doc is lost to finalize()).
+    let resultsQueued!: () => void;
+    const hostsAsked = new Promise<void>((r) => (resultsQueued = r));
+    const queued = hostsAsked.then(() =>
+      this.store.createResults(hosts.map((host) => ({ traceId: id, host }))).catch((e: Error) => {
+        this.log.warn({ traceId: id, err: e }, "the queued results were not written; each host's result is written when it finishes");
+      }),
+    );
     this.resultsWritten.set(id, queued);
     // One host's merge is its file as received (no clock to align, no other host to order against): made while it arrives.
     if (hosts.length === 1 && req.alignClocks !== true) this.mergeWhileReceiving.add(id);
     const live = new Map<string, HostView>();
     this.live.set(id, live);
-    for (const host of hosts) {
-      const socket = this.fleet.socketOf(host);
-      if (socket) this.runLocal(id, host, runQuery, socket, this.id);
-      else if (connected.has(host) && this.peers) {
-        o.remote.set(host, sockets.get(host) ?? '');
-        this.peers.runHost({ traceId: id, host, query: runQuery, owner: this.id });
-      } else {
-        const final: HostFinal = { state: 'unreachable', packets: 0, bytes: 0, truncated: false, error: `agent ${host} is not connected to any dispatcher`, messages: [], hasPcap: false };
-        this.publish({ traceId: id, host, state: 'unreachable', packets: 0, bytes: 0, error: final.error, at: new Date().toISOString() });
-        this.storeFinal(id, host, final, this.id);
-      }
-    }
     this.publish({ traceId: id, host: null, state: 'running', packets: 0, bytes: 0, at: trace.createdAt });
-    await queued;
-    return traceView(trace, [], live);
+    const view = traceView(trace, [], live);
+    // Asked in slices, the loop let go in between: the agents asked first answer meanwhile, and the loop
+    // never blocks for the whole fleet (10,000 hosts at once held it for seconds).
+    void this.askHosts(id, hosts, runQuery, connected, sockets, o).finally(resultsQueued);
+    return view;
+  }
+
+  /** Sends the trace to each host, START_SLICE hosts a turn of the loop; a cancel meanwhile stops it. */
+  private async askHosts(id: string, hosts: string[], runQuery: TraceQuery, connected: Map<string, AgentView>, sockets: Map<string, string>, o: Owned): Promise<void> {
+    this.starting.set(id, false);
+    try {
+      for (let i = 0; i < hosts.length; i += START_SLICE) {
+        if (i > 0) await yieldLoop();
+        for (const host of hosts.slice(i, i + START_SLICE)) {
+          if (this.starting.get(id)) this.cancelUnasked(id, host);
+          else this.askHost(id, host, runQuery, connected, sockets, o);
+        }
+      }
+    } finally {
+      this.starting.delete(id);
+    }
+  }
+
+  private askHost(id: string, host: string, runQuery: TraceQuery, connected: Map<string, AgentView>, sockets: Map<string, string>, o: Owned): void {
+    const socket = this.fleet.socketOf(host);
+    if (socket) this.runLocal(id, host, runQuery, socket, this.id);
+    else if (connected.has(host) && this.peers) {
+      o.remote.set(host, sockets.get(host) ?? '');
+      this.peers.runHost({ traceId: id, host, query: runQuery, owner: this.id });
+    } else {
+      const final: HostFinal = { state: 'unreachable', packets: 0, bytes: 0, truncated: false, error: `agent ${host} is not connected to any dispatcher`, messages: [], hasPcap: false };
+      this.publish({ traceId: id, host, state: 'unreachable', packets: 0, bytes: 0, error: final.error, at: new Date().toISOString() });
+      this.storeFinal(id, host, final, this.id);
+    }
+  }
+
+  /** A host the trace was cancelled before it was asked: final at once, as cancelled. */
+  private cancelUnasked(id: string, host: string): void {
+    const final: HostFinal = { state: 'cancelled', packets: 0, bytes: 0, truncated: false, error: 'cancelled before the host was asked', messages: [], hasPcap: false };
+    this.publish({ traceId: id, host, state: 'cancelled', packets: 0, bytes: 0, error: final.error, at: new Date().toISOString() });
+    this.storeFinal(id, host, final, this.id);
   }
 
   /**
@@ -402,6 +441,7 @@ export class Orchestrator implements Traces {
   }
 
   private cancelLocal(traceId: string): void {
+    if (this.starting.has(traceId)) this.starting.set(traceId, true);
     const hosts = this.runs.get(traceId);
     if (hosts) for (const r of [...hosts.values()]) r.cancel();
   }
@@ -540,14 +580,20 @@ export class Orchestrator implements Traces {
       this.spool.removeTrace(traceId);
       return;
     }
-    for (const r of await this.store.listResults(traceId)) {
+    const error = 'the dispatcher restarted before this host finished';
+    const listed = await this.store.listResults(traceId);
+    for (const r of listed) {
       if (isFinalResult(r.state) || this.jobs.has(`host:${traceId}:${r.host}`)) continue;
       await this.store.updateResult(traceId, r.host, (d) => {
         if (isFinalResult(d.state)) return null;
         d.state = 'lost';
-        d.error = 'the dispatcher restarted before this host finished';
+        d.error = error;
       });
     }
+    // Result docs are made in the background after the hosts are asked: a restart may come before some exist.
+    const have = new Set(listed.map((r) => r.host));
+    const missing = trace.hosts.filter((h) => !have.has(h) && !this.jobs.has(`host:${traceId}:${h}`));
+    if (missing.length) await this.store.createResults(missing.map((host) => ({ traceId, host, state: 'lost' as const, error })));
     this.spool.markMergePending(traceId);
     await this.finalize(traceId, 'interrupted');
   }
@@ -589,8 +635,10 @@ export class Orchestrator implements Traces {
     this.forget(traceId);
     this.owned.delete(traceId);
     this.live.delete(traceId);
-    this.spool.removeTrace(traceId);
+    // Told before the spool is cleared: a fleet trace's spool is two files a host (a restart meanwhile finds
+    // merged.pending and merges again, as it would have before the trace doc's final write).
     this.publish({ traceId, host: null, state, packets: m.packets, bytes: m.bytes, merged: { packets: m.packets, bytes: m.bytes, duplicates: m.duplicates }, at: finishedAt });
+    this.spool.removeTrace(traceId);
   }
 
   /** What the trace's live uploads and merge left here. */

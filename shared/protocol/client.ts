@@ -26,7 +26,10 @@ import type { AlertEvent } from '../alerts/rule';
  *   follow:start  FollowRequest, ack ClientAck<{ trace: TraceView }> tracer/admin only; this socket receives the follow
  *   follow:stop   { traceId }, ack ClientAck<{}>                      the follow's owner or an admin; it ends and is stored
  * dispatcher -> client (to the trace's room `trace:<id>`)
- *   trace:update  TraceUpdate                                         a host's or the whole trace's new state
+ *   trace:update  TraceUpdate                                         a host's or the whole trace's new state (every state
+ *                                                                     of the trace itself comes this way)
+ *   trace:updates TraceUpdate[]                                       several hosts' new states, in order: a trace's host
+ *                                                                     updates within 50 ms go together (at most 1,000)
  *   session:ended ErrorBody (TF_SESSION_ENDED)                        to one socket, just before the dispatcher ends it
  *                                                                     because its login no longer holds (user removed,
  *                                                                     password changed, token revoked, session expired)
@@ -232,6 +235,7 @@ export interface ClientToDispatcherEvents {
 /** Events the dispatcher sends a client (ServerToClientEvents for `/client`). */
 export interface DispatcherToClientEvents {
   'trace:update': (u: TraceUpdate) => void;
+  'trace:updates': (us: TraceUpdate[]) => void;
   'session:ended': (e: ErrorBody) => void;
   'follow:data': (d: FollowData, ack: (a: object) => void) => void;
   'follow:end': (e: FollowEndView) => void;

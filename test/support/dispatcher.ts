@@ -128,11 +128,12 @@ export async function ask<T extends object = object>(s: ClientSocket, event: str
 
 export type TraceAck = ClientAck<{ trace: TraceView }>;
 
-/** Every trace:update a client socket receives, in arrival order. */
+/** Every update (trace:update, trace:updates) a client socket receives, in arrival order. */
 export class UpdateLog {
   readonly updates: TraceUpdate[] = [];
   constructor(socket: ClientSocket) {
     socket.on('trace:update', (u: TraceUpdate) => this.updates.push(u));
+    socket.on('trace:updates', (us: TraceUpdate[]) => this.updates.push(...us));
   }
 
   of(traceId: string, host?: string | null): TraceUpdate[] {

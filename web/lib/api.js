@@ -147,6 +147,10 @@ export function connectClient(session, handlers) {
     handlers.onStatus('reconnecting', err.message);
   });
   socket.on('trace:update', (u) => handlers.onUpdate(u));
+  // Several hosts' updates in one message (a fleet-wide trace's), in order.
+  socket.on('trace:updates', (us) => {
+    if (Array.isArray(us)) for (const u of us) handlers.onUpdate(u);
+  });
   // A follow's stream goes to the socket that started it. Each chunk is acknowledged once a view has it (the dispatcher drops a client that stops acknowledging).
   socket.on('follow:data', (d, ack) => handlers.onFollow('data', d, typeof ack === 'function' ? ack : () => {}));
   socket.on('follow:end', (e) => handlers.onFollow('end', e, () => {}));

@@ -144,9 +144,9 @@ export function liveMergeFigures(m: MergeResult, results: ResultDoc[]): TraceMer
 export async function mergeTrace(store: TraceStore, spool: Spool, traceId: string, results: ResultDoc[], align = false): Promise<TraceMerge> {
   let storeFailed: Error | null = null;
   const stored = results.filter((r) => r._attachments?.[HOST_ATTACHMENT]);
+  // A peer's host, stored but not in this dispatcher's spool (the spool's files are read by the merge itself).
   const open = (r: ResultDoc): Readable => {
-    const local = spool.storedPcap(traceId, r.host);
-    const stream = local ? createReadStream(local, { highWaterMark: MERGE_READ_CHUNK }) : store.getAttachmentStream(resultDocId(traceId, r.host), HOST_ATTACHMENT);
+    const stream = store.getAttachmentStream(resultDocId(traceId, r.host), HOST_ATTACHMENT);
     stream.once('error', (e: Error) => {
       if (e instanceof StoreError) storeFailed ??= e;
     });

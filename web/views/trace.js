@@ -155,12 +155,22 @@ export function renderTrace(main, ctx, id) {
     cancel.hidden = tracker.final || !canTrace(ctx.session);
   }
 
+  // A trace:updates message brings up to 1,000 host updates at once: the page is drawn once after them, not once each.
+  let drawQueued = false;
   function apply(change) {
     if (left || !tracker) return;
     const wasFinal = tracker.final;
     change();
-    draw();
-    if (tracker.final && !wasFinal) void finished();
+    if (tracker.final && !wasFinal) {
+      draw();
+      void finished();
+    } else if (!drawQueued) {
+      drawQueued = true;
+      queueMicrotask(() => {
+        drawQueued = false;
+        if (!left) draw();
+      });
+    }
   }
 
   /** The trace ended while we watched: read what the store now holds, then the messages. */

@@ -18,6 +18,16 @@ const PACKET_READS_PER_TABLE = 512;
 /** Entries wanted at most this many apart (28 KiB) are read in one pread, the entries between them with them. */
 const PACKET_READ_GAP = 1024;
 
+/**
+ * Packet entries read at a time by a pass over much of a packet table (224
+ * KiB): into one buffer that the passes share, where reading each segment's
+ * whole table (5 MiB for a 64 MiB segment) as a fresh Buffer left a broad
+ * query's garbage, and so its resident peak, growing with the segments.
+ */
+const PACKET_CHUNK = 8192;
+/** The buffer a pass reads its chunks into: taken by a pass while it runs (one more is made for a pass inside another). */
+let spareChunk: Buffer | null = null;
+
 /** Key entries read around where a hash should be (8 KiB); see SealedIndex.keyWindow. */
 const KEY_WINDOW = 1024;
 
@@ -42,12 +52,22 @@ export interface SegmentIndex {
   allDialogs(): DialogRecord[];
   /** The dialogs one by one: what a pass over all of them holds is one (allDialogs holds the segment's). */
   eachDialog(): Iterable<DialogRecord>;
-  /** All packet entries (PACKET_ENTRY_LEN each). */
+  /** All packet entries (PACKET_ENTRY_LEN each), read whole and kept until releasePacketTable(): for tests; a pass over them uses packetChunks. */
   packetTable(): Buffer;
   /** Lets go of the packet table packetTable() read (28 bytes a packet): a pass over a whole ring must not hold every segment's. */
   releasePacketTable(): void;
-  /** The entries of the given packets (ascending ordinals), one after the other; a sealed index reads only those when they are few. */
-  packetEntries(ords: Uint32Array): Buffer;
+  /**
+   * The entries of packets [from, to) as consecutive chunks of at most
+   * PACKET_CHUNK entries (the first at ordinal `first`): each chunk's buffer
+   * is overwritten by the next, so keep nothing of it.
+   */
+  packetChunks(from?: number, to?: number): Iterable<PacketChunk>;
+  /**
+   * The entries of the given packets (ascending ordinals), one after the
+   * other, into `into` when given (at least PACKET_ENTRY_LEN bytes a packet);
+   * a sealed index reads only those when they are few, else their span in chunks.
+   */
+  packetEntries(ords: Uint32Array, into?: Buffer): Buffer;
   /** The segment's non-SIP UDP flows (agent/index/flows.ts); null when the index has none (unsealed, or sealed before flows were). */
   flowTable(): FlowTable | null;
   /** The packet ordinals of flow `i` of flowTable(), ascending. */
@@ -56,8 +76,14 @@ export interface SegmentIndex {
   close(): void;
 }
 
-function readExactly(fd: number, len: number, pos: number): Buffer {
-  const b = Buffer.allocUnsafe(len);
+/** Entries of packets first .. first + count - 1, PACKET_ENTRY_LEN each from the start of `entries`. */
+export interface PacketChunk {
+  entries: Buffer;
+  first: number;
+  count: number;
+}
+
+function readInto(fd: number, b: Buffer, len: number, pos: number): Buffer {
   let got = 0;
   while (got < len) {
     const n = readSync(fd, b, got, len - got, pos + got);
@@ -65,6 +91,24 @@ function readExactly(fd: number, len: number, pos: number): Buffer {
     got += n;
   }
   return b;
+}
+
+function readExactly(fd: number, len: number, pos: number): Buffer {
+  return readInto(fd, Buffer.allocUnsafe(len), len, pos);
+}
+
+/** The buffer `into` for `n` entries, or a new one; checked, since a short one would be written past. */
+function entriesBuffer(n: number, into?: Buffer): Buffer {
+  if (!into) return Buffer.allocUnsafe(n * PACKET_ENTRY_LEN);
+  if (into.length < n * PACKET_ENTRY_LEN) throw new RangeError(`packetEntries: ${into.length} bytes for ${n} entries`);
+  return into.subarray(0, n * PACKET_ENTRY_LEN);
+}
+
+/** Copies the entries of `ords` (ascending) that are in `c` into `out`, from out entry k; the next k. */
+function copyFromChunk(c: PacketChunk, ords: Uint32Array, k: number, out: Buffer): number {
+  const end = c.first + c.count;
+  for (; k < ords.length && ords[k] < end; k++) c.entries.copy(out, k * PACKET_ENTRY_LEN, (ords[k] - c.first) * PACKET_ENTRY_LEN, (ords[k] - c.first + 1) * PACKET_ENTRY_LEN);
+  return k;
 }
 
 /** A sealed index, read lazily with small preads. */
@@ -282,9 +326,31 @@ export class SealedIndex implements SegmentIndex {
     this.packetBuf = null;
   }
 
-  packetEntries(ords: Uint32Array): Buffer {
+  *packetChunks(from = 0, to = this.packetCount): Iterable<PacketChunk> {
+    if (from < 0 || to > this.packetCount || from > to) throw new RangeError(`packetChunks: [${from}, ${to}) of ${this.packetCount} packets`);
+    if (this.packetBuf) {
+      for (let first = from; first < to; first += PACKET_CHUNK) {
+        const count = Math.min(PACKET_CHUNK, to - first);
+        yield { entries: this.packetBuf.subarray(first * PACKET_ENTRY_LEN, (first + count) * PACKET_ENTRY_LEN), first, count };
+      }
+      return;
+    }
+    const buf = spareChunk ?? Buffer.allocUnsafeSlow(PACKET_CHUNK * PACKET_ENTRY_LEN);
+    spareChunk = null;
+    try {
+      for (let first = from; first < to; first += PACKET_CHUNK) {
+        const count = Math.min(PACKET_CHUNK, to - first);
+        readInto(this.fd, buf, count * PACKET_ENTRY_LEN, this.off.packets + first * PACKET_ENTRY_LEN);
+        yield { entries: buf, first, count };
+      }
+    } finally {
+      spareChunk = buf;
+    }
+  }
+
+  packetEntries(ords: Uint32Array, into?: Buffer): Buffer {
     const n = ords.length;
-    const out = Buffer.allocUnsafe(n * PACKET_ENTRY_LEN);
+    const out = entriesBuffer(n, into);
     for (let k = 0; k < n; k++) {
       if (ords[k] >= this.packetCount || (k > 0 && ords[k] <= ords[k - 1])) throw new IndexCorruptError(this.path, `packet ${ords[k]} asked of ${this.packetCount}`);
     }
@@ -299,16 +365,18 @@ export class SealedIndex implements SegmentIndex {
       runEntries += ords[j - 1] + 1 - ords[i];
       i = j;
     }
+    if (n === 0) return out;
     if (this.packetBuf || runEnds.length * PACKET_READS_PER_TABLE + runEntries > this.packetCount) {
-      const t = this.packetTable();
-      for (let k = 0; k < n; k++) t.copy(out, k * PACKET_ENTRY_LEN, ords[k] * PACKET_ENTRY_LEN, (ords[k] + 1) * PACKET_ENTRY_LEN);
+      // Their whole span, a chunk at a time (a table read whole was a fresh 5 MiB a segment).
+      let k = 0;
+      for (const c of this.packetChunks(ords[0], ords[n - 1] + 1)) k = copyFromChunk(c, ords, k, out);
       return out;
     }
     let i = 0;
     for (const j of runEnds) {
       const from = ords[i];
       const run = readExactly(this.fd, (ords[j - 1] + 1 - from) * PACKET_ENTRY_LEN, this.off.packets + from * PACKET_ENTRY_LEN);
-      for (let k = i; k < j; k++) run.copy(out, k * PACKET_ENTRY_LEN, (ords[k] - from) * PACKET_ENTRY_LEN, (ords[k] - from + 1) * PACKET_ENTRY_LEN);
+      copyFromChunk({ entries: run, first: from, count: ords[j - 1] + 1 - from }, ords.subarray(i, j), 0, out.subarray(i * PACKET_ENTRY_LEN));
       i = j;
     }
     return out;
@@ -403,9 +471,17 @@ export class MemoryIndex implements SegmentIndex {
 
   releasePacketTable(): void {}
 
-  packetEntries(ords: Uint32Array): Buffer {
+  *packetChunks(from = 0, to = this.packetCount): Iterable<PacketChunk> {
+    if (from < 0 || to > this.packetCount || from > to) throw new RangeError(`packetChunks: [${from}, ${to}) of ${this.packetCount} packets`);
+    for (let first = from; first < to; first += PACKET_CHUNK) {
+      const count = Math.min(PACKET_CHUNK, to - first);
+      yield { entries: this.state.packetEntries(first, first + count), first, count };
+    }
+  }
+
+  packetEntries(ords: Uint32Array, into?: Buffer): Buffer {
     const t = this.state.packetEntries();
-    const out = Buffer.allocUnsafe(ords.length * PACKET_ENTRY_LEN);
+    const out = entriesBuffer(ords.length, into);
     ords.forEach((ord, k) => t.copy(out, k * PACKET_ENTRY_LEN, ord * PACKET_ENTRY_LEN, (ord + 1) * PACKET_ENTRY_LEN));
     return out;
   }

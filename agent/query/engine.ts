@@ -420,9 +420,8 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
         yield;
         continue;
       }
-      const t = ix.packetTable();
-      for (let ord = 0; ord < ix.packetCount; ord++) {
-        const p = ord * PACKET_ENTRY_LEN;
+      for (const { entries: t, first, count } of ix.packetChunks()) for (let ord = first; ord < first + count; ord++) {
+        const p = (ord - first) * PACKET_ENTRY_LEN;
         if (t[p + 25] & PKT_FLAG.SIP) continue;
         const ts: Ts = [t.readUInt32LE(p + 4), t.readUInt32LE(p + 8)];
         const src = t.readUInt32LE(p + 12);

@@ -130,25 +130,53 @@ export class PacketMarks {
  * by rotation meanwhile counts at the most a record can hold, so
  * `--max-bytes` stays a bound.
  */
-function bigCapLens(cols: RefColumns, n: number, s: OpenedSegment): void {
-  let fd: number | null | undefined;
-  try {
-    for (let i = 0; i < n; i++) {
-      if (cols.capLen[i] !== 0) continue;
-      if (fd === undefined) {
-        try {
-          fd = openSync(s.segment.path, 'r');
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-          fd = null;
-        }
+class BigCapLens {
+  private fd: number | null | undefined;
+
+  constructor(private readonly s: OpenedSegment) {}
+
+  /** The captured length of the record at `offset`, whose entry says 0. */
+  of(offset: number): number {
+    const s = this.s;
+    if (this.fd === undefined) {
+      try {
+        this.fd = openSync(s.segment.path, 'r');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        this.fd = null;
       }
-      const rec = fd === null ? null : readPcapRecordHeaderAt(fd, cols.offset[i], s.header, s.segment.path);
-      // A deleted segment's header may never have been read (it is read when first needed): the largest snap length then.
-      cols.capLen[i] = rec !== null ? rec.capLen : fd !== null ? pcapCapLenLimit(s.header) : PCAP_DEFAULT_SNAPLEN;
+    }
+    const rec = this.fd === null ? null : readPcapRecordHeaderAt(this.fd, offset, s.header, s.segment.path);
+    // A deleted segment's header may never have been read (it is read when first needed): the largest snap length then.
+    return rec !== null ? rec.capLen : this.fd !== null ? pcapCapLenLimit(s.header) : PCAP_DEFAULT_SNAPLEN;
+  }
+
+  close(): void {
+    if (typeof this.fd === 'number') closeSync(this.fd);
+  }
+}
+
+/** Marked packets' entries read at a time (into one buffer) by the passes over a segment's marks. */
+const ENTRIES_AT_ONCE = 8192;
+let entriesScratch: Buffer | null = null;
+
+/**
+ * The entries of segment si's marked packets, a slice of ENTRIES_AT_ONCE at
+ * a time, into a buffer that is overwritten by the next slice: a broad
+ * query marks most of a segment, and one Buffer of them all per segment was
+ * garbage that grew with the ring.
+ */
+function* markedEntries(segments: OpenedSegment[], ords: Uint32Array, si: number): Generator<{ ords: Uint32Array; entries: Buffer }> {
+  const ix = segments[si].index;
+  const into = entriesScratch ?? Buffer.allocUnsafeSlow(ENTRIES_AT_ONCE * PACKET_ENTRY_LEN);
+  entriesScratch = null;
+  try {
+    for (let from = 0; from < ords.length; from += ENTRIES_AT_ONCE) {
+      const part = ords.subarray(from, Math.min(ords.length, from + ENTRIES_AT_ONCE));
+      yield { ords: part, entries: ix.packetEntries(part, into) };
     }
   } finally {
-    if (typeof fd === 'number') closeSync(fd);
+    entriesScratch = into;
   }
 }
 
@@ -171,15 +199,45 @@ export function fillRefs(c: RefColumns, k: number, si: number, ords: Uint32Array
  * segment of one interface is in order already and is kept as it is).
  */
 function segmentRefs(segments: OpenedSegment[], marks: PacketMarks, si: number): RefColumns {
-  const ix = segments[si].index;
   const ords = marks.ordinals(si);
   const n = ords.length;
-  const t = ix.packetEntries(ords);
-  ix.releasePacketTable();
   const c = refColumns(n);
-  fillRefs(c, 0, si, ords, t);
-  bigCapLens(c, n, segments[si]);
+  let k = 0;
+  for (const part of markedEntries(segments, ords, si)) k = fillRefs(c, k, si, part.ords, part.entries);
+  const big = new BigCapLens(segments[si]);
+  try {
+    for (let i = 0; i < n; i++) if (c.capLen[i] === 0) c.capLen[i] = big.of(c.offset[i]);
+  } finally {
+    big.close();
+  }
   return timeOrdered(c, n);
+}
+
+/**
+ * Segment si's span of marked packets in time and their PCAP bytes, read
+ * through the entries without listing them (what segmentRefs' first and last
+ * and the sum of its lengths give).
+ */
+function segmentSpan(segments: OpenedSegment[], marks: PacketMarks, si: number): { span: SegmentSpan; bytes: number } {
+  const span: SegmentSpan = { si, minSec: Infinity, minNsec: Infinity, maxSec: -Infinity, maxNsec: -Infinity };
+  let bytes = 0;
+  const big = new BigCapLens(segments[si]);
+  try {
+    for (const { ords, entries: t } of markedEntries(segments, marks.ordinals(si), si)) {
+      for (let k = 0; k < ords.length; k++) {
+        const p = k * PACKET_ENTRY_LEN;
+        const sec = t.readUInt32LE(p + 4);
+        const nsec = t.readUInt32LE(p + 8);
+        if (sec < span.minSec || (sec === span.minSec && nsec < span.minNsec)) [span.minSec, span.minNsec] = [sec, nsec];
+        if (sec > span.maxSec || (sec === span.maxSec && nsec > span.maxNsec)) [span.maxSec, span.maxNsec] = [sec, nsec];
+        const capLen = t.readUInt16LE(p + 26);
+        bytes += 16 + (capLen !== 0 ? capLen : big.of(t.readUInt32LE(p)));
+      }
+    }
+  } finally {
+    big.close();
+  }
+  return { span, bytes };
 }
 
 /** The columns in time order; the fill order (capture order, within a segment) breaks ties. Returned as they are when in order. */
@@ -307,12 +365,9 @@ export function* planResult(segments: OpenedSegment[], marks: PacketMarks, maxPa
   let bytes = 0;
   const linkTypes = new Set<number>();
   for (const si of marks.marked()) {
-    const c = segmentRefs(segments, marks, si);
-    const n = c.seg.length;
-    // In time order: the first and the last are the span.
-    const [minSec, minNsec, maxSec, maxNsec] = [c.sec[0], c.nsec[0], c.sec[n - 1], c.nsec[n - 1]];
-    for (let k = 0; k < n; k++) bytes += 16 + c.capLen[k];
-    spans.push({ si, minSec, minNsec, maxSec, maxNsec });
+    const s = segmentSpan(segments, marks, si);
+    bytes += s.bytes;
+    spans.push(s.span);
     linkTypes.add(segments[si].header.linkType);
     yield;
   }

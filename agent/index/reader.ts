@@ -31,6 +31,14 @@ let spareChunk: Buffer | null = null;
 /** Key entries read around where a hash should be (8 KiB); see SealedIndex.keyWindow. */
 const KEY_WINDOW = 1024;
 
+/**
+ * Number entries read at a time by the number table's binary search (4 KiB):
+ * a search reads about log2(entries / NUMBER_PAGE) + 2 pages, where reading
+ * the whole table (670 KiB a segment of the 10 GiB ring) and keeping it was
+ * most of a number query's time and memory.
+ */
+const NUMBER_PAGE = Math.floor(4096 / NUMBER_ENTRY_LEN);
+
 /** Decoded dialogs a sealed index keeps: the few a targeted query reads twice (select, then collect) stay decoded. */
 const DIALOG_CACHE_MAX = 256;
 
@@ -132,7 +140,6 @@ export class SealedIndex implements SegmentIndex {
   private flows: FlowTable | null = null;
   private blockCache: { n: number; lines: string[] } | null = null;
   private keyTable: Buffer | null = null;
-  private numberTable: Buffer | null = null;
   private dialogOffsets: Buffer | null = null;
   private addressList: string[] | null = null;
   private packetBuf: Buffer | null = null;
@@ -284,10 +291,24 @@ export class SealedIndex implements SegmentIndex {
   }
 
   dialogsByNumber(digits: string): DialogRecord[] {
-    this.numberTable ??= readExactly(this.fd, this.nNumbers * NUMBER_ENTRY_LEN, this.off.numbers);
-    const t = this.numberTable;
+    // The table read a page at a time, the page holding the entry asked for (pages aligned, so the last steps of
+    // the search and the scan after it stay in one or two).
+    const page = Buffer.allocUnsafe(NUMBER_PAGE * NUMBER_ENTRY_LEN);
+    let pageFirst = -1;
+    let pageCount = 0;
+    const at = (k: number): number => {
+      if (k < pageFirst || k >= pageFirst + pageCount) {
+        pageFirst = k - (k % NUMBER_PAGE);
+        pageCount = Math.min(NUMBER_PAGE, this.nNumbers - pageFirst);
+        readInto(this.fd, page, pageCount * NUMBER_ENTRY_LEN, this.off.numbers + pageFirst * NUMBER_ENTRY_LEN);
+      }
+      return (k - pageFirst) * NUMBER_ENTRY_LEN;
+    };
     const prefix = numberKey(digits).subarray(0, Math.min(digits.length, NUMBER_KEY_LEN));
-    const cmp = (k: number) => Buffer.compare(t.subarray(k * NUMBER_ENTRY_LEN, k * NUMBER_ENTRY_LEN + prefix.length), prefix);
+    const cmp = (k: number) => {
+      const p = at(k);
+      return page.compare(prefix, 0, prefix.length, p, p + prefix.length);
+    };
     let lo = 0;
     let hi = this.nNumbers;
     while (lo < hi) {
@@ -298,7 +319,7 @@ export class SealedIndex implements SegmentIndex {
     const seen = new Set<number>();
     const out: DialogRecord[] = [];
     for (let k = lo; k < this.nNumbers && cmp(k) === 0; k++) {
-      const i = t.readUInt32LE(k * NUMBER_ENTRY_LEN + NUMBER_KEY_LEN);
+      const i = page.readUInt32LE(at(k) + NUMBER_KEY_LEN);
       if (seen.has(i)) continue;
       seen.add(i);
       const d = this.dialog(i);

@@ -198,10 +198,10 @@ export function fillRefs(c: RefColumns, k: number, si: number, ords: Uint32Array
  * A segment's marked packets in time order, capture order breaking ties (a
  * segment of one interface is in order already and is kept as it is).
  */
-function segmentRefs(segments: OpenedSegment[], marks: PacketMarks, si: number): RefColumns {
+function segmentRefs(segments: OpenedSegment[], marks: PacketMarks, si: number, pool?: ColumnPool): RefColumns {
   const ords = marks.ordinals(si);
   const n = ords.length;
-  const c = refColumns(n);
+  const c = pool ? pool.take(n) : refColumns(n);
   let k = 0;
   for (const part of markedEntries(segments, ords, si)) k = fillRefs(c, k, si, part.ords, part.entries);
   const big = new BigCapLens(segments[si]);
@@ -210,7 +210,29 @@ function segmentRefs(segments: OpenedSegment[], marks: PacketMarks, si: number):
   } finally {
     big.close();
   }
-  return timeOrdered(c, n);
+  if (!pool) return timeOrdered(c, n);
+  const ordered = timeOrdered(c, n, (k) => pool.take(k));
+  if (ordered !== c) pool.give(c);
+  return ordered;
+}
+
+/**
+ * Columns the merge is done with, for the next segments to be read into:
+ * 24 bytes a marked packet, made afresh per segment they were garbage that
+ * grew with the ring. A set taken may be longer than asked for.
+ */
+class ColumnPool {
+  private readonly free: RefColumns[] = [];
+
+  take(n: number): RefColumns {
+    const i = this.free.findIndex((c) => c.seg.length >= n);
+    return i >= 0 ? this.free.splice(i, 1)[0] : refColumns(n);
+  }
+
+  give(c: RefColumns): void {
+    // A few: as many as segments overlap in time, usually two.
+    if (this.free.length < 4) this.free.push(c);
+  }
 }
 
 /**
@@ -240,15 +262,19 @@ function segmentSpan(segments: OpenedSegment[], marks: PacketMarks, si: number):
   return { span, bytes };
 }
 
-/** The columns in time order; the fill order (capture order, within a segment) breaks ties. Returned as they are when in order. */
-export function timeOrdered(c: RefColumns, n: number): RefColumns {
+/**
+ * The first n of the columns in time order; the fill order (capture order,
+ * within a segment) breaks ties. Returned as they are when in order, else
+ * in columns from `alloc`.
+ */
+export function timeOrdered(c: RefColumns, n: number, alloc: (n: number) => RefColumns = refColumns): RefColumns {
   let sorted = true;
   for (let i = 1; i < n && sorted; i++) sorted = c.sec[i - 1] < c.sec[i] || (c.sec[i - 1] === c.sec[i] && c.nsec[i - 1] <= c.nsec[i]);
   if (sorted) return c;
   const order = new Uint32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
   order.sort((a, b) => c.sec[a] - c.sec[b] || c.nsec[a] - c.nsec[b] || a - b);
-  const out = refColumns(n);
+  const out = alloc(n);
   for (let i = 0; i < n; i++) {
     const j = order[i];
     out.seg[i] = c.seg[j];
@@ -299,6 +325,7 @@ export function* orderedRefs(segments: OpenedSegment[], spans: SegmentSpan[], ma
   const tsLe = (aSec: number, aNsec: number, bSec: number, bNsec: number) => aSec < bSec || (aSec === bSec && aNsec <= bNsec);
   const out = refColumns(BATCH);
   let filled = 0;
+  const pool = new ColumnPool();
   for (;;) {
     // The head that comes first: earliest time, then lowest segment number (ordinals ascend within a segment).
     let best = -1;
@@ -318,8 +345,8 @@ export function* orderedRefs(segments: OpenedSegment[], spans: SegmentSpan[], ma
       const sp = spans[next];
       const head = best < 0 ? null : active[best];
       if (!head || tsLe(sp.minSec, sp.minNsec, head.c.sec[head.i], head.c.nsec[head.i])) {
-        const c = segmentRefs(segments, marks, sp.si);
-        active.push({ c, i: 0, n: c.seg.length, span: sp });
+        const c = segmentRefs(segments, marks, sp.si, pool);
+        active.push({ c, i: 0, n: marks.counts[sp.si], span: sp });
         next++;
         continue;
       }
@@ -334,7 +361,9 @@ export function* orderedRefs(segments: OpenedSegment[], spans: SegmentSpan[], ma
         filled = 0;
       }
       for (let i = h.i; i < h.n; i += BATCH) yield new PacketRefs(sliceColumns(h.c, i, Math.min(h.n, i + BATCH)), Math.min(h.n, i + BATCH) - i);
+      // Its last batch is used: the caller asked for the next.
       active.length = 0;
+      pool.give(h.c);
       continue;
     }
     const i = h.i;
@@ -345,7 +374,7 @@ export function* orderedRefs(segments: OpenedSegment[], spans: SegmentSpan[], ma
     out.nsec[filled] = h.c.nsec[i];
     out.capLen[filled] = h.c.capLen[i];
     filled++;
-    if (++h.i === h.n) active.splice(best, 1);
+    if (++h.i === h.n) pool.give(active.splice(best, 1)[0].c);
     if (filled === BATCH) {
       yield new PacketRefs(out, filled);
       filled = 0;
@@ -438,7 +467,7 @@ export function collectRefs(segments: OpenedSegment[], plan: ResultPlan): Packet
  * The records of `refs`, in their order; a run of refs from one segment is
  * read with coalesced preads. The caller closes the descriptors left in `fds`.
  */
-export function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>, views = false): Generator<{ rec: PacketRecord; linkType: number; ref: number }> {
+export function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>, views = false, scratch?: { window: Buffer }): Generator<{ rec: PacketRecord; linkType: number; ref: number }> {
   let i = 0;
   while (i < refs.length) {
     const si = refs.seg(i);
@@ -460,7 +489,7 @@ export function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds:
     const header = segments[si].header;
     // A record cut off at the end of its segment is skipped by the reader: match by offset, not by count.
     let k = i;
-    for (const rec of readPcapRecordsAt(fd, offsets, header, undefined, views)) {
+    for (const rec of readPcapRecordsAt(fd, offsets, header, undefined, views, scratch)) {
       while (k < j && refs.offset(k) !== rec.fileOffset) k++;
       yield { rec, linkType: header.linkType, ref: k };
     }
@@ -495,10 +524,12 @@ export async function writePlannedPcap(segments: OpenedSegment[], plan: ResultPl
   const fds = new Map<number, number>();
   let packets = 0;
   let bytes = 0;
+  // One read window (up to 1 MiB) for the whole result, where each run of a segment's records made its own.
+  const scratch = { window: Buffer.alloc(0) };
   try {
     for (const batch of plannedRefs(segments, plan)) {
       // Views of the read window: each record is copied into the writer's batch before the next is read.
-      for (const { rec, linkType } of resultRecords(batch, segments, fds, true)) {
+      for (const { rec, linkType } of resultRecords(batch, segments, fds, true, scratch)) {
         if (!write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, linkType)) await w.waitDrain();
         packets++;
         bytes += rec.capLen;

@@ -39,8 +39,19 @@ const KEY_WINDOW = 1024;
  */
 const NUMBER_PAGE = Math.floor(4096 / NUMBER_ENTRY_LEN);
 
-/** Decoded dialogs a sealed index keeps: the few a targeted query reads twice (select, then collect) stay decoded. */
-const DIALOG_CACHE_MAX = 256;
+/**
+ * Decoded dialogs kept, over all the open sealed indexes: the few a targeted
+ * query reads twice (select, then collect) stay decoded. One bound for all,
+ * not one an index: a broad query looks Call-IDs up in every segment of the
+ * ring, and 256 an index (with a block of 32 each) kept 5 MiB of heap on a
+ * ring of 16 segments, ten times that on the agent's default budget.
+ */
+const DIALOG_CACHE_MAX = 1024;
+/** Oldest first out; keyed by the index's number * 2^32 + the dialog's. */
+const decodedDialogs = new Map<number, DialogRecord>();
+/** The last block a lookup inflated (a pass over all dialogs inflates its own), with its index's number. */
+let lastBlock: { index: number; n: number; lines: string[] } | null = null;
+let indexNumbers = 0;
 
 /** What the query engine needs of one segment's index, sealed or not. */
 export interface SegmentIndex {
@@ -138,12 +149,12 @@ export class SealedIndex implements SegmentIndex {
   /** Bytes of the FLOW_TABLE section; 0 without one. */
   readonly flowSectionBytes: number;
   private flows: FlowTable | null = null;
-  private blockCache: { n: number; lines: string[] } | null = null;
+  /** Its number in decodedDialogs and lastBlock. */
+  private readonly number = ++indexNumbers;
   private keyTable: Buffer | null = null;
   private dialogOffsets: Buffer | null = null;
   private addressList: string[] | null = null;
   private packetBuf: Buffer | null = null;
-  private readonly dialogCache = new Map<number, DialogRecord>();
 
   private constructor(private readonly fd: number, private readonly path: string, footer: Buffer) {
     this.indexedBytes = footer.readDoubleLE(8);
@@ -209,30 +220,39 @@ export class SealedIndex implements SegmentIndex {
     return (this.keyTable ??= readExactly(this.fd, this.nKeys * KEY_ENTRY_LEN, this.off.keys));
   }
 
-  /** Dialog i; kept decoded (a few) unless `keep` is false, for a pass over all of them. */
-  private dialog(i: number, keep = true): DialogRecord {
-    let d = this.dialogCache.get(i);
-    if (d) return d;
-    if (i >= this.dialogCount) throw new IndexCorruptError(this.path, `dialog ${i} out of range`);
-    const nBlocks = Math.ceil(this.dialogCount / DIALOGS_PER_BLOCK);
-    this.dialogOffsets ??= readExactly(this.fd, 8 + 4 * (nBlocks + 1), this.off.dialogs);
-    const b = Math.floor(i / DIALOGS_PER_BLOCK);
+  /** The lines of dialog block b: DIALOGS_PER_BLOCK JSON records (fewer in the last). */
+  private block(b: number, i: number): string[] {
     try {
-      if (this.blockCache?.n !== b) {
-        const start = this.dialogOffsets.readUInt32LE(8 + 4 * b);
-        const end = this.dialogOffsets.readUInt32LE(12 + 4 * b);
-        const raw = readExactly(this.fd, end - start, this.off.dialogs + start);
-        this.blockCache = { n: b, lines: inflateRawSync(raw).toString('utf8').split('\n') };
-      }
-      d = JSON.parse(this.blockCache.lines[i % DIALOGS_PER_BLOCK]) as DialogRecord;
+      const nBlocks = Math.ceil(this.dialogCount / DIALOGS_PER_BLOCK);
+      this.dialogOffsets ??= readExactly(this.fd, 8 + 4 * (nBlocks + 1), this.off.dialogs);
+      const start = this.dialogOffsets.readUInt32LE(8 + 4 * b);
+      const end = this.dialogOffsets.readUInt32LE(12 + 4 * b);
+      const raw = readExactly(this.fd, end - start, this.off.dialogs + start);
+      return inflateRawSync(raw).toString('utf8').split('\n');
     } catch {
       throw new IndexCorruptError(this.path, `dialog ${i} unreadable`);
     }
-    // Bounded: a query touching every dialog of a big segment (a bare --port 5060) would otherwise hold them all
-    // decoded, hundreds of MiB, for as long as its result is open. Oldest first out.
-    if (!keep) return d;
-    if (this.dialogCache.size >= DIALOG_CACHE_MAX) this.dialogCache.delete(this.dialogCache.keys().next().value as number);
-    this.dialogCache.set(i, d);
+  }
+
+  private parse(i: number, lines: string[]): DialogRecord {
+    try {
+      return JSON.parse(lines[i % DIALOGS_PER_BLOCK]) as DialogRecord;
+    } catch {
+      throw new IndexCorruptError(this.path, `dialog ${i} unreadable`);
+    }
+  }
+
+  /** Dialog i, for a lookup: kept decoded (a few, over all indexes). */
+  private dialog(i: number): DialogRecord {
+    if (i >= this.dialogCount) throw new IndexCorruptError(this.path, `dialog ${i} out of range`);
+    const key = this.number * 2 ** 32 + i;
+    let d = decodedDialogs.get(key);
+    if (d) return d;
+    const b = Math.floor(i / DIALOGS_PER_BLOCK);
+    if (lastBlock?.index !== this.number || lastBlock.n !== b) lastBlock = { index: this.number, n: b, lines: this.block(b, i) };
+    d = this.parse(i, lastBlock.lines);
+    if (decodedDialogs.size >= DIALOG_CACHE_MAX) decodedDialogs.delete(decodedDialogs.keys().next().value as number);
+    decodedDialogs.set(key, d);
     return d;
   }
 
@@ -335,8 +355,11 @@ export class SealedIndex implements SegmentIndex {
   *eachDialog(): Iterable<DialogRecord> {
     // Not kept: a broad query passes over every segment of the ring, all open until its result is closed, and
     // 256 decoded dialogs kept by each made its memory grow with the ring.
-    for (let i = 0; i < this.dialogCount; i++) yield this.dialog(i, false);
-    this.blockCache = null;
+    // Its block is its own: lookups in between (a broad query's, in other segments) do not make it inflate again.
+    for (let b = 0; b * DIALOGS_PER_BLOCK < this.dialogCount; b++) {
+      const lines = this.block(b, b * DIALOGS_PER_BLOCK);
+      for (let i = b * DIALOGS_PER_BLOCK; i < Math.min(this.dialogCount, (b + 1) * DIALOGS_PER_BLOCK); i++) yield this.parse(i, lines);
+    }
   }
 
   packetTable(): Buffer {
@@ -437,6 +460,10 @@ export class SealedIndex implements SegmentIndex {
 
   close(): void {
     closeSync(this.fd);
+    // What it had decoded goes with it.
+    const from = this.number * 2 ** 32;
+    for (const key of decodedDialogs.keys()) if (key >= from && key < from + 2 ** 32) decodedDialogs.delete(key);
+    if (lastBlock?.index === this.number) lastBlock = null;
   }
 }
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { ethernet, ipv4, udp, ETH_IPV4, sipInvite, sipResponse } from '../../test/support/packets';
 import { SegmentIndexer } from './builder';
-import { IndexCorruptError, INDEX_HEADER_LEN } from './format';
+import { IndexCorruptError, INDEX_HEADER_LEN, messageHasNumber } from './format';
 import { SealedIndex, replayJournal } from './reader';
 
 function segment(dir: string, calls: number): string {
@@ -103,6 +103,55 @@ test('a sealed index with more keys than one read window finds every Call-ID, an
     const part = Buffer.from(s.packetEntries(ords));
     const table = s.packetTable();
     ords.forEach((o, k) => assert.deepEqual(part.subarray(k * 28, (k + 1) * 28), table.subarray(o * 28, (o + 1) * 28), `entry ${o}`));
+    s.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the number table is binary-searched a page at a time as a scan of the dialogs finds; chunks and dense entries are the table\'s', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-index-'));
+  try {
+    // 5000 calls, each with a number of its own (P-Asserted-Identity), some sharing their last digits: a number
+    // table of many 4 KiB pages, and 10,000 packets, more than one chunk.
+    const calls = 5000;
+    const path = join(dir, 'seg.pcap');
+    const fd = openSync(path, 'w');
+    const w = new PcapFileWriterSync(fd, { linkType: 1, nanos: true });
+    const pai = (i: number) => `+1666${String((i * 7919) % 100_000).padStart(5, '0')}`;
+    for (let i = 0; i < calls; i++) {
+      for (const [k, msg] of [sipInvite(`c${i}@x`, `P-Asserted-Identity: <sip:${pai(i)}@example.com>\r\n`), sipResponse(200, 'OK', `c${i}@x`)].entries()) {
+        const f = ethernet(ETH_IPV4, ipv4({ src: '192.0.2.1', dst: '192.0.2.2', proto: 17 }, udp(5060, 5060, msg)));
+        w.write({ tsSec: 1_795_000_000 + i, tsNsec: k, origLen: f.length, data: f });
+      }
+    }
+    w.flush();
+    closeSync(fd);
+    const idx = join(dir, 'seg.idx');
+    const ix = new SegmentIndexer(path, idx, { journal: false });
+    ix.catchUp();
+    ix.seal();
+    const s = SealedIndex.open(idx)!;
+    const all = s.allDialogs();
+    for (const digits of ['166600000', pai(1).slice(1), pai(4321).slice(-4), pai(4999).slice(-3), '5551234567', '9', '99999999', '0']) {
+      const want = all.filter((d) => d.msgs.some((m) => messageHasNumber(m, digits))).map((d) => d.c).sort();
+      assert.deepEqual(s.dialogsByNumber(digits).map((d) => d.c).sort(), want, digits);
+    }
+    assert.ok(s.dialogsByNumber(pai(4321).slice(-4)).length > 0);
+    const table = Buffer.from(s.packetTable());
+    s.releasePacketTable();
+    // Copied as they come: a chunk's buffer is the next one's.
+    const chunks: Buffer[] = [];
+    for (const c of s.packetChunks()) chunks.push(Buffer.from(c.entries.subarray(0, c.count * 28)));
+    assert.ok(chunks.length > 1);
+    assert.deepEqual(Buffer.concat(chunks), table);
+    // Dense: read as a span, chunk by chunk; into a buffer given.
+    const ords = Uint32Array.from({ length: 4990 }, (_, k) => 2 * k + 1);
+    const into = Buffer.alloc(ords.length * 28 + 5);
+    const got = s.packetEntries(ords, into);
+    assert.equal(got.buffer, into.buffer);
+    ords.forEach((o, k) => assert.deepEqual(got.subarray(k * 28, (k + 1) * 28), table.subarray(o * 28, (o + 1) * 28), `entry ${o}`));
+    assert.throws(() => s.packetEntries(ords, Buffer.alloc(28)), RangeError);
     s.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });

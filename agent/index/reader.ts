@@ -18,11 +18,40 @@ const PACKET_READS_PER_TABLE = 512;
 /** Entries wanted at most this many apart (28 KiB) are read in one pread, the entries between them with them. */
 const PACKET_READ_GAP = 1024;
 
+/**
+ * Packet entries read at a time by a pass over much of a packet table (224
+ * KiB): into one buffer that the passes share, where reading each segment's
+ * whole table (5 MiB for a 64 MiB segment) as a fresh Buffer left a broad
+ * query's garbage, and so its resident peak, growing with the segments.
+ */
+const PACKET_CHUNK = 8192;
+/** The buffer a pass reads its chunks into: taken by a pass while it runs (one more is made for a pass inside another). */
+let spareChunk: Buffer | null = null;
+
 /** Key entries read around where a hash should be (8 KiB); see SealedIndex.keyWindow. */
 const KEY_WINDOW = 1024;
 
-/** Decoded dialogs a sealed index keeps: the few a targeted query reads twice (select, then collect) stay decoded. */
-const DIALOG_CACHE_MAX = 256;
+/**
+ * Number entries read at a time by the number table's binary search (4 KiB):
+ * a search reads about log2(entries / NUMBER_PAGE) + 2 pages, where reading
+ * the whole table (670 KiB a segment of the 10 GiB ring) and keeping it was
+ * most of a number query's time and memory.
+ */
+const NUMBER_PAGE = Math.floor(4096 / NUMBER_ENTRY_LEN);
+
+/**
+ * Decoded dialogs kept, over all the open sealed indexes: the few a targeted
+ * query reads twice (select, then collect) stay decoded. One bound for all,
+ * not one an index: a broad query looks Call-IDs up in every segment of the
+ * ring, and 256 an index (with a block of 32 each) kept 5 MiB of heap on a
+ * ring of 16 segments, ten times that on the agent's default budget.
+ */
+const DIALOG_CACHE_MAX = 1024;
+/** Oldest first out; keyed by the index's number * 2^32 + the dialog's. */
+const decodedDialogs = new Map<number, DialogRecord>();
+/** The last block a lookup inflated (a pass over all dialogs inflates its own), with its index's number. */
+let lastBlock: { index: number; n: number; lines: string[] } | null = null;
+let indexNumbers = 0;
 
 /** What the query engine needs of one segment's index, sealed or not. */
 export interface SegmentIndex {
@@ -42,12 +71,22 @@ export interface SegmentIndex {
   allDialogs(): DialogRecord[];
   /** The dialogs one by one: what a pass over all of them holds is one (allDialogs holds the segment's). */
   eachDialog(): Iterable<DialogRecord>;
-  /** All packet entries (PACKET_ENTRY_LEN each). */
+  /** All packet entries (PACKET_ENTRY_LEN each), read whole and kept until releasePacketTable(): for tests; a pass over them uses packetChunks. */
   packetTable(): Buffer;
   /** Lets go of the packet table packetTable() read (28 bytes a packet): a pass over a whole ring must not hold every segment's. */
   releasePacketTable(): void;
-  /** The entries of the given packets (ascending ordinals), one after the other; a sealed index reads only those when they are few. */
-  packetEntries(ords: Uint32Array): Buffer;
+  /**
+   * The entries of packets [from, to) as consecutive chunks of at most
+   * PACKET_CHUNK entries (the first at ordinal `first`): each chunk's buffer
+   * is overwritten by the next, so keep nothing of it.
+   */
+  packetChunks(from?: number, to?: number): Iterable<PacketChunk>;
+  /**
+   * The entries of the given packets (ascending ordinals), one after the
+   * other, into `into` when given (at least PACKET_ENTRY_LEN bytes a packet);
+   * a sealed index reads only those when they are few, else their span in chunks.
+   */
+  packetEntries(ords: Uint32Array, into?: Buffer): Buffer;
   /** The segment's non-SIP UDP flows (agent/index/flows.ts); null when the index has none (unsealed, or sealed before flows were). */
   flowTable(): FlowTable | null;
   /** The packet ordinals of flow `i` of flowTable(), ascending. */
@@ -56,8 +95,14 @@ export interface SegmentIndex {
   close(): void;
 }
 
-function readExactly(fd: number, len: number, pos: number): Buffer {
-  const b = Buffer.allocUnsafe(len);
+/** Entries of packets first .. first + count - 1, PACKET_ENTRY_LEN each from the start of `entries`. */
+export interface PacketChunk {
+  entries: Buffer;
+  first: number;
+  count: number;
+}
+
+function readInto(fd: number, b: Buffer, len: number, pos: number): Buffer {
   let got = 0;
   while (got < len) {
     const n = readSync(fd, b, got, len - got, pos + got);
@@ -65,6 +110,24 @@ function readExactly(fd: number, len: number, pos: number): Buffer {
     got += n;
   }
   return b;
+}
+
+function readExactly(fd: number, len: number, pos: number): Buffer {
+  return readInto(fd, Buffer.allocUnsafe(len), len, pos);
+}
+
+/** The buffer `into` for `n` entries, or a new one; checked, since a short one would be written past. */
+function entriesBuffer(n: number, into?: Buffer): Buffer {
+  if (!into) return Buffer.allocUnsafe(n * PACKET_ENTRY_LEN);
+  if (into.length < n * PACKET_ENTRY_LEN) throw new RangeError(`packetEntries: ${into.length} bytes for ${n} entries`);
+  return into.subarray(0, n * PACKET_ENTRY_LEN);
+}
+
+/** Copies the entries of `ords` (ascending) that are in `c` into `out`, from out entry k; the next k. */
+function copyFromChunk(c: PacketChunk, ords: Uint32Array, k: number, out: Buffer): number {
+  const end = c.first + c.count;
+  for (; k < ords.length && ords[k] < end; k++) c.entries.copy(out, k * PACKET_ENTRY_LEN, (ords[k] - c.first) * PACKET_ENTRY_LEN, (ords[k] - c.first + 1) * PACKET_ENTRY_LEN);
+  return k;
 }
 
 /** A sealed index, read lazily with small preads. */
@@ -86,13 +149,12 @@ export class SealedIndex implements SegmentIndex {
   /** Bytes of the FLOW_TABLE section; 0 without one. */
   readonly flowSectionBytes: number;
   private flows: FlowTable | null = null;
-  private blockCache: { n: number; lines: string[] } | null = null;
+  /** Its number in decodedDialogs and lastBlock. */
+  private readonly number = ++indexNumbers;
   private keyTable: Buffer | null = null;
-  private numberTable: Buffer | null = null;
   private dialogOffsets: Buffer | null = null;
   private addressList: string[] | null = null;
   private packetBuf: Buffer | null = null;
-  private readonly dialogCache = new Map<number, DialogRecord>();
 
   private constructor(private readonly fd: number, private readonly path: string, footer: Buffer) {
     this.indexedBytes = footer.readDoubleLE(8);
@@ -158,30 +220,39 @@ export class SealedIndex implements SegmentIndex {
     return (this.keyTable ??= readExactly(this.fd, this.nKeys * KEY_ENTRY_LEN, this.off.keys));
   }
 
-  /** Dialog i; kept decoded (a few) unless `keep` is false, for a pass over all of them. */
-  private dialog(i: number, keep = true): DialogRecord {
-    let d = this.dialogCache.get(i);
-    if (d) return d;
-    if (i >= this.dialogCount) throw new IndexCorruptError(this.path, `dialog ${i} out of range`);
-    const nBlocks = Math.ceil(this.dialogCount / DIALOGS_PER_BLOCK);
-    this.dialogOffsets ??= readExactly(this.fd, 8 + 4 * (nBlocks + 1), this.off.dialogs);
-    const b = Math.floor(i / DIALOGS_PER_BLOCK);
+  /** The lines of dialog block b: DIALOGS_PER_BLOCK JSON records (fewer in the last). */
+  private block(b: number, i: number): string[] {
     try {
-      if (this.blockCache?.n !== b) {
-        const start = this.dialogOffsets.readUInt32LE(8 + 4 * b);
-        const end = this.dialogOffsets.readUInt32LE(12 + 4 * b);
-        const raw = readExactly(this.fd, end - start, this.off.dialogs + start);
-        this.blockCache = { n: b, lines: inflateRawSync(raw).toString('utf8').split('\n') };
-      }
-      d = JSON.parse(this.blockCache.lines[i % DIALOGS_PER_BLOCK]) as DialogRecord;
+      const nBlocks = Math.ceil(this.dialogCount / DIALOGS_PER_BLOCK);
+      this.dialogOffsets ??= readExactly(this.fd, 8 + 4 * (nBlocks + 1), this.off.dialogs);
+      const start = this.dialogOffsets.readUInt32LE(8 + 4 * b);
+      const end = this.dialogOffsets.readUInt32LE(12 + 4 * b);
+      const raw = readExactly(this.fd, end - start, this.off.dialogs + start);
+      return inflateRawSync(raw).toString('utf8').split('\n');
     } catch {
       throw new IndexCorruptError(this.path, `dialog ${i} unreadable`);
     }
-    // Bounded: a query touching every dialog of a big segment (a bare --port 5060) would otherwise hold them all
-    // decoded, hundreds of MiB, for as long as its result is open. Oldest first out.
-    if (!keep) return d;
-    if (this.dialogCache.size >= DIALOG_CACHE_MAX) this.dialogCache.delete(this.dialogCache.keys().next().value as number);
-    this.dialogCache.set(i, d);
+  }
+
+  private parse(i: number, lines: string[]): DialogRecord {
+    try {
+      return JSON.parse(lines[i % DIALOGS_PER_BLOCK]) as DialogRecord;
+    } catch {
+      throw new IndexCorruptError(this.path, `dialog ${i} unreadable`);
+    }
+  }
+
+  /** Dialog i, for a lookup: kept decoded (a few, over all indexes). */
+  private dialog(i: number): DialogRecord {
+    if (i >= this.dialogCount) throw new IndexCorruptError(this.path, `dialog ${i} out of range`);
+    const key = this.number * 2 ** 32 + i;
+    let d = decodedDialogs.get(key);
+    if (d) return d;
+    const b = Math.floor(i / DIALOGS_PER_BLOCK);
+    if (lastBlock?.index !== this.number || lastBlock.n !== b) lastBlock = { index: this.number, n: b, lines: this.block(b, i) };
+    d = this.parse(i, lastBlock.lines);
+    if (decodedDialogs.size >= DIALOG_CACHE_MAX) decodedDialogs.delete(decodedDialogs.keys().next().value as number);
+    decodedDialogs.set(key, d);
     return d;
   }
 
@@ -240,10 +311,24 @@ export class SealedIndex implements SegmentIndex {
   }
 
   dialogsByNumber(digits: string): DialogRecord[] {
-    this.numberTable ??= readExactly(this.fd, this.nNumbers * NUMBER_ENTRY_LEN, this.off.numbers);
-    const t = this.numberTable;
+    // The table read a page at a time, the page holding the entry asked for (pages aligned, so the last steps of
+    // the search and the scan after it stay in one or two).
+    const page = Buffer.allocUnsafe(NUMBER_PAGE * NUMBER_ENTRY_LEN);
+    let pageFirst = -1;
+    let pageCount = 0;
+    const at = (k: number): number => {
+      if (k < pageFirst || k >= pageFirst + pageCount) {
+        pageFirst = k - (k % NUMBER_PAGE);
+        pageCount = Math.min(NUMBER_PAGE, this.nNumbers - pageFirst);
+        readInto(this.fd, page, pageCount * NUMBER_ENTRY_LEN, this.off.numbers + pageFirst * NUMBER_ENTRY_LEN);
+      }
+      return (k - pageFirst) * NUMBER_ENTRY_LEN;
+    };
     const prefix = numberKey(digits).subarray(0, Math.min(digits.length, NUMBER_KEY_LEN));
-    const cmp = (k: number) => Buffer.compare(t.subarray(k * NUMBER_ENTRY_LEN, k * NUMBER_ENTRY_LEN + prefix.length), prefix);
+    const cmp = (k: number) => {
+      const p = at(k);
+      return page.compare(prefix, 0, prefix.length, p, p + prefix.length);
+    };
     let lo = 0;
     let hi = this.nNumbers;
     while (lo < hi) {
@@ -254,7 +339,7 @@ export class SealedIndex implements SegmentIndex {
     const seen = new Set<number>();
     const out: DialogRecord[] = [];
     for (let k = lo; k < this.nNumbers && cmp(k) === 0; k++) {
-      const i = t.readUInt32LE(k * NUMBER_ENTRY_LEN + NUMBER_KEY_LEN);
+      const i = page.readUInt32LE(at(k) + NUMBER_KEY_LEN);
       if (seen.has(i)) continue;
       seen.add(i);
       const d = this.dialog(i);
@@ -270,8 +355,11 @@ export class SealedIndex implements SegmentIndex {
   *eachDialog(): Iterable<DialogRecord> {
     // Not kept: a broad query passes over every segment of the ring, all open until its result is closed, and
     // 256 decoded dialogs kept by each made its memory grow with the ring.
-    for (let i = 0; i < this.dialogCount; i++) yield this.dialog(i, false);
-    this.blockCache = null;
+    // Its block is its own: lookups in between (a broad query's, in other segments) do not make it inflate again.
+    for (let b = 0; b * DIALOGS_PER_BLOCK < this.dialogCount; b++) {
+      const lines = this.block(b, b * DIALOGS_PER_BLOCK);
+      for (let i = b * DIALOGS_PER_BLOCK; i < Math.min(this.dialogCount, (b + 1) * DIALOGS_PER_BLOCK); i++) yield this.parse(i, lines);
+    }
   }
 
   packetTable(): Buffer {
@@ -282,9 +370,31 @@ export class SealedIndex implements SegmentIndex {
     this.packetBuf = null;
   }
 
-  packetEntries(ords: Uint32Array): Buffer {
+  *packetChunks(from = 0, to = this.packetCount): Iterable<PacketChunk> {
+    if (from < 0 || to > this.packetCount || from > to) throw new RangeError(`packetChunks: [${from}, ${to}) of ${this.packetCount} packets`);
+    if (this.packetBuf) {
+      for (let first = from; first < to; first += PACKET_CHUNK) {
+        const count = Math.min(PACKET_CHUNK, to - first);
+        yield { entries: this.packetBuf.subarray(first * PACKET_ENTRY_LEN, (first + count) * PACKET_ENTRY_LEN), first, count };
+      }
+      return;
+    }
+    const buf = spareChunk ?? Buffer.allocUnsafeSlow(PACKET_CHUNK * PACKET_ENTRY_LEN);
+    spareChunk = null;
+    try {
+      for (let first = from; first < to; first += PACKET_CHUNK) {
+        const count = Math.min(PACKET_CHUNK, to - first);
+        readInto(this.fd, buf, count * PACKET_ENTRY_LEN, this.off.packets + first * PACKET_ENTRY_LEN);
+        yield { entries: buf, first, count };
+      }
+    } finally {
+      spareChunk = buf;
+    }
+  }
+
+  packetEntries(ords: Uint32Array, into?: Buffer): Buffer {
     const n = ords.length;
-    const out = Buffer.allocUnsafe(n * PACKET_ENTRY_LEN);
+    const out = entriesBuffer(n, into);
     for (let k = 0; k < n; k++) {
       if (ords[k] >= this.packetCount || (k > 0 && ords[k] <= ords[k - 1])) throw new IndexCorruptError(this.path, `packet ${ords[k]} asked of ${this.packetCount}`);
     }
@@ -299,16 +409,18 @@ export class SealedIndex implements SegmentIndex {
       runEntries += ords[j - 1] + 1 - ords[i];
       i = j;
     }
+    if (n === 0) return out;
     if (this.packetBuf || runEnds.length * PACKET_READS_PER_TABLE + runEntries > this.packetCount) {
-      const t = this.packetTable();
-      for (let k = 0; k < n; k++) t.copy(out, k * PACKET_ENTRY_LEN, ords[k] * PACKET_ENTRY_LEN, (ords[k] + 1) * PACKET_ENTRY_LEN);
+      // Their whole span, a chunk at a time (a table read whole was a fresh 5 MiB a segment).
+      let k = 0;
+      for (const c of this.packetChunks(ords[0], ords[n - 1] + 1)) k = copyFromChunk(c, ords, k, out);
       return out;
     }
     let i = 0;
     for (const j of runEnds) {
       const from = ords[i];
       const run = readExactly(this.fd, (ords[j - 1] + 1 - from) * PACKET_ENTRY_LEN, this.off.packets + from * PACKET_ENTRY_LEN);
-      for (let k = i; k < j; k++) run.copy(out, k * PACKET_ENTRY_LEN, (ords[k] - from) * PACKET_ENTRY_LEN, (ords[k] - from + 1) * PACKET_ENTRY_LEN);
+      copyFromChunk({ entries: run, first: from, count: ords[j - 1] + 1 - from }, ords.subarray(i, j), 0, out.subarray(i * PACKET_ENTRY_LEN));
       i = j;
     }
     return out;
@@ -348,6 +460,10 @@ export class SealedIndex implements SegmentIndex {
 
   close(): void {
     closeSync(this.fd);
+    // What it had decoded goes with it.
+    const from = this.number * 2 ** 32;
+    for (const key of decodedDialogs.keys()) if (key >= from && key < from + 2 ** 32) decodedDialogs.delete(key);
+    if (lastBlock?.index === this.number) lastBlock = null;
   }
 }
 
@@ -403,9 +519,17 @@ export class MemoryIndex implements SegmentIndex {
 
   releasePacketTable(): void {}
 
-  packetEntries(ords: Uint32Array): Buffer {
+  *packetChunks(from = 0, to = this.packetCount): Iterable<PacketChunk> {
+    if (from < 0 || to > this.packetCount || from > to) throw new RangeError(`packetChunks: [${from}, ${to}) of ${this.packetCount} packets`);
+    for (let first = from; first < to; first += PACKET_CHUNK) {
+      const count = Math.min(PACKET_CHUNK, to - first);
+      yield { entries: this.state.packetEntries(first, first + count), first, count };
+    }
+  }
+
+  packetEntries(ords: Uint32Array, into?: Buffer): Buffer {
     const t = this.state.packetEntries();
-    const out = Buffer.allocUnsafe(ords.length * PACKET_ENTRY_LEN);
+    const out = entriesBuffer(ords.length, into);
     ords.forEach((ord, k) => t.copy(out, k * PACKET_ENTRY_LEN, ord * PACKET_ENTRY_LEN, (ord + 1) * PACKET_ENTRY_LEN));
     return out;
   }

@@ -297,15 +297,22 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
   let messagesMatched = 0;
   const byTime = (a: { m: MessageRecord; seg: number }, b: { m: MessageRecord; seg: number }) => cmpTs(a.m.t, b.m.t) || a.seg - b.seg || a.m.p[0] - b.m.p[0];
   // The earliest maxMessages, kept by sorting and cutting whenever twice as many have gathered: memory stays bounded.
+  // Once maxMessages are kept, a message later than all of them cannot be among the earliest and is not pushed: held
+  // until the next cut, a broad query's millions of records outlived the young generation and piled up in the old
+  // one as garbage (100 MiB of heap between full GCs on a 1 GiB ring).
+  let latestKept: { m: MessageRecord; seg: number } | null = null;
   const keepEarliest = () => {
     messages.sort(byTime);
     if (messages.length > maxMessages) messages = messages.slice(0, maxMessages);
+    latestKept = messages.length === maxMessages ? messages[maxMessages - 1] : null;
   };
+  const afterLatestKept = (m: MessageRecord, seg: number) =>
+    latestKept !== null && (cmpTs(m.t, latestKept.m.t) || seg - latestKept.seg || m.p[0] - latestKept.m.p[0]) > 0;
   const wantRtp = q.rtp || q.rtpStats;
   const dialogMedia = new Map<string, DialogMedia>();
   const keep = (m: MessageRecord, si: number) => {
     messagesMatched++;
-    if (maxMessages > 0) {
+    if (maxMessages > 0 && !afterLatestKept(m, si)) {
       messages.push({ m, seg: si });
       if (messages.length >= 2 * maxMessages) keepEarliest();
     }
@@ -413,9 +420,8 @@ function* selectPackets(ringDir: string, q: QuerySpec, opts: QueryOptions, mayWr
         yield;
         continue;
       }
-      const t = ix.packetTable();
-      for (let ord = 0; ord < ix.packetCount; ord++) {
-        const p = ord * PACKET_ENTRY_LEN;
+      for (const { entries: t, first, count } of ix.packetChunks()) for (let ord = first; ord < first + count; ord++) {
+        const p = (ord - first) * PACKET_ENTRY_LEN;
         if (t[p + 25] & PKT_FLAG.SIP) continue;
         const ts: Ts = [t.readUInt32LE(p + 4), t.readUInt32LE(p + 8)];
         const src = t.readUInt32LE(p + 12);

@@ -130,25 +130,53 @@ export class PacketMarks {
  * by rotation meanwhile counts at the most a record can hold, so
  * `--max-bytes` stays a bound.
  */
-function bigCapLens(cols: RefColumns, n: number, s: OpenedSegment): void {
-  let fd: number | null | undefined;
-  try {
-    for (let i = 0; i < n; i++) {
-      if (cols.capLen[i] !== 0) continue;
-      if (fd === undefined) {
-        try {
-          fd = openSync(s.segment.path, 'r');
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-          fd = null;
-        }
+class BigCapLens {
+  private fd: number | null | undefined;
+
+  constructor(private readonly s: OpenedSegment) {}
+
+  /** The captured length of the record at `offset`, whose entry says 0. */
+  of(offset: number): number {
+    const s = this.s;
+    if (this.fd === undefined) {
+      try {
+        this.fd = openSync(s.segment.path, 'r');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        this.fd = null;
       }
-      const rec = fd === null ? null : readPcapRecordHeaderAt(fd, cols.offset[i], s.header, s.segment.path);
-      // A deleted segment's header may never have been read (it is read when first needed): the largest snap length then.
-      cols.capLen[i] = rec !== null ? rec.capLen : fd !== null ? pcapCapLenLimit(s.header) : PCAP_DEFAULT_SNAPLEN;
+    }
+    const rec = this.fd === null ? null : readPcapRecordHeaderAt(this.fd, offset, s.header, s.segment.path);
+    // A deleted segment's header may never have been read (it is read when first needed): the largest snap length then.
+    return rec !== null ? rec.capLen : this.fd !== null ? pcapCapLenLimit(s.header) : PCAP_DEFAULT_SNAPLEN;
+  }
+
+  close(): void {
+    if (typeof this.fd === 'number') closeSync(this.fd);
+  }
+}
+
+/** Marked packets' entries read at a time (into one buffer) by the passes over a segment's marks. */
+const ENTRIES_AT_ONCE = 8192;
+let entriesScratch: Buffer | null = null;
+
+/**
+ * The entries of segment si's marked packets, a slice of ENTRIES_AT_ONCE at
+ * a time, into a buffer that is overwritten by the next slice: a broad
+ * query marks most of a segment, and one Buffer of them all per segment was
+ * garbage that grew with the ring.
+ */
+function* markedEntries(segments: OpenedSegment[], ords: Uint32Array, si: number): Generator<{ ords: Uint32Array; entries: Buffer }> {
+  const ix = segments[si].index;
+  const into = entriesScratch ?? Buffer.allocUnsafeSlow(ENTRIES_AT_ONCE * PACKET_ENTRY_LEN);
+  entriesScratch = null;
+  try {
+    for (let from = 0; from < ords.length; from += ENTRIES_AT_ONCE) {
+      const part = ords.subarray(from, Math.min(ords.length, from + ENTRIES_AT_ONCE));
+      yield { ords: part, entries: ix.packetEntries(part, into) };
     }
   } finally {
-    if (typeof fd === 'number') closeSync(fd);
+    entriesScratch = into;
   }
 }
 
@@ -170,27 +198,83 @@ export function fillRefs(c: RefColumns, k: number, si: number, ords: Uint32Array
  * A segment's marked packets in time order, capture order breaking ties (a
  * segment of one interface is in order already and is kept as it is).
  */
-function segmentRefs(segments: OpenedSegment[], marks: PacketMarks, si: number): RefColumns {
-  const ix = segments[si].index;
+function segmentRefs(segments: OpenedSegment[], marks: PacketMarks, si: number, pool?: ColumnPool): RefColumns {
   const ords = marks.ordinals(si);
   const n = ords.length;
-  const t = ix.packetEntries(ords);
-  ix.releasePacketTable();
-  const c = refColumns(n);
-  fillRefs(c, 0, si, ords, t);
-  bigCapLens(c, n, segments[si]);
-  return timeOrdered(c, n);
+  const c = pool ? pool.take(n) : refColumns(n);
+  let k = 0;
+  for (const part of markedEntries(segments, ords, si)) k = fillRefs(c, k, si, part.ords, part.entries);
+  const big = new BigCapLens(segments[si]);
+  try {
+    for (let i = 0; i < n; i++) if (c.capLen[i] === 0) c.capLen[i] = big.of(c.offset[i]);
+  } finally {
+    big.close();
+  }
+  if (!pool) return timeOrdered(c, n);
+  const ordered = timeOrdered(c, n, (k) => pool.take(k));
+  if (ordered !== c) pool.give(c);
+  return ordered;
 }
 
-/** The columns in time order; the fill order (capture order, within a segment) breaks ties. Returned as they are when in order. */
-export function timeOrdered(c: RefColumns, n: number): RefColumns {
+/**
+ * Columns the merge is done with, for the next segments to be read into:
+ * 24 bytes a marked packet, made afresh per segment they were garbage that
+ * grew with the ring. A set taken may be longer than asked for.
+ */
+class ColumnPool {
+  private readonly free: RefColumns[] = [];
+
+  take(n: number): RefColumns {
+    const i = this.free.findIndex((c) => c.seg.length >= n);
+    return i >= 0 ? this.free.splice(i, 1)[0] : refColumns(n);
+  }
+
+  give(c: RefColumns): void {
+    // A few: as many as segments overlap in time, usually two.
+    if (this.free.length < 4) this.free.push(c);
+  }
+}
+
+/**
+ * Segment si's span of marked packets in time and their PCAP bytes, read
+ * through the entries without listing them (what segmentRefs' first and last
+ * and the sum of its lengths give).
+ */
+function segmentSpan(segments: OpenedSegment[], marks: PacketMarks, si: number): { span: SegmentSpan; bytes: number } {
+  const span: SegmentSpan = { si, minSec: Infinity, minNsec: Infinity, maxSec: -Infinity, maxNsec: -Infinity };
+  let bytes = 0;
+  const big = new BigCapLens(segments[si]);
+  try {
+    for (const { ords, entries: t } of markedEntries(segments, marks.ordinals(si), si)) {
+      for (let k = 0; k < ords.length; k++) {
+        const p = k * PACKET_ENTRY_LEN;
+        const sec = t.readUInt32LE(p + 4);
+        const nsec = t.readUInt32LE(p + 8);
+        if (sec < span.minSec || (sec === span.minSec && nsec < span.minNsec)) [span.minSec, span.minNsec] = [sec, nsec];
+        if (sec > span.maxSec || (sec === span.maxSec && nsec > span.maxNsec)) [span.maxSec, span.maxNsec] = [sec, nsec];
+        const capLen = t.readUInt16LE(p + 26);
+        bytes += 16 + (capLen !== 0 ? capLen : big.of(t.readUInt32LE(p)));
+      }
+    }
+  } finally {
+    big.close();
+  }
+  return { span, bytes };
+}
+
+/**
+ * The first n of the columns in time order; the fill order (capture order,
+ * within a segment) breaks ties. Returned as they are when in order, else
+ * in columns from `alloc`.
+ */
+export function timeOrdered(c: RefColumns, n: number, alloc: (n: number) => RefColumns = refColumns): RefColumns {
   let sorted = true;
   for (let i = 1; i < n && sorted; i++) sorted = c.sec[i - 1] < c.sec[i] || (c.sec[i - 1] === c.sec[i] && c.nsec[i - 1] <= c.nsec[i]);
   if (sorted) return c;
   const order = new Uint32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
   order.sort((a, b) => c.sec[a] - c.sec[b] || c.nsec[a] - c.nsec[b] || a - b);
-  const out = refColumns(n);
+  const out = alloc(n);
   for (let i = 0; i < n; i++) {
     const j = order[i];
     out.seg[i] = c.seg[j];
@@ -241,6 +325,7 @@ export function* orderedRefs(segments: OpenedSegment[], spans: SegmentSpan[], ma
   const tsLe = (aSec: number, aNsec: number, bSec: number, bNsec: number) => aSec < bSec || (aSec === bSec && aNsec <= bNsec);
   const out = refColumns(BATCH);
   let filled = 0;
+  const pool = new ColumnPool();
   for (;;) {
     // The head that comes first: earliest time, then lowest segment number (ordinals ascend within a segment).
     let best = -1;
@@ -260,8 +345,8 @@ export function* orderedRefs(segments: OpenedSegment[], spans: SegmentSpan[], ma
       const sp = spans[next];
       const head = best < 0 ? null : active[best];
       if (!head || tsLe(sp.minSec, sp.minNsec, head.c.sec[head.i], head.c.nsec[head.i])) {
-        const c = segmentRefs(segments, marks, sp.si);
-        active.push({ c, i: 0, n: c.seg.length, span: sp });
+        const c = segmentRefs(segments, marks, sp.si, pool);
+        active.push({ c, i: 0, n: marks.counts[sp.si], span: sp });
         next++;
         continue;
       }
@@ -276,7 +361,9 @@ export function* orderedRefs(segments: OpenedSegment[], spans: SegmentSpan[], ma
         filled = 0;
       }
       for (let i = h.i; i < h.n; i += BATCH) yield new PacketRefs(sliceColumns(h.c, i, Math.min(h.n, i + BATCH)), Math.min(h.n, i + BATCH) - i);
+      // Its last batch is used: the caller asked for the next.
       active.length = 0;
+      pool.give(h.c);
       continue;
     }
     const i = h.i;
@@ -287,7 +374,7 @@ export function* orderedRefs(segments: OpenedSegment[], spans: SegmentSpan[], ma
     out.nsec[filled] = h.c.nsec[i];
     out.capLen[filled] = h.c.capLen[i];
     filled++;
-    if (++h.i === h.n) active.splice(best, 1);
+    if (++h.i === h.n) pool.give(active.splice(best, 1)[0].c);
     if (filled === BATCH) {
       yield new PacketRefs(out, filled);
       filled = 0;
@@ -307,12 +394,9 @@ export function* planResult(segments: OpenedSegment[], marks: PacketMarks, maxPa
   let bytes = 0;
   const linkTypes = new Set<number>();
   for (const si of marks.marked()) {
-    const c = segmentRefs(segments, marks, si);
-    const n = c.seg.length;
-    // In time order: the first and the last are the span.
-    const [minSec, minNsec, maxSec, maxNsec] = [c.sec[0], c.nsec[0], c.sec[n - 1], c.nsec[n - 1]];
-    for (let k = 0; k < n; k++) bytes += 16 + c.capLen[k];
-    spans.push({ si, minSec, minNsec, maxSec, maxNsec });
+    const s = segmentSpan(segments, marks, si);
+    bytes += s.bytes;
+    spans.push(s.span);
     linkTypes.add(segments[si].header.linkType);
     yield;
   }
@@ -383,7 +467,7 @@ export function collectRefs(segments: OpenedSegment[], plan: ResultPlan): Packet
  * The records of `refs`, in their order; a run of refs from one segment is
  * read with coalesced preads. The caller closes the descriptors left in `fds`.
  */
-export function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>, views = false): Generator<{ rec: PacketRecord; linkType: number; ref: number }> {
+export function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>, views = false, scratch?: { window: Buffer }): Generator<{ rec: PacketRecord; linkType: number; ref: number }> {
   let i = 0;
   while (i < refs.length) {
     const si = refs.seg(i);
@@ -405,7 +489,7 @@ export function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds:
     const header = segments[si].header;
     // A record cut off at the end of its segment is skipped by the reader: match by offset, not by count.
     let k = i;
-    for (const rec of readPcapRecordsAt(fd, offsets, header, undefined, views)) {
+    for (const rec of readPcapRecordsAt(fd, offsets, header, undefined, views, scratch)) {
       while (k < j && refs.offset(k) !== rec.fileOffset) k++;
       yield { rec, linkType: header.linkType, ref: k };
     }
@@ -440,10 +524,12 @@ export async function writePlannedPcap(segments: OpenedSegment[], plan: ResultPl
   const fds = new Map<number, number>();
   let packets = 0;
   let bytes = 0;
+  // One read window (up to 1 MiB) for the whole result, where each run of a segment's records made its own.
+  const scratch = { window: Buffer.alloc(0) };
   try {
     for (const batch of plannedRefs(segments, plan)) {
       // Views of the read window: each record is copied into the writer's batch before the next is read.
-      for (const { rec, linkType } of resultRecords(batch, segments, fds, true)) {
+      for (const { rec, linkType } of resultRecords(batch, segments, fds, true, scratch)) {
         if (!write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, linkType)) await w.waitDrain();
         packets++;
         bytes += rec.capLen;

@@ -424,8 +424,8 @@ async function measureBroad(segments: string[], expectedPackets: number): Promis
   progress(`broad: --port ${BROAD_PORT} over the whole ring, as the agent runs it, in a child process`);
   const c = await runPolled(process.execPath, ['--expose-gc', __filename, '--broad-child', RING_DIR, out]);
   const r = JSON.parse(c.stdout.trim().split('\n').pop()!) as { baselineKB: number; afterSelectKB: number; hwmKB: number; selectMs: number; ms: number; packets: number; bytes: number; dialogs: number };
-  // The result is as big as the ring's SIP: counted, then deleted.
-  rmSync(out, { force: true });
+  // The result is as big as the ring's SIP: counted, then deleted, unless BENCH_BROAD_KEEP=1 (to compare two builds' bytes).
+  if (process.env.BENCH_BROAD_KEEP !== '1') rmSync(out, { force: true });
   const growthMB = (r.hwmKB - r.baselineKB) / 1024;
   progress(`broad: ${r.packets} packets in ${(r.ms / 1000).toFixed(1)} s (selection ${(r.selectMs / 1000).toFixed(1)} s), resident ${(r.baselineKB / 1024).toFixed(0)} MiB before, peak ${(r.hwmKB / 1024).toFixed(0)} MiB: growth ${growthMB.toFixed(0)} MiB`);
   // tshark per segment, as the other cases run it: time and peak memory over the first few segments.

@@ -307,6 +307,8 @@ const RUN_TAIL = 2048;
  * copy (the read window is reused), unless `views`: then it is a view of the
  * window, valid only until the next record is asked for (for a caller that
  * copies it at once: a copy per record is garbage as big as the result).
+ * `scratch` carries the window from one call to the next (a caller making
+ * many calls would otherwise leave a window of up to 1 MiB each as garbage).
  */
 export function* readPcapRecordsAt(
   fd: number,
@@ -314,8 +316,9 @@ export function* readPcapRecordsAt(
   header: PcapHeader,
   name?: string,
   views = false,
+  scratch?: { window: Buffer },
 ): Generator<PacketRecord> {
-  let window: Buffer = EMPTY;
+  let window: Buffer = scratch?.window ?? EMPTY;
   let i = 0;
   while (i < offsets.length) {
     const start = offsets[i];
@@ -335,7 +338,10 @@ export function* readPcapRecordsAt(
       continue;
     }
     const want = Math.min(RUN_MAX_BYTES, offsets[j] + PCAP_RECORD_HEADER_LEN + RUN_TAIL - start);
-    if (window.length < want) window = Buffer.allocUnsafeSlow(Math.max(want, Math.min(RUN_MAX_BYTES, window.length * 2)));
+    if (window.length < want) {
+      window = Buffer.allocUnsafeSlow(Math.max(want, Math.min(RUN_MAX_BYTES, window.length * 2)));
+      if (scratch) scratch.window = window;
+    }
     const got = preadFull(fd, window, want, start);
     for (let k = i; k <= j; k++) {
       const off = offsets[k];

@@ -1,4 +1,5 @@
 import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN } from './format';
+import type { FlowTableBuilder } from './flows';
 
 /**
  * The index of one segment held in memory: what the indexer has built so far
@@ -17,6 +18,11 @@ export class IndexState {
   firstNsec = 0;
   lastSec = 0;
   lastNsec = 0;
+  /**
+   * The segment's non-SIP UDP flows (agent/index/flows.ts) as far as they are known: null when
+   * the journal replayed carried none (written before flows were journaled) or they were abandoned.
+   */
+  flows: FlowTableBuilder | null = null;
 
   addressId(addr: string): number {
     let id = this.addressIds.get(addr);

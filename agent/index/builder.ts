@@ -32,6 +32,8 @@ export interface IndexerOptions {
   onMessage?: (m: MessageRecord, ix: SegmentIndexer, bytes: Buffer) => void;
   /** Told of every UDP packet that is RTCP (HEP out's --hep-out-rtcp); the payload is a view valid only during the call. */
   onRtcp?: (d: DecodedPacket, tsSec: number, tsNsec: number) => void;
+  /** Flows a segment keeps at most before its RTP is left to the scan (agent/index/flows.ts; default MAX_FLOWS). */
+  maxFlows?: number;
 }
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -149,7 +151,7 @@ export class SegmentIndexer {
     }
     this.viaHep = isHepSegment(segmentPath);
     this.sealFlows = !resume;
-    if (!resume) this.state.flows = new FlowTableBuilder();
+    if (!resume) this.state.flows = new FlowTableBuilder(opts.maxFlows);
     else if (this.state.flows) {
       // The journal's flows end at its last flow record: the packets replayed after it join them from their entries
       // (their payloads are not at hand: kind OTHER, which the selection does not read).

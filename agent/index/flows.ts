@@ -139,6 +139,8 @@ export class FlowTableBuilder {
   /** Every flow packet with an ordinal below this is in the table (a replayed journal's last flow record). */
   through = 0;
 
+  constructor(private readonly maxFlows = MAX_FLOWS) {}
+
   add(ord: number, src: number, sport: number, dst: number, dport: number, kind: number, ssrc: number, sec: number, nsec: number): void {
     if (this.abandoned) {
       this.dropped++;
@@ -164,7 +166,7 @@ export class FlowTableBuilder {
       for (const x of list) if (x.kind === kind && x.ssrc === 0) f = x;
     }
     if (!f) {
-      if (this.flows.length >= MAX_FLOWS) {
+      if (this.flows.length >= this.maxFlows) {
         this.abandon();
         this.dropped++;
         return;

@@ -100,7 +100,8 @@ export class SegmentIndexer {
   private idxPos = 0;
   private header: PcapHeader | null = null;
   private headerBytes: Buffer | null = null;
-  private readBuf = Buffer.allocUnsafe(READ_CHUNK);
+  // Grown to the rounds' size (at most READ_CHUNK but for a bigger record): a query completing a live segment reads a small tail.
+  private readBuf = Buffer.alloc(0);
   /** The segment bytes being indexed (while catchUp() scans them) and their file offset. */
   private scan: { buf: Buffer; base: number } | null = null;
   private flushedPackets = 0;

@@ -85,7 +85,7 @@ export function addFlowOverflow(to: FlowOverflow, b: FlowTableBuilder | null): v
 }
 
 const FLOW_DEF_LEN = 20;
-const FLOW_CHANGE_HEAD = 28;
+const FLOW_CHANGE_HEAD = 32;
 const FLOW_RECORD_HEAD = 16;
 const ABANDONED = 0xffffffff;
 
@@ -239,7 +239,7 @@ export class FlowTableBuilder {
    *
    *   u32 through | u32 first new flow | u32 new flows (ABANDONED: no flows from here) | u32 changed flows
    *   new flow  : u32 src  u32 dst  u16 sport  u16 dport  u32 SSRC  u8 kind  3 reserved
-   *   changed   : u32 flow  u32 packets added  u32 first sec, nsec  u32 last sec, nsec  u32 bytes | its list's new bytes
+   *   changed   : u32 flow  u32 packets added  u32 first sec, nsec  u32 last sec, nsec  u32 last ordinal  u32 bytes | its list's new bytes
    */
   journal(through: number, force = false): Buffer | null {
     if (this.abandoned) {
@@ -279,7 +279,8 @@ export class FlowTableBuilder {
       b.writeUInt32LE(f.firstNsec, at + 12);
       b.writeUInt32LE(f.lastSec, at + 16);
       b.writeUInt32LE(f.lastNsec, at + 20);
-      b.writeUInt32LE(f.len - f.journaledLen, at + 24);
+      b.writeUInt32LE(f.lastOrd, at + 24);
+      b.writeUInt32LE(f.len - f.journaledLen, at + 28);
       b.set(f.list.subarray(f.journaledLen, f.len), at + FLOW_CHANGE_HEAD);
       at += FLOW_CHANGE_HEAD + f.len - f.journaledLen;
       f.journaledLen = f.len;
@@ -331,7 +332,8 @@ export class FlowTableBuilder {
       if (at + FLOW_CHANGE_HEAD > body.length) throw bad('changes cut');
       const f = this.flows[body.readUInt32LE(at)];
       const added = body.readUInt32LE(at + 4);
-      const bytes = body.readUInt32LE(at + 24);
+      const lastOrd = body.readUInt32LE(at + 24);
+      const bytes = body.readUInt32LE(at + 28);
       if (!f || at + FLOW_CHANGE_HEAD + bytes > body.length || added > bytes || bytes > 5 * added) throw bad(`change ${k} does not fit`);
       f.firstSec = body.readUInt32LE(at + 8);
       f.firstNsec = body.readUInt32LE(at + 12);
@@ -342,23 +344,10 @@ export class FlowTableBuilder {
         bigger.set(f.list.subarray(0, f.len));
         f.list = bigger;
       }
-      // The new deltas go on from the flow's last ordinal: summed here, for the packets a resumed indexer adds.
+      // The list's bytes are checked when it is decoded (decodeOrdinals): replay copies them, not a step a packet.
+      if (lastOrd >= through || lastOrd < f.lastOrd) throw bad(`change ${k}: last ordinal ${lastOrd}`);
+      f.lastOrd = lastOrd;
       const from = at + FLOW_CHANGE_HEAD;
-      let q = from;
-      for (let n = 0; n < added; n++) {
-        let v = 0;
-        let mul = 1;
-        for (;;) {
-          if (q >= from + bytes || mul > 0x10000000) throw bad(`change ${k}: list cut`);
-          const c = body[q++];
-          v += (c & 0x7f) * mul;
-          if (c < 0x80) break;
-          mul *= 128;
-        }
-        if (v === 0 && f.count + n > 0) throw bad(`change ${k}: an ordinal twice`);
-        f.lastOrd += v;
-      }
-      if (q !== from + bytes || (added > 0 && f.lastOrd >= through)) throw bad(`change ${k}: list does not fit`);
       f.list.set(body.subarray(from, from + bytes), f.len);
       f.len += bytes;
       f.count += added;

@@ -453,6 +453,10 @@ export function replayJournal(path: string): { state: IndexState; segmentHeader:
   let pendingPackets: Buffer[] = [];
   let pendingAddresses: string[] = [];
   let pendingFlows: Buffer[] = [];
+  // The packet table in one piece, not grown as its batches come: a live segment's journal holds thousands of them.
+  let entries = 0;
+  for (let p = pos; p + RECORD_PREFIX_LEN <= buf.length && buf.readUInt32LE(p) >= 1; p += 4 + buf.readUInt32LE(p)) if (buf[p + 4] === REC.PACKETS && p + 4 + buf.readUInt32LE(p) <= buf.length) entries += buf.readUInt32LE(p) - 1;
+  state.reserve(Math.floor(entries / PACKET_ENTRY_LEN));
   while (pos + RECORD_PREFIX_LEN <= buf.length) {
     const len = buf.readUInt32LE(pos);
     if (len < 1 || len > MAX_RECORD_LEN) throw new IndexCorruptError(path, `record length ${len} at ${pos}`);

@@ -113,6 +113,16 @@ interface FlowBuild {
   dirty: boolean;
 }
 
+/** A flow's 5-tuple, SSRC and kind: the first 17 bytes of its sealed entry and of its journal definition alike. */
+function writeFlowKey(out: Buffer, at: number, f: FlowBuild): void {
+  out.writeUInt32LE(f.src, at);
+  out.writeUInt32LE(f.dst, at + 4);
+  out.writeUInt16LE(f.sport, at + 8);
+  out.writeUInt16LE(f.dport, at + 10);
+  out.writeUInt32LE(f.ssrc >>> 0, at + 12);
+  out[at + 16] = f.kind;
+}
+
 /**
  * Gathers a segment's flows while it is indexed: encode() gives the sealed
  * section's body; journal() the live journal's record of what changed since
@@ -263,13 +273,7 @@ export class FlowTableBuilder {
     b.writeUInt32LE(this.dirtyFlows.length, 12);
     let at = FLOW_RECORD_HEAD;
     for (let i = this.journaledFlows; i < this.flows.length; i++) {
-      const f = this.flows[i];
-      b.writeUInt32LE(f.src, at);
-      b.writeUInt32LE(f.dst, at + 4);
-      b.writeUInt16LE(f.sport, at + 8);
-      b.writeUInt16LE(f.dport, at + 10);
-      b.writeUInt32LE(f.ssrc >>> 0, at + 12);
-      b[at + 16] = f.kind;
+      writeFlowKey(b, at, this.flows[i]);
       at += FLOW_DEF_LEN;
     }
     for (const f of this.dirtyFlows) {
@@ -379,12 +383,7 @@ export class FlowTableBuilder {
   }
 
   private writeEntry(out: Buffer, e: number, f: FlowBuild, listAt: number): void {
-    out.writeUInt32LE(f.src, e);
-    out.writeUInt32LE(f.dst, e + 4);
-    out.writeUInt16LE(f.sport, e + 8);
-    out.writeUInt16LE(f.dport, e + 10);
-    out.writeUInt32LE(f.ssrc >>> 0, e + 12);
-    out[e + 16] = f.kind;
+    writeFlowKey(out, e, f);
     out.writeUInt32LE(f.count, e + 20);
     out.writeUInt32LE(f.firstSec, e + 24);
     out.writeUInt32LE(f.firstNsec, e + 28);

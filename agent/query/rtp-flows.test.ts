@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, writeSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writePcap } from '../../test/support/packets';
-import { T0, rtpCallMix } from '../../test/support/rtp-calls';
+import { T0, clearFlowsFlag, rtpCallMix } from '../../test/support/rtp-calls';
 import { importCaptures } from '../index/import';
 import { SealedIndex } from '../index/reader';
-import { FOOTER_FLAG, FOOTER_LEN, NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG } from '../index/format';
+import { NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG } from '../index/format';
 import { FLOW_KIND } from '../index/flows';
 import { buildQuerySpec } from '../../shared/query/query';
 import { closeResult, runQuery } from './engine';
@@ -21,19 +21,6 @@ import { closedWithRefs } from '../../test/support/query';
  * gets the same figures with its flows as by the scan of an index without
  * them (an index sealed before flows existed: its footer flag cleared).
  */
-
-function clearFlowsFlag(idx: string): void {
-  const fd = openSync(idx, 'r+');
-  try {
-    const at = fstatSync(fd).size - FOOTER_LEN + 100;
-    const b = Buffer.alloc(4);
-    readSync(fd, b, 0, 4, at);
-    b.writeUInt32LE(b.readUInt32LE(0) & ~FOOTER_FLAG.FLOWS, 0);
-    writeSync(fd, b, 0, 4, at);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 test('--rtp and --rtp-stats read through the flows select what the scan of an index without flows does', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tf-rtp-flows-'));

@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { prng, writePcap } from '../../test/support/packets';
-import { M, T0, frame, rtp, rtpCallMix, type Pkt } from '../../test/support/rtp-calls';
+import { M, T0, clearFlowsFlag, frame, rtp, rtpCallMix, withoutFlowRecords, type Pkt } from '../../test/support/rtp-calls';
 import { SegmentIndexer } from '../index/builder';
 import { openSegment } from '../index/open';
-import { FOOTER_FLAG, FOOTER_LEN, INDEX_HEADER_LEN, NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG, REC } from '../index/format';
+import { FOOTER_FLAG, FOOTER_LEN, NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG } from '../index/format';
 import { FLOW_JOURNAL_PACKETS, MAX_SSRC_FLOWS } from '../index/flows';
 import { indexPathFor, listSegments, segmentBaseName } from '../ring/layout';
 import { buildQuerySpec } from '../../shared/query/query';
@@ -39,30 +39,6 @@ function hostileMix(seed: number): { pkts: Pkt[]; calls: string[] } {
   }
   pkts.sort((a, b) => a.t - b.t);
   return { pkts, calls };
-}
-
-/** A journal with its flow records left out: what an agent before them wrote (its live segment is scanned). */
-function withoutFlowRecords(journal: Buffer): Buffer {
-  const parts = [journal.subarray(0, INDEX_HEADER_LEN)];
-  for (let pos = INDEX_HEADER_LEN; pos + 5 <= journal.length; ) {
-    const len = journal.readUInt32LE(pos);
-    if (journal[pos + 4] !== REC.FLOWS) parts.push(journal.subarray(pos, pos + 4 + len));
-    pos += 4 + len;
-  }
-  return Buffer.concat(parts);
-}
-
-function clearFlowsFlag(idx: string): void {
-  const fd = openSync(idx, 'r+');
-  try {
-    const at = fstatSync(fd).size - FOOTER_LEN + 100;
-    const b = Buffer.alloc(4);
-    readSync(fd, b, 0, 4, at);
-    b.writeUInt32LE(b.readUInt32LE(0) & ~FOOTER_FLAG.FLOWS, 0);
-    writeSync(fd, b, 0, 4, at);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 interface LiveRing {

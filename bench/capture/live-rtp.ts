@@ -2,7 +2,6 @@ import { closeSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, writeFi
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SegmentIndexer } from '../../agent/index/builder';
-import { INDEX_HEADER_LEN, REC } from '../../agent/index/format';
 import { indexPathFor, segmentBaseName } from '../../agent/ring/layout';
 import { closeResult, resultRefs, runQuery } from '../../agent/query/engine';
 import { buildQuerySpec } from '../../shared/query/query';
@@ -10,6 +9,7 @@ import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { rtpCall, rtpCallFrames } from '../common/rtpgen';
 import { median, nowMs, progress, round } from '../common/report';
 import { mixCallsOptions } from './replay';
+import { withoutFlowRecords } from '../../test/support/rtp-calls';
 
 /*
  * One call's `--rtp` on a ring whose segment is still being written (the
@@ -31,16 +31,6 @@ const OUT = resolve(process.env.BENCH_OUT ?? 'bench-output/live-rtp');
 /** Bytes written between two rounds of the live indexer (a 50 ms round at 80 Mbit/s). */
 const ROUND_BYTES = 512 * 1024;
 const T0 = 1_796_000_000;
-
-function withoutFlowRecords(journal: Buffer): Buffer {
-  const parts = [journal.subarray(0, INDEX_HEADER_LEN)];
-  for (let pos = INDEX_HEADER_LEN; pos + 5 <= journal.length; ) {
-    const len = journal.readUInt32LE(pos);
-    if (journal[pos + 4] !== REC.FLOWS) parts.push(journal.subarray(pos, pos + 4 + len));
-    pos += 4 + len;
-  }
-  return Buffer.concat(parts);
-}
 
 function main(): void {
   const load0 = loadavg();

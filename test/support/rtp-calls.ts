@@ -1,3 +1,5 @@
+import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { FOOTER_FLAG, FOOTER_LEN, INDEX_HEADER_LEN, REC } from '../../agent/index/format';
 import { ethernet, ipv4, prng, udp, ETH_IPV4 } from './packets';
 
 /*
@@ -85,3 +87,28 @@ export function rtpCallMix(seed: number): { pkts: Pkt[]; calls: string[] } {
   return { pkts, calls };
 }
 
+
+/** Clears a sealed index's FLOWS footer flag: it then reads as one sealed before flows were (scanned). */
+export function clearFlowsFlag(idx: string): void {
+  const fd = openSync(idx, 'r+');
+  try {
+    const at = fstatSync(fd).size - FOOTER_LEN + 100;
+    const b = Buffer.alloc(4);
+    readSync(fd, b, 0, 4, at);
+    b.writeUInt32LE(b.readUInt32LE(0) & ~FOOTER_FLAG.FLOWS, 0);
+    writeSync(fd, b, 0, 4, at);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A journal with its flow records left out: what an agent before them wrote (its live segment is scanned). */
+export function withoutFlowRecords(journal: Buffer): Buffer {
+  const parts = [journal.subarray(0, INDEX_HEADER_LEN)];
+  for (let pos = INDEX_HEADER_LEN; pos + 5 <= journal.length; ) {
+    const len = journal.readUInt32LE(pos);
+    if (journal[pos + 4] !== REC.FLOWS) parts.push(journal.subarray(pos, pos + 4 + len));
+    pos += 4 + len;
+  }
+  return Buffer.concat(parts);
+}

@@ -5,6 +5,7 @@ import { CaptureEngine, CaptureEngineOptions } from '../capture/capture';
 import { repairRing } from '../index/live';
 import type { IndexerCommand, IndexerReport, IndexerWorkerData } from '../index/live-worker';
 import type { FollowBatch } from '../index/follow-match';
+import type { FlowOverflow } from '../index/flows';
 import type { TraceQuery } from '../../shared/query/query';
 import { lockRing } from '../ring/lock';
 import { emptySipCounts, type SipCounts } from '../index/sip-counts';
@@ -35,6 +36,8 @@ export interface IndexerHandle {
   lag: IndexLag;
   /** HEP out's counters, when --hep-out is on. */
   hepOut: HepOutCounters | null;
+  /** What the live RTP flows could not keep (agent/index/flows.ts). */
+  flows: FlowOverflow;
 }
 
 /** The live follows, matched in the indexer's thread as it reads packets (agent/index/follow-match.ts). */
@@ -68,7 +71,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     release();
     throw e;
   }
-  const indexer: IndexerHandle = { errors: 0, lastError: null, sip: emptySipCounts(), lag: new IndexLag(), hepOut: null };
+  const indexer: IndexerHandle = { errors: 0, lastError: null, sip: emptySipCounts(), lag: new IndexLag(), hepOut: null, flows: { abandoned: 0, dropped: 0, folded: 0 } };
   const data: IndexerWorkerData = { ringDir: opts.ringDir, correlationHeader: opts.correlationHeader, nice: opts.indexerNice ?? 10, followNice: opts.indexerFollowNice ?? 0, stats: opts.stats, hepOut: opts.hepOut };
   const worker = new Worker(join(__dirname, '..', 'index', 'live-worker.js'), { workerData: data });
   const followers = new Map<string, (b: FollowBatch) => void>();
@@ -93,6 +96,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         indexer.lastError = m.lastError;
         indexer.sip = m.sip;
         indexer.hepOut = m.hepOut;
+        if (m.flows.abandoned > indexer.flows.abandoned) log.warn({ segments: m.flows.abandoned }, 'too many RTP flows in a segment (a flood?): its RTP is scanned at query time');
+        indexer.flows = m.flows;
         indexer.lag.indexed(m.indexed);
       } else if (m.type === 'windows') stats?.update(m.windows);
       else if (m.type === 'stopped') resolve();

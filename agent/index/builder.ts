@@ -9,11 +9,11 @@ import type { DecodedPacket, TransportMessage } from '../../shared/decode/types'
 import { isRtcp } from '../../shared/rtp/stats';
 import {
   DIALOGS_PER_BLOCK, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, LegKeyKind, MessageRecord,
-  NO_ADDRESS, NUMBER_ENTRY_LEN, messageLegKeys, messageRecordJson, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKeyText,
+  NO_ADDRESS, NUMBER_ENTRY_LEN, PACKET_ENTRY_LEN, messageLegKeys, messageRecordJson, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKeyText,
 } from './format';
 import { IndexState } from './state';
 import { MessageArena } from './message-arena';
-import { FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
+import { FLOW_KIND, FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
 
 export interface IndexerOptions {
@@ -32,6 +32,8 @@ export interface IndexerOptions {
   onMessage?: (m: MessageRecord, ix: SegmentIndexer, bytes: Buffer) => void;
   /** Told of every UDP packet that is RTCP (HEP out's --hep-out-rtcp); the payload is a view valid only during the call. */
   onRtcp?: (d: DecodedPacket, tsSec: number, tsNsec: number) => void;
+  /** Flows a segment keeps at most before its RTP is left to the scan (agent/index/flows.ts; default MAX_FLOWS). */
+  maxFlows?: number;
 }
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -98,7 +100,8 @@ export class SegmentIndexer {
   private idxPos = 0;
   private header: PcapHeader | null = null;
   private headerBytes: Buffer | null = null;
-  private readBuf = Buffer.allocUnsafe(READ_CHUNK);
+  // Grown to the rounds' size (at most READ_CHUNK but for a bigger record): a query completing a live segment reads a small tail.
+  private readBuf = Buffer.alloc(0);
   /** The segment bytes being indexed (while catchUp() scans them) and their file offset. */
   private scan: { buf: Buffer; base: number } | null = null;
   private flushedPackets = 0;
@@ -113,10 +116,11 @@ export class SegmentIndexer {
   /** The segment is the HEP stream's: its messages are marked so. */
   readonly viaHep: boolean;
   /**
-   * Null when the indexer resumed a replayed journal: the packets before it
-   * are not in flows, so the sealed index goes without (and is scanned).
+   * Whether seal() writes the flows: not for an indexer that resumed a
+   * replayed journal, whose flows may lack packets (a journal written before
+   * flows were) or have some without their RTP kind and SSRC (see below).
    */
-  private readonly flows: FlowTableBuilder | null;
+  private readonly sealFlows: boolean;
   /**
    * Each message record's journal record, encoded once, off the heap: the
    * journal writes it and seal() joins the same JSON into the dialog blocks
@@ -147,7 +151,21 @@ export class SegmentIndexer {
       for (const m of this.state.messages) this.arena.add(JSON.stringify(m));
     }
     this.viaHep = isHepSegment(segmentPath);
-    this.flows = resume ? null : new FlowTableBuilder();
+    this.sealFlows = !resume;
+    if (!resume) this.state.flows = new FlowTableBuilder(opts.maxFlows);
+    else if (this.state.flows) {
+      // The journal's flows end at its last flow record: the packets replayed after it join them from their entries
+      // (their payloads are not at hand: kind OTHER, which the selection does not read).
+      const fl = this.state.flows;
+      const t = this.state.packetEntries();
+      for (let ord = fl.through; ord < this.state.packetCount; ord++) {
+        const p = ord * PACKET_ENTRY_LEN;
+        const src = t.readUInt32LE(p + 12);
+        const dst = t.readUInt32LE(p + 16);
+        if (t[p + 24] !== 17 || t[p + 25] & PKT_FLAG.SIP || src === NO_ADDRESS || dst === NO_ADDRESS) continue;
+        fl.add(ord, src, t.readUInt16LE(p + 20), dst, t.readUInt16LE(p + 22), FLOW_KIND.OTHER, 0, t.readUInt32LE(p + 4), t.readUInt32LE(p + 8));
+      }
+    }
     this.parseWhole = { correlationHeader: opts.correlationHeader, truncated: false, allHeaders: false };
     this.parseCut = { ...this.parseWhole, truncated: true };
     this.idxFd = indexPath === null || opts.journal === false ? -1 : openSync(indexPath, 'w');
@@ -271,9 +289,10 @@ export class SegmentIndexer {
     if (cut) flags |= PKT_FLAG.TRUNCATED;
     st.addPacket(rec.fileOffset, rec.tsSec, rec.tsNsec, src, dst, sport, dport, proto, flags, rec.capLen);
     // The packets the RTP selection considers (engine.ts): UDP, not SIP, both addresses known.
-    if (this.flows && proto === 17 && !(flags & PKT_FLAG.SIP) && src !== NO_ADDRESS && dst !== NO_ADDRESS) {
+    const flows = st.flows;
+    if (flows && proto === 17 && !(flags & PKT_FLAG.SIP) && src !== NO_ADDRESS && dst !== NO_ADDRESS) {
       const kind = d && !d.fragment ? payloadKind(d.payload) : 0;
-      this.flows.add(ordinal, src, sport, dst, dport, kind, kind ? payloadSsrc(d!.payload, kind) : 0, rec.tsSec, rec.tsNsec);
+      flows.add(ordinal, src, sport, dst, dport, kind, kind ? payloadSsrc(d!.payload, kind) : 0, rec.tsSec, rec.tsNsec);
     }
     for (const m of r.messages) this.indexMessage(m, rec);
   }
@@ -356,6 +375,8 @@ export class SegmentIndexer {
     if (st.messages.length > this.flushedMessages) parts.push(...this.arena.records(this.flushedMessages, st.messages.length));
     this.flushedMessages = st.messages.length;
     if (parts.length === 0) return;
+    const flows = st.flows?.journal(st.packetCount) ?? null;
+    if (flows) parts.push(recordPrefix(REC.FLOWS, flows.length), flows);
     const cp = Buffer.alloc(8);
     cp.writeDoubleLE(st.indexedBytes, 0);
     parts.push(recordBytes(REC.CHECKPOINT, cp));
@@ -547,7 +568,7 @@ export class SegmentIndexer {
     table.writeUInt32LE(at, 8 + 4 * blocks.length);
     const dialogBody = Buffer.concat([table, ...blocks]);
     section(REC.DIALOGS, dialogBody);
-    const flowBody = this.flows?.encode() ?? null;
+    const flowBody = this.sealFlows ? (st.flows?.encode() ?? null) : null;
     if (flowBody) section(REC.FLOW_TABLE, flowBody);
 
     const f = Buffer.alloc(FOOTER_LEN);

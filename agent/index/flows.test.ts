@@ -8,7 +8,7 @@ test('flow table: entries and ordinal lists round-trip, large gaps included; a c
   for (const ord of big) b.add(ord, 3, 4000, 7, 6000, FLOW_KIND.RTP, 0xdeadbeef, 100 + (ord % 7), ord % 1000);
   b.add(2, 7, 6000, 3, 4000, FLOW_KIND.RTCP, 0x01020304, 99, 5);
   b.add(3, 3, 4000, 7, 6000, FLOW_KIND.RTP, 0x0badf00d, 101, 0); // same 5-tuple, another SSRC: another flow
-  const body = b.encode();
+  const body = b.encode()!;
   const t = new FlowTable(body.subarray(0, flowEntriesLength(body)));
   assert.equal(t.length, 3);
   const list = (i: number) => body.subarray(t.list(i).offset, t.list(i).offset + t.list(i).length);

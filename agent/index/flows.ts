@@ -41,7 +41,57 @@ export function payloadSsrc(payload: Buffer, kind: number): number {
   return 0;
 }
 
+/**
+ * Flows a segment keeps at most. Each costs a few hundred bytes while the
+ * segment is open, against 28 for a packet's entry: a flood of packets each
+ * from another port or address (anyone on the internet can send them to a
+ * media server's RTP range) would otherwise make the table outgrow the
+ * segment. A real media host has a flow per stream direction and port;
+ * 65,536 is 16,000 calls at once with RTCP. Past it the segment keeps no
+ * flows (its journal says so) and its RTP is found by scanning, as before
+ * flows were; `dropped` counts the packets that were in none.
+ */
+export const MAX_FLOWS = 65_536;
+/**
+ * Flows of one 5-tuple told apart by SSRC. Past this, the 5-tuple's packets
+ * of another SSRC go into one flow of kind OTHER (SSRC 0): the selection
+ * reads a flow's 5-tuple and its packets' times, never its SSRC, so this
+ * changes nothing selected, only what a flood of random SSRCs can cost.
+ */
+export const MAX_SSRC_FLOWS = 8;
+/**
+ * Flow packets gathered before the live indexer journals the flows they
+ * changed: a reader of the journal takes the packets after the last such
+ * record into flows from their packet entries (at most about this many).
+ * Journaling at every catch-up round would cost a record per flow and round.
+ */
+export const FLOW_JOURNAL_PACKETS = 4096;
+
+/** What the live indexer's flows could not keep (FlowTableBuilder's counters, summed over segments). */
+export interface FlowOverflow {
+  /** Segments whose flows were abandoned at MAX_FLOWS (their RTP is scanned). */
+  abandoned: number;
+  /** Packets in no flow because of it. */
+  dropped: number;
+  /** Packets put into their 5-tuple's catch-all flow past MAX_SSRC_FLOWS SSRCs. */
+  folded: number;
+}
+
+export function addFlowOverflow(to: FlowOverflow, b: FlowTableBuilder | null): void {
+  if (!b) return;
+  if (b.abandoned) to.abandoned++;
+  to.dropped += b.dropped;
+  to.folded += b.folded;
+}
+
+const FLOW_DEF_LEN = 20;
+const FLOW_CHANGE_HEAD = 32;
+const FLOW_RECORD_HEAD = 16;
+const ABANDONED = 0xffffffff;
+
 interface FlowBuild {
+  /** Its place in the table. */
+  id: number;
   src: number;
   dst: number;
   sport: number;
@@ -52,17 +102,60 @@ interface FlowBuild {
   firstNsec: number;
   lastSec: number;
   lastNsec: number;
-  ords: number[];
+  count: number;
+  lastOrd: number;
+  /** The packet ordinals as the sealed list holds them: LEB128 deltas, the first from 0. */
+  list: Uint8Array;
+  len: number;
+  /** Bytes of `list` and packets already journaled. */
+  journaledLen: number;
+  journaledCount: number;
+  dirty: boolean;
 }
 
-/** Gathers a segment's flows while it is indexed; encode() gives the section body. */
+/** A flow's 5-tuple, SSRC and kind: the first 17 bytes of its sealed entry and of its journal definition alike. */
+function writeFlowKey(out: Buffer, at: number, f: FlowBuild): void {
+  out.writeUInt32LE(f.src, at);
+  out.writeUInt32LE(f.dst, at + 4);
+  out.writeUInt16LE(f.sport, at + 8);
+  out.writeUInt16LE(f.dport, at + 10);
+  out.writeUInt32LE(f.ssrc >>> 0, at + 12);
+  out[at + 16] = f.kind;
+}
+
+/**
+ * Gathers a segment's flows while it is indexed: encode() gives the sealed
+ * section's body; journal() the live journal's record of what changed since
+ * its last one, which replay() applies on a reader's side (the live segment's
+ * `--rtp` then reads flows as a sealed one does).
+ */
 export class FlowTableBuilder {
   // Keyed by address id * 65536 + port, numbers rather than strings: this runs for every RTP packet.
-  private readonly bySrc = new Map<number, Map<number, FlowBuild[]>>();
-  private readonly flows: FlowBuild[] = [];
+  private bySrc = new Map<number, Map<number, FlowBuild[]>>();
+  private flows: FlowBuild[] = [];
+  private dirtyFlows: FlowBuild[] = [];
+  private journaledFlows = 0;
+  private pending = 0;
+  private announced = false;
+  private cached: FlowTable | null = null;
+  /** Packets put into flows (including the folded ones). */
   packets = 0;
+  /** Packets of a 5-tuple past MAX_SSRC_FLOWS SSRCs, put into its catch-all flow. */
+  folded = 0;
+  /** Packets in no flow since the table was abandoned (MAX_FLOWS reached). */
+  dropped = 0;
+  /** MAX_FLOWS was reached: no flows are kept, the segment's RTP is scanned. */
+  abandoned = false;
+  /** Every flow packet with an ordinal below this is in the table (a replayed journal's last flow record). */
+  through = 0;
+
+  constructor(private readonly maxFlows = MAX_FLOWS) {}
 
   add(ord: number, src: number, sport: number, dst: number, dport: number, kind: number, ssrc: number, sec: number, nsec: number): void {
+    if (this.abandoned) {
+      this.dropped++;
+      return;
+    }
     const sk = src * 65536 + sport;
     const dk = dst * 65536 + dport;
     let byDst = this.bySrc.get(sk);
@@ -76,10 +169,20 @@ export class FlowTableBuilder {
         break;
       }
     }
+    if (!f && list.length >= MAX_SSRC_FLOWS) {
+      this.folded++;
+      kind = FLOW_KIND.OTHER;
+      ssrc = 0;
+      for (const x of list) if (x.kind === kind && x.ssrc === 0) f = x;
+    }
     if (!f) {
-      f = { src, dst, sport, dport, kind, ssrc, firstSec: sec, firstNsec: nsec, lastSec: sec, lastNsec: nsec, ords: [] };
+      if (this.flows.length >= this.maxFlows) {
+        this.abandon();
+        this.dropped++;
+        return;
+      }
+      f = this.create(src, dst, sport, dport, kind, ssrc, sec, nsec);
       list.push(f);
-      this.flows.push(f);
     } else {
       if (sec < f.firstSec || (sec === f.firstSec && nsec < f.firstNsec)) {
         f.firstSec = sec;
@@ -90,50 +193,220 @@ export class FlowTableBuilder {
         f.lastNsec = nsec;
       }
     }
-    f.ords.push(ord);
+    this.append(f, ord);
     this.packets++;
+  }
+
+  private create(src: number, dst: number, sport: number, dport: number, kind: number, ssrc: number, sec: number, nsec: number): FlowBuild {
+    const f: FlowBuild = {
+      id: this.flows.length, src, dst, sport, dport, kind, ssrc, firstSec: sec, firstNsec: nsec, lastSec: sec, lastNsec: nsec,
+      count: 0, lastOrd: 0, list: new Uint8Array(8), len: 0, journaledLen: 0, journaledCount: 0, dirty: false,
+    };
+    this.flows.push(f);
+    return f;
+  }
+
+  private append(f: FlowBuild, ord: number): void {
+    if (f.len + 5 > f.list.length) {
+      const bigger = new Uint8Array(f.list.length * 2);
+      bigger.set(f.list.subarray(0, f.len));
+      f.list = bigger;
+    }
+    let v = ord - f.lastOrd;
+    f.lastOrd = ord;
+    while (v >= 0x80) {
+      f.list[f.len++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    f.list[f.len++] = v;
+    f.count++;
+    if (!f.dirty) {
+      f.dirty = true;
+      this.dirtyFlows.push(f);
+    }
+    this.pending++;
+    this.cached = null;
+  }
+
+  private abandon(): void {
+    this.abandoned = true;
+    this.dropped += this.packets;
+    this.bySrc = new Map();
+    this.flows = [];
+    this.dirtyFlows = [];
+    this.cached = null;
   }
 
   get flowCount(): number {
     return this.flows.length;
   }
 
-  encode(): Buffer {
-    let listBytes = 0;
-    for (const f of this.flows) listBytes += 5 * f.ords.length;
-    const out = Buffer.allocUnsafe(FLOW_HEAD_LEN + FLOW_ENTRY_LEN * this.flows.length + listBytes);
+  /**
+   * The journal record body for what changed since the last one, or null
+   * when nothing needs saying yet: the first call announces that the journal
+   * carries flows; later ones wait for FLOW_JOURNAL_PACKETS (or `force`).
+   * `through`: the segment's packet count now.
+   *
+   *   u32 through | u32 first new flow | u32 new flows (ABANDONED: no flows from here) | u32 changed flows
+   *   new flow  : u32 src  u32 dst  u16 sport  u16 dport  u32 SSRC  u8 kind  3 reserved
+   *   changed   : u32 flow  u32 packets added  u32 first sec, nsec  u32 last sec, nsec  u32 last ordinal  u32 bytes | its list's new bytes
+   */
+  journal(through: number, force = false): Buffer | null {
+    if (this.abandoned) {
+      if (this.journaledFlows === ABANDONED) return null;
+      this.announced = true;
+      this.journaledFlows = ABANDONED;
+      const b = Buffer.alloc(FLOW_RECORD_HEAD);
+      b.writeUInt32LE(through, 0);
+      b.writeUInt32LE(ABANDONED, 8);
+      return b;
+    }
+    if (this.announced && (this.pending === 0 || (!force && this.pending < FLOW_JOURNAL_PACKETS))) return null;
+    this.announced = true;
+    const fresh = this.flows.length - this.journaledFlows;
+    let size = FLOW_RECORD_HEAD + FLOW_DEF_LEN * fresh;
+    for (const f of this.dirtyFlows) size += FLOW_CHANGE_HEAD + f.len - f.journaledLen;
+    const b = Buffer.alloc(size);
+    b.writeUInt32LE(through, 0);
+    b.writeUInt32LE(this.journaledFlows, 4);
+    b.writeUInt32LE(fresh, 8);
+    b.writeUInt32LE(this.dirtyFlows.length, 12);
+    let at = FLOW_RECORD_HEAD;
+    for (let i = this.journaledFlows; i < this.flows.length; i++) {
+      writeFlowKey(b, at, this.flows[i]);
+      at += FLOW_DEF_LEN;
+    }
+    for (const f of this.dirtyFlows) {
+      b.writeUInt32LE(f.id, at);
+      b.writeUInt32LE(f.count - f.journaledCount, at + 4);
+      b.writeUInt32LE(f.firstSec, at + 8);
+      b.writeUInt32LE(f.firstNsec, at + 12);
+      b.writeUInt32LE(f.lastSec, at + 16);
+      b.writeUInt32LE(f.lastNsec, at + 20);
+      b.writeUInt32LE(f.lastOrd, at + 24);
+      b.writeUInt32LE(f.len - f.journaledLen, at + 28);
+      b.set(f.list.subarray(f.journaledLen, f.len), at + FLOW_CHANGE_HEAD);
+      at += FLOW_CHANGE_HEAD + f.len - f.journaledLen;
+      f.journaledLen = f.len;
+      f.journaledCount = f.count;
+      f.dirty = false;
+    }
+    this.dirtyFlows = [];
+    this.journaledFlows = this.flows.length;
+    this.pending = 0;
+    this.through = through;
+    return b;
+  }
+
+  /**
+   * Applies a journal record (journal()'s body) on a reader's side, after the
+   * packets it covers were replayed (`packetCount`). Throws on a record that
+   * does not fit the flows so far; the ordinals themselves are checked when
+   * a flow's list is decoded.
+   */
+  replay(body: Buffer, packetCount: number): void {
+    const bad = (why: string) => new Error(`flow record: ${why}`);
+    if (body.length < FLOW_RECORD_HEAD) throw bad('short');
+    const through = body.readUInt32LE(0);
+    if (through > packetCount) throw bad(`covers ${through} of ${packetCount} packets`);
+    this.announced = true;
+    if (body.readUInt32LE(8) === ABANDONED) {
+      if (!this.abandoned) this.abandon();
+      this.through = through;
+      return;
+    }
+    if (this.abandoned) return;
+    const firstNew = body.readUInt32LE(4);
+    const fresh = body.readUInt32LE(8);
+    const changed = body.readUInt32LE(12);
+    if (firstNew !== this.flows.length || this.flows.length + fresh > MAX_FLOWS) throw bad(`new flows ${firstNew}+${fresh} after ${this.flows.length}`);
+    let at = FLOW_RECORD_HEAD;
+    if (at + fresh * FLOW_DEF_LEN > body.length) throw bad('new flows cut');
+    for (let i = 0; i < fresh; i++, at += FLOW_DEF_LEN) {
+      const f = this.create(body.readUInt32LE(at), body.readUInt32LE(at + 4), body.readUInt16LE(at + 8), body.readUInt16LE(at + 10), body[at + 16], body.readUInt32LE(at + 12), 0, 0);
+      const sk = f.src * 65536 + f.sport;
+      const dk = f.dst * 65536 + f.dport;
+      let byDst = this.bySrc.get(sk);
+      if (!byDst) this.bySrc.set(sk, (byDst = new Map()));
+      const list = byDst.get(dk);
+      if (list) list.push(f);
+      else byDst.set(dk, [f]);
+    }
+    for (let k = 0; k < changed; k++) {
+      if (at + FLOW_CHANGE_HEAD > body.length) throw bad('changes cut');
+      const f = this.flows[body.readUInt32LE(at)];
+      const added = body.readUInt32LE(at + 4);
+      const lastOrd = body.readUInt32LE(at + 24);
+      const bytes = body.readUInt32LE(at + 28);
+      if (!f || at + FLOW_CHANGE_HEAD + bytes > body.length || added > bytes || bytes > 5 * added) throw bad(`change ${k} does not fit`);
+      f.firstSec = body.readUInt32LE(at + 8);
+      f.firstNsec = body.readUInt32LE(at + 12);
+      f.lastSec = body.readUInt32LE(at + 16);
+      f.lastNsec = body.readUInt32LE(at + 20);
+      if (f.len + bytes > f.list.length) {
+        const bigger = new Uint8Array(Math.max(f.list.length * 2, f.len + bytes));
+        bigger.set(f.list.subarray(0, f.len));
+        f.list = bigger;
+      }
+      // The list's bytes are checked when it is decoded (decodeOrdinals): replay copies them, not a step a packet.
+      if (lastOrd >= through || lastOrd < f.lastOrd) throw bad(`change ${k}: last ordinal ${lastOrd}`);
+      f.lastOrd = lastOrd;
+      const from = at + FLOW_CHANGE_HEAD;
+      f.list.set(body.subarray(from, from + bytes), f.len);
+      f.len += bytes;
+      f.count += added;
+      f.journaledLen = f.len;
+      f.journaledCount = f.count;
+      this.packets += added;
+      at += FLOW_CHANGE_HEAD + bytes;
+    }
+    if (at !== body.length) throw bad('bytes left over');
+    this.journaledFlows = this.flows.length;
+    this.through = through;
+    this.cached = null;
+  }
+
+  /** The flows as a FlowTable (their lists are read with packetsOf, not through list()). */
+  table(): FlowTable {
+    if (this.cached) return this.cached;
+    const out = Buffer.alloc(FLOW_HEAD_LEN + FLOW_ENTRY_LEN * this.flows.length);
     out.writeUInt32LE(this.flows.length, 0);
-    out.writeUInt32LE(0, 4);
+    this.flows.forEach((f, i) => this.writeEntry(out, FLOW_HEAD_LEN + i * FLOW_ENTRY_LEN, f, 0));
+    return (this.cached = new FlowTable(out));
+  }
+
+  /** The packet ordinals of flow i, ascending; null when its list does not hold them below `packetCount`. */
+  packetsOf(i: number, packetCount: number): Uint32Array | null {
+    const f = this.flows[i];
+    if (!f) return null;
+    return decodeOrdinals(Buffer.from(f.list.buffer, f.list.byteOffset, f.len), f.count, packetCount);
+  }
+
+  private writeEntry(out: Buffer, e: number, f: FlowBuild, listAt: number): void {
+    writeFlowKey(out, e, f);
+    out.writeUInt32LE(f.count, e + 20);
+    out.writeUInt32LE(f.firstSec, e + 24);
+    out.writeUInt32LE(f.firstNsec, e + 28);
+    out.writeUInt32LE(f.lastSec, e + 32);
+    out.writeUInt32LE(f.lastNsec, e + 36);
+    out.writeUInt32LE(listAt, e + 40);
+    out.writeUInt32LE(f.len, e + 44);
+  }
+
+  /** The FLOW_TABLE section's body; null once abandoned (the sealed segment then has no flows and is scanned). */
+  encode(): Buffer | null {
+    if (this.abandoned) return null;
+    let listBytes = 0;
+    for (const f of this.flows) listBytes += f.len;
+    const out = Buffer.alloc(FLOW_HEAD_LEN + FLOW_ENTRY_LEN * this.flows.length + listBytes);
+    out.writeUInt32LE(this.flows.length, 0);
     let at = FLOW_HEAD_LEN + FLOW_ENTRY_LEN * this.flows.length;
     this.flows.forEach((f, i) => {
-      const e = FLOW_HEAD_LEN + i * FLOW_ENTRY_LEN;
-      out.fill(0, e, e + FLOW_ENTRY_LEN);
-      out.writeUInt32LE(f.src, e);
-      out.writeUInt32LE(f.dst, e + 4);
-      out.writeUInt16LE(f.sport, e + 8);
-      out.writeUInt16LE(f.dport, e + 10);
-      out.writeUInt32LE(f.ssrc >>> 0, e + 12);
-      out[e + 16] = f.kind;
-      out.writeUInt32LE(f.ords.length, e + 20);
-      out.writeUInt32LE(f.firstSec, e + 24);
-      out.writeUInt32LE(f.firstNsec, e + 28);
-      out.writeUInt32LE(f.lastSec, e + 32);
-      out.writeUInt32LE(f.lastNsec, e + 36);
-      const start = at;
-      let prev = 0;
-      for (const ord of f.ords) {
-        let v = ord - prev;
-        prev = ord;
-        while (v >= 0x80) {
-          out[at++] = (v & 0x7f) | 0x80;
-          v >>>= 7;
-        }
-        out[at++] = v;
-      }
-      out.writeUInt32LE(start, e + 40);
-      out.writeUInt32LE(at - start, e + 44);
+      this.writeEntry(out, FLOW_HEAD_LEN + i * FLOW_ENTRY_LEN, f, at);
+      out.set(f.list.subarray(0, f.len), at);
+      at += f.len;
     });
-    return out.subarray(0, at);
+    return out;
   }
 }
 

@@ -32,6 +32,8 @@ export const REC = {
   PACKETS: 0x50, // 'P'
   /** One SIP message, JSON (see MessageRecord). */
   MESSAGE: 0x4d, // 'M'
+  /** What changed in the segment's flows (FlowTableBuilder.journal()); the first says the journal carries them. */
+  FLOWS: 0x66, // 'f'
   /** Checkpoint: f64 number of segment bytes fully indexed so far. */
   CHECKPOINT: 0x43, // 'C'
   /** Sealed sections: */

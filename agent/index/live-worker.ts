@@ -6,6 +6,7 @@ import { PeerResolver, type PeerConfig } from '../stats/peers';
 import { WindowStats, type StatsOptions, type StatsWindow } from '../stats/windows';
 import { loadStats, saveStats } from '../stats/store';
 import type { FollowBatch } from './follow-match';
+import type { FlowOverflow } from './flows';
 import { buildQuerySpec, type TraceQuery } from '../../shared/query/query';
 import { HepSender, type HepOutConfig, type HepOutCounters } from '../hep/out';
 
@@ -26,7 +27,7 @@ export type IndexerCommand =
  * message totals, which the agent's /metrics and index lag are made of.
  */
 export type IndexerReport =
-  | { type: 'status'; errors: number; lastError: string | null; indexed: Array<[string, number]>; sip: SipCounts; hepOut: HepOutCounters | null }
+  | { type: 'status'; errors: number; lastError: string | null; indexed: Array<[string, number]>; sip: SipCounts; hepOut: HepOutCounters | null; flows: FlowOverflow }
   | { type: 'stopped' }
   /** The statistics windows counted in since the last such report (whole windows: each replaces the one before). */
   | { type: 'windows'; windows: StatsWindow[] }
@@ -116,7 +117,7 @@ if (parentPort) {
     statusAt = Date.now();
     port.postMessage(status());
   };
-  const status = (): IndexerReport => ({ type: 'status', errors: ix.errors, lastError: ix.lastError, indexed: ix.progress(), sip, hepOut: hepOut ? { ...hepOut.counters } : null });
+  const status = (): IndexerReport => ({ type: 'status', errors: ix.errors, lastError: ix.lastError, indexed: ix.progress(), sip, hepOut: hepOut ? { ...hepOut.counters } : null, flows: ix.flowOverflow() });
   const ix: LiveIndexer = new LiveIndexer(cfg.ringDir, {
     correlationHeader: cfg.correlationHeader,
     onMessage: (m, _ix, bytes) => {

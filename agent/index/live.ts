@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { IndexerOptions, SegmentIndexer } from './builder';
 import { FollowBatch, FollowMatcher } from './follow-match';
+import { FlowOverflow, addFlowOverflow } from './flows';
 import { rebuildIndex } from './open';
 import { SealedIndex } from './reader';
 import { indexPathFor, listSegments } from '../ring/layout';
@@ -23,6 +24,8 @@ export class LiveIndexer {
   private sealedSince: Array<[string, number]> = [];
   errors = 0;
   lastError: string | null = null;
+  /** The flow overflows of the segments sealed or deleted so far (flowOverflow() adds the open ones'). */
+  private readonly flowsGone: FlowOverflow = { abandoned: 0, dropped: 0, folded: 0 };
   /** The live follows: matched against every message as it is indexed. */
   readonly follows = new FollowMatcher(() => this.open.values());
   private readonly opts: IndexerOptions;
@@ -108,11 +111,19 @@ export class LiveIndexer {
     return out;
   }
 
+  /** What the flows of every segment indexed so far could not keep (agent/index/flows.ts). */
+  flowOverflow(): FlowOverflow {
+    const out = { ...this.flowsGone };
+    for (const ix of this.open.values()) addFlowOverflow(out, ix.state.flows);
+    return out;
+  }
+
   segmentClosed(path: string): void {
     this.pending.delete(path);
     this.guard(path, (ix) => ix.seal());
     const ix = this.open.get(path);
     if (ix) {
+      addFlowOverflow(this.flowsGone, ix.state.flows);
       this.sealedSince.push([path, ix.state.indexedBytes]);
       this.follows.forget(ix);
     }
@@ -124,6 +135,7 @@ export class LiveIndexer {
   segmentDeleted(path: string): void {
     const ix = this.open.get(path);
     if (ix) {
+      addFlowOverflow(this.flowsGone, ix.state.flows);
       ix.close();
       this.follows.forget(ix);
     }

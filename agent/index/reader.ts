@@ -6,7 +6,7 @@ import {
   KeyKind, LegKeyKind, keyHash, messageHasLegKey, messageHasNumber, numberKey,
 } from './format';
 import { IndexState } from './state';
-import { FlowTable, decodeOrdinals, flowEntriesLength } from './flows';
+import { FlowTable, FlowTableBuilder, decodeOrdinals, flowEntriesLength } from './flows';
 
 /**
  * A pread costs from about 1 µs (bare metal) to 20 µs (a sandboxed kernel, as
@@ -87,7 +87,7 @@ export interface SegmentIndex {
    * a sealed index reads only those when they are few, else their span in chunks.
    */
   packetEntries(ords: Uint32Array, into?: Buffer): Buffer;
-  /** The segment's non-SIP UDP flows (agent/index/flows.ts); null when the index has none (unsealed, or sealed before flows were). */
+  /** The segment's non-SIP UDP flows (agent/index/flows.ts); null when the index has none (sealed before flows were, a journal without them, or too many flows). */
   flowTable(): FlowTable | null;
   /** The packet ordinals of flow `i` of flowTable(), ascending. */
   flowPackets(i: number): Uint32Array;
@@ -534,12 +534,15 @@ export class MemoryIndex implements SegmentIndex {
     return out;
   }
 
-  flowTable(): null {
-    return null;
+  flowTable(): FlowTable | null {
+    const f = this.state.flows;
+    return f && !f.abandoned ? f.table() : null;
   }
 
-  flowPackets(): Uint32Array {
-    throw new Error('an in-memory index has no flows');
+  flowPackets(i: number): Uint32Array {
+    const ords = this.state.flows?.packetsOf(i, this.state.packetCount);
+    if (!ords) throw new Error(`flow ${i} of the in-memory index unreadable`);
+    return ords;
   }
 
   addresses(): string[] {
@@ -573,6 +576,11 @@ export function replayJournal(path: string): { state: IndexState; segmentHeader:
   let pendingMessages: MessageRecord[] = [];
   let pendingPackets: Buffer[] = [];
   let pendingAddresses: string[] = [];
+  let pendingFlows: Buffer[] = [];
+  // The packet table in one piece, not grown as its batches come: a live segment's journal holds thousands of them.
+  let entries = 0;
+  for (let p = pos; p + RECORD_PREFIX_LEN <= buf.length && buf.readUInt32LE(p) >= 1; p += 4 + buf.readUInt32LE(p)) if (buf[p + 4] === REC.PACKETS && p + 4 + buf.readUInt32LE(p) <= buf.length) entries += buf.readUInt32LE(p) - 1;
+  state.reserve(Math.floor(entries / PACKET_ENTRY_LEN));
   while (pos + RECORD_PREFIX_LEN <= buf.length) {
     const len = buf.readUInt32LE(pos);
     if (len < 1 || len > MAX_RECORD_LEN) throw new IndexCorruptError(path, `record length ${len} at ${pos}`);
@@ -602,9 +610,20 @@ export function replayJournal(path: string): { state: IndexState; segmentHeader:
           throw new IndexCorruptError(path, `message record at ${pos}`);
         }
         break;
+      case REC.FLOWS:
+        pendingFlows.push(body);
+        break;
       case REC.CHECKPOINT:
         for (const a of pendingAddresses) state.addressId(a);
         for (const p of pendingPackets) state.addPacketEntries(p);
+        for (const f of pendingFlows) {
+          try {
+            (state.flows ??= new FlowTableBuilder()).replay(f, state.packetCount);
+          } catch (e) {
+            throw new IndexCorruptError(path, (e as Error).message);
+          }
+        }
+        pendingFlows = [];
         state.messages.push(...pendingMessages);
         state.indexedBytes = body.readDoubleLE(0);
         pendingAddresses = [];

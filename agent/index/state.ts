@@ -1,4 +1,5 @@
 import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN } from './format';
+import type { FlowTableBuilder } from './flows';
 
 /**
  * The index of one segment held in memory: what the indexer has built so far
@@ -17,6 +18,11 @@ export class IndexState {
   firstNsec = 0;
   lastSec = 0;
   lastNsec = 0;
+  /**
+   * The segment's non-SIP UDP flows (agent/index/flows.ts) as far as they are known: null when
+   * the journal replayed carried none (written before flows were journaled) or they were abandoned.
+   */
+  flows: FlowTableBuilder | null = null;
 
   addressId(addr: string): number {
     let id = this.addressIds.get(addr);
@@ -60,17 +66,45 @@ export class IndexState {
     return ord;
   }
 
-  /** Appends whole packet entries (journal replay). */
+  /** Room for `packets` entries in all (journal replay, which knows how many it will add). */
+  reserve(packets: number): void {
+    if (packets * PACKET_ENTRY_LEN <= this.entries.length) return;
+    const bigger = Buffer.allocUnsafe(packets * PACKET_ENTRY_LEN);
+    this.entries.copy(bigger, 0, 0, this.packetCount * PACKET_ENTRY_LEN);
+    this.entries = bigger;
+  }
+
+  /** Appends whole packet entries (journal replay): copied as they are, only their times read. */
   addPacketEntries(buf: Buffer): void {
     const n = Math.floor(buf.length / PACKET_ENTRY_LEN);
-    for (let i = 0; i < n; i++) {
-      const p = i * PACKET_ENTRY_LEN;
-      this.addPacket(
-        buf.readUInt32LE(p), buf.readUInt32LE(p + 4), buf.readUInt32LE(p + 8),
-        buf.readUInt32LE(p + 12), buf.readUInt32LE(p + 16), buf.readUInt16LE(p + 20), buf.readUInt16LE(p + 22),
-        buf[p + 24], buf[p + 25], buf.readUInt16LE(p + 26),
-      );
+    if (n === 0) return;
+    const need = (this.packetCount + n) * PACKET_ENTRY_LEN;
+    if (need > this.entries.length) {
+      let size = this.entries.length * 2;
+      while (size < need) size *= 2;
+      const bigger = Buffer.alloc(size);
+      this.entries.copy(bigger, 0, 0, this.packetCount * PACKET_ENTRY_LEN);
+      this.entries = bigger;
     }
+    buf.copy(this.entries, this.packetCount * PACKET_ENTRY_LEN, 0, n * PACKET_ENTRY_LEN);
+    if (this.packetCount === 0) {
+      this.firstSec = buf.readUInt32LE(4);
+      this.firstNsec = buf.readUInt32LE(8);
+    }
+    let lastSec = this.lastSec;
+    let lastNsec = this.lastNsec;
+    for (let p = 4; p < n * PACKET_ENTRY_LEN; p += PACKET_ENTRY_LEN) {
+      const sec = buf.readUInt32LE(p);
+      if (sec < lastSec) continue;
+      const nsec = buf.readUInt32LE(p + 4);
+      if (sec > lastSec || nsec > lastNsec) {
+        lastSec = sec;
+        lastNsec = nsec;
+      }
+    }
+    this.lastSec = lastSec;
+    this.lastNsec = lastNsec;
+    this.packetCount += n;
   }
 
   /** Entries [from, to) as a view. */

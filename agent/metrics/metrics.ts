@@ -104,6 +104,10 @@ export class AgentMetrics {
 
     gauge(r, 'tracefleet_index_lag_bytes', 'Bytes written to the ring that the live indexer has not indexed yet.', [], () => [[{}, src.indexer.lag.bytes()]]);
     gauge(r, 'tracefleet_index_lag_seconds', 'Age of the oldest written bytes not indexed yet (0 when the indexer is caught up).', [], () => [[{}, src.indexer.lag.seconds()]]);
+    mirroredCounter(r, 'tracefleet_index_rtp_flow_overflow_total', 'What the live index could not keep as RTP flows: segments past the flow cap (abandoned_segments, scanned at query time), their packets in no flow (unflowed_packets), packets of a 5-tuple past its SSRC cap (folded_packets).', ['what'], () => {
+      const f = src.indexer.flows;
+      return [[{ what: 'abandoned_segments' }, f.abandoned], [{ what: 'unflowed_packets' }, f.dropped], [{ what: 'folded_packets' }, f.folded]];
+    });
     mirroredCounter(r, 'tracefleet_index_errors_total', 'Segments whose index could not be written live (rebuilt later).', [], () => [[{}, src.indexer.errors]]);
     mirroredCounter(r, 'tracefleet_sip_requests_total', 'SIP requests indexed, by method (unregistered methods as "other").', ['method'], () =>
       Object.entries(src.indexer.sip.requests).map(([m, v]) => [{ method: m }, v]));

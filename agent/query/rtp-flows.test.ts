@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, writeSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ethernet, ipv4, prng, udp, writePcap, ETH_IPV4 } from '../../test/support/packets';
+import { writePcap } from '../../test/support/packets';
+import { T0, clearFlowsFlag, rtpCallMix } from '../../test/support/rtp-calls';
 import { importCaptures } from '../index/import';
 import { SealedIndex } from '../index/reader';
-import { FOOTER_FLAG, FOOTER_LEN, NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG } from '../index/format';
+import { NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG } from '../index/format';
 import { FLOW_KIND } from '../index/flows';
 import { buildQuerySpec } from '../../shared/query/query';
 import { closeResult, runQuery } from './engine';
@@ -21,102 +22,10 @@ import { closedWithRefs } from '../../test/support/query';
  * them (an index sealed before flows existed: its footer flag cleared).
  */
 
-const T0 = 1_795_000_000;
-const M = '10.0.0.9';
-
-function sdp(addr: string, port: number): string {
-  return `v=0\r\no=- 1 1 IN IP4 ${addr}\r\ns=-\r\nc=IN IP4 ${addr}\r\nt=0 0\r\nm=audio ${port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n`;
-}
-
-function sipMsg(start: string, callId: string, cseq: string, body = ''): Buffer {
-  return Buffer.from(
-    `${start}\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK${callId}${cseq.replace(' ', '')}\r\nFrom: <sip:a@a>;tag=1\r\nTo: <sip:b@b>;tag=2\r\n` +
-      `Call-ID: ${callId}\r\nCSeq: ${cseq}\r\n${body ? 'Content-Type: application/sdp\r\n' : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    'latin1',
-  );
-}
-
-const frame = (src: string, dst: string, sp: number, dp: number, payload: Buffer) => ethernet(ETH_IPV4, ipv4({ src, dst, proto: 17 }, udp(sp, dp, payload)));
-
-function rtp(seq: number, ssrc: number): Buffer {
-  const b = Buffer.alloc(172, 0xff);
-  b[0] = 0x80;
-  b.writeUInt16BE(seq & 0xffff, 2);
-  b.writeUInt32BE((seq * 160) >>> 0, 4);
-  b.writeUInt32BE(ssrc >>> 0, 8);
-  return b;
-}
-
-function rtcp(ssrc: number): Buffer {
-  const b = Buffer.alloc(28);
-  b[0] = 0x80;
-  b[1] = 200;
-  b.writeUInt16BE(6, 2);
-  b.writeUInt32BE(ssrc >>> 0, 4);
-  return b;
-}
-
-type Pkt = { t: number; f: Buffer };
-
-function traffic(seed: number): { pkts: Pkt[]; calls: string[] } {
-  const rnd = prng(seed);
-  const pkts: Pkt[] = [];
-  const calls: string[] = [];
-  for (let c = 0; c < 24; c++) {
-    const id = `flow-${c}`;
-    calls.push(id);
-    const start = rnd() * 20;
-    const end = start + 1 + rnd() * 4;
-    // Few media ports on the server: overlapping calls share them.
-    const mport = 7000 + 2 * Math.floor(rnd() * 4);
-    const announced = `192.168.${c}.5`;
-    const nat = rnd() < 0.3;
-    const caller = nat ? `203.0.113.${c + 1}` : announced;
-    const cport = 20000 + 2 * c;
-    const ended = rnd() < 0.8;
-    pkts.push({ t: start, f: frame('10.0.0.1', '10.0.0.2', 5060, 5060, sipMsg('INVITE sip:b@b SIP/2.0', id, '1 INVITE', sdp(announced, cport))) });
-    pkts.push({ t: start + 0.05, f: frame('10.0.0.2', '10.0.0.1', 5060, 5060, sipMsg('SIP/2.0 200 OK', id, '1 INVITE', sdp(M, mport))) });
-    if (ended) {
-      pkts.push({ t: end, f: frame('10.0.0.1', '10.0.0.2', 5060, 5060, sipMsg('BYE sip:b@b SIP/2.0', id, '2 BYE')) });
-      pkts.push({ t: end + 0.05, f: frame('10.0.0.2', '10.0.0.1', 5060, 5060, sipMsg('SIP/2.0 200 OK', id, '2 BYE')) });
-    }
-    // Media from a little before the INVITE to a little after the BYE: flows that straddle the span.
-    const from = start - rnd() * 0.5;
-    const to = end + rnd() * 0.5;
-    let ssrc = 0x1000 + c;
-    for (let i = 0, t = from; t < to; i++, t += 0.02) {
-      if (rnd() < 0.02) ssrc += 0x10000; // a new SSRC on the same 5-tuple: another flow
-      pkts.push({ t, f: frame(caller, M, cport, mport, rtp(i, ssrc)) });
-      pkts.push({ t: t + 0.001, f: frame(M, caller, mport, cport, rtp(i, ssrc + 0x8000)) });
-      if (i % 50 === 0) pkts.push({ t: t + 0.002, f: frame(caller, M, cport + 1, mport + 1, rtcp(ssrc)) });
-    }
-  }
-  // UDP that is not RTP, some of it to the media server's ports.
-  for (let i = 0; i < 300; i++) {
-    const t = rnd() * 26;
-    pkts.push({ t, f: frame('10.0.0.53', M, 40000 + i, 7000 + 2 * (i % 4), Buffer.from(`not rtp ${i}`)) });
-  }
-  pkts.sort((a, b) => a.t - b.t);
-  return { pkts, calls };
-}
-
-function clearFlowsFlag(idx: string): void {
-  const fd = openSync(idx, 'r+');
-  try {
-    const at = fstatSync(fd).size - FOOTER_LEN + 100;
-    const b = Buffer.alloc(4);
-    readSync(fd, b, 0, 4, at);
-    b.writeUInt32LE(b.readUInt32LE(0) & ~FOOTER_FLAG.FLOWS, 0);
-    writeSync(fd, b, 0, 4, at);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 test('--rtp and --rtp-stats read through the flows select what the scan of an index without flows does', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tf-rtp-flows-'));
   try {
-    const { pkts, calls } = traffic(20261204);
+    const { pkts, calls } = rtpCallMix(20261204);
     const file = join(dir, 'calls.pcap');
     writePcap(file, pkts.map((p) => ({ sec: T0 + Math.floor(p.t + 1), nsec: Math.round(((p.t + 1) % 1) * 1e9), frame: p.f })));
     const ring = join(dir, 'ring');

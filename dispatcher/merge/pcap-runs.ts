@@ -13,7 +13,6 @@ import type { CaptureStreamReader } from '../../shared/pcap/stream-reader';
 import type { PcapWriter } from '../../shared/pcap/writer';
 import type { HostDedup } from './dedup';
 import { ReadAhead, type Held } from './read-ahead';
-import { MinHeap } from '../../shared/heap/min-heap';
 
 /*
  * The merge's fast path for PCAP inputs (what agents send): records are
@@ -441,50 +440,63 @@ export class PcapRunSource {
     const raw = this.le && this.inNanos === ctx.nanos;
     const subLimit = this.inNanos ? 1_000_000_000 : 1_000_000;
     const later = this.index > bIndex;
+    const bounded = bIndex >= 0;
     const d = this.dedup;
     const observe = ctx.observe;
     const w = ctx.writer;
+    const linkType = this.linkType;
+    const snaplen = ctx.snaplen;
+    // fastSafe() per record without the call: the validated run does not
+    // change while this runs, and both its measures only shrink as o moves on.
+    const vOff = this.vOff;
+    const fin = this.final();
+    const eSafe = this.vCount - this.reorderPackets;
+    const oSafe = vOff - this.lookaheadBytes;
+    let eCount = this.eCount;
     let o = this.pos;
     let lastSec = this.lastSec;
     let lastNsec = this.lastNsec;
     let block = o;
     let blockRecords = 0;
+    let packets = 0;
+    let bytes = 0;
+    let duplicates = 0;
     let ok = true;
     let status: RunStatus = 'bound';
     for (;;) {
-      if (o >= this.vOff) {
-        if (!this.final()) status = 'data';
+      if (o >= vOff) {
+        if (!fin) status = 'data';
         break;
       }
-      if (!this.fastSafe(o)) {
+      if (!fin && eCount > eSafe && o > oSafe) {
         status = 'data';
         break;
       }
       this.readAt(o);
       const sec = rec.sec;
       const nsec = rec.nsec;
-      if (bIndex >= 0 && (sec > bSec || (sec === bSec && (nsec > bNsec || (nsec === bNsec && later))))) {
+      if (bounded && (sec > bSec || (sec === bSec && (nsec > bNsec || (nsec === bNsec && later))))) {
         this.headKnown = true;
         this.headSec = sec;
         this.headNsec = nsec;
         break;
       }
+      const capLen = rec.capLen;
       const at = o + PCAP_RECORD_HEADER_LEN;
-      const next = at + rec.capLen;
+      const next = at + capLen;
       // No view of the packet unless it is needed: one per packet was a tenth of the merge's instructions.
       // The dedup keeps a reference (no copy) until the buffer changes: see room() and append().
-      if (d.isDuplicateAt(this.linkType, b, at, next, sec, nsec, true)) {
-        ctx.duplicates++;
-        this.duplicates++;
+      if (d.isDuplicateAt(linkType, b, at, next, sec, nsec, true)) {
+        duplicates++;
         if (o > block) ok = w.writeEncoded(b, block, o, blockRecords) && ok;
         block = next;
         blockRecords = 0;
       } else {
-        if (observe) observe(this.host, this.linkType, b.subarray(at, next), sec, nsec);
-        if (raw && rec.sub < subLimit && rec.capLen <= ctx.snaplen) {
+        if (observe) observe(this.host, linkType, b.subarray(at, next), sec, nsec);
+        if (raw && rec.sub < subLimit && capLen <= snaplen) {
           blockRecords++;
-          ctx.packets++;
-          ctx.bytes += rec.capLen;
+          packets++;
+          bytes += capLen;
         } else {
           if (o > block) ok = w.writeEncoded(b, block, o, blockRecords) && ok;
           block = next;
@@ -493,7 +505,7 @@ export class PcapRunSource {
         }
       }
       o = next;
-      this.eCount++;
+      eCount++;
       lastSec = sec;
       lastNsec = nsec;
       if (o - block >= RUN_BLOCK) {
@@ -507,6 +519,11 @@ export class PcapRunSource {
       }
     }
     if (o > block && !w.writeEncoded(b, block, o, blockRecords) && status === 'bound') status = 'drain';
+    ctx.packets += packets;
+    ctx.bytes += bytes;
+    ctx.duplicates += duplicates;
+    this.duplicates += duplicates;
+    this.eCount = eCount;
     this.pos = o;
     // Written in order, so the last one is the latest: a slow mode after this counts late ones from it.
     this.lastSec = lastSec;
@@ -571,35 +588,63 @@ function writeOne(ctx: RunContext, tsSec: number, tsNsec: number, origLen: numbe
 
 const EMPTY = Buffer.alloc(0);
 
-const runLess = (a: PcapRunSource, b: PcapRunSource) =>
-  a.headSec < b.headSec || (a.headSec === b.headSec && (a.headNsec < b.headNsec || (a.headNsec === b.headNsec && a.index < b.index)));
+/** Strict order of the sources' heads: time, then input order. */
+function runBefore(a: PcapRunSource, b: PcapRunSource): boolean {
+  return a.headSec < b.headSec || (a.headSec === b.headSec && (a.headNsec < b.headNsec || (a.headNsec === b.headNsec && a.index < b.index)));
+}
+
+/** Moves heap[i] down to its place (a binary min-heap on runBefore). */
+function siftDown(heap: PcapRunSource[], i: number): void {
+  const x = heap[i];
+  const n = heap.length;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= n) break;
+    const r = l + 1;
+    const c = r < n && runBefore(heap[r], heap[l]) ? r : l;
+    if (!runBefore(heap[c], x)) break;
+    heap[i] = heap[c];
+    i = c;
+  }
+  heap[i] = x;
+}
 
 /**
  * The k-way merge over ready sources (see ready()): the source with the
  * earliest head writes all it has before the next source's head in one
- * run, then goes back into the heap.
+ * run. It stays at the top of the heap meanwhile and is sifted down once
+ * with its new head (replace-top: one sift per run rather than a pop and a
+ * push); the bound, the earliest head of the others, is then one of the
+ * top's two children. When inputs interleave packet by packet (a fleet's
+ * hosts at one instant), a run is one packet, so this is per packet.
  */
 export async function mergeRuns(sources: PcapRunSource[], ctx: RunContext): Promise<void> {
-  const heap = new MinHeap<PcapRunSource>(runLess);
+  const heap: PcapRunSource[] = [];
   for (const s of sources) {
     if (s.hasHead()) {
       s.cacheHead();
       heap.push(s);
     } else s.finish();
   }
-  while (heap.size > 0) {
-    const s = heap.pop()!;
-    const o = heap.peek();
-    const st = o ? s.run(o.headSec, o.headNsec, o.index, ctx) : s.run(0, 0, -1, ctx);
+  for (let i = (heap.length >> 1) - 1; i >= 0; i--) siftDown(heap, i);
+  while (heap.length > 0) {
+    const s = heap[0];
+    const n = heap.length;
+    const o = n > 2 ? (runBefore(heap[2], heap[1]) ? heap[2] : heap[1]) : n === 2 ? heap[1] : null;
+    const st = o !== null ? s.run(o.headSec, o.headNsec, o.index, ctx) : s.run(0, 0, -1, ctx);
     if (st === 'drain') await ctx.writer.waitDrain();
     if (!s.readySync()) {
       // Waiting for an input: what is written so far goes out meanwhile.
       if (!ctx.writer.flush()) await ctx.writer.waitDrain();
       await s.ready();
     }
-    if (s.hasHead()) {
-      s.cacheHead();
-      heap.push(s);
-    } else s.finish();
+    if (s.hasHead()) s.cacheHead();
+    else {
+      s.finish();
+      const last = heap.pop()!;
+      if (heap.length === 0) break;
+      heap[0] = last;
+    }
+    siftDown(heap, 0);
   }
 }

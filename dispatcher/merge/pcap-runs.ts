@@ -97,6 +97,10 @@ export class PcapRunSource {
 
   // The input's unread bytes: buf[pos, end) starts at stream offset base + pos.
   private buf: Buffer = Buffer.alloc(0);
+  /** buf's ArrayBuffer and offset in it, for views of runs (see block()); fetched again when buf is another. */
+  private bufOf: Buffer | null = null;
+  private ab = new ArrayBuffer(0);
+  private abOff = 0;
   /** buf is ours to write into (not a chunk the stream gave). */
   private owned = false;
   private pos = 0;
@@ -126,6 +130,16 @@ export class PcapRunSource {
   headNsec = 0;
   /** runFast() stopped at the bound on the record at pos: headSec/headNsec are its time already. */
   private headKnown = false;
+  /**
+   * The record at pos is decoded in headSec, headNsec and these (runFast()
+   * stopped on it at the bound): the next run starts from them instead of
+   * reading its header again. Fast mode only; the values stay true when the
+   * bytes move in the buffer.
+   */
+  private posKnown = false;
+  private posSub = 0;
+  private posCapLen = 0;
+  private posOrigLen = 0;
 
   /** Packets written earlier in time than one before them from this input. */
   late = 0;
@@ -437,6 +451,11 @@ export class PcapRunSource {
   private runFast(bSec: number, bNsec: number, bIndex: number, ctx: RunContext): RunStatus {
     this.headKnown = false;
     const b = this.buf;
+    if (this.bufOf !== b) {
+      this.bufOf = b;
+      this.ab = b.buffer as ArrayBuffer;
+      this.abOff = b.byteOffset;
+    }
     const raw = this.le && this.inNanos === ctx.nanos;
     const subLimit = this.inNanos ? 1_000_000_000 : 1_000_000;
     const later = this.index > bIndex;
@@ -454,6 +473,8 @@ export class PcapRunSource {
     const oSafe = vOff - this.lookaheadBytes;
     let eCount = this.eCount;
     let o = this.pos;
+    let known = this.posKnown;
+    this.posKnown = false;
     let lastSec = this.lastSec;
     let lastNsec = this.lastNsec;
     let block = o;
@@ -472,36 +493,52 @@ export class PcapRunSource {
         status = 'data';
         break;
       }
-      this.readAt(o);
-      const sec = rec.sec;
-      const nsec = rec.nsec;
+      let sec: number, nsec: number, sub: number, capLen: number, origLen: number;
+      if (known) {
+        known = false;
+        sec = this.headSec;
+        nsec = this.headNsec;
+        sub = this.posSub;
+        capLen = this.posCapLen;
+        origLen = this.posOrigLen;
+      } else {
+        this.readAt(o);
+        sec = rec.sec;
+        nsec = rec.nsec;
+        sub = rec.sub;
+        capLen = rec.capLen;
+        origLen = rec.origLen;
+      }
       if (bounded && (sec > bSec || (sec === bSec && (nsec > bNsec || (nsec === bNsec && later))))) {
         this.headKnown = true;
         this.headSec = sec;
         this.headNsec = nsec;
+        this.posKnown = true;
+        this.posSub = sub;
+        this.posCapLen = capLen;
+        this.posOrigLen = origLen;
         break;
       }
-      const capLen = rec.capLen;
       const at = o + PCAP_RECORD_HEADER_LEN;
       const next = at + capLen;
       // No view of the packet unless it is needed: one per packet was a tenth of the merge's instructions.
       // The dedup keeps a reference (no copy) until the buffer changes: see room() and append().
       if (d.isDuplicateAt(linkType, b, at, next, sec, nsec, true)) {
         duplicates++;
-        if (o > block) ok = w.writeEncoded(b, block, o, blockRecords) && ok;
+        if (o > block) ok = this.block(w, block, o, blockRecords) && ok;
         block = next;
         blockRecords = 0;
       } else {
         if (observe) observe(this.host, linkType, b.subarray(at, next), sec, nsec);
-        if (raw && rec.sub < subLimit && capLen <= snaplen) {
+        if (raw && sub < subLimit && capLen <= snaplen) {
           blockRecords++;
           packets++;
           bytes += capLen;
         } else {
-          if (o > block) ok = w.writeEncoded(b, block, o, blockRecords) && ok;
+          if (o > block) ok = this.block(w, block, o, blockRecords) && ok;
           block = next;
           blockRecords = 0;
-          ok = writeOne(ctx, sec, nsec, rec.origLen, b.subarray(at, next)) && ok;
+          ok = writeOne(ctx, sec, nsec, origLen, b.subarray(at, next)) && ok;
         }
       }
       o = next;
@@ -509,7 +546,7 @@ export class PcapRunSource {
       lastSec = sec;
       lastNsec = nsec;
       if (o - block >= RUN_BLOCK) {
-        ok = w.writeEncoded(b, block, o, blockRecords) && ok;
+        ok = this.block(w, block, o, blockRecords) && ok;
         block = o;
         blockRecords = 0;
       }
@@ -518,7 +555,7 @@ export class PcapRunSource {
         break;
       }
     }
-    if (o > block && !w.writeEncoded(b, block, o, blockRecords) && status === 'bound') status = 'drain';
+    if (o > block && !this.block(w, block, o, blockRecords) && status === 'bound') status = 'drain';
     ctx.packets += packets;
     ctx.bytes += bytes;
     ctx.duplicates += duplicates;
@@ -529,6 +566,11 @@ export class PcapRunSource {
     this.lastSec = lastSec;
     this.lastNsec = lastNsec;
     return status;
+  }
+
+  /** Hands the writer buf[from, to), `records` whole records already in the output's encoding. */
+  private block(w: PcapWriter, from: number, to: number, records: number): boolean {
+    return w.writeEncodedView(new Uint8Array(this.ab, this.abOff + from, to - from), records);
   }
 
   private runSlow(bSec: number, bNsec: number, bIndex: number, ctx: RunContext): RunStatus {
@@ -609,14 +651,52 @@ function siftDown(heap: PcapRunSource[], i: number): void {
   heap[i] = x;
 }
 
+/** The top source has a new head, or none: sifted down to its place, or taken out. */
+function settleTop(heap: PcapRunSource[]): void {
+  const s = heap[0];
+  if (s.hasHead()) s.cacheHead();
+  else {
+    s.finish();
+    const last = heap.pop()!;
+    if (heap.length === 0) return;
+    heap[0] = last;
+  }
+  siftDown(heap, 0);
+}
+
+const DONE = 0;
+/** The writer asked to wait (waitDrain()). */
+const WAIT_DRAIN = 1;
+/** The top source needs bytes not read yet (ready()). */
+const WAIT_DATA = 2;
+
+/**
+ * Runs the merge while nothing needs waiting for, and says what does; the
+ * top source is then left unsettled. Not async, so that V8 optimises this
+ * loop (it runs once per packet when inputs interleave packet by packet; in
+ * the async caller it stayed in the interpreter).
+ */
+function runUntilWait(heap: PcapRunSource[], ctx: RunContext): number {
+  while (heap.length > 0) {
+    const s = heap[0];
+    const n = heap.length;
+    // The bound: the earliest head of the others, one of the top's children.
+    const o = n > 2 ? (runBefore(heap[2], heap[1]) ? heap[2] : heap[1]) : n === 2 ? heap[1] : null;
+    const st = o !== null ? s.run(o.headSec, o.headNsec, o.index, ctx) : s.run(0, 0, -1, ctx);
+    if (st === 'drain') return WAIT_DRAIN;
+    if (!s.readySync()) return WAIT_DATA;
+    settleTop(heap);
+  }
+  return DONE;
+}
+
 /**
  * The k-way merge over ready sources (see ready()): the source with the
  * earliest head writes all it has before the next source's head in one
  * run. It stays at the top of the heap meanwhile and is sifted down once
  * with its new head (replace-top: one sift per run rather than a pop and a
- * push); the bound, the earliest head of the others, is then one of the
- * top's two children. When inputs interleave packet by packet (a fleet's
- * hosts at one instant), a run is one packet, so this is per packet.
+ * push). When inputs interleave packet by packet (a fleet's hosts at one
+ * instant), a run is one packet, so this is per packet.
  */
 export async function mergeRuns(sources: PcapRunSource[], ctx: RunContext): Promise<void> {
   const heap: PcapRunSource[] = [];
@@ -627,24 +707,19 @@ export async function mergeRuns(sources: PcapRunSource[], ctx: RunContext): Prom
     } else s.finish();
   }
   for (let i = (heap.length >> 1) - 1; i >= 0; i--) siftDown(heap, i);
-  while (heap.length > 0) {
+  for (;;) {
+    let wait = runUntilWait(heap, ctx);
+    if (wait === DONE) return;
     const s = heap[0];
-    const n = heap.length;
-    const o = n > 2 ? (runBefore(heap[2], heap[1]) ? heap[2] : heap[1]) : n === 2 ? heap[1] : null;
-    const st = o !== null ? s.run(o.headSec, o.headNsec, o.index, ctx) : s.run(0, 0, -1, ctx);
-    if (st === 'drain') await ctx.writer.waitDrain();
-    if (!s.readySync()) {
+    if (wait === WAIT_DRAIN) {
+      await ctx.writer.waitDrain();
+      if (!s.readySync()) wait = WAIT_DATA;
+    }
+    if (wait === WAIT_DATA) {
       // Waiting for an input: what is written so far goes out meanwhile.
       if (!ctx.writer.flush()) await ctx.writer.waitDrain();
       await s.ready();
     }
-    if (s.hasHead()) s.cacheHead();
-    else {
-      s.finish();
-      const last = heap.pop()!;
-      if (heap.length === 0) break;
-      heap[0] = last;
-    }
-    siftDown(heap, 0);
+    settleTop(heap);
   }
 }

@@ -97,10 +97,12 @@ export class PcapRunSource {
 
   // The input's unread bytes: buf[pos, end) starts at stream offset base + pos.
   private buf: Buffer = Buffer.alloc(0);
-  /** buf's ArrayBuffer and offset in it, for views of runs (see block()); fetched again when buf is another. */
+  /** buf's ArrayBuffer and offset in it, for views of runs (see block()); fetched again when buf is another (see runFast()). */
   private bufOf: Buffer | null = null;
   private ab = new ArrayBuffer(0);
   private abOff = 0;
+  /** buf as a DataView, for the dedup's hash. */
+  private dv = new DataView(this.ab);
   /** buf is ours to write into (not a chunk the stream gave). */
   private owned = false;
   private pos = 0;
@@ -455,7 +457,9 @@ export class PcapRunSource {
       this.bufOf = b;
       this.ab = b.buffer as ArrayBuffer;
       this.abOff = b.byteOffset;
+      this.dv = new DataView(this.ab, this.abOff, b.length);
     }
+    const dv = this.dv;
     const raw = this.le && this.inNanos === ctx.nanos;
     const subLimit = this.inNanos ? 1_000_000_000 : 1_000_000;
     const later = this.index > bIndex;
@@ -523,7 +527,7 @@ export class PcapRunSource {
       const next = at + capLen;
       // No view of the packet unless it is needed: one per packet was a tenth of the merge's instructions.
       // The dedup keeps a reference (no copy) until the buffer changes: see room() and append().
-      if (d.isDuplicateAt(linkType, b, at, next, sec, nsec, true)) {
+      if (d.isDuplicateAt(linkType, b, at, next, sec, nsec, true, dv)) {
         duplicates++;
         if (o > block) ok = this.block(w, block, o, blockRecords) && ok;
         block = next;

@@ -78,10 +78,11 @@ test('HostDedup: starts small and grows to its caps as a window fills, knowing e
   assert.ok(n < DEDUP_MAX_ENTRIES && n * 70 < DEDUP_RING_BYTES);
 });
 
-test('HostDedup: packets kept by reference (keep) give the same answers as copied ones, across growth, detach and the caller reusing its buffer', () => {
+test('HostDedup: packets kept by reference (keep), hashed through a DataView, give the same answers as copied ones, across growth, detach and the caller reusing its buffer', () => {
   const copied = new HostDedup(20_000);
   const kept = new HostDedup(20_000);
   let buf = Buffer.alloc(0);
+  let view = new DataView(new ArrayBuffer(0));
   let frames: Array<[number, number]> = [];
   // The caller's buffer of frames, as the merge's fast path holds them; detach() before it is overwritten.
   const refill = (from: number, n: number) => {
@@ -95,6 +96,7 @@ test('HostDedup: packets kept by reference (keep) give the same answers as copie
       o += p.length;
     }
     buf = Buffer.concat(parts);
+    view = new DataView(buf.buffer, buf.byteOffset, buf.length);
   };
   let t = 0;
   for (let round = 0; round < 40; round++) {
@@ -103,8 +105,9 @@ test('HostDedup: packets kept by reference (keep) give the same answers as copie
       t += 150;
       const frame = buf.subarray(a, b);
       const want = copied.isDuplicate(LINKTYPE.ETHERNET, Buffer.from(frame), T, t);
-      assert.equal(kept.isDuplicateAt(LINKTYPE.ETHERNET, buf, a, b, T, t, true), want);
-      // A cooked copy of a packet a few back, as `any` saw it: found in both, referenced or detached.
+      assert.equal(kept.isDuplicateAt(LINKTYPE.ETHERNET, buf, a, b, T, t, true, view), want);
+      // A cooked copy of a packet a few back, as `any` saw it: found in both, referenced or detached
+      // (and, hashed without the view, found by the hash made with it: they must agree).
       if ((a + round) % 5 === 0) {
         const j = Math.max(0, frames.findIndex(([x]) => x === a) - 3);
         const again = sll(ETH_IPV4, buf.subarray(frames[j][0] + 14, frames[j][1]));

@@ -90,6 +90,22 @@ function sampleHash(b: Buffer, start: number, end: number): number {
 }
 
 /**
+ * sampleHash() over the same bytes of `v`, a view of the same memory as the
+ * buffer (same offsets): the same value, with each word one getInt32()
+ * rather than four indexed loads (each with its own checks): a third of the
+ * merge's instructions per packet went to the hash that way.
+ */
+function sampleHashView(v: DataView, start: number, end: number): number {
+  let h = 0x811c9dc5 ^ (end - start);
+  const head = Math.min(end, start + 64) - 3;
+  let i = start;
+  for (; i < head; i += 4) h = Math.imul(h ^ v.getInt32(i, true), 0x01000193);
+  for (i = Math.max(i, end - 32); i < end - 3; i += 4) h = Math.imul(h ^ v.getInt32(i, true), 0x01000193);
+  for (; i < end; i++) h = Math.imul(h ^ v.getUint8(i), 0x01000193);
+  return h | 0;
+}
+
+/**
  * Remembers the packets one host kept in the last `windowNs` and recognises
  * another capture of one of them: same bytes from the network layer up,
  * timestamps at most windowNs apart. The bytes are copied (the caller may
@@ -144,8 +160,10 @@ export class HostDedup {
    * `keep` the caller promises those bytes stay as they are until it calls
    * detach(data), and they are copied only then, if still remembered: the
    * merge's fast path copies a few packets per read instead of every one.
+   * `view`, when given, is a DataView of data's bytes (offset 0 is data[0]):
+   * the hash reads through it (see sampleHashView).
    */
-  isDuplicateAt(linkType: number, data: Buffer, from: number, to: number, sec: number, nsec: number, keep: boolean): boolean {
+  isDuplicateAt(linkType: number, data: Buffer, from: number, to: number, sec: number, nsec: number, keep: boolean, view?: DataView): boolean {
     if (sec > this.latestSec || (sec === this.latestSec && nsec > this.latestNsec)) {
       this.latestSec = sec;
       this.latestNsec = nsec;
@@ -155,7 +173,7 @@ export class HostDedup {
     const start = range.start;
     const end = range.end;
     const len = end - start;
-    const h = sampleHash(data, start, end);
+    const h = view !== undefined ? sampleHashView(view, start, end) : sampleHash(data, start, end);
     for (let e = this.heads[h & (this.cap - 1)]; e >= 0; e = this.next[e]) {
       if (this.hash[e] !== h || this.len[e] !== len) continue;
       if (Math.abs((sec - this.sec[e]) * 1e9 + (nsec - this.nsec[e])) > this.windowNs) continue;

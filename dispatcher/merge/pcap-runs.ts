@@ -13,7 +13,6 @@ import type { CaptureStreamReader } from '../../shared/pcap/stream-reader';
 import type { PcapWriter } from '../../shared/pcap/writer';
 import type { HostDedup } from './dedup';
 import { ReadAhead, type Held } from './read-ahead';
-import { MinHeap } from '../../shared/heap/min-heap';
 
 /*
  * The merge's fast path for PCAP inputs (what agents send): records are
@@ -98,6 +97,12 @@ export class PcapRunSource {
 
   // The input's unread bytes: buf[pos, end) starts at stream offset base + pos.
   private buf: Buffer = Buffer.alloc(0);
+  /** buf's ArrayBuffer and offset in it, for views of runs (see block()); fetched again when buf is another (see view()). */
+  private bufOf: Buffer | null = null;
+  private ab = new ArrayBuffer(0);
+  private abOff = 0;
+  /** buf as a DataView, for the dedup's hash. */
+  private dv = new DataView(this.ab);
   /** buf is ours to write into (not a chunk the stream gave). */
   private owned = false;
   private pos = 0;
@@ -127,6 +132,16 @@ export class PcapRunSource {
   headNsec = 0;
   /** runFast() stopped at the bound on the record at pos: headSec/headNsec are its time already. */
   private headKnown = false;
+  /**
+   * The record at pos is decoded in headSec, headNsec and these (runFast()
+   * stopped on it at the bound): the next run starts from them instead of
+   * reading its header again. Fast mode only; the values stay true when the
+   * bytes move in the buffer.
+   */
+  private posKnown = false;
+  private posSub = 0;
+  private posCapLen = 0;
+  private posOrigLen = 0;
 
   /** Packets written earlier in time than one before them from this input. */
   late = 0;
@@ -274,21 +289,14 @@ export class PcapRunSource {
 
   /** The record at `o` is whole and valid: its header's four words, time normalised. Sets `rec`. */
   private readAt(o: number): boolean {
-    const b = this.buf;
     if (this.end - o < PCAP_RECORD_HEADER_LEN) return false;
-    let sec: number, sub: number, capLen: number, origLen: number;
-    if (this.le) {
-      // Indexed bytes rather than readUInt32LE(), which is not inlined (see dedup.ts's sampleHash).
-      sec = (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
-      sub = (b[o + 4] | (b[o + 5] << 8) | (b[o + 6] << 16) | (b[o + 7] << 24)) >>> 0;
-      capLen = (b[o + 8] | (b[o + 9] << 8) | (b[o + 10] << 16) | (b[o + 11] << 24)) >>> 0;
-      origLen = (b[o + 12] | (b[o + 13] << 8) | (b[o + 14] << 16) | (b[o + 15] << 24)) >>> 0;
-    } else {
-      sec = b.readUInt32BE(o);
-      sub = b.readUInt32BE(o + 4);
-      capLen = b.readUInt32BE(o + 8);
-      origLen = b.readUInt32BE(o + 12);
-    }
+    // Through a DataView: a word per load, where indexed bytes took four (and readUInt32LE() is not inlined).
+    const v = this.view();
+    const le = this.le;
+    let sec = v.getUint32(o, le);
+    const sub = v.getUint32(o + 4, le);
+    const capLen = v.getUint32(o + 8, le);
+    const origLen = v.getUint32(o + 12, le);
     // Checked on a header whose record is not whole yet too, so a corrupt length never makes this wait for gigabytes.
     if (capLen > this.limit || capLen > origLen) {
       this.formatError = corruptRecord(this.host, this.base + o, capLen, origLen, this.limit);
@@ -438,66 +446,98 @@ export class PcapRunSource {
   private runFast(bSec: number, bNsec: number, bIndex: number, ctx: RunContext): RunStatus {
     this.headKnown = false;
     const b = this.buf;
+    const dv = this.view();
     const raw = this.le && this.inNanos === ctx.nanos;
     const subLimit = this.inNanos ? 1_000_000_000 : 1_000_000;
     const later = this.index > bIndex;
+    const bounded = bIndex >= 0;
     const d = this.dedup;
     const observe = ctx.observe;
     const w = ctx.writer;
+    const linkType = this.linkType;
+    const snaplen = ctx.snaplen;
+    // fastSafe() per record without the call: the validated run does not
+    // change while this runs, and both its measures only shrink as o moves on.
+    const vOff = this.vOff;
+    const fin = this.final();
+    const eSafe = this.vCount - this.reorderPackets;
+    const oSafe = vOff - this.lookaheadBytes;
+    let eCount = this.eCount;
     let o = this.pos;
+    let known = this.posKnown;
+    this.posKnown = false;
     let lastSec = this.lastSec;
     let lastNsec = this.lastNsec;
     let block = o;
     let blockRecords = 0;
+    let packets = 0;
+    let bytes = 0;
+    let duplicates = 0;
     let ok = true;
     let status: RunStatus = 'bound';
     for (;;) {
-      if (o >= this.vOff) {
-        if (!this.final()) status = 'data';
+      if (o >= vOff) {
+        if (!fin) status = 'data';
         break;
       }
-      if (!this.fastSafe(o)) {
+      if (!fin && eCount > eSafe && o > oSafe) {
         status = 'data';
         break;
       }
-      this.readAt(o);
-      const sec = rec.sec;
-      const nsec = rec.nsec;
-      if (bIndex >= 0 && (sec > bSec || (sec === bSec && (nsec > bNsec || (nsec === bNsec && later))))) {
+      let sec: number, nsec: number, sub: number, capLen: number, origLen: number;
+      if (known) {
+        known = false;
+        sec = this.headSec;
+        nsec = this.headNsec;
+        sub = this.posSub;
+        capLen = this.posCapLen;
+        origLen = this.posOrigLen;
+      } else {
+        this.readAt(o);
+        sec = rec.sec;
+        nsec = rec.nsec;
+        sub = rec.sub;
+        capLen = rec.capLen;
+        origLen = rec.origLen;
+      }
+      if (bounded && (sec > bSec || (sec === bSec && (nsec > bNsec || (nsec === bNsec && later))))) {
         this.headKnown = true;
         this.headSec = sec;
         this.headNsec = nsec;
+        this.posKnown = true;
+        this.posSub = sub;
+        this.posCapLen = capLen;
+        this.posOrigLen = origLen;
         break;
       }
       const at = o + PCAP_RECORD_HEADER_LEN;
-      const next = at + rec.capLen;
+      const next = at + capLen;
       // No view of the packet unless it is needed: one per packet was a tenth of the merge's instructions.
       // The dedup keeps a reference (no copy) until the buffer changes: see room() and append().
-      if (d.isDuplicateAt(this.linkType, b, at, next, sec, nsec, true)) {
-        ctx.duplicates++;
-        this.duplicates++;
-        if (o > block) ok = w.writeEncoded(b, block, o, blockRecords) && ok;
+      if (d.isDuplicateAt(linkType, b, at, next, sec, nsec, true, dv)) {
+        duplicates++;
+        if (o > block) ok = this.block(w, block, o, blockRecords) && ok;
         block = next;
         blockRecords = 0;
       } else {
-        if (observe) observe(this.host, this.linkType, b.subarray(at, next), sec, nsec);
-        if (raw && rec.sub < subLimit && rec.capLen <= ctx.snaplen) {
+        if (observe) observe(this.host, linkType, b.subarray(at, next), sec, nsec);
+        if (raw && sub < subLimit && capLen <= snaplen) {
           blockRecords++;
-          ctx.packets++;
-          ctx.bytes += rec.capLen;
+          packets++;
+          bytes += capLen;
         } else {
-          if (o > block) ok = w.writeEncoded(b, block, o, blockRecords) && ok;
+          if (o > block) ok = this.block(w, block, o, blockRecords) && ok;
           block = next;
           blockRecords = 0;
-          ok = writeOne(ctx, sec, nsec, rec.origLen, b.subarray(at, next)) && ok;
+          ok = writeOne(ctx, sec, nsec, origLen, b.subarray(at, next)) && ok;
         }
       }
       o = next;
-      this.eCount++;
+      eCount++;
       lastSec = sec;
       lastNsec = nsec;
       if (o - block >= RUN_BLOCK) {
-        ok = w.writeEncoded(b, block, o, blockRecords) && ok;
+        ok = this.block(w, block, o, blockRecords) && ok;
         block = o;
         blockRecords = 0;
       }
@@ -506,12 +546,34 @@ export class PcapRunSource {
         break;
       }
     }
-    if (o > block && !w.writeEncoded(b, block, o, blockRecords) && status === 'bound') status = 'drain';
+    if (o > block && !this.block(w, block, o, blockRecords) && status === 'bound') status = 'drain';
+    ctx.packets += packets;
+    ctx.bytes += bytes;
+    ctx.duplicates += duplicates;
+    this.duplicates += duplicates;
+    this.eCount = eCount;
     this.pos = o;
     // Written in order, so the last one is the latest: a slow mode after this counts late ones from it.
     this.lastSec = lastSec;
     this.lastNsec = lastNsec;
     return status;
+  }
+
+  /** buf as a DataView (made again when buf is another buffer). */
+  private view(): DataView {
+    const b = this.buf;
+    if (this.bufOf !== b) {
+      this.bufOf = b;
+      this.ab = b.buffer as ArrayBuffer;
+      this.abOff = b.byteOffset;
+      this.dv = new DataView(this.ab, this.abOff, b.length);
+    }
+    return this.dv;
+  }
+
+  /** Hands the writer buf[from, to), `records` whole records already in the output's encoding. */
+  private block(w: PcapWriter, from: number, to: number, records: number): boolean {
+    return w.writeEncodedView(new Uint8Array(this.ab, this.abOff + from, to - from), records);
   }
 
   private runSlow(bSec: number, bNsec: number, bIndex: number, ctx: RunContext): RunStatus {
@@ -571,35 +633,96 @@ function writeOne(ctx: RunContext, tsSec: number, tsNsec: number, origLen: numbe
 
 const EMPTY = Buffer.alloc(0);
 
-const runLess = (a: PcapRunSource, b: PcapRunSource) =>
-  a.headSec < b.headSec || (a.headSec === b.headSec && (a.headNsec < b.headNsec || (a.headNsec === b.headNsec && a.index < b.index)));
+/** Strict order of the sources' heads: time, then input order. */
+function runBefore(a: PcapRunSource, b: PcapRunSource): boolean {
+  return a.headSec < b.headSec || (a.headSec === b.headSec && (a.headNsec < b.headNsec || (a.headNsec === b.headNsec && a.index < b.index)));
+}
+
+/** Moves heap[i] down to its place (a binary min-heap on runBefore). */
+function siftDown(heap: PcapRunSource[], i: number): void {
+  const x = heap[i];
+  const n = heap.length;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= n) break;
+    const r = l + 1;
+    const c = r < n && runBefore(heap[r], heap[l]) ? r : l;
+    if (!runBefore(heap[c], x)) break;
+    heap[i] = heap[c];
+    i = c;
+  }
+  heap[i] = x;
+}
+
+/** The top source has a new head, or none: sifted down to its place, or taken out. */
+function settleTop(heap: PcapRunSource[]): void {
+  const s = heap[0];
+  if (s.hasHead()) s.cacheHead();
+  else {
+    s.finish();
+    const last = heap.pop()!;
+    if (heap.length === 0) return;
+    heap[0] = last;
+  }
+  siftDown(heap, 0);
+}
+
+const DONE = 0;
+/** The writer asked to wait (waitDrain()). */
+const WAIT_DRAIN = 1;
+/** The top source needs bytes not read yet (ready()). */
+const WAIT_DATA = 2;
+
+/**
+ * Runs the merge while nothing needs waiting for, and says what does; the
+ * top source is then left unsettled. Not async, so that V8 optimises this
+ * loop (it runs once per packet when inputs interleave packet by packet; in
+ * the async caller it stayed in the interpreter).
+ */
+function runUntilWait(heap: PcapRunSource[], ctx: RunContext): number {
+  while (heap.length > 0) {
+    const s = heap[0];
+    const n = heap.length;
+    // The bound: the earliest head of the others, one of the top's children.
+    const o = n > 2 ? (runBefore(heap[2], heap[1]) ? heap[2] : heap[1]) : n === 2 ? heap[1] : null;
+    const st = o !== null ? s.run(o.headSec, o.headNsec, o.index, ctx) : s.run(0, 0, -1, ctx);
+    if (st === 'drain') return WAIT_DRAIN;
+    if (!s.readySync()) return WAIT_DATA;
+    settleTop(heap);
+  }
+  return DONE;
+}
 
 /**
  * The k-way merge over ready sources (see ready()): the source with the
  * earliest head writes all it has before the next source's head in one
- * run, then goes back into the heap.
+ * run. It stays at the top of the heap meanwhile and is sifted down once
+ * with its new head (replace-top: one sift per run rather than a pop and a
+ * push). When inputs interleave packet by packet (a fleet's hosts at one
+ * instant), a run is one packet, so this is per packet.
  */
 export async function mergeRuns(sources: PcapRunSource[], ctx: RunContext): Promise<void> {
-  const heap = new MinHeap<PcapRunSource>(runLess);
+  const heap: PcapRunSource[] = [];
   for (const s of sources) {
     if (s.hasHead()) {
       s.cacheHead();
       heap.push(s);
     } else s.finish();
   }
-  while (heap.size > 0) {
-    const s = heap.pop()!;
-    const o = heap.peek();
-    const st = o ? s.run(o.headSec, o.headNsec, o.index, ctx) : s.run(0, 0, -1, ctx);
-    if (st === 'drain') await ctx.writer.waitDrain();
-    if (!s.readySync()) {
+  for (let i = (heap.length >> 1) - 1; i >= 0; i--) siftDown(heap, i);
+  for (;;) {
+    let wait = runUntilWait(heap, ctx);
+    if (wait === DONE) return;
+    const s = heap[0];
+    if (wait === WAIT_DRAIN) {
+      await ctx.writer.waitDrain();
+      if (!s.readySync()) wait = WAIT_DATA;
+    }
+    if (wait === WAIT_DATA) {
       // Waiting for an input: what is written so far goes out meanwhile.
       if (!ctx.writer.flush()) await ctx.writer.waitDrain();
       await s.ready();
     }
-    if (s.hasHead()) {
-      s.cacheHead();
-      heap.push(s);
-    } else s.finish();
+    settleTop(heap);
   }
 }

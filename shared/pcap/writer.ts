@@ -97,6 +97,13 @@ export class PcapWriter extends StreamSink {
     this.recordsWritten += records;
     return this.putRange(src, start, end);
   }
+
+  /** writeEncoded() of a whole view (see StreamSink's putView()). */
+  writeEncodedView(v: Uint8Array, records: number): boolean {
+    this.check();
+    this.recordsWritten += records;
+    return this.putView(v);
+  }
 }
 
 export interface PcapFileWriterSyncOptions extends PcapWriterOptions {

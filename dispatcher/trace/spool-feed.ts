@@ -28,7 +28,7 @@ let windowsHeld = 0;
  * readers fail and whatever they fed is aborted; the spool file is still
  * there for the store job that follows, as before.
  *
- * Memory: while it has readers, a window of the last WINDOW_BYTES received
+ * Memory: while it has readers, until the file ends, a window of the last WINDOW_BYTES received
  * (the chunks as they were written, not copies), and a read at a time per
  * reader behind that window, which reads the disk.
  */
@@ -99,7 +99,9 @@ export class SpoolFeed {
     if (this.failure || this.complete) return;
     if (bytes !== this.written) return this.abort(new Error(`the spool file ended at ${bytes} bytes, ${this.written} were followed`));
     this.complete = true;
-    if (this.readers === 0) this.dropWindow();
+    // Every run ends here or in abort(), so no window outlives its run (a reader that never finishes cannot keep one);
+    // readers still behind read the rest from the disk.
+    this.dropWindow();
     this.wake();
   }
 
@@ -122,10 +124,8 @@ export class SpoolFeed {
     this.readers++;
     let counted = true;
     const gone = (): void => {
-      if (!counted) return;
+      if (counted) this.readers--;
       counted = false;
-      // The last reader gone from a file that will not grow for it: nobody needs the window.
-      if (--this.readers === 0 && (this.complete || this.failure)) this.dropWindow();
     };
     const next = async (r: Readable): Promise<void> => {
       for (;;) {

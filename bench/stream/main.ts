@@ -1,13 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChildProcess, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { TraceView } from '../../shared/protocol/client';
 import {
   benchCouchdbUrl,
-  countDownload,
   forkBenchAgents,
   getJson,
   makeTracerToken,
@@ -39,7 +38,8 @@ import { BulkCapture, CALL_ID, GEN_VERSION, generateBulkCapture, MEDIA_IP } from
  * the same store directly with `curl -T` as an attachment.
  *
  * Knobs: BENCH_STREAM_MB (200), BENCH_STREAM_REFERENCE=0 skips the curl
- * reference, BENCH_COUCHDB=http://user:password@host:port (or its older
+ * reference, BENCH_STREAM_PROF=DIR (a --cpu-prof of each process) or
+ * BENCH_STREAM_PERF=1 (--perf-basic-prof, for perf record), BENCH_COUCHDB=http://user:password@host:port (or its older
  * name BENCH_STREAM_COUCHDB; a cluster's node too) runs the
  * dispatcher on that Apache CouchDB instead of the embedded store (in a
  * database of its own, deleted at the end; the reference goes to the same
@@ -99,6 +99,25 @@ function ensureRing(ringDir: string): { meta: RingMeta; cached: boolean } {
 }
 
 
+/** sha256 of a download through the REST API, with its status and length. */
+async function hashDownload(url: string, token: string, timeoutMs: number): Promise<{ status: number; bytes: number; sha256: string }> {
+  const r = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(timeoutMs) });
+  const h = createHash('sha256');
+  let bytes = 0;
+  if (r.body)
+    for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
+      h.update(c);
+      bytes += c.length;
+    }
+  return { status: r.status, bytes, sha256: h.digest('hex') };
+}
+
+async function hashFile(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(c as Buffer);
+  return h.digest('hex');
+}
+
 async function waitAgent(url: string, apiToken: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -127,7 +146,9 @@ async function main(): Promise<void> {
   const db = COUCHDB ? `bench-stream-${randomBytes(4).toString('hex')}` : 'tracefleet';
   const storeArgs = COUCHDB ? ['--couchdb', COUCHDB, '--db', db] : [];
   // A CPU profile of each process of the path: the dispatcher's store child takes the flags from it.
-  const profArgs = process.env.BENCH_STREAM_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_STREAM_PROF}`] : [];
+  // BENCH_STREAM_PERF=1: --perf-basic-prof instead, so that `perf record -p PID` (on-CPU samples, which a loaded
+  // machine does not skew as it does --cpu-prof's wall-clock ones) names the JavaScript frames.
+  const profArgs = process.env.BENCH_STREAM_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_STREAM_PROF}`] : process.env.BENCH_STREAM_PERF === '1' ? ['--perf-basic-prof'] : [];
   const d = await startDispatcherProcess({ nodeArgs: profArgs, dataDir, logFile, extraArgs: storeArgs });
   const storeUrl = COUCHDB ?? readFileSync(join(dataDir, 'store.url'), 'utf8').trim();
   const rss = new RssSampler(d.pid, 50);
@@ -183,10 +204,16 @@ async function main(): Promise<void> {
     if (view.state !== 'done' || host?.state !== 'done') problems.push(`the trace ended ${view.state}, host ${host?.state}${host?.error ? `: ${host.error}` : ''}`);
     if (host?.packets !== cap.packets) problems.push(`the host reports ${host?.packets} packets, the capture has ${cap.packets}`);
     if (host?.truncated) problems.push('the result was truncated');
-    progress('downloading packets.pcap to count its bytes');
-    const dl = await countDownload(`${d.url}/api/traces/${trace.id}/hosts/${AGENT}/packets.pcap`, apiToken, 10 * 60_000);
+    // One host's nanosecond PCAP in order, no duplicate: packets.pcap and merged.pcap are the capture, byte for byte.
+    progress('downloading packets.pcap and merged.pcap to hash them against the capture');
+    const capSha = await hashFile(cap.path);
+    const dl = await hashDownload(`${d.url}/api/traces/${trace.id}/hosts/${AGENT}/packets.pcap`, apiToken, 10 * 60_000);
     if (dl.status !== 200) problems.push(`GET packets.pcap answered ${dl.status}`);
     if (dl.bytes !== cap.bytes) problems.push(`packets.pcap holds ${dl.bytes} bytes, the capture ${cap.bytes}`);
+    if (dl.sha256 !== capSha) problems.push(`packets.pcap's sha256 ${dl.sha256} is not the capture's ${capSha}`);
+    const mdl = await hashDownload(`${d.url}/api/traces/${trace.id}/merged.pcap`, apiToken, 10 * 60_000);
+    if (mdl.status !== 200) problems.push(`GET merged.pcap answered ${mdl.status}`);
+    if (mdl.sha256 !== capSha) problems.push(`merged.pcap's sha256 ${mdl.sha256} (${mdl.bytes} bytes) is not the capture's ${capSha}`);
 
     // References, after the trace; their failures say nothing about what was stored.
     const refProblems: string[] = [];
@@ -259,7 +286,8 @@ async function main(): Promise<void> {
       f.section(`target: embedded store RSS growth ≤ ${TARGET_STORE_GROWTH_MB} MiB`);
       f.add('targetStoreGrowth', 'verdict', (storePeak - storeBefore) / MB <= TARGET_STORE_GROWTH_MB ? 'PASS' : 'MISS');
     }
-    f.add('verified', `packets.pcap is ${cap.bytes} bytes, ${cap.packets} packets, not truncated`, problems.length === 0 ? 'yes' : 'NO');
+    f.add('verified', `packets.pcap and merged.pcap are the capture (${cap.bytes} bytes, sha256 ${capSha.slice(0, 16)}…), ${cap.packets} packets, not truncated`, problems.length === 0 ? 'yes' : 'NO');
+    f.extra('sha256', { capture: capSha, packets: dl.sha256, merged: mdl.sha256 });
     problems.forEach((p, i) => f.add(`problem${i}`, '  problem', p));
     f.extra('captureCached', cached);
     f.extra('rssNote', 'MiB of VmRSS of the dispatcher process alone; the embedded store is its child process, reported apart; MB/s are 10^6 bytes per second');

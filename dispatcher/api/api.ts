@@ -17,8 +17,8 @@ import { Role, TraceView } from '../../shared/protocol/client';
 import { traceId as traceIdSchema } from '../../shared/protocol/common';
 import { QUERY_RULES, traceRequest } from '../../shared/query/query';
 import { callFiguresOf } from '../../shared/query/call-figures';
-import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, TraceDoc, traceDocId } from '../store/layout';
-import { storedAttachment } from '../store/parts';
+import { HOST_ATTACHMENT, resultDocId, TraceDoc } from '../store/layout';
+import { mergedPcap, storedAttachment } from '../store/parts';
 import type { TraceStore } from '../store/store';
 import type { Traces } from '../trace/types';
 import { isFinalResult, traceView } from '../trace/view';
@@ -489,14 +489,15 @@ export function createApi(deps: ApiDeps): express.Express {
       need(principal(res), 'read', 'download traces');
       const id = traceId(req);
       const t = await getTrace(id);
-      const stub = storedAttachment(t, MERGED_ATTACHMENT);
-      if (!stub) {
+      // Its own merged.pcap, or the one host's packets.pcap it is byte for byte (mergedPcap()).
+      const merged = mergedPcap(t);
+      if (!merged) {
         if (t.state === 'running') {
           throw new HttpError('TF_PACKETS_NOT_READY', `merged.pcap of trace ${id} is not ready yet: it is built once every host has finished; watch GET /api/traces/${id}`);
         }
         throw new HttpError('TF_NO_PACKETS', `trace ${id} (${t.state}) has no merged.pcap: no host stored packets for it; see each host's state in GET /api/traces/${id}`);
       }
-      await sendAttachment(req, res, { store, docId: traceDocId(id), name: MERGED_ATTACHMENT, stub, filename: downloadName(t, 'pcap'), log });
+      await sendAttachment(req, res, { store, docId: merged.docId, name: merged.name, stub: merged.stub, filename: downloadName(t, 'pcap'), log });
     }),
   );
 

@@ -8,8 +8,8 @@ import type { Request, Response } from 'express';
 import type { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import type { TraceView } from '../../shared/protocol/client';
-import { AttachmentStub, HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, TraceDoc, traceDocId } from '../store/layout';
-import { storedAttachment } from '../store/parts';
+import { AttachmentStub, HOST_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, TraceDoc } from '../store/layout';
+import { mergedPcap, storedAttachment } from '../store/parts';
 import type { TraceStore } from '../store/store';
 import type { HostMessage, HostStream } from './messages';
 import { callFiguresOf } from '../../shared/query/call-figures';
@@ -154,8 +154,8 @@ export async function sendTraceTar(req: Request, res: Response, d: TarDownload):
     return;
   }
   const parts: TarPart[] = [];
-  const merged = storedAttachment(d.trace, MERGED_ATTACHMENT);
-  if (merged) parts.push({ path: `${dir}/merged.pcap`, docId: traceDocId(id), name: MERGED_ATTACHMENT, size: merged.length });
+  const merged = mergedPcap(d.trace);
+  if (merged) parts.push({ path: `${dir}/merged.pcap`, docId: merged.docId, name: merged.name, size: merged.stub.length });
   for (const r of [...d.results].sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0))) {
     const stub = storedAttachment(r, HOST_ATTACHMENT);
     if (stub) parts.push({ path: `${dir}/hosts/${safeName(r.host)}.pcap`, docId: resultDocId(id, r.host), name: HOST_ATTACHMENT, size: stub.length });

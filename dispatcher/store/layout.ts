@@ -10,7 +10,11 @@
  *     finishedAt? (ISO), merged? { packets, bytes }, clocks? (each host's clock
  *     offset, shared/trace/vantage.ts), hops? (per RTP stream seen on several
  *     hosts, what each hop lost, delayed and jittered)
- *     attachment merged.pcap: every host's packets, time-ordered, de-duplicated
+ *     attachment merged.pcap: every host's packets, time-ordered, de-duplicated;
+ *     or, on a store that cannot copy an attachment (Apache CouchDB), for a
+ *     trace whose merged PCAP is byte for byte its one host's packets.pcap:
+ *     no attachment but mergedAttachment { doc, name, content_type, length,
+ *     digest }, that host's attachment (mergedPcap() in parts.ts resolves both)
  *
  *   trace:<id>:<host>     type 'result', one per host asked
  *     traceId, host, state
@@ -80,6 +84,15 @@ export interface AttachmentStub {
   stub?: boolean;
 }
 
+/** An attachment of another document that is a trace's merged PCAP, with its stub as that document has it. */
+export interface MergedReference {
+  doc: string;
+  name: string;
+  content_type: string;
+  length: number;
+  digest: string;
+}
+
 export interface TraceDoc extends CouchMeta {
   type: 'trace';
   id: string;
@@ -90,6 +103,8 @@ export interface TraceDoc extends CouchMeta {
   state: TraceState;
   finishedAt?: string;
   merged?: { packets: number; bytes: number; duplicates: number };
+  /** The merged PCAP is this attachment of another document, byte for byte (see mergedPcap()); an own merged.pcap wins. */
+  mergedAttachment?: MergedReference;
   /** Hosts' clock offsets, from packets two hosts both captured; set by the merge when any were. */
   clocks?: TraceClocks;
   /** Per RTP stream seen on several hosts, each hop between two of them; set by the merge. */

@@ -23,7 +23,7 @@
  * its source's digest: PouchDB keeps the bytes once per digest.
  */
 
-import type { AttachmentStub, CouchMeta } from './layout';
+import { type AttachmentStub, type CouchMeta, MERGED_ATTACHMENT, type TraceDoc, traceDocId } from './layout';
 
 /** Answered by the embedded server only ({copyAttachment: true}); Apache CouchDB answers it with an error. */
 export const STORE_FEATURES_PATH = '/_tracefleet';
@@ -61,4 +61,18 @@ export function storedAttachment(doc: PartedDoc | null | undefined, name: string
   if (!stub) return null;
   const parts = doc?.attachmentParts?.[name];
   return parts ? { ...stub, length: parts.length, content_type: parts.content_type } : stub;
+}
+
+/**
+ * Where a trace's merged PCAP is read: its own merged.pcap, or else the
+ * attachment its mergedAttachment names (a one-host trace on Apache CouchDB
+ * whose merge is that host's packets.pcap, byte for byte: not uploaded a
+ * second time), with the stub a reader sees. Null when it has neither.
+ */
+export function mergedPcap(trace: TraceDoc): { docId: string; name: string; stub: AttachmentStub } | null {
+  const own = storedAttachment(trace, MERGED_ATTACHMENT);
+  if (own) return { docId: traceDocId(trace.id), name: MERGED_ATTACHMENT, stub: own };
+  const ref = trace.mergedAttachment;
+  if (!ref) return null;
+  return { docId: ref.doc, name: ref.name, stub: { content_type: ref.content_type, length: ref.length, digest: ref.digest } };
 }

@@ -148,7 +148,7 @@ export class HostRun {
               this.received += bytes.length;
               this.c.count('chunk', bytes.length);
               ack({ ok: true } satisfies ChunkAck);
-              feed.grew(this.received);
+              feed.grew(this.received, bytes);
               this.c.grew?.(this.received, feed);
             },
             (err: Error) => {

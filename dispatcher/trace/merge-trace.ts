@@ -6,7 +6,7 @@ import { mergeCaptures, MERGE_READ_CHUNK, type HostShift, type MergeInput, type 
 import { ClockSampler } from '../merge/clock';
 import { HopCollector } from '../merge/hops';
 import type { RtpHop, TraceClocks } from '../../shared/trace/vantage';
-import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, traceDocId } from '../store/layout';
+import { HOST_ATTACHMENT, MERGED_ATTACHMENT, type MergedReference, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, traceDocId } from '../store/layout';
 import { StoreError, TraceStore } from '../store/store';
 import { SameAsFile } from './same-as-file';
 import type { Spool } from './spool';
@@ -65,18 +65,20 @@ function figures(m: MergeResult, results: ResultDoc[], clock: ClockSampler, hopp
  * (storing nothing) when the input fails, as it does when the host's file
  * turns out not to be what was followed.
  *
- * With `same` on a store that copies attachments itself (the embedded
- * store): the merge of a host's nanosecond PCAP in order and without
+ * With `same`: the merge of a host's nanosecond PCAP in order and without
  * duplicates is that file, byte for byte, so its output is compared with
- * the spool file (`same.path`) instead of being sent; when it matches all
- * through and the host's packets.pcap was stored from that same file
- * (`same.hostStored` resolves with its length), the store copies
- * packets.pcap into merged.pcap (no bytes sent, none written twice). At
- * the first difference the output is uploaded after all, the file's bytes
- * up to there first (see SameAsFile).
+ * the spool file (`same.path`, or the bytes its feed still holds) instead
+ * of being sent; when it matches all through and the host's packets.pcap
+ * was stored from that same file (`same.hostStored` resolves with its
+ * length), no byte is sent again: a store that copies attachments (the
+ * embedded one) copies packets.pcap into merged.pcap; on another (Apache
+ * CouchDB, which cannot) the trace document names packets.pcap as its
+ * merged PCAP (mergedAttachment, see mergedPcap()). At the first
+ * difference the output is uploaded after all, the file's bytes up to
+ * there first (see SameAsFile).
  */
-export async function mergeOneLive(store: TraceStore, traceId: string, host: string, input: Readable, same?: { path: string; hostStored: Promise<number | null> }): Promise<MergeResult> {
-  if (same && store.copiesAttachments) return mergeOneCompared(store, traceId, host, input, same);
+export async function mergeOneLive(store: TraceStore, traceId: string, host: string, input: Readable, same?: SameInput): Promise<MergeResult> {
+  if (same) return mergeOneCompared(store, traceId, host, input, same);
   const merged = new PassThrough();
   const merging = mergeCaptures([{ host, stream: input }], merged).catch((e: Error) => {
     merged.destroy(e);
@@ -86,7 +88,14 @@ export async function mergeOneLive(store: TraceStore, traceId: string, host: str
   return m;
 }
 
-async function mergeOneCompared(store: TraceStore, traceId: string, host: string, input: Readable, same: { path: string; hostStored: Promise<number | null> }): Promise<MergeResult> {
+/** The spool file a one-host merge reads, what it is compared with (`window`: SpoolFeed.matchesAt, the bytes still held), and when its packets.pcap was stored. */
+export interface SameInput {
+  path: string;
+  hostStored: Promise<number | null>;
+  window?: { matchesAt(pos: number, b: Buffer): boolean | null };
+}
+
+async function mergeOneCompared(store: TraceStore, traceId: string, host: string, input: Readable, same: SameInput): Promise<MergeResult> {
   const put = (r: Readable): Promise<{ bytes: number; rev: string }> => store.putAttachmentStream(traceDocId(traceId), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, r);
   let upload: Promise<unknown> | null = null;
   let uploadFailed: (e: Error) => void = () => {};
@@ -102,7 +111,7 @@ async function mergeOneCompared(store: TraceStore, traceId: string, host: string
     });
     // Awaited below when the merge completes; when the merge failed first, its failure is the one reported.
     upload.catch(() => undefined);
-  });
+  }, same.window);
   // Its failures reach us through the merge's and the upload's promises; an 'error' nobody listens to would end the process.
   sink.on('error', () => {});
   const m = await Promise.race([
@@ -119,10 +128,20 @@ async function mergeOneCompared(store: TraceStore, traceId: string, host: string
   }
   // The output is the file's first `checked` bytes: the host's packets.pcap when that was stored from the whole file.
   if ((await same.hostStored) === sink.checked) {
-    await store.copyAttachment(resultDocId(traceId, host), HOST_ATTACHMENT, traceDocId(traceId), MERGED_ATTACHMENT);
-  } else {
-    await put(sink.checked > 0 ? createReadStream(same.path, { start: 0, end: sink.checked - 1, highWaterMark: MERGE_READ_CHUNK }) : Readable.from([], { objectMode: false }));
+    if (store.copiesAttachments) {
+      await store.copyAttachment(resultDocId(traceId, host), HOST_ATTACHMENT, traceDocId(traceId), MERGED_ATTACHMENT);
+      return m;
+    }
+    const stub = await store.getAttachmentInfo(resultDocId(traceId, host), HOST_ATTACHMENT);
+    if (stub?.length === sink.checked) {
+      const ref: MergedReference = { doc: resultDocId(traceId, host), name: HOST_ATTACHMENT, content_type: stub.content_type, length: stub.length, digest: stub.digest };
+      await store.updateTrace(traceId, (d) => {
+        d.mergedAttachment = ref;
+      });
+      return m;
+    }
   }
+  await put(sink.checked > 0 ? createReadStream(same.path, { start: 0, end: sink.checked - 1, highWaterMark: MERGE_READ_CHUNK }) : Readable.from([], { objectMode: false }));
   return m;
 }
 

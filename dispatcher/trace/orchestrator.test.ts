@@ -9,6 +9,7 @@ import { mergeCaptures } from '../merge/merge';
 import type { TraceUpdate } from '../../shared/protocol/client';
 import { Fleet, startFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, traceDocId } from '../store/layout';
+import { mergedPcap } from '../store/parts';
 import { TraceStore } from '../store/store';
 import { openTestStore, startRelay, startTestCouch, TestCouch } from '../../test/support/couch';
 import { metricValue } from './metrics';
@@ -144,14 +145,26 @@ test('one host: packets.pcap and merged.pcap are stored while it is received, th
     const stored = await bytesOf(r.store.getAttachmentStream(resultDocId(view.id, 'a'), HOST_ATTACHMENT));
     assert.deepEqual(stored, await expectedPcap(rings.a, q));
     assert.ok(stored.length > 4 * 256 * 1024, `bigger than a few chunks (${stored.length} bytes), so it is followed while it arrives`);
-    const merged = await bytesOf(r.store.getAttachmentStream(traceDocId(view.id), MERGED_ATTACHMENT));
+    const trace = await r.store.getTrace(view.id);
+    // Where the REST download reads it: the trace's merged.pcap, or the attachment it names.
+    const where = mergedPcap(trace!);
+    assert.ok(where, 'the trace has a merged PCAP');
+    const merged = await bytesOf(r.store.getAttachmentStream(where.docId, where.name));
     assert.deepEqual(merged, await mergedAlone('a', stored), 'merged.pcap is the merge of the stored file, byte for byte');
+    assert.equal(where.stub.length, merged.length);
     if (r.store.copiesAttachments) {
       // The embedded store: a merge that is the host's file itself is packets.pcap copied inside the store (same digests), and only then.
       const [mi, hi] = [await r.store.getAttachmentInfo(traceDocId(view.id), MERGED_ATTACHMENT), await r.store.getAttachmentInfo(resultDocId(view.id, 'a'), HOST_ATTACHMENT)];
       assert.equal(mi?.digest === hi?.digest, merged.equals(stored), `merged.pcap ${merged.equals(stored) ? 'is' : 'is not'} packets.pcap: copied ${mi?.digest === hi?.digest}`);
+      assert.equal(trace?.mergedAttachment, undefined);
+    } else {
+      // Apache CouchDB: such a merge is not uploaded again, the trace names packets.pcap instead, and only then.
+      assert.equal(trace?.mergedAttachment !== undefined, merged.equals(stored), `merged.pcap ${merged.equals(stored) ? 'is' : 'is not'} packets.pcap: named ${trace?.mergedAttachment !== undefined}`);
+      if (trace?.mergedAttachment) {
+        assert.deepEqual([where.docId, where.name], [resultDocId(view.id, 'a'), HOST_ATTACHMENT]);
+        assert.equal(await r.store.getAttachmentInfo(traceDocId(view.id), MERGED_ATTACHMENT), null, 'no second copy of the bytes');
+      }
     }
-    const trace = await r.store.getTrace(view.id);
     assert.deepEqual(trace?.merged, { packets: 3 + BULK, bytes: finalOf(r, view.id)!.merged!.bytes, duplicates: 0 });
     // Both went to the store as the host arrived, and were what was kept.
     const m = r.orch.metrics.storedWhileReceived;

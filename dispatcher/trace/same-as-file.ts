@@ -20,9 +20,15 @@ export class SameAsFile extends Writable {
   private readonly scratch = Buffer.allocUnsafe(SLICE);
   private rest: PassThrough | null = null;
 
+  /**
+   * `window`, when given, compares from the bytes the file's writer still
+   * holds (SpoolFeed.matchesAt), null where it does not hold them: the file
+   * is read only for those.
+   */
   constructor(
     private readonly path: string,
     private readonly diverge: (output: Readable) => void,
+    private readonly window?: { matchesAt(pos: number, b: Buffer): boolean | null },
   ) {
     super();
   }
@@ -60,6 +66,8 @@ export class SameAsFile extends Writable {
   }
 
   private async matches(b: Buffer): Promise<boolean> {
+    const kept = this.window?.matchesAt(this.checked, b);
+    if (kept !== undefined && kept !== null) return kept;
     this.fh ??= await open(this.path, 'r');
     const { bytesRead } = await this.fh.read(this.scratch, 0, b.length, this.checked);
     return bytesRead === b.length && this.scratch.subarray(0, b.length).equals(b);

@@ -95,3 +95,51 @@ test('a reader destroyed while it waits leaves nothing open', async () => {
   feed.end(10);
   assert.ok(r.destroyed);
 });
+
+test('while it has readers the feed keeps the last chunks written: a reader keeping up takes them, one behind reads the disk', async () => {
+  const path = join(dir, 'window.pcap');
+  writeFileSync(path, '');
+  const feed = new SpoolFeed(path);
+  /** A reader's bytes so far: the feed drops its window when it ends, so the readers are read up to the end first. */
+  const follow = (): { parts: Buffer[]; bytes: () => number } => {
+    const parts: Buffer[] = [];
+    feed.reader().on('data', (c: Buffer) => parts.push(c));
+    return { parts, bytes: () => parts.reduce((n, p) => n + p.length, 0) };
+  };
+  const early = follow();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  // 24 chunks of 256 KiB: 6 MiB, past the 4 MiB window.
+  for (let i = 0; i < 24; i++) {
+    const c = bytes(256 * 1024, i + 10);
+    appendFileSync(path, c);
+    size += c.length;
+    feed.grew(size, c);
+    chunks.push(c);
+    await sleep(1);
+  }
+  const whole = Buffer.concat(chunks);
+  // What the window holds is compared from memory: the file is changed under it to tell the two apart.
+  const tail = size - 1024 * 1024;
+  assert.equal(feed.matchesAt(tail, whole.subarray(tail, tail + 300_000)), true, 'the last MiB is held');
+  const other = Buffer.from(whole.subarray(tail, tail + 300_000));
+  other[299_999] ^= 1;
+  assert.equal(feed.matchesAt(tail, other), false, 'a difference is found in the held bytes');
+  assert.equal(feed.matchesAt(0, whole.subarray(0, 1000)), null, 'the first MiB is no longer held');
+  assert.equal(feed.matchesAt(size - 10, Buffer.alloc(20)), null, 'past the end is not held');
+  // A reader started now reads the start from the disk: zeros written over it show it did.
+  const zeros = Buffer.alloc(1024 * 1024);
+  const { openSync, writeSync, closeSync } = await import('node:fs');
+  const fd = openSync(path, 'r+');
+  writeSync(fd, zeros, 0, zeros.length, 0);
+  writeSync(fd, zeros, 0, 1024, tail);
+  closeSync(fd);
+  const late = follow();
+  for (let i = 0; i < 500 && (early.bytes() < size || late.bytes() < size); i++) await sleep(10);
+  feed.end(size);
+  assert.deepEqual(Buffer.concat(early.parts), whole, 'the reader that kept up got every chunk as written');
+  const got = Buffer.concat(late.parts);
+  assert.equal(got.length, size);
+  assert.deepEqual(got.subarray(0, zeros.length), zeros, 'bytes older than the window come from the disk');
+  assert.deepEqual(got.subarray(tail, tail + 1024), whole.subarray(tail, tail + 1024), 'bytes in the window come from memory');
+});

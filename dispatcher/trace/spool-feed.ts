@@ -5,6 +5,18 @@ import { Readable } from 'node:stream';
 const FEED_READ = 1 << 20;
 
 /**
+ * The received chunks a followed feed keeps, newest last: a reader that
+ * keeps up takes them from memory instead of reading back what was just
+ * written (three reads of every byte, the packets.pcap upload's, the live
+ * merge's and its comparison's, were a good part of the dispatcher's CPU per
+ * byte, with an allocation each). A reader further behind reads the disk.
+ */
+const WINDOW_BYTES = 4 << 20;
+/** All feeds' windows together: a fleet of big results keeps at most this much, then reads the disk. */
+const WINDOWS_TOTAL = 64 << 20;
+let windowsHeld = 0;
+
+/**
  * A host's spool file while its run writes it, for readers that follow it
  * as it grows: the store upload of packets.pcap and, for a one-host trace,
  * the merge, both running while the host is still being received instead of
@@ -16,21 +28,70 @@ const FEED_READ = 1 << 20;
  * readers fail and whatever they fed is aborted; the spool file is still
  * there for the store job that follows, as before.
  *
- * Memory is a read at a time per reader: a reader behind the writer reads
- * from the disk, not from anything kept here.
+ * Memory: while it has readers, until the file ends, a window of the last WINDOW_BYTES received
+ * (the chunks as they were written, not copies), and a read at a time per
+ * reader behind that window, which reads the disk.
  */
 export class SpoolFeed {
   private written = 0;
   private complete = false;
   private failure: Error | null = null;
   private readonly waiting = new Set<() => void>();
+  /** Chunks as written, oldest first, each at its offset in the file: kept only while there are readers. */
+  private window: Array<{ at: number; buf: Buffer }> = [];
+  private windowBytes = 0;
+  private readers = 0;
 
   constructor(readonly path: string) {}
 
-  /** Bytes 0..bytes of the file are written. */
-  grew(bytes: number): void {
+  /** Bytes 0..bytes of the file are written; `chunk`, when given, is what the last write appended (bytes - chunk.length..bytes). */
+  grew(bytes: number, chunk?: Buffer): void {
+    if (chunk && this.readers > 0 && chunk.length > 0 && bytes - chunk.length === this.written) this.keep(bytes - chunk.length, chunk);
     this.written = bytes;
     this.wake();
+  }
+
+  /**
+   * Whether `b` equals the file's bytes at `pos`, from the window; null when
+   * the window does not hold all of them (the caller reads the disk).
+   */
+  matchesAt(pos: number, b: Buffer): boolean | null {
+    if (pos + b.length > this.written) return null;
+    let off = 0;
+    for (const { at, buf } of this.window) {
+      if (off === b.length) break;
+      const p = pos + off;
+      if (p < at) return null;
+      if (p >= at + buf.length) continue;
+      const n = Math.min(buf.length - (p - at), b.length - off);
+      if (!buf.subarray(p - at, p - at + n).equals(b.subarray(off, off + n))) return false;
+      off += n;
+    }
+    return off === b.length ? true : null;
+  }
+
+  private keep(at: number, buf: Buffer): void {
+    while (this.window.length && (this.windowBytes + buf.length > WINDOW_BYTES || windowsHeld + buf.length > WINDOWS_TOTAL)) {
+      const old = this.window.shift()!;
+      this.windowBytes -= old.buf.length;
+      windowsHeld -= old.buf.length;
+    }
+    if (buf.length > WINDOW_BYTES || windowsHeld + buf.length > WINDOWS_TOTAL) return;
+    this.window.push({ at, buf });
+    this.windowBytes += buf.length;
+    windowsHeld += buf.length;
+  }
+
+  private dropWindow(): void {
+    windowsHeld -= this.windowBytes;
+    this.windowBytes = 0;
+    this.window = [];
+  }
+
+  /** The kept chunk holding byte `pos`, from there on, or null. */
+  private fromWindow(pos: number, max: number): Buffer | null {
+    for (const { at, buf } of this.window) if (pos >= at && pos < at + buf.length) return buf.subarray(pos - at, Math.min(buf.length, pos - at + max));
+    return null;
   }
 
   /** The file is complete at `bytes` (what grew() said last). */
@@ -38,6 +99,9 @@ export class SpoolFeed {
     if (this.failure || this.complete) return;
     if (bytes !== this.written) return this.abort(new Error(`the spool file ended at ${bytes} bytes, ${this.written} were followed`));
     this.complete = true;
+    // Every run ends here or in abort(), so no window outlives its run (a reader that never finishes cannot keep one);
+    // readers still behind read the rest from the disk.
+    this.dropWindow();
     this.wake();
   }
 
@@ -45,6 +109,7 @@ export class SpoolFeed {
   abort(err: Error): void {
     if (this.complete || this.failure) return;
     this.failure = err;
+    this.dropWindow();
     this.wake();
   }
 
@@ -56,10 +121,22 @@ export class SpoolFeed {
   reader(): Readable {
     let fh: FileHandle | null = null;
     let pos = 0;
+    this.readers++;
+    let counted = true;
+    const gone = (): void => {
+      if (counted) this.readers--;
+      counted = false;
+    };
     const next = async (r: Readable): Promise<void> => {
       for (;;) {
         if (this.failure) throw this.failure;
         if (pos < this.written) {
+          const kept = this.fromWindow(pos, Math.min(FEED_READ, this.written - pos));
+          if (kept) {
+            pos += kept.length;
+            r.push(kept);
+            return;
+          }
           if (!fh) {
             const opened = await open(this.path, 'r');
             // Destroyed while it opened: destroy() had nothing to close.
@@ -77,6 +154,7 @@ export class SpoolFeed {
           return;
         }
         if (this.complete) {
+          gone();
           r.push(null);
           return;
         }
@@ -90,6 +168,7 @@ export class SpoolFeed {
         next(this).catch((e: Error) => this.destroy(e));
       },
       destroy(err, cb) {
+        gone();
         const f = fh;
         fh = null;
         if (!f) return cb(err);

@@ -104,9 +104,10 @@ export class AgentMetrics {
 
     gauge(r, 'tracefleet_index_lag_bytes', 'Bytes written to the ring that the live indexer has not indexed yet.', [], () => [[{}, src.indexer.lag.bytes()]]);
     gauge(r, 'tracefleet_index_lag_seconds', 'Age of the oldest written bytes not indexed yet (0 when the indexer is caught up).', [], () => [[{}, src.indexer.lag.seconds()]]);
-    mirroredCounter(r, 'tracefleet_index_rtp_flow_overflow_total', 'What the live index could not keep as RTP flows: segments past the flow cap (abandoned_segments, scanned at query time), their packets in no flow (unflowed_packets), packets of a 5-tuple past its SSRC cap (folded_packets).', ['what'], () => {
+    mirroredCounter(r, 'tracefleet_index_rtp_flow_abandoned_segments_total', 'Segments past the live index\'s RTP flow cap: they keep no flows, so their RTP is scanned at query time.', [], () => [[{}, src.indexer.flows.abandoned]]);
+    mirroredCounter(r, 'tracefleet_index_rtp_flow_overflow_packets_total', 'RTP packets not kept in a flow of their own, by reason: flow_cap (their segment passed the flow cap: in no flow), ssrc_cap (their 5-tuple passed its SSRC cap: folded into its catch-all flow).', ['reason'], () => {
       const f = src.indexer.flows;
-      return [[{ what: 'abandoned_segments' }, f.abandoned], [{ what: 'unflowed_packets' }, f.dropped], [{ what: 'folded_packets' }, f.folded]];
+      return [[{ reason: 'flow_cap' }, f.dropped], [{ reason: 'ssrc_cap' }, f.folded]];
     });
     mirroredCounter(r, 'tracefleet_index_errors_total', 'Segments whose index could not be written live (rebuilt later).', [], () => [[{}, src.indexer.errors]]);
     mirroredCounter(r, 'tracefleet_sip_requests_total', 'SIP requests indexed, by method (unregistered methods as "other").', ['method'], () =>

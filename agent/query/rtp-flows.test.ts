@@ -10,7 +10,7 @@ import { SealedIndex } from '../index/reader';
 import { NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG } from '../index/format';
 import { FLOW_KIND } from '../index/flows';
 import { buildQuerySpec } from '../../shared/query/query';
-import { closeResult, runQuery } from './engine';
+import { runQuery } from './engine';
 import { closedWithRefs } from '../../test/support/query';
 
 /*

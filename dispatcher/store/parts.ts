@@ -73,6 +73,7 @@ export function mergedPcap(trace: TraceDoc): { docId: string; name: string; stub
   const own = storedAttachment(trace, MERGED_ATTACHMENT);
   if (own) return { docId: traceDocId(trace.id), name: MERGED_ATTACHMENT, stub: own };
   const ref = trace.mergedAttachment;
-  if (!ref) return null;
+  // Only one of this trace's own host results: a document edited by hand cannot make a download serve another trace's bytes.
+  if (!ref || !ref.doc.startsWith(`${traceDocId(trace.id)}:`)) return null;
   return { docId: ref.doc, name: ref.name, stub: { content_type: ref.content_type, length: ref.length, digest: ref.digest } };
 }

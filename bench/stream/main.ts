@@ -223,6 +223,9 @@ async function main(): Promise<void> {
     const queryS = (wallNow() - q0) / 1000;
     if (q.status !== 0) refProblems.push(`tracefleet query exited with ${q.status ?? q.signal}: ${q.stderr.trim().split("\n").filter((l) => /error/i.test(l))[0]?.slice(0, 300) ?? q.stderr.slice(0, 300)}`);
     let curlS: number | null = null;
+    // The embedded store's CPU for curl's upload alone: what the whole path costs it beyond that is its own.
+    let curlStoreCpu0 = 0;
+    let curlStoreCpuS: number | null = null;
     if (REFERENCE) {
       progress('reference: curl -T of the same bytes into the store as an attachment');
       const refDb = `${storeUrl}/bench-stream-reference`;
@@ -230,8 +233,10 @@ async function main(): Promise<void> {
       const mk = spawnSync('curl', ['-sS', '-f', '-o', '/dev/null', '-X', 'PUT', refDb], { encoding: 'utf8', timeout: 60_000 });
       if (mk.status === 0) {
         const c0 = wallNow();
+        curlStoreCpu0 = d.storePid ? readCpuSeconds(d.storePid) ?? 0 : 0;
         const put = spawnSync('curl', ['-sS', '-f', '-o', '/dev/null', '-H', 'Content-Type: application/vnd.tcpdump.pcap', '-T', cap.path, `${refDb}/ref/packets.pcap`], { encoding: 'utf8', timeout: 15 * 60_000 });
         if (put.status === 0) curlS = (wallNow() - c0) / 1000;
+        if (d.storePid) curlStoreCpuS = (readCpuSeconds(d.storePid) ?? 0) - curlStoreCpu0;
         else refProblems.push(`reference curl -T failed (${put.status ?? put.signal}): ${put.stderr.slice(0, 300)}`);
       } else refProblems.push(`reference: cannot create a database in the store (${mk.status}): ${mk.stderr.slice(0, 300)}`);
       spawnSync('curl', ['-sS', '-o', '/dev/null', '-X', 'DELETE', refDb], { timeout: 60_000 });
@@ -273,6 +278,7 @@ async function main(): Promise<void> {
     if (curlS !== null) {
       f.add('curlS', 'curl -T of the same file into the store', curlS, 's', 2);
       f.add('curlMbPerSec', '  throughput', cap.bytes / 1e6 / curlS, 'MB/s', 1);
+      if (curlStoreCpuS !== null) f.add('curlStoreCpuS', '  CPU of the embedded store for it', curlStoreCpuS, 's', 2);
       f.add('peerRatio', 'end-to-end time / curl time', seconds / curlS, '×', 2);
       f.add('curlRatio', 'end-to-end throughput / curl -T throughput', curlS / seconds, '×', 2);
     }

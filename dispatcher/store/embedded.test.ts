@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import nano from 'nano';
 import { startEmbeddedCouch } from './embedded';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, traceDocId } from './layout';
-import { PART_BYTES } from './parts';
+import { PART_BYTES, partDocId } from './parts';
 import { StoreUnreachableError, TraceStore } from './store';
 import { silentLogger } from '../../shared/log/log';
 import { memoryLogger } from '../../test/support/log';
@@ -302,6 +302,35 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
       // Deleting the trace deletes the copy's parts too.
       await store.deleteTrace(trace.id);
       assert.deepEqual(await parts(), []);
+    } finally {
+      await couch.stop();
+    }
+  });
+  test('an attachment stored in parts of another size (1 MiB, before parts were 4 MiB) still reads whole', async () => {
+    const couch = await startEmbeddedCouch({ dataDir, logger: silentLogger });
+    try {
+      const store = await TraceStore.open({ url: couch.url, db: 'older' });
+      const trace = await store.createTrace({ request: { number: '5551234' }, user: 'ann', hosts: ['h'] });
+      // Written as the server wrote it with 1 MiB parts: the first part in the document, the rest in part documents.
+      const body = Buffer.alloc(2 * MB + 777);
+      for (let off = 0; off < body.length; off += 4096) body.writeUInt32BE(off, off);
+      const pieces = [body.subarray(0, MB), body.subarray(MB, 2 * MB), body.subarray(2 * MB)];
+      const db = nano(couch.url).use<Record<string, unknown>>('older');
+      const upload = 'a1b2c3d4e5f6';
+      for (let k = 1; k < pieces.length; k++) {
+        const id = partDocId(traceDocId(trace.id), MERGED_ATTACHMENT, upload, k);
+        await db.insert({ _id: id, type: 'attachment-part', doc: traceDocId(trace.id), name: MERGED_ATTACHMENT, upload, index: k, _attachments: { part: { content_type: 'application/octet-stream', data: pieces[k].toString('base64') } } } as never);
+      }
+      const doc = (await db.get(traceDocId(trace.id))) as Record<string, unknown>;
+      await db.insert({ ...doc, _attachments: { [MERGED_ATTACHMENT]: { content_type: PCAP_CONTENT_TYPE, data: pieces[0].toString('base64') } }, attachmentParts: { [MERGED_ATTACHMENT]: { upload, parts: 3, length: body.length, content_type: PCAP_CONTENT_TYPE } } } as never);
+      assert.equal((await store.getAttachmentInfo(traceDocId(trace.id), MERGED_ATTACHMENT))?.length, body.length);
+      assert.deepEqual(Buffer.concat((await store.getAttachmentStream(traceDocId(trace.id), MERGED_ATTACHMENT).toArray()) as Buffer[]), body);
+      // And a new upload in its place replaces it in 4 MiB parts, the old parts gone.
+      const parts = async () => (await nano(couch.url).use('older').list()).rows.filter((r) => r.id.includes('~')).length;
+      const next = Buffer.alloc(PART_BYTES + 5, 7);
+      await store.putAttachmentStream(traceDocId(trace.id), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([next]));
+      assert.equal(await parts(), 1);
+      assert.deepEqual(Buffer.concat((await store.getAttachmentStream(traceDocId(trace.id), MERGED_ATTACHMENT).toArray()) as Buffer[]), next);
     } finally {
       await couch.stop();
     }

@@ -389,7 +389,9 @@ async function main(): Promise<void> {
         dataDir,
         logFile,
         extraArgs: [...(redis ? ['--redis', (redis as RedisProcess).url] : []), ...storeArgs, ...(args.runTimeout ? ['--run-timeout', String(args.runTimeout)] : [])],
-        nodeArgs: args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(profileDir, `d${k + 1}`)] : [],
+        // One argument: the embedded store's child keeps the --cpu-prof* flags of its parent, not what follows them
+        // (a separate value left it a bare --cpu-prof-dir, and the script path was taken as the directory: ENOTDIR).
+        nodeArgs: args.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, `d${k + 1}`)}`] : [],
       });
       ensureFdLimit(d.pid, agentsOn(k) + FD_MARGIN, `dispatcher ${k + 1}`);
       ds.push({ d, rss: new RssSampler(d.pid, 50) });
@@ -455,7 +457,7 @@ async function main(): Promise<void> {
     }
 
     const show = (xs: Array<{ name: string; ms: number }>) => xs.map((x) => `    ${String(x.ms).padStart(7)} ms  ${x.name}`).join('\n');
-    const profiles: Array<{ k: number; prof: ProfileSummary; merge: ProfileSummary | null }> = [];
+    const profiles: Array<{ k: number; prof: ProfileSummary; merge: ProfileSummary | null; start: ProfileSummary | null }> = [];
     if (args.profile) {
       // The profiles are written when each dispatcher exits.
       for (const x of ds) await x.d.stop();
@@ -463,7 +465,8 @@ async function main(): Promise<void> {
       if (runError) windows.push([runStartedAt, wallNow()]);
       for (let k = 0; k < nd; k++) {
         const dir = join(profileDir, `d${k + 1}`);
-        const prof = summarizeProfiles(dir, ds[k].d.spawnedAt, windows);
+        // The embedded store writes its profile there too: the dispatcher's own is the one named by its pid.
+        const prof = summarizeProfiles(dir, ds[k].d.spawnedAt, windows, 15, ds[k].d.pid);
         if (!prof) {
           progress(`WARNING: no CPU profile found in ${dir}`);
           continue;
@@ -471,9 +474,13 @@ async function main(): Promise<void> {
         process.stderr.write(`dispatcher ${k + 1} CPU profile during the runs (${prof.totalMs} ms sampled; --cpu-prof slows it, so timings above are not comparable):\n  self time by place:\n${show(prof.byPlace)}\n  self time by function:\n${show(prof.byFunction)}\n  self time charged to the nearest caller in our code or a package:\n${show(prof.byCaller)}\n`);
         // The merge alone (on the first, which owns the trace): from the last packets.pcap attached to merged.pcap attached.
         const mergeWindows = k > 0 ? [] : runs.filter((r) => r.attached && r.mergedAttachedMs !== null).map((r): [number, number] => [r.sentAt + r.attached!.max, r.sentAt + r.mergedAttachedMs!]);
-        const merge = mergeWindows.length ? summarizeProfiles(dir, ds[k].d.spawnedAt, mergeWindows, 10) : null;
+        const merge = mergeWindows.length ? summarizeProfiles(dir, ds[k].d.spawnedAt, mergeWindows, 10, ds[k].d.pid) : null;
         if (merge) process.stderr.write(`  the merge windows alone (${merge.totalMs} ms sampled), by place:\n${show(merge.byPlace)}\n  by caller:\n${show(merge.byCaller)}\n`);
-        profiles.push({ k, prof, merge });
+        // The start alone (every dispatcher): from trace:start sent to the last trace:run at an agent, what held the sends back.
+        const startWindows = runs.map((r): [number, number] => [r.sentAt, r.sentAt + r.run.max]);
+        const start = summarizeProfiles(dir, ds[k].d.spawnedAt, startWindows, 15, ds[k].d.pid);
+        if (start) process.stderr.write(`  the start windows alone (trace:start sent → last trace:run at an agent; ${start.totalMs} ms sampled), by function:\n${show(start.byFunction)}\n  by caller:\n${show(start.byCaller)}\n`);
+        profiles.push({ k, prof, merge, start });
       }
     }
     if (runs.length === 0) throw runError ?? new Error('no run finished');
@@ -576,6 +583,7 @@ async function main(): Promise<void> {
       for (const p of profiles) {
         fig.extra(p.k === 0 ? 'profile' : `profileD${p.k + 1}`, p.prof);
         if (p.merge) fig.extra('profileMerge', p.merge);
+        if (p.start) fig.extra(p.k === 0 ? 'profileStart' : `profileStartD${p.k + 1}`, p.start);
       }
       fig.extra('profiled', true);
     }

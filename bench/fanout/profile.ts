@@ -50,12 +50,13 @@ function place(url: string, fn: string): string {
  * Sums the samples of the profiles in `dir` that fall in one of `windows`
  * (wall-clock ms). A profile's clock is V8's own: its startTime is taken as
  * `startedAt`, the wall time the process was spawned (off by node's start-up,
- * tens of ms).
+ * tens of ms). With `pid`, only that process's profiles.
  */
-export function summarizeProfiles(dir: string, startedAt: number, windows: Array<[number, number]>, top = 15): ProfileSummary | null {
+export function summarizeProfiles(dir: string, startedAt: number, windows: Array<[number, number]>, top = 15, pid?: number): ProfileSummary | null {
   let files: string[];
   try {
-    files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
+    // node names them CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile; children that inherit the directory write there too.
+    files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile') && (pid === undefined || f.split('.')[3] === String(pid)));
   } catch {
     return null;
   }

@@ -157,6 +157,8 @@ interface RunFigures {
   traceId: string;
   /** trace:start sent → its ack (the trace doc stored; the hosts are asked and their result docs made after). */
   ackMs: number;
+  /** The dispatcher's first trace:run to its last, by its log (NaN when the line is missing). */
+  askMs: number;
   /** trace:start sent → trace:run at each agent. */
   run: Dist;
   /** trace:start sent → each agent's trace:started emitted. */
@@ -297,6 +299,9 @@ async function oneRun(
   const rewrites = ch ? ch.firstByPrefix(prefix, 3).size : 0;
   const log = ds.flatMap((x, i) => readFileSync(x.d.logFile).subarray(logFrom[i]).toString('utf8').split('\n'));
   const storeRetries = log.filter((l) => l.includes('trying again every')).length;
+  // The owner's own time from its first trace:run to its last (the agents' receipt adds the sockets and the simulators).
+  const askedLine = log.find((l) => l.includes('"every host asked"') && l.includes(trace.id));
+  const askMs = askedLine ? Number((JSON.parse(askedLine) as { askMs?: unknown }).askMs) : NaN;
   const givenUp = log.filter((l) => l.includes('giving up on')).map((l) => l.slice(0, 300));
   if (givenUp.length) problems.push(`the dispatcher gave up on ${givenUp.length} store job(s): ${givenUp[0]}`);
   if (ch && attached.length !== n) problems.push(`the store's changes feed showed ${attached.length} of ${n} packets.pcap attached`);
@@ -304,6 +309,7 @@ async function oneRun(
   return {
     traceId: trace.id,
     ackMs: ackAt - sentAt,
+    askMs,
     run: dist(recs.map((r) => r.runAt - sentAt)),
     started: dist(recs.map((r) => r.startedAt - sentAt)),
     chunkAck: dist(recs.filter((r) => r.chunkAckAt > 0).map((r) => r.chunkAckAt - r.startedAt)),
@@ -338,7 +344,7 @@ async function oneRun(
 function describe(r: RunFigures): string {
   const d = (x: Dist) => `p50 ${x.p50.toFixed(0)} / p99 ${x.p99.toFixed(0)} / max ${x.max.toFixed(0)} ms`;
   return [
-    `  ack ${r.ackMs.toFixed(0)} ms; trace:run at agents ${d(r.run)}; started ${d(r.started)}`,
+    `  ack ${r.ackMs.toFixed(0)} ms; every trace:run sent in ${r.askMs.toFixed(0)} ms; trace:run at agents ${d(r.run)}; started ${d(r.started)}`,
     `  chunk ack ${d(r.chunkAck)}; host done seen ${d(r.doneSeen)}`,
     `  result docs written ${d(r.resultStored)}; final update ${r.allStoredMs.toFixed(0)} ms (tail after last result doc ${r.tailMs.toFixed(0)} ms)`,
     ...(r.attached ? [`  store feed: packets.pcap attached ${d(r.attached)}; merged.pcap attached ${r.mergedAttachedMs?.toFixed(0)} ms; trace doc final ${r.traceDocFinalMs?.toFixed(0)} ms (${r.gens})`] : []),
@@ -389,7 +395,9 @@ async function main(): Promise<void> {
         dataDir,
         logFile,
         extraArgs: [...(redis ? ['--redis', (redis as RedisProcess).url] : []), ...storeArgs, ...(args.runTimeout ? ['--run-timeout', String(args.runTimeout)] : [])],
-        nodeArgs: args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(profileDir, `d${k + 1}`)] : [],
+        // One argument: the embedded store's child keeps the --cpu-prof* flags of its parent, not what follows them
+        // (a separate value left it a bare --cpu-prof-dir, and the script path was taken as the directory: ENOTDIR).
+        nodeArgs: args.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, `d${k + 1}`)}`] : [],
       });
       ensureFdLimit(d.pid, agentsOn(k) + FD_MARGIN, `dispatcher ${k + 1}`);
       ds.push({ d, rss: new RssSampler(d.pid, 50) });
@@ -455,7 +463,7 @@ async function main(): Promise<void> {
     }
 
     const show = (xs: Array<{ name: string; ms: number }>) => xs.map((x) => `    ${String(x.ms).padStart(7)} ms  ${x.name}`).join('\n');
-    const profiles: Array<{ k: number; prof: ProfileSummary; merge: ProfileSummary | null }> = [];
+    const profiles: Array<{ k: number; prof: ProfileSummary; merge: ProfileSummary | null; start: ProfileSummary | null }> = [];
     if (args.profile) {
       // The profiles are written when each dispatcher exits.
       for (const x of ds) await x.d.stop();
@@ -463,7 +471,8 @@ async function main(): Promise<void> {
       if (runError) windows.push([runStartedAt, wallNow()]);
       for (let k = 0; k < nd; k++) {
         const dir = join(profileDir, `d${k + 1}`);
-        const prof = summarizeProfiles(dir, ds[k].d.spawnedAt, windows);
+        // The embedded store writes its profile there too: the dispatcher's own is the one named by its pid.
+        const prof = summarizeProfiles(dir, ds[k].d.spawnedAt, windows, 15, ds[k].d.pid);
         if (!prof) {
           progress(`WARNING: no CPU profile found in ${dir}`);
           continue;
@@ -471,9 +480,13 @@ async function main(): Promise<void> {
         process.stderr.write(`dispatcher ${k + 1} CPU profile during the runs (${prof.totalMs} ms sampled; --cpu-prof slows it, so timings above are not comparable):\n  self time by place:\n${show(prof.byPlace)}\n  self time by function:\n${show(prof.byFunction)}\n  self time charged to the nearest caller in our code or a package:\n${show(prof.byCaller)}\n`);
         // The merge alone (on the first, which owns the trace): from the last packets.pcap attached to merged.pcap attached.
         const mergeWindows = k > 0 ? [] : runs.filter((r) => r.attached && r.mergedAttachedMs !== null).map((r): [number, number] => [r.sentAt + r.attached!.max, r.sentAt + r.mergedAttachedMs!]);
-        const merge = mergeWindows.length ? summarizeProfiles(dir, ds[k].d.spawnedAt, mergeWindows, 10) : null;
+        const merge = mergeWindows.length ? summarizeProfiles(dir, ds[k].d.spawnedAt, mergeWindows, 10, ds[k].d.pid) : null;
         if (merge) process.stderr.write(`  the merge windows alone (${merge.totalMs} ms sampled), by place:\n${show(merge.byPlace)}\n  by caller:\n${show(merge.byCaller)}\n`);
-        profiles.push({ k, prof, merge });
+        // The start alone: from trace:start sent to the last trace:run sent (by the owner's log; else at an agent), what held the sends back.
+        const startWindows = runs.map((r): [number, number] => [r.sentAt, r.sentAt + (Number.isFinite(r.askMs) ? r.ackMs + r.askMs : r.run.max)]);
+        const start = summarizeProfiles(dir, ds[k].d.spawnedAt, startWindows, 15, ds[k].d.pid);
+        if (start) process.stderr.write(`  the start windows alone (trace:start sent → last trace:run sent; ${start.totalMs} ms sampled), by function:\n${show(start.byFunction)}\n  by caller:\n${show(start.byCaller)}\n`);
+        profiles.push({ k, prof, merge, start });
       }
     }
     if (runs.length === 0) throw runError ?? new Error('no run finished');
@@ -494,6 +507,7 @@ async function main(): Promise<void> {
     fig.add('connectS', `connect + hello of ${n} agents`, connectMs / 1000, 's', 1);
     fig.section(`from trace:start sent to dispatcher 1 (median run)`);
     fig.add('ackMs', 'trace:start acked (trace doc stored)', med.ackMs, 'ms', 0);
+    fig.add('askMs', 'the dispatcher\'s first trace:run to its last (its log)', med.askMs, 'ms', 0);
     fig.add('runP50Ms', 'trace:run at agent, p50', med.run.p50, 'ms', 0);
     fig.add('startedP50Ms', 'agent sent trace:started, p50', med.started.p50, 'ms', 0);
     fig.add('startedP99Ms', '  p99', med.started.p99, 'ms', 0);
@@ -555,6 +569,7 @@ async function main(): Promise<void> {
       runs.map((r) => ({
         traceId: r.traceId,
         ackMs: Math.round(r.ackMs),
+        askMs: Math.round(r.askMs),
         startedP50Ms: Math.round(r.started.p50),
         startedP99Ms: Math.round(r.started.p99),
         startedMaxMs: Math.round(r.started.max),
@@ -576,6 +591,7 @@ async function main(): Promise<void> {
       for (const p of profiles) {
         fig.extra(p.k === 0 ? 'profile' : `profileD${p.k + 1}`, p.prof);
         if (p.merge) fig.extra('profileMerge', p.merge);
+        if (p.start) fig.extra(p.k === 0 ? 'profileStart' : `profileStartD${p.k + 1}`, p.start);
       }
       fig.extra('profiled', true);
     }

@@ -48,18 +48,22 @@ function place(url: string, fn: string): string {
 
 /**
  * Sums the samples of the profiles in `dir` that fall in one of `windows`
- * (wall-clock ms). A profile's clock is V8's own: its startTime is taken as
- * `startedAt`, the wall time the process was spawned (off by node's start-up,
- * tens of ms).
+ * (wall-clock ms). On Linux a sample's time is the monotonic clock's; elsewhere
+ * a profile's startTime is taken as `startedAt`, the wall time the process was
+ * spawned (off by node's start-up). With `pid`, only that process's profiles.
  */
-export function summarizeProfiles(dir: string, startedAt: number, windows: Array<[number, number]>, top = 15): ProfileSummary | null {
+export function summarizeProfiles(dir: string, startedAt: number, windows: Array<[number, number]>, top = 15, pid?: number): ProfileSummary | null {
   let files: string[];
   try {
-    files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
+    // node names them CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile; children that inherit the directory write there too.
+    files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile') && (pid === undefined || f.split('.')[3] === String(pid)));
   } catch {
     return null;
   }
   if (files.length === 0) return null;
+  // V8 stamps samples in µs of the machine's monotonic clock (Linux), the same in every process: taken to wall
+  // time here, not from the spawn time, which missed by node's start-up (hundreds of ms on a loaded machine).
+  const monoToWall = process.platform === 'linux' ? performance.timeOrigin + performance.now() - Number(process.hrtime.bigint()) / 1e6 : null;
   const byFn = new Map<string, number>();
   const byPlace = new Map<string, number>();
   const byCaller = new Map<string, number>();
@@ -86,7 +90,7 @@ export function summarizeProfiles(dir: string, startedAt: number, windows: Array
       const n = nodes.get(p.samples[i]);
       const ms = (p.timeDeltas[i] ?? 0) / 1000;
       t += p.timeDeltas[i] ?? 0;
-      const wall = startedAt + (t - p.startTime) / 1000;
+      const wall = monoToWall !== null ? monoToWall + t / 1000 : startedAt + (t - p.startTime) / 1000;
       if (!n || ms <= 0 || !windows.some(([a, b]) => wall >= a && wall <= b)) continue;
       total += ms;
       const cf = n.callFrame;

@@ -52,6 +52,13 @@ function answer(socket: Socket, name: string, index: number, data: unknown, ack:
   (ack as (a: unknown) => void)({ accepted: true });
   socket.emit('trace:started', { traceId });
   rec.startedAt = wallNow();
+  // The result a turn later, as a real agent's query yields: a worker simulates thousands of agents, and
+  // building and sending each one's result before reading the next trace:run made the later agents'
+  // receipt wait for the simulator, not the dispatcher.
+  setImmediate(() => sendResult(socket, name, index, traceId, rec));
+}
+
+function sendResult(socket: Socket, name: string, index: number, traceId: string, rec: AgentRecord): void {
   const r = agentResult(name, traceId, index, Date.now());
   socket.timeout(CHUNK_ACK_TIMEOUT_MS).emit('trace:chunk', { traceId, seq: 0, data: r.pcap }, (err: Error | null, a: unknown) => {
     rec.chunkAckAt = wallNow();

@@ -14,6 +14,7 @@ import type { AgentFleet } from '../fleet/server';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, resultDocId } from '../store/layout';
 import { NewResult, TraceStore } from '../store/store';
 import { HostRun, HostRunTimeouts } from './host-run';
+import { StartHold } from './start-hold';
 import { liveMergeFigures, mergeOneLive, mergeTrace, type TraceMerge } from './merge-trace';
 import type { MergeResult } from '../merge/merge';
 import type { SpoolFeed } from './spool-feed';
@@ -87,6 +88,8 @@ export class Orchestrator implements Traces {
   private watchdog: NodeJS.Timeout | null = null;
   /** Traces whose hosts are being asked (askHosts), and whether they were cancelled meanwhile. */
   private readonly starting = new Map<string, boolean>();
+  /** The agents' answers about a trace whose hosts are still being asked: handled once all are. */
+  private readonly hold = new StartHold((e) => this.onAgentEvent(e.agent, e.socketId, e.event, e.data, e.ack));
 
   constructor(opts: OrchestratorOptions) {
     this.store = opts.store;
@@ -97,8 +100,12 @@ export class Orchestrator implements Traces {
     this.jobs = new StoreJobs({ retryMs: opts.retryMs ?? 5_000, log: this.log, errors: this.metrics.errors, pending: this.metrics.pendingStores });
     this.batch = new ResultBatch(this.store);
 
-    this.fleet.onTraceEvent((agent, socketId, event, data, ack) => this.onAgentEvent(agent, socketId, event, data, ack));
+    this.fleet.onTraceEvent((agent, socketId, event, data, ack) => {
+      const traceId = (data as { traceId?: unknown } | null)?.traceId;
+      if (typeof traceId !== 'string' || !this.hold.offer(traceId, { agent, socketId, event, data, ack })) this.onAgentEvent(agent, socketId, event, data, ack);
+    });
     this.fleet.onAgentGone((agent, socketId) => {
+      this.hold.flushAgent(agent, socketId);
       for (const hosts of this.runs.values()) {
         const run = hosts.get(agent);
         if (run && run.socketId === socketId) run.gone();
@@ -197,6 +204,8 @@ export class Orchestrator implements Traces {
   /** Sends the trace to each host, START_SLICE hosts a turn of the loop; a cancel meanwhile stops it. */
   private async askHosts(id: string, hosts: string[], runQuery: TraceQuery, connected: Map<string, AgentView>, sockets: Map<string, string>, o: Owned): Promise<void> {
     this.starting.set(id, false);
+    this.hold.hold(id, hosts.length);
+    const t0 = performance.now();
     try {
       for (let i = 0; i < hosts.length; i += START_SLICE) {
         if (i > 0) await yieldLoop();
@@ -205,8 +214,11 @@ export class Orchestrator implements Traces {
           else this.askHost(id, host, runQuery, connected, sockets, o);
         }
       }
+      // bench:fanout reads it: when the last trace:run left, apart from when the agents got it.
+      this.log.info({ traceId: id, hosts: hosts.length, askMs: Math.round(performance.now() - t0) }, 'every host asked');
     } finally {
       this.starting.delete(id);
+      this.hold.release(id).catch((e: Error) => this.log.error({ traceId: id, err: e }, "the agents' answers held while the hosts were asked could not all be handled"));
     }
   }
 
@@ -424,7 +436,7 @@ export class Orchestrator implements Traces {
           this.metrics.bytesReceived.inc(bytes ?? 0);
         } else this.metrics.errors.inc({ kind: 'protocol' });
       },
-      log: this.log.child({ traceId, host }),
+      log: this.log,
     });
     hosts.set(host, run);
     run.start();

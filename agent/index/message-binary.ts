@@ -9,7 +9,7 @@ import type { MessageRecord } from './format';
  * Little-endian:
  *   0 u32 ts sec   4 u32 ts nsec   8 u32 message bytes (n)
  *  12 u16 sport   14 u16 dport    16 u8 protocol   17 u8 flags (BIN_FLAG)
- *  18 u16 status (with BIN_FLAG.STATUS)   20 u16 which optional strings follow (BIN_STR, in that order)
+ *  18 u16 status (with BIN_FLAG.STATUS)   20 u16 which optional strings follow (bit k: the k-th of m, r, q, ru, fu, tu, x, si, sr, ic)
  *  22 varint packet count, varint packet ordinals
  *     then strings (varint UTF-8 length, bytes): src, dst, Call-ID, the optional ones present;
  *     with PU: varint count, strings; with SDP / RTCP: varint count, (string, varint port);
@@ -27,9 +27,12 @@ export const BIN_FLAG = {
   RTPMAP: 0x40,
 } as const;
 
-/** Optional string fields, their presence bit being 1 << their position here. */
-const BIN_STR = ['m', 'r', 'q', 'ru', 'fu', 'tu', 'x', 'si', 'sr', 'ic'] as const;
-type OptKey = (typeof BIN_STR)[number];
+/*
+ * Optional string fields, in this order, each with its presence bit (bit k for
+ * the k-th): m, r, q, ru, fu, tu, x, si, sr, ic. Written out field by field:
+ * a loop over their names made every access a megamorphic keyed load (3,500
+ * instructions a message, counted).
+ */
 
 const FIXED_LEN = 22;
 
@@ -41,10 +44,8 @@ function strBound(s: string): number {
 /** An upper bound of the record's encoded length: room is made for this much before writing. */
 export function binaryRecordBound(m: MessageRecord): number {
   let n = FIXED_LEN + 5 + 5 * m.p.length + strBound(m.src) + strBound(m.dst) + strBound(m.c);
-  for (let k = 0; k < BIN_STR.length; k++) {
-    const v = m[BIN_STR[k]];
-    if (typeof v === 'string') n += strBound(v);
-  }
+  n += optBound(m.m) + optBound(m.r) + optBound(m.q) + optBound(m.ru) + optBound(m.fu) + optBound(m.tu);
+  n += optBound(m.x) + optBound(m.si) + optBound(m.sr) + optBound(m.ic);
   if (m.pu) {
     n += 5;
     for (const u of m.pu) n += strBound(u);
@@ -53,6 +54,10 @@ export function binaryRecordBound(m: MessageRecord): number {
   if (m.rc) n += pairsBound(m.rc);
   if (m.pm) n += pairsBound(m.pm);
   return n;
+}
+
+function optBound(s: string | null | undefined): number {
+  return typeof s === 'string' ? strBound(s) : 0;
 }
 
 function pairsBound(pairs: ReadonlyArray<readonly [string | number, string | number]>): number {
@@ -106,8 +111,8 @@ export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number): nu
   if (m.sdp) flags |= BIN_FLAG.SDP;
   if (m.rc) flags |= BIN_FLAG.RTCP;
   if (m.pm) flags |= BIN_FLAG.RTPMAP;
-  let present = 0;
-  for (let k = 0; k < BIN_STR.length; k++) if (typeof m[BIN_STR[k]] === 'string') present |= 1 << k;
+  const present =
+    bit(m.m, 0) | bit(m.r, 1) | bit(m.q, 2) | bit(m.ru, 3) | bit(m.fu, 4) | bit(m.tu, 5) | bit(m.x, 6) | bit(m.si, 7) | bit(m.sr, 8) | bit(m.ic, 9);
   buf.writeUInt32LE(m.t[0] >>> 0, at);
   buf.writeUInt32LE(m.t[1] >>> 0, at + 4);
   buf.writeUInt32LE(m.n >>> 0, at + 8);
@@ -122,7 +127,16 @@ export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number): nu
   p = writeStr(buf, p, m.src);
   p = writeStr(buf, p, m.dst);
   p = writeStr(buf, p, m.c);
-  for (let k = 0; k < BIN_STR.length; k++) if (present & (1 << k)) p = writeStr(buf, p, m[BIN_STR[k]] as string);
+  if (typeof m.m === 'string') p = writeStr(buf, p, m.m);
+  if (typeof m.r === 'string') p = writeStr(buf, p, m.r);
+  if (typeof m.q === 'string') p = writeStr(buf, p, m.q);
+  if (typeof m.ru === 'string') p = writeStr(buf, p, m.ru);
+  if (typeof m.fu === 'string') p = writeStr(buf, p, m.fu);
+  if (typeof m.tu === 'string') p = writeStr(buf, p, m.tu);
+  if (typeof m.x === 'string') p = writeStr(buf, p, m.x);
+  if (typeof m.si === 'string') p = writeStr(buf, p, m.si);
+  if (typeof m.sr === 'string') p = writeStr(buf, p, m.sr);
+  if (typeof m.ic === 'string') p = writeStr(buf, p, m.ic);
   if (m.pu) {
     p = writeVarint(buf, p, m.pu.length);
     for (const u of m.pu) p = writeStr(buf, p, u);
@@ -134,6 +148,10 @@ export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number): nu
     for (const [pt, enc] of m.pm) p = writeStr(buf, writeVarint(buf, p, pt), enc);
   }
   return p;
+}
+
+function bit(s: string | null | undefined, k: number): number {
+  return typeof s === 'string' ? 1 << k : 0;
 }
 
 function writeEndpoints(buf: Buffer, p: number, eps: ReadonlyArray<readonly [string, number]>): number {
@@ -212,10 +230,16 @@ export function readBinaryRecord(buf: Buffer, start: number, end: number): Messa
     tu: null,
     n: buf.readUInt32LE(start + 8),
   };
-  for (let k = 0; k < BIN_STR.length; k++) {
-    const key: OptKey = BIN_STR[k];
-    if (present & (1 << k)) m[key] = cur.str();
-  }
+  if (present & 0x001) m.m = cur.str();
+  if (present & 0x002) m.r = cur.str();
+  if (present & 0x004) m.q = cur.str();
+  if (present & 0x008) m.ru = cur.str();
+  if (present & 0x010) m.fu = cur.str();
+  if (present & 0x020) m.tu = cur.str();
+  if (present & 0x040) m.x = cur.str();
+  if (present & 0x080) m.si = cur.str();
+  if (present & 0x100) m.sr = cur.str();
+  if (present & 0x200) m.ic = cur.str();
   if (flags & BIN_FLAG.TRUNCATED) m.tr = 1;
   if (flags & BIN_FLAG.HEP) m.h = 1;
   if (flags & BIN_FLAG.PU) {

@@ -1,5 +1,5 @@
 import { sipDigits } from '../../shared/sip/number';
-import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, keyHash, messageLegKeys, messageUsers, numberKeyText } from './format';
+import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, keyHash, messageLegKeys, numberKeyText } from './format';
 
 /** hash * DIALOG_KEY_SPAN + dialog < 2^53: the key entries sort exactly as doubles. */
 const DIALOG_KEY_SPAN = 2 ** 21;
@@ -41,14 +41,20 @@ export class DialogKeys {
     this.msgDialog[this.messages++] = d;
     this.curDialog = d;
     messageLegKeys(m, this.addLeg);
-    for (const u of messageUsers(m)) {
-      if (u === null || this.userDialog.get(u) === d) continue;
-      this.userDialog.set(u, d);
-      const digits = sipDigits(u);
-      if (digits.length >= 4) {
-        this.numTexts.push(numberKeyText(digits));
-        this.numDialogs.push(d);
-      }
+    // messageUsers(m), without its array a message.
+    this.addUser(m.ru, d);
+    this.addUser(m.fu, d);
+    this.addUser(m.tu, d);
+    if (m.pu) for (const u of m.pu) this.addUser(u, d);
+  }
+
+  private addUser(u: string | null, d: number): void {
+    if (u === null || this.userDialog.get(u) === d) return;
+    this.userDialog.set(u, d);
+    const digits = sipDigits(u);
+    if (digits.length >= 4) {
+      this.numTexts.push(numberKeyText(digits));
+      this.numDialogs.push(d);
     }
   }
 

@@ -3,16 +3,15 @@ import { deflateRawSync } from 'node:zlib';
 import { Dissector } from '../../shared/decode/dissector';
 import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapRecordIn, scanPcapRecords } from '../../shared/pcap/pcap';
 import { ParseSipOptions, parseSip } from '../../shared/sip/parse';
-import { sipDigits } from '../../shared/sip/number';
 import type { PacketRecord } from '../../shared/pcap/types';
 import type { DecodedPacket, TransportMessage } from '../../shared/decode/types';
 import { isRtcp } from '../../shared/rtp/stats';
 import {
-  DIALOGS_PER_BLOCK, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, KEY_ENTRY_LEN, LegKeyKind, MessageRecord,
-  NO_ADDRESS, NUMBER_ENTRY_LEN, PACKET_ENTRY_LEN, messageLegKeys, messageRecordJson, messageUsers, NUMBER_KEY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN, keyHash, numberKeyText,
+  DIALOGS_PER_BLOCK, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, MessageRecord,
+  NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN,
 } from './format';
 import { IndexState } from './state';
-import { MessageArena } from './message-arena';
+import { DialogKeys } from './dialog-keys';
 import { FLOW_KIND, FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
 
@@ -37,33 +36,6 @@ export interface IndexerOptions {
 }
 
 const READ_CHUNK = 4 * 1024 * 1024;
-/** hash * DIALOG_KEY_SPAN + dialog < 2^53: the key entries sort exactly as doubles. */
-const DIALOG_KEY_SPAN = 2 ** 21;
-
-/*
- * The same codecs come in every SDP of a call: their [payload type, encoding]
- * entries are kept once for all the records that hold them (records stay in
- * memory until the segment is sealed). Interning the Call-ID, CSeq and user
- * strings too was measured to cost more (a Map lookup each, 6% of the CPU)
- * than the collector saved (1%).
- */
-const rtpmapEntries = new Map<string, Array<[number, string]>>();
-
-/** The shared [payload type, encoding] entry (encodings come interned from parseSdp). */
-function rtpmapEntry(e: [number, string]): [number, string] {
-  let byPt = rtpmapEntries.get(e[1]);
-  if (byPt === undefined) {
-    if (rtpmapEntries.size >= 1024) rtpmapEntries.clear();
-    byPt = [];
-    rtpmapEntries.set(e[1], byPt);
-  }
-  let shared = byPt[e[0]];
-  if (shared === undefined) {
-    shared = e;
-    byPt[e[0]] = e;
-  }
-  return shared;
-}
 
 function indexHeader(): Buffer {
   const head = Buffer.alloc(INDEX_HEADER_LEN);
@@ -113,6 +85,8 @@ export class SegmentIndexer {
   private readonly parseWhole: ParseSipOptions;
   private readonly parseCut: ParseSipOptions;
   corruptAt: number | null = null;
+  /** The messages' dialogs and lookup keys, gathered as they are indexed, for seal(). */
+  private keys = new DialogKeys();
   /** The segment is the HEP stream's: its messages are marked so. */
   readonly viaHep: boolean;
   /**
@@ -121,14 +95,6 @@ export class SegmentIndexer {
    * flows were) or have some without their RTP kind and SSRC (see below).
    */
   private readonly sealFlows: boolean;
-  /**
-   * Each message record's journal record, encoded once, off the heap: the
-   * journal writes it and seal() joins the same JSON into the dialog blocks
-   * (measured: a second JSON.stringify of every record was about a fifth of
-   * seal(); the texts kept as strings were a good part of the collector's work).
-   */
-  private arena = new MessageArena();
-
   /**
    * With `indexPath` null nothing is written. `resume` continues from a
    * replayed journal: only the segment's bytes after it are indexed (IP and
@@ -146,9 +112,8 @@ export class SegmentIndexer {
       this.headerBytes = resume.segmentHeader;
       this.flushedPackets = this.state.packetCount;
       this.flushedAddresses = this.state.addresses.length;
-      this.flushedMessages = this.state.messages.length;
-      // A resumed journal's messages are in the dialog blocks too: encoded here, not journaled again.
-      for (const m of this.state.messages) this.arena.add(JSON.stringify(m));
+      this.flushedMessages = this.state.messages.count;
+      for (let i = 0; i < this.state.messages.count; i++) this.keys.add(this.state.messages.message(i));
     }
     this.viaHep = isHepSegment(segmentPath);
     this.sealFlows = !resume;
@@ -342,14 +307,15 @@ export class SegmentIndexer {
         eps.push([m.addr, m.port]);
         const ra = m.rtcpAddr ?? m.addr;
         if (m.rtcpPort !== null && !(ra === m.addr && m.rtcpPort === m.port + 1)) rtcp.push([ra, m.rtcpPort]);
-        for (const e of m.rtpmap) if (!map.some((x) => x[0] === e[0])) map.push(rtpmapEntry(e));
+        for (const e of m.rtpmap) if (!map.some((x) => x[0] === e[0])) map.push(e);
       }
       if (eps.length > 0) rec.sdp = eps;
       if (rtcp.length > 0) rec.rc = rtcp;
       if (map.length > 0) rec.pm = map;
     }
-    this.state.messages.push(rec);
-    this.arena.add(messageRecordJson(rec));
+    // Written straight into the off-heap records: the object is garbage once onMessage returns.
+    this.state.messages.add(rec);
+    this.keys.add(rec);
     this.opts.onMessage?.(rec, this, tm.bytes);
   }
 
@@ -372,8 +338,9 @@ export class SegmentIndexer {
       parts.push(recordPrefix(REC.PACKETS, entries.length), entries);
       this.flushedPackets = st.packetCount;
     }
-    if (st.messages.length > this.flushedMessages) parts.push(...this.arena.records(this.flushedMessages, st.messages.length));
-    this.flushedMessages = st.messages.length;
+    const msgs = st.messages;
+    if (msgs.count > this.flushedMessages) parts.push(...msgs.records(this.flushedMessages, msgs.count));
+    this.flushedMessages = msgs.count;
     if (parts.length === 0) return;
     const flows = st.flows?.journal(st.packetCount) ?? null;
     if (flows) parts.push(recordPrefix(REC.FLOWS, flows.length), flows);
@@ -410,22 +377,9 @@ export class SegmentIndexer {
     if (this.sealed) return;
     this.catchUp();
     const st = this.state;
-    // Dialogs as lists of message numbers, in first-seen order of their Call-IDs.
-    const dialogOf = new Map<string, number>();
-    const dialogMsgs: number[][] = [];
-    const dialogIds: string[] = [];
-    for (let i = 0; i < st.messages.length; i++) {
-      const c = st.messages[i].c;
-      let d = dialogOf.get(c);
-      if (d === undefined) {
-        d = dialogIds.length;
-        dialogOf.set(c, d);
-        dialogIds.push(c);
-        dialogMsgs.push([i]);
-      } else {
-        dialogMsgs[d].push(i);
-      }
-    }
+    const msgs = st.messages;
+    const dialogIds = this.keys.ids;
+    const dialogMsgs = this.keys.dialogMessages();
     const dialogCount = dialogIds.length;
     // The sealed file is written afresh beside the journal and renamed over
     // it: the journal's messages would otherwise be stored twice. Readers
@@ -439,56 +393,8 @@ export class SegmentIndexer {
       if (this.headerBytes) this.write(recordBytes(REC.SEGMENT, this.headerBytes));
     }
 
-    // Key entries as hash * 2^21 + dialog, exact in a double while dialogs
-    // < 2^21 (a segment holds far fewer): a Float64Array sorts them natively in
-    // (hash, dialog) order, with no comparator call and no BigInt per key.
-    // A segment with more dialogs (tiny messages, a huge segment) has its
-    // entries as BigInt (hash << 32 | dialog), sorted natively too.
-    const wide = dialogCount >= DIALOG_KEY_SPAN;
-    const wideKeys: bigint[] = [];
-    let keys = new Float64Array(Math.max(1024, 4 * dialogCount));
-    let nKeys = 0;
-    const addKey = (hash: number, dialog: number) => {
-      if (wide) {
-        wideKeys.push((BigInt(hash) << 32n) | BigInt(dialog));
-        return;
-      }
-      if (nKeys === keys.length) {
-        const bigger = new Float64Array(keys.length * 2);
-        bigger.set(keys);
-        keys = bigger;
-      }
-      keys[nKeys++] = hash * DIALOG_KEY_SPAN + dialog;
-    };
-    const numbers: Array<[string, number]> = [];
-    const legKeys = new Set<string>();
-    const users = new Set<string>();
-    const numbersOf = new Set<string>();
-    const addLegKey = (kind: LegKeyKind, value: string) => legKeys.add(kind + '\0' + value);
-    for (let i = 0; i < dialogCount; i++) {
-      addKey(keyHash('c', dialogIds[i]), i);
-      // Each leg key once per dialog ("<kind>\0<value>": a value holds no NUL, the parser decodes none).
-      legKeys.clear();
-      // A dialog's messages repeat the same few users: take their digits once each.
-      users.clear();
-      numbersOf.clear();
-      for (const k of dialogMsgs[i]) {
-        const m = st.messages[k];
-        messageLegKeys(m, addLegKey);
-        for (const u of messageUsers(m)) if (u !== null) users.add(u);
-      }
-      for (const u of users) {
-        const digits = sipDigits(u);
-        if (digits.length >= 4) numbersOf.add(digits);
-      }
-      for (const k of legKeys) addKey(keyHash(k[0] as LegKeyKind, k.slice(2)), i);
-      for (const u of numbersOf) numbers.push([numberKeyText(u), i]);
-    }
-    const sortedKeys = wide ? null : keys.subarray(0, nKeys).sort();
-    const sortedWide = wide ? BigUint64Array.from(wideKeys).sort() : null;
-    const keyCount = wide ? wideKeys.length : nKeys;
-    // Digit strings compare as their zero-padded key bytes do (a prefix sorts first).
-    numbers.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1]));
+    const keyTable = this.keys.keyTable();
+    const numberTable = this.keys.numberTable();
 
     const offsets: number[] = [];
     // Sections are megabytes: their prefix is written apart rather than copied in front of them.
@@ -501,59 +407,32 @@ export class SegmentIndexer {
     section(REC.PACKET_TABLE, st.packetEntries());
     const addrBody = Buffer.from(JSON.stringify(st.addresses), 'utf8');
     section(REC.ADDRESS_TABLE, addrBody);
-    const keyBody = Buffer.alloc(keyCount * KEY_ENTRY_LEN);
-    for (let k = 0; k < keyCount; k++) {
-      let hash: number;
-      let dialog: number;
-      if (sortedKeys) {
-        const e = sortedKeys[k];
-        dialog = e % DIALOG_KEY_SPAN;
-        hash = (e - dialog) / DIALOG_KEY_SPAN;
-      } else {
-        const e = sortedWide![k];
-        hash = Number(e >> 32n);
-        dialog = Number(e & 0xffffffffn);
-      }
-      keyBody.writeUInt32LE(hash, k * KEY_ENTRY_LEN);
-      keyBody.writeUInt32LE(dialog, k * KEY_ENTRY_LEN + 4);
-    }
-    section(REC.KEY_TABLE, keyBody);
-    const numBody = Buffer.alloc(numbers.length * NUMBER_ENTRY_LEN);
-    for (let k = 0; k < numbers.length; k++) {
-      numBody.write(numbers[k][0], k * NUMBER_ENTRY_LEN, 'latin1');
-      numBody.writeUInt32LE(numbers[k][1], k * NUMBER_ENTRY_LEN + NUMBER_KEY_LEN);
-    }
-    section(REC.NUMBER_TABLE, numBody);
+    section(REC.KEY_TABLE, keyTable.body);
+    section(REC.NUMBER_TABLE, numberTable.body);
     // Dialog records are most of an index. They are stored as deflated
-    // blocks of DIALOGS_PER_BLOCK JSON lines: about a third of the size, and
-    // one zlib call per block rather than per dialog. A dialog's line is
-    // JSON.stringify({ c, msgs }) put together from its messages' encoded
-    // texts in the arena, byte for byte.
+    // blocks of DIALOGS_PER_BLOCK dialogs (one zlib call per block rather
+    // than per dialog), each dialog its message count and its messages'
+    // binary records, copied from where the journal wrote them from.
     const blocks: Buffer[] = [];
-    const arena = this.arena;
     let block = Buffer.allocUnsafe(1 << 16);
     for (let i = 0; i < dialogCount; i += DIALOGS_PER_BLOCK) {
       const end = Math.min(dialogCount, i + DIALOGS_PER_BLOCK);
-      const heads: string[] = [];
       let size = 0;
       for (let d = i; d < end; d++) {
-        const head = (d > i ? '\n' : '') + '{"c":' + JSON.stringify(dialogIds[d]) + ',"msgs":[';
-        heads.push(head);
         const ms = dialogMsgs[d];
-        size += 3 * head.length + ms.length + 2;
-        for (let k = 0; k < ms.length; k++) size += arena.jsonLength(ms[k]);
+        size += 4 + 4 * ms.length;
+        for (let k = 0; k < ms.length; k++) size += msgs.recordLength(ms[k]);
       }
       if (size > block.length) block = Buffer.allocUnsafe(Math.max(size, 2 * block.length));
       let at = 0;
       for (let d = i; d < end; d++) {
-        at += block.write(heads[d - i], at, 'utf8');
         const ms = dialogMsgs[d];
+        block.writeUInt32LE(ms.length, at);
+        at += 4;
         for (let k = 0; k < ms.length; k++) {
-          if (k > 0) block[at++] = 0x2c; // ','
-          at = arena.copyJson(ms[k], block, at);
+          block.writeUInt32LE(msgs.recordLength(ms[k]), at);
+          at = msgs.copyRecord(ms[k], block, at + 4);
         }
-        block[at++] = 0x5d; // ']'
-        block[at++] = 0x7d; // '}'
       }
       blocks.push(deflateRawSync(block.subarray(0, at), { level: 1 }));
     }
@@ -575,25 +454,26 @@ export class SegmentIndexer {
     FOOTER_MAGIC.copy(f, 0);
     f.writeDoubleLE(st.indexedBytes, 8);
     f.writeUInt32LE(st.packetCount, 16);
-    f.writeUInt32LE(st.messages.length, 20);
+    f.writeUInt32LE(msgs.count, 20);
     f.writeUInt32LE(dialogCount, 24);
     f.writeUInt32LE(st.firstSec, 28);
     f.writeUInt32LE(st.firstNsec, 32);
     f.writeUInt32LE(st.lastSec, 36);
     f.writeUInt32LE(st.lastNsec, 40);
     offsets.slice(0, 5).forEach((o, i) => f.writeDoubleLE(o, 44 + 8 * i));
-    f.writeUInt32LE(keyCount, 84);
-    f.writeUInt32LE(numbers.length, 88);
+    f.writeUInt32LE(keyTable.count, 84);
+    f.writeUInt32LE(numberTable.count, 88);
     f.writeUInt32LE(addrBody.length, 92);
     f.writeUInt32LE(dialogBody.length, 96);
-    f.writeUInt32LE(FOOTER_FLAG.DIALOG_BLOCKS | FOOTER_FLAG.LEG_KEYS | (flowBody ? FOOTER_FLAG.FLOWS : 0), 100);
+    f.writeUInt32LE(FOOTER_FLAG.DIALOG_BLOCKS | FOOTER_FLAG.LEG_KEYS | FOOTER_FLAG.BINARY_RECORDS | (flowBody ? FOOTER_FLAG.FLOWS : 0), 100);
     if (flowBody) {
       f.writeDoubleLE(offsets[5], 104);
       f.writeUInt32LE(flowBody.length, 112);
     }
     this.write(f);
     this.sealed = true;
-    this.arena = new MessageArena();
+    msgs.release();
+    this.keys = new DialogKeys();
     if (this.idxFd >= 0) closeSync(this.idxFd);
     if (tmpPath !== null && this.indexPath !== null) renameSync(tmpPath, this.indexPath);
   }

@@ -102,17 +102,19 @@ export class FollowMatcher {
   }
 
   /** The messages of `callId` in an open segment, through its incrementally built Call-ID map. */
-  private earlier(ix: SegmentIndexer, callId: string): MessageRecord[] {
+  private earlier(ix: SegmentIndexer, callId: string, except: number): MessageRecord[] {
     let e = this.byCallId.get(ix);
     if (!e) this.byCallId.set(ix, (e = { upTo: 0, ids: new Map() }));
     const msgs = ix.state.messages;
-    for (; e.upTo < msgs.length; e.upTo++) {
-      const c = msgs[e.upTo].c;
+    for (; e.upTo < msgs.count; e.upTo++) {
+      const c = msgs.callId(e.upTo);
       const list = e.ids.get(c);
       if (list) list.push(e.upTo);
       else e.ids.set(c, [e.upTo]);
     }
-    return (e.ids.get(callId) ?? []).map((i) => msgs[i]);
+    const out: MessageRecord[] = [];
+    for (const i of e.ids.get(callId) ?? []) if (i !== except) out.push(msgs.message(i));
+    return out;
   }
 
   onMessage(m: MessageRecord, ix: SegmentIndexer): void {
@@ -126,7 +128,8 @@ export class FollowMatcher {
       f.dialogs.add(m.c);
       // The dialog's earlier messages in every open segment, then this one (already in its segment's list).
       for (const other of this.openIndexers()) {
-        const earlier = this.earlier(other, m.c).filter((x) => x !== m);
+        // m is the newest record of its own segment (the indexer adds it before telling us).
+        const earlier = this.earlier(other, m.c, other === ix ? ix.state.messages.count - 1 : -1);
         if (earlier.length) this.take(f, other, earlier);
       }
       this.take(f, ix, [m]);

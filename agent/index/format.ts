@@ -17,7 +17,12 @@ import { endpointText } from '../../shared/query/query';
  *   footer   : see FOOTER_* below, the last FOOTER_LEN bytes
  */
 export const INDEX_MAGIC = Buffer.from('TFIDX\0\0\x01', 'latin1');
-export const INDEX_VERSION = 1;
+/**
+ * 2: message records are binary (`m` records, message-binary.ts), and so are
+ * the sealed dialog blocks (FOOTER_FLAG.BINARY_RECORDS). Version 1 indexes
+ * (JSON `M` records and blocks) are still read.
+ */
+export const INDEX_VERSION = 2;
 export const INDEX_HEADER_LEN = 16;
 export const RECORD_PREFIX_LEN = 5;
 /** Sanity bound on one journal record; bigger means corruption. */
@@ -30,8 +35,10 @@ export const REC = {
   ADDRESSES: 0x41, // 'A'
   /** A batch of packet entries (PACKET_ENTRY_LEN each). */
   PACKETS: 0x50, // 'P'
-  /** One SIP message, JSON (see MessageRecord). */
+  /** One SIP message, JSON (see MessageRecord): index version 1, read only. */
   MESSAGE: 0x4d, // 'M'
+  /** One SIP message, binary (agent/index/message-binary.ts): index version 2. */
+  MESSAGE_BIN: 0x6d, // 'm'
   /** What changed in the segment's flows (FlowTableBuilder.journal()); the first says the journal carries them. */
   FLOWS: 0x66, // 'f'
   /** Checkpoint: f64 number of segment bytes fully indexed so far. */
@@ -41,7 +48,7 @@ export const REC = {
   ADDRESS_TABLE: 0x53, // 'S' JSON array of all address strings
   KEY_TABLE: 0x4b, // 'K' sorted (u32 hash, u32 dialog) pairs for Call-ID, correlation and leg keys (see LegKeyKind)
   NUMBER_TABLE: 0x4e, // 'N' sorted (reversed digits[NUMBER_KEY_LEN], u32 dialog)
-  DIALOGS: 0x44, // 'D' u32 dialogs, u32 blocks, u32 block offsets[blocks+1], deflated blocks of DIALOGS_PER_BLOCK JSON lines
+  DIALOGS: 0x44, // 'D' u32 dialogs, u32 blocks, u32 block offsets[blocks+1], deflated blocks of DIALOGS_PER_BLOCK dialogs (see FOOTER_FLAG)
   FLOW_TABLE: 0x46, // 'F' the non-SIP UDP packets (RTP, RTCP) as flows with their packet ordinals (agent/index/flows.ts)
 } as const;
 
@@ -85,6 +92,12 @@ export const FOOTER_FLAG = {
   LEG_KEYS: 0x2,
   /** FLOW_TABLE is there; older indexes have their RTP found by scanning the packet table. */
   FLOWS: 0x4,
+  /**
+   * The dialog blocks hold binary dialogs, each: u32 message count, then per
+   * message u32 length and its binary record (message-binary.ts); without the
+   * flag (version 1) they are newline-separated JSON `{ c, msgs }` lines.
+   */
+  BINARY_RECORDS: 0x8,
 } as const;
 export const DIALOGS_PER_BLOCK = 32;
 export const FOOTER_MAGIC = Buffer.from('TFIDXEND', 'latin1');
@@ -140,54 +153,6 @@ export interface MessageRecord {
   tr?: 1;
   /** 1 when it came through HEP (a segment of the HEP stream), not from the wire. */
   h?: 1;
-}
-
-/** What JSON.stringify would escape in a string: '"', '\\', controls, and surrogates (lone ones are escaped; pairs fall back too). */
-const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
-
-function jsonString(s: string | null): string {
-  return s === null ? 'null' : NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : '"' + s + '"';
-}
-
-function jsonPairs(pairs: ReadonlyArray<readonly [string | number, string | number]>): string {
-  let out = '[';
-  for (let i = 0; i < pairs.length; i++) {
-    const [a, b] = pairs[i];
-    out += (i > 0 ? ',[' : '[') + (typeof a === 'string' ? jsonString(a) : a) + ',' + (typeof b === 'string' ? jsonString(b) : b) + ']';
-  }
-  return out + ']';
-}
-
-/**
- * JSON.stringify(m), byte for byte, for a record made as the indexer makes it
- * (its keys in MessageRecord's order, numbers whole and finite): about a third
- * cheaper than the generic one, which was the biggest single cost of a
- * message. Anything else (a record parsed back from a journal) goes through
- * JSON.stringify.
- */
-export function messageRecordJson(m: MessageRecord): string {
-  let out = '{"p":[';
-  for (let i = 0; i < m.p.length; i++) out += (i > 0 ? ',' : '') + m.p[i];
-  out += '],"t":[' + m.t[0] + ',' + m.t[1] + '],"src":' + jsonString(m.src) + ',"dst":' + jsonString(m.dst) +
-    ',"sp":' + m.sp + ',"dp":' + m.dp + ',"pr":' + m.pr + ',"m":' + jsonString(m.m) + ',"s":' + m.s +
-    ',"c":' + jsonString(m.c) + ',"q":' + jsonString(m.q) + ',"ru":' + jsonString(m.ru) + ',"fu":' + jsonString(m.fu) +
-    ',"tu":' + jsonString(m.tu) + ',"n":' + m.n;
-  if (m.r !== undefined) out += ',"r":' + jsonString(m.r);
-  if (m.tr !== undefined) out += ',"tr":' + m.tr;
-  if (m.h !== undefined) out += ',"h":' + m.h;
-  if (m.pu !== undefined) {
-    out += ',"pu":[';
-    for (let i = 0; i < m.pu.length; i++) out += (i > 0 ? ',' : '') + jsonString(m.pu[i]);
-    out += ']';
-  }
-  if (m.x !== undefined) out += ',"x":' + jsonString(m.x);
-  if (m.si !== undefined) out += ',"si":' + jsonString(m.si);
-  if (m.sr !== undefined) out += ',"sr":' + jsonString(m.sr);
-  if (m.ic !== undefined) out += ',"ic":' + jsonString(m.ic);
-  if (m.sdp !== undefined) out += ',"sdp":' + jsonPairs(m.sdp);
-  if (m.rc !== undefined) out += ',"rc":' + jsonPairs(m.rc);
-  if (m.pm !== undefined) out += ',"pm":' + jsonPairs(m.pm);
-  return out + '}';
 }
 
 /** The user parts a number query is matched against: R-URI, From, To, P-Asserted-Identity. */

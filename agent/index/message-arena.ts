@@ -1,19 +1,21 @@
-import { RECORD_PREFIX_LEN, REC } from './format';
+import { RECORD_PREFIX_LEN, REC, MessageRecord } from './format';
+import { binaryRecordBound, binaryRecordCallId, readBinaryRecord, writeBinaryRecord } from './message-binary';
 
 const CHUNK = 1 << 20;
 
 /**
- * The message records of a segment being indexed, each encoded once as its
- * journal record (prefix and JSON text), kept off the V8 heap until the seal:
- * the journal writes them from here and seal() copies their JSON into the
- * dialog blocks. Kept as JS strings instead (151 bytes of heap a message,
- * until the seal) they were a good part of the collector's work.
+ * The message records of a segment (being indexed, or replayed from its
+ * journal), each stored once as its journal record (prefix and binary
+ * record, message-binary.ts), off the V8 heap until the seal: the journal
+ * writes them from here and seal() copies them into the dialog blocks.
+ * Kept as objects (or their JSON as strings, before) they were most of what
+ * the collector copied and promoted; a record is decoded only when asked for.
  *
  * Records are laid out back to back in 1 MiB chunks, so the records of a
  * flush are a few contiguous views.
  */
 export class MessageArena {
-  private readonly chunks: Buffer[] = [];
+  private chunks: Buffer[] = [];
   private cur: Buffer = Buffer.allocUnsafe(0);
   private used = 0;
   /** Per record: its chunk, its offset in the chunk, its record length (prefix included). */
@@ -21,19 +23,18 @@ export class MessageArena {
   private startOf: Uint32Array = new Uint32Array(1024);
   private lenOf: Uint32Array = new Uint32Array(1024);
   count = 0;
+  private released = false;
 
-  /** Appends the journal record of one message from its JSON text. */
-  add(json: string): void {
-    // Sized for the worst case (3 UTF-8 bytes per UTF-16 unit) so that the text is encoded once, not measured first.
-    const bound = RECORD_PREFIX_LEN + 3 * json.length;
+  private room(bound: number): void {
+    if (this.released) throw new Error('message records released (sealed)');
     if (this.used + bound > this.cur.length) {
       this.cur = Buffer.allocUnsafe(Math.max(CHUNK, bound));
       this.chunks.push(this.cur);
       this.used = 0;
     }
-    const n = this.cur.write(json, this.used + RECORD_PREFIX_LEN, 'utf8');
-    this.cur.writeUInt32LE(n + 1, this.used);
-    this.cur[this.used + 4] = REC.MESSAGE;
+  }
+
+  private added(len: number): void {
     const i = this.count;
     if (i === this.chunkOf.length) {
       this.chunkOf = grow(this.chunkOf);
@@ -42,20 +43,52 @@ export class MessageArena {
     }
     this.chunkOf[i] = this.chunks.length - 1;
     this.startOf[i] = this.used;
-    this.lenOf[i] = RECORD_PREFIX_LEN + n;
-    this.used += RECORD_PREFIX_LEN + n;
+    this.lenOf[i] = len;
+    this.used += len;
     this.count++;
   }
 
-  /** Length of record i's JSON text in bytes. */
-  jsonLength(i: number): number {
+  /** Appends the journal record of one message. */
+  add(m: MessageRecord): void {
+    this.room(RECORD_PREFIX_LEN + binaryRecordBound(m));
+    const end = writeBinaryRecord(m, this.cur, this.used + RECORD_PREFIX_LEN);
+    this.prefix(end - this.used);
+  }
+
+  /** Appends a binary record as read from a journal (its caller has checked that it decodes). */
+  addRaw(body: Buffer): void {
+    this.room(RECORD_PREFIX_LEN + body.length);
+    body.copy(this.cur, this.used + RECORD_PREFIX_LEN);
+    this.prefix(RECORD_PREFIX_LEN + body.length);
+  }
+
+  private prefix(len: number): void {
+    this.cur.writeUInt32LE(len - 4, this.used);
+    this.cur[this.used + 4] = REC.MESSAGE_BIN;
+    this.added(len);
+  }
+
+  /** Length of record i's binary record in bytes. */
+  recordLength(i: number): number {
     return this.lenOf[i] - RECORD_PREFIX_LEN;
   }
 
-  /** Copies record i's JSON text into `out` at `at`; returns the offset after it. */
-  copyJson(i: number, out: Buffer, at: number): number {
+  /** Copies record i's binary record into `out` at `at`; returns the offset after it. */
+  copyRecord(i: number, out: Buffer, at: number): number {
     const start = this.startOf[i] + RECORD_PREFIX_LEN;
     return at + this.chunks[this.chunkOf[i]].copy(out, at, start, this.startOf[i] + this.lenOf[i]);
+  }
+
+  /** Record i, decoded. */
+  message(i: number): MessageRecord {
+    const start = this.startOf[i];
+    return readBinaryRecord(this.chunks[this.chunkOf[i]], start + RECORD_PREFIX_LEN, start + this.lenOf[i]);
+  }
+
+  /** Record i's Call-ID, without decoding the rest. */
+  callId(i: number): string {
+    const start = this.startOf[i];
+    return binaryRecordCallId(this.chunks[this.chunkOf[i]], start + RECORD_PREFIX_LEN, start + this.lenOf[i]);
   }
 
   /** Records [from, to) as views, contiguous runs joined (for a writev). */
@@ -71,6 +104,15 @@ export class MessageArena {
       out.push(this.chunks[c].subarray(start, end));
     }
     return out;
+  }
+
+  /** Frees the records (the segment is sealed); the count stays. */
+  release(): void {
+    this.released = true;
+    this.chunks = [];
+    this.cur = Buffer.allocUnsafe(0);
+    this.used = 0;
+    this.chunkOf = this.startOf = this.lenOf = new Uint32Array(0);
   }
 }
 

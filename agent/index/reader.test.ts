@@ -34,14 +34,14 @@ test('a journal replays up to its last checkpoint; a torn tail is ignored, garba
     ix.close();
     const full = replayJournal(idx);
     assert.equal(full.state.packetCount, 40);
-    assert.equal(full.state.messages.length, 40);
+    assert.equal(full.state.messages.count, 40);
     assert.equal(full.state.indexedBytes, statSync(seg).size);
 
     // Cut inside the last record (the checkpoint): the batch before it is not committed.
     truncateSync(idx, statSync(idx).size - 3);
     const torn = replayJournal(idx);
     assert.ok(torn.state.packetCount <= 40);
-    assert.equal(torn.state.messages.every((m) => m.p.every((p) => p < torn.state.packetCount)), true);
+    assert.equal(torn.state.dialogs().every((d) => d.msgs.every((m) => m.p.every((p) => p < torn.state.packetCount))), true);
 
     // A record type no writer produces, right after the header: corrupt.
     const fd = openSync(idx, 'r+');

@@ -7,6 +7,7 @@ import {
 } from './format';
 import { IndexState } from './state';
 import { FlowTable, FlowTableBuilder, decodeOrdinals, flowEntriesLength } from './flows';
+import { readBinaryRecord } from './message-binary';
 
 /**
  * A pread costs from about 1 µs (bare metal) to 20 µs (a sandboxed kernel, as
@@ -50,8 +51,43 @@ const DIALOG_CACHE_MAX = 1024;
 /** Oldest first out; keyed by the index's number * 2^32 + the dialog's. */
 const decodedDialogs = new Map<number, DialogRecord>();
 /** The last block a lookup inflated (a pass over all dialogs inflates its own), with its index's number. */
-let lastBlock: { index: number; n: number; lines: string[] } | null = null;
+let lastBlock: { index: number; n: number; lines: BlockDialogs } | null = null;
+/** A dialog block's dialogs: JSON lines (version 1) or views of their binary records (FOOTER_FLAG.BINARY_RECORDS). */
+type BlockDialogs = string[] | Buffer[];
 let indexNumbers = 0;
+
+/** A binary dialog block's dialogs (u32 message count, then per message u32 length and record), as views; throws RangeError when they overrun it. */
+function splitDialogs(data: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0;
+  while (at < data.length) {
+    if (at + 4 > data.length) throw new RangeError('dialog cut short');
+    const start = at;
+    const n = data.readUInt32LE(at);
+    at += 4;
+    for (let k = 0; k < n; k++) {
+      if (at + 4 > data.length) throw new RangeError('dialog cut short');
+      at += 4 + data.readUInt32LE(at);
+    }
+    if (at > data.length) throw new RangeError('dialog cut short');
+    out.push(data.subarray(start, at));
+  }
+  return out;
+}
+
+/** One binary dialog (a view splitDialogs made) decoded. */
+function readBinaryDialog(d: Buffer): DialogRecord {
+  const n = d.readUInt32LE(0);
+  if (n === 0) throw new RangeError('dialog without messages');
+  const msgs: MessageRecord[] = [];
+  let at = 4;
+  for (let k = 0; k < n; k++) {
+    const len = d.readUInt32LE(at);
+    msgs.push(readBinaryRecord(d, at + 4, at + 4 + len));
+    at += 4 + len;
+  }
+  return { c: msgs[0].c, msgs };
+}
 
 /** What the query engine needs of one segment's index, sealed or not. */
 export interface SegmentIndex {
@@ -145,6 +181,8 @@ export class SealedIndex implements SegmentIndex {
   private readonly addrLen: number;
   private readonly dialogsLen: number;
   private readonly legKeys: boolean;
+  /** Its dialog blocks hold binary records (index version 2), not JSON lines. */
+  private readonly binary: boolean;
   private readonly flowsAt: number | null;
   /** Bytes of the FLOW_TABLE section; 0 without one. */
   readonly flowSectionBytes: number;
@@ -176,6 +214,7 @@ export class SealedIndex implements SegmentIndex {
     this.dialogsLen = footer.readUInt32LE(96);
     if (!(footer.readUInt32LE(100) & FOOTER_FLAG.DIALOG_BLOCKS)) throw new IndexCorruptError(path, 'older index layout');
     this.legKeys = (footer.readUInt32LE(100) & FOOTER_FLAG.LEG_KEYS) !== 0;
+    this.binary = (footer.readUInt32LE(100) & FOOTER_FLAG.BINARY_RECORDS) !== 0;
     const hasFlows = (footer.readUInt32LE(100) & FOOTER_FLAG.FLOWS) !== 0;
     this.flowsAt = hasFlows ? footer.readDoubleLE(104) : null;
     this.flowSectionBytes = hasFlows ? footer.readUInt32LE(112) : 0;
@@ -220,23 +259,27 @@ export class SealedIndex implements SegmentIndex {
     return (this.keyTable ??= readExactly(this.fd, this.nKeys * KEY_ENTRY_LEN, this.off.keys));
   }
 
-  /** The lines of dialog block b: DIALOGS_PER_BLOCK JSON records (fewer in the last). */
-  private block(b: number, i: number): string[] {
+  /** The dialogs of block b: DIALOGS_PER_BLOCK (fewer in the last), JSON lines or binary. */
+  private block(b: number, i: number): BlockDialogs {
     try {
       const nBlocks = Math.ceil(this.dialogCount / DIALOGS_PER_BLOCK);
       this.dialogOffsets ??= readExactly(this.fd, 8 + 4 * (nBlocks + 1), this.off.dialogs);
       const start = this.dialogOffsets.readUInt32LE(8 + 4 * b);
       const end = this.dialogOffsets.readUInt32LE(12 + 4 * b);
       const raw = readExactly(this.fd, end - start, this.off.dialogs + start);
-      return inflateRawSync(raw).toString('utf8').split('\n');
+      const data = inflateRawSync(raw);
+      return this.binary ? splitDialogs(data) : data.toString('utf8').split('\n');
     } catch {
       throw new IndexCorruptError(this.path, `dialog ${i} unreadable`);
     }
   }
 
-  private parse(i: number, lines: string[]): DialogRecord {
+  private parse(i: number, lines: BlockDialogs): DialogRecord {
     try {
-      return JSON.parse(lines[i % DIALOGS_PER_BLOCK]) as DialogRecord;
+      const line = lines[i % DIALOGS_PER_BLOCK];
+      if (line === undefined) throw new RangeError('past its block');
+      if (typeof line !== 'string') return readBinaryDialog(line);
+      return JSON.parse(line) as DialogRecord;
     } catch {
       throw new IndexCorruptError(this.path, `dialog ${i} unreadable`);
     }
@@ -476,7 +519,7 @@ export class MemoryIndex implements SegmentIndex {
 
   get indexedBytes(): number { return this.state.indexedBytes; }
   get packetCount(): number { return this.state.packetCount; }
-  get messageCount(): number { return this.state.messages.length; }
+  get messageCount(): number { return this.state.messages.count; }
   get first(): [number, number] { return [this.state.firstSec, this.state.firstNsec]; }
   get last(): [number, number] { return [this.state.lastSec, this.state.lastNsec]; }
 
@@ -552,6 +595,23 @@ export class MemoryIndex implements SegmentIndex {
   close(): void {}
 }
 
+/** A version 1 journal's JSON message record, checked for what storing it as binary relies on. */
+function jsonMessage(v: unknown): MessageRecord {
+  const m = v as MessageRecord;
+  const str = (x: unknown) => typeof x === 'string';
+  const nul = (x: unknown) => x === null || typeof x === 'string';
+  const opt = (x: unknown) => x === undefined || typeof x === 'string';
+  const num = (x: unknown) => typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= 0xffffffff;
+  const pairs = (x: unknown, a: (y: unknown) => boolean, b: (y: unknown) => boolean) =>
+    x === undefined || (Array.isArray(x) && x.every((e) => Array.isArray(e) && e.length === 2 && a(e[0]) && b(e[1])));
+  const ok = typeof m === 'object' && m !== null && Array.isArray(m.p) && m.p.every(num) && Array.isArray(m.t) && m.t.length === 2 && num(m.t[0]) && num(m.t[1]) &&
+    str(m.src) && str(m.dst) && str(m.c) && num(m.sp) && num(m.dp) && num(m.pr) && num(m.n) && nul(m.m) && (m.s === null || num(m.s)) &&
+    nul(m.q) && nul(m.ru) && nul(m.fu) && nul(m.tu) && opt(m.r) && opt(m.x) && opt(m.si) && opt(m.sr) && opt(m.ic) &&
+    (m.pu === undefined || (Array.isArray(m.pu) && m.pu.every(str))) && pairs(m.sdp, str, num) && pairs(m.rc, str, num) && pairs(m.pm, num, str);
+  if (!ok) throw new RangeError('not a message record');
+  return m;
+}
+
 /**
  * Replays a journal into memory. Stops quietly at a torn last record (what a
  * crash leaves); throws IndexCorruptError for anything else that is wrong.
@@ -573,7 +633,7 @@ export function replayJournal(path: string): { state: IndexState; segmentHeader:
   let pos = INDEX_HEADER_LEN;
   // Messages and packets are committed only at a checkpoint, so that a torn
   // flush never leaves messages pointing at packets the replay lacks.
-  let pendingMessages: MessageRecord[] = [];
+  let pendingMessages: Array<MessageRecord | Buffer> = [];
   let pendingPackets: Buffer[] = [];
   let pendingAddresses: string[] = [];
   let pendingFlows: Buffer[] = [];
@@ -605,10 +665,18 @@ export function replayJournal(path: string): { state: IndexState; segmentHeader:
         break;
       case REC.MESSAGE:
         try {
-          pendingMessages.push(JSON.parse(body.toString('utf8')) as MessageRecord);
+          pendingMessages.push(jsonMessage(JSON.parse(body.toString('utf8'))));
         } catch {
           throw new IndexCorruptError(path, `message record at ${pos}`);
         }
+        break;
+      case REC.MESSAGE_BIN:
+        try {
+          readBinaryRecord(body, 0, body.length);
+        } catch {
+          throw new IndexCorruptError(path, `message record at ${pos}`);
+        }
+        pendingMessages.push(body);
         break;
       case REC.FLOWS:
         pendingFlows.push(body);
@@ -624,7 +692,10 @@ export function replayJournal(path: string): { state: IndexState; segmentHeader:
           }
         }
         pendingFlows = [];
-        state.messages.push(...pendingMessages);
+        for (const m of pendingMessages) {
+          if (Buffer.isBuffer(m)) state.messages.addRaw(m);
+          else state.messages.add(m);
+        }
         state.indexedBytes = body.readDoubleLE(0);
         pendingAddresses = [];
         pendingPackets = [];

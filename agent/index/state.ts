@@ -1,5 +1,6 @@
-import { DialogRecord, MessageRecord, PACKET_ENTRY_LEN } from './format';
+import { DialogRecord, PACKET_ENTRY_LEN } from './format';
 import type { FlowTableBuilder } from './flows';
+import { MessageArena } from './message-arena';
 
 /**
  * The index of one segment held in memory: what the indexer has built so far
@@ -11,7 +12,8 @@ export class IndexState {
   packetCount = 0;
   readonly addresses: string[] = [];
   private readonly addressIds = new Map<string, number>();
-  readonly messages: MessageRecord[] = [];
+  /** The SIP message records, binary, off the heap (decoded when asked for). */
+  readonly messages = new MessageArena();
   /** Segment bytes (from the start of the file) fully indexed. */
   indexedBytes = 0;
   firstSec = 0;
@@ -115,7 +117,8 @@ export class IndexState {
   /** Messages grouped by Call-ID, in first-seen order. */
   dialogs(): DialogRecord[] {
     const byId = new Map<string, DialogRecord>();
-    for (const m of this.messages) {
+    for (let i = 0; i < this.messages.count; i++) {
+      const m = this.messages.message(i);
       let d = byId.get(m.c);
       if (!d) {
         d = { c: m.c, msgs: [] };

@@ -97,7 +97,7 @@ function liveRun(files: string[]): { cpuMs: number; packets: number; messages: n
     ix.seal();
     cpu += cpuMs(process.cpuUsage(c));
     packets += ix.state.packetCount;
-    messages += ix.state.messages.length;
+    messages += ix.state.messages.count;
   });
   return { cpuMs: cpu, packets, messages };
 }

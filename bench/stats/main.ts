@@ -75,7 +75,7 @@ function child(file: string, mode: Mode, runs: number): void {
       const ix = new SegmentIndexer(file, null, mode === 'hook' ? { onMessage: timed } : mode === 'on' ? { onMessage: hook } : {});
       ix.catchUp();
       const cu = process.cpuUsage(c);
-      const r: ChildResult = { cpuMs: (cu.user + cu.system) / 1000, wallMs: Number(process.hrtime.bigint() - t) / 1e6, packets: ix.state.packetCount, messages: ix.state.messages.length };
+      const r: ChildResult = { cpuMs: (cu.user + cu.system) / 1000, wallMs: Number(process.hrtime.bigint() - t) / 1e6, packets: ix.state.packetCount, messages: ix.state.messages.count };
       if (mode === 'hook') {
         best ??= { ...r, hookMs: Infinity, emptyMs: Infinity };
         if (timedStats) best.hookMs = Math.min(best.hookMs!, inHook / 1e6);

@@ -1,0 +1,132 @@
+import { sipDigits } from '../../shared/sip/number';
+import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, keyHash, messageLegKeys, numberKeyText } from './format';
+
+/** hash * DIALOG_KEY_SPAN + dialog < 2^53: the key entries sort exactly as doubles. */
+const DIALOG_KEY_SPAN = 2 ** 21;
+
+/**
+ * What the sealed lookup sections need of a segment's messages, gathered as
+ * each is indexed (the records themselves are binary, off the heap, and are
+ * not decoded again at the seal): the dialog of every message (dialogs
+ * numbered in first-seen order of their Call-IDs), the key table's (hash,
+ * dialog) pairs and the number table's (reversed digits, dialog) pairs.
+ * Pairs are deduplicated when sorted, so a key repeated by a dialog's
+ * messages gives one entry, as before.
+ */
+export class DialogKeys {
+  private readonly dialogOf = new Map<string, number>();
+  /** Call-ID of each dialog. */
+  readonly ids: string[] = [];
+  private msgDialog: Uint32Array = new Uint32Array(1024);
+  messages = 0;
+  private hashes: Uint32Array = new Uint32Array(4096);
+  private keyDialogs: Uint32Array = new Uint32Array(4096);
+  private nKeys = 0;
+  private readonly numTexts: string[] = [];
+  private readonly numDialogs: number[] = [];
+  /** A user part → the last dialog whose numbers took it: a dialog's messages repeat the same few users, their digits are taken once. */
+  private readonly userDialog = new Map<string, number>();
+  private curDialog = 0;
+  private readonly addLeg = (kind: LegKeyKind, value: string): void => this.addKey(keyHash(kind, value), this.curDialog);
+
+  add(m: MessageRecord): void {
+    let d = this.dialogOf.get(m.c);
+    if (d === undefined) {
+      d = this.ids.length;
+      this.dialogOf.set(m.c, d);
+      this.ids.push(m.c);
+      this.addKey(keyHash('c', m.c), d);
+    }
+    if (this.messages === this.msgDialog.length) this.msgDialog = grow(this.msgDialog);
+    this.msgDialog[this.messages++] = d;
+    this.curDialog = d;
+    messageLegKeys(m, this.addLeg);
+    // messageUsers(m), without its array a message.
+    this.addUser(m.ru, d);
+    this.addUser(m.fu, d);
+    this.addUser(m.tu, d);
+    if (m.pu) for (const u of m.pu) this.addUser(u, d);
+  }
+
+  private addUser(u: string | null, d: number): void {
+    if (u === null || this.userDialog.get(u) === d) return;
+    this.userDialog.set(u, d);
+    const digits = sipDigits(u);
+    if (digits.length >= 4) {
+      this.numTexts.push(numberKeyText(digits));
+      this.numDialogs.push(d);
+    }
+  }
+
+  private addKey(hash: number, dialog: number): void {
+    if (this.nKeys === this.hashes.length) {
+      this.hashes = grow(this.hashes);
+      this.keyDialogs = grow(this.keyDialogs);
+    }
+    this.hashes[this.nKeys] = hash;
+    this.keyDialogs[this.nKeys++] = dialog;
+  }
+
+  /** Each dialog's message numbers, in order. */
+  dialogMessages(): number[][] {
+    const out: number[][] = this.ids.map(() => []);
+    for (let i = 0; i < this.messages; i++) out[this.msgDialog[i]].push(i);
+    return out;
+  }
+
+  /** The key table's body: (u32 hash, u32 dialog) sorted, each pair once. */
+  keyTable(): { body: Buffer; count: number } {
+    const n = this.nKeys;
+    const body = Buffer.alloc(n * KEY_ENTRY_LEN);
+    let count = 0;
+    const put = (hash: number, dialog: number) => {
+      const at = (count - 1) * KEY_ENTRY_LEN;
+      if (count > 0 && body.readUInt32LE(at) === hash && body.readUInt32LE(at + 4) === dialog) return;
+      body.writeUInt32LE(hash, at + KEY_ENTRY_LEN);
+      body.writeUInt32LE(dialog, at + KEY_ENTRY_LEN + 4);
+      count++;
+    };
+    if (this.ids.length < DIALOG_KEY_SPAN) {
+      // As doubles hash * 2^21 + dialog (exact below 2^21 dialogs): a Float64Array sorts them natively, no comparator, no BigInt.
+      const keys = new Float64Array(n);
+      for (let k = 0; k < n; k++) keys[k] = this.hashes[k] * DIALOG_KEY_SPAN + this.keyDialogs[k];
+      keys.sort();
+      for (let k = 0; k < n; k++) {
+        const dialog = keys[k] % DIALOG_KEY_SPAN;
+        put((keys[k] - dialog) / DIALOG_KEY_SPAN, dialog);
+      }
+    } else {
+      const keys = new BigUint64Array(n);
+      for (let k = 0; k < n; k++) keys[k] = (BigInt(this.hashes[k]) << 32n) | BigInt(this.keyDialogs[k]);
+      keys.sort();
+      for (let k = 0; k < n; k++) put(Number(keys[k] >> 32n), Number(keys[k] & 0xffffffffn));
+    }
+    return { body: body.subarray(0, count * KEY_ENTRY_LEN), count };
+  }
+
+  /** The number table's body: (reversed digits zero-padded to NUMBER_KEY_LEN, u32 dialog) sorted, each pair once. */
+  numberTable(): { body: Buffer; count: number } {
+    const order = this.numTexts.map((_, i) => i);
+    const t = this.numTexts;
+    const dl = this.numDialogs;
+    // Digit strings compare as their zero-padded key bytes do (a prefix sorts first).
+    order.sort((a, b) => (t[a] < t[b] ? -1 : t[a] > t[b] ? 1 : dl[a] - dl[b]));
+    const body = Buffer.alloc(order.length * NUMBER_ENTRY_LEN);
+    let count = 0;
+    let prev = -1;
+    for (const i of order) {
+      if (prev >= 0 && t[prev] === t[i] && dl[prev] === dl[i]) continue;
+      prev = i;
+      body.write(t[i], count * NUMBER_ENTRY_LEN, 'latin1');
+      body.writeUInt32LE(dl[i], count * NUMBER_ENTRY_LEN + NUMBER_KEY_LEN);
+      count++;
+    }
+    return { body: body.subarray(0, count * NUMBER_ENTRY_LEN), count };
+  }
+}
+
+function grow(a: Uint32Array): Uint32Array {
+  const b = new Uint32Array(a.length * 2);
+  b.set(a);
+  return b;
+}

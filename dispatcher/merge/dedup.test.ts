@@ -29,7 +29,7 @@ test('HostDedup: same length and hash-sampled bytes but a different middle is no
   const d = new HostDedup(1_000_000);
   const a = ip(5, 1000);
   const b = Buffer.from(a);
-  b[600] ^= 1; // outside the first 64 and last 32 bytes the hash looks at
+  b[600] ^= 1; // outside the first 48 and last 8 bytes the hash looks at
   assert.equal(d.isDuplicate(LINKTYPE.RAW, a, T, 0), false);
   assert.equal(d.isDuplicate(LINKTYPE.RAW, b, T, 10), false);
   assert.equal(d.isDuplicate(LINKTYPE.RAW, Buffer.from(b), T, 20), true);

@@ -35,6 +35,25 @@ test('HostDedup: same length and hash-sampled bytes but a different middle is no
   assert.equal(d.isDuplicate(LINKTYPE.RAW, Buffer.from(b), T, 20), true);
 });
 
+test('HostDedup: a packet one byte off anywhere is not a duplicate, whichever bytes the hash samples; an exact copy is, at any alignment', () => {
+  const d = new HostDedup(1_000_000);
+  const a = ip(7, 120);
+  assert.equal(d.isDuplicate(LINKTYPE.RAW, a, T, 0), false);
+  for (let i = 0; i < a.length; i++) {
+    const b = Buffer.from(a);
+    b[i] ^= 0x40;
+    assert.equal(d.isDuplicate(LINKTYPE.RAW, b, T, 1 + i), false, `byte ${i} differs`);
+  }
+  // In a larger buffer at each offset mod 4, read through its DataView as the merge's fast path does.
+  for (let shift = 0; shift < 4; shift++) {
+    const buf = Buffer.alloc(a.length + 9, 0xee);
+    a.copy(buf, shift + 3);
+    const view = new DataView(buf.buffer, buf.byteOffset, buf.length);
+    assert.equal(d.isDuplicateAt(LINKTYPE.RAW, buf, shift + 3, shift + 3 + a.length, T, 500 + shift, true, view), true, `at offset ${shift + 3}`);
+  }
+  assert.equal(d.forgotten, 0);
+});
+
 test('HostDedup: past its caps it forgets the oldest early and says so, and keeps working', () => {
   const d = new HostDedup(1_000_000_000);
   const n = DEDUP_MAX_ENTRIES + 100;

@@ -98,12 +98,16 @@ const HASH_TAIL = 8;
  * flags), so a window's packets all went to one chain and every lookup and
  * eviction walked it (callgrind: 400 of the merge's instructions per packet
  * with 4 hosts interleaved; at a busy host's 4,096 entries, a walk of
- * thousands). murmur3's finaliser spreads every bit of the key over the low ones.
+ * thousands). MurmurHash3's finaliser: every input bit reaches every output
+ * bit (clock.ts picks its sample by low bits of a hash too).
  */
-function mix(h: number): number {
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) | 0;
+export function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
 }
 
 /**
@@ -120,7 +124,7 @@ function sampleHash(b: Buffer, start: number, end: number): number {
   for (; i < head; i += 4) h = Math.imul(h ^ (b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24)), 0x01000193);
   for (i = Math.max(i, end - HASH_TAIL); i < end - 3; i += 4) h = Math.imul(h ^ (b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24)), 0x01000193);
   for (; i < end; i++) h = Math.imul(h ^ b[i], 0x01000193);
-  return mix(h);
+  return fmix32(h) | 0;
 }
 
 /**
@@ -136,7 +140,7 @@ function sampleHashView(v: DataView, start: number, end: number): number {
   for (; i < head; i += 4) h = Math.imul(h ^ v.getInt32(i, true), 0x01000193);
   for (i = Math.max(i, end - HASH_TAIL); i < end - 3; i += 4) h = Math.imul(h ^ v.getInt32(i, true), 0x01000193);
   for (; i < end; i++) h = Math.imul(h ^ v.getUint8(i), 0x01000193);
-  return mix(h);
+  return fmix32(h) | 0;
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { HostClock, TraceClocks } from '../../shared/trace/vantage';
-import { networkBytes } from './dedup';
+import { fmix32, networkBytes } from './dedup';
 
 /**
  * Hosts' clock offsets from the packets two of them both captured (same
@@ -46,16 +46,6 @@ function fnv(b: Buffer, start: number, end: number, basis: number, prime: number
  */
 const MUTABLE_V4 = [1, 8, 10, 11];
 const MUTABLE_V6 = [0, 1, 7];
-
-/** MurmurHash3's finalizer: every input bit reaches every output bit. */
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 /**
  * FNV-1a over a network-layer packet's length, its first 96 bytes (with the

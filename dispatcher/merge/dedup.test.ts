@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ethernet, ETH_IPV4, ipv4, sll, udp } from '../../test/support/packets';
 import { LINKTYPE } from '../../shared/pcap/types';
-import { DEDUP_MAX_ENTRIES, DEDUP_RING_BYTES, HostDedup } from './dedup';
+import { DEDUP_INITIAL_ENTRIES, DEDUP_MAX_ENTRIES, DEDUP_RING_BYTES, dedupKey, HostDedup } from './dedup';
 
 const T = 1_790_000_000;
 
@@ -29,10 +29,48 @@ test('HostDedup: same length and hash-sampled bytes but a different middle is no
   const d = new HostDedup(1_000_000);
   const a = ip(5, 1000);
   const b = Buffer.from(a);
-  b[600] ^= 1; // outside the first 64 and last 32 bytes the hash looks at
+  b[600] ^= 1; // outside the first 48 and last 8 bytes the hash looks at
   assert.equal(d.isDuplicate(LINKTYPE.RAW, a, T, 0), false);
   assert.equal(d.isDuplicate(LINKTYPE.RAW, b, T, 10), false);
   assert.equal(d.isDuplicate(LINKTYPE.RAW, Buffer.from(b), T, 20), true);
+});
+
+test('HostDedup: a packet one byte off anywhere is not a duplicate, whichever bytes the hash samples; an exact copy is, at any alignment', () => {
+  const d = new HostDedup(1_000_000);
+  const a = ip(7, 120);
+  assert.equal(d.isDuplicate(LINKTYPE.RAW, a, T, 0), false);
+  for (let i = 0; i < a.length; i++) {
+    const b = Buffer.from(a);
+    b[i] ^= 0x40;
+    assert.equal(d.isDuplicate(LINKTYPE.RAW, b, T, 1 + i), false, `byte ${i} differs`);
+  }
+  // In a larger buffer at each offset mod 4, read through its DataView as the merge's fast path does.
+  for (let shift = 0; shift < 4; shift++) {
+    const buf = Buffer.alloc(a.length + 9, 0xee);
+    a.copy(buf, shift + 3);
+    const view = new DataView(buf.buffer, buf.byteOffset, buf.length);
+    assert.equal(d.isDuplicateAt(LINKTYPE.RAW, buf, shift + 3, shift + 3 + a.length, T, 500 + shift, true, view), true, `at offset ${shift + 3}`);
+  }
+  assert.equal(d.forgotten, 0);
+});
+
+test('HostDedup: the packets of one RTP stream spread over the buckets (the bucket is the key\'s low bits)', () => {
+  // One stream: the same addresses, ports, TTL and RTP flags, each packet its own sequence number, timestamp and payload.
+  const keys = Array.from({ length: 512 }, (_, i) => {
+    const rtp = Buffer.alloc(172, 0xd5);
+    rtp[0] = 0x80;
+    rtp[1] = 8;
+    rtp.writeUInt16BE(i, 2);
+    rtp.writeUInt32BE(i * 160, 4);
+    rtp[171] = i & 0xff;
+    return dedupKey(LINKTYPE.ETHERNET, ethernet(ETH_IPV4, ipv4({ src: '10.1.1.1', dst: '10.2.2.2', proto: 17 }, udp(20000, 30000, rtp))));
+  });
+  for (const buckets of [DEDUP_INITIAL_ENTRIES, DEDUP_MAX_ENTRIES]) {
+    const used = new Set(keys.map((k) => k & (buckets - 1))).size;
+    // 512 keys drawn at random fill about 1 - e^(-512/buckets) of them: 32 of 32, or 480 of 4096.
+    const expected = buckets * (1 - Math.exp(-keys.length / buckets));
+    assert.ok(used >= 0.8 * expected, `${used} of ${buckets} buckets used, about ${Math.round(expected)} expected`);
+  }
 });
 
 test('HostDedup: past its caps it forgets the oldest early and says so, and keeps working', () => {

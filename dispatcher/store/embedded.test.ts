@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import nano from 'nano';
-import { startEmbeddedCouch } from './embedded';
+import { cpuProfileFlags, startEmbeddedCouch } from './embedded';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, traceDocId } from './layout';
 import { PART_BYTES, partDocId } from './parts';
 import { StoreUnreachableError, TraceStore } from './store';
@@ -335,4 +335,10 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
       await couch.stop();
     }
   });
+});
+
+test("the store's child gets the dispatcher's CPU-profile flags with their values, and no other flag", () => {
+  assert.deepEqual(cpuProfileFlags(['--cpu-prof', '--cpu-prof-dir', '/p', '--inspect', '--cpu-prof-name=x.cpuprofile', '--test']), ['--cpu-prof', '--cpu-prof-dir', '/p', '--cpu-prof-name=x.cpuprofile']);
+  assert.deepEqual(cpuProfileFlags(['--cpu-prof-interval', '100', '--max-old-space-size=512']), ['--cpu-prof-interval', '100']);
+  assert.deepEqual(cpuProfileFlags(['--enable-source-maps']), []);
 });

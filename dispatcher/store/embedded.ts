@@ -140,7 +140,7 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
     // Not the parent's flags (node --test, --inspect...) but a CPU profile's,
     // so that profiling the dispatcher profiles its store too; the deprecation
     // warnings are express-pouchdb's use of `new Buffer`, nothing we can fix.
-    execArgv: ['--no-deprecation', ...process.execArgv.filter((a) => /^--cpu-prof/.test(a))],
+    execArgv: ['--no-deprecation', ...cpuProfileFlags(process.execArgv)],
     // fd 2 twice: the dispatcher's stdout may be a PCAP going to Wireshark.
     stdio: ['ignore', 2, 2, 'ipc'],
     cwd: dataDir,
@@ -206,4 +206,17 @@ async function stopChild(child: ChildProcess, exited: Promise<number | null>): P
   const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
   await exited;
   clearTimeout(timer);
+}
+
+/** The --cpu-prof* flags of argv, each with its value when given as the next argument (`--cpu-prof-dir DIR`). */
+export function cpuProfileFlags(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--cpu-prof')) continue;
+    out.push(a);
+    // --cpu-prof alone takes no value; the others (-dir, -name, -interval) do, unless given with '='.
+    if (a !== '--cpu-prof' && !a.includes('=') && i + 1 < argv.length) out.push(argv[++i]);
+  }
+  return out;
 }

@@ -22,9 +22,19 @@ export const DEDUP_INITIAL_BYTES = 2048;
 const link: LinkLayer = { offset: 0, ethertype: 0, vlans: [] };
 const range = { start: 0, end: 0 };
 
+// Module constants rather than loads from the imports' objects in the per-packet code (see pcap-runs.ts REC_HDR).
+const LT_ETHERNET = LINKTYPE.ETHERNET;
+const LT_SLL = LINKTYPE.LINUX_SLL;
+const LT_SLL2 = LINKTYPE.LINUX_SLL2;
+const ET_VLAN = ETHERTYPE.VLAN;
+const ET_QINQ = ETHERTYPE.QINQ;
+const ET_QINQ_OLD = ETHERTYPE.QINQ_OLD;
+const ET_IPV4 = ETHERTYPE.IPV4;
+const ET_IPV6 = ETHERTYPE.IPV6;
+
 /** The frame's link header length and where its ethertype is, for the link types with one of fixed length; -1 otherwise. */
 function fixedLinkHeader(linkType: number): number {
-  return linkType === LINKTYPE.ETHERNET ? 14 : linkType === LINKTYPE.LINUX_SLL ? 16 : linkType === LINKTYPE.LINUX_SLL2 ? 20 : -1;
+  return linkType === LT_ETHERNET ? 14 : linkType === LT_SLL ? 16 : linkType === LT_SLL2 ? 20 : -1;
 }
 
 /**
@@ -42,9 +52,9 @@ function networkRange(linkType: number, data: Buffer, from: number, to: number):
   let ethertype: number;
   // Ethernet and cooked frames without VLAN tags (nearly all) are read here: decodeLink() wants a buffer of the frame and allocates.
   const hdr = fixedLinkHeader(linkType);
-  const etAt = linkType === LINKTYPE.LINUX_SLL2 ? 0 : hdr - 2;
+  const etAt = linkType === LT_SLL2 ? 0 : hdr - 2;
   const et = hdr > 0 && to - from >= hdr ? (data[from + etAt] << 8) | data[from + etAt + 1] : -1;
-  if (et >= 0 && et !== ETHERTYPE.VLAN && et !== ETHERTYPE.QINQ && et !== ETHERTYPE.QINQ_OLD) {
+  if (et >= 0 && et !== ET_VLAN && et !== ET_QINQ && et !== ET_QINQ_OLD) {
     off = from + hdr;
     ethertype = et;
   } else {
@@ -54,10 +64,10 @@ function networkRange(linkType: number, data: Buffer, from: number, to: number):
     ethertype = link.ethertype;
   }
   let end = to;
-  if (ethertype === ETHERTYPE.IPV4 && off + 4 <= end && data[off] >> 4 === 4) {
+  if (ethertype === ET_IPV4 && off + 4 <= end && data[off] >> 4 === 4) {
     const total = (data[off + 2] << 8) | data[off + 3];
     if (total >= 20 && off + total < end) end = off + total;
-  } else if (ethertype === ETHERTYPE.IPV6 && off + 6 <= end && data[off] >> 4 === 6) {
+  } else if (ethertype === ET_IPV6 && off + 6 <= end && data[off] >> 4 === 6) {
     const payload = (data[off + 4] << 8) | data[off + 5];
     // 0 is a jumbogram, whose length is in a hop-by-hop option: keep everything.
     if (payload > 0 && off + 40 + payload < end) end = off + 40 + payload;
@@ -156,7 +166,8 @@ function sampleHashView(v: DataView, start: number, end: number): number {
 export class HostDedup {
   private readonly windowNs: number;
   // Entries in a circular queue of `cap` slots, oldest at `first`; chained
-  // per bucket (`cap` buckets) through `next`, newest first.
+  // per bucket (`cap` buckets) through `next`, newest first. `cap` is a
+  // power of two (DEDUP_INITIAL_ENTRIES, doubled), so slots wrap with a mask.
   private cap = 0;
   private sec!: Float64Array;
   private nsec!: Int32Array;
@@ -227,7 +238,7 @@ export class HostDedup {
   detach(data: Buffer): void {
     if (this.pending === 0) return;
     for (let i = 0; i < this.count; i++) {
-      const e = (this.first + i) % this.cap;
+      const e = (this.first + i) & (this.cap - 1);
       if (this.refs[e] !== data) continue;
       const o = this.refOff[e];
       data.copy(this.bytes, this.off[e], o, o + this.len[e]);
@@ -254,7 +265,7 @@ export class HostDedup {
       else this.drop(true);
     }
     this.byteHead = o + Math.max(len, 1);
-    const e = (this.first + this.count) % this.cap;
+    const e = (this.first + this.count) & (this.cap - 1);
     this.count++;
     if (keep) {
       this.refs[e] = data;
@@ -294,7 +305,7 @@ export class HostDedup {
     const bytes = pack ? smallOrSlow(byteCap) : this.bytes;
     let o = 0;
     for (let i = 0; i < this.count; i++) {
-      const e = (this.first + i) % this.cap;
+      const e = (this.first + i) & (this.cap - 1);
       const n = this.len[e];
       sec[i] = this.sec[e];
       nsec[i] = this.nsec[e];
@@ -359,7 +370,7 @@ export class HostDedup {
       while (p >= 0 && this.next[p] !== e) p = this.next[p];
       if (p >= 0) this.next[p] = -1;
     }
-    this.first = (this.first + 1) % this.cap;
+    this.first = (this.first + 1) & (this.cap - 1);
     this.count--;
     if (this.count === 0) this.byteHead = 0;
   }

@@ -737,6 +737,41 @@ test('hosts interleaved packet by packet (runs of one): the fast path writes wha
   }
 });
 
+test('runs of one packet at instants several hosts share: ties go by input order, and a copy on the same host is the duplicate whichever input has it first', async () => {
+  for (let seed = 1; seed <= 3; seed++) {
+    const rnd = prng(seed * 7_777);
+    // h0 on two inputs (two interfaces of one host), then h1 and h2.
+    const hosts = ['h0', 'h0', 'h1', 'h2'];
+    const pkts: Pkt[][] = hosts.map(() => []);
+    const nanos = seed !== 2;
+    const at = (t: number) => ({ sec: T0 + Math.floor(t / 1e9), nsec: nanos ? t % 1e9 : Math.floor((t % 1e9) / 1000) * 1000 });
+    let t = 999_990_000;
+    for (let i = 0; i < 4000; i++) {
+      // Whole microseconds, so that µs inputs keep the ties too.
+      t += 1000 * (1 + Math.floor(rnd() * 20));
+      const ip = ipPacket(i % 3, i, 5 + Math.floor(rnd() * 300));
+      const frame = ethernet(ETH_IPV4, ip, { padTo: 60 });
+      const r = rnd();
+      // Who has a packet at this instant: one input, or several at once (a tie across hosts, and across h0's inputs).
+      const who = r < 0.3 ? [0, 1, 2, 3] : r < 0.5 ? [1, 2] : r < 0.7 ? [0, 3] : [Math.floor(rnd() * 4)];
+      for (const k of who) pkts[k].push({ ...at(t), data: frame });
+      // h0's second input sees the packet again a little later, or a little earlier (then the first input's is the duplicate).
+      if (who.length === 1 && who[0] === 0 && rnd() < 0.5) {
+        const back = rnd() < 0.5;
+        pkts[1].push({ ...at(back ? t - 1000 : t + 1000), data: ethernet(ETH_IPV4, ip, { vlans: [{ vid: 7 }], padTo: 60 }) });
+      }
+      // Two packets at one instant within one input: its own order stays.
+      if (rnd() < 0.05) pkts[2].push({ ...at(t), data: ethernet(ETH_IPV4, ipPacket(2, 100_000 + i, 40), { padTo: 60 }) });
+    }
+    // An input's packets in its own time order (a copy placed earlier goes before the packet it follows).
+    for (const p of pkts) p.sort((a, b) => a.sec - b.sec || a.nsec - b.nsec);
+    const files = pkts.map((p) => pcapFile(p, LINKTYPE.ETHERNET, nanos));
+    const fast = await fastMatchesGeneral(files, hosts, 500 + seed);
+    assert.ok(fast.duplicates > 1000, `seed ${seed}: ${fast.duplicates} duplicates`);
+    assert.ok(!fast.notes.some((n) => /out of time order/.test(n)), `seed ${seed}: ${fast.notes.join('; ')}`);
+  }
+});
+
 test('file inputs: a PCAPNG or empty file beside a PCAP goes the general path from its start; a missing file rejects the merge', async () => {
   await withDir(async (dir) => {
     const pkts = times(3000, 91, false).map(([sec, nsec], i) => ({ sec, nsec, data: ethernet(ETH_IPV4, ipPacket(i % 2, i, 100)), linkType: LINKTYPE.ETHERNET, nanos: true }));

@@ -13,6 +13,15 @@ const MAX_BATCH = 256 * 1024;
 const BATCHES_IN_FLIGHT = 4;
 
 /**
+ * TypedArray.prototype.set, called as such: `batch.set` on a Buffer looks it
+ * up through Buffer.prototype, which holds so many methods that V8 keeps it
+ * as a dictionary, and optimised code made that a generic property load per
+ * call (callgrind: 70 instructions a record when the merge copies records
+ * one at a time).
+ */
+const typedArraySet = Uint8Array.prototype.set;
+
+/**
  * What the streaming capture writers (PCAP, PCAPNG) share: writes with
  * backpressure over any writable stream, and stream errors caught here (an
  * unhandled 'error' event would kill the process) that surface as a
@@ -120,7 +129,7 @@ export abstract class StreamSink {
    */
   protected putView(v: Uint8Array): boolean {
     if (this.batch === null || this.used + v.length > this.batch.length) return this.putRange(Buffer.from(v.buffer, v.byteOffset, v.length), 0, v.length);
-    this.batch.set(v, this.used);
+    typedArraySet.call(this.batch, v, this.used);
     this.used += v.length;
     if (this.used >= this.batchSize) this.flush();
     return !this.blocked;

@@ -18,6 +18,10 @@ export const DEDUP_RING_BYTES = 256 * 1024;
 export const DEDUP_INITIAL_ENTRIES = 32;
 export const DEDUP_INITIAL_BYTES = 2048;
 
+// What the code per packet reads: an exported const is compiled to a load from this module's exports object.
+const MAX_ENTRIES = DEDUP_MAX_ENTRIES;
+const RING_BYTES = DEDUP_RING_BYTES;
+
 // decodeLink and networkRange are synchronous, so one scratch each serves every call.
 const link: LinkLayer = { offset: 0, ethertype: 0, vlans: [] };
 const range = { start: 0, end: 0 };
@@ -249,19 +253,19 @@ export class HostDedup {
 
   private remember(sec: number, nsec: number, h: number, data: Buffer, start: number, end: number, keep: boolean): void {
     const len = end - start;
-    if (len > DEDUP_RING_BYTES / 2) {
+    if (len > RING_BYTES / 2) {
       this.forgotten++;
       return;
     }
     if (this.count === this.cap) {
-      if (this.cap < DEDUP_MAX_ENTRIES) this.resize(this.cap * 2, this.bytes.length);
+      if (this.cap < MAX_ENTRIES) this.resize(this.cap * 2, this.bytes.length);
       else this.drop(true);
     }
     let o: number;
     // Bounded: each turn doubles the arena (at most log2 of the cap times) or
     // forgets one entry, and an empty arena fits len.
     while ((o = arenaPlace(this.bytes.length, this.byteHead, this.count > 0 ? this.off[this.first] : -1, len)) < 0) {
-      if (this.bytes.length < DEDUP_RING_BYTES) this.resize(this.cap, this.bytes.length * 2);
+      if (this.bytes.length < RING_BYTES) this.resize(this.cap, this.bytes.length * 2);
       else this.drop(true);
     }
     this.byteHead = o + Math.max(len, 1);

@@ -32,7 +32,7 @@ import { ReadAhead, type Held } from './read-ahead';
  * the state the general path would have there.
  */
 
-export type RunStatus = 'bound' | 'data' | 'drain';
+export type RunStatus = 'bound' | 'next' | 'data' | 'drain';
 
 /** What the sources of one fast merge write into and count. */
 export interface RunContext {
@@ -445,7 +445,9 @@ export class PcapRunSource {
    * Writes this input's records while they come before the bound (the
    * other inputs' earliest head; ties go to the lower index), none when
    * boundIndex < 0. 'data': call ready() before the next run; 'drain': wait
-   * for the writer; 'bound': the head is not before the bound, or none is left.
+   * for the writer; 'bound': the head is not before the bound, or none is left;
+   * 'next': the head is decoded, after the bound and may be decided on
+   * (readySync() holds), so the caller neither asks nor decodes it again.
    */
   run(boundSec: number, boundNsec: number, boundIndex: number, ctx: RunContext): RunStatus {
     if (this.slow) return this.runSlow(boundSec, boundNsec, boundIndex, ctx);
@@ -467,11 +469,11 @@ export class PcapRunSource {
    * more, smaller pieces.
    */
   private runLean(bSec: number, bNsec: number, bIndex: number, ctx: RunContext): RunStatus {
+    // runFast() checks first that the record may be written in file order:
+    // readySync() said so since, or this run's 'next' did (see runUntilWait()).
     const o = this.pos;
     const at = o + REC_HDR;
     const next = at + this.posCapLen;
-    // What runFast() checks before its first record; readySync() held since, so this is for safety only.
-    if (!(o < this.vOff && this.fastSafe(o))) return this.runFast(bSec, bNsec, bIndex, ctx);
     this.posKnown = false;
     this.headKnown = false;
     const sec = this.headSec;
@@ -500,14 +502,14 @@ export class PcapRunSource {
       const s = rec.sec;
       const n = rec.nsec;
       if (s > bSec || (s === bSec && (n > bNsec || (n === bNsec && this.index > bIndex)))) {
-        this.headKnown = true;
+        // headKnown stays false: the caller places this source itself, without cacheHead().
         this.headSec = s;
         this.headNsec = n;
         this.posKnown = true;
         this.posSub = rec.sub;
         this.posCapLen = rec.capLen;
         this.posOrigLen = rec.origLen;
-        return 'bound';
+        return 'next';
       }
     }
     return this.runFast(bSec, bNsec, bIndex, ctx);
@@ -754,8 +756,16 @@ function runUntilWait(heap: PcapRunSource[], ctx: RunContext): number {
     const s = heap[0];
     const n = heap.length;
     // The bound: the earliest head of the others, one of the top's children.
-    const o = n > 2 ? (runBefore(heap[2], heap[1]) ? heap[2] : heap[1]) : n === 2 ? heap[1] : null;
-    const st = o !== null ? s.run(o.headSec, o.headNsec, o.index, ctx) : s.run(0, 0, -1, ctx);
+    const oi = n > 2 ? (runBefore(heap[2], heap[1]) ? 2 : 1) : n - 1;
+    const o = heap[oi];
+    const st = oi > 0 ? s.run(o.headSec, o.headNsec, o.index, ctx) : s.run(0, 0, -1, ctx);
+    if (st === 'next') {
+      // The new head comes after o, the least of the others: o goes up, and s sifts on from o's place.
+      heap[0] = o;
+      heap[oi] = s;
+      siftDown(heap, oi);
+      continue;
+    }
     if (st === 'drain') return WAIT_DRAIN;
     if (!s.readySync()) return WAIT_DATA;
     settleTop(heap);

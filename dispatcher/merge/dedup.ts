@@ -149,6 +149,27 @@ function sampleHash(b: Buffer, start: number, end: number): number {
  */
 function sampleHashView(v: DataView, start: number, end: number): number {
   let h = 0x811c9dc5 ^ (end - start);
+  if (end - start >= HASH_HEAD + HASH_TAIL && HASH_HEAD === 48 && HASH_TAIL === 8) {
+    // The loops below for a packet that holds both samples, unrolled: the
+    // same 14 words in the same order, without a loop's checks per word
+    // (callgrind: 400 instructions a packet looped, the merge's largest
+    // single cost with 4 hosts interleaved).
+    h = Math.imul(h ^ v.getInt32(start, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(start + 4, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(start + 8, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(start + 12, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(start + 16, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(start + 20, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(start + 24, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(start + 28, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(start + 32, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(start + 36, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(start + 40, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(start + 44, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(end - 8, true), 0x01000193);
+    h = Math.imul(h ^ v.getInt32(end - 4, true), 0x01000193);
+    return fmix32(h) | 0;
+  }
   const head = Math.min(end, start + HASH_HEAD) - 3;
   let i = start;
   for (; i < head; i += 4) h = Math.imul(h ^ v.getInt32(i, true), 0x01000193);

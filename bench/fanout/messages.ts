@@ -5,6 +5,7 @@ export interface AgentRecord {
   /** Agent index (its name is agentName(i)). */
   i: number;
   runAt: number;
+  /** Its answer to trace:run sent (the ack, and trace:started unless it answers with trace:result). */
   startedAt: number;
   chunkAckAt: number;
   doneAt: number;
@@ -17,7 +18,7 @@ export function agentName(i: number): string {
 
 /** Parent → worker (validated there: a worker takes nothing unchecked). */
 export const toWorker = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('start'), url: z.string().url(), token: z.string().min(1), names: z.array(z.string()).max(100_000), firstIndex: z.number().int().nonnegative() }),
+  z.object({ type: z.literal('start'), url: z.string().url(), token: z.string().min(1), names: z.array(z.string()).max(100_000), firstIndex: z.number().int().nonnegative(), oldAgents: z.boolean() }),
   z.object({ type: z.literal('arm') }),
   z.object({ type: z.literal('collect'), traceId: z.string(), expect: z.number().int().nonnegative(), timeoutMs: z.number().int().positive() }),
   z.object({ type: z.literal('stop') }),

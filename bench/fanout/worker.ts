@@ -10,8 +10,10 @@ import { AgentRecord, FromWorker, ToWorker, toWorker } from './messages';
  * One process of simulated agents (forked by bench/fanout/main.ts): opens a
  * Socket.IO connection to /agent per name, says hello, and answers every
  * trace:run as a real agent does (agent/trace/serve.ts) but with a small
- * prepared result: ack accepted, trace:started, one trace:chunk waiting for
- * its ack, trace:done. Each step's wall-clock time is recorded per agent
+ * prepared result: ack accepted, then trace:result (the result whole) when
+ * trace:run says the dispatcher takes it, else (and with --old-agents)
+ * trace:started, one trace:chunk waiting for its ack, trace:done. Each
+ * step's wall-clock time is recorded per agent
  * and sent to the parent when it asks.
  */
 
@@ -39,6 +41,9 @@ const hello = (name: string): AgentHello => ({
   indexErrors: 0,
 });
 
+/** Answer as agents before trace:result did (started, chunk, done), even to a dispatcher that takes it. */
+let oldAgents = false;
+
 function answer(socket: Socket, name: string, index: number, data: unknown, ack: unknown): void {
   const runAt = wallNow();
   const m = parseMessage(traceRun, 'trace:run', data);
@@ -50,28 +55,32 @@ function answer(socket: Socket, name: string, index: number, data: unknown, ack:
   const rec: AgentRecord = { i: index, runAt, startedAt: 0, chunkAckAt: 0, doneAt: 0 };
   byAgent.set(index, rec);
   (ack as (a: unknown) => void)({ accepted: true });
-  socket.emit('trace:started', { traceId });
+  const whole = m.value.result === true && !oldAgents;
+  // A real agent with a quick small result says nothing more until its trace:result (agent/trace/serve.ts).
+  if (!whole) socket.emit('trace:started', { traceId });
   rec.startedAt = wallNow();
   // The result a turn later, as a real agent's query yields: a worker simulates thousands of agents, and
   // building and sending each one's result before reading the next trace:run made the later agents'
   // receipt wait for the simulator, not the dispatcher.
-  setImmediate(() => sendResult(socket, name, index, traceId, rec));
+  setImmediate(() => sendResult(socket, name, index, traceId, rec, whole));
 }
 
-function sendResult(socket: Socket, name: string, index: number, traceId: string, rec: AgentRecord): void {
+function sendResult(socket: Socket, name: string, index: number, traceId: string, rec: AgentRecord, whole: boolean): void {
   const r = agentResult(name, traceId, index, Date.now());
-  socket.timeout(CHUNK_ACK_TIMEOUT_MS).emit('trace:chunk', { traceId, seq: 0, data: r.pcap }, (err: Error | null, a: unknown) => {
+  const acked = (what: string, then: () => void) => (err: Error | null, a: unknown) => {
     rec.chunkAckAt = wallNow();
-    const ok = parseMessage(chunkAck, 'trace:chunk ack', a);
+    const ok = parseMessage(chunkAck, `${what} ack`, a);
     if (err || !ok.ok || !ok.value.ok) {
-      rec.error = err ? err.message : ok.ok ? ok.value.error ?? 'chunk refused' : ok.error;
-      socket.emit('trace:error', { traceId, message: `bench agent: ${rec.error}` });
-      rec.doneAt = wallNow();
-      return;
-    }
-    socket.emit('trace:done', { traceId, chunks: 1, ...r.done });
+      rec.error = err ? err.message : ok.ok ? ok.value.error ?? `${what} refused` : ok.error;
+      if (!whole) socket.emit('trace:error', { traceId, message: `bench agent: ${rec.error}` });
+    } else then();
     rec.doneAt = wallNow();
-  });
+  };
+  if (whole) {
+    socket.timeout(CHUNK_ACK_TIMEOUT_MS).emit('trace:result', { traceId, ...r.done, data: r.pcap }, acked('trace:result', () => {}));
+    return;
+  }
+  socket.timeout(CHUNK_ACK_TIMEOUT_MS).emit('trace:chunk', { traceId, seq: 0, data: r.pcap }, acked('trace:chunk', () => socket.emit('trace:done', { traceId, chunks: 1, ...r.done })));
 }
 
 function connectOne(url: string, token: string, name: string, index: number): Promise<void> {
@@ -126,6 +135,7 @@ process.on('message', (raw: unknown) => {
   const msg: ToWorker = m.data;
   switch (msg.type) {
     case 'start':
+      oldAgents = msg.oldAgents;
       start(msg.url, msg.token, msg.names, msg.firstIndex).catch((e: Error) => send({ type: 'error', message: e.message }));
       return;
     case 'arm':

@@ -242,7 +242,14 @@ async function oneRun(
   const { client, workers, ds } = ctx;
   const url = ds[0].d.url;
   const logFrom = ds.map((x) => statSync(x.d.logFile).size);
-  for (const w of workers) w.send({ type: 'arm' });
+  // Each simulator makes its agents' results for this run now, before the trace is asked.
+  await Promise.all(
+    workers.map((w) => {
+      const p = w.next((m) => m.type === 'armed' && m.run === run, 120_000, 'armed');
+      w.send({ type: 'arm', run });
+      return p;
+    }),
+  );
   // Resets each dispatcher's lag histogram, so the next scrape covers the run.
   await Promise.all(ds.map((x) => scrapeLoopLag(x.d.url)));
   await sleep(200);

@@ -1,3 +1,4 @@
+import type { ZodType } from 'zod';
 import type { Logger } from '../../shared/log/log';
 import { ChunkAck, runAck, traceChunk, traceDone, traceFailure, traceProgress, traceResult } from '../../shared/protocol/agent';
 import { TraceUpdate } from '../../shared/protocol/client';
@@ -133,28 +134,21 @@ export class HostRun {
         return;
       }
       case 'trace:chunk': {
-        const m = parseMessage(traceChunk, event, data);
-        if (!m.ok) {
-          ack({ ok: false, ...refusal('TF_AGENT_MESSAGE_INVALID', m.error, m.field) } satisfies ChunkAck);
-          return this.protocolError(m.error);
-        }
-        if (m.value.seq !== this.nextSeq) {
-          const msg = `chunk ${m.value.seq} arrived where chunk ${this.nextSeq} was expected`;
+        const c = this.parseAcked(traceChunk, event, data, ack);
+        if (!c) return;
+        if (c.seq !== this.nextSeq) {
+          const msg = `chunk ${c.seq} arrived where chunk ${this.nextSeq} was expected`;
           ack({ ok: false, ...refusal('TF_CHUNK_OUT_OF_ORDER', msg) } satisfies ChunkAck);
           return this.protocolError(msg);
         }
         this.markStarted();
-        this.spoolChunk(m.value.data, ack);
+        this.spoolChunk(c.data, ack);
         return;
       }
       case 'trace:result': {
         // started, progress, the one chunk and done in one message (a small result; trace:run said we take it).
-        const m = parseMessage(traceResult, event, data);
-        if (!m.ok) {
-          ack({ ok: false, ...refusal('TF_AGENT_MESSAGE_INVALID', m.error, m.field) } satisfies ChunkAck);
-          return this.protocolError(m.error);
-        }
-        const r = m.value;
+        const r = this.parseAcked(traceResult, event, data, ack);
+        if (!r) return;
         const size = r.data?.length ?? 0;
         const wrong = this.nextSeq > 0 ? `a trace:result came after ${this.nextSeq} chunks` : r.bytes !== size ? `the agent says its result is ${r.bytes} bytes, ${size} arrived` : null;
         if (wrong) {
@@ -215,6 +209,15 @@ export class HostRun {
     this.disarm();
     this.phase = 'final';
     this.feed?.abort(new Error('the dispatcher is stopping; the host is finished from its spool file on the next start'));
+  }
+
+  /** A message that has an ack (chunk, result), validated; a malformed one is refused in its ack and breaks the protocol. */
+  private parseAcked<T>(schema: ZodType<T>, event: string, data: unknown, ack: (r: unknown) => void): T | null {
+    const m = parseMessage(schema, event, data);
+    if (m.ok) return m.value;
+    ack({ ok: false, ...refusal('TF_AGENT_MESSAGE_INVALID', m.error, m.field) } satisfies ChunkAck);
+    this.protocolError(m.error);
+    return null;
   }
 
   /** Writes a chunk to the spool, then acks it (the agent's next chunk waits for our disk); the next seq is taken now. */

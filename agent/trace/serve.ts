@@ -209,14 +209,14 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
             progress();
           }
           await sendChunk(t, seq, data);
-        bytes += data.length;
-        if (counting) {
-          try {
-            packets += counter.push(data).length;
-          } catch {
-            counting = false; // not a format the parser knows: the packet count stays where it was
+          bytes += data.length;
+          if (counting) {
+            try {
+              packets += counter.push(data).length;
+            } catch {
+              counting = false; // not a format the parser knows: the packet count stays where it was
+            }
           }
-        }
           if ((seq + 1) % PROGRESS_EVERY_CHUNKS === 0 || Date.now() - lastProgress >= PROGRESS_MS) progress();
         },
         CHUNK_BYTES,

@@ -28,9 +28,18 @@ export class ChunkWriter extends Writable {
   private failure: Error | null = null;
   /** Sends not yet acknowledged, oldest first. */
   private readonly pending: Array<Promise<void>> = [];
+  /** With `holdFirst`: the first chunk, not sent until a second one exists or release() is called. */
+  private held: Buffer | null = null;
+  private readonly holdFirst: boolean;
 
-  constructor(send: SendChunk, chunkBytes: number = CHUNK_BYTES, inFlight: number = CHUNKS_IN_FLIGHT) {
+  /**
+   * `holdFirst`: the first chunk is kept back until a second one is cut, so that a result that fits one
+   * chunk can go whole in one message (trace:result): after the stream finishes, whole() has it; else
+   * release() sends it as chunk 0.
+   */
+  constructor(send: SendChunk, chunkBytes: number = CHUNK_BYTES, inFlight: number = CHUNKS_IN_FLIGHT, holdFirst = false) {
     super();
+    this.holdFirst = holdFirst;
     if (!Number.isInteger(chunkBytes) || chunkBytes < 1) throw new RangeError(`chunkBytes must be a positive integer, not ${chunkBytes}`);
     if (!Number.isInteger(inFlight) || inFlight < 1) throw new RangeError(`inFlight must be a positive integer, not ${inFlight}`);
     this.send = send;
@@ -49,6 +58,19 @@ export class ChunkWriter extends Writable {
   /** Bytes of those chunks. */
   get bytes(): number {
     return this.sent;
+  }
+
+  /** Once the stream finished: the whole result when it fit one chunk and nothing was sent (empty: nothing written), else null. */
+  whole(): Buffer | null {
+    return this.nextSeq > 0 ? null : this.held ?? Buffer.alloc(0);
+  }
+
+  /** Sends the held chunk as chunk 0 and waits for its ack (the result goes the chunked way after all). */
+  async release(): Promise<void> {
+    const h = this.held;
+    this.held = null;
+    if (h) await this.sendNow(h);
+    while (this.pending.length > 0) await this.pending.shift();
   }
 
   override _write(data: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
@@ -76,12 +98,26 @@ export class ChunkWriter extends Writable {
     }
   }
 
-  /** Sends the chunk being filled; waits while `inFlight` chunks are unacknowledged. */
+  /** Sends the chunk being filled (with holdFirst the first is kept back); waits while `inFlight` chunks are unacknowledged. */
   private async flush(): Promise<void> {
     if (this.failure) throw this.failure;
     const data = this.buf!.subarray(0, this.used);
     this.buf = null;
     this.used = 0;
+    if (this.holdFirst && this.nextSeq === 0 && this.held === null) {
+      this.held = data;
+      return;
+    }
+    if (this.held) {
+      const h = this.held;
+      this.held = null;
+      await this.sendNow(h);
+    }
+    await this.sendNow(data);
+  }
+
+  private async sendNow(data: Buffer): Promise<void> {
+    if (this.failure) throw this.failure;
     const sent = this.send(this.nextSeq++, data).then(
       () => {
         this.seq++;

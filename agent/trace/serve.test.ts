@@ -11,7 +11,7 @@ import { Server, Socket as ServerSocket } from 'socket.io';
 import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, sll, udp } from '../../test/support/packets';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
-import { CHUNK_BYTES, CHUNKS_IN_FLIGHT, ChunkAck, RunAck, TraceDone, TraceProgress, traceChunk, traceDone, traceFailure, traceProgress } from '../../shared/protocol/agent';
+import { CHUNK_BYTES, CHUNKS_IN_FLIGHT, ChunkAck, RunAck, TraceDone, TraceProgress, traceChunk, traceDone, traceFailure, traceProgress, traceResult } from '../../shared/protocol/agent';
 import { parseMessage, refusal, traceRef } from '../../shared/protocol/common';
 import { TracefleetError } from '../../shared/errors/catalogue';
 import { TraceQuery } from '../../shared/query/query';
@@ -127,6 +127,7 @@ class TestDispatcher {
   readonly traces = new Map<string, Seen>();
   readonly violations: string[] = [];
   onChunk: ChunkHandler = (_id, _seq, ack) => ack({ ok: true });
+  onResult: (traceId: string, ack: (a: ChunkAck) => void) => void = (_id, ack) => ack({ ok: true });
   url = '';
   private http = createServer();
   private io = new Server(this.http, { serveClient: false, maxHttpBufferSize: 1e6 });
@@ -181,6 +182,20 @@ class TestDispatcher {
       t.events.push('done');
       t.done = r.value;
     });
+    s.on('trace:result', (m: unknown, ack: (a: ChunkAck) => void) => {
+      const r = parseMessage(traceResult, 'trace:result', m);
+      if (!r.ok) return this.violations.push(r.error);
+      const t = this.seen(r.value.traceId);
+      const { data, ...rest } = r.value;
+      t.events.push('result');
+      if (data) t.chunks.push(data);
+      this.onResult(r.value.traceId, (a) => {
+        ack(a);
+        // As the dispatcher does: the host is done once its bytes are on disk (the ack).
+        if (a.ok) t.done = { ...rest, chunks: data ? 1 : 0 };
+        else t.error = `refused: ${a.error ?? ''}`;
+      });
+    });
     s.on('trace:error', (m: unknown) => {
       const r = parseMessage(traceFailure, 'trace:error', m);
       if (!r.ok) return this.violations.push(r.error);
@@ -190,9 +205,10 @@ class TestDispatcher {
     });
   }
 
-  async run(traceId: string, query: TraceQuery): Promise<RunAck> {
+  /** `result`: say that this dispatcher takes trace:result (dispatchers before it did not). */
+  async run(traceId: string, query: TraceQuery, result = false): Promise<RunAck> {
     const s = await waitFor('the agent to connect', () => this.agent());
-    return (await s.timeout(5000).emitWithAck('trace:run', { traceId, query })) as RunAck;
+    return (await s.timeout(5000).emitWithAck('trace:run', result ? { traceId, query, result: true } : { traceId, query })) as RunAck;
   }
 
   async ended(traceId: string, ms = 15_000): Promise<Seen> {
@@ -571,4 +587,47 @@ test('trace:done lists at most what the schema and the message size limit take, 
   } finally {
     closeResult(r);
   }
+});
+
+test('a dispatcher that takes trace:result gets a small result in that one message: the same bytes, packets and messages as the chunked way', { timeout: 20_000 }, async () => {
+  await withFleet({}, async (d) => {
+    const q: TraceQuery = { callId: [A] };
+    assert.deepEqual(await d.run('whole', q, true), { accepted: true });
+    const t = await d.ended('whole');
+    const want = await expected(ring, q);
+    assert.ok(want.ok);
+    assert.deepEqual(t.events, ['result'], 'no started, progress, chunk or done: the one message');
+    assert.equal(t.error, null);
+    assert.ok(Buffer.concat(t.chunks).equals(want.pcap), 'the same PCAP bytes as the local query');
+    assert.equal(t.done!.bytes, want.pcap.length);
+    assert.equal(t.done!.packets, want.packets);
+    assert.equal(t.done!.truncated, want.truncated);
+    assert.deepEqual(t.done!.messages, want.messages);
+    // The same query asked the old way still comes as started, progress, chunk, done.
+    assert.deepEqual(await d.run('chunked', q), { accepted: true });
+    const old = await d.ended('chunked');
+    assertSameAsLocal(old, want);
+    assert.ok(Buffer.concat(old.chunks).equals(Buffer.concat(t.chunks)));
+  });
+});
+
+test('a result bigger than one chunk goes the chunked way even to a dispatcher that takes trace:result, byte-identical', { timeout: 30_000 }, async () => {
+  await withFleet({}, async (d) => {
+    const q: TraceQuery = { ip: [P] };
+    assert.deepEqual(await d.run('large-whole', q, true), { accepted: true });
+    const t = await d.ended('large-whole');
+    assertSameAsLocal(t, await expected(ring, q));
+    assert.ok(!t.events.includes('result'));
+    assert.ok(t.chunks.length > 10);
+  });
+});
+
+test('a trace:result refused by the dispatcher ends the trace with trace:error giving the reason', { timeout: 20_000 }, async () => {
+  await withFleet({}, async (d, a) => {
+    d.onResult = (_id, ack) => ack({ ok: false, ...refusal('TF_SPOOL_FAILED', 'disk full') });
+    assert.deepEqual(await d.run('refused-whole', { callId: [A] }, true), { accepted: true });
+    const t = await waitFor('the trace:error', () => (d.traces.get('refused-whole')?.events.includes('error') ? d.traces.get('refused-whole') : null));
+    assert.match(t.error!, /disk full/);
+    assert.equal(a.traces.active(), 0);
+  });
 });

@@ -1,5 +1,5 @@
 import { CaptureStreamParser } from '../../shared/pcap/reader';
-import { AgentToDispatcherEvents, LegsAnswer, MAX_LEG_CALL_IDS, RunAck, TraceDone, chunkAck, legsAsk, traceDone, traceRun } from '../../shared/protocol/agent';
+import { AgentToDispatcherEvents, CHUNK_BYTES, CHUNKS_IN_FLIGHT, LegsAnswer, MAX_LEG_CALL_IDS, RunAck, TraceDone, TraceResult, chunkAck, legsAsk, traceDone, traceRun } from '../../shared/protocol/agent';
 import { parseMessage, refusal, refusedError, traceRef } from '../../shared/protocol/common';
 import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { QuerySpec, buildQuerySpec } from '../../shared/query/query';
@@ -43,6 +43,8 @@ export interface TraceServer {
 }
 
 const PROGRESS_MS = 500;
+/** How long a search may run before a dispatcher that takes trace:result hears trace:started. */
+const STARTED_GRACE_MS = 200;
 /** trace:done lists about 3,000 summaries within its size limit; keeping more would only cost the call server memory. */
 export const SUMMARIES_KEPT = 10_000;
 const PROGRESS_EVERY_CHUNKS = 16;
@@ -53,6 +55,8 @@ const MAX_NOTES = traceDone.shape.notes._def.maxLength?.value ?? 1000;
 
 interface RunningTrace {
   id: string;
+  /** The dispatcher takes trace:result (its trace:run said so). */
+  whole: boolean;
   /** Why the trace was stopped from outside (cancel, link lost, shutdown); null while it may go on. */
   stopped: string | null;
   /** Whether the dispatcher is told about that stop with trace:error. */
@@ -129,8 +133,22 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       });
     });
 
+  /** trace:result, resolved once the dispatcher has it on its disk (its ack), rejected as a refused chunk is. */
+  const sendResult = (t: RunningTrace, r: TraceResult): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      if (!socket.connected) return reject(new Error('the dispatcher link was lost'));
+      socket.timeout(ackTimeoutMs).emit('trace:result', r, (err: Error | null, ack: unknown) => {
+        if (err) return reject(new Error(`the dispatcher did not acknowledge the result within ${ackTimeoutMs} ms`));
+        const a = parseMessage(chunkAck, 'trace:result ack', ack);
+        if (!a.ok) reject(new Error(a.error));
+        else if (!a.value.ok) reject(refusedError(a.value, 'the dispatcher refused the result'));
+        else resolve();
+      });
+    });
+
   const runTrace = async (t: RunningTrace, spec: QuerySpec): Promise<void> => {
     let result: QueryResult | null = null;
+    let startedTimer: NodeJS.Timeout | null = null;
     const endTrace = opts.metrics?.traceDuration.startTimer();
     let endQuery = opts.metrics?.queryDuration.startTimer();
     const queryEnded = (outcome: string) => {
@@ -140,7 +158,18 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
     try {
       // With 'trace done' below, the agent's part of a trace's time (bench/ttfp reads both).
       log.debug({ traceId: t.id }, 'trace begun');
-      emit('trace:started', { traceId: t.id });
+      // A dispatcher that takes trace:result hears of a quick small result once, whole; trace:started goes
+      // out only when the search takes longer than STARTED_GRACE_MS or the result needs chunks.
+      let started = false;
+      const sendStarted = () => {
+        if (started) return;
+        started = true;
+        emit('trace:started', { traceId: t.id });
+      };
+      if (t.whole) {
+        startedTimer = setTimeout(sendStarted, STARTED_GRACE_MS);
+        startedTimer.unref();
+      } else sendStarted();
       // A search of a big ring can take seconds: it yields between segments, so heartbeats, cancels and
       // other traces go on, and an empty progress now and then tells the dispatcher this host is not silent.
       let searchBeat = Date.now();
@@ -154,6 +183,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
         onStep: () => {
           if (Date.now() - searchBeat < PROGRESS_MS) return;
           searchBeat = Date.now();
+          sendStarted();
           emit('trace:progress', { traceId: t.id, packets: 0, bytes: 0 });
         },
       });
@@ -170,25 +200,55 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
         lastProgress = Date.now();
         emit('trace:progress', { traceId: t.id, packets, bytes });
       };
-      progress();
-      const out = new ChunkWriter(async (seq, data) => {
-        await sendChunk(t, seq, data);
-        bytes += data.length;
-        if (counting) {
-          try {
-            packets += counter.push(data).length;
-          } catch {
-            counting = false; // not a format the parser knows: the packet count stays where it was
+      // With trace:result the first progress waits for a first chunk sent (none when the result goes whole).
+      if (!t.whole) progress();
+      const out = new ChunkWriter(
+        async (seq, data) => {
+          if (seq === 0 && t.whole) {
+            sendStarted();
+            progress();
           }
-        }
-        if ((seq + 1) % PROGRESS_EVERY_CHUNKS === 0 || Date.now() - lastProgress >= PROGRESS_MS) progress();
-      });
+          await sendChunk(t, seq, data);
+          bytes += data.length;
+          if (counting) {
+            try {
+              packets += counter.push(data).length;
+            } catch {
+              counting = false; // not a format the parser knows: the packet count stays where it was
+            }
+          }
+          if ((seq + 1) % PROGRESS_EVERY_CHUNKS === 0 || Date.now() - lastProgress >= PROGRESS_MS) progress();
+        },
+        CHUNK_BYTES,
+        CHUNKS_IN_FLIGHT,
+        t.whole,
+      );
       const writing = writeResultPcap(result, out);
       writing.catch(() => {}); // its failure is handled below; a stop may win the race first
       const written = await Promise.race([writing, t.aborted]);
       if (t.stopped) throw new Error(t.stopped);
-      emit('trace:done', doneMessage(t.id, result, { packets: written.packets, bytes: out.bytes }, out.chunks, maxDoneBytes));
-      log.info({ traceId: t.id, packets: written.packets, chunks: out.chunks, truncated: result.truncated }, 'trace done');
+      const whole = t.whole ? out.whole() : null;
+      const one = whole && !started ? resultMessage(t.id, result, written.packets, whole, maxDoneBytes) : null;
+      if (one) {
+        if (startedTimer) clearTimeout(startedTimer);
+        const acked = sendResult(t, one);
+        acked.catch(() => {}); // raced below
+        // Logged as sent, as trace:done is (bench/ttfp times the agents' part up to it); the ack may still refuse it.
+        log.info({ traceId: t.id, packets: written.packets, chunks: 0, whole: true, truncated: result.truncated }, 'trace done');
+        await Promise.race([acked, t.aborted]);
+        if (t.stopped) throw new Error(t.stopped);
+      } else {
+        if (whole) {
+          // Too much beside the PCAP for one message, or trace:started already out: the chunked way.
+          sendStarted();
+          // Chunk 0's send says progress itself (see above).
+          if (whole.length === 0) progress();
+          await Promise.race([out.release(), t.aborted]);
+          if (t.stopped) throw new Error(t.stopped);
+        }
+        emit('trace:done', doneMessage(t.id, result, { packets: written.packets, bytes: out.bytes }, out.chunks, maxDoneBytes));
+        log.info({ traceId: t.id, packets: written.packets, chunks: out.chunks, truncated: result.truncated }, 'trace done');
+      }
       endTrace?.({ outcome: 'done' });
     } catch (e) {
       queryEnded(t.stopped ? 'stopped' : 'error');
@@ -197,6 +257,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       if (!t.stopped || t.notify) emit('trace:error', { traceId: t.id, message: message.slice(0, MAX_ERROR_CHARS) });
       log.warn({ traceId: t.id, reason: message }, t.stopped ? 'trace stopped' : 'trace failed');
     } finally {
+      if (startedTimer) clearTimeout(startedTimer);
       if (result) closeResult(result);
       running.delete(t.id);
       const next = waiting.shift();
@@ -224,7 +285,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
     try {
       const m = parseMessage(traceRun, 'trace:run', args[0]);
       if (!m.ok) return reply({ accepted: false, ...refusal('TF_AGENT_MESSAGE_INVALID', m.error, m.field) });
-      const { traceId, query } = m.value;
+      const { traceId, query, result: takesResult } = m.value;
       if (!ack) return reply({ accepted: false, ...refusal('TF_AGENT_MESSAGE_INVALID', `trace:run for ${traceId} came without an ack callback; the dispatcher must ask for a RunAck`) });
       if (running.has(traceId) || waiting.some((w) => w.t.id === traceId)) return reply({ accepted: false, ...refusal('TF_TRACE_ALREADY_RUNNING', `trace ${traceId} is already running on this agent`) });
       const full = running.size >= maxConcurrent;
@@ -240,7 +301,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       let abort: (e: Error) => void = () => {};
       const aborted = new Promise<never>((_, reject) => (abort = reject));
       aborted.catch(() => {}); // rejects on every stop, raced only while the PCAP is written
-      const t: RunningTrace = { id: traceId, stopped: null, notify: false, abortAcks: new Set(), aborted, abort };
+      const t: RunningTrace = { id: traceId, whole: takesResult === true, stopped: null, notify: false, abortAcks: new Set(), aborted, abort };
       if (full) {
         waiting.push({ t, spec });
         reply({ accepted: true, queued: waiting.length });
@@ -361,4 +422,18 @@ export function doneMessage(
   }
   if (notes.length > MAX_NOTES) notes = [...notes.slice(0, MAX_NOTES - 1), `${notes.length - MAX_NOTES + 1} more notes left out`];
   return { traceId, packets: written.packets, bytes: written.bytes, chunks, truncated: r.truncated, messages, notes, streams };
+}
+
+/**
+ * The whole result as one trace:result, or null when it does not fit one: the PCAP and the done
+ * message's lists together within maxDoneBytes (under the dispatcher's message limit; the chunked way
+ * keeps them apart, the lists cut to that size).
+ */
+export function resultMessage(traceId: string, r: QueryResult, packets: number, pcap: Buffer, maxDoneBytes: number): TraceResult | null {
+  if (pcap.length > CHUNK_BYTES) return null;
+  const { chunks: _c, ...done } = doneMessage(traceId, r, { packets, bytes: pcap.length }, pcap.length > 0 ? 1 : 0, maxDoneBytes);
+  // Whatever doneMessage() left out to fit would be missing here but not on the chunked way.
+  if (done.messages.length < Math.min(r.messages.length, MAX_MESSAGES) || done.notes.length !== r.notes.length) return null;
+  if (pcap.length + Buffer.byteLength(JSON.stringify(done)) > maxDoneBytes) return null;
+  return pcap.length > 0 ? { ...done, data: pcap } : done;
 }

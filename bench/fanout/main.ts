@@ -25,6 +25,7 @@ import { Figures, median, progress } from '../common/report';
 import { AgentRecord, agentName, FromWorker, ToWorker } from './messages';
 import { RESULT_PACKETS } from './result';
 import { ProfileSummary, summarizeProfiles } from './profile';
+import { CpuSampler } from './cpu';
 
 /*
  * One dispatcher, N simulated agents (bench/fanout/worker.ts, in a few
@@ -74,8 +75,10 @@ interface Args {
   deadline: number;
   /** The dispatchers' --run-timeout (s); 0: their default (10 s). */
   runTimeout: number;
-  /** Run the dispatcher under --cpu-prof and show where its CPU went during the runs. */
+  /** Run the dispatcher and the simulators under --cpu-prof and show where their CPU went during the runs. */
   profile: boolean;
+  /** The simulated agents answer as agents before trace:result (started, chunk, done), to compare. */
+  oldAgents: boolean;
 }
 
 function fail(msg: string): never {
@@ -84,15 +87,16 @@ function fail(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { agents: 1000, workers: Math.max(2, Math.min(8, 2 * cpus().length)), runs: 3, dispatchers: 1, deadline: 1800, runTimeout: 0, profile: false };
+  const a: Args = { agents: 1000, workers: Math.max(2, Math.min(8, 2 * cpus().length)), runs: 3, dispatchers: 1, deadline: 1800, runTimeout: 0, profile: false, oldAgents: false };
   const limits = { agents: [1, 10_000], workers: [1, 32], runs: [1, 20], dispatchers: [1, 2], deadline: [60, 7200], 'run-timeout': [0, 600] } as const;
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--profile') {
-      a.profile = true;
+    if (argv[i] === '--profile' || argv[i] === '--old-agents') {
+      if (argv[i] === '--profile') a.profile = true;
+      else a.oldAgents = true;
       continue;
     }
     const m = /^--(agents|workers|runs|dispatchers|deadline|run-timeout)(?:=(.*))?$/.exec(argv[i]);
-    if (!m) fail(`unknown argument ${argv[i]}: use --agents N, --workers N, --runs N, --dispatchers 1|2, --deadline S, --run-timeout S, --profile`);
+    if (!m) fail(`unknown argument ${argv[i]}: use --agents N, --workers N, --runs N, --dispatchers 1|2, --deadline S, --run-timeout S, --profile, --old-agents`);
     const key = m[1] as keyof typeof limits;
     const v = Number(m[2] ?? argv[++i]);
     const [lo, hi] = limits[key];
@@ -124,7 +128,8 @@ class Worker {
   }
 
   send(m: ToWorker): void {
-    this.proc.send(m);
+    // A worker stopped already (--profile stops them before the end) takes nothing more.
+    if (this.proc.connected) this.proc.send(m);
   }
 
   next<T extends FromWorker>(pred: (m: FromWorker) => boolean, timeoutMs: number, what: string): Promise<T> {
@@ -165,7 +170,7 @@ interface RunFigures {
   started: Dist;
   /** trace:started → the chunk's ack at the agent (the dispatcher spooled it). */
   chunkAck: Dist;
-  /** trace:start sent → the dispatcher's "started" update for each host at the watcher. */
+  /** trace:start sent → the dispatcher's first update past "queued" for each host at the watcher ("started", or final for a result sent whole). */
   startedSeen: Dist;
   /** trace:start sent → the dispatcher's "done" update for each host (all its bytes spooled). */
   doneSeen: Dist;
@@ -197,6 +202,11 @@ interface RunFigures {
   storePeakRssMb: number;
   storeCpuS: number;
   workerLagMaxMs: number;
+  /** CPU seconds of the simulators, all of them, in the run (trace:start sent → final update). */
+  workersCpuS: number;
+  /** trace:start sent → the last agent's trace:run: the CPU each part of the machine took in it. */
+  startWindowMs: number;
+  startCpuS: { dispatchers: number[]; workers: number; store: number };
   workerLagP99Ms: number;
   hostsDone: number;
   hostsStored: number;
@@ -223,6 +233,8 @@ async function oneRun(
     workers: Worker[];
     perWorker: number[];
     storeRss: RssSampler | null;
+    /** Dispatchers, then workers, then the store (when it is a process here). */
+    cpu: CpuSampler;
     storePid: number | null;
     changes: StoreChanges | null;
   },
@@ -230,7 +242,14 @@ async function oneRun(
   const { client, workers, ds } = ctx;
   const url = ds[0].d.url;
   const logFrom = ds.map((x) => statSync(x.d.logFile).size);
-  for (const w of workers) w.send({ type: 'arm' });
+  // Each simulator makes its agents' results for this run now, before the trace is asked.
+  await Promise.all(
+    workers.map((w) => {
+      const p = w.next((m) => m.type === 'armed' && m.run === run, 120_000, 'armed');
+      w.send({ type: 'arm', run });
+      return p;
+    }),
+  );
   // Resets each dispatcher's lag histogram, so the next scrape covers the run.
   await Promise.all(ds.map((x) => scrapeLoopLag(x.d.url)));
   await sleep(200);
@@ -260,11 +279,17 @@ async function oneRun(
   if (errs.length) problems.push(`${errs.length} agents failed, e.g. ${errs[0].error}`);
 
   const ups = client.updates.get(trace.id) ?? [];
-  const firstByState = (state: string) => {
+  const firstByState = (...states: string[]) => {
     const seen = new Map<string, number>();
-    for (const x of ups) if (x.u.host && x.u.state === state && !seen.has(x.u.host)) seen.set(x.u.host, x.at - sentAt);
+    for (const x of ups) if (x.u.host && states.includes(x.u.state) && !seen.has(x.u.host)) seen.set(x.u.host, x.at - sentAt);
     return [...seen.values()];
   };
+  // The CPU of each process from trace:start sent to the last agent's receipt of its trace:run.
+  const lastRun = recs.length ? Math.max(...recs.map((r) => r.runAt)) : sentAt;
+  const nw = workers.length;
+  const inStart = ctx.cpu.between(sentAt, lastRun);
+  const inRun = ctx.cpu.between(sentAt, endAt);
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
   // The stored trace, as any client would read it back.
   // 10,000 result docs read from a busy embedded store took more than the default 30 s.
@@ -313,7 +338,7 @@ async function oneRun(
     run: dist(recs.map((r) => r.runAt - sentAt)),
     started: dist(recs.map((r) => r.startedAt - sentAt)),
     chunkAck: dist(recs.filter((r) => r.chunkAckAt > 0).map((r) => r.chunkAckAt - r.startedAt)),
-    startedSeen: dist(firstByState('started')),
+    startedSeen: dist(firstByState('started', 'done', 'error', 'unreachable', 'lost', 'cancelled')),
     doneSeen: dist(firstByState('done')),
     resultStored: dist(resultAt),
     allStoredMs: endAt - sentAt,
@@ -334,6 +359,9 @@ async function oneRun(
     storeCpuS: scpu1 - scpu0,
     workerLagMaxMs: Math.max(...replies.map((r) => r.lagMaxMs)),
     workerLagP99Ms: Math.max(...replies.map((r) => r.lagP99Ms)),
+    workersCpuS: sum(inRun.slice(ds.length, ds.length + nw)),
+    startWindowMs: lastRun - sentAt,
+    startCpuS: { dispatchers: inStart.slice(0, ds.length), workers: sum(inStart.slice(ds.length, ds.length + nw)), store: ctx.storePid ? inStart[ds.length + nw] : NaN },
     hostsDone: done,
     hostsStored: stored,
     merged: view.merged ?? null,
@@ -353,6 +381,7 @@ function describe(r: RunFigures): string {
       (rss, i) =>
         `  dispatcher ${i + 1}: peak RSS ${rss.toFixed(1)} MiB, CPU ${r.dispatcherCpuS[i].toFixed(2)} s, event-loop lag p99 ${r.loopLag[i]?.p99Ms.toFixed(0) ?? '?'} / max ${r.loopLag[i]?.maxMs.toFixed(0) ?? '?'} ms`,
     ),
+    `  start window (trace:start sent → last agent's trace:run) ${r.startWindowMs.toFixed(0)} ms: CPU dispatcher${r.startCpuS.dispatchers.length > 1 ? 's' : ''} ${r.startCpuS.dispatchers.map((c) => c.toFixed(2)).join(' + ')} s, simulators ${r.startCpuS.workers.toFixed(2)} s, store ${r.startCpuS.store.toFixed(2)} s; simulators' CPU in the run ${r.workersCpuS.toFixed(2)} s`,
     `  store CPU ${r.storeCpuS.toFixed(2)} s; simulated agents' event-loop lag p99 ${r.workerLagP99Ms.toFixed(0)} / max ${r.workerLagMaxMs.toFixed(0)} ms (the worst worker)`,
     ...r.problems.map((p) => `  PROBLEM: ${p}`),
   ].join('\n');
@@ -369,6 +398,7 @@ async function main(): Promise<void> {
   let redis: RedisProcess | null = null;
   let changes: StoreChanges | null = null;
   let storeRss: RssSampler | null = null;
+  let cpu: CpuSampler | null = null;
   const workers: Worker[] = [];
   let client: TraceClient | null = null;
   let deadlineTimer: NodeJS.Timeout | null = null;
@@ -418,16 +448,19 @@ async function main(): Promise<void> {
     const connectStart = wallNow();
     const ready: Array<Promise<unknown>> = [];
     for (let i = 0; i < args.workers; i++) {
-      const w = new Worker(fork(join(__dirname, 'worker.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+      const w = new Worker(
+        fork(join(__dirname, 'worker.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'workers')}`] : [] }),
+      );
       ensureFdLimit(w.proc.pid!, perWorker[i] + FD_MARGIN, `simulator worker ${i + 1}`);
       workers.push(w);
       ready.push(w.next((m) => m.type === 'ready', readyTimeoutMs(n), 'ready'));
       const names = Array.from({ length: perWorker[i] }, (_, k) => agentName(first + k));
       const d = ds[dispatcherOf(i)].d;
-      w.send({ type: 'start', url: d.url, token: d.agentToken, names, firstIndex: first });
+      w.send({ type: 'start', url: d.url, token: d.agentToken, names, firstIndex: first, oldAgents: args.oldAgents });
       first += perWorker[i];
     }
     await Promise.all(ready);
+    cpu = new CpuSampler([...ds.map((x) => x.d.pid), ...workers.map((w) => w.proc.pid!), ...(d1.storePid ? [d1.storePid] : [])]);
     const connectMs = wallNow() - connectStart;
     progress(`${n} agents connected and said hello in ${(connectMs / 1000).toFixed(1)} s (${args.workers} worker processes, ${nd} dispatcher${nd > 1 ? 's' : ''})`);
     // Clustered, the first dispatcher lists its peer's agents too (fetchSockets over Redis).
@@ -450,7 +483,7 @@ async function main(): Promise<void> {
       progress(`run ${r}/${args.runs}: one trace to ${n} agents`);
       runStartedAt = wallNow();
       try {
-        const f = await oneRun(n, r, { ds, apiToken, client, workers, perWorker, storeRss, storePid: d1.storePid, changes });
+        const f = await oneRun(n, r, { ds, apiToken, client, workers, perWorker, storeRss, storePid: d1.storePid, changes, cpu: cpu! });
         runs.push(f);
         process.stderr.write(`${describe(f)}\n`);
       } catch (e) {
@@ -488,6 +521,15 @@ async function main(): Promise<void> {
         if (start) process.stderr.write(`  the start windows alone (trace:start sent → last trace:run sent; ${start.totalMs} ms sampled), by function:\n${show(start.byFunction)}\n  by caller:\n${show(start.byCaller)}\n`);
         profiles.push({ k, prof, merge, start });
       }
+      // The simulators' own profiles, written as they exit: where the bench's agents spent their time.
+      for (const w of workers) w.send({ type: 'stop' });
+      await Promise.race([Promise.all(workers.map((w) => w.exited)), sleep(10_000)]);
+      const wdir = join(profileDir, 'workers');
+      const wStart = summarizeProfiles(wdir, 0, runs.map((r): [number, number] => [r.sentAt, r.sentAt + r.startWindowMs]), 15);
+      const wRun = summarizeProfiles(wdir, 0, runs.map((r): [number, number] => [r.sentAt, r.endAt]), 15);
+      if (wStart) process.stderr.write(`simulators' CPU profile (all workers), start windows (trace:start sent → last agent's trace:run; ${wStart.totalMs} ms sampled), by function:\n${show(wStart.byFunction)}\n  by caller:\n${show(wStart.byCaller)}\n`);
+      if (wRun) process.stderr.write(`simulators' CPU profile, whole runs (${wRun.totalMs} ms sampled), by place:\n${show(wRun.byPlace)}\n`);
+      if (wStart) profiles.push({ k: -1, prof: wRun ?? wStart, merge: null, start: wStart });
     }
     if (runs.length === 0) throw runError ?? new Error('no run finished');
 
@@ -503,6 +545,7 @@ async function main(): Promise<void> {
     fig.extra('dispatchers', nd);
     fig.extra('runTimeoutS', args.runTimeout || 'default');
     fig.extra('runs', runs.length);
+    fig.extra('agentProtocol', args.oldAgents ? 'old (started, chunk, done)' : 'trace:result when offered');
     fig.section('agents');
     fig.add('connectS', `connect + hello of ${n} agents`, connectMs / 1000, 's', 1);
     fig.section(`from trace:start sent to dispatcher 1 (median run)`);
@@ -512,7 +555,7 @@ async function main(): Promise<void> {
     fig.add('startedP50Ms', 'agent sent trace:started, p50', med.started.p50, 'ms', 0);
     fig.add('startedP99Ms', '  p99', med.started.p99, 'ms', 0);
     fig.add('startedMaxMs', '  max', med.started.max, 'ms', 0);
-    fig.add('startedSeenP99Ms', '"started" update at the watcher, p99', med.startedSeen.p99, 'ms', 0);
+    fig.add('startedSeenP99Ms', '"started" (or, sent whole, final) update at the watcher, p99', med.startedSeen.p99, 'ms', 0);
     fig.add('chunkAckP50Ms', 'chunk acked after trace:started, p50', med.chunkAck.p50, 'ms', 0);
     fig.add('chunkAckP99Ms', '  p99', med.chunkAck.p99, 'ms', 0);
     fig.add('doneSeenP50Ms', 'host "done" at the watcher, p50', med.doneSeen.p50, 'ms', 0);
@@ -547,10 +590,16 @@ async function main(): Promise<void> {
       fig.add(key('loopLagP99Ms'), 'its event-loop lag in the median run, p99', med.loopLag[k]?.p99Ms ?? NaN, 'ms', 0);
       fig.add(key('loopLagMaxMs'), '  max', med.loopLag[k]?.maxMs ?? NaN, 'ms', 0);
     }
+    fig.section(`the start window: trace:start sent → the last agent's trace:run (median run), and who had the CPU in it`);
+    fig.add('startWindowMs', 'window', med.startWindowMs, 'ms', 0);
+    med.startCpuS.dispatchers.forEach((c, k) => fig.add(nd === 1 ? 'startDispatcherCpuS' : `startDispatcherCpuSD${k + 1}`, `dispatcher ${k + 1} CPU in it`, c, 's', 2));
+    fig.add('startWorkersCpuS', 'simulated agents\' CPU in it (all workers)', med.startCpuS.workers, 's', 2);
+    fig.add('startStoreCpuS', 'embedded store CPU in it', med.startCpuS.store, 's', 2);
     fig.section('the rest of the machine');
     fig.add('storePeakRssMb', 'embedded store peak RSS (a separate process)', Math.max(...runs.map((r) => r.storePeakRssMb)), 'MiB', 1);
     fig.add('storeCpuS', 'embedded store CPU in the median run', med.storeCpuS, 's', 2);
     // Large lag here means the simulators, not the dispatcher, set the pace.
+    fig.add('workersCpuS', 'simulated agents\' CPU in the median run (all workers)', med.workersCpuS, 's', 2);
     fig.add('workerLagP99Ms', 'simulated agents: event-loop lag p99 (worst worker)', med.workerLagP99Ms, 'ms', 0);
     fig.add('workerLagMaxMs', '  max', med.workerLagMaxMs, 'ms', 0);
     fig.add('cores', 'cores shared by dispatchers, store, agents, bench (and any other work)', cpus().length, '', 0);
@@ -583,12 +632,21 @@ async function main(): Promise<void> {
         workerLagMaxMs: Math.round(r.workerLagMaxMs),
         storeRetries: r.storeRetries,
         resultRewrites: r.rewrites,
+        startWindowMs: Math.round(r.startWindowMs),
+        startWorkersCpuS: Math.round(r.startCpuS.workers * 100) / 100,
+        startDispatcherCpuS: r.startCpuS.dispatchers.map((x) => Math.round(x * 100) / 100),
+        workersCpuS: Math.round(r.workersCpuS * 100) / 100,
         ok: r.problems.length === 0,
       })),
     );
     fig.extra('medianOfAllStoredMs', Math.round(median(runs.map((r) => r.allStoredMs))));
     if (args.profile) {
       for (const p of profiles) {
+        if (p.k < 0) {
+          fig.extra('profileWorkers', p.prof);
+          fig.extra('profileWorkersStart', p.start);
+          continue;
+        }
         fig.extra(p.k === 0 ? 'profile' : `profileD${p.k + 1}`, p.prof);
         if (p.merge) fig.extra('profileMerge', p.merge);
         if (p.start) fig.extra(p.k === 0 ? 'profileStart' : `profileStartD${p.k + 1}`, p.start);
@@ -610,6 +668,7 @@ async function main(): Promise<void> {
     await Promise.race([Promise.all(workers.map((w) => w.exited)), sleep(5000)]);
     for (const w of workers) if (w.proc.exitCode === null) w.proc.kill('SIGKILL');
     for (const x of ds) x.rss.stop();
+    (cpu as CpuSampler | null)?.stop();
     (storeRss as RssSampler | null)?.stop();
     for (const x of ds) await x.d.stop();
     await (redis as RedisProcess | null)?.stop();

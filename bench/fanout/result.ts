@@ -20,8 +20,9 @@ export interface AgentResult {
   done: Omit<TraceDone, 'traceId' | 'chunks'>;
 }
 
-export function agentResult(agent: string, traceId: string, index: number, nowMs: number): AgentResult {
-  const callId = `${traceId}-${agent}@bench.example.net`;
+/** `tag` names the run (the trace's Call-ID): made before the trace is asked, the result cannot name its id. */
+export function agentResult(agent: string, tag: string, index: number, nowMs: number): AgentResult {
+  const callId = `${tag}-${agent}@bench.example.net`;
   const agentIp = `192.0.2.${1 + (index % 250)}`;
   const proxy = '198.51.100.7';
   const sec = Math.floor(nowMs / 1000);

@@ -79,6 +79,13 @@ export class AgentRegistry {
     return n;
   }
 
+  /** Every agent's name and whether it is connected, uncopied and unsorted (list() copies each whole). */
+  names(): Array<{ name: string; connected: boolean }> {
+    const out: Array<{ name: string; connected: boolean }> = [];
+    for (const a of this.agents.values()) out.push({ name: a.name, connected: a.connected });
+    return out;
+  }
+
   list(): AgentEntry[] {
     return [...this.agents.values()].map(strip).sort((x, y) => x.name.localeCompare(y.name));
   }

@@ -54,7 +54,7 @@ export interface Fleet extends AgentFleet {
 }
 
 /** Agent → dispatcher events about a trace. */
-export const TRACE_EVENTS = ['trace:started', 'trace:progress', 'trace:chunk', 'trace:done', 'trace:error'] as const;
+export const TRACE_EVENTS = ['trace:started', 'trace:progress', 'trace:chunk', 'trace:done', 'trace:result', 'trace:error'] as const;
 
 /** Agent → dispatcher events about a live follow. */
 export const FOLLOW_EVENTS = ['follow:chunk', 'follow:progress', 'follow:end'] as const;

@@ -1,5 +1,6 @@
+import type { ZodType } from 'zod';
 import type { Logger } from '../../shared/log/log';
-import { ChunkAck, runAck, traceChunk, traceDone, traceFailure, traceProgress } from '../../shared/protocol/agent';
+import { ChunkAck, runAck, traceChunk, traceDone, traceFailure, traceProgress, traceResult } from '../../shared/protocol/agent';
 import { TraceUpdate } from '../../shared/protocol/client';
 import { parseMessage, refusal, refusedError, traceRef } from '../../shared/protocol/common';
 import { TraceQuery } from '../../shared/query/query';
@@ -79,12 +80,13 @@ export class HostRun {
 
   start(): void {
     const { traceId, query, host } = this.c;
-    this.emitUpdate('queued');
+    // No "queued" update: the trace's view (trace:start's answer) lists every host queued already, and at
+    // 10,000 hosts those updates were 10,000 objects and ten 1,000-update messages in the start.
     this.arm(this.c.timeouts.runAckMs, () => this.fail('unreachable', `agent ${host} did not answer the trace request within ${this.c.timeouts.runAckMs / 1000} s`));
     // Our own (unref'd) timer, not socket.timeout(): Socket.IO keeps that one running after a disconnect or cancel.
     // Debug records mark the steps bench/ttfp times (each host's trace:run sent, its trace:done received).
     this.debug('trace:run sent');
-    this.c.socket.emit('trace:run', { traceId, query }, (ack: unknown) => {
+    this.c.socket.emit('trace:run', { traceId, query, result: true }, (ack: unknown) => {
       if (this.phase !== 'asking') return;
       const a = parseMessage(runAck, 'trace:run ack', ack);
       if (!a.ok) return this.protocolError(a.error);
@@ -114,7 +116,7 @@ export class HostRun {
     // A host whose chunk waits for our disk is not silent: it cannot send on before that chunk's ack, and a
     // fleet trace's 10,000 first chunks queued behind the spool past the idle timeout (all lost, at load 18).
     // Its silence counts from the ack on.
-    if (event === 'trace:chunk' || this.chunksWriting > 0) this.disarm();
+    if (event === 'trace:chunk' || event === 'trace:result' || this.chunksWriting > 0) this.disarm();
     else this.arm(this.c.timeouts.idleMs, () => this.silent());
     switch (event) {
       case 'trace:started': {
@@ -132,43 +134,38 @@ export class HostRun {
         return;
       }
       case 'trace:chunk': {
-        const m = parseMessage(traceChunk, event, data);
-        if (!m.ok) {
-          ack({ ok: false, ...refusal('TF_AGENT_MESSAGE_INVALID', m.error, m.field) } satisfies ChunkAck);
-          return this.protocolError(m.error);
-        }
-        if (m.value.seq !== this.nextSeq) {
-          const msg = `chunk ${m.value.seq} arrived where chunk ${this.nextSeq} was expected`;
+        const c = this.parseAcked(traceChunk, event, data, ack);
+        if (!c) return;
+        if (c.seq !== this.nextSeq) {
+          const msg = `chunk ${c.seq} arrived where chunk ${this.nextSeq} was expected`;
           ack({ ok: false, ...refusal('TF_CHUNK_OUT_OF_ORDER', msg) } satisfies ChunkAck);
           return this.protocolError(msg);
         }
         this.markStarted();
-        const first = this.nextSeq === 0;
-        this.nextSeq++;
-        const bytes = m.value.data;
-        this.feed ??= new SpoolFeed(this.c.spool.pcapPath(this.c.traceId, this.c.host));
-        const feed = this.feed;
-        this.chunksWriting++;
-        const written = () => {
-          if (--this.chunksWriting === 0 && this.phase !== 'final') this.arm(this.c.timeouts.idleMs, () => this.silent());
-        };
-        this.writing = this.writing.then(() =>
-          this.c.spool.appendPcap(this.c.traceId, this.c.host, bytes, first).then(
-            () => {
-              written();
-              this.received += bytes.length;
-              this.c.count('chunk', bytes.length);
-              ack({ ok: true } satisfies ChunkAck);
-              feed.grew(this.received, bytes);
-              this.c.grew?.(this.received, feed);
-            },
-            (err: Error) => {
-              written();
-              ack({ ok: false, ...refusal('TF_SPOOL_FAILED', 'the dispatcher could not write the chunk to its disk') } satisfies ChunkAck);
-              this.fail('error', `the dispatcher could not spool ${this.c.host}'s result: ${err.message} (check the dispatcher's --data-dir disk)`);
-            },
-          ),
-        );
+        this.spoolChunk(c.data, ack);
+        return;
+      }
+      case 'trace:result': {
+        // started, progress, the one chunk and done in one message (a small result; trace:run said we take it).
+        const r = this.parseAcked(traceResult, event, data, ack);
+        if (!r) return;
+        const size = r.data?.length ?? 0;
+        const wrong = this.nextSeq > 0 ? `a trace:result came after ${this.nextSeq} chunks` : r.bytes !== size ? `the agent says its result is ${r.bytes} bytes, ${size} arrived` : null;
+        if (wrong) {
+          ack({ ok: false, ...refusal('TF_AGENT_MESSAGE_INVALID', wrong) } satisfies ChunkAck);
+          return this.protocolError(wrong);
+        }
+        // No "started" update of its own: the host's final one follows as soon as the bytes are on disk.
+        this.phase = 'started';
+        if (r.data && size > 0) this.spoolChunk(r.data, ack);
+        else void this.writing.then(() => ack({ ok: true } satisfies ChunkAck));
+        const chunks = this.nextSeq;
+        void this.writing.then(() => {
+          if (this.phase === 'final') return;
+          // Anything after it (a chunk) broke the protocol, as a chunk after trace:done does.
+          if (this.nextSeq !== chunks || this.received !== r.bytes) return this.protocolError(`the agent sent more after its trace:result`);
+          this.finish({ state: 'done', packets: r.packets, bytes: r.bytes, truncated: r.truncated, messages: r.messages, streams: r.streams ?? [], hasPcap: this.received > 0 }, r.notes);
+        });
         return;
       }
       case 'trace:done': {
@@ -212,6 +209,44 @@ export class HostRun {
     this.disarm();
     this.phase = 'final';
     this.feed?.abort(new Error('the dispatcher is stopping; the host is finished from its spool file on the next start'));
+  }
+
+  /** A message that has an ack (chunk, result), validated; a malformed one is refused in its ack and breaks the protocol. */
+  private parseAcked<T>(schema: ZodType<T>, event: string, data: unknown, ack: (r: unknown) => void): T | null {
+    const m = parseMessage(schema, event, data);
+    if (m.ok) return m.value;
+    ack({ ok: false, ...refusal('TF_AGENT_MESSAGE_INVALID', m.error, m.field) } satisfies ChunkAck);
+    this.protocolError(m.error);
+    return null;
+  }
+
+  /** Writes a chunk to the spool, then acks it (the agent's next chunk waits for our disk); the next seq is taken now. */
+  private spoolChunk(bytes: Buffer, ack: (r: unknown) => void): void {
+    const first = this.nextSeq === 0;
+    this.nextSeq++;
+    this.feed ??= new SpoolFeed(this.c.spool.pcapPath(this.c.traceId, this.c.host));
+    const feed = this.feed;
+    this.chunksWriting++;
+    const written = () => {
+      if (--this.chunksWriting === 0 && this.phase !== 'final') this.arm(this.c.timeouts.idleMs, () => this.silent());
+    };
+    this.writing = this.writing.then(() =>
+      this.c.spool.appendPcap(this.c.traceId, this.c.host, bytes, first).then(
+        () => {
+          written();
+          this.received += bytes.length;
+          this.c.count('chunk', bytes.length);
+          ack({ ok: true } satisfies ChunkAck);
+          feed.grew(this.received, bytes);
+          this.c.grew?.(this.received, feed);
+        },
+        (err: Error) => {
+          written();
+          ack({ ok: false, ...refusal('TF_SPOOL_FAILED', 'the dispatcher could not write the chunk to its disk') } satisfies ChunkAck);
+          this.fail('error', `the dispatcher could not spool ${this.c.host}'s result: ${err.message} (check the dispatcher's --data-dir disk)`);
+        },
+      ),
+    );
   }
 
   private markStarted(): void {

@@ -72,7 +72,7 @@ async function rig(opts: { storeUrl?: string; spoolDir?: string; spool?: Spool; 
   return r;
 }
 
-async function addAgent(r: Rig, name: TestHost, opts: { stallAfterChunks?: number } = {}): Promise<TestAgent> {
+async function addAgent(r: Rig, name: TestHost, opts: { stallAfterChunks?: number; beforeTraceResult?: boolean } = {}): Promise<TestAgent> {
   const agent = startTestAgent({ url: r.fleet.url, token: TOKEN, name, ringDir: rings[name], ...opts });
   r.agents.push(agent);
   await until(() => r.fleet.registry.get(name)?.connected === true && r.fleet.registry.get(name)?.hostname === name, `agent ${name} connected`);
@@ -122,6 +122,81 @@ test('a fleet trace: every host streams into the store, the merged PCAP is the t
     const v = await r.orch.view(view.id);
     assert.deepEqual(v?.hosts.map((h) => [h.host, h.state, h.stored]), [['a', 'done', true], ['b', 'done', true], ['c', 'done', false]].map(([h, s]) => [h, s, h !== 'c' || perHost[2].length > 0]));
   } finally {
+    await r.close();
+    await r.drop();
+  }
+});
+
+test('agents before trace:result and after it in one fleet: each host stored as its query writes it, the small results sent whole', async () => {
+  const r = await rig();
+  try {
+    await addAgent(r, 'a');
+    await addAgent(r, 'b', { beforeTraceResult: true });
+    await addAgent(r, 'c');
+    const q = { ip: [PROXY] };
+    const stored = async (id: string) => {
+      await until(() => finalOf(r, id) !== undefined, 'the trace to finish');
+      assert.equal((await r.store.getTrace(id))?.state, 'done');
+      const out: Record<string, Buffer> = {};
+      for (const h of ['a', 'b', 'c'] as const) {
+        const res = await r.store.getResult(id, h);
+        assert.equal(res?.state, 'done', `host ${h}: ${res?.error ?? ''}`);
+        out[h] = res?._attachments?.[HOST_ATTACHMENT] ? await bytesOf(r.store.getAttachmentStream(resultDocId(id, h), HOST_ATTACHMENT)) : Buffer.alloc(0);
+        assert.deepEqual(out[h], res!.bytes ? await expectedPcap(rings[h], q) : Buffer.alloc(0), `host ${h}'s packets.pcap is what its agent's query writes`);
+        assert.ok(res!.messages.length > 0 || h === 'c', `host ${h}: SIP summaries stored`);
+      }
+      return out;
+    };
+    const first = await r.orch.start(q, 'alice');
+    const old = await stored(first.id);
+    const updatesOf = (id: string, host: string) => r.updates.filter((u) => u.traceId === id && u.host === host).map((u) => u.state);
+    assert.ok(updatesOf(first.id, 'b').includes('started'), 'the old agent said started');
+    assert.ok(!updatesOf(first.id, 'c').includes('started'), 'the new agent with a small result sent it whole');
+    // The same host, now a new agent: the same bytes stored.
+    r.agents.find((x) => x.name === 'b')!.close();
+    await until(() => r.fleet.registry.get('b')?.connected === false, 'agent b gone');
+    await addAgent(r, 'b');
+    const second = await r.orch.start(q, 'alice');
+    const now = await stored(second.id);
+    assert.deepEqual(now.b, old.b);
+    assert.ok(!updatesOf(second.id, 'b').includes('started'));
+    assert.ok(updatesOf(second.id, 'a').includes('started'), 'a result bigger than a chunk still goes the chunked way');
+  } finally {
+    await r.close();
+    await r.drop();
+  }
+});
+
+test('a trace:result that does not add up, or comes after chunks, ends its host in error; the others are done', async () => {
+  const r = await rig({ timeouts: { runAckMs: 3000, idleMs: 3000 } });
+  const raw: ClientSocket[] = [];
+  try {
+    await addAgent(r, 'a');
+    const liar = (name: string, answer: (s: ClientSocket, traceId: string) => void) => {
+      const s = connectIo(`${r.fleet.url}/agent`, { auth: { token: TOKEN, name }, forceNew: true });
+      raw.push(s);
+      s.on('trace:run', (m: { traceId: string }, ack: (a: unknown) => void) => {
+        ack({ accepted: true });
+        answer(s, m.traceId);
+      });
+      return until(() => r.fleet.registry.get(name)?.connected === true, `agent ${name}`);
+    };
+    const result = (traceId: string, bytes: number, data?: Buffer) => ({ traceId, packets: 1, bytes, truncated: false, messages: [], notes: [], ...(data ? { data } : {}) });
+    await liar('short', (s, id) => s.emit('trace:result', result(id, 100, Buffer.alloc(40)), () => {}));
+    await liar('late', (s, id) => s.emit('trace:chunk', { traceId: id, seq: 0, data: Buffer.alloc(24) }, () => s.emit('trace:result', result(id, 24, Buffer.alloc(24)), () => {})));
+    await liar('huge', (s, id) => s.emit('trace:result', result(id, 300_000, Buffer.alloc(300_000)), () => {}));
+    const view = await r.orch.start({ callId: [CALL], hosts: ['a', 'short', 'late', 'huge'] }, 'bob');
+    await until(() => finalOf(r, view.id) !== undefined, 'the trace to finish');
+    const res = Object.fromEntries((await r.store.listResults(view.id)).map((x) => [x.host, x]));
+    assert.equal(res.a.state, 'done');
+    assert.equal(res.short.state, 'error');
+    assert.match(res.short.error ?? '', /broke the protocol: the agent says its result is 100 bytes, 40 arrived/);
+    assert.equal(res.late.state, 'error');
+    assert.match(res.late.error ?? '', /broke the protocol: a trace:result came after 1 chunks/);
+    assert.equal(res.huge.state, 'error');
+    assert.match(res.huge.error ?? '', /broke the protocol: .*data/);
+  } finally {
+    for (const s of raw) s.disconnect();
     await r.close();
     await r.drop();
   }

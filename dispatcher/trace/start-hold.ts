@@ -107,8 +107,8 @@ export class StartHold {
   }
 }
 
-/** The bytes a chunk message carries (it is validated when handled; here only its size counts). */
+/** The bytes a chunk or a whole result carries (it is validated when handled; here only its size counts). */
 function chunkBytes(e: HeldEvent): number {
   const d = (e.data as { data?: unknown } | null)?.data;
-  return e.event === 'trace:chunk' && Buffer.isBuffer(d) ? d.length : 0;
+  return (e.event === 'trace:chunk' || e.event === 'trace:result') && Buffer.isBuffer(d) ? d.length : 0;
 }

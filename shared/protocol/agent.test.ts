@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CHUNK_BYTES, PROTOCOL_VERSION, agentHello, traceChunk, traceDone, traceRun } from './agent';
+import { CHUNK_BYTES, PROTOCOL_VERSION, agentHello, traceChunk, traceDone, traceResult, traceRun } from './agent';
 import { parseMessage } from './common';
 import type { MessageSummary } from '../query/query';
 
@@ -29,4 +29,21 @@ test('trace:done carries the engine\'s message summaries and refuses a malformed
   assert.equal(parseMessage(traceDone, 'trace:done', done).ok, true);
   const bad = parseMessage(traceDone, 'trace:done', { ...done, messages: [{ ...s, transport: 'sctp' }] });
   assert.match((bad as { error: string }).error, /messages\.0\.transport/);
+});
+
+test('trace:result: a small result whole; trace:run says whether the dispatcher takes it, and an agent before it ignores that', () => {
+  const r = { traceId: 't', packets: 1, bytes: 10, truncated: false, messages: [], notes: [], data: Buffer.alloc(10) };
+  assert.equal(parseMessage(traceResult, 'trace:result', r).ok, true);
+  assert.equal(parseMessage(traceResult, 'trace:result', { ...r, data: undefined, bytes: 0, packets: 0 }).ok, true);
+  assert.match((parseMessage(traceResult, 'trace:result', { ...r, data: Buffer.alloc(CHUNK_BYTES + 1) }) as { error: string }).error, /data/);
+  assert.match((parseMessage(traceResult, 'trace:result', { ...r, data: 'text' }) as { error: string }).error, /data/);
+  assert.equal(parseMessage(traceResult, 'trace:result', { ...r, packets: -1 }).ok, false);
+  const run = { traceId: 't1', query: { callId: ['a'] }, result: true };
+  const m = parseMessage(traceRun, 'trace:run', run);
+  assert.equal(m.ok && m.value.result, true);
+  assert.equal(parseMessage(traceRun, 'trace:run', { ...run, result: 'yes' }).ok, false);
+  // An agent's schema from before the key (the same object without it) takes the message and drops the key.
+  const old = parseMessage(traceRun.omit({ result: true }), 'trace:run', run);
+  assert.equal(old.ok, true);
+  assert.equal(old.ok && 'result' in old.value, false);
 });

@@ -24,13 +24,17 @@ import { statsWindow } from '../stats/counts';
  *   trace:chunk      TraceChunk, ack ChunkAck           PCAP bytes in order; the agent sends the
  *                                                       next chunk only after the ack (backpressure)
  *   trace:done       TraceDone
+ *   trace:result     TraceResult, ack ChunkAck          a small result whole, in place of started, progress, its one
+ *                                                       chunk and done; sent only when trace:run said `result: true`
+ *                                                       (dispatchers before it drop the event), else the messages above
  *   trace:error      TraceFailure
  *   follow:chunk     TraceChunk + messages + through?, ack ChunkAck  a follow's PCAP stream (header in chunk 0), sent as
  *                                                       the live indexer matches packets, FOLLOW_CHUNKS_IN_FLIGHT unacked
  *   follow:progress  FollowProgress                     nothing matched, but this agent is through a later capture time
  *   follow:end       FollowEnd                          the agent stopped following (asked to, a limit, a slow link)
  * dispatcher -> agent
- *   trace:run        TraceRun, ack RunAck
+ *   trace:run        TraceRun, ack RunAck               `result: true`: this dispatcher takes trace:result (agents
+ *                                                       before it ignore the key and answer as they always did)
  *   trace:cancel     { traceId }
  *   trace:legs       LegsAsk, ack LegsAnswer            before a trace with legs on several hosts: which dialogs (legs
  *                                                       included) the query selects here; no trace is started
@@ -97,7 +101,11 @@ export type AgentHello = z.infer<typeof agentHello>;
 export const helloAck = z.object({ ok: z.boolean(), ...refusalFields });
 export type HelloAck = z.infer<typeof helloAck>;
 
-export const traceRun = z.object({ traceId, query: traceQuery });
+/**
+ * `result`: the dispatcher takes a small result as one trace:result. Optional, so that an agent and a
+ * dispatcher of either age talk: an old agent drops the key, an old dispatcher never sends it.
+ */
+export const traceRun = z.object({ traceId, query: traceQuery, result: z.literal(true).optional() });
 export type TraceRun = z.infer<typeof traceRun>;
 /**
  * `queued`: the agent runs its limit of traces already and took this one into
@@ -144,6 +152,17 @@ export const traceDone = z.object({
 });
 export type TraceDone = z.infer<typeof traceDone>;
 
+/**
+ * A result whose PCAP fits one chunk, whole: what trace:started, trace:progress, its trace:chunk (seq 0)
+ * and trace:done would say, in one message (a fleet trace's hosts answer in one message each, not five).
+ * `data` is the whole PCAP (absent: none); `bytes` its size. The agent keeps the PCAP and the lists
+ * within what one trace:done may carry, so the message stays under the dispatcher's message limit.
+ */
+export const traceResult = traceDone.omit({ chunks: true }).extend({
+  data: z.instanceof(Buffer).refine((b) => b.length <= CHUNK_BYTES, `a trace:result carries at most ${CHUNK_BYTES} bytes of PCAP`).optional(),
+});
+export type TraceResult = z.infer<typeof traceResult>;
+
 export const traceFailure = z.object({ traceId, message: z.string().max(4096) });
 export type TraceFailure = z.infer<typeof traceFailure>;
 
@@ -187,6 +206,7 @@ export interface AgentToDispatcherEvents {
   'trace:progress': (p: TraceProgress) => void;
   'trace:chunk': (c: TraceChunk, ack: (a: ChunkAck) => void) => void;
   'trace:done': (d: TraceDone) => void;
+  'trace:result': (r: TraceResult, ack: (a: ChunkAck) => void) => void;
   'trace:error': (f: TraceFailure) => void;
   'follow:chunk': (c: FollowChunk, ack: (a: ChunkAck) => void) => void;
   'follow:progress': (p: FollowProgress) => void;

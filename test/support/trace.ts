@@ -98,6 +98,8 @@ export interface TestAgentOptions {
   logger?: Logger;
   /** The agent's `--leg-callid-rule`s. */
   legCallIdRules?: LegCallIdRule[];
+  /** Answers as agents before trace:result did (started, progress, chunks, done), whatever trace:run offers. */
+  beforeTraceResult?: boolean;
 }
 
 /** A real agent's dispatcher link and trace serving, in this process. */
@@ -122,6 +124,13 @@ export function startTestAgent(opts: TestAgentOptions): TestAgent {
       if (args[0] === 'trace:chunk' && ++chunks > limit) return link.socket; // never sent: the stream stalls here
       return origEmit(...args);
     };
+  }
+  if (opts.beforeTraceResult) {
+    // Such an agent's schema had no `result`: it never saw the dispatcher's offer.
+    const loose = link.socket as unknown as { on: (event: string, f: (...args: unknown[]) => void) => unknown };
+    const origOn = loose.on.bind(link.socket);
+    loose.on = (event: string, f: (...args: unknown[]) => void) =>
+      origOn(event, event !== 'trace:run' ? f : (data: unknown, ...rest: unknown[]) => f(data && typeof data === 'object' ? { ...data, result: undefined } : data, ...rest));
   }
   const server = serveTraces(link.socket, { ringDir: opts.ringDir, logger: log, legCallIdRules: opts.legCallIdRules });
   return {

@@ -94,6 +94,8 @@ export class SegmentIndexer {
   private flushedMessages = 0;
   private sealed = false;
   messagesWithoutCallId = 0;
+  /** Packets the native scan read (the rest took the JS path). */
+  nativeScanned = 0;
   // Made once: parseSip runs for every message.
   private readonly parseWhole: ParseSipOptions;
   private readonly parseCut: ParseSipOptions;
@@ -289,6 +291,7 @@ export class SegmentIndexer {
     const st = this.state;
     const o = scanOut;
     const data = rec.data;
+    this.nativeScanned++;
     this.dissector.countUdpSip(rec.tsSec);
     const srcText = ipv4Text(data, o[SCAN_IP] + 12);
     const dstText = ipv4Text(data, o[SCAN_IP] + 16);
@@ -540,6 +543,6 @@ export class SegmentIndexer {
   }
 
   stats() {
-    return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId };
+    return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId, nativeScanned: this.nativeScanned };
   }
 }

@@ -34,12 +34,14 @@ let loaded: IndexAddon | null | undefined;
 
 /**
  * The addon, loaded once; null when it is not built (a source tree where
- * setup did not run yet): the indexer then takes the JS path for every
- * packet, which indexes the same, slower.
+ * setup did not run yet) or TRACEFLEET_INDEX_NATIVE=0: the indexer then
+ * takes the JS path for every packet, which indexes the same, slower.
  */
 export function indexAddon(): IndexAddon | null {
   if (loaded !== undefined) return loaded;
   loaded = null;
+  // The JS path for every packet, e.g. for bench:index's comparison of both in one run.
+  if (process.env.TRACEFLEET_INDEX_NATIVE === '0') return null;
   let path: string;
   try {
     path = join(repoRoot(), ADDON_REL);

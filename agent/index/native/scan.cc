@@ -8,7 +8,9 @@
 // anything else (VLAN tags, IPv6, fragments, TCP, keepalives, lax start lines,
 // more header lines than fit) returns SLOW and the JS path dissects the packet.
 // Every read is bounds-checked against the frame's length.
+#ifndef TFINDEX_STANDALONE
 #include <napi.h>
+#endif
 #include <cstdint>
 #include <cstring>
 
@@ -405,6 +407,12 @@ int32_t scanFrame(const uint8_t* d, size_t size, int32_t* out, size_t outLen) {
   return FAST_SIP;
 }
 
+}  // namespace
+
+// Without N-API (TFINDEX_STANDALONE): scanFrame alone, for a sanitizer build that fuzzes it.
+#ifndef TFINDEX_STANDALONE
+namespace {
+
 // scan(frame: Buffer | Uint8Array, out: Int32Array) -> 0 (JS path) | 1 (out filled)
 Napi::Value Scan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -431,3 +439,4 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }  // namespace
 
 NODE_API_MODULE(tfindex, Init)
+#endif

@@ -147,7 +147,8 @@ export function parseSipScanned(bytes: Buffer, opts: ParseSipOptions | undefined
   const n = scan[at + 9];
   const from = at + SCAN_SLOTS;
   if (lines.length < 4 * n) lines = new Int32Array(Math.max(4 * n, 2 * lines.length));
-  lines.set(scan.subarray(from, from + 4 * n));
+  // Copied by hand: a subarray for set() would be an object a message.
+  for (let i = 0; i < 4 * n; i++) lines[i] = scan[from + i];
   lineCount = n;
   linesHoldXref = scan[at + 8] !== 0;
   return parseScanned(bytes, opts, scan[at], scan[at + 1], scan[at + 4], scan[at + 5], scan[at + 6], scan[at + 7]);

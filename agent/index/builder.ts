@@ -5,7 +5,6 @@ import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, p
 import { ParseSipOptions, parseSip, parseSipScanned } from '../../shared/sip/parse';
 import type { SipMessage } from '../../shared/sip/types';
 import { ipv4Text } from '../../shared/decode/ip';
-import { LINKTYPE } from '../../shared/pcap/types';
 import type { PacketRecord } from '../../shared/pcap/types';
 import type { DecodedPacket, TransportMessage } from '../../shared/decode/types';
 import { isRtcp } from '../../shared/rtp/stats';
@@ -38,7 +37,7 @@ export interface IndexerOptions {
   /** Flows a segment keeps at most before its RTP is left to the scan (agent/index/flows.ts; default MAX_FLOWS). */
   maxFlows?: number;
   /**
-   * Whole IPv4 UDP SIP packets are scanned by the native addon when it is
+   * Whole IPv4 UDP SIP packets (Ethernet, Linux cooked) are scanned by the native addon when it is
    * built (default); false: every packet takes the JS path (the tests that
    * compare both). The index is the same either way.
    */
@@ -246,7 +245,7 @@ export class SegmentIndexer {
     const st = this.state;
     const ordinal = st.packetCount;
     const cut = rec.capLen < rec.origLen;
-    if (!cut && rec.linkType === LINKTYPE.ETHERNET && this.scanner !== null && this.scanner.scan(rec.data, scanOut) === 1) {
+    if (!cut && this.scanner !== null && this.scanner.scan(rec.data, scanOut, rec.linkType) === 1) {
       this.indexScanned(rec, ordinal);
       return;
     }

@@ -8,7 +8,7 @@ import { Dissector } from '../../shared/decode/dissector';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { parseSip, parseSipScanned } from '../../shared/sip/parse';
 import {
-  ethernet, ETH_IPV4, ETH_IPV6, fragmentIpv4, ipv4, ipv6, prng, sipInvite, sipResponse, tcp, udp,
+  ethernet, ETH_IPV4, ETH_IPV6, fragmentIpv4, ipv4, ipv6, prng, sipInvite, sipResponse, sll, sll2, tcp, udp,
 } from '../../test/support/packets';
 import { FUZZ_CORPUS, INVITE, mutate, sip } from '../../test/support/sip-corpus';
 import { SegmentIndexer } from './builder';
@@ -40,10 +40,19 @@ function frame(payload: Buffer, i: number): Buffer {
   return ethernet(ETH_IPV4, ipv4({ src: `10.0.${i & 7}.1`, dst: '10.9.0.2', proto: 17 }, udp(5060 + (i & 3), 5080, payload)));
 }
 
+const VLAN_TAGS = [[{ vid: 7 }], [{ vid: 100, tpid: 0x88a8 }, { vid: 7 }], [{ vid: 3, tpid: 0x9100 }]];
+
+/** The same datagram on each link the scan takes: [link type, frame]. */
+function framed(payload: Buffer, i: number): Array<[number, Buffer]> {
+  const ip = ipv4({ src: `10.0.${i & 7}.1`, dst: '10.9.0.2', proto: 17 }, udp(5060 + (i & 3), 5080, payload));
+  const tagged = ethernet(ETH_IPV4, ip, { vlans: VLAN_TAGS[i % VLAN_TAGS.length] });
+  return [[1, frame(payload, i)], [1, tagged], [113, sll(ETH_IPV4, ip)], [276, sll2(ETH_IPV4, ip)]];
+}
+
 /** Checks one frame: when the native scan claims it, the JS dissector and parser read it the same. */
-function checkFrame(f: Buffer, out: Int32Array, what: string): boolean {
-  if (addon!.scan(f, out) !== 1) return false;
-  const r = new Dissector().push(0, 1, f, 1_795_000_000);
+function checkFrame(f: Buffer, out: Int32Array, what: string, linkType = 1): boolean {
+  if (addon!.scan(f, out, linkType) !== 1) return false;
+  const r = new Dissector().push(0, linkType, f, 1_795_000_000);
   assert.ok(r.decoded && r.decoded.ipVersion === 4 && r.decoded.fragment === null && r.decoded.proto === 17, `${what}: JS decodes it as IPv4 UDP`);
   assert.equal(r.messages.length, 1, `${what}: JS finds one message`);
   const m = r.messages[0];
@@ -62,8 +71,15 @@ function checkFrame(f: Buffer, out: Int32Array, what: string): boolean {
 
 test('the native scan is built (setup.sh and npm run build make it)', () => {
   assert.ok(addon, 'agent/index/native/build/Release/tfindex.node is missing: run scripts/setup.sh');
-  assert.throws(() => addon.scan(Buffer.alloc(10), new Int32Array(4)), TypeError);
-  assert.throws(() => (addon as unknown as { scan(a: unknown, b: unknown): number }).scan('x', new Int32Array(SCAN_OUT_LEN)), TypeError);
+  assert.throws(() => addon.scan(Buffer.alloc(10), new Int32Array(4), 1), TypeError);
+  assert.throws(() => (addon as unknown as { scan(a: unknown, b: unknown, c: unknown): number }).scan('x', new Int32Array(SCAN_OUT_LEN), 1), TypeError);
+  assert.throws(() => (addon as unknown as { scan(a: unknown, b: unknown): number }).scan(Buffer.alloc(10), new Int32Array(SCAN_OUT_LEN)), TypeError);
+  // Link types it does not read are the JS path's.
+  const out = new Int32Array(SCAN_OUT_LEN);
+  const ip = ipv4({ src: '10.0.0.1', dst: '10.0.0.2', proto: 17 }, udp(5060, 5060, INVITE));
+  assert.equal(addon.scan(ip, out, 101), 0);
+  assert.equal(addon.scan(ip, out, 228), 0);
+  assert.equal(addon.scan(frame(INVITE, 0), out, 1), 1);
 });
 
 test('fuzz: whatever the frame, the native scan either steps aside or reads it exactly as the JS path', () => {
@@ -71,18 +87,21 @@ test('fuzz: whatever the frame, the native scan either steps aside or reads it e
   const rnd = prng(0x1d8a7);
   let fast = 0;
   let slow = 0;
-  const count = (f: Buffer, what: string) => (checkFrame(f, out, what) ? fast++ : slow++);
-  ODD.forEach((m, i) => count(frame(m, i), `odd ${i}`));
+  const count = (f: Buffer, what: string, linkType = 1) => (checkFrame(f, out, what, linkType) ? fast++ : slow++);
+  ODD.forEach((m, i) => {
+    for (const [lt, f] of framed(m, i)) count(f, `odd ${i} on link type ${lt}`, lt);
+  });
   for (let i = 0; i < 12_000; i++) {
     const base = ODD[i % ODD.length];
     switch (i % 4) {
       case 0: // the message mutated, the headers right
         count(frame(mutate(base, rnd), i), `mutated message ${i}`);
         break;
-      case 1: { // the whole frame mutated: link, IP and UDP headers too
-        const f = Buffer.from(frame(base, i));
-        for (let k = 0, n = 1 + Math.floor(rnd() * 4); k < n; k++) f[Math.floor(rnd() * Math.min(f.length, 60))] = Math.floor(rnd() * 256);
-        count(f, `mutated headers ${i}`);
+      case 1: { // the whole frame mutated: link (Ethernet, VLAN tags, cooked), IP and UDP headers too
+        const [lt, g] = framed(base, i)[(i >> 2) % 4];
+        const f = Buffer.from(g);
+        for (let k = 0, n = 1 + Math.floor(rnd() * 4); k < n; k++) f[Math.floor(rnd() * Math.min(f.length, 70))] = Math.floor(rnd() * 256);
+        count(f, `mutated headers ${i} on link type ${lt}`, lt);
         break;
       }
       case 2: { // cut anywhere, read from inside a bigger buffer (nothing past its end may be read)
@@ -95,7 +114,7 @@ test('fuzz: whatever the frame, the native scan either steps aside or reads it e
         const junk = Buffer.alloc(Math.floor(rnd() * 200));
         for (let k = 0; k < junk.length; k++) junk[k] = Math.floor(rnd() * 256);
         count(frame(junk, i), `junk payload ${i}`);
-        count(junk, `junk frame ${i}`);
+        for (const lt of [1, 113, 276]) count(junk, `junk frame ${i} on link type ${lt}`, lt);
       }
     }
   }
@@ -106,9 +125,9 @@ test('fuzz: whatever the frame, the native scan either steps aside or reads it e
 
 interface Pkt { frame: Buffer; cut?: number }
 
-function writeSegment(path: string, pkts: Pkt[]): void {
+function writeSegment(path: string, pkts: Pkt[], linkType = 1): void {
   const fd = openSync(path, 'w');
-  const w = new PcapFileWriterSync(fd, { linkType: 1, nanos: true });
+  const w = new PcapFileWriterSync(fd, { linkType, nanos: true });
   pkts.forEach((p, i) => {
     const data = p.cut !== undefined ? p.frame.subarray(0, p.cut) : p.frame;
     w.write({ tsSec: 1_795_000_000 + Math.floor(i / 10), tsNsec: (i % 10) * 1000, origLen: p.frame.length, data });
@@ -180,6 +199,18 @@ test('differential: the native and the JS path write byte-identical journals and
     writeSegment(seg, pkts);
     const h = indexBothWays(dir, seg);
     assert.equal(h.packets, pkts.length);
+    // The same messages in Linux cooked v2 frames, some VLAN-tagged (a capture on "any").
+    const cooked: Pkt[] = [];
+    for (let i = 0; i < 1500; i++) {
+      const base = ODD[i % ODD.length];
+      const ip = ipv4({ src: `10.2.${i & 7}.1`, dst: '10.9.0.2', proto: 17 }, udp(5060, 5080, i % 3 === 0 ? base : mutate(base, rnd)));
+      const tag = Buffer.from([0, 7, 0x08, 0x00]);
+      cooked.push({ frame: i % 5 === 0 ? sll2(0x8100, Buffer.concat([tag, ip])) : sll2(ETH_IPV4, ip), cut: i % 9 === 0 ? 30 + (i % 200) : undefined });
+    }
+    const cookedSeg = join(dir, 'cooked.pcap');
+    writeSegment(cookedSeg, cooked, 276);
+    const c = indexBothWays(dir, cookedSeg);
+    assert.ok(c.scanned > 500 && c.scanned < c.packets, `${c.scanned} of ${c.packets} cooked packets read by the native scan`);
     assert.ok(h.messages > 800, `${h.messages} messages indexed`);
     assert.ok(h.scanned > 800 && h.scanned < h.packets - 500, `${h.scanned} of ${h.packets} packets read by the native scan: both paths used`);
 

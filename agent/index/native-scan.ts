@@ -4,16 +4,16 @@ import { repoRoot } from '../capture/pcap-native';
 
 /**
  * The indexer's native per-packet scan (agent/index/native/scan.cc): for a
- * whole Ethernet/IPv4/UDP frame holding one SIP message it finds, in one
+ * whole IPv4/UDP frame (Ethernet or Linux cooked, VLAN tags or not) holding one SIP message it finds, in one
  * call, what the JS dissector, framing and parseSip's line scan would: the
  * ports, the message's extent and its header lines (SCAN_* below). Anything
- * it is not sure of (VLANs, IPv6, fragments, TCP, lax start lines, ...) it
+ * it is not sure of (other link types, IPv6, fragments, TCP, lax start lines, ...) it
  * leaves to the JS path, so what is indexed is the same either way
  * (agent/index/native-scan.test.ts compares both on every corpus).
  */
 export interface IndexAddon {
   /** 1 and `out` filled (SCAN_*); 0: the JS path reads the frame. */
-  scan(frame: Uint8Array, out: Int32Array): number;
+  scan(frame: Uint8Array, out: Int32Array, linkType: number): number;
 }
 
 /** Slots of the scan's output: the IPv4 header's offset, the ports, the message's offset and length. */

@@ -1,11 +1,11 @@
 // The indexer's per-packet fast path (agent/index/native-scan.ts): for a whole
-// (uncut) Ethernet/IPv4/UDP frame carrying one SIP message, finds in one call
+// (uncut) IPv4/UDP frame (Ethernet or Linux cooked, VLAN tags or not) carrying one SIP message, finds in one call
 // what shared/decode, shared/sip/framing.ts and the first half of parseSip
 // (shared/sip/parse.ts) find in JS: the UDP ports, the message's extent, its
 // start line and header block, and the header lines. Nothing here allocates.
 //
 // It claims a packet only where it is sure the JS path reads it the same way;
-// anything else (VLAN tags, IPv6, fragments, TCP, keepalives, lax start lines,
+// anything else (other link types, IPv6, fragments, TCP, keepalives, lax start lines,
 // more header lines than fit) returns SLOW and the JS path dissects the packet.
 // Every read is bounds-checked against the frame's length.
 #ifndef TFINDEX_STANDALONE
@@ -365,12 +365,40 @@ bool prescanSip(const uint8_t* b, int len, int32_t* out, size_t outLen) {
   return scanHeaderLines(b, headersFrom, blockEnd, len, out, outLen);
 }
 
-// The frame's Ethernet/IPv4/UDP headers as shared/decode reads them, for an uncut frame.
-int32_t scanFrame(const uint8_t* d, size_t size, int32_t* out, size_t outLen) {
-  if (size < 14 || size > 0x7fffffff) return SLOW;
-  if (be16(d, 12) != 0x0800) return SLOW;  // VLAN tags, IPv6, ARP...: JS
-  const int off = 14;
-  const int avail = static_cast<int>(size) - off;
+// The link (Ethernet, Linux cooked v1 and v2, VLAN tags), IPv4 and UDP headers as
+// shared/decode reads them, for an uncut frame.
+int32_t scanFrame(const uint8_t* d, size_t size, int linkType, int32_t* out, size_t outLen) {
+  if (size > 0x7fffffff) return SLOW;
+  const int len = static_cast<int>(size);
+  int off;
+  int et;
+  switch (linkType) {
+    case 1:  // LINKTYPE_ETHERNET
+      if (len < 14) return SLOW;
+      et = be16(d, 12);
+      off = 14;
+      break;
+    case 113:  // LINKTYPE_LINUX_SLL
+      if (len < 16) return SLOW;
+      et = be16(d, 14);
+      off = 16;
+      break;
+    case 276:  // LINKTYPE_LINUX_SLL2
+      if (len < 20) return SLOW;
+      et = be16(d, 0);
+      off = 20;
+      break;
+    default:
+      return SLOW;
+  }
+  // VLAN tags (802.1Q, 802.1ad, the old QinQ), as link.ts's vlanTags skips them; the index keeps no VLAN id.
+  while (et == 0x8100 || et == 0x88a8 || et == 0x9100) {
+    if (off + 4 > len) return SLOW;
+    et = be16(d, off + 2);
+    off += 4;
+  }
+  if (et != 0x0800) return SLOW;  // IPv6, ARP...: JS
+  const int avail = len - off;
   if (avail < 20) return SLOW;
   uint8_t vihl = d[off];
   if ((vihl >> 4) != 4) return SLOW;
@@ -396,8 +424,8 @@ int32_t scanFrame(const uint8_t* d, size_t size, int32_t* out, size_t outLen) {
   int sl = startLineF(pay, 0, n);
   if (sl < 0) return SLOW;  // not SIP, or a lax start line: JS decides
   int r = frameDatagram(pay, sl, n);
-  int len = r == 0 ? -1 : (r > n ? n : r);
-  int msgLen = len > 0 && len < n ? len : n;
+  int dlen = r == 0 ? -1 : (r > n ? n : r);  // sipDatagramLength
+  int msgLen = dlen > 0 && dlen < n ? dlen : n;
   if (!prescanSip(pay, msgLen, out, outLen)) return SLOW;
   out[O_IP] = off;
   out[O_SPORT] = be16(d, seg);
@@ -413,22 +441,23 @@ int32_t scanFrame(const uint8_t* d, size_t size, int32_t* out, size_t outLen) {
 #ifndef TFINDEX_STANDALONE
 namespace {
 
-// scan(frame: Buffer | Uint8Array, out: Int32Array) -> 0 (JS path) | 1 (out filled)
+// scan(frame: Buffer | Uint8Array, out: Int32Array, linkType: number) -> 0 (JS path) | 1 (out filled)
 Napi::Value Scan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsTypedArray()) {
-    Napi::TypeError::New(env, "scan(frame: Uint8Array, out: Int32Array)").ThrowAsJavaScriptException();
+  if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsNumber()) {
+    Napi::TypeError::New(env, "scan(frame: Uint8Array, out: Int32Array, linkType: number)").ThrowAsJavaScriptException();
     return env.Null();
   }
   auto frame = info[0].As<Napi::TypedArray>();
   auto outArr = info[1].As<Napi::TypedArray>();
   if (frame.TypedArrayType() != napi_uint8_array || outArr.TypedArrayType() != napi_int32_array || outArr.ElementLength() < O_LINES + 4) {
-    Napi::TypeError::New(env, "scan(frame: Uint8Array, out: Int32Array of at least 20)").ThrowAsJavaScriptException();
+    Napi::TypeError::New(env, "scan(frame: Uint8Array, out: Int32Array of at least 20, linkType: number)").ThrowAsJavaScriptException();
     return env.Null();
   }
   auto f = frame.As<Napi::Uint8Array>();
   auto o = outArr.As<Napi::Int32Array>();
-  return Napi::Number::New(env, scanFrame(f.Data(), f.ElementLength(), o.Data(), o.ElementLength()));
+  const int linkType = info[2].As<Napi::Number>().Int32Value();
+  return Napi::Number::New(env, scanFrame(f.Data(), f.ElementLength(), linkType, o.Data(), o.ElementLength()));
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

@@ -102,6 +102,12 @@ if [ ! -f "$addon" ] || [ "$stamp" -nt "$addon" ] \
   # Through npm: node-gyp then gets npm's settings (nodedir, proxy) as under `npm run build`.
   npm exec --no -- node-gyp rebuild --silent --directory agent/capture/native >&2
 fi
+# The indexer's native scan (agent/index/native), built the same way.
+index_addon=agent/index/native/build/Release/tfindex.node
+if [ ! -f "$index_addon" ] || [ "$stamp" -nt "$index_addon" ] \
+   || [ -n "$(find agent/index/native -maxdepth 1 -type f -newer "$index_addon" -print -quit)" ]; then
+  npm exec --no -- node-gyp rebuild --silent --directory agent/index/native >&2
+fi
 built=dist/.tracefleet-built
 if [ ! -f "$built" ] || [ "$stamp" -nt "$built" ] || [ tsconfig.json -nt "$built" ] \
    || [ -n "$(find agent cli shared dispatcher bin test bench -name '*.ts' -newer "$built" -print -quit 2>/dev/null)" ]; then

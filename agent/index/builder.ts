@@ -2,7 +2,9 @@ import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync, writev
 import { deflateRawSync } from 'node:zlib';
 import { Dissector } from '../../shared/decode/dissector';
 import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapRecordIn, scanPcapRecords } from '../../shared/pcap/pcap';
-import { ParseSipOptions, parseSip } from '../../shared/sip/parse';
+import { ParseSipOptions, parseSip, parseSipScanned } from '../../shared/sip/parse';
+import type { SipMessage } from '../../shared/sip/types';
+import { ipv4Text } from '../../shared/decode/ip';
 import type { PacketRecord } from '../../shared/pcap/types';
 import type { DecodedPacket, TransportMessage } from '../../shared/decode/types';
 import { isRtcp } from '../../shared/rtp/stats';
@@ -14,6 +16,7 @@ import { IndexState } from './state';
 import { DialogKeys } from './dialog-keys';
 import { FLOW_KIND, FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
+import { IndexAddon, indexAddon, SCAN_DPORT, SCAN_IP, SCAN_LENGTH, SCAN_OUT_LEN, SCAN_PAYLOAD, SCAN_SIP, SCAN_SPORT } from './native-scan';
 
 export interface IndexerOptions {
   /**
@@ -33,7 +36,16 @@ export interface IndexerOptions {
   onRtcp?: (d: DecodedPacket, tsSec: number, tsNsec: number) => void;
   /** Flows a segment keeps at most before its RTP is left to the scan (agent/index/flows.ts; default MAX_FLOWS). */
   maxFlows?: number;
+  /**
+   * Whole IPv4 UDP SIP packets (Ethernet, Linux cooked) are scanned by the native addon when it is
+   * built (default); false: every packet takes the JS path (the tests that
+   * compare both). The index is the same either way.
+   */
+  nativeScan?: boolean;
 }
+
+/** The native scan's output: indexing is synchronous, so one serves every indexer of a thread. */
+const scanOut = new Int32Array(SCAN_OUT_LEN);
 
 const READ_CHUNK = 4 * 1024 * 1024;
 
@@ -81,6 +93,8 @@ export class SegmentIndexer {
   private flushedMessages = 0;
   private sealed = false;
   messagesWithoutCallId = 0;
+  /** Packets the native scan read (the rest took the JS path). */
+  nativeScanned = 0;
   // Made once: parseSip runs for every message.
   private readonly parseWhole: ParseSipOptions;
   private readonly parseCut: ParseSipOptions;
@@ -95,6 +109,7 @@ export class SegmentIndexer {
    * flows were) or have some without their RTP kind and SSRC (see below).
    */
   private readonly sealFlows: boolean;
+  private readonly scanner: IndexAddon | null;
   /**
    * With `indexPath` null nothing is written. `resume` continues from a
    * replayed journal: only the segment's bytes after it are indexed (IP and
@@ -131,6 +146,7 @@ export class SegmentIndexer {
         fl.add(ord, src, t.readUInt16LE(p + 20), dst, t.readUInt16LE(p + 22), FLOW_KIND.OTHER, 0, t.readUInt32LE(p + 4), t.readUInt32LE(p + 8));
       }
     }
+    this.scanner = opts.nativeScan === false ? null : indexAddon();
     this.parseWhole = { correlationHeader: opts.correlationHeader, truncated: false, allHeaders: false };
     this.parseCut = { ...this.parseWhole, truncated: true };
     this.idxFd = indexPath === null || opts.journal === false ? -1 : openSync(indexPath, 'w');
@@ -229,6 +245,10 @@ export class SegmentIndexer {
     const st = this.state;
     const ordinal = st.packetCount;
     const cut = rec.capLen < rec.origLen;
+    if (!cut && this.scanner !== null && this.scanner.scan(rec.data, scanOut, rec.linkType) === 1) {
+      this.indexScanned(rec, ordinal);
+      return;
+    }
     const r = this.dissector.push(ordinal, rec.linkType, rec.data, rec.tsSec, cut);
     const d = r.decoded;
     let flags = 0;
@@ -262,21 +282,51 @@ export class SegmentIndexer {
     for (const m of r.messages) this.indexMessage(m, rec);
   }
 
+  /**
+   * A whole IPv4 UDP packet of one SIP message the native scan read: indexed
+   * as indexRecord and indexMessage index it from the JS dissector's reading.
+   */
+  private indexScanned(rec: PacketRecord, ordinal: number): void {
+    const st = this.state;
+    const o = scanOut;
+    const data = rec.data;
+    this.nativeScanned++;
+    this.dissector.countUdpSip(rec.tsSec);
+    const srcText = ipv4Text(data, o[SCAN_IP] + 12);
+    const dstText = ipv4Text(data, o[SCAN_IP] + 16);
+    const src = st.addressId(srcText);
+    const dst = st.addressId(dstText);
+    const sport = o[SCAN_SPORT];
+    const dport = o[SCAN_DPORT];
+    st.addPacket(rec.fileOffset, rec.tsSec, rec.tsNsec, src, dst, sport, dport, 17, PKT_FLAG.SIP, rec.capLen);
+    const at = o[SCAN_PAYLOAD];
+    const bytes = data.subarray(at, at + o[SCAN_LENGTH]);
+    const sip = parseSipScanned(bytes, this.parseWhole, o, SCAN_SIP);
+    this.indexParsed(sip, srcText, dstText, sport, dport, 17, [ordinal], false, bytes, rec);
+  }
+
   private indexMessage(tm: TransportMessage, last: PacketRecord): void {
     const sip = parseSip(tm.bytes, tm.truncated ? this.parseCut : this.parseWhole);
     if (!sip) return;
+    this.indexParsed(sip, tm.src, tm.dst, tm.sport, tm.dport, tm.proto, tm.packets, tm.truncated, tm.bytes, last);
+  }
+
+  private indexParsed(
+    sip: SipMessage, srcText: string, dstText: string, sport: number, dport: number, proto: number,
+    packets: number[], truncated: boolean, bytes: Buffer, last: PacketRecord,
+  ): void {
     if (!sip.callId) {
       this.messagesWithoutCallId++;
       return;
     }
     const rec: MessageRecord = {
-      p: tm.packets,
+      p: packets,
       t: [last.tsSec, last.tsNsec],
-      src: tm.src,
-      dst: tm.dst,
-      sp: tm.sport,
-      dp: tm.dport,
-      pr: tm.proto,
+      src: srcText,
+      dst: dstText,
+      sp: sport,
+      dp: dport,
+      pr: proto,
       m: sip.method,
       s: sip.status,
       c: sip.callId,
@@ -284,10 +334,10 @@ export class SegmentIndexer {
       ru: sip.ruriUser,
       fu: sip.from?.user ?? null,
       tu: sip.to?.user ?? null,
-      n: tm.bytes.length,
+      n: bytes.length,
     };
     if (sip.reason) rec.r = sip.reason;
-    if (tm.truncated) rec.tr = 1;
+    if (truncated) rec.tr = 1;
     if (this.viaHep) rec.h = 1;
     if (sip.pai.length > 0) {
       const pu: string[] = [];
@@ -316,7 +366,7 @@ export class SegmentIndexer {
     // Written straight into the off-heap records: the object is garbage once onMessage returns.
     this.state.messages.add(rec);
     this.keys.add(rec);
-    this.opts.onMessage?.(rec, this, tm.bytes);
+    this.opts.onMessage?.(rec, this, bytes);
   }
 
   /** Appends what was indexed since the last flush to the journal. */
@@ -492,6 +542,6 @@ export class SegmentIndexer {
   }
 
   stats() {
-    return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId };
+    return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId, nativeScanned: this.nativeScanned };
   }
 }

@@ -100,6 +100,12 @@ export const FOOTER_FLAG = {
   BINARY_RECORDS: 0x8,
 } as const;
 export const DIALOGS_PER_BLOCK = 32;
+/**
+ * A dialog block inflates to at most this, as a journal record is at most
+ * MAX_RECORD_LEN: a reader stops a corrupt or hostile block here. Blocks are
+ * 32 dialogs; this much takes some hundred thousand messages in them.
+ */
+export const MAX_DIALOG_BLOCK = MAX_RECORD_LEN;
 export const FOOTER_MAGIC = Buffer.from('TFIDXEND', 'latin1');
 export const FOOTER_LEN = 128;
 

@@ -95,8 +95,10 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
         }
         const fileOffset = o.w.write(rec);
         // The record as the segment holds it: a µs segment keeps whole microseconds (writePcapRecordHeader).
-        const tsNsec = o.nanos ? rec.tsNsec : Math.floor(rec.tsNsec / 1000) * 1000;
-        o.ix.indexWritten(o.header, { ...rec, fileOffset, tsNsec });
+        // Written (copied) already and the reader's own fresh object: made the segment's in place, not copied.
+        rec.fileOffset = fileOffset;
+        if (!o.nanos) rec.tsNsec = Math.floor(rec.tsNsec / 1000) * 1000;
+        o.ix.indexWritten(o.header, rec);
         result.packets++;
       }, { onTorn: (b) => (result.tornBytes += b) });
       result.files++;

@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { ethernet, ipv4, udp, ETH_IPV4, sipInvite, sipResponse } from '../../test/support/packets';
 import { SegmentIndexer } from './builder';
-import { IndexCorruptError, INDEX_HEADER_LEN, messageHasNumber } from './format';
+import { deflateRawSync } from 'node:zlib';
+import { FOOTER_FLAG, FOOTER_LEN, IndexCorruptError, INDEX_HEADER_LEN, MAX_DIALOG_BLOCK, messageHasNumber } from './format';
+import { binaryRecord } from './message-binary';
 import { SealedIndex, replayJournal } from './reader';
 
 function segment(dir: string, calls: number): string {
@@ -153,6 +155,54 @@ test('the number table is binary-searched a page at a time as a scan of the dial
     ords.forEach((o, k) => assert.deepEqual(got.subarray(k * 28, (k + 1) * 28), table.subarray(o * 28, (o + 1) * 28), `entry ${o}`));
     assert.throws(() => s.packetEntries(ords, Buffer.alloc(28)), RangeError);
     s.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a dialog block that inflates past the bound is a corrupt index, not memory', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-index-'));
+  try {
+    const seg = segment(dir, 3);
+    const idx = join(dir, 'seg.idx');
+    const ix = new SegmentIndexer(seg, idx, { journal: false });
+    ix.catchUp();
+    ix.seal();
+    const orig = readFileSync(idx);
+    const footer = Buffer.from(orig.subarray(orig.length - FOOTER_LEN));
+    const dialogsAt = footer.readDoubleLE(76);
+    const real = SealedIndex.open(idx)!;
+    const first = real.dialogsByCallId('c0@x')[0].msgs[0];
+    real.close();
+    // The same block, but its first dialog's message carries a reason phrase just past the bound: a
+    // well-formed block (read whole it would be found), small deflated, that a reader must not inflate.
+    const huge = binaryRecord({ ...first, r: 'x'.repeat(MAX_DIALOG_BLOCK) });
+    const plain = Buffer.alloc(8 + huge.length);
+    plain.writeUInt32LE(1, 0);
+    plain.writeUInt32LE(huge.length, 4);
+    huge.copy(plain, 8);
+    const bomb = deflateRawSync(plain, { level: 9 });
+    assert.ok(bomb.length < 1 << 20, 'the bomb is small on disk');
+    const table = Buffer.alloc(8 + 4 * 2);
+    table.writeUInt32LE(1, 0);
+    table.writeUInt32LE(1, 4);
+    table.writeUInt32LE(table.length, 8);
+    table.writeUInt32LE(table.length + bomb.length, 12);
+    const body = Buffer.concat([table, bomb]);
+    // The dialog count stays 3 (one block); the flow table after the dialogs is dropped with its flag.
+    footer.writeUInt32LE(body.length, 96);
+    footer.writeUInt32LE(footer.readUInt32LE(100) & ~FOOTER_FLAG.FLOWS, 100);
+    const file = Buffer.concat([orig.subarray(0, dialogsAt), body, footer]);
+    const fd = openSync(idx, 'w');
+    writeSync(fd, file);
+    closeSync(fd);
+    const s = SealedIndex.open(idx)!;
+    try {
+      // Without the bound the lookup reads the block whole and finds the dialog.
+      assert.throws(() => s.dialogsByCallId('c0@x'), (e: unknown) => e instanceof IndexCorruptError && /inflates past/.test((e as Error).message));
+    } finally {
+      s.close();
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -2,7 +2,7 @@ import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { inflateRawSync } from 'node:zlib';
 import {
   DIALOGS_PER_BLOCK, DialogRecord, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, IndexCorruptError, KEY_ENTRY_LEN,
-  MAX_RECORD_LEN, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PACKET_ENTRY_LEN, REC, RECORD_PREFIX_LEN,
+  MAX_DIALOG_BLOCK, MAX_RECORD_LEN, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PACKET_ENTRY_LEN, REC, RECORD_PREFIX_LEN,
   KeyKind, LegKeyKind, keyHash, messageHasLegKey, messageHasNumber, numberKey,
 } from './format';
 import { IndexState } from './state';
@@ -266,10 +266,20 @@ export class SealedIndex implements SegmentIndex {
       this.dialogOffsets ??= readExactly(this.fd, 8 + 4 * (nBlocks + 1), this.off.dialogs);
       const start = this.dialogOffsets.readUInt32LE(8 + 4 * b);
       const end = this.dialogOffsets.readUInt32LE(12 + 4 * b);
+      if (end < start || end > this.dialogsLen) throw new RangeError('block outside its section');
       const raw = readExactly(this.fd, end - start, this.off.dialogs + start);
-      const data = inflateRawSync(raw);
+      let data: Buffer;
+      try {
+        // The footer does not say how big a block inflates to: a corrupt or hostile
+        // one (deflate expands up to 1032:1) is stopped at the bound, not in memory.
+        data = inflateRawSync(raw, { maxOutputLength: MAX_DIALOG_BLOCK });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new IndexCorruptError(this.path, `dialog block ${b} inflates past ${MAX_DIALOG_BLOCK} bytes`);
+        throw e;
+      }
       return this.binary ? splitDialogs(data) : data.toString('utf8').split('\n');
-    } catch {
+    } catch (e) {
+      if (e instanceof IndexCorruptError) throw e;
       throw new IndexCorruptError(this.path, `dialog ${i} unreadable`);
     }
   }

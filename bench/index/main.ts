@@ -3,6 +3,7 @@ import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSyn
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SegmentIndexer } from '../../agent/index/builder';
+import { indexAddon } from '../../agent/index/native-scan';
 import { Figures, median, nowMs, progress } from '../common/report';
 import { GENERATOR_VERSION, generateSipCapture, SipGenResult } from '../common/sipgen';
 
@@ -17,6 +18,8 @@ import { GENERATOR_VERSION, generateSipCapture, SipGenResult } from '../common/s
  *   (read, write the segments, index and seal them), wall and CPU time.
  * - tshark: `tshark -r FILE -Y sip -T fields -e sip.Call-ID` over each
  *   file, which only prints Call-IDs: less work than building an index.
+ * - ours with the JS path only (no native scan, TRACEFLEET_INDEX_NATIVE=0),
+ *   live and import, in the same runs: what the native scan gains.
  *
  * Both must see the same SIP messages (ours indexed = tshark's lines), or the
  * bench fails. CPU times of the child processes come from /usr/bin/time.
@@ -73,7 +76,7 @@ function cpuMs(c: NodeJS.CpuUsage): number {
 }
 
 /** The live indexer's work on each file, grown in LIVE_STEP steps as a capture writes it. */
-function liveRun(files: string[]): { cpuMs: number; packets: number; messages: number } {
+function liveRun(files: string[], nativeScan: boolean): { cpuMs: number; packets: number; messages: number } {
   rmSync(WORK_DIR, { recursive: true, force: true });
   mkdirSync(WORK_DIR, { recursive: true });
   let cpu = 0;
@@ -83,7 +86,7 @@ function liveRun(files: string[]): { cpuMs: number; packets: number; messages: n
     const src = readFileSync(file);
     const seg = join(WORK_DIR, `live-${i}.pcap`);
     writeFileSync(seg, src.subarray(0, 24));
-    const ix = new SegmentIndexer(seg, join(WORK_DIR, `live-${i}.idx`));
+    const ix = new SegmentIndexer(seg, join(WORK_DIR, `live-${i}.idx`), { nativeScan });
     for (let at = 24; at < src.length; ) {
       // Steps end anywhere, mid-record too, as flushes of a capture do.
       const end = Math.min(src.length, at + LIVE_STEP + 333);
@@ -103,9 +106,10 @@ function liveRun(files: string[]): { cpuMs: number; packets: number; messages: n
 }
 
 /** Runs a command under /usr/bin/time; wall ms and the CPU ms (user + sys) it reports. */
-function timed(cmd: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore'): { wallMs: number; cpuMs: number; out: string } {
+function timed(cmd: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore', env: NodeJS.ProcessEnv = process.env): { wallMs: number; cpuMs: number; out: string } {
   const start = nowMs();
   const p = spawnSync('/usr/bin/time', ['-f', 'TIME %U %S', cmd, ...args], {
+    env,
     stdio: ['ignore', stdout, 'pipe'],
     encoding: 'utf8',
     maxBuffer: 1 << 30,
@@ -117,10 +121,11 @@ function timed(cmd: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore'
   return { wallMs, cpuMs: (Number(m[1]) + Number(m[2])) * 1000, out: stdout === 'pipe' ? p.stdout : '' };
 }
 
-function importRun(files: string[]): { wallMs: number; cpuMs: number; packets: number; indexBytes: number } {
+function importRun(files: string[], nativeScan: boolean): { wallMs: number; cpuMs: number; packets: number; indexBytes: number } {
   const ring = join(WORK_DIR, 'ring');
   rmSync(ring, { recursive: true, force: true });
-  const r = timed(process.execPath, [join(ROOT, 'dist', 'bin', 'main.js'), 'ring', 'import', '--ring', ring, '--json', ...files], 'pipe');
+  const env = { ...process.env, TRACEFLEET_INDEX_NATIVE: nativeScan ? '1' : '0' };
+  const r = timed(process.execPath, [join(ROOT, 'dist', 'bin', 'main.js'), 'ring', 'import', '--ring', ring, '--json', ...files], 'pipe', env);
   const res = JSON.parse(r.out.trim().split('\n').pop() ?? '{}') as { packets?: number };
   if (typeof res.packets !== 'number') fail(`ring import printed no result: ${r.out.slice(0, 300)}`);
   const indexBytes = readdirSync(ring).filter((n) => n.endsWith('.idx')).reduce((a, n) => a + statSync(join(ring, n)).size, 0);
@@ -153,20 +158,29 @@ function main(): void {
   const live: Array<ReturnType<typeof liveRun>> = [];
   const imp: Array<ReturnType<typeof importRun>> = [];
   const ts: Array<ReturnType<typeof tsharkRun>> = [];
+  const liveJs: Array<ReturnType<typeof liveRun>> = [];
+  const impJs: Array<ReturnType<typeof importRun>> = [];
+  if (!indexAddon()) fail('the index addon (agent/index/native) is not built: run scripts/setup.sh');
   for (let i = 0; i < RUNS; i++) {
-    live.push(liveRun(files));
-    progress(`live run ${i + 1}: ${(live[i].cpuMs / 1000).toFixed(2)} s CPU`);
-    imp.push(importRun(files));
-    progress(`import run ${i + 1}: ${(imp[i].wallMs / 1000).toFixed(2)} s wall, ${(imp[i].cpuMs / 1000).toFixed(2)} s CPU`);
+    liveJs.push(liveRun(files, false));
+    live.push(liveRun(files, true));
+    progress(`live run ${i + 1}: ${(live[i].cpuMs / 1000).toFixed(2)} s CPU (JS path only: ${(liveJs[i].cpuMs / 1000).toFixed(2)} s)`);
+    impJs.push(importRun(files, false));
+    imp.push(importRun(files, true));
+    progress(`import run ${i + 1}: ${(imp[i].wallMs / 1000).toFixed(2)} s wall, ${(imp[i].cpuMs / 1000).toFixed(2)} s CPU (JS path only: ${(impJs[i].wallMs / 1000).toFixed(2)} s wall, ${(impJs[i].cpuMs / 1000).toFixed(2)} s CPU)`);
     ts.push(tsharkRun(files));
     progress(`tshark run ${i + 1}: ${(ts[i].wallMs / 1000).toFixed(2)} s wall, ${(ts[i].cpuMs / 1000).toFixed(2)} s CPU`);
   }
   const packets = meta.gen.packets;
-  if (live.some((r) => r.packets !== packets) || imp.some((r) => r.packets !== packets)) fail(`indexed packet counts differ from the ${packets} generated`);
+  if ([...live, ...liveJs, ...imp, ...impJs].some((r) => r.packets !== packets)) fail(`indexed packet counts differ from the ${packets} generated`);
   const messages = live[0].messages;
   if (ts[0].lines !== messages) fail(`tshark printed ${ts[0].lines} Call-IDs, the index holds ${messages} SIP messages: they must see the same messages`);
 
+  if (liveJs.some((r) => r.messages !== live[0].messages)) fail('the JS path indexed a different number of SIP messages than the native scan');
   const livePps = packets / (median(live.map((r) => r.cpuMs)) / 1000);
+  const liveJsPps = packets / (median(liveJs.map((r) => r.cpuMs)) / 1000);
+  const importJsMBps = mb / (median(impJs.map((r) => r.wallMs)) / 1000);
+  const importJsCpuMBps = mb / (median(impJs.map((r) => r.cpuMs)) / 1000);
   const importMBps = mb / (median(imp.map((r) => r.wallMs)) / 1000);
   const importCpuMBps = mb / (median(imp.map((r) => r.cpuMs)) / 1000);
   const tsharkPps = packets / (median(ts.map((r) => r.cpuMs)) / 1000);
@@ -183,7 +197,9 @@ function main(): void {
     .add('live_pps', 'ours', livePps, 'SIP pkt/s per core', 0)
     .add('tshark_pps', 'tshark', tsharkPps, 'SIP pkt/s per core', 0)
     .add('live_ratio', 'ours / tshark', livePps / tsharkPps, 'x', 2)
-    .add('live_target_met', `>= ${TARGET_LIVE_PPS} pkt/s`, livePps >= TARGET_LIVE_PPS);
+    .add('live_target_met', `>= ${TARGET_LIVE_PPS} pkt/s`, livePps >= TARGET_LIVE_PPS)
+    .add('live_js_pps', 'ours, JS path only (no native scan)', liveJsPps, 'SIP pkt/s per core', 0)
+    .add('live_native_gain', 'native scan / JS path', livePps / liveJsPps, 'x', 2);
   f.section('ring import (whole CLI process)')
     .add('import_mbps', 'ours, wall', importMBps, 'MB/s', 1)
     .add('import_cpu_mbps', 'ours, per CPU second', importCpuMBps, 'MB/s', 1)
@@ -191,9 +207,12 @@ function main(): void {
     .add('tshark_cpu_mbps', 'tshark, per CPU second', tsharkCpuMBps, 'MB/s', 1)
     .add('import_ratio', 'ours / tshark (wall)', importMBps / tsharkMBps, 'x', 2)
     .add('import_target_met', `>= ${TARGET_IMPORT_MBPS} MB/s`, importMBps >= TARGET_IMPORT_MBPS)
+    .add('import_js_mbps', 'ours, JS path only, wall', importJsMBps, 'MB/s', 1)
+    .add('import_js_cpu_mbps', 'ours, JS path only, per CPU second', importJsCpuMBps, 'MB/s', 1)
+    .add('import_native_gain', 'native scan / JS path (wall)', importMBps / importJsMBps, 'x', 2)
     .add('index_mb', 'sealed index files', imp[0].indexBytes / 1e6, 'MB', 2)
     .add('index_bytes_per_packet', 'index bytes per packet', imp[0].indexBytes / packets, 'B', 1);
-  f.extra('runs', { liveCpuMs: live.map((r) => Math.round(r.cpuMs)), importWallMs: imp.map((r) => Math.round(r.wallMs)), importCpuMs: imp.map((r) => Math.round(r.cpuMs)), tsharkWallMs: ts.map((r) => Math.round(r.wallMs)), tsharkCpuMs: ts.map((r) => Math.round(r.cpuMs)) });
+  f.extra('runs', { liveCpuMs: live.map((r) => Math.round(r.cpuMs)), liveJsCpuMs: liveJs.map((r) => Math.round(r.cpuMs)), importJsWallMs: impJs.map((r) => Math.round(r.wallMs)), importJsCpuMs: impJs.map((r) => Math.round(r.cpuMs)), importWallMs: imp.map((r) => Math.round(r.wallMs)), importCpuMs: imp.map((r) => Math.round(r.cpuMs)), tsharkWallMs: ts.map((r) => Math.round(r.wallMs)), tsharkCpuMs: ts.map((r) => Math.round(r.cpuMs)) });
   f.print();
 }
 

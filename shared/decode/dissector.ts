@@ -73,6 +73,19 @@ export class Dissector {
     return { decoded: r, failure: null, messages };
   }
 
+  /**
+   * Counts a packet its caller dissected itself, as push() would have: a
+   * whole, unfragmented IPv4 UDP datagram holding one SIP message (the
+   * indexer's native scan, agent/index/native-scan.ts). Fragments pending
+   * reassembly expire by its time as they would.
+   */
+  countUdpSip(tsSec: number): void {
+    this.packets++;
+    this.decoded++;
+    this.frags.expire(tsSec);
+    this.udpMessages++;
+  }
+
   private transport(ordinal: number, tsSec: number, p: DecodedPacket, fragments: number[] | null): readonly TransportMessage[] {
     if (p.proto === IPPROTO.UDP) return this.udp(ordinal, p, fragments);
     if (p.proto === IPPROTO.TCP && p.tcp !== null) {

@@ -41,7 +41,8 @@ const V4_SLOTS = 4096;
 const v4Keys = new Int32Array(V4_SLOTS);
 const v4Text: string[] = new Array<string>(V4_SLOTS).fill('0.0.0.0');
 
-function ipv4Text(buf: Buffer, off: number): string {
+/** The dotted text of the IPv4 address at buf[off..off+4), from a small cache: the same string object for a repeated address. */
+export function ipv4Text(buf: Buffer, off: number): string {
   const key = (buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3];
   const slot = (key ^ (key >>> 12) ^ (key >>> 24)) & (V4_SLOTS - 1);
   if (v4Keys[slot] === key) return v4Text[slot];

@@ -126,9 +126,41 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
 
   // The start line ends at the first LF or CR (lineEnd above); a lone CR
   // ends it too, and the header lines start after it.
-  const startLine = decodeText(bytes, start, lineEnd);
   const nlAt = firstLf < 0 ? blockEnd : firstLf;
   const headersFrom = firstCr >= 0 && firstCr < nlAt - 1 ? firstCr + 1 : nlAt + 1;
+  scanHeaderLines(bytes, headersFrom, blockEnd);
+  return parseScanned(bytes, opts, start, lineEnd, kind, headerLength, blockEnd, headersFrom);
+}
+
+/**
+ * The layout of a message parseSip would find, found elsewhere (the indexer's
+ * native scan, agent/index/native/scan.cc), in an Int32Array: from `at`, the
+ * start, start line end, first LF, first CR, kind (1 request, 2 response),
+ * header length, header block end, first header byte, whether the lines hold
+ * "xref", the line count, a spare slot, then 4 per header line (name start,
+ * name end, value start, value end; name start -1 for a continuation).
+ * For a whole message only (not `truncated`).
+ */
+export const SCAN_SLOTS = 11;
+export function parseSipScanned(bytes: Buffer, opts: ParseSipOptions | undefined, scan: Int32Array, at: number): SipMessage {
+  if (opts?.truncated === true) throw new Error('parseSipScanned: a cut message is parsed by parseSip');
+  const n = scan[at + 9];
+  const from = at + SCAN_SLOTS;
+  if (lines.length < 4 * n) lines = new Int32Array(Math.max(4 * n, 2 * lines.length));
+  // Copied by hand: a subarray for set() would be an object a message.
+  for (let i = 0; i < 4 * n; i++) lines[i] = scan[from + i];
+  lineCount = n;
+  linesHoldXref = scan[at + 8] !== 0;
+  return parseScanned(bytes, opts, scan[at], scan[at + 1], scan[at + 4], scan[at + 5], scan[at + 6], scan[at + 7]);
+}
+
+/** parseSip from the start line on, its header lines scanned (lines, lineCount, linesHoldXref). */
+function parseScanned(
+  bytes: Buffer, opts: ParseSipOptions | undefined, start: number, lineEnd: number, kind: number,
+  headerLength: number, blockEnd: number, headersFrom: number,
+): SipMessage {
+  const len = bytes.length;
+  const startLine = decodeText(bytes, start, lineEnd);
 
   let method: string | null = null;
   let requestUri: string | null = null;
@@ -144,7 +176,6 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
     reason = startLine.length > 12 ? trimLws(startLine, 12, startLine.length) : '';
   }
 
-  scanHeaderLines(bytes, headersFrom, blockEnd);
   const all = opts?.allHeaders !== false || opts?.asWritten === true;
   const writtenNames: string[] | null = opts?.asWritten === true ? [] : null;
   let headers: Array<[string, string]> = all ? headerList(bytes, writtenNames) : [];

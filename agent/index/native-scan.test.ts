@@ -1,0 +1,227 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateSipCapture } from '../../bench/common/sipgen';
+import { Dissector } from '../../shared/decode/dissector';
+import { PcapFileWriterSync } from '../../shared/pcap/writer';
+import { parseSip, parseSipScanned } from '../../shared/sip/parse';
+import {
+  ethernet, ETH_IPV4, ETH_IPV6, fragmentIpv4, ipv4, ipv6, prng, sipInvite, sipResponse, sll, sll2, tcp, udp,
+} from '../../test/support/packets';
+import { FUZZ_CORPUS, INVITE, mutate, sip } from '../../test/support/sip-corpus';
+import { SegmentIndexer } from './builder';
+import { indexAddon, SCAN_DPORT, SCAN_LENGTH, SCAN_OUT_LEN, SCAN_PAYLOAD, SCAN_SIP, SCAN_SPORT } from './native-scan';
+import { SealedIndex } from './reader';
+
+const addon = indexAddon();
+
+// Messages the JS parser reads in odd ways: the native scan must agree or step aside.
+const ODD: Buffer[] = [
+  ...FUZZ_CORPUS,
+  sipInvite('odd-1@x', 'P-Asserted-Identity: <sip:+15550001@x>, "B" <tel:+15550002>\r\n'),
+  sipResponse(486, 'Busy Here', 'odd-2@x'),
+  Buffer.from('BYE sip:a@b SIP/2.0\r\xc7To: <sip:b@c>\r\nCall-ID: c2\rX: 1\r\n\r\n', 'latin1'),
+  Buffer.from('INVITE sip:a@b SIP/2.0\nCall-ID: bare-lf\nFrom: <sip:1@x>\nTo:\n  <sip:2@y>\n folded\nCSeq: 1 INVITE\n\n', 'latin1'),
+  Buffer.from('SIP/2.0 200\r\ni: compact\r\nf: <sip:a@b>\r\nt: <sip:c@d>\r\nl: 0\r\n\r\n', 'latin1'),
+  Buffer.from('sip/2.0 200 OK\r\nCall-ID: lower-version\r\n\r\n', 'latin1'),
+  Buffer.from('IN(VITE 1sip:x SIP/2.0\r\nCall-ID: lax\r\n\r\n', 'latin1'),
+  Buffer.from('INVITE sip:x@y;XREF=abc SIP/2.0\r\nCall-ID: xref-1\r\nVia: a;xRef=q\r\n\r\n', 'latin1'),
+  Buffer.from('MESSAGE sip:a@b SIP/2.0\r\nCall-ID: utf8-\xc3\xa9\r\nFrom: "\xe4\xb8\xad" <sip:1@x>\r\nContent-Length: 3\r\n\r\nabcTRAILER', 'latin1'),
+  Buffer.from('OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 5\r\ncontent-length: 6\r\nCall-ID: two-lengths\r\n\r\nabcdef', 'latin1'),
+  Buffer.from('OPTIONS sip:a@b SIP/2.0\r\nCall-ID: no-blank-line\r\nX: y', 'latin1'),
+  sip(['NOTIFY sip:a@b SIP/2.0', 'Call-ID: many', ...Array.from({ length: 300 }, (_, i) => `X-H${i}: ${i}`)]),
+  Buffer.from('\r\n\r\n', 'latin1'),
+  Buffer.from('SIP/2.0 200 OK\r\n', 'latin1'),
+];
+
+function frame(payload: Buffer, i: number): Buffer {
+  return ethernet(ETH_IPV4, ipv4({ src: `10.0.${i & 7}.1`, dst: '10.9.0.2', proto: 17 }, udp(5060 + (i & 3), 5080, payload)));
+}
+
+const VLAN_TAGS = [[{ vid: 7 }], [{ vid: 100, tpid: 0x88a8 }, { vid: 7 }], [{ vid: 3, tpid: 0x9100 }]];
+
+/** The same datagram on each link the scan takes: [link type, frame]. */
+function framed(payload: Buffer, i: number): Array<[number, Buffer]> {
+  const ip = ipv4({ src: `10.0.${i & 7}.1`, dst: '10.9.0.2', proto: 17 }, udp(5060 + (i & 3), 5080, payload));
+  const tagged = ethernet(ETH_IPV4, ip, { vlans: VLAN_TAGS[i % VLAN_TAGS.length] });
+  return [[1, frame(payload, i)], [1, tagged], [113, sll(ETH_IPV4, ip)], [276, sll2(ETH_IPV4, ip)]];
+}
+
+/** Checks one frame: when the native scan claims it, the JS dissector and parser read it the same. */
+function checkFrame(f: Buffer, out: Int32Array, what: string, linkType = 1): boolean {
+  if (addon!.scan(f, out, linkType) !== 1) return false;
+  const r = new Dissector().push(0, linkType, f, 1_795_000_000);
+  assert.ok(r.decoded && r.decoded.ipVersion === 4 && r.decoded.fragment === null && r.decoded.proto === 17, `${what}: JS decodes it as IPv4 UDP`);
+  assert.equal(r.messages.length, 1, `${what}: JS finds one message`);
+  const m = r.messages[0];
+  assert.equal(m.sport, out[SCAN_SPORT], `${what}: sport`);
+  assert.equal(m.dport, out[SCAN_DPORT], `${what}: dport`);
+  assert.equal(m.bytes.byteOffset - f.byteOffset, out[SCAN_PAYLOAD], `${what}: message offset`);
+  assert.equal(m.bytes.length, out[SCAN_LENGTH], `${what}: message length`);
+  assert.equal(m.truncated, false);
+  for (const opts of [{ allHeaders: false, truncated: false }, { allHeaders: true }, { correlationHeader: 'Via', allHeaders: false }]) {
+    const js = parseSip(m.bytes, opts);
+    const native = parseSipScanned(m.bytes, opts, out, SCAN_SIP);
+    assert.deepEqual(native, js, `${what}: parsed the same (${JSON.stringify(opts)})`);
+  }
+  return true;
+}
+
+test('the native scan is built (setup.sh and npm run build make it)', () => {
+  assert.ok(addon, 'agent/index/native/build/Release/tfindex.node is missing: run scripts/setup.sh');
+  assert.throws(() => addon.scan(Buffer.alloc(10), new Int32Array(4), 1), TypeError);
+  assert.throws(() => (addon as unknown as { scan(a: unknown, b: unknown, c: unknown): number }).scan('x', new Int32Array(SCAN_OUT_LEN), 1), TypeError);
+  assert.throws(() => (addon as unknown as { scan(a: unknown, b: unknown): number }).scan(Buffer.alloc(10), new Int32Array(SCAN_OUT_LEN)), TypeError);
+  // Link types it does not read are the JS path's.
+  const out = new Int32Array(SCAN_OUT_LEN);
+  const ip = ipv4({ src: '10.0.0.1', dst: '10.0.0.2', proto: 17 }, udp(5060, 5060, INVITE));
+  assert.equal(addon.scan(ip, out, 101), 0);
+  assert.equal(addon.scan(ip, out, 228), 0);
+  assert.equal(addon.scan(frame(INVITE, 0), out, 1), 1);
+});
+
+test('fuzz: whatever the frame, the native scan either steps aside or reads it exactly as the JS path', () => {
+  const out = new Int32Array(SCAN_OUT_LEN);
+  const rnd = prng(0x1d8a7);
+  let fast = 0;
+  let slow = 0;
+  const count = (f: Buffer, what: string, linkType = 1) => (checkFrame(f, out, what, linkType) ? fast++ : slow++);
+  ODD.forEach((m, i) => {
+    for (const [lt, f] of framed(m, i)) count(f, `odd ${i} on link type ${lt}`, lt);
+  });
+  for (let i = 0; i < 12_000; i++) {
+    const base = ODD[i % ODD.length];
+    switch (i % 4) {
+      case 0: // the message mutated, the headers right
+        count(frame(mutate(base, rnd), i), `mutated message ${i}`);
+        break;
+      case 1: { // the whole frame mutated: link (Ethernet, VLAN tags, cooked), IP and UDP headers too
+        const [lt, g] = framed(base, i)[(i >> 2) % 4];
+        const f = Buffer.from(g);
+        for (let k = 0, n = 1 + Math.floor(rnd() * 4); k < n; k++) f[Math.floor(rnd() * Math.min(f.length, 70))] = Math.floor(rnd() * 256);
+        count(f, `mutated headers ${i} on link type ${lt}`, lt);
+        break;
+      }
+      case 2: { // cut anywhere, read from inside a bigger buffer (nothing past its end may be read)
+        const f = frame(base, i);
+        const big = Buffer.concat([f, Buffer.from('\nxref: never read\r\n\r\n')]);
+        count(big.subarray(0, Math.floor(rnd() * (f.length + 1))), `cut ${i}`);
+        break;
+      }
+      default: { // random bytes behind real headers, and random bytes alone
+        const junk = Buffer.alloc(Math.floor(rnd() * 200));
+        for (let k = 0; k < junk.length; k++) junk[k] = Math.floor(rnd() * 256);
+        count(frame(junk, i), `junk payload ${i}`);
+        for (const lt of [1, 113, 276]) count(junk, `junk frame ${i} on link type ${lt}`, lt);
+      }
+    }
+  }
+  // Both outcomes must occur, or the fuzz does not exercise the scan.
+  assert.ok(fast > 1000, `only ${fast} frames taken by the native scan`);
+  assert.ok(slow > 2000, `only ${slow} frames left to the JS path`);
+});
+
+interface Pkt { frame: Buffer; cut?: number }
+
+function writeSegment(path: string, pkts: Pkt[], linkType = 1): void {
+  const fd = openSync(path, 'w');
+  const w = new PcapFileWriterSync(fd, { linkType, nanos: true });
+  pkts.forEach((p, i) => {
+    const data = p.cut !== undefined ? p.frame.subarray(0, p.cut) : p.frame;
+    w.write({ tsSec: 1_795_000_000 + Math.floor(i / 10), tsNsec: (i % 10) * 1000, origLen: p.frame.length, data });
+  });
+  w.flush();
+  closeSync(fd);
+}
+
+/** Indexes the segment both ways; the journals, the sealed indexes and what lookups find must be the same. */
+function indexBothWays(dir: string, seg: string): { packets: number; messages: number; scanned: number } {
+  const files: Record<string, { journal: Buffer; sealed: Buffer }> = {};
+  let packets = 0;
+  let messages = 0;
+  let scanned = 0;
+  for (const nativeScan of [false, true]) {
+    const idx = join(dir, `${nativeScan ? 'native' : 'js'}.idx`);
+    const ix = new SegmentIndexer(seg, idx, { nativeScan });
+    ix.catchUp();
+    const journal = readFileSync(idx);
+    ix.seal();
+    packets = ix.state.packetCount;
+    messages = ix.state.messages.count;
+    scanned = ix.stats().nativeScanned;
+    if (!nativeScan) assert.equal(scanned, 0);
+    files[String(nativeScan)] = { journal, sealed: readFileSync(idx) };
+    if (nativeScan) {
+      // What a query finds: every dialog, by its Call-ID too.
+      const js = SealedIndex.open(join(dir, 'js.idx'))!;
+      const nat = SealedIndex.open(idx)!;
+      const all = js.allDialogs();
+      assert.deepEqual(nat.allDialogs(), all);
+      for (const d of all.slice(0, 200)) assert.deepEqual(nat.dialogsByCallId(d.c), js.dialogsByCallId(d.c), d.c);
+      js.close();
+      nat.close();
+    }
+  }
+  assert.ok(files.false.journal.equals(files.true.journal), 'journals byte-identical');
+  assert.ok(files.false.sealed.equals(files.true.sealed), 'sealed indexes byte-identical');
+  return { packets, messages, scanned };
+}
+
+test('differential: the native and the JS path write byte-identical journals and sealed indexes, on hostile and real traffic', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-native-scan-'));
+  try {
+    const rnd = prng(0xd1ff);
+    const pkts: Pkt[] = [];
+    ODD.forEach((m, i) => pkts.push({ frame: frame(m, i) }));
+    for (let i = 0; i < 3000; i++) {
+      const base = ODD[i % ODD.length];
+      const f = frame(i % 3 === 0 ? base : mutate(base, rnd), i);
+      // Some cut by the snap length, some with a bit flipped in the headers.
+      if (i % 7 === 0) pkts.push({ frame: f, cut: Math.floor(rnd() * f.length) });
+      else if (i % 11 === 0) {
+        const g = Buffer.from(f);
+        g[Math.floor(rnd() * 42)] ^= 1 << Math.floor(rnd() * 8);
+        pkts.push({ frame: g });
+      } else pkts.push({ frame: f });
+    }
+    // What only the JS path reads: a VLAN tag, IPv6, TCP, IP fragments (interleaved with the rest).
+    const inv = sipInvite('js-only@x');
+    pkts.push({ frame: ethernet(ETH_IPV4, ipv4({ src: '10.1.0.1', dst: '10.1.0.2', proto: 17 }, udp(5060, 5060, inv)), { vlans: [{ vid: 42 }] }) });
+    pkts.push({ frame: ethernet(ETH_IPV6, ipv6({ src: '2001:db8::1', dst: '2001:db8::2', nextHeader: 17 }, udp(5060, 5060, sipResponse(200, 'OK', 'js-only@x')))) });
+    pkts.push({ frame: ethernet(ETH_IPV4, ipv4({ src: '10.1.0.1', dst: '10.1.0.2', proto: 6 }, tcp({ sport: 5060, dport: 5070, seq: 1 }, INVITE))) });
+    for (const fr of fragmentIpv4({ src: '10.1.0.3', dst: '10.1.0.4', proto: 17, id: 7 }, udp(5060, 5060, sipInvite('frag@x', '', 1500)), [600, 600, 2000])) {
+      pkts.push({ frame: ethernet(ETH_IPV4, fr) });
+      pkts.push({ frame: frame(sipResponse(180, 'Ringing', 'between@x'), 1) });
+    }
+    const seg = join(dir, 'hostile.pcap');
+    writeSegment(seg, pkts);
+    const h = indexBothWays(dir, seg);
+    assert.equal(h.packets, pkts.length);
+    // The same messages in Linux cooked v2 frames, some VLAN-tagged (a capture on "any").
+    const cooked: Pkt[] = [];
+    for (let i = 0; i < 1500; i++) {
+      const base = ODD[i % ODD.length];
+      const ip = ipv4({ src: `10.2.${i & 7}.1`, dst: '10.9.0.2', proto: 17 }, udp(5060, 5080, i % 3 === 0 ? base : mutate(base, rnd)));
+      const tag = Buffer.from([0, 7, 0x08, 0x00]);
+      cooked.push({ frame: i % 5 === 0 ? sll2(0x8100, Buffer.concat([tag, ip])) : sll2(ETH_IPV4, ip), cut: i % 9 === 0 ? 30 + (i % 200) : undefined });
+    }
+    const cookedSeg = join(dir, 'cooked.pcap');
+    writeSegment(cookedSeg, cooked, 276);
+    const c = indexBothWays(dir, cookedSeg);
+    assert.ok(c.scanned > 500 && c.scanned < c.packets, `${c.scanned} of ${c.packets} cooked packets read by the native scan`);
+    assert.ok(h.messages > 800, `${h.messages} messages indexed`);
+    assert.ok(h.scanned > 800 && h.scanned < h.packets - 500, `${h.scanned} of ${h.packets} packets read by the native scan: both paths used`);
+
+    // Generated calls as the bench indexes them (SDP, PAI, numbers), with some RTP.
+    const gen = generateSipCapture({ outDir: dir, totalBytes: 3 * 2 ** 20, fileBytes: 8 * 2 ** 20, seed: 77, rtp: { share: 0.2, seconds: 1 } });
+    const real = join(dir, 'gen.pcap');
+    copyFileSync(gen.files[0], real);
+    const g = indexBothWays(dir, real);
+    assert.ok(g.messages > 2000, `${g.messages} generated messages indexed`);
+    assert.equal(g.scanned, g.messages, 'every generated SIP packet is read by the native scan');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

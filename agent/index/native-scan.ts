@@ -1,0 +1,58 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { repoRoot } from '../capture/pcap-native';
+
+/**
+ * The indexer's native per-packet scan (agent/index/native/scan.cc): for a
+ * whole IPv4/UDP frame (Ethernet or Linux cooked, VLAN tags or not) holding one SIP message it finds, in one
+ * call, what the JS dissector, framing and parseSip's line scan would: the
+ * ports, the message's extent and its header lines (SCAN_* below). Anything
+ * it is not sure of (other link types, IPv6, fragments, TCP, lax start lines, ...) it
+ * leaves to the JS path, so what is indexed is the same either way
+ * (agent/index/native-scan.test.ts compares both on every corpus).
+ */
+export interface IndexAddon {
+  /** 1 and `out` filled (SCAN_*); 0: the JS path reads the frame. */
+  scan(frame: Uint8Array, out: Int32Array, linkType: number): number;
+}
+
+/** Slots of the scan's output: the IPv4 header's offset, the ports, the message's offset and length. */
+export const SCAN_IP = 0;
+export const SCAN_SPORT = 1;
+export const SCAN_DPORT = 2;
+export const SCAN_PAYLOAD = 3;
+export const SCAN_LENGTH = 4;
+/** Where parseSipScanned's layout starts (shared/sip/parse.ts). */
+export const SCAN_SIP = 5;
+/** Header lines the scan reports at most; a message with more goes the JS way. */
+export const SCAN_MAX_LINES = 256;
+export const SCAN_OUT_LEN = 16 + 4 * SCAN_MAX_LINES;
+
+const ADDON_REL = join('agent', 'index', 'native', 'build', 'Release', 'tfindex.node');
+
+let loaded: IndexAddon | null | undefined;
+
+/**
+ * The addon, loaded once; null when it is not built (a source tree where
+ * setup did not run yet) or TRACEFLEET_INDEX_NATIVE=0: the indexer then
+ * takes the JS path for every packet, which indexes the same, slower.
+ */
+export function indexAddon(): IndexAddon | null {
+  if (loaded !== undefined) return loaded;
+  loaded = null;
+  // The JS path for every packet, e.g. for bench:index's comparison of both in one run.
+  if (process.env.TRACEFLEET_INDEX_NATIVE === '0') return null;
+  let path: string;
+  try {
+    path = join(repoRoot(), ADDON_REL);
+  } catch {
+    return null;
+  }
+  if (!existsSync(path)) return null;
+  try {
+    loaded = require(path) as IndexAddon;
+  } catch (e) {
+    throw new Error(`index addon ${path} failed to load (${(e as Error).message}): run npm run build (it must be rebuilt for this Node version)`);
+  }
+  return loaded;
+}

@@ -1,0 +1,471 @@
+// The indexer's per-packet fast path (agent/index/native-scan.ts): for a whole
+// (uncut) IPv4/UDP frame (Ethernet or Linux cooked, VLAN tags or not) carrying one SIP message, finds in one call
+// what shared/decode, shared/sip/framing.ts and the first half of parseSip
+// (shared/sip/parse.ts) find in JS: the UDP ports, the message's extent, its
+// start line and header block, and the header lines. Nothing here allocates.
+//
+// It claims a packet only where it is sure the JS path reads it the same way;
+// anything else (other link types, IPv6, fragments, TCP, keepalives, lax start lines,
+// more header lines than fit) returns SLOW and the JS path dissects the packet.
+// Every read is bounds-checked against the frame's length.
+#ifndef TFINDEX_STANDALONE
+#include <napi.h>
+#endif
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+constexpr int32_t SLOW = 0;
+constexpr int32_t FAST_SIP = 1;
+
+// Output layout (Int32Array), kept in step with agent/index/native-scan.ts.
+enum Out : int {
+  O_IP = 0,        // offset of the IPv4 header in the frame
+  O_SPORT = 1,
+  O_DPORT = 2,
+  O_PAY = 3,       // offset of the UDP payload (the message's first byte)
+  O_LEN = 4,       // the message's length (what the JS dissector's udp() keeps)
+  O_START = 5,     // parseSip's locals, relative to the message
+  O_LINE_END = 6,
+  O_FIRST_LF = 7,
+  O_FIRST_CR = 8,
+  O_KIND = 9,
+  O_HEADER_LEN = 10,
+  O_BLOCK_END = 11,
+  O_HEADERS_FROM = 12,
+  O_XREF = 13,
+  O_LINE_COUNT = 14,
+  O_LINES = 16,    // 4 per kept line: name start, name end, value start, value end (name start -1: continuation)
+};
+
+constexpr uint8_t CR = 0x0d, LF = 0x0a, SP = 0x20, HT = 0x09, COLON = 0x3a;
+constexpr int MAX_START_LINE = 8192;
+constexpr int MAX_SIP_HEADER = 64 * 1024;
+constexpr int MAX_SCHEME = 16;
+constexpr int MAX_CL_DIGITS = 9;
+constexpr int NEED_MORE = -2;
+
+inline bool isAlpha(uint32_t c) { return ((c | 0x20) - 97) < 26; }
+inline bool isDigit(uint32_t c) { return (c - 48) < 10; }
+
+struct Tables {
+  uint8_t token[256];
+  Tables() {
+    const char* extra = "-.!%*_+`'~";
+    for (int c = 0; c < 256; c++) token[c] = (isAlpha(c) || isDigit(c) || (c != 0 && std::strchr(extra, c) != nullptr)) ? 1 : 0;
+  }
+};
+const Tables T;
+
+inline uint16_t be16(const uint8_t* b, size_t at) { return static_cast<uint16_t>((b[at] << 8) | b[at + 1]); }
+
+// ---- shared/sip/framing.ts, for a datagram (end = the payload's length) ----
+
+const uint8_t VERSION[7] = {'S', 'I', 'P', '/', '2', '.', '0'};
+
+int lineEndF(const uint8_t* b, int p, int end) {
+  if (p >= end) return NEED_MORE;
+  uint8_t c = b[p];
+  if (c == LF) return p + 1;
+  if (c != CR) return -1;
+  if (p + 1 >= end) return NEED_MORE;
+  return b[p + 1] == LF ? p + 2 : p + 1;
+}
+
+int versionF(const uint8_t* b, int p, int end) {
+  for (int i = 0; i < 7; i++) {
+    if (p + i >= end) return NEED_MORE;
+    if (b[p + i] != VERSION[i]) return 0;
+  }
+  return 1;
+}
+
+int statusLineF(const uint8_t* b, int off, int end) {
+  int p = off + 7;
+  if (p >= end) return NEED_MORE;
+  if (b[p++] != SP) return -1;
+  for (int i = 0; i < 3; i++, p++) {
+    if (p >= end) return NEED_MORE;
+    if (!isDigit(b[p])) return -1;
+  }
+  if (p >= end) return NEED_MORE;
+  if (b[p] != SP) return lineEndF(b, p, end);
+  p++;
+  int max = end < off + MAX_START_LINE ? end : off + MAX_START_LINE;
+  for (; p < max; p++) {
+    uint8_t c = b[p];
+    if (c == CR || c == LF) return lineEndF(b, p, end);
+  }
+  return p >= off + MAX_START_LINE ? -1 : NEED_MORE;
+}
+
+int requestLineF(const uint8_t* b, int off, int end) {
+  int p = off;
+  int methodMax = end < off + MAX_START_LINE ? end : off + MAX_START_LINE;
+  while (p < methodMax && T.token[b[p]]) p++;
+  if (p >= off + MAX_START_LINE) return -1;
+  if (p >= end) return NEED_MORE;
+  if (p == off || b[p] != SP) return -1;
+  p++;
+  int schemeStart = p;
+  if (p >= end) return NEED_MORE;
+  if (!isAlpha(b[p])) return -1;
+  for (;;) {
+    if (++p >= end) return NEED_MORE;
+    uint8_t c = b[p];
+    if (c == COLON) break;
+    if (!(isAlpha(c) || isDigit(c) || c == 43 || c == 45 || c == 46) || p - schemeStart >= MAX_SCHEME) return -1;
+  }
+  int colon = p++;
+  int max = end < off + MAX_START_LINE ? end : off + MAX_START_LINE;
+  for (; p < max; p++) {
+    uint8_t c = b[p];
+    if (c == SP) break;
+    if (c < 33 || c == 127) return -1;
+  }
+  if (p >= max) return p >= off + MAX_START_LINE ? -1 : NEED_MORE;
+  if (p == colon + 1) return -1;
+  int v = versionF(b, p + 1, end);
+  if (v != 1) return v == 0 ? -1 : NEED_MORE;
+  return lineEndF(b, p + 1 + 7, end);
+}
+
+// framing.ts startLine, but only where its answer does not come from
+// laxRequestLine: -3 says "ask JS".
+constexpr int ASK_JS = -3;
+int startLineF(const uint8_t* b, int off, int end) {
+  if (off >= end) return NEED_MORE;
+  uint8_t c = b[off];
+  if (c == 'S') {
+    int v = versionF(b, off, end);
+    if (v == 1) return statusLineF(b, off, end);
+    if (v == NEED_MORE) return NEED_MORE;
+  }
+  if (T.token[c]) {
+    int r = requestLineF(b, off, end);
+    if (r != -1) return r;
+  }
+  return ASK_JS;
+}
+
+bool contentLengthName(const uint8_t* b, int p, int nameEnd) {
+  static const char CL[] = "content-length";
+  int n = nameEnd - p;
+  if (n == 1) return (b[p] | 0x20) == 108;
+  if (n != 14) return false;
+  for (int i = 0; i < n; i++) if ((b[p + i] | 0x20) != CL[i]) return false;
+  return true;
+}
+
+int indexOfByte(const uint8_t* b, uint8_t v, int from, int end) {
+  if (from >= end) return -1;
+  const void* f = std::memchr(b + from, v, static_cast<size_t>(end - from));
+  return f ? static_cast<int>(static_cast<const uint8_t*>(f) - b) : -1;
+}
+
+// sipFrame(buf, 0, end, true) with the start line already found to end at p.
+int frameDatagram(const uint8_t* b, int p, int end) {
+  const int off = 0;
+  int contentLength = -1;
+  bool first = true;
+  for (;;) {
+    if (p - off > MAX_SIP_HEADER) return -1;
+    if (p >= end) return 0;
+    uint8_t c = b[p];
+    if (c == CR || c == LF) {
+      int e = lineEndF(b, p, end);
+      if (e == NEED_MORE) return 0;
+      if (e < 0) return -1;
+      p = e;
+      break;
+    }
+    int lf = indexOfByte(b, LF, p, end);
+    if (lf < 0) return end - off > MAX_SIP_HEADER ? -1 : 0;
+    // buf[lf - 1]: lf > p >= 0 here, so in bounds.
+    int lineStop = b[lf - 1] == CR ? lf - 1 : lf;
+    if (c == SP || c == HT) {
+      if (first) return -1;
+      p = lf + 1;
+      continue;
+    }
+    first = false;
+    int q = p;
+    while (q < lineStop && T.token[b[q]]) q++;
+    int nameEnd = q;
+    if (nameEnd == p) return -1;
+    while (q < lineStop && (b[q] == SP || b[q] == HT)) q++;
+    if (q >= lineStop || b[q] != COLON) return -1;
+    if (contentLengthName(b, p, nameEnd)) {
+      q++;
+      while (q < lineStop && (b[q] == SP || b[q] == HT)) q++;
+      int digits = q;
+      int v = 0;
+      while (q < lineStop && isDigit(b[q])) {
+        if (q - digits >= MAX_CL_DIGITS) return -1;
+        v = v * 10 + b[q] - 48;
+        q++;
+      }
+      if (q == digits) return -1;
+      while (q < lineStop && (b[q] == SP || b[q] == HT)) q++;
+      if (q != lineStop) return -1;
+      if (contentLength >= 0 && contentLength != v) return -1;
+      contentLength = v;
+    }
+    p = lf + 1;
+  }
+  if (p - off > MAX_SIP_HEADER) return -1;
+  if (contentLength < 0) return end - off;
+  return p - off + contentLength;  // at most 64 KiB + 999,999,999: fits an int
+}
+
+// ---- shared/sip/parse.ts, the part of parseSip before the header values ----
+
+constexpr int NOT_SIP = 0, REQUEST = 1, RESPONSE = 2;
+
+inline bool isVersionAt(const uint8_t* b, int i, int len) {
+  if (i < 0 || i + 7 > len) return false;
+  return (b[i] | 0x20) == 0x73 && (b[i + 1] | 0x20) == 0x69 && (b[i + 2] | 0x20) == 0x70 && b[i + 3] == 0x2f && b[i + 4] == 0x32 &&
+         b[i + 5] == 0x2e && b[i + 6] == 0x30;
+}
+
+bool strictRequestLineP(const uint8_t* b, int s, int e) {
+  int i = s;
+  while (i < e && T.token[b[i]]) i++;
+  if (i == s || i >= e || b[i] != SP) return false;
+  i++;
+  int uriStart = i;
+  if (i >= e || !isAlpha(b[i])) return false;
+  i++;
+  while (i < e) {
+    uint8_t c = b[i];
+    if (isAlpha(c) || isDigit(c) || c == 0x2b || c == 0x2d || c == 0x2e) i++;
+    else break;
+  }
+  if (i >= e || b[i] != COLON) return false;
+  i++;
+  while (i < e && b[i] > SP && b[i] != 0x7f) i++;
+  if (i == uriStart || i >= e || b[i] != SP) return false;
+  i++;
+  return e - i == 7 && isVersionAt(b, i, e);
+}
+
+// parse.ts startLineKind where it does not need laxRequestLine; -1: ask JS.
+int startLineKindP(const uint8_t* b, int s, int e) {
+  if (e - s >= 11 && isVersionAt(b, s, e) && b[s + 7] == SP) {
+    if (!isDigit(b[s + 8]) || !isDigit(b[s + 9]) || !isDigit(b[s + 10])) return NOT_SIP;
+    if (e - s == 11 || b[s + 11] == SP) return RESPONSE;
+    return NOT_SIP;
+  }
+  return strictRequestLineP(b, s, e) ? REQUEST : -1;
+}
+
+inline bool isLws(uint8_t c) { return c == SP || c == HT; }
+
+bool hasXrefBytes(const uint8_t* b, int s, int e) {
+  for (int i = s; i + 4 <= e; i++) {
+    if ((b[i] | 0x20) == 0x78 && (b[i + 1] | 0x20) == 0x72 && (b[i + 2] | 0x20) == 0x65 && (b[i + 3] | 0x20) == 0x66) return true;
+  }
+  return false;
+}
+
+// Returns false when the lines do not fit in `out` (the JS path then reads the message).
+bool scanHeaderLines(const uint8_t* b, int pos, int n, int len, int32_t* out, size_t outLen) {
+  int32_t count = 0;
+  bool xref = false;
+  bool named = false;
+  const size_t maxLines = (outLen - O_LINES) / 4;
+  auto push = [&](int ns, int ne, int vs, int ve) -> bool {
+    if (static_cast<size_t>(count) >= maxLines) return false;
+    int32_t* l = out + O_LINES + 4 * count++;
+    l[0] = ns;
+    l[1] = ne;
+    l[2] = vs;
+    l[3] = ve;
+    return true;
+  };
+  while (pos < n) {
+    int end = pos;
+    for (; end < n; end++) {
+      uint8_t c = b[end];
+      if (c == LF || c == CR) break;
+      // hasXrefBytes(b, end, end + 4) as JS calls it: it may read past the header block (n) into the
+      // message, never past the message (len; JS reads undefined there, which matches nothing).
+      if ((c | 0x20) == 0x78 && !xref) xref = hasXrefBytes(b, end, end + 4 <= len ? end + 4 : len);
+    }
+    int next = end < n && b[end] == CR && end + 1 < n && b[end + 1] == LF ? end + 2 : end + 1;
+    if (isLws(b[pos])) {
+      if (named) {
+        int s = pos, e = end;
+        while (s < e && isLws(b[s])) s++;
+        while (e > s && isLws(b[e - 1])) e--;
+        if (e > s && !push(-1, -1, s, e)) return false;
+      }
+    } else {
+      named = false;
+      int i = pos;
+      while (i < end && T.token[b[i]]) i++;
+      int nameEnd = i;
+      while (i < n && isLws(b[i])) i++;
+      if (nameEnd > pos && i < end && b[i] == COLON) {
+        int s = i + 1, e = end;
+        while (s < e && isLws(b[s])) s++;
+        while (e > s && isLws(b[e - 1])) e--;
+        if (!push(pos, nameEnd, s, e)) return false;
+        named = true;
+      }
+    }
+    pos = next;
+  }
+  out[O_LINE_COUNT] = count;
+  out[O_XREF] = xref ? 1 : 0;
+  return true;
+}
+
+// parseSip's prefix over the message b[0, len): false when it must be left to JS.
+bool prescanSip(const uint8_t* b, int len, int32_t* out, size_t outLen) {
+  int start = 0;
+  while (start < len && (b[start] == CR || b[start] == LF)) start++;
+  if (start >= len) return false;
+  int firstLf = indexOfByte(b, LF, start, len);
+  int lineEnd = firstLf < 0 ? len : firstLf;
+  if (lineEnd > start && b[lineEnd - 1] == CR) lineEnd--;
+  int firstCr = indexOfByte(b, CR, start, len);
+  if (firstCr >= 0 && firstCr < lineEnd) lineEnd = firstCr;
+  int kind = startLineKindP(b, start, lineEnd);
+  if (kind != REQUEST && kind != RESPONSE) return false;
+  int headerLength = len, blockEnd = len;
+  if (firstLf >= 0) {
+    for (int i = firstLf; i < len; i++) {
+      if (b[i] != LF) continue;
+      // bytes[i + 1], bytes[i + 2] past the end are undefined in JS: never LF or CR.
+      int next = i + 1 < len ? b[i + 1] : -1;
+      if (next == LF) {
+        blockEnd = i;
+        headerLength = i + 2;
+        break;
+      }
+      if (next == CR && i + 2 < len && b[i + 2] == LF) {
+        blockEnd = i;
+        headerLength = i + 3;
+        break;
+      }
+    }
+  }
+  int nlAt = firstLf < 0 ? blockEnd : firstLf;
+  int headersFrom = firstCr >= 0 && firstCr < nlAt - 1 ? firstCr + 1 : nlAt + 1;
+  out[O_START] = start;
+  out[O_LINE_END] = lineEnd;
+  out[O_FIRST_LF] = firstLf;
+  out[O_FIRST_CR] = firstCr;
+  out[O_KIND] = kind;
+  out[O_HEADER_LEN] = headerLength;
+  out[O_BLOCK_END] = blockEnd;
+  out[O_HEADERS_FROM] = headersFrom;
+  return scanHeaderLines(b, headersFrom, blockEnd, len, out, outLen);
+}
+
+// The link (Ethernet, Linux cooked v1 and v2, VLAN tags), IPv4 and UDP headers as
+// shared/decode reads them, for an uncut frame.
+int32_t scanFrame(const uint8_t* d, size_t size, int linkType, int32_t* out, size_t outLen) {
+  if (size > 0x7fffffff) return SLOW;
+  const int len = static_cast<int>(size);
+  int off;
+  int et;
+  switch (linkType) {
+    case 1:  // LINKTYPE_ETHERNET
+      if (len < 14) return SLOW;
+      et = be16(d, 12);
+      off = 14;
+      break;
+    case 113:  // LINKTYPE_LINUX_SLL
+      if (len < 16) return SLOW;
+      et = be16(d, 14);
+      off = 16;
+      break;
+    case 276:  // LINKTYPE_LINUX_SLL2
+      if (len < 20) return SLOW;
+      et = be16(d, 0);
+      off = 20;
+      break;
+    default:
+      return SLOW;
+  }
+  // VLAN tags (802.1Q, 802.1ad, the old QinQ), as link.ts's vlanTags skips them; the index keeps no VLAN id.
+  while (et == 0x8100 || et == 0x88a8 || et == 0x9100) {
+    if (off + 4 > len) return SLOW;
+    et = be16(d, off + 2);
+    off += 4;
+  }
+  if (et != 0x0800) return SLOW;  // IPv6, ARP...: JS
+  const int avail = len - off;
+  if (avail < 20) return SLOW;
+  uint8_t vihl = d[off];
+  if ((vihl >> 4) != 4) return SLOW;
+  int ihl = (vihl & 0x0f) * 4;
+  if (ihl < 20) return SLOW;
+  int tl = be16(d, off + 2);
+  if (tl == 0 || tl < ihl || tl > avail) return SLOW;  // offload lengths and lies: JS
+  uint16_t ff = be16(d, off + 6);
+  if ((ff & 0x2000) || (ff & 0x1fff)) return SLOW;  // fragments: JS reassembles
+  if (d[off + 9] != 17) return SLOW;
+  const int seg = off + ihl;
+  const int segLen = tl - ihl;
+  if (segLen < 8) return SLOW;
+  int ulen = be16(d, seg + 4);
+  if (ulen < 8 || ulen > segLen) return SLOW;
+  const uint8_t* pay = d + seg + 8;
+  const int n = ulen - 8;
+  if (n == 0) return SLOW;
+  // A keepalive (only CR and LF) is counted by the JS dissector.
+  bool keepalive = true;
+  for (int i = 0; i < n && keepalive; i++) keepalive = pay[i] == CR || pay[i] == LF;
+  if (keepalive) return SLOW;
+  int sl = startLineF(pay, 0, n);
+  if (sl < 0) return SLOW;  // not SIP, or a lax start line: JS decides
+  int r = frameDatagram(pay, sl, n);
+  int dlen = r == 0 ? -1 : (r > n ? n : r);  // sipDatagramLength
+  int msgLen = dlen > 0 && dlen < n ? dlen : n;
+  if (!prescanSip(pay, msgLen, out, outLen)) return SLOW;
+  out[O_IP] = off;
+  out[O_SPORT] = be16(d, seg);
+  out[O_DPORT] = be16(d, seg + 2);
+  out[O_PAY] = seg + 8;
+  out[O_LEN] = msgLen;
+  return FAST_SIP;
+}
+
+}  // namespace
+
+// Without N-API (TFINDEX_STANDALONE): scanFrame alone, for a sanitizer build that fuzzes it.
+#ifndef TFINDEX_STANDALONE
+namespace {
+
+// scan(frame: Buffer | Uint8Array, out: Int32Array, linkType: number) -> 0 (JS path) | 1 (out filled)
+Napi::Value Scan(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsNumber()) {
+    Napi::TypeError::New(env, "scan(frame: Uint8Array, out: Int32Array, linkType: number)").ThrowAsJavaScriptException();
+    return env.Null();
+  }
+  auto frame = info[0].As<Napi::TypedArray>();
+  auto outArr = info[1].As<Napi::TypedArray>();
+  if (frame.TypedArrayType() != napi_uint8_array || outArr.TypedArrayType() != napi_int32_array || outArr.ElementLength() < O_LINES + 4) {
+    Napi::TypeError::New(env, "scan(frame: Uint8Array, out: Int32Array of at least 20, linkType: number)").ThrowAsJavaScriptException();
+    return env.Null();
+  }
+  auto f = frame.As<Napi::Uint8Array>();
+  auto o = outArr.As<Napi::Int32Array>();
+  const int linkType = info[2].As<Napi::Number>().Int32Value();
+  return Napi::Number::New(env, scanFrame(f.Data(), f.ElementLength(), linkType, o.Data(), o.ElementLength()));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("scan", Napi::Function::New(env, Scan));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(tfindex, Init)
+#endif

@@ -242,8 +242,8 @@ async function main(): Promise<void> {
         curlStoreCpu0 = d.storePid ? readCpuSeconds(d.storePid) ?? 0 : 0;
         const put = spawnSync('curl', ['-sS', '-f', '-o', '/dev/null', '-H', 'Content-Type: application/vnd.tcpdump.pcap', '-T', cap.path, `${refDb}/ref/packets.pcap`], { encoding: 'utf8', timeout: 15 * 60_000 });
         if (put.status === 0) curlS = (wallNow() - c0) / 1000;
-        if (d.storePid) curlStoreCpuS = (readCpuSeconds(d.storePid) ?? 0) - curlStoreCpu0;
         else refProblems.push(`reference curl -T failed (${put.status ?? put.signal}): ${put.stderr.slice(0, 300)}`);
+        if (d.storePid) curlStoreCpuS = (readCpuSeconds(d.storePid) ?? 0) - curlStoreCpu0;
       } else refProblems.push(`reference: cannot create a database in the store (${mk.status}): ${mk.stderr.slice(0, 300)}`);
       spawnSync('curl', ['-sS', '-o', '/dev/null', '-X', 'DELETE', refDb], { timeout: 60_000 });
     }

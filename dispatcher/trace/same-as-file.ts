@@ -1,7 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { PassThrough, Readable, Writable } from 'node:stream';
-import { RELEASES_CHUNKS } from '../../shared/pcap/sink';
 
 /** Compared a slice at a time, so the scratch buffer stays small whatever the writer's chunks. */
 const SLICE = 1 << 20;
@@ -13,15 +12,8 @@ const SLICE = 1 << 20;
  * hands `diverge` one stream of the whole output, the file's bytes up to
  * there (which the output had matched) and then the rest of the output as
  * it is written; its backpressure holds the merge back. Memory: one slice.
- *
- * It is done with each chunk when the chunk's callback runs (a chunk sent
- * on after a difference is copied first), so the merge's writer builds its
- * next batches in the ones compared (RELEASES_CHUNKS): a fresh batch per
- * write was most of the dispatcher's allocation per byte of a one-host
- * trace, and V8 runs a full collection every few MB of buffers allocated.
  */
 export class SameAsFile extends Writable {
-  readonly [RELEASES_CHUNKS] = true;
   /** Output bytes found equal to the file's, from its start. */
   checked = 0;
   private fh: FileHandle | null = null;
@@ -59,8 +51,7 @@ export class SameAsFile extends Writable {
       if (!this.rest) this.divergeNow();
       const rest = this.rest!;
       if (rest.destroyed) throw new Error('the upload of the merged file stopped');
-      // A copy: the writer reuses the chunk once this callback runs, the upload may still hold it.
-      if (!rest.write(Buffer.from(chunk.subarray(off)))) await waitDrain(rest);
+      if (!rest.write(chunk.subarray(off))) await waitDrain(rest);
     })().then(() => cb(), (e: Error) => cb(e));
   }
 

@@ -13,13 +13,6 @@ const MAX_BATCH = 256 * 1024;
 const BATCHES_IN_FLIGHT = 4;
 
 /**
- * A Writable that sets this property to true is done with each chunk once
- * that chunk's write callback runs, as a file stream is: the sinks build
- * their next batches in the ones it has written (see StreamSink.spare).
- */
-export const RELEASES_CHUNKS = Symbol.for('tracefleet.releasesChunks');
-
-/**
  * What the streaming capture writers (PCAP, PCAPNG) share: writes with
  * backpressure over any writable stream, and stream errors caught here (an
  * unhandled 'error' event would kill the process) that surface as a
@@ -48,8 +41,7 @@ export abstract class StreamSink {
    * stream is done with a chunk once its write callback runs (the bytes are
    * in the kernel), and a fresh batch per write cost a merge more system
    * time in page faults than its own parsing. Null for any other stream
-   * (a PassThrough, say, still holds a chunk after its callback) unless it
-   * says otherwise (RELEASES_CHUNKS).
+   * (a PassThrough, say, still holds a chunk after its callback).
    */
   private readonly spare: Buffer[] | null;
 
@@ -61,7 +53,7 @@ export abstract class StreamSink {
     const hwm = (out as { writableHighWaterMark?: number }).writableHighWaterMark;
     this.batchSize = Math.min(MAX_BATCH, Math.max(MIN_BATCH, typeof hwm === 'number' ? hwm : 0));
     this.inFlight = BATCHES_IN_FLIGHT * this.batchSize;
-    this.spare = out instanceof WriteStream || (out as { [RELEASES_CHUNKS]?: unknown })[RELEASES_CHUNKS] === true ? [] : null;
+    this.spare = out instanceof WriteStream ? [] : null;
     out.on('error', (err: Error) => {
       this.error ??= err;
     });

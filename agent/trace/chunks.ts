@@ -5,15 +5,19 @@ import { CHUNK_BYTES, CHUNKS_IN_FLIGHT } from '../../shared/protocol/agent';
 export type SendChunk = (seq: number, data: Buffer) => Promise<void>;
 
 /**
- * A Writable that cuts what is written into chunks of exactly `chunkBytes`
- * (the last one smaller) and hands them to `send` in order, with at most
+ * A Writable that cuts what is written into chunks of at most `chunkBytes`
+ * and hands them to `send` in order, with at most
  * `inFlight` of them not yet acknowledged: the stream's callback waits
  * only when that many are out. One chunk in flight left the link idle for
  * each ack's round trip and the ring's reads waiting on it (a big result
  * went at 14 MB/s where the query alone makes 20). At most `inFlight`
  * chunks plus one being filled and the stream's own buffer are held,
- * however large the result. A rejected send fails the stream and every
- * later write; the stream finishes only once every chunk is acknowledged.
+ * however large the result. A write of at least half a chunk that finds
+ * nothing gathered is sent as it is, not copied, so it must not be changed
+ * once written; smaller writes are gathered into chunks of exactly
+ * `chunkBytes` (the last one smaller). A rejected send fails the stream and
+ * every later write; the stream finishes only once every chunk is
+ * acknowledged.
  */
 export class ChunkWriter extends Writable {
   private readonly send: SendChunk;
@@ -38,7 +42,8 @@ export class ChunkWriter extends Writable {
    * release() sends it as chunk 0.
    */
   constructor(send: SendChunk, chunkBytes: number = CHUNK_BYTES, inFlight: number = CHUNKS_IN_FLIGHT, holdFirst = false) {
-    super();
+    // A chunk's worth: the PCAP writer sizes its batches to it, so that each goes as one chunk.
+    super({ highWaterMark: Number.isInteger(chunkBytes) && chunkBytes > 0 ? chunkBytes : undefined });
     this.holdFirst = holdFirst;
     if (!Number.isInteger(chunkBytes) || chunkBytes < 1) throw new RangeError(`chunkBytes must be a positive integer, not ${chunkBytes}`);
     if (!Number.isInteger(inFlight) || inFlight < 1) throw new RangeError(`inFlight must be a positive integer, not ${inFlight}`);
@@ -85,6 +90,11 @@ export class ChunkWriter extends Writable {
   }
 
   private async take(data: Buffer): Promise<void> {
+    // A write of half a chunk to a whole one, with nothing gathered before it, goes as it is: the PCAP
+    // writer's batches are this stream's highWaterMark (a chunk) less a record at most, each its own
+    // buffer, given once. Copying them into chunks of exactly chunkBytes cost the agent a copy of every
+    // byte and a fresh buffer per chunk (V8 runs a full collection every few MB of buffers).
+    if (this.used === 0 && data.length * 2 >= this.chunkBytes && data.length <= this.chunkBytes) return this.sendChunk(data);
     let i = 0;
     while (i < data.length) {
       if (this.failure) throw this.failure;
@@ -98,12 +108,17 @@ export class ChunkWriter extends Writable {
     }
   }
 
-  /** Sends the chunk being filled (with holdFirst the first is kept back); waits while `inFlight` chunks are unacknowledged. */
-  private async flush(): Promise<void> {
-    if (this.failure) throw this.failure;
+  /** Sends the chunk being filled. */
+  private flush(): Promise<void> {
     const data = this.buf!.subarray(0, this.used);
     this.buf = null;
     this.used = 0;
+    return this.sendChunk(data);
+  }
+
+  /** Sends one chunk (with holdFirst the first is kept back); waits while `inFlight` chunks are unacknowledged. */
+  private async sendChunk(data: Buffer): Promise<void> {
+    if (this.failure) throw this.failure;
     if (this.holdFirst && this.nextSeq === 0 && this.held === null) {
       this.held = data;
       return;

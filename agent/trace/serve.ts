@@ -75,7 +75,7 @@ interface RunningTrace {
  * maxConcurrent an accepted trace waits in a bounded queue (the ack says
  * `queued`), refused only when that is full. A running trace sends trace:started, trace:progress (before the first chunk,
  * then every 500 ms or 16 chunks), the result's PCAP as trace:chunk messages
- * of CHUNK_BYTES, up to CHUNKS_IN_FLIGHT of them ahead of their acks, and trace:done.
+ * of up to CHUNK_BYTES, up to CHUNKS_IN_FLIGHT of them ahead of their acks, and trace:done.
  * Every accepted trace ends with exactly one trace:done or trace:error while
  * the link is up: a failure, a refused or unacknowledged chunk, a
  * trace:cancel ("cancelled by the dispatcher") and close() each send

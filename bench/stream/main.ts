@@ -39,7 +39,9 @@ import { BulkCapture, CALL_ID, GEN_VERSION, generateBulkCapture, MEDIA_IP } from
  *
  * Knobs: BENCH_STREAM_MB (200), BENCH_STREAM_REFERENCE=0 skips the curl
  * reference, BENCH_STREAM_PROF=DIR (a --cpu-prof of each process) or
- * BENCH_STREAM_PERF=1 (--perf-basic-prof, for perf record), BENCH_COUCHDB=http://user:password@host:port (or its older
+ * BENCH_STREAM_PERF=1 (--perf-basic-prof, for perf record),
+ * BENCH_STREAM_NODE_ARGS="--trace-gc ..." (more node flags for the
+ * dispatcher and the agent, not the store), BENCH_COUCHDB=http://user:password@host:port (or its older
  * name BENCH_STREAM_COUCHDB; a cluster's node too) runs the
  * dispatcher on that Apache CouchDB instead of the embedded store (in a
  * database of its own, deleted at the end; the reference goes to the same
@@ -148,7 +150,11 @@ async function main(): Promise<void> {
   // A CPU profile of each process of the path: the dispatcher's store child takes the flags from it.
   // BENCH_STREAM_PERF=1: --perf-basic-prof instead, so that `perf record -p PID` (on-CPU samples, which a loaded
   // machine does not skew as it does --cpu-prof's wall-clock ones) names the JavaScript frames.
-  const profArgs = process.env.BENCH_STREAM_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_STREAM_PROF}`] : process.env.BENCH_STREAM_PERF === '1' ? ['--perf-basic-prof'] : [];
+  const profArgs = [
+    ...(process.env.BENCH_STREAM_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_STREAM_PROF}`] : process.env.BENCH_STREAM_PERF === '1' ? ['--perf-basic-prof'] : []),
+    // BENCH_STREAM_NODE_ARGS: more flags for the dispatcher and the agent (--trace-gc, say: their logs get its lines).
+    ...(process.env.BENCH_STREAM_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
+  ];
   const d = await startDispatcherProcess({ nodeArgs: profArgs, dataDir, logFile, extraArgs: storeArgs });
   const storeUrl = COUCHDB ?? readFileSync(join(dataDir, 'store.url'), 'utf8').trim();
   const rss = new RssSampler(d.pid, 50);
@@ -236,8 +242,8 @@ async function main(): Promise<void> {
         curlStoreCpu0 = d.storePid ? readCpuSeconds(d.storePid) ?? 0 : 0;
         const put = spawnSync('curl', ['-sS', '-f', '-o', '/dev/null', '-H', 'Content-Type: application/vnd.tcpdump.pcap', '-T', cap.path, `${refDb}/ref/packets.pcap`], { encoding: 'utf8', timeout: 15 * 60_000 });
         if (put.status === 0) curlS = (wallNow() - c0) / 1000;
-        if (d.storePid) curlStoreCpuS = (readCpuSeconds(d.storePid) ?? 0) - curlStoreCpu0;
         else refProblems.push(`reference curl -T failed (${put.status ?? put.signal}): ${put.stderr.slice(0, 300)}`);
+        if (d.storePid) curlStoreCpuS = (readCpuSeconds(d.storePid) ?? 0) - curlStoreCpu0;
       } else refProblems.push(`reference: cannot create a database in the store (${mk.status}): ${mk.stderr.slice(0, 300)}`);
       spawnSync('curl', ['-sS', '-o', '/dev/null', '-X', 'DELETE', refDb], { timeout: 60_000 });
     }

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { sep } from 'node:path';
 import { type LogSettings, initProcessLogger } from '../../shared/log/log';
 import { z } from 'zod';
-import { type AttachmentParts, COPY_ATTACHMENT_PATH, PART_BYTES, type PartedDoc, STORE_FEATURES_PATH, partDocId } from './parts';
+import { type AttachmentParts, COPY_ATTACHMENT_PATH, PART_BYTES, type PartedDoc, STORE_FEATURES_PATH, byteRange, partDocId } from './parts';
 
 export interface EmbeddedServerArgs {
   dataDir: string;
@@ -269,24 +269,42 @@ function copyAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerR
 
 /**
  * GET and HEAD /db/doc/attachment of an attachment kept in parts: the whole
- * attachment, a part at a time (see parts.ts). Anything else is
- * express-pouchdb's; `next` hands the request to it.
+ * attachment, a part at a time (see parts.ts), or the one byte range a GET
+ * asks with `Range` (206, across part boundaries; 416 past the end), as
+ * Apache CouchDB answers for an attachment it keeps uncompressed. Anything
+ * else is express-pouchdb's; `next` hands the request to it.
  */
 function getAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerResponse, target: NonNullable<ReturnType<typeof attachmentPath>>, next: () => void): void {
   void (async () => {
     const db = await openDb(PouchDB, target.db);
     const doc = db ? await getDoc(db, target.docId) : null;
     const p = doc?.attachmentParts?.[target.name];
-    if (!db || !doc || !p || !doc._attachments?.[target.name]) return next();
-    res.writeHead(200, { 'content-type': p.content_type, 'content-length': p.length });
-    if (req.method === 'HEAD') return res.end();
+    const first = doc?._attachments?.[target.name];
+    if (!db || !doc || !p || !first) return next();
+    // Every part but the last is as long as the first (1 MiB or 4 MiB, whatever the server wrote then).
+    const partBytes = first.length;
+    // If-Range names a version we do not check: the whole attachment, as RFC 9110 allows.
+    const range = req.method === 'GET' && req.headers['if-range'] === undefined ? byteRange(req.headers.range, p.length) : null;
+    if (range === 'unsatisfiable') {
+      res.writeHead(416, { 'content-range': `bytes */${p.length}`, 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ error: 'requested_range_not_satisfiable', reason: `the attachment has ${p.length} bytes` }) + '\n');
+    }
+    const { start, end } = range ?? { start: 0, end: p.length - 1 };
+    const headers: Record<string, string | number> = { 'content-type': p.content_type, 'content-length': end - start + 1, 'accept-ranges': 'bytes' };
+    if (range) headers['content-range'] = `bytes ${start}-${end}/${p.length}`;
+    res.writeHead(range ? 206 : 200, headers);
+    if (req.method === 'HEAD' || p.length === 0) return res.end();
     let gone = false;
     res.once('close', () => {
       gone = true;
     });
-    for (let k = 0; k < p.parts && !gone; k++) {
+    for (let k = Math.floor(start / partBytes); k <= Math.floor(end / partBytes) && !gone; k++) {
       const b = k === 0 ? await db.getAttachment(target.docId, target.name) : await db.getAttachment(partDocId(target.docId, target.name, p.upload, k), 'part');
-      if (!res.write(b) && !gone) {
+      const at = k * partBytes;
+      // A part of another length than its place says would shift every byte after it: stop rather than send wrong bytes.
+      if (b.length !== (k < p.parts - 1 ? partBytes : p.length - at)) throw Object.assign(new Error(`part ${k} of ${target.docId}/${target.name} has ${b.length} bytes, not what its place needs`), { status: 500, name: 'error' });
+      const slice = b.subarray(Math.max(0, start - at), Math.min(b.length, end + 1 - at));
+      if (!res.write(slice) && !gone) {
         await new Promise<void>((resolve) => {
           const done = (): void => {
             res.off('drain', done);

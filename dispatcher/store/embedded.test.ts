@@ -325,6 +325,37 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
       await db.insert({ ...doc, _attachments: { [MERGED_ATTACHMENT]: { content_type: PCAP_CONTENT_TYPE, data: pieces[0].toString('base64') } }, attachmentParts: { [MERGED_ATTACHMENT]: { upload, parts: 3, length: body.length, content_type: PCAP_CONTENT_TYPE } } } as never);
       assert.equal((await store.getAttachmentInfo(traceDocId(trace.id), MERGED_ATTACHMENT))?.length, body.length);
       assert.deepEqual(Buffer.concat((await store.getAttachmentStream(traceDocId(trace.id), MERGED_ATTACHMENT).toArray()) as Buffer[]), body);
+      // A direct reader's byte ranges: 206 with those bytes, across part boundaries; 416 past the end; the whole file otherwise.
+      const u = new URL(couch.url);
+      const auth = `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}`;
+      const url = `${bare(couch.url)}/older/${encodeURIComponent(traceDocId(trace.id))}/${MERGED_ATTACHMENT}`;
+      const get = async (range?: string, method = 'GET') => {
+        const r = await fetch(url, { method, headers: { authorization: auth, ...(range ? { range } : {}) } });
+        return { status: r.status, range: r.headers.get('content-range'), length: r.headers.get('content-length'), body: Buffer.from(await r.arrayBuffer()) };
+      };
+      const cases: Array<[string, number, number]> = [
+        [`bytes=${MB - 10}-${2 * MB + 9}`, MB - 10, 2 * MB + 9], // the end of part 0, all of part 1, the start of part 2
+        ['bytes=0-0', 0, 0],
+        [`bytes=${MB}-`, MB, body.length - 1],
+        ['bytes=-777', body.length - 777, body.length - 1],
+        [`bytes=5-${10 * MB}`, 5, body.length - 1], // an end past the file is cut to it
+      ];
+      for (const [range, start, end] of cases) {
+        const r = await get(range);
+        assert.equal(r.status, 206, range);
+        assert.equal(r.range, `bytes ${start}-${end}/${body.length}`, range);
+        assert.equal(Number(r.length), end - start + 1, range);
+        assert.ok(r.body.equals(body.subarray(start, end + 1)), `${range}: the bytes asked for`);
+      }
+      const past = await get(`bytes=${body.length}-`);
+      assert.deepEqual([past.status, past.range], [416, `bytes */${body.length}`]);
+      for (const whole of [undefined, 'bytes=0-1,5-9', 'lines=1-2', 'bytes=9-5']) {
+        const r = await get(whole);
+        assert.equal(r.status, 200, String(whole));
+        assert.ok(r.body.equals(body), `${whole}: the whole attachment`);
+      }
+      const head = await get(undefined, 'HEAD');
+      assert.deepEqual([head.status, Number(head.length), head.body.length], [200, body.length, 0]);
       // And a new upload in its place replaces it in 4 MiB parts, the old parts gone.
       const parts = async () => (await nano(couch.url).use('older').list()).rows.filter((r) => r.id.includes('~')).length;
       const next = Buffer.alloc(PART_BYTES + 5, 7);

@@ -86,3 +86,26 @@ export function mergedPcap(trace: TraceDoc): { docId: string; name: string; stub
   if (!ref || !ref.doc.startsWith(`${traceDocId(trace.id)}:`)) return null;
   return { docId: ref.doc, name: ref.name, stub: { content_type: ref.content_type, length: ref.length, digest: ref.digest } };
 }
+
+/**
+ * The one byte range a GET's `Range` header asks of an attachment of
+ * `length` bytes, inclusive, as RFC 9110 reads it: `bytes=a-b`, `bytes=a-`
+ * (to the end), `bytes=-n` (the last n), the end cut to the length.
+ * 'unsatisfiable' when it starts past the end (416); null when the whole
+ * attachment is to be sent: no header, a unit other than bytes, several
+ * ranges or one that does not parse (a server may ignore those).
+ */
+export function byteRange(header: string | undefined, length: number): { start: number; end: number } | 'unsatisfiable' | null {
+  if (header === undefined) return null;
+  const m = /^\s*bytes\s*=\s*(\d{0,15})\s*-\s*(\d{0,15})\s*$/i.exec(header);
+  if (!m || (m[1] === '' && m[2] === '')) return null;
+  if (m[1] === '') {
+    const n = Number(m[2]);
+    if (n === 0 || length === 0) return 'unsatisfiable';
+    return { start: Math.max(0, length - n), end: length - 1 };
+  }
+  const start = Number(m[1]);
+  if (m[2] !== '' && Number(m[2]) < start) return null;
+  if (start >= length) return 'unsatisfiable';
+  return { start, end: m[2] === '' ? length - 1 : Math.min(Number(m[2]), length - 1) };
+}

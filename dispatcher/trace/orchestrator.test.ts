@@ -72,7 +72,7 @@ async function rig(opts: { storeUrl?: string; spoolDir?: string; spool?: Spool; 
   return r;
 }
 
-async function addAgent(r: Rig, name: TestHost, opts: { stallAfterChunks?: number; beforeTraceResult?: boolean } = {}): Promise<TestAgent> {
+async function addAgent(r: Rig, name: TestHost, opts: { stallAfterChunks?: number; beforeTraceResult?: boolean; tornStall?: boolean } = {}): Promise<TestAgent> {
   const agent = startTestAgent({ url: r.fleet.url, token: TOKEN, name, ringDir: rings[name], ...opts });
   r.agents.push(agent);
   await until(() => r.fleet.registry.get(name)?.connected === true && r.fleet.registry.get(name)?.hostname === name, `agent ${name} connected`);
@@ -256,7 +256,7 @@ test('one host: packets.pcap and merged.pcap are stored while it is received, th
 test('one host cut short mid-record: what is stored and merged is its trimmed file, not what was followed', async () => {
   const r = await rig({ timeouts: { runAckMs: 3000, idleMs: 60_000 } });
   try {
-    await addAgent(r, 'a', { stallAfterChunks: 3 });
+    await addAgent(r, 'a', { stallAfterChunks: 3, tornStall: true });
     const view = await r.orch.start({ ip: [PROXY] }, 'alice');
     await until(async () => (await metricValue(r.orch.metrics.chunksReceived)) >= 3, 'three chunks of a');
     await r.orch.cancel(view.id);

@@ -95,6 +95,12 @@ export interface TestAgentOptions {
   ca?: string;
   /** Sends this many trace:chunk messages, then holds the rest back: a stream stalled mid-trace. */
   stallAfterChunks?: number;
+  /**
+   * With stallAfterChunks: the last chunk sent leaves out its last 7 bytes,
+   * so the stream stalls mid-record (the agent's chunks end on records; an
+   * older agent's, cut at exactly CHUNK_BYTES, did not).
+   */
+  tornStall?: boolean;
   logger?: Logger;
   /** The agent's `--leg-callid-rule`s. */
   legCallIdRules?: LegCallIdRule[];
@@ -122,6 +128,10 @@ export function startTestAgent(opts: TestAgentOptions): TestAgent {
     const origEmit = loose.emit.bind(link.socket);
     loose.emit = (...args: unknown[]) => {
       if (args[0] === 'trace:chunk' && ++chunks > limit) return link.socket; // never sent: the stream stalls here
+      if (args[0] === 'trace:chunk' && chunks === limit && opts.tornStall) {
+        const c = args[1] as { data: Buffer };
+        return origEmit(args[0], { ...c, data: c.data.subarray(0, c.data.length - 7) }, ...args.slice(2));
+      }
       return origEmit(...args);
     };
   }

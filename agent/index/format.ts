@@ -101,11 +101,27 @@ export const FOOTER_FLAG = {
 } as const;
 export const DIALOGS_PER_BLOCK = 32;
 /**
- * A dialog block inflates to at most this, as a journal record is at most
- * MAX_RECORD_LEN: a reader stops a corrupt or hostile block here. Blocks are
- * 32 dialogs; this much takes some hundred thousand messages in them.
+ * A dialog block inflates to at most dialogBlockBound(the bytes its index
+ * covers), never less than this (a journal record's cap): a reader stops a
+ * corrupt or hostile block there instead of inflating it whole.
  */
 export const MAX_DIALOG_BLOCK = MAX_RECORD_LEN;
+/** Whatever a corrupt footer says it covers, no block is inflated past this. */
+export const MAX_DIALOG_BLOCK_CAP = 1024 * 1024 * 1024;
+
+/**
+ * What a dialog block of an index covering `indexedBytes` of its segment may
+ * inflate to. Its records come from those bytes: a record's text is taken
+ * from its packets and its fixed part and addresses are smaller than their
+ * headers, so the records of a segment are under twice its size, and four
+ * times it always fits the block, even when a flood of one Call-ID puts a
+ * whole segment in one dialog (a 64 MiB bound alone would refuse that block
+ * on segments above 64 MiB).
+ */
+export function dialogBlockBound(indexedBytes: number): number {
+  const bytes = Number.isFinite(indexedBytes) && indexedBytes > 0 ? indexedBytes : 0;
+  return Math.min(MAX_DIALOG_BLOCK_CAP, Math.max(MAX_DIALOG_BLOCK, 4 * bytes));
+}
 export const FOOTER_MAGIC = Buffer.from('TFIDXEND', 'latin1');
 export const FOOTER_LEN = 128;
 

@@ -7,7 +7,7 @@ import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { ethernet, ipv4, udp, ETH_IPV4, sipInvite, sipResponse } from '../../test/support/packets';
 import { SegmentIndexer } from './builder';
 import { deflateRawSync } from 'node:zlib';
-import { FOOTER_FLAG, FOOTER_LEN, IndexCorruptError, INDEX_HEADER_LEN, MAX_DIALOG_BLOCK, messageHasNumber } from './format';
+import { dialogBlockBound, FOOTER_FLAG, FOOTER_LEN, IndexCorruptError, INDEX_HEADER_LEN, MAX_DIALOG_BLOCK, MAX_DIALOG_BLOCK_CAP, messageHasNumber } from './format';
 import { binaryRecord } from './message-binary';
 import { SealedIndex, replayJournal } from './reader';
 
@@ -202,6 +202,23 @@ test('a dialog block that inflates past the bound is a corrupt index, not memory
       assert.throws(() => s.dialogsByCallId('c0@x'), (e: unknown) => e instanceof IndexCorruptError && /inflates past/.test((e as Error).message));
     } finally {
       s.close();
+    }
+    // The bound follows the bytes the index covers: the same block in the index of a 32 MiB segment
+    // (a flood of one Call-ID can put that much in one dialog) is read, not refused.
+    assert.equal(dialogBlockBound(32 * 1024 * 1024), 128 * 1024 * 1024);
+    assert.equal(dialogBlockBound(1e15), MAX_DIALOG_BLOCK_CAP, 'a corrupt footer cannot lift it past the cap');
+    assert.equal(dialogBlockBound(Number.NaN), MAX_DIALOG_BLOCK);
+    footer.writeDoubleLE(32 * 1024 * 1024, 8);
+    const big = openSync(idx, 'w');
+    writeSync(big, Buffer.concat([orig.subarray(0, dialogsAt), body, footer]));
+    closeSync(big);
+    const t = SealedIndex.open(idx)!;
+    try {
+      const found = t.dialogsByCallId('c0@x');
+      assert.equal(found.length, 1);
+      assert.equal(found[0].msgs[0].r?.length, MAX_DIALOG_BLOCK);
+    } finally {
+      t.close();
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

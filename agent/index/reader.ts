@@ -2,7 +2,7 @@ import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { inflateRawSync } from 'node:zlib';
 import {
   DIALOGS_PER_BLOCK, DialogRecord, FOOTER_FLAG, FOOTER_LEN, FOOTER_MAGIC, INDEX_HEADER_LEN, INDEX_MAGIC, IndexCorruptError, KEY_ENTRY_LEN,
-  MAX_DIALOG_BLOCK, MAX_RECORD_LEN, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PACKET_ENTRY_LEN, REC, RECORD_PREFIX_LEN,
+  dialogBlockBound, MAX_RECORD_LEN, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, PACKET_ENTRY_LEN, REC, RECORD_PREFIX_LEN,
   KeyKind, LegKeyKind, keyHash, messageHasLegKey, messageHasNumber, numberKey,
 } from './format';
 import { IndexState } from './state';
@@ -170,6 +170,8 @@ function copyFromChunk(c: PacketChunk, ords: Uint32Array, k: number, out: Buffer
 export class SealedIndex implements SegmentIndex {
   readonly sealed = true;
   readonly indexedBytes: number;
+  /** What one of its dialog blocks may inflate to (dialogBlockBound). */
+  private readonly blockBound: number;
   readonly packetCount: number;
   readonly messageCount: number;
   readonly dialogCount: number;
@@ -196,6 +198,7 @@ export class SealedIndex implements SegmentIndex {
 
   private constructor(private readonly fd: number, private readonly path: string, footer: Buffer) {
     this.indexedBytes = footer.readDoubleLE(8);
+    this.blockBound = dialogBlockBound(this.indexedBytes);
     this.packetCount = footer.readUInt32LE(16);
     this.messageCount = footer.readUInt32LE(20);
     this.dialogCount = footer.readUInt32LE(24);
@@ -272,9 +275,9 @@ export class SealedIndex implements SegmentIndex {
       try {
         // The footer does not say how big a block inflates to: a corrupt or hostile
         // one (deflate expands up to 1032:1) is stopped at the bound, not in memory.
-        data = inflateRawSync(raw, { maxOutputLength: MAX_DIALOG_BLOCK });
+        data = inflateRawSync(raw, { maxOutputLength: this.blockBound });
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new IndexCorruptError(this.path, `dialog block ${b} inflates past ${MAX_DIALOG_BLOCK} bytes`);
+        if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new IndexCorruptError(this.path, `dialog block ${b} inflates past ${this.blockBound} bytes`);
         throw e;
       }
       return this.binary ? splitDialogs(data) : data.toString('utf8').split('\n');

@@ -51,6 +51,8 @@ interface HostPart {
   /** Capture time (ms, the agent's clock) through which the agent says it has sent all it matched; 0: not said. */
   through: number;
   error?: string;
+  /** Why the dispatcher could not write this host's spool file (a full disk, a removed directory); its PCAP is then not stored. */
+  spoolError?: string;
 }
 
 interface Held {
@@ -126,7 +128,12 @@ class LiveFollow {
       if (p.messages.length < MAX_HOST_MESSAGES) p.messages.push(m);
       this.heldMessages.push({ ...m, host: p.host });
     }
-    p.out ??= this.spoolOut(p);
+    if (!p.out) {
+      const out = this.spoolOut(p);
+      // A failed open or write is an 'error' event: unheard, it would end the dispatcher's process.
+      out.on('error', (e) => (p.spoolError ??= e.message));
+      p.out = out;
+    }
     // Acknowledged once the spool has it: the agent's chunks in flight are bounded by our disk, as for a trace.
     p.out.write(data, (e) => ack(e ? { ok: false, error: `the dispatcher cannot spool it: ${e.message}` } : { ok: true }));
     if (through !== undefined) this.progress(p, through);
@@ -250,6 +257,8 @@ class LiveFollow {
  */
 export class Follows {
   private readonly running = new Map<string, LiveFollow>();
+  /** finish() of follows that ended: close() waits for them, so the spool is not removed under them. */
+  private readonly finishing = new Set<Promise<void>>();
   private readonly log: Logger;
   private readonly limits: typeof FOLLOW_LIMITS;
 
@@ -286,7 +295,12 @@ export class Follows {
     // What History shows: the filters, and the time the follow started from.
     const stored: TraceRequest = { ...rest, since: new Date().toISOString(), ...(req.maxPackets ? { maxPackets: req.maxPackets } : {}), ...(req.maxBytes ? { maxBytes: req.maxBytes } : {}) };
     const { trace, hosts } = await this.opts.orchestrator.openExternal(stored, user);
-    const f = new LiveFollow(trace.id, user, req, client, this.limits, (x, reason, error) => void this.finish(x, reason, error));
+    const f = new LiveFollow(trace.id, user, req, client, this.limits, (x, reason, error) => {
+      const done = this.finish(x, reason, error)
+        .catch((e: Error) => this.log.error({ traceId: x.id, err: e }, 'follow not stored'))
+        .finally(() => this.finishing.delete(done));
+      this.finishing.add(done);
+    });
     const spool = this.opts.orchestrator.spoolOf;
     f.spoolOut = (p) => spool.openPcap(f.id, p.host);
     this.running.set(f.id, f);
@@ -331,8 +345,10 @@ export class Follows {
     this.running.get(id)?.end('client-gone');
   }
 
-  close(): void {
+  /** Ends every follow and waits until each has closed its spool files and handed its hosts to the orchestrator. */
+  async close(): Promise<void> {
     for (const f of [...this.running.values()]) f.end('shutdown');
+    await Promise.all([...this.finishing]);
   }
 
   /** Every host ended, refused or lost: nothing more can come. */
@@ -392,8 +408,9 @@ export class Follows {
         const out = p.out;
         await new Promise<void>((resolve) => out.end(() => resolve()));
       }
+      if (p.spoolError) p.error = `the dispatcher could not write this host's packets to its spool (${p.spoolError}): check the free space and permissions of the dispatcher's data directory`;
       const state: HostFinal['state'] =
-        p.state === 'unreachable' ? 'unreachable' : p.state === 'lost' ? 'lost' : p.state === 'refused' || (p.state === 'ended' && p.error) ? 'error' : 'done';
+        p.spoolError ? 'error' : p.state === 'unreachable' ? 'unreachable' : p.state === 'lost' ? 'lost' : p.state === 'refused' || (p.state === 'ended' && p.error) ? 'error' : 'done';
       this.opts.orchestrator.externalHostFinished(f.id, p.host, {
         state,
         packets: p.packets,
@@ -401,7 +418,7 @@ export class Follows {
         truncated,
         ...(p.error ? { error: p.error.slice(0, 4096) } : {}),
         messages: p.messages,
-        hasPcap: p.bytes > 0,
+        hasPcap: p.bytes > 0 && !p.spoolError,
       });
     }
     this.log.info({ traceId: f.id, reason, packets: f.packets, bytes: f.bytes, ...(error ? { code: error.code } : {}) }, 'follow ended');

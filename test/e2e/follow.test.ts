@@ -2,6 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createSocket, Socket as UdpSocket } from 'node:dgram';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunningAgent } from '../../agent/daemon/run';
 import type { FollowServer } from '../../agent/follow/serve';
@@ -251,4 +252,29 @@ test('latency from capture to the follow client, at a moderate rate', { skip, ti
   t.diagnostic(`capture -> client latency of their ${pktLat.length} PCAP packets: p50 ${pktP50.toFixed(1)} ms`);
   assert.ok(pktLat.length >= N, `only ${pktLat.length} of ${N} packets arrived`);
   assert.ok(pktP50 < FOLLOW_LIMITS.reorderMs, `packets p50 ${pktP50} ms: held for the reorder window (${FOLLOW_LIMITS.reorderMs} ms) although the only host was through them`);
+});
+
+test('a spool file the dispatcher cannot write: the host is an error saying why, the follow is stored, the dispatcher lives on', { skip, timeout: 60_000 }, async () => {
+  const s = await connectClient(d.url, { user: TRACER.name, password: TRACER.password });
+  s.on('follow:data', (_fd: FollowData, ack: (a: object) => void) => ack({}));
+  try {
+    await idle();
+    const tag = `nospool-${Date.now()}`;
+    const a = await ask<{ trace: TraceView }>(s, 'follow:start', { callId: [tag], durationMs: 30_000 });
+    assert.ok(a.ok, JSON.stringify(a));
+    // A directory where the host's spool file goes: its open fails (EISDIR), as on a full or removed disk.
+    mkdirSync(join(d.dataDir, 'spool', a.trace.id, 'lo1.pcap'), { recursive: true });
+    assert.ok(await waitFor(() => follows.active() === 1, 10_000));
+    await call(tag, '+15550100777');
+    await sleep(500);
+    await ask(s, 'follow:stop', { traceId: a.trace.id });
+    const v = await traceFinal(a.trace.id);
+    assert.equal(v.hosts[0].state, 'error', JSON.stringify(v));
+    assert.match(v.hosts[0].error ?? '', /could not write this host's packets to its spool \(EISDIR.*check the free space and permissions/);
+    // The dispatcher still answers.
+    const b = await ask(s, 'follow:start', { callId: [`${tag}-2`], durationMs: 1_000 });
+    assert.ok(b.ok, JSON.stringify(b));
+  } finally {
+    s.close();
+  }
 });

@@ -11,7 +11,8 @@ import type { AddressInfo } from 'node:net';
 import { sep } from 'node:path';
 import { type LogSettings, initProcessLogger } from '../../shared/log/log';
 import { z } from 'zod';
-import { type AttachmentParts, COPY_ATTACHMENT_PATH, PART_BYTES, type PartedDoc, STORE_FEATURES_PATH, byteRange, partDocId } from './parts';
+import { type AttachmentParts, COPY_ATTACHMENT_PATH, PART_BYTES, type PartedDoc, STORE_FEATURES_PATH, byteRange, mergedPcap, partDocId, storedAttachment } from './parts';
+import { MERGED_ATTACHMENT, type TraceDoc } from './layout';
 
 export interface EmbeddedServerArgs {
   dataDir: string;
@@ -167,7 +168,11 @@ function putAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerRe
       while (off < chunk.length) {
         if (used === PART_BYTES) {
           await store(part);
-          part = Buffer.allocUnsafe(PART_BYTES);
+          // The first part is kept for the document, written last; every later one is in LevelDB once put()
+          // resolves (PouchDB stores a clone of it), so its buffer takes the next part: a fresh 4 MiB per part
+          // was a third of this process's allocation per byte stored, and V8 runs a full collection every
+          // few tens of MB of buffers allocated.
+          if (parts === 1) part = Buffer.allocUnsafe(PART_BYTES);
           used = 0;
         }
         const n = Math.min(chunk.length - off, PART_BYTES - used);
@@ -268,6 +273,24 @@ function copyAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerR
 }
 
 /**
+ * The trace's merged.pcap when the trace document names another
+ * attachment as its merged PCAP instead of holding one (mergedPcap() in
+ * parts.ts: a one-host trace whose merge is its host's packets.pcap, byte
+ * for byte): that attachment's document, so that a direct reader of the
+ * store gets the whole merged PCAP at the trace's merged.pcap, as from a
+ * store that holds a copy. Null for anything else, and when the named
+ * attachment is not the length the trace says (replaced since): a 404
+ * rather than other bytes.
+ */
+async function namedSource(db: PouchDb, doc: PartedDoc & Record<string, unknown>, name: string): Promise<{ docId: string; name: string; doc: PartedDoc & Record<string, unknown> } | null> {
+  if (name !== MERGED_ATTACHMENT || doc.type !== 'trace' || doc._attachments?.[name]) return null;
+  const m = mergedPcap(doc as unknown as TraceDoc);
+  if (!m || m.docId === doc._id) return null;
+  const src = await getDoc(db, m.docId);
+  return src && storedAttachment(src, m.name)?.length === m.stub.length ? { docId: m.docId, name: m.name, doc: src } : null;
+}
+
+/**
  * GET and HEAD /db/doc/attachment of an attachment kept in parts: the whole
  * attachment, a part at a time (see parts.ts), or the one byte range a GET
  * asks with `Range` (206, across part boundaries; 416 past the end), as
@@ -277,9 +300,12 @@ function copyAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerR
 function getAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerResponse, target: NonNullable<ReturnType<typeof attachmentPath>>, next: () => void): void {
   void (async () => {
     const db = await openDb(PouchDB, target.db);
-    const doc = db ? await getDoc(db, target.docId) : null;
-    const p = doc?.attachmentParts?.[target.name];
-    const first = doc?._attachments?.[target.name];
+    const asked = db ? await getDoc(db, target.docId) : null;
+    const source = db && asked ? await namedSource(db, asked, target.name) : null;
+    const { docId, name, doc } = source ?? { docId: target.docId, name: target.name, doc: asked };
+    const first = doc?._attachments?.[name];
+    // An attachment in one piece is express-pouchdb's to send, unless it is another document's (one part, then).
+    const p = doc?.attachmentParts?.[name] ?? (source && first ? { upload: '', parts: 1, length: first.length, content_type: first.content_type } : undefined);
     if (!db || !doc || !p || !first) return next();
     // Every part but the last is as long as the first (1 MiB or 4 MiB, whatever the server wrote then).
     const partBytes = first.length;
@@ -299,10 +325,10 @@ function getAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerRe
       gone = true;
     });
     for (let k = Math.floor(start / partBytes); k <= Math.floor(end / partBytes) && !gone; k++) {
-      const b = k === 0 ? await db.getAttachment(target.docId, target.name) : await db.getAttachment(partDocId(target.docId, target.name, p.upload, k), 'part');
+      const b = k === 0 ? await db.getAttachment(docId, name) : await db.getAttachment(partDocId(docId, name, p.upload, k), 'part');
       const at = k * partBytes;
       // A part of another length than its place says would shift every byte after it: stop rather than send wrong bytes.
-      if (b.length !== (k < p.parts - 1 ? partBytes : p.length - at)) throw Object.assign(new Error(`part ${k} of ${target.docId}/${target.name} has ${b.length} bytes, not what its place needs`), { status: 500, name: 'error' });
+      if (b.length !== (k < p.parts - 1 ? partBytes : p.length - at)) throw Object.assign(new Error(`part ${k} of ${docId}/${name} has ${b.length} bytes, not what its place needs`), { status: 500, name: 'error' });
       const slice = b.subarray(Math.max(0, start - at), Math.min(b.length, end + 1 - at));
       if (!res.write(slice) && !gone) {
         await new Promise<void>((resolve) => {

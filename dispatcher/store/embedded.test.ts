@@ -306,6 +306,57 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
       await couch.stop();
     }
   });
+  test("a trace that names its host's packets.pcap as its merged PCAP: a direct GET of its merged.pcap answers that attachment, whole or a range", async () => {
+    const couch = await startEmbeddedCouch({ dataDir, logger: silentLogger });
+    try {
+      const store = await TraceStore.open({ url: couch.url, db: 'named' });
+      const trace = await store.createTrace({ request: { number: '5551234' }, user: 'ann', hosts: ['h'] });
+      const other = await store.createTrace({ request: { number: '5551234' }, user: 'ann', hosts: ['h'] });
+      const result = await store.putResult({ traceId: trace.id, host: 'h', state: 'done' });
+      const auth = { authorization: `Basic ${Buffer.from(decodeURIComponent(new URL(couch.url).username + ':' + new URL(couch.url).password)).toString('base64')}` };
+      const mergedUrl = (id: string) => `${bare(couch.url)}/named/${encodeURIComponent(traceDocId(id))}/${MERGED_ATTACHMENT}`;
+      const get = async (id: string, headers: Record<string, string> = {}) => {
+        const r = await fetch(mergedUrl(id), { headers: { ...auth, ...headers } });
+        return { status: r.status, type: r.headers.get('content-type'), range: r.headers.get('content-range'), body: Buffer.from(await r.arrayBuffer()) };
+      };
+      const name = async (id: string, doc: string) => {
+        const stub = (await store.getAttachmentInfo(doc, HOST_ATTACHMENT))!;
+        await store.updateTrace(id, (d) => {
+          d.mergedAttachment = { doc, name: HOST_ATTACHMENT, content_type: stub.content_type, length: stub.length, digest: stub.digest };
+        });
+      };
+      // Not named yet: no merged PCAP, as before.
+      assert.equal((await get(trace.id)).status, 404);
+      // Two parts and a bit (each part different), then a file in one piece.
+      const big = Buffer.alloc(2 * PART_BYTES + 99);
+      for (let off = 0; off < big.length; off += 4096) big.writeUInt32BE(off, off);
+      for (const body of [big, Buffer.from('one part only')]) {
+        await store.putAttachmentStream(result._id, HOST_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([body]));
+        await name(trace.id, result._id);
+        const whole = await get(trace.id);
+        assert.deepEqual([whole.status, whole.type], [200, PCAP_CONTENT_TYPE]);
+        assert.ok(whole.body.equals(body), `the merged PCAP read directly is packets.pcap (${whole.body.length} bytes of ${body.length})`);
+        const head = await fetch(mergedUrl(trace.id), { method: 'HEAD', headers: auth });
+        assert.deepEqual([head.status, head.headers.get('content-length')], [200, String(body.length)]);
+        const part = await get(trace.id, { range: 'bytes=5-' });
+        assert.deepEqual([part.status, part.range], [206, `bytes 5-${body.length - 1}/${body.length}`]);
+        assert.ok(part.body.equals(body.subarray(5)));
+      }
+      // packets.pcap replaced since it was named: not the bytes the trace says, so not served as its merged PCAP.
+      await store.putAttachmentStream(result._id, HOST_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([Buffer.from('replaced, and longer')]));
+      assert.equal((await get(trace.id)).status, 404);
+      // Only the trace's own host results count: another trace's name for this one's result is no merged PCAP.
+      await name(trace.id, result._id);
+      await name(other.id, result._id);
+      assert.equal((await get(other.id)).status, 404);
+      assert.equal((await get(trace.id)).body.toString(), 'replaced, and longer');
+      // An own merged.pcap wins over the name.
+      await store.putAttachmentStream(traceDocId(trace.id), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([Buffer.from('own')]));
+      assert.equal((await get(trace.id)).body.toString(), 'own');
+    } finally {
+      await couch.stop();
+    }
+  });
   test('an attachment stored in parts of another size (1 MiB, before parts were 4 MiB) still reads whole', async () => {
     const couch = await startEmbeddedCouch({ dataDir, logger: silentLogger });
     try {

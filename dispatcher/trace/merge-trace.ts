@@ -70,12 +70,14 @@ function figures(m: MergeResult, results: ResultDoc[], clock: ClockSampler, hopp
  * the spool file (`same.path`, or the bytes its feed still holds) instead
  * of being sent; when it matches all through and the host's packets.pcap
  * was stored from that same file (`same.hostStored` resolves with its
- * length), no byte is sent again: a store that copies attachments (the
- * embedded one) copies packets.pcap into merged.pcap; on another (Apache
- * CouchDB, which cannot) the trace document names packets.pcap as its
- * merged PCAP (mergedAttachment, see mergedPcap()). At the first
- * difference the output is uploaded after all, the file's bytes up to
- * there first (see SameAsFile).
+ * length), no byte is sent again: the trace document names packets.pcap as
+ * its merged PCAP (mergedAttachment, see mergedPcap()), on every store. The
+ * embedded store's copy of packets.pcap into merged.pcap wrote no bytes but
+ * a part document per 4 MiB, each mapped by the views at their next query,
+ * and the trace's final step waited for both (see docs/ARCHITECTURE.md);
+ * its server answers a direct GET of the trace's merged.pcap with the named
+ * attachment. At the first difference the output is uploaded after all,
+ * the file's bytes up to there first (see SameAsFile).
  */
 export async function mergeOneLive(store: TraceStore, traceId: string, host: string, input: Readable, same?: SameInput): Promise<MergeResult> {
   if (same) return mergeOneCompared(store, traceId, host, input, same);
@@ -128,10 +130,6 @@ async function mergeOneCompared(store: TraceStore, traceId: string, host: string
   }
   // The output is the file's first `checked` bytes: the host's packets.pcap when that was stored from the whole file.
   if ((await same.hostStored) === sink.checked) {
-    if (store.copiesAttachments) {
-      await store.copyAttachment(resultDocId(traceId, host), HOST_ATTACHMENT, traceDocId(traceId), MERGED_ATTACHMENT);
-      return m;
-    }
     const stub = await store.getAttachmentInfo(resultDocId(traceId, host), HOST_ATTACHMENT);
     if (stub?.length === sink.checked) {
       const ref: MergedReference = { doc: resultDocId(traceId, host), name: HOST_ATTACHMENT, content_type: stub.content_type, length: stub.length, digest: stub.digest };

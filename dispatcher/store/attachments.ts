@@ -6,7 +6,7 @@ import { PassThrough, Readable, Transform, TransformCallback, pipeline } from 'n
 import type { StoreClient } from './client';
 import { NanoError, StoreError, StoreUnreachableError } from './errors';
 import type { AttachmentStub, CouchMeta } from './layout';
-import { COPY_ATTACHMENT_PATH, storedAttachment } from './parts';
+import { storedAttachment } from './parts';
 
 /** Counts what flows through, so an upload can report its size without a second read. */
 class ByteCounter extends Transform {
@@ -97,35 +97,6 @@ export async function putAttachmentStream(c: StoreClient, docId: string, name: s
   } finally {
     readable.off('error', onSourceError);
   }
-}
-
-/**
- * Makes `toName` of `toDoc` a copy of `fromName` of `fromDoc` inside the
- * store, where it can (StoreClient.copiesAttachments: the embedded store,
- * whose copy writes no attachment bytes); the documents must exist.
- * Resolves with the new revision of `toDoc` and the bytes copied.
- */
-export async function copyAttachment(c: StoreClient, fromDoc: string, fromName: string, toDoc: string, toName: string): Promise<{ bytes: number; rev: string }> {
-  const what = `copying ${fromName} of ${fromDoc} to ${toName} on ${toDoc}`;
-  if (!c.copiesAttachments) throw new StoreError(`${what}: the store at ${c.url} does not copy attachments itself`);
-  return c.serial(toDoc, async () => {
-    const doc = await c.getRaw<{ _rev: string }>(toDoc);
-    if (!doc) throw new StoreError(`${what}: no such document in the store at ${c.url}`, 404, 'not_found');
-    let res: Response;
-    try {
-      res = await fetch(`${c.dbUrl}${COPY_ATTACHMENT_PATH}`, {
-        method: 'POST',
-        headers: { ...c.authHeaders, 'content-type': 'application/json', accept: 'application/json' },
-        body: JSON.stringify({ from: { doc: fromDoc, name: fromName }, to: { doc: toDoc, name: toName, rev: doc._rev } }),
-      });
-    } catch (err) {
-      throw c.unreachable(String((err as { cause?: unknown }).cause ?? err));
-    }
-    const answer = (await res.json().catch(() => ({}))) as NanoError & { rev?: string };
-    if (!res.ok || typeof answer.rev !== 'string') throw c.fail(what, { ...answer, statusCode: res.status });
-    const info = await getAttachmentInfo(c, toDoc, toName);
-    return { bytes: info?.length ?? 0, rev: answer.rev };
-  });
 }
 
 /** Name, type, length and digest of an attachment, or null when it is not there. */

@@ -11,7 +11,6 @@ import nano from 'nano';
 import { Counter } from 'prom-client';
 import { AlertDoc, AlertRuleDoc, ConfigDoc, DESIGN_DOC, DESIGN_NAME, ResultDoc, TraceDoc, UserDoc, ViewName } from './layout';
 import { isConflict, isNotFound, NanoError, redactUrl, StoreError, StoreUnreachableError } from './errors';
-import { STORE_FEATURES_PATH } from './parts';
 
 export interface OpenOptions {
   url: string;
@@ -134,24 +133,6 @@ export class StoreClient {
   async setUp(): Promise<void> {
     await this.ensureDatabase();
     await this.ensureDesign();
-    this.copiesAttachments = await this.probeCopy();
-  }
-
-  /**
-   * Whether the store copies an attachment itself (the embedded server's
-   * POST <db>/_tracefleet_copy_attachment, see parts.ts): asked once, at
-   * set-up. Apache CouchDB answers the question with an error: no.
-   */
-  copiesAttachments = false;
-
-  private async probeCopy(): Promise<boolean> {
-    try {
-      const res = await fetch(`${this.dbUrl.slice(0, this.dbUrl.lastIndexOf('/'))}${STORE_FEATURES_PATH}`, { headers: { ...this.authHeaders, accept: 'application/json' }, signal: AbortSignal.timeout(10_000) });
-      const body = (await res.json().catch(() => null)) as { copyAttachment?: unknown } | null;
-      return res.ok && body?.copyAttachment === true;
-    } catch {
-      return false;
-    }
   }
 
   // ---- set-up --------------------------------------------------------------

@@ -10,8 +10,7 @@ import { IncomingMessage, RequestListener, Server, ServerResponse, createServer 
 import type { AddressInfo } from 'node:net';
 import { sep } from 'node:path';
 import { type LogSettings, initProcessLogger } from '../../shared/log/log';
-import { z } from 'zod';
-import { type AttachmentParts, COPY_ATTACHMENT_PATH, PART_BYTES, type PartedDoc, STORE_FEATURES_PATH, byteRange, mergedPcap, partDocId, storedAttachment } from './parts';
+import { type AttachmentParts, PART_BYTES, type PartedDoc, byteRange, mergedPcap, partDocId, storedAttachment } from './parts';
 import { MERGED_ATTACHMENT, type TraceDoc } from './layout';
 
 export interface EmbeddedServerArgs {
@@ -106,7 +105,7 @@ async function dropParts(db: PouchDb, ids: string[]): Promise<void> {
 /**
  * Writes `doc` with its attachment `name` given (bytes or a stub) and its
  * parts entry (null: not in parts), in one write: the last step of an
- * upload or a copy. The parts of the upload it replaced, which nobody can
+ * upload. The parts of the upload it replaced, which nobody can
  * reach any more, are deleted before the answer, so what the client sees
  * next is clean. Empties `written` once the document names those parts.
  */
@@ -191,79 +190,6 @@ function putAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerRe
     }
     // This one is given whole (its first part).
     const out = await commitAttachment(db, doc, target.name, { content_type: type, data: first! }, parts > 1 ? { upload, parts, length: total, content_type: type } : null, written);
-    sendJson(res, 201, { ok: true, id: out.id, rev: out.rev });
-  })().catch(async (err: PouchError) => {
-    req.resume();
-    sendError(res, err);
-    if (db && written.length) await dropParts(db, written).catch(() => undefined);
-  });
-}
-
-const CopyRequest = z
-  .object({
-    from: z.object({ doc: z.string().min(1).max(1024), name: z.string().min(1).max(1024) }).strict(),
-    to: z.object({ doc: z.string().min(1).max(1024), name: z.string().min(1).max(1024), rev: z.string().max(256).optional() }).strict(),
-  })
-  .strict();
-
-type Stub = { digest: string; length: number; content_type: string };
-
-/**
- * POST /db/_tracefleet_copy_attachment {from: {doc, name}, to: {doc, name, rev?}}:
- * makes `to` an attachment with the bytes of `from` without their crossing
- * HTTP again (see parts.ts). PouchDB keeps attachment bytes once per MD5
- * digest and lets a stub name any digest the database holds, so the copy
- * writes stubs only: its part documents, then the document, last, as an
- * upload does. Not a CouchDB call (CouchDB answers it with an error), so a
- * client uses it only where GET /_tracefleet says so.
- */
-function copyAttachment(PouchDB: PouchStatic, req: IncomingMessage, res: ServerResponse, dbName: string): void {
-  const written: string[] = [];
-  let db: PouchDb | null = null;
-  void (async () => {
-    const body: Buffer[] = [];
-    let size = 0;
-    for await (const b of req as AsyncIterable<Buffer>) {
-      size += b.length;
-      if (size > 16 * 1024) throw Object.assign(new Error('the copy request is too big'), { status: 413, name: 'request_entity_too_large' });
-      body.push(b);
-    }
-    let json: unknown;
-    try {
-      json = JSON.parse(Buffer.concat(body).toString('utf8'));
-    } catch {
-      json = null;
-    }
-    const parsed = CopyRequest.safeParse(json);
-    if (!parsed.success) throw Object.assign(new Error(`bad copy request: ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`), { status: 400, name: 'bad_request' });
-    const { from, to } = parsed.data;
-    db = await openDb(PouchDB, dbName);
-    if (!db) return sendJson(res, 404, DB_MISSING);
-    const src = await getDoc(db, from.doc);
-    const first = src?._attachments?.[from.name] as Partial<Stub> | undefined;
-    if (!src || !first?.digest) throw Object.assign(new Error(`${from.doc} has no attachment ${from.name}`), { status: 404, name: 'not_found' });
-    const p = src.attachmentParts?.[from.name];
-    const upload = randomBytes(6).toString('hex');
-    for (let k = 1; p && k < p.parts; k += 100) {
-      const ids = Array.from({ length: Math.min(100, p.parts - k) }, (_, i) => k + i);
-      const parts = await Promise.all(ids.map((i) => db!.get(partDocId(from.doc, from.name, p.upload, i))));
-      const docs = parts.map((part, i) => {
-        const stub = part._attachments?.part as Partial<Stub> | undefined;
-        if (!stub?.digest) throw Object.assign(new Error(`part ${ids[i]} of ${from.doc}/${from.name} has no bytes`), { status: 500, name: 'error' });
-        const id = partDocId(to.doc, to.name, upload, ids[i]);
-        written.push(id);
-        return { _id: id, type: 'attachment-part', doc: to.doc, name: to.name, upload, index: ids[i], _attachments: { part: { stub: true, digest: stub.digest, length: stub.length, content_type: stub.content_type, revpos: 1 } } };
-      });
-      const out = await db.bulkDocs(docs);
-      const bad = out.find((r) => r.error);
-      if (bad) throw Object.assign(new Error(`copying part of ${from.doc}/${from.name}: ${bad.reason ?? bad.error}`), { status: 500, name: bad.error });
-    }
-    const doc = await getDoc(db, to.doc);
-    if (!doc) throw Object.assign(new Error('missing'), { status: 404, name: 'not_found' });
-    if (to.rev !== undefined && to.rev !== doc._rev) throw Object.assign(new Error('Document update conflict.'), { status: 409, name: 'conflict' });
-    // revpos: the revision this write makes, as PouchDB gives an attachment it stores.
-    const stub = { stub: true, digest: first.digest, length: first.length, content_type: first.content_type, revpos: parseInt(doc._rev, 10) + 1 };
-    const out = await commitAttachment(db, doc, to.name, stub, p ? { ...p, upload } : null, written);
     sendJson(res, 201, { ok: true, id: out.id, rev: out.rev });
   })().catch(async (err: PouchError) => {
     req.resume();
@@ -420,18 +346,6 @@ async function start(args: EmbeddedServerArgs): Promise<Server> {
       // As CouchDB answers; no challenge header, so a browser shows no login box.
       req.resume();
       return sendJson(res, 401, { error: 'unauthorized', reason: 'Name or password is incorrect.' });
-    }
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
-    if (req.method === 'GET' && path === STORE_FEATURES_PATH) return sendJson(res, 200, { copyAttachment: true });
-    const copy = req.method === 'POST' ? path.split('/') : null;
-    if (copy && copy.length === 3 && copy[2] === COPY_ATTACHMENT_PATH.slice(1)) {
-      let dbName: string | null = null;
-      try {
-        dbName = decodeURIComponent(copy[1]);
-      } catch {
-        /* express-pouchdb answers malformed escapes */
-      }
-      if (dbName && !dbName.startsWith('_')) return copyAttachment(PouchDB, req, res, dbName);
     }
     const target = req.method === 'PUT' || req.method === 'GET' || req.method === 'HEAD' ? attachmentPath(req.url ?? '/') : null;
     if (!target) app(req, res);

@@ -262,50 +262,6 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
       await couch.stop();
     }
   });
-  test('copies an attachment inside the store: the copy reads whole, outlives its source, and costs no bytes on the wire', async () => {
-    const couch = await startEmbeddedCouch({ dataDir, logger: silentLogger });
-    try {
-      const store = await TraceStore.open({ url: couch.url, db: 'copies' });
-      assert.equal(store.copiesAttachments, true);
-      const trace = await store.createTrace({ request: { number: '5551234' }, user: 'ann', hosts: ['h'] });
-      const result = await store.putResult({ traceId: trace.id, host: 'h', state: 'done' });
-      const read = async (docId: string, name: string): Promise<Buffer> => Buffer.concat((await store.getAttachmentStream(docId, name).toArray()) as Buffer[]);
-      const parts = async () => (await nano(couch.url).use('copies').list()).rows.filter((r) => r.id.includes('~')).map((r) => r.id);
-      // Three parts and a bit, each part different.
-      const big = Buffer.alloc(3 * PART_BYTES + 99);
-      for (let off = 0; off < big.length; off += 4096) big.writeUInt32BE(off, off);
-      for (const body of [Buffer.from('one part only'), big]) {
-        await store.putAttachmentStream(result._id, HOST_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([body]));
-        const partsBefore = await parts();
-        const copied = await store.copyAttachment(result._id, HOST_ATTACHMENT, traceDocId(trace.id), MERGED_ATTACHMENT);
-        assert.equal(copied.bytes, body.length);
-        assert.equal(copied.rev, (await store.getTrace(trace.id))?._rev);
-        assert.deepEqual(await read(traceDocId(trace.id), MERGED_ATTACHMENT), body);
-        const [info, src] = [await store.getAttachmentInfo(traceDocId(trace.id), MERGED_ATTACHMENT), await store.getAttachmentInfo(result._id, HOST_ATTACHMENT)];
-        assert.deepEqual([info?.digest, info?.length, info?.content_type], [src?.digest, src?.length, src?.content_type]);
-        assert.equal(info?.revpos, Number(copied.rev.split('-')[0]));
-        // The copy has part documents of its own: the old copy's are gone, the source's are untouched.
-        const now = await parts();
-        assert.equal(now.length, 2 * (Math.ceil(body.length / PART_BYTES) - 1));
-        assert.ok(partsBefore.every((id) => id.startsWith(`${result._id}~`) && now.includes(id)));
-        // The trace document's other fields are kept.
-        assert.equal((await store.getTrace(trace.id))?.user, 'ann');
-      }
-      // The source replaced: the copy keeps its bytes (PouchDB counts references per digest).
-      await store.putAttachmentStream(result._id, HOST_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([Buffer.from('replaced')]));
-      assert.deepEqual(await read(traceDocId(trace.id), MERGED_ATTACHMENT), big);
-      assert.equal((await read(result._id, HOST_ATTACHMENT)).toString(), 'replaced');
-      // A missing source or target is an error that names it; nothing changes.
-      await assert.rejects(store.copyAttachment(result._id, 'nothing.pcap', traceDocId(trace.id), MERGED_ATTACHMENT), /404.*no attachment nothing\.pcap/);
-      await assert.rejects(store.copyAttachment(result._id, HOST_ATTACHMENT, 'trace:missing', MERGED_ATTACHMENT), /no such document/);
-      assert.deepEqual(await read(traceDocId(trace.id), MERGED_ATTACHMENT), big);
-      // Deleting the trace deletes the copy's parts too.
-      await store.deleteTrace(trace.id);
-      assert.deepEqual(await parts(), []);
-    } finally {
-      await couch.stop();
-    }
-  });
   test("a trace that names its host's packets.pcap as its merged PCAP: a direct GET of its merged.pcap answers that attachment, whole or a range", async () => {
     const couch = await startEmbeddedCouch({ dataDir, logger: silentLogger });
     try {

@@ -18,17 +18,14 @@
  * first part's length and digest; attachmentParts holds the whole length
  * (storedAttachment() gives the stub as the dispatcher must see it).
  *
- * A copy (POST <db>/_tracefleet_copy_attachment, embedded-server.ts) has
- * the same layout with an upload of its own, every attachment a stub of
- * its source's digest: PouchDB keeps the bytes once per digest.
+ * A trace whose merged PCAP is its one host's packets.pcap names that
+ * attachment (mergedAttachment, see mergedPcap()) on this store as on
+ * Apache CouchDB; GET and HEAD of the trace's merged.pcap on the embedded
+ * server answer the named attachment (embedded-server.ts), so a direct
+ * reader still finds it there.
  */
 
 import { type AttachmentStub, type CouchMeta, MERGED_ATTACHMENT, type TraceDoc, traceDocId } from './layout';
-
-/** Answered by the embedded server only ({copyAttachment: true}); Apache CouchDB answers it with an error. */
-export const STORE_FEATURES_PATH = '/_tracefleet';
-/** POST <db>/_tracefleet_copy_attachment: the embedded server's copy of an attachment, stubs only (embedded-server.ts). */
-export const COPY_ATTACHMENT_PATH = '/_tracefleet_copy_attachment';
 
 /**
  * Bytes per part: what one upload or download holds at once (PouchDB copies

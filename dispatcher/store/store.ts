@@ -130,15 +130,6 @@ export class TraceStore {
     return attachments.putAttachmentStream(this.c, docId, name, contentType, readable);
   }
 
-  /** Whether copyAttachment() works here: the embedded store copies without the bytes crossing HTTP again; Apache CouchDB cannot. */
-  get copiesAttachments(): boolean {
-    return this.c.copiesAttachments;
-  }
-
-  copyAttachment(fromDoc: string, fromName: string, toDoc: string, toName: string): Promise<{ bytes: number; rev: string }> {
-    return attachments.copyAttachment(this.c, fromDoc, fromName, toDoc, toName);
-  }
-
   getAttachmentInfo(docId: string, name: string): Promise<AttachmentStub | null> {
     return attachments.getAttachmentInfo(this.c, docId, name);
   }

@@ -76,20 +76,28 @@ export class RawSocket {
   private ended = false;
   private readonly prefix: string;
   private onConnect: ((err: Error | null) => void) | null = null;
-  handlers: RawSocketHandlers | null = null;
 
-  private constructor(private readonly sock: Socket, private readonly nsp: string, private readonly auth: object, private readonly key: string) {
+  private constructor(
+    private readonly sock: Socket,
+    private readonly nsp: string,
+    private readonly auth: object,
+    private readonly key: string,
+    private readonly handlers: RawSocketHandlers,
+  ) {
     this.prefix = nsp === '/' ? '' : `${nsp},`;
   }
 
-  /** `url` is http://host:port; `nsp` the namespace ("/agent"); `auth` what io(url, { auth }) would send. */
-  static connect(url: string, nsp: string, auth: object, timeoutMs: number): Promise<RawSocket> {
+  /**
+   * `url` is http://host:port; `nsp` the namespace ("/agent"); `auth` what io(url, { auth }) would send.
+   * The handlers are given here: what the server sends right after the namespace's CONNECT can come in the same read.
+   */
+  static connect(url: string, nsp: string, auth: object, handlers: RawSocketHandlers, timeoutMs: number): Promise<RawSocket> {
     const u = new URL(url);
     if (u.protocol !== 'http:') return Promise.reject(new Error(`only http:// URLs are simulated, not ${u.protocol}`));
     const key = randomBytes(16).toString('base64');
     const sock = connect({ host: u.hostname, port: Number(u.port || 80) });
     sock.setNoDelay(true);
-    const s = new RawSocket(sock, nsp, auth, key);
+    const s = new RawSocket(sock, nsp, auth, key, handlers);
     return new Promise<RawSocket>((resolve, reject) => {
       const t = setTimeout(() => s.fail(`no connection to ${nsp} within ${timeoutMs / 1000} s`), timeoutMs);
       s.onConnect = (err) => {
@@ -158,7 +166,7 @@ export class RawSocket {
     this.ended = true;
     this.sock.destroy();
     if (this.onConnect) this.onConnect(new Error(reason));
-    else this.handlers?.closed(reason);
+    else this.handlers.closed(reason);
   }
 
   private onData(d: Buffer): void {
@@ -281,7 +289,7 @@ export class RawSocket {
         return this.fail('the server left the namespace');
       case '2': {
         if (!Array.isArray(body) || typeof body[0] !== 'string') return this.fail('an event that is not [name, ...args]');
-        this.handlers?.event(body[0], body.slice(1), id);
+        this.handlers.event(body[0], body.slice(1), id);
         return;
       }
       case '3': {

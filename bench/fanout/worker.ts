@@ -144,24 +144,30 @@ function sendResult(a: Agent, traceId: string, idJson: string, rec: AgentRecord,
 }
 
 async function connectOne(url: string, token: string, name: string, index: number): Promise<void> {
-  const socket = await RawSocket.connect(url, '/agent', { token, name }, CONNECT_TIMEOUT_MS);
-  const a: Agent = { name, index, socket };
-  agents.push(a);
-  socket.handlers = {
-    event: (ev, args, ackId) => {
-      if (ev === 'trace:run') answer(a, args[0], ackId);
-    },
-    closed: (reason) => {
-      // Whatever this agent was doing for a trace ends here, said so in its record.
-      for (const byAgent of records.values()) {
-        const r = byAgent.get(index);
-        if (r && !r.doneAt) {
-          r.error = `connection lost: ${reason}`;
-          r.doneAt = wallNow();
+  let a: Agent | null = null;
+  const socket = await RawSocket.connect(
+    url,
+    '/agent',
+    { token, name },
+    {
+      event: (ev, args, ackId) => {
+        if (ev === 'trace:run' && a) answer(a, args[0], ackId);
+      },
+      closed: (reason) => {
+        // Whatever this agent was doing for a trace ends here, said so in its record.
+        for (const byAgent of records.values()) {
+          const r = byAgent.get(index);
+          if (r && !r.doneAt) {
+            r.error = `connection lost: ${reason}`;
+            r.doneAt = wallNow();
+          }
         }
-      }
+      },
     },
-  };
+    CONNECT_TIMEOUT_MS,
+  );
+  a = { name, index, socket };
+  agents.push(a);
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`agent ${name}: no hello ack within ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
     socket.emit('agent:hello', hello(name), (args) => {

@@ -1,33 +1,53 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { io, Socket } from 'socket.io-client';
 import { AgentHello, chunkAck, PROTOCOL_VERSION, traceRun } from '../../shared/protocol/agent';
 import { parseMessage } from '../../shared/protocol/common';
 import { wallNow } from '../common/dispatcher';
-import { AgentResult, agentResult } from './result';
+import { agentResult } from './result';
 import { AgentRecord, FromWorker, ToWorker, toWorker } from './messages';
+import { clientFrame, RawSocket, textFrame } from './raw-socket';
 
 /*
  * One process of simulated agents (forked by bench/fanout/main.ts): opens a
- * Socket.IO connection to /agent per name, says hello, and answers every
- * trace:run as a real agent does (agent/trace/serve.ts) but with a small
- * prepared result: ack accepted, then trace:result (the result whole) when
- * trace:run says the dispatcher takes it, else (and with --old-agents)
- * trace:started, one trace:chunk waiting for its ack, trace:done. Each
- * step's wall-clock time is recorded per agent
- * and sent to the parent when it asks.
+ * connection to /agent per name, says hello, and answers every trace:run as
+ * a real agent does (agent/trace/serve.ts) but with a small prepared result:
+ * ack accepted, then trace:result (the result whole) when trace:run says the
+ * dispatcher takes it, else (and with --old-agents) trace:started, one
+ * trace:chunk waiting for its ack, trace:done. Each step's wall-clock time
+ * is recorded per agent and sent to the parent when it asks.
+ *
+ * The connections are raw-socket.ts's frames written by hand, and each
+ * agent's answers are bytes made before the run (its result's frames, all
+ * but the trace's id and the ack id): the agents share the dispatcher's
+ * cores, and what they spend there is the dispatcher's loss.
  */
 
 const CONNECT_CONCURRENCY = 25;
 // Generous: on a starved machine a simulator's event loop, not the dispatcher, can hold a hello ack back for tens of seconds.
 const CONNECT_TIMEOUT_MS = 60_000;
-const CHUNK_ACK_TIMEOUT_MS = 60_000;
 
 const send = (m: FromWorker): void => {
   process.send?.(m);
 };
 
-const sockets: Socket[] = [];
-const agents: Array<{ name: string; index: number }> = [];
+/** An agent's result for the coming run as bytes: the JSON after the trace's id, and the PCAP's own frame. */
+interface PreparedAnswer {
+  /** `,"packets":…,"data":{"_placeholder":true,"num":0}}]`: trace:result's packet after its traceId. */
+  resultTail: Buffer;
+  /** `,"seq":0,"data":{…placeholder}}]`: the old way's trace:chunk after its traceId. */
+  chunkTail: Buffer;
+  /** `,"chunks":1,"packets":…}]`: the old way's trace:done after its traceId. */
+  doneTail: Buffer;
+  /** The binary frame carrying the PCAP (the attachment of trace:result or trace:chunk). */
+  pcapFrame: Buffer;
+}
+
+interface Agent {
+  name: string;
+  index: number;
+  socket: RawSocket;
+}
+
+const agents: Agent[] = [];
 /** Per trace, per agent index. */
 const records = new Map<string, Map<number, AgentRecord>>();
 const lag = monitorEventLoopDelay({ resolution: 10 });
@@ -45,12 +65,26 @@ const hello = (name: string): AgentHello => ({
 /** Answer as agents before trace:result did (started, chunk, done), even to a dispatcher that takes it. */
 let oldAgents = false;
 
-/** Each agent's result for the coming run (by agent index), made on 'arm', before the trace is asked. */
-let prepared = new Map<number, AgentResult>();
+/** Each agent's answer for the coming run (by agent index), made on 'arm', before the trace is asked. */
+let prepared = new Map<number, PreparedAnswer>();
 let preparedFor = '';
 /** Traces whose trace:run this worker checked whole once; its other agents check the id and the offer. */
 const checked = new Set<string>();
 const runHead = traceRun.pick({ traceId: true, result: true });
+const PLACEHOLDER = { _placeholder: true, num: 0 };
+
+/** The JSON of an object without its opening brace: what follows `{"traceId":"…"` in a packet. */
+const tail = (o: object, extra = ''): Buffer => Buffer.from(`${extra}${JSON.stringify(o).slice(1)}]`);
+
+function prepare(a: { name: string; index: number }, tag: string): PreparedAnswer {
+  const r = agentResult(a.name, tag, a.index, Date.now());
+  return {
+    resultTail: tail({ ...r.done, data: PLACEHOLDER }, ','),
+    chunkTail: tail({ seq: 0, data: PLACEHOLDER }, ','),
+    doneTail: tail({ chunks: 1, ...r.done }, ','),
+    pcapFrame: clientFrame(r.pcap, true),
+  };
+}
 
 /**
  * The trace's own query is checked whole once per worker (a real agent checks every trace:run, on its
@@ -65,64 +99,82 @@ function parseRun(data: unknown): ReturnType<typeof parseMessage<{ traceId: stri
   return m;
 }
 
-function answer(socket: Socket, name: string, index: number, data: unknown, ack: unknown): void {
+function answer(a: Agent, data: unknown, ackId: number | null): void {
   const runAt = wallNow();
   const m = parseRun(data);
-  if (typeof ack !== 'function') return;
-  if (!m.ok) return (ack as (a: unknown) => void)({ accepted: false, error: m.error });
+  if (ackId === null) return;
+  const s = a.socket;
+  if (!m.ok) return s.write(textFrame(s.ackHead(ackId), JSON.stringify([{ accepted: false, error: m.error }])));
   const { traceId } = m.value;
   let byAgent = records.get(traceId);
   if (!byAgent) records.set(traceId, (byAgent = new Map()));
-  const rec: AgentRecord = { i: index, runAt, startedAt: 0, chunkAckAt: 0, doneAt: 0 };
-  byAgent.set(index, rec);
-  (ack as (a: unknown) => void)({ accepted: true });
+  const rec: AgentRecord = { i: a.index, runAt, startedAt: 0, chunkAckAt: 0, doneAt: 0 };
+  byAgent.set(a.index, rec);
   const whole = m.value.result === true && !oldAgents;
+  const id = JSON.stringify(traceId);
+  const ack = textFrame(s.ackHead(ackId), '[{"accepted":true}]');
   // A real agent with a quick small result says nothing more until its trace:result (agent/trace/serve.ts).
-  if (!whole) socket.emit('trace:started', { traceId });
+  s.write(whole ? ack : [...ack, ...textFrame(s.eventHead(false), `["trace:started",{"traceId":${id}}]`)]);
   rec.startedAt = wallNow();
   // The result a turn later, as a real agent's query yields: a worker simulates thousands of agents, and
-  // building and sending each one's result before reading the next trace:run made the later agents'
-  // receipt wait for the simulator, not the dispatcher.
-  setImmediate(() => sendResult(socket, name, index, traceId, rec, whole));
+  // sending each one's result before reading the next trace:run made the later agents' receipt wait for
+  // the simulator, not the dispatcher.
+  setImmediate(() => sendResult(a, traceId, id, rec, whole));
 }
 
-function sendResult(socket: Socket, name: string, index: number, traceId: string, rec: AgentRecord, whole: boolean): void {
-  const r = prepared.get(index) ?? agentResult(name, preparedFor || traceId, index, Date.now());
-  const acked = (what: string, then: () => void) => (err: Error | null, a: unknown) => {
+function sendResult(a: Agent, traceId: string, idJson: string, rec: AgentRecord, whole: boolean): void {
+  const s = a.socket;
+  const p = prepared.get(a.index) ?? prepare(a, preparedFor || traceId);
+  const acked = (what: string, then: () => void) => (args: unknown[]) => {
     rec.chunkAckAt = wallNow();
-    const ok = parseMessage(chunkAck, `${what} ack`, a);
-    if (err || !ok.ok || !ok.value.ok) {
-      rec.error = err ? err.message : ok.ok ? ok.value.error ?? `${what} refused` : ok.error;
-      if (!whole) socket.emit('trace:error', { traceId, message: `bench agent: ${rec.error}` });
+    const ok = parseMessage(chunkAck, `${what} ack`, args[0]);
+    if (!ok.ok || !ok.value.ok) {
+      rec.error = ok.ok ? ok.value.error ?? `${what} refused` : ok.error;
+      if (!whole) s.emit('trace:error', { traceId, message: `bench agent: ${rec.error}` });
     } else then();
     rec.doneAt = wallNow();
   };
+  const event = (name: string, ack: (args: unknown[]) => void) => `${s.eventHead(true)}${s.takeAckId(ack)}["${name}",{"traceId":${idJson}`;
   if (whole) {
-    socket.timeout(CHUNK_ACK_TIMEOUT_MS).emit('trace:result', { traceId, ...r.done, data: r.pcap }, acked('trace:result', () => {}));
+    s.write([...textFrame(event('trace:result', acked('trace:result', () => {})), p.resultTail), p.pcapFrame]);
     return;
   }
-  socket.timeout(CHUNK_ACK_TIMEOUT_MS).emit('trace:chunk', { traceId, seq: 0, data: r.pcap }, acked('trace:chunk', () => socket.emit('trace:done', { traceId, chunks: 1, ...r.done })));
+  const done = () => s.write(textFrame(s.eventHead(false), `["trace:done",{"traceId":${idJson}`, p.doneTail));
+  s.write([...textFrame(event('trace:chunk', acked('trace:chunk', done)), p.chunkTail), p.pcapFrame]);
 }
 
-function connectOne(url: string, token: string, name: string, index: number): Promise<void> {
-  // Websocket only: one TCP connection per agent from the start (a real agent
-  // upgrades from long-polling, which costs the connect, not the traces).
-  const socket = io(`${url}/agent`, { auth: { token, name }, forceNew: true, transports: ['websocket'], reconnection: false, timeout: CONNECT_TIMEOUT_MS });
-  sockets.push(socket);
-  agents.push({ name, index });
-  socket.on('trace:run', (data: unknown, ack: unknown) => answer(socket, name, index, data, ack));
-  return new Promise<void>((resolve, reject) => {
+async function connectOne(url: string, token: string, name: string, index: number): Promise<void> {
+  let a: Agent | null = null;
+  const socket = await RawSocket.connect(
+    url,
+    '/agent',
+    { token, name },
+    {
+      event: (ev, args, ackId) => {
+        if (ev === 'trace:run' && a) answer(a, args[0], ackId);
+      },
+      closed: (reason) => {
+        // Whatever this agent was doing for a trace ends here, said so in its record.
+        for (const byAgent of records.values()) {
+          const r = byAgent.get(index);
+          if (r && !r.doneAt) {
+            r.error = `connection lost: ${reason}`;
+            r.doneAt = wallNow();
+          }
+        }
+      },
+    },
+    CONNECT_TIMEOUT_MS,
+  );
+  a = { name, index, socket };
+  agents.push(a);
+  await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`agent ${name}: no hello ack within ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
-    socket.once('connect_error', (e: Error) => {
+    socket.emit('agent:hello', hello(name), (args) => {
       clearTimeout(t);
-      reject(new Error(`agent ${name}: ${e.message}`));
-    });
-    socket.once('connect', () => {
-      socket.emit('agent:hello', hello(name), (a: { ok?: boolean; error?: string }) => {
-        clearTimeout(t);
-        if (a?.ok) resolve();
-        else reject(new Error(`agent ${name}: hello refused: ${a?.error ?? 'no reason'}`));
-      });
+      const h = args[0] as { ok?: boolean; error?: string } | undefined;
+      if (h?.ok) resolve();
+      else reject(new Error(`agent ${name}: hello refused: ${h?.error ?? 'no reason'}`));
     });
   });
 }
@@ -140,12 +192,16 @@ async function start(url: string, token: string, names: string[], firstIndex: nu
   send({ type: 'ready', agents: names.length, ms: wallNow() - t0 });
 }
 
-/** Waits (bounded) until every agent of this worker finished `traceId`, then reports what it has. */
+/**
+ * Waits (bounded) until every agent of this worker finished `traceId`, then reports what it has; an agent
+ * still waiting for an ack then is reported failed (one deadline here, not a timer per agent).
+ */
 async function collect(traceId: string, expect: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const finished = () => [...(records.get(traceId)?.values() ?? [])].filter((r) => r.doneAt > 0).length;
   while (finished() < expect && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   const recs = [...(records.get(traceId)?.values() ?? [])];
+  for (const r of recs) if (!r.doneAt && !r.error) r.error = `no ack to its result within ${timeoutMs / 1000} s of being asked for the records`;
   records.delete(traceId);
   checked.delete(traceId);
   prepared = new Map();
@@ -165,7 +221,7 @@ process.on('message', (raw: unknown) => {
     case 'arm': {
       // The results of real agents are their own CPU's work: made here before the trace, not in its start.
       const tag = `bench-fanout-${msg.run}`;
-      prepared = new Map(agents.map((a) => [a.index, agentResult(a.name, tag, a.index, Date.now())]));
+      prepared = new Map(agents.map((a) => [a.index, prepare(a, tag)]));
       preparedFor = tag;
       lag.reset();
       lag.enable();
@@ -176,7 +232,7 @@ process.on('message', (raw: unknown) => {
       void collect(msg.traceId, msg.expect, msg.timeoutMs);
       return;
     case 'stop':
-      for (const s of sockets) s.close();
+      for (const a of agents) a.socket.close();
       setTimeout(() => process.exit(0), 200).unref();
       return;
   }

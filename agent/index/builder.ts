@@ -240,6 +240,30 @@ export class SegmentIndexer {
   }
 
   /**
+   * Indexes whole records its caller has just written to the segment at `fileOffset` from `bytes` (ring
+   * import's copy of records that needed no rewriting), as catchUp() would read them back. Mixes with
+   * indexWritten(): each continues where the other stopped.
+   */
+  indexWrittenRecords(segmentHeader: Buffer, bytes: Buffer, fileOffset: number): void {
+    if (!this.header) {
+      this.header = parsePcapHeader(segmentHeader, this.segmentPath);
+      this.headerBytes = segmentHeader;
+      this.state.indexedBytes = PCAP_HEADER_LEN;
+      this.write(recordBytes(REC.SEGMENT, segmentHeader));
+    }
+    if (fileOffset !== this.state.indexedBytes) throw new Error(`${this.segmentPath}: records at ${fileOffset} given after ${this.state.indexedBytes} bytes`);
+    this.scan = { buf: bytes, base: fileOffset };
+    let used: number;
+    try {
+      used = this.indexRecords(bytes, fileOffset, this.header);
+    } finally {
+      this.scan = null;
+    }
+    if (used !== bytes.length) throw new Error(`${this.segmentPath}: ${bytes.length - used} bytes at ${fileOffset + used} are not whole records`);
+    this.state.indexedBytes = fileOffset + used;
+  }
+
+  /**
    * The record at file offset `offset` when it is among the bytes being
    * indexed now (from onMessage: the live follows take a message's packets
    * without reading them back); its data is a view valid only during the

@@ -336,8 +336,8 @@ bool prescanSip(const uint8_t* b, int len, int32_t* out, size_t outLen) {
   if (kind != REQUEST && kind != RESPONSE) return false;
   int headerLength = len, blockEnd = len;
   if (firstLf >= 0) {
-    for (int i = firstLf; i < len; i++) {
-      if (b[i] != LF) continue;
+    // From LF to LF (memchr), not byte by byte: the header block is most of a message.
+    for (int i = firstLf; i >= 0 && i < len; i = indexOfByte(b, LF, i + 1, len)) {
       // bytes[i + 1], bytes[i + 2] past the end are undefined in JS: never LF or CR.
       int next = i + 1 < len ? b[i + 1] : -1;
       if (next == LF) {

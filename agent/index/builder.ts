@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync, writevSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { Dissector } from '../../shared/decode/dissector';
-import { PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapRecordIn, scanPcapRecords } from '../../shared/pcap/pcap';
+import { corruptRecord, PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapCapLenLimit, pcapRecordIn, scanPcapRecords } from '../../shared/pcap/pcap';
 import { ParseSipOptions, parseSip, parseSipScanned } from '../../shared/sip/parse';
 import type { SipMessage } from '../../shared/sip/types';
 import { ipv4Text } from '../../shared/decode/ip';
@@ -16,7 +16,11 @@ import { IndexState } from './state';
 import { DialogKeys } from './dialog-keys';
 import { FLOW_KIND, FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
-import { IndexAddon, indexAddon, SCAN_DPORT, SCAN_IP, SCAN_LENGTH, SCAN_OUT_LEN, SCAN_PAYLOAD, SCAN_SIP, SCAN_SPORT } from './native-scan';
+import {
+  BATCH_CORRUPT, BATCH_FULL, BATCH_HEAD, BATCH_OUT_LEN, BATCH_RECORDS, BATCH_STOP, BATCH_USED, ENTRY_CAPLEN, ENTRY_FAST, ENTRY_NSEC, ENTRY_OFF,
+  ENTRY_SCAN, ENTRY_SEC, IndexAddon, indexAddon, SCAN_DPORT, SCAN_IP, SCAN_LENGTH, SCAN_LINE_COUNT, SCAN_LINES, SCAN_OUT_LEN,
+  SCAN_PAYLOAD, SCAN_SIP, SCAN_SPORT,
+} from './native-scan';
 
 export interface IndexerOptions {
   /**
@@ -46,6 +50,12 @@ export interface IndexerOptions {
 
 /** The native scan's output: indexing is synchronous, so one serves every indexer of a thread. */
 const scanOut = new Int32Array(SCAN_OUT_LEN);
+/**
+ * The batch scan's output (scanRecords), one a thread but for an indexer that runs while another's batch is
+ * being read (from an onMessage): that one gets its own (batchBusy).
+ */
+const sharedBatch = new Int32Array(BATCH_OUT_LEN);
+let batchBusy = false;
 
 const READ_CHUNK = 4 * 1024 * 1024;
 
@@ -186,7 +196,7 @@ export class SegmentIndexer {
         let used: number;
         this.scan = { buf: chunk, base: this.state.indexedBytes };
         try {
-          used = scanPcapRecords(chunk, this.state.indexedBytes, header, (rec) => this.indexRecord(rec));
+          used = this.indexRecords(chunk, this.state.indexedBytes, header);
         } catch {
           // A corrupt record header (e.g. after a torn write that was later
           // appended to) ends what can be indexed of this segment.
@@ -230,6 +240,30 @@ export class SegmentIndexer {
   }
 
   /**
+   * Indexes whole records its caller has just written to the segment at `fileOffset` from `bytes` (ring
+   * import's copy of records that needed no rewriting), as catchUp() would read them back. Mixes with
+   * indexWritten(): each continues where the other stopped.
+   */
+  indexWrittenRecords(segmentHeader: Buffer, bytes: Buffer, fileOffset: number): void {
+    if (!this.header) {
+      this.header = parsePcapHeader(segmentHeader, this.segmentPath);
+      this.headerBytes = segmentHeader;
+      this.state.indexedBytes = PCAP_HEADER_LEN;
+      this.write(recordBytes(REC.SEGMENT, segmentHeader));
+    }
+    if (fileOffset !== this.state.indexedBytes) throw new Error(`${this.segmentPath}: records at ${fileOffset} given after ${this.state.indexedBytes} bytes`);
+    this.scan = { buf: bytes, base: fileOffset };
+    let used: number;
+    try {
+      used = this.indexRecords(bytes, fileOffset, this.header);
+    } finally {
+      this.scan = null;
+    }
+    if (used !== bytes.length) throw new Error(`${this.segmentPath}: ${bytes.length - used} bytes at ${fileOffset + used} are not whole records`);
+    this.state.indexedBytes = fileOffset + used;
+  }
+
+  /**
    * The record at file offset `offset` when it is among the bytes being
    * indexed now (from onMessage: the live follows take a message's packets
    * without reading them back); its data is a view valid only during the
@@ -241,12 +275,58 @@ export class SegmentIndexer {
     return pcapRecordIn(s.buf, offset - s.base, offset, this.header, this.segmentPath);
   }
 
-  private indexRecord(rec: PacketRecord): void {
+  /**
+   * Indexes the whole records of `buf` (file offset `base`, on a record boundary); returns the bytes they
+   * take. With the addon, the record walk and the scan of each frame are native, many records a call, and
+   * the records it did not claim take the JS path (indexRecord) in their turn.
+   */
+  private indexRecords(buf: Buffer, base: number, header: PcapHeader): number {
+    const sc = this.scanner;
+    if (sc === null) return scanPcapRecords(buf, base, header, (rec) => this.indexRecord(rec));
+    const own = batchBusy;
+    const o = own ? new Int32Array(BATCH_OUT_LEN) : sharedBatch;
+    batchBusy = true;
+    try {
+      return this.walkBatches(sc, o, buf, base, header);
+    } finally {
+      if (!own) batchBusy = false;
+    }
+  }
+
+  private walkBatches(sc: IndexAddon, o: Int32Array, buf: Buffer, base: number, header: PcapHeader): number {
+    const limit = pcapCapLenLimit(header);
+    let off = 0;
+    for (;;) {
+      sc.scanRecords(buf, off, header.littleEndian, header.nanos, limit, header.linkType, o);
+      const n = o[BATCH_RECORDS];
+      for (let i = 0, e = BATCH_HEAD; i < n; i++) {
+        const at = o[e + ENTRY_OFF];
+        if (o[e + ENTRY_FAST] === 1) {
+          this.indexScanned(buf, at + PCAP_RECORD_HEADER_LEN, base + at, o[e + ENTRY_SEC] >>> 0, o[e + ENTRY_NSEC], o[e + ENTRY_CAPLEN], o, e + ENTRY_SCAN);
+          e += ENTRY_SCAN + SCAN_LINES + 4 * o[e + ENTRY_SCAN + SCAN_LINE_COUNT];
+        } else {
+          this.indexRecord(pcapRecordIn(buf, at, base + at, header, this.segmentPath)!, false);
+          e += ENTRY_SCAN;
+        }
+      }
+      off = o[BATCH_USED];
+      const stop = o[BATCH_STOP];
+      if (stop === BATCH_CORRUPT) {
+        const cap = header.littleEndian ? buf.readUInt32LE(off + 8) : buf.readUInt32BE(off + 8);
+        const orig = header.littleEndian ? buf.readUInt32LE(off + 12) : buf.readUInt32BE(off + 12);
+        throw corruptRecord(this.segmentPath, base + off, cap, orig, limit);
+      }
+      if (stop !== BATCH_FULL) return off;
+    }
+  }
+
+  /** `scan` false: the native scan has already declined the record. */
+  private indexRecord(rec: PacketRecord, scan = true): void {
     const st = this.state;
     const ordinal = st.packetCount;
     const cut = rec.capLen < rec.origLen;
-    if (!cut && this.scanner !== null && this.scanner.scan(rec.data, scanOut, rec.linkType) === 1) {
-      this.indexScanned(rec, ordinal);
+    if (scan && !cut && this.scanner !== null && this.scanner.scan(rec.data, scanOut, rec.linkType) === 1) {
+      this.indexScanned(rec.data, 0, rec.fileOffset, rec.tsSec, rec.tsNsec, rec.capLen, scanOut, 0);
       return;
     }
     const r = this.dissector.push(ordinal, rec.linkType, rec.data, rec.tsSec, cut);
@@ -286,34 +366,34 @@ export class SegmentIndexer {
    * A whole IPv4 UDP packet of one SIP message the native scan read: indexed
    * as indexRecord and indexMessage index it from the JS dissector's reading.
    */
-  private indexScanned(rec: PacketRecord, ordinal: number): void {
+  private indexScanned(buf: Buffer, frame: number, fileOffset: number, tsSec: number, tsNsec: number, capLen: number, o: Int32Array, s: number): void {
     const st = this.state;
-    const o = scanOut;
-    const data = rec.data;
+    // The frame at buf[frame]; its scan at o[s] (scan()'s layout).
+    const ordinal = st.packetCount;
     this.nativeScanned++;
-    this.dissector.countUdpSip(rec.tsSec);
-    const srcText = ipv4Text(data, o[SCAN_IP] + 12);
-    const dstText = ipv4Text(data, o[SCAN_IP] + 16);
+    this.dissector.countUdpSip(tsSec);
+    const srcText = ipv4Text(buf, frame + o[s + SCAN_IP] + 12);
+    const dstText = ipv4Text(buf, frame + o[s + SCAN_IP] + 16);
     const src = st.addressId(srcText);
     const dst = st.addressId(dstText);
-    const sport = o[SCAN_SPORT];
-    const dport = o[SCAN_DPORT];
-    st.addPacket(rec.fileOffset, rec.tsSec, rec.tsNsec, src, dst, sport, dport, 17, PKT_FLAG.SIP, rec.capLen);
-    const at = o[SCAN_PAYLOAD];
-    const bytes = data.subarray(at, at + o[SCAN_LENGTH]);
-    const sip = parseSipScanned(bytes, this.parseWhole, o, SCAN_SIP);
-    this.indexParsed(sip, srcText, dstText, sport, dport, 17, [ordinal], false, bytes, rec);
+    const sport = o[s + SCAN_SPORT];
+    const dport = o[s + SCAN_DPORT];
+    st.addPacket(fileOffset, tsSec, tsNsec, src, dst, sport, dport, 17, PKT_FLAG.SIP, capLen);
+    const at = frame + o[s + SCAN_PAYLOAD];
+    const bytes = buf.subarray(at, at + o[s + SCAN_LENGTH]);
+    const sip = parseSipScanned(bytes, this.parseWhole, o, s + SCAN_SIP);
+    this.indexParsed(sip, srcText, dstText, sport, dport, 17, [ordinal], false, bytes, tsSec, tsNsec);
   }
 
   private indexMessage(tm: TransportMessage, last: PacketRecord): void {
     const sip = parseSip(tm.bytes, tm.truncated ? this.parseCut : this.parseWhole);
     if (!sip) return;
-    this.indexParsed(sip, tm.src, tm.dst, tm.sport, tm.dport, tm.proto, tm.packets, tm.truncated, tm.bytes, last);
+    this.indexParsed(sip, tm.src, tm.dst, tm.sport, tm.dport, tm.proto, tm.packets, tm.truncated, tm.bytes, last.tsSec, last.tsNsec);
   }
 
   private indexParsed(
     sip: SipMessage, srcText: string, dstText: string, sport: number, dport: number, proto: number,
-    packets: number[], truncated: boolean, bytes: Buffer, last: PacketRecord,
+    packets: number[], truncated: boolean, bytes: Buffer, tsSec: number, tsNsec: number,
   ): void {
     if (!sip.callId) {
       this.messagesWithoutCallId++;
@@ -321,7 +401,7 @@ export class SegmentIndexer {
     }
     const rec: MessageRecord = {
       p: packets,
-      t: [last.tsSec, last.tsNsec],
+      t: [tsSec, tsNsec],
       src: srcText,
       dst: dstText,
       sp: sport,

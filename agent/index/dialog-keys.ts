@@ -1,5 +1,8 @@
-import { sipDigits } from '../../shared/sip/number';
-import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, keyHash, messageLegKeys, numberKeyText } from './format';
+import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, keyHash, messageLegKeys } from './format';
+import { MIN_QUERY_DIGITS } from '../../shared/sip/number';
+
+/** A number key's bytes as they are gathered (addUser). */
+const keyCodes = Buffer.alloc(NUMBER_KEY_LEN);
 
 /** hash * DIALOG_KEY_SPAN + dialog < 2^53: the key entries sort exactly as doubles. */
 const DIALOG_KEY_SPAN = 2 ** 21;
@@ -51,9 +54,14 @@ export class DialogKeys {
   private addUser(u: string | null, d: number): void {
     if (u === null || this.userDialog.get(u) === d) return;
     this.userDialog.set(u, d);
-    const digits = sipDigits(u);
-    if (digits.length >= 4) {
-      this.numTexts.push(numberKeyText(digits));
+    // numberKeyText(sipDigits(u)) when u has 4 digits or more, read from u's end without the digits' string.
+    let n = 0;
+    for (let i = u.length - 1; i >= 0 && n < NUMBER_KEY_LEN; i--) {
+      const c = u.charCodeAt(i);
+      if (c >= 48 && c <= 57) keyCodes[n++] = c;
+    }
+    if (n >= MIN_QUERY_DIGITS) {
+      this.numTexts.push(keyCodes.toString('latin1', 0, n));
       this.numDialogs.push(d);
     }
   }

@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { parsePcapHeader, pcapHeaderBytes } from '../../shared/pcap/pcap';
+import { parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapCapLenLimit, pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { detectCaptureFormat, forEachCaptureRecordSync } from '../../shared/pcap/reader';
 import { CaptureFormatError, notACaptureError } from '../../shared/pcap/errors';
 import type { PacketRecord } from '../../shared/pcap/types';
@@ -14,6 +14,11 @@ export interface ImportOptions extends IndexerOptions {
   maxSegmentBytes?: number;
   /** Stream name of the imported segments (default "import"). */
   stream?: string;
+  /**
+   * PCAP files whose records a segment holds as they are are copied many records a write (default); false:
+   * every record is read and written one by one (the tests that compare both). The ring is the same either way.
+   */
+  copyVerbatim?: boolean;
 }
 
 export interface ImportResult {
@@ -26,6 +31,8 @@ export interface ImportResult {
 /** Segments are written in few large writes (a 256 KiB default made 256 pwrites per segment). */
 const WRITE_BUFFER = 4 << 20;
 const SNAPLEN = 262144;
+/** Source bytes read at a time by the verbatim copy (copyVerbatim). */
+const COPY_CHUNK = 8 << 20;
 
 function sourceIsNanos(path: string): boolean {
   let fd: number;
@@ -71,28 +78,44 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
     o.ix.seal();
     result.segments.push(o.path);
   };
+  /** The segment a record of `size` bytes (header included) goes to: the open one of its link type if it fits, else a new one. */
+  const segmentFor = (linkType: number, nanos: boolean, tsSec: number, tsNsec: number, size: number): Open => {
+    let o = open.get(linkType);
+    if (o && (o.nanos !== nanos || o.w.position + size > maxBytes)) {
+      finish(o);
+      open.delete(linkType);
+      o = undefined;
+    }
+    if (!o) {
+      const stream = (opts.stream ?? 'import') + (linkType === 1 ? '' : `_lt${linkType}`);
+      let micros = tsSec * 1_000_000 + Math.floor(tsNsec / 1000);
+      let path: string;
+      // Two segments may open at the same microsecond; names must stay unique.
+      while (existsSync((path = join(ringDir, segmentBaseName(stream, micros) + SEGMENT_EXT)))) micros++;
+      const fd = openSync(path, 'wx');
+      const w = new PcapFileWriterSync(fd, { linkType, nanos, snaplen: SNAPLEN, bufferSize: WRITE_BUFFER });
+      const ix = new SegmentIndexer(path, path.slice(0, -SEGMENT_EXT.length) + INDEX_EXT, { ...opts, journal: false });
+      o = { fd, path, nanos, w, ix, header: pcapHeaderBytes({ linkType, nanos, snaplen: SNAPLEN }) };
+      open.set(linkType, o);
+    }
+    return o;
+  };
   try {
     for (const file of files) {
       const nanos = sourceIsNanos(file);
+      const copied = opts.copyVerbatim === false ? { done: false, records: 0 } : copyVerbatim(file, nanos, maxBytes, segmentFor, result);
+      if (copied.done) {
+        result.files++;
+        continue;
+      }
+      // The rest of the file record by record, from the first record the copy could not take as it is.
+      let skip = copied.records;
       forEachCaptureRecordSync(file, (rec: PacketRecord) => {
-        let o = open.get(rec.linkType);
-        if (o && (o.nanos !== nanos || o.w.position + 16 + rec.capLen > maxBytes)) {
-          finish(o);
-          open.delete(rec.linkType);
-          o = undefined;
+        if (skip > 0) {
+          skip--;
+          return;
         }
-        if (!o) {
-          const stream = (opts.stream ?? 'import') + (rec.linkType === 1 ? '' : `_lt${rec.linkType}`);
-          let micros = rec.tsSec * 1_000_000 + Math.floor(rec.tsNsec / 1000);
-          let path: string;
-          // Two segments may open at the same microsecond; names must stay unique.
-          while (existsSync((path = join(ringDir, segmentBaseName(stream, micros) + SEGMENT_EXT)))) micros++;
-          const fd = openSync(path, 'wx');
-          const w = new PcapFileWriterSync(fd, { linkType: rec.linkType, nanos, snaplen: SNAPLEN, bufferSize: WRITE_BUFFER });
-          const ix = new SegmentIndexer(path, path.slice(0, -SEGMENT_EXT.length) + INDEX_EXT, { ...opts, journal: false });
-          o = { fd, path, nanos, w, ix, header: pcapHeaderBytes({ linkType: rec.linkType, nanos, snaplen: SNAPLEN }) };
-          open.set(rec.linkType, o);
-        }
+        const o = segmentFor(rec.linkType, nanos, rec.tsSec, rec.tsNsec, PCAP_RECORD_HEADER_LEN + rec.capLen);
         const fileOffset = o.w.write(rec);
         // The record as the segment holds it: a µs segment keeps whole microseconds (writePcapRecordHeader).
         // Written (copied) already and the reader's own fresh object: made the segment's in place, not copied.
@@ -113,4 +136,98 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
     release();
   }
   return result;
+}
+
+interface SegmentTarget {
+  w: PcapFileWriterSync;
+  ix: SegmentIndexer;
+  header: Buffer;
+}
+
+/**
+ * Copies the records of a PCAP file whose records a segment holds byte for byte (little-endian headers,
+ * within the segment's snaplen, a sub-second field under a second) straight from the file's bytes to the
+ * segments, many records a write, and indexes them from the same bytes: no record object, no copy per
+ * record. Stops at the first record that would be written differently (or a corrupt or a torn one):
+ * `done` false and the records copied so far, for the record-by-record path to take the rest, errors and
+ * all. `done` true: the whole file was copied (a torn tail counted in result.tornBytes).
+ */
+function copyVerbatim(
+  file: string, nanos: boolean, maxBytes: number,
+  segmentFor: (linkType: number, nanos: boolean, tsSec: number, tsNsec: number, size: number) => SegmentTarget,
+  result: ImportResult,
+): { done: boolean; records: number } {
+  let records = 0;
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return { done: false, records };
+  }
+  try {
+    const head = Buffer.alloc(PCAP_HEADER_LEN);
+    if (readSync(fd, head, 0, PCAP_HEADER_LEN, 0) < PCAP_HEADER_LEN || detectCaptureFormat(head) !== 'pcap') return { done: false, records };
+    const header = parsePcapHeader(head, file);
+    if (!header.littleEndian || header.nanos !== nanos) return { done: false, records };
+    const limit = Math.min(pcapCapLenLimit(header), SNAPLEN);
+    const subMax = nanos ? 1_000_000_000 : 1_000_000;
+    const buf = Buffer.allocUnsafe(COPY_CHUNK);
+    let have = 0;
+    let filePos = PCAP_HEADER_LEN;
+    for (;;) {
+      let got: number;
+      try {
+        got = readSync(fd, buf, have, buf.length - have, filePos);
+      } catch {
+        // The record-by-record path reads it again and says what is wrong.
+        return { done: false, records };
+      }
+      if (got === 0) {
+        if (have > 0) result.tornBytes += have;
+        return { done: true, records };
+      }
+      filePos += got;
+      have += got;
+      let off = 0;
+      let runStart = 0;
+      let runRecords = 0;
+      let o: SegmentTarget | null = null;
+      let segEnd = 0;
+      const flushRun = () => {
+        if (o !== null && off > runStart) {
+          const bytes = buf.subarray(runStart, off);
+          o.ix.indexWrittenRecords(o.header, bytes, o.w.writeRecordBytes(bytes));
+          records += runRecords;
+          result.packets += runRecords;
+        }
+        runStart = off;
+        runRecords = 0;
+      };
+      while (have - off >= PCAP_RECORD_HEADER_LEN) {
+        const sec = buf.readUInt32LE(off);
+        const sub = buf.readUInt32LE(off + 4);
+        const capLen = buf.readUInt32LE(off + 8);
+        if (capLen > limit || capLen > buf.readUInt32LE(off + 12) || sub >= subMax) {
+          flushRun();
+          return { done: false, records };
+        }
+        const size = PCAP_RECORD_HEADER_LEN + capLen;
+        if (have - off < size) break;
+        // Where the record-by-record path would start a new segment, this run ends.
+        if (o === null || segEnd + size > maxBytes) {
+          flushRun();
+          o = segmentFor(header.linkType, nanos, sec, nanos ? sub : sub * 1000, size);
+          segEnd = o.w.position;
+        }
+        segEnd += size;
+        off += size;
+        runRecords++;
+      }
+      flushRun();
+      buf.copyWithin(0, off, have);
+      have -= off;
+    }
+  } finally {
+    closeSync(fd);
+  }
 }

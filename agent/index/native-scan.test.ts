@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateSipCapture } from '../../bench/common/sipgen';
@@ -12,7 +12,14 @@ import {
 } from '../../test/support/packets';
 import { FUZZ_CORPUS, INVITE, mutate, sip } from '../../test/support/sip-corpus';
 import { SegmentIndexer } from './builder';
-import { indexAddon, SCAN_DPORT, SCAN_LENGTH, SCAN_OUT_LEN, SCAN_PAYLOAD, SCAN_SIP, SCAN_SPORT } from './native-scan';
+import {
+  BATCH_CORRUPT, BATCH_END, BATCH_FULL, BATCH_HEAD, BATCH_OUT_LEN, BATCH_RECORDS, BATCH_STOP, BATCH_USED, ENTRY_CAPLEN, ENTRY_FAST, ENTRY_NSEC,
+  ENTRY_OFF, ENTRY_ORIGLEN, ENTRY_SCAN, ENTRY_SEC, indexAddon, SCAN_DPORT, SCAN_LENGTH, SCAN_LINE_COUNT, SCAN_LINES, SCAN_OUT_LEN, SCAN_PAYLOAD,
+  SCAN_SIP, SCAN_SPORT,
+} from './native-scan';
+import { CaptureFormatError } from '../../shared/pcap/errors';
+import { parsePcapHeader, PCAP_HEADER_LEN, pcapCapLenLimit, scanPcapRecords } from '../../shared/pcap/pcap';
+import type { PacketRecord } from '../../shared/pcap/types';
 import { SealedIndex } from './reader';
 
 const addon = indexAddon();
@@ -221,6 +228,159 @@ test('differential: the native and the JS path write byte-identical journals and
     const g = indexBothWays(dir, real);
     assert.ok(g.messages > 2000, `${g.messages} generated messages indexed`);
     assert.equal(g.scanned, g.messages, 'every generated SIP packet is read by the native scan');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A record header in either byte order. */
+function recordHeader(sec: number, sub: number, capLen: number, origLen: number, le: boolean): Buffer {
+  const h = Buffer.alloc(16);
+  const w = (v: number, at: number) => (le ? h.writeUInt32LE(v >>> 0, at) : h.writeUInt32BE(v >>> 0, at));
+  w(sec, 0);
+  w(sub, 4);
+  w(capLen, 8);
+  w(origLen, 12);
+  return h;
+}
+
+/**
+ * The batch walk against scanPcapRecords and scan() of each record: the same records, times and lengths, the
+ * same frames claimed with the same layout, and it stops where scanPcapRecords stops or throws.
+ */
+function checkBatch(buf: Buffer, le: boolean, nanos: boolean, what: string): { records: number; fast: number; full: number } {
+  const header = { linkType: 1, nanos, littleEndian: le, snaplen: 65535, versionMajor: 2, versionMinor: 4 };
+  const js: PacketRecord[] = [];
+  let jsUsed = -1;
+  let jsCorrupt = -1;
+  try {
+    jsUsed = scanPcapRecords(buf, 0, header, (r) => js.push(r));
+  } catch (e) {
+    assert.ok(e instanceof CaptureFormatError, `${what}: ${String(e)}`);
+    jsCorrupt = (e as CaptureFormatError & { offset: number }).offset ?? -2;
+  }
+  // A small output: the walk is resumed many times (BATCH_FULL).
+  const out = new Int32Array(BATCH_HEAD + ENTRY_SCAN + SCAN_OUT_LEN + 200);
+  const one = new Int32Array(SCAN_OUT_LEN);
+  let off = 0;
+  let k = 0;
+  let fast = 0;
+  let full = 0;
+  for (let rounds = 0; rounds < 100_000; rounds++) {
+    addon!.scanRecords(buf, off, le, nanos, pcapCapLenLimit(header), 1, out);
+    for (let i = 0, e = BATCH_HEAD; i < out[BATCH_RECORDS]; i++, k++) {
+      const r = js[k];
+      assert.ok(r, `${what}: the batch walked a record scanPcapRecords did not`);
+      assert.equal(out[e + ENTRY_OFF], r.fileOffset, `${what}: record ${k} offset`);
+      assert.equal(out[e + ENTRY_CAPLEN], r.capLen);
+      assert.equal(out[e + ENTRY_ORIGLEN], r.origLen);
+      assert.equal(out[e + ENTRY_SEC] >>> 0, r.tsSec >>> 0, `${what}: record ${k} seconds`);
+      assert.equal(out[e + ENTRY_NSEC], r.tsNsec, `${what}: record ${k} nanoseconds`);
+      const claimed = r.capLen === r.origLen && r.tsSec <= 0xffffffff && addon!.scan(r.data, one, 1) === 1;
+      assert.equal(out[e + ENTRY_FAST], claimed ? 1 : 0, `${what}: record ${k} claimed the same`);
+      if (claimed) {
+        fast++;
+        const n = SCAN_LINES + 4 * one[SCAN_LINE_COUNT];
+        const got = Array.from(out.subarray(e + ENTRY_SCAN, e + ENTRY_SCAN + n));
+        const want = Array.from(one.subarray(0, n));
+        // The layout's spare slot is never written: whatever was there.
+        got[SCAN_SIP + 10] = want[SCAN_SIP + 10] = 0;
+        assert.deepEqual(got, want, `${what}: record ${k} scan`);
+        e += ENTRY_SCAN + n;
+      } else e += ENTRY_SCAN;
+    }
+    off = out[BATCH_USED];
+    if (out[BATCH_STOP] === BATCH_FULL) {
+      full++;
+      continue;
+    }
+    if (out[BATCH_STOP] === BATCH_CORRUPT) assert.equal(off, jsCorrupt, `${what}: corrupt header at the same offset`);
+    else {
+      assert.equal(out[BATCH_STOP], BATCH_END);
+      assert.equal(jsCorrupt, -1, `${what}: scanPcapRecords found a corrupt header at ${jsCorrupt}, the batch did not`);
+      assert.equal(off, jsUsed, `${what}: bytes walked`);
+    }
+    break;
+  }
+  assert.equal(k, js.length, `${what}: records walked`);
+  return { records: k, fast, full };
+}
+
+test('the batch walk reads the records scanPcapRecords reads and scans each as scan() does, whatever the bytes', () => {
+  const out = new Int32Array(BATCH_OUT_LEN);
+  const bad = addon as unknown as { scanRecords(...a: unknown[]): void };
+  assert.throws(() => bad.scanRecords(Buffer.alloc(40), 0, true, true, 65535, 1, new Int32Array(10)), TypeError);
+  assert.throws(() => bad.scanRecords(Buffer.alloc(40), 41, true, true, 65535, 1, out), RangeError);
+  assert.throws(() => bad.scanRecords(Buffer.alloc(40), -1, true, true, 65535, 1, out), RangeError);
+  assert.throws(() => bad.scanRecords('x', 0, true, true, 65535, 1, out), TypeError);
+  const rnd = prng(0xba7c);
+  let fast = 0;
+  let full = 0;
+  for (let round = 0; round < 300; round++) {
+    const le = round % 3 !== 0;
+    const nanos = round % 2 === 0;
+    const parts: Buffer[] = [];
+    for (let i = 0, n = 5 + Math.floor(rnd() * 60); i < n; i++) {
+      const base = ODD[(round * 7 + i) % ODD.length];
+      const f = frame(i % 4 === 0 ? mutate(base, rnd) : base, i);
+      const cap = i % 9 === 0 ? Math.floor(rnd() * f.length) : f.length;
+      // Sub-second fields of a second or more (carried), seconds near the top of 32 bits.
+      const sub = i % 13 === 0 ? 0xffffffff - Math.floor(rnd() * 5) : Math.floor(rnd() * (nanos ? 1e9 : 1e6));
+      const sec = i % 17 === 0 ? 0xffffffff - Math.floor(rnd() * 3) : 1_795_000_000 + i;
+      parts.push(recordHeader(sec, sub, cap, f.length, le), f.subarray(0, cap));
+    }
+    let buf = Buffer.concat(parts);
+    if (round % 4 === 1) {
+      // Bytes of the record headers and frames flipped: lengths that lie, corrupt headers.
+      buf = Buffer.from(buf);
+      for (let k = 0, n = 1 + Math.floor(rnd() * 6); k < n; k++) buf[Math.floor(rnd() * buf.length)] = Math.floor(rnd() * 256);
+    }
+    // Cut anywhere: a partial record at the end is left for the next call.
+    if (round % 5 === 2) buf = buf.subarray(0, Math.floor(rnd() * buf.length));
+    const r = checkBatch(buf, le, nanos, `round ${round}`);
+    fast += r.fast;
+    full += r.full;
+  }
+  assert.ok(fast > 2000, `only ${fast} records claimed`);
+  assert.ok(full > 100, `the batch filled its output only ${full} times`);
+});
+
+test('differential: a segment indexed as it grows, in steps that end anywhere, gives the same journal both ways; a corrupt record ends both at the same offset', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-native-batch-'));
+  try {
+    const gen = generateSipCapture({ outDir: dir, totalBytes: 2 * 2 ** 20, fileBytes: 8 * 2 ** 20, seed: 91, rtp: { share: 0.3, seconds: 1 } });
+    const src = readFileSync(gen.files[0]);
+    // A corrupt record header two thirds in (caplen past the limit), records after it.
+    let at = PCAP_HEADER_LEN;
+    const le = parsePcapHeader(src.subarray(0, PCAP_HEADER_LEN)).littleEndian;
+    while (at < (src.length * 2) / 3) at += 16 + (le ? src.readUInt32LE(at + 8) : src.readUInt32BE(at + 8));
+    const bad = Buffer.from(src);
+    bad.writeUInt32LE(0x7fffffff, at + 8);
+    for (const [name, bytes] of [['grown', src], ['corrupt', bad]] as const) {
+      const journals: Buffer[] = [];
+      const corrupt: Array<number | null> = [];
+      for (const nativeScan of [false, true]) {
+        const seg = join(dir, `${name}-${nativeScan}.pcap`);
+        const idx = join(dir, `${name}-${nativeScan}.idx`);
+        const fd = openSync(seg, 'w');
+        const ix = new SegmentIndexer(seg, idx, { nativeScan });
+        const rnd = prng(5);
+        for (let p = 0; p < bytes.length; ) {
+          const end = Math.min(bytes.length, p + 1 + Math.floor(rnd() * 300_000));
+          writeSync(fd, bytes, p, end - p, p);
+          p = end;
+          ix.catchUp();
+        }
+        closeSync(fd);
+        journals.push(readFileSync(idx));
+        corrupt.push(ix.corruptAt);
+        ix.close();
+      }
+      assert.ok(journals[0].equals(journals[1]), `${name}: journals byte-identical`);
+      assert.equal(corrupt[1], corrupt[0], `${name}: corrupt at the same offset`);
+      if (name === 'corrupt') assert.ok(corrupt[0] !== null && corrupt[0] <= at, `corrupt at ${corrupt[0]}, the record at ${at}`);
+      else assert.equal(corrupt[0], null);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

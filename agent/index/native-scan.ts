@@ -14,6 +14,11 @@ import { repoRoot } from '../capture/pcap-native';
 export interface IndexAddon {
   /** 1 and `out` filled (SCAN_*); 0: the JS path reads the frame. */
   scan(frame: Uint8Array, out: Int32Array, linkType: number): number;
+  /**
+   * The PCAP record walk and scan() of each record, in one call for many: from `from`, the whole records of
+   * `buf` (scanPcapRecords' checks) until its end, a corrupt record header or `out` is full (BATCH_*).
+   */
+  scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number, out: Int32Array): void;
 }
 
 /** Slots of the scan's output: the IPv4 header's offset, the ports, the message's offset and length. */
@@ -27,6 +32,31 @@ export const SCAN_SIP = 5;
 /** Header lines the scan reports at most; a message with more goes the JS way. */
 export const SCAN_MAX_LINES = 256;
 export const SCAN_OUT_LEN = 16 + 4 * SCAN_MAX_LINES;
+
+/** A batch's head: the bytes walked, the entries, why it stopped (BATCH_END, _CORRUPT, _FULL); entries from BATCH_HEAD. */
+export const BATCH_USED = 0;
+export const BATCH_RECORDS = 1;
+export const BATCH_STOP = 2;
+export const BATCH_HEAD = 4;
+export const BATCH_END = 0;
+/** The record header at BATCH_USED is corrupt. */
+export const BATCH_CORRUPT = 1;
+/** `out` is full: call again from BATCH_USED. */
+export const BATCH_FULL = 2;
+/** An entry: the record's offset, caplen, origlen, seconds (unsigned), nanoseconds, 1 when scanned; then scan()'s layout. */
+export const ENTRY_OFF = 0;
+export const ENTRY_CAPLEN = 1;
+export const ENTRY_ORIGLEN = 2;
+export const ENTRY_SEC = 3;
+export const ENTRY_NSEC = 4;
+export const ENTRY_FAST = 5;
+export const ENTRY_SCAN = 6;
+/** The scan's line count, from an entry's scan layout. */
+export const SCAN_LINE_COUNT = SCAN_SIP + 9;
+/** The scan layout's size before its lines. */
+export const SCAN_LINES = 16;
+/** Ints of a batch: a few hundred typical messages a call. */
+export const BATCH_OUT_LEN = 1 << 16;
 
 const ADDON_REL = join('agent', 'index', 'native', 'build', 'Release', 'tfindex.node');
 

@@ -170,6 +170,18 @@ export class PcapFileWriterSync {
     return at;
   }
 
+  /**
+   * Appends whole records already in this file's format (little-endian headers, its resolution, within its
+   * snaplen: the caller has checked each), written from the caller's buffer as they are; returns the file
+   * offset of the first. ring import's copy of a capture whose records need no rewriting.
+   */
+  writeRecordBytes(bytes: Buffer): number {
+    this.flush();
+    const at = this.position;
+    this.writeAll(bytes, bytes.length);
+    return at;
+  }
+
   flush(): void {
     if (this.used === 0) return;
     this.writeAll(this.buf, this.used);

@@ -336,8 +336,8 @@ bool prescanSip(const uint8_t* b, int len, int32_t* out, size_t outLen) {
   if (kind != REQUEST && kind != RESPONSE) return false;
   int headerLength = len, blockEnd = len;
   if (firstLf >= 0) {
-    for (int i = firstLf; i < len; i++) {
-      if (b[i] != LF) continue;
+    // From LF to LF (memchr), not byte by byte: the header block is most of a message.
+    for (int i = firstLf; i >= 0 && i < len; i = indexOfByte(b, LF, i + 1, len)) {
       // bytes[i + 1], bytes[i + 2] past the end are undefined in JS: never LF or CR.
       int next = i + 1 < len ? b[i + 1] : -1;
       if (next == LF) {
@@ -435,6 +435,71 @@ int32_t scanFrame(const uint8_t* d, size_t size, int linkType, int32_t* out, siz
   return FAST_SIP;
 }
 
+
+// ---- a batch: the PCAP record walk of shared/pcap/pcap.ts scanPcapRecords, scanFrame for each record ----
+
+// Batch output layout (Int32Array), kept in step with agent/index/native-scan.ts.
+enum Batch : int {
+  B_USED = 0,      // bytes of the buffer walked (whole records from `from` on)
+  B_RECORDS = 1,   // entries written
+  B_STOP = 2,      // why the walk stopped: B_END, B_CORRUPT (the header at B_USED), B_FULL (call again from B_USED)
+  B_HEAD = 4,      // the first entry
+};
+constexpr int32_t B_END = 0, B_CORRUPT = 1, B_FULL = 2;
+// Per entry: the record's offset in the buffer, capLen, origLen, seconds, nanoseconds, 1 when scanned (then the
+// scanFrame layout follows, from O_IP on), 0 when the JS path reads the record.
+constexpr int E_OFF = 0, E_CAPLEN = 1, E_ORIGLEN = 2, E_SEC = 3, E_NSEC = 4, E_FAST = 5, E_SCAN = 6;
+constexpr int MAX_SCAN_LEN = O_LINES + 4 * 256;  // SCAN_OUT_LEN: one message's lines at most, as the one-packet scan
+
+inline uint32_t rd32(const uint8_t* b, bool le) {
+  return le ? (static_cast<uint32_t>(b[0]) | (static_cast<uint32_t>(b[1]) << 8) | (static_cast<uint32_t>(b[2]) << 16) | (static_cast<uint32_t>(b[3]) << 24))
+            : ((static_cast<uint32_t>(b[0]) << 24) | (static_cast<uint32_t>(b[1]) << 16) | (static_cast<uint32_t>(b[2]) << 8) | static_cast<uint32_t>(b[3]));
+}
+
+void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nanos, uint32_t limit, int linkType, int32_t* out,
+                 size_t outLen) {
+  size_t off = from;
+  int32_t records = 0;
+  size_t e = B_HEAD;
+  int32_t stop = B_END;
+  while (size - off >= 16) {
+    if (outLen - e < static_cast<size_t>(E_SCAN + MAX_SCAN_LEN)) {
+      stop = B_FULL;
+      break;
+    }
+    const uint8_t* h = buf + off;
+    uint32_t sec = rd32(h, le), sub = rd32(h + 4, le), capLen = rd32(h + 8, le), origLen = rd32(h + 12, le);
+    if (capLen > limit || capLen > origLen) {
+      stop = B_CORRUPT;
+      break;
+    }
+    if (size - off - 16 < capLen) break;
+    // setTimestamp: a sub-second field of a second or more carries into the seconds.
+    uint64_t nsec = nanos ? sub : static_cast<uint64_t>(sub) * 1000;
+    uint64_t s64 = sec + nsec / 1000000000ULL;
+    nsec %= 1000000000ULL;
+    int32_t* en = out + e;
+    en[E_OFF] = static_cast<int32_t>(off);
+    en[E_CAPLEN] = static_cast<int32_t>(capLen);
+    en[E_ORIGLEN] = static_cast<int32_t>(origLen);
+    en[E_SEC] = static_cast<int32_t>(static_cast<uint32_t>(s64));
+    en[E_NSEC] = static_cast<int32_t>(nsec);
+    en[E_FAST] = 0;
+    // A cut record, or a time past what the packet table holds (the JS path reports it): not scanned.
+    if (capLen == origLen && s64 <= 0xffffffffULL && scanFrame(h + 16, capLen, linkType, en + E_SCAN, MAX_SCAN_LEN) == FAST_SIP) {
+      en[E_FAST] = 1;
+      e += E_SCAN + O_LINES + 4 * static_cast<size_t>(en[E_SCAN + O_LINE_COUNT]);
+    } else {
+      e += E_SCAN;
+    }
+    records++;
+    off += 16 + capLen;
+  }
+  out[B_USED] = static_cast<int32_t>(off);
+  out[B_RECORDS] = records;
+  out[B_STOP] = stop;
+}
+
 }  // namespace
 
 // Without N-API (TFINDEX_STANDALONE): scanFrame alone, for a sanitizer build that fuzzes it.
@@ -460,8 +525,40 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, scanFrame(f.Data(), f.ElementLength(), linkType, o.Data(), o.ElementLength()));
 }
 
+// scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number,
+//             out: Int32Array) -> undefined; out holds the batch (B_*, E_*).
+Napi::Value ScanRecords(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* usage = "scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number, out: Int32Array)";
+  if (info.Length() < 7 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsBoolean() || !info[3].IsBoolean() ||
+      !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsTypedArray()) {
+    Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+    return env.Null();
+  }
+  auto bufArr = info[0].As<Napi::TypedArray>();
+  auto outArr = info[6].As<Napi::TypedArray>();
+  if (bufArr.TypedArrayType() != napi_uint8_array || outArr.TypedArrayType() != napi_int32_array ||
+      outArr.ElementLength() < static_cast<size_t>(B_HEAD + E_SCAN + MAX_SCAN_LEN)) {
+    Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+    return env.Null();
+  }
+  auto b = bufArr.As<Napi::Uint8Array>();
+  auto o = outArr.As<Napi::Int32Array>();
+  // Offsets go out as int32: a buffer past 2 GiB, or a start outside it, is refused.
+  const double from = info[1].As<Napi::Number>().DoubleValue();
+  const double limit = info[4].As<Napi::Number>().DoubleValue();
+  if (b.ElementLength() > 0x7fffffff || !(from >= 0) || from > static_cast<double>(b.ElementLength()) || !(limit >= 0) || limit > 4294967295.0) {
+    Napi::RangeError::New(env, usage).ThrowAsJavaScriptException();
+    return env.Null();
+  }
+  scanRecords(b.Data(), b.ElementLength(), static_cast<size_t>(from), info[2].As<Napi::Boolean>().Value(), info[3].As<Napi::Boolean>().Value(),
+              static_cast<uint32_t>(limit), info[5].As<Napi::Number>().Int32Value(), o.Data(), o.ElementLength());
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("scan", Napi::Function::New(env, Scan));
+  exports.Set("scanRecords", Napi::Function::New(env, ScanRecords));
   return exports;
 }
 

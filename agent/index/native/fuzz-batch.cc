@@ -1,0 +1,66 @@
+// A sanitizer fuzz of the batch walk (scanRecords) and the frame scan under it, outside Node:
+//   g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+//       -o /tmp/tfindex-fuzz agent/index/native/fuzz-batch.cc && /tmp/tfindex-fuzz 300000
+// Buffers of records (either byte order; SIP over UDP frames with bytes flipped, cut records, lying caplens,
+// the buffer cut anywhere), each in a heap block of exactly its size, walked with outputs of random sizes
+// so that most take several calls. Not built by node-gyp (binding.gyp lists scan.cc only).
+#define TFINDEX_STANDALONE 1
+#include "scan.cc"
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include <string>
+static uint64_t s = 88172645463325252ULL;
+static uint32_t rnd() { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (uint32_t)s; }
+static const char* MSGS[] = {
+  "INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9\r\nCall-ID: abc@x\r\nFrom: <sip:+15551234@x>;tag=1\r\nTo: <sip:2@y>\r\nCSeq: 1 INVITE\r\nContent-Length: 4\r\n\r\nv=0\n",
+  "SIP/2.0 200 OK\r\nCall-ID: c\r\nxref: 1\r\nX: a\r\n folded\r\nl: 0\r\n\r\n",
+  "BYE sip:a@b SIP/2.0\nCall-ID: q\n\n",
+};
+int main(int argc, char** argv) {
+  long iters = argc > 1 ? atol(argv[1]) : 100000;
+  long fast = 0, recs = 0, corrupt = 0, full = 0;
+  for (long it = 0; it < iters; it++) {
+    std::vector<uint8_t> v;
+    int n = 1 + rnd() % 12;
+    bool le = rnd() & 1;
+    for (int i = 0; i < n; i++) {
+      std::string m = MSGS[rnd() % 3];
+      std::vector<uint8_t> f(14 + 20 + 8 + m.size());
+      f[12] = 0x08; f[13] = 0x00; f[14] = 0x45;
+      int tl = 28 + (int)m.size(); f[16] = tl >> 8; f[17] = tl & 255; f[23] = 17;
+      int ul = 8 + (int)m.size(); f[34] = 0x13; f[35] = 0xc4; f[36] = 0x13; f[37] = 0xc4; f[38] = ul >> 8; f[39] = ul & 255;
+      memcpy(f.data() + 42, m.data(), m.size());
+      for (int k = 0, kn = rnd() % 4; k < kn; k++) f[rnd() % f.size()] = rnd();
+      uint32_t cap = f.size(), orig = f.size();
+      if (rnd() % 8 == 0) cap = rnd() % (f.size() + 1);
+      uint32_t hdr[4] = {rnd(), rnd() % 3 == 0 ? rnd() : rnd() % 1000000, cap, orig};
+      if (rnd() % 20 == 0) hdr[2] = rnd();
+      uint8_t hb[16];
+      for (int k = 0; k < 4; k++) for (int j = 0; j < 4; j++) hb[4 * k + j] = le ? (hdr[k] >> (8 * j)) & 255 : (hdr[k] >> (8 * (3 - j))) & 255;
+      v.insert(v.end(), hb, hb + 16);
+      v.insert(v.end(), f.begin(), f.begin() + cap);
+    }
+    if (rnd() % 4 == 0 && !v.empty()) v.resize(rnd() % v.size());
+    for (int k = 0, kn = rnd() % 3; k < kn && !v.empty(); k++) v[rnd() % v.size()] = rnd();
+    // Exactly sized heap blocks: ASan catches a read one past either.
+    uint8_t* buf = (uint8_t*)malloc(v.size() ? v.size() : 1);
+    memcpy(buf, v.data(), v.size());
+    size_t outLen = B_HEAD + E_SCAN + MAX_SCAN_LEN + rnd() % 3000;
+    int32_t* out = (int32_t*)malloc(outLen * 4);
+    size_t from = 0;
+    for (int round = 0; round < 10000; round++) {
+      scanRecords(buf, v.size(), from, le, rnd() & 1, 65535, 1, out, outLen);
+      recs += out[B_RECORDS];
+      for (int32_t i = 0, e = B_HEAD; i < out[B_RECORDS]; i++) {
+        if (out[e + E_FAST]) { fast++; e += E_SCAN + O_LINES + 4 * out[e + E_SCAN + O_LINE_COUNT]; } else e += E_SCAN;
+        if ((size_t)e > outLen) { fprintf(stderr, "entry past out\n"); return 1; }
+      }
+      if (out[B_STOP] != B_FULL) { if (out[B_STOP] == B_CORRUPT) corrupt++; break; }
+      full++;
+      from = out[B_USED];
+    }
+    free(buf); free(out);
+  }
+  printf("iters %ld records %ld fast %ld corrupt %ld full %ld\n", iters, recs, fast, corrupt, full);
+}

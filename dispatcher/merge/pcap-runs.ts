@@ -112,6 +112,8 @@ export class PcapRunSource {
   private raw = -1;
   /** A record's subsecond field is below this (1e9 in ns, 1e6 in µs) for it to be copied as it is. */
   private subLimit = 1_000_000;
+  /** Nanoseconds per unit of the subsecond field: 1 or 1000. */
+  private subScale = 1000;
 
   // The input's unread bytes: buf[pos, end) starts at stream offset base + pos.
   private buf: Buffer = Buffer.alloc(0);
@@ -198,6 +200,7 @@ export class PcapRunSource {
     this.le = this.header.littleEndian;
     this.inNanos = this.header.nanos;
     this.subLimit = this.inNanos ? 1_000_000_000 : 1_000_000;
+    this.subScale = this.inNanos ? 1 : 1000;
     this.pos = this.vOff = PCAP_HEADER_LEN;
     return this.header;
   }
@@ -543,17 +546,26 @@ export class PcapRunSource {
     this.lastSec = sec;
     this.lastNsec = nsec;
     if (!ok) return 'drain';
-    if (bIndex >= 0 && next < this.vOff && this.fastSafe(next) && this.readAt(next)) {
-      const s = rec.sec;
-      const n = rec.nsec;
+    if (bIndex >= 0 && next < this.vOff && this.fastSafe(next)) {
+      // Validated (next < vOff): whole and valid, so decoded here without readAt()'s checks and stores.
+      const v = this.view();
+      const le = this.le;
+      let s = v.getUint32(next, le);
+      const sub = v.getUint32(next + 4, le);
+      let n = sub * this.subScale;
+      if (n >= 1_000_000_000) {
+        const carry = Math.floor(n / 1_000_000_000);
+        s += carry;
+        n -= carry * 1_000_000_000;
+      }
       if (s > bSec || (s === bSec && (n > bNsec || (n === bNsec && this.index > bIndex)))) {
         // headKnown stays false: the caller places this source itself, without cacheHead().
         this.headSec = s;
         this.headNsec = n;
         this.posKnown = true;
-        this.posSub = rec.sub;
-        this.posCapLen = rec.capLen;
-        this.posOrigLen = rec.origLen;
+        this.posSub = sub;
+        this.posCapLen = v.getUint32(next + 8, le);
+        this.posOrigLen = v.getUint32(next + 12, le);
         return 'next';
       }
     }

@@ -202,7 +202,6 @@ export class PcapRunSource {
     this.subLimit = this.inNanos ? 1_000_000_000 : 1_000_000;
     this.subScale = this.inNanos ? 1 : 1000;
     this.pos = this.vOff = PCAP_HEADER_LEN;
-    this.validate(0);
     return this.header;
   }
 
@@ -346,56 +345,49 @@ export class PcapRunSource {
 
   /**
    * Extends the validated run as far as the buffer and time order allow.
-   * readAt()'s checks and decoding in a loop of its own, on locals: a call
-   * of readAt() per record, which stores what it decodes for the caller, was
-   * a tenth of the merge's instructions per packet (callgrind, 4 hosts).
-   * At most `max` records: probe() calls it with 0 so that the stores after
-   * the loop have run (and have type feedback) before V8 first compiles the
-   * loop on stack; without that, a loop compiled that way during a long
-   * first call was kept and left the function at each return, once per
-   * read (118 deoptimisations in a 4-host merge after a one-host merge).
+   * readAt()'s checks and decoding in a loop of its own: a call of readAt()
+   * per record, which stores what it decodes for the caller, was a tenth of
+   * the merge's instructions per packet (callgrind, 4 hosts). The state is
+   * stored in the loop, not once after it: V8 compiles this loop on stack
+   * during its first long call, and code after the loop that had not run
+   * yet then had no type feedback; that compiled loop was kept and left the
+   * function at every return (118 deoptimisations in one 4-host merge after
+   * a one-host merge).
    */
-  private validate(max = 0x7fffffff): void {
+  private validate(): void {
     if (this.disorder || this.formatError !== null) return;
     const v = this.view();
     const le = this.le;
     const limit = this.limit;
-    const nanos = this.inNanos;
+    const scale = this.subScale;
     const end = this.end;
     let o = this.vOff;
-    let vSec = this.vSec;
-    let vNsec = this.vNsec;
-    let n = 0;
     // Bounded by the buffer: each turn moves o past a whole record.
-    while (n < max && end - o >= REC_HDR) {
+    while (end - o >= REC_HDR) {
       const capLen = v.getUint32(o + 8, le);
       if (capLen > limit || capLen > v.getUint32(o + 12, le)) {
         // Says why (formatError), as readAt() does for any caller.
         this.readAt(o);
-        break;
+        return;
       }
-      if (end - o - REC_HDR < capLen) break;
+      if (end - o - REC_HDR < capLen) return;
       let sec = v.getUint32(o, le);
-      const sub = v.getUint32(o + 4, le);
-      let nsec = nanos ? sub : sub * 1000;
+      let nsec = v.getUint32(o + 4, le) * scale;
       if (nsec >= 1_000_000_000) {
         const carry = Math.floor(nsec / 1_000_000_000);
         sec += carry;
         nsec -= carry * 1_000_000_000;
       }
-      if (sec < vSec || (sec === vSec && nsec < vNsec)) {
+      if (sec < this.vSec || (sec === this.vSec && nsec < this.vNsec)) {
         this.disorder = true;
-        break;
+        return;
       }
-      vSec = sec;
-      vNsec = nsec;
+      this.vSec = sec;
+      this.vNsec = nsec;
       o += REC_HDR + capLen;
-      n++;
+      this.vOff = o;
+      this.vCount++;
     }
-    this.vSec = vSec;
-    this.vNsec = vNsec;
-    this.vCount += n;
-    this.vOff = o;
   }
 
   /** No record will be validated after vOff, other than for disorder: corrupt, or the input's end. */

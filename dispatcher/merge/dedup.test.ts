@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ethernet, ETH_IPV4, ipv4, sll, udp } from '../../test/support/packets';
+import { ethernet, ETH_IPV4, ipv4, prng, sll, udp } from '../../test/support/packets';
 import { LINKTYPE } from '../../shared/pcap/types';
-import { DEDUP_INITIAL_ENTRIES, DEDUP_MAX_ENTRIES, DEDUP_RING_BYTES, dedupKey, HostDedup } from './dedup';
+import { DEDUP_INITIAL_ENTRIES, DEDUP_MAX_ENTRIES, DEDUP_RING_BYTES, dedupKey, HostDedup, networkBytes } from './dedup';
 
 const T = 1_790_000_000;
 
@@ -154,4 +154,50 @@ test('HostDedup: packets kept by reference (keep), hashed through a DataView, gi
     }
   }
   assert.equal(kept.forgotten, copied.forgotten);
+});
+
+test('HostDedup answers as a plain list of what it remembers would, while slots and buckets are reused (chains are never unlinked), in copy and keep modes', () => {
+  for (let seed = 1; seed <= 4; seed++) {
+    const rnd = prng(seed * 4_099);
+    const windowNs = 5_000;
+    const copied = new HostDedup(windowNs);
+    const kept = new HostDedup(windowNs);
+    // The model: what was kept, in arrival order; the oldest leave while older than the window before the latest time.
+    const model: Array<{ t: number; bytes: Buffer }> = [];
+    let latest = -Infinity;
+    // A few distinct packets, sent again and again: the same buckets, their slots evicted and reused all the time.
+    const pool = Array.from({ length: 3 + seed * 5 }, (_, i) => ethernet(ETH_IPV4, ip(i, 20 + ((i * 37) % 200))));
+    let ns = 0;
+    let buf = Buffer.alloc(0);
+    let dups = 0;
+    for (let round = 0; round < 60; round++) {
+      // The kept packets' bytes stay in the caller's buffer until it changes (as the merge's fast path holds them).
+      kept.detach(buf);
+      buf.fill(0xee);
+      const frames = Array.from({ length: 20 + Math.floor(rnd() * 100) }, () => pool[Math.floor(rnd() * pool.length)]);
+      buf = Buffer.concat(frames);
+      const view = new DataView(buf.buffer, buf.byteOffset, buf.length);
+      let o = 0;
+      for (const f of frames) {
+        // Mostly forward, in steps around the window (a burst now and then fills it past the first sizes), sometimes back in time.
+        const r = rnd();
+        ns += r < 0.05 ? 40_000 : r < 0.3 ? 0 : Math.floor(rnd() * 1_500);
+        const t = rnd() < 0.03 ? Math.max(0, ns - Math.floor(rnd() * 8_000)) : ns;
+        const sec = T + Math.floor(t / 1e9);
+        const nsec = t % 1e9;
+        latest = Math.max(latest, t);
+        while (model.length > 0 && latest - model[0].t > windowNs) model.shift();
+        const bytes = networkBytes(LINKTYPE.ETHERNET, f);
+        const want = model.some((m) => Math.abs(m.t - t) <= windowNs && m.bytes.equals(bytes));
+        if (!want) model.push({ t, bytes: Buffer.from(bytes) });
+        else dups++;
+        assert.equal(copied.isDuplicate(LINKTYPE.ETHERNET, f, sec, nsec), want, `seed ${seed} round ${round} at ${t}`);
+        assert.equal(kept.isDuplicateAt(LINKTYPE.ETHERNET, buf, o, o + f.length, sec, nsec, true, view), want, `seed ${seed} round ${round} at ${t}, kept`);
+        o += f.length;
+      }
+    }
+    assert.equal(copied.forgotten, 0);
+    assert.equal(kept.forgotten, 0);
+    assert.ok(dups > 500, `seed ${seed}: ${dups} duplicates`);
+  }
 });

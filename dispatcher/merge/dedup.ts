@@ -193,26 +193,41 @@ export class HostDedup {
   // Entries in a circular queue of `cap` slots, oldest at `first`; chained
   // per bucket (`cap` buckets) through `next`, newest first. `cap` is a
   // power of two (DEDUP_INITIAL_ENTRIES, doubled), so slots wrap with a mask.
+  // A chain is never unlinked when its oldest entries leave: a walk stops at
+  // the first link that is not to a live entry older than the one before it
+  // (see live()), which is where the chain's live part ends. Eviction is
+  // then a move of `first` (callgrind: unlinking was a third of the dedup's
+  // bookkeeping per packet with 4 hosts interleaved).
   private cap = 0;
-  private sec!: Float64Array;
-  private nsec!: Int32Array;
-  private hash!: Int32Array;
-  private off!: Int32Array;
-  private len!: Int32Array;
-  private next!: Int32Array;
-  private heads!: Int32Array;
+  private mask = 0;
+  private sec: Float64Array = EMPTY_F64;
+  private nsec: Int32Array = EMPTY_I32;
+  private hash: Int32Array = EMPTY_I32;
+  private off: Int32Array = EMPTY_I32;
+  private len: Int32Array = EMPTY_I32;
+  private next: Int32Array = EMPTY_I32;
+  private heads: Int32Array = EMPTY_I32;
   /**
-   * Per entry, the caller's buffer its bytes are still in (null once they
-   * are in the arena), and where. Its arena slot is reserved all the same,
-   * so what is remembered and forgotten is what copying at once would give;
-   * only the copy waits, until detach() (see isDuplicateAt's `keep`).
+   * Per entry, 0 when its bytes are in the arena, else k: they are still in
+   * the caller's buffer refBufs[k - 1], at refOff. Its arena slot is
+   * reserved all the same, so what is remembered and forgotten is what
+   * copying at once would give; only the copy waits, until detach() (see
+   * isDuplicateAt's `keep`). A number rather than the buffer per entry: no
+   * store of an object (and its write barrier) per packet.
    */
-  private refs: Array<Buffer | null> = [];
-  private refOff!: Int32Array;
+  private refId: Int32Array = EMPTY_I32;
+  private refOff: Int32Array = EMPTY_I32;
+  /** The callers' buffers entries still refer to (a host's inputs: one each); null where free. */
+  private refBufs: Array<Buffer | null> = [];
+  /** The last buffer given with `keep`, and its id: the usual case is the same one again. */
+  private lastRef: Buffer | null = null;
+  private lastRefId = 0;
   private pending = 0;
   private first = 0;
   private count = 0;
   private bytes = smallOrSlow(DEDUP_INITIAL_BYTES);
+  /** bytes.length as a small integer: a typed array's length is a 64-bit value in optimised code, converted at each use. */
+  private bytesLen = DEDUP_INITIAL_BYTES;
   private byteHead = 0;
   private latestSec = -Infinity;
   private latestNsec = 0;
@@ -248,12 +263,18 @@ export class HostDedup {
     const end = range.end;
     const len = end - start;
     const h = view !== undefined ? sampleHashView(view, start, end) : sampleHash(data, start, end);
-    for (let e = this.heads[h & (this.cap - 1)]; e >= 0; e = this.next[e]) {
+    const mask = this.mask;
+    const first = this.first;
+    // Bounded: each step goes to an entry strictly older in the queue.
+    for (let e = this.heads[h & mask], age = this.count; e >= 0; e = this.next[e]) {
+      const a = (e - first) & mask;
+      if (a >= age) break;
+      age = a;
       if (this.hash[e] !== h || this.len[e] !== len) continue;
       if (Math.abs((sec - this.sec[e]) * 1e9 + (nsec - this.nsec[e])) > this.windowNs) continue;
-      const r = this.refs[e];
-      const o = r === null ? this.off[e] : this.refOff[e];
-      if ((r ?? this.bytes).compare(data, start, end, o, o + len) === 0) return true;
+      const r = this.refId[e];
+      const o = r === 0 ? this.off[e] : this.refOff[e];
+      if ((r === 0 ? this.bytes : this.refBufs[r - 1]!).compare(data, start, end, o, o + len) === 0) return true;
     }
     this.remember(sec, nsec, h, data, start, end, keep);
     return false;
@@ -261,15 +282,36 @@ export class HostDedup {
 
   /** Copies what is still remembered of `data` (see isDuplicateAt's `keep`) into the arena: call before changing or dropping it. */
   detach(data: Buffer): void {
-    if (this.pending === 0) return;
-    for (let i = 0; i < this.count; i++) {
-      const e = (this.first + i) & (this.cap - 1);
-      if (this.refs[e] !== data) continue;
+    const k = this.refBufs.indexOf(data) + 1;
+    if (k === 0) return;
+    for (let i = 0; i < this.count && this.pending > 0; i++) {
+      const e = (this.first + i) & this.mask;
+      if (this.refId[e] !== k) continue;
       const o = this.refOff[e];
       data.copy(this.bytes, this.off[e], o, o + this.len[e]);
-      this.refs[e] = null;
+      this.refId[e] = 0;
       this.pending--;
     }
+    this.refBufs[k - 1] = null;
+    if (this.lastRef === data) {
+      this.lastRef = null;
+      this.lastRefId = 0;
+    }
+  }
+
+  /** The id entries that refer to `data` carry (see refId). */
+  private refIdOf(data: Buffer): number {
+    if (this.lastRef === data) return this.lastRefId;
+    const bufs = this.refBufs;
+    let k = bufs.indexOf(data) + 1;
+    if (k === 0) {
+      k = bufs.indexOf(null) + 1;
+      if (k === 0) k = bufs.push(data);
+      else bufs[k - 1] = data;
+    }
+    this.lastRef = data;
+    this.lastRefId = k;
+    return k;
   }
 
   private remember(sec: number, nsec: number, h: number, data: Buffer, start: number, end: number, keep: boolean): void {
@@ -279,25 +321,28 @@ export class HostDedup {
       return;
     }
     if (this.count === this.cap) {
-      if (this.cap < MAX_ENTRIES) this.resize(this.cap * 2, this.bytes.length);
+      if (this.cap < MAX_ENTRIES) this.resize(this.cap * 2, this.bytesLen);
       else this.drop(true);
     }
     let o: number;
     // Bounded: each turn doubles the arena (at most log2 of the cap times) or
     // forgets one entry, and an empty arena fits len.
-    while ((o = arenaPlace(this.bytes.length, this.byteHead, this.count > 0 ? this.off[this.first] : -1, len)) < 0) {
-      if (this.bytes.length < RING_BYTES) this.resize(this.cap, this.bytes.length * 2);
+    while ((o = arenaPlace(this.bytesLen, this.byteHead, this.count > 0 ? this.off[this.first] : -1, len)) < 0) {
+      if (this.bytesLen < RING_BYTES) this.resize(this.cap, this.bytesLen * 2);
       else this.drop(true);
     }
     this.byteHead = o + Math.max(len, 1);
-    const e = (this.first + this.count) & (this.cap - 1);
+    const e = (this.first + this.count) & this.mask;
     this.count++;
     if (keep) {
-      this.refs[e] = data;
+      this.refId[e] = this.refIdOf(data);
       this.refOff[e] = start;
       this.pending++;
-    } else data.copy(this.bytes, o, start, end);
-    const bucket = h & (this.cap - 1);
+    } else {
+      this.refId[e] = 0;
+      data.copy(this.bytes, o, start, end);
+    }
+    const bucket = h & this.mask;
     this.sec[e] = sec;
     this.nsec[e] = nsec;
     this.hash[e] = h;
@@ -314,8 +359,8 @@ export class HostDedup {
    * byte 0. Rare: only when either doubles.
    */
   private resize(cap: number, byteCap: number): void {
-    // One allocation for the eight arrays: a host of a few packets is a thousandth of a fleet trace.
-    const ab = new ArrayBuffer(cap * (8 + 7 * 4));
+    // One allocation for the nine arrays: a host of a few packets is a thousandth of a fleet trace.
+    const ab = new ArrayBuffer(cap * (8 + 8 * 4));
     const i32 = (k: number) => new Int32Array(ab, cap * (8 + 4 * k), cap);
     const sec = new Float64Array(ab, 0, cap);
     const nsec = i32(0);
@@ -325,22 +370,22 @@ export class HostDedup {
     const next = i32(4);
     const heads = i32(5).fill(-1);
     const refOff = i32(6);
-    const refs: Array<Buffer | null> = new Array<Buffer | null>(cap).fill(null);
-    const pack = byteCap !== this.bytes.length;
+    const refId = i32(7);
+    const pack = byteCap !== this.bytesLen;
     const bytes = pack ? smallOrSlow(byteCap) : this.bytes;
     let o = 0;
     for (let i = 0; i < this.count; i++) {
-      const e = (this.first + i) & (this.cap - 1);
+      const e = (this.first + i) & this.mask;
       const n = this.len[e];
       sec[i] = this.sec[e];
       nsec[i] = this.nsec[e];
       hash[i] = this.hash[e];
       len[i] = n;
-      refs[i] = this.refs[e];
+      refId[i] = this.refId[e];
       refOff[i] = this.refOff[e];
       if (pack) {
         // A pending entry's bytes are still the caller's: only its slot moves.
-        if (refs[i] === null) this.bytes.copy(bytes, o, this.off[e], this.off[e] + n);
+        if (refId[i] === 0) this.bytes.copy(bytes, o, this.off[e], this.off[e] + n);
         off[i] = o;
         o += Math.max(n, 1);
       } else off[i] = this.off[e];
@@ -349,6 +394,7 @@ export class HostDedup {
       heads[bucket] = i;
     }
     this.cap = cap;
+    this.mask = cap - 1;
     this.sec = sec;
     this.nsec = nsec;
     this.hash = hash;
@@ -356,11 +402,12 @@ export class HostDedup {
     this.len = len;
     this.next = next;
     this.heads = heads;
-    this.refs = refs;
+    this.refId = refId;
     this.refOff = refOff;
     this.first = 0;
     if (pack) {
       this.bytes = bytes;
+      this.bytesLen = byteCap;
       this.byteHead = o;
     }
   }
@@ -371,32 +418,30 @@ export class HostDedup {
    * back in time; those entries just stay a little longer.
    */
   private evict(): void {
+    const latestSec = this.latestSec;
+    const latestNsec = this.latestNsec;
+    const windowNs = this.windowNs;
+    // Bounded by count.
     while (this.count > 0) {
       const e = this.first;
-      if ((this.latestSec - this.sec[e]) * 1e9 + (this.latestNsec - this.nsec[e]) <= this.windowNs) break;
+      if ((latestSec - this.sec[e]) * 1e9 + (latestNsec - this.nsec[e]) <= windowNs) break;
       this.drop(false);
     }
   }
 
-  /** Forgets the oldest entry; `early` when its window had not passed. */
+  /** Forgets the oldest entry; `early` when its window had not passed. Its chain forgets it by itself (see the class). */
   private drop(early: boolean): void {
     const e = this.first;
     if (early) this.forgotten++;
-    if (this.refs[e] !== null) {
-      this.refs[e] = null;
+    if (this.refId[e] !== 0) {
+      this.refId[e] = 0;
       this.pending--;
     }
-    // Chains are newest first and entries go oldest first, so this one ends its chain.
-    const bucket = this.hash[e] & (this.cap - 1);
-    if (this.heads[bucket] === e) this.heads[bucket] = -1;
-    else {
-      let p = this.heads[bucket];
-      // Bounded by the chain's length (it ends at -1).
-      while (p >= 0 && this.next[p] !== e) p = this.next[p];
-      if (p >= 0) this.next[p] = -1;
-    }
-    this.first = (this.first + 1) & (this.cap - 1);
+    this.first = (e + 1) & this.mask;
     this.count--;
     if (this.count === 0) this.byteHead = 0;
   }
 }
+
+const EMPTY_F64 = new Float64Array(0);
+const EMPTY_I32 = new Int32Array(0);

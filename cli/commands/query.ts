@@ -2,6 +2,7 @@ import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Argv, CommandModule } from 'yargs';
 import { FILTER_OPTIONS, rawQuery } from '../filters';
+import { checkWritable } from '../output-file';
 import type { FlagTable } from '../flags';
 import { formatStreams } from '../format';
 import { Args, UsageError, fail } from './local';
@@ -24,6 +25,7 @@ async function queryCmd(a: Args): Promise<void> {
   const json = a.json as boolean;
   if (!out && !json) throw new UsageError('say where the result goes: -o FILE, -o - (stdout), and/or --json');
   if (out === '-' && json) throw new UsageError('-o - and --json would both write to stdout: give -o FILE with --json');
+  if (out && out !== '-') checkWritable(out);
   const { buildQuerySpec } = await import('../../shared/query/query');
   const { CALL_IDS_KEPT, closeResult, runQuery, writeResultPcap } = await import('../../agent/query/engine');
   const { callFiguresOf } = await import('../../shared/query/call-figures');

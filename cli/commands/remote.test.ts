@@ -283,7 +283,7 @@ test('bad input: one line and exit 2, before or from the dispatcher', async () =
     [['trace', '--call-id', 'x', '-o', '-', '--json'], /both write to stdout/],
     [['trace', '--hosts', 'edge1'], /no selective key.*--all/],
     [['trace', '--call-id', 'x', '--timeout', '0'], /bad --timeout 0/],
-    [['trace', '--call-id', 'x', '-o', join(dir, 'no', 'such', 'dir', 'f.pcap')], /cannot write -o .*no\/such\/dir/],
+    [['trace', '--call-id', 'x', '-o', join(dir, 'no', 'such', 'dir', 'f.pcap')], /cannot write -o .*no\/such\/dir.*does not exist: create it first \(mkdir -p /],
     // The dispatcher's 400: a host it never heard of.
     [['trace', '--call-id', 'x', '--hosts', 'nosuch'], /refused the trace: unknown host nosuch.*known agents: edge1, edge2, mute/],
     [['download', 'someid'], /Missing required argument: o/],

@@ -1,5 +1,4 @@
-import { accessSync, constants, createWriteStream, statSync, unlinkSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { createWriteStream, statSync, unlinkSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Socket } from 'socket.io-client';
 import type { Argv, CommandModule } from 'yargs';
@@ -14,6 +13,7 @@ import { CliError, exitOf, jsonOfError } from '../errors';
 import { FILTER_OPTIONS, filterOptions, traceRequestOf } from '../filters';
 import type { FlagTable } from '../flags';
 import { formatClocks, formatHops, formatStreams, humanBytes, safeText, shortTime, table } from '../format';
+import { checkWritable } from '../output-file';
 import { readFirstLine, readSecret } from '../prompt';
 
 /*
@@ -117,17 +117,6 @@ function refuseTtyStdout(): void {
 }
 
 /** Fails early (before a trace runs) when -o FILE cannot be written. */
-function checkWritable(path: string): void {
-  try {
-    const st = statSync(path, { throwIfNoEntry: false });
-    if (st?.isDirectory()) throw new CliError(`-o ${path} is a directory: give a file name`, EXIT.BAD_INPUT);
-    accessSync(st ? path : dirname(path) || '.', constants.W_OK);
-  } catch (e) {
-    if (e instanceof CliError) throw e;
-    throw new CliError(`cannot write -o ${path}: ${(e as Error).message}`, EXIT.BAD_INPUT);
-  }
-}
-
 /**
  * Streams a download to -o: stdout as is, a file created only once the
  * dispatcher said yes and removed again if the download breaks off.

@@ -101,6 +101,21 @@ async function runOurs(files: BulkCapture[], out: string): Promise<Run & { rssGr
   return { wallS, cpuS: (cpu.user + cpu.system) / 1e6, rssGrowthMb: (peak - rss0) / MB };
 }
 
+/**
+ * A process that starts Node and loads the merge's module, and does
+ * nothing: what a merge run as a process of its own (as mergecap is) would
+ * add to ours, which runs in this process.
+ */
+function runNoop(): Run {
+  const mod = join(__dirname, '..', '..', 'dispatcher', 'merge', 'merge.js');
+  const t0 = nowMs();
+  const r = spawnSync('/usr/bin/time', ['-f', '%U %S', process.execPath, '-e', `require(${JSON.stringify(mod)})`], { encoding: 'utf8', timeout: 60_000 });
+  const wallS = (nowMs() - t0) / 1000;
+  if (r.status !== 0) fail(`loading the merge's module exited with ${r.status ?? r.signal}: ${r.stderr.slice(0, 300)}`);
+  const [u, s] = r.stderr.trim().split('\n').pop()!.split(' ').map(Number);
+  return { wallS, cpuS: u + s };
+}
+
 function runMergecap(files: BulkCapture[], out: string): Run {
   const t0 = nowMs();
   // /usr/bin/time gives the child's own CPU; its last stderr line.
@@ -156,6 +171,11 @@ async function main(): Promise<void> {
     rmSync(oursOut, { force: true });
     rmSync(theirsOut, { force: true });
   }
+  const noop: Run[] = [];
+  for (let i = 0; i < RUNS; i++) noop.push(runNoop());
+  f.section("Node's start and the merge module's load, a process that does nothing else (not in ours above, in mergecap's)");
+  f.add('noopS', 'wall', median(noop.map((r) => r.wallS)), 's', 2);
+  f.add('noopCpuS', 'CPU', median(noop.map((r) => r.cpuS)), 's', 2);
   f.section(`target: ours no slower than mergecap (time ratio ≤ ${TARGET_RATIO}), same bytes`);
   f.add('targetRatio', 'verdict', worst <= TARGET_RATIO && identical ? 'PASS' : 'MISS');
   f.extra('node', process.version);

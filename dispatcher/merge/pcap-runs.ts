@@ -125,6 +125,11 @@ export class PcapRunSource {
   private dv = new DataView(this.ab);
   /** buf is ours to write into (not a chunk the stream gave). */
   private owned = false;
+  /**
+   * Memory for buf in the merge's shared space (see mergeSpace()), or null:
+   * records copied from there to the output need no view each.
+   */
+  private slot: Buffer | null = null;
   private pos = 0;
   private end = 0;
   private base = 0;
@@ -215,6 +220,11 @@ export class PcapRunSource {
     return null;
   }
 
+  /** Gives buf the memory `slot` (in the memory the writer's batches are lent), as far as it holds what buf needs. */
+  useSlot(slot: Buffer): void {
+    this.slot = slot;
+  }
+
   /** Closes a file input; call once the merge is done with this source. */
   close(): void {
     this.closed = true;
@@ -298,7 +308,9 @@ export class PcapRunSource {
     if (this.owned && live + len <= this.buf.length) {
       this.buf.copyWithin(0, from, this.end);
     } else {
-      const nb = Buffer.allocUnsafeSlow(2 * (live + len));
+      const need = 2 * (live + len);
+      // The slot's start is where buf starts when it is the slot already: copy() moves the bytes as copyWithin() would.
+      const nb = this.slot !== null && need <= this.slot.length ? this.slot.subarray(0, need) : Buffer.allocUnsafeSlow(need);
       this.buf.copy(nb, 0, from, this.end);
       this.buf = nb;
       this.owned = true;
@@ -701,7 +713,7 @@ export class PcapRunSource {
 
   /** Hands the writer buf[from, to), `records` whole records already in the output's encoding. */
   private block(w: PcapWriter, from: number, to: number, records: number): boolean {
-    return w.writeEncodedView(new Uint8Array(this.ab, this.abOff + from, to - from), records);
+    return w.writeEncodedWithin(this.ab, this.abOff + from, to - from, records);
   }
 
   private runSlow(bSec: number, bNsec: number, bIndex: number, ctx: RunContext): RunStatus {

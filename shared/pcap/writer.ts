@@ -98,6 +98,13 @@ export class PcapWriter extends StreamSink {
     return this.putRange(src, start, end);
   }
 
+  /** writeEncoded() of `len` bytes at `at` in `ab` (see StreamSink's putWithin()). */
+  writeEncodedWithin(ab: ArrayBuffer, at: number, len: number, records: number): boolean {
+    this.check();
+    this.recordsWritten += records;
+    return this.putWithin(ab, at, len);
+  }
+
   /** writeEncoded() of a whole view (see StreamSink's putView()). */
   writeEncodedView(v: Uint8Array, records: number): boolean {
     this.check();

@@ -1,5 +1,5 @@
-import { createReadStream, readFile as readFileCb } from 'node:fs';
-import { promisify } from 'node:util';
+import { createReadStream, readFileSync } from 'node:fs';
+import { setImmediate as yieldLoop } from 'node:timers/promises';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { mergeCaptures, MERGE_READ_CHUNK, type HostShift, type MergeInput, type MergeResult, type PacketObserver } from '../merge/merge';
@@ -27,8 +27,6 @@ export interface TraceMerge extends MergeResult {
 const WHOLE_INPUT_MAX = 256 * 1024;
 const WHOLE_INPUTS_BYTES = 64 * 1024 * 1024;
 const WHOLE_READS_AT_ONCE = 32;
-/** The callback form: no FileHandle per file (see spool.ts), and no 1 MiB stream buffer. */
-const readFile = promisify(readFileCb);
 
 /** A sink for the survey pass of an aligned merge: the bytes are not wanted, only what the observer saw. */
 function discard(): Writable {
@@ -202,15 +200,16 @@ export async function mergeTrace(store: TraceStore, spool: Spool, traceId: strin
     });
     for (let i = 0; i < small.length; i += WHOLE_READS_AT_ONCE) {
       const batch = small.slice(i, i + WHOLE_READS_AT_ONCE);
-      // A small spool file is read whole, off the loop: a stream each cost a 1 MiB buffer (MERGE_READ_CHUNK) and four
-      // trips through the thread pool, and 10,000 of those were most of a fleet trace's merge; read on the loop
-      // (readFileSync), the 10,000 held it for as long as the disk took, after the trace's last host was stored.
-      await Promise.all(
-        batch.map(async (r) => {
-          const local = spool.storedPcap(traceId, r.host);
-          whole.set(r.host, local ? await readFile(local) : Buffer.concat((await open(r).toArray()) as Buffer[]));
-        }),
-      );
+      // A small spool file is read at once, on the loop: a stream each cost a 1 MiB buffer (MERGE_READ_CHUNK) and four
+      // trips through the thread pool, and 10,000 of those were most of a fleet trace's merge. A batch blocks ~1 ms.
+      const remote: ResultDoc[] = [];
+      for (const r of batch) {
+        const local = spool.storedPcap(traceId, r.host);
+        if (local) whole.set(r.host, readFileSync(local));
+        else remote.push(r);
+      }
+      await Promise.all(remote.map(async (r) => whole.set(r.host, Buffer.concat((await open(r).toArray()) as Buffer[]))));
+      if (remote.length === 0) await yieldLoop();
     }
     let shifts: Map<string, HostShift> | undefined;
     let clocks: TraceClocks | null = null;

@@ -251,8 +251,8 @@ export class Spool {
    * The trace is finished and stored: everything of it goes. The directory
    * is renamed out of the spool's names at once (a restart finds nothing of
    * the trace), then emptied off the event loop, REMOVE_AT_ONCE files at a
-   * time: an rmSync of a 10,000-host trace's 20,000-30,000 files held the
-   * loop for 1.8 s (quiet) to 18 s (loaded) after its final update.
+   * time: an rmSync of a 10,000-host trace's 20,001 files held the loop
+   * 0.8-0.9 s (at load 10) after its final update; this one's max lag 15-48 ms.
    */
   async removeTrace(traceId: string): Promise<void> {
     const dir = this.traceDir(traceId);

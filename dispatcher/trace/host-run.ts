@@ -7,6 +7,7 @@ import { TraceQuery } from '../../shared/query/query';
 import type { AgentSocket } from '../fleet/server';
 import type { HostFinal, Spool } from './spool';
 import { SpoolFeed } from './spool-feed';
+import type { DeadlineSweep } from './watchdog';
 
 export interface HostRunTimeouts {
   /** How long an agent may take to accept a trace:run (ms). */
@@ -24,6 +25,8 @@ export interface HostRunContext {
   socket: AgentSocket;
   spool: Spool;
   timeouts: HostRunTimeouts;
+  /** The trace's one timer: the run's timeouts are deadlines it looks at. */
+  sweep: DeadlineSweep;
   /** Live state for clients (not stored). */
   update(u: TraceUpdate): void;
   /** The host is finished: its final state is to be spooled and stored. Called once. */
@@ -51,7 +54,9 @@ export class HostRun {
   private nextSeq = 0;
   private received = 0;
   private packets = 0;
-  private timer: NodeJS.Timeout | null = null;
+  /** When the armed timeout fires (performance.now() ms), 0 when none is: read by the trace's sweep. */
+  deadline = 0;
+  private onDeadline: (() => void) | null = null;
   /** Chunks received and not yet written (acked): the idle timer waits for them. */
   private chunksWriting = 0;
   /** Writes in flight to the spool: the final state waits for them. */
@@ -83,7 +88,8 @@ export class HostRun {
     // No "queued" update: the trace's view (trace:start's answer) lists every host queued already, and at
     // 10,000 hosts those updates were 10,000 objects and ten 1,000-update messages in the start.
     this.arm(this.c.timeouts.runAckMs, () => this.fail('unreachable', `agent ${host} did not answer the trace request within ${this.c.timeouts.runAckMs / 1000} s`));
-    // Our own (unref'd) timer, not socket.timeout(): Socket.IO keeps that one running after a disconnect or cancel.
+    // The trace's sweep, not socket.timeout(): Socket.IO keeps that one running after a disconnect or cancel.
+    this.c.sweep.watch(this);
     // Debug records mark the steps bench/ttfp times (each host's trace:run sent, its trace:done received).
     this.debug('trace:run sent');
     this.c.socket.emit('trace:run', { traceId, query, result: true }, (ack: unknown) => {
@@ -207,6 +213,7 @@ export class HostRun {
   /** The dispatcher is shutting down: what arrived stays in the spool, recovered on restart. */
   abandon(): void {
     this.disarm();
+    this.c.sweep.unwatch(this);
     this.phase = 'final';
     this.feed?.abort(new Error('the dispatcher is stopping; the host is finished from its spool file on the next start'));
   }
@@ -276,6 +283,7 @@ export class HostRun {
     if (this.phase === 'final') return;
     this.phase = 'final';
     this.disarm();
+    this.c.sweep.unwatch(this);
     const done = async () => {
       let final = f;
       if (f.state !== 'done' && f.hasPcap) {
@@ -310,14 +318,20 @@ export class HostRun {
     });
   }
 
-  private arm(ms: number, f: () => void): void {
+  /** The sweep found the deadline passed. */
+  expire(): void {
+    const f = this.onDeadline;
     this.disarm();
-    this.timer = setTimeout(f, ms);
-    this.timer.unref();
+    f?.();
+  }
+
+  private arm(ms: number, f: () => void): void {
+    this.deadline = performance.now() + ms;
+    this.onDeadline = f;
   }
 
   private disarm(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.deadline = 0;
+    this.onDeadline = null;
   }
 }

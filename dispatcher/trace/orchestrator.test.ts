@@ -117,7 +117,8 @@ test('a fleet trace: every host streams into the store, the merged PCAP is the t
     assert.deepEqual(merged.map((m) => m.ts), union.map((u) => u.ts), 'time-ordered');
     assert.deepEqual(sortedRecords(merged), sortedRecords(union), 'exactly the union');
     assert.deepEqual(trace?.merged, { packets: union.length, bytes: final.merged!.bytes, duplicates: 0 });
-    assert.deepEqual(readdirSync(r.spool.dir), [], 'the spool is emptied once the store has everything');
+    // Emptied after the final update, off the event loop.
+    await until(() => readdirSync(r.spool.dir).length === 0, 'the spool to be emptied once the store has everything');
 
     const v = await r.orch.view(view.id);
     assert.deepEqual(v?.hosts.map((h) => [h.host, h.state, h.stored]), [['a', 'done', true], ['b', 'done', true], ['c', 'done', false]].map(([h, s]) => [h, s, h !== 'c' || perHost[2].length > 0]));
@@ -239,7 +240,7 @@ test('one host: packets.pcap and merged.pcap are stored while it is received, th
     assert.equal(await metricValue(m, { attachment: HOST_ATTACHMENT, outcome: 'used' }), 1);
     assert.equal(await metricValue(m, { attachment: MERGED_ATTACHMENT, outcome: 'used' }), 1);
     assert.equal(await metricValue(m, { attachment: HOST_ATTACHMENT, outcome: 'redone' }) + (await metricValue(m, { attachment: MERGED_ATTACHMENT, outcome: 'redone' })), 0);
-    assert.deepEqual(readdirSync(r.spool.dir), []);
+    await until(() => readdirSync(r.spool.dir).length === 0, 'the spool to be emptied');
   } finally {
     await r.close();
     await r.drop();
@@ -377,7 +378,7 @@ test('CouchDB away during a trace: the result waits in the spool and is stored w
     assert.equal(finalOf(r, view.id)!.state, 'done');
     const stored = await bytesOf(r.store.getAttachmentStream(resultDocId(view.id, 'a'), HOST_ATTACHMENT));
     assert.deepEqual(stored, await expectedPcap(rings.a, q), 'nothing lost');
-    assert.deepEqual(readdirSync(r.spool.dir), []);
+    await until(() => readdirSync(r.spool.dir).length === 0, 'the spool to be emptied');
   } finally {
     await r.close();
     await (relay as { stop(): Promise<void> } | null)?.stop();
@@ -418,7 +419,7 @@ test('a dispatcher restarted mid-trace: the trace is marked interrupted with wha
     const partial = records(await bytesOf(second.store.getAttachmentStream(resultDocId(view.id, 'a'), HOST_ATTACHMENT)));
     assert.ok(partial.length > 0 && partial.length < 3 + BULK, `a's first chunk is kept, whole records only (${partial.length})`);
     assert.ok(trace?._attachments?.[MERGED_ATTACHMENT]);
-    assert.deepEqual(readdirSync(spoolDir), []);
+    await until(() => readdirSync(spoolDir).length === 0, 'the spool to be emptied');
   } finally {
     await second.close();
     await second.drop();

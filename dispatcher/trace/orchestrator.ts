@@ -34,7 +34,7 @@ import { HostFinal, Spool } from './spool';
 import { RetryLater, StoreJobs } from './store-jobs';
 import { Owned, Traces } from './types';
 import { isFinalResult, traceOutcome, traceView } from './view';
-import { checkRemoteHosts } from './watchdog';
+import { checkRemoteHosts, DeadlineSweep } from './watchdog';
 import { type Logger, componentLogger } from '../../shared/log/log';
 
 export interface OrchestratorTimeouts extends HostRunTimeouts {
@@ -76,6 +76,8 @@ export class Orchestrator implements Traces {
   private readonly peers: PeerLink | null = null;
   /** Runs on this dispatcher's agents, by trace then host. */
   private readonly runs = new Map<string, Map<string, HostRun>>();
+  /** Each trace's one timer for its runs here (made and dropped with its entry in `runs`). */
+  private readonly sweeps = new Map<string, DeadlineSweep>();
   private readonly live = new Map<string, Map<string, HostView>>();
   private readonly owned = new Map<string, Owned>();
   /** Who owns a trace whose hosts run here for a peer. */
@@ -417,6 +419,8 @@ export class Orchestrator implements Traces {
     if (this.watchdog) clearInterval(this.watchdog);
     for (const hosts of this.runs.values()) for (const r of hosts.values()) r.abandon();
     this.runs.clear();
+    for (const s of this.sweeps.values()) s.stop();
+    this.sweeps.clear();
   }
 
   /** Traces owned here that are not finished; for tests and /metrics. */
@@ -430,6 +434,8 @@ export class Orchestrator implements Traces {
     let hosts = this.runs.get(traceId);
     if (!hosts) this.runs.set(traceId, (hosts = new Map()));
     if (hosts.get(host) && !hosts.get(host)!.isFinal) return;
+    let sweep = this.sweeps.get(traceId);
+    if (!sweep) this.sweeps.set(traceId, (sweep = new DeadlineSweep(Math.min(this.timeouts.runAckMs, this.timeouts.idleMs, this.timeouts.queuedMs))));
     if (owner !== this.id) this.ownerOf.set(traceId, owner);
     const run = new HostRun({
       traceId,
@@ -438,10 +444,14 @@ export class Orchestrator implements Traces {
       socket,
       spool: this.spool,
       timeouts: this.timeouts,
+      sweep,
       update: (u) => this.publish(u),
       finished: (final) => {
         hosts!.delete(host);
-        if (hosts!.size === 0) this.runs.delete(traceId);
+        if (hosts!.size === 0) {
+          this.runs.delete(traceId);
+          this.sweeps.delete(traceId);
+        }
         this.storeFinal(traceId, host, final, owner);
       },
       grew: (bytes, feed) => this.followHost(traceId, host, owner, bytes, feed),
@@ -604,7 +614,7 @@ export class Orchestrator implements Traces {
     const trace = await this.store.getTrace(traceId);
     if (!trace) {
       this.owned.delete(traceId);
-      this.spool.removeTrace(traceId);
+      this.removeSpooled(traceId);
       return;
     }
     const error = 'the dispatcher restarted before this host finished';
@@ -635,7 +645,7 @@ export class Orchestrator implements Traces {
       this.forget(traceId);
       this.owned.delete(traceId);
       this.live.delete(traceId);
-      this.spool.removeTrace(traceId);
+      this.removeSpooled(traceId);
       return;
     }
     // Read so that no host's packets.pcap is missed on a CouchDB cluster whose view lags behind its writes.
@@ -665,7 +675,12 @@ export class Orchestrator implements Traces {
     // Told before the spool is cleared: a fleet trace's spool is two files a host (a restart meanwhile finds
     // merged.pending and merges again, as it would have before the trace doc's final write).
     this.publish({ traceId, host: null, state, packets: m.packets, bytes: m.bytes, merged: { packets: m.packets, bytes: m.bytes, duplicates: m.duplicates }, at: finishedAt });
-    this.spool.removeTrace(traceId);
+    this.removeSpooled(traceId);
+  }
+
+  /** The trace's spool goes in the background (its files are many at fleet scale); a failure leaves them for the next start's scan. */
+  private removeSpooled(traceId: string): void {
+    this.spool.removeTrace(traceId).catch((e: Error) => this.log.warn({ traceId, err: e }, "the trace's spool files could not all be removed"));
   }
 
   /** What the trace's live uploads and merge left here. */

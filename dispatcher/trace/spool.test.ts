@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, test } from 'node:test';
@@ -37,4 +37,31 @@ test('trimPcap keeps the whole records of a cut-short PCAP and says what it cut'
   put(spool, 'd', Buffer.alloc(0));
   assert.deepEqual(await spool.trimPcap('20261123T000000-abcdef', 'd'), { bytes: 0, packets: 0, cut: 0 });
   assert.deepEqual(await spool.trimPcap('20261123T000000-abcdef', 'never-sent'), { bytes: 0, packets: 0, cut: 0 });
+});
+
+test("removeTrace empties a trace's directory of many files, leaves other traces, and a removal cut short is finished by the next scan", async () => {
+  const own = mkdtempSync(join(dir, 'rm-'));
+  const spool = new Spool(own);
+  const id = '20261123T000000-aaaaaa';
+  const other = '20261123T000000-bbbbbb';
+  spool.markOwned({ traceId: id, hosts: [], createdAt: '2026-11-23T00:00:00.000Z' });
+  spool.markOwned({ traceId: other, hosts: [], createdAt: '2026-11-23T00:00:00.000Z' });
+  for (let i = 0; i < 300; i++) writeFileSync(spool.pcapPath(id, `h${i}`), Buffer.alloc(i));
+  await spool.removeTrace(id);
+  assert.deepEqual(readdirSync(own), [other]);
+  await spool.removeTrace(id);
+  assert.deepEqual(readdirSync(own), [other], 'a trace already gone is no error');
+
+  // What a restart finds when the dispatcher stopped mid-removal: not a trace, and removed.
+  mkdirSync(join(own, `${id}~removing`));
+  writeFileSync(join(own, `${id}~removing`, 'h1.pcap'), 'x');
+  assert.deepEqual(spool.scan().map((t) => t.traceId), [other]);
+  assert.equal(existsSync(join(own, `${id}~removing`)), false);
+
+  // And one left beside the trace's directory (the same trace removed again, after a restart made it anew): both go.
+  mkdirSync(join(own, `${id}~removing`));
+  writeFileSync(join(own, `${id}~removing`, 'h1.pcap'), 'x');
+  spool.markOwned({ traceId: id, hosts: [], createdAt: '2026-11-23T00:00:00.000Z' });
+  await spool.removeTrace(id);
+  assert.deepEqual(readdirSync(own), [other]);
 });

@@ -71,3 +71,53 @@ export async function checkRemoteHosts(d: WatchdogDeps): Promise<void> {
     }
   }
 }
+
+/** What a DeadlineSweep watches: a host run's current deadline (performance.now() ms; 0 while it has none). */
+export interface Deadlined {
+  readonly deadline: number;
+  /** Called once the deadline has passed, from the sweep; the run disarms or re-arms itself there. */
+  expire(): void;
+}
+
+/**
+ * One timer for all of a trace's host runs here, where each had its own:
+ * a 10,000-host trace armed, cleared and re-armed 30,000 timers in its
+ * first second (trace:run sent, its ack, the result). A run sets its
+ * deadline (a number) and the sweep looks at every watched run each tick:
+ * a deadline fires up to a tick late, a tick being a tenth of the shortest
+ * timeout (at least 50 ms, at most 1 s).
+ */
+export class DeadlineSweep {
+  private readonly watched = new Set<Deadlined>();
+  private timer: NodeJS.Timeout | null = null;
+  readonly tickMs: number;
+
+  constructor(shortestTimeoutMs: number) {
+    this.tickMs = Math.min(1_000, Math.max(50, Math.floor(shortestTimeoutMs / 10)));
+  }
+
+  watch(r: Deadlined): void {
+    this.watched.add(r);
+    if (this.timer) return;
+    this.timer = setInterval(() => this.sweep(), this.tickMs);
+    this.timer.unref();
+  }
+
+  unwatch(r: Deadlined): void {
+    this.watched.delete(r);
+    if (this.watched.size === 0) this.stop();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    // Expired first, then told: expire() may end a run, and that run's unwatch() changes the set.
+    const due: Deadlined[] = [];
+    for (const r of this.watched) if (r.deadline > 0 && r.deadline <= now) due.push(r);
+    for (const r of due) r.expire();
+  }
+}

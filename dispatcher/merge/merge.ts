@@ -77,7 +77,7 @@ const READ_AHEAD_ARENA = 2 * REORDER_BYTES;
  * thousand of those) costs a few KiB rather than megabytes.
  */
 const READ_AHEAD_ARENA_INITIAL = 2048;
-const DEFAULT_DEDUP_WINDOW_NS = 1_000_000;
+export const DEFAULT_DEDUP_WINDOW_NS = 1_000_000;
 
 class Source {
   readonly index: number;

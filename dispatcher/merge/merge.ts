@@ -428,7 +428,8 @@ async function mergeRunSources(
   return { packets: ctx.packets, bytes: ctx.bytes, duplicates: ctx.duplicates, format: 'pcap', notes };
 }
 
-function forgottenNotes(inputs: MergeInput[], dedup: Map<string, HostDedup>, windowNs: number): string[] {
+/** The notes of hosts whose dedup forgot packets early (exported for the one-host check that stands in for a merge: dispatcher/trace/same-as-file.ts). */
+export function forgottenNotes(inputs: MergeInput[], dedup: Map<string, HostDedup>, windowNs: number): string[] {
   const notes: string[] = [];
   for (const host of new Set(inputs.map((x) => x.host))) {
     const d = dedup.get(host);

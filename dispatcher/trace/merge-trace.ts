@@ -95,7 +95,7 @@ export interface SameInput {
 }
 
 async function mergeOneChecked(store: TraceStore, traceId: string, host: string, input: Readable, same: SameInput): Promise<MergeResult> {
-  const figures = await sameAsMerge(input);
+  const figures = await sameAsMerge(input, host);
   if (figures) {
     // The file's whole length: its header and a record header per packet besides the packets' bytes.
     const length = PCAP_HEADER_LEN + figures.packets * PCAP_RECORD_HEADER_LEN + figures.bytes;
@@ -106,8 +106,8 @@ async function mergeOneChecked(store: TraceStore, traceId: string, host: string,
         await store.updateTrace(traceId, (d) => {
           d.mergedAttachment = ref;
         });
-        // What mergeCaptures() returns for such a file (FramingCheck's conditions leave it no note to make).
-        return { packets: figures.packets, bytes: figures.bytes, duplicates: 0, format: 'pcap', notes: [] };
+        // What mergeCaptures() returns for such a file.
+        return { packets: figures.packets, bytes: figures.bytes, duplicates: 0, format: 'pcap', notes: figures.notes };
       }
     }
   }

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { HostDedup } from '../merge/dedup';
-import { DEFAULT_DEDUP_WINDOW_NS } from '../merge/merge';
+import { DEFAULT_DEDUP_WINDOW_NS, forgottenNotes } from '../merge/merge';
 import { isPcapMagic, parsePcapHeader, pcapCapLenLimit, pcapHeaderBytes, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN } from '../../shared/pcap/pcap';
 import { PCAPNG_MAX_BLOCK_LEN } from '../../shared/pcap/pcapng';
 
@@ -9,6 +9,8 @@ export interface SameFigures {
   packets: number;
   /** Captured bytes of the packets (record headers not counted), as MergeResult counts them. */
   bytes: number;
+  /** The merge's notes: only that its dedup forgot packets early, when it did (more than it keeps within one window). */
+  notes: string[];
 }
 
 /**
@@ -27,8 +29,8 @@ export interface SameFigures {
  *   field below a second, and its time not before the previous record's
  *   (ties keep file order in the merge too);
  * - no record is a duplicate in the merge's sense (HostDedup, the merge's
- *   own, fed the same packets in the same order), and the dedup forgot
- *   nothing early (the merge would add a note then);
+ *   own, fed the same packets in the same order; what it forgets early it
+ *   forgets as the merge does, which says so in a note, as we do);
  * - there is at least one packet.
  *
  * Anything else (out of order, duplicated, microseconds big endian,
@@ -45,7 +47,7 @@ export class FramingCheck {
   private nanos = false;
   private lastSec = -1;
   private lastSub = 0;
-  private readonly dedup = new HostDedup(DEFAULT_DEDUP_WINDOW_NS);
+  readonly dedup = new HostDedup(DEFAULT_DEDUP_WINDOW_NS);
   /** A record that straddles chunks, gathered here (grown to the biggest such record, at most the snaplen). */
   private part = Buffer.alloc(0);
   private partUsed = 0;
@@ -94,7 +96,7 @@ export class FramingCheck {
 
   /** The file ended: whether it was its own merge all through. */
   end(): boolean {
-    if (this.failed || this.head !== null || this.partNeed > 0 || this.packets === 0 || this.dedup.forgotten > 0) return this.fail();
+    if (this.failed || this.head !== null || this.partNeed > 0 || this.packets === 0) return this.fail();
     return true;
   }
 
@@ -173,12 +175,13 @@ export class FramingCheck {
  * that says otherwise (the input is destroyed then). Rejects when the
  * input fails.
  */
-export async function sameAsMerge(input: Readable): Promise<SameFigures | null> {
+export async function sameAsMerge(input: Readable, host: string): Promise<SameFigures | null> {
   const check = new FramingCheck();
   try {
     for await (const chunk of input as AsyncIterable<Buffer>) if (!check.push(chunk)) return null;
   } finally {
     if (!input.readableEnded) input.destroy();
   }
-  return check.end() ? { packets: check.packets, bytes: check.bytes } : null;
+  if (!check.end()) return null;
+  return { packets: check.packets, bytes: check.bytes, notes: forgottenNotes([{ host, path: '' }], new Map([[host, check.dedup]]), DEFAULT_DEDUP_WINDOW_NS) };
 }

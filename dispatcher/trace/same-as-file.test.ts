@@ -138,6 +138,9 @@ test('sameAsMerge: out of order, duplicated, torn, corrupt or otherwise framed f
   assert.equal(await check(pcap(base, { snaplen: 65535 })), false);
   // A header alone, and bytes that are no capture.
   assert.equal(await check(pcap([])), false);
+  const v3 = pcap(base);
+  v3.writeUInt16LE(3, 4);
+  assert.equal(new FramingCheck().push(v3), false, 'a PCAP version the reader refuses is not its own merge (and throws nothing)');
   const none = new FramingCheck();
   assert.equal(none.push(Buffer.from('not a capture at all, no magic here')), false);
 });

@@ -108,7 +108,12 @@ export class FramingCheck {
 
   private header(h: Buffer): boolean {
     if (!isPcapMagic(h)) return false;
-    const p = parsePcapHeader(h);
+    let p: ReturnType<typeof parsePcapHeader>;
+    try {
+      p = parsePcapHeader(h);
+    } catch {
+      return false; // a version the reader refuses: the real merge says what it makes of it
+    }
     // The merge's output snaplen for this one input (merge.ts, mergeRunSources).
     const snaplen = Math.min(pcapCapLenLimit(p), PCAPNG_MAX_BLOCK_LEN);
     if (!p.littleEndian || !h.equals(pcapHeaderBytes({ linkType: p.linkType, nanos: p.nanos, snaplen }))) return false;

@@ -1,4 +1,3 @@
-import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { AgentToDispatcherEvents, CHUNK_BYTES, CHUNKS_IN_FLIGHT, LegsAnswer, MAX_LEG_CALL_IDS, RunAck, TraceDone, TraceResult, chunkAck, legsAsk, traceDone, traceRun } from '../../shared/protocol/agent';
 import { parseMessage, refusal, refusedError, traceRef } from '../../shared/protocol/common';
 import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
@@ -8,6 +7,7 @@ import { CALL_IDS_KEPT, QueryResult, closeResult, runQueryYielding, writeResultP
 import type { DispatcherSocket } from '../link/client';
 import type { LegCallIdRule } from '../query/legs';
 import { ChunkWriter } from './chunks';
+import { RecordCounter } from './record-count';
 import { type Logger, componentLogger } from '../../shared/log/log';
 import type { AgentTraceMetrics } from '../metrics/metrics';
 
@@ -190,15 +190,13 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       queryEnded(t.stopped ? 'stopped' : 'ok');
       if (t.stopped) throw new Error(t.stopped);
 
-      // Progress: the PCAP bytes acknowledged so far, and the packets in them, read back from the stream itself.
-      const counter = new CaptureStreamParser(`trace ${t.id} result`);
-      let counting = true;
-      let packets = 0;
+      // Progress: the PCAP bytes acknowledged so far, and the packets in them, counted from the stream's framing.
+      const counter = new RecordCounter(`trace ${t.id} result`);
       let bytes = 0;
       let lastProgress = 0;
       const progress = () => {
         lastProgress = Date.now();
-        emit('trace:progress', { traceId: t.id, packets, bytes });
+        emit('trace:progress', { traceId: t.id, packets: counter.count, bytes });
       };
       // With trace:result the first progress waits for a first chunk sent (none when the result goes whole).
       if (!t.whole) progress();
@@ -210,13 +208,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
           }
           await sendChunk(t, seq, data);
           bytes += data.length;
-          if (counting) {
-            try {
-              packets += counter.push(data).length;
-            } catch {
-              counting = false; // not a format the parser knows: the packet count stays where it was
-            }
-          }
+          counter.push(data);
           if ((seq + 1) % PROGRESS_EVERY_CHUNKS === 0 || Date.now() - lastProgress >= PROGRESS_MS) progress();
         },
         CHUNK_BYTES,

@@ -253,6 +253,14 @@ async function main(): Promise<void> {
     const mdl = await hashDownload(`${d.url}/api/traces/${trace.id}/merged.pcap`, apiToken, 10 * 60_000);
     if (mdl.status !== 200) problems.push(`GET merged.pcap answered ${mdl.status}`);
     if (mdl.sha256 !== capSha) problems.push(`merged.pcap's sha256 ${mdl.sha256} (${mdl.bytes} bytes) is not the capture's ${capSha}`);
+    // Whether the one-host merge was proved from the file's framing and named packets.pcap (mergedAttachment), or was run and uploaded.
+    const traceDoc = spawnSync('curl', ['-sS', '-f', `${storeUrl.replace(/\/+$/, '')}/${db}/${encodeURIComponent(`trace:${trace.id}`)}`], { encoding: 'utf8', timeout: 60_000 });
+    let mergedNamed: boolean | null = null;
+    try {
+      mergedNamed = (JSON.parse(traceDoc.stdout) as { mergedAttachment?: unknown }).mergedAttachment !== undefined;
+    } catch {
+      /* reported as unknown */
+    }
 
     // References, after the trace (curl's before it with BENCH_STREAM_CURL_FIRST=1); their failures say nothing about what was stored.
     progress('reference: the query alone, to /dev/null');
@@ -275,6 +283,7 @@ async function main(): Promise<void> {
     f.add('receivedMbPerSec', '  agent → dispatcher throughput', cap.bytes / 1e6 / ((doneAt - sentAt) / 1000), 'MB/s', 1);
     f.add('hostStoredS', '  packets.pcap in the store (its _changes feed)', (storedAt - sentAt) / 1000, 's', 2);
     f.add('mergeS', '  merged.pcap in the store after that', (mergedAt - storedAt) / 1000, 's', 2);
+    f.add('mergedNamed', '  merged.pcap is packets.pcap, named (the merge proved from the framing, not run)', mergedNamed === null ? 'unknown' : mergedNamed ? 'yes' : 'no');
     f.section('dispatcher memory (VmRSS of its process alone, every 50 ms)');
     f.add('rssBeforeMb', 'before (after a warm-up trace)', rssBefore / MB, 'MiB', 1);
     f.add('rssPeakMb', 'peak during the trace', rssPeak / MB, 'MiB', 1);

@@ -78,7 +78,7 @@ const READ_AHEAD_ARENA = 2 * REORDER_BYTES;
  * thousand of those) costs a few KiB rather than megabytes.
  */
 const READ_AHEAD_ARENA_INITIAL = 2048;
-const DEFAULT_DEDUP_WINDOW_NS = 1_000_000;
+export const DEFAULT_DEDUP_WINDOW_NS = 1_000_000;
 
 class Source {
   readonly index: number;
@@ -456,7 +456,8 @@ function mergeSpace(inputs: MergeInput[], out: Writable): Uint8Array | null {
   return new Uint8Array(inputs.length * SPACE_SLOT + LENDABLE_BATCH_BYTES);
 }
 
-function forgottenNotes(inputs: MergeInput[], dedup: Map<string, HostDedup>, windowNs: number): string[] {
+/** The notes of hosts whose dedup forgot packets early (exported for the one-host check that stands in for a merge: dispatcher/trace/same-as-file.ts). */
+export function forgottenNotes(inputs: MergeInput[], dedup: Map<string, HostDedup>, windowNs: number): string[] {
   const notes: string[] = [];
   for (const host of new Set(inputs.map((x) => x.host))) {
     const d = dedup.get(host);

@@ -1,14 +1,14 @@
-import { createReadStream, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { setImmediate as yieldLoop } from 'node:timers/promises';
 import { PassThrough, Readable, Writable } from 'node:stream';
-import { finished } from 'node:stream/promises';
-import { mergeCaptures, MERGE_READ_CHUNK, type HostShift, type MergeInput, type MergeResult, type PacketObserver } from '../merge/merge';
+import { mergeCaptures, type HostShift, type MergeInput, type MergeResult, type PacketObserver } from '../merge/merge';
 import { ClockSampler } from '../merge/clock';
 import { HopCollector } from '../merge/hops';
+import { PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN } from '../../shared/pcap/pcap';
 import type { RtpHop, TraceClocks } from '../../shared/trace/vantage';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, type MergedReference, PCAP_CONTENT_TYPE, ResultDoc, resultDocId, traceDocId } from '../store/layout';
 import { StoreError, TraceStore } from '../store/store';
-import { SameAsFile } from './same-as-file';
+import { sameAsMerge } from './same-as-file';
 import type { Spool } from './spool';
 
 export interface TraceMerge extends MergeResult {
@@ -65,22 +65,20 @@ function figures(m: MergeResult, results: ResultDoc[], clock: ClockSampler, hopp
  * (storing nothing) when the input fails, as it does when the host's file
  * turns out not to be what was followed.
  *
- * With `same`: the merge of a host's nanosecond PCAP in order and without
- * duplicates is that file, byte for byte, so its output is compared with
- * the spool file (`same.path`, or the bytes its feed still holds) instead
- * of being sent; when it matches all through and the host's packets.pcap
- * was stored from that same file (`same.hostStored` resolves with its
- * length), no byte is sent again: the trace document names packets.pcap as
- * its merged PCAP (mergedAttachment, see mergedPcap()), on every store. The
- * embedded store's copy of packets.pcap into merged.pcap wrote no bytes but
- * a part document per 4 MiB, each mapped by the views at their next query,
- * and the trace's final step waited for both (see docs/ARCHITECTURE.md);
- * its server answers a direct GET of the trace's merged.pcap with the named
- * attachment. At the first difference the output is uploaded after all,
- * the file's bytes up to there first (see SameAsFile).
+ * With `same`: the host's file is first read through a FramingCheck
+ * (sameAsMerge): when it proves the merge of that one host is the file
+ * itself (a nanosecond PCAP in order and without duplicates, as agents send
+ * them), the merge is not run at all, and when the host's packets.pcap was
+ * stored from that same file (`same.hostStored` resolves with its length),
+ * no byte is sent again: the trace document names packets.pcap as its
+ * merged PCAP (mergedAttachment, see mergedPcap()), on every store; the
+ * embedded store's server answers a direct GET of the trace's merged.pcap
+ * with the named attachment. Otherwise (the check failed at some record, or
+ * packets.pcap was not stored whole) the real merge runs over the whole
+ * file again (`same.feed.reader()`) and its output is uploaded.
  */
 export async function mergeOneLive(store: TraceStore, traceId: string, host: string, input: Readable, same?: SameInput): Promise<MergeResult> {
-  if (same) return mergeOneCompared(store, traceId, host, input, same);
+  if (same) return mergeOneChecked(store, traceId, host, input, same);
   const merged = new PassThrough();
   const merging = mergeCaptures([{ host, stream: input }], merged).catch((e: Error) => {
     merged.destroy(e);
@@ -90,57 +88,30 @@ export async function mergeOneLive(store: TraceStore, traceId: string, host: str
   return m;
 }
 
-/** The spool file a one-host merge reads, what it is compared with (`window`: SpoolFeed.matchesAt, the bytes still held), and when its packets.pcap was stored. */
+/** The followed spool file a one-host merge reads (`feed`: a reader of it again from its start), and when its packets.pcap was stored. */
 export interface SameInput {
-  path: string;
   hostStored: Promise<number | null>;
-  window?: { matchesAt(pos: number, b: Buffer): boolean | null };
+  feed: { reader(): Readable };
 }
 
-async function mergeOneCompared(store: TraceStore, traceId: string, host: string, input: Readable, same: SameInput): Promise<MergeResult> {
-  const put = (r: Readable): Promise<{ bytes: number; rev: string }> => store.putAttachmentStream(traceDocId(traceId), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, r);
-  let upload: Promise<unknown> | null = null;
-  let uploadFailed: (e: Error) => void = () => {};
-  const failed = new Promise<never>((_, reject) => {
-    uploadFailed = reject;
-  });
-  failed.catch(() => undefined);
-  const sink = new SameAsFile(same.path, (output) => {
-    upload = put(output).catch((e: Error) => {
-      sink.destroy(e);
-      uploadFailed(e);
-      throw e;
-    });
-    // Awaited below when the merge completes; when the merge failed first, its failure is the one reported.
-    upload.catch(() => undefined);
-  }, same.window);
-  // Its failures reach us through the merge's and the upload's promises; an 'error' nobody listens to would end the process.
-  sink.on('error', () => {});
-  const m = await Promise.race([
-    mergeCaptures([{ host, stream: input }], sink).catch((e: Error) => {
-      sink.destroy(e);
-      throw e;
-    }),
-    failed,
-  ]);
-  if (!sink.writableFinished) await finished(sink);
-  if (upload) {
-    await upload;
-    return m;
-  }
-  // The output is the file's first `checked` bytes: the host's packets.pcap when that was stored from the whole file.
-  if ((await same.hostStored) === sink.checked) {
-    const stub = await store.getAttachmentInfo(resultDocId(traceId, host), HOST_ATTACHMENT);
-    if (stub?.length === sink.checked) {
-      const ref: MergedReference = { doc: resultDocId(traceId, host), name: HOST_ATTACHMENT, content_type: stub.content_type, length: stub.length, digest: stub.digest };
-      await store.updateTrace(traceId, (d) => {
-        d.mergedAttachment = ref;
-      });
-      return m;
+async function mergeOneChecked(store: TraceStore, traceId: string, host: string, input: Readable, same: SameInput): Promise<MergeResult> {
+  const figures = await sameAsMerge(input, host);
+  if (figures) {
+    // The file's whole length: its header and a record header per packet besides the packets' bytes.
+    const length = PCAP_HEADER_LEN + figures.packets * PCAP_RECORD_HEADER_LEN + figures.bytes;
+    if ((await same.hostStored) === length) {
+      const stub = await store.getAttachmentInfo(resultDocId(traceId, host), HOST_ATTACHMENT);
+      if (stub?.length === length) {
+        const ref: MergedReference = { doc: resultDocId(traceId, host), name: HOST_ATTACHMENT, content_type: stub.content_type, length: stub.length, digest: stub.digest };
+        await store.updateTrace(traceId, (d) => {
+          d.mergedAttachment = ref;
+        });
+        // What mergeCaptures() returns for such a file.
+        return { packets: figures.packets, bytes: figures.bytes, duplicates: 0, format: 'pcap', notes: figures.notes };
+      }
     }
   }
-  await put(sink.checked > 0 ? createReadStream(same.path, { start: 0, end: sink.checked - 1, highWaterMark: MERGE_READ_CHUNK }) : Readable.from([], { objectMode: false }));
-  return m;
+  return mergeOneLive(store, traceId, host, same.feed.reader());
 }
 
 /** What mergeTrace() gives for a one-host trace, from mergeOneLive()'s result (no packet was observed: one host has no peer). */

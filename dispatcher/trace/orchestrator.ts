@@ -528,7 +528,7 @@ export class Orchestrator implements Traces {
     if (owner === this.id && this.mergeWhileReceiving.delete(traceId)) {
       this.liveMerges.set(traceId, {
         feed,
-        merge: mergeOneLive(this.store, traceId, host, feed.reader(), { path: feed.path, hostStored: upload, window: feed }).catch((e: Error) => {
+        merge: mergeOneLive(this.store, traceId, host, feed.reader(), { hostStored: upload, feed }).catch((e: Error) => {
           log.info({ err: e }, 'the merge made while the host arrived did not complete; the trace is merged once the host is stored');
           return null;
         }),

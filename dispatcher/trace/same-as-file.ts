@@ -1,108 +1,192 @@
-import { createReadStream } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
-import { PassThrough, Readable, Writable } from 'node:stream';
+import type { Readable } from 'node:stream';
+import { HostDedup } from '../merge/dedup';
+import { DEFAULT_DEDUP_WINDOW_NS, forgottenNotes } from '../merge/merge';
+import { isPcapMagic, parsePcapHeader, pcapCapLenLimit, pcapHeaderBytes, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN } from '../../shared/pcap/pcap';
+import { PCAPNG_MAX_BLOCK_LEN } from '../../shared/pcap/pcapng';
 
-/** Compared a slice at a time, so the scratch buffer stays small whatever the writer's chunks. */
-const SLICE = 1 << 20;
+/** What a one-host merge of a file that passed FramingCheck gives: the file's packets, none left out. */
+export interface SameFigures {
+  packets: number;
+  /** Captured bytes of the packets (record headers not counted), as MergeResult counts them. */
+  bytes: number;
+  /** The merge's notes: only that its dedup forgot packets early, when it did (more than it keeps within one window). */
+  notes: string[];
+}
 
 /**
- * A sink for a one-host merge's output that checks it against the file the
- * merge reads (the host's spool file): while the two are the same, nothing
- * is kept or sent, and `same` says so at the end. At the first difference it
- * hands `diverge` one stream of the whole output, the file's bytes up to
- * there (which the output had matched) and then the rest of the output as
- * it is written; its backpressure holds the merge back. Memory: one slice.
+ * Proves from a host's PCAP's framing alone that the merge of that one
+ * host (mergeCaptures with it as the only input, the default dedup window)
+ * is the file itself, byte for byte, so that the merge's output need not be
+ * built, nor compared: building it cost the dispatcher a fresh 256 KiB
+ * buffer per batch and a copy and a comparison of every byte. That holds
+ * when the merge's PCAP fast path (dispatcher/merge/pcap-runs.ts) copies
+ * every record as it is and leaves none out:
+ *
+ * - the file's header is the one the merge writes (little endian, version
+ *   2.4, the snaplen the merge gives its output, no FCS bits);
+ * - every record is whole (nothing torn at the end), its header sound
+ *   (caplen within the output's snaplen and its origlen), its subsecond
+ *   field below a second, and its time not before the previous record's
+ *   (ties keep file order in the merge too);
+ * - no record is a duplicate in the merge's sense (HostDedup, the merge's
+ *   own, fed the same packets in the same order; what it forgets early it
+ *   forgets as the merge does, which says so in a note, as we do);
+ * - there is at least one packet.
+ *
+ * Anything else (out of order, duplicated, microseconds big endian,
+ * PCAPNG, corrupt or torn) answers false at the first record that breaks
+ * it, and the caller makes the real merge. Memory: a record at most (one
+ * that straddles two chunks), the dedup's window.
  */
-export class SameAsFile extends Writable {
-  /** Output bytes found equal to the file's, from its start. */
-  checked = 0;
-  private fh: FileHandle | null = null;
-  private readonly scratch = Buffer.allocUnsafe(SLICE);
-  private rest: PassThrough | null = null;
+export class FramingCheck {
+  private failed = false;
+  private head: Buffer | null = Buffer.alloc(0);
+  private linkType = 0;
+  private snaplen = 0;
+  private subLimit = 0;
+  private nanos = false;
+  private lastSec = -1;
+  private lastSub = 0;
+  readonly dedup = new HostDedup(DEFAULT_DEDUP_WINDOW_NS);
+  /** A record that straddles chunks, gathered here (grown to the biggest such record, at most the snaplen). */
+  private part = Buffer.alloc(0);
+  private partUsed = 0;
+  /** Bytes the gathered record needs in all: its header first, then its whole length. */
+  private partNeed = 0;
+  packets = 0;
+  bytes = 0;
 
-  /**
-   * `window`, when given, compares from the bytes the file's writer still
-   * holds (SpoolFeed.matchesAt), null where it does not hold them: the file
-   * is read only for those.
-   */
-  constructor(
-    private readonly path: string,
-    private readonly diverge: (output: Readable) => void,
-    private readonly window?: { matchesAt(pos: number, b: Buffer): boolean | null },
-  ) {
-    super();
-  }
-
-  /** No difference found (so far; at the end, the output is the file's first `checked` bytes). */
+  /** False once the file is known not to be its own merge (nothing more is looked at then). */
   get same(): boolean {
-    return this.rest === null;
+    return !this.failed;
   }
 
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
-    (async () => {
-      let off = 0;
-      while (!this.rest && off < chunk.length) {
-        const n = Math.min(SLICE, chunk.length - off);
-        if (!(await this.matches(chunk.subarray(off, off + n)))) break;
-        this.checked += n;
-        off += n;
-      }
-      if (off === chunk.length) return;
-      if (!this.rest) this.divergeNow();
-      const rest = this.rest!;
-      if (rest.destroyed) throw new Error('the upload of the merged file stopped');
-      if (!rest.write(chunk.subarray(off))) await waitDrain(rest);
-    })().then(() => cb(), (e: Error) => cb(e));
-  }
-
-  override _final(cb: (e?: Error | null) => void): void {
-    this.rest?.end();
-    this.closeFile().then(() => cb(), (e: Error) => cb(e));
-  }
-
-  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
-    if (err) this.rest?.destroy(err);
-    this.closeFile().then(() => cb(err), () => cb(err));
-  }
-
-  private async matches(b: Buffer): Promise<boolean> {
-    const kept = this.window?.matchesAt(this.checked, b);
-    if (kept !== undefined && kept !== null) return kept;
-    this.fh ??= await open(this.path, 'r');
-    const { bytesRead } = await this.fh.read(this.scratch, 0, b.length, this.checked);
-    return bytesRead === b.length && this.scratch.subarray(0, b.length).equals(b);
-  }
-
-  private divergeNow(): void {
-    const rest = new PassThrough();
-    this.rest = rest;
-    const { path, checked } = this;
-    async function* whole(): AsyncGenerator<Buffer> {
-      if (checked > 0) yield* createReadStream(path, { start: 0, end: checked - 1, highWaterMark: SLICE }) as AsyncIterable<Buffer>;
-      yield* rest as AsyncIterable<Buffer>;
+  push(chunk: Buffer): boolean {
+    if (this.failed) return false;
+    let off = 0;
+    if (this.head) {
+      const n = Math.min(PCAP_HEADER_LEN - this.head.length, chunk.length);
+      this.head = Buffer.concat([this.head, chunk.subarray(0, n)]);
+      off = n;
+      if (this.head.length < PCAP_HEADER_LEN) return true;
+      if (!this.header(this.head)) return this.fail();
+      this.head = null;
     }
-    this.diverge(Readable.from(whole(), { objectMode: false }));
+    while (off < chunk.length) {
+      if (this.partNeed > 0) {
+        off = this.gather(chunk, off);
+        if (this.failed) return false;
+        continue;
+      }
+      const left = chunk.length - off;
+      if (left >= PCAP_RECORD_HEADER_LEN) {
+        const capLen = chunk.readUInt32LE(off + 8);
+        if (left >= PCAP_RECORD_HEADER_LEN + capLen) {
+          if (!this.record(chunk, off)) return this.fail();
+          off += PCAP_RECORD_HEADER_LEN + capLen;
+          continue;
+        }
+      }
+      this.partUsed = 0;
+      this.partNeed = PCAP_RECORD_HEADER_LEN;
+      this.reserve(PCAP_RECORD_HEADER_LEN);
+    }
+    return true;
   }
 
-  private async closeFile(): Promise<void> {
-    const fh = this.fh;
-    this.fh = null;
-    await fh?.close();
+  /** The file ended: whether it was its own merge all through. */
+  end(): boolean {
+    if (this.failed || this.head !== null || this.partNeed > 0 || this.packets === 0) return this.fail();
+    return true;
+  }
+
+  private fail(): false {
+    this.failed = true;
+    this.part = Buffer.alloc(0);
+    return false;
+  }
+
+  private header(h: Buffer): boolean {
+    if (!isPcapMagic(h)) return false;
+    let p: ReturnType<typeof parsePcapHeader>;
+    try {
+      p = parsePcapHeader(h);
+    } catch {
+      return false; // a version the reader refuses: the real merge says what it makes of it
+    }
+    // The merge's output snaplen for this one input (merge.ts, mergeRunSources).
+    const snaplen = Math.min(pcapCapLenLimit(p), PCAPNG_MAX_BLOCK_LEN);
+    if (!p.littleEndian || !h.equals(pcapHeaderBytes({ linkType: p.linkType, nanos: p.nanos, snaplen }))) return false;
+    this.linkType = p.linkType;
+    this.snaplen = snaplen;
+    this.nanos = p.nanos;
+    this.subLimit = p.nanos ? 1_000_000_000 : 1_000_000;
+    return true;
+  }
+
+  private reserve(n: number): void {
+    if (this.part.length >= n) return;
+    const grown = Buffer.allocUnsafe(n);
+    this.part.copy(grown, 0, 0, this.partUsed);
+    this.part = grown;
+  }
+
+  /** Gathers the straddling record from chunk[off..]; checks it once whole. Returns where it stopped in chunk. */
+  private gather(chunk: Buffer, off: number): number {
+    const n = Math.min(this.partNeed - this.partUsed, chunk.length - off);
+    chunk.copy(this.part, this.partUsed, off, off + n);
+    this.partUsed += n;
+    off += n;
+    if (this.partUsed < this.partNeed) return off;
+    if (this.partNeed === PCAP_RECORD_HEADER_LEN) {
+      const capLen = this.part.readUInt32LE(8);
+      // Checked before the record is gathered: a corrupt caplen must not size a buffer.
+      if (capLen > this.snaplen || capLen > this.part.readUInt32LE(12)) {
+        this.fail();
+        return chunk.length;
+      }
+      if (capLen > 0) {
+        this.partNeed += capLen;
+        this.reserve(this.partNeed);
+        return off;
+      }
+    }
+    this.partNeed = 0;
+    if (!this.record(this.part, 0)) this.fail();
+    return off;
+  }
+
+  /** One whole record at b[off..]: whether the merge copies it as it is. */
+  private record(b: Buffer, off: number): boolean {
+    const sec = b.readUInt32LE(off);
+    const sub = b.readUInt32LE(off + 4);
+    const capLen = b.readUInt32LE(off + 8);
+    const origLen = b.readUInt32LE(off + 12);
+    if (capLen > this.snaplen || capLen > origLen || sub >= this.subLimit) return false;
+    if (sec < this.lastSec || (sec === this.lastSec && sub < this.lastSub)) return false;
+    this.lastSec = sec;
+    this.lastSub = sub;
+    const at = off + PCAP_RECORD_HEADER_LEN;
+    if (this.dedup.isDuplicateAt(this.linkType, b, at, at + capLen, sec, this.nanos ? sub : sub * 1000, false)) return false;
+    this.packets++;
+    this.bytes += capLen;
+    return true;
   }
 }
 
-function waitDrain(s: PassThrough): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = (): void => {
-      s.off('drain', done);
-      s.off('close', closed);
-      resolve();
-    };
-    const closed = (): void => {
-      s.off('drain', done);
-      reject(new Error('the upload of the merged file stopped'));
-    };
-    s.once('drain', done);
-    s.once('close', closed);
-  });
+/**
+ * Reads `input` (a host's PCAP) through a FramingCheck: its figures when
+ * the one-host merge of it is the file itself, null at the first record
+ * that says otherwise (the input is destroyed then). Rejects when the
+ * input fails.
+ */
+export async function sameAsMerge(input: Readable, host: string): Promise<SameFigures | null> {
+  const check = new FramingCheck();
+  try {
+    for await (const chunk of input as AsyncIterable<Buffer>) if (!check.push(chunk)) return null;
+  } finally {
+    if (!input.readableEnded) input.destroy();
+  }
+  if (!check.end()) return null;
+  return { packets: check.packets, bytes: check.bytes, notes: forgottenNotes([{ host, path: '' }], new Map([[host, check.dedup]]), DEFAULT_DEDUP_WINDOW_NS) };
 }

@@ -36,6 +36,7 @@ enum Out : int {
   O_HEADERS_FROM = 12,
   O_XREF = 13,
   O_LINE_COUNT = 14,
+  O_FACTS = 15,    // F_*: what the JS parse would otherwise check byte by byte
   O_LINES = 16,    // 4 per kept line: name start, name end, value start, value end (name start -1: continuation)
 };
 
@@ -45,6 +46,10 @@ constexpr int MAX_SIP_HEADER = 64 * 1024;
 constexpr int MAX_SCHEME = 16;
 constexpr int MAX_CL_DIGITS = 9;
 constexpr int NEED_MORE = -2;
+
+// O_FACTS bits. F_ASCII: bytes [0, block end) are all below 0x80 (the start line and header values decode as
+// latin1, no UTF-8 check); F_XREF_START: [start, first header byte) holds "xref" (parse.ts hasXrefBytes there).
+constexpr int32_t F_ASCII = 1, F_XREF_START = 2;
 
 inline bool isAlpha(uint32_t c) { return ((c | 0x20) - 97) < 26; }
 inline bool isDigit(uint32_t c) { return (c - 48) < 10; }
@@ -362,6 +367,10 @@ bool prescanSip(const uint8_t* b, int len, int32_t* out, size_t outLen) {
   out[O_HEADER_LEN] = headerLength;
   out[O_BLOCK_END] = blockEnd;
   out[O_HEADERS_FROM] = headersFrom;
+  // OR of the bytes, no branch a byte: the compiler vectorises it.
+  uint8_t high = 0;
+  for (int i = 0; i < blockEnd; i++) high |= b[i];
+  out[O_FACTS] = (high < 0x80 ? F_ASCII : 0) | (hasXrefBytes(b, start, headersFrom) ? F_XREF_START : 0);
   return scanHeaderLines(b, headersFrom, blockEnd, len, out, outLen);
 }
 

@@ -267,9 +267,14 @@ int startLineKindP(const uint8_t* b, int s, int e) {
 
 inline bool isLws(uint8_t c) { return c == SP || c == HT; }
 
+// Whether "xref" in any case starts in b[s, e - 3): parse.ts hasXrefBytes(b, s, e). The x or X by memchr, most
+// messages have a few.
 bool hasXrefBytes(const uint8_t* b, int s, int e) {
-  for (int i = s; i + 4 <= e; i++) {
-    if ((b[i] | 0x20) == 0x78 && (b[i + 1] | 0x20) == 0x72 && (b[i + 2] | 0x20) == 0x65 && (b[i + 3] | 0x20) == 0x66) return true;
+  static const uint8_t XS[2] = {0x78, 0x58};
+  for (uint8_t x : XS) {
+    for (int i = indexOfByte(b, x, s, e - 3); i >= 0; i = indexOfByte(b, x, i + 1, e - 3)) {
+      if ((b[i + 1] | 0x20) == 0x72 && (b[i + 2] | 0x20) == 0x65 && (b[i + 3] | 0x20) == 0x66) return true;
+    }
   }
   return false;
 }
@@ -277,7 +282,9 @@ bool hasXrefBytes(const uint8_t* b, int s, int e) {
 // Returns false when the lines do not fit in `out` (the JS path then reads the message).
 bool scanHeaderLines(const uint8_t* b, int pos, int n, int len, int32_t* out, size_t outLen) {
   int32_t count = 0;
-  bool xref = false;
+  // JS tests every byte of the lines (CR and LF apart) for an "xref" starting there, its 4 bytes within the
+  // message: the same as one test of the block ("xref" holds no CR or LF), which may end 3 bytes past it.
+  const bool xref = hasXrefBytes(b, pos, n + 3 < len ? n + 3 : len);
   bool named = false;
   const size_t maxLines = (outLen - O_LINES) / 4;
   auto push = [&](int ns, int ne, int vs, int ve) -> bool {
@@ -290,14 +297,11 @@ bool scanHeaderLines(const uint8_t* b, int pos, int n, int len, int32_t* out, si
     return true;
   };
   while (pos < n) {
-    int end = pos;
-    for (; end < n; end++) {
-      uint8_t c = b[end];
-      if (c == LF || c == CR) break;
-      // hasXrefBytes(b, end, end + 4) as JS calls it: it may read past the header block (n) into the
-      // message, never past the message (len; JS reads undefined there, which matches nothing).
-      if ((c | 0x20) == 0x78 && !xref) xref = hasXrefBytes(b, end, end + 4 <= len ? end + 4 : len);
-    }
+    // The line's end: its first CR or LF (memchr for each, rather than a test a byte).
+    int end = indexOfByte(b, LF, pos, n);
+    if (end < 0) end = n;
+    int cr = indexOfByte(b, CR, pos, end);
+    if (cr >= 0) end = cr;
     int next = end < n && b[end] == CR && end + 1 < n && b[end + 1] == LF ? end + 2 : end + 1;
     if (isLws(b[pos])) {
       if (named) {

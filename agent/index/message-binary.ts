@@ -113,15 +113,16 @@ export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number): nu
   if (m.pm) flags |= BIN_FLAG.RTPMAP;
   const present =
     bit(m.m, 0) | bit(m.r, 1) | bit(m.q, 2) | bit(m.ru, 3) | bit(m.fu, 4) | bit(m.tu, 5) | bit(m.x, 6) | bit(m.si, 7) | bit(m.sr, 8) | bit(m.ic, 9);
-  buf.writeUInt32LE(m.t[0] >>> 0, at);
-  buf.writeUInt32LE(m.t[1] >>> 0, at + 4);
-  buf.writeUInt32LE(m.n >>> 0, at + 8);
-  buf.writeUInt16LE(m.sp & 0xffff, at + 12);
-  buf.writeUInt16LE(m.dp & 0xffff, at + 14);
+  // Byte stores rather than writeUInt32LE & co.: their range checks were not inlined here (1,000 instructions a message).
+  put32(buf, at, m.t[0]);
+  put32(buf, at + 4, m.t[1]);
+  put32(buf, at + 8, m.n);
+  put16(buf, at + 12, m.sp);
+  put16(buf, at + 14, m.dp);
   buf[at + 16] = m.pr;
   buf[at + 17] = flags;
-  buf.writeUInt16LE(m.s === null ? 0 : m.s & 0xffff, at + 18);
-  buf.writeUInt16LE(present, at + 20);
+  put16(buf, at + 18, m.s === null ? 0 : m.s);
+  put16(buf, at + 20, present);
   let p = writeVarint(buf, at + FIXED_LEN, m.p.length);
   for (let i = 0; i < m.p.length; i++) p = writeVarint(buf, p, m.p[i]);
   p = writeStr(buf, p, m.src);
@@ -148,6 +149,20 @@ export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number): nu
     for (const [pt, enc] of m.pm) p = writeStr(buf, writeVarint(buf, p, pt), enc);
   }
   return p;
+}
+
+/** v's low 32 bits, little-endian (writeUInt32LE of v >>> 0). */
+function put32(buf: Buffer, at: number, v: number): void {
+  buf[at] = v;
+  buf[at + 1] = v >>> 8;
+  buf[at + 2] = v >>> 16;
+  buf[at + 3] = v >>> 24;
+}
+
+/** v's low 16 bits, little-endian (writeUInt16LE of v & 0xffff). */
+function put16(buf: Buffer, at: number, v: number): void {
+  buf[at] = v;
+  buf[at + 1] = v >>> 8;
 }
 
 function bit(s: string | null | undefined, k: number): number {

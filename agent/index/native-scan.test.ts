@@ -39,6 +39,10 @@ const ODD: Buffer[] = [
   Buffer.from('OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 5\r\ncontent-length: 6\r\nCall-ID: two-lengths\r\n\r\nabcdef', 'latin1'),
   Buffer.from('OPTIONS sip:a@b SIP/2.0\r\nCall-ID: no-blank-line\r\nX: y', 'latin1'),
   sip(['NOTIFY sip:a@b SIP/2.0', 'Call-ID: many', ...Array.from({ length: 300 }, (_, i) => `X-H${i}: ${i}`)]),
+  // The scan's facts: "xref" in the start line only; a byte past ASCII in one header value only, or in the body only.
+  Buffer.from('INVITE sip:xref@b SIP/2.0\r\nCall-ID: x-start\r\nFrom: <sip:1@x>;tag=\xe9\r\nTo: <sip:2@y>\r\n\r\n', 'latin1'),
+  Buffer.from('SIP/2.0 200 OK\r\nCall-ID: body-utf8\r\nContent-Type: application/sdp\r\nContent-Length: 9\r\n\r\ns=\xc3\xa9\r\nv=0', 'latin1'),
+  Buffer.from('INVITE sip:a@b SIP/2.0\r\nCall-ID: c\xc3\xa9\r\nX: ;XREF=q\r\n\r\n', 'latin1'),
   Buffer.from('\r\n\r\n', 'latin1'),
   Buffer.from('SIP/2.0 200 OK\r\n', 'latin1'),
 ];
@@ -283,8 +287,6 @@ function checkBatch(buf: Buffer, le: boolean, nanos: boolean, what: string): { r
         const n = SCAN_LINES + 4 * one[SCAN_LINE_COUNT];
         const got = Array.from(out.subarray(e + ENTRY_SCAN, e + ENTRY_SCAN + n));
         const want = Array.from(one.subarray(0, n));
-        // The layout's spare slot is never written: whatever was there.
-        got[SCAN_SIP + 10] = want[SCAN_SIP + 10] = 0;
         assert.deepEqual(got, want, `${what}: record ${k} scan`);
         e += ENTRY_SCAN + n;
       } else e += ENTRY_SCAN;

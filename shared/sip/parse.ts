@@ -137,7 +137,7 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
  * native scan, agent/index/native/scan.cc), in an Int32Array: from `at`, the
  * start, start line end, first LF, first CR, kind (1 request, 2 response),
  * header length, header block end, first header byte, whether the lines hold
- * "xref", the line count, a spare slot, then 4 per header line (name start,
+ * "xref", the line count, the scan's facts (SCANNED_*), then 4 per header line (name start,
  * name end, value start, value end; name start -1 for a continuation).
  * For a whole message only (not `truncated`).
  */
@@ -151,8 +151,28 @@ export function parseSipScanned(bytes: Buffer, opts: ParseSipOptions | undefined
   for (let i = 0; i < 4 * n; i++) lines[i] = scan[from + i];
   lineCount = n;
   linesHoldXref = scan[at + 8] !== 0;
-  return parseScanned(bytes, opts, scan[at], scan[at + 1], scan[at + 4], scan[at + 5], scan[at + 6], scan[at + 7]);
+  const facts = scan[at + 10];
+  asciiBytes = facts & SCANNED_ASCII ? bytes : null;
+  asciiEnd = scan[at + 6];
+  startHoldsXref = (facts & SCANNED_XREF_START) !== 0 ? 1 : 0;
+  try {
+    return parseScanned(bytes, opts, scan[at], scan[at + 1], scan[at + 4], scan[at + 5], scan[at + 6], scan[at + 7]);
+  } finally {
+    asciiBytes = null;
+    startHoldsXref = -1;
+  }
 }
+
+/** The scan's facts (slot 10): its bytes to the header block's end are ASCII; its start line holds "xref". */
+const SCANNED_ASCII = 1;
+const SCANNED_XREF_START = 2;
+/**
+ * Set while a scanned message is parsed: decodeText() of `asciiBytes` before `asciiEnd` needs no check for
+ * bytes of 0x80 or more (the scan found none); startHoldsXref is hasXrefBytes() of its start line (-1: not known).
+ */
+let asciiBytes: Buffer | null = null;
+let asciiEnd = 0;
+let startHoldsXref = -1;
 
 /** parseSip from the start line on, its header lines scanned (lines, lineCount, linesHoldXref). */
 function parseScanned(
@@ -263,7 +283,7 @@ function parseScanned(
 
   // An xref parameter may be in any header: the rare message whose bytes
   // hold "xref" at all gets the exact (text) test and, if it passes, every header.
-  const mayHoldXref = linesHoldXref || hasXrefBytes(bytes, start, headersFrom);
+  const mayHoldXref = linesHoldXref || (startHoldsXref < 0 ? hasXrefBytes(bytes, start, headersFrom) : startHoldsXref === 1);
   if (correlation === null && mayHoldXref && XREF_HINT.test(decodeText(bytes, start, blockEnd))) {
     if (!all) headers = headerList(bytes);
     correlation = findXref(requestUri, headers);
@@ -410,6 +430,7 @@ function strictRequestLine(b: Buffer, s: number, e: number): boolean {
  * they come out right. Malformed UTF-8 becomes U+FFFD, never an exception.
  */
 function decodeText(b: Buffer, s: number, e: number): string {
+  if (b === asciiBytes && e <= asciiEnd) return b.toString('latin1', s, e);
   for (let i = s; i < e; i++) if (b[i] >= 0x80) return b.toString('utf8', s, e);
   return b.toString('latin1', s, e);
 }

@@ -36,6 +36,7 @@ enum Out : int {
   O_HEADERS_FROM = 12,
   O_XREF = 13,
   O_LINE_COUNT = 14,
+  O_FACTS = 15,    // F_*: what the JS parse would otherwise check byte by byte
   O_LINES = 16,    // 4 per kept line: name start, name end, value start, value end (name start -1: continuation)
 };
 
@@ -45,6 +46,10 @@ constexpr int MAX_SIP_HEADER = 64 * 1024;
 constexpr int MAX_SCHEME = 16;
 constexpr int MAX_CL_DIGITS = 9;
 constexpr int NEED_MORE = -2;
+
+// O_FACTS bits. F_ASCII: bytes [0, block end) are all below 0x80 (the start line and header values decode as
+// latin1, no UTF-8 check); F_XREF_START: [start, first header byte) holds "xref" (parse.ts hasXrefBytes there).
+constexpr int32_t F_ASCII = 1, F_XREF_START = 2;
 
 inline bool isAlpha(uint32_t c) { return ((c | 0x20) - 97) < 26; }
 inline bool isDigit(uint32_t c) { return (c - 48) < 10; }
@@ -262,9 +267,14 @@ int startLineKindP(const uint8_t* b, int s, int e) {
 
 inline bool isLws(uint8_t c) { return c == SP || c == HT; }
 
+// Whether "xref" in any case starts in b[s, e - 3): parse.ts hasXrefBytes(b, s, e). The x or X by memchr, most
+// messages have a few.
 bool hasXrefBytes(const uint8_t* b, int s, int e) {
-  for (int i = s; i + 4 <= e; i++) {
-    if ((b[i] | 0x20) == 0x78 && (b[i + 1] | 0x20) == 0x72 && (b[i + 2] | 0x20) == 0x65 && (b[i + 3] | 0x20) == 0x66) return true;
+  static const uint8_t XS[2] = {0x78, 0x58};
+  for (uint8_t x : XS) {
+    for (int i = indexOfByte(b, x, s, e - 3); i >= 0; i = indexOfByte(b, x, i + 1, e - 3)) {
+      if ((b[i + 1] | 0x20) == 0x72 && (b[i + 2] | 0x20) == 0x65 && (b[i + 3] | 0x20) == 0x66) return true;
+    }
   }
   return false;
 }
@@ -272,7 +282,9 @@ bool hasXrefBytes(const uint8_t* b, int s, int e) {
 // Returns false when the lines do not fit in `out` (the JS path then reads the message).
 bool scanHeaderLines(const uint8_t* b, int pos, int n, int len, int32_t* out, size_t outLen) {
   int32_t count = 0;
-  bool xref = false;
+  // JS tests every byte of the lines (CR and LF apart) for an "xref" starting there, its 4 bytes within the
+  // message: the same as one test of the block ("xref" holds no CR or LF), which may end 3 bytes past it.
+  const bool xref = hasXrefBytes(b, pos, n + 3 < len ? n + 3 : len);
   bool named = false;
   const size_t maxLines = (outLen - O_LINES) / 4;
   auto push = [&](int ns, int ne, int vs, int ve) -> bool {
@@ -285,14 +297,11 @@ bool scanHeaderLines(const uint8_t* b, int pos, int n, int len, int32_t* out, si
     return true;
   };
   while (pos < n) {
-    int end = pos;
-    for (; end < n; end++) {
-      uint8_t c = b[end];
-      if (c == LF || c == CR) break;
-      // hasXrefBytes(b, end, end + 4) as JS calls it: it may read past the header block (n) into the
-      // message, never past the message (len; JS reads undefined there, which matches nothing).
-      if ((c | 0x20) == 0x78 && !xref) xref = hasXrefBytes(b, end, end + 4 <= len ? end + 4 : len);
-    }
+    // The line's end: its first CR or LF (memchr for each, rather than a test a byte).
+    int end = indexOfByte(b, LF, pos, n);
+    if (end < 0) end = n;
+    int cr = indexOfByte(b, CR, pos, end);
+    if (cr >= 0) end = cr;
     int next = end < n && b[end] == CR && end + 1 < n && b[end + 1] == LF ? end + 2 : end + 1;
     if (isLws(b[pos])) {
       if (named) {
@@ -320,6 +329,19 @@ bool scanHeaderLines(const uint8_t* b, int pos, int n, int len, int32_t* out, si
   out[O_LINE_COUNT] = count;
   out[O_XREF] = xref ? 1 : 0;
   return true;
+}
+
+// Whether b[0, n) are all below 0x80: eight bytes a step (-O2 does not vectorise a loop of unknown count).
+bool isAscii(const uint8_t* b, int n) {
+  uint64_t high = 0;
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, b + i, 8);
+    high |= w;
+  }
+  for (; i < n; i++) high |= b[i];
+  return (high & 0x8080808080808080ULL) == 0;
 }
 
 // parseSip's prefix over the message b[0, len): false when it must be left to JS.
@@ -362,6 +384,7 @@ bool prescanSip(const uint8_t* b, int len, int32_t* out, size_t outLen) {
   out[O_HEADER_LEN] = headerLength;
   out[O_BLOCK_END] = blockEnd;
   out[O_HEADERS_FROM] = headersFrom;
+  out[O_FACTS] = (isAscii(b, blockEnd) ? F_ASCII : 0) | (hasXrefBytes(b, start, headersFrom) ? F_XREF_START : 0);
   return scanHeaderLines(b, headersFrom, blockEnd, len, out, outLen);
 }
 

@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { run, startDaemon, nsWrap, ProcError, freePort } from './proc';
 
 test('run returns exit code and both streams', async () => {
@@ -73,7 +75,16 @@ test('nsWrap puts ip netns exec in front only when a namespace is given', () => 
   assert.deepEqual(nsWrap('tf-1-0-a', 'sipp', ['-v']), ['ip', ['netns', 'exec', 'tf-1-0-a', 'sipp', '-v']]);
 });
 
-test('freePort returns a bindable port', async () => {
-  const p = await freePort();
-  assert.ok(p > 0 && p < 65536);
+test('freePort returns a port free for TCP and UDP, outside the kernel\'s ephemeral range (where outgoing sockets could take it first)', async () => {
+  const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  for (let i = 0; i < 20; i++) {
+    const p = await freePort();
+    assert.ok(p >= 1024 && p < 65536, `${p}`);
+    if (hi - lo < 60_000 && lo > 11_000) assert.ok(p < lo || p > hi, `${p} is inside the ephemeral range ${lo}-${hi}`);
+    await new Promise<void>((resolve, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen(p, '127.0.0.1', () => srv.close(() => resolve()));
+    });
+  }
 });

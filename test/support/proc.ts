@@ -1,6 +1,7 @@
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
 
 /** How much of a stream is kept for error messages and matching; a chatty daemon must not grow memory without bound. */
 const KEEP_CHARS = 1 << 20;
@@ -304,27 +305,61 @@ export function isRoot(): boolean {
 }
 
 
+/** The kernel's ephemeral range (Linux); outgoing sockets take their local port from it at any moment. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (Number.isInteger(lo) && Number.isInteger(hi)) return [lo, hi];
+  } catch { /* not Linux: assume the IANA range */ }
+  return [49152, 65535];
+}
+
+/** Ports the test tools' CouchDB nodes use (up.sh: PORT + (i-1)*10000) and SIP's own; never handed out. */
+const RESERVED = new Set([4369, 5060, 5061, 5970, 15970, 25970, 35970, 5984, 15984, 25984, 35984, 25993]);
+
 /**
  * A port that is currently free for both TCP and UDP on `addr` in this
- * process's namespace. Another process may still take it before it is used;
- * tests on a shared machine use it to stay off well-known ports like 5060.
+ * process's namespace, chosen below the kernel's ephemeral range: a port from
+ * inside it (what listen(0) gives) can be taken by any outgoing connection
+ * (CouchDB clients, Kamailio's TCP legs) between this check and the daemon's
+ * bind, which made sipp fail "Address already in use" in CI. Another process
+ * may still bind it first; the random pick over ~20,000 ports makes that rare.
  */
 export async function freePort(addr = '127.0.0.1'): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = createServer();
-      srv.once('error', reject);
-      srv.listen(0, addr, () => {
-        const a = srv.address();
-        srv.close(() => (a && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
-      });
-    });
-    const udpFree = await new Promise<boolean>((resolve) => {
-      const s = createSocket(addr.includes(':') ? 'udp6' : 'udp4');
-      s.once('error', () => resolve(false));
-      s.bind(port, addr, () => s.close(() => resolve(true)));
-    });
-    if (udpFree) return port;
+  const [ephemeralLo] = ephemeralRange();
+  const lo = 10_000;
+  const hi = Math.min(ephemeralLo - 1, 65_535);
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = hi - lo > 1_000 ? lo + Math.floor(Math.random() * (hi - lo + 1)) : await kernelPort(addr);
+    if (RESERVED.has(port)) continue;
+    if ((await tcpFree(port, addr)) && (await udpFree(port, addr))) return port;
   }
-  throw new Error(`no port free for both TCP and UDP on ${addr}`);
+  throw new Error(`no port free for both TCP and UDP on ${addr} after 50 tries`);
+}
+
+function kernelPort(addr: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, addr, () => {
+      const a = srv.address();
+      srv.close(() => (a && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+function tcpFree(port: number, addr: string): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, addr, () => srv.close(() => resolve(true)));
+  });
+}
+
+function udpFree(port: number, addr: string): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const s = createSocket(addr.includes(':') ? 'udp6' : 'udp4');
+    s.once('error', () => resolve(false));
+    s.bind(port, addr, () => s.close(() => resolve(true)));
+  });
 }

@@ -2,8 +2,8 @@ import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync, writev
 import { deflateRawSync } from 'node:zlib';
 import { Dissector } from '../../shared/decode/dissector';
 import { corruptRecord, PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapCapLenLimit, pcapRecordIn, scanPcapRecords } from '../../shared/pcap/pcap';
-import { ParseSipOptions, parseSip, parseSipScanned } from '../../shared/sip/parse';
-import type { SipMessage } from '../../shared/sip/types';
+import { correlationForScan, icidOf, ParseSipOptions, parseSip, parseSipScanned, sdpFromBody, sessionIdOf, sessionRemoteOf } from '../../shared/sip/parse';
+import type { SdpInfo, SipMessage } from '../../shared/sip/types';
 import { ipv4Text } from '../../shared/decode/ip';
 import type { PacketRecord } from '../../shared/pcap/types';
 import type { DecodedPacket, TransportMessage } from '../../shared/decode/types';
@@ -19,7 +19,9 @@ import { isHepSegment } from '../ring/layout';
 import {
   BATCH_CORRUPT, BATCH_FULL, BATCH_HEAD, BATCH_OUT_LEN, BATCH_RECORDS, BATCH_STOP, BATCH_USED, ENTRY_CAPLEN, ENTRY_FAST, ENTRY_NSEC, ENTRY_OFF,
   ENTRY_SCAN, ENTRY_SEC, IndexAddon, indexAddon, SCAN_DPORT, SCAN_IP, SCAN_LENGTH, SCAN_LINE_COUNT, SCAN_LINES, SCAN_OUT_LEN,
-  SCAN_PAYLOAD, SCAN_SIP, SCAN_SPORT,
+  SCAN_PAYLOAD, SCAN_SIP, SCAN_SPORT, SCAN_DEC, DEC_OK, DEC_CALL_ID, DEC_CSEQ, DEC_RURI_USER, DEC_FROM_USER, DEC_TO_USER, DEC_REASON,
+  DEC_STATUS, DEC_CORRELATION, DEC_SESSION_ID, DEC_CHARGING_VECTOR, DEC_CONTENT_TYPE, DEC_BODY_END, DEC_PAI_COUNT, DEC_PAI_USER_COUNT,
+  DEC_PAI_USERS, DEC_METHOD_END, SCAN_START, SCAN_HEADER_LEN,
 } from './native-scan';
 
 export interface IndexerOptions {
@@ -58,6 +60,19 @@ const sharedBatch = new Int32Array(BATCH_OUT_LEN);
 let batchBusy = false;
 
 const READ_CHUNK = 4 * 1024 * 1024;
+
+type Latin1Sliced = { latin1Slice(start: number, end: number): string };
+
+/** bytes[s, e) as latin1 (ASCII here: the scan checked): Buffer's own slice, without toString's argument handling. */
+function latin1(bytes: Buffer, s: number, e: number): string {
+  return (bytes as unknown as Latin1Sliced).latin1Slice(s, e);
+}
+
+/** The decoded extent at o[k], o[k + 1] as a string; null when absent (start -1). */
+function extent(bytes: Buffer, o: Int32Array, k: number): string | null {
+  const s = o[k];
+  return s < 0 ? null : latin1(bytes, s, o[k + 1]);
+}
 
 function indexHeader(): Buffer {
   const head = Buffer.alloc(INDEX_HEADER_LEN);
@@ -105,8 +120,12 @@ export class SegmentIndexer {
   messagesWithoutCallId = 0;
   /** Packets the native scan read (the rest took the JS path). */
   nativeScanned = 0;
+  /** Of those, the messages whose values the scan decoded too (DEC_OK). */
+  nativeDecoded = 0;
   // Made once: parseSip runs for every message.
   private readonly parseWhole: ParseSipOptions;
+  /** The correlation header's name for the native scan, which then decodes the values too; null: it does not. */
+  private readonly scanCorrelation: Buffer | null;
   private readonly parseCut: ParseSipOptions;
   corruptAt: number | null = null;
   /** The messages' dialogs and lookup keys, gathered as they are indexed, for seal(). */
@@ -158,6 +177,7 @@ export class SegmentIndexer {
     }
     this.scanner = opts.nativeScan === false ? null : indexAddon();
     this.parseWhole = { correlationHeader: opts.correlationHeader, truncated: false, allHeaders: false };
+    this.scanCorrelation = correlationForScan(opts.correlationHeader);
     this.parseCut = { ...this.parseWhole, truncated: true };
     this.idxFd = indexPath === null || opts.journal === false ? -1 : openSync(indexPath, 'w');
     this.write(indexHeader());
@@ -297,7 +317,7 @@ export class SegmentIndexer {
     const limit = pcapCapLenLimit(header);
     let off = 0;
     for (;;) {
-      sc.scanRecords(buf, off, header.littleEndian, header.nanos, limit, header.linkType, o);
+      sc.scanRecords(buf, off, header.littleEndian, header.nanos, limit, header.linkType, o, this.scanCorrelation);
       const n = o[BATCH_RECORDS];
       for (let i = 0, e = BATCH_HEAD; i < n; i++) {
         const at = o[e + ENTRY_OFF];
@@ -325,7 +345,7 @@ export class SegmentIndexer {
     const st = this.state;
     const ordinal = st.packetCount;
     const cut = rec.capLen < rec.origLen;
-    if (scan && !cut && this.scanner !== null && this.scanner.scan(rec.data, scanOut, rec.linkType) === 1) {
+    if (scan && !cut && this.scanner !== null && this.scanner.scan(rec.data, scanOut, rec.linkType, this.scanCorrelation) === 1) {
       this.indexScanned(rec.data, 0, rec.fileOffset, rec.tsSec, rec.tsNsec, rec.capLen, scanOut, 0);
       return;
     }
@@ -381,8 +401,92 @@ export class SegmentIndexer {
     st.addPacket(fileOffset, tsSec, tsNsec, src, dst, sport, dport, 17, PKT_FLAG.SIP, capLen);
     const at = frame + o[s + SCAN_PAYLOAD];
     const bytes = buf.subarray(at, at + o[s + SCAN_LENGTH]);
+    if (o[s + SCAN_DEC + DEC_OK] === 1) {
+      this.nativeDecoded++;
+      this.indexDecoded(bytes, o, s, srcText, dstText, sport, dport, ordinal, tsSec, tsNsec);
+      return;
+    }
     const sip = parseSipScanned(bytes, this.parseWhole, o, s + SCAN_SIP);
     this.indexParsed(sip, srcText, dstText, sport, dport, 17, [ordinal], false, bytes, tsSec, tsNsec);
+  }
+
+  /**
+   * A scanned message whose values the scan decoded too (DEC_*): its record as indexParsed makes it from
+   * parseSip's reading, with strings cut from the bytes only for what the record keeps.
+   */
+  private indexDecoded(
+    bytes: Buffer, o: Int32Array, s: number, srcText: string, dstText: string, sport: number, dport: number,
+    ordinal: number, tsSec: number, tsNsec: number,
+  ): void {
+    const d = s + SCAN_DEC;
+    const cs = o[d + DEC_CALL_ID];
+    if (cs < 0) {
+      this.messagesWithoutCallId++;
+      return;
+    }
+    const methodEnd = o[d + DEC_METHOD_END];
+    const rec: MessageRecord = {
+      p: [ordinal],
+      t: [tsSec, tsNsec],
+      src: srcText,
+      dst: dstText,
+      sp: sport,
+      dp: dport,
+      pr: 17,
+      m: methodEnd < 0 ? null : latin1(bytes, o[s + SCAN_START], methodEnd),
+      s: methodEnd < 0 ? o[d + DEC_STATUS] : null,
+      c: latin1(bytes, cs, o[d + DEC_CALL_ID + 1]),
+      q: extent(bytes, o, d + DEC_CSEQ),
+      ru: extent(bytes, o, d + DEC_RURI_USER),
+      fu: extent(bytes, o, d + DEC_FROM_USER),
+      tu: extent(bytes, o, d + DEC_TO_USER),
+      n: bytes.length,
+    };
+    if (o[d + DEC_REASON] >= 0) rec.r = latin1(bytes, o[d + DEC_REASON], o[d + DEC_REASON + 1]);
+    if (this.viaHep) rec.h = 1;
+    if (o[d + DEC_PAI_COUNT] > 0) {
+      const pu: string[] = [];
+      for (let i = 0, k = d + DEC_PAI_USERS; i < o[d + DEC_PAI_USER_COUNT]; i++, k += 2) pu.push(latin1(bytes, o[k], o[k + 1]));
+      rec.pu = pu;
+    }
+    if (o[d + DEC_CORRELATION] >= 0) rec.x = latin1(bytes, o[d + DEC_CORRELATION], o[d + DEC_CORRELATION + 1]);
+    const session = extent(bytes, o, d + DEC_SESSION_ID);
+    if (session !== null) {
+      const si = sessionIdOf(session);
+      const sr = sessionRemoteOf(session);
+      if (si) rec.si = si;
+      if (sr) rec.sr = sr;
+    }
+    const pcv = extent(bytes, o, d + DEC_CHARGING_VECTOR);
+    if (pcv !== null) {
+      const ic = icidOf(pcv);
+      if (ic) rec.ic = ic;
+    }
+    const contentType = extent(bytes, o, d + DEC_CONTENT_TYPE);
+    const headerLength = o[s + SCAN_HEADER_LEN];
+    const bodyEnd = o[d + DEC_BODY_END];
+    if (contentType !== null && bodyEnd > headerLength) this.addSdp(rec, sdpFromBody(contentType, bytes.subarray(headerLength, bodyEnd)));
+    this.state.messages.add(rec);
+    this.keys.add(rec);
+    this.opts.onMessage?.(rec, this, bytes);
+  }
+
+  /** The record's media endpoints, RTCP endpoints and payload types from its SDP. */
+  private addSdp(rec: MessageRecord, sdp: SdpInfo | null): void {
+    if (!sdp) return;
+    const eps: Array<[string, number]> = [];
+    const rtcp: Array<[string, number]> = [];
+    const map: Array<[number, string]> = [];
+    for (const m of sdp.media) {
+      if (!m.addr || m.port === 0) continue;
+      eps.push([m.addr, m.port]);
+      const ra = m.rtcpAddr ?? m.addr;
+      if (m.rtcpPort !== null && !(ra === m.addr && m.rtcpPort === m.port + 1)) rtcp.push([ra, m.rtcpPort]);
+      for (const e of m.rtpmap) if (!map.some((x) => x[0] === e[0])) map.push(e);
+    }
+    if (eps.length > 0) rec.sdp = eps;
+    if (rtcp.length > 0) rec.rc = rtcp;
+    if (map.length > 0) rec.pm = map;
   }
 
   private indexMessage(tm: TransportMessage, last: PacketRecord): void {
@@ -428,21 +532,7 @@ export class SegmentIndexer {
     if (sip.sessionId) rec.si = sip.sessionId;
     if (sip.sessionRemote) rec.sr = sip.sessionRemote;
     if (sip.icid) rec.ic = sip.icid;
-    if (sip.sdp) {
-      const eps: Array<[string, number]> = [];
-      const rtcp: Array<[string, number]> = [];
-      const map: Array<[number, string]> = [];
-      for (const m of sip.sdp.media) {
-        if (!m.addr || m.port === 0) continue;
-        eps.push([m.addr, m.port]);
-        const ra = m.rtcpAddr ?? m.addr;
-        if (m.rtcpPort !== null && !(ra === m.addr && m.rtcpPort === m.port + 1)) rtcp.push([ra, m.rtcpPort]);
-        for (const e of m.rtpmap) if (!map.some((x) => x[0] === e[0])) map.push(e);
-      }
-      if (eps.length > 0) rec.sdp = eps;
-      if (rtcp.length > 0) rec.rc = rtcp;
-      if (map.length > 0) rec.pm = map;
-    }
+    this.addSdp(rec, sip.sdp);
     // Written straight into the off-heap records: the object is garbage once onMessage returns.
     this.state.messages.add(rec);
     this.keys.add(rec);
@@ -622,6 +712,6 @@ export class SegmentIndexer {
   }
 
   stats() {
-    return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId, nativeScanned: this.nativeScanned };
+    return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId, nativeScanned: this.nativeScanned, nativeDecoded: this.nativeDecoded };
   }
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { generateSipCapture } from '../../bench/common/sipgen';
 import { Dissector } from '../../shared/decode/dissector';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
-import { parseSip, parseSipScanned } from '../../shared/sip/parse';
+import { correlationForScan, parseSip, parseSipScanned } from '../../shared/sip/parse';
 import {
   ethernet, ETH_IPV4, ETH_IPV6, fragmentIpv4, ipv4, ipv6, prng, sipInvite, sipResponse, sll, sll2, tcp, udp,
 } from '../../test/support/packets';
@@ -15,7 +15,9 @@ import { SegmentIndexer } from './builder';
 import {
   BATCH_CORRUPT, BATCH_END, BATCH_FULL, BATCH_HEAD, BATCH_OUT_LEN, BATCH_RECORDS, BATCH_STOP, BATCH_USED, ENTRY_CAPLEN, ENTRY_FAST, ENTRY_NSEC,
   ENTRY_OFF, ENTRY_ORIGLEN, ENTRY_SCAN, ENTRY_SEC, indexAddon, SCAN_DPORT, SCAN_LENGTH, SCAN_LINE_COUNT, SCAN_LINES, SCAN_OUT_LEN, SCAN_PAYLOAD,
-  SCAN_SIP, SCAN_SPORT,
+  SCAN_SIP, SCAN_SPORT, SCAN_DEC, DEC_OK, DEC_CALL_ID, DEC_CSEQ, DEC_RURI_USER, DEC_FROM_USER, DEC_TO_USER, DEC_REASON, DEC_STATUS,
+  DEC_CORRELATION, DEC_SESSION_ID, DEC_CHARGING_VECTOR, DEC_CONTENT_TYPE, DEC_BODY_END, DEC_PAI_COUNT, DEC_PAI_USER_COUNT, DEC_PAI_USERS,
+  DEC_METHOD_END, SCAN_START, SCAN_HEADER_LEN,
 } from './native-scan';
 import { CaptureFormatError } from '../../shared/pcap/errors';
 import { parsePcapHeader, PCAP_HEADER_LEN, pcapCapLenLimit, scanPcapRecords } from '../../shared/pcap/pcap';
@@ -24,8 +26,84 @@ import { SealedIndex } from './reader';
 
 const addon = indexAddon();
 
+/**
+ * Messages of every header form the scan's value decoding (scan.cc decodeFields) takes or refuses, built from
+ * random choices of each header's form: compact and long names in any case, folded lines, tabs, tags in odd
+ * places, name-addr and bare URIs, tel: URIs, quoted display names (escapes too), %-escapes, two Call-IDs,
+ * empty values, P-Asserted-Identity lists, CSeq forms, correlation, Session-ID and P-Charging-Vector headers.
+ */
+function decodeCorpus(n: number, seed: number): Buffer[] {
+  const rnd = prng(seed);
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)];
+  const starts = [
+    'INVITE sip:+15551234@b.example SIP/2.0', 'BYE sips:bob;user=phone@b:5061 SIP/2.0', 'ACK tel:+1-555-0100;phone-context=x SIP/2.0',
+    'OPTIONS sip:b.example SIP/2.0', 'invite sip:a@b SIP/2.0', 'REGISTER sip:%41lice@b SIP/2.0', 'MESSAGE SIP:Alice:pw@b SIP/2.0',
+    'NOTIFY urn:x:y SIP/2.0', 'SIP/2.0 200 OK', 'SIP/2.0 180  Ringing ', 'SIP/2.0 486 Busy Here', 'SIP/2.0 100', 'SIP/2.0 603\t',
+  ];
+  const users = ['+15551234', 'alice', '1000', '', 'a%40b', 'bob;npdi', 'carol:secret', '+1 555'];
+  const uri = (): string => {
+    const u = pick(users);
+    return pick([`sip:${u}@h.example`, `sips:${u}@h`, `tel:${u};npdi`, `tel:${u}?x`, `SIP:${u}@H`, `mailto:${u}@x`, `sip:h.example`, `x:`, `s:y`]);
+  };
+  const tag = () => pick(['', ';tag=abc', ';TAG=1;x=2', ' ;tag = q', ';tag=', ';tag="quoted"']);
+  const nameAddr = (): string => {
+    const u = uri();
+    return pick([
+      `<${u}>${tag()}`, `${u}${tag()}`, `"Al B" <${u}>${tag()}`, `"A\\"q" <${u}>`, `Bob <${u}>`, `< ${u} >`, `"unterminated <${u}>`,
+      `${u}>`, `<${u}`, '', '"" <' + u + '>', `\t<${u}>`, `"x" ${u}`,
+    ]);
+  };
+  const name = (long: string, compact: string | null): string => {
+    const forms = [long, long.toUpperCase(), long.toLowerCase(), ...(compact ? [compact, compact.toUpperCase()] : [])];
+    return pick(forms) + pick([': ', ':', ' : ', ':\t', '\t:  ']);
+  };
+  const out: Buffer[] = [];
+  for (let i = 0; i < n; i++) {
+    const lines = [pick(starts)];
+    const h: string[] = [];
+    h.push(name('Via', 'v') + 'SIP/2.0/UDP a;branch=z9hG4bK' + i);
+    if (rnd() < 0.95) h.push(name('Call-ID', 'i') + pick([`c${i}@x`, `c${i}`, '', ` c${i} `]));
+    if (rnd() < 0.05) h.push(name('Call-ID', 'i') + pick(['second@x', '']));
+    if (rnd() < 0.9) h.push(name('From', 'f') + nameAddr());
+    if (rnd() < 0.9) h.push(name('To', 't') + nameAddr());
+    if (rnd() < 0.04) h.push(name('To', 't') + nameAddr());
+    if (rnd() < 0.9) h.push(name('CSeq', null) + pick(['1 INVITE', '42 BYE', '007 ACK', '1\tINVITE', '2  BYE', '3 invite', '4294967295 X', '4294967296 X', '12345678901 X', 'x INVITE', '5', '6 IN VITE', '0 A']));
+    if (rnd() < 0.03) h.push(name('CSeq', null) + '9 OPTIONS');
+    if (rnd() < 0.4) {
+      const k = Math.floor(rnd() * 4);
+      h.push(name('P-Asserted-Identity', null) + Array.from({ length: 1 + k }, nameAddr).join(pick([', ', ',', ' ,\t'])));
+      if (rnd() < 0.2) h.push(name('P-Asserted-Identity', null) + nameAddr());
+    }
+    if (rnd() < 0.2) h.push(name('X-CID', null) + pick(['corr-1', '', 'a b']));
+    if (rnd() < 0.03) h.push(name('X-CID', null) + 'corr-2');
+    if (rnd() < 0.15) h.push(name('Session-ID', null) + pick(['ab'.repeat(16), 'AB'.repeat(16) + ';remote=' + 'cd'.repeat(16), '0'.repeat(32), 'x', 'ab'.repeat(16) + ' ;Remote="' + 'ef'.repeat(16) + '"']));
+    if (rnd() < 0.15) h.push(name('P-Charging-Vector', null) + pick(['icid-value=1234;orig-ioi=x', 'icid-value="q;v"', 'orig-ioi=y', 'ICID-VALUE = z']));
+    if (rnd() < 0.05) h.push(name('P-Charging-Vector', null) + 'icid-value=second');
+    if (rnd() < 0.05) h.push('Subject: xref=1');
+    const body = rnd() < 0.5 ? 'v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio ' + (4000 + i) + ' RTP/AVP 0 8\r\na=rtcp:5001\r\n' : '';
+    if (body || rnd() < 0.3) h.push(name('Content-Type', 'c') + pick(['application/sdp', 'Application/SDP; x=1', 'text/plain', '']));
+    if (rnd() < 0.1) h.push(name('Content-Type', 'c') + 'application/sdp');
+    if (rnd() < 0.8) h.push(name('Content-Length', 'l') + pick(['[len]', '[len]', '0', '3', '99999', 'x']));
+    if (rnd() < 0.1) h.push('X-Odd: \xe9t\xe9');
+    // Some lines folded, some with tabs around the value.
+    for (const line of h) {
+      const r = rnd();
+      if (r < 0.05) {
+        const cut = line.indexOf(':') + 1 + Math.floor(rnd() * 4);
+        lines.push(line.slice(0, cut), pick([' ', '\t', '  ']) + line.slice(cut));
+      } else if (r < 0.1) lines.push(line + pick([' ', '\t', ' \t']));
+      else lines.push(line);
+    }
+    out.push(Buffer.from(sip(lines, body, rnd() < 0.1 ? '\n' : '\r\n').toString('utf8'), 'latin1'));
+  }
+  return out;
+}
+
+const DECODE = decodeCorpus(600, 0xdec0de);
+
 // Messages the JS parser reads in odd ways: the native scan must agree or step aside.
 const ODD: Buffer[] = [
+  ...DECODE,
   ...FUZZ_CORPUS,
   sipInvite('odd-1@x', 'P-Asserted-Identity: <sip:+15550001@x>, "B" <tel:+15550002>\r\n'),
   sipResponse(486, 'Busy Here', 'odd-2@x'),
@@ -77,7 +155,47 @@ function checkFrame(f: Buffer, out: Int32Array, what: string, linkType = 1): boo
     const native = parseSipScanned(m.bytes, opts, out, SCAN_SIP);
     assert.deepEqual(native, js, `${what}: parsed the same (${JSON.stringify(opts)})`);
   }
+  // Without a correlation name the scan decodes no values; with one, what it decodes is what parseSip reads.
+  assert.equal(out[SCAN_DEC + DEC_OK], 0, `${what}: no values decoded without a correlation name`);
+  for (const corr of ['X-CID', 'x-corr-id', 'Subject']) {
+    assert.equal(addon!.scan(f, out, linkType, correlationForScan(corr)), 1, `${what}: claimed again`);
+    if (out[SCAN_DEC + DEC_OK] === 1) {
+      decoded++;
+      assert.deepEqual(decodedValues(m.bytes, out), parsedValues(m.bytes, corr), `${what}: decoded as parsed (${corr})`);
+    }
+  }
   return true;
+}
+
+let decoded = 0;
+
+/** What the record keeps of a message, from the scan's decoded values (builder.ts indexDecoded reads them so). */
+function decodedValues(bytes: Buffer, o: Int32Array): unknown {
+  const d = SCAN_DEC;
+  const ext = (k: number) => (o[d + k] < 0 ? null : bytes.toString('latin1', o[d + k], o[d + k + 1]));
+  const users: string[] = [];
+  for (let i = 0; i < o[d + DEC_PAI_USER_COUNT]; i++) users.push(bytes.toString('latin1', o[d + DEC_PAI_USERS + 2 * i], o[d + DEC_PAI_USERS + 2 * i + 1]));
+  const req = o[d + DEC_METHOD_END] >= 0;
+  return {
+    method: req ? bytes.toString('latin1', o[SCAN_START], o[d + DEC_METHOD_END]) : null,
+    status: req ? null : o[d + DEC_STATUS],
+    reason: req ? null : ext(DEC_REASON) ?? '',
+    callId: ext(DEC_CALL_ID), q: ext(DEC_CSEQ), ru: ext(DEC_RURI_USER), fu: ext(DEC_FROM_USER), tu: ext(DEC_TO_USER),
+    pai: o[d + DEC_PAI_COUNT], pu: users, x: ext(DEC_CORRELATION), session: ext(DEC_SESSION_ID), pcv: ext(DEC_CHARGING_VECTOR),
+    contentType: ext(DEC_CONTENT_TYPE), body: [o[SCAN_HEADER_LEN], o[d + DEC_BODY_END]],
+  };
+}
+
+/** The same from parseSip (Session-ID and P-Charging-Vector as their raw values: parseSip's own functions read those). */
+function parsedValues(bytes: Buffer, correlationHeader: string): unknown {
+  const m = parseSip(bytes, { correlationHeader, allHeaders: true })!;
+  const raw = (n: string) => m.headers.find(([k]) => k === n)?.[1] ?? null;
+  return {
+    method: m.method, status: m.status, reason: m.reason,
+    callId: m.callId, q: m.cseq ? `${m.cseq.seq} ${m.cseq.method}` : null, ru: m.ruriUser, fu: m.from?.user ?? null, tu: m.to?.user ?? null,
+    pai: m.pai.length, pu: m.pai.filter((p) => p.user).map((p) => p.user), x: m.correlation, session: raw('session-id'), pcv: raw('p-charging-vector'),
+    contentType: raw('content-type'), body: [m.headerLength, m.headerLength + m.body.length],
+  };
 }
 
 test('the native scan is built (setup.sh and npm run build make it)', () => {
@@ -131,6 +249,7 @@ test('fuzz: whatever the frame, the native scan either steps aside or reads it e
   }
   // Both outcomes must occur, or the fuzz does not exercise the scan.
   assert.ok(fast > 1000, `only ${fast} frames taken by the native scan`);
+  assert.ok(decoded > 1000 && decoded < 2 * fast - 1000, `${decoded} decodes of ${fast} frames claimed (two names each): both ways used`);
   assert.ok(slow > 2000, `only ${slow} frames left to the JS path`);
 });
 
@@ -148,11 +267,12 @@ function writeSegment(path: string, pkts: Pkt[], linkType = 1): void {
 }
 
 /** Indexes the segment both ways; the journals, the sealed indexes and what lookups find must be the same. */
-function indexBothWays(dir: string, seg: string): { packets: number; messages: number; scanned: number } {
+function indexBothWays(dir: string, seg: string): { packets: number; messages: number; scanned: number; decoded: number } {
   const files: Record<string, { journal: Buffer; sealed: Buffer }> = {};
   let packets = 0;
   let messages = 0;
   let scanned = 0;
+  let decoded = 0;
   for (const nativeScan of [false, true]) {
     const idx = join(dir, `${nativeScan ? 'native' : 'js'}.idx`);
     const ix = new SegmentIndexer(seg, idx, { nativeScan });
@@ -162,6 +282,7 @@ function indexBothWays(dir: string, seg: string): { packets: number; messages: n
     packets = ix.state.packetCount;
     messages = ix.state.messages.count;
     scanned = ix.stats().nativeScanned;
+    decoded = ix.stats().nativeDecoded;
     if (!nativeScan) assert.equal(scanned, 0);
     files[String(nativeScan)] = { journal, sealed: readFileSync(idx) };
     if (nativeScan) {
@@ -177,7 +298,7 @@ function indexBothWays(dir: string, seg: string): { packets: number; messages: n
   }
   assert.ok(files.false.journal.equals(files.true.journal), 'journals byte-identical');
   assert.ok(files.false.sealed.equals(files.true.sealed), 'sealed indexes byte-identical');
-  return { packets, messages, scanned };
+  return { packets, messages, scanned, decoded };
 }
 
 test('differential: the native and the JS path write byte-identical journals and sealed indexes, on hostile and real traffic', () => {
@@ -224,6 +345,7 @@ test('differential: the native and the JS path write byte-identical journals and
     assert.ok(c.scanned > 500 && c.scanned < c.packets, `${c.scanned} of ${c.packets} cooked packets read by the native scan`);
     assert.ok(h.messages > 800, `${h.messages} messages indexed`);
     assert.ok(h.scanned > 800 && h.scanned < h.packets - 500, `${h.scanned} of ${h.packets} packets read by the native scan: both paths used`);
+    assert.ok(h.decoded > 300 && h.decoded < h.scanned - 300, `${h.decoded} of ${h.scanned} scanned messages decoded natively: both ways used`);
 
     // Generated calls as the bench indexes them (SDP, PAI, numbers), with some RTP.
     const gen = generateSipCapture({ outDir: dir, totalBytes: 3 * 2 ** 20, fileBytes: 8 * 2 ** 20, seed: 77, rtp: { share: 0.2, seconds: 1 } });
@@ -232,6 +354,7 @@ test('differential: the native and the JS path write byte-identical journals and
     const g = indexBothWays(dir, real);
     assert.ok(g.messages > 2000, `${g.messages} generated messages indexed`);
     assert.equal(g.scanned, g.messages, 'every generated SIP packet is read by the native scan');
+    assert.equal(g.decoded, g.messages, 'every generated SIP message is decoded by the native scan');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

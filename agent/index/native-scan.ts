@@ -12,13 +12,19 @@ import { repoRoot } from '../capture/pcap-native';
  * (agent/index/native-scan.test.ts compares both on every corpus).
  */
 export interface IndexAddon {
-  /** 1 and `out` filled (SCAN_*); 0: the JS path reads the frame. */
-  scan(frame: Uint8Array, out: Int32Array, linkType: number): number;
+  /**
+   * 1 and `out` filled (SCAN_*); 0: the JS path reads the frame. With `correlation` (the correlation
+   * header's name, lower case: correlationForScan) it also decodes the values (DEC_*).
+   */
+  scan(frame: Uint8Array, out: Int32Array, linkType: number, correlation?: Uint8Array | null): number;
   /**
    * The PCAP record walk and scan() of each record, in one call for many: from `from`, the whole records of
    * `buf` (scanPcapRecords' checks) until its end, a corrupt record header or `out` is full (BATCH_*).
    */
-  scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number, out: Int32Array): void;
+  scanRecords(
+    buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number, out: Int32Array,
+    correlation?: Uint8Array | null,
+  ): void;
 }
 
 /** Slots of the scan's output: the IPv4 header's offset, the ports, the message's offset and length. */
@@ -31,7 +37,7 @@ export const SCAN_LENGTH = 4;
 export const SCAN_SIP = 5;
 /** Header lines the scan reports at most; a message with more goes the JS way. */
 export const SCAN_MAX_LINES = 256;
-export const SCAN_OUT_LEN = 16 + 4 * SCAN_MAX_LINES;
+export const SCAN_OUT_LEN = 50 + 4 * SCAN_MAX_LINES;
 
 /** A batch's head: the bytes walked, the entries, why it stopped (BATCH_END, _CORRUPT, _FULL); entries from BATCH_HEAD. */
 export const BATCH_USED = 0;
@@ -54,7 +60,40 @@ export const ENTRY_SCAN = 6;
 /** The scan's line count, from an entry's scan layout. */
 export const SCAN_LINE_COUNT = SCAN_SIP + 9;
 /** The scan layout's size before its lines. */
-export const SCAN_LINES = 16;
+export const SCAN_LINES = 50;
+/**
+ * The decoded values (scan.cc decodeFields), from SCAN_DEC: extents [start, end) in the message, start -1
+ * when absent. DEC_OK 0: the values were not decoded (something the JS parse reads its own way), the JS
+ * parse (parseSipScanned) reads the message from the lines.
+ */
+export const SCAN_DEC = 16;
+export const DEC_OK = 0;
+/** The first non-empty Call-ID. */
+export const DEC_CALL_ID = 1;
+/** The CSeq as the record keeps it ("<n> <METHOD>": the bytes are that); -1 when none or malformed. */
+export const DEC_CSEQ = 3;
+export const DEC_RURI_USER = 5;
+export const DEC_FROM_USER = 7;
+export const DEC_TO_USER = 9;
+/** A response's reason phrase; -1 when empty. */
+export const DEC_REASON = 11;
+export const DEC_STATUS = 13;
+export const DEC_CORRELATION = 14;
+export const DEC_SESSION_ID = 16;
+export const DEC_CHARGING_VECTOR = 18;
+export const DEC_CONTENT_TYPE = 20;
+/** The body's end (Content-Length's, or the message's). */
+export const DEC_BODY_END = 22;
+/** P-Asserted-Identity entries with a URI, and their users (DEC_PAI_USERS, 2 slots each). */
+export const DEC_PAI_COUNT = 23;
+export const DEC_PAI_USER_COUNT = 24;
+export const DEC_PAI_USERS = 25;
+/** A request's method ends there (it starts at the scan's start). */
+export const DEC_METHOD_END = 33;
+/** Where the start line starts (the scan's O_START), from an entry's scan layout. */
+export const SCAN_START = SCAN_SIP;
+/** The header block's length with its blank line (the body starts there), from an entry's scan layout. */
+export const SCAN_HEADER_LEN = SCAN_SIP + 5;
 /** Ints of a batch: a few hundred typical messages a call. */
 export const BATCH_OUT_LEN = 1 << 16;
 

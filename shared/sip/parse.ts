@@ -137,11 +137,11 @@ export function parseSip(bytes: Buffer, opts?: ParseSipOptions): SipMessage | nu
  * native scan, agent/index/native/scan.cc), in an Int32Array: from `at`, the
  * start, start line end, first LF, first CR, kind (1 request, 2 response),
  * header length, header block end, first header byte, whether the lines hold
- * "xref", the line count, the scan's facts (SCANNED_*), then 4 per header line (name start,
+ * "xref", the line count, the scan's facts (SCANNED_*), 34 slots of its decoded values (not read here), then 4 per header line (name start,
  * name end, value start, value end; name start -1 for a continuation).
  * For a whole message only (not `truncated`).
  */
-export const SCAN_SLOTS = 11;
+export const SCAN_SLOTS = 11 + 34;
 export function parseSipScanned(bytes: Buffer, opts: ParseSipOptions | undefined, scan: Int32Array, at: number): SipMessage {
   if (opts?.truncated === true) throw new Error('parseSipScanned: a cut message is parsed by parseSip');
   const n = scan[at + 9];
@@ -266,15 +266,13 @@ function parseScanned(
       case H_SESSION_ID:
         if (!seenSessionId) {
           seenSessionId = true;
-          const semi = value.indexOf(';');
-          sessionId = sessionUuid(semi < 0 ? value : value.slice(0, semi));
-          const remote = semi < 0 ? null : findParam(value, semi, 'remote');
-          sessionRemote = remote ? sessionUuid(remote) : null;
+          sessionId = sessionIdOf(value);
+          sessionRemote = sessionRemoteOf(value);
         }
         break;
       case H_CHARGING_VECTOR:
         // icid-value leads the header's parameters: findParam looks for them after a ';'.
-        if (icid === null) icid = findParam(';' + value, 0, 'icid-value') || null;
+        if (icid === null) icid = icidOf(value);
         break;
       default:
         break;
@@ -614,6 +612,40 @@ function hasXrefBytes(b: Buffer, s: number, e: number): boolean {
   return false;
 }
 
+/** The sender's UUID of a Session-ID value (SipMessage.sessionId). */
+export function sessionIdOf(value: string): string | null {
+  const semi = value.indexOf(';');
+  return sessionUuid(semi < 0 ? value : value.slice(0, semi));
+}
+
+/** The peer's UUID of a Session-ID value, its `remote` parameter (SipMessage.sessionRemote). */
+export function sessionRemoteOf(value: string): string | null {
+  const semi = value.indexOf(';');
+  const remote = semi < 0 ? null : findParam(value, semi, 'remote');
+  return remote ? sessionUuid(remote) : null;
+}
+
+/** The icid-value of a P-Charging-Vector value (SipMessage.icid); it leads the header's parameters: findParam looks for them after a ';'. */
+export function icidOf(value: string): string | null {
+  return findParam(';' + value, 0, 'icid-value') || null;
+}
+
+/** The names parseSip reads (long forms) and those the compact forms stand for: a correlation header named so is read by parseSip alone. */
+const READ_NAMES = new Set(['call-id', 'cseq', 'from', 'to', 'p-asserted-identity', 'content-length', 'content-type', 'session-id', 'p-charging-vector', ...COMPACT.values()]);
+
+/**
+ * The correlation header's name (default X-CID) as the indexer's native scan takes it to decode a message's
+ * values itself (agent/index/native/scan.cc decodeFields): lower case, 2 to 256 token characters. Null for a
+ * name it would read otherwise than parseSip (a single letter, one of the names parseSip reads or a compact
+ * form's): the scan then leaves the values to parseSipScanned.
+ */
+export function correlationForScan(given?: string): Buffer | null {
+  const name = correlationName(given ?? 'X-CID');
+  if (name.length < 2 || name.length > 256 || READ_NAMES.has(name)) return null;
+  for (let i = 0; i < name.length; i++) if (!isToken(name.charCodeAt(i))) return null;
+  return Buffer.from(name, 'latin1');
+}
+
 const NULL_UUID = '00000000000000000000000000000000';
 
 /**
@@ -920,7 +952,8 @@ function mediaType(contentType: string): string {
   return trimLws(contentType, 0, semi < 0 ? contentType.length : semi).toLowerCase();
 }
 
-function sdpFromBody(contentType: string, body: Buffer): SdpInfo | null {
+/** The SDP of a body of that Content-Type (application/sdp, or its first part of a multipart): SipMessage.sdp. */
+export function sdpFromBody(contentType: string, body: Buffer): SdpInfo | null {
   const type = mediaType(contentType);
   if (type === 'application/sdp') return parseSdp(body);
   if (type.startsWith('multipart/')) {

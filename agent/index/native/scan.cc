@@ -37,8 +37,36 @@ enum Out : int {
   O_XREF = 13,
   O_LINE_COUNT = 14,
   O_FACTS = 15,    // F_*: what the JS parse would otherwise check byte by byte
-  O_LINES = 16,    // 4 per kept line: name start, name end, value start, value end (name start -1: continuation)
+  O_DEC = 16,      // the decoded values (D_*, decodeFields), relative to the message
+  O_LINES = 16 + 34,  // 4 per kept line: name start, name end, value start, value end (name start -1: continuation)
 };
+
+// The decoded values, from O_DEC; kept in step with agent/index/native-scan.ts. Extents are [start, end) in
+// the message, start -1 when absent. D_OK 0: something the JS parse would read otherwise, JS parses the
+// message from the lines as before.
+enum Dec : int {
+  D_OK = 0,
+  D_CID = 1,       // Call-ID (the first non-empty)
+  D_CSEQ = 3,      // the CSeq value, already "<n> <METHOD>" as the record keeps it; -1: none or malformed
+  D_RUSER = 5,     // the Request-URI's user
+  D_FUSER = 7,     // From's user
+  D_TUSER = 9,     // To's user
+  D_REASON = 11,   // a response's reason phrase, -1 when empty
+  D_STATUS = 13,
+  D_CORR = 14,     // the correlation header's value (the first non-empty)
+  D_SESSION = 16,  // the Session-ID value
+  D_PCV = 18,      // the P-Charging-Vector value
+  D_CTYPE = 20,    // the Content-Type value
+  D_BODY_END = 22, // the body's end (Content-Length's)
+  D_PAI_N = 23,    // P-Asserted-Identity entries with a URI
+  D_PUSER_N = 24,  // their users (D_PUSER, 2 each)
+  D_PUSER = 25,
+  D_METHOD_END = 33,  // a request's method ends there (it starts at O_START)
+  D_LEN = 34,
+};
+constexpr int MAX_PUSERS = 4;
+static_assert(D_PUSER + 2 * MAX_PUSERS == D_METHOD_END, "decode layout");
+static_assert(O_DEC + D_LEN == O_LINES, "decode layout");
 
 constexpr uint8_t CR = 0x0d, LF = 0x0a, SP = 0x20, HT = 0x09, COLON = 0x3a;
 constexpr int MAX_START_LINE = 8192;
@@ -388,9 +416,317 @@ bool prescanSip(const uint8_t* b, int len, int32_t* out, size_t outLen) {
   return scanHeaderLines(b, headersFrom, blockEnd, len, out, outLen);
 }
 
+// ---- shared/sip/parse.ts parseScanned's values, for the plain common case ----
+//
+// decodeFields reads, from the lines prescanSip found, what the indexer keeps of a message (parse.ts
+// parseScanned, parseCSeq, parseNameAddr, splitList, uriUser, parseUint) and gives their extents (D_*). It
+// decodes only where the JS reading is sure to give the same strings, and says D_OK 0 otherwise: bytes of
+// 0x80 or more, "xref" anywhere, a header it reads folded or repeated (P-Asserted-Identity apart), a quoted
+// string with a backslash or in P-Asserted-Identity, a user with a %-escape, a CSeq that the record would not
+// keep as written (leading zeros, a tab, a lower-case method), a lower-case request method, more
+// P-Asserted-Identity users than D_PUSER holds.
+
+constexpr int DOUBT = -2;  // decodeFields' answer for "let JS read this message"
+
+enum Kind : int { K_OTHER, K_CALL_ID, K_CSEQ, K_FROM, K_TO, K_PAI, K_CLEN, K_CTYPE, K_SESSION, K_PCV, K_COUNT };
+
+inline uint8_t lowerB(uint8_t c) { return (c >= 65 && c <= 90) ? c + 32 : c; }
+
+bool bytesAreP(const uint8_t* b, int s, int e, const char* word, int n) {
+  if (e - s != n) return false;
+  for (int i = 0; i < n; i++) if (lowerB(b[s + i]) != static_cast<uint8_t>(word[i])) return false;
+  return true;
+}
+
+// parse.ts headerKind.
+int headerKindP(const uint8_t* b, int s, int e) {
+  switch (e - s) {
+    case 1:
+      switch (lowerB(b[s])) {
+        case 'i': return K_CALL_ID;
+        case 'f': return K_FROM;
+        case 't': return K_TO;
+        case 'l': return K_CLEN;
+        case 'c': return K_CTYPE;
+        default: return K_OTHER;
+      }
+    case 2: return bytesAreP(b, s, e, "to", 2) ? K_TO : K_OTHER;
+    case 4: return bytesAreP(b, s, e, "from", 4) ? K_FROM : bytesAreP(b, s, e, "cseq", 4) ? K_CSEQ : K_OTHER;
+    case 7: return bytesAreP(b, s, e, "call-id", 7) ? K_CALL_ID : K_OTHER;
+    case 10: return bytesAreP(b, s, e, "session-id", 10) ? K_SESSION : K_OTHER;
+    case 12: return bytesAreP(b, s, e, "content-type", 12) ? K_CTYPE : K_OTHER;
+    case 14: return bytesAreP(b, s, e, "content-length", 14) ? K_CLEN : K_OTHER;
+    case 17: return bytesAreP(b, s, e, "p-charging-vector", 17) ? K_PCV : K_OTHER;
+    case 19: return bytesAreP(b, s, e, "p-asserted-identity", 19) ? K_PAI : K_OTHER;
+    default: return K_OTHER;
+  }
+}
+
+// uriUser of the URI b[s, e): the user's extent in *us, *ue (*us -1: none); DOUBT for a %-escape.
+int uriUserP(const uint8_t* b, int s, int e, int* us, int* ue) {
+  *us = -1;
+  *ue = -1;
+  int colon = indexOfByte(b, COLON, s, e);
+  if (colon < 0 || colon - s < 3 || colon - s > 4) return 0;
+  int u0 = colon + 1, u1;
+  const int n = colon - s;
+  const bool sip = (n == 3 && lowerB(b[s]) == 's' && lowerB(b[s + 1]) == 'i' && lowerB(b[s + 2]) == 'p') ||
+                   (n == 4 && lowerB(b[s]) == 's' && lowerB(b[s + 1]) == 'i' && lowerB(b[s + 2]) == 'p' && lowerB(b[s + 3]) == 's');
+  const bool tel = n == 3 && lowerB(b[s]) == 't' && lowerB(b[s + 1]) == 'e' && lowerB(b[s + 2]) == 'l';
+  if (sip) {
+    int at = indexOfByte(b, '@', u0, e);
+    if (at < 0) return 0;
+    u1 = at;
+    int semi = indexOfByte(b, ';', u0, u1);
+    if (semi >= 0) u1 = semi;
+    int pw = indexOfByte(b, COLON, u0, u1);
+    if (pw >= 0) u1 = pw;
+  } else if (tel) {
+    u1 = e;
+    for (int i = u0; i < e; i++) {
+      if (b[i] == ';' || b[i] == '?') {
+        u1 = i;
+        break;
+      }
+    }
+  } else {
+    return 0;
+  }
+  if (u1 <= u0) return 0;
+  if (indexOfByte(b, '%', u0, u1) >= 0) return DOUBT;
+  *us = u0;
+  *ue = u1;
+  return 0;
+}
+
+// parse.ts hasScheme of b[s, e).
+bool hasSchemeP(const uint8_t* b, int s, int e) {
+  if (e - s < 3 || !isAlpha(b[s])) return false;
+  for (int i = s + 1; i < e; i++) {
+    uint8_t c = b[i];
+    if (c == COLON) return i + 1 < e;
+    if (!(isAlpha(c) || isDigit(c) || c == 43 || c == 45 || c == 46)) return false;
+  }
+  return false;
+}
+
+// parseNameAddr of b[s, e): 1 with the user's extent (-1: none), 0 when it is null, DOUBT.
+int nameAddrUserP(const uint8_t* b, int s, int e, int* us, int* ue) {
+  *us = -1;
+  *ue = -1;
+  int i = s;
+  while (i < e && isLws(b[i])) i++;
+  if (i >= e) return 0;
+  int lt;
+  if (b[i] == '"') {
+    int j = i + 1;
+    while (j < e && b[j] != '"') {
+      if (b[j] == '\\') return DOUBT;
+      j++;
+    }
+    if (j >= e) return 0;
+    i = j + 1;
+    while (i < e && isLws(b[i])) i++;
+    if (i >= e || b[i] != '<') return 0;
+    lt = i;
+  } else {
+    lt = indexOfByte(b, '<', i, e);
+  }
+  int u0, u1;
+  if (lt >= 0) {
+    int gt = indexOfByte(b, '>', lt + 1, e);
+    if (gt < 0) return 0;
+    u0 = lt + 1;
+    u1 = gt;
+    while (u0 < u1 && isLws(b[u0])) u0++;
+    while (u1 > u0 && isLws(b[u1 - 1])) u1--;
+  } else {
+    int j = i;
+    while (j < e && b[j] != ';' && !isLws(b[j])) j++;
+    u0 = i;
+    u1 = j;
+  }
+  if (!hasSchemeP(b, u0, u1)) return 0;
+  return uriUserP(b, u0, u1, us, ue) == DOUBT ? DOUBT : 1;
+}
+
+// parse.ts parseCSeq of b[s, e) where the record's "<n> <METHOD>" is those very bytes: 1; 0 when parseCSeq
+// gives null; DOUBT when the record would differ from the bytes.
+int cseqP(const uint8_t* b, int s, int e) {
+  int i = s;
+  uint64_t v = 0;
+  while (i < e && isDigit(b[i])) {
+    if (i - s >= 10) return 0;
+    v = v * 10 + (b[i] - 48);
+    i++;
+  }
+  if (i == s || v > 0xffffffffULL) return 0;
+  int ms = i;
+  while (ms < e && isLws(b[ms])) ms++;
+  if (ms == i) return 0;
+  int j = ms;
+  while (j < e && T.token[b[j]]) j++;
+  int k = j;
+  while (k < e && isLws(b[k])) k++;
+  if (j == ms || k != e) return 0;
+  if ((b[s] == '0' && i - s > 1) || ms != i + 1 || b[i] != SP || j != e) return DOUBT;
+  for (int q = ms; q < j; q++) if (b[q] >= 'a' && b[q] <= 'z') return DOUBT;
+  return 1;
+}
+
+// parse.ts parseUint of b[s, e).
+int64_t uintP(const uint8_t* b, int s, int e) {
+  int n = e - s;
+  if (n == 0 || n > 10) return -1;
+  int64_t v = 0;
+  for (int i = s; i < e; i++) {
+    if (!isDigit(b[i])) return -1;
+    v = v * 10 + (b[i] - 48);
+  }
+  return v;
+}
+
+// The values of the message b[0, len) that prescanSip laid out in `out`; false: D_OK 0.
+bool decodeFieldsOr(const uint8_t* b, int len, int32_t* out, const uint8_t* corr, int corrLen) {
+  int32_t* d = out + O_DEC;
+  if (!(out[O_FACTS] & F_ASCII) || (out[O_FACTS] & F_XREF_START) || out[O_XREF] != 0) return false;
+  const int start = out[O_START], lineEnd = out[O_LINE_END];
+  if (out[O_KIND] == REQUEST) {
+    // strictRequestLineP: method token SP uri SP version; the method and the URI hold no space.
+    int sp1 = indexOfByte(b, SP, start, lineEnd);
+    if (sp1 < 0) return false;
+    int sp2 = indexOfByte(b, SP, sp1 + 1, lineEnd);
+    if (sp2 < 0) return false;
+    for (int i = start; i < sp1; i++) if (b[i] >= 'a' && b[i] <= 'z') return false;
+    d[D_METHOD_END] = sp1;
+    int us, ue;
+    if (uriUserP(b, sp1 + 1, sp2, &us, &ue) == DOUBT) return false;
+    d[D_RUSER] = us;
+    d[D_RUSER + 1] = ue;
+  } else {
+    d[D_STATUS] = (b[start + 8] - 48) * 100 + (b[start + 9] - 48) * 10 + (b[start + 10] - 48);
+    if (lineEnd - start > 12) {
+      int rs = start + 12, re = lineEnd;
+      while (rs < re && isLws(b[rs])) rs++;
+      while (re > rs && isLws(b[re - 1])) re--;
+      if (re > rs) {
+        d[D_REASON] = rs;
+        d[D_REASON + 1] = re;
+      }
+    }
+  }
+  const int n = out[O_LINE_COUNT];
+  const int32_t* L = out + O_LINES;
+  int seen[K_COUNT] = {0};
+  bool corrSeen = false;
+  int paiN = 0, puN = 0;
+  for (int k = 0; k < n; k++) {
+    const int32_t* l = L + 4 * k;
+    if (l[0] < 0) continue;
+    const int ns = l[0], ne = l[1], vs = l[2], ve = l[3];
+    const bool folded = k + 1 < n && L[4 * (k + 1)] < 0;
+    const bool isCorr = bytesAreP(b, ns, ne, reinterpret_cast<const char*>(corr), corrLen);
+    const int kind = headerKindP(b, ns, ne);
+    if (kind == K_OTHER && !isCorr) continue;
+    // A folded value is joined with spaces by JS; a repeated one is read by rules of each header's own.
+    if (folded) return false;
+    if (isCorr) {
+      if (corrSeen) return false;
+      corrSeen = true;
+      if (ve > vs) {
+        d[D_CORR] = vs;
+        d[D_CORR + 1] = ve;
+      }
+    }
+    if (kind == K_OTHER) continue;
+    if (kind != K_PAI && seen[kind]++ > 0) return false;
+    int us, ue, r;
+    switch (kind) {
+      case K_CALL_ID:
+        if (ve > vs) {
+          d[D_CID] = vs;
+          d[D_CID + 1] = ve;
+        }
+        break;
+      case K_CSEQ:
+        r = cseqP(b, vs, ve);
+        if (r == DOUBT) return false;
+        if (r == 1) {
+          d[D_CSEQ] = vs;
+          d[D_CSEQ + 1] = ve;
+        }
+        break;
+      case K_FROM:
+      case K_TO:
+        r = nameAddrUserP(b, vs, ve, &us, &ue);
+        if (r == DOUBT) return false;
+        d[kind == K_FROM ? D_FUSER : D_TUSER] = us;
+        d[(kind == K_FROM ? D_FUSER : D_TUSER) + 1] = ue;
+        break;
+      case K_PAI: {
+        // splitList without quoted strings: commas outside <> split.
+        if (indexOfByte(b, '"', vs, ve) >= 0) return false;
+        int es = vs;
+        bool inAngle = false;
+        for (int i = vs; i <= ve; i++) {
+          if (i < ve) {
+            uint8_t c = b[i];
+            if (c == '<') inAngle = true;
+            else if (c == '>') inAngle = false;
+            if (c != ',' || inAngle) continue;
+          }
+          r = nameAddrUserP(b, es, i, &us, &ue);
+          if (r == DOUBT) return false;
+          if (r == 1) {
+            paiN++;
+            if (us >= 0) {
+              if (puN == MAX_PUSERS) return false;
+              d[D_PUSER + 2 * puN] = us;
+              d[D_PUSER + 2 * puN + 1] = ue;
+              puN++;
+            }
+          }
+          es = i + 1;
+        }
+        break;
+      }
+      case K_CLEN: {
+        int64_t cl = uintP(b, vs, ve);
+        const int headerLength = out[O_HEADER_LEN];
+        if (cl >= 0 && headerLength + cl < len) d[D_BODY_END] = static_cast<int32_t>(headerLength + cl);
+        break;
+      }
+      case K_CTYPE:
+        d[D_CTYPE] = vs;
+        d[D_CTYPE + 1] = ve;
+        break;
+      case K_SESSION:
+        d[D_SESSION] = vs;
+        d[D_SESSION + 1] = ve;
+        break;
+      case K_PCV:
+        d[D_PCV] = vs;
+        d[D_PCV + 1] = ve;
+        break;
+      default:
+        break;
+    }
+  }
+  if (d[D_BODY_END] < 0) d[D_BODY_END] = len;
+  d[D_PAI_N] = paiN;
+  d[D_PUSER_N] = puN;
+  return true;
+}
+
+void decodeFields(const uint8_t* b, int len, int32_t* out, const uint8_t* corr, int corrLen) {
+  // Every slot set, whatever the answer: the layout is the same for the same bytes (the batch and scan() agree).
+  for (int k = 0; k < D_LEN; k++) out[O_DEC + k] = -1;
+  out[O_DEC + D_OK] = corr != nullptr && decodeFieldsOr(b, len, out, corr, corrLen) ? 1 : 0;
+}
+
 // The link (Ethernet, Linux cooked v1 and v2, VLAN tags), IPv4 and UDP headers as
 // shared/decode reads them, for an uncut frame.
-int32_t scanFrame(const uint8_t* d, size_t size, int linkType, int32_t* out, size_t outLen) {
+int32_t scanFrame(const uint8_t* d, size_t size, int linkType, int32_t* out, size_t outLen, const uint8_t* corr, int corrLen) {
   if (size > 0x7fffffff) return SLOW;
   const int len = static_cast<int>(size);
   int off;
@@ -450,6 +786,7 @@ int32_t scanFrame(const uint8_t* d, size_t size, int linkType, int32_t* out, siz
   int dlen = r == 0 ? -1 : (r > n ? n : r);  // sipDatagramLength
   int msgLen = dlen > 0 && dlen < n ? dlen : n;
   if (!prescanSip(pay, msgLen, out, outLen)) return SLOW;
+  decodeFields(pay, msgLen, out, corr, corrLen);
   out[O_IP] = off;
   out[O_SPORT] = be16(d, seg);
   out[O_DPORT] = be16(d, seg + 2);
@@ -480,7 +817,7 @@ inline uint32_t rd32(const uint8_t* b, bool le) {
 }
 
 void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nanos, uint32_t limit, int linkType, int32_t* out,
-                 size_t outLen) {
+                 size_t outLen, const uint8_t* corr, int corrLen) {
   size_t off = from;
   int32_t records = 0;
   size_t e = B_HEAD;
@@ -509,7 +846,7 @@ void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nan
     en[E_NSEC] = static_cast<int32_t>(nsec);
     en[E_FAST] = 0;
     // A cut record, or a time past what the packet table holds (the JS path reports it): not scanned.
-    if (capLen == origLen && s64 <= 0xffffffffULL && scanFrame(h + 16, capLen, linkType, en + E_SCAN, MAX_SCAN_LEN) == FAST_SIP) {
+    if (capLen == origLen && s64 <= 0xffffffffULL && scanFrame(h + 16, capLen, linkType, en + E_SCAN, MAX_SCAN_LEN, corr, corrLen) == FAST_SIP) {
       en[E_FAST] = 1;
       e += E_SCAN + O_LINES + 4 * static_cast<size_t>(en[E_SCAN + O_LINE_COUNT]);
     } else {
@@ -529,7 +866,21 @@ void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nan
 #ifndef TFINDEX_STANDALONE
 namespace {
 
-// scan(frame: Buffer | Uint8Array, out: Int32Array, linkType: number) -> 0 (JS path) | 1 (out filled)
+// The optional correlation header name (lower case, 2 to 256 bytes) at info[i]: the values are decoded (D_*) only
+// with it; without it, or with anything else there, D_OK is 0.
+bool correlationArg(const Napi::CallbackInfo& info, size_t i, const uint8_t** corr, int* corrLen) {
+  *corr = nullptr;
+  *corrLen = 0;
+  if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return true;
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) return false;
+  auto c = info[i].As<Napi::Uint8Array>();
+  if (c.ElementLength() < 2 || c.ElementLength() > 256) return false;
+  *corr = c.Data();
+  *corrLen = static_cast<int>(c.ElementLength());
+  return true;
+}
+
+// scan(frame: Buffer | Uint8Array, out: Int32Array, linkType: number, correlation?: Uint8Array) -> 0 (JS path) | 1 (out filled)
 Napi::Value Scan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsNumber()) {
@@ -545,14 +896,20 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
   auto f = frame.As<Napi::Uint8Array>();
   auto o = outArr.As<Napi::Int32Array>();
   const int linkType = info[2].As<Napi::Number>().Int32Value();
-  return Napi::Number::New(env, scanFrame(f.Data(), f.ElementLength(), linkType, o.Data(), o.ElementLength()));
+  const uint8_t* corr;
+  int corrLen;
+  if (!correlationArg(info, 3, &corr, &corrLen)) {
+    Napi::TypeError::New(env, "scan(): the correlation name is a Uint8Array of 2 to 256 bytes").ThrowAsJavaScriptException();
+    return env.Null();
+  }
+  return Napi::Number::New(env, scanFrame(f.Data(), f.ElementLength(), linkType, o.Data(), o.ElementLength(), corr, corrLen));
 }
 
 // scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number,
-//             out: Int32Array) -> undefined; out holds the batch (B_*, E_*).
+//             out: Int32Array, correlation?: Uint8Array) -> undefined; out holds the batch (B_*, E_*).
 Napi::Value ScanRecords(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* usage = "scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number, out: Int32Array)";
+  const char* usage = "scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number, out: Int32Array, correlation?: Uint8Array of 2 to 256 bytes)";
   if (info.Length() < 7 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsBoolean() || !info[3].IsBoolean() ||
       !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsTypedArray()) {
     Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
@@ -567,6 +924,12 @@ Napi::Value ScanRecords(const Napi::CallbackInfo& info) {
   }
   auto b = bufArr.As<Napi::Uint8Array>();
   auto o = outArr.As<Napi::Int32Array>();
+  const uint8_t* corr;
+  int corrLen;
+  if (!correlationArg(info, 7, &corr, &corrLen)) {
+    Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+    return env.Null();
+  }
   // Offsets go out as int32: a buffer past 2 GiB, or a start outside it, is refused.
   const double from = info[1].As<Napi::Number>().DoubleValue();
   const double limit = info[4].As<Napi::Number>().DoubleValue();
@@ -575,7 +938,7 @@ Napi::Value ScanRecords(const Napi::CallbackInfo& info) {
     return env.Null();
   }
   scanRecords(b.Data(), b.ElementLength(), static_cast<size_t>(from), info[2].As<Napi::Boolean>().Value(), info[3].As<Napi::Boolean>().Value(),
-              static_cast<uint32_t>(limit), info[5].As<Napi::Number>().Int32Value(), o.Data(), o.ElementLength());
+              static_cast<uint32_t>(limit), info[5].As<Napi::Number>().Int32Value(), o.Data(), o.ElementLength(), corr, corrLen);
   return env.Undefined();
 }
 

@@ -49,9 +49,10 @@ export class MessageArena {
   }
 
   /** Appends the journal record of one message. */
-  add(m: MessageRecord): void {
+  /** With `bytes` and `raw`: strings of m copied from the message's bytes (writeBinaryRecord's RAW_*). */
+  add(m: MessageRecord, bytes: Buffer | null = null, raw: Int32Array | null = null): void {
     this.room(RECORD_PREFIX_LEN + binaryRecordBound(m));
-    const end = writeBinaryRecord(m, this.cur, this.used + RECORD_PREFIX_LEN);
+    const end = writeBinaryRecord(m, this.cur, this.used + RECORD_PREFIX_LEN, bytes, raw);
     this.prefix(end - this.used);
   }
 

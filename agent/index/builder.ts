@@ -14,7 +14,6 @@ import {
 } from './format';
 import { IndexState } from './state';
 import { DialogKeys } from './dialog-keys';
-import { RAW_C, RAW_FU, RAW_LEN, RAW_M, RAW_Q, RAW_R, RAW_RU, RAW_TU, RAW_X } from './message-binary';
 import { FLOW_KIND, FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
 import {
@@ -61,9 +60,6 @@ const sharedBatch = new Int32Array(BATCH_OUT_LEN);
 let batchBusy = false;
 
 const READ_CHUNK = 4 * 1024 * 1024;
-
-/** indexDecoded's RAW_* extents for the record writer (indexing is synchronous: one serves a thread). */
-const rawFields = new Int32Array(RAW_LEN);
 
 type Latin1Sliced = { latin1Slice(start: number, end: number): string };
 
@@ -470,25 +466,7 @@ export class SegmentIndexer {
     const headerLength = o[s + SCAN_HEADER_LEN];
     const bodyEnd = o[d + DEC_BODY_END];
     if (contentType !== null && bodyEnd > headerLength) this.addSdp(rec, sdpFromBody(contentType, bytes.subarray(headerLength, bodyEnd)));
-    // The record's strings that are the message's bytes are copied from there.
-    const raw = rawFields;
-    raw[RAW_C] = cs;
-    raw[RAW_C + 1] = o[d + DEC_CALL_ID + 1];
-    raw[RAW_M] = methodEnd < 0 ? -1 : o[s + SCAN_START];
-    raw[RAW_M + 1] = methodEnd;
-    raw[RAW_R] = o[d + DEC_REASON];
-    raw[RAW_R + 1] = o[d + DEC_REASON + 1];
-    raw[RAW_Q] = o[d + DEC_CSEQ];
-    raw[RAW_Q + 1] = o[d + DEC_CSEQ + 1];
-    raw[RAW_RU] = o[d + DEC_RURI_USER];
-    raw[RAW_RU + 1] = o[d + DEC_RURI_USER + 1];
-    raw[RAW_FU] = o[d + DEC_FROM_USER];
-    raw[RAW_FU + 1] = o[d + DEC_FROM_USER + 1];
-    raw[RAW_TU] = o[d + DEC_TO_USER];
-    raw[RAW_TU + 1] = o[d + DEC_TO_USER + 1];
-    raw[RAW_X] = o[d + DEC_CORRELATION];
-    raw[RAW_X + 1] = o[d + DEC_CORRELATION + 1];
-    this.state.messages.add(rec, bytes, raw);
+    this.state.messages.add(rec);
     this.keys.add(rec);
     this.opts.onMessage?.(rec, this, bytes);
   }

@@ -49,10 +49,9 @@ export class MessageArena {
   }
 
   /** Appends the journal record of one message. */
-  /** With `bytes` and `raw`: strings of m copied from the message's bytes (writeBinaryRecord's RAW_*). */
-  add(m: MessageRecord, bytes: Buffer | null = null, raw: Int32Array | null = null): void {
+  add(m: MessageRecord): void {
     this.room(RECORD_PREFIX_LEN + binaryRecordBound(m));
-    const end = writeBinaryRecord(m, this.cur, this.used + RECORD_PREFIX_LEN, bytes, raw);
+    const end = writeBinaryRecord(m, this.cur, this.used + RECORD_PREFIX_LEN);
     this.prefix(end - this.used);
   }
 

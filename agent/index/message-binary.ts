@@ -98,45 +98,11 @@ function writeStr(buf: Buffer, at: number, s: string): number {
   return after + len;
 }
 
-/** bytes[s, e), ASCII, written as writeStr writes the same text (its latin1 string): copied, no string read. */
-function writeBytes(buf: Buffer, at: number, bytes: Buffer, s: number, e: number): number {
-  const n = e - s;
-  if (n >= 128) {
-    const p = writeVarint(buf, at, n);
-    bytes.copy(buf, p, s, e);
-    return p + n;
-  }
-  buf[at++] = n;
-  for (let i = s; i < e; i++) buf[at++] = bytes[i];
-  return at;
-}
-
-/**
- * Where some of a record's strings already are as bytes (the indexer's scan decoded them from the message:
- * agent/index/builder.ts indexDecoded): per field of RAW_FIELDS, [start, end) in the message, start -1 when the
- * field's string is to be written. The bytes must be ASCII and the field's string their latin1 text.
- */
-export const RAW_C = 0;
-export const RAW_M = 2;
-export const RAW_R = 4;
-export const RAW_Q = 6;
-export const RAW_RU = 8;
-export const RAW_FU = 10;
-export const RAW_TU = 12;
-export const RAW_X = 14;
-export const RAW_LEN = 16;
-
-function field(buf: Buffer, p: number, s: string, bytes: Buffer | null, raw: Int32Array | null, k: number): number {
-  if (bytes !== null && raw !== null && raw[k] >= 0) return writeBytes(buf, p, bytes, raw[k], raw[k + 1]);
-  return writeStr(buf, p, s);
-}
-
 /**
  * Writes m's binary record at `at` (binaryRecordBound(m) bytes must be free
- * there); returns the offset after it. With `bytes` and `raw` (RAW_*), the strings found there are copied
- * from the bytes rather than read from m: the same record.
+ * there); returns the offset after it.
  */
-export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number, bytes: Buffer | null = null, raw: Int32Array | null = null): number {
+export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number): number {
   let flags = 0;
   if (m.tr) flags |= BIN_FLAG.TRUNCATED;
   if (m.h) flags |= BIN_FLAG.HEP;
@@ -161,14 +127,14 @@ export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number, byt
   for (let i = 0; i < m.p.length; i++) p = writeVarint(buf, p, m.p[i]);
   p = writeStr(buf, p, m.src);
   p = writeStr(buf, p, m.dst);
-  p = field(buf, p, m.c, bytes, raw, RAW_C);
-  if (typeof m.m === 'string') p = field(buf, p, m.m, bytes, raw, RAW_M);
-  if (typeof m.r === 'string') p = field(buf, p, m.r, bytes, raw, RAW_R);
-  if (typeof m.q === 'string') p = field(buf, p, m.q, bytes, raw, RAW_Q);
-  if (typeof m.ru === 'string') p = field(buf, p, m.ru, bytes, raw, RAW_RU);
-  if (typeof m.fu === 'string') p = field(buf, p, m.fu, bytes, raw, RAW_FU);
-  if (typeof m.tu === 'string') p = field(buf, p, m.tu, bytes, raw, RAW_TU);
-  if (typeof m.x === 'string') p = field(buf, p, m.x, bytes, raw, RAW_X);
+  p = writeStr(buf, p, m.c);
+  if (typeof m.m === 'string') p = writeStr(buf, p, m.m);
+  if (typeof m.r === 'string') p = writeStr(buf, p, m.r);
+  if (typeof m.q === 'string') p = writeStr(buf, p, m.q);
+  if (typeof m.ru === 'string') p = writeStr(buf, p, m.ru);
+  if (typeof m.fu === 'string') p = writeStr(buf, p, m.fu);
+  if (typeof m.tu === 'string') p = writeStr(buf, p, m.tu);
+  if (typeof m.x === 'string') p = writeStr(buf, p, m.x);
   if (typeof m.si === 'string') p = writeStr(buf, p, m.si);
   if (typeof m.sr === 'string') p = writeStr(buf, p, m.sr);
   if (typeof m.ic === 'string') p = writeStr(buf, p, m.ic);

@@ -49,7 +49,7 @@ export function parseSdp(body: Buffer | string): SdpInfo | null {
         break;
       }
       case 97 /* a */:
-        if (current !== null) parseAttribute(text.slice(s + 2, e), current);
+        if (current !== null) parseAttribute(text, s + 2, e, current);
         break;
       case 109 /* m */:
         inMedia = true;
@@ -114,27 +114,54 @@ function parseMediaLine(value: string): SdpMedia | null {
   return { type: f[0], port, addr: null, proto: f[2], rtcpPort: null, rtcpAddr: null, rtpmap: [] };
 }
 
-/** The media attributes RTP needs: `rtcp:53020 [IN IP4 192.0.2.4]` and `rtpmap:0 PCMU/8000`. */
-function parseAttribute(value: string, m: SdpMedia): void {
-  const colon = value.indexOf(':');
-  if (colon < 0) return;
-  const name = value.slice(0, colon).toLowerCase();
-  const f = fields(value.slice(colon + 1));
+/** Whether text[s, s + word.length) is `word` (lower case letters) in any case: `c | 0x20` folds only a letter onto one. */
+function lettersAre(text: string, s: number, word: string): boolean {
+  for (let i = 0; i < word.length; i++) if ((text.charCodeAt(s + i) | 0x20) !== word.charCodeAt(i)) return false;
+  return true;
+}
+
+/**
+ * The media attributes RTP needs, from the a= line's value text[s, e): `rtcp:53020 [IN IP4 192.0.2.4]` and
+ * `rtpmap:0 PCMU/8000`. The name is matched in place: most attributes (fmtp, ptime, sendrecv, ...) are
+ * skipped without a string of their own.
+ */
+function parseAttribute(text: string, s: number, e: number, m: SdpMedia): void {
+  const colon = text.indexOf(':', s);
+  if (colon < 0 || colon >= e) return;
+  const rtcp = colon - s === 4 && lettersAre(text, s, 'rtcp');
+  if (!rtcp && !(colon - s === 6 && lettersAre(text, s, 'rtpmap'))) return;
+  const f = fields(text.slice(colon + 1, e));
   if (f.length === 0) return;
-  if (name === 'rtcp') {
+  if (rtcp) {
     const port = smallInt(f[0], 65535);
     if (port === null || port === 0) return;
     m.rtcpPort = port;
     if (f.length >= 4) m.rtcpAddr = parseConnection(f.slice(1, 4).join(' '));
-  } else if (name === 'rtpmap' && f.length >= 2 && m.rtpmap.length < 32) {
+  } else if (f.length >= 2 && m.rtpmap.length < 32) {
     const pt = smallInt(f[0], 127);
     // The encoding is shown to people: printable ASCII only, bounded.
-    if (pt !== null && /^[\x21-\x7e]{1,64}$/.test(f[1])) m.rtpmap.push([pt, kept.get(f[1])]);
+    if (pt !== null && printable(f[1])) m.rtpmap.push([pt, kept.get(f[1])]);
   }
 }
 
+/** 1 to 64 characters, each printable ASCII (0x21-0x7e). */
+function printable(text: string): boolean {
+  if (text.length === 0 || text.length > 64) return false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+/** 1 to 5 decimal digits, at most max; null otherwise. */
 function smallInt(text: string, max: number): number | null {
-  if (!/^\d{1,5}$/.test(text)) return null;
-  const n = Number(text);
+  if (text.length === 0 || text.length > 5) return null;
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return null;
+    n = n * 10 + d;
+  }
   return n <= max ? n : null;
 }

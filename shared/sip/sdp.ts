@@ -103,14 +103,8 @@ function parseMediaLine(value: string): SdpMedia | null {
   if (f.length < 3) return null;
   const slash = f[1].indexOf('/');
   const portText = slash < 0 ? f[1] : f[1].slice(0, slash);
-  if (portText.length === 0 || portText.length > 5) return null;
-  let port = 0;
-  for (let i = 0; i < portText.length; i++) {
-    const d = portText.charCodeAt(i) - 48;
-    if (d < 0 || d > 9) return null;
-    port = port * 10 + d;
-  }
-  if (port > 65535) return null;
+  const port = smallInt(portText, 65535);
+  if (port === null) return null;
   return { type: f[0], port, addr: null, proto: f[2], rtcpPort: null, rtcpAddr: null, rtpmap: [] };
 }
 

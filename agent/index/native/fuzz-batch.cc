@@ -3,7 +3,9 @@
 //       -o /tmp/tfindex-fuzz agent/index/native/fuzz-batch.cc && /tmp/tfindex-fuzz 300000
 // Buffers of records (either byte order; SIP over UDP frames with bytes flipped, cut records, lying caplens,
 // the buffer cut anywhere), each in a heap block of exactly its size, walked with outputs of random sizes
-// so that most take several calls. Not built by node-gyp (binding.gyp lists scan.cc only).
+// so that most take several calls; bytes flipped inside the messages too, the correlation name passed or not (the
+// value decoding, decodeFields), and every decoded extent checked to lie in its message. Not built by node-gyp
+// (binding.gyp lists scan.cc only).
 #define TFINDEX_STANDALONE 1
 #include "scan.cc"
 #include <cstdio>

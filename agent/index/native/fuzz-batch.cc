@@ -18,16 +18,27 @@ static const char* MSGS[] = {
   "INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9\r\nCall-ID: abc@x\r\nFrom: <sip:+15551234@x>;tag=1\r\nTo: <sip:2@y>\r\nCSeq: 1 INVITE\r\nContent-Length: 4\r\n\r\nv=0\n",
   "SIP/2.0 200 OK\r\nCall-ID: c\r\nxref: 1\r\nX: a\r\n folded\r\nl: 0\r\n\r\n",
   "BYE sip:a@b SIP/2.0\nCall-ID: q\n\n",
+  // The value decoding's forms (decodeFields): compact names, quoted names, bare and tel: URIs, PAI lists, folds.
+  "SIP/2.0 180 Ringing\r\ni: c1\r\nf: \"A \\\"b\" <sip:1%41@x>;tag=1\r\nt: sip:2@y;tag=2\r\nCSeq: 007 INVITE\r\n"
+  "P-Asserted-Identity: <sip:+1555@x>, <tel:+1555;p=1>,sip:9@z\r\nX-CID: corr\r\nSession-ID: abababababababababababababababab;remote=x\r\n"
+  "P-Charging-Vector: icid-value=7\r\nc: application/sdp\r\nl: 4\r\n\r\nv=0\n",
+  "invite tel:+15551234;npdi SIP/2.0\nCALL-ID:\tq \nFrom: Bob <sips:b:pw@x>\nTo:\n <sip:c@d>\nCSeq: 4294967296 bye\nx-cid: 1\nX-CID: 2\n\n",
+  "SIP/2.0 200 OK\r\ni: c1\r\nf: \"A b\" <sip:1@x>;tag=1\r\nt: sip:2@y;tag=2\r\nCSeq: 7 INVITE\r\n"
+  "P-Asserted-Identity: <sip:+1555@x>, <tel:+1555;p=1>,sip:9@z\r\nX-CID: corr\r\nSession-ID: abababababababababababababababab;remote=x\r\n"
+  "P-Charging-Vector: icid-value=7\r\nc: application/sdp\r\nl: 4\r\n\r\nv=0\n",
 };
+constexpr int NMSGS = sizeof(MSGS) / sizeof(MSGS[0]);
+static const uint8_t CORR[] = {'x', '-', 'c', 'i', 'd'};
 int main(int argc, char** argv) {
   long iters = argc > 1 ? atol(argv[1]) : 100000;
-  long fast = 0, recs = 0, corrupt = 0, full = 0;
+  long fast = 0, recs = 0, corrupt = 0, full = 0, decoded = 0;
   for (long it = 0; it < iters; it++) {
     std::vector<uint8_t> v;
     int n = 1 + rnd() % 12;
     bool le = rnd() & 1;
     for (int i = 0; i < n; i++) {
-      std::string m = MSGS[rnd() % 3];
+      std::string m = MSGS[rnd() % NMSGS];
+      for (int k = 0, kn = rnd() % 3; k < kn && !m.empty(); k++) m[rnd() % m.size()] = rnd() % 2 ? rnd() : " ;:<>,\"@%\t\r\n"[rnd() % 12];
       std::vector<uint8_t> f(14 + 20 + 8 + m.size());
       f[12] = 0x08; f[13] = 0x00; f[14] = 0x45;
       int tl = 28 + (int)m.size(); f[16] = tl >> 8; f[17] = tl & 255; f[23] = 17;
@@ -52,10 +63,25 @@ int main(int argc, char** argv) {
     int32_t* out = (int32_t*)malloc(outLen * 4);
     size_t from = 0;
     for (int round = 0; round < 10000; round++) {
-      scanRecords(buf, v.size(), from, le, rnd() & 1, 65535, 1, out, outLen);
+      const bool withCorr = rnd() % 4 != 0;
+      scanRecords(buf, v.size(), from, le, rnd() & 1, 65535, 1, out, outLen, withCorr ? CORR : nullptr, withCorr ? 5 : 0);
       recs += out[B_RECORDS];
       for (int32_t i = 0, e = B_HEAD; i < out[B_RECORDS]; i++) {
-        if (out[e + E_FAST]) { fast++; e += E_SCAN + O_LINES + 4 * out[e + E_SCAN + O_LINE_COUNT]; } else e += E_SCAN;
+        if (out[e + E_FAST]) {
+          fast++;
+          const int32_t* sc = out + e + E_SCAN;
+          if (sc[O_DEC + D_OK] == 1) {
+            decoded++;
+            // Every decoded extent lies in the message (a start of -1: absent).
+            static const int PAIRS[] = {D_CID, D_CSEQ, D_RUSER, D_FUSER, D_TUSER, D_REASON, D_CORR, D_SESSION, D_PCV, D_CTYPE,
+                                        D_PUSER, D_PUSER + 2, D_PUSER + 4, D_PUSER + 6};
+            if (sc[O_DEC + D_PUSER_N] > MAX_PUSERS || sc[O_DEC + D_BODY_END] > sc[O_LEN] || sc[O_DEC + D_BODY_END] < sc[O_HEADER_LEN]) { fprintf(stderr, "bad counts\n"); return 1; }
+            for (int k : PAIRS) {
+              if (sc[O_DEC + k] >= 0 && !(sc[O_DEC + k] <= sc[O_DEC + k + 1] && sc[O_DEC + k + 1] <= sc[O_LEN])) { fprintf(stderr, "extent %d out of the message\n", k); return 1; }
+            }
+          }
+          e += E_SCAN + O_LINES + 4 * out[e + E_SCAN + O_LINE_COUNT];
+        } else e += E_SCAN;
         if ((size_t)e > outLen) { fprintf(stderr, "entry past out\n"); return 1; }
       }
       if (out[B_STOP] != B_FULL) { if (out[B_STOP] == B_CORRUPT) corrupt++; break; }
@@ -64,5 +90,5 @@ int main(int argc, char** argv) {
     }
     free(buf); free(out);
   }
-  printf("iters %ld records %ld fast %ld corrupt %ld full %ld\n", iters, recs, fast, corrupt, full);
+  printf("iters %ld records %ld fast %ld decoded %ld corrupt %ld full %ld\n", iters, recs, fast, decoded, corrupt, full);
 }

@@ -3,8 +3,11 @@ import { MessageChannel, MessagePort, receiveMessageOnPort, Worker } from 'node:
 import type { IndexerOptions } from './builder';
 import type { ImportIndexCommand, ImportIndexReport, ImportWorkerData } from './import-worker';
 
-/** Segments a thread holds at most: the one it indexes and the one the import writes for it next (bounded memory). */
-const AHEAD = 2;
+/**
+ * Segments a thread holds at most (its memory is the index state of each). One: the import writes faster than a
+ * thread indexes, so a thread given the next segment when it seals one is never left waiting for bytes.
+ */
+const AHEAD = 1;
 /** A thread that neither reports nor indexes for this long while the import waits on it has died (e.g. out of memory). */
 const STALL_MS = 5 * 60_000;
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapCapLenLimit, pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { detectCaptureFormat, forEachCaptureRecordSync } from '../../shared/pcap/reader';
 import { CaptureFormatError, notACaptureError } from '../../shared/pcap/errors';
+import { TracefleetError } from '../../shared/errors/catalogue';
 import type { PacketRecord } from '../../shared/pcap/types';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { IndexerOptions, SegmentIndexer } from './builder';
@@ -23,9 +24,10 @@ export interface ImportOptions extends IndexerOptions {
   copyVerbatim?: boolean;
   /**
    * Threads that index and seal the segments while this one writes them (import-pool.ts); 0: indexed here,
-   * from the records in hand. Default: one a core (at most MAX_INDEX_THREADS) when the files make more than
-   * one segment, else 0 (a thread's start costs more than it saves on one segment). The ring is the same
-   * either way. With onMessage or onRtcp: always 0 (they are told in this thread).
+   * from the records in hand. Default: TRACEFLEET_IMPORT_THREADS when set, else one a core (at most
+   * MAX_INDEX_THREADS) when the files make more than one segment, else 0 (a thread's start costs more than
+   * it saves on one segment). The ring is the same either way. With onMessage or onRtcp: always 0 (they
+   * are told in this thread).
    */
   indexThreads?: number;
 }
@@ -47,6 +49,11 @@ const MAX_INDEX_THREADS = 4;
 function indexThreadsFor(files: string[], maxBytes: number, opts: ImportOptions): number {
   if (opts.onMessage || opts.onRtcp) return 0;
   if (opts.indexThreads !== undefined) return Math.max(0, Math.floor(opts.indexThreads));
+  const env = process.env.TRACEFLEET_IMPORT_THREADS;
+  if (env !== undefined && env !== '') {
+    if (!/^\d{1,2}$/.test(env)) throw new TracefleetError('TF_USAGE', { message: `TRACEFLEET_IMPORT_THREADS=${env}: give a number of index threads from 0 (index in the importing thread) to 99` });
+    return Number(env);
+  }
   let bytes = 0;
   for (const f of files) bytes += statSync(f, { throwIfNoEntry: false })?.size ?? 0;
   return bytes > maxBytes ? Math.min(availableParallelism(), MAX_INDEX_THREADS) : 0;
@@ -84,13 +91,13 @@ function sourceIsNanos(path: string): boolean {
  */
 export async function importCaptures(ringDir: string, files: string[], opts: ImportOptions = {}): Promise<ImportResult> {
   const maxBytes = opts.maxSegmentBytes ?? 64 * 1024 * 1024;
+  const threads = indexThreadsFor(files, maxBytes, opts);
   mkdirSync(ringDir, { recursive: true });
   const release = lockRing(ringDir);
   const result: ImportResult = { files: 0, packets: 0, segments: [], tornBytes: 0 };
-  const threads = indexThreadsFor(files, maxBytes, opts);
   // With threads, each segment is indexed on one of them as it is written (read back as it grows); without,
   // here, from the records in hand: reading it back was a tenth of a single-threaded import.
-  const pool = threads > 0 ? new ImportIndexPool(threads, opts) : null;
+  let pool: ImportIndexPool | null = null;
   const open = new Map<number, Open>();
   const finish = (o: Open) => {
     o.w.flush();
@@ -124,6 +131,7 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
     return o;
   };
   try {
+    if (threads > 0) pool = new ImportIndexPool(threads, opts);
     for (const file of files) {
       const nanos = sourceIsNanos(file);
       const copied = opts.copyVerbatim === false ? { done: false, records: 0 } : copyVerbatim(file, nanos, maxBytes, segmentFor, result);

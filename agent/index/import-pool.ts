@@ -5,7 +5,7 @@ import type { ImportIndexCommand, ImportIndexReport, ImportWorkerData } from './
 
 /**
  * Segments a thread holds at most (its memory is the index state of each). One: the import writes faster than a
- * thread indexes, so a thread given the next segment when it seals one is never left waiting for bytes.
+ * thread indexes, and indexes a segment itself when no thread is free.
  */
 const AHEAD = 1;
 /** A thread that neither reports nor indexes for this long while the import waits on it has died (e.g. out of memory). */
@@ -19,10 +19,10 @@ interface Thread {
 }
 
 /**
- * ring import's index threads (import-worker.ts): the import writes segments on its own thread and each
- * segment is indexed and sealed on one of these as it is written, so that indexing, most of an import's CPU,
- * runs on as many cores as there are threads. Synchronous for the import's loop: it waits on a shared
- * counter (Atomics) and takes reports with receiveMessageOnPort, never through its event loop.
+ * ring import's index threads (import-worker.ts): the import writes segments on its own thread and a segment
+ * given to one of these is indexed and sealed there as it is written, so that indexing, most of an import's
+ * CPU, runs on more than one core. Synchronous for the import's loop: it takes reports with
+ * receiveMessageOnPort and waits for the last on a shared counter (Atomics), never through its event loop.
  */
 export class ImportIndexPool {
   private readonly threads: Thread[] = [];
@@ -43,16 +43,16 @@ export class ImportIndexPool {
     }
   }
 
-  /** A new segment, given to the thread holding the fewest (waiting for one to seal when all hold AHEAD). */
-  open(path: string, indexPath: string): void {
-    let t = this.least();
-    while (t.held >= AHEAD) {
-      this.waitReport();
-      t = this.least();
-    }
+  /** A new segment, given to a free thread (true); false when every thread holds AHEAD. */
+  tryOpen(path: string, indexPath: string): boolean {
+    this.collect();
+    this.throwFailure();
+    const t = this.least();
+    if (t.held >= AHEAD) return false;
     t.held++;
     this.owner.set(path, t);
     this.send(path, { type: 'open', path, indexPath });
+    return true;
   }
 
   grown(path: string): void {

@@ -23,11 +23,12 @@ export interface ImportOptions extends IndexerOptions {
    */
   copyVerbatim?: boolean;
   /**
-   * Threads that index and seal the segments while this one writes them (import-pool.ts); 0: indexed here,
-   * from the records in hand. Default: TRACEFLEET_IMPORT_THREADS when set, else one a core (at most
-   * MAX_INDEX_THREADS) when the files make more than one segment, else 0 (a thread's start costs more than
-   * it saves on one segment). The ring is the same either way. With onMessage or onRtcp: always 0 (they
-   * are told in this thread).
+   * Threads that index and seal segments while this one writes them (import-pool.ts): a new segment goes to
+   * a thread that is free, else it is indexed here, from the records in hand, as every segment is with 0.
+   * Default: TRACEFLEET_IMPORT_THREADS when set, else one a core but this one's (at most MAX_INDEX_THREADS)
+   * when the files make more than one segment, else 0 (a thread's start costs more than it saves on one
+   * segment). The ring is the same either way. With onMessage or onRtcp: always 0 (they are told in this
+   * thread).
    */
   indexThreads?: number;
 }
@@ -56,7 +57,7 @@ function indexThreadsFor(files: string[], maxBytes: number, opts: ImportOptions)
   }
   let bytes = 0;
   for (const f of files) bytes += statSync(f, { throwIfNoEntry: false })?.size ?? 0;
-  return bytes > maxBytes ? Math.min(availableParallelism(), MAX_INDEX_THREADS) : 0;
+  return bytes > maxBytes ? Math.min(availableParallelism() - 1, MAX_INDEX_THREADS) : 0;
 }
 
 function sourceIsNanos(path: string): boolean {
@@ -95,8 +96,9 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
   mkdirSync(ringDir, { recursive: true });
   const release = lockRing(ringDir);
   const result: ImportResult = { files: 0, packets: 0, segments: [], tornBytes: 0 };
-  // With threads, each segment is indexed on one of them as it is written (read back as it grows); without,
-  // here, from the records in hand: reading it back was a tenth of a single-threaded import.
+  // A segment given to a thread is indexed there as it is written (read back as it grows); one kept here, from
+  // the records in hand: reading it back was a tenth of a single-threaded import. Each isolate costs its own
+  // start, JIT warm-up and heap, so this thread indexes too rather than wait for the threads.
   let pool: ImportIndexPool | null = null;
   const open = new Map<number, Open>();
   const finish = (o: Open) => {
@@ -125,8 +127,7 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
       const indexPath = path.slice(0, -SEGMENT_EXT.length) + INDEX_EXT;
       o = { fd, path, nanos, w, header: pcapHeaderBytes({ linkType, nanos, snaplen: SNAPLEN }), ix: null, grownAt: 0, pool };
       open.set(linkType, o);
-      if (pool) pool.open(path, indexPath);
-      else o.ix = new SegmentIndexer(path, indexPath, { ...opts, journal: false });
+      if (!pool?.tryOpen(path, indexPath)) o.ix = new SegmentIndexer(path, indexPath, { ...opts, journal: false });
     }
     return o;
   };

@@ -64,6 +64,7 @@ export function main(argv = process.argv.slice(2), { bundle = true } = {}): void
     (require('../cli/extcap') as typeof import('../cli/extcap')).extcapMain(argv.slice(1));
     return;
   }
+  if (argv[0] === 'ring' && argv[1] === 'import' && (require('../cli/commands/ring') as typeof import('../cli/commands/ring')).importFast(argv.slice(2))) return;
   const hot = require('../cli/hot') as typeof import('../cli/hot');
   if (bundle && hot.isHotCommand(argv) && (require('../cli/hot-bundle') as typeof import('../cli/hot-bundle')).runHotBundle(argv)) return;
   const handled = argv[0] === 'trace' ? (require('../cli/hot-trace') as typeof import('../cli/hot-trace')).hotCommand(argv) : hot.hotCommand(argv);

@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import yargs from 'yargs';
 import { QUERY_OPTIONS } from './commands/query';
 import { TRACE_OPTIONS } from './commands/remote';
+import { IMPORT_OPTIONS } from './commands/ring';
 import { FlagTable, parseFlagsFast } from './flags';
 
 /** The flags as yargs gives them to a command's handler (`query`'s unless told), or the error yargs raises. */
@@ -58,6 +61,33 @@ test('the hand parser reads the plain forms of `trace` exactly as yargs does', (
   for (const argv of [['--help'], ['--call-id', 'a', '--no-rtp-stats'], ['--hosts', 'a', 'b'], ['--timeout', '1.5']]) assert.equal(parseFlagsFast(TRACE_OPTIONS, argv), undefined, argv.join(' '));
 });
 
+test('the hand parser reads the plain forms of `ring import` exactly as yargs does, its files included', () => {
+  const cases = [
+    ['--ring', '/r', 'a.pcap'],
+    ['a.pcap', 'b.pcapng', '--ring=/r', '--json', '--segment-size', '16', '123'],
+    ['--correlation-header', 'X-Foo', '--ring', '/r', 'a.pcap', '--segment-size=8', 'b.pcap'],
+  ];
+  for (const argv of cases) {
+    const fast = parseFlagsFast(IMPORT_OPTIONS, argv, 'files');
+    assert.ok(fast, `taken by hand: ${argv.join(' ')}`);
+    // As the command is declared (cli/commands/ring.ts).
+    const y = yargs(['import', ...argv])
+      .command('import <files..>', '', (c) => c.positional('files', { type: 'string', array: true, demandOption: true }).options(IMPORT_OPTIONS))
+      .strict()
+      .exitProcess(false)
+      .fail((msg, err) => {
+        throw err ?? new Error(msg);
+      })
+      .parseSync();
+    assert.deepEqual(flagsOf(fast, IMPORT_OPTIONS), flagsOf(y, IMPORT_OPTIONS), argv.join(' '));
+    assert.deepEqual(fast.files, y.files, argv.join(' '));
+  }
+  // No file, help, a file after `--`, yargs' own forms: yargs answers.
+  for (const argv of [['--ring', '/r'], ['--help'], ['--ring', '/r', '--', 'a.pcap'], ['--ring', '/r', 'a.pcap', '--no-json'], ['--ring', '/r', 'a', '--segment-size', '0.5']]) {
+    assert.equal(parseFlagsFast(IMPORT_OPTIONS, argv, 'files'), undefined, argv.join(' '));
+  }
+});
+
 test('whatever yargs might read otherwise, or must answer itself, is left to yargs', () => {
   const cases = [
     ['--help'],
@@ -107,6 +137,13 @@ test('`--version` and a plain `query` load no yargs, `--version` and the extcap 
   const viaYargsToo = loaded(['query', '--ring', join(__dirname, 'no-such-ring'), '--call-id', 'x', '--json', '--no-rtp']);
   assert.equal(viaYargsToo.status, 2);
   assert.ok(viaYargsToo.packages.includes('yargs'), viaYargsToo.packages.join(' '));
+  // A plain `ring import`: neither yargs nor another command's packages (its error after its flags are read).
+  const ring = mkdtempSync(join(tmpdir(), 'tf-flags-'));
+  const imp = loaded(['ring', 'import', '--ring', ring, '--json', join(__dirname, 'no-such.pcap')]);
+  rmSync(ring, { recursive: true, force: true });
+  assert.equal(imp.status, 2, imp.stderr);
+  assert.match(imp.stderr, /no-such\.pcap: no such file/);
+  assert.ok(!imp.packages.includes('yargs'), imp.packages.join(' '));
   // What Wireshark runs at each start, and for each interface's dialog: no package at all.
   for (const args of [['extcap', '--extcap-interfaces', '--extcap-version=4.0'], ['extcap', '--extcap-config', '--extcap-interface', 'tracefleet-follow'], ['extcap', '--extcap-dlts', '--extcap-interface', 'tracefleet-trace']]) {
     const x = loaded(args);

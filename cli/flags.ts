@@ -44,9 +44,11 @@ function namesOf(key: string, f: FlagSpec): { long: string; short?: string } {
  * filled in; or undefined where yargs must decide: help, an unknown,
  * repeated, negated (`--no-x`) or missing required flag, a positional, a
  * value that looks like a flag (or `--x -`, `-o=x`), a list given as
- * `--x a b`, a number that is not plain digits.
+ * `--x a b`, a number that is not plain digits. `positionals`: the name of
+ * the command's one variadic positional (`import <files..>`), which must
+ * then be given at least once, and never after `--`.
  */
-export function parseFlagsFast(table: FlagTable, argv: string[]): Record<string, unknown> | undefined {
+export function parseFlagsFast(table: FlagTable, argv: string[], positionals?: string): Record<string, unknown> | undefined {
   const options: Record<string, { type: 'string' | 'boolean'; multiple: true; short?: string }> = {};
   for (const [key, f] of Object.entries(table)) {
     const { long, short } = namesOf(key, f);
@@ -54,16 +56,18 @@ export function parseFlagsFast(table: FlagTable, argv: string[]): Record<string,
   }
   let values: Record<string, (string | boolean)[] | undefined>;
   try {
-    const parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false, tokens: true });
+    const parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: positionals !== undefined, tokens: true });
     // Where the two read a value differently: yargs takes `--output -` for an unknown argument `-` (only `-o -` and
     // `--output=-` mean stdout), and `-o=x` for x where parseArgs keeps the `=`. Their answer, not ours.
     const long = (t: { rawName: string }) => t.rawName.startsWith('--');
     if (parsed.tokens.some((t) => t.kind === 'option' && t.value !== undefined && (t.inlineValue ? !long(t) : t.value === '-' && long(t)))) return undefined;
+    if (positionals !== undefined && (parsed.positionals.length === 0 || parsed.tokens.some((t) => t.kind === 'option-terminator'))) return undefined;
     values = parsed.values as typeof values;
+    if (positionals !== undefined) values = { ...values, [positionals]: parsed.positionals };
   } catch {
     return undefined;
   }
-  const a: Record<string, unknown> = {};
+  const a: Record<string, unknown> = positionals === undefined ? {} : { [positionals]: values[positionals] };
   for (const [key, f] of Object.entries(table)) {
     const { long } = namesOf(key, f);
     const got = values[long];

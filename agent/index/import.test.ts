@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateSipCapture } from '../../bench/common/sipgen';
 import { PCAP_HEADER_LEN } from '../../shared/pcap/pcap';
+import { INDEX_EXT, segmentBaseName } from '../ring/layout';
 import { importCaptures, ImportOptions } from './import';
 
 /** The records of a little-endian PCAP file: [offset, size] each. */
@@ -25,15 +26,18 @@ function bigEndian(b: Buffer): Buffer {
   return c;
 }
 
-/** Imports `files` both ways; every segment and index file must be byte-identical, and the results (or the errors) the same. */
+/**
+ * Imports `files` every way: record by record and copied, each indexed in the importing thread and on two index
+ * threads. Every segment and index file must be byte-identical, and the results (or the errors) the same.
+ */
 async function importBothWays(dir: string, name: string, files: string[], opts: ImportOptions = {}): Promise<{ packets: number; segments: number; tornBytes: number }> {
   const rings: Array<Record<string, Buffer>> = [];
   const results: unknown[] = [];
-  for (const copyVerbatim of [false, true]) {
-    const ring = join(dir, `${name}-${copyVerbatim}`);
+  for (const [copyVerbatim, indexThreads] of [[false, 0], [true, 0], [true, 2], [false, 2]] as const) {
+    const ring = join(dir, `${name}-${copyVerbatim}-${indexThreads}`);
     let res: unknown;
     try {
-      const r = await importCaptures(ring, files, { ...opts, copyVerbatim });
+      const r = await importCaptures(ring, files, { ...opts, copyVerbatim, indexThreads });
       res = { ...r, segments: r.segments.map((s) => s.slice(ring.length)) };
     } catch (e) {
       res = { error: (e as Error).message.split(ring).join('RING') };
@@ -43,15 +47,17 @@ async function importBothWays(dir: string, name: string, files: string[], opts: 
     for (const f of readdirSync(ring).sort()) if (!f.startsWith('.') && !f.endsWith('.lock')) contents[f] = readFileSync(join(ring, f));
     rings.push(contents);
   }
-  assert.deepEqual(results[1], results[0], `${name}: the same result`);
-  assert.deepEqual(Object.keys(rings[1]), Object.keys(rings[0]), `${name}: the same files`);
   const failed = 'error' in (results[0] as object);
-  for (const f of Object.keys(rings[0])) {
-    // A failed import leaves its last segment unsealed (no index) with what was written of it: the writer's
-    // buffer is not flushed on an error, so the record-by-record path's is a prefix of the copy's.
-    const unsealed = failed && f.endsWith('.pcap') && !rings[0][f.replace(/\.pcap$/, '.idx')];
-    if (unsealed) assert.ok(rings[1][f].subarray(0, rings[0][f].length).equals(rings[0][f]), `${name}: ${f} (unsealed) starts the same`);
-    else assert.ok(rings[0][f].equals(rings[1][f]), `${name}: ${f} byte-identical`);
+  for (let i = 1; i < rings.length; i++) {
+    assert.deepEqual(results[i], results[0], `${name} (way ${i}): the same result`);
+    assert.deepEqual(Object.keys(rings[i]), Object.keys(rings[0]), `${name} (way ${i}): the same files`);
+    for (const f of Object.keys(rings[0])) {
+      // A failed import leaves its last segment unsealed (no index) with what was written of it: the writer's
+      // buffer is not flushed on an error, so the record-by-record path's is a prefix of the copy's.
+      const unsealed = failed && f.endsWith('.pcap') && !rings[0][f.replace(/\.pcap$/, '.idx')];
+      if (unsealed) assert.ok(rings[i][f].subarray(0, rings[0][f].length).equals(rings[0][f]), `${name} (way ${i}): ${f} (unsealed) starts the same`);
+      else assert.ok(rings[0][f].equals(rings[i][f]), `${name} (way ${i}): ${f} byte-identical`);
+    }
   }
   const r = results[0] as { packets?: number; segments?: string[]; tornBytes?: number };
   return { packets: r.packets ?? -1, segments: r.segments?.length ?? -1, tornBytes: r.tornBytes ?? -1 };
@@ -99,6 +105,28 @@ test('ring import: the verbatim copy and the record-by-record path write the sam
     long.writeUInt32LE(300_000, PCAP_HEADER_LEN + 8);
     long.writeUInt32LE(300_000, PCAP_HEADER_LEN + 12);
     await importBothWays(dir, 'long', [gen.files[0], write('long.pcap', long)]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('ring import: an index thread that cannot write an index fails the import with the segment named, and later segments are not left waiting', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-import-'));
+  try {
+    const gen = generateSipCapture({ outDir: dir, totalBytes: 3 * 2 ** 20, fileBytes: 3 * 2 ** 20, seed: 77 });
+    const a = readFileSync(gen.files[0]);
+    const ring = join(dir, 'ring');
+    // The first segment's sealed index is written to a file beside it and renamed; a directory there fails the open.
+    const micros = a.readUInt32LE(PCAP_HEADER_LEN) * 1_000_000 + Math.floor(a.readUInt32LE(PCAP_HEADER_LEN + 4) / 1000);
+    const first = join(ring, segmentBaseName('import', micros) + INDEX_EXT);
+    mkdirSync(`${first}.seal-${process.pid}`, { recursive: true });
+    await assert.rejects(importCaptures(ring, gen.files, { maxSegmentBytes: 700_000, indexThreads: 2 }), (e: Error) => {
+      assert.match(e.message, /cannot index ring segment .*import-.*\.pcap: .*EISDIR/);
+      return true;
+    });
+    // The ring is unlocked again: a second import runs (its segments take the next free names).
+    const again = await importCaptures(ring, gen.files, { maxSegmentBytes: 700_000, indexThreads: 2 });
+    assert.ok(again.packets > 0 && again.segments.length >= 4);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,11 +1,14 @@
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapCapLenLimit, pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { detectCaptureFormat, forEachCaptureRecordSync } from '../../shared/pcap/reader';
 import { CaptureFormatError, notACaptureError } from '../../shared/pcap/errors';
+import { TracefleetError } from '../../shared/errors/catalogue';
 import type { PacketRecord } from '../../shared/pcap/types';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { IndexerOptions, SegmentIndexer } from './builder';
+import { ImportIndexPool } from './import-pool';
 import { INDEX_EXT, SEGMENT_EXT, segmentBaseName } from '../ring/layout';
 import { lockRing } from '../ring/lock';
 
@@ -19,6 +22,15 @@ export interface ImportOptions extends IndexerOptions {
    * every record is read and written one by one (the tests that compare both). The ring is the same either way.
    */
   copyVerbatim?: boolean;
+  /**
+   * Threads that index and seal segments while this one writes them (import-pool.ts): a new segment goes to
+   * a thread that is free, else it is indexed here, from the records in hand, as every segment is with 0.
+   * Default: TRACEFLEET_IMPORT_THREADS when set, else one a core but this one's (at most MAX_INDEX_THREADS)
+   * when the files make more than one segment, else 0 (a thread's start costs more than it saves on one
+   * segment). The ring is the same either way. With onMessage or onRtcp: always 0 (they are told in this
+   * thread).
+   */
+  indexThreads?: number;
 }
 
 export interface ImportResult {
@@ -33,6 +45,20 @@ const WRITE_BUFFER = 4 << 20;
 const SNAPLEN = 262144;
 /** Source bytes read at a time by the verbatim copy (copyVerbatim). */
 const COPY_CHUNK = 8 << 20;
+const MAX_INDEX_THREADS = 4;
+
+function indexThreadsFor(files: string[], maxBytes: number, opts: ImportOptions): number {
+  if (opts.onMessage || opts.onRtcp) return 0;
+  if (opts.indexThreads !== undefined) return Math.max(0, Math.floor(opts.indexThreads));
+  const env = process.env.TRACEFLEET_IMPORT_THREADS;
+  if (env !== undefined && env !== '') {
+    if (!/^\d{1,2}$/.test(env)) throw new TracefleetError('TF_USAGE', { message: `TRACEFLEET_IMPORT_THREADS=${env}: give a number of index threads from 0 (index in the importing thread) to 99` });
+    return Number(env);
+  }
+  let bytes = 0;
+  for (const f of files) bytes += statSync(f, { throwIfNoEntry: false })?.size ?? 0;
+  return bytes > maxBytes ? Math.min(availableParallelism() - 1, MAX_INDEX_THREADS) : 0;
+}
 
 function sourceIsNanos(path: string): boolean {
   let fd: number;
@@ -66,16 +92,20 @@ function sourceIsNanos(path: string): boolean {
  */
 export async function importCaptures(ringDir: string, files: string[], opts: ImportOptions = {}): Promise<ImportResult> {
   const maxBytes = opts.maxSegmentBytes ?? 64 * 1024 * 1024;
+  const threads = indexThreadsFor(files, maxBytes, opts);
   mkdirSync(ringDir, { recursive: true });
   const release = lockRing(ringDir);
   const result: ImportResult = { files: 0, packets: 0, segments: [], tornBytes: 0 };
-  // Each segment is indexed as it is written, from the records in hand: reading it back was a tenth of an import.
-  type Open = { fd: number; w: PcapFileWriterSync; path: string; nanos: boolean; ix: SegmentIndexer; header: Buffer };
+  // A segment given to a thread is indexed there as it is written (read back as it grows); one kept here, from
+  // the records in hand: reading it back was a tenth of a single-threaded import. Each isolate costs its own
+  // start, JIT warm-up and heap, so this thread indexes too rather than wait for the threads.
+  let pool: ImportIndexPool | null = null;
   const open = new Map<number, Open>();
   const finish = (o: Open) => {
     o.w.flush();
     closeSync(o.fd);
-    o.ix.seal();
+    if (o.ix) o.ix.seal();
+    else pool!.seal(o.path);
     result.segments.push(o.path);
   };
   /** The segment a record of `size` bytes (header included) goes to: the open one of its link type if it fits, else a new one. */
@@ -94,13 +124,15 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
       while (existsSync((path = join(ringDir, segmentBaseName(stream, micros) + SEGMENT_EXT)))) micros++;
       const fd = openSync(path, 'wx');
       const w = new PcapFileWriterSync(fd, { linkType, nanos, snaplen: SNAPLEN, bufferSize: WRITE_BUFFER });
-      const ix = new SegmentIndexer(path, path.slice(0, -SEGMENT_EXT.length) + INDEX_EXT, { ...opts, journal: false });
-      o = { fd, path, nanos, w, ix, header: pcapHeaderBytes({ linkType, nanos, snaplen: SNAPLEN }) };
+      const indexPath = path.slice(0, -SEGMENT_EXT.length) + INDEX_EXT;
+      o = { fd, path, nanos, w, header: pcapHeaderBytes({ linkType, nanos, snaplen: SNAPLEN }), ix: null, grownAt: 0, pool };
       open.set(linkType, o);
+      if (!pool?.tryOpen(path, indexPath)) o.ix = new SegmentIndexer(path, indexPath, { ...opts, journal: false });
     }
     return o;
   };
   try {
+    if (threads > 0) pool = new ImportIndexPool(threads, opts);
     for (const file of files) {
       const nanos = sourceIsNanos(file);
       const copied = opts.copyVerbatim === false ? { done: false, records: 0 } : copyVerbatim(file, nanos, maxBytes, segmentFor, result);
@@ -119,30 +151,51 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
         const fileOffset = o.w.write(rec);
         // The record as the segment holds it: a µs segment keeps whole microseconds (writePcapRecordHeader).
         // Written (copied) already and the reader's own fresh object: made the segment's in place, not copied.
-        rec.fileOffset = fileOffset;
-        if (!o.nanos) rec.tsNsec = Math.floor(rec.tsNsec / 1000) * 1000;
-        o.ix.indexWritten(o.header, rec);
+        if (o.ix) {
+          rec.fileOffset = fileOffset;
+          if (!o.nanos) rec.tsNsec = Math.floor(rec.tsNsec / 1000) * 1000;
+          o.ix.indexWritten(o.header, rec);
+        } else if (o.w.position - o.grownAt >= WRITE_BUFFER) {
+          // The writer has flushed about this much since: its thread indexes what is in the file.
+          o.grownAt = o.w.position;
+          pool!.grown(o.path);
+        }
         result.packets++;
       }, { onTorn: (b) => (result.tornBytes += b) });
       result.files++;
     }
     for (const o of open.values()) finish(o);
     open.clear();
+    pool?.drain();
   } finally {
     for (const o of open.values()) {
-      o.ix.close();
+      if (o.ix) o.ix.close();
+      else pool!.abandonQuietly(o.path);
       try { closeSync(o.fd); } catch { /* closed */ }
     }
-    release();
+    try {
+      // After a failure, the segments closed before it are still sealed, as without threads.
+      pool?.drainQuietly();
+    } finally {
+      await pool?.stop();
+      release();
+    }
   }
   return result;
 }
 
+/** An open segment: indexed here (`ix`) or on the pool's threads. */
 interface SegmentTarget {
+  path: string;
   w: PcapFileWriterSync;
-  ix: SegmentIndexer;
+  ix: SegmentIndexer | null;
+  pool: ImportIndexPool | null;
+  /** Writer position when the pool was last told the segment grew. */
+  grownAt: number;
   header: Buffer;
 }
+
+type Open = SegmentTarget & { fd: number; nanos: boolean };
 
 /**
  * Copies the records of a PCAP file whose records a segment holds byte for byte (little-endian headers,
@@ -196,7 +249,9 @@ function copyVerbatim(
       const flushRun = () => {
         if (o !== null && off > runStart) {
           const bytes = buf.subarray(runStart, off);
-          o.ix.indexWrittenRecords(o.header, bytes, o.w.writeRecordBytes(bytes));
+          const at = o.w.writeRecordBytes(bytes);
+          if (o.ix) o.ix.indexWrittenRecords(o.header, bytes, at);
+          else o.pool!.grown(o.path);
           records += runRecords;
           result.packets += runRecords;
         }

@@ -20,6 +20,8 @@ import { GENERATOR_VERSION, generateSipCapture, SipGenResult } from '../common/s
  *   file, which only prints Call-IDs: less work than building an index.
  * - ours with the JS path only (no native scan, TRACEFLEET_INDEX_NATIVE=0),
  *   live and import, in the same runs: what the native scan gains.
+ * - import in one thread (TRACEFLEET_IMPORT_THREADS=0), in the same runs:
+ *   what the index threads gain in wall time and cost in CPU and memory.
  *
  * Both must see the same SIP messages (ours indexed = tshark's lines), or the
  * bench fails. CPU times of the child processes come from /usr/bin/time.
@@ -105,10 +107,10 @@ function liveRun(files: string[], nativeScan: boolean): { cpuMs: number; packets
   return { cpuMs: cpu, packets, messages };
 }
 
-/** Runs a command under /usr/bin/time; wall ms and the CPU ms (user + sys) it reports. */
-function timed(cmd: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore', env: NodeJS.ProcessEnv = process.env): { wallMs: number; cpuMs: number; out: string } {
+/** Runs a command under /usr/bin/time; wall ms, the CPU ms (user + sys) and the peak RSS (KiB) it reports. */
+function timed(cmd: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore', env: NodeJS.ProcessEnv = process.env): { wallMs: number; cpuMs: number; rssKb: number; out: string } {
   const start = nowMs();
-  const p = spawnSync('/usr/bin/time', ['-f', 'TIME %U %S', cmd, ...args], {
+  const p = spawnSync('/usr/bin/time', ['-f', 'TIME %U %S %M', cmd, ...args], {
     env,
     stdio: ['ignore', stdout, 'pipe'],
     encoding: 'utf8',
@@ -116,20 +118,20 @@ function timed(cmd: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore'
   });
   const wallMs = nowMs() - start;
   if (p.status !== 0) fail(`${cmd} ${args.join(' ')} exited with ${p.status ?? p.signal}: ${p.stderr}`);
-  const m = /TIME (\S+) (\S+)\s*$/.exec(p.stderr);
+  const m = /TIME (\S+) (\S+) (\d+)\s*$/.exec(p.stderr);
   if (!m) fail(`no CPU time from /usr/bin/time for ${cmd}: ${p.stderr.slice(-300)}`);
-  return { wallMs, cpuMs: (Number(m[1]) + Number(m[2])) * 1000, out: stdout === 'pipe' ? p.stdout : '' };
+  return { wallMs, cpuMs: (Number(m[1]) + Number(m[2])) * 1000, rssKb: Number(m[3]), out: stdout === 'pipe' ? p.stdout : '' };
 }
 
-function importRun(files: string[], nativeScan: boolean): { wallMs: number; cpuMs: number; packets: number; indexBytes: number } {
+function importRun(files: string[], nativeScan: boolean, threads?: number): { wallMs: number; cpuMs: number; rssKb: number; packets: number; indexBytes: number } {
   const ring = join(WORK_DIR, 'ring');
   rmSync(ring, { recursive: true, force: true });
-  const env = { ...process.env, TRACEFLEET_INDEX_NATIVE: nativeScan ? '1' : '0' };
+  const env = { ...process.env, TRACEFLEET_INDEX_NATIVE: nativeScan ? '1' : '0', ...(threads === undefined ? {} : { TRACEFLEET_IMPORT_THREADS: String(threads) }) };
   const r = timed(process.execPath, [join(ROOT, 'dist', 'bin', 'main.js'), 'ring', 'import', '--ring', ring, '--json', ...files], 'pipe', env);
   const res = JSON.parse(r.out.trim().split('\n').pop() ?? '{}') as { packets?: number };
   if (typeof res.packets !== 'number') fail(`ring import printed no result: ${r.out.slice(0, 300)}`);
   const indexBytes = readdirSync(ring).filter((n) => n.endsWith('.idx')).reduce((a, n) => a + statSync(join(ring, n)).size, 0);
-  return { wallMs: r.wallMs, cpuMs: r.cpuMs, packets: res.packets, indexBytes };
+  return { wallMs: r.wallMs, cpuMs: r.cpuMs, rssKb: r.rssKb, packets: res.packets, indexBytes };
 }
 
 function tsharkRun(files: string[]): { wallMs: number; cpuMs: number; lines: number } {
@@ -160,6 +162,7 @@ function main(): void {
   const ts: Array<ReturnType<typeof tsharkRun>> = [];
   const liveJs: Array<ReturnType<typeof liveRun>> = [];
   const impJs: Array<ReturnType<typeof importRun>> = [];
+  const imp1: Array<ReturnType<typeof importRun>> = [];
   if (!indexAddon()) fail('the index addon (agent/index/native) is not built: run scripts/setup.sh');
   for (let i = 0; i < RUNS; i++) {
     liveJs.push(liveRun(files, false));
@@ -167,12 +170,13 @@ function main(): void {
     progress(`live run ${i + 1}: ${(live[i].cpuMs / 1000).toFixed(2)} s CPU (JS path only: ${(liveJs[i].cpuMs / 1000).toFixed(2)} s)`);
     impJs.push(importRun(files, false));
     imp.push(importRun(files, true));
-    progress(`import run ${i + 1}: ${(imp[i].wallMs / 1000).toFixed(2)} s wall, ${(imp[i].cpuMs / 1000).toFixed(2)} s CPU (JS path only: ${(impJs[i].wallMs / 1000).toFixed(2)} s wall, ${(impJs[i].cpuMs / 1000).toFixed(2)} s CPU)`);
+    imp1.push(importRun(files, true, 0));
+    progress(`import run ${i + 1}: ${(imp[i].wallMs / 1000).toFixed(2)} s wall, ${(imp[i].cpuMs / 1000).toFixed(2)} s CPU (JS path only: ${(impJs[i].wallMs / 1000).toFixed(2)} s wall, ${(impJs[i].cpuMs / 1000).toFixed(2)} s CPU; one thread: ${(imp1[i].wallMs / 1000).toFixed(2)} s wall, ${(imp1[i].cpuMs / 1000).toFixed(2)} s CPU)`);
     ts.push(tsharkRun(files));
     progress(`tshark run ${i + 1}: ${(ts[i].wallMs / 1000).toFixed(2)} s wall, ${(ts[i].cpuMs / 1000).toFixed(2)} s CPU`);
   }
   const packets = meta.gen.packets;
-  if ([...live, ...liveJs, ...imp, ...impJs].some((r) => r.packets !== packets)) fail(`indexed packet counts differ from the ${packets} generated`);
+  if ([...live, ...liveJs, ...imp, ...impJs, ...imp1].some((r) => r.packets !== packets)) fail(`indexed packet counts differ from the ${packets} generated`);
   const messages = live[0].messages;
   if (ts[0].lines !== messages) fail(`tshark printed ${ts[0].lines} Call-IDs, the index holds ${messages} SIP messages: they must see the same messages`);
 
@@ -183,6 +187,8 @@ function main(): void {
   const importJsCpuMBps = mb / (median(impJs.map((r) => r.cpuMs)) / 1000);
   const importMBps = mb / (median(imp.map((r) => r.wallMs)) / 1000);
   const importCpuMBps = mb / (median(imp.map((r) => r.cpuMs)) / 1000);
+  const import1MBps = mb / (median(imp1.map((r) => r.wallMs)) / 1000);
+  const import1CpuMBps = mb / (median(imp1.map((r) => r.cpuMs)) / 1000);
   const tsharkPps = packets / (median(ts.map((r) => r.cpuMs)) / 1000);
   const tsharkMBps = mb / (median(ts.map((r) => r.wallMs)) / 1000);
   const tsharkCpuMBps = mb / (median(ts.map((r) => r.cpuMs)) / 1000);
@@ -210,9 +216,14 @@ function main(): void {
     .add('import_js_mbps', 'ours, JS path only, wall', importJsMBps, 'MB/s', 1)
     .add('import_js_cpu_mbps', 'ours, JS path only, per CPU second', importJsCpuMBps, 'MB/s', 1)
     .add('import_native_gain', 'native scan / JS path (wall)', importMBps / importJsMBps, 'x', 2)
+    .add('import_1t_mbps', 'ours in one thread (TRACEFLEET_IMPORT_THREADS=0), wall', import1MBps, 'MB/s', 1)
+    .add('import_1t_cpu_mbps', 'ours in one thread, per CPU second', import1CpuMBps, 'MB/s', 1)
+    .add('import_threads_gain', 'index threads / one thread (wall)', importMBps / import1MBps, 'x', 2)
+    .add('import_rss_mb', 'ours, peak RSS', median(imp.map((r) => r.rssKb)) / 1024, 'MiB', 0)
+    .add('import_1t_rss_mb', 'ours in one thread, peak RSS', median(imp1.map((r) => r.rssKb)) / 1024, 'MiB', 0)
     .add('index_mb', 'sealed index files', imp[0].indexBytes / 1e6, 'MB', 2)
     .add('index_bytes_per_packet', 'index bytes per packet', imp[0].indexBytes / packets, 'B', 1);
-  f.extra('runs', { liveCpuMs: live.map((r) => Math.round(r.cpuMs)), liveJsCpuMs: liveJs.map((r) => Math.round(r.cpuMs)), importJsWallMs: impJs.map((r) => Math.round(r.wallMs)), importJsCpuMs: impJs.map((r) => Math.round(r.cpuMs)), importWallMs: imp.map((r) => Math.round(r.wallMs)), importCpuMs: imp.map((r) => Math.round(r.cpuMs)), tsharkWallMs: ts.map((r) => Math.round(r.wallMs)), tsharkCpuMs: ts.map((r) => Math.round(r.cpuMs)) });
+  f.extra('runs', { liveCpuMs: live.map((r) => Math.round(r.cpuMs)), liveJsCpuMs: liveJs.map((r) => Math.round(r.cpuMs)), importJsWallMs: impJs.map((r) => Math.round(r.wallMs)), importJsCpuMs: impJs.map((r) => Math.round(r.cpuMs)), importWallMs: imp.map((r) => Math.round(r.wallMs)), importCpuMs: imp.map((r) => Math.round(r.cpuMs)), import1WallMs: imp1.map((r) => Math.round(r.wallMs)), import1CpuMs: imp1.map((r) => Math.round(r.cpuMs)), tsharkWallMs: ts.map((r) => Math.round(r.wallMs)), tsharkCpuMs: ts.map((r) => Math.round(r.cpuMs)) });
   f.print();
 }
 

@@ -1,18 +1,21 @@
 import type { Argv, CommandModule } from 'yargs';
+import type { FlagTable } from '../flags';
 import { Args, fail } from './local';
 
 /* `tracefleet ring import|check`: indexed segments from capture files, and a ring's indexes verified and repaired. */
 
+/** import's flags, read by yargs and by hand (importFast) alike. */
+export const IMPORT_OPTIONS = {
+  ring: { type: 'string', demandOption: true, describe: 'ring directory (created if missing)' },
+  'segment-size': { type: 'number', default: 64, describe: 'segment size in MiB' },
+  'correlation-header': { type: 'string', default: 'X-CID', describe: 'header carrying a correlation key' },
+  json: { type: 'boolean', default: false, describe: 'print the result (or the error) as JSON' },
+} as const satisfies FlagTable;
+
 const importCommand: CommandModule<object, Args> = {
   command: 'import <files..>',
   describe: 'build ring segments and indexes from PCAP/PCAPNG files',
-  builder: (y) =>
-    y
-      .positional('files', { type: 'string', array: true, demandOption: true })
-      .option('ring', { type: 'string', demandOption: true, describe: 'ring directory (created if missing)' })
-      .option('segment-size', { type: 'number', default: 64, describe: 'segment size in MiB' })
-      .option('correlation-header', { type: 'string', default: 'X-CID' })
-      .option('json', { type: 'boolean', default: false }) as unknown as Argv<Args>,
+  builder: (y) => y.positional('files', { type: 'string', array: true, demandOption: true }).options(IMPORT_OPTIONS) as unknown as Argv<Args>,
   handler: (a) =>
     import('../../agent/index/import')
       .then(({ importCaptures }) =>
@@ -44,6 +47,18 @@ const checkCommand: CommandModule<object, Args> = {
     }
   },
 };
+
+/**
+ * `ring import` with its plain flags (argv after `ring import`), run without loading yargs or the other
+ * commands (a tenth of a second of CPU, docs/ARCHITECTURE.md "The CLI"); false, with nothing run, when
+ * yargs must read argv (help, errors, its own forms: cli/flags.ts).
+ */
+export function importFast(argv: string[]): boolean {
+  const a = (require('../flags') as typeof import('../flags')).parseFlagsFast(IMPORT_OPTIONS, argv, 'files');
+  if (!a) return false;
+  void importCommand.handler({ ...a, _: ['ring', 'import'], $0: 'tracefleet' });
+  return true;
+}
 
 export const ringCommand: CommandModule<object, object> = {
   command: 'ring',

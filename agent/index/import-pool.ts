@@ -1,0 +1,153 @@
+import { join } from 'node:path';
+import { MessageChannel, MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import type { IndexerOptions } from './builder';
+import type { ImportIndexCommand, ImportIndexReport, ImportWorkerData } from './import-worker';
+
+/**
+ * Segments a thread holds at most (its memory is the index state of each). One: the import writes faster than a
+ * thread indexes, and indexes a segment itself when no thread is free.
+ */
+const AHEAD = 1;
+/** A thread that neither reports nor indexes for this long while the import waits on it has died (e.g. out of memory). */
+const STALL_MS = 5 * 60_000;
+
+interface Thread {
+  worker: Worker;
+  port: MessagePort;
+  /** Segments given and not yet sealed or abandoned. */
+  held: number;
+}
+
+/**
+ * ring import's index threads (import-worker.ts): the import writes segments on its own thread and a segment
+ * given to one of these is indexed and sealed there as it is written, so that indexing, most of an import's
+ * CPU, runs on more than one core. Synchronous for the import's loop: it takes reports with
+ * receiveMessageOnPort and waits for the last on a shared counter (Atomics), never through its event loop.
+ */
+export class ImportIndexPool {
+  private readonly threads: Thread[] = [];
+  private readonly owner = new Map<string, Thread>();
+  /** [0]: reports posted by every thread; [1]: catch-ups they finished (they are alive). */
+  private readonly posted = new Int32Array(new SharedArrayBuffer(8));
+  private failure: Error | null = null;
+
+  constructor(size: number, opts: IndexerOptions) {
+    const { onMessage: _m, onRtcp: _r, ...plain } = opts;
+    for (let i = 0; i < size; i++) {
+      const { port1, port2 } = new MessageChannel();
+      const data: ImportWorkerData = { port: port2, posted: this.posted.buffer as SharedArrayBuffer, opts: plain };
+      const worker = new Worker(join(__dirname, 'import-worker.js'), { workerData: data, transferList: [port2] });
+      // A thread that fails outside a command has no segment to name; the stall bound reports it.
+      worker.on('error', () => {});
+      this.threads.push({ worker, port: port1, held: 0 });
+    }
+  }
+
+  /** A new segment, given to a free thread (true); false when every thread holds AHEAD. */
+  tryOpen(path: string, indexPath: string): boolean {
+    this.collect();
+    this.throwFailure();
+    const t = this.least();
+    if (t.held >= AHEAD) return false;
+    t.held++;
+    this.owner.set(path, t);
+    this.send(path, { type: 'open', path, indexPath });
+    return true;
+  }
+
+  grown(path: string): void {
+    this.send(path, { type: 'grown', path });
+  }
+
+  /** The segment is complete and closed: seal it. */
+  seal(path: string): void {
+    this.send(path, { type: 'seal', path });
+    this.owner.delete(path);
+  }
+
+  /** Left unsealed (the import failed while writing it). */
+  abandon(path: string): void {
+    this.send(path, { type: 'abandon', path });
+    this.owner.delete(path);
+  }
+
+  /** Waits until every segment given is sealed or abandoned; throws the first error a thread reported. */
+  drain(): void {
+    while (this.threads.some((t) => t.held > 0)) this.waitReport();
+    this.throwFailure();
+  }
+
+  /** abandon() and drain() for an import that is failing already: its own error is the one to throw. */
+  abandonQuietly(path: string): void {
+    const t = this.owner.get(path);
+    this.owner.delete(path);
+    t?.port.postMessage({ type: 'abandon', path } satisfies ImportIndexCommand);
+  }
+
+  drainQuietly(): void {
+    try {
+      this.drain();
+    } catch {
+      // see abandonQuietly
+    }
+  }
+
+  /** Ends the threads (after drain(), or after a failure: what they held is left unsealed). */
+  async stop(): Promise<void> {
+    await Promise.all(
+      this.threads.map((t) => {
+        t.port.postMessage({ type: 'stop' } satisfies ImportIndexCommand);
+        t.port.close();
+        return t.worker.terminate();
+      }),
+    );
+  }
+
+  private send(path: string, c: ImportIndexCommand): void {
+    this.collect();
+    this.throwFailure();
+    const t = this.owner.get(path);
+    if (!t) throw new Error(`ring import: segment ${path} was not given to an index thread`);
+    t.port.postMessage(c);
+  }
+
+  private least(): Thread {
+    let best = this.threads[0];
+    for (const t of this.threads) if (t.held < best.held) best = t;
+    return best;
+  }
+
+  private throwFailure(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  /** Takes every report posted so far; true if there was one. */
+  private collect(): boolean {
+    let any = false;
+    for (const t of this.threads) {
+      for (let m = receiveMessageOnPort(t.port); m !== undefined; m = receiveMessageOnPort(t.port)) {
+        any = true;
+        const r = m.message as ImportIndexReport;
+        t.held--;
+        if (r.type === 'error' && !this.failure) this.failure = new Error(`cannot index ring segment ${r.path}: ${r.message}`);
+      }
+    }
+    return any;
+  }
+
+  /** Blocks until a thread reports (a segment sealed, abandoned or failed). */
+  private waitReport(): void {
+    let start = Date.now();
+    let alive = Atomics.load(this.posted, 1);
+    for (;;) {
+      const seen = Atomics.load(this.posted, 0);
+      if (this.collect()) return;
+      if (Atomics.load(this.posted, 1) !== alive) {
+        alive = Atomics.load(this.posted, 1);
+        start = Date.now();
+      }
+      if (Date.now() - start > STALL_MS) throw new Error(`ring import: no index thread reported or indexed for ${STALL_MS / 1000} s (one has stopped)`);
+      Atomics.wait(this.posted, 0, seen, 1000);
+    }
+  }
+}

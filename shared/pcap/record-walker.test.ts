@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { PCAP_RECORD_HEADER_LEN } from './pcap';
 import { PcapRecordWalker } from './record-walker';
+import { unevenCuts } from '../../test/support/cuts';
 
 /** Records after a file header: lengths 0..300 (zero-length ones too), each record's bytes its index; [header bytes, data bytes] per record. */
 function records(n: number, littleEndian: boolean): { bytes: Buffer; each: Buffer[] } {
@@ -17,19 +18,6 @@ function records(n: number, littleEndian: boolean): { bytes: Buffer; each: Buffe
     each.push(r);
   }
   return { bytes: Buffer.concat(each), each };
-}
-
-/** Cuts `bytes` at pseudo-random points (1 to 700 bytes apart), so headers and records straddle chunks. */
-function cuts(bytes: Buffer, seed: number): Buffer[] {
-  const out: Buffer[] = [];
-  let x = seed;
-  for (let off = 0; off < bytes.length; ) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    const n = 1 + (x % 700);
-    out.push(bytes.subarray(off, off + n));
-    off += n;
-  }
-  return out;
 }
 
 /** Every record the walker hands on, copied, and whether each came from the chunk pushed. */
@@ -54,7 +42,7 @@ test('PcapRecordWalker hands on every record whole, however the stream is cut, i
   for (const le of [true, false]) {
     const { bytes, each } = records(500, le);
     for (let seed = 1; seed <= 20; seed++) {
-      const r = walk(cuts(bytes, seed), le, 262144);
+      const r = walk(unevenCuts(bytes, seed, 700), le, 262144);
       assert.equal(r.ok, true);
       assert.equal(r.boundary, true);
       assert.deepEqual(r.got, each);
@@ -66,7 +54,7 @@ test('PcapRecordWalker hands on every record whole, however the stream is cut, i
 
 test('PcapRecordWalker: a torn last record is not handed on and leaves it mid-record', () => {
   const { bytes, each } = records(50, true);
-  const r = walk(cuts(bytes.subarray(0, bytes.length - 3), 7), true, 262144);
+  const r = walk(unevenCuts(bytes.subarray(0, bytes.length - 3), 7, 700), true, 262144);
   assert.equal(r.ok, true);
   assert.equal(r.boundary, false);
   assert.deepEqual(r.got, each.slice(0, -1));
@@ -80,7 +68,7 @@ test('PcapRecordWalker stops at a record header whose caplen passes the limit or
     else bad.writeUInt32LE(bad.readUInt32LE(8) - 1, 12);
     const bytes = Buffer.concat([...each.slice(0, 20), bad, ...each.slice(21)]);
     for (let seed = 1; seed <= 10; seed++) {
-      const r = walk(cuts(bytes, seed), true, 1000);
+      const r = walk(unevenCuts(bytes, seed, 700), true, 1000);
       assert.equal(r.ok, false);
       assert.deepEqual(r.got, each.slice(0, 20));
     }

@@ -6,6 +6,7 @@ import { type Logger, componentLogger } from '../../shared/log/log';
 import { AgentHello, AgentStatus, HEARTBEAT_MS, PROTOCOL_VERSION, RingStatus, helloAck, AgentToDispatcherEvents, DispatcherToAgentEvents } from '../../shared/protocol/agent';
 import { parseMessage } from '../../shared/protocol/common';
 import type { StatsOutbox } from '../stats/outbox';
+import { AGENT_TRANSPORTS } from './transports';
 
 export interface DispatcherLinkOptions {
   /** Dispatcher base URL, e.g. http://127.0.0.1:8060 (the link uses url + '/agent'). */
@@ -53,6 +54,7 @@ export function connectDispatcher(opts: DispatcherLinkOptions): DispatcherLink {
     reconnectionDelayMax: RETRY_MAX_MS,
     randomizationFactor: 0.5,
     timeout: 10_000,
+    transportImplementations: AGENT_TRANSPORTS,
     ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
   });
   let closed = false;

@@ -6,6 +6,7 @@ import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
 import { pcapHeaderBytes, PCAP_HEADER_LEN } from '../../shared/pcap/pcap';
 import { PcapWriter } from '../../shared/pcap/writer';
 import { RecordCounter } from './record-count';
+import { unevenCuts } from '../../test/support/cuts';
 
 /** Packets of lengths 0..max (a zero-length one, ones that straddle any split), with distinct times. */
 function packets(n: number, max = 300): Array<{ tsSec: number; tsNsec: number; origLen: number; data: Buffer }> {
@@ -24,17 +25,7 @@ async function collect(write: (out: PassThrough) => Promise<void>): Promise<Buff
 }
 
 /** Cuts `bytes` at pseudo-random points (1 byte to 700 bytes apart), so headers and records straddle chunks. */
-function cuts(bytes: Buffer, seed: number): Buffer[] {
-  const out: Buffer[] = [];
-  let x = seed;
-  for (let off = 0; off < bytes.length; ) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    const n = 1 + (x % 700);
-    out.push(bytes.subarray(off, off + n));
-    off += n;
-  }
-  return out;
-}
+const cuts = (bytes: Buffer, seed: number): Buffer[] => unevenCuts(bytes, seed, 700);
 
 /** After every chunk, the counter's count is the parser's: whole records only (up to a corrupt record: every one before it). */
 function sameAsParser(bytes: Buffer, seed: number): number {

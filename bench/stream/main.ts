@@ -40,7 +40,8 @@ import { BulkCapture, CALL_ID, GEN_VERSION, generateBulkCapture, MEDIA_IP } from
  * Knobs: BENCH_STREAM_MB (200), BENCH_STREAM_REFERENCE=0 skips the curl
  * reference, BENCH_STREAM_CURL_FIRST=1 runs it before the trace instead
  * (curl's upload is then the store's first big one, as the trace's is
- * otherwise: the first costs the store more), BENCH_STREAM_PROF=DIR (a --cpu-prof of each process) or
+ * otherwise: the first costs the store more), BENCH_STREAM_PROF=DIR (a --cpu-prof of each process; DIR, or
+ * bench-output/stream without it, gets trace-span.json: the trace's span on the monotonic clock, µs) or
  * BENCH_STREAM_PERF=1 (--perf-basic-prof, for perf record),
  * BENCH_STREAM_NODE_ARGS="--trace-gc ..." (more node flags for the
  * dispatcher and the agent, not the store), BENCH_COUCHDB=http://user:password@host:port (or its older
@@ -222,6 +223,11 @@ async function main(): Promise<void> {
     const final = await client.waitFinal(trace.id, TRACE_TIMEOUT_MS);
     if (!final) throw new Error(`the trace did not finish within ${TRACE_TIMEOUT_MS / 1000} s`);
     const endAt = final.at;
+    // The trace's span on the monotonic clock (µs) that --cpu-prof's timestamps use, and `perf record -k CLOCK_MONOTONIC`'s:
+    // a profile read for this span alone leaves out start-up, the warm-up and the downloads that check the result.
+    const monoNowUs = Number(process.hrtime.bigint() / 1000n);
+    const wallToMono = (at: number): number => Math.round(monoNowUs - (wallNow() - at) * 1000);
+    writeFileSync(join(process.env.BENCH_STREAM_PROF ?? OUT, 'trace-span.json'), JSON.stringify({ startUs: wallToMono(sentAt), endUs: wallToMono(endAt) }) + '\n');
     const cpu1 = readCpuSeconds(d.pid) ?? 0;
     const scpu1 = d.storePid ? readCpuSeconds(d.storePid) ?? 0 : 0;
     const acpu1 = readCpuSeconds(agent.pid!) ?? 0;

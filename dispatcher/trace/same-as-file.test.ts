@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { mergeCaptures } from '../merge/merge';
 import { pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { FramingCheck, sameAsMerge } from './same-as-file';
+import { unevenCuts } from '../../test/support/cuts';
 
 interface Rec {
   sec: number;
@@ -56,15 +57,7 @@ function pcap(recs: Rec[], opts: { nanos?: boolean; snaplen?: number; bigEndian?
 
 /** A stream of `b` in uneven chunks (1 byte to 3 KiB), so records and headers straddle them. */
 function chunked(b: Buffer, seed: number): Readable {
-  const out: Buffer[] = [];
-  let x = seed;
-  for (let off = 0; off < b.length; ) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    const n = 1 + (x % 3000);
-    out.push(b.subarray(off, off + n));
-    off += n;
-  }
-  return Readable.from(out, { objectMode: false });
+  return Readable.from(unevenCuts(b, seed, 3000), { objectMode: false });
 }
 
 async function realMerge(file: Buffer): Promise<{ out: Buffer; m: Awaited<ReturnType<typeof mergeCaptures>> }> {

@@ -38,9 +38,11 @@ import { BulkCapture, CALL_ID, GEN_VERSION, generateBulkCapture, MEDIA_IP } from
  * the same store directly with `curl -T` as an attachment.
  *
  * Knobs: BENCH_STREAM_MB (200), BENCH_STREAM_REFERENCE=0 skips the curl
- * reference, BENCH_STREAM_CURL_FIRST=1 runs it before the trace instead
- * (curl's upload is then the store's first big one, as the trace's is
- * otherwise: the first costs the store more), BENCH_STREAM_PROF=DIR (a --cpu-prof of each process; DIR, or
+ * reference, BENCH_STREAM_CURL_FIRST=1 runs it before the trace instead,
+ * BENCH_STREAM_WARM_STORE=0 leaves out the unmeasured curl -T of the same
+ * bytes that otherwise warms the store before both (a store's first big
+ * upload costs it more than the next: without it, the measured one that
+ * comes first pays for the other's warm store), BENCH_STREAM_PROF=DIR (a --cpu-prof of each process; DIR, or
  * bench-output/stream without it, gets trace-span.json: the trace's span on the monotonic clock, µs) or
  * BENCH_STREAM_PERF=1 (--perf-basic-prof, for perf record),
  * BENCH_STREAM_NODE_ARGS="--trace-gc ..." (more node flags for the
@@ -57,6 +59,8 @@ const STREAM_MB = Number(process.env.BENCH_STREAM_MB ?? 200);
 const REFERENCE = process.env.BENCH_STREAM_REFERENCE !== '0';
 /** curl -T before the trace rather than after it (knob BENCH_STREAM_CURL_FIRST=1). */
 const CURL_FIRST = process.env.BENCH_STREAM_CURL_FIRST === '1';
+/** An unmeasured big upload first, so that neither measured one is the store's first (knob BENCH_STREAM_WARM_STORE=0). */
+const WARM_STORE = process.env.BENCH_STREAM_WARM_STORE !== '0';
 const COUCHDB = benchCouchdbUrl();
 /** The whole path against curl -T of the same file into the same store: at least half its throughput. */
 const TARGET_CURL_RATIO = 0.5;
@@ -165,12 +169,12 @@ async function main(): Promise<void> {
   const rss = new RssSampler(d.pid, 50);
   const storeRss = d.storePid ? new RssSampler(d.storePid, 100) : null;
   /** curl -T of the capture into a database of its own in the same store: its time, and the embedded store's CPU for it. */
-  const curlReference = (refProblems: string[]): { curlS: number | null; curlStoreCpuS: number | null } => {
+  const curlReference = (refProblems: string[], what = 'reference'): { curlS: number | null; curlStoreCpuS: number | null } => {
     let curlS: number | null = null;
     // The embedded store's CPU for curl's upload alone: what the whole path costs it beyond that is its own.
     let curlStoreCpuS: number | null = null;
-    progress('reference: curl -T of the same bytes into the store as an attachment');
-    const refDb = `${storeUrl}/bench-stream-reference`;
+    progress(`${what}: curl -T of the same bytes into the store as an attachment`);
+    const refDb = `${storeUrl}/bench-stream-${what}`;
     spawnSync('curl', ['-sS', '-o', '/dev/null', '-X', 'DELETE', refDb], { timeout: 60_000 });
     const mk = spawnSync('curl', ['-sS', '-f', '-o', '/dev/null', '-X', 'PUT', refDb], { encoding: 'utf8', timeout: 60_000 });
     if (mk.status === 0) {
@@ -209,8 +213,16 @@ async function main(): Promise<void> {
     const refProblems: string[] = [];
     let curlS: number | null = null;
     let curlStoreCpuS: number | null = null;
-    // The store's first big upload costs it more than the next (JIT, its heap and LevelDB growing): curl's after the trace
-    // finds a warm store, curl's before it a cold one, as the trace's upload does after it.
+    // The store's first big upload costs it more than the next (JIT, its heap and LevelDB growing): whichever measured
+    // upload came first would pay for the other's warm store. One unmeasured upload of the same bytes warms it for both;
+    // the store's growth is still counted from before it.
+    let warmStoreS: number | null = null;
+    if (WARM_STORE) {
+      const warmProblems: string[] = [];
+      warmStoreS = curlReference(warmProblems, 'warm-store').curlS;
+      if (warmProblems.length > 0) throw new Error(`the store's warm-up upload failed: ${warmProblems.join('; ')}`);
+      await sleep(2000);
+    }
     if (REFERENCE && CURL_FIRST) {
       ({ curlS, curlStoreCpuS } = curlReference(refProblems));
       await sleep(2000);
@@ -306,6 +318,8 @@ async function main(): Promise<void> {
     f.add('agentCpuS', '  agent', acpu1 - acpu0, 's', 2);
     f.section(CURL_FIRST ? 'references (the query after the trace, curl -T before it)' : 'references (run after the trace)');
     f.extra('curlFirst', CURL_FIRST);
+    if (warmStoreS !== null) f.add('warmStoreS', 'unmeasured: curl -T that warmed the store before both (BENCH_STREAM_WARM_STORE=0: none)', warmStoreS, 's', 2);
+    else f.extra('warmStore', false);
     if (q.status === 0) {
       f.add('queryOnlyS', '`tracefleet query --ip` to /dev/null', queryS, 's', 2);
       f.add('queryOnlyMbPerSec', '  throughput', cap.bytes / 1e6 / queryS, 'MB/s', 1);

@@ -13,7 +13,6 @@ import {
   NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN,
 } from './format';
 import { IndexState } from './state';
-import { AsciiExtents, EXT } from './message-binary';
 import { DialogKeys } from './dialog-keys';
 import { FLOW_KIND, FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
@@ -68,10 +67,6 @@ type Latin1Sliced = { latin1Slice(start: number, end: number): string };
 function latin1(bytes: Buffer, s: number, e: number): string {
   return (bytes as unknown as Latin1Sliced).latin1Slice(s, e);
 }
-
-const NO_BYTES = Buffer.alloc(0);
-/** indexDecoded's extents of the record's strings, reused message after message. */
-const rawStrings: AsciiExtents = { bytes: NO_BYTES, ext: new Int32Array(EXT.LEN) };
 
 /** The decoded extent at o[k], o[k + 1] as a string; null when absent (start -1). */
 function extent(bytes: Buffer, o: Int32Array, k: number): string | null {
@@ -430,24 +425,6 @@ export class SegmentIndexer {
       return;
     }
     const methodEnd = o[d + DEC_METHOD_END];
-    // The record's strings c to x are copied from the bytes (the scan decodes only all-ASCII header blocks).
-    const ext = rawStrings.ext;
-    ext[EXT.C] = cs;
-    ext[EXT.C + 1] = o[d + DEC_CALL_ID + 1];
-    ext[EXT.M] = methodEnd < 0 ? -1 : o[s + SCAN_START];
-    ext[EXT.M + 1] = methodEnd;
-    ext[EXT.R] = o[d + DEC_REASON];
-    ext[EXT.R + 1] = o[d + DEC_REASON + 1];
-    ext[EXT.Q] = o[d + DEC_CSEQ];
-    ext[EXT.Q + 1] = o[d + DEC_CSEQ + 1];
-    ext[EXT.RU] = o[d + DEC_RURI_USER];
-    ext[EXT.RU + 1] = o[d + DEC_RURI_USER + 1];
-    ext[EXT.FU] = o[d + DEC_FROM_USER];
-    ext[EXT.FU + 1] = o[d + DEC_FROM_USER + 1];
-    ext[EXT.TU] = o[d + DEC_TO_USER];
-    ext[EXT.TU + 1] = o[d + DEC_TO_USER + 1];
-    ext[EXT.X] = o[d + DEC_CORRELATION];
-    ext[EXT.X + 1] = o[d + DEC_CORRELATION + 1];
     const rec: MessageRecord = {
       p: [ordinal],
       t: [tsSec, tsNsec],
@@ -489,9 +466,7 @@ export class SegmentIndexer {
     const headerLength = o[s + SCAN_HEADER_LEN];
     const bodyEnd = o[d + DEC_BODY_END];
     if (contentType !== null && bodyEnd > headerLength) this.addSdp(rec, sdpFromBody(contentType, bytes.subarray(headerLength, bodyEnd)));
-    rawStrings.bytes = bytes;
-    this.state.messages.add(rec, rawStrings);
-    rawStrings.bytes = NO_BYTES; // the packet's buffer not kept past its record
+    this.state.messages.add(rec);
     this.keys.add(rec);
     this.opts.onMessage?.(rec, this, bytes);
   }

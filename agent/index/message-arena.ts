@@ -1,5 +1,5 @@
 import { RECORD_PREFIX_LEN, REC, MessageRecord } from './format';
-import { AsciiExtents, binaryRecordBound, binaryRecordCallId, readBinaryRecord, writeBinaryRecord } from './message-binary';
+import { binaryRecordBound, binaryRecordCallId, readBinaryRecord, writeBinaryRecord } from './message-binary';
 
 const CHUNK = 1 << 20;
 
@@ -48,10 +48,10 @@ export class MessageArena {
     this.count++;
   }
 
-  /** Appends the journal record of one message (`raw`: writeBinaryRecord's). */
-  add(m: MessageRecord, raw?: AsciiExtents): void {
+  /** Appends the journal record of one message. */
+  add(m: MessageRecord): void {
     this.room(RECORD_PREFIX_LEN + binaryRecordBound(m));
-    const end = writeBinaryRecord(m, this.cur, this.used + RECORD_PREFIX_LEN, raw);
+    const end = writeBinaryRecord(m, this.cur, this.used + RECORD_PREFIX_LEN);
     this.prefix(end - this.used);
   }
 

@@ -99,30 +99,10 @@ function writeStr(buf: Buffer, at: number, s: string): number {
 }
 
 /**
- * Where the strings c, m, r, q, ru, fu, tu and x of a record lie in the
- * message they were read from, when all of its bytes there are ASCII (the
- * native scan's decoded values): `ext` holds [start, end) for each, in
- * that order, start -1 where the record has none. Their bytes are then
- * copied from `bytes` rather than read back from the strings, a byte loop
- * between buffers being about half the cost of charCodeAt's (counted).
- * The strings themselves must still be these bytes read as latin1 (the
- * record's object is what the keys and onMessage read).
- */
-export interface AsciiExtents {
-  bytes: Buffer;
-  ext: Int32Array;
-}
-
-/** Slots of AsciiExtents.ext, 2 each. */
-export const EXT = { C: 0, M: 2, R: 4, Q: 6, RU: 8, FU: 10, TU: 12, X: 14, LEN: 16 } as const;
-
-/**
  * Writes m's binary record at `at` (binaryRecordBound(m) bytes must be free
- * there); returns the offset after it. With `raw`, the strings it locates
- * are copied from their message's bytes (AsciiExtents); the bytes written
- * are the same.
+ * there); returns the offset after it.
  */
-export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number, raw?: AsciiExtents): number {
+export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number): number {
   let flags = 0;
   if (m.tr) flags |= BIN_FLAG.TRUNCATED;
   if (m.h) flags |= BIN_FLAG.HEP;
@@ -147,17 +127,14 @@ export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number, raw
   for (let i = 0; i < m.p.length; i++) p = writeVarint(buf, p, m.p[i]);
   p = writeStr(buf, p, m.src);
   p = writeStr(buf, p, m.dst);
-  if (raw !== undefined) p = writeExtents(buf, p, raw.bytes, raw.ext);
-  else {
-    p = writeStr(buf, p, m.c);
-    if (typeof m.m === 'string') p = writeStr(buf, p, m.m);
-    if (typeof m.r === 'string') p = writeStr(buf, p, m.r);
-    if (typeof m.q === 'string') p = writeStr(buf, p, m.q);
-    if (typeof m.ru === 'string') p = writeStr(buf, p, m.ru);
-    if (typeof m.fu === 'string') p = writeStr(buf, p, m.fu);
-    if (typeof m.tu === 'string') p = writeStr(buf, p, m.tu);
-    if (typeof m.x === 'string') p = writeStr(buf, p, m.x);
-  }
+  p = writeStr(buf, p, m.c);
+  if (typeof m.m === 'string') p = writeStr(buf, p, m.m);
+  if (typeof m.r === 'string') p = writeStr(buf, p, m.r);
+  if (typeof m.q === 'string') p = writeStr(buf, p, m.q);
+  if (typeof m.ru === 'string') p = writeStr(buf, p, m.ru);
+  if (typeof m.fu === 'string') p = writeStr(buf, p, m.fu);
+  if (typeof m.tu === 'string') p = writeStr(buf, p, m.tu);
+  if (typeof m.x === 'string') p = writeStr(buf, p, m.x);
   if (typeof m.si === 'string') p = writeStr(buf, p, m.si);
   if (typeof m.sr === 'string') p = writeStr(buf, p, m.sr);
   if (typeof m.ic === 'string') p = writeStr(buf, p, m.ic);
@@ -170,18 +147,6 @@ export function writeBinaryRecord(m: MessageRecord, buf: Buffer, at: number, raw
   if (m.pm) {
     p = writeVarint(buf, p, m.pm.length);
     for (const [pt, enc] of m.pm) p = writeStr(buf, writeVarint(buf, p, pt), enc);
-  }
-  return p;
-}
-
-/** The strings c to x from their ASCII bytes (AsciiExtents), as writeStr writes them. */
-function writeExtents(buf: Buffer, p: number, bytes: Buffer, ext: Int32Array): number {
-  for (let k = 0; k < EXT.LEN; k += 2) {
-    const s = ext[k];
-    if (s < 0) continue;
-    const e = ext[k + 1];
-    p = writeVarint(buf, p, e - s);
-    for (let i = s; i < e; i++) buf[p++] = bytes[i];
   }
   return p;
 }

@@ -8,7 +8,9 @@ import { MessageArena } from './message-arena';
  * and queries over unsealed segments both work from this.
  */
 export class IndexState {
-  private entries = Buffer.alloc(PACKET_ENTRY_LEN * 4096);
+  private entries = entryBuffer(PACKET_ENTRY_LEN * 4096);
+  /** entries as 32-bit words (an entry is 7 of them): addPacket's stores, one each rather than writeUInt32LE's checks. */
+  private words = wordsOf(this.entries);
   packetCount = 0;
   readonly addresses: string[] = [];
   private readonly addressIds = new Map<string, number>();
@@ -39,22 +41,32 @@ export class IndexState {
   addPacket(offset: number, tsSec: number, tsNsec: number, src: number, dst: number, sport: number, dport: number, proto: number, flags: number, capLen: number): number {
     const ord = this.packetCount;
     let pos = ord * PACKET_ENTRY_LEN;
-    if (pos + PACKET_ENTRY_LEN > this.entries.length) {
-      const bigger = Buffer.alloc(this.entries.length * 2);
-      this.entries.copy(bigger, 0, 0, pos);
-      this.entries = bigger;
+    if (pos + PACKET_ENTRY_LEN > this.entries.length) this.setEntries(this.entries.length * 2, pos);
+    if (LITTLE_ENDIAN) {
+      // writeUInt32LE refused what does not fit; of these only a segment offset could (the rest are read as u32 or u16).
+      if (!(offset >= 0 && offset <= 0xffffffff)) throw new RangeError(`packet offset ${offset} does not fit the index's 32 bits`);
+      const w = this.words;
+      const k = pos >>> 2;
+      w[k] = offset;
+      w[k + 1] = tsSec;
+      w[k + 2] = tsNsec;
+      w[k + 3] = src;
+      w[k + 4] = dst;
+      w[k + 5] = (sport & 0xffff) | ((dport & 0xffff) << 16);
+      w[k + 6] = (proto & 0xff) | ((flags & 0xff) << 8) | ((capLen > 0xffff ? 0 : capLen) << 16);
+    } else {
+      const e = this.entries;
+      e.writeUInt32LE(offset, pos);
+      e.writeUInt32LE(tsSec, pos + 4);
+      e.writeUInt32LE(tsNsec, pos + 8);
+      e.writeUInt32LE(src, pos + 12);
+      e.writeUInt32LE(dst, pos + 16);
+      e.writeUInt16LE(sport, pos + 20);
+      e.writeUInt16LE(dport, pos + 22);
+      e[pos + 24] = proto;
+      e[pos + 25] = flags;
+      e.writeUInt16LE(capLen > 0xffff ? 0 : capLen, pos + 26);
     }
-    const e = this.entries;
-    e.writeUInt32LE(offset, pos);
-    e.writeUInt32LE(tsSec, pos + 4);
-    e.writeUInt32LE(tsNsec, pos + 8);
-    e.writeUInt32LE(src, pos + 12);
-    e.writeUInt32LE(dst, pos + 16);
-    e.writeUInt16LE(sport, pos + 20);
-    e.writeUInt16LE(dport, pos + 22);
-    e[pos + 24] = proto;
-    e[pos + 25] = flags;
-    e.writeUInt16LE(capLen > 0xffff ? 0 : capLen, pos + 26);
     pos += PACKET_ENTRY_LEN;
     if (ord === 0) {
       this.firstSec = tsSec;
@@ -71,9 +83,15 @@ export class IndexState {
   /** Room for `packets` entries in all (journal replay, which knows how many it will add). */
   reserve(packets: number): void {
     if (packets * PACKET_ENTRY_LEN <= this.entries.length) return;
-    const bigger = Buffer.allocUnsafe(packets * PACKET_ENTRY_LEN);
-    this.entries.copy(bigger, 0, 0, this.packetCount * PACKET_ENTRY_LEN);
+    this.setEntries(packets * PACKET_ENTRY_LEN, this.packetCount * PACKET_ENTRY_LEN);
+  }
+
+  /** Entries in a new buffer of `bytes`, the first `keep` bytes copied. */
+  private setEntries(bytes: number, keep: number): void {
+    const bigger = entryBuffer(bytes);
+    this.entries.copy(bigger, 0, 0, keep);
     this.entries = bigger;
+    this.words = wordsOf(bigger);
   }
 
   /** Appends whole packet entries (journal replay): copied as they are, only their times read. */
@@ -84,9 +102,7 @@ export class IndexState {
     if (need > this.entries.length) {
       let size = this.entries.length * 2;
       while (size < need) size *= 2;
-      const bigger = Buffer.alloc(size);
-      this.entries.copy(bigger, 0, 0, this.packetCount * PACKET_ENTRY_LEN);
-      this.entries = bigger;
+      this.setEntries(size, this.packetCount * PACKET_ENTRY_LEN);
     }
     buf.copy(this.entries, this.packetCount * PACKET_ENTRY_LEN, 0, n * PACKET_ENTRY_LEN);
     if (this.packetCount === 0) {
@@ -130,3 +146,14 @@ export class IndexState {
   }
 }
 
+/** Zeroed, on an ArrayBuffer of its own (never the pool's), so that its words are aligned. */
+function entryBuffer(bytes: number): Buffer {
+  return Buffer.from(new ArrayBuffer(bytes));
+}
+
+function wordsOf(b: Buffer): Uint32Array {
+  return new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2);
+}
+
+/** addPacket's word stores are the entry's little-endian layout only on a little-endian host. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;

@@ -209,6 +209,9 @@ async function killMidUpload(t: TestContext, c: CouchCluster, victim: number): P
     figures.loadavg1 = +loadavg()[0].toFixed(2);
 
     assert.equal(final(view.id)!.state, 'done');
+    // The final update is published before the spool is cleared, and the clearing runs off the event loop (rename, then
+    // unlink: spool.removeTrace): the spool empties just after it, not with it.
+    await until(() => Object.keys(spoolSnapshot(spoolDir)).length === 0, 'the spool to be emptied once the trace is final', 30_000).catch(() => undefined);
     assert.deepEqual(spoolSnapshot(spoolDir), {}, 'the spool is empty once the store has everything');
     assert.equal(await metricValue(metrics.pendingStores), 0);
     await checkEveryNode(c, d.db, view.id);

@@ -155,10 +155,11 @@ export function startTestAgent(opts: TestAgentOptions): TestAgent {
 }
 
 /** Polls cond every 20 ms; throws after ms. */
-export async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> {
+/** `what` may be a function, to say in the error what was last seen. */
+export async function until(cond: () => boolean | Promise<boolean>, what: string | (() => string), ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${typeof what === 'string' ? what : what()}`);
     await new Promise((res) => setTimeout(res, 20));
   }
 }

@@ -132,6 +132,18 @@ test('an alert raised by a burst of failing calls reaches the webhook and the pa
   assert.ok(stored.recent.some((e: { key: string; status: string }) => e.key === 'peer-isa:127.0.0.1' && e.status === 'firing'));
 
   // ---- the Health page: the peer first, a cell's 503s traced -------------------------------
+  // The alert may fire on the first INVITEs counted, before the agent has sent the
+  // window with all seven; the page refreshes only every 30 s, so the test waits for
+  // the stored figures first and the page's load (on the range's change) then has them.
+  let seen = '';
+  await until(async () => {
+    await new Promise((res) => setTimeout(res, 200));
+    const q = new URLSearchParams({ from: new Date(Date.now() - 3_600_000).toISOString(), to: new Date().toISOString() });
+    const peers = (await rest('GET', `/api/stats?${q}`, VIEWER)).body.peers as Array<{ peer: string; dir: string; figures: { invites: number } }>;
+    seen = JSON.stringify(peers.map((p) => [p.peer, p.dir, p.figures.invites]));
+    return peers.some((p) => p.peer === '127.0.0.1' && p.dir === 'in' && p.figures.invites === 7);
+  }, () => `the stored statistics with the peer's 7 INVITEs (seen: ${seen})`, 30_000);
+  await page.locator('#health-range').selectOption('6h');
   await page.locator('#health-range').selectOption('1h');
   const row = page.locator('#health-peers tbody tr[data-peer="127.0.0.1"][data-dir="in"]');
   await until(async () => (await row.count()) === 1 && /^7$/.test((await row.locator('td').nth(2).textContent())?.trim() ?? ''), 'the peer row with 7 INVITEs', 30_000);

@@ -78,6 +78,10 @@ test('ring import: the verbatim copy and the record-by-record path write the sam
     // Several files into one ring, segments rotated small (mid-file, mid-chunk).
     const plain = await importBothWays(dir, 'plain', gen.files, { maxSegmentBytes: 700_000 });
     assert.ok(plain.packets > 1000 && plain.segments >= 4, JSON.stringify(plain));
+    // Segments of several read chunks: a thread's runs are read into its ring and handed from there (the ring
+    // wraps; the last chunk before a segment's end is written by the importing thread and read back).
+    const big = await importBothWays(dir, 'big', [...gen.files, ...gen.files], { maxSegmentBytes: 2_600_000 });
+    assert.ok(big.segments >= 2, JSON.stringify(big));
     // A torn last record.
     const torn = await importBothWays(dir, 'torn', [write('torn.pcap', a.subarray(0, a.length - 7))]);
     assert.ok(torn.tornBytes > 0);
@@ -110,23 +114,29 @@ test('ring import: the verbatim copy and the record-by-record path write the sam
   }
 });
 
-test('ring import: an index thread that cannot write an index fails the import with the segment named, and later segments are not left waiting', async () => {
+test('ring import: an index that cannot be written fails the import with a code, the file named and what to do, on an index thread or not, and later segments are not left waiting', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tf-import-'));
   try {
     const gen = generateSipCapture({ outDir: dir, totalBytes: 3 * 2 ** 20, fileBytes: 3 * 2 ** 20, seed: 77 });
     const a = readFileSync(gen.files[0]);
-    const ring = join(dir, 'ring');
-    // The first segment's sealed index is written to a file beside it and renamed; a directory there fails the open.
-    const micros = a.readUInt32LE(PCAP_HEADER_LEN) * 1_000_000 + Math.floor(a.readUInt32LE(PCAP_HEADER_LEN + 4) / 1000);
-    const first = join(ring, segmentBaseName('import', micros) + INDEX_EXT);
-    mkdirSync(`${first}.seal-${process.pid}`, { recursive: true });
-    await assert.rejects(importCaptures(ring, gen.files, { maxSegmentBytes: 700_000, indexThreads: 2 }), (e: Error) => {
-      assert.match(e.message, /cannot index ring segment .*import-.*\.pcap: .*EISDIR/);
-      return true;
-    });
-    // The ring is unlocked again: a second import runs (its segments take the next free names).
-    const again = await importCaptures(ring, gen.files, { maxSegmentBytes: 700_000, indexThreads: 2 });
-    assert.ok(again.packets > 0 && again.segments.length >= 4);
+    for (const [indexThreads, said] of [
+      [2, /^ring import: cannot write or index ring segment .*import-.*\.pcap: .*EISDIR.*; a directory is in the way of a ring file: remove it$/],
+      [0, /^ring import: cannot write ring .*: EISDIR.*import-.*\.idx\.seal-.*; a directory is in the way of a ring file: remove it$/],
+    ] as const) {
+      const ring = join(dir, `ring-${indexThreads}`);
+      // The first segment's sealed index is written to a file beside it and renamed; a directory there fails the open.
+      const micros = a.readUInt32LE(PCAP_HEADER_LEN) * 1_000_000 + Math.floor(a.readUInt32LE(PCAP_HEADER_LEN + 4) / 1000);
+      const first = join(ring, segmentBaseName('import', micros) + INDEX_EXT);
+      mkdirSync(`${first}.seal-${process.pid}`, { recursive: true });
+      await assert.rejects(importCaptures(ring, gen.files, { maxSegmentBytes: 700_000, indexThreads }), (e: Error & { code?: string }) => {
+        assert.match(e.message, said);
+        assert.equal(e.code, 'TF_FAILED');
+        return true;
+      });
+      // The ring is unlocked again: a second import runs (its segments take the next free names).
+      const again = await importCaptures(ring, gen.files, { maxSegmentBytes: 700_000, indexThreads });
+      assert.ok(again.packets > 0 && again.segments.length >= 4);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapCapLenLimit, pcapHeaderBytes } from '../../shared/pcap/pcap';
@@ -8,7 +8,7 @@ import { TracefleetError } from '../../shared/errors/catalogue';
 import type { PacketRecord } from '../../shared/pcap/types';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { IndexerOptions, SegmentIndexer } from './builder';
-import { ImportIndexPool } from './import-pool';
+import { ImportIndexPool, ImportThreadError, RingSpace } from './import-pool';
 import { INDEX_EXT, SEGMENT_EXT, segmentBaseName } from '../ring/layout';
 import { lockRing } from '../ring/lock';
 
@@ -43,8 +43,14 @@ export interface ImportResult {
 /** Segments are written in few large writes (a 256 KiB default made 256 pwrites per segment). */
 const WRITE_BUFFER = 4 << 20;
 const SNAPLEN = 262144;
-/** Source bytes read at a time by the verbatim copy (copyVerbatim). */
-const COPY_CHUNK = 8 << 20;
+/**
+ * Source bytes read at a time by the verbatim copy (copyVerbatim). Small enough that the walk over the record
+ * headers, the index and the copy into an index thread's ring find the bytes the read just brought in still in
+ * the cache (8 MiB: the walk alone took four times as long); at least a record of the largest SNAPLEN.
+ */
+const COPY_CHUNK = 1 << 20;
+/** An index thread's ring of runs (import-pool.ts): about a segment, how far the import gets ahead of a thread on one. */
+const RING_BYTES = 64 << 20;
 const MAX_INDEX_THREADS = 4;
 
 function indexThreadsFor(files: string[], maxBytes: number, opts: ImportOptions): number {
@@ -102,7 +108,7 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
   let pool: ImportIndexPool | null = null;
   const open = new Map<number, Open>();
   const finish = (o: Open) => {
-    o.w.flush();
+    o.w?.flush();
     closeSync(o.fd);
     if (o.ix) o.ix.seal();
     else pool!.seal(o.path);
@@ -111,7 +117,7 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
   /** The segment a record of `size` bytes (header included) goes to: the open one of its link type if it fits, else a new one. */
   const segmentFor = (linkType: number, nanos: boolean, tsSec: number, tsNsec: number, size: number): Open => {
     let o = open.get(linkType);
-    if (o && (o.nanos !== nanos || o.w.position + size > maxBytes)) {
+    if (o && (o.nanos !== nanos || positionOf(o) + size > maxBytes)) {
       finish(o);
       open.delete(linkType);
       o = undefined;
@@ -123,19 +129,25 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
       // Two segments may open at the same microsecond; names must stay unique.
       while (existsSync((path = join(ringDir, segmentBaseName(stream, micros) + SEGMENT_EXT)))) micros++;
       const fd = openSync(path, 'wx');
-      const w = new PcapFileWriterSync(fd, { linkType, nanos, snaplen: SNAPLEN, bufferSize: WRITE_BUFFER });
+      const header = pcapHeaderBytes({ linkType, nanos, snaplen: SNAPLEN });
       const indexPath = path.slice(0, -SEGMENT_EXT.length) + INDEX_EXT;
-      o = { fd, path, nanos, w, header: pcapHeaderBytes({ linkType, nanos, snaplen: SNAPLEN }), ix: null, grownAt: 0, pool };
+      o = { fd, path, nanos, linkType, w: null, end: header.length, header, ix: null, grownAt: 0, pool };
       open.set(linkType, o);
-      if (!pool?.tryOpen(path, indexPath)) o.ix = new SegmentIndexer(path, indexPath, { ...opts, journal: false });
+      // A thread's segment is written by the thread (its runs) and by this one (what the copy could not take):
+      // the header first, for either to write after.
+      if (pool) writeAt(fd, header, 0);
+      if (!pool?.tryOpen(path, indexPath, header)) {
+        o.w = new PcapFileWriterSync(fd, { linkType, nanos, snaplen: SNAPLEN, bufferSize: WRITE_BUFFER, position: pool ? header.length : 0 });
+        o.ix = new SegmentIndexer(path, indexPath, { ...opts, journal: false });
+      }
     }
     return o;
   };
   try {
-    if (threads > 0) pool = new ImportIndexPool(threads, opts);
+    if (threads > 0) pool = new ImportIndexPool(threads, opts, Math.min(RING_BYTES, Math.max(maxBytes, 2 * COPY_CHUNK)));
     for (const file of files) {
       const nanos = sourceIsNanos(file);
-      const copied = opts.copyVerbatim === false ? { done: false, records: 0 } : copyVerbatim(file, nanos, maxBytes, segmentFor, result);
+      const copied = opts.copyVerbatim === false ? { done: false, records: 0 } : copyVerbatim(file, nanos, maxBytes, segmentFor, (lt) => open.get(lt), result);
       if (copied.done) {
         result.files++;
         continue;
@@ -148,16 +160,16 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
           return;
         }
         const o = segmentFor(rec.linkType, nanos, rec.tsSec, rec.tsNsec, PCAP_RECORD_HEADER_LEN + rec.capLen);
-        const fileOffset = o.w.write(rec);
+        const fileOffset = writerOf(o).write(rec);
         // The record as the segment holds it: a µs segment keeps whole microseconds (writePcapRecordHeader).
         // Written (copied) already and the reader's own fresh object: made the segment's in place, not copied.
         if (o.ix) {
           rec.fileOffset = fileOffset;
           if (!o.nanos) rec.tsNsec = Math.floor(rec.tsNsec / 1000) * 1000;
           o.ix.indexWritten(o.header, rec);
-        } else if (o.w.position - o.grownAt >= WRITE_BUFFER) {
+        } else if (o.w!.position - o.grownAt >= WRITE_BUFFER) {
           // The writer has flushed about this much since: its thread indexes what is in the file.
-          o.grownAt = o.w.position;
+          o.grownAt = o.w!.position;
           pool!.grown(o.path);
         }
         result.packets++;
@@ -167,6 +179,8 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
     for (const o of open.values()) finish(o);
     open.clear();
     pool?.drain();
+  } catch (e) {
+    throw ringWriteError(e, ringDir);
   } finally {
     for (const o of open.values()) {
       if (o.ix) o.ix.close();
@@ -185,9 +199,17 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
 }
 
 /** An open segment: indexed here (`ix`) or on the pool's threads. */
-interface SegmentTarget {
+interface Open {
   path: string;
-  w: PcapFileWriterSync;
+  fd: number;
+  nanos: boolean;
+  linkType: number;
+  /**
+   * Writes what this thread writes record by record; null until then in a thread's segment, whose runs its
+   * thread writes (`end` is where the next goes). Once there is one, it writes everything after.
+   */
+  w: PcapFileWriterSync | null;
+  end: number;
   ix: SegmentIndexer | null;
   pool: ImportIndexPool | null;
   /** Writer position when the pool was last told the segment grew. */
@@ -195,7 +217,48 @@ interface SegmentTarget {
   header: Buffer;
 }
 
-type Open = SegmentTarget & { fd: number; nanos: boolean };
+/** File offset of the segment's next record. */
+function positionOf(o: Open): number {
+  return o.w ? o.w.position : o.end;
+}
+
+/** The segment's writer, made at `end` in a thread's segment (its header and runs are written). */
+function writerOf(o: Open): PcapFileWriterSync {
+  o.w ??= new PcapFileWriterSync(o.fd, { linkType: o.linkType, nanos: o.nanos, snaplen: SNAPLEN, bufferSize: WRITE_BUFFER, position: o.end });
+  return o.w;
+}
+
+function writeAt(fd: number, b: Buffer, at: number): void {
+  for (let n = 0; n < b.length; ) n += writeSync(fd, b, n, b.length - n, at + n);
+}
+
+/** Errors of the disk (a full one, a directory that is not writable...) with what to do: the system's own says neither. */
+const WRITE_ADVICE: Record<string, string> = {
+  ENOSPC: 'the disk is full: free space there or import into a ring on another disk',
+  EDQUOT: 'the disk quota is used up: free space there or import into a ring on another disk',
+  EACCES: 'permission denied: import as a user that can write the ring directory, or into another ring',
+  EPERM: 'not permitted: import as a user that can write the ring directory, or into another ring',
+  EROFS: 'the file system is read-only: import into a ring on a writable disk',
+  EISDIR: 'a directory is in the way of a ring file: remove it',
+  EIO: 'the disk reported an I/O error: check it, or import into a ring on another disk',
+};
+
+/**
+ * An import's failure as the user reads it: a system error while writing the ring (here or on an index thread)
+ * says which file and what to do, with a catalogue code; the rest (input errors, already worded) as they are.
+ * The segments sealed before it stay; the one being written is left unsealed.
+ */
+function ringWriteError(e: unknown, ringDir: string): unknown {
+  if (e instanceof TracefleetError) return e;
+  const thread = e instanceof ImportThreadError;
+  const sys = e as NodeJS.ErrnoException;
+  // Writes go by descriptor (no path); an input file's read error is not the ring's.
+  if (!thread && (sys.code === undefined || (sys.syscall !== 'write' && !sys.path?.startsWith(ringDir)))) return e;
+  const code = thread ? e.code : (sys.code ?? null);
+  const advice = (code && WRITE_ADVICE[code]) ?? `check the ring directory ${ringDir}`;
+  const what = thread ? `cannot write or index ring segment ${e.path}: ${e.message}` : `cannot write ring ${ringDir}: ${(e as Error).message}`;
+  return new TracefleetError('TF_FAILED', { message: `ring import: ${what}; ${advice}` });
+}
 
 /**
  * Copies the records of a PCAP file whose records a segment holds byte for byte (little-endian headers,
@@ -207,7 +270,8 @@ type Open = SegmentTarget & { fd: number; nanos: boolean };
  */
 function copyVerbatim(
   file: string, nanos: boolean, maxBytes: number,
-  segmentFor: (linkType: number, nanos: boolean, tsSec: number, tsNsec: number, size: number) => SegmentTarget,
+  segmentFor: (linkType: number, nanos: boolean, tsSec: number, tsNsec: number, size: number) => Open,
+  openOf: (linkType: number) => Open | undefined,
   result: ImportResult,
 ): { done: boolean; records: number } {
   let records = 0;
@@ -224,13 +288,27 @@ function copyVerbatim(
     if (!header.littleEndian || header.nanos !== nanos) return { done: false, records };
     const limit = Math.min(pcapCapLenLimit(header), SNAPLEN);
     const subMax = nanos ? 1_000_000_000 : 1_000_000;
-    const buf = Buffer.allocUnsafe(COPY_CHUNK);
+    const own = Buffer.allocUnsafe(COPY_CHUNK);
+    // The bytes read are at buf[base, base + have): in `own`, or in the ring of the thread whose segment they
+    // all go to (`ring`: its position in the thread's count of ring bytes), read there to be handed as they are.
+    let buf: Buffer = own;
+    let base = 0;
+    let ring: RingSpace | null = null;
     let have = 0;
     let filePos = PCAP_HEADER_LEN;
     for (;;) {
+      const cur = openOf(header.linkType);
+      const next = cur && !cur.w && cur.end + COPY_CHUNK <= maxBytes ? cur.pool!.ringSpace(cur.path, COPY_CHUNK) : null;
+      const nextBuf = next ? next.buf : own;
+      const nextBase = next ? next.at : 0;
+      // What is left of a record moves to where the next read goes (in a ring, it is there already but at its wrap).
+      if (have > 0 && (nextBuf !== buf || nextBase !== base)) buf.copy(nextBuf, nextBase, base, base + have);
+      buf = nextBuf;
+      base = nextBase;
+      ring = next;
       let got: number;
       try {
-        got = readSync(fd, buf, have, buf.length - have, filePos);
+        got = readSync(fd, buf, base + have, COPY_CHUNK - have, filePos);
       } catch {
         // The record-by-record path reads it again and says what is wrong.
         return { done: false, records };
@@ -241,24 +319,37 @@ function copyVerbatim(
       }
       filePos += got;
       have += got;
-      let off = 0;
-      let runStart = 0;
+      const stop = base + have;
+      let off = base;
+      let runStart = base;
       let runRecords = 0;
-      let o: SegmentTarget | null = null;
+      let o: Open | null = null;
       let segEnd = 0;
       const flushRun = () => {
         if (o !== null && off > runStart) {
           const bytes = buf.subarray(runStart, off);
-          const at = o.w.writeRecordBytes(bytes);
-          if (o.ix) o.ix.indexWrittenRecords(o.header, bytes, at);
-          else o.pool!.grown(o.path);
+          if (o.ix) o.ix.indexWrittenRecords(o.header, bytes, o.w!.writeRecordBytes(bytes));
+          else if (o.w) {
+            // Records written one by one before: the thread reads everything since back.
+            o.w.writeRecordBytes(bytes);
+            o.pool!.grown(o.path);
+          } else {
+            // Its thread writes and indexes the run from its ring, where it was read; else this one writes it (the
+            // run before a segment's end, or the thread a ring behind) and the thread reads it back.
+            if (ring !== null && ring.path === o.path) o.pool!.handRun(o.path, ring.start + (runStart - base), bytes.length, o.end);
+            else {
+              writeAt(o.fd, bytes, o.end);
+              o.pool!.written(o.path, o.end, bytes.length);
+            }
+            o.end += bytes.length;
+          }
           records += runRecords;
           result.packets += runRecords;
         }
         runStart = off;
         runRecords = 0;
       };
-      while (have - off >= PCAP_RECORD_HEADER_LEN) {
+      while (stop - off >= PCAP_RECORD_HEADER_LEN) {
         const sec = buf.readUInt32LE(off);
         const sub = buf.readUInt32LE(off + 4);
         const capLen = buf.readUInt32LE(off + 8);
@@ -267,20 +358,25 @@ function copyVerbatim(
           return { done: false, records };
         }
         const size = PCAP_RECORD_HEADER_LEN + capLen;
-        if (have - off < size) break;
+        if (stop - off < size) break;
         // Where the record-by-record path would start a new segment, this run ends.
         if (o === null || segEnd + size > maxBytes) {
           flushRun();
           o = segmentFor(header.linkType, nanos, sec, nanos ? sub : sub * 1000, size);
-          segEnd = o.w.position;
+          segEnd = positionOf(o);
         }
         segEnd += size;
         off += size;
         runRecords++;
       }
       flushRun();
-      buf.copyWithin(0, off, have);
-      have -= off;
+      have = stop - off;
+      base = off;
+      // In `own`, the rest goes to its start for the next read (in a ring it moves only at the wrap, above).
+      if (ring === null && have > 0) {
+        buf.copyWithin(0, off, stop);
+        base = 0;
+      }
     }
   } finally {
     closeSync(fd);

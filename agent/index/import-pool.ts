@@ -16,18 +16,6 @@ interface Thread {
   port: MessagePort;
   /** Segments given and not yet sealed or abandoned. */
   held: number;
-  /** Runs given to the thread to write and index: `ring` bytes, in use from `done[0]` to `given` (counts of bytes ever given). */
-  ring: Buffer;
-  given: number;
-  done: BigInt64Array;
-}
-
-/** A place in a thread's ring: `buf[at]`, `start` in the count of ring bytes ever given to the thread. */
-export interface RingSpace {
-  path: string;
-  buf: Buffer;
-  at: number;
-  start: number;
 }
 
 /** A failure a thread reported: the segment, and the system error's code when it was one (import.ts words what to do). */
@@ -50,21 +38,15 @@ export class ImportIndexPool {
   private readonly posted = new Int32Array(new SharedArrayBuffer(8));
   private failure: Error | null = null;
 
-  /**
-   * `ringBytes`: each thread's ring of runs (shared memory: what the import has read and a thread has not yet
-   * written and indexed), at least the biggest run. Memory is touched only as far as the import gets ahead.
-   */
-  constructor(size: number, opts: IndexerOptions, ringBytes: number) {
+  constructor(size: number, opts: IndexerOptions) {
     const { onMessage: _m, onRtcp: _r, ...plain } = opts;
     for (let i = 0; i < size; i++) {
       const { port1, port2 } = new MessageChannel();
-      const ring = new SharedArrayBuffer(ringBytes);
-      const done = new SharedArrayBuffer(8);
-      const data: ImportWorkerData = { port: port2, posted: this.posted.buffer as SharedArrayBuffer, ring, ringDone: done, opts: plain };
+      const data: ImportWorkerData = { port: port2, posted: this.posted.buffer as SharedArrayBuffer, opts: plain };
       const worker = new Worker(join(__dirname, 'import-worker.js'), { workerData: data, transferList: [port2] });
       // A thread that fails outside a command has no segment to name; the stall bound reports it.
       worker.on('error', () => {});
-      this.threads.push({ worker, port: port1, held: 0, ring: Buffer.from(ring), given: 0, done: new BigInt64Array(done) });
+      this.threads.push({ worker, port: port1, held: 0 });
     }
   }
 
@@ -81,38 +63,12 @@ export class ImportIndexPool {
   }
 
   /**
-   * Room for `n` bytes in the ring of the segment's thread, for the import to read a segment's records into and
-   * hand them from (handRun); null when the thread is that far behind (a ring of unindexed runs). Taken only
-   * by handRun: asked again, the same place (or the ring's start, at its wrap).
+   * Whole records of the segment at file offset `at`, as they are at `srcAt` in the source file `src` (the
+   * import checked them there, `limit` and `subMax` as copyable() takes them): the thread reads them, checks them
+   * again, writes them to the segment and indexes them.
    */
-  ringSpace(path: string, n: number): RingSpace | null {
-    const t = this.owner.get(path);
-    if (!t) throw new Error(`ring import: segment ${path} was not given to an index thread`);
-    const size = t.ring.length;
-    if (n > size) return null;
-    let start = t.given;
-    // A read is contiguous in the ring: one that would cross its end starts over at its beginning.
-    if ((start % size) + n > size) start += size - (start % size);
-    if (start + n - Number(Atomics.load(t.done, 0)) > size) return null;
-    return { path, buf: t.ring, at: start % size, start };
-  }
-
-  /**
-   * Whole records of the segment at file offset `at`, read into its thread's ring at `start` (a place ringSpace
-   * gave, counted in ring bytes ever given): the thread writes and indexes them from there.
-   */
-  handRun(path: string, start: number, len: number, at: number): void {
-    const t = this.owner.get(path);
-    if (!t) throw new Error(`ring import: segment ${path} was not given to an index thread`);
-    const size = t.ring.length;
-    if (start < t.given || (start % size) + len > size) throw new Error(`ring import: a run at ${start} of ${len} bytes is not in the ring's free space`);
-    t.given = start + len;
-    this.send(path, { type: 'run', path, at, ringAt: start % size, len, ringEnd: t.given });
-  }
-
-  /** The caller wrote these whole records of the segment itself (not read into the ring): the thread reads them back. */
-  written(path: string, at: number, len: number): void {
-    this.send(path, { type: 'written', path, at, len });
+  copy(path: string, src: string, srcAt: number, len: number, at: number, limit: number, subMax: number): void {
+    this.send(path, { type: 'copy', path, src, srcAt, len, at, limit, subMax });
   }
 
   /** Records written one by one (no range): the thread indexes what whole records the file has. */

@@ -1,27 +1,26 @@
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { MessagePort, workerData } from 'node:worker_threads';
 import { IndexerOptions, SegmentIndexer } from './builder';
+import { copyableRun } from './import-records';
 
 /**
- * A thread of ring import's index pool (import-pool.ts): it writes and indexes the records of the segments it
- * is given, and seals each once the import has closed it. The verbatim copy's runs come in the thread's ring
- * (shared memory the import copied them into from the bytes it read): written to the segment and indexed from
- * there, so the segment is never read back. What the import wrote itself is read back: a range (`written`), or
- * whatever whole records the file has (`grown`, as the live indexer does). Segments are independent (each has
- * its own reassembly state), so two threads index two segments at once and write the same index files one
- * thread would.
+ * A thread of ring import's index pool (import-pool.ts): it indexes the segments it is given and seals each once
+ * the import has closed it. The verbatim copy's runs it copies itself (`copy`: read from the source file, written
+ * to the segment and indexed from the same bytes), so the import's thread only reads the source to find where
+ * records and segments end. What the import wrote record by record it reads back (`grown`: whatever whole
+ * records the file has, as the live indexer does). Segments are independent (each has its own reassembly
+ * state), so two threads index two segments at once and write the same index files one thread would.
  */
 
 export type ImportIndexCommand =
   /** The import created the segment and wrote its PCAP header (`header`). */
   | { type: 'open'; path: string; indexPath: string; header: Uint8Array }
   /**
-   * Whole records for the segment at file offset `at`, in the ring at `ringAt` (`len` bytes): write them there
-   * and index them; then the ring is free up to `ringEnd` (a count of ring bytes ever given, wrap included).
+   * Whole records for the segment at file offset `at`: `len` bytes at `srcAt` in the source file `src`, which
+   * the import checked (copyable(), with `limit` and `subMax`). Checked again here: a file changed in between
+   * fails the import rather than giving the segment records nobody checked.
    */
-  | { type: 'run'; path: string; at: number; ringAt: number; len: number; ringEnd: number }
-  /** The import wrote these whole records itself (the ring was full): read them back and index them. */
-  | { type: 'written'; path: string; at: number; len: number }
+  | { type: 'copy'; path: string; src: string; srcAt: number; len: number; at: number; limit: number; subMax: number }
   /** More whole records are in the file (written record by record): index them now rather than when it is closed. */
   | { type: 'grown'; path: string }
   /** The import wrote the segment's last byte and closed it. */
@@ -40,10 +39,6 @@ export interface ImportWorkerData {
   port: MessagePort;
   /** [0]: reports posted, the import waits on it (Atomics.wait) while no thread is free; [1]: commands done. */
   posted: SharedArrayBuffer;
-  /** This thread's ring of runs. */
-  ring: SharedArrayBuffer;
-  /** [0]: ring bytes this thread is done with (the import's ringEnd of the last run taken). */
-  ringDone: SharedArrayBuffer;
   opts: Omit<IndexerOptions, 'onMessage' | 'onRtcp'>;
 }
 
@@ -53,13 +48,21 @@ interface Segment {
   header: Buffer;
 }
 
-const { port, posted, ring, ringDone, opts } = workerData as ImportWorkerData;
+const { port, posted, opts } = workerData as ImportWorkerData;
 const count = new Int32Array(posted);
-const ringBytes = Buffer.from(ring);
-const done = new BigInt64Array(ringDone);
 const open = new Map<string, Segment>();
-/** Read-back buffer for `written` ranges (at most a copy chunk). */
-let readBuf = Buffer.alloc(0);
+/** The runs' bytes (a run is at most the import's read chunk): reused, so that they stay in the cache. */
+let runBuf = Buffer.alloc(0);
+/** The source file being copied (the import reads its files one after the other). */
+let source: { path: string; fd: number } | null = null;
+
+function sourceFd(path: string): number {
+  if (source?.path !== path) {
+    if (source) closeSync(source.fd);
+    source = { path, fd: openSync(path, 'r') };
+  }
+  return source.fd;
+}
 
 function report(r: ImportIndexReport): void {
   port.postMessage(r);
@@ -78,6 +81,7 @@ function end(path: string, s: Segment | undefined): void {
 
 function run(c: ImportIndexCommand): void {
   if (c.type === 'stop') {
+    if (source) closeSync(source.fd);
     port.close();
     return;
   }
@@ -88,27 +92,19 @@ function run(c: ImportIndexCommand): void {
     return;
   }
   const s = open.get(c.path);
-  if (c.type === 'run') {
-    try {
-      // A segment whose error was reported already: the import throws it; later commands for it are moot.
-      if (!s) return;
-      const bytes = ringBytes.subarray(c.ringAt, c.ringAt + c.len);
-      writeAll(s.fd, bytes, c.at);
-      s.ix.indexWrittenRecords(s.header, bytes, c.at);
-    } finally {
-      Atomics.store(done, 0, BigInt(c.ringEnd));
-    }
-    return;
-  }
+  // A segment whose error was reported already: the import throws it; later commands for it are moot.
   if (!s) return;
-  if (c.type === 'written') {
-    if (readBuf.length < c.len) readBuf = Buffer.allocUnsafe(c.len);
-    const bytes = readBuf.subarray(0, c.len);
+  if (c.type === 'copy') {
+    if (runBuf.length < c.len) runBuf = Buffer.allocUnsafe(c.len);
+    const bytes = runBuf.subarray(0, c.len);
+    const fd = sourceFd(c.src);
     for (let n = 0; n < c.len; ) {
-      const got = readSync(s.fd, bytes, n, c.len - n, c.at + n);
-      if (got === 0) throw new Error(`${c.path}: ${c.len - n} bytes at ${c.at + n} are missing`);
+      const got = readSync(fd, bytes, n, c.len - n, c.srcAt + n);
+      if (got === 0) throw new Error(`${c.src} is shorter than when it was read (changed while it was imported): import it again`);
       n += got;
     }
+    if (!copyableRun(bytes, c.len, c.limit, c.subMax)) throw new Error(`${c.src} changed while it was imported (its records at ${c.srcAt} differ): import it again`);
+    writeAll(s.fd, bytes, c.at);
     s.ix.indexWrittenRecords(s.header, bytes, c.at);
   } else if (c.type === 'grown') {
     s.ix.catchUp();

@@ -78,8 +78,7 @@ test('ring import: the verbatim copy and the record-by-record path write the sam
     // Several files into one ring, segments rotated small (mid-file, mid-chunk).
     const plain = await importBothWays(dir, 'plain', gen.files, { maxSegmentBytes: 700_000 });
     assert.ok(plain.packets > 1000 && plain.segments >= 4, JSON.stringify(plain));
-    // Segments of several read chunks: a thread's runs are read into its ring and handed from there (the ring
-    // wraps; the last chunk before a segment's end is written by the importing thread and read back).
+    // Segments of several read chunks (a thread copies many runs into each).
     const big = await importBothWays(dir, 'big', [...gen.files, ...gen.files], { maxSegmentBytes: 2_600_000 });
     assert.ok(big.segments >= 2, JSON.stringify(big));
     // A torn last record.

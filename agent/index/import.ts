@@ -8,7 +8,8 @@ import { TracefleetError } from '../../shared/errors/catalogue';
 import type { PacketRecord } from '../../shared/pcap/types';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
 import { IndexerOptions, SegmentIndexer } from './builder';
-import { ImportIndexPool, ImportThreadError, RingSpace } from './import-pool';
+import { ImportIndexPool, ImportThreadError } from './import-pool';
+import { copyable } from './import-records';
 import { INDEX_EXT, SEGMENT_EXT, segmentBaseName } from '../ring/layout';
 import { lockRing } from '../ring/lock';
 
@@ -44,13 +45,11 @@ export interface ImportResult {
 const WRITE_BUFFER = 4 << 20;
 const SNAPLEN = 262144;
 /**
- * Source bytes read at a time by the verbatim copy (copyVerbatim). Small enough that the walk over the record
- * headers, the index and the copy into an index thread's ring find the bytes the read just brought in still in
- * the cache (8 MiB: the walk alone took four times as long); at least a record of the largest SNAPLEN.
+ * Source bytes read at a time by the verbatim copy (copyVerbatim), and the most an index thread reads for one
+ * run. Small enough that the walk over the record headers and the index find the bytes the read just brought in
+ * still in the cache (8 MiB: the walk alone took four times as long); at least a record of the largest SNAPLEN.
  */
 const COPY_CHUNK = 1 << 20;
-/** An index thread's ring of runs (import-pool.ts): about a segment, how far the import gets ahead of a thread on one. */
-const RING_BYTES = 64 << 20;
 const MAX_INDEX_THREADS = 4;
 
 function indexThreadsFor(files: string[], maxBytes: number, opts: ImportOptions): number {
@@ -144,10 +143,10 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
     return o;
   };
   try {
-    if (threads > 0) pool = new ImportIndexPool(threads, opts, Math.min(RING_BYTES, Math.max(maxBytes, 2 * COPY_CHUNK)));
+    if (threads > 0) pool = new ImportIndexPool(threads, opts);
     for (const file of files) {
       const nanos = sourceIsNanos(file);
-      const copied = opts.copyVerbatim === false ? { done: false, records: 0 } : copyVerbatim(file, nanos, maxBytes, segmentFor, (lt) => open.get(lt), result);
+      const copied = opts.copyVerbatim === false ? { done: false, records: 0 } : copyVerbatim(file, nanos, maxBytes, segmentFor, result);
       if (copied.done) {
         result.files++;
         continue;
@@ -271,7 +270,6 @@ function ringWriteError(e: unknown, ringDir: string): unknown {
 function copyVerbatim(
   file: string, nanos: boolean, maxBytes: number,
   segmentFor: (linkType: number, nanos: boolean, tsSec: number, tsNsec: number, size: number) => Open,
-  openOf: (linkType: number) => Open | undefined,
   result: ImportResult,
 ): { done: boolean; records: number } {
   let records = 0;
@@ -288,27 +286,14 @@ function copyVerbatim(
     if (!header.littleEndian || header.nanos !== nanos) return { done: false, records };
     const limit = Math.min(pcapCapLenLimit(header), SNAPLEN);
     const subMax = nanos ? 1_000_000_000 : 1_000_000;
-    const own = Buffer.allocUnsafe(COPY_CHUNK);
-    // The bytes read are at buf[base, base + have): in `own`, or in the ring of the thread whose segment they
-    // all go to (`ring`: its position in the thread's count of ring bytes), read there to be handed as they are.
-    let buf: Buffer = own;
-    let base = 0;
-    let ring: RingSpace | null = null;
+    const buf = Buffer.allocUnsafe(COPY_CHUNK);
     let have = 0;
-    let filePos = PCAP_HEADER_LEN;
+    /** File offset of buf[0]. */
+    let bufAt = PCAP_HEADER_LEN;
     for (;;) {
-      const cur = openOf(header.linkType);
-      const next = cur && !cur.w && cur.end + COPY_CHUNK <= maxBytes ? cur.pool!.ringSpace(cur.path, COPY_CHUNK) : null;
-      const nextBuf = next ? next.buf : own;
-      const nextBase = next ? next.at : 0;
-      // What is left of a record moves to where the next read goes (in a ring, it is there already but at its wrap).
-      if (have > 0 && (nextBuf !== buf || nextBase !== base)) buf.copy(nextBuf, nextBase, base, base + have);
-      buf = nextBuf;
-      base = nextBase;
-      ring = next;
       let got: number;
       try {
-        got = readSync(fd, buf, base + have, COPY_CHUNK - have, filePos);
+        got = readSync(fd, buf, have, buf.length - have, bufAt + have);
       } catch {
         // The record-by-record path reads it again and says what is wrong.
         return { done: false, records };
@@ -317,11 +302,9 @@ function copyVerbatim(
         if (have > 0) result.tornBytes += have;
         return { done: true, records };
       }
-      filePos += got;
       have += got;
-      const stop = base + have;
-      let off = base;
-      let runStart = base;
+      let off = 0;
+      let runStart = 0;
       let runRecords = 0;
       let o: Open | null = null;
       let segEnd = 0;
@@ -334,13 +317,9 @@ function copyVerbatim(
             o.w.writeRecordBytes(bytes);
             o.pool!.grown(o.path);
           } else {
-            // Its thread writes and indexes the run from its ring, where it was read; else this one writes it (the
-            // run before a segment's end, or the thread a ring behind) and the thread reads it back.
-            if (ring !== null && ring.path === o.path) o.pool!.handRun(o.path, ring.start + (runStart - base), bytes.length, o.end);
-            else {
-              writeAt(o.fd, bytes, o.end);
-              o.pool!.written(o.path, o.end, bytes.length);
-            }
+            // Its thread copies the run itself (from the source's page cache), writing included: this thread,
+            // which reads every byte of every file, only found where the records end.
+            o.pool!.copy(o.path, file, bufAt + runStart, bytes.length, o.end, limit, subMax);
             o.end += bytes.length;
           }
           records += runRecords;
@@ -349,20 +328,18 @@ function copyVerbatim(
         runStart = off;
         runRecords = 0;
       };
-      while (stop - off >= PCAP_RECORD_HEADER_LEN) {
-        const sec = buf.readUInt32LE(off);
-        const sub = buf.readUInt32LE(off + 4);
-        const capLen = buf.readUInt32LE(off + 8);
-        if (capLen > limit || capLen > buf.readUInt32LE(off + 12) || sub >= subMax) {
+      while (have - off >= PCAP_RECORD_HEADER_LEN) {
+        if (!copyable(buf, off, limit, subMax)) {
           flushRun();
           return { done: false, records };
         }
-        const size = PCAP_RECORD_HEADER_LEN + capLen;
-        if (stop - off < size) break;
+        const size = PCAP_RECORD_HEADER_LEN + buf.readUInt32LE(off + 8);
+        if (have - off < size) break;
         // Where the record-by-record path would start a new segment, this run ends.
         if (o === null || segEnd + size > maxBytes) {
           flushRun();
-          o = segmentFor(header.linkType, nanos, sec, nanos ? sub : sub * 1000, size);
+          const sub = buf.readUInt32LE(off + 4);
+          o = segmentFor(header.linkType, nanos, buf.readUInt32LE(off), nanos ? sub : sub * 1000, size);
           segEnd = positionOf(o);
         }
         segEnd += size;
@@ -370,13 +347,9 @@ function copyVerbatim(
         runRecords++;
       }
       flushRun();
-      have = stop - off;
-      base = off;
-      // In `own`, the rest goes to its start for the next read (in a ring it moves only at the wrap, above).
-      if (ring === null && have > 0) {
-        buf.copyWithin(0, off, stop);
-        base = 0;
-      }
+      buf.copyWithin(0, off, have);
+      have -= off;
+      bufAt += off;
     }
   } finally {
     closeSync(fd);

@@ -39,6 +39,8 @@ export interface ImportWorkerData {
   port: MessagePort;
   /** [0]: reports posted, the import waits on it (Atomics.wait) while no thread is free; [1]: commands done. */
   posted: SharedArrayBuffer;
+  /** [0]: segment bytes this thread has indexed (the pool gives a new segment to the thread with least left). */
+  indexed: SharedArrayBuffer;
   opts: Omit<IndexerOptions, 'onMessage' | 'onRtcp'>;
 }
 
@@ -48,9 +50,18 @@ interface Segment {
   header: Buffer;
 }
 
-const { port, posted, opts } = workerData as ImportWorkerData;
+const { port, posted, indexed, opts } = workerData as ImportWorkerData;
 const count = new Int32Array(posted);
+const indexedBytes = new BigInt64Array(indexed);
 const open = new Map<string, Segment>();
+/** Bytes of the segments sealed or abandoned here. */
+let closedBytes = 0;
+
+function noteIndexed(): void {
+  let n = closedBytes;
+  for (const s of open.values()) n += s.ix.state.indexedBytes;
+  Atomics.store(indexedBytes, 0, BigInt(n));
+}
 /** The runs' bytes (a run is at most the import's read chunk): reused, so that they stay in the cache. */
 let runBuf = Buffer.alloc(0);
 /** The source file being copied (the import reads its files one after the other). */
@@ -111,10 +122,12 @@ function run(c: ImportIndexCommand): void {
   } else if (c.type === 'seal') {
     end(c.path, s);
     s.ix.seal();
+    closedBytes += s.ix.state.indexedBytes;
     report({ type: 'sealed', path: c.path });
   } else {
     end(c.path, s);
     s.ix.close();
+    closedBytes += s.ix.state.indexedBytes;
     report({ type: 'abandoned', path: c.path });
   }
 }
@@ -122,6 +135,7 @@ function run(c: ImportIndexCommand): void {
 port.on('message', (c: ImportIndexCommand) => {
   try {
     run(c);
+    noteIndexed();
     if (c.type !== 'seal' && c.type !== 'abandon') Atomics.add(count, 1, 1);
   } catch (e) {
     const path = 'path' in c ? c.path : '';

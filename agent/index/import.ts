@@ -110,7 +110,7 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
     o.w?.flush();
     closeSync(o.fd);
     if (o.ix) o.ix.seal();
-    else pool!.seal(o.path);
+    else pool!.seal(o.path, positionOf(o));
     result.segments.push(o.path);
   };
   /** The segment a record of `size` bytes (header included) goes to: the open one of its link type if it fits, else a new one. */
@@ -143,7 +143,7 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
     return o;
   };
   try {
-    if (threads > 0) pool = new ImportIndexPool(threads, opts);
+    if (threads > 0) pool = new ImportIndexPool(threads, opts, maxBytes / 2);
     for (const file of files) {
       const nanos = sourceIsNanos(file);
       const copied = opts.copyVerbatim === false ? { done: false, records: 0 } : copyVerbatim(file, nanos, maxBytes, segmentFor, result);
@@ -169,7 +169,7 @@ export async function importCaptures(ringDir: string, files: string[], opts: Imp
         } else if (o.w!.position - o.grownAt >= WRITE_BUFFER) {
           // The writer has flushed about this much since: its thread indexes what is in the file.
           o.grownAt = o.w!.position;
-          pool!.grown(o.path);
+          pool!.grown(o.path, o.grownAt);
         }
         result.packets++;
       }, { onTorn: (b) => (result.tornBytes += b) });
@@ -315,7 +315,7 @@ function copyVerbatim(
           else if (o.w) {
             // Records written one by one before: the thread reads everything since back.
             o.w.writeRecordBytes(bytes);
-            o.pool!.grown(o.path);
+            o.pool!.grown(o.path, o.w.position);
           } else {
             // Its thread copies the run itself (from the source's page cache), writing included: this thread,
             // which reads every byte of every file, only found where the records end.

@@ -7,6 +7,7 @@ import { generateSipCapture } from '../../bench/common/sipgen';
 import { PCAP_HEADER_LEN } from '../../shared/pcap/pcap';
 import { INDEX_EXT, segmentBaseName } from '../ring/layout';
 import { importCaptures, ImportOptions } from './import';
+import { copyableRun } from './import-records';
 
 /** The records of a little-endian PCAP file: [offset, size] each. */
 function recordsOf(b: Buffer): Array<[number, number]> {
@@ -111,6 +112,22 @@ test('ring import: the verbatim copy and the record-by-record path write the sam
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('ring import: an index thread takes a run it copies only when its source still holds whole copyable records there', () => {
+  const run = Buffer.alloc(2 * 16 + 100 + 60);
+  run.writeUInt32LE(999_999, 4);
+  run.writeUInt32LE(100, 8);
+  run.writeUInt32LE(100, 12);
+  run.writeUInt32LE(60, 116 + 8);
+  run.writeUInt32LE(1500, 116 + 12);
+  assert.ok(copyableRun(run, run.length, 262144, 1_000_000));
+  assert.ok(!copyableRun(run, run.length - 1, 262144, 1_000_000), 'a record cut');
+  assert.ok(!copyableRun(run, run.length, 262144, 999_999), 'a sub-second field of a second');
+  assert.ok(!copyableRun(run, run.length, 99, 1_000_000), 'longer than the snap length');
+  const grown = Buffer.from(run);
+  grown.writeUInt32LE(101, 8);
+  assert.ok(!copyableRun(grown, grown.length, 262144, 1_000_000), 'longer than its original length, and no longer ending where the run does');
 });
 
 test('ring import: an index that cannot be written fails the import with a code, the file named and what to do, on an index thread or not, and later segments are not left waiting', async () => {

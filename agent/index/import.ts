@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve, sep } from 'node:path';
 import { parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapCapLenLimit, pcapHeaderBytes } from '../../shared/pcap/pcap';
 import { detectCaptureFormat, forEachCaptureRecordSync } from '../../shared/pcap/reader';
 import { CaptureFormatError, notACaptureError } from '../../shared/pcap/errors';
@@ -252,7 +252,7 @@ function ringWriteError(e: unknown, ringDir: string): unknown {
   const thread = e instanceof ImportThreadError;
   const sys = e as NodeJS.ErrnoException;
   // Writes go by descriptor (no path); an input file's read error is not the ring's.
-  if (!thread && (sys.code === undefined || (sys.syscall !== 'write' && !sys.path?.startsWith(ringDir)))) return e;
+  if (!thread && (sys.code === undefined || (sys.syscall !== 'write' && !(sys.path && resolve(sys.path).startsWith(resolve(ringDir) + sep))))) return e;
   const code = thread ? e.code : (sys.code ?? null);
   const advice = (code && WRITE_ADVICE[code]) ?? `check the ring directory ${ringDir}`;
   const what = thread ? `cannot write or index ring segment ${e.path}: ${e.message}` : `cannot write ring ${ringDir}: ${(e as Error).message}`;

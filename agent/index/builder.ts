@@ -18,6 +18,7 @@ import { FLOW_KIND, FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
 import {
   BATCH_CORRUPT, BATCH_FULL, BATCH_HEAD, BATCH_OUT_LEN, BATCH_RECORDS, BATCH_STOP, BATCH_USED, ENTRY_CAPLEN, ENTRY_FAST, ENTRY_NSEC, ENTRY_OFF,
+  ENTRY_REC, ENTRY_REC_LEN,
   ENTRY_SCAN, ENTRY_SEC, IndexAddon, indexAddon, SCAN_DPORT, SCAN_IP, SCAN_LENGTH, SCAN_LINE_COUNT, SCAN_LINES, SCAN_OUT_LEN,
   SCAN_PAYLOAD, SCAN_SIP, SCAN_SPORT, SCAN_DEC, DEC_OK, DEC_CALL_ID, DEC_CSEQ, DEC_RURI_USER, DEC_FROM_USER, DEC_TO_USER, DEC_REASON,
   DEC_STATUS, DEC_CORRELATION, DEC_SESSION_ID, DEC_CHARGING_VECTOR, DEC_CONTENT_TYPE, DEC_BODY_END, DEC_PAI_COUNT, DEC_PAI_USER_COUNT,
@@ -57,6 +58,9 @@ const scanOut = new Int32Array(SCAN_OUT_LEN);
  * being read (from an onMessage): that one gets its own (batchBusy).
  */
 const sharedBatch = new Int32Array(BATCH_OUT_LEN);
+/** The journal records the batch scan writes (ENTRY_REC), with sharedBatch; a batch that fills it leaves the rest to JS. */
+const BATCH_RECORDS_BYTES = 512 * 1024;
+const sharedRecords = Buffer.allocUnsafe(BATCH_RECORDS_BYTES);
 let batchBusy = false;
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -305,24 +309,29 @@ export class SegmentIndexer {
     if (sc === null) return scanPcapRecords(buf, base, header, (rec) => this.indexRecord(rec));
     const own = batchBusy;
     const o = own ? new Int32Array(BATCH_OUT_LEN) : sharedBatch;
+    const recs = own ? Buffer.allocUnsafe(BATCH_RECORDS_BYTES) : sharedRecords;
     batchBusy = true;
     try {
-      return this.walkBatches(sc, o, buf, base, header);
+      return this.walkBatches(sc, o, recs, buf, base, header);
     } finally {
       if (!own) batchBusy = false;
     }
   }
 
-  private walkBatches(sc: IndexAddon, o: Int32Array, buf: Buffer, base: number, header: PcapHeader): number {
+  private walkBatches(sc: IndexAddon, o: Int32Array, recs: Buffer, buf: Buffer, base: number, header: PcapHeader): number {
     const limit = pcapCapLenLimit(header);
     let off = 0;
     for (;;) {
-      sc.scanRecords(buf, off, header.littleEndian, header.nanos, limit, header.linkType, o, this.scanCorrelation);
+      // Each record adds one packet: the batch's records are the packets from packetCount on.
+      sc.scanRecords(buf, off, header.littleEndian, header.nanos, limit, header.linkType, o, this.scanCorrelation, recs, this.state.packetCount, this.viaHep);
       const n = o[BATCH_RECORDS];
       for (let i = 0, e = BATCH_HEAD; i < n; i++) {
         const at = o[e + ENTRY_OFF];
         if (o[e + ENTRY_FAST] === 1) {
-          this.indexScanned(buf, at + PCAP_RECORD_HEADER_LEN, base + at, o[e + ENTRY_SEC] >>> 0, o[e + ENTRY_NSEC], o[e + ENTRY_CAPLEN], o, e + ENTRY_SCAN);
+          this.indexScanned(
+            buf, at + PCAP_RECORD_HEADER_LEN, base + at, o[e + ENTRY_SEC] >>> 0, o[e + ENTRY_NSEC], o[e + ENTRY_CAPLEN], o, e + ENTRY_SCAN,
+            recs, o[e + ENTRY_REC], o[e + ENTRY_REC_LEN],
+          );
           e += ENTRY_SCAN + SCAN_LINES + 4 * o[e + ENTRY_SCAN + SCAN_LINE_COUNT];
         } else {
           this.indexRecord(pcapRecordIn(buf, at, base + at, header, this.segmentPath)!, false);
@@ -346,7 +355,7 @@ export class SegmentIndexer {
     const ordinal = st.packetCount;
     const cut = rec.capLen < rec.origLen;
     if (scan && !cut && this.scanner !== null && this.scanner.scan(rec.data, scanOut, rec.linkType, this.scanCorrelation) === 1) {
-      this.indexScanned(rec.data, 0, rec.fileOffset, rec.tsSec, rec.tsNsec, rec.capLen, scanOut, 0);
+      this.indexScanned(rec.data, 0, rec.fileOffset, rec.tsSec, rec.tsNsec, rec.capLen, scanOut, 0, null, -1, 0);
       return;
     }
     const r = this.dissector.push(ordinal, rec.linkType, rec.data, rec.tsSec, cut);
@@ -386,9 +395,12 @@ export class SegmentIndexer {
    * A whole IPv4 UDP packet of one SIP message the native scan read: indexed
    * as indexRecord and indexMessage index it from the JS dissector's reading.
    */
-  private indexScanned(buf: Buffer, frame: number, fileOffset: number, tsSec: number, tsNsec: number, capLen: number, o: Int32Array, s: number): void {
+  private indexScanned(
+    buf: Buffer, frame: number, fileOffset: number, tsSec: number, tsNsec: number, capLen: number, o: Int32Array, s: number,
+    recs: Buffer | null, recAt: number, recLen: number,
+  ): void {
     const st = this.state;
-    // The frame at buf[frame]; its scan at o[s] (scan()'s layout).
+    // The frame at buf[frame]; its scan at o[s] (scan()'s layout); the message's journal record at recs[recAt] when the scan wrote it.
     const ordinal = st.packetCount;
     this.nativeScanned++;
     this.dissector.countUdpSip(tsSec);
@@ -403,7 +415,7 @@ export class SegmentIndexer {
     const bytes = buf.subarray(at, at + o[s + SCAN_LENGTH]);
     if (o[s + SCAN_DEC + DEC_OK] === 1) {
       this.nativeDecoded++;
-      this.indexDecoded(bytes, o, s, srcText, dstText, sport, dport, ordinal, tsSec, tsNsec);
+      this.indexDecoded(bytes, o, s, srcText, dstText, sport, dport, ordinal, tsSec, tsNsec, recs, recAt, recLen);
       return;
     }
     const sip = parseSipScanned(bytes, this.parseWhole, o, s + SCAN_SIP);
@@ -416,7 +428,7 @@ export class SegmentIndexer {
    */
   private indexDecoded(
     bytes: Buffer, o: Int32Array, s: number, srcText: string, dstText: string, sport: number, dport: number,
-    ordinal: number, tsSec: number, tsNsec: number,
+    ordinal: number, tsSec: number, tsNsec: number, recs: Buffer | null, recAt: number, recLen: number,
   ): void {
     const d = s + SCAN_DEC;
     const cs = o[d + DEC_CALL_ID];
@@ -466,7 +478,9 @@ export class SegmentIndexer {
     const headerLength = o[s + SCAN_HEADER_LEN];
     const bodyEnd = o[d + DEC_BODY_END];
     if (contentType !== null && bodyEnd > headerLength) this.addSdp(rec, sdpFromBody(contentType, bytes.subarray(headerLength, bodyEnd)));
-    this.state.messages.add(rec);
+    // The scan wrote this record's bytes (ENTRY_REC) when it needed nothing read here (no Session-ID, icid or SDP).
+    if (recAt >= 0) this.state.messages.addRecord(recs!, recAt, recLen);
+    else this.state.messages.add(rec);
     this.keys.add(rec);
     this.opts.onMessage?.(rec, this, bytes);
   }
@@ -654,7 +668,8 @@ export class SegmentIndexer {
           at = msgs.copyRecord(ms[k], block, at + 4);
         }
       }
-      blocks.push(deflateRawSync(block.subarray(0, at), { level: 1 }));
+      // The addon's deflate gives deflateRawSync's bytes from one zlib stream reset between blocks (seal-deflate.cc).
+      blocks.push(this.scanner !== null ? this.scanner.deflateBlock(block.subarray(0, at)) : deflateRawSync(block.subarray(0, at), { level: 1 }));
     }
     const table = Buffer.alloc(8 + 4 * (blocks.length + 1));
     table.writeUInt32LE(dialogCount, 0);

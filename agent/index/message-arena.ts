@@ -55,6 +55,13 @@ export class MessageArena {
     this.prefix(end - this.used);
   }
 
+  /** Appends a journal record (prefix and binary record) written elsewhere: buf[start, start + len) (the native scan's). */
+  addRecord(buf: Buffer, start: number, len: number): void {
+    this.room(len);
+    buf.copy(this.cur, this.used, start, start + len);
+    this.added(len);
+  }
+
   /** Appends a binary record as read from a journal (its caller has checked that it decodes). */
   addRaw(body: Buffer): void {
     this.room(RECORD_PREFIX_LEN + body.length);

@@ -808,7 +808,9 @@ enum Batch : int {
 constexpr int32_t B_END = 0, B_CORRUPT = 1, B_FULL = 2;
 // Per entry: the record's offset in the buffer, capLen, origLen, seconds, nanoseconds, 1 when scanned (then the
 // scanFrame layout follows, from O_IP on), 0 when the JS path reads the record.
-constexpr int E_OFF = 0, E_CAPLEN = 1, E_ORIGLEN = 2, E_SEC = 3, E_NSEC = 4, E_FAST = 5, E_SCAN = 6;
+// E_REC, E_REC_LEN: the message's journal record, written into the batch's record buffer (writeRecord), its
+// offset and length there; E_REC -1 when JS writes the record.
+constexpr int E_OFF = 0, E_CAPLEN = 1, E_ORIGLEN = 2, E_SEC = 3, E_NSEC = 4, E_FAST = 5, E_REC = 6, E_REC_LEN = 7, E_SCAN = 8;
 constexpr int MAX_SCAN_LEN = O_LINES + 4 * 256;  // SCAN_OUT_LEN: one message's lines at most, as the one-packet scan
 
 inline uint32_t rd32(const uint8_t* b, bool le) {
@@ -816,8 +818,122 @@ inline uint32_t rd32(const uint8_t* b, bool le) {
             : ((static_cast<uint32_t>(b[0]) << 24) | (static_cast<uint32_t>(b[1]) << 16) | (static_cast<uint32_t>(b[2]) << 8) | static_cast<uint32_t>(b[3]));
 }
 
+// ---- the message's journal record (agent/index/message-binary.ts writeBinaryRecord, behind message-arena.ts's prefix) ----
+
+// Where the batch writes the records of the messages it decoded; null: JS writes every record.
+struct RecordOut {
+  uint8_t* buf = nullptr;
+  size_t size = 0;
+  size_t used = 0;
+  uint32_t ordinal = 0;  // the packet ordinal of the batch's first record (one packet a record)
+  bool hep = false;      // the HEP stream's segment: BIN_FLAG.HEP
+};
+
+constexpr uint8_t REC_MESSAGE_BIN = 0x6d;  // format.ts REC.MESSAGE_BIN
+constexpr int REC_PREFIX = 5;
+constexpr int BIN_FIXED = 22;
+constexpr uint8_t BIN_STATUS = 0x04, BIN_HEP = 0x02, BIN_PU = 0x08;
+
+inline uint8_t* putVarint(uint8_t* p, uint32_t v) {
+  while (v >= 0x80) {
+    *p++ = static_cast<uint8_t>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<uint8_t>(v);
+  return p;
+}
+
+inline void put32le(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  p[1] = static_cast<uint8_t>(v >> 8);
+  p[2] = static_cast<uint8_t>(v >> 16);
+  p[3] = static_cast<uint8_t>(v >> 24);
+}
+
+// writeStr of an ASCII string (its UTF-8 bytes are its bytes): varint length, bytes.
+inline uint8_t* putStr(uint8_t* p, const uint8_t* b, int s, int e) {
+  p = putVarint(p, static_cast<uint32_t>(e - s));
+  std::memcpy(p, b + s, static_cast<size_t>(e - s));
+  return p + (e - s);
+}
+
+// ip.ts formatIPv4: dotted decimal, as varint length and bytes.
+uint8_t* putIPv4(uint8_t* p, const uint8_t* a) {
+  uint8_t* len = p++;
+  for (int i = 0; i < 4; i++) {
+    if (i) *p++ = '.';
+    const unsigned v = a[i];
+    if (v >= 100) *p++ = static_cast<uint8_t>('0' + v / 100);
+    if (v >= 10) *p++ = static_cast<uint8_t>('0' + v / 10 % 10);
+    *p++ = static_cast<uint8_t>('0' + v % 10);
+  }
+  *len = static_cast<uint8_t>(p - len - 1);
+  return p;
+}
+
+// The journal record builder.ts indexDecoded makes of a message the scan decoded (frame f, scan layout sc),
+// when its record needs nothing JS reads its own way: no Session-ID, no P-Charging-Vector, no body that
+// might be SDP (those take the JS writer). Returns the record's length (prefix included) at `at`, or 0.
+int writeRecord(const uint8_t* f, const int32_t* sc, uint32_t sec, uint32_t nsec, uint32_t ordinal, bool hep, uint8_t* at, size_t room) {
+  const int32_t* d = sc + O_DEC;
+  if (d[D_OK] != 1 || !(sc[O_FACTS] & F_ASCII) || d[D_CID] < 0 || d[D_SESSION] >= 0 || d[D_PCV] >= 0) return 0;
+  if (d[D_CTYPE] >= 0 && d[D_BODY_END] > sc[O_HEADER_LEN]) return 0;
+  const uint8_t* m = f + sc[O_PAY];
+  const int len = sc[O_LEN];
+  // Every string is an extent of the message, each a varint of at most 3 bytes (64 KiB), 13 strings at most
+  // but for the users of P-Asserted-Identity (4): the message's length twice over bounds them all.
+  if (room < static_cast<size_t>(REC_PREFIX + BIN_FIXED + 10 + 2 * 16 + 17 * 3 + 2 * len)) return 0;
+  const int mEnd = d[D_METHOD_END];
+  const bool request = mEnd >= 0;
+  const bool pu = d[D_PAI_N] > 0;
+  uint8_t flags = 0;
+  if (hep) flags |= BIN_HEP;
+  if (!request) flags |= BIN_STATUS;
+  if (pu) flags |= BIN_PU;
+  // Presence bits: m r q ru fu tu x (si sr ic never here).
+  unsigned present = (request ? 1u : 0u) | (d[D_REASON] >= 0 ? 2u : 0u) | (d[D_CSEQ] >= 0 ? 4u : 0u) | (d[D_RUSER] >= 0 ? 8u : 0u) |
+                     (d[D_FUSER] >= 0 ? 16u : 0u) | (d[D_TUSER] >= 0 ? 32u : 0u) | (d[D_CORR] >= 0 ? 64u : 0u);
+  uint8_t* b = at + REC_PREFIX;
+  put32le(b, sec);
+  put32le(b + 4, nsec);
+  put32le(b + 8, static_cast<uint32_t>(len));
+  b[12] = static_cast<uint8_t>(sc[O_SPORT]);
+  b[13] = static_cast<uint8_t>(sc[O_SPORT] >> 8);
+  b[14] = static_cast<uint8_t>(sc[O_DPORT]);
+  b[15] = static_cast<uint8_t>(sc[O_DPORT] >> 8);
+  b[16] = 17;
+  b[17] = flags;
+  const uint32_t status = request ? 0 : static_cast<uint32_t>(d[D_STATUS]);
+  b[18] = static_cast<uint8_t>(status);
+  b[19] = static_cast<uint8_t>(status >> 8);
+  b[20] = static_cast<uint8_t>(present);
+  b[21] = static_cast<uint8_t>(present >> 8);
+  uint8_t* p = putVarint(b + BIN_FIXED, 1);
+  p = putVarint(p, ordinal);
+  const uint8_t* ip = f + sc[O_IP];
+  p = putIPv4(p, ip + 12);
+  p = putIPv4(p, ip + 16);
+  p = putStr(p, m, d[D_CID], d[D_CID + 1]);
+  if (request) p = putStr(p, m, sc[O_START], mEnd);
+  if (d[D_REASON] >= 0) p = putStr(p, m, d[D_REASON], d[D_REASON + 1]);
+  if (d[D_CSEQ] >= 0) p = putStr(p, m, d[D_CSEQ], d[D_CSEQ + 1]);
+  if (d[D_RUSER] >= 0) p = putStr(p, m, d[D_RUSER], d[D_RUSER + 1]);
+  if (d[D_FUSER] >= 0) p = putStr(p, m, d[D_FUSER], d[D_FUSER + 1]);
+  if (d[D_TUSER] >= 0) p = putStr(p, m, d[D_TUSER], d[D_TUSER + 1]);
+  if (d[D_CORR] >= 0) p = putStr(p, m, d[D_CORR], d[D_CORR + 1]);
+  if (pu) {
+    const int n = d[D_PUSER_N];
+    p = putVarint(p, static_cast<uint32_t>(n));
+    for (int i = 0; i < n; i++) p = putStr(p, m, d[D_PUSER + 2 * i], d[D_PUSER + 2 * i + 1]);
+  }
+  const uint32_t total = static_cast<uint32_t>(p - at);
+  put32le(at, total - 4);
+  at[4] = REC_MESSAGE_BIN;
+  return static_cast<int>(total);
+}
+
 void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nanos, uint32_t limit, int linkType, int32_t* out,
-                 size_t outLen, const uint8_t* corr, int corrLen) {
+                 size_t outLen, const uint8_t* corr, int corrLen, RecordOut* rec) {
   size_t off = from;
   int32_t records = 0;
   size_t e = B_HEAD;
@@ -845,9 +961,20 @@ void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nan
     en[E_SEC] = static_cast<int32_t>(static_cast<uint32_t>(s64));
     en[E_NSEC] = static_cast<int32_t>(nsec);
     en[E_FAST] = 0;
+    en[E_REC] = -1;
+    en[E_REC_LEN] = 0;
     // A cut record, or a time past what the packet table holds (the JS path reports it): not scanned.
     if (capLen == origLen && s64 <= 0xffffffffULL && scanFrame(h + 16, capLen, linkType, en + E_SCAN, MAX_SCAN_LEN, corr, corrLen) == FAST_SIP) {
       en[E_FAST] = 1;
+      if (rec != nullptr) {
+        const int n = writeRecord(h + 16, en + E_SCAN, static_cast<uint32_t>(s64), static_cast<uint32_t>(nsec),
+                                  rec->ordinal + static_cast<uint32_t>(records), rec->hep, rec->buf + rec->used, rec->size - rec->used);
+        if (n > 0) {
+          en[E_REC] = static_cast<int32_t>(rec->used);
+          en[E_REC_LEN] = n;
+          rec->used += static_cast<size_t>(n);
+        }
+      }
       e += E_SCAN + O_LINES + 4 * static_cast<size_t>(en[E_SCAN + O_LINE_COUNT]);
     } else {
       e += E_SCAN;
@@ -864,6 +991,9 @@ void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nan
 
 // Without N-API (TFINDEX_STANDALONE): scanFrame alone, for a sanitizer build that fuzzes it.
 #ifndef TFINDEX_STANDALONE
+// seal-deflate.cc
+Napi::Value DeflateBlock(const Napi::CallbackInfo& info);
+
 namespace {
 
 // The optional correlation header name (lower case, 2 to 256 bytes) at info[i]: the values are decoded (D_*) only
@@ -906,10 +1036,11 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
 }
 
 // scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number,
-//             out: Int32Array, correlation?: Uint8Array) -> undefined; out holds the batch (B_*, E_*).
+//             out: Int32Array, correlation?: Uint8Array, records?: Uint8Array, ordinal?: number, hep?: boolean) -> undefined;
+// out holds the batch (B_*, E_*), records the decoded messages' journal records (E_REC).
 Napi::Value ScanRecords(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* usage = "scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number, out: Int32Array, correlation?: Uint8Array of 2 to 256 bytes)";
+  const char* usage = "scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number, out: Int32Array, correlation?: Uint8Array of 2 to 256 bytes, records?: Uint8Array, ordinal?: number, hep?: boolean)";
   if (info.Length() < 7 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsBoolean() || !info[3].IsBoolean() ||
       !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsTypedArray()) {
     Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
@@ -930,6 +1061,28 @@ Napi::Value ScanRecords(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
     return env.Null();
   }
+  // The decoded messages' records (writeRecord) go to info[8] from its start when it is given, with the
+  // first record's packet ordinal info[9] and whether the segment is HEP's info[10].
+  RecordOut rec;
+  const bool withRecords = info.Length() > 8 && !info[8].IsUndefined() && !info[8].IsNull();
+  if (withRecords) {
+    if (!info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || info.Length() < 11 ||
+        !info[9].IsNumber() || !info[10].IsBoolean()) {
+      Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    auto r = info[8].As<Napi::Uint8Array>();
+    const double ordinal = info[9].As<Napi::Number>().DoubleValue();
+    // Record offsets go out as int32, ordinals are u32 (the packet table's).
+    if (r.ElementLength() > 0x7fffffff || !(ordinal >= 0) || ordinal > 4294967295.0 || ordinal != static_cast<double>(static_cast<uint32_t>(ordinal))) {
+      Napi::RangeError::New(env, usage).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    rec.buf = r.Data();
+    rec.size = r.ElementLength();
+    rec.ordinal = static_cast<uint32_t>(ordinal);
+    rec.hep = info[10].As<Napi::Boolean>().Value();
+  }
   // Offsets go out as int32: a buffer past 2 GiB, or a start outside it, is refused.
   const double from = info[1].As<Napi::Number>().DoubleValue();
   const double limit = info[4].As<Napi::Number>().DoubleValue();
@@ -938,13 +1091,15 @@ Napi::Value ScanRecords(const Napi::CallbackInfo& info) {
     return env.Null();
   }
   scanRecords(b.Data(), b.ElementLength(), static_cast<size_t>(from), info[2].As<Napi::Boolean>().Value(), info[3].As<Napi::Boolean>().Value(),
-              static_cast<uint32_t>(limit), info[5].As<Napi::Number>().Int32Value(), o.Data(), o.ElementLength(), corr, corrLen);
+              static_cast<uint32_t>(limit), info[5].As<Napi::Number>().Int32Value(), o.Data(), o.ElementLength(), corr, corrLen,
+              withRecords ? &rec : nullptr);
   return env.Undefined();
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("scan", Napi::Function::New(env, Scan));
   exports.Set("scanRecords", Napi::Function::New(env, ScanRecords));
+  exports.Set("deflateBlock", Napi::Function::New(env, DeflateBlock));
   return exports;
 }
 

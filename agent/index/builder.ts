@@ -126,6 +126,8 @@ export class SegmentIndexer {
   nativeScanned = 0;
   /** Of those, the messages whose values the scan decoded too (DEC_OK). */
   nativeDecoded = 0;
+  /** Of those, the messages whose journal record the scan wrote (ENTRY_REC). */
+  nativeRecords = 0;
   // Made once: parseSip runs for every message.
   private readonly parseWhole: ParseSipOptions;
   /** The correlation header's name for the native scan, which then decodes the values too; null: it does not. */
@@ -479,8 +481,10 @@ export class SegmentIndexer {
     const bodyEnd = o[d + DEC_BODY_END];
     if (contentType !== null && bodyEnd > headerLength) this.addSdp(rec, sdpFromBody(contentType, bytes.subarray(headerLength, bodyEnd)));
     // The scan wrote this record's bytes (ENTRY_REC) when it needed nothing read here (no Session-ID, icid or SDP).
-    if (recAt >= 0) this.state.messages.addRecord(recs!, recAt, recLen);
-    else this.state.messages.add(rec);
+    if (recAt >= 0) {
+      this.nativeRecords++;
+      this.state.messages.addRecord(recs!, recAt, recLen);
+    } else this.state.messages.add(rec);
     this.keys.add(rec);
     this.opts.onMessage?.(rec, this, bytes);
   }
@@ -727,6 +731,6 @@ export class SegmentIndexer {
   }
 
   stats() {
-    return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId, nativeScanned: this.nativeScanned, nativeDecoded: this.nativeDecoded };
+    return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId, nativeScanned: this.nativeScanned, nativeDecoded: this.nativeDecoded, nativeRecords: this.nativeRecords };
   }
 }

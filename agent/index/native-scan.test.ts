@@ -123,6 +123,8 @@ const ODD: Buffer[] = [
   Buffer.from('INVITE sip:a@b SIP/2.0\r\nCall-ID: c\xc3\xa9\r\nX: ;XREF=q\r\n\r\n', 'latin1'),
   Buffer.from('\r\n\r\n', 'latin1'),
   Buffer.from('SIP/2.0 200 OK\r\n', 'latin1'),
+  // Values of 128 bytes or more (their record lengths take two varint bytes), a record written by the scan.
+  sip([`OPTIONS sip:${'7'.repeat(140)}@b SIP/2.0`, `Call-ID: ${'L'.repeat(200)}@x`, 'From: <sip:1@x>;tag=1', 'To: <sip:2@y>', 'CSeq: 1 OPTIONS', `X-CID: ${'c'.repeat(130)}`, 'Content-Length: 0']),
 ];
 
 function frame(payload: Buffer, i: number): Buffer {
@@ -267,12 +269,13 @@ function writeSegment(path: string, pkts: Pkt[], linkType = 1): void {
 }
 
 /** Indexes the segment both ways; the journals, the sealed indexes and what lookups find must be the same. */
-function indexBothWays(dir: string, seg: string): { packets: number; messages: number; scanned: number; decoded: number } {
+function indexBothWays(dir: string, seg: string): { packets: number; messages: number; scanned: number; decoded: number; records: number } {
   const files: Record<string, { journal: Buffer; sealed: Buffer }> = {};
   let packets = 0;
   let messages = 0;
   let scanned = 0;
   let decoded = 0;
+  let records = 0;
   for (const nativeScan of [false, true]) {
     const idx = join(dir, `${nativeScan ? 'native' : 'js'}.idx`);
     const ix = new SegmentIndexer(seg, idx, { nativeScan });
@@ -283,6 +286,7 @@ function indexBothWays(dir: string, seg: string): { packets: number; messages: n
     messages = ix.state.messages.count;
     scanned = ix.stats().nativeScanned;
     decoded = ix.stats().nativeDecoded;
+    records = ix.stats().nativeRecords;
     if (!nativeScan) assert.equal(scanned, 0);
     files[String(nativeScan)] = { journal, sealed: readFileSync(idx) };
     if (nativeScan) {
@@ -298,7 +302,7 @@ function indexBothWays(dir: string, seg: string): { packets: number; messages: n
   }
   assert.ok(files.false.journal.equals(files.true.journal), 'journals byte-identical');
   assert.ok(files.false.sealed.equals(files.true.sealed), 'sealed indexes byte-identical');
-  return { packets, messages, scanned, decoded };
+  return { packets, messages, scanned, decoded, records };
 }
 
 test('differential: the native and the JS path write byte-identical journals and sealed indexes, on hostile and real traffic', () => {
@@ -346,6 +350,12 @@ test('differential: the native and the JS path write byte-identical journals and
     assert.ok(h.messages > 800, `${h.messages} messages indexed`);
     assert.ok(h.scanned > 800 && h.scanned < h.packets - 500, `${h.scanned} of ${h.packets} packets read by the native scan: both paths used`);
     assert.ok(h.decoded > 300 && h.decoded < h.scanned - 300, `${h.decoded} of ${h.scanned} scanned messages decoded natively: both ways used`);
+    assert.ok(h.records > 100 && h.records < h.decoded - 100, `${h.records} of ${h.decoded} decoded messages' records written by the scan`);
+    // The same packets in the HEP stream's segment: its records are marked so (BIN_FLAG.HEP), by the scan too.
+    const hepSeg = join(dir, 'hep-20261205T120000.000000Z.pcap');
+    copyFileSync(seg, hepSeg);
+    const hh = indexBothWays(dir, hepSeg);
+    assert.equal(hh.records, h.records);
 
     // Generated calls as the bench indexes them (SDP, PAI, numbers), with some RTP.
     const gen = generateSipCapture({ outDir: dir, totalBytes: 3 * 2 ** 20, fileBytes: 8 * 2 ** 20, seed: 77, rtp: { share: 0.2, seconds: 1 } });
@@ -355,6 +365,8 @@ test('differential: the native and the JS path write byte-identical journals and
     assert.ok(g.messages > 2000, `${g.messages} generated messages indexed`);
     assert.equal(g.scanned, g.messages, 'every generated SIP packet is read by the native scan');
     assert.equal(g.decoded, g.messages, 'every generated SIP message is decoded by the native scan');
+    // Those with SDP (or a Session-ID, a P-Charging-Vector) have their record written by JS, the rest by the scan.
+    assert.ok(g.records > g.messages / 2 && g.records < g.messages, `${g.records} of ${g.messages} generated records written by the scan`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

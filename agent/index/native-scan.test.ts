@@ -32,6 +32,40 @@ const addon = indexAddon();
  * places, name-addr and bare URIs, tel: URIs, quoted display names (escapes too), %-escapes, two Call-IDs,
  * empty values, P-Asserted-Identity lists, CSeq forms, correlation, Session-ID and P-Charging-Vector headers.
  */
+/**
+ * An SDP body from random choices of what parseSdp and the record's sdp/rc/pm read (scan.cc sdpRead, putSdp):
+ * several m= lines, usable or not, port 0, c= at session and media level or missing, IPv6, multicast TTLs,
+ * odd spacing and case, a=rtcp with and without an address (port + 1 or not), rtpmap repeated across media or
+ * past 32, bytes past ASCII in an address or elsewhere, no v= line, more m= lines than the scan takes.
+ */
+function sdpBody(rnd: () => number, i: number): string {
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)];
+  const eol = pick(['\r\n', '\r\n', '\n', ' \r\n', '\t\r\n']);
+  const addr = () => pick(['10.0.0.1', '10.0.0.2', '2001:db8::7', '224.2.1.1/127/3', '10.0.0.1/', '/1', 'h\xe9st', 'fe80::1%eth0']);
+  const conn = () => pick(['IN IP4 ', 'IN IP6 ', 'in ip4 ', 'IN  IP4\t', 'IN IP5 ', 'IN IP4', 'ATM NSAP ']) + addr() + pick(['', '', ' extra']);
+  const lines: string[] = [];
+  if (rnd() < 0.95) lines.push(pick(['v=0', ' v=0', 'v=1']));
+  lines.push('o=- 1 1 IN IP4 10.0.0.1', pick(['s=-', 's=\xe9t\xe9', 's=']));
+  if (rnd() < 0.6) lines.push('c=' + conn());
+  if (rnd() < 0.1) lines.push('c=' + conn());
+  lines.push('t=0 0');
+  const nm = rnd() < 0.03 ? 40 : 1 + Math.floor(rnd() * 4);
+  for (let k = 0; k < nm; k++) {
+    const port = pick([String(4000 + 2 * i + k), '0', '5004/2', '65536', 'x', '49170']);
+    lines.push('m=' + pick(['audio', 'video', 'application']) + pick([' ', '  ', '\t']) + port + ' ' + pick(['RTP/AVP', 'RTP/SAVP', 'udp']) + pick([' 0 8 101', ' 0', '']));
+    if (rnd() < 0.5) lines.push('c=' + conn());
+    if (rnd() < 0.15) lines.push('c=' + conn());
+    const nr = rnd() < 0.05 ? 40 : Math.floor(rnd() * 4);
+    for (let r = 0; r < nr; r++) lines.push('a=' + pick(['rtpmap', 'RTPMAP', 'rtpmap', 'rtpMap']) + ':' + pick(['0 PCMU/8000', '8 PCMA/8000', '101 telephone-event/8000', '128 X/1', '9  G722/8000', '0', '18 G\xe929/8000', `${r % 120} C${r}/8000`]));
+    // Up to two a=rtcp lines: the second's port replaces the first's, its address too when it has one (usable or not).
+    for (let r = 0, nr2 = rnd() < 0.4 ? 1 + Math.floor(rnd() * 2) : 0; r < nr2; r++) {
+      lines.push('a=' + pick(['rtcp', 'RTCP', 'rtcp']) + ':' + pick([String(4001 + 2 * i + k), '5001', '0', 'x', '53020 IN IP4 10.0.0.9', '53020 IN IP6 2001:db8::9', '5001 IN IP4', '5001 in ip4 10.0.0.1', '5003 IN IP5 10.0.0.9', '5005 IN IP4 10.0.0.9 x']));
+    }
+    if (rnd() < 0.2) lines.push(pick(['a=sendrecv', 'a=ptime:20', 'a=fmtp:101 0-15', 'a=rtcp-mux', 'b=AS:64', 'x']));
+  }
+  return lines.join(eol) + eol;
+}
+
 function decodeCorpus(n: number, seed: number): Buffer[] {
   const rnd = prng(seed);
   const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)];
@@ -80,8 +114,8 @@ function decodeCorpus(n: number, seed: number): Buffer[] {
     if (rnd() < 0.15) h.push(name('P-Charging-Vector', null) + pick(['icid-value=1234;orig-ioi=x', 'icid-value="q;v"', 'orig-ioi=y', 'ICID-VALUE = z']));
     if (rnd() < 0.05) h.push(name('P-Charging-Vector', null) + 'icid-value=second');
     if (rnd() < 0.05) h.push('Subject: xref=1');
-    const body = rnd() < 0.5 ? 'v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio ' + (4000 + i) + ' RTP/AVP 0 8\r\na=rtcp:5001\r\n' : '';
-    if (body || rnd() < 0.3) h.push(name('Content-Type', 'c') + pick(['application/sdp', 'Application/SDP; x=1', 'text/plain', '']));
+    const body = rnd() < 0.5 ? (rnd() < 0.3 ? 'v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio ' + (4000 + i) + ' RTP/AVP 0 8\r\na=rtcp:5001\r\n' : sdpBody(rnd, i)) : '';
+    if (body || rnd() < 0.3) h.push(name('Content-Type', 'c') + pick(['application/sdp', 'application/sdp', 'Application/SDP; x=1', ' application/sdp ;v=2', 'text/plain', 'multipart/mixed;boundary=b1', '']));
     if (rnd() < 0.1) h.push(name('Content-Type', 'c') + 'application/sdp');
     if (rnd() < 0.8) h.push(name('Content-Length', 'l') + pick(['[len]', '[len]', '0', '3', '99999', 'x']));
     if (rnd() < 0.1) h.push('X-Odd: \xe9t\xe9');
@@ -365,8 +399,33 @@ test('differential: the native and the JS path write byte-identical journals and
     assert.ok(g.messages > 2000, `${g.messages} generated messages indexed`);
     assert.equal(g.scanned, g.messages, 'every generated SIP packet is read by the native scan');
     assert.equal(g.decoded, g.messages, 'every generated SIP message is decoded by the native scan');
-    // Those with SDP (or a Session-ID, a P-Charging-Vector) have their record written by JS, the rest by the scan.
-    assert.ok(g.records > g.messages / 2 && g.records < g.messages, `${g.records} of ${g.messages} generated records written by the scan`);
+    // Their SDP too: every record is written by the scan.
+    assert.equal(g.records, g.messages, 'every generated record is written by the scan');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('differential: SDP bodies of every form give the same records whether the scan or JS writes them', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-native-sdp-'));
+  try {
+    const rnd = prng(0x5d9);
+    const pkts: Pkt[] = [];
+    for (let i = 0; i < 1500; i++) {
+      const body = sdpBody(rnd, i);
+      const start = i % 2 === 0 ? `INVITE sip:+1555${i}@b SIP/2.0` : 'SIP/2.0 200 OK';
+      const ct = ['application/sdp', 'Application/SDP;x=1', '\tapplication/sdp ', 'text/plain', 'multipart/mixed; boundary=q'][i % 5];
+      const lines = [start, `Call-ID: sdp-${i % 300}@x`, 'From: <sip:+15550001@x>;tag=1', 'To: <sip:+15550002@y>', `CSeq: ${i} INVITE`, `Content-Type: ${ct}`, 'Content-Length: [len]'];
+      // Half of them with their bytes as latin1 (a byte of 0x80 or more as it is, not as UTF-8).
+      const msg = i % 4 < 2 ? sip(lines, body) : Buffer.from(sip(lines, body).toString('utf8'), 'latin1');
+      pkts.push({ frame: frame(msg, i) });
+    }
+    const seg = join(dir, 'sdp.pcap');
+    writeSegment(seg, pkts);
+    const r = indexBothWays(dir, seg);
+    assert.equal(r.messages, pkts.length);
+    // Most are written by the scan; an address past ASCII, a multipart body, more m= lines than it takes go to JS.
+    assert.ok(r.records > r.messages / 2 && r.records < r.messages - 50, `${r.records} of ${r.messages} records written by the scan`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

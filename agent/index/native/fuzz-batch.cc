@@ -5,7 +5,8 @@
 // the buffer cut anywhere), each in a heap block of exactly its size, walked with outputs of random sizes
 // so that most take several calls; bytes flipped inside the messages too, the correlation name passed or not (the
 // value decoding, decodeFields), and every decoded extent checked to lie in its message; the journal records the
-// batch writes (writeRecord) into a buffer of random size, each checked to lie in it and to read back whole. Not
+// batch writes (writeRecord, its SDP too) into a buffer of random size, each checked to lie in it and to read
+// back whole. Not
 // built by node-gyp (binding.gyp lists scan.cc and seal-deflate.cc).
 #define TFINDEX_STANDALONE 1
 #include "scan.cc"
@@ -32,6 +33,12 @@ static const char* MSGS[] = {
   "0123456789012345678901234567890123456789012345678901234567890123456789@h\r\nFrom: \"A\" <sip:+1555@x>;tag=1\r\n"
   "To: <tel:+1666>\r\nCSeq: 12 SUBSCRIBE\r\nP-Asserted-Identity: <sip:+1777@x>, <sip:+1888@y>\r\nX-CID: k1\r\nContent-Length: 0\r\n\r\n",
   "SIP/2.0 486 Busy Here\r\ni: c9\r\nf: <sip:1@x>;tag=1\r\nt: <sip:2@y>;tag=2\r\nCSeq: 3 INVITE\r\nP-Asserted-Identity: \"x\" <sip:a.b@x>\r\nl: 0\r\n\r\n",
+  // SDP the scan reads itself (sdpRead, putSdp): media with and without their own c=, rtcp, rtpmap, IPv6.
+  "INVITE sip:+1555@b SIP/2.0\r\nCall-ID: s1\r\nFrom: <sip:1@x>;tag=1\r\nTo: <sip:2@y>\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n"
+  "Content-Length: 196\r\n\r\nv=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1/127\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\n"
+  "a=rtpmap:0 PCMU/8000\r\na=rtcp:4009 IN IP4 10.0.0.9\r\nm=video 4002/2 RTP/AVP 96\r\nc=IN IP6 2001:db8::1\r\na=rtpmap:96 H264/90000\r\n",
+  "SIP/2.0 200 OK\nCall-ID: s2\nf: <sip:1@x>;tag=1\nt: <sip:2@y>;tag=2\nCSeq: 1 INVITE\nc: Application/SDP ; x=1\nl: 83\n\n"
+  "v=0\nm=audio 0 RTP/AVP 0\nm=audio 5000 RTP/AVP 0\n c=in ip4 \t10.1.1.1 \na=RTCP:5001\na=rtpmap:0 X/1\na=rtcp:7\n",
 };
 constexpr int NMSGS = sizeof(MSGS) / sizeof(MSGS[0]);
 static const uint8_t CORR[] = {'x', '-', 'c', 'i', 'd'};
@@ -58,7 +65,7 @@ static bool recordReads(const uint8_t* r, int len) {
   const uint8_t* end = r + len;
   const uint8_t flags = b[17];
   const unsigned present = b[20] | (b[21] << 8);
-  if (present & ~0x7fu || (flags & ~(BIN_HEP | BIN_STATUS | BIN_PU))) return false;
+  if (present & ~0x7fu || (flags & ~(BIN_HEP | BIN_STATUS | BIN_PU | BIN_SDP | BIN_RTCP | BIN_RTPMAP))) return false;
   const uint8_t* p = b + BIN_FIXED;
   bool ok = true;
   if (rdVarint(p, end, &ok) != 1 || !ok) return false;
@@ -77,11 +84,25 @@ static bool recordReads(const uint8_t* r, int len) {
     strs = rdVarint(p, end, &ok);
     if (!ok || strs > MAX_PUSERS) return false;
   }
+  // The SDP's endpoints and RTCP endpoints (string, port), its payload types (type, string); none empty.
+  for (int k = 0; k < 3 && ok; k++) {
+    if (!(flags & (k == 0 ? BIN_SDP : k == 1 ? BIN_RTCP : BIN_RTPMAP))) continue;
+    const uint32_t n = rdVarint(p, end, &ok);
+    if (!ok || n == 0 || n > (k == 2 ? 128u : static_cast<uint32_t>(SDP_MAX_MEDIA))) return false;
+    for (uint32_t i = 0; i < n && ok; i++) {
+      if (k == 2 && rdVarint(p, end, &ok) > 127) return false;
+      const uint32_t len = rdVarint(p, end, &ok);
+      if (!ok || len == 0 || len > static_cast<uint32_t>(end - p)) return false;
+      for (uint32_t j = 0; j < len; j++) if (p[j] >= 0x80) return false;
+      p += len;
+      if (k < 2 && rdVarint(p, end, &ok) > 65535) return false;
+    }
+  }
   return ok && p == end;
 }
 int main(int argc, char** argv) {
   long iters = argc > 1 ? atol(argv[1]) : 100000;
-  long fast = 0, recs = 0, corrupt = 0, full = 0, decoded = 0, written = 0;
+  long fast = 0, recs = 0, corrupt = 0, full = 0, decoded = 0, written = 0, withSdp = 0;
   for (long it = 0; it < iters; it++) {
     std::vector<uint8_t> v;
     int n = 1 + rnd() % 12;
@@ -134,6 +155,7 @@ int main(int argc, char** argv) {
               static_cast<size_t>(at) + n > recSize || !recordReads(recBuf + at, n)) { fprintf(stderr, "bad record\n"); return 1; }
           recNext += n;
           written++;
+          if (recBuf[at + REC_PREFIX + 17] & BIN_SDP) withSdp++;
         } else if (out[e + E_REC_LEN] != 0) { fprintf(stderr, "record length without a record\n"); return 1; }
         if (out[e + E_FAST]) {
           fast++;
@@ -158,5 +180,5 @@ int main(int argc, char** argv) {
     }
     free(buf); free(out); free(recBuf);
   }
-  printf("iters %ld records %ld fast %ld decoded %ld written %ld corrupt %ld full %ld\n", iters, recs, fast, decoded, written, corrupt, full);
+  printf("iters %ld records %ld fast %ld decoded %ld written %ld (with SDP %ld) corrupt %ld full %ld\n", iters, recs, fast, decoded, written, withSdp, corrupt, full);
 }

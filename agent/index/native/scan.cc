@@ -871,15 +871,300 @@ uint8_t* putIPv4(uint8_t* p, const uint8_t* a) {
   return p;
 }
 
+// ---- the record's SDP: shared/sip/sdp.ts parseSdp and builder.ts addSdp, for an application/sdp body ----
+
+constexpr int SDP_MAX_MEDIA = 32;   // more m= lines: JS reads the body
+constexpr int SDP_MAX_RTPMAP = 32;  // sdp.ts keeps at most 32 rtpmap entries a media
+
+struct Span {
+  int s = -1, e = -1;  // [s, e) in the body; s -1: none
+  bool some() const { return s >= 0; }
+};
+
+struct SdpMediaN {
+  int port = 0;
+  Span addr;
+  int rtcpPort = -1;  // -1: none
+  Span rtcpAddr;
+  int nRtpmap = 0;
+  int pt[SDP_MAX_RTPMAP];
+  Span enc[SDP_MAX_RTPMAP];
+};
+
+struct SdpN {
+  bool sawVersion = false;
+  Span connection;
+  int nMedia = 0;
+  SdpMediaN media[SDP_MAX_MEDIA];
+};
+
+// sdp.ts fields(): the blank-separated (SP, HT) tokens of b[s, e), at most `max` (the count goes on past it).
+int sdpFields(const uint8_t* b, int s, int e, Span* f, int max) {
+  int n = 0;
+  int i = s;
+  while (i < e) {
+    while (i < e && isLws(b[i])) i++;
+    if (i >= e) break;
+    const int st = i;
+    while (i < e && !isLws(b[i])) i++;
+    if (n < max) f[n] = Span{st, i};
+    n++;
+  }
+  return n;
+}
+
+// Whether token b[t) is `up` (upper case ASCII) as JS's toUpperCase compares it: a latin1 byte past ASCII never
+// upper-cases to ASCII but for none of I, N, P, 4, 6 ... so any byte of 0x80 or more differs.
+bool tokenUpperIs(const uint8_t* b, Span t, const char* up) {
+  int n = static_cast<int>(std::strlen(up));
+  if (t.e - t.s != n) return false;
+  for (int i = 0; i < n; i++) {
+    uint8_t c = b[t.s + i];
+    if (c >= 'a' && c <= 'z') c = static_cast<uint8_t>(c - 32);
+    if (c != static_cast<uint8_t>(up[i])) return false;
+  }
+  return true;
+}
+
+// sdp.ts smallInt: 1 to 5 digits, at most max; -1 otherwise.
+int sdpSmallInt(const uint8_t* b, int s, int e, int max) {
+  if (e - s == 0 || e - s > 5) return -1;
+  int n = 0;
+  for (int i = s; i < e; i++) {
+    if (!isDigit(b[i])) return -1;
+    n = n * 10 + (b[i] - '0');
+  }
+  return n <= max ? n : -1;
+}
+
+// sdp.ts parseConnection of the tokens f[0..2] (at least 3): the address before any '/'; none when unusable.
+Span sdpConnection(const uint8_t* b, const Span* f, int n) {
+  if (n < 3 || !tokenUpperIs(b, f[0], "IN") || !(tokenUpperIs(b, f[1], "IP4") || tokenUpperIs(b, f[1], "IP6"))) return Span{};
+  int slash = indexOfByte(b, '/', f[2].s, f[2].e);
+  Span a{f[2].s, slash < 0 ? f[2].e : slash};
+  return a.e > a.s ? a : Span{};
+}
+
+// parseSdp of body b[0, n) into `out`; false: something this does not take (more media than fit), JS reads it.
+bool sdpRead(const uint8_t* b, int n, SdpN* out) {
+  bool inMedia = false;
+  SdpMediaN* cur = nullptr;
+  Span f[4];
+  int pos = 0;
+  while (pos < n) {
+    int nl = indexOfByte(b, LF, pos, n);
+    if (nl < 0) nl = n;
+    int s = pos, e = nl;
+    while (s < e && isLws(b[s])) s++;
+    while (e > s && (isLws(b[e - 1]) || b[e - 1] == CR)) e--;
+    pos = nl + 1;
+    if (e - s < 2 || b[s + 1] != '=') continue;
+    switch (b[s]) {
+      case 'v':
+        out->sawVersion = true;
+        break;
+      case 'c': {
+        const int k = sdpFields(b, s + 2, e, f, 3);
+        Span a = sdpConnection(b, f, k);
+        if (!a.some()) break;
+        if (!inMedia) {
+          if (!out->connection.some()) out->connection = a;
+        } else if (cur != nullptr && !cur->addr.some()) {
+          cur->addr = a;
+        }
+        break;
+      }
+      case 'a': {
+        if (cur == nullptr) break;
+        const int colon = indexOfByte(b, ':', s + 2, e);
+        if (colon < 0) break;
+        const int ns = s + 2;
+        const bool rtcp = colon - ns == 4 && (b[ns] | 0x20) == 'r' && (b[ns + 1] | 0x20) == 't' && (b[ns + 2] | 0x20) == 'c' && (b[ns + 3] | 0x20) == 'p';
+        const bool rtpmap = colon - ns == 6 && (b[ns] | 0x20) == 'r' && (b[ns + 1] | 0x20) == 't' && (b[ns + 2] | 0x20) == 'p' &&
+                            (b[ns + 3] | 0x20) == 'm' && (b[ns + 4] | 0x20) == 'a' && (b[ns + 5] | 0x20) == 'p';
+        if (!rtcp && !rtpmap) break;
+        const int k = sdpFields(b, colon + 1, e, f, 4);
+        if (k == 0) break;
+        if (rtcp) {
+          const int port = sdpSmallInt(b, f[0].s, f[0].e, 65535);
+          if (port <= 0) break;
+          cur->rtcpPort = port;
+          // rtcpAddr = parseConnection(f[1..3]): set (to none too) only with 4 fields or more.
+          if (k >= 4) cur->rtcpAddr = sdpConnection(b, f + 1, 3);
+        } else if (k >= 2 && cur->nRtpmap < SDP_MAX_RTPMAP) {
+          const int pt = sdpSmallInt(b, f[0].s, f[0].e, 127);
+          if (pt < 0) break;
+          // printable(): 1 to 64 bytes of 0x21-0x7e.
+          const int len = f[1].e - f[1].s;
+          if (len == 0 || len > 64) break;
+          bool ok = true;
+          for (int i = f[1].s; i < f[1].e; i++) if (b[i] < 0x21 || b[i] > 0x7e) ok = false;
+          if (!ok) break;
+          cur->pt[cur->nRtpmap] = pt;
+          cur->enc[cur->nRtpmap++] = f[1];
+        }
+        break;
+      }
+      case 'm': {
+        inMedia = true;
+        cur = nullptr;
+        const int k = sdpFields(b, s + 2, e, f, 3);
+        if (k < 3) break;
+        const int slash = indexOfByte(b, '/', f[1].s, f[1].e);
+        const int port = sdpSmallInt(b, f[1].s, slash < 0 ? f[1].e : slash, 65535);
+        if (port < 0) break;
+        if (out->nMedia == SDP_MAX_MEDIA) return false;
+        cur = &out->media[out->nMedia++];
+        // Set field by field: the rtpmap arrays are read only up to nRtpmap.
+        cur->port = port;
+        cur->addr = Span{};
+        cur->rtcpPort = -1;
+        cur->rtcpAddr = Span{};
+        cur->nRtpmap = 0;
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return true;
+}
+
+// Whether b[sp) is ASCII: the record's strings are written as bytes, which is their UTF-8 only then.
+bool spanAscii(const uint8_t* b, Span sp) {
+  for (int i = sp.s; i < sp.e; i++) if (b[i] >= 0x80) return false;
+  return true;
+}
+
+bool spanEq(const uint8_t* b, Span x, Span y) {
+  return x.e - x.s == y.e - y.s && std::memcmp(b + x.s, b + y.s, static_cast<size_t>(x.e - x.s)) == 0;
+}
+
+// A bounded writer: every put checks its room (an SDP's addresses repeat, so the body's length bounds nothing).
+struct Put {
+  uint8_t* p;
+  uint8_t* end;
+  bool ok = true;
+  void varint(uint32_t v) {
+    if (end - p < 5) { ok = false; return; }
+    p = putVarint(p, v);
+  }
+  void str(const uint8_t* b, Span sp) {
+    varint(static_cast<uint32_t>(sp.e - sp.s));
+    if (!ok || end - p < sp.e - sp.s) { ok = false; return; }
+    std::memcpy(p, b + sp.s, static_cast<size_t>(sp.e - sp.s));
+    p += sp.e - sp.s;
+  }
+};
+
+constexpr uint8_t BIN_SDP = 0x10, BIN_RTCP = 0x20, BIN_RTPMAP = 0x40;
+
+// addSdp's sdp, rc and pm of an SDP read by sdpRead (body b), after the record's other fields; the BIN_* flags
+// it wrote, or -1 when it cannot (an address past ASCII, no room).
+int putSdp(const uint8_t* b, SdpN& sdp, Put& w) {
+  if (!sdp.sawVersion || sdp.nMedia == 0) return 0;
+  int flags = 0;
+  int nEps = 0, nRtcp = 0;
+  for (int i = 0; i < sdp.nMedia; i++) {
+    SdpMediaN& m = sdp.media[i];
+    if (!m.addr.some()) m.addr = sdp.connection;
+    if (!m.addr.some() || m.port == 0) continue;
+    if (!spanAscii(b, m.addr)) return -1;
+    nEps++;
+    const Span ra = m.rtcpAddr.some() ? m.rtcpAddr : m.addr;
+    if (m.rtcpPort >= 0 && !(spanEq(b, ra, m.addr) && m.rtcpPort == m.port + 1)) {
+      if (!spanAscii(b, ra)) return -1;
+      nRtcp++;
+    }
+  }
+  if (nEps > 0) {
+    flags |= BIN_SDP;
+    w.varint(static_cast<uint32_t>(nEps));
+    for (int i = 0; i < sdp.nMedia; i++) {
+      const SdpMediaN& m = sdp.media[i];
+      if (!m.addr.some() || m.port == 0) continue;
+      w.str(b, m.addr);
+      w.varint(static_cast<uint32_t>(m.port));
+    }
+  }
+  if (nRtcp > 0) {
+    flags |= BIN_RTCP;
+    w.varint(static_cast<uint32_t>(nRtcp));
+    for (int i = 0; i < sdp.nMedia; i++) {
+      const SdpMediaN& m = sdp.media[i];
+      if (!m.addr.some() || m.port == 0) continue;
+      const Span ra = m.rtcpAddr.some() ? m.rtcpAddr : m.addr;
+      if (m.rtcpPort >= 0 && !(spanEq(b, ra, m.addr) && m.rtcpPort == m.port + 1)) {
+        w.str(b, ra);
+        w.varint(static_cast<uint32_t>(m.rtcpPort));
+      }
+    }
+  }
+  // pm: each payload type once, the first entry of it in the usable media's order.
+  bool seen[128] = {};
+  int nMap = 0;
+  for (int i = 0; i < sdp.nMedia; i++) {
+    const SdpMediaN& m = sdp.media[i];
+    if (!m.addr.some() || m.port == 0) continue;
+    for (int k = 0; k < m.nRtpmap; k++) if (!seen[m.pt[k]]) { seen[m.pt[k]] = true; nMap++; }
+  }
+  if (nMap > 0) {
+    flags |= BIN_RTPMAP;
+    w.varint(static_cast<uint32_t>(nMap));
+    bool put[128] = {};
+    for (int i = 0; i < sdp.nMedia; i++) {
+      const SdpMediaN& m = sdp.media[i];
+      if (!m.addr.some() || m.port == 0) continue;
+      for (int k = 0; k < m.nRtpmap; k++) {
+        if (put[m.pt[k]]) continue;
+        put[m.pt[k]] = true;
+        w.varint(static_cast<uint32_t>(m.pt[k]));
+        w.str(b, m.enc[k]);
+      }
+    }
+  }
+  return w.ok ? flags : -1;
+}
+
+// The Content-Type value ct (ASCII, the scan checked) is application/sdp as parse.ts mediaType reads it: 1;
+// multipart/*: -1 (JS reads it); anything else: 0 (no SDP).
+int sdpType(const uint8_t* m, int s, int e) {
+  int semi = indexOfByte(m, ';', s, e);
+  int te = semi < 0 ? e : semi;
+  while (s < te && isLws(m[s])) s++;
+  while (te > s && isLws(m[te - 1])) te--;
+  static const char SDP[] = "application/sdp";
+  static const char MULTI[] = "multipart/";
+  auto lowerIs = [&](const char* w, int n, bool prefix) {
+    if (prefix ? te - s < n : te - s != n) return false;
+    for (int i = 0; i < n; i++) {
+      uint8_t c = m[s + i];
+      if (c >= 'A' && c <= 'Z') c = static_cast<uint8_t>(c + 32);
+      if (c != static_cast<uint8_t>(w[i])) return false;
+    }
+    return true;
+  };
+  if (lowerIs(SDP, 15, false)) return 1;
+  if (lowerIs(MULTI, 10, true)) return -1;
+  return 0;
+}
+
 // The journal record builder.ts indexDecoded makes of a message the scan decoded (frame f, scan layout sc),
-// when its record needs nothing JS reads its own way: no Session-ID, no P-Charging-Vector, no body that
-// might be SDP (those take the JS writer). Returns the record's length (prefix included) at `at`, or 0.
+// when its record needs nothing JS reads its own way: no Session-ID, no P-Charging-Vector, no multipart body,
+// an SDP that sdpRead and putSdp take (those take the JS writer). Returns the record's length (prefix
+// included) at `at`, or 0.
 int writeRecord(const uint8_t* f, const int32_t* sc, uint32_t sec, uint32_t nsec, uint32_t ordinal, bool hep, uint8_t* at, size_t room) {
   const int32_t* d = sc + O_DEC;
   if (d[D_OK] != 1 || !(sc[O_FACTS] & F_ASCII) || d[D_CID] < 0 || d[D_SESSION] >= 0 || d[D_PCV] >= 0) return 0;
-  if (d[D_CTYPE] >= 0 && d[D_BODY_END] > sc[O_HEADER_LEN]) return 0;
   const uint8_t* m = f + sc[O_PAY];
   const int len = sc[O_LEN];
+  const int bodyStart = sc[O_HEADER_LEN], bodyEnd = d[D_BODY_END];
+  bool withSdp = false;
+  if (d[D_CTYPE] >= 0 && bodyEnd > bodyStart) {
+    const int type = sdpType(m, d[D_CTYPE], d[D_CTYPE + 1]);
+    if (type < 0) return 0;
+    withSdp = type == 1;
+  }
   // Every string is an extent of the message, each a varint of at most 3 bytes (64 KiB), 13 strings at most
   // but for the users of P-Asserted-Identity (4): the message's length twice over bounds them all.
   if (room < static_cast<size_t>(REC_PREFIX + BIN_FIXED + 10 + 2 * 16 + 17 * 3 + 2 * len)) return 0;
@@ -925,6 +1210,19 @@ int writeRecord(const uint8_t* f, const int32_t* sc, uint32_t sec, uint32_t nsec
     const int n = d[D_PUSER_N];
     p = putVarint(p, static_cast<uint32_t>(n));
     for (int i = 0; i < n; i++) p = putStr(p, m, d[D_PUSER + 2 * i], d[D_PUSER + 2 * i + 1]);
+  }
+  if (withSdp) {
+    // thread_local: about 13 KiB, not on the stack of whoever calls the addon; reset as sdpRead fills it.
+    static thread_local SdpN sdp;
+    sdp.sawVersion = false;
+    sdp.connection = Span{};
+    sdp.nMedia = 0;
+    if (!sdpRead(m + bodyStart, bodyEnd - bodyStart, &sdp)) return 0;
+    Put w{p, at + room};
+    const int sf = putSdp(m + bodyStart, sdp, w);
+    if (sf < 0) return 0;
+    b[17] = static_cast<uint8_t>(b[17] | sf);
+    p = w.p;
   }
   const uint32_t total = static_cast<uint32_t>(p - at);
   put32le(at, total - 4);

@@ -13,6 +13,7 @@ import {
   NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN,
 } from './format';
 import { IndexState } from './state';
+import { binaryRecordSdp } from './message-binary';
 import { DialogKeys } from './dialog-keys';
 import { FLOW_KIND, FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
@@ -479,8 +480,12 @@ export class SegmentIndexer {
     const contentType = extent(bytes, o, d + DEC_CONTENT_TYPE);
     const headerLength = o[s + SCAN_HEADER_LEN];
     const bodyEnd = o[d + DEC_BODY_END];
-    if (contentType !== null && bodyEnd > headerLength) this.addSdp(rec, sdpFromBody(contentType, bytes.subarray(headerLength, bodyEnd)));
-    // The scan wrote this record's bytes (ENTRY_REC) when it needed nothing read here (no Session-ID, icid or SDP).
+    if (contentType !== null && bodyEnd > headerLength) {
+      // The SDP the scan read for the record it wrote, read back from that record rather than the body again.
+      if (recAt >= 0) binaryRecordSdp(recs!, recAt + RECORD_PREFIX_LEN, recAt + recLen, rec);
+      else this.addSdp(rec, sdpFromBody(contentType, bytes.subarray(headerLength, bodyEnd)));
+    }
+    // The scan wrote this record's bytes (ENTRY_REC) when it needed nothing read here (no Session-ID or icid, no multipart).
     if (recAt >= 0) {
       this.nativeRecords++;
       this.state.messages.addRecord(recs!, recAt, recLen);

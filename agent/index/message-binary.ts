@@ -282,6 +282,38 @@ function readEndpoints(cur: Cursor): Array<[string, number]> {
   return out;
 }
 
+/**
+ * The SDP fields (sdp, rc, pm) of the binary record at buf[start, end) set on m as readBinaryRecord reads them,
+ * the rest skipped: the indexer's record of a message whose record the native scan wrote from its SDP.
+ */
+export function binaryRecordSdp(buf: Buffer, start: number, end: number, m: MessageRecord): void {
+  if (end - start < FIXED_LEN + 1 || end > buf.length) throw new RangeError('message record too short');
+  const flags = buf[start + 17];
+  if (!(flags & (BIN_FLAG.SDP | BIN_FLAG.RTCP | BIN_FLAG.RTPMAP))) return;
+  let present = buf[start + 20] | (buf[start + 21] << 8);
+  const cur = new Cursor(buf, start + FIXED_LEN, end);
+  const np = cur.count(1);
+  for (let i = 0; i < np; i++) cur.varint();
+  // src, dst, Call-ID, then one string a presence bit.
+  let strings = 3;
+  for (; present !== 0; present &= present - 1) strings++;
+  for (let k = 0; k < strings; k++) skipStr(cur);
+  if (flags & BIN_FLAG.PU) for (let n = cur.count(1), i = 0; i < n; i++) skipStr(cur);
+  if (flags & BIN_FLAG.SDP) m.sdp = readEndpoints(cur);
+  if (flags & BIN_FLAG.RTCP) m.rc = readEndpoints(cur);
+  if (flags & BIN_FLAG.RTPMAP) {
+    const n = cur.count(2);
+    const pm: Array<[number, string]> = [];
+    for (let i = 0; i < n; i++) pm.push([cur.varint(), cur.str()]);
+    m.pm = pm;
+  }
+}
+
+function skipStr(cur: Cursor): void {
+  const n = cur.count(1); // read before adding: `cur.at += cur.count(1)` would add to the old offset
+  cur.at += n;
+}
+
 /** The Call-ID of the binary record at buf[start, end) (seal groups messages by it without decoding the rest). */
 export function binaryRecordCallId(buf: Buffer, start: number, end: number): string {
   if (end - start < FIXED_LEN + 1 || end > buf.length) throw new RangeError('message record too short');

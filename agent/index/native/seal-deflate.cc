@@ -15,6 +15,7 @@ namespace {
 constexpr int LEVEL = 1;
 constexpr int WINDOW_BITS = -15;
 constexpr int MEM_LEVEL = 8;
+constexpr size_t KEEP_OUT = 4u << 20;
 
 struct Stream {
   z_stream z{};
@@ -69,5 +70,8 @@ Napi::Value DeflateBlock(const Napi::CallbackInfo& info) {
     Napi::Error::New(env, "deflateBlock(): zlib did not finish the block").ThrowAsJavaScriptException();
     return env.Null();
   }
-  return Napi::Buffer<uint8_t>::Copy(env, s.out.data(), s.z.total_out);
+  Napi::Value result = Napi::Buffer<uint8_t>::Copy(env, s.out.data(), s.z.total_out);
+  // A block is a few hundred KiB; one of a dialog with very many messages is not kept room for afterwards.
+  if (s.out.size() > KEEP_OUT) std::vector<uint8_t>().swap(s.out);
+  return result;
 }

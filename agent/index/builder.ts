@@ -73,10 +73,10 @@ function latin1(bytes: Buffer, s: number, e: number): string {
   return (bytes as unknown as Latin1Sliced).latin1Slice(s, e);
 }
 
-/** The decoded extent at o[k], o[k + 1] as a string; null when absent (start -1). */
-function extent(bytes: Buffer, o: Int32Array, k: number): string | null {
+/** The decoded extent at o[k], o[k + 1] (in the message at buf[at]) as a string; null when absent (start -1). */
+function extent(buf: Buffer, at: number, o: Int32Array, k: number): string | null {
   const s = o[k];
-  return s < 0 ? null : latin1(bytes, s, o[k + 1]);
+  return s < 0 ? null : latin1(buf, at + s, at + o[k + 1]);
 }
 
 function indexHeader(): Buffer {
@@ -415,12 +415,12 @@ export class SegmentIndexer {
     const dport = o[s + SCAN_DPORT];
     st.addPacket(fileOffset, tsSec, tsNsec, src, dst, sport, dport, 17, PKT_FLAG.SIP, capLen);
     const at = frame + o[s + SCAN_PAYLOAD];
-    const bytes = buf.subarray(at, at + o[s + SCAN_LENGTH]);
     if (o[s + SCAN_DEC + DEC_OK] === 1) {
       this.nativeDecoded++;
-      this.indexDecoded(bytes, o, s, srcText, dstText, sport, dport, ordinal, tsSec, tsNsec, recs, recAt, recLen);
+      this.indexDecoded(buf, at, o[s + SCAN_LENGTH], o, s, srcText, dstText, sport, dport, ordinal, tsSec, tsNsec, recs, recAt, recLen);
       return;
     }
+    const bytes = buf.subarray(at, at + o[s + SCAN_LENGTH]);
     const sip = parseSipScanned(bytes, this.parseWhole, o, s + SCAN_SIP);
     this.indexParsed(sip, srcText, dstText, sport, dport, 17, [ordinal], false, bytes, tsSec, tsNsec);
   }
@@ -430,7 +430,7 @@ export class SegmentIndexer {
    * parseSip's reading, with strings cut from the bytes only for what the record keeps.
    */
   private indexDecoded(
-    bytes: Buffer, o: Int32Array, s: number, srcText: string, dstText: string, sport: number, dport: number,
+    buf: Buffer, at: number, len: number, o: Int32Array, s: number, srcText: string, dstText: string, sport: number, dport: number,
     ordinal: number, tsSec: number, tsNsec: number, recs: Buffer | null, recAt: number, recLen: number,
   ): void {
     const d = s + SCAN_DEC;
@@ -448,42 +448,41 @@ export class SegmentIndexer {
       sp: sport,
       dp: dport,
       pr: 17,
-      m: methodEnd < 0 ? null : latin1(bytes, o[s + SCAN_START], methodEnd),
+      m: methodEnd < 0 ? null : latin1(buf, at + o[s + SCAN_START], at + methodEnd),
       s: methodEnd < 0 ? o[d + DEC_STATUS] : null,
-      c: latin1(bytes, cs, o[d + DEC_CALL_ID + 1]),
-      q: extent(bytes, o, d + DEC_CSEQ),
-      ru: extent(bytes, o, d + DEC_RURI_USER),
-      fu: extent(bytes, o, d + DEC_FROM_USER),
-      tu: extent(bytes, o, d + DEC_TO_USER),
-      n: bytes.length,
+      c: latin1(buf, at + cs, at + o[d + DEC_CALL_ID + 1]),
+      q: extent(buf, at, o, d + DEC_CSEQ),
+      ru: extent(buf, at, o, d + DEC_RURI_USER),
+      fu: extent(buf, at, o, d + DEC_FROM_USER),
+      tu: extent(buf, at, o, d + DEC_TO_USER),
+      n: len,
     };
-    if (o[d + DEC_REASON] >= 0) rec.r = latin1(bytes, o[d + DEC_REASON], o[d + DEC_REASON + 1]);
+    if (o[d + DEC_REASON] >= 0) rec.r = latin1(buf, at + o[d + DEC_REASON], at + o[d + DEC_REASON + 1]);
     if (this.viaHep) rec.h = 1;
     if (o[d + DEC_PAI_COUNT] > 0) {
       const pu: string[] = [];
-      for (let i = 0, k = d + DEC_PAI_USERS; i < o[d + DEC_PAI_USER_COUNT]; i++, k += 2) pu.push(latin1(bytes, o[k], o[k + 1]));
+      for (let i = 0, k = d + DEC_PAI_USERS; i < o[d + DEC_PAI_USER_COUNT]; i++, k += 2) pu.push(latin1(buf, at + o[k], at + o[k + 1]));
       rec.pu = pu;
     }
-    if (o[d + DEC_CORRELATION] >= 0) rec.x = latin1(bytes, o[d + DEC_CORRELATION], o[d + DEC_CORRELATION + 1]);
-    const session = extent(bytes, o, d + DEC_SESSION_ID);
+    if (o[d + DEC_CORRELATION] >= 0) rec.x = latin1(buf, at + o[d + DEC_CORRELATION], at + o[d + DEC_CORRELATION + 1]);
+    const session = extent(buf, at, o, d + DEC_SESSION_ID);
     if (session !== null) {
       const si = sessionIdOf(session);
       const sr = sessionRemoteOf(session);
       if (si) rec.si = si;
       if (sr) rec.sr = sr;
     }
-    const pcv = extent(bytes, o, d + DEC_CHARGING_VECTOR);
+    const pcv = extent(buf, at, o, d + DEC_CHARGING_VECTOR);
     if (pcv !== null) {
       const ic = icidOf(pcv);
       if (ic) rec.ic = ic;
     }
-    const contentType = extent(bytes, o, d + DEC_CONTENT_TYPE);
     const headerLength = o[s + SCAN_HEADER_LEN];
     const bodyEnd = o[d + DEC_BODY_END];
-    if (contentType !== null && bodyEnd > headerLength) {
+    if (o[d + DEC_CONTENT_TYPE] >= 0 && bodyEnd > headerLength) {
       // The SDP the scan read for the record it wrote, read back from that record rather than the body again.
       if (recAt >= 0) binaryRecordSdp(recs!, recAt + RECORD_PREFIX_LEN, recAt + recLen, rec);
-      else this.addSdp(rec, sdpFromBody(contentType, bytes.subarray(headerLength, bodyEnd)));
+      else this.addSdp(rec, sdpFromBody(extent(buf, at, o, d + DEC_CONTENT_TYPE)!, buf.subarray(at + headerLength, at + bodyEnd)));
     }
     // The scan wrote this record's bytes (ENTRY_REC) when it needed nothing read here (no Session-ID or icid, no multipart).
     if (recAt >= 0) {
@@ -491,7 +490,8 @@ export class SegmentIndexer {
       this.state.messages.addRecord(recs!, recAt, recLen);
     } else this.state.messages.add(rec);
     this.keys.add(rec);
-    this.opts.onMessage?.(rec, this, bytes);
+    const onMessage = this.opts.onMessage;
+    if (onMessage) onMessage(rec, this, buf.subarray(at, at + len));
   }
 
   /** The record's media endpoints, RTCP endpoints and payload types from its SDP. */

@@ -186,10 +186,11 @@ class Cursor {
 
   varint(): number {
     let v = 0;
-    for (let shift = 0; shift < 35; shift += 7) {
+    // The 7-bit groups' weights by multiplication: `2 ** shift` was a call to pow() a byte.
+    for (let shift = 0, weight = 1; shift < 35; shift += 7, weight *= 128) {
       if (this.at >= this.end) throw new RangeError('message record cut short');
       const b = this.buf[this.at++];
-      v += (b & 0x7f) * 2 ** shift;
+      v += (b & 0x7f) * weight;
       if (b < 0x80) {
         if (v > 0xffffffff) break;
         return v;

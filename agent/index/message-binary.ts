@@ -264,6 +264,13 @@ export function readBinaryRecord(buf: Buffer, start: number, end: number): Messa
     for (let i = 0; i < n; i++) pu.push(cur.str());
     m.pu = pu;
   }
+  readSdpFields(cur, flags, m);
+  if (cur.at !== end) throw new RangeError('message record: bytes after its last field');
+  return m;
+}
+
+/** The record's last fields, from its SDP: endpoints, RTCP endpoints, payload types (as their flags say). */
+function readSdpFields(cur: Cursor, flags: number, m: MessageRecord): void {
   if (flags & BIN_FLAG.SDP) m.sdp = readEndpoints(cur);
   if (flags & BIN_FLAG.RTCP) m.rc = readEndpoints(cur);
   if (flags & BIN_FLAG.RTPMAP) {
@@ -272,8 +279,6 @@ export function readBinaryRecord(buf: Buffer, start: number, end: number): Messa
     for (let i = 0; i < n; i++) pm.push([cur.varint(), cur.str()]);
     m.pm = pm;
   }
-  if (cur.at !== end) throw new RangeError('message record: bytes after its last field');
-  return m;
 }
 
 function readEndpoints(cur: Cursor): Array<[string, number]> {
@@ -300,14 +305,7 @@ export function binaryRecordSdp(buf: Buffer, start: number, end: number, m: Mess
   for (; present !== 0; present &= present - 1) strings++;
   for (let k = 0; k < strings; k++) skipStr(cur);
   if (flags & BIN_FLAG.PU) for (let n = cur.count(1), i = 0; i < n; i++) skipStr(cur);
-  if (flags & BIN_FLAG.SDP) m.sdp = readEndpoints(cur);
-  if (flags & BIN_FLAG.RTCP) m.rc = readEndpoints(cur);
-  if (flags & BIN_FLAG.RTPMAP) {
-    const n = cur.count(2);
-    const pm: Array<[number, string]> = [];
-    for (let i = 0; i < n; i++) pm.push([cur.varint(), cur.str()]);
-    m.pm = pm;
-  }
+  readSdpFields(cur, flags, m);
 }
 
 function skipStr(cur: Cursor): void {

@@ -19,7 +19,7 @@ import { FLOW_KIND, FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
 import {
   BATCH_CORRUPT, BATCH_FULL, BATCH_HEAD, BATCH_OUT_LEN, BATCH_RECORDS, BATCH_STOP, BATCH_USED, ENTRY_CAPLEN, ENTRY_FAST, ENTRY_NSEC, ENTRY_OFF,
-  ENTRY_REC, ENTRY_REC_LEN,
+  ENTRY_REC, ENTRY_REC_LEN, BATCH_REC_BYTES,
   ENTRY_SCAN, ENTRY_SEC, IndexAddon, indexAddon, SCAN_DPORT, SCAN_IP, SCAN_LENGTH, SCAN_LINE_COUNT, SCAN_LINES, SCAN_OUT_LEN,
   SCAN_PAYLOAD, SCAN_SIP, SCAN_SPORT, SCAN_DEC, DEC_OK, DEC_CALL_ID, DEC_CSEQ, DEC_RURI_USER, DEC_FROM_USER, DEC_TO_USER, DEC_REASON,
   DEC_STATUS, DEC_CORRELATION, DEC_SESSION_ID, DEC_CHARGING_VECTOR, DEC_CONTENT_TYPE, DEC_BODY_END, DEC_PAI_COUNT, DEC_PAI_USER_COUNT,
@@ -59,9 +59,13 @@ const scanOut = new Int32Array(SCAN_OUT_LEN);
  * being read (from an onMessage): that one gets its own (batchBusy).
  */
 const sharedBatch = new Int32Array(BATCH_OUT_LEN);
-/** The journal records the batch scan writes (ENTRY_REC), with sharedBatch; a batch that fills it leaves the rest to JS. */
-const BATCH_RECORDS_BYTES = 512 * 1024;
-const sharedRecords = Buffer.allocUnsafe(BATCH_RECORDS_BYTES);
+/**
+ * The journal records the batch scan writes (ENTRY_REC) go straight into the message arena's chunk, at least
+ * this much room a batch (a batch that fills it leaves the rest to JS); an indexer run from another's onMessage
+ * has them written into a buffer of its own and copies them.
+ */
+const BATCH_RECORDS_MIN = 32 * 1024;
+const BATCH_RECORDS_OWN = 512 * 1024;
 let batchBusy = false;
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -129,6 +133,9 @@ export class SegmentIndexer {
   nativeDecoded = 0;
   /** Of those, the messages whose journal record the scan wrote (ENTRY_REC). */
   nativeRecords = 0;
+  /** Where the current batch's records were written in the arena (chunk, offset of its first); -1: in a buffer of its own. */
+  private inPlaceChunk = 0;
+  private inPlaceStart = -1;
   // Made once: parseSip runs for every message.
   private readonly parseWhole: ParseSipOptions;
   /** The correlation header's name for the native scan, which then decodes the values too; null: it does not. */
@@ -312,7 +319,7 @@ export class SegmentIndexer {
     if (sc === null) return scanPcapRecords(buf, base, header, (rec) => this.indexRecord(rec));
     const own = batchBusy;
     const o = own ? new Int32Array(BATCH_OUT_LEN) : sharedBatch;
-    const recs = own ? Buffer.allocUnsafe(BATCH_RECORDS_BYTES) : sharedRecords;
+    const recs = own ? Buffer.allocUnsafe(BATCH_RECORDS_OWN) : null;
     batchBusy = true;
     try {
       return this.walkBatches(sc, o, recs, buf, base, header);
@@ -321,12 +328,19 @@ export class SegmentIndexer {
     }
   }
 
-  private walkBatches(sc: IndexAddon, o: Int32Array, recs: Buffer, buf: Buffer, base: number, header: PcapHeader): number {
+  /** `own`: the records buffer of an indexer run from another's onMessage (copied from); null: the arena's chunk. */
+  private walkBatches(sc: IndexAddon, o: Int32Array, own: Buffer | null, buf: Buffer, base: number, header: PcapHeader): number {
     const limit = pcapCapLenLimit(header);
+    const arena = this.state.messages;
     let off = 0;
     for (;;) {
+      const recs = own ?? arena.batchRoom(BATCH_RECORDS_MIN);
       // Each record adds one packet: the batch's records are the packets from packetCount on.
       sc.scanRecords(buf, off, header.littleEndian, header.nanos, limit, header.linkType, o, this.scanCorrelation, recs, this.state.packetCount, this.viaHep);
+      if (own === null) {
+        this.inPlaceChunk = arena.chunkIndex;
+        this.inPlaceStart = arena.batchWritten(o[BATCH_REC_BYTES]);
+      } else this.inPlaceStart = -1;
       const n = o[BATCH_RECORDS];
       for (let i = 0, e = BATCH_HEAD; i < n; i++) {
         const at = o[e + ENTRY_OFF];
@@ -487,7 +501,8 @@ export class SegmentIndexer {
     // The scan wrote this record's bytes (ENTRY_REC) when it needed nothing read here (no Session-ID or icid, no multipart).
     if (recAt >= 0) {
       this.nativeRecords++;
-      this.state.messages.addRecord(recs!, recAt, recLen);
+      if (this.inPlaceStart >= 0) this.state.messages.addInPlace(this.inPlaceChunk, this.inPlaceStart + recAt, recLen);
+      else this.state.messages.addRecord(recs!, recAt, recLen);
     } else this.state.messages.add(rec);
     this.keys.add(rec);
     const onMessage = this.opts.onMessage;

@@ -48,11 +48,13 @@ export const SCAN_OUT_LEN = 50 + 4 * SCAN_MAX_LINES;
 export const BATCH_USED = 0;
 export const BATCH_RECORDS = 1;
 export const BATCH_STOP = 2;
+/** Bytes of journal records the batch wrote into `records`, from its start (ENTRY_REC). */
+export const BATCH_REC_BYTES = 3;
 export const BATCH_HEAD = 4;
 export const BATCH_END = 0;
 /** The record header at BATCH_USED is corrupt. */
 export const BATCH_CORRUPT = 1;
-/** `out` is full: call again from BATCH_USED. */
+/** `out` (or `records`) is full: call again from BATCH_USED. */
 export const BATCH_FULL = 2;
 /**
  * An entry: the record's offset, caplen, origlen, seconds (unsigned), nanoseconds, 1 when scanned, where its

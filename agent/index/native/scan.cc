@@ -803,6 +803,7 @@ enum Batch : int {
   B_USED = 0,      // bytes of the buffer walked (whole records from `from` on)
   B_RECORDS = 1,   // entries written
   B_STOP = 2,      // why the walk stopped: B_END, B_CORRUPT (the header at B_USED), B_FULL (call again from B_USED)
+  B_REC_BYTES = 3, // bytes of journal records written into the records buffer (writeRecord), from its start
   B_HEAD = 4,      // the first entry
 };
 constexpr int32_t B_END = 0, B_CORRUPT = 1, B_FULL = 2;
@@ -832,6 +833,9 @@ struct RecordOut {
 constexpr uint8_t REC_MESSAGE_BIN = 0x6d;  // format.ts REC.MESSAGE_BIN
 constexpr int REC_PREFIX = 5;
 constexpr int BIN_FIXED = 22;
+// writeRecord's room but for the message's bytes (twice the message bounds its strings): the batch stops rather
+// than pass a record it could write for want of room.
+constexpr int REC_ROOM = 256;
 constexpr uint8_t BIN_STATUS = 0x04, BIN_HEP = 0x02, BIN_PU = 0x08;
 
 inline uint8_t* putVarint(uint8_t* p, uint32_t v) {
@@ -1248,6 +1252,11 @@ void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nan
       break;
     }
     if (size - off - 16 < capLen) break;
+    // The records buffer too full for this record's (writeRecord's bound): stop, JS calls again with room.
+    if (rec != nullptr && records > 0 && rec->size - rec->used < static_cast<size_t>(REC_ROOM) + 2 * static_cast<size_t>(capLen)) {
+      stop = B_FULL;
+      break;
+    }
     // setTimestamp: a sub-second field of a second or more carries into the seconds.
     uint64_t nsec = nanos ? sub : static_cast<uint64_t>(sub) * 1000;
     uint64_t s64 = sec + nsec / 1000000000ULL;
@@ -1283,6 +1292,7 @@ void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nan
   out[B_USED] = static_cast<int32_t>(off);
   out[B_RECORDS] = records;
   out[B_STOP] = stop;
+  out[B_REC_BYTES] = rec != nullptr ? static_cast<int32_t>(rec->used) : 0;
 }
 
 }  // namespace

@@ -13,11 +13,13 @@ import {
   NO_ADDRESS, PACKET_ENTRY_LEN, PKT_FLAG, REC, RECORD_PREFIX_LEN,
 } from './format';
 import { IndexState } from './state';
+import { binaryRecordSdp } from './message-binary';
 import { DialogKeys } from './dialog-keys';
 import { FLOW_KIND, FlowTableBuilder, payloadKind, payloadSsrc } from './flows';
 import { isHepSegment } from '../ring/layout';
 import {
   BATCH_CORRUPT, BATCH_FULL, BATCH_HEAD, BATCH_OUT_LEN, BATCH_RECORDS, BATCH_STOP, BATCH_USED, ENTRY_CAPLEN, ENTRY_FAST, ENTRY_NSEC, ENTRY_OFF,
+  ENTRY_REC, ENTRY_REC_LEN, BATCH_REC_BYTES,
   ENTRY_SCAN, ENTRY_SEC, IndexAddon, indexAddon, SCAN_DPORT, SCAN_IP, SCAN_LENGTH, SCAN_LINE_COUNT, SCAN_LINES, SCAN_OUT_LEN,
   SCAN_PAYLOAD, SCAN_SIP, SCAN_SPORT, SCAN_DEC, DEC_OK, DEC_CALL_ID, DEC_CSEQ, DEC_RURI_USER, DEC_FROM_USER, DEC_TO_USER, DEC_REASON,
   DEC_STATUS, DEC_CORRELATION, DEC_SESSION_ID, DEC_CHARGING_VECTOR, DEC_CONTENT_TYPE, DEC_BODY_END, DEC_PAI_COUNT, DEC_PAI_USER_COUNT,
@@ -57,6 +59,13 @@ const scanOut = new Int32Array(SCAN_OUT_LEN);
  * being read (from an onMessage): that one gets its own (batchBusy).
  */
 const sharedBatch = new Int32Array(BATCH_OUT_LEN);
+/**
+ * The journal records the batch scan writes (ENTRY_REC) go straight into the message arena's chunk, at least
+ * this much room a batch (a batch that fills it leaves the rest to JS); an indexer run from another's onMessage
+ * has them written into a buffer of its own and copies them.
+ */
+const BATCH_RECORDS_MIN = 32 * 1024;
+const BATCH_RECORDS_OWN = 512 * 1024;
 let batchBusy = false;
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -68,10 +77,10 @@ function latin1(bytes: Buffer, s: number, e: number): string {
   return (bytes as unknown as Latin1Sliced).latin1Slice(s, e);
 }
 
-/** The decoded extent at o[k], o[k + 1] as a string; null when absent (start -1). */
-function extent(bytes: Buffer, o: Int32Array, k: number): string | null {
+/** The decoded extent at o[k], o[k + 1] (in the message at buf[at]) as a string; null when absent (start -1). */
+function extent(buf: Buffer, at: number, o: Int32Array, k: number): string | null {
   const s = o[k];
-  return s < 0 ? null : latin1(bytes, s, o[k + 1]);
+  return s < 0 ? null : latin1(buf, at + s, at + o[k + 1]);
 }
 
 function indexHeader(): Buffer {
@@ -122,6 +131,11 @@ export class SegmentIndexer {
   nativeScanned = 0;
   /** Of those, the messages whose values the scan decoded too (DEC_OK). */
   nativeDecoded = 0;
+  /** Of those, the messages whose journal record the scan wrote (ENTRY_REC). */
+  nativeRecords = 0;
+  /** Where the current batch's records were written in the arena (chunk, offset of its first); -1: in a buffer of its own. */
+  private inPlaceChunk = 0;
+  private inPlaceStart = -1;
   // Made once: parseSip runs for every message.
   private readonly parseWhole: ParseSipOptions;
   /** The correlation header's name for the native scan, which then decodes the values too; null: it does not. */
@@ -305,24 +319,36 @@ export class SegmentIndexer {
     if (sc === null) return scanPcapRecords(buf, base, header, (rec) => this.indexRecord(rec));
     const own = batchBusy;
     const o = own ? new Int32Array(BATCH_OUT_LEN) : sharedBatch;
+    const recs = own ? Buffer.allocUnsafe(BATCH_RECORDS_OWN) : null;
     batchBusy = true;
     try {
-      return this.walkBatches(sc, o, buf, base, header);
+      return this.walkBatches(sc, o, recs, buf, base, header);
     } finally {
       if (!own) batchBusy = false;
     }
   }
 
-  private walkBatches(sc: IndexAddon, o: Int32Array, buf: Buffer, base: number, header: PcapHeader): number {
+  /** `own`: the records buffer of an indexer run from another's onMessage (copied from); null: the arena's chunk. */
+  private walkBatches(sc: IndexAddon, o: Int32Array, own: Buffer | null, buf: Buffer, base: number, header: PcapHeader): number {
     const limit = pcapCapLenLimit(header);
+    const arena = this.state.messages;
     let off = 0;
     for (;;) {
-      sc.scanRecords(buf, off, header.littleEndian, header.nanos, limit, header.linkType, o, this.scanCorrelation);
+      const recs = own ?? arena.batchRoom(BATCH_RECORDS_MIN);
+      // Each record adds one packet: the batch's records are the packets from packetCount on.
+      sc.scanRecords(buf, off, header.littleEndian, header.nanos, limit, header.linkType, o, this.scanCorrelation, recs, this.state.packetCount, this.viaHep);
+      if (own === null) {
+        this.inPlaceChunk = arena.chunkIndex;
+        this.inPlaceStart = arena.batchWritten(o[BATCH_REC_BYTES]);
+      } else this.inPlaceStart = -1;
       const n = o[BATCH_RECORDS];
       for (let i = 0, e = BATCH_HEAD; i < n; i++) {
         const at = o[e + ENTRY_OFF];
         if (o[e + ENTRY_FAST] === 1) {
-          this.indexScanned(buf, at + PCAP_RECORD_HEADER_LEN, base + at, o[e + ENTRY_SEC] >>> 0, o[e + ENTRY_NSEC], o[e + ENTRY_CAPLEN], o, e + ENTRY_SCAN);
+          this.indexScanned(
+            buf, at + PCAP_RECORD_HEADER_LEN, base + at, o[e + ENTRY_SEC] >>> 0, o[e + ENTRY_NSEC], o[e + ENTRY_CAPLEN], o, e + ENTRY_SCAN,
+            recs, o[e + ENTRY_REC], o[e + ENTRY_REC_LEN],
+          );
           e += ENTRY_SCAN + SCAN_LINES + 4 * o[e + ENTRY_SCAN + SCAN_LINE_COUNT];
         } else {
           this.indexRecord(pcapRecordIn(buf, at, base + at, header, this.segmentPath)!, false);
@@ -346,7 +372,7 @@ export class SegmentIndexer {
     const ordinal = st.packetCount;
     const cut = rec.capLen < rec.origLen;
     if (scan && !cut && this.scanner !== null && this.scanner.scan(rec.data, scanOut, rec.linkType, this.scanCorrelation) === 1) {
-      this.indexScanned(rec.data, 0, rec.fileOffset, rec.tsSec, rec.tsNsec, rec.capLen, scanOut, 0);
+      this.indexScanned(rec.data, 0, rec.fileOffset, rec.tsSec, rec.tsNsec, rec.capLen, scanOut, 0, null, -1, 0);
       return;
     }
     const r = this.dissector.push(ordinal, rec.linkType, rec.data, rec.tsSec, cut);
@@ -386,9 +412,12 @@ export class SegmentIndexer {
    * A whole IPv4 UDP packet of one SIP message the native scan read: indexed
    * as indexRecord and indexMessage index it from the JS dissector's reading.
    */
-  private indexScanned(buf: Buffer, frame: number, fileOffset: number, tsSec: number, tsNsec: number, capLen: number, o: Int32Array, s: number): void {
+  private indexScanned(
+    buf: Buffer, frame: number, fileOffset: number, tsSec: number, tsNsec: number, capLen: number, o: Int32Array, s: number,
+    recs: Buffer | null, recAt: number, recLen: number,
+  ): void {
     const st = this.state;
-    // The frame at buf[frame]; its scan at o[s] (scan()'s layout).
+    // The frame at buf[frame]; its scan at o[s] (scan()'s layout); the message's journal record at recs[recAt] when the scan wrote it.
     const ordinal = st.packetCount;
     this.nativeScanned++;
     this.dissector.countUdpSip(tsSec);
@@ -400,12 +429,12 @@ export class SegmentIndexer {
     const dport = o[s + SCAN_DPORT];
     st.addPacket(fileOffset, tsSec, tsNsec, src, dst, sport, dport, 17, PKT_FLAG.SIP, capLen);
     const at = frame + o[s + SCAN_PAYLOAD];
-    const bytes = buf.subarray(at, at + o[s + SCAN_LENGTH]);
     if (o[s + SCAN_DEC + DEC_OK] === 1) {
       this.nativeDecoded++;
-      this.indexDecoded(bytes, o, s, srcText, dstText, sport, dport, ordinal, tsSec, tsNsec);
+      this.indexDecoded(buf, at, o[s + SCAN_LENGTH], o, s, srcText, dstText, sport, dport, ordinal, tsSec, tsNsec, recs, recAt, recLen);
       return;
     }
+    const bytes = buf.subarray(at, at + o[s + SCAN_LENGTH]);
     const sip = parseSipScanned(bytes, this.parseWhole, o, s + SCAN_SIP);
     this.indexParsed(sip, srcText, dstText, sport, dport, 17, [ordinal], false, bytes, tsSec, tsNsec);
   }
@@ -415,8 +444,8 @@ export class SegmentIndexer {
    * parseSip's reading, with strings cut from the bytes only for what the record keeps.
    */
   private indexDecoded(
-    bytes: Buffer, o: Int32Array, s: number, srcText: string, dstText: string, sport: number, dport: number,
-    ordinal: number, tsSec: number, tsNsec: number,
+    buf: Buffer, at: number, len: number, o: Int32Array, s: number, srcText: string, dstText: string, sport: number, dport: number,
+    ordinal: number, tsSec: number, tsNsec: number, recs: Buffer | null, recAt: number, recLen: number,
   ): void {
     const d = s + SCAN_DEC;
     const cs = o[d + DEC_CALL_ID];
@@ -433,42 +462,51 @@ export class SegmentIndexer {
       sp: sport,
       dp: dport,
       pr: 17,
-      m: methodEnd < 0 ? null : latin1(bytes, o[s + SCAN_START], methodEnd),
+      m: methodEnd < 0 ? null : latin1(buf, at + o[s + SCAN_START], at + methodEnd),
       s: methodEnd < 0 ? o[d + DEC_STATUS] : null,
-      c: latin1(bytes, cs, o[d + DEC_CALL_ID + 1]),
-      q: extent(bytes, o, d + DEC_CSEQ),
-      ru: extent(bytes, o, d + DEC_RURI_USER),
-      fu: extent(bytes, o, d + DEC_FROM_USER),
-      tu: extent(bytes, o, d + DEC_TO_USER),
-      n: bytes.length,
+      c: latin1(buf, at + cs, at + o[d + DEC_CALL_ID + 1]),
+      q: extent(buf, at, o, d + DEC_CSEQ),
+      ru: extent(buf, at, o, d + DEC_RURI_USER),
+      fu: extent(buf, at, o, d + DEC_FROM_USER),
+      tu: extent(buf, at, o, d + DEC_TO_USER),
+      n: len,
     };
-    if (o[d + DEC_REASON] >= 0) rec.r = latin1(bytes, o[d + DEC_REASON], o[d + DEC_REASON + 1]);
+    if (o[d + DEC_REASON] >= 0) rec.r = latin1(buf, at + o[d + DEC_REASON], at + o[d + DEC_REASON + 1]);
     if (this.viaHep) rec.h = 1;
     if (o[d + DEC_PAI_COUNT] > 0) {
       const pu: string[] = [];
-      for (let i = 0, k = d + DEC_PAI_USERS; i < o[d + DEC_PAI_USER_COUNT]; i++, k += 2) pu.push(latin1(bytes, o[k], o[k + 1]));
+      for (let i = 0, k = d + DEC_PAI_USERS; i < o[d + DEC_PAI_USER_COUNT]; i++, k += 2) pu.push(latin1(buf, at + o[k], at + o[k + 1]));
       rec.pu = pu;
     }
-    if (o[d + DEC_CORRELATION] >= 0) rec.x = latin1(bytes, o[d + DEC_CORRELATION], o[d + DEC_CORRELATION + 1]);
-    const session = extent(bytes, o, d + DEC_SESSION_ID);
+    if (o[d + DEC_CORRELATION] >= 0) rec.x = latin1(buf, at + o[d + DEC_CORRELATION], at + o[d + DEC_CORRELATION + 1]);
+    const session = extent(buf, at, o, d + DEC_SESSION_ID);
     if (session !== null) {
       const si = sessionIdOf(session);
       const sr = sessionRemoteOf(session);
       if (si) rec.si = si;
       if (sr) rec.sr = sr;
     }
-    const pcv = extent(bytes, o, d + DEC_CHARGING_VECTOR);
+    const pcv = extent(buf, at, o, d + DEC_CHARGING_VECTOR);
     if (pcv !== null) {
       const ic = icidOf(pcv);
       if (ic) rec.ic = ic;
     }
-    const contentType = extent(bytes, o, d + DEC_CONTENT_TYPE);
     const headerLength = o[s + SCAN_HEADER_LEN];
     const bodyEnd = o[d + DEC_BODY_END];
-    if (contentType !== null && bodyEnd > headerLength) this.addSdp(rec, sdpFromBody(contentType, bytes.subarray(headerLength, bodyEnd)));
-    this.state.messages.add(rec);
+    if (o[d + DEC_CONTENT_TYPE] >= 0 && bodyEnd > headerLength) {
+      // The SDP the scan read for the record it wrote, read back from that record rather than the body again.
+      if (recAt >= 0) binaryRecordSdp(recs!, recAt + RECORD_PREFIX_LEN, recAt + recLen, rec);
+      else this.addSdp(rec, sdpFromBody(extent(buf, at, o, d + DEC_CONTENT_TYPE)!, buf.subarray(at + headerLength, at + bodyEnd)));
+    }
+    // The scan wrote this record's bytes (ENTRY_REC) when it needed nothing read here (no Session-ID or icid, no multipart).
+    if (recAt >= 0) {
+      this.nativeRecords++;
+      if (this.inPlaceStart >= 0) this.state.messages.addInPlace(this.inPlaceChunk, this.inPlaceStart + recAt, recLen);
+      else this.state.messages.addRecord(recs!, recAt, recLen);
+    } else this.state.messages.add(rec);
     this.keys.add(rec);
-    this.opts.onMessage?.(rec, this, bytes);
+    const onMessage = this.opts.onMessage;
+    if (onMessage) onMessage(rec, this, buf.subarray(at, at + len));
   }
 
   /** The record's media endpoints, RTCP endpoints and payload types from its SDP. */
@@ -654,7 +692,8 @@ export class SegmentIndexer {
           at = msgs.copyRecord(ms[k], block, at + 4);
         }
       }
-      blocks.push(deflateRawSync(block.subarray(0, at), { level: 1 }));
+      // The addon's deflate gives deflateRawSync's bytes from one zlib stream reset between blocks (seal-deflate.cc).
+      blocks.push(this.scanner !== null ? this.scanner.deflateBlock(block.subarray(0, at)) : deflateRawSync(block.subarray(0, at), { level: 1 }));
     }
     const table = Buffer.alloc(8 + 4 * (blocks.length + 1));
     table.writeUInt32LE(dialogCount, 0);
@@ -712,6 +751,6 @@ export class SegmentIndexer {
   }
 
   stats() {
-    return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId, nativeScanned: this.nativeScanned, nativeDecoded: this.nativeDecoded };
+    return { ...this.dissector.stats(), messagesWithoutCallId: this.messagesWithoutCallId, nativeScanned: this.nativeScanned, nativeDecoded: this.nativeDecoded, nativeRecords: this.nativeRecords };
   }
 }

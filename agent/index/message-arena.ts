@@ -12,7 +12,8 @@ const CHUNK = 1 << 20;
  * the collector copied and promoted; a record is decoded only when asked for.
  *
  * Records are laid out back to back in 1 MiB chunks, so the records of a
- * flush are a few contiguous views.
+ * flush are a few contiguous views (more when a batch's records written in
+ * place and records added one by one alternate: see batchRoom).
  */
 export class MessageArena {
   private chunks: Buffer[] = [];
@@ -35,17 +36,48 @@ export class MessageArena {
   }
 
   private added(len: number): void {
+    this.place(this.chunks.length - 1, this.used, len);
+    this.used += len;
+  }
+
+  private place(chunk: number, start: number, len: number): void {
     const i = this.count;
     if (i === this.chunkOf.length) {
       this.chunkOf = grow(this.chunkOf);
       this.startOf = grow(this.startOf);
       this.lenOf = grow(this.lenOf);
     }
-    this.chunkOf[i] = this.chunks.length - 1;
-    this.startOf[i] = this.used;
+    this.chunkOf[i] = chunk;
+    this.startOf[i] = start;
     this.lenOf[i] = len;
-    this.used += len;
     this.count++;
+  }
+
+  /**
+   * Where a batch may write journal records in place (the native scan's): the current chunk from its first
+   * free byte, at least `min` bytes. batchWritten() then keeps what it wrote there; records added after it
+   * go after those bytes, so records need not lie in their order (records() joins only adjacent ones).
+   */
+  batchRoom(min: number): Buffer {
+    this.room(min);
+    return this.cur.subarray(this.used);
+  }
+
+  /** The batch wrote `bytes` bytes at the start of batchRoom()'s buffer: kept; returns their chunk offset (addInPlace). */
+  batchWritten(bytes: number): number {
+    const start = this.used;
+    this.used += bytes;
+    return start;
+  }
+
+  /** The current chunk's number (addInPlace). */
+  get chunkIndex(): number {
+    return this.chunks.length - 1;
+  }
+
+  /** Appends the journal record a batch wrote at chunk `chunk`, offset `start` (batchWritten's bytes). */
+  addInPlace(chunk: number, start: number, len: number): void {
+    this.place(chunk, start, len);
   }
 
   /** Appends the journal record of one message. */
@@ -53,6 +85,13 @@ export class MessageArena {
     this.room(RECORD_PREFIX_LEN + binaryRecordBound(m));
     const end = writeBinaryRecord(m, this.cur, this.used + RECORD_PREFIX_LEN);
     this.prefix(end - this.used);
+  }
+
+  /** Appends a journal record (prefix and binary record) written elsewhere: buf[start, start + len) (the native scan's). */
+  addRecord(buf: Buffer, start: number, len: number): void {
+    this.room(len);
+    buf.copy(this.cur, this.used, start, start + len);
+    this.added(len);
   }
 
   /** Appends a binary record as read from a journal (its caller has checked that it decodes). */
@@ -100,7 +139,7 @@ export class MessageArena {
       const start = this.startOf[i];
       let end = start + this.lenOf[i];
       i++;
-      while (i < to && this.chunkOf[i] === c) end = this.startOf[i] + this.lenOf[i++];
+      while (i < to && this.chunkOf[i] === c && this.startOf[i] === end) end = this.startOf[i] + this.lenOf[i++];
       out.push(this.chunks[c].subarray(start, end));
     }
     return out;

@@ -186,10 +186,11 @@ class Cursor {
 
   varint(): number {
     let v = 0;
-    for (let shift = 0; shift < 35; shift += 7) {
+    // The 7-bit groups' weights by multiplication: `2 ** shift` was a call to pow() a byte.
+    for (let shift = 0, weight = 1; shift < 35; shift += 7, weight *= 128) {
       if (this.at >= this.end) throw new RangeError('message record cut short');
       const b = this.buf[this.at++];
-      v += (b & 0x7f) * 2 ** shift;
+      v += (b & 0x7f) * weight;
       if (b < 0x80) {
         if (v > 0xffffffff) break;
         return v;
@@ -263,6 +264,13 @@ export function readBinaryRecord(buf: Buffer, start: number, end: number): Messa
     for (let i = 0; i < n; i++) pu.push(cur.str());
     m.pu = pu;
   }
+  readSdpFields(cur, flags, m);
+  if (cur.at !== end) throw new RangeError('message record: bytes after its last field');
+  return m;
+}
+
+/** The record's last fields, from its SDP: endpoints, RTCP endpoints, payload types (as their flags say). */
+function readSdpFields(cur: Cursor, flags: number, m: MessageRecord): void {
   if (flags & BIN_FLAG.SDP) m.sdp = readEndpoints(cur);
   if (flags & BIN_FLAG.RTCP) m.rc = readEndpoints(cur);
   if (flags & BIN_FLAG.RTPMAP) {
@@ -271,8 +279,6 @@ export function readBinaryRecord(buf: Buffer, start: number, end: number): Messa
     for (let i = 0; i < n; i++) pm.push([cur.varint(), cur.str()]);
     m.pm = pm;
   }
-  if (cur.at !== end) throw new RangeError('message record: bytes after its last field');
-  return m;
 }
 
 function readEndpoints(cur: Cursor): Array<[string, number]> {
@@ -280,6 +286,31 @@ function readEndpoints(cur: Cursor): Array<[string, number]> {
   const out: Array<[string, number]> = [];
   for (let i = 0; i < n; i++) out.push([cur.str(), cur.varint()]);
   return out;
+}
+
+/**
+ * The SDP fields (sdp, rc, pm) of the binary record at buf[start, end) set on m as readBinaryRecord reads them,
+ * the rest skipped: the indexer's record of a message whose record the native scan wrote from its SDP.
+ */
+export function binaryRecordSdp(buf: Buffer, start: number, end: number, m: MessageRecord): void {
+  if (end - start < FIXED_LEN + 1 || end > buf.length) throw new RangeError('message record too short');
+  const flags = buf[start + 17];
+  if (!(flags & (BIN_FLAG.SDP | BIN_FLAG.RTCP | BIN_FLAG.RTPMAP))) return;
+  let present = buf[start + 20] | (buf[start + 21] << 8);
+  const cur = new Cursor(buf, start + FIXED_LEN, end);
+  const np = cur.count(1);
+  for (let i = 0; i < np; i++) cur.varint();
+  // src, dst, Call-ID, then one string a presence bit.
+  let strings = 3;
+  for (; present !== 0; present &= present - 1) strings++;
+  for (let k = 0; k < strings; k++) skipStr(cur);
+  if (flags & BIN_FLAG.PU) for (let n = cur.count(1), i = 0; i < n; i++) skipStr(cur);
+  readSdpFields(cur, flags, m);
+}
+
+function skipStr(cur: Cursor): void {
+  const n = cur.count(1); // read before adding: `cur.at += cur.count(1)` would add to the old offset
+  cur.at += n;
 }
 
 /** The Call-ID of the binary record at buf[start, end) (seal groups messages by it without decoding the rest). */

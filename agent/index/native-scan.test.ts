@@ -32,6 +32,40 @@ const addon = indexAddon();
  * places, name-addr and bare URIs, tel: URIs, quoted display names (escapes too), %-escapes, two Call-IDs,
  * empty values, P-Asserted-Identity lists, CSeq forms, correlation, Session-ID and P-Charging-Vector headers.
  */
+/**
+ * An SDP body from random choices of what parseSdp and the record's sdp/rc/pm read (scan.cc sdpRead, putSdp):
+ * several m= lines, usable or not, port 0, c= at session and media level or missing, IPv6, multicast TTLs,
+ * odd spacing and case, a=rtcp with and without an address (port + 1 or not), rtpmap repeated across media or
+ * past 32, bytes past ASCII in an address or elsewhere, no v= line, more m= lines than the scan takes.
+ */
+function sdpBody(rnd: () => number, i: number): string {
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)];
+  const eol = pick(['\r\n', '\r\n', '\n', ' \r\n', '\t\r\n']);
+  const addr = () => pick(['10.0.0.1', '10.0.0.2', '2001:db8::7', '224.2.1.1/127/3', '10.0.0.1/', '/1', 'h\xe9st', 'fe80::1%eth0']);
+  const conn = () => pick(['IN IP4 ', 'IN IP6 ', 'in ip4 ', 'IN  IP4\t', 'IN IP5 ', 'IN IP4', 'ATM NSAP ']) + addr() + pick(['', '', ' extra']);
+  const lines: string[] = [];
+  if (rnd() < 0.95) lines.push(pick(['v=0', ' v=0', 'v=1']));
+  lines.push('o=- 1 1 IN IP4 10.0.0.1', pick(['s=-', 's=\xe9t\xe9', 's=']));
+  if (rnd() < 0.6) lines.push('c=' + conn());
+  if (rnd() < 0.1) lines.push('c=' + conn());
+  lines.push('t=0 0');
+  const nm = rnd() < 0.03 ? 40 : 1 + Math.floor(rnd() * 4);
+  for (let k = 0; k < nm; k++) {
+    const port = pick([String(4000 + 2 * i + k), '0', '5004/2', '65536', 'x', '49170']);
+    lines.push('m=' + pick(['audio', 'video', 'application']) + pick([' ', '  ', '\t']) + port + ' ' + pick(['RTP/AVP', 'RTP/SAVP', 'udp']) + pick([' 0 8 101', ' 0', '']));
+    if (rnd() < 0.5) lines.push('c=' + conn());
+    if (rnd() < 0.15) lines.push('c=' + conn());
+    const nr = rnd() < 0.05 ? 40 : Math.floor(rnd() * 4);
+    for (let r = 0; r < nr; r++) lines.push('a=' + pick(['rtpmap', 'RTPMAP', 'rtpmap', 'rtpMap']) + ':' + pick(['0 PCMU/8000', '8 PCMA/8000', '101 telephone-event/8000', '128 X/1', '9  G722/8000', '0', '18 G\xe929/8000', `${r % 120} C${r}/8000`]));
+    // Up to two a=rtcp lines: the second's port replaces the first's, its address too when it has one (usable or not).
+    for (let r = 0, nr2 = rnd() < 0.4 ? 1 + Math.floor(rnd() * 2) : 0; r < nr2; r++) {
+      lines.push('a=' + pick(['rtcp', 'RTCP', 'rtcp']) + ':' + pick([String(4001 + 2 * i + k), '5001', '0', 'x', '53020 IN IP4 10.0.0.9', '53020 IN IP6 2001:db8::9', '5001 IN IP4', '5001 in ip4 10.0.0.1', '5003 IN IP5 10.0.0.9', '5005 IN IP4 10.0.0.9 x']));
+    }
+    if (rnd() < 0.2) lines.push(pick(['a=sendrecv', 'a=ptime:20', 'a=fmtp:101 0-15', 'a=rtcp-mux', 'b=AS:64', 'x']));
+  }
+  return lines.join(eol) + eol;
+}
+
 function decodeCorpus(n: number, seed: number): Buffer[] {
   const rnd = prng(seed);
   const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)];
@@ -80,8 +114,8 @@ function decodeCorpus(n: number, seed: number): Buffer[] {
     if (rnd() < 0.15) h.push(name('P-Charging-Vector', null) + pick(['icid-value=1234;orig-ioi=x', 'icid-value="q;v"', 'orig-ioi=y', 'ICID-VALUE = z']));
     if (rnd() < 0.05) h.push(name('P-Charging-Vector', null) + 'icid-value=second');
     if (rnd() < 0.05) h.push('Subject: xref=1');
-    const body = rnd() < 0.5 ? 'v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio ' + (4000 + i) + ' RTP/AVP 0 8\r\na=rtcp:5001\r\n' : '';
-    if (body || rnd() < 0.3) h.push(name('Content-Type', 'c') + pick(['application/sdp', 'Application/SDP; x=1', 'text/plain', '']));
+    const body = rnd() < 0.5 ? (rnd() < 0.3 ? 'v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio ' + (4000 + i) + ' RTP/AVP 0 8\r\na=rtcp:5001\r\n' : sdpBody(rnd, i)) : '';
+    if (body || rnd() < 0.3) h.push(name('Content-Type', 'c') + pick(['application/sdp', 'application/sdp', 'Application/SDP; x=1', ' application/sdp ;v=2', 'text/plain', 'multipart/mixed;boundary=b1', '']));
     if (rnd() < 0.1) h.push(name('Content-Type', 'c') + 'application/sdp');
     if (rnd() < 0.8) h.push(name('Content-Length', 'l') + pick(['[len]', '[len]', '0', '3', '99999', 'x']));
     if (rnd() < 0.1) h.push('X-Odd: \xe9t\xe9');
@@ -123,6 +157,8 @@ const ODD: Buffer[] = [
   Buffer.from('INVITE sip:a@b SIP/2.0\r\nCall-ID: c\xc3\xa9\r\nX: ;XREF=q\r\n\r\n', 'latin1'),
   Buffer.from('\r\n\r\n', 'latin1'),
   Buffer.from('SIP/2.0 200 OK\r\n', 'latin1'),
+  // Values of 128 bytes or more (their record lengths take two varint bytes), a record written by the scan.
+  sip([`OPTIONS sip:${'7'.repeat(140)}@b SIP/2.0`, `Call-ID: ${'L'.repeat(200)}@x`, 'From: <sip:1@x>;tag=1', 'To: <sip:2@y>', 'CSeq: 1 OPTIONS', `X-CID: ${'c'.repeat(130)}`, 'Content-Length: 0']),
 ];
 
 function frame(payload: Buffer, i: number): Buffer {
@@ -267,15 +303,18 @@ function writeSegment(path: string, pkts: Pkt[], linkType = 1): void {
 }
 
 /** Indexes the segment both ways; the journals, the sealed indexes and what lookups find must be the same. */
-function indexBothWays(dir: string, seg: string): { packets: number; messages: number; scanned: number; decoded: number } {
+function indexBothWays(dir: string, seg: string): { packets: number; messages: number; scanned: number; decoded: number; records: number } {
   const files: Record<string, { journal: Buffer; sealed: Buffer }> = {};
   let packets = 0;
   let messages = 0;
   let scanned = 0;
   let decoded = 0;
+  let records = 0;
+  // What onMessage is told (the live counters, follows, HEP out): the same records both ways, SDP included.
+  const told: Record<string, unknown[]> = { false: [], true: [] };
   for (const nativeScan of [false, true]) {
     const idx = join(dir, `${nativeScan ? 'native' : 'js'}.idx`);
-    const ix = new SegmentIndexer(seg, idx, { nativeScan });
+    const ix = new SegmentIndexer(seg, idx, { nativeScan, onMessage: (m) => told[String(nativeScan)].push(m) });
     ix.catchUp();
     const journal = readFileSync(idx);
     ix.seal();
@@ -283,6 +322,7 @@ function indexBothWays(dir: string, seg: string): { packets: number; messages: n
     messages = ix.state.messages.count;
     scanned = ix.stats().nativeScanned;
     decoded = ix.stats().nativeDecoded;
+    records = ix.stats().nativeRecords;
     if (!nativeScan) assert.equal(scanned, 0);
     files[String(nativeScan)] = { journal, sealed: readFileSync(idx) };
     if (nativeScan) {
@@ -296,9 +336,10 @@ function indexBothWays(dir: string, seg: string): { packets: number; messages: n
       nat.close();
     }
   }
+  assert.deepEqual(told.true, told.false, 'onMessage told the same records');
   assert.ok(files.false.journal.equals(files.true.journal), 'journals byte-identical');
   assert.ok(files.false.sealed.equals(files.true.sealed), 'sealed indexes byte-identical');
-  return { packets, messages, scanned, decoded };
+  return { packets, messages, scanned, decoded, records };
 }
 
 test('differential: the native and the JS path write byte-identical journals and sealed indexes, on hostile and real traffic', () => {
@@ -346,6 +387,12 @@ test('differential: the native and the JS path write byte-identical journals and
     assert.ok(h.messages > 800, `${h.messages} messages indexed`);
     assert.ok(h.scanned > 800 && h.scanned < h.packets - 500, `${h.scanned} of ${h.packets} packets read by the native scan: both paths used`);
     assert.ok(h.decoded > 300 && h.decoded < h.scanned - 300, `${h.decoded} of ${h.scanned} scanned messages decoded natively: both ways used`);
+    assert.ok(h.records > 100 && h.records < h.decoded - 100, `${h.records} of ${h.decoded} decoded messages' records written by the scan`);
+    // The same packets in the HEP stream's segment: its records are marked so (BIN_FLAG.HEP), by the scan too.
+    const hepSeg = join(dir, 'hep-20261205T120000.000000Z.pcap');
+    copyFileSync(seg, hepSeg);
+    const hh = indexBothWays(dir, hepSeg);
+    assert.equal(hh.records, h.records);
 
     // Generated calls as the bench indexes them (SDP, PAI, numbers), with some RTP.
     const gen = generateSipCapture({ outDir: dir, totalBytes: 3 * 2 ** 20, fileBytes: 8 * 2 ** 20, seed: 77, rtp: { share: 0.2, seconds: 1 } });
@@ -355,6 +402,33 @@ test('differential: the native and the JS path write byte-identical journals and
     assert.ok(g.messages > 2000, `${g.messages} generated messages indexed`);
     assert.equal(g.scanned, g.messages, 'every generated SIP packet is read by the native scan');
     assert.equal(g.decoded, g.messages, 'every generated SIP message is decoded by the native scan');
+    // Their SDP too: every record is written by the scan.
+    assert.equal(g.records, g.messages, 'every generated record is written by the scan');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('differential: SDP bodies of every form give the same records whether the scan or JS writes them', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-native-sdp-'));
+  try {
+    const rnd = prng(0x5d9);
+    const pkts: Pkt[] = [];
+    for (let i = 0; i < 1500; i++) {
+      const body = sdpBody(rnd, i);
+      const start = i % 2 === 0 ? `INVITE sip:+1555${i}@b SIP/2.0` : 'SIP/2.0 200 OK';
+      const ct = ['application/sdp', 'Application/SDP;x=1', '\tapplication/sdp ', 'text/plain', 'multipart/mixed; boundary=q'][i % 5];
+      const lines = [start, `Call-ID: sdp-${i % 300}@x`, 'From: <sip:+15550001@x>;tag=1', 'To: <sip:+15550002@y>', `CSeq: ${i} INVITE`, `Content-Type: ${ct}`, 'Content-Length: [len]'];
+      // Half of them with their bytes as latin1 (a byte of 0x80 or more as it is, not as UTF-8).
+      const msg = i % 4 < 2 ? sip(lines, body) : Buffer.from(sip(lines, body).toString('utf8'), 'latin1');
+      pkts.push({ frame: frame(msg, i) });
+    }
+    const seg = join(dir, 'sdp.pcap');
+    writeSegment(seg, pkts);
+    const r = indexBothWays(dir, seg);
+    assert.equal(r.messages, pkts.length);
+    // Most are written by the scan; an address past ASCII, a multipart body, more m= lines than it takes go to JS.
+    assert.ok(r.records > r.messages / 2 && r.records < r.messages - 50, `${r.records} of ${r.messages} records written by the scan`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

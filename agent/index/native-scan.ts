@@ -23,8 +23,13 @@ export interface IndexAddon {
    */
   scanRecords(
     buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number, out: Int32Array,
-    correlation?: Uint8Array | null,
+    correlation?: Uint8Array | null, records?: Uint8Array | null, ordinal?: number, hep?: boolean,
   ): void;
+  /**
+   * zlib.deflateRawSync(block, { level: 1 })'s bytes, from one zlib stream a thread reset between blocks rather than
+   * one set up per call (seal-deflate.cc): the sealed index's dialog blocks.
+   */
+  deflateBlock(block: Uint8Array): Buffer;
 }
 
 /** Slots of the scan's output: the IPv4 header's offset, the ports, the message's offset and length. */
@@ -43,20 +48,33 @@ export const SCAN_OUT_LEN = 50 + 4 * SCAN_MAX_LINES;
 export const BATCH_USED = 0;
 export const BATCH_RECORDS = 1;
 export const BATCH_STOP = 2;
+/** Bytes of journal records the batch wrote into `records`, from its start (ENTRY_REC). */
+export const BATCH_REC_BYTES = 3;
 export const BATCH_HEAD = 4;
 export const BATCH_END = 0;
 /** The record header at BATCH_USED is corrupt. */
 export const BATCH_CORRUPT = 1;
-/** `out` is full: call again from BATCH_USED. */
+/** `out` (or `records`) is full: call again from BATCH_USED. */
 export const BATCH_FULL = 2;
-/** An entry: the record's offset, caplen, origlen, seconds (unsigned), nanoseconds, 1 when scanned; then scan()'s layout. */
+/**
+ * An entry: the record's offset, caplen, origlen, seconds (unsigned), nanoseconds, 1 when scanned, where its
+ * message's journal record is in `records` and its length (-1 and 0: none); then scan()'s layout.
+ */
 export const ENTRY_OFF = 0;
 export const ENTRY_CAPLEN = 1;
 export const ENTRY_ORIGLEN = 2;
 export const ENTRY_SEC = 3;
 export const ENTRY_NSEC = 4;
 export const ENTRY_FAST = 5;
-export const ENTRY_SCAN = 6;
+/**
+ * With `records` given, the scan writes the journal record (message-arena.ts's prefix and message-binary.ts's
+ * record, byte for byte what the builder would write) of each message it decoded whose record needs nothing
+ * JS reads its own way (no Session-ID, P-Charging-Vector or body), packet ordinals counted from `ordinal` a
+ * record; the builder copies it rather than writing one.
+ */
+export const ENTRY_REC = 6;
+export const ENTRY_REC_LEN = 7;
+export const ENTRY_SCAN = 8;
 /** The scan's line count, from an entry's scan layout. */
 export const SCAN_LINE_COUNT = SCAN_SIP + 9;
 /** The scan layout's size before its lines. */

@@ -803,12 +803,15 @@ enum Batch : int {
   B_USED = 0,      // bytes of the buffer walked (whole records from `from` on)
   B_RECORDS = 1,   // entries written
   B_STOP = 2,      // why the walk stopped: B_END, B_CORRUPT (the header at B_USED), B_FULL (call again from B_USED)
+  B_REC_BYTES = 3, // bytes of journal records written into the records buffer (writeRecord), from its start
   B_HEAD = 4,      // the first entry
 };
 constexpr int32_t B_END = 0, B_CORRUPT = 1, B_FULL = 2;
 // Per entry: the record's offset in the buffer, capLen, origLen, seconds, nanoseconds, 1 when scanned (then the
 // scanFrame layout follows, from O_IP on), 0 when the JS path reads the record.
-constexpr int E_OFF = 0, E_CAPLEN = 1, E_ORIGLEN = 2, E_SEC = 3, E_NSEC = 4, E_FAST = 5, E_SCAN = 6;
+// E_REC, E_REC_LEN: the message's journal record, written into the batch's record buffer (writeRecord), its
+// offset and length there; E_REC -1 when JS writes the record.
+constexpr int E_OFF = 0, E_CAPLEN = 1, E_ORIGLEN = 2, E_SEC = 3, E_NSEC = 4, E_FAST = 5, E_REC = 6, E_REC_LEN = 7, E_SCAN = 8;
 constexpr int MAX_SCAN_LEN = O_LINES + 4 * 256;  // SCAN_OUT_LEN: one message's lines at most, as the one-packet scan
 
 inline uint32_t rd32(const uint8_t* b, bool le) {
@@ -816,8 +819,423 @@ inline uint32_t rd32(const uint8_t* b, bool le) {
             : ((static_cast<uint32_t>(b[0]) << 24) | (static_cast<uint32_t>(b[1]) << 16) | (static_cast<uint32_t>(b[2]) << 8) | static_cast<uint32_t>(b[3]));
 }
 
+// ---- the message's journal record (agent/index/message-binary.ts writeBinaryRecord, behind message-arena.ts's prefix) ----
+
+// Where the batch writes the records of the messages it decoded; null: JS writes every record.
+struct RecordOut {
+  uint8_t* buf = nullptr;
+  size_t size = 0;
+  size_t used = 0;
+  uint32_t ordinal = 0;  // the packet ordinal of the batch's first record (one packet a record)
+  bool hep = false;      // the HEP stream's segment: BIN_FLAG.HEP
+};
+
+constexpr uint8_t REC_MESSAGE_BIN = 0x6d;  // format.ts REC.MESSAGE_BIN
+constexpr int REC_PREFIX = 5;
+constexpr int BIN_FIXED = 22;
+// writeRecord's room but for the message's bytes (twice the message bounds its strings): the batch stops rather
+// than pass a record it could write for want of room.
+constexpr int REC_ROOM = 256;
+constexpr uint8_t BIN_STATUS = 0x04, BIN_HEP = 0x02, BIN_PU = 0x08;
+
+inline uint8_t* putVarint(uint8_t* p, uint32_t v) {
+  while (v >= 0x80) {
+    *p++ = static_cast<uint8_t>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<uint8_t>(v);
+  return p;
+}
+
+inline void put32le(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  p[1] = static_cast<uint8_t>(v >> 8);
+  p[2] = static_cast<uint8_t>(v >> 16);
+  p[3] = static_cast<uint8_t>(v >> 24);
+}
+
+// writeStr of an ASCII string (its UTF-8 bytes are its bytes): varint length, bytes.
+inline uint8_t* putStr(uint8_t* p, const uint8_t* b, int s, int e) {
+  p = putVarint(p, static_cast<uint32_t>(e - s));
+  std::memcpy(p, b + s, static_cast<size_t>(e - s));
+  return p + (e - s);
+}
+
+// ip.ts formatIPv4: dotted decimal, as varint length and bytes.
+uint8_t* putIPv4(uint8_t* p, const uint8_t* a) {
+  uint8_t* len = p++;
+  for (int i = 0; i < 4; i++) {
+    if (i) *p++ = '.';
+    const unsigned v = a[i];
+    if (v >= 100) *p++ = static_cast<uint8_t>('0' + v / 100);
+    if (v >= 10) *p++ = static_cast<uint8_t>('0' + v / 10 % 10);
+    *p++ = static_cast<uint8_t>('0' + v % 10);
+  }
+  *len = static_cast<uint8_t>(p - len - 1);
+  return p;
+}
+
+// ---- the record's SDP: shared/sip/sdp.ts parseSdp and builder.ts addSdp, for an application/sdp body ----
+
+constexpr int SDP_MAX_MEDIA = 32;   // more m= lines: JS reads the body
+constexpr int SDP_MAX_RTPMAP = 32;  // sdp.ts keeps at most 32 rtpmap entries a media
+
+struct Span {
+  int s = -1, e = -1;  // [s, e) in the body; s -1: none
+  bool some() const { return s >= 0; }
+};
+
+struct SdpMediaN {
+  int port = 0;
+  Span addr;
+  int rtcpPort = -1;  // -1: none
+  Span rtcpAddr;
+  int nRtpmap = 0;
+  int pt[SDP_MAX_RTPMAP];
+  Span enc[SDP_MAX_RTPMAP];
+};
+
+struct SdpN {
+  bool sawVersion = false;
+  Span connection;
+  int nMedia = 0;
+  SdpMediaN media[SDP_MAX_MEDIA];
+};
+
+// sdp.ts fields(): the blank-separated (SP, HT) tokens of b[s, e), at most `max` (the count goes on past it).
+int sdpFields(const uint8_t* b, int s, int e, Span* f, int max) {
+  int n = 0;
+  int i = s;
+  while (i < e) {
+    while (i < e && isLws(b[i])) i++;
+    if (i >= e) break;
+    const int st = i;
+    while (i < e && !isLws(b[i])) i++;
+    if (n < max) f[n] = Span{st, i};
+    n++;
+  }
+  return n;
+}
+
+// Whether token b[t) is `up` (upper case ASCII) as JS's toUpperCase compares it: a latin1 byte past ASCII never
+// upper-cases to ASCII but for none of I, N, P, 4, 6 ... so any byte of 0x80 or more differs.
+bool tokenUpperIs(const uint8_t* b, Span t, const char* up) {
+  int n = static_cast<int>(std::strlen(up));
+  if (t.e - t.s != n) return false;
+  for (int i = 0; i < n; i++) {
+    uint8_t c = b[t.s + i];
+    if (c >= 'a' && c <= 'z') c = static_cast<uint8_t>(c - 32);
+    if (c != static_cast<uint8_t>(up[i])) return false;
+  }
+  return true;
+}
+
+// sdp.ts smallInt: 1 to 5 digits, at most max; -1 otherwise.
+int sdpSmallInt(const uint8_t* b, int s, int e, int max) {
+  if (e - s == 0 || e - s > 5) return -1;
+  int n = 0;
+  for (int i = s; i < e; i++) {
+    if (!isDigit(b[i])) return -1;
+    n = n * 10 + (b[i] - '0');
+  }
+  return n <= max ? n : -1;
+}
+
+// sdp.ts parseConnection of the tokens f[0..2] (at least 3): the address before any '/'; none when unusable.
+Span sdpConnection(const uint8_t* b, const Span* f, int n) {
+  if (n < 3 || !tokenUpperIs(b, f[0], "IN") || !(tokenUpperIs(b, f[1], "IP4") || tokenUpperIs(b, f[1], "IP6"))) return Span{};
+  int slash = indexOfByte(b, '/', f[2].s, f[2].e);
+  Span a{f[2].s, slash < 0 ? f[2].e : slash};
+  return a.e > a.s ? a : Span{};
+}
+
+// parseSdp of body b[0, n) into `out`; false: something this does not take (more media than fit), JS reads it.
+bool sdpRead(const uint8_t* b, int n, SdpN* out) {
+  bool inMedia = false;
+  SdpMediaN* cur = nullptr;
+  Span f[4];
+  int pos = 0;
+  while (pos < n) {
+    int nl = indexOfByte(b, LF, pos, n);
+    if (nl < 0) nl = n;
+    int s = pos, e = nl;
+    while (s < e && isLws(b[s])) s++;
+    while (e > s && (isLws(b[e - 1]) || b[e - 1] == CR)) e--;
+    pos = nl + 1;
+    if (e - s < 2 || b[s + 1] != '=') continue;
+    switch (b[s]) {
+      case 'v':
+        out->sawVersion = true;
+        break;
+      case 'c': {
+        const int k = sdpFields(b, s + 2, e, f, 3);
+        Span a = sdpConnection(b, f, k);
+        if (!a.some()) break;
+        if (!inMedia) {
+          if (!out->connection.some()) out->connection = a;
+        } else if (cur != nullptr && !cur->addr.some()) {
+          cur->addr = a;
+        }
+        break;
+      }
+      case 'a': {
+        if (cur == nullptr) break;
+        const int colon = indexOfByte(b, ':', s + 2, e);
+        if (colon < 0) break;
+        const int ns = s + 2;
+        const bool rtcp = colon - ns == 4 && (b[ns] | 0x20) == 'r' && (b[ns + 1] | 0x20) == 't' && (b[ns + 2] | 0x20) == 'c' && (b[ns + 3] | 0x20) == 'p';
+        const bool rtpmap = colon - ns == 6 && (b[ns] | 0x20) == 'r' && (b[ns + 1] | 0x20) == 't' && (b[ns + 2] | 0x20) == 'p' &&
+                            (b[ns + 3] | 0x20) == 'm' && (b[ns + 4] | 0x20) == 'a' && (b[ns + 5] | 0x20) == 'p';
+        if (!rtcp && !rtpmap) break;
+        const int k = sdpFields(b, colon + 1, e, f, 4);
+        if (k == 0) break;
+        if (rtcp) {
+          const int port = sdpSmallInt(b, f[0].s, f[0].e, 65535);
+          if (port <= 0) break;
+          cur->rtcpPort = port;
+          // rtcpAddr = parseConnection(f[1..3]): set (to none too) only with 4 fields or more.
+          if (k >= 4) cur->rtcpAddr = sdpConnection(b, f + 1, 3);
+        } else if (k >= 2 && cur->nRtpmap < SDP_MAX_RTPMAP) {
+          const int pt = sdpSmallInt(b, f[0].s, f[0].e, 127);
+          if (pt < 0) break;
+          // printable(): 1 to 64 bytes of 0x21-0x7e.
+          const int len = f[1].e - f[1].s;
+          if (len == 0 || len > 64) break;
+          bool ok = true;
+          for (int i = f[1].s; i < f[1].e; i++) if (b[i] < 0x21 || b[i] > 0x7e) ok = false;
+          if (!ok) break;
+          cur->pt[cur->nRtpmap] = pt;
+          cur->enc[cur->nRtpmap++] = f[1];
+        }
+        break;
+      }
+      case 'm': {
+        inMedia = true;
+        cur = nullptr;
+        const int k = sdpFields(b, s + 2, e, f, 3);
+        if (k < 3) break;
+        const int slash = indexOfByte(b, '/', f[1].s, f[1].e);
+        const int port = sdpSmallInt(b, f[1].s, slash < 0 ? f[1].e : slash, 65535);
+        if (port < 0) break;
+        if (out->nMedia == SDP_MAX_MEDIA) return false;
+        cur = &out->media[out->nMedia++];
+        // Set field by field: the rtpmap arrays are read only up to nRtpmap.
+        cur->port = port;
+        cur->addr = Span{};
+        cur->rtcpPort = -1;
+        cur->rtcpAddr = Span{};
+        cur->nRtpmap = 0;
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return true;
+}
+
+// Whether b[sp) is ASCII: the record's strings are written as bytes, which is their UTF-8 only then.
+bool spanAscii(const uint8_t* b, Span sp) {
+  for (int i = sp.s; i < sp.e; i++) if (b[i] >= 0x80) return false;
+  return true;
+}
+
+bool spanEq(const uint8_t* b, Span x, Span y) {
+  return x.e - x.s == y.e - y.s && std::memcmp(b + x.s, b + y.s, static_cast<size_t>(x.e - x.s)) == 0;
+}
+
+// A bounded writer: every put checks its room (an SDP's addresses repeat, so the body's length bounds nothing).
+struct Put {
+  uint8_t* p;
+  uint8_t* end;
+  bool ok = true;
+  void varint(uint32_t v) {
+    if (end - p < 5) { ok = false; return; }
+    p = putVarint(p, v);
+  }
+  void str(const uint8_t* b, Span sp) {
+    varint(static_cast<uint32_t>(sp.e - sp.s));
+    if (!ok || end - p < sp.e - sp.s) { ok = false; return; }
+    std::memcpy(p, b + sp.s, static_cast<size_t>(sp.e - sp.s));
+    p += sp.e - sp.s;
+  }
+};
+
+constexpr uint8_t BIN_SDP = 0x10, BIN_RTCP = 0x20, BIN_RTPMAP = 0x40;
+
+// addSdp's sdp, rc and pm of an SDP read by sdpRead (body b), after the record's other fields; the BIN_* flags
+// it wrote, or -1 when it cannot (an address past ASCII, no room).
+int putSdp(const uint8_t* b, SdpN& sdp, Put& w) {
+  if (!sdp.sawVersion || sdp.nMedia == 0) return 0;
+  int flags = 0;
+  int nEps = 0, nRtcp = 0;
+  for (int i = 0; i < sdp.nMedia; i++) {
+    SdpMediaN& m = sdp.media[i];
+    if (!m.addr.some()) m.addr = sdp.connection;
+    if (!m.addr.some() || m.port == 0) continue;
+    if (!spanAscii(b, m.addr)) return -1;
+    nEps++;
+    const Span ra = m.rtcpAddr.some() ? m.rtcpAddr : m.addr;
+    if (m.rtcpPort >= 0 && !(spanEq(b, ra, m.addr) && m.rtcpPort == m.port + 1)) {
+      if (!spanAscii(b, ra)) return -1;
+      nRtcp++;
+    }
+  }
+  if (nEps > 0) {
+    flags |= BIN_SDP;
+    w.varint(static_cast<uint32_t>(nEps));
+    for (int i = 0; i < sdp.nMedia; i++) {
+      const SdpMediaN& m = sdp.media[i];
+      if (!m.addr.some() || m.port == 0) continue;
+      w.str(b, m.addr);
+      w.varint(static_cast<uint32_t>(m.port));
+    }
+  }
+  if (nRtcp > 0) {
+    flags |= BIN_RTCP;
+    w.varint(static_cast<uint32_t>(nRtcp));
+    for (int i = 0; i < sdp.nMedia; i++) {
+      const SdpMediaN& m = sdp.media[i];
+      if (!m.addr.some() || m.port == 0) continue;
+      const Span ra = m.rtcpAddr.some() ? m.rtcpAddr : m.addr;
+      if (m.rtcpPort >= 0 && !(spanEq(b, ra, m.addr) && m.rtcpPort == m.port + 1)) {
+        w.str(b, ra);
+        w.varint(static_cast<uint32_t>(m.rtcpPort));
+      }
+    }
+  }
+  // pm: each payload type once, the first entry of it in the usable media's order.
+  bool seen[128] = {};
+  int nMap = 0;
+  for (int i = 0; i < sdp.nMedia; i++) {
+    const SdpMediaN& m = sdp.media[i];
+    if (!m.addr.some() || m.port == 0) continue;
+    for (int k = 0; k < m.nRtpmap; k++) if (!seen[m.pt[k]]) { seen[m.pt[k]] = true; nMap++; }
+  }
+  if (nMap > 0) {
+    flags |= BIN_RTPMAP;
+    w.varint(static_cast<uint32_t>(nMap));
+    bool put[128] = {};
+    for (int i = 0; i < sdp.nMedia; i++) {
+      const SdpMediaN& m = sdp.media[i];
+      if (!m.addr.some() || m.port == 0) continue;
+      for (int k = 0; k < m.nRtpmap; k++) {
+        if (put[m.pt[k]]) continue;
+        put[m.pt[k]] = true;
+        w.varint(static_cast<uint32_t>(m.pt[k]));
+        w.str(b, m.enc[k]);
+      }
+    }
+  }
+  return w.ok ? flags : -1;
+}
+
+// The Content-Type value ct (ASCII, the scan checked) is application/sdp as parse.ts mediaType reads it: 1;
+// multipart/*: -1 (JS reads it); anything else: 0 (no SDP).
+int sdpType(const uint8_t* m, int s, int e) {
+  int semi = indexOfByte(m, ';', s, e);
+  int te = semi < 0 ? e : semi;
+  while (s < te && isLws(m[s])) s++;
+  while (te > s && isLws(m[te - 1])) te--;
+  static const char SDP[] = "application/sdp";
+  static const char MULTI[] = "multipart/";
+  auto lowerIs = [&](const char* w, int n, bool prefix) {
+    if (prefix ? te - s < n : te - s != n) return false;
+    for (int i = 0; i < n; i++) {
+      uint8_t c = m[s + i];
+      if (c >= 'A' && c <= 'Z') c = static_cast<uint8_t>(c + 32);
+      if (c != static_cast<uint8_t>(w[i])) return false;
+    }
+    return true;
+  };
+  if (lowerIs(SDP, 15, false)) return 1;
+  if (lowerIs(MULTI, 10, true)) return -1;
+  return 0;
+}
+
+// The journal record builder.ts indexDecoded makes of a message the scan decoded (frame f, scan layout sc),
+// when its record needs nothing JS reads its own way: no Session-ID, no P-Charging-Vector, no multipart body,
+// an SDP that sdpRead and putSdp take (those take the JS writer). Returns the record's length (prefix
+// included) at `at`, or 0.
+int writeRecord(const uint8_t* f, const int32_t* sc, uint32_t sec, uint32_t nsec, uint32_t ordinal, bool hep, uint8_t* at, size_t room) {
+  const int32_t* d = sc + O_DEC;
+  if (d[D_OK] != 1 || !(sc[O_FACTS] & F_ASCII) || d[D_CID] < 0 || d[D_SESSION] >= 0 || d[D_PCV] >= 0) return 0;
+  const uint8_t* m = f + sc[O_PAY];
+  const int len = sc[O_LEN];
+  const int bodyStart = sc[O_HEADER_LEN], bodyEnd = d[D_BODY_END];
+  bool withSdp = false;
+  if (d[D_CTYPE] >= 0 && bodyEnd > bodyStart) {
+    const int type = sdpType(m, d[D_CTYPE], d[D_CTYPE + 1]);
+    if (type < 0) return 0;
+    withSdp = type == 1;
+  }
+  // Every string is an extent of the message, each a varint of at most 3 bytes (64 KiB), 13 strings at most
+  // but for the users of P-Asserted-Identity (4): the message's length twice over bounds them all.
+  if (room < static_cast<size_t>(REC_PREFIX + BIN_FIXED + 10 + 2 * 16 + 17 * 3 + 2 * len)) return 0;
+  const int mEnd = d[D_METHOD_END];
+  const bool request = mEnd >= 0;
+  const bool pu = d[D_PAI_N] > 0;
+  uint8_t flags = 0;
+  if (hep) flags |= BIN_HEP;
+  if (!request) flags |= BIN_STATUS;
+  if (pu) flags |= BIN_PU;
+  // Presence bits: m r q ru fu tu x (si sr ic never here).
+  unsigned present = (request ? 1u : 0u) | (d[D_REASON] >= 0 ? 2u : 0u) | (d[D_CSEQ] >= 0 ? 4u : 0u) | (d[D_RUSER] >= 0 ? 8u : 0u) |
+                     (d[D_FUSER] >= 0 ? 16u : 0u) | (d[D_TUSER] >= 0 ? 32u : 0u) | (d[D_CORR] >= 0 ? 64u : 0u);
+  uint8_t* b = at + REC_PREFIX;
+  put32le(b, sec);
+  put32le(b + 4, nsec);
+  put32le(b + 8, static_cast<uint32_t>(len));
+  b[12] = static_cast<uint8_t>(sc[O_SPORT]);
+  b[13] = static_cast<uint8_t>(sc[O_SPORT] >> 8);
+  b[14] = static_cast<uint8_t>(sc[O_DPORT]);
+  b[15] = static_cast<uint8_t>(sc[O_DPORT] >> 8);
+  b[16] = 17;
+  b[17] = flags;
+  const uint32_t status = request ? 0 : static_cast<uint32_t>(d[D_STATUS]);
+  b[18] = static_cast<uint8_t>(status);
+  b[19] = static_cast<uint8_t>(status >> 8);
+  b[20] = static_cast<uint8_t>(present);
+  b[21] = static_cast<uint8_t>(present >> 8);
+  uint8_t* p = putVarint(b + BIN_FIXED, 1);
+  p = putVarint(p, ordinal);
+  const uint8_t* ip = f + sc[O_IP];
+  p = putIPv4(p, ip + 12);
+  p = putIPv4(p, ip + 16);
+  p = putStr(p, m, d[D_CID], d[D_CID + 1]);
+  if (request) p = putStr(p, m, sc[O_START], mEnd);
+  if (d[D_REASON] >= 0) p = putStr(p, m, d[D_REASON], d[D_REASON + 1]);
+  if (d[D_CSEQ] >= 0) p = putStr(p, m, d[D_CSEQ], d[D_CSEQ + 1]);
+  if (d[D_RUSER] >= 0) p = putStr(p, m, d[D_RUSER], d[D_RUSER + 1]);
+  if (d[D_FUSER] >= 0) p = putStr(p, m, d[D_FUSER], d[D_FUSER + 1]);
+  if (d[D_TUSER] >= 0) p = putStr(p, m, d[D_TUSER], d[D_TUSER + 1]);
+  if (d[D_CORR] >= 0) p = putStr(p, m, d[D_CORR], d[D_CORR + 1]);
+  if (pu) {
+    const int n = d[D_PUSER_N];
+    p = putVarint(p, static_cast<uint32_t>(n));
+    for (int i = 0; i < n; i++) p = putStr(p, m, d[D_PUSER + 2 * i], d[D_PUSER + 2 * i + 1]);
+  }
+  if (withSdp) {
+    // thread_local: about 13 KiB, not on the stack of whoever calls the addon; reset as sdpRead fills it.
+    static thread_local SdpN sdp;
+    sdp.sawVersion = false;
+    sdp.connection = Span{};
+    sdp.nMedia = 0;
+    if (!sdpRead(m + bodyStart, bodyEnd - bodyStart, &sdp)) return 0;
+    Put w{p, at + room};
+    const int sf = putSdp(m + bodyStart, sdp, w);
+    if (sf < 0) return 0;
+    b[17] = static_cast<uint8_t>(b[17] | sf);
+    p = w.p;
+  }
+  const uint32_t total = static_cast<uint32_t>(p - at);
+  put32le(at, total - 4);
+  at[4] = REC_MESSAGE_BIN;
+  return static_cast<int>(total);
+}
+
 void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nanos, uint32_t limit, int linkType, int32_t* out,
-                 size_t outLen, const uint8_t* corr, int corrLen) {
+                 size_t outLen, const uint8_t* corr, int corrLen, RecordOut* rec) {
   size_t off = from;
   int32_t records = 0;
   size_t e = B_HEAD;
@@ -834,6 +1252,11 @@ void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nan
       break;
     }
     if (size - off - 16 < capLen) break;
+    // The records buffer too full for this record's (writeRecord's bound): stop, JS calls again with room.
+    if (rec != nullptr && records > 0 && rec->size - rec->used < static_cast<size_t>(REC_ROOM) + 2 * static_cast<size_t>(capLen)) {
+      stop = B_FULL;
+      break;
+    }
     // setTimestamp: a sub-second field of a second or more carries into the seconds.
     uint64_t nsec = nanos ? sub : static_cast<uint64_t>(sub) * 1000;
     uint64_t s64 = sec + nsec / 1000000000ULL;
@@ -845,9 +1268,20 @@ void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nan
     en[E_SEC] = static_cast<int32_t>(static_cast<uint32_t>(s64));
     en[E_NSEC] = static_cast<int32_t>(nsec);
     en[E_FAST] = 0;
+    en[E_REC] = -1;
+    en[E_REC_LEN] = 0;
     // A cut record, or a time past what the packet table holds (the JS path reports it): not scanned.
     if (capLen == origLen && s64 <= 0xffffffffULL && scanFrame(h + 16, capLen, linkType, en + E_SCAN, MAX_SCAN_LEN, corr, corrLen) == FAST_SIP) {
       en[E_FAST] = 1;
+      if (rec != nullptr) {
+        const int n = writeRecord(h + 16, en + E_SCAN, static_cast<uint32_t>(s64), static_cast<uint32_t>(nsec),
+                                  rec->ordinal + static_cast<uint32_t>(records), rec->hep, rec->buf + rec->used, rec->size - rec->used);
+        if (n > 0) {
+          en[E_REC] = static_cast<int32_t>(rec->used);
+          en[E_REC_LEN] = n;
+          rec->used += static_cast<size_t>(n);
+        }
+      }
       e += E_SCAN + O_LINES + 4 * static_cast<size_t>(en[E_SCAN + O_LINE_COUNT]);
     } else {
       e += E_SCAN;
@@ -858,12 +1292,16 @@ void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nan
   out[B_USED] = static_cast<int32_t>(off);
   out[B_RECORDS] = records;
   out[B_STOP] = stop;
+  out[B_REC_BYTES] = rec != nullptr ? static_cast<int32_t>(rec->used) : 0;
 }
 
 }  // namespace
 
 // Without N-API (TFINDEX_STANDALONE): scanFrame alone, for a sanitizer build that fuzzes it.
 #ifndef TFINDEX_STANDALONE
+// seal-deflate.cc
+Napi::Value DeflateBlock(const Napi::CallbackInfo& info);
+
 namespace {
 
 // The optional correlation header name (lower case, 2 to 256 bytes) at info[i]: the values are decoded (D_*) only
@@ -906,10 +1344,11 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
 }
 
 // scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number,
-//             out: Int32Array, correlation?: Uint8Array) -> undefined; out holds the batch (B_*, E_*).
+//             out: Int32Array, correlation?: Uint8Array, records?: Uint8Array, ordinal?: number, hep?: boolean) -> undefined;
+// out holds the batch (B_*, E_*), records the decoded messages' journal records (E_REC).
 Napi::Value ScanRecords(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* usage = "scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number, out: Int32Array, correlation?: Uint8Array of 2 to 256 bytes)";
+  const char* usage = "scanRecords(buf: Uint8Array, from: number, littleEndian: boolean, nanos: boolean, capLenLimit: number, linkType: number, out: Int32Array, correlation?: Uint8Array of 2 to 256 bytes, records?: Uint8Array, ordinal?: number, hep?: boolean)";
   if (info.Length() < 7 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsBoolean() || !info[3].IsBoolean() ||
       !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsTypedArray()) {
     Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
@@ -930,6 +1369,28 @@ Napi::Value ScanRecords(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
     return env.Null();
   }
+  // The decoded messages' records (writeRecord) go to info[8] from its start when it is given, with the
+  // first record's packet ordinal info[9] and whether the segment is HEP's info[10].
+  RecordOut rec;
+  const bool withRecords = info.Length() > 8 && !info[8].IsUndefined() && !info[8].IsNull();
+  if (withRecords) {
+    if (!info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || info.Length() < 11 ||
+        !info[9].IsNumber() || !info[10].IsBoolean()) {
+      Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    auto r = info[8].As<Napi::Uint8Array>();
+    const double ordinal = info[9].As<Napi::Number>().DoubleValue();
+    // Record offsets go out as int32, ordinals are u32 (the packet table's).
+    if (r.ElementLength() > 0x7fffffff || !(ordinal >= 0) || ordinal > 4294967295.0 || ordinal != static_cast<double>(static_cast<uint32_t>(ordinal))) {
+      Napi::RangeError::New(env, usage).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    rec.buf = r.Data();
+    rec.size = r.ElementLength();
+    rec.ordinal = static_cast<uint32_t>(ordinal);
+    rec.hep = info[10].As<Napi::Boolean>().Value();
+  }
   // Offsets go out as int32: a buffer past 2 GiB, or a start outside it, is refused.
   const double from = info[1].As<Napi::Number>().DoubleValue();
   const double limit = info[4].As<Napi::Number>().DoubleValue();
@@ -938,13 +1399,15 @@ Napi::Value ScanRecords(const Napi::CallbackInfo& info) {
     return env.Null();
   }
   scanRecords(b.Data(), b.ElementLength(), static_cast<size_t>(from), info[2].As<Napi::Boolean>().Value(), info[3].As<Napi::Boolean>().Value(),
-              static_cast<uint32_t>(limit), info[5].As<Napi::Number>().Int32Value(), o.Data(), o.ElementLength(), corr, corrLen);
+              static_cast<uint32_t>(limit), info[5].As<Napi::Number>().Int32Value(), o.Data(), o.ElementLength(), corr, corrLen,
+              withRecords ? &rec : nullptr);
   return env.Undefined();
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("scan", Napi::Function::New(env, Scan));
   exports.Set("scanRecords", Napi::Function::New(env, ScanRecords));
+  exports.Set("deflateBlock", Napi::Function::New(env, DeflateBlock));
   return exports;
 }
 

@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync, writevSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeSync, writevSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { Dissector } from '../../shared/decode/dissector';
 import { corruptRecord, PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapCapLenLimit, pcapRecordIn, scanPcapRecords } from '../../shared/pcap/pcap';
@@ -634,6 +634,33 @@ export class SegmentIndexer {
   seal(): void {
     if (this.sealed) return;
     this.catchUp();
+    const tmpPath = this.indexPath === null ? null : `${this.indexPath}.seal-${process.pid}`;
+    try {
+      this.sealTo(tmpPath);
+    } catch (e) {
+      // A full disk or an I/O error mid-seal: the journal stays the index (a
+      // later open reseals it); the half-written sealed file must not stay
+      // beside it, one per failed attempt.
+      if (tmpPath !== null && !this.sealed) {
+        if (this.idxFd >= 0) {
+          try {
+            closeSync(this.idxFd);
+          } catch {
+            /* already failing: the first error is the one to report */
+          }
+          this.idxFd = -1;
+        }
+        try {
+          rmSync(tmpPath, { force: true });
+        } catch {
+          /* not a file we made (a directory in the way): left as it is */
+        }
+      }
+      throw e;
+    }
+  }
+
+  private sealTo(tmpPath: string | null): void {
     const st = this.state;
     const msgs = st.messages;
     const dialogIds = this.keys.ids;
@@ -642,9 +669,9 @@ export class SegmentIndexer {
     // The sealed file is written afresh beside the journal and renamed over
     // it: the journal's messages would otherwise be stored twice. Readers
     // holding the journal open keep reading their (unlinked) copy.
-    const tmpPath = this.indexPath === null ? null : `${this.indexPath}.seal-${process.pid}`;
     if (tmpPath !== null) {
       if (this.idxFd >= 0) closeSync(this.idxFd);
+      this.idxFd = -1; // closed: a failing open below must not leave the number to be closed again
       this.idxFd = openSync(tmpPath, 'w');
       this.idxPos = 0;
       this.write(indexHeader());

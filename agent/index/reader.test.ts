@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeSync, readFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
@@ -221,6 +222,46 @@ test('a dialog block that inflates past the bound is a corrupt index, not memory
       t.close();
     }
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+
+test('a seal that fails on a full disk leaves no half-written sealed file; the journal still opens', { skip: isRoot ? false : 'needs root: mounts a small tmpfs to fill' }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tf-index-full-'));
+  const mnt = join(dir, 'mnt');
+  mkdirSync(mnt);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+  try {
+    const seg = segment(mnt, 1500);
+    const idx = join(mnt, 'seg.idx');
+    const ix = new SegmentIndexer(seg, idx);
+    ix.catchUp();
+    // Fill what is left, so the sealed file's first writes fail.
+    const fd = openSync(join(mnt, 'filler'), 'w');
+    const block = Buffer.alloc(64 * 1024);
+    try {
+      for (let i = 0; i < 128; i++) writeSync(fd, block);
+      assert.fail('the 4 MiB tmpfs did not fill');
+    } catch (e) {
+      assert.equal((e as NodeJS.ErrnoException).code, 'ENOSPC');
+    }
+    // Down to the last bytes: a write of one byte at a time until it fails too.
+    for (let i = 0; i < 1 << 16; i++) {
+      try {
+        writeSync(fd, block, 0, 1);
+      } catch {
+        break;
+      }
+    }
+    closeSync(fd);
+    assert.throws(() => ix.seal(), (e: NodeJS.ErrnoException) => e.code === 'ENOSPC');
+    assert.deepEqual(readdirSync(mnt).filter((n) => n.includes('.seal-')), [], 'no half-written sealed file left');
+    const replay = replayJournal(idx);
+    assert.equal(replay.state.packetCount, 3000);
+  } finally {
+    execFileSync('umount', [mnt]);
     rmSync(dir, { recursive: true, force: true });
   }
 });

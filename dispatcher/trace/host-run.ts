@@ -216,7 +216,6 @@ export class HostRun {
     this.c.sweep.unwatch(this);
     this.phase = 'final';
     this.feed?.abort(new Error('the dispatcher is stopping; the host is finished from its spool file on the next start'));
-    void this.writing.then(() => this.c.spool.closePcap(this.c.traceId, this.c.host)).catch(() => {});
   }
 
   /** A message that has an ack (chunk, result), validated; a malformed one is refused in its ack and breaks the protocol. */
@@ -289,8 +288,6 @@ export class HostRun {
     this.disarm();
     this.c.sweep.unwatch(this);
     const done = async () => {
-      // Every chunk is written: the file's descriptor goes (its bytes stay for the store and the merge).
-      await this.c.spool.closePcap(this.c.traceId, this.c.host).catch((e: Error) => notes.push(`could not close its spool file (${e.message})`));
       let final = f;
       if (f.state !== 'done' && f.hasPcap) {
         // A run cut short may end mid-record: keep the whole records.

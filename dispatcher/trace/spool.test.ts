@@ -65,34 +65,3 @@ test("removeTrace empties a trace's directory of many files, leaves other traces
   await spool.removeTrace(id);
   assert.deepEqual(readdirSync(own), [other]);
 });
-
-test("appendPcap holds a host's file open between its chunks, at most 64 at once, and each file gets its bytes in order", async () => {
-  const own = mkdtempSync(join(dir, 'fd-'));
-  const spool = new Spool(own);
-  const id = '20261123T000000-cccccc';
-  const fds = (): number => readdirSync('/proc/self/fd').length;
-  const before = fds();
-  const hosts = Array.from({ length: 100 }, (_, i) => `h${i}`);
-  const want = new Map(hosts.map((h) => [h, [] as Buffer[]]));
-  // Three rounds over 100 hosts, each host's chunks one at a time (as its run writes them), hosts at once.
-  for (let round = 0; round < 3; round++) {
-    await Promise.all(
-      hosts.map((h, i) => {
-        const b = Buffer.from(`${h}:${round}:${'x'.repeat(i)};`);
-        want.get(h)!.push(b);
-        return spool.appendPcap(id, h, b, round === 0);
-      }),
-    );
-    assert.ok(fds() - before <= 64, `at most 64 spool files open (${fds() - before})`);
-  }
-  assert.ok(fds() - before > 0, 'files stay open between chunks');
-  for (const h of hosts) assert.deepEqual(readFileSync(spool.pcapPath(id, h)), Buffer.concat(want.get(h)!), `${h}'s file`);
-  // A first chunk again (a new attempt) replaces the file, through a fresh descriptor.
-  await spool.appendPcap(id, 'h99', Buffer.from('again'), true);
-  assert.equal(readFileSync(spool.pcapPath(id, 'h99'), 'utf8'), 'again');
-  await Promise.all(hosts.map((h) => spool.closePcap(id, h)));
-  assert.equal(fds(), before, 'closePcap closes them');
-  await spool.appendPcap(id, 'h1', Buffer.from('more'), false);
-  await spool.removeTrace(id);
-  assert.equal(fds(), before, 'removeTrace closes what its runs left open');
-});

@@ -1,4 +1,4 @@
-import { close as closeCb, createReadStream, createWriteStream, existsSync, mkdirSync, open as openCb, readdirSync, readFile as readFileCb, readFileSync, renameSync, rmSync, statSync, write as writeCb, writeFile as writeFileCb, writeFileSync, WriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFile as readFileCb, readFileSync, renameSync, rmSync, statSync, writeFile as writeFileCb, writeFileSync, WriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, rmdir, stat, truncate, unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -52,34 +52,13 @@ const SAFE = /^[A-Za-z0-9_.-]{1,128}$/;
  */
 const writeFile = promisify(writeFileCb);
 const readFile = promisify(readFileCb);
-const openFd = promisify(openCb);
-const closeFd = promisify(closeCb);
-const writeFd = promisify(writeCb);
-
-/** Writes all of `bytes` at the file's current end (a regular file takes them in one write; the loop is for the rest). */
-async function writeAll(fd: number, bytes: Uint8Array): Promise<void> {
-  for (let off = 0; off < bytes.length; ) off += (await writeFd(fd, bytes, off, bytes.length - off, null)).bytesWritten;
-}
-
-/** A host's spool PCAP held open between its chunks. */
-interface OpenPcap {
-  fd: number;
-  /** A write is in flight (a host's chunks are written one at a time). */
-  busy: boolean;
-  /** closePcap() came during the write: closed once it ends. */
-  closeWhenIdle: boolean;
-}
 
 /**
  * Spool files open at once for trace chunks. A fleet-wide trace's first
  * chunks all arrive within a second: a file held open per host, on top of
  * one socket per agent, ran a 10,000-agent dispatcher out of descriptors
- * (EMFILE). A host's file stays open between its chunks (an open and a
- * close per 256 KiB chunk were a tenth of the dispatcher's CPU for a big
- * result) until its run ends or, with this many open, the least recently
- * written idle one is closed for a new host; chunks past this wait their
- * turn, and so do their acks (the agent's next chunk waits for the disk as
- * it always did).
+ * (EMFILE). Chunks past this wait their turn, and so do their acks (the
+ * agent's next chunk waits for the disk as it always did).
  */
 const CHUNK_FILES_OPEN = 64;
 
@@ -127,10 +106,7 @@ async function writeAtomicAsync(path: string, data: string): Promise<void> {
 }
 
 export class Spool {
-  /** Hosts' PCAPs held open, least recently written first (a Map keeps insertion order). */
-  private readonly pcapFiles = new Map<string, OpenPcap>();
-  /** Descriptors being opened or closed: they count against CHUNK_FILES_OPEN too. */
-  private filesInTransit = 0;
+  private chunkFilesOpen = 0;
   private readonly waitingForFile: Array<() => void> = [];
 
   constructor(readonly dir: string) {
@@ -146,101 +122,33 @@ export class Spool {
   }
 
   /**
-   * Appends one trace chunk to the host's PCAP, through a descriptor held
-   * open between chunks (see CHUNK_FILES_OPEN; closePcap() closes it); the
-   * first chunk replaces a file left by an earlier attempt. A host's chunks
-   * are appended one at a time (its run chains them). Resolves once the
-   * bytes are written.
+   * Appends one trace chunk to the host's PCAP, the file opened and closed
+   * for it (see CHUNK_FILES_OPEN); the first chunk replaces a file left by
+   * an earlier attempt. Resolves once the bytes are written.
    */
   async appendPcap(traceId: string, host: string, bytes: Uint8Array, first: boolean): Promise<void> {
     const path = this.pcapPath(traceId, host);
-    let f = this.pcapFiles.get(path);
-    if (f) {
-      this.pcapFiles.delete(path);
-      if (first) {
-        // An earlier attempt's descriptor: the file is made anew.
-        await this.closeFile(f);
-        f = undefined;
-      } else this.pcapFiles.set(path, f); // now the most recently written
-    }
-    f ??= await this.openFile(traceId, path, first);
-    f.busy = true;
-    try {
-      await writeAll(f.fd, bytes);
-    } catch (e) {
-      if (this.pcapFiles.get(path) === f) this.pcapFiles.delete(path);
-      await this.closeFile(f).catch(() => {});
-      throw e;
-    } finally {
-      f.busy = false;
-    }
-    if (f.closeWhenIdle) await this.closePcap(traceId, host);
-    else this.wakeForFile();
-  }
-
-  /** Closes the host's PCAP descriptor, if one is held open (its run ended; the file stays). */
-  async closePcap(traceId: string, host: string): Promise<void> {
-    const path = this.pcapPath(traceId, host);
-    const f = this.pcapFiles.get(path);
-    if (!f) return;
-    if (f.busy) {
-      f.closeWhenIdle = true;
-      return;
-    }
-    this.pcapFiles.delete(path);
-    await this.closeFile(f);
-  }
-
-  /** A descriptor for `path`, made room for among CHUNK_FILES_OPEN (the least recently written idle one is closed). */
-  private async openFile(traceId: string, path: string, first: boolean): Promise<OpenPcap> {
-    for (;;) {
-      if (this.pcapFiles.size + this.filesInTransit < CHUNK_FILES_OPEN) break;
-      let idle: [string, OpenPcap] | undefined;
-      for (const e of this.pcapFiles) {
-        if (!e[1].busy) {
-          idle = e;
-          break;
-        }
-      }
-      if (idle) {
-        this.pcapFiles.delete(idle[0]);
-        await this.closeFile(idle[1]);
-      } else await new Promise<void>((r) => this.waitingForFile.push(r));
-    }
-    this.filesInTransit++;
+    if (this.chunkFilesOpen >= CHUNK_FILES_OPEN) await new Promise<void>((r) => this.waitingForFile.push(r));
+    else this.chunkFilesOpen++;
     try {
       const flag = first ? 'w' : 'a';
       // The trace's directory is made when it is missing, not tried for every host (a mkdir per host was a
       // tenth of a fleet-wide trace's spool time); twice, for markStored removing it empty in between.
       for (let attempt = 0; ; attempt++) {
         try {
-          const f: OpenPcap = { fd: await openFd(path, flag), busy: true, closeWhenIdle: false };
-          this.pcapFiles.set(path, f);
-          return f;
+          await writeFile(path, bytes, { flag });
+          break;
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 2) throw e;
           await mkdir(this.traceDir(traceId), { recursive: true });
         }
       }
     } finally {
-      this.filesInTransit--;
-      this.wakeForFile();
+      // The slot passes straight to the next waiter (the count stays), or is given back.
+      const next = this.waitingForFile.shift();
+      if (next) next();
+      else this.chunkFilesOpen--;
     }
-  }
-
-  private async closeFile(f: OpenPcap): Promise<void> {
-    this.filesInTransit++;
-    try {
-      await closeFd(f.fd);
-    } finally {
-      this.filesInTransit--;
-      this.wakeForFile();
-    }
-  }
-
-  /** A chunk waiting for a descriptor may find room now (one closed, or one idle to close). */
-  private wakeForFile(): void {
-    this.waitingForFile.shift()?.();
   }
 
   /** A fresh file for a host's PCAP, held open (a live follow's few long streams); an old one from an earlier attempt is replaced. */
@@ -313,7 +221,6 @@ export class Spool {
    * store); a dispatcher running a peer's host keeps nothing.
    */
   async markStored(traceId: string, host: string, keepPcap: boolean): Promise<void> {
-    await this.closePcap(traceId, host);
     const base = join(this.traceDir(traceId), safe(host, 'host'));
     const kept = keepPcap && existsSync(`${base}.pcap`);
     if (kept) await writeFile(`${base}.stored`, '');
@@ -349,12 +256,6 @@ export class Spool {
    */
   async removeTrace(traceId: string): Promise<void> {
     const dir = this.traceDir(traceId);
-    // Descriptors its runs left open (each run closes its own when it ends; these are the exceptions).
-    for (const [path, f] of [...this.pcapFiles]) {
-      if (!path.startsWith(`${dir}/`) || f.busy) continue;
-      this.pcapFiles.delete(path);
-      await this.closeFile(f).catch(() => {});
-    }
     const gone = `${dir}${REMOVING}`;
     try {
       await rename(dir, gone);

@@ -11,7 +11,7 @@ import { Server, Socket as ServerSocket } from 'socket.io';
 import { ETH_IPV4, ethernet, ipv4, sipInvite, sipResponse, sll, udp } from '../../test/support/packets';
 import { CaptureStreamParser } from '../../shared/pcap/reader';
 import { PcapFileWriterSync } from '../../shared/pcap/writer';
-import { CHUNK_BYTES, CHUNKS_IN_FLIGHT, ChunkAck, RunAck, TraceDone, TraceProgress, traceChunk, traceDone, traceFailure, traceProgress, traceResult } from '../../shared/protocol/agent';
+import { AGENT_MESSAGE_MAX_BYTES, CHUNK_BYTES, CHUNKS_IN_FLIGHT, ChunkAck, MAX_CHUNK_BYTES, RunAck, TraceDone, TraceProgress, traceChunk, traceDone, traceFailure, traceProgress, traceResult } from '../../shared/protocol/agent';
 import { parseMessage, refusal, traceRef } from '../../shared/protocol/common';
 import { TracefleetError } from '../../shared/errors/catalogue';
 import { TraceQuery } from '../../shared/query/query';
@@ -130,7 +130,7 @@ class TestDispatcher {
   onResult: (traceId: string, ack: (a: ChunkAck) => void) => void = (_id, ack) => ack({ ok: true });
   url = '';
   private http = createServer();
-  private io = new Server(this.http, { serveClient: false, maxHttpBufferSize: 1e6 });
+  private io = new Server(this.http, { serveClient: false, maxHttpBufferSize: AGENT_MESSAGE_MAX_BYTES });
 
   async start(): Promise<this> {
     this.io.of('/agent').on('connection', (s) => this.attach(s));
@@ -205,10 +205,10 @@ class TestDispatcher {
     });
   }
 
-  /** `result`: say that this dispatcher takes trace:result (dispatchers before it did not). */
-  async run(traceId: string, query: TraceQuery, result = false): Promise<RunAck> {
+  /** `result`: say that this dispatcher takes trace:result (dispatchers before it did not); `chunkBytes`: the chunk size offered (none before it). */
+  async run(traceId: string, query: TraceQuery, result = false, chunkBytes?: number): Promise<RunAck> {
     const s = await waitFor('the agent to connect', () => this.agent());
-    return (await s.timeout(5000).emitWithAck('trace:run', result ? { traceId, query, result: true } : { traceId, query })) as RunAck;
+    return (await s.timeout(5000).emitWithAck('trace:run', { traceId, query, ...(result ? { result: true as const } : {}), ...(chunkBytes ? { chunkBytes } : {}) })) as RunAck;
   }
 
   async ended(traceId: string, ms = 15_000): Promise<Seen> {
@@ -251,14 +251,14 @@ async function withFleet(opts: Partial<TraceServeOptions>, fn: (d: TestDispatche
   }
 }
 
-/** Checks a finished trace against writeResultPcap's output for the same query. */
-function assertSameAsLocal(t: Seen, want: Awaited<ReturnType<typeof expected>>): void {
+/** Checks a finished trace against writeResultPcap's output for the same query; `chunkBytes`: the chunk size expected. */
+function assertSameAsLocal(t: Seen, want: Awaited<ReturnType<typeof expected>>, chunkBytes = CHUNK_BYTES): void {
   assert.ok(want.ok, 'the local query succeeds');
   assert.equal(t.error, null);
   assert.ok(t.done);
   assert.deepEqual(t.seqs, t.seqs.map((_, i) => i), 'chunks in seq order from 0 without gaps');
   // The PCAP writer's batches go as they are: at most a chunk, and all but the last at least half of one.
-  t.chunks.forEach((c, i) => assert.ok(c.length <= CHUNK_BYTES && (i === t.chunks.length - 1 || c.length * 2 >= CHUNK_BYTES), `chunk ${i} holds ${c.length} bytes`));
+  t.chunks.forEach((c, i) => assert.ok(c.length <= chunkBytes && (i === t.chunks.length - 1 || c.length * 2 >= chunkBytes), `chunk ${i} holds ${c.length} bytes`));
   assert.ok(Buffer.concat(t.chunks).equals(want.pcap), 'the chunks reassemble into the same PCAP bytes');
   assert.equal(t.done.chunks, t.chunks.length);
   assert.equal(t.done.packets, want.packets);
@@ -311,6 +311,23 @@ test('a result of several MB streams in chunks of up to CHUNK_BYTES with progres
     assert.equal(pkts.length, BULK + 3);
     const bulk = pkts.filter((p) => p.data.length === 14 + 20 + 8 + BULK_PAYLOAD);
     assert.deepEqual(bulk.map((p) => p.data.readUInt32BE(42)), [...Array(BULK).keys()], 'the bulk packets in capture order');
+  });
+});
+
+test('trace:run offers a chunk size: the agent sends chunks of it, MAX_CHUNK_BYTES at most; no offer, CHUNK_BYTES', { timeout: 60_000 }, async () => {
+  await withFleet({}, async (d) => {
+    const q: TraceQuery = { ip: [P] };
+    const want = await expected(ring, q);
+    for (const [id, offered, size] of [
+      ['offer-512k', 512 * 1024, 512 * 1024],
+      ['offer-64m', 64 * 1024 * 1024, MAX_CHUNK_BYTES],
+      ['offer-none', undefined, CHUNK_BYTES],
+    ] as const) {
+      assert.deepEqual(await d.run(id, q, false, offered), { accepted: true });
+      const t = await d.ended(id);
+      assertSameAsLocal(t, want, size);
+      assert.ok(t.chunks.slice(0, -1).some((c) => c.length * 4 > size * 3), `${id}: chunks near ${size} bytes (${t.chunks.slice(0, 3).map((c) => c.length).join(', ')}, ...)`);
+    }
   });
 });
 

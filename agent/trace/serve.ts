@@ -1,4 +1,4 @@
-import { AgentToDispatcherEvents, CHUNK_BYTES, CHUNKS_IN_FLIGHT, LegsAnswer, MAX_LEG_CALL_IDS, RunAck, TraceDone, TraceResult, chunkAck, legsAsk, traceDone, traceRun } from '../../shared/protocol/agent';
+import { AgentToDispatcherEvents, CHUNK_BYTES, CHUNKS_IN_FLIGHT, chunkBytesFor, LegsAnswer, MAX_LEG_CALL_IDS, RunAck, TraceDone, TraceResult, chunkAck, legsAsk, traceDone, traceRun } from '../../shared/protocol/agent';
 import { parseMessage, refusal, refusedError, traceRef } from '../../shared/protocol/common';
 import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { QuerySpec, buildQuerySpec } from '../../shared/query/query';
@@ -27,7 +27,7 @@ export interface TraceServeOptions {
   /**
    * Most bytes of JSON the message list of a trace:done may take (default
    * 900 000). The dispatcher's Socket.IO server drops a connection that sends
-   * a message over its maxHttpBufferSize (1e6 in dispatcher/fleet/server.ts),
+   * a message over its maxHttpBufferSize (AGENT_MESSAGE_MAX_BYTES, 2 MiB; 1e6 before it),
    * which would lose the trace; the PCAP is chunked, the list is not.
    */
   maxDoneBytes?: number;
@@ -57,6 +57,8 @@ interface RunningTrace {
   id: string;
   /** The dispatcher takes trace:result (its trace:run said so). */
   whole: boolean;
+  /** PCAP bytes per trace:chunk: what trace:run offered, up to MAX_CHUNK_BYTES (CHUNK_BYTES when it offered nothing). */
+  chunkBytes: number;
   /** Why the trace was stopped from outside (cancel, link lost, shutdown); null while it may go on. */
   stopped: string | null;
   /** Whether the dispatcher is told about that stop with trace:error. */
@@ -75,7 +77,7 @@ interface RunningTrace {
  * maxConcurrent an accepted trace waits in a bounded queue (the ack says
  * `queued`), refused only when that is full. A running trace sends trace:started, trace:progress (before the first chunk,
  * then every 500 ms or 16 chunks), the result's PCAP as trace:chunk messages
- * of up to CHUNK_BYTES, up to CHUNKS_IN_FLIGHT of them ahead of their acks, and trace:done.
+ * of up to what trace:run offered (CHUNK_BYTES when it offered nothing; MAX_CHUNK_BYTES at most), up to CHUNKS_IN_FLIGHT of them ahead of their acks, and trace:done.
  * Every accepted trace ends with exactly one trace:done or trace:error while
  * the link is up: a failure, a refused or unacknowledged chunk, a
  * trace:cancel ("cancelled by the dispatcher") and close() each send
@@ -211,7 +213,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
           counter.push(data);
           if ((seq + 1) % PROGRESS_EVERY_CHUNKS === 0 || Date.now() - lastProgress >= PROGRESS_MS) progress();
         },
-        CHUNK_BYTES,
+        t.chunkBytes,
         CHUNKS_IN_FLIGHT,
         t.whole,
       );
@@ -277,7 +279,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
     try {
       const m = parseMessage(traceRun, 'trace:run', args[0]);
       if (!m.ok) return reply({ accepted: false, ...refusal('TF_AGENT_MESSAGE_INVALID', m.error, m.field) });
-      const { traceId, query, result: takesResult } = m.value;
+      const { traceId, query, result: takesResult, chunkBytes } = m.value;
       if (!ack) return reply({ accepted: false, ...refusal('TF_AGENT_MESSAGE_INVALID', `trace:run for ${traceId} came without an ack callback; the dispatcher must ask for a RunAck`) });
       if (running.has(traceId) || waiting.some((w) => w.t.id === traceId)) return reply({ accepted: false, ...refusal('TF_TRACE_ALREADY_RUNNING', `trace ${traceId} is already running on this agent`) });
       const full = running.size >= maxConcurrent;
@@ -293,7 +295,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       let abort: (e: Error) => void = () => {};
       const aborted = new Promise<never>((_, reject) => (abort = reject));
       aborted.catch(() => {}); // rejects on every stop, raced only while the PCAP is written
-      const t: RunningTrace = { id: traceId, whole: takesResult === true, stopped: null, notify: false, abortAcks: new Set(), aborted, abort };
+      const t: RunningTrace = { id: traceId, whole: takesResult === true, chunkBytes: chunkBytesFor(chunkBytes), stopped: null, notify: false, abortAcks: new Set(), aborted, abort };
       if (full) {
         waiting.push({ t, spec });
         reply({ accepted: true, queued: waiting.length });

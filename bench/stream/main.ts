@@ -142,6 +142,8 @@ async function waitAgent(url: string, apiToken: string, timeoutMs: number): Prom
 async function main(): Promise<void> {
   if (!Number.isFinite(STREAM_MB) || STREAM_MB < 1 || STREAM_MB > 4096) fail(`BENCH_STREAM_MB=${process.env.BENCH_STREAM_MB}: give a size in MiB from 1 to 4096`);
   mkdirSync(OUT, { recursive: true });
+  // trace-span.json goes there before the profiled processes exit (node makes --cpu-prof-dir only then).
+  if (process.env.BENCH_STREAM_PROF) mkdirSync(process.env.BENCH_STREAM_PROF, { recursive: true });
   const ringDir = join(OUT, 'ring');
   const { meta, cached } = ensureRing(ringDir);
   const cap = meta.capture;

@@ -7,6 +7,7 @@ import { Server } from 'socket.io';
 import { attachClients } from '../clients/namespace';
 import { Follows } from '../follow/follows';
 import { attachFleet, FleetToken } from '../fleet/server';
+import { AGENT_MESSAGE_MAX_BYTES } from '../../shared/protocol/agent';
 import { Orchestrator } from '../trace/orchestrator';
 import type { HostRunTimeouts } from '../trace/host-run';
 import { Spool } from '../trace/spool';
@@ -85,9 +86,10 @@ export async function startDispatcher(opts: DispatcherOptions): Promise<RunningD
     const http = opts.tls
       ? createHttpsServer({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) })
       : createHttpServer();
-    // A trace:done with its SIP summaries (up to ~1 MB, agent/trace/serve.ts) must fit in one Socket.IO message.
+    // A trace:done with its SIP summaries (up to ~1 MB, agent/trace/serve.ts) and a trace:chunk of MAX_CHUNK_BYTES must fit in
+    // one Socket.IO message (AGENT_MESSAGE_MAX_BYTES).
     // serveClient: the web page imports the browser client from /socket.io/socket.io.esm.min.js (the server's own version).
-    const io = new Server(http, { serveClient: true, maxHttpBufferSize: 2 * 1024 * 1024 });
+    const io = new Server(http, { serveClient: true, maxHttpBufferSize: AGENT_MESSAGE_MAX_BYTES });
     // Nothing is served on the default namespace: an open door there would only
     // hold sockets (and memory) for whoever knocks, unauthenticated.
     io.use((_socket, next) => next(new Error('nothing is served on the default namespace: agents connect to /agent, clients to /client')));

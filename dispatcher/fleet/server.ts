@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Namespace, Server, Socket } from 'socket.io';
-import { agentAuth, agentHeartbeat, agentHello, AgentToDispatcherEvents, DispatcherToAgentEvents, HelloAck } from '../../shared/protocol/agent';
+import { AGENT_MESSAGE_MAX_BYTES, agentAuth, agentHeartbeat, agentHello, AgentToDispatcherEvents, DispatcherToAgentEvents, HelloAck } from '../../shared/protocol/agent';
 import { parseMessage, refusal } from '../../shared/protocol/common';
 import { errorBody, TracefleetError } from '../../shared/errors/catalogue';
 import { AgentRegistry } from './registry';
@@ -74,7 +74,7 @@ function shown(v: unknown): string {
  */
 export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   const http = createServer();
-  const io = new Server(http, { serveClient: false, maxHttpBufferSize: 1e6 });
+  const io = new Server(http, { serveClient: false, maxHttpBufferSize: AGENT_MESSAGE_MAX_BYTES });
   const fleet = attachFleet(io, opts);
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
@@ -103,8 +103,9 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
 
 /**
  * The `/agent` namespace on an existing Socket.IO server (the dispatcher's,
- * which also carries `/client`). Socket.IO's maxHttpBufferSize must allow a
- * trace:chunk (CHUNK_BYTES plus framing).
+ * which also carries `/client`). Socket.IO's maxHttpBufferSize must be at
+ * least AGENT_MESSAGE_MAX_BYTES: a trace:chunk of MAX_CHUNK_BYTES (what
+ * trace:run offers) with its framing.
  */
 export function attachFleet(io: Server, opts: Omit<FleetOptions, 'host' | 'port'>): AgentFleet {
   const log = componentLogger('dispatcher.fleet', opts.logger);

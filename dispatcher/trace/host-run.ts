@@ -1,6 +1,6 @@
 import type { ZodType } from 'zod';
 import type { Logger } from '../../shared/log/log';
-import { ChunkAck, runAck, traceChunk, traceDone, traceFailure, traceProgress, traceResult } from '../../shared/protocol/agent';
+import { ChunkAck, MAX_CHUNK_BYTES, runAck, traceChunk, traceDone, traceFailure, traceProgress, traceResult } from '../../shared/protocol/agent';
 import { TraceUpdate } from '../../shared/protocol/client';
 import { parseMessage, refusal, refusedError, traceRef } from '../../shared/protocol/common';
 import { TraceQuery } from '../../shared/query/query';
@@ -92,7 +92,7 @@ export class HostRun {
     this.c.sweep.watch(this);
     // Debug records mark the steps bench/ttfp times (each host's trace:run sent, its trace:done received).
     this.debug('trace:run sent');
-    this.c.socket.emit('trace:run', { traceId, query, result: true }, (ack: unknown) => {
+    this.c.socket.emit('trace:run', { traceId, query, result: true, chunkBytes: MAX_CHUNK_BYTES }, (ack: unknown) => {
       if (this.phase !== 'asking') return;
       const a = parseMessage(runAck, 'trace:run ack', ack);
       if (!a.ok) return this.protocolError(a.error);
@@ -239,13 +239,16 @@ export class HostRun {
     };
     this.writing = this.writing.then(() =>
       this.c.spool.appendPcap(this.c.traceId, this.c.host, bytes, first).then(
-        () => {
-          written();
+        async () => {
           this.received += bytes.length;
           this.c.count('chunk', bytes.length);
-          ack({ ok: true } satisfies ChunkAck);
           feed.grew(this.received, bytes);
           this.c.grew?.(this.received, feed);
+          // The ack waits for the file's followers (the live upload) to be near its end, so that they take the bytes
+          // from the feed's window, not back from the disk; the next chunk's write waits with it.
+          await feed.caughtUp();
+          written();
+          ack({ ok: true } satisfies ChunkAck);
         },
         (err: Error) => {
           written();

@@ -143,3 +143,47 @@ test('while it has readers the feed keeps the last chunks written: a reader keep
   assert.deepEqual(got.subarray(0, zeros.length), zeros, 'bytes older than the window come from the disk');
   assert.deepEqual(got.subarray(tail, tail + 1024), whole.subarray(tail, tail + 1024), 'bytes in the window come from memory');
 });
+
+test('caughtUp() waits for the slowest reader to be near the end, not for a reader not reading yet, and gives up on a stuck one', async () => {
+  const path = join(dir, 'lag.pcap');
+  writeFileSync(path, '');
+  const feed = new SpoolFeed(path);
+  let size = 0;
+  const grow = (n: number): void => {
+    const c = bytes(n, size);
+    appendFileSync(path, c);
+    size += c.length;
+    feed.grew(size, c);
+  };
+  grow(3 << 20);
+  await feed.caughtUp(); // no reader: at once
+  const r = feed.reader();
+  await feed.caughtUp(); // a reader that has not read yet (an upload waiting for its document) is not waited for
+  const parts: Buffer[] = [];
+  r.pause();
+  r.on('data', (c: Buffer) => parts.push(c));
+  r.read(0); // its first read: 1 MiB taken, 2 MiB behind
+  await sleep(20);
+  grow(1 << 20);
+  let over = false;
+  const waiting = feed.caughtUp().then(() => (over = true));
+  await sleep(50);
+  assert.equal(over, false, 'a reader 3 MiB behind is waited for');
+  r.resume();
+  const t0 = Date.now();
+  await waiting;
+  assert.ok(Date.now() - t0 < 900, 'the wait ends when the reader catches up, not on the timeout');
+  // A reader that stops taking bytes: the wait gives up after its timeout, and later ones do not wait.
+  r.pause();
+  grow(4 << 20);
+  const t1 = Date.now();
+  await feed.caughtUp();
+  assert.ok(Date.now() - t1 >= 900, 'waited out the timeout');
+  const t2 = Date.now();
+  await feed.caughtUp();
+  assert.ok(Date.now() - t2 < 100, 'not waited for again');
+  r.resume();
+  for (let i = 0; i < 200 && parts.reduce((n, p) => n + p.length, 0) < size; i++) await sleep(10);
+  feed.end(size);
+  assert.equal(Buffer.concat(parts).length, size);
+});

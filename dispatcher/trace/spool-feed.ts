@@ -12,6 +12,16 @@ const FEED_READ = 1 << 20;
  * byte, with an allocation each). A reader further behind reads the disk.
  */
 const WINDOW_BYTES = 4 << 20;
+/**
+ * How far behind the file's end its slowest reader may be when a chunk is
+ * to be acknowledged (caughtUp()): within it, the reader takes the next
+ * chunks from the window. A reader left further behind (the store slower
+ * than the agent) read a third of a 200 MiB result back from the disk, a
+ * fresh buffer per MiB (bench:stream, embedded store).
+ */
+const LAG_BYTES = WINDOW_BYTES / 2;
+/** The longest caughtUp() waits: a reader stuck that long (a store that stopped answering) is not waited for again. */
+const CATCH_UP_MS = 1000;
 /** All feeds' windows together: a fleet of big results keeps at most this much, then reads the disk. */
 const WINDOWS_TOTAL = 64 << 20;
 let windowsHeld = 0;
@@ -41,8 +51,48 @@ export class SpoolFeed {
   private window: Array<{ at: number; buf: Buffer }> = [];
   private windowBytes = 0;
   private readers = 0;
+  /** Where each reader is (its next byte of the file). */
+  private readonly positions = new Set<{ pos: number }>();
+  private readonly catchingUp = new Set<() => void>();
+  /** A caughtUp() timed out: the readers are not waited for any more (they read the disk when behind). */
+  private stuck = false;
 
   constructor(readonly path: string) {}
+
+  /**
+   * Resolves once every reader is within LAG_BYTES of the bytes written (at
+   * once without readers), or after CATCH_UP_MS (and from then on at once):
+   * the run acknowledges a chunk after it, so that the agent sends no faster
+   * than the slowest reader takes the bytes from the window.
+   */
+  caughtUp(): Promise<void> {
+    if (this.stuck || this.lag() <= LAG_BYTES) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.catchingUp.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.stuck = true;
+        done();
+      }, CATCH_UP_MS);
+      this.catchingUp.add(done);
+    });
+  }
+
+  /** Bytes written that the slowest reader has not taken yet. */
+  private lag(): number {
+    let lag = 0;
+    for (const p of this.positions) lag = Math.max(lag, this.written - p.pos);
+    return lag;
+  }
+
+  /** A reader moved on, or went: the waits of caughtUp() that are over end. */
+  private readerMoved(): void {
+    if (this.catchingUp.size === 0 || this.lag() > LAG_BYTES) return;
+    for (const f of [...this.catchingUp]) f();
+  }
 
   /** Bytes 0..bytes of the file are written; `chunk`, when given, is what the last write appended (bytes - chunk.length..bytes). */
   grew(bytes: number, chunk?: Buffer): void {
@@ -102,6 +152,8 @@ export class SpoolFeed {
     // Every run ends here or in abort(), so no window outlives its run (a reader that never finishes cannot keep one);
     // readers still behind read the rest from the disk.
     this.dropWindow();
+    this.stuck = true;
+    for (const f of [...this.catchingUp]) f();
     this.wake();
   }
 
@@ -110,6 +162,8 @@ export class SpoolFeed {
     if (this.complete || this.failure) return;
     this.failure = err;
     this.dropWindow();
+    this.stuck = true;
+    for (const f of [...this.catchingUp]) f();
     this.wake();
   }
 
@@ -120,20 +174,28 @@ export class SpoolFeed {
   /** A new reader from the file's first byte. */
   reader(): Readable {
     let fh: FileHandle | null = null;
-    let pos = 0;
+    const at = { pos: 0 };
     this.readers++;
     let counted = true;
     const gone = (): void => {
       if (counted) this.readers--;
       counted = false;
+      this.positions.delete(at);
+      this.readerMoved();
+    };
+    const moved = (n: number): void => {
+      at.pos += n;
+      this.readerMoved();
     };
     const next = async (r: Readable): Promise<void> => {
+      // Waited for by caughtUp() from its first read on (an upload may first wait for its document).
+      if (counted) this.positions.add(at);
       for (;;) {
         if (this.failure) throw this.failure;
-        if (pos < this.written) {
-          const kept = this.fromWindow(pos, Math.min(FEED_READ, this.written - pos));
+        if (at.pos < this.written) {
+          const kept = this.fromWindow(at.pos, Math.min(FEED_READ, this.written - at.pos));
           if (kept) {
-            pos += kept.length;
+            moved(kept.length);
             r.push(kept);
             return;
           }
@@ -143,13 +205,13 @@ export class SpoolFeed {
             if (r.destroyed) return void opened.close().catch(() => {});
             fh = opened;
           }
-          const want = Math.min(FEED_READ, this.written - pos);
+          const want = Math.min(FEED_READ, this.written - at.pos);
           const buf = Buffer.allocUnsafe(want);
-          const { bytesRead } = await fh.read(buf, 0, want, pos);
+          const { bytesRead } = await fh.read(buf, 0, want, at.pos);
           if (r.destroyed) return;
           // Bytes that were written cannot go missing unless the file was cut or replaced under us.
           if (bytesRead < want) throw this.failure ?? new Error(`the spool file ${this.path} is shorter than what was written to it`);
-          pos += bytesRead;
+          moved(bytesRead);
           r.push(bytesRead === want ? buf : buf.subarray(0, bytesRead));
           return;
         }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CHUNK_BYTES, PROTOCOL_VERSION, agentHello, traceChunk, traceDone, traceResult, traceRun } from './agent';
+import { CHUNK_BYTES, MAX_CHUNK_BYTES, PROTOCOL_VERSION, agentHello, chunkBytesFor, followChunk, traceChunk, traceDone, traceResult, traceRun } from './agent';
 import { parseMessage } from './common';
 import type { MessageSummary } from '../query/query';
 
@@ -15,7 +15,7 @@ test('valid messages pass; malformed ones name the field', () => {
   assert.match((bad as { error: string }).error, /bad agent:hello message: ring\.bytes/);
   assert.match((parseMessage(traceRun, 'trace:run', { traceId: '../etc', query: {} }) as { error: string }).error, /traceId/);
   assert.equal(parseMessage(traceRun, 'trace:run', { traceId: 't1', query: { number: ['5551234'], evil: 1 } }).ok, false);
-  assert.equal(parseMessage(traceChunk, 'trace:chunk', { traceId: 't1', seq: 0, data: Buffer.alloc(CHUNK_BYTES + 1) }).ok, false);
+  assert.equal(parseMessage(traceChunk, 'trace:chunk', { traceId: 't1', seq: 0, data: Buffer.alloc(MAX_CHUNK_BYTES + 1) }).ok, false);
   assert.equal(parseMessage(traceChunk, 'trace:chunk', { traceId: 't1', seq: 0, data: 'text' }).ok, false);
   assert.equal(parseMessage(traceChunk, 'trace:chunk', { traceId: 't1', seq: 3, data: Buffer.alloc(10) }).ok, true);
 });
@@ -46,4 +46,25 @@ test('trace:result: a small result whole; trace:run says whether the dispatcher 
   const old = parseMessage(traceRun.omit({ result: true }), 'trace:run', run);
   assert.equal(old.ok, true);
   assert.equal(old.ok && 'result' in old.value, false);
+});
+
+test('trace:run offers a chunk size: taken from 4 KiB up, sent at MAX_CHUNK_BYTES at most; an agent before it drops the key', () => {
+  const run = { traceId: 't1', query: { callId: ['a'] }, result: true, chunkBytes: MAX_CHUNK_BYTES };
+  const m = parseMessage(traceRun, 'trace:run', run);
+  assert.equal(m.ok && m.value.chunkBytes, MAX_CHUNK_BYTES);
+  // A later dispatcher may offer more: taken, and this agent sends its own most.
+  const more = parseMessage(traceRun, 'trace:run', { ...run, chunkBytes: 64 * MAX_CHUNK_BYTES });
+  assert.equal(more.ok && chunkBytesFor(more.value.chunkBytes), MAX_CHUNK_BYTES);
+  assert.equal(parseMessage(traceRun, 'trace:run', { ...run, chunkBytes: 100 }).ok, false);
+  assert.equal(parseMessage(traceRun, 'trace:run', { ...run, chunkBytes: 1.5 * CHUNK_BYTES + 0.5 }).ok, false);
+  assert.equal(chunkBytesFor(undefined), CHUNK_BYTES, 'a dispatcher before the offer takes CHUNK_BYTES');
+  assert.equal(chunkBytesFor(512 * 1024), 512 * 1024);
+  const old = parseMessage(traceRun.omit({ chunkBytes: true }), 'trace:run', run);
+  assert.equal(old.ok && 'chunkBytes' in old.value, false);
+  // trace:chunk takes up to MAX_CHUNK_BYTES; a follow's chunk and a trace:result stay within CHUNK_BYTES.
+  assert.equal(parseMessage(traceChunk, 'trace:chunk', { traceId: 't1', seq: 0, data: Buffer.alloc(MAX_CHUNK_BYTES) }).ok, true);
+  assert.equal(parseMessage(traceChunk, 'trace:chunk', { traceId: 't1', seq: 0, data: Buffer.alloc(0) }).ok, false);
+  const follow = { traceId: 't1', seq: 0, messages: [], data: Buffer.alloc(CHUNK_BYTES) };
+  assert.equal(parseMessage(followChunk, 'follow:chunk', follow).ok, true);
+  assert.equal(parseMessage(followChunk, 'follow:chunk', { ...follow, data: Buffer.alloc(CHUNK_BYTES + 1) }).ok, false);
 });

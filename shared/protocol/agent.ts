@@ -34,7 +34,9 @@ import { statsWindow } from '../stats/counts';
  *   follow:end       FollowEnd                          the agent stopped following (asked to, a limit, a slow link)
  * dispatcher -> agent
  *   trace:run        TraceRun, ack RunAck               `result: true`: this dispatcher takes trace:result (agents
- *                                                       before it ignore the key and answer as they always did)
+ *                                                       before it ignore the key and answer as they always did);
+ *                                                       `chunkBytes`: the largest trace:chunk it takes (absent: CHUNK_BYTES;
+ *                                                       agents before it ignore the key and send CHUNK_BYTES)
  *   trace:cancel     { traceId }
  *   trace:legs       LegsAsk, ack LegsAnswer            before a trace with legs on several hosts: which dialogs (legs
  *                                                       included) the query selects here; no trace is started
@@ -43,14 +45,37 @@ import { statsWindow } from '../stats/counts';
  */
 export const PROTOCOL_VERSION = 1;
 export const HEARTBEAT_MS = 5_000;
-/** PCAP bytes per trace:chunk. */
+/**
+ * PCAP bytes per trace:chunk when trace:run offers no `chunkBytes` (dispatchers before it; and agents
+ * before it send no more whatever is offered); also the most a follow:chunk and a trace:result carry.
+ */
 export const CHUNK_BYTES = 256 * 1024;
+/**
+ * The largest trace:chunk: what this dispatcher offers in trace:run and
+ * takes, and the most this agent sends whatever a dispatcher offers. A big
+ * result in a quarter of the messages: each costs both ends a Socket.IO
+ * packet, an ack, a spool write and the chunk's bookkeeping.
+ */
+export const MAX_CHUNK_BYTES = 1024 * 1024;
 /**
  * trace:chunk messages an agent sends ahead of their acks. The dispatcher
  * takes them in seq order and acks each once it is on its disk, so per
- * host it holds at most this many chunks in memory.
+ * host and trace it holds at most this many chunks in memory:
+ * CHUNKS_IN_FLIGHT × MAX_CHUNK_BYTES = 4 MiB (1 MiB from an agent that
+ * sends CHUNK_BYTES).
  */
 export const CHUNKS_IN_FLIGHT = 4;
+/**
+ * The dispatcher's Socket.IO message limit (maxHttpBufferSize) on `/agent`:
+ * a MAX_CHUNK_BYTES chunk with its framing (base64 on long-polling: 4/3 of
+ * it), and a trace:done whose lists fill its ~900 kB (agent/trace/serve.ts).
+ */
+export const AGENT_MESSAGE_MAX_BYTES = 2 * 1024 * 1024;
+
+/** The chunk size an agent sends at when trace:run offers `offered` bytes (undefined: a dispatcher before the offer). */
+export function chunkBytesFor(offered: number | undefined): number {
+  return offered === undefined ? CHUNK_BYTES : Math.min(offered, MAX_CHUNK_BYTES);
+}
 
 const count = z.number().int().nonnegative();
 
@@ -105,7 +130,16 @@ export type HelloAck = z.infer<typeof helloAck>;
  * `result`: the dispatcher takes a small result as one trace:result. Optional, so that an agent and a
  * dispatcher of either age talk: an old agent drops the key, an old dispatcher never sends it.
  */
-export const traceRun = z.object({ traceId, query: traceQuery, result: z.literal(true).optional() });
+export const traceRun = z.object({
+  traceId,
+  query: traceQuery,
+  result: z.literal(true).optional(),
+  /**
+   * The largest trace:chunk the dispatcher takes (absent: CHUNK_BYTES). Any size from 4 KiB up is taken, so
+   * that a later dispatcher may offer more: the agent sends at most MAX_CHUNK_BYTES (chunkBytesFor()).
+   */
+  chunkBytes: z.number().int().min(4096).max(Number.MAX_SAFE_INTEGER).optional(),
+});
 export type TraceRun = z.infer<typeof traceRun>;
 /**
  * `queued`: the agent runs its limit of traces already and took this one into
@@ -128,11 +162,15 @@ export type LegsAnswer = z.infer<typeof legsAnswer>;
 export const traceProgress = z.object({ traceId, packets: count, bytes: count });
 export type TraceProgress = z.infer<typeof traceProgress>;
 
+/** A chunk's PCAP bytes: 1..max. */
+const chunkData = (max: number) => z.instanceof(Buffer).refine((b) => b.length > 0 && b.length <= max, `chunks are 1..${max} bytes`);
+
 export const traceChunk = z.object({
   traceId,
   /** 0, 1, 2, ... per trace; a gap or repeat is a protocol error. */
   seq: count,
-  data: z.instanceof(Buffer).refine((b) => b.length > 0 && b.length <= CHUNK_BYTES, `chunks are 1..${CHUNK_BYTES} bytes`),
+  /** At most what trace:run offered: this dispatcher offers MAX_CHUNK_BYTES. */
+  data: chunkData(MAX_CHUNK_BYTES),
 });
 export type TraceChunk = z.infer<typeof traceChunk>;
 export const chunkAck = z.object({ ok: z.boolean(), ...refusalFields });
@@ -183,7 +221,7 @@ export const FOLLOW_CHUNKS_IN_FLIGHT = 4;
  * release this host's packets up to it without waiting out its reorder window.
  */
 const through = z.number().positive().finite();
-export const followChunk = traceChunk.extend({ messages: z.array(messageSummary).max(FOLLOW_CHUNK_MESSAGES), through: through.optional() });
+export const followChunk = traceChunk.extend({ data: chunkData(CHUNK_BYTES), messages: z.array(messageSummary).max(FOLLOW_CHUNK_MESSAGES), through: through.optional() });
 export type FollowChunk = z.infer<typeof followChunk>;
 export const followProgress = z.object({ traceId, through });
 export type FollowProgress = z.infer<typeof followProgress>;

@@ -33,6 +33,8 @@ export interface TraceServeOptions {
   maxDoneBytes?: number;
   /** Where searches and traces are counted and timed (the agent's /metrics). */
   metrics?: AgentTraceMetrics;
+  /** The most PCAP bytes this agent puts in one trace:chunk, whatever trace:run offers (default MAX_CHUNK_BYTES). */
+  maxChunkBytes?: number;
 }
 
 export interface TraceServer {
@@ -295,7 +297,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
       let abort: (e: Error) => void = () => {};
       const aborted = new Promise<never>((_, reject) => (abort = reject));
       aborted.catch(() => {}); // rejects on every stop, raced only while the PCAP is written
-      const t: RunningTrace = { id: traceId, whole: takesResult === true, chunkBytes: chunkBytesFor(chunkBytes), stopped: null, notify: false, abortAcks: new Set(), aborted, abort };
+      const t: RunningTrace = { id: traceId, whole: takesResult === true, chunkBytes: Math.min(chunkBytesFor(chunkBytes), opts.maxChunkBytes ?? Number.MAX_SAFE_INTEGER), stopped: null, notify: false, abortAcks: new Set(), aborted, abort };
       if (full) {
         waiting.push({ t, spec });
         reply({ accepted: true, queued: waiting.length });

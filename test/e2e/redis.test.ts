@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import nano from 'nano';
 import type { Socket as ClientSocket } from 'socket.io-client';
 import type { AgentView } from '../../shared/protocol/client';
+import { CHUNK_BYTES } from '../../shared/protocol/agent';
 import { Auth } from '../../dispatcher/auth/auth';
 import { AGENT_TOKEN, ask, connectClient, TraceAck, TRACER, UpdateLog } from '../support/dispatcher';
 import { HOST_ATTACHMENT, MERGED_ATTACHMENT, resultDocId, traceDocId } from '../../dispatcher/store/layout';
@@ -164,9 +165,9 @@ test('a client on D1 traces agent a on D1 and agent b on D2: b\'s updates come t
 });
 
 test('D2 dies mid-trace of its agent b: D1 marks b lost within seconds and finishes the trace with a\'s packets', { skip, timeout: 120_000 }, async () => {
-  // b again, on D2, holding its stream back after the first chunk so D2 dies with b mid-stream.
+  // b again, on D2, holding its stream back after the first chunk (of CHUNK_BYTES: its result is more) so D2 dies with b mid-stream.
   agents.find((a) => a.name === 'b')?.close();
-  const b = startTestAgent({ url: d2.url, token: AGENT_TOKEN, name: 'b', ringDir: rings.b, stallAfterChunks: 1 });
+  const b = startTestAgent({ url: d2.url, token: AGENT_TOKEN, name: 'b', ringDir: rings.b, stallAfterChunks: 1, maxChunkBytes: CHUNK_BYTES });
   agents.push(b);
   const client = clients[0];
   await until(async () => (await listAgents(client)).filter((a) => a.connected && a.hostname !== null).length === 2, 'b back on D2', 20_000);
@@ -201,7 +202,7 @@ test('D2 dies mid-trace of its agent b: D1 marks b lost within seconds and finis
 test('D3 dies mid-trace of b and b reconnects to D1 at once: the run died with D3, so D1 still marks b lost and finishes', { skip, timeout: 120_000 }, async () => {
   const d3 = await startDispatcherProcess('d3');
   agents.find((a) => a.name === 'b')?.close();
-  const b = startTestAgent({ url: d3.url, token: AGENT_TOKEN, name: 'b', ringDir: rings.b, stallAfterChunks: 1 });
+  const b = startTestAgent({ url: d3.url, token: AGENT_TOKEN, name: 'b', ringDir: rings.b, stallAfterChunks: 1, maxChunkBytes: CHUNK_BYTES });
   agents.push(b);
   const client = clients[0];
   await until(async () => (await listAgents(client)).filter((a) => a.connected && a.hostname !== null).length === 2, 'b on D3', 20_000);

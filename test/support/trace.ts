@@ -101,6 +101,8 @@ export interface TestAgentOptions {
    * older agent's, cut at exactly CHUNK_BYTES, did not).
    */
   tornStall?: boolean;
+  /** The agent's own most bytes a chunk (serveTraces' maxChunkBytes): a stall after N chunks stays mid-stream whatever the dispatcher offers. */
+  maxChunkBytes?: number;
   logger?: Logger;
   /** The agent's `--leg-callid-rule`s. */
   legCallIdRules?: LegCallIdRule[];
@@ -142,7 +144,7 @@ export function startTestAgent(opts: TestAgentOptions): TestAgent {
     loose.on = (event: string, f: (...args: unknown[]) => void) =>
       origOn(event, event !== 'trace:run' ? f : (data: unknown, ...rest: unknown[]) => f(data && typeof data === 'object' ? { ...data, result: undefined } : data, ...rest));
   }
-  const server = serveTraces(link.socket, { ringDir: opts.ringDir, logger: log, legCallIdRules: opts.legCallIdRules });
+  const server = serveTraces(link.socket, { ringDir: opts.ringDir, logger: log, legCallIdRules: opts.legCallIdRules, ...(opts.maxChunkBytes !== undefined ? { maxChunkBytes: opts.maxChunkBytes } : {}) });
   return {
     name: opts.name,
     link,

@@ -9,6 +9,7 @@ import { ADMIN, AGENT_TOKEN, startTestDispatcher, TestDispatcher, TRACER, VIEWER
 import { bytesOf, CALL, makeTestRings, PROXY, startTestAgent, T0, TestAgent, TestHost, until } from '../support/trace';
 import { MERGED_ATTACHMENT, traceDocId } from '../../dispatcher/store/layout';
 import { browserSkipReason, launchBrowser, logIn, TestBrowser } from './browser';
+import { CHUNK_BYTES } from '../../shared/protocol/agent';
 
 /*
  * The web page in headless Chromium against a real dispatcher (in this
@@ -48,9 +49,9 @@ describe('web page (in-process dispatcher and agents)', { skip }, () => {
     d = await startTestDispatcher(couch.url, { staticDir: join(ROOT, 'web'), timeouts: { runAckMs: 5000, idleMs: 60_000 } });
     agents.push(startTestAgent({ url: d.url, token: AGENT_TOKEN, name: 'a', ringDir: rings.a }));
     agents.push(startTestAgent({ url: d.url, token: AGENT_TOKEN, name: 'b', ringDir: rings.b }));
-    // 4000 bulk packets: ~20 chunks, so the agent reports progress (every 16 chunks) before it stalls at 18.
+    // 4000 bulk packets: ~20 chunks of CHUNK_BYTES (the agent held to them, whatever the dispatcher offers), so the agent reports progress (every 16 chunks) before it stalls at 18.
     const big = await makeTestRings(mkdtempSync(join(dir, 'big-')));
-    agents.push(startTestAgent({ url: d.url, token: AGENT_TOKEN, name: 'stall', ringDir: big.a, stallAfterChunks: 18 }));
+    agents.push(startTestAgent({ url: d.url, token: AGENT_TOKEN, name: 'stall', ringDir: big.a, stallAfterChunks: 18, maxChunkBytes: CHUNK_BYTES }));
     await until(async () => (await d.orchestrator.agents()).filter((a) => a.connected && a.hostname !== null).length === 3, 'agents a, b, stall connected');
     browser = await launchBrowser();
   });

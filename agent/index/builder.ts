@@ -719,8 +719,10 @@ export class SegmentIndexer {
           at = msgs.copyRecord(ms[k], block, at + 4);
         }
       }
-      // The addon's deflate gives deflateRawSync's bytes from one zlib stream reset between blocks (seal-deflate.cc).
-      blocks.push(this.scanner !== null ? this.scanner.deflateBlock(block.subarray(0, at)) : deflateRawSync(block.subarray(0, at), { level: 1 }));
+      // The addon's deflate (libdeflate, else zlib: seal-deflate.cc) whether or not the scan is native, so that
+      // both paths seal the same bytes; without the addon, zlib's. Any of them inflates to the same block.
+      const deflater = this.scanner ?? indexAddon();
+      blocks.push(deflater !== null ? deflater.deflateBlock(block.subarray(0, at)) : deflateRawSync(block.subarray(0, at), { level: 1 }));
     }
     const table = Buffer.alloc(8 + 4 * (blocks.length + 1));
     table.writeUInt32LE(dialogCount, 0);

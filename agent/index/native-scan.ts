@@ -26,10 +26,13 @@ export interface IndexAddon {
     correlation?: Uint8Array | null, records?: Uint8Array | null, ordinal?: number, hep?: boolean,
   ): void;
   /**
-   * zlib.deflateRawSync(block, { level: 1 })'s bytes, from one zlib stream a thread reset between blocks rather than
-   * one set up per call (seal-deflate.cc): the sealed index's dialog blocks.
+   * The block raw-deflated at level 1 (seal-deflate.cc): by libdeflate where the addon was built with it, else
+   * zlib.deflateRawSync(block, { level: 1 })'s bytes from one zlib stream a thread reset between blocks. The
+   * sealed index's dialog blocks; either inflates with node:zlib to the same block.
    */
   deflateBlock(block: Uint8Array): Buffer;
+  /** Which deflate deflateBlock is. */
+  deflateKind(): 'libdeflate' | 'zlib';
 }
 
 /** Slots of the scan's output: the IPv4 header's offset, the ports, the message's offset and length. */

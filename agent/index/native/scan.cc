@@ -1301,6 +1301,7 @@ void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nan
 #ifndef TFINDEX_STANDALONE
 // seal-deflate.cc
 Napi::Value DeflateBlock(const Napi::CallbackInfo& info);
+Napi::Value DeflateKind(const Napi::CallbackInfo& info);
 
 namespace {
 
@@ -1408,6 +1409,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("scan", Napi::Function::New(env, Scan));
   exports.Set("scanRecords", Napi::Function::New(env, ScanRecords));
   exports.Set("deflateBlock", Napi::Function::New(env, DeflateBlock));
+  exports.Set("deflateKind", Napi::Function::New(env, DeflateKind));
   return exports;
 }
 

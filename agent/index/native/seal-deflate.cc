@@ -1,4 +1,5 @@
-// The sealed index's dialog blocks, raw-deflated (agent/index/builder.ts seal()).
+// The sealed index's dialog blocks, assembled from the message arena and raw-deflated (agent/index/builder.ts seal(),
+// MessageArena.dialogSection).
 //
 // With libdeflate (Debian's libdeflate-dev, linked statically: binding.gyp finds it) a block is compressed by
 // libdeflate at level 1: about 2.2 times faster than zlib's level 1 on the bench capture's blocks (42 against
@@ -6,13 +7,12 @@
 // stream, which every reader (node:zlib's inflateRawSync, this build's and older ones) inflates to the same
 // block; only the compressed bytes differ from zlib's (format.ts, FOOTER_FLAG.DIALOG_BLOCKS).
 //
-// Without it, zlib's level 1, the bytes zlib.deflateRawSync(block, { level: 1 }) gives, from one z_stream a
-// thread that is reset between blocks rather than made and freed a block (deflateRawSync's set-up zeroes its
-// window and tables, about 200 KiB a block). deflateReset is documented as deflateEnd followed by deflateInit
-// with the same parameters, so the output is the same; the zlib is Node's own (its headers and exported
-// symbols), as node:zlib's is.
+// Without it, zlib's level 1 (Node's own zlib, its headers and exported symbols, as node:zlib's is): the bytes
+// zlib.deflateRawSync(block, { level: 1 }) gives.
 #include <napi.h>
+#include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 #ifdef TF_LIBDEFLATE
 #include <libdeflate.h>
@@ -39,12 +39,7 @@ constexpr int WINDOW_BITS = -15;
 constexpr int MEM_LEVEL = 8;
 
 struct Stream {
-  z_stream z{};
-  bool ready = false;
   std::vector<uint8_t> out;
-  ~Stream() {
-    if (ready) deflateEnd(&z);
-  }
 };
 #endif
 
@@ -57,7 +52,7 @@ size_t Compress(Napi::Env env, Stream& s, const uint8_t* in, size_t len) {
   if (s.c == nullptr) {
     s.c = libdeflate_alloc_compressor(LEVEL);
     if (s.c == nullptr) {
-      Napi::Error::New(env, "deflateBlock(): libdeflate could not allocate a compressor").ThrowAsJavaScriptException();
+      Napi::Error::New(env, "deflateDialogs(): libdeflate could not allocate a compressor").ThrowAsJavaScriptException();
       return 0;
     }
   }
@@ -65,59 +60,145 @@ size_t Compress(Napi::Env env, Stream& s, const uint8_t* in, size_t len) {
   if (s.out.size() < bound) s.out.resize(bound);
   // The bound is room for any input, so 0 (no room) cannot happen; it is still an error, never an empty block.
   const size_t n = libdeflate_deflate_compress(s.c, in, len, s.out.data(), s.out.size());
-  if (n == 0) Napi::Error::New(env, "deflateBlock(): libdeflate did not finish the block").ThrowAsJavaScriptException();
+  if (n == 0) Napi::Error::New(env, "deflateDialogs(): libdeflate did not finish the block").ThrowAsJavaScriptException();
   return n;
 }
 #else
 size_t Compress(Napi::Env env, Stream& s, const uint8_t* in, size_t len) {
-  if (!s.ready) {
-    if (deflateInit2(&s.z, LEVEL, Z_DEFLATED, WINDOW_BITS, MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK) {
-      Napi::Error::New(env, "deflateBlock(): zlib could not set up a stream").ThrowAsJavaScriptException();
-      return 0;
-    }
-    s.ready = true;
-  } else if (deflateReset(&s.z) != Z_OK) {
-    Napi::Error::New(env, "deflateBlock(): zlib could not reset its stream").ThrowAsJavaScriptException();
+  // A stream of its own a block, as deflateRawSync's: one reused through deflateReset gave other bytes for about 1
+  // block in 70 (Node's zlib matches against what the previous block left in its window), so a segment's sealed
+  // bytes depended on what the thread had sealed before.
+  z_stream z{};
+  if (deflateInit2(&z, LEVEL, Z_DEFLATED, WINDOW_BITS, MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK) {
+    Napi::Error::New(env, "deflateDialogs(): zlib could not set up a stream").ThrowAsJavaScriptException();
     return 0;
   }
-  const uLong bound = deflateBound(&s.z, static_cast<uLong>(len));
+  const uLong bound = deflateBound(&z, static_cast<uLong>(len));
   if (s.out.size() < bound) s.out.resize(bound);
-  s.z.next_in = const_cast<Bytef*>(in);
-  s.z.avail_in = static_cast<uInt>(len);
-  s.z.next_out = s.out.data();
-  s.z.avail_out = static_cast<uInt>(s.out.size());
+  z.next_in = const_cast<Bytef*>(in);
+  z.avail_in = static_cast<uInt>(len);
+  z.next_out = s.out.data();
+  z.avail_out = static_cast<uInt>(s.out.size());
   // deflateBound's room takes the whole block in one call with Z_FINISH.
-  if (deflate(&s.z, Z_FINISH) != Z_STREAM_END) {
-    // A stream left mid-way is set up afresh next time.
-    deflateEnd(&s.z);
-    s.ready = false;
-    Napi::Error::New(env, "deflateBlock(): zlib did not finish the block").ThrowAsJavaScriptException();
+  const int rc = deflate(&z, Z_FINISH);
+  const size_t n = z.total_out;
+  deflateEnd(&z);
+  if (rc != Z_STREAM_END) {
+    Napi::Error::New(env, "deflateDialogs(): zlib did not finish the block").ThrowAsJavaScriptException();
     return 0;
   }
-  return s.z.total_out;
+  return n;
 }
 #endif
 
 }  // namespace
 
-// deflateBlock(block: Uint8Array) -> Buffer: the block raw-deflated at level 1 (libdeflate's, else zlib's).
-Napi::Value DeflateBlock(const Napi::CallbackInfo& info) {
+namespace {
+
+bool IsU32(const Napi::Value& v) {
+  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint32_array;
+}
+
+struct Bytes {
+  const uint8_t* data;
+  size_t len;
+};
+
+}  // namespace
+
+// deflateDialogs(chunks: Uint8Array[], chunkOf, startOf, lenOf: Uint32Array, count, skip, order, ends: Uint32Array,
+//   perBlock, blockEnds: Uint32Array) -> Buffer
+// The DIALOGS section's blocks (format.ts) from the message arena's records, assembled and compressed here
+// rather than copied record by record into a JS buffer (Buffer.copy's checks were a call each message):
+// record i is chunks[chunkOf[i]][startOf[i] + skip, startOf[i] + lenOf[i]); dialog d's messages are
+// order[ends[d - 1], ends[d]) (ends[-1] = 0). Each block of perBlock dialogs is, per dialog, u32 its message
+// count, then per message u32 the record's length and the record, raw-deflated at level 1 (Compress). The
+// blocks are returned back to back; blockEnds[b] gets where block b ends in them. Every index is checked: a
+// wrong one throws a RangeError, never reads outside the arena.
+Napi::Value DeflateDialogs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    Napi::TypeError::New(env, "deflateBlock(block: Uint8Array)").ThrowAsJavaScriptException();
+  const char* usage =
+      "deflateDialogs(chunks: Uint8Array[], chunkOf: Uint32Array, startOf: Uint32Array, lenOf: Uint32Array, count: number, "
+      "skip: number, order: Uint32Array, ends: Uint32Array, perBlock: number, blockEnds: Uint32Array)";
+  if (info.Length() < 10 || !info[0].IsArray() || !IsU32(info[1]) || !IsU32(info[2]) || !IsU32(info[3]) || !info[4].IsNumber() ||
+      !info[5].IsNumber() || !IsU32(info[6]) || !IsU32(info[7]) || !info[8].IsNumber() || !IsU32(info[9])) {
+    Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
     return env.Null();
   }
-  auto in = info[0].As<Napi::Uint8Array>();
-  // zlib counts in uInt: blocks are a few hundred KiB, anything near 4 GiB is refused (by both builds alike).
-  if (in.ElementLength() > 0x7fffffffu) {
-    Napi::RangeError::New(env, "deflateBlock(): block over 2 GiB").ThrowAsJavaScriptException();
+  auto range = [&](const char* what) {
+    Napi::RangeError::New(env, std::string("deflateDialogs(): ") + what).ThrowAsJavaScriptException();
     return env.Null();
+  };
+  Napi::Array chunkArr = info[0].As<Napi::Array>();
+  std::vector<Bytes> chunks(chunkArr.Length());
+  for (uint32_t c = 0; c < chunks.size(); c++) {
+    Napi::Value v = chunkArr.Get(c);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) return range("a chunk is not a Uint8Array");
+    auto u = v.As<Napi::Uint8Array>();
+    chunks[c] = {u.Data(), u.ElementLength()};
   }
+  auto chunkOf = info[1].As<Napi::Uint32Array>();
+  auto startOf = info[2].As<Napi::Uint32Array>();
+  auto lenOf = info[3].As<Napi::Uint32Array>();
+  const double countD = info[4].As<Napi::Number>().DoubleValue();
+  const double skipD = info[5].As<Napi::Number>().DoubleValue();
+  auto order = info[6].As<Napi::Uint32Array>();
+  auto ends = info[7].As<Napi::Uint32Array>();
+  const double perBlockD = info[8].As<Napi::Number>().DoubleValue();
+  auto blockEnds = info[9].As<Napi::Uint32Array>();
+  if (!(countD >= 0) || countD > chunkOf.ElementLength() || countD > startOf.ElementLength() || countD > lenOf.ElementLength() ||
+      countD != static_cast<double>(static_cast<uint32_t>(countD)))
+    return range("count is not a record count of the arena's arrays");
+  if (!(skipD >= 0 && skipD <= 64) || skipD != static_cast<double>(static_cast<uint32_t>(skipD))) return range("skip out of range");
+  if (!(perBlockD >= 1 && perBlockD <= 65536) || perBlockD != static_cast<double>(static_cast<uint32_t>(perBlockD)))
+    return range("perBlock out of range");
+  const uint32_t count = static_cast<uint32_t>(countD);
+  const uint32_t skip = static_cast<uint32_t>(skipD);
+  const size_t perBlock = static_cast<size_t>(perBlockD);
+  const size_t dialogs = ends.ElementLength();
+  const size_t nBlocks = (dialogs + perBlock - 1) / perBlock;
+  if (blockEnds.ElementLength() != nBlocks) return range("blockEnds is not one slot a block");
+  const uint32_t* co = chunkOf.Data();
+  const uint32_t* so = startOf.Data();
+  const uint32_t* lo = lenOf.Data();
+  const uint32_t* ord = order.Data();
+  const uint32_t* en = ends.Data();
+
   Stream& s = stream;
-  const size_t n = Compress(env, s, in.Data(), in.ElementLength());
-  if (n == 0) return env.Null();
-  Napi::Value result = Napi::Buffer<uint8_t>::Copy(env, s.out.data(), n);
-  // A block is a few hundred KiB; one of a dialog with very many messages is not kept room for afterwards.
+  std::vector<uint8_t> block;
+  std::vector<uint8_t> all;
+  auto put32 = [&](uint32_t v) {
+    uint8_t b[4] = {static_cast<uint8_t>(v), static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v >> 16), static_cast<uint8_t>(v >> 24)};
+    block.insert(block.end(), b, b + 4);
+  };
+  size_t from = 0;  // into order
+  for (size_t b = 0; b < nBlocks; b++) {
+    block.clear();
+    const size_t dEnd = std::min(dialogs, (b + 1) * perBlock);
+    for (size_t d = b * perBlock; d < dEnd; d++) {
+      const size_t to = en[d];
+      if (to < from || to > order.ElementLength()) return range("ends are not increasing within order");
+      put32(static_cast<uint32_t>(to - from));
+      for (size_t k = from; k < to; k++) {
+        const uint32_t i = ord[k];
+        if (i >= count) return range("order names a record past count");
+        const uint32_t c = co[i];
+        if (c >= chunks.size() || lo[i] < skip || static_cast<size_t>(so[i]) + lo[i] > chunks[c].len) return range("a record lies outside its chunk");
+        const uint8_t* rec = chunks[c].data + so[i] + skip;
+        const uint32_t len = lo[i] - skip;
+        put32(len);
+        block.insert(block.end(), rec, rec + len);
+      }
+      from = to;
+    }
+    if (block.size() > 0x7fffffffu) return range("block over 2 GiB");
+    const size_t n = Compress(env, s, block.data(), block.size());
+    if (n == 0) return env.Null();
+    if (all.size() + n > 0xffffffffu) return range("dialog blocks over 4 GiB");
+    all.insert(all.end(), s.out.data(), s.out.data() + n);
+    blockEnds.Data()[b] = static_cast<uint32_t>(all.size());
+  }
+  Napi::Value result = Napi::Buffer<uint8_t>::Copy(env, all.data(), all.size());
   if (s.out.size() > KEEP_OUT) std::vector<uint8_t>().swap(s.out);
   return result;
 }

@@ -663,7 +663,7 @@ export class SegmentIndexer {
     const st = this.state;
     const msgs = st.messages;
     const dialogIds = this.keys.ids;
-    const dialogMsgs = this.keys.dialogMessages();
+    const { order: dialogOrder, ends: dialogEnds } = this.keys.dialogMessages();
     const dialogCount = dialogIds.length;
     // The sealed file is written afresh beside the journal and renamed over
     // it: the journal's messages would otherwise be stored twice. Readers
@@ -702,7 +702,7 @@ export class SegmentIndexer {
     // records, copied from where the journal wrote them from. The addon's
     // deflate whether or not the scan is native, so that both paths seal the
     // same bytes; without the addon, node:zlib's.
-    const dialogLen = section(REC.DIALOGS, ...msgs.dialogSection(dialogMsgs, DIALOGS_PER_BLOCK, this.scanner ?? indexAddon()));
+    const dialogLen = section(REC.DIALOGS, ...msgs.dialogSection(dialogOrder, dialogEnds, DIALOGS_PER_BLOCK, this.scanner ?? indexAddon()));
     const flowBody = this.sealFlows ? (st.flows?.encode() ?? null) : null;
     if (flowBody) section(REC.FLOW_TABLE, flowBody);
 

@@ -23,6 +23,13 @@ function arena(sizes: number[], seed: number): MessageArena {
   return a;
 }
 
+/** Dialogs as DialogKeys.dialogMessages gives them. */
+function flat(dialogs: number[][]): [Uint32Array, Uint32Array] {
+  const ends = new Uint32Array(dialogs.length);
+  dialogs.forEach((ms, d) => (ends[d] = (d === 0 ? 0 : ends[d - 1]) + ms.length));
+  return [Uint32Array.from(dialogs.flat()), ends];
+}
+
 /** The section's blocks, inflated, as the reader splits them (its table's offsets). */
 function inflated(parts: Buffer[]): { dialogs: number; blocks: Buffer[] } {
   const body = Buffer.concat(parts);
@@ -52,9 +59,9 @@ test('dialogSection: the addon assembles and deflates the same blocks as the JS 
   const first: Buffer[] = [];
   cases.forEach(({ sizes, dialogs, perBlock }, c) => {
     const a = arena(sizes, c + 1);
-    const native = a.dialogSection(dialogs, perBlock, addon);
+    const native = a.dialogSection(...flat(dialogs), perBlock, addon);
     first.push(Buffer.concat(native));
-    const js = a.dialogSection(dialogs, perBlock, null);
+    const js = a.dialogSection(...flat(dialogs), perBlock, null);
     const n = inflated(native);
     const j = inflated(js);
     assert.equal(n.dialogs, dialogs.length);
@@ -73,7 +80,7 @@ test('dialogSection: the addon assembles and deflates the same blocks as the JS 
   // A segment's sealed bytes do not depend on what its thread sealed before (an import's threads take any segment).
   cases.reverse().forEach(({ sizes, dialogs, perBlock }, r) => {
     const c = cases.length - 1 - r;
-    assert.ok(Buffer.concat(arena(sizes, c + 1).dialogSection(dialogs, perBlock, addon)).equals(first[c]), `case ${c} sealed again, after others`);
+    assert.ok(Buffer.concat(arena(sizes, c + 1).dialogSection(...flat(dialogs), perBlock, addon)).equals(first[c]), `case ${c} sealed again, after others`);
   });
 });
 

@@ -66,7 +66,7 @@ size_t Compress(Napi::Env env, Stream& s, const uint8_t* in, size_t len) {
 #else
 size_t Compress(Napi::Env env, Stream& s, const uint8_t* in, size_t len) {
   // A stream of its own a block, as deflateRawSync's: one reused through deflateReset gave other bytes for about 1
-  // block in 70 (Node's zlib matches against what the previous block left in its window), so a segment's sealed
+  // block in 70 (some state survives the reset: apparently the window Node's zlib matches into), so a segment's sealed
   // bytes depended on what the thread had sealed before.
   z_stream z{};
   if (deflateInit2(&z, LEVEL, Z_DEFLATED, WINDOW_BITS, MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK) {

@@ -9,7 +9,9 @@
 //
 // Without it, zlib's level 1 (Node's own zlib, its headers and exported symbols, as node:zlib's is): the bytes
 // zlib.deflateRawSync(block, { level: 1 }) gives.
+#ifndef TFINDEX_STANDALONE
 #include <napi.h>
+#endif
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -20,7 +22,7 @@
 #include <zlib.h>
 #endif
 
-namespace {
+namespace tfseal {
 
 constexpr int LEVEL = 1;
 constexpr size_t KEEP_OUT = 4u << 20;
@@ -33,6 +35,23 @@ struct Stream {
     if (c != nullptr) libdeflate_free_compressor(c);
   }
 };
+
+// The compressed length in s.out, or 0 with *err set.
+size_t Compress(Stream& s, const uint8_t* in, size_t len, const char** err) {
+  if (s.c == nullptr) {
+    s.c = libdeflate_alloc_compressor(LEVEL);
+    if (s.c == nullptr) {
+      *err = "libdeflate could not allocate a compressor";
+      return 0;
+    }
+  }
+  const size_t bound = libdeflate_deflate_compress_bound(s.c, len);
+  if (s.out.size() < bound) s.out.resize(bound);
+  // The bound is room for any input, so 0 (no room) cannot happen; it is still an error, never an empty block.
+  const size_t n = libdeflate_deflate_compress(s.c, in, len, s.out.data(), s.out.size());
+  if (n == 0) *err = "libdeflate did not finish the block";
+  return n;
+}
 #else
 // Node's defaults for deflateRawSync: windowBits 15 (raw: -15), memLevel 8, the default strategy.
 constexpr int WINDOW_BITS = -15;
@@ -41,36 +60,14 @@ constexpr int MEM_LEVEL = 8;
 struct Stream {
   std::vector<uint8_t> out;
 };
-#endif
 
-// One a thread: the indexer's threads (live, import pool) each load the addon and seal on their own.
-thread_local Stream stream;
-
-#ifdef TF_LIBDEFLATE
-// The compressed length, or 0 after throwing.
-size_t Compress(Napi::Env env, Stream& s, const uint8_t* in, size_t len) {
-  if (s.c == nullptr) {
-    s.c = libdeflate_alloc_compressor(LEVEL);
-    if (s.c == nullptr) {
-      Napi::Error::New(env, "deflateDialogs(): libdeflate could not allocate a compressor").ThrowAsJavaScriptException();
-      return 0;
-    }
-  }
-  const size_t bound = libdeflate_deflate_compress_bound(s.c, len);
-  if (s.out.size() < bound) s.out.resize(bound);
-  // The bound is room for any input, so 0 (no room) cannot happen; it is still an error, never an empty block.
-  const size_t n = libdeflate_deflate_compress(s.c, in, len, s.out.data(), s.out.size());
-  if (n == 0) Napi::Error::New(env, "deflateDialogs(): libdeflate did not finish the block").ThrowAsJavaScriptException();
-  return n;
-}
-#else
-size_t Compress(Napi::Env env, Stream& s, const uint8_t* in, size_t len) {
+size_t Compress(Stream& s, const uint8_t* in, size_t len, const char** err) {
   // A stream of its own a block, as deflateRawSync's: one reused through deflateReset gave other bytes for about 1
   // block in 70 (some state survives the reset: apparently the window Node's zlib matches into), so a segment's sealed
   // bytes depended on what the thread had sealed before.
   z_stream z{};
   if (deflateInit2(&z, LEVEL, Z_DEFLATED, WINDOW_BITS, MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK) {
-    Napi::Error::New(env, "deflateDialogs(): zlib could not set up a stream").ThrowAsJavaScriptException();
+    *err = "zlib could not set up a stream";
     return 0;
   }
   const uLong bound = deflateBound(&z, static_cast<uLong>(len));
@@ -84,37 +81,100 @@ size_t Compress(Napi::Env env, Stream& s, const uint8_t* in, size_t len) {
   const size_t n = z.total_out;
   deflateEnd(&z);
   if (rc != Z_STREAM_END) {
-    Napi::Error::New(env, "deflateDialogs(): zlib did not finish the block").ThrowAsJavaScriptException();
+    *err = "zlib did not finish the block";
     return 0;
   }
   return n;
 }
 #endif
 
-}  // namespace
-
-namespace {
-
-bool IsU32(const Napi::Value& v) {
-  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint32_array;
-}
+// One a thread: the indexer's threads (live, import pool) each load the addon and seal on their own.
+thread_local Stream stream;
 
 struct Bytes {
   const uint8_t* data;
   size_t len;
 };
 
+// The message arena's records: record i is chunks[chunkOf[i]][startOf[i] + skip, startOf[i] + lenOf[i]), i < count.
+struct Arena {
+  std::vector<Bytes> chunks;
+  const uint32_t* chunkOf;
+  const uint32_t* startOf;
+  const uint32_t* lenOf;
+  uint32_t count;
+  uint32_t skip;
+};
+
+struct SealError {
+  const char* what;
+  bool range;  // a wrong index or size (RangeError), else the compressor failed
+};
+
+// The DIALOGS section's blocks (format.ts): dialog d's messages are order[ends[d - 1], ends[d]) (ends[-1] = 0); each
+// block of perBlock dialogs is, per dialog, u32 its message count, then per message u32 the record's length and the
+// record, raw-deflated at level 1. The blocks go back to back into `all`; blockEnds[b] (nBlocks slots) gets where
+// block b ends. Every index is checked against the arena and order before it is read.
+SealError SealDialogs(const Arena& a, const uint32_t* ord, size_t orderLen, const uint32_t* en, size_t dialogs, size_t perBlock,
+                      uint32_t* blockEnds, std::vector<uint8_t>& all) {
+  Stream& s = stream;
+  std::vector<uint8_t> block;
+  auto put32 = [&](uint32_t v) {
+    uint8_t b[4] = {static_cast<uint8_t>(v), static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v >> 16), static_cast<uint8_t>(v >> 24)};
+    block.insert(block.end(), b, b + 4);
+  };
+  const size_t nBlocks = (dialogs + perBlock - 1) / perBlock;
+  size_t from = 0;  // into order
+  for (size_t b = 0; b < nBlocks; b++) {
+    block.clear();
+    const size_t dEnd = std::min(dialogs, (b + 1) * perBlock);
+    for (size_t d = b * perBlock; d < dEnd; d++) {
+      const size_t to = en[d];
+      if (to < from || to > orderLen) return {"ends are not increasing within order", true};
+      put32(static_cast<uint32_t>(to - from));
+      for (size_t k = from; k < to; k++) {
+        const uint32_t i = ord[k];
+        if (i >= a.count) return {"order names a record past count", true};
+        const uint32_t c = a.chunkOf[i];
+        if (c >= a.chunks.size() || a.lenOf[i] < a.skip || static_cast<size_t>(a.startOf[i]) + a.lenOf[i] > a.chunks[c].len)
+          return {"a record lies outside its chunk", true};
+        const uint8_t* rec = a.chunks[c].data + a.startOf[i] + a.skip;
+        const uint32_t len = a.lenOf[i] - a.skip;
+        put32(len);
+        block.insert(block.end(), rec, rec + len);
+      }
+      from = to;
+    }
+    // zlib counts in uInt: refused alike by both builds.
+    if (block.size() > 0x7fffffffu) return {"block over 2 GiB", true};
+    const char* err = nullptr;
+    const size_t n = Compress(s, block.data(), block.size(), &err);
+    if (n == 0) return {err, false};
+    if (all.size() + n > 0xffffffffu) return {"dialog blocks over 4 GiB", true};
+    all.insert(all.end(), s.out.data(), s.out.data() + n);
+    blockEnds[b] = static_cast<uint32_t>(all.size());
+  }
+  // A block is a few hundred KiB; one of a dialog with very many messages is not kept room for afterwards.
+  if (s.out.size() > KEEP_OUT) std::vector<uint8_t>().swap(s.out);
+  return {nullptr, false};
+}
+
+}  // namespace tfseal
+
+#ifndef TFINDEX_STANDALONE
+namespace {
+
+bool IsU32(const Napi::Value& v) {
+  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint32_array;
+}
+
 }  // namespace
 
 // deflateDialogs(chunks: Uint8Array[], chunkOf, startOf, lenOf: Uint32Array, count, skip, order, ends: Uint32Array,
 //   perBlock, blockEnds: Uint32Array) -> Buffer
-// The DIALOGS section's blocks (format.ts) from the message arena's records, assembled and compressed here
-// rather than copied record by record into a JS buffer (Buffer.copy's checks were a call each message):
-// record i is chunks[chunkOf[i]][startOf[i] + skip, startOf[i] + lenOf[i]); dialog d's messages are
-// order[ends[d - 1], ends[d]) (ends[-1] = 0). Each block of perBlock dialogs is, per dialog, u32 its message
-// count, then per message u32 the record's length and the record, raw-deflated at level 1 (Compress). The
-// blocks are returned back to back; blockEnds[b] gets where block b ends in them. Every index is checked: a
-// wrong one throws a RangeError, never reads outside the arena.
+// The DIALOGS section's blocks from the message arena's records (SealDialogs), assembled and compressed here rather
+// than copied record by record into a JS buffer (Buffer.copy's checks were a call each message). A wrong index
+// throws a RangeError, never reads outside the arena.
 Napi::Value DeflateDialogs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* usage =
@@ -129,13 +189,14 @@ Napi::Value DeflateDialogs(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, std::string("deflateDialogs(): ") + what).ThrowAsJavaScriptException();
     return env.Null();
   };
+  tfseal::Arena a;
   Napi::Array chunkArr = info[0].As<Napi::Array>();
-  std::vector<Bytes> chunks(chunkArr.Length());
-  for (uint32_t c = 0; c < chunks.size(); c++) {
+  a.chunks.resize(chunkArr.Length());
+  for (uint32_t c = 0; c < a.chunks.size(); c++) {
     Napi::Value v = chunkArr.Get(c);
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) return range("a chunk is not a Uint8Array");
     auto u = v.As<Napi::Uint8Array>();
-    chunks[c] = {u.Data(), u.ElementLength()};
+    a.chunks[c] = {u.Data(), u.ElementLength()};
   }
   auto chunkOf = info[1].As<Napi::Uint32Array>();
   auto startOf = info[2].As<Napi::Uint32Array>();
@@ -152,58 +213,25 @@ Napi::Value DeflateDialogs(const Napi::CallbackInfo& info) {
   if (!(skipD >= 0 && skipD <= 64) || skipD != static_cast<double>(static_cast<uint32_t>(skipD))) return range("skip out of range");
   if (!(perBlockD >= 1 && perBlockD <= 65536) || perBlockD != static_cast<double>(static_cast<uint32_t>(perBlockD)))
     return range("perBlock out of range");
-  const uint32_t count = static_cast<uint32_t>(countD);
-  const uint32_t skip = static_cast<uint32_t>(skipD);
+  a.chunkOf = chunkOf.Data();
+  a.startOf = startOf.Data();
+  a.lenOf = lenOf.Data();
+  a.count = static_cast<uint32_t>(countD);
+  a.skip = static_cast<uint32_t>(skipD);
   const size_t perBlock = static_cast<size_t>(perBlockD);
   const size_t dialogs = ends.ElementLength();
-  const size_t nBlocks = (dialogs + perBlock - 1) / perBlock;
-  if (blockEnds.ElementLength() != nBlocks) return range("blockEnds is not one slot a block");
-  const uint32_t* co = chunkOf.Data();
-  const uint32_t* so = startOf.Data();
-  const uint32_t* lo = lenOf.Data();
-  const uint32_t* ord = order.Data();
-  const uint32_t* en = ends.Data();
-
-  Stream& s = stream;
-  std::vector<uint8_t> block;
+  if (blockEnds.ElementLength() != (dialogs + perBlock - 1) / perBlock) return range("blockEnds is not one slot a block");
   std::vector<uint8_t> all;
-  auto put32 = [&](uint32_t v) {
-    uint8_t b[4] = {static_cast<uint8_t>(v), static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v >> 16), static_cast<uint8_t>(v >> 24)};
-    block.insert(block.end(), b, b + 4);
-  };
-  size_t from = 0;  // into order
-  for (size_t b = 0; b < nBlocks; b++) {
-    block.clear();
-    const size_t dEnd = std::min(dialogs, (b + 1) * perBlock);
-    for (size_t d = b * perBlock; d < dEnd; d++) {
-      const size_t to = en[d];
-      if (to < from || to > order.ElementLength()) return range("ends are not increasing within order");
-      put32(static_cast<uint32_t>(to - from));
-      for (size_t k = from; k < to; k++) {
-        const uint32_t i = ord[k];
-        if (i >= count) return range("order names a record past count");
-        const uint32_t c = co[i];
-        if (c >= chunks.size() || lo[i] < skip || static_cast<size_t>(so[i]) + lo[i] > chunks[c].len) return range("a record lies outside its chunk");
-        const uint8_t* rec = chunks[c].data + so[i] + skip;
-        const uint32_t len = lo[i] - skip;
-        put32(len);
-        block.insert(block.end(), rec, rec + len);
-      }
-      from = to;
-    }
-    if (block.size() > 0x7fffffffu) return range("block over 2 GiB");
-    const size_t n = Compress(env, s, block.data(), block.size());
-    if (n == 0) return env.Null();
-    if (all.size() + n > 0xffffffffu) return range("dialog blocks over 4 GiB");
-    all.insert(all.end(), s.out.data(), s.out.data() + n);
-    blockEnds.Data()[b] = static_cast<uint32_t>(all.size());
+  const tfseal::SealError e = tfseal::SealDialogs(a, order.Data(), order.ElementLength(), ends.Data(), dialogs, perBlock, blockEnds.Data(), all);
+  if (e.what != nullptr) {
+    if (e.range) return range(e.what);
+    Napi::Error::New(env, std::string("deflateDialogs(): ") + e.what).ThrowAsJavaScriptException();
+    return env.Null();
   }
-  Napi::Value result = Napi::Buffer<uint8_t>::Copy(env, all.data(), all.size());
-  if (s.out.size() > KEEP_OUT) std::vector<uint8_t>().swap(s.out);
-  return result;
+  return Napi::Buffer<uint8_t>::Copy(env, all.data(), all.size());
 }
 
-// deflateKind() -> "libdeflate" | "zlib": which one this build compresses with (tests, bench).
+// deflateKind() -> "libdeflate" | "zlib": which one this build compresses with (tests, setup.sh).
 Napi::Value DeflateKind(const Napi::CallbackInfo& info) {
 #ifdef TF_LIBDEFLATE
   return Napi::String::New(info.Env(), "libdeflate");
@@ -211,3 +239,4 @@ Napi::Value DeflateKind(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), "zlib");
 #endif
 }
+#endif  // TFINDEX_STANDALONE

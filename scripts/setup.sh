@@ -23,6 +23,8 @@ fi
 need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 [ -f /usr/include/pcap/pcap.h ] || need_apt+=(libpcap-dev)
+# The index addon compresses the sealed dialog blocks with libdeflate when it is there (zlib otherwise).
+[ -f /usr/include/libdeflate.h ] || need_apt+=(libdeflate-dev)
 have tshark || need_apt+=(tshark)
 have dumpcap || need_apt+=(tshark)
 have sipp || need_apt+=(sip-tester)
@@ -104,8 +106,10 @@ if [ ! -f "$addon" ] || [ "$stamp" -nt "$addon" ] \
 fi
 # The indexer's native scan (agent/index/native), built the same way.
 index_addon=agent/index/native/build/Release/tfindex.node
+# An addon built before libdeflate-dev was installed (its header keeps the package's old mtime) is rebuilt with it.
 if [ ! -f "$index_addon" ] || [ "$stamp" -nt "$index_addon" ] \
-   || [ -n "$(find agent/index/native -maxdepth 1 -type f -newer "$index_addon" -print -quit)" ]; then
+   || [ -n "$(find agent/index/native -maxdepth 1 -type f -newer "$index_addon" -print -quit)" ] \
+   || { [ -f /usr/include/libdeflate.h ] && [ "$(node -p "require('./$index_addon').deflateKind?.()" 2>/dev/null)" != libdeflate ]; }; then
   npm exec --no -- node-gyp rebuild --silent --directory agent/index/native >&2
 fi
 built=dist/.tracefleet-built

@@ -1,5 +1,4 @@
 import { closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeSync, writevSync } from 'node:fs';
-import { deflateRawSync } from 'node:zlib';
 import { Dissector } from '../../shared/decode/dissector';
 import { corruptRecord, PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECORD_HEADER_LEN, pcapCapLenLimit, pcapRecordIn, scanPcapRecords } from '../../shared/pcap/pcap';
 import { correlationForScan, icidOf, ParseSipOptions, parseSip, parseSipScanned, sdpFromBody, sessionIdOf, sessionRemoteOf } from '../../shared/sip/parse';
@@ -664,7 +663,7 @@ export class SegmentIndexer {
     const st = this.state;
     const msgs = st.messages;
     const dialogIds = this.keys.ids;
-    const dialogMsgs = this.keys.dialogMessages();
+    const { order: dialogOrder, ends: dialogEnds } = this.keys.dialogMessages();
     const dialogCount = dialogIds.length;
     // The sealed file is written afresh beside the journal and renamed over
     // it: the journal's messages would otherwise be stored twice. Readers
@@ -683,10 +682,13 @@ export class SegmentIndexer {
 
     const offsets: number[] = [];
     // Sections are megabytes: their prefix is written apart rather than copied in front of them.
-    const section = (type: number, body: Buffer) => {
+    const section = (type: number, ...body: Buffer[]): number => {
+      let len = 0;
+      for (const b of body) len += b.length;
       offsets.push(this.idxPos + RECORD_PREFIX_LEN);
-      this.write(recordPrefix(type, body.length));
-      this.write(body);
+      this.write(recordPrefix(type, len));
+      for (const b of body) this.write(b);
+      return len;
     };
 
     section(REC.PACKET_TABLE, st.packetEntries());
@@ -695,44 +697,12 @@ export class SegmentIndexer {
     section(REC.KEY_TABLE, keyTable.body);
     section(REC.NUMBER_TABLE, numberTable.body);
     // Dialog records are most of an index. They are stored as deflated
-    // blocks of DIALOGS_PER_BLOCK dialogs (one zlib call per block rather
-    // than per dialog), each dialog its message count and its messages'
-    // binary records, copied from where the journal wrote them from.
-    const blocks: Buffer[] = [];
-    let block = Buffer.allocUnsafe(1 << 16);
-    for (let i = 0; i < dialogCount; i += DIALOGS_PER_BLOCK) {
-      const end = Math.min(dialogCount, i + DIALOGS_PER_BLOCK);
-      let size = 0;
-      for (let d = i; d < end; d++) {
-        const ms = dialogMsgs[d];
-        size += 4 + 4 * ms.length;
-        for (let k = 0; k < ms.length; k++) size += msgs.recordLength(ms[k]);
-      }
-      if (size > block.length) block = Buffer.allocUnsafe(Math.max(size, 2 * block.length));
-      let at = 0;
-      for (let d = i; d < end; d++) {
-        const ms = dialogMsgs[d];
-        block.writeUInt32LE(ms.length, at);
-        at += 4;
-        for (let k = 0; k < ms.length; k++) {
-          block.writeUInt32LE(msgs.recordLength(ms[k]), at);
-          at = msgs.copyRecord(ms[k], block, at + 4);
-        }
-      }
-      // The addon's deflate gives deflateRawSync's bytes from one zlib stream reset between blocks (seal-deflate.cc).
-      blocks.push(this.scanner !== null ? this.scanner.deflateBlock(block.subarray(0, at)) : deflateRawSync(block.subarray(0, at), { level: 1 }));
-    }
-    const table = Buffer.alloc(8 + 4 * (blocks.length + 1));
-    table.writeUInt32LE(dialogCount, 0);
-    table.writeUInt32LE(blocks.length, 4);
-    let at = table.length;
-    blocks.forEach((b, i) => {
-      table.writeUInt32LE(at, 8 + 4 * i);
-      at += b.length;
-    });
-    table.writeUInt32LE(at, 8 + 4 * blocks.length);
-    const dialogBody = Buffer.concat([table, ...blocks]);
-    section(REC.DIALOGS, dialogBody);
+    // blocks of DIALOGS_PER_BLOCK dialogs (one deflate per block rather than
+    // per dialog), each dialog its message count and its messages' binary
+    // records, copied from where the journal wrote them from. The addon's
+    // deflate whether or not the scan is native, so that both paths seal the
+    // same bytes; without the addon, node:zlib's.
+    const dialogLen = section(REC.DIALOGS, ...msgs.dialogSection(dialogOrder, dialogEnds, DIALOGS_PER_BLOCK, this.scanner ?? indexAddon()));
     const flowBody = this.sealFlows ? (st.flows?.encode() ?? null) : null;
     if (flowBody) section(REC.FLOW_TABLE, flowBody);
 
@@ -750,7 +720,7 @@ export class SegmentIndexer {
     f.writeUInt32LE(keyTable.count, 84);
     f.writeUInt32LE(numberTable.count, 88);
     f.writeUInt32LE(addrBody.length, 92);
-    f.writeUInt32LE(dialogBody.length, 96);
+    f.writeUInt32LE(dialogLen, 96);
     f.writeUInt32LE(FOOTER_FLAG.DIALOG_BLOCKS | FOOTER_FLAG.LEG_KEYS | FOOTER_FLAG.BINARY_RECORDS | (flowBody ? FOOTER_FLAG.FLOWS : 0), 100);
     if (flowBody) {
       f.writeDoubleLE(offsets[5], 104);

@@ -94,11 +94,21 @@ export class DialogKeys {
     this.keyDialogs[this.nKeys++] = dialog;
   }
 
-  /** Each dialog's message numbers, in order. */
-  dialogMessages(): number[][] {
-    const out: number[][] = this.ids.map(() => []);
-    for (let i = 0; i < this.messages; i++) out[this.msgDialog[i]].push(i);
-    return out;
+  /**
+   * Each dialog's message numbers, in order, flat: dialog d's are order[ends[d - 1], ends[d]) (ends[-1] = 0).
+   * Typed arrays by a counting sort rather than an array a dialog: the seal hands them to the addon as they are.
+   */
+  dialogMessages(): { order: Uint32Array; ends: Uint32Array } {
+    const n = this.messages;
+    const md = this.msgDialog;
+    const ends = new Uint32Array(this.ids.length);
+    for (let i = 0; i < n; i++) ends[md[i]]++;
+    for (let d = 0, sum = 0; d < ends.length; d++) ends[d] = sum += ends[d];
+    const next = ends.slice();
+    const order = new Uint32Array(n);
+    // Backwards, so that each dialog's messages keep their order.
+    for (let i = n - 1; i >= 0; i--) order[--next[md[i]]] = i;
+    return { order, ends };
   }
 
   /** The key table's body: (u32 hash, u32 dialog) sorted, each pair once. */

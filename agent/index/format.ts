@@ -86,7 +86,11 @@ export const KEY_ENTRY_LEN = 8;
  * 116  reserved to 128
  */
 export const FOOTER_FLAG = {
-  /** DIALOGS holds raw-deflated blocks of newline-separated JSON records. */
+  /**
+   * DIALOGS holds raw-deflated blocks of newline-separated JSON records. Raw deflate (RFC 1951) is the format,
+   * not one compressor's bytes: the indexer's addon compresses with libdeflate where it was built with it and
+   * with zlib otherwise (seal-deflate.cc), and every reader inflates either to the same block.
+   */
   DIALOG_BLOCKS: 0x1,
   /** KEY_TABLE also holds the Session-ID, icid and media keys (LegKeyKind); older indexes hold only 'c' and 'x'. */
   LEG_KEYS: 0x2,

@@ -1,4 +1,6 @@
+import { deflateRawSync } from 'node:zlib';
 import { RECORD_PREFIX_LEN, REC, MessageRecord } from './format';
+import type { IndexAddon } from './native-scan';
 import { binaryRecordBound, binaryRecordCallId, readBinaryRecord, writeBinaryRecord } from './message-binary';
 
 const CHUNK = 1 << 20;
@@ -143,6 +145,52 @@ export class MessageArena {
       out.push(this.chunks[c].subarray(start, end));
     }
     return out;
+  }
+
+  /**
+   * The DIALOGS section's body (format.ts), as parts to write one after the other: the table (u32 dialogs, u32
+   * blocks, u32 offsets of each block and of the end) then the blocks, each of `perBlock` dialogs (dialog d's
+   * messages are order[ends[d - 1], ends[d]): DialogKeys.dialogMessages), each dialog u32 its message count, then
+   * per message u32 its binary record's length and the record, raw-deflated. With the addon, assembled and
+   * deflated there from the chunks (libdeflate where it was built with it); without, here and by node:zlib.
+   */
+  dialogSection(order: Uint32Array, ends: Uint32Array, perBlock: number, addon: IndexAddon | null): Buffer[] {
+    const nBlocks = Math.ceil(ends.length / perBlock);
+    const table = Buffer.alloc(8 + 4 * (nBlocks + 1));
+    table.writeUInt32LE(ends.length, 0);
+    table.writeUInt32LE(nBlocks, 4);
+    table.writeUInt32LE(table.length, 8);
+    if (addon !== null) {
+      const blockEnds = new Uint32Array(nBlocks);
+      const blocks = addon.deflateDialogs(this.chunks, this.chunkOf, this.startOf, this.lenOf, this.count, RECORD_PREFIX_LEN, order, ends, perBlock, blockEnds);
+      for (let b = 0; b < nBlocks; b++) table.writeUInt32LE(table.length + blockEnds[b], 12 + 4 * b);
+      return [table, blocks];
+    }
+    const parts = [table];
+    let at = table.length;
+    let block = Buffer.allocUnsafe(1 << 16);
+    for (let b = 0; b < nBlocks; b++) {
+      const dFrom = b * perBlock;
+      const dTo = Math.min(ends.length, dFrom + perBlock);
+      const mFrom = dFrom === 0 ? 0 : ends[dFrom - 1];
+      let size = 4 * (dTo - dFrom);
+      for (let k = mFrom; k < ends[dTo - 1]; k++) size += 4 + this.recordLength(order[k]);
+      if (size > block.length) block = Buffer.allocUnsafe(Math.max(size, 2 * block.length));
+      let w = 0;
+      for (let d = dFrom, k = mFrom; d < dTo; d++) {
+        block.writeUInt32LE(ends[d] - k, w);
+        w += 4;
+        for (; k < ends[d]; k++) {
+          block.writeUInt32LE(this.recordLength(order[k]), w);
+          w = this.copyRecord(order[k], block, w + 4);
+        }
+      }
+      const z = deflateRawSync(block.subarray(0, w), { level: 1 });
+      parts.push(z);
+      at += z.length;
+      table.writeUInt32LE(at, 12 + 4 * b);
+    }
+    return parts;
   }
 
   /** Frees the records (the segment is sealed); the count stays. */

@@ -26,10 +26,17 @@ export interface IndexAddon {
     correlation?: Uint8Array | null, records?: Uint8Array | null, ordinal?: number, hep?: boolean,
   ): void;
   /**
-   * zlib.deflateRawSync(block, { level: 1 })'s bytes, from one zlib stream a thread reset between blocks rather than
-   * one set up per call (seal-deflate.cc): the sealed index's dialog blocks.
+   * The sealed index's dialog blocks from the message arena's records (MessageArena.dialogSection, which says what
+   * each argument is), each raw-deflated at level 1 (seal-deflate.cc): by libdeflate where the addon was built with
+   * it, else with zlib.deflateRawSync(block, { level: 1 })'s bytes. Either inflates with node:zlib to the same block.
+   * Returns the blocks back to back; blockEnds[b] is where block b ends.
    */
-  deflateBlock(block: Uint8Array): Buffer;
+  deflateDialogs(
+    chunks: Uint8Array[], chunkOf: Uint32Array, startOf: Uint32Array, lenOf: Uint32Array, count: number, skip: number,
+    order: Uint32Array, ends: Uint32Array, perBlock: number, blockEnds: Uint32Array,
+  ): Buffer;
+  /** Which deflate deflateDialogs uses. */
+  deflateKind(): 'libdeflate' | 'zlib';
 }
 
 /** Slots of the scan's output: the IPv4 header's offset, the ports, the message's offset and length. */

@@ -1300,7 +1300,8 @@ void scanRecords(const uint8_t* buf, size_t size, size_t from, bool le, bool nan
 // Without N-API (TFINDEX_STANDALONE): scanFrame alone, for a sanitizer build that fuzzes it.
 #ifndef TFINDEX_STANDALONE
 // seal-deflate.cc
-Napi::Value DeflateBlock(const Napi::CallbackInfo& info);
+Napi::Value DeflateKind(const Napi::CallbackInfo& info);
+Napi::Value DeflateDialogs(const Napi::CallbackInfo& info);
 
 namespace {
 
@@ -1407,7 +1408,8 @@ Napi::Value ScanRecords(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("scan", Napi::Function::New(env, Scan));
   exports.Set("scanRecords", Napi::Function::New(env, ScanRecords));
-  exports.Set("deflateBlock", Napi::Function::New(env, DeflateBlock));
+  exports.Set("deflateKind", Napi::Function::New(env, DeflateKind));
+  exports.Set("deflateDialogs", Napi::Function::New(env, DeflateDialogs));
   return exports;
 }
 

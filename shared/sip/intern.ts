@@ -32,7 +32,7 @@ export function latin1(bytes: Buffer, s: number, e: number): string {
 }
 
 /** Values longer than this are made afresh each time: a slot never holds more than it. */
-const BYTE_INTERN_MAX_LEN = 128;
+const BYTE_INTERN_MAX_LEN = 64;
 
 /**
  * Strings of bytes that repeat message after message (a dialog's Call-ID,
@@ -47,11 +47,12 @@ const BYTE_INTERN_MAX_LEN = 128;
  * statistics' dialogs) and the collector has fewer young strings to
  * scavenge. Compared with the string's own characters (charCodeAt) rather
  * than a byte copy, the loop cost as much as the binding saved (callgrind).
- * Memory is bounded: slots × 128 bytes, and the slots' strings.
+ * Memory is bounded: slots × 64 bytes (a cache line a slot), and the slots' strings; longer values are
+ * made afresh each time.
  */
 export class ByteInterner {
   private readonly texts: Array<string | undefined>;
-  private readonly lens: Int32Array;
+  private readonly lens: Uint8Array;
   private readonly store: DataView;
   private readonly mask: number;
   /** A view of the bytes last asked about (a read chunk serves many values): words read through it are inlined. */
@@ -61,7 +62,7 @@ export class ByteInterner {
   constructor(slots: number) {
     if (!(slots > 0 && (slots & (slots - 1)) === 0)) throw new RangeError('slots must be a power of two');
     this.texts = new Array<string | undefined>(slots).fill(undefined);
-    this.lens = new Int32Array(slots).fill(-1);
+    this.lens = new Uint8Array(slots);
     this.store = new DataView(new ArrayBuffer(slots * BYTE_INTERN_MAX_LEN));
     this.mask = slots - 1;
   }
@@ -113,3 +114,9 @@ export class ByteInterner {
     return made;
   }
 }
+
+/**
+ * The one ByteInterner a thread for the index records' values (the indexer's decoded strings, the binary
+ * records' strings read back): 8,192 slots, 512 KiB of bytes.
+ */
+export const byteTexts = new ByteInterner(8192);

@@ -37,5 +37,13 @@ test('ByteInterner gives the latin1 string of any bytes, found again or made afr
   const cid = Buffer.from('xa8f3c0ffee12@10.1.2.3x', 'latin1');
   assert.equal(it.get(cid, 1, cid.length - 1), 'a8f3c0ffee12@10.1.2.3');
   assert.equal(it.get(Buffer.from(cid), 1, cid.length - 1), 'a8f3c0ffee12@10.1.2.3');
+  // A buffer over 16 MiB, whose view is not kept between calls, read before and after a small one.
+  const big = Buffer.alloc(17 * 1024 * 1024, 0x41);
+  big.write('15550100999', big.length - 11, 'latin1');
+  assert.equal(it.get(big, big.length - 11, big.length), '15550100999');
+  assert.equal(it.get(cid, 1, 9), 'a8f3c0ff');
+  big.write('15550100998', big.length - 11, 'latin1');
+  assert.equal(it.get(big, big.length - 11, big.length), '15550100998');
+  assert.equal(it.get(big, 0, 40), 'A'.repeat(40));
   assert.throws(() => new ByteInterner(100), RangeError);
 });

@@ -31,6 +31,9 @@ export function latin1(bytes: Buffer, s: number, e: number): string {
   return (bytes as unknown as Latin1Sliced).latin1Slice(s, e);
 }
 
+/** The largest buffer whose view ByteInterner keeps between calls. */
+const VIEW_KEEP_MAX = 16 * 1024 * 1024;
+
 /** Values longer than this are made afresh each time: a slot never holds more than it. */
 const BYTE_INTERN_MAX_LEN = 64;
 
@@ -71,11 +74,16 @@ export class ByteInterner {
   get(bytes: Uint8Array, s: number, e: number): string {
     const n = e - s;
     if (n > BYTE_INTERN_MAX_LEN || n < 4) return n < 4 ? this.short(bytes, s, n) : latin1(bytes as Buffer, s, e);
+    let v = this.view;
     if (bytes !== this.viewOf) {
-      this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      this.viewOf = bytes;
+      v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      // Kept for the next call only over a buffer of at most 16 MiB (the indexer's 4 MiB and 8 MiB reads):
+      // the table outlives the buffers it is asked about, and would hold the last one alive.
+      if (bytes.buffer.byteLength <= VIEW_KEEP_MAX) {
+        this.view = v;
+        this.viewOf = bytes;
+      }
     }
-    const v = this.view;
     // Where to look: the length and the first and last 4 bytes (a Call-ID's random part and host, a
     // number's last digits); equality is checked below, a word at a time.
     const first = v.getInt32(s, true);

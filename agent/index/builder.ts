@@ -4,6 +4,7 @@ import { corruptRecord, PcapHeader, parsePcapHeader, PCAP_HEADER_LEN, PCAP_RECOR
 import { correlationForScan, icidOf, ParseSipOptions, parseSip, parseSipScanned, sdpFromBody, sessionIdOf, sessionRemoteOf } from '../../shared/sip/parse';
 import type { SdpInfo, SipMessage } from '../../shared/sip/types';
 import { ipv4Text } from '../../shared/decode/ip';
+import { byteTexts, latin1 } from '../../shared/sip/intern';
 import type { PacketRecord } from '../../shared/pcap/types';
 import type { DecodedPacket, TransportMessage } from '../../shared/decode/types';
 import { isRtcp } from '../../shared/rtp/stats';
@@ -69,17 +70,19 @@ let batchBusy = false;
 
 const READ_CHUNK = 4 * 1024 * 1024;
 
-type Latin1Sliced = { latin1Slice(start: number, end: number): string };
-
-/** bytes[s, e) as latin1 (ASCII here: the scan checked): Buffer's own slice, without toString's argument handling. */
-function latin1(bytes: Buffer, s: number, e: number): string {
-  return (bytes as unknown as Latin1Sliced).latin1Slice(s, e);
-}
-
 /** The decoded extent at o[k], o[k + 1] (in the message at buf[at]) as a string; null when absent (start -1). */
 function extent(buf: Buffer, at: number, o: Int32Array, k: number): string | null {
   const s = o[k];
   return s < 0 ? null : latin1(buf, at + s, at + o[k + 1]);
+}
+
+/**
+ * extent() for a value the record keeps (ASCII: the scan checked), found again from its bytes (byteTexts): a
+ * dialog's messages repeat its Call-ID, users and CSeq.
+ */
+function kept(buf: Buffer, at: number, o: Int32Array, k: number): string | null {
+  const s = o[k];
+  return s < 0 ? null : byteTexts.get(buf, at + s, at + o[k + 1]);
 }
 
 function indexHeader(): Buffer {
@@ -461,23 +464,23 @@ export class SegmentIndexer {
       sp: sport,
       dp: dport,
       pr: 17,
-      m: methodEnd < 0 ? null : latin1(buf, at + o[s + SCAN_START], at + methodEnd),
+      m: methodEnd < 0 ? null : byteTexts.get(buf, at + o[s + SCAN_START], at + methodEnd),
       s: methodEnd < 0 ? o[d + DEC_STATUS] : null,
-      c: latin1(buf, at + cs, at + o[d + DEC_CALL_ID + 1]),
-      q: extent(buf, at, o, d + DEC_CSEQ),
-      ru: extent(buf, at, o, d + DEC_RURI_USER),
-      fu: extent(buf, at, o, d + DEC_FROM_USER),
-      tu: extent(buf, at, o, d + DEC_TO_USER),
+      c: byteTexts.get(buf, at + cs, at + o[d + DEC_CALL_ID + 1]),
+      q: kept(buf, at, o, d + DEC_CSEQ),
+      ru: kept(buf, at, o, d + DEC_RURI_USER),
+      fu: kept(buf, at, o, d + DEC_FROM_USER),
+      tu: kept(buf, at, o, d + DEC_TO_USER),
       n: len,
     };
-    if (o[d + DEC_REASON] >= 0) rec.r = latin1(buf, at + o[d + DEC_REASON], at + o[d + DEC_REASON + 1]);
+    if (o[d + DEC_REASON] >= 0) rec.r = byteTexts.get(buf, at + o[d + DEC_REASON], at + o[d + DEC_REASON + 1]);
     if (this.viaHep) rec.h = 1;
     if (o[d + DEC_PAI_COUNT] > 0) {
       const pu: string[] = [];
-      for (let i = 0, k = d + DEC_PAI_USERS; i < o[d + DEC_PAI_USER_COUNT]; i++, k += 2) pu.push(latin1(buf, at + o[k], at + o[k + 1]));
+      for (let i = 0, k = d + DEC_PAI_USERS; i < o[d + DEC_PAI_USER_COUNT]; i++, k += 2) pu.push(byteTexts.get(buf, at + o[k], at + o[k + 1]));
       rec.pu = pu;
     }
-    if (o[d + DEC_CORRELATION] >= 0) rec.x = latin1(buf, at + o[d + DEC_CORRELATION], at + o[d + DEC_CORRELATION + 1]);
+    if (o[d + DEC_CORRELATION] >= 0) rec.x = byteTexts.get(buf, at + o[d + DEC_CORRELATION], at + o[d + DEC_CORRELATION + 1]);
     const session = extent(buf, at, o, d + DEC_SESSION_ID);
     if (session !== null) {
       const si = sessionIdOf(session);

@@ -1,4 +1,4 @@
-import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, keyHash, messageLegKeys } from './format';
+import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, endpointKeyHash, keyHash, messageLegKeys } from './format';
 import { MIN_QUERY_DIGITS } from '../../shared/sip/number';
 
 /** A number key's bytes as they are gathered (addUser). */
@@ -38,6 +38,7 @@ export class DialogKeys {
   private seenNext: Uint8Array = new Uint8Array(1024);
   private curDialog = 0;
   private readonly addLeg = (kind: LegKeyKind, value: string): void => this.addKey(keyHash(kind, value), this.curDialog);
+  private readonly addEndpoint = (host: string, port: number): void => this.addKey(endpointKeyHash(host, port), this.curDialog);
 
   add(m: MessageRecord): void {
     let d = this.dialogOf.get(m.c);
@@ -50,7 +51,7 @@ export class DialogKeys {
     if (this.messages === this.msgDialog.length) this.msgDialog = grow(this.msgDialog);
     this.msgDialog[this.messages++] = d;
     this.curDialog = d;
-    messageLegKeys(m, this.addLeg);
+    messageLegKeys(m, this.addLeg, this.addEndpoint);
     // messageUsers(m), without its array a message.
     this.addUser(m.ru, d);
     this.addUser(m.fu, d);

@@ -205,13 +205,21 @@ export interface DialogRecord {
 export type LegKeyKind = 'x' | 's' | 'i' | 'm';
 export type KeyKind = 'c' | LegKeyKind;
 
-/** The leg keys one message carries, each told to `add`. */
-export function messageLegKeys(m: MessageRecord, add: (kind: LegKeyKind, value: string) => void): void {
+/**
+ * The leg keys one message carries, each told to `add`; its SDP endpoints to `addEndpoint` when given (as
+ * host and port, for a caller that needs only endpointKeyHash, no "addr:port" string a message).
+ */
+export function messageLegKeys(
+  m: MessageRecord, add: (kind: LegKeyKind, value: string) => void, addEndpoint?: (host: string, port: number) => void,
+): void {
   if (m.x) add('x', m.x);
   if (m.si) add('s', m.si);
   if (m.sr && m.sr !== m.si) add('s', m.sr);
   if (m.ic) add('i', m.ic);
-  if (m.sdp) for (const [a, port] of m.sdp) add('m', endpointText(a, port));
+  if (m.sdp) {
+    if (addEndpoint) for (const [a, port] of m.sdp) addEndpoint(a, port);
+    else for (const [a, port] of m.sdp) add('m', endpointText(a, port));
+  }
 }
 
 /** Whether a message carries the leg key. */
@@ -238,6 +246,23 @@ export function keyHash(kind: KeyKind, value: string): number {
     h ^= c;
     h = Math.imul(h, 0x01000193);
   }
+  return h >>> 0;
+}
+
+/** keyHash('m', endpointText(host, port)), without the string for an ASCII IPv4 or name host and a port 0-65535. */
+export function endpointKeyHash(host: string, port: number): number {
+  if (!(Number.isInteger(port) && port >= 0 && port <= 65535)) return keyHash('m', endpointText(host, port));
+  let h = Math.imul(Math.imul(0x811c9dc5 ^ 0x6d, 0x01000193), 0x01000193); // 'm', then the '\0' separator
+  for (let i = 0; i < host.length; i++) {
+    const c = host.charCodeAt(i);
+    // An IPv6 host is bracketed in the text; past ASCII it is hashed as UTF-8: both by keyHash itself.
+    if (c >= 0x80 || c === 0x3a) return keyHash('m', endpointText(host, port));
+    h = Math.imul(h ^ c, 0x01000193);
+  }
+  h = Math.imul(h ^ 0x3a, 0x01000193);
+  let div = 1;
+  while (div * 10 <= port) div *= 10;
+  for (; div >= 1; div /= 10) h = Math.imul(h ^ (48 + (Math.floor(port / div) % 10)), 0x01000193);
   return h >>> 0;
 }
 

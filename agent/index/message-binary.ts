@@ -1,4 +1,5 @@
 import type { MessageRecord } from './format';
+import { byteTexts } from '../../shared/sip/intern';
 
 /**
  * The binary message record (index version 2): what a MessageRecord holds,
@@ -202,7 +203,8 @@ class Cursor {
   str(): string {
     const n = this.varint();
     if (n > this.end - this.at) throw new RangeError('message record: string runs past its record');
-    const s = this.buf.toString(isAscii(this.buf, this.at, this.at + n) ? 'latin1' : 'utf8', this.at, this.at + n);
+    // ASCII values (addresses, codec names, a dialog's Call-ID and users) repeat record after record.
+    const s = isAscii(this.buf, this.at, this.at + n) ? byteTexts.get(this.buf, this.at, this.at + n) : this.buf.toString('utf8', this.at, this.at + n);
     this.at += n;
     return s;
   }

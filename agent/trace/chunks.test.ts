@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { PcapWriter } from '../../shared/pcap/writer';
+import { MAX_CHUNK_BYTES } from '../../shared/protocol/agent';
 import { ChunkWriter } from './chunks';
 
 function writer(chunkBytes: number, inFlight = 2): { w: ChunkWriter; sent: Buffer[]; most: () => number } {
@@ -48,4 +50,20 @@ test('ChunkWriter: a write that finds bytes gathered is gathered with them: the 
   const { w, sent } = writer(100);
   await writeAll(w, [Buffer.alloc(10, 1), Buffer.alloc(100, 2), Buffer.alloc(100, 3)]);
   assert.deepEqual(sent.map((c) => c.length), [100, 100, 10]);
+});
+
+test('ChunkWriter of MAX_CHUNK_BYTES under a PcapWriter: every batch goes as a chunk as it is, none copied into another', async () => {
+  const { w, sent } = writer(MAX_CHUNK_BYTES, 4);
+  const pcap = new PcapWriter(w, { linkType: 1, nanos: true });
+  // 1016 bytes a record, which no chunk boundary falls between: a chunk gathered by copying would be exactly MAX_CHUNK_BYTES.
+  const data = Buffer.alloc(1000, 0x5a);
+  const records = Math.ceil((5 * MAX_CHUNK_BYTES) / 1016);
+  for (let i = 0; i < records; i++) if (!pcap.write({ tsSec: 1_700_000_000 + i, tsNsec: 0, origLen: 1000, data })) await pcap.waitDrain();
+  await pcap.end();
+  assert.ok(sent.length >= 5 && sent.length <= 6, `${sent.length} chunks for ${records} records of 1016 bytes`);
+  for (const c of sent.slice(0, -1)) {
+    assert.ok(c.length * 2 >= MAX_CHUNK_BYTES && c.length < MAX_CHUNK_BYTES, `a chunk of ${c.length} bytes is a batch of whole records, not a copy cut at the chunk size`);
+    assert.equal((c.length - (c === sent[0] ? 24 : 0)) % 1016, 0, 'whole records');
+  }
+  assert.equal(Buffer.concat(sent).length, 24 + records * 1016);
 });

@@ -1,9 +1,18 @@
 import { WriteStream } from 'node:fs';
 import { finished } from 'node:stream';
 
-/** Bytes gathered before one write to the stream: the stream's highWaterMark within these bounds. */
+/** Bytes gathered before one write to the stream: the stream's highWaterMark within these bounds (a file stream's: MAX_BATCH). */
 const MIN_BATCH = 64 * 1024;
 const MAX_BATCH = 256 * 1024;
+/**
+ * The bound for a stream that asks for more than MAX_BATCH: the agent's
+ * chunk stream (agent/trace/chunks.ts) asks for a chunk, 1 MiB when the
+ * dispatcher offers MAX_CHUNK_BYTES, and sends a write of half a chunk or
+ * more as it is. Batches of MAX_BATCH were each copied into a fresh 1 MiB
+ * chunk there: a second copy of every byte of a result, and 200 MiB more of
+ * fresh Buffers per 200 MiB sent.
+ */
+const MAX_STREAM_BATCH = 1024 * 1024;
 /**
  * Batches handed to the stream and not yet written before the caller is
  * asked to wait: a small-highWaterMark stream (a file's is 16 KiB) would
@@ -35,7 +44,7 @@ export const LENDABLE_BATCH_BYTES = (BATCHES_IN_FLIGHT + 1) * MAX_BATCH;
  * rejection of waitDrain()/end() or a throw from the next write.
  *
  * Records are built straight into a batch buffer (the stream's
- * highWaterMark, within MIN_BATCH..MAX_BATCH) and written a batch at a time: a write
+ * highWaterMark, within MIN_BATCH..MAX_STREAM_BATCH; a file stream's MAX_BATCH) and written a batch at a time: a write
  * per packet made Node's stream machinery (and writev of hundreds of
  * thousands of small buffers) most of a merge's CPU. What is gathered goes
  * out when the batch is full, on flush() and on end(); a caller that waits
@@ -76,8 +85,9 @@ export abstract class StreamSink {
     // A file stream's highWaterMark (16 KiB) made 64 KiB batches: each a write(2) and a trip through the thread pool, and
     // the merge of 200 MiB to a file waited for 'drain' 787 times (four batches in flight). MAX_BATCH quarters both, and
     // the batches are reused (`spare`), so it costs about 1 MiB per writer.
-    this.batchSize = file ? MAX_BATCH : Math.min(MAX_BATCH, Math.max(MIN_BATCH, typeof hwm === 'number' ? hwm : 0));
-    this.inFlight = BATCHES_IN_FLIGHT * this.batchSize;
+    this.batchSize = file ? MAX_BATCH : Math.min(MAX_STREAM_BATCH, Math.max(MIN_BATCH, typeof hwm === 'number' ? hwm : 0));
+    // Bytes, not batches: a stream of bigger batches holds no more queued than one of MAX_BATCH did.
+    this.inFlight = BATCHES_IN_FLIGHT * Math.min(this.batchSize, MAX_BATCH);
     this.spare = file ? [] : null;
     out.on('error', (err: Error) => {
       this.error ??= err;

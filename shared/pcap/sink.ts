@@ -38,6 +38,16 @@ const typedArrayCopyWithin = Uint8Array.prototype.copyWithin;
 export const LENDABLE_BATCH_BYTES = (BATCHES_IN_FLIGHT + 1) * MAX_BATCH;
 
 /**
+ * A stream that says when it is done with a buffer written to it, later
+ * than its write callback: the agent's chunk stream (agent/trace/chunks.ts),
+ * once the dispatcher acknowledged the chunk. A writer over it builds its
+ * later batches in those buffers, as over a file stream.
+ */
+export interface ReleasesBuffers {
+  onReleased(listener: (b: Buffer) => void): void;
+}
+
+/**
  * What the streaming capture writers (PCAP, PCAPNG) share: writes with
  * backpressure over any writable stream, and stream errors caught here (an
  * unhandled 'error' event would kill the process) that surface as a
@@ -70,10 +80,13 @@ export abstract class StreamSink {
    * Batches a file stream has written, to build the next ones in: a file
    * stream is done with a chunk once its write callback runs (the bytes are
    * in the kernel), and a fresh batch per write cost a merge more system
-   * time in page faults than its own parsing. Null for any other stream
-   * (a PassThrough, say, still holds a chunk after its callback).
+   * time in page faults than its own parsing. Batches a ReleasesBuffers
+   * stream released, likewise. Null for any other stream (a PassThrough,
+   * say, still holds a chunk after its callback).
    */
   private readonly spare: Buffer[] | null;
+  /** Whether a batch is spare again at its write callback (a file stream). */
+  private readonly spareAtCallback: boolean;
 
   protected constructor(
     out: NodeJS.WritableStream,
@@ -88,7 +101,10 @@ export abstract class StreamSink {
     this.batchSize = file ? MAX_BATCH : Math.min(MAX_STREAM_BATCH, Math.max(MIN_BATCH, typeof hwm === 'number' ? hwm : 0));
     // Bytes, not batches: a stream of bigger batches holds no more queued than one of MAX_BATCH did.
     this.inFlight = BATCHES_IN_FLIGHT * Math.min(this.batchSize, MAX_BATCH);
-    this.spare = file ? [] : null;
+    const releases = typeof (out as Partial<ReleasesBuffers>).onReleased === 'function';
+    this.spareAtCallback = file;
+    this.spare = file || releases ? [] : null;
+    if (releases) (out as unknown as ReleasesBuffers).onReleased((b) => this.takeBack(b));
     out.on('error', (err: Error) => {
       this.error ??= err;
     });
@@ -200,6 +216,13 @@ export abstract class StreamSink {
     this.batchAt = this.withinAb !== null && b.buffer === this.withinAb ? b.byteOffset : -1;
   }
 
+  /** A buffer the stream released: kept when it is a whole batch of this writer's, in memory of its own, and fewer than the most in flight are spare. */
+  private takeBack(b: Buffer): void {
+    const spare = this.spare!;
+    if (b.byteOffset !== 0 || b.buffer.byteLength !== this.batchSize || spare.length > BATCHES_IN_FLIGHT) return;
+    spare.push(b.length === this.batchSize ? b : Buffer.from(b.buffer, 0, this.batchSize));
+  }
+
   private newBatch(): Buffer {
     return this.spare?.pop() ?? Buffer.allocUnsafe(this.batchSize);
   }
@@ -211,7 +234,7 @@ export abstract class StreamSink {
       const chunk = this.used === b.length ? b : b.subarray(0, this.used);
       const spare = this.spare;
       // Bounded: at most the batches in flight come back, and those lent (lendBatches()) are kept over the others.
-      const ok = spare !== null && b.length === this.batchSize ? this.out.write(chunk, (e) => e || (spare.length >= BATCHES_IN_FLIGHT + 1 && b.buffer !== this.withinAb) || spare.push(b)) : this.out.write(chunk);
+      const ok = spare !== null && this.spareAtCallback && b.length === this.batchSize ? this.out.write(chunk, (e) => e || (spare.length >= BATCHES_IN_FLIGHT + 1 && b.buffer !== this.withinAb) || spare.push(b)) : this.out.write(chunk);
       const queued = (this.out as { writableLength?: number }).writableLength;
       // A stream whose highWaterMark is above inFlight is waited for when it says so.
       this.blocked = !ok && (typeof queued !== 'number' || queued >= this.inFlight);

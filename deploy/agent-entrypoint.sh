@@ -54,4 +54,5 @@ while [ "$n" -gt 0 ]; do
   n=$((n - 1))
 done
 # exec: node gets the signals (SIGTERM seals the ring's indexes) and keeps this process's id.
-exec node "$home/bin/tracefleet" agent "$@"
+# The node flags: shared/runtime/node-flags.ts says why.
+exec node --initial-old-space-size=48 "$home/bin/tracefleet" agent "$@"

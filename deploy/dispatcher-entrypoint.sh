@@ -30,4 +30,5 @@ while [ "$n" -gt 0 ]; do
   shift
   n=$((n - 1))
 done
-exec node "$home/bin/tracefleet" dispatcher "$@"
+# The node flags: shared/runtime/node-flags.ts says why.
+exec node --initial-old-space-size=48 "$home/bin/tracefleet" dispatcher "$@"

@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import type { ReleasesBuffers } from '../../shared/pcap/sink';
 import { CHUNK_BYTES, CHUNKS_IN_FLIGHT } from '../../shared/protocol/agent';
 
 /** Sends one chunk; resolves once the receiver acknowledged it, rejects to stop the stream. */
@@ -19,7 +20,7 @@ export type SendChunk = (seq: number, data: Buffer) => Promise<void>;
  * every later write; the stream finishes only once every chunk is
  * acknowledged.
  */
-export class ChunkWriter extends Writable {
+export class ChunkWriter extends Writable implements ReleasesBuffers {
   private readonly send: SendChunk;
   private readonly chunkBytes: number;
   private readonly inFlight: number;
@@ -35,6 +36,7 @@ export class ChunkWriter extends Writable {
   /** With `holdFirst`: the first chunk, not sent until a second one exists or release() is called. */
   private held: Buffer | null = null;
   private readonly holdFirst: boolean;
+  private released: ((b: Buffer) => void) | null = null;
 
   /**
    * `holdFirst`: the first chunk is kept back until a second one is cut, so that a result that fits one
@@ -53,6 +55,15 @@ export class ChunkWriter extends Writable {
     // The failure reaches the caller through the PCAP writer's rejection; an
     // 'error' event nobody listens to would take the whole agent down.
     this.on('error', () => {});
+  }
+
+  /**
+   * `listener` gets each chunk's buffer once `send` resolved (acknowledged):
+   * the link has sent every byte of it and `send` is done with it, so the
+   * PCAP writer builds a later batch in it rather than in a fresh buffer.
+   */
+  onReleased(listener: (b: Buffer) => void): void {
+    this.released = listener;
   }
 
   /** Chunks sent and acknowledged so far. */
@@ -137,6 +148,7 @@ export class ChunkWriter extends Writable {
       () => {
         this.seq++;
         this.sent += data.length;
+        this.released?.(data);
       },
       (e: Error) => {
         this.failure ??= e;

@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { io, Socket } from 'socket.io-client';
 import type { ClientAck, TraceUpdate, TraceView } from '../../shared/protocol/client';
 import type { TraceRequest } from '../../shared/query/query';
+import { NODE_FLAGS } from '../../shared/runtime/node-flags';
 
 /*
  * What the dispatcher benches share: the dispatcher as a process of its own
@@ -195,7 +196,8 @@ export async function startDispatcherProcess(opts: {
   let child: ChildProcess;
   const spawnedAt = wallNow();
   try {
-    child = spawn(process.execPath, [...(opts.nodeArgs ?? []), BIN, 'dispatcher', '--listen', `127.0.0.1:${port}`, '--data-dir', opts.dataDir, '--agent-token', agentToken, ...storeArgs, ...(opts.extraArgs ?? [])], {
+    // NODE_FLAGS: as bin/tracefleet and the entrypoints launch a dispatcher.
+    child = spawn(process.execPath, [...NODE_FLAGS, ...(opts.nodeArgs ?? []), BIN, 'dispatcher', '--listen', `127.0.0.1:${port}`, '--data-dir', opts.dataDir, '--agent-token', agentToken, ...storeArgs, ...(opts.extraArgs ?? [])], {
       cwd: ROOT,
       stdio: ['ignore', log, log],
     });
@@ -569,7 +571,7 @@ export async function startRedis(startMs = 15_000): Promise<RedisProcess> {
 export function forkBenchAgents(url: string, token: string, agents: Array<{ name: string; ringDir: string }>, logFile: string, level: 'debug' | 'info' = 'info', nodeArgs: string[] = []): ChildProcess {
   const log = openSync(logFile, 'a');
   try {
-    return fork(join(__dirname, 'agents.js'), [JSON.stringify({ url, token, agents, level })], { cwd: ROOT, stdio: ['ignore', log, log, 'ipc'], execArgv: nodeArgs });
+    return fork(join(__dirname, 'agents.js'), [JSON.stringify({ url, token, agents, level })], { cwd: ROOT, stdio: ['ignore', log, log, 'ipc'], execArgv: [...NODE_FLAGS, ...nodeArgs] });
   } finally {
     closeSync(log);
   }

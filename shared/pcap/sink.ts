@@ -1,9 +1,18 @@
 import { WriteStream } from 'node:fs';
 import { finished } from 'node:stream';
 
-/** Bytes gathered before one write to the stream: the stream's highWaterMark within these bounds. */
+/** Bytes gathered before one write to the stream: the stream's highWaterMark within these bounds (a file stream's: MAX_BATCH). */
 const MIN_BATCH = 64 * 1024;
 const MAX_BATCH = 256 * 1024;
+/**
+ * The bound for a stream that asks for more than MAX_BATCH: the agent's
+ * chunk stream (agent/trace/chunks.ts) asks for a chunk, 1 MiB when the
+ * dispatcher offers MAX_CHUNK_BYTES, and sends a write of half a chunk or
+ * more as it is. Batches of MAX_BATCH were each copied into a fresh 1 MiB
+ * chunk there: a second copy of every byte of a result, and 200 MiB more of
+ * fresh Buffers per 200 MiB sent.
+ */
+const MAX_STREAM_BATCH = 1024 * 1024;
 /**
  * Batches handed to the stream and not yet written before the caller is
  * asked to wait: a small-highWaterMark stream (a file's is 16 KiB) would
@@ -29,13 +38,23 @@ const typedArrayCopyWithin = Uint8Array.prototype.copyWithin;
 export const LENDABLE_BATCH_BYTES = (BATCHES_IN_FLIGHT + 1) * MAX_BATCH;
 
 /**
+ * A stream that says when it is done with a buffer written to it, later
+ * than its write callback: the agent's chunk stream (agent/trace/chunks.ts),
+ * once the dispatcher acknowledged the chunk. A writer over it builds its
+ * later batches in those buffers, as over a file stream.
+ */
+export interface ReleasesBuffers {
+  onReleased(listener: (b: Buffer) => void): void;
+}
+
+/**
  * What the streaming capture writers (PCAP, PCAPNG) share: writes with
  * backpressure over any writable stream, and stream errors caught here (an
  * unhandled 'error' event would kill the process) that surface as a
  * rejection of waitDrain()/end() or a throw from the next write.
  *
  * Records are built straight into a batch buffer (the stream's
- * highWaterMark, within MIN_BATCH..MAX_BATCH) and written a batch at a time: a write
+ * highWaterMark, within MIN_BATCH..MAX_STREAM_BATCH; a file stream's MAX_BATCH) and written a batch at a time: a write
  * per packet made Node's stream machinery (and writev of hundreds of
  * thousands of small buffers) most of a merge's CPU. What is gathered goes
  * out when the batch is full, on flush() and on end(); a caller that waits
@@ -61,10 +80,13 @@ export abstract class StreamSink {
    * Batches a file stream has written, to build the next ones in: a file
    * stream is done with a chunk once its write callback runs (the bytes are
    * in the kernel), and a fresh batch per write cost a merge more system
-   * time in page faults than its own parsing. Null for any other stream
-   * (a PassThrough, say, still holds a chunk after its callback).
+   * time in page faults than its own parsing. Batches a ReleasesBuffers
+   * stream released, likewise. Null for any other stream (a PassThrough,
+   * say, still holds a chunk after its callback).
    */
   private readonly spare: Buffer[] | null;
+  /** Whether a batch is spare again at its write callback (a file stream). */
+  private readonly spareAtCallback: boolean;
 
   protected constructor(
     out: NodeJS.WritableStream,
@@ -76,9 +98,13 @@ export abstract class StreamSink {
     // A file stream's highWaterMark (16 KiB) made 64 KiB batches: each a write(2) and a trip through the thread pool, and
     // the merge of 200 MiB to a file waited for 'drain' 787 times (four batches in flight). MAX_BATCH quarters both, and
     // the batches are reused (`spare`), so it costs about 1 MiB per writer.
-    this.batchSize = file ? MAX_BATCH : Math.min(MAX_BATCH, Math.max(MIN_BATCH, typeof hwm === 'number' ? hwm : 0));
-    this.inFlight = BATCHES_IN_FLIGHT * this.batchSize;
-    this.spare = file ? [] : null;
+    this.batchSize = file ? MAX_BATCH : Math.min(MAX_STREAM_BATCH, Math.max(MIN_BATCH, typeof hwm === 'number' ? hwm : 0));
+    // Bytes, not batches: a stream of bigger batches holds no more queued than one of MAX_BATCH did.
+    this.inFlight = BATCHES_IN_FLIGHT * Math.min(this.batchSize, MAX_BATCH);
+    const releases = typeof (out as Partial<ReleasesBuffers>).onReleased === 'function';
+    this.spareAtCallback = file;
+    this.spare = file || releases ? [] : null;
+    if (releases) (out as unknown as ReleasesBuffers).onReleased((b) => this.takeBack(b));
     out.on('error', (err: Error) => {
       this.error ??= err;
     });
@@ -190,6 +216,13 @@ export abstract class StreamSink {
     this.batchAt = this.withinAb !== null && b.buffer === this.withinAb ? b.byteOffset : -1;
   }
 
+  /** A buffer the stream released: kept when it is a whole batch of this writer's, in memory of its own, and fewer than the most in flight are spare. */
+  private takeBack(b: Buffer): void {
+    const spare = this.spare!;
+    if (b.byteOffset !== 0 || b.buffer.byteLength !== this.batchSize || spare.length > BATCHES_IN_FLIGHT) return;
+    spare.push(b.length === this.batchSize ? b : Buffer.from(b.buffer, 0, this.batchSize));
+  }
+
   private newBatch(): Buffer {
     return this.spare?.pop() ?? Buffer.allocUnsafe(this.batchSize);
   }
@@ -201,7 +234,7 @@ export abstract class StreamSink {
       const chunk = this.used === b.length ? b : b.subarray(0, this.used);
       const spare = this.spare;
       // Bounded: at most the batches in flight come back, and those lent (lendBatches()) are kept over the others.
-      const ok = spare !== null && b.length === this.batchSize ? this.out.write(chunk, (e) => e || (spare.length >= BATCHES_IN_FLIGHT + 1 && b.buffer !== this.withinAb) || spare.push(b)) : this.out.write(chunk);
+      const ok = spare !== null && this.spareAtCallback && b.length === this.batchSize ? this.out.write(chunk, (e) => e || (spare.length >= BATCHES_IN_FLIGHT + 1 && b.buffer !== this.withinAb) || spare.push(b)) : this.out.write(chunk);
       const queued = (this.out as { writableLength?: number }).writableLength;
       // A stream whose highWaterMark is above inFlight is waited for when it says so.
       this.blocked = !ok && (typeof queued !== 'number' || queued >= this.inFlight);

@@ -1,5 +1,6 @@
 import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, endpointKeyHash, keyHash, messageLegKeys } from './format';
 import { MIN_QUERY_DIGITS } from '../../shared/sip/number';
+import { objectArray } from './object-array';
 
 /** A number key's bytes as they are gathered (addUser). */
 const keyCodes = Buffer.alloc(NUMBER_KEY_LEN);
@@ -19,13 +20,13 @@ const DIALOG_KEY_SPAN = 2 ** 21;
 export class DialogKeys {
   private readonly dialogOf = new Map<string, number>();
   /** Call-ID of each dialog. */
-  readonly ids: string[] = [];
+  readonly ids: string[] = objectArray();
   private msgDialog: Uint32Array = new Uint32Array(1024);
   messages = 0;
   private hashes: Uint32Array = new Uint32Array(4096);
   private keyDialogs: Uint32Array = new Uint32Array(4096);
   private nKeys = 0;
-  private readonly numTexts: string[] = [];
+  private readonly numTexts: string[] = objectArray();
   private readonly numDialogs: number[] = [];
   /**
    * The users whose numbers each dialog took, USERS_PER_DIALOG slots a dialog (dialog d's at d * USERS_PER_DIALOG):

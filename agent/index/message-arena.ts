@@ -2,6 +2,7 @@ import { deflateRawSync } from 'node:zlib';
 import { RECORD_PREFIX_LEN, REC, MessageRecord } from './format';
 import type { IndexAddon } from './native-scan';
 import { binaryRecordBound, binaryRecordCallId, readBinaryRecord, writeBinaryRecord } from './message-binary';
+import { objectArray } from './object-array';
 
 const CHUNK = 1 << 20;
 
@@ -18,7 +19,7 @@ const CHUNK = 1 << 20;
  * place and records added one by one alternate: see batchRoom).
  */
 export class MessageArena {
-  private chunks: Buffer[] = [];
+  private chunks: Buffer[] = objectArray();
   private cur: Buffer = Buffer.allocUnsafe(0);
   private used = 0;
   /** Per record: its chunk, its offset in the chunk, its record length (prefix included). */
@@ -196,7 +197,7 @@ export class MessageArena {
   /** Frees the records (the segment is sealed); the count stays. */
   release(): void {
     this.released = true;
-    this.chunks = [];
+    this.chunks = objectArray();
     this.cur = Buffer.allocUnsafe(0);
     this.used = 0;
     this.chunkOf = this.startOf = this.lenOf = new Uint32Array(0);

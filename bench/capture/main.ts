@@ -6,7 +6,7 @@ import { defaultCaptureFilter } from '../../agent/capture/filter';
 import { listSegments } from '../../agent/ring/layout';
 import { TestNet } from '../../test/support/netns';
 import { DaemonHandle, haveCommand, isRoot, run } from '../../test/support/proc';
-import { Figures, median, nowMs, progress, round } from '../common/report';
+import { Figures, machineCpu, machineDelta, median, nowMs, progress, round } from '../common/report';
 import { IndexLagProbe, LagSample } from './indexlag';
 import { AgentStatsLine, DumpcapStats, parseAgentStats, parseCapinfosCount, parseDumpcapStats, parseTcpreplay, TcpreplayResult } from './parse';
 import { ensureReplayFile, ensureRtpMixFile, MixCall, MixFile, MixSpec, MIX_NET, ReplayFile } from './replay';
@@ -217,17 +217,6 @@ function cpuMsOf(pid: number): { total: number; threads: Record<string, number> 
     // process gone
   }
   return { total, threads };
-}
-
-/** Machine-wide CPU time from /proc/stat, in ms (USER_HZ = 100): busy and idle over all cores. */
-function machineCpu(): { busy: number; idle: number; steal: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
-  return { busy: (user + nice + system + irq + softirq) * 10, idle: (idle + iowait) * 10, steal: (steal ?? 0) * 10 };
-}
-
-function machineDelta(a: ReturnType<typeof machineCpu>, b: ReturnType<typeof machineCpu>): { busyMs: number; idleMs: number; stealMs: number } {
-  return { busyMs: b.busy - a.busy, idleMs: b.idle - a.idle, stealMs: b.steal - a.steal };
 }
 
 function cpuDelta(a: ReturnType<typeof cpuMsOf>, b: ReturnType<typeof cpuMsOf>): { total: number; threads: Record<string, number> } {

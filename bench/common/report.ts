@@ -4,6 +4,8 @@
  * JSON object with every figure, so that a script can `tail -n 1` it.
  */
 
+import { readFileSync } from 'node:fs';
+
 const t0 = process.hrtime.bigint();
 
 export function progress(msg: string): void {
@@ -90,4 +92,15 @@ function fmt(x: number, digits: number): string {
   if (!Number.isFinite(x)) return String(x);
   if (Number.isInteger(x) && Math.abs(x) >= 1000) return x.toLocaleString('en-US');
   return x.toFixed(Number.isInteger(x) ? 0 : digits);
+}
+
+/** Machine-wide CPU time from /proc/stat, in ms (USER_HZ = 100): busy and idle over all cores. */
+export function machineCpu(): { busy: number; idle: number; steal: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
+  return { busy: (user + nice + system + irq + softirq) * 10, idle: (idle + iowait) * 10, steal: (steal ?? 0) * 10 };
+}
+
+export function machineDelta(a: ReturnType<typeof machineCpu>, b: ReturnType<typeof machineCpu>): { busyMs: number; idleMs: number; stealMs: number } {
+  return { busyMs: b.busy - a.busy, idleMs: b.idle - a.idle, stealMs: b.steal - a.steal };
 }

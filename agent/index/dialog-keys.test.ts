@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DialogKeys } from './dialog-keys';
-import { endpointKeyHash, keyHash, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, numberKey } from './format';
+import { endpointKeyHash, KEY_ENTRY_LEN, keyHash, MessageRecord, messageLegKeys, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, numberKey } from './format';
 import { MIN_QUERY_DIGITS, sipDigits } from '../../shared/sip/number';
 import { endpointText } from '../../shared/query/query';
 import { prng } from '../../test/support/packets';
@@ -71,4 +71,30 @@ test('numberTable is the sorted distinct (key, dialog) pairs, short and long num
     assert.ok(got.body.equals(want), `seed ${seed}: table differs`);
     assert.ok(keys.numberTable().body.equals(want), `seed ${seed}: a second call differs`);
   }
+});
+
+test('keyTable is the sorted distinct (hash, dialog) pairs of Call-IDs and leg keys', () => {
+  const rnd = prng(9);
+  const keys = new DialogKeys();
+  const want = new Map<string, [number, number]>();
+  for (let i = 0; i < 3000; i++) {
+    const d = Math.floor(rnd() * 150);
+    const m = { p: [i], t: [0, 0], src: '10.0.0.1', dst: '10.0.0.2', sp: 5060, dp: 5060, pr: 17, m: 'INVITE', s: null, c: `call-${d}`, q: null, ru: null, fu: null, tu: null } as MessageRecord;
+    // Correlation keys shared by a few dialogs, repeated by their messages.
+    if (rnd() < 0.7) m.x = `x-${Math.floor(rnd() * 40)}`;
+    keys.add(m);
+    const dialog = keys.ids.indexOf(m.c);
+    const pair = (hash: number) => want.set(`${hash} ${dialog}`, [hash, dialog]);
+    pair(keyHash('c', m.c));
+    messageLegKeys(m, (kind, value) => pair(keyHash(kind, value)), (host, port) => pair(endpointKeyHash(host, port)));
+  }
+  const entries = [...want.values()].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const body = Buffer.alloc(entries.length * KEY_ENTRY_LEN);
+  entries.forEach(([h, d], k) => {
+    body.writeUInt32LE(h, k * KEY_ENTRY_LEN);
+    body.writeUInt32LE(d, k * KEY_ENTRY_LEN + 4);
+  });
+  const got = keys.keyTable();
+  assert.equal(got.count, entries.length);
+  assert.ok(got.body.equals(body));
 });

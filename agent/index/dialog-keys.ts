@@ -144,10 +144,8 @@ export class DialogKeys {
     const body = Buffer.alloc(n * KEY_ENTRY_LEN);
     let count = 0;
     const put = (hash: number, dialog: number) => {
-      const at = (count - 1) * KEY_ENTRY_LEN;
-      if (count > 0 && body.readUInt32LE(at) === hash && body.readUInt32LE(at + 4) === dialog) return;
-      body.writeUInt32LE(hash, at + KEY_ENTRY_LEN);
-      body.writeUInt32LE(dialog, at + KEY_ENTRY_LEN + 4);
+      body.writeUInt32LE(hash, count * KEY_ENTRY_LEN);
+      body.writeUInt32LE(dialog, count * KEY_ENTRY_LEN + 4);
       count++;
     };
     if (this.ids.length < DIALOG_KEY_SPAN) {
@@ -156,14 +154,16 @@ export class DialogKeys {
       for (let k = 0; k < n; k++) keys[k] = this.hashes[k] * DIALOG_KEY_SPAN + this.keyDialogs[k];
       keys.sort();
       for (let k = 0; k < n; k++) {
-        const dialog = keys[k] % DIALOG_KEY_SPAN;
-        put((keys[k] - dialog) / DIALOG_KEY_SPAN, dialog);
+        if (k > 0 && keys[k] === keys[k - 1]) continue;
+        // Split by a floor rather than `%`: a double's modulo is a call to fmod().
+        const hash = Math.floor(keys[k] / DIALOG_KEY_SPAN);
+        put(hash, keys[k] - hash * DIALOG_KEY_SPAN);
       }
     } else {
       const keys = new BigUint64Array(n);
       for (let k = 0; k < n; k++) keys[k] = (BigInt(this.hashes[k]) << 32n) | BigInt(this.keyDialogs[k]);
       keys.sort();
-      for (let k = 0; k < n; k++) put(Number(keys[k] >> 32n), Number(keys[k] & 0xffffffffn));
+      for (let k = 0; k < n; k++) if (k === 0 || keys[k] !== keys[k - 1]) put(Number(keys[k] >> 32n), Number(keys[k] & 0xffffffffn));
     }
     return { body: body.subarray(0, count * KEY_ENTRY_LEN), count };
   }
@@ -208,9 +208,9 @@ export class DialogKeys {
       pairs.sort();
       for (let k = 0; k < n; k++) {
         if (k > 0 && pairs[k] === pairs[k - 1]) continue;
-        const dialog = pairs[k] % DIALOG_KEY_SPAN;
+        const rank = Math.floor(pairs[k] / DIALOG_KEY_SPAN);
         // The rank's representative has the key (any pair of that rank has the same).
-        put(rep[(pairs[k] - dialog) / DIALOG_KEY_SPAN], dialog);
+        put(rep[rank], pairs[k] - rank * DIALOG_KEY_SPAN);
       }
     } else {
       // Digits past the prefix, or dialogs past 2^21: the keys' bytes compared (zero padding sorts a prefix first).

@@ -39,8 +39,20 @@ export class DialogKeys {
   private seenUsers: Array<string | undefined> = [];
   private seenNext: Uint8Array = new Uint8Array(1024);
   private curDialog = 0;
-  private readonly addLeg = (kind: LegKeyKind, value: string): void => this.addKey(keyHash(kind, value), this.curDialog);
-  private readonly addEndpoint = (host: string, port: number): void => this.addKey(endpointKeyHash(host, port), this.curDialog);
+  /**
+   * messageLegKeys' callbacks, the same two functions for every instance (the one adding is `adding`): a closure an
+   * instance made the next segment's first message deoptimize its inlined calls (wrong call target), and with them
+   * the indexer's hottest functions, compiled again in each index thread.
+   */
+  private static adding: DialogKeys | null = null;
+  private static readonly addLeg = (kind: LegKeyKind, value: string): void => {
+    const k = DialogKeys.adding!;
+    k.addKey(keyHash(kind, value), k.curDialog);
+  };
+  private static readonly addEndpoint = (host: string, port: number): void => {
+    const k = DialogKeys.adding!;
+    k.addKey(endpointKeyHash(host, port), k.curDialog);
+  };
 
   add(m: MessageRecord): void {
     let d = this.dialogOf.get(m.c);
@@ -53,7 +65,8 @@ export class DialogKeys {
     if (this.messages === this.msgDialog.length) this.msgDialog = grow(this.msgDialog);
     this.msgDialog[this.messages++] = d;
     this.curDialog = d;
-    messageLegKeys(m, this.addLeg, this.addEndpoint);
+    DialogKeys.adding = this;
+    messageLegKeys(m, DialogKeys.addLeg, DialogKeys.addEndpoint);
     // messageUsers(m), without its array a message.
     this.addUser(m.ru, d);
     this.addUser(m.fu, d);

@@ -1,4 +1,4 @@
-import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, endpointKeyHash, keyHash, messageLegKeys } from './format';
+import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, endpointKeyHash, keyHash, messageLegKeys, objectArray } from './format';
 import { MIN_QUERY_DIGITS } from '../../shared/sip/number';
 
 /** hash * DIALOG_KEY_SPAN + dialog < 2^53: the key entries sort exactly as doubles. */
@@ -16,7 +16,7 @@ const DIALOG_KEY_SPAN = 2 ** 21;
 export class DialogKeys {
   private readonly dialogOf = new Map<string, number>();
   /** Call-ID of each dialog. */
-  readonly ids: string[] = [];
+  readonly ids: string[] = objectArray();
   private msgDialog: Uint32Array = new Uint32Array(1024);
   messages = 0;
   private hashes: Uint32Array = new Uint32Array(4096);
@@ -36,7 +36,7 @@ export class DialogKeys {
    * short strings, rather than looked up in a Map of every user of the segment (hashing each fresh string,
    * probing a table that outgrows the caches: 6% of the live indexer's time, profiled).
    */
-  private seenUsers: Array<string | undefined> = [];
+  private seenUsers: Array<string | undefined> = objectArray();
   private seenNext: Uint8Array = new Uint8Array(1024);
   private curDialog = 0;
   /**
@@ -132,6 +132,21 @@ export class DialogKeys {
     }
     this.hashes[this.nKeys] = hash;
     this.keyDialogs[this.nKeys++] = dialog;
+  }
+
+  /** Back to empty (the segment is sealed), the memory freed; as a new instance, with the same object. */
+  clear(): void {
+    this.dialogOf.clear();
+    this.ids.length = 0;
+    this.seenUsers.length = 0;
+    this.msgDialog = new Uint32Array(1024);
+    this.seenNext = new Uint8Array(1024);
+    this.hashes = new Uint32Array(4096);
+    this.keyDialogs = new Uint32Array(4096);
+    this.numKeys = Buffer.alloc(1024 * NUMBER_KEY_LEN);
+    this.numDialogs = new Uint32Array(1024);
+    this.numPrefix = new Float64Array(1024);
+    this.messages = this.nKeys = this.nNums = this.longNums = this.curDialog = 0;
   }
 
   /**

@@ -1,4 +1,4 @@
-import { DialogRecord, PACKET_ENTRY_LEN } from './format';
+import { DialogRecord, objectArray, PACKET_ENTRY_LEN } from './format';
 import type { FlowTableBuilder } from './flows';
 import { MessageArena } from './message-arena';
 
@@ -12,7 +12,7 @@ export class IndexState {
   /** entries as 32-bit words (an entry is 7 of them): addPacket's stores, one each rather than writeUInt32LE's checks. */
   private words = wordsOf(this.entries);
   packetCount = 0;
-  readonly addresses: string[] = [];
+  readonly addresses: string[] = objectArray();
   private readonly addressIds = new Map<string, number>();
   /** The SIP message records, binary, off the heap (decoded when asked for). */
   readonly messages = new MessageArena();

@@ -171,11 +171,6 @@ export class DialogKeys {
     const n = this.nKeys;
     const body = Buffer.alloc(n * KEY_ENTRY_LEN);
     let count = 0;
-    const put = (hash: number, dialog: number) => {
-      body.writeUInt32LE(hash, count * KEY_ENTRY_LEN);
-      body.writeUInt32LE(dialog, count * KEY_ENTRY_LEN + 4);
-      count++;
-    };
     if (this.ids.length < DIALOG_KEY_SPAN) {
       // As doubles hash * 2^21 + dialog (exact below 2^21 dialogs): a Float64Array sorts them natively, no comparator, no BigInt.
       const keys = new Float64Array(n);
@@ -185,13 +180,13 @@ export class DialogKeys {
         if (k > 0 && keys[k] === keys[k - 1]) continue;
         // Split by a floor rather than `%`: a double's modulo is a call to fmod().
         const hash = Math.floor(keys[k] / DIALOG_KEY_SPAN);
-        put(hash, keys[k] - hash * DIALOG_KEY_SPAN);
+        putKey(body, count++, hash, keys[k] - hash * DIALOG_KEY_SPAN);
       }
     } else {
       const keys = new BigUint64Array(n);
       for (let k = 0; k < n; k++) keys[k] = (BigInt(this.hashes[k]) << 32n) | BigInt(this.keyDialogs[k]);
       keys.sort();
-      for (let k = 0; k < n; k++) if (k === 0 || keys[k] !== keys[k - 1]) put(Number(keys[k] >> 32n), Number(keys[k] & 0xffffffffn));
+      for (let k = 0; k < n; k++) if (k === 0 || keys[k] !== keys[k - 1]) putKey(body, count++, Number(keys[k] >> 32n), Number(keys[k] & 0xffffffffn));
     }
     return { body: body.subarray(0, count * KEY_ENTRY_LEN), count };
   }
@@ -203,13 +198,6 @@ export class DialogKeys {
     const dl = this.numDialogs;
     const body = Buffer.alloc(n * NUMBER_ENTRY_LEN);
     let count = 0;
-    // Pair i's key with the dialog given; byte by byte rather than copy(): a call into C++ a pair cost more.
-    const put = (i: number, dialog: number): void => {
-      const at = count * NUMBER_ENTRY_LEN;
-      for (let b = 0, from = i * NUMBER_KEY_LEN; b < NUMBER_KEY_LEN; b++) body[at + b] = keys[from + b];
-      body.writeUInt32LE(dialog, at + NUMBER_KEY_LEN);
-      count++;
-    };
     if (this.longNums === 0 && this.ids.length < DIALOG_KEY_SPAN) {
       // Keys of PREFIX_DIGITS digits or fewer sort as their prefixes do, and equal prefixes are equal keys. The
       // prefixes' ranks (distinct prefixes in order) joined to the dialog as doubles, rank * 2^21 + dialog (exact:
@@ -238,7 +226,7 @@ export class DialogKeys {
         if (k > 0 && pairs[k] === pairs[k - 1]) continue;
         const rank = Math.floor(pairs[k] / DIALOG_KEY_SPAN);
         // The rank's representative has the key (any pair of that rank has the same).
-        put(rep[rank], pairs[k] - rank * DIALOG_KEY_SPAN);
+        putNumber(body, count++, keys, rep[rank], pairs[k] - rank * DIALOG_KEY_SPAN);
       }
     } else {
       // Digits past the prefix, or dialogs past 2^21: the keys' bytes compared (zero padding sorts a prefix first).
@@ -251,7 +239,7 @@ export class DialogKeys {
         const i = order[k];
         if (prev >= 0 && dl[prev] === dl[i] && keys.compare(keys, prev * L, prev * L + L, i * L, i * L + L) === 0) continue;
         prev = i;
-        put(i, dl[i]);
+        putNumber(body, count++, keys, i, dl[i]);
       }
     }
     return { body: body.subarray(0, count * NUMBER_ENTRY_LEN), count };
@@ -265,6 +253,22 @@ export class DialogKeys {
 const PREFIX_DIGITS = 15;
 /** 11^k: a key of n digits is padded with PREFIX_DIGITS - n zeros. */
 const PAD_WEIGHT = Float64Array.from({ length: PREFIX_DIGITS + 1 }, (_, k) => 11 ** k);
+
+/*
+ * The tables' entries written by functions of the module rather than closures a call: a closure compiled for one
+ * seal died with it and was compiled again at the next (weak objects).
+ */
+function putKey(body: Buffer, entry: number, hash: number, dialog: number): void {
+  body.writeUInt32LE(hash, entry * KEY_ENTRY_LEN);
+  body.writeUInt32LE(dialog, entry * KEY_ENTRY_LEN + 4);
+}
+
+/** Pair i's key with the dialog given; byte by byte rather than copy(): a call into C++ a pair cost more. */
+function putNumber(body: Buffer, entry: number, keys: Buffer, i: number, dialog: number): void {
+  const at = entry * NUMBER_ENTRY_LEN;
+  for (let b = 0, from = i * NUMBER_KEY_LEN; b < NUMBER_KEY_LEN; b++) body[at + b] = keys[from + b];
+  body.writeUInt32LE(dialog, at + NUMBER_KEY_LEN);
+}
 
 /** Users a dialog remembers (addUser): a call's request URI, From, To and P-Asserted-Identity users. */
 const USERS_PER_DIALOG = 4;

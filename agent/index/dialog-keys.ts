@@ -154,15 +154,9 @@ export class DialogKeys {
    * Typed arrays by a counting sort rather than an array a dialog: the seal hands them to the addon as they are.
    */
   dialogMessages(): { order: Uint32Array; ends: Uint32Array } {
-    const n = this.messages;
-    const md = this.msgDialog;
     const ends = new Uint32Array(this.ids.length);
-    for (let i = 0; i < n; i++) ends[md[i]]++;
-    for (let d = 0, sum = 0; d < ends.length; d++) ends[d] = sum += ends[d];
-    const next = ends.slice();
-    const order = new Uint32Array(n);
-    // Backwards, so that each dialog's messages keep their order.
-    for (let i = n - 1; i >= 0; i--) order[--next[md[i]]] = i;
+    const order = new Uint32Array(this.messages);
+    groupByDialog(this.msgDialog, order, ends);
     return { order, ends };
   }
 
@@ -171,18 +165,8 @@ export class DialogKeys {
     const n = this.nKeys;
     const body = Buffer.alloc(n * KEY_ENTRY_LEN);
     let count = 0;
-    if (this.ids.length < DIALOG_KEY_SPAN) {
-      // As doubles hash * 2^21 + dialog (exact below 2^21 dialogs): a Float64Array sorts them natively, no comparator, no BigInt.
-      const keys = new Float64Array(n);
-      for (let k = 0; k < n; k++) keys[k] = this.hashes[k] * DIALOG_KEY_SPAN + this.keyDialogs[k];
-      keys.sort();
-      for (let k = 0; k < n; k++) {
-        if (k > 0 && keys[k] === keys[k - 1]) continue;
-        // Split by a floor rather than `%`: a double's modulo is a call to fmod().
-        const hash = Math.floor(keys[k] / DIALOG_KEY_SPAN);
-        putKey(body, count++, hash, keys[k] - hash * DIALOG_KEY_SPAN);
-      }
-    } else {
+    if (this.ids.length < DIALOG_KEY_SPAN) count = keyEntries(this.hashes, this.keyDialogs, n, body);
+    else {
       const keys = new BigUint64Array(n);
       for (let k = 0; k < n; k++) keys[k] = (BigInt(this.hashes[k]) << 32n) | BigInt(this.keyDialogs[k]);
       keys.sort();
@@ -199,35 +183,7 @@ export class DialogKeys {
     const body = Buffer.alloc(n * NUMBER_ENTRY_LEN);
     let count = 0;
     if (this.longNums === 0 && this.ids.length < DIALOG_KEY_SPAN) {
-      // Keys of PREFIX_DIGITS digits or fewer sort as their prefixes do, and equal prefixes are equal keys. The
-      // prefixes' ranks (distinct prefixes in order) joined to the dialog as doubles, rank * 2^21 + dialog (exact:
-      // rank < 2^32), sort natively: two typed-array sorts and no comparator, no strings (a comparator over the
-      // keys' strings was 20 ms a 64 MiB segment).
-      const prefix = this.numPrefix;
-      const distinct = prefix.slice(0, n).sort();
-      let m = 0;
-      for (let k = 0; k < n; k++) if (m === 0 || distinct[k] !== distinct[m - 1]) distinct[m++] = distinct[k];
-      const rep = new Uint32Array(m);
-      const pairs = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        const p = prefix[i];
-        let lo = 0;
-        let hi = m - 1;
-        while (lo < hi) {
-          const mid = (lo + hi) >>> 1;
-          if (distinct[mid] < p) lo = mid + 1;
-          else hi = mid;
-        }
-        rep[lo] = i;
-        pairs[i] = lo * DIALOG_KEY_SPAN + dl[i];
-      }
-      pairs.sort();
-      for (let k = 0; k < n; k++) {
-        if (k > 0 && pairs[k] === pairs[k - 1]) continue;
-        const rank = Math.floor(pairs[k] / DIALOG_KEY_SPAN);
-        // The rank's representative has the key (any pair of that rank has the same).
-        putNumber(body, count++, keys, rep[rank], pairs[k] - rank * DIALOG_KEY_SPAN);
-      }
+      count = shortNumberEntries(this.numPrefix, keys, dl, n, body);
     } else {
       // Digits past the prefix, or dialogs past 2^21: the keys' bytes compared (zero padding sorts a prefix first).
       const order = new Uint32Array(n);
@@ -253,6 +209,74 @@ export class DialogKeys {
 const PREFIX_DIGITS = 15;
 /** 11^k: a key of n digits is padded with PREFIX_DIGITS - n zeros. */
 const PAD_WEIGHT = Float64Array.from({ length: PREFIX_DIGITS + 1 }, (_, k) => 11 ** k);
+
+/**
+ * The key table's entries of the n pairs (hashes[k], dialogs[k]) written to body sorted, each once; their count.
+ * As doubles hash * 2^21 + dialog (exact below 2^21 dialogs): a Float64Array sorts them natively, no comparator,
+ * no BigInt.
+ */
+function keyEntries(hashes: Uint32Array, dialogs: Uint32Array, n: number, body: Buffer): number {
+  const keys = new Float64Array(n);
+  for (let k = 0; k < n; k++) keys[k] = hashes[k] * DIALOG_KEY_SPAN + dialogs[k];
+  keys.sort();
+  let count = 0;
+  for (let k = 0; k < n; k++) {
+    if (k > 0 && keys[k] === keys[k - 1]) continue;
+    // Split by a floor rather than `%`: a double's modulo is a call to fmod().
+    const hash = Math.floor(keys[k] / DIALOG_KEY_SPAN);
+    putKey(body, count++, hash, keys[k] - hash * DIALOG_KEY_SPAN);
+  }
+  return count;
+}
+
+/**
+ * Message numbers grouped by their dialog (dialogOf[i] message i's), each dialog's in order, by a counting sort:
+ * ends[d] is where dialog d's end in order. (This and the tables' sorts are functions of the module, their loops
+ * apart from the objects a seal returns: a seal's loops run optimized on stack replacement, and code after them
+ * that had no feedback yet deoptimized it at every seal.)
+ */
+function groupByDialog(dialogOf: Uint32Array, order: Uint32Array, ends: Uint32Array): void {
+  const n = order.length;
+  for (let i = 0; i < n; i++) ends[dialogOf[i]]++;
+  for (let d = 0, sum = 0; d < ends.length; d++) ends[d] = sum += ends[d];
+  const next = ends.slice();
+  // Backwards, so that each dialog's messages keep their order.
+  for (let i = n - 1; i >= 0; i--) order[--next[dialogOf[i]]] = i;
+}
+
+/** The number table's entries of n pairs whose keys have PREFIX_DIGITS digits at most, written to body; their count. */
+function shortNumberEntries(prefix: Float64Array, keys: Buffer, dl: Uint32Array, n: number, body: Buffer): number {
+  // Keys of PREFIX_DIGITS digits or fewer sort as their prefixes do, and equal prefixes are equal keys. The
+  // prefixes' ranks (distinct prefixes in order) joined to the dialog as doubles, rank * 2^21 + dialog (exact:
+  // rank < 2^32), sort natively: two typed-array sorts and no comparator, no strings (a comparator over the
+  // keys' strings was 20 ms a 64 MiB segment).
+  const distinct = prefix.slice(0, n).sort();
+  let m = 0;
+  for (let k = 0; k < n; k++) if (m === 0 || distinct[k] !== distinct[m - 1]) distinct[m++] = distinct[k];
+  const rep = new Uint32Array(m);
+  const pairs = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const p = prefix[i];
+    let lo = 0;
+    let hi = m - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (distinct[mid] < p) lo = mid + 1;
+      else hi = mid;
+    }
+    rep[lo] = i;
+    pairs[i] = lo * DIALOG_KEY_SPAN + dl[i];
+  }
+  pairs.sort();
+  let count = 0;
+  for (let k = 0; k < n; k++) {
+    if (k > 0 && pairs[k] === pairs[k - 1]) continue;
+    const rank = Math.floor(pairs[k] / DIALOG_KEY_SPAN);
+    // The rank's representative has the key (any pair of that rank has the same).
+    putNumber(body, count++, keys, rep[rank], pairs[k] - rank * DIALOG_KEY_SPAN);
+  }
+  return count;
+}
 
 /*
  * The tables' entries written by functions of the module rather than closures a call: a closure compiled for one

@@ -1,5 +1,6 @@
-import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, endpointKeyHash, keyHash, messageLegKeys, objectArray } from './format';
+import { KEY_ENTRY_LEN, LegKeyKind, MessageRecord, NUMBER_ENTRY_LEN, NUMBER_KEY_LEN, endpointKeyHash, keyHash, messageLegKeys } from './format';
 import { MIN_QUERY_DIGITS } from '../../shared/sip/number';
+import { objectArray } from './object-array';
 
 /** hash * DIALOG_KEY_SPAN + dialog < 2^53: the key entries sort exactly as doubles. */
 const DIALOG_KEY_SPAN = 2 ** 21;
@@ -36,7 +37,7 @@ export class DialogKeys {
    * short strings, rather than looked up in a Map of every user of the segment (hashing each fresh string,
    * probing a table that outgrows the caches: 6% of the live indexer's time, profiled).
    */
-  private seenUsers: Array<string | undefined> = objectArray();
+  private seenUsers: Array<string | undefined> = objectArray<string>();
   private seenNext: Uint8Array = new Uint8Array(1024);
   private curDialog = 0;
   /**

@@ -291,17 +291,6 @@ export function numberKeyText(digits: string): string {
   return s;
 }
 
-/**
- * An empty array already of object elements. A `[]` is born with small-integer elements and its first push of an
- * object (string, Buffer) changes its map, which code optimized on the previous segment's array never saw: a new
- * segment's first push deoptimized it (wrong map) and the indexer's hot functions inlining it were compiled again.
- */
-export function objectArray<T>(): T[] {
-  const a: unknown[] = [null];
-  a.pop();
-  return a as T[];
-}
-
 /** A class of its own: the index opener rebuilds on it and only on it. */
 export class IndexCorruptError extends TracefleetError {
   constructor(path: string, what: string) {

@@ -1,7 +1,8 @@
 import { deflateRawSync } from 'node:zlib';
-import { RECORD_PREFIX_LEN, REC, MessageRecord, objectArray } from './format';
+import { RECORD_PREFIX_LEN, REC, MessageRecord } from './format';
 import type { IndexAddon } from './native-scan';
 import { binaryRecordBound, binaryRecordCallId, readBinaryRecord, writeBinaryRecord } from './message-binary';
+import { objectArray } from './object-array';
 
 const CHUNK = 1 << 20;
 

@@ -1,6 +1,7 @@
-import { DialogRecord, objectArray, PACKET_ENTRY_LEN } from './format';
+import { DialogRecord, PACKET_ENTRY_LEN } from './format';
 import type { FlowTableBuilder } from './flows';
 import { MessageArena } from './message-arena';
+import { objectArray } from './object-array';
 
 /**
  * The index of one segment held in memory: what the indexer has built so far

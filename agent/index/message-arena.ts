@@ -5,6 +5,8 @@ import { binaryRecordBound, binaryRecordCallId, readBinaryRecord, writeBinaryRec
 import { objectArray } from './object-array';
 
 const CHUNK = 1 << 20;
+/** An arena's current chunk once released: room() refuses it. */
+const RELEASED = Buffer.alloc(0);
 
 /**
  * The message records of a segment (being indexed, or replayed from its
@@ -18,9 +20,6 @@ const CHUNK = 1 << 20;
  * flush are a few contiguous views (more when a batch's records written in
  * place and records added one by one alternate: see batchRoom).
  */
-/** An arena's current chunk once released: room() refuses it. */
-const RELEASED = Buffer.alloc(0);
-
 export class MessageArena {
   private chunks: Buffer[] = objectArray();
   private cur: Buffer = Buffer.allocUnsafe(0);

@@ -732,7 +732,8 @@ export class SegmentIndexer {
     this.write(f);
     this.sealed = true;
     msgs.release();
-    this.keys = new DialogKeys();
+    // Emptied rather than replaced: a store to the field would deoptimize the code that read it as constant.
+    this.keys.clear();
     if (this.idxFd >= 0) closeSync(this.idxFd);
     if (tmpPath !== null && this.indexPath !== null) renameSync(tmpPath, this.indexPath);
   }

@@ -5,6 +5,8 @@ import { binaryRecordBound, binaryRecordCallId, readBinaryRecord, writeBinaryRec
 import { objectArray } from './object-array';
 
 const CHUNK = 1 << 20;
+/** An arena's current chunk once released: room() refuses it. */
+const RELEASED = Buffer.alloc(0);
 
 /**
  * The message records of a segment (being indexed, or replayed from its
@@ -27,10 +29,9 @@ export class MessageArena {
   private startOf: Uint32Array = new Uint32Array(1024);
   private lenOf: Uint32Array = new Uint32Array(1024);
   count = 0;
-  private released = false;
 
   private room(bound: number): void {
-    if (this.released) throw new Error('message records released (sealed)');
+    if (this.cur === RELEASED) throw new Error('message records released (sealed)');
     if (this.used + bound > this.cur.length) {
       this.cur = Buffer.allocUnsafe(Math.max(CHUNK, bound));
       this.chunks.push(this.cur);
@@ -196,9 +197,11 @@ export class MessageArena {
 
   /** Frees the records (the segment is sealed); the count stays. */
   release(): void {
-    this.released = true;
-    this.chunks = objectArray();
-    this.cur = Buffer.allocUnsafe(0);
+    // Fields that were never stored to again keep their value here (chunks emptied in place, released told by cur):
+    // a first store to such a field deoptimizes the code that counted on it staying, the indexer's hottest, which
+    // each index thread would then compile again for its next segment.
+    this.chunks.length = 0;
+    this.cur = RELEASED;
     this.used = 0;
     this.chunkOf = this.startOf = this.lenOf = new Uint32Array(0);
   }

@@ -554,7 +554,7 @@ export async function writePlannedPcap(segments: OpenedSegment[], plan: ResultPl
           for (const item of readPcapEncodedAt(fd, offsets, header, PCAP_DEFAULT_SNAPLEN, scratch)) {
             let more: boolean;
             if ('buf' in item) {
-              more = pcap.writeEncoded(item.buf, item.start, item.end, item.records);
+              more = pcap.writeEncodedRecords(item.buf, item.start, item.end, item.records);
               packets += item.records;
               bytes += item.end - item.start - item.records * PCAP_RECORD_HEADER_LEN;
             } else {

@@ -66,6 +66,13 @@ function randomRaw(n: number, seed: number, nanos: boolean, maxLen = 1600): RawR
   return out;
 }
 
+/** Writes `file` and then half of one more record: a record torn at the end, as a crash leaves it. */
+function writeWithTornTail(path: string, file: Buffer, nanos: boolean): void {
+  const extra = Buffer.alloc(16 + 50);
+  writePcapRecordHeader(extra, 0, 1, 0, 50, 50, nanos);
+  writeFileSync(path, Buffer.concat([file, extra.subarray(0, 30)]));
+}
+
 function scanAll(buf: Buffer, header: PcapHeader): PacketRecord[] {
   const out: PacketRecord[] = [];
   const used = scanPcapRecords(buf.subarray(PCAP_HEADER_LEN), PCAP_HEADER_LEN, header, (r) => out.push(r));
@@ -239,10 +246,7 @@ test(
     const header = parsePcapHeader(file);
     const all = scanAll(file, header).map(strip);
     const path = join(dir, 'r.pcap');
-    // Torn tail: half of an extra record.
-    const extra = Buffer.alloc(16 + 50);
-    writePcapRecordHeader(extra, 0, 1, 0, 50, 50, true);
-    writeFileSync(path, Buffer.concat([file, extra.subarray(0, 30)]));
+    writeWithTornTail(path, file, true);
     const fd = openSync(path, 'r');
     try {
       for (const i of [0, 100, 1500, 2999]) assert.deepEqual(readPcapRecordAt(fd, all[i].fileOffset, header), all[i]);
@@ -300,10 +304,7 @@ test(
       const header = parsePcapHeader(file);
       const all = scanAll(file, header);
       const path = join(dir, 'e.pcap');
-      // Torn tail: half of an extra record.
-      const extra = Buffer.alloc(16 + 50);
-      writePcapRecordHeader(extra, 0, 1, 0, 50, 50, nanos);
-      writeFileSync(path, Buffer.concat([file, extra.subarray(0, 30)]));
+      writeWithTornTail(path, file, nanos);
       const fd = openSync(path, 'r');
       try {
         const picks: number[][] = [

@@ -1,6 +1,6 @@
 import { closeSync, openSync } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { PCAP_DEFAULT_SNAPLEN, pcapCapLenLimit, readPcapRecordHeaderAt, readPcapRecordsAt } from '../../shared/pcap/pcap';
+import { PCAP_DEFAULT_SNAPLEN, PCAP_RECORD_HEADER_LEN, pcapCapLenLimit, readPcapEncodedAt, readPcapRecordHeaderAt, readPcapRecordsAt } from '../../shared/pcap/pcap';
 import { PcapngWriter } from '../../shared/pcap/pcapng-writer';
 import { PcapWriter, type WritableRecord } from '../../shared/pcap/writer';
 import type { PacketRecord } from '../../shared/pcap/types';
@@ -468,6 +468,19 @@ export function collectRefs(segments: OpenedSegment[], plan: ResultPlan): Packet
  * read with coalesced preads. The caller closes the descriptors left in `fds`.
  */
 export function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>, views = false, scratch?: { window: Buffer }): Generator<{ rec: PacketRecord; linkType: number; ref: number }> {
+  for (const { si, fd, offsets, first } of segmentRuns(refs, segments, fds)) {
+    const header = segments[si].header;
+    // A record cut off at the end of its segment is skipped by the reader: match by offset, not by count.
+    let k = first;
+    for (const rec of readPcapRecordsAt(fd, offsets, header, undefined, views, scratch)) {
+      while (k < first + offsets.length && refs.offset(k) !== rec.fileOffset) k++;
+      yield { rec, linkType: header.linkType, ref: k };
+    }
+  }
+}
+
+/** The runs of `refs` with ascending offsets in one segment, its descriptor opened (kept in `fds`). */
+function* segmentRuns(refs: PacketRefs, segments: OpenedSegment[], fds: Map<number, number>): Generator<{ si: number; fd: number; offsets: number[]; first: number }> {
   let i = 0;
   while (i < refs.length) {
     const si = refs.seg(i);
@@ -485,14 +498,9 @@ export function* resultRecords(refs: PacketRefs, segments: OpenedSegment[], fds:
       }
       fds.set(si, fd);
     }
-    const offsets = Array.from({ length: j - i }, (_, n) => refs.offset(i + n));
-    const header = segments[si].header;
-    // A record cut off at the end of its segment is skipped by the reader: match by offset, not by count.
-    let k = i;
-    for (const rec of readPcapRecordsAt(fd, offsets, header, undefined, views, scratch)) {
-      while (k < j && refs.offset(k) !== rec.fileOffset) k++;
-      yield { rec, linkType: header.linkType, ref: k };
-    }
+    const offsets = new Array<number>(j - i);
+    for (let n = 0; n < offsets.length; n++) offsets[n] = refs.offset(i + n);
+    yield { si, fd, offsets, first: i };
     i = j;
   }
 }
@@ -528,6 +536,37 @@ export async function writePlannedPcap(segments: OpenedSegment[], plan: ResultPl
   const scratch = { window: Buffer.alloc(0) };
   try {
     for (const batch of plannedRefs(segments, plan)) {
+      if (w instanceof PcapWriter) {
+        const pcap = w;
+        for (const { si, fd, offsets } of segmentRuns(batch, segments, fds)) {
+          const header = segments[si].header;
+          if (!header.littleEndian || header.nanos !== nanos) {
+            for (const rec of readPcapRecordsAt(fd, offsets, header, undefined, true, scratch)) {
+              if (!write(rec, header.linkType)) await w.waitDrain();
+              packets++;
+              bytes += rec.capLen;
+            }
+            continue;
+          }
+          // The segment's records are already this file's encoding: runs of them are copied whole, each
+          // record's header checked by the reader (a per-packet object, view and copy were most of the
+          // agent's CPU serving a big result).
+          for (const item of readPcapEncodedAt(fd, offsets, header, PCAP_DEFAULT_SNAPLEN, scratch)) {
+            let more: boolean;
+            if ('buf' in item) {
+              more = pcap.writeEncodedRecords(item.buf, item.start, item.end, item.records);
+              packets += item.records;
+              bytes += item.end - item.start - item.records * PCAP_RECORD_HEADER_LEN;
+            } else {
+              more = pcap.write(item);
+              packets++;
+              bytes += item.capLen;
+            }
+            if (!more) await w.waitDrain();
+          }
+        }
+        continue;
+      }
       // Views of the read window: each record is copied into the writer's batch before the next is read.
       for (const { rec, linkType } of resultRecords(batch, segments, fds, true, scratch)) {
         if (!write({ tsSec: rec.tsSec, tsNsec: rec.tsNsec, origLen: rec.origLen, data: rec.data }, linkType)) await w.waitDrain();

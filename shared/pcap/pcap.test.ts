@@ -9,6 +9,7 @@ import {
   pcapHeaderBytes,
   PCAP_HEADER_LEN,
   PCAP_RECORD_HEADER_LEN,
+  readPcapEncodedAt,
   readPcapRecordAt,
   readPcapRecordsAt,
   scanPcapRecords,
@@ -63,6 +64,13 @@ function randomRaw(n: number, seed: number, nanos: boolean, maxLen = 1600): RawR
     });
   }
   return out;
+}
+
+/** Writes `file` and then half of one more record: a record torn at the end, as a crash leaves it. */
+function writeWithTornTail(path: string, file: Buffer, nanos: boolean): void {
+  const extra = Buffer.alloc(16 + 50);
+  writePcapRecordHeader(extra, 0, 1, 0, 50, 50, nanos);
+  writeFileSync(path, Buffer.concat([file, extra.subarray(0, 30)]));
 }
 
 function scanAll(buf: Buffer, header: PcapHeader): PacketRecord[] {
@@ -238,10 +246,7 @@ test(
     const header = parsePcapHeader(file);
     const all = scanAll(file, header).map(strip);
     const path = join(dir, 'r.pcap');
-    // Torn tail: half of an extra record.
-    const extra = Buffer.alloc(16 + 50);
-    writePcapRecordHeader(extra, 0, 1, 0, 50, 50, true);
-    writeFileSync(path, Buffer.concat([file, extra.subarray(0, 30)]));
+    writeWithTornTail(path, file, true);
     const fd = openSync(path, 'r');
     try {
       for (const i of [0, 100, 1500, 2999]) assert.deepEqual(readPcapRecordAt(fd, all[i].fileOffset, header), all[i]);
@@ -278,6 +283,73 @@ test(
       );
     } finally {
       closeSync(fd);
+    }
+  }),
+);
+
+test(
+  'readPcapEncodedAt gives the bytes of the records at the offsets: back-to-back ones as one range, the rest decoded',
+  withTmp((dir) => {
+    for (const nanos of [true, false]) {
+      const rnd = prng(nanos ? 5 : 6);
+      const recs = randomRaw(2000, nanos ? 31 : 32, nanos, 1500);
+      recs[100].data = Buffer.alloc(9000, 1);
+      recs[100].origLen = 9000;
+      // Beyond the snaplen asked for: decoded, for the caller's writer to judge.
+      recs[700].data = Buffer.alloc(70_000, 2);
+      recs[700].origLen = 70_000;
+      // A sub-second field out of range, which a reader carries into the seconds: decoded too.
+      recs[900].sub = nanos ? 1_500_000_000 : 1_500_000;
+      const file = buildPcap({ le: true, nanos, linkType: 1, snaplen: 262144, recs });
+      const header = parsePcapHeader(file);
+      const all = scanAll(file, header);
+      const path = join(dir, 'e.pcap');
+      writeWithTornTail(path, file, nanos);
+      const fd = openSync(path, 'r');
+      try {
+        const picks: number[][] = [
+          all.map((_, i) => i),
+          all.map((_, i) => i).filter(() => rnd() < 0.3),
+          all.map((_, i) => i).filter(() => rnd() < 0.01),
+          [99, 100, 101, 699, 700, 701, 899, 900, 901, 1998, 1999],
+        ];
+        for (const p of picks) {
+          const offsets = p.map((i) => all[i].fileOffset);
+          const want = Buffer.concat(p.filter((i) => i !== 900).map((i) => file.subarray(all[i].fileOffset, all[i].fileOffset + PCAP_RECORD_HEADER_LEN + all[i].capLen)));
+          const parts: Buffer[] = [];
+          let records = 0;
+          let ranges = 0;
+          const decoded: number[] = [];
+          for (const item of readPcapEncodedAt(fd, [...offsets, file.length], header, 65_536, { window: Buffer.alloc(0) })) {
+            if ('buf' in item) {
+              parts.push(Buffer.from(item.buf.subarray(item.start, item.end)));
+              records += item.records;
+              ranges++;
+            } else {
+              decoded.push(item.fileOffset);
+              if (item.fileOffset === all[900].fileOffset) {
+                assert.equal(item.tsNsec, 500_000_000);
+                continue;
+              }
+              const h = Buffer.alloc(PCAP_RECORD_HEADER_LEN);
+              writePcapRecordHeader(h, 0, item.tsSec, item.tsNsec, item.capLen, item.origLen, nanos);
+              parts.push(h, Buffer.from(item.data));
+              records++;
+            }
+          }
+          assert.ok(Buffer.concat(parts).equals(want), `${p.length} picks`);
+          assert.equal(records, p.filter((i) => i !== 900).length);
+          for (const i of [700, 900]) assert.equal(decoded.includes(all[i].fileOffset), p.includes(i));
+          // All records: a range per coalesced read (around the decoded ones), not one a record.
+          if (p.length === all.length) assert.ok(ranges < 20, `${ranges} ranges`);
+        }
+        const bad = Buffer.from(file);
+        bad.writeUInt32LE(5_000_000, all[10].fileOffset + 8);
+        writeFileSync(path, bad);
+        assert.throws(() => [...readPcapEncodedAt(fd, [all[9].fileOffset, all[10].fileOffset], header, 65_536, { window: Buffer.alloc(0) })], new RegExp(`offset ${all[10].fileOffset}`));
+      } finally {
+        closeSync(fd);
+      }
     }
   }),
 );

@@ -318,56 +318,135 @@ export function* readPcapRecordsAt(
   views = false,
   scratch?: { window: Buffer },
 ): Generator<PacketRecord> {
-  let window: Buffer = scratch?.window ?? EMPTY;
+  const win = scratch ?? { window: EMPTY };
   let i = 0;
   while (i < offsets.length) {
-    const start = offsets[i];
-    let j = i;
-    while (
-      j + 1 < offsets.length &&
-      offsets[j + 1] >= offsets[j] &&
-      offsets[j + 1] - offsets[j] <= RUN_MAX_GAP &&
-      offsets[j + 1] + PCAP_RECORD_HEADER_LEN + RUN_TAIL - start <= RUN_MAX_BYTES
-    ) {
-      j++;
-    }
+    const j = runEndIndex(offsets, i);
     if (i === j) {
-      const rec = readPcapRecordAt(fd, start, header, name);
+      const rec = readPcapRecordAt(fd, offsets[i], header, name);
       if (rec) yield rec;
       i++;
       continue;
     }
-    const want = Math.min(RUN_MAX_BYTES, offsets[j] + PCAP_RECORD_HEADER_LEN + RUN_TAIL - start);
-    if (window.length < want) {
-      window = Buffer.allocUnsafeSlow(Math.max(want, Math.min(RUN_MAX_BYTES, window.length * 2)));
-      if (scratch) scratch.window = window;
-    }
-    const got = preadFull(fd, window, want, start);
+    const got = readRunWindow(fd, offsets, i, j, win);
     for (let k = i; k <= j; k++) {
-      const off = offsets[k];
-      const at = off - start;
-      if (at + PCAP_RECORD_HEADER_LEN > got) {
-        // Short read means EOF; a direct read confirms rather than assumes.
-        const rec = readPcapRecordAt(fd, off, header, name);
-        if (rec) yield rec;
-        continue;
-      }
-      const rec = decodeHeaderAt(window, at, off, header, name);
-      const dataAt = at + PCAP_RECORD_HEADER_LEN;
-      if (dataAt + rec.capLen <= got) {
-        if (views) {
-          rec.data = window.subarray(dataAt, dataAt + rec.capLen);
-        } else {
-          const data = Buffer.allocUnsafe(rec.capLen);
-          window.copy(data, 0, dataAt, dataAt + rec.capLen);
-          rec.data = data;
-        }
-        yield rec;
-      } else {
-        const whole = readPcapRecordAt(fd, off, header, name);
-        if (whole) yield whole;
-      }
+      const rec = recordInWindow(fd, win.window, got, offsets[i], offsets[k], header, name, views);
+      if (rec) yield rec;
     }
     i = j + 1;
   }
+}
+
+/** Bytes of consecutive whole records in a read window, already encoded as the caller's output wants them. */
+export interface EncodedRecords {
+  buf: Buffer;
+  start: number;
+  end: number;
+  records: number;
+}
+
+/**
+ * readPcapRecordsAt() (with `views`) for a caller that writes a little-endian
+ * PCAP of the segment's resolution (`header` must be little-endian): records
+ * whose header bytes that writer would write unchanged (within `snaplen`,
+ * sub-second field in range) come as byte ranges of the window, each range a
+ * run of records lying back to back on disk and asked for one after another,
+ * so a long run of selected packets is one copy rather than an object, a view
+ * and a copy per packet. Every other record comes decoded, as from
+ * readPcapRecordsAt(), for the caller to re-encode (or reject). A range is
+ * valid until the next item is asked for; the object is reused.
+ */
+export function* readPcapEncodedAt(
+  fd: number,
+  offsets: number[],
+  header: PcapHeader,
+  snaplen: number,
+  scratch: { window: Buffer },
+): Generator<EncodedRecords | PacketRecord> {
+  const limit = Math.min(pcapCapLenLimit(header), snaplen);
+  const subLimit = header.nanos ? 1_000_000_000 : 1_000_000;
+  const run: EncodedRecords = { buf: EMPTY, start: 0, end: 0, records: 0 };
+  let i = 0;
+  while (i < offsets.length) {
+    const j = runEndIndex(offsets, i);
+    if (i === j) {
+      const rec = readPcapRecordAt(fd, offsets[i], header);
+      if (rec) yield rec;
+      i++;
+      continue;
+    }
+    const got = readRunWindow(fd, offsets, i, j, scratch);
+    const w = scratch.window;
+    const start = offsets[i];
+    run.buf = w;
+    run.records = 0;
+    for (let k = i; k <= j; k++) {
+      const at = offsets[k] - start;
+      if (at + PCAP_RECORD_HEADER_LEN <= got) {
+        const capLen = w.readUInt32LE(at + 8);
+        const end = at + PCAP_RECORD_HEADER_LEN + capLen;
+        if (capLen <= limit && capLen <= w.readUInt32LE(at + 12) && w.readUInt32LE(at + 4) < subLimit && end <= got) {
+          if (run.records > 0 && run.end !== at) {
+            yield run;
+            run.records = 0;
+          }
+          if (run.records === 0) run.start = at;
+          run.end = end;
+          run.records++;
+          continue;
+        }
+      }
+      if (run.records > 0) {
+        yield run;
+        run.records = 0;
+      }
+      const rec = recordInWindow(fd, w, got, start, offsets[k], header, undefined, true);
+      if (rec) yield rec;
+    }
+    if (run.records > 0) yield run;
+    i = j + 1;
+  }
+}
+
+/** The last index of the run of offsets from `i` that one coalesced read serves. */
+function runEndIndex(offsets: number[], i: number): number {
+  const start = offsets[i];
+  let j = i;
+  while (
+    j + 1 < offsets.length &&
+    offsets[j + 1] >= offsets[j] &&
+    offsets[j + 1] - offsets[j] <= RUN_MAX_GAP &&
+    offsets[j + 1] + PCAP_RECORD_HEADER_LEN + RUN_TAIL - start <= RUN_MAX_BYTES
+  ) {
+    j++;
+  }
+  return j;
+}
+
+/** Reads the run offsets[i..j] into scratch.window (grown as needed) from offsets[i]; returns the bytes read. */
+function readRunWindow(fd: number, offsets: number[], i: number, j: number, scratch: { window: Buffer }): number {
+  const start = offsets[i];
+  const want = Math.min(RUN_MAX_BYTES, offsets[j] + PCAP_RECORD_HEADER_LEN + RUN_TAIL - start);
+  if (scratch.window.length < want) {
+    scratch.window = Buffer.allocUnsafeSlow(Math.max(want, Math.min(RUN_MAX_BYTES, scratch.window.length * 2)));
+  }
+  return preadFull(fd, scratch.window, want, start);
+}
+
+/** The record at file offset `off`, from `window` (holding `got` bytes from file offset `start`) or read again when it runs past them. */
+function recordInWindow(fd: number, window: Buffer, got: number, start: number, off: number, header: PcapHeader, name: string | undefined, views: boolean): PacketRecord | null {
+  const at = off - start;
+  // Short read means EOF; a direct read confirms rather than assumes.
+  if (at + PCAP_RECORD_HEADER_LEN > got) return readPcapRecordAt(fd, off, header, name);
+  const rec = decodeHeaderAt(window, at, off, header, name);
+  const dataAt = at + PCAP_RECORD_HEADER_LEN;
+  if (dataAt + rec.capLen > got) return readPcapRecordAt(fd, off, header, name);
+  if (views) {
+    rec.data = window.subarray(dataAt, dataAt + rec.capLen);
+  } else {
+    const data = Buffer.allocUnsafe(rec.capLen);
+    window.copy(data, 0, dataAt, dataAt + rec.capLen);
+    rec.data = data;
+  }
+  return rec;
 }

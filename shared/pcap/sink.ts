@@ -135,6 +135,21 @@ export abstract class StreamSink {
     return !this.blocked;
   }
 
+  /** Bytes the batch being filled still takes without going out first (a fresh batch's when none is). */
+  protected get room(): number {
+    return this.batch === null ? this.batchSize : this.batch.length - this.used;
+  }
+
+  /**
+   * Queues src[start, end) in one batch, as reserve() places a record: a
+   * fresh batch when it does not fit the one being filled.
+   */
+  protected putWhole(src: Buffer, start: number, end: number): boolean {
+    const at = this.reserve(end - start);
+    src.copy(this.batch!, at, start, end);
+    return this.commit(end - start);
+  }
+
   /** Queues whole bytes (headers, blocks built elsewhere). */
   protected put(b: Buffer): boolean {
     const at = this.reserve(b.length);

@@ -188,3 +188,48 @@ test(
     });
   }),
 );
+
+test('PcapWriter.writeEncodedRecords: the same bytes in the same chunks as write() a record at a time', async () => {
+  const rnd = prng(77);
+  const recs = randomRecords(3000, 78);
+  // Records around the batch size (64 KiB here): one that takes a batch of its own, one that nearly fills one.
+  recs[500] = { tsSec: 1, tsNsec: 5000, origLen: 200_000, data: Buffer.alloc(100_000, 3) };
+  recs[1200] = { tsSec: 2, tsNsec: 6000, origLen: 65_000, data: Buffer.alloc(65_000, 4) };
+  const encoded = Buffer.concat(recs.flatMap((r) => encodePcapRecord(r, true)));
+  const ends: number[] = [];
+  let at = 0;
+  for (const r of recs) ends.push((at += 16 + r.data.length));
+  const run = async (feed: (w: PcapWriter) => Promise<void>): Promise<Buffer[]> => {
+    const chunks: Buffer[] = [];
+    const sink = new Writable({
+      highWaterMark: 64 * 1024,
+      write(chunk: Buffer, _enc, cb) {
+        chunks.push(Buffer.from(chunk));
+        setImmediate(cb);
+      },
+    });
+    const w = new PcapWriter(sink, { linkType: LINKTYPE.ETHERNET, nanos: true });
+    await feed(w);
+    await w.end();
+    assert.equal(w.count, recs.length);
+    return chunks;
+  };
+  const one = await run(async (w) => {
+    for (const r of recs) if (!w.write(r)) await w.waitDrain();
+  });
+  const runs = await run(async (w) => {
+    // Runs of 1 to 200 records, as a read window gives them.
+    let i = 0;
+    while (i < recs.length) {
+      const n = Math.min(recs.length - i, 1 + Math.floor(rnd() * 200));
+      const start = i === 0 ? 0 : ends[i - 1];
+      if (!w.writeEncodedRecords(encoded, start, ends[i + n - 1], n)) await w.waitDrain();
+      i += n;
+    }
+  });
+  assert.ok(one.length > 10);
+  assert.deepEqual(runs.map((c) => c.length), one.map((c) => c.length));
+  assert.ok(Buffer.concat(runs).equals(Buffer.concat(one)));
+  const w = new PcapWriter(new Writable({ write: (_c, _e, cb) => cb() }), { linkType: 1, nanos: true });
+  assert.throws(() => w.writeEncodedRecords(encoded, 0, ends[0] - 1, 1), /runs past/);
+});

@@ -98,6 +98,34 @@ export class PcapWriter extends StreamSink {
     return this.putRange(src, start, end);
   }
 
+  /**
+   * writeEncoded() that keeps each record within one batch, where write()
+   * would have put it: src[start, end) must be `records` whole records. The
+   * batches, and so the chunks a trace sends, end on record boundaries as
+   * they do one record at a time (the receiving side reads whole records
+   * from a chunk without gathering).
+   */
+  writeEncodedRecords(src: Buffer, start: number, end: number, records: number): boolean {
+    this.check();
+    this.recordsWritten += records;
+    let more = true;
+    while (start < end) {
+      const room = this.room;
+      let cut = start;
+      while (cut < end) {
+        const next = cut + PCAP_RECORD_HEADER_LEN + src.readUInt32LE(cut + 8);
+        if (next > end) throw new RangeError(`a record at ${cut} runs past the ${end - start} bytes given`);
+        // The first record that does not fit what is left goes to a fresh batch (or one of its own), next time round.
+        if (next - start > room && cut > start) break;
+        cut = next;
+        if (cut - start >= room) break;
+      }
+      more = this.putWhole(src, start, cut);
+      start = cut;
+    }
+    return more;
+  }
+
   /** writeEncoded() of `len` bytes at `at` in `ab` (see StreamSink's putWithin()). */
   writeEncodedWithin(ab: ArrayBuffer, at: number, len: number, records: number): boolean {
     this.check();

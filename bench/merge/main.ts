@@ -147,7 +147,11 @@ async function main(): Promise<void> {
     for (let i = 0; i < RUNS; i++) {
       // In turn, so that a machine whose speed drifts slows both alike.
       progress(`${c.name}: run ${i + 1}/${RUNS}`);
+      // A fresh output file for each run: opening last run's 200 MiB file truncated it inside the timed run (about
+      // 90 ms) and made its write-back part of the next one, for both tools alike but by how much the disk decided.
+      rmSync(theirsOut, { force: true });
       theirs.push(runMergecap(c.files, theirsOut));
+      rmSync(oursOut, { force: true });
       ours.push(await runOurs(c.files, oursOut));
     }
     const oursSha = await sha256(oursOut);

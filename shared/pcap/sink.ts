@@ -216,6 +216,28 @@ export abstract class StreamSink {
   }
 
   /**
+   * Whether putBorrowed() hands bytes to the stream as they are: a file
+   * stream, which is done with a chunk once its write callback runs.
+   */
+  canBorrow(): boolean {
+    return this.spareAtCallback;
+  }
+
+  /**
+   * Queues `v` itself, no copy, after what is gathered (a file stream only,
+   * see canBorrow()); `done` runs once the stream is done with it, and the
+   * caller leaves those bytes as they are until then. Returns false when
+   * the stream wants the caller to wait for waitDrain().
+   */
+  protected putBorrowed(v: Buffer, done: () => void): boolean {
+    this.flush();
+    const ok = this.out.write(v, () => done());
+    const queued = (this.out as { writableLength?: number }).writableLength;
+    this.blocked = !ok && (typeof queued !== 'number' || queued >= this.inFlight);
+    return !this.blocked;
+  }
+
+  /**
    * Builds this writer's batches in `mem`, from byte `at` on (at least
    * LENDABLE_BATCH_BYTES there), when its stream is a file stream (whose
    * batches are reused, see `spare`); returns false, and uses none of it,

@@ -591,7 +591,7 @@ test('the same bytes as mergecap where nothing is a duplicate and no two hosts s
       execFileSync('mergecap', ['-F', nanos ? 'nsecpcap' : 'pcap', '-w', theirs, ...files], { stdio: 'ignore' });
       const a = readFileSync(ours);
       const b = readFileSync(theirs);
-      assert.ok(a.length > 4 * 256 * 1024, 'more than a few writer batches');
+      assert.ok(a.length > 4 * 1024 * 1024, 'more than a few writer batches (1 MiB each to a file)');
       assert.equal(a.length, b.length, `${nanos ? 'ns' : 'µs'}: length`);
       assert.ok(a.equals(b), `${nanos ? 'ns' : 'µs'}: our merge and mergecap's differ`);
     }
@@ -705,6 +705,44 @@ test('the PCAP fast path writes what the general path writes: disorder within an
     const fast = await fastMatchesGeneral(files, hosts, seed, seed === 4);
     if (seed !== 4) assert.ok(fast.duplicates > 0 && fast.notes.some((n) => /out of time order/.test(n)), `seed ${seed}: ${fast.notes.join('; ')}`);
   }
+});
+
+test('one host, file in and file out: long runs go to the file as views of the input buffer while it moves and reads on; the general path\'s bytes, duplicates at random spacing, µs and ns, both byte orders', { timeout: 120_000 }, async () => {
+  await withDir(async (dir) => {
+    for (const [seed, nanos, bigEndian] of [[1, true, false], [2, false, false], [3, true, true]] as const) {
+      const rnd = prng(seed * 104_729);
+      const pkts: Pkt[] = [];
+      const recent: Pkt[] = [];
+      let ns = 0;
+      // About 12 MiB: the input's buffer moves a dozen times with views of it still being written.
+      for (let i = 0, bytes = 0; bytes < 12 << 20; i++) {
+        ns += Math.floor(rnd() * 30_000);
+        const nsec = nanos ? ns % 1e9 : Math.floor((ns % 1e9) / 1000) * 1000;
+        const again = recent.length > 0 && rnd() < 0.03 ? recent[Math.floor(rnd() * recent.length)] : null;
+        // A second capture of a recent packet: within the 1 ms window or past it, as the spacing falls.
+        const p = { sec: T0 + Math.floor(ns / 1e9), nsec, data: again ? again.data : ethernet(ETH_IPV4, ipPacket(0, i, 20 + Math.floor(rnd() * 1400))) };
+        pkts.push(p);
+        recent.push(p);
+        if (recent.length > 200) recent.shift();
+        bytes += 16 + p.data.length;
+      }
+      const path = join(dir, `one-${seed}.pcap`);
+      writeFileSync(path, pcapFile(pkts, LINKTYPE.ETHERNET, nanos, bigEndian));
+      const chunks: Buffer[] = [];
+      const general = await mergeGeneral(
+        [{ host: 'a', path }],
+        [new CaptureStreamReader(createReadStream(path), 'a')],
+        new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(Buffer.from(c)), cb()) }),
+        {},
+        1_000_000,
+      );
+      const outPath = join(dir, `out-${seed}.pcap`);
+      const r = await mergeCaptures([{ host: 'a', path }], createWriteStream(outPath));
+      assert.deepEqual(r, general, `seed ${seed}`);
+      assert.ok(r.duplicates > 100 && r.duplicates < pkts.length / 30, `seed ${seed}: ${r.duplicates} duplicates`);
+      assert.ok(readFileSync(outPath).equals(Buffer.concat(chunks)), `seed ${seed}: the merged bytes differ`);
+    }
+  });
 });
 
 test('hosts interleaved packet by packet (runs of one): the fast path writes what the general path writes, duplicates on Ethernet, VLAN and cooked frames, disorder, µs and ns, byte orders, a torn end', async () => {

@@ -1,9 +1,17 @@
 import { WriteStream } from 'node:fs';
 import { finished } from 'node:stream';
 
-/** Bytes gathered before one write to the stream: the stream's highWaterMark within these bounds (a file stream's: MAX_BATCH). */
+/** Bytes gathered before one write to the stream: the stream's highWaterMark within these bounds (a file stream's: FILE_BATCH). */
 const MIN_BATCH = 64 * 1024;
 const MAX_BATCH = 256 * 1024;
+/**
+ * A file stream's batch. With MAX_BATCH's, and so a quarter of these bytes
+ * in flight, a one-host merge of 200 MiB to a file took 0.38 s and 0.29 s
+ * of CPU against 0.35 s and 0.23 s with these (paired, same load): four
+ * times fewer writes, callbacks and trips through the thread pool, and the
+ * merge waits for 'drain' a quarter as often.
+ */
+const FILE_BATCH = 1024 * 1024;
 /**
  * The bound for a stream that asks for more than MAX_BATCH: the agent's
  * chunk stream (agent/trace/chunks.ts) asks for a chunk, 1 MiB when the
@@ -35,7 +43,7 @@ const typedArrayCopyWithin = Uint8Array.prototype.copyWithin;
  * Bytes a caller may lend a file stream's writer for its batches (see
  * lendBatches()): as many as it ever holds in flight or spare.
  */
-export const LENDABLE_BATCH_BYTES = (BATCHES_IN_FLIGHT + 1) * MAX_BATCH;
+export const LENDABLE_BATCH_BYTES = (BATCHES_IN_FLIGHT + 1) * FILE_BATCH;
 
 /**
  * A stream that says when it is done with a buffer written to it, later
@@ -54,7 +62,7 @@ export interface ReleasesBuffers {
  * rejection of waitDrain()/end() or a throw from the next write.
  *
  * Records are built straight into a batch buffer (the stream's
- * highWaterMark, within MIN_BATCH..MAX_STREAM_BATCH; a file stream's MAX_BATCH) and written a batch at a time: a write
+ * highWaterMark, within MIN_BATCH..MAX_STREAM_BATCH; a file stream's FILE_BATCH) and written a batch at a time: a write
  * per packet made Node's stream machinery (and writev of hundreds of
  * thousands of small buffers) most of a merge's CPU. What is gathered goes
  * out when the batch is full, on flush() and on end(); a caller that waits
@@ -96,11 +104,11 @@ export abstract class StreamSink {
     const hwm = (out as { writableHighWaterMark?: number }).writableHighWaterMark;
     const file = out instanceof WriteStream;
     // A file stream's highWaterMark (16 KiB) made 64 KiB batches: each a write(2) and a trip through the thread pool, and
-    // the merge of 200 MiB to a file waited for 'drain' 787 times (four batches in flight). MAX_BATCH quarters both, and
-    // the batches are reused (`spare`), so it costs about 1 MiB per writer.
-    this.batchSize = file ? MAX_BATCH : Math.min(MAX_STREAM_BATCH, Math.max(MIN_BATCH, typeof hwm === 'number' ? hwm : 0));
-    // Bytes, not batches: a stream of bigger batches holds no more queued than one of MAX_BATCH did.
-    this.inFlight = BATCHES_IN_FLIGHT * Math.min(this.batchSize, MAX_BATCH);
+    // the merge of 200 MiB to a file waited for 'drain' 787 times (four batches in flight). FILE_BATCH divides both by
+    // 16, and the batches are reused (`spare`), so it costs about 5 MiB per writer.
+    this.batchSize = file ? FILE_BATCH : Math.min(MAX_STREAM_BATCH, Math.max(MIN_BATCH, typeof hwm === 'number' ? hwm : 0));
+    // Bytes, not batches: a stream of bigger batches holds no more queued than one of MAX_BATCH did (a file's four FILE_BATCH).
+    this.inFlight = BATCHES_IN_FLIGHT * (file ? FILE_BATCH : Math.min(this.batchSize, MAX_BATCH));
     const releases = typeof (out as Partial<ReleasesBuffers>).onReleased === 'function';
     this.spareAtCallback = file;
     this.spare = file || releases ? [] : null;
@@ -204,6 +212,28 @@ export abstract class StreamSink {
     typedArrayCopyWithin.call(w, this.batchAt + this.used, at, at + len);
     this.used += len;
     if (this.used >= this.batchSize) this.flush();
+    return !this.blocked;
+  }
+
+  /**
+   * Whether putBorrowed() hands bytes to the stream as they are: a file
+   * stream, which is done with a chunk once its write callback runs.
+   */
+  canBorrow(): boolean {
+    return this.spareAtCallback;
+  }
+
+  /**
+   * Queues `v` itself, no copy, after what is gathered (a file stream only,
+   * see canBorrow()); `done` runs once the stream is done with it, and the
+   * caller leaves those bytes as they are until then. Returns false when
+   * the stream wants the caller to wait for waitDrain().
+   */
+  protected putBorrowed(v: Buffer, done: () => void): boolean {
+    this.flush();
+    const ok = this.out.write(v, () => done());
+    const queued = (this.out as { writableLength?: number }).writableLength;
+    this.blocked = !ok && (typeof queued !== 'number' || queued >= this.inFlight);
     return !this.blocked;
   }
 

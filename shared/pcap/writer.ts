@@ -133,6 +133,13 @@ export class PcapWriter extends StreamSink {
     return this.putWithin(ab, at, len);
   }
 
+  /** writeEncoded() of a whole view handed to the stream without a copy (see StreamSink's putBorrowed()). */
+  writeEncodedBorrowed(v: Buffer, records: number, done: () => void): boolean {
+    this.check();
+    this.recordsWritten += records;
+    return this.putBorrowed(v, done);
+  }
+
   /** writeEncoded() of a whole view (see StreamSink's putView()). */
   writeEncodedView(v: Uint8Array, records: number): boolean {
     this.check();

@@ -219,6 +219,14 @@ describe('TraceStore against a real CouchDB-compatible server', { timeout: 180_0
     assert.equal(listed[1].truncated, false);
     assert.deepEqual((await store.listResults(b.id)).map((r) => r.host), ['edge-1']);
     assert.deepEqual(await store.listResults('no-such-trace'), []);
+    // By id, as listed (the hosts in any order, one named twice, one without a document, one deleted).
+    const gone = await store.putResult({ traceId: a.id, host: 'gone-1' });
+    await nano(couch.url).use(store.dbName).destroy(gone._id, gone._rev!);
+    const byId = await store.resultsOf(a.id, ['edge-1', 'gone-1', 'none-1', 'core-1', 'edge-1']);
+    assert.deepEqual(byId.map((r) => [r.host, r.state, r._rev]), (await store.listResults(a.id)).filter((r) => r.host !== 'gone-1').map((r) => [r.host, r.state, r._rev]));
+    assert.deepEqual(byId[1].messages, messages);
+    assert.equal(byId[1]._attachments?.[HOST_ATTACHMENT]?.length, 10);
+    assert.deepEqual(await store.resultsOf(b.id, []), []);
   });
 
   test('a 20 MB attachment streams in and out byte-identical without growing this process by its size', async (t) => {
@@ -411,6 +419,7 @@ describe('TraceStore against a real CouchDB-compatible server', { timeout: 180_0
       ['putResult', () => s.putResult({ traceId: t.id, host: 'b' })],
       ['updateResult', () => s.updateResult(t.id, 'a', (d) => d)],
       ['listResults', () => s.listResults(t.id)],
+      ['resultsOf', () => s.resultsOf(t.id, ['a'])],
       ['putAttachmentStream', () => s.putAttachmentStream(t._id, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([Buffer.alloc(10)]))],
       ['getAttachmentStream', () => drain(s.getAttachmentStream(t._id, MERGED_ATTACHMENT))],
       ['deleteTrace', () => s.deleteTrace(t.id)],

@@ -119,6 +119,11 @@ export class TraceStore {
     return results.listResults(this.c, traceId);
   }
 
+  /** The results of `hosts` by id, no view (see results.resultsOf). */
+  resultsOf(traceId: string, hosts: readonly string[]): Promise<ResultDoc[]> {
+    return results.resultsOf(this.c, traceId, hosts);
+  }
+
   /** listResults, with each of `hosts` whose row may be behind read again by id (see results.settledResults). */
   settledResults(traceId: string, hosts: readonly string[], listed?: readonly ResultDoc[]): Promise<ResultDoc[]> {
     return results.settledResults(this.c, traceId, hosts, listed);

@@ -99,11 +99,12 @@ export class TraceStore {
     return results.putResult(this.c, input);
   }
 
-  createResults(inputs: results.NewResult[]): Promise<void> {
+  /** The revisions of the documents it made, by id. */
+  createResults(inputs: results.NewResult[]): Promise<Map<string, string>> {
     return results.createResults(this.c, inputs);
   }
 
-  writeResults(items: Array<{ result: results.NewResult; pcap?: Buffer }>): Promise<Array<StoreError | null>> {
+  writeResults(items: Array<{ result: results.NewResult; pcap?: Buffer; rev?: string }>): Promise<Array<StoreError | null>> {
     return results.writeResults(this.c, items);
   }
 

@@ -194,6 +194,8 @@ interface RunFigures {
   /** The trace doc got merged.pcap, then its final state. */
   mergedAttachedMs: number | null;
   traceDocFinalMs: number | null;
+  /** GET /api/traces/<id> once the trace is final: the stored trace read back, every host's result. */
+  readBackMs: number;
   /** Revision generations seen per kind of doc, to check the reading above. */
   gens: string;
   /** Result docs written more than the 3 times one host needs (a job run twice). */
@@ -302,7 +304,9 @@ async function oneRun(
 
   // The stored trace, as any client would read it back.
   // 10,000 result docs read from a busy embedded store took more than the default 30 s.
+  const readFrom = wallNow();
   const view = (await getJson<{ trace: TraceView }>(`${url}/api/traces/${encodeURIComponent(trace.id)}`, ctx.apiToken, RUN_TIMEOUT_MS)).trace;
+  const readBackMs = wallNow() - readFrom;
   const hosts: HostView[] = view.hosts;
   const done = hosts.filter((h) => h.state === 'done').length;
   const stored = hosts.filter((h) => h.stored).length;
@@ -355,6 +359,7 @@ async function oneRun(
     attached: ch ? dist(attached) : null,
     mergedAttachedMs: mergedAt === null ? null : mergedAt - sentAt,
     traceDocFinalMs: traceFinalAt === null ? null : traceFinalAt - sentAt,
+    readBackMs,
     gens: [...gens.entries()].map(([k, v]) => `${k}: ${[...v].sort((a, b) => a - b).join(',')}`).join('; '),
     rewrites,
     storeRetries,
@@ -385,7 +390,7 @@ function describe(r: RunFigures): string {
     `  chunk ack ${d(r.chunkAck)}; host done seen ${d(r.doneSeen)}`,
     `  result docs written ${d(r.resultStored)}; final update ${r.allStoredMs.toFixed(0)} ms (tail after last result doc ${r.tailMs.toFixed(0)} ms)`,
     ...(r.attached ? [`  store feed: packets.pcap attached ${d(r.attached)}; merged.pcap attached ${r.mergedAttachedMs?.toFixed(0)} ms; trace doc final ${r.traceDocFinalMs?.toFixed(0)} ms (${r.gens})`] : []),
-    `  store jobs put off for a retry ${r.storeRetries}; result docs written more than twice ${r.rewrites}`,
+    `  store jobs put off for a retry ${r.storeRetries}; result docs written more than twice ${r.rewrites}; the trace read back (REST) in ${r.readBackMs.toFixed(0)} ms`,
     ...r.peakRssMb.map(
       (rss, i) =>
         `  dispatcher ${i + 1}: peak RSS ${rss.toFixed(1)} MiB, CPU ${r.dispatcherCpuS[i].toFixed(2)} s, event-loop lag p99 ${r.loopLag[i]?.p99Ms.toFixed(0) ?? '?'} / max ${r.loopLag[i]?.maxMs.toFixed(0) ?? '?'} ms`,
@@ -575,6 +580,7 @@ async function main(): Promise<void> {
     fig.add('storeMsPerResult', 'store time per result (first host done → last result doc) / hosts', (med.resultStored.max - med.doneSeen.min) / n, 'ms', 2);
     fig.add('allStoredMs', 'final update (all stored, merged.pcap attached)', med.allStoredMs, 'ms', 0);
     fig.add('tailMs', '  of which after the last result doc', med.tailMs, 'ms', 0);
+  fig.add('readBackMs', 'then the trace read back (GET /api/traces/<id>, every host)', med.readBackMs, 'ms', 0);
     if (med.attached) {
       fig.section('the store\'s side (its _changes feed, read by the bench; median run)');
       fig.add('attachedP50Ms', 'packets.pcap attached, p50', med.attached.p50, 'ms', 0);

@@ -215,7 +215,8 @@ export function createApi(deps: ApiDeps): express.Express {
       const live = await traces.view(t.id);
       if (live) return live;
     }
-    return traceView(t, await store.listResults(t.id));
+    // By id, as Orchestrator.view() reads them.
+    return traceView(t, await store.resultsOf(t.id, t.hosts));
   };
 
   // ---- outside /api: health and metrics (no credentials, see above) -------

@@ -219,6 +219,42 @@ describe('TraceStore against a real CouchDB-compatible server', { timeout: 180_0
     assert.equal(listed[1].truncated, false);
     assert.deepEqual((await store.listResults(b.id)).map((r) => r.host), ['edge-1']);
     assert.deepEqual(await store.listResults('no-such-trace'), []);
+    // By id, as listed (the hosts in any order, one named twice, one without a document, one deleted).
+    const gone = await store.putResult({ traceId: a.id, host: 'gone-1' });
+    await nano(couch.url).use(store.dbName).destroy(gone._id, gone._rev!);
+    const byId = await store.resultsOf(a.id, ['edge-1', 'gone-1', 'none-1', 'core-1', 'edge-1']);
+    assert.deepEqual(byId.map((r) => [r.host, r.state, r._rev]), (await store.listResults(a.id)).filter((r) => r.host !== 'gone-1').map((r) => [r.host, r.state, r._rev]));
+    assert.deepEqual(byId[1].messages, messages);
+    assert.equal(byId[1]._attachments?.[HOST_ATTACHMENT]?.length, 10);
+    assert.deepEqual(await store.resultsOf(b.id, []), []);
+  });
+
+  test('results in bulk: created queued with their revisions, written final with or without them, a stale one a conflict', async () => {
+    const t = await store.createTrace({ request: {}, user: 'ann', hosts: ['h1', 'h2', 'h3', 'h4'] });
+    await store.putResult({ traceId: t.id, host: 'h4', state: 'done' });
+    const revs = await store.createResults(['h1', 'h2', 'h3', 'h4'].map((host) => ({ traceId: t.id, host })));
+    // h4 existed: left as it was, and no revision of ours for it.
+    assert.deepEqual([...revs.keys()].sort(), ['h1', 'h2', 'h3'].map((h) => resultDocId(t.id, h)));
+    for (const [id, rev] of revs) assert.equal((await store.getResult(t.id, id.slice(id.lastIndexOf(':') + 1)))?._rev, rev);
+    assert.equal((await store.getResult(t.id, 'h4'))?.state, 'done');
+    const pcap = Buffer.from('small pcap');
+    const final = (host: string) => ({ traceId: t.id, host, state: 'done' as const, packets: 1, bytes: pcap.length });
+    const errors = await store.writeResults([
+      { result: final('h1'), pcap, rev: revs.get(resultDocId(t.id, 'h1')) },
+      { result: final('h2'), pcap },
+      { result: final('h3'), pcap, rev: '1-00000000000000000000000000000000' },
+    ]);
+    assert.deepEqual(errors.map((e) => e?.statusCode ?? null), [null, null, 409]);
+    for (const h of ['h1', 'h2']) {
+      const r = (await store.getResult(t.id, h))!;
+      assert.equal(r.state, 'done');
+      assert.equal(r._attachments?.[HOST_ATTACHMENT]?.length, pcap.length);
+      assert.match(r._rev!, /^2-/);
+    }
+    assert.equal((await store.getResult(t.id, 'h3'))?.state, 'queued');
+    // Written again without the stale revision (as ResultBatch does after a conflict).
+    assert.deepEqual(await store.writeResults([{ result: final('h3'), pcap }]), [null]);
+    assert.equal((await store.getResult(t.id, 'h3'))?.state, 'done');
   });
 
   test('a 20 MB attachment streams in and out byte-identical without growing this process by its size', async (t) => {
@@ -411,6 +447,7 @@ describe('TraceStore against a real CouchDB-compatible server', { timeout: 180_0
       ['putResult', () => s.putResult({ traceId: t.id, host: 'b' })],
       ['updateResult', () => s.updateResult(t.id, 'a', (d) => d)],
       ['listResults', () => s.listResults(t.id)],
+      ['resultsOf', () => s.resultsOf(t.id, ['a'])],
       ['putAttachmentStream', () => s.putAttachmentStream(t._id, MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([Buffer.alloc(10)]))],
       ['getAttachmentStream', () => drain(s.getAttachmentStream(t._id, MERGED_ATTACHMENT))],
       ['deleteTrace', () => s.deleteTrace(t.id)],

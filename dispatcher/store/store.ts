@@ -99,11 +99,12 @@ export class TraceStore {
     return results.putResult(this.c, input);
   }
 
-  createResults(inputs: results.NewResult[]): Promise<void> {
+  /** The revisions of the documents it made, by id. */
+  createResults(inputs: results.NewResult[]): Promise<Map<string, string>> {
     return results.createResults(this.c, inputs);
   }
 
-  writeResults(items: Array<{ result: results.NewResult; pcap?: Buffer }>): Promise<Array<StoreError | null>> {
+  writeResults(items: Array<{ result: results.NewResult; pcap?: Buffer; rev?: string }>): Promise<Array<StoreError | null>> {
     return results.writeResults(this.c, items);
   }
 
@@ -117,6 +118,11 @@ export class TraceStore {
 
   listResults(traceId: string): Promise<ResultDoc[]> {
     return results.listResults(this.c, traceId);
+  }
+
+  /** The results of `hosts` by id, no view (see results.resultsOf). */
+  resultsOf(traceId: string, hosts: readonly string[]): Promise<ResultDoc[]> {
+    return results.resultsOf(this.c, traceId, hosts);
   }
 
   /** listResults, with each of `hosts` whose row may be behind read again by id (see results.settledResults). */

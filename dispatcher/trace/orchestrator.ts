@@ -87,6 +87,11 @@ export class Orchestrator implements Traces {
   private readonly batch: ResultBatch;
   /** Traces started here: their result documents are written (a live upload needs its document). */
   private readonly resultsWritten = new Map<string, Promise<void>>();
+  /**
+   * The revisions of the result documents this dispatcher created queued, by trace then document id, until
+   * each host's final write (a batch) takes its own: the store need not be asked for them (see writeResults).
+   */
+  private readonly createdRevs = new Map<string, Map<string, string>>();
   /** One-host traces started here without alignClocks: their merge is made while the host is received. */
   private readonly mergeWhileReceiving = new Set<string>();
   /**
@@ -195,9 +200,14 @@ export class Orchestrator implements Traces {
     let resultsQueued!: () => void;
     const hostsAsked = new Promise<void>((r) => (resultsQueued = r));
     const queued = hostsAsked.then(() =>
-      this.store.createResults(hosts.map((host) => ({ traceId: id, host }))).catch((e: Error) => {
-        this.log.warn({ traceId: id, err: e }, "the queued results were not written; each host's result is written when it finishes");
-      }),
+      this.store.createResults(hosts.map((host) => ({ traceId: id, host }))).then(
+        (revs) => {
+          if (this.owned.has(id)) this.createdRevs.set(id, revs);
+        },
+        (e: Error) => {
+          this.log.warn({ traceId: id, err: e }, "the queued results were not written; each host's result is written when it finishes");
+        },
+      ),
     );
     this.resultsWritten.set(id, queued);
     // One host's merge is its file as received (no clock to align, no other host to order against): made while it arrives.
@@ -383,7 +393,8 @@ export class Orchestrator implements Traces {
   async view(id: string): Promise<TraceView | null> {
     const trace = await this.store.getTrace(id);
     if (!trace) return null;
-    const results = await this.store.listResults(id);
+    // By id (see resultsOf()): a 10,000-host trace read back through the view cost the embedded store seconds.
+    const results = await this.store.resultsOf(id, trace.hosts);
     return traceView(trace, results, this.live.get(id));
   }
 
@@ -573,7 +584,11 @@ export class Orchestrator implements Traces {
       if (size <= INLINE_MAX) {
         // Trimmed down to the inline size (or nothing): whatever was followed is not this file.
         if (this.liveUploads.delete(liveKey)) this.metrics.storedWhileReceived.inc({ attachment: HOST_ATTACHMENT, outcome: 'redone' });
-        await this.batch.write(result, final.hasPcap ? () => this.spool.readPcap(traceId, host) : null);
+        // Taken once: after this write (or a failed one) the store's revision is another.
+        const revs = this.createdRevs.get(traceId);
+        const rev = revs?.get(resultDocId(traceId, host));
+        revs?.delete(resultDocId(traceId, host));
+        await this.batch.write(result, final.hasPcap ? () => this.spool.readPcap(traceId, host) : null, rev);
         this.metrics.bytesStored.inc(size);
       } else if ((await this.liveUploads.get(liveKey)) === size) {
         // Stored as it arrived (the upload ends with the host's run, so it is over by now): only the result is left.
@@ -639,8 +654,10 @@ export class Orchestrator implements Traces {
   private async finalize(traceId: string, forced: 'interrupted' | null): Promise<void> {
     // Host results still waiting for the store must land first.
     if (this.jobs.hasPrefix(`host:${traceId}:`)) throw new RetryLater();
-    // Both reads at once: one store round trip less before the merge (bench/ttfp).
-    const [trace, listed] = await Promise.all([this.store.getTrace(traceId), this.store.listResults(traceId)]);
+    // Both reads at once: one store round trip less before the merge (bench/ttfp). The results by id, not
+    // through a view: see resultsOf().
+    const hosts = this.owned.get(traceId)?.hosts;
+    const [trace, listed] = await Promise.all([this.store.getTrace(traceId), hosts ? this.store.resultsOf(traceId, hosts) : this.store.listResults(traceId)]);
     if (!trace) {
       this.forget(traceId);
       this.owned.delete(traceId);
@@ -686,6 +703,7 @@ export class Orchestrator implements Traces {
   /** What the trace's live uploads and merge left here. */
   private forget(traceId: string): void {
     this.resultsWritten.delete(traceId);
+    this.createdRevs.delete(traceId);
     this.mergeWhileReceiving.delete(traceId);
     this.liveMerges.delete(traceId);
   }

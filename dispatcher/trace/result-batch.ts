@@ -16,16 +16,17 @@ const BATCH_WAIT_MS = 20;
  * trace's store time (bench/ttfp).
  */
 export class ResultBatch {
-  private queue: Array<{ result: NewResult; read: (() => Promise<Buffer>) | null; resolve: () => void; reject: (e: Error) => void; conflicts?: number }> = [];
+  private queue: Array<{ result: NewResult; read: (() => Promise<Buffer>) | null; rev?: string; resolve: () => void; reject: (e: Error) => void; conflicts?: number }> = [];
   private timer: NodeJS.Timeout | null = null;
   /** Batches being read or written now. */
   private flushing = 0;
 
   constructor(private readonly store: TraceStore) {}
 
-  write(result: NewResult, read: (() => Promise<Buffer>) | null): Promise<void> {
+  /** `rev`: the document's revision when the caller knows it (see store.writeResults). */
+  write(result: NewResult, read: (() => Promise<Buffer>) | null, rev?: string): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ result, read, resolve, reject });
+      this.queue.push({ result, read, rev, resolve, reject });
       this.timer ??= setTimeout(() => void this.flush(), this.flushing > 0 ? BATCH_WAIT_MS : 0);
     });
   }
@@ -58,11 +59,12 @@ export class ResultBatch {
     if (this.queue.length) this.timer ??= setTimeout(() => void this.flush(), 0);
     if (!items.length) return;
     try {
-      const errors = await this.store.writeResults(items.map((it, n) => ({ result: it.result, pcap: pcaps[n] })));
+      const errors = await this.store.writeResults(items.map((it, n) => ({ result: it.result, pcap: pcaps[n], rev: it.rev })));
       errors.forEach((err, n) => {
         const it = items[n];
         // A conflict is the doc's creation racing this write (or a peer's update): read its revision again, soon.
         if (err?.statusCode === 409 && (it.conflicts = (it.conflicts ?? 0) + 1) <= 5) {
+          it.rev = undefined;
           this.queue.push(it);
           this.timer ??= setTimeout(() => void this.flush(), BATCH_WAIT_MS);
         } else if (err) it.reject(err);

@@ -65,3 +65,29 @@ test("removeTrace empties a trace's directory of many files, leaves other traces
   await spool.removeTrace(id);
   assert.deepEqual(readdirSync(own), [other]);
 });
+
+test('markStored: the owner keeps the PCAP as the merge input and its final state becomes the mark; a peer keeps nothing; a restart finds nothing to store again', async () => {
+  const own = mkdtempSync(join(dir, 'stored-'));
+  const spool = new Spool(own);
+  const id = '20261123T000000-cccccc';
+  const final = { state: 'done' as const, packets: 1, bytes: 4, truncated: false, messages: [], hasPcap: true };
+  spool.markOwned({ traceId: id, hosts: ['kept', 'peer', 'nofinal', 'nopcap'], createdAt: '2026-11-23T00:00:00.000Z' });
+  for (const h of ['kept', 'peer', 'nofinal']) await spool.appendPcap(id, h, Buffer.from('pcap'), true);
+  for (const h of ['kept', 'peer', 'nopcap']) await spool.writeFinal(id, h, h === 'nopcap' ? { ...final, bytes: 0, hasPcap: false } : final);
+  assert.deepEqual(spool.scan()[0].finals.map((f) => f.host).sort(), ['kept', 'nopcap', 'peer']);
+  assert.deepEqual(spool.scan()[0].unfinished, ['nofinal']);
+
+  await spool.markStored(id, 'kept', true);
+  await spool.markStored(id, 'peer', false);
+  // Its final state was never spooled (a full disk): marked all the same.
+  await spool.markStored(id, 'nofinal', true);
+  await spool.markStored(id, 'nopcap', true);
+  assert.equal(spool.storedPcap(id, 'kept'), spool.pcapPath(id, 'kept'));
+  assert.equal(spool.storedPcap(id, 'nofinal'), spool.pcapPath(id, 'nofinal'));
+  assert.equal(spool.storedPcap(id, 'peer'), null);
+  assert.equal(spool.storedPcap(id, 'nopcap'), null);
+  assert.deepEqual(readdirSync(spool.traceDir(id)).sort(), ['kept.pcap', 'kept.stored', 'nofinal.pcap', 'nofinal.stored', 'trace.json']);
+  assert.deepEqual(JSON.parse(readFileSync(join(spool.traceDir(id), 'kept.stored'), 'utf8')), final);
+  const [t] = spool.scan();
+  assert.deepEqual([t.finals, t.unfinished], [[], []]);
+});

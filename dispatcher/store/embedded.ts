@@ -16,9 +16,7 @@
  * credentials made here once and kept in a 0600 file in its 0700 data dir
  * (a Unix socket would do as much, but nano, the dispatcher's own fetch of
  * attachments and the documented curl downloads all speak TCP URLs, and a
- * credentials URL works with every CouchDB client unchanged). Its socket,
- * which it also listens on (storeSocketPath()), carries the dispatcher's
- * attachment uploads only, with the same credentials.
+ * credentials URL works with every CouchDB client unchanged).
  */
 
 import { ChildProcess, fork } from 'node:child_process';

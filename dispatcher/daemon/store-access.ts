@@ -59,7 +59,7 @@ export async function openStore(opts: StoreAccessOptions & { publish?: boolean }
   if (opts.publish) chmodSync(opts.dataDir, 0o700);
   const embedded = await startEmbeddedCouch({ dataDir: join(opts.dataDir, 'store'), logger: log });
   try {
-    const store = await TraceStore.open({ url: embedded.url, db: opts.db, socketPath: embedded.socketPath });
+    const store = await TraceStore.open({ url: embedded.url, db: opts.db });
     if (opts.publish) {
       writeFileSync(file, `${embedded.url}\n`, { mode: 0o600 });
       chmodSync(file, 0o600);

@@ -29,7 +29,7 @@ class ByteCounter extends Transform {
 function putBody(c: StoreClient, what: string, url: string, contentType: string, body: Readable): Promise<string> {
   return new Promise((resolve, reject) => {
     const send = url.startsWith('https:') ? httpsRequest : httpRequest;
-    const req = send(url, { method: 'PUT', headers: { ...c.authHeaders, 'content-type': contentType, accept: 'application/json' }, ...(c.socketPath ? { socketPath: c.socketPath } : {}) }, (res) => {
+    const req = send(url, { method: 'PUT', headers: { ...c.authHeaders, 'content-type': contentType, accept: 'application/json' } }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (b: Buffer) => parts.push(b));
       res.on('error', (e) => reject(c.unreachable(`${what}: the answer broke off: ${e.message}`)));

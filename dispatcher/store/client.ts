@@ -17,11 +17,6 @@ export interface OpenOptions {
   db?: string;
   /** Attempts for a read-modify-write that keeps hitting 409 conflicts. */
   maxConflictRetries?: number;
-  /**
-   * The embedded store's Unix socket (EmbeddedCouch.socketPath): attachment
-   * uploads go through it rather than the URL's TCP port, to the same server.
-   */
-  socketPath?: string | null;
 }
 
 /**
@@ -49,13 +44,10 @@ export class StoreClient {
   /** For the one request made without nano (getAttachmentStream). */
   readonly dbUrl: string;
   readonly authHeaders: Record<string, string>;
-  /** See OpenOptions.socketPath. */
-  readonly socketPath: string | null;
   private readonly queues = new Map<string, Promise<unknown>>();
 
   constructor(opts: OpenOptions) {
     this.url = redactUrl(opts.url);
-    this.socketPath = opts.socketPath ?? null;
     this.dbName = opts.db ?? 'tracefleet';
     if (!DB_NAME.test(this.dbName)) {
       throw new StoreError(`database name ${JSON.stringify(this.dbName)} is not valid for CouchDB: start with a-z, then a-z 0-9 _ $ ( ) + - /`);

@@ -5,10 +5,10 @@
  */
 
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { IncomingMessage, RequestListener, Server, ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join, sep } from 'node:path';
+import { sep } from 'node:path';
 import { type LogSettings, initProcessLogger } from '../../shared/log/log';
 import { type AttachmentParts, PART_BYTES, type PartedDoc, byteRange, mergedPcap, partDocId, storedAttachment } from './parts';
 import { MERGED_ATTACHMENT, type TraceDoc } from './layout';
@@ -23,23 +23,7 @@ export interface EmbeddedServerArgs {
   log: LogSettings;
 }
 
-export type ChildMessage = { type: 'ready'; port: number; socketPath: string | null } | { type: 'error'; message: string };
-
-/** sockaddr_un's path is 108 bytes with its NUL on Linux, 104 on macOS: a longer data dir gets no socket. */
-const SOCKET_PATH_MAX = 100;
-
-/**
- * The store's Unix socket in its data dir, for its parent's attachment
- * uploads (attachments.ts): the same server as the TCP port, and the same
- * credentials asked, without loopback TCP's work per byte on both sides
- * (200 MiB of 1 MiB writes, the receiving process alone: 0.21-0.23 s of
- * CPU over TCP, 0.14-0.16 s over the socket). Null when the path is too
- * long for one.
- */
-export function storeSocketPath(dataDir: string): string | null {
-  const p = join(dataDir, 'store.sock');
-  return Buffer.byteLength(p) <= SOCKET_PATH_MAX ? p : null;
-}
+export type ChildMessage = { type: 'ready'; port: number } | { type: 'error'; message: string };
 export type ParentMessage = { type: 'stop' };
 
 interface PouchDb {
@@ -315,7 +299,7 @@ function describeStartError(err: unknown, args: EmbeddedServerArgs): string {
   return `the embedded store failed to start: ${msg}`;
 }
 
-async function start(args: EmbeddedServerArgs): Promise<{ srv: Server; local: Server | null }> {
+async function start(args: EmbeddedServerArgs): Promise<Server> {
   // LevelDB's files, the attachments among them, readable by this user only.
   process.umask(0o077);
   const creds = JSON.parse(readFileSync(args.credentialsFile, 'utf8')) as { user: string; password: string };
@@ -357,7 +341,7 @@ async function start(args: EmbeddedServerArgs): Promise<{ srv: Server; local: Se
   } finally {
     console.error = consoleError;
   }
-  const handler: RequestListener = (req, res) => {
+  const srv = createServer((req, res) => {
     if (!authorised(req, expected)) {
       // As CouchDB answers; no challenge header, so a browser shows no login box.
       req.resume();
@@ -369,8 +353,7 @@ async function start(args: EmbeddedServerArgs): Promise<{ srv: Server; local: Se
     // An old revision's attachment (?rev=) is express-pouchdb's to find.
     else if (target.rev === undefined) getAttachment(PouchDB, req, res, target, () => app(req, res));
     else app(req, res);
-  };
-  const srv = createServer(handler);
+  });
   await new Promise<void>((resolve, reject) => {
     srv.once('error', reject);
     srv.listen(args.port, args.host, () => {
@@ -378,32 +361,15 @@ async function start(args: EmbeddedServerArgs): Promise<{ srv: Server; local: Se
       resolve();
     });
   });
-  // This process holds the data dir's LevelDB lock: a socket file there is a dead store's, and is replaced. Made under
-  // the 0077 umask in a 0700 dir, so only this user can connect; the server asks the credentials all the same.
-  const socketPath = storeSocketPath(args.dataDir);
-  let local: Server | null = null;
-  if (socketPath) {
-    rmSync(socketPath, { force: true });
-    const l = createServer(handler);
-    await new Promise<void>((resolve, reject) => {
-      l.once('error', reject);
-      l.listen(socketPath, () => {
-        l.off('error', reject);
-        resolve();
-      });
-    });
-    local = l;
-  }
-  return { srv, local };
+  return srv;
 }
 
 async function main(): Promise<void> {
   const args = JSON.parse(process.argv[2] ?? '{}') as EmbeddedServerArgs;
   const log = initProcessLogger({ ...args.log, base: { process: 'store' } }).child({ component: 'dispatcher.store.embedded' });
   let srv: Server;
-  let local: Server | null;
   try {
-    ({ srv, local } = await start(args));
+    srv = await start(args);
   } catch (err) {
     log.debug({ err }, 'cannot start');
     send({ type: 'error', message: describeStartError(err, args) });
@@ -413,15 +379,11 @@ async function main(): Promise<void> {
   const stop = (): void => {
     if (stopping) return;
     stopping = true;
-    const servers = local ? [srv, local] : [srv];
-    let open = servers.length;
-    for (const s of servers) {
-      s.close(() => --open === 0 && process.exit(0));
-      s.closeIdleConnections();
-    }
+    srv.close(() => process.exit(0));
+    srv.closeIdleConnections();
     // In-flight requests get a moment to finish their LevelDB writes.
     setTimeout(() => {
-      for (const s of servers) s.closeAllConnections();
+      srv.closeAllConnections();
       process.exit(0);
     }, 3000).unref();
   };
@@ -435,7 +397,7 @@ async function main(): Promise<void> {
   // Parent gone (crashed or killed): nobody can reach us through it any more.
   process.on('disconnect', stop);
   log.debug({ port: (srv.address() as AddressInfo).port, dataDir: args.dataDir }, 'ready');
-  send({ type: 'ready', port: (srv.address() as AddressInfo).port, socketPath: local ? storeSocketPath(args.dataDir) : null });
+  send({ type: 'ready', port: (srv.address() as AddressInfo).port });
 }
 
 void main();

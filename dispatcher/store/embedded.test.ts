@@ -6,7 +6,6 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { request } from 'node:http';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
@@ -120,42 +119,6 @@ describe('embedded CouchDB-compatible server', { timeout: 120_000 }, () => {
       assert.equal(f.mode & 0o077, 0, `${f.path} is ${f.mode.toString(8)}: readable by others`);
       if (f.path === dataDir) assert.equal(f.mode, 0o700);
       if (f.path.endsWith('.credentials.json')) assert.equal(f.mode, 0o600);
-    }
-  });
-
-  test("its Unix socket in the data dir takes the parent's attachment uploads, with the same credentials asked", async () => {
-    const couch = await startEmbeddedCouch({ dataDir, logger: silentLogger });
-    try {
-      assert.equal(couch.socketPath, join(dataDir, 'store.sock'));
-      assert.equal(statSync(couch.socketPath!).mode & 0o077, 0, 'the socket is for this user only');
-      const ask = (auth: boolean): Promise<number> =>
-        new Promise((resolve, reject) => {
-          const u = new URL(couch.url);
-          const headers: Record<string, string> = auth ? { authorization: `Basic ${Buffer.from(`${u.username}:${decodeURIComponent(u.password)}`).toString('base64')}` } : {};
-          request({ socketPath: couch.socketPath!, path: '/_all_dbs', headers }, (res) => {
-            res.resume();
-            resolve(res.statusCode ?? 0);
-          })
-            .on('error', reject)
-            .end();
-        });
-      assert.equal(await ask(false), 401);
-      assert.equal(await ask(true), 200);
-
-      const bytes = Buffer.alloc(PART_BYTES + 12345);
-      for (let i = 0; i + 4 <= bytes.length; i += 4) bytes.writeUInt32LE((i * 2654435761) >>> 0, i);
-      // A socket that is not there: the upload fails though the URL answers, so uploads do go through the socket.
-      const wrong = await TraceStore.open({ url: couch.url, db: 'sock', socketPath: join(dataDir, 'no.sock') });
-      const t = await wrong.createTrace({ request: { number: '5551234' }, user: 'ann', hosts: ['h'] });
-      await assert.rejects(wrong.putAttachmentStream(traceDocId(t.id), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([bytes])), StoreUnreachableError);
-      const store = await TraceStore.open({ url: couch.url, db: 'sock', socketPath: couch.socketPath });
-      const put = await store.putAttachmentStream(traceDocId(t.id), MERGED_ATTACHMENT, PCAP_CONTENT_TYPE, Readable.from([bytes.subarray(0, 1000), bytes.subarray(1000)]));
-      assert.equal(put.bytes, bytes.length);
-      const back: Buffer[] = [];
-      for await (const c of store.getAttachmentStream(traceDocId(t.id), MERGED_ATTACHMENT)) back.push(c as Buffer);
-      assert.ok(Buffer.concat(back).equals(bytes), 'read back over TCP as uploaded through the socket');
-    } finally {
-      await couch.stop();
     }
   });
 

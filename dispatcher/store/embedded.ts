@@ -45,8 +45,6 @@ export interface EmbeddedCouch {
   dataDir: string;
   /** Process id of the server, for logs and health checks. */
   pid: number;
-  /** Its Unix socket for this process's attachment uploads (OpenOptions.socketPath), or null (see storeSocketPath()). */
-  socketPath: string | null;
   stop(): Promise<void>;
 }
 
@@ -152,7 +150,7 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   // Failures to signal the child are handled where it is signalled; an 'error' with no listener would throw.
   child.on('error', (e) => log.error({ err: e, storePid: child.pid }, 'embedded store process error'));
-  const { port: readyPort, socketPath } = await waitReady(child, exited, opts.startTimeoutMs ?? 30_000);
+  const readyPort = await waitReady(child, exited, opts.startTimeoutMs ?? 30_000);
   const redactedUrl = `http://${urlHost(args.host)}:${readyPort}`;
   const url = `http://${creds.user}:${encodeURIComponent(creds.password)}@${urlHost(args.host)}:${readyPort}`;
 
@@ -167,7 +165,6 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
     redactedUrl,
     dataDir,
     pid: child.pid ?? -1,
-    socketPath,
     stop(): Promise<void> {
       stopping ??= stopChild(child, exited);
       return stopping;
@@ -175,8 +172,8 @@ export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<Em
   };
 }
 
-function waitReady(child: ChildProcess, exited: Promise<number | null>, timeoutMs: number): Promise<{ port: number; socketPath: string | null }> {
-  return new Promise((resolve, reject) => {
+function waitReady(child: ChildProcess, exited: Promise<number | null>, timeoutMs: number): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`the embedded store did not start within ${timeoutMs} ms`));
@@ -186,7 +183,7 @@ function waitReady(child: ChildProcess, exited: Promise<number | null>, timeoutM
       if (msg.type === 'ready') {
         clearTimeout(timer);
         child.off('message', onMessage);
-        resolve({ port: msg.port, socketPath: msg.socketPath });
+        resolve(msg.port);
       } else if (msg.type === 'error') {
         failure = msg.message;
       }

@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import type { ReleasesBuffers } from '../../shared/pcap/sink';
+import type { CountsRecords, ReleasesBuffers } from '../../shared/pcap/sink';
 import { CHUNK_BYTES, CHUNKS_IN_FLIGHT } from '../../shared/protocol/agent';
 
 /** Sends one chunk; resolves once the receiver acknowledged it, rejects to stop the stream. */
@@ -20,7 +20,7 @@ export type SendChunk = (seq: number, data: Buffer) => Promise<void>;
  * every later write; the stream finishes only once every chunk is
  * acknowledged.
  */
-export class ChunkWriter extends Writable implements ReleasesBuffers {
+export class ChunkWriter extends Writable implements ReleasesBuffers, CountsRecords {
   private readonly send: SendChunk;
   private readonly chunkBytes: number;
   private readonly inFlight: number;
@@ -37,6 +37,8 @@ export class ChunkWriter extends Writable implements ReleasesBuffers {
   private held: Buffer | null = null;
   private readonly holdFirst: boolean;
   private released: ((b: Buffer) => void) | null = null;
+  /** What the PCAP writer said of the buffers it wrote: how many whole records each holds. */
+  private readonly counted = new WeakMap<Buffer, number>();
 
   /**
    * `holdFirst`: the first chunk is kept back until a second one is cut, so that a result that fits one
@@ -64,6 +66,21 @@ export class ChunkWriter extends Writable implements ReleasesBuffers {
    */
   onReleased(listener: (b: Buffer) => void): void {
     this.released = listener;
+  }
+
+  /** The writer's count of a buffer it writes next (-1: unknown); a buffer it reuses is told again. */
+  recordsWritten(chunk: Buffer, records: number): void {
+    if (records >= 0) this.counted.set(chunk, records);
+    else this.counted.delete(chunk);
+  }
+
+  /**
+   * The records in `data`, a chunk given to `send`, when the writer counted
+   * them and the chunk is its buffer as written (sent as it is, not gathered
+   * with others); undefined otherwise.
+   */
+  recordsIn(data: Buffer): number | undefined {
+    return this.counted.get(data);
   }
 
   /** Chunks sent and acknowledged so far. */

@@ -114,3 +114,50 @@ test('RecordCounter: a corrupt record header stops the count at the records befo
   none.push(good);
   assert.equal(none.count, 0);
 });
+
+test("RecordCounter under a ChunkWriter takes the PCAP writer's count of a chunk that is its batch, walks the rest, and after every chunk counts what the parser does", async () => {
+  const { ChunkWriter } = await import('./chunks');
+  const pk = packets(3000, 1500);
+  // The same records as one encoded file, for writeEncoded*() ranges (records lie back to back after the header).
+  const file = await collect(async (out) => {
+    const w = new PcapWriter(out, { linkType: 1, nanos: true });
+    for (const p of pk) if (!w.write(p)) await w.waitDrain();
+    await w.end();
+  });
+  const at: number[] = [];
+  for (let off = PCAP_HEADER_LEN; off < file.length; off += 16 + file.readUInt32LE(off + 8)) at.push(off);
+  at.push(file.length);
+  // Chunk sizes: batches of a whole chunk (each goes as it is, counted), and a small one where writes are gathered.
+  for (const chunkBytes of [64 * 1024, 16 * 1024, 4096]) {
+    const counter = new RecordCounter('test');
+    const parser = new CaptureStreamParser('test');
+    let parsed = 0;
+    let taken = 0;
+    const out: InstanceType<typeof ChunkWriter> = new ChunkWriter(async (_seq, data) => {
+      const known = out.recordsIn(data);
+      if (known !== undefined) taken++;
+      counter.push(data, known);
+      parsed += parser.push(data).length;
+      assert.equal(counter.count, parsed, `chunkBytes ${chunkBytes}: after a chunk of ${data.length} bytes (writer's count ${known})`);
+    }, chunkBytes);
+    const w = new PcapWriter(out, { linkType: 1, nanos: true });
+    for (let i = 0; i < pk.length; ) {
+      // Records one at a time, runs cut at record boundaries (counted), and runs that may cut a record between batches (not).
+      const n = Math.min(pk.length - i, 1 + ((i * 7) % 90));
+      const kind = Math.floor(i / 90) % 3;
+      let more: boolean;
+      if (kind === 0) {
+        more = true;
+        for (let k = i; k < i + n; k++) more = w.write(pk[k]);
+      } else if (kind === 1) more = w.writeEncodedRecords(file, at[i], at[i + n], n);
+      else more = w.writeEncoded(file, at[i], at[i + n], n);
+      if (!more) await w.waitDrain();
+      i += n;
+    }
+    await w.end();
+    assert.equal(counter.count, pk.length);
+    assert.equal(parsed, pk.length);
+    // Not all walked: the writer's counts were used (at 64 KiB every batch is a chunk).
+    if (chunkBytes === 64 * 1024) assert.ok(taken > 0, 'no chunk carried its count');
+  }
+});

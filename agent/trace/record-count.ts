@@ -32,7 +32,13 @@ export class RecordCounter {
     return this.packets;
   }
 
-  push(data: Buffer): void {
+  /**
+   * `records`, when given, is how many whole records `data` holds after
+   * what it has of the file header, as the writer that made it counted
+   * them: taken as they are when the walk is between records (nothing of a
+   * record gathered), instead of walking them again.
+   */
+  push(data: Buffer, records?: number): void {
     if (this.stopped) return;
     try {
       if (this.other) {
@@ -56,6 +62,10 @@ export class RecordCounter {
         this.walker = new PcapRecordWalker(hdr.littleEndian, pcapCapLenLimit(hdr));
         this.head = null;
         off = n;
+      }
+      if (records !== undefined && this.walker!.atRecordBoundary) {
+        this.packets += records;
+        return;
       }
       // What the parser refuses as a corrupt record header stops the walk: the count stays where it was, as with the parser.
       if (!this.walker!.push(data, off, this.onRecord)) this.stopped = true;

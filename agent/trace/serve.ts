@@ -212,7 +212,7 @@ export function serveTraces(socket: DispatcherSocket, opts: TraceServeOptions): 
           }
           await sendChunk(t, seq, data);
           bytes += data.length;
-          counter.push(data);
+          counter.push(data, out.recordsIn(data));
           if ((seq + 1) % PROGRESS_EVERY_CHUNKS === 0 || Date.now() - lastProgress >= PROGRESS_MS) progress();
         },
         t.chunkBytes,

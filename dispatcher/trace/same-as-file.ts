@@ -52,6 +52,8 @@ export class FramingCheck {
   /** The records after the header (made once the header is read); it gathers a record that straddles chunks. */
   private walker: PcapRecordWalker | null = null;
   private readonly onRecord: OnPcapRecord = (b, off, capLen, inChunk) => this.record(b, off, capLen, inChunk);
+  /** A view of the chunk being pushed (offset 0 is its first byte). */
+  private view: DataView | null = null;
   packets = 0;
   bytes = 0;
 
@@ -62,9 +64,13 @@ export class FramingCheck {
 
   push(chunk: Buffer): boolean {
     if (this.failed) return false;
+    // One view a chunk: the dedup's hash and the record's time read words through it (see isDuplicateAt's `view`), not a
+    // byte at a time with a bounds check each.
+    this.view = new DataView(chunk.buffer, chunk.byteOffset, chunk.length);
     try {
       return this.walk(chunk);
     } finally {
+      this.view = null;
       // The dedup copies only what it still remembers of this chunk: the caller may drop or reuse it after us.
       this.dedup.detach(chunk);
     }
@@ -123,15 +129,17 @@ export class FramingCheck {
    * reused, so its packet is copied.
    */
   private record(b: Buffer, off: number, capLen: number, inChunk: boolean): boolean {
-    const sec = b.readUInt32LE(off);
-    const sub = b.readUInt32LE(off + 4);
+    // The gathered record's buffer is not the chunk: no view of it (the dedup hashes it the other way, to the same value).
+    const view = inChunk ? this.view! : undefined;
+    const sec = view !== undefined ? view.getUint32(off, true) : b.readUInt32LE(off);
+    const sub = view !== undefined ? view.getUint32(off + 4, true) : b.readUInt32LE(off + 4);
     // The walker checked caplen against the snaplen and origlen.
     if (sub >= this.subLimit) return false;
     if (sec < this.lastSec || (sec === this.lastSec && sub < this.lastSub)) return false;
     this.lastSec = sec;
     this.lastSub = sub;
     const at = off + PCAP_RECORD_HEADER_LEN;
-    if (this.dedup.isDuplicateAt(this.linkType, b, at, at + capLen, sec, this.nanos ? sub : sub * 1000, inChunk)) return false;
+    if (this.dedup.isDuplicateAt(this.linkType, b, at, at + capLen, sec, this.nanos ? sub : sub * 1000, inChunk, view)) return false;
     this.packets++;
     this.bytes += capLen;
     return true;

@@ -377,15 +377,18 @@ export function* readPcapEncodedAt(
     }
     const got = readRunWindow(fd, offsets, i, j, scratch);
     const w = scratch.window;
+    // Header fields through a view of the window: `w.readUInt32LE` is a generic load through Buffer.prototype (a
+    // dictionary) and a call, three a record.
+    const v = new DataView(w.buffer, w.byteOffset, got);
     const start = offsets[i];
     run.buf = w;
     run.records = 0;
     for (let k = i; k <= j; k++) {
       const at = offsets[k] - start;
       if (at + PCAP_RECORD_HEADER_LEN <= got) {
-        const capLen = w.readUInt32LE(at + 8);
+        const capLen = v.getUint32(at + 8, true);
         const end = at + PCAP_RECORD_HEADER_LEN + capLen;
-        if (capLen <= limit && capLen <= w.readUInt32LE(at + 12) && w.readUInt32LE(at + 4) < subLimit && end <= got) {
+        if (capLen <= limit && capLen <= v.getUint32(at + 12, true) && v.getUint32(at + 4, true) < subLimit && end <= got) {
           if (run.records > 0 && run.end !== at) {
             yield run;
             run.records = 0;

@@ -64,7 +64,7 @@ export class PcapWriter extends StreamSink {
     super(out, 'PcapWriter');
     this.nanos = opts.nanos;
     this.snaplen = opts.snaplen ?? PCAP_DEFAULT_SNAPLEN;
-    this.put(pcapHeaderBytes({ linkType: opts.linkType, nanos: opts.nanos, snaplen: this.snaplen }));
+    this.put(pcapHeaderBytes({ linkType: opts.linkType, nanos: opts.nanos, snaplen: this.snaplen }), 0);
   }
 
   /** Records accepted so far. */
@@ -83,7 +83,7 @@ export class PcapWriter extends StreamSink {
     writePcapRecordHeader(b, at, rec.tsSec, rec.tsNsec, capLen, rec.origLen, this.nanos);
     rec.data.copy(b, at + PCAP_RECORD_HEADER_LEN);
     this.recordsWritten++;
-    return this.commit(size);
+    return this.commit(size, 1);
   }
 
   /**
@@ -109,18 +109,22 @@ export class PcapWriter extends StreamSink {
     this.check();
     this.recordsWritten += records;
     let more = true;
+    // Caplens through a view: `src.readUInt32LE` is a generic load through Buffer.prototype and a call per record.
+    const v = new DataView(src.buffer, src.byteOffset, src.length);
     while (start < end) {
       const room = this.room;
       let cut = start;
+      let n = 0;
       while (cut < end) {
-        const next = cut + PCAP_RECORD_HEADER_LEN + src.readUInt32LE(cut + 8);
+        const next = cut + PCAP_RECORD_HEADER_LEN + v.getUint32(cut + 8, true);
         if (next > end) throw new RangeError(`a record at ${cut} runs past the ${end - start} bytes given`);
         // The first record that does not fit what is left goes to a fresh batch (or one of its own), next time round.
         if (next - start > room && cut > start) break;
         cut = next;
+        n++;
         if (cut - start >= room) break;
       }
-      more = this.putWhole(src, start, cut);
+      more = this.putWhole(src, start, cut, n);
       start = cut;
     }
     return more;

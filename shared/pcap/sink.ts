@@ -257,6 +257,8 @@ export abstract class StreamSink {
    */
   protected putBorrowed(v: Buffer, done: () => void): boolean {
     this.flush();
+    // Lent bytes may be any part of a run: not counted, so a counting stream walks them itself.
+    this.counts?.recordsWritten(v, -1);
     const ok = this.out.write(v, () => done());
     const queued = (this.out as { writableLength?: number }).writableLength;
     this.blocked = !ok && (typeof queued !== 'number' || queued >= this.inFlight);

@@ -43,7 +43,7 @@ const typedArrayCopyWithin = Uint8Array.prototype.copyWithin;
  * Bytes a caller may lend a file stream's writer for its batches (see
  * lendBatches()): as many as it ever holds in flight or spare.
  */
-export const LENDABLE_BATCH_BYTES = (BATCHES_IN_FLIGHT + 1) * FILE_BATCH;
+export const LENDABLE_BATCH_BYTES = (BATCHES_IN_FLIGHT + 1) * MAX_BATCH;
 
 /**
  * A stream that says when it is done with a buffer written to it, later
@@ -87,8 +87,8 @@ export abstract class StreamSink {
   private error: Error | null = null;
   private blocked = false;
   private ending: Promise<void> | null = null;
-  private readonly batchSize: number;
-  private readonly inFlight: number;
+  private batchSize: number;
+  private inFlight: number;
   /** Where records are built; replaced after each write, since the stream keeps the one written. */
   protected batch: Buffer | null = null;
   private used = 0;
@@ -275,6 +275,12 @@ export abstract class StreamSink {
   lendBatches(mem: Uint8Array, at: number): boolean {
     const spare = this.spare;
     if (spare === null || this.within !== null || mem.byteOffset !== 0 || at + LENDABLE_BATCH_BYTES > mem.length) return false;
+    // MAX_BATCH, not FILE_BATCH, here: with 1 MiB batches lent, a 4-host merge of 200 MiB to a file spent 0.3-0.5 s more
+    // in the kernel in a third to a half of its runs (0.23-0.26 s otherwise); with these it never did.
+    this.batchSize = MAX_BATCH;
+    this.inFlight = BATCHES_IN_FLIGHT * MAX_BATCH;
+    // The batch being filled (the file header) is written at MAX_BATCH and not kept: spare holds lent batches only.
+    spare.length = 0;
     this.within = mem;
     this.withinAb = mem.buffer as ArrayBuffer;
     for (let i = 0; i + this.batchSize <= LENDABLE_BATCH_BYTES && spare.length <= BATCHES_IN_FLIGHT; i += this.batchSize) {

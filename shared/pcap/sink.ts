@@ -111,6 +111,8 @@ export abstract class StreamSink {
   private readonly spare: Buffer[] | null;
   /** Whether a batch is spare again at its write callback (a file stream). */
   private readonly spareAtCallback: boolean;
+  /** Ends a waitDrain() early (see written()). */
+  private drainWaiter: (() => void) | null = null;
 
   protected constructor(
     out: NodeJS.WritableStream,
@@ -259,7 +261,10 @@ export abstract class StreamSink {
     this.flush();
     // Lent bytes may be any part of a run: not counted, so a counting stream walks them itself.
     this.counts?.recordsWritten(v, -1);
-    const ok = this.out.write(v, () => done());
+    const ok = this.out.write(v, (e) => {
+      done();
+      if (!e) this.written();
+    });
     const queued = (this.out as { writableLength?: number }).writableLength;
     this.blocked = !ok && (typeof queued !== 'number' || queued >= this.inFlight);
     return !this.blocked;
@@ -315,7 +320,14 @@ export abstract class StreamSink {
       const spare = this.spare;
       this.counts?.recordsWritten(chunk, this.batchRecords);
       // Bounded: at most the batches in flight come back, and those lent (lendBatches()) are kept over the others.
-      const ok = spare !== null && this.spareAtCallback && b.length === this.batchSize ? this.out.write(chunk, (e) => e || (spare.length >= BATCHES_IN_FLIGHT + 1 && b.buffer !== this.withinAb) || spare.push(b)) : this.out.write(chunk);
+      const ok =
+        spare !== null && this.spareAtCallback && b.length === this.batchSize
+          ? this.out.write(chunk, (e) => {
+              if (e) return;
+              if (spare.length < BATCHES_IN_FLIGHT + 1 || b.buffer === this.withinAb) spare.push(b);
+              this.written();
+            })
+          : this.out.write(chunk);
       const queued = (this.out as { writableLength?: number }).writableLength;
       // A stream whose highWaterMark is above inFlight is waited for when it says so.
       this.blocked = !ok && (typeof queued !== 'number' || queued >= this.inFlight);
@@ -326,11 +338,23 @@ export abstract class StreamSink {
     return !this.blocked;
   }
 
+  /**
+   * A file stream wrote a batch (its callback): a caller waiting for room
+   * goes on once fewer than inFlight bytes are queued, not at 'drain', which
+   * is when none are: the thread pool then sat idle while the next batch
+   * was built, and a 4-host merge to a file waited 60 ms in 0.24 s for it.
+   */
+  private written(): void {
+    const w = this.drainWaiter;
+    if (w !== null && (this.out as { writableLength?: number }).writableLength! < this.inFlight) w();
+  }
+
   waitDrain(): Promise<void> {
     if (this.error) return Promise.reject(this.error);
     if (!this.blocked) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const done = (err?: Error) => {
+        this.drainWaiter = null;
         this.out.removeListener('drain', onDrain);
         this.out.removeListener('error', onError);
         this.out.removeListener('close', onClose);
@@ -343,6 +367,7 @@ export abstract class StreamSink {
       };
       const onError = (err: Error) => done(err);
       const onClose = () => done(this.error ?? new Error('stream closed before it drained'));
+      this.drainWaiter = onDrain;
       this.out.on('drain', onDrain);
       this.out.on('error', onError);
       this.out.on('close', onClose);

@@ -336,7 +336,9 @@ export function* orderedRefs(segments: OpenedSegment[], spans: SegmentSpan[], ma
   const active: Array<{ c: RefColumns; i: number; n: number; span: SegmentSpan }> = [];
   let next = 0;
   const tsLe = (aSec: number, aNsec: number, bSec: number, bNsec: number) => aSec < bSec || (aSec === bSec && aNsec <= bNsec);
-  const out = refColumns(BATCH);
+  // No bigger than the result: 1.5 MiB of columns zeroed for a call's few packets was 4% of a small `query`'s whole process.
+  const batch = Math.max(1, Math.min(BATCH, marks.total));
+  const out = refColumns(batch);
   let filled = 0;
   const pool = new ColumnPool();
   for (;;) {
@@ -388,7 +390,7 @@ export function* orderedRefs(segments: OpenedSegment[], spans: SegmentSpan[], ma
     out.capLen[filled] = h.c.capLen[i];
     filled++;
     if (++h.i === h.n) pool.give(active.splice(best, 1)[0].c);
-    if (filled === BATCH) {
+    if (filled === batch) {
       yield new PacketRefs(out, filled);
       filled = 0;
     }

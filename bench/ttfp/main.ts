@@ -243,7 +243,7 @@ async function main(): Promise<void> {
   const figures = new Figures('bench:ttfp');
   const json: Record<string, unknown> = {};
   try {
-    const apiToken = makeTracerToken(dataDir);
+    const apiToken = makeTracerToken(dataDir, 'bench', d.storeArgs);
     const pcap = join(OUT, 'merged.pcap');
     const nodeMs: number[] = [];
     let started = 0;
